@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs segview and its test tools into a Python environment, choosing the
+# right torch build first so pip never swaps it:
+#   - an environment that already has torch >= 2.10 (e.g. a user's CUDA build) keeps it;
+#   - a machine with an NVIDIA driver gets the registry's CUDA build;
+#   - any other machine gets the CPU build (torch==2.13.0).
+# Target: the active virtualenv/conda env if there is one, else ./.venv.
+# Idempotent: a second run with nothing changed returns in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
+    py=python
+else
+    [[ -x .venv/bin/python ]] || python3 -m venv .venv
+    py=.venv/bin/python
+fi
+
+stamp=".setup-stamp"
+want="$(sha1sum pyproject.toml | cut -c1-40) $($py -c 'import sys; print(sys.prefix)')"
+if [[ -f $stamp && "$(cat $stamp)" == "$want" ]] && $py -c "import segview, torch" 2>/dev/null; then
+    exit 0
+fi
+
+if $py - <<'PY' 2>/dev/null
+import torch, sys
+major, minor = (int(p) for p in torch.__version__.split(".")[:2])
+sys.exit(0 if (major, minor) >= (2, 10) else 1)
+PY
+then
+    echo "setup: keeping installed torch $($py -c 'import torch; print(torch.__version__)')"
+elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    echo "setup: NVIDIA GPU found, installing the CUDA build of torch"
+    $py -m pip install --quiet "torch>=2.10"
+else
+    echo "setup: no GPU, installing the CPU build of torch"
+    $py -m pip install --quiet "torch==2.13.0"
+fi
+
+$py -m pip install --quiet -e ".[test]"
+
+# Qt's xcb/offscreen platforms need these shared libraries; a bare Debian lacks some.
+if ! $py -c "from PySide6 import QtGui" 2>/dev/null && command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
+    echo "setup: installing the system libraries Qt needs"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 \
+        libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 >/dev/null
+fi
+echo "$want" > $stamp

@@ -1,0 +1,135 @@
+"""The ``segview`` command: the application by default, tools as subcommands.
+
+    segview [IMAGE] [--labels LABELS] [--demo]    open the viewer
+    segview phantom {cardiac,lung} -o DIR          write synthetic cases
+
+User errors end in a one-line message and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+
+SUBCOMMANDS = ("phantom",)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        args = _tool_parser().parse_args(argv)
+    else:
+        args = _viewer_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print("segview: cancelled", file=sys.stderr)
+        return 130
+    except UserError as exc:
+        print(f"segview: {exc}", file=sys.stderr)
+        return 2
+
+
+class UserError(Exception):
+    """A mistake in the command line or the data: shown as one line."""
+
+
+# -- the viewer -------------------------------------------------------------------------
+
+def _viewer_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segview", description="Review CT/MRI volumes and their segmentation labels.",
+        epilog=f"Tools: segview {{{','.join(SUBCOMMANDS)}}} --help")
+    parser.add_argument("--version", action="version", version=f"segview {__version__}")
+    parser.add_argument("image", nargs="?", help="image file or DICOM folder to open")
+    parser.add_argument("--labels", help="label volume on the image's grid")
+    parser.add_argument("--demo", action="store_true", help="open a bundled cardiac MRI phantom")
+    parser.add_argument("--screenshot", metavar="PNG",
+                        help="render the window to PNG after loading and exit (no display needed)")
+    parser.set_defaults(run=_run_viewer)
+    return parser
+
+
+def _run_viewer(args) -> int:
+    from .gui.app import run  # Qt is imported only when a window is wanted
+
+    return run(image=args.image, labels=args.labels, demo=args.demo, screenshot=args.screenshot)
+
+
+# -- tools ------------------------------------------------------------------------------
+
+def _tool_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="segview")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    phantom = commands.add_parser(
+        "phantom", help="write synthetic cardiac MRI or lung CT cases with labels",
+        description="Write image/label pairs in the nnU-Net layout (imagesTr/, labelsTr/, "
+                    "dataset.json); as NIfTI, or the images as real DICOM series.")
+    phantom.add_argument("task", choices=["cardiac", "lung"])
+    phantom.add_argument("-o", "--output", required=True, type=Path)
+    phantom.add_argument("--count", type=int, default=1, help="number of cases (default 1)")
+    phantom.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
+    phantom.add_argument("--format", choices=["nifti", "dicom"], default="nifti")
+    phantom.set_defaults(run=_run_phantom)
+    return parser
+
+
+def _run_phantom(args) -> int:
+    from .core.dicom import write_dicom_series
+    from .core.io import save_labels, save_volume
+    from .core.phantoms import make_phantom
+
+    if args.count < 1:
+        raise UserError("--count must be at least 1")
+    images, labels = args.output / "imagesTr", args.output / "labelsTr"
+    try:
+        images.mkdir(parents=True, exist_ok=True)
+        labels.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {args.output}: {exc.strerror or exc}") from exc
+    classes = None
+    for n in range(args.count):
+        seed = args.seed + n
+        progress(n, args.count, f"{args.task} seed {seed}")
+        case = make_phantom(args.task, seed)
+        classes = case.classes
+        name = f"{args.task}_{seed:03d}"
+        try:
+            if args.format == "dicom":
+                write_dicom_series(case.volume, images / name, patient_id=name,
+                                   series_description=case.volume.meta["series_description"])
+            else:
+                save_volume(images / f"{name}_0000.nii.gz", case.volume)
+            save_labels(labels / f"{name}.nii.gz", case.labels, case.volume, case.classes)
+        except OSError as exc:
+            raise UserError(f"cannot write case {name} to {args.output}: {exc}") from exc
+    progress(args.count, args.count, "done")
+    dataset = {
+        "name": f"segview {args.task} phantom",
+        "channel_names": {"0": "CT" if args.task == "lung" else "MRI"},
+        "labels": {c.name: c.value for c in classes},
+        "numTraining": args.count,
+        "file_ending": ".nii.gz" if args.format == "nifti" else "",
+        "segview": {"task": args.task, "first_seed": args.seed, "format": args.format},
+    }
+    (args.output / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    return 0
+
+
+def progress(done: int, total: int, what: str = "") -> None:
+    """A one-line progress bar on stderr (only when it is a terminal)."""
+    if not sys.stderr.isatty():
+        return
+    width = 30
+    filled = int(width * done / max(total, 1))
+    end = "\n" if done >= total else ""
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<30}", end=end,
+          file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,576 @@
+"""DICOM series discovery, reading into a Volume, and writing a Volume as a series.
+
+Reading works on "frames": one per single-frame file, one per frame of a multi-frame
+file. Frames are sorted by their position along the slice normal, checked for gaps,
+uneven spacing and gantry tilt, and stacked; irregular stacks are resampled onto a
+regular grid with SimpleITK and a warning says so. Nothing is loaded silently with
+wrong geometry.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
+
+from .errors import VolumeLoadError
+from .volume import Volume, orthogonalized
+
+Progress = Callable[[int, int], None]
+
+#: Relative tolerance on slice gaps before a stack counts as unevenly spaced.
+GAP_TOLERANCE = 0.01
+#: In-plane drift (mm) over the stack before the stack counts as tilted.
+TILT_TOLERANCE_MM = 0.01
+
+_NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation: labels, not an image to review
+}
+_DECODER_PACKAGES = {
+    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
+    "JPEG-LS": "pyjpegls",
+    "JPEG": "pylibjpeg pylibjpeg-libjpeg",
+    "RLE": "pylibjpeg pylibjpeg-rle",
+    "High-Throughput JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
+}
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    """One series found in a folder, as shown in the series picker."""
+
+    uid: str
+    description: str
+    modality: str
+    num_files: int
+    size: tuple[int, int, int]  # (columns, rows, images or frames)
+    number: int | None = None
+    is_localizer: bool = False
+    files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+    def label(self) -> str:
+        """One line naming the series for a message or a list."""
+        number = f"#{self.number} " if self.number is not None else ""
+        kind = " (localizer)" if self.is_localizer else ""
+        desc = self.description or "no description"
+        c, r, n = self.size
+        return f"{number}{desc}{kind}: {self.modality or '?'}, {n} images of {c}x{r}, UID {self.uid}"
+
+
+# -- discovery -------------------------------------------------------------------------
+
+def list_dicom_series(folder, progress: Progress | None = None) -> list[SeriesInfo]:
+    """All image series under ``folder`` (searched recursively), largest first.
+
+    Files that are not DICOM are ignored; DICOM files without pixel data (reports,
+    structure sets, DICOMDIR) are skipped. Raises VolumeLoadError when the folder
+    cannot be read.
+    """
+    series, _ = _scan(Path(folder), progress)
+    infos = [_series_info(uid, items) for uid, items in series.items()]
+    return sorted(infos, key=lambda s: (s.is_localizer, -s.num_files, s.number or 0))
+
+
+def _scan(folder: Path, progress: Progress | None) -> tuple[dict[str, list], list[str]]:
+    """Headers of every DICOM image file under ``folder``, grouped by series UID."""
+    try:
+        paths = sorted(p for p in folder.rglob("*") if p.is_file())
+    except OSError as exc:
+        raise VolumeLoadError(f"Cannot read the folder {folder}: {exc.strerror or exc}.") from exc
+    series: dict[str, list] = defaultdict(list)
+    damaged: list[str] = []
+    for n, path in enumerate(paths):
+        if progress:
+            progress(n, len(paths))
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+        except InvalidDicomError:
+            continue  # not DICOM: a README, a thumbnail, ...
+        except Exception:  # noqa: BLE001 - any damage to one file must not stop the scan
+            damaged.append(path.name)
+            continue
+        if _is_image(ds):
+            series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((str(path), ds))
+    return series, damaged
+
+
+def _is_image(ds: Dataset) -> bool:
+    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get(
+        "MediaStorageSOPClassUID", ""))
+    return "Rows" in ds and "Columns" in ds and sop_class not in _NON_IMAGE_SOP_CLASSES
+
+
+def _series_info(uid: str, items: list) -> SeriesInfo:
+    first = items[0][1]
+    frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in items)
+    number = first.get("SeriesNumber")
+    return SeriesInfo(
+        uid=uid,
+        description=str(first.get("SeriesDescription", "") or ""),
+        modality=str(first.get("Modality", "") or ""),
+        num_files=len(items),
+        size=(int(first.Columns), int(first.Rows), frames),
+        number=int(number) if number not in (None, "") else None,
+        is_localizer=_is_localizer([ds for _, ds in items]),
+        files=tuple(path for path, _ in items),
+    )
+
+
+def _is_localizer(headers: list[Dataset]) -> bool:
+    image_type = {str(v).upper() for v in headers[0].get("ImageType", []) or []}
+    if image_type & {"LOCALIZER", "SCOUT"}:
+        return True
+    description = str(headers[0].get("SeriesDescription", "")).lower()
+    if any(word in description for word in ("localizer", "localiser", "scout", "survey", "topogram")):
+        return True
+    # Tri-planar localizers: a handful of images in several orientations.
+    orientations = {tuple(np.round(np.asarray(h.get("ImageOrientationPatient", [0] * 6), float), 2))
+                    for h in headers}
+    return len(headers) <= 5 and len(orientations) > 1
+
+
+# -- reading ---------------------------------------------------------------------------
+
+def read_dicom_folder(folder, series_uid: str | None = None,
+                      progress: Progress | None = None) -> Volume:
+    """The image series in ``folder`` as a Volume (see ``list_dicom_series``).
+
+    Without ``series_uid`` the folder must hold exactly one image series that is not a
+    localizer; otherwise VolumeLoadError names the series to choose from.
+    """
+    folder = Path(folder)
+    series, damaged = _scan(folder, None)
+    infos = [_series_info(uid, items) for uid, items in series.items()]
+    warnings = []
+    if damaged:
+        warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
+                        + ", ".join(damaged[:5]) + ("..." if len(damaged) > 5 else ""))
+    if not infos:
+        hint = f" ({len(damaged)} damaged DICOM file(s) could not be read)" if damaged else ""
+        raise VolumeLoadError(f"No DICOM images were found in {folder}{hint}. "
+                              "Choose the folder that holds the image files of a series.")
+    chosen = _choose_series(folder, infos, series_uid, warnings)
+    volume = read_dicom_files(chosen.files, progress=progress)
+    volume.meta["warnings"] = warnings + volume.meta["warnings"]
+    return volume
+
+
+def _choose_series(folder: Path, infos: list[SeriesInfo], series_uid: str | None,
+                   warnings: list[str]) -> SeriesInfo:
+    if series_uid is not None:
+        for info in infos:
+            if info.uid == series_uid:
+                return info
+        raise VolumeLoadError(f"The series {series_uid} is not in {folder}. It holds:\n"
+                              + "\n".join("  " + i.label() for i in infos))
+    volumes = [i for i in infos if not i.is_localizer]
+    if len(volumes) == 1:
+        skipped = [i for i in infos if i.is_localizer]
+        if skipped:
+            warnings.append(f"Skipped {len(skipped)} localizer series: "
+                            + "; ".join(i.label() for i in skipped))
+        return volumes[0]
+    if not volumes:
+        if len(infos) == 1:
+            warnings.append("This series looks like a localizer (scout).")
+            return infos[0]
+        volumes = infos
+    raise VolumeLoadError(f"{folder} holds {len(volumes)} image series; choose one:\n"
+                          + "\n".join("  " + i.label() for i in volumes))
+
+
+@dataclass
+class _Frame:
+    dataset: Dataset
+    frame_index: int | None  # None for a single-frame file
+    position: np.ndarray | None  # ImagePositionPatient, mm LPS
+    orientation: np.ndarray | None  # ImageOrientationPatient (row cosines, column cosines)
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns), mm
+    slope: float
+    intercept: float
+    source: str
+
+
+def read_dicom_files(paths: Iterable[str], progress: Progress | None = None) -> Volume:
+    """One Volume from the DICOM image files ``paths`` (one series, any order).
+
+    Raises VolumeLoadError for unreadable or inconsistent files.
+    """
+    paths = list(paths)
+    frames: list[_Frame] = []
+    for n, path in enumerate(paths):
+        if progress:
+            progress(n, 2 * len(paths))
+        frames.extend(_frames_of(_read_dataset(path), path))
+    first = frames[0].dataset
+    warnings: list[str] = []
+    if len(paths) == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
+        warnings.append("This file is one image of a series; open its folder to see every slice.")
+    _check_supported(first, paths[0])
+    frames = _sort_frames(frames, warnings)
+    stack = np.empty((len(frames), int(first.Rows), int(first.Columns)), dtype=np.float32)
+    decoded: dict[int, np.ndarray] = {}  # id(dataset) -> all frames of a multi-frame file
+    for n, frame in enumerate(frames):
+        if progress:
+            progress(len(paths) + n * len(paths) // len(frames), 2 * len(paths))
+        stack[n] = _pixels(frame, decoded) * np.float32(frame.slope) + np.float32(frame.intercept)
+    volume = _assemble(stack, frames, warnings)
+    volume.modality = str(first.get("Modality", "") or "")
+    volume.meta.update(_describe(first, frames))
+    return volume
+
+
+def _read_dataset(path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as exc:
+        raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
+    except (OSError, MemoryError) as exc:
+        raise VolumeLoadError(f"Cannot read {path}: {exc}.") from exc
+    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise VolumeLoadError(f"{Path(path).name} is damaged and cannot be read as DICOM "
+                              f"({type(exc).__name__}: {exc}).") from exc
+
+
+def _check_supported(ds: Dataset, path) -> None:
+    name = Path(path).name
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise VolumeLoadError(f"{name} holds no image (it is a {_sop_name(ds)}).")
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        raise VolumeLoadError(f"{name} is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}); "
+                              "segview reads greyscale CT and MR images.")
+
+
+def _sop_name(ds: Dataset) -> str:
+    uid = ds.get("SOPClassUID") or getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+    return UID(str(uid)).name if uid else "DICOM object without an image"
+
+
+def _frames_of(ds: Dataset, path: str) -> list[_Frame]:
+    """One _Frame per image in ``ds``, with geometry from the classic tags or from the
+    functional groups of an enhanced multi-frame object."""
+    try:
+        count = int(ds.get("NumberOfFrames", 1) or 1)
+        shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        offsets = ds.get("GridFrameOffsetVector")  # RT dose: positions along the normal
+        frames = []
+        for i in range(count):
+            groups = [per_frame[i]] if per_frame is not None and i < len(per_frame) else []
+            groups += [shared] if shared is not None else []
+            position = _group_value(groups, "PlanePositionSequence", "ImagePositionPatient", ds)
+            orientation = _group_value(groups, "PlaneOrientationSequence", "ImageOrientationPatient", ds)
+            spacing = _group_value(groups, "PixelMeasuresSequence", "PixelSpacing", ds)
+            slope = _group_value(groups, "PixelValueTransformationSequence", "RescaleSlope", ds)
+            intercept = _group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept", ds)
+            if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds:
+                slope = ds.DoseGridScaling
+            position = None if position is None else np.asarray(position, float)
+            orientation = None if orientation is None else np.asarray(orientation, float)
+            if offsets is not None and position is not None and orientation is not None and count > 1:
+                position = position + float(offsets[i]) * np.cross(orientation[:3], orientation[3:])
+            frames.append(_Frame(
+                dataset=ds, frame_index=i if count > 1 else None, position=position,
+                orientation=orientation,
+                pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
+                slope=1.0 if slope in (None, "") else float(slope),
+                intercept=0.0 if intercept in (None, "") else float(intercept),
+                source=path))
+        return frames
+    except VolumeLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - malformed values in the header
+        raise VolumeLoadError(f"{Path(path).name} has malformed image geometry or rescale values "
+                              f"({type(exc).__name__}: {exc}).") from exc
+
+
+def _first_item(ds: Dataset, keyword: str):
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _group_value(groups: list[Dataset], sequence: str, keyword: str, ds: Dataset):
+    """``keyword`` from the first functional group that has it, else from the top level."""
+    for group in groups:
+        item = _first_item(group, sequence)
+        if item is not None and item.get(keyword) not in (None, ""):
+            return item.get(keyword)
+    value = ds.get(keyword)
+    return None if value in (None, "") else value
+
+
+def _pixels(frame: _Frame, decoded: dict[int, np.ndarray]) -> np.ndarray:
+    ds = frame.dataset
+    try:
+        if frame.frame_index is None:
+            pixels = ds.pixel_array
+        else:
+            if id(ds) not in decoded:
+                decoded[id(ds)] = ds.pixel_array
+            pixels = decoded[id(ds)][frame.frame_index]
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        raise VolumeLoadError(_decoder_message(ds, frame.source, exc)) from exc
+    except MemoryError as exc:
+        raise VolumeLoadError(f"Not enough memory to read {Path(frame.source).name}.") from exc
+    except Exception as exc:  # noqa: BLE001 - truncated or malformed pixel data
+        raise VolumeLoadError(f"The image data of {Path(frame.source).name} are damaged or incomplete "
+                              f"({type(exc).__name__}: {exc}). Re-export the series from the PACS.") from exc
+    if pixels.shape[-2:] != (int(ds.Rows), int(ds.Columns)) or pixels.ndim != 2:
+        raise VolumeLoadError(f"The image data of {Path(frame.source).name} do not have the size "
+                              f"its header declares ({ds.Rows} x {ds.Columns}).")
+    return pixels
+
+
+def _decoder_message(ds: Dataset, path: str, exc: Exception) -> str:
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    name = UID(str(syntax)).name if syntax else "an unknown transfer syntax"
+    package = next((pkg for key, pkg in _DECODER_PACKAGES.items() if key in name), None)
+    what = f"{Path(path).name} is compressed with {name}, and no installed decoder can read it"
+    if package:
+        return f"{what}. Install one with:  pip install {package}"
+    return f"{what} ({exc}). Decompress the series (e.g. with dcmdjpeg or gdcmconv --raw) and open it again."
+
+
+def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
+    """Frames in order along the slice normal; refuses mixed sizes or orientations."""
+    sizes = {(int(f.dataset.Rows), int(f.dataset.Columns)) for f in frames}
+    if len(sizes) > 1:
+        raise VolumeLoadError(f"The images of this series have different sizes {sorted(sizes)}; "
+                              "it is not one volume.")
+    if any(f.position is None or f.orientation is None for f in frames):
+        if len(frames) > 1:
+            warnings.append("The images carry no patient position; they are stacked in file order "
+                            "with an assumed slice spacing.")
+        return sorted(frames, key=lambda f: (int(f.dataset.get("InstanceNumber", 0) or 0),
+                                             f.frame_index or 0))
+    orientation = frames[0].orientation
+    if any(np.max(np.abs(f.orientation - orientation)) > 1e-3 for f in frames):
+        raise VolumeLoadError("The images of this series have different orientations (e.g. a "
+                              "tri-planar localizer); it is not one volume.")
+    normal = np.cross(orientation[:3], orientation[3:])
+    return sorted(frames, key=lambda f: float(f.position @ normal))
+
+
+def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> Volume:
+    """A Volume from sorted slices, regularised where the acquisition was irregular."""
+    first = frames[0]
+    ds = first.dataset
+    row_mm, col_mm = first.pixel_spacing or _fallback_pixel_spacing(ds, warnings)
+    if first.position is None or first.orientation is None:
+        warnings.append("The image carries no patient position or orientation; its axes are "
+                        "shown as axial with the origin at 0.")
+        origin, row_dir, col_dir = np.zeros(3), np.array([1.0, 0, 0]), np.array([0, 1.0, 0])
+        positions = None
+    else:
+        origin, row_dir, col_dir = first.position, first.orientation[:3], first.orientation[3:]
+        positions = np.array([f.position for f in frames])
+    normal = np.cross(row_dir, col_dir)
+    if np.linalg.norm(normal) < 0.9:
+        raise VolumeLoadError("The image orientation in the header is not valid (row and column "
+                              "directions are not perpendicular unit vectors).")
+    normal /= np.linalg.norm(normal)
+    if positions is None or len(frames) == 1:
+        gap = _fallback_slice_spacing(ds, len(frames), warnings)
+        direction = np.column_stack([row_dir, col_dir, normal])
+        return _volume(stack, (col_mm, row_mm, gap), origin, direction, ds)
+
+    along = positions @ normal
+    gaps = np.diff(along)
+    if np.min(gaps) < 1e-3:
+        raise VolumeLoadError(
+            f"{len(frames)} images but only {len(np.unique(np.round(along, 3)))} distinct slice "
+            "positions: the series holds several images per position (cardiac phases, echoes or "
+            "diffusion directions). Export one phase or echo as its own series.")
+    stack, along, gap = _regularise_spacing(stack, along, gaps, warnings)
+    # The slice axis follows the stack; with gantry tilt it is not the normal.
+    drift = (positions[-1] - positions[0]) - (along[-1] - along[0]) * normal
+    slice_dir = normal + drift / (along[-1] - along[0])
+    direction = np.column_stack([row_dir, col_dir, slice_dir / np.linalg.norm(slice_dir)])
+    volume = _volume(stack, (col_mm, row_mm, gap * np.linalg.norm(slice_dir)), origin, direction, ds)
+    if np.linalg.norm(drift) > TILT_TOLERANCE_MM:
+        angle = np.degrees(np.arccos(min(1.0, 1.0 / np.linalg.norm(slice_dir))))
+        warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
+                        "grid perpendicular to the slices so distances and shapes are true.")
+        volume = orthogonalized(volume)
+    return volume
+
+
+def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
+                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+    """Slices on a regular grid along the normal; missing or unevenly spaced slices are
+    filled by linear interpolation between their neighbours, with a warning."""
+    median = float(np.median(gaps))
+    if np.max(np.abs(gaps - median)) <= GAP_TOLERANCE * median:
+        return stack, along, float(np.mean(gaps))
+    multiples = gaps / median
+    if np.all(np.abs(multiples - np.round(multiples)) <= GAP_TOLERANCE * np.round(multiples)):
+        gap = median
+        missing = int(np.sum(np.round(multiples) - 1))
+        where = ", ".join(f"after {along[i]:.1f} mm" for i in np.flatnonzero(np.round(multiples) > 1)[:5])
+        warnings.append(f"{missing} slice(s) missing ({where}); they were filled by linear "
+                        "interpolation between the neighbouring slices. Do not measure there.")
+    else:
+        gap = float(np.min(gaps))
+        warnings.append(f"Slice spacing varies from {np.min(gaps):.3g} to {np.max(gaps):.3g} mm; "
+                        f"the volume was resampled to a regular {gap:.3g} mm spacing by linear "
+                        "interpolation.")
+    target = along[0] + gap * np.arange(int(round((along[-1] - along[0]) / gap)) + 1)
+    upper = np.clip(np.searchsorted(along, target), 1, len(along) - 1)
+    weight = np.clip((target - along[upper - 1]) / (along[upper] - along[upper - 1]), 0, 1)
+    weight = weight[:, None, None]
+    regular = (1 - weight) * stack[upper - 1] + weight * stack[upper]
+    return regular, target, gap
+
+
+def _volume(stack, spacing, origin, direction, ds: Dataset) -> Volume:
+    return Volume(array=_compact(stack), spacing=spacing, origin=tuple(origin),
+                  direction=tuple(np.asarray(direction).ravel()))
+
+
+def _compact(stack: np.ndarray) -> np.ndarray:
+    """int16 when every value is an integer in range (CT in HU), else float32."""
+    if stack.size and np.all(stack == np.round(stack)) and stack.min() >= -32768 and stack.max() <= 32767:
+        return stack.astype(np.int16)
+    return stack.astype(np.float32)
+
+
+def _fallback_pixel_spacing(ds: Dataset, warnings: list[str]) -> tuple[float, float]:
+    for keyword in ("ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        if ds.get(keyword):
+            return float(ds.get(keyword)[0]), float(ds.get(keyword)[1])
+    warnings.append("The header gives no pixel spacing; 1 mm pixels are assumed, so lengths "
+                    "and areas are not in true millimetres.")
+    return 1.0, 1.0
+
+
+def _fallback_slice_spacing(ds: Dataset, count: int, warnings: list[str]) -> float:
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(keyword)
+        if value not in (None, "") and float(value) > 0:
+            if count > 1:
+                warnings.append(f"Slice spacing taken from {keyword} ({float(value):g} mm).")
+            return float(value)
+    if count > 1:
+        warnings.append("The header gives no slice spacing; 1 mm is assumed.")
+    return 1.0
+
+
+def _describe(ds: Dataset, frames: list[_Frame]) -> dict:
+    """The meta entries of a DICOM-loaded Volume."""
+    return {
+        "series_description": str(ds.get("SeriesDescription", "") or ""),
+        "window_presets": _window_presets(ds),
+        "source_format": "dicom",
+        "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
+        "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        "patient_id": str(ds.get("PatientID", "") or ""),
+        "source_files": sorted({f.source for f in frames}),
+    }
+
+
+def _window_presets(ds: Dataset) -> list[tuple[str, float, float]]:
+    item = _first_item(_first_item(ds, "SharedFunctionalGroupsSequence") or Dataset(), "FrameVOILUTSequence")
+    source = item if item is not None and "WindowCenter" in item else ds
+    centers, widths = source.get("WindowCenter"), source.get("WindowWidth")
+    if centers is None or widths is None:
+        return []
+    centers = list(centers) if isinstance(centers, pydicom.multival.MultiValue) else [centers]
+    widths = list(widths) if isinstance(widths, pydicom.multival.MultiValue) else [widths]
+    names = source.get("WindowCenterWidthExplanation") or []
+    names = list(names) if isinstance(names, pydicom.multival.MultiValue) else [names]
+    presets = []
+    for n, (c, w) in enumerate(zip(centers, widths)):
+        name = str(names[n]) if n < len(names) and names[n] else f"DICOM {n + 1}"
+        if float(w) > 0:
+            presets.append((name, float(c), float(w)))
+    return presets
+
+
+# -- writing ---------------------------------------------------------------------------
+
+_SOP_CLASS = {"CT": pydicom.uid.CTImageStorage, "MR": pydicom.uid.MRImageStorage}
+
+
+def write_dicom_series(volume: Volume, folder, *, patient_id: str = "SEGVIEW-PHANTOM",
+                       patient_name: str = "Phantom^Segview", series_description: str = "",
+                       series_number: int = 1, study_uid: str | None = None,
+                       image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")) -> list[Path]:
+    """Write ``volume`` as a single-frame CT or MR series, one file per slice (k index).
+
+    CT is stored as unsigned values with RescaleIntercept -1024 as scanners do, so the
+    read-back is in HU. Returns the written paths. Real UIDs, positions, orientation,
+    spacing and window presets are written so any DICOM reader gets the same geometry.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    modality = volume.modality if volume.modality in _SOP_CLASS else "MR"
+    values = np.round(volume.array).astype(np.int32)
+    intercept = -1024 if modality == "CT" else int(min(0, values.min()))
+    stored = values - intercept
+    if stored.max() > 65535:
+        raise ValueError("the volume's values do not fit in 16-bit DICOM pixels")
+    stored = stored.astype(np.uint16)
+    direction = volume.direction_matrix
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    now = datetime.datetime.now()
+    presets = volume.meta.get("window_presets") or []
+    paths = []
+    for k in range(volume.shape[0]):
+        ds = Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
+        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.SOPClassUID = _SOP_CLASS[modality]
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.PatientName, ds.PatientID = patient_name, patient_id
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
+        ds.StudyID, ds.AccessionNumber = "1", ""
+        ds.Modality = modality
+        ds.Manufacturer = "segview phantom"
+        ds.SeriesDescription = series_description or volume.meta.get("series_description", "")
+        ds.SeriesNumber, ds.InstanceNumber = series_number, k + 1
+        ds.ImageType = list(image_type)
+        ds.PatientPosition = "HFS"
+        ds.ImagePositionPatient = [_ds(v) for v in volume.index_to_physical((k, 0, 0))]
+        ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+        ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[0])]
+        ds.SliceThickness = _ds(volume.spacing[2])
+        ds.SpacingBetweenSlices = _ds(volume.spacing[2])
+        ds.SliceLocation = _ds(float(volume.index_to_physical((k, 0, 0)) @ np.cross(direction[:, 0], direction[:, 1])))
+        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU" if modality == "CT" else "US"
+        if presets:
+            ds.WindowCenter = [_ds(c) for _, c, _ in presets]
+            ds.WindowWidth = [_ds(w) for _, _, w in presets]
+            ds.WindowCenterWidthExplanation = [name[:64] for name, _, _ in presets]
+        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        path = folder / f"IM{k + 1:05d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def _ds(value: float) -> str:
+    """A Decimal String of at most 16 characters holding ``value`` as precisely as fits."""
+    for digits in range(10, 0, -1):
+        text = f"{value:.{digits}g}"
+        if len(text) <= 16:
+            return text
+    return f"{value:.1e}"

@@ -1,0 +1,379 @@
+"""Loading images and saving/loading label volumes, with exact geometry.
+
+``load_volume`` reads DICOM (folder or file), NIfTI, NRRD and MetaImage; every failure
+is a VolumeLoadError whose message says what is wrong and what to do. Labels are saved
+atomically on exactly the image grid and read back only onto a matching grid.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import struct
+import uuid
+import zlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from .dicom import Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
+from .errors import LabelSaveError, VolumeLoadError
+from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
+
+__all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "load_classes",
+           "LabelClass", "SeriesInfo", "VolumeLoadError", "LabelSaveError", "IMAGE_EXTENSIONS",
+           "LABEL_EXTENSIONS"]
+
+#: Single-file and header+data formats read through SimpleITK.
+IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+#: Single-file formats labels are written to (so a save can be one atomic rename).
+LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
+def extension(path) -> str:
+    """The format extension of ``path`` in lower case, ``.nii.gz`` counted as one."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+# -- images -----------------------------------------------------------------------------
+
+def load_volume(path, series_uid: str | None = None, *, progress: Progress | None = None) -> Volume:
+    """The image at ``path``: a DICOM folder or file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd.
+
+    ``series_uid`` picks one series of a DICOM folder that holds several. Irregular
+    acquisitions are regularised and reported in ``meta["warnings"]``.
+    ``progress(done, total)`` is called while DICOM files are read.
+
+    Raises:
+        VolumeLoadError: for every failure, with a message meant for the user. No
+            partial volume is ever returned.
+    """
+    path = Path(path)
+    try:
+        volume = _load(path, series_uid, progress)
+    except VolumeLoadError:
+        raise
+    except MemoryError as exc:
+        raise VolumeLoadError(f"Not enough memory to open {path.name}.") from exc
+    except Exception as exc:  # noqa: BLE001 - the contract: nothing else escapes
+        raise VolumeLoadError(f"{path.name} could not be opened ({type(exc).__name__}: {exc}).") from exc
+    volume.meta.setdefault("source", str(path))
+    return volume
+
+
+def _load(path: Path, series_uid: str | None, progress: Progress | None) -> Volume:
+    if not path.exists():
+        raise VolumeLoadError(f"{path} does not exist.")
+    if path.is_dir():
+        return read_dicom_folder(path, series_uid, progress)
+    if path.stat().st_size == 0:
+        raise VolumeLoadError(f"{path.name} is empty (0 bytes); the copy or download was probably cut short.")
+    if extension(path) in IMAGE_EXTENSIONS:
+        return _read_itk_volume(path)
+    try:
+        pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError as exc:
+        raise VolumeLoadError(
+            f"{path.name} is neither DICOM nor a supported image file. segview opens DICOM "
+            f"folders and files, {', '.join(IMAGE_EXTENSIONS)}.") from exc
+    except Exception:  # noqa: BLE001 - damaged DICOM: read_dicom_files words the message
+        pass
+    return read_dicom_files([str(path)], progress)
+
+
+def _read_itk(path: Path, what: str) -> sitk.Image:
+    """A scalar 3D SimpleITK image from ``path``; 2D becomes one slice, 4D with one
+    time point drops that axis."""
+    if extension(path) in (".nii", ".nii.gz"):
+        _check_nifti_complete(path)
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise VolumeLoadError(f"{path.name} could not be read as {what}: the file is damaged, "
+                              f"truncated or not in the format its extension says ({reason}).") from exc
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeLoadError(f"{path.name} has {image.GetNumberOfComponentsPerPixel()} values per "
+                              "voxel (colour or vector image); segview reads scalar volumes.")
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    elif image.GetDimension() == 4:
+        size = list(image.GetSize())
+        if size[3] != 1:
+            raise VolumeLoadError(f"{path.name} is a 4D series with {size[3]} time points or "
+                                  "channels; segview reads one 3D volume. Split it first.")
+        image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
+    elif image.GetDimension() != 3:
+        raise VolumeLoadError(f"{path.name} has {image.GetDimension()} dimensions; segview reads 3D volumes.")
+    return image
+
+
+def _check_nifti_complete(path: Path) -> None:
+    """Refuse a NIfTI file shorter than its header announces: ITK would zero-fill it."""
+    opener = gzip.open if extension(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(540)
+            length = len(header)
+            while chunk := f.read(1 << 20):
+                length += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise VolumeLoadError(f"{path.name} is damaged or truncated ({exc}); "
+                              "copy or export it again.") from exc
+    expected = _nifti_expected_length(header)
+    if expected is not None and length < expected:
+        raise VolumeLoadError(f"{path.name} is truncated: it holds {length} of the {expected} "
+                              "bytes its header announces. Copy or export it again.")
+
+
+def _nifti_expected_length(header: bytes) -> int | None:
+    """Header + voxel bytes of a NIfTI-1 or NIfTI-2 header; None when it is not one."""
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            bitpix = struct.unpack(endian + "h", header[72:74])[0]
+            offset = int(struct.unpack(endian + "f", header[108:112])[0])
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            dims = struct.unpack(endian + "8q", header[16:80])
+            bitpix = struct.unpack(endian + "h", header[14:16])[0]
+            offset = struct.unpack(endian + "q", header[168:176])[0]
+            break
+    else:
+        return None
+    if not 0 < dims[0] <= 7:
+        return None
+    return offset + int(np.prod(dims[1: dims[0] + 1], dtype=np.int64)) * bitpix // 8
+
+
+def _read_itk_volume(path: Path) -> Volume:
+    image = _read_itk(path, "an image")
+    volume = Volume.from_sitk(image, meta={"source_format": extension(path).lstrip(".")})
+    volume.modality = _guess_modality(volume.array)
+    volume.meta["modality_guessed"] = True
+    if volume.modality == "CT":
+        volume.meta["window_presets"] = list(CT_WINDOW_PRESETS)
+    regular = orthogonalized(volume)
+    if regular is not None:
+        regular.meta["warnings"].append("The image axes are not perpendicular (sheared or tilted); "
+                                        "it was resampled onto a perpendicular grid.")
+        volume = regular
+    return volume
+
+
+def _guess_modality(array: np.ndarray) -> str:
+    """CT when values look like Hounsfield units (air near -1000), else MR."""
+    sample = array[:: max(1, array.shape[0] // 8)]
+    return "CT" if np.percentile(sample, 1) <= -500 else "MR"
+
+
+# -- labels -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One class of a label volume: its value, name and display colour (RGB, 0-255)."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+
+
+def save_labels(path, labels: np.ndarray, reference: Volume,
+                classes: Iterable[LabelClass] | None = None) -> Path:
+    """Write ``labels`` (Z, Y, X, non-negative integers) on exactly ``reference``'s grid.
+
+    The format follows the extension (.nii.gz, .nii, .nrrd, .mha). Class names and
+    colours go into the NRRD header (3D Slicer's Segment keys) or, for NIfTI and
+    MetaImage, a JSON sidecar ``<name>.classes.json``. The write is atomic: a temporary
+    file in the same folder is written, flushed to disk, read back and compared, then
+    renamed over ``path``; on failure the previous file is untouched.
+
+    Raises:
+        ValueError: wrong shape, non-integer or negative labels, unsupported extension.
+        LabelSaveError: the file could not be written (read-only folder, disk full...).
+    """
+    path = Path(path)
+    if extension(path) not in LABEL_EXTENSIONS:
+        raise ValueError(f"labels are saved as {', '.join(LABEL_EXTENSIONS)}; not {path.name}")
+    labels = _checked_labels(np.asarray(labels), reference)
+    classes = list(classes or [])
+    image = reference.to_sitk(labels)
+    if extension(path) == ".nrrd":
+        for key, value in _slicer_segment_keys(classes).items():
+            image.SetMetaData(key, value)
+    sidecar = None if extension(path) == ".nrrd" else json.dumps(
+        {"classes": [asdict(c) for c in classes]}, indent=2)
+    return _write_atomically(image, path, labels, reference, sidecar)
+
+
+def save_volume(path, volume: Volume) -> Path:
+    """Write an image with its geometry as .nii.gz, .nii, .nrrd or .mha, atomically
+    (see ``save_labels``). Raises ValueError for another extension, LabelSaveError
+    when the file cannot be written."""
+    path = Path(path)
+    if extension(path) not in LABEL_EXTENSIONS:
+        raise ValueError(f"images are saved as {', '.join(LABEL_EXTENSIONS)}; not {path.name}")
+    return _write_atomically(volume.to_sitk(), path, volume.array, volume)
+
+
+def _write_atomically(image: sitk.Image, path: Path, expected: np.ndarray, reference: Volume,
+                      sidecar: str | None = None) -> Path:
+    """Write to a temporary file beside ``path``, flush it, read it back and compare it
+    with ``expected``, then rename it over ``path``. The previous file survives any
+    failure, which is raised as LabelSaveError."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
+    try:
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"the folder {path.parent} is read-only")
+        sitk.WriteImage(image, str(temporary), True)
+        _fsync(temporary)
+        _verify(temporary, expected, reference)
+        if sidecar is not None:
+            _atomic_write_text(sidecar_path(path), sidecar)
+        os.replace(temporary, path)
+        _fsync(path.parent)
+    except (OSError, RuntimeError, VolumeLoadError) as exc:
+        temporary.unlink(missing_ok=True)
+        raise LabelSaveError(_save_failure(path, expected, exc)) from exc
+    return path
+
+
+def _checked_labels(labels: np.ndarray, reference: Volume) -> np.ndarray:
+    """``labels`` as the smallest unsigned dtype that holds them."""
+    if labels.shape != reference.shape:
+        raise ValueError(f"the labels have shape {labels.shape} (z, y, x) but the image has "
+                         f"{reference.shape}; labels must lie on the image's voxel grid")
+    if labels.dtype.kind not in "biu":
+        if not np.all(labels == np.round(labels)):
+            raise ValueError("labels must be whole numbers (class indices)")
+    if labels.size and labels.min() < 0:
+        raise ValueError("labels must not be negative")
+    top = int(labels.max()) if labels.size else 0
+    dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
+    return labels.astype(dtype, copy=False)
+
+
+def _verify(written: Path, expected: np.ndarray, reference: Volume) -> None:
+    image = sitk.ReadImage(str(written))
+    differences = grid_differences(image, reference)
+    if differences or not np.array_equal(sitk.GetArrayViewFromImage(image), expected):
+        raise OSError(f"the file read back differs from what was written "
+                      f"({'; '.join(differences) or 'voxel values'})")
+
+
+def _save_failure(path: Path, data: np.ndarray, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    try:
+        if shutil.disk_usage(path.parent).free < data.nbytes:
+            reason = "the disk is full"
+    except OSError:
+        pass
+    return (f"{path.name} could not be saved in {path.parent} ({reason}). Nothing was "
+            "overwritten and nothing open was lost; save to another folder.")
+
+
+def sidecar_path(path) -> Path:
+    """The JSON file next to a NIfTI/MetaImage label file that holds its class table."""
+    path = Path(path)
+    return path.with_name(path.name[: -len(extension(path))] + ".classes.json")
+
+
+def _slicer_segment_keys(classes: list[LabelClass]) -> dict[str, str]:
+    """NRRD header keys in 3D Slicer's segmentation convention."""
+    keys = {}
+    for n, c in enumerate(c for c in classes if c.value != 0):
+        keys.update({
+            f"Segment{n}_ID": f"Segment_{c.value}", f"Segment{n}_Name": c.name,
+            f"Segment{n}_LabelValue": str(c.value), f"Segment{n}_Layer": "0",
+            f"Segment{n}_Color": " ".join(f"{v / 255:.6g}" for v in c.color),
+        })
+    return keys
+
+
+def load_classes(path) -> list[LabelClass]:
+    """The class table saved with a label file (empty when there is none)."""
+    path = Path(path)
+    try:
+        if extension(path) == ".nrrd":
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(path))
+            reader.ReadImageInformation()
+            meta = {k: reader.GetMetaData(k) for k in reader.GetMetaDataKeys()}
+            classes = []
+            n = 0
+            while f"Segment{n}_LabelValue" in meta:
+                rgb = [round(float(v) * 255) for v in meta[f"Segment{n}_Color"].split()]
+                classes.append(LabelClass(int(meta[f"Segment{n}_LabelValue"]),
+                                          meta.get(f"Segment{n}_Name", ""), tuple(rgb)))
+                n += 1
+            return classes
+        sidecar = sidecar_path(path)
+        if not sidecar.exists():
+            return []
+        return [LabelClass(int(c["value"]), str(c["name"]), tuple(int(v) for v in c["color"]))
+                for c in json.loads(sidecar.read_text())["classes"]]
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise VolumeLoadError(f"The class names and colours of {path.name} could not be read ({exc}).") from exc
+
+
+def load_labels(path, reference: Volume) -> np.ndarray:
+    """The label volume at ``path`` as an unsigned (Z, Y, X) array on ``reference``'s grid.
+
+    Raises:
+        VolumeLoadError: unreadable file, non-integer or negative values, or a grid that
+            differs from the image by more than 1e-4 mm (the message says how).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeLoadError(f"{path} does not exist.")
+    try:
+        image = _read_itk(path, "a label volume")
+    except VolumeLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeLoadError(f"{path.name} could not be read ({exc}).") from exc
+    differences = grid_differences(image, reference)
+    if differences:
+        raise VolumeLoadError(f"The labels in {path.name} do not lie on the grid of the open image: "
+                              + "; ".join(differences)
+                              + ". They belong to another scan or were resampled.")
+    try:
+        return _checked_labels(sitk.GetArrayFromImage(image), reference)
+    except ValueError as exc:
+        raise VolumeLoadError(f"{path.name} is not a label volume: {exc}.") from exc
+
+
+# -- durable writes ---------------------------------------------------------------------
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if path.is_dir():
+            return  # some platforms cannot open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -1,0 +1,243 @@
+"""Volume and label I/O: geometry survives every format, saves are atomic and verified,
+mismatched labels are refused with a message that says how they differ."""
+import os
+
+import nibabel
+import nrrd
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segview.core import io
+from segview.core.io import (LabelClass, LabelSaveError, VolumeLoadError, load_classes, load_labels,
+                             load_volume, save_labels, save_volume)
+from segview.core.volume import Volume
+
+FORMATS = [".nii.gz", ".nii", ".nrrd", ".mha"]
+CLASSES = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "right ventricle", (66, 135, 245)),
+           LabelClass(2, "myocardium", (80, 200, 120)), LabelClass(3, "left ventricle", (240, 80, 70))]
+
+
+def random_volume(seed, dtype=np.int16):
+    rng = np.random.default_rng(seed)
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    if np.linalg.det(q) < 0:  # NIfTI can store only proper rotations in its qform
+        q[:, 2] *= -1
+    shape = tuple(int(n) for n in rng.integers(3, 12, 3))  # non-cubic (z, y, x)
+    return Volume(rng.integers(-1000, 1000, shape).astype(dtype),
+                  spacing=tuple(rng.uniform(0.3, 5.0, 3)), origin=tuple(rng.uniform(-300, 300, 3)),
+                  direction=tuple(q.ravel()), modality="CT")
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("ext", FORMATS)
+def test_geometry_round_trip(tmp_path, ext, seed):
+    volume = random_volume(seed)
+    labels = (np.arange(volume.array.size).reshape(volume.shape) % 4).astype(np.uint8)
+    image_path = save_volume(tmp_path / f"image{ext}", volume)
+    label_path = save_labels(tmp_path / f"labels{ext}", labels, volume, CLASSES)
+
+    image = load_volume(image_path)
+    np.testing.assert_array_equal(image.array, volume.array)
+    back = load_labels(label_path, image)  # raises if the grids differ by > 1e-4 mm
+    np.testing.assert_array_equal(back, labels)
+    assert load_classes(label_path) == [c for c in CLASSES if ext != ".nrrd" or c.value]
+
+    rng = np.random.default_rng(seed)
+    for zyx in rng.integers(0, volume.shape, size=(5, 3)):
+        np.testing.assert_allclose(image.index_to_physical(zyx), volume.index_to_physical(zyx), atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nifti_affine_matches_nibabel(tmp_path, seed):
+    volume = random_volume(seed)
+    save_labels(tmp_path / "labels.nii.gz", np.zeros(volume.shape, np.uint8), volume)
+    nib_affine = nibabel.load(tmp_path / "labels.nii.gz").affine  # RAS, index order (i, j, k)
+    np.testing.assert_allclose(nib_affine, volume.affine_ras(), atol=1e-4)
+    # nibabel's array is (i, j, k); ours is (k, j, i).
+    assert nibabel.load(tmp_path / "labels.nii.gz").shape == volume.shape[::-1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_nrrd_header_matches_pynrrd(tmp_path, seed):
+    volume = random_volume(seed)
+    save_labels(tmp_path / "labels.nrrd", np.zeros(volume.shape, np.uint8), volume, CLASSES)
+    data, header = nrrd.read(str(tmp_path / "labels.nrrd"))
+    assert header["space"] == "left-posterior-superior"
+    np.testing.assert_allclose(header["space origin"], volume.origin, atol=1e-6)
+    # pynrrd: one row per index axis i, j, k = direction column * spacing
+    np.testing.assert_allclose(header["space directions"], volume.affine_lps()[:3, :3].T, atol=1e-6)
+    assert header["Segment2_Name"] == "left ventricle"
+    assert data.shape == volume.shape[::-1]
+
+
+def test_save_refuses_a_shape_that_is_not_the_image(tmp_path):
+    volume = random_volume(0)
+    with pytest.raises(ValueError, match="shape"):
+        save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape[::-1], np.uint8), volume)
+    with pytest.raises(ValueError, match="negative"):
+        save_labels(tmp_path / "l.nii.gz", -np.ones(volume.shape, np.int16), volume)
+    with pytest.raises(ValueError, match="whole numbers"):
+        save_labels(tmp_path / "l.nii.gz", np.full(volume.shape, 0.5), volume)
+    with pytest.raises(ValueError, match=".nii.gz"):
+        save_labels(tmp_path / "l.png", np.zeros(volume.shape, np.uint8), volume)
+
+
+def test_labels_use_the_smallest_unsigned_type(tmp_path):
+    volume = random_volume(1)
+    many = np.full(volume.shape, 300, np.int64)
+    save_labels(tmp_path / "l.nrrd", many, volume)
+    assert sitk.ReadImage(str(tmp_path / "l.nrrd")).GetPixelID() == sitk.sitkUInt16
+    save_labels(tmp_path / "l.nrrd", many // 100, volume)
+    assert sitk.ReadImage(str(tmp_path / "l.nrrd")).GetPixelID() == sitk.sitkUInt8
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(origin_shift=(0, 0, 0.001)), "origin"),
+    (dict(spacing_scale=1.001), "spacing"),
+    (dict(flip=True), "direction"),
+])
+def test_load_labels_refuses_another_grid_and_says_how(tmp_path, change, words):
+    volume = random_volume(2)
+    other = Volume(volume.array, volume.spacing, volume.origin, volume.direction)
+    if "origin_shift" in change:
+        other.origin = tuple(np.add(volume.origin, change["origin_shift"]))
+    if "spacing_scale" in change:
+        other.spacing = tuple(np.multiply(volume.spacing, change["spacing_scale"]))
+    if "flip" in change:
+        other.direction = tuple(-np.asarray(volume.direction))
+    save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape, np.uint8), other)
+    with pytest.raises(VolumeLoadError, match=words):
+        load_labels(tmp_path / "l.nii.gz", volume)
+
+
+def test_load_labels_accepts_differences_below_the_tolerance(tmp_path):
+    volume = random_volume(3)
+    close = Volume(volume.array, volume.spacing, tuple(np.add(volume.origin, 5e-5)), volume.direction)
+    save_labels(tmp_path / "l.nrrd", np.ones(volume.shape, np.uint8), close)
+    assert load_labels(tmp_path / "l.nrrd", volume).sum() == volume.array.size
+
+
+def test_load_labels_refuses_a_different_size_and_non_labels(tmp_path):
+    volume = random_volume(4)
+    smaller = Volume(volume.array[1:], volume.spacing, volume.origin, volume.direction)
+    save_labels(tmp_path / "small.mha", np.zeros(smaller.shape, np.uint8), smaller)
+    with pytest.raises(VolumeLoadError, match="size"):
+        load_labels(tmp_path / "small.mha", volume)
+    save_volume(tmp_path / "image.mha", volume)  # negative HU values are not labels
+    with pytest.raises(VolumeLoadError, match="not a label volume"):
+        load_labels(tmp_path / "image.mha", volume)
+
+
+def test_a_failure_during_the_write_leaves_the_previous_file_intact(tmp_path, monkeypatch):
+    volume = random_volume(5)
+    path = tmp_path / "labels.nii.gz"
+    save_labels(path, np.ones(volume.shape, np.uint8), volume, CLASSES)
+    before = path.read_bytes()
+
+    def write_half_then_fail(image, filename, *args):
+        with open(filename, "wb") as f:
+            f.write(before[: len(before) // 2])
+        raise RuntimeError("No space left on device")
+
+    monkeypatch.setattr(io.sitk, "WriteImage", write_half_then_fail)
+    with pytest.raises(LabelSaveError, match="No space left on device"):
+        save_labels(path, np.full(volume.shape, 2, np.uint8), volume, CLASSES[:2])
+    assert path.read_bytes() == before
+    assert load_classes(path) == CLASSES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.classes.json", "labels.nii.gz"]
+
+
+def test_a_write_that_reads_back_wrong_is_not_renamed_into_place(tmp_path, monkeypatch):
+    volume = random_volume(6)
+    path = tmp_path / "labels.mha"
+    save_labels(path, np.ones(volume.shape, np.uint8), volume)
+    before = path.read_bytes()
+    real_write = sitk.WriteImage
+
+    def write_corrupted(image, filename, *args):
+        real_write(image * 0, filename, *args)
+
+    monkeypatch.setattr(io.sitk, "WriteImage", write_corrupted)
+    with pytest.raises(LabelSaveError, match="differs"):
+        save_labels(path, np.full(volume.shape, 2, np.uint8), volume)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_gives_a_message(tmp_path):
+    volume = random_volume(7)
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(LabelSaveError, match="read-only"):
+            save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape, np.uint8), volume)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_read_only_check_is_made_before_writing(tmp_path, monkeypatch):
+    volume = random_volume(7)
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)
+    with pytest.raises(LabelSaveError, match="read-only"):
+        save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape, np.uint8), volume)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha", ".nii"])
+def test_damaged_image_files_raise_volume_load_error(tmp_path, ext):
+    volume = random_volume(8)
+    good = save_volume(tmp_path / f"good{ext}", volume)
+    data = good.read_bytes()
+    cases = {
+        "empty": b"",
+        "truncated": data[: len(data) // 3],
+        "garbage": bytes(range(256)) * 20,
+    }
+    for name, content in cases.items():
+        path = tmp_path / f"{name}{ext}"
+        path.write_bytes(content)
+        with pytest.raises(VolumeLoadError):
+            load_volume(path)
+
+
+def test_4d_and_vector_images_are_refused_clearly(tmp_path):
+    four_d = sitk.GetImageFromArray(np.zeros((3, 2, 4, 5), np.int16), isVector=False)
+    sitk.WriteImage(four_d, str(tmp_path / "4d.nii.gz"))
+    with pytest.raises(VolumeLoadError, match="3 time points"):
+        load_volume(tmp_path / "4d.nii.gz")
+    rgb = sitk.GetImageFromArray(np.zeros((2, 4, 5, 3), np.uint8), isVector=True)
+    sitk.WriteImage(rgb, str(tmp_path / "rgb.mha"))
+    with pytest.raises(VolumeLoadError, match="colour"):
+        load_volume(tmp_path / "rgb.mha")
+
+
+def test_missing_paths_and_unknown_files(tmp_path):
+    with pytest.raises(VolumeLoadError, match="does not exist"):
+        load_volume(tmp_path / "nothing.nii.gz")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(VolumeLoadError, match="neither DICOM"):
+        load_volume(tmp_path / "notes.txt")
+
+
+def test_modality_is_guessed_for_research_formats(tmp_path):
+    ct = random_volume(9)
+    save_volume(tmp_path / "ct.nrrd", ct)
+    loaded = load_volume(tmp_path / "ct.nrrd")
+    assert loaded.modality == "CT" and loaded.meta["modality_guessed"]
+    assert any(name == "Lung" for name, _, _ in loaded.meta["window_presets"])
+    mr = Volume(np.abs(ct.array), ct.spacing, ct.origin, ct.direction)
+    save_volume(tmp_path / "mr.nrrd", mr)
+    assert load_volume(tmp_path / "mr.nrrd").modality == "MR"
+
+
+def test_a_sheared_nrrd_is_resampled_with_a_warning(tmp_path):
+    array = np.zeros((5, 8, 8), np.int16)
+    image = sitk.GetImageFromArray(array)
+    d = np.eye(3)
+    d[:, 2] = np.array([0, 0.3, 1.0]) / np.linalg.norm([0, 0.3, 1.0])
+    image.SetDirection(d.ravel().tolist())
+    sitk.WriteImage(image, str(tmp_path / "sheared.nrrd"))
+    loaded = load_volume(tmp_path / "sheared.nrrd")
+    np.testing.assert_allclose(loaded.direction_matrix, np.eye(3), atol=1e-9)
+    assert any("not perpendicular" in w for w in loaded.meta["warnings"])

@@ -1,0 +1,27 @@
+"""The architecture rule: core and ml never import Qt, pyqtgraph or segview.gui;
+core never imports torch."""
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_linter_contracts_hold():
+    lint = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert lint, "import-linter is a test dependency"
+    result = subprocess.run([lint], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_importing_every_core_module_loads_no_qt_or_torch():
+    code = (
+        "import importlib, pkgutil, sys, segview.core as core\n"
+        "for m in pkgutil.walk_packages(core.__path__, 'segview.core.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [n for n in sys.modules if n.split('.')[0] in ('PySide6', 'pyqtgraph', 'torch')"
+        " or n.startswith('segview.gui') or n.startswith('segview.ml')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
