@@ -9,7 +9,7 @@ wrong geometry.
 from __future__ import annotations
 
 import datetime
-import os
+import importlib.util
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +36,13 @@ _NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation: labels, not an image to review
 }
-_DECODER_PACKAGES = {
-    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
-    "JPEG-LS": "pyjpegls",
-    "JPEG": "pylibjpeg pylibjpeg-libjpeg",
-    "RLE": "pylibjpeg pylibjpeg-rle",
-    "High-Throughput JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
-}
+# Transfer syntax name fragment -> (pip packages, the module the decoder installs).
+_DECODERS = (
+    ("JPEG 2000", "pylibjpeg pylibjpeg-openjpeg", "openjpeg"),
+    ("JPEG-LS", "pyjpegls", "jpeg_ls"),
+    ("JPEG", "pylibjpeg pylibjpeg-libjpeg", "libjpeg"),
+    ("RLE", "pylibjpeg pylibjpeg-rle", "rle"),
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def list_dicom_series(folder, progress: Progress | None = None) -> list[SeriesIn
     cannot be read.
     """
     series, _ = _scan(Path(folder), progress)
-    infos = [_series_info(uid, items) for uid, items in series.items()]
+    infos = [info for uid, items in series.items() if (info := _series_info(uid, items))]
     return sorted(infos, key=lambda s: (s.is_localizer, -s.num_files, s.number or 0))
 
 
@@ -110,20 +110,25 @@ def _is_image(ds: Dataset) -> bool:
     return "Rows" in ds and "Columns" in ds and sop_class not in _NON_IMAGE_SOP_CLASSES
 
 
-def _series_info(uid: str, items: list) -> SeriesInfo:
+def _series_info(uid: str, items: list) -> SeriesInfo | None:
+    """What the series picker shows of one series; None when its headers are too
+    malformed to describe (its files are then reported as damaged when loaded)."""
     first = items[0][1]
-    frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in items)
-    number = first.get("SeriesNumber")
-    return SeriesInfo(
-        uid=uid,
-        description=str(first.get("SeriesDescription", "") or ""),
-        modality=str(first.get("Modality", "") or ""),
-        num_files=len(items),
-        size=(int(first.Columns), int(first.Rows), frames),
-        number=int(number) if number not in (None, "") else None,
-        is_localizer=_is_localizer([ds for _, ds in items]),
-        files=tuple(path for path, _ in items),
-    )
+    try:
+        frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in items)
+        number = first.get("SeriesNumber")
+        return SeriesInfo(
+            uid=uid,
+            description=str(first.get("SeriesDescription", "") or ""),
+            modality=str(first.get("Modality", "") or ""),
+            num_files=len(items),
+            size=(int(first.Columns), int(first.Rows), frames),
+            number=int(number) if number not in (None, "") else None,
+            is_localizer=_is_localizer([ds for _, ds in items]),
+            files=tuple(path for path, _ in items),
+        )
+    except (ValueError, TypeError, AttributeError):
+        return None
 
 
 def _is_localizer(headers: list[Dataset]) -> bool:
@@ -150,7 +155,7 @@ def read_dicom_folder(folder, series_uid: str | None = None,
     """
     folder = Path(folder)
     series, damaged = _scan(folder, None)
-    infos = [_series_info(uid, items) for uid, items in series.items()]
+    infos = [info for uid, items in series.items() if (info := _series_info(uid, items))]
     warnings = []
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
@@ -216,7 +221,6 @@ def read_dicom_files(paths: Iterable[str], progress: Progress | None = None) -> 
     warnings: list[str] = []
     if len(paths) == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
         warnings.append("This file is one image of a series; open its folder to see every slice.")
-    _check_supported(first, paths[0])
     frames = _sort_frames(frames, warnings)
     stack = np.empty((len(frames), int(first.Rows), int(first.Columns)), dtype=np.float32)
     decoded: dict[int, np.ndarray] = {}  # id(dataset) -> all frames of a multi-frame file
@@ -226,7 +230,7 @@ def read_dicom_files(paths: Iterable[str], progress: Progress | None = None) -> 
         stack[n] = _pixels(frame, decoded) * np.float32(frame.slope) + np.float32(frame.intercept)
     volume = _assemble(stack, frames, warnings)
     volume.modality = str(first.get("Modality", "") or "")
-    volume.meta.update(_describe(first, frames))
+    volume.meta.update(_describe(first, frames), warnings=warnings)
     return volume
 
 
@@ -244,8 +248,13 @@ def _read_dataset(path) -> Dataset:
 
 def _check_supported(ds: Dataset, path) -> None:
     name = Path(path).name
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise VolumeLoadError(f"{name} holds no image (it is a {_sop_name(ds)}).")
+    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if not has_pixels or "Rows" not in ds or "Columns" not in ds:
+        what = _sop_name(ds)
+        if "Image" in what:
+            raise VolumeLoadError(f"{name} is a {what} header without its pixel data; "
+                                  "re-export the series with its images.")
+        raise VolumeLoadError(f"{name} holds no image (it is a {what}).")
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         raise VolumeLoadError(f"{name} is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}); "
                               "segview reads greyscale CT and MR images.")
@@ -259,6 +268,7 @@ def _sop_name(ds: Dataset) -> str:
 def _frames_of(ds: Dataset, path: str) -> list[_Frame]:
     """One _Frame per image in ``ds``, with geometry from the classic tags or from the
     functional groups of an enhanced multi-frame object."""
+    _check_supported(ds, path)
     try:
         count = int(ds.get("NumberOfFrames", 1) or 1)
         shared = _first_item(ds, "SharedFunctionalGroupsSequence")
@@ -334,11 +344,19 @@ def _pixels(frame: _Frame, decoded: dict[int, np.ndarray]) -> np.ndarray:
 def _decoder_message(ds: Dataset, path: str, exc: Exception) -> str:
     syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
     name = UID(str(syntax)).name if syntax else "an unknown transfer syntax"
-    package = next((pkg for key, pkg in _DECODER_PACKAGES.items() if key in name), None)
     what = f"{Path(path).name} is compressed with {name}, and no installed decoder can read it"
-    if package:
-        return f"{what}. Install one with:  pip install {package}"
-    return f"{what} ({exc}). Decompress the series (e.g. with dcmdjpeg or gdcmconv --raw) and open it again."
+    for key, packages, module in _DECODERS:
+        if key in name and not _installed(module):
+            return f"{what}. Install one with:  pip install {packages}"
+    return (f"{what} ({exc}). Decompress the series (e.g. with dcmdjpeg or gdcmconv --raw) "
+            "and open it again.")
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module blocked or half-imported
+        return False
 
 
 def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
@@ -391,17 +409,17 @@ def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> V
             f"{len(frames)} images but only {len(np.unique(np.round(along, 3)))} distinct slice "
             "positions: the series holds several images per position (cardiac phases, echoes or "
             "diffusion directions). Export one phase or echo as its own series.")
-    stack, along, gap = _regularise_spacing(stack, along, gaps, warnings)
     # The slice axis follows the stack; with gantry tilt it is not the normal.
     drift = (positions[-1] - positions[0]) - (along[-1] - along[0]) * normal
     slice_dir = normal + drift / (along[-1] - along[0])
+    stack, along, gap = _regularise_spacing(stack, along, gaps, warnings)
     direction = np.column_stack([row_dir, col_dir, slice_dir / np.linalg.norm(slice_dir)])
     volume = _volume(stack, (col_mm, row_mm, gap * np.linalg.norm(slice_dir)), origin, direction, ds)
     if np.linalg.norm(drift) > TILT_TOLERANCE_MM:
         angle = np.degrees(np.arccos(min(1.0, 1.0 / np.linalg.norm(slice_dir))))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
                         "grid perpendicular to the slices so distances and shapes are true.")
-        volume = orthogonalized(volume)
+        volume = orthogonalized(volume) or volume
     return volume
 
 
@@ -427,9 +445,11 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
     target = along[0] + gap * np.arange(int(round((along[-1] - along[0]) / gap)) + 1)
     upper = np.clip(np.searchsorted(along, target), 1, len(along) - 1)
     weight = np.clip((target - along[upper - 1]) / (along[upper] - along[upper - 1]), 0, 1)
-    weight = weight[:, None, None]
-    regular = (1 - weight) * stack[upper - 1] + weight * stack[upper]
-    return regular, target, gap
+    weight = np.where(weight < 1e-4, 0, np.where(weight > 1 - 1e-4, 1, weight))  # acquired slices stay exact
+    regular = (1 - weight[:, None, None]) * stack[upper - 1] + weight[:, None, None] * stack[upper]
+    if np.array_equal(stack, np.round(stack)):  # integer data (CT in HU) stay integer
+        regular = np.round(regular)
+    return regular.astype(np.float32), target, gap
 
 
 def _volume(stack, spacing, origin, direction, ds: Dataset) -> Volume:

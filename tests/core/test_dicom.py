@@ -1,0 +1,310 @@
+"""DICOM: series discovery, sorting, irregular stacks, multi-frame, and every kind of
+bad input ending in VolumeLoadError."""
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file, get_testdata_files
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
+from pydicom.uid import generate_uid
+
+from segview.core.dicom import write_dicom_series
+from segview.core.io import VolumeLoadError, list_dicom_series, load_volume, save_volume
+from segview.core.phantoms import cardiac_phantom, lung_phantom
+from segview.core.volume import Volume
+
+
+@pytest.fixture(scope="module")
+def lung():
+    return lung_phantom(seed=11).volume
+
+
+@pytest.fixture(scope="module")
+def cardiac():
+    return cardiac_phantom(seed=12).volume
+
+
+def assert_same_volume(a: Volume, b: Volume, atol=1e-4):
+    np.testing.assert_array_equal(a.array, b.array)
+    np.testing.assert_allclose(a.spacing, b.spacing, atol=atol)
+    np.testing.assert_allclose(a.origin, b.origin, atol=atol)
+    np.testing.assert_allclose(a.direction, b.direction, atol=atol)
+
+
+@pytest.mark.parametrize("which", ["lung", "cardiac"])
+def test_phantom_as_dicom_reads_back_equal_to_the_nifti_phantom(tmp_path, which, request):
+    phantom = request.getfixturevalue(which)
+    write_dicom_series(phantom, tmp_path / "dicom")
+    save_volume(tmp_path / "image.nii.gz", phantom)
+    from_dicom = load_volume(tmp_path / "dicom")
+    from_nifti = load_volume(tmp_path / "image.nii.gz")
+    assert_same_volume(from_dicom, from_nifti)
+    assert from_dicom.meta["warnings"] == []
+    assert from_dicom.modality == phantom.modality
+    assert from_dicom.meta["series_description"] == phantom.meta["series_description"]
+    if which == "lung":  # HU through RescaleIntercept, window presets kept
+        assert from_dicom.array.min() == -1024
+        assert ("Lung", -600.0, 1500.0) in from_dicom.meta["window_presets"]
+        assert pydicom.dcmread(next((tmp_path / "dicom").iterdir())).RescaleIntercept == -1024
+
+
+def test_shuffled_file_names_and_order_give_the_same_volume(tmp_path, lung):
+    paths = write_dicom_series(lung, tmp_path / "ordered")
+    shuffled = tmp_path / "shuffled" / "deep" / "er"
+    shuffled.mkdir(parents=True)
+    names = [f"{n:08x}" for n in random.Random(4).sample(range(10**6), len(paths))]
+    for path, name in zip(paths, names):
+        shutil.copy(path, shuffled / name)  # no extension, random order
+    (tmp_path / "shuffled" / "README.txt").write_text("not DICOM")
+    assert_same_volume(load_volume(tmp_path / "shuffled"), load_volume(tmp_path / "ordered"))
+
+
+def test_a_missing_slice_is_interpolated_and_reported(tmp_path, lung):
+    paths = write_dicom_series(lung, tmp_path)
+    paths[10].unlink()
+    volume = load_volume(tmp_path)
+    assert volume.shape == lung.shape
+    np.testing.assert_allclose(volume.spacing, lung.spacing, atol=1e-4)
+    assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
+    np.testing.assert_array_equal(volume.array[:10], lung.array[:10])
+    np.testing.assert_array_equal(volume.array[11:], lung.array[11:])
+    expected = (lung.array[9].astype(float) + lung.array[11]) / 2
+    assert np.abs(volume.array[10] - expected).max() <= 0.5
+
+
+def test_uneven_spacing_is_resampled_and_reported(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path)
+    normal = cardiac.direction_matrix[:, 2]
+    for n, path in enumerate(paths):
+        ds = pydicom.dcmread(path)
+        shift = 0.0 if n < 5 else cardiac.spacing[2] * 0.5  # the gap 4 -> 5 is 1.5x
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(ds.ImagePositionPatient, float) + shift * normal]
+        ds.save_as(path)
+    volume = load_volume(tmp_path)
+    assert any("varies" in w for w in volume.meta["warnings"])
+    np.testing.assert_allclose(volume.spacing[2], cardiac.spacing[2], rtol=1e-4)
+    assert volume.shape[0] == cardiac.shape[0] + 1
+    np.testing.assert_array_equal(volume.array[:5], cardiac.array[:5])
+
+
+def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):
+    array = np.full((8, 64, 64), -1000, np.int16)
+    array[:, 20:40, 24:40] = 300  # a block that is sheared by the tilt
+    small = Volume(array, (1.5, 1.5, 5.0), (-48.0, -48.0, 10.0), modality="CT")
+    paths = write_dicom_series(small, tmp_path)
+    tilt = np.tan(np.radians(12))
+    for k, path in enumerate(paths):  # shift each slice posteriorly: a 12 degree tilt
+        ds = pydicom.dcmread(path)
+        x, y, z = np.asarray(ds.ImagePositionPatient, float)
+        ds.ImagePositionPatient = [f"{x:.6f}", f"{y + tilt * k * small.spacing[2]:.6f}", f"{z:.6f}"]
+        ds.save_as(path)
+    volume = load_volume(tmp_path)
+    assert any("Gantry tilt of 12.00 degrees" in w for w in volume.meta["warnings"])
+    np.testing.assert_allclose(volume.direction_matrix, np.eye(3), atol=1e-9)
+    np.testing.assert_allclose(volume.spacing, small.spacing, rtol=1e-6)
+    assert volume.shape[1] > small.shape[1]  # the grid grew to hold the sheared block
+    # The block's centre in the first and last slices is found at its tilted position.
+    for k in (0, 7):
+        point = np.asarray(small.index_to_physical((k, 29.5, 31.5))) + [0, tilt * k * small.spacing[2], 0]
+        kk, jj, ii = np.round(volume.physical_to_index(point)).astype(int)
+        assert volume.array[kk, jj, ii] == 300
+        assert volume.array[kk, jj - 14, ii] == -1000  # 14 pixels outside the block
+
+
+def test_several_series_and_a_localizer_are_listed_never_merged(tmp_path, lung, cardiac):
+    write_dicom_series(lung, tmp_path / "a", series_description="chest", series_number=3)
+    write_dicom_series(cardiac, tmp_path / "b", series_description="short axis", series_number=7)
+    write_localizer(tmp_path / "c")
+    series = list_dicom_series(tmp_path)
+    assert [(s.description, s.num_files, s.is_localizer) for s in series] == [
+        ("chest", lung.shape[0], False), ("short axis", cardiac.shape[0], False), ("tri-planar", 3, True)]
+    assert series[0].size == (256, 256, lung.shape[0]) and series[0].modality == "CT"
+    with pytest.raises(VolumeLoadError) as error:
+        load_volume(tmp_path)
+    assert "2 image series" in str(error.value)
+    assert "chest" in str(error.value) and "short axis" in str(error.value)
+    assert series[0].uid in str(error.value)
+    assert_same_volume(load_volume(tmp_path, series_uid=series[1].uid), load_volume(tmp_path / "b"))
+    with pytest.raises(VolumeLoadError, match="is not in"):
+        load_volume(tmp_path, series_uid="1.2.3")
+
+
+def test_one_series_with_a_localizer_loads_the_series_and_says_so(tmp_path, cardiac):
+    write_dicom_series(cardiac, tmp_path / "sa")
+    write_localizer(tmp_path / "loc")
+    volume = load_volume(tmp_path)
+    assert volume.shape == cardiac.shape
+    assert any("localizer" in w for w in volume.meta["warnings"])
+
+
+def write_localizer(folder):
+    """Three 32x32 images in three orientations, as scanners write a tri-planar scout."""
+    plane = Volume(np.zeros((1, 32, 32), np.int16), modality="MR")
+    uid = generate_uid()
+    for n, direction in enumerate([np.eye(3), np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]]),
+                                   np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]])]):
+        plane.direction = tuple(direction.T.ravel().astype(float))
+        [path] = write_dicom_series(plane, folder / str(n), series_description="tri-planar",
+                                    image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))
+        ds = pydicom.dcmread(path)
+        ds.SeriesInstanceUID, ds.InstanceNumber = uid, n + 1
+        ds.save_as(path)
+
+
+def test_several_images_per_position_are_refused_with_a_reason(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path / "a")
+    for n, path in enumerate(paths):  # a second cardiac phase at the same positions
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = generate_uid()
+        ds.save_as(tmp_path / "a" / f"phase2_{n}.dcm")
+    with pytest.raises(VolumeLoadError, match="cardiac phases"):
+        load_volume(tmp_path / "a")
+
+
+def test_enhanced_multiframe_mr_reads_like_the_single_frame_series(tmp_path, cardiac):
+    path = write_enhanced_mr(cardiac, tmp_path / "enhanced.dcm")
+    volume = load_volume(path)
+    assert_same_volume(volume, cardiac)
+    assert volume.modality == "MR"
+    assert volume.meta["window_presets"] == [("heart", 400.0, 800.0)]
+
+
+def write_enhanced_mr(volume: Volume, path: Path) -> Path:
+    """An Enhanced MR Image object: frames in reverse order, geometry in functional groups."""
+    ds = Dataset()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = pydicom.uid.EnhancedMRImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality, ds.SeriesDescription = "MR", "enhanced"
+    n = volume.shape[0]
+    ds.NumberOfFrames, ds.Rows, ds.Columns = n, volume.shape[1], volume.shape[2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    d = volume.direction_matrix
+    shared = Dataset()
+    measures, orientation, voi = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing = [f"{volume.spacing[1]:.10g}", f"{volume.spacing[0]:.10g}"]
+    measures.SliceThickness = f"{volume.spacing[2]:.10g}"
+    orientation.ImageOrientationPatient = [f"{v:.10g}" for v in np.concatenate([d[:, 0], d[:, 1]])]
+    voi.WindowCenter, voi.WindowWidth, voi.WindowCenterWidthExplanation = 400, 800, "heart"
+    shared.PixelMeasuresSequence = Sequence([measures])
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.FrameVOILUTSequence = Sequence([voi])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    order = list(range(n))[::-1]
+    frames = []
+    for k in order:
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [f"{v:.10g}" for v in volume.index_to_physical((k, 0, 0))]
+        item.PlanePositionSequence = Sequence([position])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = np.ascontiguousarray(volume.array[order].astype(np.int16)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+# -- bad input ------------------------------------------------------------------------
+
+def test_every_pydicom_test_file_loads_or_raises_volume_load_error():
+    loaded = refused = 0
+    for path in get_testdata_files():
+        try:
+            volume = load_volume(path)
+        except VolumeLoadError as exc:
+            assert str(exc), path
+            refused += 1
+        else:
+            assert volume.array.ndim == 3 and volume.array.size > 0
+            assert np.isfinite(volume.array).all(), path
+            loaded += 1
+    assert loaded >= 20 and refused >= 20
+
+
+def test_the_pydicom_test_data_folder_as_a_whole(tmp_path):
+    folder = Path(get_testdata_file("CT_small.dcm")).parent
+    series = list_dicom_series(folder)
+    assert len(series) > 10
+    with pytest.raises(VolumeLoadError, match="image series; choose one"):
+        load_volume(folder)
+    ct = next(s for s in series if "CT_small.dcm" in " ".join(s.files))
+    assert load_volume(folder, series_uid=ct.uid).modality == "CT"
+
+
+def test_ct_small_is_in_hounsfield_units():
+    volume = load_volume(get_testdata_file("CT_small.dcm"))
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(volume.array[0], expected)
+    np.testing.assert_allclose(volume.origin, [float(v) for v in ds.ImagePositionPatient])
+    assert volume.spacing[:2] == (float(ds.PixelSpacing[1]), float(ds.PixelSpacing[0]))
+
+
+def test_damaged_files_raise_volume_load_error(tmp_path, lung):
+    [path] = write_dicom_series(Volume(lung.array[:1], lung.spacing, lung.origin, modality="CT"), tmp_path / "one")
+    data = path.read_bytes()
+    rng = np.random.default_rng(0)
+    flipped = bytearray(data)
+    for i in rng.integers(128, 1200, 60):  # damage the header after the preamble
+        flipped[i] ^= 0xFF
+    png = (b"\x89PNG\r\n\x1a\n" + bytes(200))
+    cases = {"truncated.dcm": data[: len(data) // 2], "header_only.dcm": data[:400],
+             "flipped.dcm": bytes(flipped), "empty.dcm": b"", "picture.dcm": png}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(VolumeLoadError):
+            load_volume(tmp_path / name)
+    with pytest.raises(VolumeLoadError, match="damaged or incomplete"):
+        load_volume(tmp_path / "truncated.dcm")
+
+
+def test_a_truncated_file_in_a_series_never_gives_a_partial_volume(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path)
+    paths[3].write_bytes(paths[3].read_bytes()[:-5000])
+    with pytest.raises(VolumeLoadError, match=paths[3].name):
+        load_volume(tmp_path)
+
+
+def test_folders_without_images(tmp_path):
+    with pytest.raises(VolumeLoadError, match="No DICOM images"):
+        load_volume(tmp_path)
+    (tmp_path / "a.txt").write_text("hello")
+    shutil.copy(get_testdata_file("rtplan.dcm"), tmp_path)  # DICOM, but no image
+    with pytest.raises(VolumeLoadError, match="No DICOM images"):
+        load_volume(tmp_path)
+
+
+def test_a_colour_image_is_refused_clearly():
+    with pytest.raises(VolumeLoadError, match="colour"):
+        load_volume(get_testdata_file("SC_rgb_small_odd.dcm"))
+
+
+def test_missing_decoder_names_the_package_to_install():
+    code = (
+        "import sys\n"
+        "for name in ('openjpeg', 'pylibjpeg', 'libjpeg', 'rle', 'PIL', 'gdcm', 'jpeg_ls'):\n"
+        "    sys.modules[name] = None\n"
+        "from pydicom.data import get_testdata_file\n"
+        "from segview.core.io import load_volume, VolumeLoadError\n"
+        "try:\n"
+        "    load_volume(get_testdata_file('MR_small_jp2klossless.dcm'))\n"
+        "except VolumeLoadError as e:\n"
+        "    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "JPEG 2000" in out and "pip install pylibjpeg pylibjpeg-openjpeg" in out, out
+
+
+def test_compressed_files_load_with_the_bundled_decoders():
+    reference = load_volume(get_testdata_file("MR_small.dcm")).array
+    for name in ("MR_small_jp2klossless.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"):
+        np.testing.assert_array_equal(load_volume(get_testdata_file(name)).array, reference)
