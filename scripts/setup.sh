@@ -9,6 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+pip_install() {  # quiet, without the warnings of unused local package folders
+    "$py" -m pip install --quiet "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
 if [[ -n "${VIRTUAL_ENV:-}${CONDA_PREFIX:-}" ]]; then
     py=python
 else
@@ -31,13 +35,13 @@ then
     echo "setup: keeping installed torch $($py -c 'import torch; print(torch.__version__)')"
 elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
     echo "setup: NVIDIA GPU found, installing the CUDA build of torch"
-    $py -m pip install --quiet "torch>=2.10"
+    pip_install "torch>=2.10"
 else
     echo "setup: no GPU, installing the CPU build of torch"
-    $py -m pip install --quiet "torch==2.13.0"
+    pip_install "torch==2.13.0"
 fi
 
-$py -m pip install --quiet -e ".[test]"
+pip_install -e ".[test]"
 
 # Qt's xcb/offscreen platforms need these shared libraries; a bare Debian lacks some.
 if ! $py -c "from PySide6 import QtGui" 2>/dev/null && command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then

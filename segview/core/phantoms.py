@@ -83,12 +83,22 @@ def _wobble(rng: np.random.Generator, amplitude: float):
     return lambda theta: 1 + sum(a[i] * np.cos((i + 2) * theta + phi[i]) for i in range(3))
 
 
-def _oblique_direction(rng: np.random.Generator, normal) -> np.ndarray:
-    """A right-handed direction matrix whose third column is ``normal``."""
-    n = np.asarray(normal, float) / np.linalg.norm(normal)
-    r = np.cross(n, rng.standard_normal(3))
+def _short_axis_direction(rng: np.random.Generator) -> np.ndarray:
+    """A right-handed, oblique short-axis direction matrix: its third column is the
+    heart's long axis (base to apex: toward the patient's left, anterior and inferior),
+    its first column lies near the patient's left within the slice plane."""
+    n = np.array([0.55, -0.5, -0.65]) + rng.normal(0, 0.08, 3)
+    n /= np.linalg.norm(n)
+    r = np.array([1.0, 0, 0]) + rng.normal(0, 0.1, 3)
+    r -= (r @ n) * n
     r /= np.linalg.norm(r)
     return np.column_stack([r, np.cross(n, r), n])
+
+
+def _in_plane_angle(direction: np.ndarray, lps_vector) -> float:
+    """The angle, in the slice's (column, row) coordinates, of an LPS direction."""
+    v = np.asarray(lps_vector, float)
+    return float(np.arctan2(v @ direction[:, 1], v @ direction[:, 0]))
 
 
 # -- cardiac MRI -----------------------------------------------------------------------
@@ -109,7 +119,10 @@ def cardiac_phantom(seed: int = 0) -> Phantom:
     # Patient-level anatomy, fixed along the stack.
     body_a, body_b = rng.uniform(0.78, 0.95) * half, rng.uniform(0.58, 0.72) * half
     heart_x, heart_y = rng.uniform(-15, 15), rng.uniform(-15, 15)
-    rv_angle = rng.uniform(2.4, 3.6)  # where the RV sits around the LV (radians)
+    direction = _short_axis_direction(rng)
+    # The RV lies to the right of and in front of the LV; the liver to the right, below.
+    rv_angle = _in_plane_angle(direction, (-1, -0.8, 0)) + rng.normal(0, 0.2)
+    liver_angle = _in_plane_angle(direction, (-1, 0.3, -0.5))
     lv_radius = rng.uniform(19, 27)
     wall = rng.uniform(6, 10.5)
     septum_boost = rng.uniform(0.0, 0.35)
@@ -147,7 +160,9 @@ def cardiac_phantom(seed: int = 0) -> Phantom:
         inner = _ellipse(x, y, 0, 0, body_a - 12, body_b - 10)
         left_lung = _ellipse(x, y, cx - 70, cy + 10, 45, 70, 0.3)
         right_lung = _ellipse(x, y, cx + 80, cy + 5, 42, 68, -0.3)
-        liver = _ellipse(x, y, cx + 60 - 20 * t, cy + 60, 70 * (0.3 + t), 50 * (0.3 + t))
+        liver_d = 90 - 20 * t
+        liver = _ellipse(x, y, cx + liver_d * np.cos(liver_angle), cy + liver_d * np.sin(liver_angle),
+                         70 * (0.3 + t), 50 * (0.3 + t), liver_angle)
         slice_tissue = np.where(body, fat, 0.0)
         slice_tissue = np.where(inner, muscle, slice_tissue)
         slice_tissue = np.where(inner & (left_lung | right_lung), lung, slice_tissue)
@@ -171,10 +186,6 @@ def cardiac_phantom(seed: int = 0) -> Phantom:
     scale = rng.uniform(600, 1400)
     image = np.clip(np.hypot(real, imaginary) * scale, 0, 32767).astype(np.int16)
 
-    # Short-axis slices are oblique: the normal runs from base to apex (toward the
-    # patient's left, anterior and inferior).
-    long_axis = np.array([0.55, -0.5, -0.65]) + rng.normal(0, 0.08, 3)
-    direction = _oblique_direction(rng, long_axis)
     extent = np.array([size * pixel, size * pixel, n_slices * gap])
     centre = np.array([20.0, -10.0, 30.0]) + rng.normal(0, 10, 3)
     origin = centre - direction @ (extent / 2 - np.array([pixel, pixel, gap]) / 2)

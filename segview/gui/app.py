@@ -1,0 +1,45 @@
+"""Starting the application."""
+from __future__ import annotations
+
+import os
+import sys
+
+
+def run(image=None, labels=None, demo=False, screenshot=None) -> int:
+    """Open the main window (optionally on an image or the demo) and run the event loop.
+
+    With ``screenshot`` the window is rendered to that PNG once loading has finished and
+    the application exits; no display is needed.
+    """
+    if screenshot:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from .main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("segview")
+    window = MainWindow()
+    window.show()
+    status = {"code": 0}
+    if screenshot:
+        def capture():
+            window.grab().save(str(screenshot))
+            app.quit()
+
+        def failed(message):
+            print(f"segview: {message}", file=sys.stderr)
+            status["code"] = 2
+            app.quit()
+
+        window.loaded.connect(lambda: QTimer.singleShot(300, capture))
+        window.load_failed.connect(failed)
+        if not (image or demo):
+            QTimer.singleShot(300, capture)
+    if demo:
+        window.open_demo("cardiac")
+    elif image:
+        window.open_image(image, labels)
+    app.exec()
+    return status["code"]
