@@ -43,11 +43,17 @@ fi
 
 pip_install -e ".[test]"
 
-# Qt's xcb/offscreen platforms need these shared libraries; a bare Debian lacks some.
-if ! $py -c "from PySide6 import QtGui" 2>/dev/null && command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
-    echo "setup: installing the system libraries Qt needs"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-        libegl1 libgl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 \
-        libxcb-cursor0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 >/dev/null
+# Qt's window system plugin (xcb) needs these shared libraries; a bare Debian lacks some.
+qt_libs="libxcb-cursor.so.0 libxkbcommon-x11.so.0 libxcb-icccm.so.4 libxcb-keysyms.so.1 libEGL.so.1 libfontconfig.so.1"
+missing=$(for lib in $qt_libs; do ldconfig -p 2>/dev/null | grep -q "$lib" || echo "$lib"; done)
+if [[ -n "$missing" && "$(uname)" == Linux ]]; then
+    packages="libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-shape0 libxcb-xinerama0 libegl1 libgl1 libfontconfig1 libdbus-1-3"
+    if command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
+        echo "setup: installing the system libraries Qt needs"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $packages >/dev/null
+    else
+        echo "setup: Qt needs $(echo $missing) to open a window; install them with:" >&2
+        echo "       sudo apt-get install $packages" >&2
+    fi
 fi
 echo "$want" > $stamp

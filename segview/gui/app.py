@@ -13,6 +13,10 @@ def run(image=None, labels=None, demo=False, screenshot=None) -> int:
     """
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    elif not _display_available():
+        print("segview: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a "
+              "desktop, or render the window with --screenshot PNG.", file=sys.stderr)
+        return 2
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -43,3 +47,9 @@ def run(image=None, labels=None, demo=False, screenshot=None) -> int:
         window.open_image(image, labels)
     app.exec()
     return status["code"]
+
+
+def _display_available() -> bool:
+    if os.environ.get("QT_QPA_PLATFORM") or sys.platform in ("darwin", "win32"):
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
