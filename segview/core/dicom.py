@@ -2,8 +2,9 @@
 
 Reading works on "frames": one per single-frame file, one per frame of a multi-frame
 file. Frames are sorted by their position along the slice normal, checked for gaps,
-uneven spacing and gantry tilt, and stacked; irregular stacks are resampled onto a
-regular grid with SimpleITK and a warning says so. Nothing is loaded silently with
+uneven spacing and gantry tilt, and stacked; gaps and uneven spacing are filled by
+linear interpolation along the normal, a tilted stack is resampled onto a perpendicular
+grid (SimpleITK), and a warning says so. Nothing is loaded silently with
 wrong geometry.
 """
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Callable, Iterable
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
@@ -400,7 +400,7 @@ def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> V
     if positions is None or len(frames) == 1:
         gap = _fallback_slice_spacing(ds, len(frames), warnings)
         direction = np.column_stack([row_dir, col_dir, normal])
-        return _volume(stack, (col_mm, row_mm, gap), origin, direction, ds)
+        return _volume(stack, (col_mm, row_mm, gap), origin, direction)
 
     along = positions @ normal
     gaps = np.diff(along)
@@ -414,7 +414,7 @@ def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> V
     slice_dir = normal + drift / (along[-1] - along[0])
     stack, along, gap = _regularise_spacing(stack, along, gaps, warnings)
     direction = np.column_stack([row_dir, col_dir, slice_dir / np.linalg.norm(slice_dir)])
-    volume = _volume(stack, (col_mm, row_mm, gap * np.linalg.norm(slice_dir)), origin, direction, ds)
+    volume = _volume(stack, (col_mm, row_mm, gap * np.linalg.norm(slice_dir)), origin, direction)
     if np.linalg.norm(drift) > TILT_TOLERANCE_MM:
         angle = np.degrees(np.arccos(min(1.0, 1.0 / np.linalg.norm(slice_dir))))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
@@ -452,7 +452,7 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
     return regular.astype(np.float32), target, gap
 
 
-def _volume(stack, spacing, origin, direction, ds: Dataset) -> Volume:
+def _volume(stack, spacing, origin, direction) -> Volume:
     return Volume(array=_compact(stack), spacing=spacing, origin=tuple(origin),
                   direction=tuple(np.asarray(direction).ravel()))
 

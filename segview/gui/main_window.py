@@ -149,7 +149,7 @@ class MainWindow(QMainWindow):
             self.view.set_volume(self.volume, labels, self.classes)
 
     def _fill_window_presets(self, volume: Volume) -> None:
-        self.presets = [(AUTO_WINDOW, *auto_window(volume.array))] + list(volume.meta.get("window_presets") or [])
+        self.presets = [(AUTO_WINDOW, *volume.meta["auto_window"])] + list(volume.meta.get("window_presets") or [])
         self.window_choice.blockSignals(True)
         self.window_choice.clear()
         self.window_choice.addItems([f"{n} ({c:g}/{w:g})" for n, c, w in self.presets])
@@ -213,9 +213,15 @@ class MainWindow(QMainWindow):
 # -- work done in the background (no Qt) ----------------------------------------------
 
 def _read_case(path, series_uid, labels_path):
-    volume = load_volume(path, series_uid)
+    volume = _with_auto_window(load_volume(path, series_uid))
     labels, classes = _read_labels(labels_path, volume) if labels_path else (None, [])
     return volume, labels, classes
+
+
+def _with_auto_window(volume: Volume) -> Volume:
+    """Percentiles take a while on a large volume: computed here, not on the main thread."""
+    volume.meta["auto_window"] = auto_window(volume.array)
+    return volume
 
 
 def _read_labels(path, volume):
@@ -225,4 +231,4 @@ def _read_labels(path, volume):
 def _phantom_case(task: str):
     case = make_phantom(task, seed=0)
     case.volume.meta["source"] = f"demo: {task} phantom"
-    return case.volume, case.labels, list(case.classes)
+    return _with_auto_window(case.volume), case.labels, list(case.classes)

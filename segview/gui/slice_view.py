@@ -81,7 +81,7 @@ class SliceView(pg.GraphicsLayoutWidget):
     def redraw(self) -> None:
         if self.volume is None:
             return
-        plane = self.volume.slice(self.view, self.index)
+        plane = self.orientation.slice(self.volume.array, self.view, self.index)
         self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
         row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
         rect = QRectF(0, 0, plane.shape[1] * col_mm, plane.shape[0] * row_mm)
@@ -106,8 +106,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         point = self.box.mapSceneToView(position)
         row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
         row, col = int(point.y() // row_mm), int(point.x() // col_mm)
-        plane_shape = self.volume.slice(self.view, self.index).shape
-        inside = 0 <= row < plane_shape[0] and 0 <= col < plane_shape[1]
+        rows, cols = self.image_item.image.shape
+        inside = 0 <= row < rows and 0 <= col < cols
         self.cursor_moved.emit(
             self.orientation.to_voxel(self.view, self.index, row, col, self.volume.shape) if inside else None)
 
