@@ -15,7 +15,7 @@ import uuid
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import pydicom
@@ -28,7 +28,7 @@ from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "load_classes",
            "LabelClass", "SeriesInfo", "VolumeLoadError", "LabelSaveError", "IMAGE_EXTENSIONS",
-           "LABEL_EXTENSIONS"]
+           "LABEL_EXTENSIONS", "replace_atomically"]
 
 #: Single-file and header+data formats read through SimpleITK.
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -225,24 +225,20 @@ def save_volume(path, volume: Volume) -> Path:
 
 def _write_atomically(image: sitk.Image, path: Path, expected: np.ndarray, reference: Volume,
                       sidecar: str | None = None) -> Path:
-    """Write to a temporary file beside ``path``, flush it, read it back and compare it
-    with ``expected``, then rename it over ``path``. The previous file survives any
-    failure, which is raised as LabelSaveError."""
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
-    try:
-        if not os.access(path.parent, os.W_OK):
-            raise PermissionError(f"the folder {path.parent} is read-only")
+    """Write ``image`` to ``path`` through ``replace_atomically``, checking the file read
+    back against ``expected`` first. Any failure is raised as LabelSaveError."""
+    def write(temporary: Path) -> None:
         sitk.WriteImage(image, str(temporary), True)
-        _fsync(temporary)
         _verify(temporary, expected, reference)
         if sidecar is not None:
             _atomic_write_text(sidecar_path(path), sidecar)
-        os.replace(temporary, path)
-        _fsync(path.parent)
+
+    try:
+        if not os.access(path.parent, os.W_OK):
+            raise PermissionError(f"the folder {path.parent} is read-only")
+        return replace_atomically(path, write)
     except (OSError, RuntimeError, VolumeLoadError) as exc:
-        temporary.unlink(missing_ok=True)
         raise LabelSaveError(_save_failure(path, expected, exc)) from exc
-    return path
 
 
 def _checked_labels(labels: np.ndarray, reference: Volume) -> np.ndarray:
@@ -367,13 +363,21 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+def replace_atomically(path, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill (and check) a temporary file beside ``path``, flush it to the
+    disk and rename it over ``path``. A failure at any step removes the temporary file,
+    leaves the previous ``path`` untouched and propagates."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
     try:
-        with open(temporary, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(temporary)
+        _fsync(temporary)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    _fsync(path.parent)
+    return path
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -1,0 +1,232 @@
+"""Checkpoints: one safetensors file, the weights plus segview's JSON metadata in its header.
+
+safetensors stores raw tensors and a JSON header, so loading a checkpoint can never run
+code, unlike a pickled ``.pt`` file; segview refuses pickles outright. The metadata sits
+under the header key ``"segview"``, readable by any safetensors tool::
+
+    {
+      "format": "segview-checkpoint", "format_version": 1, "segview_version": "0.1.0",
+      "architecture": {"name": "UNet", "in_channels": 1, "num_classes": 4, ...},
+      "classes": [{"value": 0, "name": "background", "color": [0, 0, 0]}, ...],
+      "loss": {"name": "ce+dice", "alpha": 1.0, ...},
+      "preprocessing": {"input_size": [256, 256], "modality": "MR",
+                        "normalization": {"method": "percentile", ...}},
+      "training": {...data summary, split, epochs...}, "validation": {...metrics...}
+    }
+
+``save_checkpoint`` fills in format, versions and architecture from the model; the caller
+gives the rest. ``load_checkpoint`` raises CheckpointError for anything it cannot trust.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .. import __version__
+from ..core.io import LabelClass, replace_atomically
+from .unet import UNet
+
+FORMAT = "segview-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "segview"
+ARCHITECTURES = {"UNet": UNet}
+PICKLE_EXTENSIONS = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_metadata",
+           "classes_to_metadata", "classes_from_metadata"]
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
+    """Write ``model``'s weights and ``meta`` to ``path`` (a .safetensors file), atomically.
+
+    ``meta`` must hold ``classes`` (one entry per output channel: value, name, colour);
+    ``architecture``, ``format`` and the versions are filled in here. Raises ValueError
+    for inconsistent metadata and OSError when the file cannot be written."""
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise ValueError(f"checkpoints are .safetensors files, not {path.name}")
+    name = type(model).__name__
+    if ARCHITECTURES.get(name) is not type(model):
+        raise ValueError(f"cannot save a {name}; known architectures: {', '.join(ARCHITECTURES)}")
+    meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION,
+            "segview_version": __version__, "architecture": {"name": name, **model.config}}
+    classes = classes_from_metadata(meta)
+    if len(classes) != model.config["num_classes"]:
+        raise ValueError(f"{len(classes)} classes described for a model with "
+                         f"{model.config['num_classes']} outputs")
+    header = {METADATA_KEY: json.dumps(meta, default=_to_json)}
+    tensors = {key: value.detach().to("cpu", copy=True).contiguous()
+               for key, value in model.state_dict().items()}
+    return replace_atomically(path, lambda temporary: save_file(tensors, temporary, header))
+
+
+def read_metadata(path) -> dict:
+    """The metadata of the checkpoint at ``path`` without building the model."""
+    path = _checked_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            header = file.metadata() or {}
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise CheckpointError(f"{path.name} is not a readable safetensors checkpoint "
+                              f"({_reason(exc)}); it may be truncated or damaged") from exc
+    return _parse_metadata(path, header)
+
+
+def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The model (in eval mode, on ``device``) and metadata saved at ``path``.
+
+    Raises CheckpointError for a missing, unreadable, truncated or pickled file, metadata
+    from another program or a newer segview, an unknown architecture, weights that do not
+    fit the architecture, a class table that does not fit the outputs, or non-finite
+    weights."""
+    path = _checked_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            meta = _parse_metadata(path, file.metadata() or {})
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path.name} is not a readable safetensors checkpoint "
+                              f"({_reason(exc)}); it may be truncated or damaged") from exc
+    model = _build_model(path, meta["architecture"])
+    _check_weights(path, model, tensors)
+    classes = classes_from_metadata(meta, path)
+    if len(classes) != model.config["num_classes"]:
+        raise CheckpointError(f"{path.name} names {len(classes)} classes but its network has "
+                              f"{model.config['num_classes']} outputs")
+    model.load_state_dict(tensors, strict=True)
+    return model.to(device).eval(), meta
+
+
+def classes_to_metadata(classes) -> list[dict]:
+    """The JSON form of a class table (LabelClass values) for ``meta["classes"]``."""
+    return [{"value": c.value, "name": c.name, "color": list(c.color)} for c in classes]
+
+
+def classes_from_metadata(meta: dict, path: Path | None = None) -> list[LabelClass]:
+    """The class table of a checkpoint's metadata, sorted by value 0 .. C - 1."""
+    try:
+        classes = [LabelClass(int(c["value"]), str(c["name"]), tuple(int(v) for v in c["color"]))
+                   for c in meta["classes"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        message = ("the metadata needs 'classes': a list of {value, name, color} "
+                   f"({_reason(exc)})")
+        if path is None:
+            raise ValueError(message) from exc
+        raise CheckpointError(f"{path.name}: {message}") from exc
+    classes.sort(key=lambda c: c.value)
+    if [c.value for c in classes] != list(range(len(classes))):
+        message = "class values must be 0, 1, ..., C - 1 with no gaps"
+        if path is None:
+            raise ValueError(message)
+        raise CheckpointError(f"{path.name}: {message}")
+    return classes
+
+
+# -- loading, step by step --------------------------------------------------------------
+
+def _checked_path(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"there is no checkpoint at {path}")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the .safetensors file inside it")
+    try:
+        with open(path, "rb") as file:
+            head = file.read(8)
+    except OSError as exc:
+        raise CheckpointError(f"{path.name} cannot be read ({_reason(exc)})") from exc
+    # PyTorch's .pt is a zip of pickles; older ones and .pkl are bare pickles (0x80 + protocol).
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or (
+            path.suffix.lower() in PICKLE_EXTENSIONS):
+        raise CheckpointError(
+            f"{path.name} is a pickled PyTorch file. Loading a pickle can run any code it "
+            "contains, so segview reads only .safetensors checkpoints; ask for one, or convert "
+            "a file you trust with safetensors.torch.save_file(torch.load(path, "
+            "weights_only=True), 'model.safetensors').")
+    return path
+
+
+def _parse_metadata(path: Path, header: dict) -> dict:
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path.name} is a safetensors file without segview metadata; "
+                              "it was not saved by segview")
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name} has damaged metadata ({_reason(exc)})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} does not hold a segview checkpoint")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path.name} was written by a newer segview "
+                              f"({meta.get('segview_version', 'unknown')}); update segview")
+    if not isinstance(meta.get("architecture"), dict):
+        raise CheckpointError(f"{path.name} does not say which network it holds")
+    return meta
+
+
+def _build_model(path: Path, architecture: dict) -> torch.nn.Module:
+    arguments = dict(architecture)
+    name = arguments.pop("name", None)
+    if name not in ARCHITECTURES:
+        raise CheckpointError(f"{path.name} holds an unknown architecture {name!r}; this "
+                              f"segview knows {', '.join(ARCHITECTURES)}")
+    try:
+        return ARCHITECTURES[name](**arguments)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path.name} describes a {name} this segview cannot build "
+                              f"({_reason(exc)})") from exc
+
+
+def _check_weights(path: Path, model: torch.nn.Module, tensors: dict) -> None:
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    wrong_shape = [key for key in set(expected) & set(tensors)
+                   if expected[key].shape != tensors[key].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} weights missing (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
+    if wrong_shape:
+        key = sorted(wrong_shape)[0]
+        problems.append(f"{len(wrong_shape)} weights of the wrong shape (e.g. {key}: "
+                        f"{tuple(tensors[key].shape)}, expected {tuple(expected[key].shape)})")
+    if problems:
+        raise CheckpointError(f"{path.name}: the weights do not match the architecture in its "
+                              f"metadata: {'; '.join(problems)}")
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path.name}: weight {key} holds NaN or infinite values "
+                                  "(training diverged?)")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def _to_json(value):
+    """numpy scalars and arrays in metadata become plain JSON numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} cannot be stored in checkpoint metadata")
+
