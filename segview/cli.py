@@ -2,6 +2,7 @@
 
     segview [IMAGE] [--labels LABELS] [--demo]    open the viewer
     segview phantom {cardiac,lung} -o DIR          write synthetic cases
+    segview bench metrics                          speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 
-SUBCOMMANDS = ("phantom",)
+SUBCOMMANDS = ("phantom", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +76,30 @@ def _tool_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
     phantom.add_argument("--format", choices=["nifti", "dicom"], default="nifti")
     phantom.set_defaults(run=_run_phantom)
+
+    bench = commands.add_parser(
+        "bench", help="measure speed: fast paths against their baselines, side by side",
+        description="Each benchmark times segview's fast path and a baseline in one run, "
+                    "checks they agree and prints the ratio against the target.")
+    benchmarks = bench.add_subparsers(dest="benchmark", required=True)
+    metrics = benchmarks.add_parser(
+        "metrics", help="ConfusionMatrix update after a brush stroke vs full recounts")
+    metrics.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512],
+                         metavar=("Z", "Y", "X"), help="volume size (default 300 512 512)")
+    metrics.add_argument("--classes", type=int, default=4)
+    metrics.add_argument("--radius", type=int, default=15, help="brush radius in pixels")
+    metrics.add_argument("--strokes", type=int, default=200)
+    metrics.set_defaults(run=_run_bench_metrics)
     return parser
+
+
+def _run_bench_metrics(args) -> int:
+    from .bench import bench_metrics
+
+    if min(args.shape) < 1 or args.classes < 2 or args.radius < 1 or args.strokes < 1:
+        raise UserError("--shape, --radius and --strokes must be positive; --classes at least 2")
+    figures = bench_metrics(tuple(args.shape), args.classes, args.radius, args.strokes)
+    return 0 if figures["identical"] else 1
 
 
 def _run_phantom(args) -> int:

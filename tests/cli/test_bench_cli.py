@@ -1,0 +1,16 @@
+"""`segview bench metrics` runs end to end and checks itself (no timings are asserted)."""
+from segview.cli import main
+
+
+def test_bench_metrics_reports_ratios_and_identical_counts(capsys):
+    assert main(["bench", "metrics", "--shape", "4", "48", "40", "--strokes", "6",
+                 "--radius", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up vs full bincount" in out and "speed-up vs MONAI" in out
+    assert "counts identical to a full recount (volume and slice 2): yes" in out
+    assert "Dice equal to MONAI's: yes" in out
+
+
+def test_bench_refuses_nonsense_sizes(capsys):
+    assert main(["bench", "metrics", "--shape", "0", "10", "10"]) == 2
+    assert "must be positive" in capsys.readouterr().err
