@@ -2,6 +2,9 @@
 
     segview [IMAGE] [--labels LABELS] [--demo]    open the viewer
     segview phantom {cardiac,lung} -o DIR          write synthetic cases
+    segview train DATA|--phantom TASK -o DIR      train a UNet on 2D slices
+    segview evaluate CKPT [CKPT] --data DIR       Dice/IoU/pixel error, Table 1, paired test
+    segview predict CKPT INPUT -o OUTPUT           label volumes on the input's grid
     segview bench metrics                          speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
@@ -15,7 +18,7 @@ from pathlib import Path
 
 from . import __version__
 
-SUBCOMMANDS = ("phantom", "bench")
+SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"segview: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        message = _user_error_message(exc)
+        if message is None:
+            raise
+        print(f"segview: {message}", file=sys.stderr)
+        return 2
+
+
+def _user_error_message(exc: Exception) -> str | None:
+    """The one-line message of an error a user's data or files can cause, else None."""
+    from .core.errors import LabelSaveError, VolumeLoadError
+
+    known: tuple[type, ...] = (VolumeLoadError, LabelSaveError)
+    if "torch" in sys.modules:  # only then can the ml errors have been raised
+        from .ml.checkpoint import CheckpointError
+        from .ml.data import DatasetError
+        known += (CheckpointError, DatasetError)
+    return str(exc) if isinstance(exc, known) else None
 
 
 class UserError(Exception):
@@ -76,6 +97,10 @@ def _tool_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
     phantom.add_argument("--format", choices=["nifti", "dicom"], default="nifti")
     phantom.set_defaults(run=_run_phantom)
+
+    from .tools import add_tool_parsers  # noqa: PLC0415 (keeps torch out of `segview --help`)
+
+    add_tool_parsers(commands)
 
     bench = commands.add_parser(
         "bench", help="measure speed: fast paths against their baselines, side by side",

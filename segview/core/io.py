@@ -27,7 +27,7 @@ from .errors import LabelSaveError, VolumeLoadError
 from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "load_classes",
-           "LabelClass", "SeriesInfo", "VolumeLoadError", "LabelSaveError", "IMAGE_EXTENSIONS",
+           "LabelClass", "named_classes", "SeriesInfo", "VolumeLoadError", "LabelSaveError", "IMAGE_EXTENSIONS",
            "LABEL_EXTENSIONS", "replace_atomically"]
 
 #: Single-file and header+data formats read through SimpleITK.
@@ -183,6 +183,19 @@ class LabelClass:
     value: int
     name: str
     color: tuple[int, int, int]
+
+
+#: Colours for classes that come without one (3D Slicer's first generic anatomy colours).
+DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 210),
+                  (216, 101, 79), (221, 130, 101), (144, 238, 144), (192, 104, 88),
+                  (220, 245, 20), (78, 63, 0), (255, 250, 220), (230, 220, 70))
+
+
+def named_classes(names: list[str]) -> list[LabelClass]:
+    """Classes 0 .. len(names) - 1 with those names and default colours (0 is black)."""
+    return [LabelClass(value, name, (0, 0, 0) if value == 0 else
+                       DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)])
+            for value, name in enumerate(names)]
 
 
 def save_labels(path, labels: np.ndarray, reference: Volume,

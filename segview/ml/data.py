@@ -1,0 +1,289 @@
+"""Training data: cases from a folder or from phantoms, the split by case, preprocessing of
+2D slices for the network (and back), and augmentation.
+
+Slices are taken along the volume's first array axis (z, the acquisition axis: the
+slice direction of a DICOM series and the k index of NIfTI/NRRD/MetaImage). Each slice is
+padded to a square (so the aspect ratio is kept) and resized to ``input_size`` squared;
+predictions are resized back to the padded square and cropped, so they land exactly on
+the input's pixel grid.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from ..core.errors import VolumeLoadError
+from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
+                       load_volume, named_classes)
+from ..core.phantoms import make_phantom
+from ..core.volume import Volume
+
+Progress = Callable[[int, int, str], None]
+
+#: CT is clipped to this window (HU) and scaled to [0, 1] unless told otherwise.
+DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
+#: MRI has no absolute scale: each volume is mapped by these percentiles to [0, 1].
+MR_PERCENTILES = (0.5, 99.5)
+
+
+class DatasetError(Exception):
+    """A dataset that cannot be trained or evaluated on; the message says why."""
+
+
+@dataclass
+class Case:
+    """One patient: the image and its reference labels (Z, Y, X) on the same grid."""
+
+    name: str
+    volume: Volume
+    labels: np.ndarray
+
+
+@dataclass
+class Dataset:
+    cases: list[Case]
+    classes: list[LabelClass]
+    source: str                                        # what it is, for the checkpoint
+    skipped: list[str] = field(default_factory=list)   # "case: reason", reported to the user
+
+    def summary(self) -> dict:
+        return {"source": self.source, "cases": len(self.cases),
+                "slices": int(sum(c.labels.shape[0] for c in self.cases)),
+                "modality": sorted({c.volume.modality for c in self.cases}),
+                "skipped": self.skipped}
+
+
+# -- finding cases ----------------------------------------------------------------------
+
+def phantom_dataset(task: str, count: int, first_seed: int = 0,
+                    progress: Progress | None = None) -> Dataset:
+    """``count`` synthetic cases of ``task`` ("cardiac" or "lung") with seeds from ``first_seed``."""
+    if count < 1:
+        raise DatasetError("the number of phantom cases must be at least 1")
+    cases = []
+    classes: list[LabelClass] = []
+    for n in range(count):
+        if progress:
+            progress(n, count, f"phantom {task} {first_seed + n}")
+        phantom = make_phantom(task, first_seed + n)
+        cases.append(Case(f"{task}_{first_seed + n:03d}", phantom.volume, phantom.labels))
+        classes = list(phantom.classes)
+    return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}")
+
+
+def folder_dataset(folder, progress: Progress | None = None) -> Dataset:
+    """Cases of an nnU-Net style folder: ``imagesTr/<case>_0000.<ext>`` (or a DICOM folder
+    ``imagesTr/<case>/``) with ``labelsTr/<case>.<ext>``, and optionally ``dataset.json``
+    whose ``labels`` map class names to values. Pairs whose grids disagree, or that cannot
+    be read, are skipped and listed in ``skipped``; labels above the declared classes are
+    an error."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DatasetError(f"there is no dataset folder at {folder}")
+    images, labels = folder / "imagesTr", folder / "labelsTr"
+    if not images.is_dir() or not labels.is_dir():
+        raise DatasetError(f"{folder} needs imagesTr/ and labelsTr/ folders (nnU-Net layout)")
+    declared = _declared_classes(folder / "dataset.json")
+    pairs = _pairs(images, labels)
+    if not pairs:
+        raise DatasetError(f"{folder} holds no image/label pairs (imagesTr/<case>_0000.nii.gz "
+                           "with labelsTr/<case>.nii.gz)")
+    cases, skipped = [], []
+    for n, (name, image_path, label_path) in enumerate(pairs):
+        if progress:
+            progress(n, len(pairs), name)
+        try:
+            volume = load_volume(image_path)
+            label_array = load_labels(label_path, volume)
+        except VolumeLoadError as exc:
+            skipped.append(f"{name}: {exc}")
+            continue
+        cases.append(Case(name, volume, label_array))
+    if not cases:
+        raise DatasetError(f"no usable case in {folder}: " + "; ".join(skipped[:3]))
+    classes = declared or _classes_from_labels(cases, pairs[0][2])
+    top = max(int(c.labels.max()) for c in cases)
+    if top >= len(classes):
+        offender = next(c.name for c in cases if c.labels.max() == top)
+        raise DatasetError(f"case {offender} has label {top}, but the dataset declares only "
+                           f"classes 0..{len(classes) - 1}")
+    return Dataset(cases, classes, f"folder {folder.resolve()}", skipped)
+
+
+def _pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
+    label_files = {_stem(p): p for p in labels.iterdir()
+                   if p.is_file() and extension(p) in IMAGE_EXTENSIONS and not p.name.startswith(".")}
+    pairs = []
+    for image in sorted(images.iterdir()):
+        if image.name.startswith("."):
+            continue
+        name = _stem(image) if image.is_file() else image.name
+        if image.is_file() and extension(image) not in IMAGE_EXTENSIONS:
+            continue
+        if image.is_file() and name.endswith("_0000"):
+            name = name[:-5]
+        elif image.is_file() and len(name) > 5 and name[-5] == "_" and name[-4:].isdigit():
+            continue  # a second channel (_0001 ...): single-channel models use _0000 only
+        if name in label_files:
+            pairs.append((name, image, label_files[name]))
+    return pairs
+
+
+def _stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(extension(path))]
+
+
+def _declared_classes(dataset_json: Path) -> list[LabelClass]:
+    if not dataset_json.exists():
+        return []
+    try:
+        labels = json.loads(dataset_json.read_text())["labels"]
+        by_value = {int(value): str(name) for name, value in labels.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"{dataset_json} cannot be read: {exc}") from exc
+    if sorted(by_value) != list(range(len(by_value))):
+        raise DatasetError(f"{dataset_json} must declare classes 0, 1, ..., C - 1")
+    return named_classes([by_value[v] for v in range(len(by_value))])
+
+
+def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClass]:
+    saved = {c.value: c for c in load_classes(first_label)}
+    count = max(int(c.labels.max()) for c in cases) + 1
+    generic = named_classes(["background"] + [f"class {v}" for v in range(1, count)])
+    return [saved.get(v, generic[v]) for v in range(max(count, 2))]
+
+
+def split_cases(names: list[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """Training and validation case names: a seeded shuffle of whole cases, so no patient
+    feeds both. At least one case is held out when there are two or more."""
+    if not 0 <= validation_fraction < 1:
+        raise DatasetError("the validation fraction must lie in [0, 1)")
+    shuffled = sorted(names)
+    random.Random(seed).shuffle(shuffled)
+    held_out = round(len(names) * validation_fraction)
+    if validation_fraction > 0 and len(names) >= 2:
+        held_out = max(held_out, 1)
+    held_out = min(held_out, len(names) - 1)
+    return sorted(shuffled[held_out:]), sorted(shuffled[:held_out])
+
+
+# -- intensities ------------------------------------------------------------------------
+
+def normalization_for(modality: str, ct_window=DEFAULT_CT_WINDOW) -> dict:
+    """The intensity normalisation for a modality, as recorded in checkpoint metadata."""
+    if modality == "CT":
+        return {"method": "ct-window", "low": float(ct_window[0]), "high": float(ct_window[1])}
+    return {"method": "percentile", "low_percentile": MR_PERCENTILES[0],
+            "high_percentile": MR_PERCENTILES[1]}
+
+
+def normalize(array: np.ndarray, normalization: dict) -> np.ndarray:
+    """float32 intensities in [0, 1]: CT clipped to a fixed HU window, other modalities
+    mapped by their own robust percentiles (one pair per volume)."""
+    method = normalization["method"]
+    if method == "ct-window":
+        low, high = normalization["low"], normalization["high"]
+    elif method == "percentile":
+        low, high = np.percentile(array, [normalization["low_percentile"],
+                                          normalization["high_percentile"]])
+    else:
+        raise ValueError(f"unknown intensity normalisation {method!r}")
+    scaled = (array.astype(np.float32) - np.float32(low)) / np.float32(max(high - low, 1e-6))
+    return np.clip(scaled, 0.0, 1.0, out=scaled)
+
+
+# -- slices to and from the network -----------------------------------------------------
+
+def to_network(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, 1, H, W) float -> (N, 1, size, size): padded at the bottom/right to a square
+    with each slice's minimum, then resized (antialiased bilinear)."""
+    images = _pad_square(images, value=None)
+    if images.shape[-1] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def labels_to_network(labels: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) int64 -> (N, size, size), padded with background, nearest neighbour."""
+    labels = _pad_square(labels[:, None].float(), value=0.0)
+    if labels.shape[-1] != size:
+        labels = F.interpolate(labels, size=(size, size), mode="nearest-exact")
+    return labels[:, 0].long()
+
+
+def from_network(logits: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """(N, C, size, size) -> (N, C, H, W) on the original pixel grid: resized back to the
+    padded square (bilinear) and cropped."""
+    side = max(shape)
+    if logits.shape[-1] != side:
+        logits = F.interpolate(logits, size=(side, side), mode="bilinear", align_corners=False)
+    return logits[..., : shape[0], : shape[1]]
+
+
+def _pad_square(images: torch.Tensor, value: float | None) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    side = max(height, width)
+    if height == width:
+        return images
+    if value is None:  # the darkest value of each slice: air, not a bright edge
+        minimum = images.amin(dim=(-2, -1), keepdim=True)
+        padded = minimum.expand(*images.shape[:-2], side, side).clone()
+    else:
+        padded = images.new_full((*images.shape[:-2], side, side), value)
+    padded[..., :height, :width] = images
+    return padded
+
+
+# -- the training set of slices ---------------------------------------------------------
+
+def slice_tensors(cases: list[Case], normalization: dict, size: int,
+                  progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All slices of ``cases``: images (N, 1, size, size) float32, labels (N, size, size) int64."""
+    images, labels = [], []
+    for n, case in enumerate(cases):
+        if progress:
+            progress(n, len(cases), case.name)
+        array = normalize(case.volume.array, normalization)
+        images.append(to_network(torch.from_numpy(array)[:, None], size))
+        labels.append(labels_to_network(torch.from_numpy(case.labels.astype(np.int64)), size))
+    return torch.cat(images), torch.cat(labels)
+
+
+def augment(images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+            rotation_deg: float = 15.0, scale: float = 0.1, flip: bool = True,
+            intensity: float = 0.1, contrast: float = 0.2, noise: float = 0.03):
+    """A random variant of a batch (images (B, 1, H, W), labels (B, H, W)), on their device.
+
+    One affine warp per image (flips, rotation within +-rotation_deg, scaling within
+    +-scale), bilinear for the image and nearest for the labels so they stay aligned;
+    then brightness shift, contrast around the image's mean, and Gaussian noise."""
+    batch = images.shape[0]
+
+    def uniform(low, high, shape=(batch,)):
+        return torch.rand(shape, generator=generator).mul_(high - low).add_(low).to(images.device)
+
+    angle = uniform(-rotation_deg, rotation_deg) * (torch.pi / 180)
+    zoom = uniform(1 - scale, 1 + scale)
+    sign_x = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if flip else torch.ones(batch, device=images.device)
+    sign_y = torch.where(uniform(0, 1) < 0.5, -1.0, 1.0) if flip else torch.ones(batch, device=images.device)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos * sign_x, -sin, torch.zeros_like(cos)], -1),
+                         torch.stack([sin, cos * sign_y, torch.zeros_like(cos)], -1)], 1)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    labels = F.grid_sample(labels[:, None].float(), grid, mode="nearest", padding_mode="border",
+                           align_corners=False)[:, 0].long()
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images = (images - mean) * uniform(1 - contrast, 1 + contrast).view(-1, 1, 1, 1) + mean
+    images = images + uniform(-intensity, intensity).view(-1, 1, 1, 1)
+    sigma = uniform(0, noise).view(-1, 1, 1, 1)
+    images = images + sigma * torch.randn(images.shape, generator=generator).to(images.device)
+    return images, labels

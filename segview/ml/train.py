@@ -1,0 +1,368 @@
+"""Training a UNet on 2D slices: one process, or DistributedDataParallel under torchrun.
+
+The output folder receives ``best.safetensors`` (highest validation Dice) and
+``last.safetensors``, ``log.csv`` (one row per epoch), ``curves.png`` (loss and validation
+Dice/IoU), and ``training_state.safetensors``: weights, Adam moments and progress, from
+which ``resume`` continues (written every epoch and on Ctrl-C). Nothing is pickled.
+
+Randomness is drawn from generators seeded by (seed, epoch, rank), so a resumed run draws
+the same batches and augmentations as an uninterrupted one from the next epoch on.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import distributed as dist
+
+from .. import __version__
+from ..core.io import replace_atomically
+from .checkpoint import classes_to_metadata, save_checkpoint
+from .data import (DEFAULT_CT_WINDOW, Dataset, DatasetError, augment, normalization_for,
+                   slice_tensors, split_cases)
+from .evaluate import evaluate_cases, summary
+from .inference import Predictor, best_device
+from .losses import build_loss
+from .unet import UNet
+
+STATE_FILE = "training_state.safetensors"
+LOG_COLUMNS = ("epoch", "train_loss", "val_dice", "val_iou", "val_pixel_error", "lr",
+               "seconds", "images_per_second")
+
+
+@dataclass
+class TrainConfig:
+    output: str
+    loss: str = "ce+dice"
+    alpha: float = 1.0
+    epochs: int = 40
+    batch_size: int = 8
+    lr: float = 1e-3
+    base_channels: int = 32
+    depth: int = 4
+    norm: str | None = "batch"
+    input_size: int = 256
+    validation_fraction: float = 0.2
+    augment: bool = True
+    seed: int = 0
+    ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
+    device: str | None = None
+
+    def __post_init__(self):
+        self.output = str(self.output)
+        self.ct_window = tuple(self.ct_window)
+        if self.epochs < 1 or self.batch_size < 1 or self.input_size < 8:
+            raise ValueError("epochs and batch size must be at least 1, the input size at least 8")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError("the learning rate must be a positive number")
+        build_loss(self.loss, self.alpha)  # refuses unknown losses and bad alphas now
+
+
+#: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet.
+PAPER_PRESET = dict(input_size=256, lr=0.01, epochs=100, base_channels=64, depth=4, norm=None)
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C during training; the resumable state was saved at ``state_path``."""
+
+    def __init__(self, state_path: Path, epoch: int):
+        super().__init__(f"training interrupted in epoch {epoch + 1}; the state is saved in "
+                         f"{state_path}")
+        self.state_path, self.epoch = state_path, epoch
+
+
+@dataclass
+class TrainResult:
+    output: Path
+    best_dice: float
+    best_epoch: int
+    history: list[dict] = field(default_factory=list)
+
+
+ProgressCallback = Callable[[dict], None]
+
+
+def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | None = None,
+          resume: bool = False) -> TrainResult:
+    """Train on ``dataset`` as ``config`` says. ``progress`` receives dicts: {"step", "steps",
+    "epoch", "loss"} during an epoch and the epoch's log row at its end.
+    Raises DatasetError for unusable data and TrainingInterrupted on Ctrl-C."""
+    rank, world = _start_distributed(config)
+    device = _device(config)
+    output = Path(config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    state = _read_state(output / STATE_FILE) if resume else None
+    if state is not None:
+        config = _resumed_config(state["config"], config)
+
+    split = state["split"] if state else dict(zip(
+        ("train", "validation"),
+        split_cases([c.name for c in dataset.cases], config.validation_fraction, config.seed)))
+    by_name = {c.name: c for c in dataset.cases}
+    missing = [n for n in split["train"] + split["validation"] if n not in by_name]
+    if missing:
+        raise DatasetError(f"the saved split names cases this dataset lacks ({', '.join(missing[:3])}); "
+                           "resume with the same data")
+    train_cases = [by_name[n] for n in split["train"]]
+    validation_cases = [by_name[n] for n in split["validation"]]
+
+    modality = train_cases[0].volume.modality
+    normalization = normalization_for(modality, config.ct_window)
+    images, labels = slice_tensors(train_cases, normalization, config.input_size)
+    num_classes = len(dataset.classes)
+    if int(labels.max()) >= num_classes:
+        raise DatasetError(f"the labels hold class {int(labels.max())} but only "
+                           f"{num_classes} classes are declared")
+
+    torch.manual_seed(config.seed)
+    model = UNet(1, num_classes, config.base_channels, config.depth, config.norm)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    meta = {
+        "classes": classes_to_metadata(dataset.classes),
+        "loss": {"name": config.loss, "alpha": config.alpha},
+        "preprocessing": {"input_size": [config.input_size, config.input_size],
+                          "modality": modality, "normalization": normalization,
+                          "slice_axis": "z"},
+        "training": {**dataset.summary(), "split": split, "optimizer": "Adam",
+                     "config": _config_json(config), "world_size": world,
+                     "device": str(device), "train_slices": len(images)},
+    }
+    history: list[dict] = []
+    start_epoch, best_dice, best_epoch = 0, -math.inf, -1
+    if state is not None:
+        _restore(state, model, optimizer)
+        history, start_epoch = state["history"], state["next_epoch"]
+        best_dice, best_epoch = state["best_dice"], state["best_epoch"]
+    model.to(device)
+    _move_optimizer(optimizer, device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    network = model
+    if world > 1:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    loss_function = build_loss(config.loss, config.alpha).to(device)
+    predictor = Predictor(model, meta, device)
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            train_loss, seen = _train_epoch(network, optimizer, loss_function, images, labels,
+                                            config, epoch, rank, world, device, progress)
+            if rank == 0:
+                row = _validate(predictor, validation_cases, epoch, train_loss, config.lr,
+                                time.perf_counter() - started, seen * world)
+                history.append(row)
+                meta["validation"] = row.pop("_summary")
+                meta["training"]["epochs"] = epoch + 1
+                save_checkpoint(output / "last.safetensors", model, meta)
+                score = row["val_dice"] if not math.isnan(row["val_dice"]) else -row["train_loss"]
+                if score > best_dice:
+                    best_dice, best_epoch = score, epoch
+                    save_checkpoint(output / "best.safetensors", model, meta)
+                _write_log(output / "log.csv", history)
+                _plot(output / "curves.png", history)
+                _write_state(output / STATE_FILE, model, optimizer, config, split, history,
+                             epoch + 1, best_dice, best_epoch)
+                if progress:
+                    progress(dict(row))
+            _barrier(world)
+    except KeyboardInterrupt:
+        if rank == 0:
+            # Resuming reruns the interrupted epoch from these weights.
+            _write_state(output / STATE_FILE, model, optimizer, config, split, history, epoch,
+                         best_dice, best_epoch)
+        raise TrainingInterrupted(output / STATE_FILE, epoch) from None
+    finally:
+        _stop_distributed(world)
+    return TrainResult(output, best_dice, best_epoch, history)
+
+
+# -- one epoch --------------------------------------------------------------------------
+
+def _train_epoch(network, optimizer, loss_function, images, labels, config, epoch, rank,
+                 world, device, progress) -> tuple[float, int]:
+    network.train()
+    generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
+    # Every rank draws the same permutation and takes its own share of equal length.
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
+        config.seed * 100_003 + epoch))
+    per_rank = len(order) // world
+    order = order[rank * per_rank:(rank + 1) * per_rank]
+    batch = min(config.batch_size, len(order))
+    steps = max(len(order) // batch, 1)  # a ragged last batch is dropped (batch norm)
+    cuda = device.type == "cuda"
+    total, seen = 0.0, 0
+    for step in range(steps):
+        index = order[step * batch:(step + 1) * batch]
+        x = images[index].to(device, non_blocking=True)
+        y = labels[index].to(device, non_blocking=True)
+        if config.augment:
+            x, y = augment(x, y, generator)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            logits = network(x)
+        loss = loss_function(logits, y)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"the loss became {loss.item()} in epoch {epoch + 1}; "
+                                     "lower the learning rate")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(index)
+        seen += len(index)
+        if progress and rank == 0:
+            progress({"epoch": epoch, "epochs": config.epochs, "step": step + 1,
+                      "steps": steps, "loss": total / seen})
+    return total / max(seen, 1), seen
+
+
+def _validate(predictor, cases, epoch, train_loss, lr, seconds, images) -> dict:
+    row = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": math.nan,
+           "val_iou": math.nan, "val_pixel_error": math.nan, "lr": lr,
+           "seconds": seconds, "images_per_second": images / max(seconds, 1e-9)}
+    validation: dict = {"cases": 0}
+    if cases:
+        predictor.model.eval()
+        validation = summary(evaluate_cases(predictor, cases))
+        row.update(val_dice=validation["dice"]["mean"], val_iou=validation["iou"]["mean"],
+                   val_pixel_error=validation["pixel_error"]["mean"])
+    validation["epoch"] = epoch + 1
+    row["_summary"] = validation
+    return row
+
+
+# -- devices and processes --------------------------------------------------------------
+
+def _device(config: TrainConfig) -> torch.device:
+    if config.device:
+        return torch.device(config.device)
+    device = best_device()
+    if device.type == "cuda" and dist.is_initialized():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def _start_distributed(config: TrainConfig) -> tuple[int, int]:
+    """(rank, world size); under torchrun the process group is started here."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available() and config.device in (None, "cuda")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _stop_distributed(world: int) -> None:
+    if world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# -- log, plot, resumable state ---------------------------------------------------------
+
+def _write_log(path: Path, history: list[dict]) -> None:
+    def write(temporary: Path) -> None:
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(history)
+    replace_atomically(path, write)
+
+
+def _plot(path: Path, history: list[dict]) -> None:
+    # The object-oriented API with the Agg canvas: no pyplot, no global backend switch.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = [row["epoch"] for row in history]
+    figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
+    loss_axes, score_axes = figure.subplots(1, 2)
+    loss_axes.plot(epochs, [row["train_loss"] for row in history], marker=".")
+    loss_axes.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    score_axes.plot(epochs, [row["val_dice"] for row in history], marker=".", label="Dice")
+    score_axes.plot(epochs, [row["val_iou"] for row in history], marker=".", label="IoU")
+    score_axes.set(xlabel="epoch", ylabel="validation (mean over foreground classes)",
+                   title="Validation", ylim=(0, 1))
+    score_axes.legend(loc="lower right")
+    for axes in (loss_axes, score_axes):
+        axes.grid(alpha=0.3)
+    FigureCanvasAgg(figure)
+    replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
+
+
+def _config_json(config: TrainConfig) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
+
+
+def _write_state(path: Path, model, optimizer, config, split, history, next_epoch,
+                 best_dice, best_epoch) -> None:
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    optimizer_state = optimizer.state_dict()
+    for index, moments in optimizer_state["state"].items():
+        for name, value in moments.items():
+            tensors[f"optimizer.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    groups = [{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+              for g in optimizer_state["param_groups"]]
+    meta = {"segview_version": __version__, "config": _config_json(config), "split": split,
+            "history": history, "next_epoch": next_epoch, "best_dice": best_dice,
+            "best_epoch": best_epoch, "param_groups": groups}
+    header = {"segview_training_state": json.dumps(meta)}
+    replace_atomically(path, lambda temporary: save_file(tensors, temporary, header))
+
+
+def _read_state(path: Path) -> dict:
+    if not path.exists():
+        raise DatasetError(f"nothing to resume: {path} does not exist")
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            state = json.loads(file.metadata()["segview_training_state"])
+            state["tensors"] = {k: file.get_tensor(k) for k in file.keys()}
+    except Exception as exc:  # a damaged or foreign file
+        raise DatasetError(f"{path} cannot be resumed from ({exc})") from exc
+    return state
+
+
+def _resumed_config(saved: dict, requested: TrainConfig) -> TrainConfig:
+    """The saved configuration; only a larger number of epochs is taken from the request."""
+    known = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+    config.epochs = max(config.epochs, requested.epochs)
+    config.output, config.device = requested.output, requested.device
+    return config
+
+
+def _restore(state: dict, model, optimizer) -> None:
+    tensors = state["tensors"]
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    moments: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            moments.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": state["param_groups"]})
+
+
+def _move_optimizer(optimizer, device) -> None:
+    for moments in optimizer.state.values():
+        for name, value in moments.items():
+            if torch.is_tensor(value) and name != "step":
+                moments[name] = value.to(device)

@@ -1,0 +1,136 @@
+"""Datasets, the split by case, intensity normalisation, slices to/from the network, augmentation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from segview.cli import main
+from segview.core.io import save_labels
+from segview.core.volume import Volume
+from segview.ml.data import (DatasetError, augment, folder_dataset, from_network,
+                             labels_to_network, normalization_for, normalize, split_cases,
+                             to_network)
+
+
+@pytest.fixture(scope="module")
+def cardiac_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cardiac")
+    assert main(["phantom", "cardiac", "-o", str(folder), "--count", "3"]) == 0
+    return folder
+
+
+def test_folder_dataset_reads_the_nnunet_layout(cardiac_folder):
+    dataset = folder_dataset(cardiac_folder)
+    assert [c.name for c in dataset.cases] == ["cardiac_000", "cardiac_001", "cardiac_002"]
+    assert [c.name for c in dataset.classes] == ["background", "right ventricle", "myocardium",
+                                                 "left ventricle"]
+    assert all(c.volume.shape == c.labels.shape for c in dataset.cases)
+    assert dataset.skipped == []
+
+
+def test_pairs_with_disagreeing_geometry_are_skipped_and_reported(cardiac_folder, tmp_path):
+    import shutil
+    shutil.copytree(cardiac_folder, tmp_path / "data")
+    case = folder_dataset(tmp_path / "data").cases[1]
+    shifted = Volume(case.volume.array, case.volume.spacing,
+                     tuple(o + 5.0 for o in case.volume.origin), case.volume.direction)
+    save_labels(tmp_path / "data" / "labelsTr" / "cardiac_001.nii.gz", case.labels, shifted)
+    dataset = folder_dataset(tmp_path / "data")
+    assert [c.name for c in dataset.cases] == ["cardiac_000", "cardiac_002"]
+    assert len(dataset.skipped) == 1 and "cardiac_001" in dataset.skipped[0]
+    assert "origin" in dataset.skipped[0]
+
+
+def test_labels_outside_the_declared_classes_are_an_error(cardiac_folder, tmp_path):
+    import shutil
+    shutil.copytree(cardiac_folder, tmp_path / "data")
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "heart": 1}}))
+    with pytest.raises(DatasetError, match="label 3, but the dataset declares only classes 0..1"):
+        folder_dataset(tmp_path / "data")
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(DatasetError, match="no dataset folder"):
+        folder_dataset(tmp_path / "absent")
+    with pytest.raises(DatasetError, match="imagesTr"):
+        folder_dataset(tmp_path)
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    with pytest.raises(DatasetError, match="no image/label pairs"):
+        folder_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("count", [2, 3, 10, 41])
+def test_split_is_by_case_disjoint_and_reproducible(count):
+    names = [f"case_{n}" for n in range(count)]
+    train, validation = split_cases(names, 0.2, seed=4)
+    assert not set(train) & set(validation)
+    assert sorted(train + validation) == sorted(names)
+    assert len(validation) == max(1, round(count * 0.2))
+    assert split_cases(list(reversed(names)), 0.2, seed=4) == (train, validation)
+    assert split_cases(names, 0.0, seed=4) == (sorted(names), [])
+
+
+def test_ct_is_clipped_to_its_window_and_scaled():
+    normalization = normalization_for("CT", (-1000, 1000))
+    assert normalization == {"method": "ct-window", "low": -1000.0, "high": 1000.0}
+    values = normalize(np.array([-3000, -1000, 0, 500, 1000, 3000], np.int16), normalization)
+    np.testing.assert_allclose(values, [0, 0, 0.5, 0.75, 1, 1])
+    assert values.dtype == np.float32
+
+
+def test_mr_is_scaled_by_its_own_percentiles():
+    rng = np.random.default_rng(0)
+    array = rng.gamma(2.0, 300.0, (4, 30, 30)).astype(np.float32)
+    normalization = normalization_for("MR")
+    low, high = np.percentile(array, [0.5, 99.5])
+    expected = np.clip((array - low) / (high - low), 0, 1)
+    np.testing.assert_allclose(normalize(array, normalization), expected, rtol=1e-5, atol=1e-6)
+    # a scanner with ten times the gain gives the same network input
+    np.testing.assert_allclose(normalize(array * 10, normalization), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(40, 60), (60, 40), (50, 50)])
+def test_network_size_and_back_lands_on_the_input_grid(shape):
+    rng = np.random.default_rng(1)
+    labels = torch.from_numpy(np.kron(rng.integers(0, 3, (shape[0] // 10, shape[1] // 10)),
+                                      np.ones((10, 10), np.int64)))[None]
+    side = max(shape)
+    # At the padded side nothing is resampled: the round trip is exact.
+    exact = labels_to_network(labels, side)
+    one_hot = torch.nn.functional.one_hot(exact, 3).movedim(-1, 1).float()
+    assert torch.equal(from_network(one_hot, shape).argmax(1), labels)
+    # Resized to another size, blocks of 10 pixels survive except at their edges.
+    resized = torch.nn.functional.one_hot(labels_to_network(labels, 32), 3).movedim(-1, 1).float()
+    back = from_network(resized * 10, shape).argmax(1)
+    assert back.shape == labels.shape
+    assert (back == labels).float().mean() > 0.9
+
+
+def test_padding_uses_the_darkest_value_not_a_bright_edge():
+    image = torch.full((1, 1, 20, 30), 0.8)
+    image[..., 5, 5] = 0.1
+    padded = to_network(image, 30)
+    assert padded.shape == (1, 1, 30, 30)
+    assert torch.all(padded[..., 20:, :] == 0.1)
+
+
+def test_augmentation_keeps_image_and_labels_aligned():
+    rng = np.random.default_rng(2)
+    labels = torch.from_numpy(np.kron(rng.integers(0, 4, (4, 6, 6)), np.ones((1, 8, 8), np.int64)))
+    image = labels[:, None].float()  # the image spells out its own labels
+    generator = torch.Generator().manual_seed(0)
+    warped_image, warped_labels = augment(image, labels, generator, intensity=0, contrast=0, noise=0)
+    assert warped_labels.shape == labels.shape and warped_labels.dtype == torch.int64
+    assert not torch.equal(warped_labels, labels)  # something did move
+    # Bilinear values equal the nearest label wherever the neighbourhood is uniform.
+    agree = (warped_image[:, 0].round().long() == warped_labels).float().mean()
+    assert agree > 0.9
+
+
+def test_augmentation_is_reproducible_from_its_generator():
+    images, labels = torch.rand(3, 1, 16, 16), torch.randint(0, 2, (3, 16, 16))
+    first = augment(images, labels, torch.Generator().manual_seed(5))
+    second = augment(images, labels, torch.Generator().manual_seed(5))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])

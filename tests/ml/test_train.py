@@ -1,0 +1,100 @@
+"""Training: outputs and metadata, exact resume, Ctrl-C, two-process DDP (all tiny, on CPU)."""
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from segview.ml.checkpoint import load_checkpoint, read_metadata
+from segview.ml.data import phantom_dataset
+from segview.ml.train import STATE_FILE, TrainConfig, TrainingInterrupted, train
+
+TINY = dict(input_size=32, base_channels=4, depth=2, batch_size=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def cardiac():
+    return phantom_dataset("cardiac", 4)
+
+
+def test_training_writes_checkpoints_log_plot_and_metadata(cardiac, tmp_path):
+    result = train(TrainConfig(output=tmp_path, epochs=2, **TINY), cardiac)
+    for name in ("best.safetensors", "last.safetensors", "log.csv", "curves.png", STATE_FILE):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = list(csv.DictReader(open(tmp_path / "log.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert 0 <= float(rows[-1]["val_dice"]) <= 1
+    meta = read_metadata(tmp_path / "last.safetensors")
+    split = meta["training"]["split"]
+    assert not set(split["train"]) & set(split["validation"])
+    assert sorted(split["train"] + split["validation"]) == [c.name for c in cardiac.cases]
+    assert meta["preprocessing"]["normalization"]["method"] == "percentile"
+    assert meta["preprocessing"]["input_size"] == [32, 32]
+    assert meta["loss"] == {"name": "ce+dice", "alpha": 1.0}
+    assert meta["validation"]["epoch"] == 2 and "dice_per_class" in meta["validation"]
+    assert meta["training"]["cases"] == 4 and meta["training"]["epochs"] == 2
+    model, _ = load_checkpoint(tmp_path / "best.safetensors")
+    assert model.config["num_classes"] == 4
+    assert result.best_epoch in (0, 1)
+
+
+def _weights(path):
+    model, _ = load_checkpoint(path)
+    return model.state_dict()
+
+
+def test_resume_continues_exactly_where_it_stopped(cardiac, tmp_path):
+    train(TrainConfig(output=tmp_path / "straight", epochs=2, **TINY), cardiac)
+    train(TrainConfig(output=tmp_path / "resumed", epochs=1, **TINY), cardiac)
+    train(TrainConfig(output=tmp_path / "resumed", epochs=2, **TINY), cardiac, resume=True)
+    straight = _weights(tmp_path / "straight" / "last.safetensors")
+    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    assert len(list(csv.DictReader(open(tmp_path / "resumed" / "log.csv")))) == 2
+
+
+def test_ctrl_c_saves_a_resumable_state(cardiac, tmp_path):
+    def interrupt(event):
+        if event.get("epoch") == 1 and event.get("step") == 1:
+            raise KeyboardInterrupt
+
+    config = TrainConfig(output=tmp_path, epochs=3, **TINY)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(config, cardiac, progress=interrupt)
+    assert caught.value.epoch == 1 and (tmp_path / STATE_FILE).exists()
+    result = train(config, cardiac, resume=True)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_resume_without_a_saved_run_is_a_clear_error(cardiac, tmp_path):
+    from segview.ml.data import DatasetError
+    with pytest.raises(DatasetError, match="nothing to resume"):
+        train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac, resume=True)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(loss="focal"), "unknown loss"), (dict(alpha=-1.0), "alpha"),
+    (dict(epochs=0), "epochs"), (dict(lr=0.0), "learning rate"),
+])
+def test_bad_configuration_is_refused_before_training(options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(output="unused", **options)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_with_ddp(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "segview", "train", "--phantom", "cardiac", "--cases", "3", "--epochs", "1",
+               "--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "2",
+               "-o", str(tmp_path)]
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    meta = read_metadata(tmp_path / "best.safetensors")
+    assert meta["training"]["world_size"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["best.safetensors", "last.safetensors", "log.csv", "curves.png", STATE_FILE])
