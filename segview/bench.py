@@ -152,4 +152,175 @@ def _monai_dice_seconds(pred_a, pred_b, ref, num_classes, matrices):
     return seconds, agrees
 
 
-BENCHMARKS = {"metrics": bench_metrics}
+
+# -- training and inference -------------------------------------------------------------
+
+def _architectures() -> list[tuple[str, dict, int]]:
+    """(name, UNet arguments, input size): the shipped architecture and the paper's."""
+    shipped, size = {"base_channels": 16, "depth": 4, "norm": "batch", "num_classes": 4}, 128
+    from .ml.checkpoint import CheckpointError, read_metadata
+    from .resources import shipped_models
+    try:
+        meta = read_metadata(shipped_models()["cardiac_ce"])
+        shipped = {k: v for k, v in meta["architecture"].items() if k != "name"}
+        size = meta["preprocessing"]["input_size"][0]
+    except (KeyError, CheckpointError):  # no shipped models yet: their intended shape
+        pass
+    shipped.pop("in_channels", None)
+    paper = {"base_channels": 64, "depth": 4, "norm": None, "num_classes": 4}
+    return [(f"shipped (base {shipped['base_channels']}, {size}x{size})", shipped, size),
+            ("paper (base 64, 256x256)", paper, 256)]
+
+
+def _steps_per_second(step: Callable[[], None], seconds: float = 3.0, warmup: int = 1) -> float:
+    """Calls per second of ``step``, run for about ``seconds`` after ``warmup`` calls."""
+    for _ in range(warmup):
+        step()
+    count, start = 0, time.perf_counter()
+    while count < 2 or time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return count / (time.perf_counter() - start)
+
+
+def bench_train(batch_size: int = 8, seconds: float = 3.0, echo=print) -> dict:
+    """Training images per second for each architecture on the CPU, and on the GPU (bf16 +
+    channels_last against fp32) when there is one."""
+    import torch
+
+    echo(f"segview bench train: Adam steps with CE + Dice, batch {batch_size}")
+    echo(f"  {machine_summary()}")
+    figures = {}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for name, arguments, size in _architectures():
+        for device in devices:
+            modes = [("fp32", False)] + ([("bf16 + channels_last", True)] if device == "cuda" else [])
+            rates = {}
+            for mode, fast in modes:
+                rates[mode] = _training_rate(arguments, size, device, fast, batch_size, seconds)
+                echo(f"  {name:<28} {device:<4} {mode:<21} {rates[mode]:8.1f} images/s")
+            if len(rates) == 2:
+                echo(f"  {'':<28} {device:<4} {'speed-up':<21} "
+                     f"{rates['bf16 + channels_last'] / rates['fp32']:8.2f}x")
+            figures[(name, device)] = rates
+    return figures
+
+
+def _training_rate(arguments, size, device, fast, batch_size, seconds) -> float:
+    """Training images per second of one architecture on one device."""
+    import torch
+
+    from .ml.losses import build_loss
+    from .ml.unet import UNet
+
+    model = UNet(1, **arguments).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    loss_function = build_loss("ce+dice")
+    images = torch.randn(batch_size, 1, size, size, device=device)
+    labels = torch.randint(0, arguments["num_classes"], (batch_size, size, size), device=device)
+    if fast:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=fast):
+            loss = loss_function(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    return _steps_per_second(step, seconds) * batch_size
+
+
+def bench_infer(seconds: float = 3.0, echo=print) -> dict:
+    """Inference slices per second per architecture on the CPU (batch 8); on a GPU also
+    fp32 batch 1 eager against bf16 + channels_last batch 32 (goal 4x), and a 300-slice
+    512 x 512 volume end to end through the Predictor (goal under 0.4 s on an H100)."""
+    import torch
+
+    from .ml.unet import UNet
+
+    echo("segview bench infer: forward passes without gradients")
+    echo(f"  {machine_summary()}")
+    figures = {}
+    for name, arguments, size in _architectures():
+        model = UNet(1, **arguments).eval()
+        rate = _inference_rate(model, torch.randn(8, 1, size, size), seconds)
+        echo(f"  {name:<28} cpu  fp32 batch 8        {rate:8.1f} slices/s")
+        figures[(name, "cpu")] = rate
+        if torch.cuda.is_available():
+            figures[(name, "cuda")] = _gpu_inference(model, size, seconds, echo, name)
+    if torch.cuda.is_available():
+        figures["volume_s"] = _gpu_volume_seconds(echo)
+    else:
+        echo("  no GPU here: the bf16 + channels_last ratio and the 300 x 512 x 512 volume "
+             "time need one")
+    return figures
+
+
+def _inference_rate(model, images, seconds) -> float:
+    import torch
+
+    def forward():
+        with torch.no_grad():
+            model(images)
+
+    return _steps_per_second(forward, seconds) * len(images)
+
+
+def _gpu_inference(model, size, seconds, echo, name) -> dict:
+    import torch
+
+    model = model.cuda()
+    one = torch.randn(1, 1, size, size, device="cuda")
+    many = torch.randn(32, 1, size, size, device="cuda")
+
+    def run(images, fast):
+        with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=fast):
+            model(images)
+        torch.cuda.synchronize()
+
+    slow = _steps_per_second(lambda: run(one, False), seconds)
+    model.to(memory_format=torch.channels_last)
+    many = many.contiguous(memory_format=torch.channels_last)
+    fast = _steps_per_second(lambda: run(many, True), seconds) * 32
+    echo(f"  {name:<28} cuda fp32 batch 1        {slow:8.1f} slices/s")
+    echo(f"  {name:<28} cuda bf16+cl batch 32    {fast:8.1f} slices/s   "
+         f"{_verdict(fast / slow, 4).strip()}")
+    model.to(memory_format=torch.contiguous_format)
+    return {"fp32_batch1": slow, "bf16_batch32": fast}
+
+
+def _gpu_volume_seconds(echo) -> float:
+    """A 300 x 512 x 512 CT volume through the Predictor with the shipped lung model (or an
+    untrained one of the same shape), from int16 HU to labels on the CPU."""
+    import torch
+
+    from .core.volume import Volume
+    from .ml.inference import Predictor
+    from .ml.unet import UNet
+
+    from .ml.checkpoint import CheckpointError
+    from .resources import shipped_models
+    try:
+        predictor = Predictor.from_checkpoint(shipped_models()["lung_ce_dice"], "cuda", batch_size=64)
+    except (KeyError, CheckpointError):  # no shipped model: same architecture, random weights
+        meta = {"classes": [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                            {"value": 1, "name": "infection", "color": [255, 170, 0]}],
+                "preprocessing": {"input_size": [256, 256],
+                                  "normalization": {"method": "ct-window", "low": -1000, "high": 1000}}}
+        predictor = Predictor(UNet(1, 2, 16, norm="batch"), meta, "cuda", batch_size=64)
+    rng = np.random.default_rng(0)
+    volume = Volume(rng.integers(-1000, 400, (300, 512, 512), dtype=np.int16), (0.7, 0.7, 1.0),
+                    (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), "CT")
+    predictor.predict_volume(volume)  # warm-up: kernels, autotuning
+    torch.cuda.synchronize()
+    seconds = median_seconds(lambda: predictor.predict_volume(volume), repeats=3)
+    echo(f"  300 x 512 x 512 volume end to end (Predictor, bf16)  {_format_time(seconds)}   "
+         f"({'PASS' if seconds < 0.4 else 'over'} the 0.4 s goal)")
+    return seconds
+
+
+BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer}

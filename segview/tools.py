@@ -6,7 +6,6 @@ errors into one-line messages through ``segview.cli``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -45,6 +44,8 @@ def _add_train(commands) -> None:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--schedule", choices=["constant", "poly"],
+                        help="learning rate per epoch: constant (the paper, default) or poly decay")
     parser.add_argument("--base-channels", type=int, help="channels of the first level (default 32)")
     parser.add_argument("--depth", type=int, help="number of poolings (default 4)")
     parser.add_argument("--norm", choices=["none", "batch", "instance"])
@@ -64,7 +65,7 @@ def _train_config(args):
     from .ml.train import PAPER_PRESET, TrainConfig
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
-    for name in ("loss", "alpha", "epochs", "batch_size", "lr", "base_channels", "depth",
+    for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
                  "input_size", "validation_fraction", "seed", "ct_window", "device"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
@@ -171,8 +172,7 @@ def _run_evaluate(args) -> int:
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
                       f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
                 continue
-            results = evaluate_cases(predictor, dataset.cases,
-                                     lambda n, total, what: progress(n, total, f"{path.name}: {what}"))
+            results = evaluate_cases(predictor, dataset.cases, progress)
             progress(len(dataset.cases), len(dataset.cases), "done")
             rows[labels[path]][name] = summary(results)
             per_case[f"{labels[path]} [{name}]"] = results

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core.volume import Volume
-from .checkpoint import classes_from_metadata, load_checkpoint
+from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint
 from .data import from_network, normalize, to_network
 
 
@@ -41,10 +41,17 @@ class SlicePrediction:
 
 class Predictor:
     """``model`` with the metadata it was trained with (``preprocessing``: input_size,
-    normalization; ``classes``)."""
+    normalization; ``classes``). Raises CheckpointError for a model it cannot feed."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device | None = None,
                  batch_size: int = 8):
+        channels = getattr(model, "config", {}).get("in_channels", 1)
+        if channels != 1:
+            raise CheckpointError(f"the network takes {channels} input channels; segview feeds "
+                                  "it one image channel")
+        if "preprocessing" not in meta:
+            raise CheckpointError("the checkpoint does not say how images were preprocessed "
+                                  "for training (metadata 'preprocessing')")
         self.meta = meta
         self.classes = classes_from_metadata(meta)
         self.input_size = int(meta["preprocessing"]["input_size"][0])
@@ -90,7 +97,7 @@ class Predictor:
                        progress: Callable[[int, int], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Labels (Z, Y, X) uint8 on ``volume``'s grid. Slice ``first`` is done first;
-        ``should_stop`` is checked between batches (raises Cancelled)."""
+        ``should_stop`` is checked after every slice (raises Cancelled)."""
         normalized = self.prepare(volume)
         labels = np.zeros(volume.shape, np.uint8)
         for done, prediction in enumerate(self.predict_slices(normalized, slice_order(volume.shape[0], first)), 1):
@@ -111,8 +118,8 @@ class Predictor:
             if self.device.type == "cpu":
                 raise
             torch.cuda.empty_cache()
-            self.fallback_message = (f"The GPU ran out of memory; segview continues on the "
-                                     f"CPU (slower).")
+            self.fallback_message = ("The GPU ran out of memory; segview continues on the "
+                                     "CPU (slower).")
             self.device = torch.device("cpu")
             self._place_model()
             return self._run(images, shape)

@@ -47,6 +47,7 @@ class TrainConfig:
     epochs: int = 40
     batch_size: int = 8
     lr: float = 1e-3
+    schedule: str = "constant"
     base_channels: int = 32
     depth: int = 4
     norm: str | None = "batch"
@@ -64,11 +65,20 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be at least 1, the input size at least 8")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("the learning rate must be a positive number")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}")
         build_loss(self.loss, self.alpha)  # refuses unknown losses and bad alphas now
 
 
+#: Learning rate of an epoch: the paper keeps it constant; "poly" is nnU-Net's decay.
+SCHEDULES = {
+    "constant": lambda lr, epoch, epochs: lr,
+    "poly": lambda lr, epoch, epochs: lr * (1 - epoch / epochs) ** 0.9,
+}
+
 #: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet.
-PAPER_PRESET = dict(input_size=256, lr=0.01, epochs=100, base_channels=64, depth=4, norm=None)
+PAPER_PRESET = dict(input_size=256, lr=0.01, schedule="constant", epochs=100, base_channels=64,
+                    depth=4, norm=None)
 
 
 class TrainingInterrupted(Exception):
@@ -157,10 +167,13 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
+            lr = SCHEDULES[config.schedule](config.lr, epoch, config.epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             train_loss, seen = _train_epoch(network, optimizer, loss_function, images, labels,
                                             config, epoch, rank, world, device, progress)
             if rank == 0:
-                row = _validate(predictor, validation_cases, epoch, train_loss, config.lr,
+                row = _validate(predictor, validation_cases, epoch, train_loss, lr,
                                 time.perf_counter() - started, seen * world)
                 history.append(row)
                 meta["validation"] = row.pop("_summary")

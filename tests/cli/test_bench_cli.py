@@ -14,3 +14,13 @@ def test_bench_metrics_reports_ratios_and_identical_counts(capsys):
 def test_bench_refuses_nonsense_sizes(capsys):
     assert main(["bench", "metrics", "--shape", "0", "10", "10"]) == 2
     assert "must be positive" in capsys.readouterr().err
+
+
+def test_bench_train_and_infer_run_on_cpu(capsys, monkeypatch):
+    from segview import bench
+    monkeypatch.setattr(bench, "_architectures", lambda: [
+        ("tiny", {"base_channels": 2, "depth": 2, "norm": None, "num_classes": 2}, 32)])
+    assert main(["bench", "train", "--seconds", "0.1"]) == 0
+    assert main(["bench", "infer", "--seconds", "0.1"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny" in out and "images/s" in out and "slices/s" in out

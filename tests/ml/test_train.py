@@ -98,3 +98,8 @@ def test_two_cpu_processes_train_with_ddp(tmp_path):
     assert meta["training"]["world_size"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["best.safetensors", "last.safetensors", "log.csv", "curves.png", STATE_FILE])
+
+
+def test_poly_schedule_decays_the_learning_rate_per_epoch(cardiac, tmp_path):
+    result = train(TrainConfig(output=tmp_path, epochs=2, lr=0.01, schedule="poly", **TINY), cardiac)
+    assert [row["lr"] for row in result.history] == pytest.approx([0.01, 0.01 * 0.5**0.9])

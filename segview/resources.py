@@ -1,0 +1,12 @@
+"""Files shipped beside the package: the trained checkpoints in ``resources/models``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+MODELS = RESOURCES / "models"
+
+
+def shipped_models() -> dict[str, Path]:
+    """Checkpoint name (file stem, e.g. "cardiac_ce_dice") -> path."""
+    return {path.stem: path for path in sorted(MODELS.glob("*.safetensors"))}

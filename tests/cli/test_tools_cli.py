@@ -1,0 +1,116 @@
+"""`segview train | evaluate | predict` from the command line, with tiny models on CPU."""
+import csv
+import json
+
+import numpy as np
+import pytest
+from medpy.metric import binary as medpy_binary
+
+from segview.cli import main
+from segview.core.io import load_classes, load_labels, load_volume
+from segview.core.phantoms import make_phantom
+from segview.ml.checkpoint import read_metadata
+from segview.ml.inference import Predictor
+
+TINY = ["--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "4"]
+
+
+@pytest.fixture(scope="module")
+def two_checkpoints(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    for loss, alpha in (("ce", "1"), ("ce+dice", "1")):
+        assert main(["train", "--phantom", "cardiac", "--cases", "3", "--epochs", "1",
+                     "--loss", loss, "--alpha", alpha, "-o", str(root / loss), *TINY]) == 0
+    return root / "ce" / "best.safetensors", root / "ce+dice" / "best.safetensors"
+
+
+def test_train_records_what_it_was_asked(two_checkpoints):
+    ce, ce_dice = (read_metadata(p) for p in two_checkpoints)
+    assert ce["loss"]["name"] == "ce" and ce_dice["loss"] == {"name": "ce+dice", "alpha": 1.0}
+    assert ce["training"]["config"]["input_size"] == 32
+
+
+def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
+    from segview import tools
+    captured = {}
+
+    def fake_train(config, dataset, progress, resume):
+        captured["config"] = config
+        raise SystemExit(0)
+
+    monkeypatch.setattr("segview.ml.train.train", fake_train)
+    with pytest.raises(SystemExit):
+        main(["train", "--phantom", "cardiac", "--cases", "2", "--preset", "paper",
+              "--epochs", "3", "-o", str(tmp_path)])
+    config = captured["config"]
+    assert (config.input_size, config.lr, config.base_channels, config.norm) == (256, 0.01, 64, None)
+    assert config.epochs == 3  # an explicit option wins over the preset
+    assert tools  # the module under test
+
+
+def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, capsys):
+    assert main(["evaluate", *map(str, two_checkpoints), "--phantom", "cardiac", "--cases", "3",
+                 "--first-seed", "50", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| checkpoint | cardiac dice | cardiac iou | cardiac pixel error |" in out
+    assert "| CE |" in out and "| CE + DICE (alpha 1) |" in out
+    assert "CE + DICE (alpha 1) minus CE" in out and "over 3 cases" in out
+    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
+    assert len(rows) == 6
+    assert {"checkpoint", "case", "mean_dice", "mean_iou", "pixel_error",
+            "dice_myocardium", "iou_left ventricle"} <= set(rows[0])
+    comparison = json.loads((tmp_path / "comparisons.json").read_text())[0]
+    assert comparison["cases"] == 3 and "p_value" in comparison
+    # The per-case Dice agrees with medpy on the prediction itself.
+    predictor = Predictor.from_checkpoint(two_checkpoints[0])
+    case = make_phantom("cardiac", 50)
+    predicted = predictor.predict_volume(case.volume)
+    dices = [medpy_binary.dc(predicted == c, case.labels == c) for c in (1, 2, 3)
+             if (predicted == c).any() or (case.labels == c).any()]
+    row = next(r for r in rows if r["checkpoint"] == "CE [cardiac]" and r["case"] == "cardiac_050")
+    assert float(row["mean_dice"]) == pytest.approx(np.mean(dices), abs=1e-6)
+
+
+def test_predict_writes_labels_on_exactly_the_input_grid(two_checkpoints, tmp_path):
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "data"), "--count", "2", "--seed", "60"]) == 0
+    image = tmp_path / "data" / "imagesTr" / "cardiac_060_0000.nii.gz"
+    output = tmp_path / "labels.nrrd"
+    assert main(["predict", str(two_checkpoints[1]), str(image), "-o", str(output)]) == 0
+    volume = load_volume(image)
+    labels = load_labels(output, volume)  # refuses any grid difference
+    assert labels.shape == volume.shape and labels.max() <= 3
+    assert [c.name for c in load_classes(output) if c.value] == ["right ventricle", "myocardium", "left ventricle"]
+    # a folder of images is a batch
+    assert main(["predict", str(two_checkpoints[0]), str(tmp_path / "data" / "imagesTr"),
+                 "-o", str(tmp_path / "batch")]) == 0
+    assert sorted(p.name for p in (tmp_path / "batch").glob("*.nii.gz")) == [
+        "cardiac_060_0000.nii.gz", "cardiac_061_0000.nii.gz"]
+
+
+def test_predict_reads_a_dicom_folder(two_checkpoints, tmp_path):
+    assert main(["phantom", "cardiac", "-o", str(tmp_path), "--format", "dicom", "--seed", "61"]) == 0
+    series = tmp_path / "imagesTr" / "cardiac_061"
+    assert main(["predict", str(two_checkpoints[0]), str(series), "-o", str(tmp_path / "p.nii.gz")]) == 0
+    assert load_labels(tmp_path / "p.nii.gz", load_volume(series)).shape == load_volume(series).shape
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "/no/such/data", "-o", "OUT"], "no dataset folder at /no/such/data"),
+    (["train", "-o", "OUT"], "a dataset folder or --phantom"),
+    (["train", "--phantom", "lung", "--cases", "0", "-o", "OUT"], "at least 1"),
+    (["train", "--phantom", "lung", "--lr", "-1", "-o", "OUT"], "learning rate"),
+    (["predict", "/no/such.safetensors", "IN", "-o", "x.nii.gz"], "does not exist"),
+    (["evaluate", "/no/such.safetensors", "--phantom", "lung"], "no checkpoint at"),
+])
+def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_labels_outside_the_declared_range_stop_training(tmp_path, capsys):
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "data"), "--count", "2"]) == 0
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "x": 1}}))
+    assert main(["train", str(tmp_path / "data"), "-o", str(tmp_path / "out"), *TINY]) == 2
+    assert "declares only classes 0..1" in capsys.readouterr().err
