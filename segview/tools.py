@@ -52,6 +52,8 @@ def _add_train(commands) -> None:
     parser.add_argument("--input-size", type=int, help="slices are resized to this square (default 256)")
     parser.add_argument("--validation-fraction", type=float, help="cases held out (default 0.2)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--foreground-fraction", type=float,
+                        help="share of draws forced onto slices with foreground (default 0.33)")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="HU window CT is clipped to (default -1000 1000)")
@@ -66,7 +68,7 @@ def _train_config(args):
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
     for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
-                 "input_size", "validation_fraction", "seed", "ct_window", "device"):
+                 "input_size", "validation_fraction", "foreground_fraction", "seed", "ct_window", "device"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     if args.norm is not None:

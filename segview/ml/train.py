@@ -54,6 +54,7 @@ class TrainConfig:
     input_size: int = 256
     validation_fraction: float = 0.2
     augment: bool = True
+    foreground_fraction: float = 0.33
     seed: int = 0
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
     device: str | None = None
@@ -65,6 +66,8 @@ class TrainConfig:
             raise ValueError("epochs and batch size must be at least 1, the input size at least 8")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("the learning rate must be a positive number")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise ValueError("the foreground fraction must lie in [0, 1]")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}")
         build_loss(self.loss, self.alpha)  # refuses unknown losses and bad alphas now
@@ -76,9 +79,10 @@ SCHEDULES = {
     "poly": lambda lr, epoch, epochs: lr * (1 - epoch / epochs) ** 0.9,
 }
 
-#: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet.
+#: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet,
+#: slices drawn uniformly.
 PAPER_PRESET = dict(input_size=256, lr=0.01, schedule="constant", epochs=100, base_channels=64,
-                    depth=4, norm=None)
+                    depth=4, norm=None, foreground_fraction=0.0)
 
 
 class TrainingInterrupted(Exception):
@@ -207,8 +211,8 @@ def _train_epoch(network, optimizer, loss_function, images, labels, config, epoc
                  world, device, progress) -> tuple[float, int]:
     network.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
-    # Every rank draws the same permutation and takes its own share of equal length.
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(
+    # Every rank draws the same order and takes its own share of equal length.
+    order = _epoch_order(labels, config.foreground_fraction, torch.Generator().manual_seed(
         config.seed * 100_003 + epoch))
     per_rank = len(order) // world
     order = order[rank * per_rank:(rank + 1) * per_rank]
@@ -239,6 +243,20 @@ def _train_epoch(network, optimizer, loss_function, images, labels, config, epoc
             progress({"epoch": epoch, "epochs": config.epochs, "step": step + 1,
                       "steps": steps, "loss": total / seen})
     return total / max(seen, 1), seen
+
+
+def _epoch_order(labels: torch.Tensor, foreground_fraction: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """One epoch's slice indices: a permutation of all slices in which, as in nnU-Net, each
+    draw is replaced with probability ``foreground_fraction`` by a slice that contains
+    foreground, so rare classes (a few lesions in a lung) are seen often enough to learn."""
+    order = torch.randperm(len(labels), generator=generator)
+    with_foreground = torch.nonzero(labels.flatten(1).amax(dim=1) > 0).flatten()
+    if foreground_fraction == 0 or len(with_foreground) == 0:
+        return order
+    forced = torch.rand(len(order), generator=generator) < foreground_fraction
+    picks = with_foreground[torch.randint(len(with_foreground), (len(order),), generator=generator)]
+    return torch.where(forced, picks, order)
 
 
 def _validate(predictor, cases, epoch, train_loss, lr, seconds, images) -> dict:

@@ -103,3 +103,15 @@ def test_two_cpu_processes_train_with_ddp(tmp_path):
 def test_poly_schedule_decays_the_learning_rate_per_epoch(cardiac, tmp_path):
     result = train(TrainConfig(output=tmp_path, epochs=2, lr=0.01, schedule="poly", **TINY), cardiac)
     assert [row["lr"] for row in result.history] == pytest.approx([0.01, 0.01 * 0.5**0.9])
+
+
+def test_foreground_oversampling_draws_slices_with_foreground():
+    from segview.ml.train import _epoch_order
+    labels = torch.zeros(100, 4, 4, dtype=torch.long)
+    labels[:5, 0, 0] = 1  # five slices with foreground
+    plain = _epoch_order(labels, 0.0, torch.Generator().manual_seed(0))
+    assert sorted(plain.tolist()) == list(range(100))  # a permutation
+    always = _epoch_order(labels, 1.0, torch.Generator().manual_seed(0))
+    assert set(always.tolist()) <= set(range(5))
+    third = _epoch_order(labels, 0.33, torch.Generator().manual_seed(0))
+    assert 0.25 < (third < 5).float().mean() < 0.45
