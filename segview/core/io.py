@@ -384,6 +384,8 @@ def replace_atomically(path, write: Callable[[Path], None]) -> Path:
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
     try:
         write(temporary)
+        # Some writers create 0600 files; keep the old file's mode, else the usual 0644.
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         _fsync(temporary)
         os.replace(temporary, path)
     finally:

@@ -241,3 +241,14 @@ def test_a_sheared_nrrd_is_resampled_with_a_warning(tmp_path):
     loaded = load_volume(tmp_path / "sheared.nrrd")
     np.testing.assert_allclose(loaded.direction_matrix, np.eye(3), atol=1e-9)
     assert any("not perpendicular" in w for w in loaded.meta["warnings"])
+
+
+def test_atomic_replace_keeps_the_previous_mode_or_uses_0644(tmp_path):
+    import os
+    import stat
+    from segview.core.io import replace_atomically
+    fresh = replace_atomically(tmp_path / "a.txt", lambda t: t.write_text("x") or os.chmod(t, 0o600))
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+    os.chmod(fresh, 0o640)
+    replace_atomically(fresh, lambda t: t.write_text("y"))
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640 and fresh.read_text() == "y"
