@@ -200,9 +200,12 @@ def _run_evaluate(args) -> int:
 
 def _row_labels(predictors) -> dict[Path, str]:
     """Row names as in the paper (the loss), made unique with the file name when needed."""
+    names = {"ce": "CE", "bce": "BCE", "dice": "Dice", "iou": "IoU", "kl": "KL",
+             "ce+dice": "CE + Dice"}
+
     def loss_label(meta):
         loss = meta.get("loss", {})
-        name = str(loss.get("name", "?")).upper().replace("+", " + ")
+        name = names.get(loss.get("name"), str(loss.get("name", "?")))
         return f"{name} (alpha {loss['alpha']:g})" if loss.get("name") == "ce+dice" else name
 
     labels = {path: loss_label(p.meta) for path, p in predictors.items()}

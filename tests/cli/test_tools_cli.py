@@ -53,8 +53,8 @@ def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, cap
                  "--first-seed", "50", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| checkpoint | cardiac dice | cardiac iou | cardiac pixel error |" in out
-    assert "| CE |" in out and "| CE + DICE (alpha 1) |" in out
-    assert "CE + DICE (alpha 1) minus CE" in out and "over 3 cases" in out
+    assert "| CE |" in out and "| CE + Dice (alpha 1) |" in out
+    assert "CE + Dice (alpha 1) minus CE" in out and "over 3 cases" in out
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 6
     assert {"checkpoint", "case", "mean_dice", "mean_iou", "pixel_error",
