@@ -143,18 +143,26 @@ def _checked_path(path) -> Path:
         raise CheckpointError(f"{path} is a folder; give the .safetensors file inside it")
     try:
         with open(path, "rb") as file:
-            head = file.read(8)
+            head = file.read(9)
     except OSError as exc:
         raise CheckpointError(f"{path.name} cannot be read ({_reason(exc)})") from exc
-    # PyTorch's .pt is a zip of pickles; older ones and .pkl are bare pickles (0x80 + protocol).
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80" or (
-            path.suffix.lower() in PICKLE_EXTENSIONS):
+    if _is_pickle(path, head):
         raise CheckpointError(
             f"{path.name} is a pickled PyTorch file. Loading a pickle can run any code it "
             "contains, so segview reads only .safetensors checkpoints; ask for one, or convert "
             "a file you trust with safetensors.torch.save_file(torch.load(path, "
             "weights_only=True), 'model.safetensors').")
     return path
+
+
+def _is_pickle(path: Path, head: bytes) -> bool:
+    """PyTorch's .pt is a zip of pickles; older ones and .pkl are bare pickles (0x80, then
+    the protocol). A safetensors file starts with its header's length (8 bytes, any value)
+    and then "{", which rules both out."""
+    if head[8:9] == b"{":
+        return False
+    return (head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in b"\x02\x03\x04\x05")
+            or path.suffix.lower() in PICKLE_EXTENSIONS)
 
 
 def _parse_metadata(path: Path, header: dict) -> dict:

@@ -192,3 +192,16 @@ def test_missing_corrupt_truncated_and_foreign_files(tmp_path, saved):
     save_file({"w": torch.zeros(3)}, bad_json, {"segview": "{not json"})
     with pytest.raises(CheckpointError, match="damaged metadata"):
         load_checkpoint(bad_json)
+
+
+def test_a_header_length_starting_with_the_pickle_byte_is_still_safetensors(tmp_path):
+    # The first byte of a safetensors file is the low byte of its header length; 0x80 is
+    # also how a pickle starts, so detection must not stop at the first byte.
+    model = _model()
+    for padding in range(256):
+        path = save_checkpoint(tmp_path / "m.safetensors", model, {**META, "note": "x" * padding})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80
+    loaded, meta = load_checkpoint(path)
+    assert meta["note"].startswith("x") and loaded.config == model.config
