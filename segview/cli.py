@@ -1,6 +1,6 @@
 """The ``segview`` command: the application by default, tools as subcommands.
 
-    segview [IMAGE] [--labels LABELS] [--demo]    open the viewer
+    segview [IMAGE] [--labels L] [--model CKPT]... [--demo]    open the viewer
     segview phantom {cardiac,lung} -o DIR          write synthetic cases
     segview train DATA|--phantom TASK -o DIR      train a UNet on 2D slices
     segview evaluate CKPT [CKPT] --data DIR       Dice/IoU/pixel error, Table 1, paired test
@@ -68,7 +68,10 @@ def _viewer_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"segview {__version__}")
     parser.add_argument("image", nargs="?", help="image file or DICOM folder to open")
     parser.add_argument("--labels", help="label volume on the image's grid")
-    parser.add_argument("--demo", action="store_true", help="open a bundled cardiac MRI phantom")
+    parser.add_argument("--model", action="append", default=[], metavar="CKPT",
+                        help="checkpoint to run on the image (give it twice to compare two)")
+    parser.add_argument("--demo", action="store_true",
+                        help="open a bundled cardiac MRI phantom with the two bundled checkpoints")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="render the window to PNG after loading and exit (no display needed)")
     parser.set_defaults(run=_run_viewer)
@@ -78,7 +81,13 @@ def _viewer_parser() -> argparse.ArgumentParser:
 def _run_viewer(args) -> int:
     from .gui.app import run  # Qt is imported only when a window is wanted
 
-    return run(image=args.image, labels=args.labels, demo=args.demo, screenshot=args.screenshot)
+    if len(args.model) > 2:
+        raise UserError("--model can be given at most twice (models A and B)")
+    for path in args.model:
+        if not Path(path).is_file():
+            raise UserError(f"checkpoint not found: {path}")
+    return run(image=args.image, labels=args.labels, models=args.model, demo=args.demo,
+               screenshot=args.screenshot)
 
 
 # -- tools ------------------------------------------------------------------------------

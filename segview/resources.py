@@ -10,3 +10,6 @@ MODELS = RESOURCES / "models"
 def shipped_models() -> dict[str, Path]:
     """Checkpoint name (file stem, e.g. "cardiac_ce_dice") -> path."""
     return {path.stem: path for path in sorted(MODELS.glob("*.safetensors"))}
+
+#: The checkpoints ``segview --demo`` opens as models A and B.
+DEMO_MODELS = (MODELS / "cardiac_ce.safetensors", MODELS / "cardiac_ce_dice.safetensors")

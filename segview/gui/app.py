@@ -5,11 +5,13 @@ import os
 import sys
 
 
-def run(image=None, labels=None, demo=False, screenshot=None) -> int:
-    """Open the main window (optionally on an image or the demo) and run the event loop.
+def run(image=None, labels=None, models=(), demo=False, screenshot=None) -> int:
+    """Open the main window (optionally on an image or the demo, with up to two
+    checkpoints) and run the event loop. The demo is the cardiac phantom with the two
+    shipped cardiac checkpoints (CE as model A, CE + Dice as model B).
 
-    With ``screenshot`` the window is rendered to that PNG once loading has finished and
-    the application exits; no display is needed.
+    With ``screenshot`` the window is rendered to that PNG once loading (and inference,
+    when there are models) has finished, and the application exits; no display is needed.
     """
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -22,6 +24,10 @@ def run(image=None, labels=None, demo=False, screenshot=None) -> int:
 
     from .main_window import MainWindow
 
+    if demo and not models:
+        from ..resources import DEMO_MODELS
+
+        models = DEMO_MODELS
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("segview")
     window = MainWindow()
@@ -37,7 +43,8 @@ def run(image=None, labels=None, demo=False, screenshot=None) -> int:
             status["code"] = 2
             app.quit()
 
-        window.loaded.connect(lambda: QTimer.singleShot(300, capture))
+        finished = window.inference_finished if models else window.loaded
+        finished.connect(lambda *_: QTimer.singleShot(300, capture))
         window.load_failed.connect(failed)
         if not (image or demo):
             QTimer.singleShot(300, capture)
@@ -45,6 +52,8 @@ def run(image=None, labels=None, demo=False, screenshot=None) -> int:
         window.open_demo("cardiac")
     elif image:
         window.open_image(image, labels)
+    for key, path in zip(("A", "B"), models):
+        window.load_model(path, key)
     app.exec()
     return status["code"]
 

@@ -1,9 +1,16 @@
-"""One 2D view of a volume: the windowed slice, the label overlay and orientation letters."""
+"""One 2D view of a volume: the windowed slice, label overlays and orientation letters.
+
+Mouse: the wheel steps through slices (with Ctrl or Cmd it zooms, as does a pinch),
+a right-drag sets window (horizontal) and level (vertical), a left or middle drag pans,
+a double-click asks the other views to go to that point.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QRectF, Qt, Signal
 
 from ..core.io import LabelClass
 from ..core.volume import Volume, window_to_uint8
@@ -20,96 +27,251 @@ def label_lookup_table(classes: list[LabelClass]) -> np.ndarray:
     return table
 
 
+def label_outline(plane: np.ndarray) -> np.ndarray:
+    """The labels of ``plane`` (rows, columns) kept only on their boundary: pixels with a
+    4-neighbour of another value (or on the image edge), others 0. C-contiguous uint8."""
+    edge = np.zeros(plane.shape, bool)
+    edge[:1], edge[-1:], edge[:, :1], edge[:, -1:] = True, True, True, True
+    vertical = plane[1:] != plane[:-1]
+    horizontal = plane[:, 1:] != plane[:, :-1]
+    edge[1:] |= vertical
+    edge[:-1] |= vertical
+    edge[:, 1:] |= horizontal
+    edge[:, :-1] |= horizontal
+    return np.ascontiguousarray(np.where(edge, plane, 0).astype(np.uint8, copy=False))
+
+
+@dataclass
+class Overlay:
+    """A label volume drawn over the image: edited labels or a model's prediction."""
+    labels: np.ndarray | None       # (z, y, x) uint8 on the image grid
+    lookup_table: np.ndarray        # from label_lookup_table
+    visible: bool = True
+    outline: bool = False
+
+
+class SliceViewBox(pg.ViewBox):
+    """The ViewBox with a radiology viewer's mouse (see the module docstring)."""
+
+    wheel_scrolled = Signal(int)              # +1 / -1 slices
+    window_dragged = Signal(float, float)     # screen pixels moved right, up
+    double_clicked = Signal(object)           # the point in view coordinates (mm)
+
+    def __init__(self):
+        super().__init__(lockAspect=True, invertY=True, enableMenu=False)
+        self._wheel_rest = 0
+
+    def wheelEvent(self, event, axis=None):
+        if event.modifiers() & (Qt.ControlModifier | Qt.MetaModifier):
+            return super().wheelEvent(event, axis)
+        event.accept()
+        self._wheel_rest += event.delta()  # trackpads send small steps: add up to a notch
+        steps = int(self._wheel_rest / 120)
+        self._wheel_rest -= steps * 120
+        if steps:
+            self.wheel_scrolled.emit(steps)
+
+    def mouseDragEvent(self, event, axis=None):
+        if event.button() == Qt.RightButton:
+            event.accept()
+            delta = event.screenPos() - event.lastScreenPos()
+            self.window_dragged.emit(delta.x(), -delta.y())
+        else:
+            super().mouseDragEvent(event, axis)
+
+    def mouseDoubleClickEvent(self, event):
+        event.accept()
+        self.double_clicked.emit(self.mapSceneToView(event.scenePos()))
+
+
 class SliceView(pg.GraphicsLayoutWidget):
-    """Shows slice ``index`` of ``view`` in radiological orientation with true aspect."""
+    """Shows slice ``index`` of one ``view`` (axial, coronal or sagittal) of a volume in
+    radiological orientation with true aspect ratio, with named overlays on top."""
 
-    cursor_moved = Signal(object)  # numpy (z, y, x) index under the mouse, or None
+    cursor_moved = Signal(object)   # numpy (z, y, x) index under the mouse, or None
     slice_changed = Signal(int)
+    window_changed = Signal(float, float)  # center, width, after a right-drag
+    go_to_voxel = Signal(object)   # numpy (z, y, x) index double-clicked
 
-    def __init__(self, parent=None):
+    def __init__(self, view: str = "axial", parent=None):
         super().__init__(parent)
         self.setBackground("k")
-        self.box = self.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.box = SliceViewBox()
+        self.addItem(self.box)
         self.image_item = pg.ImageItem(levels=(0, 255))
-        self.label_item = pg.ImageItem(levels=(0, 255))
-        self.label_item.setOpacity(0.45)
         self.box.addItem(self.image_item)
-        self.box.addItem(self.label_item)
+        self.overlays: dict[str, Overlay] = {}
+        self.overlay_items: dict[str, pg.ImageItem] = {}
+        self.opacity = 0.45
         self.edge_items = {side: pg.TextItem(color=(255, 210, 0), anchor=anchor) for side, anchor in
                            (("left", (0, 0.5)), ("right", (1, 0.5)), ("top", (0.5, 0)), ("bottom", (0.5, 1)))}
         for item in self.edge_items.values():
             item.setParentItem(self.box)
+        self.title = pg.TextItem(color=(200, 200, 200), anchor=(0, 0))
+        self.title.setParentItem(self.box)
         self.box.sigResized.connect(self._place_edge_labels)
+        self.box.wheel_scrolled.connect(lambda steps: self.set_slice(self.index + steps))
+        self.box.window_dragged.connect(self._drag_window)
+        self.box.double_clicked.connect(self._double_clicked)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.grabGesture(Qt.PinchGesture)
         self.volume: Volume | None = None
-        self.labels: np.ndarray | None = None
-        self.view, self.index, self.window = "axial", 0, (0.0, 1.0)
+        self.view, self.index, self.window = view, 0, (0.0, 1.0)
+        self._needs_fit = False
 
     # -- content ------------------------------------------------------------------------
-    def set_volume(self, volume: Volume, labels: np.ndarray | None, classes: list[LabelClass]) -> None:
-        self.volume, self.labels = volume, labels
+    def set_volume(self, volume: Volume) -> None:
+        """Show ``volume`` at its middle slice, fitted to the view; overlays are dropped."""
+        self.volume = volume
         self.orientation = volume.display()
-        self.label_item.setLookupTable(label_lookup_table(classes))
-        self.set_view(self.view)
-
-    def set_view(self, view: str) -> None:
-        self.view = view
-        self.index = self.num_slices() // 2
-        for side, letter in self.orientation.edge_labels(view).items():
+        for name in list(self.overlays):
+            self.remove_overlay(name)
+        for side, letter in self.orientation.edge_labels(self.view).items():
             self.edge_items[side].setText(letter)
+        self.index = self.num_slices() // 2
         self.redraw()
-        self.box.autoRange(padding=0.02)
+        self.fit()
         self.slice_changed.emit(self.index)
+
+    def set_overlay(self, name: str, overlay: Overlay) -> None:
+        """Add or replace the overlay ``name``; overlays draw in the order they were added."""
+        if name not in self.overlay_items:
+            item = pg.ImageItem(levels=(0, 255))
+            self.box.addItem(item)
+            self.overlay_items[name] = item
+        self.overlays[name] = overlay
+        self.overlay_items[name].setLookupTable(overlay.lookup_table)
+        self.redraw_overlay(name)
+
+    def remove_overlay(self, name: str) -> None:
+        self.overlays.pop(name, None)
+        item = self.overlay_items.pop(name, None)
+        if item is not None:
+            self.box.removeItem(item)
+
+    def set_opacity(self, opacity: float) -> None:
+        """Opacity of filled overlays; outlines are always opaque (they are thin)."""
+        self.opacity = opacity
+        for name, item in self.overlay_items.items():
+            item.setOpacity(1.0 if self.overlays[name].outline else opacity)
 
     def num_slices(self) -> int:
         return self.orientation.num_slices(self.volume.shape, self.view) if self.volume else 0
 
+    def shows_any(self, z_indices) -> bool:
+        """Whether the slice on screen contains any of the axial slices ``z_indices``."""
+        if self.volume is None:
+            return False
+        axis = self.orientation.axes(self.view)[0]
+        return axis != 0 or self.index in set(z_indices)
+
     def set_slice(self, index: int) -> None:
-        index = int(np.clip(index, 0, self.num_slices() - 1))
+        index = int(np.clip(index, 0, max(self.num_slices() - 1, 0)))
         if index != self.index:
             self.index = index
             self.redraw()
             self.slice_changed.emit(index)
 
     def set_window(self, center: float, width: float) -> None:
-        self.window = (center, width)
-        self.redraw()
+        self.window = (float(center), max(float(width), 1.0))
+        self.redraw_image()
 
-    def set_label_opacity(self, opacity: float) -> None:
-        self.label_item.setOpacity(opacity)
+    def fit(self) -> None:
+        """Zoom and pan so the whole slice fills the view."""
+        self._needs_fit = not self.isVisible() or self.image_item.image is None
+        if not self._needs_fit:
+            self.box.autoRange(padding=0.02)
+
+    # -- drawing (hidden views draw when they are shown) --------------------------------
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        self.redraw()
+        if self._needs_fit:
+            self.fit()
 
     def redraw(self) -> None:
-        if self.volume is None:
+        self.redraw_image()
+        for name in self.overlays:
+            self.redraw_overlay(name)
+
+    def redraw_image(self) -> None:
+        if self.volume is None or not self.isVisible():
             return
         plane = self.orientation.slice(self.volume.array, self.view, self.index)
         self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
+        self.image_item.setRect(self._rect(plane.shape))
+        self.title.setText(f"{self.view}  {self.index + 1} / {self.num_slices()}   "
+                           f"W {self.window[1]:g}  L {self.window[0]:g}")
+
+    def redraw_overlay(self, name: str) -> None:
+        overlay, item = self.overlays[name], self.overlay_items[name]
+        if not self.isVisible():
+            return
+        item.setVisible(overlay.visible and overlay.labels is not None and self.volume is not None)
+        if not item.isVisible():
+            return
+        plane = self.orientation.slice(overlay.labels, self.view, self.index)
+        plane = label_outline(plane) if overlay.outline else np.ascontiguousarray(plane)
+        item.setOpacity(1.0 if overlay.outline else self.opacity)
+        item.setImage(plane, autoLevels=False, levels=(0, 255))
+        item.setRect(self._rect(plane.shape))
+
+    def _rect(self, shape) -> QRectF:
         row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
-        rect = QRectF(0, 0, plane.shape[1] * col_mm, plane.shape[0] * row_mm)
-        self.image_item.setRect(rect)
-        if self.labels is not None:
-            labels = np.ascontiguousarray(self.orientation.slice(self.labels, self.view, self.index))
-            self.label_item.setImage(labels, autoLevels=False, levels=(0, 255))
-            self.label_item.setRect(rect)
-        self.label_item.setVisible(self.labels is not None)
+        return QRectF(0, 0, shape[1] * col_mm, shape[0] * row_mm)
 
     # -- interaction --------------------------------------------------------------------
     def keyPressEvent(self, event) -> None:
         steps = {Qt.Key_Up: 1, Qt.Key_Down: -1, Qt.Key_PageUp: 10, Qt.Key_PageDown: -10}
         if event.key() in steps and self.volume is not None:
             self.set_slice(self.index + steps[event.key()])
+        elif event.key() == Qt.Key_Home and self.volume is not None:
+            self.set_slice(0)
+        elif event.key() == Qt.Key_End and self.volume is not None:
+            self.set_slice(self.num_slices() - 1)
         else:
             super().keyPressEvent(event)
 
-    def _mouse_moved(self, position) -> None:
-        if self.volume is None:
-            return
-        point = self.box.mapSceneToView(position)
+    def event(self, event) -> bool:
+        # Trackpad pinch: macOS sends native zoom gestures, other platforms QPinchGesture.
+        if event.type() == QEvent.NativeGesture and event.gestureType() == Qt.ZoomNativeGesture:
+            self.box.scaleBy(1 / (1 + event.value()))
+            return True
+        if event.type() == QEvent.Gesture and (pinch := event.gesture(Qt.PinchGesture)) is not None:
+            self.box.scaleBy(1 / max(pinch.scaleFactor(), 1e-3))
+            return True
+        return super().event(event)
+
+    def _drag_window(self, right: float, up: float) -> None:
+        center, width = self.window
+        step = max(width, 1.0) / 256  # the same feel at every window width
+        self.set_window(center + up * step, width + right * step)
+        self.window_changed.emit(*self.window)
+
+    def _voxel_at(self, point) -> tuple[int, int, int] | None:
+        """The numpy (z, y, x) index under view point ``point`` (mm), or None outside."""
+        if self.volume is None or self.image_item.image is None:
+            return None
         row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
         row, col = int(point.y() // row_mm), int(point.x() // col_mm)
         rows, cols = self.image_item.image.shape
-        inside = 0 <= row < rows and 0 <= col < cols
-        self.cursor_moved.emit(
-            self.orientation.to_voxel(self.view, self.index, row, col, self.volume.shape) if inside else None)
+        if not (0 <= row < rows and 0 <= col < cols):
+            return None
+        return self.orientation.to_voxel(self.view, self.index, row, col, self.volume.shape)
+
+    def _mouse_moved(self, position) -> None:
+        if self.volume is not None:
+            self.cursor_moved.emit(self._voxel_at(self.box.mapSceneToView(position)))
+
+    def _double_clicked(self, point) -> None:
+        voxel = self._voxel_at(point)
+        if voxel is not None:
+            self.go_to_voxel.emit(voxel)
+
+    def go_to(self, voxel) -> None:
+        """Show the slice of this view that contains numpy index ``voxel``."""
+        if self.volume is not None:
+            self.set_slice(voxel[self.orientation.axes(self.view)[0]])
 
     def _place_edge_labels(self) -> None:
         rect = self.box.boundingRect()
@@ -117,3 +279,4 @@ class SliceView(pg.GraphicsLayoutWidget):
                      "top": (rect.center().x(), rect.top() + 4), "bottom": (rect.center().x(), rect.bottom() - 4)}
         for side, (x, y) in positions.items():
             self.edge_items[side].setPos(x, y)
+        self.title.setPos(rect.left() + 4, rect.top() + 4)

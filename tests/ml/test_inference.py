@@ -51,3 +51,23 @@ def test_prediction_can_be_cancelled_between_batches():
 def test_a_network_with_several_input_channels_is_refused():
     with pytest.raises(CheckpointError, match="3 input channels"):
         Predictor(UNet(3, 4, base_channels=4, depth=2), META, "cpu")
+
+
+def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message(monkeypatch):
+    case = make_phantom("cardiac", 3)
+    expected = _predictor().predict_volume(case.volume)
+    predictor = _predictor()
+    predictor.device = torch.device("cuda")  # pretend: the first batch "runs on the GPU"
+    real_run, calls = predictor._run, []
+
+    def run(images, shape):
+        calls.append(predictor.device.type)
+        if predictor.device.type == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_run(images, shape)
+
+    monkeypatch.setattr(predictor, "_run", run)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    np.testing.assert_array_equal(predictor.predict_volume(case.volume), expected)
+    assert calls[:2] == ["cuda", "cpu"] and set(calls[2:]) == {"cpu"}
+    assert predictor.device.type == "cpu" and "out of memory" in predictor.fallback_message

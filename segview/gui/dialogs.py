@@ -1,0 +1,62 @@
+"""Small dialogs the main window asks questions with."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel,
+                               QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note")
+
+
+def series_rows(series) -> list[tuple[str, ...]]:
+    """One row of SERIES_COLUMNS per ``SeriesInfo``."""
+    rows = []
+    for s in series:
+        columns, rows_, count = s.size
+        rows.append(("" if s.number is None else str(s.number), s.description or "(no description)",
+                     s.modality or "?", str(count), f"{columns} x {rows_}",
+                     "localizer" if s.is_localizer else ""))
+    return rows
+
+
+class SeriesDialog(QDialog):
+    """A table of the series of a DICOM folder; the first non-localizer is selected."""
+
+    def __init__(self, parent, folder, series):
+        super().__init__(parent)
+        self.setWindowTitle("Choose a series")
+        self.series = list(series)
+        self.table = QTableWidget(len(self.series), len(SERIES_COLUMNS))
+        self.table.setHorizontalHeaderLabels(SERIES_COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        for r, row in enumerate(series_rows(self.series)):
+            for c, text in enumerate(row):
+                item = QTableWidgetItem(text)
+                item.setToolTip(f"UID {self.series[r].uid}")
+                self.table.setItem(r, c, item)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
+        self.table.selectRow(next((n for n, s in enumerate(self.series) if not s.is_localizer), 0))
+        self.table.doubleClicked.connect(self.accept)
+        buttons = QDialogButtonBox(QDialogButtonBox.Open | QDialogButtonBox.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"{Path(folder).name} holds {len(self.series)} series. Open which one?"))
+        layout.addWidget(self.table)
+        layout.addWidget(buttons)
+        self.resize(720, 320)
+
+    def chosen(self):
+        rows = self.table.selectionModel().selectedRows()
+        return self.series[rows[0].row()] if rows else None
+
+
+def choose_series(parent, folder, series):
+    """The ``SeriesInfo`` the user picks, or None when cancelled."""
+    dialog = SeriesDialog(parent, folder, series)
+    return dialog.chosen() if dialog.exec() == QDialog.Accepted else None
