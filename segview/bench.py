@@ -323,4 +323,14 @@ def _gpu_volume_seconds(echo) -> float:
     return seconds
 
 
-BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer}
+def bench_gui(seconds: float = 3.0, echo=print) -> dict:
+    """Frame times while scrolling and event-loop stalls during inference, in the running
+    window (``segview.gui.benchmark``); offscreen when there is no display."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from .gui.benchmark import bench_gui as measure
+
+    return measure(seconds, echo)
+
+
+BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui}

@@ -24,3 +24,14 @@ def test_bench_train_and_infer_run_on_cpu(capsys, monkeypatch):
     assert main(["bench", "infer", "--seconds", "0.1"]) == 0
     out = capsys.readouterr().out
     assert "tiny" in out and "images/s" in out and "slices/s" in out
+
+
+def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
+    from segview.gui.benchmark import bench_gui
+
+    figures = bench_gui(seconds=0.2, shape=(6, 64, 64))
+    out = capsys.readouterr().out
+    assert "frame p50" in out and "timer gaps, idle" in out and "during inference" in out
+    assert "6 slices in" in out
+    assert figures["frame_p95_ms"] >= figures["frame_p50_ms"] > 0
+    assert figures["gap_max_ms_inference"] >= figures["gap_p99_ms_inference"] > 0

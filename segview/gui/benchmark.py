@@ -1,0 +1,145 @@
+"""``segview bench gui``: frame times and event-loop stalls, measured in the running window.
+
+Scrolling: a 300 x 512 x 512 CT with window/level and two model overlays; each frame is
+one slice step and the event processing that paints it (one paint, as after a wheel
+event), so its time is what the user waits for. Stalls: a 60 Hz timer records the gaps between its ticks, first with the window
+idle, then while a shipped checkpoint predicts every slice of that volume and the
+results stream into the overlay; a gap beyond the timer period is a stall.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..core.phantoms import make_phantom
+from ..core.volume import Volume
+
+FRAME_TARGET_MS = 1000 / 60
+STALL_TARGET_MS = 25.0
+TIMER_PERIOD_MS = 1000 / 60
+
+
+def large_ct(shape=(300, 512, 512)) -> tuple[Volume, np.ndarray, np.ndarray, np.ndarray]:
+    """A lung phantom blown up to ``shape`` (nearest neighbour), its labels and two
+    'predictions' that differ from them (a shift, an erosion), like two models."""
+    case = make_phantom("lung", seed=0)
+    z = np.linspace(0, case.labels.shape[0] - 1, shape[0]).round().astype(int)
+    rows = np.arange(shape[1]) * case.labels.shape[1] // shape[1]
+    cols = np.arange(shape[2]) * case.labels.shape[2] // shape[2]
+    grid = np.ix_(z, rows, cols)
+    scale = case.labels.shape[1] / shape[1]
+    spacing = (case.volume.spacing[0] * scale, case.volume.spacing[1] * scale, case.volume.spacing[2])
+    volume = Volume(np.ascontiguousarray(case.volume.array[grid]), spacing, case.volume.origin,
+                    modality="CT", meta=dict(case.volume.meta))
+    labels = np.ascontiguousarray(case.labels[grid])
+    shifted = np.roll(labels, 4, axis=2)
+    eroded = labels & np.roll(labels, 3, axis=1) & np.roll(labels, -3, axis=1)
+    return volume, labels, shifted, eroded
+
+
+def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from ..bench import machine_summary
+    from .main_window import MainWindow
+    from .slice_view import Overlay, label_lookup_table
+
+    app = QApplication.instance() or QApplication([])
+    echo("segview bench gui: the running window, offscreen" if app.platformName() == "offscreen"
+         else f"segview bench gui: the running window on {app.platformName()}")
+    echo(f"  {machine_summary()}")
+    volume, labels, model_a, model_b = large_ct(shape)
+    from ..core.phantoms import LUNG_CLASSES
+    from ..core.volume import auto_window
+
+    volume.meta["auto_window"] = auto_window(volume.array)
+    window = MainWindow()
+    window.resize(1280, 900)
+    window.show()
+    window._show_case((volume, labels, list(LUNG_CLASSES)))
+    table = label_lookup_table(LUNG_CLASSES)
+    for name, prediction in (("A", model_a), ("B", model_b)):
+        window.viewer.set_overlay(name, Overlay(prediction, table, True, name == "B"))
+    app.processEvents()
+    view = window.view
+
+    # Scrolling: one slice step per frame, painted (processEvents) before the clock stops.
+    frames = []
+    deadline = time.perf_counter() + seconds
+    step = 1
+    while time.perf_counter() < deadline or len(frames) < 60:
+        if not 0 <= view.index + step < view.num_slices():
+            step = -step
+        start = time.perf_counter()
+        view.set_slice(view.index + step)
+        app.processEvents()
+        frames.append((time.perf_counter() - start) * 1e3)
+    p50, p95 = np.percentile(frames, [50, 95])
+    echo(f"  scroll {shape[1]}x{shape[2]} CT, window/level, 2 overlays: "
+         f"frame p50 {p50:.1f} ms  p95 {p95:.1f} ms ({1000 / p95:.0f} fps at p95)  "
+         f"(target p95 <= {FRAME_TARGET_MS:.1f} ms)  {'PASS' if p95 <= FRAME_TARGET_MS else 'FAIL'}")
+    figures = {"frame_p50_ms": p50, "frame_p95_ms": p95}
+
+    # Event-loop gaps: idle, then during inference, in a real event loop (QEventLoop).
+    try:
+        figures.update(_report_gaps(echo, "idle", _timer_gaps(window, lambda loop: QTimer.singleShot(
+            int(min(seconds, 2.0) * 1000), loop.quit))))
+        checkpoint = _checkpoint()
+        if checkpoint is None:
+            echo("  no shipped checkpoint in resources/models: inference stalls not measured")
+            return figures
+        from ..ml.inference import Predictor
+
+        window._add_model("A", checkpoint, Predictor.from_checkpoint(checkpoint))
+        window._start_timer.stop()
+        started = time.perf_counter()
+        busy = _timer_gaps(window, lambda loop: (window.inference_finished.connect(loop.quit),
+                                                 window.run_inference()))
+        elapsed = time.perf_counter() - started
+        echo(f"  inference: {checkpoint.name} on {window.models['A'].device}, {shape[0]} slices "
+             f"in {elapsed:.1f} s ({shape[0] / elapsed:.0f} slices/s)")
+        figures.update(_report_gaps(echo, "during inference", busy))
+        figures["inference_s"] = elapsed
+        return figures
+    finally:
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+
+
+def _timer_gaps(parent, start) -> np.ndarray:
+    """Milliseconds between the ticks of a 60 Hz timer while an event loop runs;
+    ``start(loop)`` starts the work and arranges for ``loop.quit`` when it ends."""
+    from PySide6.QtCore import QElapsedTimer, QEventLoop, Qt, QTimer
+
+    ticks: list[float] = []
+    clock = QElapsedTimer()
+    clock.start()
+    timer = QTimer(parent, timerType=Qt.PreciseTimer, interval=round(TIMER_PERIOD_MS))
+    timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e6))
+    loop = QEventLoop()
+    timer.start()
+    start(loop)
+    loop.exec()
+    timer.stop()
+    timer.deleteLater()
+    return np.diff(ticks)
+
+
+def _report_gaps(echo, what: str, gaps: np.ndarray) -> dict:
+    p99, longest = (np.percentile(gaps, 99), gaps.max()) if len(gaps) else (np.nan, np.nan)
+    stall = longest - TIMER_PERIOD_MS
+    echo(f"  60 Hz timer gaps, {what:<16}: p99 {p99:5.1f} ms  max {longest:5.1f} ms "
+         f"(longest stall {stall:.1f} ms, target <= {STALL_TARGET_MS:g} ms)  "
+         f"{'PASS' if stall <= STALL_TARGET_MS else 'FAIL'}")
+    key = what.split()[-1]
+    return {f"gap_p99_ms_{key}": p99, f"gap_max_ms_{key}": longest}
+
+
+def _checkpoint():
+    from ..resources import shipped_models
+
+    models = shipped_models()
+    return next((models[name] for name in ("lung_ce_dice", "cardiac_ce_dice") if name in models), None)
