@@ -1,0 +1,249 @@
+"""LabelMap: the editable label volume, its tools and its diff-based undo history.
+
+Every edit goes through ``_write(region, mask, value)``: it applies the overwrite policy
+and the intensity range, keeps the region's old and new values as an ``Edit``, and tells
+the listeners (the metrics, the overlay, the journal) exactly what changed. One mouse drag
+(``begin_stroke`` .. ``end_stroke``) is one undo step; the history is bounded in bytes.
+Pixel coordinates are numpy (z, y, x) indices; the brush is round in millimetres.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from scipy import ndimage
+
+Region = tuple[slice, slice, slice]
+
+
+@dataclass
+class Edit:
+    """Voxels ``region`` of the labels went from ``old`` to ``new`` (same shape)."""
+    region: Region
+    old: np.ndarray
+    new: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return self.old.nbytes + self.new.nbytes
+
+    def reversed(self) -> Edit:
+        return Edit(self.region, self.new, self.old)
+
+    @property
+    def slices(self) -> range:
+        """The z indices it touches."""
+        return range(self.region[0].start, self.region[0].stop)
+
+
+@dataclass
+class OverwritePolicy:
+    """Which existing labels a paint may replace: all, only background, or all but the
+    ``protected`` classes. Erasing (painting 0) obeys protection too."""
+    mode: str = "all"                       # "all" | "background" | "protect"
+    protected: frozenset[int] = field(default_factory=frozenset)
+
+    def allows(self, old: np.ndarray) -> np.ndarray:
+        if self.mode == "background":
+            return old == 0
+        if self.mode == "protect" and self.protected:
+            return ~np.isin(old, list(self.protected))
+        return np.ones(old.shape, bool)
+
+
+class LabelMap:
+    """``labels`` (z, y, x) uint8 edited in place; ``spacing`` (x, y, z) in mm as ITK
+    orders it; ``intensities`` (z, y, x) the image, for the threshold-limited brush."""
+
+    def __init__(self, labels: np.ndarray, spacing, intensities: np.ndarray | None = None,
+                 history_bytes: int = 256 * 2 ** 20):
+        if labels.dtype != np.uint8 or labels.ndim != 3:
+            raise ValueError(f"labels must be a (z, y, x) uint8 array, not {labels.dtype} {labels.shape}")
+        if intensities is not None and intensities.shape != labels.shape:
+            raise ValueError(f"image {intensities.shape} and labels {labels.shape} differ in shape")
+        self.array = labels
+        self.spacing = tuple(float(s) for s in spacing)
+        self.intensities = intensities
+        self.policy = OverwritePolicy()
+        self.intensity_range: tuple[float, float] | None = None  # threshold brush (e.g. HU)
+        self.history_bytes = history_bytes
+        self.reviewed = np.zeros(labels.shape[0], bool)
+        self.listeners: list[Callable[[Edit], None]] = []
+        self._undo: list[list[Edit]] = []
+        self._redo: list[list[Edit]] = []
+        self._stroke: list[Edit] | None = None
+
+    # -- undo steps ---------------------------------------------------------------------
+    def begin_stroke(self) -> None:
+        """Start one undo step (a mouse drag); edits until ``end_stroke`` belong to it."""
+        self.end_stroke()
+        self._stroke = []
+
+    def end_stroke(self) -> list[Edit]:
+        stroke, self._stroke = self._stroke, None
+        if stroke:
+            self._push(stroke)
+        return stroke or []
+
+    def undo(self) -> bool:
+        """Take back the last step (its edits in reverse order); False when there is none."""
+        self.end_stroke()
+        if not self._undo:
+            return False
+        step = self._undo.pop()
+        for edit in reversed(step):
+            self._apply(edit.reversed())
+        self._redo.append(step)
+        return True
+
+    def redo(self) -> bool:
+        self.end_stroke()
+        if not self._redo:
+            return False
+        step = self._redo.pop()
+        for edit in step:
+            self._apply(edit)
+        self._undo.append(step)
+        return True
+
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redo)
+
+    def history_nbytes(self) -> int:
+        return sum(e.nbytes for step in self._undo + self._redo for e in step)
+
+    def _push(self, step: list[Edit]) -> None:
+        self._undo.append(step)
+        self._redo.clear()
+        # Over budget, the oldest steps go first; the newest is kept whatever its size,
+        # so the last action can always be undone.
+        while len(self._undo) > 1 and self.history_nbytes() > self.history_bytes:
+            self._undo.pop(0)
+
+    # -- tools ---------------------------------------------------------------------------
+    def paint(self, z: int, points, radius_mm: float, value: int) -> Edit | None:
+        """A round brush of ``radius_mm`` dragged through ``points`` [(y, x), ...] on slice
+        ``z``: every pixel within the radius of the polyline, so a fast move leaves no gap.
+        ``value`` 0 erases."""
+        points = np.atleast_2d(np.asarray(points, float))
+        ry, rx = radius_mm / self.spacing[1], radius_mm / self.spacing[0]
+        height, width = self.array.shape[1:]
+        y0 = max(int(np.floor(points[:, 0].min() - ry)), 0)
+        y1 = min(int(np.ceil(points[:, 0].max() + ry)) + 1, height)
+        x0 = max(int(np.floor(points[:, 1].min() - rx)), 0)
+        x1 = min(int(np.ceil(points[:, 1].max() + rx)) + 1, width)
+        if y0 >= y1 or x0 >= x1:
+            return None
+        yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
+        mask = _near_polyline(yy * self.spacing[1], xx * self.spacing[0],
+                              points * (self.spacing[1], self.spacing[0]), radius_mm)
+        return self._write((slice(z, z + 1), slice(y0, y1), slice(x0, x1)), mask[None], value)
+
+    def fill(self, z: int, seed, value: int) -> Edit | None:
+        """Flood fill (4-connected) the region of the seed's label on slice ``z``."""
+        plane = self.array[z]
+        y, x = (int(round(c)) for c in seed)
+        if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
+            return None
+        components, _ = ndimage.label(plane == plane[y, x])
+        mask = components == components[y, x]
+        rows, cols = np.nonzero(mask)
+        region = (slice(z, z + 1), slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        return self._write(region, mask[region[1:]][None], value)
+
+    def clear_slice(self, z: int) -> Edit | None:
+        return self._write(self._slab(z, z + 1), np.ones((1, *self.array.shape[1:]), bool), 0)
+
+    def copy_slice(self, source: int, target: int) -> Edit | None:
+        """Labels of slice ``source`` onto slice ``target`` (the policy still applies)."""
+        return self._write_values(self._slab(target, target + 1), self.array[source][None].copy())
+
+    def interpolate(self, first: int, last: int) -> Edit | None:
+        """Fill the slices strictly between ``first`` and ``last`` from those two slices by
+        shape-based interpolation: each class's signed distance map is blended linearly
+        along z, and a voxel takes the class whose interpolated shape contains it."""
+        if last < first:
+            first, last = last, first
+        if last - first < 2:
+            return None
+        a, b = self.array[first], self.array[last]
+        classes = [c for c in np.union1d(np.unique(a), np.unique(b)) if c != 0]
+        gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
+        result = np.zeros((len(gaps), *a.shape), np.uint8)
+        depth = np.full(result.shape, 0.0)
+        spacing = (self.spacing[1], self.spacing[0])
+        for c in classes:
+            blended = (1 - gaps)[:, None, None] * _signed_distance(a == c, spacing) + \
+                gaps[:, None, None] * _signed_distance(b == c, spacing)
+            inside = (blended < 0) & (blended < depth)  # the deepest class wins an overlap
+            result[inside] = c
+            depth[inside] = blended[inside]
+        return self._write_values(self._slab(first + 1, last), result)
+
+    def set_reviewed(self, z: int, reviewed: bool = True) -> None:
+        self.reviewed[z] = reviewed
+
+    # -- writing -------------------------------------------------------------------------
+    def _slab(self, start: int, stop: int) -> Region:
+        return (slice(start, stop), slice(0, self.array.shape[1]), slice(0, self.array.shape[2]))
+
+    def _write(self, region: Region, mask: np.ndarray, value: int) -> Edit | None:
+        if not 0 <= value <= 255:
+            raise ValueError(f"class value {value} does not fit a uint8 label volume")
+        values = np.where(mask, np.uint8(value), self.array[region])
+        return self._write_values(region, values, mask)
+
+    def _write_values(self, region: Region, values: np.ndarray, mask: np.ndarray | None = None) -> Edit | None:
+        old = self.array[region].copy()
+        allowed = self.policy.allows(old) if mask is None else mask & self.policy.allows(old)
+        if self.intensity_range is not None and self.intensities is not None:
+            low, high = self.intensity_range
+            image = self.intensities[region]
+            allowed &= (image >= low) & (image <= high)
+        new = np.where(allowed, values, old).astype(np.uint8)
+        changed = np.nonzero(new != old)
+        if not len(changed[0]):
+            return None
+        # Keep only the bounding box of what changed: the smallest diff to store and count.
+        box = tuple(slice(r.start + int(c.min()), r.start + int(c.max()) + 1) for r, c in zip(region, changed))
+        inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
+        edit = Edit(box, old[inner], new[inner])
+        self._apply(edit)
+        if self._stroke is not None:
+            self._stroke.append(edit)
+        else:
+            self._push([edit])
+        return edit
+
+    def _apply(self, edit: Edit) -> None:
+        self.array[edit.region] = edit.new
+        self.reviewed[edit.slices.start:edit.slices.stop] = True  # an edited slice was looked at
+        for listener in self.listeners:
+            listener(edit)
+
+
+def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Pixels (centres at yy, xx, in mm) within ``radius_mm`` of the polyline."""
+    inside = np.zeros(yy.shape, bool)
+    segments = zip(points_mm, points_mm[1:]) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
+    for (ay, ax), (by, bx) in segments:
+        dy, dx = by - ay, bx - ax
+        length2 = dy * dy + dx * dx
+        t = 0.0 if length2 == 0 else np.clip(((yy - ay) * dy + (xx - ax) * dx) / length2, 0, 1)
+        inside |= (yy - ay - t * dy) ** 2 + (xx - ax - t * dx) ** 2 <= radius_mm ** 2
+    return inside
+
+
+def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
+    """Distance in mm to the mask's boundary: negative inside, positive outside."""
+    if not mask.any():  # absent: "far outside", so the other slice's shape shrinks away
+        return np.full(mask.shape, float(np.hypot(*np.multiply(mask.shape, spacing))))
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
+    return np.where(mask, -inside + 0.5 * min(spacing), outside - 0.5 * min(spacing))

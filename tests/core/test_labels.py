@@ -1,0 +1,197 @@
+"""LabelMap: tools with expected arrays, undo/redo, the history bound, listeners."""
+import numpy as np
+import pytest
+
+from segview.core.labels import LabelMap, OverwritePolicy
+from segview.core.metrics import ConfusionMatrix
+
+
+def blank(shape=(5, 40, 50), spacing=(1.0, 1.0, 2.0), **options):
+    return LabelMap(np.zeros(shape, np.uint8), spacing, **options)
+
+
+def disc(shape, centre, radius, spacing=(1.0, 1.0)):
+    """Reference disc by the definition: pixel centres within ``radius`` mm of ``centre``."""
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return ((yy - centre[0]) * spacing[1]) ** 2 + ((xx - centre[1]) * spacing[0]) ** 2 <= radius ** 2
+
+
+def test_a_dab_paints_a_disc_of_the_radius_in_millimetres():
+    labels = blank()
+    labels.paint(2, [(20, 25)], 3.0, 1)
+    np.testing.assert_array_equal(labels.array[2], disc((40, 50), (20, 25), 3.0).astype(np.uint8))
+    assert labels.array[[0, 1, 3, 4]].sum() == 0
+    assert labels.array[2].sum() == 29  # pixels with dx^2 + dy^2 <= 9, counted by hand
+
+
+def test_anisotropic_pixels_give_an_ellipse_in_pixels():
+    labels = blank(spacing=(0.5, 2.0, 1.0))  # x 0.5 mm, y 2 mm
+    labels.paint(0, [(20, 25)], 4.0, 2)
+    painted = labels.array[0] == 2
+    rows, cols = np.nonzero(painted)
+    assert rows.max() - rows.min() == 4 and cols.max() - cols.min() == 16  # +-2 rows, +-8 columns
+    np.testing.assert_array_equal(painted, disc((40, 50), (20, 25), 4.0, spacing=(0.5, 2.0)))
+
+
+def test_a_fast_move_leaves_no_gap():
+    labels = blank()
+    labels.paint(1, [(5, 5), (30, 45)], 1.5, 1)
+    expected = np.zeros((40, 50), bool)
+    for t in np.linspace(0, 1, 2000):  # the brush dabbed densely along the segment
+        expected |= disc((40, 50), (5 + 25 * t, 5 + 40 * t), 1.5)
+    np.testing.assert_array_equal(labels.array[1] == 1, expected)
+
+
+def test_erase_and_the_overwrite_policies():
+    labels = blank()
+    labels.array[0, 10:20, 10:20] = 2
+    labels.array[0, 10:20, 20:30] = 3
+    labels.policy = OverwritePolicy("background")
+    labels.paint(0, [(15, 20)], 8.0, 1)
+    assert (labels.array[0, 10:20, 10:30] != 1).all()  # labelled voxels kept
+    assert labels.array[0, 8, 20] == 1  # background painted
+    labels.policy = OverwritePolicy("protect", frozenset({3}))
+    labels.paint(0, [(15, 20)], 8.0, 1)
+    assert (labels.array[0, 10:20, 20:30] == 3).all() and labels.array[0, 15, 15] == 1
+    labels.paint(0, [(15, 20)], 8.0, 0)  # erasing respects protection too
+    assert (labels.array[0, 10:20, 20:30] == 3).all() and labels.array[0, 15, 15] == 0
+    labels.policy = OverwritePolicy()
+    labels.paint(0, [(15, 25)], 2.0, 0)
+    assert labels.array[0, 15, 25] == 0
+
+
+def test_the_threshold_brush_paints_only_inside_the_intensity_range():
+    image = np.zeros((1, 20, 20), np.int16)
+    image[0, :, 10:] = 300  # "bone" on the right half
+    labels = LabelMap(np.zeros((1, 20, 20), np.uint8), (1, 1, 1), intensities=image)
+    labels.intensity_range = (-100, 100)
+    labels.paint(0, [(10, 10)], 5.0, 1)
+    painted = labels.array[0] == 1
+    np.testing.assert_array_equal(painted, disc((20, 20), (10, 10), 5.0) & (image[0] <= 100))
+
+
+def test_flood_fill_is_4_connected_and_stays_on_its_slice():
+    labels = blank(shape=(2, 6, 6))
+    labels.array[:, 1:4, 1:4] = 1
+    labels.array[:, 4, 4] = 1  # touches the square only diagonally
+    labels.fill(0, (2, 2), 3)
+    expected = np.zeros((6, 6), np.uint8)
+    expected[1:4, 1:4] = 3
+    expected[4, 4] = 1
+    np.testing.assert_array_equal(labels.array[0], expected)
+    assert (labels.array[1][1:4, 1:4] == 1).all()
+    labels.fill(0, (0, 0), 2)  # the background around is one region
+    assert (labels.array[0] == 2).sum() == 36 - 9 - 1
+
+
+def test_clear_and_copy_slices():
+    labels = blank()
+    labels.paint(1, [(20, 20)], 5.0, 1)
+    labels.copy_slice(1, 3)
+    np.testing.assert_array_equal(labels.array[3], labels.array[1])
+    labels.clear_slice(1)
+    assert labels.array[1].sum() == 0 and labels.array[3].sum() > 0
+
+
+def test_interpolation_between_slices_grows_a_disc_and_keeps_a_constant_shape():
+    labels = blank(shape=(5, 80, 80))
+    labels.paint(0, [(40, 40)], 10.0, 1)
+    labels.paint(4, [(40, 40)], 20.0, 1)
+    labels.interpolate(0, 4)
+    radii = [np.sqrt((labels.array[z] == 1).sum() / np.pi) for z in range(5)]
+    assert radii[1] == pytest.approx(12.5, abs=0.6)
+    assert radii[2] == pytest.approx(15.0, abs=0.6)
+    assert radii[3] == pytest.approx(17.5, abs=0.6)
+    same = blank(shape=(4, 30, 30))
+    same.array[0, 5:20, 8:14] = 2
+    same.array[3, 5:20, 8:14] = 2
+    same.interpolate(3, 0)
+    for z in (1, 2):
+        np.testing.assert_array_equal(same.array[z], same.array[0])
+
+
+def test_one_stroke_is_one_undo_step_and_undo_redo_round_trip():
+    rng = np.random.default_rng(0)
+    labels = blank()
+    snapshots = [labels.array.copy()]
+    for n in range(12):
+        z = int(rng.integers(0, 5))
+        if n % 3 == 2:
+            labels.fill(z, rng.integers(0, 40, 2), int(rng.integers(0, 4)))
+        else:
+            labels.begin_stroke()
+            for _ in range(5):  # several mouse moves
+                labels.paint(z, rng.uniform(0, 40, (2, 2)), float(rng.uniform(1, 6)), int(rng.integers(0, 4)))
+            labels.end_stroke()
+        if not np.array_equal(labels.array, snapshots[-1]):
+            snapshots.append(labels.array.copy())
+    for expected in reversed(snapshots[:-1]):
+        assert labels.undo()
+        np.testing.assert_array_equal(labels.array, expected)
+    assert not labels.undo()
+    for expected in snapshots[1:]:
+        assert labels.redo()
+        np.testing.assert_array_equal(labels.array, expected)
+    assert not labels.redo()
+    labels.undo()
+    labels.paint(0, [(1, 1)], 1.0, 3)  # a new edit drops what could be redone
+    assert not labels.can_redo
+
+
+def test_the_history_is_bounded_in_bytes_and_the_newest_step_survives():
+    labels = blank(shape=(3, 100, 100), history_bytes=20_000)
+    for n in range(40):
+        labels.paint(n % 3, [(50, 50)], 20.0, n % 4 + 1)
+        assert labels.history_nbytes() <= 20_000 or len(labels._undo) == 1
+    assert 1 <= len(labels._undo) < 40
+    before = labels.array.copy()
+    big = blank(shape=(3, 100, 100), history_bytes=10)
+    big.clear_slice(0)
+    big.paint(0, [(50, 50)], 30.0, 1)  # bigger than the whole budget: still undoable
+    assert big.undo() and big.array.sum() == 0
+    assert labels.array.sum() == before.sum()
+
+
+def test_edits_are_tight_boxes_and_listeners_keep_metrics_exact():
+    rng = np.random.default_rng(1)
+    prediction = rng.integers(0, 3, (5, 40, 50)).astype(np.uint8)
+    labels = blank()
+    matrix = ConfusionMatrix.from_arrays(prediction, labels.array, 4)
+    edits = []
+
+    def follow(edit):
+        edits.append(edit)
+        matrix.update_reference(edit.region, edit.old, edit.new, prediction)
+
+    labels.listeners.append(follow)
+    labels.paint(2, [(20, 25)], 3.0, 1)
+    assert edits[-1].region == (slice(2, 3), slice(17, 24), slice(22, 29))
+    for n in range(30):
+        action = n % 4
+        z = int(rng.integers(0, 5))
+        if action == 0:
+            labels.paint(z, rng.uniform(0, 45, (3, 2)), 4.0, int(rng.integers(0, 4)))
+        elif action == 1:
+            labels.fill(z, rng.integers(0, 40, 2), int(rng.integers(0, 4)))
+        elif action == 2:
+            labels.undo()
+        else:
+            labels.copy_slice(z, (z + 1) % 5)
+        expected = ConfusionMatrix.from_arrays(prediction, labels.array, 4)
+        np.testing.assert_array_equal(matrix.counts, expected.counts)
+        np.testing.assert_array_equal(matrix.slice_counts, expected.slice_counts)
+
+
+def test_editing_marks_slices_reviewed_and_nothing_changed_is_no_step():
+    labels = blank()
+    assert not labels.reviewed.any()
+    labels.paint(3, [(10, 10)], 2.0, 1)
+    assert labels.reviewed.tolist() == [False, False, False, True, False]
+    assert labels.paint(3, [(10, 10)], 2.0, 1) is None  # the same dab again changes nothing
+    assert len(labels._undo) == 1
+    labels.set_reviewed(0)
+    assert labels.reviewed[0]
+    with pytest.raises(ValueError, match="uint8"):
+        labels.paint(0, [(1, 1)], 1.0, 300)
+    with pytest.raises(ValueError, match="uint8"):
+        LabelMap(np.zeros((2, 2, 2), np.int32), (1, 1, 1))
