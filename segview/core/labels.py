@@ -69,7 +69,8 @@ class LabelMap:
         self.intensity_range: tuple[float, float] | None = None  # threshold brush (e.g. HU)
         self.history_bytes = history_bytes
         self.reviewed = np.zeros(labels.shape[0], bool)
-        self.listeners: list[Callable[[Edit], None]] = []
+        self.listeners: list[Callable[[Edit], None]] = []        # every change, as it happens
+        self.step_listeners: list[Callable[[], None]] = []       # after each completed undo step
         self._undo: list[list[Edit]] = []
         self._redo: list[list[Edit]] = []
         self._stroke: list[Edit] | None = None
@@ -95,6 +96,7 @@ class LabelMap:
         for edit in reversed(step):
             self._apply(edit.reversed())
         self._redo.append(step)
+        self._step_done()
         return True
 
     def redo(self) -> bool:
@@ -105,6 +107,7 @@ class LabelMap:
         for edit in step:
             self._apply(edit)
         self._undo.append(step)
+        self._step_done()
         return True
 
     @property
@@ -125,6 +128,11 @@ class LabelMap:
         # so the last action can always be undone.
         while len(self._undo) > 1 and self.history_nbytes() > self.history_bytes:
             self._undo.pop(0)
+        self._step_done()
+
+    def _step_done(self) -> None:
+        for listener in self.step_listeners:
+            listener()
 
     # -- tools ---------------------------------------------------------------------------
     def paint(self, z: int, points, radius_mm: float, value: int) -> Edit | None:
@@ -154,7 +162,8 @@ class LabelMap:
         components, _ = ndimage.label(plane == plane[y, x])
         mask = components == components[y, x]
         rows, cols = np.nonzero(mask)
-        region = (slice(z, z + 1), slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+        region = (slice(z, z + 1), slice(int(rows.min()), int(rows.max()) + 1),
+                  slice(int(cols.min()), int(cols.max()) + 1))
         return self._write(region, mask[region[1:]][None], value)
 
     def clear_slice(self, z: int) -> Edit | None:

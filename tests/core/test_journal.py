@@ -1,0 +1,138 @@
+"""The edit journal: replay equals the labels, torn writes and SIGKILL lose only the step
+in progress, unwritable places give JournalError."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segview.core.journal import Journal, JournalError, image_key, recover
+from segview.core.labels import LabelMap
+from segview.core.phantoms import make_phantom
+
+
+def editing_session(tmp_path, shape=(4, 30, 40)):
+    labels = LabelMap(np.zeros(shape, np.uint8), (1.0, 1.0, 2.0))
+    labels.array[1, 5:10, 5:10] = 2  # labels that existed before editing began
+    return labels, Journal.start(tmp_path / "edits.svj", labels, "key")
+
+
+def test_replaying_the_journal_gives_the_labels_after_strokes_fills_undo_and_redo(tmp_path):
+    labels, journal = editing_session(tmp_path)
+    labels.begin_stroke()
+    labels.paint(0, [(5, 5), (20, 30)], 2.0, 1)
+    labels.paint(0, [(20, 30), (25, 10)], 2.0, 1)
+    labels.end_stroke()
+    labels.fill(1, (7, 7), 3)
+    labels.paint(2, [(15, 15)], 4.0, 1)
+    labels.undo()
+    labels.undo()
+    labels.redo()
+    labels.interpolate(0, 3)
+    journal.close()
+    recovered = recover(tmp_path / "edits.svj")
+    np.testing.assert_array_equal(recovered.labels, labels.array)
+    assert recovered.steps == 7 and recovered.image_key == "key" and not recovered.truncated
+
+
+def test_a_torn_last_record_loses_only_the_last_step(tmp_path):
+    labels, journal = editing_session(tmp_path)
+    labels.paint(0, [(10, 10)], 3.0, 1)
+    before_last = labels.array.copy()
+    size = (tmp_path / "edits.svj").stat().st_size
+    labels.paint(3, [(20, 20)], 6.0, 2)
+    journal.close()
+    data = (tmp_path / "edits.svj").read_bytes()
+    for cut in (size + 5, len(data) - 1):  # torn inside the record header, inside its body
+        (tmp_path / "torn.svj").write_bytes(data[:cut])
+        recovered = recover(tmp_path / "torn.svj")
+        np.testing.assert_array_equal(recovered.labels, before_last)
+        assert recovered.truncated and recovered.steps == 1
+    damaged = bytearray(data)
+    damaged[-3] ^= 0xFF  # a flipped bit in the last record: its CRC fails
+    (tmp_path / "damaged.svj").write_bytes(bytes(damaged))
+    np.testing.assert_array_equal(recover(tmp_path / "damaged.svj").labels, before_last)
+
+
+def test_a_stroke_in_progress_is_not_journalled(tmp_path):
+    labels, journal = editing_session(tmp_path)
+    start = labels.array.copy()
+    labels.begin_stroke()
+    labels.paint(0, [(10, 10)], 3.0, 1)
+    np.testing.assert_array_equal(recover(tmp_path / "edits.svj").labels, start)
+    labels.end_stroke()
+    np.testing.assert_array_equal(recover(tmp_path / "edits.svj").labels, labels.array)
+    journal.close(delete=True)
+    assert not (tmp_path / "edits.svj").exists()
+
+
+def test_not_a_journal_and_unwritable_places(tmp_path):
+    (tmp_path / "other.svj").write_bytes(b"PK\x03\x04 not a journal")
+    with pytest.raises(JournalError, match="not a segview edit journal"):
+        recover(tmp_path / "other.svj")
+    labels = LabelMap(np.zeros((2, 4, 4), np.uint8), (1, 1, 1))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(JournalError, match="cannot keep a journal"):
+        Journal.start(tmp_path / "file" / "edits.svj", labels, "key")  # a file where a folder should be
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_full_disk_raises_journal_error_and_keeps_the_edit_in_memory(tmp_path):
+    labels = LabelMap(np.zeros((2, 8, 8), np.uint8), (1, 1, 1))
+    with pytest.raises(JournalError, match="No space left"):
+        Journal.start("/dev/full", labels, "key")
+
+
+def test_the_image_key_follows_the_image_and_its_grid():
+    a, b = make_phantom("cardiac", 0).volume, make_phantom("cardiac", 1).volume
+    assert image_key(a) == image_key(make_phantom("cardiac", 0).volume) != image_key(b)
+    a.spacing = (a.spacing[0], a.spacing[1], a.spacing[2] + 1)
+    assert image_key(a) != image_key(make_phantom("cardiac", 0).volume)
+
+
+CHILD = textwrap.dedent("""
+    import sys, os, time
+    import numpy as np
+    from segview.core.journal import Journal
+    from segview.core.labels import LabelMap
+
+    folder = sys.argv[1]
+    rng = np.random.default_rng(7)
+    labels = LabelMap(np.zeros((20, 128, 128), np.uint8), (0.8, 0.8, 3.0))
+    Journal.start(os.path.join(folder, "edits.svj"), labels, "key")
+    for step in range(15):
+        labels.begin_stroke()
+        z = int(rng.integers(0, 20))
+        for _ in range(8):
+            labels.paint(z, rng.uniform(0, 128, (2, 2)), float(rng.uniform(1, 8)), int(rng.integers(0, 4)))
+        labels.end_stroke()
+        if step % 5 == 4:
+            labels.undo()
+        np.save(os.path.join(folder, "expected.npy"), labels.array)
+    print("ready", flush=True)
+    labels.begin_stroke()  # killed in the middle of this stroke
+    labels.paint(3, [(10, 10), (100, 100)], 10.0, 2)
+    print("mid-stroke", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkill_in_the_middle_of_a_stroke_loses_nothing_completed(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.stdout.readline().strip() == "mid-stroke"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    recovered = recover(tmp_path / "edits.svj")
+    expected = np.load(tmp_path / "expected.npy")
+    assert expected.any() and recovered.steps == 18  # 15 strokes and 3 undos
+    np.testing.assert_array_equal(recovered.labels, expected)
