@@ -1,0 +1,94 @@
+"""Live metrics of each model against the labels being corrected.
+
+``LiveMetrics`` keeps one ``ConfusionMatrix`` per model exact at all times: label edits
+arrive from the ``LabelMap`` (only the changed region is counted), prediction slices
+arrive as inference streams them. The volume scores default to the reviewed slices: a
+slice nobody has checked may still hold a model's own prediction copied into the labels,
+which would flatter that model.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .labels import Edit, LabelMap
+from .metrics import ConfusionMatrix, Scores, scores_from_counts
+
+
+class LiveMetrics:
+    """Build it where a full pass over the labels is affordable (a worker): it counts
+    each slice's classes once, so adding a model with an empty prediction is instant."""
+
+    def __init__(self, labels: LabelMap, num_classes: int):
+        top = int(labels.array.max()) if labels.array.size else 0
+        if top >= num_classes:
+            raise ValueError(f"the labels hold class {top}, beyond the {num_classes} classes of the models")
+        self.labels, self.num_classes = labels, num_classes
+        self.predictions: dict[str, np.ndarray] = {}
+        self.matrices: dict[str, ConfusionMatrix] = {}
+        flat = labels.array.reshape(labels.array.shape[0], -1)
+        offsets = np.arange(flat.shape[0])[:, None] * num_classes
+        self._label_histogram = np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * num_classes
+                                            ).reshape(flat.shape[0], num_classes)
+        labels.listeners.append(self._labels_changed)
+
+    def add_model(self, key: str, prediction: np.ndarray, empty: bool = False) -> None:
+        """Follow ``prediction`` (z, y, x) uint8, which inference will fill slice by slice;
+        ``empty`` says it is still all background (no counting needed)."""
+        if prediction.shape != self.labels.array.shape:
+            raise ValueError(f"prediction {prediction.shape} and labels {self.labels.array.shape} differ")
+        if empty:
+            matrix = ConfusionMatrix(self.num_classes, prediction.shape[0])
+            matrix.slice_counts[:, :, 0] = self._label_histogram
+            matrix.counts = matrix.slice_counts.sum(axis=0)
+        else:
+            matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
+        self.predictions[key], self.matrices[key] = prediction, matrix
+
+    def remove_model(self, key: str) -> None:
+        self.predictions.pop(key, None)
+        self.matrices.pop(key, None)
+
+    def set_prediction_slice(self, key: str, z: int, labels: np.ndarray) -> None:
+        """Inference delivered slice ``z`` of model ``key``: store it and count the change."""
+        prediction = self.predictions[key]
+        old = prediction[z].copy()
+        prediction[z] = labels
+        self.matrices[key].update_prediction((z,), old, labels, self.labels.array)
+
+    # -- scores --------------------------------------------------------------------------
+    def slice_scores(self, key: str, z: int) -> Scores:
+        return scores_from_counts(self.matrices[key].slice_counts[z])
+
+    def volume_scores(self, key: str, reviewed_only: bool = True) -> Scores:
+        """Over the reviewed slices (all slices when ``reviewed_only`` is False)."""
+        matrix = self.matrices[key]
+        if not reviewed_only:
+            return scores_from_counts(matrix.counts)
+        return scores_from_counts(matrix.slice_counts[self.labels.reviewed].sum(axis=0))
+
+    def dice_along_slices(self, key: str) -> np.ndarray:
+        """(Z,) mean foreground Dice of each slice; NaN where no foreground class is in the
+        slice's labels or prediction."""
+        counts = self.matrices[key].slice_counts[:, 1:, 1:]
+        true_positive = np.einsum("zcc->zc", counts).astype(float)
+        reference = self.matrices[key].slice_counts[:, 1:, :].sum(axis=2)
+        predicted = self.matrices[key].slice_counts[:, :, 1:].sum(axis=1)
+        total = reference + predicted
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(total > 0, 2 * true_positive / total, np.nan)
+        return _nanmean_rows(dice)
+
+    def _labels_changed(self, edit: Edit) -> None:
+        for key, matrix in self.matrices.items():
+            matrix.update_reference(edit.region, edit.old, edit.new, self.predictions[key])
+        for n, z in enumerate(edit.slices):  # keep the per-slice class counts current
+            self._label_histogram[z] += (np.bincount(edit.new[n].ravel(), minlength=self.num_classes)
+                                         - np.bincount(edit.old[n].ravel(), minlength=self.num_classes))
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Row means ignoring NaN; NaN for all-NaN rows (without numpy's warning)."""
+    valid = ~np.isnan(values)
+    count = valid.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, np.where(valid, values, 0).sum(axis=1) / count, np.nan)

@@ -1,0 +1,66 @@
+"""LiveMetrics: exact after edits and streamed slices; reviewed-slice scores by definition."""
+import numpy as np
+
+from segview.core.labels import LabelMap
+from segview.core.metrics import ConfusionMatrix, dice_per_class, iou_per_class, pixel_error
+from segview.core.review import LiveMetrics
+
+
+def session(seed=0):
+    rng = np.random.default_rng(seed)
+    labels = LabelMap(np.zeros((6, 30, 40), np.uint8), (1.0, 1.0, 2.0))
+    labels.array[:, 5:20, 5:25] = rng.integers(0, 4, (6, 15, 20))
+    return rng, labels, LiveMetrics(labels, 4)
+
+
+def test_matrices_follow_edits_and_streamed_prediction_slices():
+    rng, labels, live = session()
+    truth = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    live.add_model("A", np.zeros(labels.array.shape, np.uint8), empty=True)
+    live.add_model("B", truth.copy())
+    for step in range(25):
+        z = int(rng.integers(0, 6))
+        if step % 3 == 0:
+            live.set_prediction_slice("A", z, truth[z])
+        elif step % 3 == 1:
+            labels.paint(z, rng.uniform(0, 35, (2, 2)), 3.0, int(rng.integers(0, 4)))
+        else:
+            labels.fill(z, rng.integers(0, 30, 2), int(rng.integers(0, 4)))
+        for key in "AB":
+            expected = ConfusionMatrix.from_arrays(live.predictions[key], labels.array, 4)
+            np.testing.assert_array_equal(live.matrices[key].slice_counts, expected.slice_counts)
+            np.testing.assert_array_equal(live.matrices[key].counts, expected.counts)
+    # A model added after edits, still empty, starts from the labels as they are now.
+    live.add_model("C", np.zeros(labels.array.shape, np.uint8), empty=True)
+    expected = ConfusionMatrix.from_arrays(np.zeros(labels.array.shape, np.uint8), labels.array, 4)
+    np.testing.assert_array_equal(live.matrices["C"].slice_counts, expected.slice_counts)
+
+
+def test_volume_scores_cover_the_reviewed_slices_and_slice_scores_one_slice():
+    rng, labels, live = session(1)
+    prediction = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    live.add_model("A", prediction)
+    labels.set_reviewed(1)
+    labels.paint(4, [(10, 10)], 4.0, 2)  # editing slice 4 marks it reviewed
+    reviewed = [1, 4]
+    scores = live.volume_scores("A")
+    np.testing.assert_allclose(scores.dice, dice_per_class(prediction[reviewed], labels.array[reviewed], 4))
+    np.testing.assert_allclose(scores.iou, iou_per_class(prediction[reviewed], labels.array[reviewed], 4))
+    assert scores.pixel_error == pixel_error(prediction[reviewed], labels.array[reviewed])
+    everything = live.volume_scores("A", reviewed_only=False)
+    np.testing.assert_allclose(everything.dice, dice_per_class(prediction, labels.array, 4))
+    np.testing.assert_allclose(live.slice_scores("A", 3).dice, dice_per_class(prediction[3], labels.array[3], 4))
+
+
+def test_dice_along_slices_is_the_mean_foreground_dice_with_nan_for_empty_slices():
+    labels = LabelMap(np.zeros((3, 10, 10), np.uint8), (1, 1, 1))
+    labels.array[0, 2:6, 2:6] = 1   # 16 voxels
+    labels.array[1, 2:6, 2:6] = 2
+    live = LiveMetrics(labels, 3)
+    prediction = np.zeros((3, 10, 10), np.uint8)
+    prediction[0, 2:6, 2:4] = 1     # 8 of the 16: Dice 2 * 8 / 24
+    prediction[1, 2:6, 2:6] = 2     # perfect
+    live.add_model("A", prediction)
+    dice = live.dice_along_slices("A")
+    np.testing.assert_allclose(dice[:2], [2 * 8 / 24, 1.0])
+    assert np.isnan(dice[2])  # nothing in labels or prediction: no score, not 0 or 1
