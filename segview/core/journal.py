@@ -71,16 +71,23 @@ class Journal:
         labels.listeners.append(self._collect)
         labels.step_listeners.append(self.flush)
 
+    @staticmethod
+    def snapshot(labels: np.ndarray, key: str) -> bytes:
+        """The compressed first record for ``labels``: the slow part of ``start``, which
+        a worker can do beforehand."""
+        header = json.dumps({"image_key": key, "shape": list(labels.shape)}).encode()
+        return zlib.compress(struct.pack("<I", len(header)) + header + labels.tobytes(), 1)
+
     @classmethod
-    def start(cls, path, labels: LabelMap, key: str) -> Journal:
-        """A new journal at ``path`` beginning with a snapshot of ``labels`` now. Raises
+    def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | None = None) -> Journal:
+        """A new journal at ``path`` (replacing any) beginning with a snapshot of ``labels``
+        now (or ``snapshot``, made by ``Journal.snapshot`` of the same labels). Raises
         JournalError when it cannot be written."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             file = open(path, "wb")
-            header = json.dumps({"image_key": key, "shape": list(labels.array.shape)}).encode()
-            _write_record(file, SNAPSHOT, struct.pack("<I", len(header)) + header + labels.array.tobytes())
+            _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key), compressed=True)
         except OSError as exc:
             raise JournalError(f"cannot keep a journal of the edits in {path.parent}: "
                                f"{exc.strerror or exc}") from exc
@@ -97,7 +104,7 @@ class Journal:
         header = json.dumps([[[int(r.start), int(r.stop)] for r in e.region] for e in edits]).encode()
         payload = struct.pack("<I", len(header)) + header + b"".join(e.new.tobytes() for e in edits)
         try:
-            _write_record(self._file, STEP, payload)
+            _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
         except OSError as exc:
             raise JournalError(f"cannot append to the edit journal {self.path}: {exc.strerror or exc}") from exc
         self.steps += 1
@@ -110,6 +117,26 @@ class Journal:
         self._file.close()
         if delete:
             self.path.unlink(missing_ok=True)
+
+
+def unsaved_edits(volume) -> RecoveredLabels | None:
+    """Edits of ``volume`` that an earlier session journalled and never saved (it crashed):
+    from its journal, or from the one set aside while the user decides. None if there
+    are none or the journal is unreadable."""
+    for candidate in (journal_path(volume), set_aside_path(volume)):
+        try:
+            found = recover(candidate) if candidate.exists() else None
+        except (JournalError, OSError, ValueError, zlib.error):
+            continue
+        if found is not None and found.steps and found.labels.shape == volume.shape:
+            return found
+    return None
+
+
+def set_aside_path(volume) -> Path:
+    """Where a crashed session's journal waits while the user decides about it."""
+    path = journal_path(volume)
+    return path.with_name(path.name + ".previous")
 
 
 def recover(path) -> RecoveredLabels:
@@ -134,10 +161,12 @@ def recover(path) -> RecoveredLabels:
     return RecoveredLabels(labels, header["image_key"], len(records) - 1, truncated)
 
 
-def _write_record(file, tag: bytes, payload: bytes) -> None:
+def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:
+    """One record: tag, length, CRC and the zlib-compressed payload; then fsync."""
+    if not compressed:
+        packed = zlib.compress(packed, 1)
     if file.tell() == 0:
         file.write(MAGIC)
-    packed = zlib.compress(payload, 1)
     file.write(RECORD.pack(tag, len(packed), zlib.crc32(packed)) + packed)
     file.flush()
     os.fsync(file.fileno())

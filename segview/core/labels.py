@@ -195,6 +195,24 @@ class LabelMap:
             depth[inside] = blended[inside]
         return self._write_values(self._slab(first + 1, last), result)
 
+    def copy_from(self, source: np.ndarray, z: int | None = None) -> Edit | None:
+        """Replace the labels by ``source`` (z, y, x), e.g. a model's prediction: the whole
+        volume, or slice ``z`` only. One undo step; the policy applies."""
+        if source.shape != self.array.shape:
+            raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
+        start, stop = (0, self.array.shape[0]) if z is None else (z, z + 1)
+        return self._write_values(self._slab(start, stop), source[start:stop])
+
+    def fill_between_slices(self) -> list[Edit]:
+        """Interpolate across every run of empty slices between two labelled ones
+        (one undo step)."""
+        labelled = np.flatnonzero(self.array.reshape(self.array.shape[0], -1).any(axis=1))
+        self.begin_stroke()
+        for first, last in zip(labelled, labelled[1:]):
+            if last - first > 1:
+                self.interpolate(int(first), int(last))
+        return self.end_stroke()
+
     def set_reviewed(self, z: int, reviewed: bool = True) -> None:
         self.reviewed[z] = reviewed
 

@@ -8,8 +8,12 @@ which would flatter that model.
 """
 from __future__ import annotations
 
+import csv
+import math
+
 import numpy as np
 
+from .io import replace_atomically
 from .labels import Edit, LabelMap
 from .metrics import ConfusionMatrix, Scores, scores_from_counts
 
@@ -84,6 +88,46 @@ class LiveMetrics:
         for n, z in enumerate(edit.slices):  # keep the per-slice class counts current
             self._label_histogram[z] += (np.bincount(edit.new[n].ravel(), minlength=self.num_classes)
                                          - np.bincount(edit.old[n].ravel(), minlength=self.num_classes))
+
+
+METRICS_COLUMNS = ("model", "scope", "slice", "reviewed", "class", "dice", "iou", "pixel_error")
+
+
+def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
+    """Per model: the volume over reviewed slices, over all slices, then every slice; for
+    each foreground class and the foreground mean. Empty cells where nothing is scored."""
+    names = {c.value: c.name for c in classes}
+    rows = []
+    for key in live.matrices:
+        scopes = [("volume (reviewed slices)", "", live.volume_scores(key, True)),
+                  ("volume (all slices)", "", live.volume_scores(key, False))]
+        scopes += [("slice", z, live.slice_scores(key, z)) for z in range(len(live.labels.reviewed))]
+        for scope, z, scores in scopes:
+            reviewed = bool(live.labels.reviewed[z]) if scope == "slice" else ""
+            for value in range(1, len(scores.dice)):
+                rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed,
+                                 **{"class": names.get(value, str(value))},
+                                 dice=_cell(scores.dice[value]), iou=_cell(scores.iou[value]),
+                                 pixel_error=_cell(scores.pixel_error_per_class[value])))
+            rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed, **{"class": "mean (foreground)"},
+                             dice=_cell(scores.mean_dice), iou=_cell(scores.mean_iou),
+                             pixel_error=_cell(scores.pixel_error if scores.voxels else math.nan)))
+    return rows
+
+
+def write_metrics_csv(path, live: LiveMetrics, classes) -> None:
+    """``metrics_rows`` as CSV with METRICS_COLUMNS, written atomically."""
+    def write(temporary):
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, METRICS_COLUMNS)
+            writer.writeheader()
+            writer.writerows(metrics_rows(live, classes))
+
+    replace_atomically(path, write)
+
+
+def _cell(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.6f}"
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from ..bench import machine_summary
-    from .main_window import MainWindow
+    from .main_window import MainWindow, _editing_session
     from .slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
@@ -58,7 +58,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
     window = MainWindow()
     window.resize(1280, 900)
     window.show()
-    window._show_case((volume, labels, list(LUNG_CLASSES)))
+    window._show_case(_editing_session(volume, labels, list(LUNG_CLASSES), None))
     table = label_lookup_table(LUNG_CLASSES)
     for name, prediction in (("A", model_a), ("B", model_b)):
         window.viewer.set_overlay(name, Overlay(prediction, table, True, name == "B"))

@@ -7,15 +7,22 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
-                               QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..core.errors import LabelSaveError, VolumeLoadError
-from ..core.io import IMAGE_EXTENSIONS, LabelClass, list_dicom_series, load_classes, load_labels, load_volume
+from ..core.io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, LabelClass, list_dicom_series, load_classes,
+                       load_labels, load_volume, save_labels)
+from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, journal_path, set_aside_path,
+                            unsaved_edits)
+from ..core.labels import Edit, LabelMap
 from ..core.phantoms import make_phantom
+from ..core.review import LiveMetrics, write_metrics_csv
 from ..core.volume import VIEWS, Volume, auto_window
 from .dialogs import choose_series
+from .metrics_panel import MetricsPanel
 from .slice_view import Overlay, label_lookup_table
+from .tools import ToolPanel
 from .viewer import Viewer
 from .workers import InferenceWorker, Worker
 
@@ -35,6 +42,19 @@ def default_classes(labels: np.ndarray | None) -> list[LabelClass]:
 
 def settings() -> QSettings:
     return QSettings(QSettings.IniFormat, QSettings.UserScope, "segview", "segview")
+
+
+@dataclass
+class OpenCase:
+    """What opening an image gives the window (built in a worker: counting the labels'
+    classes and writing the journal's snapshot take a while on a large volume)."""
+    volume: Volume
+    labels: LabelMap
+    classes: list[LabelClass]
+    live: LiveMetrics
+    snapshot: bytes                     # the journal's first record, made in the worker
+    recovered: RecoveredLabels | None   # unsaved edits of an earlier session that crashed
+    labels_path: Path | None
 
 
 @dataclass
@@ -74,12 +94,16 @@ class MainWindow(QMainWindow):
     def __init__(self):
         super().__init__()
         self.setWindowTitle("segview")
-        self.resize(1200, 860)
+        self.resize(1440, 900)
         self.setAcceptDrops(True)
         self.volume: Volume | None = None
-        self.labels: np.ndarray | None = None
+        self.label_map: LabelMap | None = None
+        self.live: LiveMetrics | None = None
+        self.journal: Journal | None = None
+        self.labels_path: Path | None = None
         self.classes: list[LabelClass] = []
         self.models: dict[str, LoadedModel] = {}
+        self._last_point = None
         self.inference: InferenceWorker | None = None
         self._jobs: set[Worker] = set()
         self._dirty: dict[str, set[int]] = {}
@@ -94,11 +118,22 @@ class MainWindow(QMainWindow):
         self._redraw_timer.timeout.connect(self._redraw_predictions)
         self._start_timer = QTimer(self, singleShot=True, interval=50)   # one run for a burst of loads
         self._start_timer.timeout.connect(self.run_inference)
+        self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
+        self._metrics_timer.timeout.connect(self._show_metrics)
+        self._build_docks()
+        for view in self.viewer.views.values():
+            view.stroked.connect(self._stroke)
+        self.viewer.active_slice_changed.connect(lambda *_: self._metrics_timer.start())
 
     @property
     def view(self):
         """The active slice view."""
         return self.viewer.active
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The edited label volume (z, y, x) uint8."""
+        return self.label_map.array if self.label_map is not None else None
 
     # -- layout -------------------------------------------------------------------------
     def _build_controls(self) -> None:
@@ -151,6 +186,21 @@ class MainWindow(QMainWindow):
         for widget in (self.device_label, self.progress, self.cancel_button):
             self.statusBar().addPermanentWidget(widget)
 
+    def _build_docks(self) -> None:
+        self.tools = ToolPanel()
+        self.tools.tool_changed.connect(self._tool_changed)
+        self.tools.brush_changed.connect(lambda _: self._tool_changed(self.tools.tool))
+        self.tools.operation.connect(self._slice_operation)
+        self.metrics = MetricsPanel()
+        self.metrics.slice_clicked.connect(self._go_to_slice)
+        self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
+        for title, widget in (("Tools", self.tools), ("Metrics: Dice / IoU against the labels", self.metrics)):
+            dock = QDockWidget(title, self)
+            dock.setWidget(widget)
+            dock.setMaximumWidth(460)
+            dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+            self.addDockWidget(Qt.RightDockWidgetArea, dock)
+
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
         menu.addAction("&Open image...", QKeySequence.Open, self.choose_image)
@@ -159,7 +209,25 @@ class MainWindow(QMainWindow):
         self.recent_menu = menu.addMenu("Open &recent")
         self._fill_recent_menu()
         menu.addSeparator()
+        menu.addAction("&Save labels", QKeySequence.Save, self.save)
+        menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
+        menu.addAction("Export &metrics as CSV...", self.export_metrics)
+        menu.addSeparator()
         menu.addAction("&Quit", QKeySequence.Quit, self.close)
+
+        menu = self.menuBar().addMenu("&Edit")
+        self.undo_action = menu.addAction("&Undo", QKeySequence.Undo, self.undo)
+        self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
+        menu.addSeparator()
+        for name, _, key in (("navigate", None, "N"), ("brush", None, "B"), ("eraser", None, "E"), ("fill", None, "G")):
+            menu.addAction(f"{name.capitalize()} tool", key, lambda name=name: self.tools.set_tool(name))
+        menu.addAction("Smaller brush", "[", lambda: self.tools.step_radius(1 / 1.25))
+        menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
+        menu.addAction("Mark slice reviewed", "M", lambda: self._slice_operation("review"))
+        menu.addSeparator()
+        for key in MODEL_KEYS:
+            menu.addAction(f"Labels from model {key}: this slice", lambda key=key: self.copy_prediction(key, True))
+            menu.addAction(f"Labels from model {key}: whole volume", lambda key=key: self.copy_prediction(key, False))
 
         menu = self.menuBar().addMenu("&View")
         three = menu.addAction("&Three views", "T", self.viewer.set_three_views)
@@ -217,7 +285,7 @@ class MainWindow(QMainWindow):
         if Path(path).is_dir():
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path))
         else:
-            self._run(_read_case, path, None, labels_path, done=self._show_case)
+            self._run(_open_case, path, None, labels_path, done=self._show_case)
 
     def _pick_series(self, folder, series, labels_path) -> None:
         if len(series) <= 1 or len([s for s in series if not s.is_localizer]) == 1:
@@ -226,15 +294,16 @@ class MainWindow(QMainWindow):
             chosen = choose_series(self, folder, series)
             if chosen is None:
                 return
-        self._run(_read_case, folder, chosen.uid if chosen else None, labels_path, done=self._show_case)
+        self._run(_open_case, folder, chosen.uid if chosen else None, labels_path, done=self._show_case)
 
     def open_labels(self, path) -> None:
+        """Replace the labels by a label file on the image's grid (one undo step)."""
         if self.volume is None:
             return self._error("Open an image before its labels.")
-        self._run(_read_labels, path, self.volume, done=lambda result: self._show_labels(*result))
+        self._run(_read_labels, path, self.volume, done=lambda result: self._replace_labels(Path(path), *result))
 
     def open_demo(self, task: str = "cardiac") -> None:
-        self._run(_phantom_case, task, done=self._show_case)
+        self._run(_demo_case, task, done=self._show_case)
 
     def load_model(self, path, key: str = "A") -> None:
         """Load checkpoint ``path`` as model ``key`` ("A" or "B") and run it on the volume."""
@@ -266,30 +335,73 @@ class MainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
     # -- showing ------------------------------------------------------------------------
-    def _show_case(self, case) -> None:
-        volume, labels, classes = case
+    def _show_case(self, case: OpenCase) -> None:
+        if not self._close_labels():
+            return
         self.cancel_inference()
-        self.volume = volume
+        volume = self.volume = case.volume
+        self.label_map, self.live = case.labels, case.live
+        recovered = case.recovered if case.recovered and unsaved_edits(volume) else None  # not closed since
+        journal_warning = self._start_journal(case, recovered is not None)
+        self.labels_path = case.labels_path
+        self.label_map.listeners.append(self._labels_edited)
+        self.label_map.step_listeners.append(self._step_done)
         source = volume.meta.get("source", "")
-        self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}")
+        self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}[*]")
+        self.setWindowModified(False)
         if source and not source.startswith("demo"):
             self._remember(source)
         self.viewer.set_volume(volume)
-        self._show_labels(labels, classes)
+        self.classes = case.classes
+        self._set_overlay("labels", self.labels, self.classes)
         for key in self.models:
             self._reset_prediction(key)
+        self._show_legend()
         self._fill_window_presets(volume)
-        if volume.meta.get("warnings"):
-            QMessageBox.warning(self, "Opened with warnings", "\n\n".join(volume.meta["warnings"]))
+        self._tool_changed(self.tools.tool)
+        warnings = list(volume.meta.get("warnings") or []) + ([journal_warning] if journal_warning else [])
+        if warnings:
+            QMessageBox.warning(self, "Opened with warnings", "\n\n".join(warnings))
+        if recovered is not None:
+            self._offer_recovery(recovered)
+            set_aside_path(volume).unlink(missing_ok=True)
+        self._show_metrics()
         self.loaded.emit()
         if self.models:
             self._start_timer.start()
 
-    def _show_labels(self, labels, classes) -> None:
-        self.labels = labels
-        self.classes = list(classes) or default_classes(labels)
-        self._set_overlay("labels", labels, self.classes)
-        self._show_legend()
+    def _start_journal(self, case: OpenCase, keep_crashed: bool) -> str:
+        """Journal the edits of this image; a crashed session's journal is set aside first
+        until the user has decided about it. Returns a warning when it cannot be written."""
+        path = journal_path(case.volume)
+        try:
+            if keep_crashed and path.exists():
+                path.replace(set_aside_path(case.volume))
+            self.journal = Journal.start(path, self.label_map, image_key(case.volume), case.snapshot)
+        except (JournalError, OSError) as exc:
+            self.journal = None
+            return f"{exc}. Edits are not journalled: save often."
+        return ""
+
+    def _offer_recovery(self, recovered: RecoveredLabels) -> None:
+        answer = QMessageBox.question(
+            self, "Restore unsaved edits?",
+            f"segview found {recovered.steps} edit step(s) on this image that were never saved "
+            "(the program did not close normally). Restore them?", QMessageBox.Yes | QMessageBox.No)
+        if answer == QMessageBox.Yes:
+            self.label_map.begin_stroke()
+            self.label_map.copy_from(recovered.labels)
+            self.label_map.end_stroke()
+
+    def _replace_labels(self, path: Path, labels: np.ndarray, classes) -> None:
+        if classes:
+            self.classes = list(classes)
+            self._set_overlay("labels", self.labels, self.classes)
+            self._show_legend()
+        self.label_map.begin_stroke()
+        self.label_map.copy_from(labels.astype(np.uint8))
+        self.label_map.end_stroke()
+        self.labels_path = path
 
     def _set_overlay(self, name: str, labels, classes) -> None:
         show, outline = self.overlay_actions[name]
@@ -305,6 +417,8 @@ class MainWindow(QMainWindow):
                     seen.add((c.name, c.color))
                     items.append(f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}")
         self.legend.setText("  ".join(items))
+        self.tools.set_classes(self._editable_classes())
+        self.metrics.set_classes(self._editable_classes())
         self.model_info.setText("   |   ".join(f"<b>{k}</b> {m.describe()}" for k, m in self.models.items()))
         self.model_info.setVisible(bool(self.models))
         for name, (show, _) in self.overlay_actions.items():
@@ -380,6 +494,15 @@ class MainWindow(QMainWindow):
         model.prediction = np.zeros(self.volume.shape, np.uint8)
         model.predicted = np.zeros(self.volume.shape[0], bool)
         self._set_overlay(key, model.prediction, model.classes)
+        if model.predictor.num_classes > self.live.num_classes:
+            # Rare (a model with more classes than the labels know): recount once.
+            self.live.labels.listeners.remove(self.live._labels_changed)
+            self.live = LiveMetrics(self.label_map, model.predictor.num_classes)
+            for other, loaded in self.models.items():
+                if other != key and loaded.prediction is not None:
+                    self.live.add_model(other, loaded.prediction)
+        self.live.add_model(key, model.prediction, empty=True)
+        self._metrics_timer.start()
 
     def run_inference(self) -> None:
         """Predict every slice with every model, the slice on screen first; a run already
@@ -410,7 +533,7 @@ class MainWindow(QMainWindow):
         if model is None or worker is not self.inference or model.predictor is not worker.predictors.get(key):
             return  # a cancelled run's last batch, or a model since replaced
         for prediction in batch:
-            model.prediction[prediction.index] = prediction.labels
+            self.live.set_prediction_slice(key, prediction.index, prediction.labels)
             model.predicted[prediction.index] = True
         self._dirty.setdefault(key, set()).update(p.index for p in batch)
         if not self._redraw_timer.isActive():
@@ -420,6 +543,8 @@ class MainWindow(QMainWindow):
         dirty, self._dirty = self._dirty, {}
         for key, z_indices in dirty.items():
             self.viewer.refresh_overlay(key, z_indices)
+        if dirty:
+            self._show_metrics()
 
     def _show_progress(self, worker: InferenceWorker, done: int, total: int) -> None:
         if worker is self.inference:
@@ -444,10 +569,164 @@ class MainWindow(QMainWindow):
         self.inference_finished.emit(completed)
 
     def closeEvent(self, event) -> None:
+        if not self._close_labels():
+            return event.ignore()
         # Nothing may run on after the window is gone: stop inference, let loads finish.
         self.cancel_inference()
         Worker.pool().waitForDone()
         super().closeEvent(event)
+
+    # -- editing ------------------------------------------------------------------------
+    def _editable_classes(self) -> list[LabelClass]:
+        """The labels' classes, else the first model's (a new annotation takes its names)."""
+        if any(c.value for c in self.classes):
+            return self.classes
+        return next((m.classes for m in self.models.values()), self.classes)
+
+    def _tool_changed(self, tool: str) -> None:
+        radius = self.tools.radius.value() if tool in ("brush", "eraser") else None
+        for view in self.viewer.views.values():
+            view.set_brush(radius)
+            view.box.painting = tool != "navigate" and view.can_paint()
+
+    def _stroke(self, phase: str, index, modifiers) -> None:
+        """A click or drag of a tool in an axial view: ``index`` is the (z, y, x) float
+        index under the mouse. Shift turns the brush into the eraser."""
+        if self.label_map is None:
+            return
+        z, point = int(round(index[0])), (index[1], index[2])
+        tool = self.tools.tool
+        erase = tool == "eraser" or bool(modifiers & Qt.ShiftModifier)
+        value = 0 if erase else self.tools.active_class()
+        self.label_map.policy = self.tools.policy()
+        self.label_map.intensity_range = self.tools.intensity_range()
+        if tool == "fill":
+            if phase == "end":
+                self.label_map.fill(z, point, value)
+            return
+        if tool not in ("brush", "eraser"):
+            return
+        if phase == "start":
+            self.label_map.begin_stroke()
+            self._last_point = point
+        path = [self._last_point or point, point]
+        self.label_map.paint(z, path, self.tools.radius.value(), value)
+        self._last_point = point
+        if phase == "end":
+            self.label_map.end_stroke()
+            self._last_point = None
+
+    def _labels_edited(self, edit: Edit) -> None:
+        """Every change of the labels (stroke, undo, ...): redraw where it shows."""
+        self.viewer.refresh_overlay("labels", edit.slices)
+        self.setWindowModified(True)
+        self._metrics_timer.start()
+
+    def _step_done(self) -> None:
+        self.undo_action.setEnabled(self.label_map.can_undo)
+        self.redo_action.setEnabled(self.label_map.can_redo)
+
+    def undo(self) -> None:
+        if self.label_map is not None:
+            self.label_map.undo()
+
+    def redo(self) -> None:
+        if self.label_map is not None:
+            self.label_map.redo()
+
+    def _slice_operation(self, name: str) -> None:
+        if self.label_map is None:
+            return
+        axial = self.viewer.views["axial"]
+        z = axial.index
+        if name == "clear":
+            self.label_map.clear_slice(z)
+        elif name == "copy_previous" and z > 0:
+            self.label_map.copy_slice(z - 1, z)
+        elif name == "fill_between":
+            self.label_map.fill_between_slices()
+        elif name == "review":
+            self.label_map.set_reviewed(z, not self.label_map.reviewed[z])
+            self._show_metrics()
+
+    def copy_prediction(self, key: str, this_slice: bool) -> None:
+        """Model ``key``'s prediction into the labels (this slice or all): one undo step."""
+        model = self.models.get(key)
+        if model is None or self.label_map is None:
+            return
+        self.label_map.begin_stroke()
+        self.label_map.copy_from(model.prediction, self.viewer.views["axial"].index if this_slice else None)
+        self.label_map.end_stroke()
+
+    def _go_to_slice(self, z: int) -> None:
+        if self.volume is not None:
+            axial = self.viewer.views["axial"]
+            axial.set_slice(z)
+            if not axial.isVisible():
+                self.viewer.show_view("axial")
+
+    def _show_metrics(self) -> None:
+        z = self.viewer.views["axial"].index
+        self.metrics.show_scores(self.live, z)
+        self.metrics.show_slices(self.live)
+
+    # -- saving -------------------------------------------------------------------------
+    def save(self) -> bool:
+        if self.labels_path is None:
+            return self.save_as()
+        return self.save_to(self.labels_path)
+
+    def save_as(self) -> bool:
+        if self.label_map is None:
+            return False
+        pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(self.labels_path or "labels.nii.gz"),
+                                              f"Labels ({pattern})")
+        return bool(path) and self.save_to(Path(path))
+
+    def save_to(self, path: Path) -> bool:
+        """Write the labels on the image grid, atomically and verified. Saving runs while
+        the window waits (a copy is written, so a slow disk cannot tear the volume);
+        a failure leaves the edits in memory and in the journal."""
+        labels = self.labels.copy()
+        try:
+            save_labels(path, labels, self.volume, self._editable_classes())
+        except (LabelSaveError, ValueError) as exc:
+            QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
+                                 "the edit journal; save them somewhere else.")
+            return False
+        self.labels_path = Path(path)
+        self.setWindowModified(False)
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        return True
+
+    def _close_labels(self) -> bool:
+        """Before the labels go away (another image, closing): ask about unsaved edits.
+        True when it is fine to go on."""
+        if self.label_map is None:
+            return True
+        if self.isWindowModified():
+            answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
+                                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel)
+            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save()):
+                return False
+        if self.journal is not None:
+            self.journal.close(delete=True)  # saved or discarded on purpose: nothing to recover
+            self.journal = None
+        self.label_map.listeners.clear()
+        self.label_map = None
+        self.setWindowModified(False)
+        return True
+
+    def export_metrics(self) -> None:
+        if self.live is None or not self.live.matrices:
+            return self._error("Load a model first: the metrics compare models with the labels.", "No metrics")
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
+        if path:
+            try:
+                write_metrics_csv(path, self.live, self._editable_classes())
+            except OSError as exc:
+                QMessageBox.critical(self, "Metrics not saved", str(exc))
 
     # -- background work ----------------------------------------------------------------
     def _run(self, function, *args, done) -> None:
@@ -487,10 +766,26 @@ def _class_name(classes: list[LabelClass], value: int) -> str:
 
 # -- work done in the background (no Qt) ----------------------------------------------
 
-def _read_case(path, series_uid, labels_path):
+def _open_case(path, series_uid, labels_path) -> OpenCase:
     volume = _with_auto_window(load_volume(path, series_uid))
     labels, classes = _read_labels(labels_path, volume) if labels_path else (None, [])
-    return volume, labels, classes
+    return _editing_session(volume, labels, classes, Path(labels_path) if labels_path else None)
+
+
+def _demo_case(task: str) -> OpenCase:
+    case = make_phantom(task, seed=0)
+    case.volume.meta["source"] = f"demo: {task} phantom"
+    return _editing_session(_with_auto_window(case.volume), case.labels, list(case.classes), None)
+
+
+def _editing_session(volume: Volume, labels, classes, labels_path) -> OpenCase:
+    """The LabelMap, its live metrics, the journal's snapshot, and the unsaved edits of a
+    crashed earlier session if there are any (the window asks whether to restore them)."""
+    array = np.zeros(volume.shape, np.uint8) if labels is None else np.ascontiguousarray(labels, np.uint8)
+    label_map = LabelMap(array, volume.spacing, intensities=volume.array)
+    num_classes = max([c.value + 1 for c in classes] + [int(array.max()) + 1, 2])
+    return OpenCase(volume, label_map, list(classes) or default_classes(array), LiveMetrics(label_map, num_classes),
+                    Journal.snapshot(array, image_key(volume)), unsaved_edits(volume), labels_path)
 
 
 def _with_auto_window(volume: Volume) -> Volume:
@@ -501,12 +796,6 @@ def _with_auto_window(volume: Volume) -> Volume:
 
 def _read_labels(path, volume):
     return load_labels(path, volume), load_classes(path)
-
-
-def _phantom_case(task: str):
-    case = make_phantom(task, seed=0)
-    case.volume.meta["source"] = f"demo: {task} phantom"
-    return _with_auto_window(case.volume), case.labels, list(case.classes)
 
 
 def _load_predictor(path):

@@ -2,7 +2,8 @@
 
 Mouse: the wheel steps through slices (with Ctrl or Cmd it zooms, as does a pinch),
 a right-drag sets window (horizontal) and level (vertical), a left or middle drag pans,
-a double-click asks the other views to go to that point.
+a double-click asks the other views to go to that point. With a brush tool on, a left
+click or drag is a stroke instead (the view reports it; the window edits the labels).
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtWidgets import QGraphicsEllipseItem
 
 from ..core.io import LabelClass
 from ..core.volume import Volume, window_to_uint8
@@ -56,10 +58,12 @@ class SliceViewBox(pg.ViewBox):
     wheel_scrolled = Signal(int)              # +1 / -1 slices
     window_dragged = Signal(float, float)     # screen pixels moved right, up
     double_clicked = Signal(object)           # the point in view coordinates (mm)
+    stroked = Signal(str, object, object)     # "start" | "move" | "end", point (mm), modifiers
 
     def __init__(self):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
         self._wheel_rest = 0
+        self.painting = False  # left button strokes instead of panning
 
     def wheelEvent(self, event, axis=None):
         if event.modifiers() & (Qt.ControlModifier | Qt.MetaModifier):
@@ -72,12 +76,27 @@ class SliceViewBox(pg.ViewBox):
             self.wheel_scrolled.emit(steps)
 
     def mouseDragEvent(self, event, axis=None):
-        if event.button() == Qt.RightButton:
+        if self.painting and event.button() == Qt.LeftButton:
+            event.accept()
+            if event.isStart():  # the drag is recognised a few pixels after the press
+                self.stroked.emit("start", self.mapSceneToView(event.buttonDownScenePos()), event.modifiers())
+            phase = "end" if event.isFinish() else "move"
+            self.stroked.emit(phase, self.mapSceneToView(event.scenePos()), event.modifiers())
+        elif event.button() == Qt.RightButton:
             event.accept()
             delta = event.screenPos() - event.lastScreenPos()
             self.window_dragged.emit(delta.x(), -delta.y())
         else:
             super().mouseDragEvent(event, axis)
+
+    def mouseClickEvent(self, event):
+        if self.painting and event.button() == Qt.LeftButton:  # a click is a one-dab stroke
+            event.accept()
+            point = self.mapSceneToView(event.scenePos())
+            self.stroked.emit("start", point, event.modifiers())
+            self.stroked.emit("end", point, event.modifiers())
+        else:
+            super().mouseClickEvent(event)
 
     def mouseDoubleClickEvent(self, event):
         event.accept()
@@ -92,6 +111,7 @@ class SliceView(pg.GraphicsLayoutWidget):
     slice_changed = Signal(int)
     window_changed = Signal(float, float)  # center, width, after a right-drag
     go_to_voxel = Signal(object)   # numpy (z, y, x) index double-clicked
+    stroked = Signal(str, object, object)  # phase, numpy (z, y, x) float index, modifiers
 
     def __init__(self, view: str = "axial", parent=None):
         super().__init__(parent)
@@ -113,6 +133,13 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.wheel_scrolled.connect(lambda steps: self.set_slice(self.index + steps))
         self.box.window_dragged.connect(self._drag_window)
         self.box.double_clicked.connect(self._double_clicked)
+        self.box.stroked.connect(self._stroked)
+        self.brush_cursor = QGraphicsEllipseItem()
+        self.brush_cursor.setPen(pg.mkPen((255, 255, 0), width=1, cosmetic=True))
+        self.brush_cursor.setVisible(False)
+        self.brush_cursor.setZValue(100)
+        self.box.addItem(self.brush_cursor, ignoreBounds=True)
+        self.brush_radius_mm: float | None = None
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         self.grabGesture(Qt.PinchGesture)
         self.volume: Volume | None = None
@@ -261,7 +288,44 @@ class SliceView(pg.GraphicsLayoutWidget):
 
     def _mouse_moved(self, position) -> None:
         if self.volume is not None:
-            self.cursor_moved.emit(self._voxel_at(self.box.mapSceneToView(position)))
+            point = self.box.mapSceneToView(position)
+            self._move_brush_cursor(point)
+            self.cursor_moved.emit(self._voxel_at(point))
+
+    # -- brush --------------------------------------------------------------------------
+    def can_paint(self) -> bool:
+        """Strokes edit axial planes (numpy z): possible in the view that shows them."""
+        return self.volume is not None and self.orientation.axes(self.view)[0] == 0
+
+    def set_brush(self, radius_mm: float | None) -> None:
+        """Show a brush cursor of the true size and turn left drags into strokes; None:
+        navigation (left drag pans)."""
+        self.brush_radius_mm = radius_mm if self.can_paint() else None
+        self.box.painting = self.brush_radius_mm is not None
+        self.brush_cursor.setVisible(False)
+
+    def _move_brush_cursor(self, point) -> None:
+        r = self.brush_radius_mm
+        self.brush_cursor.setVisible(r is not None)
+        if r is not None:
+            self.brush_cursor.setRect(QRectF(point.x() - r, point.y() - r, 2 * r, 2 * r))
+
+    def index_at(self, point) -> tuple[float, float, float]:
+        """The continuous numpy (z, y, x) index at view point ``point`` (mm) on this slice;
+        pixel k spans [k - 0.5, k + 0.5]."""
+        s, r, c, flip_r, flip_c = self.orientation.axes(self.view)
+        row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
+        row, col = point.y() / row_mm - 0.5, point.x() / col_mm - 0.5
+        index = [0.0, 0.0, 0.0]
+        index[s] = float(self.index)
+        index[r] = self.volume.shape[r] - 1 - row if flip_r else row
+        index[c] = self.volume.shape[c] - 1 - col if flip_c else col
+        return tuple(index)
+
+    def _stroked(self, phase, point, modifiers) -> None:
+        if self.volume is not None:
+            self._move_brush_cursor(point)
+            self.stroked.emit(phase, self.index_at(point), modifiers)
 
     def _double_clicked(self, point) -> None:
         voxel = self._voxel_at(point)

@@ -195,3 +195,26 @@ def test_editing_marks_slices_reviewed_and_nothing_changed_is_no_step():
         labels.paint(0, [(1, 1)], 1.0, 300)
     with pytest.raises(ValueError, match="uint8"):
         LabelMap(np.zeros((2, 2, 2), np.int32), (1, 1, 1))
+
+
+def test_copy_from_a_prediction_and_fill_between_slices_are_single_steps():
+    labels = blank(shape=(6, 40, 40))
+    prediction = np.zeros((6, 40, 40), np.uint8)
+    prediction[2, 10:20, 10:20] = 3
+    labels.copy_from(prediction, z=2)
+    np.testing.assert_array_equal(labels.array, prediction)
+    labels.array[:] = 0
+    labels.copy_from(prediction)
+    np.testing.assert_array_equal(labels.array, prediction)
+    labels.array[:] = 0
+    labels.paint(0, [(20, 20)], 6.0, 1)
+    labels.paint(3, [(20, 20)], 6.0, 1)
+    labels.paint(5, [(20, 20)], 6.0, 2)
+    steps = len(labels._undo)
+    labels.fill_between_slices()
+    assert len(labels._undo) == steps + 1
+    np.testing.assert_array_equal(labels.array[1], labels.array[0])  # same disc at both ends
+    np.testing.assert_array_equal(labels.array[2], labels.array[0])
+    assert labels.array[4].sum() == 0  # classes 1 and 2 meet halfway: each shrinks away
+    labels.undo()
+    assert labels.array[1].sum() == labels.array[2].sum() == 0

@@ -11,11 +11,24 @@ def private_settings(tmp_path_factory):
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
 
 
+class Dialogs(list):
+    """Message boxes shown (kind, text); ``answers`` are popped by questions (default:
+    Discard, so a test never waits on a modal dialog)."""
+    answers: list
+
+
 @pytest.fixture
 def dialogs(monkeypatch):
-    shown = []
+    shown = Dialogs()
+    shown.answers = []
     for kind in ("critical", "warning", "information"):
-        monkeypatch.setattr(QMessageBox, kind, lambda parent, title, text, kind=kind: shown.append((kind, text)))
+        monkeypatch.setattr(QMessageBox, kind, lambda parent, title, text, *_, kind=kind: shown.append((kind, text)))
+
+    def question(parent, title, text, *_):
+        shown.append(("question", text))
+        return shown.answers.pop(0) if shown.answers else QMessageBox.Discard
+
+    monkeypatch.setattr(QMessageBox, "question", question)
     return shown
 
 

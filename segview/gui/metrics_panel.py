@@ -1,0 +1,110 @@
+"""Live Dice, IoU and pixel error of each model against the edited labels, and a strip of
+each model's Dice along the slices (click it to go to a slice)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHeaderView, QLabel, QTableWidget,
+                               QSizePolicy, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.io import LabelClass
+from ..core.metrics import Scores
+from ..core.review import LiveMetrics
+
+MODEL_PENS = {"A": (255, 140, 0), "B": (0, 190, 255)}
+
+
+def score_text(value: float, digits: int = 3) -> str:
+    """A score for the table; a dash where there is nothing to score (both empty)."""
+    return "\u2013" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+class MetricsPanel(QWidget):
+    slice_clicked = Signal(int)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.reviewed = QLabel()
+        self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
+        self.table = QTableWidget(0, 0)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.table.setSizeAdjustPolicy(QAbstractItemView.AdjustToContents)
+        self.table.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
+        self.plot = pg.PlotWidget(background=None)
+        self.plot.setMaximumHeight(150)
+        self.plot.setLabel("left", "Dice")
+        self.plot.setLabel("bottom", "slice (1 = first)")
+        self.plot.setYRange(0, 1.05)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.addLegend(offset=(-5, 5))
+        self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.DashLine))
+        self.plot.addItem(self.current)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.reviewed, self.reviewed_only, self.table, self.plot):
+            layout.addWidget(widget)
+        self.classes: list[LabelClass] = []
+
+    def set_classes(self, classes: list[LabelClass]) -> None:
+        self.classes = [c for c in classes if c.value != 0]
+        headers = [c.name for c in self.classes] + ["mean", "pixel error"]
+        self.table.setColumnCount(len(headers))
+        self.table.setHorizontalHeaderLabels(headers)
+
+    def show_scores(self, live: LiveMetrics | None, z: int) -> None:
+        """Fill the table for slice ``z`` and the volume, for every model in ``live``."""
+        keys = list(live.matrices) if live else []
+        rows = [(key, scope) for key in keys for scope in ("slice", "volume")]
+        self.table.setRowCount(len(rows))
+        self.table.setVerticalHeaderLabels([f"{key} {scope}" for key, scope in rows])
+        for r, (key, scope) in enumerate(rows):
+            scores = (live.slice_scores(key, z) if scope == "slice"
+                      else live.volume_scores(key, self.reviewed_only.isChecked()))
+            for c, text in enumerate(self._cells(scores)):
+                item = self.table.item(r, c)
+                if item is None:
+                    item = QTableWidgetItem()
+                    item.setTextAlignment(Qt.AlignCenter)
+                    self.table.setItem(r, c, item)
+                item.setText(text)
+        if live is not None:
+            reviewed = live.labels.reviewed
+            self.reviewed.setText(f"{int(reviewed.sum())} / {len(reviewed)} slices reviewed")
+        self.current.setValue(z + 1)
+
+    def _cells(self, scores: Scores) -> list[str]:
+        """'Dice / IoU' per class and for the foreground mean, then the pixel error."""
+        cells = []
+        for c in self.classes:
+            dice = scores.dice[c.value] if c.value < len(scores.dice) else float("nan")
+            iou = scores.iou[c.value] if c.value < len(scores.iou) else float("nan")
+            cells.append(f"{score_text(dice)} / {score_text(iou)}")
+        cells.append(f"{score_text(scores.mean_dice)} / {score_text(scores.mean_iou)}")
+        cells.append(score_text(scores.pixel_error, 4) if scores.voxels else "\u2013")
+        return cells
+
+    def show_slices(self, live: LiveMetrics | None) -> None:
+        """The per-slice Dice strip; NaN slices (nothing to score) leave gaps."""
+        keys = list(live.matrices) if live else []
+        for key in list(self.curves):
+            if key not in keys:
+                self.plot.removeItem(self.curves.pop(key))
+        for key in keys:
+            if key not in self.curves:
+                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pg.mkPen(MODEL_PENS.get(key, "w"), width=2),
+                                                  connect="finite")
+            dice = live.dice_along_slices(key)
+            self.curves[key].setData(np.arange(1, len(dice) + 1), dice)
+
+    def _plot_clicked(self, event) -> None:
+        point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
+        if self.curves:
+            self.slice_clicked.emit(int(round(point.x())) - 1)
