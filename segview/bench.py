@@ -326,11 +326,24 @@ def _gpu_volume_seconds(echo) -> float:
 def bench_gui(seconds: float = 3.0, echo=print) -> dict:
     """Frame times while scrolling and event-loop stalls during inference, in the running
     window (``segview.gui.benchmark``); offscreen when there is no display."""
-    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    _qt_platform()
     from .gui.benchmark import bench_gui as measure
 
     return measure(seconds, echo)
 
 
-BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui}
+def bench_edit(seconds: float = 3.0, echo=print) -> dict:
+    """Mouse-move handling of brush strokes on a 300- and a 30-slice volume, in the window."""
+    _qt_platform()
+    from .gui.benchmark import bench_edit as measure
+
+    return measure(seconds, echo)
+
+
+def _qt_platform() -> None:
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
+              "edit": bench_edit}

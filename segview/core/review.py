@@ -54,10 +54,8 @@ class LiveMetrics:
 
     def set_prediction_slice(self, key: str, z: int, labels: np.ndarray) -> None:
         """Inference delivered slice ``z`` of model ``key``: store it and count the change."""
-        prediction = self.predictions[key]
-        old = prediction[z].copy()
-        prediction[z] = labels
-        self.matrices[key].update_prediction((z,), old, labels, self.labels.array)
+        self.predictions[key][z] = labels
+        self.matrices[key].recount_slice(z, labels, self.labels.array[z])
 
     # -- scores --------------------------------------------------------------------------
     def slice_scores(self, key: str, z: int) -> Scores:

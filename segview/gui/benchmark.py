@@ -143,3 +143,70 @@ def _checkpoint():
 
     models = shipped_models()
     return next((models[name] for name in ("lung_ce_dice", "cardiac_ce_dice") if name in models), None)
+
+
+EDIT_TARGET_MS = 4.0
+EDIT_GROWTH_TARGET = 1.25
+
+
+def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 512, 512))) -> dict:
+    """Mouse-move handling of a brush stroke in the window (label write, live metrics of
+    two models, overlay update), p95 on a large and a small volume: the cost must not
+    grow with the volume. Checks the live metrics against a full recount at the end."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from ..bench import machine_summary
+    from ..core.metrics import ConfusionMatrix
+    from ..core.phantoms import LUNG_CLASSES
+    from ..core.volume import auto_window
+    from .main_window import MainWindow, _editing_session
+    from .slice_view import Overlay, label_lookup_table
+
+    app = QApplication.instance() or QApplication([])
+    echo(f"segview bench edit: brush strokes in the running window ({app.platformName()})")
+    echo(f"  {machine_summary()}")
+    figures, rng = {}, np.random.default_rng(0)
+    for shape in shapes:
+        volume, labels, model_a, model_b = large_ct(shape)
+        volume.meta["auto_window"] = auto_window(volume.array)
+        window = MainWindow()
+        window.resize(1280, 900)
+        window.show()
+        window._show_case(_editing_session(volume, labels, list(LUNG_CLASSES), None))
+        for key, prediction in (("A", model_a), ("B", model_b)):
+            window.live.add_model(key, prediction)
+            window.viewer.set_overlay(key, Overlay(prediction, label_lookup_table(LUNG_CLASSES), True, True))
+        window.tools.set_tool("brush")
+        window.tools.radius.setValue(5.0)
+        app.processEvents()
+        moves, deadline = [], time.perf_counter() + seconds
+        while time.perf_counter() < deadline or len(moves) < 200:
+            z = int(rng.integers(0, shape[0]))
+            window.viewer.views["axial"].set_slice(z)
+            point = rng.uniform(0.2, 0.8, 2) * shape[1:]
+            window._stroke("start", (z, *point), Qt.NoModifier)
+            for _ in range(20):  # a drag: 20 mouse moves of a few pixels
+                point = np.clip(point + rng.normal(0, 4, 2), 0, np.array(shape[1:]) - 1)
+                start = time.perf_counter()
+                window._stroke("move", (z, *point), Qt.NoModifier)
+                moves.append((time.perf_counter() - start) * 1e3)
+            window._stroke("end", (z, *point), Qt.NoModifier)
+            app.processEvents()  # paint, the metrics panel, the journal
+        p50, p95 = np.percentile(moves, [50, 95])
+        exact = all(np.array_equal(window.live.matrices[k].counts, ConfusionMatrix.from_arrays(
+            window.live.predictions[k], window.labels, window.live.num_classes).counts) for k in "AB")
+        echo(f"  {shape[0]:>3} x {shape[1]} x {shape[2]}: mouse move p50 {p50:.2f} ms  p95 {p95:.2f} ms "
+             f"({len(moves)} moves; target p95 <= {EDIT_TARGET_MS:g} ms)  "
+             f"{'PASS' if p95 <= EDIT_TARGET_MS else 'FAIL'}; metrics {'exact' if exact else 'WRONG'}")
+        figures[shape] = {"p50_ms": p50, "p95_ms": p95, "exact": exact}
+        window.setWindowModified(False)  # nothing to save: close without asking
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    if len(shapes) == 2:
+        growth = figures[shapes[0]]["p95_ms"] / figures[shapes[1]]["p95_ms"]
+        echo(f"  p95 {shapes[0][0]} slices / p95 {shapes[1][0]} slices: {growth:.2f} "
+             f"(target <= {EDIT_GROWTH_TARGET})  {'PASS' if growth <= EDIT_GROWTH_TARGET else 'FAIL'}")
+        figures["growth"] = growth
+    return figures

@@ -35,3 +35,13 @@ def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
     assert "6 slices in" in out
     assert figures["frame_p95_ms"] >= figures["frame_p50_ms"] > 0
     assert figures["gap_max_ms_inference"] >= figures["gap_p99_ms_inference"] > 0
+
+
+def test_bench_edit_times_strokes_on_two_volume_sizes_and_checks_the_metrics(qapp, capsys):
+    from segview.gui.benchmark import bench_edit
+
+    figures = bench_edit(seconds=0.1, shapes=((12, 64, 64), (4, 64, 64)))
+    out = capsys.readouterr().out
+    assert "mouse move p50" in out and "metrics exact" in out and "p95 12 slices / p95 4 slices" in out
+    assert figures[(12, 64, 64)]["exact"] and figures[(4, 64, 64)]["exact"]
+    assert figures["growth"] > 0
