@@ -10,6 +10,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
+from ..core.dicomseg import DicomSegError, export_reason, save_dicom_seg
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, LabelClass, list_dicom_series, load_classes,
                        load_labels, load_volume, save_labels)
@@ -34,9 +35,10 @@ OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": 
 
 
 def default_classes(labels: np.ndarray | None) -> list[LabelClass]:
-    """Distinct colours for label values that came without a class table."""
+    """Distinct colours for label values that came without a class table (at least one
+    class, so there is something to paint with)."""
     palette = [(240, 80, 70), (80, 200, 120), (66, 135, 245), (255, 170, 0), (190, 90, 220), (0, 200, 200)]
-    top = int(labels.max()) if labels is not None and labels.size else 0
+    top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
     return [LabelClass(v, f"label {v}", palette[(v - 1) % len(palette)]) for v in range(1, top + 1)]
 
 
@@ -211,6 +213,9 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("&Save labels", QKeySequence.Save, self.save)
         menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
+        self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
+        self.seg_action.setEnabled(False)
+        menu.setToolTipsVisible(True)
         menu.addAction("Export &metrics as CSV...", self.export_metrics)
         menu.addSeparator()
         menu.addAction("&Quit", QKeySequence.Quit, self.close)
@@ -359,6 +364,9 @@ class MainWindow(QMainWindow):
         self._show_legend()
         self._fill_window_presets(volume)
         self._tool_changed(self.tools.tool)
+        reason = export_reason(volume)
+        self.seg_action.setEnabled(reason is None)
+        self.seg_action.setToolTip(reason or "The labels as a DICOM SEG that references this series")
         warnings = list(volume.meta.get("warnings") or []) + ([journal_warning] if journal_warning else [])
         if warnings:
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(warnings))
@@ -393,7 +401,19 @@ class MainWindow(QMainWindow):
             self.label_map.copy_from(recovered.labels)
             self.label_map.end_stroke()
 
+    def _ensure_classes(self, num_classes: int) -> None:
+        """The live metrics count at least ``num_classes`` classes. Rare (a model or a label
+        file with more classes than known so far): then everything is recounted once."""
+        if num_classes <= self.live.num_classes:
+            return
+        self.label_map.listeners.remove(self.live._labels_changed)
+        self.live = LiveMetrics(self.label_map, num_classes)
+        for key, model in self.models.items():
+            if model.prediction is not None:
+                self.live.add_model(key, model.prediction)
+
     def _replace_labels(self, path: Path, labels: np.ndarray, classes) -> None:
+        self._ensure_classes(int(labels.max()) + 1)
         if classes:
             self.classes = list(classes)
             self._set_overlay("labels", self.labels, self.classes)
@@ -494,13 +514,7 @@ class MainWindow(QMainWindow):
         model.prediction = np.zeros(self.volume.shape, np.uint8)
         model.predicted = np.zeros(self.volume.shape[0], bool)
         self._set_overlay(key, model.prediction, model.classes)
-        if model.predictor.num_classes > self.live.num_classes:
-            # Rare (a model with more classes than the labels know): recount once.
-            self.live.labels.listeners.remove(self.live._labels_changed)
-            self.live = LiveMetrics(self.label_map, model.predictor.num_classes)
-            for other, loaded in self.models.items():
-                if other != key and loaded.prediction is not None:
-                    self.live.add_model(other, loaded.prediction)
+        self._ensure_classes(model.predictor.num_classes)
         self.live.add_model(key, model.prediction, empty=True)
         self._metrics_timer.start()
 
@@ -716,6 +730,21 @@ class MainWindow(QMainWindow):
         self.label_map.listeners.clear()
         self.label_map = None
         self.setWindowModified(False)
+        return True
+
+    def export_dicom_seg(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", "labels_seg.dcm", "DICOM (*.dcm)")
+        if path:
+            self.export_dicom_seg_to(Path(path))
+
+    def export_dicom_seg_to(self, path: Path) -> bool:
+        algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
+        try:
+            save_dicom_seg(path, self.labels.copy(), self.volume, self._editable_classes(), algorithm)
+        except (DicomSegError, LabelSaveError) as exc:
+            QMessageBox.critical(self, "DICOM SEG not written", str(exc))
+            return False
+        self.statusBar().showMessage(f"Wrote {path}", 5000)
         return True
 
     def export_metrics(self) -> None:

@@ -8,7 +8,7 @@ from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from segview.core.io import load_labels
+from segview.core.io import load_labels, save_labels
 from segview.core.journal import Journal, journal_path
 from segview.core.labels import LabelMap
 from segview.core.phantoms import make_phantom
@@ -199,3 +199,21 @@ def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs
     assert any(kind == "question" and "2 edit step" in text for kind, text in dialogs)
     np.testing.assert_array_equal(window.labels, crashed.array)
     assert window.isWindowModified() and window.label_map.can_undo
+
+
+def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_path):
+    from segview.core.dicom import write_dicom_series
+    from segview.core.dicomseg import read_dicom_seg
+
+    case = make_phantom("cardiac", 5)
+    write_dicom_series(case.volume, tmp_path / "mr")
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    assert not window.seg_action.isEnabled() and "loaded from DICOM" in window.seg_action.toolTip()
+    save_labels(tmp_path / "labels.nii.gz", case.labels, case.volume, case.classes)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path / "mr", tmp_path / "labels.nii.gz")
+    assert window.seg_action.isEnabled()
+    assert window.export_dicom_seg_to(tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", window.volume, window._editable_classes()),
+                                  case.labels)

@@ -1,0 +1,120 @@
+"""DICOM SEG export of corrected labels (highdicom), for images loaded from DICOM.
+
+The SEG references the source series image by image, so a PACS or 3D Slicer shows it
+on the right slices. Each foreground class is one segment; its algorithm is marked
+semi-automatic (the model's prediction, corrected by hand) with the model's name.
+Only volumes whose slices are exactly the source images can be exported: a series that
+was interpolated or resampled on loading has slices no source image stands for.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.sr.codedict import codes
+
+from .. import __version__
+from .errors import LabelSaveError
+from .io import LabelClass, replace_atomically
+from .volume import Volume
+
+#: Structure codes (SNOMED CT) for class names segview knows; others are "Tissue".
+KNOWN_STRUCTURES = {
+    "right ventricle": ("53085002", "Right ventricular structure"),
+    "myocardium": ("74281007", "Myocardium structure"),
+    "left ventricle": ("87878005", "Left ventricular structure"),
+    "infection": ("128477000", "Abnormal tissue"),
+}
+
+
+#: Patient and study attributes a SEG copies from its source (type 2: present, maybe empty).
+TYPE_2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+                     "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+class DicomSegError(Exception):
+    """This volume cannot be exported as DICOM SEG; the message says why."""
+
+
+def export_reason(volume: Volume) -> str | None:
+    """Why ``volume``'s labels cannot become a DICOM SEG, or None when they can."""
+    if volume.meta.get("source_format") != "dicom" or not volume.meta.get("source_files"):
+        return "DICOM SEG needs an image loaded from DICOM (this one is not)."
+    if len(volume.meta["source_files"]) != volume.shape[0]:
+        return ("The DICOM series was resampled or is multi-frame when it was loaded, so its slices "
+                "are not the source images one to one; save the labels as NIfTI or NRRD instead.")
+    return None
+
+
+def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[LabelClass],
+                   algorithm: str = "manual") -> Path:
+    """Write ``labels`` (z, y, x) as a DICOM SEG referencing ``volume``'s source images.
+    ``algorithm`` names the model whose prediction was corrected. Raises DicomSegError
+    when the volume cannot be exported and LabelSaveError when the file cannot be written."""
+    reason = export_reason(volume)
+    if reason:
+        raise DicomSegError(reason)
+    sources = _sources_in_slice_order(volume)
+    values = [c for c in classes if c.value != 0]  # one segment per class, empty ones too
+    if not labels.any():
+        raise DicomSegError("The labels are empty: there is no segment to export.")
+    segment_map = np.zeros(labels.shape, np.uint8)
+    for number, c in enumerate(values, 1):
+        segment_map[labels == c.value] = number
+    algorithm_id = hd.AlgorithmIdentificationSequence(
+        name=f"segview ({algorithm}, corrected by hand)", version=__version__,
+        family=codes.cid7162.ArtificialIntelligence)
+    segments = [hd.seg.SegmentDescription(
+        segment_number=number, segment_label=c.name,
+        segmented_property_category=codes.SCT.Tissue, segmented_property_type=_structure(c.name),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm_id,
+        display_color=hd.color.CIELabColor.from_rgb(*(v / 255 for v in c.color)))
+        for number, c in enumerate(values, 1)]
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segview",
+        manufacturer_model_name="segview", software_versions=__version__, device_serial_number="none",
+        series_description="segview corrected labels", omit_empty_frames=False)
+    try:
+        return replace_atomically(path, lambda temporary: seg.save_as(temporary))
+    except OSError as exc:
+        raise LabelSaveError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}") from exc
+
+
+def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarray:
+    """The label volume (z, y, x) of a SEG written for ``volume``: each segment becomes
+    the value of the class with its label."""
+    seg = hd.seg.segread(str(path))
+    uids = [ds.SOPInstanceUID for ds in _sources_in_slice_order(volume)]
+    numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
+                                                skip_overlap_checks=True)
+    value_of = {c.name: c.value for c in classes}
+    table = np.zeros(256, np.uint8)
+    for number in seg.get_segment_numbers():
+        table[number] = value_of[seg.get_segment_description(number).segment_label]
+    return table[np.asarray(numbers, np.uint8)]
+
+
+def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
+    """The source datasets (headers only), in the order of the volume's slices."""
+    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in volume.meta["source_files"]]
+    by_slice = {}
+    for ds in datasets:
+        for keyword in TYPE_2_ATTRIBUTES:  # required (may be empty); some writers omit them
+            if keyword not in ds:
+                setattr(ds, keyword, "")
+        z = volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0]
+        if abs(z - round(z)) > 1e-3 or not 0 <= round(z) < volume.shape[0]:
+            raise DicomSegError(f"The source image {Path(ds.filename).name} is not on a slice of the volume.")
+        by_slice[int(round(z))] = ds
+    if len(by_slice) != volume.shape[0]:
+        raise DicomSegError("Some slices of the volume have no source image of their own.")
+    return [by_slice[z] for z in range(volume.shape[0])]
+
+
+def _structure(name: str) -> hd.sr.CodedConcept:
+    code, meaning = KNOWN_STRUCTURES.get(name.lower(), ("85756007", "Tissue"))
+    return hd.sr.CodedConcept(code, "SCT", meaning)
