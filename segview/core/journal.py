@@ -68,6 +68,7 @@ class Journal:
         self.path, self.labels, self._file = path, labels, file
         self._pending: list[Edit] = []
         self.steps = 0
+        self.error: JournalError | None = None  # set when a write failed; journalling stops
         labels.listeners.append(self._collect)
         labels.step_listeners.append(self.flush)
 
@@ -97,8 +98,11 @@ class Journal:
         self._pending.append(edit)
 
     def flush(self) -> None:
-        """Append the edits since the last flush as one record (called after each step)."""
-        if not self._pending:
+        """Append the edits since the last flush as one record (called after each step).
+        A failed write (disk full) never interrupts editing: it sets ``error`` and the
+        journal stops, so the window can say so."""
+        if not self._pending or self.error is not None:
+            self._pending.clear()
             return
         edits, self._pending = self._pending, []
         header = json.dumps([[[int(r.start), int(r.stop)] for r in e.region] for e in edits]).encode()
@@ -106,7 +110,8 @@ class Journal:
         try:
             _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
         except OSError as exc:
-            raise JournalError(f"cannot append to the edit journal {self.path}: {exc.strerror or exc}") from exc
+            self.error = JournalError(f"cannot append to the edit journal {self.path}: {exc.strerror or exc}")
+            return
         self.steps += 1
 
     def close(self, delete: bool = False) -> None:

@@ -92,6 +92,7 @@ class MainWindow(QMainWindow):
     load_failed = Signal(str)
     model_loaded = Signal(str)      # model key
     inference_finished = Signal(bool)  # True: every slice predicted; False: cancelled or failed
+    saved = Signal(str)             # the labels were written to this path
 
     def __init__(self):
         super().__init__()
@@ -106,6 +107,7 @@ class MainWindow(QMainWindow):
         self.classes: list[LabelClass] = []
         self.models: dict[str, LoadedModel] = {}
         self._last_point = None
+        self._edits = 0  # label changes so far: a save knows whether it is still current
         self.inference: InferenceWorker | None = None
         self._jobs: set[Worker] = set()
         self._dirty: dict[str, set[int]] = {}
@@ -633,12 +635,17 @@ class MainWindow(QMainWindow):
     def _labels_edited(self, edit: Edit) -> None:
         """Every change of the labels (stroke, undo, ...): redraw where it shows."""
         self.viewer.refresh_overlay("labels", edit.slices)
+        self._edits += 1
         self.setWindowModified(True)
         self._metrics_timer.start()
 
     def _step_done(self) -> None:
         self.undo_action.setEnabled(self.label_map.can_undo)
         self.redo_action.setEnabled(self.label_map.can_redo)
+        if self.journal is not None and self.journal.error is not None:
+            error, self.journal = self.journal.error, None
+            QMessageBox.warning(self, "Edits no longer journalled",
+                                f"{error}\n\nYour edits stay in memory; save them soon.")
 
     def undo(self) -> None:
         if self.label_map is not None:
@@ -685,34 +692,46 @@ class MainWindow(QMainWindow):
         self.metrics.show_slices(self.live)
 
     # -- saving -------------------------------------------------------------------------
-    def save(self) -> bool:
+    def save(self, wait: bool = False) -> bool:
         if self.labels_path is None:
-            return self.save_as()
-        return self.save_to(self.labels_path)
+            return self.save_as(wait)
+        return self.save_to(self.labels_path, wait)
 
-    def save_as(self) -> bool:
+    def save_as(self, wait: bool = False) -> bool:
         if self.label_map is None:
             return False
         pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(self.labels_path or "labels.nii.gz"),
                                               f"Labels ({pattern})")
-        return bool(path) and self.save_to(Path(path))
+        return bool(path) and self.save_to(Path(path), wait)
 
-    def save_to(self, path: Path) -> bool:
-        """Write the labels on the image grid, atomically and verified. Saving runs while
-        the window waits (a copy is written, so a slow disk cannot tear the volume);
-        a failure leaves the edits in memory and in the journal."""
-        labels = self.labels.copy()
+    def save_to(self, path: Path, wait: bool = False) -> bool:
+        """Write a copy of the labels on the image grid, atomically and verified, in the
+        background (``wait``: here, e.g. when closing). A failure leaves the edits in
+        memory and in the journal. Returns False when a waited-for save failed."""
+        labels, edits, classes = self.labels.copy(), self._edits, self._editable_classes()
+        if not wait:
+            self._run(save_labels, path, labels, self.volume, classes,
+                      done=lambda _: self._saved(Path(path), edits), failed=self._save_failed)
+            return True
         try:
-            save_labels(path, labels, self.volume, self._editable_classes())
+            save_labels(path, labels, self.volume, classes)
         except (LabelSaveError, ValueError) as exc:
-            QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
-                                 "the edit journal; save them somewhere else.")
+            self._save_failed(exc)
             return False
-        self.labels_path = Path(path)
-        self.setWindowModified(False)
-        self.statusBar().showMessage(f"Saved {path}", 5000)
+        self._saved(Path(path), edits)
         return True
+
+    def _saved(self, path: Path, edits: int) -> None:
+        self.labels_path = path
+        if edits == self._edits:  # nothing was edited while the copy was written
+            self.setWindowModified(False)
+        self.statusBar().showMessage(f"Saved {path}", 5000)
+        self.saved.emit(str(path))
+
+    def _save_failed(self, exc: Exception) -> None:
+        QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
+                             "the edit journal; save them somewhere else.")
 
     def _close_labels(self) -> bool:
         """Before the labels go away (another image, closing): ask about unsaved edits.
@@ -722,7 +741,7 @@ class MainWindow(QMainWindow):
         if self.isWindowModified():
             answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
                                           QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel)
-            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save()):
+            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save(wait=True)):
                 return False
         if self.journal is not None:
             self.journal.close(delete=True)  # saved or discarded on purpose: nothing to recover
@@ -758,12 +777,12 @@ class MainWindow(QMainWindow):
                 QMessageBox.critical(self, "Metrics not saved", str(exc))
 
     # -- background work ----------------------------------------------------------------
-    def _run(self, function, *args, done) -> None:
+    def _run(self, function, *args, done, failed=None) -> None:
         worker = Worker(function, *args)
         self._jobs.add(worker)
         self._update_busy()
         worker.signals.returned.connect(done)
-        worker.signals.errored.connect(self._failed)
+        worker.signals.errored.connect(failed or self._failed)
         worker.signals.finished.connect(lambda: self._finished(worker))
         worker.start()
 

@@ -136,3 +136,19 @@ def test_sigkill_in_the_middle_of_a_stroke_loses_nothing_completed(tmp_path):
     expected = np.load(tmp_path / "expected.npy")
     assert expected.any() and recovered.steps == 18  # 15 strokes and 3 undos
     np.testing.assert_array_equal(recovered.labels, expected)
+
+
+def test_a_failing_append_stops_the_journal_without_interrupting_editing(tmp_path, monkeypatch):
+    import segview.core.journal as journal_module
+
+    labels, journal = editing_session(tmp_path)
+    labels.paint(0, [(10, 10)], 3.0, 1)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module, "_write_record", full_disk)
+    labels.paint(1, [(10, 10)], 3.0, 2)  # no exception: the edit is made
+    assert labels.array[1, 10, 10] == 2
+    assert isinstance(journal.error, JournalError) and "No space left" in str(journal.error)
+    assert journal.steps == 1

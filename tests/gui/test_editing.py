@@ -139,13 +139,17 @@ def test_save_reload_and_a_failed_save_keeps_the_edits(qtbot, editing, dialogs, 
     edited = window.labels.copy()
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
-    assert not window.save_to(blocker / "labels.nii.gz")
+    assert not window.save_to(blocker / "labels.nii.gz", wait=True)
     assert dialogs[-1][0] == "critical" and "kept in memory" in dialogs[-1][1]
     assert window.isWindowModified()
     np.testing.assert_array_equal(window.labels, edited)
-    assert window.save_to(tmp_path / "labels.nrrd")
-    assert not window.isWindowModified()
+    with qtbot.waitSignal(window.saved, timeout=20000):
+        window.save_to(tmp_path / "labels.nrrd")  # in the background
+    assert not window.isWindowModified() and window.labels_path == tmp_path / "labels.nrrd"
     np.testing.assert_array_equal(load_labels(tmp_path / "labels.nrrd", window.volume), edited)
+    window.save_to(blocker / "labels.mha")
+    qtbot.waitUntil(lambda: sum(kind == "critical" for kind, _ in dialogs) == 2, timeout=20000)
+    assert "labels.mha" in dialogs[-1][1] and "kept in memory" in dialogs[-1][1]
 
 
 def test_closing_with_unsaved_edits_asks_and_cancel_keeps_the_window(qtbot, editing, dialogs):
