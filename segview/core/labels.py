@@ -203,6 +203,19 @@ class LabelMap:
         start, stop = (0, self.array.shape[0]) if z is None else (z, z + 1)
         return self._write_values(self._slab(start, stop), source[start:stop])
 
+    def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
+        """Where two models disagree: the connected region (4-connected, slice ``z``) of
+        pixels where ``source`` and ``other`` (z, y, x) differ that contains ``seed``
+        (y, x) takes ``source``'s labels. One undo step; None off a disagreement."""
+        differs = source[z] != other[z]
+        y, x = (int(round(c)) for c in seed)
+        if not (0 <= y < differs.shape[0] and 0 <= x < differs.shape[1]) or not differs[y, x]:
+            return None
+        components, _ = ndimage.label(differs)
+        mask = components == components[y, x]
+        values = np.where(mask, source[z], self.array[z])
+        return self._write_values(self._slab(z, z + 1), values[None], mask[None])
+
     def fill_between_slices(self) -> list[Edit]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step)."""

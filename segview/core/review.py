@@ -105,26 +105,32 @@ def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
             for value in range(1, len(scores.dice)):
                 rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed,
                                  **{"class": names.get(value, str(value))},
-                                 dice=_cell(scores.dice[value]), iou=_cell(scores.iou[value]),
-                                 pixel_error=_cell(scores.pixel_error_per_class[value])))
+                                 dice=score_cell(scores.dice[value]), iou=score_cell(scores.iou[value]),
+                                 pixel_error=score_cell(scores.pixel_error_per_class[value])))
             rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed, **{"class": "mean (foreground)"},
-                             dice=_cell(scores.mean_dice), iou=_cell(scores.mean_iou),
-                             pixel_error=_cell(scores.pixel_error if scores.voxels else math.nan)))
+                             dice=score_cell(scores.mean_dice), iou=score_cell(scores.mean_iou),
+                             pixel_error=score_cell(scores.pixel_error if scores.voxels else math.nan)))
     return rows
 
 
 def write_metrics_csv(path, live: LiveMetrics, classes) -> None:
     """``metrics_rows`` as CSV with METRICS_COLUMNS, written atomically."""
+    write_csv(path, METRICS_COLUMNS, metrics_rows(live, classes))
+
+
+def write_csv(path, columns, rows: list[dict]) -> None:
+    """Rows (dicts) under a header of ``columns``, written atomically."""
     def write(temporary):
         with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, METRICS_COLUMNS)
+            writer = csv.DictWriter(file, columns)
             writer.writeheader()
-            writer.writerows(metrics_rows(live, classes))
+            writer.writerows(rows)
 
     replace_atomically(path, write)
 
 
-def _cell(value: float) -> str:
+def score_cell(value: float) -> str:
+    """A score in a CSV cell: empty where there is nothing to score (NaN)."""
     return "" if math.isnan(value) else f"{value:.6f}"
 
 

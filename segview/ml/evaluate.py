@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..core.compare import paired_difference
 from ..core.metrics import ConfusionMatrix, Scores
 from .data import Case
 from .inference import Predictor
@@ -68,21 +69,11 @@ def summary(results: list[CaseResult]) -> dict:
 def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "dice") -> dict:
     """B minus A per case, its mean and std, and the two-sided Wilcoxon signed-rank p-value
     (NaN when fewer than two cases differ, where no test is possible)."""
-    from scipy.stats import wilcoxon
-
     by_case = {r.case: r.metric(metric) for r in a}
     pairs = [(r.case, by_case[r.case], r.metric(metric)) for r in b if r.case in by_case]
-    differences = np.array([vb - va for _, va, vb in pairs], float)
-    differences = differences[~np.isnan(differences)]
-    p_value = math.nan
-    if np.count_nonzero(differences) >= 2:
-        p_value = float(wilcoxon(differences, zero_method="wilcox").pvalue)
-    return {"metric": metric, "cases": len(differences),
-            "per_case": {case: vb - va for case, va, vb in pairs},
-            "mean_difference": float(differences.mean()) if differences.size else math.nan,
-            "std_difference": float(differences.std(ddof=1)) if differences.size > 1 else 0.0,
-            "b_better": int((differences > 0).sum()), "a_better": int((differences < 0).sum()),
-            "p_value": p_value}
+    paired = paired_difference([va for _, va, _ in pairs], [vb for _, _, vb in pairs])
+    return {"metric": metric, "cases": paired.pop("pairs"),
+            "per_case": {case: vb - va for case, va, vb in pairs}, **paired}
 
 
 def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:

@@ -1,0 +1,179 @@
+"""Comparing two models (A and B) against the labels being corrected: where each is
+wrong, which slices are most disputed, the paired difference, and the report.
+
+Everything here is numpy (and matplotlib for the report's plot); the compare view of the
+window only shows it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .io import replace_atomically
+from .review import LiveMetrics, score_cell, write_csv
+
+# Disagreement categories, per voxel.
+AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
+CATEGORY_NAMES = {ONLY_A_WRONG: "only A wrong", ONLY_B_WRONG: "only B wrong", BOTH_WRONG: "both wrong",
+                  UNREVIEWED_DISAGREE: "A and B disagree (not reviewed)"}
+CATEGORY_COLORS = {ONLY_A_WRONG: (255, 140, 0), ONLY_B_WRONG: (0, 190, 255), BOTH_WRONG: (230, 30, 60),
+                   UNREVIEWED_DISAGREE: (200, 200, 200)}
+
+
+def disagreement(pred_a: np.ndarray, pred_b: np.ndarray, labels: np.ndarray, reviewed: bool) -> np.ndarray:
+    """Category of every voxel of one slice (or any same-shaped arrays): against the labels
+    where they were reviewed; where not, only whether A and B disagree (the labels there
+    may be a model's own prediction). uint8, AGREE where nothing is wrong."""
+    if not reviewed:
+        return np.where(pred_a != pred_b, UNREVIEWED_DISAGREE, AGREE).astype(np.uint8)
+    a_wrong, b_wrong = pred_a != labels, pred_b != labels
+    out = np.zeros(labels.shape, np.uint8)
+    out[a_wrong & ~b_wrong] = ONLY_A_WRONG
+    out[~a_wrong & b_wrong] = ONLY_B_WRONG
+    out[a_wrong & b_wrong] = BOTH_WRONG
+    return out
+
+
+@dataclass
+class SliceRank:
+    z: int
+    disputed: int        # voxels where A and B differ
+    dice_a: float        # mean foreground Dice against the labels (NaN: nothing to score)
+    dice_b: float
+
+    @property
+    def worst(self) -> float:
+        scored = [d for d in (self.dice_a, self.dice_b) if not math.isnan(d)]
+        return min(scored) if scored else math.nan
+
+
+def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disputed") -> list[SliceRank]:
+    """Slices ordered by where review matters most: ``disputed`` (A and B differ most,
+    first) or ``worst`` (the lower of the two Dice, lowest first; unscored slices last)."""
+    pred_a, pred_b = live.predictions[a], live.predictions[b]
+    disputed = (pred_a != pred_b).reshape(pred_a.shape[0], -1).sum(axis=1)
+    dice_a, dice_b = live.dice_along_slices(a), live.dice_along_slices(b)
+    ranks = [SliceRank(z, int(disputed[z]), float(dice_a[z]), float(dice_b[z])) for z in range(len(disputed))]
+    if by == "disputed":
+        return sorted((r for r in ranks if r.disputed), key=lambda r: (-r.disputed, r.z))
+    if by == "worst":
+        return sorted(ranks, key=lambda r: (math.isnan(r.worst), r.worst, r.z))
+    raise ValueError(f"unknown ranking {by!r}: disputed or worst")
+
+
+def paired_difference(a, b) -> dict:
+    """B minus A over paired values (cases or slices; NaN pairs dropped): mean, std, how
+    often each is better, and the two-sided Wilcoxon signed-rank p-value (NaN when fewer
+    than two pairs differ)."""
+    from scipy.stats import wilcoxon
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    keep = ~(np.isnan(a) | np.isnan(b))
+    differences = b[keep] - a[keep]
+    p_value = math.nan
+    if np.count_nonzero(differences) >= 2:
+        p_value = float(wilcoxon(differences, zero_method="wilcox").pvalue)
+    return {"pairs": int(differences.size),
+            "mean_difference": float(differences.mean()) if differences.size else math.nan,
+            "std_difference": float(differences.std(ddof=1)) if differences.size > 1 else 0.0,
+            "b_better": int((differences > 0).sum()), "a_better": int((differences < 0).sum()),
+            "p_value": p_value}
+
+
+# -- report ------------------------------------------------------------------------------
+
+def write_report(folder, live: LiveMetrics, classes, names: dict[str, str]) -> list[Path]:
+    """``comparison.md`` (Table-1 shape over the reviewed slices, with the paired per-slice
+    difference), ``slices.csv``, ``classes.csv`` and ``dice_along_slices.png`` in
+    ``folder``. ``names``: model key -> checkpoint description. Returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = [folder / name for name in ("comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png")]
+    _write_text(written[0], comparison_markdown(live, names))
+    write_csv(written[1], *slice_table(live))
+    write_csv(written[2], *class_table(live, classes))
+    replace_atomically(written[3], lambda temporary: _plot(temporary, live))
+    return written
+
+
+def comparison_markdown(live: LiveMetrics, names: dict[str, str]) -> str:
+    reviewed = live.labels.reviewed
+    lines = [f"Labels reviewed on {int(reviewed.sum())} of {len(reviewed)} slices; the volume scores "
+             "cover those slices.", "",
+             "| model | checkpoint | Dice | IoU | pixel error |", "|---|---|---|---|---|"]
+    for key in ("A", "B"):
+        scores = live.volume_scores(key)
+        lines.append(f"| {key} | {names.get(key, key)} | {_fmt(scores.mean_dice)} | {_fmt(scores.mean_iou)} | "
+                     f"{_fmt(scores.pixel_error if scores.voxels else math.nan, 5)} |")
+    dice_a, dice_b = live.dice_along_slices("A")[reviewed], live.dice_along_slices("B")[reviewed]
+    paired = paired_difference(dice_a, dice_b)
+    lines += ["", f"Per reviewed slice, Dice B - A: {_fmt(paired['mean_difference'])} "
+                  f"+- {_fmt(paired['std_difference'])} over {paired['pairs']} slices; B better on "
+                  f"{paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
+                  f"{_fmt(paired['p_value'], 4)}."]
+    return "\n".join(lines) + "\n"
+
+
+SLICE_COLUMNS = ("slice", "reviewed", "dice_a", "dice_b", "dice_b_minus_a", "iou_a", "iou_b",
+                 "pixel_error_a", "pixel_error_b", "voxels_a_differs_from_b")
+
+
+def slice_table(live: LiveMetrics) -> tuple[tuple[str, ...], list[dict]]:
+    disputed = (live.predictions["A"] != live.predictions["B"]).reshape(len(live.labels.reviewed), -1).sum(axis=1)
+    rows = []
+    for z in range(len(live.labels.reviewed)):
+        a, b = live.slice_scores("A", z), live.slice_scores("B", z)
+        rows.append({"slice": z, "reviewed": bool(live.labels.reviewed[z]), "dice_a": score_cell(a.mean_dice),
+                     "dice_b": score_cell(b.mean_dice), "dice_b_minus_a": score_cell(b.mean_dice - a.mean_dice),
+                     "iou_a": score_cell(a.mean_iou), "iou_b": score_cell(b.mean_iou), "pixel_error_a": score_cell(a.pixel_error),
+                     "pixel_error_b": score_cell(b.pixel_error), "voxels_a_differs_from_b": int(disputed[z])})
+    return SLICE_COLUMNS, rows
+
+
+CLASS_COLUMNS = ("class", "dice_a", "dice_b", "dice_b_minus_a", "iou_a", "iou_b", "iou_b_minus_a",
+                 "pixel_error_a", "pixel_error_b")
+
+
+def class_table(live: LiveMetrics, classes) -> tuple[tuple[str, ...], list[dict]]:
+    """Per foreground class over the reviewed slices."""
+    a, b = live.volume_scores("A"), live.volume_scores("B")
+    names = {c.value: c.name for c in classes}
+    rows = []
+    for value in range(1, live.num_classes):
+        rows.append({"class": names.get(value, str(value)), "dice_a": score_cell(a.dice[value]),
+                     "dice_b": score_cell(b.dice[value]), "dice_b_minus_a": score_cell(b.dice[value] - a.dice[value]),
+                     "iou_a": score_cell(a.iou[value]), "iou_b": score_cell(b.iou[value]),
+                     "iou_b_minus_a": score_cell(b.iou[value] - a.iou[value]),
+                     "pixel_error_a": score_cell(a.pixel_error_per_class[value]),
+                     "pixel_error_b": score_cell(b.pixel_error_per_class[value])})
+    return CLASS_COLUMNS, rows
+
+
+def _plot(path, live: LiveMetrics) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(8, 3), dpi=100)
+    slices = np.arange(1, len(live.labels.reviewed) + 1)
+    for key, color in (("A", "#ff8c00"), ("B", "#00beff")):
+        axes.plot(slices, live.dice_along_slices(key), color=color, label=f"model {key}", marker=".")
+    for z in np.flatnonzero(live.labels.reviewed):
+        axes.axvspan(z + 0.5, z + 1.5, color="#dddddd", zorder=0)
+    axes.set(xlabel="slice (shaded: reviewed)", ylabel="Dice (foreground mean)", ylim=(0, 1.05))
+    axes.legend(loc="lower left")
+    figure.tight_layout()
+    figure.savefig(path, format="png")
+    pyplot.close(figure)
+
+
+def _write_text(path: Path, text: str) -> None:
+    replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"

@@ -1,0 +1,94 @@
+"""Comparing A and B: disagreement categories, slice ranking, adopting a region, the
+paired difference and the report."""
+import csv
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import wilcoxon
+
+from segview.core.compare import (BOTH_WRONG, ONLY_A_WRONG, ONLY_B_WRONG, UNREVIEWED_DISAGREE, disagreement,
+                                  paired_difference, rank_slices, write_report)
+from segview.core.io import LabelClass
+from segview.core.labels import LabelMap
+from segview.core.review import LiveMetrics
+
+
+def test_disagreement_categories_on_a_hand_made_slice():
+    labels = np.array([[0, 1, 1, 2]])
+    a = np.array([[0, 1, 2, 0]])
+    b = np.array([[1, 1, 2, 2]])
+    # voxel 0: only B wrong; 1: both right; 2: both wrong; 3: only A wrong
+    np.testing.assert_array_equal(disagreement(a, b, labels, reviewed=True),
+                                  [[ONLY_B_WRONG, 0, BOTH_WRONG, ONLY_A_WRONG]])
+    # Unreviewed: the labels may be a model's copy; only where A and B differ counts.
+    np.testing.assert_array_equal(disagreement(a, b, labels, reviewed=False),
+                                  [[UNREVIEWED_DISAGREE, 0, 0, UNREVIEWED_DISAGREE]])
+
+
+def comparison():
+    labels = LabelMap(np.zeros((4, 10, 10), np.uint8), (1, 1, 1))
+    labels.array[:, 2:8, 2:8] = 1
+    a, b = labels.array.copy(), labels.array.copy()
+    a[1, 2:8, 2:5] = 0        # A misses half of slice 1: Dice 2*18/(36+18) = 2/3
+    b[2, 2:8, 2:4] = 0        # B misses a third of slice 2: Dice 2*24/(36+24) = 0.8
+    b[3, 0, 0] = 1            # one stray voxel of B on slice 3: Dice 2*36/73
+    live = LiveMetrics(labels, 2)
+    live.add_model("A", a)
+    live.add_model("B", b)
+    return labels, live
+
+
+def test_slices_ranked_by_dispute_and_by_the_worse_model():
+    _, live = comparison()
+    assert [(r.z, r.disputed) for r in rank_slices(live, by="disputed")] == [(1, 18), (2, 12), (3, 1)]
+    worst = rank_slices(live, by="worst")
+    assert [r.z for r in worst] == [1, 2, 3, 0]
+    assert worst[0].worst == pytest.approx(2 / 3) and worst[-1].worst == 1.0
+    with pytest.raises(ValueError, match="unknown ranking"):
+        rank_slices(live, by="best")
+
+
+def test_adopting_a_region_copies_one_models_labelling_of_it_as_one_step():
+    labels, live = comparison()
+    a, b = live.predictions["A"], live.predictions["B"]
+    labels.array[1] = 0  # the labels here are empty; B labelled the region A missed
+    assert labels.adopt(1, (4, 3), b, a) is not None
+    np.testing.assert_array_equal(labels.array[1], np.where(a[1] != b[1], b[1], 0))
+    assert labels.adopt(1, (0, 0), b, a) is None  # A and B agree there: nothing to adopt
+    labels.undo()
+    assert labels.array[1].sum() == 0
+
+
+def test_paired_difference_matches_scipy_and_counts_by_hand():
+    a = [0.8, 0.7, 0.9, math.nan, 0.6, 0.75]
+    b = [0.85, 0.72, 0.88, 0.9, 0.7, 0.8]
+    result = paired_difference(a, b)
+    diffs = np.array([0.05, 0.02, -0.02, 0.1, 0.05])
+    assert result["pairs"] == 5 and result["b_better"] == 4 and result["a_better"] == 1
+    assert result["mean_difference"] == pytest.approx(diffs.mean())
+    assert result["std_difference"] == pytest.approx(diffs.std(ddof=1))
+    assert result["p_value"] == pytest.approx(wilcoxon(diffs).pvalue)
+    assert math.isnan(paired_difference([0.5], [0.5])["p_value"])
+
+
+def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):
+    labels, live = comparison()
+    for z in (1, 2, 3):
+        labels.set_reviewed(z)
+    paths = write_report(tmp_path, live, [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "lesion", (255, 0, 0))],
+                         {"A": "ce", "B": "ce+dice"})
+    assert [p.name for p in paths] == ["comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png"]
+    markdown = paths[0].read_text()
+    # Over reviewed slices 1-3: A misses 18 of 108, B misses 12 and adds 1.
+    dice_a, dice_b = 2 * 90 / (108 + 90), 2 * 96 / (108 + 97)
+    assert "reviewed on 3 of 4 slices" in markdown
+    assert f"| A | ce | {dice_a:.3f} |" in markdown and f"| B | ce+dice | {dice_b:.3f} |" in markdown
+    assert "Dice B - A" in markdown and "over 3 slices" in markdown
+    slices = list(csv.DictReader(open(paths[1])))
+    assert [row["reviewed"] for row in slices] == ["False", "True", "True", "True"]
+    assert float(slices[1]["dice_a"]) == pytest.approx(2 / 3) and float(slices[2]["dice_b"]) == pytest.approx(0.8)
+    assert slices[1]["voxels_a_differs_from_b"] == "18"
+    classes = list(csv.DictReader(open(paths[2])))
+    assert classes[0]["class"] == "lesion" and float(classes[0]["dice_a"]) == pytest.approx(dice_a)
+    assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
