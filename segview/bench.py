@@ -323,13 +323,14 @@ def _gpu_volume_seconds(echo) -> float:
     return seconds
 
 
-def bench_gui(seconds: float = 3.0, echo=print) -> dict:
-    """Frame times while scrolling and event-loop stalls during inference, in the running
-    window (``segview.gui.benchmark``); offscreen when there is no display."""
+def bench_gui(seconds: float = 3.0, echo=print, compare: bool = False) -> dict:
+    """Frame times while scrolling (in compare mode with ``compare``) and event-loop
+    stalls during inference, in the running window (``segview.gui.benchmark``);
+    offscreen when there is no display."""
     _qt_platform()
     from .gui.benchmark import bench_gui as measure
 
-    return measure(seconds, echo)
+    return measure(seconds, echo, compare=compare)
 
 
 def bench_edit(seconds: float = 3.0, echo=print) -> dict:

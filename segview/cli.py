@@ -72,6 +72,8 @@ def _viewer_parser() -> argparse.ArgumentParser:
                         help="checkpoint to run on the image (give it twice to compare two)")
     parser.add_argument("--demo", action="store_true",
                         help="open a bundled cardiac MRI phantom with the two bundled checkpoints")
+    parser.add_argument("--compare", action="store_true",
+                        help="open in compare mode: model A and model B side by side")
     parser.add_argument("--screenshot", metavar="PNG",
                         help="render the window to PNG after loading and exit (no display needed)")
     parser.set_defaults(run=_run_viewer)
@@ -87,7 +89,7 @@ def _run_viewer(args) -> int:
         if not Path(path).is_file():
             raise UserError(f"checkpoint not found: {path}")
     return run(image=args.image, labels=args.labels, models=args.model, demo=args.demo,
-               screenshot=args.screenshot)
+               screenshot=args.screenshot, compare=args.compare)
 
 
 # -- tools ------------------------------------------------------------------------------
@@ -130,6 +132,8 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("edit", "brush stroke mouse-move handling on a 300- vs a 30-slice volume")):
         timed = benchmarks.add_parser(name, help=what)
         timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+        if name == "gui":
+            timed.add_argument("--compare", action="store_true", help="scroll in compare mode (two panes)")
         timed.set_defaults(run=_run_bench_timed)
     return parser
 
@@ -137,7 +141,8 @@ def _tool_parser() -> argparse.ArgumentParser:
 def _run_bench_timed(args) -> int:
     from .bench import BENCHMARKS
 
-    BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1))
+    options = {"compare": args.compare} if getattr(args, "compare", False) else {}
+    BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
     return 0
 
 

@@ -53,8 +53,7 @@ class SliceRank:
 def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disputed") -> list[SliceRank]:
     """Slices ordered by where review matters most: ``disputed`` (A and B differ most,
     first) or ``worst`` (the lower of the two Dice, lowest first; unscored slices last)."""
-    pred_a, pred_b = live.predictions[a], live.predictions[b]
-    disputed = (pred_a != pred_b).reshape(pred_a.shape[0], -1).sum(axis=1)
+    disputed = live.disputed_voxels(a, b)
     dice_a, dice_b = live.dice_along_slices(a), live.dice_along_slices(b)
     ranks = [SliceRank(z, int(disputed[z]), float(dice_a[z]), float(dice_b[z])) for z in range(len(disputed))]
     if by == "disputed":
@@ -122,7 +121,7 @@ SLICE_COLUMNS = ("slice", "reviewed", "dice_a", "dice_b", "dice_b_minus_a", "iou
 
 
 def slice_table(live: LiveMetrics) -> tuple[tuple[str, ...], list[dict]]:
-    disputed = (live.predictions["A"] != live.predictions["B"]).reshape(len(live.labels.reviewed), -1).sum(axis=1)
+    disputed = live.disputed_voxels("A", "B")
     rows = []
     for z in range(len(live.labels.reviewed)):
         a, b = live.slice_scores("A", z), live.slice_scores("B", z)

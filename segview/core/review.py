@@ -29,6 +29,7 @@ class LiveMetrics:
         self.labels, self.num_classes = labels, num_classes
         self.predictions: dict[str, np.ndarray] = {}
         self.matrices: dict[str, ConfusionMatrix] = {}
+        self._disputed: dict[tuple[str, str], np.ndarray] = {}  # per-slice counts where two models differ
         flat = labels.array.reshape(labels.array.shape[0], -1)
         offsets = np.arange(flat.shape[0])[:, None] * num_classes
         self._label_histogram = np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * num_classes
@@ -47,15 +48,33 @@ class LiveMetrics:
         else:
             matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
         self.predictions[key], self.matrices[key] = prediction, matrix
+        self._forget_disputed(key)
 
     def remove_model(self, key: str) -> None:
         self.predictions.pop(key, None)
         self.matrices.pop(key, None)
+        self._forget_disputed(key)
+
+    def disputed_voxels(self, a: str, b: str) -> np.ndarray:
+        """(Z,) voxels per slice where models ``a`` and ``b`` differ: counted once, then
+        kept current slice by slice as predictions stream in."""
+        if (a, b) not in self._disputed:
+            pred_a, pred_b = self.predictions[a], self.predictions[b]
+            self._disputed[(a, b)] = np.array([np.count_nonzero(pred_a[z] != pred_b[z])
+                                               for z in range(pred_a.shape[0])])
+        return self._disputed[(a, b)]
+
+    def _forget_disputed(self, key: str) -> None:
+        for pair in [p for p in self._disputed if key in p]:
+            del self._disputed[pair]
 
     def set_prediction_slice(self, key: str, z: int, labels: np.ndarray) -> None:
         """Inference delivered slice ``z`` of model ``key``: store it and count the change."""
         self.predictions[key][z] = labels
         self.matrices[key].recount_slice(z, labels, self.labels.array[z])
+        for (a, b), counts in self._disputed.items():
+            if key in (a, b):
+                counts[z] = np.count_nonzero(self.predictions[a][z] != self.predictions[b][z])
 
     # -- scores --------------------------------------------------------------------------
     def slice_scores(self, key: str, z: int) -> Scores:

@@ -266,6 +266,18 @@ class DisplayOrientation:
         voxel[c] = shape[c] - 1 - col if flip_c else col
         return tuple(voxel)
 
+    def to_display(self, view: str, voxel, shape) -> tuple[int, int]:
+        """The screen (row, col) of numpy index ``voxel`` (z, y, x) in ``view``: the
+        inverse of ``to_voxel``."""
+        _, r, c, flip_r, flip_c = self.axes(view)
+        row = shape[r] - 1 - voxel[r] if flip_r else voxel[r]
+        col = shape[c] - 1 - voxel[c] if flip_c else voxel[c]
+        return row, col
+
+    def acquisition_view(self) -> str:
+        """The view that shows the acquired slices (numpy z planes)."""
+        return next(view for view in VIEWS if self.axes(view)[0] == 0)
+
     def pixel_spacing(self, view: str, spacing_xyz) -> tuple[float, float]:
         """(row height, column width) in mm of the displayed pixels."""
         _, r, c, _, _ = self.axes(view)

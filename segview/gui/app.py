@@ -5,13 +5,14 @@ import os
 import sys
 
 
-def run(image=None, labels=None, models=(), demo=False, screenshot=None) -> int:
+def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare=False) -> int:
     """Open the main window (optionally on an image or the demo, with up to two
     checkpoints) and run the event loop. The demo is the cardiac phantom with the two
     shipped cardiac checkpoints (CE as model A, CE + Dice as model B).
 
     With ``screenshot`` the window is rendered to that PNG once loading (and inference,
     when there are models) has finished, and the application exits; no display is needed.
+    ``compare`` opens in compare mode (models A and B side by side).
     """
     if screenshot:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -32,6 +33,8 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None) -> int:
     app.setApplicationName("segview")
     window = MainWindow()
     window.show()
+    if compare:
+        window.loaded.connect(lambda: window.set_comparing(True))
     status = {"code": 0}
     if screenshot:
         def capture():

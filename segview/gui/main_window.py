@@ -8,8 +8,9 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSlider, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
 
+from ..core.compare import rank_slices, write_report
 from ..core.dicomseg import DicomSegError, export_reason, save_dicom_seg
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, LabelClass, list_dicom_series, load_classes,
@@ -20,6 +21,7 @@ from ..core.labels import Edit, LabelMap
 from ..core.phantoms import make_phantom
 from ..core.review import LiveMetrics, write_metrics_csv
 from ..core.volume import VIEWS, Volume, auto_window
+from .compare import CompareView
 from .dialogs import choose_series
 from .metrics_panel import MetricsPanel
 from .slice_view import Overlay, label_lookup_table
@@ -128,6 +130,13 @@ class MainWindow(QMainWindow):
         for view in self.viewer.views.values():
             view.stroked.connect(self._stroke)
         self.viewer.active_slice_changed.connect(lambda *_: self._metrics_timer.start())
+        self.compare.stroked.connect(self._stroke)
+        self.compare.slice_changed.connect(self._show_slice_number)
+        self.compare.slice_changed.connect(lambda *_: self._metrics_timer.start())
+        self.compare.cursor_moved.connect(self._show_cursor)
+        self.compare.window_changed.connect(self._show_window)
+        self.compare.window_changed.connect(lambda c, w: self.viewer.set_window(c, w) if self.comparing else None)
+        self.viewer.window_changed.connect(lambda c, w: self.compare.set_window(c, w) if not self.comparing else None)
 
     @property
     def view(self):
@@ -145,7 +154,7 @@ class MainWindow(QMainWindow):
         self.view_choice.addItems([v.capitalize() for v in VIEWS])
         self.view_choice.currentIndexChanged.connect(lambda n: self.viewer.show_view(VIEWS[n]))
         self.slider = QSlider(Qt.Horizontal)
-        self.slider.valueChanged.connect(self.viewer.set_slice)
+        self.slider.valueChanged.connect(lambda z: (self.compare if self.comparing else self.viewer).set_slice(z))
         self.slice_number = QLabel("- / -")
         self.slice_number.setMinimumWidth(70)
         self.window_choice = QComboBox()
@@ -157,7 +166,7 @@ class MainWindow(QMainWindow):
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
         self.opacity.setMaximumWidth(100)
-        self.opacity.valueChanged.connect(lambda v: self.viewer.set_opacity(v / 100))
+        self.opacity.valueChanged.connect(lambda v: (self.viewer.set_opacity(v / 100), self.compare.set_opacity(v / 100)))
         bar = QToolBar("Slice")
         bar.setMovable(False)
         for label, widget in (("View ", self.view_choice), (None, self.slider), (None, self.slice_number),
@@ -174,7 +183,11 @@ class MainWindow(QMainWindow):
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.legend)
         layout.addWidget(self.model_info)
-        layout.addWidget(self.viewer, stretch=1)
+        self.compare = CompareView()
+        self.central_views = QStackedWidget()
+        self.central_views.addWidget(self.viewer)
+        self.central_views.addWidget(self.compare)
+        layout.addWidget(self.central_views, stretch=1)
         central = QWidget()
         central.setLayout(layout)
         self.setCentralWidget(central)
@@ -215,6 +228,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("&Save labels", QKeySequence.Save, self.save)
         menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
+        menu.addAction("Export comparison &report...", self.export_report)
         self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
         self.seg_action.setEnabled(False)
         menu.setToolTipsVisible(True)
@@ -237,9 +251,17 @@ class MainWindow(QMainWindow):
             menu.addAction(f"Labels from model {key}: whole volume", lambda key=key: self.copy_prediction(key, False))
 
         menu = self.menuBar().addMenu("&View")
-        three = menu.addAction("&Three views", "T", self.viewer.set_three_views)
+        three = menu.addAction("&Three views", "T")
         three.setCheckable(True)
-        menu.addAction("&Fit to window", "F", self.viewer.fit)
+        three.toggled.connect(self.viewer.set_three_views)
+        menu.addAction("&Fit to window", "F", lambda: (self.viewer.fit(), self.compare.fit()))
+        self.compare_action = menu.addAction("&Compare A | B", "K")
+        self.compare_action.setCheckable(True)
+        self.compare_action.toggled.connect(self.set_comparing)
+        self.disagreement_action = menu.addAction("&Disagreement of A and B", "Shift+K")
+        self.disagreement_action.setCheckable(True)
+        self.disagreement_action.toggled.connect(self._show_disagreement)
+        menu.addAction("Next most disputed slice", "D", self.next_disputed_slice)
         menu.addAction("&Reset view and window", "R", self.reset_view)
         menu.addSeparator()
         self.overlay_actions: dict[str, tuple[QAction, QAction]] = {}
@@ -359,6 +381,7 @@ class MainWindow(QMainWindow):
         if source and not source.startswith("demo"):
             self._remember(source)
         self.viewer.set_volume(volume)
+        self.compare.set_volume(volume)
         self.classes = case.classes
         self._set_overlay("labels", self.labels, self.classes)
         for key in self.models:
@@ -441,6 +464,7 @@ class MainWindow(QMainWindow):
         self.legend.setText("  ".join(items))
         self.tools.set_classes(self._editable_classes())
         self.metrics.set_classes(self._editable_classes())
+        self._update_compare()
         self.model_info.setText("   |   ".join(f"<b>{k}</b> {m.describe()}" for k, m in self.models.items()))
         self.model_info.setVisible(bool(self.models))
         for name, (show, _) in self.overlay_actions.items():
@@ -518,6 +542,7 @@ class MainWindow(QMainWindow):
         self._set_overlay(key, model.prediction, model.classes)
         self._ensure_classes(model.predictor.num_classes)
         self.live.add_model(key, model.prediction, empty=True)
+        self._update_compare()
         self._metrics_timer.start()
 
     def run_inference(self) -> None:
@@ -559,6 +584,8 @@ class MainWindow(QMainWindow):
         dirty, self._dirty = self._dirty, {}
         for key, z_indices in dirty.items():
             self.viewer.refresh_overlay(key, z_indices)
+            if self.comparing:
+                self.compare.refresh(z_indices)
         if dirty:
             self._show_metrics()
 
@@ -604,10 +631,12 @@ class MainWindow(QMainWindow):
         for view in self.viewer.views.values():
             view.set_brush(radius)
             view.box.painting = tool != "navigate" and view.can_paint()
+        self.compare.set_brush(radius, tool != "navigate")
 
-    def _stroke(self, phase: str, index, modifiers) -> None:
-        """A click or drag of a tool in an axial view: ``index`` is the (z, y, x) float
-        index under the mouse. Shift turns the brush into the eraser."""
+    def _stroke(self, phase: str, index, modifiers, pane: str = "A") -> None:
+        """A click or drag of a tool in a view of z planes: ``index`` is the (z, y, x)
+        float index under the mouse; ``pane`` the compare pane (adopt takes that model's
+        region). Shift turns the brush into the eraser."""
         if self.label_map is None:
             return
         z, point = int(round(index[0])), (index[1], index[2])
@@ -619,6 +648,11 @@ class MainWindow(QMainWindow):
         if tool == "fill":
             if phase == "end":
                 self.label_map.fill(z, point, value)
+            return
+        if tool == "adopt":
+            if phase == "end" and "A" in self.models and "B" in self.models:
+                other = "B" if pane == "A" else "A"
+                self.label_map.adopt(z, point, self.models[pane].prediction, self.models[other].prediction)
             return
         if tool not in ("brush", "eraser"):
             return
@@ -635,6 +669,8 @@ class MainWindow(QMainWindow):
     def _labels_edited(self, edit: Edit) -> None:
         """Every change of the labels (stroke, undo, ...): redraw where it shows."""
         self.viewer.refresh_overlay("labels", edit.slices)
+        if self.comparing:
+            self.compare.refresh(edit.slices)
         self._edits += 1
         self.setWindowModified(True)
         self._metrics_timer.start()
@@ -680,16 +716,80 @@ class MainWindow(QMainWindow):
         self.label_map.end_stroke()
 
     def _go_to_slice(self, z: int) -> None:
-        if self.volume is not None:
-            axial = self.viewer.views["axial"]
-            axial.set_slice(z)
-            if not axial.isVisible():
-                self.viewer.show_view("axial")
+        if self.volume is None:
+            return
+        if self.comparing:
+            return self.compare.set_slice(z)
+        axial = self.viewer.views["axial"]
+        axial.set_slice(z)
+        if not axial.isVisible():
+            self.viewer.show_view("axial")
 
     def _show_metrics(self) -> None:
-        z = self.viewer.views["axial"].index
+        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
         self.metrics.show_scores(self.live, z)
         self.metrics.show_slices(self.live)
+        self.metrics.show_ranking(self.live)
+
+    # -- compare mode -------------------------------------------------------------------
+    @property
+    def comparing(self) -> bool:
+        return self.central_views.currentWidget() is self.compare
+
+    def set_comparing(self, on: bool) -> None:
+        """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
+        if self.compare_action.isChecked() != on:
+            return self.compare_action.setChecked(on)  # comes back here through toggled
+        if on and self.volume is not None:
+            self._update_compare()
+            self.compare.set_window(*self.viewer.active.window)
+            self.compare.set_slice(self.viewer.views["axial"].index)
+        self.central_views.setCurrentWidget(self.compare if on else self.viewer)
+        if on:
+            self.compare.refresh()
+            self._show_slice_number(self.compare.index, self.compare.panes["A"].num_slices())
+        else:
+            self.viewer.set_slice(self.viewer.active.index)
+        self._show_metrics()
+
+    def _show_disagreement(self, on: bool) -> None:
+        if on and not self.comparing:
+            self.set_comparing(True)
+        self.compare.set_disagreement(on)
+        self.compare.refresh()
+
+    def _update_compare(self) -> None:
+        if self.volume is None or self.label_map is None:
+            return
+        labels = self.viewer.active.overlays.get("labels")
+        self.compare.set_model_overlays(labels, self.models, self.label_map.reviewed)
+
+    def next_disputed_slice(self) -> None:
+        """Go to the most disputed slice after the current one (wrapping around)."""
+        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
+            return
+        ranks = rank_slices(self.live, by="disputed")
+        if not ranks:
+            return self.statusBar().showMessage("A and B agree on every slice", 5000)
+        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
+        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
+        self._go_to_slice(ranks[(position + 1) % len(ranks)].z)
+
+    def export_report(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
+        if folder:
+            self.export_report_to(Path(folder))
+
+    def export_report_to(self, folder: Path) -> list[Path]:
+        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
+            self._error("Load two models (A and B) to compare them.", "No comparison")
+            return []
+        try:
+            return write_report(folder, self.live, self._editable_classes(),
+                                {k: m.describe() for k, m in self.models.items()})
+        except OSError as exc:
+            QMessageBox.critical(self, "Report not written", str(exc))
+            return []
 
     # -- saving -------------------------------------------------------------------------
     def save(self, wait: bool = False) -> bool:

@@ -7,10 +7,12 @@ import math
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QHeaderView, QLabel, QTableWidget,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QLabel, QListWidget,
+                               QListWidgetItem, QTableWidget,
                                QSizePolicy, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.io import LabelClass
+from ..core.compare import rank_slices
 from ..core.metrics import Scores
 from ..core.review import LiveMetrics
 
@@ -20,6 +22,10 @@ MODEL_PENS = {"A": (255, 140, 0), "B": (0, 190, 255)}
 def score_text(value: float, digits: int = 3) -> str:
     """A score for the table; a dash where there is nothing to score (both empty)."""
     return "\u2013" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    return "\u2013" if math.isnan(value) else f"{value:+.{digits}f}"
 
 
 class MetricsPanel(QWidget):
@@ -47,9 +53,16 @@ class MetricsPanel(QWidget):
         self.plot.addItem(self.current)
         self.curves: dict[str, pg.PlotDataItem] = {}
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
+        self.ranking_choice = QComboBox()
+        self.ranking_choice.addItems(["A and B disagree most", "worse model lowest"])
+        self.ranking = QListWidget()
+        self.ranking.setMaximumHeight(110)
+        self.ranking.itemClicked.connect(lambda item: self.slice_clicked.emit(item.data(Qt.UserRole)))
+        self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.reviewed, self.reviewed_only, self.table, self.plot):
+        for widget in (self.reviewed, self.reviewed_only, self.table, self.plot, self.ranking_label,
+                       self.ranking_choice, self.ranking):
             layout.addWidget(widget)
         self.classes: list[LabelClass] = []
 
@@ -61,14 +74,18 @@ class MetricsPanel(QWidget):
 
     def show_scores(self, live: LiveMetrics | None, z: int) -> None:
         """Fill the table for slice ``z`` and the volume, for every model in ``live``."""
-        keys = list(live.matrices) if live else []
+        keys = sorted(live.matrices) if live else []
         rows = [(key, scope) for key in keys for scope in ("slice", "volume")]
+        if "A" in keys and "B" in keys:
+            rows += [("B \u2212 A", "slice"), ("B \u2212 A", "volume")]
         self.table.setRowCount(len(rows))
         self.table.setVerticalHeaderLabels([f"{key} {scope}" for key, scope in rows])
         for r, (key, scope) in enumerate(rows):
-            scores = (live.slice_scores(key, z) if scope == "slice"
-                      else live.volume_scores(key, self.reviewed_only.isChecked()))
-            for c, text in enumerate(self._cells(scores)):
+            scores = {k: (live.slice_scores(k, z) if scope == "slice"
+                          else live.volume_scores(k, self.reviewed_only.isChecked()))
+                      for k in (("A", "B") if key not in keys else (key,))}
+            cells = self._cells(scores[key]) if key in keys else self._difference_cells(scores["A"], scores["B"])
+            for c, text in enumerate(cells):
                 item = self.table.item(r, c)
                 if item is None:
                     item = QTableWidgetItem()
@@ -91,9 +108,21 @@ class MetricsPanel(QWidget):
         cells.append(score_text(scores.pixel_error, 4) if scores.voxels else "\u2013")
         return cells
 
+    def _difference_cells(self, a: Scores, b: Scores) -> list[str]:
+        """B minus A: Dice / IoU per class and mean, then the pixel error (signed)."""
+        cells = []
+        for c in self.classes:
+            if c.value < len(a.dice) and c.value < len(b.dice):
+                cells.append(f"{_signed(b.dice[c.value] - a.dice[c.value])} / {_signed(b.iou[c.value] - a.iou[c.value])}")
+            else:
+                cells.append("\u2013")
+        cells.append(f"{_signed(b.mean_dice - a.mean_dice)} / {_signed(b.mean_iou - a.mean_iou)}")
+        cells.append(_signed(b.pixel_error - a.pixel_error, 4) if a.voxels else "\u2013")
+        return cells
+
     def show_slices(self, live: LiveMetrics | None) -> None:
         """The per-slice Dice strip; NaN slices (nothing to score) leave gaps."""
-        keys = list(live.matrices) if live else []
+        keys = sorted(live.matrices) if live else []
         for key in list(self.curves):
             if key not in keys:
                 self.plot.removeItem(self.curves.pop(key))
@@ -103,6 +132,22 @@ class MetricsPanel(QWidget):
                                                   connect="finite")
             dice = live.dice_along_slices(key)
             self.curves[key].setData(np.arange(1, len(dice) + 1), dice)
+
+    def show_ranking(self, live: LiveMetrics | None, limit: int = 20) -> list:
+        """The slices to review first, as ranked by ``core.compare.rank_slices``."""
+        both = live is not None and "A" in live.matrices and "B" in live.matrices
+        for widget in (self.ranking_label, self.ranking_choice, self.ranking):
+            widget.setVisible(both)
+        if not both:
+            return []
+        ranks = rank_slices(live, by=("disputed", "worst")[self.ranking_choice.currentIndex()])
+        self.ranking.clear()
+        for rank in ranks[:limit]:
+            item = QListWidgetItem(f"slice {rank.z + 1}: {rank.disputed} voxels differ, Dice A "
+                                   f"{score_text(rank.dice_a)} B {score_text(rank.dice_b)}")
+            item.setData(Qt.UserRole, rank.z)
+            self.ranking.addItem(item)
+        return ranks
 
     def _plot_clicked(self, event) -> None:
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())

@@ -8,6 +8,7 @@ click or drag is a stroke instead (the view reports it; the window edits the lab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
@@ -45,8 +46,9 @@ def label_outline(plane: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Overlay:
-    """A label volume drawn over the image: edited labels or a model's prediction."""
-    labels: np.ndarray | None       # (z, y, x) uint8 on the image grid
+    """A label volume drawn over the image: edited labels or a model's prediction; or a
+    function (view, index) -> plane computed when drawn (e.g. A/B disagreement)."""
+    labels: np.ndarray | Callable | None   # (z, y, x) uint8 on the image grid
     lookup_table: np.ndarray        # from label_lookup_table
     visible: bool = True
     outline: bool = False
@@ -237,7 +239,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         item.setVisible(overlay.visible and overlay.labels is not None and self.volume is not None)
         if not item.isVisible():
             return
-        plane = self.orientation.slice(overlay.labels, self.view, self.index)
+        plane = (overlay.labels(self.view, self.index) if callable(overlay.labels)
+                 else self.orientation.slice(overlay.labels, self.view, self.index))
         plane = label_outline(plane) if overlay.outline else np.ascontiguousarray(plane)
         item.setOpacity(1.0 if overlay.outline else self.opacity)
         item.setImage(plane, autoLevels=False, levels=(0, 255))
@@ -262,10 +265,12 @@ class SliceView(pg.GraphicsLayoutWidget):
     def event(self, event) -> bool:
         # Trackpad pinch: macOS sends native zoom gestures, other platforms QPinchGesture.
         if event.type() == QEvent.NativeGesture and event.gestureType() == Qt.ZoomNativeGesture:
-            self.box.scaleBy(1 / (1 + event.value()))
+            factor = 1 / (1 + event.value())
+            self.box.scaleBy((factor, factor))
             return True
         if event.type() == QEvent.Gesture and (pinch := event.gesture(Qt.PinchGesture)) is not None:
-            self.box.scaleBy(1 / max(pinch.scaleFactor(), 1e-3))
+            factor = 1 / max(pinch.scaleFactor(), 1e-3)
+            self.box.scaleBy((factor, factor))
             return True
         return super().event(event)
 

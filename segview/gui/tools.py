@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
 from ..core.io import LabelClass
 from ..core.labels import OverwritePolicy
 
-TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"), ("fill", "Fill", "G"))
+TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"), ("fill", "Fill", "G"),
+         ("adopt", "Adopt", "J"))  # adopt: click where A and B disagree to take that model's region
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
 

@@ -31,6 +31,7 @@ def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
 
     figures = bench_gui(seconds=0.2, shape=(6, 64, 64))
     out = capsys.readouterr().out
+    assert "window/level, 2 overlays" in out
     assert "frame p50" in out and "timer gaps, idle" in out and "during inference" in out
     assert "6 slices in" in out
     assert figures["frame_p95_ms"] >= figures["frame_p50_ms"] > 0
@@ -45,3 +46,10 @@ def test_bench_edit_times_strokes_on_two_volume_sizes_and_checks_the_metrics(qap
     assert "mouse move p50" in out and "metrics exact" in out and "p95 12 slices / p95 4 slices" in out
     assert figures[(12, 64, 64)]["exact"] and figures[(4, 64, 64)]["exact"]
     assert figures["growth"] > 0
+
+
+def test_bench_gui_in_compare_mode(qapp, capsys):
+    from segview.gui.benchmark import bench_gui
+
+    figures = bench_gui(seconds=0.1, shape=(6, 64, 64), compare=True)
+    assert "compare mode, 2 panes" in capsys.readouterr().out and figures["frame_p95_ms"] > 0

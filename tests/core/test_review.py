@@ -64,3 +64,16 @@ def test_dice_along_slices_is_the_mean_foreground_dice_with_nan_for_empty_slices
     dice = live.dice_along_slices("A")
     np.testing.assert_allclose(dice[:2], [2 * 8 / 24, 1.0])
     assert np.isnan(dice[2])  # nothing in labels or prediction: no score, not 0 or 1
+
+
+def test_disputed_voxels_are_counted_once_and_follow_streamed_slices():
+    rng, labels, live = session(2)
+    a = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    live.add_model("A", a)
+    live.add_model("B", a.copy())
+    np.testing.assert_array_equal(live.disputed_voxels("A", "B"), np.zeros(6))
+    new = rng.integers(0, 4, labels.array.shape[1:]).astype(np.uint8)
+    live.set_prediction_slice("B", 4, new)
+    expected = (live.predictions["A"] != live.predictions["B"]).reshape(6, -1).sum(axis=1)
+    np.testing.assert_array_equal(live.disputed_voxels("A", "B"), expected)
+    assert expected[4] == np.count_nonzero(a[4] != new) > 0

@@ -1,0 +1,167 @@
+"""Compare mode: model A and model B side by side over the same image, or one pane
+coloured by where each is wrong. Slice, zoom, pan, window/level and a crosshair stay
+synchronised; a stroke in either pane edits the one label volume."""
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QSignalBlocker, Signal
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+
+from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
+from ..core.volume import Volume
+from .slice_view import Overlay, SliceView
+
+PANES = ("A", "B", "disagreement")
+
+
+def category_lookup_table() -> np.ndarray:
+    table = np.zeros((256, 4), np.uint8)
+    for category, color in CATEGORY_COLORS.items():
+        table[category] = (*color, 255)
+    return table
+
+
+class CompareView(QWidget):
+    stroked = Signal(str, object, object, str)   # phase, (z, y, x), modifiers, pane ("A" / "B")
+    slice_changed = Signal(int, int)             # index, number of slices
+    cursor_moved = Signal(object)
+    window_changed = Signal(float, float)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.panes = {name: SliceView() for name in PANES}
+        self.headers = {name: QLabel() for name in PANES}
+        self.crosshairs = {}
+        self.show_disagreement = False
+        layout = QGridLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        first = self.panes["A"]
+        for column, (name, pane) in enumerate(self.panes.items()):
+            self.headers[name].setWordWrap(True)
+            layout.addWidget(self.headers[name], 0, min(column, 1) if name != "disagreement" else 0, 1,
+                             1 if name != "disagreement" else 2)
+            layout.addWidget(pane, 1, min(column, 1) if name != "disagreement" else 0, 1,
+                             1 if name != "disagreement" else 2)
+            if pane is not first:  # zoom and pan follow pane A
+                pane.box.setXLink(first.box)
+                pane.box.setYLink(first.box)
+            pane.slice_changed.connect(lambda index, pane=pane: self._sync_slice(pane, index))
+            pane.window_changed.connect(self.set_window)
+            pane.cursor_moved.connect(self._cursor_moved)
+            pane.stroked.connect(lambda phase, index, modifiers, name=name:
+                                 self.stroked.emit(phase, index, modifiers, "B" if name == "B" else "A"))
+            lines = (pg.InfiniteLine(angle=90, pen=pg.mkPen((255, 255, 0, 120))),
+                     pg.InfiniteLine(angle=0, pen=pg.mkPen((255, 255, 0, 120))))
+            for line in lines:
+                line.setVisible(False)
+                pane.box.addItem(line, ignoreBounds=True)
+            self.crosshairs[name] = lines
+        layout.setRowStretch(1, 1)
+        self.headers["disagreement"].setText("  ".join(
+            f"<span style='color: rgb{color}'>&#9632;</span> {CATEGORY_NAMES[c]}" for c, color in CATEGORY_COLORS.items()))
+        self._arrange()
+
+    @property
+    def index(self) -> int:
+        return self.panes["A"].index
+
+    def visible_panes(self) -> list[SliceView]:
+        return [p for name, p in self.panes.items() if (name == "disagreement") == self.show_disagreement]
+
+    def set_disagreement(self, on: bool) -> None:
+        self.show_disagreement = on
+        self._arrange()
+
+    def _arrange(self) -> None:
+        for name, pane in self.panes.items():
+            visible = (name == "disagreement") == self.show_disagreement
+            pane.setVisible(visible)
+            self.headers[name].setVisible(visible)
+
+    # -- content ------------------------------------------------------------------------
+    def set_volume(self, volume: Volume) -> None:
+        view = volume.display().acquisition_view()  # strokes and review work on z planes
+        for pane in self.panes.values():
+            pane.view = view
+            pane.set_volume(volume)
+
+    def set_model_overlays(self, labels_overlay: Overlay | None, models: dict, reviewed: np.ndarray) -> None:
+        """Each pane: its model's prediction filled, the labels as an outline on top; the
+        disagreement pane: the categories of ``core.compare.disagreement``."""
+        for key in ("A", "B"):
+            pane = self.panes[key]
+            for name in list(pane.overlays):
+                pane.remove_overlay(name)
+            if key in models:
+                model = models[key]
+                pane.set_overlay("prediction", Overlay(model.prediction, _lut(model.classes)))
+            if labels_overlay is not None:
+                pane.set_overlay("labels", Overlay(labels_overlay.labels, labels_overlay.lookup_table, True, True))
+            self.headers[key].setText(f"<b>{key}</b> " + (models[key].describe() if key in models else "(no model)"))
+        pane = self.panes["disagreement"]
+        if "disagreement" in pane.overlays:
+            pane.remove_overlay("disagreement")
+        if "A" in models and "B" in models and labels_overlay is not None:
+            volumes = (models["A"].prediction, models["B"].prediction, labels_overlay.labels)
+
+            def categories(view, index):  # the pane shows z planes: index is z
+                planes = [pane.orientation.slice(v, view, index) for v in volumes]
+                return disagreement(*planes, reviewed=bool(reviewed[index]))
+
+            pane.set_overlay("disagreement", Overlay(categories, category_lookup_table()))
+
+    def refresh(self, z_indices=None) -> None:
+        """Redraw the overlays (all, or where the changed axial slices show)."""
+        for pane in self.visible_panes():
+            if z_indices is None or pane.shows_any(z_indices):
+                for name in pane.overlays:
+                    pane.redraw_overlay(name)
+
+    def set_window(self, center: float, width: float) -> None:
+        for pane in self.panes.values():
+            pane.set_window(center, width)
+        self.window_changed.emit(center, width)
+
+    def set_opacity(self, opacity: float) -> None:
+        for pane in self.panes.values():
+            pane.set_opacity(opacity)
+
+    def set_slice(self, index: int) -> None:
+        self.panes["A"].set_slice(index)
+
+    def set_brush(self, radius_mm, painting: bool) -> None:
+        for name, pane in self.panes.items():
+            pane.set_brush(radius_mm if name != "disagreement" else None)
+            pane.box.painting = painting and name != "disagreement" and pane.can_paint()
+
+    def fit(self) -> None:
+        for pane in self.panes.values():
+            pane.fit()
+
+    # -- synchronisation ----------------------------------------------------------------
+    def _sync_slice(self, source: SliceView, index: int) -> None:
+        for pane in self.panes.values():
+            if pane is not source:
+                with QSignalBlocker(pane):
+                    pane.set_slice(index)
+        self.slice_changed.emit(index, source.num_slices())
+
+    def _cursor_moved(self, voxel) -> None:
+        self.cursor_moved.emit(voxel)
+        for name, pane in self.panes.items():
+            vertical, horizontal = self.crosshairs[name]
+            vertical.setVisible(voxel is not None)
+            horizontal.setVisible(voxel is not None)
+            if voxel is not None and pane.volume is not None:
+                row, col = pane.orientation.to_display(pane.view, voxel, pane.volume.shape)
+                row_mm, col_mm = pane.orientation.pixel_spacing(pane.view, pane.volume.spacing)
+                vertical.setValue((col + 0.5) * col_mm)
+                horizontal.setValue((row + 0.5) * row_mm)
+
+
+def _lut(classes):
+    from .slice_view import label_lookup_table
+
+    return label_lookup_table(classes)
