@@ -149,12 +149,19 @@ def _add_evaluate(commands) -> None:
                         help="dataset folder (nnU-Net layout); may be repeated")
     _add_data_options(parser, several=True)
     parser.add_argument("-o", "--output", type=Path, help="folder for results.csv and table1.md")
+    parser.add_argument("--image", type=Path, help="one scan (file or DICOM folder) with --labels: the "
+                        "compare-mode report of two checkpoints against those labels")
+    parser.add_argument("--labels", type=Path, help="corrected labels of --image (every slice counts as reviewed)")
+    parser.add_argument("--report", type=Path, help="folder for the report of --image (default: --output)")
     parser.add_argument("--device")
     parser.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> int:
     from .cli import UserError, progress
+
+    if args.image or args.labels:
+        return _report_on_labels(args)
     from .ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
     from .ml.inference import Predictor
 
@@ -195,6 +202,36 @@ def _run_evaluate(args) -> int:
         (args.output / "table1.md").write_text(text)
         (args.output / "comparisons.json").write_text(json.dumps(
             [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons], indent=2))
+    return 0
+
+
+def _report_on_labels(args) -> int:
+    """The window's comparison report, without a window: checkpoints A and B predict one
+    scan; their scores against saved labels go to comparison.md and the CSVs and plot."""
+    from .cli import UserError, progress
+    from .core.compare import comparison_markdown, write_report
+    from .core.io import load_classes, load_labels, load_volume
+    from .core.labels import LabelMap
+    from .core.review import LiveMetrics
+    from .ml.inference import Predictor
+
+    folder = args.report or args.output
+    if not (args.image and args.labels and folder and len(args.checkpoints) == 2):
+        raise UserError("a report on saved labels needs two checkpoints, --image, --labels and --report DIR")
+    volume = load_volume(args.image)
+    labels = LabelMap(load_labels(args.labels, volume).astype("uint8"), volume.spacing)
+    labels.reviewed[:] = True
+    predictors = [Predictor.from_checkpoint(path, args.device) for path in args.checkpoints]
+    live = LiveMetrics(labels, max(max(p.num_classes for p in predictors), int(labels.array.max()) + 1))
+    names = {}
+    for key, path, predictor in zip("AB", args.checkpoints, predictors):
+        prediction = predictor.predict_volume(volume, progress=lambda n, total, key=key: progress(n, total, key))
+        live.add_model(key, prediction)
+        names[key] = f"{path.stem} ({predictor.meta.get('loss', {}).get('name', '?')})"
+    classes = load_classes(args.labels) or predictors[0].classes
+    for path in write_report(folder, live, classes, names):
+        print(f"wrote {path}")
+    print(comparison_markdown(live, names))
     return 0
 
 

@@ -97,9 +97,11 @@ class CompareView(QWidget):
             if key in models:
                 model = models[key]
                 pane.set_overlay("prediction", Overlay(model.prediction, _lut(model.classes)))
-            if labels_overlay is not None:
-                pane.set_overlay("labels", Overlay(labels_overlay.labels, labels_overlay.lookup_table, True, True))
-            self.headers[key].setText(f"<b>{key}</b> " + (models[key].describe() if key in models else "(no model)"))
+            if labels_overlay is not None:  # as an outline, shown when the labels are
+                pane.set_overlay("labels", Overlay(labels_overlay.labels, labels_overlay.lookup_table,
+                                                   labels_overlay.visible, True))
+            self.headers[key].setText(f"<b>{key}</b> " + (models[key].describe(data=True) if key in models
+                                                          else "(no model)"))
         pane = self.panes["disagreement"]
         if "disagreement" in pane.overlays:
             pane.remove_overlay("disagreement")

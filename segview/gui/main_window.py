@@ -78,13 +78,17 @@ class LoadedModel:
     def classes(self) -> list[LabelClass]:
         return self.predictor.classes
 
-    def describe(self) -> str:
-        """Checkpoint name, loss and validation Dice from its metadata."""
+    def describe(self, data: bool = False) -> str:
+        """Checkpoint name, loss and validation Dice from its metadata (``data``: and what
+        it was trained on)."""
         meta = self.predictor.meta
         loss = meta.get("loss", {})
         text = f"{self.name}: {loss.get('name', '?')}"
         if loss.get("name") == "ce+dice":
             text += f", alpha {loss.get('alpha', 1):g}"
+        source = meta.get("training", {}).get("source")
+        if data and source:
+            text += f", trained on {source}"
         dice = meta.get("validation", {}).get("dice", {}).get("mean")
         return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
 
@@ -273,7 +277,8 @@ class MainWindow(QMainWindow):
             for action, checked in ((show, True), (draw, outline)):
                 action.setCheckable(True)
                 action.setChecked(checked)
-            show.toggled.connect(lambda on, name=name: self.viewer.set_overlay_style(name, visible=on))
+            show.toggled.connect(lambda on, name=name: (self.viewer.set_overlay_style(name, visible=on),
+                                                        self._update_compare()))
             draw.toggled.connect(lambda on, name=name: self.viewer.set_overlay_style(name, outline=on))
             show.setText(text)
             overlay_bar.addAction(show)

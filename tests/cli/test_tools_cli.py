@@ -114,3 +114,23 @@ def test_labels_outside_the_declared_range_stop_training(tmp_path, capsys):
     (tmp_path / "data" / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "x": 1}}))
     assert main(["train", str(tmp_path / "data"), "-o", str(tmp_path / "out"), *TINY]) == 2
     assert "declares only classes 0..1" in capsys.readouterr().err
+
+
+def test_evaluate_writes_the_compare_report_for_one_scan_and_its_saved_labels(two_checkpoints, tmp_path, capsys):
+    from segview.core.io import save_labels, save_volume
+
+    case = make_phantom("cardiac", 60)
+    save_volume(tmp_path / "scan.nii.gz", case.volume)
+    save_labels(tmp_path / "labels.nrrd", case.labels, case.volume, case.classes)
+    assert main(["evaluate", *map(str, two_checkpoints), "--image", str(tmp_path / "scan.nii.gz"),
+                 "--labels", str(tmp_path / "labels.nrrd"), "--report", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert f"reviewed on {case.labels.shape[0]} of {case.labels.shape[0]} slices" in out
+    names = sorted(p.name for p in (tmp_path / "report").iterdir())
+    assert names == ["classes.csv", "comparison.md", "dice_along_slices.png", "slices.csv"]
+    predicted = Predictor.from_checkpoint(two_checkpoints[1]).predict_volume(case.volume)
+    rows = list(csv.DictReader(open(tmp_path / "report" / "classes.csv")))
+    myocardium = next(r for r in rows if r["class"] == "myocardium")
+    expected = medpy_binary.dc(predicted == 2, case.labels == 2)
+    assert float(myocardium["dice_b"]) == pytest.approx(expected, abs=1e-6)
+    assert main(["evaluate", str(two_checkpoints[0]), "--image", str(tmp_path / "scan.nii.gz")]) == 2
