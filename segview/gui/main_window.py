@@ -215,12 +215,16 @@ class MainWindow(QMainWindow):
         self.metrics = MetricsPanel()
         self.metrics.slice_clicked.connect(self._go_to_slice)
         self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
+        docks = []
         for title, widget in (("Tools", self.tools), ("Metrics: Dice / IoU against the labels", self.metrics)):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
-            dock.setMaximumWidth(460)
+            dock.setMinimumWidth(440)
+            dock.setMaximumWidth(520)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
             self.addDockWidget(Qt.RightDockWidgetArea, dock)
+            docks.append(dock)
+        self.resizeDocks(docks, [300, 560], Qt.Vertical)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
@@ -471,7 +475,7 @@ class MainWindow(QMainWindow):
         self.metrics.set_classes(self._editable_classes())
         self._update_compare()
         self.model_info.setText("   |   ".join(f"<b>{k}</b> {m.describe()}" for k, m in self.models.items()))
-        self.model_info.setVisible(bool(self.models))
+        self.model_info.setVisible(bool(self.models) and not self.comparing)
         for name, (show, _) in self.overlay_actions.items():
             model = self.models.get(name)
             show.setEnabled(name == "labels" and self.labels is not None or model is not None)
@@ -750,6 +754,7 @@ class MainWindow(QMainWindow):
             self.compare.set_window(*self.viewer.active.window)
             self.compare.set_slice(self.viewer.views["axial"].index)
         self.central_views.setCurrentWidget(self.compare if on else self.viewer)
+        self.model_info.setVisible(bool(self.models) and not on)  # the panes name their models
         if on:
             self.compare.refresh()
             self._show_slice_number(self.compare.index, self.compare.panes["A"].num_slices())

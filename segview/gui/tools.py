@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox,
+from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox,
                                QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QToolButton,
                                QVBoxLayout, QWidget)
 
@@ -41,7 +41,7 @@ class ToolPanel(QWidget):
         self.policy_choice = QComboBox()
         self.policy_choice.addItems([text for _, text in POLICIES])
         self.protected = QListWidget(toolTip="Classes the brush and eraser never change")
-        self.protected.setMaximumHeight(80)
+        self.protected.setMaximumHeight(56)
         self.policy_choice.currentIndexChanged.connect(lambda n: self.protected.setEnabled(n == 2))
         self.protected.setEnabled(False)
         self.threshold = QCheckBox("only where intensity is in")
@@ -58,14 +58,14 @@ class ToolPanel(QWidget):
         form.addRow(self.threshold)
         form.addRow(limits)
         slices = QGroupBox("Slices")
-        buttons = QVBoxLayout(slices)
-        for name, text, tip in (("clear", "Clear slice", "Erase every label on this slice"),
+        buttons = QGridLayout(slices)
+        for n, (name, text, tip) in enumerate( (("clear", "Clear slice", "Erase every label on this slice"),
                                 ("copy_previous", "Copy previous slice", "The labels of the slice below onto this one"),
                                 ("fill_between", "Fill between slices", "Interpolate across unlabelled slices"),
-                                ("review", "Mark reviewed (M)", "This slice has been checked")):
+                                ("review", "Mark reviewed (M)", "This slice has been checked"))):
             button = QPushButton(text, toolTip=tip)
             button.clicked.connect(lambda _, name=name: self.operation.emit(name))
-            buttons.addWidget(button)
+            buttons.addWidget(button, n // 2, n % 2)
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addLayout(form)
