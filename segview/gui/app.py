@@ -33,6 +33,7 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
     app.setApplicationName("segview")
     window = MainWindow()
     window.show()
+    app.aboutToQuit.connect(window.close)  # also on app.quit(): journals closed, workers joined
     if compare:
         window.loaded.connect(lambda: window.set_comparing(True))
     status = {"code": 0}
