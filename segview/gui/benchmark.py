@@ -43,7 +43,8 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     from PySide6.QtWidgets import QApplication
 
     from ..bench import machine_summary
-    from .main_window import MainWindow, _editing_session
+    from .case import editing_session
+    from .main_window import MainWindow
     from .slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
@@ -58,7 +59,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     window = MainWindow()
     window.resize(1280, 900)
     window.show()
-    window._show_case(_editing_session(volume, labels, list(LUNG_CLASSES), None))
+    window._show_case(editing_session(volume, labels, list(LUNG_CLASSES), None))
     checkpoint = _checkpoint()
     if checkpoint is not None:  # two models whose "predictions" are the synthetic ones
         from ..ml.inference import Predictor
@@ -177,7 +178,8 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     from ..core.metrics import ConfusionMatrix
     from ..core.phantoms import LUNG_CLASSES
     from ..core.volume import auto_window
-    from .main_window import MainWindow, _editing_session
+    from .case import editing_session
+    from .main_window import MainWindow
     from .slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
@@ -190,7 +192,7 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
         window = MainWindow()
         window.resize(1280, 900)
         window.show()
-        window._show_case(_editing_session(volume, labels, list(LUNG_CLASSES), None))
+        window._show_case(editing_session(volume, labels, list(LUNG_CLASSES), None))
         for key, prediction in (("A", model_a), ("B", model_b)):
             window.live.add_model(key, prediction)
             window.viewer.set_overlay(key, Overlay(prediction, label_lookup_table(LUNG_CLASSES), True, True))

@@ -3,12 +3,14 @@ coloured by where each is wrong. Slice, zoom, pan, window/level and a crosshair 
 synchronised; a stroke in either pane edits the one label volume."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Signal
-from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+from PySide6.QtWidgets import QFileDialog, QGridLayout, QLabel, QMessageBox, QWidget
 
-from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
+from ..core.compare import (CATEGORY_COLORS, CATEGORY_NAMES, disagreement, rank_slices, write_report)
 from ..core.volume import Volume
 from .slice_view import Overlay, SliceView
 
@@ -167,3 +169,69 @@ def _lut(classes):
     from .slice_view import label_lookup_table
 
     return label_lookup_table(classes)
+
+
+class CompareMixin:
+    """Compare mode in the main window: switching, the disagreement pane, slice ranking
+    and the report. Mixed into MainWindow."""
+
+    # -- compare mode -------------------------------------------------------------------
+    @property
+    def comparing(self) -> bool:
+        return self.central_views.currentWidget() is self.compare
+
+    def set_comparing(self, on: bool) -> None:
+        """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
+        if self.compare_action.isChecked() != on:
+            return self.compare_action.setChecked(on)  # comes back here through toggled
+        if on and self.volume is not None:
+            self._update_compare()
+            self.compare.set_window(*self.viewer.active.window)
+            self.compare.set_slice(self.viewer.views["axial"].index)
+        self.central_views.setCurrentWidget(self.compare if on else self.viewer)
+        self.model_info.setVisible(bool(self.models) and not on)  # the panes name their models
+        if on:
+            self.compare.refresh()
+            self._show_slice_number(self.compare.index, self.compare.panes["A"].num_slices())
+        else:
+            self.viewer.set_slice(self.viewer.active.index)
+        self._show_metrics()
+
+    def _show_disagreement(self, on: bool) -> None:
+        if on and not self.comparing:
+            self.set_comparing(True)
+        self.compare.set_disagreement(on)
+        self.compare.refresh()
+
+    def _update_compare(self) -> None:
+        if self.volume is None or self.label_map is None:
+            return
+        labels = self.viewer.active.overlays.get("labels")
+        self.compare.set_model_overlays(labels, self.models, self.label_map.reviewed)
+
+    def next_disputed_slice(self) -> None:
+        """Go to the most disputed slice after the current one (wrapping around)."""
+        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
+            return
+        ranks = rank_slices(self.live, by="disputed")
+        if not ranks:
+            return self.statusBar().showMessage("A and B agree on every slice", 5000)
+        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
+        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
+        self._go_to_slice(ranks[(position + 1) % len(ranks)].z)
+
+    def export_report(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
+        if folder:
+            self.export_report_to(Path(folder))
+
+    def export_report_to(self, folder: Path) -> list[Path]:
+        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
+            self._error("Load two models (A and B) to compare them.", "No comparison")
+            return []
+        try:
+            return write_report(folder, self.live, self._editable_classes(),
+                                {k: m.describe() for k, m in self.models.items()})
+        except OSError as exc:
+            QMessageBox.critical(self, "Report not written", str(exc))
+            return []

@@ -1,28 +1,27 @@
 """The main window: wires menus, controls and the views to core and ml functions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QStackedWidget, QToolBar, QVBoxLayout, QWidget)
+                               QProgressBar, QPushButton, QSlider, QStackedWidget, QToolBar, QVBoxLayout,
+                               QWidget)
 
-from ..core.compare import rank_slices, write_report
-from ..core.dicomseg import DicomSegError, export_reason, save_dicom_seg
+from ..core.dicomseg import export_reason
 from ..core.errors import LabelSaveError, VolumeLoadError
-from ..core.io import (IMAGE_EXTENSIONS, LABEL_EXTENSIONS, LabelClass, list_dicom_series, load_classes,
-                       load_labels, load_volume, save_labels)
+from ..core.io import IMAGE_EXTENSIONS, LabelClass, list_dicom_series
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, journal_path, set_aside_path,
                             unsaved_edits)
-from ..core.labels import Edit, LabelMap
-from ..core.phantoms import make_phantom
-from ..core.review import LiveMetrics, write_metrics_csv
-from ..core.volume import VIEWS, Volume, auto_window
-from .compare import CompareView
+from ..core.labels import LabelMap
+from ..core.review import LiveMetrics
+from ..core.volume import VIEWS, Volume
+from .case import LoadedModel, OpenCase, class_name, demo_case, load_predictor, open_case, read_labels
+from .compare import CompareMixin, CompareView
 from .dialogs import choose_series
+from .editing import EditingMixin
 from .metrics_panel import MetricsPanel
 from .slice_view import Overlay, label_lookup_table
 from .tools import ToolPanel
@@ -36,64 +35,11 @@ RECENT_LIMIT = 10
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
 
 
-def default_classes(labels: np.ndarray | None) -> list[LabelClass]:
-    """Distinct colours for label values that came without a class table (at least one
-    class, so there is something to paint with)."""
-    palette = [(240, 80, 70), (80, 200, 120), (66, 135, 245), (255, 170, 0), (190, 90, 220), (0, 200, 200)]
-    top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
-    return [LabelClass(v, f"label {v}", palette[(v - 1) % len(palette)]) for v in range(1, top + 1)]
-
-
 def settings() -> QSettings:
     return QSettings(QSettings.IniFormat, QSettings.UserScope, "segview", "segview")
 
 
-@dataclass
-class OpenCase:
-    """What opening an image gives the window (built in a worker: counting the labels'
-    classes and writing the journal's snapshot take a while on a large volume)."""
-    volume: Volume
-    labels: LabelMap
-    classes: list[LabelClass]
-    live: LiveMetrics
-    snapshot: bytes                     # the journal's first record, made in the worker
-    recovered: RecoveredLabels | None   # unsaved edits of an earlier session that crashed
-    labels_path: Path | None
-
-
-@dataclass
-class LoadedModel:
-    """A checkpoint in the window: its Predictor and its prediction on the open volume."""
-    path: Path
-    predictor: object                      # ml.inference.Predictor (torch imported lazily)
-    prediction: np.ndarray | None = None   # (z, y, x) uint8 on the image grid
-    predicted: np.ndarray | None = None    # (z,) bool: slices that hold a prediction
-    device: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.path.stem
-
-    @property
-    def classes(self) -> list[LabelClass]:
-        return self.predictor.classes
-
-    def describe(self, data: bool = False) -> str:
-        """Checkpoint name, loss and validation Dice from its metadata (``data``: and what
-        it was trained on)."""
-        meta = self.predictor.meta
-        loss = meta.get("loss", {})
-        text = f"{self.name}: {loss.get('name', '?')}"
-        if loss.get("name") == "ce+dice":
-            text += f", alpha {loss.get('alpha', 1):g}"
-        source = meta.get("training", {}).get("source")
-        if data and source:
-            text += f", trained on {source}"
-        dice = meta.get("validation", {}).get("dice", {}).get("mean")
-        return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
-
-
-class MainWindow(QMainWindow):
+class MainWindow(EditingMixin, CompareMixin, QMainWindow):
     loaded = Signal()               # a volume is on screen (tests and --screenshot wait for it)
     load_failed = Signal(str)
     model_loaded = Signal(str)      # model key
@@ -323,7 +269,7 @@ class MainWindow(QMainWindow):
         if Path(path).is_dir():
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path))
         else:
-            self._run(_open_case, path, None, labels_path, done=self._show_case)
+            self._run(open_case, path, None, labels_path, done=self._show_case)
 
     def _pick_series(self, folder, series, labels_path) -> None:
         if len(series) <= 1 or len([s for s in series if not s.is_localizer]) == 1:
@@ -332,20 +278,20 @@ class MainWindow(QMainWindow):
             chosen = choose_series(self, folder, series)
             if chosen is None:
                 return
-        self._run(_open_case, folder, chosen.uid if chosen else None, labels_path, done=self._show_case)
+        self._run(open_case, folder, chosen.uid if chosen else None, labels_path, done=self._show_case)
 
     def open_labels(self, path) -> None:
         """Replace the labels by a label file on the image's grid (one undo step)."""
         if self.volume is None:
             return self._error("Open an image before its labels.")
-        self._run(_read_labels, path, self.volume, done=lambda result: self._replace_labels(Path(path), *result))
+        self._run(read_labels, path, self.volume, done=lambda result: self._replace_labels(Path(path), *result))
 
     def open_demo(self, task: str = "cardiac") -> None:
-        self._run(_demo_case, task, done=self._show_case)
+        self._run(demo_case, task, done=self._show_case)
 
     def load_model(self, path, key: str = "A") -> None:
         """Load checkpoint ``path`` as model ``key`` ("A" or "B") and run it on the volume."""
-        self._run(_load_predictor, path, done=lambda predictor: self._add_model(key, Path(path), predictor))
+        self._run(load_predictor, path, done=lambda predictor: self._add_model(key, Path(path), predictor))
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -528,10 +474,10 @@ class MainWindow(QMainWindow):
         text = (f"voxel ({x}, {y}, {z})   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm   "
                 f"value {self.volume.array[voxel]:g}{unit}")
         if self.labels is not None:
-            text += f"   label {_class_name(self.classes, int(self.labels[voxel]))}"
+            text += f"   label {class_name(self.classes, int(self.labels[voxel]))}"
         for key, model in self.models.items():
             if model.predicted is not None and model.predicted[z]:
-                text += f"   {key} {_class_name(model.classes, int(model.prediction[voxel]))}"
+                text += f"   {key} {class_name(model.classes, int(model.prediction[voxel]))}"
         self.statusBar().showMessage(text)
 
     # -- models and inference -----------------------------------------------------------
@@ -628,264 +574,6 @@ class MainWindow(QMainWindow):
         Worker.pool().waitForDone()
         super().closeEvent(event)
 
-    # -- editing ------------------------------------------------------------------------
-    def _editable_classes(self) -> list[LabelClass]:
-        """The labels' classes, else the first model's (a new annotation takes its names)."""
-        if any(c.value for c in self.classes):
-            return self.classes
-        return next((m.classes for m in self.models.values()), self.classes)
-
-    def _tool_changed(self, tool: str) -> None:
-        radius = self.tools.radius.value() if tool in ("brush", "eraser") else None
-        for view in self.viewer.views.values():
-            view.set_brush(radius)
-            view.box.painting = tool != "navigate" and view.can_paint()
-        self.compare.set_brush(radius, tool != "navigate")
-
-    def _stroke(self, phase: str, index, modifiers, pane: str = "A") -> None:
-        """A click or drag of a tool in a view of z planes: ``index`` is the (z, y, x)
-        float index under the mouse; ``pane`` the compare pane (adopt takes that model's
-        region). Shift turns the brush into the eraser."""
-        if self.label_map is None:
-            return
-        z, point = int(round(index[0])), (index[1], index[2])
-        tool = self.tools.tool
-        erase = tool == "eraser" or bool(modifiers & Qt.ShiftModifier)
-        value = 0 if erase else self.tools.active_class()
-        self.label_map.policy = self.tools.policy()
-        self.label_map.intensity_range = self.tools.intensity_range()
-        if tool == "fill":
-            if phase == "end":
-                self.label_map.fill(z, point, value)
-            return
-        if tool == "adopt":
-            if phase == "end" and "A" in self.models and "B" in self.models:
-                other = "B" if pane == "A" else "A"
-                self.label_map.adopt(z, point, self.models[pane].prediction, self.models[other].prediction)
-            return
-        if tool not in ("brush", "eraser"):
-            return
-        if phase == "start":
-            self.label_map.begin_stroke()
-            self._last_point = point
-        path = [self._last_point or point, point]
-        self.label_map.paint(z, path, self.tools.radius.value(), value)
-        self._last_point = point
-        if phase == "end":
-            self.label_map.end_stroke()
-            self._last_point = None
-
-    def _labels_edited(self, edit: Edit) -> None:
-        """Every change of the labels (stroke, undo, ...): redraw where it shows."""
-        self.viewer.refresh_overlay("labels", edit.slices)
-        if self.comparing:
-            self.compare.refresh(edit.slices)
-        self._edits += 1
-        self.setWindowModified(True)
-        self._metrics_timer.start()
-
-    def _step_done(self) -> None:
-        self.undo_action.setEnabled(self.label_map.can_undo)
-        self.redo_action.setEnabled(self.label_map.can_redo)
-        if self.journal is not None and self.journal.error is not None:
-            error, self.journal = self.journal.error, None
-            QMessageBox.warning(self, "Edits no longer journalled",
-                                f"{error}\n\nYour edits stay in memory; save them soon.")
-
-    def undo(self) -> None:
-        if self.label_map is not None:
-            self.label_map.undo()
-
-    def redo(self) -> None:
-        if self.label_map is not None:
-            self.label_map.redo()
-
-    def _slice_operation(self, name: str) -> None:
-        if self.label_map is None:
-            return
-        axial = self.viewer.views["axial"]
-        z = axial.index
-        if name == "clear":
-            self.label_map.clear_slice(z)
-        elif name == "copy_previous" and z > 0:
-            self.label_map.copy_slice(z - 1, z)
-        elif name == "fill_between":
-            self.label_map.fill_between_slices()
-        elif name == "review":
-            self.label_map.set_reviewed(z, not self.label_map.reviewed[z])
-            self._show_metrics()
-
-    def copy_prediction(self, key: str, this_slice: bool) -> None:
-        """Model ``key``'s prediction into the labels (this slice or all): one undo step."""
-        model = self.models.get(key)
-        if model is None or self.label_map is None:
-            return
-        self.label_map.begin_stroke()
-        self.label_map.copy_from(model.prediction, self.viewer.views["axial"].index if this_slice else None)
-        self.label_map.end_stroke()
-
-    def _go_to_slice(self, z: int) -> None:
-        if self.volume is None:
-            return
-        if self.comparing:
-            return self.compare.set_slice(z)
-        axial = self.viewer.views["axial"]
-        axial.set_slice(z)
-        if not axial.isVisible():
-            self.viewer.show_view("axial")
-
-    def _show_metrics(self) -> None:
-        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
-        self.metrics.show_scores(self.live, z)
-        self.metrics.show_slices(self.live)
-        self.metrics.show_ranking(self.live)
-
-    # -- compare mode -------------------------------------------------------------------
-    @property
-    def comparing(self) -> bool:
-        return self.central_views.currentWidget() is self.compare
-
-    def set_comparing(self, on: bool) -> None:
-        """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
-        if self.compare_action.isChecked() != on:
-            return self.compare_action.setChecked(on)  # comes back here through toggled
-        if on and self.volume is not None:
-            self._update_compare()
-            self.compare.set_window(*self.viewer.active.window)
-            self.compare.set_slice(self.viewer.views["axial"].index)
-        self.central_views.setCurrentWidget(self.compare if on else self.viewer)
-        self.model_info.setVisible(bool(self.models) and not on)  # the panes name their models
-        if on:
-            self.compare.refresh()
-            self._show_slice_number(self.compare.index, self.compare.panes["A"].num_slices())
-        else:
-            self.viewer.set_slice(self.viewer.active.index)
-        self._show_metrics()
-
-    def _show_disagreement(self, on: bool) -> None:
-        if on and not self.comparing:
-            self.set_comparing(True)
-        self.compare.set_disagreement(on)
-        self.compare.refresh()
-
-    def _update_compare(self) -> None:
-        if self.volume is None or self.label_map is None:
-            return
-        labels = self.viewer.active.overlays.get("labels")
-        self.compare.set_model_overlays(labels, self.models, self.label_map.reviewed)
-
-    def next_disputed_slice(self) -> None:
-        """Go to the most disputed slice after the current one (wrapping around)."""
-        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
-            return
-        ranks = rank_slices(self.live, by="disputed")
-        if not ranks:
-            return self.statusBar().showMessage("A and B agree on every slice", 5000)
-        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
-        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
-        self._go_to_slice(ranks[(position + 1) % len(ranks)].z)
-
-    def export_report(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
-        if folder:
-            self.export_report_to(Path(folder))
-
-    def export_report_to(self, folder: Path) -> list[Path]:
-        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
-            self._error("Load two models (A and B) to compare them.", "No comparison")
-            return []
-        try:
-            return write_report(folder, self.live, self._editable_classes(),
-                                {k: m.describe() for k, m in self.models.items()})
-        except OSError as exc:
-            QMessageBox.critical(self, "Report not written", str(exc))
-            return []
-
-    # -- saving -------------------------------------------------------------------------
-    def save(self, wait: bool = False) -> bool:
-        if self.labels_path is None:
-            return self.save_as(wait)
-        return self.save_to(self.labels_path, wait)
-
-    def save_as(self, wait: bool = False) -> bool:
-        if self.label_map is None:
-            return False
-        pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
-        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(self.labels_path or "labels.nii.gz"),
-                                              f"Labels ({pattern})")
-        return bool(path) and self.save_to(Path(path), wait)
-
-    def save_to(self, path: Path, wait: bool = False) -> bool:
-        """Write a copy of the labels on the image grid, atomically and verified, in the
-        background (``wait``: here, e.g. when closing). A failure leaves the edits in
-        memory and in the journal. Returns False when a waited-for save failed."""
-        labels, edits, classes = self.labels.copy(), self._edits, self._editable_classes()
-        if not wait:
-            self._run(save_labels, path, labels, self.volume, classes,
-                      done=lambda _: self._saved(Path(path), edits), failed=self._save_failed)
-            return True
-        try:
-            save_labels(path, labels, self.volume, classes)
-        except (LabelSaveError, ValueError) as exc:
-            self._save_failed(exc)
-            return False
-        self._saved(Path(path), edits)
-        return True
-
-    def _saved(self, path: Path, edits: int) -> None:
-        self.labels_path = path
-        if edits == self._edits:  # nothing was edited while the copy was written
-            self.setWindowModified(False)
-        self.statusBar().showMessage(f"Saved {path}", 5000)
-        self.saved.emit(str(path))
-
-    def _save_failed(self, exc: Exception) -> None:
-        QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
-                             "the edit journal; save them somewhere else.")
-
-    def _close_labels(self) -> bool:
-        """Before the labels go away (another image, closing): ask about unsaved edits.
-        True when it is fine to go on."""
-        if self.label_map is None:
-            return True
-        if self.isWindowModified():
-            answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
-                                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel)
-            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save(wait=True)):
-                return False
-        if self.journal is not None:
-            self.journal.close(delete=True)  # saved or discarded on purpose: nothing to recover
-            self.journal = None
-        self.label_map.listeners.clear()
-        self.label_map = None
-        self.setWindowModified(False)
-        return True
-
-    def export_dicom_seg(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", "labels_seg.dcm", "DICOM (*.dcm)")
-        if path:
-            self.export_dicom_seg_to(Path(path))
-
-    def export_dicom_seg_to(self, path: Path) -> bool:
-        algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
-        try:
-            save_dicom_seg(path, self.labels.copy(), self.volume, self._editable_classes(), algorithm)
-        except (DicomSegError, LabelSaveError) as exc:
-            QMessageBox.critical(self, "DICOM SEG not written", str(exc))
-            return False
-        self.statusBar().showMessage(f"Wrote {path}", 5000)
-        return True
-
-    def export_metrics(self) -> None:
-        if self.live is None or not self.live.matrices:
-            return self._error("Load a model first: the metrics compare models with the labels.", "No metrics")
-        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
-        if path:
-            try:
-                write_metrics_csv(path, self.live, self._editable_classes())
-            except OSError as exc:
-                QMessageBox.critical(self, "Metrics not saved", str(exc))
-
     # -- background work ----------------------------------------------------------------
     def _run(self, function, *args, done, failed=None) -> None:
         worker = Worker(function, *args)
@@ -916,47 +604,3 @@ class MainWindow(QMainWindow):
     def _error(self, message: str, title: str = "Cannot open") -> None:
         self.load_failed.emit(message)
         QMessageBox.critical(self, title, message)
-
-
-def _class_name(classes: list[LabelClass], value: int) -> str:
-    return next((c.name for c in classes if c.value == value), "background" if value == 0 else str(value))
-
-
-# -- work done in the background (no Qt) ----------------------------------------------
-
-def _open_case(path, series_uid, labels_path) -> OpenCase:
-    volume = _with_auto_window(load_volume(path, series_uid))
-    labels, classes = _read_labels(labels_path, volume) if labels_path else (None, [])
-    return _editing_session(volume, labels, classes, Path(labels_path) if labels_path else None)
-
-
-def _demo_case(task: str) -> OpenCase:
-    case = make_phantom(task, seed=0)
-    case.volume.meta["source"] = f"demo: {task} phantom"
-    return _editing_session(_with_auto_window(case.volume), case.labels, list(case.classes), None)
-
-
-def _editing_session(volume: Volume, labels, classes, labels_path) -> OpenCase:
-    """The LabelMap, its live metrics, the journal's snapshot, and the unsaved edits of a
-    crashed earlier session if there are any (the window asks whether to restore them)."""
-    array = np.zeros(volume.shape, np.uint8) if labels is None else np.ascontiguousarray(labels, np.uint8)
-    label_map = LabelMap(array, volume.spacing, intensities=volume.array)
-    num_classes = max([c.value + 1 for c in classes] + [int(array.max()) + 1, 2])
-    return OpenCase(volume, label_map, list(classes) or default_classes(array), LiveMetrics(label_map, num_classes),
-                    Journal.snapshot(array, image_key(volume)), unsaved_edits(volume), labels_path)
-
-
-def _with_auto_window(volume: Volume) -> Volume:
-    """Percentiles take a while on a large volume: computed here, not on the main thread."""
-    volume.meta["auto_window"] = auto_window(volume.array)
-    return volume
-
-
-def _read_labels(path, volume):
-    return load_labels(path, volume), load_classes(path)
-
-
-def _load_predictor(path):
-    from ..ml.inference import Predictor  # torch is imported when a model is wanted
-
-    return Predictor.from_checkpoint(path)
