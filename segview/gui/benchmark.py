@@ -202,7 +202,7 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
         moves, deadline = [], time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(moves) < 200:
             z = int(rng.integers(0, shape[0]))
-            window.viewer.views["axial"].set_slice(z)
+            window.viewer.plane_view().set_slice(z)
             point = rng.uniform(0.2, 0.8, 2) * shape[1:]
             window._stroke("start", (z, *point), Qt.NoModifier)
             for _ in range(20):  # a drag: 20 mouse moves of a few pixels

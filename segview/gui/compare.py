@@ -187,7 +187,7 @@ class CompareMixin:
         if on and self.volume is not None:
             self._update_compare()
             self.compare.set_window(*self.viewer.active.window)
-            self.compare.set_slice(self.viewer.views["axial"].index)
+            self.compare.set_slice(self.viewer.plane_view().index)
         self.central_views.setCurrentWidget(self.compare if on else self.viewer)
         self.model_info.setVisible(bool(self.models) and not on)  # the panes name their models
         if on:
@@ -216,7 +216,7 @@ class CompareMixin:
         ranks = rank_slices(self.live, by="disputed")
         if not ranks:
             return self.statusBar().showMessage("A and B agree on every slice", 5000)
-        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
+        z = self.current_slice()
         position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
         self._go_to_slice(ranks[(position + 1) % len(ranks)].z)
 

@@ -89,11 +89,14 @@ class EditingMixin:
         if self.label_map is not None:
             self.label_map.redo()
 
+    def current_slice(self) -> int:
+        """The z plane on screen: of the compare panes, or of the view of acquired slices."""
+        return self.compare.index if self.comparing else self.viewer.plane_view().index
+
     def _slice_operation(self, name: str) -> None:
         if self.label_map is None:
             return
-        axial = self.viewer.views["axial"]
-        z = axial.index
+        z = self.current_slice()
         if name == "clear":
             self.label_map.clear_slice(z)
         elif name == "copy_previous" and z > 0:
@@ -110,7 +113,7 @@ class EditingMixin:
         if model is None or self.label_map is None:
             return
         self.label_map.begin_stroke()
-        self.label_map.copy_from(model.prediction, self.viewer.views["axial"].index if this_slice else None)
+        self.label_map.copy_from(model.prediction, self.current_slice() if this_slice else None)
         self.label_map.end_stroke()
 
     def _go_to_slice(self, z: int) -> None:
@@ -118,14 +121,13 @@ class EditingMixin:
             return
         if self.comparing:
             return self.compare.set_slice(z)
-        axial = self.viewer.views["axial"]
-        axial.set_slice(z)
-        if not axial.isVisible():
-            self.viewer.show_view("axial")
+        planes = self.viewer.plane_view()
+        planes.set_slice(z)
+        if not planes.isVisible():
+            self.viewer.show_view(planes.view)
 
     def _show_metrics(self) -> None:
-        z = self.compare.index if self.comparing else self.viewer.views["axial"].index
-        self.metrics.show_scores(self.live, z)
+        self.metrics.show_scores(self.live, self.current_slice())
         self.metrics.show_slices(self.live)
         self.metrics.show_ranking(self.live)
 

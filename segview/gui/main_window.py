@@ -506,7 +506,7 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         if self.volume is None or not self.models:
             return
         self.cancel_inference()
-        first = self.viewer.views["axial"].index
+        first = self.viewer.plane_view().index
         worker = InferenceWorker({k: m.predictor for k, m in self.models.items()}, self.volume, first)
         worker.signals.predicted.connect(lambda key, batch: self._stream_prediction(worker, key, batch))
         worker.signals.progress.connect(lambda done, total: self._show_progress(worker, done, total))

@@ -117,6 +117,13 @@ class Viewer(QWidget):
         for view in self.views.values():
             view.fit()
 
+    def plane_view(self) -> SliceView:
+        """The view of the acquired slices (numpy z planes): strokes, review marks and
+        the per-slice metrics refer to its slice index."""
+        if self.volume is None:
+            return self.views["axial"]
+        return self.views[self.volume.display().acquisition_view()]
+
     def visible_views(self) -> list[SliceView]:
         return [v for v in self.views.values() if self.three_views or v is self.active]
 
