@@ -250,8 +250,13 @@ def _row_labels(predictors) -> dict[Path, str]:
     for path, p in predictors.items():
         key = (labels[path], len(p.classes))
         counts[key] = counts.get(key, 0) + 1
-    return {path: label if counts[(label, len(predictors[path].classes))] == 1 else f"{label} [{path.name}]"
-            for path, label in labels.items()}
+    shared = {path for path, label in labels.items() if counts[(label, len(predictors[path].classes))] > 1}
+    # The file name tells them apart, else the shortest tail of the path that does.
+    for parts in range(1, max((len(p.parts) for p in shared), default=1) + 1):
+        tails = {path: "/".join(path.parts[-parts:]) for path in shared}
+        if len(set(tails.values())) == len(tails):
+            break
+    return {path: f"{label} [{tails[path]}]" if path in shared else label for path, label in labels.items()}
 
 
 def _comparison_text(name, label_a, label_b, result) -> str:

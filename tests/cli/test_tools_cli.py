@@ -134,3 +134,15 @@ def test_evaluate_writes_the_compare_report_for_one_scan_and_its_saved_labels(tw
     expected = medpy_binary.dc(predicted == 2, case.labels == 2)
     assert float(myocardium["dice_b"]) == pytest.approx(expected, abs=1e-6)
     assert main(["evaluate", str(two_checkpoints[0]), "--image", str(tmp_path / "scan.nii.gz")]) == 2
+
+
+def test_two_runs_with_the_same_loss_and_file_name_get_distinct_rows(two_checkpoints, tmp_path, capsys):
+    import shutil
+
+    for run in ("v1", "v2"):
+        (tmp_path / run).mkdir()
+        shutil.copy(two_checkpoints[0], tmp_path / run / "best.safetensors")
+    assert main(["evaluate", str(tmp_path / "v1" / "best.safetensors"), str(tmp_path / "v2" / "best.safetensors"),
+                 "--phantom", "cardiac", "--cases", "2", "--first-seed", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "| CE [v1/best.safetensors] |" in out and "| CE [v2/best.safetensors] |" in out
