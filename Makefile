@@ -12,14 +12,18 @@ test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
 # The shipped checkpoints (resources/models): CE and CE + Dice (alpha 1) for the cardiac
-# phantom task (the lung pair is still to come); training cases use phantom seeds 0..N-1,
-# tests score seeds from 1000 on.
+# and the lung phantom task; training cases use phantom seeds 0..N-1, tests score seeds
+# from 1000 on. The lung runs use the lung window: faint ground glass is close to the
+# parenchyma.
 SHIPPED := --input-size 128 --base-channels 16 --schedule poly --seed 0
 CARDIAC := --phantom cardiac --cases 24 --epochs 30 --foreground-fraction 0 $(SHIPPED)
+LUNG := --phantom lung --cases 40 --epochs 50 --ct-window -1350 150 $(SHIPPED)
 
 .PHONY: models
 models: setup
 	$(PY) -m segview train $(CARDIAC) --loss ce -o runs/cardiac_ce
 	$(PY) -m segview train $(CARDIAC) --loss ce+dice --alpha 1 -o runs/cardiac_ce_dice
-	for run in cardiac_ce cardiac_ce_dice; do \
+	$(PY) -m segview train $(LUNG) --loss ce -o runs/lung_ce
+	$(PY) -m segview train $(LUNG) --loss ce+dice --alpha 1 -o runs/lung_ce_dice
+	for run in cardiac_ce cardiac_ce_dice lung_ce lung_ce_dice; do \
 	    cp runs/$$run/best.safetensors resources/models/$$run.safetensors; done
