@@ -11,7 +11,7 @@ demo: setup
 test: setup
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest
 
-# The shipped checkpoints (resources/models): CE and CE + Dice (alpha 1) for the cardiac
+# The shipped checkpoints (segview/resources/models): CE and CE + Dice (alpha 1) for the cardiac
 # and the lung phantom task; training cases use phantom seeds 0..N-1, tests score seeds
 # from 1000 on. The lung runs use the lung window: faint ground glass is close to the
 # parenchyma.
@@ -26,4 +26,4 @@ models: setup
 	$(PY) -m segview train $(LUNG) --loss ce -o runs/lung_ce
 	$(PY) -m segview train $(LUNG) --loss ce+dice --alpha 1 -o runs/lung_ce_dice
 	for run in cardiac_ce cardiac_ce_dice lung_ce lung_ce_dice; do \
-	    cp runs/$$run/best.safetensors resources/models/$$run.safetensors; done
+	    cp runs/$$run/best.safetensors segview/resources/models/$$run.safetensors; done

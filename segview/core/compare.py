@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import replace_atomically
-from .review import LiveMetrics, score_cell, write_csv
+from .live import LiveMetrics, score_cell, write_csv
 
 # Disagreement categories, per voxel.
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)

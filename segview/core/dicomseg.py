@@ -16,8 +16,9 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 from .. import __version__
-from .errors import LabelSaveError
-from .io import LabelClass, replace_atomically
+from .classes import LabelClass
+from .errors import LabelSaveError, SegviewError
+from .files import replace_atomically
 from .volume import Volume
 
 #: Structure codes (SNOMED CT) for class names segview knows; others are "Tissue".
@@ -34,7 +35,7 @@ TYPE_2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
                      "ReferringPhysicianName", "StudyID", "AccessionNumber")
 
 
-class DicomSegError(Exception):
+class DicomSegError(SegviewError):
     """This volume cannot be exported as DICOM SEG; the message says why."""
 
 

@@ -1,11 +1,17 @@
-"""Errors a user can cause with their data; their messages are shown as they are."""
+"""Errors a user can cause with their data, files or choices; their messages are shown as
+they are. The window and the command line each catch one type: ``SegviewError``."""
 
 
-class VolumeLoadError(Exception):
-    """An image or label file could not be loaded. The message says what is wrong and
-    what to do, in words a radiologist understands."""
+class SegviewError(Exception):
+    """The base of every error a user can cause (a bad file, a full disk, a checkpoint of
+    the wrong kind). Its message says what is wrong and what to do, in words a
+    radiologist understands; anything else that escapes is a programming error."""
 
 
-class LabelSaveError(OSError):
+class VolumeLoadError(SegviewError):
+    """An image or label file could not be loaded."""
+
+
+class LabelSaveError(SegviewError, OSError):
     """Labels could not be written (disk full, read-only folder, ...). The previous file,
     if any, is untouched and the labels in memory are unchanged."""

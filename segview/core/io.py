@@ -11,11 +11,10 @@ import json
 import os
 import shutil
 import struct
-import uuid
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 import numpy as np
 import pydicom
@@ -23,7 +22,9 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from .dicom import Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
+from .classes import LabelClass, named_classes
 from .errors import LabelSaveError, VolumeLoadError
+from .files import atomic_write_text, extension, replace_atomically
 from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "load_classes",
@@ -34,12 +35,6 @@ __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "lo
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 #: Single-file formats labels are written to (so a save can be one atomic rename).
 LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
-
-
-def extension(path) -> str:
-    """The format extension of ``path`` in lower case, ``.nii.gz`` counted as one."""
-    name = Path(path).name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
 # -- images -----------------------------------------------------------------------------
@@ -176,28 +171,6 @@ def _guess_modality(array: np.ndarray) -> str:
 
 # -- labels -----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class LabelClass:
-    """One class of a label volume: its value, name and display colour (RGB, 0-255)."""
-
-    value: int
-    name: str
-    color: tuple[int, int, int]
-
-
-#: Colours for classes that come without one (3D Slicer's first generic anatomy colours).
-DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 210),
-                  (216, 101, 79), (221, 130, 101), (144, 238, 144), (192, 104, 88),
-                  (220, 245, 20), (78, 63, 0), (255, 250, 220), (230, 220, 70))
-
-
-def named_classes(names: list[str]) -> list[LabelClass]:
-    """Classes 0 .. len(names) - 1 with those names and default colours (0 is black)."""
-    return [LabelClass(value, name, (0, 0, 0) if value == 0 else
-                       DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)])
-            for value, name in enumerate(names)]
-
-
 def save_labels(path, labels: np.ndarray, reference: Volume,
                 classes: Iterable[LabelClass] | None = None) -> Path:
     """Write ``labels`` (Z, Y, X, non-negative integers) on exactly ``reference``'s grid.
@@ -244,7 +217,7 @@ def _write_atomically(image: sitk.Image, path: Path, expected: np.ndarray, refer
         sitk.WriteImage(image, str(temporary), True)
         _verify(temporary, expected, reference)
         if sidecar is not None:
-            _atomic_write_text(sidecar_path(path), sidecar)
+            atomic_write_text(sidecar_path(path), sidecar)
 
     try:
         if not os.access(path.parent, os.W_OK):
@@ -357,42 +330,3 @@ def load_labels(path, reference: Volume) -> np.ndarray:
         return _checked_labels(sitk.GetArrayFromImage(image), reference)
     except ValueError as exc:
         raise VolumeLoadError(f"{path.name} is not a label volume: {exc}.") from exc
-
-
-# -- durable writes ---------------------------------------------------------------------
-
-def _fsync(path: Path) -> None:
-    """Flush a file (or a folder's entries) to the disk."""
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        if path.is_dir():
-            return  # some platforms cannot open folders; the rename is still atomic
-        raise
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def replace_atomically(path, write: Callable[[Path], None]) -> Path:
-    """Let ``write`` fill (and check) a temporary file beside ``path``, flush it to the
-    disk and rename it over ``path``. A failure at any step removes the temporary file,
-    leaves the previous ``path`` untouched and propagates."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
-    try:
-        write(temporary)
-        # Some writers create 0600 files; keep the old file's mode, else the usual 0644.
-        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        _fsync(temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    _fsync(path.parent)
-    return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import SegviewError
 from .labels import Edit, LabelMap
 
 MAGIC = b"SVJ1"
@@ -30,7 +31,7 @@ RECORD = struct.Struct("<4sII")  # tag, payload length, CRC32 of the payload
 SNAPSHOT, STEP = b"SNAP", b"STEP"
 
 
-class JournalError(Exception):
+class JournalError(SegviewError):
     """The journal cannot be written (full disk, read-only folder) or is not a journal."""
 
 

@@ -7,20 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.io import LabelClass, load_classes, load_labels, load_volume
+from ..core.classes import LabelClass, generic_classes
+from ..core.io import load_classes, load_labels, load_volume
 from ..core.journal import Journal, RecoveredLabels, image_key, unsaved_edits
 from ..core.labels import LabelMap
 from ..core.phantoms import make_phantom
-from ..core.review import LiveMetrics
+from ..core.live import LiveMetrics
 from ..core.volume import Volume, auto_window
-
-
-def default_classes(labels: np.ndarray | None) -> list[LabelClass]:
-    """Distinct colours for label values that came without a class table (at least one
-    class, so there is something to paint with)."""
-    palette = [(240, 80, 70), (80, 200, 120), (66, 135, 245), (255, 170, 0), (190, 90, 220), (0, 200, 200)]
-    top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
-    return [LabelClass(v, f"label {v}", palette[(v - 1) % len(palette)]) for v in range(1, top + 1)]
 
 
 @dataclass
@@ -68,10 +61,6 @@ class LoadedModel:
         return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
 
 
-def class_name(classes: list[LabelClass], value: int) -> str:
-    return next((c.name for c in classes if c.value == value), "background" if value == 0 else str(value))
-
-
 # -- work done in the background ------------------------------------------------------
 
 def open_case(path, series_uid, labels_path) -> OpenCase:
@@ -92,7 +81,7 @@ def editing_session(volume: Volume, labels, classes, labels_path) -> OpenCase:
     array = np.zeros(volume.shape, np.uint8) if labels is None else np.ascontiguousarray(labels, np.uint8)
     label_map = LabelMap(array, volume.spacing, intensities=volume.array)
     num_classes = max([c.value + 1 for c in classes] + [int(array.max()) + 1, 2])
-    return OpenCase(volume, label_map, list(classes) or default_classes(array), LiveMetrics(label_map, num_classes),
+    return OpenCase(volume, label_map, list(classes) or generic_classes(array), LiveMetrics(label_map, num_classes),
                     Journal.snapshot(array, image_key(volume)), unsaved_edits(volume), labels_path)
 
 

@@ -11,7 +11,7 @@ from ..core.dicomseg import DicomSegError, save_dicom_seg
 from ..core.errors import LabelSaveError
 from ..core.io import LABEL_EXTENSIONS, LabelClass, save_labels
 from ..core.labels import Edit
-from ..core.review import write_metrics_csv
+from ..core.live import write_metrics_csv
 
 
 class EditingMixin:

@@ -16,9 +16,10 @@ from ..core.io import IMAGE_EXTENSIONS, LabelClass, list_dicom_series
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, journal_path, set_aside_path,
                             unsaved_edits)
 from ..core.labels import LabelMap
-from ..core.review import LiveMetrics
+from ..core.live import LiveMetrics
 from ..core.volume import VIEWS, Volume
-from .case import LoadedModel, OpenCase, class_name, demo_case, load_predictor, open_case, read_labels
+from ..core.classes import class_name
+from .case import LoadedModel, OpenCase, demo_case, load_predictor, open_case, read_labels
 from .compare import CompareMixin, CompareView
 from .dialogs import choose_series
 from .editing import EditingMixin

@@ -11,10 +11,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHeaderV
                                QListWidgetItem, QTableWidget,
                                QSizePolicy, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.io import LabelClass
+from ..core.classes import LabelClass
 from ..core.compare import rank_slices
 from ..core.metrics import Scores
-from ..core.review import LiveMetrics
+from ..core.live import LiveMetrics
 
 MODEL_PENS = {"A": (255, 140, 0), "B": (0, 190, 255)}
 

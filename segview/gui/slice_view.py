@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsEllipseItem
 
-from ..core.io import LabelClass
+from ..core.classes import LabelClass
 from ..core.volume import Volume, window_to_uint8
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)

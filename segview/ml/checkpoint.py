@@ -28,7 +28,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..core.io import LabelClass, replace_atomically
+from ..core.classes import LabelClass
+from ..core.errors import SegviewError
+from ..core.files import replace_atomically
 from .unet import UNet
 
 FORMAT = "segview-checkpoint"
@@ -41,7 +43,7 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_metada
            "classes_to_metadata", "classes_from_metadata"]
 
 
-class CheckpointError(Exception):
+class CheckpointError(SegviewError):
     """A checkpoint that cannot be used; the message says why and what to do."""
 
 

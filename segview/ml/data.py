@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..core.errors import VolumeLoadError
+from ..core.errors import SegviewError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
 from ..core.phantoms import make_phantom
@@ -33,7 +33,7 @@ DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 MR_PERCENTILES = (0.5, 99.5)
 
 
-class DatasetError(Exception):
+class DatasetError(SegviewError):
     """A dataset that cannot be trained or evaluated on; the message says why."""
 
 

@@ -27,7 +27,7 @@ def test_bench_train_and_infer_run_on_cpu(capsys, monkeypatch):
 
 
 def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
-    from segview.gui.benchmark import bench_gui
+    from segview.bench.gui import bench_gui
 
     figures = bench_gui(seconds=0.2, shape=(6, 64, 64))
     out = capsys.readouterr().out
@@ -39,7 +39,7 @@ def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
 
 
 def test_bench_edit_times_strokes_on_two_volume_sizes_and_checks_the_metrics(qapp, capsys):
-    from segview.gui.benchmark import bench_edit
+    from segview.bench.gui import bench_edit
 
     figures = bench_edit(seconds=0.1, shapes=((12, 64, 64), (4, 64, 64)))
     out = capsys.readouterr().out
@@ -49,7 +49,7 @@ def test_bench_edit_times_strokes_on_two_volume_sizes_and_checks_the_metrics(qap
 
 
 def test_bench_gui_in_compare_mode(qapp, capsys):
-    from segview.gui.benchmark import bench_gui
+    from segview.bench.gui import bench_gui
 
     figures = bench_gui(seconds=0.1, shape=(6, 64, 64), compare=True)
     assert "compare mode, 2 panes" in capsys.readouterr().out and figures["frame_p95_ms"] > 0

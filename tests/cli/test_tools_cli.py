@@ -31,7 +31,7 @@ def test_train_records_what_it_was_asked(two_checkpoints):
 
 
 def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
-    from segview import tools
+    from segview.cli import tools
     captured = {}
 
     def fake_train(config, dataset, progress, resume):

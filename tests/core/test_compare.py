@@ -11,7 +11,7 @@ from segview.core.compare import (BOTH_WRONG, ONLY_A_WRONG, ONLY_B_WRONG, UNREVI
                                   paired_difference, rank_slices, write_report)
 from segview.core.io import LabelClass
 from segview.core.labels import LabelMap
-from segview.core.review import LiveMetrics
+from segview.core.live import LiveMetrics
 
 
 def test_disagreement_categories_on_a_hand_made_slice():

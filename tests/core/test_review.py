@@ -3,7 +3,7 @@ import numpy as np
 
 from segview.core.labels import LabelMap
 from segview.core.metrics import ConfusionMatrix, dice_per_class, iou_per_class, pixel_error
-from segview.core.review import LiveMetrics
+from segview.core.live import LiveMetrics
 
 
 def session(seed=0):

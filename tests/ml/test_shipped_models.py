@@ -1,4 +1,4 @@
-"""The checkpoints in resources/models segment phantom cases they never saw."""
+"""The checkpoints in segview/resources/models segment phantom cases they never saw."""
 import numpy as np
 import pytest
 

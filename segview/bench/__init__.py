@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from .core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
+from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 
 
 def machine_summary() -> str:
@@ -158,8 +158,8 @@ def _monai_dice_seconds(pred_a, pred_b, ref, num_classes, matrices):
 def _architectures() -> list[tuple[str, dict, int]]:
     """(name, UNet arguments, input size): the shipped architecture and the paper's."""
     shipped, size = {"base_channels": 16, "depth": 4, "norm": "batch", "num_classes": 4}, 128
-    from .ml.checkpoint import CheckpointError, read_metadata
-    from .resources import shipped_models
+    from ..ml.checkpoint import CheckpointError, read_metadata
+    from ..resources import shipped_models
     try:
         meta = read_metadata(shipped_models()["cardiac_ce"])
         shipped = {k: v for k, v in meta["architecture"].items() if k != "name"}
@@ -210,8 +210,8 @@ def _training_rate(arguments, size, device, fast, batch_size, seconds) -> float:
     """Training images per second of one architecture on one device."""
     import torch
 
-    from .ml.losses import build_loss
-    from .ml.unet import UNet
+    from ..ml.losses import build_loss
+    from ..ml.unet import UNet
 
     model = UNet(1, **arguments).to(device)
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
@@ -240,7 +240,7 @@ def bench_infer(seconds: float = 3.0, echo=print) -> dict:
     512 x 512 volume end to end through the Predictor (goal under 0.4 s on an H100)."""
     import torch
 
-    from .ml.unet import UNet
+    from ..ml.unet import UNet
 
     echo("segview bench infer: forward passes without gradients")
     echo(f"  {machine_summary()}")
@@ -298,12 +298,12 @@ def _gpu_volume_seconds(echo) -> float:
     untrained one of the same shape), from int16 HU to labels on the CPU."""
     import torch
 
-    from .core.volume import Volume
-    from .ml.inference import Predictor
-    from .ml.unet import UNet
+    from ..core.volume import Volume
+    from ..ml.inference import Predictor
+    from ..ml.unet import UNet
 
-    from .ml.checkpoint import CheckpointError
-    from .resources import shipped_models
+    from ..ml.checkpoint import CheckpointError
+    from ..resources import shipped_models
     try:
         predictor = Predictor.from_checkpoint(shipped_models()["lung_ce_dice"], "cuda", batch_size=64)
     except (KeyError, CheckpointError):  # no shipped model: same architecture, random weights
@@ -328,7 +328,7 @@ def bench_gui(seconds: float = 3.0, echo=print, compare: bool = False) -> dict:
     stalls during inference, in the running window (``segview.gui.benchmark``);
     offscreen when there is no display."""
     _qt_platform()
-    from .gui.benchmark import bench_gui as measure
+    from .gui import bench_gui as measure
 
     return measure(seconds, echo, compare=compare)
 
@@ -336,7 +336,7 @@ def bench_gui(seconds: float = 3.0, echo=print, compare: bool = False) -> dict:
 def bench_edit(seconds: float = 3.0, echo=print) -> dict:
     """Mouse-move handling of brush strokes on a 300- and a 30-slice volume, in the window."""
     _qt_platform()
-    from .gui.benchmark import bench_edit as measure
+    from .gui import bench_edit as measure
 
     return measure(seconds, echo)
 

@@ -1,9 +1,9 @@
-"""Files shipped beside the package: the trained checkpoints in ``resources/models``."""
+"""Files shipped with the package (package data): the trained checkpoints in ``models/``."""
 from __future__ import annotations
 
 from pathlib import Path
 
-RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESOURCES = Path(__file__).resolve().parent
 MODELS = RESOURCES / "models"
 
 

@@ -64,7 +64,7 @@ def _add_train(commands) -> None:
 
 
 def _train_config(args):
-    from .ml.train import PAPER_PRESET, TrainConfig
+    from ..ml.train import PAPER_PRESET, TrainConfig
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
     for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
@@ -79,8 +79,8 @@ def _train_config(args):
 
 
 def _run_train(args) -> int:
-    from .cli import UserError
-    from .ml.train import TrainingInterrupted, train
+    from .common import UserError
+    from ..ml.train import TrainingInterrupted, train
 
     try:
         config = _train_config(args)
@@ -121,8 +121,8 @@ class _TrainingBar:
 
 
 def _dataset(folder, phantom, cases, first_seed):
-    from .cli import UserError, progress
-    from .ml.data import folder_dataset, phantom_dataset
+    from .common import UserError, progress
+    from ..ml.data import folder_dataset, phantom_dataset
 
     if isinstance(phantom, list):
         if len(phantom) > 1:
@@ -158,12 +158,12 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args) -> int:
-    from .cli import UserError, progress
+    from .common import UserError, progress
 
     if args.image or args.labels:
         return _report_on_labels(args)
-    from .ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
-    from .ml.inference import Predictor
+    from ..ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
+    from ..ml.inference import Predictor
 
     predictors = {path: Predictor.from_checkpoint(path, args.device) for path in args.checkpoints}
     datasets = [(f"{path.name}", _dataset(path, None, 0, 0)) for path in args.data]
@@ -208,12 +208,12 @@ def _run_evaluate(args) -> int:
 def _report_on_labels(args) -> int:
     """The window's comparison report, without a window: checkpoints A and B predict one
     scan; their scores against saved labels go to comparison.md and the CSVs and plot."""
-    from .cli import UserError, progress
-    from .core.compare import comparison_markdown, write_report
-    from .core.io import load_classes, load_labels, load_volume
-    from .core.labels import LabelMap
-    from .core.review import LiveMetrics
-    from .ml.inference import Predictor
+    from .common import UserError, progress
+    from ..core.compare import comparison_markdown, write_report
+    from ..core.io import load_classes, load_labels, load_volume
+    from ..core.labels import LabelMap
+    from ..core.live import LiveMetrics
+    from ..ml.inference import Predictor
 
     folder = args.report or args.output
     if not (args.image and args.labels and folder and len(args.checkpoints) == 2):
@@ -286,9 +286,9 @@ def _add_predict(commands) -> None:
 
 
 def _run_predict(args) -> int:
-    from .cli import UserError, progress
-    from .core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, extension, load_volume, save_labels
-    from .ml.inference import Predictor
+    from .common import UserError, progress
+    from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, extension, load_volume, save_labels
+    from ..ml.inference import Predictor
 
     if not args.input.exists():
         raise UserError(f"{args.input} does not exist")

@@ -16,7 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from . import __version__
+from .. import __version__
+from ..core.errors import SegviewError
+from .common import UserError, progress
 
 SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "bench")
 
@@ -32,31 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("segview: cancelled", file=sys.stderr)
         return 130
-    except UserError as exc:
+    except SegviewError as exc:
         print(f"segview: {exc}", file=sys.stderr)
         return 2
-    except Exception as exc:
-        message = _user_error_message(exc)
-        if message is None:
-            raise
-        print(f"segview: {message}", file=sys.stderr)
-        return 2
-
-
-def _user_error_message(exc: Exception) -> str | None:
-    """The one-line message of an error a user's data or files can cause, else None."""
-    from .core.errors import LabelSaveError, VolumeLoadError
-
-    known: tuple[type, ...] = (VolumeLoadError, LabelSaveError)
-    if "torch" in sys.modules:  # only then can the ml errors have been raised
-        from .ml.checkpoint import CheckpointError
-        from .ml.data import DatasetError
-        known += (CheckpointError, DatasetError)
-    return str(exc) if isinstance(exc, known) else None
-
-
-class UserError(Exception):
-    """A mistake in the command line or the data: shown as one line."""
 
 
 # -- the viewer -------------------------------------------------------------------------
@@ -81,7 +61,7 @@ def _viewer_parser() -> argparse.ArgumentParser:
 
 
 def _run_viewer(args) -> int:
-    from .gui.app import run  # Qt is imported only when a window is wanted
+    from ..gui.app import run  # Qt is imported only when a window is wanted
 
     if len(args.model) > 2:
         raise UserError("--model can be given at most twice (models A and B)")
@@ -139,7 +119,7 @@ def _tool_parser() -> argparse.ArgumentParser:
 
 
 def _run_bench_timed(args) -> int:
-    from .bench import BENCHMARKS
+    from ..bench import BENCHMARKS
 
     options = {"compare": args.compare} if getattr(args, "compare", False) else {}
     BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
@@ -147,7 +127,7 @@ def _run_bench_timed(args) -> int:
 
 
 def _run_bench_metrics(args) -> int:
-    from .bench import bench_metrics
+    from ..bench import bench_metrics
 
     if min(args.shape) < 1 or args.classes < 2 or args.radius < 1 or args.strokes < 1:
         raise UserError("--shape, --radius and --strokes must be positive; --classes at least 2")
@@ -156,9 +136,9 @@ def _run_bench_metrics(args) -> int:
 
 
 def _run_phantom(args) -> int:
-    from .core.dicom import write_dicom_series
-    from .core.io import save_labels, save_volume
-    from .core.phantoms import make_phantom
+    from ..core.dicom import write_dicom_series
+    from ..core.io import save_labels, save_volume
+    from ..core.phantoms import make_phantom
 
     if args.count < 1:
         raise UserError("--count must be at least 1")
@@ -197,16 +177,3 @@ def _run_phantom(args) -> int:
     return 0
 
 
-def progress(done: int, total: int, what: str = "") -> None:
-    """A one-line progress bar on stderr (only when it is a terminal)."""
-    if not sys.stderr.isatty():
-        return
-    width = 30
-    filled = int(width * done / max(total, 1))
-    end = "\n" if done >= total else ""
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} {what:<30}", end=end,
-          file=sys.stderr, flush=True)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

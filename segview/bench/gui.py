@@ -42,10 +42,10 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from ..bench import machine_summary
-    from .case import editing_session
-    from .main_window import MainWindow
-    from .slice_view import Overlay, label_lookup_table
+    from . import machine_summary
+    from ..gui.case import editing_session
+    from ..gui.main_window import MainWindow
+    from ..gui.slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
     echo("segview bench gui: the running window, offscreen" if app.platformName() == "offscreen"
@@ -104,7 +104,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         figures.update(_report_gaps(echo, "idle", _timer_gaps(window, lambda loop: QTimer.singleShot(
             int(min(seconds, 2.0) * 1000), loop.quit))))
         if checkpoint is None:
-            echo("  no shipped checkpoint in resources/models: inference stalls not measured")
+            echo("  no shipped checkpoint in segview/resources/models: inference stalls not measured")
             return figures
         from ..ml.inference import Predictor
 
@@ -174,13 +174,13 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
-    from ..bench import machine_summary
+    from . import machine_summary
     from ..core.metrics import ConfusionMatrix
     from ..core.phantoms import LUNG_CLASSES
     from ..core.volume import auto_window
-    from .case import editing_session
-    from .main_window import MainWindow
-    from .slice_view import Overlay, label_lookup_table
+    from ..gui.case import editing_session
+    from ..gui.main_window import MainWindow
+    from ..gui.slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
     echo(f"segview bench edit: brush strokes in the running window ({app.platformName()})")

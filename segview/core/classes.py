@@ -1,0 +1,41 @@
+"""Label classes: value, name and display colour, and the one default palette."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One class of a label volume: its value, name and display colour (RGB, 0-255)."""
+
+    value: int
+    name: str
+    color: tuple[int, int, int]
+
+
+#: Colours for classes that come without one (3D Slicer's first generic anatomy colours).
+DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 210),
+                  (216, 101, 79), (221, 130, 101), (144, 238, 144), (192, 104, 88),
+                  (220, 245, 20), (78, 63, 0), (255, 250, 220), (230, 220, 70))
+
+
+def default_color(value: int) -> tuple[int, int, int]:
+    return (0, 0, 0) if value == 0 else DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)]
+
+
+def named_classes(names: list[str]) -> list[LabelClass]:
+    """Classes 0 .. len(names) - 1 with those names and default colours (0 is black)."""
+    return [LabelClass(value, name, default_color(value)) for value, name in enumerate(names)]
+
+
+def generic_classes(labels: np.ndarray | None) -> list[LabelClass]:
+    """Classes "label 1" .. "label N" for label values that came without a class table
+    (at least one, so there is something to paint with)."""
+    top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
+    return [LabelClass(v, f"label {v}", default_color(v)) for v in range(1, top + 1)]
+
+
+def class_name(classes: list[LabelClass], value: int) -> str:
+    return next((c.name for c in classes if c.value == value), "background" if value == 0 else str(value))

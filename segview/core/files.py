@@ -1,0 +1,52 @@
+"""Atomic, durable writes: a temporary file beside the target, flushed to the disk, checked,
+then renamed over it, so a crash or a full disk never leaves half a file behind."""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Callable
+
+
+def extension(path) -> str:
+    """The format extension of ``path`` in lower case, ``.nii.gz`` counted as one."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file (or a folder's entries) to the disk."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if path.is_dir() else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if path.is_dir():
+            return  # some platforms cannot open folders; the rename is still atomic
+        raise
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_atomically(path, write: Callable[[Path], None]) -> Path:
+    """Let ``write`` fill (and check) a temporary file beside ``path``, flush it to the
+    disk and rename it over ``path``. A failure at any step removes the temporary file,
+    leaves the previous ``path`` untouched and propagates."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp{extension(path)}")
+    try:
+        write(temporary)
+        # Some writers create 0600 files; keep the old file's mode, else the usual 0644.
+        os.chmod(temporary, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        _fsync(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    _fsync(path.parent)
+    return path
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """``text`` (UTF-8) into ``path`` through ``replace_atomically``."""
+    return replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
