@@ -9,18 +9,19 @@ wrong geometry.
 """
 from __future__ import annotations
 
+import copy
 import datetime
 import importlib.util
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, UID, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import VolumeLoadError
 from .volume import Volume, orthogonalized
@@ -241,7 +242,7 @@ def _read_dataset(path) -> Dataset:
         raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
     except (OSError, MemoryError) as exc:
         raise VolumeLoadError(f"Cannot read {path}: {exc}.") from exc
-    except Exception as exc:  # noqa: BLE001 - pydicom raises many types on damaged files
+    except Exception as exc:
         raise VolumeLoadError(f"{Path(path).name} is damaged and cannot be read as DICOM "
                               f"({type(exc).__name__}: {exc}).") from exc
 
@@ -299,7 +300,7 @@ def _frames_of(ds: Dataset, path: str) -> list[_Frame]:
         return frames
     except VolumeLoadError:
         raise
-    except Exception as exc:  # noqa: BLE001 - malformed values in the header
+    except Exception as exc:
         raise VolumeLoadError(f"{Path(path).name} has malformed image geometry or rescale values "
                               f"({type(exc).__name__}: {exc}).") from exc
 
@@ -332,7 +333,7 @@ def _pixels(frame: _Frame, decoded: dict[int, np.ndarray]) -> np.ndarray:
         raise VolumeLoadError(_decoder_message(ds, frame.source, exc)) from exc
     except MemoryError as exc:
         raise VolumeLoadError(f"Not enough memory to read {Path(frame.source).name}.") from exc
-    except Exception as exc:  # noqa: BLE001 - truncated or malformed pixel data
+    except Exception as exc:
         raise VolumeLoadError(f"The image data of {Path(frame.source).name} are damaged or incomplete "
                               f"({type(exc).__name__}: {exc}). Re-export the series from the PACS.") from exc
     if pixels.shape[-2:] != (int(ds.Rows), int(ds.Columns)) or pixels.ndim != 2:
@@ -442,7 +443,7 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
         warnings.append(f"Slice spacing varies from {np.min(gaps):.3g} to {np.max(gaps):.3g} mm; "
                         f"the volume was resampled to a regular {gap:.3g} mm spacing by linear "
                         "interpolation.")
-    target = along[0] + gap * np.arange(int(round((along[-1] - along[0]) / gap)) + 1)
+    target = along[0] + gap * np.arange(round((along[-1] - along[0]) / gap) + 1)
     upper = np.clip(np.searchsorted(along, target), 1, len(along) - 1)
     weight = np.clip((target - along[upper - 1]) / (along[upper] - along[upper - 1]), 0, 1)
     weight = np.where(weight < 1e-4, 0, np.where(weight > 1 - 1e-4, 1, weight))  # acquired slices stay exact
@@ -520,71 +521,152 @@ def _window_presets(ds: Dataset) -> list[tuple[str, float, float]]:
 # -- writing ---------------------------------------------------------------------------
 
 _SOP_CLASS = {"CT": pydicom.uid.CTImageStorage, "MR": pydicom.uid.MRImageStorage}
+_PHANTOM_BODY_PART = {"cardiac": "HEART", "lung": "CHEST"}
+#: Slices whose normal is within this angle (degrees) of the patient's feet-head axis are
+#: axial; a larger angle (an oblique short-axis stack) is not.
+AXIAL_TOLERANCE_DEGREES = 30.0
 
 
 def write_dicom_series(volume: Volume, folder, *, patient_id: str = "SEGVIEW-PHANTOM",
                        patient_name: str = "Phantom^Segview", series_description: str = "",
                        series_number: int = 1, study_uid: str | None = None,
-                       image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL")) -> list[Path]:
+                       image_type: tuple[str, ...] | None = None, body_part: str | None = None) -> list[Path]:
     """Write ``volume`` as a single-frame CT or MR series, one file per slice (k index).
 
-    CT is stored as unsigned values with RescaleIntercept -1024 as scanners do, so the
-    read-back is in HU. Returns the written paths. Real UIDs, positions, orientation,
-    spacing and window presets are written so any DICOM reader gets the same geometry.
+    The files conform to the CT or MR Image IOD (dciodvfy reports no error): every
+    Type 1 and 2 attribute is present, unknown Type 2 values (birth date, sex, echo
+    time...) are present and empty. CT is stored unsigned with RescaleIntercept -1024
+    (or lower, for values below -1024 HU) as scanners do, so the read-back is in HU; MR
+    has no rescale in its IOD, so its values are stored as they are (unsigned, or signed
+    when some are negative). ``image_type`` defaults to ORIGINAL\\PRIMARY and, as value
+    3, AXIAL for axial CT and OTHER for anything else (an oblique short-axis MR is not
+    axial). ``body_part`` (BodyPartExamined, e.g. "HEART") defaults to the phantom's
+    (HEART, CHEST); a series without one gets an empty Laterality (unknown). Returns the
+    written paths.
+
+    Raises:
+        ValueError: the values do not fit in 16-bit pixels.
+        OSError: the folder or a file cannot be written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     modality = volume.modality if volume.modality in _SOP_CLASS else "MR"
-    values = np.round(volume.array).astype(np.int32)
-    intercept = -1024 if modality == "CT" else int(min(0, values.min()))
-    stored = values - intercept
-    if stored.max() > 65535:
-        raise ValueError("the volume's values do not fit in 16-bit DICOM pixels")
-    stored = stored.astype(np.uint16)
-    direction = volume.direction_matrix
-    study_uid = study_uid or generate_uid()
-    series_uid, frame_uid = generate_uid(), generate_uid()
-    now = datetime.datetime.now()
-    presets = volume.meta.get("window_presets") or []
+    stored, intercept = _stored_pixels(volume.array, modality)
+    series = Dataset()
+    _patient_study_series(series, modality, patient_id, patient_name, study_uid, series_number,
+                          series_description or volume.meta.get("series_description", ""))
+    _body_part(series, body_part or _PHANTOM_BODY_PART.get(volume.meta.get("phantom", {}).get("task")))
+    _image_pixel(series, volume, stored, intercept, image_type or _default_image_type(volume, modality))
     paths = []
     for k in range(volume.shape[0]):
-        ds = Dataset()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = _SOP_CLASS[modality]
-        ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.SOPClassUID = _SOP_CLASS[modality]
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
-        ds.PatientName, ds.PatientID = patient_name, patient_id
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-        ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
-        ds.StudyTime = ds.SeriesTime = now.strftime("%H%M%S")
-        ds.StudyID, ds.AccessionNumber = "1", ""
-        ds.Modality = modality
-        ds.Manufacturer = "segview phantom"
-        ds.SeriesDescription = series_description or volume.meta.get("series_description", "")
-        ds.SeriesNumber, ds.InstanceNumber = series_number, k + 1
-        ds.ImageType = list(image_type)
-        ds.PatientPosition = "HFS"
-        ds.ImagePositionPatient = [_ds(v) for v in volume.index_to_physical((k, 0, 0))]
-        ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
-        ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[0])]
-        ds.SliceThickness = _ds(volume.spacing[2])
-        ds.SpacingBetweenSlices = _ds(volume.spacing[2])
-        ds.SliceLocation = _ds(float(volume.index_to_physical((k, 0, 0)) @ np.cross(direction[:, 0], direction[:, 1])))
-        ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
-        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU" if modality == "CT" else "US"
-        if presets:
-            ds.WindowCenter = [_ds(c) for _, c, _ in presets]
-            ds.WindowWidth = [_ds(w) for _, _, w in presets]
-            ds.WindowCenterWidthExplanation = [name[:64] for name, _, _ in presets]
-        ds.PixelData = np.ascontiguousarray(stored[k]).tobytes()
+        ds = _slice(series, volume, k, stored[k])
         path = folder / f"IM{k + 1:05d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def _stored_pixels(values: np.ndarray, modality: str) -> tuple[np.ndarray, int | None]:
+    """The 16-bit stored values and the CT rescale intercept (None for MR: no rescale)."""
+    values = np.round(values).astype(np.int32)
+    low, high = (int(values.min()), int(values.max())) if values.size else (0, 0)
+    if modality == "CT":
+        intercept = min(-1024, low)  # air at stored 0, as scanners write it
+        if high - intercept > 65535:
+            raise ValueError(f"CT values from {low} to {high} HU do not fit in 16-bit DICOM pixels")
+        return (values - intercept).astype(np.uint16), intercept
+    if low >= 0 and high <= 65535:
+        return values.astype(np.uint16), None
+    if -32768 <= low and high <= 32767:
+        return values.astype(np.int16), None
+    raise ValueError(f"MR values from {low} to {high} do not fit in 16-bit DICOM pixels")
+
+
+def _default_image_type(volume: Volume, modality: str) -> tuple[str, ...]:
+    """ORIGINAL\\PRIMARY\\AXIAL for axial CT, ORIGINAL\\PRIMARY\\OTHER otherwise (AXIAL is
+    a defined term of the CT IOD only, and wrong for an oblique stack)."""
+    normal = volume.direction_matrix[:, 2]
+    angle = np.degrees(np.arccos(min(1.0, abs(float(normal[2])) / float(np.linalg.norm(normal)))))
+    axial = modality == "CT" and angle <= AXIAL_TOLERANCE_DEGREES
+    return ("ORIGINAL", "PRIMARY", "AXIAL" if axial else "OTHER")
+
+
+def _patient_study_series(ds: Dataset, modality: str, patient_id: str, patient_name: str,
+                          study_uid: str | None, series_number: int, description: str) -> None:
+    """Patient, General Study, General Series, Frame of Reference and Equipment modules:
+    shared by every slice. Type 2 attributes nobody knows for a phantom are empty."""
+    now = datetime.datetime.now()
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = _SOP_CLASS[modality]
+    ds.PatientName, ds.PatientID = patient_name, patient_id
+    ds.PatientBirthDate, ds.PatientSex = "", ""
+    ds.StudyInstanceUID = study_uid or generate_uid()
+    ds.SeriesInstanceUID, ds.FrameOfReferenceUID = generate_uid(), generate_uid()
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = now.strftime("%Y%m%d")
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = now.strftime("%H%M%S")
+    ds.ReferringPhysicianName, ds.StudyID, ds.AccessionNumber = "", "1", ""
+    ds.Modality = modality
+    ds.SeriesNumber, ds.SeriesDescription = series_number, description
+    ds.PatientPosition = "HFS"
+    ds.PositionReferenceIndicator = ""  # Type 2: no landmark for a phantom
+    ds.Manufacturer = "segview phantom"
+    if modality == "CT":
+        ds.KVP, ds.AcquisitionNumber = "", 1  # Type 2: no tube voltage for a phantom
+    else:
+        # Type 1 with no true value for a synthetic image: research mode, no variant
+        # (defined terms of the MR Image Module); the timing is unknown, so empty.
+        ds.ScanningSequence, ds.SequenceVariant = "RM", "NONE"
+        ds.ScanOptions, ds.MRAcquisitionType = "", "2D"
+        ds.RepetitionTime, ds.EchoTime, ds.EchoTrainLength = "", "", ""
+
+
+def _body_part(ds: Dataset, body_part: str | None) -> None:
+    """BodyPartExamined, or an empty Laterality (Type 2C) when the body part is unknown:
+    Laterality must be absent for an unpaired part (the heart, the whole chest) and
+    may be empty only when nobody knows what was imaged."""
+    if body_part:
+        ds.BodyPartExamined = body_part.upper()[:16]
+    else:
+        ds.Laterality = ""
+
+
+def _image_pixel(ds: Dataset, volume: Volume, stored: np.ndarray, intercept: int | None,
+                 image_type: tuple[str, ...]) -> None:
+    """General Image, Image Plane, Image Pixel, CT rescale and VOI LUT attributes shared
+    by every slice."""
+    direction = volume.direction_matrix
+    ds.ImageType = list(image_type)
+    ds.ImageOrientationPatient = [_ds(v) for v in np.concatenate([direction[:, 0], direction[:, 1]])]
+    ds.PixelSpacing = [_ds(volume.spacing[1]), _ds(volume.spacing[0])]
+    ds.SliceThickness = _ds(volume.spacing[2])
+    ds.SpacingBetweenSlices = _ds(volume.spacing[2])
+    ds.Rows, ds.Columns = volume.shape[1], volume.shape[2]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    if intercept is not None:  # the MR Image IOD has no rescale: values are stored as they are
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = intercept, 1, "HU"
+    presets = volume.meta.get("window_presets") or []
+    if presets:
+        ds.WindowCenter = [_ds(c) for _, c, _ in presets]
+        ds.WindowWidth = [_ds(w) for _, _, w in presets]
+        ds.WindowCenterWidthExplanation = [name[:64] for name, _, _ in presets]
+
+
+def _slice(series: Dataset, volume: Volume, k: int, pixels: np.ndarray) -> Dataset:
+    """The dataset of slice ``k``: the shared attributes plus its own UID and position."""
+    ds = copy.deepcopy(series)
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    direction = volume.direction_matrix
+    position = volume.index_to_physical((k, 0, 0))
+    ds.InstanceNumber = k + 1
+    ds.ImagePositionPatient = [_ds(v) for v in position]
+    ds.SliceLocation = _ds(float(position @ np.cross(direction[:, 0], direction[:, 1])))
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    return ds
 
 
 def _ds(value: float) -> str:

@@ -8,6 +8,7 @@ was interpolated or resampled on loading has slices no source image stands for.
 """
 from __future__ import annotations
 
+import getpass
 from pathlib import Path
 
 import highdicom as hd
@@ -21,13 +22,17 @@ from .errors import LabelSaveError, SegviewError
 from .files import replace_atomically
 from .volume import Volume
 
-#: Structure codes (SNOMED CT) for class names segview knows; others are "Tissue".
+#: Segmented property category and type (SNOMED CT) of the class names segview knows:
+#: heart chambers are anatomical structures, an infection is a morphologically abnormal
+#: structure (the pairings of DICOM CID 7150/7151 and 3D Slicer's terminology). Other
+#: classes are "Tissue".
 KNOWN_STRUCTURES = {
-    "right ventricle": ("53085002", "Right ventricular structure"),
-    "myocardium": ("74281007", "Myocardium structure"),
-    "left ventricle": ("87878005", "Left ventricular structure"),
-    "infection": ("128477000", "Abnormal tissue"),
+    "right ventricle": (codes.SCT.AnatomicalStructure, ("53085002", "Right ventricular structure")),
+    "myocardium": (codes.SCT.AnatomicalStructure, ("74281007", "Myocardium structure")),
+    "left ventricle": (codes.SCT.AnatomicalStructure, ("87878005", "Left ventricular structure")),
+    "infection": (codes.SCT.MorphologicallyAbnormalStructure, ("128477000", "Abnormal tissue")),
 }
+OTHER_STRUCTURE = (codes.SCT.Tissue, ("85756007", "Tissue"))
 
 
 #: Patient and study attributes a SEG copies from its source (type 2: present, maybe empty).
@@ -50,10 +55,13 @@ def export_reason(volume: Volume) -> str | None:
 
 
 def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[LabelClass],
-                   algorithm: str = "manual") -> Path:
+                   algorithm: str = "manual", content_creator: str | None = None) -> Path:
     """Write ``labels`` (z, y, x) as a DICOM SEG referencing ``volume``'s source images.
-    ``algorithm`` names the model whose prediction was corrected. Raises DicomSegError
-    when the volume cannot be exported and LabelSaveError when the file cannot be written."""
+    ``algorithm`` names the model whose prediction was corrected; ``content_creator``
+    (ContentCreatorName, a DICOM person name such as "Doe^Jane") is the reader who
+    corrected it, by default the login name of this computer's user. Raises
+    DicomSegError when the volume cannot be exported and LabelSaveError when the file
+    cannot be written."""
     reason = export_reason(volume)
     if reason:
         raise DicomSegError(reason)
@@ -67,18 +75,14 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     algorithm_id = hd.AlgorithmIdentificationSequence(
         name=f"segview ({algorithm}, corrected by hand)", version=__version__,
         family=codes.cid7162.ArtificialIntelligence)
-    segments = [hd.seg.SegmentDescription(
-        segment_number=number, segment_label=c.name,
-        segmented_property_category=codes.SCT.Tissue, segmented_property_type=_structure(c.name),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm_id,
-        display_color=hd.color.CIELabColor.from_rgb(*(v / 255 for v in c.color)))
-        for number, c in enumerate(values, 1)]
+    segments = [_segment(number, c, algorithm_id) for number, c in enumerate(values, 1)]
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segview",
         manufacturer_model_name="segview", software_versions=__version__, device_serial_number="none",
-        series_description="segview corrected labels", omit_empty_frames=False)
+        series_description="segview corrected labels", omit_empty_frames=False,
+        content_creator_name=content_creator or _login_name())
     try:
         return replace_atomically(path, lambda temporary: seg.save_as(temporary))
     except OSError as exc:
@@ -110,12 +114,29 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
         z = volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0]
         if abs(z - round(z)) > 1e-3 or not 0 <= round(z) < volume.shape[0]:
             raise DicomSegError(f"The source image {Path(ds.filename).name} is not on a slice of the volume.")
-        by_slice[int(round(z))] = ds
+        by_slice[round(z)] = ds
     if len(by_slice) != volume.shape[0]:
         raise DicomSegError("Some slices of the volume have no source image of their own.")
     return [by_slice[z] for z in range(volume.shape[0])]
 
 
-def _structure(name: str) -> hd.sr.CodedConcept:
-    code, meaning = KNOWN_STRUCTURES.get(name.lower(), ("85756007", "Tissue"))
-    return hd.sr.CodedConcept(code, "SCT", meaning)
+def _segment(number: int, label_class: LabelClass,
+             algorithm_id: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
+    """One segment: the class's name, SNOMED category and type, and its colour as the
+    CIELab value viewers show (highdicom's from_rgb takes 0..255 per channel)."""
+    category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
+    return hd.seg.SegmentDescription(
+        segment_number=number, segment_label=label_class.name,
+        segmented_property_category=category, segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm_id,
+        display_color=hd.color.CIELabColor.from_rgb(*(int(v) for v in label_class.color)))
+
+
+def _login_name() -> str:
+    """This computer's user as a DICOM person name (family name component only)."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError, ImportError):  # no user name in the environment or the password file
+        name = ""
+    # A trailing caret marks a one-component name as the family name (PS3.5 6.2.1.2).
+    return (name or "segview user")[:63].replace("^", " ") + "^"
