@@ -16,9 +16,16 @@ under the header key ``"segview"``, readable by any safetensors tool::
 
 ``save_checkpoint`` fills in format, versions and architecture from the model; the caller
 gives the rest. ``load_checkpoint`` raises CheckpointError for anything it cannot trust.
+
+``architecture.name`` says which network to rebuild, from a fixed list: segview's ``UNet``
+(every checkpoint segview trains) or a network imported from elsewhere (``MonaiUNet``,
+``MonaiBasicUNet``, ``MilesialUNet``; see ``segview.ml.importers``); the other fields are
+that class's arguments. A name outside the list is refused: a checkpoint never picks the
+code that runs it.
 """
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -37,10 +44,22 @@ FORMAT = "segview-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "segview"
 ARCHITECTURES = {"UNet": UNet}
+#: Networks imported from other code bases: class name -> module of segview.ml holding it.
+#: Imported only when a checkpoint needs one (MONAI takes seconds to import).
+FOREIGN_ARCHITECTURES = {"MonaiUNet": "monai_networks", "MonaiBasicUNet": "monai_networks",
+                         "MilesialUNet": "milesial"}
 PICKLE_EXTENSIONS = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "read_metadata",
-           "classes_to_metadata", "classes_from_metadata"]
+__all__ = [
+    "CheckpointError",
+    "architecture_class",
+    "classes_from_metadata",
+    "classes_to_metadata",
+    "load_checkpoint",
+    "modality_mismatch",
+    "read_metadata",
+    "save_checkpoint",
+]
 
 
 class CheckpointError(SegviewError):
@@ -57,8 +76,8 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
     if path.suffix.lower() != ".safetensors":
         raise ValueError(f"checkpoints are .safetensors files, not {path.name}")
     name = type(model).__name__
-    if ARCHITECTURES.get(name) is not type(model):
-        raise ValueError(f"cannot save a {name}; known architectures: {', '.join(ARCHITECTURES)}")
+    if architecture_class(name) is not type(model):
+        raise ValueError(f"cannot save a {name}; known architectures: {', '.join(_known_names())}")
     meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION,
             "segview_version": __version__, "architecture": {"name": name, **model.config}}
     classes = classes_from_metadata(meta)
@@ -94,7 +113,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.
     try:
         with safe_open(str(path), framework="pt") as file:
             meta = _parse_metadata(path, file.metadata() or {})
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (not iterable)
     except CheckpointError:
         raise
     except Exception as exc:
@@ -108,6 +127,30 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.
                               f"{model.config['num_classes']} outputs")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta
+
+
+def architecture_class(name: str) -> type[torch.nn.Module] | None:
+    """The network class of ``architecture.name`` ``name`` in the fixed list, else None."""
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name]
+    if name in FOREIGN_ARCHITECTURES:
+        module = importlib.import_module(f"{__package__}.{FOREIGN_ARCHITECTURES[name]}")
+        return getattr(module, name)
+    return None
+
+
+def modality_mismatch(meta: dict, volume) -> str | None:
+    """A warning when ``volume`` (its DICOM ``modality``, e.g. "CT" or "MR") is not the
+    modality the checkpoint with metadata ``meta`` was trained on; None when they agree or
+    either is unknown (a NIfTI file has no modality). Pure: reads, never raises."""
+    trained = str((meta.get("preprocessing") or {}).get("modality") or "").upper()
+    image = str(getattr(volume, "modality", "") or "").upper()
+    if not trained or not image or trained == image:
+        return None
+    guessed = (getattr(volume, "meta", None) or {}).get("modality_guessed", False)
+    seen = f"looks like {image} (guessed from its intensities)" if guessed else f"is {image}"
+    return (f"this checkpoint was trained on {trained} images but the image {seen}; "
+            "its predictions may be meaningless")
 
 
 def classes_to_metadata(classes) -> list[dict]:
@@ -189,14 +232,19 @@ def _parse_metadata(path: Path, header: dict) -> dict:
 def _build_model(path: Path, architecture: dict) -> torch.nn.Module:
     arguments = dict(architecture)
     name = arguments.pop("name", None)
-    if name not in ARCHITECTURES:
+    network = architecture_class(name) if isinstance(name, str) else None
+    if network is None:
         raise CheckpointError(f"{path.name} holds an unknown architecture {name!r}; this "
-                              f"segview knows {', '.join(ARCHITECTURES)}")
+                              f"segview knows {', '.join(_known_names())}")
     try:
-        return ARCHITECTURES[name](**arguments)
-    except (TypeError, ValueError) as exc:
+        return network(**arguments)
+    except (TypeError, ValueError, AssertionError) as exc:  # MONAI checks arguments with assert
         raise CheckpointError(f"{path.name} describes a {name} this segview cannot build "
                               f"({_reason(exc)})") from exc
+
+
+def _known_names() -> list[str]:
+    return [*ARCHITECTURES, *FOREIGN_ARCHITECTURES]
 
 
 def _check_weights(path: Path, model: torch.nn.Module, tensors: dict) -> None:
@@ -211,7 +259,7 @@ def _check_weights(path: Path, model: torch.nn.Module, tensors: dict) -> None:
     if unexpected:
         problems.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[0]})")
     if wrong_shape:
-        key = sorted(wrong_shape)[0]
+        key = min(wrong_shape)
         problems.append(f"{len(wrong_shape)} weights of the wrong shape (e.g. {key}: "
                         f"{tuple(tensors[key].shape)}, expected {tuple(expected[key].shape)})")
     if problems:

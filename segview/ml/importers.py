@@ -1,0 +1,378 @@
+"""Bring your own model: a state dict trained elsewhere becomes a segview checkpoint.
+
+    import_state_dict("unet.pth", "monai-unet", ["background", "liver"], "CT",
+                      output="liver.safetensors")
+
+The weights file is a state dict: ``.pth``/``.pt``/``.bin``/``.ckpt`` read only with
+``torch.load(weights_only=True)`` (PyTorch's restricted unpickler: tensors, numbers,
+strings and containers, no code), or ``.safetensors``. A whole pickled model, or a file
+that needs any other Python object, is refused with how to save a state dict instead;
+nothing is ever unpickled otherwise.
+
+The network is one of a fixed list (``IMPORTABLE``), never a class named by a file.
+Hyperparameters are read from the tensor shapes where they show (channels, classes,
+widths, kernel sizes, residual units, normalisation with parameters, upsampling kind);
+what does not show in the weights (strides, activations without parameters) takes the
+library's default, is reported as an assumption and can be set with ``arch_args``. Every
+key and shape is then checked, and the written checkpoint is loaded back and must give
+exactly the logits of the network built here.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import pickle
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..core.classes import named_classes
+from .checkpoint import CheckpointError, architecture_class, classes_to_metadata, load_checkpoint, save_checkpoint
+from .data import DEFAULT_CT_WINDOW, normalization_for
+
+#: --arch value -> segview class name (in checkpoint.ARCHITECTURES / FOREIGN_ARCHITECTURES).
+IMPORTABLE = {"segview-unet": "UNet", "monai-unet": "MonaiUNet", "monai-basicunet": "MonaiBasicUNet",
+              "milesial-unet": "MilesialUNet"}
+MODALITIES = ("CT", "MR")
+#: Containers training scripts wrap a state dict in (Lightning, many repositories, nnU-Net).
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network_weights")
+#: Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+SAVE_A_STATE_DICT = ("save the weights alone where the model is defined: "
+                 "torch.save(model.state_dict(), 'weights.pth')")
+
+__all__ = [
+    "IMPORTABLE",
+    "ImportResult",
+    "build_network",
+    "import_state_dict",
+    "infer_arguments",
+    "read_state_dict",
+]
+
+
+@dataclass
+class ImportResult:
+    path: Path                        # the written .safetensors checkpoint
+    model: torch.nn.Module            # the network as loaded back from it (eval mode)
+    arguments: dict                   # the architecture's arguments
+    notes: list[str] = field(default_factory=list)   # assumptions and dropped entries
+
+
+# -- reading ----------------------------------------------------------------------------
+
+def read_state_dict(path) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """The tensors of a state dict file and notes on what was unwrapped or dropped.
+
+    Raises CheckpointError for a missing or unreadable file, a whole pickled model or any
+    file whose loading needs Python objects other than tensors and plain containers (the
+    restricted unpickler refuses them before they are created), and a file without tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"there is no weights file at {path}")
+    if path.suffix.lower() == ".safetensors":
+        raw = _read_safetensors(path)
+    else:
+        raw = _read_torch_file(path)
+    return _plain_state_dict(path, raw)
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise CheckpointError(f"{path.name} is not a readable safetensors file ({_reason(exc)})") from exc
+
+
+def _read_torch_file(path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only=True refused a global: a whole model, an optimizer's custom class,
+        # or a crafted file. Nothing of it was constructed.
+        raise CheckpointError(
+            f"{path.name} holds Python objects, not only weights (a whole pickled model?), and "
+            f"segview does not unpickle those because they can run any code; {SAVE_A_STATE_DICT}"
+            f" ({_reason(exc)[:160]})") from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(f"{path.name} is not a readable PyTorch weights file "
+                              f"({_reason(exc)[:160]}); it may be truncated or damaged") from exc
+
+
+def _plain_state_dict(path: Path, raw: object) -> tuple[dict[str, torch.Tensor], list[str]]:
+    notes: list[str] = []
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path.name} holds a {type(raw).__name__}, not a state dict; "
+                              f"{SAVE_A_STATE_DICT}")
+    for key in WRAPPER_KEYS:
+        inner = raw.get(key)
+        if isinstance(inner, dict) and inner and any(isinstance(v, torch.Tensor) for v in inner.values()):
+            notes.append(f"took the weights under {key!r} of the file")
+            raw = inner
+            break
+    tensors = {str(k): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
+    dropped = sorted(str(k) for k, v in raw.items() if not isinstance(v, torch.Tensor))
+    if dropped:  # milesial's training script adds 'mask_values', others an epoch number
+        notes.append(f"ignored entries that are not weights: {', '.join(dropped[:5])}")
+    if not tensors:
+        raise CheckpointError(f"{path.name} holds no tensors; {SAVE_A_STATE_DICT}")
+    for prefix in WRAPPER_PREFIXES:
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            notes.append(f"removed the prefix {prefix!r} of every key")
+    return tensors, notes
+
+
+# -- hyperparameters from shapes --------------------------------------------------------
+
+def infer_arguments(arch: str, state: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
+    """The arguments of ``arch``'s class that the tensors show, and the ones that were
+    assumed ({argument: why}).
+
+    Raises CheckpointError for an unknown ``arch`` or weights that are not of that layout
+    (a key the layout needs is missing)."""
+    infer = _INFERENCE.get(arch)
+    if infer is None:
+        raise CheckpointError(f"unknown architecture {arch!r}; choose one of {', '.join(IMPORTABLE)}")
+    try:
+        return infer(state)
+    except KeyError as exc:
+        raise CheckpointError(f"these weights are not a {arch} state dict: the key {exc.args[0]} is "
+                              f"missing (the file's keys start {_first_keys(state)})") from exc
+
+
+def _segview_arguments(state) -> tuple[dict, dict[str, str]]:
+    depth = sum(1 for k in state if k.startswith("upsample.") and k.endswith(".weight"))
+    first = state["encoder.0.0.weight"]
+    norm = None  # encoder.0 is conv, [norm], ReLU, ...: a norm shows as layer 1's parameters
+    if "encoder.0.1.running_mean" in state:
+        norm = "batch"
+    elif "encoder.0.1.weight" in state:
+        norm = "instance"
+    arguments = {"in_channels": first.shape[1], "num_classes": state["head.weight"].shape[0],
+                 "base_channels": first.shape[0], "depth": depth, "norm": norm}
+    return arguments, {"padding": "assumed padding 'same' (padding leaves no trace in the weights)"}
+
+
+def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
+    units = {k.split(".")[3] for k in state if k.startswith("model.0.conv.unit")}
+    residual = len(units)
+    first = "conv.unit0.conv.weight" if residual else "conv.weight"
+    channels, prefix = [], "model."
+    while f"{prefix}0.{first}" in state:  # one encoder level per nesting of SkipConnection
+        channels.append(state[f"{prefix}0.{first}"].shape[0])
+        prefix += "1.submodule."
+    channels.append(state[prefix + first].shape[0])  # the bottom block
+    stem = state[f"model.0.{first}"]
+    top_up = state["model.2.0.conv.weight" if residual else "model.2.conv.weight"]
+    norm_keys = [k for k in state if ".adn.N." in k]
+    if any(k.endswith("running_mean") for k in norm_keys):
+        norm: object = "batch"
+    elif norm_keys:
+        norm = ["instance", {"affine": True}]
+    else:
+        norm = "instance"
+    arguments = {"in_channels": stem.shape[1], "num_classes": top_up.shape[1], "channels": channels,
+                 "strides": [2] * (len(channels) - 1), "kernel_size": stem.shape[-1],
+                 "up_kernel_size": top_up.shape[-1], "num_res_units": residual, "norm": norm,
+                 "bias": f"model.0.{first[:-len('weight')]}bias" in state}
+    assumed = {"strides": "assumed strides 2 at every level (strides leave no trace in the weights)"}
+    if any(".adn.A.weight" in k for k in state):
+        arguments["act"] = "prelu"
+    else:
+        arguments["act"] = "relu"
+        assumed["act"] = "assumed act 'relu' (the activation has no weights; MONAI's default PReLU has)"
+    if not norm_keys:
+        assumed["norm"] = "assumed norm 'instance' without affine parameters (MONAI's default; no weights)"
+    return arguments, assumed
+
+
+def _monai_basicunet_arguments(state) -> tuple[dict, dict[str, str]]:
+    blocks = ["conv_0.conv_0", "down_1.convs.conv_0", "down_2.convs.conv_0", "down_3.convs.conv_0",
+              "down_4.convs.conv_0", "upcat_1.convs.conv_1"]
+    features = [state[f"{block}.conv.weight"].shape[0] for block in blocks]
+    stem = state["conv_0.conv_0.conv.weight"]
+    if "conv_0.conv_0.adn.N.running_mean" in state:
+        norm: object = "batch"
+    elif "conv_0.conv_0.adn.N.weight" in state:
+        norm = ["instance", {"affine": True}]
+    else:
+        norm = ["instance", {"affine": False}]
+    upsample = "deconv" if "upcat_1.upsample.deconv.weight" in state else "nontrainable"
+    arguments = {"in_channels": stem.shape[1], "num_classes": state["final_conv.weight"].shape[0],
+                 "features": features, "norm": norm, "bias": "conv_0.conv_0.conv.bias" in state,
+                 "upsample": upsample}
+    assumed = {"act": "assumed act LeakyReLU(0.1), MONAI's default (activations have no weights)"}
+    if norm == ["instance", {"affine": False}]:
+        assumed["norm"] = "assumed norm 'instance' without affine parameters (no normalisation weights)"
+    return arguments, assumed
+
+
+def _milesial_arguments(state) -> tuple[dict, dict[str, str]]:
+    stem = state["inc.double_conv.0.weight"]
+    arguments = {"in_channels": stem.shape[1], "num_classes": state["outc.conv.weight"].shape[0],
+                 "bilinear": "up1.up.weight" not in state, "base_channels": stem.shape[0],
+                 "bias": "inc.double_conv.0.bias" in state}
+    return arguments, {}
+
+
+_INFERENCE: dict[str, Callable[[dict], tuple[dict, dict[str, str]]]] = {
+    "segview-unet": _segview_arguments, "monai-unet": _monai_unet_arguments,
+    "monai-basicunet": _monai_basicunet_arguments, "milesial-unet": _milesial_arguments}
+
+
+# -- building and checking --------------------------------------------------------------
+
+def build_network(arch: str, arguments: dict) -> torch.nn.Module:
+    """``arch``'s network from the fixed list with ``arguments``. Raises CheckpointError for
+    an unknown architecture, argument names the class does not take, or bad values."""
+    network = architecture_class(IMPORTABLE.get(arch, ""))
+    if network is None:
+        raise CheckpointError(f"unknown architecture {arch!r}; choose one of {', '.join(IMPORTABLE)}")
+    accepted = set(inspect.signature(network.__init__).parameters) - {"self"}
+    unknown = sorted(set(arguments) - accepted)
+    if unknown:
+        raise CheckpointError(f"{arch} takes no argument {', '.join(unknown)}; it takes "
+                              f"{', '.join(sorted(accepted))}")
+    try:
+        return network(**arguments)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise CheckpointError(f"cannot build a {arch} with {arguments} ({_reason(exc)})") from exc
+
+
+def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], arch: str) -> dict:
+    """``state`` made complete for ``model``: every key and shape must match. The only key
+    that may be absent is BatchNorm's ``num_batches_tracked`` (a counter; older PyTorch did
+    not save it), taken from the model. Raises CheckpointError naming the keys at fault."""
+    expected = model.state_dict()
+    state = dict(state)
+    for key in expected:
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = expected[key]
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing ({_some(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} not in a {arch} ({_some(unexpected)})")
+    if wrong:
+        problems.append(f"{len(wrong)} of the wrong shape (" + "; ".join(
+            f"{k}: {tuple(state[k].shape)}, expected {tuple(expected[k].shape)}" for k in wrong[:3]) + ")")
+    if problems:
+        raise CheckpointError(f"the weights do not fit a {arch} with {getattr(model, 'config', {})}: "
+                              f"{', '.join(problems)}")
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"weight {key} holds NaN or infinite values (training diverged?)")
+    return state
+
+
+def _check_runs_at(model: torch.nn.Module, size: int, num_classes: int, arch: str) -> None:
+    """The network must map (1, 1, size, size) to (1, num_classes, size, size) logits."""
+    with torch.no_grad():
+        try:
+            shape = tuple(model(torch.zeros(1, 1, size, size)).shape)
+        except (RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"this {arch} cannot take {size} x {size} slices ({_reason(exc)[:160]}); "
+                                  "choose another --input-size (a multiple of 16 usually works)") from exc
+    if shape != (1, num_classes, size, size):
+        raise CheckpointError(f"this {arch} turns {size} x {size} slices into {shape[-2]} x {shape[-1]} "
+                              "logits; segview needs the input's size back")
+
+
+# -- the whole import -------------------------------------------------------------------
+
+def import_state_dict(weights, arch: str, classes: list[str], modality: str, output,
+                      input_size: int = 256, ct_window: tuple[float, float] | None = None,
+                      arch_args: dict | None = None) -> ImportResult:
+    """Write ``weights`` (a state dict file) as a segview checkpoint at ``output``.
+
+    ``classes``: one name per output channel, background first; ``modality``: "CT" or
+    "MR" (CT is clipped to ``ct_window`` in HU, default -1000..1000, MR is scaled by
+    its 0.5 and 99.5 percentiles, both to [0, 1]); ``input_size``: the side slices are
+    resized to; ``arch_args`` override inferred arguments. Raises CheckpointError for
+    anything that does not fit (the message names it), OSError when ``output`` cannot
+    be written."""
+    modality = modality.upper()
+    if modality not in MODALITIES:
+        raise CheckpointError(f"the modality must be one of {', '.join(MODALITIES)}, not {modality!r}")
+    if not isinstance(input_size, int) or input_size < 8:
+        raise CheckpointError(f"the input size must be an integer of at least 8, not {input_size!r}")
+    if len(classes) < 2 or len(set(classes)) != len(classes) or not all(c.strip() for c in classes):
+        raise CheckpointError("give at least two distinct class names, background first")
+    state, notes = read_state_dict(weights)
+    arguments, assumed = infer_arguments(arch, state)
+    arguments.update(arch_args or {})
+    notes += [why for name, why in assumed.items() if name not in (arch_args or {})]
+    _check_channels(arguments, classes, arch)
+    model = build_network(arch, arguments)
+    model.load_state_dict(check_state_dict(model, state, arch), strict=True)
+    model.eval()
+    _check_runs_at(model, input_size, len(classes), arch)
+    meta = _metadata(Path(weights), arch, classes, modality, input_size, ct_window, notes)
+    path = save_checkpoint(output, model, meta)
+    loaded, _ = load_checkpoint(path)
+    _check_same_logits(model, loaded, input_size)
+    return ImportResult(path, loaded, arguments, notes)
+
+
+def _check_channels(arguments: dict, classes: list[str], arch: str) -> None:
+    if arguments["in_channels"] != 1:
+        raise CheckpointError(f"this {arch} takes {arguments['in_channels']} input channels; segview "
+                              "feeds networks one image channel (one slice of one series)")
+    outputs = arguments["num_classes"]
+    if outputs == 1:
+        raise CheckpointError(f"this {arch} has one output (a sigmoid mask); segview needs one logit "
+                              "per class including the background (softmax)")
+    if outputs != len(classes):
+        raise CheckpointError(f"the network has {outputs} outputs but --classes names {len(classes)} "
+                              f"({', '.join(classes)}); give one name per output, background first")
+
+
+def _metadata(weights: Path, arch: str, classes, modality, input_size, ct_window, notes) -> dict:
+    window = tuple(ct_window) if ct_window is not None else DEFAULT_CT_WINDOW
+    return {
+        "classes": classes_to_metadata(named_classes(list(classes))),
+        "preprocessing": {"input_size": [input_size, input_size], "modality": modality,
+                          "normalization": normalization_for(modality, window)},
+        "imported": {"source": weights.name, "sha256": _sha256(weights), "arch": arch, "notes": notes},
+    }
+
+
+def _check_same_logits(model: torch.nn.Module, loaded: torch.nn.Module, size: int) -> None:
+    """The written checkpoint must compute exactly what the network built here computes."""
+    image = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        if not torch.equal(model(image), loaded(image)):
+            raise CheckpointError("the written checkpoint does not reproduce the network's logits; "
+                                  "please report this as a bug")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _some(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (", ..." if len(keys) > 3 else "")
+
+
+def _first_keys(state: dict) -> str:
+    return _some(list(state))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
