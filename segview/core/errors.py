@@ -15,3 +15,9 @@ class VolumeLoadError(SegviewError):
 class LabelSaveError(SegviewError, OSError):
     """Labels could not be written (disk full, read-only folder, ...). The previous file,
     if any, is untouched and the labels in memory are unchanged."""
+
+
+class PacsError(SegviewError):
+    """A picture archive (PACS) could not be searched, read or written: it is down or
+    unreachable, refused the association or the request, did not answer in time, or does
+    not hold what was asked for. Nothing already on disk is lost."""
