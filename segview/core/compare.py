@@ -107,7 +107,7 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str]) -> str:
         scores = live.volume_scores(key)
         lines.append(f"| {key} | {names.get(key, key)} | {_fmt(scores.mean_dice)} | {_fmt(scores.mean_iou)} | "
                      f"{_fmt(scores.pixel_error if scores.voxels else math.nan, 5)} |")
-    dice_a, dice_b = live.dice_along_slices("A")[reviewed], live.dice_along_slices("B")[reviewed]
+    dice_a, dice_b = live.dice_along_slices("A")[reviewed], live.dice_along_slices("B")[reviewed]  # NaN: pending
     paired = paired_difference(dice_a, dice_b)
     lines += ["", f"Per reviewed slice, Dice B - A: {_fmt(paired['mean_difference'])} "
                   f"+- {_fmt(paired['std_difference'])} over {paired['pairs']} slices; B better on "
@@ -116,6 +116,7 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: ``slice`` is the 1-based number the window shows (array index z + 1).
 SLICE_COLUMNS = ("slice", "reviewed", "dice_a", "dice_b", "dice_b_minus_a", "iou_a", "iou_b",
                  "pixel_error_a", "pixel_error_b", "voxels_a_differs_from_b")
 
@@ -125,7 +126,9 @@ def slice_table(live: LiveMetrics) -> tuple[tuple[str, ...], list[dict]]:
     rows = []
     for z in range(len(live.labels.reviewed)):
         a, b = live.slice_scores("A", z), live.slice_scores("B", z)
-        rows.append({"slice": z, "reviewed": bool(live.labels.reviewed[z]), "dice_a": score_cell(a.mean_dice),
+        if a is None or b is None:
+            continue  # pending: not predicted by both yet
+        rows.append({"slice": z + 1, "reviewed": bool(live.labels.reviewed[z]), "dice_a": score_cell(a.mean_dice),
                      "dice_b": score_cell(b.mean_dice), "dice_b_minus_a": score_cell(b.mean_dice - a.mean_dice),
                      "iou_a": score_cell(a.mean_iou), "iou_b": score_cell(b.mean_iou), "pixel_error_a": score_cell(a.pixel_error),
                      "pixel_error_b": score_cell(b.pixel_error), "voxels_a_differs_from_b": int(disputed[z])})

@@ -1,8 +1,9 @@
-"""A crash-safe journal of label edits: nothing a radiologist draws is lost.
+"""A crash-safe journal of label edits and review marks: nothing a radiologist draws or
+checks is lost.
 
-The file starts with a snapshot of the labels when editing began, then holds one record
-per completed step (a stroke, a fill, an undo, a redo): the changed regions and their new
-values. Each record is written whole, flushed and fsynced before the next one, and
+The file starts with a snapshot of the labels and review marks when editing began, then
+holds one record per completed step (a stroke, a fill, a review mark, an undo, a redo):
+the changed regions with their new values, and the marks set or taken back. Each record is written whole, flushed and fsynced before the next one, and
 carries its length and CRC, so after a crash (even SIGKILL or a power cut in the middle
 of a write) replaying the intact records gives the labels as they were after the last
 completed step. No pickle: a small JSON header and raw uint8 bytes, zlib-compressed.
@@ -10,6 +11,11 @@ completed step. No pickle: a small JSON header and raw uint8 bytes, zlib-compres
     journal = Journal.start(path, labels, image_key)   # labels: LabelMap
     ...                                                # every completed step is appended
     recovered = recover(path)                          # after a crash: RecoveredLabels
+
+Journals are named by ``image_key``: a digest of the pixel data and the geometry, so the
+same series opened by another path (relative, through a link, by a subfolder) finds its
+journal. A crashed session's journal is set aside (never deleted) while the user decides;
+``set_aside_journals`` lists them for File > Recover edits.
 """
 from __future__ import annotations
 
@@ -17,18 +23,24 @@ import hashlib
 import json
 import os
 import struct
+import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+try:
+    import fcntl  # POSIX: a live session locks its journal, so nobody takes it for a crashed one
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
 from .errors import SegviewError
-from .labels import Edit, LabelMap
+from .labels import Edit, LabelMap, Mark
 
 MAGIC = b"SVJ1"
 RECORD = struct.Struct("<4sII")  # tag, payload length, CRC32 of the payload
-SNAPSHOT, STEP = b"SNAP", b"STEP"
+SNAPSHOT, STEP, SAVED = b"SNAP", b"STEP", b"SAVE"  # SAVE: the labels were saved here
 
 
 class JournalError(SegviewError):
@@ -42,24 +54,66 @@ def state_directory() -> Path:
 
 
 def image_key(volume) -> str:
-    """Identifies an image across sessions: its source, grid and a sample of its voxels."""
-    array = np.ascontiguousarray(volume.array[:: max(1, volume.shape[0] // 8)])
-    digest = hashlib.sha1(array.tobytes())
-    digest.update(repr((volume.meta.get("source", ""), volume.shape, tuple(volume.spacing),
-                        tuple(volume.origin), tuple(volume.direction))).encode())
+    """Identifies an image whatever path it was opened by: a digest of all its voxels and
+    its grid (shape, spacing, origin, direction)."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr((volume.array.dtype.str, volume.shape, tuple(volume.spacing), tuple(volume.origin),
+                        tuple(volume.direction))).encode())
+    array = np.ascontiguousarray(volume.array)
+    for plane in array:  # slice by slice: no copy of the whole volume
+        digest.update(memoryview(plane).cast("B"))
     return digest.hexdigest()
 
 
-def journal_path(volume) -> Path:
-    return state_directory() / f"{image_key(volume)}.svj"
+def journal_path(key: str, instance: int = 0) -> Path:
+    """The journal of the image with ``image_key`` ``key`` (``instance``: a second window on
+    the same image journals beside the first)."""
+    return state_directory() / (f"{key}.svj" if not instance else f"{key}-{instance}.svj")
+
+
+def start_journal(labels: LabelMap, key: str, snapshot: bytes | None = None) -> Journal:
+    """A journal of ``labels`` under the image's key, beside any live session's journal of the
+    same image (those are locked). Raises JournalError when none can be written."""
+    for instance in range(100):
+        path = journal_path(key, instance)
+        if not _in_use(path):
+            return Journal.start(path, labels, key, snapshot)
+    raise JournalError(f"too many sessions journal edits of this image in {state_directory()}")
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a running session holds ``path`` (its lock)."""
+    if fcntl is None or not path.exists():
+        return False
+    try:
+        with open(path, "rb") as file:
+            fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def crashed_journals(key: str) -> list[Path]:
+    """Journals of image ``key`` that no running session holds: left by a crash or a kill."""
+    folder = state_directory()
+    paths = list(folder.glob(f"{key}.svj")) + list(folder.glob(f"{key}-*.svj")) if folder.exists() else []
+    return [p for p in paths if not _in_use(p)]
+
+
+def set_aside_folder() -> Path:
+    return state_directory() / "set-aside"
 
 
 @dataclass
 class RecoveredLabels:
     labels: np.ndarray   # (z, y, x) uint8 after the last completed step
     image_key: str
-    steps: int           # completed steps replayed
+    steps: int           # completed steps replayed since the labels were last saved
     truncated: bool      # an incomplete record at the end was ignored (the crash)
+    reviewed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (Z,) review marks then
+    about: dict = field(default_factory=dict)  # what the image was: source, description, started
 
 
 class Journal:
@@ -68,28 +122,36 @@ class Journal:
     def __init__(self, path: Path, labels: LabelMap, file):
         self.path, self.labels, self._file = path, labels, file
         self._pending: list[Edit] = []
+        self._marks: list[Mark] = []
         self.steps = 0
         self.error: JournalError | None = None  # set when a write failed; journalling stops
         labels.listeners.append(self._collect)
+        labels.mark_listeners.append(self._collect_mark)
         labels.step_listeners.append(self.flush)
 
     @staticmethod
-    def snapshot(labels: np.ndarray, key: str) -> bytes:
-        """The compressed first record for ``labels``: the slow part of ``start``, which
-        a worker can do beforehand."""
-        header = json.dumps({"image_key": key, "shape": list(labels.shape)}).encode()
+    def snapshot(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None) -> bytes:
+        """The compressed first record for ``labels`` and the ``reviewed`` slices: the slow
+        part of ``start``, which a worker can do beforehand. ``about`` (JSON) says what the
+        image is, for the list of set-aside journals."""
+        marks = [] if reviewed is None else np.flatnonzero(reviewed).tolist()
+        header = json.dumps({"image_key": key, "shape": list(labels.shape), "reviewed": marks,
+                             "about": dict(about or {}, started=time.time())}).encode()
         return zlib.compress(struct.pack("<I", len(header)) + header + labels.tobytes(), 1)
 
     @classmethod
     def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | None = None) -> Journal:
         """A new journal at ``path`` (replacing any) beginning with a snapshot of ``labels``
-        now (or ``snapshot``, made by ``Journal.snapshot`` of the same labels). Raises
-        JournalError when it cannot be written."""
+        and their review marks now (or ``snapshot``, made by ``Journal.snapshot`` of the same
+        labels). Raises JournalError when it cannot be written."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             file = open(path, "wb")
-            _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key), compressed=True)
+            if fcntl is not None:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key, labels.reviewed),
+                          compressed=True)
         except OSError as exc:
             raise JournalError(f"cannot keep a journal of the edits in {path.parent}: "
                                f"{exc.strerror or exc}") from exc
@@ -98,15 +160,21 @@ class Journal:
     def _collect(self, edit: Edit) -> None:
         self._pending.append(edit)
 
+    def _collect_mark(self, mark: Mark) -> None:
+        self._marks.append(mark)
+
     def flush(self) -> None:
         """Append the edits since the last flush as one record (called after each step).
         A failed write (disk full) never interrupts editing: it sets ``error`` and the
         journal stops, so the window can say so."""
-        if not self._pending or self.error is not None:
+        if not (self._pending or self._marks) or self.error is not None:
             self._pending.clear()
+            self._marks.clear()
             return
         edits, self._pending = self._pending, []
-        header = json.dumps([[[int(r.start), int(r.stop)] for r in e.region] for e in edits]).encode()
+        marks, self._marks = self._marks, []
+        header = json.dumps({"regions": [[[int(r.start), int(r.stop)] for r in e.region] for e in edits],
+                             "marks": [[m.z, m.new] for m in marks]}).encode()
         payload = struct.pack("<I", len(header)) + header + b"".join(e.new.tobytes() for e in edits)
         try:
             _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
@@ -115,34 +183,69 @@ class Journal:
             return
         self.steps += 1
 
+    def mark_saved(self) -> None:
+        """The labels as of now are safely saved: recovery counts only the steps after this."""
+        if self.error is None:
+            try:
+                _write_record(self._file, SAVED, b"", compressed=False)
+            except OSError as exc:
+                self.error = JournalError(f"cannot append to the edit journal {self.path}: {exc.strerror or exc}")
+
     def close(self, delete: bool = False) -> None:
         """Stop journalling; ``delete`` once the labels are safely saved."""
         if self.flush in self.labels.step_listeners:
             self.labels.step_listeners.remove(self.flush)
             self.labels.listeners.remove(self._collect)
+            self.labels.mark_listeners.remove(self._collect_mark)
         self._file.close()
         if delete:
             self.path.unlink(missing_ok=True)
 
 
-def unsaved_edits(volume) -> RecoveredLabels | None:
-    """Edits of ``volume`` that an earlier session journalled and never saved (it crashed):
-    from its journal, or from the one set aside while the user decides. None if there
-    are none or the journal is unreadable."""
-    for candidate in (journal_path(volume), set_aside_path(volume)):
-        try:
-            found = recover(candidate) if candidate.exists() else None
-        except (JournalError, OSError, ValueError, zlib.error):
-            continue
-        if found is not None and found.steps and found.labels.shape == volume.shape:
-            return found
-    return None
+def unsaved_edits(key: str) -> RecoveredLabels | None:
+    """Edits of the image with ``image_key`` ``key`` that an earlier session journalled and
+    never saved (it crashed or was killed: a clean close deletes its journal), the newest if
+    there are several. None if there are none or the journals are unreadable."""
+    found = [r for r in (_readable(p) for p in crashed_journals(key)) if r is not None and r.steps]
+    return max(found, key=lambda r: r.about.get("started", 0), default=None)
 
 
-def set_aside_path(volume) -> Path:
-    """Where a crashed session's journal waits while the user decides about it."""
-    path = journal_path(volume)
-    return path.with_name(path.name + ".previous")
+def set_aside(key: str) -> list[Path]:
+    """Move the crashed journals of image ``key`` out of the way of a new session, into the
+    set-aside folder, where ``set_aside_journals`` finds them again. Returns their new paths."""
+    moved = []
+    for path in crashed_journals(key):
+        target = set_aside_folder() / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.svj"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        moved.append(target)
+    return moved
+
+
+@dataclass
+class SetAsideJournal:
+    path: Path
+    recovered: RecoveredLabels
+    modified: float   # seconds since the epoch: when its last step was written
+
+
+def set_aside_journals(key: str | None = None) -> list[SetAsideJournal]:
+    """Journals of crashed sessions kept aside (of image ``key``, or all), newest first;
+    only those with at least one step, unreadable files skipped."""
+    folder = set_aside_folder()
+    found = []
+    for path in folder.glob(f"{key or ''}*.svj") if folder.exists() else []:
+        recovered = _readable(path)
+        if recovered is not None and recovered.steps:
+            found.append(SetAsideJournal(path, recovered, path.stat().st_mtime))
+    return sorted(found, key=lambda j: j.modified, reverse=True)
+
+
+def _readable(path: Path) -> RecoveredLabels | None:
+    try:
+        return recover(path)
+    except (JournalError, OSError, ValueError, KeyError, zlib.error):
+        return None
 
 
 def recover(path) -> RecoveredLabels:
@@ -156,15 +259,26 @@ def recover(path) -> RecoveredLabels:
         raise JournalError(f"{path} lacks the snapshot it starts from")
     header, body = _split(records[0][1])
     labels = np.frombuffer(body, np.uint8).reshape(header["shape"]).copy()
-    for _, payload in records[1:]:
-        regions, body = _split(payload)
+    reviewed = np.zeros(labels.shape[0], bool)
+    reviewed[header.get("reviewed", [])] = True
+    steps = 0
+    for tag, payload in records[1:]:
+        if tag == SAVED:
+            steps = 0
+            continue
+        steps += 1
+        step, body = _split(payload)
+        regions = step["regions"] if isinstance(step, dict) else step  # a list: journals before marks
+        for z, new in step.get("marks", []) if isinstance(step, dict) else []:
+            reviewed[z] = new
         offset = 0
         for bounds in regions:
             region = tuple(slice(a, b) for a, b in bounds)
             size = int(np.prod([b - a for a, b in bounds]))
             labels[region] = np.frombuffer(body, np.uint8, size, offset).reshape([b - a for a, b in bounds])
             offset += size
-    return RecoveredLabels(labels, header["image_key"], len(records) - 1, truncated)
+    return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
+                           header.get("about", {}))
 
 
 def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:
@@ -186,7 +300,7 @@ def _records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
             return records, True
         tag, length, crc = RECORD.unpack_from(data, offset)
         packed = data[offset + RECORD.size: offset + RECORD.size + length]
-        if tag not in (SNAPSHOT, STEP) or len(packed) < length or zlib.crc32(packed) != crc:
+        if tag not in (SNAPSHOT, STEP, SAVED) or len(packed) < length or zlib.crc32(packed) != crc:
             return records, True
         records.append((tag, zlib.decompress(packed)))
         offset += RECORD.size + length

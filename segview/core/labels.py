@@ -1,15 +1,22 @@
 """LabelMap: the editable label volume, its tools and its diff-based undo history.
 
-Every edit goes through ``_write(region, mask, value)``: it applies the overwrite policy
-and the intensity range, keeps the region's old and new values as an ``Edit``, and tells
-the listeners (the metrics, the overlay, the journal) exactly what changed. One mouse drag
-(``begin_stroke`` .. ``end_stroke``) is one undo step; the history is bounded in bytes.
+Every change is an ``Edit`` (a region's old and new values) or a ``Mark`` (a slice's review
+mark set or taken back); the listeners (the metrics, the overlays, the journal) hear
+exactly what changed. One step (``with label_map.step():``, or ``begin_stroke`` ..
+``end_stroke``: a mouse drag, a fill, a copy, a review mark) is one undo step, and undo
+takes back its marks with its edits. The history is bounded in bytes.
+
+The hand tools (brush, fill, slice copy, interpolation, adopt) obey the brush settings
+``policy`` and ``intensity_range``; replacing the labels (``copy_from``: a label file, a
+model's prediction, recovered edits) and undo never do. Nothing marks a slice reviewed but
+``set_reviewed``: copying a model's prediction is not reviewing it.
 Pixel coordinates are numpy (z, y, x) indices; the brush is round in millimetres.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, Union
 
 import numpy as np
 from scipy import ndimage
@@ -35,6 +42,22 @@ class Edit:
     def slices(self) -> range:
         """The z indices it touches."""
         return range(self.region[0].start, self.region[0].stop)
+
+
+@dataclass
+class Mark:
+    """Slice ``z``'s review mark went from ``old`` to ``new``."""
+    z: int
+    old: bool
+    new: bool
+
+    nbytes = 0
+
+    def reversed(self) -> Mark:
+        return Mark(self.z, self.new, self.old)
+
+
+Change = Union[Edit, Mark]
 
 
 @dataclass
@@ -68,12 +91,13 @@ class LabelMap:
         self.policy = OverwritePolicy()
         self.intensity_range: tuple[float, float] | None = None  # threshold brush (e.g. HU)
         self.history_bytes = history_bytes
-        self.reviewed = np.zeros(labels.shape[0], bool)
-        self.listeners: list[Callable[[Edit], None]] = []        # every change, as it happens
+        self.reviewed = np.zeros(labels.shape[0], bool)           # (Z,) slices a person checked
+        self.listeners: list[Callable[[Edit], None]] = []        # every label change, as it happens
+        self.mark_listeners: list[Callable[[Mark], None]] = []   # every review mark change
         self.step_listeners: list[Callable[[], None]] = []       # after each completed undo step
-        self._undo: list[list[Edit]] = []
-        self._redo: list[list[Edit]] = []
-        self._stroke: list[Edit] | None = None
+        self._undo: list[list[Change]] = []
+        self._redo: list[list[Change]] = []
+        self._stroke: list[Change] | None = None
 
     # -- undo steps ---------------------------------------------------------------------
     def begin_stroke(self) -> None:
@@ -81,11 +105,20 @@ class LabelMap:
         self.end_stroke()
         self._stroke = []
 
-    def end_stroke(self) -> list[Edit]:
+    def end_stroke(self) -> list[Change]:
         stroke, self._stroke = self._stroke, None
         if stroke:
             self._push(stroke)
         return stroke or []
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """Everything done inside is one undo step (and one journal record)."""
+        self.begin_stroke()
+        try:
+            yield
+        finally:
+            self.end_stroke()
 
     def undo(self) -> bool:
         """Take back the last step (its edits in reverse order); False when there is none."""
@@ -119,9 +152,9 @@ class LabelMap:
         return bool(self._redo)
 
     def history_nbytes(self) -> int:
-        return sum(e.nbytes for step in self._undo + self._redo for e in step)
+        return sum(change.nbytes for step in self._undo + self._redo for change in step)
 
-    def _push(self, step: list[Edit]) -> None:
+    def _push(self, step: list[Change]) -> None:
         self._undo.append(step)
         self._redo.clear()
         # Over budget, the oldest steps go first; the newest is kept whatever its size,
@@ -135,23 +168,39 @@ class LabelMap:
             listener()
 
     # -- tools ---------------------------------------------------------------------------
-    def paint(self, z: int, points, radius_mm: float, value: int) -> Edit | None:
-        """A round brush of ``radius_mm`` dragged through ``points`` [(y, x), ...] on slice
-        ``z``: every pixel within the radius of the polyline, so a fast move leaves no gap.
+    def paint(self, index: int, points, radius_mm: float, value: int, axis: int = 0) -> Edit | None:
+        """A round brush of ``radius_mm`` dragged through ``points`` on plane ``index`` of
+        ``axis`` (the array axis normal to the plane: 0 axial z, 1 coronal y, 2 sagittal x).
+        Points are the plane's voxel coordinates in array order ((y, x) for z planes, (z, x)
+        for y planes, (z, y) for x planes). Every voxel whose centre lies within the radius
+        of the polyline, in mm on the anisotropic grid, so a fast move leaves no gap.
         ``value`` 0 erases."""
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
+        in_plane = [a for a in range(3) if a != axis]
+        spacing = [self.spacing_zyx[a] for a in in_plane]
+        size = [self.array.shape[a] for a in in_plane]
         points = np.atleast_2d(np.asarray(points, float))
-        ry, rx = radius_mm / self.spacing[1], radius_mm / self.spacing[0]
-        height, width = self.array.shape[1:]
-        y0 = max(int(np.floor(points[:, 0].min() - ry)), 0)
-        y1 = min(int(np.ceil(points[:, 0].max() + ry)) + 1, height)
-        x0 = max(int(np.floor(points[:, 1].min() - rx)), 0)
-        x1 = min(int(np.ceil(points[:, 1].max() + rx)) + 1, width)
-        if y0 >= y1 or x0 >= x1:
-            return None
-        yy, xx = np.mgrid[y0:y1, x0:x1].astype(float)
-        mask = _near_polyline(yy * self.spacing[1], xx * self.spacing[0],
-                              points * (self.spacing[1], self.spacing[0]), radius_mm)
-        return self._write((slice(z, z + 1), slice(y0, y1), slice(x0, x1)), mask[None], value)
+        bounds = []
+        for n in range(2):
+            reach = radius_mm / spacing[n]
+            low = max(int(np.floor(points[:, n].min() - reach)), 0)
+            high = min(int(np.ceil(points[:, n].max() + reach)) + 1, size[n])
+            if low >= high:
+                return None
+            bounds.append((low, high))
+        (r0, r1), (c0, c1) = bounds
+        rows, cols = np.mgrid[r0:r1, c0:c1].astype(float)
+        mask = _near_polyline(rows * spacing[0], cols * spacing[1], points * spacing, radius_mm)
+        region = [slice(None)] * 3
+        region[axis] = slice(index, index + 1)
+        region[in_plane[0]], region[in_plane[1]] = slice(r0, r1), slice(c0, c1)
+        return self._write(tuple(region), np.expand_dims(mask, axis), value)
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        """Voxel size in mm in array order (z, y, x)."""
+        return self.spacing[2], self.spacing[1], self.spacing[0]
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``."""
@@ -196,12 +245,13 @@ class LabelMap:
         return self._write_values(self._slab(first + 1, last), result)
 
     def copy_from(self, source: np.ndarray, z: int | None = None) -> Edit | None:
-        """Replace the labels by ``source`` (z, y, x), e.g. a model's prediction: the whole
-        volume, or slice ``z`` only. One undo step; the policy applies."""
+        """Replace the labels by ``source`` (z, y, x) exactly: a label file, a model's
+        prediction, recovered edits; the whole volume, or slice ``z`` only. The brush
+        settings do not apply and no slice becomes reviewed."""
         if source.shape != self.array.shape:
             raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
         start, stop = (0, self.array.shape[0]) if z is None else (z, z + 1)
-        return self._write_values(self._slab(start, stop), source[start:stop])
+        return self._write_values(self._slab(start, stop), source[start:stop], brush=False)
 
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
         """Where two models disagree: the connected region (4-connected, slice ``z``) of
@@ -216,7 +266,7 @@ class LabelMap:
         values = np.where(mask, source[z], self.array[z])
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
-    def fill_between_slices(self) -> list[Edit]:
+    def fill_between_slices(self) -> list[Change]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step)."""
         labelled = np.flatnonzero(self.array.reshape(self.array.shape[0], -1).any(axis=1))
@@ -226,8 +276,14 @@ class LabelMap:
                 self.interpolate(int(first), int(last))
         return self.end_stroke()
 
-    def set_reviewed(self, z: int, reviewed: bool = True) -> None:
-        self.reviewed[z] = reviewed
+    def set_reviewed(self, z: int, reviewed: bool = True) -> Mark | None:
+        """Mark slice ``z`` reviewed (or take the mark back): part of the step in progress,
+        else a step of its own, so undo takes it back. None when nothing changes."""
+        if bool(self.reviewed[z]) == reviewed:
+            return None
+        mark = Mark(int(z), not reviewed, reviewed)
+        self._record(mark)
+        return mark
 
     # -- writing -------------------------------------------------------------------------
     def _slab(self, start: int, stop: int) -> Region:
@@ -239,10 +295,15 @@ class LabelMap:
         values = np.where(mask, np.uint8(value), self.array[region])
         return self._write_values(region, values, mask)
 
-    def _write_values(self, region: Region, values: np.ndarray, mask: np.ndarray | None = None) -> Edit | None:
+    def _write_values(self, region: Region, values: np.ndarray, mask: np.ndarray | None = None,
+                      brush: bool = True) -> Edit | None:
+        """Write ``values`` where ``mask`` (all of ``region`` without one) and, for the hand
+        tools (``brush``), where the overwrite policy and the intensity range allow."""
         old = self.array[region].copy()
-        allowed = self.policy.allows(old) if mask is None else mask & self.policy.allows(old)
-        if self.intensity_range is not None and self.intensities is not None:
+        allowed = np.ones(old.shape, bool) if mask is None else mask.copy()
+        if brush:
+            allowed &= self.policy.allows(old)
+        if brush and self.intensity_range is not None and self.intensities is not None:
             low, high = self.intensity_range
             image = self.intensities[region]
             allowed &= (image >= low) & (image <= high)
@@ -254,18 +315,25 @@ class LabelMap:
         box = tuple(slice(r.start + int(c.min()), r.start + int(c.max()) + 1) for r, c in zip(region, changed))
         inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
         edit = Edit(box, old[inner], new[inner])
-        self._apply(edit)
-        if self._stroke is not None:
-            self._stroke.append(edit)
-        else:
-            self._push([edit])
+        self._record(edit)
         return edit
 
-    def _apply(self, edit: Edit) -> None:
-        self.array[edit.region] = edit.new
-        self.reviewed[edit.slices.start:edit.slices.stop] = True  # an edited slice was looked at
+    def _record(self, change: Change) -> None:
+        self._apply(change)
+        if self._stroke is not None:
+            self._stroke.append(change)
+        else:
+            self._push([change])
+
+    def _apply(self, change: Change) -> None:
+        if isinstance(change, Mark):
+            self.reviewed[change.z] = change.new
+            for mark_listener in self.mark_listeners:
+                mark_listener(change)
+            return
+        self.array[change.region] = change.new
         for listener in self.listeners:
-            listener(edit)
+            listener(change)
 
 
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:

@@ -4,7 +4,8 @@
 arrive from the ``LabelMap`` (only the changed region is counted), prediction slices
 arrive as inference streams them. The volume scores default to the reviewed slices: a
 slice nobody has checked may still hold a model's own prediction copied into the labels,
-which would flatter that model.
+which would flatter that model. Slices a model has not predicted yet are pending: they
+count in no score of that model (never as background).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import math
 
 import numpy as np
 
-from .io import replace_atomically
+from .files import replace_atomically
 from .labels import Edit, LabelMap
 from .metrics import ConfusionMatrix, Scores, scores_from_counts
 
@@ -28,6 +29,7 @@ class LiveMetrics:
             raise ValueError(f"the labels hold class {top}, beyond the {num_classes} classes of the models")
         self.labels, self.num_classes = labels, num_classes
         self.predictions: dict[str, np.ndarray] = {}
+        self.predicted: dict[str, np.ndarray] = {}               # (Z,) bool: slices not pending
         self.matrices: dict[str, ConfusionMatrix] = {}
         self._disputed: dict[tuple[str, str], np.ndarray] = {}  # per-slice counts where two models differ
         flat = labels.array.reshape(labels.array.shape[0], -1)
@@ -36,9 +38,11 @@ class LiveMetrics:
                                             ).reshape(flat.shape[0], num_classes)
         labels.listeners.append(self._labels_changed)
 
-    def add_model(self, key: str, prediction: np.ndarray, empty: bool = False) -> None:
+    def add_model(self, key: str, prediction: np.ndarray, empty: bool = False,
+                  predicted: np.ndarray | None = None) -> None:
         """Follow ``prediction`` (z, y, x) uint8, which inference will fill slice by slice;
-        ``empty`` says it is still all background (no counting needed)."""
+        ``empty`` says no slice is predicted yet (all pending; no counting needed);
+        ``predicted`` (Z,) bool which slices are, when only some are."""
         if prediction.shape != self.labels.array.shape:
             raise ValueError(f"prediction {prediction.shape} and labels {self.labels.array.shape} differ")
         if empty:
@@ -48,10 +52,17 @@ class LiveMetrics:
         else:
             matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
         self.predictions[key], self.matrices[key] = prediction, matrix
+        self.predicted[key] = np.full(prediction.shape[0], not empty) if predicted is None else predicted.copy()
         self._forget_disputed(key)
+
+    def detach(self) -> None:
+        """Stop following the labels (this object is being replaced)."""
+        if self._labels_changed in self.labels.listeners:
+            self.labels.listeners.remove(self._labels_changed)
 
     def remove_model(self, key: str) -> None:
         self.predictions.pop(key, None)
+        self.predicted.pop(key, None)
         self.matrices.pop(key, None)
         self._forget_disputed(key)
 
@@ -71,21 +82,31 @@ class LiveMetrics:
     def set_prediction_slice(self, key: str, z: int, labels: np.ndarray) -> None:
         """Inference delivered slice ``z`` of model ``key``: store it and count the change."""
         self.predictions[key][z] = labels
+        self.predicted[key][z] = True
         self.matrices[key].recount_slice(z, labels, self.labels.array[z])
         for (a, b), counts in self._disputed.items():
             if key in (a, b):
                 counts[z] = np.count_nonzero(self.predictions[a][z] != self.predictions[b][z])
 
     # -- scores --------------------------------------------------------------------------
-    def slice_scores(self, key: str, z: int) -> Scores:
+    def slice_scores(self, key: str, z: int) -> Scores | None:
+        """Scores of slice ``z``; None while it is pending."""
+        if not self.predicted[key][z]:
+            return None
         return scores_from_counts(self.matrices[key].slice_counts[z])
 
+    def scored_slices(self, key: str, reviewed_only: bool = True) -> np.ndarray:
+        """(Z,) bool: the slices a volume score of ``key`` covers (predicted; and reviewed)."""
+        return self.predicted[key] & self.labels.reviewed if reviewed_only else self.predicted[key]
+
     def volume_scores(self, key: str, reviewed_only: bool = True) -> Scores:
-        """Over the reviewed slices (all slices when ``reviewed_only`` is False)."""
+        """Over the predicted slices that are reviewed (all predicted slices when
+        ``reviewed_only`` is False)."""
         matrix = self.matrices[key]
-        if not reviewed_only:
+        scored = self.scored_slices(key, reviewed_only)
+        if scored.all():
             return scores_from_counts(matrix.counts)
-        return scores_from_counts(matrix.slice_counts[self.labels.reviewed].sum(axis=0))
+        return scores_from_counts(matrix.slice_counts[scored].sum(axis=0))
 
     def dice_along_slices(self, key: str) -> np.ndarray:
         """(Z,) mean foreground Dice of each slice; NaN where no foreground class is in the
@@ -97,7 +118,7 @@ class LiveMetrics:
         total = reference + predicted
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(total > 0, 2 * true_positive / total, np.nan)
-        return _nanmean_rows(dice)
+        return np.where(self.predicted[key], _nanmean_rows(dice), np.nan)
 
     def _labels_changed(self, edit: Edit) -> None:
         for key, matrix in self.matrices.items():
@@ -111,16 +132,17 @@ METRICS_COLUMNS = ("model", "scope", "slice", "reviewed", "class", "dice", "iou"
 
 
 def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
-    """Per model: the volume over reviewed slices, over all slices, then every slice; for
-    each foreground class and the foreground mean. Empty cells where nothing is scored."""
+    """Per model: the volume over reviewed slices, over all slices, then every predicted
+    slice (``slice``: the 1-based number the window shows); for each foreground class and
+    the foreground mean. Empty cells where nothing is scored."""
     names = {c.value: c.name for c in classes}
     rows = []
     for key in live.matrices:
         scopes = [("volume (reviewed slices)", "", live.volume_scores(key, True)),
                   ("volume (all slices)", "", live.volume_scores(key, False))]
-        scopes += [("slice", z, live.slice_scores(key, z)) for z in range(len(live.labels.reviewed))]
+        scopes += [("slice", z + 1, live.slice_scores(key, z)) for z in np.flatnonzero(live.predicted[key])]
         for scope, z, scores in scopes:
-            reviewed = bool(live.labels.reviewed[z]) if scope == "slice" else ""
+            reviewed = bool(live.labels.reviewed[z - 1]) if scope == "slice" else ""
             for value in range(1, len(scores.dice)):
                 rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed,
                                  **{"class": names.get(value, str(value))},

@@ -41,7 +41,8 @@ def test_volume_scores_cover_the_reviewed_slices_and_slice_scores_one_slice():
     prediction = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
     live.add_model("A", prediction)
     labels.set_reviewed(1)
-    labels.paint(4, [(10, 10)], 4.0, 2)  # editing slice 4 marks it reviewed
+    labels.paint(4, [(10, 10)], 4.0, 2)  # editing slice 4 does not mark it reviewed
+    labels.set_reviewed(4)
     reviewed = [1, 4]
     scores = live.volume_scores("A")
     np.testing.assert_allclose(scores.dice, dice_per_class(prediction[reviewed], labels.array[reviewed], 4))
@@ -77,3 +78,20 @@ def test_disputed_voxels_are_counted_once_and_follow_streamed_slices():
     expected = (live.predictions["A"] != live.predictions["B"]).reshape(6, -1).sum(axis=1)
     np.testing.assert_array_equal(live.disputed_voxels("A", "B"), expected)
     assert expected[4] == np.count_nonzero(a[4] != new) > 0
+
+
+def test_pending_slices_count_in_no_score():
+    # While inference streams, a slice not predicted yet is pending, not background.
+    rng, labels, live = session(3)
+    truth = labels.array.copy()
+    live.add_model("A", np.zeros(labels.array.shape, np.uint8), empty=True)
+    for z in range(6):
+        labels.set_reviewed(z)
+    assert live.slice_scores("A", 2) is None
+    assert np.isnan(live.volume_scores("A").mean_dice) and live.volume_scores("A").voxels == 0
+    live.set_prediction_slice("A", 2, truth[2])
+    live.set_prediction_slice("A", 3, truth[3])
+    assert live.volume_scores("A").mean_dice == 1.0  # only the two predicted slices, both right
+    assert live.slice_scores("A", 2).mean_dice == 1.0
+    dice = live.dice_along_slices("A")
+    assert np.isnan(dice[[0, 1, 4, 5]]).all() and (dice[[2, 3]] == 1.0).all()

@@ -1,0 +1,103 @@
+"""The review state saved beside a label file: which slices a person checked, by whom, when.
+
+Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha):
+
+    {
+      "format": "segview-review-state", "version": 1,
+      "image_key": "<digest of the image's voxels and grid (core.journal.image_key)>",
+      "slices": Z,                       # number of z planes of the label volume
+      "reviewed": [                      # one entry per reviewed slice
+        {"z": 12, "slice": 13, "by": "jdoe", "at": "2026-11-21T15:30:02+00:00"}
+      ]
+    }
+
+``z`` is the 0-based array index, ``slice`` the 1-based number the window shows. Keys
+this version does not know are kept when the file is written again (later versions add
+provenance and case status). A sidecar that belongs to another image (its ``image_key``
+or slice count differs) is not applied: its review marks would lie about these slices.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import VolumeLoadError
+from .files import atomic_write_text, extension
+
+FORMAT = "segview-review-state"
+VERSION = 1
+
+
+@dataclass
+class ReviewState:
+    """(Z,) ``reviewed`` slices with who marked each and when (``marks``: z -> {"by", "at"})."""
+    reviewed: np.ndarray
+    marks: dict[int, dict] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)   # keys of later versions, kept as they are
+
+    @classmethod
+    def empty(cls, slices: int) -> ReviewState:
+        return cls(np.zeros(slices, bool))
+
+    def to_json(self, image_key: str) -> str:
+        entries = [{"z": int(z), "slice": int(z) + 1, **self.marks.get(int(z), {})}
+                   for z in np.flatnonzero(self.reviewed)]
+        document = dict(self.extra, format=FORMAT, version=VERSION, image_key=image_key,
+                        slices=len(self.reviewed), reviewed=entries)
+        return json.dumps(document, indent=1)
+
+
+def review_path(labels_path) -> Path:
+    """The sidecar of the label file ``labels_path``."""
+    path = Path(labels_path)
+    stem = path.name[: -len(extension(path))] if extension(path) else path.name
+    return path.with_name(stem + ".review.json")
+
+
+def current_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment or the password database
+        return "unknown"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def save_review_state(labels_path, state: ReviewState, image_key: str) -> Path:
+    """Write the sidecar of ``labels_path`` atomically. Raises OSError when it cannot."""
+    return atomic_write_text(review_path(labels_path), state.to_json(image_key))
+
+
+def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewState, str | None]:
+    """The review state saved with ``labels_path`` (empty when there is none) and a warning
+    when a sidecar was there but could not be applied. Raises VolumeLoadError for a
+    sidecar that is not one."""
+    path = review_path(labels_path)
+    if not path.exists():
+        return ReviewState.empty(slices), None
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        if document.get("format") != FORMAT:
+            raise ValueError("not a segview review state")
+        entries = document["reviewed"]
+        extra = {k: v for k, v in document.items()
+                 if k not in ("format", "version", "image_key", "slices", "reviewed")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise VolumeLoadError(f"The review state {path.name} could not be read ({exc}).") from exc
+    if document.get("slices") != slices or document.get("image_key") not in (None, image_key):
+        return ReviewState.empty(slices), (f"{path.name} records the review of another image; "
+                                           "no slice is marked reviewed.")
+    state = ReviewState(np.zeros(slices, bool), extra=extra)
+    for entry in entries:
+        z = int(entry["z"])
+        if 0 <= z < slices:
+            state.reviewed[z] = True
+            state.marks[z] = {k: entry[k] for k in ("by", "at") if k in entry}
+    return state, None

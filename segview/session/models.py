@@ -1,0 +1,73 @@
+"""A checkpoint in a review session: its Predictor and its prediction on the session's image."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.classes import LabelClass
+
+#: The two model slots of a session.
+SLOTS = ("A", "B")
+
+
+def load_predictor(path):
+    """The Predictor of checkpoint ``path`` (torch is imported only when a model is wanted).
+    Raises CheckpointError for a file that cannot be used. Slow: run it in a worker."""
+    from ..ml.inference import Predictor
+
+    return Predictor.from_checkpoint(path)
+
+
+@dataclass
+class Model:
+    """Checkpoint ``path`` in slot ``slot``; ``prediction`` (z, y, x) uint8 on the image grid,
+    ``predicted`` (Z,) bool the slices that hold one (the others are pending)."""
+    slot: str
+    path: Path
+    predictor: object                    # ml.inference.Predictor
+    prediction: np.ndarray
+    predicted: np.ndarray
+    device: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def classes(self) -> list[LabelClass]:
+        return self.predictor.classes
+
+    @property
+    def meta(self) -> dict:
+        return self.predictor.meta
+
+    @property
+    def modality(self) -> str | None:
+        """The modality it was trained on, from its metadata (None when unknown)."""
+        return self.meta.get("preprocessing", {}).get("modality")
+
+    def describe(self, data: bool = False) -> str:
+        """Checkpoint name, loss and validation Dice from its metadata (``data``: and what
+        it was trained on)."""
+        loss = self.meta.get("loss", {})
+        text = f"{self.name}: {loss.get('name', '?')}"
+        if loss.get("name") == "ce+dice":
+            text += f", alpha {loss.get('alpha', 1):g}"
+        source = self.meta.get("training", {}).get("source")
+        if data and source:
+            text += f", trained on {source}"
+        dice = self.meta.get("validation", {}).get("dice", {}).get("mean")
+        return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
+
+
+def modality_mismatch(predictor, volume) -> str | None:
+    """A warning when the checkpoint was trained on another modality than ``volume``'s."""
+    trained = predictor.meta.get("preprocessing", {}).get("modality")
+    if trained and volume.modality and trained.upper() != volume.modality.upper():
+        name = predictor.meta.get("name") or "The checkpoint"
+        return (f"{name} was trained on {trained} images; this image is {volume.modality}. "
+                "Its predictions here are likely meaningless.")
+    return None

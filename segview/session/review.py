@@ -1,0 +1,400 @@
+"""ReviewSession: one image, its labels and review state, models A and B with their
+predictions, the live metrics and the edit journal; every transition of the work.
+
+The Logic of 3D Slicer's Widget/Logic split: no Qt. The window only wires its buttons to
+these methods, and a script or a test does the same without a window:
+
+    session = ReviewSession.open("ct_folder/", labels="ct.labels.nii.gz")
+    session.load_model("A", "ce.safetensors")
+    session.load_model("B", "ce_dice.safetensors")
+    session.predict()
+    session.copy_prediction("B", z=40)       # one undo step; slice 41 is not reviewed by it
+    session.mark_reviewed(40)
+    print(session.scores("A").mean_dice, session.scores("B").mean_dice)
+    session.save()                           # labels + review state (.review.json)
+    session.close()
+
+Threads: ``open``, ``load_predictor``, a ``SaveJob`` and ``prediction_batches`` may run in a
+worker; every other method is called from one thread (the window's main thread).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from ..core.classes import LabelClass, generic_classes
+from ..core.errors import SegviewError
+from ..core.files import extension
+from ..core.io import load_classes, load_labels, load_volume, save_labels
+from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
+                            unsaved_edits)
+from ..core.labels import Edit, LabelMap
+from ..core.live import LiveMetrics
+from ..core.metrics import Scores
+from ..core.review_state import (ReviewState, current_user, load_review_state, now, review_path,
+                                 save_review_state)
+from ..core.volume import Volume, auto_window
+from .models import SLOTS, Model, load_predictor, modality_mismatch
+
+Progress = Callable[[int, int], None]
+
+
+class SessionError(SegviewError):
+    """A step the session cannot take now (say, copying a slice a model has not predicted)."""
+
+
+@dataclass
+class LabelFile:
+    """A label file read for an image (in a worker): its voxels, classes and review state."""
+    path: Path
+    array: np.ndarray              # (z, y, x) uint8 on the image grid
+    classes: list[LabelClass]
+    review: ReviewState
+    warning: str | None = None
+
+
+def read_label_file(path, volume: Volume, key: str | None = None) -> LabelFile:
+    """Labels, classes and review state saved at ``path`` for ``volume``. Raises
+    VolumeLoadError (a grid that differs, an unreadable file, more than 255 classes)."""
+    path = Path(path)
+    array = load_labels(path, volume)
+    if array.dtype != np.uint8:
+        from ..core.errors import VolumeLoadError
+
+        raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
+                              "most 255 classes.")
+    review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
+    return LabelFile(path, np.ascontiguousarray(array), load_classes(path), review, warning)
+
+
+@dataclass
+class PredictionBatch:
+    """Slices of one model's prediction, as ``prediction_batches`` yields them."""
+    slot: str
+    predictor: object
+    predictions: list                 # ml.inference.SlicePrediction
+    done: int                         # slices done so far (all models)
+    total: int
+    message: str | None = None        # e.g. the GPU ran out of memory, continuing on the CPU
+
+
+class SaveJob:
+    """A save of the labels and review state as they were when the job was made: call it
+    (in a worker if you like), then hand it to ``ReviewSession.finish_save``."""
+
+    def __init__(self, session: ReviewSession, path: Path):
+        self.path, self.version = path, session.version
+        self.labels = session.labels.array.copy()
+        self.review = session.review_state()
+        self.volume, self.classes, self.key = session.volume, list(session.classes), session.key
+
+    def __call__(self) -> Path:
+        save_labels(self.path, self.labels, self.volume, self.classes)
+        try:
+            save_review_state(self.path, self.review, self.key)
+        except OSError as exc:
+            from ..core.errors import LabelSaveError
+
+            raise LabelSaveError(f"The labels were saved to {self.path.name}, but not their review state "
+                                 f"({review_path(self.path).name}: {exc.strerror or exc}).") from exc
+        return self.path
+
+
+class ReviewSession:
+    """See the module docstring. Build it with ``ReviewSession.open``."""
+
+    def __init__(self, volume: Volume, labels: LabelMap, key: str, label_file: LabelFile | None = None,
+                 classes: list[LabelClass] | None = None):
+        self.volume, self.labels, self.key = volume, labels, key
+        self.labels_path: Path | None = label_file.path if label_file else None
+        self._classes = list(classes or (label_file.classes if label_file else [])) or None
+        self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
+        self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
+        self.models: dict[str, Model] = {}
+        self.live = LiveMetrics(labels, self._num_classes())
+        self.journal: Journal | None = None
+        self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
+        self.warnings = list(volume.meta.get("warnings") or [])
+        if label_file and label_file.warning:
+            self.warnings.append(label_file.warning)
+        self.version = self.saved_version = 0
+        labels.listeners.append(self._changed)
+        labels.mark_listeners.append(self._changed)
+
+    # -- opening ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
+             classes: list[LabelClass] | None = None, progress: Progress | None = None) -> ReviewSession:
+        """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
+        ``labels`` (a label file on its grid with its classes and review state, an array, or
+        None for empty labels). A crashed earlier session's unsaved edits of the same image
+        (whatever path it was opened by) are restored with ``recover``, else kept aside in
+        ``recoverable_edits`` for ``restore``. Slow on a large image: run it in a worker.
+        Raises VolumeLoadError."""
+        volume = image if isinstance(image, Volume) else load_volume(image, series_uid, progress=progress)
+        if "auto_window" not in volume.meta:
+            volume.meta["auto_window"] = auto_window(volume.array)
+        key = image_key(volume)
+        label_file = None
+        if labels is None:
+            array = np.zeros(volume.shape, np.uint8)
+        elif isinstance(labels, np.ndarray):
+            if labels.shape != volume.shape:
+                raise ValueError(f"labels {labels.shape} and image {volume.shape} differ in shape")
+            array = np.ascontiguousarray(labels, np.uint8)
+        else:
+            label_file = read_label_file(labels, volume, key)
+            array = label_file.array
+        label_map = LabelMap(array, volume.spacing, intensities=volume.array)
+        if label_file is not None:
+            label_map.reviewed[:] = label_file.review.reviewed
+        session = cls(volume, label_map, key, label_file, classes)
+        session._start_journal(recover)
+        return session
+
+    @staticmethod
+    def recoverable(image, series_uid: str | None = None) -> RecoveredLabels | None:
+        """Unsaved steps of a crashed session of ``image`` (a path or a Volume), whatever
+        path it was opened by; None when there are none."""
+        volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
+        return unsaved_edits(image_key(volume))
+
+    def _start_journal(self, recover: bool) -> None:
+        crashed = unsaved_edits(self.key)
+        about = {"source": str(self.volume.meta.get("source", "")),
+                 "description": self.volume.meta.get("series_description", ""),
+                 "labels": str(self.labels_path or "")}
+        try:
+            set_aside(self.key)  # kept, and listed by File > Recover edits
+            snapshot = Journal.snapshot(self.labels.array, self.key, self.labels.reviewed, about)
+            self.journal = start_journal(self.labels, self.key, snapshot)
+        except (JournalError, OSError) as exc:
+            self.warnings.append(f"{exc}. Edits are not journalled: save often.")
+        if crashed is not None and recover:
+            self.restore(crashed)
+        else:
+            self.recoverable_edits = crashed
+
+    def restore(self, recovered: RecoveredLabels) -> None:
+        """Bring back a crashed session's labels and review marks: one undo step."""
+        if recovered.labels.shape != self.volume.shape:
+            raise SessionError("Those edits belong to an image of another size.")
+        with self.labels.step():
+            self.labels.copy_from(recovered.labels)
+            for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
+                self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
+        self.recoverable_edits = None
+
+    # -- labels -------------------------------------------------------------------------
+    @property
+    def classes(self) -> list[LabelClass]:
+        """The labels' classes: from their file, else the first model's (a new annotation
+        takes the checkpoint's names), else generic ones."""
+        if self._classes:
+            return self._classes
+        model = next(iter(self.models.values()), None)
+        return list(model.classes) if model else generic_classes(self.labels.array)
+
+    @property
+    def reviewed(self) -> np.ndarray:
+        """(Z,) bool: the slices a person marked reviewed."""
+        return self.labels.reviewed
+
+    @property
+    def modified(self) -> bool:
+        """Whether labels or review marks changed since they were opened or last saved."""
+        return self.version != self.saved_version
+
+    def replace_labels(self, label_file: LabelFile) -> None:
+        """The labels, classes and review marks of ``label_file`` (``read_label_file``)
+        replace the current ones: one undo step. The brush settings do not apply."""
+        self._ensure_classes(int(label_file.array.max()) + 1 if label_file.array.size else 1)
+        with self.labels.step():
+            self.labels.copy_from(label_file.array)
+            for z in np.flatnonzero(label_file.review.reviewed != self.labels.reviewed):
+                self.labels.set_reviewed(int(z), bool(label_file.review.reviewed[z]))
+        self.review_marks.update(label_file.review.marks)
+        if label_file.classes:
+            self._classes = list(label_file.classes)
+        if label_file.warning:
+            self.warnings.append(label_file.warning)
+        self.labels_path = label_file.path
+
+    def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
+        """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
+        undo step, journalled, saved with the labels."""
+        if reviewed and not self.labels.reviewed[z]:
+            self.review_marks[int(z)] = {"by": current_user(), "at": now()}
+        self.labels.set_reviewed(int(z), reviewed)
+
+    def review_state(self) -> ReviewState:
+        return ReviewState(self.labels.reviewed.copy(),
+                           {z: m for z, m in self.review_marks.items() if self.labels.reviewed[z]},
+                           dict(self.review_extra))
+
+    def _changed(self, _change) -> None:
+        self.version += 1
+
+    # -- models -------------------------------------------------------------------------
+    def load_model(self, slot: str, path) -> Model:
+        """Load checkpoint ``path`` into ``slot`` ("A" or "B"), replacing what was there.
+        Its predictions are all pending until ``predict``. Raises CheckpointError."""
+        return self.add_model(slot, path, load_predictor(path))
+
+    def add_model(self, slot: str, path, predictor) -> Model:
+        """``load_model`` with a Predictor loaded beforehand (in a worker). A checkpoint
+        trained on another modality is added with a warning in ``Model.warnings``."""
+        if slot not in SLOTS:
+            raise ValueError(f"model slot {slot!r}: A or B")
+        self.remove_model(slot)
+        self._ensure_classes(predictor.num_classes)
+        prediction = np.zeros(self.volume.shape, np.uint8)
+        self.live.add_model(slot, prediction, empty=True)
+        warning = modality_mismatch(predictor, self.volume)
+        model = Model(slot, Path(path), predictor, prediction, self.live.predicted[slot],
+                      warnings=[warning] if warning else [])
+        self.models = dict(sorted({**self.models, slot: model}.items()))  # A before B
+        return model
+
+    def remove_model(self, slot: str) -> None:
+        if self.models.pop(slot, None) is not None:
+            self.live.remove_model(slot)
+
+    def prediction(self, slot: str) -> np.ndarray:
+        """Model ``slot``'s labels (z, y, x) uint8 on the image grid; pending slices are 0
+        (``models[slot].predicted`` says which are done)."""
+        return self.models[slot].prediction
+
+    def prediction_batches(self, first: int | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
+        """Predict every slice with every model, batch by batch, slice ``first`` first and
+        then outwards; both models do a batch before the next starts. Reads only the image
+        and the predictors, so a worker may drive it; hand each batch to ``accept``."""
+        from ..ml.inference import slice_order
+
+        predictors = {slot: m.predictor for slot, m in self.models.items()}
+        if not predictors:
+            return
+        order = slice_order(self.volume.shape[0], first)
+        prepared = {slot: p.prepare(self.volume) for slot, p in predictors.items()}
+        batch_size = min(p.batch_size for p in predictors.values())
+        total, done = len(order) * len(predictors), 0
+        for start in range(0, len(order), batch_size):
+            for slot, predictor in predictors.items():
+                if should_stop is not None and should_stop():
+                    return
+                warned = predictor.fallback_message
+                batch = list(predictor.predict_slices(prepared[slot], order[start:start + batch_size]))
+                done += len(batch)
+                message = predictor.fallback_message if predictor.fallback_message != warned else None
+                yield PredictionBatch(slot, predictor, batch, done, total, message)
+
+    def accept(self, batch: PredictionBatch) -> bool:
+        """Store a batch of ``prediction_batches``; False (dropped) when its model has since
+        been replaced or removed."""
+        model = self.models.get(batch.slot)
+        if model is None or model.predictor is not batch.predictor:
+            return False
+        for prediction in batch.predictions:
+            self.live.set_prediction_slice(batch.slot, prediction.index, prediction.labels)
+        return True
+
+    def predict(self, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+                first: int | None = None) -> bool:
+        """Predict every slice with every model; True when all were done (False when
+        ``should_stop`` said stop). ``progress(done, total)`` after each batch."""
+        completed = True
+        for batch in self.prediction_batches(first, should_stop):
+            self.accept(batch)
+            if progress is not None:
+                progress(batch.done, batch.total)
+        if should_stop is not None and should_stop():
+            completed = all(m.predicted.all() for m in self.models.values())
+        return completed
+
+    def copy_prediction(self, slot: str, z: int | None = None) -> Edit | None:
+        """Model ``slot``'s prediction into the labels: slice ``z``, or every predicted
+        slice. One undo step; it marks nothing reviewed (a copy is not a review). Labels
+        without a class table of their own take the checkpoint's class names."""
+        model = self.models.get(slot)
+        if model is None:
+            raise SessionError(f"No model is loaded as {slot}.")
+        if z is not None and not model.predicted[z]:
+            raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
+        if self._classes is None:
+            self._classes = list(model.classes)
+        if z is None:
+            source = np.where(model.predicted[:, None, None], model.prediction, self.labels.array)
+        else:
+            source = self.labels.array.copy()
+            source[z] = model.prediction[z]
+        with self.labels.step():
+            return self.labels.copy_from(source)
+
+    def scores(self, slot: str, reviewed_only: bool = True) -> Scores:
+        """Dice, IoU and pixel error of model ``slot`` against the labels, over the
+        reviewed slices it has predicted (all predicted slices without ``reviewed_only``)."""
+        return self.live.volume_scores(slot, reviewed_only)
+
+    def _num_classes(self) -> int:
+        values = [c.value + 1 for c in self._classes or []]
+        values += [m.predictor.num_classes for m in self.models.values()]
+        return max(values + [int(self.labels.array.max()) + 1 if self.labels.array.size else 1, 2])
+
+    def _ensure_classes(self, num_classes: int) -> None:
+        """The live metrics count at least ``num_classes`` classes (rare: a model or a label
+        file with more classes than known so far; then everything is recounted once)."""
+        if num_classes <= self.live.num_classes:
+            return
+        self.live.detach()
+        self.live = LiveMetrics(self.labels, num_classes)
+        for slot, model in self.models.items():
+            self.live.add_model(slot, model.prediction, predicted=model.predicted)
+            model.predicted = self.live.predicted[slot]
+
+    # -- saving and closing -------------------------------------------------------------
+    def default_labels_path(self) -> Path | None:
+        """Beside the image: ``<image name>.labels.nii.gz`` (None for an image without a file)."""
+        source = Path(str(self.volume.meta.get("source", "")))
+        if not source.name or not source.exists():
+            return None
+        stem = source.name[: -len(extension(source))] if source.is_file() and extension(source) else source.name
+        return source.parent / f"{stem}.labels.nii.gz"
+
+    def save_job(self, path=None) -> SaveJob:
+        """A save of the labels and review state as they are now, to ``path``, else where
+        they were opened from or last saved, else ``default_labels_path``."""
+        target = path or self.labels_path or self.default_labels_path()
+        if target is None:
+            raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
+        return SaveJob(self, Path(target))
+
+    def finish_save(self, job: SaveJob) -> None:
+        """After ``job`` wrote its files: the labels now live there; unless they changed
+        meanwhile, nothing is unsaved (and the journal knows)."""
+        self.labels_path = job.path
+        if job.version == self.version:
+            self.saved_version = self.version
+            if self.journal is not None:
+                self.journal.mark_saved()
+
+    def save(self, path=None) -> Path:
+        """Save the labels (on the image grid, atomically, verified) and their review state
+        (``<name>.review.json``). Raises LabelSaveError; nothing in memory is lost."""
+        job = self.save_job(path)
+        job()
+        self.finish_save(job)
+        return job.path
+
+    def close(self, discard: bool = False) -> None:
+        """End the session. Its journal is deleted when nothing is unsaved (or ``discard``),
+        else kept, so the edits can still be recovered."""
+        if self.journal is not None:
+            self.journal.close(delete=discard or not self.modified)
+            self.journal = None
+        self.live.detach()
+        for listeners in (self.labels.listeners, self.labels.mark_listeners, self.labels.step_listeners):
+            listeners.clear()
