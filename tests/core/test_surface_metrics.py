@@ -186,3 +186,12 @@ def test_every_neighbourhood_code_has_deepmind_surfel_area(spacing):
     np.testing.assert_allclose(_surfel_area_table(spacing[:2]),
                                deepmind_tables.create_table_neighbour_code_to_contour_length(spacing[:2]),
                                rtol=1e-12, atol=1e-15)
+
+
+def test_bench_surface_times_both_and_checks_they_agree():
+    from segview.bench.surface import bench_surface
+
+    lines = []
+    figures = bench_surface(seconds=0.0, echo=lines.append, shape=(30, 40, 40))
+    assert len(figures) == 2 and all(f["agrees"] for f in figures.values())
+    assert sum("medpy hd95" in line for line in lines) == 2
