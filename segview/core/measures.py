@@ -1,0 +1,195 @@
+"""Clinical measures read from label volumes: class volumes, cardiac volumes and mass, the
+share of the lungs that is infected.
+
+Volumes count voxels times the voxel volume (the product of the spacing, mm³; 1 mL =
+1000 mm³), as ITK-SNAP and 3D Slicer's Segment Statistics do. Classes are found by their
+names, so the measures work for any label file whose classes are named as radiologists
+name them (ACDC's "LV", "RV", "MYO" included).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+from .classes import LabelClass
+
+__all__ = [
+    "LUNG_HU_RANGE",
+    "MYOCARDIAL_DENSITY_G_PER_ML",
+    "CardiacMeasures",
+    "LungMeasures",
+    "cardiac_measures",
+    "class_volumes_ml",
+    "clinical_measures",
+    "find_class",
+    "lung_mask_from_ct",
+    "lung_measures",
+]
+
+#: Density of myocardium (g/mL) by which cardiac MRI turns myocardial volume into mass.
+MYOCARDIAL_DENSITY_G_PER_ML = 1.05
+#: Aerated lung in CT (HU); denser lung (ground glass, consolidation) joins through the labels.
+LUNG_HU_RANGE = (-1000.0, -300.0)
+
+_ALIASES = {
+    "left ventricle": ("left ventricle", "lv", "left ventricle cavity", "lv cavity", "lv blood pool"),
+    "right ventricle": ("right ventricle", "rv", "right ventricle cavity", "rv cavity", "rv blood pool"),
+    "myocardium": ("myocardium", "myo", "lv myocardium", "left ventricular myocardium"),
+    "lung": ("lung", "lungs", "left lung", "right lung"),
+    "infection": ("infection", "infected", "lesion", "lesions", "covid-19 infection", "ground-glass opacity",
+                  "ggo", "consolidation"),
+}
+
+
+def class_volumes_ml(labels: np.ndarray, num_classes: int, spacing) -> np.ndarray:
+    """Volume of each class in mL, shape (num_classes,). ``labels`` (z, y, x) integer,
+    ``spacing`` (x, y, z) mm. Raises ValueError for values outside 0 .. num_classes - 1."""
+    labels = np.asarray(labels)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"the labels hold values outside 0 .. {num_classes - 1}")
+    counts = np.bincount(labels.ravel().astype(np.intp), minlength=num_classes)
+    return counts * _voxel_ml(spacing)
+
+
+def _voxel_ml(spacing) -> float:
+    return float(np.prod(np.asarray(spacing, float))) / 1000.0
+
+
+def find_class(classes, role: str) -> list[int]:
+    """The values of the classes whose name means ``role`` (a key of the aliases: "left
+    ventricle", "right ventricle", "myocardium", "lung", "infection"), case-insensitive."""
+    names = _ALIASES[role]
+    return [c.value for c in classes if c.name.strip().lower() in names]
+
+
+@dataclass(frozen=True)
+class CardiacMeasures:
+    """Volumes (mL) of the left and right ventricular blood pools and the myocardium; the
+    myocardial mass (g) at 1.05 g/mL. Volumes of one phase (e.g. end-diastole)."""
+
+    lv_blood_ml: float
+    rv_blood_ml: float
+    myocardium_ml: float
+
+    @property
+    def myocardial_mass_g(self) -> float:
+        return self.myocardium_ml * MYOCARDIAL_DENSITY_G_PER_ML
+
+
+def cardiac_measures(labels: np.ndarray, classes, spacing) -> CardiacMeasures | None:
+    """LV and RV blood volume and myocardial volume of a short-axis label volume (z, y, x),
+    ``spacing`` (x, y, z) mm; None unless ``classes`` name a left ventricle, a right
+    ventricle and a myocardium."""
+    roles = {role: find_class(classes, role) for role in ("left ventricle", "right ventricle", "myocardium")}
+    if not all(roles.values()):
+        return None
+    labels = np.asarray(labels)
+    voxel = _voxel_ml(spacing)
+    lv, rv, myo = (int(np.isin(labels, values).sum()) * voxel for values in roles.values())
+    return CardiacMeasures(lv, rv, myo)
+
+
+@dataclass(frozen=True)
+class LungMeasures:
+    """Lung volume (mL, infected parts included), infected volume (mL) and its share of
+    the lungs (%); ``lung_source`` says where the lungs came from: "lung class" or
+    "HU threshold" (``lung_mask_from_ct``)."""
+
+    lung_ml: float
+    infected_ml: float
+    lung_source: str
+
+    @property
+    def infected_percent(self) -> float:
+        return 100.0 * self.infected_ml / self.lung_ml if self.lung_ml > 0 else float("nan")
+
+
+def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | None = None) -> LungMeasures | None:
+    """Infected volume as a share of lung volume. The lungs are the lung class(es) when
+    ``classes`` name one, else ``lung_mask_from_ct(image_hu, spacing)``; infected voxels
+    count as lung either way (consolidation is too dense for the HU threshold).
+
+    ``labels`` (z, y, x), ``image_hu`` the CT in HU on the same grid, ``spacing`` (x, y, z)
+    mm. None unless ``classes`` name an infection. Raises ValueError when the labels have
+    no lung class and no CT is given, or the CT's shape differs from the labels'."""
+    infection = find_class(classes, "infection")
+    if not infection:
+        return None
+    labels = np.asarray(labels)
+    infected = np.isin(labels, infection)
+    lung_values = find_class(classes, "lung")
+    if lung_values:
+        lungs, source = np.isin(labels, lung_values), "lung class"
+    elif image_hu is None:
+        raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
+    else:
+        if np.shape(image_hu) != labels.shape:
+            raise ValueError(f"the CT {np.shape(image_hu)} and the labels {labels.shape} differ in shape")
+        lungs, source = lung_mask_from_ct(image_hu, spacing), "HU threshold"
+    voxel = _voxel_ml(spacing)
+    return LungMeasures(float((lungs | infected).sum()) * voxel, float(infected.sum()) * voxel, source)
+
+
+def lung_mask_from_ct(image_hu: np.ndarray, spacing, closing_mm: float = 5.0) -> np.ndarray:
+    """The aerated lungs of a chest CT, (z, y, x) bool, by threshold and connected components:
+
+    1. voxels from -1000 to -300 HU (``LUNG_HU_RANGE``; below -1000 is air or padding);
+    2. 3D components (face-connected); those touching the in-plane edge of the field of
+       view are the air around the body and are dropped;
+    3. the two largest remain (the lungs, or both lungs joined at the carina as one); the
+       second is kept only if at least a tenth of the first, so bowel gas or a tube is not
+       taken for a lung;
+    4. a closing by ``closing_mm`` and a filling of holes in each slice put the vessels
+       and airway walls inside the lungs back.
+
+    ``spacing`` (x, y, z) mm. Assumes a chest CT whose body lies inside the field of view.
+    Pleural effusion and dense consolidation are left out (add the labels' infection)."""
+    low, high = LUNG_HU_RANGE
+    air = (np.asarray(image_hu) >= low) & (np.asarray(image_hu) <= high)
+    mask = sitk.GetImageFromArray(air.astype(np.uint8))
+    mask.SetSpacing(tuple(float(s) for s in spacing))
+    components = sitk.GetArrayFromImage(sitk.ConnectedComponent(mask, False))
+    edge = np.unique(np.concatenate([components[:, 0].ravel(), components[:, -1].ravel(),
+                                     components[:, :, 0].ravel(), components[:, :, -1].ravel()]))
+    sizes = np.bincount(components.ravel())
+    sizes[0] = 0
+    sizes[edge] = 0
+    order = np.argsort(sizes)[::-1]
+    keep = [order[0]] if sizes[order[0]] else []
+    if len(order) > 1 and sizes[order[1]] and sizes[order[1]] >= 0.1 * sizes[order[0]]:
+        keep.append(order[1])
+    lungs = sitk.GetImageFromArray(np.isin(components, keep).astype(np.uint8))
+    lungs.SetSpacing(tuple(float(s) for s in spacing))
+    radius = [max(round(closing_mm / float(s)), 0) for s in spacing]
+    if any(radius):
+        lungs = sitk.BinaryMorphologicalClosing(lungs, radius, sitk.sitkBall)
+    closed = sitk.GetArrayFromImage(lungs).astype(bool)
+    for z in range(len(closed)):  # vessels are open tubes in 3D, closed holes in a slice
+        plane = sitk.GetImageFromArray(closed[z].astype(np.uint8))
+        closed[z] = sitk.GetArrayFromImage(sitk.BinaryFillhole(plane)).astype(bool)
+    return closed
+
+
+def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
+                      image_hu: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
+    """Every measure that applies, flat for a CSV row or a table: ``volume_<class> ml`` for
+    every class, and the cardiac or lung measures when the classes name them (the lung ones
+    from the lung class or, for CT, the HU threshold). Keys start with ``prefix``."""
+    num_classes = max(c.value for c in classes) + 1
+    volumes = class_volumes_ml(labels, num_classes, spacing)
+    out = {f"{prefix}volume_{_key(c.name)}_ml": float(volumes[c.value]) for c in classes if c.value}
+    cardiac = cardiac_measures(labels, classes, spacing)
+    if cardiac:
+        out.update({f"{prefix}lv_blood_ml": cardiac.lv_blood_ml, f"{prefix}rv_blood_ml": cardiac.rv_blood_ml,
+                    f"{prefix}myocardial_mass_g": cardiac.myocardial_mass_g})
+    if find_class(classes, "infection") and (find_class(classes, "lung") or image_hu is not None):
+        lung = lung_measures(labels, classes, spacing, image_hu)
+        out.update({f"{prefix}lung_ml": lung.lung_ml, f"{prefix}infected_ml": lung.infected_ml,
+                    f"{prefix}infected_percent": lung.infected_percent})
+    return out
+
+
+def _key(name: str) -> str:
+    return "_".join(name.lower().replace("-", " ").split())
