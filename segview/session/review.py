@@ -334,6 +334,20 @@ class ReviewSession:
         with self.labels.step():
             return self.labels.copy_from(source)
 
+    def set_prediction(self, slot: str, labels: np.ndarray) -> None:
+        """Model ``slot``'s whole prediction at once (e.g. from the worklist's prediction
+        cache): ``labels`` (z, y, x) uint8 on the image grid; every slice becomes predicted
+        and the scores are recounted once. Raises SessionError when no model is in
+        ``slot``, ValueError for labels of another shape."""
+        model = self.models.get(slot)
+        if model is None:
+            raise SessionError(f"No model is loaded as {slot}.")
+        if labels.shape != self.volume.shape:
+            raise ValueError(f"prediction {labels.shape} and image {self.volume.shape} differ in shape")
+        model.prediction[:] = labels
+        self.live.add_model(slot, model.prediction)  # counted once over the whole volume
+        model.predicted = self.live.predicted[slot]
+
     def scores(self, slot: str, reviewed_only: bool = True) -> Scores:
         """Dice, IoU and pixel error of model ``slot`` against the labels, over the
         reviewed slices it has predicted (all predicted slices without ``reviewed_only``)."""
