@@ -12,9 +12,28 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
     }
 
 ``z`` is the 0-based array index, ``slice`` the 1-based number the window shows. Keys
-this version does not know are kept when the file is written again (later versions add
-provenance and case status). A sidecar that belongs to another image (its ``image_key``
-or slice count differs) is not applied: its review marks would lie about these slices.
+this version does not know are kept when the file is written again (``ReviewState.extra``).
+A sidecar that belongs to another image (its ``image_key`` or slice count differs) is not
+applied: its review marks would lie about these slices.
+
+Keys a dataset worklist (``segview.session.worklist``) adds, all optional:
+
+    "case": {"status": "new" | "in progress" | "done" | "flagged", "note": "...",
+             "by": "jdoe", "at": "..."},            # who set the status, when
+    "provenance": {"12": ["model B", "hand"]},      # z -> where its labels came from, in order
+                                                    # ("model A", "model B", "hand",
+                                                    # "interpolation", "loaded": a label
+                                                    # file or recovered edits);
+                                                    # a slice not listed is untouched
+    "models": {"A": {"checkpoint": "cardiac_ce", "digest": "<blake2b of the file>",
+                     "dice": 0.91,                  # mean foreground Dice, reviewed slices
+                     "scored_slices": 7,            # reviewed slices it had predicted
+                     "correction_voxels": 1234,     # voxels where its prediction differs
+                     "correction_ml": 2.31}}        # from the saved labels on those slices
+
+A worklist may write a status-only sidecar (no ``slices``, no ``image_key``, no reviewed
+slice) for a case never opened: it applies to any image. ``read_sidecar`` and
+``update_sidecar`` read and merge these keys without loading the image.
 """
 from __future__ import annotations
 
@@ -91,7 +110,7 @@ def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewS
                  if k not in ("format", "version", "image_key", "slices", "reviewed")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VolumeLoadError(f"The review state {path.name} could not be read ({exc}).") from exc
-    if document.get("slices") != slices or document.get("image_key") not in (None, image_key):
+    if document.get("slices", slices) != slices or document.get("image_key") not in (None, image_key):
         return ReviewState.empty(slices), (f"{path.name} records the review of another image; "
                                            "no slice is marked reviewed.")
     state = ReviewState(np.zeros(slices, bool), extra=extra)
@@ -101,3 +120,21 @@ def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewS
             state.reviewed[z] = True
             state.marks[z] = {k: entry[k] for k in ("by", "at") if k in entry}
     return state, None
+
+
+def read_sidecar(labels_path) -> dict | None:
+    """The sidecar of ``labels_path`` as saved (a dict), without the image; None when there
+    is none or it is not a segview review state (the worklist then shows the case as new)."""
+    try:
+        document = json.loads(review_path(labels_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) and document.get("format") == FORMAT else None
+
+
+def update_sidecar(labels_path, **keys) -> Path:
+    """Merge ``keys`` (e.g. ``case={...}``) into the sidecar of ``labels_path``, keeping all
+    else; a status-only sidecar is made when there is none. Atomic. Raises OSError."""
+    document = read_sidecar(labels_path) or {"reviewed": []}
+    document.update(keys, format=FORMAT, version=VERSION)
+    return atomic_write_text(review_path(labels_path), json.dumps(document, indent=1))

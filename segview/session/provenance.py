@@ -1,0 +1,157 @@
+"""Where each slice's labels came from: model A, model B, hand edits, interpolation, a
+label file, recovered edits; a slice never edited is "untouched".
+
+``Provenance`` listens to a session's LabelMap, and wraps four of that LabelMap's methods
+while attached, because an edit's values alone cannot tell an interpolated slice from a
+painted one, nor a copied prediction from an erased false positive:
+
+- ``copy_from`` (what a model's prediction, a label file or recovered edits go through):
+  each slice whose new values equal a loaded model's prediction is that model's ("model A"
+  before "model B" where both agree); other slices "loaded";
+- ``adopt`` (a disputed region taken from one model): that model;
+- ``interpolate`` / ``fill_between_slices``: "interpolation";
+- inside ``with provenance.source(name):``: ``name``;
+- anything else (brush, fill, slice copy, clear): "hand".
+
+Undo and redo move the record back and forth with the labels: LabelMap undoes an edit by
+applying ``edit.reversed()``, which keeps the edit's region object and swaps its arrays,
+so each incoming edit is matched to the one it takes back or repeats.
+
+Per slice the record is the list of sources in the order they first touched it, e.g.
+``["model B", "hand"]``: copied from B, then corrected by hand. Saved in the review
+sidecar under "provenance" (``to_json`` / ``from_json``).
+"""
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.labels import Edit, LabelMap
+
+HAND, INTERPOLATION, LOADED, UNTOUCHED = "hand", "interpolation", "loaded", "untouched"
+COPY = "copy"  # inside copy_from: the model whose prediction it is, else LOADED
+
+
+@dataclass
+class _Applied:
+    """One edit as first applied: its arrays (to recognise undo and redo) and the slices'
+    sources before and after it."""
+    region: tuple                      # held (tiny), so its id is never reused while remembered
+    old: weakref.ref                   # weak: the undo history alone decides what it keeps
+    new: weakref.ref
+    before: dict[int, tuple[str, ...]]
+    after: dict[int, tuple[str, ...]]
+
+
+class Provenance:
+    """Follows ``labels``; ``models()`` gives the current predictions by slot
+    ({"A": (prediction (z, y, x) uint8, predicted (Z,) bool), ...})."""
+
+    def __init__(self, labels: LabelMap, models: Callable[[], dict[str, tuple[np.ndarray, np.ndarray]]],
+                 saved: dict | None = None):
+        self.labels, self._models = labels, models
+        self.sources: dict[int, tuple[str, ...]] = from_json(saved or {}, labels.array.shape[0])
+        self._applied: dict[int, _Applied] = {}
+        self._source: str | None = None   # a source named by the method being run
+        self._wrapped: dict[str, Callable] = {}
+        labels.listeners.append(self._changed)
+        self._wrap("interpolate", lambda *args: INTERPOLATION)
+        self._wrap("fill_between_slices", lambda *args: INTERPOLATION)
+        self._wrap("copy_from", lambda *args: COPY)
+        self._wrap("adopt", lambda z, seed, source, other: self._model_of(source) or HAND)
+
+    def detach(self) -> None:
+        """Stop listening and give the LabelMap its own methods back."""
+        if self._changed in self.labels.listeners:
+            self.labels.listeners.remove(self._changed)
+        for name in self._wrapped:
+            vars(self.labels).pop(name, None)
+        self._wrapped.clear()
+
+    @contextmanager
+    def source(self, name: str) -> Iterator[None]:
+        """Edits made inside come from ``name`` (e.g. "file" when a label file replaces the
+        labels, "recovered" when a crashed session's edits come back)."""
+        previous, self._source = self._source, name
+        try:
+            yield
+        finally:
+            self._source = previous
+
+    def _wrap(self, name: str, source_of: Callable[..., str]) -> None:
+        """Run LabelMap method ``name`` with the source ``source_of`` its arguments give."""
+        method = self._wrapped[name] = getattr(self.labels, name)
+
+        def wrapped(*args, **kwargs):
+            with self.source(self._source or source_of(*args, **kwargs)):
+                return method(*args, **kwargs)
+        setattr(self.labels, name, wrapped)
+
+    def _model_of(self, array: np.ndarray) -> str | None:
+        return next((f"model {slot}" for slot, (prediction, _) in sorted(self._models().items())
+                     if array is prediction), None)
+
+    def of_slice(self, z: int) -> tuple[str, ...]:
+        """Sources of slice ``z`` in the order they first touched it; () when untouched."""
+        return self.sources.get(int(z), ())
+
+    def latest(self) -> list[str]:
+        """(Z,) the last source of each slice ("untouched" for none), for a column or a plot."""
+        return [self.sources[z][-1] if z in self.sources else UNTOUCHED for z in range(self.labels.array.shape[0])]
+
+    def to_json(self) -> dict[str, list[str]]:
+        return {str(z): list(sources) for z, sources in sorted(self.sources.items())}
+
+    # -- listening ------------------------------------------------------------------------
+    def _changed(self, edit: Edit) -> None:
+        applied = self._applied.get(id(edit.region))
+        if applied is not None and applied.region is edit.region:
+            if edit.new is applied.old():     # undo of that edit
+                self._restore(applied.before)
+                return
+            if edit.new is applied.new():     # redo
+                self._restore(applied.after)
+                return
+        before = {z: self.sources.get(z, ()) for z in edit.slices}
+        after = {}
+        for n, z in enumerate(edit.slices):
+            source = self._source or HAND
+            if source == COPY:
+                source = self._model_source(edit, n) or LOADED
+            after[z] = before[z] if source in before[z] else before[z] + (source,)
+        self._restore(after)
+        self._applied[id(edit.region)] = _Applied(edit.region, weakref.ref(edit.old), weakref.ref(edit.new),
+                                                 before, after)
+
+    def _restore(self, sources: dict[int, tuple[str, ...]]) -> None:
+        for z, value in sources.items():
+            if value:
+                self.sources[z] = value
+            else:
+                self.sources.pop(z, None)
+
+    def _model_source(self, edit: Edit, n: int) -> str | None:
+        """"model A" / "model B" when plane ``n`` of the edit wrote exactly that model's
+        prediction."""
+        z = edit.region[0].start + n
+        for slot, (prediction, predicted) in sorted(self._models().items()):
+            if predicted[z] and np.array_equal(prediction[(z, *edit.region[1:])], edit.new[n]):
+                return f"model {slot}"
+        return None
+
+
+def from_json(saved: dict, slices: int) -> dict[int, tuple[str, ...]]:
+    """The "provenance" entry of a sidecar as z -> sources (entries off the volume dropped)."""
+    sources = {}
+    for key, value in saved.items():
+        try:
+            z = int(key)
+        except (TypeError, ValueError):
+            continue
+        if 0 <= z < slices and isinstance(value, list) and value:
+            sources[z] = tuple(str(v) for v in value)
+    return sources

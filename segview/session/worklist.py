@@ -1,0 +1,701 @@
+"""Worklist: the cases of a dataset folder, their review status, and the prediction cache.
+
+Two layouts open:
+
+- nnU-Net: ``imagesTr/<case>_0000.<ext>`` (other channels are ignored), labels
+  ``labelsTr/<case>.<ext>`` (the ``file_ending`` of ``dataset.json``, else the image's),
+  class names from ``dataset.json``'s ``labels``.
+- A folder of DICOM studies: each image series (localizers left out) under each
+  sub-folder is a case, named ``<folder>`` or, when a folder holds several series,
+  ``<folder>_<series number>``. Labels go to ``labels/<case>.nii.gz`` in the dataset
+  folder (that folder is never scanned for images). Each folder is scanned once, on open.
+
+Opening reads no image: a case's status, note, reviewed slices and saved figures come from
+its review sidecar (``core.review_state``: keys "case", "provenance", "models"), its
+disagreement and uncertainty from the prediction cache. A case whose image cannot be read
+is listed with the reason in ``Case.error`` when it is opened; the rest stay usable.
+
+Saving a case (``CaseSession.save()`` with no path) writes into the dataset, atomically,
+and keeps what it replaces in ``.previous/`` beside the labels (``labelsTr/.previous/``,
+``labels/.previous/``; nnU-Net skips sub-folders): ``<case>.original<ext>`` is the file as
+it was before segview first replaced it (written once, never overwritten) and
+``<case><ext>`` the file the latest save replaced, each with its review sidecar. So at
+most two backups per case; nothing that was there before segview is ever lost.
+
+The prediction cache (``PredictionCache``) lives in ``$XDG_CACHE_HOME/segview/predictions``
+(``~/.cache/...``): per (image content digest, checkpoint file content digest) the uint8
+labels (compressed ``.npz``) and a summary (mean softmax entropy). It is bounded:
+beyond ``max_bytes`` (default 5 GiB) the least recently used predictions are deleted.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..core.classes import LabelClass, named_classes
+from ..core.dicom import SeriesInfo, read_dicom_files
+from ..core.errors import SegviewError, VolumeLoadError
+from ..core.files import atomic_write_text, extension, replace_atomically
+from ..core.io import list_dicom_series, load_volume
+from ..core.journal import image_key
+from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
+from ..core.volume import Volume
+from .models import SLOTS, load_predictor
+from .provenance import Provenance
+from .review import ReviewSession, SaveJob, SessionError
+
+STATUSES = ("new", "in progress", "done", "flagged")
+SORT_KEYS = ("name", "disputed", "uncertain", "status")
+Progress = Callable[[int, int], None]
+
+
+class DatasetError(SegviewError):
+    """A folder that is not a dataset segview can open (the message says why)."""
+
+
+@dataclass
+class Case:
+    """One case of a worklist. Figures are NaN until known: ``dice`` and ``correction_ml``
+    (slot -> value, over the reviewed slices, as last saved, for the current checkpoints),
+    ``disputed`` (share of voxels where A and B differ, 0..1) and ``entropy`` (slot -> mean
+    softmax entropy in nats) from the prediction cache."""
+    name: str
+    image: Path                                   # image file or DICOM study folder
+    labels: Path                                  # where its labels are (or will be) saved
+    series: SeriesInfo | None = None              # the DICOM series, for a DICOM dataset
+    status: str = "new"
+    note: str = ""
+    reviewed_count: int = 0
+    slices: int | None = None                     # known once its labels were saved
+    dice: dict[str, float] = field(default_factory=dict)
+    correction_ml: dict[str, float] = field(default_factory=dict)
+    correction_voxels: dict[str, int] = field(default_factory=dict)
+    disputed: float = math.nan
+    entropy: dict[str, float] = field(default_factory=dict)
+    key: str | None = None                        # image_key, when known
+    error: str | None = None                      # why it cannot be opened
+
+    @property
+    def uncertainty(self) -> float:
+        """Mean softmax entropy (nats) of the models that predicted it; NaN when none."""
+        values = [v for v in self.entropy.values() if not math.isnan(v)]
+        return float(np.mean(values)) if values else math.nan
+
+    @property
+    def progress(self) -> str:
+        """"k / n slices reviewed" for the list."""
+        return f"{self.reviewed_count} / {self.slices if self.slices is not None else '?'} slices reviewed"
+
+
+# -- the worklist ----------------------------------------------------------------------------
+
+class Worklist:
+    """The cases of a dataset folder. Build it with ``Worklist.open``."""
+
+    def __init__(self, folder: Path, layout: str, cases: list[Case], classes: list[LabelClass] | None = None,
+                 cache: PredictionCache | None = None):
+        self.folder, self.layout, self.classes = folder, layout, classes
+        self.cases = cases
+        self.cache = cache if cache is not None else PredictionCache()
+        self.checkpoints: dict[str, Path] = {}
+        self._predictors: dict[str, object] = {}
+        labels_folder = cases[0].labels.parent if cases else folder
+        self.read_only = not os.access(labels_folder if labels_folder.exists() else folder, os.W_OK)
+
+    @classmethod
+    def open(cls, folder, checkpoints: dict[str, Path] | None = None, cache: PredictionCache | None = None,
+             progress: Progress | None = None) -> Worklist:
+        """The cases of ``folder`` (nnU-Net layout or DICOM studies), sorted by name, with
+        statuses from their sidecars; no image is read (a DICOM folder's headers are).
+        ``checkpoints``: {"A": path, "B": path} whose cached figures to show. Raises
+        DatasetError."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetError(f"There is no dataset folder at {folder}.")
+        if (folder / "imagesTr").is_dir():
+            cases, classes, layout = _nnunet_cases(folder), _declared_classes(folder / "dataset.json"), "nnU-Net"
+        else:
+            cases, classes, layout = _dicom_cases(folder, progress), None, "DICOM"
+        if not cases:
+            raise DatasetError(f"{folder} holds no case: neither imagesTr/<case>_0000.nii.gz (nnU-Net) "
+                               "nor DICOM image series.")
+        worklist = cls(folder, layout, cases, classes, cache)
+        for case in cases:
+            worklist._read_sidecar(case)
+        if checkpoints:
+            worklist.set_checkpoints(checkpoints)
+        return worklist
+
+    def case(self, name: str) -> Case:
+        for case in self.cases:
+            if case.name == name:
+                return case
+        raise KeyError(f"no case named {name!r} in {self.folder}")
+
+    # -- status -------------------------------------------------------------------------
+    def set_status(self, name: str, status: str, note: str = "") -> None:
+        """Set case ``name``'s status ("new", "in progress", "done", "flagged") and note;
+        written to its sidecar at once. Raises ValueError for another status,
+        SessionError when the dataset is read-only or the sidecar cannot be written."""
+        if status not in STATUSES:
+            raise ValueError(f"status {status!r}: one of {', '.join(STATUSES)}")
+        case = self.case(name)
+        self._check_writable()
+        try:
+            case.labels.parent.mkdir(parents=True, exist_ok=True)
+            update_sidecar(case.labels, case=_status_entry(status, note))
+        except OSError as exc:
+            raise SessionError(f"The status of {name} could not be saved ({exc.strerror or exc}).") from exc
+        case.status, case.note = status, note
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise SessionError(f"The dataset {self.folder} is read-only: nothing can be saved into it.")
+
+    # -- order ----------------------------------------------------------------------------
+    def sorted(self, by: str = "name") -> list[Case]:
+        """The cases by ``by``: "name"; "disputed" (largest share of voxels where A and B
+        differ first), "uncertain" (largest mean softmax entropy first), "status" (new,
+        in progress, flagged, done); unknown figures last, then by name."""
+        if by not in SORT_KEYS:
+            raise ValueError(f"sort by {by!r}: one of {', '.join(SORT_KEYS)}")
+        if by == "name":
+            return sorted(self.cases, key=lambda c: c.name)
+        if by == "status":
+            rank = {"new": 0, "in progress": 1, "flagged": 2, "done": 3}
+            return sorted(self.cases, key=lambda c: (rank[c.status], c.name))
+        figure = (lambda c: c.disputed) if by == "disputed" else (lambda c: c.uncertainty)
+        return sorted(self.cases, key=lambda c: (math.isnan(figure(c)), -_or_zero(figure(c)), c.name))
+
+    def next_case(self, name: str, by: str = "name") -> Case | None:
+        """The case after ``name`` in the order ``by``; None after the last."""
+        return self._neighbour(name, by, +1)
+
+    def previous_case(self, name: str, by: str = "name") -> Case | None:
+        """The case before ``name`` in the order ``by``; None before the first."""
+        return self._neighbour(name, by, -1)
+
+    def _neighbour(self, name: str, by: str, step: int) -> Case | None:
+        order = [c.name for c in self.sorted(by)]
+        n = order.index(self.case(name).name) + step
+        return self.case(order[n]) if 0 <= n < len(order) else None
+
+    # -- models -----------------------------------------------------------------------------
+    def set_checkpoints(self, checkpoints: dict[str, Path]) -> None:
+        """Models A and B ({"A": path, "B": path}) for sessions, the prediction queue and
+        the figures shown (read from the cache and the sidecars). Raises CheckpointError
+        for a file that cannot be read."""
+        unknown = set(checkpoints) - set(SLOTS)
+        if unknown:
+            raise ValueError(f"model slots {sorted(unknown)}: A or B")
+        self.checkpoints = {slot: Path(path) for slot, path in sorted(checkpoints.items())}
+        self._predictors.clear()
+        for case in self.cases:
+            self._read_figures(case)
+
+    def digests(self) -> dict[str, str]:
+        """Slot -> content digest of its checkpoint file."""
+        return {slot: checkpoint_digest(path) for slot, path in self.checkpoints.items()}
+
+    def predictor(self, slot: str):
+        """The Predictor of checkpoint ``slot``, loaded once. Raises CheckpointError."""
+        if slot not in self._predictors:
+            self._predictors[slot] = load_predictor(self.checkpoints[slot])
+        return self._predictors[slot]
+
+    # -- a case's session --------------------------------------------------------------------
+    def load_image(self, case: Case, progress: Progress | None = None) -> Volume:
+        """The image of ``case``; a failure is kept in ``case.error``. Raises VolumeLoadError."""
+        try:
+            if case.series is not None:
+                volume = read_dicom_files(case.series.files, progress)
+                volume.meta.setdefault("source", str(case.image))
+            else:
+                volume = load_volume(case.image, progress=progress)
+        except VolumeLoadError as exc:
+            case.error = str(exc)
+            raise
+        except Exception as exc:
+            case.error = f"{type(exc).__name__}: {exc}"
+            raise VolumeLoadError(f"{case.name} could not be opened ({case.error}).") from exc
+        case.error = None
+        return volume
+
+    def session(self, name: str, recover: bool = False, progress: Progress | None = None) -> CaseSession:
+        """Case ``name`` as a ``CaseSession``: its image, its saved labels and review state,
+        provenance followed, models A and B with their cached predictions (slices not in
+        the cache are pending: ``predict`` them). Slow on a large image: run it in a
+        worker. Raises VolumeLoadError (kept in ``Case.error``), CheckpointError."""
+        case = self.case(name)
+        volume = self.load_image(case, progress)
+        labels = case.labels if case.labels.is_file() else None
+        try:
+            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes)
+        except VolumeLoadError as exc:
+            case.error = str(exc)  # labels on another grid: the message says how
+            raise
+        session.attach(self, case)
+        return session
+
+    def _read_sidecar(self, case: Case) -> None:
+        document = read_sidecar(case.labels) or {}
+        entry = document.get("case") or {}
+        case.status = entry.get("status") if entry.get("status") in STATUSES else "new"
+        case.note = str(entry.get("note") or "")
+        case.reviewed_count = len(document.get("reviewed") or [])
+        case.slices = document.get("slices")
+        case.key = document.get("image_key") or case.key
+        if case.status == "new" and case.reviewed_count:
+            case.status = "in progress"
+
+    def _read_figures(self, case: Case) -> None:
+        """Dice and correction effort saved in the sidecar for the current checkpoints;
+        disagreement and entropy from the cache."""
+        digests = self.digests()
+        saved = (read_sidecar(case.labels) or {}).get("models") or {}
+        case.key = case.key or self.cache.known_key(_image_files(case))
+        case.dice, case.correction_ml, case.correction_voxels, case.entropy = {}, {}, {}, {}
+        for slot, digest in digests.items():
+            entry = saved.get(slot) or {}
+            if entry.get("digest") == digest:
+                case.dice[slot] = _float(entry.get("dice"))
+                case.correction_ml[slot] = _float(entry.get("correction_ml"))
+                case.correction_voxels[slot] = int(entry.get("correction_voxels", 0))
+            summary = self.cache.summary(case.key, digest) if case.key else None
+            case.entropy[slot] = _float((summary or {}).get("mean_entropy"))
+        case.disputed = math.nan
+        if case.key and len(digests) == 2:
+            case.disputed = _float(self.cache.disputed(case.key, digests["A"], digests["B"]))
+
+    # -- background prediction --------------------------------------------------------------
+    def prediction_queue(self, should_stop: Callable[[], bool] | None = None,
+                         order: list[str] | None = None) -> Iterator[QueueStep]:
+        """Predict every case (``order``: these names, in this order) with every checkpoint
+        into the cache, skipping what is cached; one ``QueueStep`` per case and model, so
+        a worker reports progress; ``should_stop()`` is asked between batches of slices
+        (a case cut short is not cached). Loads predictors of its own, so a session may
+        predict meanwhile. Updates each Case's figures as it goes. Raises CheckpointError."""
+        if not self.checkpoints:
+            raise SessionError("Choose checkpoints A and B before predicting the dataset.")
+        digests = self.digests()
+        predictors: dict[str, object] = {}
+        names = order or [c.name for c in self.cases]
+        total, done = len(names) * len(digests), 0
+        for name in names:
+            case = self.case(name)
+            missing = [s for s, d in digests.items() if not (case.key and self.cache.has(case.key, d))]
+            volume = None
+            if missing:
+                try:
+                    volume = self.load_image(case)
+                except VolumeLoadError as exc:
+                    done += len(digests)
+                    yield QueueStep(name, None, done, total, error=str(exc))
+                    continue
+                case.key = image_key(volume)
+                self.cache.remember_key(_image_files(case), case.key)
+            for slot, digest in digests.items():
+                if should_stop is not None and should_stop():
+                    return
+                if slot in missing:
+                    if slot not in predictors:
+                        predictors[slot] = load_predictor(self.checkpoints[slot])
+                    result = predict_case(predictors[slot], volume, should_stop)
+                    if result is None:
+                        return
+                    self.cache.put(case.key, digest, *result)
+                done += 1
+                yield QueueStep(name, slot, done, total, cached=slot not in missing)
+            if len(digests) == 2 and case.key:
+                self.cache.ensure_disputed(case.key, digests["A"], digests["B"])
+            self._read_figures(case)
+
+
+@dataclass
+class QueueStep:
+    """One step of ``Worklist.prediction_queue``: model ``slot`` of case ``case`` is in the
+    cache (``cached``: it was already), or the case's image failed (``error``, slot None)."""
+    case: str
+    slot: str | None
+    done: int
+    total: int
+    cached: bool = False
+    error: str | None = None
+
+
+def predict_case(predictor, volume: Volume, should_stop: Callable[[], bool] | None = None,
+                 ) -> tuple[np.ndarray, dict] | None:
+    """Every slice of ``volume`` by ``predictor``: (z, y, x) uint8 labels and a summary
+    {"mean_entropy": nats, averaged over all voxels}; None when ``should_stop`` said stop."""
+    from ..ml.inference import slice_order
+
+    labels = np.zeros(volume.shape, np.uint8)
+    entropy_sum = 0.0
+    normalized = predictor.prepare(volume)
+    order = slice_order(volume.shape[0], None)
+    for start in range(0, len(order), predictor.batch_size):
+        if should_stop is not None and should_stop():
+            return None
+        batch = order[start:start + predictor.batch_size]
+        for prediction in predictor.predict_slices(normalized, batch, want_probabilities=True):
+            labels[prediction.index] = prediction.labels
+            p = np.clip(prediction.probabilities, 1e-12, 1.0)
+            entropy_sum += float(-(p * np.log(p)).sum(axis=0).sum())
+    return labels, {"mean_entropy": entropy_sum / labels.size, "shape": list(volume.shape)}
+
+
+# -- a case's session ----------------------------------------------------------------------
+
+class CaseSession(ReviewSession):
+    """A ReviewSession of a worklist case: ``save()`` with no path writes into the dataset
+    (backing up what it replaces), and the sidecar carries the case status, the per-slice
+    provenance (``self.provenance``) and each model's Dice and correction effort."""
+
+    worklist: Worklist
+    case: Case
+    provenance: Provenance
+
+    def attach(self, worklist: Worklist, case: Case) -> None:
+        """Called by ``Worklist.session``: the case, its provenance and its models."""
+        self.worklist, self.case = worklist, case
+        self.labels_path = case.labels
+        if not case.labels.is_file():  # a status-only sidecar: keep its keys
+            sidecar = read_sidecar(case.labels) or {}
+            self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
+        self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
+        case.key = self.key
+        worklist.cache.remember_key(_image_files(case), self.key)
+        digests = worklist.digests()
+        for slot, path in worklist.checkpoints.items():
+            self.add_model(slot, path, worklist.predictor(slot))
+            cached = worklist.cache.get(self.key, digests[slot])
+            if cached is not None and cached.shape == self.volume.shape:
+                self.set_prediction(slot, cached)
+        case.slices = self.volume.shape[0]
+
+    def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
+
+    def correction_effort(self, slot: str) -> tuple[int, float]:
+        """Voxels and mL where model ``slot``'s prediction differs from the labels, over the
+        reviewed slices it has predicted: how much correcting it needed."""
+        model = self.models[slot]
+        return correction_effort(model.prediction, self.labels.array, self.reviewed & model.predicted,
+                                 self.volume.spacing)
+
+    def figures(self) -> dict[str, dict]:
+        """Slot -> the "models" entry of the sidecar (checkpoint, digest, Dice, correction)."""
+        digests = self.worklist.digests()
+        figures = {}
+        for slot, model in self.models.items():
+            voxels, ml = self.correction_effort(slot)
+            scores = self.scores(slot)
+            figures[slot] = {"checkpoint": model.name, "digest": digests.get(slot),
+                             "dice": None if math.isnan(scores.mean_dice) else scores.mean_dice,
+                             "scored_slices": int((self.reviewed & model.predicted).sum()),
+                             "correction_voxels": voxels, "correction_ml": ml}
+        return figures
+
+    def save_job(self, path=None) -> SaveJob:
+        """As ``ReviewSession.save_job``; saving into the dataset (no ``path``) also updates
+        the case status ("new" becomes "in progress"), and keeps the replaced files."""
+        if path is None:
+            self.worklist._check_writable()
+            if self.case.status == "new":
+                self.case.status = "in progress"
+        self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
+                                 provenance=self.provenance.to_json(), models=self.figures())
+        target = Path(path) if path is not None else self.case.labels
+        return (_DatasetSaveJob if target == self.case.labels else SaveJob)(self, target)
+
+    def finish_save(self, job: SaveJob) -> None:
+        super().finish_save(job)
+        if Path(job.path) == self.case.labels:
+            self.case.reviewed_count = int(job.review.reviewed.sum())
+            self.case.slices = len(job.review.reviewed)
+            for slot, entry in job.review.extra.get("models", {}).items():
+                self.case.dice[slot] = _float(entry["dice"])
+                self.case.correction_ml[slot] = entry["correction_ml"]
+                self.case.correction_voxels[slot] = entry["correction_voxels"]
+
+    def close(self, discard: bool = False) -> None:
+        self.provenance.detach()
+        super().close(discard)
+
+
+class _DatasetSaveJob(SaveJob):
+    """A save into the dataset: what it replaces goes to ``.previous/`` first."""
+
+    def __call__(self) -> Path:
+        keep_previous(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return super().__call__()
+
+
+def keep_previous(labels_path: Path) -> None:
+    """Copy ``labels_path`` and its sidecar into ``.previous/`` beside it: as
+    ``<case>.original<ext>`` the first time, and as ``<case><ext>`` (replacing the last
+    backup). Atomic copies. Raises LabelSaveError when they cannot be made."""
+    from ..core.errors import LabelSaveError
+
+    if not labels_path.is_file():
+        return
+    backups = labels_path.parent / ".previous"
+    ext = extension(labels_path)
+    stem = labels_path.name[: -len(ext)] if ext else labels_path.name
+    try:
+        backups.mkdir(exist_ok=True)
+        first_time = not (backups / f"{stem}.original{ext}").exists()
+        for source in (labels_path, review_path(labels_path)):
+            if source.is_file():
+                suffix = source.name[len(stem):]  # ".nii.gz" or ".review.json"
+                if first_time:
+                    _copy(source, backups / f"{stem}.original{suffix}")
+                _copy(source, backups / source.name)
+    except OSError as exc:
+        raise LabelSaveError(f"The labels were not saved: the file they replace could not be kept in "
+                             f"{backups} ({exc.strerror or exc}).") from exc
+
+
+def _copy(source: Path, target: Path) -> None:
+    replace_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
+
+
+# -- figures -------------------------------------------------------------------------------
+
+def correction_effort(prediction: np.ndarray, labels: np.ndarray, slices: np.ndarray, spacing) -> tuple[int, float]:
+    """Voxels, and mL, where ``prediction`` and ``labels`` (z, y, x) differ on the slices
+    ``slices`` ((Z,) bool); ``spacing`` (x, y, z) in mm."""
+    voxels = int(np.count_nonzero(prediction[slices] != labels[slices]))
+    return voxels, voxels * float(np.prod(spacing)) / 1000.0
+
+
+# -- the prediction cache ------------------------------------------------------------------
+
+def cache_folder() -> Path:
+    """``$XDG_CACHE_HOME/segview/predictions`` (``~/.cache/segview/predictions``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "segview" / "predictions"
+
+
+class PredictionCache:
+    """Predictions by (image content digest, checkpoint content digest):
+    ``<root>/<key>/<digest>.npz`` (labels, uint8, compressed), ``<digest>.json`` (summary),
+    ``<key>/disputed.json`` (share of voxels where two checkpoints differ), and
+    ``images.json`` (image file stamps -> key, so a worklist knows a case's key without
+    reading its image). Deleting the folder is always safe."""
+
+    def __init__(self, root=None, max_bytes: int = 5 * 2 ** 30):
+        self.root = Path(root) if root is not None else cache_folder()
+        self.max_bytes = max_bytes
+        self._index: dict | None = None
+
+    def _entry(self, key: str, digest: str) -> Path:
+        return self.root / key / digest
+
+    def has(self, key: str, digest: str) -> bool:
+        return self._entry(key, digest).with_suffix(".npz").is_file()
+
+    def get(self, key: str, digest: str) -> np.ndarray | None:
+        """The cached labels (z, y, x) uint8, or None."""
+        path = self._entry(key, digest).with_suffix(".npz")
+        try:
+            with np.load(path) as data:
+                labels = data["labels"]
+            os.utime(path)  # recently used: pruned last
+        except (OSError, KeyError, ValueError):
+            return None
+        return labels if labels.dtype == np.uint8 and labels.ndim == 3 else None
+
+    def summary(self, key: str, digest: str) -> dict | None:
+        return _read_json(self._entry(key, digest).with_suffix(".json"))
+
+    def put(self, key: str, digest: str, labels: np.ndarray, summary: dict) -> None:
+        """Store ``labels`` (z, y, x) uint8 and ``summary``; then prune to ``max_bytes``.
+        A cache that cannot be written is skipped (it is only a cache)."""
+        entry = self._entry(key, digest)
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(entry.with_suffix(".npz"),
+                               lambda temporary: _save_npz(temporary, np.ascontiguousarray(labels, np.uint8)))
+            atomic_write_text(entry.with_suffix(".json"), json.dumps(summary))
+        except OSError:
+            return
+        self.prune()
+
+    def disputed(self, key: str, digest_a: str, digest_b: str) -> float | None:
+        return (_read_json(self.root / key / "disputed.json") or {}).get(f"{digest_a}:{digest_b}")
+
+    def ensure_disputed(self, key: str, digest_a: str, digest_b: str) -> float | None:
+        """The share of voxels where the two cached predictions differ, counted once."""
+        known = self.disputed(key, digest_a, digest_b)
+        if known is not None:
+            return known
+        a, b = self.get(key, digest_a), self.get(key, digest_b)
+        if a is None or b is None or a.shape != b.shape:
+            return None
+        share = float(np.count_nonzero(a != b) / a.size)
+        path = self.root / key / "disputed.json"
+        shares = _read_json(path) or {}
+        shares[f"{digest_a}:{digest_b}"] = share
+        try:
+            atomic_write_text(path, json.dumps(shares))
+        except OSError:
+            pass
+        return share
+
+    def known_key(self, files: list[Path]) -> str | None:
+        """The image_key remembered for these image files, if none changed since."""
+        stamp = _stamp(files)
+        entry = self._images().get(_files_id(files))
+        return entry["key"] if entry and stamp is not None and entry.get("stamp") == stamp else None
+
+    def remember_key(self, files: list[Path], key: str) -> None:
+        stamp = _stamp(files)
+        if stamp is None or self.known_key(files) == key:
+            return
+        index = self._images()
+        index[_files_id(files)] = {"stamp": stamp, "key": key}
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.root / "images.json", json.dumps(index))
+        except OSError:
+            pass
+
+    def _images(self) -> dict:
+        if self._index is None:
+            self._index = _read_json(self.root / "images.json") or {}
+        return self._index
+
+    def prune(self) -> None:
+        """Delete the least recently used predictions beyond ``max_bytes``."""
+        files = sorted(self.root.glob("*/*.npz"), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            if total <= self.max_bytes:
+                break
+            total -= path.stat().st_size
+            path.unlink(missing_ok=True)
+            path.with_suffix(".json").unlink(missing_ok=True)
+
+
+_digests: dict[tuple, str] = {}
+
+
+def checkpoint_digest(path) -> str:
+    """blake2b (20 bytes, hex) of the checkpoint file's content; remembered per
+    (path, size, modification time)."""
+    path = Path(path)
+    stat = path.stat()
+    memo = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if memo not in _digests:
+        digest = hashlib.blake2b(digest_size=20)
+        with open(path, "rb") as file:
+            for block in iter(lambda: file.read(2 ** 20), b""):
+                digest.update(block)
+        _digests[memo] = digest.hexdigest()
+    return _digests[memo]
+
+
+# -- reading the dataset -----------------------------------------------------------------
+
+def _nnunet_cases(folder: Path) -> list[Case]:
+    ending = _file_ending(folder / "dataset.json")
+    cases = []
+    for image in sorted((folder / "imagesTr").iterdir()):
+        ext = extension(image)
+        stem = image.name[: -len(ext)] if ext else image.name
+        if not stem.endswith("_0000") or image.name.startswith("."):
+            continue
+        name = stem[: -len("_0000")]
+        cases.append(Case(name, image, folder / "labelsTr" / f"{name}{ending or ext or '.nii.gz'}"))
+    return cases
+
+
+def _dicom_cases(folder: Path, progress: Progress | None) -> list[Case]:
+    studies = sorted(p for p in folder.iterdir() if p.is_dir() and p.name != "labels" and not p.name.startswith("."))
+    cases = []
+    for n, study in enumerate(studies):
+        if progress is not None:
+            progress(n, len(studies))
+        try:
+            series = [s for s in list_dicom_series(study) if not s.is_localizer]
+        except VolumeLoadError as exc:
+            cases.append(Case(study.name, study, folder / "labels" / f"{study.name}.nii.gz", error=str(exc)))
+            continue
+        series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
+        for info in series:
+            name = study.name if len(series) == 1 else f"{study.name}_{info.number if info.number is not None else info.uid}"
+            cases.append(Case(name, study, folder / "labels" / f"{name}.nii.gz", series=info))
+    return cases
+
+
+def _declared_classes(dataset_json: Path) -> list[LabelClass] | None:
+    """Class names from dataset.json's "labels" ({"background": 0, "RV": 1, ...})."""
+    labels = (_read_json(dataset_json) or {}).get("labels")
+    try:
+        by_value = {int(value): str(name) for name, value in labels.items()}
+    except (AttributeError, TypeError, ValueError):
+        return None
+    if sorted(by_value) != list(range(len(by_value))):
+        return None  # regions or gaps: leave the classes to the label files
+    return named_classes([by_value[v] for v in range(len(by_value))])
+
+
+def _file_ending(dataset_json: Path) -> str | None:
+    ending = (_read_json(dataset_json) or {}).get("file_ending")
+    return ending if isinstance(ending, str) and ending.startswith(".") else None
+
+
+def _image_files(case: Case) -> list[Path]:
+    return [Path(f) for f in case.series.files] if case.series is not None else [case.image]
+
+
+def _files_id(files: list[Path]) -> str:
+    first = str(Path(files[0]).resolve()) if files else ""
+    return f"{first}|{len(files)}"
+
+
+def _stamp(files: list[Path]) -> list[int] | None:
+    """Total size and latest modification time (ns) of ``files``; None if one is missing."""
+    try:
+        stats = [os.stat(f) for f in files]
+    except OSError:
+        return None
+    return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
+
+
+def _status_entry(status: str, note: str) -> dict:
+    return {"status": status, "note": note, "by": current_user(), "at": now()}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _save_npz(path: Path, labels: np.ndarray) -> None:
+    with open(path, "wb") as file:  # a file object: np.savez would append .npz to the name
+        np.savez_compressed(file, labels=labels)
+
+
+def _float(value) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _or_zero(value: float) -> float:
+    return 0.0 if math.isnan(value) else value

@@ -1,0 +1,352 @@
+"""Worklist on tiny nnU-Net and DICOM datasets made here: statuses, sort orders, saving into
+the dataset with backups, the prediction cache, provenance, correction effort."""
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import entropy
+
+import segview.core.io as io_module
+import segview.session.review as review_module
+import segview.session.worklist as worklist_module
+from segview.core.dicom import write_dicom_series
+from segview.core.errors import LabelSaveError, VolumeLoadError
+from segview.core.io import load_labels, load_volume, save_labels
+from segview.core.review_state import read_sidecar
+from segview.ml.inference import Predictor
+from segview.session import SessionError
+from segview.session.worklist import STATUSES, PredictionCache, Worklist
+
+from .conftest import CLASSES, SPACING, make_checkpoint, make_dataset, tiny_case
+
+
+def _refuse(*args, **kwargs):
+    raise AssertionError("no image may be read here")
+
+
+def test_200_cases_open_from_sidecars_without_reading_an_image(tmp_path, monkeypatch):
+    folder = tmp_path / "big"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    volume, _ = tiny_case(0, slices=2, size=4)
+    for n in range(200):
+        io_module.save_volume(folder / "imagesTr" / f"case_{n:03d}_0000.nii.gz", volume)
+    statuses = {f"case_{n:03d}": STATUSES[n % 4] for n in range(0, 200, 7)}
+    for name, status in statuses.items():
+        (folder / "labelsTr" / f"{name}.review.json").write_text(json.dumps(
+            {"format": "segview-review-state", "version": 1, "case": {"status": status, "note": f"note {name}"},
+             "reviewed": []}))
+    for module in (io_module, worklist_module):
+        monkeypatch.setattr(module, "load_volume", _refuse)
+    monkeypatch.setattr(worklist_module, "read_dicom_files", _refuse)
+
+    worklist = Worklist.open(folder)
+
+    assert [c.name for c in worklist.cases] == [f"case_{n:03d}" for n in range(200)]
+    assert {c.name: c.status for c in worklist.cases if c.name in statuses} == statuses
+    assert all(c.status == "new" for c in worklist.cases if c.name not in statuses)
+    assert worklist.case("case_007").note == "note case_007"
+
+
+def test_status_and_note_round_trip_and_bad_status_refused(tmp_path):
+    make_dataset(tmp_path / "ds", 3)
+    worklist = Worklist.open(tmp_path / "ds")
+    worklist.set_status("case_001", "flagged", "motion artefact on slices 3-4")
+    worklist.set_status("case_002", "done")
+    with pytest.raises(ValueError):
+        worklist.set_status("case_000", "finished")
+
+    again = Worklist.open(tmp_path / "ds")
+    assert [(c.status, c.note) for c in again.cases] == [
+        ("new", ""), ("flagged", "motion artefact on slices 3-4"), ("done", "")]
+    # A status-only sidecar applies to the image when the case is opened, and is kept by a save.
+    session = again.session("case_002")
+    session.mark_reviewed(0)
+    session.save()
+    session.close()
+    assert read_sidecar(tmp_path / "ds" / "labelsTr" / "case_002.nii.gz")["case"]["status"] == "done"
+    assert Worklist.open(tmp_path / "ds").case("case_002").reviewed_count == 1
+
+
+def test_sort_orders_and_next_previous(tmp_path):
+    make_dataset(tmp_path / "ds", 4)
+    worklist = Worklist.open(tmp_path / "ds")
+    figures = {"case_000": (0.10, 0.5), "case_001": (0.30, 0.2), "case_002": (math.nan, math.nan),
+               "case_003": (0.20, 0.9)}
+    for case in worklist.cases:
+        case.disputed, case.entropy = figures[case.name][0], {"A": figures[case.name][1]}
+
+    assert [c.name for c in worklist.sorted("disputed")] == ["case_001", "case_003", "case_000", "case_002"]
+    assert [c.name for c in worklist.sorted("uncertain")] == ["case_003", "case_000", "case_001", "case_002"]
+    assert [c.name for c in worklist.sorted("name")] == ["case_000", "case_001", "case_002", "case_003"]
+    assert worklist.next_case("case_003", "disputed").name == "case_000"
+    assert worklist.previous_case("case_003", "disputed").name == "case_001"
+    assert worklist.previous_case("case_001", "disputed") is None
+    assert worklist.next_case("case_003") is None
+    with pytest.raises(ValueError):
+        worklist.sorted("size")
+
+
+def test_save_writes_into_labelsTr_and_keeps_what_it_replaces(tmp_path):
+    references = make_dataset(tmp_path / "ds", 2)
+    labels_path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    original_bytes = labels_path.read_bytes()
+    worklist = Worklist.open(tmp_path / "ds")
+    session = worklist.session("case_000")
+    assert np.array_equal(session.labels.array, references["case_000"])
+
+    session.labels.paint(2, [(3, 3)], 1.0, 2)
+    session.mark_reviewed(2)
+    assert session.save() == labels_path
+    first = session.labels.array.copy()
+    volume = session.volume
+    assert np.array_equal(load_labels(labels_path, volume), first)
+    previous = tmp_path / "ds" / "labelsTr" / ".previous"
+    assert (previous / "case_000.original.nii.gz").read_bytes() == original_bytes
+    assert worklist.case("case_000").status == "in progress"
+
+    session.labels.paint(3, [(20, 20)], 1.0, 1)
+    session.save()
+    # The original stays; the latest backup is the file the second save replaced.
+    assert (previous / "case_000.original.nii.gz").read_bytes() == original_bytes
+    assert np.array_equal(load_labels(previous / "case_000.nii.gz", volume), first)
+    assert json.loads((previous / "case_000.review.json").read_text())["reviewed"][0]["z"] == 2
+
+    # A save that fails leaves the labels of the last good save in place.
+    session.labels.paint(4, [(20, 20)], 1.0, 1)
+
+    def full_disk(*args, **kwargs):
+        raise LabelSaveError("disk full")
+
+    saved = labels_path.read_bytes()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(review_module, "save_labels", full_disk)
+        with pytest.raises(LabelSaveError):
+            session.save()
+    assert labels_path.read_bytes() == saved
+    assert session.modified
+    session.close()
+    assert sorted(p.name for p in labels_path.parent.iterdir() if p.name.startswith(".") and p.is_file()) == []
+
+
+def test_read_only_dataset_refuses_to_save(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "ds", 1)
+    monkeypatch.setattr(worklist_module.os, "access", lambda path, mode: False)
+    worklist = Worklist.open(tmp_path / "ds")
+    assert worklist.read_only
+    with pytest.raises(SessionError, match="read-only"):
+        worklist.set_status("case_000", "done")
+    session = worklist.session("case_000")
+    with pytest.raises(SessionError, match="read-only"):
+        session.save()
+    session.close(discard=True)
+
+
+def test_unreadable_case_is_listed_with_its_reason_and_the_rest_open(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 3)
+    (tmp_path / "ds" / "imagesTr" / "case_001_0000.nii.gz").write_bytes(b"not an image")
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    with pytest.raises(VolumeLoadError):
+        worklist.session("case_001")
+    assert worklist.case("case_001").error
+    steps = list(worklist.prediction_queue())
+    assert [s.case for s in steps if s.error] == ["case_001"]
+    assert steps[-1].done == steps[-1].total == 6
+    worklist.session("case_002").close()
+
+
+def test_labels_on_another_grid_are_an_error_with_the_difference(tmp_path):
+    make_dataset(tmp_path / "ds", 1)
+    volume, labels = tiny_case(0, slices=5)
+    save_labels(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz", labels, volume)
+    worklist = Worklist.open(tmp_path / "ds")
+    with pytest.raises(VolumeLoadError) as raised:
+        worklist.session("case_000")
+    assert worklist.case("case_000").error == str(raised.value)
+
+
+def _mean_entropy(predictor, volume):
+    """Mean softmax entropy (nats) over every voxel, by scipy.stats.entropy."""
+    normalized = predictor.prepare(volume)
+    total = 0.0
+    for p in predictor.predict_slices(normalized, list(range(volume.shape[0])), want_probabilities=True):
+        total += entropy(p.probabilities.astype(np.float64), axis=0).sum()
+    return total / np.prod(volume.shape)
+
+
+def test_background_prediction_fills_the_cache_and_a_reopened_case_runs_no_model(tmp_path, checkpoints, monkeypatch):
+    make_dataset(tmp_path / "ds", 3)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    steps = list(worklist.prediction_queue())
+    assert [(s.case, s.slot, s.done, s.cached) for s in steps] == [
+        ("case_000", "A", 1, False), ("case_000", "B", 2, False), ("case_001", "A", 3, False),
+        ("case_001", "B", 4, False), ("case_002", "A", 5, False), ("case_002", "B", 6, False)]
+    expected = {}
+    for case in worklist.cases:
+        volume = load_volume(case.image)
+        a = Predictor.from_checkpoint(checkpoints["A"], "cpu").predict_volume(volume)
+        b = Predictor.from_checkpoint(checkpoints["B"], "cpu").predict_volume(volume)
+        expected[case.name] = (a, b)
+        assert case.disputed == pytest.approx(np.mean(a != b))
+        assert case.entropy["A"] == pytest.approx(
+            _mean_entropy(Predictor.from_checkpoint(checkpoints["A"], "cpu"), volume), rel=1e-4)
+    assert len(worklist.sorted("disputed")) == 3
+    assert not any(math.isnan(c.disputed) for c in worklist.cases)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model ran although its prediction is cached")
+
+    monkeypatch.setattr(Predictor, "predict_slices", no_model)
+    monkeypatch.setattr(Predictor, "_probabilities", no_model)
+    reopened = Worklist.open(tmp_path / "ds", checkpoints)
+    # The sort covers every case from the cache, without reading an image.
+    assert [c.disputed for c in reopened.cases] == [c.disputed for c in worklist.cases]
+    assert [s.cached for s in reopened.prediction_queue()] == [True] * 6
+    session = reopened.session("case_001")
+    assert session.models["A"].predicted.all() and session.models["B"].predicted.all()
+    assert np.array_equal(session.prediction("A"), expected["case_001"][0])
+    assert np.array_equal(session.prediction("B"), expected["case_001"][1])
+    session.close()
+
+
+def test_cache_misses_after_the_checkpoint_or_the_image_changes(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    list(worklist.prediction_queue())
+    case = worklist.case("case_000")
+    digests = worklist.digests()
+    assert worklist.cache.has(case.key, digests["A"])
+
+    retrained = make_checkpoint(tmp_path / "retrained.safetensors", 3)
+    worklist.set_checkpoints({"A": retrained, "B": checkpoints["B"]})
+    assert not worklist.cache.has(case.key, worklist.digests()["A"])
+    assert math.isnan(case.entropy["A"]) and not math.isnan(case.entropy["B"])
+    assert [s.cached for s in worklist.prediction_queue()] == [False, True]
+
+    volume, _ = tiny_case(7)
+    io_module.save_volume(case.image, volume)
+    changed = Worklist.open(tmp_path / "ds", checkpoints)
+    assert changed.case("case_000").key is None  # the file changed: its old key is not trusted
+    assert [s.cached for s in changed.prediction_queue()] == [False, False]
+
+
+def test_cancelled_prediction_caches_nothing_of_the_case_cut_short(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 2)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    asked = []
+
+    def stop_after_first_batch():
+        asked.append(1)
+        return len(asked) > 1
+
+    assert list(worklist.prediction_queue(should_stop=stop_after_first_batch)) == []
+    assert not list((tmp_path / "cache").glob("**/*.npz"))
+    steps = list(worklist.prediction_queue(order=["case_001"]))
+    assert [(s.case, s.done, s.total) for s in steps] == [("case_001", 1, 2), ("case_001", 2, 2)]
+
+
+def test_cache_is_bounded(tmp_path):
+    cache = PredictionCache(tmp_path / "c", max_bytes=1)
+    labels = np.random.default_rng(0).integers(0, 3, (4, 16, 16), dtype=np.uint8)
+    cache.put("k1", "d", labels, {"mean_entropy": 0.1})
+    cache.put("k2", "d", labels, {"mean_entropy": 0.1})
+    assert not cache.has("k1", "d") and not cache.has("k2", "d")
+    roomy = PredictionCache(tmp_path / "c", max_bytes=2 ** 20)
+    roomy.put("k3", "d", labels, {"mean_entropy": 0.1})
+    assert np.array_equal(roomy.get("k3", "d"), labels)
+
+
+def test_provenance_follows_copies_edits_interpolation_and_undo(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 1, with_labels=False)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    session = worklist.session("case_000")
+    session.predict()
+    provenance = session.provenance
+    assert provenance.latest() == ["untouched"] * 6
+
+    session.copy_prediction("B", z=1)
+    session.copy_prediction("A", z=4)
+    assert provenance.of_slice(1) == ("model B",) and provenance.of_slice(4) == ("model A",)
+    labels = session.labels
+    with labels.step():
+        labels.paint(1, [(12, 12)], 2.0, 2)
+    assert provenance.of_slice(1) == ("model B", "hand")
+    # One voxel painted with the class model A predicts there is still a hand edit.
+    y, x = np.argwhere(session.prediction("A")[0] != 0)[0]
+    with labels.step():
+        labels.paint(0, [(y, x)], 0.1, int(session.prediction("A")[0, y, x]))
+    assert provenance.of_slice(0) == ("hand",)
+    labels.undo()
+    labels.undo()
+    assert provenance.of_slice(0) == ()
+    assert provenance.of_slice(1) == ("model B",)
+    labels.redo()
+    assert provenance.of_slice(1) == ("model B", "hand")
+    with labels.step():
+        labels.interpolate(1, 4)
+    assert [provenance.of_slice(z) for z in (2, 3)] == [("interpolation",), ("interpolation",)]
+    labels.undo()
+    assert provenance.of_slice(2) == () and provenance.of_slice(4) == ("model A",)
+    session.mark_reviewed(1)
+    session.save()
+    session.close()
+
+    sidecar = read_sidecar(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz")
+    assert sidecar["provenance"] == {"1": ["model B", "hand"], "4": ["model A"]}
+    reopened = worklist.session("case_000")
+    assert reopened.provenance.of_slice(1) == ("model B", "hand")
+    assert reopened.review_marks[1]["by"]
+    reopened.close()
+
+
+def test_correction_effort_against_a_count_by_hand(tmp_path, checkpoints):
+    references = make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    list(worklist.prediction_queue())
+    session = worklist.session("case_000")
+    for z in (0, 3, 5):
+        session.mark_reviewed(z)
+    with session.labels.step():
+        session.labels.paint(3, [(2, 2)], 1.0, 2)
+    session.save()
+    session.close()
+
+    labels = load_labels(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz", load_volume(worklist.case("case_000").image))
+    assert not np.array_equal(labels, references["case_000"])
+    cache = worklist.cache
+    reopened = Worklist.open(tmp_path / "ds", checkpoints)
+    case = reopened.case("case_000")
+    for slot, digest in reopened.digests().items():
+        prediction = cache.get(case.key, digest)
+        voxels = sum(1 for z in (0, 3, 5) for y in range(24) for x in range(24)
+                     if prediction[z, y, x] != labels[z, y, x])
+        assert case.correction_voxels[slot] == voxels
+        voxel_ml = SPACING[0] * SPACING[1] * SPACING[2] / 1000
+        assert case.correction_ml[slot] == pytest.approx(voxels * voxel_ml)
+    assert case.reviewed_count == 3 and case.slices == 6 and case.status == "in progress"
+
+
+def test_a_folder_of_dicom_studies(tmp_path):
+    root = tmp_path / "studies"
+    for n, study in enumerate(("patient_a", "patient_b")):
+        volume, _ = tiny_case(n, slices=3, size=16)
+        write_dicom_series(volume, root / study / "ax", series_number=3)
+        if study == "patient_b":
+            write_dicom_series(tiny_case(5, slices=3, size=16)[0], root / study / "cor", series_number=4)
+    worklist = Worklist.open(root)
+    assert worklist.layout == "DICOM"
+    assert [c.name for c in worklist.cases] == ["patient_a", "patient_b_3", "patient_b_4"]
+    session = worklist.session("patient_b_4")
+    assert session.volume.shape == (3, 16, 16)
+    session.mark_reviewed(1)
+    assert session.save() == root / "labels" / "patient_b_4.nii.gz"
+    session.close()
+    assert Worklist.open(root).case("patient_b_4").reviewed_count == 1  # labels/ is not a study
+
+
+def test_classes_come_from_dataset_json(tmp_path):
+    make_dataset(tmp_path / "ds", 1, with_labels=False)
+    session = Worklist.open(tmp_path / "ds").session("case_000")
+    assert [c.name for c in session.classes] == [c.name for c in CLASSES]
+    session.close(discard=True)
