@@ -235,9 +235,10 @@ def _training_rate(arguments, size, device, fast, batch_size, seconds) -> float:
 
 
 def bench_infer(seconds: float = 3.0, echo=print) -> dict:
-    """Inference slices per second per architecture on the CPU (batch 8); on a GPU also
-    fp32 batch 1 eager against bf16 + channels_last batch 32 (goal 4x), and a 300-slice
-    512 x 512 volume end to end through the Predictor (goal under 0.4 s on an H100)."""
+    """Inference slices per second per architecture on the CPU, torch against ONNX Runtime
+    (batch 8, same threads, labels checked equal); on a GPU also fp32 batch 1 eager
+    against bf16 + channels_last batch 32 (goal 4x), and a 300-slice 512 x 512 volume end
+    to end through the Predictor (goal under 0.4 s on an H100)."""
     import torch
 
     from ..ml.unet import UNet
@@ -246,10 +247,20 @@ def bench_infer(seconds: float = 3.0, echo=print) -> dict:
     echo(f"  {machine_summary()}")
     figures = {}
     for name, arguments, size in _architectures():
+        torch.manual_seed(0)
         model = UNet(1, **arguments).eval()
-        rate = _inference_rate(model, torch.randn(8, 1, size, size), seconds)
-        echo(f"  {name:<28} cpu  fp32 batch 8        {rate:8.1f} slices/s")
+        images = torch.randn(8, 1, size, size)
+        rate = _inference_rate(model, images, seconds)
+        echo(f"  {name:<28} cpu  torch fp32 batch 8  {rate:8.1f} slices/s")
         figures[(name, "cpu")] = rate
+        onnx = _onnx_cpu_rate(model, images, seconds)
+        if onnx is None:
+            echo("  onnxruntime is not installed: its comparison is skipped")
+        else:
+            ort_rate, agree = onnx
+            echo(f"  {name:<28} cpu  ONNX Runtime batch 8 {ort_rate:8.1f} slices/s   "
+                 f"{ort_rate / rate:5.2f}x torch; labels equal: {'yes' if agree else 'NO'}")
+            figures[(name, "cpu-onnxruntime")] = ort_rate
         if torch.cuda.is_available():
             figures[(name, "cuda")] = _gpu_inference(model, size, seconds, echo, name)
     if torch.cuda.is_available():
@@ -268,6 +279,34 @@ def _inference_rate(model, images, seconds) -> float:
             model(images)
 
     return _steps_per_second(forward, seconds) * len(images)
+
+
+def _onnx_cpu_rate(model, images, seconds) -> tuple[float, bool] | None:
+    """Slices per second of ``model`` exported to ONNX and run by ONNX Runtime on the CPU
+    with torch's thread count, and whether its labels equal torch's where torch's top two
+    logits are not tied within rounding. None without onnxruntime."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    import torch
+
+    from ..ml.onnx_model import _export
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.log_severity_level = 3
+    proto = _export(model, images.shape[-1])
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    array = images.numpy()
+    rate = _steps_per_second(lambda: session.run(None, {"image": array}), seconds) * len(images)
+    with torch.no_grad():
+        expected = model(images)
+    got = torch.from_numpy(session.run(None, {"image": array})[0])
+    top2 = expected.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 1e-4
+    return rate, bool(torch.equal(expected.argmax(1)[decided], got.argmax(1)[decided]))
 
 
 def _gpu_inference(model, size, seconds, echo, name) -> dict:

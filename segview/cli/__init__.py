@@ -5,6 +5,8 @@
     segview train DATA|--phantom TASK -o DIR      train a UNet on 2D slices
     segview evaluate CKPT [CKPT] --data DIR       Dice/IoU/pixel error, Table 1, paired test
     segview predict CKPT INPUT -o OUTPUT           label volumes on the input's grid
+    segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
+    segview export CKPT -o model.onnx             a checkpoint as an ONNX model
     segview bench {metrics,train,infer,gui,edit,surface}   speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
@@ -20,7 +22,7 @@ from .. import __version__
 from ..core.errors import SegviewError
 from .common import UserError, progress
 
-SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "bench")
+SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "import", "export", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +94,9 @@ def _tool_parser() -> argparse.ArgumentParser:
     from .tools import add_tool_parsers  # noqa: PLC0415 (keeps torch out of `segview --help`)
 
     add_tool_parsers(commands)
+    from .models import add_model_parsers  # torch-free too
+
+    add_model_parsers(commands)
 
     bench = commands.add_parser(
         "bench", help="measure speed: fast paths against their baselines, side by side",

@@ -91,7 +91,12 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
 
 
 def read_metadata(path) -> dict:
-    """The metadata of the checkpoint at ``path`` without building the model."""
+    """The metadata of the checkpoint at ``path`` (.safetensors, or an exported .onnx)
+    without building the model."""
+    if str(path).lower().endswith(".onnx"):
+        from .onnx_model import read_onnx_metadata
+
+        return read_onnx_metadata(path)
     path = _checked_path(path)
     try:
         with safe_open(str(path), framework="pt") as file:

@@ -3,13 +3,18 @@
 The preprocessing comes from the checkpoint's metadata (the same functions as training),
 predictions come back on exactly the volume's pixel grid. Slices are processed in
 batches in any order (the one on screen first) and yielded as they finish, so a window
-can stream them into its overlay and stop early. On CUDA it runs under bf16 autocast with
-channels_last memory; a CUDA out-of-memory error falls back to the CPU.
+can stream them into its overlay and stop early.
+
+On CUDA the slices go up from pinned memory without blocking, the network runs under
+bf16 autocast with channels_last memory, resizing, softmax and argmax stay on the GPU,
+and only uint8 labels come back (probabilities only when asked for); the batch is sized
+from the free GPU memory. A CUDA out-of-memory error falls back to the CPU. A checkpoint
+may also be an exported ``.onnx`` file, run by ONNX Runtime (``segview.ml.onnx_model``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,6 +33,9 @@ def best_device() -> torch.device:
     return torch.device("cpu")
 
 
+RUNTIMES = ("auto", "torch")
+
+
 class Cancelled(Exception):
     """Raised by ``predict_volume`` when its ``should_stop`` callback says so."""
 
@@ -44,7 +52,7 @@ class Predictor:
     normalization; ``classes``). Raises CheckpointError for a model it cannot feed."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device | None = None,
-                 batch_size: int = 8):
+                 batch_size: int | None = None):
         channels = getattr(model, "config", {}).get("in_channels", 1)
         if channels != 1:
             raise CheckpointError(f"the network takes {channels} input channels; segview feeds "
@@ -56,17 +64,53 @@ class Predictor:
         self.classes = classes_from_metadata(meta)
         self.input_size = int(meta["preprocessing"]["input_size"][0])
         self.normalization = meta["preprocessing"]["normalization"]
-        self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else best_device()
         self.model = model
         self._place_model()
+        self.batch_size = batch_size or self._batch_size_for_device()
         self.fallback_message: str | None = None
 
     @classmethod
-    def from_checkpoint(cls, path, device=None, batch_size: int = 8) -> Predictor:
-        """Raises CheckpointError for a file that cannot be used."""
+    def from_checkpoint(cls, path, device=None, batch_size: int | None = None,
+                        runtime: str = "auto") -> Predictor:
+        """A Predictor for a segview checkpoint (.safetensors) or an exported ONNX model
+        (.onnx, run by ONNX Runtime). ``batch_size`` None: 8 on the CPU, sized from free
+        memory on a GPU. ``runtime`` for a checkpoint on the CPU: "auto" runs it with ONNX
+        Runtime when installed (faster there; ``segview bench infer``), "torch" keeps
+        torch. Raises CheckpointError for a file that cannot be used (a pickle is refused
+        unread)."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        if str(path).lower().endswith(".onnx"):
+            from .onnx_model import load_onnx  # onnxruntime only for ONNX files
+
+            model, meta = load_onnx(path, device)
+            # ONNX Runtime moves the data to its provider itself; torch's pre- and
+            # post-processing stays on the CPU.
+            return cls(model, meta, "cpu", batch_size)
         model, meta = load_checkpoint(path)
-        return cls(model, meta, device, batch_size)
+        predictor = cls(model, meta, device, batch_size)
+        if runtime == "auto" and predictor.device.type == "cpu":
+            predictor.use_onnxruntime()
+        return predictor
+
+    def use_onnxruntime(self) -> bool:
+        """Run the network with ONNX Runtime on the CPU from here on; False (torch kept)
+        when onnxruntime is missing or the network does not export."""
+        from .onnx_model import OnnxNetwork, onnxruntime_network
+
+        if isinstance(self.model, OnnxNetwork):
+            return True
+        network = onnxruntime_network(self.model, self.meta)
+        if network is None:
+            return False
+        self.model, self.device = network, torch.device("cpu")
+        return True
+
+    @property
+    def runtime(self) -> str:
+        """"onnxruntime" or "torch": what runs the network."""
+        return "onnxruntime" if type(self.model).__name__ == "OnnxNetwork" else "torch"
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +119,20 @@ class Predictor:
     def _place_model(self) -> None:
         memory = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
         self.model = self.model.to(self.device, memory_format=memory).eval()
+
+    def _batch_size_for_device(self) -> int:
+        """8 slices on the CPU (larger batches are no faster there); on a GPU as many as
+        half the free memory holds, measured with one slice, at most 128."""
+        if self.device.type != "cuda":
+            return 8
+        free, _ = torch.cuda.mem_get_info(self.device)
+        torch.cuda.reset_peak_memory_stats(self.device)
+        before = torch.cuda.memory_allocated(self.device)
+        self._probabilities(torch.zeros(1, 1, self.input_size, self.input_size))
+        if self.device.type != "cuda":  # the probe itself ran out of memory: now on the CPU
+            return 8
+        per_slice = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
+        return int(min(max(free // 2 // per_slice, 1), 128))
 
     def prepare(self, volume: Volume) -> np.ndarray:
         """The whole volume normalised once (percentiles are per volume), float32 (Z, Y, X)."""
@@ -88,10 +146,11 @@ class Predictor:
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
             probabilities = self._probabilities(torch.from_numpy(normalized[batch])[:, None])
-            labels = probabilities.argmax(dim=1).to(torch.uint8).numpy()
+            # The argmax runs where the probabilities are; only uint8 labels cross to the host.
+            labels = probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy()
+            kept = probabilities.cpu().numpy() if want_probabilities else None
             for n, z in enumerate(batch):
-                yield SlicePrediction(z, labels[n],
-                                      probabilities[n].numpy() if want_probabilities else None)
+                yield SlicePrediction(z, labels[n], kept[n] if kept is not None else None)
 
     def predict_volume(self, volume: Volume, first: int | None = None,
                        progress: Callable[[int, int], None] | None = None,
@@ -110,7 +169,8 @@ class Predictor:
 
     @torch.no_grad()
     def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) normalised slices -> (N, C, H, W) float32 softmax on the CPU."""
+        """(N, 1, H, W) normalised slices (CPU) -> (N, C, H, W) float32 softmax on the
+        Predictor's device."""
         shape = tuple(images.shape[-2:])
         try:
             return self._run(images, shape)
@@ -126,13 +186,14 @@ class Predictor:
 
     def _run(self, images: torch.Tensor, shape) -> torch.Tensor:
         cuda = self.device.type == "cuda"
-        images = to_network(images.to(self.device, non_blocking=True), self.input_size)
+        if cuda:  # page-locked, so the copy below runs without blocking the host
+            images = images.pin_memory()
+        images = to_network(images.to(self.device, non_blocking=cuda), self.input_size)
         if cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = self.model(images)
-        probabilities = from_network(logits.float(), shape).softmax(dim=1)
-        return probabilities.cpu()
+        return from_network(logits.float(), shape).softmax(dim=1)
 
 
 def slice_order(count: int, first: int | None) -> list[int]:

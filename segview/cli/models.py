@@ -1,0 +1,142 @@
+"""Models from elsewhere and for elsewhere: ``segview import`` and ``segview export``.
+
+    segview import WEIGHTS --arch ARCH --classes NAME,NAME,... --modality CT|MR
+                   [--input-size N] [--ct-window LOW HIGH] [--arch-args JSON] -o OUT.safetensors
+    segview export CKPT -o model.onnx
+
+Parsers are built without importing torch; each ``_run_*`` imports what it needs. Also
+here: the one-line modality warning that ``predict`` and ``evaluate`` print, and the
+rank and world size of a run under torchrun.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+ARCH_CHOICES = ("segview-unet", "monai-unet", "monai-basicunet", "milesial-unet")
+
+
+def add_model_parsers(commands) -> None:
+    _add_import(commands)
+    _add_export(commands)
+
+
+# -- import -----------------------------------------------------------------------------
+
+def _add_import(commands) -> None:
+    parser = commands.add_parser(
+        "import", help="turn a PyTorch/MONAI state dict into a segview checkpoint",
+        description="Read a state dict (.pth/.pt with torch.load(weights_only=True), or "
+                    ".safetensors) of a known network, infer its hyperparameters from the "
+                    "tensor shapes, check every key and shape, and write a segview checkpoint "
+                    "that computes exactly what the source network computes. Whole pickled "
+                    "models are refused: save model.state_dict() instead.")
+    parser.add_argument("weights", type=Path, help="the state dict file")
+    parser.add_argument("--arch", required=True, choices=ARCH_CHOICES,
+                        help="the network: segview's UNet, MONAI's UNet or BasicUNet (2D), or the "
+                             "UNet of milesial/Pytorch-UNet (bilinear or transposed convolutions)")
+    parser.add_argument("--classes", required=True,
+                        help="class names, one per output channel, background first: background,liver")
+    parser.add_argument("--modality", required=True, type=str.upper, choices=["CT", "MR"],
+                        help="what the network was trained on (CT: HU window; MR: percentiles)")
+    parser.add_argument("--input-size", type=int, default=256,
+                        help="side of the square slices the network was trained on (default 256)")
+    parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="HU window CT is clipped to before scaling to [0, 1] (default -1000 1000)")
+    parser.add_argument("--arch-args", metavar="JSON",
+                        help="arguments the weights do not show, as a JSON object, e.g. "
+                             "'{\"strides\": [2, 2, 1]}' or '{\"act\": \"relu\"}'")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="the .safetensors checkpoint to write")
+    parser.set_defaults(run=_run_import)
+
+
+def _run_import(args) -> int:
+    from ..ml.importers import import_state_dict
+    from .common import UserError
+
+    classes = [name.strip() for name in args.classes.split(",")]
+    if args.ct_window is not None and args.modality != "CT":
+        raise UserError("--ct-window applies to CT only")
+    if args.ct_window is not None and args.ct_window[0] >= args.ct_window[1]:
+        raise UserError("--ct-window needs LOW below HIGH")
+    if args.output.suffix.lower() != ".safetensors":
+        raise UserError(f"the output must be a .safetensors file, not {args.output.name}")
+    arch_args = _json_object(args.arch_args) if args.arch_args else None
+    result = import_state_dict(args.weights, args.arch, classes, args.modality, args.output,
+                               input_size=args.input_size, ct_window=args.ct_window, arch_args=arch_args)
+    for note in result.notes:
+        print(f"segview: note: {note}", file=sys.stderr)
+    print(f"{result.path}  ({args.arch}: {json.dumps(result.arguments)})")
+    return 0
+
+
+def _json_object(text: str) -> dict:
+    from .common import UserError
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"--arch-args is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    if not isinstance(value, dict):
+        raise UserError("--arch-args must be a JSON object: {\"name\": value, ...}")
+    return value
+
+
+# -- export -----------------------------------------------------------------------------
+
+def _add_export(commands) -> None:
+    parser = commands.add_parser(
+        "export", help="export a checkpoint to ONNX (dynamic batch and size, metadata included)",
+        description="Write the network of a segview checkpoint as an ONNX model: input 'image' "
+                    "(N, 1, H, W), output 'logits' (N, C, H, W), any batch and size; the "
+                    "checkpoint's metadata (classes, preprocessing) is stored in the model's "
+                    "metadata property 'segview'. The export is checked against torch.")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("-o", "--output", required=True, type=Path, help="the .onnx file to write")
+    parser.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> int:
+    from ..ml.onnx_model import export_onnx
+
+    print(export_onnx(args.checkpoint, args.output))
+    return 0
+
+
+# -- shared by predict and evaluate -----------------------------------------------------
+
+def warn_modality(name: str, meta: dict, volume, warned: set | None = None) -> None:
+    """One line on stderr when ``volume`` is not of the modality checkpoint ``name`` was
+    trained on; with ``warned``, each modality is reported once per run."""
+    from ..ml.checkpoint import modality_mismatch
+
+    message = modality_mismatch(meta, volume)
+    key = (name, getattr(volume, "modality", ""))
+    if message is None or (warned is not None and key in warned):
+        return
+    if warned is not None:
+        warned.add(key)
+    print(f"segview: warning: {name}: {message}", file=sys.stderr)
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes under torchrun (RANK and
+    WORLD_SIZE); (0, 1) otherwise."""
+    try:
+        rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+    return (rank, world) if 0 <= rank < world else (0, 1)
+
+
+def rank_device(device: str | None) -> str | None:
+    """Under torchrun with GPUs and no --device, each local rank takes its own GPU."""
+    if device is not None or "LOCAL_RANK" not in os.environ:
+        return device
+    import torch
+
+    if not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(os.environ['LOCAL_RANK']) % torch.cuda.device_count()}"

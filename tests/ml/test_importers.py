@@ -1,0 +1,306 @@
+"""State dicts from elsewhere: each network built here (MONAI's own classes, milesial's
+layout written out key by key with a functional forward), saved as its users save it,
+imported, and compared with the source; bad files refused with one clear line; pickles
+that would run code never run."""
+import os
+import pickle
+
+import pytest
+import torch
+from monai.networks.nets import BasicUNet
+from monai.networks.nets import UNet as MonaiReferenceUNet
+from safetensors.torch import save_file
+from torch.nn import functional as F
+
+from segview.core.volume import Volume
+from segview.ml.checkpoint import CheckpointError, load_checkpoint, modality_mismatch, read_metadata
+from segview.ml.importers import import_state_dict, read_state_dict
+from segview.ml.inference import Predictor
+from segview.ml.unet import UNet
+
+SIZE = 64
+CLASSES = ["background", "liver", "tumour"]
+
+
+def _randomise_norm_statistics(network: torch.nn.Module) -> torch.nn.Module:
+    """Batch-norm running statistics away from 0 and 1, so that eval mode matters."""
+    generator = torch.Generator().manual_seed(1)
+    for module in network.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator) * 0.1)
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator) + 0.5)
+    return network.eval()
+
+
+# -- milesial/Pytorch-UNet, written out from its unet_model.py / unet_parts.py ----------
+
+def _milesial_state_dict(bilinear: bool, classes: int = 3, base: int = 4, bias: bool = False) -> dict:
+    """Random weights under milesial's keys: inc, down1-4, up1-4, outc (widths base..16 base;
+    bilinear halves the bottleneck and the decoder and gives DoubleConv a middle width)."""
+    generator = torch.Generator().manual_seed(0)
+    factor = 2 if bilinear else 1
+    w = [base * 2**k for k in range(5)]
+    state = {}
+
+    def double_conv(prefix, c_in, c_out, c_mid=None):
+        c_mid = c_mid or c_out
+        for index, (a, b) in ((0, (c_in, c_mid)), (3, (c_mid, c_out))):
+            state[f"{prefix}.double_conv.{index}.weight"] = torch.randn(b, a, 3, 3, generator=generator) * 0.3
+            if bias:
+                state[f"{prefix}.double_conv.{index}.bias"] = torch.randn(b, generator=generator) * 0.1
+            norm = f"{prefix}.double_conv.{index + 1}"
+            state[f"{norm}.weight"] = torch.rand(b, generator=generator) + 0.5
+            state[f"{norm}.bias"] = torch.randn(b, generator=generator) * 0.1
+            state[f"{norm}.running_mean"] = torch.randn(b, generator=generator) * 0.1
+            state[f"{norm}.running_var"] = torch.rand(b, generator=generator) + 0.5
+            state[f"{norm}.num_batches_tracked"] = torch.tensor(7)
+
+    double_conv("inc", 1, w[0])
+    for k, (c_in, c_out) in enumerate([(w[0], w[1]), (w[1], w[2]), (w[2], w[3]), (w[3], w[4] // factor)], 1):
+        double_conv(f"down{k}.maxpool_conv.1", c_in, c_out)
+    for k, (c_in, c_out) in enumerate([(w[4], w[3] // factor), (w[3], w[2] // factor),
+                                       (w[2], w[1] // factor), (w[1], w[0])], 1):
+        if bilinear:
+            double_conv(f"up{k}.conv", c_in, c_out, c_in // 2)
+        else:
+            state[f"up{k}.up.weight"] = torch.randn(c_in, c_in // 2, 2, 2, generator=generator) * 0.3
+            state[f"up{k}.up.bias"] = torch.randn(c_in // 2, generator=generator) * 0.1
+            double_conv(f"up{k}.conv", c_in, c_out)
+    state["outc.conv.weight"] = torch.randn(classes, w[0], 1, 1, generator=generator)
+    state["outc.conv.bias"] = torch.randn(classes, generator=generator)
+    return state
+
+
+def _milesial_forward(state: dict, x: torch.Tensor, bilinear: bool) -> torch.Tensor:
+    """milesial's forward, functionally, straight from the state dict (eval mode)."""
+    def double_conv(prefix, x):
+        for index in (0, 3):
+            x = F.conv2d(x, state[f"{prefix}.double_conv.{index}.weight"],
+                         state.get(f"{prefix}.double_conv.{index}.bias"), padding=1)
+            norm = f"{prefix}.double_conv.{index + 1}"
+            x = F.relu(F.batch_norm(x, state[f"{norm}.running_mean"], state[f"{norm}.running_var"],
+                                    state[f"{norm}.weight"], state[f"{norm}.bias"], training=False))
+        return x
+
+    skips = [double_conv("inc", x)]
+    for k in range(1, 5):
+        skips.append(double_conv(f"down{k}.maxpool_conv.1", F.max_pool2d(skips[-1], 2)))
+    x = skips.pop()
+    for k in range(1, 5):
+        skip = skips.pop()
+        if bilinear:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)
+        else:
+            x = F.conv_transpose2d(x, state[f"up{k}.up.weight"], state[f"up{k}.up.bias"], stride=2)
+        dy, dx = skip.shape[-2] - x.shape[-2], skip.shape[-1] - x.shape[-1]
+        x = double_conv(f"up{k}.conv", torch.cat([skip, F.pad(x, [dx // 2, dx - dx // 2, dy // 2, dy - dy // 2])], 1))
+    return F.conv2d(x, state["outc.conv.weight"], state["outc.conv.bias"])
+
+
+# -- every architecture: imported output equals the source's ----------------------------
+
+def _monai_unet(**options):
+    torch.manual_seed(0)
+    return _randomise_norm_statistics(MonaiReferenceUNet(2, 1, 3, **options))
+
+
+SOURCES = {
+    "monai-unet residual batch": ("monai-unet", lambda: _monai_unet(
+        channels=(4, 8, 16), strides=(2, 2), num_res_units=2, norm="batch"), None),
+    "monai-unet plain defaults": ("monai-unet", lambda: _monai_unet(
+        channels=(4, 8, 16, 32), strides=(2, 2, 2)), None),
+    "monai-unet strides given": ("monai-unet", lambda: _monai_unet(
+        channels=(4, 8, 16), strides=(2, 1), num_res_units=1, act="relu", norm=("instance", {"affine": True})),
+        {"strides": [2, 1]}),
+    "monai-basicunet": ("monai-basicunet", lambda: BasicUNet(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval(), None),
+    "monai-basicunet batch norm": ("monai-basicunet", lambda: _randomise_norm_statistics(
+        BasicUNet(2, 1, 3, features=(4, 8, 8, 16, 16, 8), norm="batch")), None),
+    "segview-unet": ("segview-unet", lambda: _randomise_norm_statistics(UNet(1, 3, 4, 3, norm="batch")), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SOURCES))
+def test_imported_network_computes_what_the_source_computes(name, tmp_path):
+    arch, build, arch_args = SOURCES[name]
+    source = build()
+    torch.save(source.state_dict(), tmp_path / "weights.pth")
+    result = import_state_dict(tmp_path / "weights.pth", arch, CLASSES, "CT", tmp_path / "model.safetensors",
+                               input_size=SIZE, arch_args=arch_args)
+    image = torch.randn(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(3))
+    loaded, meta = load_checkpoint(result.path)
+    with torch.no_grad():
+        expected = source(image)
+        torch.testing.assert_close(loaded(image), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(result.model(image), expected, atol=1e-5, rtol=0)
+    assert meta["imported"]["arch"] == arch and meta["preprocessing"]["modality"] == "CT"
+
+
+@pytest.mark.parametrize("bilinear", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_milesial_state_dicts_import_in_both_upsampling_variants(bilinear, bias, tmp_path):
+    state = _milesial_state_dict(bilinear, bias=bias)
+    # milesial's train.py stores the mask values in the state dict it saves
+    torch.save({**state, "mask_values": [0, 1, 2]}, tmp_path / "checkpoint_epoch5.pth")
+    result = import_state_dict(tmp_path / "checkpoint_epoch5.pth", "milesial-unet", CLASSES, "MR",
+                               tmp_path / "model.safetensors", input_size=SIZE)
+    assert result.arguments == {"in_channels": 1, "num_classes": 3, "bilinear": bilinear,
+                                "base_channels": 4, "bias": bias}
+    assert any("mask_values" in note for note in result.notes)
+    image = torch.randn(2, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(result.model(image), _milesial_forward(state, image, bilinear),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def test_hyperparameters_come_from_the_shapes(tmp_path):
+    source = _monai_unet(channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=2, kernel_size=5,
+                         up_kernel_size=3, norm="batch")
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    result = import_state_dict(tmp_path / "w.pth", "monai-unet", CLASSES, "CT", tmp_path / "m.safetensors",
+                               input_size=SIZE)
+    assert {k: result.arguments[k] for k in ("channels", "num_res_units", "kernel_size", "norm", "act")} == {
+        "channels": [4, 8, 16, 32], "num_res_units": 2, "kernel_size": 5, "norm": "batch", "act": "prelu"}
+    assert any("strides" in note for note in result.notes)  # what the weights cannot show is said
+    assert read_metadata(tmp_path / "m.safetensors")["architecture"]["name"] == "MonaiUNet"
+
+
+def test_safetensors_wrapped_and_data_parallel_state_dicts(tmp_path):
+    source = BasicUNet(2, 1, 3, features=(4, 4, 8, 8, 16, 4)).eval()
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "w.safetensors")
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}},
+               tmp_path / "lightning.ckpt")
+    image = torch.randn(1, 1, SIZE, SIZE)
+    for weights in ("w.safetensors", "lightning.ckpt"):
+        result = import_state_dict(tmp_path / weights, "monai-basicunet", CLASSES, "MR",
+                                   tmp_path / f"{weights}.safetensors", input_size=SIZE)
+        with torch.no_grad():
+            torch.testing.assert_close(result.model(image), source(image), atol=1e-5, rtol=0)
+
+
+def test_written_checkpoint_carries_classes_modality_size_and_window(tmp_path):
+    torch.save(UNet(1, 3, 4, 2).state_dict(), tmp_path / "w.pt")
+    import_state_dict(tmp_path / "w.pt", "segview-unet", CLASSES, "CT", tmp_path / "m.safetensors",
+                      input_size=96, ct_window=(-200, 300))
+    meta = read_metadata(tmp_path / "m.safetensors")
+    assert [c["name"] for c in meta["classes"]] == CLASSES
+    assert meta["preprocessing"] == {"input_size": [96, 96], "modality": "CT",
+                                     "normalization": {"method": "ct-window", "low": -200.0, "high": 300.0}}
+    assert len(meta["imported"]["sha256"]) == 64
+    predictor = Predictor.from_checkpoint(tmp_path / "m.safetensors", "cpu", runtime="torch")
+    assert predictor.input_size == 96 and predictor.num_classes == 3
+
+
+# -- refused, one clear line each -------------------------------------------------------
+
+@pytest.fixture
+def monai_weights(tmp_path):
+    source = _monai_unet(channels=(4, 8, 16), strides=(2, 2))
+    path = tmp_path / "w.pth"
+    torch.save(source.state_dict(), path)
+    return path, source.state_dict()
+
+
+def _import(path, tmp_path, arch="monai-unet", classes=CLASSES, **options):
+    return import_state_dict(path, arch, classes, "CT", tmp_path / "out.safetensors", input_size=SIZE, **options)
+
+
+def test_a_missing_key_is_named(monai_weights, tmp_path):
+    path, state = monai_weights
+    del state["model.1.submodule.2.conv.bias"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"1 missing \(model\.1\.submodule\.2\.conv\.bias\)") as error:
+        _import(path, tmp_path)
+    assert "\n" not in str(error.value) and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_wrong_shape_is_named_with_both_shapes(monai_weights, tmp_path):
+    path, state = monai_weights
+    state["model.1.submodule.0.conv.bias"] = torch.zeros(9)
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"wrong shape \(model\.1\.submodule\.0\.conv\.bias: \(9,\), "
+                                              r"expected \(8,\)\)"):
+        _import(path, tmp_path)
+
+
+def test_a_class_count_that_differs_from_the_outputs(monai_weights, tmp_path):
+    path, _ = monai_weights
+    with pytest.raises(CheckpointError, match="3 outputs but --classes names 2 .background, liver."):
+        _import(path, tmp_path, classes=["background", "liver"])
+
+
+def test_weights_of_another_architecture(monai_weights, tmp_path):
+    path, _ = monai_weights
+    with pytest.raises(CheckpointError, match="not a milesial-unet state dict: the key inc.double_conv.0.weight"):
+        _import(path, tmp_path, arch="milesial-unet")
+
+
+def test_unknown_architecture_arguments_are_refused(monai_weights, tmp_path):
+    path, _ = monai_weights
+    with pytest.raises(CheckpointError, match="takes no argument _target_"):
+        _import(path, tmp_path, arch_args={"_target_": "os.system"})
+
+
+def test_non_finite_weights_and_three_channel_networks(tmp_path):
+    state = UNet(1, 3, 4, 2).state_dict()
+    state["head.bias"][0] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="head.bias holds NaN"):
+        _import(tmp_path / "nan.pth", tmp_path, arch="segview-unet")
+    torch.save(UNet(3, 3, 4, 2).state_dict(), tmp_path / "rgb.pth")
+    with pytest.raises(CheckpointError, match="takes 3 input channels"):
+        _import(tmp_path / "rgb.pth", tmp_path, arch="segview-unet")
+
+
+def test_a_whole_pickled_model_is_refused_with_how_to_save_a_state_dict(tmp_path):
+    torch.save(UNet(1, 3, 4, 2), tmp_path / "model.pth")  # the whole module, not its state dict
+    with pytest.raises(CheckpointError, match=r"torch\.save\(model\.state_dict\(\), 'weights\.pth'\)"):
+        _import(tmp_path / "model.pth", tmp_path, arch="segview-unet")
+
+
+class _CreatesAFile:
+    """Unpickling this would call open(target, "w"): the file would appear."""
+
+    def __init__(self, target):
+        self.target = str(target)
+
+    def __reduce__(self):
+        return open, (self.target, "w")
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_a_malicious_pickle_is_never_executed(writer, tmp_path):
+    target = tmp_path / "pwned.txt"
+    weights = tmp_path / "weights.pth"
+    payload = {"head.weight": torch.zeros(3, 4, 1, 1), "evil": _CreatesAFile(target)}
+    if writer == "torch.save":
+        torch.save(payload, weights)
+    else:
+        with open(weights, "wb") as file:
+            pickle.dump(payload, file)
+    with pytest.raises(CheckpointError, match="does not unpickle"):
+        read_state_dict(weights)
+    with pytest.raises(CheckpointError):
+        _import(weights, tmp_path, arch="segview-unet")
+    # the paths that load models for predict, evaluate and the window refuse it unread
+    with pytest.raises(CheckpointError, match="pickled"):
+        Predictor.from_checkpoint(weights)
+    assert not target.exists() and not os.path.exists(tmp_path / "out.safetensors")
+
+
+# -- modality ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("trained, image, guessed, expected", [
+    ("CT", "CT", False, None),
+    ("MR", "mr", False, None),
+    ("MR", "CT", False, "trained on MR images but the image is CT"),
+    ("CT", "MR", True, "trained on CT images but the image looks like MR (guessed from its intensities)"),
+    ("CT", "", False, None),     # an image of unknown modality
+    (None, "CT", False, None),   # a checkpoint that does not say
+])
+def test_modality_mismatch(trained, image, guessed, expected):
+    meta = {"preprocessing": {"modality": trained} if trained else {}}
+    volume = Volume(torch.zeros(2, 4, 4).numpy(), modality=image, meta={"modality_guessed": guessed})
+    message = modality_mismatch(meta, volume)
+    assert (message is None) == (expected is None)
+    if expected:
+        assert expected in message
