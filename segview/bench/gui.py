@@ -43,40 +43,22 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
-    from ..gui.case import editing_session
     from ..gui.main_window import MainWindow
-    from ..gui.slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
     echo("segview bench gui: the running window, offscreen" if app.platformName() == "offscreen"
          else f"segview bench gui: the running window on {app.platformName()}")
     echo(f"  {machine_summary()}")
-    volume, labels, model_a, model_b = large_ct(shape)
-    from ..core.phantoms import LUNG_CLASSES
-    from ..core.volume import auto_window
-
-    volume.meta["auto_window"] = auto_window(volume.array)
     window = MainWindow()
     window.resize(1280, 900)
     window.show()
-    window._show_case(editing_session(volume, labels, list(LUNG_CLASSES), None))
+    session = large_ct_session(shape)
+    window.show_session(session)
     checkpoint = _checkpoint()
-    if checkpoint is not None:  # two models whose "predictions" are the synthetic ones
-        from ..ml.inference import Predictor
-
-        for key, prediction in (("A", model_a), ("B", model_b)):
-            window._add_model(key, checkpoint, Predictor.from_checkpoint(checkpoint, "cpu"))
-            window.models[key].prediction[:] = prediction
-            window.live.add_model(key, window.models[key].prediction)
-        window._start_timer.stop()
-    else:
-        table = label_lookup_table(LUNG_CLASSES)
-        for name, prediction in (("A", model_a), ("B", model_b)):
-            window.viewer.set_overlay(name, Overlay(prediction, table, True, name == "B"))
     if compare:
         window.set_comparing(True)
     app.processEvents()
-    view = window.compare if compare else window.view
+    view = window.workspace.active_view()
 
     # Scrolling: one slice step per frame, painted (processEvents) before the clock stops.
     frames = []
@@ -106,25 +88,41 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         if checkpoint is None:
             echo("  no shipped checkpoint in segview/resources/models: inference stalls not measured")
             return figures
-        from ..ml.inference import Predictor
-
-        window.models.pop("B", None)
-        window.live.remove_model("B")
-        window._add_model("A", checkpoint, Predictor.from_checkpoint(checkpoint))
-        window._start_timer.stop()
+        session.remove_model("B")
+        session.load_model("A", checkpoint)
         started = time.perf_counter()
         busy = _timer_gaps(window, lambda loop: (window.inference_finished.connect(loop.quit),
                                                  window.run_inference()))
         elapsed = time.perf_counter() - started
-        echo(f"  inference: {checkpoint.name} on {window.models['A'].device}, {shape[0]} slices "
+        echo(f"  inference: {checkpoint.name} on {session.models['A'].device}, {shape[0]} slices "
              f"in {elapsed:.1f} s ({shape[0] / elapsed:.0f} slices/s)")
         figures.update(_report_gaps(echo, "during inference", busy))
         figures["inference_s"] = elapsed
         return figures
     finally:
+        window.discard_session()
         window.close()
         window.deleteLater()
         app.processEvents()
+
+
+def large_ct_session(shape=(300, 512, 512)):
+    """A ReviewSession of ``large_ct`` with its two 'predictions' as models A and B (the
+    shipped lung checkpoint stands in for both, its predictions replaced), or none when
+    no checkpoint is shipped."""
+    from ..core.phantoms import LUNG_CLASSES
+    from ..session import ReviewSession
+
+    volume, labels, model_a, model_b = large_ct(shape)
+    session = ReviewSession.open(volume, labels=labels, classes=list(LUNG_CLASSES))
+    checkpoint = _checkpoint()
+    if checkpoint is not None:
+        from ..ml.inference import Predictor
+
+        for slot, prediction in (("A", model_a), ("B", model_b)):
+            session.add_model(slot, checkpoint, Predictor.from_checkpoint(checkpoint, "cpu"))
+            session.set_prediction(slot, prediction)
+    return session
 
 
 def _timer_gaps(parent, start) -> np.ndarray:
@@ -171,55 +169,50 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     """Mouse-move handling of a brush stroke in the window (label write, live metrics of
     two models, overlay update), p95 on a large and a small volume: the cost must not
     grow with the volume. Checks the live metrics against a full recount at the end."""
-    from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
     from ..core.metrics import ConfusionMatrix
-    from ..core.phantoms import LUNG_CLASSES
-    from ..core.volume import auto_window
-    from ..gui.case import editing_session
+    from ..gui.effects import PlanePoint
     from ..gui.main_window import MainWindow
-    from ..gui.slice_view import Overlay, label_lookup_table
 
     app = QApplication.instance() or QApplication([])
     echo(f"segview bench edit: brush strokes in the running window ({app.platformName()})")
     echo(f"  {machine_summary()}")
     figures, rng = {}, np.random.default_rng(0)
     for shape in shapes:
-        volume, labels, model_a, model_b = large_ct(shape)
-        volume.meta["auto_window"] = auto_window(volume.array)
         window = MainWindow()
         window.resize(1280, 900)
         window.show()
-        window._show_case(editing_session(volume, labels, list(LUNG_CLASSES), None))
-        for key, prediction in (("A", model_a), ("B", model_b)):
-            window.live.add_model(key, prediction)
-            window.viewer.set_overlay(key, Overlay(prediction, label_lookup_table(LUNG_CLASSES), True, True))
+        session = large_ct_session(shape)
+        window.show_session(session)
+        window.cancel_inference()  # the predictions are given: nothing to run
         window.tools.set_tool("brush")
         window.tools.radius.setValue(5.0)
         app.processEvents()
         moves, deadline = [], time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(moves) < 200:
             z = int(rng.integers(0, shape[0]))
-            window.viewer.plane_view().set_slice(z)
+            window.workspace.go_to_slice(z)
             point = rng.uniform(0.2, 0.8, 2) * shape[1:]
-            window._stroke("start", (z, *point), Qt.NoModifier)
+            stroke = window.workspace.stroked  # what a view emits for a mouse press, move, release
+            stroke.emit("start", PlanePoint.from_index((z, *point), 0))
             for _ in range(20):  # a drag: 20 mouse moves of a few pixels
                 point = np.clip(point + rng.normal(0, 4, 2), 0, np.array(shape[1:]) - 1)
                 start = time.perf_counter()
-                window._stroke("move", (z, *point), Qt.NoModifier)
+                stroke.emit("move", PlanePoint.from_index((z, *point), 0))
                 moves.append((time.perf_counter() - start) * 1e3)
-            window._stroke("end", (z, *point), Qt.NoModifier)
+            stroke.emit("end", PlanePoint.from_index((z, *point), 0))
             app.processEvents()  # paint, the metrics panel, the journal
         p50, p95 = np.percentile(moves, [50, 95])
-        exact = all(np.array_equal(window.live.matrices[k].counts, ConfusionMatrix.from_arrays(
-            window.live.predictions[k], window.labels, window.live.num_classes).counts) for k in "AB")
+        live = session.live
+        exact = all(np.array_equal(live.matrices[k].counts, ConfusionMatrix.from_arrays(
+            session.prediction(k), session.labels.array, live.num_classes).counts) for k in "AB")
         echo(f"  {shape[0]:>3} x {shape[1]} x {shape[2]}: mouse move p50 {p50:.2f} ms  p95 {p95:.2f} ms "
              f"({len(moves)} moves; target p95 <= {EDIT_TARGET_MS:g} ms)  "
              f"{'PASS' if p95 <= EDIT_TARGET_MS else 'FAIL'}; metrics {'exact' if exact else 'WRONG'}")
         figures[shape] = {"p50_ms": p50, "p95_ms": p95, "exact": exact}
-        window.setWindowModified(False)  # nothing to save: close without asking
+        window.discard_session()  # nothing to save
         window.close()
         window.deleteLater()
         app.processEvents()

@@ -3,16 +3,14 @@ coloured by where each is wrong. Slice, zoom, pan, window/level and a crosshair 
 synchronised; a stroke in either pane edits the one label volume."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Signal
-from PySide6.QtWidgets import QFileDialog, QGridLayout, QLabel, QMessageBox, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
-from ..core.compare import (CATEGORY_COLORS, CATEGORY_NAMES, disagreement, rank_slices, write_report)
+from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
 from ..core.volume import Volume
-from .slice_view import Overlay, SliceView
+from .slice_view import Overlay, SliceView, label_lookup_table
 
 PANES = ("A", "B", "disagreement")
 
@@ -90,6 +88,7 @@ class CompareView(QWidget):
             pane.set_volume(volume)
 
     def set_model_overlays(self, labels_overlay: Overlay | None, models: dict, reviewed: np.ndarray) -> None:
+        """``models``: slot -> session Model; ``reviewed`` (Z,) the session's review marks."""
         """Each pane: its model's prediction filled, the labels as an outline on top; the
         disagreement pane: the categories of ``core.compare.disagreement``."""
         for key in ("A", "B"):
@@ -112,7 +111,7 @@ class CompareView(QWidget):
 
             def categories(view, index):  # the pane shows z planes: index is z
                 planes = [pane.orientation.slice(v, view, index) for v in volumes]
-                return disagreement(*planes, reviewed=bool(reviewed[index]))
+                return disagreement(*planes, reviewed=bool(reviewed[index]))  # the live array: marks show at once
 
             pane.set_overlay("disagreement", Overlay(categories, category_lookup_table()))
 
@@ -166,72 +165,4 @@ class CompareView(QWidget):
 
 
 def _lut(classes):
-    from .slice_view import label_lookup_table
-
     return label_lookup_table(classes)
-
-
-class CompareMixin:
-    """Compare mode in the main window: switching, the disagreement pane, slice ranking
-    and the report. Mixed into MainWindow."""
-
-    # -- compare mode -------------------------------------------------------------------
-    @property
-    def comparing(self) -> bool:
-        return self.central_views.currentWidget() is self.compare
-
-    def set_comparing(self, on: bool) -> None:
-        """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
-        if self.compare_action.isChecked() != on:
-            return self.compare_action.setChecked(on)  # comes back here through toggled
-        if on and self.volume is not None:
-            self._update_compare()
-            self.compare.set_window(*self.viewer.active.window)
-            self.compare.set_slice(self.viewer.plane_view().index)
-        self.central_views.setCurrentWidget(self.compare if on else self.viewer)
-        self.model_info.setVisible(bool(self.models) and not on)  # the panes name their models
-        if on:
-            self.compare.refresh()
-            self._show_slice_number(self.compare.index, self.compare.panes["A"].num_slices())
-        else:
-            self.viewer.set_slice(self.viewer.active.index)
-        self._show_metrics()
-
-    def _show_disagreement(self, on: bool) -> None:
-        if on and not self.comparing:
-            self.set_comparing(True)
-        self.compare.set_disagreement(on)
-        self.compare.refresh()
-
-    def _update_compare(self) -> None:
-        if self.volume is None or self.label_map is None:
-            return
-        labels = self.viewer.active.overlays.get("labels")
-        self.compare.set_model_overlays(labels, self.models, self.label_map.reviewed)
-
-    def next_disputed_slice(self) -> None:
-        """Go to the most disputed slice after the current one (wrapping around)."""
-        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
-            return
-        ranks = rank_slices(self.live, by="disputed")
-        if not ranks:
-            return self.statusBar().showMessage("A and B agree on every slice", 5000)
-        z = self.current_slice()
-        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
-        self._go_to_slice(ranks[(position + 1) % len(ranks)].z)
-
-    def export_report(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
-        if folder:
-            self.export_report_to(Path(folder))
-
-    def export_report_to(self, folder: Path) -> list[Path]:
-        if self.live is None or not ("A" in self.live.matrices and "B" in self.live.matrices):
-            self._error("Load two models (A and B) to compare them.", "No comparison")
-            return []
-        try:
-            return write_report(folder, self.live, self._editable_classes(),
-                                {k: m.describe() for k, m in self.models.items()})
-        except OSError as exc:
-            QMessageBox.critical(self, "Report not written", str(exc))
-            return []

@@ -1,36 +1,34 @@
-"""The main window: wires menus, controls and the views to core and ml functions."""
+"""The main window. It holds one ``ReviewSession`` and wires menus, panels and the
+workspace to it; every state of the work (image, labels, review marks, models and their
+predictions, metrics, journal) lives in the session, none in the widgets."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QStackedWidget, QToolBar, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
+                               QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
-from ..core.dicomseg import export_reason
-from ..core.errors import LabelSaveError, VolumeLoadError
-from ..core.io import IMAGE_EXTENSIONS, LabelClass, list_dicom_series
-from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, journal_path, set_aside_path,
-                            unsaved_edits)
-from ..core.labels import LabelMap
-from ..core.live import LiveMetrics
-from ..core.volume import VIEWS, Volume
 from ..core.classes import class_name
-from .case import LoadedModel, OpenCase, demo_case, load_predictor, open_case, read_labels
-from .compare import CompareMixin, CompareView
+from ..core.compare import rank_slices, write_report
+from ..core.dicomseg import export_reason, save_dicom_seg
+from ..core.errors import SegviewError
+from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
+from ..core.journal import set_aside_journals
+from ..core.labels import Edit, Mark
+from ..core.live import write_metrics_csv
+from ..core.volume import VIEWS
+from ..session import SLOTS, PredictionBatch, ReviewSession, read_label_file
+from ..session.models import load_predictor
 from .dialogs import choose_series
-from .editing import EditingMixin
+from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
 from .metrics_panel import MetricsPanel
-from .slice_view import Overlay, label_lookup_table
 from .tools import ToolPanel
-from .viewer import Viewer
-from .workers import InferenceWorker, Worker
+from .workers import GeneratorWorker, Worker, describe_device
+from .workspace import Workspace
 
 AUTO_WINDOW = "Auto (1-99th percentile)"
-MODEL_KEYS = ("A", "B")
 RECENT_LIMIT = 10
 #: Overlay name -> (menu text, visibility shortcut, drawn as outline by default)
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
@@ -40,84 +38,68 @@ def settings() -> QSettings:
     return QSettings(QSettings.IniFormat, QSettings.UserScope, "segview", "segview")
 
 
-class MainWindow(EditingMixin, CompareMixin, QMainWindow):
-    loaded = Signal()               # a volume is on screen (tests and --screenshot wait for it)
+class MainWindow(QMainWindow):
+    loaded = Signal()                  # a session is on screen (tests and --screenshot wait for it)
     load_failed = Signal(str)
-    model_loaded = Signal(str)      # model key
+    model_loaded = Signal(str)         # slot
     inference_finished = Signal(bool)  # True: every slice predicted; False: cancelled or failed
-    saved = Signal(str)             # the labels were written to this path
+    saved = Signal(str)                # the labels were written to this path
 
     def __init__(self):
         super().__init__()
         self.setWindowTitle("segview")
         self.resize(1440, 900)
         self.setAcceptDrops(True)
-        self.volume: Volume | None = None
-        self.label_map: LabelMap | None = None
-        self.live: LiveMetrics | None = None
-        self.journal: Journal | None = None
-        self.labels_path: Path | None = None
-        self.classes: list[LabelClass] = []
-        self.models: dict[str, LoadedModel] = {}
-        self._last_point = None
-        self._edits = 0  # label changes so far: a save knows whether it is still current
-        self.inference: InferenceWorker | None = None
+        self.session: ReviewSession | None = None
+        self.effect: Effect = EFFECTS[0]
+        self.inference: GeneratorWorker | None = None
+        self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._jobs: set[Worker] = set()
-        self._dirty: dict[str, set[int]] = {}
-        self.viewer = Viewer()
+        self._dirty: set[int] | None = set()   # streamed z planes not yet redrawn (None: all)
+        self.workspace = Workspace()
         self._build_controls()
+        self._build_docks()
         self._build_menus()
         self._build_status_bar()
-        self.viewer.active_slice_changed.connect(self._show_slice_number)
-        self.viewer.cursor_moved.connect(self._show_cursor)
-        self.viewer.window_changed.connect(self._show_window)
+        self.workspace.slice_changed.connect(self._show_slice_number)
+        self.workspace.cursor_moved.connect(self._show_cursor)
+        self.workspace.window_changed.connect(self._show_window)
+        self.workspace.stroked.connect(self._stroke)
         self._redraw_timer = QTimer(self, singleShot=True, interval=40)  # streamed slices: ~25 redraws/s
         self._redraw_timer.timeout.connect(self._redraw_predictions)
         self._start_timer = QTimer(self, singleShot=True, interval=50)   # one run for a burst of loads
         self._start_timer.timeout.connect(self.run_inference)
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
-        self._build_docks()
-        for view in self.viewer.views.values():
-            view.stroked.connect(self._stroke)
-        self.viewer.active_slice_changed.connect(lambda *_: self._metrics_timer.start())
-        self.compare.stroked.connect(self._stroke)
-        self.compare.slice_changed.connect(self._show_slice_number)
-        self.compare.slice_changed.connect(lambda *_: self._metrics_timer.start())
-        self.compare.cursor_moved.connect(self._show_cursor)
-        self.compare.window_changed.connect(self._show_window)
-        self.compare.window_changed.connect(lambda c, w: self.viewer.set_window(c, w) if self.comparing else None)
-        self.viewer.window_changed.connect(lambda c, w: self.compare.set_window(c, w) if not self.comparing else None)
 
+    # -- what tests and scripts read --------------------------------------------------
     @property
-    def view(self):
-        """The active slice view."""
-        return self.viewer.active
+    def comparing(self) -> bool:
+        return self.workspace.mode != "views"
 
-    @property
-    def labels(self) -> np.ndarray | None:
-        """The edited label volume (z, y, x) uint8."""
-        return self.label_map.array if self.label_map is not None else None
+    def current_slice(self) -> int:
+        """The acquired (z) plane on screen."""
+        return self.workspace.current_slice()
 
     # -- layout -------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        self.view_choice = QComboBox()
+        self.view_choice = QComboBox(focusPolicy=Qt.NoFocus)  # arrow keys scroll slices, not this
         self.view_choice.addItems([v.capitalize() for v in VIEWS])
-        self.view_choice.currentIndexChanged.connect(lambda n: self.viewer.show_view(VIEWS[n]))
-        self.slider = QSlider(Qt.Horizontal)
-        self.slider.valueChanged.connect(lambda z: (self.compare if self.comparing else self.viewer).set_slice(z))
+        self.view_choice.currentIndexChanged.connect(lambda n: self.workspace.viewer.show_view(VIEWS[n]))
+        self.slider = QSlider(Qt.Horizontal, focusPolicy=Qt.NoFocus)
+        self.slider.valueChanged.connect(self.workspace.set_shown_slice)
         self.slice_number = QLabel("- / -")
         self.slice_number.setMinimumWidth(70)
-        self.window_choice = QComboBox()
+        self.window_choice = QComboBox(focusPolicy=Qt.NoFocus)
         self.window_choice.setSizeAdjustPolicy(QComboBox.AdjustToContents)
         self.window_choice.currentIndexChanged.connect(self._apply_window)
         self.window_values = QLabel()
         self.window_values.setMinimumWidth(120)
-        self.opacity = QSlider(Qt.Horizontal)
+        self.opacity = QSlider(Qt.Horizontal, focusPolicy=Qt.NoFocus)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
         self.opacity.setMaximumWidth(100)
-        self.opacity.valueChanged.connect(lambda v: (self.viewer.set_opacity(v / 100), self.compare.set_opacity(v / 100)))
+        self.opacity.valueChanged.connect(lambda v: self.workspace.set_opacity(v / 100))
         bar = QToolBar("Slice")
         bar.setMovable(False)
         for label, widget in (("View ", self.view_choice), (None, self.slider), (None, self.slice_number),
@@ -130,15 +112,12 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         self.legend = QLabel()
         self.legend.setTextFormat(Qt.RichText)
         self.model_info = QLabel()
+        self.model_info.setTextFormat(Qt.RichText)
         layout = QVBoxLayout()
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.legend)
         layout.addWidget(self.model_info)
-        self.compare = CompareView()
-        self.central_views = QStackedWidget()
-        self.central_views.addWidget(self.viewer)
-        self.central_views.addWidget(self.compare)
-        layout.addWidget(self.central_views, stretch=1)
+        layout.addWidget(self.workspace, stretch=1)
         central = QWidget()
         central.setLayout(layout)
         self.setCentralWidget(central)
@@ -155,22 +134,24 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
             self.statusBar().addPermanentWidget(widget)
 
     def _build_docks(self) -> None:
-        self.tools = ToolPanel()
-        self.tools.tool_changed.connect(self._tool_changed)
-        self.tools.brush_changed.connect(lambda _: self._tool_changed(self.tools.tool))
+        self.tools = ToolPanel([(e.name, e.text, e.key, e.tip) for e in EFFECTS])
+        self.tools.tool_changed.connect(self.set_tool)
+        self.tools.brush_changed.connect(lambda _: self._apply_tool())
+        self.tools.settings_changed.connect(self._apply_brush_settings)
         self.tools.operation.connect(self._slice_operation)
         self.metrics = MetricsPanel()
-        self.metrics.slice_clicked.connect(self._go_to_slice)
+        self.metrics.slice_clicked.connect(self.workspace.go_to_slice)
         self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
+        self.metrics.ranking_changed.connect(self._show_metrics)
         docks = []
         for title, widget in (("Tools", self.tools), ("Metrics: Dice / IoU against the labels", self.metrics)):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
-            dock.setMinimumWidth(440)
-            dock.setMaximumWidth(520)
+            dock.setMinimumWidth(380)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
             self.addDockWidget(Qt.RightDockWidgetArea, dock)
             docks.append(dock)
+        self.resizeDocks(docks, [470, 470], Qt.Horizontal)
         self.resizeDocks(docks, [300, 560], Qt.Vertical)
 
     def _build_menus(self) -> None:
@@ -180,6 +161,7 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         menu.addAction("Open &labels...", "Ctrl+L", self.choose_labels)
         self.recent_menu = menu.addMenu("Open &recent")
         self._fill_recent_menu()
+        menu.addAction("Recover &edits...", self.recover_edits)
         menu.addSeparator()
         menu.addAction("&Save labels", QKeySequence.Save, self.save)
         menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
@@ -195,21 +177,21 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         self.undo_action = menu.addAction("&Undo", QKeySequence.Undo, self.undo)
         self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
         menu.addSeparator()
-        for name, _, key in (("navigate", None, "N"), ("brush", None, "B"), ("eraser", None, "E"), ("fill", None, "G")):
-            menu.addAction(f"{name.capitalize()} tool", key, lambda name=name: self.tools.set_tool(name))
+        for effect in EFFECTS:
+            menu.addAction(f"{effect.text} tool", effect.key, lambda name=effect.name: self.tools.set_tool(name))
         menu.addAction("Smaller brush", "[", lambda: self.tools.step_radius(1 / 1.25))
         menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
         menu.addAction("Mark slice reviewed", "M", lambda: self._slice_operation("review"))
         menu.addSeparator()
-        for key in MODEL_KEYS:
-            menu.addAction(f"Labels from model {key}: this slice", lambda key=key: self.copy_prediction(key, True))
-            menu.addAction(f"Labels from model {key}: whole volume", lambda key=key: self.copy_prediction(key, False))
+        for slot in SLOTS:
+            menu.addAction(f"Labels from model {slot}: this slice", lambda slot=slot: self.copy_prediction(slot, True))
+            menu.addAction(f"Labels from model {slot}: whole volume", lambda slot=slot: self.copy_prediction(slot, False))
 
         menu = self.menuBar().addMenu("&View")
         three = menu.addAction("&Three views", "T")
         three.setCheckable(True)
-        three.toggled.connect(self.viewer.set_three_views)
-        menu.addAction("&Fit to window", "F", lambda: (self.viewer.fit(), self.compare.fit()))
+        three.toggled.connect(self.workspace.viewer.set_three_views)
+        menu.addAction("&Fit to window", "F", self.workspace.fit)
         self.compare_action = menu.addAction("&Compare A | B", "K")
         self.compare_action.setCheckable(True)
         self.compare_action.toggled.connect(self.set_comparing)
@@ -228,17 +210,16 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
             for action, checked in ((show, True), (draw, outline)):
                 action.setCheckable(True)
                 action.setChecked(checked)
-            show.toggled.connect(lambda on, name=name: (self.viewer.set_overlay_style(name, visible=on),
-                                                        self._update_compare()))
-            draw.toggled.connect(lambda on, name=name: self.viewer.set_overlay_style(name, outline=on))
+            show.toggled.connect(lambda on, name=name: self.workspace.set_overlay_style(name, visible=on))
+            draw.toggled.connect(lambda on, name=name: self.workspace.set_overlay_style(name, outline=on))
             show.setText(text)
             overlay_bar.addAction(show)
             self.overlay_actions[name] = (show, draw)
         self.addToolBar(overlay_bar)
 
         menu = self.menuBar().addMenu("&Model")
-        for key in MODEL_KEYS:
-            menu.addAction(f"Load checkpoint &{key}...", lambda key=key: self.choose_model(key))
+        for slot in SLOTS:
+            menu.addAction(f"Load checkpoint &{slot}...", lambda slot=slot: self.choose_model(slot))
         menu.addSeparator()
         menu.addAction("&Run inference", "Ctrl+R", self.run_inference)
         menu.addAction("&Cancel inference", "Esc", self.cancel_inference)
@@ -260,39 +241,45 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         if path:
             self.open_labels(path)
 
-    def choose_model(self, key: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {key}", "", "Checkpoints (*.safetensors)")
+    def choose_model(self, slot: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", "", "Checkpoints (*.safetensors)")
         if path:
-            self.load_model(path, key)
+            self.load_model(path, slot)
 
     def open_image(self, path, labels_path=None) -> None:
-        """Open an image file or DICOM folder in the background (a picker for several series)."""
-        if Path(path).is_dir():
-            self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path))
+        """Open an image file or DICOM folder in the background (a picker for several
+        series; the folder is scanned once)."""
+        path = Path(path).absolute()
+        if path.is_dir():
+            self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path),
+                      reports_progress=True)
         else:
-            self._run(open_case, path, None, labels_path, done=self._show_case)
+            self._run(ReviewSession.open, path, labels_path, done=self.show_session)
 
-    def _pick_series(self, folder, series, labels_path) -> None:
-        if len(series) <= 1 or len([s for s in series if not s.is_localizer]) == 1:
-            chosen = next((s for s in series if not s.is_localizer), series[0] if series else None)
-        else:
-            chosen = choose_series(self, folder, series)
-            if chosen is None:
-                return
-        self._run(open_case, folder, chosen.uid if chosen else None, labels_path, done=self._show_case)
+    def _pick_series(self, folder: Path, series, labels_path) -> None:
+        if not series:
+            return self._error(f"{folder.name} holds no DICOM image series.")
+        candidates = [s for s in series if not s.is_localizer] or series
+        chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
+        if chosen is not None:
+            self._run(lambda: ReviewSession.open(folder, labels_path, series=chosen), done=self.show_session)
 
     def open_labels(self, path) -> None:
-        """Replace the labels by a label file on the image's grid (one undo step)."""
-        if self.volume is None:
+        """Replace the labels (and their review marks) by a label file on the image's grid:
+        one undo step."""
+        if self.session is None:
             return self._error("Open an image before its labels.")
-        self._run(read_labels, path, self.volume, done=lambda result: self._replace_labels(Path(path), *result))
+        session = self.session
+        self._run(read_label_file, Path(path).absolute(), session.volume, session.key,
+                  done=lambda label_file: self._replace_labels(session, label_file))
 
     def open_demo(self, task: str = "cardiac") -> None:
-        self._run(demo_case, task, done=self._show_case)
+        self._run(demo_session, task, done=self.show_session)
 
-    def load_model(self, path, key: str = "A") -> None:
-        """Load checkpoint ``path`` as model ``key`` ("A" or "B") and run it on the volume."""
-        self._run(load_predictor, path, done=lambda predictor: self._add_model(key, Path(path), predictor))
+    def load_model(self, path, slot: str = "A") -> None:
+        """Load checkpoint ``path`` into ``slot`` ("A" or "B") and run it on the image."""
+        path = Path(path).absolute()
+        self._run(load_predictor, path, done=lambda predictor: self._add_model(slot, path, predictor))
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -301,15 +288,16 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
     def dropEvent(self, event) -> None:
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         checkpoints = [p for p in paths if p.endswith(".safetensors")]
-        for key, path in zip(MODEL_KEYS, checkpoints):
-            self.load_model(path, key)
+        for slot, path in zip(SLOTS, checkpoints):
+            self.load_model(path, slot)
         images = [p for p in paths if p not in checkpoints]
         if images:
             self.open_image(images[0])
 
     # -- recent files -------------------------------------------------------------------
     def _remember(self, path: str) -> None:
-        recent = [p for p in settings().value("recent", [], list) if p != path]
+        path = str(Path(path).resolve())  # one entry per place, whatever path opened it
+        recent = [p for p in settings().value("recent", [], list) if str(Path(p).resolve()) != path]
         settings().setValue("recent", [path] + recent[:RECENT_LIMIT - 1])
         self._fill_recent_menu()
 
@@ -319,117 +307,105 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
             self.recent_menu.addAction(path, lambda path=path: self.open_image(path))
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
-    # -- showing ------------------------------------------------------------------------
-    def _show_case(self, case: OpenCase) -> None:
-        if not self._close_labels():
+    # -- a session on screen ------------------------------------------------------------
+    def show_session(self, session: ReviewSession) -> None:
+        """Put ``session`` (opened by a worker, a script or a worklist) on screen; everything of the previous one goes (its models stay
+        when they fit this image, and run again)."""
+        if not self._close_session():
+            session.close(discard=True)
             return
         self.cancel_inference()
-        volume = self.volume = case.volume
-        self.label_map, self.live = case.labels, case.live
-        recovered = case.recovered if case.recovered and unsaved_edits(volume) else None  # not closed since
-        journal_warning = self._start_journal(case, recovered is not None)
-        self.labels_path = case.labels_path
-        self.label_map.listeners.append(self._labels_edited)
-        self.label_map.step_listeners.append(self._step_done)
-        source = volume.meta.get("source", "")
+        old_models = dict(self._models_waiting)
+        self._models_waiting.clear()
+        self.session = session
+        session.labels.listeners.append(self._labels_changed)
+        session.labels.mark_listeners.append(self._mark_changed)
+        session.labels.step_listeners.append(self._step_done)
+        volume = session.volume
+        source = str(volume.meta.get("source", ""))
         self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}[*]")
         self.setWindowModified(False)
         if source and not source.startswith("demo"):
             self._remember(source)
-        self.viewer.set_volume(volume)
-        self.compare.set_volume(volume)
-        self.classes = case.classes
-        self._set_overlay("labels", self.labels, self.classes)
-        for key in self.models:
-            self._reset_prediction(key)
-        self._show_legend()
-        self._fill_window_presets(volume)
-        self._tool_changed(self.tools.tool)
+        self.workspace.set_session(session)
+        self._fill_window_presets()
+        self._apply_brush_settings()
         reason = export_reason(volume)
         self.seg_action.setEnabled(reason is None)
         self.seg_action.setToolTip(reason or "The labels as a DICOM SEG that references this series")
-        warnings = list(volume.meta.get("warnings") or []) + ([journal_warning] if journal_warning else [])
-        if warnings:
-            QMessageBox.warning(self, "Opened with warnings", "\n\n".join(warnings))
-        if recovered is not None:
-            self._offer_recovery(recovered)
-            set_aside_path(volume).unlink(missing_ok=True)
-        self._show_metrics()
+        if session.warnings:
+            QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
+        if session.recoverable_edits is not None:
+            self._offer_recovery()
+        for slot, (path, predictor) in old_models.items():
+            self._add_model(slot, path, predictor, start=False)
+        self._session_changed()
+        self.workspace.active_view().setFocus()
         self.loaded.emit()
-        if self.models:
+        if session.models:
             self._start_timer.start()
 
-    def _start_journal(self, case: OpenCase, keep_crashed: bool) -> str:
-        """Journal the edits of this image; a crashed session's journal is set aside first
-        until the user has decided about it. Returns a warning when it cannot be written."""
-        path = journal_path(case.volume)
-        try:
-            if keep_crashed and path.exists():
-                path.replace(set_aside_path(case.volume))
-            self.journal = Journal.start(path, self.label_map, image_key(case.volume), case.snapshot)
-        except (JournalError, OSError) as exc:
-            self.journal = None
-            return f"{exc}. Edits are not journalled: save often."
-        return ""
+    def _session_changed(self) -> None:
+        """Rebuild what shows the session's models and classes: overlays, legend, panels."""
+        session = self.session
+        self.workspace.show_overlays(session)
+        self._show_legend()
+        self.tools.set_classes(session.classes)
+        self.metrics.set_classes(session.classes)
+        self._step_done()
+        self._show_metrics()
 
-    def _offer_recovery(self, recovered: RecoveredLabels) -> None:
+    def _offer_recovery(self) -> None:
+        recovered = self.session.recoverable_edits
         answer = QMessageBox.question(
             self, "Restore unsaved edits?",
             f"segview found {recovered.steps} edit step(s) on this image that were never saved "
-            "(the program did not close normally). Restore them?", QMessageBox.Yes | QMessageBox.No)
+            f"(the program did not close normally); {int(recovered.reviewed.sum())} slice(s) were marked "
+            "reviewed. Restore them? (If not, File > Recover edits... still finds them.)",
+            QMessageBox.Yes | QMessageBox.No)
         if answer == QMessageBox.Yes:
-            self.label_map.begin_stroke()
-            self.label_map.copy_from(recovered.labels)
-            self.label_map.end_stroke()
+            self.session.restore(recovered)
+        self.session.recoverable_edits = None
 
-    def _ensure_classes(self, num_classes: int) -> None:
-        """The live metrics count at least ``num_classes`` classes. Rare (a model or a label
-        file with more classes than known so far): then everything is recounted once."""
-        if num_classes <= self.live.num_classes:
-            return
-        self.label_map.listeners.remove(self.live._labels_changed)
-        self.live = LiveMetrics(self.label_map, num_classes)
-        for key, model in self.models.items():
-            if model.prediction is not None:
-                self.live.add_model(key, model.prediction)
+    def recover_edits(self) -> None:
+        """File > Recover edits...: the set-aside journals of crashed sessions of this image."""
+        if self.session is None:
+            return self._error("Open the image whose edits you want to recover.", "Recover edits")
+        journals = set_aside_journals(self.session.key)
+        if not journals:
+            return QMessageBox.information(self, "Recover edits", "No set-aside edits of this image were found.")
+        items = [f"{j.recovered.steps} step(s), {int(j.recovered.reviewed.sum())} reviewed slice(s), "
+                 f"{_time_text(j.modified)}" for j in journals]
+        item, ok = QInputDialog.getItem(self, "Recover edits", "Restore the labels of:", items, 0, False)
+        if ok:
+            self.session.restore(journals[items.index(item)].recovered)
 
-    def _replace_labels(self, path: Path, labels: np.ndarray, classes) -> None:
-        self._ensure_classes(int(labels.max()) + 1)
-        if classes:
-            self.classes = list(classes)
-            self._set_overlay("labels", self.labels, self.classes)
-            self._show_legend()
-        self.label_map.begin_stroke()
-        self.label_map.copy_from(labels.astype(np.uint8))
-        self.label_map.end_stroke()
-        self.labels_path = path
-
-    def _set_overlay(self, name: str, labels, classes) -> None:
-        show, outline = self.overlay_actions[name]
-        self.viewer.set_overlay(name, Overlay(labels, label_lookup_table(classes), show.isChecked(),
-                                              outline.isChecked()))
+    def _replace_labels(self, session: ReviewSession, label_file) -> None:
+        if session is not self.session:
+            return  # another image was opened meanwhile
+        session.replace_labels(label_file)
+        self._session_changed()
 
     def _show_legend(self) -> None:
-        tables = [self.classes] + [m.classes for m in self.models.values()]
-        seen, items = set(), []
-        for table in tables:
+        session = self.session
+        items, seen = [], set()
+        for table in [session.classes] + [m.classes for m in session.models.values()]:
             for c in table:
                 if c.value and (c.name, c.color) not in seen:
                     seen.add((c.name, c.color))
                     items.append(f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}")
-        self.legend.setText("  ".join(items))
-        self.tools.set_classes(self._editable_classes())
-        self.metrics.set_classes(self._editable_classes())
-        self._update_compare()
-        self.model_info.setText("   |   ".join(f"<b>{k}</b> {m.describe()}" for k, m in self.models.items()))
-        self.model_info.setVisible(bool(self.models) and not self.comparing)
+        outlines = [f"<span style='color: rgb{color}'>&#9633;</span> model {slot} outline"
+                    for slot, color in (("A", (255, 140, 0)), ("B", (0, 190, 255))) if slot in session.models]
+        self.legend.setText("  ".join(items + outlines))
+        self.model_info.setText("   |   ".join(f"<b>{s}</b> {m.describe()}" for s, m in session.models.items()))
+        self.model_info.setVisible(bool(session.models) and not self.comparing)
         for name, (show, _) in self.overlay_actions.items():
-            model = self.models.get(name)
-            show.setEnabled(name == "labels" and self.labels is not None or model is not None)
-            if model is not None:
-                show.setToolTip(model.describe())
+            model = session.models.get(name)
+            show.setEnabled(name == "labels" or model is not None)
+            show.setToolTip(model.describe() if model is not None else "")
 
-    def _fill_window_presets(self, volume: Volume) -> None:
+    def _fill_window_presets(self) -> None:
+        volume = self.session.volume
         self.presets = [(AUTO_WINDOW, *volume.meta["auto_window"])] + list(volume.meta.get("window_presets") or [])
         self.window_choice.blockSignals(True)
         self.window_choice.clear()
@@ -440,18 +416,18 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
 
     def _default_preset(self) -> int:
         """The first header or CT preset for CT; the percentile window otherwise."""
-        return 1 if self.volume.modality == "CT" and len(self.presets) > 1 else 0
+        return 1 if self.session.volume.modality == "CT" and len(self.presets) > 1 else 0
 
     def _apply_window(self, index: int) -> None:
         if 0 <= index < len(getattr(self, "presets", [])):
             _, center, width = self.presets[index]
-            self.viewer.set_window(center, width)
+            self.workspace.set_window(center, width)
 
     def reset_view(self) -> None:
-        if self.volume is not None:
+        if self.session is not None:
             self.window_choice.setCurrentIndex(self._default_preset())
             self._apply_window(self._default_preset())
-            self.viewer.fit()
+            self.workspace.fit()
 
     def _show_window(self, center: float, width: float) -> None:
         self.window_values.setText(f"W {width:.0f}  L {center:.0f}")
@@ -463,101 +439,94 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         self.slider.blockSignals(False)
         self.slice_number.setText(f"{index + 1} / {count}")
         self.view_choice.blockSignals(True)
-        self.view_choice.setCurrentIndex(VIEWS.index(self.viewer.active.view))
+        self.view_choice.setCurrentIndex(VIEWS.index(self.workspace.viewer.active.view))
         self.view_choice.blockSignals(False)
+        self._metrics_timer.start()
 
     def _show_cursor(self, voxel) -> None:
-        if voxel is None or self.volume is None:
+        if voxel is None or self.session is None:
             return self.statusBar().clearMessage()
-        z, y, x = voxel
-        lps = self.volume.index_to_physical(voxel)
-        unit = " HU" if self.volume.modality == "CT" else ""
+        session, (z, y, x) = self.session, voxel
+        lps = session.volume.index_to_physical(voxel)
+        unit = " HU" if session.volume.modality == "CT" else ""
         text = (f"voxel ({x}, {y}, {z})   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm   "
-                f"value {self.volume.array[voxel]:g}{unit}")
-        if self.labels is not None:
-            text += f"   label {class_name(self.classes, int(self.labels[voxel]))}"
-        for key, model in self.models.items():
-            if model.predicted is not None and model.predicted[z]:
-                text += f"   {key} {class_name(model.classes, int(model.prediction[voxel]))}"
+                f"value {session.volume.array[voxel]:g}{unit}   "
+                f"label {class_name(session.classes, int(session.labels.array[voxel]))}")
+        for slot, model in session.models.items():
+            predicted = class_name(model.classes, int(model.prediction[voxel])) if model.predicted[z] else "pending"
+            text += f"   {slot} {predicted}"
         self.statusBar().showMessage(text)
 
     # -- models and inference -----------------------------------------------------------
-    def _add_model(self, key: str, path: Path, predictor) -> None:
-        self.models[key] = LoadedModel(path, predictor)
-        self.models = dict(sorted(self.models.items()))  # A before B, whichever loaded first
-        if self.volume is not None:
-            self._reset_prediction(key)
+    def _add_model(self, slot: str, path: Path, predictor, start: bool = True) -> None:
+        if self.session is None:  # no image yet: the model waits for one
+            self._models_waiting[slot] = (path, predictor)
+            self.model_loaded.emit(slot)
+            return
+        self.cancel_inference()
+        model = self.session.add_model(slot, path, predictor)
+        if model.warnings:
+            answer = QMessageBox.question(self, f"Run model {slot} on this image?",
+                                          "\n\n".join(model.warnings) + "\n\nRun it anyway?",
+                                          QMessageBox.Yes | QMessageBox.No)
+            if answer != QMessageBox.Yes:
+                self.session.remove_model(slot)
+                self.statusBar().showMessage(f"Model {slot} not loaded: it does not fit this image", 10000)
+        self._session_changed()
+        self.model_loaded.emit(slot)
+        if start and self.session.models:
             self._start_timer.start()
-        self._show_legend()
-        self.model_loaded.emit(key)
-
-    def _reset_prediction(self, key: str) -> None:
-        model = self.models[key]
-        model.prediction = np.zeros(self.volume.shape, np.uint8)
-        model.predicted = np.zeros(self.volume.shape[0], bool)
-        self._set_overlay(key, model.prediction, model.classes)
-        self._ensure_classes(model.predictor.num_classes)
-        self.live.add_model(key, model.prediction, empty=True)
-        self._update_compare()
-        self._metrics_timer.start()
 
     def run_inference(self) -> None:
         """Predict every slice with every model, the slice on screen first; a run already
         going is cancelled (it stops after its current batch)."""
-        if self.volume is None or not self.models:
+        session = self.session
+        if session is None or not session.models:
             return
         self.cancel_inference()
-        first = self.viewer.plane_view().index
-        worker = InferenceWorker({k: m.predictor for k, m in self.models.items()}, self.volume, first)
-        worker.signals.predicted.connect(lambda key, batch: self._stream_prediction(worker, key, batch))
-        worker.signals.progress.connect(lambda done, total: self._show_progress(worker, done, total))
-        worker.signals.device.connect(self._show_device)
-        worker.signals.message.connect(lambda text: self.statusBar().showMessage(text, 15000))
+        for model in session.models.values():
+            model.device = describe_device(model.predictor.device)
+        self._show_devices()
+        worker = GeneratorWorker(session.prediction_batches, self.current_slice())
+        worker.signals.yielded.connect(lambda batch: self._stream(worker, session, batch))
         worker.signals.errored.connect(self._failed)
         worker.signals.finished.connect(lambda completed: self._inference_done(worker, completed))
         self.inference = worker
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
-        Worker.pool().start(worker)
+        worker.start()
 
     def cancel_inference(self) -> None:
         if self.inference is not None:
             self.inference.cancel()
 
-    def _stream_prediction(self, worker: InferenceWorker, key: str, batch) -> None:
-        model = self.models.get(key)
-        if model is None or worker is not self.inference or model.predictor is not worker.predictors.get(key):
-            return  # a cancelled run's last batch, or a model since replaced
-        for prediction in batch:
-            self.live.set_prediction_slice(key, prediction.index, prediction.labels)
-            model.predicted[prediction.index] = True
-        self._dirty.setdefault(key, set()).update(p.index for p in batch)
+    def _stream(self, worker: GeneratorWorker, session: ReviewSession, batch: PredictionBatch) -> None:
+        if worker is not self.inference or session is not self.session or not session.accept(batch):
+            return  # a superseded run, another image, or a model since replaced
+        if batch.message:
+            self.statusBar().showMessage(batch.message, 15000)
+            session.models[batch.slot].device = describe_device(batch.predictor.device)
+            self._show_devices()
+        self.progress.setRange(0, batch.total)
+        self.progress.setValue(batch.done)
+        self.progress.setFormat("inference %p%")
+        if self._dirty is not None:
+            self._dirty.update(p.index for p in batch.predictions)
         if not self._redraw_timer.isActive():
             self._redraw_timer.start()
 
     def _redraw_predictions(self) -> None:
-        dirty, self._dirty = self._dirty, {}
-        for key, z_indices in dirty.items():
-            self.viewer.refresh_overlay(key, z_indices)
-            if self.comparing:
-                self.compare.refresh(z_indices)
-        if dirty:
+        dirty, self._dirty = self._dirty, set()
+        if dirty is None or dirty:
+            self.workspace.refresh(dirty, names=("A", "B"))
             self._show_metrics()
 
-    def _show_progress(self, worker: InferenceWorker, done: int, total: int) -> None:
-        if worker is self.inference:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-            self.progress.setFormat("inference %p%")
+    def _show_devices(self) -> None:
+        models = self.session.models if self.session else {}
+        self.device_label.setText("   ".join(f"{s} on {m.device}" for s, m in models.items() if m.device))
 
-    def _show_device(self, text: str) -> None:
-        key = text.split(":")[0]
-        if key in self.models:
-            self.models[key].device = text.split(": ", 1)[1]
-        self.device_label.setText("   ".join(f"{k} on {m.device}" for k, m in self.models.items() if m.device))
-
-    def _inference_done(self, worker: InferenceWorker, completed: bool) -> None:
+    def _inference_done(self, worker: GeneratorWorker, completed: bool) -> None:
         if worker is not self.inference:
             return  # superseded by a newer run
         self._redraw_predictions()
@@ -567,8 +536,244 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         self.statusBar().showMessage("Inference finished" if completed else "Inference stopped", 5000)
         self.inference_finished.emit(completed)
 
+    # -- editing ------------------------------------------------------------------------
+    def set_tool(self, name: str) -> None:
+        self.effect = next(e for e in EFFECTS if e.name == name)
+        self._apply_tool()
+
+    def _apply_tool(self) -> None:
+        radius = self.tools.radius.value() if self.effect.brush else None
+        self.workspace.set_tool(radius, self.effect.paints, self.effect.cursor)
+
+    def _apply_brush_settings(self) -> None:
+        """The panel's overwrite policy and intensity range govern the hand tools."""
+        if self.session is not None:
+            self.session.labels.policy = self.tools.policy()
+            self.session.labels.intensity_range = self.tools.intensity_range()
+
+    def _stroke(self, phase: str, at: PlanePoint) -> None:
+        if self.session is None:
+            return
+        hook = {"start": self.effect.press, "move": self.effect.drag, "end": self.effect.release}[phase]
+        settings = ToolSettings(self.tools.active_class(), self.tools.radius.value())
+        try:
+            message = hook(self.session, at, settings)
+        except SegviewError as exc:
+            message = str(exc)
+        if message:
+            self.statusBar().showMessage(message, 8000)
+
+    def _labels_changed(self, edit: Edit) -> None:
+        """Every change of the labels (stroke, undo, copy...): redraw where it shows."""
+        self.workspace.refresh(edit.slices, names=("labels",))
+        self.setWindowModified(True)
+        self._metrics_timer.start()
+
+    def _mark_changed(self, mark: Mark) -> None:
+        if self.comparing:
+            self.workspace.refresh([mark.z], names=())
+        self.setWindowModified(True)
+        self._metrics_timer.start()
+
+    def _step_done(self) -> None:
+        session = self.session
+        self.undo_action.setEnabled(session is not None and session.labels.can_undo)
+        self.redo_action.setEnabled(session is not None and session.labels.can_redo)
+        journal = session.journal if session else None
+        if journal is not None and journal.error is not None:
+            error, session.journal = journal.error, None
+            QMessageBox.warning(self, "Edits no longer journalled",
+                                f"{error}\n\nYour edits stay in memory; save them soon.")
+
+    def undo(self) -> None:
+        if self.session is not None:
+            self.session.labels.undo()
+
+    def redo(self) -> None:
+        if self.session is not None:
+            self.session.labels.redo()
+
+    def _slice_operation(self, name: str) -> None:
+        session = self.session
+        if session is None:
+            return
+        z = self.current_slice()
+        if name == "clear":
+            session.labels.clear_slice(z)
+        elif name == "copy_previous" and z > 0:
+            session.labels.copy_slice(z - 1, z)
+        elif name == "fill_between":
+            session.labels.fill_between_slices()
+        elif name == "review":
+            session.mark_reviewed(z, not session.reviewed[z])
+            state = "reviewed" if session.reviewed[z] else "no longer reviewed"
+            self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
+
+    def copy_prediction(self, slot: str, this_slice: bool) -> None:
+        """Model ``slot``'s prediction into the labels (this slice, or every predicted
+        one): one undo step, and no slice becomes reviewed by it."""
+        if self.session is None:
+            return
+        try:
+            self.session.copy_prediction(slot, self.current_slice() if this_slice else None)
+        except SegviewError as exc:
+            return self._error(str(exc), "Nothing copied")
+        self._session_changed()  # the labels may have taken the checkpoint's class names
+
+    # -- the metrics panel and compare mode ---------------------------------------------
+    def _show_metrics(self) -> None:
+        if self.session is not None:
+            self.metrics.show(self.session.live, self.current_slice())
+
+    def set_comparing(self, on: bool) -> None:
+        """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
+        if self.compare_action.isChecked() != on:
+            return self.compare_action.setChecked(on)  # comes back here through toggled
+        if not on and self.disagreement_action.isChecked():
+            self.disagreement_action.setChecked(False)
+        self.workspace.set_mode("compare" if on else "views")
+        if self.session is not None:
+            self.model_info.setVisible(bool(self.session.models) and not on)  # the panes name their models
+        self._show_metrics()
+
+    def _show_disagreement(self, on: bool) -> None:
+        if on and not self.comparing:
+            self.compare_action.setChecked(True)
+        if self.comparing:
+            self.workspace.set_mode("disagreement" if on else "compare")
+
+    def next_disputed_slice(self) -> None:
+        """Go to the most disputed slice after the current one (wrapping around)."""
+        session = self.session
+        if session is None or not ("A" in session.models and "B" in session.models):
+            return
+        ranks = rank_slices(session.live, by="disputed")
+        if not ranks:
+            return self.statusBar().showMessage("A and B agree on every slice", 5000)
+        z = self.current_slice()
+        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
+        self.workspace.go_to_slice(ranks[(position + 1) % len(ranks)].z)
+
+    # -- saving and exporting -----------------------------------------------------------
+    def save(self, wait: bool = False) -> bool:
+        if self.session is None:
+            return False
+        if self.session.labels_path is None:
+            return self.save_as(wait)
+        return self.save_to(self.session.labels_path, wait)
+
+    def save_as(self, wait: bool = False) -> bool:
+        if self.session is None:
+            return False
+        suggested = self.session.labels_path or self.session.default_labels_path() or \
+            Path.home() / f"{self.windowTitle().removeprefix('segview - ').replace('[*]', '').split(':')[0]}.labels.nii.gz"
+        pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
+        path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(suggested), f"Labels ({pattern})")
+        return bool(path) and self.save_to(Path(path), wait)
+
+    def save_to(self, path: Path, wait: bool = False) -> bool:
+        """Write the labels and their review state as they are now, atomically and verified,
+        in the background (``wait``: here, e.g. when closing). A failure leaves the edits in
+        memory and in the journal. Returns False when a waited-for save failed."""
+        session = self.session
+        job = session.save_job(Path(path))
+        if not wait:
+            self._run(job, done=lambda _: self._saved(session, job), failed=self._save_failed)
+            return True
+        try:
+            job()
+        except (SegviewError, ValueError) as exc:
+            self._save_failed(exc)
+            return False
+        self._saved(session, job)
+        return True
+
+    def _saved(self, session: ReviewSession, job) -> None:
+        session.finish_save(job)
+        if session is self.session:
+            self.setWindowModified(session.modified)
+        self.statusBar().showMessage(f"Saved {job.path}", 5000)
+        self.saved.emit(str(job.path))
+
+    def _save_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, (SegviewError, ValueError)):
+            raise exc
+        QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
+                             "the edit journal; save them somewhere else.")
+
+    def _close_session(self) -> bool:
+        """Before the session goes (another image, closing): ask about unsaved edits.
+        True when it is fine to go on."""
+        session = self.session
+        if session is None:
+            return True
+        discard = False
+        if session.modified:
+            answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
+                                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel)
+            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save(wait=True)):
+                return False
+            discard = answer == QMessageBox.Discard
+        self.cancel_inference()
+        self._models_waiting = {slot: (m.path, m.predictor) for slot, m in session.models.items()}
+        session.close(discard=discard)
+        self.session = None
+        self.setWindowModified(False)
+        return True
+
+    def discard_session(self) -> None:
+        """Close the session without saving, its journal deleted (scripts, benchmarks)."""
+        if self.session is not None:
+            self.cancel_inference()
+            self.session.close(discard=True)
+            self.session = None
+            self.setWindowModified(False)
+
+    def export_dicom_seg(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", "labels_seg.dcm", "DICOM (*.dcm)")
+        if path:
+            self.export_dicom_seg_to(Path(path))
+
+    def export_dicom_seg_to(self, path: Path) -> bool:
+        session = self.session
+        algorithm = ", ".join(m.name for m in session.models.values()) or "manual"
+        try:
+            save_dicom_seg(path, session.labels.array.copy(), session.volume, session.classes, algorithm)
+        except SegviewError as exc:
+            QMessageBox.critical(self, "DICOM SEG not written", str(exc))
+            return False
+        self.statusBar().showMessage(f"Wrote {path}", 5000)
+        return True
+
+    def export_metrics(self) -> None:
+        if self.session is None or not self.session.models:
+            return self._error("Load a model first: the metrics compare models with the labels.", "No metrics")
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
+        if path:
+            try:
+                write_metrics_csv(path, self.session.live, self.session.classes)
+            except OSError as exc:
+                QMessageBox.critical(self, "Metrics not saved", str(exc))
+
+    def export_report(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
+        if folder:
+            self.export_report_to(Path(folder))
+
+    def export_report_to(self, folder: Path) -> list[Path]:
+        session = self.session
+        if session is None or not ("A" in session.models and "B" in session.models):
+            self._error("Load two models (A and B) to compare them.", "No comparison")
+            return []
+        try:
+            return write_report(folder, session.live, session.classes,
+                                {slot: m.describe() for slot, m in session.models.items()})
+        except OSError as exc:
+            QMessageBox.critical(self, "Report not written", str(exc))
+            return []
+
     def closeEvent(self, event) -> None:
-        if not self._close_labels():
+        if not self._close_session():
             return event.ignore()
         # Nothing may run on after the window is gone: stop inference, let loads finish.
         self.cancel_inference()
@@ -576,11 +781,12 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
         super().closeEvent(event)
 
     # -- background work ----------------------------------------------------------------
-    def _run(self, function, *args, done, failed=None) -> None:
-        worker = Worker(function, *args)
+    def _run(self, function, *args, done, failed=None, reports_progress: bool = False) -> None:
+        worker = Worker(function, *args, reports_progress=reports_progress)
         self._jobs.add(worker)
         self._update_busy()
         worker.signals.returned.connect(done)
+        worker.signals.progress.connect(self._show_job_progress)
         worker.signals.errored.connect(failed or self._failed)
         worker.signals.finished.connect(lambda: self._finished(worker))
         worker.start()
@@ -592,16 +798,37 @@ class MainWindow(EditingMixin, CompareMixin, QMainWindow):
     def _update_busy(self) -> None:
         if self.inference is None:
             self.progress.setRange(0, 0)
+            self.progress.setFormat("%p%")
             self.progress.setVisible(bool(self._jobs))
 
+    def _show_job_progress(self, done: int, total: int) -> None:
+        if self.inference is None:
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+
     def _failed(self, exc: Exception) -> None:
+        if not isinstance(exc, SegviewError):
+            raise exc  # a programming error: let it surface
         from ..ml.checkpoint import CheckpointError
 
-        if not isinstance(exc, (VolumeLoadError, LabelSaveError, CheckpointError)):
-            raise exc  # a programming error: let it surface
         title = "Cannot use the checkpoint" if isinstance(exc, CheckpointError) else "Cannot open"
         self._error(str(exc), title)
 
     def _error(self, message: str, title: str = "Cannot open") -> None:
         self.load_failed.emit(message)
         QMessageBox.critical(self, title, message)
+
+
+def demo_session(task: str) -> ReviewSession:
+    """The bundled demo: a phantom case of ``task`` with its reference labels."""
+    from ..core.phantoms import make_phantom
+
+    case = make_phantom(task, seed=0)
+    case.volume.meta["source"] = f"demo: {task} phantom"
+    return ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes))
+
+
+def _time_text(seconds: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(seconds))

@@ -15,8 +15,8 @@ from ..core.classes import LabelClass
 from ..core.compare import rank_slices
 from ..core.metrics import Scores
 from ..core.live import LiveMetrics
+from .slice_view import MODEL_COLORS
 
-MODEL_PENS = {"A": (255, 140, 0), "B": (0, 190, 255)}
 
 
 def score_text(value: float, digits: int = 3) -> str:
@@ -30,11 +30,14 @@ def _signed(value: float, digits: int = 3) -> str:
 
 class MetricsPanel(QWidget):
     slice_clicked = Signal(int)
+    ranking_changed = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.reviewed = QLabel()
         self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
+        self.legend = QLabel("Each cell: Dice above IoU. \u2013: nothing to score; pending: not predicted yet.")
+        self.legend.setWordWrap(True)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
@@ -55,22 +58,29 @@ class MetricsPanel(QWidget):
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
         self.ranking_choice = QComboBox()
         self.ranking_choice.addItems(["A and B disagree most", "worse model lowest"])
+        self.ranking_choice.currentIndexChanged.connect(lambda _: self.ranking_changed.emit())
         self.ranking = QListWidget()
         self.ranking.setMaximumHeight(110)
         self.ranking.itemClicked.connect(lambda item: self.slice_clicked.emit(item.data(Qt.UserRole)))
         self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.reviewed, self.reviewed_only, self.table, self.plot, self.ranking_label,
+        for widget in (self.reviewed, self.reviewed_only, self.legend, self.table, self.plot, self.ranking_label,
                        self.ranking_choice, self.ranking):
             layout.addWidget(widget)
         self.classes: list[LabelClass] = []
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         self.classes = [c for c in classes if c.value != 0]
-        headers = [c.name for c in self.classes] + ["mean", "pixel error"]
+        headers = [c.name.replace(" ", "\n", 1) for c in self.classes] + ["mean", "pixel\nerror"]
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
+
+    def show(self, live: LiveMetrics, z: int) -> None:
+        """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking."""
+        self.show_scores(live, z)
+        self.show_slices(live)
+        self.show_ranking(live)
 
     def show_scores(self, live: LiveMetrics | None, z: int) -> None:
         """Fill the table for slice ``z`` and the volume, for every model in ``live``."""
@@ -84,7 +94,12 @@ class MetricsPanel(QWidget):
             scores = {k: (live.slice_scores(k, z) if scope == "slice"
                           else live.volume_scores(k, self.reviewed_only.isChecked()))
                       for k in (("A", "B") if key not in keys else (key,))}
-            cells = self._cells(scores[key]) if key in keys else self._difference_cells(scores["A"], scores["B"])
+            if any(v is None for v in scores.values()):
+                cells = ["pending"] * self.table.columnCount()  # not predicted yet
+            elif key in keys:
+                cells = self._cells(scores[key])
+            else:
+                cells = self._difference_cells(scores["A"], scores["B"])
             for c, text in enumerate(cells):
                 item = self.table.item(r, c)
                 if item is None:
@@ -98,13 +113,13 @@ class MetricsPanel(QWidget):
         self.current.setValue(z + 1)
 
     def _cells(self, scores: Scores) -> list[str]:
-        """'Dice / IoU' per class and for the foreground mean, then the pixel error."""
+        """Dice over IoU per class and for the foreground mean, then the pixel error."""
         cells = []
         for c in self.classes:
             dice = scores.dice[c.value] if c.value < len(scores.dice) else float("nan")
             iou = scores.iou[c.value] if c.value < len(scores.iou) else float("nan")
-            cells.append(f"{score_text(dice)} / {score_text(iou)}")
-        cells.append(f"{score_text(scores.mean_dice)} / {score_text(scores.mean_iou)}")
+            cells.append(f"{score_text(dice)}\n{score_text(iou)}")
+        cells.append(f"{score_text(scores.mean_dice)}\n{score_text(scores.mean_iou)}")
         cells.append(score_text(scores.pixel_error, 4) if scores.voxels else "\u2013")
         return cells
 
@@ -113,10 +128,10 @@ class MetricsPanel(QWidget):
         cells = []
         for c in self.classes:
             if c.value < len(a.dice) and c.value < len(b.dice):
-                cells.append(f"{_signed(b.dice[c.value] - a.dice[c.value])} / {_signed(b.iou[c.value] - a.iou[c.value])}")
+                cells.append(f"{_signed(b.dice[c.value] - a.dice[c.value])}\n{_signed(b.iou[c.value] - a.iou[c.value])}")
             else:
                 cells.append("\u2013")
-        cells.append(f"{_signed(b.mean_dice - a.mean_dice)} / {_signed(b.mean_iou - a.mean_iou)}")
+        cells.append(f"{_signed(b.mean_dice - a.mean_dice)}\n{_signed(b.mean_iou - a.mean_iou)}")
         cells.append(_signed(b.pixel_error - a.pixel_error, 4) if a.voxels else "\u2013")
         return cells
 
@@ -128,7 +143,7 @@ class MetricsPanel(QWidget):
                 self.plot.removeItem(self.curves.pop(key))
         for key in keys:
             if key not in self.curves:
-                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pg.mkPen(MODEL_PENS.get(key, "w"), width=2),
+                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pg.mkPen(MODEL_COLORS.get(key, "w"), width=2),
                                                   connect="finite")
             dice = live.dice_along_slices(key)
             self.curves[key].setData(np.arange(1, len(dice) + 1), dice)

@@ -21,6 +21,20 @@ from ..core.volume import Volume, window_to_uint8
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 
+#: Each model's colour: its outline in the views, its curve in the metrics panel.
+MODEL_COLORS = {"A": (255, 140, 0), "B": (0, 190, 255)}
+
+
+def single_color_lookup_table(classes: list[LabelClass], color) -> np.ndarray:
+    """Every class of ``classes`` in one ``color``: a model's outline, told apart from the
+    other model's by colour while the filled labels keep the class colours."""
+    table = np.zeros((256, 4), np.uint8)
+    for c in classes:
+        if c.value != 0 and c.value < 256:
+            table[c.value] = (*color, 255)
+    return table
+
+
 def label_lookup_table(classes: list[LabelClass]) -> np.ndarray:
     """256 x 4 uint8 RGBA table: class colours, transparent background and unknowns."""
     table = np.zeros((256, 4), np.uint8)
@@ -52,6 +66,7 @@ class Overlay:
     lookup_table: np.ndarray        # from label_lookup_table
     visible: bool = True
     outline: bool = False
+    outline_table: np.ndarray | None = None  # drawn as an outline: this table, if given
 
 
 class SliceViewBox(pg.ViewBox):
@@ -147,6 +162,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.volume: Volume | None = None
         self.view, self.index, self.window = view, 0, (0.0, 1.0)
         self._needs_fit = False
+        self._mouse_at = None  # the last mouse position, in view coordinates (mm)
 
     # -- content ------------------------------------------------------------------------
     def set_volume(self, volume: Volume) -> None:
@@ -200,6 +216,8 @@ class SliceView(pg.GraphicsLayoutWidget):
             self.index = index
             self.redraw()
             self.slice_changed.emit(index)
+            if self._mouse_at is not None and self.underMouse():  # the read-out follows the scroll
+                self.cursor_moved.emit(self._voxel_at(self._mouse_at))
 
     def set_window(self, center: float, width: float) -> None:
         self.window = (float(center), max(float(width), 1.0))
@@ -242,6 +260,8 @@ class SliceView(pg.GraphicsLayoutWidget):
         plane = (overlay.labels(self.view, self.index) if callable(overlay.labels)
                  else self.orientation.slice(overlay.labels, self.view, self.index))
         plane = label_outline(plane) if overlay.outline else np.ascontiguousarray(plane)
+        table = overlay.outline_table if overlay.outline and overlay.outline_table is not None else overlay.lookup_table
+        item.setLookupTable(table)
         item.setOpacity(1.0 if overlay.outline else self.opacity)
         item.setImage(plane, autoLevels=False, levels=(0, 255))
         item.setRect(self._rect(plane.shape))
@@ -294,13 +314,19 @@ class SliceView(pg.GraphicsLayoutWidget):
     def _mouse_moved(self, position) -> None:
         if self.volume is not None:
             point = self.box.mapSceneToView(position)
+            self._mouse_at = point
             self._move_brush_cursor(point)
             self.cursor_moved.emit(self._voxel_at(point))
 
     # -- brush --------------------------------------------------------------------------
     def can_paint(self) -> bool:
-        """Strokes edit axial planes (numpy z): possible in the view that shows them."""
-        return self.volume is not None and self.orientation.axes(self.view)[0] == 0
+        """Strokes edit the plane on screen, in any view."""
+        return self.volume is not None
+
+    @property
+    def normal_axis(self) -> int:
+        """The array axis normal to this view's planes (0 z, 1 y, 2 x)."""
+        return self.orientation.axes(self.view)[0]
 
     def set_brush(self, radius_mm: float | None) -> None:
         """Show a brush cursor of the true size and turn left drags into strokes; None:

@@ -1,6 +1,6 @@
 """The editing tools panel: tool, class, brush size, overwrite policy, intensity range,
-and the slice operations. It holds the choices; the main window applies them to the
-``LabelMap``."""
+and the slice operations. It holds the choices; the main window hands them to the
+session's effects."""
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
@@ -12,8 +12,6 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBo
 from ..core.classes import LabelClass
 from ..core.labels import OverwritePolicy
 
-TOOLS = (("navigate", "Navigate", "N"), ("brush", "Brush", "B"), ("eraser", "Eraser", "E"), ("fill", "Fill", "G"),
-         ("adopt", "Adopt", "J"))  # adopt: click where A and B disagree to take that model's region
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
 
@@ -21,15 +19,18 @@ MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
 class ToolPanel(QWidget):
     tool_changed = Signal(str)
     brush_changed = Signal(float)        # radius in mm
+    settings_changed = Signal()          # overwrite policy, protected classes or intensity range
     operation = Signal(str)              # "clear", "copy_previous", "fill_between", "review"
 
-    def __init__(self, parent=None):
+    def __init__(self, tools, parent=None):
+        """``tools``: (name, text, shortcut, tip) of each effect, the first chosen."""
         super().__init__(parent)
-        self.tool = "navigate"
+        self.tools = list(tools)
+        self.tool = self.tools[0][0]
         self.tool_buttons = QButtonGroup(self)
         row = QHBoxLayout()
-        for name, text, key in TOOLS:
-            button = QToolButton(text=text, checkable=True, toolTip=f"{text} ({key})")
+        for name, text, key, tip in self.tools:
+            button = QToolButton(text=text, checkable=True, toolTip=f"{tip} ({key})")
             button.setChecked(name == self.tool)
             button.clicked.connect(lambda _, name=name: self.set_tool(name))
             self.tool_buttons.addButton(button)
@@ -47,6 +48,9 @@ class ToolPanel(QWidget):
         self.threshold = QCheckBox("only where intensity is in")
         self.low = QDoubleSpinBox(minimum=-1e6, maximum=1e6, value=-1000, decimals=0)
         self.high = QDoubleSpinBox(minimum=-1e6, maximum=1e6, value=1000, decimals=0)
+        for signal in (self.policy_choice.currentIndexChanged, self.protected.itemChanged, self.threshold.toggled,
+                       self.low.valueChanged, self.high.valueChanged):
+            signal.connect(lambda *_: self.settings_changed.emit())
         limits = QHBoxLayout()
         for widget in (self.low, QLabel("to"), self.high):
             limits.addWidget(widget)
@@ -92,7 +96,7 @@ class ToolPanel(QWidget):
 
     def set_tool(self, name: str) -> None:
         self.tool = name
-        for button, (tool, _, _) in zip(self.tool_buttons.buttons(), TOOLS):
+        for button, (tool, *_) in zip(self.tool_buttons.buttons(), self.tools):
             button.setChecked(tool == name)
         self.tool_changed.emit(name)
 

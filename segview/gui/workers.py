@@ -14,23 +14,29 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 class WorkerSignals(QObject):
     started = Signal()
+    progress = Signal(int, int)  # done, total
     returned = Signal(object)
     errored = Signal(object)  # the exception
     finished = Signal()
 
 
 class Worker(QRunnable):
-    """Runs ``function(*args)`` in the global thread pool; connect ``signals`` first."""
+    """Runs ``function(*args)`` in the global thread pool; connect ``signals`` first. With
+    ``reports_progress`` the function is also given ``progress=`` (done, total) -> None."""
 
-    def __init__(self, function: Callable, *args):
+    def __init__(self, function: Callable, *args, reports_progress: bool = False):
         super().__init__()
         self.function, self.args = function, args
+        self.kwargs = {"progress": self._progress} if reports_progress else {}
         self.signals = WorkerSignals()
+
+    def _progress(self, done: int, total: int) -> None:
+        self.signals.progress.emit(done, total)
 
     def run(self) -> None:
         self.signals.started.emit()
         try:
-            result = self.function(*self.args)
+            result = self.function(*self.args, **self.kwargs)
         except Exception as exc:  # noqa: BLE001 - reported to the main thread, never lost
             exc.formatted = traceback.format_exc()
             self.signals.errored.emit(exc)
@@ -48,26 +54,23 @@ class Worker(QRunnable):
         return QThreadPool.globalInstance()
 
 
-class InferenceSignals(QObject):
-    device = Signal(str)             # the device each model runs on, e.g. "cuda (NVIDIA H100)"
-    predicted = Signal(str, object)  # model key, list of SlicePrediction
-    progress = Signal(int, int)      # slices done (all models), total
-    message = Signal(str)            # e.g. the GPU ran out of memory, continuing on the CPU
+class GeneratorSignals(QObject):
+    yielded = Signal(object)         # each value the generator yields
     errored = Signal(object)
-    finished = Signal(bool)          # True when every slice was predicted, False if cancelled
+    finished = Signal(bool)          # True when the generator ran out, False if cancelled or failed
 
 
-class InferenceWorker(QRunnable):
-    """Runs one or two ``Predictor`` s over a volume, batch by batch, starting at slice
-    ``first`` and moving outwards; both models predict a batch before the next one starts,
-    so the slice on screen shows both overlays first. ``cancel`` stops it after the batch
-    in progress (cooperative: a batch is the smallest unit the GPU works on)."""
+class GeneratorWorker(QRunnable):
+    """Drives ``function(*args, should_stop=...)``, a plain generator, in the thread pool
+    (superqt's GeneratorWorker): each value it yields arrives on the main thread through
+    ``signals.yielded``. ``cancel`` is cooperative: the generator checks ``should_stop``
+    between its steps (inference: after each batch, the smallest unit a GPU works on)."""
 
-    def __init__(self, predictors: dict, volume, first: int | None = None):
+    def __init__(self, function: Callable, *args):
         super().__init__()
         self.setAutoDelete(False)  # the window keeps it until finished, then drops it
-        self.predictors, self.volume, self.first = predictors, volume, first
-        self.signals = InferenceSignals()
+        self.function, self.args = function, args
+        self.signals = GeneratorSignals()
         self._stop = threading.Event()
         self._done = threading.Event()
 
@@ -83,37 +86,21 @@ class InferenceWorker(QRunnable):
         return self._done.wait(timeout)
 
     def run(self) -> None:
-        from ..ml.inference import slice_order
-
+        completed = False
         try:
-            completed = self._predict(slice_order(self.volume.shape[0], self.first))
+            for value in self.function(*self.args, should_stop=self._stop.is_set):
+                self.signals.yielded.emit(value)
+            completed = not self._stop.is_set()
         except Exception as exc:  # noqa: BLE001 - reported to the main thread, never lost
             exc.formatted = traceback.format_exc()
             self.signals.errored.emit(exc)
-            completed = False
         finally:
             self._done.set()
         self.signals.finished.emit(completed)
 
-    def _predict(self, order: list[int]) -> bool:
-        for key, predictor in self.predictors.items():
-            self.signals.device.emit(f"{key}: {describe_device(predictor.device)}")
-        prepared = {key: p.prepare(self.volume) for key, p in self.predictors.items()}
-        batch_size = min(p.batch_size for p in self.predictors.values())
-        total, done = len(order) * len(self.predictors), 0
-        for start in range(0, len(order), batch_size):
-            for key, predictor in self.predictors.items():
-                if self._stop.is_set():
-                    return False
-                warned = predictor.fallback_message
-                batch = list(predictor.predict_slices(prepared[key], order[start:start + batch_size]))
-                if predictor.fallback_message and not warned:
-                    self.signals.message.emit(predictor.fallback_message)
-                    self.signals.device.emit(f"{key}: {describe_device(predictor.device)}")
-                self.signals.predicted.emit(key, batch)
-                done += len(batch)
-                self.signals.progress.emit(done, total)
-        return True
+    def start(self) -> "GeneratorWorker":
+        Worker.pool().start(self)
+        return self
 
 
 def describe_device(device) -> str:

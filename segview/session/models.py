@@ -61,13 +61,3 @@ class Model:
             text += f", trained on {source}"
         dice = self.meta.get("validation", {}).get("dice", {}).get("mean")
         return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
-
-
-def modality_mismatch(predictor, volume) -> str | None:
-    """A warning when the checkpoint was trained on another modality than ``volume``'s."""
-    trained = predictor.meta.get("preprocessing", {}).get("modality")
-    if trained and volume.modality and trained.upper() != volume.modality.upper():
-        name = predictor.meta.get("name") or "The checkpoint"
-        return (f"{name} was trained on {trained} images; this image is {volume.modality}. "
-                "Its predictions here are likely meaningless.")
-    return None

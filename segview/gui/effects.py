@@ -1,0 +1,127 @@
+"""Editing tools, one class each (3D Slicer's Segment Editor effects): a name, a shortcut, a
+cursor, and fixed hooks for a mouse press, drag and release on a plane of the image. The
+hooks act on the ReviewSession; the window only routes the mouse to the active effect.
+
+A ``PlanePoint`` says where the mouse is: the array axis normal to the plane (0: z planes,
+1: y planes, 2: x planes), the plane's index and the point in the plane's voxel coordinates
+(array order), so every tool works in every view.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt
+
+from ..session import ReviewSession
+
+
+@dataclass(frozen=True)
+class PlanePoint:
+    axis: int                        # array axis normal to the plane
+    index: int                       # the plane along it
+    point: tuple[float, float]       # continuous voxel coordinates in the plane, array order
+    zyx: tuple[float, float, float]  # the same point as a continuous (z, y, x) index
+    pane: str = ""                   # "A" or "B" in the compare panes
+    erase: bool = False              # Shift held: the brush erases
+
+    @classmethod
+    def from_index(cls, zyx, axis: int, pane: str = "", modifiers=Qt.NoModifier) -> PlanePoint:
+        in_plane = tuple(float(zyx[a]) for a in range(3) if a != axis)
+        return cls(axis, int(round(zyx[axis])), in_plane, tuple(float(v) for v in zyx), pane,  # type: ignore[arg-type]
+                   bool(modifiers & Qt.ShiftModifier))
+
+
+@dataclass
+class ToolSettings:
+    """The tools panel's choices an effect needs at the moment of a click."""
+    value: int            # the class painted
+    radius_mm: float
+
+
+class Effect:
+    """A tool. ``paints``: a left drag edits (else it pans); ``brush``: the view shows a
+    true-size brush cursor. Hooks return a message for the status bar, or None."""
+    name, text, key, tip = "", "", "", ""
+    cursor = Qt.ArrowCursor
+    paints = False
+    brush = False
+
+    def press(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+        return None
+
+    def drag(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+        return None
+
+    def release(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+        return None
+
+
+class Navigate(Effect):
+    name, text, key, tip = "navigate", "Navigate", "N", "Left drag pans, right drag sets window/level"
+
+
+class Brush(Effect):
+    """A round brush of the panel's radius in mm; one drag is one undo step."""
+    name, text, key, tip = "brush", "Brush", "B", "Paint the chosen class; Shift erases"
+    cursor = Qt.CrossCursor
+    paints = brush = True
+
+    def __init__(self):
+        self._last: PlanePoint | None = None
+
+    def value(self, at: PlanePoint, settings: ToolSettings) -> int:
+        return 0 if at.erase else settings.value
+
+    def press(self, session, at, settings):
+        session.labels.begin_stroke()
+        self._last = at
+        return self.drag(session, at, settings)
+
+    def drag(self, session, at, settings):
+        last = self._last if self._last is not None and self._last.axis == at.axis else at
+        session.labels.paint(at.index, [last.point, at.point], settings.radius_mm, self.value(at, settings), at.axis)
+        self._last = at
+        return None
+
+    def release(self, session, at, settings):
+        self.drag(session, at, settings)
+        session.labels.end_stroke()
+        self._last = None
+        return None
+
+
+class Eraser(Brush):
+    name, text, key, tip = "eraser", "Eraser", "E", "Erase labels (set them to background)"
+
+    def value(self, at, settings):
+        return 0
+
+
+class Fill(Effect):
+    """Flood fill of the region under the click on an axial plane."""
+    name, text, key, tip = "fill", "Fill", "G", "Fill the enclosed region under the click (axial planes)"
+    cursor = Qt.PointingHandCursor
+    paints = True
+
+    def release(self, session, at, settings):
+        if at.axis != 0:
+            return "Fill works on the acquired (axial) planes: click in that view."
+        session.fill(at.index, at.point, 0 if at.erase else settings.value)
+        return None
+
+
+class Adopt(Effect):
+    """In the compare panes: click where A and B disagree to take that model's region."""
+    name, text, key, tip = "adopt", "Adopt", "J", "Click a disagreement in pane A or B to take that model's region"
+    cursor = Qt.PointingHandCursor
+    paints = True
+
+    def release(self, session, at, settings):
+        if at.axis != 0 or at.pane not in ("A", "B"):
+            return "Adopt works in the compare panes (K): click where A and B disagree."
+        if session.adopt(at.pane, at.index, at.point) is None:
+            return "A and B agree there: nothing to adopt."
+        return None
+
+
+EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt())
