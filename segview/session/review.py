@@ -26,7 +26,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..core.classes import LabelClass, generic_classes
-from ..core.errors import SegviewError
+from ..core.dicom import SeriesInfo, read_dicom_files
+from ..core.errors import LabelSaveError, SegviewError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
@@ -37,7 +38,7 @@ from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, now, review_path,
                                  save_review_state)
 from ..core.volume import Volume, auto_window
-from .models import SLOTS, Model, load_predictor, modality_mismatch
+from .models import SLOTS, Model, load_predictor
 
 Progress = Callable[[int, int], None]
 
@@ -62,8 +63,6 @@ def read_label_file(path, volume: Volume, key: str | None = None) -> LabelFile:
     path = Path(path)
     array = load_labels(path, volume)
     if array.dtype != np.uint8:
-        from ..core.errors import VolumeLoadError
-
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
                               "most 255 classes.")
     review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
@@ -96,8 +95,6 @@ class SaveJob:
         try:
             save_review_state(self.path, self.review, self.key)
         except OSError as exc:
-            from ..core.errors import LabelSaveError
-
             raise LabelSaveError(f"The labels were saved to {self.path.name}, but not their review state "
                                  f"({review_path(self.path).name}: {exc.strerror or exc}).") from exc
         return self.path
@@ -127,14 +124,16 @@ class ReviewSession:
     # -- opening ------------------------------------------------------------------------
     @classmethod
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
-             classes: list[LabelClass] | None = None, progress: Progress | None = None) -> ReviewSession:
+             classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
+             progress: Progress | None = None) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, an array, or
         None for empty labels). A crashed earlier session's unsaved edits of the same image
         (whatever path it was opened by) are restored with ``recover``, else kept aside in
-        ``recoverable_edits`` for ``restore``. Slow on a large image: run it in a worker.
-        Raises VolumeLoadError."""
-        volume = image if isinstance(image, Volume) else load_volume(image, series_uid, progress=progress)
+        ``recoverable_edits`` for ``restore``. ``series``: a series ``list_dicom_series``
+        found in folder ``image`` (its files are not searched for again). Slow on a large
+        image: run it in a worker. Raises VolumeLoadError."""
+        volume = _load_image(image, series_uid, series, progress)
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = image_key(volume)
@@ -253,7 +252,9 @@ class ReviewSession:
         self._ensure_classes(predictor.num_classes)
         prediction = np.zeros(self.volume.shape, np.uint8)
         self.live.add_model(slot, prediction, empty=True)
-        warning = modality_mismatch(predictor, self.volume)
+        from ..ml.checkpoint import modality_mismatch
+
+        warning = modality_mismatch(predictor.meta, self.volume)
         model = Model(slot, Path(path), predictor, prediction, self.live.predicted[slot],
                       warnings=[warning] if warning else [])
         self.models = dict(sorted({**self.models, slot: model}.items()))  # A before B
@@ -334,6 +335,30 @@ class ReviewSession:
         with self.labels.step():
             return self.labels.copy_from(source)
 
+    def fill(self, z: int, seed, value: int) -> Edit | None:
+        """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused
+        for background that reaches the image's edge: that is the whole outside, never
+        what a person means to fill (close the outline first)."""
+        y, x = (int(round(c)) for c in seed)
+        plane = self.labels.array[z]
+        if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
+            return None
+        if plane[y, x] == 0 and _reaches_edge(plane == 0, (y, x)):
+            raise SessionError("Fill needs an enclosed region: this background reaches the edge of the "
+                               "image. Close the outline with the brush first.")
+        return self.labels.fill(z, (y, x), value)
+
+    def adopt(self, slot: str, z: int, seed) -> Edit | None:
+        """Where A and B disagree: the connected region under ``seed`` (y, x) on slice ``z``
+        takes model ``slot``'s labels. One undo step; None where they agree."""
+        other = "B" if slot == "A" else "A"
+        if slot not in self.models or other not in self.models:
+            raise SessionError("Adopt needs both models, A and B.")
+        if not (self.models[slot].predicted[z] and self.models[other].predicted[z]):
+            raise SessionError(f"Slice {z + 1} is not predicted by both models yet.")
+        with self.labels.step():
+            return self.labels.adopt(z, seed, self.models[slot].prediction, self.models[other].prediction)
+
     def set_prediction(self, slot: str, labels: np.ndarray) -> None:
         """Model ``slot``'s whole prediction at once (e.g. from the worklist's prediction
         cache): ``labels`` (z, y, x) uint8 on the image grid; every slice becomes predicted
@@ -412,3 +437,27 @@ class ReviewSession:
         self.live.detach()
         for listeners in (self.labels.listeners, self.labels.mark_listeners, self.labels.step_listeners):
             listeners.clear()
+
+
+def _load_image(image, series_uid, series, progress) -> Volume:
+    if isinstance(image, Volume):
+        return image
+    if series is None:
+        return load_volume(image, series_uid, progress=progress)
+    try:
+        volume = read_dicom_files(series.files, progress)
+    except VolumeLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - load_volume's contract: only VolumeLoadError
+        raise VolumeLoadError(f"The series {series.label()} could not be opened ({type(exc).__name__}: {exc}).") from exc
+    volume.meta.setdefault("source", str(image))
+    return volume
+
+
+def _reaches_edge(mask: np.ndarray, seed) -> bool:
+    """Whether the 4-connected component of ``mask`` (2D) containing ``seed`` touches the edge."""
+    from scipy import ndimage
+
+    components, _ = ndimage.label(mask)
+    region = components == components[seed]
+    return bool(region[0].any() or region[-1].any() or region[:, 0].any() or region[:, -1].any())
