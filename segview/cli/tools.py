@@ -1,0 +1,331 @@
+"""The model tools of the ``segview`` command: train, evaluate, predict.
+
+Parsers are built here without importing torch (so ``segview --help`` and ``segview
+phantom`` stay quick); each ``_run_*`` imports what it needs and turns the library's
+errors into one-line messages through ``segview.cli``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def add_tool_parsers(commands) -> None:
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+
+
+def _add_data_options(parser, several: bool) -> None:
+    source = parser.add_argument_group("data (a folder in the nnU-Net layout, or phantoms)")
+    source.add_argument("--phantom", choices=["cardiac", "lung"],
+                        action="append" if several else "store",
+                        help="generate synthetic cases of this task" + (" (may be repeated)" if several else ""))
+    source.add_argument("--cases", type=int, default=20, help="number of phantom cases (default 20)")
+    source.add_argument("--first-seed", type=int, default=0, help="seed of the first phantom case")
+
+
+# -- train ------------------------------------------------------------------------------
+
+def _add_train(commands) -> None:
+    parser = commands.add_parser(
+        "train", help="train a UNet on 2D slices (single process, or DDP under torchrun)",
+        description="Train a UNet on the 2D slices of a dataset folder (imagesTr/, labelsTr/, "
+                    "dataset.json) or of phantoms. Writes best.safetensors, last.safetensors, "
+                    "log.csv, curves.png and a resumable training_state.safetensors to --output.")
+    parser.add_argument("data", nargs="?", type=Path, help="dataset folder (nnU-Net layout)")
+    _add_data_options(parser, several=False)
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--preset", choices=["paper"],
+                        help="paper: 256 x 256, Adam lr 0.01, 100 epochs, base 64, no normalisation")
+    parser.add_argument("--loss", choices=["ce", "bce", "dice", "iou", "kl", "ce+dice"])
+    parser.add_argument("--alpha", type=float, help="weight of the Dice term of ce+dice (default 1)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+    parser.add_argument("--schedule", choices=["constant", "poly"],
+                        help="learning rate per epoch: constant (the paper, default) or poly decay")
+    parser.add_argument("--base-channels", type=int, help="channels of the first level (default 32)")
+    parser.add_argument("--depth", type=int, help="number of poolings (default 4)")
+    parser.add_argument("--norm", choices=["none", "batch", "instance"])
+    parser.add_argument("--input-size", type=int, help="slices are resized to this square (default 256)")
+    parser.add_argument("--validation-fraction", type=float, help="cases held out (default 0.2)")
+    parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    parser.add_argument("--foreground-fraction", type=float,
+                        help="share of draws forced onto slices with foreground (default 0.33)")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="HU window CT is clipped to (default -1000 1000)")
+    parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run saved in --output (after Ctrl-C or to add epochs)")
+    parser.set_defaults(run=_run_train)
+
+
+def _train_config(args):
+    from ..ml.train import PAPER_PRESET, TrainConfig
+
+    values = dict(PAPER_PRESET) if args.preset == "paper" else {}
+    for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
+                 "input_size", "validation_fraction", "foreground_fraction", "seed", "ct_window", "device"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.norm is not None:
+        values["norm"] = None if args.norm == "none" else args.norm
+    if args.no_augment:
+        values["augment"] = False
+    return TrainConfig(output=args.output, **values)
+
+
+def _run_train(args) -> int:
+    from .common import UserError
+    from ..ml.train import TrainingInterrupted, train
+
+    try:
+        config = _train_config(args)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed)
+    for reason in dataset.skipped:
+        print(f"segview: skipped {reason}", file=sys.stderr)
+    bar = _TrainingBar()
+    try:
+        result = train(config, dataset, bar, resume=args.resume)
+    except TrainingInterrupted as exc:
+        print(f"\nsegview: {exc}; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    except FloatingPointError as exc:
+        raise UserError(str(exc)) from exc
+    if result.history:
+        print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
+              f"checkpoints in {result.output}")
+    return 0
+
+
+class _TrainingBar:
+    """Epoch progress with running loss, and a line per epoch with validation scores."""
+
+    def __call__(self, event: dict) -> None:
+        if "step" in event:
+            if sys.stderr.isatty():
+                width, done = 24, event["step"] / event["steps"]
+                print(f"\repoch {event['epoch'] + 1}/{event['epochs']} "
+                      f"[{'#' * int(width * done):.<{width}}] loss {event['loss']:.4f}",
+                      end="", file=sys.stderr, flush=True)
+            return
+        print(f"\repoch {event['epoch']}: loss {event['train_loss']:.4f}  val Dice "
+              f"{event['val_dice']:.4f}  IoU {event['val_iou']:.4f}  pixel error "
+              f"{event['val_pixel_error']:.5f}  ({event['images_per_second']:.1f} images/s)",
+              file=sys.stderr, flush=True)
+
+
+def _dataset(folder, phantom, cases, first_seed):
+    from .common import UserError, progress
+    from ..ml.data import folder_dataset, phantom_dataset
+
+    if isinstance(phantom, list):
+        if len(phantom) > 1:
+            raise UserError("give one --phantom task here")
+        phantom = phantom[0]
+    if (folder is None) == (phantom is None):
+        raise UserError("give a dataset folder or --phantom TASK (one of them)")
+    if phantom:
+        return phantom_dataset(phantom, cases, first_seed, progress)
+    return folder_dataset(folder, progress)
+
+
+# -- evaluate ---------------------------------------------------------------------------
+
+def _add_evaluate(commands) -> None:
+    parser = commands.add_parser(
+        "evaluate", help="score checkpoints: per case, Table 1, paired test of two",
+        description="Score each checkpoint on each data set whose classes it predicts: Dice, "
+                    "IoU and pixel error per case and class, mean +- std over cases as the "
+                    "paper's Table 1, and for two checkpoints on the same data the per-case "
+                    "difference with a Wilcoxon signed-rank test.")
+    parser.add_argument("checkpoints", nargs="+", type=Path)
+    parser.add_argument("--data", type=Path, action="append", default=[],
+                        help="dataset folder (nnU-Net layout); may be repeated")
+    _add_data_options(parser, several=True)
+    parser.add_argument("-o", "--output", type=Path, help="folder for results.csv and table1.md")
+    parser.add_argument("--image", type=Path, help="one scan (file or DICOM folder) with --labels: the "
+                        "compare-mode report of two checkpoints against those labels")
+    parser.add_argument("--labels", type=Path, help="corrected labels of --image (every slice counts as reviewed)")
+    parser.add_argument("--report", type=Path, help="folder for the report of --image (default: --output)")
+    parser.add_argument("--device")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args) -> int:
+    from .common import UserError, progress
+
+    if args.image or args.labels:
+        return _report_on_labels(args)
+    from ..ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
+    from ..ml.inference import Predictor
+    from .models import warn_modality
+
+    predictors = {path: Predictor.from_checkpoint(path, args.device) for path in args.checkpoints}
+    datasets = [(f"{path.name}", _dataset(path, None, 0, 0)) for path in args.data]
+    datasets += [(task, _dataset(None, task, args.cases, args.first_seed)) for task in args.phantom or []]
+    if not datasets:
+        raise UserError("give the data to evaluate on: --data DIR or --phantom TASK")
+    labels = _row_labels(predictors)
+    warned: set = set()
+    rows: dict[str, dict] = {label: {} for label in labels.values()}
+    per_case: dict[str, list] = {}
+    comparisons = []
+    for name, dataset in datasets:
+        evaluated = []
+        for path, predictor in predictors.items():
+            if predictor.num_classes != len(dataset.classes):
+                print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
+                      f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
+                continue
+            for case in dataset.cases:
+                warn_modality(path.name, predictor.meta, case.volume, warned)
+            results = evaluate_cases(predictor, dataset.cases, progress)
+            progress(len(dataset.cases), len(dataset.cases), "done")
+            rows[labels[path]][name] = summary(results)
+            per_case[f"{labels[path]} [{name}]"] = results
+            evaluated.append((path, results))
+        if len(evaluated) == 2:
+            (path_a, a), (path_b, b) = evaluated
+            comparisons.append((name, path_a, path_b, paired_comparison(a, b)))
+    table = table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
+    print(table)
+    for name, path_a, path_b, result in comparisons:
+        print(_comparison_text(name, labels[path_a], labels[path_b], result))
+    if args.output:
+        args.output.mkdir(parents=True, exist_ok=True)
+        class_names = [c.name for c in next(iter(predictors.values())).classes]
+        write_case_csv(args.output / "results.csv", per_case, class_names)
+        text = table + "".join("\n" + _comparison_text(n, labels[a], labels[b], r)
+                               for n, a, b, r in comparisons)
+        (args.output / "table1.md").write_text(text)
+        (args.output / "comparisons.json").write_text(json.dumps(
+            [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons], indent=2))
+    return 0
+
+
+def _report_on_labels(args) -> int:
+    """The window's comparison report, without a window: checkpoints A and B predict one
+    scan; their scores against saved labels go to comparison.md and the CSVs and plot."""
+    from .common import UserError, progress
+    from ..core.compare import comparison_markdown, write_report
+    from ..core.io import load_classes, load_labels, load_volume
+    from ..core.labels import LabelMap
+    from ..core.live import LiveMetrics
+    from ..ml.inference import Predictor
+    from .models import warn_modality
+
+    folder = args.report or args.output
+    if not (args.image and args.labels and folder and len(args.checkpoints) == 2):
+        raise UserError("a report on saved labels needs two checkpoints, --image, --labels and --report DIR")
+    volume = load_volume(args.image)
+    labels = LabelMap(load_labels(args.labels, volume).astype("uint8"), volume.spacing)
+    labels.reviewed[:] = True
+    predictors = [Predictor.from_checkpoint(path, args.device) for path in args.checkpoints]
+    for path, predictor in zip(args.checkpoints, predictors):
+        warn_modality(path.name, predictor.meta, volume)
+    live = LiveMetrics(labels, max(max(p.num_classes for p in predictors), int(labels.array.max()) + 1))
+    names = {}
+    for key, path, predictor in zip("AB", args.checkpoints, predictors):
+        prediction = predictor.predict_volume(volume, progress=lambda n, total, key=key: progress(n, total, key))
+        live.add_model(key, prediction)
+        names[key] = f"{path.stem} ({predictor.meta.get('loss', {}).get('name', '?')})"
+    classes = load_classes(args.labels) or predictors[0].classes
+    for path in write_report(folder, live, classes, names):
+        print(f"wrote {path}")
+    print(comparison_markdown(live, names))
+    return 0
+
+
+def _row_labels(predictors) -> dict[Path, str]:
+    """Row names as in the paper (the loss), made unique with the file name when needed."""
+    names = {"ce": "CE", "bce": "BCE", "dice": "Dice", "iou": "IoU", "kl": "KL",
+             "ce+dice": "CE + Dice"}
+
+    def loss_label(meta):
+        loss = meta.get("loss", {})
+        name = names.get(loss.get("name"), str(loss.get("name", "?")))
+        return f"{name} (alpha {loss['alpha']:g})" if loss.get("name") == "ce+dice" else name
+
+    labels = {path: loss_label(p.meta) for path, p in predictors.items()}
+    counts: dict[tuple, int] = {}
+    for path, p in predictors.items():
+        key = (labels[path], len(p.classes))
+        counts[key] = counts.get(key, 0) + 1
+    shared = {path for path, label in labels.items() if counts[(label, len(predictors[path].classes))] > 1}
+    # The file name tells them apart, else the shortest tail of the path that does.
+    for parts in range(1, max((len(p.parts) for p in shared), default=1) + 1):
+        tails = {path: "/".join(path.parts[-parts:]) for path in shared}
+        if len(set(tails.values())) == len(tails):
+            break
+    return {path: f"{label} [{tails[path]}]" if path in shared else label for path, label in labels.items()}
+
+
+def _comparison_text(name, label_a, label_b, result) -> str:
+    p = result["p_value"]
+    verdict = ("no test possible (fewer than two cases differ)" if p != p else
+               f"Wilcoxon signed-rank p = {p:.4g}" + (" (significant at 0.05)" if p < 0.05 else
+                                                     " (not significant at 0.05)"))
+    return (f"{name}: {label_b} minus {label_a}, mean Dice per case: "
+            f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} over "
+            f"{result['cases']} cases; {label_b} better on {result['b_better']}, "
+            f"{label_a} better on {result['a_better']}; {verdict}\n")
+
+
+# -- predict ----------------------------------------------------------------------------
+
+def _add_predict(commands) -> None:
+    parser = commands.add_parser(
+        "predict", help="label volumes from a checkpoint, on exactly the input's grid",
+        description="Predict the labels of an image file or DICOM folder (written to OUTPUT, a "
+                    ".nii.gz/.nii/.nrrd/.mha file), or of every image in a folder (OUTPUT is "
+                    "then a folder; one <name>.nii.gz per image). CKPT is a .safetensors "
+                    "checkpoint or an exported .onnx model. Under torchrun "
+                    "(torchrun --nproc_per_node=N -m segview predict ...) the images are shared "
+                    "out over the processes.")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("input", type=Path)
+    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--device")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args) -> int:
+    from .common import UserError, progress
+    from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, extension, load_volume, save_labels
+    from ..ml.inference import Predictor
+    from .models import rank_and_world, rank_device, warn_modality
+
+    if not args.input.exists():
+        raise UserError(f"{args.input} does not exist")
+    predictor = Predictor.from_checkpoint(args.checkpoint, rank_device(args.device))
+    batch = args.input.is_dir() and any(extension(p) in IMAGE_EXTENSIONS for p in args.input.iterdir()
+                                        if p.is_file())
+    if batch:
+        inputs = sorted(p for p in args.input.iterdir() if p.is_file() and extension(p) in IMAGE_EXTENSIONS)
+        args.output.mkdir(parents=True, exist_ok=True)
+        outputs = [args.output / (p.name[: -len(extension(p))] + ".nii.gz") for p in inputs]
+    else:
+        if extension(args.output) not in LABEL_EXTENSIONS:
+            raise UserError(f"the output must end in one of {', '.join(LABEL_EXTENSIONS)}")
+        inputs, outputs = [args.input], [args.output]
+    def slice_progress(done, total):
+        progress(done, total, "slices")
+
+    rank, world = rank_and_world()
+    jobs = list(zip(inputs, outputs))[rank::world]  # torchrun: each rank takes every world-th image
+    warned: set = set()
+    for n, (source, target) in enumerate(jobs):
+        progress(n, len(jobs), source.name)
+        volume = load_volume(source)
+        warn_modality(args.checkpoint.name, predictor.meta, volume, warned)
+        labels = predictor.predict_volume(volume, progress=slice_progress if not batch else None)
+        save_labels(target, labels, volume, predictor.classes)
+        print(f"{target}")
+    progress(len(jobs), len(jobs), "done")
+    return 0
