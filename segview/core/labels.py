@@ -11,12 +11,24 @@ The hand tools (brush, fill, slice copy, interpolation, adopt) obey the brush se
 model's prediction, recovered edits) and undo never do. Nothing marks a slice reviewed but
 ``set_reviewed``: copying a model's prediction is not reviewing it.
 Pixel coordinates are numpy (z, y, x) indices; the brush is round in millimetres.
+
+The class tools (islands, smoothing, margin, holes, logical operations, growing from a
+seed) work on one class at a time, inside the bounding box of what they can change, and
+each application is one ``Edit``. What a tool adds to a class replaces only what the
+overwrite policy allows; what it takes from a class becomes background unless that class
+is protected. The brush's intensity range is a brush setting and does not apply to them
+(growing from a seed has its own range). Kernels and distances are in mm: on anisotropic
+voxels a ball of radius r mm is the ellipsoid of voxel offsets within r mm, centre to
+centre. Long tools take ``progress(done, total)`` and ``should_stop()``: stopped, they
+write nothing and return None.
 """
 from __future__ import annotations
 
+import itertools
+import math
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Union
 
 import numpy as np
 from scipy import ndimage
@@ -57,7 +69,7 @@ class Mark:
         return Mark(self.z, self.new, self.old)
 
 
-Change = Union[Edit, Mark]
+Change = Edit | Mark
 
 
 @dataclass
@@ -205,7 +217,7 @@ class LabelMap:
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``."""
         plane = self.array[z]
-        y, x = (int(round(c)) for c in seed)
+        y, x = (int(np.rint(c)) for c in seed)
         if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
             return None
         components, _ = ndimage.label(plane == plane[y, x])
@@ -258,7 +270,7 @@ class LabelMap:
         pixels where ``source`` and ``other`` (z, y, x) differ that contains ``seed``
         (y, x) takes ``source``'s labels. One undo step; None off a disagreement."""
         differs = source[z] != other[z]
-        y, x = (int(round(c)) for c in seed)
+        y, x = (int(np.rint(c)) for c in seed)
         if not (0 <= y < differs.shape[0] and 0 <= x < differs.shape[1]) or not differs[y, x]:
             return None
         components, _ = ndimage.label(differs)
@@ -271,7 +283,7 @@ class LabelMap:
         (one undo step)."""
         labelled = np.flatnonzero(self.array.reshape(self.array.shape[0], -1).any(axis=1))
         self.begin_stroke()
-        for first, last in zip(labelled, labelled[1:]):
+        for first, last in itertools.pairwise(labelled):
             if last - first > 1:
                 self.interpolate(int(first), int(last))
         return self.end_stroke()
@@ -284,6 +296,311 @@ class LabelMap:
         mark = Mark(int(z), not reviewed, reviewed)
         self._record(mark)
         return mark
+
+    # -- class tools ---------------------------------------------------------------------
+    def paint_sphere(self, centre_zyx, radius_mm: float, value: int) -> Edit | None:
+        """The 3D brush: every voxel whose centre lies within ``radius_mm`` of ``centre_zyx``
+        ((3,) array coordinates (z, y, x), fractions allowed), or of any point of an (N, 3)
+        polyline of centres (a drag, so a fast move leaves no gap). Exact on anisotropic
+        voxels (an ellipsoid in voxels). A brush: obeys the policy and the intensity range;
+        ``value`` 0 erases. Raises ValueError for a value beyond uint8 or a bad shape."""
+        points = np.atleast_2d(np.asarray(centre_zyx, float))
+        if points.ndim != 2 or points.shape[1] != 3:
+            raise ValueError(f"sphere centres must be (z, y, x) points, not an array of shape {points.shape}")
+        spacing = np.array(self.spacing_zyx)
+        reach = radius_mm / spacing
+        low = np.maximum(np.floor(points.min(axis=0) - reach).astype(int), 0)
+        high = np.minimum(np.ceil(points.max(axis=0) + reach).astype(int) + 1, self.array.shape)
+        if (low >= high).any():
+            return None
+        axes = np.ogrid[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+        mask = _near_polyline_3d([a * s for a, s in zip(axes, spacing)], points * spacing, radius_mm)
+        return self._write(tuple(slice(int(a), int(b)) for a, b in zip(low, high)), mask, value)
+
+    def islands_preview(self, value: int | None, min_mm3: float | None = None, keep_largest: bool = False,
+                        progress=None, should_stop=None) -> np.ndarray | None:
+        """(z, y, x) bool: the voxels ``remove_islands`` with these arguments would take away;
+        changes nothing. None when stopped."""
+        found = self._islands(value, min_mm3, keep_largest, _Job(progress, should_stop))
+        if found is None:
+            return None
+        preview = np.zeros(self.array.shape, bool)
+        for region, mask in found:
+            preview[region] |= mask
+        return preview
+
+    def remove_islands(self, value: int | None, min_mm3: float | None = None, keep_largest: bool = False,
+                       progress=None, should_stop=None) -> Edit | None:
+        """Remove the islands of class ``value`` (every class when None): its 6-connected
+        components (face neighbours) smaller than ``min_mm3`` (voxel count x voxel volume),
+        or, with ``keep_largest``, every component but the largest (a tie keeps the first in
+        (z, y, x) order). They become background; a protected class keeps its islands.
+        Raises ValueError unless exactly one of ``min_mm3`` >= 0 and ``keep_largest`` is given."""
+        job = _Job(progress, should_stop)
+        found = self._islands(value, min_mm3, keep_largest, job)
+        if not found or job.stopped():
+            return None
+        box = _union_box([region for region, _ in found])  # the write keeps only the changed box
+        take = np.zeros(_box_shape(box), bool)
+        for region, mask in found:
+            inner = tuple(slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, box))
+            take[inner] |= mask
+        old = self.array[box]
+        return self._write_values(box, np.where(take, np.uint8(0), old), take, brush=False)
+
+    def smooth(self, value: int, method: str, kernel_mm: float, progress=None, should_stop=None) -> Edit | None:
+        """Smooth class ``value`` with a ball of diameter ``kernel_mm`` (an ellipsoid in voxels):
+        "median" (a voxel belongs to the class when most of the ball around it does; outside
+        the image the labels are mirrored, as scipy.ndimage.median_filter's "reflect"),
+        "opening" (erosion then dilation: removes what the ball cannot fit in, such as
+        spurs and thin bridges) or "closing" (dilation then erosion: fills gaps and dents the
+        ball cannot enter). The image's edge is no boundary: erosion treats outside as the
+        class, dilation as not. Raises ValueError for another method or a kernel <= 0."""
+        if method not in ("median", "opening", "closing"):
+            raise ValueError(f"smoothing method must be median, opening or closing, not {method!r}")
+        ball = self._ball(kernel_mm / 2)
+        margin = {"median": ball.reach, "opening": (1, 1, 1), "closing": tuple(r + 1 for r in ball.reach)}[method]
+        job = _Job(progress, should_stop, total=3)
+        box = self._class_box(value, margin)
+        if box is None or not job.advance():
+            return None
+        inside = self.array[box] == value
+        if method == "median":
+            smoothed = ball.majority(self._mirrored(box, value, ball.reach))
+        elif method == "opening":
+            smoothed = ball.dilate(ball.erode(inside))
+        else:
+            smoothed = ball.erode(ball.dilate(inside))
+        if not job.advance():
+            return None
+        return job.finish(self._change_class(box, value, add=smoothed & ~inside, take=inside & ~smoothed))
+
+    def margin(self, value: int, distance_mm: float, progress=None, should_stop=None) -> Edit | None:
+        """Grow (``distance_mm`` > 0) or shrink (< 0) class ``value`` by a distance in mm.
+        Growing, every voxel whose centre lies within the distance of a voxel of the class
+        joins it, where the policy allows; shrinking, every voxel of the class within the
+        distance of a voxel outside it becomes background (the image's edge is no boundary).
+        Exactly a threshold of the Euclidean distance transform with the voxel spacing
+        (scipy.ndimage.distance_transform_edt(..., sampling=spacing) <= distance)."""
+        if distance_mm == 0:
+            return None
+        ball = self._ball(abs(distance_mm))
+        job = _Job(progress, should_stop, total=3)
+        box = self._class_box(value, ball.reach if distance_mm > 0 else (1, 1, 1))
+        if box is None or not job.advance():
+            return None
+        inside = self.array[box] == value
+        if distance_mm > 0:
+            change = {"add": ball.dilate(inside) & ~inside}
+        else:
+            change = {"take": inside & ~ball.erode(inside)}
+        if not job.advance():
+            return None
+        return job.finish(self._change_class(box, value, **change))
+
+    def fill_holes(self, value: int, per_slice: bool = False, axis: int = 0,
+                   progress=None, should_stop=None) -> Edit | None:
+        """Fill the holes of class ``value``: regions of other voxels it encloses, that is
+        not connected to the image's edge through face neighbours (6-connected in 3D; with
+        ``per_slice``, 4-connected within each plane normal to ``axis``: 0 axial, 1 coronal,
+        2 sagittal), as scipy.ndimage.binary_fill_holes. Only the background of a hole is
+        filled: another class inside it is a structure, not a hole. The policy applies."""
+        if axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
+        job = _Job(progress, should_stop, total=3)
+        box = self._class_box(value, (0, 0, 0))
+        if box is None or not job.advance():
+            return None
+        old = self.array[box]
+        inside = old == value
+        if per_slice:
+            planes = np.moveaxis(inside, axis, 0)
+            filled = np.moveaxis(np.stack([ndimage.binary_fill_holes(plane) for plane in planes]), 0, axis)
+        else:
+            filled = ndimage.binary_fill_holes(inside)
+        if not job.advance():
+            return None
+        return job.finish(self._change_class(box, value, add=filled & (old == 0)))
+
+    def logical_operation(self, operation: str, target: int, operand, progress=None,
+                          should_stop=None) -> Edit | None:
+        """Combine class ``target`` with ``operand``: a class value of these labels, or a
+        (z, y, x) bool mask (e.g. ``prediction == 2``, a model's class). A voxel holds one
+        class, so:
+        "add": the operand's voxels join ``target`` (b = b or a; with a class of these
+        labels, that class moves into ``target``); "copy": ``target`` becomes exactly the
+        operand (its voxels outside the operand become background, then "add"); "subtract":
+        voxels of ``target`` inside the operand become background (b = b and not a; with a
+        class of these labels nothing changes, the two never share a voxel: use a mask);
+        "intersect": voxels of ``target`` outside the operand become background (b = b and a).
+        What joins ``target`` replaces only what the policy allows. Raises ValueError for
+        another operation or a mask of another shape."""
+        if operation not in ("add", "copy", "subtract", "intersect"):
+            raise ValueError(f"operation must be add, copy, subtract or intersect, not {operation!r}")
+        self._check_class(target)
+        if isinstance(operand, (int, np.integer)):
+            self._check_class(operand)
+            operand_box, operand_mask = self._class_box(int(operand), (0, 0, 0)), None
+        else:
+            operand_mask = np.asarray(operand, bool)
+            if operand_mask.shape != self.array.shape:
+                raise ValueError(f"operand {operand_mask.shape} and labels {self.array.shape} differ in shape")
+            operand_box = _mask_box(operand_mask)
+        job = _Job(progress, should_stop, total=2)
+        boxes = [b for b in (self._class_box(target, (0, 0, 0)), operand_box) if b is not None]
+        if not boxes or not job.advance():
+            return None
+        box = _union_box(boxes)
+        old = self.array[box]
+        inside = old == target
+        other = old == operand if operand_mask is None else operand_mask[box]
+        take = {"add": None, "copy": inside & ~other, "subtract": inside & other, "intersect": inside & ~other}
+        add = other if operation in ("add", "copy") else None
+        return job.finish(self._change_class(box, target, add=add, take=take[operation]))
+
+    def grow_from_seed(self, seed_zyx, value: int, low: float, high: float, axis: int | None = None) -> Edit | None:
+        """Region growing from a click (SimpleITK ConnectedThreshold): the voxels connected
+        to the seed ((z, y, x) indices) through face neighbours whose intensity lies within
+        [``low``, ``high``] (e.g. HU) join class ``value`` where the policy allows; in 3D,
+        or with ``axis`` (0 axial, 1 coronal, 2 sagittal) in the seed's plane only. None
+        when the seed's own intensity is outside the range. Raises ValueError without an
+        image or for a seed outside it."""
+        import SimpleITK as sitk
+
+        image, seed, region = self._seed_image(seed_zyx, axis)
+        grown = sitk.ConnectedThreshold(image, seedList=[seed], lower=float(low), upper=float(high), replaceValue=1,
+                                        connectivity=sitk.ConnectedThresholdImageFilter.FaceConnectivity)
+        return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
+
+    def grow_confidence_connected(self, seed_zyx, value: int, multiplier: float = 2.5, iterations: int = 3,
+                                  radius: int = 1, axis: int | None = None) -> Edit | None:
+        """Region growing from a click with a range learnt from the image (SimpleITK
+        ConfidenceConnected): start from the box of ``radius`` voxels around the seed, take
+        the voxels connected to the seed within mean +- ``multiplier`` x standard deviation
+        of the region's intensities, re-estimate from them, ``iterations`` times. They join
+        class ``value`` where the policy allows. ``axis`` as in ``grow_from_seed``."""
+        import SimpleITK as sitk
+
+        image, seed, region = self._seed_image(seed_zyx, axis)
+        grown = sitk.ConfidenceConnected(sitk.Cast(image, sitk.sitkFloat32), seedList=[seed],
+                                         numberOfIterations=int(iterations), multiplier=float(multiplier),
+                                         initialNeighborhoodRadius=int(radius), replaceValue=1)
+        return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
+
+    # -- class tool helpers ----------------------------------------------------------------
+    def _islands(self, value, min_mm3, keep_largest, job) -> list[tuple[Region, np.ndarray]] | None:
+        """(region, mask) of each class's islands; None when stopped."""
+        if (min_mm3 is None) == (not keep_largest):
+            raise ValueError("give either min_mm3 or keep_largest=True")
+        if min_mm3 is not None and min_mm3 < 0:
+            raise ValueError(f"min_mm3 must be >= 0, not {min_mm3}")
+        if value is None:
+            boxes = {c + 1: box for c, box in enumerate(ndimage.find_objects(self.array)) if box is not None}
+        else:
+            self._check_class(value)
+            box = self._class_box(value, (0, 0, 0))
+            boxes = {} if box is None else {value: box}
+        voxel_mm3 = float(np.prod(self.spacing))
+        job.total = len(boxes)
+        found = []
+        for c, box in boxes.items():
+            if job.stopped():
+                return None
+            if self._may_take(c):  # 6-connected components lie inside the class's box
+                components, count = ndimage.label(self.array[box] == c, ndimage.generate_binary_structure(3, 1))
+                sizes = np.bincount(components.ravel())[1:]
+                gone = np.ones(count, bool) if keep_largest else sizes * voxel_mm3 < min_mm3
+                if keep_largest:
+                    gone[np.argmax(sizes)] = False
+                if gone.any():
+                    found.append((box, np.concatenate([[False], gone])[components]))
+            job.advance()
+        return None if job.stopped() else found
+
+    def _ball(self, radius_mm: float) -> _Ball:
+        if not radius_mm > 0:
+            raise ValueError(f"a kernel or distance must be > 0 mm, not {radius_mm}")
+        return _Ball(radius_mm, self.spacing_zyx)
+
+    def _check_class(self, value) -> None:
+        if not 1 <= value <= 255:
+            raise ValueError(f"a class value is 1 to 255 (0 is background), not {value}")
+
+    def _class_box(self, value: int, margin) -> Region | None:
+        """Bounding box of class ``value`` grown by ``margin`` (z, y, x) voxels, clipped to
+        the volume; None when the class is absent. Read in slabs: no volume-sized temporary."""
+        self._check_class(value)
+        shape = self.array.shape
+        hits = [np.zeros(n, bool) for n in shape]
+        for start in range(0, shape[0], 16):
+            slab = self.array[start:start + 16] == value
+            along_z = slab.any(axis=(1, 2))
+            if along_z.any():
+                hits[0][start:start + 16] = along_z
+                hits[1] |= slab.any(axis=(0, 2))
+                hits[2] |= slab.any(axis=(0, 1))
+        if not hits[0].any():
+            return None
+        box = []
+        for hit, grow, n in zip(hits, margin, shape):
+            where = np.flatnonzero(hit)
+            box.append(slice(max(int(where[0]) - grow, 0), min(int(where[-1]) + 1 + grow, n)))
+        return tuple(box)
+
+    def _mirrored(self, box: Region, value: int, reach) -> np.ndarray:
+        """Class ``value`` in ``box`` padded by ``reach`` voxels: mirrored where the box meets
+        the image's edge (scipy's "reflect"), the labels beyond it elsewhere (the box holds
+        the class and its reach, so they are background)."""
+        at_edge = [(r if b.start == 0 else 0, r if b.stop == n else 0)
+                   for b, r, n in zip(box, reach, self.array.shape)]
+        beyond = [(r - before, r - after) for (before, after), r in zip(at_edge, reach)]
+        return np.pad(np.pad(self.array[box] == value, at_edge, mode="symmetric"), beyond)
+
+    def _may_take(self, value: int) -> bool:
+        """Whether a tool may take voxels away from class ``value`` (not when it is protected)."""
+        return not (self.policy.mode == "protect" and value in self.policy.protected)
+
+    def _change_class(self, region: Region, value: int, add: np.ndarray | None = None,
+                      take: np.ndarray | None = None) -> Edit | None:
+        """In ``region``: voxels of ``take`` that hold ``value`` become background (unless it
+        is protected); voxels of ``add`` become ``value`` where the policy allows. One Edit."""
+        old = self.array[region]
+        new = old.copy()
+        if take is not None and self._may_take(value):
+            new[take & (old == value)] = 0
+        if add is not None:
+            new[add & self.policy.allows(old)] = value
+        return self._write_values(region, new, brush=False)
+
+    def _seed_image(self, seed_zyx, axis):
+        """The image (3D, or the seed's plane normal to ``axis``) as a SimpleITK image, the
+        seed in its (x, y[, z]) index order, and the label region it covers."""
+        import SimpleITK as sitk
+
+        if self.intensities is None:
+            raise ValueError("growing from a seed needs the image's intensities")
+        if axis not in (None, 0, 1, 2):
+            raise ValueError(f"axis must be None, 0, 1 or 2, not {axis}")
+        seed = [int(np.rint(c)) for c in seed_zyx]
+        if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, self.array.shape)):
+            raise ValueError(f"seed {tuple(seed_zyx)} lies outside the image {self.array.shape}")
+        region = [slice(0, n) for n in self.array.shape]
+        if axis is None:
+            return sitk.GetImageFromArray(self.intensities), seed[::-1], tuple(region)
+        region[axis] = slice(seed[axis], seed[axis] + 1)
+        plane = np.ascontiguousarray(np.take(self.intensities, seed[axis], axis=axis))
+        in_plane = [c for a, c in enumerate(seed) if a != axis]
+        return sitk.GetImageFromArray(plane), in_plane[::-1], tuple(region)
+
+    def _add_grown(self, region: Region, grown: np.ndarray, value: int) -> Edit | None:
+        """Write a grown region (the plane's or the volume's shape) into ``region`` as ``value``."""
+        self._check_class(value)
+        grown = grown.reshape(_box_shape(region)).astype(bool)
+        if not grown.any():
+            return None
+        box = _mask_box(grown)
+        region = tuple(slice(r.start + b.start, r.start + b.stop) for r, b in zip(region, box))
+        return self._change_class(region, value, add=grown[box])
 
     # -- writing -------------------------------------------------------------------------
     def _slab(self, start: int, stop: int) -> Region:
@@ -339,7 +656,7 @@ class LabelMap:
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
     """Pixels (centres at yy, xx, in mm) within ``radius_mm`` of the polyline."""
     inside = np.zeros(yy.shape, bool)
-    segments = zip(points_mm, points_mm[1:]) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
+    segments = itertools.pairwise(points_mm) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
     for (ay, ax), (by, bx) in segments:
         dy, dx = by - ay, bx - ax
         length2 = dy * dy + dx * dx
@@ -355,3 +672,155 @@ def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     return np.where(mask, -inside + 0.5 * min(spacing), outside - 0.5 * min(spacing))
+
+
+class _Job:
+    """Progress and cooperative stop of a long tool: ``progress(done, total)`` after each
+    stage, ``should_stop()`` asked before the next one and before writing."""
+
+    def __init__(self, progress=None, should_stop=None, total: int = 1):
+        self.progress, self.should_stop, self.total, self.done = progress, should_stop, total, 0
+        self._stopped = False
+
+    def stopped(self) -> bool:
+        if not self._stopped and self.should_stop is not None and self.should_stop():
+            self._stopped = True
+        return self._stopped
+
+    def advance(self) -> bool:
+        """A stage is done: report it; False when the tool should stop."""
+        self.done = min(self.done + 1, self.total)
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+        return not self.stopped()
+
+    def finish(self, result):
+        self.done = self.total - 1
+        self.advance()
+        return result
+
+
+class _Ball:
+    """A ball of ``radius_mm`` on voxels of ``spacing`` (z, y, x) mm: the offsets whose
+    centres lie within the radius (an ellipsoid in voxels), as rows along x
+    ``(dz, dy, half-width)``. Morphology by rows costs one pass per row, where scipy's
+    costs one per offset; exactly the same result."""
+
+    def __init__(self, radius_mm: float, spacing):
+        self.spacing = tuple(float(s) for s in spacing)
+        # A centre exactly on the sphere (a lattice point at the radius) is inside,
+        # whatever the rounding of the squares.
+        self.limit = radius_mm ** 2 * (1 + 1e-9)
+        sz, sy, sx = self.spacing
+        reach = math.sqrt(self.limit)
+        rz, ry = int(reach / sz), int(reach / sy)
+        self.rows = [(dz, dy, int(math.sqrt(rest) / sx))
+                     for dz in range(-rz, rz + 1) for dy in range(-ry, ry + 1)
+                     if (rest := self.limit - (dz * sz) ** 2 - (dy * sy) ** 2) >= 0]
+        self.reach = (rz, ry, int(reach / sx))
+        self.size = sum(2 * w + 1 for _, _, w in self.rows)
+
+    def footprint(self) -> np.ndarray:
+        """(2 rz + 1, 2 ry + 1, 2 rx + 1) bool: the ball as a structuring element."""
+        rz, ry, rx = self.reach
+        ball = np.zeros((2 * rz + 1, 2 * ry + 1, 2 * rx + 1), bool)
+        for dz, dy, w in self.rows:
+            ball[dz + rz, dy + ry, rx - w:rx + w + 1] = True
+        return ball
+
+    def dilate(self, mask: np.ndarray) -> np.ndarray:
+        """Voxels within the radius of a voxel of ``mask`` (outside the array: not in it)."""
+        if not mask.any():
+            return np.zeros_like(mask)
+        if len(self.rows) + self.reach[2] > 250:  # a big ball: one distance transform costs less
+            distance = ndimage.distance_transform_edt(~mask, sampling=self.spacing)
+            return distance ** 2 <= self.limit
+        out = np.zeros_like(mask)
+        for w, run in self._runs(mask, np.logical_or):
+            for dz, dy, width in self.rows:
+                if width == w:
+                    target, source = _shifted(mask.shape, dz, dy)
+                    np.logical_or(out[target], run[source], out=out[target])
+        return out
+
+    def erode(self, mask: np.ndarray) -> np.ndarray:
+        """Voxels whose whole ball lies in ``mask`` (outside the array counts as in it)."""
+        return ~self.dilate(~mask)
+
+    def majority(self, padded: np.ndarray) -> np.ndarray:
+        """Binary median: whether more than half the ball around each voxel lies in
+        ``padded``, a mask padded by ``reach`` on every side; (its shape less the padding)."""
+        dtype = np.int16 if max(self.size, padded.shape[2]) < 2 ** 15 else np.int32
+        count = np.zeros(padded.shape, dtype)
+        for w, run in self._runs(padded.astype(dtype), None):
+            for dz, dy, width in self.rows:
+                if width == w:
+                    target, source = _shifted(padded.shape, dz, dy)
+                    count[target] += run[source]
+        inner = tuple(slice(r, n - r) for r, n in zip(self.reach, padded.shape))
+        return 2 * count[inner] > self.size
+
+    def _runs(self, mask: np.ndarray, combine) -> Iterator[tuple[int, np.ndarray]]:
+        """(w, ``mask`` combined over x - w .. x + w) for each half-width of the rows, in
+        increasing order, one array at a time: OR with ``np.logical_or``, sum without."""
+        widths = sorted({w for _, _, w in self.rows})
+        if combine is None:  # sums of runs from the cumulative sum along x
+            n = mask.shape[2]
+            cumulative = np.zeros(mask.shape[:2] + (n + 1,), mask.dtype)
+            np.cumsum(mask, axis=2, dtype=mask.dtype, out=cumulative[..., 1:])
+            index = np.arange(n)
+            for w in widths:
+                yield w, cumulative[..., np.minimum(index + w + 1, n)] - cumulative[..., np.maximum(index - w, 0)]
+            return
+        run, done = mask.copy(), 0
+        for w in widths:
+            for step in range(done + 1, min(w, mask.shape[2] - 1) + 1):
+                combine(run[..., step:], mask[..., :-step], out=run[..., step:])
+                combine(run[..., :-step], mask[..., step:], out=run[..., :-step])
+            done = w
+            yield w, run
+
+
+def _shifted(shape, dz: int, dy: int) -> tuple[Region, Region]:
+    """Slices such that ``out[target]`` lines up with ``a[source]`` moved by (dz, dy):
+    out[z, y] against a[z - dz, y - dy]; empty when the move leaves the array."""
+    target, source = [], []
+    for move, n in ((dz, shape[0]), (dy, shape[1])):
+        target.append(slice(max(move, 0), max(n + min(move, 0), 0)))
+        source.append(slice(max(-move, 0), max(n - max(move, 0), 0)))
+    return (target[0], target[1], slice(None)), (source[0], source[1], slice(None))
+
+
+def _mask_box(mask: np.ndarray, region: Region | None = None) -> Region | None:
+    """Bounding box of ``mask``'s voxels (offset by ``region``'s start); None when empty."""
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
+        if not len(hit):
+            return None
+        start = 0 if region is None else region[axis].start
+        box.append(slice(start + int(hit[0]), start + int(hit[-1]) + 1))
+    return tuple(box)
+
+
+def _union_box(boxes) -> Region:
+    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+
+
+def _box_shape(box: Region) -> tuple[int, ...]:
+    return tuple(s.stop - s.start for s in box)
+
+
+def _near_polyline_3d(axes_mm, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
+    """Voxels (centres on the open grids ``axes_mm`` (z, y, x), in mm) within ``radius_mm``
+    of the 3D polyline ``points_mm`` (N, 3)."""
+    zz, yy, xx = axes_mm
+    inside = np.zeros(np.broadcast_shapes(zz.shape, yy.shape, xx.shape), bool)
+    ends = itertools.pairwise(points_mm) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
+    for a, b in ends:
+        d = b - a
+        length2 = float(d @ d)
+        rz, ry, rx = zz - a[0], yy - a[1], xx - a[2]
+        t = 0.0 if length2 == 0 else np.clip((rz * d[0] + ry * d[1] + rx * d[2]) / length2, 0, 1)
+        inside |= (rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2 <= radius_mm ** 2
+    return inside
