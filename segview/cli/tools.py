@@ -153,6 +153,10 @@ def _add_evaluate(commands) -> None:
                         "compare-mode report of two checkpoints against those labels")
     parser.add_argument("--labels", type=Path, help="corrected labels of --image (every slice counts as reviewed)")
     parser.add_argument("--report", type=Path, help="folder for the report of --image (default: --output)")
+    parser.add_argument("--reviewed-only", action="store_true",
+                        help="the A/B verdict: score two checkpoints on the slices marked reviewed in the "
+                        "review sidecars of one --data folder (cases with none left out), with each model's "
+                        "correction effort (mL) and a bootstrap 95%% interval of the paired difference")
     parser.add_argument("--device")
     parser.set_defaults(run=_run_evaluate)
 
@@ -160,6 +164,8 @@ def _add_evaluate(commands) -> None:
 def _run_evaluate(args) -> int:
     from .common import UserError, progress
 
+    if args.reviewed_only:
+        return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
     from ..ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
@@ -206,6 +212,21 @@ def _run_evaluate(args) -> int:
         (args.output / "table1.md").write_text(text)
         (args.output / "comparisons.json").write_text(json.dumps(
             [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons], indent=2))
+    return 0
+
+
+def _run_verdict(args) -> int:
+    """evaluate --reviewed-only: segview.session.verdict over the reviewed slices of --data."""
+    from ..session.verdict import reviewed_verdict, write_dataset_report
+    from .common import UserError, progress
+
+    if len(args.checkpoints) != 2 or len(args.data) != 1 or args.phantom:
+        raise UserError("--reviewed-only takes two checkpoints (A, then B) and one --data folder")
+    verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device)
+    print(verdict.markdown())
+    if args.output:
+        for path in write_dataset_report(args.output, verdict):
+            print(f"wrote {path}")
     return 0
 
 
