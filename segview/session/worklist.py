@@ -22,6 +22,10 @@ it was before segview first replaced it (written once, never overwritten) and
 ``<case><ext>`` the file the latest save replaced, each with its review sidecar. So at
 most two backups per case; nothing that was there before segview is ever lost.
 
+A case open in a session is locked (``CaseLock``: ``.locks/<case>.lock`` beside the labels,
+naming who has it); a second segview gets it read-only with a message. A dataset folder that
+cannot be written opens read-only (``Worklist.read_only``).
+
 The prediction cache (``PredictionCache``) lives in ``$XDG_CACHE_HOME/segview/predictions``
 (``~/.cache/...``): per (image content digest, checkpoint file content digest) the uint8
 labels (compressed ``.npz``) and a summary (mean softmax entropy). It is bounded:
@@ -34,11 +38,18 @@ import json
 import math
 import os
 import shutil
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl  # POSIX: a case open in one segview is locked, released by the system if it dies
+except ImportError:  # pragma: no cover - Windows: no case locks
+    fcntl = None  # type: ignore[assignment]
 
 from ..core.classes import LabelClass, named_classes
 from ..core.dicom import SeriesInfo, read_dicom_files
@@ -90,7 +101,7 @@ class Case:
         return float(np.mean(values)) if values else math.nan
 
     @property
-    def progress(self) -> str:
+    def reviewed_text(self) -> str:
         """"k / n slices reviewed" for the list."""
         return f"{self.reviewed_count} / {self.slices if self.slices is not None else '?'} slices reviewed"
 
@@ -252,7 +263,6 @@ class Worklist:
         case.note = str(entry.get("note") or "")
         case.reviewed_count = len(document.get("reviewed") or [])
         case.slices = document.get("slices")
-        case.key = document.get("image_key") or case.key
         if case.status == "new" and case.reviewed_count:
             case.status = "in progress"
 
@@ -261,7 +271,7 @@ class Worklist:
         disagreement and entropy from the cache."""
         digests = self.digests()
         saved = (read_sidecar(case.labels) or {}).get("models") or {}
-        case.key = case.key or self.cache.known_key(_image_files(case))
+        case.key = self.cache.known_key(_image_files(case)) or case.key
         case.dice, case.correction_ml, case.correction_voxels, case.entropy = {}, {}, {}, {}
         for slot, digest in digests.items():
             entry = saved.get(slot) or {}
@@ -367,6 +377,11 @@ class CaseSession(ReviewSession):
         """Called by ``Worklist.session``: the case, its provenance and its models."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
+        self.lock, holder = CaseLock.acquire(case.labels) if not worklist.read_only else (None, None)
+        self.read_only = worklist.read_only or holder is not None
+        if holder is not None:
+            self.warnings.append(f"{case.name} is open in another segview ({holder}): it opens read-only "
+                                 "here; its labels can still be saved elsewhere.")
         if not case.labels.is_file():  # a status-only sidecar: keep its keys
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
@@ -409,6 +424,9 @@ class CaseSession(ReviewSession):
         the case status ("new" becomes "in progress"), and keeps the replaced files."""
         if path is None:
             self.worklist._check_writable()
+            if self.read_only:
+                raise SessionError(f"{self.case.name} is open in another segview: it was opened read-only "
+                                   "here. Save the labels elsewhere (Save as).")
             if self.case.status == "new":
                 self.case.status = "in progress"
         self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
@@ -429,6 +447,49 @@ class CaseSession(ReviewSession):
     def close(self, discard: bool = False) -> None:
         self.provenance.detach()
         super().close(discard)
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+
+class CaseLock:
+    """A case open in a session: an exclusive ``flock`` on ``.locks/<case>.lock`` beside its
+    labels, holding who has it. Released by ``release``, and by the system when the process
+    ends, even by a crash. No locks where the system has no ``flock`` (Windows)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    @classmethod
+    def acquire(cls, labels_path: Path) -> tuple[CaseLock | None, str | None]:
+        """(the lock, None), or (None, who holds it) when another session has the case.
+        A folder where no lock can be made gives (None, None): nothing to guard."""
+        if fcntl is None:
+            return None, None
+        path = labels_path.parent / ".locks" / f"{labels_path.name}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
+        except OSError:
+            return None, None
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip() or "another session"
+            file.close()
+            return None, holder
+        file.seek(0)
+        file.truncate()
+        file.write(f"{current_user()} on {socket.gethostname()}, process {os.getpid()}, since {now()}")
+        file.flush()
+        return cls(file), None
+
+    def release(self) -> None:
+        self.file.seek(0)
+        self.file.truncate()
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 class _DatasetSaveJob(SaveJob):
@@ -497,6 +558,7 @@ class PredictionCache:
         self.root = Path(root) if root is not None else cache_folder()
         self.max_bytes = max_bytes
         self._index: dict | None = None
+        self._index_lock = threading.Lock()  # the prediction queue's worker and the window both write it
 
     def _entry(self, key: str, digest: str) -> Path:
         return self.root / key / digest
@@ -562,13 +624,14 @@ class PredictionCache:
         stamp = _stamp(files)
         if stamp is None or self.known_key(files) == key:
             return
-        index = self._images()
-        index[_files_id(files)] = {"stamp": stamp, "key": key}
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.root / "images.json", json.dumps(index))
-        except OSError:
-            pass
+        with self._index_lock:
+            index = self._images()
+            index[_files_id(files)] = {"stamp": stamp, "key": key}
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(self.root / "images.json", json.dumps(index))
+            except OSError:
+                pass
 
     def _images(self) -> dict:
         if self._index is None:

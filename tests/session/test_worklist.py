@@ -350,3 +350,23 @@ def test_classes_come_from_dataset_json(tmp_path):
     session = Worklist.open(tmp_path / "ds").session("case_000")
     assert [c.name for c in session.classes] == [c.name for c in CLASSES]
     session.close(discard=True)
+
+
+def test_a_case_open_in_another_session_opens_read_only_until_it_is_closed(tmp_path):
+    make_dataset(tmp_path / "ds", 1)
+    first = Worklist.open(tmp_path / "ds").session("case_000")
+    assert not first.read_only
+    second = Worklist.open(tmp_path / "ds").session("case_000")
+    assert second.read_only
+    assert any("open in another segview" in w and "process" in w for w in second.warnings)
+    second.mark_reviewed(1)
+    with pytest.raises(SessionError, match="read-only"):
+        second.save()
+    assert second.save(tmp_path / "elsewhere.nii.gz").exists()  # Save as still works
+    second.close()
+    first.mark_reviewed(0)
+    first.save()
+    first.close()
+    third = Worklist.open(tmp_path / "ds").session("case_000")
+    assert not third.read_only and third.reviewed[0] and not third.reviewed[1]
+    third.close()
