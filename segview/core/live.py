@@ -32,11 +32,18 @@ class LiveMetrics:
         self.predicted: dict[str, np.ndarray] = {}               # (Z,) bool: slices not pending
         self.matrices: dict[str, ConfusionMatrix] = {}
         self._disputed: dict[tuple[str, str], np.ndarray] = {}  # per-slice counts where two models differ
-        flat = labels.array.reshape(labels.array.shape[0], -1)
-        offsets = np.arange(flat.shape[0])[:, None] * num_classes
-        self._label_histogram = np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * num_classes
-                                            ).reshape(flat.shape[0], num_classes)
+        self._label_histogram = _slice_histograms(labels.array, num_classes)
         labels.listeners.append(self._labels_changed)
+
+    def grow(self, num_classes: int) -> None:
+        """Count at least ``num_classes`` classes (a class value seen for the first time, a
+        model with more classes): rare, so everything is recounted once."""
+        if num_classes <= self.num_classes:
+            return
+        self.num_classes = num_classes
+        self._label_histogram = _slice_histograms(self.labels.array, num_classes)
+        for key, prediction in list(self.predictions.items()):
+            self.add_model(key, prediction, predicted=self.predicted[key])
 
     def add_model(self, key: str, prediction: np.ndarray, empty: bool = False,
                   predicted: np.ndarray | None = None) -> None:
@@ -52,7 +59,8 @@ class LiveMetrics:
         else:
             matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
         self.predictions[key], self.matrices[key] = prediction, matrix
-        self.predicted[key] = np.full(prediction.shape[0], not empty) if predicted is None else predicted.copy()
+        # ``predicted`` is kept, not copied: whoever holds it sees the slices arrive.
+        self.predicted[key] = np.full(prediction.shape[0], not empty) if predicted is None else predicted
         self._forget_disputed(key)
 
     def detach(self) -> None:
@@ -121,6 +129,9 @@ class LiveMetrics:
         return np.where(self.predicted[key], _nanmean_rows(dice), np.nan)
 
     def _labels_changed(self, edit: Edit) -> None:
+        top = int(edit.new.max()) if edit.new.size else 0
+        if top >= self.num_classes:  # the labels already hold the edit: a recount includes it
+            return self.grow(top + 1)
         for key, matrix in self.matrices.items():
             matrix.update_reference(edit.region, edit.old, edit.new, self.predictions[key])
         for n, z in enumerate(edit.slices):  # keep the per-slice class counts current
@@ -173,6 +184,14 @@ def write_csv(path, columns, rows: list[dict]) -> None:
 def score_cell(value: float) -> str:
     """A score in a CSV cell: empty where there is nothing to score (NaN)."""
     return "" if math.isnan(value) else f"{value:.6f}"
+
+
+def _slice_histograms(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(Z, C) voxels of each class on each slice of ``labels`` (z, y, x)."""
+    flat = labels.reshape(labels.shape[0], -1)
+    offsets = np.arange(flat.shape[0])[:, None] * num_classes
+    return np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * num_classes
+                       ).reshape(flat.shape[0], num_classes)
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:

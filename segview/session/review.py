@@ -384,15 +384,8 @@ class ReviewSession:
         return max(values + [int(self.labels.array.max()) + 1 if self.labels.array.size else 1, 2])
 
     def _ensure_classes(self, num_classes: int) -> None:
-        """The live metrics count at least ``num_classes`` classes (rare: a model or a label
-        file with more classes than known so far; then everything is recounted once)."""
-        if num_classes <= self.live.num_classes:
-            return
-        self.live.detach()
-        self.live = LiveMetrics(self.labels, num_classes)
-        for slot, model in self.models.items():
-            self.live.add_model(slot, model.prediction, predicted=model.predicted)
-            model.predicted = self.live.predicted[slot]
+        """The live metrics count at least ``num_classes`` classes."""
+        self.live.grow(num_classes)
 
     # -- saving and closing -------------------------------------------------------------
     def default_labels_path(self) -> Path | None:

@@ -1,0 +1,219 @@
+"""ReviewSession without a window: each defect the review-session issue names, reproduced on
+the session, plus the transitions a script relies on."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from segview.core.dicom import write_dicom_series
+from segview.core.io import load_classes, save_labels
+from segview.core.labels import OverwritePolicy
+from segview.core.metrics import dice_per_class
+from segview.core.review_state import review_path
+from segview.session import ReviewSession, SessionError, read_label_file
+
+from .conftest import CLASSES, tiny_case
+
+
+@pytest.fixture
+def series(tmp_path):
+    """A tiny MR series as DICOM in study/series/ under a folder; its labels."""
+    volume, labels = tiny_case(3)
+    folder = tmp_path / "study" / "series"
+    write_dicom_series(volume, folder, series_description="tiny")
+    return tmp_path / "study", labels
+
+
+def open_with_models(image, checkpoints, **options) -> ReviewSession:
+    session = ReviewSession.open(image, **options)
+    for slot, path in checkpoints.items():
+        session.load_model(slot, path)
+    assert session.predict()
+    return session
+
+
+def test_a_second_image_gets_models_whose_predictions_fit_it(tmp_path, checkpoints):
+    # The defect: predictions of the first image's shape were scored against the second's labels.
+    first = open_with_models(tiny_case(0)[0], checkpoints)
+    other, labels = tiny_case(1, slices=9, size=30)
+    second = ReviewSession.open(other, labels=labels)
+    for slot, model in first.models.items():
+        second.add_model(slot, model.path, model.predictor)
+    first.close()
+    assert second.predict()
+    for slot in "AB":
+        assert second.prediction(slot).shape == (9, 30, 30)
+        expected = dice_per_class(second.prediction(slot), labels, 3)
+        np.testing.assert_allclose(second.scores(slot, reviewed_only=False).dice, expected)
+
+
+def test_copying_a_model_marks_nothing_reviewed_and_undo_takes_the_copy_back(checkpoints):
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    session.copy_prediction("A")
+    assert not session.reviewed.any()
+    assert np.isnan(session.scores("A").mean_dice)  # nothing reviewed: no flattering 1.000
+    np.testing.assert_array_equal(session.labels.array, session.prediction("A"))
+    session.mark_reviewed(2)
+    session.labels.undo()
+    assert not session.reviewed.any()
+    session.labels.undo()
+    assert not session.labels.array.any()
+    session.labels.redo()
+    session.labels.redo()
+    assert session.reviewed.tolist() == [False, False, True, False, False, False]
+
+
+def test_labels_from_a_model_take_its_class_names_into_the_saved_file(tmp_path, checkpoints):
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    assert session.classes[0].name == "background"  # before a copy: the first model's table
+    session.copy_prediction("B", z=3)
+    path = session.save(tmp_path / "labels.nii.gz")
+    assert [c.name for c in load_classes(path) if c.value] == ["organ", "lesion"]
+
+
+def test_review_marks_are_saved_beside_the_labels_and_come_back(tmp_path):
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(volume, labels=labels)
+    for z in (1, 4):
+        session.mark_reviewed(z)
+    path = session.save(tmp_path / "case.nii.gz")
+    session.close()
+    sidecar = json.loads(review_path(path).read_text())
+    assert sidecar["format"] == "segview-review-state"
+    assert [(e["z"], e["slice"]) for e in sidecar["reviewed"]] == [(1, 2), (4, 5)]
+    assert all(e["by"] and e["at"] for e in sidecar["reviewed"])
+    reopened = ReviewSession.open(volume, labels=path)
+    assert reopened.reviewed.tolist() == [False, True, False, False, True, False]
+    np.testing.assert_array_equal(reopened.labels.array, labels)
+
+
+def test_a_sidecar_of_another_image_marks_nothing(tmp_path):
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(volume, labels=labels)
+    session.mark_reviewed(0)
+    path = session.save(tmp_path / "case.nii.gz")
+    other = tiny_case(5)[0]  # the same grid, other voxels
+    reopened = ReviewSession.open(other, labels=path)
+    assert not reopened.reviewed.any() and "another image" in " ".join(reopened.warnings)
+
+
+def test_opening_labels_after_a_restricted_stroke_loads_every_voxel(tmp_path):
+    # The defect: "paint over background only" and an intensity range leaked into loading.
+    volume, labels = tiny_case(0)
+    save_labels(tmp_path / "file.nii.gz", labels, volume, CLASSES)
+    session = ReviewSession.open(volume)
+    session.labels.policy = OverwritePolicy("background")
+    session.labels.intensity_range = (0.0, 150.0)
+    session.labels.paint(2, [(12, 12)], 2.0, 2)
+    session.replace_labels(read_label_file(tmp_path / "file.nii.gz", volume))
+    np.testing.assert_array_equal(session.labels.array, labels)
+    session.labels.undo()
+    assert session.labels.array[2].any() and not session.labels.array[0].any()
+
+
+def test_a_pending_slice_cannot_be_copied_and_counts_in_no_score(checkpoints):
+    session = ReviewSession.open(tiny_case(0)[0])
+    session.load_model("A", checkpoints["A"]).predictor.batch_size = 2
+    batches = session.prediction_batches(first=2)
+    session.accept(next(batches))  # the first batch only
+    predicted = session.models["A"].predicted
+    assert predicted.any() and not predicted.all()
+    pending = int(np.flatnonzero(~predicted)[0])
+    with pytest.raises(SessionError, match="not predicted"):
+        session.copy_prediction("A", z=pending)
+    session.mark_reviewed(pending)
+    assert session.live.slice_scores("A", pending) is None
+    assert session.scores("A").voxels == 0
+
+
+def test_a_batch_of_a_replaced_model_is_dropped(checkpoints):
+    session = ReviewSession.open(tiny_case(0)[0])
+    session.load_model("A", checkpoints["A"])
+    batch = next(session.prediction_batches())
+    session.load_model("A", checkpoints["B"])
+    assert not session.accept(batch)
+    assert not session.models["A"].predicted.any()
+
+
+def test_fill_refuses_background_that_reaches_the_edge():
+    session = ReviewSession.open(tiny_case(0)[0])
+    with pytest.raises(SessionError, match="enclosed"):
+        session.fill(1, (0, 0), 1)
+    assert not session.labels.array.any()
+    session.labels.paint(1, [(12, 6), (6, 12), (12, 18), (18, 12), (12, 6)], 0.6, 1)
+    session.fill(1, (12, 12), 2)  # inside a closed outline: filled
+    assert session.labels.array[1, 12, 12] == 2 and session.labels.array[1, 0, 0] == 0
+
+
+def test_save_without_a_path_writes_beside_the_image(tmp_path):
+    from segview.core.io import save_volume
+
+    volume, _ = tiny_case(0)
+    image = save_volume(tmp_path / "patient7_0000.nii.gz", volume)
+    session = ReviewSession.open(image)
+    session.mark_reviewed(0)
+    assert session.save() == tmp_path / "patient7_0000.labels.nii.gz"
+    assert review_path(tmp_path / "patient7_0000.labels.nii.gz").exists()
+    assert not session.modified
+
+
+def test_close_keeps_the_journal_of_unsaved_edits_and_discard_drops_it():
+    volume, _ = tiny_case(0)
+    session = ReviewSession.open(volume)
+    session.labels.paint(1, [(5, 5)], 2.0, 1)
+    session.close()
+    assert ReviewSession.recoverable(volume).steps == 1
+    again = ReviewSession.open(volume)
+    assert again.recoverable_edits is not None and again.recoverable_edits.steps == 1
+    again.close(discard=True)
+    assert ReviewSession.recoverable(volume) is None
+
+
+def test_a_second_live_session_of_one_image_is_no_crash(tmp_path):
+    volume, _ = tiny_case(0)
+    first = ReviewSession.open(volume)
+    first.labels.paint(1, [(5, 5)], 2.0, 1)
+    second = ReviewSession.open(volume)  # the first is alive: nothing to recover
+    assert second.recoverable_edits is None and second.journal is not None
+    assert second.journal.path != first.journal.path
+    first.close(discard=True)
+    second.close(discard=True)
+
+
+CRASHING_SESSION = textwrap.dedent("""
+    import os, signal, sys
+    from segview.session import ReviewSession
+    session = ReviewSession.open(sys.argv[1])
+    session.labels.paint(1, [(8, 8), (8, 14)], 2.0, 1)
+    for z in (0, 2, 4):
+        session.mark_reviewed(z)
+    session.labels.begin_stroke()             # a stroke in progress when the power goes
+    session.labels.paint(3, [(5, 5)], 3.0, 2)
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_after_sigkill_the_edits_and_marks_come_back_whatever_path_opens_the_series(tmp_path, series):
+    study, _ = series
+    subfolder = study / "series"
+    link = tmp_path / "link-to-study"
+    link.symlink_to(study)
+    child = subprocess.run([sys.executable, "-c", CRASHING_SESSION, str(subfolder)], capture_output=True,
+                           text=True, env=dict(os.environ), timeout=120)
+    assert child.returncode == -signal.SIGKILL and "ready" in child.stdout
+    relative = os.path.relpath(study, os.getcwd())
+    for path in (study, link, relative, subfolder):
+        recovered = ReviewSession.recoverable(path)
+        assert recovered is not None and recovered.steps == 4, path  # the stroke in progress is lost
+        assert recovered.reviewed.tolist() == [True, False, True, False, True, False]
+    session = ReviewSession.open(link, recover=True)
+    assert session.reviewed.sum() == 3 and session.labels.array[1].any() and not session.labels.array[3].any()
+    session.labels.undo()  # the restore is one step
+    assert not session.reviewed.any() and not session.labels.array.any()
+    session.close(discard=True)
