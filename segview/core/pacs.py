@@ -1,0 +1,653 @@
+"""Picture archives (PACS): find studies and series, retrieve a series, store objects.
+
+One interface, two protocols, chosen by the address of the archive:
+
+    http://host:port/dicom-web (or https)   DICOMweb: QIDO-RS find, WADO-RS retrieve, STOW-RS store
+    dimse://AET@host:port                   DIMSE: C-FIND, C-GET, C-STORE (Study Root model),
+                                            from a configurable calling AE title
+
+Every failure a user can meet (archive down or unreachable, association refused, HTTP
+error, no answer in time, unknown UID, a store the archive refuses) is a ``PacsError``
+whose message says what happened. A retrieve writes into a hidden folder beside the
+destination and moves the images in only when the whole series has arrived, so a
+cancelled or broken retrieve leaves nothing half-written behind.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .errors import PacsError
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+
+#: The calling AE title segview uses unless told otherwise (up to 16 characters).
+DEFAULT_CALLING_AE = "SEGVIEW"
+#: Seconds to wait for a connection or an answer before giving up.
+DEFAULT_TIMEOUT_S = 30.0
+#: At most this many studies per search: narrow the search to see others.
+MAX_STUDIES = 500
+
+__all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Pacs", "PacsError", "Query", "RetrieveCancelled",
+           "Series", "Study", "connect", "date_range"]
+
+
+class RetrieveCancelled(PacsError):
+    """The user stopped a retrieve; nothing of it was kept."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """What to look for. Empty fields match anything.
+
+    ``patient_name`` matches names that start with it (a family name is enough) unless it
+    holds DICOM wildcards (``*``, ``?``); ``dates`` is a DICOM date range of the study
+    (``YYYYMMDD-YYYYMMDD``, open at either end, or one day; see ``date_range``).
+    """
+
+    patient_id: str = ""
+    patient_name: str = ""
+    modality: str = ""
+    dates: str = ""
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series in the archive, as a results table shows it."""
+
+    uid: str
+    study_uid: str
+    modality: str = ""
+    description: str = ""
+    number: int | None = None
+    images: int | None = None
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study in the archive, with its series once they were asked for."""
+
+    uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    date: str = ""  # YYYYMMDD
+    description: str = ""
+    accession: str = ""
+    modalities: tuple[str, ...] = ()
+    images: int | None = None
+    series: tuple[Series, ...] = field(default=(), compare=False)
+
+
+def date_range(text: str) -> str:
+    """A DICOM date range from what a user typed: ``20240101-20240131``, ``20240101-``,
+    ``-20240131``, ``20240101``; ISO dates (``2024-01-01``) and ``..`` between them are
+    accepted too. Raises PacsError for anything else."""
+    text = text.strip()
+    if not text:
+        return ""
+    iso = r"(\d{4})-(\d{2})-(\d{2})"
+    text = re.sub(iso, r"\1\2\3", text).replace("..", "-")
+    if not re.fullmatch(r"(\d{8})?(-(\d{8})?)?", text) or text == "-":
+        raise PacsError(f"'{text}' is not a date range; write FROM-TO as YYYYMMDD-YYYYMMDD "
+                        "(either end may be left out, e.g. 20240101- for 'since').")
+    return text
+
+
+def connect(url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S) -> Pacs:
+    """The archive at ``url``: a DICOMweb base URL (``http(s)://...``) or
+    ``dimse://AET@host:port``. ``calling_ae`` is segview's AE title for DIMSE;
+    ``timeout`` is in seconds. Nothing is sent yet. Raises PacsError for a malformed
+    address."""
+    scheme = urlsplit(url).scheme.lower()
+    if scheme in ("http", "https"):
+        return DicomWebPacs(url, calling_ae, timeout)
+    if scheme == "dimse":
+        return DimsePacs(url, calling_ae, timeout)
+    raise PacsError(f"'{url}' is not a PACS address; use a DICOMweb URL (http://host:port/dicom-web) "
+                    "or dimse://AET@host:port.")
+
+
+class Pacs:
+    """What both protocols share: the search built from studies and series, the safe
+    retrieve into a folder, and the store of files."""
+
+    def __init__(self, url: str, calling_ae: str, timeout: float):
+        calling_ae = calling_ae.strip()
+        if not calling_ae or len(calling_ae) > 16 or "\\" in calling_ae:
+            raise PacsError(f"'{calling_ae}' is not an AE title: 1 to 16 characters, no backslash.")
+        self.url, self.calling_ae, self.timeout = url, calling_ae, float(timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.url!r})"
+
+    # -- what a protocol provides ----------------------------------------------------
+
+    def find_studies(self, query: Query) -> list[Study]:
+        """The studies that match ``query``, newest first (at most MAX_STUDIES).
+        Raises PacsError."""
+        raise NotImplementedError
+
+    def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        """The series of one study (of one modality if given), by series number.
+        Raises PacsError."""
+        raise NotImplementedError
+
+    def locate_series(self, series_uid: str) -> Series:
+        """The series with this UID, wherever it is. Raises PacsError when the archive
+        does not hold it."""
+        raise NotImplementedError
+
+    def _retrieve(self, series: Series, folder: Path, progress: Progress,
+                  should_stop: ShouldStop) -> int:
+        """Write every image of ``series`` into ``folder`` (one file each); the count."""
+        raise NotImplementedError
+
+    def _store_one(self, path: Path, dataset: Dataset) -> None:
+        """Send one file; raise PacsError when the archive refuses it, _ConnectionFailure
+        when it cannot be reached."""
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------
+
+    def find(self, query: Query) -> list[Study]:
+        """The matching studies with their series (only series of ``query.modality``
+        when one is given). Raises PacsError."""
+        return [replace(study, series=tuple(self.find_series(study.uid, query.modality)))
+                for study in self.find_studies(query)]
+
+    def get_series(self, series_uid: str, folder, progress: Progress | None = None,
+                   should_stop: ShouldStop | None = None) -> list[Path]:
+        """Retrieve a whole series into ``folder`` (created if needed), one DICOM file per
+        image named by its SOP Instance UID; returns the paths, sorted.
+
+        ``progress(done, total)`` is called after each image; ``should_stop()`` is asked
+        between images. Images arrive in a hidden folder beside ``folder`` and are moved
+        in only when all have arrived, so a cancelled, cut or refused retrieve leaves no
+        partial series. Raises RetrieveCancelled when stopped, PacsError otherwise.
+        """
+        folder = Path(folder)
+        series = self.locate_series(series_uid)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+        except OSError as exc:
+            raise PacsError(f"Cannot write into {folder}: {exc.strerror or exc}.") from exc
+        try:
+            count = self._retrieve(series, staging, progress or (lambda done, total: None),
+                                   should_stop or (lambda: False))
+            if count == 0:
+                raise PacsError(f"The PACS sent no image of the series {series_uid}.")
+            if series.images and count < series.images:
+                raise PacsError(f"The PACS sent only {count} of the {series.images} images of the series "
+                                f"{series_uid}; nothing was kept. Try again.")
+            return sorted(_move_all(staging, folder))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def store(self, files: Iterable, progress: Progress | None = None) -> list[str]:
+        """Send DICOM files (a SEG, a series) to the archive; returns the SOP Instance
+        UIDs it accepted. Every file is tried; if any is refused, PacsError names each
+        refused file and the archive's reason (its status). An archive that cannot be
+        reached stops the store at once. The files themselves are never changed."""
+        paths = [Path(f) for f in files]
+        datasets = [_read_header(p) for p in paths]
+        stored, refused = [], []
+        with self._sender(datasets) as send:
+            for n, (path, dataset) in enumerate(zip(paths, datasets, strict=True)):
+                try:
+                    send(path, dataset)
+                    stored.append(str(dataset.SOPInstanceUID))
+                except _ConnectionFailure as exc:
+                    done = f" ({len(stored)} of {len(paths)} files were stored before)" if stored else ""
+                    raise _ConnectionFailure(f"{exc}{done}") from exc
+                except PacsError as exc:
+                    refused.append(f"{path.name}: {exc}")
+                if progress:
+                    progress(n + 1, len(paths))
+        if refused:
+            raise PacsError(f"The PACS refused {len(refused)} of {len(paths)} file(s) "
+                            f"({len(stored)} stored):\n  " + "\n  ".join(refused))
+        return stored
+
+    @contextmanager
+    def _sender(self, datasets: list[Dataset]):
+        """A function that sends one file, valid inside the block (DIMSE opens one
+        association for all the files)."""
+        yield self._store_one
+
+
+class _ConnectionFailure(PacsError):
+    """The archive could not be reached at all (down, wrong address, no answer)."""
+
+
+def _read_header(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError as exc:
+        raise PacsError(f"{path.name} is not a DICOM file; only DICOM objects can be sent to a PACS.") from exc
+    except OSError as exc:
+        raise PacsError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+
+
+def _move_all(staging: Path, folder: Path) -> Iterator[Path]:
+    for path in staging.iterdir():
+        target = folder / path.name
+        path.replace(target)  # same file system: a rename
+        yield target
+
+
+def _file_name(dataset: Dataset) -> str:
+    uid = str(dataset.get("SOPInstanceUID", "") or "")
+    if not re.fullmatch(r"[0-9.]{1,64}", uid):  # never let a header choose a path
+        raise PacsError(f"The PACS sent an image with an invalid SOP Instance UID ({uid[:70]!r}).")
+    return f"{uid}.dcm"
+
+
+def _text(value) -> str:
+    return "" if value is None else str(value).strip()
+
+
+def _number(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _patient_name_filter(name: str) -> str:
+    """What the user typed, as a DICOM match: a prefix unless it has wildcards."""
+    name = name.strip()
+    return name if not name or any(c in name for c in "*?") else name + "*"
+
+
+def _study(ds: Dataset) -> Study:
+    modalities = ds.get("ModalitiesInStudy", "")
+    if isinstance(modalities, str):
+        modalities = [m for m in modalities.split("\\") if m]
+    return Study(
+        uid=_text(ds.get("StudyInstanceUID")), patient_id=_text(ds.get("PatientID")),
+        patient_name=_text(ds.get("PatientName")), date=_text(ds.get("StudyDate")),
+        description=_text(ds.get("StudyDescription")), accession=_text(ds.get("AccessionNumber")),
+        modalities=tuple(str(m) for m in modalities),
+        images=_number(ds.get("NumberOfStudyRelatedInstances")))
+
+
+def _series(ds: Dataset, study_uid: str = "") -> Series:
+    return Series(
+        uid=_text(ds.get("SeriesInstanceUID")), study_uid=_text(ds.get("StudyInstanceUID")) or study_uid,
+        modality=_text(ds.get("Modality")), description=_text(ds.get("SeriesDescription")),
+        number=_number(ds.get("SeriesNumber")), images=_number(ds.get("NumberOfSeriesRelatedInstances")))
+
+
+def _newest_first(studies: list[Study]) -> list[Study]:
+    return sorted(studies, key=lambda s: s.date, reverse=True)
+
+
+def _by_number(series: list[Series]) -> list[Series]:
+    return sorted(series, key=lambda s: (s.number is None, s.number or 0, s.description))
+
+
+# -- DICOMweb ---------------------------------------------------------------------------
+
+class DicomWebPacs(Pacs):
+    """An archive reached through DICOMweb (dicomweb-client over HTTP)."""
+
+    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S):
+        super().__init__(url.rstrip("/"), calling_ae, timeout)
+        from dicomweb_client.api import DICOMwebClient  # here: requests is imported only when used
+
+        parts = urlsplit(self.url)
+        if not parts.hostname:
+            raise PacsError(f"'{url}' has no host name.")
+        session = _wildcard_session()
+        if parts.username:  # http://user:password@host/...: HTTP basic authentication
+            session.auth = (unquote(parts.username), unquote(parts.password or ""))
+            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+            self.url = parts._replace(netloc=netloc).geturl()
+        self._client = DICOMwebClient(self.url, session=session, timeout=(self.timeout, self.timeout))
+        # A clinician retries by hand; silent exponential retries would hide an archive that is down.
+        self._client.set_http_retry_params(retry=False)
+
+    @contextmanager
+    def _request(self, what: str):
+        """Turn every failure of an HTTP exchange into one PacsError that says ``what``
+        was being done and what went wrong."""
+        import requests
+
+        try:
+            yield
+        except requests.exceptions.HTTPError as exc:
+            response = exc.response
+            status = response.status_code if response is not None else "?"
+            reason = _http_reason(response)
+            raise PacsError(f"The PACS at {self.url} refused to {what}: HTTP {status} {reason}") from exc
+        except requests.exceptions.Timeout as exc:
+            raise _ConnectionFailure(f"The PACS at {self.url} did not answer within {self.timeout:g} s "
+                                     f"while asked to {what}.") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise _ConnectionFailure(f"Cannot reach the PACS at {self.url} to {what}: is it running, and is "
+                                     f"the address right? ({_short(exc)})") from exc
+        except requests.exceptions.RequestException as exc:
+            raise PacsError(f"The PACS at {self.url} could not {what} ({_short(exc)}).") from exc
+        except (ValueError, KeyError) as exc:  # a malformed answer (JSON, multipart)
+            raise PacsError(f"The PACS at {self.url} gave an answer segview cannot read while asked to "
+                            f"{what} ({_short(exc)}).") from exc
+
+    def find_studies(self, query: Query) -> list[Study]:
+        filters = {"PatientID": query.patient_id.strip(), "PatientName": _patient_name_filter(query.patient_name),
+                   "ModalitiesInStudy": query.modality.strip().upper(), "StudyDate": date_range(query.dates)}
+        fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "AccessionNumber"]
+        with self._request("search for studies"):
+            found = self._client.search_for_studies(
+                search_filters={k: v for k, v in filters.items() if v}, fields=fields, limit=MAX_STUDIES)
+            return _newest_first([_study(Dataset.from_json(item)) for item in found])
+
+    def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        filters = {"Modality": modality.strip().upper()} if modality.strip() else None
+        fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
+        with self._request(f"list the series of the study {study_uid}"):
+            # One request, no paging: Orthanc 1.10 ignores offset, so paging never ends.
+            found = self._client.search_for_series(study_uid, search_filters=filters, fields=fields)
+            return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
+
+    def locate_series(self, series_uid: str) -> Series:
+        fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"]
+        with self._request(f"find the series {series_uid}"):
+            found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_uid}, fields=fields)
+        return _only_series(found and [_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
+
+    def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
+        total = series.images or 0
+        count = 0
+        with self._request(f"send the images of the series {series.uid}"):
+            images = self._client.iter_series(series.study_uid, series.uid)
+            try:
+                for dataset in images:
+                    if should_stop():
+                        raise RetrieveCancelled("The retrieve was cancelled; nothing was kept.")
+                    dataset.save_as(folder / _file_name(dataset), enforce_file_format=True)
+                    count += 1
+                    progress(count, max(total, count))
+            finally:
+                images.close()  # closes the HTTP stream at once when stopped early
+        return count
+
+    def _store_one(self, path: Path, dataset: Dataset) -> None:
+        full = pydicom.dcmread(path)
+        with self._request(f"store {path.name}"):
+            answer = self._client.store_instances([full])
+        failed = answer.get("FailedSOPSequence") if answer is not None else None
+        if failed:
+            reason = failed[0].get("FailureReason")
+            raise PacsError(f"refused by the PACS (status 0x{int(reason or 0):04X}"
+                            f"{': ' + _status_meaning(int(reason)) if reason else ''})")
+
+
+def _wildcard_session():
+    """A requests session that sends the DICOM wildcard ``*`` as it is in a query: the
+    DICOMweb plugin of Orthanc (1.7, Debian 12) does not decode ``%2A``, so
+    ``PatientName=Doe%2A`` would match nothing. ``*`` is legal in a URL query (RFC 3986
+    sub-delimiter), so every archive reads it the same."""
+    import requests
+
+    class WildcardSession(requests.Session):
+        def send(self, request, **kwargs):
+            request.url = request.url.replace("%2A", "*")
+            return super().send(request, **kwargs)
+
+    return WildcardSession()
+
+
+def _only_series(found: list[Series] | None, series_uid: str, url: str) -> Series:
+    if not found:
+        raise PacsError(f"The PACS at {url} holds no series with the UID {series_uid}.")
+    return found[0]
+
+
+def _http_reason(response) -> str:
+    """The status text and why, from the body: the failure reasons of a STOW-RS answer
+    (DICOM JSON), else the start of the text."""
+    if response is None:
+        return ""
+    try:
+        answer = Dataset.from_json(response.json())
+        reasons = sorted({int(item.FailureReason) for item in answer.get("FailedSOPSequence", [])
+                          if "FailureReason" in item})
+    except (ValueError, TypeError, AttributeError, KeyError):
+        reasons = []
+    if reasons:
+        return f"{response.reason or ''} (" + ", ".join(
+            f"status 0x{code:04X}: {_status_meaning(code)}" for code in reasons) + ")"
+    body = " ".join((response.text or "").split())[:300]
+    return f"{response.reason or ''}" + (f" ({body})" if body else "")
+
+
+def _short(exc: Exception) -> str:
+    """The gist of an exception: the operating system's reason when there is one."""
+    text = " ".join(str(exc).split())
+    reason = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if reason:
+        return reason.group(0)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _status_meaning(code: int) -> str:
+    from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+    meaning = STORAGE_SERVICE_CLASS_STATUS.get(code)
+    return meaning[1] if meaning else code_to_category(code)
+
+
+# -- DIMSE ------------------------------------------------------------------------------
+
+class DimsePacs(Pacs):
+    """An archive reached through DIMSE (pynetdicom): ``dimse://AET@host:port``."""
+
+    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S):
+        super().__init__(url, calling_ae, timeout)
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.username or not parts.hostname or port is None:
+            raise PacsError(f"'{url}' is not a DIMSE address; write dimse://AET@host:port "
+                            "(AET: the PACS's AE title).")
+        self.called_ae, self.host, self.port = unquote(parts.username), parts.hostname, port
+
+    @contextmanager
+    def _association(self, contexts: Iterable[tuple[str, list[str]]], storage_roles: Iterable[str] = (),
+                     handlers: list | None = None):
+        """An established association proposing ``contexts`` (SOP class, transfer
+        syntaxes); ``storage_roles`` are SOP classes we accept as C-STORE SCP (C-GET).
+        Released on exit. Raises PacsError when it cannot be established."""
+        from pynetdicom import AE, build_role
+
+        ae = AE(ae_title=self.calling_ae)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
+        ae.connection_timeout = self.timeout
+        for sop_class, syntaxes in contexts:
+            ae.add_requested_context(sop_class, syntaxes)
+        roles = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=roles or None,
+                             evt_handlers=handlers or [])
+        if not assoc.is_established:
+            raise self._association_failure(assoc)
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+    def _association_failure(self, assoc) -> PacsError:
+        """Why the association failed, in words: refused, unreachable, silent or aborted."""
+        where = f"{self.called_ae} at {self.host}:{self.port}"
+        if assoc.is_rejected:
+            return PacsError(f"The PACS {where} refused the association: it does not accept the calling AE "
+                             f"title {self.calling_ae} or the called AE title {self.called_ae}. Ask the PACS "
+                             "administrators to register segview's AE title, or check both titles.")
+        try:  # pynetdicom reports a refused connection as an abort: find out which it was
+            with socket.create_connection((self.host, self.port), timeout=self.timeout):
+                pass
+        except TimeoutError:
+            return _ConnectionFailure(f"The PACS {where} did not answer within {self.timeout:g} s.")
+        except OSError as exc:
+            return _ConnectionFailure(f"Cannot reach the PACS {where}: {exc.strerror or exc}. Is it running, "
+                                      "and are the host and port right?")
+        if assoc.is_aborted:
+            return PacsError(f"The PACS {where} aborted the association: it is not a DICOM port, accepts none "
+                             "of the requested services, or is overloaded.")
+        return _ConnectionFailure(f"The PACS {where} accepted the connection but did not answer the association "
+                                  f"request within {self.timeout:g} s (is it a DICOM port?).")
+
+    def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
+
+        with self._association([(FIND, _UNCOMPRESSED)]) as assoc:
+            answers = []
+            for status, found in assoc.send_c_find(identifier, FIND):
+                code = _status_code(status, f"{self.called_ae} did not answer the search for {what}")
+                if code in (0xFF00, 0xFF01):
+                    answers.append(found)
+                elif code != 0x0000:
+                    raise PacsError(f"The PACS {self.called_ae} refused to search for {what}: "
+                                    f"status 0x{code:04X} ({_category(code)}).")
+            return answers
+
+    def find_studies(self, query: Query) -> list[Study]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "STUDY"
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StudyInstanceUID = ""
+        ds.PatientID = query.patient_id.strip()
+        ds.PatientName = _patient_name_filter(query.patient_name)
+        ds.StudyDate = date_range(query.dates)
+        ds.StudyTime = ds.StudyDescription = ds.AccessionNumber = ""
+        ds.ModalitiesInStudy = query.modality.strip().upper()
+        ds.NumberOfStudyRelatedInstances = ""
+        return _newest_first([_study(found) for found in self._find(ds, "studies")])[:MAX_STUDIES]
+
+    def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        ds = _series_identifier(study_uid=study_uid)
+        ds.Modality = modality.strip().upper()
+        return _by_number([_series(found, study_uid) for found in self._find(ds, f"the series of {study_uid}")])
+
+    def locate_series(self, series_uid: str) -> Series:
+        # Study Root is hierarchical: without the study UID this is a relational query,
+        # which most archives (Orthanc, dcm4chee, DCM4CHE-based PACS) answer.
+        found = self._find(_series_identifier(series_uid=series_uid), f"the series {series_uid}")
+        return _only_series([_series(ds) for ds in found], series_uid, self.url)
+
+    def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
+        from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
+
+        sop_classes = self._sop_classes(series)
+        if not sop_classes:
+            raise PacsError(f"The PACS {self.called_ae} lists no image in the series {series.uid}.")
+        written: list[Path] = []
+
+        def store(event) -> int:  # runs in the association's thread: only writes files
+            try:
+                dataset = event.dataset
+                dataset.file_meta = event.file_meta
+                path = folder / _file_name(dataset)
+                dataset.save_as(path, enforce_file_format=True)
+            except (OSError, PacsError, ValueError):
+                return 0xA700  # out of resources: the PACS reports the sub-operation failed
+            written.append(path)
+            return 0x0000
+
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel = "SERIES"
+        identifier.StudyInstanceUID, identifier.SeriesInstanceUID = series.study_uid, series.uid
+        total = series.images or 0
+        contexts = [(GET, _UNCOMPRESSED)] + [(sop, ALL_TRANSFER_SYNTAXES) for sop in sop_classes]
+        with self._association(contexts, sop_classes, [(evt.EVT_C_STORE, store)]) as assoc:
+            for status, _ in assoc.send_c_get(identifier, GET):
+                code = _status_code(status, f"{self.called_ae} stopped answering during the retrieve")
+                progress(len(written), max(total, len(written)))
+                if should_stop():
+                    assoc.abort()  # the fastest way to make the PACS stop sending
+                    raise RetrieveCancelled("The retrieve was cancelled; nothing was kept.")
+                if code not in (0x0000, 0xFF00, 0xB000):
+                    raise PacsError(f"The PACS {self.called_ae} could not send the series {series.uid}: "
+                                    f"status 0x{code:04X} ({_category(code)}).")
+                if code == 0xB000:  # some sub-operations failed
+                    raise PacsError(f"The PACS {self.called_ae} sent only part of the series {series.uid} "
+                                    "(status 0xB000); nothing was kept.")
+        return len(written)
+
+    def _sop_classes(self, series: Series) -> list[str]:
+        """The SOP classes of the images of ``series`` (C-GET needs one presentation
+        context for each, at most 127 besides the query context)."""
+        ds = _series_identifier(study_uid=series.study_uid, series_uid=series.uid)
+        ds.QueryRetrieveLevel = "IMAGE"
+        ds.SOPInstanceUID = ds.SOPClassUID = ""
+        classes = sorted({_text(found.get("SOPClassUID")) for found in self._find(ds, f"the images of {series.uid}")})
+        return [c for c in classes if c][:127]
+
+    @contextmanager
+    def _sender(self, datasets: list[Dataset]):
+        """One association for all the files, with a presentation context for each SOP
+        class offering its transfer syntax and both uncompressed ones."""
+        syntaxes: dict[str, list[str]] = {}
+        for dataset in datasets:
+            syntax = str(dataset.file_meta.get("TransferSyntaxUID", _UNCOMPRESSED[0]))
+            syntaxes.setdefault(str(dataset.SOPClassUID), list(_UNCOMPRESSED))
+            if syntax not in syntaxes[str(dataset.SOPClassUID)]:
+                syntaxes[str(dataset.SOPClassUID)].insert(0, syntax)
+        if len(syntaxes) > 128:
+            raise PacsError(f"These files hold {len(syntaxes)} kinds of DICOM object; send at most 128 at once.")
+        with self._association(syntaxes.items()) as assoc:
+            yield lambda path, dataset: self._send_c_store(assoc, path, dataset)
+
+    def _send_c_store(self, assoc, path: Path, dataset: Dataset) -> None:
+        sop_class = str(dataset.SOPClassUID)
+        if not any(c.abstract_syntax == sop_class for c in assoc.accepted_contexts):
+            raise PacsError(f"the PACS does not accept {pydicom.uid.UID(sop_class).name} objects")
+        try:
+            status = assoc.send_c_store(path)
+        except ValueError as exc:  # no accepted context for its transfer syntax
+            raise PacsError(f"the PACS does not accept it as it is encoded ({_short(exc)})") from exc
+        code = _status_code(status, "no answer to the store")
+        if _category(code) not in ("Success", "Warning"):
+            raise PacsError(f"refused by the PACS (status 0x{code:04X}: {_status_meaning(code)})")
+
+
+_UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]  # explicit, implicit VR little endian
+
+
+def _series_identifier(study_uid: str = "", series_uid: str = "") -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "SERIES"
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+    ds.Modality = ds.SeriesDescription = ds.SeriesNumber = ""
+    ds.NumberOfSeriesRelatedInstances = ""
+    return ds
+
+
+def _status_code(status: Dataset, no_answer: str) -> int:
+    """The status of a DIMSE response; an empty one means the association broke."""
+    if "Status" not in status:
+        raise PacsError(f"{no_answer} (the connection was closed or timed out).")
+    return int(status.Status)
+
+
+def _category(code: int) -> str:
+    from pynetdicom.status import code_to_category
+
+    return code_to_category(code)
