@@ -22,7 +22,7 @@ from .. import __version__
 from ..core.errors import SegviewError
 from .common import UserError, progress
 
-SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "import", "export", "bench")
+SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "import", "export", "pacs", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,6 +94,9 @@ def _tool_parser() -> argparse.ArgumentParser:
     from .tools import add_tool_parsers  # noqa: PLC0415 (keeps torch out of `segview --help`)
 
     add_tool_parsers(commands)
+    from .pacs import add_pacs_parser
+
+    add_pacs_parser(commands)
     from .models import add_model_parsers  # torch-free too
 
     add_model_parsers(commands)
