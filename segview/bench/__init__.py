@@ -235,10 +235,11 @@ def _training_rate(arguments, size, device, fast, batch_size, seconds) -> float:
 
 
 def bench_infer(seconds: float = 3.0, echo=print) -> dict:
-    """Inference slices per second per architecture on the CPU, torch against ONNX Runtime
-    (batch 8, same threads, labels checked equal); on a GPU also fp32 batch 1 eager
-    against bf16 + channels_last batch 32 (goal 4x), and a 300-slice 512 x 512 volume end
-    to end through the Predictor (goal under 0.4 s on an H100)."""
+    """Inference slices per second per architecture on the CPU: torch against ONNX Runtime
+    (the default CPU runtime of ``Predictor.from_checkpoint``), batch 8, same threads, in
+    alternating rounds, labels checked equal; on a GPU also fp32 batch 1 eager against
+    bf16 + channels_last batch 32 (goal 4x), and a 300-slice 512 x 512 volume end to end
+    through the Predictor (goal under 0.4 s on an H100)."""
     import torch
 
     from ..ml.unet import UNet
@@ -249,18 +250,17 @@ def bench_infer(seconds: float = 3.0, echo=print) -> dict:
     for name, arguments, size in _architectures():
         torch.manual_seed(0)
         model = UNet(1, **arguments).eval()
-        images = torch.randn(8, 1, size, size)
-        rate = _inference_rate(model, images, seconds)
-        echo(f"  {name:<28} cpu  torch fp32 batch 8  {rate:8.1f} slices/s")
-        figures[(name, "cpu")] = rate
-        onnx = _onnx_cpu_rate(model, images, seconds)
-        if onnx is None:
+        rates = _cpu_rates(model, torch.randn(8, 1, size, size), seconds)
+        echo(f"  {name:<28} cpu  torch fp32 batch 8  {rates['torch']:8.1f} slices/s")
+        figures[(name, "cpu")] = rates["torch"]
+        if "onnxruntime" not in rates:
             echo("  onnxruntime is not installed: its comparison is skipped")
         else:
-            ort_rate, agree = onnx
-            echo(f"  {name:<28} cpu  ONNX Runtime batch 8 {ort_rate:8.1f} slices/s   "
-                 f"{ort_rate / rate:5.2f}x torch; labels equal: {'yes' if agree else 'NO'}")
-            figures[(name, "cpu-onnxruntime")] = ort_rate
+            ratio = rates["onnxruntime"] / rates["torch"]
+            echo(f"  {name:<28} cpu  ONNX Runtime batch 8 {rates['onnxruntime']:8.1f} slices/s   "
+                 f"{ratio:5.2f}x torch; labels equal: {'yes' if rates['labels_equal'] else 'NO'}; "
+                 f"{'ONNX Runtime' if ratio > 1 else 'torch'} is faster here")
+            figures[(name, "cpu-onnxruntime")] = rates["onnxruntime"]
         if torch.cuda.is_available():
             figures[(name, "cuda")] = _gpu_inference(model, size, seconds, echo, name)
     if torch.cuda.is_available():
@@ -271,20 +271,40 @@ def bench_infer(seconds: float = 3.0, echo=print) -> dict:
     return figures
 
 
-def _inference_rate(model, images, seconds) -> float:
+def _cpu_rates(model, images, seconds, rounds: int = 3) -> dict:
+    """Slices per second of torch and of ONNX Runtime (the model exported, torch's thread
+    count) on ``images``, each the median of ``rounds`` alternating rounds so that a
+    shared machine's load falls on both; and whether ONNX Runtime's labels equal torch's
+    wherever torch's top two logits are not tied within rounding."""
     import torch
 
-    def forward():
+    def torch_forward():
         with torch.no_grad():
-            model(images)
+            return model(images)
 
-    return _steps_per_second(forward, seconds) * len(images)
+    steps = {"torch": torch_forward}
+    session = _onnx_session(model, images.shape[-1])
+    if session is not None:
+        array = images.numpy()
+        steps["onnxruntime"] = lambda: session.run(None, {"image": array})[0]
+    measured: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up: kernels chosen, memory allocated
+    for _ in range(rounds):
+        for name, step in steps.items():
+            measured[name].append(_steps_per_second(step, seconds / rounds, warmup=0) * len(images))
+    rates: dict = {name: statistics.median(values) for name, values in measured.items()}
+    if session is not None:
+        expected, got = torch_forward(), torch.from_numpy(steps["onnxruntime"]())
+        top2 = expected.topk(2, dim=1).values
+        decided = (top2[:, 0] - top2[:, 1]) > 1e-4
+        rates["labels_equal"] = bool(torch.equal(expected.argmax(1)[decided], got.argmax(1)[decided]))
+    return rates
 
 
-def _onnx_cpu_rate(model, images, seconds) -> tuple[float, bool] | None:
-    """Slices per second of ``model`` exported to ONNX and run by ONNX Runtime on the CPU
-    with torch's thread count, and whether its labels equal torch's where torch's top two
-    logits are not tied within rounding. None without onnxruntime."""
+def _onnx_session(model, size):
+    """An ONNX Runtime CPU session of ``model`` with torch's thread count; None without
+    onnxruntime."""
     try:
         import onnxruntime
     except ImportError:
@@ -296,17 +316,8 @@ def _onnx_cpu_rate(model, images, seconds) -> tuple[float, bool] | None:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
-    proto = _export(model, images.shape[-1])
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
-    array = images.numpy()
-    rate = _steps_per_second(lambda: session.run(None, {"image": array}), seconds) * len(images)
-    with torch.no_grad():
-        expected = model(images)
-    got = torch.from_numpy(session.run(None, {"image": array})[0])
-    top2 = expected.topk(2, dim=1).values
-    decided = (top2[:, 0] - top2[:, 1]) > 1e-4
-    return rate, bool(torch.equal(expected.argmax(1)[decided], got.argmax(1)[decided]))
+    return onnxruntime.InferenceSession(_export(model, size).SerializeToString(), options,
+                                        providers=["CPUExecutionProvider"])
 
 
 def _gpu_inference(model, size, seconds, echo, name) -> dict:
