@@ -2,8 +2,8 @@
 
 Scrolling: a 300 x 512 x 512 CT with window/level and two model overlays; each frame is
 one slice step and the event processing that paints it (one paint, as after a wheel
-event), so its time is what the user waits for. Stalls: a 60 Hz timer records the gaps between its ticks, first with the window
-idle, then while a shipped checkpoint predicts every slice of that volume and the
+event), so its time is what the user waits for. Stalls: a 60 Hz timer records the gaps
+between its ticks, first with the window idle, then while a shipped checkpoint predicts every slice of that volume and the
 results stream into the overlay; a gap beyond the timer period is a stall.
 """
 from __future__ import annotations

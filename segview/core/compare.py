@@ -130,7 +130,8 @@ def slice_table(live: LiveMetrics) -> tuple[tuple[str, ...], list[dict]]:
             continue  # pending: not predicted by both yet
         rows.append({"slice": z + 1, "reviewed": bool(live.labels.reviewed[z]), "dice_a": score_cell(a.mean_dice),
                      "dice_b": score_cell(b.mean_dice), "dice_b_minus_a": score_cell(b.mean_dice - a.mean_dice),
-                     "iou_a": score_cell(a.mean_iou), "iou_b": score_cell(b.mean_iou), "pixel_error_a": score_cell(a.pixel_error),
+                     "iou_a": score_cell(a.mean_iou), "iou_b": score_cell(b.mean_iou),
+                     "pixel_error_a": score_cell(a.pixel_error),
                      "pixel_error_b": score_cell(b.pixel_error), "voxels_a_differs_from_b": int(disputed[z])})
     return SLICE_COLUMNS, rows
 

@@ -12,7 +12,7 @@ import os
 import shutil
 import struct
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 

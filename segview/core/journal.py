@@ -3,7 +3,8 @@ checks is lost.
 
 The file starts with a snapshot of the labels and review marks when editing began, then
 holds one record per completed step (a stroke, a fill, a review mark, an undo, a redo):
-the changed regions with their new values, and the marks set or taken back. Each record is written whole, flushed and fsynced before the next one, and
+the changed regions with their new values, and the marks set or taken back. Each record
+is written whole, flushed and fsynced before the next one, and
 carries its length and CRC, so after a crash (even SIGKILL or a power cut in the middle
 of a write) replaying the intact records gives the labels as they were after the last
 completed step. No pickle: a small JSON header and raw uint8 bytes, zlib-compressed.

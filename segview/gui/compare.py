@@ -60,7 +60,8 @@ class CompareView(QWidget):
             self.crosshairs[name] = lines
         layout.setRowStretch(1, 1)
         self.headers["disagreement"].setText("  ".join(
-            f"<span style='color: rgb{color}'>&#9632;</span> {CATEGORY_NAMES[c]}" for c, color in CATEGORY_COLORS.items()))
+            f"<span style='color: rgb{color}'>&#9632;</span> {CATEGORY_NAMES[c]}"
+            for c, color in CATEGORY_COLORS.items()))
         self._arrange()
 
     @property

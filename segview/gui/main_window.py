@@ -185,7 +185,8 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         for slot in SLOTS:
             menu.addAction(f"Labels from model {slot}: this slice", lambda slot=slot: self.copy_prediction(slot, True))
-            menu.addAction(f"Labels from model {slot}: whole volume", lambda slot=slot: self.copy_prediction(slot, False))
+            menu.addAction(f"Labels from model {slot}: whole volume",
+                           lambda slot=slot: self.copy_prediction(slot, False))
 
         menu = self.menuBar().addMenu("&View")
         three = menu.addAction("&Three views", "T")
@@ -309,7 +310,8 @@ class MainWindow(QMainWindow):
 
     # -- a session on screen ------------------------------------------------------------
     def show_session(self, session: ReviewSession) -> None:
-        """Put ``session`` (opened by a worker, a script or a worklist) on screen; everything of the previous one goes (its models stay
+        """Put ``session`` (opened by a worker, a script or a worklist) on screen; everything
+        of the previous one goes (its models stay
         when they fit this image, and run again)."""
         if not self._close_session():
             session.close(discard=True)
@@ -665,8 +667,10 @@ class MainWindow(QMainWindow):
     def save_as(self, wait: bool = False) -> bool:
         if self.session is None:
             return False
-        suggested = self.session.labels_path or self.session.default_labels_path() or \
-            Path.home() / f"{self.windowTitle().removeprefix('segview - ').replace('[*]', '').split(':')[0]}.labels.nii.gz"
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in
+                       self.session.volume.meta.get("series_description") or "segview")
+        suggested = (self.session.labels_path or self.session.default_labels_path()
+                     or Path.home() / f"{name}.labels.nii.gz")
         pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(suggested), f"Labels ({pattern})")
         return bool(path) and self.save_to(Path(path), wait)

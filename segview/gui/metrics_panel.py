@@ -128,7 +128,8 @@ class MetricsPanel(QWidget):
         cells = []
         for c in self.classes:
             if c.value < len(a.dice) and c.value < len(b.dice):
-                cells.append(f"{_signed(b.dice[c.value] - a.dice[c.value])}\n{_signed(b.iou[c.value] - a.iou[c.value])}")
+                dice, iou = b.dice[c.value] - a.dice[c.value], b.iou[c.value] - a.iou[c.value]
+                cells.append(f"{_signed(dice)}\n{_signed(iou)}")
             else:
                 cells.append("\u2013")
         cells.append(f"{_signed(b.mean_dice - a.mean_dice)}\n{_signed(b.mean_iou - a.mean_iou)}")
@@ -143,7 +144,8 @@ class MetricsPanel(QWidget):
                 self.plot.removeItem(self.curves.pop(key))
         for key in keys:
             if key not in self.curves:
-                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pg.mkPen(MODEL_COLORS.get(key, "w"), width=2),
+                pen = pg.mkPen(MODEL_COLORS.get(key, "w"), width=2)
+                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pen,
                                                   connect="finite")
             dice = live.dice_along_slices(key)
             self.curves[key].setData(np.arange(1, len(dice) + 1), dice)

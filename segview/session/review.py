@@ -442,7 +442,8 @@ def _load_image(image, series_uid, series, progress) -> Volume:
     except VolumeLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - load_volume's contract: only VolumeLoadError
-        raise VolumeLoadError(f"The series {series.label()} could not be opened ({type(exc).__name__}: {exc}).") from exc
+        raise VolumeLoadError(f"The series {series.label()} could not be opened "
+                              f"({type(exc).__name__}: {exc}).") from exc
     volume.meta.setdefault("source", str(image))
     return volume
 

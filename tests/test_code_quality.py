@@ -1,5 +1,6 @@
-"""The architecture rule: core and ml never import Qt, pyqtgraph or segview.gui;
-core never imports torch."""
+"""The rules of the code: the layers (core < ml < session < gui < bench < cli; core, ml and
+session without Qt; core without torch), lint (ruff) and types (mypy), as pyproject.toml
+configures them."""
 import shutil
 import subprocess
 import sys
@@ -25,3 +26,9 @@ def test_importing_every_core_module_loads_no_qt_or_torch():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_ruff_finds_nothing():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "segview", "tests"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
