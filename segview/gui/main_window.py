@@ -263,7 +263,8 @@ class MainWindow(QMainWindow):
         candidates = [s for s in series if not s.is_localizer] or series
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
-            self._run(lambda: ReviewSession.open(folder, labels_path, series=chosen), done=self.show_session)
+            self._run(lambda progress: ReviewSession.open(folder, labels_path, series=chosen, progress=progress),
+                      done=self.show_session, reports_progress=True)
 
     def open_labels(self, path) -> None:
         """Replace the labels (and their review marks) by a label file on the image's grid:
