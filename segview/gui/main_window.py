@@ -143,16 +143,16 @@ class MainWindow(QMainWindow):
         self.metrics.slice_clicked.connect(self.workspace.go_to_slice)
         self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
         self.metrics.ranking_changed.connect(self._show_metrics)
-        docks = []
-        for title, widget in (("Tools", self.tools), ("Metrics: Dice / IoU against the labels", self.metrics)):
+        # Tools on the left (as 3D Slicer's module panel), metrics on the right, each the
+        # window's full height, so neither clips the other on a 1440 x 900 screen.
+        for title, widget, area, width in (("Tools", self.tools, Qt.LeftDockWidgetArea, 290),
+                                           ("Metrics: Dice / IoU against the labels", self.metrics,
+                                            Qt.RightDockWidgetArea, 400)):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
-            dock.setMinimumWidth(380)
+            dock.setMinimumWidth(width)
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
-            self.addDockWidget(Qt.RightDockWidgetArea, dock)
-            docks.append(dock)
-        self.resizeDocks(docks, [470, 470], Qt.Horizontal)
-        self.resizeDocks(docks, [300, 560], Qt.Vertical)
+            self.addDockWidget(area, dock)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")

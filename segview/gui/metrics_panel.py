@@ -60,14 +60,15 @@ class MetricsPanel(QWidget):
         self.ranking_choice.addItems(["A and B disagree most", "worse model lowest"])
         self.ranking_choice.currentIndexChanged.connect(lambda _: self.ranking_changed.emit())
         self.ranking = QListWidget()
-        self.ranking.setMaximumHeight(110)
+        self.ranking.setMinimumHeight(80)
         self.ranking.itemClicked.connect(lambda item: self.slice_clicked.emit(item.data(Qt.UserRole)))
         self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for widget in (self.reviewed, self.reviewed_only, self.legend, self.table, self.plot, self.ranking_label,
-                       self.ranking_choice, self.ranking):
+                       self.ranking_choice):
             layout.addWidget(widget)
+        layout.addWidget(self.ranking, stretch=1)  # the list takes what room is left
         self.classes: list[LabelClass] = []
 
     def set_classes(self, classes: list[LabelClass]) -> None:
