@@ -10,11 +10,14 @@ from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.gui import main_window
 from segview.gui.slice_view import label_outline
 
+from .helpers import display_pixel, drag_points, hover, widget_point
+
 
 def test_demo_opens_with_labels_and_scrolls(qtbot, demo):
-    window = demo
-    view = window.view
-    assert window.volume.modality == "MR" and window.labels is not None
+    window, session = demo, demo.session
+    view = window.workspace.active_view()
+    assert view is window.workspace.viewer.active and view.view == "axial"
+    assert session.volume.modality == "MR" and session.labels.array.any()
     n = view.num_slices()
     assert window.slice_number.text() == f"{n // 2 + 1} / {n}"
     qtbot.keyClick(view, Qt.Key_Up)
@@ -24,13 +27,14 @@ def test_demo_opens_with_labels_and_scrolls(qtbot, demo):
     qtbot.keyClick(view, Qt.Key_End)
     assert view.index == n - 1
     shown = view.image_item.image
-    assert shown.dtype == np.uint8 and shown.shape == window.volume.slice("axial", n - 1).shape
+    assert shown.dtype == np.uint8 and shown.shape == session.volume.slice("axial", n - 1).shape
+    assert window.current_slice() == n - 1 and window.slice_number.text() == f"{n} / {n}"
     overlay = view.overlay_items["labels"].image
-    np.testing.assert_array_equal(overlay, window.volume.display().slice(window.labels, "axial", n - 1))
+    np.testing.assert_array_equal(overlay, session.volume.display().slice(session.labels.array, "axial", n - 1))
 
 
 def test_wheel_scrolls_slices_and_ctrl_wheel_zooms(qtbot, demo):
-    view = demo.view
+    view = demo.workspace.active_view()
     start, before = view.index, view.box.viewRange()
     centre = view.mapFromScene(view.box.mapViewToScene(view.box.viewRect().center()))
     qtbot.wait(10)
@@ -40,7 +44,8 @@ def test_wheel_scrolls_slices_and_ctrl_wheel_zooms(qtbot, demo):
     assert view.index == start - 1
     after = view.box.viewRange()
     assert after[0][1] - after[0][0] < before[0][1] - before[0][0]  # zoomed in
-    demo.viewer.fit()
+    qtbot.keyClick(demo, Qt.Key_F)  # fit to window
+    np.testing.assert_allclose(view.box.viewRange(), before)
 
 
 def _wheel(widget, position, delta, modifiers=Qt.NoModifier):
@@ -54,52 +59,60 @@ def _wheel(widget, position, delta, modifiers=Qt.NoModifier):
 
 
 def test_views_switch_and_three_view_layout_keeps_each_views_slice(qtbot, demo):
-    window = demo
+    window, viewer, volume = demo, demo.workspace.viewer, demo.session.volume
     window.view_choice.setCurrentIndex(2)  # sagittal
-    view = window.view
+    view = window.workspace.active_view()
     assert view.view == "sagittal" and view.isVisible()
-    assert not window.viewer.views["axial"].isVisible()
-    assert window.slider.maximum() == view.num_slices() - 1 == window.volume.shape[2] - 1
+    assert not viewer.views["axial"].isVisible()
+    assert window.slider.maximum() == view.num_slices() - 1 == volume.shape[2] - 1
     rows, cols = view.image_item.image.shape
-    assert (rows, cols) == (window.volume.shape[0], window.volume.shape[1])
+    assert (rows, cols) == (volume.shape[0], volume.shape[1])
     # True aspect: the displayed rectangle is in millimetres.
     rect = view.image_item.mapRectToParent(view.image_item.boundingRect())
-    assert rect.height() == pytest.approx(rows * window.volume.spacing[2])
-    assert rect.width() == pytest.approx(cols * window.volume.spacing[1])
+    assert rect.height() == pytest.approx(rows * volume.spacing[2])
+    assert rect.width() == pytest.approx(cols * volume.spacing[1])
     assert {view.edge_items[s].textItem.toPlainText() for s in ("left", "right", "top", "bottom")} == set("APSI")
 
-    window.viewer.set_three_views(True)
-    assert all(v.isVisible() for v in window.viewer.views.values())
-    axial = window.viewer.views["axial"]
+    qtbot.keyClick(window, Qt.Key_T)  # three views
+    assert all(v.isVisible() for v in viewer.views.values())
+    axial = viewer.views["axial"]
     axial.setFocus()
-    qtbot.waitUntil(lambda: window.view is axial)
+    qtbot.waitUntil(lambda: window.workspace.active_view() is axial)
     axial.set_slice(3)
-    assert window.slice_number.text() == f"4 / {axial.num_slices()}"
-    window.viewer.go_to((5, 40, 60))
-    assert [v.index for v in window.viewer.views.values()] == [5, 40, 60]
+    assert window.slice_number.text() == f"4 / {axial.num_slices()}" and window.current_slice() == 3
+    viewer.go_to((5, 40, 60))
+    assert [v.index for v in viewer.views.values()] == [5, 40, 60]
+    # A double click in one view sends the others to that voxel.
+    sagittal = viewer.views["sagittal"]
+    point = widget_point(sagittal, *display_pixel(sagittal, (7, 50, 60)))
+    qtbot.mouseDClick(sagittal.viewport(), Qt.LeftButton, pos=point.toPoint())
+    assert [v.index for v in viewer.views.values()] == [7, 50, 60]
 
 
 def test_right_drag_sets_window_and_level(qtbot, demo):
-    view = demo.view
+    view = demo.workspace.active_view()
     center, width = view.window
-    view.box.window_dragged.emit(64.0, 32.0)  # the ViewBox reports right-drags as this
+    start = widget_point(view, 100, 100)
+    drag_points(view, [start, start + QPointF(64, -32)], button=Qt.RightButton)  # 64 pixels right, 32 up
     new_center, new_width = view.window
     assert new_width == pytest.approx(width + 64 * width / 256)
     assert new_center == pytest.approx(center + 32 * width / 256)
     assert demo.window_values.text() == f"W {new_width:.0f}  L {new_center:.0f}"
-    assert all(v.window == view.window for v in demo.viewer.views.values())
-    demo.reset_view()
+    assert all(v.window == view.window for v in demo.workspace.viewer.views.values())
+    qtbot.keyClick(demo, Qt.Key_R)  # reset view and window
     assert view.window == (center, width)
 
 
 def test_overlays_toggle_and_draw_as_outline(qtbot, demo):
-    view = demo.view
+    view = demo.workspace.active_view()
     show, outline = demo.overlay_actions["labels"]
     qtbot.keyClick(demo, Qt.Key_1)
     assert not show.isChecked() and not view.overlay_items["labels"].isVisible()
     show.setChecked(True)
-    outline.setChecked(True)
-    plane = demo.volume.display().slice(demo.labels, "axial", view.index)
+    assert view.overlay_items["labels"].isVisible()
+    qtbot.keyClick(demo, Qt.Key_1, Qt.ShiftModifier)  # labels as outline
+    assert outline.isChecked()
+    plane = demo.session.volume.display().slice(demo.session.labels.array, "axial", view.index)
     np.testing.assert_array_equal(view.overlay_items["labels"].image, label_outline(plane))
     assert view.overlay_items["labels"].opacity() == 1.0
 
@@ -126,16 +139,19 @@ def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
     save_labels(tmp_path / "labels.nii.gz", case.labels, case.volume, case.classes)
     with qtbot.waitSignal(window.loaded, timeout=20000):
         window.open_image(tmp_path / "ct.nii.gz", tmp_path / "labels.nii.gz")
-    assert window.view.window == (-600.0, 1500.0)  # the lung window first for CT
+    view = window.workspace.active_view()
+    assert view.window == (-600.0, 1500.0)  # the lung window first for CT
     bone = next(i for i, p in enumerate(window.presets) if p[0] == "Bone")
     window.window_choice.setCurrentIndex(bone)
-    assert window.view.window == (400.0, 1800.0)
-    assert [c.name for c in window.classes] == ["background", "infection"]
+    assert view.window == (400.0, 1800.0)
+    assert [c.name for c in window.session.classes] == ["background", "infection"]
     recent = [a.text() for a in window.recent_menu.actions()]
     assert recent == [str(tmp_path / "ct.nii.gz")]
-    window._show_cursor((3, 100, 120))
+    window.workspace.go_to_slice(3)
+    hover(view, *display_pixel(view, (3, 100, 120)))
     message = window.statusBar().currentMessage()
-    assert "voxel (120, 100, 3)" in message and f"value {case.volume.array[3, 100, 120]} HU" in message
+    assert "voxel (120, 100, 3)" in message and f"value {case.volume.array[3, 100, 120]:g} HU" in message
+    assert f"label {case.classes[case.labels[3, 100, 120]].name}" in message
 
 
 def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch, tmp_path):
@@ -152,8 +168,8 @@ def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch,
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_image(tmp_path)
     assert offered == [("chest", "CT"), ("short axis", "MR")]
-    assert window.volume.meta["series_description"] == "short axis"
-    np.testing.assert_array_equal(window.volume.array, cardiac.array)
+    assert window.session.volume.meta["series_description"] == "short axis"
+    np.testing.assert_array_equal(window.session.volume.array, cardiac.array)
 
 
 def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
@@ -171,12 +187,13 @@ def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
 
 
 def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, dialogs, tmp_path):
-    before = demo.volume
+    session = demo.session
     (tmp_path / "broken.dcm").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     with qtbot.waitSignal(demo.load_failed, timeout=20000):
         demo.open_image(tmp_path / "broken.dcm")
     assert dialogs and dialogs[-1][0] == "critical" and "neither DICOM" in dialogs[-1][1]
-    assert demo.volume is before and demo.view.volume is before
+    assert demo.session is session and session.journal is not None  # still open
+    assert all(v.volume is session.volume for v in demo.workspace.viewer.views.values())
 
 
 def test_dropping_a_file_opens_it(qtbot, window, tmp_path):
@@ -187,7 +204,7 @@ def test_dropping_a_file_opens_it(qtbot, window, tmp_path):
     event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
     with qtbot.waitSignal(window.loaded, timeout=20000):
         window.dropEvent(event)
-    np.testing.assert_array_equal(window.volume.array, case.volume.array)
+    np.testing.assert_array_equal(window.session.volume.array, case.volume.array)
 
 
 def test_screenshot_renders_image_and_overlay(tmp_path):
