@@ -57,11 +57,12 @@ from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
 from ..core.io import list_dicom_series, load_volume
 from ..core.journal import image_key
+from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, load_predictor
 from .provenance import Provenance
-from .review import ReviewSession, SaveJob, SessionError
+from .review import ReviewSession, SaveJob, SessionError, read_label_file
 
 STATUSES = ("new", "in progress", "done", "flagged")
 SORT_KEYS = ("name", "disputed", "uncertain", "status")
@@ -327,6 +328,30 @@ class Worklist:
             if len(digests) == 2 and case.key:
                 self.cache.ensure_disputed(case.key, digests["A"], digests["B"])
             self._read_figures(case)
+            self._score_reviewed(case, volume, digests)
+
+    def _score_reviewed(self, case: Case, volume: Volume | None, digests: dict[str, str]) -> None:
+        """A case with reviewed slices but no saved figures for these checkpoints gets them
+        from the cached predictions and its saved labels (shown, not written: the sidecar
+        changes only when the case is saved)."""
+        if not case.reviewed_count or not case.labels.is_file() or \
+                all(not math.isnan(case.dice.get(slot, math.nan)) for slot in digests):
+            return
+        try:
+            volume = volume or self.load_image(case)
+            saved = read_label_file(case.labels, volume, case.key)
+        except VolumeLoadError:
+            return
+        reviewed = saved.review.reviewed
+        for slot, digest in digests.items():
+            prediction = self.cache.get(case.key, digest) if case.key else None
+            if prediction is None or prediction.shape != saved.array.shape or not reviewed.any():
+                continue
+            classes = max(int(prediction.max()), int(saved.array.max())) + 1
+            counts = confusion_counts(prediction[reviewed], saved.array[reviewed], max(classes, 2))
+            case.dice[slot] = scores_from_counts(counts).mean_dice
+            voxels, ml = correction_effort(prediction, saved.array, reviewed, volume.spacing)
+            case.correction_voxels[slot], case.correction_ml[slot] = voxels, ml
 
 
 @dataclass
@@ -429,8 +454,10 @@ class CaseSession(ReviewSession):
                                    "here. Save the labels elsewhere (Save as).")
             if self.case.status == "new":
                 self.case.status = "in progress"
+        models = dict(self.review_extra.get("models") or {})  # a slot not loaded keeps its saved figures
+        models.update(self.figures())
         self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
-                                 provenance=self.provenance.to_json(), models=self.figures())
+                                 provenance=self.provenance.to_json(), models=models)
         target = Path(path) if path is not None else self.case.labels
         return (_DatasetSaveJob if target == self.case.labels else SaveJob)(self, target)
 
@@ -559,6 +586,7 @@ class PredictionCache:
         self.max_bytes = max_bytes
         self._index: dict | None = None
         self._index_lock = threading.Lock()  # the prediction queue's worker and the window both write it
+        self._bytes: int | None = None        # size of the stored predictions, counted once
 
     def _entry(self, key: str, digest: str) -> Path:
         return self.root / key / digest
@@ -591,7 +619,12 @@ class PredictionCache:
             atomic_write_text(entry.with_suffix(".json"), json.dumps(summary))
         except OSError:
             return
-        self.prune()
+        if self._bytes is None:
+            self._bytes = sum(p.stat().st_size for p in self.root.glob("*/*.npz"))
+        else:
+            self._bytes += entry.with_suffix(".npz").stat().st_size
+        if self._bytes > self.max_bytes:
+            self.prune()
 
     def disputed(self, key: str, digest_a: str, digest_b: str) -> float | None:
         return (_read_json(self.root / key / "disputed.json") or {}).get(f"{digest_a}:{digest_b}")
@@ -648,6 +681,7 @@ class PredictionCache:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
+        self._bytes = total
 
 
 _digests: dict[tuple, str] = {}
@@ -696,7 +730,8 @@ def _dicom_cases(folder: Path, progress: Progress | None) -> list[Case]:
             continue
         series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
         for info in series:
-            name = study.name if len(series) == 1 else f"{study.name}_{info.number if info.number is not None else info.uid}"
+            tag = info.number if info.number is not None else info.uid
+            name = study.name if len(series) == 1 else f"{study.name}_{tag}"
             cases.append(Case(name, study, folder / "labels" / f"{name}.nii.gz", series=info))
     return cases
 

@@ -55,7 +55,8 @@ def make_checkpoint(path, seed: int):
     model = UNet(num_classes=3, base_channels=2, depth=1)
     meta = {"classes": classes_to_metadata(CLASSES), "loss": {"name": "ce"},
             "preprocessing": {"input_size": [16, 16], "modality": "MR",
-                              "normalization": {"method": "percentile", "low_percentile": 0.5, "high_percentile": 99.5}}}
+                              "normalization": {"method": "percentile", "low_percentile": 0.5,
+                                                "high_percentile": 99.5}}}
     return save_checkpoint(path, model, meta)
 
 

@@ -13,7 +13,7 @@ from segview.ml.inference import Predictor
 from segview.session.verdict import RESAMPLES, bootstrap_interval, reviewed_verdict, write_dataset_report
 from segview.session.worklist import Worklist
 
-from .conftest import SPACING, make_dataset
+from .conftest import SPACING, make_checkpoint, make_dataset
 
 REVIEWED = {"case_000": (0, 1, 2), "case_001": (3,), "case_002": (1, 4, 5), "case_003": (0, 2, 4, 5)}
 
@@ -26,6 +26,7 @@ def reviewed_dataset(tmp_path, checkpoints):
     worklist = Worklist.open(folder, checkpoints)
     for n, (name, slices) in enumerate(REVIEWED.items()):
         session = worklist.session(name)
+        session.predict()
         with session.labels.step():
             session.labels.paint(slices[0], [(4 + n, 4)], 1.5, 2)
         for z in slices:
@@ -137,3 +138,20 @@ def test_dataset_report_and_the_command(reviewed_dataset, checkpoints, tmp_path)
     assert main(["evaluate", str(checkpoints["A"]), str(checkpoints["B"]), "--data", str(reviewed_dataset),
                  "--reviewed-only", "-o", str(out)]) == 0
     assert (out / "results.csv").read_text() == paths[0].read_text()
+
+
+def test_worklist_figures_match_a_recount_and_new_checkpoints_get_them_from_the_queue(reviewed_dataset, checkpoints,
+                                                                                      tmp_path):
+    retrained = {"A": make_checkpoint(tmp_path / "retrained.safetensors", 5), "B": checkpoints["B"]}
+    expected = _recount(reviewed_dataset, retrained)
+    worklist = Worklist.open(reviewed_dataset, retrained)
+    saved_b = {c.name: c.dice["B"] for c in worklist.cases if c.name in REVIEWED}
+    assert all(math.isnan(c.dice.get("A", math.nan)) for c in worklist.cases)  # not saved with this A
+    list(worklist.prediction_queue())
+    for name in REVIEWED:
+        case = worklist.case(name)
+        assert saved_b[name] == pytest.approx(expected[name, "B"][0])  # as the session saved it
+        for slot in "AB":
+            assert case.dice[slot] == pytest.approx(expected[name, slot][0])
+            assert case.correction_voxels[slot] == expected[name, slot][1]
+    assert math.isnan(worklist.case("case_004").dice.get("A", math.nan))

@@ -183,14 +183,13 @@ def test_background_prediction_fills_the_cache_and_a_reopened_case_runs_no_model
         ("case_000", "A", 1, False), ("case_000", "B", 2, False), ("case_001", "A", 3, False),
         ("case_001", "B", 4, False), ("case_002", "A", 5, False), ("case_002", "B", 6, False)]
     expected = {}
+    predictors = {slot: Predictor.from_checkpoint(path, "cpu") for slot, path in checkpoints.items()}
     for case in worklist.cases:
         volume = load_volume(case.image)
-        a = Predictor.from_checkpoint(checkpoints["A"], "cpu").predict_volume(volume)
-        b = Predictor.from_checkpoint(checkpoints["B"], "cpu").predict_volume(volume)
+        a, b = (predictors[slot].predict_volume(volume) for slot in "AB")
         expected[case.name] = (a, b)
         assert case.disputed == pytest.approx(np.mean(a != b))
-        assert case.entropy["A"] == pytest.approx(
-            _mean_entropy(Predictor.from_checkpoint(checkpoints["A"], "cpu"), volume), rel=1e-4)
+        assert case.entropy["A"] == pytest.approx(_mean_entropy(predictors["A"], volume), rel=1e-4)
     assert len(worklist.sorted("disputed")) == 3
     assert not any(math.isnan(c.disputed) for c in worklist.cases)
 
