@@ -18,6 +18,7 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -481,36 +482,36 @@ class DimsePacs(Pacs):
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, syntaxes)
         roles = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
+        started = time.monotonic()
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=roles or None,
                              evt_handlers=handlers or [])
         if not assoc.is_established:
-            raise self._association_failure(assoc)
+            raise self._association_failure(assoc, time.monotonic() - started)
         try:
             yield assoc
         finally:
             if assoc.is_established:
                 assoc.release()
 
-    def _association_failure(self, assoc) -> PacsError:
-        """Why the association failed, in words: refused, unreachable, silent or aborted."""
+    def _association_failure(self, assoc, waited_s: float) -> PacsError:
+        """Why the association failed, in words: refused, unreachable, silent or aborted
+        (pynetdicom aborts after its timeout too, hence ``waited_s``)."""
         where = f"{self.called_ae} at {self.host}:{self.port}"
         if assoc.is_rejected:
             return PacsError(f"The PACS {where} refused the association: it does not accept the calling AE "
                              f"title {self.calling_ae} or the called AE title {self.called_ae}. Ask the PACS "
                              "administrators to register segview's AE title, or check both titles.")
-        try:  # pynetdicom reports a refused connection as an abort: find out which it was
+        if waited_s >= 0.9 * self.timeout:
+            return _ConnectionFailure(f"The PACS {where} did not answer within {self.timeout:g} s: is it running "
+                                      "and reachable, and is this its DICOM port?")
+        try:  # pynetdicom reports a refused connection as an abort too: find out which it was
             with socket.create_connection((self.host, self.port), timeout=self.timeout):
                 pass
-        except TimeoutError:
-            return _ConnectionFailure(f"The PACS {where} did not answer within {self.timeout:g} s.")
         except OSError as exc:
             return _ConnectionFailure(f"Cannot reach the PACS {where}: {exc.strerror or exc}. Is it running, "
                                       "and are the host and port right?")
-        if assoc.is_aborted:
-            return PacsError(f"The PACS {where} aborted the association: it is not a DICOM port, accepts none "
-                             "of the requested services, or is overloaded.")
-        return _ConnectionFailure(f"The PACS {where} accepted the connection but did not answer the association "
-                                  f"request within {self.timeout:g} s (is it a DICOM port?).")
+        return PacsError(f"The PACS {where} aborted the association: it is not a DICOM port, accepts none "
+                         "of the requested services, or is overloaded.")
 
     def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
         from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND

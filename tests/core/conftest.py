@@ -1,0 +1,134 @@
+"""A real PACS for the tests: Debian's Orthanc with its DICOMweb plugin, on loopback with
+free ports, a temporary configuration and storage, stopped after the tests that use it."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ORTHANC_AET = "ORTHANC"
+_PLUGIN_PLACES = ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "/usr/lib/orthanc/libOrthancDicomWeb.so")
+
+
+def orthanc_missing() -> str | None:
+    """Why no Orthanc can be started here, or None."""
+    if not _orthanc_binary():
+        return "Orthanc is not installed (apt-get install orthanc orthanc-dicomweb; scripts/setup.sh does it)"
+    if not _dicomweb_plugin():
+        return "Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)"
+    return None
+
+
+def _orthanc_binary() -> str | None:
+    return shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc")
+                                            if Path(p).is_file()), None)
+
+
+def _dicomweb_plugin() -> str | None:
+    return next((p for p in _PLUGIN_PLACES if Path(p).is_file()), None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Orthanc:
+    """One Orthanc process: ``dicomweb_url``, ``dimse_url``; ``upload`` and ``lookup``
+    go through Orthanc's own REST API, independent of segview's PACS code."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.http_port, self.dicom_port = free_port(), free_port()
+        config = {
+            "Name": "segview-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
+            "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": ORTHANC_AET,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            # A real PACS checks whom it is called as: a wrong called AE title is refused.
+            "DicomCheckCalledAet": True,
+            "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowStore": True,
+            "Plugins": [_dicomweb_plugin()], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - open while the process runs
+        self.process = subprocess.Popen([_orthanc_binary(), str(folder / "orthanc.json")],
+                                        stdout=self.log, stderr=subprocess.STDOUT)
+        self._wait_until_up()
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dicom-web"
+
+    @property
+    def dimse_url(self) -> str:
+        return f"dimse://{ORTHANC_AET}@127.0.0.1:{self.dicom_port}"
+
+    def _wait_until_up(self, seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Orthanc stopped: {(self.folder / 'orthanc.log').read_text()[-2000:]}")
+            try:
+                self.rest("/system")
+                with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("Orthanc did not start within 30 s")
+
+    def rest(self, path: str, data: bytes | None = None):
+        request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
+                                         method="POST" if data is not None else "GET")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            body = answer.read()
+        return json.loads(body) if body[:1] in (b"{", b"[") else body
+
+    def upload(self, paths) -> None:
+        for path in paths:
+            self.rest("/instances", Path(path).read_bytes())
+
+    def lookup(self, uid: str) -> list[dict]:
+        """Orthanc's own answer to "which resources have this UID"."""
+        return self.rest("/tools/lookup", uid.encode())
+
+    def instance_file(self, sop_instance_uid: str) -> bytes:
+        [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]
+        return self.rest(f"/instances/{found['ID']}/file")
+
+    def instance_metadata(self, sop_instance_uid: str, name: str) -> str:
+        [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]
+        return self.rest(f"/instances/{found['ID']}/metadata/{name}").decode()
+
+    def kill(self) -> None:
+        """Stop at once, as a crashing or unplugged PACS does."""
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """One Orthanc for the whole session (started once, stopped at the end)."""
+    reason = orthanc_missing()
+    if reason:
+        pytest.skip(reason)
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    yield server
+    server.stop()

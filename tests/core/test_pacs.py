@@ -1,0 +1,279 @@
+"""PACS access against a real archive (Orthanc with DICOMweb, see conftest.py): find with
+filters, retrieve with content checked, store a SEG and find it back, over DICOMweb and
+DIMSE; and the failures: archive down, silent, refusing the association or the store, an
+unknown UID, a cancelled retrieve and a retrieve cut off by the archive dying halfway."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import numpy as np
+import pydicom
+import pytest
+
+from segview.cli import main
+from segview.core.dicom import write_dicom_series
+from segview.core.dicomseg import save_dicom_seg
+from segview.core.io import load_volume
+from segview.core.pacs import PacsError, Query, RetrieveCancelled, connect, date_range
+from segview.core.phantoms import make_phantom
+from segview.core.volume import Volume
+
+from .conftest import Orthanc, free_port, orthanc_missing
+
+PROTOCOLS = ["dicomweb", "dimse"]
+CT_DATE, MR_DATE = "20240315", "20250620"
+
+
+def _url(orthanc, protocol: str) -> str:
+    return orthanc.dicomweb_url if protocol == "dicomweb" else orthanc.dimse_url
+
+
+def _nothing_in(folder) -> bool:
+    return not folder.exists() or not any(folder.iterdir())
+
+
+def _set_study_date(paths, date: str) -> None:
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        ds.StudyDate = ds.SeriesDate = ds.ContentDate = date
+        ds.save_as(path)
+
+
+@pytest.fixture(scope="module")
+def archive(orthanc, tmp_path_factory):
+    """A chest CT and a cardiac MR of two patients on two dates, uploaded through
+    Orthanc's REST API (not through the code under test)."""
+    folder = tmp_path_factory.mktemp("archive")
+    lung, cardiac = make_phantom("lung", 4), make_phantom("cardiac", 4)
+    ct = write_dicom_series(lung.volume, folder / "ct", patient_id="PACS-CT-1", patient_name="Lung^Patient",
+                            series_description="chest CT", series_number=2)
+    mr = write_dicom_series(cardiac.volume, folder / "mr", patient_id="PACS-MR-1",
+                            patient_name="Heart^Patient", series_description="short axis cine", series_number=5)
+    _set_study_date(ct, CT_DATE)
+    _set_study_date(mr, MR_DATE)
+    orthanc.upload(ct + mr)
+    header = {name: pydicom.dcmread(paths[0], stop_before_pixels=True) for name, paths in (("ct", ct), ("mr", mr))}
+    return {"ct": ct, "mr": mr, "header": header, "cardiac": cardiac, "folder": folder}
+
+
+# -- find -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_find_filters_by_patient_modality_and_dates(orthanc, archive, protocol):
+    pacs = connect(_url(orthanc, protocol))
+    ct, mr = archive["header"]["ct"], archive["header"]["mr"]
+    uids = {ct.StudyInstanceUID: "ct", mr.StudyInstanceUID: "mr"}
+
+    def found(**filters) -> list[str]:
+        return sorted(uids[s.uid] for s in pacs.find_studies(Query(**filters)) if s.uid in uids)
+
+    assert found() == ["ct", "mr"]
+    assert found(patient_id="PACS-CT-1") == ["ct"]
+    assert found(patient_name="heart") == ["mr"]  # a family name's start, any case
+    assert found(patient_name="*Patient") == ["ct", "mr"]
+    assert found(modality="MR") == ["mr"]
+    assert found(dates="20240101-20241231") == ["ct"]
+    assert found(dates="20250101-") == ["mr"]
+    assert found(dates=MR_DATE) == ["mr"]
+    assert found(patient_id="PACS-CT-1", modality="MR") == []
+    [study] = pacs.find(Query(patient_id="PACS-CT-1"))
+    assert (study.patient_name, study.date, study.modalities) == ("Lung^Patient", CT_DATE, ("CT",))
+    [series] = study.series
+    assert (series.uid, series.modality, series.description, series.number, series.images) == (
+        ct.SeriesInstanceUID, "CT", "chest CT", 2, len(archive["ct"]))
+    located = pacs.locate_series(mr.SeriesInstanceUID)
+    assert (located.study_uid, located.images) == (mr.StudyInstanceUID, len(archive["mr"]))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("20240101-20240131", "20240101-20240131"), ("2024-01-01..2024-01-31", "20240101-20240131"),
+    ("20240101-", "20240101-"), ("-20240131", "-20240131"), ("20240101", "20240101"), ("", "")])
+def test_date_ranges_in_the_forms_users_type(text, expected):
+    assert date_range(text) == expected
+
+
+@pytest.mark.parametrize("text", ["2024", "yesterday", "-", "20240101-2024013"])
+def test_a_malformed_date_range_is_refused_with_the_form_to_use(text):
+    with pytest.raises(PacsError, match="YYYYMMDD-YYYYMMDD"):
+        date_range(text)
+
+
+# -- get --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_get_series_brings_every_image_unchanged(orthanc, archive, protocol, tmp_path):
+    sent = {pydicom.dcmread(p).SOPInstanceUID: pydicom.dcmread(p) for p in archive["ct"]}
+    calls = []
+    paths = connect(_url(orthanc, protocol)).get_series(
+        archive["header"]["ct"].SeriesInstanceUID, tmp_path / "ct", progress=lambda d, t: calls.append((d, t)))
+    assert len(paths) == len(sent) and all(p.parent == tmp_path / "ct" for p in paths)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        assert ds.PixelData == sent[ds.SOPInstanceUID].PixelData
+        assert ds.ImagePositionPatient == sent[ds.SOPInstanceUID].ImagePositionPatient
+    assert calls[-1] == (len(sent), len(sent)) and [d for d, _ in calls] == sorted(d for d, _ in calls)
+    np.testing.assert_array_equal(load_volume(tmp_path / "ct").array, load_volume(archive["folder"] / "ct").array)
+    assert [p.name for p in tmp_path.iterdir()] == ["ct"]  # no staging folder left behind
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_unknown_series_uid_is_named_in_the_error(orthanc, archive, protocol, tmp_path):
+    with pytest.raises(PacsError, match=r"no series with the UID 1\.2\.3\.999"):
+        connect(_url(orthanc, protocol)).get_series("1.2.3.999", tmp_path / "x")
+    assert _nothing_in(tmp_path / "x")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_cancelled_retrieve_keeps_nothing(orthanc, archive, protocol, tmp_path):
+    calls = []
+    with pytest.raises(RetrieveCancelled, match="cancelled"):
+        connect(_url(orthanc, protocol)).get_series(
+            archive["header"]["ct"].SeriesInstanceUID, tmp_path / "ct", progress=lambda d, t: calls.append(d),
+            should_stop=lambda: len(calls) >= 3)
+    assert 3 <= len(calls) < len(archive["ct"])
+    assert _nothing_in(tmp_path / "ct") and [p.name for p in tmp_path.iterdir()] == ["ct"]
+
+
+@pytest.mark.skipif(orthanc_missing() is not None, reason=str(orthanc_missing()))
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_retrieve_cut_off_by_the_pacs_dying_halfway_keeps_nothing(protocol, tmp_path):
+    """A PACS of its own, killed after the third image: 60 slices of 512 x 512 (30 MB)
+    are more than the loopback buffers hold, so the transfer really breaks."""
+    server = Orthanc(tmp_path / "dying")
+    try:
+        rng = np.random.default_rng(0)
+        volume = Volume(rng.integers(-1000, 1000, (60, 512, 512)).astype(np.int16), (0.7, 0.7, 2.0),
+                        (0.0, 0.0, 0.0), modality="CT")
+        paths = write_dicom_series(volume, tmp_path / "big")
+        server.upload(paths)
+        uid = pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID
+        pacs = connect(_url(server, protocol), timeout=5)
+
+        def kill_after_three(done, total):
+            if done == 3:
+                server.kill()
+
+        with pytest.raises(PacsError) as caught:
+            pacs.get_series(uid, tmp_path / "out", progress=kill_after_three)
+        assert not isinstance(caught.value, RetrieveCancelled)
+    finally:
+        server.stop()
+    assert _nothing_in(tmp_path / "out")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")]
+
+
+# -- store ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_stored_seg_is_found_back_byte_for_byte(orthanc, archive, protocol, tmp_path):
+    cardiac = archive["cardiac"]
+    seg_path = save_dicom_seg(tmp_path / "seg.dcm", cardiac.labels, load_volume(archive["folder"] / "mr"),
+                              list(cardiac.classes), "cardiac_ce")
+    seg = pydicom.dcmread(seg_path)
+    pacs = connect(_url(orthanc, protocol), calling_ae="SEGTEST")
+    assert pacs.store([seg_path]) == [seg.SOPInstanceUID]
+    [study] = pacs.find(Query(patient_id="PACS-MR-1", modality="SEG"))
+    assert seg.SeriesInstanceUID in {s.uid for s in study.series if s.modality == "SEG"}
+    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(orthanc.instance_file(seg.SOPInstanceUID)))
+    assert stored.PixelData == seg.PixelData and stored.SegmentSequence == seg.SegmentSequence
+    if protocol == "dimse":  # the archive saw segview's calling AE title
+        assert orthanc.instance_metadata(seg.SOPInstanceUID, "RemoteAET") == "SEGTEST"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_store_the_pacs_refuses_names_the_file_and_its_status(orthanc, archive, protocol, tmp_path):
+    broken = pydicom.dcmread(archive["mr"][0])
+    del broken.SeriesInstanceUID  # every archive needs it to file the image
+    broken.SOPInstanceUID = broken.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    broken.save_as(tmp_path / "broken.dcm")
+    good = pydicom.dcmread(archive["mr"][1])
+    good.SOPInstanceUID = good.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    good.SeriesInstanceUID = pydicom.uid.generate_uid()  # leaves the archive's MR series as it was
+    good.save_as(tmp_path / "good.dcm")
+    with pytest.raises(PacsError, match=r"refused 1 of 2 file\(s\) \(1 stored\)") as caught:
+        connect(_url(orthanc, protocol)).store([tmp_path / "broken.dcm", tmp_path / "good.dcm"])
+    assert re.search(r"broken\.dcm: .*status 0x[0-9A-F]{4}", str(caught.value))
+    assert orthanc.lookup(good.SOPInstanceUID) and not orthanc.lookup(broken.SOPInstanceUID)
+
+
+def test_a_file_that_is_not_dicom_is_refused_before_sending(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(PacsError, match="notes.txt is not a DICOM file"):
+        connect("dimse://ANY@127.0.0.1:1").store([tmp_path / "notes.txt"])
+
+
+# -- archives that are down, silent or refuse us ----------------------------------------
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/dicom-web", "dimse://PACS@127.0.0.1:{port}"])
+def test_a_pacs_that_is_down_gives_a_clear_error_and_nothing_is_lost(url, archive, tmp_path):
+    pacs = connect(url.format(port=free_port()), timeout=5)
+    with pytest.raises(PacsError, match="Cannot reach the PACS.*(R|r)efused"):
+        pacs.find(Query(patient_id="X"))
+    with pytest.raises(PacsError, match="Cannot reach the PACS"):
+        pacs.get_series("1.2.3", tmp_path / "out")
+    assert _nothing_in(tmp_path / "out")
+    before = archive["ct"][0].read_bytes()
+    with pytest.raises(PacsError, match="Cannot reach the PACS"):
+        pacs.store(archive["ct"][:2])
+    assert archive["ct"][0].read_bytes() == before
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:{port}/dicom-web", "dimse://PACS@127.0.0.1:{port}"])
+def test_a_pacs_that_never_answers_times_out_with_a_clear_error(url):
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        pacs = connect(url.format(port=silent.getsockname()[1]), timeout=1)
+        started = time.monotonic()
+        with pytest.raises(PacsError, match="did not answer within 1 s"):
+            pacs.find(Query())
+        assert time.monotonic() - started < 10
+
+
+def test_a_refused_association_says_which_ae_titles_to_check(orthanc):
+    url = orthanc.dimse_url.replace("ORTHANC@", "NOTORTHANC@")
+    with pytest.raises(PacsError, match="refused the association.*SEGVIEW.*NOTORTHANC"):
+        connect(url).find(Query())
+
+
+@pytest.mark.parametrize("url, message", [
+    ("ftp://host/x", "not a PACS address"), ("dimse://127.0.0.1:104", "dimse://AET@host:port"),
+    ("dimse://PACS@host", "dimse://AET@host:port"), ("http:///dicom-web", "no host name")])
+def test_malformed_addresses_say_how_to_write_them(url, message):
+    with pytest.raises(PacsError, match=re.escape(message)):
+        connect(url)
+
+
+def test_an_ae_title_longer_than_16_characters_is_refused():
+    with pytest.raises(PacsError, match="AE title"):
+        connect("dimse://PACS@127.0.0.1:104", calling_ae="A" * 17)
+
+
+# -- command line -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_find_get_and_store(orthanc, archive, protocol, tmp_path, capsys):
+    url = _url(orthanc, protocol)
+    mr = archive["header"]["mr"]
+    assert main(["pacs", "find", url, "--patient-name", "heart", "--modality", "MR", "--date", "20250101-"]) == 0
+    out = capsys.readouterr().out
+    assert mr.StudyInstanceUID in out and mr.SeriesInstanceUID in out and "short axis cine" in out
+    assert f"{len(archive['mr'])} images" in out and "2025-06-20" in out and "PACS-CT-1" not in out
+    assert main(["pacs", "get", url, mr.SeriesInstanceUID, "-o", str(tmp_path / "mr")]) == 0
+    assert f"{len(archive['mr'])} images in" in capsys.readouterr().out
+    assert len(list((tmp_path / "mr").glob("*.dcm"))) == len(archive["mr"])
+    copy = pydicom.dcmread(archive["mr"][2])
+    copy.SOPInstanceUID = copy.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    copy.SeriesInstanceUID = pydicom.uid.generate_uid()
+    copy.save_as(tmp_path / "copy.dcm")
+    assert main(["pacs", "store", url, str(tmp_path / "copy.dcm"), "--calling-ae", "CLITEST"]) == 0
+    assert "1 file(s) stored" in capsys.readouterr().out
+    assert orthanc.lookup(copy.SOPInstanceUID)
+
+
+def test_cli_reports_a_pacs_that_is_down_in_one_line(capsys):
+    assert main(["pacs", "find", f"dimse://PACS@127.0.0.1:{free_port()}", "--timeout", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("segview: Cannot reach the PACS") and "\n" not in err
