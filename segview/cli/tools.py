@@ -141,14 +141,19 @@ def _add_evaluate(commands) -> None:
     parser = commands.add_parser(
         "evaluate", help="score checkpoints: per case, Table 1, paired test of two",
         description="Score each checkpoint on each data set whose classes it predicts: Dice, "
-                    "IoU and pixel error per case and class, mean +- std over cases as the "
-                    "paper's Table 1, and for two checkpoints on the same data the per-case "
-                    "difference with a Wilcoxon signed-rank test.")
+                    "IoU, pixel error, HD95, ASSD and surface Dice per case and class, clinical "
+                    "measures (class volumes, cardiac volumes and mass, lung infection share) of "
+                    "labels and prediction, mean +- std over cases as the paper's Table 1 and per "
+                    "class, and for two checkpoints on the same data the per-case difference with "
+                    "a Wilcoxon signed-rank test.")
     parser.add_argument("checkpoints", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="dataset folder (nnU-Net layout); may be repeated")
     _add_data_options(parser, several=True)
     parser.add_argument("-o", "--output", type=Path, help="folder for results.csv and table1.md")
+    parser.add_argument("--tolerance-mm", type=float,
+                        help="surface Dice tolerance in mm (default 2: about one in-plane pixel, within "
+                             "the 1-4 mm inter-reader tolerances of Nikolov et al. 2021)")
     parser.add_argument("--image", type=Path, help="one scan (file or DICOM folder) with --labels: the "
                         "compare-mode report of two checkpoints against those labels")
     parser.add_argument("--labels", type=Path, help="corrected labels of --image (every slice counts as reviewed)")
@@ -168,7 +173,8 @@ def _run_evaluate(args) -> int:
         return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
-    from ..ml.evaluate import evaluate_cases, paired_comparison, summary, table1_markdown, write_case_csv
+    from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
+                               summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
     from .models import warn_modality
 
@@ -177,13 +183,18 @@ def _run_evaluate(args) -> int:
     datasets += [(task, _dataset(None, task, args.cases, args.first_seed)) for task in args.phantom or []]
     if not datasets:
         raise UserError("give the data to evaluate on: --data DIR or --phantom TASK")
+    tolerance = DEFAULT_TOLERANCE_MM if args.tolerance_mm is None else args.tolerance_mm
+    if not tolerance >= 0:
+        raise UserError("--tolerance-mm must be 0 or more")
     labels = _row_labels(predictors)
     warned: set = set()
     rows: dict[str, dict] = {label: {} for label in labels.values()}
     per_case: dict[str, list] = {}
     comparisons = []
+    class_names = {name: [c.name for c in dataset.classes] for name, dataset in datasets}
     for name, dataset in datasets:
         evaluated = []
+        reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
         for path, predictor in predictors.items():
             if predictor.num_classes != len(dataset.classes):
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
@@ -191,7 +202,8 @@ def _run_evaluate(args) -> int:
                 continue
             for case in dataset.cases:
                 warn_modality(path.name, predictor.meta, case.volume, warned)
-            results = evaluate_cases(predictor, dataset.cases, progress)
+            results = evaluate_cases(predictor, dataset.cases, progress, tolerance, measures=True,
+                                     reference_cache=reference_cache, classes=dataset.classes)
             progress(len(dataset.cases), len(dataset.cases), "done")
             rows[labels[path]][name] = summary(results)
             per_case[f"{labels[path]} [{name}]"] = results
@@ -200,6 +212,8 @@ def _run_evaluate(args) -> int:
             (path_a, a), (path_b, b) = evaluated
             comparisons.append((name, path_a, path_b, paired_comparison(a, b)))
     table = table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
+    table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
+              + per_class_markdown([(label, by_set) for label, by_set in rows.items() if by_set], class_names))
     print(table)
     for name, path_a, path_b, result in comparisons:
         print(_comparison_text(name, labels[path_a], labels[path_b], result))

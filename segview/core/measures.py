@@ -106,14 +106,16 @@ class LungMeasures:
         return 100.0 * self.infected_ml / self.lung_ml if self.lung_ml > 0 else float("nan")
 
 
-def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | None = None) -> LungMeasures | None:
+def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | None = None,
+                  lung_mask: np.ndarray | None = None) -> LungMeasures | None:
     """Infected volume as a share of lung volume. The lungs are the lung class(es) when
-    ``classes`` name one, else ``lung_mask_from_ct(image_hu, spacing)``; infected voxels
-    count as lung either way (consolidation is too dense for the HU threshold).
+    ``classes`` name one, else ``lung_mask`` if given (``lung_mask_from_ct`` found once for
+    several label maps of one CT), else ``lung_mask_from_ct(image_hu, spacing)``; infected
+    voxels count as lung either way (consolidation is too dense for the HU threshold).
 
     ``labels`` (z, y, x), ``image_hu`` the CT in HU on the same grid, ``spacing`` (x, y, z)
     mm. None unless ``classes`` name an infection. Raises ValueError when the labels have
-    no lung class and no CT is given, or the CT's shape differs from the labels'."""
+    no lung class and neither a mask nor a CT is given, or their shape differs from the labels'."""
     infection = find_class(classes, "infection")
     if not infection:
         return None
@@ -122,12 +124,14 @@ def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | N
     lung_values = find_class(classes, "lung")
     if lung_values:
         lungs, source = np.isin(labels, lung_values), "lung class"
-    elif image_hu is None:
+    elif lung_mask is None and image_hu is None:
         raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
     else:
-        if np.shape(image_hu) != labels.shape:
-            raise ValueError(f"the CT {np.shape(image_hu)} and the labels {labels.shape} differ in shape")
-        lungs, source = lung_mask_from_ct(image_hu, spacing), "HU threshold"
+        given = lung_mask if lung_mask is not None else image_hu
+        if np.shape(given) != labels.shape:
+            raise ValueError(f"the CT or lung mask {np.shape(given)} and the labels {labels.shape} differ in shape")
+        lungs = np.asarray(lung_mask, bool) if lung_mask is not None else lung_mask_from_ct(image_hu, spacing)
+        source = "HU threshold"
     voxel = _voxel_ml(spacing)
     return LungMeasures(float((lungs | infected).sum()) * voxel, float(infected.sum()) * voxel, source)
 
@@ -173,10 +177,13 @@ def lung_mask_from_ct(image_hu: np.ndarray, spacing, closing_mm: float = 5.0) ->
 
 
 def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
-                      image_hu: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
-    """Every measure that applies, flat for a CSV row or a table: ``volume_<class> ml`` for
-    every class, and the cardiac or lung measures when the classes name them (the lung ones
-    from the lung class or, for CT, the HU threshold). Keys start with ``prefix``."""
+                      image_hu: np.ndarray | None = None, prefix: str = "",
+                      lung_mask: np.ndarray | None = None) -> dict[str, float]:
+    """Every measure that applies, flat for a CSV row or a table: ``volume_<class>_ml`` for
+    every foreground class, ``lv_blood_ml``, ``rv_blood_ml``, ``myocardial_mass_g`` when the
+    classes are cardiac, ``lung_ml``, ``infected_ml``, ``infected_percent`` when they name an
+    infection and the lungs are known (a lung class, ``lung_mask`` or the CT ``image_hu``,
+    see ``lung_measures``). Keys start with ``prefix``."""
     num_classes = max(c.value for c in classes) + 1
     volumes = class_volumes_ml(labels, num_classes, spacing)
     out = {f"{prefix}volume_{_key(c.name)}_ml": float(volumes[c.value]) for c in classes if c.value}
@@ -184,8 +191,9 @@ def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
     if cardiac:
         out.update({f"{prefix}lv_blood_ml": cardiac.lv_blood_ml, f"{prefix}rv_blood_ml": cardiac.rv_blood_ml,
                     f"{prefix}myocardial_mass_g": cardiac.myocardial_mass_g})
-    if find_class(classes, "infection") and (find_class(classes, "lung") or image_hu is not None):
-        lung = lung_measures(labels, classes, spacing, image_hu)
+    lungs_known = find_class(classes, "lung") or image_hu is not None or lung_mask is not None
+    lung = lung_measures(labels, classes, spacing, image_hu, lung_mask) if lungs_known else None
+    if lung:
         out.update({f"{prefix}lung_ml": lung.lung_ml, f"{prefix}infected_ml": lung.infected_ml,
                     f"{prefix}infected_percent": lung.infected_percent})
     return out

@@ -1,5 +1,6 @@
-"""Scoring checkpoints on cases: per-case Dice, IoU and pixel error, summaries in the shape
-of the paper's Table 1, and a paired comparison of two checkpoints.
+"""Scoring checkpoints on cases: per-case Dice, IoU and pixel error, boundary metrics (HD95,
+ASSD, surface Dice) and clinical measures (volumes, cardiac mass, lung infection share),
+summaries in the shape of the paper's Table 1, and a paired comparison of two checkpoints.
 
 The paper reports means only. With two checkpoints on the same cases, the per-case
 difference of mean Dice and a Wilcoxon signed-rank test tell whether one is really better
@@ -10,58 +11,114 @@ from __future__ import annotations
 import csv
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from ..core.compare import paired_difference
-from ..core.metrics import ConfusionMatrix, Scores
+from ..core.measures import clinical_measures, find_class, lung_mask_from_ct
+from ..core.metrics import ConfusionMatrix, Scores, SurfaceScores, surface_scores
 from .data import Case
 from .inference import Predictor
 
-METRICS = ("dice", "iou", "pixel_error")
+METRICS = ("dice", "iou", "pixel_error", "hd95", "surface_dice")
+#: Surface Dice tolerance (mm) of ``segview evaluate``: about one in-plane pixel of cardiac
+#: MRI and chest CT, within the 1-4 mm per-structure tolerances of Nikolov et al. (2021),
+#: who set them from the boundary disagreement between expert readers.
+DEFAULT_TOLERANCE_MM = 2.0
+_FORMATS = {"hd95": ".2f"}  # mm; the rest are fractions
 
 
 @dataclass
 class CaseResult:
+    """The scores of one case; ``surface`` and ``measures`` only when asked for. Measures
+    are keyed ``reference_...``, ``prediction_...`` and ``difference_...`` (prediction
+    minus reference), as ``clinical_measures`` names them."""
+
     case: str
     scores: Scores
+    surface: SurfaceScores | None = None
+    measures: dict[str, float] = field(default_factory=dict)
 
     def metric(self, name: str) -> float:
-        """Mean over foreground classes for Dice and IoU; the overall pixel error."""
+        """Mean over foreground classes for Dice, IoU, HD95 (mm; inf when a class is missing
+        from the prediction or the labels) and surface Dice; the overall pixel error."""
+        if name in ("hd95", "surface_dice"):
+            if self.surface is None:
+                return math.nan
+            return self.surface.mean_hausdorff95 if name == "hd95" else self.surface.mean_surface_dice
         return {"dice": self.scores.mean_dice, "iou": self.scores.mean_iou,
                 "pixel_error": self.scores.pixel_error}[name]
 
 
 def evaluate_cases(predictor: Predictor, cases: list[Case],
-                   progress: Callable[[int, int, str], None] | None = None) -> list[CaseResult]:
-    """Predict every case and score it against its labels."""
+                   progress: Callable[[int, int, str], None] | None = None,
+                   tolerance_mm: float | None = None, measures: bool = False,
+                   reference_cache: dict | None = None, classes=None) -> list[CaseResult]:
+    """Predict every case and score it against its labels. With ``tolerance_mm``, also the
+    boundary metrics (surface Dice at that tolerance); with ``measures``, the clinical
+    measures of labels and prediction, found by the names of ``classes`` (the data set's;
+    default the checkpoint's), the lungs of CT without a lung class found once per case.
+    ``reference_cache`` (a dict kept across checkpoints of one data set) saves recomputing
+    the labels' own measures for each checkpoint."""
     results = []
+    cache = {} if reference_cache is None else reference_cache
+    classes = list(predictor.classes if classes is None else classes)
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case.name)
         predicted = predictor.predict_volume(case.volume)
         matrix = ConfusionMatrix.from_arrays(predicted, case.labels, predictor.num_classes)
-        results.append(CaseResult(case.name, matrix.scores()))
+        result = CaseResult(case.name, matrix.scores())
+        if tolerance_mm is not None:
+            result.surface = surface_scores(predicted, case.labels, predictor.num_classes, case.volume.spacing,
+                                            tolerance_mm)
+        if measures:
+            result.measures = _case_measures(case, predicted, classes, cache)
+        results.append(result)
     return results
 
 
+def _case_measures(case: Case, predicted: np.ndarray, classes, cache: dict) -> dict[str, float]:
+    if case.name not in cache:
+        lungs = None
+        if (case.volume.modality == "CT" and find_class(classes, "infection")
+                and not find_class(classes, "lung")):
+            lungs = lung_mask_from_ct(case.volume.array, case.volume.spacing)
+        cache[case.name] = (lungs, clinical_measures(case.labels, classes, case.volume.spacing, lung_mask=lungs))
+    lungs, reference = cache[case.name]
+    prediction = clinical_measures(predicted, classes, case.volume.spacing, lung_mask=lungs)
+    out = {f"reference_{key}": value for key, value in reference.items()}
+    out.update({f"prediction_{key}": value for key, value in prediction.items()})
+    out.update({f"difference_{key}": prediction[key] - reference[key] for key in reference if key in prediction})
+    return out
+
+
 def summary(results: list[CaseResult]) -> dict:
-    """Per metric: mean and standard deviation over cases (of the per-case value), and the
-    per-class mean Dice/IoU over cases (NaN classes skipped)."""
+    """Per metric: mean and standard deviation over cases (of the per-case value) and how
+    many cases were ``missed`` (HD95 inf: a class in only one of prediction and labels;
+    left out of the mean, shown beside it); per class, the mean Dice, IoU, HD95 and
+    surface Dice over cases (NaN classes skipped, and inf for HD95)."""
     out = {}
     for name in METRICS:
         values = np.array([r.metric(name) for r in results], float)
-        values = values[~np.isnan(values)]
-        out[name] = {"mean": float(values.mean()) if values.size else math.nan,
-                     "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
-    for name in ("dice", "iou"):
-        per_class = np.array([getattr(r.scores, name) for r in results], float)
+        finite = values[np.isfinite(values)]
+        out[name] = {"mean": float(finite.mean()) if finite.size else math.nan,
+                     "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                     "missed": int(np.isinf(values).sum())}
+    per_class = {"dice": [r.scores.dice for r in results], "iou": [r.scores.iou for r in results],
+                 "hd95": [r.surface.hausdorff95 for r in results if r.surface is not None],
+                 "surface_dice": [r.surface.surface_dice for r in results if r.surface is not None]}
+    for name, rows in per_class.items():
+        if not rows:
+            continue
+        table = np.array(rows, float)
+        table[np.isinf(table)] = np.nan
         with warnings.catch_warnings():  # a class absent from every case stays NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            out[f"{name}_per_class"] = np.nanmean(per_class, axis=0).tolist()
+            out[f"{name}_per_class"] = np.nanmean(table, axis=0).tolist()
     out["cases"] = len(results)
     return out
 
@@ -78,36 +135,77 @@ def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "d
 
 def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:
     """Rows (label, {data set: summary}) as the paper's Table 1: one row per checkpoint,
-    Dice, IoU and pixel error (mean +- std over cases) per data set."""
+    Dice, IoU, pixel error, HD95 (mm) and surface Dice (mean +- std over cases) per data
+    set; cases where HD95 is infinite are counted in the cell, "(n missed)"."""
     datasets = list(dict.fromkeys(name for _, by_set in rows for name in by_set))
-    header = ["checkpoint"] + [f"{name} {metric.replace('_', ' ')}" for name in datasets
-                               for metric in METRICS]
+    header = ["checkpoint"] + [f"{name} {metric.replace('_', ' ')}" + (" (mm)" if metric == "hd95" else "")
+                               for name in datasets for metric in METRICS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for label, by_set in rows:
         cells = [label]
         for name in datasets:
             for metric in METRICS:
-                if name in by_set:
-                    value = by_set[name][metric]
-                    cells.append(f"{value['mean']:.4f} ± {value['std']:.4f}")
-                else:
-                    cells.append("")
+                cells.append(_summary_cell(by_set[name].get(metric), metric) if name in by_set else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _summary_cell(value: dict | None, metric: str) -> str:
+    if value is None or math.isnan(value["mean"]):
+        return "–" if value is None or not value.get("missed") else f"– ({value['missed']} missed)"
+    form = _FORMATS.get(metric, ".4f")
+    missed = f" ({value['missed']} missed)" if value.get("missed") else ""
+    return f"{value['mean']:{form}} ± {value['std']:{form}}{missed}"
+
+
+def per_class_markdown(rows: list[tuple[str, dict[str, dict]]], class_names: dict[str, list[str]]) -> str:
+    """Per class (foreground), per checkpoint and data set: mean Dice, HD95 (mm) and surface
+    Dice over cases, the way ACDC reports each structure. ``class_names``: data set -> the
+    names of its classes, by value."""
+    lines = ["| checkpoint | data | class | Dice | HD95 (mm) | surface Dice |", "|---|---|---|---|---|---|"]
+    for label, by_set in rows:
+        for name, result in by_set.items():
+            for c, class_name in enumerate(class_names[name]):
+                if c == 0:
+                    continue
+                cells = [_per_class_cell(result, metric, c) for metric in ("dice", "hd95", "surface_dice")]
+                lines.append(f"| {label} | {name} | {class_name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _per_class_cell(result: dict, metric: str, c: int) -> str:
+    values = result.get(f"{metric}_per_class")
+    if values is None or c >= len(values) or math.isnan(values[c]):
+        return "–"
+    return f"{values[c]:{_FORMATS.get(metric, '.4f')}}"
+
+
 def write_case_csv(path, results: dict[str, list[CaseResult]], class_names: list[str]) -> Path:
-    """One row per checkpoint and case: mean metrics and Dice/IoU per class."""
+    """One row per checkpoint and case: mean metrics; Dice, IoU, HD, HD95, ASSD (mm) and
+    surface Dice per class (empty where a class is in neither, inf where in one only);
+    the surface Dice tolerance; then every clinical measure (mL, g, %) of the labels, the
+    prediction and their difference."""
     path = Path(path)
+    per_class = ("dice", "iou", "hd", "hd95", "assd", "surface_dice")
+    measure_names = list(dict.fromkeys(key for rows in results.values() for r in rows for key in r.measures))
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["checkpoint", "case", "mean_dice", "mean_iou", "pixel_error"]
-                        + [f"dice_{n}" for n in class_names] + [f"iou_{n}" for n in class_names])
+        writer.writerow(["checkpoint", "case", "mean_dice", "mean_iou", "pixel_error", "mean_hd95", "mean_assd",
+                         "mean_surface_dice", "surface_dice_tolerance_mm"]
+                        + [f"{metric}_{n}" for metric in per_class for n in class_names] + measure_names)
         for label, case_results in results.items():
             for r in case_results:
+                s = r.surface
+                means = ([s.mean_hausdorff95, s.mean_average_surface_distance, s.mean_surface_dice,
+                          float(np.max(s.tolerance_mm))] if s else [math.nan] * 4)
+                empty = [math.nan] * len(class_names)
+                boundary = ([s.hausdorff, s.hausdorff95, s.average_surface_distance, s.surface_dice] if s
+                            else [empty] * 4)
+                columns = [r.scores.dice, r.scores.iou, *boundary]
                 writer.writerow([label, r.case, _cell(r.scores.mean_dice), _cell(r.scores.mean_iou),
-                                 _cell(r.scores.pixel_error)]
-                                + [_cell(v) for v in r.scores.dice] + [_cell(v) for v in r.scores.iou])
+                                 _cell(r.scores.pixel_error)] + [_cell(v) for v in means]
+                                + [_cell(v) for values in columns for v in values]
+                                + [_cell(r.measures.get(key, math.nan)) for key in measure_names])
     return path
 
 

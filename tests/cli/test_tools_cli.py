@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from medpy.metric import binary as medpy_binary
 
+from surface_distance import metrics as deepmind
+
 from segview.cli import main
 from segview.core.io import load_classes, load_labels, load_volume
 from segview.core.phantoms import make_phantom
@@ -50,9 +52,11 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
 
 def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, capsys):
     assert main(["evaluate", *map(str, two_checkpoints), "--phantom", "cardiac", "--cases", "3",
-                 "--first-seed", "50", "-o", str(tmp_path)]) == 0
+                 "--first-seed", "50", "-o", str(tmp_path), "--tolerance-mm", "1.5"]) == 0
     out = capsys.readouterr().out
-    assert "| checkpoint | cardiac dice | cardiac iou | cardiac pixel error |" in out
+    assert ("| checkpoint | cardiac dice | cardiac iou | cardiac pixel error | cardiac hd95 (mm) | "
+            "cardiac surface dice |") in out
+    assert "Per class (mean over cases; surface Dice at 1.5 mm)" in out and "| CE | cardiac | myocardium |" in out
     assert "| CE |" in out and "| CE + Dice (alpha 1) |" in out
     assert "CE + Dice (alpha 1) minus CE" in out and "over 3 cases" in out
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
@@ -69,6 +73,26 @@ def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, cap
              if (predicted == c).any() or (case.labels == c).any()]
     row = next(r for r in rows if r["checkpoint"] == "CE [cardiac]" and r["case"] == "cardiac_050")
     assert float(row["mean_dice"]) == pytest.approx(np.mean(dices), abs=1e-6)
+    # Boundary metrics agree with medpy and surface-distance, volumes with a voxel count.
+    assert float(row["surface_dice_tolerance_mm"]) == 1.5
+    spacing = case.volume.spacing[::-1]  # (z, y, x) for the references
+    for c, name in ((1, "right ventricle"), (2, "myocardium"), (3, "left ventricle")):
+        p, r = predicted == c, case.labels == c
+        voxels_ml = np.prod(case.volume.spacing) / 1000
+        assert float(row[f"reference_volume_{name.replace(' ', '_')}_ml"]) == pytest.approx(r.sum() * voxels_ml)
+        assert float(row[f"prediction_volume_{name.replace(' ', '_')}_ml"]) == pytest.approx(p.sum() * voxels_ml)
+        if p.any() and r.any():
+            assert float(row[f"hd95_{name}"]) == pytest.approx(medpy_binary.hd95(p, r, spacing), abs=1e-6)
+            assert float(row[f"assd_{name}"]) == pytest.approx(medpy_binary.assd(p, r, spacing), abs=1e-6)
+            distances = deepmind.compute_surface_distances(r, p, spacing)
+            assert float(row[f"surface_dice_{name}"]) == pytest.approx(
+                deepmind.compute_surface_dice_at_tolerance(distances, 1.5), abs=1e-6)
+        elif r.any():
+            assert row[f"hd95_{name}"] == "inf" and float(row[f"surface_dice_{name}"]) == 0.0
+    reference_mass = (case.labels == 2).sum() * np.prod(case.volume.spacing) / 1000 * 1.05
+    assert float(row["reference_myocardial_mass_g"]) == pytest.approx(reference_mass)
+    assert float(row["difference_lv_blood_ml"]) == pytest.approx(
+        float(row["prediction_lv_blood_ml"]) - float(row["reference_lv_blood_ml"]))
 
 
 def test_predict_writes_labels_on_exactly_the_input_grid(two_checkpoints, tmp_path):
