@@ -247,6 +247,7 @@ class Worklist:
         the cache are pending: ``predict`` them). Slow on a large image: run it in a
         worker. Raises VolumeLoadError (kept in ``Case.error``), CheckpointError."""
         case = self.case(name)
+        predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
         volume = self.load_image(case, progress)
         labels = case.labels if case.labels.is_file() else None
         try:
@@ -254,7 +255,11 @@ class Worklist:
         except VolumeLoadError as exc:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
-        session.attach(self, case)
+        try:
+            session.attach(self, case, predictors)
+        except BaseException:
+            session.close(discard=True)  # its lock and journal go with it
+            raise
         return session
 
     def _read_sidecar(self, case: Case) -> None:
@@ -396,10 +401,13 @@ class CaseSession(ReviewSession):
 
     worklist: Worklist
     case: Case
-    provenance: Provenance
 
-    def attach(self, worklist: Worklist, case: Case) -> None:
-        """Called by ``Worklist.session``: the case, its provenance and its models."""
+    lock: CaseLock | None = None
+    provenance: Provenance | None = None
+
+    def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object]) -> None:
+        """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
+        Predictor) with their cached predictions."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
         self.lock, holder = CaseLock.acquire(case.labels) if not worklist.read_only else (None, None)
@@ -415,7 +423,7 @@ class CaseSession(ReviewSession):
         worklist.cache.remember_key(_image_files(case), self.key)
         digests = worklist.digests()
         for slot, path in worklist.checkpoints.items():
-            self.add_model(slot, path, worklist.predictor(slot))
+            self.add_model(slot, path, predictors[slot])
             cached = worklist.cache.get(self.key, digests[slot])
             if cached is not None and cached.shape == self.volume.shape:
                 self.set_prediction(slot, cached)
@@ -457,7 +465,7 @@ class CaseSession(ReviewSession):
         models = dict(self.review_extra.get("models") or {})  # a slot not loaded keeps its saved figures
         models.update(self.figures())
         self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
-                                 provenance=self.provenance.to_json(), models=models)
+                                 provenance=self.provenance.to_json() if self.provenance else {}, models=models)
         target = Path(path) if path is not None else self.case.labels
         return (_DatasetSaveJob if target == self.case.labels else SaveJob)(self, target)
 
@@ -472,7 +480,8 @@ class CaseSession(ReviewSession):
                 self.case.correction_voxels[slot] = entry["correction_voxels"]
 
     def close(self, discard: bool = False) -> None:
-        self.provenance.detach()
+        if self.provenance is not None:
+            self.provenance.detach()
         super().close(discard)
         if self.lock is not None:
             self.lock.release()

@@ -14,6 +14,7 @@ from segview.core.dicom import write_dicom_series
 from segview.core.errors import LabelSaveError, VolumeLoadError
 from segview.core.io import load_labels, load_volume, save_labels
 from segview.core.review_state import read_sidecar
+from segview.ml.checkpoint import CheckpointError
 from segview.ml.inference import Predictor
 from segview.session import SessionError
 from segview.session.worklist import STATUSES, PredictionCache, Worklist
@@ -369,3 +370,15 @@ def test_a_case_open_in_another_session_opens_read_only_until_it_is_closed(tmp_p
     third = Worklist.open(tmp_path / "ds").session("case_000")
     assert not third.read_only and third.reviewed[0] and not third.reviewed[1]
     third.close()
+
+
+def test_a_checkpoint_that_cannot_be_read_leaves_no_case_locked(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 1)
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"not a checkpoint")
+    worklist = Worklist.open(tmp_path / "ds", {"A": broken, "B": checkpoints["B"]})
+    with pytest.raises(CheckpointError):
+        worklist.session("case_000")
+    session = Worklist.open(tmp_path / "ds").session("case_000")
+    assert not session.read_only
+    session.close()
