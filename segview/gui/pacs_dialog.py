@@ -1,0 +1,387 @@
+"""File > Open from PACS and File > Send SEG to PACS.
+
+``open_from_pacs(parent)`` shows a search form (patient ID, name, modality, study dates),
+a table of the studies found with their series, and retrieves the chosen series into a
+cache folder with a progress bar and a Cancel button; it returns the folder to open.
+``send_to_pacs(parent, files)`` sends files (the exported SEG) to a PACS. Searches,
+retrieves and stores run in the thread pool; widgets are touched only on the main thread.
+The PACS addresses used and the calling AE title are kept in the settings.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths, Qt, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayout, QHBoxLayout, QHeaderView,
+                               QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
+                               QVBoxLayout)
+
+from ..core.pacs import (DEFAULT_CALLING_AE, PacsError, Query, RetrieveCancelled, Series, Study, connect,
+                         date_range)
+from .workers import Worker
+
+#: How many PACS addresses the settings remember.
+SERVERS_KEPT = 10
+RESULT_COLUMNS = ("Date", "Patient", "Patient ID", "Description", "Modality", "Images")
+
+
+def _settings():
+    from .main_window import settings  # here: main_window imports this module
+
+    return settings()
+
+
+def saved_servers() -> list[str]:
+    """The PACS addresses used before, the last used first."""
+    return [str(s) for s in _settings().value("pacs/servers", [], list) if s]
+
+
+def remember_server(url: str, calling_ae: str) -> None:
+    servers = [url] + [s for s in saved_servers() if s != url]
+    _settings().setValue("pacs/servers", servers[:SERVERS_KEPT])
+    _settings().setValue("pacs/calling_ae", calling_ae)
+
+
+def cache_folder() -> Path:
+    """Where retrieved series are kept: the user's cache, one folder per series UID."""
+    base = QStandardPaths.writableLocation(QStandardPaths.CacheLocation) or str(Path.home() / ".cache" / "segview")
+    return Path(base) / "pacs"
+
+
+class _ServerRow(QHBoxLayout):
+    """The PACS address (an editable list of the saved ones) and the calling AE title."""
+
+    def __init__(self):
+        super().__init__()
+        self.url = QComboBox()
+        self.url.setEditable(True)
+        self.url.addItems(saved_servers())
+        self.url.lineEdit().setPlaceholderText("http://host:port/dicom-web  or  dimse://AET@host:port")
+        self.url.setMinimumWidth(380)
+        self.calling_ae = QLineEdit(str(_settings().value("pacs/calling_ae", DEFAULT_CALLING_AE)))
+        self.calling_ae.setMaxLength(16)
+        self.calling_ae.setToolTip("segview's AE title for DIMSE (the PACS must know it)")
+        self.addWidget(QLabel("PACS"))
+        self.addWidget(self.url, 1)
+        self.addWidget(QLabel("Calling AE"))
+        self.addWidget(self.calling_ae)
+
+    def open_pacs(self):
+        """The archive chosen; raises PacsError for a malformed address or AE title."""
+        url = self.url.currentText().strip()
+        if not url:
+            raise PacsError("Enter the address of the PACS.")
+        return connect(url, self.calling_ae.text().strip() or DEFAULT_CALLING_AE)
+
+    def remember(self) -> None:
+        remember_server(self.url.currentText().strip(), self.calling_ae.text().strip() or DEFAULT_CALLING_AE)
+
+
+class PacsDialog(QDialog):
+    """Search a PACS and retrieve one series into the cache; ``folder`` is the series'
+    folder once ``retrieved`` was emitted (and the dialog accepted)."""
+
+    searched = Signal(int)    # number of studies found
+    retrieved = Signal(str)   # the folder the series is in
+    failed = Signal(str)      # what went wrong, as shown in the dialog
+
+    def __init__(self, parent=None, cache: Path | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Open from PACS")
+        self.cache = Path(cache) if cache is not None else cache_folder()
+        self.folder: Path | None = None
+        self._pacs = None
+        self._job: Worker | None = None
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._build()
+
+    # -- layout ----------------------------------------------------------------------
+
+    def _build(self) -> None:
+        self.server = _ServerRow()
+        self.patient_id, self.patient_name = QLineEdit(), QLineEdit()
+        self.patient_name.setPlaceholderText("family name or its start; * and ? are wildcards")
+        self.modality = QComboBox()
+        self.modality.setEditable(True)
+        self.modality.addItems(["", "CT", "MR", "SEG", "PT", "US", "CR", "DX"])
+        self.dates = QLineEdit()
+        self.dates.setPlaceholderText("YYYYMMDD-YYYYMMDD (either end may be left out)")
+        form = QFormLayout()
+        form.addRow("Patient ID", self.patient_id)
+        form.addRow("Patient name", self.patient_name)
+        form.addRow("Modality", self.modality)
+        form.addRow("Study dates", self.dates)
+        self.search_button = QPushButton("Search")
+        self.search_button.setDefault(True)
+        self.search_button.clicked.connect(self.search)
+        self.results = QTreeWidget()
+        self.results.setHeaderLabels(RESULT_COLUMNS)
+        self.results.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.results.header().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.results.itemSelectionChanged.connect(self._update_buttons)
+        self.results.itemDoubleClicked.connect(lambda item, _: self.retrieve() if self.chosen_series() else None)
+        self.progress = QProgressBar()
+        self.progress.hide()
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.retrieve_button = QPushButton("Retrieve and open")
+        self.retrieve_button.clicked.connect(self.retrieve)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(self.reject)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.progress, 1)
+        for button in (self.retrieve_button, self.cancel_button, self.close_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.server)
+        search = QHBoxLayout()
+        search.addLayout(form, 1)
+        search.addWidget(self.search_button, 0, Qt.AlignBottom)
+        layout.addLayout(search)
+        layout.addWidget(self.results, 1)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self.resize(900, 560)
+        self._update_buttons()
+
+    def _update_buttons(self) -> None:
+        busy = not self._idle.is_set()
+        self.search_button.setEnabled(not busy)
+        self.retrieve_button.setEnabled(not busy and self.chosen_series() is not None)
+        self.cancel_button.setEnabled(busy)
+
+    # -- search ----------------------------------------------------------------------
+
+    def query(self) -> Query:
+        return Query(patient_id=self.patient_id.text(), patient_name=self.patient_name.text(),
+                     modality=self.modality.currentText(), dates=self.dates.text())
+
+    def search(self) -> None:
+        """Search the PACS with the form in the background; the results fill the table."""
+        try:
+            pacs, query = self.server.open_pacs(), self.query()
+            date_range(query.dates)  # a typing mistake is reported before anything is sent
+        except PacsError as exc:
+            self._fail(str(exc))
+            return
+        self._pacs = pacs
+        self._set_status(f"Searching {pacs.url}...")
+        self._run(pacs.find, query, returned=self._show_results)
+
+    def _show_results(self, studies: list[Study]) -> None:
+        self.server.remember()
+        self._update_buttons()
+        self.results.clear()
+        for study in studies:
+            date = study.date
+            if len(date) == 8:
+                date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+            item = QTreeWidgetItem([date, study.patient_name.replace("^", " ").strip(), study.patient_id,
+                                    study.description, "/".join(study.modalities), _count(study.images)])
+            item.setToolTip(0, f"Study UID {study.uid}")
+            for series in study.series:
+                number = "" if series.number is None else f"#{series.number} "
+                child = QTreeWidgetItem(["", "", "", f"{number}{series.description or '(no description)'}",
+                                         series.modality, _count(series.images)])
+                child.setData(0, Qt.UserRole, series)
+                child.setToolTip(3, f"Series UID {series.uid}")
+                item.addChild(child)
+            self.results.addTopLevelItem(item)
+            item.setExpanded(True)
+        if studies and studies[0].series:
+            self.results.setCurrentItem(self.results.topLevelItem(0).child(0))
+        self._set_status(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found."
+                         + (" Choose a series and retrieve it." if studies else ""))
+        self.searched.emit(len(studies))
+
+    def chosen_series(self) -> Series | None:
+        item = self.results.currentItem()
+        return item.data(0, Qt.UserRole) if item is not None else None
+
+    # -- retrieve --------------------------------------------------------------------
+
+    def retrieve(self) -> None:
+        """Retrieve the chosen series into the cache in the background (a series already
+        complete there is not retrieved again); the dialog closes when it is there."""
+        series = self.chosen_series()
+        if series is None or self._pacs is None:
+            return
+        folder = self.cache / series.uid
+        if series.images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == series.images:
+            self._retrieved(folder)
+            return
+        self.progress.setRange(0, series.images or 0)
+        self.progress.setValue(0)
+        self.progress.show()
+        self._set_status(f"Retrieving {series.description or series.uid}...")
+        self._run(self._pacs.get_series, series.uid, folder, returned=lambda _: self._retrieved(folder),
+                  progress=True)
+
+    def _retrieved(self, folder: Path) -> None:
+        self.folder = folder
+        self.progress.hide()
+        self.retrieved.emit(str(folder))
+        self.accept()
+
+    def cancel(self) -> None:
+        """Stop the retrieve after the image in transfer; nothing of it is kept."""
+        self._stop.set()
+        self._set_status("Cancelling...")
+
+    # -- the background job ----------------------------------------------------------
+
+    def _run(self, function, *args, returned, progress: bool = False) -> None:
+        self._stop.clear()
+        self._idle.clear()
+
+        def job(**kwargs):
+            try:
+                if progress:
+                    return function(*args, should_stop=self._stop.is_set, **kwargs)
+                return function(*args)
+            finally:
+                self._idle.set()
+
+        worker = Worker(job, reports_progress=progress)
+        worker.signals.progress.connect(self._show_progress)
+        worker.signals.returned.connect(returned)
+        worker.signals.errored.connect(self._job_failed)
+        worker.signals.finished.connect(self._update_buttons)
+        self._job = worker  # kept until the next job: its signals must outlive run()
+        self._update_buttons()
+        worker.start()
+
+    def _show_progress(self, done: int, total: int) -> None:
+        self.progress.setRange(0, max(total, 1))
+        self.progress.setValue(done)
+
+    def _job_failed(self, exc: Exception) -> None:
+        self.progress.hide()
+        self._update_buttons()
+        if isinstance(exc, RetrieveCancelled):
+            self._set_status(str(exc))
+        elif isinstance(exc, PacsError):
+            self._fail(str(exc))
+        else:  # a programming error: shown, not swallowed
+            self._fail(f"Unexpected error: {type(exc).__name__}: {exc}")
+
+    def _fail(self, message: str) -> None:
+        self.status.setStyleSheet("color: #c0392b")
+        self.status.setText(message)
+        self.failed.emit(message)
+
+    def _set_status(self, message: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(message)
+
+    def done(self, result: int) -> None:
+        """Closing stops a retrieve in progress and waits for it to clean up."""
+        self._stop.set()
+        self._idle.wait(60)
+        super().done(result)
+
+
+def _count(images: int | None) -> str:
+    return "" if images is None else str(images)
+
+
+class SendDialog(QDialog):
+    """Send files to a PACS chosen from the saved ones; ``sent`` carries how many were
+    stored, ``failed`` the reason when the PACS could not be reached or refused some."""
+
+    sent = Signal(int)
+    failed = Signal(str)
+
+    def __init__(self, parent, files):
+        super().__init__(parent)
+        self.setWindowTitle("Send to PACS")
+        self.files = [Path(f) for f in files]
+        self.server = _ServerRow()
+        self.progress = QProgressBar()
+        self.progress.setRange(0, len(self.files))
+        self.status = QLabel(f"Send {len(self.files)} file(s): " + ", ".join(f.name for f in self.files[:3])
+                             + (", ..." if len(self.files) > 3 else ""))
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.send_button = QPushButton("Send")
+        self.send_button.setDefault(True)
+        self.send_button.clicked.connect(self.send)
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(self.reject)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.progress, 1)
+        buttons.addWidget(self.send_button)
+        buttons.addWidget(self.close_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(self.server)
+        layout.addWidget(self.status)
+        layout.addLayout(buttons)
+        self._job: Worker | None = None
+        self._idle = threading.Event()
+        self._idle.set()
+        self.stored = 0
+        self.resize(640, 160)
+
+    def send(self) -> None:
+        """Store the files in the background."""
+        try:
+            pacs = self.server.open_pacs()
+        except PacsError as exc:
+            self._fail(str(exc))
+            return
+        self.send_button.setEnabled(False)
+        self.status.setStyleSheet("")
+        self.status.setText(f"Sending to {pacs.url}...")
+        self._idle.clear()
+
+        def job(progress):
+            try:
+                return pacs.store(self.files, progress=progress)
+            finally:
+                self._idle.set()
+
+        worker = Worker(job, reports_progress=True)
+        worker.signals.progress.connect(lambda done, total: self.progress.setValue(done))
+        worker.signals.returned.connect(self._sent)
+        worker.signals.errored.connect(lambda exc: self._fail(str(exc) if isinstance(exc, PacsError)
+                                                              else f"Unexpected error: {exc!r}"))
+        self._job = worker
+        worker.start()
+
+    def _sent(self, uids: list[str]) -> None:
+        self.server.remember()
+        self.stored = len(uids)
+        self.status.setText(f"{len(uids)} file(s) stored in {self.server.url.currentText().strip()}.")
+        self.send_button.setEnabled(True)
+        self.sent.emit(len(uids))
+
+    def _fail(self, message: str) -> None:
+        self.status.setStyleSheet("color: #c0392b")
+        self.status.setText(message)
+        self.send_button.setEnabled(True)
+        self.failed.emit(message)
+
+    def done(self, result: int) -> None:
+        self._idle.wait(60)  # a store is not interrupted halfway: its files' fate must be known
+        super().done(result)
+
+
+def open_from_pacs(parent=None) -> Path | None:
+    """File > Open from PACS: the folder of the retrieved series, or None when the user
+    closed the dialog without retrieving one."""
+    dialog = PacsDialog(parent)
+    return dialog.folder if dialog.exec() == QDialog.Accepted else None
+
+
+def send_to_pacs(parent, files) -> int:
+    """File > Send SEG to PACS: sends ``files`` (the exported SEG) to a PACS the user
+    chooses; the number of files stored (0 when closed without sending)."""
+    dialog = SendDialog(parent, files)
+    dialog.exec()
+    return dialog.stored
