@@ -139,7 +139,7 @@ class Provenance:
         prediction."""
         z = edit.region[0].start + n
         for slot, (prediction, predicted) in sorted(self._models().items()):
-            if predicted[z] and np.array_equal(prediction[(z, *edit.region[1:])], edit.new[n]):
+            if predicted[z] and np.array_equal(prediction[(z,) + tuple(edit.region[1:])], edit.new[n]):
                 return f"model {slot}"
         return None
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..core.classes import LabelClass, class_name
 from ..core.compare import paired_difference
 from ..core.errors import VolumeLoadError
-from ..core.files import replace_atomically
+from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.live import write_csv
 from ..core.metrics import confusion_counts, scores_from_counts
@@ -210,8 +210,7 @@ def write_dataset_report(folder, verdict: Verdict) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     csv_path, md_path, png_path = folder / "results.csv", folder / "verdict.md", folder / "verdict.png"
     write_csv(csv_path, *verdict.rows())
-    text = verdict.markdown()
-    replace_atomically(md_path, lambda temporary: Path(temporary).write_text(text, encoding="utf-8"))
+    atomic_write_text(md_path, verdict.markdown())
     replace_atomically(png_path, lambda temporary: _plot(temporary, verdict))
     return [csv_path, md_path, png_path]
 

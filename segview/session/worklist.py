@@ -252,6 +252,7 @@ class Worklist:
         labels = case.labels if case.labels.is_file() else None
         try:
             session = CaseSession.open(volume, labels, recover=recover, classes=self.classes)
+            assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
         except VolumeLoadError as exc:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
@@ -265,7 +266,7 @@ class Worklist:
     def _read_sidecar(self, case: Case) -> None:
         document = read_sidecar(case.labels) or {}
         entry = document.get("case") or {}
-        case.status = entry.get("status") if entry.get("status") in STATUSES else "new"
+        case.status = str(entry["status"]) if entry.get("status") in STATUSES else "new"
         case.note = str(entry.get("note") or "")
         case.reviewed_count = len(document.get("reviewed") or [])
         case.slices = document.get("slices")
@@ -322,6 +323,7 @@ class Worklist:
                 if should_stop is not None and should_stop():
                     return
                 if slot in missing:
+                    assert volume is not None and case.key is not None  # loaded above for what is missing
                     if slot not in predictors:
                         predictors[slot] = load_predictor(self.checkpoints[slot])
                     result = predict_case(predictors[slot], volume, should_stop)
@@ -563,7 +565,10 @@ def keep_previous(labels_path: Path) -> None:
 
 
 def _copy(source: Path, target: Path) -> None:
-    replace_atomically(target, lambda temporary: shutil.copyfile(source, temporary))
+    def write(temporary: Path) -> None:
+        shutil.copyfile(source, temporary)
+
+    replace_atomically(target, write)
 
 
 # -- figures -------------------------------------------------------------------------------
@@ -748,9 +753,11 @@ def _dicom_cases(folder: Path, progress: Progress | None) -> list[Case]:
 def _declared_classes(dataset_json: Path) -> list[LabelClass] | None:
     """Class names from dataset.json's "labels" ({"background": 0, "RV": 1, ...})."""
     labels = (_read_json(dataset_json) or {}).get("labels")
+    if not isinstance(labels, dict):
+        return None
     try:
         by_value = {int(value): str(name) for name, value in labels.items()}
-    except (AttributeError, TypeError, ValueError):
+    except (TypeError, ValueError):
         return None
     if sorted(by_value) != list(range(len(by_value))):
         return None  # regions or gaps: leave the classes to the label files
