@@ -20,6 +20,30 @@ else
     py=.venv/bin/python
 fi
 
+# Test tools from Debian, checked on every run (three lookups, no apt when present):
+# dciodvfy (dicom3tools) judges the DICOM files segview writes; Orthanc with its DICOMweb
+# plugin is the PACS the tests start on loopback. Without them those tests are skipped.
+have_orthanc() { command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]]; }
+have_dicomweb() { [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]]; }
+if [[ "$(uname)" == Linux ]] && ! { command -v dciodvfy >/dev/null && have_orthanc && have_dicomweb; }; then
+    tools="dicom3tools orthanc orthanc-dicomweb"
+    if command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
+        echo "setup: installing $tools (DICOM conformance and PACS tests)"
+        if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tools >/dev/null; then
+            # The tests start their own Orthanc; the system service the package enables
+            # would listen on the network (DICOM port 4242) for nothing.
+            if command -v systemctl >/dev/null && systemctl is-active --quiet orthanc 2>/dev/null; then
+                systemctl disable --now orthanc >/dev/null 2>&1 || true
+            fi
+        else
+            echo "setup: could not install $tools; the tests that need them are skipped" >&2
+        fi
+    else
+        echo "setup: the DICOM conformance and PACS tests need $tools; install them with:" >&2
+        echo "       sudo apt-get install $tools" >&2
+    fi
+fi
+
 stamp=".setup-stamp"
 want="$(sha1sum pyproject.toml | cut -c1-40) $($py -c 'import sys; print(sys.prefix)')"
 if [[ -f $stamp && "$(cat $stamp)" == "$want" ]] && $py -c "import segview, torch" 2>/dev/null; then
