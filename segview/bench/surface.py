@@ -1,8 +1,9 @@
 """``segview bench surface``: the HD95 of one structure pair, segview against medpy's ``hd95``.
 
 medpy erodes and distance-transforms the whole volume twice; segview crops to the box
-around both objects first. The gain therefore depends on the structure's size, so two are
-timed: a left-ventricle-sized ellipsoid (the issue's target, >= 30x) and a liver-sized one.
+around both objects and looks the nearest surface points up in a k-d tree of the surface
+alone. The gain depends on the structure's size, so two are timed: a left-ventricle-sized
+ellipsoid (the issue's target, >= 30x) and a liver-sized one.
 """
 from __future__ import annotations
 

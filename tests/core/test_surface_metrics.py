@@ -169,6 +169,26 @@ def test_one_slice_in_2d_equals_medpy_and_surface_distance(seed):
             deepmind.compute_surface_dice_at_tolerance(distances, 1.2), rel=1e-12)
 
 
+def test_a_near_perfect_prediction_of_ten_structures_equals_both_references():
+    # Most surface is shared (a one-voxel shift in half the volume): the shared part is
+    # 0 mm away; ten classes take the one-pass bounding boxes.
+    rng = np.random.default_rng(11)
+    noise = ndimage.gaussian_filter(rng.standard_normal((12, 22, 20)), 1.5)
+    ref = np.digitize(noise, np.quantile(noise, np.linspace(0, 1, 11)[1:-1])).astype(np.uint8)
+    pred = ref.copy()
+    pred[:, :, 10:] = ref[:, :, 9:-1]
+    spacing = (0.8, 1.1, 3.0)
+    scores = surface_scores(pred, ref, 10, spacing, tolerance_mm=0.5)
+    for c in range(1, 10):
+        p, r = pred == c, ref == c
+        assert scores.hausdorff95[c] == pytest.approx(medpy_binary.hd95(p, r, spacing[::-1]), rel=1e-12)
+        assert scores.average_surface_distance[c] == pytest.approx(medpy_binary.assd(p, r, spacing[::-1]),
+                                                                   rel=1e-12)
+        distances = deepmind.compute_surface_distances(r, p, spacing[::-1])
+        assert scores.surface_dice[c] == pytest.approx(
+            deepmind.compute_surface_dice_at_tolerance(distances, 0.5), rel=1e-12)
+
+
 def test_per_class_tolerances_apply_to_their_class():
     rng = np.random.default_rng(7)
     ref, pred = _random_labels(rng, (10, 16, 16), 3), _random_labels(rng, (10, 16, 16), 3)
