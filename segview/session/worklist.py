@@ -203,12 +203,19 @@ class Worklist:
     # -- models -----------------------------------------------------------------------------
     def set_checkpoints(self, checkpoints: dict[str, Path]) -> None:
         """Models A and B ({"A": path, "B": path}) for sessions, the prediction queue and
-        the figures shown (read from the cache and the sidecars). Raises CheckpointError
-        for a file that cannot be read."""
+        the figures shown (read from the cache and the sidecars); the files are read once for
+        their digests, the networks loaded when first needed. Raises SessionError for a file
+        that cannot be read."""
         unknown = set(checkpoints) - set(SLOTS)
         if unknown:
             raise ValueError(f"model slots {sorted(unknown)}: A or B")
-        self.checkpoints = {slot: Path(path) for slot, path in sorted(checkpoints.items())}
+        chosen = {slot: Path(path) for slot, path in sorted(checkpoints.items())}
+        for slot, path in chosen.items():
+            try:
+                checkpoint_digest(path)
+            except OSError as exc:
+                raise SessionError(f"Checkpoint {slot} ({path.name}) cannot be read: {exc.strerror or exc}.") from exc
+        self.checkpoints = chosen
         self._predictors.clear()
         for case in self.cases:
             self._read_figures(case)

@@ -379,6 +379,9 @@ def test_a_checkpoint_that_cannot_be_read_leaves_no_case_locked(tmp_path, checkp
     worklist = Worklist.open(tmp_path / "ds", {"A": broken, "B": checkpoints["B"]})
     with pytest.raises(CheckpointError):
         worklist.session("case_000")
+    with pytest.raises(SessionError, match="cannot be read"):
+        worklist.set_checkpoints({"A": tmp_path / "missing.safetensors"})
+    assert worklist.checkpoints["A"] == broken
     session = Worklist.open(tmp_path / "ds").session("case_000")
     assert not session.read_only
     session.close()
