@@ -83,7 +83,8 @@ def _medpy_hd95(pred: np.ndarray, ref: np.ndarray) -> float:
 
 def _timed(work: Callable[[], float], seconds: float) -> tuple[float, float]:
     """(value, median seconds per call) of ``work``, repeated for about ``seconds``."""
-    times, value, start = [], 0.0, time.perf_counter()
+    times: list[float] = []
+    value, start = 0.0, time.perf_counter()
     while not times or time.perf_counter() - start < seconds:
         begin = time.perf_counter()
         value = float(work())

@@ -124,16 +124,21 @@ def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | N
     lung_values = find_class(classes, "lung")
     if lung_values:
         lungs, source = np.isin(labels, lung_values), "lung class"
-    elif lung_mask is None and image_hu is None:
-        raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
-    else:
-        given = lung_mask if lung_mask is not None else image_hu
-        if np.shape(given) != labels.shape:
-            raise ValueError(f"the CT or lung mask {np.shape(given)} and the labels {labels.shape} differ in shape")
-        lungs = np.asarray(lung_mask, bool) if lung_mask is not None else lung_mask_from_ct(image_hu, spacing)
+    elif lung_mask is not None:
+        lungs, source = _same_grid(np.asarray(lung_mask, bool), labels, "lung mask"), "HU threshold"
+    elif image_hu is not None:
+        lungs = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
         source = "HU threshold"
+    else:
+        raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
     voxel = _voxel_ml(spacing)
     return LungMeasures(float((lungs | infected).sum()) * voxel, float(infected.sum()) * voxel, source)
+
+
+def _same_grid(array: np.ndarray, labels: np.ndarray, what: str) -> np.ndarray:
+    if array.shape != labels.shape:
+        raise ValueError(f"the {what} {array.shape} and the labels {labels.shape} differ in shape")
+    return array
 
 
 def lung_mask_from_ct(image_hu: np.ndarray, spacing, closing_mm: float = 5.0) -> np.ndarray:

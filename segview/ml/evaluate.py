@@ -101,7 +101,7 @@ def summary(results: list[CaseResult]) -> dict:
     many cases were ``missed`` (HD95 inf: a class in only one of prediction and labels;
     left out of the mean, shown beside it); per class, the mean Dice, IoU, HD95 and
     surface Dice over cases (NaN classes skipped, and inf for HD95)."""
-    out = {}
+    out: dict = {}
     for name in METRICS:
         values = np.array([r.metric(name) for r in results], float)
         finite = values[np.isfinite(values)]

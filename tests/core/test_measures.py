@@ -119,3 +119,13 @@ def test_clinical_measures_gather_what_applies():
     assert measures["ref_lv_blood_ml"] == measures["ref_volume_left_ventricle_ml"]
     assert measures["ref_myocardial_mass_g"] == 0.0
     assert "ref_lung_ml" not in measures
+
+
+def test_a_lung_mask_found_once_serves_several_label_maps():
+    hu, infection, lungs, spacing = _chest_ct()
+    classes = named_classes(["background", "infection"])
+    found = lung_mask_from_ct(hu, spacing)
+    once = lung_measures(infection, classes, spacing, lung_mask=found)
+    assert once == lung_measures(infection, classes, spacing, hu)
+    with pytest.raises(ValueError, match="differ in shape"):
+        lung_measures(infection, classes, spacing, lung_mask=found[1:])
