@@ -15,6 +15,10 @@ nothing to score, and neither 0 nor 1 would be honest. Means skip NaN (the UI sh
 updated in place when the labels (or a prediction) change inside a region, by counting only
 the changed voxels: a brush stroke costs microseconds on a volume of any size, with counts
 exactly equal to a full recount.
+
+Boundary metrics (``hausdorff95``, ``average_surface_distance``, ``surface_dice``, all at
+once with ``surface_scores``, one slice with ``slice_surface_scores``) say how far a wrong
+boundary is, in mm; see the section "surface metrics" below for their exact definitions.
 """
 from __future__ import annotations
 
