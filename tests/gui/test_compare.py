@@ -1,113 +1,154 @@
 """Compare mode: two synchronised panes, shared edits, disagreement, adopt, report."""
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 
 from segview.core.compare import disagreement
 from segview.resources import DEMO_MODELS
 
-from .test_editing import drag
+from .helpers import display_pixel, drag, drag_points, hover, load_models, wait_for_inference, widget_point
 
 
 @pytest.fixture
 def comparing(qtbot, demo):
-    for key, path in zip("AB", DEMO_MODELS):
-        with qtbot.waitSignal(demo.model_loaded, timeout=30000):
-            demo.load_model(path, key)
-    with qtbot.waitSignal(demo.inference_finished, timeout=60000):
+    load_models(qtbot, demo, DEMO_MODELS)
+    with wait_for_inference(qtbot, demo):
         pass
-    demo.set_comparing(True)
+    qtbot.keyClick(demo, Qt.Key_K)  # Compare A | B
+    assert demo.comparing and demo.compare_action.isChecked() and demo.workspace.mode == "compare"
     return demo
 
 
 def test_panes_show_each_model_and_stay_synchronised(qtbot, comparing):
-    window, panes = comparing, comparing.compare.panes
-    assert panes["A"].isVisible() and panes["B"].isVisible() and not window.viewer.isVisible()
-    assert "cardiac_ce: ce" in window.compare.headers["A"].text()
-    assert "cardiac_ce_dice: ce+dice, alpha 1" in window.compare.headers["B"].text()
+    window, compare, session = comparing, comparing.workspace.compare, comparing.session
+    panes = compare.panes
+    assert panes["A"].isVisible() and panes["B"].isVisible() and not window.workspace.viewer.isVisible()
+    assert "cardiac_ce: ce" in compare.headers["A"].text()
+    assert "cardiac_ce_dice: ce+dice, alpha 1" in compare.headers["B"].text()
     z = panes["A"].index
     np.testing.assert_array_equal(panes["B"].overlay_items["prediction"].image,
-                                  panes["B"].orientation.slice(window.models["B"].prediction, panes["B"].view, z))
+                                  panes["B"].orientation.slice(session.models["B"].prediction, panes["B"].view, z))
     panes["B"].set_slice(2)  # navigation in either pane moves both
-    assert panes["A"].index == 2 and window.slice_number.text() == "3 / 12"
+    assert panes["A"].index == 2 and window.slice_number.text() == "3 / 12" and window.current_slice() == 2
     window.slider.setValue(5)
     assert panes["A"].index == panes["B"].index == 5
+    width_before = np.ptp(panes["B"].box.viewRange()[0])
     panes["A"].box.scaleBy((0.5, 0.5))  # zoom and pan are linked
-    np.testing.assert_allclose(panes["B"].box.viewRange(), panes["A"].box.viewRange())
-    panes["B"].box.window_dragged.emit(40.0, 0.0)
-    assert panes["A"].window == panes["B"].window and window.viewer.active.window == panes["B"].window
-    panes["A"].cursor_moved.emit((5, 100, 90))  # the crosshair follows in both panes
-    vertical, horizontal = window.compare.crosshairs["B"]
-    row, col = panes["B"].orientation.to_display(panes["B"].view, (5, 100, 90), window.volume.shape)
-    row_mm, col_mm = panes["B"].orientation.pixel_spacing(panes["B"].view, window.volume.spacing)
+    ranges = {key: np.array(panes[key].box.viewRange()) for key in "AB"}
+    assert np.ptp(ranges["B"][0]) == pytest.approx(width_before / 2, rel=0.02)
+    np.testing.assert_allclose(ranges["B"].mean(axis=1), ranges["A"].mean(axis=1))  # the same centre
+    # The same extent, within one screen pixel (the panes may differ by a pixel in width).
+    pixel_mm = np.ptp(ranges["A"][0]) / panes["A"].box.width()
+    np.testing.assert_allclose(np.ptp(ranges["B"], axis=1), np.ptp(ranges["A"], axis=1), atol=1.01 * pixel_mm)
+    start = widget_point(panes["B"], 100, 100)
+    drag_points(panes["B"], [start, start + QPointF(40, 0)], button=Qt.RightButton)  # window wider
+    assert panes["A"].window == panes["B"].window and window.workspace.viewer.active.window == panes["B"].window
+    hover(panes["A"], *display_pixel(panes["A"], (5, 100, 90)))  # the crosshair follows in both panes
+    vertical, horizontal = compare.crosshairs["B"]
+    row, col = display_pixel(panes["B"], (5, 100, 90))
+    row_mm, col_mm = panes["B"].orientation.pixel_spacing(panes["B"].view, session.volume.spacing)
     assert vertical.isVisible() and vertical.value() == pytest.approx((col + 0.5) * col_mm)
     assert horizontal.value() == pytest.approx((row + 0.5) * row_mm)
+    assert "voxel (90, 100, 5)" in window.statusBar().currentMessage()
+    qtbot.keyClick(window, Qt.Key_K)  # back to the views, on the same slice and window
+    assert not window.comparing and window.workspace.viewer.isVisible() and window.current_slice() == 5
+    assert window.workspace.active_view().window == panes["B"].window
 
 
 def test_painting_in_pane_b_edits_the_shared_labels_and_both_models_metrics_follow(qtbot, comparing):
-    window, pane = comparing, comparing.compare.panes["B"]
+    window, pane, session = comparing, comparing.workspace.compare.panes["B"], comparing.session
     z = pane.index
-    before = {k: window.live.slice_scores(k, z).pixel_error for k in "AB"}
-    labelled = int((window.labels[z] > 0).sum())
+    before = {k: session.live.slice_scores(k, z).pixel_error for k in "AB"}
+    labelled = int((session.labels.array[z] > 0).sum())
     table_before = window.metrics.table.item(0, 4).text()
     window.tools.set_tool("eraser")
     window.tools.radius.setValue(25.0)
     rows, cols = pane.image_item.image.shape
     drag(pane, [(rows // 2, cols // 2)])
-    after = {k: window.live.slice_scores(k, z).pixel_error for k in "AB"}
+    after = {k: session.live.slice_scores(k, z).pixel_error for k in "AB"}
     assert after["A"] > before["A"] and after["B"] > before["B"]  # the heart erased from the labels
-    assert (window.labels[z] > 0).sum() < labelled
+    assert (session.labels.array[z] > 0).sum() < labelled
     qtbot.waitUntil(lambda: window.metrics.table.item(0, 4).text() != table_before, timeout=2000)
     for key in "AB":  # both panes draw the edited labels (as an outline)
-        shown = window.compare.panes[key].overlay_items["labels"].image
-        plane = window.compare.panes[key].orientation.slice(window.labels, pane.view, z)
+        shown = window.workspace.compare.panes[key].overlay_items["labels"].image
+        plane = window.workspace.compare.panes[key].orientation.slice(session.labels.array, pane.view, z)
         assert ((shown > 0) <= (plane > 0)).all() and (shown > 0).sum() <= (plane > 0).sum()
+        assert (shown[plane == 0] == 0).all() and (shown > 0).sum() > 0
     difference = window.metrics.table.verticalHeaderItem(4).text()
     assert difference == "B \u2212 A slice"
 
 
 def test_the_disagreement_pane_colours_each_voxel_by_category(qtbot, comparing):
-    window = comparing
+    window, session = comparing, comparing.session
     window.disagreement_action.trigger()
-    pane = window.compare.panes["disagreement"]
-    assert pane.isVisible() and not window.compare.panes["A"].isVisible()
+    pane = window.workspace.compare.panes["disagreement"]
+    assert pane.isVisible() and not window.workspace.compare.panes["A"].isVisible()
     z = pane.index
-    window.label_map.set_reviewed(z)
-    pane.redraw()
-    a, b = window.models["A"].prediction, window.models["B"].prediction
-    expected = disagreement(*(pane.orientation.slice(v, pane.view, z) for v in (a, b, window.labels)), reviewed=True)
+    a, b = session.models["A"].prediction, session.models["B"].prediction
+    unreviewed = disagreement(*(pane.orientation.slice(v, pane.view, z) for v in (a, b, session.labels.array)),
+                              reviewed=False)
+    np.testing.assert_array_equal(pane.overlay_items["disagreement"].image, unreviewed)
+    qtbot.keyClick(window, Qt.Key_M)  # reviewed: the pane redraws by itself
+    assert session.reviewed[z]
+    expected = disagreement(*(pane.orientation.slice(v, pane.view, z) for v in (a, b, session.labels.array)),
+                            reviewed=True)
     np.testing.assert_array_equal(pane.overlay_items["disagreement"].image, expected)
-    assert set(np.unique(expected)) > {0}
+    assert set(np.unique(expected)) > {0} and not np.array_equal(expected, unreviewed)
 
 
 def test_adopt_takes_a_models_region_in_one_undo_step(qtbot, comparing):
-    window, pane = comparing, comparing.compare.panes["B"]
+    window, pane, session = comparing, comparing.workspace.compare.panes["B"], comparing.session
     z = pane.index
-    a, b = window.models["A"].prediction, window.models["B"].prediction
-    window.label_map.clear_slice(z)
+    labels = session.labels
+    a, b = session.models["A"].prediction, session.models["B"].prediction
+    labels.clear_slice(z)
     ys, xs = np.nonzero(a[z] != b[z])
     seed = (ys[0], xs[0])
-    row, col = pane.orientation.to_display(pane.view, (z, *seed), window.volume.shape)
-    window.tools.set_tool("adopt")
-    steps = len(window.label_map._undo)
-    drag(pane, [(row, col)])  # a click in pane B: B's labelling of that region
-    assert len(window.label_map._undo) == steps + 1
-    assert window.labels[z][seed] == b[z][seed]
-    assert ((window.labels[z] != 0) <= (a[z] != b[z])).all()  # only voxels where A and B differ
-    window.undo()
-    assert window.labels[z].sum() == 0
+    qtbot.keyClick(window, Qt.Key_J)  # the Adopt tool
+    assert window.tools.tool == "adopt" and window.effect.name == "adopt"
+    drag(pane, [display_pixel(pane, (z, *seed))])  # a click in pane B: B's labelling of that region
+    assert labels.array[z][seed] == b[z][seed]
+    assert ((labels.array[z] != 0) <= (a[z] != b[z])).all()  # only voxels where A and B differ
+    region = labels.array[z].copy()
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one step takes the adoption back
+    assert labels.array[z].sum() == 0
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    np.testing.assert_array_equal(labels.array[z], region)
+
+
+def test_adopt_outside_the_panes_says_where_it_works(qtbot, comparing):
+    window = comparing
+    qtbot.keyClick(window, Qt.Key_K)  # back to the single view
+    qtbot.keyClick(window, Qt.Key_J)
+    labels = window.session.labels.array.copy()
+    drag(window.workspace.active_view(), [(100, 100)])
+    np.testing.assert_array_equal(window.session.labels.array, labels)
+    assert "compare panes" in window.statusBar().currentMessage()
 
 
 def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
-    window = comparing
-    ranks = window.metrics.show_ranking(window.live)
+    window, session = comparing, comparing.session
+    ranks = window.metrics.show_ranking(session.live)
     assert ranks and window.metrics.ranking.count() == min(len(ranks), 20)
-    window.compare.set_slice(ranks[0].z)
+    window.workspace.go_to_slice(ranks[0].z)
     qtbot.keyClick(window, Qt.Key_D)
-    assert window.compare.index == ranks[1].z
+    assert window.current_slice() == ranks[1].z
     window.metrics.ranking.itemClicked.emit(window.metrics.ranking.item(2))
-    assert window.compare.index == ranks[2].z
-    window.label_map.set_reviewed(ranks[0].z)
+    assert window.current_slice() == ranks[2].z
+    session.mark_reviewed(ranks[0].z)
     paths = window.export_report_to(tmp_path)
     assert [p.name for p in paths] == ["comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png"]
     assert "cardiac_ce_dice" in paths[0].read_text() and "reviewed on 1 of 12 slices" in paths[0].read_text()
+
+
+def test_the_ranking_choice_reorders_the_slices(qtbot, comparing):
+    window, session = comparing, comparing.session
+    ranking = window.metrics.ranking
+    disputed = [ranking.item(n).data(Qt.UserRole) for n in range(ranking.count())]
+    window.metrics.ranking_choice.setCurrentIndex(1)  # worse model lowest
+    worst = [ranking.item(n).data(Qt.UserRole) for n in range(ranking.count())]
+    assert disputed and worst and disputed != worst
+    # Independent order: the lower of the two models' mean slice Dice first.
+    dice = np.fmin(session.live.dice_along_slices("A"), session.live.dice_along_slices("B"))
+    shown = [z for z in worst if not np.isnan(dice[z])]
+    assert shown == sorted(shown, key=lambda z: dice[z])
