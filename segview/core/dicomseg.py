@@ -113,7 +113,7 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
                 setattr(ds, keyword, "")
         z = volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0]
         if abs(z - round(z)) > 1e-3 or not 0 <= round(z) < volume.shape[0]:
-            raise DicomSegError(f"The source image {Path(ds.filename).name} is not on a slice of the volume.")
+            raise DicomSegError(f"The source image {Path(str(ds.filename)).name} is not on a slice of the volume.")
         by_slice[round(z)] = ds
     if len(by_slice) != volume.shape[0]:
         raise DicomSegError("Some slices of the volume have no source image of their own.")

@@ -367,7 +367,7 @@ class DicomWebPacs(Pacs):
         fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"]
         with self._request(f"find the series {series_uid}"):
             found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_uid}, fields=fields)
-        return _only_series(found and [_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
+        return _only_series([_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
 
     def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
         total = series.images or 0
@@ -382,7 +382,9 @@ class DicomWebPacs(Pacs):
                     count += 1
                     progress(count, max(total, count))
             finally:
-                images.close()  # closes the HTTP stream at once when stopped early
+                close = getattr(images, "close", None)  # a generator: closes the HTTP stream at once
+                if close is not None:
+                    close()
         return count
 
     def _store_one(self, path: Path, dataset: Dataset) -> None:
@@ -481,7 +483,7 @@ class DimsePacs(Pacs):
         ae.connection_timeout = self.timeout
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, syntaxes)
-        roles = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
+        roles: list = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
         started = time.monotonic()
         assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=roles or None,
                              evt_handlers=handlers or [])
@@ -514,8 +516,6 @@ class DimsePacs(Pacs):
                          "of the requested services, or is overloaded.")
 
     def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND
-
         with self._association([(FIND, _UNCOMPRESSED)]) as assoc:
             answers = []
             for status, found in assoc.send_c_find(identifier, FIND):
@@ -553,8 +553,6 @@ class DimsePacs(Pacs):
 
     def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
         from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
-        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET
-
         sop_classes = self._sop_classes(series)
         if not sop_classes:
             raise PacsError(f"The PACS {self.called_ae} lists no image in the series {series.uid}.")
@@ -629,6 +627,8 @@ class DimsePacs(Pacs):
 
 
 _UNCOMPRESSED = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]  # explicit, implicit VR little endian
+FIND = "1.2.840.10008.5.1.4.1.2.2.1"  # Study Root Query/Retrieve Information Model - FIND
+GET = "1.2.840.10008.5.1.4.1.2.2.3"  # Study Root Query/Retrieve Information Model - GET
 
 
 def _series_identifier(study_uid: str = "", series_uid: str = "") -> Dataset:

@@ -45,8 +45,8 @@ def remember_server(url: str, calling_ae: str) -> None:
 
 def cache_folder() -> Path:
     """Where retrieved series are kept: the user's cache, one folder per series UID."""
-    base = QStandardPaths.writableLocation(QStandardPaths.CacheLocation) or str(Path.home() / ".cache" / "segview")
-    return Path(base) / "pacs"
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)
+    return Path(base or Path.home() / ".cache" / "segview") / "pacs"
 
 
 class _ServerRow(QHBoxLayout):
@@ -119,15 +119,15 @@ class PacsDialog(QDialog):
         self.search_button.clicked.connect(self.search)
         self.results = QTreeWidget()
         self.results.setHeaderLabels(RESULT_COLUMNS)
-        self.results.setSelectionMode(QAbstractItemView.SingleSelection)
-        self.results.header().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.results.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.results.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.results.itemSelectionChanged.connect(self._update_buttons)
         self.results.itemDoubleClicked.connect(lambda item, _: self.retrieve() if self.chosen_series() else None)
         self.progress = QProgressBar()
         self.progress.hide()
         self.status = QLabel("")
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.retrieve_button = QPushButton("Retrieve and open")
         self.retrieve_button.clicked.connect(self.retrieve)
         self.cancel_button = QPushButton("Cancel")
@@ -142,7 +142,7 @@ class PacsDialog(QDialog):
         layout.addLayout(self.server)
         search = QHBoxLayout()
         search.addLayout(form, 1)
-        search.addWidget(self.search_button, 0, Qt.AlignBottom)
+        search.addWidget(self.search_button, 0, Qt.AlignmentFlag.AlignBottom)
         layout.addLayout(search)
         layout.addWidget(self.results, 1)
         layout.addWidget(self.status)
@@ -189,20 +189,22 @@ class PacsDialog(QDialog):
                 number = "" if series.number is None else f"#{series.number} "
                 child = QTreeWidgetItem(["", "", "", f"{number}{series.description or '(no description)'}",
                                          series.modality, _count(series.images)])
-                child.setData(0, Qt.UserRole, series)
+                child.setData(0, Qt.ItemDataRole.UserRole, series)
                 child.setToolTip(3, f"Series UID {series.uid}")
                 item.addChild(child)
             self.results.addTopLevelItem(item)
             item.setExpanded(True)
-        if studies and studies[0].series:
-            self.results.setCurrentItem(self.results.topLevelItem(0).child(0))
+        first = self.results.topLevelItem(0)
+        first_series = first.child(0) if first is not None else None
+        if first_series is not None:
+            self.results.setCurrentItem(first_series)
         self._set_status(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found."
                          + (" Choose a series and retrieve it." if studies else ""))
         self.searched.emit(len(studies))
 
     def chosen_series(self) -> Series | None:
         item = self.results.currentItem()
-        return item.data(0, Qt.UserRole) if item is not None else None
+        return item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
 
     # -- retrieve --------------------------------------------------------------------
 
@@ -308,7 +310,7 @@ class SendDialog(QDialog):
         self.status = QLabel(f"Send {len(self.files)} file(s): " + ", ".join(f.name for f in self.files[:3])
                              + (", ..." if len(self.files) > 3 else ""))
         self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self.send)
@@ -376,7 +378,7 @@ def open_from_pacs(parent=None) -> Path | None:
     """File > Open from PACS: the folder of the retrieved series, or None when the user
     closed the dialog without retrieving one."""
     dialog = PacsDialog(parent)
-    return dialog.folder if dialog.exec() == QDialog.Accepted else None
+    return dialog.folder if dialog.exec() == QDialog.DialogCode.Accepted else None
 
 
 def send_to_pacs(parent, files) -> int:
