@@ -75,6 +75,7 @@ def read_state_dict(path) -> tuple[dict[str, torch.Tensor], list[str]]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"there is no weights file at {path}")
+    raw: object
     if path.suffix.lower() == ".safetensors":
         raw = _read_safetensors(path)
     else:

@@ -44,7 +44,7 @@ class Cancelled(Exception):
 class SlicePrediction:
     index: int                  # z
     labels: np.ndarray          # (Y, X) uint8
-    probabilities: np.ndarray   # (C, Y, X) float32, softmax
+    probabilities: np.ndarray | None   # (C, Y, X) float32, softmax; None unless asked for
 
 
 class Predictor:
@@ -84,10 +84,10 @@ class Predictor:
         if str(path).lower().endswith(".onnx"):
             from .onnx_model import load_onnx  # onnxruntime only for ONNX files
 
-            model, meta = load_onnx(path, device)
+            network, onnx_meta = load_onnx(path, device)
             # ONNX Runtime moves the data to its provider itself; torch's pre- and
             # post-processing stays on the CPU.
-            return cls(model, meta, "cpu", batch_size)
+            return cls(network, onnx_meta, "cpu", batch_size)
         model, meta = load_checkpoint(path)
         predictor = cls(model, meta, device, batch_size)
         if runtime == "auto" and predictor.device.type == "cpu":
@@ -118,7 +118,8 @@ class Predictor:
 
     def _place_model(self) -> None:
         memory = torch.channels_last if self.device.type == "cuda" else torch.preserve_format
-        self.model = self.model.to(self.device, memory_format=memory).eval()
+        # memory_format is a keyword of Module.to that its type stubs do not list
+        self.model = self.model.to(self.device, memory_format=memory).eval()  # type: ignore[call-overload]
 
     def _batch_size_for_device(self) -> int:
         """8 slices on the CPU (larger batches are no faster there); on a GPU as many as

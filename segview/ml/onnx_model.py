@@ -100,7 +100,7 @@ def _export(model: nn.Module, size: int):
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # tracer and deprecation notes, not problems here
-            torch.onnx.export(wrapped, (example,), buffer, dynamo=False, opset_version=OPSET,
+            torch.onnx.export(wrapped, (example,), buffer, dynamo=False, opset_version=OPSET,  # type: ignore[arg-type]
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})
     except Exception as exc:  # the exporter raises many types; the message says what failed
