@@ -3,55 +3,79 @@ import threading
 
 import numpy as np
 import torch
+from PySide6.QtCore import Qt
 
 from segview.core.metrics import dice_per_class
 from segview.core.phantoms import CARDIAC_CLASSES
+from segview.gui import main_window
 from segview.ml.checkpoint import classes_to_metadata, save_checkpoint
 from segview.ml.unet import UNet
 from segview.resources import DEMO_MODELS
 
+from .helpers import hover, load_models, wait_for_inference
+
 CE, CE_DICE = DEMO_MODELS
 
 
-def load(qtbot, window, path, key="A"):
-    with qtbot.waitSignal(window.model_loaded, timeout=30000):
-        window.load_model(path, key)
+def open_demo(qtbot, window):
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    return window.session
 
 
-def test_both_checkpoints_predict_the_demo_streaming_the_slice_on_screen_first(qtbot, demo):
-    first = demo.view.index
-    arrived = []
-    load(qtbot, demo, CE, "A")
-    load(qtbot, demo, CE_DICE, "B")
-    demo._start_timer.stop()  # the run that loading starts: started here to watch it
-    demo.run_inference()
-    demo.inference.signals.predicted.connect(lambda key, batch: arrived.append((key, [p.index for p in batch])))
-    with qtbot.waitSignal(demo.inference_finished, timeout=60000) as finished:
+def record_batches(monkeypatch, session, then=None):
+    """The batches the window hands to ``session.accept`` (slot, slice indices), in order;
+    ``then(batch)`` after each."""
+    arrived, accept = [], session.accept
+
+    def recorded(batch):
+        taken = accept(batch)
+        if taken:
+            arrived.append((batch.slot, [p.index for p in batch.predictions]))
+            if then is not None:
+                then(batch)
+        return taken
+
+    monkeypatch.setattr(session, "accept", recorded)
+    return arrived
+
+
+def test_both_checkpoints_predict_the_demo_streaming_the_slice_on_screen_first(qtbot, window, monkeypatch):
+    load_models(qtbot, window, DEMO_MODELS)  # before any image: they wait for one
+    assert window.session is None
+    session = open_demo(qtbot, window)
+    assert list(session.models) == ["A", "B"] and not session.models["A"].predicted.any()
+    window.workspace.go_to_slice(3)  # the run starts from the slice on screen when it starts
+    arrived = record_batches(monkeypatch, session)
+    with wait_for_inference(qtbot, window) as finished:
         pass
     assert finished.args == [True]
     assert [key for key, _ in arrived[:2]] == ["A", "B"]  # both models show the first batch
-    assert arrived[0][1][0] == first  # the slice on screen came first
+    assert arrived[0][1][0] == 3 and arrived[1][1][0] == 3  # the slice on screen came first
     for key in "AB":
-        model = demo.models[key]
+        model = session.models[key]
         assert model.predicted.all() and model.device == "cpu"
-        dice = dice_per_class(model.prediction, demo.labels, 4)[1:]
+        assert sorted(z for slot, batch in arrived if slot == key for z in batch) == list(range(12))
+        dice = dice_per_class(model.prediction, session.labels.array, 4)[1:]
         assert np.nanmean(dice) > 0.85  # the shipped checkpoints on the demo phantom
-    assert "A on cpu" in demo.device_label.text() and "B on cpu" in demo.device_label.text()
-    shown = demo.view.overlay_items["A"].image
+    assert "A on cpu" in window.device_label.text() and "B on cpu" in window.device_label.text()
+    view = window.workspace.active_view()
+    shown = view.overlay_items["A"].image
     assert shown is not None and shown.any()
-    assert "cardiac_ce_dice: ce+dice, alpha 1" in demo.model_info.text()
-    demo._show_cursor((first, 100, 100))
-    assert " A " in demo.statusBar().currentMessage() and " B " in demo.statusBar().currentMessage()
+    assert "cardiac_ce_dice: ce+dice, alpha 1" in window.model_info.text()
+    hover(view, 120, 120)
+    message = window.statusBar().currentMessage()
+    assert " A " in message and " B " in message and "pending" not in message
 
 
-def test_cancel_stops_the_run_mid_volume(qtbot, demo, monkeypatch):
-    load(qtbot, demo, CE, "A")
-    demo._start_timer.stop()
-    predictor = demo.models["A"].predictor
+def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
+    load_models(qtbot, window, [CE])
+    session = open_demo(qtbot, window)  # the run starts once the image is shown
+    predictor = session.models["A"].predictor
     predictor.batch_size = 2
     # The second batch waits until the first has been shown and Cancel pressed, so the
     # test does not race the worker.
-    pressed, real_predict, batches = threading.Event(), predictor.predict_slices, []
+    pressed, real_predict, batches, runs = threading.Event(), predictor.predict_slices, [], []
 
     def predict_slices(*args):
         if batches:
@@ -59,38 +83,52 @@ def test_cancel_stops_the_run_mid_volume(qtbot, demo, monkeypatch):
         batches.append(1)
         yield from real_predict(*args)
 
+    def cancel(batch):
+        runs.append(window.inference)
+        qtbot.mouseClick(window.cancel_button, Qt.LeftButton)
+        pressed.set()
+
     monkeypatch.setattr(predictor, "predict_slices", predict_slices)
-    demo.run_inference()
-    worker = demo.inference
-    worker.signals.predicted.connect(lambda *_: (demo.cancel_inference(), pressed.set()))
-    with qtbot.waitSignal(demo.inference_finished, timeout=60000) as finished:
+    record_batches(monkeypatch, session, then=cancel)
+    with qtbot.waitSignal(window.inference_finished, timeout=60000) as finished:
         pass
-    assert finished.args == [False] and worker.cancelled
-    predicted = demo.models["A"].predicted
+    assert finished.args == [False] and runs[0].cancelled and window.inference is None
+    predicted = session.models["A"].predicted
     # Cancel came during batch 1 or 2 (the worker may see it before it starts batch 2):
     # that batch is finished and shown, no further one starts.
     assert predicted.sum() in (2, 4) and len(batches) <= 2
-    assert not demo.progress.isVisible() and not demo.cancel_button.isVisible()
+    assert not window.progress.isVisible() and not window.cancel_button.isVisible()
+    assert window.statusBar().currentMessage() == "Inference stopped"
+    z = next(z for z in range(12) if not predicted[z])
+    window.workspace.go_to_slice(z)
+    hover(window.workspace.active_view(), 120, 120)  # slices not predicted are pending, not background
+    assert window.statusBar().currentMessage().endswith("A pending")
+    qtbot.waitUntil(lambda: window.metrics.table.item(0, 0).text() == "pending", timeout=2000)
+    rows = [window.metrics.table.verticalHeaderItem(r).text() for r in range(window.metrics.table.rowCount())]
+    assert rows == ["A slice", "A volume"]
 
 
 def test_a_new_run_cancels_the_old_one(qtbot, demo):
-    load(qtbot, demo, CE, "A")
-    demo._start_timer.stop()
-    demo.run_inference()
+    load_models(qtbot, demo, [CE])
+    with wait_for_inference(qtbot, demo):
+        pass
+    qtbot.keyClick(demo, Qt.Key_R, Qt.ControlModifier)  # run inference
     old = demo.inference
-    demo.run_inference()
-    assert old.cancelled and demo.inference is not old
+    qtbot.keyClick(demo, Qt.Key_R, Qt.ControlModifier)
+    assert old.cancelled and demo.inference is not old and not demo.inference.cancelled
     with qtbot.waitSignal(demo.inference_finished, timeout=60000) as finished:
         pass
-    assert finished.args == [True] and demo.models["A"].predicted.all()
+    assert finished.args == [True] and demo.session.models["A"].predicted.all()
 
 
 def test_closing_the_window_mid_run_stops_inference(qtbot, demo):
-    load(qtbot, demo, CE, "A")
-    demo._start_timer.stop()
+    load_models(qtbot, demo, [CE])
+    with wait_for_inference(qtbot, demo):
+        pass
     demo.run_inference()
     worker = demo.inference
-    demo.close()
+    assert worker is not None and not worker.cancelled
+    assert demo.close()
     assert worker.cancelled and worker.wait(0)  # nothing runs on after close
 
 
@@ -102,37 +140,42 @@ def test_a_checkpoint_the_window_cannot_feed_gives_a_dialog(qtbot, demo, dialogs
     with qtbot.waitSignal(demo.load_failed, timeout=20000):
         demo.load_model(tmp_path / "two_channels.safetensors", "A")
     assert dialogs[-1][0] == "critical" and "2 input channels" in dialogs[-1][1]
-    assert not demo.models and demo.volume is not None
+    assert not demo.session.models and demo.session.volume is not None
     (tmp_path / "evil.pt").write_bytes(b"\x80\x04K\x01.")
     with qtbot.waitSignal(demo.load_failed, timeout=20000):
         demo.load_model(tmp_path / "evil.pt", "B")
-    assert "pickle" in dialogs[-1][1]
+    assert "pickle" in dialogs[-1][1] and not demo.session.models
 
 
 def test_gpu_out_of_memory_continues_on_the_cpu_and_says_so(qtbot, demo, monkeypatch):
-    load(qtbot, demo, CE, "A")
-    demo._start_timer.stop()
-    with qtbot.waitSignal(demo.inference_finished, timeout=60000):
-        demo.run_inference()
-    expected = demo.models["A"].prediction.copy()
-    predictor = demo.models["A"].predictor
-    predictor.device = torch.device("cuda")  # pretend the model sits on a full GPU
-    real_run = predictor._run
+    """The Predictor's own fallback is tested in tests/ml; here the window shows it: the
+    predictor says it moved to the CPU after a batch, as it does after an out-of-memory
+    error on the GPU."""
+    load_models(qtbot, demo, [CE])
+    with wait_for_inference(qtbot, demo):
+        pass
+    session = demo.session
+    expected = session.models["A"].prediction.copy()
+    predictor = session.models["A"].predictor
+    real_predict, real_device = predictor.predict_slices, predictor.device
 
-    def run(images, shape):
+    def predict_slices(*args):
         if predictor.device.type == "cuda":
-            raise torch.OutOfMemoryError("CUDA out of memory")
-        return real_run(images, shape)
+            predictor.device = real_device
+            predictor.fallback_message = "The GPU ran out of memory; segview continues on the CPU (slower)."
+        yield from real_predict(*args)
 
-    monkeypatch.setattr(predictor, "_run", run)
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    monkeypatch.setattr("segview.gui.workers.describe_device", lambda device: device.type)
+    monkeypatch.setattr(predictor, "predict_slices", predict_slices)
+    monkeypatch.setattr(main_window, "describe_device", lambda device: device.type)
+    predictor.device = torch.device("cuda")  # pretend the model sits on a full GPU
+    messages = []
+    demo.statusBar().messageChanged.connect(messages.append)
     with qtbot.waitSignal(demo.inference_finished, timeout=60000) as finished:
         demo.run_inference()
     assert finished.args == [True]
-    assert "out of memory" in demo.statusBar().currentMessage() or "out of memory" in predictor.fallback_message
-    assert demo.device_label.text() == "A on cpu"
-    np.testing.assert_array_equal(demo.models["A"].prediction, expected)
+    assert any("out of memory" in m for m in messages)
+    assert demo.device_label.text() == "A on cpu" and session.models["A"].device == "cpu"
+    np.testing.assert_array_equal(session.models["A"].prediction, expected)
 
 
 def test_the_cli_refuses_a_third_model(capsys):
