@@ -456,7 +456,9 @@ def _nearest_distances(points: np.ndarray, targets: np.ndarray, sampling: np.nda
 
     if not len(points):
         return np.zeros(0)
-    _, nearest = cKDTree(targets * sampling).query(points * sampling, workers=-1)
+    # Threads pay off only for large surfaces; starting them costs more on a slice's.
+    workers = -1 if len(points) > 50_000 else 1
+    _, nearest = cKDTree(targets * sampling).query(points * sampling, workers=workers)
     offsets = (targets[nearest] - points).astype(np.float64) * sampling
     return np.sqrt(np.add.reduce(offsets * offsets, axis=1))
 
