@@ -150,6 +150,10 @@ class Pacs:
         does not hold it."""
         raise NotImplementedError
 
+    def _count_images(self, series: Series) -> int:
+        """How many images the archive holds in ``series``."""
+        raise NotImplementedError
+
     def _retrieve(self, series: Series, folder: Path, progress: Progress,
                   should_stop: ShouldStop) -> int:
         """Write every image of ``series`` into ``folder`` (one file each); the count."""
@@ -180,6 +184,8 @@ class Pacs:
         """
         folder = Path(folder)
         series = self.locate_series(series_uid)
+        if series.images is None:  # the count tells a complete transfer from a cut one
+            series = replace(series, images=self._count_images(series))
         try:
             folder.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
@@ -188,12 +194,17 @@ class Pacs:
         try:
             count = self._retrieve(series, staging, progress or (lambda done, total: None),
                                    should_stop or (lambda: False))
-            if count == 0:
-                raise PacsError(f"The PACS sent no image of the series {series_uid}.")
-            if series.images and count < series.images:
+            if count < (series.images or 1):
                 raise PacsError(f"The PACS sent only {count} of the {series.images} images of the series "
-                                f"{series_uid}; nothing was kept. Try again.")
+                                f"{series_uid}.")
             return sorted(_move_all(staging, folder))
+        except RetrieveCancelled:
+            raise
+        except PacsError as exc:
+            raise PacsError(f"{exc} Nothing of the series was kept; try again.") from exc
+        except OSError as exc:  # the disk, not the PACS
+            raise PacsError(f"Cannot write the images into {folder.parent}: {exc.strerror or exc}. "
+                            "Nothing of the series was kept.") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -368,6 +379,10 @@ class DicomWebPacs(Pacs):
         with self._request(f"find the series {series_uid}"):
             found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_uid}, fields=fields)
         return _only_series([_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
+
+    def _count_images(self, series: Series) -> int:
+        with self._request(f"list the images of the series {series.uid}"):
+            return len(self._client.search_for_instances(series.study_uid, series.uid, fields=["SOPInstanceUID"]))
 
     def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
         total = series.images or 0
@@ -586,16 +601,24 @@ class DimsePacs(Pacs):
                                     f"status 0x{code:04X} ({_category(code)}).")
                 if code == 0xB000:  # some sub-operations failed
                     raise PacsError(f"The PACS {self.called_ae} sent only part of the series {series.uid} "
-                                    "(status 0xB000); nothing was kept.")
+                                    "(status 0xB000: some images failed).")
         return len(written)
+
+    def _images(self, series: Series) -> list[Dataset]:
+        """The image-level answers (SOP Instance and Class UIDs) of ``series``."""
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "IMAGE"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = series.study_uid, series.uid
+        ds.SOPInstanceUID = ds.SOPClassUID = ""
+        return self._find(ds, f"the images of {series.uid}")
+
+    def _count_images(self, series: Series) -> int:
+        return len(self._images(series))
 
     def _sop_classes(self, series: Series) -> list[str]:
         """The SOP classes of the images of ``series`` (C-GET needs one presentation
         context for each, at most 127 besides the query context)."""
-        ds = _series_identifier(study_uid=series.study_uid, series_uid=series.uid)
-        ds.QueryRetrieveLevel = "IMAGE"
-        ds.SOPInstanceUID = ds.SOPClassUID = ""
-        classes = sorted({_text(found.get("SOPClassUID")) for found in self._find(ds, f"the images of {series.uid}")})
+        classes = sorted({_text(found.get("SOPClassUID")) for found in self._images(series)})
         return [c for c in classes if c][:127]
 
     @contextmanager

@@ -158,6 +158,7 @@ def test_a_retrieve_cut_off_by_the_pacs_dying_halfway_keeps_nothing(protocol, tm
         with pytest.raises(PacsError) as caught:
             pacs.get_series(uid, tmp_path / "out", progress=kill_after_three)
         assert not isinstance(caught.value, RetrieveCancelled)
+        assert "Nothing of the series was kept" in str(caught.value)
     finally:
         server.stop()
     assert _nothing_in(tmp_path / "out")
