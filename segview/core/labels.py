@@ -732,15 +732,25 @@ class _Ball:
         """Voxels within the radius of a voxel of ``mask`` (outside the array: not in it)."""
         if not mask.any():
             return np.zeros_like(mask)
-        if len(self.rows) + self.reach[2] > 250:  # a big ball: one distance transform costs less
+        if len(self.rows) > 1500:  # a very big ball: one distance transform costs less
             distance = ndimage.distance_transform_edt(~mask, sampling=self.spacing)
             return distance ** 2 <= self.limit
+        # The ball's sections at +dz and -dz are the same disc: dilate each slice by the
+        # disc of each |dz| once, then shift it both ways (when that memory is affordable).
+        mirrored = (self.reach[0] + 1) * mask.size <= 2 ** 28
+        sections: dict[int, np.ndarray] = {}
         out = np.zeros_like(mask)
         for w, run in self._runs(mask, np.logical_or):
             for dz, dy, width in self.rows:
-                if width == w:
-                    target, source = _shifted(mask.shape, dz, dy)
-                    np.logical_or(out[target], run[source], out=out[target])
+                if width != w or (mirrored and dz < 0):
+                    continue
+                section = sections.setdefault(dz, np.zeros_like(mask)) if mirrored else out
+                target, source = _shifted(mask.shape, 0 if mirrored else dz, dy)
+                np.logical_or(section[target], run[source], out=section[target])
+        for dz, section in sections.items():
+            for move in {dz, -dz}:
+                target, source = _shifted(mask.shape, move, 0)
+                np.logical_or(out[target], section[source], out=out[target])
         return out
 
     def erode(self, mask: np.ndarray) -> np.ndarray:
@@ -750,27 +760,33 @@ class _Ball:
     def majority(self, padded: np.ndarray) -> np.ndarray:
         """Binary median: whether more than half the ball around each voxel lies in
         ``padded``, a mask padded by ``reach`` on every side; (its shape less the padding)."""
-        dtype = np.int16 if max(self.size, padded.shape[2]) < 2 ** 15 else np.int32
+        dtype = np.uint8 if self.size < 2 ** 8 else np.int32  # counts up to the ball's size
         count = np.zeros(padded.shape, dtype)
-        for w, run in self._runs(padded.astype(dtype), None):
+        # Runs of a few voxels: added shifted copies; longer ones: from a cumulative sum.
+        small = self.reach[2] <= 8
+        for w, run in self._runs(padded.astype(dtype) if small else padded, np.add if small else None, dtype):
             for dz, dy, width in self.rows:
                 if width == w:
                     target, source = _shifted(padded.shape, dz, dy)
                     count[target] += run[source]
         inner = tuple(slice(r, n - r) for r, n in zip(self.reach, padded.shape))
-        return 2 * count[inner] > self.size
+        return count[inner] > self.size // 2  # the size is odd: more than half
 
-    def _runs(self, mask: np.ndarray, combine) -> Iterator[tuple[int, np.ndarray]]:
+    def _runs(self, mask: np.ndarray, combine, dtype=None) -> Iterator[tuple[int, np.ndarray]]:
         """(w, ``mask`` combined over x - w .. x + w) for each half-width of the rows, in
-        increasing order, one array at a time: OR with ``np.logical_or``, sum without."""
+        increasing order, one array at a time: ``combine`` (np.logical_or, np.add); without, sums
+        (of ``dtype``) where the run fits in the array (the padding), 0 elsewhere."""
         widths = sorted({w for _, _, w in self.rows})
         if combine is None:  # sums of runs from the cumulative sum along x
             n = mask.shape[2]
-            cumulative = np.zeros(mask.shape[:2] + (n + 1,), mask.dtype)
-            np.cumsum(mask, axis=2, dtype=mask.dtype, out=cumulative[..., 1:])
-            index = np.arange(n)
+            cumulative = np.zeros(mask.shape[:2] + (n + 1,), np.int16 if n < 2 ** 15 else np.int32)
+            np.cumsum(mask, axis=2, dtype=cumulative.dtype, out=cumulative[..., 1:])
             for w in widths:
-                yield w, cumulative[..., np.minimum(index + w + 1, n)] - cumulative[..., np.maximum(index - w, 0)]
+                run = np.zeros(mask.shape, dtype)
+                if n > 2 * w:
+                    np.subtract(cumulative[..., 2 * w + 1:], cumulative[..., :n - 2 * w], out=run[..., w:n - w],
+                                casting="unsafe")
+                yield w, run
             return
         run, done = mask.copy(), 0
         for w in widths:

@@ -166,13 +166,15 @@ def test_smoothing_equals_scipy_morphology_with_the_ball_in_mm(method, reference
     np.testing.assert_array_equal(tool.array, expected)
 
 
-@pytest.mark.parametrize("method, reference", [("opening", reference_opening), ("closing", reference_closing)])
+@pytest.mark.parametrize("method, reference", [("opening", reference_opening), ("closing", reference_closing),
+                                               ("median", reference_median)])
 def test_a_big_ball_goes_through_the_distance_transform_and_agrees(method, reference):
+    # (a median over a ball this big counts runs along x from a cumulative sum)
     labels = (blobs((14, 28, 30), seed=2, sigma=(2, 3, 3)) & ~blobs((14, 28, 30), seed=9)).astype(np.uint8)
     spacing = (0.4, 0.5, 0.6)
     tool = labelmap(labels, spacing)
-    tool.smooth(1, method, 7.0)
-    expected = with_class(labels, 1, reference(labels == 1, ball(3.5, spacing[::-1])))
+    tool.smooth(1, method, 8.3)
+    expected = with_class(labels, 1, reference(labels == 1, ball(4.15, spacing[::-1])))
     assert not np.array_equal(expected, labels)
     np.testing.assert_array_equal(tool.array, expected)
 
@@ -216,6 +218,17 @@ def test_margin_is_the_euclidean_distance_in_mm(spacing, distance):
         expected = with_class(labels, 2, mask & (ndimage.distance_transform_edt(mask, sampling=sampling) > -distance))
     assert not np.array_equal(expected, labels)
     np.testing.assert_array_equal(tool.array, expected)
+
+
+def test_a_very_big_margin_goes_through_the_distance_transform_and_agrees():
+    labels = np.zeros((40, 40, 40), np.uint8)
+    labels[18:22, 15:21, 17:24] = 1
+    labels[5, 5, 5] = 1
+    tool = labelmap(labels, (0.9, 1.0, 1.1))
+    tool.margin(1, 23.45)  # a ball of over 1500 rows: the distance transform's turn
+    grown = ndimage.distance_transform_edt(labels != 1, sampling=(1.1, 1.0, 0.9)) <= 23.45
+    assert not grown.all()
+    np.testing.assert_array_equal(tool.array == 1, grown)
 
 
 def test_margin_grows_only_where_the_policy_allows():
