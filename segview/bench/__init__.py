@@ -403,5 +403,13 @@ def bench_surface(seconds: float = 3.0, echo=print) -> dict:
     return measure(seconds, echo)
 
 
+def bench_tools(seconds: float = 3.0, echo=print) -> dict:
+    """Islands, smoothing and margin on an organ-sized class of a 300 x 512 x 512 volume
+    against scipy on the whole volume (``segview.bench.edit_tools``)."""
+    from .edit_tools import bench_edit_tools
+
+    return bench_edit_tools(seconds, echo)
+
+
 BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
-              "edit": bench_edit, "surface": bench_surface}
+              "edit": bench_edit, "surface": bench_surface, "tools": bench_tools}
