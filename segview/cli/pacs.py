@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..core.pacs import DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, Query, Study, connect
+from ..core.pacs import DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Query, Study, connect
 from .common import UserError, progress
 
 
@@ -60,6 +60,8 @@ def _run_find(args) -> int:
     if not studies:
         print("No study matches.")
         return 0
+    if len(studies) >= MAX_STUDIES:
+        print(f"The first {MAX_STUDIES} studies; narrow the search to see others.")
     for study in studies:
         print(_study_line(study))
         for series in study.series:

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout)
 
-from ..core.pacs import (DEFAULT_CALLING_AE, PacsError, Query, RetrieveCancelled, Series, Study, connect,
+from ..core.pacs import (DEFAULT_CALLING_AE, MAX_STUDIES, PacsError, Query, RetrieveCancelled, Series, Study, connect,
                          date_range)
 from .workers import Worker
 
@@ -96,6 +96,7 @@ class PacsDialog(QDialog):
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
+        self._retrieving = False
         self._build()
 
     # -- layout ----------------------------------------------------------------------
@@ -198,7 +199,8 @@ class PacsDialog(QDialog):
         first_series = first.child(0) if first is not None else None
         if first_series is not None:
             self.results.setCurrentItem(first_series)
-        self._set_status(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found."
+        capped = f" (the first {MAX_STUDIES}: narrow the search to see others)" if len(studies) >= MAX_STUDIES else ""
+        self._set_status(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} found{capped}."
                          + (" Choose a series and retrieve it." if studies else ""))
         self.searched.emit(len(studies))
 
@@ -241,6 +243,7 @@ class PacsDialog(QDialog):
     def _run(self, function, *args, returned, progress: bool = False) -> None:
         self._stop.clear()
         self._idle.clear()
+        self._retrieving = progress  # only retrieves report progress
 
         def job(**kwargs):
             try:
@@ -283,9 +286,11 @@ class PacsDialog(QDialog):
         self.status.setText(message)
 
     def done(self, result: int) -> None:
-        """Closing stops a retrieve in progress and waits for it to clean up."""
+        """Closing stops a retrieve in progress and waits for it to remove what it had
+        received (a search in progress is left to finish: it writes nothing)."""
         self._stop.set()
-        self._idle.wait(60)
+        if self._retrieving:
+            self._idle.wait(60)
         super().done(result)
 
 
