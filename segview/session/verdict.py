@@ -85,7 +85,8 @@ class Verdict:
                 rows.append({"case": case.case, "model": slot, "checkpoint": path.name,
                              "reviewed_slices": case.reviewed, "slices": case.slices,
                              "dice": _cell(case.dice[slot]),
-                             **{f"dice_{n}": _cell(per_class[v]) for v, n in enumerate(names, 1)},
+                             **{f"dice_{n}": _cell(per_class[v] if v < len(per_class) else math.nan)
+                                for v, n in enumerate(names, 1)},
                              "correction_voxels": case.correction_voxels[slot],
                              "correction_ml": f"{case.correction_ml[slot]:.4f}"})
         return columns, rows

@@ -289,6 +289,7 @@ class Worklist:
         case.dice, case.correction_ml, case.correction_voxels, case.entropy = {}, {}, {}, {}
         for slot, digest in digests.items():
             entry = saved.get(slot) or {}
+            case.dice[slot] = case.correction_ml[slot] = math.nan
             if entry.get("digest") == digest:
                 case.dice[slot] = _float(entry.get("dice"))
                 case.correction_ml[slot] = _float(entry.get("correction_ml"))
@@ -450,12 +451,12 @@ class CaseSession(ReviewSession):
 
     def figures(self) -> dict[str, dict]:
         """Slot -> the "models" entry of the sidecar (checkpoint, digest, Dice, correction)."""
-        digests = self.worklist.digests()
         figures = {}
         for slot, model in self.models.items():
             voxels, ml = self.correction_effort(slot)
             scores = self.scores(slot)
-            figures[slot] = {"checkpoint": model.name, "digest": digests.get(slot),
+            # The model's own file: the window may have loaded another checkpoint into the slot.
+            figures[slot] = {"checkpoint": model.name, "digest": checkpoint_digest(model.path),
                              "dice": None if math.isnan(scores.mean_dice) else scores.mean_dice,
                              "scored_slices": int((self.reviewed & model.predicted).sum()),
                              "correction_voxels": voxels, "correction_ml": ml}

@@ -385,3 +385,19 @@ def test_a_checkpoint_that_cannot_be_read_leaves_no_case_locked(tmp_path, checkp
     session = Worklist.open(tmp_path / "ds").session("case_000")
     assert not session.read_only
     session.close()
+
+
+def test_figures_saved_for_a_checkpoint_loaded_by_hand_are_not_shown_for_the_worklists(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 1)
+    other = make_checkpoint(tmp_path / "other.safetensors", 4)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    session = worklist.session("case_000")
+    session.load_model("A", other)
+    session.predict()
+    session.mark_reviewed(2)
+    session.save()
+    session.close()
+    saved = read_sidecar(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz")["models"]
+    assert saved["A"]["checkpoint"] == "other"
+    assert math.isnan(Worklist.open(tmp_path / "ds", checkpoints).case("case_000").dice["A"])
+    assert not math.isnan(Worklist.open(tmp_path / "ds", {"A": other}).case("case_000").dice["A"])
