@@ -370,7 +370,8 @@ class DicomWebPacs(Pacs):
         filters = {"Modality": modality.strip().upper()} if modality.strip() else None
         fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
         with self._request(f"list the series of the study {study_uid}"):
-            # One request, no paging: Orthanc 1.10 ignores offset, so paging never ends.
+            # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
+            # with get_remaining would never end.
             found = self._client.search_for_series(study_uid, search_filters=filters, fields=fields)
             return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
 
