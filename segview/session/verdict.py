@@ -235,9 +235,10 @@ def _plot(path, verdict: Verdict) -> None:
         if slot in verdict.checkpoints:
             right.bar(x + offset, [c.correction_ml[slot] for c in verdict.cases], 0.4, color=color,
                       label=f"{slot}: {verdict.checkpoints[slot].stem}")
-    right.set_xticks(x, names, rotation=90, fontsize=7)
-    right.set(ylabel="correction (mL)", title="how much each model needed correcting")
-    right.legend(loc="upper right")
+    if len(names) <= 40:  # beyond, names would overlap: the CSV has them
+        right.set_xticks(x, names, rotation=90, fontsize=7)
+    right.set(xlabel="case", ylabel="correction (mL)", title="how much each model needed correcting")
+    right.legend(loc="best", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, format="png")
     pyplot.close(figure)
