@@ -239,6 +239,12 @@ def test_a_refused_association_says_which_ae_titles_to_check(orthanc):
         connect(url).find(Query())
 
 
+def test_an_http_error_carries_its_status(orthanc):
+    wrong_root = orthanc.dicomweb_url.replace("/dicom-web", "/not-dicom-web")
+    with pytest.raises(PacsError, match=r"refused to search for studies: HTTP 404"):
+        connect(wrong_root).find(Query())
+
+
 @pytest.mark.parametrize("url, message", [
     ("ftp://host/x", "not a PACS address"), ("dimse://127.0.0.1:104", "dimse://AET@host:port"),
     ("dimse://PACS@host", "dimse://AET@host:port"), ("http:///dicom-web", "no host name")])
