@@ -431,13 +431,24 @@ class CaseSession(ReviewSession):
         self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
-        digests = worklist.digests()
         for slot, path in worklist.checkpoints.items():
             self.add_model(slot, path, predictors[slot])
-            cached = worklist.cache.get(self.key, digests[slot])
+        self.take_cached_predictions()
+        case.slices = self.volume.shape[0]
+
+    def take_cached_predictions(self) -> list[str]:
+        """Fill each model not fully predicted from the prediction cache, if it has this
+        image by that checkpoint (e.g. when the background queue reaches the open case).
+        Returns the slots filled."""
+        filled = []
+        for slot, model in self.models.items():
+            if model.predicted.all():
+                continue
+            cached = self.worklist.cache.get(self.key, checkpoint_digest(model.path))
             if cached is not None and cached.shape == self.volume.shape:
                 self.set_prediction(slot, cached)
-        case.slices = self.volume.shape[0]
+                filled.append(slot)
+        return filled
 
     def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}

@@ -203,6 +203,14 @@ def test_background_prediction_fills_the_cache_and_a_reopened_case_runs_no_model
     # The sort covers every case from the cache, without reading an image.
     assert [c.disputed for c in reopened.cases] == [c.disputed for c in worklist.cases]
     assert [s.cached for s in reopened.prediction_queue()] == [True] * 6
+    # A case opened before the queue reached it takes the predictions when they arrive.
+    early = Worklist.open(tmp_path / "ds", checkpoints, cache=PredictionCache(tmp_path / "later"))
+    session = early.session("case_002")
+    assert not session.models["A"].predicted.any() and session.take_cached_predictions() == []
+    early.cache = reopened.cache
+    assert session.take_cached_predictions() == ["A", "B"]
+    assert np.array_equal(session.prediction("B"), expected["case_002"][1])
+    session.close()
     session = reopened.session("case_001")
     assert session.models["A"].predicted.all() and session.models["B"].predicted.all()
     assert np.array_equal(session.prediction("A"), expected["case_001"][0])
