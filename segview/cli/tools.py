@@ -237,6 +237,7 @@ def _run_verdict(args) -> int:
     if len(args.checkpoints) != 2 or len(args.data) != 1 or args.phantom:
         raise UserError("--reviewed-only takes two checkpoints (A, then B) and one --data folder")
     verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device)
+    assert verdict is not None  # nothing asks it to stop
     print(verdict.markdown())
     if args.output:
         for path in write_dataset_report(args.output, verdict):

@@ -133,12 +133,14 @@ def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED
 
 
 def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress | None = None,
-                     worklist: Worklist | None = None, device: str | None = None) -> Verdict:
+                     worklist: Worklist | None = None, device: str | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> Verdict | None:
     """Score ``checkpoints`` ({"A": path, "B": path}) on the reviewed slices of every case
     of ``dataset`` (a folder ``Worklist.open`` reads). Predictions come from the worklist's
     prediction cache where it has them; otherwise only the reviewed slices are predicted.
-    ``device``: where the models run (default: the best there is). Raises DatasetError,
-    CheckpointError."""
+    ``device``: where the models run (default: the best there is). ``progress(done, total,
+    case)`` before each case; None when ``should_stop()`` said stop (asked between cases).
+    Raises DatasetError, CheckpointError."""
     from ..ml.inference import Predictor
 
     worklist = worklist or Worklist.open(dataset, checkpoints)
@@ -148,6 +150,8 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
     classes = worklist.classes or list(next(iter(predictors.values())).classes)
     cases, left_out = [], []
     for n, case in enumerate(worklist.cases):
+        if should_stop is not None and should_stop():
+            return None
         if progress is not None:
             progress(n, len(worklist.cases), case.name)
         if not case.reviewed_count:

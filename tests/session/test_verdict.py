@@ -91,6 +91,13 @@ def test_verdict_scores_reviewed_slices_only_and_leaves_out_cases_with_none(revi
     assert low <= np.mean(b - a) <= high
 
 
+def test_a_stopped_verdict_returns_nothing(reviewed_dataset, checkpoints):
+    seen = []
+    assert reviewed_verdict(reviewed_dataset, checkpoints, progress=lambda n, total, name: seen.append(name),
+                            should_stop=lambda: len(seen) == 2) is None
+    assert seen == ["case_000", "case_001"]
+
+
 def test_cached_predictions_give_the_same_verdict(reviewed_dataset, checkpoints, monkeypatch):
     uncached = reviewed_verdict(reviewed_dataset, checkpoints)
     list(Worklist.open(reviewed_dataset, checkpoints).prediction_queue())
