@@ -330,23 +330,24 @@ class LabelMap:
         return preview
 
     def remove_islands(self, value: int | None, min_mm3: float | None = None, keep_largest: bool = False,
-                       progress=None, should_stop=None) -> Edit | None:
+                       progress=None, should_stop=None) -> list[Edit] | None:
         """Remove the islands of class ``value`` (every class when None): its 6-connected
         components (face neighbours) smaller than ``min_mm3`` (voxel count x voxel volume),
         or, with ``keep_largest``, every component but the largest (a tie keeps the first in
         (z, y, x) order). They become background; a protected class keeps its islands.
+        One undo step of one Edit per island (its own box: islands are scattered, a box
+        around all of them would store and recount the whole class), or per class when
+        there are over 256. Returns the Edits (empty when nothing goes); None when stopped.
         Raises ValueError unless exactly one of ``min_mm3`` >= 0 and ``keep_largest`` is given."""
         job = _Job(progress, should_stop)
         found = self._islands(value, min_mm3, keep_largest, job)
-        if not found or job.stopped():
+        if found is None or job.stopped():
             return None
-        box = _union_box([region for region, _ in found])  # the write keeps only the changed box
-        take = np.zeros(_box_shape(box), bool)
-        for region, mask in found:
-            inner = tuple(slice(r.start - b.start, r.stop - b.start) for r, b in zip(region, box))
-            take[inner] |= mask
-        old = self.array[box]
-        return self._write_values(box, np.where(take, np.uint8(0), old), take, brush=False)
+        edits = []
+        with self._one_step():
+            for region, mask in found:
+                edits.append(self._write_values(region, np.zeros(mask.shape, np.uint8), mask, brush=False))
+        return [edit for edit in edits if edit is not None]
 
     def smooth(self, value: int, method: str, kernel_mm: float, progress=None, should_stop=None) -> Edit | None:
         """Smooth class ``value`` with a ball of diameter ``kernel_mm`` (an ellipsoid in voxels):
@@ -512,10 +513,18 @@ class LabelMap:
                 gone = np.ones(count, bool) if keep_largest else sizes * voxel_mm3 < min_mm3
                 if keep_largest:
                     gone[np.argmax(sizes)] = False
-                if gone.any():
-                    found.append((box, np.concatenate([[False], gone])[components]))
+                found += _pieces(box, components, np.flatnonzero(gone) + 1)
             job.advance()
         return None if job.stopped() else found
+
+    @contextmanager
+    def _one_step(self) -> Iterator[None]:
+        """A step of its own, or part of the step in progress."""
+        if self._stroke is not None:
+            yield
+            return
+        with self.step():
+            yield
 
     def _ball(self, radius_mm: float) -> _Ball:
         if not radius_mm > 0:
@@ -695,8 +704,10 @@ class _Job:
         return not self.stopped()
 
     def finish(self, result):
-        self.done = self.total - 1
-        self.advance()
+        """The tool has written ``result``: report the last stage and hand it back."""
+        self.done = self.total
+        if self.progress is not None:
+            self.progress(self.total, self.total)
         return result
 
 
@@ -795,6 +806,20 @@ class _Ball:
                 combine(run[..., :-step], mask[..., step:], out=run[..., :-step])
             done = w
             yield w, run
+
+
+def _pieces(box: Region, components: np.ndarray, chosen: np.ndarray) -> list[tuple[Region, np.ndarray]]:
+    """(region, mask) of each ``chosen`` component of ``components`` (labelled in ``box``)
+    in its own box; one (box, mask) of them all when there are over 256."""
+    if not len(chosen):
+        return []
+    if len(chosen) > 256:
+        lookup = np.zeros(int(components.max()) + 1, bool)
+        lookup[chosen] = True
+        return [(box, lookup[components])]
+    boxes = ndimage.find_objects(components)
+    return [(tuple(slice(b.start + p.start, b.start + p.stop) for b, p in zip(box, boxes[n - 1])),
+             components[boxes[n - 1]] == n) for n in chosen]
 
 
 def _shifted(shape, dz: int, dy: int) -> tuple[Region, Region]:

@@ -112,6 +112,25 @@ def test_keep_largest_keeps_one_component_per_class():
         np.testing.assert_array_equal(tool.array == value, components == largest)
 
 
+def test_each_island_is_an_edit_of_its_own_box_and_hundreds_are_one_edit():
+    labels = np.zeros((12, 30, 34), np.uint8)
+    labels[3:8, 10:20, 9:30] = 2    # the structure
+    labels[0, 1, 1] = labels[11, 28, 2] = labels[10, 0, 33] = 2  # three islands in far corners
+    tool = labelmap(labels)
+    edits = tool.remove_islands(2, keep_largest=True)
+    assert sorted(edit.region for edit in edits) == [
+        (slice(0, 1), slice(1, 2), slice(1, 2)), (slice(10, 11), slice(0, 1), slice(33, 34)),
+        (slice(11, 12), slice(28, 29), slice(2, 3))]
+    assert tool.undo() and np.array_equal(tool.array, labels) and not tool.undo()  # one step
+    labels[::2, ::2, ::2] = 2       # 1530 single voxels, some inside the structure
+    components, _ = ndimage.label(labels == 2, SIX)
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    tool = labelmap(labels)
+    edits = tool.remove_islands(2, keep_largest=True)
+    assert len(edits) == 1
+    np.testing.assert_array_equal(tool.array, np.where(components == largest, 2, 0))
+
+
 def test_the_preview_shows_what_would_go_and_changes_nothing():
     labels = classes(seed=5)
     tool = labelmap(labels)
@@ -132,7 +151,7 @@ def test_islands_refuse_bad_options_and_a_protected_class_keeps_its_islands():
         tool.remove_islands(0, min_mm3=5.0)
     tool.policy = OverwritePolicy("protect", frozenset({1}))
     before = tool.array.copy()
-    assert tool.remove_islands(1, keep_largest=True) is None
+    assert tool.remove_islands(1, keep_largest=True) == []
     assert not tool.islands_preview(1, keep_largest=True).any()
     np.testing.assert_array_equal(tool.array, before)
 
