@@ -91,17 +91,18 @@ class Predictor:
         model, meta = load_checkpoint(path)
         predictor = cls(model, meta, device, batch_size)
         if runtime == "auto" and predictor.device.type == "cpu":
-            predictor.use_onnxruntime()
+            predictor.use_onnxruntime(source=path)
         return predictor
 
-    def use_onnxruntime(self) -> bool:
+    def use_onnxruntime(self, source=None) -> bool:
         """Run the network with ONNX Runtime on the CPU from here on; False (torch kept)
-        when onnxruntime is missing or the network does not export."""
+        when onnxruntime is missing or the network does not export. ``source``: the
+        checkpoint file, so that a second Predictor of it reuses the export."""
         from .onnx_model import OnnxNetwork, onnxruntime_network
 
         if isinstance(self.model, OnnxNetwork):
             return True
-        network = onnxruntime_network(self.model, self.meta)
+        network = onnxruntime_network(self.model, self.meta, source)
         if network is None:
             return False
         self.model, self.device = network, torch.device("cpu")

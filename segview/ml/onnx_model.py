@@ -18,6 +18,7 @@ import io
 import json
 import math
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -122,24 +123,44 @@ def _check_agrees(model: nn.Module, path: Path, size: int) -> None:
         raise CheckpointError("the exported ONNX model does not give torch's labels; please report this bug")
 
 
-def onnxruntime_network(model: nn.Module, meta: dict) -> OnnxNetwork | None:
+#: Exports made in this process, by checkpoint file (path, size, modification time): a
+#: window that loads the same checkpoint again, or into the other slot, skips the export.
+_EXPORTED: OrderedDict[tuple, bytes] = OrderedDict()
+_EXPORTED_KEPT = 8
+
+
+def onnxruntime_network(model: nn.Module, meta: dict, source: Path | None = None) -> OnnxNetwork | None:
     """``model`` exported in memory and run by ONNX Runtime on the CPU with torch's thread
     count (``segview bench infer`` measures it faster than torch there); None when
-    onnxruntime is not installed or the network does not export."""
+    onnxruntime is not installed or the network does not export. ``source``: the
+    checkpoint file ``model`` came from, to reuse an earlier export of it."""
     try:
         import onnxruntime
     except ImportError:
         return None
-    size = int(meta["preprocessing"]["input_size"][0])
-    try:
-        proto = _export(model.to("cpu").eval(), size)
-    except CheckpointError:
-        return None
+    key = None
+    if source is not None:
+        status = Path(source).stat()
+        key = (str(Path(source).resolve()), status.st_size, status.st_mtime_ns)
+    if key is None or key not in _EXPORTED:
+        try:
+            exported = _export(model.to("cpu").eval(), int(meta["preprocessing"]["input_size"][0]))
+        except CheckpointError:
+            return None
+        if key is None:
+            return _cpu_network(onnxruntime, exported.SerializeToString(), meta)
+        _EXPORTED[key] = exported.SerializeToString()
+        while len(_EXPORTED) > _EXPORTED_KEPT:
+            _EXPORTED.popitem(last=False)
+    _EXPORTED.move_to_end(key)
+    return _cpu_network(onnxruntime, _EXPORTED[key], meta)
+
+
+def _cpu_network(onnxruntime, model_bytes: bytes, meta: dict) -> OnnxNetwork:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
-    session = onnxruntime.InferenceSession(proto.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     return OnnxNetwork(session, meta, "in memory")
 
 
