@@ -2,7 +2,8 @@
 
 Two layouts open:
 
-- nnU-Net: ``imagesTr/<case>_0000.<ext>`` (other channels are ignored), labels
+- nnU-Net: ``imagesTr/<case>_0000.<ext>`` (other channels are ignored) or a DICOM folder
+  ``imagesTr/<case>/``, labels
   ``labelsTr/<case>.<ext>`` (the ``file_ending`` of ``dataset.json``, else the image's),
   class names from ``dataset.json``'s ``labels``.
 - A folder of DICOM studies: each image series (localizers left out) under each
@@ -741,12 +742,16 @@ def _nnunet_cases(folder: Path) -> list[Case]:
     ending = _file_ending(folder / "dataset.json")
     cases = []
     for image in sorted((folder / "imagesTr").iterdir()):
+        if image.name.startswith("."):
+            continue
+        if image.is_dir():  # a DICOM series as imagesTr/<case>/, as segview train reads it
+            cases.append(Case(image.name, image, folder / "labelsTr" / f"{image.name}{ending or '.nii.gz'}"))
+            continue
         ext = extension(image)
         stem = image.name[: -len(ext)] if ext else image.name
-        if not stem.endswith("_0000") or image.name.startswith("."):
-            continue
-        name = stem[: -len("_0000")]
-        cases.append(Case(name, image, folder / "labelsTr" / f"{name}{ending or ext or '.nii.gz'}"))
+        if stem.endswith("_0000"):
+            name = stem[: -len("_0000")]
+            cases.append(Case(name, image, folder / "labelsTr" / f"{name}{ending or ext or '.nii.gz'}"))
     return cases
 
 

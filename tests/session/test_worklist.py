@@ -353,6 +353,19 @@ def test_a_folder_of_dicom_studies(tmp_path):
     assert Worklist.open(root).case("patient_b_4").reviewed_count == 1  # labels/ is not a study
 
 
+def test_a_dicom_series_in_imagesTr_is_a_case(tmp_path):
+    make_dataset(tmp_path / "ds", 1)
+    volume, labels = tiny_case(3, slices=3, size=16)
+    write_dicom_series(volume, tmp_path / "ds" / "imagesTr" / "case_dicom")
+    worklist = Worklist.open(tmp_path / "ds")
+    assert [c.name for c in worklist.cases] == ["case_000", "case_dicom"]
+    session = worklist.session("case_dicom")
+    assert session.volume.shape == (3, 16, 16)
+    session.mark_reviewed(0)
+    assert session.save() == tmp_path / "ds" / "labelsTr" / "case_dicom.nii.gz"
+    session.close()
+
+
 def test_classes_come_from_dataset_json(tmp_path):
     make_dataset(tmp_path / "ds", 1, with_labels=False)
     session = Worklist.open(tmp_path / "ds").session("case_000")
