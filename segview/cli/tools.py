@@ -192,6 +192,7 @@ def _run_evaluate(args) -> int:
     per_case: dict[str, list] = {}
     comparisons = []
     class_names = {name: [c.name for c in dataset.classes] for name, dataset in datasets}
+    case_classes: dict[str, list[str]] = {}  # per results.csv key, its data set's class names
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
@@ -207,6 +208,7 @@ def _run_evaluate(args) -> int:
             progress(len(dataset.cases), len(dataset.cases), "done")
             rows[labels[path]][name] = summary(results)
             per_case[f"{labels[path]} [{name}]"] = results
+            case_classes[f"{labels[path]} [{name}]"] = class_names[name]
             evaluated.append((path, results))
         if len(evaluated) == 2:
             (path_a, a), (path_b, b) = evaluated
@@ -219,8 +221,7 @@ def _run_evaluate(args) -> int:
         print(_comparison_text(name, labels[path_a], labels[path_b], result))
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
-        class_names = [c.name for c in next(iter(predictors.values())).classes]
-        write_case_csv(args.output / "results.csv", per_case, class_names)
+        write_case_csv(args.output / "results.csv", per_case, case_classes)
         text = table + "".join("\n" + _comparison_text(n, labels[a], labels[b], r)
                                for n, a, b, r in comparisons)
         (args.output / "table1.md").write_text(text)

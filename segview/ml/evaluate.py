@@ -180,33 +180,46 @@ def _per_class_cell(result: dict, metric: str, c: int) -> str:
     return f"{values[c]:{_FORMATS.get(metric, '.4f')}}"
 
 
-def write_case_csv(path, results: dict[str, list[CaseResult]], class_names: list[str]) -> Path:
+def write_case_csv(path, results: dict[str, list[CaseResult]], class_names) -> Path:
     """One row per checkpoint and case: mean metrics; Dice, IoU, HD, HD95, ASSD (mm) and
     surface Dice per class (empty where a class is in neither, inf where in one only);
     the surface Dice tolerance; then every clinical measure (mL, g, %) of the labels, the
-    prediction and their difference."""
+    prediction and their difference. ``class_names``: the names of the classes by value,
+    one list for all, or a dict with one per key of ``results`` (data sets with different
+    classes then fill different columns)."""
     path = Path(path)
+    names_of = class_names if isinstance(class_names, dict) else {key: class_names for key in results}
+    all_names = list(dict.fromkeys(n for key in results for n in names_of[key]))
     per_class = ("dice", "iou", "hd", "hd95", "assd", "surface_dice")
     measure_names = list(dict.fromkeys(key for rows in results.values() for r in rows for key in r.measures))
+    header = (["checkpoint", "case", "mean_dice", "mean_iou", "pixel_error", "mean_hd95", "mean_assd",
+               "mean_surface_dice", "surface_dice_tolerance_mm"]
+              + [f"{metric}_{n}" for metric in per_class for n in all_names] + measure_names)
     with open(path, "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["checkpoint", "case", "mean_dice", "mean_iou", "pixel_error", "mean_hd95", "mean_assd",
-                         "mean_surface_dice", "surface_dice_tolerance_mm"]
-                        + [f"{metric}_{n}" for metric in per_class for n in class_names] + measure_names)
+        writer = csv.DictWriter(file, header, restval="")
+        writer.writeheader()
         for label, case_results in results.items():
             for r in case_results:
-                s = r.surface
-                means = ([s.mean_hausdorff95, s.mean_average_surface_distance, s.mean_surface_dice,
-                          float(np.max(s.tolerance_mm))] if s else [math.nan] * 4)
-                empty = [math.nan] * len(class_names)
-                boundary = ([s.hausdorff, s.hausdorff95, s.average_surface_distance, s.surface_dice] if s
-                            else [empty] * 4)
-                columns = [r.scores.dice, r.scores.iou, *boundary]
-                writer.writerow([label, r.case, _cell(r.scores.mean_dice), _cell(r.scores.mean_iou),
-                                 _cell(r.scores.pixel_error)] + [_cell(v) for v in means]
-                                + [_cell(v) for values in columns for v in values]
-                                + [_cell(r.measures.get(key, math.nan)) for key in measure_names])
+                writer.writerow(_csv_row(label, r, names_of[label]))
     return path
+
+
+def _csv_row(label: str, r: CaseResult, names: list[str]) -> dict[str, str]:
+    s = r.surface
+    row = {"checkpoint": label, "case": r.case, "mean_dice": _cell(r.scores.mean_dice),
+           "mean_iou": _cell(r.scores.mean_iou), "pixel_error": _cell(r.scores.pixel_error)}
+    if s is not None:
+        row.update(mean_hd95=_cell(s.mean_hausdorff95), mean_assd=_cell(s.mean_average_surface_distance),
+                   mean_surface_dice=_cell(s.mean_surface_dice),
+                   surface_dice_tolerance_mm=_cell(float(np.max(s.tolerance_mm))))
+    columns = {"dice": r.scores.dice, "iou": r.scores.iou}
+    if s is not None:
+        columns.update(hd=s.hausdorff, hd95=s.hausdorff95, assd=s.average_surface_distance,
+                       surface_dice=s.surface_dice)
+    for metric, values in columns.items():
+        row.update({f"{metric}_{n}": _cell(v) for n, v in zip(names, values)})
+    row.update({key: _cell(value) for key, value in r.measures.items()})
+    return row
 
 
 def _cell(value: float) -> str:

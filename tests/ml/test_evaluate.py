@@ -1,0 +1,54 @@
+"""Summaries, tables and results.csv of `segview evaluate` with boundary metrics, from
+cases whose distances are known by hand (single voxels a known number of mm apart)."""
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from segview.core.metrics import ConfusionMatrix, surface_scores
+from segview.ml.evaluate import CaseResult, per_class_markdown, summary, table1_markdown, write_case_csv
+
+SPACING = (2.0, 1.0, 1.0)  # x, y, z mm
+
+
+def _case(name: str, columns_apart: int | None) -> CaseResult:
+    """One voxel of class 1 in the labels; in the prediction the same voxel moved
+    ``columns_apart`` columns along x (2 mm each), or missing (None)."""
+    ref = np.zeros((3, 4, 8), np.uint8)
+    ref[1, 2, 1] = 1
+    pred = np.zeros_like(ref)
+    if columns_apart is not None:
+        pred[1, 2, 1 + columns_apart] = 1
+    result = CaseResult(name, ConfusionMatrix.from_arrays(pred, ref, 2).scores(),
+                        surface_scores(pred, ref, 2, SPACING, tolerance_mm=2.0))
+    result.measures = {"reference_volume_lesion_ml": 0.002}
+    return result
+
+
+def test_missed_cases_are_counted_beside_the_hd95_mean_not_in_it():
+    results = [_case("a", 3), _case("b", 2), _case("c", None)]  # 6 mm, 4 mm, missed
+    table = summary(results)
+    assert table["hd95"] == {"mean": pytest.approx(5.0), "std": pytest.approx(math.sqrt(2)), "missed": 1}
+    # Surfels sit on the voxel corners, half a voxel (1 mm) either side of the centre: at 4 mm
+    # apart, the facing four of each voxel's eight equal corner surfels are 2 mm apart, within
+    # the tolerance (0.5); at 6 mm none is; a missed class scores 0 and is not "missed".
+    assert table["surface_dice"] == {"mean": pytest.approx(0.5 / 3), "std": pytest.approx(np.std([0, 0.5, 0], ddof=1)),
+                                     "missed": 0}
+    assert table["hd95_per_class"][1] == pytest.approx(5.0) and math.isnan(table["hd95_per_class"][0])
+    markdown = table1_markdown([("CE", {"lung": table})])
+    assert "| lung hd95 (mm) | lung surface dice |" in markdown
+    assert "| 5.00 ± 1.41 (1 missed) |" in markdown
+    per_class = per_class_markdown([("CE", {"lung": table})], {"lung": ["background", "lesion"]})
+    assert "| CE | lung | lesion | 0.0000 | 5.00 | 0.1667 |" in per_class
+
+
+def test_results_csv_keeps_each_data_sets_classes_in_their_own_columns(tmp_path):
+    results = {"CE [one]": [_case("a", 3)], "CE [two]": [_case("b", None)]}
+    names = {"CE [one]": ["background", "lesion"], "CE [two]": ["background", "nodule"]}
+    rows = list(csv.DictReader(open(write_case_csv(tmp_path / "results.csv", results, names))))
+    assert float(rows[0]["hd95_lesion"]) == pytest.approx(6.0) and rows[0]["hd95_nodule"] == ""
+    assert rows[1]["hd95_nodule"] == "inf" and rows[1]["surface_dice_nodule"] == "0.000000"
+    assert float(rows[0]["assd_lesion"]) == pytest.approx(6.0)
+    assert rows[0]["surface_dice_tolerance_mm"] == "2.000000"
+    assert rows[0]["reference_volume_lesion_ml"] == "0.002000"
