@@ -67,8 +67,8 @@ class Predictor:
         self.device = torch.device(device) if device is not None else best_device()
         self.model = model
         self._place_model()
+        self.fallback_message: str | None = None  # before the batch probe, which may set it
         self.batch_size = batch_size or self._batch_size_for_device()
-        self.fallback_message: str | None = None
 
     @classmethod
     def from_checkpoint(cls, path, device=None, batch_size: int | None = None,
