@@ -110,7 +110,7 @@ class Predictor:
 
     @property
     def runtime(self) -> str:
-        """"onnxruntime" or "torch": what runs the network."""
+        """What runs the network: "onnxruntime" or "torch"."""
         return "onnxruntime" if type(self.model).__name__ == "OnnxNetwork" else "torch"
 
     @property
