@@ -100,9 +100,13 @@ def summary(results: list[CaseResult]) -> dict:
     """Per metric: mean and standard deviation over cases (of the per-case value) and how
     many cases were ``missed`` (HD95 inf: a class in only one of prediction and labels;
     left out of the mean, shown beside it); per class, the mean Dice, IoU, HD95 and
-    surface Dice over cases (NaN classes skipped, and inf for HD95)."""
+    surface Dice over cases (NaN classes skipped, and inf for HD95). HD95 and surface Dice
+    are left out when no result has boundary metrics."""
     out: dict = {}
+    boundary = any(r.surface is not None for r in results)
     for name in METRICS:
+        if name in ("hd95", "surface_dice") and not boundary:
+            continue  # not computed (training's validation): absent, not NaN
         values = np.array([r.metric(name) for r in results], float)
         finite = values[np.isfinite(values)]
         out[name] = {"mean": float(finite.mean()) if finite.size else math.nan,

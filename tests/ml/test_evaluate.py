@@ -52,3 +52,12 @@ def test_results_csv_keeps_each_data_sets_classes_in_their_own_columns(tmp_path)
     assert float(rows[0]["assd_lesion"]) == pytest.approx(6.0)
     assert rows[0]["surface_dice_tolerance_mm"] == "2.000000"
     assert rows[0]["reference_volume_lesion_ml"] == "0.002000"
+
+
+def test_without_boundary_metrics_the_summary_has_none():
+    # Training's validation scores Dice only: no HD95 entry rather than a NaN one.
+    result = _case("a", 3)
+    result.surface = None
+    table = summary([result])
+    assert "hd95" not in table and "surface_dice" not in table and "hd95_per_class" not in table
+    assert "| – | – |" in table1_markdown([("CE", {"lung": table})])
