@@ -159,6 +159,7 @@ class MainWindow(QMainWindow):
         menu.addAction("&Open image...", QKeySequence.Open, self.choose_image)
         menu.addAction("Open &DICOM folder...", "Ctrl+D", self.choose_dicom_folder)
         menu.addAction("Open &labels...", "Ctrl+L", self.choose_labels)
+        menu.addAction("Open from &PACS...", self.open_from_pacs)
         self.recent_menu = menu.addMenu("Open &recent")
         self._fill_recent_menu()
         menu.addAction("Recover &edits...", self.recover_edits)
@@ -167,7 +168,9 @@ class MainWindow(QMainWindow):
         menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
         menu.addAction("Export comparison &report...", self.export_report)
         self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
-        self.seg_action.setEnabled(False)
+        self.send_seg_action = menu.addAction("Send SEG to PA&CS...", self.send_seg_to_pacs)
+        for action in (self.seg_action, self.send_seg_action):
+            action.setEnabled(False)
         menu.setToolTipsVisible(True)
         menu.addAction("Export &metrics as CSV...", self.export_metrics)
         menu.addSeparator()
@@ -334,8 +337,10 @@ class MainWindow(QMainWindow):
         self._fill_window_presets()
         self._apply_brush_settings()
         reason = export_reason(volume)
-        self.seg_action.setEnabled(reason is None)
-        self.seg_action.setToolTip(reason or "The labels as a DICOM SEG that references this series")
+        for action, tip in ((self.seg_action, "The labels as a DICOM SEG that references this series"),
+                            (self.send_seg_action, "The labels as a DICOM SEG, stored in a PACS")):
+            action.setEnabled(reason is None)
+            action.setToolTip(reason or tip)
         if session.warnings:
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
         if session.recoverable_edits is not None:
@@ -725,6 +730,28 @@ class MainWindow(QMainWindow):
         self.session = None
         self.setWindowModified(False)
         return True
+
+    def open_from_pacs(self) -> None:
+        """File > Open from PACS: search, retrieve into the cache (with progress), open."""
+        from .pacs_dialog import open_from_pacs
+
+        folder = open_from_pacs(self)
+        if folder is not None:
+            self.open_image(folder)
+
+    def send_seg_to_pacs(self) -> None:
+        """File > Send SEG to PACS: the labels as a DICOM SEG (written to a temporary file),
+        stored in a PACS the user chooses."""
+        import tempfile
+
+        from .pacs_dialog import send_to_pacs
+
+        with tempfile.TemporaryDirectory(prefix="segview-seg-") as folder:
+            path = Path(folder) / "labels_seg.dcm"
+            if self.export_dicom_seg_to(path):
+                stored = send_to_pacs(self, [path])
+                if stored:
+                    self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
 
     def discard_session(self) -> None:
         """Close the session without saving, its journal deleted (scripts, benchmarks)."""
