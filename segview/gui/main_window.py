@@ -246,7 +246,7 @@ class MainWindow(QMainWindow):
             self.open_labels(path)
 
     def choose_model(self, slot: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", "", "Checkpoints (*.safetensors)")
+        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", "", "Checkpoints (*.safetensors *.onnx)")
         if path:
             self.load_model(path, slot)
 
@@ -292,7 +292,7 @@ class MainWindow(QMainWindow):
 
     def dropEvent(self, event) -> None:
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
-        checkpoints = [p for p in paths if p.endswith(".safetensors")]
+        checkpoints = [p for p in paths if p.endswith((".safetensors", ".onnx"))]
         for slot, path in zip(SLOTS, checkpoints):
             self.load_model(path, slot)
         images = [p for p in paths if p not in checkpoints]
