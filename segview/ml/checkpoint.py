@@ -113,8 +113,12 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.
     Raises CheckpointError for a missing, unreadable, truncated or pickled file, metadata
     from another program or a newer segview, an unknown architecture, weights that do not
     fit the architecture, a class table that does not fit the outputs, or non-finite
-    weights."""
+    weights, and for an ONNX file (it has no torch network; ``Predictor.from_checkpoint``
+    runs it)."""
     path = _checked_path(path)
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path.name} is an ONNX model, not a segview checkpoint: it runs in "
+                              "predict, evaluate and the window, but cannot be trained or exported")
     try:
         with safe_open(str(path), framework="pt") as file:
             meta = _parse_metadata(path, file.metadata() or {})

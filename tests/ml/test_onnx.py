@@ -118,3 +118,5 @@ def test_onnx_files_without_segview_metadata_or_damaged_are_refused(exported, tm
         Predictor.from_checkpoint(tmp_path / "damaged.onnx")
     with pytest.raises(CheckpointError, match="must end in .onnx"):
         export_onnx(exported[1], tmp_path / "model.bin")
+    with pytest.raises(CheckpointError, match="model.onnx is an ONNX model, not a segview checkpoint"):
+        export_onnx(path, tmp_path / "again.onnx")
