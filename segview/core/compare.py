@@ -14,6 +14,8 @@ import numpy as np
 
 from .io import replace_atomically
 from .live import LiveMetrics, score_cell, write_csv
+from .measures import class_volumes_ml
+from .metrics import surface_scores
 
 # Disagreement categories, per voxel.
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
@@ -91,14 +93,16 @@ def write_report(folder, live: LiveMetrics, classes, names: dict[str, str]) -> l
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / name for name in ("comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png")]
-    _write_text(written[0], comparison_markdown(live, names))
+    _write_text(written[0], comparison_markdown(live, names, classes))
     write_csv(written[1], *slice_table(live))
     write_csv(written[2], *class_table(live, classes))
     replace_atomically(written[3], lambda temporary: _plot(temporary, live))
     return written
 
 
-def comparison_markdown(live: LiveMetrics, names: dict[str, str]) -> str:
+def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) -> str:
+    """The Table-1-shaped comparison over the reviewed slices; with ``classes``, also each
+    class's volumes and boundary metrics (``boundary_markdown``)."""
     reviewed = live.labels.reviewed
     lines = [f"Labels reviewed on {int(reviewed.sum())} of {len(reviewed)} slices; the volume scores "
              "cover those slices.", "",
@@ -113,6 +117,40 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str]) -> str:
                   f"+- {_fmt(paired['std_difference'])} over {paired['pairs']} slices; B better on "
                   f"{paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
                   f"{_fmt(paired['p_value'], 4)}."]
+    if classes is not None:
+        lines += ["", boundary_markdown(live, classes)]
+    return "\n".join(lines) + "\n"
+
+
+#: The comparison report's surface Dice tolerance, as ``segview evaluate``'s default.
+REPORT_TOLERANCE_MM = 2.0
+
+
+def boundary_markdown(live: LiveMetrics, classes, tolerance_mm: float = REPORT_TOLERANCE_MM) -> str:
+    """Per foreground class: volumes (mL) of the labels and of A and B over the reviewed
+    slices, and B's and A's differences from the labels; HD95 (mm) and surface Dice of A
+    and B only when every slice is reviewed and predicted, since a boundary cut at an
+    unreviewed slice would be scored as if it were one."""
+    reviewed = live.labels.reviewed
+    spacing = live.labels.spacing
+    keys = [k for k in ("A", "B") if k in live.predictions]
+    count = max(live.num_classes, max((c.value for c in classes), default=0) + 1)
+    labels_ml = class_volumes_ml(live.labels.array[reviewed], count, spacing)
+    models_ml = {k: class_volumes_ml(live.predictions[k][reviewed], count, spacing) for k in keys}
+    complete = bool(reviewed.all()) and all(live.predicted[k].all() for k in keys)
+    surfaces = {k: surface_scores(live.predictions[k], live.labels.array, count, spacing, tolerance_mm)
+                for k in keys} if complete else {}
+    header = (["class", "labels mL"] + [f"{k} mL" for k in keys] + [f"{k} - labels mL" for k in keys]
+              + [f"HD95 {k} (mm)" for k in keys] + [f"surface Dice {k}" for k in keys])
+    lines = [f"Volumes over the reviewed slices; HD95 and surface Dice (at {tolerance_mm:g} mm) "
+             + ("over the volume." if complete else "need every slice reviewed and predicted, so none here."),
+             "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for c in (c for c in classes if c.value):
+        cells = [c.name, f"{labels_ml[c.value]:.2f}"] + [f"{models_ml[k][c.value]:.2f}" for k in keys]
+        cells += [f"{models_ml[k][c.value] - labels_ml[c.value]:+.2f}" for k in keys]
+        cells += [_fmt(surfaces[k].hausdorff95[c.value], 2) if surfaces else "–" for k in keys]
+        cells += [_fmt(surfaces[k].surface_dice[c.value]) if surfaces else "–" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -92,3 +92,28 @@ def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):
     classes = list(csv.DictReader(open(paths[2])))
     assert classes[0]["class"] == "lesion" and float(classes[0]["dice_a"]) == pytest.approx(dice_a)
     assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_report_gives_volumes_and_boundaries_once_every_slice_is_reviewed():
+    from medpy.metric import binary as medpy_binary
+    from surface_distance import metrics as deepmind
+
+    from segview.core.compare import boundary_markdown
+
+    labels, live = comparison()  # 1 mm voxels: 1000 voxels to the mL
+    lesion = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "lesion", (255, 0, 0))]
+    labels.set_reviewed(1)
+    partial = boundary_markdown(live, lesion)
+    # Over slice 1 alone: 36 labelled voxels, A has 18, B 36.
+    assert "| lesion | 0.04 | 0.02 | 0.04 | -0.02 | +0.00 | – | – | – | – |" in partial
+    assert "need every slice reviewed" in partial
+    for z in (0, 2, 3):
+        labels.set_reviewed(z)
+    complete = boundary_markdown(live, lesion)
+    a, b, ref = live.predictions["A"] == 1, live.predictions["B"] == 1, labels.array == 1
+    hd95 = [medpy_binary.hd95(p, ref, (1, 1, 1)) for p in (a, b)]
+    nsd = [deepmind.compute_surface_dice_at_tolerance(deepmind.compute_surface_distances(ref, p, (1, 1, 1)), 2.0)
+           for p in (a, b)]
+    row = (f"| lesion | 0.14 | 0.13 | 0.13 | -0.02 | -0.01 | {hd95[0]:.2f} | {hd95[1]:.2f} | "
+           f"{nsd[0]:.3f} | {nsd[1]:.3f} |")  # 144, 126 and 133 voxels
+    assert row in complete
