@@ -3,7 +3,7 @@ pyqtgraph receives them from a person."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QEvent, QPointF, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QMouseEvent
 from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
@@ -48,7 +48,11 @@ def drag_points(view, points, modifiers=Qt.NoModifier, button=Qt.LeftButton) -> 
 def hover(view, row, col) -> None:
     """Move the mouse (no button) over displayed pixel (row, col), entering the view as a
     person's mouse does."""
-    QTest.mouseMove(view.viewport(), widget_point(view, row, col).toPoint())
+    point = widget_point(view, row, col).toPoint()
+    QTest.mouseMove(view.viewport(), point + QPoint(3, 3))  # Qt drops a move to where the mouse is
+    QTest.qWait(15)  # pyqtgraph takes at most 100 mouse moves a second
+    QTest.mouseMove(view.viewport(), point)
+    QTest.qWait(15)
 
 
 def distance_to_path_mm(view, pixels) -> np.ndarray:
