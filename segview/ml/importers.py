@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import pickle
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -98,10 +99,11 @@ def _read_torch_file(path: Path) -> object:
     except pickle.UnpicklingError as exc:
         # weights_only=True refused a global: a whole model, an optimizer's custom class,
         # or a crafted file. Nothing of it was constructed.
+        needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
         raise CheckpointError(
-            f"{path.name} holds Python objects, not only weights (a whole pickled model?), and "
-            f"segview does not unpickle those because they can run any code; {SAVE_A_STATE_DICT}"
-            f" ({_reason(exc)[:160]})") from exc
+            f"{path.name} holds Python objects, not only weights (a whole pickled model?"
+            + (f" it needs {needed.group(1)}" if needed else "") + "), and segview does not "
+            f"unpickle those because they can run any code; {SAVE_A_STATE_DICT}") from exc
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise CheckpointError(f"{path.name} is not a readable PyTorch weights file "
                               f"({_reason(exc)[:160]}); it may be truncated or damaged") from exc
