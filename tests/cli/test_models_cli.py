@@ -135,3 +135,17 @@ def test_torchrun_shares_the_cases_out_over_the_ranks(imported, tmp_path):
     assert written == [str(output / f"case{n}.nii.gz") for n in range(3)]
     assert sorted(p.name for p in output.iterdir() if p.name.endswith(".nii.gz")) == [
         f"case{n}.nii.gz" for n in range(3)]
+
+
+def test_evaluate_warns_once_per_checkpoint_and_modality(tmp_path, capsys):
+    torch.manual_seed(0)
+    source = MonaiReferenceUNet(2, 1, 4, channels=(4, 8), strides=(2,)).eval()
+    torch.save(source.state_dict(), tmp_path / "ct.pth")
+    assert main(["import", str(tmp_path / "ct.pth"), "--arch", "monai-unet", "--classes",
+                 "background,rv,myocardium,lv", "--modality", "CT", "--input-size", "32",
+                 "-o", str(tmp_path / "ct.safetensors")]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "ct.safetensors"), "--phantom", "cardiac", "--cases", "2"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert warnings == ["segview: warning: ct.safetensors: this checkpoint was trained on CT images but "
+                        "the image is MR; its predictions may be meaningless"]
