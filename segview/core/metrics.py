@@ -421,18 +421,22 @@ def _voxel_surface_scores(a: np.ndarray, b: np.ndarray, sampling: np.ndarray) ->
 def _voxel_surface_distances(a: np.ndarray, b: np.ndarray, sampling: np.ndarray):
     """Distances (mm) from each surface voxel of ``a`` to the nearest surface voxel of
     ``b``, and back; the surface is the mask minus its erosion by the face-connected cross."""
-    return _surface_to_surface(_surface_voxels(a), _surface_voxels(b), sampling)
+    a_to_b, b_to_a, _, _ = _surface_to_surface(_surface_voxels(a), _surface_voxels(b), sampling)
+    return a_to_b, b_to_a
 
 
 def _surface_to_surface(a_surface: np.ndarray, b_surface: np.ndarray, sampling: np.ndarray):
-    """Distances from the points of one surface mask to the nearest of the other's, and
-    back. Points on both are 0 mm away; only the rest are looked up (a good prediction
-    shares much of its surface with the labels)."""
-    shared = np.count_nonzero(a_surface & b_surface)
-    a_only, b_only = np.argwhere(a_surface & ~b_surface), np.argwhere(b_surface & ~a_surface)
+    """(distances from each point of one surface mask to the nearest of the other's, and
+    back; the points of each, (N, ndim) indices in the order of the distances). Points on
+    both are 0 mm away; only the rest are looked up (a good prediction shares much of its
+    surface with the labels)."""
     a_points, b_points = np.argwhere(a_surface), np.argwhere(b_surface)
-    return (np.concatenate([np.zeros(shared), _nearest_distances(a_only, b_points, sampling)]),
-            np.concatenate([np.zeros(shared), _nearest_distances(b_only, a_points, sampling)]))
+    a_to_b, b_to_a = np.zeros(len(a_points)), np.zeros(len(b_points))
+    a_off = ~b_surface[tuple(a_points.T)]
+    b_off = ~a_surface[tuple(b_points.T)]
+    a_to_b[a_off] = _nearest_distances(a_points[a_off], b_points, sampling)
+    b_to_a[b_off] = _nearest_distances(b_points[b_off], a_points, sampling)
+    return a_to_b, b_to_a, a_points, b_points
 
 
 def _surface_voxels(mask: np.ndarray) -> np.ndarray:
@@ -470,10 +474,8 @@ def _surface_dice(a: np.ndarray, b: np.ndarray, sampling: np.ndarray, tolerance:
     full = (1 << 2 ** a.ndim) - 1
     a_surface = (codes_a != 0) & (codes_a != full)
     b_surface = (codes_b != 0) & (codes_b != full)
-    a_to_b, b_to_a = _surface_to_surface(a_surface, b_surface, sampling)
-    # In the order _surface_to_surface returns them: the shared surfels first.
-    a_areas = np.concatenate([areas[codes_a[a_surface & b_surface]], areas[codes_a[a_surface & ~b_surface]]])
-    b_areas = np.concatenate([areas[codes_b[a_surface & b_surface]], areas[codes_b[b_surface & ~a_surface]]])
+    a_to_b, b_to_a, a_points, b_points = _surface_to_surface(a_surface, b_surface, sampling)
+    a_areas, b_areas = areas[codes_a[tuple(a_points.T)]], areas[codes_b[tuple(b_points.T)]]
     within = a_areas[a_to_b <= tolerance].sum() + b_areas[b_to_a <= tolerance].sum()
     return float(within / (a_areas.sum() + b_areas.sum()))
 
