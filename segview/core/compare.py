@@ -55,7 +55,7 @@ class SliceRank:
 def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disputed") -> list[SliceRank]:
     """Slices ordered by where review matters most: ``disputed`` (A and B differ most,
     first) or ``worst`` (the lower of the two Dice, lowest first; unscored slices last)."""
-    disputed = live.disputed_voxels(a, b)
+    disputed = np.where(live.predicted[a] & live.predicted[b], live.disputed_voxels(a, b), 0)  # pending: 0
     dice_a, dice_b = live.dice_along_slices(a), live.dice_along_slices(b)
     ranks = [SliceRank(z, int(disputed[z]), float(dice_a[z]), float(dice_b[z])) for z in range(len(disputed))]
     if by == "disputed":

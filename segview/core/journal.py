@@ -28,6 +28,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -115,6 +116,7 @@ class RecoveredLabels:
     truncated: bool      # an incomplete record at the end was ignored (the crash)
     reviewed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (Z,) review marks then
     about: dict = field(default_factory=dict)  # what the image was: source, description, started
+    marks: dict = field(default_factory=dict)  # z -> {"by", "at"} of the marks set since the snapshot
 
 
 class Journal:
@@ -124,6 +126,7 @@ class Journal:
         self.path, self.labels, self._file = path, labels, file
         self._pending: list[Edit] = []
         self._marks: list[Mark] = []
+        self.mark_details: Callable[[int], dict] = lambda z: {}  # who marked slice z, and when
         self.steps = 0
         self.error: JournalError | None = None  # set when a write failed; journalling stops
         labels.listeners.append(self._collect)
@@ -175,7 +178,8 @@ class Journal:
         edits, self._pending = self._pending, []
         marks, self._marks = self._marks, []
         header = json.dumps({"regions": [[[int(r.start), int(r.stop)] for r in e.region] for e in edits],
-                             "marks": [[m.z, m.new] for m in marks]}).encode()
+                             "marks": [[m.z, m.new, self.mark_details(m.z) if m.new else {}]
+                                       for m in marks]}).encode()
         payload = struct.pack("<I", len(header)) + header + b"".join(e.new.tobytes() for e in edits)
         try:
             _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
@@ -262,24 +266,28 @@ def recover(path) -> RecoveredLabels:
     labels = np.frombuffer(body, np.uint8).reshape(header["shape"]).copy()
     reviewed = np.zeros(labels.shape[0], bool)
     reviewed[header.get("reviewed", [])] = True
-    steps = 0
+    steps, marks = 0, {}
+    saved = labels.copy(), reviewed.copy()  # the state nothing needs recovering to
     for tag, payload in records[1:]:
         if tag == SAVED:
-            steps = 0
+            steps, saved = 0, (labels.copy(), reviewed.copy())
             continue
         steps += 1
         step, body = _split(payload)
         regions = step["regions"] if isinstance(step, dict) else step  # a list: journals before marks
-        for z, new in step.get("marks", []) if isinstance(step, dict) else []:
+        for z, new, *details in step.get("marks", []) if isinstance(step, dict) else []:
             reviewed[z] = new
+            marks[z] = details[0] if details else {}
         offset = 0
         for bounds in regions:
             region = tuple(slice(a, b) for a, b in bounds)
             size = int(np.prod([b - a for a, b in bounds]))
             labels[region] = np.frombuffer(body, np.uint8, size, offset).reshape([b - a for a, b in bounds])
             offset += size
+    if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]):
+        steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
-                           header.get("about", {}))
+                           header.get("about", {}), marks)
 
 
 def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:

@@ -89,7 +89,7 @@ class MainWindow(QMainWindow):
         self.slider = QSlider(Qt.Horizontal, focusPolicy=Qt.NoFocus)
         self.slider.valueChanged.connect(self.workspace.set_shown_slice)
         self.slice_number = QLabel("- / -")
-        self.slice_number.setMinimumWidth(70)
+        self.slice_number.setMinimumWidth(150)
         self.window_choice = QComboBox(focusPolicy=Qt.NoFocus)
         self.window_choice.setSizeAdjustPolicy(QComboBox.AdjustToContents)
         self.window_choice.currentIndexChanged.connect(self._apply_window)
@@ -151,6 +151,7 @@ class MainWindow(QMainWindow):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
             dock.setMinimumWidth(width)
+            dock.setMaximumWidth(width + 160)  # the image keeps most of the window
             dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
             self.addDockWidget(area, dock)
 
@@ -198,10 +199,10 @@ class MainWindow(QMainWindow):
         menu.addAction("&Fit to window", "F", self.workspace.fit)
         self.compare_action = menu.addAction("&Compare A | B", "K")
         self.compare_action.setCheckable(True)
-        self.compare_action.toggled.connect(self.set_comparing)
+        self.compare_action.triggered.connect(lambda on: self.set_mode("compare" if on else "views"))
         self.disagreement_action = menu.addAction("&Disagreement of A and B", "Shift+K")
         self.disagreement_action.setCheckable(True)
-        self.disagreement_action.toggled.connect(self._show_disagreement)
+        self.disagreement_action.triggered.connect(lambda on: self.set_mode("disagreement" if on else "views"))
         menu.addAction("Next most disputed slice", "D", self.next_disputed_slice)
         menu.addAction("&Reset view and window", "R", self.reset_view)
         menu.addSeparator()
@@ -445,11 +446,19 @@ class MainWindow(QMainWindow):
         self.slider.setRange(0, max(count - 1, 0))
         self.slider.setValue(index)
         self.slider.blockSignals(False)
-        self.slice_number.setText(f"{index + 1} / {count}")
+        self.slice_number.setText(f"{index + 1} / {count}" + self._reviewed_mark())
         self.view_choice.blockSignals(True)
         self.view_choice.setCurrentIndex(VIEWS.index(self.workspace.viewer.active.view))
         self.view_choice.blockSignals(False)
         self._metrics_timer.start()
+
+    def _reviewed_mark(self) -> str:
+        """" \u2713 reviewed" when the acquired slice on screen is marked reviewed."""
+        session = self.session
+        if session is None or (not self.comparing
+                               and self.workspace.active_view() is not self.workspace.viewer.plane_view()):
+            return ""
+        return "  \u2713 reviewed" if session.reviewed[self.current_slice()] else ""
 
     def _show_cursor(self, voxel) -> None:
         if voxel is None or self.session is None:
@@ -471,15 +480,17 @@ class MainWindow(QMainWindow):
             self._models_waiting[slot] = (path, predictor)
             self.model_loaded.emit(slot)
             return
-        self.cancel_inference()
+        # A run in progress goes on until the new one (after the start timer) replaces it.
         model = self.session.add_model(slot, path, predictor)
         if model.warnings:
+            warning = " ".join(model.warnings)
             answer = QMessageBox.question(self, f"Run model {slot} on this image?",
-                                          "\n\n".join(model.warnings) + "\n\nRun it anyway?",
+                                          f"{model.name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
                                           QMessageBox.Yes | QMessageBox.No)
             if answer != QMessageBox.Yes:
                 self.session.remove_model(slot)
-                self.statusBar().showMessage(f"Model {slot} not loaded: it does not fit this image", 10000)
+                self.statusBar().showMessage(f"Model {slot} ({model.name}) unloaded, as you chose", 10000)
+        self._show_devices()
         self._session_changed()
         self.model_loaded.emit(slot)
         if start and self.session.models:
@@ -578,6 +589,7 @@ class MainWindow(QMainWindow):
         self._metrics_timer.start()
 
     def _mark_changed(self, mark: Mark) -> None:
+        self._show_slice_number(*self.workspace.shown())
         if self.comparing:
             self.workspace.refresh([mark.z], names=())
         self.setWindowModified(True)
@@ -613,6 +625,10 @@ class MainWindow(QMainWindow):
         elif name == "fill_between":
             session.labels.fill_between_slices()
         elif name == "review":
+            if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
+                return self.statusBar().showMessage(
+                    "Review marks belong to the acquired slices: mark them in the "
+                    f"{self.workspace.viewer.plane_view().view} view", 8000)
             session.mark_reviewed(z, not session.reviewed[z])
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
@@ -631,33 +647,33 @@ class MainWindow(QMainWindow):
     # -- the metrics panel and compare mode ---------------------------------------------
     def _show_metrics(self) -> None:
         if self.session is not None:
-            self.metrics.show(self.session.live, self.current_slice())
+            self.metrics.refresh(self.session.live, self.current_slice())
 
     def set_comparing(self, on: bool) -> None:
         """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""
-        if self.compare_action.isChecked() != on:
-            return self.compare_action.setChecked(on)  # comes back here through toggled
-        if not on and self.disagreement_action.isChecked():
-            self.disagreement_action.setChecked(False)
-        self.workspace.set_mode("compare" if on else "views")
+        self.set_mode("compare" if on else "views")
+
+    def set_mode(self, mode: str) -> None:
+        """"views", "compare" (A | B) or "disagreement": one at a time, the menu in step."""
+        self.workspace.set_mode(mode)
+        for action, checked in ((self.compare_action, mode == "compare"),
+                                (self.disagreement_action, mode == "disagreement")):
+            action.setChecked(checked)
+        if mode != "views":
+            self.workspace.compare.fit()  # the panes are narrower than the single view
         if self.session is not None:
-            self.model_info.setVisible(bool(self.session.models) and not on)  # the panes name their models
+            self.model_info.setVisible(bool(self.session.models) and mode == "views")  # panes name their models
+        self.workspace.active_view().setFocus()  # arrow keys keep scrolling
         self._show_metrics()
 
-    def _show_disagreement(self, on: bool) -> None:
-        if on and not self.comparing:
-            self.compare_action.setChecked(True)
-        if self.comparing:
-            self.workspace.set_mode("disagreement" if on else "compare")
-
     def next_disputed_slice(self) -> None:
-        """Go to the most disputed slice after the current one (wrapping around)."""
+        """Go to the most disputed slice nobody has reviewed yet (D again: the next one)."""
         session = self.session
         if session is None or not ("A" in session.models and "B" in session.models):
             return
-        ranks = rank_slices(session.live, by="disputed")
+        ranks = [r for r in rank_slices(session.live, by="disputed") if not session.reviewed[r.z]]
         if not ranks:
-            return self.statusBar().showMessage("A and B agree on every slice", 5000)
+            return self.statusBar().showMessage("A and B agree on every slice not yet reviewed", 5000)
         z = self.current_slice()
         position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
         self.workspace.go_to_slice(ranks[(position + 1) % len(ranks)].z)

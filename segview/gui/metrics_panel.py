@@ -35,6 +35,8 @@ class MetricsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.reviewed = QLabel()
+        self.hint = QLabel("Load checkpoints (Model > Load checkpoint A / B) to score them against the labels.")
+        self.hint.setWordWrap(True)
         self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
         self.legend = QLabel("Each cell: Dice above IoU. \u2013: nothing to score; pending: not predicted yet.")
         self.legend.setWordWrap(True)
@@ -51,7 +53,7 @@ class MetricsPanel(QWidget):
         self.plot.setYRange(0, 1.05)
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.plot.addLegend(offset=(-5, 5))
+        self.plot.addLegend(offset=(5, -5), brush=(0, 0, 0, 120))  # bottom left: Dice is rarely low there
         self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.DashLine))
         self.plot.addItem(self.current)
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -65,7 +67,7 @@ class MetricsPanel(QWidget):
         self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.reviewed, self.reviewed_only, self.legend, self.table, self.plot, self.ranking_label,
+        for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot, self.ranking_label,
                        self.ranking_choice):
             layout.addWidget(widget)
         layout.addWidget(self.ranking, stretch=1)  # the list takes what room is left
@@ -77,8 +79,13 @@ class MetricsPanel(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
 
-    def show(self, live: LiveMetrics, z: int) -> None:
-        """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking."""
+    def refresh(self, live: LiveMetrics, z: int) -> None:
+        """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking;
+        without a model, a word on how to get scores instead of empty tables."""
+        scored = bool(live.matrices)
+        for widget in (self.reviewed_only, self.legend, self.table, self.plot):
+            widget.setVisible(scored)
+        self.hint.setVisible(not scored)
         self.show_scores(live, z)
         self.show_slices(live)
         self.show_ranking(live)

@@ -248,7 +248,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
         self.image_item.setRect(self._rect(plane.shape))
         self.title.setText(f"{self.view}  {self.index + 1} / {self.num_slices()}   "
-                           f"W {self.window[1]:g}  L {self.window[0]:g}")
+                           f"W {self.window[1]:.0f}  L {self.window[0]:.0f}")
 
     def redraw_overlay(self, name: str) -> None:
         overlay, item = self.overlays[name], self.overlay_items[name]

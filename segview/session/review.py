@@ -170,6 +170,7 @@ class ReviewSession:
             set_aside(self.key)  # kept, and listed by File > Recover edits
             snapshot = Journal.snapshot(self.labels.array, self.key, self.labels.reviewed, about)
             self.journal = start_journal(self.labels, self.key, snapshot)
+            self.journal.mark_details = lambda z: self.review_marks.get(z, {})
         except (JournalError, OSError) as exc:
             self.warnings.append(f"{exc}. Edits are not journalled: save often.")
         if crashed is not None and recover:
@@ -181,6 +182,7 @@ class ReviewSession:
         """Bring back a crashed session's labels and review marks: one undo step."""
         if recovered.labels.shape != self.volume.shape:
             raise SessionError("Those edits belong to an image of another size.")
+        self.review_marks.update({int(z): details for z, details in recovered.marks.items() if details})
         with self.labels.step():
             self.labels.copy_from(recovered.labels)
             for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
@@ -221,6 +223,7 @@ class ReviewSession:
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
+        self.saved_version = self.version  # what is open is what that file holds
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
         """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
@@ -393,6 +396,7 @@ class ReviewSession:
         source = Path(str(self.volume.meta.get("source", "")))
         if not source.name or not source.exists():
             return None
+        source = source.resolve()  # named after the image, not after a link to it
         stem = source.name[: -len(extension(source))] if source.is_file() and extension(source) else source.name
         return source.parent / f"{stem}.labels.nii.gz"
 

@@ -217,3 +217,35 @@ def test_after_sigkill_the_edits_and_marks_come_back_whatever_path_opens_the_ser
     session.labels.undo()  # the restore is one step
     assert not session.reviewed.any() and not session.labels.array.any()
     session.close(discard=True)
+
+
+def test_recovered_marks_keep_who_marked_them_and_when(tmp_path):
+    volume, _ = tiny_case(0)
+    session = ReviewSession.open(volume)
+    session.mark_reviewed(3)
+    details = dict(session.review_marks[3])
+    session.close()  # unsaved: the journal stays
+    restored = ReviewSession.open(volume, recover=True)
+    assert restored.reviewed[3] and restored.review_marks[3] == details
+    path = restored.save(tmp_path / "case.nii.gz")
+    entry = json.loads(review_path(path).read_text())["reviewed"][0]
+    assert (entry["by"], entry["at"]) == (details["by"], details["at"])
+
+
+def test_steps_that_cancel_out_leave_nothing_to_recover():
+    volume, _ = tiny_case(0)
+    session = ReviewSession.open(volume)
+    session.mark_reviewed(2)
+    session.mark_reviewed(2, False)
+    session.close()
+    assert ReviewSession.recoverable(volume) is None
+
+
+def test_opening_a_label_file_is_not_an_unsaved_change(tmp_path):
+    volume, labels = tiny_case(0)
+    save_labels(tmp_path / "file.nii.gz", labels, volume, CLASSES)
+    session = ReviewSession.open(volume)
+    session.replace_labels(read_label_file(tmp_path / "file.nii.gz", volume))
+    assert not session.modified
+    session.labels.undo()
+    assert session.modified
