@@ -67,8 +67,8 @@ class MetricsPanel(QWidget):
         self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot, self.ranking_label,
-                       self.ranking_choice):
+        for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot,
+                       self.ranking_label, self.ranking_choice):
             layout.addWidget(widget)
         layout.addWidget(self.ranking, stretch=1)  # the list takes what room is left
         self.classes: list[LabelClass] = []
