@@ -15,7 +15,7 @@ import numpy as np
 from .io import replace_atomically
 from .live import LiveMetrics, score_cell, write_csv
 from .measures import class_volumes_ml
-from .metrics import surface_scores
+from .metrics import SURFACE_DICE_TOLERANCE_MM, surface_scores
 
 # Disagreement categories, per voxel.
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
@@ -123,7 +123,7 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) 
 
 
 #: The comparison report's surface Dice tolerance, as ``segview evaluate``'s default.
-REPORT_TOLERANCE_MM = 2.0
+REPORT_TOLERANCE_MM = SURFACE_DICE_TOLERANCE_MM
 
 
 def boundary_markdown(live: LiveMetrics, classes, tolerance_mm: float = REPORT_TOLERANCE_MM) -> str:

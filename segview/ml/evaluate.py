@@ -19,15 +19,13 @@ import numpy as np
 
 from ..core.compare import paired_difference
 from ..core.measures import clinical_measures, find_class, lung_mask_from_ct
-from ..core.metrics import ConfusionMatrix, Scores, SurfaceScores, surface_scores
+from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, ConfusionMatrix, Scores, SurfaceScores, surface_scores
 from .data import Case
 from .inference import Predictor
 
 METRICS = ("dice", "iou", "pixel_error", "hd95", "surface_dice")
-#: Surface Dice tolerance (mm) of ``segview evaluate``: about one in-plane pixel of cardiac
-#: MRI and chest CT, within the 1-4 mm per-structure tolerances of Nikolov et al. (2021),
-#: who set them from the boundary disagreement between expert readers.
-DEFAULT_TOLERANCE_MM = 2.0
+#: Surface Dice tolerance (mm) of ``segview evaluate`` (see SURFACE_DICE_TOLERANCE_MM).
+DEFAULT_TOLERANCE_MM = SURFACE_DICE_TOLERANCE_MM
 _FORMATS = {"hd95": ".2f"}  # mm; the rest are fractions
 
 

@@ -90,6 +90,9 @@ def test_background_and_absent_classes_follow_the_documented_values():
         assert scores.average_surface_distance[c] == math.inf
         assert scores.surface_dice[c] == 0.0
     assert np.isnan(scores.hausdorff95[3]) and np.isnan(scores.surface_dice[3])  # in neither
+    # Parts switched off stay NaN, missed class or not.
+    assert np.isnan(surface_scores(pred, ref, 4, (1.0, 1.0, 1.0), distances=False).hausdorff95).all()
+    assert np.isnan(surface_scores(pred, ref, 4, (1.0, 1.0, 1.0), surface_dice=False).surface_dice).all()
 
 
 @pytest.mark.parametrize("call, message", [
