@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 
 def extension(path) -> str:
@@ -29,7 +29,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def replace_atomically(path, write: Callable[[Path], None]) -> Path:
+def replace_atomically(path, write: Callable[[Path], Any]) -> Path:
     """Let ``write`` fill (and check) a temporary file beside ``path``, flush it to the
     disk and rename it over ``path``. A failure at any step removes the temporary file,
     leaves the previous ``path`` untouched and propagates."""

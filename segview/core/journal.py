@@ -303,7 +303,8 @@ def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:
 
 def _records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
     """The intact records, and whether an incomplete or damaged one ended the file."""
-    records, offset = [], 0
+    records: list[tuple[bytes, bytes]] = []
+    offset = 0
     while offset < len(data):
         if offset + RECORD.size > len(data):
             return records, True

@@ -54,8 +54,8 @@ class LiveMetrics:
             raise ValueError(f"prediction {prediction.shape} and labels {self.labels.array.shape} differ")
         if empty:
             matrix = ConfusionMatrix(self.num_classes, prediction.shape[0])
-            matrix.slice_counts[:, :, 0] = self._label_histogram
-            matrix.counts = matrix.slice_counts.sum(axis=0)
+            matrix.per_slice[:, :, 0] = self._label_histogram
+            matrix.counts = matrix.per_slice.sum(axis=0)
         else:
             matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
         self.predictions[key], self.matrices[key] = prediction, matrix
@@ -101,7 +101,7 @@ class LiveMetrics:
         """Scores of slice ``z``; None while it is pending."""
         if not self.predicted[key][z]:
             return None
-        return scores_from_counts(self.matrices[key].slice_counts[z])
+        return scores_from_counts(self.matrices[key].per_slice[z])
 
     def scored_slices(self, key: str, reviewed_only: bool = True) -> np.ndarray:
         """(Z,) bool: the slices a volume score of ``key`` covers (predicted; and reviewed)."""
@@ -114,15 +114,15 @@ class LiveMetrics:
         scored = self.scored_slices(key, reviewed_only)
         if scored.all():
             return scores_from_counts(matrix.counts)
-        return scores_from_counts(matrix.slice_counts[scored].sum(axis=0))
+        return scores_from_counts(matrix.per_slice[scored].sum(axis=0))
 
     def dice_along_slices(self, key: str) -> np.ndarray:
         """(Z,) mean foreground Dice of each slice; NaN where no foreground class is in the
         slice's labels or prediction."""
-        counts = self.matrices[key].slice_counts[:, 1:, 1:]
+        counts = self.matrices[key].per_slice[:, 1:, 1:]
         true_positive = np.einsum("zcc->zc", counts).astype(float)
-        reference = self.matrices[key].slice_counts[:, 1:, :].sum(axis=2)
-        predicted = self.matrices[key].slice_counts[:, :, 1:].sum(axis=1)
+        reference = self.matrices[key].per_slice[:, 1:, :].sum(axis=2)
+        predicted = self.matrices[key].per_slice[:, :, 1:].sum(axis=1)
         total = reference + predicted
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(total > 0, 2 * true_positive / total, np.nan)
@@ -149,11 +149,15 @@ def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
     names = {c.value: c.name for c in classes}
     rows = []
     for key in live.matrices:
-        scopes = [("volume (reviewed slices)", "", live.volume_scores(key, True)),
-                  ("volume (all slices)", "", live.volume_scores(key, False))]
-        scopes += [("slice", z + 1, live.slice_scores(key, z)) for z in np.flatnonzero(live.predicted[key])]
+        scopes: list[tuple[str, int | str, Scores]] = [
+            ("volume (reviewed slices)", "", live.volume_scores(key, True)),
+            ("volume (all slices)", "", live.volume_scores(key, False))]
+        for index in np.flatnonzero(live.predicted[key]):
+            slice_scores = live.slice_scores(key, int(index))
+            assert slice_scores is not None  # predicted
+            scopes.append(("slice", int(index) + 1, slice_scores))
         for scope, z, scores in scopes:
-            reviewed = bool(live.labels.reviewed[z - 1]) if scope == "slice" else ""
+            reviewed = bool(live.labels.reviewed[int(z) - 1]) if scope == "slice" else ""
             for value in range(1, len(scores.dice)):
                 rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed,
                                  **{"class": names.get(value, str(value))},

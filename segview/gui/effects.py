@@ -25,10 +25,10 @@ class PlanePoint:
     erase: bool = False              # Shift held: the brush erases
 
     @classmethod
-    def from_index(cls, zyx, axis: int, pane: str = "", modifiers=Qt.NoModifier) -> PlanePoint:
+    def from_index(cls, zyx, axis: int, pane: str = "", modifiers=Qt.KeyboardModifier.NoModifier) -> PlanePoint:
         in_plane = tuple(float(zyx[a]) for a in range(3) if a != axis)
         return cls(axis, int(round(zyx[axis])), in_plane, tuple(float(v) for v in zyx), pane,  # type: ignore[arg-type]
-                   bool(modifiers & Qt.ShiftModifier))
+                   bool(modifiers & Qt.KeyboardModifier.ShiftModifier))
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Effect:
     """A tool. ``paints``: a left drag edits (else it pans); ``brush``: the view shows a
     true-size brush cursor. Hooks return a message for the status bar, or None."""
     name, text, key, tip = "", "", "", ""
-    cursor = Qt.ArrowCursor
+    cursor = Qt.CursorShape.ArrowCursor
     paints = False
     brush = False
 
@@ -63,7 +63,7 @@ class Navigate(Effect):
 class Brush(Effect):
     """A round brush of the panel's radius in mm; one drag is one undo step."""
     name, text, key, tip = "brush", "Brush", "B", "Paint the chosen class; Shift erases"
-    cursor = Qt.CrossCursor
+    cursor = Qt.CursorShape.CrossCursor
     paints = brush = True
 
     def __init__(self):
@@ -100,7 +100,7 @@ class Eraser(Brush):
 class Fill(Effect):
     """Flood fill of the region under the click on an axial plane."""
     name, text, key, tip = "fill", "Fill", "G", "Fill the enclosed region under the click (axial planes)"
-    cursor = Qt.PointingHandCursor
+    cursor = Qt.CursorShape.PointingHandCursor
     paints = True
 
     def release(self, session, at, settings):
@@ -113,7 +113,7 @@ class Fill(Effect):
 class Adopt(Effect):
     """In the compare panes: click where A and B disagree to take that model's region."""
     name, text, key, tip = "adopt", "Adopt", "J", "Click a disagreement in pane A or B to take that model's region"
-    cursor = Qt.PointingHandCursor
+    cursor = Qt.CursorShape.PointingHandCursor
     paints = True
 
     def release(self, session, at, settings):

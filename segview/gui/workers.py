@@ -38,7 +38,7 @@ class Worker(QRunnable):
         try:
             result = self.function(*self.args, **self.kwargs)
         except Exception as exc:  # noqa: BLE001 - reported to the main thread, never lost
-            exc.formatted = traceback.format_exc()
+            exc.formatted = traceback.format_exc()  # type: ignore[attr-defined]  # for the report
             self.signals.errored.emit(exc)
         else:
             self.signals.returned.emit(result)
@@ -92,7 +92,7 @@ class GeneratorWorker(QRunnable):
                 self.signals.yielded.emit(value)
             completed = not self._stop.is_set()
         except Exception as exc:  # noqa: BLE001 - reported to the main thread, never lost
-            exc.formatted = traceback.format_exc()
+            exc.formatted = traceback.format_exc()  # type: ignore[attr-defined]  # for the report
             self.signals.errored.emit(exc)
         finally:
             self._done.set()

@@ -145,7 +145,7 @@ class Workspace(QStackedWidget):
         self.viewer.set_opacity(opacity)
         self.compare.set_opacity(opacity)
 
-    def set_tool(self, radius_mm: float | None, paints: bool, cursor=Qt.ArrowCursor) -> None:
+    def set_tool(self, radius_mm: float | None, paints: bool, cursor=Qt.CursorShape.ArrowCursor) -> None:
         """``radius_mm``: a brush cursor of that size (None: no brush); ``paints``: left
         drags edit rather than pan."""
         for view in self.viewer.views.values():

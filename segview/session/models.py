@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ class Model:
     ``predicted`` (Z,) bool the slices that hold one (the others are pending)."""
     slot: str
     path: Path
-    predictor: object                    # ml.inference.Predictor
+    predictor: Any                       # ml.inference.Predictor (or its ONNX twin): torch stays out
     prediction: np.ndarray
     predicted: np.ndarray
     device: str = ""

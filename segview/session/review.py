@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -73,7 +73,7 @@ def read_label_file(path, volume: Volume, key: str | None = None) -> LabelFile:
 class PredictionBatch:
     """Slices of one model's prediction, as ``prediction_batches`` yields them."""
     slot: str
-    predictor: object
+    predictor: Any
     predictions: list                 # ml.inference.SlicePrediction
     done: int                         # slices done so far (all models)
     total: int
@@ -246,7 +246,7 @@ class ReviewSession:
         Its predictions are all pending until ``predict``. Raises CheckpointError."""
         return self.add_model(slot, path, load_predictor(path))
 
-    def add_model(self, slot: str, path, predictor) -> Model:
+    def add_model(self, slot: str, path, predictor: Any) -> Model:
         """``load_model`` with a Predictor loaded beforehand (in a worker). A checkpoint
         trained on another modality is added with a warning in ``Model.warnings``."""
         if slot not in SLOTS:
@@ -279,7 +279,7 @@ class ReviewSession:
         and the predictors, so a worker may drive it; hand each batch to ``accept``."""
         from ..ml.inference import slice_order
 
-        predictors = {slot: m.predictor for slot, m in self.models.items()}
+        predictors: dict[str, Any] = {slot: m.predictor for slot, m in self.models.items()}
         if not predictors:
             return
         order = slice_order(self.volume.shape[0], first)
