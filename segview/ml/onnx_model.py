@@ -224,8 +224,9 @@ def _check_signature(path: Path, session, num_classes: int) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1:
         raise CheckpointError(f"{path.name} must take one (N, 1, H, W) image and return (N, C, H, W) logits")
-    if outputs[0].shape[1] not in (num_classes, None) and not isinstance(outputs[0].shape[1], str):
-        raise CheckpointError(f"{path.name} returns {outputs[0].shape[1]} channels but names {num_classes} classes")
+    channels = outputs[0].shape[1]  # an int, or a name or None when the graph leaves it open
+    if isinstance(channels, int) and channels != num_classes:
+        raise CheckpointError(f"{path.name} returns {channels} channels but names {num_classes} classes")
 
 
 class OnnxNetwork(nn.Module):
