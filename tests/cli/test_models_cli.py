@@ -149,3 +149,24 @@ def test_evaluate_warns_once_per_checkpoint_and_modality(tmp_path, capsys):
     warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
     assert warnings == ["segview: warning: ct.safetensors: this checkpoint was trained on CT images but "
                         "the image is MR; its predictions may be meaningless"]
+
+
+def test_the_windows_session_loads_onnx_and_refuses_malicious_pickles(imported, tmp_path):
+    """ReviewSession.load_model is what the window calls (in a worker) for A and B."""
+    from segview.ml.checkpoint import CheckpointError
+    from segview.session import ReviewSession
+
+    checkpoint, _ = imported
+    assert main(["export", str(checkpoint), "-o", str(tmp_path / "model.onnx")]) == 0
+    session = ReviewSession.open(_scan(tmp_path / "ct.nii.gz", "CT", 3))
+    try:
+        model = session.load_model("A", tmp_path / "model.onnx")
+        assert model.predictor.runtime == "onnxruntime"
+        assert model.warnings and "trained on MR images" in model.warnings[0]
+        target = tmp_path / "pwned"
+        torch.save({"x": _CreatesAFile(target)}, tmp_path / "evil.pth")
+        with pytest.raises(CheckpointError, match="pickled"):
+            session.load_model("B", tmp_path / "evil.pth")
+        assert not target.exists() and set(session.models) == {"A"}
+    finally:
+        session.close(discard=True)
