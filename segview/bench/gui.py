@@ -3,8 +3,8 @@
 Scrolling: a 300 x 512 x 512 CT with window/level and two model overlays; each frame is
 one slice step and the event processing that paints it (one paint, as after a wheel
 event), so its time is what the user waits for. Stalls: a 60 Hz timer records the gaps
-between its ticks, first with the window idle, then while a shipped checkpoint predicts every slice of that volume and the
-results stream into the overlay; a gap beyond the timer period is a stall.
+between its ticks, first with the window idle, then while a shipped checkpoint predicts
+every slice of that volume and the results stream into the overlay; a gap beyond the timer period is a stall.
 """
 from __future__ import annotations
 
@@ -40,14 +40,15 @@ def large_ct(shape=(300, 512, 512)) -> tuple[Volume, np.ndarray, np.ndarray, np.
 
 def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: bool = False) -> dict:
     from PySide6.QtCore import QTimer
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
     from ..gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
-    echo("segview bench gui: the running window, offscreen" if app.platformName() == "offscreen"
-         else f"segview bench gui: the running window on {app.platformName()}")
+    echo("segview bench gui: the running window, offscreen" if QGuiApplication.platformName() == "offscreen"
+         else f"segview bench gui: the running window on {QGuiApplication.platformName()}")
     echo(f"  {machine_summary()}")
     window = MainWindow()
     window.resize(1280, 900)
@@ -61,7 +62,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     view = window.workspace.active_view()
 
     # Scrolling: one slice step per frame, painted (processEvents) before the clock stops.
-    frames = []
+    frames: list[float] = []
     deadline = time.perf_counter() + seconds
     step = 1
     count = shape[0]
@@ -91,8 +92,11 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         session.remove_model("B")
         session.load_model("A", checkpoint)
         started = time.perf_counter()
-        busy = _timer_gaps(window, lambda loop: (window.inference_finished.connect(loop.quit),
-                                                 window.run_inference()))
+        def run(loop) -> None:
+            window.inference_finished.connect(loop.quit)
+            window.run_inference()
+
+        busy = _timer_gaps(window, run)
         elapsed = time.perf_counter() - started
         echo(f"  inference: {checkpoint.name} on {session.models['A'].device}, {shape[0]} slices "
              f"in {elapsed:.1f} s ({shape[0] / elapsed:.0f} slices/s)")
@@ -133,7 +137,7 @@ def _timer_gaps(parent, start) -> np.ndarray:
     ticks: list[float] = []
     clock = QElapsedTimer()
     clock.start()
-    timer = QTimer(parent, timerType=Qt.PreciseTimer, interval=round(TIMER_PERIOD_MS))
+    timer = QTimer(parent, timerType=Qt.TimerType.PreciseTimer, interval=round(TIMER_PERIOD_MS))
     timer.timeout.connect(lambda: ticks.append(clock.nsecsElapsed() / 1e6))
     loop = QEventLoop()
     timer.start()
@@ -169,6 +173,7 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     """Mouse-move handling of a brush stroke in the window (label write, live metrics of
     two models, overlay update), p95 on a large and a small volume: the cost must not
     grow with the volume. Checks the live metrics against a full recount at the end."""
+    from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
@@ -177,7 +182,7 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     from ..gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
-    echo(f"segview bench edit: brush strokes in the running window ({app.platformName()})")
+    echo(f"segview bench edit: brush strokes in the running window ({QGuiApplication.platformName()})")
     echo(f"  {machine_summary()}")
     figures, rng = {}, np.random.default_rng(0)
     for shape in shapes:
@@ -190,7 +195,8 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
         window.tools.set_tool("brush")
         window.tools.radius.setValue(5.0)
         app.processEvents()
-        moves, deadline = [], time.perf_counter() + seconds
+        moves: list[float] = []
+        deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(moves) < 200:
             z = int(rng.integers(0, shape[0]))
             window.workspace.go_to_slice(z)

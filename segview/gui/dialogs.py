@@ -9,7 +9,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHe
 SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note")
 
 
-def series_rows(series) -> list[tuple[str, ...]]:
+def series_rows(series) -> list[tuple[str, str, str, str, str, str]]:
     """One row of SERIES_COLUMNS per ``SeriesInfo``."""
     rows = []
     for s in series:

@@ -3,6 +3,7 @@ workspace to it; every state of the work (image, labels, review marks, models an
 predictions, metrics, journal) lives in the session, none in the widgets."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
@@ -35,7 +36,7 @@ OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": 
 
 
 def settings() -> QSettings:
-    return QSettings(QSettings.IniFormat, QSettings.UserScope, "segview", "segview")
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "segview", "segview")
 
 
 class MainWindow(QMainWindow):
@@ -83,19 +84,23 @@ class MainWindow(QMainWindow):
 
     # -- layout -------------------------------------------------------------------------
     def _build_controls(self) -> None:
-        self.view_choice = QComboBox(focusPolicy=Qt.NoFocus)  # arrow keys scroll slices, not this
+        self.view_choice = QComboBox()
+        self.view_choice.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys scroll slices, not this
         self.view_choice.addItems([v.capitalize() for v in VIEWS])
         self.view_choice.currentIndexChanged.connect(lambda n: self.workspace.viewer.show_view(VIEWS[n]))
-        self.slider = QSlider(Qt.Horizontal, focusPolicy=Qt.NoFocus)
+        self.slider = QSlider(Qt.Orientation.Horizontal)
+        self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.valueChanged.connect(self.workspace.set_shown_slice)
         self.slice_number = QLabel("- / -")
         self.slice_number.setMinimumWidth(150)
-        self.window_choice = QComboBox(focusPolicy=Qt.NoFocus)
-        self.window_choice.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.window_choice = QComboBox()
+        self.window_choice.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.window_choice.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.window_choice.currentIndexChanged.connect(self._apply_window)
         self.window_values = QLabel()
         self.window_values.setMinimumWidth(120)
-        self.opacity = QSlider(Qt.Horizontal, focusPolicy=Qt.NoFocus)
+        self.opacity = QSlider(Qt.Orientation.Horizontal)
+        self.opacity.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.opacity.setRange(0, 100)
         self.opacity.setValue(45)
         self.opacity.setMaximumWidth(100)
@@ -110,9 +115,9 @@ class MainWindow(QMainWindow):
             bar.addWidget(widget)
         self.addToolBar(bar)
         self.legend = QLabel()
-        self.legend.setTextFormat(Qt.RichText)
+        self.legend.setTextFormat(Qt.TextFormat.RichText)
         self.model_info = QLabel()
-        self.model_info.setTextFormat(Qt.RichText)
+        self.model_info.setTextFormat(Qt.TextFormat.RichText)
         layout = QVBoxLayout()
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.legend)
@@ -145,19 +150,20 @@ class MainWindow(QMainWindow):
         self.metrics.ranking_changed.connect(self._show_metrics)
         # Tools on the left (as 3D Slicer's module panel), metrics on the right, each the
         # window's full height, so neither clips the other on a 1440 x 900 screen.
-        for title, widget, area, width in (("Tools", self.tools, Qt.LeftDockWidgetArea, 290),
+        for title, widget, area, width in (("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea, 290),
                                            ("Metrics: Dice / IoU against the labels", self.metrics,
-                                            Qt.RightDockWidgetArea, 400)):
+                                            Qt.DockWidgetArea.RightDockWidgetArea, 400)):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
             dock.setMinimumWidth(width)
             dock.setMaximumWidth(width + 160)  # the image keeps most of the window
-            dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+            features = QDockWidget.DockWidgetFeature
+            dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
             self.addDockWidget(area, dock)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
-        menu.addAction("&Open image...", QKeySequence.Open, self.choose_image)
+        menu.addAction("&Open image...", QKeySequence.StandardKey.Open, self.choose_image)
         menu.addAction("Open &DICOM folder...", "Ctrl+D", self.choose_dicom_folder)
         menu.addAction("Open &labels...", "Ctrl+L", self.choose_labels)
         menu.addAction("Open from &PACS...", self.open_from_pacs)
@@ -165,8 +171,8 @@ class MainWindow(QMainWindow):
         self._fill_recent_menu()
         menu.addAction("Recover &edits...", self.recover_edits)
         menu.addSeparator()
-        menu.addAction("&Save labels", QKeySequence.Save, self.save)
-        menu.addAction("Save labels &as...", QKeySequence.SaveAs, self.save_as)
+        menu.addAction("&Save labels", QKeySequence.StandardKey.Save, self.save)
+        menu.addAction("Save labels &as...", QKeySequence.StandardKey.SaveAs, self.save_as)
         menu.addAction("Export comparison &report...", self.export_report)
         self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
         self.send_seg_action = menu.addAction("Send SEG to PA&CS...", self.send_seg_to_pacs)
@@ -175,22 +181,21 @@ class MainWindow(QMainWindow):
         menu.setToolTipsVisible(True)
         menu.addAction("Export &metrics as CSV...", self.export_metrics)
         menu.addSeparator()
-        menu.addAction("&Quit", QKeySequence.Quit, self.close)
+        menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
         menu = self.menuBar().addMenu("&Edit")
-        self.undo_action = menu.addAction("&Undo", QKeySequence.Undo, self.undo)
+        self.undo_action = menu.addAction("&Undo", QKeySequence.StandardKey.Undo, self.undo)
         self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
         menu.addSeparator()
         for effect in EFFECTS:
-            menu.addAction(f"{effect.text} tool", effect.key, lambda name=effect.name: self.tools.set_tool(name))
+            menu.addAction(f"{effect.text} tool", effect.key, partial(self.tools.set_tool, effect.name))
         menu.addAction("Smaller brush", "[", lambda: self.tools.step_radius(1 / 1.25))
         menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
         menu.addAction("Mark slice reviewed", "M", lambda: self._slice_operation("review"))
         menu.addSeparator()
         for slot in SLOTS:
-            menu.addAction(f"Labels from model {slot}: this slice", lambda slot=slot: self.copy_prediction(slot, True))
-            menu.addAction(f"Labels from model {slot}: whole volume",
-                           lambda slot=slot: self.copy_prediction(slot, False))
+            menu.addAction(f"Labels from model {slot}: this slice", partial(self.copy_prediction, slot, True))
+            menu.addAction(f"Labels from model {slot}: whole volume", partial(self.copy_prediction, slot, False))
 
         menu = self.menuBar().addMenu("&View")
         three = menu.addAction("&Three views", "T")
@@ -224,7 +229,7 @@ class MainWindow(QMainWindow):
 
         menu = self.menuBar().addMenu("&Model")
         for slot in SLOTS:
-            menu.addAction(f"Load checkpoint &{slot}...", lambda slot=slot: self.choose_model(slot))
+            menu.addAction(f"Load checkpoint &{slot}...", partial(self.choose_model, slot))
         menu.addSeparator()
         menu.addAction("&Run inference", "Ctrl+R", self.run_inference)
         menu.addAction("&Cancel inference", "Esc", self.cancel_inference)
@@ -303,14 +308,14 @@ class MainWindow(QMainWindow):
     # -- recent files -------------------------------------------------------------------
     def _remember(self, path: str) -> None:
         path = str(Path(path).resolve())  # one entry per place, whatever path opened it
-        recent = [p for p in settings().value("recent", [], list) if str(Path(p).resolve()) != path]
+        recent = [p for p in _recent() if str(Path(p).resolve()) != path]
         settings().setValue("recent", [path] + recent[:RECENT_LIMIT - 1])
         self._fill_recent_menu()
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
-        for path in settings().value("recent", [], list):
-            self.recent_menu.addAction(path, lambda path=path: self.open_image(path))
+        for path in _recent():
+            self.recent_menu.addAction(path, partial(self.open_image, path))
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
     # -- a session on screen ------------------------------------------------------------
@@ -366,13 +371,15 @@ class MainWindow(QMainWindow):
 
     def _offer_recovery(self) -> None:
         recovered = self.session.recoverable_edits
+        if recovered is None:
+            return
         answer = QMessageBox.question(
             self, "Restore unsaved edits?",
             f"segview found {recovered.steps} edit step(s) on this image that were never saved "
             f"(the program did not close normally); {int(recovered.reviewed.sum())} slice(s) were marked "
             "reviewed. Restore them? (If not, File > Recover edits... still finds them.)",
-            QMessageBox.Yes | QMessageBox.No)
-        if answer == QMessageBox.Yes:
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        if answer == QMessageBox.StandardButton.Yes:
             self.session.restore(recovered)
         self.session.recoverable_edits = None
 
@@ -382,7 +389,8 @@ class MainWindow(QMainWindow):
             return self._error("Open the image whose edits you want to recover.", "Recover edits")
         journals = set_aside_journals(self.session.key)
         if not journals:
-            return QMessageBox.information(self, "Recover edits", "No set-aside edits of this image were found.")
+            QMessageBox.information(self, "Recover edits", "No set-aside edits of this image were found.")
+            return
         items = [f"{j.recovered.steps} step(s), {int(j.recovered.reviewed.sum())} reviewed slice(s), "
                  f"{_time_text(j.modified)}" for j in journals]
         item, ok = QInputDialog.getItem(self, "Recover edits", "Restore the labels of:", items, 0, False)
@@ -486,8 +494,8 @@ class MainWindow(QMainWindow):
             warning = " ".join(model.warnings)
             answer = QMessageBox.question(self, f"Run model {slot} on this image?",
                                           f"{model.name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
-                                          QMessageBox.Yes | QMessageBox.No)
-            if answer != QMessageBox.Yes:
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
                 self.session.remove_model(slot)
                 self.statusBar().showMessage(f"Model {slot} ({model.name}) unloaded, as you chose", 10000)
         self._show_devices()
@@ -702,6 +710,7 @@ class MainWindow(QMainWindow):
         in the background (``wait``: here, e.g. when closing). A failure leaves the edits in
         memory and in the journal. Returns False when a waited-for save failed."""
         session = self.session
+        assert session is not None  # the File menu saves only an open session
         job = session.save_job(Path(path))
         if not wait:
             self._run(job, done=lambda _: self._saved(session, job), failed=self._save_failed)
@@ -735,11 +744,12 @@ class MainWindow(QMainWindow):
             return True
         discard = False
         if session.modified:
+            button = QMessageBox.StandardButton
             answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
-                                          QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel)
-            if answer == QMessageBox.Cancel or (answer == QMessageBox.Save and not self.save(wait=True)):
+                                          button.Save | button.Discard | button.Cancel)
+            if answer == button.Cancel or (answer == button.Save and not self.save(wait=True)):
                 return False
-            discard = answer == QMessageBox.Discard
+            discard = answer == button.Discard
         self.cancel_inference()
         self._models_waiting = {slot: (m.path, m.predictor) for slot, m in session.models.items()}
         session.close(discard=discard)
@@ -874,6 +884,12 @@ def demo_session(task: str) -> ReviewSession:
     case = make_phantom(task, seed=0)
     case.volume.meta["source"] = f"demo: {task} phantom"
     return ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes))
+
+
+def _recent() -> list[str]:
+    """The recently opened paths, newest first."""
+    value = settings().value("recent", [], list)
+    return [str(p) for p in value] if isinstance(value, list) else []
 
 
 def _time_text(seconds: float) -> str:

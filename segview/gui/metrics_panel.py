@@ -99,10 +99,11 @@ class MetricsPanel(QWidget):
         self.table.setRowCount(len(rows))
         self.table.setVerticalHeaderLabels([f"{key} {scope}" for key, scope in rows])
         for r, (key, scope) in enumerate(rows):
-            scores = {k: (live.slice_scores(k, z) if scope == "slice"
-                          else live.volume_scores(k, self.reviewed_only.isChecked()))
-                      for k in (("A", "B") if key not in keys else (key,))}
-            if any(v is None for v in scores.values()):
+            found = {k: (live.slice_scores(k, z) if scope == "slice"
+                         else live.volume_scores(k, self.reviewed_only.isChecked()))
+                     for k in (("A", "B") if key not in keys else (key,))}
+            scores = {k: v for k, v in found.items() if v is not None}
+            if len(scores) < len(found):
                 cells = ["pending"] * self.table.columnCount()  # not predicted yet
             elif key in keys:
                 cells = self._cells(scores[key])
@@ -112,7 +113,7 @@ class MetricsPanel(QWidget):
                 item = self.table.item(r, c)
                 if item is None:
                     item = QTableWidgetItem()
-                    item.setTextAlignment(Qt.AlignCenter)
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
                     self.table.setItem(r, c, item)
                 item.setText(text)
         if live is not None:
@@ -163,14 +164,14 @@ class MetricsPanel(QWidget):
         both = live is not None and "A" in live.matrices and "B" in live.matrices
         for widget in (self.ranking_label, self.ranking_choice, self.ranking):
             widget.setVisible(both)
-        if not both:
+        if live is None or not both:
             return []
         ranks = rank_slices(live, by=("disputed", "worst")[self.ranking_choice.currentIndex()])
         self.ranking.clear()
         for rank in ranks[:limit]:
             item = QListWidgetItem(f"slice {rank.z + 1}: {rank.disputed} voxels differ, Dice A "
                                    f"{score_text(rank.dice_a)} B {score_text(rank.dice_b)}")
-            item.setData(Qt.UserRole, rank.z)
+            item.setData(Qt.ItemDataRole.UserRole, rank.z)
             self.ranking.addItem(item)
         return ranks
 

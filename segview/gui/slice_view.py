@@ -158,9 +158,11 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.box.addItem(self.brush_cursor, ignoreBounds=True)
         self.brush_radius_mm: float | None = None
         self.scene().sigMouseMoved.connect(self._mouse_moved)
-        self.grabGesture(Qt.PinchGesture)
+        self.grabGesture(Qt.GestureType.PinchGesture)
         self.volume: Volume | None = None
-        self.view, self.index, self.window = view, 0, (0.0, 1.0)
+        self.view: str = view
+        self.index: int = 0
+        self.window: tuple[float, float] = (0.0, 1.0)
         self._needs_fit = False
         self._mouse_at = None  # the last mouse position, in view coordinates (mm)
 
@@ -257,8 +259,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         item.setVisible(overlay.visible and overlay.labels is not None and self.volume is not None)
         if not item.isVisible():
             return
-        plane = (overlay.labels(self.view, self.index) if callable(overlay.labels)
-                 else self.orientation.slice(overlay.labels, self.view, self.index))
+        labels = overlay.labels
+        assert labels is not None  # the item is hidden otherwise
+        plane = labels(self.view, self.index) if callable(labels) else self.orientation.slice(labels, self.view,
+                                                                                              self.index)
         plane = label_outline(plane) if overlay.outline else np.ascontiguousarray(plane)
         table = overlay.outline_table if overlay.outline and overlay.outline_table is not None else overlay.lookup_table
         item.setLookupTable(table)
@@ -272,23 +276,23 @@ class SliceView(pg.GraphicsLayoutWidget):
 
     # -- interaction --------------------------------------------------------------------
     def keyPressEvent(self, event) -> None:
-        steps = {Qt.Key_Up: 1, Qt.Key_Down: -1, Qt.Key_PageUp: 10, Qt.Key_PageDown: -10}
+        steps = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1, Qt.Key.Key_PageUp: 10, Qt.Key.Key_PageDown: -10}
         if event.key() in steps and self.volume is not None:
             self.set_slice(self.index + steps[event.key()])
-        elif event.key() == Qt.Key_Home and self.volume is not None:
+        elif event.key() == Qt.Key.Key_Home and self.volume is not None:
             self.set_slice(0)
-        elif event.key() == Qt.Key_End and self.volume is not None:
+        elif event.key() == Qt.Key.Key_End and self.volume is not None:
             self.set_slice(self.num_slices() - 1)
         else:
             super().keyPressEvent(event)
 
     def event(self, event) -> bool:
         # Trackpad pinch: macOS sends native zoom gestures, other platforms QPinchGesture.
-        if event.type() == QEvent.NativeGesture and event.gestureType() == Qt.ZoomNativeGesture:
+        if event.type() == QEvent.Type.NativeGesture and event.gestureType() == Qt.NativeGestureType.ZoomNativeGesture:
             factor = 1 / (1 + event.value())
             self.box.scaleBy((factor, factor))
             return True
-        if event.type() == QEvent.Gesture and (pinch := event.gesture(Qt.PinchGesture)) is not None:
+        if event.type() == QEvent.Type.Gesture and (pinch := event.gesture(Qt.GestureType.PinchGesture)) is not None:
             factor = 1 / max(pinch.scaleFactor(), 1e-3)
             self.box.scaleBy((factor, factor))
             return True
@@ -351,7 +355,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         index[s] = float(self.index)
         index[r] = self.volume.shape[r] - 1 - row if flip_r else row
         index[c] = self.volume.shape[c] - 1 - col if flip_c else col
-        return tuple(index)
+        return index[0], index[1], index[2]
 
     def _stroked(self, phase, point, modifiers) -> None:
         if self.volume is not None:

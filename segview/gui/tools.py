@@ -87,9 +87,9 @@ class ToolPanel(QWidget):
             icon.fill(QColor(*c.color))
             self.class_choice.addItem(QIcon(icon), c.name, c.value)
             item = QListWidgetItem(QIcon(icon), c.name)
-            item.setData(Qt.UserRole, c.value)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, c.value)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
             self.protected.addItem(item)
         index = self.class_choice.findData(current)
         self.class_choice.setCurrentIndex(max(index, 0))
@@ -106,8 +106,9 @@ class ToolPanel(QWidget):
 
     def policy(self) -> OverwritePolicy:
         mode = POLICIES[self.policy_choice.currentIndex()][0]
-        protected = frozenset(self.protected.item(n).data(Qt.UserRole) for n in range(self.protected.count())
-                              if self.protected.item(n).checkState() == Qt.Checked)
+        items = [self.protected.item(n) for n in range(self.protected.count())]
+        protected = frozenset(item.data(Qt.ItemDataRole.UserRole) for item in items
+                              if item.checkState() == Qt.CheckState.Checked)
         return OverwritePolicy(mode, protected)
 
     def intensity_range(self) -> tuple[float, float] | None:

@@ -23,9 +23,9 @@ class Viewer(QWidget):
         self.active = self.views["axial"]
         self.three_views = False
         self.volume: Volume | None = None
-        layout = QGridLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(2)
+        self.grid = QGridLayout(self)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(2)
         for view in self.views.values():
             view.slice_changed.connect(lambda index, view=view: self._slice_changed(view, index))
             view.cursor_moved.connect(self.cursor_moved)
@@ -47,7 +47,7 @@ class Viewer(QWidget):
         self._slice_changed(self.active, self.active.index)
 
     def _arrange(self) -> None:
-        layout = self.layout()
+        layout = self.grid
         for view in self.views.values():
             layout.removeWidget(view)
         if self.three_views:
@@ -65,7 +65,8 @@ class Viewer(QWidget):
             view.setVisible(self.three_views or view is self.active)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
-        if event.type() in (QEvent.FocusIn, QEvent.Wheel) and watched is not self.active:
+        if (event.type() in (QEvent.Type.FocusIn, QEvent.Type.Wheel) and isinstance(watched, SliceView)
+                and watched is not self.active):
             self.active = watched
             self._slice_changed(watched, watched.index)
         return False
