@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["SURFACE_DICE_TOLERANCE_MM", "ConfusionMatrix", "Scores", "SurfaceScores", "average_surface_distance",
            "confusion_counts", "dice_per_class", "hausdorff95", "iou_per_class", "pixel_error", "scores_from_counts",
-           "slice_surface_scores", "surface_dice", "surface_scores"]
+           "slice_surface_scores", "surface_dice", "surface_scores", "surface_scores_along_slices"]
 
 
 def confusion_counts(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
@@ -373,6 +373,30 @@ def slice_surface_scores(pred: np.ndarray, ref: np.ndarray, z: int, num_classes:
     of ``pred[z]`` and ``ref[z]`` (volumes (z, y, x), ``spacing`` (x, y, z) mm)."""
     return surface_scores(np.asarray(pred)[z], np.asarray(ref)[z], num_classes, tuple(spacing)[:2],
                           tolerance_mm)
+
+
+def surface_scores_along_slices(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing,
+                                tolerance_mm=SURFACE_DICE_TOLERANCE_MM, slices=None,
+                                should_stop=None) -> dict[str, np.ndarray]:
+    """Each slice's boundary scores, for a plot along z: {"hausdorff", "hausdorff95",
+    "average_surface_distance", "surface_dice"} -> (Z, num_classes) arrays, rows of the
+    slices not in ``slices`` (indices or a (Z,) bool mask; default all) NaN. Volumes
+    (z, y, x), ``spacing`` (x, y, z) mm. ``should_stop()`` is asked between slices; when
+    it says so, the slices not reached stay NaN. A slice takes milliseconds: run a whole
+    volume in the background."""
+    pred, ref = _validated(pred, ref, num_classes)
+    if pred.ndim != 3:
+        raise ValueError(f"slices need (z, y, x) volumes, not {pred.ndim}D label maps")
+    names = ("hausdorff", "hausdorff95", "average_surface_distance", "surface_dice")
+    out = {name: np.full((len(pred), num_classes), np.nan) for name in names}
+    chosen = np.arange(len(pred)) if slices is None else np.arange(len(pred))[slices]
+    for z in chosen:
+        if should_stop is not None and should_stop():
+            break
+        scores = slice_surface_scores(pred, ref, int(z), num_classes, spacing, tolerance_mm)
+        for name in names:
+            out[name][z] = getattr(scores, name)
+    return out
 
 
 def _array_order_spacing(spacing, ndim: int) -> np.ndarray:

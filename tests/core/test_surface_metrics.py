@@ -16,6 +16,7 @@ from segview.core.metrics import (
     slice_surface_scores,
     surface_dice,
     surface_scores,
+    surface_scores_along_slices,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # surface-distance's old scipy names
@@ -190,6 +191,22 @@ def test_a_near_perfect_prediction_of_ten_structures_equals_both_references():
         distances = deepmind.compute_surface_distances(r, p, spacing[::-1])
         assert scores.surface_dice[c] == pytest.approx(
             deepmind.compute_surface_dice_at_tolerance(distances, 0.5), rel=1e-12)
+
+
+def test_scores_along_slices_equal_medpy_slice_by_slice_where_asked():
+    rng = np.random.default_rng(300)
+    shape, spacing = (6, 30, 28), (0.7, 1.1, 5.0)
+    ref, pred = _random_labels(rng, shape, 3), _random_labels(rng, shape, 3)
+    chosen = np.zeros(6, bool)
+    chosen[[1, 4]] = True
+    along = surface_scores_along_slices(pred, ref, 3, spacing, slices=chosen)
+    assert along["hausdorff95"].shape == (6, 3) and np.isnan(along["hausdorff95"][~chosen]).all()
+    for z in (1, 4):
+        for c in (1, 2):
+            p, r = pred[z] == c, ref[z] == c
+            assert along["hausdorff95"][z, c] == pytest.approx(medpy_binary.hd95(p, r, (1.1, 0.7)), rel=1e-12)
+    stopped = surface_scores_along_slices(pred, ref, 3, spacing, should_stop=lambda: True)
+    assert np.isnan(stopped["surface_dice"]).all()
 
 
 def test_per_class_tolerances_apply_to_their_class():
