@@ -4,8 +4,9 @@
 (input ``image`` (N, 1, H, W) float32, output ``logits`` (N, C, H, W)) and the
 checkpoint's metadata as the model's metadata property ``segview`` (the same JSON as the
 safetensors header), so an exported file carries its classes and preprocessing with it.
-Sides that the network cannot pool evenly are padded by edge replication inside the graph
-and the logits cropped back, as segview's UNet does itself.
+Sides that segview's UNet or MONAI's networks cannot pool evenly are padded by edge
+replication inside the graph and the logits cropped back, as segview's UNet does itself;
+milesial's UNet pads inside itself and is exported as it is.
 
 ``load_onnx`` returns an ``OnnxNetwork``: a torch module whose forward runs the file in
 ONNX Runtime (CPU, or CUDA when onnxruntime-gpu and a GPU are there), so the Predictor,
@@ -37,14 +38,18 @@ __all__ = ["OnnxNetwork", "export_onnx", "load_onnx", "onnxruntime_network", "re
 
 
 def size_multiple(model: nn.Module) -> int:
-    """The side every input must be a multiple of for ``model`` (its total pooling)."""
+    """The side the exported graph pads inputs to a multiple of (1: none). Branches on
+    sizes in a forward are traced once, so a graph is only right for every size when its
+    inputs pool evenly; milesial's UNet computes its padding from the sizes themselves."""
     config = getattr(model, "config", {})
     name = type(model).__name__
     if name == "UNet":  # valid padding shrinks the output: sides are the caller's to choose
         return 2 ** config["depth"] if config["padding"] == "same" else 1
     if name == "MonaiUNet":
         return math.prod(config["strides"])
-    return 16  # BasicUNet and milesial's UNet pool four times by 2
+    if name == "MonaiBasicUNet":  # pools four times by 2, padding odd sides in a branch
+        return 16
+    return 1
 
 
 class _AnySize(nn.Module):
@@ -81,7 +86,7 @@ def export_onnx(checkpoint, output) -> Path:
         entry.key, entry.value = key, value
     graph.producer_name = "segview"
     path = replace_atomically(output, lambda temporary: onnx.save_model(graph, str(temporary)))
-    _check_agrees(model, path, size)
+    _check_agrees(model, path)
     return path
 
 
@@ -94,7 +99,10 @@ def _export(model: nn.Module, size: int):
     the skip connections' centre crops of a depth-4 UNet (unbacked symbolic sizes)."""
     import onnx
 
-    wrapped = _AnySize(model, size_multiple(model)).eval()
+    multiple = size_multiple(model)
+    if size % multiple:  # padding would change what the network computes at its own size
+        multiple = 1
+    wrapped = _AnySize(model, multiple).eval()
     example = torch.randn(2, 1, size, size)
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
@@ -109,18 +117,24 @@ def _export(model: nn.Module, size: int):
     return onnx.load_model_from_string(buffer.getvalue())
 
 
-def _check_agrees(model: nn.Module, path: Path, size: int) -> None:
-    """Labels of ONNX Runtime and torch on random slices: equal where torch's top two logits
-    are not within float rounding of each other (there either label is right)."""
-    network, _ = load_onnx(path, device="cpu")
-    image = torch.randn(2, 1, size, size, generator=torch.Generator().manual_seed(0))
+def _check_agrees(model: nn.Module, path: Path) -> None:
+    network, meta = load_onnx(path, device="cpu")
+    if not _agrees(model, network, meta, batch=2):
+        path.unlink(missing_ok=True)
+        raise CheckpointError("the exported ONNX model does not give torch's labels; please report this bug")
+
+
+def _agrees(model: nn.Module, network: nn.Module, meta: dict, batch: int = 1) -> bool:
+    """Labels of ONNX Runtime and torch on random slices of the checkpoint's input size:
+    equal where torch's top two logits are not within float rounding of each other (there
+    either label is right)."""
+    size = int(meta["preprocessing"]["input_size"][0])
+    image = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = model(image), network(image)
     top2 = expected.topk(2, dim=1).values
     decided = (top2[:, 0] - top2[:, 1]) > 1e-4
-    if not torch.equal(expected.argmax(1)[decided], got.argmax(1)[decided]):
-        path.unlink(missing_ok=True)
-        raise CheckpointError("the exported ONNX model does not give torch's labels; please report this bug")
+    return expected.shape == got.shape and torch.equal(expected.argmax(1)[decided], got.argmax(1)[decided])
 
 
 #: Exports made in this process, by checkpoint file (path, size, modification time): a
@@ -132,8 +146,9 @@ _EXPORTED_KEPT = 8
 def onnxruntime_network(model: nn.Module, meta: dict, source: Path | None = None) -> OnnxNetwork | None:
     """``model`` exported in memory and run by ONNX Runtime on the CPU with torch's thread
     count (``segview bench infer`` measures it faster than torch there); None when
-    onnxruntime is not installed or the network does not export. ``source``: the
-    checkpoint file ``model`` came from, to reuse an earlier export of it."""
+    onnxruntime is not installed, the network does not export, or its labels differ from
+    torch's on a test slice. ``source``: the checkpoint file ``model`` came from, to reuse
+    an earlier export of it."""
     try:
         import onnxruntime
     except ImportError:
@@ -142,18 +157,21 @@ def onnxruntime_network(model: nn.Module, meta: dict, source: Path | None = None
     if source is not None:
         status = Path(source).stat()
         key = (str(Path(source).resolve()), status.st_size, status.st_mtime_ns)
-    if key is None or key not in _EXPORTED:
-        try:
-            exported = _export(model.to("cpu").eval(), int(meta["preprocessing"]["input_size"][0]))
-        except CheckpointError:
-            return None
-        if key is None:
-            return _cpu_network(onnxruntime, exported.SerializeToString(), meta)
+    if key is not None and key in _EXPORTED:
+        _EXPORTED.move_to_end(key)
+        return _cpu_network(onnxruntime, _EXPORTED[key], meta)
+    try:
+        exported = _export(model.to("cpu").eval(), int(meta["preprocessing"]["input_size"][0]))
+    except CheckpointError:
+        return None
+    network = _cpu_network(onnxruntime, exported.SerializeToString(), meta)
+    if not _agrees(model, network, meta):  # never expected; torch stays then
+        return None
+    if key is not None:
         _EXPORTED[key] = exported.SerializeToString()
         while len(_EXPORTED) > _EXPORTED_KEPT:
             _EXPORTED.popitem(last=False)
-    _EXPORTED.move_to_end(key)
-    return _cpu_network(onnxruntime, _EXPORTED[key], meta)
+    return network
 
 
 def _cpu_network(onnxruntime, model_bytes: bytes, meta: dict) -> OnnxNetwork:

@@ -7,12 +7,14 @@ import onnx
 import onnxruntime
 import pytest
 import torch
+from monai.networks.nets import BasicUNet
 from monai.networks.nets import UNet as MonaiReferenceUNet
 
 from segview.core.phantoms import CARDIAC_CLASSES, make_phantom
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.importers import import_state_dict
 from segview.ml.inference import Predictor
+from segview.ml.milesial import MilesialUNet
 from segview.ml.onnx_model import export_onnx, load_onnx
 from segview.ml.unet import UNet
 
@@ -104,6 +106,25 @@ def test_an_imported_monai_network_exports_too(tmp_path):
         expected = source(image)
     torch.testing.assert_close(network(image), expected, atol=1e-4, rtol=1e-4)
     assert meta["architecture"]["name"] == "MonaiUNet"
+
+
+@pytest.mark.parametrize("arch, build, input_size, sizes", [
+    # milesial's UNet pads inside itself, from the sizes: the graph does too, at any size
+    ("milesial-unet", lambda: MilesialUNet(1, 4, base_channels=4).eval(), 64, [(64, 64), (50, 70), (37, 81)]),
+    # BasicUNet pads odd sides in a traced branch: exact at its own input size of 72
+    ("monai-basicunet", lambda: BasicUNet(2, 1, 4, features=(4, 4, 8, 8, 16, 4)).eval(), 72, [(72, 72)]),
+])
+def test_foreign_networks_export_exactly_at_their_own_sizes(arch, build, input_size, sizes, tmp_path):
+    torch.manual_seed(0)
+    source = build()
+    torch.save(source.state_dict(), tmp_path / "w.pth")
+    import_state_dict(tmp_path / "w.pth", arch, [c.name for c in CARDIAC_CLASSES], "MR",
+                      tmp_path / "m.safetensors", input_size=input_size)
+    network, _ = load_onnx(export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx"))
+    for height, width in sizes:
+        image = torch.randn(2, 1, height, width)
+        with torch.no_grad():
+            torch.testing.assert_close(network(image), source(image), atol=1e-4, rtol=1e-4)
 
 
 def test_onnx_files_without_segview_metadata_or_damaged_are_refused(exported, tmp_path):
