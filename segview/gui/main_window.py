@@ -27,6 +27,7 @@ from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
 from .metrics_panel import MetricsPanel
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
+from .worklist_panel import install_worklist
 from .workspace import Workspace
 
 AUTO_WINDOW = "Auto (1-99th percentile)"
@@ -72,6 +73,7 @@ class MainWindow(QMainWindow):
         self._start_timer.timeout.connect(self.run_inference)
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
+        self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
 
     # -- what tests and scripts read --------------------------------------------------
     @property
@@ -358,6 +360,13 @@ class MainWindow(QMainWindow):
         self.loaded.emit()
         if session.models:
             self._start_timer.start()
+
+    def refresh_session(self) -> None:
+        """Redraw what shows the session's models, predictions and classes after a script or
+        the worklist changed them (say, predictions taken from the cache); lighter than
+        ``show_session``."""
+        if self.session is not None:
+            self._session_changed()
 
     def _session_changed(self) -> None:
         """Rebuild what shows the session's models and classes: overlays, legend, panels."""
@@ -814,21 +823,43 @@ class MainWindow(QMainWindow):
                 QMessageBox.critical(self, "Metrics not saved", str(exc))
 
     def export_report(self) -> None:
+        """File > Export comparison report: written in the background (boundary metrics of
+        both models take seconds on a large volume)."""
+        if self._comparison_missing():
+            return
         folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
         if folder:
-            self.export_report_to(Path(folder))
+            self._run(self._report_job(Path(folder)),
+                      done=lambda paths: self.statusBar().showMessage(f"Wrote {len(paths)} files to {folder}", 8000),
+                      failed=self._report_failed)
 
     def export_report_to(self, folder: Path) -> list[Path]:
+        """The comparison report in ``folder``, here and now (scripts, tests)."""
+        if self._comparison_missing():
+            return []
+        try:
+            return self._report_job(folder)()
+        except OSError as exc:
+            self._report_failed(exc)
+            return []
+
+    def _comparison_missing(self) -> bool:
         session = self.session
         if session is None or not ("A" in session.models and "B" in session.models):
             self._error("Load two models (A and B) to compare them.", "No comparison")
-            return []
-        try:
-            return write_report(folder, session.live, session.classes,
-                                {slot: m.describe() for slot, m in session.models.items()})
-        except OSError as exc:
-            QMessageBox.critical(self, "Report not written", str(exc))
-            return []
+            return True
+        return False
+
+    def _report_job(self, folder: Path):
+        session = self.session
+        assert session is not None
+        names = {slot: m.describe() for slot, m in session.models.items()}
+        return partial(write_report, folder, session.live, list(session.classes), names)
+
+    def _report_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, (OSError, SegviewError)):
+            raise exc
+        QMessageBox.critical(self, "Report not written", str(exc))
 
     def closeEvent(self, event) -> None:
         if not self._close_session():
