@@ -168,12 +168,12 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     units = {k.split(".")[3] for k in state if k.startswith("model.0.conv.unit")}
     residual = len(units)
     first = "conv.unit0.conv.weight" if residual else "conv.weight"
+    stem = state[f"model.0.{first}"]
     channels, prefix = [], "model."
     while f"{prefix}0.{first}" in state:  # one encoder level per nesting of SkipConnection
         channels.append(state[f"{prefix}0.{first}"].shape[0])
         prefix += "1.submodule."
     channels.append(state[prefix + first].shape[0])  # the bottom block
-    stem = state[f"model.0.{first}"]
     top_up = state["model.2.0.conv.weight" if residual else "model.2.conv.weight"]
     norm_keys = [k for k in state if ".adn.N." in k]
     if any(k.endswith("running_mean") for k in norm_keys):
