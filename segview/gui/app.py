@@ -6,9 +6,11 @@ import sys
 
 
 def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare=False) -> int:
-    """Open the main window (optionally on an image or the demo, with up to two
-    checkpoints) and run the event loop. The demo is the cardiac phantom with the two
-    shipped cardiac checkpoints (CE as model A, CE + Dice as model B).
+    """Open the main window (optionally on an image, a dataset folder or the demo, with up
+    to two checkpoints) and run the event loop. A dataset folder (``dataset_layout``: the
+    nnU-Net layout or DICOM studies) opens as a worklist whose cases open with those
+    checkpoints. The demo is the cardiac phantom with the two shipped cardiac checkpoints
+    (CE as model A, CE + Dice as model B).
 
     With ``screenshot`` the window is rendered to that PNG once loading (and inference,
     when there are models) has finished, and the application exits; no display is needed.
@@ -24,6 +26,7 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
+    from .worklist_panel import dataset_layout
 
     if demo and not models:
         from ..resources import DEMO_MODELS
@@ -36,6 +39,8 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
     app.aboutToQuit.connect(window.close)  # also on app.quit(): journals closed, workers joined
     if compare:
         window.loaded.connect(lambda: window.set_comparing(True))
+    # A dataset folder (nnU-Net, or DICOM studies; not a folder of one series) opens as a worklist.
+    dataset = image if image and not demo and dataset_layout(image) else None
     status = {"code": 0}
     if screenshot:
         def capture():
@@ -47,13 +52,17 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
             status["code"] = 2
             app.quit()
 
-        finished = window.inference_finished if models else window.loaded
+        finished = (window.worklist_controller.dataset_opened if dataset
+                    else window.inference_finished if models else window.loaded)
         finished.connect(lambda *_: QTimer.singleShot(300, capture))
         window.load_failed.connect(failed)
         if not (image or demo):
             QTimer.singleShot(300, capture)
     if demo:
         window.open_demo("cardiac")
+    elif dataset:
+        window.worklist_controller.open_dataset(dataset, dict(zip(("A", "B"), models)))
+        models = ()  # the dataset's checkpoints: each case opens with them
     elif image:
         window.open_image(image, labels)
     for key, path in zip(("A", "B"), models):
