@@ -1,6 +1,6 @@
 """The ``segview`` command: the application by default, tools as subcommands.
 
-    segview [IMAGE] [--labels L] [--model CKPT]... [--demo]    open the viewer
+    segview [IMAGE|DATASET] [--labels L] [--model CKPT]... [--demo]    open the viewer
     segview phantom {cardiac,lung} -o DIR          write synthetic cases
     segview train DATA|--phantom TASK -o DIR      train a UNet on 2D slices
     segview evaluate CKPT [CKPT] --data DIR       Dice/IoU/pixel error, Table 1, paired test
@@ -48,7 +48,8 @@ def _viewer_parser() -> argparse.ArgumentParser:
         prog="segview", description="Review CT/MRI volumes and their segmentation labels.",
         epilog=f"Tools: segview {{{','.join(SUBCOMMANDS)}}} --help")
     parser.add_argument("--version", action="version", version=f"segview {__version__}")
-    parser.add_argument("image", nargs="?", help="image file or DICOM folder to open")
+    parser.add_argument("image", nargs="?", help="image file, DICOM folder, or dataset folder (nnU-Net layout or "
+                        "DICOM studies: opens the worklist) to open")
     parser.add_argument("--labels", help="label volume on the image's grid")
     parser.add_argument("--model", action="append", default=[], metavar="CKPT",
                         help="checkpoint to run on the image (give it twice to compare two)")
