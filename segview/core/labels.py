@@ -288,6 +288,11 @@ class LabelMap:
                 self.interpolate(int(first), int(last))
         return self.end_stroke()
 
+    def write(self, region: Region, values: np.ndarray) -> Edit | None:
+        """Write ``values`` into ``region`` exactly (no brush settings): the result of a tool
+        computed elsewhere, e.g. on a copy of these labels in a worker."""
+        return self._write_values(region, values.astype(np.uint8, copy=False), brush=False)
+
     def set_reviewed(self, z: int, reviewed: bool = True) -> Mark | None:
         """Mark slice ``z`` reviewed (or take the mark back): part of the step in progress,
         else a step of its own, so undo takes it back. None when nothing changes."""

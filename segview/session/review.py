@@ -100,6 +100,38 @@ class SaveJob:
         return self.path
 
 
+#: The LabelMap tools a ToolJob may run (issue: cleaning up a model's mask).
+CLASS_TOOLS = ("remove_islands", "smooth", "margin", "fill_holes", "logical_operation", "grow_from_seed",
+               "grow_confidence_connected")
+
+
+class ToolJob:
+    """A class tool (``CLASS_TOOLS``: islands, smoothing, margin, holes, logical operations,
+    region growing) run on a copy of the labels, so a worker can compute it while the window
+    stays live; ``ReviewSession.finish_tool`` then writes its result as one undo step. The
+    copy carries the brush settings (policy, intensity range) the tools obey."""
+
+    def __init__(self, session: ReviewSession, tool: str, *args, **options):
+        if tool not in CLASS_TOOLS:
+            raise ValueError(f"unknown tool {tool!r}: one of {', '.join(CLASS_TOOLS)}")
+        labels = session.labels
+        self.tool, self.args, self.options, self.version = tool, args, options, session.version
+        self.copy = LabelMap(labels.array.copy(), labels.spacing, intensities=labels.intensities)
+        self.copy.policy, self.copy.intensity_range = labels.policy, labels.intensity_range
+
+    def __call__(self, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[Edit] | None:
+        """The edits the tool made on the copy (empty: nothing to change); None when stopped."""
+        edits: list[Edit] = []
+        self.copy.listeners.append(edits.append)
+        options = dict(self.options)
+        if not self.tool.startswith("grow"):  # region growing is one SimpleITK call: no steps
+            options.update(progress=progress, should_stop=should_stop)
+        result = getattr(self.copy, self.tool)(*self.args, **options)
+        stopped = result is None and should_stop is not None and should_stop()
+        return None if stopped else edits
+
+
 class ReviewSession:
     """See the module docstring. Build it with ``ReviewSession.open``."""
 
@@ -375,6 +407,31 @@ class ReviewSession:
         model.prediction[:] = labels
         self.live.add_model(slot, model.prediction)  # counted once over the whole volume
         model.predicted = self.live.predicted[slot]
+
+    def tool_job(self, tool: str, *args, **options) -> ToolJob:
+        """A class tool to compute (in a worker) and then ``finish_tool``; e.g.
+        ``tool_job("margin", 2, 1.5)`` grows class 2 by 1.5 mm."""
+        return ToolJob(self, tool, *args, **options)
+
+    def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
+        """Write what ``job`` computed: one undo step (nothing when it was stopped or
+        changed nothing). Returns the voxels changed. Raises SessionError when the labels
+        changed while it ran (its result would undo those changes)."""
+        if not edits:
+            return 0
+        if job.version != self.version:
+            raise SessionError("The labels changed while the tool ran; nothing was applied. Run it again.")
+        changed = 0
+        with self.labels.step():
+            for edit in edits:
+                changed += int(np.count_nonzero(edit.old != edit.new))
+                self.labels.write(edit.region, edit.new)
+        return changed
+
+    def run_tool(self, tool: str, *args, **options) -> int:
+        """``tool_job`` and ``finish_tool`` at once (scripts, small volumes)."""
+        job = self.tool_job(tool, *args, **options)
+        return self.finish_tool(job, job())
 
     def scores(self, slot: str, reviewed_only: bool = True) -> Scores:
         """Dice, IoU and pixel error of model ``slot`` against the labels, over the

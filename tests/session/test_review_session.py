@@ -249,3 +249,25 @@ def test_opening_a_label_file_is_not_an_unsaved_change(tmp_path):
     assert not session.modified
     session.labels.undo()
     assert session.modified
+
+
+def test_a_class_tool_computed_on_a_copy_is_one_step_equal_to_the_tool_on_the_labels():
+    from scipy import ndimage
+
+    volume, labels = tiny_case(0)
+    labels = labels.copy()
+    labels[1, 2, 2] = 1  # an island of one voxel
+    session = ReviewSession.open(volume, labels=labels)
+    job = session.tool_job("remove_islands", 1, min_mm3=1.0)
+    assert session.labels.array[1, 2, 2] == 1  # the job has not touched the labels
+    assert session.finish_tool(job, job()) == 1
+    components, count = ndimage.label(session.labels.array == 1, ndimage.generate_binary_structure(3, 1))
+    assert count == 1
+    session.labels.undo()
+    np.testing.assert_array_equal(session.labels.array, labels)
+    job = session.tool_job("margin", 1, 1.0)
+    edits = job()
+    session.labels.paint(0, [(3, 3)], 1.0, 2)  # the labels change meanwhile
+    with pytest.raises(SessionError, match="changed while"):
+        session.finish_tool(job, edits)
+    assert not session.reviewed.any()
