@@ -1,0 +1,252 @@
+"""The worklist in the window: open a dataset, sort, open cases, save on leaving, statuses,
+background prediction with cancel, the dataset report. Tiny nnU-Net datasets made here."""
+import csv
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QInputDialog
+
+from segview.core.io import load_labels, load_volume
+from segview.core.review_state import update_sidecar
+from segview.gui.worklist_panel import SORTS, dataset_layout
+from segview.session import CaseSession, ReviewSession, Worklist
+from tests.session.conftest import make_checkpoint, make_dataset
+
+from .helpers import drag
+
+TIMEOUT = 60000
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Predictions are cached in a temporary folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 4)
+    return folder
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    return {"A": make_checkpoint(models / "ce.safetensors", 1), "B": make_checkpoint(models / "ce_dice.safetensors", 2)}
+
+
+def action(window, *path):
+    """The menu action at ``path`` (texts without the & of their mnemonics)."""
+    actions = window.menuBar().actions()
+    for text in path:
+        found = next((a for a in actions if a.text().replace("&", "") == text), None)
+        assert found is not None, f"no menu item {text!r} in {[a.text() for a in actions]}"
+        actions = found.menu().actions() if found.menu() is not None else []
+    return found
+
+
+def open_dataset(qtbot, window, folder, checkpoints=None):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
+        controller.open_dataset(folder, checkpoints)
+    return controller
+
+
+def open_case(qtbot, controller, name):
+    """Select the row of ``name`` and press Enter on the table."""
+    table = controller.panel.table
+    table.setCurrentCell(controller.panel.row_of(name), 0)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(table, Qt.Key_Return)
+    assert opened.args == [name]
+
+
+def status_cell(controller, name):
+    return controller.panel.cell(name, "Status")
+
+
+def predictions(image, checkpoints):
+    """Each model's labels on ``image``, predicted by a session of its own (the reference)."""
+    session = ReviewSession.open(image)
+    for slot, path in checkpoints.items():
+        session.load_model(slot, path)
+    assert session.predict()
+    result = {slot: session.prediction(slot).copy() for slot in checkpoints}
+    session.close(discard=True)
+    return result
+
+
+def test_file_open_dataset_lists_every_case_with_its_status_from_the_sidecars(qtbot, window, dataset,
+                                                                               monkeypatch):
+    update_sidecar(dataset / "labelsTr" / "case_001.nii.gz", case={"status": "done", "note": ""})
+    update_sidecar(dataset / "labelsTr" / "case_002.nii.gz", case={"status": "flagged", "note": "motion on 3-4"})
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(dataset))
+    controller = window.worklist_controller
+    assert not action(window, "Worklist", "Next case").isEnabled()  # nothing to step through yet
+    with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
+        action(window, "File", "Open dataset...").trigger()
+    panel = controller.panel
+    assert controller.dock.isVisible()
+    assert panel.names() == ["case_000", "case_001", "case_002", "case_003"]
+    assert [status_cell(controller, n).text() for n in panel.names()] == ["new", "done", "flagged", "new"]
+    assert status_cell(controller, "case_002").toolTip() == "motion on 3-4"
+    assert panel.cell("case_000", "Reviewed").text() == "0 / ?"  # no image read to list them
+    assert panel.cell("case_000", "Dice A").text() == "–"        # no models yet
+    assert window.session is None and action(window, "Worklist", "Next case").isEnabled()
+
+
+def test_a_folder_is_a_dataset_in_the_nnunet_layout_or_of_dicom_studies_not_one_series(tmp_path, dataset):
+    assert dataset_layout(dataset) == "nnU-Net"
+    series = tmp_path / "series"
+    series.mkdir()
+    for n in range(3):
+        (series / f"IM{n}.dcm").write_bytes(b"")
+    assert dataset_layout(series) is None              # one series: an image, as before
+    studies = tmp_path / "studies"
+    for name in ("patient1", "patient2"):
+        (studies / name).mkdir(parents=True)
+    assert dataset_layout(studies) == "DICOM"
+    assert dataset_layout(tmp_path / "missing") is None
+
+
+def test_after_the_queue_ran_sorting_by_most_disputed_orders_the_cases_by_a_recount(qtbot, window, dataset,
+                                                                                    checkpoints):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT) as finished:
+        open_dataset(qtbot, window, dataset, checkpoints)  # both models: the queue starts by itself
+    assert finished.args == [True]
+    shares = {}
+    for name in ("case_000", "case_001", "case_002", "case_003"):
+        predicted = predictions(dataset / "imagesTr" / f"{name}_0000.nii.gz", checkpoints)
+        shares[name] = float(np.mean(predicted["A"] != predicted["B"]))
+    panel = controller.panel
+    assert panel.names() == sorted(shares)  # rows kept still while the queue filled them in
+    index = [key for _, key in SORTS].index("disputed")
+    panel.sort_choice.setCurrentIndex(index)
+    panel.sort_choice.activated.emit(index)
+    assert panel.names() == sorted(shares, key=lambda n: (-shares[n], n))
+    for name, share in shares.items():
+        assert panel.cell(name, "A vs B differ").text() == f"{share * 100:.1f} %"
+        assert panel.cell(name, "Uncertainty").text() != "–"
+
+
+def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, window, dataset, checkpoints):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
+        open_dataset(qtbot, window, dataset, checkpoints)
+    expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
+    with qtbot.assertNotEmitted(window.inference_finished, wait=300):
+        open_case(qtbot, controller, "case_002")
+        session = window.session
+        assert isinstance(session, CaseSession) and session.case.name == "case_002"
+        for slot in "AB":  # all there at once: from the cache, not streamed by inference
+            assert session.models[slot].predicted.all()
+            np.testing.assert_array_equal(session.prediction(slot), expected[slot])
+    reference = load_labels(dataset / "labelsTr" / "case_002.nii.gz",
+                            load_volume(dataset / "imagesTr" / "case_002_0000.nii.gz"))
+    np.testing.assert_array_equal(session.labels.array, reference)
+    assert controller.panel.selected() == "case_002"
+
+
+def test_ctrl_n_saves_the_painted_case_into_labelstr_and_opens_the_next(qtbot, window, dataset):
+    controller = open_dataset(qtbot, window, dataset)
+    labels_path = dataset / "labelsTr" / "case_000.nii.gz"
+    image = load_volume(dataset / "imagesTr" / "case_000_0000.nii.gz")
+    before = load_labels(labels_path, image)
+    open_case(qtbot, controller, "case_000")
+    view = window.workspace.active_view()
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(1.0)
+    drag(view, [(1, 1), (1, 6)])  # a corner of background
+    painted = window.session.labels.array.copy()
+    assert (painted != before).any() and window.session.modified
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert opened.args == ["case_001"] and window.session.case.name == "case_001"
+    np.testing.assert_array_equal(load_labels(labels_path, image), painted)
+    kept = dataset / "labelsTr" / ".previous" / "case_000.original.nii.gz"
+    np.testing.assert_array_equal(load_labels(kept, image), before)
+    assert status_cell(controller, "case_000").text() == "in progress"
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_P, Qt.ControlModifier)  # back, nothing to save on the way
+    assert opened.args == ["case_000"]
+    np.testing.assert_array_equal(window.session.labels.array, painted)
+
+
+def test_next_follows_the_order_of_the_last_sort(qtbot, window, dataset):
+    controller = open_dataset(qtbot, window, dataset)
+    index = [key for _, key in SORTS].index("status")
+    controller.set_status("case_000", "done")
+    panel = controller.panel
+    panel.sort_choice.setCurrentIndex(index)
+    panel.sort_choice.activated.emit(index)
+    assert panel.names() == ["case_001", "case_002", "case_003", "case_000"]  # new first, done last
+    open_case(qtbot, controller, "case_003")
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.mouseClick(panel.buttons["next"], Qt.LeftButton)
+    assert opened.args == ["case_000"]
+
+
+def test_done_and_flag_are_saved_in_the_dataset(qtbot, window, dataset, monkeypatch):
+    controller = open_dataset(qtbot, window, dataset)
+    panel = controller.panel
+    panel.table.selectRow(panel.row_of("case_001"))
+    qtbot.mouseClick(panel.buttons["done"], Qt.LeftButton)
+    monkeypatch.setattr(QInputDialog, "getText", lambda *_, **__: ("contrast missing", True))
+    panel.table.selectRow(panel.row_of("case_003"))
+    action(window, "Worklist", "Flag case...").trigger()
+    assert status_cell(controller, "case_001").text() == "done"
+    assert status_cell(controller, "case_003").text() == "flagged"
+    assert status_cell(controller, "case_003").toolTip() == "contrast missing"
+    again = {c.name: (c.status, c.note) for c in Worklist.open(dataset).cases}
+    assert again == {"case_000": ("new", ""), "case_001": ("done", ""), "case_002": ("new", ""),
+                     "case_003": ("flagged", "contrast missing")}
+
+
+def test_the_prediction_queue_can_be_cancelled_and_taken_up_again(qtbot, window, tmp_path, checkpoints):
+    folder = tmp_path / "Dataset002_Eight"
+    make_dataset(folder, 8)
+    controller = open_dataset(qtbot, window, folder)
+    steps = []
+    controller.queue_step.connect(steps.append)
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT) as finished:
+        controller.set_checkpoints(checkpoints)  # both models: the queue starts
+        assert controller.panel.queue.isVisible()
+        qtbot.mouseClick(controller.panel.queue.cancel, Qt.LeftButton)
+    assert finished.args == [False] and len(steps) < 16
+    assert not controller.panel.queue.isVisible()
+    done_before = {(s.case, s.slot) for s in steps}
+    steps.clear()
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT) as finished:
+        qtbot.mouseClick(controller.panel.buttons["predict"], Qt.LeftButton)
+    assert finished.args == [True] and len(steps) == 16
+    assert {(s.case, s.slot) for s in steps if s.cached} == done_before
+
+
+def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset, checkpoints, monkeypatch):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
+        open_dataset(qtbot, window, dataset, checkpoints)
+    open_case(qtbot, controller, "case_001")
+    window.session.mark_reviewed(2)
+    window.session.mark_reviewed(3)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)  # saves case_001 with its reviewed slices
+    assert controller.panel.cell("case_001", "Reviewed").text() == "2 / 6"
+    out = dataset.parent / "report"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(out))
+    with qtbot.waitSignal(controller.report_written, timeout=TIMEOUT):
+        action(window, "File", "Export dataset report...").trigger()
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [(r["case"], r["model"]) for r in rows] == [("case_001", "A"), ("case_001", "B")]
+    image = dataset / "imagesTr" / "case_001_0000.nii.gz"
+    labels = load_labels(dataset / "labelsTr" / "case_001.nii.gz", load_volume(image))
+    predicted = predictions(image, checkpoints)
+    for row in rows:
+        assert row["reviewed_slices"] == "2"
+        assert int(row["correction_voxels"]) == int(np.count_nonzero(predicted[row["model"]][2:4] != labels[2:4]))
+    assert (out / "verdict.md").is_file() and (out / "verdict.png").is_file()
