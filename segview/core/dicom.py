@@ -12,13 +12,16 @@ from __future__ import annotations
 import copy
 import datetime
 import importlib.util
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
@@ -27,6 +30,7 @@ from .errors import VolumeLoadError
 from .volume import Volume, orthogonalized
 
 Progress = Callable[[int, int], None]
+_EMPTY = Dataset()
 
 #: Relative tolerance on slice gaps before a stack counts as unevenly spaced.
 GAP_TOLERANCE = 0.01
@@ -58,6 +62,9 @@ class SeriesInfo:
     number: int | None = None
     is_localizer: bool = False
     files: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: What the scan read of each file, so that ``read_dicom_files(series)`` parses no
+    #: header again (geometry, rescale and pixel offsets; the first file's whole header).
+    headers: _SeriesHeaders | None = field(default=None, repr=False, compare=False)
 
     def label(self) -> str:
         """One line naming the series for a message or a list."""
@@ -83,7 +90,8 @@ def list_dicom_series(folder, progress: Progress | None = None) -> list[SeriesIn
 
 
 def _scan(folder: Path, progress: Progress | None) -> tuple[dict[str, list], list[str]]:
-    """Headers of every DICOM image file under ``folder``, grouped by series UID."""
+    """Headers of every DICOM image file under ``folder`` (path, _Header), grouped by
+    series UID, and the names of the damaged files."""
     try:
         paths = sorted(p for p in folder.rglob("*") if p.is_file())
     except OSError as exc:
@@ -94,29 +102,31 @@ def _scan(folder: Path, progress: Progress | None) -> tuple[dict[str, list], lis
         if progress:
             progress(n, len(paths))
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            header = _read_header(path)
         except InvalidDicomError:
             continue  # not DICOM: a README, a thumbnail, ...
         except Exception:  # noqa: BLE001 - any damage to one file must not stop the scan
             damaged.append(path.name)
             continue
-        if _is_image(ds):
-            series[str(ds.get("SeriesInstanceUID", "") or "unknown")].append((str(path), ds))
+        if _is_image(header.dataset):
+            uid = str(_value(header.dataset, "SeriesInstanceUID") or "unknown")
+            series[uid].append((str(path), header))
     return series, damaged
 
 
 def _is_image(ds: Dataset) -> bool:
-    sop_class = str(ds.get("SOPClassUID", "") or getattr(ds, "file_meta", Dataset()).get(
-        "MediaStorageSOPClassUID", ""))
+    sop_class = str(_value(ds, "SOPClassUID") or _value(getattr(ds, "file_meta", _EMPTY),
+                                                        "MediaStorageSOPClassUID") or "")
     return "Rows" in ds and "Columns" in ds and sop_class not in _NON_IMAGE_SOP_CLASSES
 
 
 def _series_info(uid: str, items: list) -> SeriesInfo | None:
     """What the series picker shows of one series; None when its headers are too
     malformed to describe (its files are then reported as damaged when loaded)."""
-    first = items[0][1]
+    first = items[0][1].dataset
+    datasets = [header.dataset for _, header in items]
     try:
-        frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for _, ds in items)
+        frames = sum(int(ds.get("NumberOfFrames", 1) or 1) for ds in datasets)
         number = first.get("SeriesNumber")
         return SeriesInfo(
             uid=uid,
@@ -125,8 +135,9 @@ def _series_info(uid: str, items: list) -> SeriesInfo | None:
             num_files=len(items),
             size=(int(first.Columns), int(first.Rows), frames),
             number=int(number) if number not in (None, "") else None,
-            is_localizer=_is_localizer([ds for _, ds in items]),
+            is_localizer=_is_localizer(datasets),
             files=tuple(path for path, _ in items),
+            headers=_series_headers([header for _, header in items]),
         )
     except (ValueError, TypeError, AttributeError):
         return None
@@ -140,23 +151,140 @@ def _is_localizer(headers: list[Dataset]) -> bool:
     if any(word in description for word in ("localizer", "localiser", "scout", "survey", "topogram")):
         return True
     # Tri-planar localizers: a handful of images in several orientations.
-    orientations = {tuple(np.round(np.asarray(h.get("ImageOrientationPatient", [0] * 6), float), 2))
+    orientations = {tuple(np.round(np.asarray(_value(h, "ImageOrientationPatient") or [0] * 6, float), 2))
                     for h in headers}
     return len(headers) <= 5 and len(orientations) > 1
 
 
 # -- reading ---------------------------------------------------------------------------
+#
+# Each file's header is parsed once (by the scan that lists the series, or here when only
+# paths are given) and what reading needs is kept in a _Frame: geometry, rescale, pixel
+# format and the byte offset of the pixel data. Pixels are then read in parallel threads
+# straight into one preallocated volume: uncompressed little-endian 16-bit data with
+# readinto (no parse, no copy but the rescale), everything else through pydicom's decoders
+# (which release the GIL for compressed data) from the bytes at that offset. CT with
+# integer rescale slope and intercept stays in 16 bits (int16 HU).
 
-def read_dicom_folder(folder, series_uid: str | None = None,
-                      progress: Progress | None = None) -> Volume:
+#: Threads that read and decode the images of one series.
+READ_THREADS = max(2, min(8, os.cpu_count() or 1))
+
+#: Called with (volume, z) once slice z holds its final voxels; see ``read_dicom_files``.
+FirstSlice = Callable[[Volume, int], None]
+
+_IMPLICIT_VR_LE = "1.2.840.10008.1.2"
+_NATIVE_LE = {_IMPLICIT_VR_LE, "1.2.840.10008.1.2.1"}
+_PIXEL_TAGS = {b"\xe0\x7f\x10\x00": "PixelData", b"\xe0\x7f\x08\x00": "FloatPixelData",
+               b"\xe0\x7f\x09\x00": "DoubleFloatPixelData"}
+_PIXEL_VRS = {"PixelData": "OW", "FloatPixelData": "OF", "DoubleFloatPixelData": "OD"}
+# Explicit VRs whose length takes 4 bytes after 2 reserved ones (PS3.5 7.1.2).
+_LONG_VRS = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
+_ITEM, _SEQUENCE_END = b"\xfe\xff\x00\xe0", b"\xfe\xff\xdd\xe0"
+
+
+@dataclass(frozen=True)
+class _Header:
+    """One file's header as parsed once: the dataset without its pixel data, and where
+    the pixel data element starts (None when it cannot be read at an offset: big-endian
+    or deflated files, read whole by pydicom instead)."""
+
+    path: str
+    dataset: Dataset
+    pixel_offset: int | None
+    pixel_keyword: str | None  # PixelData, FloatPixelData, ...; None: none follows the header
+    implicit_vr: bool
+
+
+@dataclass(frozen=True)
+class _PixelFormat:
+    """How one file stores its pixels (Image Pixel module and transfer syntax)."""
+
+    samples: int
+    bits_allocated: int
+    bits_stored: int
+    pixel_representation: int
+    photometric: str
+    planar_configuration: int | None
+    number_of_frames: int | None
+    transfer_syntax: str
+    keyword: str
+    implicit_vr: bool
+
+
+@dataclass
+class _Frame:
+    source: str
+    frame_index: int | None  # None for a single-frame file
+    position: np.ndarray | None  # ImagePositionPatient, mm LPS
+    orientation: np.ndarray | None  # ImageOrientationPatient (row cosines, column cosines)
+    pixel_spacing: tuple[float, float] | None  # (between rows, between columns), mm
+    slope: float
+    intercept: float
+    rows: int
+    columns: int
+    instance: int
+    pixel_format: _PixelFormat | None  # None: the file is read again whole by pydicom
+    pixel_offset: int | None
+
+
+@dataclass(frozen=True)
+class _SeriesHeaders:
+    """What the scan keeps of a series so that reading parses no header again: the first
+    file's header (description, window presets, UIDs) and a _Frame per image, or the
+    error a file's header gives (raised when the series is read)."""
+
+    first: Dataset
+    frames: tuple[_Frame, ...]
+    error: VolumeLoadError | None = None
+
+
+def _read_header(path) -> _Header:
+    """The header of ``path`` up to its pixel data (pydicom errors pass through)."""
+    with open(path, "rb") as f:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        implicit, little = ds.original_encoding
+        syntax = str(_value(getattr(ds, "file_meta", _EMPTY), "TransferSyntaxUID") or "")
+        if not little or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
+            return _Header(str(path), ds, None, None, bool(implicit))
+        offset = f.tell()
+        keyword = _PIXEL_TAGS.get(f.read(4))
+    return _Header(str(path), ds, offset, keyword, bool(implicit))
+
+
+def _header_or_error(path) -> _Header:
+    try:
+        return _read_header(path)
+    except InvalidDicomError as exc:
+        raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
+    except (OSError, MemoryError) as exc:
+        raise VolumeLoadError(f"Cannot read {path}: {exc}.") from exc
+    except Exception as exc:
+        raise VolumeLoadError(f"{Path(path).name} is damaged and cannot be read as DICOM "
+                              f"({type(exc).__name__}: {exc}).") from exc
+
+
+def _series_headers(headers: list[_Header]) -> _SeriesHeaders:
+    frames: list[_Frame] = []
+    try:
+        for header in headers:
+            frames.extend(_frames_of(header))
+    except VolumeLoadError as exc:
+        return _SeriesHeaders(headers[0].dataset, (), exc)
+    return _SeriesHeaders(headers[0].dataset, tuple(frames))
+
+
+def read_dicom_folder(folder, series_uid: str | None = None, progress: Progress | None = None,
+                      *, first_slice: FirstSlice | None = None) -> Volume:
     """The image series in ``folder`` as a Volume (see ``list_dicom_series``).
 
     Without ``series_uid`` the folder must hold exactly one image series that is not a
-    localizer; otherwise VolumeLoadError names the series to choose from.
+    localizer; otherwise VolumeLoadError names the series to choose from. The headers
+    the scan reads are not read again; ``first_slice`` as in ``read_dicom_files``.
     """
     folder = Path(folder)
     series, damaged = _scan(folder, None)
     infos = [info for uid, items in series.items() if (info := _series_info(uid, items))]
+    del series  # the headers of the other series
     warnings = []
     if damaged:
         warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
@@ -166,7 +294,7 @@ def read_dicom_folder(folder, series_uid: str | None = None,
         raise VolumeLoadError(f"No DICOM images were found in {folder}{hint}. "
                               "Choose the folder that holds the image files of a series.")
     chosen = _choose_series(folder, infos, series_uid, warnings)
-    volume = read_dicom_files(chosen.files, progress=progress)
+    volume = read_dicom_files(chosen, progress=progress, first_slice=first_slice)
     volume.meta["warnings"] = warnings + volume.meta["warnings"]
     return volume
 
@@ -195,44 +323,293 @@ def _choose_series(folder: Path, infos: list[SeriesInfo], series_uid: str | None
                           + "\n".join("  " + i.label() for i in volumes))
 
 
-@dataclass
-class _Frame:
-    dataset: Dataset
-    frame_index: int | None  # None for a single-frame file
-    position: np.ndarray | None  # ImagePositionPatient, mm LPS
-    orientation: np.ndarray | None  # ImageOrientationPatient (row cosines, column cosines)
-    pixel_spacing: tuple[float, float] | None  # (between rows, between columns), mm
-    slope: float
-    intercept: float
-    source: str
+def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | None = None, *,
+                     first_slice: FirstSlice | None = None) -> Volume:
+    """One Volume from the DICOM image files ``paths`` (one series, any order), or from a
+    ``SeriesInfo`` of ``list_dicom_series``, whose headers are then not parsed again.
 
+    Pixels are read in ``READ_THREADS`` threads into one preallocated array: int16 when
+    every rescale slope and intercept is an integer and the values fit (CT in HU), float32
+    otherwise. ``progress(done, total)`` is called from the calling thread.
 
-def read_dicom_files(paths: Iterable[str], progress: Progress | None = None) -> Volume:
-    """One Volume from the DICOM image files ``paths`` (one series, any order).
+    ``first_slice(volume, z)``, for a window that shows the image while the rest loads,
+    is called once from the calling thread as soon as slice ``z``, the middle one (read
+    first, then its neighbours outward), holds its final voxels. ``volume`` is the one
+    being filled: geometry, modality and meta (window presets) are final, and its
+    ``array`` is the preallocated (Z, Y, X) array, zero where slices are still being read.
+    The returned Volume is that same object, except when the series is irregular (gaps,
+    uneven spacing, tilt: resampled) or its values overflow int16 (read again as
+    float32): ``first_slice`` then comes with the final Volume after reading.
 
-    Raises VolumeLoadError for unreadable or inconsistent files.
+    Raises VolumeLoadError for unreadable or inconsistent files; no partial volume is
+    returned.
     """
-    paths = list(paths)
-    frames: list[_Frame] = []
-    for n, path in enumerate(paths):
-        if progress:
-            progress(n, 2 * len(paths))
-        frames.extend(_frames_of(_read_dataset(path), path))
-    first = frames[0].dataset
+    if isinstance(paths, SeriesInfo) and paths.headers is not None:
+        if paths.headers.error is not None:
+            raise paths.headers.error
+        first, frames, count, done = paths.headers.first, list(paths.headers.frames), paths.num_files, 0
+    else:
+        files = list(paths.files if isinstance(paths, SeriesInfo) else paths)
+        count = done = len(files)
+        frames, first = [], None
+        for n, path in enumerate(files):
+            if progress:
+                progress(n, 2 * count)
+            header = _header_or_error(path)
+            first = header.dataset if first is None else first
+            frames.extend(_frames_of(header))
+    if not frames or first is None:
+        raise VolumeLoadError("No DICOM image files were given.")
     warnings: list[str] = []
-    if len(paths) == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
+    if count == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
         warnings.append("This file is one image of a series; open its folder to see every slice.")
     frames = _sort_frames(frames, warnings)
-    stack = np.empty((len(frames), int(first.Rows), int(first.Columns)), dtype=np.float32)
-    decoded: dict[int, np.ndarray] = {}  # id(dataset) -> all frames of a multi-frame file
-    for n, frame in enumerate(frames):
-        if progress:
-            progress(len(paths) + n * len(paths) // len(frames), 2 * len(paths))
-        stack[n] = _pixels(frame, decoded) * np.float32(frame.slope) + np.float32(frame.intercept)
-    volume = _assemble(stack, frames, warnings)
-    volume.modality = str(first.get("Modality", "") or "")
-    volume.meta.update(_describe(first, frames), warnings=warnings)
+    grid = _grid(frames, first, warnings)
+    integer = all(f.slope == int(f.slope) and f.intercept == int(f.intercept)
+                  and (f.pixel_format is None or f.pixel_format.keyword == "PixelData") for f in frames)
+    array = np.zeros((len(frames), frames[0].rows, frames[0].columns), np.int16 if integer else np.float32)
+    volume = Volume(array, grid.spacing, tuple(grid.origin), tuple(grid.direction.ravel()),
+                    modality=str(first.get("Modality", "") or ""),
+                    meta={**_describe(first, frames), "warnings": warnings})
+    on_middle = None
+    if first_slice is not None and grid.regular:
+        def on_middle(z: int) -> None:
+            first_slice(volume, z)
+    overflowed = _read_pixels(frames, array, progress, done, done + count, on_middle)
+    if overflowed:  # values beyond int16: float32, and those slices read again
+        volume.array = array = array.astype(np.float32)
+        _read_pixels([frames[z] for z in overflowed], array, None, 0, 0, None, [*overflowed])
+    if not grid.regular:
+        final = _regular_volume(array, grid, warnings)
+        final.modality, final.meta = volume.modality, volume.meta
+        volume = final
+        if first_slice:
+            first_slice(volume, volume.shape[0] // 2)
     return volume
+
+
+def _read_pixels(frames: list[_Frame], out: np.ndarray, progress: Progress | None, done: int,
+                 total: int, on_middle: Callable[[int], None] | None,
+                 slots: list[int] | None = None) -> list[int]:
+    """Read every frame into ``out[z]`` (z = its index in ``frames``, or ``slots[index]``)
+    in threads, one task per file, the middle slice's file first. Returns the z of the
+    slices whose values do not fit ``out``'s int16 (left unread)."""
+    slots = list(range(len(frames))) if slots is None else slots
+    by_file: dict[str, list[tuple[int, _Frame]]] = {}
+    for z, frame in zip(slots, frames):
+        by_file.setdefault(frame.source, []).append((z, frame))
+    middle = len(out) // 2
+    tasks = sorted(by_file.values(), key=lambda items: min((abs(z - middle), z) for z, _ in items))
+    overflowed: list[int] = []
+    pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="segview-dicom")
+    try:
+        futures = [pool.submit(_read_file, items, out, overflowed) for items in tasks]
+        if on_middle is not None:
+            futures[0].result()
+            on_middle(middle)
+        for n, future in enumerate(as_completed(futures)):
+            future.result()
+            if progress:
+                progress(done + (n + 1) * (total - done) // len(futures), total)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return sorted(overflowed)
+
+
+def _read_file(items: list[tuple[int, _Frame]], out: np.ndarray, overflowed: list[int]) -> None:
+    """The frames of one file into their slices of ``out`` (runs in a worker thread)."""
+    z, frame = items[0]
+    if len(items) == 1 and _raw_readable(frame):
+        if out.dtype == np.int16:
+            _raw_into_int16(frame, out[z], z, overflowed)
+        else:
+            _store(out, z, _raw_pixels(frame, None), frame, overflowed)
+        return
+    pixels = _decoded(frame)
+    for z, frame in items:
+        one = pixels if frame.frame_index is None else pixels[frame.frame_index]
+        if one.ndim != 2 or one.shape != (frame.rows, frame.columns):
+            raise VolumeLoadError(f"The image data of {Path(frame.source).name} do not have the size "
+                                  f"its header declares ({frame.rows} x {frame.columns}).")
+        _store(out, z, one, frame, overflowed)
+
+
+def _raw_readable(frame: _Frame) -> bool:
+    """Uncompressed little-endian 16-bit greyscale: read with readinto, without pydicom."""
+    fmt = frame.pixel_format
+    return (fmt is not None and frame.pixel_offset is not None and frame.frame_index is None
+            and fmt.transfer_syntax in _NATIVE_LE and fmt.keyword == "PixelData"
+            and fmt.bits_allocated == 16 and fmt.samples == 1 and 1 <= fmt.bits_stored <= 16
+            and fmt.number_of_frames in (None, 1))
+
+
+def _raw_into_int16(frame: _Frame, target: np.ndarray, z: int, overflowed: list[int]) -> None:
+    """Read the stored values straight into the volume's slice ``target`` (int16) and
+    rescale them there: with slope 1, adding the intercept modulo 2**16 in the stored
+    type gives the int16 bits of the value once the value is known to fit."""
+    assert frame.pixel_format is not None
+    stored = _raw_pixels(frame, target.view(np.int16 if frame.pixel_format.pixel_representation else np.uint16))
+    slope, intercept = int(frame.slope), int(frame.intercept)
+    low, high = _stored_range(frame, stored)
+    low, high = sorted((low * slope + intercept, high * slope + intercept))
+    if (low < -32768 or high > 32767) and not _fits_int16(stored, slope, intercept):
+        overflowed.append(z)
+        return
+    if slope != 1:
+        target[...] = stored.astype(np.int32) * slope + intercept
+    elif intercept:
+        wrapped = intercept % 65536 if stored.dtype == np.uint16 else (intercept + 32768) % 65536 - 32768
+        np.add(stored, stored.dtype.type(wrapped), out=stored)
+
+
+def _raw_pixels(frame: _Frame, into: np.ndarray | None) -> np.ndarray:
+    """The stored values of an uncompressed 16-bit file, read into ``into`` when given
+    (a C-contiguous (rows, columns) array of the stored type)."""
+    fmt = frame.pixel_format
+    assert fmt is not None and frame.pixel_offset is not None
+    name = Path(frame.source).name
+    dtype = np.int16 if fmt.pixel_representation == 1 else np.uint16
+    pixels = np.empty((frame.rows, frame.columns), dtype) if into is None else into
+    try:
+        with open(frame.source, "rb") as f:
+            f.seek(frame.pixel_offset)
+            length = _element_length(f, fmt.implicit_vr)
+            if length < pixels.nbytes or length == 0xFFFFFFFF:
+                raise ValueError(f"{length} bytes of pixel data for {frame.rows} x {frame.columns} 16-bit pixels")
+            read = f.readinto(pixels.data.cast("B"))
+            if read != pixels.nbytes:
+                raise ValueError(f"the file ends after {read} of {pixels.nbytes} bytes of pixel data")
+    except OSError as exc:
+        raise VolumeLoadError(f"Cannot read {frame.source}: {exc}.") from exc
+    except ValueError as exc:
+        raise VolumeLoadError(f"The image data of {name} are damaged or incomplete ({exc}). "
+                              "Re-export the series from the PACS.") from exc
+    pixels = pixels.view(dtype)
+    if fmt.bits_stored < 16:  # as pydicom: bits above the high bit are not the value
+        shift = 16 - fmt.bits_stored
+        np.left_shift(pixels, shift, out=pixels)
+        np.right_shift(pixels, shift, out=pixels)
+    return pixels
+
+
+def _element_length(f, implicit_vr: bool) -> int:
+    """Read a data element's tag, VR and length at the file position; its value follows."""
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError("the file ends before its pixel data")
+    if implicit_vr:
+        return int.from_bytes(head[4:8], "little")
+    if head[4:6] in _LONG_VRS:
+        return int.from_bytes(f.read(4), "little")
+    return int.from_bytes(head[6:8], "little")
+
+
+def _store(out: np.ndarray, z: int, stored: np.ndarray, frame: _Frame, overflowed: list[int]) -> None:
+    """``out[z]`` = stored * slope + intercept, exactly: integer arithmetic into int16 (the
+    slice left for a float32 reading when it does not fit), double into float32."""
+    target = out[z]
+    if out.dtype != np.int16:
+        if frame.slope == 1 and frame.intercept == 0:
+            target[...] = stored
+        else:
+            target[...] = stored * frame.slope + frame.intercept
+        return
+    slope, intercept = int(frame.slope), int(frame.intercept)
+    low, high = _stored_range(frame, stored)
+    low, high = sorted((low * slope + intercept, high * slope + intercept))
+    if low < -32768 or high > 32767:
+        if not _fits_int16(stored, slope, intercept):
+            overflowed.append(z)
+            return
+    if slope == 1:
+        np.add(stored, intercept, out=target, dtype=np.int32, casting="unsafe")
+    else:
+        target[...] = stored.astype(np.int32) * slope + intercept
+
+
+def _stored_range(frame: _Frame, stored: np.ndarray) -> tuple[int, int]:
+    """The range the stored values can take, from Bits Stored (no pass over the data)."""
+    fmt = frame.pixel_format
+    if stored.dtype.kind not in "iu":
+        raise VolumeLoadError(f"{Path(frame.source).name} holds non-integer pixels with an integer rescale.")
+    info = np.iinfo(stored.dtype)
+    if fmt is None or fmt.bits_stored >= info.bits:
+        return int(info.min), int(info.max)
+    if stored.dtype.kind == "i":
+        return -(1 << (fmt.bits_stored - 1)), (1 << (fmt.bits_stored - 1)) - 1
+    return 0, (1 << fmt.bits_stored) - 1
+
+
+def _fits_int16(stored: np.ndarray, slope: int, intercept: int) -> bool:
+    low, high = sorted((int(stored.min()) * slope + intercept, int(stored.max()) * slope + intercept))
+    return low >= -32768 and high <= 32767
+
+
+def _decoded(frame: _Frame) -> np.ndarray:
+    """Every frame of ``frame``'s file through pydicom: from the bytes at its pixel offset
+    with the header already parsed, or (big-endian, deflated) by reading the file whole."""
+    fmt = frame.pixel_format
+    name = Path(frame.source).name
+    syntax = None if fmt is None else fmt.transfer_syntax
+    try:
+        if fmt is None or frame.pixel_offset is None:
+            ds = _read_dataset(frame.source)
+            _check_supported(ds, frame.source, None)
+            syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+        else:
+            ds = _decode_dataset(frame, fmt, _element_value(frame, fmt))
+        return ds.pixel_array
+    except VolumeLoadError:
+        raise
+    except (NotImplementedError, RuntimeError, ImportError) as exc:
+        raise VolumeLoadError(_decoder_message(syntax, frame.source, exc)) from exc
+    except MemoryError as exc:
+        raise VolumeLoadError(f"Not enough memory to read {name}.") from exc
+    except Exception as exc:
+        raise VolumeLoadError(f"The image data of {name} are damaged or incomplete "
+                              f"({type(exc).__name__}: {exc}). Re-export the series from the PACS.") from exc
+
+
+def _element_value(frame: _Frame, fmt: _PixelFormat) -> bytes:
+    """The value of the pixel data element at the frame's offset; for encapsulated
+    (compressed) data, its items up to the sequence delimiter."""
+    assert frame.pixel_offset is not None
+    with open(frame.source, "rb") as f:
+        f.seek(frame.pixel_offset)
+        length = _element_length(f, fmt.implicit_vr)
+        if length != 0xFFFFFFFF:
+            return f.read(length)
+        data = f.read()
+    position = 0
+    while position + 8 <= len(data):
+        tag = data[position: position + 4]
+        if tag == _SEQUENCE_END:
+            return data[:position]
+        if tag != _ITEM:
+            raise ValueError(f"unexpected tag {tag.hex()} among the compressed fragments")
+        position += 8 + int.from_bytes(data[position + 4: position + 8], "little")
+    raise ValueError("the compressed pixel data end before their last fragment")
+
+
+def _decode_dataset(frame: _Frame, fmt: _PixelFormat, value: bytes) -> Dataset:
+    """A dataset holding just what pydicom's decoders read: the Image Pixel module, the
+    transfer syntax and the pixel data."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(fmt.transfer_syntax)
+    ds.Rows, ds.Columns = frame.rows, frame.columns
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = fmt.samples, fmt.photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = fmt.bits_allocated, fmt.bits_stored, fmt.bits_stored - 1
+    ds.PixelRepresentation = fmt.pixel_representation
+    if fmt.planar_configuration is not None:
+        ds.PlanarConfiguration = fmt.planar_configuration
+    if fmt.number_of_frames is not None:
+        ds.NumberOfFrames = fmt.number_of_frames
+    encapsulated = UID(fmt.transfer_syntax).is_compressed
+    vr = "OB" if encapsulated or (fmt.keyword == "PixelData" and fmt.bits_allocated <= 8) else _PIXEL_VRS[fmt.keyword]
+    ds.add_new(fmt.keyword, vr, value)
+    ds.set_original_encoding(fmt.implicit_vr, True)
+    return ds
 
 
 def _read_dataset(path) -> Dataset:
@@ -247,16 +624,18 @@ def _read_dataset(path) -> Dataset:
                               f"({type(exc).__name__}: {exc}).") from exc
 
 
-def _check_supported(ds: Dataset, path) -> None:
+def _check_supported(ds: Dataset, path, has_pixels: bool | None) -> None:
+    """Refuse a file without pixel data or in colour; ``has_pixels`` None: look in ``ds``."""
     name = Path(path).name
-    has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
+    if has_pixels is None:
+        has_pixels = any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData"))
     if not has_pixels or "Rows" not in ds or "Columns" not in ds:
         what = _sop_name(ds)
         if "Image" in what:
             raise VolumeLoadError(f"{name} is a {what} header without its pixel data; "
                                   "re-export the series with its images.")
         raise VolumeLoadError(f"{name} holds no image (it is a {what}).")
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+    if int(_value(ds, "SamplesPerPixel") or 1) != 1:
         raise VolumeLoadError(f"{name} is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}); "
                               "segview reads greyscale CT and MR images.")
 
@@ -266,15 +645,20 @@ def _sop_name(ds: Dataset) -> str:
     return UID(str(uid)).name if uid else "DICOM object without an image"
 
 
-def _frames_of(ds: Dataset, path: str) -> list[_Frame]:
-    """One _Frame per image in ``ds``, with geometry from the classic tags or from the
+def _frames_of(header: _Header) -> list[_Frame]:
+    """One _Frame per image in the file, with geometry from the classic tags or from the
     functional groups of an enhanced multi-frame object."""
-    _check_supported(ds, path)
+    ds, path = header.dataset, header.path
+    # Pixel data at no known offset (big-endian, deflated): the whole read checks them.
+    _check_supported(ds, path, header.pixel_offset is None or header.pixel_keyword is not None)
     try:
-        count = int(ds.get("NumberOfFrames", 1) or 1)
+        count = int(_value(ds, "NumberOfFrames") or 1)
         shared = _first_item(ds, "SharedFunctionalGroupsSequence")
         per_frame = ds.get("PerFrameFunctionalGroupsSequence")
         offsets = ds.get("GridFrameOffsetVector")  # RT dose: positions along the normal
+        rows, columns = int(_value(ds, "Rows")), int(_value(ds, "Columns"))
+        instance = _instance_number(ds)
+        pixel_format = _pixel_format(header)
         frames = []
         for i in range(count):
             groups = [per_frame[i]] if per_frame is not None and i < len(per_frame) else []
@@ -284,25 +668,97 @@ def _frames_of(ds: Dataset, path: str) -> list[_Frame]:
             spacing = _group_value(groups, "PixelMeasuresSequence", "PixelSpacing", ds)
             slope = _group_value(groups, "PixelValueTransformationSequence", "RescaleSlope", ds)
             intercept = _group_value(groups, "PixelValueTransformationSequence", "RescaleIntercept", ds)
-            if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds:
+            if _value(ds, "Modality") == "RTDOSE" and "DoseGridScaling" in ds:
                 slope = ds.DoseGridScaling
             position = None if position is None else np.asarray(position, float)
             orientation = None if orientation is None else np.asarray(orientation, float)
             if offsets is not None and position is not None and orientation is not None and count > 1:
                 position = position + float(offsets[i]) * np.cross(orientation[:3], orientation[3:])
             frames.append(_Frame(
-                dataset=ds, frame_index=i if count > 1 else None, position=position,
+                source=path, frame_index=i if count > 1 else None, position=position,
                 orientation=orientation,
                 pixel_spacing=None if spacing is None else (float(spacing[0]), float(spacing[1])),
                 slope=1.0 if slope in (None, "") else float(slope),
                 intercept=0.0 if intercept in (None, "") else float(intercept),
-                source=path))
+                rows=rows, columns=columns, instance=instance, pixel_format=pixel_format,
+                pixel_offset=header.pixel_offset))
         return frames
     except VolumeLoadError:
         raise
     except Exception as exc:
         raise VolumeLoadError(f"{Path(path).name} has malformed image geometry or rescale values "
                               f"({type(exc).__name__}: {exc}).") from exc
+
+
+def _instance_number(ds: Dataset) -> int:
+    try:
+        return int(_value(ds, "InstanceNumber") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _pixel_format(header: _Header) -> _PixelFormat | None:
+    """How the file stores its pixels; None when they are not at a known offset or the
+    header lacks what decoding needs (pydicom then reads the file whole, and says why)."""
+    ds = header.dataset
+    if header.pixel_offset is None or header.pixel_keyword is None:
+        return None
+    syntax = str(_value(getattr(ds, "file_meta", _EMPTY), "TransferSyntaxUID") or "")
+    if not syntax or not UID(syntax).is_compressed:  # native: the encoding pydicom found
+        syntax = _IMPLICIT_VR_LE if header.implicit_vr else "1.2.840.10008.1.2.1"
+    try:
+        bits_allocated = int(_value(ds, "BitsAllocated"))
+        frames = _value(ds, "NumberOfFrames")
+        planar = _value(ds, "PlanarConfiguration")
+        photometric = _value(ds, "PhotometricInterpretation")
+        if photometric is None:
+            return None
+        return _PixelFormat(
+            samples=int(_value(ds, "SamplesPerPixel") or 1), bits_allocated=bits_allocated,
+            bits_stored=int(_value(ds, "BitsStored") or bits_allocated),
+            pixel_representation=int(_value(ds, "PixelRepresentation") or 0),
+            photometric=str(photometric),
+            planar_configuration=None if planar in (None, "") else int(planar),
+            number_of_frames=None if frames in (None, "") else int(frames),
+            transfer_syntax=syntax, keyword=header.pixel_keyword, implicit_vr=header.implicit_vr)
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+# Top-level attributes read for every file, by VR: parsed from their raw bytes (pydicom's
+# conversion of each element costs more than parsing the whole header).
+_FAST_VRS = {"ImagePositionPatient": "DS", "ImageOrientationPatient": "DS", "PixelSpacing": "DS",
+             "RescaleSlope": "DS", "RescaleIntercept": "DS", "InstanceNumber": "IS",
+             "NumberOfFrames": "IS", "Rows": "US", "Columns": "US", "SamplesPerPixel": "US",
+             "BitsAllocated": "US", "BitsStored": "US", "PixelRepresentation": "US",
+             "PlanarConfiguration": "US", "PhotometricInterpretation": "CS", "Modality": "CS",
+             "SOPClassUID": "UI", "MediaStorageSOPClassUID": "UI", "SeriesInstanceUID": "UI",
+             "TransferSyntaxUID": "UI"}
+_FAST_TAGS = {keyword: int(pydicom.datadict.tag_for_keyword(keyword) or 0) for keyword in _FAST_VRS}
+
+
+def _value(ds: Dataset, keyword: str):
+    """``ds.get(keyword)`` for the attributes of _FAST_VRS in a little-endian file, parsed
+    from the raw bytes: a float or int, a list of them (several values), a str, or None
+    when absent or empty. Anything unusual goes through pydicom."""
+    element = ds.get_item(_FAST_TAGS[keyword]) if keyword in _FAST_TAGS else None
+    vr = _FAST_VRS.get(keyword)
+    if not isinstance(element, RawDataElement) or not element.is_little_endian or element.VR not in (None, vr):
+        return ds.get(keyword)
+    data = element.value
+    if not data:
+        return None
+    if vr == "US":
+        return int.from_bytes(data, "little") if len(data) == 2 else ds.get(keyword)
+    try:
+        text = data.decode("ascii").strip(" \x00")
+        if vr in ("CS", "UI") or not text:
+            return text or None
+        kind = float if vr == "DS" else int
+        values = [kind(v) for v in text.split("\\")]
+    except (UnicodeDecodeError, ValueError):
+        return ds.get(keyword)
+    return values[0] if len(values) == 1 else values
 
 
 def _first_item(ds: Dataset, keyword: str):
@@ -316,34 +772,11 @@ def _group_value(groups: list[Dataset], sequence: str, keyword: str, ds: Dataset
         item = _first_item(group, sequence)
         if item is not None and item.get(keyword) not in (None, ""):
             return item.get(keyword)
-    value = ds.get(keyword)
+    value = _value(ds, keyword)
     return None if value in (None, "") else value
 
 
-def _pixels(frame: _Frame, decoded: dict[int, np.ndarray]) -> np.ndarray:
-    ds = frame.dataset
-    try:
-        if frame.frame_index is None:
-            pixels = ds.pixel_array
-        else:
-            if id(ds) not in decoded:
-                decoded[id(ds)] = ds.pixel_array
-            pixels = decoded[id(ds)][frame.frame_index]
-    except (NotImplementedError, RuntimeError, ImportError) as exc:
-        raise VolumeLoadError(_decoder_message(ds, frame.source, exc)) from exc
-    except MemoryError as exc:
-        raise VolumeLoadError(f"Not enough memory to read {Path(frame.source).name}.") from exc
-    except Exception as exc:
-        raise VolumeLoadError(f"The image data of {Path(frame.source).name} are damaged or incomplete "
-                              f"({type(exc).__name__}: {exc}). Re-export the series from the PACS.") from exc
-    if pixels.shape[-2:] != (int(ds.Rows), int(ds.Columns)) or pixels.ndim != 2:
-        raise VolumeLoadError(f"The image data of {Path(frame.source).name} do not have the size "
-                              f"its header declares ({ds.Rows} x {ds.Columns}).")
-    return pixels
-
-
-def _decoder_message(ds: Dataset, path: str, exc: Exception) -> str:
-    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+def _decoder_message(syntax: str | None, path: str, exc: Exception) -> str:
     name = UID(str(syntax)).name if syntax else "an unknown transfer syntax"
     what = f"{Path(path).name} is compressed with {name}, and no installed decoder can read it"
     for key, packages, module in _DECODERS:
@@ -362,7 +795,7 @@ def _installed(module: str) -> bool:
 
 def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
     """Frames in order along the slice normal; refuses mixed sizes or orientations."""
-    sizes = {(int(f.dataset.Rows), int(f.dataset.Columns)) for f in frames}
+    sizes = {(f.rows, f.columns) for f in frames}
     if len(sizes) > 1:
         raise VolumeLoadError(f"The images of this series have different sizes {sorted(sizes)}; "
                               "it is not one volume.")
@@ -370,20 +803,35 @@ def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
         if len(frames) > 1:
             warnings.append("The images carry no patient position; they are stacked in file order "
                             "with an assumed slice spacing.")
-        return sorted(frames, key=lambda f: (int(f.dataset.get("InstanceNumber", 0) or 0),
-                                             f.frame_index or 0))
-    orientation = frames[0].orientation
-    if any(np.max(np.abs(f.orientation - orientation)) > 1e-3 for f in frames):
+        return sorted(frames, key=lambda f: (f.instance, f.frame_index or 0))
+    orientation = np.asarray(frames[0].orientation)
+    if any(np.max(np.abs(np.asarray(f.orientation) - orientation)) > 1e-3 for f in frames):
         raise VolumeLoadError("The images of this series have different orientations (e.g. a "
                               "tri-planar localizer); it is not one volume.")
     normal = np.cross(orientation[:3], orientation[3:])
-    return sorted(frames, key=lambda f: float(f.position @ normal))
+    return sorted(frames, key=lambda f: float(np.asarray(f.position) @ normal))
 
 
-def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> Volume:
-    """A Volume from sorted slices, regularised where the acquisition was irregular."""
+@dataclass
+class _Grid:
+    """The voxel grid of sorted slices, known from their headers before any pixel is read."""
+
+    spacing: tuple[float, float, float]  # (x, y, z) mm; z the mean gap along the stack
+    origin: np.ndarray
+    direction: np.ndarray  # 3x3, columns i, j, k; k along the stack (tilted with the gantry)
+    along: np.ndarray | None = None  # slice positions along the normal, mm
+    stretch: float = 1.0  # length of the stack axis per mm along the normal
+    uneven: bool = False  # gaps or uneven spacing: resampled after reading
+    tilted: bool = False  # gantry tilt: resampled onto a perpendicular grid after reading
+
+    @property
+    def regular(self) -> bool:
+        return not (self.uneven or self.tilted)
+
+
+def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
+    """The grid of sorted slices; refuses several images per position."""
     first = frames[0]
-    ds = first.dataset
     row_mm, col_mm = first.pixel_spacing or _fallback_pixel_spacing(ds, warnings)
     if first.position is None or first.orientation is None:
         warnings.append("The image carries no patient position or orientation; its axes are "
@@ -400,8 +848,7 @@ def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> V
     normal /= np.linalg.norm(normal)
     if positions is None or len(frames) == 1:
         gap = _fallback_slice_spacing(ds, len(frames), warnings)
-        direction = np.column_stack([row_dir, col_dir, normal])
-        return _volume(stack, (col_mm, row_mm, gap), origin, direction)
+        return _Grid((col_mm, row_mm, gap), origin, np.column_stack([row_dir, col_dir, normal]))
 
     along = positions @ normal
     gaps = np.diff(along)
@@ -413,11 +860,24 @@ def _assemble(stack: np.ndarray, frames: list[_Frame], warnings: list[str]) -> V
     # The slice axis follows the stack; with gantry tilt it is not the normal.
     drift = (positions[-1] - positions[0]) - (along[-1] - along[0]) * normal
     slice_dir = normal + drift / (along[-1] - along[0])
-    stack, along, gap = _regularise_spacing(stack, along, gaps, warnings)
-    direction = np.column_stack([row_dir, col_dir, slice_dir / np.linalg.norm(slice_dir)])
-    volume = _volume(stack, (col_mm, row_mm, gap * np.linalg.norm(slice_dir)), origin, direction)
-    if np.linalg.norm(drift) > TILT_TOLERANCE_MM:
-        angle = np.degrees(np.arccos(min(1.0, 1.0 / np.linalg.norm(slice_dir))))
+    stretch = float(np.linalg.norm(slice_dir))
+    median = float(np.median(gaps))
+    return _Grid((col_mm, row_mm, float(np.mean(gaps)) * stretch), origin,
+                 np.column_stack([row_dir, col_dir, slice_dir / stretch]), along, stretch,
+                 uneven=bool(np.max(np.abs(gaps - median)) > GAP_TOLERANCE * median),
+                 tilted=bool(np.linalg.norm(drift) > TILT_TOLERANCE_MM))
+
+
+def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> Volume:
+    """A Volume from slices of an irregular grid: gaps and uneven spacing filled by
+    interpolation, a tilted stack resampled perpendicular to its slices."""
+    spacing = grid.spacing
+    if grid.uneven and grid.along is not None:
+        stack, _, gap = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings)
+        spacing = (spacing[0], spacing[1], gap * grid.stretch)
+    volume = _volume(stack, spacing, grid.origin, grid.direction)
+    if grid.tilted:
+        angle = np.degrees(np.arccos(min(1.0, 1.0 / grid.stretch)))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
                         "grid perpendicular to the slices so distances and shapes are true.")
         volume = orthogonalized(volume) or volume
@@ -460,6 +920,10 @@ def _volume(stack, spacing, origin, direction) -> Volume:
 
 def _compact(stack: np.ndarray) -> np.ndarray:
     """int16 when every value is an integer in range (CT in HU), else float32."""
+    if stack.dtype.kind in "iu":  # no copy when the stack is int16 already
+        if not stack.size or (stack.min() >= -32768 and stack.max() <= 32767):
+            return stack.astype(np.int16, copy=False)
+        return stack.astype(np.float32)
     if stack.size and np.all(stack == np.round(stack)) and stack.min() >= -32768 and stack.max() <= 32767:
         return stack.astype(np.int16)
     return stack.astype(np.float32)

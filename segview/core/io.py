@@ -21,7 +21,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
-from .dicom import Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
+from .dicom import FirstSlice, Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
 from .classes import LabelClass, named_classes
 from .errors import LabelSaveError, VolumeLoadError
 from .files import atomic_write_text, extension, replace_atomically
@@ -39,12 +39,15 @@ LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
 
 # -- images -----------------------------------------------------------------------------
 
-def load_volume(path, series_uid: str | None = None, *, progress: Progress | None = None) -> Volume:
+def load_volume(path, series_uid: str | None = None, *, progress: Progress | None = None,
+                first_slice: FirstSlice | None = None) -> Volume:
     """The image at ``path``: a DICOM folder or file, .nii/.nii.gz, .nrrd/.nhdr, .mha/.mhd.
 
     ``series_uid`` picks one series of a DICOM folder that holds several. Irregular
     acquisitions are regularised and reported in ``meta["warnings"]``.
-    ``progress(done, total)`` is called while DICOM files are read.
+    ``progress(done, total)`` is called while DICOM files are read. ``first_slice(volume,
+    z)`` is called once the middle slice of a DICOM series is read, with the Volume still
+    filling (see ``segview.core.dicom.read_dicom_files``); other formats call it at the end.
 
     Raises:
         VolumeLoadError: for every failure, with a message meant for the user. No
@@ -52,7 +55,7 @@ def load_volume(path, series_uid: str | None = None, *, progress: Progress | Non
     """
     path = Path(path)
     try:
-        volume = _load(path, series_uid, progress)
+        volume = _load(path, series_uid, progress, first_slice)
     except VolumeLoadError:
         raise
     except MemoryError as exc:
@@ -63,15 +66,19 @@ def load_volume(path, series_uid: str | None = None, *, progress: Progress | Non
     return volume
 
 
-def _load(path: Path, series_uid: str | None, progress: Progress | None) -> Volume:
+def _load(path: Path, series_uid: str | None, progress: Progress | None,
+          first_slice: FirstSlice | None) -> Volume:
     if not path.exists():
         raise VolumeLoadError(f"{path} does not exist.")
     if path.is_dir():
-        return read_dicom_folder(path, series_uid, progress)
+        return read_dicom_folder(path, series_uid, progress, first_slice=first_slice)
     if path.stat().st_size == 0:
         raise VolumeLoadError(f"{path.name} is empty (0 bytes); the copy or download was probably cut short.")
     if extension(path) in IMAGE_EXTENSIONS:
-        return _read_itk_volume(path)
+        volume = _read_itk_volume(path)
+        if first_slice is not None:
+            first_slice(volume, volume.shape[0] // 2)
+        return volume
     try:
         pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError as exc:
@@ -80,7 +87,7 @@ def _load(path: Path, series_uid: str | None, progress: Progress | None) -> Volu
             f"folders and files, {', '.join(IMAGE_EXTENSIONS)}.") from exc
     except Exception:  # noqa: BLE001 - damaged DICOM: read_dicom_files words the message
         pass
-    return read_dicom_files([str(path)], progress)
+    return read_dicom_files([str(path)], progress, first_slice=first_slice)
 
 
 def _read_itk(path: Path, what: str) -> sitk.Image:
