@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import Qt
 
+from typing import Union
+
 from ..session import ReviewSession
+from ..session.review import ToolJob
 
 
 @dataclass(frozen=True)
@@ -36,23 +39,31 @@ class ToolSettings:
     """The tools panel's choices an effect needs at the moment of a click."""
     value: int            # the class painted
     radius_mm: float
+    sphere: bool = False  # the brush is a ball through the slices
+    grow_3d: bool = False
+    intensity_range: tuple[float, float] | None = None  # e.g. HU
+
+
+#: What a hook returns: a message for the status bar, a ToolJob for the window to run in a
+#: worker (then ``finish_tool``), or None.
+Outcome = Union[str, ToolJob, None]
 
 
 class Effect:
     """A tool. ``paints``: a left drag edits (else it pans); ``brush``: the view shows a
-    true-size brush cursor. Hooks return a message for the status bar, or None."""
+    true-size brush cursor. Hooks return an ``Outcome``."""
     name, text, key, tip = "", "", "", ""
     cursor = Qt.CursorShape.ArrowCursor
     paints = False
     brush = False
 
-    def press(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+    def press(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> Outcome:
         return None
 
-    def drag(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+    def drag(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> Outcome:
         return None
 
-    def release(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> str | None:
+    def release(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> Outcome:
         return None
 
 
@@ -79,7 +90,11 @@ class Brush(Effect):
 
     def drag(self, session, at, settings):
         last = self._last if self._last is not None and self._last.axis == at.axis else at
-        session.labels.paint(at.index, [last.point, at.point], settings.radius_mm, self.value(at, settings), at.axis)
+        if settings.sphere:
+            session.labels.paint_sphere([last.zyx, at.zyx], settings.radius_mm, self.value(at, settings))
+        else:
+            session.labels.paint(at.index, [last.point, at.point], settings.radius_mm, self.value(at, settings),
+                                 at.axis)
         self._last = at
         return None
 
@@ -124,4 +139,21 @@ class Adopt(Effect):
         return None
 
 
-EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt())
+class Grow(Effect):
+    """Region growing from the click: the connected voxels within the intensity range (or,
+    without one, those like the seed: confidence connected) take the class; in the plane
+    clicked, or in 3D."""
+    name, text, key, tip = "grow", "Grow", "W", "Grow the class from the click, stopping where the image changes"
+    cursor = Qt.CursorShape.PointingHandCursor
+    paints = True
+
+    def release(self, session, at, settings):
+        axis = None if settings.grow_3d else at.axis
+        value = 0 if at.erase else settings.value
+        if settings.intensity_range is not None:
+            low, high = settings.intensity_range
+            return session.tool_job("grow_from_seed", at.zyx, value, low, high, axis=axis)
+        return session.tool_job("grow_confidence_connected", at.zyx, value, axis=axis)
+
+
+EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow())

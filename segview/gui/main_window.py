@@ -6,6 +6,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
@@ -20,11 +21,13 @@ from ..core.journal import set_aside_journals
 from ..core.labels import Edit, Mark
 from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
-from ..session import SLOTS, PredictionBatch, ReviewSession, read_label_file
+from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
+from ..session.review import ToolJob
 from ..session.models import load_predictor
 from .dialogs import choose_series
 from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
 from .metrics_panel import MetricsPanel
+from .slice_view import Overlay
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
 from .worklist_panel import install_worklist
@@ -146,6 +149,7 @@ class MainWindow(QMainWindow):
         self.tools.brush_changed.connect(lambda _: self._apply_tool())
         self.tools.settings_changed.connect(self._apply_brush_settings)
         self.tools.operation.connect(self._slice_operation)
+        self.tools.class_tool.connect(self.class_tool)
         self.metrics = MetricsPanel()
         self.metrics.slice_clicked.connect(self.workspace.go_to_slice)
         self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
@@ -591,16 +595,86 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         hook = {"start": self.effect.press, "move": self.effect.drag, "end": self.effect.release}[phase]
-        settings = ToolSettings(self.tools.active_class(), self.tools.radius.value())
+        settings = ToolSettings(self.tools.active_class(), self.tools.radius.value(), self.tools.sphere.isChecked(),
+                                self.tools.grow_3d.isChecked(), self.tools.intensity_range())
         try:
-            message = hook(self.session, at, settings)
+            outcome = hook(self.session, at, settings)
         except SegviewError as exc:
-            message = str(exc)
-        if message:
-            self.statusBar().showMessage(message, 8000)
+            outcome = str(exc)
+        if isinstance(outcome, ToolJob):
+            self._run_tool(outcome, self.effect.text)
+        elif outcome:
+            self.statusBar().showMessage(outcome, 8000)
+
+    def class_tool(self, operation: str, preview: bool = False) -> None:
+        """A whole-class tool of the tools panel on the chosen class, in a worker: one undo
+        step; ``preview`` shows what islands would go, changing nothing."""
+        session = self.session
+        if session is None:
+            return
+        value, amount = self.tools.active_class(), self.tools.amount.value()
+        if preview:
+            largest = operation == "islands_largest"
+            look = partial(session.labels.islands_preview, value, None if largest else amount, largest)
+            return self._run(lambda progress: look(progress=progress), done=self._show_preview, reports_progress=True)
+        try:
+            job = self._tool_job(session, operation, value, amount)
+        except SegviewError as exc:
+            return self.statusBar().showMessage(str(exc), 8000)
+        self._run_tool(job, self.tools.class_operation.currentText())
+
+    def _tool_job(self, session: ReviewSession, operation: str, value: int, amount: float) -> ToolJob:
+        if operation.startswith("islands"):
+            largest = operation == "islands_largest"
+            return session.tool_job("remove_islands", value, None if largest else amount, largest)
+        if operation in ("median", "opening", "closing"):
+            return session.tool_job("smooth", value, operation, amount)
+        if operation in ("grow", "shrink"):
+            return session.tool_job("margin", value, amount if operation == "grow" else -amount)
+        if operation.startswith("fill_holes"):
+            return session.tool_job("fill_holes", value, per_slice=operation == "fill_holes_slices")
+        kind, other = self.tools.other_class.currentData()
+        if kind == "model":
+            if other not in session.models:
+                raise SessionError(f"No model is loaded as {other}.")
+            model = session.models[other]
+            operand = (model.prediction == value) & model.predicted[:, None, None]
+        else:
+            operand = other
+        return session.tool_job("logical_operation", operation, value, operand)
+
+    def _run_tool(self, job: ToolJob, what: str) -> None:
+        session = self.session
+
+        def done(edits) -> None:
+            if session is not self.session:
+                return
+            try:
+                changed = session.finish_tool(job, edits)
+            except SegviewError as exc:
+                return self._error(str(exc), f"{what}: not applied")
+            self.statusBar().showMessage(f"{what}: {changed} voxels changed" if changed else
+                                         f"{what}: nothing to change", 6000)
+
+        self._clear_preview()
+        self._run(lambda progress: job(progress=progress), done=done, reports_progress=True)
+
+    def _show_preview(self, mask) -> None:
+        """What a class tool would take away, in magenta over the labels, until the next edit."""
+        if mask is None or self.session is None:
+            return
+        table = np.zeros((256, 4), np.uint8)
+        table[1] = (255, 0, 255, 255)
+        self.workspace.viewer.set_overlay("preview", Overlay(mask.astype(np.uint8), table, True, False))
+        self.statusBar().showMessage(f"Preview: {int(mask.sum())} voxels would go (magenta)", 10000)
+
+    def _clear_preview(self) -> None:
+        for view in self.workspace.viewer.views.values():
+            view.remove_overlay("preview")
 
     def _labels_changed(self, edit: Edit) -> None:
         """Every change of the labels (stroke, undo, copy...): redraw where it shows."""
+        self._clear_preview()
         self.workspace.refresh(edit.slices, names=("labels",))
         self.setWindowModified(True)
         self._metrics_timer.start()

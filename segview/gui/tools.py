@@ -14,6 +14,21 @@ from ..core.labels import OverwritePolicy
 
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
+#: Class tools: key -> (menu text, what the amount is: "mm", "mm3", "class" or "")
+CLASS_OPERATIONS = {
+    "islands_smaller": ("Remove islands smaller than", "mm3"),
+    "islands_largest": ("Keep only the largest island", ""),
+    "median": ("Smooth (median), kernel", "mm"),
+    "opening": ("Smooth (opening: spurs, bridges), kernel", "mm"),
+    "closing": ("Smooth (closing: gaps, dents), kernel", "mm"),
+    "grow": ("Grow margin by", "mm"),
+    "shrink": ("Shrink margin by", "mm"),
+    "fill_holes": ("Fill holes (3D)", ""),
+    "fill_holes_slices": ("Fill holes (each axial slice)", ""),
+    "add": ("Take in the voxels of", "class"),
+    "intersect": ("Keep only where it overlaps", "class"),
+    "subtract": ("Remove where it overlaps", "class"),
+}
 
 
 class ToolPanel(QWidget):
@@ -21,6 +36,7 @@ class ToolPanel(QWidget):
     brush_changed = Signal(float)        # radius in mm
     settings_changed = Signal()          # overwrite policy, protected classes or intensity range
     operation = Signal(str)              # "clear", "copy_previous", "fill_between", "review"
+    class_tool = Signal(str, bool)       # a CLASS_OPERATIONS key; True: preview only
 
     def __init__(self, tools, parent=None):
         """``tools``: (name, text, shortcut, tip) of each effect, the first chosen."""
@@ -28,17 +44,24 @@ class ToolPanel(QWidget):
         self.tools = list(tools)
         self.tool = self.tools[0][0]
         self.tool_buttons = QButtonGroup(self)
-        row = QHBoxLayout()
-        for name, text, key, tip in self.tools:
+        row = QGridLayout()
+        for n, (name, text, key, tip) in enumerate(self.tools):
             button = QToolButton(text=text, checkable=True, toolTip=f"{tip} ({key})")
             button.setChecked(name == self.tool)
             button.clicked.connect(lambda _, name=name: self.set_tool(name))
             self.tool_buttons.addButton(button)
-            row.addWidget(button)
+            row.addWidget(button, n // 3, n % 3)
         self.class_choice = QComboBox()
         self.radius = QDoubleSpinBox(minimum=MIN_RADIUS_MM, maximum=MAX_RADIUS_MM, value=5.0, singleStep=0.5,
                                      suffix=" mm", toolTip="Brush radius: [ and ] change it")
         self.radius.valueChanged.connect(self.brush_changed)
+        self.sphere = QCheckBox("3D sphere", toolTip="The brush paints a ball of the radius through the slices")
+        self.grow_3d = QCheckBox("Grow in 3D", toolTip="Grow (W) fills the connected region in the whole volume, "
+                                 "not only the plane clicked; within the intensity range when it is set, else "
+                                 "where the intensity is like the seed's (confidence connected)")
+        radius_row = QHBoxLayout()
+        radius_row.addWidget(self.radius)
+        radius_row.addWidget(self.sphere)
         self.policy_choice = QComboBox()
         self.policy_choice.addItems([text for _, text in POLICIES])
         self.protected = QListWidget(toolTip="Classes the brush and eraser never change")
@@ -56,11 +79,12 @@ class ToolPanel(QWidget):
             limits.addWidget(widget)
         form = QFormLayout()
         form.addRow("Class", self.class_choice)
-        form.addRow("Radius", self.radius)
+        form.addRow("Radius", radius_row)
         form.addRow("Paint over", self.policy_choice)
         form.addRow("Protected", self.protected)
         form.addRow(self.threshold)
         form.addRow(limits)
+        form.addRow(self.grow_3d)
         slices = QGroupBox("Slices")
         buttons = QGridLayout(slices)
         for n, (name, text, tip) in enumerate( (("clear", "Clear slice", "Erase every label on this slice"),
@@ -73,8 +97,40 @@ class ToolPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(row)
         layout.addLayout(form)
+        layout.addWidget(self._class_tools())
         layout.addWidget(slices)
         layout.addStretch(1)
+
+    def _class_tools(self) -> QGroupBox:
+        """Whole-class cleanup: an operation, its amount (mm or mm3) or other class, apply."""
+        box = QGroupBox("Class tools (on the chosen class)")
+        self.class_operation = QComboBox()
+        for key, (text, _) in CLASS_OPERATIONS.items():
+            self.class_operation.addItem(text, key)
+        self.amount = QDoubleSpinBox(minimum=0.1, maximum=1e6, value=2.0, decimals=1, singleStep=0.5)
+        self.other_class = QComboBox()
+        self.other_class.setToolTip("The other class, or a model's prediction of the chosen class")
+        preview, apply = QPushButton("Preview"), QPushButton("Apply")
+        preview.setToolTip("Show what would go (islands), without changing anything")
+        apply.setToolTip("One undo step")
+        preview.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), True))
+        apply.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), False))
+        self.class_operation.currentIndexChanged.connect(lambda _: self._show_amount(preview))
+        grid = QGridLayout(box)
+        grid.addWidget(self.class_operation, 0, 0, 1, 2)
+        grid.addWidget(self.amount, 1, 0)
+        grid.addWidget(self.other_class, 1, 1)
+        grid.addWidget(preview, 2, 0)
+        grid.addWidget(apply, 2, 1)
+        self._show_amount(preview)
+        return box
+
+    def _show_amount(self, preview: QPushButton) -> None:
+        unit = CLASS_OPERATIONS[self.class_operation.currentData()][1]
+        self.amount.setVisible(unit in ("mm", "mm3"))
+        self.amount.setSuffix(" mm\u00b3" if unit == "mm3" else " mm")
+        self.other_class.setVisible(unit == "class")
+        preview.setEnabled(self.class_operation.currentData() in ("islands_smaller", "islands_largest"))
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         current = self.active_class()
@@ -93,6 +149,14 @@ class ToolPanel(QWidget):
             self.protected.addItem(item)
         index = self.class_choice.findData(current)
         self.class_choice.setCurrentIndex(max(index, 0))
+        other = self.other_class.currentData()
+        self.other_class.clear()
+        for c in classes:
+            if c.value:
+                self.other_class.addItem(f"class {c.name}", ("class", c.value))
+        for slot in ("A", "B"):
+            self.other_class.addItem(f"model {slot}'s prediction of it", ("model", slot))
+        self.other_class.setCurrentIndex(max(self.other_class.findData(other), 0))
 
     def set_tool(self, name: str) -> None:
         self.tool = name
