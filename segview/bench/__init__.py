@@ -246,7 +246,7 @@ def bench_infer(seconds: float = 3.0, echo=print) -> dict:
 
     echo("segview bench infer: forward passes without gradients")
     echo(f"  {machine_summary()}")
-    figures = {}
+    figures: dict = {}  # (architecture, device) -> rates, and "volume_s"
     for name, arguments, size in _architectures():
         torch.manual_seed(0)
         model = UNet(1, **arguments).eval()
