@@ -525,7 +525,7 @@ class MainWindow(QMainWindow):
             return
         self.cancel_inference()
         for model in session.models.values():
-            model.device = describe_device(model.predictor.device)
+            model.device = _device_text(model.predictor)
         self._show_devices()
         worker = GeneratorWorker(session.prediction_batches, self.current_slice())
         worker.signals.yielded.connect(lambda batch: self._stream(worker, session, batch))
@@ -546,7 +546,7 @@ class MainWindow(QMainWindow):
             return  # a superseded run, another image, or a model since replaced
         if batch.message:
             self.statusBar().showMessage(batch.message, 15000)
-            session.models[batch.slot].device = describe_device(batch.predictor.device)
+            session.models[batch.slot].device = _device_text(batch.predictor)
             self._show_devices()
         self.progress.setRange(0, batch.total)
         self.progress.setValue(batch.done)
@@ -989,6 +989,13 @@ def demo_session(task: str) -> ReviewSession:
     case = make_phantom(task, seed=0)
     case.volume.meta["source"] = f"demo: {task} phantom"
     return ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes))
+
+
+def _device_text(predictor) -> str:
+    """"cpu (onnxruntime)", "cuda (NVIDIA H100 80GB HBM3)": where and with what a model runs."""
+    device = describe_device(predictor.device)
+    runtime = getattr(predictor, "runtime", "torch")
+    return f"{device} ({runtime})" if device == "cpu" else device
 
 
 def _recent() -> list[str]:
