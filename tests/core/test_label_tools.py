@@ -240,12 +240,12 @@ def test_margin_is_the_euclidean_distance_in_mm(spacing, distance):
 
 
 def test_a_very_big_margin_goes_through_the_distance_transform_and_agrees():
-    labels = np.zeros((40, 40, 40), np.uint8)
-    labels[18:22, 15:21, 17:24] = 1
+    labels = np.zeros((40, 40, 120), np.uint8)
+    labels[18:22, 15:21, 5:12] = 1
     labels[5, 5, 5] = 1
     tool = labelmap(labels, (0.9, 1.0, 1.1))
-    tool.margin(1, 23.45)  # a ball of over 1500 rows: the distance transform's turn
-    grown = ndimage.distance_transform_edt(labels != 1, sampling=(1.1, 1.0, 0.9)) <= 23.45
+    tool.margin(1, 38.45)  # a ball of over 4000 rows: the distance transform's turn
+    grown = ndimage.distance_transform_edt(labels != 1, sampling=(1.1, 1.0, 0.9)) <= 38.45
     assert not grown.all()
     np.testing.assert_array_equal(tool.array == 1, grown)
 
