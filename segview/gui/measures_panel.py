@@ -1,0 +1,862 @@
+"""Boundary metrics and clinical measures: a dock beside the metrics panel.
+
+For each model against the labels: HD95 and ASSD (mm) and surface Dice at a tolerance
+(mm), per class and their mean, for the slice on screen and for the volume; the class
+volumes (mL) of the labels and of each model and their differences, LV and RV blood volume
+and myocardial mass for cardiac classes, the infected share of the lungs for lung classes;
+and a plot of a chosen metric along the slices (click it to go to a slice).
+
+Everything is computed in the thread pool, so the window never waits on it (a slice's
+scores take 5 to 40 ms on one core, a volume's seconds): the slice's as soon as it shows or
+changes, the volume's and the plot's after edits have paused for ``DEBOUNCE_MS``. Each kind
+of job runs one at a time; a newer request cancels the running one and takes its place, and
+results computed from labels or predictions that have changed since are dropped. Workers
+read the session's arrays in place (no copies on the main thread): a read torn by an edit
+belongs to a result that the edit has made stale.
+
+The volume's boundary metrics are 3D (medpy's and surface-distance's definitions, as
+``segview evaluate`` and the comparison report) over the slices that count: those the model
+has predicted, and reviewed ones only when "volume over reviewed slices only" is checked
+(the metrics panel's switch); the other slices are left out as empty, so the boundary is
+cut there. Volumes and clinical measures count the same slices for the labels and for
+every model, so their differences compare like with like.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QHBoxLayout,
+                               QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..core.classes import LabelClass
+from ..core.labels import Edit, Mark
+from ..core.measures import cardiac_measures, class_volumes_ml, find_class, lung_mask_from_ct, lung_measures
+from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, slice_surface_scores, surface_scores,
+                            surface_scores_along_slices)
+from .slice_view import MODEL_COLORS
+from .workers import GeneratorWorker, Worker
+
+if TYPE_CHECKING:
+    from ..session import ReviewSession
+    from .main_window import MainWindow
+
+__all__ = ["BOUNDARY_COLUMNS", "DEBOUNCE_MS", "PLOT_METRICS", "MeasuresController", "MeasuresPanel",
+           "install_measures"]
+
+#: Boundary column -> (header, SurfaceScores field, digits).
+BOUNDARY_COLUMNS = {"HD95": ("HD95\n(mm)", "hausdorff95", 2),
+                    "ASSD": ("ASSD\n(mm)", "average_surface_distance", 2),
+                    "surface Dice": ("surface\nDice", "surface_dice", 3)}
+#: Plot choice -> the key of ``surface_scores_along_slices`` (None: Dice, from the live metrics).
+PLOT_METRICS = {"Dice": None, "HD95 (mm)": "hausdorff95", "ASSD (mm)": "average_surface_distance",
+                "surface Dice": "surface_dice"}
+#: Quiet time after the last edit before the volume's figures are recomputed.
+DEBOUNCE_MS = 500
+#: ... but while edits (or streamed predictions) keep coming, at least this often.
+MAX_WAIT_MS = 3000
+#: Slices per step of the plot's job (each step a chance to cancel and to draw).
+PLOT_CHUNK = 8
+DASH = "\u2013"
+
+
+def value_text(value: float, digits: int) -> str:
+    """A dash where there is nothing to score (NaN), infinity where a class is in only one."""
+    if value is None or math.isnan(value):
+        return DASH
+    return "\u221e" if math.isinf(value) else f"{value:.{digits}f}"
+
+
+def _signed(value: float, digits: int) -> str:
+    return DASH if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
+# -- the jobs (plain generators, run by a GeneratorWorker; no Qt) ------------------------------
+def _slice_job(pairs: dict, z: int, num_classes: int, spacing, tolerance_mm: float,
+               should_stop: Callable[[], bool]) -> Iterator[tuple[int, dict[str, SurfaceScores]]]:
+    """The boundary scores of slice ``z`` of each model: yields (z, {slot: SurfaceScores})."""
+    out = {}
+    for slot, (prediction, labels) in pairs.items():
+        if should_stop():
+            return
+        out[slot] = slice_surface_scores(prediction, labels, z, num_classes, spacing, tolerance_mm)
+    yield z, out
+
+
+@dataclass
+class _VolumeRequest:
+    labels: np.ndarray
+    classes: list[LabelClass]
+    predictions: dict[str, tuple[np.ndarray, np.ndarray, list[LabelClass]]]  # slot: (labels, scored, classes)
+    measured: np.ndarray            # (Z,) bool: the slices volumes are measured on
+    num_classes: int
+    spacing: tuple
+    tolerance_mm: float
+    lung_mask: np.ndarray | None
+
+
+def _volume_job(request: _VolumeRequest, should_stop: Callable[[], bool]) -> Iterator[tuple[str, object]]:
+    """Yields ("measures", {column: {row: value}}) first (fast), then ("boundary", (slot,
+    SurfaceScores)) for each model."""
+    measured = request.measured
+    columns = {"labels": (request.labels, request.classes)}
+    columns.update({slot: (prediction, classes) for slot, (prediction, _, classes) in request.predictions.items()})
+    lungs = request.lung_mask[measured] if request.lung_mask is not None else None
+    measures = {}
+    for column, (array, classes) in columns.items():
+        if should_stop():
+            return
+        measures[column] = _measures(array[measured], classes, request.spacing, lungs)
+    yield "measures", measures
+    for slot, (prediction, scored, _) in request.predictions.items():
+        if should_stop():
+            return
+        yield "boundary", (slot, _scored_surface_scores(prediction, request.labels, scored, request.num_classes,
+                                                          request.spacing, request.tolerance_mm))
+
+
+def _measures(labels: np.ndarray, classes: list[LabelClass], spacing, lung_mask) -> dict[str, float]:
+    """Rows of the measures table: "volume <value>" for each class value, and the cardiac
+    and lung measures that apply."""
+    top = int(labels.max()) + 1 if labels.size else 1
+    volumes = class_volumes_ml(labels, max(top, 2), spacing)
+    out = {f"volume {value}": float(ml) for value, ml in enumerate(volumes) if value}
+    cardiac = cardiac_measures(labels, classes, spacing)
+    if cardiac is not None:
+        out.update({"lv": cardiac.lv_blood_ml, "rv": cardiac.rv_blood_ml, "mass": cardiac.myocardial_mass_g})
+    if find_class(classes, "infection") and (find_class(classes, "lung") or lung_mask is not None):
+        lung = lung_measures(labels, classes, spacing, lung_mask=lung_mask)
+        if lung is not None:
+            out.update({"lungs": lung.lung_ml, "infected": lung.infected_ml, "infected %": lung.infected_percent})
+    return out
+
+
+def _scored_surface_scores(prediction: np.ndarray, labels: np.ndarray, scored: np.ndarray, num_classes: int,
+                           spacing, tolerance_mm: float) -> SurfaceScores:
+    """3D boundary scores over the ``scored`` slices, the others left out as empty."""
+    if scored.all():
+        return surface_scores(prediction, labels, num_classes, spacing, tolerance_mm)
+    if not scored.any():
+        nan = np.full(num_classes, np.nan)
+        return SurfaceScores(nan, nan, nan, nan, np.full(num_classes, float(tolerance_mm)))
+    first, last = np.flatnonzero(scored)[[0, -1]]
+    block = slice(int(first), int(last) + 1)
+    pred, ref = prediction[block].copy(), labels[block].copy()
+    pred[~scored[block]] = 0
+    ref[~scored[block]] = 0
+    return surface_scores(pred, ref, num_classes, spacing, tolerance_mm)
+
+
+def _plot_job(pairs: dict, slices: dict, num_classes: int, spacing, tolerance_mm: float,
+              should_stop: Callable[[], bool]) -> Iterator[tuple[str, np.ndarray, dict]]:
+    """Each chosen slice's boundary scores, a few slices at a time: yields (slot, the
+    slices done, {name: (Z, C) array})."""
+    for slot, (prediction, labels) in pairs.items():
+        chosen = slices[slot]
+        for start in range(0, len(chosen), PLOT_CHUNK):
+            if should_stop():
+                return
+            part = chosen[start:start + PLOT_CHUNK]
+            rows = surface_scores_along_slices(prediction, labels, num_classes, spacing, tolerance_mm,
+                                               slices=part, should_stop=should_stop)
+            if should_stop():
+                return  # the slices not reached are NaN: not results
+            yield slot, part, rows
+
+
+def _lung_job(image: np.ndarray, spacing, should_stop: Callable[[], bool]) -> Iterator[np.ndarray]:
+    yield lung_mask_from_ct(image, spacing)
+
+
+class _Lane:
+    """One kind of background job, one at a time: a new request cancels the running job
+    and starts when it has stopped; only the newest request's values are handed on."""
+
+    def __init__(self, priority: int = 0, alive: Callable[[], bool] | None = None):
+        self.priority, self.alive = priority, alive
+        self.running: GeneratorWorker | None = None
+        self.pending: tuple | None = None
+        self.token = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or self.pending is not None
+
+    def request(self, function: Callable, args: tuple, on_value: Callable, on_done: Callable | None = None,
+                on_error: Callable | None = None) -> None:
+        self.token += 1
+        self.pending = (self.token, function, args, on_value, on_done, on_error)
+        if self.running is not None:
+            self.running.cancel()
+        else:
+            self._start_pending()
+
+    def cancel(self) -> None:
+        self.token += 1
+        self.pending = None
+        if self.running is not None:
+            self.running.cancel()
+
+    def _start_pending(self) -> None:
+        if self.pending is None or (self.alive is not None and not self.alive()):
+            self.pending = None  # the window has moved on (another image, or closed)
+            return
+        token, function, args, on_value, on_done, on_error = self.pending
+        self.pending = None
+        worker = GeneratorWorker(function, *args)
+        worker.signals.yielded.connect(lambda value: on_value(value) if token == self.token else None)
+        worker.signals.errored.connect(lambda exc: self._errored(token, exc, on_error))
+        worker.signals.finished.connect(lambda completed: self._finished(worker, token, completed, on_done))
+        self.running = worker
+        Worker.pool().start(worker, self.priority)
+
+    def _errored(self, token: int, exc: Exception, on_error: Callable | None) -> None:
+        if token == self.token and on_error is not None:
+            on_error(exc)
+
+    def _finished(self, worker: GeneratorWorker, token: int, completed: bool, on_done: Callable | None) -> None:
+        if worker is self.running:
+            self.running = None
+        if token == self.token and on_done is not None:
+            on_done(completed)
+        self._start_pending()
+
+
+# -- the panel (widgets only; the controller below feeds it) ------------------------------------
+class MeasuresPanel(QWidget):
+    """Tables of boundary metrics and clinical measures and a plot along the slices. Fed
+    by ``MeasuresController``; what it shows is also readable (``shown_*``) for scripts and
+    tests."""
+
+    slice_clicked = Signal(int)          # z, from the plot
+    tolerance_changed = Signal(float)    # mm
+    plot_changed = Signal()              # the plotted metric or class
+    reviewed_only_changed = Signal(bool)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.hint = QLabel("Load checkpoints (Model > Load checkpoint A / B) to measure their boundaries "
+                           "against the labels.")
+        self.hint.setWordWrap(True)
+        self.status = QLabel()
+        self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, decimals=1,
+                                        value=SURFACE_DICE_TOLERANCE_MM, suffix=" mm")
+        self.tolerance.setToolTip("Surface Dice counts the boundary within this distance of the other as agreeing")
+        self.tolerance.setKeyboardTracking(False)  # one recomputation per value, not per digit typed
+        self.tolerance.valueChanged.connect(self.tolerance_changed)
+        self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
+        self.reviewed_only.toggled.connect(self.reviewed_only_changed)
+        self.column_choices: dict[str, QCheckBox] = {}
+        columns_row = QHBoxLayout()
+        columns_row.addWidget(QLabel("Show:"))
+        for name in (*BOUNDARY_COLUMNS, "volumes"):
+            box = QCheckBox(name, checked=True)
+            box.toggled.connect(self._show_columns)
+            self.column_choices[name] = box
+            columns_row.addWidget(box)
+        columns_row.addStretch(1)
+        tolerance_row = QHBoxLayout()
+        tolerance_row.addWidget(QLabel("Surface Dice tolerance"))
+        tolerance_row.addWidget(self.tolerance)
+        tolerance_row.addStretch(1)
+        self.legend = QLabel("Each cell: the slice on screen above the volume. \u2013: nothing to score; "
+                             "\u221e: the class is in only one of them.")
+        self.legend.setWordWrap(True)
+        self.boundary = self._table()
+        self.boundary.setColumnCount(len(BOUNDARY_COLUMNS))
+        self.boundary.setHorizontalHeaderLabels([header for header, _, _ in BOUNDARY_COLUMNS.values()])
+        self.measures_label = QLabel()
+        self.measures_label.setWordWrap(True)
+        self.measures = self._table()
+        self.plot_choice = QComboBox()
+        self.plot_choice.addItems(list(PLOT_METRICS))
+        self.plot_class = QComboBox()
+        for combo in (self.plot_choice, self.plot_class):
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+            combo.currentIndexChanged.connect(lambda _: self.plot_changed.emit())
+        plot_row = QHBoxLayout()
+        plot_row.addWidget(QLabel("Along the slices:"))
+        plot_row.addWidget(self.plot_choice)
+        plot_row.addWidget(self.plot_class)
+        plot_row.addStretch(1)
+        self.plot = pg.PlotWidget(background=None)
+        self.plot.setMinimumHeight(120)
+        self.plot.setMaximumHeight(170)
+        self.plot.setLabel("bottom", "slice (1 = first); click: go there")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.addLegend(offset=(-5, 5), brush=(0, 0, 0, 120))  # top right
+        self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.PenStyle.DashLine))
+        self.plot.addItem(self.current)
+        self.curves: dict[str, pg.PlotDataItem] = {}
+        self.missed: dict[str, pg.ScatterPlotItem] = {}  # slices where a class is in only one: drawn on top
+        self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for item in (self.hint, self.status, columns_row, tolerance_row, self.reviewed_only, self.legend,
+                     self.boundary, self.measures_label, self.measures, plot_row, self.plot):
+            if isinstance(item, QHBoxLayout):
+                layout.addLayout(item)
+            else:
+                layout.addWidget(item)
+        layout.addStretch(1)
+        self.classes: list[LabelClass] = []
+        self.slots: list[str] = []
+        self._slice: dict[str, SurfaceScores | None] = {}
+        self._volume: dict[str, SurfaceScores | None] = {}
+        self._measures: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _table() -> QTableWidget:
+        table = QTableWidget(0, 0)
+        table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.setSizeAdjustPolicy(QAbstractItemView.SizeAdjustPolicy.AdjustToContents)
+        table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        return table
+
+    # -- what it shows, for scripts and tests -------------------------------------------
+    def shown_slice_scores(self, slot: str) -> SurfaceScores | None:
+        """The boundary scores shown for the slice on screen (None: pending or not yet computed)."""
+        return self._slice.get(slot)
+
+    def shown_volume_scores(self, slot: str) -> SurfaceScores | None:
+        return self._volume.get(slot)
+
+    def shown_measures(self) -> dict[str, dict[str, float]]:
+        """{"labels" | slot: {row: value}}: rows "volume <class value>" (mL), "lv", "rv"
+        (mL), "mass" (g), "lungs", "infected" (mL), "infected %"."""
+        return {column: dict(rows) for column, rows in self._measures.items()}
+
+    def chosen_columns(self) -> list[str]:
+        return [name for name, box in self.column_choices.items() if box.isChecked()]
+
+    def plot_metric(self) -> str | None:
+        """The key of ``surface_scores_along_slices`` plotted, None for Dice."""
+        return PLOT_METRICS[self.plot_choice.currentText()]
+
+    def plot_class_value(self) -> int | None:
+        """The class plotted, None for the mean of the classes."""
+        return self.plot_class.currentData()
+
+    # -- filling it ---------------------------------------------------------------------
+    def set_layout_for(self, classes: list[LabelClass], slots: list[str]) -> None:
+        """Rows for ``slots`` x (foreground ``classes`` and their mean); the plot's class choice."""
+        classes = [c for c in classes if c.value != 0]
+        if [(c.value, c.name) for c in classes] == [(c.value, c.name) for c in self.classes] and slots == self.slots:
+            return
+        self.classes, self.slots = classes, list(slots)
+        rows = [f"{slot}  {name}" for slot in slots for name in [c.name for c in classes] + ["mean"]]
+        self.boundary.setRowCount(len(rows))
+        self.boundary.setVerticalHeaderLabels(rows)
+        chosen = self.plot_class.currentData()
+        self.plot_class.blockSignals(True)
+        self.plot_class.clear()
+        self.plot_class.addItem("mean", None)
+        for c in classes:
+            self.plot_class.addItem(c.name, c.value)
+        found = self.plot_class.findData(chosen)
+        self.plot_class.setCurrentIndex(max(found, 0))
+        self.plot_class.blockSignals(False)
+        for slot in list(self.curves):
+            if slot not in slots:
+                self.plot.removeItem(self.curves.pop(slot))
+                self.plot.removeItem(self.missed.pop(slot))
+        self._slice = {s: v for s, v in self._slice.items() if s in slots}
+        self._volume = {s: v for s, v in self._volume.items() if s in slots}
+        self._show_columns()
+
+    def clear(self) -> None:
+        self._slice, self._volume, self._measures = {}, {}, {}
+        self.show_boundary()
+        self.show_measures({}, "")
+        for slot in list(self.curves):
+            self.curves[slot].setData([], [])
+            self.missed[slot].setData([], [])
+
+    def set_status(self, text: str) -> None:
+        self.status.setText(text)
+        self.status.setVisible(bool(text))
+
+    def set_slice_scores(self, scores: dict[str, SurfaceScores | None]) -> None:
+        self._slice = dict(scores)
+        self.show_boundary()
+
+    def set_volume_scores(self, slot: str, scores: SurfaceScores | None) -> None:
+        self._volume[slot] = scores
+        self.show_boundary()
+
+    def show_boundary(self) -> None:
+        scored = bool(self.slots)
+        for widget in (self.legend, self.boundary):
+            widget.setVisible(scored)
+        self.hint.setVisible(not scored)
+        values: list[int | None] = [c.value for c in self.classes] + [None]  # None: the mean
+        for r, (slot, value) in enumerate((s, v) for s in self.slots for v in values):
+            for col, (_, name, digits) in enumerate(BOUNDARY_COLUMNS.values()):
+                lines = [self._score_line(self._slice.get(slot, False), name, value, digits, "pending"),
+                         self._score_line(self._volume.get(slot), name, value, digits, "computing\u2026")]
+                self._set_cell(self.boundary, r, col, "\n".join(lines))
+
+    @staticmethod
+    def _score_line(scores, name: str, value: int | None, digits: int, missing: str) -> str:
+        if scores is False:
+            return "\u2026"  # not computed yet
+        if scores is None:
+            return missing
+        if value is None:
+            return value_text(getattr(scores, f"mean_{name}"), digits)
+        values = getattr(scores, name)
+        return value_text(values[value], digits) if value < len(values) else DASH
+
+    def show_measures(self, measures: dict[str, dict[str, float]], scope: str) -> None:
+        """Rows: each class's volume, then the cardiac or lung measures; columns: the labels,
+        each model, and each model minus the labels."""
+        self._measures = {column: dict(rows) for column, rows in measures.items()}
+        columns = [c for c in ("labels", *self.slots) if c in measures]
+        headers = [c if c == "labels" else f"model {c}" for c in columns]
+        headers += [f"{c} \u2212\nlabels" for c in columns if c != "labels"]
+        names = {f"volume {c.value}": (f"{c.name} (mL)", 1) for c in self.classes}
+        names.update({"lv": ("LV blood (mL)", 1), "rv": ("RV blood (mL)", 1), "mass": ("myocardial mass (g)", 1),
+                      "lungs": ("lungs (mL)", 1), "infected": ("infected (mL)", 1),
+                      "infected %": ("infected (% of lungs)", 1)})
+        labels_rows = measures.get("labels", {})
+        rows = [key for key in names if key in labels_rows]
+        self.measures.setColumnCount(len(headers))
+        self.measures.setHorizontalHeaderLabels(headers)
+        self.measures.setRowCount(len(rows))
+        self.measures.setVerticalHeaderLabels([names[key][0] for key in rows])
+        for r, key in enumerate(rows):
+            digits = names[key][1]
+            cells = [value_text(measures[c].get(key, math.nan), digits) for c in columns]
+            cells += [_signed(measures[c].get(key, math.nan) - labels_rows[key], digits)
+                      for c in columns if c != "labels"]
+            for col, text in enumerate(cells):
+                self._set_cell(self.measures, r, col, text)
+        self.measures_label.setText(scope)
+        self._show_columns()
+
+    @staticmethod
+    def _set_cell(table: QTableWidget, row: int, col: int, text: str) -> None:
+        item = table.item(row, col)
+        if item is None:
+            item = QTableWidgetItem()
+            item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+            table.setItem(row, col, item)
+        item.setText(text)
+
+    def _show_columns(self) -> None:
+        for col, name in enumerate(BOUNDARY_COLUMNS):
+            self.boundary.setColumnHidden(col, not self.column_choices[name].isChecked())
+        volumes = self.column_choices["volumes"].isChecked()
+        self.measures.setVisible(volumes and self.measures.rowCount() > 0)
+        self.measures_label.setVisible(volumes)
+
+    def set_current_slice(self, z: int) -> None:
+        self.current.setValue(z + 1)
+
+    def set_curve(self, slot: str, values: np.ndarray) -> None:
+        """Model ``slot``'s value of the plotted metric on each slice (NaN: a gap; inf: a
+        cross at the top, the class is in only one of them)."""
+        if slot not in self.curves:
+            color = MODEL_COLORS.get(slot, (255, 255, 255))
+            self.curves[slot] = self.plot.plot(name=f"model {slot}", pen=pg.mkPen(color, width=2), connect="finite")
+            self.missed[slot] = pg.ScatterPlotItem(symbol="x", size=9, pen=pg.mkPen(color), brush=None)
+            self.plot.addItem(self.missed[slot])
+        values = np.asarray(values, float)
+        x = np.arange(1, len(values) + 1)
+        finite = np.where(np.isfinite(values), values, np.nan)
+        self.curves[slot].setData(x, finite)
+        infinite = np.isinf(values)
+        top = np.nanmax(finite) * 1.1 if np.isfinite(finite).any() else 1.0
+        self.missed[slot].setData(x[infinite], np.full(int(infinite.sum()), top))
+
+    def set_plot_label(self, text: str) -> None:
+        self.plot.setLabel("left", text)
+
+    def _plot_clicked(self, event) -> None:
+        view = self.plot.getPlotItem().vb
+        if not self.curves or not view.sceneBoundingRect().contains(event.scenePos()):
+            return
+        self.go_to_plot_x(view.mapSceneToView(event.scenePos()).x())
+
+    def go_to_plot_x(self, x: float) -> None:
+        """The slice nearest plot position ``x`` (1 = the first slice) is wanted."""
+        self.slice_clicked.emit(int(round(x)) - 1)
+
+
+# -- the controller: the window's session -> jobs -> the panel -------------------------------
+@dataclass
+class _State:
+    """What the controller knows of one session; a new session gets a new one."""
+    session: ReviewSession
+    generation: int = 0                                   # bumped by every change of labels, marks, predictions
+    fingerprint: tuple = ()                               # models, their predicted slices, class count
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)       # slot: the array its rows are of
+    rows: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)   # slot: name -> (Z, C)
+    known: dict[str, np.ndarray] = field(default_factory=dict)             # slot: (Z,) rows current
+    stamps: dict[str, np.ndarray] = field(default_factory=dict)            # slot: (Z,) changes of each slice
+    lung_mask: np.ndarray | None = None
+    lung_wanted: bool = False
+    first_request: float | None = None                     # monotonic time of the oldest unserved change
+
+
+class MeasuresController(QObject):
+    """Wires ``window``'s session to a ``MeasuresPanel`` in its own dock (see the module)."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.panel = MeasuresPanel()
+        self.dock = QDockWidget("Boundary metrics and measures", window)
+        self.dock.setObjectName("measures dock")
+        self.dock.setWidget(self.panel)
+        features = QDockWidget.DockWidgetFeature
+        self.dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
+        self._place_dock()
+        self.state: _State | None = None
+        alive = lambda: self._current() is not None
+        self.slice_lane, self.volume_lane = _Lane(1, alive), _Lane(0, alive)
+        self.plot_lane, self.lung_lane = _Lane(0, alive), _Lane(0, alive)
+        self.slice_timer = QTimer(self, singleShot=True, interval=30)   # one job for a burst of changes
+        self.slice_timer.timeout.connect(self.refresh_slice)
+        self.volume_timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
+        self.volume_timer.timeout.connect(self.refresh_volume)
+        self.poll_timer = QTimer(self, interval=250)  # models come and go and stream slices without a signal
+        self.poll_timer.timeout.connect(self._poll)
+        self.panel.slice_clicked.connect(window.workspace.go_to_slice)
+        self.panel.tolerance_changed.connect(lambda _: self._changed(all_rows=True))
+        self.panel.plot_changed.connect(self.refresh_plot)
+        self.panel.reviewed_only_changed.connect(self._reviewed_only_changed)
+        window.metrics.reviewed_only.toggled.connect(self._follow_metrics_panel)
+        self.panel.reviewed_only.setChecked(window.metrics.reviewed_only.isChecked())
+        window.loaded.connect(self.attach)
+        window.model_loaded.connect(lambda _: self._poll())
+        window.inference_finished.connect(lambda _: self._poll())
+        window.workspace.slice_changed.connect(lambda *_: self._slice_moved())
+        self.panel.set_status("")
+        self.panel.show_boundary()
+
+    def _place_dock(self) -> None:
+        """Tabbed with the metrics panel's dock (the image keeps its width), behind it."""
+        window = self.window
+        metrics_dock = next((d for d in window.findChildren(QDockWidget) if d.widget() is window.metrics), None)
+        if metrics_dock is None:
+            self.dock.setMinimumWidth(400)
+            window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
+            return
+        self.dock.setMinimumWidth(metrics_dock.minimumWidth())
+        self.dock.setMaximumWidth(metrics_dock.maximumWidth())
+        window.tabifyDockWidget(metrics_dock, self.dock)
+        metrics_dock.raise_()
+
+    # -- sessions -----------------------------------------------------------------------
+    def attach(self) -> None:
+        """A session is on screen: follow it (and let go of the one before)."""
+        self.detach()
+        session = self.window.session
+        if session is None:
+            return
+        self.state = _State(session)
+        session.labels.listeners.append(self._labels_changed)
+        session.labels.mark_listeners.append(self._marks_changed)
+        self.poll_timer.start()
+        self._poll(force=True)
+
+    def detach(self) -> None:
+        """Stop following the session (its listeners may be gone already: ``close`` clears them)."""
+        state, self.state = self.state, None
+        for lane in (self.slice_lane, self.volume_lane, self.plot_lane, self.lung_lane):
+            lane.cancel()
+        for timer in (self.slice_timer, self.volume_timer, self.poll_timer):
+            timer.stop()
+        if state is not None:
+            labels = state.session.labels
+            if self._labels_changed in labels.listeners:
+                labels.listeners.remove(self._labels_changed)
+            if self._marks_changed in labels.mark_listeners:
+                labels.mark_listeners.remove(self._marks_changed)
+        self.panel.clear()
+        self.panel.set_status("")
+
+    def _current(self) -> _State | None:
+        """The state of the session on screen; None (and let go) once it has gone."""
+        state = self.state
+        if state is not None and state.session is not self.window.session:
+            self.detach()
+            return None
+        return state
+
+    # -- changes ------------------------------------------------------------------------
+    def _labels_changed(self, edit: Edit) -> None:
+        state = self.state
+        if state is None:
+            return
+        for stamps in state.stamps.values():
+            stamps[list(edit.slices)] += 1
+        self._changed()
+
+    def _marks_changed(self, _mark: Mark) -> None:
+        if self.panel.reviewed_only.isChecked():
+            self._changed()
+
+    def _reviewed_only_changed(self, on: bool) -> None:
+        if self.window.metrics.reviewed_only.isChecked() != on:
+            self.window.metrics.reviewed_only.setChecked(on)  # one switch, shown in both panels
+        self._changed()
+
+    def _follow_metrics_panel(self, on: bool) -> None:
+        if self.panel.reviewed_only.isChecked() != on:
+            self.panel.reviewed_only.setChecked(on)
+
+    def _changed(self, all_rows: bool = False) -> None:
+        """Labels, marks, predictions or the tolerance changed: the slice now, the rest
+        after a pause."""
+        state = self._current()
+        if state is None:
+            return
+        state.generation += 1
+        if all_rows:
+            for stamps in state.stamps.values():
+                stamps += 1
+        self.slice_timer.start()
+        now = time.monotonic()
+        if state.first_request is None:
+            state.first_request = now
+        if (now - state.first_request) * 1000 < MAX_WAIT_MS or not self.volume_timer.isActive():
+            self.volume_timer.start()
+        self._show_busy()
+
+    def _slice_moved(self) -> None:
+        if self._current() is not None:
+            self.panel.set_current_slice(self.window.workspace.current_slice())
+            self.slice_timer.start()
+
+    def _poll(self, force: bool = False) -> None:
+        """Models loaded or removed, slices predicted, classes added: none has a signal of
+        its own while inference streams, so look (a few (Z,) arrays, microseconds)."""
+        state = self._current()
+        if state is None:
+            return
+        session = state.session
+        models = session.models
+        models_key = (tuple((slot, id(m.prediction), id(m.predicted)) for slot, m in models.items()),
+                      session.live.num_classes)
+        fingerprint = (models_key, tuple(int(np.count_nonzero(m.predicted)) for m in models.values()))
+        if fingerprint == state.fingerprint and not force:
+            return
+        models_changed = force or not state.fingerprint or models_key != state.fingerprint[0]
+        state.fingerprint = fingerprint
+        num_slices = session.volume.array.shape[0]
+        for slot, model in models.items():
+            if state.predictions.get(slot) is not model.prediction:
+                state.predictions[slot] = model.prediction
+                state.rows[slot] = {}
+                state.known[slot] = np.zeros(num_slices, bool)
+                state.stamps[slot] = np.zeros(num_slices, np.int64)
+        for slot in [s for s in state.predictions if s not in models]:
+            del state.predictions[slot], state.rows[slot], state.known[slot], state.stamps[slot]
+        if models_changed:
+            self._show_classes(state)
+        self.panel.set_current_slice(self.window.workspace.current_slice())
+        self._changed()
+
+    def _show_classes(self, state: _State) -> None:
+        """The rows of the classes and models; start finding the lungs when a CT's classes
+        name an infection but no lungs. (``session.classes`` may read the whole label
+        volume: asked only when models change and before each volume job.)"""
+        session = state.session
+        classes = session.classes
+        self.panel.set_layout_for(classes, list(session.models))
+        state.lung_wanted = (session.volume.modality == "CT" and bool(find_class(classes, "infection"))
+                             and not find_class(classes, "lung"))
+        if state.lung_wanted and state.lung_mask is None and not self.lung_lane.busy:
+            self.lung_lane.request(_lung_job, (session.volume.array, tuple(session.volume.spacing)),
+                                   partial_call(self._lung_found, state),
+                                   on_error=partial_call(self._failed, state, None))
+
+    # -- the slice on screen ------------------------------------------------------------
+    def refresh_slice(self) -> None:
+        """Compute the slice on screen's boundary scores of each model (in a worker)."""
+        state = self._current()
+        if state is None:
+            return
+        session = state.session
+        z = self.window.workspace.current_slice()
+        pairs = {slot: (m.prediction, session.labels.array) for slot, m in session.models.items() if m.predicted[z]}
+        shown: dict[str, SurfaceScores | None] = {slot: None for slot in session.models}  # None: pending
+        if not pairs:
+            self.panel.set_slice_scores(shown)
+            return
+        generation = state.generation
+        spacing = tuple(session.volume.spacing)
+
+        def arrived(value) -> None:
+            if self._current() is state and state.generation == generation and value[0] == z:
+                self.panel.set_slice_scores({**shown, **value[1]})
+                self._show_busy()
+
+        self.slice_lane.request(_slice_job, (pairs, z, session.live.num_classes, spacing, self.panel.tolerance.value()),
+                                arrived, on_done=lambda _: self._show_busy(),
+                                on_error=partial_call(self._failed, state, generation))
+        self._show_busy()
+
+    # -- the volume -----------------------------------------------------------------------
+    def scope(self, state: _State) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """((Z,) the slices measured, {slot: (Z,) the slices of its boundary scores})."""
+        session = state.session
+        wanted = (session.reviewed.copy() if self.panel.reviewed_only.isChecked()
+                  else np.ones(session.volume.array.shape[0], bool))
+        scored = {slot: wanted & m.predicted for slot, m in session.models.items()}
+        measured = wanted.copy()
+        for mask in scored.values():
+            measured &= mask
+        return measured, scored
+
+    def refresh_volume(self) -> None:
+        """Recompute the volume's figures (in a worker); a job still running is cancelled."""
+        state = self._current()
+        if state is None:
+            return
+        state.first_request = None
+        session = state.session
+        self._show_classes(state)
+        measured, scored = self.scope(state)
+        request = _VolumeRequest(session.labels.array, list(session.classes),
+                                 {slot: (m.prediction, scored[slot], list(m.classes))
+                                  for slot, m in session.models.items()},
+                                 measured, session.live.num_classes, tuple(session.volume.spacing),
+                                 self.panel.tolerance.value(), state.lung_mask)
+        generation = state.generation
+        total = len(measured)
+        scope = (f"Volumes over {int(measured.sum())} of {total} slices ("
+                 + ("reviewed" if self.panel.reviewed_only.isChecked() else "all")
+                 + (", predicted by every model)" if session.models else ")"))
+        if state.lung_wanted and state.lung_mask is None:
+            scope += "; the lungs are still being found in the CT"
+        for slot in session.models:
+            self.panel.set_volume_scores(slot, None)  # "computing..."
+
+        def arrived(value) -> None:
+            if self._current() is not state or state.generation != generation:
+                return  # the labels changed meanwhile: a newer request is on its way
+            kind, payload = value
+            if kind == "measures":
+                self.panel.show_measures(payload, scope)
+            else:
+                self.panel.set_volume_scores(*payload)
+
+        self.volume_lane.request(_volume_job, (request,), arrived, on_done=lambda _: self._show_busy(),
+                                 on_error=partial_call(self._failed, state, generation))
+        self.refresh_plot()
+        self._show_busy()
+
+    def _lung_found(self, state: _State, mask: np.ndarray) -> None:
+        if self._current() is state:
+            state.lung_mask = mask
+            self._changed()
+
+    # -- the plot -------------------------------------------------------------------------
+    def refresh_plot(self) -> None:
+        """Draw the chosen metric along the slices; boundary rows not yet current are
+        computed in a worker (only the slices edited since, after the first time)."""
+        state = self._current()
+        if state is None:
+            return
+        session = state.session
+        name, value = self.panel.plot_metric(), self.panel.plot_class_value()
+        self.panel.set_plot_label(self.panel.plot_choice.currentText())
+        if name is None:
+            for slot in session.models:
+                self.panel.set_curve(slot, self._dice_along_slices(session, slot, value))
+            self.plot_lane.cancel()
+            return
+        for slot in session.models:
+            self._draw_rows(state, slot)
+        wanted = {slot: np.flatnonzero(m.predicted & ~state.known[slot]) for slot, m in session.models.items()}
+        wanted = {slot: z for slot, z in wanted.items() if len(z)}
+        if not wanted:
+            return
+        pairs = {slot: (session.models[slot].prediction, session.labels.array) for slot in wanted}
+        stamps = {slot: state.stamps[slot].copy() for slot in wanted}
+        predictions = {slot: session.models[slot].prediction for slot in wanted}
+
+        def arrived(value) -> None:
+            slot, done, rows = value
+            if self._current() is not state or state.predictions.get(slot) is not predictions[slot]:
+                return
+            fresh = done[state.stamps[slot][done] == stamps[slot][done]]  # not edited since
+            table = state.rows[slot]
+            for key, array in rows.items():
+                if key not in table:
+                    table[key] = np.full_like(array, np.nan)
+                table[key][fresh] = array[fresh]
+            state.known[slot][fresh] = True
+            self._draw_rows(state, slot)
+
+        self.plot_lane.request(_plot_job, (pairs, wanted, session.live.num_classes, tuple(session.volume.spacing),
+                                           self.panel.tolerance.value()),
+                               arrived, on_done=lambda _: self._show_busy(),
+                               on_error=partial_call(self._failed, state, state.generation))
+
+    def _draw_rows(self, state: _State, slot: str) -> None:
+        name, value = self.panel.plot_metric(), self.panel.plot_class_value()
+        if name is None:
+            return
+        table = state.rows.get(slot, {})
+        if name not in table:
+            self.panel.set_curve(slot, np.full(len(state.known[slot]), np.nan))
+            return
+        rows = np.where(state.known[slot][:, None], table[name], np.nan)
+        if value is None:
+            with warnings.catch_warnings():  # all NaN: nothing to score on that slice
+                warnings.simplefilter("ignore", RuntimeWarning)
+                values = np.nanmean(rows[:, 1:], axis=1) if rows.shape[1] > 1 else np.full(len(rows), np.nan)
+        else:
+            values = rows[:, value] if value < rows.shape[1] else np.full(len(rows), np.nan)
+        self.panel.set_curve(slot, values)
+
+    @staticmethod
+    def _dice_along_slices(session: ReviewSession, slot: str, value: int | None) -> np.ndarray:
+        live = session.live
+        if value is None:
+            return live.dice_along_slices(slot)
+        counts = live.matrices[slot].per_slice
+        if value >= counts.shape[1]:
+            return np.full(counts.shape[0], np.nan)
+        total = counts[:, value, :].sum(axis=1) + counts[:, :, value].sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dice = np.where(total > 0, 2.0 * counts[:, value, value] / total, np.nan)
+        return np.where(live.predicted[slot], dice, np.nan)
+
+    # -- status ---------------------------------------------------------------------------
+    def _show_busy(self) -> None:
+        state = self._current()
+        busy = state is not None and (self.volume_timer.isActive() or self.volume_lane.busy
+                                      or self.plot_lane.busy or self.lung_lane.busy)
+        self.panel.set_status("computing\u2026" if busy else "")
+
+    def _failed(self, state: _State, generation: int | None, exc: Exception) -> None:
+        """A job failed: on labels that have changed since (a torn read), nothing to say;
+        otherwise a programming error, raised to surface (as the window does)."""
+        if self._current() is not state or (generation is not None and state.generation != generation):
+            return
+        raise exc
+
+
+def partial_call(function: Callable, *args) -> Callable:
+    """``function`` with ``args`` first, then the signal's value (a lambda-free slot)."""
+    return lambda *more: function(*args, *more)
+
+
+def install_measures(window: MainWindow) -> MeasuresController:
+    """Add the boundary metrics and measures dock to ``window`` (tabbed with the metrics
+    panel) and follow its sessions. Returns the controller (``window.measures_controller``)."""
+    return MeasuresController(window)
