@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
+        self.measures_controller = __import__("segview.gui.measures_panel", fromlist=["*"]).install_measures(self)
 
     # -- what tests and scripts read --------------------------------------------------
     @property
