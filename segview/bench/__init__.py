@@ -411,5 +411,13 @@ def bench_tools(seconds: float = 3.0, echo=print) -> dict:
     return bench_edit_tools(seconds, echo)
 
 
+def bench_load(seconds: float = 3.0, echo=print) -> dict:
+    """load_volume on a 300 x 512 x 512 CT series against SimpleITK's ImageSeriesReader
+    (``segview.bench.load``)."""
+    from .load import bench_load as measure
+
+    return measure(seconds, echo)
+
+
 BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
-              "edit": bench_edit, "surface": bench_surface, "tools": bench_tools}
+              "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load}

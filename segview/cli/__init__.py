@@ -7,7 +7,7 @@
     segview predict CKPT INPUT -o OUTPUT           label volumes on the input's grid
     segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
     segview export CKPT -o model.onnx             a checkpoint as an ONNX model
-    segview bench {metrics,train,infer,gui,edit,surface,tools}   speed figures, measured side by side
+    segview bench {metrics,train,infer,gui,edit,surface,tools,load}   speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -120,7 +120,8 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("gui", "frame times while scrolling, event-loop stalls during inference"),
                        ("edit", "brush stroke mouse-move handling on a 300- vs a 30-slice volume"),
                        ("surface", "HD95 of one structure pair on 300 x 384 x 384 against medpy"),
-                       ("tools", "islands, smoothing and margin on an organ in 300 x 512 x 512 against scipy")):
+                       ("tools", "islands, smoothing and margin on an organ in 300 x 512 x 512 against scipy"),
+                       ("load", "load_volume on a 300 x 512 x 512 CT series against SimpleITK's reader")):
         timed = benchmarks.add_parser(name, help=what)
         timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
         if name == "gui":
