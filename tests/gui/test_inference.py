@@ -108,6 +108,39 @@ def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
     assert rows == ["A slice", "A volume"]
 
 
+def test_a_model_loaded_mid_run_restarts_it_without_a_finish_in_between(qtbot, demo, monkeypatch):
+    """Loading B while A's run goes starts a run of A and B that replaces it: the window
+    reports one finish, of the run that predicted everything (scripts and --screenshot
+    wait for it), and never "Inference stopped"."""
+    window, session = demo, demo.session
+    finishes, messages = [], []
+    window.inference_finished.connect(lambda completed: finishes.append(
+        (completed, {slot: bool(m.predicted.all()) for slot, m in session.models.items()})))
+    window.statusBar().messageChanged.connect(messages.append)
+    load_models(qtbot, window, [CE])
+    predictor = session.models["A"].predictor
+    predictor.batch_size = 1
+    b_loaded, real_predict, runs = threading.Event(), predictor.predict_slices, []
+
+    def predict_slices(*args):
+        run = window.inference  # the run asking (the newest when it starts)
+        if run in runs:  # A's first run waits after its first slice until B is in
+            b_loaded.wait(20)
+            if run.cancelled:
+                return
+        runs.append(run)
+        yield from real_predict(*args)
+
+    monkeypatch.setattr(predictor, "predict_slices", predict_slices)
+    window.model_loaded.connect(lambda slot: b_loaded.set())
+    load_models(qtbot, window, [CE_DICE], "B")
+    with wait_for_inference(qtbot, window):
+        pass
+    assert finishes == [(True, {"A": True, "B": True})]
+    assert runs[0].cancelled and runs[-1] is not runs[0]
+    assert "Inference stopped" not in messages
+
+
 def test_a_new_run_cancels_the_old_one(qtbot, demo):
     load_models(qtbot, demo, [CE])
     with wait_for_inference(qtbot, demo):
