@@ -718,9 +718,10 @@ class _Job:
 
 class _Ball:
     """A ball of ``radius_mm`` on voxels of ``spacing`` (z, y, x) mm: the offsets whose
-    centres lie within the radius (an ellipsoid in voxels), as rows along x
-    ``(dz, dy, half-width)``. Morphology by rows costs one pass per row, where scipy's
-    costs one per offset; exactly the same result."""
+    centres lie within the radius (an ellipsoid in voxels; a centre exactly at the radius
+    is in), as rows along x ``(dz, dy, half-width)``. Morphology by rows costs one pass
+    per row over bits packed along x, where scipy's costs one per offset over bytes; the
+    result is the same voxels."""
 
     def __init__(self, radius_mm: float, spacing):
         self.spacing = tuple(float(s) for s in spacing)

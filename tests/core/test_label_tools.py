@@ -445,6 +445,9 @@ def test_a_sphere_drag_leaves_no_gap_and_obeys_the_policy():
         expected |= within(labels.shape, (2 + 7 * t, 3 + 22 * t, 3 + 27 * t), 2.0)
     np.testing.assert_array_equal(tool.array == 1, expected & (labels != 3))
     assert (tool.array[:, :, 20:] == 3).all()
+    with pytest.raises(ValueError, match="points"):
+        tool.paint_sphere([(1, 2)], 2.0, 1)
+    assert tool.paint_sphere((-20, 5, 5), 2.0, 1) is None  # wholly outside the volume
 
 
 # -- the contract every tool keeps ---------------------------------------------------------
