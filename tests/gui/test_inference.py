@@ -54,11 +54,11 @@ def test_both_checkpoints_predict_the_demo_streaming_the_slice_on_screen_first(q
     assert arrived[0][1][0] == 3 and arrived[1][1][0] == 3  # the slice on screen came first
     for key in "AB":
         model = session.models[key]
-        assert model.predicted.all() and model.device == "cpu"
+        assert model.predicted.all() and model.device == f"cpu ({model.predictor.runtime})"
         assert sorted(z for slot, batch in arrived if slot == key for z in batch) == list(range(12))
         dice = dice_per_class(model.prediction, session.labels.array, 4)[1:]
         assert np.nanmean(dice) > 0.85  # the shipped checkpoints on the demo phantom
-    assert "A on cpu" in window.device_label.text() and "B on cpu" in window.device_label.text()
+    assert "A on cpu (" in window.device_label.text() and "B on cpu (" in window.device_label.text()
     view = window.workspace.active_view()
     shown = view.overlay_items["A"].image
     assert shown is not None and shown.any()
@@ -207,7 +207,8 @@ def test_gpu_out_of_memory_continues_on_the_cpu_and_says_so(qtbot, demo, monkeyp
         demo.run_inference()
     assert finished.args == [True]
     assert any("out of memory" in m for m in messages)
-    assert demo.device_label.text() == "A on cpu" and session.models["A"].device == "cpu"
+    device = f"cpu ({predictor.runtime})"  # and what runs the network there
+    assert demo.device_label.text() == f"A on {device}" and session.models["A"].device == device
     np.testing.assert_array_equal(session.models["A"].prediction, expected)
 
 
