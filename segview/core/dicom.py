@@ -13,6 +13,7 @@ import copy
 import datetime
 import importlib.util
 import os
+import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import VolumeLoadError
@@ -241,6 +243,10 @@ class _SeriesHeaders:
 def _read_header(path) -> _Header:
     """The header of ``path`` up to its pixel data (pydicom errors pass through)."""
     with open(path, "rb") as f:
+        header = _quick_header(f, str(path))
+        if header is not None:
+            return header
+        f.seek(0)
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         implicit, little = ds.original_encoding
         syntax = str(_value(getattr(ds, "file_meta", _EMPTY), "TransferSyntaxUID") or "")
@@ -249,6 +255,91 @@ def _read_header(path) -> _Header:
         offset = f.tell()
         keyword = _PIXEL_TAGS.get(f.read(4))
     return _Header(str(path), ds, offset, keyword, bool(implicit))
+
+
+_CHUNK = 1 << 14
+_EXPLICIT_VR_LE = "1.2.840.10008.1.2.1"
+_HEADER = struct.Struct("<HH2sH")  # group, element, explicit VR, short length
+_LONG = struct.Struct("<I")
+
+
+def _quick_header(f, path: str) -> _Header | None:
+    """The header of a Part 10 little-endian file whose top-level elements all have a
+    defined length, split into pydicom RawDataElements (converted when read, as pydicom's
+    own) without pydicom's per-element overhead: a quarter of dcmread's time. None for
+    anything else (no preamble, undefined lengths, big-endian, deflated, damage): pydicom
+    then parses the file."""
+    data = f.read(_CHUNK)
+    if len(data) < 144 or data[128:132] != b"DICM":
+        return None
+    meta: dict[BaseTag, DataElement | RawDataElement] = {}
+    position = 132
+    while True:  # the File Meta Information: group 2, always explicit VR little endian
+        element = _raw_element(data, position, False)
+        if element is None or element[0].tag >> 16 != 2:
+            break
+        meta[element[0].tag], position = element
+    syntax_value = getattr(meta.get(BaseTag(0x00020010)), "value", None) or b""
+    syntax = syntax_value.decode("ascii", "replace").strip(" \x00")
+    if syntax == _IMPLICIT_VR_LE:
+        implicit = True
+    elif syntax == _EXPLICIT_VR_LE or (syntax and UID(syntax).is_compressed and UID(syntax).is_little_endian
+                                        and syntax != pydicom.uid.DeflatedExplicitVRLittleEndian):
+        implicit = False
+    else:
+        return None
+    elements: dict[BaseTag, DataElement | RawDataElement] = {}
+    keyword = None
+    while True:
+        if position + 12 > len(data):
+            data += f.read(max(_CHUNK, position + 12 - len(data)))
+            if position == len(data):
+                break  # the end of the file: no pixel data
+            if position + 8 > len(data):
+                return None
+        keyword = _PIXEL_TAGS.get(data[position: position + 4])
+        if keyword is not None:
+            break
+        element = _raw_element(data, position, implicit)
+        if element is None:
+            return None
+        raw, end = element
+        if end > len(data):  # a long value: read on
+            data += f.read(end - len(data) + _CHUNK)
+            if end > len(data):
+                return None
+            raw = raw._replace(value=data[raw.value_tell: end])
+        elements[raw.tag], position = raw, end
+    ds = Dataset(elements)
+    ds.file_meta = FileMetaDataset(meta)
+    ds.set_original_encoding(implicit, True, "iso8859")
+    return _Header(path, ds, position, keyword, implicit)
+
+
+def _raw_element(data: bytes, position: int, implicit: bool) -> tuple[RawDataElement, int] | None:
+    """The element at ``position`` and where the next one starts; None for an undefined
+    length, an item tag or a VR that is not two capitals (implicit VR in disguise)."""
+    if position + 8 > len(data):
+        return None
+    group, number, vr_bytes, short = _HEADER.unpack_from(data, position)
+    if group == 0xFFFE:
+        return None
+    if implicit:
+        vr, length, start = None, _LONG.unpack_from(data, position + 4)[0], position + 8
+    else:
+        if not (65 <= vr_bytes[0] <= 90 and 65 <= vr_bytes[1] <= 90):
+            return None
+        vr = vr_bytes.decode("ascii")
+        if vr_bytes in _LONG_VRS:
+            if position + 12 > len(data):
+                return None
+            length, start = _LONG.unpack_from(data, position + 8)[0], position + 12
+        else:
+            length, start = short, position + 8
+    if length == 0xFFFFFFFF:
+        return None
+    tag = BaseTag(group << 16 | number)
+    return RawDataElement(tag, vr, length, data[start: start + length], start, implicit, True), start + length
 
 
 def _header_or_error(path) -> _Header:

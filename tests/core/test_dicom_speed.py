@@ -113,22 +113,34 @@ def test_compressed_series_equal_simpleitk_and_the_uncompressed_series(series, t
     assert_equal_to_sitk(volume, sitk_volume(folder))
 
 
-def count_reads(monkeypatch) -> dict[str, int]:
-    reads: dict[str, int] = {}
-    original = pydicom.dcmread
+def count_parses(monkeypatch) -> dict[str, int]:
+    """Header parses per file name: by pydicom.dcmread, or by segview's quick reader of
+    plain little-endian headers (which hands anything else to pydicom)."""
+    parses: dict[str, int] = {}
+    dcmread, quick = pydicom.dcmread, dicom._quick_header
 
-    def counting(source, *args, **kwargs):
+    def count(source):
         name = Path(getattr(source, "name", source)).name
-        reads[name] = reads.get(name, 0) + 1
-        return original(source, *args, **kwargs)
+        parses[name] = parses.get(name, 0) + 1
 
-    monkeypatch.setattr(pydicom, "dcmread", counting)
-    return reads
+    def counting_dcmread(source, *args, **kwargs):
+        count(source)
+        return dcmread(source, *args, **kwargs)
+
+    def counting_quick(f, path):
+        header = quick(f, path)
+        if header is not None:
+            count(path)
+        return header
+
+    monkeypatch.setattr(pydicom, "dcmread", counting_dcmread)
+    monkeypatch.setattr(dicom, "_quick_header", counting_quick)
+    return parses
 
 
 def test_each_header_is_parsed_once(series, monkeypatch):
     names = sorted(p.name for p in series.iterdir())
-    reads = count_reads(monkeypatch)
+    reads = count_parses(monkeypatch)
     load_volume(series)
     assert reads == dict.fromkeys(names, 1)
 
@@ -141,7 +153,7 @@ def test_each_header_is_parsed_once(series, monkeypatch):
 
 def test_paths_alone_are_parsed_once_too(series, monkeypatch):
     paths = [str(p) for p in sorted(series.iterdir())]
-    reads = count_reads(monkeypatch)
+    reads = count_parses(monkeypatch)
     read_dicom_files(paths[::-1])
     assert reads == {Path(p).name: 1 for p in paths}
 
@@ -211,3 +223,30 @@ def test_a_truncated_file_fails_without_a_partial_volume(series, tmp_path):
     seen = []
     with pytest.raises(dicom.VolumeLoadError, match=victim.name):
         load_volume(folder, first_slice=lambda v, z: seen.append(z))
+
+
+def test_the_quick_header_reader_agrees_with_pydicom(series):
+    """Every file the quick reader takes (the others go to pydicom) gives pydicom's header
+    and pixel offset; it takes plain CT and the compressed single-frame test files."""
+    from pydicom.data import get_testdata_files
+
+    taken = []
+    files = [p for p in get_testdata_files() if Path(p).is_file()]
+    for path in [*files, *map(str, sorted(series.iterdir())[:3])]:
+        with open(path, "rb") as f:
+            try:
+                quick = dicom._quick_header(f, path)
+            except Exception as exc:  # noqa: BLE001 - the name of the file that broke it
+                raise AssertionError(path) from exc
+        if quick is None:
+            continue
+        with open(path, "rb") as f:
+            reference = pydicom.dcmread(f, stop_before_pixels=True)
+            offset = f.tell()
+        assert quick.dataset == reference, path
+        assert quick.dataset.file_meta == reference.file_meta, path
+        assert quick.pixel_offset == offset, path
+        assert quick.implicit_vr == reference.original_encoding[0], path
+        taken.append(Path(path).name)
+    assert "CT_small.dcm" in taken and "MR_small_RLE.dcm" in taken and "IM00001.dcm" in taken
+    assert len(taken) > 30
