@@ -153,7 +153,7 @@ class _SoftOverlapLoss(SegmentationLoss):
 class DiceLoss(_SoftOverlapLoss):
     __doc__ = ("Soft Dice: 1 - (2 sum p g + smooth) / (sum p + sum g + smooth); with "
                "squared=True, sum p^2 + sum g^2 below (V-Net).\n\n"
-               + _SoftOverlapLoss.__doc__)
+               + (_SoftOverlapLoss.__doc__ or ""))
 
     def _score(self, intersection, total):
         return (2 * intersection + self.smooth) / (total + self.smooth).clamp_min(_TINY)
@@ -161,7 +161,7 @@ class DiceLoss(_SoftOverlapLoss):
 
 class IoULoss(_SoftOverlapLoss):
     __doc__ = ("Soft Jaccard: 1 - (I + smooth) / (U + smooth), I = sum p g, "
-               "U = sum p + sum g - I.\n\n" + _SoftOverlapLoss.__doc__)
+               "U = sum p + sum g - I.\n\n" + (_SoftOverlapLoss.__doc__ or ""))
 
     def _score(self, intersection, total):
         return (intersection + self.smooth) / (total - intersection + self.smooth).clamp_min(_TINY)

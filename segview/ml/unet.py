@@ -15,6 +15,7 @@ that do not pool evenly there raise ValueError with the nearest sizes that do.
 from __future__ import annotations
 
 import math
+from typing import TypedDict
 
 import torch
 from torch import nn
@@ -22,6 +23,17 @@ from torch.nn import functional as F
 
 NORMS = (None, "batch", "instance")
 PADDINGS = ("same", "valid")
+
+
+class UNetConfig(TypedDict):
+    """``UNet.config``: the constructor's arguments (a plain dict, saved in checkpoints)."""
+
+    in_channels: int
+    num_classes: int
+    base_channels: int
+    depth: int
+    norm: str | None
+    padding: str
 
 
 class UNet(nn.Module):
@@ -38,8 +50,8 @@ class UNet(nn.Module):
                             ("base_channels", base_channels), ("depth", depth)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
-        self.config = dict(in_channels=in_channels, num_classes=num_classes,
-                           base_channels=base_channels, depth=depth, norm=norm, padding=padding)
+        self.config = UNetConfig(in_channels=in_channels, num_classes=num_classes,
+                                 base_channels=base_channels, depth=depth, norm=norm, padding=padding)
         widths = [base_channels * 2**level for level in range(depth + 1)]
         conv_padding = 1 if padding == "same" else 0
         self.encoder = nn.ModuleList(
@@ -87,12 +99,13 @@ class UNet(nn.Module):
         if self.config["padding"] == "same":
             return size
         depth = self.config["depth"]
+        side: float = size
         for _ in range(depth):
-            size = (size - 4) / 2
-        size -= 4
+            side = (side - 4) / 2
+        side -= 4
         for _ in range(depth):
-            size = size * 2 - 4
-        return int(size)
+            side = side * 2 - 4
+        return int(side)
 
     def _check_valid_size(self, shape) -> None:
         for side in shape:
