@@ -21,6 +21,13 @@ DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 
                   (220, 245, 20), (78, 63, 0), (255, 250, 220), (230, 220, 70))
 
 
+def rgb(values) -> tuple[int, int, int]:
+    """A colour given as three numbers (a list from JSON, say) as an (r, g, b) tuple of
+    ints; ValueError unless there are exactly three."""
+    red, green, blue = (int(v) for v in values)
+    return red, green, blue
+
+
 def default_color(value: int) -> tuple[int, int, int]:
     return (0, 0, 0) if value == 0 else DEFAULT_COLORS[(value - 1) % len(DEFAULT_COLORS)]
 

@@ -22,7 +22,7 @@ import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
 from .dicom import FirstSlice, Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
-from .classes import LabelClass, named_classes
+from .classes import LabelClass, named_classes, rgb
 from .errors import LabelSaveError, VolumeLoadError
 from .files import atomic_write_text, extension, replace_atomically
 from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
@@ -327,13 +327,13 @@ def load_classes(path) -> list[LabelClass]:
                 color = meta.get(f"Segment{n}_Color", "0.5 0.5 0.5").split()
                 classes.append(LabelClass(int(meta.get(f"Segment{n}_LabelValue", n + 1)),
                                           meta.get(f"Segment{n}_Name", meta.get(f"Segment{n}_ID", "")),
-                                          tuple(round(float(v) * 255) for v in color[:3])))
+                                          rgb(round(float(v) * 255) for v in color[:3])))
                 n += 1
             return classes
         sidecar = sidecar_path(path)
         if not sidecar.exists():
             return []
-        return [LabelClass(int(c["value"]), str(c["name"]), tuple(int(v) for v in c["color"]))
+        return [LabelClass(int(c["value"]), str(c["name"]), rgb(c["color"]))
                 for c in json.loads(sidecar.read_text())["classes"]]
     except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
         raise VolumeLoadError(f"The class names and colours of {path.name} could not be read ({exc}).") from exc

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +37,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..core.classes import LabelClass
+from ..core.classes import LabelClass, rgb
 from ..core.errors import SegviewError
 from ..core.files import replace_atomically
 from .unet import UNet
@@ -78,12 +80,13 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
     name = type(model).__name__
     if architecture_class(name) is not type(model):
         raise ValueError(f"cannot save a {name}; known architectures: {', '.join(_known_names())}")
+    config = _config(model)
     meta = {**meta, "format": FORMAT, "format_version": FORMAT_VERSION,
-            "segview_version": __version__, "architecture": {"name": name, **model.config}}
+            "segview_version": __version__, "architecture": {"name": name, **config}}
     classes = classes_from_metadata(meta)
-    if len(classes) != model.config["num_classes"]:
+    if len(classes) != config["num_classes"]:
         raise ValueError(f"{len(classes)} classes described for a model with "
-                         f"{model.config['num_classes']} outputs")
+                         f"{config['num_classes']} outputs")
     header = {METADATA_KEY: json.dumps(meta, default=_to_json)}
     tensors = {key: value.detach().to("cpu", copy=True).contiguous()
                for key, value in model.state_dict().items()}
@@ -131,9 +134,10 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.
     model = _build_model(path, meta["architecture"])
     _check_weights(path, model, tensors)
     classes = classes_from_metadata(meta, path)
-    if len(classes) != model.config["num_classes"]:
+    num_classes = _config(model)["num_classes"]
+    if len(classes) != num_classes:
         raise CheckpointError(f"{path.name} names {len(classes)} classes but its network has "
-                              f"{model.config['num_classes']} outputs")
+                              f"{num_classes} outputs")
     model.load_state_dict(tensors, strict=True)
     return model.to(device).eval(), meta
 
@@ -170,7 +174,7 @@ def classes_to_metadata(classes) -> list[dict]:
 def classes_from_metadata(meta: dict, path: Path | None = None) -> list[LabelClass]:
     """The class table of a checkpoint's metadata, sorted by value 0 .. C - 1."""
     try:
-        classes = [LabelClass(int(c["value"]), str(c["name"]), tuple(int(v) for v in c["color"]))
+        classes = [LabelClass(int(c["value"]), str(c["name"]), rgb(c["color"]))
                    for c in meta["classes"]]
     except (KeyError, TypeError, ValueError) as exc:
         message = ("the metadata needs 'classes': a list of {value, name, color} "
@@ -250,6 +254,15 @@ def _build_model(path: Path, architecture: dict) -> torch.nn.Module:
     except (TypeError, ValueError, AssertionError) as exc:  # MONAI checks arguments with assert
         raise CheckpointError(f"{path.name} describes a {name} this segview cannot build "
                               f"({_reason(exc)})") from exc
+
+
+def _config(model: torch.nn.Module) -> Mapping[str, Any]:
+    """The constructor arguments every network in the fixed list keeps in ``config`` (a
+    dict; typed here because nn.Module's attributes read as tensors or modules)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a {type(model).__name__} keeps no config dict")
+    return config
 
 
 def _known_names() -> list[str]:
