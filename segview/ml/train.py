@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from safetensors import safe_open
@@ -140,7 +140,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     torch.manual_seed(config.seed)
     model = UNet(1, num_classes, config.base_channels, config.depth, config.norm)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
-    meta = {
+    meta: dict[str, Any] = {
         "classes": classes_to_metadata(dataset.classes),
         "loss": {"name": config.loss, "alpha": config.alpha},
         "preprocessing": {"input_size": [config.input_size, config.input_size],
@@ -159,8 +159,9 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     model.to(device)
     _move_optimizer(optimizer, device)
     if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    network = model
+        # Module.to accepts memory_format (torch's docs); its overload stubs omit it.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    network: torch.nn.Module = model
     if world > 1:
         network = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
