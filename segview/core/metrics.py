@@ -183,8 +183,9 @@ class ConfusionMatrix:
         one bincount of that slice, cheaper than a diff when most pixels change."""
         pred, ref = _validated(pred, ref, self.num_classes)
         counts = _count(pred, ref, self.num_classes)
-        self.counts += counts - self.slice_counts[z]
-        self.slice_counts[z] = counts
+        slice_counts = self.per_slice
+        self.counts += counts - slice_counts[z]
+        slice_counts[z] = counts
 
     def _replace(self, region, fixed, old, new, moved_axis: str) -> None:
         old, new = np.asarray(old), np.asarray(new)
@@ -195,8 +196,8 @@ class ConfusionMatrix:
         changed = old != new
         if not changed.any():
             return
-        z_first = self._first_slice(region)
-        if self.slice_counts is not None and fixed.ndim == 3:
+        z_first = self._first_slice(region)  # None exactly when no per-slice counts are kept
+        if z_first is not None and fixed.ndim == 3:
             # One (C, C) update per slice the region spans; a stroke usually spans one.
             for dz in np.flatnonzero(changed.any(axis=(1, 2))):
                 self._apply(z_first + dz, fixed[dz], old[dz], new[dz], changed[dz], moved_axis)

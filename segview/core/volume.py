@@ -50,11 +50,13 @@ class Volume:
     def __post_init__(self) -> None:
         if self.array.ndim != 3:
             raise ValueError(f"a Volume needs a 3D array (z, y, x), got shape {self.array.shape}")
-        self.spacing = tuple(float(s) for s in self.spacing)
-        self.origin = tuple(float(o) for o in self.origin)
+        spacing = tuple(float(s) for s in self.spacing)
+        origin = tuple(float(o) for o in self.origin)
         self.direction = tuple(float(d) for d in np.asarray(self.direction).ravel())
-        if len(self.spacing) != 3 or len(self.origin) != 3 or len(self.direction) != 9:
+        if len(spacing) != 3 or len(origin) != 3 or len(self.direction) != 9:
             raise ValueError("spacing and origin need 3 values and direction 9")
+        self.spacing = (spacing[0], spacing[1], spacing[2])
+        self.origin = (origin[0], origin[1], origin[2])
         if min(self.spacing) <= 0:
             raise ValueError(f"spacing must be positive, got {self.spacing}")
         self.meta.setdefault("warnings", [])
@@ -264,7 +266,7 @@ class DisplayOrientation:
         voxel[s] = index
         voxel[r] = shape[r] - 1 - row if flip_r else row
         voxel[c] = shape[c] - 1 - col if flip_c else col
-        return tuple(voxel)
+        return voxel[0], voxel[1], voxel[2]
 
     def to_display(self, view: str, voxel, shape) -> tuple[int, int]:
         """The screen (row, col) of numpy index ``voxel`` (z, y, x) in ``view``: the
