@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 
@@ -269,7 +270,7 @@ def _report_on_labels(args) -> int:
     live = LiveMetrics(labels, max(max(p.num_classes for p in predictors), int(labels.array.max()) + 1))
     names = {}
     for key, path, predictor in zip("AB", args.checkpoints, predictors):
-        prediction = predictor.predict_volume(volume, progress=lambda n, total, key=key: progress(n, total, key))
+        prediction = predictor.predict_volume(volume, progress=partial(progress, what=key))
         live.add_model(key, prediction)
         names[key] = f"{path.stem} ({predictor.meta.get('loss', {}).get('name', '?')})"
     classes = load_classes(args.labels) or predictors[0].classes
