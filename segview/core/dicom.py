@@ -17,7 +17,7 @@ import struct
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -195,6 +195,7 @@ class _Header:
     pixel_offset: int | None
     pixel_keyword: str | None  # PixelData, FloatPixelData, ...; None: none follows the header
     implicit_vr: bool
+    stamp: tuple[int, int] = (0, 0)  # (size, mtime in ns) when read: a changed file is read again
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class _Frame:
     instance: int
     pixel_format: _PixelFormat | None  # None: the file is read again whole by pydicom
     pixel_offset: int | None
+    stamp: tuple[int, int] = (0, 0)  # the file's (size, mtime in ns) when its header was read
 
 
 @dataclass(frozen=True)
@@ -245,16 +247,29 @@ def _read_header(path) -> _Header:
     with open(path, "rb") as f:
         header = _quick_header(f, str(path))
         if header is not None:
-            return header
+            return replace(header, stamp=_stamp(os.fstat(f.fileno())))
         f.seek(0)
         ds = pydicom.dcmread(f, stop_before_pixels=True)
         implicit, little = ds.original_encoding
         syntax = str(_value(getattr(ds, "file_meta", _EMPTY), "TransferSyntaxUID") or "")
         if not little or syntax == pydicom.uid.DeflatedExplicitVRLittleEndian:
-            return _Header(str(path), ds, None, None, bool(implicit))
+            return _Header(str(path), ds, None, None, bool(implicit), _stamp(os.fstat(f.fileno())))
         offset = f.tell()
         keyword = _PIXEL_TAGS.get(f.read(4))
-    return _Header(str(path), ds, offset, keyword, bool(implicit))
+        stamp = _stamp(os.fstat(f.fileno()))
+    return _Header(str(path), ds, offset, keyword, bool(implicit), stamp)
+
+
+def _stamp(stat: os.stat_result) -> tuple[int, int]:
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _unchanged(frames: Iterable[_Frame]) -> bool:
+    """Whether every file is as it was when its header was read (offsets still hold)."""
+    try:
+        return all(_stamp(os.stat(f.source)) == f.stamp for f in {f.source: f for f in frames}.values())
+    except OSError:
+        return False
 
 
 _CHUNK = 1 << 14
@@ -417,7 +432,8 @@ def _choose_series(folder: Path, infos: list[SeriesInfo], series_uid: str | None
 def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | None = None, *,
                      first_slice: FirstSlice | None = None) -> Volume:
     """One Volume from the DICOM image files ``paths`` (one series, any order), or from a
-    ``SeriesInfo`` of ``list_dicom_series``, whose headers are then not parsed again.
+    ``SeriesInfo`` of ``list_dicom_series``, whose headers are then not parsed again
+    (unless a file changed since: then all are).
 
     Pixels are read in ``READ_THREADS`` threads into one preallocated array: int16 when
     every rescale slope and intercept is an integer and the values fit (CT in HU), float32
@@ -435,7 +451,7 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     Raises VolumeLoadError for unreadable or inconsistent files; no partial volume is
     returned.
     """
-    if isinstance(paths, SeriesInfo) and paths.headers is not None:
+    if isinstance(paths, SeriesInfo) and paths.headers is not None and _unchanged(paths.headers.frames):
         if paths.headers.error is not None:
             raise paths.headers.error
         first, frames, count, done = paths.headers.first, list(paths.headers.frames), paths.num_files, 0
@@ -772,7 +788,7 @@ def _frames_of(header: _Header) -> list[_Frame]:
                 slope=1.0 if slope in (None, "") else float(slope),
                 intercept=0.0 if intercept in (None, "") else float(intercept),
                 rows=rows, columns=columns, instance=instance, pixel_format=pixel_format,
-                pixel_offset=header.pixel_offset))
+                pixel_offset=header.pixel_offset, stamp=header.stamp))
         return frames
     except VolumeLoadError:
         raise

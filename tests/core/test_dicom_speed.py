@@ -250,3 +250,18 @@ def test_the_quick_header_reader_agrees_with_pydicom(series):
         taken.append(Path(path).name)
     assert "CT_small.dcm" in taken and "MR_small_RLE.dcm" in taken and "IM00001.dcm" in taken
     assert len(taken) > 30
+
+
+def test_a_file_changed_after_the_scan_is_read_as_it_is_now(series, tmp_path):
+    """A listed series keeps pixel offsets; a file rewritten since (another header length,
+    other pixels) must not be read at the old offset."""
+    folder = rewrite(series, tmp_path / "changing", lambda ds: None)
+    [info] = list_dicom_series(folder)
+    path = sorted(folder.iterdir())[4]
+    ds = pydicom.dcmread(path)
+    ds.ImageComments = "re-exported with a longer header " * 20
+    ds.PixelData = np.full((ds.Rows, ds.Columns), 1024 + 40, np.uint16).tobytes()
+    ds.save_as(path)
+    volume = read_dicom_files(info)
+    np.testing.assert_array_equal(volume.array[4], 40)
+    np.testing.assert_array_equal(volume.array, load_volume(folder).array)
