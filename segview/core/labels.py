@@ -464,31 +464,37 @@ class LabelMap:
         add = other if operation in ("add", "copy") else None
         return job.finish(self._change_class(box, target, add=add, take=take[operation]))
 
-    def grow_from_seed(self, seed_zyx, value: int, low: float, high: float, axis: int | None = None) -> Edit | None:
+    def grow_from_seed(self, seed_zyx, value: int, low: float, high: float, axis: int | None = None,
+                       box_mm: float | None = None) -> Edit | None:
         """Region growing from a click (SimpleITK ConnectedThreshold): the voxels connected
         to the seed ((z, y, x) indices) through face neighbours whose intensity lies within
         [``low``, ``high``] (e.g. HU) join class ``value`` where the policy allows; in 3D,
-        or with ``axis`` (0 axial, 1 coronal, 2 sagittal) in the seed's plane only. None
-        when the seed's own intensity is outside the range. Raises ValueError without an
-        image or for a seed outside it."""
+        or with ``axis`` (0 axial, 1 coronal, 2 sagittal) in the seed's plane only. With
+        ``box_mm``, only within that many mm of the seed along each axis: a leak through a
+        thin bridge stops there, and the work is the box's (the whole volume: seconds).
+        None when the seed's own intensity is outside the range. Raises ValueError without
+        an image or for a seed outside it."""
         import SimpleITK as sitk
 
-        image, seed, region = self._seed_image(seed_zyx, axis)
+        image, seed, region = self._seed_image(seed_zyx, axis, box_mm)
         grown = sitk.ConnectedThreshold(image, seedList=[seed], lower=float(low), upper=float(high), replaceValue=1,
                                         connectivity=sitk.ConnectedThresholdImageFilter.FaceConnectivity)
         return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
 
     def grow_confidence_connected(self, seed_zyx, value: int, multiplier: float = 2.5, iterations: int = 3,
-                                  radius: int = 1, axis: int | None = None) -> Edit | None:
+                                  radius: int = 1, axis: int | None = None, box_mm: float | None = None
+                                  ) -> Edit | None:
         """Region growing from a click with a range learnt from the image (SimpleITK
         ConfidenceConnected): start from the box of ``radius`` voxels around the seed, take
         the voxels connected to the seed within mean +- ``multiplier`` x standard deviation
         of the region's intensities, re-estimate from them, ``iterations`` times. They join
-        class ``value`` where the policy allows. ``axis`` as in ``grow_from_seed``."""
+        class ``value`` where the policy allows. ``axis`` and ``box_mm`` as in
+        ``grow_from_seed`` (a whole-volume flood repeated ``iterations`` + 1 times is slow:
+        give a box)."""
         import SimpleITK as sitk
 
-        image, seed, region = self._seed_image(seed_zyx, axis)
-        grown = sitk.ConfidenceConnected(sitk.Cast(image, sitk.sitkFloat32), seedList=[seed],
+        image, seed, region = self._seed_image(seed_zyx, axis, box_mm)
+        grown = sitk.ConfidenceConnected(image, seedList=[seed],
                                          numberOfIterations=int(iterations), multiplier=float(multiplier),
                                          initialNeighborhoodRadius=int(radius), replaceValue=1)
         return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
@@ -586,9 +592,10 @@ class LabelMap:
             new[add & self.policy.allows(old)] = value
         return self._write_values(region, new, brush=False)
 
-    def _seed_image(self, seed_zyx, axis):
-        """The image (3D, or the seed's plane normal to ``axis``) as a SimpleITK image, the
-        seed in its (x, y[, z]) index order, and the label region it covers."""
+    def _seed_image(self, seed_zyx, axis, box_mm):
+        """The image (3D, or the seed's plane normal to ``axis``; within ``box_mm`` of the
+        seed when given) as a SimpleITK image, the seed in its (x, y[, z]) index order, and
+        the label region it covers."""
         import SimpleITK as sitk
 
         if self.intensities is None:
@@ -598,13 +605,17 @@ class LabelMap:
         seed = [int(np.rint(c)) for c in seed_zyx]
         if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, self.array.shape)):
             raise ValueError(f"seed {tuple(seed_zyx)} lies outside the image {self.array.shape}")
-        region = [slice(0, n) for n in self.array.shape]
-        if axis is None:
-            return sitk.GetImageFromArray(self.intensities), seed[::-1], tuple(region)
-        region[axis] = slice(seed[axis], seed[axis] + 1)
-        plane = np.ascontiguousarray(np.take(self.intensities, seed[axis], axis=axis))
-        in_plane = [c for a, c in enumerate(seed) if a != axis]
-        return sitk.GetImageFromArray(plane), in_plane[::-1], tuple(region)
+        if box_mm is not None and not box_mm > 0:
+            raise ValueError(f"box_mm must be > 0, not {box_mm}")
+        region = []
+        for a, (c, n, s) in enumerate(zip(seed, self.array.shape, self.spacing_zyx)):
+            reach = 0 if a == axis else n if box_mm is None else int(box_mm / s)
+            region.append(slice(max(c - reach, 0), min(c + reach + 1, n)))
+        image = self.intensities[tuple(region)]
+        inner = [c - r.start for a, (c, r) in enumerate(zip(seed, region)) if a != axis]
+        if axis is not None:
+            image = image.squeeze(axis)
+        return sitk.GetImageFromArray(np.ascontiguousarray(image)), inner[::-1], tuple(region)
 
     def _add_grown(self, region: Region, grown: np.ndarray, value: int) -> Edit | None:
         """Write a grown region (the plane's or the volume's shape) into ``region`` as ``value``."""

@@ -395,6 +395,28 @@ def test_grow_from_seed_in_one_plane_stays_in_it(axis):
     np.testing.assert_array_equal(tool.array == 1, expected)
 
 
+@pytest.mark.parametrize("axis", [None, 1])
+def test_grow_from_seed_within_a_box_stops_at_it(axis):
+    image = smooth_image((10, 24, 26), seed=1)
+    seed = (5, 12, 13)
+    low, high = image[seed] - 0.6, image[seed] + 0.6
+    box = (slice(3, 8), slice(7, 18), slice(7, 20))  # 4.5 mm: +-2 slices, +-5 rows, +-6 columns
+    inside = np.zeros(image.shape, bool)
+    inside[box] = (image[box] >= low) & (image[box] <= high)
+    if axis is not None:  # and only the seed's coronal plane
+        inside[:, :seed[1]] = inside[:, seed[1] + 1:] = False
+    components, _ = ndimage.label(inside, SIX)
+    expected = components == components[seed]
+    tool = labelmap(np.zeros(image.shape, np.uint8), intensities=image)
+    tool.grow_from_seed(seed, 1, low, high, axis=axis, box_mm=4.5)
+    unbounded = labelmap(np.zeros(image.shape, np.uint8), intensities=image)
+    unbounded.grow_from_seed(seed, 1, low, high, axis=axis)
+    assert expected.sum() > 10 and (unbounded.array == 1).sum() > expected.sum()  # the box matters
+    np.testing.assert_array_equal(tool.array == 1, expected)
+    with pytest.raises(ValueError, match="box_mm"):
+        tool.grow_from_seed(seed, 1, low, high, box_mm=0)
+
+
 def test_confidence_connected_takes_the_organ_and_stops_at_its_edge():
     image, organ = image_with_organs()
     tool = labelmap(np.zeros(image.shape, np.uint8), intensities=image)
@@ -404,6 +426,11 @@ def test_confidence_connected_takes_the_organ_and_stops_at_its_edge():
     tool.grow_confidence_connected((4, 8, 6), 2, multiplier=3.0, axis=0)
     expected = np.zeros(image.shape, bool)
     expected[4] = organ[4]
+    np.testing.assert_array_equal(tool.array == 2, expected)
+    tool = labelmap(np.zeros(image.shape, np.uint8), intensities=image)
+    tool.grow_confidence_connected((4, 8, 6), 2, multiplier=3.0, box_mm=4.1)  # +-2 slices, 4 rows, 5 columns
+    expected = np.zeros(image.shape, bool)
+    expected[2:7, 4:13, 1:12] = organ[2:7, 4:13, 1:12]
     np.testing.assert_array_equal(tool.array == 2, expected)
 
 
