@@ -139,6 +139,10 @@ class Adopt(Effect):
         return None
 
 
+#: How far (mm, along each axis) a 3D growth may reach from the click.
+GROW_3D_BOX_MM = 80.0
+
+
 class Grow(Effect):
     """Region growing from the click: the connected voxels within the intensity range (or,
     without one, those like the seed: confidence connected) take the class; in the plane
@@ -150,10 +154,11 @@ class Grow(Effect):
     def release(self, session, at, settings):
         axis = None if settings.grow_3d else at.axis
         value = 0 if at.erase else settings.value
+        box = GROW_3D_BOX_MM if axis is None else None  # a whole volume takes seconds; a structure fits
         if settings.intensity_range is not None:
             low, high = settings.intensity_range
-            return session.tool_job("grow_from_seed", at.zyx, value, low, high, axis=axis)
-        return session.tool_job("grow_confidence_connected", at.zyx, value, axis=axis)
+            return session.tool_job("grow_from_seed", at.zyx, value, low, high, axis=axis, box_mm=box)
+        return session.tool_job("grow_confidence_connected", at.zyx, value, axis=axis, box_mm=box)
 
 
 EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow())
