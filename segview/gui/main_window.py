@@ -72,6 +72,11 @@ class MainWindow(QMainWindow):
         self.workspace.stroked.connect(self._stroke)
         self._redraw_timer = QTimer(self, singleShot=True, interval=40)  # streamed slices: ~25 redraws/s
         self._redraw_timer.timeout.connect(self._redraw_predictions)
+        # Label edits are drawn once per frame, not once per mouse move: a fast drag
+        # (or a coronal stroke crossing many slices) never waits on painting.
+        self._label_timer = QTimer(self, singleShot=True, interval=0)
+        self._label_timer.timeout.connect(self._redraw_labels)
+        self._dirty_labels: set[int] = set()
         self._start_timer = QTimer(self, singleShot=True, interval=50)   # one run for a burst of loads
         self._start_timer.timeout.connect(self.run_inference)
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
@@ -676,9 +681,15 @@ class MainWindow(QMainWindow):
     def _labels_changed(self, edit: Edit) -> None:
         """Every change of the labels (stroke, undo, copy...): redraw where it shows."""
         self._clear_preview()
-        self.workspace.refresh(edit.slices, names=("labels",))
+        self._dirty_labels.update(edit.slices)
+        if not self._label_timer.isActive():
+            self._label_timer.start()
         self.setWindowModified(True)
         self._metrics_timer.start()
+
+    def _redraw_labels(self) -> None:
+        dirty, self._dirty_labels = self._dirty_labels, set()
+        self.workspace.refresh(dirty, names=("labels",))
 
     def _mark_changed(self, mark: Mark) -> None:
         self._show_slice_number(*self.workspace.shown())
