@@ -146,7 +146,7 @@ class WorklistPanel(QWidget):
                 header_item.setToolTip(tip)
         self.table.verticalHeader().hide()
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setStretchLastSection(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -392,7 +392,8 @@ class WorklistController(QObject):
             "no models (Model > Load checkpoint A / B)"
         read_only = " <b>read-only</b>" if worklist.read_only else ""
         return (f"<b>{worklist.folder.name}</b> ({worklist.layout}, {len(worklist.cases)} cases, "
-                f"{counts['done']} done, {counts['flagged']} flagged){read_only}<br>{models}")
+                f"{counts['done']} done, {counts['flagged']} flagged){read_only}<br>{models}<br>"
+                "Enter or double-click opens a case; Ctrl+N / Ctrl+P: next / previous (the case left is saved)")
 
     def _show_rows(self) -> None:
         """Rows in the current sort order, taken now (a snapshot)."""
