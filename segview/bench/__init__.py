@@ -21,7 +21,7 @@ from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 def machine_summary() -> str:
     try:
         import torch
-        threads = torch.get_num_threads()
+        threads: int | str = torch.get_num_threads()
         gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     except ImportError:
         threads, gpu = "?", "no torch"
@@ -106,7 +106,7 @@ def bench_metrics(shape=(300, 512, 512), num_classes: int = 4, radius: int = 15,
     full = median_seconds(lambda: confusion_counts(pred_a, ref, num_classes), repeats=3)
 
     identical = all(np.array_equal(m.counts, confusion_counts(p, ref, num_classes))
-                    and np.array_equal(m.slice_counts[z], confusion_counts(p[z], ref[z], num_classes))
+                    and np.array_equal(m.per_slice[z], confusion_counts(p[z], ref[z], num_classes))
                     for m, p in zip(matrices, (pred_a, pred_b)))
     echo(f"  incremental update, 2 models  {_format_time(update)}  (median of {strokes} strokes)")
     echo(f"  full np.bincount, 1 model     {_format_time(full)}  (median of 3)")
@@ -219,7 +219,8 @@ def _training_rate(arguments, size, device, fast, batch_size, seconds) -> float:
     images = torch.randn(batch_size, 1, size, size, device=device)
     labels = torch.randint(0, arguments["num_classes"], (batch_size, size, size), device=device)
     if fast:
-        model.to(memory_format=torch.channels_last)
+        # Module.to accepts memory_format (torch's docs); its overload stubs omit it.
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         images = images.contiguous(memory_format=torch.channels_last)
 
     def step():
@@ -419,5 +420,7 @@ def bench_load(seconds: float = 3.0, echo=print) -> dict:
     return measure(seconds, echo)
 
 
-BENCHMARKS = {"metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
-              "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load}
+#: Each runs with ``seconds`` (``metrics`` with its own arguments instead) and returns its figures.
+BENCHMARKS: dict[str, Callable[..., dict]] = {
+    "metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
+    "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load}

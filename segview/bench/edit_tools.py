@@ -76,7 +76,7 @@ def bench_edit_tools(seconds: float = 3.0, echo: Callable[[str], None] = print, 
     live = LiveMetrics(label_map, 2)
     live.add_model("A", labels)  # the model whose mask is being cleaned up
     echo(f"  {'tool':<24} {'segview':>10} {'scipy, whole volume':>20} {'speed-up':>9}   goal <= {GOAL_S:g} s   agree")
-    figures = {}
+    figures: dict[str, dict[str, float | bool] | bool] = {}  # tool name -> its figures, and "metrics_exact"
     for name, tool, baseline in _tools():
         before = label_map.array.copy()
         ours, result = _timed_tool(label_map, tool, seconds)
@@ -88,7 +88,7 @@ def bench_edit_tools(seconds: float = 3.0, echo: Callable[[str], None] = print, 
              f"{'PASS' if ours <= GOAL_S else 'over':<13}  {'yes' if agrees else 'NO'}")
         figures[name] = {"segview_s": ours, "baseline_s": theirs, "within_goal": ours <= GOAL_S, "agrees": agrees}
     recount = ConfusionMatrix.from_arrays(labels, label_map.array, 2)
-    exact = bool(np.array_equal(live.matrices["A"].slice_counts, recount.slice_counts))
+    exact = bool(np.array_equal(live.matrices["A"].per_slice, recount.per_slice))
     echo(f"  live metrics equal to a full recount after every tool and undo: {'yes' if exact else 'NO'}")
     figures["metrics_exact"] = exact
     return figures
@@ -96,7 +96,9 @@ def bench_edit_tools(seconds: float = 3.0, echo: Callable[[str], None] = print, 
 
 def _timed_tool(label_map: LabelMap, tool, seconds: float) -> tuple[float, np.ndarray]:
     """Median seconds of ``tool(label_map)``, each run undone (untimed); the labels it made."""
-    times, result, spent = [], None, time.perf_counter()
+    times: list[float] = []
+    result: np.ndarray | None = None
+    spent = time.perf_counter()
     while len(times) < 2 or time.perf_counter() - spent < seconds:
         start = time.perf_counter()
         tool(label_map)
@@ -104,6 +106,7 @@ def _timed_tool(label_map: LabelMap, tool, seconds: float) -> tuple[float, np.nd
         if result is None:
             result = label_map.array.copy()
         label_map.undo()
+    assert result is not None  # the loop ran at least twice
     return statistics.median(times), result
 
 

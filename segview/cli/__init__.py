@@ -177,6 +177,7 @@ def _run_phantom(args) -> int:
         except OSError as exc:
             raise UserError(f"cannot write case {name} to {args.output}: {exc}") from exc
     progress(args.count, args.count, "done")
+    assert classes is not None  # count >= 1 phantoms were made
     dataset = {
         "name": f"segview {args.task} phantom",
         "channel_names": {"0": "CT" if args.task == "lung" else "MRI"},
