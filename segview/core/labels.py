@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-Region = tuple[slice, slice, slice]
+#: A box of the (z, y, x) labels: one slice per axis. Typed with any length because boxes
+#: come from comprehensions and scipy.ndimage.find_objects, which type them so.
+Region = tuple[slice, ...]
 
 
 @dataclass
@@ -624,6 +626,7 @@ class LabelMap:
         if not grown.any():
             return None
         box = _mask_box(grown)
+        assert box is not None  # grown has a voxel
         region = tuple(slice(r.start + b.start, r.start + b.stop) for r, b in zip(region, box))
         return self._change_class(region, value, add=grown[box])
 
@@ -780,6 +783,7 @@ class _Ball:
                 section = sections.setdefault(dz, np.zeros_like(bits)) if mirrored else out
                 target, source = _shifted(mask.shape, 0 if mirrored else dz, dy)
                 np.bitwise_or(section[target], bits[source], out=section[target])
+        assert out is not None  # the ball's row at dz = dy = 0 gave a run
         for dz, section in sections.items():
             for move in {dz, -dz}:
                 target, source = _shifted(mask.shape, move, 0)
