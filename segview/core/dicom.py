@@ -444,9 +444,10 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     first, then its neighbours outward), holds its final voxels. ``volume`` is the one
     being filled: geometry, modality and meta (window presets) are final, and its
     ``array`` is the preallocated (Z, Y, X) array, zero where slices are still being read.
-    The returned Volume is that same object, except when the series is irregular (gaps,
-    uneven spacing, tilt: resampled) or its values overflow int16 (read again as
-    float32): ``first_slice`` then comes with the final Volume after reading.
+    The returned Volume is that same object. When values turn out not to fit int16, the
+    slices concerned stay zero until, after the others, ``volume.array`` is replaced by a
+    float32 array holding every slice. An irregular series (gaps, uneven spacing, tilt) is
+    resampled after reading: ``first_slice`` then comes with that final Volume, at the end.
 
     Raises VolumeLoadError for unreadable or inconsistent files; no partial volume is
     returned.
@@ -472,7 +473,7 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
         warnings.append("This file is one image of a series; open its folder to see every slice.")
     frames = _sort_frames(frames, warnings)
     grid = _grid(frames, first, warnings)
-    integer = all(f.slope == int(f.slope) and f.intercept == int(f.intercept)
+    integer = all(float(f.slope).is_integer() and float(f.intercept).is_integer()
                   and (f.pixel_format is None or f.pixel_format.keyword == "PixelData") for f in frames)
     array = np.zeros((len(frames), frames[0].rows, frames[0].columns), np.int16 if integer else np.float32)
     volume = Volume(array, grid.spacing, tuple(grid.origin), tuple(grid.direction.ravel()),
@@ -560,6 +561,7 @@ def _raw_into_int16(frame: _Frame, target: np.ndarray, z: int, overflowed: list[
     low, high = _stored_range(frame, stored)
     low, high = sorted((low * slope + intercept, high * slope + intercept))
     if (low < -32768 or high > 32767) and not _fits_int16(stored, slope, intercept):
+        target[...] = 0  # not the stored bits: a window may show this slice meanwhile
         overflowed.append(z)
         return
     if slope != 1:
@@ -621,6 +623,9 @@ def _store(out: np.ndarray, z: int, stored: np.ndarray, frame: _Frame, overflowe
         else:
             target[...] = stored * frame.slope + frame.intercept
         return
+    if stored.dtype.kind not in "iu":  # float pixel data: the volume becomes float32
+        overflowed.append(z)
+        return
     slope, intercept = int(frame.slope), int(frame.intercept)
     low, high = _stored_range(frame, stored)
     low, high = sorted((low * slope + intercept, high * slope + intercept))
@@ -637,8 +642,6 @@ def _store(out: np.ndarray, z: int, stored: np.ndarray, frame: _Frame, overflowe
 def _stored_range(frame: _Frame, stored: np.ndarray) -> tuple[int, int]:
     """The range the stored values can take, from Bits Stored (no pass over the data)."""
     fmt = frame.pixel_format
-    if stored.dtype.kind not in "iu":
-        raise VolumeLoadError(f"{Path(frame.source).name} holds non-integer pixels with an integer rescale.")
     info = np.iinfo(stored.dtype)
     if fmt is None or fmt.bits_stored >= info.bits:
         return int(info.min), int(info.max)

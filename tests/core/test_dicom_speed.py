@@ -81,7 +81,9 @@ def test_values_beyond_int16_are_read_again_as_float32(tmp_path):
     array = np.tile(np.arange(0, 60000, 60000 / 64, dtype=np.float64).round()[None, None], (6, 64, 1))
     array[:3] //= 4  # the first half fits int16, the second does not
     write_dicom_series(Volume(array.astype(np.int32), (1.0, 1.0, 2.0), modality="MR"), tmp_path)
-    volume = load_volume(tmp_path)
+    shown = []
+    volume = load_volume(tmp_path, first_slice=lambda v, z: shown.append(v))
+    assert shown == [volume]  # handed over early; its array replaced by the float32 one
     assert volume.array.dtype == np.float32
     np.testing.assert_array_equal(volume.array, array)
     assert_equal_to_sitk(volume, sitk_volume(tmp_path))
