@@ -376,6 +376,9 @@ def _series_headers(headers: list[_Header]) -> _SeriesHeaders:
             frames.extend(_frames_of(header))
     except VolumeLoadError as exc:
         return _SeriesHeaders(headers[0].dataset, (), exc)
+    except Exception as exc:  # noqa: BLE001 - a malformed header must not stop the scan
+        error = VolumeLoadError(f"A header of this series is malformed ({type(exc).__name__}: {exc}).")
+        return _SeriesHeaders(headers[0].dataset, (), error)
     return _SeriesHeaders(headers[0].dataset, tuple(frames))
 
 
