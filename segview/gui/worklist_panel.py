@@ -281,6 +281,7 @@ class WorklistController(QObject):
         self.sort = "name"
         self.queue: GeneratorWorker | None = None
         self.opening: str | None = None               # the case being opened in a worker
+        self._leaving: ReviewSession | None = None     # the session on screen meanwhile
         self._report_stop: threading.Event | None = None
         self._jobs: set[Worker] = set()
         self._last_queue_case: str | None = None
@@ -369,7 +370,7 @@ class WorklistController(QObject):
         self.window.statusBar().showMessage(f"Opening dataset {folder}...")
 
     def _dataset_open(self, worklist: Worklist) -> None:
-        self.cancel_prediction()
+        self._drop_queue()
         self.worklist = worklist
         self.checkpoints = dict(worklist.checkpoints) or self.checkpoints
         self.sort = "name"
@@ -424,7 +425,7 @@ class WorklistController(QObject):
             self.worklist.set_checkpoints(self.checkpoints)
         except SegviewError as exc:
             return self._error(str(exc), "Cannot use the checkpoint")
-        self.cancel_prediction()
+        self._drop_queue()  # it predicts for the old checkpoints
         for case in self.worklist.cases:
             self.panel.update_case(case)
         self.panel.title.setText(self._title())
@@ -480,7 +481,7 @@ class WorklistController(QObject):
                     QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
                 if answer != QMessageBox.StandardButton.Discard:
                     return
-        self.opening = name
+        self.opening, self._leaving = name, session
         self.panel.select(name)
         self.window.statusBar().showMessage(f"Opening {name}...")
         self._run(_save_and_open, worklist, name, job, done=lambda result: self._case_open(session, result),
@@ -488,17 +489,29 @@ class WorklistController(QObject):
 
     def _case_failed(self, exc: Exception) -> None:
         name, self.opening = self.opening, None
+        saved = getattr(exc, "saved_job", None)
+        if saved is not None and self._leaving is not None:  # the case left was saved all the same
+            self._leaving.finish_save(saved)
+            self.window.saved.emit(str(saved.path))
+        self._leaving = None
         if name is not None:
             self._refresh_row(name)
         if not isinstance(exc, SegviewError):
             raise exc
         self.case_failed.emit(str(exc))
-        self._error(str(exc), f"Cannot open {name}" if name else "Cannot open")
+        leaving = getattr(exc, "while_saving", None)
+        self._error(str(exc), f"{leaving} not saved: {name} not opened" if leaving
+                    else f"Cannot open {name}" if name else "Cannot open")
 
     def _case_open(self, previous: ReviewSession | None, result: tuple) -> None:
         session, job = result
-        self.opening = None
+        self.opening, self._leaving = None, None
         window = self.window
+        if not window.isVisible():  # the window closed meanwhile: nothing to show it in
+            if job is not None and previous is not None:
+                previous.finish_save(job)
+            session.close(discard=True)
+            return
         if job is not None and previous is not None:
             previous.finish_save(job)
             window.saved.emit(str(job.path))
@@ -635,6 +648,15 @@ class WorklistController(QObject):
             self.panel.queue.cancel.setEnabled(False)
             self.panel.queue.label.setText("Stopping after this batch...")
 
+    def _drop_queue(self) -> None:
+        """Stop the queue and forget it at once (it winds down after its batch), so that a
+        new one may start now: another dataset, other checkpoints."""
+        if self.queue is not None:
+            self.queue.cancel()
+            self.queue = None
+            self.panel.queue.hide()
+            self._update_actions()
+
     def _queue_step(self, worker: GeneratorWorker, step: QueueStep) -> None:
         if worker is not self.queue or self.worklist is None:
             return
@@ -768,10 +790,20 @@ class WorklistController(QObject):
 # -- in workers ------------------------------------------------------------------------------
 
 def _save_and_open(worklist: Worklist, name: str, job, progress=None) -> tuple[CaseSession, object]:
-    """The case being left saved (``job``, None if nothing to save), then case ``name``."""
+    """The case being left saved (``job``, None if nothing to save), then case ``name``.
+    An error says which: ``while_saving`` (the case left), or ``saved_job`` (saved, then
+    ``name`` failed)."""
     if job is not None:
-        job()
-    return worklist.session(name, progress=progress), job
+        try:
+            job()
+        except Exception as exc:
+            exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
+            raise
+    try:
+        return worklist.session(name, progress=progress), job
+    except Exception as exc:
+        exc.saved_job = job  # type: ignore[attr-defined]
+        raise
 
 
 def _queue(worklist: Worklist, order: list[str], should_stop):

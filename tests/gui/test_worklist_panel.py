@@ -250,3 +250,34 @@ def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset
         assert row["reviewed_slices"] == "2"
         assert int(row["correction_voxels"]) == int(np.count_nonzero(predicted[row["model"]][2:4] != labels[2:4]))
     assert (out / "verdict.md").is_file() and (out / "verdict.png").is_file()
+
+
+def test_a_case_that_cannot_be_read_is_listed_with_the_reason_and_the_case_left_stays_saved(qtbot, window,
+                                                                                            dataset, dialogs):
+    (dataset / "imagesTr" / "case_004_0000.nii.gz").write_bytes(b"not an image")
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_003")
+    drag(window.workspace.active_view(), [(1, 1), (1, 6)])
+    painted = window.session.labels.array.copy()
+    with qtbot.waitSignal(controller.case_failed, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert window.session.case.name == "case_003" and not window.session.modified  # saved, still on screen
+    image = load_volume(dataset / "imagesTr" / "case_003_0000.nii.gz")
+    np.testing.assert_array_equal(load_labels(dataset / "labelsTr" / "case_003.nii.gz", image), painted)
+    cell = status_cell(controller, "case_004")
+    assert cell.text() == "cannot open" and cell.toolTip()
+    assert [kind for kind, _ in dialogs] == ["critical"]
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_P, Qt.ControlModifier)  # the rest stay usable
+    assert opened.args == ["case_002"]
+
+
+def test_other_checkpoints_restart_the_queue_at_once(qtbot, window, dataset, checkpoints):
+    controller = window.worklist_controller
+    swapped = {"A": checkpoints["B"], "B": checkpoints["A"]}
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT) as finished:
+        open_dataset(qtbot, window, dataset, checkpoints)
+        controller.set_checkpoints(swapped)  # the first queue is still going
+    assert finished.args == [True]
+    again = Worklist.open(dataset, swapped)
+    assert all(not np.isnan(case.disputed) for case in again.cases)
