@@ -139,6 +139,12 @@ def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
     paths = window.export_report_to(tmp_path)
     assert [p.name for p in paths] == ["comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png"]
     assert "cardiac_ce_dice" in paths[0].read_text() and "reviewed on 1 of 12 slices" in paths[0].read_text()
+    import csv
+
+    slices = list(csv.DictReader(open(paths[1])))
+    assert [int(row["slice"]) for row in slices] == list(range(1, 13))  # numbered as the window shows them
+    reviewed = [int(row["slice"]) for row in slices if row["reviewed"] == "True"]
+    assert reviewed == [ranks[0].z + 1]
 
 
 def test_the_ranking_choice_reorders_the_slices(qtbot, comparing):

@@ -186,11 +186,36 @@ def test_labels_copied_into_new_labels_take_the_checkpoints_classes(qtbot, windo
     load_models(qtbot, window, DEMO_MODELS[:1])
     with wait_for_inference(qtbot, window):
         pass
-    window.copy_prediction("A", this_slice=False)
+    window.copy_prediction("A", this_slice=False)  # Edit > Labels from model A: whole volume
+    np.testing.assert_array_equal(window.session.labels.array, window.session.models["A"].prediction)
+    assert not window.session.reviewed.any()  # a copy marks nothing reviewed
     names = [c.name for c in window.session.classes]
     assert names == ["background", "right ventricle", "myocardium", "left ventricle"]
     assert [window.tools.class_choice.itemText(n) for n in range(window.tools.class_choice.count())] == names[1:]
     assert "left ventricle" in window.legend.text()
+
+
+def test_open_labels_loads_the_whole_file_whatever_the_brush_settings(qtbot, editing, tmp_path):
+    window, view, session = editing, axial(editing), editing.session
+    case = make_phantom("cardiac", 0)
+    reference = ReviewSession.open(case.volume, labels=case.labels.copy(), classes=list(case.classes))
+    for z in (2, 7):
+        reference.mark_reviewed(z)
+    reference.save(tmp_path / "reference.nii.gz")  # the labels and their review state
+    reference.close()
+    window.tools.set_tool("brush")
+    window.tools.policy_choice.setCurrentIndex(1)  # paint over background only
+    window.tools.threshold.setChecked(True)  # and only within a narrow intensity range
+    window.tools.low.setValue(400)
+    window.tools.high.setValue(500)
+    drag(view, [(60, 60), (80, 90)])
+    window.open_labels(tmp_path / "reference.nii.gz")
+    qtbot.waitUntil(lambda: session.labels_path == tmp_path / "reference.nii.gz", timeout=20000)
+    np.testing.assert_array_equal(session.labels.array, case.labels)  # every voxel, not only where the brush may
+    assert np.flatnonzero(session.reviewed).tolist() == [2, 7]
+    np.testing.assert_array_equal(view.overlay_items["labels"].image, shown_labels(window, view))
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one step: back to the stroke
+    assert not session.reviewed.any() and session.labels.array.sum() < case.labels.sum()
 
 
 def test_export_metrics_csv(qtbot, demo, monkeypatch, tmp_path):

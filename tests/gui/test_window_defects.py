@@ -232,3 +232,23 @@ def test_a_and_b_outlines_in_the_single_view_have_different_colours(qtbot, demo)
         qtbot.keyClick(window, key)
     assert outline["A"] and outline["B"]
     assert not outline["A"] & outline["B"]  # no colour of A's outline is one of B's
+
+
+def test_the_metrics_table_is_not_clipped_at_1600_by_1000(qtbot, demo):
+    window = demo
+    window.resize(1600, 1000)
+    load_models(qtbot, window, DEMO_MODELS)
+    with wait_for_inference(qtbot, window):
+        pass
+    QApplication.processEvents()
+    table = window.metrics.table
+    assert table.rowCount() == 6 and table.columnCount() == 5
+    assert table.isVisible() and not table.verticalScrollBar().isVisible()
+    assert not table.horizontalScrollBar().isVisible()
+    viewport = table.viewport().rect()
+    for r in range(table.rowCount()):
+        for c in range(table.columnCount()):
+            assert viewport.contains(table.visualItemRect(table.item(r, c))), (r, c)
+    # and the table lies inside the window, not cut off by the screen's edge
+    corner = table.mapTo(window, table.rect().bottomRight())
+    assert window.rect().contains(corner)
