@@ -258,6 +258,42 @@ def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs
     assert not session.reviewed.any()
 
 
+def test_a_crashed_sessions_edits_are_found_by_another_path_and_again_by_recover_edits(
+        qtbot, window, dialogs, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QInputDialog
+
+    from segview.core.dicom import write_dicom_series
+
+    case = make_phantom("cardiac", 6)
+    write_dicom_series(case.volume, tmp_path / "study" / "cine")
+    (tmp_path / "link").symlink_to(tmp_path / "study")
+    crashed = ReviewSession.open(tmp_path / "study" / "cine")
+    with crashed.labels.step():
+        crashed.labels.paint(4, [(100, 100), (110, 120)], 5.0, 1)
+    crashed.mark_reviewed(4)
+    expected = crashed.labels.array.copy()
+    crashed.close()  # unsaved: the journal stays behind, as after a kill -9
+    monkeypatch.chdir(tmp_path)
+    dialogs.answers.append(QMessageBox.No)  # not now
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image("link/cine")  # the same series by another path
+    assert [kind for kind, _ in dialogs] == ["question"] and "2 edit step" in dialogs[0][1]
+    session = window.session
+    assert not session.labels.array.any() and not window.isWindowModified()
+    offered = []
+
+    def get_item(parent, title, label, items, *args):
+        offered.extend(items)
+        return items[0], True
+
+    monkeypatch.setattr(QInputDialog, "getItem", get_item)
+    recover = next(a for a in window.menuBar().actions()[0].menu().actions() if a.text() == "Recover &edits...")
+    recover.trigger()
+    assert len(offered) == 1 and offered[0].startswith("2 step(s), 1 reviewed slice(s)")
+    np.testing.assert_array_equal(session.labels.array, expected)
+    assert np.flatnonzero(session.reviewed).tolist() == [4] and window.isWindowModified()
+
+
 def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_path):
     from segview.core.dicom import write_dicom_series
     from segview.core.dicomseg import read_dicom_seg
