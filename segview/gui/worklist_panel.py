@@ -512,6 +512,7 @@ class WorklistController(QObject):
                 previous.finish_save(job)
             session.close(discard=True)
             return
+        window.statusBar().clearMessage()  # "Opening ..."
         if job is not None and previous is not None:
             previous.finish_save(job)
             window.saved.emit(str(job.path))
@@ -536,6 +537,7 @@ class WorklistController(QObject):
             window.refresh_session()
         self._refresh_row(session.case.name)
         self.panel.select(session.case.name)
+        window.statusBar().showMessage(f"Opened {session.case.name}", 4000)
         self.case_opened.emit(session.case.name)
 
     def _leave(self, session: ReviewSession) -> bool:
