@@ -72,8 +72,9 @@ class MainWindow(QMainWindow):
         self.workspace.stroked.connect(self._stroke)
         self._redraw_timer = QTimer(self, singleShot=True, interval=40)  # streamed slices: ~25 redraws/s
         self._redraw_timer.timeout.connect(self._redraw_predictions)
-        # Label edits are drawn once per frame, not once per mouse move: a fast drag
-        # (or a coronal stroke crossing many slices) never waits on painting.
+        # During a drag, label edits are drawn once per event-loop pass, not once per mouse
+        # move: a fast drag (or a coronal stroke crossing many slices) never waits on painting.
+        self._dragging = False
         self._label_timer = QTimer(self, singleShot=True, interval=0)
         self._label_timer.timeout.connect(self._redraw_labels)
         self._dirty_labels: set[int] = set()
@@ -276,7 +277,7 @@ class MainWindow(QMainWindow):
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path),
                       reports_progress=True)
         else:
-            self._run(ReviewSession.open, path, labels_path, done=self.show_session)
+            self._open_session(partial(ReviewSession.open, path, labels_path))
 
     def _pick_series(self, folder: Path, series, labels_path) -> None:
         if not series:
@@ -284,8 +285,36 @@ class MainWindow(QMainWindow):
         candidates = [s for s in series if not s.is_localizer] or series
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
-            self._run(lambda progress: ReviewSession.open(folder, labels_path, series=chosen, progress=progress),
-                      done=self.show_session, reports_progress=True)
+            self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen))
+
+    def _open_session(self, open_session) -> None:
+        """Run ``open_session(progress=, first_slice=)`` in a worker; its first slice shows as
+        soon as it is read (when nothing unsaved is on screen), the session when complete."""
+        self._run(open_session, done=self.show_session, failed=self._open_failed, reports_progress=True,
+                  shows_first_slice=True)
+
+    def _show_first_slice(self, volume, z: int) -> None:
+        """A preview of an image still loading: its slice ``z`` in the plane view."""
+        if self.session is not None:
+            if self.session.modified:
+                return  # the unsaved labels stay on screen until the user has decided about them
+            self._close_session()  # nothing unsaved: the screen may show the new image at once
+        presets = volume.meta.get("window_presets") or []
+        if presets:
+            center, width = presets[0][1], presets[0][2]
+        else:
+            low, high = np.percentile(volume.array[z], (1, 99))
+            center, width = (low + high) / 2, max(high - low, 1.0)
+        viewer = self.workspace.viewer
+        viewer.set_volume(volume)
+        viewer.plane_view().set_slice(z)
+        viewer.set_window(center, width)
+        self.statusBar().showMessage("Loading the other slices...", 3000)
+
+    def _open_failed(self, exc: Exception) -> None:
+        if self.session is None:
+            self.setWindowTitle("segview")  # a preview may show what was read before the failure
+        self._failed(exc)
 
     def open_labels(self, path) -> None:
         """Replace the labels (and their review marks) by a label file on the image's grid:
@@ -601,12 +630,15 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return
         hook = {"start": self.effect.press, "move": self.effect.drag, "end": self.effect.release}[phase]
+        self._dragging = phase != "end"
         settings = ToolSettings(self.tools.active_class(), self.tools.radius.value(), self.tools.sphere.isChecked(),
                                 self.tools.grow_3d.isChecked(), self.tools.intensity_range())
         try:
             outcome = hook(self.session, at, settings)
         except SegviewError as exc:
             outcome = str(exc)
+        if phase == "end":
+            self._redraw_labels()  # the stroke is whole on screen when the mouse is released
         if isinstance(outcome, ToolJob):
             self._run_tool(outcome, self.effect.text)
         elif outcome:
@@ -682,7 +714,9 @@ class MainWindow(QMainWindow):
         """Every change of the labels (stroke, undo, copy...): redraw where it shows."""
         self._clear_preview()
         self._dirty_labels.update(edit.slices)
-        if not self._label_timer.isActive():
+        if not self._dragging:
+            self._redraw_labels()
+        elif not self._label_timer.isActive():
             self._label_timer.start()
         self.setWindowModified(True)
         self._metrics_timer.start()
@@ -956,8 +990,10 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     # -- background work ----------------------------------------------------------------
-    def _run(self, function, *args, done, failed=None, reports_progress: bool = False) -> None:
-        worker = Worker(function, *args, reports_progress=reports_progress)
+    def _run(self, function, *args, done, failed=None, reports_progress: bool = False,
+             shows_first_slice: bool = False) -> None:
+        worker = Worker(function, *args, reports_progress=reports_progress, shows_first_slice=shows_first_slice)
+        worker.signals.first_slice.connect(self._show_first_slice)
         self._jobs.add(worker)
         self._update_busy()
         worker.signals.returned.connect(done)

@@ -15,6 +15,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 class WorkerSignals(QObject):
     started = Signal()
     progress = Signal(int, int)  # done, total
+    first_slice = Signal(object, int)  # a volume still loading, and the slice of it ready to show
     returned = Signal(object)
     errored = Signal(object)  # the exception
     finished = Signal()
@@ -22,13 +23,17 @@ class WorkerSignals(QObject):
 
 class Worker(QRunnable):
     """Runs ``function(*args)`` in the global thread pool; connect ``signals`` first. With
-    ``reports_progress`` the function is also given ``progress=`` (done, total) -> None."""
+    ``reports_progress`` the function is also given ``progress=`` (done, total) -> None, with
+    ``shows_first_slice`` a loader's ``first_slice=`` (volume, z) -> None."""
 
-    def __init__(self, function: Callable, *args, reports_progress: bool = False):
+    def __init__(self, function: Callable, *args, reports_progress: bool = False,
+                 shows_first_slice: bool = False):
         super().__init__()
         self.function, self.args = function, args
-        self.kwargs = {"progress": self._progress} if reports_progress else {}
         self.signals = WorkerSignals()
+        self.kwargs: dict = {"progress": self._progress} if reports_progress else {}
+        if shows_first_slice:  # the function takes first_slice=(volume, z) -> None (a loader)
+            self.kwargs["first_slice"] = self.signals.first_slice.emit
 
     def _progress(self, done: int, total: int) -> None:
         self.signals.progress.emit(done, total)

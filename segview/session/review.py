@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from ..core.classes import LabelClass, generic_classes
-from ..core.dicom import SeriesInfo, read_dicom_files
+from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, SegviewError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import load_classes, load_labels, load_volume, save_labels
@@ -157,15 +157,16 @@ class ReviewSession:
     @classmethod
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
-             progress: Progress | None = None) -> ReviewSession:
+             progress: Progress | None = None, first_slice: FirstSlice | None = None) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, an array, or
         None for empty labels). A crashed earlier session's unsaved edits of the same image
         (whatever path it was opened by) are restored with ``recover``, else kept aside in
         ``recoverable_edits`` for ``restore``. ``series``: a series ``list_dicom_series``
-        found in folder ``image`` (its files are not searched for again). Slow on a large
-        image: run it in a worker. Raises VolumeLoadError."""
-        volume = _load_image(image, series_uid, series, progress)
+        found in folder ``image`` (its files and headers are not read again). Slow on a large
+        image: run it in a worker; ``first_slice(volume, z)`` is called from there as soon as
+        slice ``z`` can be shown (the rest still loading). Raises VolumeLoadError."""
+        volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = image_key(volume)
@@ -493,13 +494,13 @@ class ReviewSession:
             listeners.clear()
 
 
-def _load_image(image, series_uid, series, progress) -> Volume:
+def _load_image(image, series_uid, series, progress, first_slice) -> Volume:
     if isinstance(image, Volume):
         return image
     if series is None:
-        return load_volume(image, series_uid, progress=progress)
+        return load_volume(image, series_uid, progress=progress, first_slice=first_slice)
     try:
-        volume = read_dicom_files(series.files, progress)
+        volume = read_dicom_files(series, progress, first_slice=first_slice)
     except VolumeLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - load_volume's contract: only VolumeLoadError
