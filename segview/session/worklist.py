@@ -236,7 +236,7 @@ class Worklist:
         """The image of ``case``; a failure is kept in ``case.error``. Raises VolumeLoadError."""
         try:
             if case.series is not None:
-                volume = read_dicom_files(case.series.files, progress)
+                volume = read_dicom_files(case.series, progress)  # headers read by the scan
                 volume.meta.setdefault("source", str(case.image))
             else:
                 volume = load_volume(case.image, progress=progress)
