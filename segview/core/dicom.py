@@ -358,15 +358,7 @@ def _raw_element(data: bytes, position: int, implicit: bool) -> tuple[RawDataEle
 
 
 def _header_or_error(path) -> _Header:
-    try:
-        return _read_header(path)
-    except InvalidDicomError as exc:
-        raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
-    except (OSError, MemoryError) as exc:
-        raise VolumeLoadError(f"Cannot read {path}: {exc}.") from exc
-    except Exception as exc:
-        raise VolumeLoadError(f"{Path(path).name} is damaged and cannot be read as DICOM "
-                              f"({type(exc).__name__}: {exc}).") from exc
+    return _read_or_error(path, _read_header)
 
 
 def _series_headers(headers: list[_Header]) -> _SeriesHeaders:
@@ -726,8 +718,13 @@ def _decode_dataset(frame: _Frame, fmt: _PixelFormat, value: bytes) -> Dataset:
 
 
 def _read_dataset(path) -> Dataset:
+    return _read_or_error(path, pydicom.dcmread)
+
+
+def _read_or_error(path, read):
+    """``read(path)``, every failure a VolumeLoadError that says what is wrong with the file."""
     try:
-        return pydicom.dcmread(path)
+        return read(path)
     except InvalidDicomError as exc:
         raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
     except (OSError, MemoryError) as exc:
