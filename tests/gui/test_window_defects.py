@@ -1,5 +1,6 @@
 """The window defects of issue 12, each reproduced through what a person does: a scenario
 over three images with two models, then one test a defect."""
+import re
 from pathlib import Path
 
 import numpy as np
@@ -252,3 +253,47 @@ def test_the_metrics_table_is_not_clipped_at_1600_by_1000(qtbot, demo):
     # and the table lies inside the window, not cut off by the screen's edge
     corner = table.mapTo(window, table.rect().bottomRight())
     assert window.rect().contains(corner)
+
+
+def test_another_image_in_compare_mode_and_three_views_rebuilds_the_panes(qtbot, demo, dialogs, tmp_path):
+    window = demo
+    load_models(qtbot, window, DEMO_MODELS)
+    with wait_for_inference(qtbot, window):
+        pass
+    qtbot.keyClick(window, Qt.Key_T)  # three views, then compare A | B over them
+    qtbot.keyClick(window, Qt.Key_K)
+    case = make_phantom("lung", 3)
+    write_dicom_series(case.volume, tmp_path / "chest")
+    dialogs.answers += [QMessageBox.Yes, QMessageBox.Yes]
+    with qtbot.waitSignal(window.loaded, timeout=60000):
+        window.open_image(tmp_path / "chest")
+    session = window.session
+    assert window.comparing and list(session.models) == ["A", "B"]
+    with wait_for_inference(qtbot, window):
+        pass
+    compare = window.workspace.compare
+    z = compare.index
+    assert 0 <= z < session.volume.shape[0] and window.current_slice() == z
+    assert window.slice_number.text() == f"{z + 1} / {session.volume.shape[0]}"
+    for slot in "AB":
+        pane = compare.panes[slot]
+        assert pane.volume is session.volume and pane.isVisible()
+        expected = pane.orientation.slice(session.models[slot].prediction, pane.view, z)
+        np.testing.assert_array_equal(pane.overlay_items["prediction"].image, expected)
+        assert session.models[slot].describe(data=True) in compare.headers[slot].text()
+    hover(compare.panes["B"], *display_pixel(compare.panes["B"], (z, 128, 128)))
+    # (the panes are narrow: about a screen pixel a voxel, so the mouse lands within one)
+    found = re.match(r"voxel \((\d+), (\d+), (\d+)\)", window.statusBar().currentMessage())
+    x, y, at = (int(v) for v in found.groups())
+    assert abs(x - 128) <= 1 and abs(y - 128) <= 1 and at == z
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # the disagreement of A and B on the CT
+    pane = compare.panes["disagreement"]
+    assert pane.isVisible() and pane.overlay_items["disagreement"].image.shape == session.volume.shape[1:]
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # back to the three views of the CT
+    assert not window.comparing
+    views = window.workspace.viewer.views
+    assert all(v.isVisible() and v.volume is session.volume for v in views.values())
+    assert [v.index < n for v, n in zip(views.values(), (session.volume.shape[0], session.volume.shape[1],
+                                                          session.volume.shape[2]))] == [True] * 3
+    for v in views.values():
+        assert v.overlay_items["A"].image.shape == v.image_item.image.shape
