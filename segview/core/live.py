@@ -191,11 +191,12 @@ def score_cell(value: float) -> str:
 
 
 def _slice_histograms(labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(Z, C) voxels of each class on each slice of ``labels`` (z, y, x)."""
-    flat = labels.reshape(labels.shape[0], -1)
-    offsets = np.arange(flat.shape[0])[:, None] * num_classes
-    return np.bincount((flat + offsets).ravel(), minlength=flat.shape[0] * num_classes
-                       ).reshape(flat.shape[0], num_classes)
+    """(Z, C) voxels of each class on each slice of ``labels`` (z, y, x) uint8. Slice by
+    slice: one bincount of the whole volume would first widen it to int64 (8x its bytes)."""
+    histograms = np.zeros((labels.shape[0], num_classes), np.int64)
+    for z, plane in enumerate(labels):
+        histograms[z] = np.bincount(plane.ravel(), minlength=num_classes)[:num_classes]
+    return histograms
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:
