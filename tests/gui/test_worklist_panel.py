@@ -281,3 +281,18 @@ def test_other_checkpoints_restart_the_queue_at_once(qtbot, window, dataset, che
     assert finished.args == [True]
     again = Worklist.open(dataset, swapped)
     assert all(not np.isnan(case.disputed) for case in again.cases)
+
+
+def test_segview_dataset_opens_the_worklist(tmp_path, dataset):
+    """``segview DATASET``: an nnU-Net folder is no image, so only the worklist opens it
+    (as an image it would fail, exit status 2, before the screenshot)."""
+    import os
+    import subprocess
+    import sys
+
+    png = tmp_path / "shot.png"
+    env = dict(os.environ, XDG_CONFIG_HOME=str(tmp_path / "config"), XDG_CACHE_HOME=str(tmp_path / "cache"),
+               XDG_STATE_HOME=str(tmp_path / "state"), QT_QPA_PLATFORM="offscreen")
+    subprocess.run([sys.executable, "-m", "segview.cli", str(dataset), "--screenshot", str(png)], check=True,
+                   timeout=180, env=env)
+    assert png.is_file()
