@@ -60,6 +60,30 @@ def test_a_mouse_drag_paints_a_gapless_stroke_and_ctrl_z_takes_it_back(qtbot, ed
     assert labels.can_undo and not labels.can_redo
 
 
+def test_the_brush_paints_in_the_coronal_view_the_plane_it_shows(qtbot, editing):
+    window, labels = editing, editing.session.labels
+    window.view_choice.setCurrentIndex(1)  # coronal
+    view = window.workspace.active_view()
+    assert view.view == "coronal" and view.normal_axis == 1
+    qtbot.keyClick(window, Qt.Key_B)
+    qtbot.keyClick(window, Qt.Key_BracketRight)  # a larger brush: 5 mm x 1.25
+    assert window.tools.radius.value() == 6.25
+    rows, cols = view.image_item.image.shape
+    drag(view, [(rows // 2, cols // 3), (rows // 2, 2 * cols // 3)])
+    painted = np.argwhere(labels.array > 0)
+    assert len(painted) and set(painted[:, 1]) == {view.index}  # only the coronal plane on screen
+    np.testing.assert_array_equal(view.overlay_items["labels"].image, shown_labels(window, view))
+    # The axial view shows the painted row when it shows one of those slices.
+    axial_view = axial(window)
+    window.workspace.go_to_slice(int(painted[0, 0]))
+    assert shown_labels(window, axial_view).any()
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert not labels.array.any() and not labels.can_undo
+    qtbot.keyClick(window, Qt.Key_G)  # Fill works on the acquired planes only, and says so
+    drag(view, [(rows // 2, cols // 2)])
+    assert not labels.array.any() and "axial" in window.statusBar().currentMessage()
+
+
 def test_shift_erases_and_fill_fills_an_enclosed_region(qtbot, editing):
     window, view, labels = editing, axial(editing), editing.session.labels
     window.tools.set_tool("brush")

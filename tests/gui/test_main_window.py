@@ -221,3 +221,25 @@ def test_screenshot_renders_image_and_overlay(tmp_path):
     colours = [image.pixelColor(x, y) for x in range(0, image.width(), 5) for y in range(0, image.height(), 5)]
     assert len({c.name() for c in colours}) > 50  # greyscale image plus coloured labels, not a blank window
     assert sum(c.red() > c.green() + 60 and c.red() > c.blue() + 60 for c in colours) > 20  # the LV in red
+
+
+def test_a_folder_without_dicom_says_so_and_keeps_the_open_image(qtbot, demo, dialogs, tmp_path):
+    session = demo.session
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    with qtbot.waitSignal(demo.load_failed, timeout=20000) as failed:
+        demo.open_image(tmp_path / "notes")
+    assert "notes" in failed.args[0] and dialogs[-1][0] == "critical"
+    assert demo.session is session and demo.workspace.active_view().volume is session.volume
+
+
+def test_dropping_a_checkpoint_loads_it_as_model_a(qtbot, demo):
+    from segview.resources import DEMO_MODELS
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(DEMO_MODELS[1]))])
+    event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    with qtbot.waitSignal(demo.inference_finished, timeout=60000, check_params_cb=lambda completed: completed):
+        demo.dropEvent(event)
+    model = demo.session.models["A"]
+    assert list(demo.session.models) == ["A"] and model.name == "cardiac_ce_dice" and model.predicted.all()
