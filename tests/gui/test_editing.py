@@ -189,6 +189,25 @@ def test_closing_with_unsaved_edits_asks_and_cancel_keeps_the_window(qtbot, edit
     assert window.session is None
 
 
+def test_closing_with_unsaved_edits_and_save_writes_them_first(qtbot, editing, dialogs, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    window, session = editing, editing.session
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50), (60, 70)])
+    qtbot.keyClick(window, Qt.Key_M)
+    edited, reviewed = session.labels.array.copy(), session.reviewed.copy()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args, **kwargs: (str(tmp_path / "out.nrrd"), ""))
+    dialogs.answers.append(QMessageBox.Save)
+    assert window.close()
+    assert window.session is None and session.journal is None  # closed, its journal gone with nothing unsaved
+    reopened = ReviewSession.open(session.volume, tmp_path / "out.nrrd")
+    np.testing.assert_array_equal(reopened.labels.array, edited)
+    np.testing.assert_array_equal(reopened.reviewed, reviewed)
+    assert reopened.recoverable_edits is None
+    reopened.close()
+
+
 def test_copy_a_models_prediction_into_the_labels_is_one_undo_step(qtbot, editing):
     window, session = editing, editing.session
     load_models(qtbot, window, DEMO_MODELS[:1])

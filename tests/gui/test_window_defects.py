@@ -16,7 +16,7 @@ from segview.core.volume import auto_window
 from segview.gui.main_window import AUTO_WINDOW
 from segview.resources import DEMO_MODELS
 
-from .helpers import display_pixel, drag, hover, load_models, wait_for_inference
+from .helpers import display_pixel, drag, hover, load_models, wait_for_inference, widget_point
 
 
 def check_window_shows_the_session(qtbot, window, slots):
@@ -158,6 +158,18 @@ def test_the_read_out_follows_a_key_scroll_without_mouse_movement(qtbot, demo):
     assert f"value {volume.array[z + 1, 100, 110]:g}" in message
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Home)
     assert window.statusBar().currentMessage().startswith("voxel (110, 100, 0)")
+    wheel(view, widget_point(view, *display_pixel(view, (0, 100, 110))), 120)  # and the wheel
+    assert view.index == 1 and window.statusBar().currentMessage().startswith("voxel (110, 100, 1)")
+
+
+def wheel(view, position, delta):
+    from PySide6.QtCore import QPoint
+    from PySide6.QtGui import QWheelEvent
+
+    viewport = view.viewport()
+    event = QWheelEvent(position, viewport.mapToGlobal(position), QPoint(0, 0), QPoint(0, delta),
+                        Qt.NoButton, Qt.NoModifier, Qt.NoScrollPhase, False)
+    QApplication.sendEvent(viewport, event)
 
 
 def test_open_recent_stores_absolute_paths_once_each(qtbot, window, tmp_path, monkeypatch):
