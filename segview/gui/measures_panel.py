@@ -37,7 +37,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWid
 
 from ..core.classes import LabelClass
 from ..core.labels import Edit, Mark
-from ..core.measures import cardiac_measures, class_volumes_ml, find_class, lung_mask_from_ct, lung_measures
+from ..core.measures import (CardiacMeasures, LungMeasures, cardiac_measures, class_volumes_ml, find_class,
+                             lung_mask_from_ct, lung_measures)
 from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, slice_surface_scores, surface_scores,
                             surface_scores_along_slices)
 from .slice_view import MODEL_COLORS
@@ -63,6 +64,8 @@ DEBOUNCE_MS = 500
 MAX_WAIT_MS = 3000
 #: Slices per step of the plot's job (each step a chance to cancel and to draw).
 PLOT_CHUNK = 8
+#: Slices per count of the measures (see ``_measures``).
+MEASURE_BLOCK = 16
 DASH = "\u2013"
 
 
@@ -104,15 +107,14 @@ class _VolumeRequest:
 def _volume_job(request: _VolumeRequest, should_stop: Callable[[], bool]) -> Iterator[tuple[str, object]]:
     """Yields ("measures", {column: {row: value}}) first (fast), then ("boundary", (slot,
     SurfaceScores)) for each model."""
-    measured = request.measured
     columns = {"labels": (request.labels, request.classes)}
     columns.update({slot: (prediction, classes) for slot, (prediction, _, classes) in request.predictions.items()})
-    lungs = request.lung_mask[measured] if request.lung_mask is not None else None
     measures = {}
     for column, (array, classes) in columns.items():
-        if should_stop():
+        found = _measures(array, request.measured, classes, request.spacing, request.lung_mask, should_stop)
+        if found is None:
             return
-        measures[column] = _measures(array[measured], classes, request.spacing, lungs)
+        measures[column] = found
     yield "measures", measures
     for slot, (prediction, scored, _) in request.predictions.items():
         if should_stop():
@@ -121,19 +123,38 @@ def _volume_job(request: _VolumeRequest, should_stop: Callable[[], bool]) -> Ite
                                                           request.spacing, request.tolerance_mm))
 
 
-def _measures(labels: np.ndarray, classes: list[LabelClass], spacing, lung_mask) -> dict[str, float]:
-    """Rows of the measures table: "volume <value>" for each class value, and the cardiac
-    and lung measures that apply."""
-    top = int(labels.max()) + 1 if labels.size else 1
-    volumes = class_volumes_ml(labels, max(top, 2), spacing)
+def _measures(labels: np.ndarray, measured: np.ndarray, classes: list[LabelClass], spacing, lung_mask,
+              should_stop: Callable[[], bool]) -> dict[str, float] | None:
+    """Rows of the measures table over the ``measured`` slices: "volume <value>" (mL) for
+    each class value present, and the cardiac and lung measures that apply. Counted
+    ``MEASURE_BLOCK`` slices at a time: a count over a whole volume holds the GIL for a
+    noticeable time (numpy's bincount), a block's for milliseconds. None when stopped."""
+    indices = np.flatnonzero(measured)
+    num_classes = max(int(labels.max()) + 1 if labels.size else 1, 2)
+    volumes, heart, lung = np.zeros(num_classes), np.zeros(3), np.zeros(2)
+    cardiac = all(find_class(classes, role) for role in ("left ventricle", "right ventricle", "myocardium"))
+    lungs_known = bool(find_class(classes, "infection")) and (bool(find_class(classes, "lung"))
+                                                              or lung_mask is not None)
+    for start in range(0, len(indices), MEASURE_BLOCK):
+        if should_stop():
+            return None
+        chosen = indices[start:start + MEASURE_BLOCK]
+        block = labels[chosen]
+        volumes += class_volumes_ml(block, num_classes, spacing)
+        found = cardiac_measures(block, classes, spacing) if cardiac else None
+        if found is not None:
+            heart += (found.lv_blood_ml, found.rv_blood_ml, found.myocardium_ml)
+        part = (lung_measures(block, classes, spacing, lung_mask=None if lung_mask is None else lung_mask[chosen])
+                if lungs_known else None)
+        if part is not None:
+            lung += (part.lung_ml, part.infected_ml)
     out = {f"volume {value}": float(ml) for value, ml in enumerate(volumes) if value}
-    cardiac = cardiac_measures(labels, classes, spacing)
-    if cardiac is not None:
-        out.update({"lv": cardiac.lv_blood_ml, "rv": cardiac.rv_blood_ml, "mass": cardiac.myocardial_mass_g})
-    if find_class(classes, "infection") and (find_class(classes, "lung") or lung_mask is not None):
-        lung = lung_measures(labels, classes, spacing, lung_mask=lung_mask)
-        if lung is not None:
-            out.update({"lungs": lung.lung_ml, "infected": lung.infected_ml, "infected %": lung.infected_percent})
+    if cardiac and len(indices):
+        measures = CardiacMeasures(*(float(v) for v in heart))
+        out.update({"lv": measures.lv_blood_ml, "rv": measures.rv_blood_ml, "mass": measures.myocardial_mass_g})
+    if lungs_known and len(indices):
+        share = LungMeasures(float(lung[0]), float(lung[1]), "").infected_percent
+        out.update({"lungs": float(lung[0]), "infected": float(lung[1]), "infected %": share})
     return out
 
 
@@ -174,58 +195,58 @@ def _lung_job(image: np.ndarray, spacing, should_stop: Callable[[], bool]) -> It
     yield lung_mask_from_ct(image, spacing)
 
 
-class _Lane:
-    """One kind of background job, one at a time: a new request cancels the running job
-    and starts when it has stopped; only the newest request's values are handed on."""
+class _Jobs:
+    """Background jobs of a few kinds, one running at a time (so they hold at most one of
+    the pool's threads); of each kind only the newest request counts: it replaces one still
+    waiting and cancels one running, whose values are no longer handed on. Kinds earlier
+    in ``order`` start first; none starts while ``ready()`` says no."""
 
-    def __init__(self, priority: int = 0, alive: Callable[[], bool] | None = None):
-        self.priority, self.alive = priority, alive
-        self.running: GeneratorWorker | None = None
-        self.pending: tuple | None = None
-        self.token = 0
+    def __init__(self, order: tuple[str, ...], priority: int = 0, ready: Callable[[], bool] | None = None):
+        self.order, self.priority, self.ready = order, priority, ready
+        self.running: tuple[str, GeneratorWorker] | None = None
+        self.pending: dict[str, tuple] = {}
+        self.tokens = dict.fromkeys(order, 0)
 
-    @property
-    def busy(self) -> bool:
-        return self.running is not None or self.pending is not None
+    def busy(self, kind: str | None = None) -> bool:
+        if kind is None:
+            return self.running is not None or bool(self.pending)
+        return kind in self.pending or (self.running is not None and self.running[0] == kind)
 
-    def request(self, function: Callable, args: tuple, on_value: Callable, on_done: Callable | None = None,
-                on_error: Callable | None = None) -> None:
-        self.token += 1
-        self.pending = (self.token, function, args, on_value, on_done, on_error)
-        if self.running is not None:
-            self.running.cancel()
-        else:
-            self._start_pending()
+    def request(self, kind: str, function: Callable, args: tuple, on_value: Callable,
+                on_done: Callable | None = None, on_error: Callable | None = None) -> None:
+        self.tokens[kind] += 1
+        self.pending[kind] = (self.tokens[kind], function, args, on_value, on_done, on_error)
+        if self.running is not None and self.running[0] == kind:
+            self.running[1].cancel()
+        self.start()
 
-    def cancel(self) -> None:
-        self.token += 1
-        self.pending = None
-        if self.running is not None:
-            self.running.cancel()
+    def cancel(self, kind: str | None = None) -> None:
+        for name in (kind,) if kind else self.order:
+            self.tokens[name] += 1
+            self.pending.pop(name, None)
+            if self.running is not None and self.running[0] == name:
+                self.running[1].cancel()
 
-    def _start_pending(self) -> None:
-        if self.pending is None or (self.alive is not None and not self.alive()):
-            self.pending = None  # the window has moved on (another image, or closed)
+    def start(self) -> None:
+        """Start the first waiting job, if none runs and the window is ready for it."""
+        if self.running is not None or not self.pending or (self.ready is not None and not self.ready()):
             return
-        token, function, args, on_value, on_done, on_error = self.pending
-        self.pending = None
+        kind = next(k for k in self.order if k in self.pending)
+        token, function, args, on_value, on_done, on_error = self.pending.pop(kind)
+        current = lambda: token == self.tokens[kind]
         worker = GeneratorWorker(function, *args)
-        worker.signals.yielded.connect(lambda value: on_value(value) if token == self.token else None)
-        worker.signals.errored.connect(lambda exc: self._errored(token, exc, on_error))
-        worker.signals.finished.connect(lambda completed: self._finished(worker, token, completed, on_done))
-        self.running = worker
+        worker.signals.yielded.connect(lambda value: on_value(value) if current() else None)
+        worker.signals.errored.connect(lambda exc: on_error(exc) if current() and on_error else None)
+        worker.signals.finished.connect(lambda completed: self._finished(worker, current(), completed, on_done))
+        self.running = (kind, worker)
         Worker.pool().start(worker, self.priority)
 
-    def _errored(self, token: int, exc: Exception, on_error: Callable | None) -> None:
-        if token == self.token and on_error is not None:
-            on_error(exc)
-
-    def _finished(self, worker: GeneratorWorker, token: int, completed: bool, on_done: Callable | None) -> None:
-        if worker is self.running:
+    def _finished(self, worker: GeneratorWorker, current: bool, completed: bool, on_done: Callable | None) -> None:
+        if self.running is not None and self.running[1] is worker:
             self.running = None
-        if token == self.token and on_done is not None:
+        if current and on_done is not None:
             on_done(completed)
-        self._start_pending()
+        self.start()
 
 
 # -- the panel (widgets only; the controller below feeds it) ------------------------------------
@@ -522,9 +543,12 @@ class MeasuresController(QObject):
         self.dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
         self._place_dock()
         self.state: _State | None = None
-        alive = lambda: self._current() is not None
-        self.slice_lane, self.volume_lane = _Lane(1, alive), _Lane(0, alive)
-        self.plot_lane, self.lung_lane = _Lane(0, alive), _Lane(0, alive)
+        # The slice's scores (milliseconds) on one pool thread, ahead of the window's own
+        # jobs; the volume, the plot and the lungs (seconds) one after the other on another,
+        # and not while inference runs, so that a thread stays free for opening and loading.
+        self.slice_jobs = _Jobs(("slice",), priority=1, ready=lambda: self._current() is not None)
+        self.slow_jobs = _Jobs(("volume", "plot", "lung"),
+                               ready=lambda: self._current() is not None and self.window.inference is None)
         self.slice_timer = QTimer(self, singleShot=True, interval=30)   # one job for a burst of changes
         self.slice_timer.timeout.connect(self.refresh_slice)
         self.volume_timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
@@ -573,8 +597,8 @@ class MeasuresController(QObject):
     def detach(self) -> None:
         """Stop following the session (its listeners may be gone already: ``close`` clears them)."""
         state, self.state = self.state, None
-        for lane in (self.slice_lane, self.volume_lane, self.plot_lane, self.lung_lane):
-            lane.cancel()
+        self.slice_jobs.cancel()
+        self.slow_jobs.cancel()
         for timer in (self.slice_timer, self.volume_timer, self.poll_timer):
             timer.stop()
         if state is not None:
@@ -645,6 +669,7 @@ class MeasuresController(QObject):
         state = self._current()
         if state is None:
             return
+        self.slow_jobs.start()  # jobs that waited for inference to end
         session = state.session
         models = session.models
         models_key = (tuple((slot, id(m.prediction), id(m.predicted)) for slot, m in models.items()),
@@ -677,8 +702,8 @@ class MeasuresController(QObject):
         self.panel.set_layout_for(classes, list(session.models))
         state.lung_wanted = (session.volume.modality == "CT" and bool(find_class(classes, "infection"))
                              and not find_class(classes, "lung"))
-        if state.lung_wanted and state.lung_mask is None and not self.lung_lane.busy:
-            self.lung_lane.request(_lung_job, (session.volume.array, tuple(session.volume.spacing)),
+        if state.lung_wanted and state.lung_mask is None and not self.slow_jobs.busy("lung"):
+            self.slow_jobs.request("lung", _lung_job, (session.volume.array, tuple(session.volume.spacing)),
                                    partial_call(self._lung_found, state),
                                    on_error=partial_call(self._failed, state, None))
 
@@ -703,8 +728,8 @@ class MeasuresController(QObject):
                 self.panel.set_slice_scores({**shown, **value[1]})
                 self._show_busy()
 
-        self.slice_lane.request(_slice_job, (pairs, z, session.live.num_classes, spacing, self.panel.tolerance.value()),
-                                arrived, on_done=lambda _: self._show_busy(),
+        args = (pairs, z, session.live.num_classes, spacing, self.panel.tolerance.value())
+        self.slice_jobs.request("slice", _slice_job, args, arrived, on_done=lambda _: self._show_busy(),
                                 on_error=partial_call(self._failed, state, generation))
         self._show_busy()
 
@@ -753,7 +778,7 @@ class MeasuresController(QObject):
             else:
                 self.panel.set_volume_scores(*payload)
 
-        self.volume_lane.request(_volume_job, (request,), arrived, on_done=lambda _: self._show_busy(),
+        self.slow_jobs.request("volume", _volume_job, (request,), arrived, on_done=lambda _: self._show_busy(),
                                  on_error=partial_call(self._failed, state, generation))
         self.refresh_plot()
         self._show_busy()
@@ -776,7 +801,7 @@ class MeasuresController(QObject):
         if name is None:
             for slot in session.models:
                 self.panel.set_curve(slot, self._dice_along_slices(session, slot, value))
-            self.plot_lane.cancel()
+            self.slow_jobs.cancel("plot")
             return
         for slot in session.models:
             self._draw_rows(state, slot)
@@ -801,9 +826,8 @@ class MeasuresController(QObject):
             state.known[slot][fresh] = True
             self._draw_rows(state, slot)
 
-        self.plot_lane.request(_plot_job, (pairs, wanted, session.live.num_classes, tuple(session.volume.spacing),
-                                           self.panel.tolerance.value()),
-                               arrived, on_done=lambda _: self._show_busy(),
+        args = (pairs, wanted, session.live.num_classes, tuple(session.volume.spacing), self.panel.tolerance.value())
+        self.slow_jobs.request("plot", _plot_job, args, arrived, on_done=lambda _: self._show_busy(),
                                on_error=partial_call(self._failed, state, state.generation))
 
     def _draw_rows(self, state: _State, slot: str) -> None:
@@ -839,8 +863,7 @@ class MeasuresController(QObject):
     # -- status ---------------------------------------------------------------------------
     def _show_busy(self) -> None:
         state = self._current()
-        busy = state is not None and (self.volume_timer.isActive() or self.volume_lane.busy
-                                      or self.plot_lane.busy or self.lung_lane.busy)
+        busy = state is not None and (self.volume_timer.isActive() or self.slow_jobs.busy())
         self.panel.set_status("computing\u2026" if busy else "")
 
     def _failed(self, state: _State, generation: int | None, exc: Exception) -> None:
