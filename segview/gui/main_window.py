@@ -393,11 +393,12 @@ class MainWindow(QMainWindow):
         if session.recoverable_edits is not None:
             self._offer_recovery()
         for slot, (path, predictor) in old_models.items():
-            self._add_model(slot, path, predictor, start=False)
+            if slot not in session.models:  # a session may come with its own (a worklist case)
+                self._add_model(slot, path, predictor, start=False)
         self._session_changed()
         self.workspace.active_view().setFocus()
         self.loaded.emit()
-        if session.models:
+        if any(not m.predicted.all() for m in session.models.values()):
             self._start_timer.start()
 
     def refresh_session(self) -> None:
@@ -536,20 +537,23 @@ class MainWindow(QMainWindow):
             self._models_waiting[slot] = (path, predictor)
             self.model_loaded.emit(slot)
             return
-        # A run in progress goes on until the new one (after the start timer) replaces it.
-        model = self.session.add_model(slot, path, predictor)
-        if model.warnings:
-            warning = " ".join(model.warnings)
-            answer = QMessageBox.question(self, f"Run model {slot} on this image?",
-                                          f"{model.name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
-                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
-            if answer != QMessageBox.StandardButton.Yes:
-                self.session.remove_model(slot)
-                self.statusBar().showMessage(f"Model {slot} ({model.name}) unloaded, as you chose", 10000)
+        # Asked before the model goes in, so a No keeps the model it would replace (and its
+        # predictions). A run in progress goes on until the new one (after the start timer)
+        # replaces it.
+        from ..ml.checkpoint import modality_mismatch
+
+        name, warning = Path(path).stem, modality_mismatch(predictor.meta, self.session.volume)
+        refused = bool(warning) and QMessageBox.question(
+            self, f"Run model {slot} on this image?", f"{name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes
+        if refused:
+            self.statusBar().showMessage(f"Model {slot} ({name}) not loaded, as you chose", 10000)
+        else:
+            self.session.add_model(slot, path, predictor)
         self._show_devices()
         self._session_changed()
         self.model_loaded.emit(slot)
-        if start and self.session.models:
+        if start and not refused:
             self._start_timer.start()
 
     def run_inference(self) -> None:

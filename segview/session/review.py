@@ -307,24 +307,28 @@ class ReviewSession:
 
     def prediction_batches(self, first: int | None = None,
                            should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
-        """Predict every slice with every model, batch by batch, slice ``first`` first and
-        then outwards; both models do a batch before the next starts. Reads only the image
+        """Predict every pending slice (not predicted yet, e.g. not in the cache) with every
+        model, batch by batch, slice ``first`` first and then outwards; both models do a
+        batch before the next starts. Reads only the image
         and the predictors, so a worker may drive it; hand each batch to ``accept``."""
         from ..ml.inference import slice_order
 
-        predictors: dict[str, Any] = {slot: m.predictor for slot, m in self.models.items()}
+        order = slice_order(self.volume.shape[0], first)
+        pending = {slot: [z for z in order if not m.predicted[z]] for slot, m in self.models.items()}
+        predictors: dict[str, Any] = {slot: m.predictor for slot, m in self.models.items() if pending[slot]}
         if not predictors:
             return
-        order = slice_order(self.volume.shape[0], first)
         prepared = {slot: p.prepare(self.volume) for slot, p in predictors.items()}
         batch_size = min(p.batch_size for p in predictors.values())
-        total, done = len(order) * len(predictors), 0
-        for start in range(0, len(order), batch_size):
+        total, done = sum(len(pending[slot]) for slot in predictors), 0
+        for start in range(0, max(len(pending[slot]) for slot in predictors), batch_size):
             for slot, predictor in predictors.items():
                 if should_stop is not None and should_stop():
                     return
+                if start >= len(pending[slot]):
+                    continue
                 warned = predictor.fallback_message
-                batch = list(predictor.predict_slices(prepared[slot], order[start:start + batch_size]))
+                batch = list(predictor.predict_slices(prepared[slot], pending[slot][start:start + batch_size]))
                 done += len(batch)
                 message = predictor.fallback_message if predictor.fallback_message != warned else None
                 yield PredictionBatch(slot, predictor, batch, done, total, message)

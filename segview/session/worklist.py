@@ -477,7 +477,7 @@ class CaseSession(ReviewSession):
     def save_job(self, path=None) -> SaveJob:
         """As ``ReviewSession.save_job``; saving into the dataset (no ``path``) also updates
         the case status ("new" becomes "in progress"), and keeps the replaced files."""
-        if path is None:
+        if path is None or Path(path).absolute() == self.case.labels.absolute():  # into the dataset
             self.worklist._check_writable()
             if self.read_only:
                 raise SessionError(f"{self.case.name} is open in another segview: it was opened read-only "
@@ -489,7 +489,8 @@ class CaseSession(ReviewSession):
         self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
                                  provenance=self.provenance.to_json() if self.provenance else {}, models=models)
         target = Path(path) if path is not None else self.case.labels
-        return (_DatasetSaveJob if target == self.case.labels else SaveJob)(self, target)
+        into_dataset = target.absolute() == self.case.labels.absolute()
+        return (_DatasetSaveJob if into_dataset else SaveJob)(self, target)
 
     def finish_save(self, job: SaveJob) -> None:
         super().finish_save(job)
