@@ -309,3 +309,26 @@ def test_another_image_in_compare_mode_and_three_views_rebuilds_the_panes(qtbot,
                                                           session.volume.shape[2]))] == [True] * 3
     for v in views.values():
         assert v.overlay_items["A"].image.shape == v.image_item.image.shape
+
+
+def test_refusing_a_checkpoint_of_another_modality_keeps_the_model_it_would_replace(qtbot, window, dialogs, tmp_path):
+    from segview.resources import MODELS
+
+    case = make_phantom("lung", 2)
+    write_dicom_series(case.volume, tmp_path / "chest")
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path / "chest")
+    session = window.session
+    load_models(qtbot, window, [MODELS / "lung_ce.safetensors"])
+    with wait_for_inference(qtbot, window):
+        pass
+    lung = session.models["A"]
+    prediction = lung.prediction.copy()
+    assert not dialogs and prediction.any()
+    dialogs.answers.append(QMessageBox.No)  # the cardiac MR checkpoint into A: no
+    load_models(qtbot, window, DEMO_MODELS[:1])
+    assert [kind for kind, _ in dialogs] == ["question"] and "trained on MR" in dialogs[0][1]
+    assert session.models["A"] is lung and lung.predicted.all()  # the lung model stays, predictions and all
+    np.testing.assert_array_equal(session.models["A"].prediction, prediction)
+    assert "lung_ce" in window.model_info.text() and "model A outline" in window.legend.text()
+    assert window.workspace.active_view().overlay_items["A"].image.any()
