@@ -694,18 +694,14 @@ class MeasuresController(QObject):
         self._changed()
 
     def _show_classes(self, state: _State) -> None:
-        """The rows of the classes and models; start finding the lungs when a CT's classes
-        name an infection but no lungs. (``session.classes`` may read the whole label
-        volume: asked only when models change and before each volume job.)"""
+        """The rows of the classes and models; whether the lungs must be found in the CT
+        (its classes name an infection but no lungs). (``session.classes`` may read the
+        whole label volume: asked only when models change and before each volume job.)"""
         session = state.session
         classes = session.classes
         self.panel.set_layout_for(classes, list(session.models))
         state.lung_wanted = (session.volume.modality == "CT" and bool(find_class(classes, "infection"))
                              and not find_class(classes, "lung"))
-        if state.lung_wanted and state.lung_mask is None and not self.slow_jobs.busy("lung"):
-            self.slow_jobs.request("lung", _lung_job, (session.volume.array, tuple(session.volume.spacing)),
-                                   partial_call(self._lung_found, state),
-                                   on_error=partial_call(self._failed, state, None))
 
     # -- the slice on screen ------------------------------------------------------------
     def refresh_slice(self) -> None:
@@ -778,9 +774,21 @@ class MeasuresController(QObject):
             else:
                 self.panel.set_volume_scores(*payload)
 
-        self.slow_jobs.request("volume", _volume_job, (request,), arrived, on_done=lambda _: self._show_busy(),
-                                 on_error=partial_call(self._failed, state, generation))
+        self.slow_jobs.request("volume", _volume_job, (request,), arrived,
+                               on_done=lambda _: self._find_lungs(state),
+                               on_error=partial_call(self._failed, state, generation))
         self.refresh_plot()
+        self._show_busy()
+
+    def _find_lungs(self, state: _State) -> None:
+        """After the volume's first figures (it takes seconds; once per image): the lungs
+        of a CT whose classes name an infection but no lungs, for the infected share."""
+        if (self._current() is state and state.lung_wanted and state.lung_mask is None
+                and not self.slow_jobs.busy("lung")):
+            volume = state.session.volume
+            self.slow_jobs.request("lung", _lung_job, (volume.array, tuple(volume.spacing)),
+                                   partial_call(self._lung_found, state),
+                                   on_error=partial_call(self._failed, state, None))
         self._show_busy()
 
     def _lung_found(self, state: _State, mask: np.ndarray) -> None:
