@@ -623,8 +623,10 @@ class MeasuresController(QObject):
         state = self.state
         if state is None:
             return
-        for stamps in state.stamps.values():
-            stamps[list(edit.slices)] += 1
+        slices = list(edit.slices)
+        for slot, stamps in state.stamps.items():
+            stamps[slices] += 1            # a plot job's rows of these slices are stale
+            state.known[slot][slices] = False  # and they are computed again
         self._changed()
 
     def _marks_changed(self, _mark: Mark) -> None:
@@ -648,8 +650,9 @@ class MeasuresController(QObject):
             return
         state.generation += 1
         if all_rows:
-            for stamps in state.stamps.values():
+            for slot, stamps in state.stamps.items():
                 stamps += 1
+                state.known[slot][:] = False
         self.slice_timer.start()
         now = time.monotonic()
         if state.first_request is None:
@@ -681,7 +684,7 @@ class MeasuresController(QObject):
         state.fingerprint = fingerprint
         num_slices = session.volume.array.shape[0]
         for slot, model in models.items():
-            if state.predictions.get(slot) is not model.prediction:
+            if models_changed or state.predictions.get(slot) is not model.prediction:
                 state.predictions[slot] = model.prediction
                 state.rows[slot] = {}
                 state.known[slot] = np.zeros(num_slices, bool)
@@ -713,6 +716,8 @@ class MeasuresController(QObject):
         z = self.window.workspace.current_slice()
         pairs = {slot: (m.prediction, session.labels.array) for slot, m in session.models.items() if m.predicted[z]}
         shown: dict[str, SurfaceScores | None] = {slot: None for slot in session.models}  # None: pending
+        if self.panel.plot_metric() is None:
+            self.refresh_plot()  # Dice along the slices: counted already, drawn at once
         if not pairs:
             self.panel.set_slice_scores(shown)
             return
@@ -846,7 +851,7 @@ class MeasuresController(QObject):
         if name not in table:
             self.panel.set_curve(slot, np.full(len(state.known[slot]), np.nan))
             return
-        rows = np.where(state.known[slot][:, None], table[name], np.nan)
+        rows = table[name]  # an edited slice keeps its old value until its new one arrives
         if value is None:
             with warnings.catch_warnings():  # all NaN: nothing to score on that slice
                 warnings.simplefilter("ignore", RuntimeWarning)

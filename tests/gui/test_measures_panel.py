@@ -227,22 +227,28 @@ def test_the_plot_draws_hd95_along_the_slices_and_a_click_goes_to_a_slice(qtbot,
     assert same(panel.curves["A"].getData()[1], session.live.dice_along_slices("A"))
 
 
-def test_an_edit_recomputes_only_its_slices_of_the_plot(qtbot, measured):
+def test_an_edit_updates_the_plot_along_the_slices(qtbot, measured):
     window, panel = measured, controller(measured).panel
     session = window.session
     panel.plot_choice.setCurrentText("surface Dice")
     lv = class_value(session, "left ventricle")
     panel.plot_class.setCurrentIndex(panel.plot_class.findData(lv))
-    stroke(window, 7, [(40, 40), (44, 44)], lv)
     count, spacing = num_classes(session), session.volume.spacing
-    expected = np.array([slice_surface_scores(session.models["B"].prediction, session.labels.array, z, count,
+
+    def expected():
+        return np.array([slice_surface_scores(session.models["B"].prediction, session.labels.array, z, count,
                                               spacing).surface_dice[lv] for z in range(session.volume.shape[0])])
 
-    def drawn():
+    def drawn(values):
         y = panel.curves["B"].getData()[1] if "B" in panel.curves else None
-        return y is not None and same(y, expected)
+        return y is not None and same(y, values)
 
-    qtbot.waitUntil(lambda: settled(panel) and drawn(), timeout=TIMEOUT)
+    before = expected()
+    qtbot.waitUntil(lambda: settled(panel) and drawn(before), timeout=TIMEOUT)
+    stroke(window, 7, [(40, 40), (44, 44)], lv)  # far from the heart: slice 8's surface Dice drops
+    after = expected()
+    assert after[7] < before[7] and same(np.delete(after, 7), np.delete(before, 7))
+    qtbot.waitUntil(lambda: settled(panel) and drawn(after), timeout=TIMEOUT)
 
 
 def test_opening_another_image_replaces_everything(qtbot, measured, dialogs):
