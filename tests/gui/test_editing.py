@@ -143,6 +143,9 @@ def test_metrics_panel_follows_the_stroke_for_both_models(qtbot, demo):
         assert table.item(r + 1, 3).text() == table.item(r, 3).text() != before[r + 1]
     dice_a = session.live.dice_along_slices("A")
     np.testing.assert_allclose(demo.metrics.curves["A"].getData()[1], dice_a)
+    qtbot.keyClick(demo, Qt.Key_Z, Qt.ControlModifier)  # undo takes the mark back, and the panel follows
+    qtbot.waitUntil(lambda: demo.metrics.reviewed.text() == "0 / 12 slices reviewed", timeout=2000)
+    assert not session.reviewed.any() and table.item(1, 3).text() == before[1]
 
 
 class ConfusionRecount:
@@ -259,6 +262,20 @@ def test_open_labels_loads_the_whole_file_whatever_the_brush_settings(qtbot, edi
     np.testing.assert_array_equal(view.overlay_items["labels"].image, shown_labels(window, view))
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one step: back to the stroke
     assert not session.reviewed.any() and session.labels.array.sum() < case.labels.sum()
+
+
+def test_labels_of_another_grid_are_refused_and_the_labels_stay(qtbot, editing, dialogs, tmp_path):
+    window, session = editing, editing.session
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50)])
+    edited = session.labels.array.copy()
+    other = make_phantom("lung", 0)
+    save_labels(tmp_path / "lung.nii.gz", other.labels, other.volume, other.classes)
+    with qtbot.waitSignal(window.load_failed, timeout=20000):
+        window.open_labels(tmp_path / "lung.nii.gz")
+    assert dialogs[-1][0] == "critical"
+    np.testing.assert_array_equal(session.labels.array, edited)
+    assert session.labels_path is None and [c.name for c in session.classes][1] == "right ventricle"
 
 
 def test_export_metrics_csv(qtbot, demo, monkeypatch, tmp_path):
