@@ -49,6 +49,12 @@ def check_window_shows_the_session(qtbot, window, slots):
     columns = [table.horizontalHeaderItem(c).text().replace("\n", " ") for c in range(table.columnCount())]
     assert columns == [c.name for c in foreground] + ["mean", "pixel error"]
     assert all(table.item(r, c).text() not in ("", "pending") for r in range(len(rows)) for c in range(len(columns)))
+    # The ranking of slices to review first: for two models, slices of this image.
+    ranking = window.metrics.ranking
+    assert ranking.isVisible() == (len(slots) == 2)
+    if len(slots) == 2:
+        assert ranking.count() and all(0 <= ranking.item(n).data(Qt.UserRole) < volume.shape[0]
+                                       for n in range(ranking.count()))
     # The legend: the labels' classes and each model's outline, nothing of the last image.
     legend = window.legend.text()
     for c in foreground:
