@@ -211,6 +211,27 @@ def test_closing_with_unsaved_edits_and_save_writes_them_first(qtbot, editing, d
     reopened.close()
 
 
+def test_opening_another_image_over_unsaved_edits_asks_and_cancel_keeps_them(qtbot, editing, dialogs):
+    window, session = editing, editing.session
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50), (60, 70)])
+    edited = session.labels.array.copy()
+    dialogs.answers.append(QMessageBox.Cancel)
+    window.open_demo("cardiac")
+    qtbot.waitUntil(lambda: any(kind == "question" for kind, _ in dialogs), timeout=30000)
+    assert "unsaved" in dialogs[-1][1]
+    assert window.session is session and session.journal is not None and window.isWindowModified()
+    np.testing.assert_array_equal(session.labels.array, edited)
+    assert all(v.volume is session.volume for v in window.workspace.viewer.views.values())
+    drag(axial(window), [(90, 90)])  # still editing this image
+    assert (session.labels.array != edited).any()
+    dialogs.answers.append(QMessageBox.Discard)  # now let it go
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    assert window.session is not session and session.journal is None
+    assert window.session.labels.array.any() and not window.isWindowModified()
+
+
 def test_copy_a_models_prediction_into_the_labels_is_one_undo_step(qtbot, editing):
     window, session = editing, editing.session
     load_models(qtbot, window, DEMO_MODELS[:1])
