@@ -124,6 +124,12 @@ def test_metrics_panel_follows_the_stroke_for_both_models(qtbot, demo):
     before = [table.item(r, 3).text() for r in range(4)]  # mean Dice / IoU: A slice, A vol, B slice, B vol
     assert before[1] == before[3] == "\u2013\n\u2013"  # no slice reviewed yet: a dash, not 0 or 1
     assert "0 / 12 slices reviewed" == demo.metrics.reviewed.text()
+    demo.metrics.reviewed_only.setChecked(False)  # the volume over every predicted slice
+    for r, key in ((1, "A"), (3, "B")):
+        every = session.scores(key, reviewed_only=False)
+        assert table.item(r, 3).text() == f"{every.mean_dice:.3f}\n{every.mean_iou:.3f}"
+    demo.metrics.reviewed_only.setChecked(True)
+    assert [table.item(r, 3).text() for r in range(4)] == before
     demo.tools.set_tool("eraser")
     demo.tools.radius.setValue(25.0)
     rows, cols = view.image_item.image.shape
