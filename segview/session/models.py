@@ -1,6 +1,7 @@
 """A checkpoint in a review session: its Predictor and its prediction on the session's image."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 from pathlib import Path
@@ -11,14 +12,20 @@ from ..core.classes import LabelClass
 
 #: The two model slots of a session.
 SLOTS = ("A", "B")
+#: One load at a time: a checkpoint's ONNX export (for ONNX Runtime on the CPU) is not
+#: thread-safe, and of two loaded at once (the window's workers load A and B together)
+#: one fell back to torch.
+_LOADING = threading.Lock()
 
 
 def load_predictor(path):
     """The Predictor of checkpoint ``path`` (torch is imported only when a model is wanted).
-    Raises CheckpointError for a file that cannot be used. Slow: run it in a worker."""
+    Raises CheckpointError for a file that cannot be used. Slow: run it in a worker; loads
+    from several threads run one after the other."""
     from ..ml.inference import Predictor
 
-    return Predictor.from_checkpoint(path)
+    with _LOADING:
+        return Predictor.from_checkpoint(path)
 
 
 @dataclass
