@@ -30,6 +30,7 @@ from .metrics_panel import MetricsPanel
 from .slice_view import Overlay
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
+from .measures_panel import install_measures
 from .worklist_panel import install_worklist
 from .workspace import Workspace
 
@@ -83,7 +84,7 @@ class MainWindow(QMainWindow):
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
-        self.measures_controller = __import__("segview.gui.measures_panel", fromlist=["*"]).install_measures(self)
+        self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
 
     # -- what tests and scripts read --------------------------------------------------
     @property
@@ -543,7 +544,7 @@ class MainWindow(QMainWindow):
         from ..ml.checkpoint import modality_mismatch
 
         name, warning = Path(path).stem, modality_mismatch(predictor.meta, self.session.volume)
-        refused = bool(warning) and QMessageBox.question(
+        refused = warning is not None and QMessageBox.question(
             self, f"Run model {slot} on this image?", f"{name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes
         if refused:
