@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QApplication
 
 from segview.core.dicom import write_dicom_series
 from segview.core.io import save_labels, save_volume
@@ -82,6 +83,16 @@ def test_views_switch_and_three_view_layout_keeps_each_views_slice(qtbot, demo):
     assert window.slice_number.text() == f"4 / {axial.num_slices()}" and window.current_slice() == 3
     viewer.go_to((5, 40, 60))
     assert [v.index for v in viewer.views.values()] == [5, 40, 60]
+    # M marks the acquired (axial) slice on screen, from the axial view; elsewhere it says so.
+    viewer.views["sagittal"].setFocus()
+    qtbot.waitUntil(lambda: window.workspace.active_view() is viewer.views["sagittal"])
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)
+    assert not window.session.reviewed.any() and "axial view" in window.statusBar().currentMessage()
+    axial.setFocus()
+    qtbot.waitUntil(lambda: window.workspace.active_view() is axial)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)
+    assert np.flatnonzero(window.session.reviewed).tolist() == [5] and window.current_slice() == 5
+    assert window.statusBar().currentMessage() == "Slice 6 reviewed"
     # A double click in one view sends the others to that voxel.
     sagittal = viewer.views["sagittal"]
     point = widget_point(sagittal, *display_pixel(sagittal, (7, 50, 60)))
