@@ -546,10 +546,13 @@ class MeasuresController(QObject):
         # The slice's scores (milliseconds) on one pool thread, ahead of the window's own
         # jobs; the volume, the plot and the lungs (seconds) one after the other on another,
         # and not while inference runs, so that a thread stays free for opening and loading.
-        self.slice_jobs = _Jobs(("slice",), priority=1, ready=lambda: self._current() is not None)
-        self.slow_jobs = _Jobs(("volume", "plot", "lung"),
-                               ready=lambda: self._current() is not None and self.window.inference is None)
-        self.slice_timer = QTimer(self, singleShot=True, interval=30)   # one job for a burst of changes
+        # Nothing is computed while the dock is hidden (behind the metrics tab): it would
+        # only take the processor from scrolling and painting.
+        self.slice_jobs = _Jobs(("slice",), priority=1, ready=lambda: self._current() is not None and self.shown)
+        self.slow_jobs = _Jobs(("volume", "plot", "lung"), ready=lambda: self._current() is not None
+                               and self.window.inference is None and self.shown)
+        # One job when scrolling pauses, not one per slice flown past.
+        self.slice_timer = QTimer(self, singleShot=True, interval=120)
         self.slice_timer.timeout.connect(self.refresh_slice)
         self.volume_timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self.volume_timer.timeout.connect(self.refresh_volume)
@@ -565,8 +568,14 @@ class MeasuresController(QObject):
         window.model_loaded.connect(lambda _: self._poll())
         window.inference_finished.connect(lambda _: self._poll())
         window.workspace.slice_changed.connect(lambda *_: self._slice_moved())
+        self.dock.visibilityChanged.connect(lambda visible: self._poll(force=True) if visible else None)
         self.panel.set_status("")
         self.panel.show_boundary()
+
+    @property
+    def shown(self) -> bool:
+        """Whether the dock is on screen (not behind another tab, not closed)."""
+        return self.panel.isVisible()
 
     def _place_dock(self) -> None:
         """Tabbed with the metrics panel's dock (the image keeps its width), behind it."""
@@ -648,6 +657,11 @@ class MeasuresController(QObject):
         state = self._current()
         if state is None:
             return
+        if not self.shown:  # computed when the dock shows (visibilityChanged)
+            for slot, stamps in state.stamps.items():
+                stamps += 1
+                state.known[slot][:] = False
+            return
         state.generation += 1
         if all_rows:
             for slot, stamps in state.stamps.items():
@@ -662,7 +676,7 @@ class MeasuresController(QObject):
         self._show_busy()
 
     def _slice_moved(self) -> None:
-        if self._current() is not None:
+        if self._current() is not None and self.shown:
             self.panel.set_current_slice(self.window.workspace.current_slice())
             self.slice_timer.start()
 
