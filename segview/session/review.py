@@ -176,7 +176,7 @@ class ReviewSession:
         elif isinstance(labels, np.ndarray):
             if labels.shape != volume.shape:
                 raise ValueError(f"labels {labels.shape} and image {volume.shape} differ in shape")
-            array = np.ascontiguousarray(labels, np.uint8)
+            array = np.array(labels, np.uint8, order="C")  # a copy: the caller's array stays theirs
         else:
             label_file = read_label_file(labels, volume, key)
             array = label_file.array
