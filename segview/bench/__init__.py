@@ -420,7 +420,17 @@ def bench_load(seconds: float = 3.0, echo=print) -> dict:
     return measure(seconds, echo)
 
 
+def bench_worklist(seconds: float = 3.0, echo=print) -> dict:
+    """Ctrl+N to the next 300 x 512 x 512 CT case of a dataset with cached predictions,
+    cold against prefetched, in the window (``segview.bench.worklist``)."""
+    _qt_platform()
+    from .worklist import bench_worklist as measure
+
+    return measure(seconds, echo)
+
+
 #: Each runs with ``seconds`` (``metrics`` with its own arguments instead) and returns its figures.
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
-    "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load}
+    "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load,
+    "worklist": bench_worklist}

@@ -7,7 +7,7 @@
     segview predict CKPT INPUT -o OUTPUT           label volumes on the input's grid
     segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
     segview export CKPT -o model.onnx             a checkpoint as an ONNX model
-    segview bench {metrics,train,infer,gui,edit,surface,tools,load}   speed figures, measured side by side
+    segview bench {metrics,train,infer,gui,edit,surface,tools,load,worklist}   speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -121,7 +121,9 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("edit", "brush stroke mouse-move handling on a 300- vs a 30-slice volume"),
                        ("surface", "HD95 of one structure pair on 300 x 384 x 384 against medpy"),
                        ("tools", "islands, smoothing and margin on an organ in 300 x 512 x 512 against scipy"),
-                       ("load", "load_volume on a 300 x 512 x 512 CT series against SimpleITK's reader")):
+                       ("load", "load_volume on a 300 x 512 x 512 CT series against SimpleITK's reader"),
+                       ("worklist", "Ctrl+N to the next 300 x 512 x 512 CT case with cached predictions, "
+                                    "cold vs prefetched")):
         timed = benchmarks.add_parser(name, help=what)
         timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
         if name == "gui":

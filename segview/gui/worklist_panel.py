@@ -14,6 +14,12 @@ them to a ``segview.session.Worklist`` (no Qt; every transition of the work is i
   open case takes its predictions when the queue reaches it.
 - Next and previous follow the order shown, as it was when the user last sorted, so rows the
   queue updates do not reshuffle under them; choosing a sort again re-sorts.
+- Prefetch: while a case is on screen, the next one in the order shown (where Ctrl+N goes)
+  is opened in a worker, the same ``Worklist.session`` as any open (its lock and journal
+  taken, no status set, nothing written); Ctrl+N then shows it at once, or waits for it when
+  it is still opening (never opening it twice). At most one is kept: it is closed, its
+  journal deleted (it has no edits), when the next case is another (the case on screen or the
+  order changed), the models change, another dataset opens or the window closes.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.errors import SegviewError
+from ..core.journal import crashed_journals, unsaved_edits
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist
 from ..session.verdict import reviewed_verdict, write_dataset_report
 from .workers import GeneratorWorker, Worker
@@ -265,9 +272,11 @@ class WorklistController(QObject):
     """The worklist of a ``MainWindow``: see the module docstring. Signals for tests and
     scripts: ``dataset_opened``, ``case_opened(name)`` (on screen), ``case_failed(message)``,
     ``queue_step(QueueStep)``, ``queue_finished(bool)`` (True: every case predicted),
-    ``report_written(list of paths)``."""
+    ``report_written(list of paths)``, ``case_prefetched(name)`` (the next case is open in
+    the background, ready for Ctrl+N: ``prefetched``)."""
     dataset_opened = Signal()
     case_opened = Signal(str)
+    case_prefetched = Signal(str)
     case_failed = Signal(str)
     queue_step = Signal(object)
     queue_finished = Signal(bool)
@@ -285,6 +294,8 @@ class WorklistController(QObject):
         self._report_stop: threading.Event | None = None
         self._jobs: set[Worker] = set()
         self._last_queue_case: str | None = None
+        self.prefetch_enabled = True                  # open the next case in the background
+        self._prefetch: _Prefetch | None = None        # the next case, opening or open in the background
         self.panel = WorklistPanel()
         self.dock = QDockWidget("Worklist", window)
         self.dock.setObjectName("worklist")
@@ -371,6 +382,7 @@ class WorklistController(QObject):
 
     def _dataset_open(self, worklist: Worklist) -> None:
         self._drop_queue()
+        self._drop_prefetch(force=True)
         self.worklist = worklist
         self.checkpoints = dict(worklist.checkpoints) or self.checkpoints
         self.sort = "name"
@@ -408,6 +420,7 @@ class WorklistController(QObject):
         self.sort = key
         self.panel.sort_choice.setCurrentIndex([k for _, k in SORTS].index(key))
         self._show_rows()
+        self._prefetch_next()  # the next case may be another now
 
     def _refresh_row(self, name: str) -> None:
         if self.worklist is not None:
@@ -426,9 +439,11 @@ class WorklistController(QObject):
         except SegviewError as exc:
             return self._error(str(exc), "Cannot use the checkpoint")
         self._drop_queue()  # it predicts for the old checkpoints
+        self._drop_prefetch()  # opened with the old ones
         for case in self.worklist.cases:
             self.panel.update_case(case)
         self.panel.title.setText(self._title())
+        self._prefetch_next()
         if len(self.checkpoints) == 2:
             self.predict_dataset()
 
@@ -484,6 +499,12 @@ class WorklistController(QObject):
         self.opening, self._leaving = name, session
         self.panel.select(name)
         self.window.statusBar().showMessage(f"Opening {name}...")
+        prefetch = self._prefetch
+        if prefetch is not None and prefetch.name == name:  # opened or opening in the background
+            prefetch.claim = (session, job)
+            if prefetch.ready:
+                self._use_prefetch(prefetch)
+            return  # else ``_prefetch_done`` shows it when it is open
         self._run(_save_and_open, worklist, name, job, done=lambda result: self._case_open(session, result),
                   failed=self._case_failed, reports_progress=True)
 
@@ -519,7 +540,8 @@ class WorklistController(QObject):
         old = window.session
         if old is not None and old.modified and not self._leave(old):
             session.close(discard=True)  # stay on the case on screen
-            return self._refresh_row(session.case.name)
+            self._refresh_row(session.case.name)
+            return self._prefetch_next()
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
         # show_session starts inference whenever the session has models; with every slice of
         # every model from the cache there is nothing to run, so the models join afterwards.
@@ -539,6 +561,93 @@ class WorklistController(QObject):
         self.panel.select(session.case.name)
         window.statusBar().showMessage(f"Opened {session.case.name}", 4000)
         self.case_opened.emit(session.case.name)
+        self._prefetch_next()
+
+    # -- prefetching the next case ----------------------------------------------------------
+    @property
+    def prefetched(self) -> str | None:
+        """The case open in the background, ready for Ctrl+N; None when there is none (yet)."""
+        prefetch = self._prefetch
+        return prefetch.name if prefetch is not None and prefetch.ready else None
+
+    def set_prefetch(self, on: bool) -> None:
+        """Open the next case in the background (on by default); off closes the one there."""
+        self.prefetch_enabled = on
+        self._prefetch_next()
+
+    def _next_name(self) -> str | None:
+        """Where Ctrl+N goes from the case on screen; None after the last, or with no case."""
+        names, here = self.panel.names(), self._current_name()
+        if here not in names:
+            return None
+        n = names.index(here) + 1
+        return names[n] if n < len(names) else None
+
+    def _prefetch_next(self) -> None:
+        """Open the next case in a worker, unless it is already; any other is closed."""
+        worklist = self.worklist
+        target = self._next_name() if self.prefetch_enabled and worklist is not None else None
+        if self._prefetch is not None and self._prefetch.name == target:
+            return
+        self._drop_prefetch()
+        if target is None or worklist is None or self._prefetch is not None or self.opening is not None:
+            return  # while a case opens, its own next is prefetched once it is on screen
+        prefetch = self._prefetch = _Prefetch(target)
+        self._run(_open_prefetch, worklist, prefetch, done=lambda _: self._prefetch_done(prefetch),
+                  failed=lambda exc: self._prefetch_failed(prefetch, exc))
+
+    def _drop_prefetch(self, force: bool = False) -> None:
+        """Close the case opened in the background (when it arrives, if still opening);
+        one Ctrl+N waits for is kept, unless ``force`` (the window closes, another dataset)."""
+        prefetch = self._prefetch
+        if prefetch is None or (prefetch.claim is not None and not force):
+            return
+        self._prefetch = None
+        prefetch.drop()
+        if prefetch.claim is not None:  # it was awaited: nothing is opening any more
+            self.opening, self._leaving = None, None
+
+    def _prefetch_done(self, prefetch: _Prefetch) -> None:
+        if prefetch is not self._prefetch:
+            return  # dropped: closed already
+        if not prefetch.ready:  # left to a plain open (edits of a crashed session to offer)
+            return self._prefetch_failed(prefetch)
+        if prefetch.claim is not None:
+            return self._use_prefetch(prefetch)
+        self.case_prefetched.emit(prefetch.name)
+
+    def _prefetch_failed(self, prefetch: _Prefetch, exc: Exception | None = None) -> None:
+        """The case could not be opened in the background: Ctrl+N opens it as any case."""
+        if prefetch is not self._prefetch:
+            return
+        self._prefetch = None
+        if prefetch.claim is None:  # nobody asked for it yet: opening it says why, as for any case
+            return self._refresh_row(prefetch.name)
+        previous, job = prefetch.claim
+        assert self.worklist is not None  # a forced drop would have forgotten the prefetch
+        self._run(_save_and_open, self.worklist, prefetch.name, job,
+                  done=lambda result: self._case_open(previous, result), failed=self._case_failed,
+                  reports_progress=True)
+
+    def _use_prefetch(self, prefetch: _Prefetch) -> None:
+        """Show the case opened in the background that open_case asked for: at once when
+        nothing is to be saved first and the cache had all its predictions, else after a
+        worker saved the case left and took what the cache has gained since."""
+        assert prefetch.claim is not None
+        previous, job = prefetch.claim
+        self._prefetch = None
+        session = prefetch.take()
+        assert session is not None  # ready
+        if job is None and all(m.predicted.all() for m in session.models.values()):
+            return self._case_open(previous, (session, None))
+        self._run(_save_and_take, session, job, done=lambda result: self._case_open(previous, result),
+                  failed=lambda exc: self._take_failed(session, exc))
+
+    def _take_failed(self, session: CaseSession, exc: Exception) -> None:
+        """The case left was not saved: it stays on screen, and the next stays ready."""
+        prefetch = self._prefetch = _Prefetch(session.case.name)
+        prefetch.session = session
+        self._case_failed(exc)
 
     def _leave(self, session: ReviewSession) -> bool:
         """Save ``session`` (edited while the next case opened, or not a case) before it
@@ -763,6 +872,7 @@ class WorklistController(QObject):
             # The window waits for the thread pool when it closes: stop what would go on.
             self.cancel_prediction()
             self._cancel_report()
+            self._drop_prefetch(force=True)
         return False
 
     def _run(self, function: Callable, *args, done: Callable, failed: Callable | None = None,
@@ -806,6 +916,67 @@ def _save_and_open(worklist: Worklist, name: str, job, progress=None) -> tuple[C
     except Exception as exc:
         exc.saved_job = job  # type: ignore[attr-defined]
         raise
+
+
+class _Prefetch:
+    """A case opened in the background. Its session is handed over once, under a lock: to
+    the controller (``take``), or closed by ``drop``, or by the worker itself when it was
+    dropped while opening, so that no session is left open (nor its journal) whatever comes
+    first, even when the window is gone before the worker's signal arrives."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.session: CaseSession | None = None
+        self.claim: tuple[ReviewSession | None, object] | None = None  # (case left, its save job)
+        self._dropped = False
+        self._lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.session is not None
+
+    def deliver(self, session: CaseSession) -> None:
+        """In the worker: keep ``session``, or close it when the prefetch was dropped."""
+        with self._lock:
+            dropped = self._dropped
+            if not dropped:
+                self.session = session
+        if dropped:
+            session.close(discard=True)
+
+    def take(self) -> CaseSession | None:
+        with self._lock:
+            session, self.session, self._dropped = self.session, None, True
+        return session
+
+    def drop(self) -> None:
+        """Close the session (no edits: its journal is deleted); one still opening closes
+        when it is open."""
+        session = self.take()
+        if session is not None:
+            session.close(discard=True)
+
+
+def _open_prefetch(worklist: Worklist, prefetch: _Prefetch) -> None:
+    """Open the case for ``prefetch``; not one with a crashed session's unsaved edits: opening
+    sets those aside, so that one left unused would no longer offer them when opened."""
+    key = worklist.case(prefetch.name).key  # known from the cache, or from an earlier open
+    if key is not None and crashed_journals(key) and unsaved_edits(key) is not None:
+        return
+    prefetch.deliver(worklist.session(prefetch.name))
+
+
+def _save_and_take(session: CaseSession, job) -> tuple[CaseSession, object]:
+    """The case being left saved (``job``, None if nothing to save), then ``session`` (opened
+    in the background) takes what the cache gained since it opened."""
+    if job is not None:
+        try:
+            job()
+        except Exception as exc:
+            exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
+            raise
+    session.take_cached_predictions()
+    return session, job
 
 
 def _queue(worklist: Worklist, order: list[str], should_stop):

@@ -5,9 +5,10 @@ import csv
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QInputDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog
 
 from segview.core.io import load_labels, load_volume
+from segview.core.journal import image_key, journal_path
 from segview.core.review_state import update_sidecar
 from segview.gui.worklist_panel import SORTS, dataset_layout
 from segview.session import CaseSession, ReviewSession, Worklist
@@ -281,6 +282,118 @@ def test_other_checkpoints_restart_the_queue_at_once(qtbot, window, dataset, che
     assert finished.args == [True]
     again = Worklist.open(dataset, swapped)
     assert all(not np.isnan(case.disputed) for case in again.cases)
+
+
+def count_sessions(monkeypatch, worklist):
+    """The names ``worklist.session`` is called with, in order (in workers too)."""
+    calls = []
+    session = worklist.session
+
+    def counted(name, *args, **options):
+        calls.append(name)
+        return session(name, *args, **options)
+
+    monkeypatch.setattr(worklist, "session", counted)
+    return calls
+
+
+def files_of(folder):
+    """What a folder holds, but its case locks: {relative path: bytes}."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".locks" not in p.parts}
+
+
+def journal_of(dataset, name):
+    """The edit journal a session of case ``name`` writes."""
+    return journal_path(image_key(load_volume(dataset / "imagesTr" / f"{name}_0000.nii.gz")))
+
+
+def test_the_next_case_opens_in_the_background_and_ctrl_n_shows_it_without_opening_it_again(
+        qtbot, window, dataset, checkpoints, monkeypatch):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
+        open_dataset(qtbot, window, dataset, checkpoints)
+    calls = count_sessions(monkeypatch, controller.worklist)
+    before = files_of(dataset)
+    with qtbot.waitSignal(controller.case_prefetched, timeout=TIMEOUT) as prefetched:
+        open_case(qtbot, controller, "case_001")
+    assert prefetched.args == ["case_002"] and controller.prefetched == "case_002"
+    assert calls == ["case_001", "case_002"]
+    assert window.session.case.name == "case_001"         # on screen: the case opened, not the next
+    assert journal_of(dataset, "case_002").is_file()       # open, as any case: its journal, its lock
+    assert files_of(dataset) == before                     # nothing written into the dataset
+    assert status_cell(controller, "case_002").text() == "new"
+    expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert opened.args == ["case_002"] and calls[:2] == ["case_001", "case_002"]
+    assert calls.count("case_002") == 1
+    session = window.session
+    assert isinstance(session, CaseSession) and session.case.name == "case_002"
+    for slot in "AB":
+        assert session.models[slot].predicted.all()
+        np.testing.assert_array_equal(session.prediction(slot), expected[slot])
+    assert not session.modified and controller.panel.selected() == "case_002"
+    assert Worklist.open(dataset).case("case_002").status == "new"  # opening marks nothing
+
+
+def test_ctrl_n_at_once_waits_for_the_case_opening_in_the_background(qtbot, window, dataset, monkeypatch):
+    controller = open_dataset(qtbot, window, dataset)
+    calls = count_sessions(monkeypatch, controller.worklist)
+    open_case(qtbot, controller, "case_000")  # case_001 starts opening in the background
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)  # whether it is open yet or not
+    assert opened.args == ["case_001"] and window.session.case.name == "case_001"
+    assert calls.count("case_001") == 1
+
+
+def test_an_unused_prefetched_case_is_closed_when_the_order_changes_or_the_window_closes(qtbot, window,
+                                                                                           dataset):
+    controller = open_dataset(qtbot, window, dataset)
+    with qtbot.waitSignal(controller.case_prefetched, timeout=TIMEOUT):
+        open_case(qtbot, controller, "case_000")
+    first = journal_of(dataset, "case_001")
+    assert controller.prefetched == "case_001" and first.is_file()
+    controller.set_status("case_001", "done")
+    panel = controller.panel
+    index = [key for _, key in SORTS].index("status")
+    panel.sort_choice.setCurrentIndex(index)
+    with qtbot.waitSignal(controller.case_prefetched, timeout=TIMEOUT) as prefetched:
+        panel.sort_choice.activated.emit(index)  # new first, done last: case_002 comes next now
+    assert prefetched.args == ["case_002"] and controller.prefetched == "case_002"
+    assert not first.exists()  # closed, its journal deleted: it had no edits
+    assert Worklist.open(dataset).case("case_001").status == "done"
+    second, shown = journal_of(dataset, "case_002"), journal_of(dataset, "case_000")
+    assert second.is_file() and shown.is_file()
+    window.close()
+    assert not second.exists() and not shown.exists()
+    assert controller.prefetched is None
+
+
+def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_when_opened(
+        qtbot, window, dataset, checkpoints, dialogs, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from segview.gui.workers import Worker
+
+    crashed = ReviewSession.open(dataset / "imagesTr" / "case_001_0000.nii.gz",
+                                 labels=dataset / "labelsTr" / "case_001.nii.gz")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):  # each case's image key is known
+        open_dataset(qtbot, window, dataset, checkpoints)
+    calls = count_sessions(monkeypatch, controller.worklist)
+    open_case(qtbot, controller, "case_000")
+    assert Worker.pool().waitForDone(TIMEOUT)
+    QApplication.processEvents()  # the prefetch's end
+    assert controller.prefetched is None and calls == ["case_000"]
+    dialogs.answers.append(QMessageBox.Yes)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert opened.args == ["case_001"] and calls == ["case_000", "case_001"]
+    assert any(kind == "question" and "1 slice(s) were marked reviewed" in text for kind, text in dialogs)
+    assert window.session.reviewed[2]
 
 
 def test_segview_dataset_opens_the_worklist(tmp_path, dataset):
