@@ -391,7 +391,7 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     dialogs.answers.append(QMessageBox.Yes)
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
-    assert opened.args == ["case_001"] and calls == ["case_000", "case_001"]
+    assert opened.args == ["case_001"] and calls[:2] == ["case_000", "case_001"]  # then case_002 prefetches
     assert any(kind == "question" and "1 slice(s) were marked reviewed" in text for kind, text in dialogs)
     assert window.session.reviewed[2]
 
