@@ -568,14 +568,21 @@ class MeasuresController(QObject):
         window.model_loaded.connect(lambda _: self._poll())
         window.inference_finished.connect(lambda _: self._poll())
         window.workspace.slice_changed.connect(lambda *_: self._slice_moved())
-        self.dock.visibilityChanged.connect(lambda visible: self._poll(force=True) if visible else None)
+        self._on_screen = False
+        self.dock.visibilityChanged.connect(self._visibility_changed)
         self.panel.set_status("")
         self.panel.show_boundary()
 
     @property
     def shown(self) -> bool:
-        """Whether the dock is on screen (not behind another tab, not closed)."""
-        return self.panel.isVisible()
+        """Whether the dock is on screen: not behind the metrics tab, not closed (a tabbed
+        dock behind another still says isVisible(); its visibilityChanged tells)."""
+        return self._on_screen
+
+    def _visibility_changed(self, visible: bool) -> None:
+        self._on_screen = visible
+        if visible:
+            self._poll(force=True)
 
     def _place_dock(self) -> None:
         """Tabbed with the metrics panel's dock (the image keeps its width), behind it."""

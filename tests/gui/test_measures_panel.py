@@ -19,7 +19,10 @@ TIMEOUT = 60000
 
 @pytest.fixture
 def measured(qtbot, demo):
-    """The cardiac demo with both demo models, every slice predicted."""
+    """The cardiac demo with both demo models, every slice predicted; the dock's tab in
+    front (it computes nothing while behind the metrics tab)."""
+    with qtbot.waitSignal(controller(demo).dock.visibilityChanged, timeout=5000):
+        controller(demo).dock.raise_()
     load_models(qtbot, demo, DEMO_MODELS)
     # A run for A alone may finish before B is loaded: wait until both have every slice.
     qtbot.waitUntil(lambda: demo.inference is None and len(demo.session.models) == 2
@@ -150,6 +153,8 @@ def test_the_volume_counts_only_reviewed_slices_when_asked(qtbot, measured):
 
 def test_cardiac_measures_are_counted_voxels(qtbot, demo):
     window, panel = demo, controller(demo).panel
+    with qtbot.waitSignal(controller(demo).dock.visibilityChanged, timeout=5000):
+        controller(demo).dock.raise_()  # the tab in front: it computes nothing behind the metrics tab
     session = window.session
     panel.reviewed_only.setChecked(False)
     labels, spacing = session.labels.array, session.volume.spacing
@@ -290,3 +295,13 @@ def test_closing_the_window_while_computing(qtbot, measured):
     window.close()
     QApplication.processEvents()  # what the workers had queued arrives, into a window without a session
     assert window.session is None
+
+
+def test_nothing_is_computed_while_the_dock_is_behind_the_metrics_tab(qtbot, demo):
+    panel = controller(demo).panel
+    panel.reviewed_only.setChecked(False)  # every slice counts: there is something to measure
+    qtbot.wait(700)  # past the debounce: a hidden dock would have started its jobs by now
+    assert panel.shown_measures() == {} and panel.shown_volume_scores("A") is None
+    with qtbot.waitSignal(controller(demo).dock.visibilityChanged, timeout=5000):
+        controller(demo).dock.raise_()
+    qtbot.waitUntil(lambda: "lv" in panel.shown_measures().get("labels", {}), timeout=TIMEOUT)
