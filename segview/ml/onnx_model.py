@@ -174,10 +174,19 @@ def onnxruntime_network(model: nn.Module, meta: dict, source: Path | None = None
     return network
 
 
-def _cpu_network(onnxruntime, model_bytes: bytes, meta: dict) -> OnnxNetwork:
+def _session_options(onnxruntime):
+    """Errors only on the console; as many threads as torch would use, which do not spin
+    while they wait for work: a spinning pool takes the processor the window's thread
+    needs to stay live while slices stream in (and buys little between batches)."""
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
+
+
+def _cpu_network(onnxruntime, model_bytes: bytes, meta: dict) -> OnnxNetwork:
+    options = _session_options(onnxruntime)
     session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
     return OnnxNetwork(session, meta, "in memory")
 
@@ -217,8 +226,7 @@ def _session_and_metadata(path: Path, providers: list[str]):
 
     if not path.is_file():
         raise CheckpointError(f"there is no ONNX model at {path}")
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: no provider chatter on the console
+    options = _session_options(onnxruntime)
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own types for damaged files
