@@ -52,9 +52,22 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
             status["code"] = 2
             app.quit()
 
-        finished = (window.worklist_controller.dataset_opened if dataset
-                    else window.inference_finished if models else window.loaded)
-        finished.connect(lambda *_: QTimer.singleShot(300, capture))
+        wanted = len(models)
+
+        def all_predicted(*_) -> None:
+            """Every model given is in and has every slice: a run that finished before the
+            second model arrived is not the picture."""
+            session = window.session
+            if session is not None and len(session.models) == wanted and \
+                    all(m.predicted.all() for m in session.models.values()):
+                QTimer.singleShot(300, capture)
+
+        if dataset:
+            window.worklist_controller.dataset_opened.connect(lambda *_: QTimer.singleShot(300, capture))
+        elif models:
+            window.inference_finished.connect(all_predicted)
+        else:
+            window.loaded.connect(lambda *_: QTimer.singleShot(300, capture))
         window.load_failed.connect(failed)
         if not (image or demo):
             QTimer.singleShot(300, capture)

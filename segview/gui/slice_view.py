@@ -378,4 +378,4 @@ class SliceView(pg.GraphicsLayoutWidget):
                      "top": (rect.center().x(), rect.top() + 4), "bottom": (rect.center().x(), rect.bottom() - 4)}
         for side, (x, y) in positions.items():
             self.edge_items[side].setPos(x, y)
-        self.title.setPos(rect.left() + 4, rect.top() + 4)
+        self.title.setPos(rect.left() + 4, rect.top() + 22)  # below the top edge's letter, which it would cover
