@@ -901,16 +901,23 @@ class WorklistController(QObject):
 
 # -- in workers ------------------------------------------------------------------------------
 
+def _save_left(job) -> None:
+    """Run the save ``job`` of the case being left (None: nothing to save); an error says
+    which file in ``while_saving``."""
+    if job is None:
+        return
+    try:
+        job()
+    except Exception as exc:
+        exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
+        raise
+
+
 def _save_and_open(worklist: Worklist, name: str, job, progress=None) -> tuple[CaseSession, object]:
     """The case being left saved (``job``, None if nothing to save), then case ``name``.
     An error says which: ``while_saving`` (the case left), or ``saved_job`` (saved, then
     ``name`` failed)."""
-    if job is not None:
-        try:
-            job()
-        except Exception as exc:
-            exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
-            raise
+    _save_left(job)
     try:
         return worklist.session(name, progress=progress), job
     except Exception as exc:
@@ -969,12 +976,7 @@ def _open_prefetch(worklist: Worklist, prefetch: _Prefetch) -> None:
 def _save_and_take(session: CaseSession, job) -> tuple[CaseSession, object]:
     """The case being left saved (``job``, None if nothing to save), then ``session`` (opened
     in the background) takes what the cache gained since it opened."""
-    if job is not None:
-        try:
-            job()
-        except Exception as exc:
-            exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
-            raise
+    _save_left(job)
     session.take_cached_predictions()
     return session, job
 
