@@ -21,3 +21,8 @@ class PacsError(SegviewError):
     """A picture archive (PACS) could not be searched, read or written: it is down or
     unreachable, refused the association or the request, did not answer in time, or does
     not hold what was asked for. Nothing already on disk is lost."""
+
+
+class DatasetError(SegviewError):
+    """A dataset (a folder of cases) that cannot be opened, trained or evaluated on; the
+    message says why."""

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..core.errors import SegviewError, VolumeLoadError
+from ..core.errors import DatasetError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
 from ..core.phantoms import make_phantom
@@ -31,10 +31,6 @@ Progress = Callable[[int, int, str], None]
 DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 #: MRI has no absolute scale: each volume is mapped by these percentiles to [0, 1].
 MR_PERCENTILES = (0.5, 99.5)
-
-
-class DatasetError(SegviewError):
-    """A dataset that cannot be trained or evaluated on; the message says why."""
 
 
 @dataclass

@@ -54,7 +54,7 @@ except ImportError:  # pragma: no cover - Windows: no case locks
 
 from ..core.classes import LabelClass, named_classes
 from ..core.dicom import SeriesInfo, read_dicom_files
-from ..core.errors import SegviewError, VolumeLoadError
+from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
 from ..core.io import list_dicom_series, load_volume
 from ..core.journal import image_key
@@ -68,10 +68,6 @@ from .review import ReviewSession, SaveJob, SessionError, read_label_file
 STATUSES = ("new", "in progress", "done", "flagged")
 SORT_KEYS = ("name", "disputed", "uncertain", "status")
 Progress = Callable[[int, int], None]
-
-
-class DatasetError(SegviewError):
-    """A folder that is not a dataset segview can open (the message says why)."""
 
 
 @dataclass
