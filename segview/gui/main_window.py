@@ -50,6 +50,8 @@ class MainWindow(QMainWindow):
     model_loaded = Signal(str)         # slot
     inference_finished = Signal(bool)  # True: every slice predicted; False: cancelled or failed
     saved = Signal(str)                # the labels were written to this path
+    session_changed = Signal()         # the session's models or classes changed (panels rebuild)
+    predictions_changed = Signal()     # streamed prediction slices were stored and drawn
 
     def __init__(self):
         super().__init__()
@@ -412,12 +414,14 @@ class MainWindow(QMainWindow):
     def _session_changed(self) -> None:
         """Rebuild what shows the session's models and classes: overlays, legend, panels."""
         session = self.session
+        assert session is not None
         self.workspace.show_overlays(session)
         self._show_legend()
         self.tools.set_classes(session.classes)
         self.metrics.set_classes(session.classes)
         self._step_done()
         self._show_metrics()
+        self.session_changed.emit()
 
     def _offer_recovery(self) -> None:
         recovered = self.session.recoverable_edits
@@ -601,6 +605,7 @@ class MainWindow(QMainWindow):
         if dirty is None or dirty:
             self.workspace.refresh(dirty, names=("A", "B"))
             self._show_metrics()
+            self.predictions_changed.emit()
 
     def _show_devices(self) -> None:
         models = self.session.models if self.session else {}

@@ -556,8 +556,6 @@ class MeasuresController(QObject):
         self.slice_timer.timeout.connect(self.refresh_slice)
         self.volume_timer = QTimer(self, singleShot=True, interval=DEBOUNCE_MS)
         self.volume_timer.timeout.connect(self.refresh_volume)
-        self.poll_timer = QTimer(self, interval=250)  # models come and go and stream slices without a signal
-        self.poll_timer.timeout.connect(self._poll)
         self.panel.slice_clicked.connect(window.workspace.go_to_slice)
         self.panel.tolerance_changed.connect(lambda _: self._changed(all_rows=True))
         self.panel.plot_changed.connect(self.refresh_plot)
@@ -567,6 +565,8 @@ class MeasuresController(QObject):
         window.loaded.connect(self.attach)
         window.model_loaded.connect(lambda _: self._poll())
         window.inference_finished.connect(lambda _: self._poll())
+        window.session_changed.connect(self._poll)       # models loaded or removed, classes added
+        window.predictions_changed.connect(self._poll)   # slices streamed in
         window.workspace.slice_changed.connect(lambda *_: self._slice_moved())
         self._on_screen = False
         self.dock.visibilityChanged.connect(self._visibility_changed)
@@ -607,7 +607,6 @@ class MeasuresController(QObject):
         self.state = _State(session)
         session.labels.listeners.append(self._labels_changed)
         session.labels.mark_listeners.append(self._marks_changed)
-        self.poll_timer.start()
         self._poll(force=True)
 
     def detach(self) -> None:
@@ -615,7 +614,7 @@ class MeasuresController(QObject):
         state, self.state = self.state, None
         self.slice_jobs.cancel()
         self.slow_jobs.cancel()
-        for timer in (self.slice_timer, self.volume_timer, self.poll_timer):
+        for timer in (self.slice_timer, self.volume_timer):
             timer.stop()
         if state is not None:
             labels = state.session.labels
@@ -688,8 +687,8 @@ class MeasuresController(QObject):
             self.slice_timer.start()
 
     def _poll(self, force: bool = False) -> None:
-        """Models loaded or removed, slices predicted, classes added: none has a signal of
-        its own while inference streams, so look (a few (Z,) arrays, microseconds)."""
+        """The window says models, classes or predicted slices changed: see what (a few (Z,)
+        arrays, microseconds) and recompute what that touches."""
         state = self._current()
         if state is None:
             return
