@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .io import replace_atomically
-from .live import LiveMetrics, score_cell, write_csv
+from .live import LiveMetrics
+from .report import DASH, csv_cell, number_text, write_csv
 from .measures import class_volumes_ml
 from .metrics import SURFACE_DICE_TOLERANCE_MM, surface_scores
 
@@ -109,14 +110,15 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) 
              "| model | checkpoint | Dice | IoU | pixel error |", "|---|---|---|---|---|"]
     for key in ("A", "B"):
         scores = live.volume_scores(key)
-        lines.append(f"| {key} | {names.get(key, key)} | {_fmt(scores.mean_dice)} | {_fmt(scores.mean_iou)} | "
-                     f"{_fmt(scores.pixel_error if scores.voxels else math.nan, 5)} |")
+        cells = [number_text(scores.mean_dice), number_text(scores.mean_iou),
+                 number_text(scores.pixel_error if scores.voxels else math.nan, 5)]
+        lines.append(f"| {key} | {names.get(key, key)} | {' | '.join(cells)} |")
     dice_a, dice_b = live.dice_along_slices("A")[reviewed], live.dice_along_slices("B")[reviewed]  # NaN: pending
     paired = paired_difference(dice_a, dice_b)
-    lines += ["", f"Per reviewed slice, Dice B - A: {_fmt(paired['mean_difference'])} "
-                  f"+- {_fmt(paired['std_difference'])} over {paired['pairs']} slices; B better on "
+    lines += ["", f"Per reviewed slice, Dice B - A: {number_text(paired['mean_difference'])} "
+                  f"+- {number_text(paired['std_difference'])} over {paired['pairs']} slices; B better on "
                   f"{paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
-                  f"{_fmt(paired['p_value'], 4)}."]
+                  f"{number_text(paired['p_value'], 4)}."]
     if classes is not None:
         lines += ["", boundary_markdown(live, classes)]
     return "\n".join(lines) + "\n"
@@ -148,8 +150,8 @@ def boundary_markdown(live: LiveMetrics, classes, tolerance_mm: float = REPORT_T
     for c in (c for c in classes if c.value):
         cells = [c.name, f"{labels_ml[c.value]:.2f}"] + [f"{models_ml[k][c.value]:.2f}" for k in keys]
         cells += [f"{models_ml[k][c.value] - labels_ml[c.value]:+.2f}" for k in keys]
-        cells += [_fmt(surfaces[k].hausdorff95[c.value], 2) if surfaces else "–" for k in keys]
-        cells += [_fmt(surfaces[k].surface_dice[c.value]) if surfaces else "–" for k in keys]
+        cells += [number_text(surfaces[k].hausdorff95[c.value], 2) if surfaces else DASH for k in keys]
+        cells += [number_text(surfaces[k].surface_dice[c.value]) if surfaces else DASH for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -166,11 +168,11 @@ def slice_table(live: LiveMetrics) -> tuple[tuple[str, ...], list[dict]]:
         a, b = live.slice_scores("A", z), live.slice_scores("B", z)
         if a is None or b is None:
             continue  # pending: not predicted by both yet
-        rows.append({"slice": z + 1, "reviewed": bool(live.labels.reviewed[z]), "dice_a": score_cell(a.mean_dice),
-                     "dice_b": score_cell(b.mean_dice), "dice_b_minus_a": score_cell(b.mean_dice - a.mean_dice),
-                     "iou_a": score_cell(a.mean_iou), "iou_b": score_cell(b.mean_iou),
-                     "pixel_error_a": score_cell(a.pixel_error),
-                     "pixel_error_b": score_cell(b.pixel_error), "voxels_a_differs_from_b": int(disputed[z])})
+        rows.append({"slice": z + 1, "reviewed": bool(live.labels.reviewed[z]), "dice_a": csv_cell(a.mean_dice),
+                     "dice_b": csv_cell(b.mean_dice), "dice_b_minus_a": csv_cell(b.mean_dice - a.mean_dice),
+                     "iou_a": csv_cell(a.mean_iou), "iou_b": csv_cell(b.mean_iou),
+                     "pixel_error_a": csv_cell(a.pixel_error),
+                     "pixel_error_b": csv_cell(b.pixel_error), "voxels_a_differs_from_b": int(disputed[z])})
     return SLICE_COLUMNS, rows
 
 
@@ -184,12 +186,12 @@ def class_table(live: LiveMetrics, classes) -> tuple[tuple[str, ...], list[dict]
     names = {c.value: c.name for c in classes}
     rows = []
     for value in range(1, live.num_classes):
-        rows.append({"class": names.get(value, str(value)), "dice_a": score_cell(a.dice[value]),
-                     "dice_b": score_cell(b.dice[value]), "dice_b_minus_a": score_cell(b.dice[value] - a.dice[value]),
-                     "iou_a": score_cell(a.iou[value]), "iou_b": score_cell(b.iou[value]),
-                     "iou_b_minus_a": score_cell(b.iou[value] - a.iou[value]),
-                     "pixel_error_a": score_cell(a.pixel_error_per_class[value]),
-                     "pixel_error_b": score_cell(b.pixel_error_per_class[value])})
+        rows.append({"class": names.get(value, str(value)), "dice_a": csv_cell(a.dice[value]),
+                     "dice_b": csv_cell(b.dice[value]), "dice_b_minus_a": csv_cell(b.dice[value] - a.dice[value]),
+                     "iou_a": csv_cell(a.iou[value]), "iou_b": csv_cell(b.iou[value]),
+                     "iou_b_minus_a": csv_cell(b.iou[value] - a.iou[value]),
+                     "pixel_error_a": csv_cell(a.pixel_error_per_class[value]),
+                     "pixel_error_b": csv_cell(b.pixel_error_per_class[value])})
     return CLASS_COLUMNS, rows
 
 
@@ -214,7 +216,3 @@ def _plot(path, live: LiveMetrics) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     replace_atomically(path, lambda temporary: Path(temporary).write_text(text))
-
-
-def _fmt(value: float, digits: int = 3) -> str:
-    return "-" if math.isnan(value) else f"{value:.{digits}f}"

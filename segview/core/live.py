@@ -9,12 +9,11 @@ count in no score of that model (never as background).
 """
 from __future__ import annotations
 
-import csv
 import math
 
 import numpy as np
 
-from .files import replace_atomically
+from .report import csv_cell, write_csv
 from .labels import Edit, LabelMap
 from .metrics import ConfusionMatrix, Scores, scores_from_counts
 
@@ -161,33 +160,17 @@ def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
             for value in range(1, len(scores.dice)):
                 rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed,
                                  **{"class": names.get(value, str(value))},
-                                 dice=score_cell(scores.dice[value]), iou=score_cell(scores.iou[value]),
-                                 pixel_error=score_cell(scores.pixel_error_per_class[value])))
+                                 dice=csv_cell(scores.dice[value]), iou=csv_cell(scores.iou[value]),
+                                 pixel_error=csv_cell(scores.pixel_error_per_class[value])))
             rows.append(dict(model=key, scope=scope, slice=z, reviewed=reviewed, **{"class": "mean (foreground)"},
-                             dice=score_cell(scores.mean_dice), iou=score_cell(scores.mean_iou),
-                             pixel_error=score_cell(scores.pixel_error if scores.voxels else math.nan)))
+                             dice=csv_cell(scores.mean_dice), iou=csv_cell(scores.mean_iou),
+                             pixel_error=csv_cell(scores.pixel_error if scores.voxels else math.nan)))
     return rows
 
 
 def write_metrics_csv(path, live: LiveMetrics, classes) -> None:
     """``metrics_rows`` as CSV with METRICS_COLUMNS, written atomically."""
     write_csv(path, METRICS_COLUMNS, metrics_rows(live, classes))
-
-
-def write_csv(path, columns, rows: list[dict]) -> None:
-    """Rows (dicts) under a header of ``columns``, written atomically."""
-    def write(temporary):
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    replace_atomically(path, write)
-
-
-def score_cell(value: float) -> str:
-    """A score in a CSV cell: empty where there is nothing to score (NaN)."""
-    return "" if math.isnan(value) else f"{value:.6f}"
 
 
 def _slice_histograms(labels: np.ndarray, num_classes: int) -> np.ndarray:

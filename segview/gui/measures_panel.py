@@ -41,6 +41,7 @@ from ..core.measures import (CardiacMeasures, LungMeasures, cardiac_measures, cl
                              lung_mask_from_ct, lung_measures)
 from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, slice_surface_scores, surface_scores,
                             surface_scores_along_slices)
+from ..core.report import DASH, number_text
 from .slice_view import MODEL_COLORS
 from .workers import GeneratorWorker, Worker
 
@@ -66,18 +67,6 @@ MAX_WAIT_MS = 3000
 PLOT_CHUNK = 8
 #: Slices per count of the measures (see ``_measures``).
 MEASURE_BLOCK = 16
-DASH = "\u2013"
-
-
-def value_text(value: float, digits: int) -> str:
-    """A dash where there is nothing to score (NaN), infinity where a class is in only one."""
-    if value is None or math.isnan(value):
-        return DASH
-    return "\u221e" if math.isinf(value) else f"{value:.{digits}f}"
-
-
-def _signed(value: float, digits: int) -> str:
-    return DASH if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
 
 
 # -- the jobs (plain generators, run by a GeneratorWorker; no Qt) ------------------------------
@@ -433,9 +422,9 @@ class MeasuresPanel(QWidget):
         if scores is None:
             return missing
         if value is None:
-            return value_text(getattr(scores, f"mean_{name}"), digits)
+            return number_text(getattr(scores, f"mean_{name}"), digits)
         values = getattr(scores, name)
-        return value_text(values[value], digits) if value < len(values) else DASH
+        return number_text(values[value], digits) if value < len(values) else DASH
 
     def show_measures(self, measures: dict[str, dict[str, float]], scope: str) -> None:
         """Rows: each class's volume, then the cardiac or lung measures; columns: the labels,
@@ -456,8 +445,8 @@ class MeasuresPanel(QWidget):
         self.measures.setVerticalHeaderLabels([names[key][0] for key in rows])
         for r, key in enumerate(rows):
             digits = names[key][1]
-            cells = [value_text(measures[c].get(key, math.nan), digits) for c in columns]
-            cells += [_signed(measures[c].get(key, math.nan) - labels_rows[key], digits)
+            cells = [number_text(measures[c].get(key, math.nan), digits) for c in columns]
+            cells += [number_text(measures[c].get(key, math.nan) - labels_rows[key], digits, signed=True)
                       for c in columns if c != "labels"]
             for col, text in enumerate(cells):
                 self._set_cell(self.measures, r, col, text)

@@ -2,7 +2,6 @@
 each model's Dice along the slices (click it to go to a slice)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pyqtgraph as pg
@@ -15,17 +14,9 @@ from ..core.classes import LabelClass
 from ..core.compare import rank_slices
 from ..core.metrics import Scores
 from ..core.live import LiveMetrics
+from ..core.report import DASH, number_text
 from .slice_view import MODEL_COLORS
 
-
-
-def score_text(value: float, digits: int = 3) -> str:
-    """A score for the table; a dash where there is nothing to score (both empty)."""
-    return "\u2013" if value is None or math.isnan(value) else f"{value:.{digits}f}"
-
-
-def _signed(value: float, digits: int = 3) -> str:
-    return "\u2013" if math.isnan(value) else f"{value:+.{digits}f}"
 
 
 class MetricsPanel(QWidget):
@@ -127,9 +118,9 @@ class MetricsPanel(QWidget):
         for c in self.classes:
             dice = scores.dice[c.value] if c.value < len(scores.dice) else float("nan")
             iou = scores.iou[c.value] if c.value < len(scores.iou) else float("nan")
-            cells.append(f"{score_text(dice)}\n{score_text(iou)}")
-        cells.append(f"{score_text(scores.mean_dice)}\n{score_text(scores.mean_iou)}")
-        cells.append(score_text(scores.pixel_error, 4) if scores.voxels else "\u2013")
+            cells.append(f"{number_text(dice)}\n{number_text(iou)}")
+        cells.append(f"{number_text(scores.mean_dice)}\n{number_text(scores.mean_iou)}")
+        cells.append(number_text(scores.pixel_error, 4) if scores.voxels else "\u2013")
         return cells
 
     def _difference_cells(self, a: Scores, b: Scores) -> list[str]:
@@ -138,11 +129,12 @@ class MetricsPanel(QWidget):
         for c in self.classes:
             if c.value < len(a.dice) and c.value < len(b.dice):
                 dice, iou = b.dice[c.value] - a.dice[c.value], b.iou[c.value] - a.iou[c.value]
-                cells.append(f"{_signed(dice)}\n{_signed(iou)}")
+                cells.append(f"{number_text(dice, signed=True)}\n{number_text(iou, signed=True)}")
             else:
-                cells.append("\u2013")
-        cells.append(f"{_signed(b.mean_dice - a.mean_dice)}\n{_signed(b.mean_iou - a.mean_iou)}")
-        cells.append(_signed(b.pixel_error - a.pixel_error, 4) if a.voxels else "\u2013")
+                cells.append(DASH)
+        dice, iou = b.mean_dice - a.mean_dice, b.mean_iou - a.mean_iou
+        cells.append(f"{number_text(dice, signed=True)}\n{number_text(iou, signed=True)}")
+        cells.append(number_text(b.pixel_error - a.pixel_error, 4, signed=True) if a.voxels else DASH)
         return cells
 
     def show_slices(self, live: LiveMetrics | None) -> None:
@@ -170,7 +162,7 @@ class MetricsPanel(QWidget):
         self.ranking.clear()
         for rank in ranks[:limit]:
             item = QListWidgetItem(f"slice {rank.z + 1}: {rank.disputed} voxels differ, Dice A "
-                                   f"{score_text(rank.dice_a)} B {score_text(rank.dice_b)}")
+                                   f"{number_text(rank.dice_a)} B {number_text(rank.dice_b)}")
             item.setData(Qt.ItemDataRole.UserRole, rank.z)
             self.ranking.addItem(item)
         return ranks

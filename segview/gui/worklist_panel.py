@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
                                QInputDialog, QLabel, QMenu, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
+from ..core.report import number_text
 from ..core.errors import SegviewError
 from ..core.journal import crashed_journals, unsaved_edits
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist
@@ -81,18 +82,14 @@ def dataset_layout(folder) -> str | None:
     return "DICOM" if studies and (len(studies) >= 2 or has_labels) else None
 
 
-def _number(value: float, digits: int = 3, unit: str = "") -> str:
-    return "–" if value is None or math.isnan(value) else f"{value:.{digits}f}{unit}"
-
-
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
     status = "cannot open" if case.error else case.status
     return [case.name, status, case.reviewed_text.replace(" slices reviewed", ""),
-            _number(case.dice.get("A", math.nan)), _number(case.dice.get("B", math.nan)),
-            _number(case.disputed * 100, 1, " %"), _number(case.uncertainty),
-            _number(case.correction_ml.get("A", math.nan), 2, " mL"),
-            _number(case.correction_ml.get("B", math.nan), 2, " mL")]
+            number_text(case.dice.get("A", math.nan)), number_text(case.dice.get("B", math.nan)),
+            number_text(case.disputed * 100, 1, unit=" %"), number_text(case.uncertainty),
+            number_text(case.correction_ml.get("A", math.nan), 2, unit=" mL"),
+            number_text(case.correction_ml.get("B", math.nan), 2, unit=" mL")]
 
 
 class JobRow(QWidget):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.compare import paired_difference
+from ..core.report import DASH, csv_cell, number_text
 from ..core.measures import clinical_measures, find_class, lung_mask_from_ct
 from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, ConfusionMatrix, Scores, SurfaceScores, surface_scores
 from .data import Case
@@ -26,7 +27,7 @@ from .inference import Predictor
 METRICS = ("dice", "iou", "pixel_error", "hd95", "surface_dice")
 #: Surface Dice tolerance (mm) of ``segview evaluate`` (see SURFACE_DICE_TOLERANCE_MM).
 DEFAULT_TOLERANCE_MM = SURFACE_DICE_TOLERANCE_MM
-_FORMATS = {"hd95": ".2f"}  # mm; the rest are fractions
+_DIGITS = {"hd95": 2}  # mm; the rest are fractions, 4 digits
 
 
 @dataclass
@@ -154,10 +155,10 @@ def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:
 
 def _summary_cell(value: dict | None, metric: str) -> str:
     if value is None or math.isnan(value["mean"]):
-        return "–" if value is None or not value.get("missed") else f"– ({value['missed']} missed)"
-    form = _FORMATS.get(metric, ".4f")
+        return DASH if value is None or not value.get("missed") else f"{DASH} ({value['missed']} missed)"
+    digits = _DIGITS.get(metric, 4)
     missed = f" ({value['missed']} missed)" if value.get("missed") else ""
-    return f"{value['mean']:{form}} ± {value['std']:{form}}{missed}"
+    return f"{number_text(value['mean'], digits)} ± {number_text(value['std'], digits)}{missed}"
 
 
 def per_class_markdown(rows: list[tuple[str, dict[str, dict]]], class_names: dict[str, list[str]]) -> str:
@@ -177,9 +178,9 @@ def per_class_markdown(rows: list[tuple[str, dict[str, dict]]], class_names: dic
 
 def _per_class_cell(result: dict, metric: str, c: int) -> str:
     values = result.get(f"{metric}_per_class")
-    if values is None or c >= len(values) or math.isnan(values[c]):
-        return "–"
-    return f"{values[c]:{_FORMATS.get(metric, '.4f')}}"
+    if values is None or c >= len(values):
+        return DASH
+    return number_text(values[c], _DIGITS.get(metric, 4))
 
 
 def write_case_csv(path, results: dict[str, list[CaseResult]], class_names) -> Path:
@@ -208,22 +209,17 @@ def write_case_csv(path, results: dict[str, list[CaseResult]], class_names) -> P
 
 def _csv_row(label: str, r: CaseResult, names: list[str]) -> dict[str, str]:
     s = r.surface
-    row = {"checkpoint": label, "case": r.case, "mean_dice": _cell(r.scores.mean_dice),
-           "mean_iou": _cell(r.scores.mean_iou), "pixel_error": _cell(r.scores.pixel_error)}
+    row = {"checkpoint": label, "case": r.case, "mean_dice": csv_cell(r.scores.mean_dice),
+           "mean_iou": csv_cell(r.scores.mean_iou), "pixel_error": csv_cell(r.scores.pixel_error)}
     if s is not None:
-        row.update(mean_hd95=_cell(s.mean_hausdorff95), mean_assd=_cell(s.mean_average_surface_distance),
-                   mean_surface_dice=_cell(s.mean_surface_dice),
-                   surface_dice_tolerance_mm=_cell(float(np.max(s.tolerance_mm))))
+        row.update(mean_hd95=csv_cell(s.mean_hausdorff95), mean_assd=csv_cell(s.mean_average_surface_distance),
+                   mean_surface_dice=csv_cell(s.mean_surface_dice),
+                   surface_dice_tolerance_mm=csv_cell(float(np.max(s.tolerance_mm))))
     columns = {"dice": r.scores.dice, "iou": r.scores.iou}
     if s is not None:
         columns.update(hd=s.hausdorff, hd95=s.hausdorff95, assd=s.average_surface_distance,
                        surface_dice=s.surface_dice)
     for metric, values in columns.items():
-        row.update({f"{metric}_{n}": _cell(v) for n, v in zip(names, values)})
-    row.update({key: _cell(value) for key, value in r.measures.items()})
+        row.update({f"{metric}_{n}": csv_cell(v) for n, v in zip(names, values)})
+    row.update({key: csv_cell(value) for key, value in r.measures.items()})
     return row
-
-
-def _cell(value: float) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{float(value):.6f}"
-

@@ -30,7 +30,7 @@ from ..core.compare import paired_difference
 from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
-from ..core.live import write_csv
+from ..core.report import csv_cell, number_text, write_csv
 from ..core.metrics import confusion_counts, scores_from_counts
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
@@ -84,8 +84,8 @@ class Verdict:
                 per_class = case.dice_per_class[slot]
                 rows.append({"case": case.case, "model": slot, "checkpoint": path.name,
                              "reviewed_slices": case.reviewed, "slices": case.slices,
-                             "dice": _cell(case.dice[slot]),
-                             **{f"dice_{n}": _cell(per_class[v] if v < len(per_class) else math.nan)
+                             "dice": csv_cell(case.dice[slot]),
+                             **{f"dice_{n}": csv_cell(per_class[v] if v < len(per_class) else math.nan)
                                 for v, n in enumerate(names, 1)},
                              "correction_voxels": case.correction_voxels[slot],
                              "correction_ml": f"{case.correction_ml[slot]:.4f}"})
@@ -108,8 +108,8 @@ class Verdict:
             for figure, label, better in (("dice", "Dice", "higher"), ("correction_ml", "correction (mL)", "lower")):
                 p = self.paired(figure)
                 low, high = p["interval"]
-                lines.append(f"- {label}: mean difference {_cell(p['mean_difference'])} "
-                             f"[{_cell(low)}, {_cell(high)}], p = {_cell(p['p_value'])}, "
+                lines.append(f"- {label}: mean difference {number_text(p['mean_difference'], 4)} "
+                             f"[{number_text(low, 4)}, {number_text(high, 4)}], p = {number_text(p['p_value'], 4)}, "
                              f"B {better} in {p['b_better'] if better == 'higher' else p['a_better']} "
                              f"of {p['pairs']} cases")
         if self.left_out:
@@ -246,10 +246,6 @@ def _plot(path, verdict: Verdict) -> None:
     figure.tight_layout()
     figure.savefig(path, format="png")
     pyplot.close(figure)
-
-
-def _cell(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def _mean_std(values: np.ndarray, digits: int = 3) -> str:

@@ -1,0 +1,39 @@
+"""What reports share: the one formatter of numbers where a score may be missing (NaN:
+nothing to score) or infinite (a class in only one of two masks), and atomic CSV tables.
+Every table, Markdown report and panel writes its numbers through ``number_text``."""
+from __future__ import annotations
+
+import csv
+import math
+
+from .files import replace_atomically
+
+DASH = "\u2013"
+
+
+def number_text(value: float | None, digits: int = 3, *, missing: str = DASH, infinite: str = "\u221e",
+                signed: bool = False, unit: str = "") -> str:
+    """``value`` with ``digits`` decimals (and ``unit``); ``missing`` for None or NaN;
+    ``infinite`` for +-inf, or ``missing`` when ``signed`` (a difference with an infinite
+    side has no value); a sign always with ``signed``."""
+    if value is None or math.isnan(value):
+        return missing
+    if math.isinf(value):
+        return missing if signed else ("-" if value < 0 else "") + infinite
+    return f"{value:{'+' if signed else ''}.{digits}f}{unit}"
+
+
+def csv_cell(value: float | None) -> str:
+    """A score in a CSV cell: empty where there is nothing to score, "inf" where infinite."""
+    return number_text(value, 6, missing="", infinite="inf")
+
+
+def write_csv(path, columns, rows: list[dict]) -> None:
+    """Rows (dicts) under a header of ``columns``, written atomically."""
+    def write(temporary):
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_atomically(path, write)
