@@ -123,12 +123,18 @@ class Orthanc:
         self.log.close()
 
 
-@pytest.fixture(scope="session")
-def orthanc(tmp_path_factory):
-    """One Orthanc for the whole session (started once, stopped at the end)."""
+def orthanc_server(tmp_path_factory, name: str):
+    """A running Orthanc in a new folder ``name`` (skipped where none is installed), stopped
+    when the generator is closed: ``yield from`` it in a fixture."""
     reason = orthanc_missing()
     if reason:
         pytest.skip(reason)
-    server = Orthanc(tmp_path_factory.mktemp("orthanc"))
+    server = Orthanc(tmp_path_factory.mktemp(name))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def orthanc(tmp_path_factory):
+    """One Orthanc for the whole session (started once, stopped at the end)."""
+    yield from orthanc_server(tmp_path_factory, "orthanc")

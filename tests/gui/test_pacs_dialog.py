@@ -13,17 +13,12 @@ from segview.core.io import load_volume
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 from segview.gui.pacs_dialog import PacsDialog, SendDialog, saved_servers
-from tests.core.conftest import Orthanc, free_port, orthanc_missing
+from tests.core.conftest import free_port, orthanc_server
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    server = Orthanc(tmp_path_factory.mktemp("orthanc-gui"))
-    yield server
-    server.stop()
+    yield from orthanc_server(tmp_path_factory, "orthanc-gui")
 
 
 @pytest.fixture(scope="module")
