@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         self.inference: GeneratorWorker | None = None
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._jobs: set[Worker] = set()
-        self._dirty: set[int] | None = set()   # streamed z planes not yet redrawn (None: all)
+        self._dirty: set[int] = set()   # streamed z planes not yet redrawn
         self.workspace = Workspace()
         self._build_controls()
         self._build_docks()
@@ -545,9 +545,7 @@ class MainWindow(QMainWindow):
         # Asked before the model goes in, so a No keeps the model it would replace (and its
         # predictions). A run in progress goes on until the new one (after the start timer)
         # replaces it.
-        from ..ml.checkpoint import modality_mismatch
-
-        name, warning = Path(path).stem, modality_mismatch(predictor.meta, self.session.volume)
+        name, warning = Path(path).stem, self.session.fit_warning(predictor)
         refused = warning is not None and QMessageBox.question(
             self, f"Run model {slot} on this image?", f"{name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes
@@ -595,14 +593,13 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, batch.total)
         self.progress.setValue(batch.done)
         self.progress.setFormat("inference %p%")
-        if self._dirty is not None:
-            self._dirty.update(p.index for p in batch.predictions)
+        self._dirty.update(p.index for p in batch.predictions)
         if not self._redraw_timer.isActive():
             self._redraw_timer.start()
 
     def _redraw_predictions(self) -> None:
         dirty, self._dirty = self._dirty, set()
-        if dirty is None or dirty:
+        if dirty:
             self.workspace.refresh(dirty, names=("A", "B"))
             self._show_metrics()
             self.predictions_changed.emit()
@@ -717,8 +714,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Preview: {int(mask.sum())} voxels would go (magenta)", 10000)
 
     def _clear_preview(self) -> None:
-        for view in self.workspace.viewer.views.values():
-            view.remove_overlay("preview")
+        if "preview" in self.workspace.viewer.active.overlays:
+            for view in self.workspace.viewer.views.values():
+                view.remove_overlay("preview")
 
     def _labels_changed(self, edit: Edit) -> None:
         """Every change of the labels (stroke, undo, copy...): redraw where it shows."""

@@ -210,7 +210,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         if self.volume is None:
             return False
         axis = self.orientation.axes(self.view)[0]
-        return axis != 0 or self.index in set(z_indices)
+        return axis != 0 or self.index in z_indices  # a range, set or list: no copy
 
     def set_slice(self, index: int) -> None:
         index = int(np.clip(index, 0, max(self.num_slices() - 1, 0)))

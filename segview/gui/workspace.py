@@ -81,10 +81,10 @@ class Workspace(QStackedWidget):
         if name == "labels":
             self.compare.refresh()
 
-    def refresh(self, z_indices=None, names=("labels", "A", "B")) -> None:
-        """Redraw overlays ``names`` where the changed z planes ``z_indices`` show (all: None)."""
+    def refresh(self, z_indices, names=("labels", "A", "B")) -> None:
+        """Redraw overlays ``names`` where the changed z planes ``z_indices`` show."""
         for name in names:
-            self.viewer.refresh_overlay(name, z_indices if z_indices is not None else range(10 ** 9))
+            self.viewer.refresh_overlay(name, z_indices)
         if self.mode != "views":
             self.compare.refresh(z_indices)
 

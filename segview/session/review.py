@@ -288,13 +288,18 @@ class ReviewSession:
         self._ensure_classes(predictor.num_classes)
         prediction = np.zeros(self.volume.shape, np.uint8)
         self.live.add_model(slot, prediction, empty=True)
-        from ..ml.checkpoint import modality_mismatch
-
-        warning = modality_mismatch(predictor.meta, self.volume)
+        warning = self.fit_warning(predictor)
         model = Model(slot, Path(path), predictor, prediction, self.live.predicted[slot],
                       warnings=[warning] if warning else [])
         self.models = dict(sorted({**self.models, slot: model}.items()))  # A before B
         return model
+
+    def fit_warning(self, predictor: Any) -> str | None:
+        """Why ``predictor``'s checkpoint may not fit this image (trained on another
+        modality), or None: what to ask before it runs."""
+        from ..ml.checkpoint import modality_mismatch
+
+        return modality_mismatch(predictor.meta, self.volume)
 
     def remove_model(self, slot: str) -> None:
         if self.models.pop(slot, None) is not None:
@@ -347,14 +352,11 @@ class ReviewSession:
                 first: int | None = None) -> bool:
         """Predict every slice with every model; True when all were done (False when
         ``should_stop`` said stop). ``progress(done, total)`` after each batch."""
-        completed = True
         for batch in self.prediction_batches(first, should_stop):
             self.accept(batch)
             if progress is not None:
                 progress(batch.done, batch.total)
-        if should_stop is not None and should_stop():
-            completed = all(m.predicted.all() for m in self.models.values())
-        return completed
+        return all(m.predicted.all() for m in self.models.values())
 
     def copy_prediction(self, slot: str, z: int | None = None) -> Edit | None:
         """Model ``slot``'s prediction into the labels: slice ``z``, or every predicted
