@@ -24,6 +24,7 @@ every model, so their differences compare like with like.
 from __future__ import annotations
 
 import math
+from functools import partial
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -725,8 +726,6 @@ class MeasuresController(QObject):
         z = self.window.workspace.current_slice()
         pairs = {slot: (m.prediction, session.labels.array) for slot, m in session.models.items() if m.predicted[z]}
         shown: dict[str, SurfaceScores | None] = {slot: None for slot in session.models}  # None: pending
-        if self.panel.plot_metric() is None:
-            self.refresh_plot()  # Dice along the slices: counted already, drawn at once
         if not pairs:
             self.panel.set_slice_scores(shown)
             return
@@ -740,7 +739,7 @@ class MeasuresController(QObject):
 
         args = (pairs, z, session.live.num_classes, spacing, self.panel.tolerance.value())
         self.slice_jobs.request("slice", _slice_job, args, arrived, on_done=lambda _: self._show_busy(),
-                                on_error=partial_call(self._failed, state, generation))
+                                on_error=partial(self._failed, state, generation))
         self._show_busy()
 
     # -- the volume -----------------------------------------------------------------------
@@ -790,7 +789,7 @@ class MeasuresController(QObject):
 
         self.slow_jobs.request("volume", _volume_job, (request,), arrived,
                                on_done=lambda _: self._find_lungs(state),
-                               on_error=partial_call(self._failed, state, generation))
+                               on_error=partial(self._failed, state, generation))
         self.refresh_plot()
         self._show_busy()
 
@@ -801,8 +800,8 @@ class MeasuresController(QObject):
                 and not self.slow_jobs.busy("lung")):
             volume = state.session.volume
             self.slow_jobs.request("lung", _lung_job, (volume.array, tuple(volume.spacing)),
-                                   partial_call(self._lung_found, state),
-                                   on_error=partial_call(self._failed, state, None))
+                                   partial(self._lung_found, state),
+                                   on_error=partial(self._failed, state, None))
         self._show_busy()
 
     def _lung_found(self, state: _State, mask: np.ndarray) -> None:
@@ -850,7 +849,7 @@ class MeasuresController(QObject):
 
         args = (pairs, wanted, session.live.num_classes, tuple(session.volume.spacing), self.panel.tolerance.value())
         self.slow_jobs.request("plot", _plot_job, args, arrived, on_done=lambda _: self._show_busy(),
-                               on_error=partial_call(self._failed, state, state.generation))
+                               on_error=partial(self._failed, state, state.generation))
 
     def _draw_rows(self, state: _State, slot: str) -> None:
         name, value = self.panel.plot_metric(), self.panel.plot_class_value()
@@ -894,11 +893,6 @@ class MeasuresController(QObject):
         if self._current() is not state or (generation is not None and state.generation != generation):
             return
         raise exc
-
-
-def partial_call(function: Callable, *args) -> Callable:
-    """``function`` with ``args`` first, then the signal's value (a lambda-free slot)."""
-    return lambda *more: function(*args, *more)
 
 
 def install_measures(window: MainWindow) -> MeasuresController:

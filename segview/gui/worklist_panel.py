@@ -540,20 +540,9 @@ class WorklistController(QObject):
             self._refresh_row(session.case.name)
             return self._prefetch_next()
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
-        # show_session starts inference whenever the session has models; with every slice of
-        # every model from the cache there is nothing to run, so the models join afterwards.
-        models = dict(session.models)
-        complete = bool(models) and all(m.predicted.all() for m in models.values())
-        if complete:
-            session.models = {}
-        window.show_session(session)
+        window.show_session(session)  # runs inference only on slices the cache did not have
         if window.session is not session:
             return
-        if complete:
-            for slot, model in models.items():
-                if slot not in session.models:  # the window may have added models loaded before
-                    session.models = dict(sorted({**session.models, slot: model}.items()))
-            window.refresh_session()
         self._refresh_row(session.case.name)
         self.panel.select(session.case.name)
         window.statusBar().showMessage(f"Opened {session.case.name}", 4000)
@@ -720,10 +709,7 @@ class WorklistController(QObject):
         session = self._current()
         if session is None or Path(path) != session.case.labels:
             return
-        case = session.case
-        if case.status == "new":
-            self.set_status(case.name, "in progress", case.note)
-        self._refresh_row(case.name)
+        self._refresh_row(session.case.name)  # the save set "in progress" (CaseSession.save_job)
 
     # -- predicting the dataset -------------------------------------------------------------
     def predict_dataset(self) -> None:
