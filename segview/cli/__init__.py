@@ -151,6 +151,7 @@ def _run_bench_metrics(args) -> int:
 
 def _run_phantom(args) -> int:
     from ..core.dicom import write_dicom_series
+    from ..core.files import atomic_write_text
     from ..core.io import save_labels, save_volume
     from ..core.phantoms import make_phantom
 
@@ -188,7 +189,7 @@ def _run_phantom(args) -> int:
         "file_ending": ".nii.gz" if args.format == "nifti" else "",
         "segview": {"task": args.task, "first_seed": args.seed, "format": args.format},
     }
-    (args.output / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    atomic_write_text(args.output / "dataset.json", json.dumps(dataset, indent=2))
     return 0
 
 

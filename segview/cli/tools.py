@@ -168,6 +168,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args) -> int:
+    from ..core.files import atomic_write_text
     from .common import UserError, progress
 
     if args.reviewed_only:
@@ -225,8 +226,8 @@ def _run_evaluate(args) -> int:
         write_case_csv(args.output / "results.csv", per_case, case_classes)
         text = table + "".join("\n" + _comparison_text(n, labels[a], labels[b], r)
                                for n, a, b, r in comparisons)
-        (args.output / "table1.md").write_text(text)
-        (args.output / "comparisons.json").write_text(json.dumps(
+        atomic_write_text(args.output / "table1.md", text)
+        atomic_write_text(args.output / "comparisons.json", json.dumps(
             [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons], indent=2))
     return 0
 

@@ -204,7 +204,7 @@ class LabelMap:
                 return None
             bounds.append((low, high))
         (r0, r1), (c0, c1) = bounds
-        rows, cols = np.mgrid[r0:r1, c0:c1].astype(float)
+        rows, cols = np.ogrid[r0:r1, c0:c1]  # broadcast, not two dense grids per mouse move
         mask = _near_polyline(rows * spacing[0], cols * spacing[1], points * spacing, radius_mm)
         region = [slice(None)] * 3
         region[axis] = slice(index, index + 1)
@@ -682,8 +682,9 @@ class LabelMap:
 
 
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
-    """Pixels (centres at yy, xx, in mm) within ``radius_mm`` of the polyline."""
-    inside = np.zeros(yy.shape, bool)
+    """Pixels (centres at yy, xx, in mm; open grids broadcast) within ``radius_mm`` of the
+    polyline."""
+    inside = np.zeros(np.broadcast_shapes(yy.shape, xx.shape), bool)
     segments = itertools.pairwise(points_mm) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
     for (ay, ax), (by, bx) in segments:
         dy, dx = by - ay, bx - ax

@@ -8,7 +8,6 @@ on this data or the difference is within case-to-case noise.
 """
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.compare import paired_difference
-from ..core.report import DASH, csv_cell, number_text
+from ..core.report import DASH, csv_cell, number_text, write_csv
 from ..core.measures import clinical_measures, find_class, lung_mask_from_ct
 from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, ConfusionMatrix, Scores, SurfaceScores, surface_scores
 from .data import Case
@@ -198,12 +197,7 @@ def write_case_csv(path, results: dict[str, list[CaseResult]], class_names) -> P
     header = (["checkpoint", "case", "mean_dice", "mean_iou", "pixel_error", "mean_hd95", "mean_assd",
                "mean_surface_dice", "surface_dice_tolerance_mm"]
               + [f"{metric}_{n}" for metric in per_class for n in all_names] + measure_names)
-    with open(path, "w", newline="") as file:
-        writer = csv.DictWriter(file, header, restval="")
-        writer.writeheader()
-        for label, case_results in results.items():
-            for r in case_results:
-                writer.writerow(_csv_row(label, r, names_of[label]))
+    write_csv(path, header, [_csv_row(label, r, names_of[label]) for label, rs in results.items() for r in rs])
     return path
 
 
