@@ -61,7 +61,8 @@ class MetricsPanel(QWidget):
         for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot,
                        self.ranking_label, self.ranking_choice):
             layout.addWidget(widget)
-        layout.addWidget(self.ranking, stretch=1)  # the list takes what room is left
+        layout.addWidget(self.ranking, stretch=100)  # the list takes what room is left...
+        layout.addStretch(1)  # ...or, hidden (one model, none), the space stays below, not between rows
         self.classes: list[LabelClass] = []
 
     def set_classes(self, classes: list[LabelClass]) -> None:
