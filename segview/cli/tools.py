@@ -306,14 +306,19 @@ def _row_labels(predictors) -> dict[Path, str]:
 
 
 def _comparison_text(name, label_a, label_b, result) -> str:
+    from ..core.compare import small_sample_note
+
     p = result["p_value"]
     verdict = ("no test possible (fewer than two cases differ)" if p != p else
                f"Wilcoxon signed-rank p = {p:.4g}" + (" (significant at 0.05)" if p < 0.05 else
                                                      " (not significant at 0.05)"))
+    low, high = result["ci95"]
+    note = small_sample_note(result["cases"])
     return (f"{name}: {label_b} minus {label_a}, mean Dice per case: "
             f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} over "
-            f"{result['cases']} cases; {label_b} better on {result['b_better']}, "
-            f"{label_a} better on {result['a_better']}; {verdict}\n")
+            f"n = {result['cases']} cases (bootstrap 95 % interval [{low:+.4f}, {high:+.4f}]); "
+            f"{label_b} better on {result['b_better']}, {label_a} better on {result['a_better']}; {verdict}\n"
+            + (f"{note}\n" if note else ""))
 
 
 # -- predict ----------------------------------------------------------------------------

@@ -66,10 +66,22 @@ def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disput
     raise ValueError(f"unknown ranking {by!r}: disputed or worst")
 
 
+#: Fewer pairs than this cannot support a verdict: with n pairs the smallest two-sided
+#: Wilcoxon p-value there is is 2 / 2**n (0.125 for 4), and a bootstrap of so few values
+#: is no confidence interval.
+MIN_PAIRS = 5
+RESAMPLES = 10_000   # bootstrap resamples of the mean difference
+SEED = 0             # numpy's default generator: the same data give the same interval
+CONFIDENCE = 0.95
+
+
 def paired_difference(a, b) -> dict:
-    """B minus A over paired values (cases or slices; NaN pairs dropped): mean, std, how
-    often each is better, and the two-sided Wilcoxon signed-rank p-value (NaN when fewer
-    than two pairs differ)."""
+    """B minus A over paired values (cases or slices) of one scoring rule: a pair where
+    either is NaN (no score) is dropped for both. Returns ``pairs`` (n), ``mean_difference``,
+    ``std_difference``, how often each is better (``b_better``, ``a_better``), ``p_value``
+    (two-sided Wilcoxon signed-rank, scipy's: exact for small n; NaN when fewer than two
+    pairs differ), ``ci95`` (``bootstrap_interval`` of the mean difference) and
+    ``supports_verdict`` (False below ``MIN_PAIRS`` pairs; ``small_sample_note`` says why)."""
     from scipy.stats import wilcoxon
 
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -82,7 +94,34 @@ def paired_difference(a, b) -> dict:
             "mean_difference": float(differences.mean()) if differences.size else math.nan,
             "std_difference": float(differences.std(ddof=1)) if differences.size > 1 else 0.0,
             "b_better": int((differences > 0).sum()), "a_better": int((differences < 0).sum()),
-            "p_value": p_value}
+            "p_value": p_value, "ci95": bootstrap_interval(differences),
+            "supports_verdict": differences.size >= MIN_PAIRS}
+
+
+def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED,
+                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``differences`` (n,): the values are
+    resampled with replacement ``resamples`` times (numpy's default generator, ``seed``).
+    (NaN, NaN) for none; one value gives it twice."""
+    values = np.asarray(differences, float)
+    if values.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def small_sample_note(pairs: int, unit: str = "cases") -> str:
+    """Why ``pairs`` paired values cannot support a verdict; "" from ``MIN_PAIRS`` on."""
+    if pairs >= MIN_PAIRS:
+        return ""
+    if pairs < 2:
+        return f"{pairs} paired {unit}: no test and no interval are possible; this is no verdict."
+    return (f"Only {pairs} paired {unit}: the test and the interval cannot support a verdict (the smallest "
+            f"two-sided Wilcoxon p-value {pairs} pairs can give is {2 / 2 ** pairs:.3g}, and a bootstrap of "
+            f"{pairs} values is no confidence interval). At least {MIN_PAIRS} are needed.")
 
 
 # -- report ------------------------------------------------------------------------------
@@ -115,10 +154,16 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) 
         lines.append(f"| {key} | {names.get(key, key)} | {' | '.join(cells)} |")
     dice_a, dice_b = live.dice_along_slices("A")[reviewed], live.dice_along_slices("B")[reviewed]  # NaN: pending
     paired = paired_difference(dice_a, dice_b)
-    lines += ["", f"Per reviewed slice, Dice B - A: {number_text(paired['mean_difference'])} "
-                  f"+- {number_text(paired['std_difference'])} over {paired['pairs']} slices; B better on "
-                  f"{paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
-                  f"{number_text(paired['p_value'], 4)}."]
+    low, high = paired["ci95"]
+    lines += ["", f"Per reviewed slice, Dice B - A (slices where either model has no Dice left out for both): "
+                  f"{number_text(paired['mean_difference'])} +- {number_text(paired['std_difference'])} over "
+                  f"n = {paired['pairs']} slices, bootstrap 95 % interval [{number_text(low)}, {number_text(high)}]; "
+                  f"B better on {paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
+                  f"{number_text(paired['p_value'], 4)}. Neighbouring slices of one image are not independent: "
+                  "read the p-value and interval as a description of this image, not of the models."]
+    note = small_sample_note(paired["pairs"], "slices")
+    if note:
+        lines += ["", f"**{note}**"]
     if classes is not None:
         lines += ["", boundary_markdown(live, classes)]
     return "\n".join(lines) + "\n"

@@ -3,21 +3,29 @@ of each case of a dataset, and the per-case paired difference.
 
     verdict = reviewed_verdict("dataset/", {"A": "ce.safetensors", "B": "ce_dice.safetensors"})
     print(verdict.markdown())
-    write_dataset_report("report/", verdict)     # results.csv, verdict.md, verdict.png
+    write_dataset_report("report/", verdict)  # results.csv, verdict.md, verdict.json, verdict.png
 
-Only the slices a person marked reviewed count (the saved review sidecars, checked against
-the image); a case with none is left out and listed with the reason. Per case and model:
-mean foreground Dice over the reviewed slices (one confusion matrix over them, as the
-window's metrics dock counts it), Dice per class, and the correction effort: voxels and mL
-where the model's prediction differs from the saved labels on those slices.
+The scoring rule (``SCORING_RULE``, the one the window, the comparison report and the
+dataset report follow): only the slices a person marked reviewed count (the saved review
+sidecars, checked against the image); a case with none is left out. Per case, class and
+model over those slices (one confusion matrix, as the window's metrics dock counts it): a
+class absent from both the labels and the model's prediction has no score; a class the
+model predicts where the labels have none scores Dice 0. A case's Dice is the mean over its
+scored foreground classes. Both models are compared on the same cases: a case where either
+has no Dice is left out of the Dice for both, with the reason. It still counts in the
+correction effort (voxels and mL where the prediction differs from the saved labels on the
+reviewed slices), and per model the report lists the mL it predicted of classes the
+reviewed labels do not hold, so a model that invents a lesion is never hidden by the rule.
 
-The paired difference is B minus A per case: mean, Wilcoxon signed-rank p-value
-(``core.compare.paired_difference``), and a percentile bootstrap 95 % interval of the mean
-difference (cases resampled with replacement, ``RESAMPLES`` = 10 000 resamples, seed
-``SEED`` = 0, so the same data always give the same interval).
+The paired difference is B minus A per case (``core.compare.paired_difference``): n, mean,
+two-sided Wilcoxon signed-rank p-value (exact for small n, as scipy computes it) and a
+percentile bootstrap 95 % interval of the mean difference (10 000 resamples, seed 0, so the
+same data always give the same interval); below ``MIN_PAIRS`` pairs the report says they
+cannot support a verdict.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,110 +34,187 @@ from pathlib import Path
 import numpy as np
 
 from ..core.classes import LabelClass, class_name
-from ..core.compare import paired_difference
+from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
 from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
-from ..core.report import csv_cell, number_text, write_csv
 from ..core.metrics import confusion_counts, scores_from_counts
+from ..core.report import csv_cell, number_text, write_csv
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
 
-RESAMPLES = 10_000
-SEED = 0
-CONFIDENCE = 0.95
+SCORING_RULE = ("Per case, class and model over the reviewed slices: a class absent from both the labels and "
+                "the prediction has no score; a class predicted where the labels have none scores Dice 0; a "
+                "case's Dice is the mean over its scored foreground classes. Both models are compared on the "
+                "same cases: a case where either has no Dice is left out of the Dice for both, and still counts "
+                "in the correction effort.")
 Progress = Callable[[int, int, str], None]
+__all__ = ["MIN_PAIRS", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict", "write_dataset_report"]
 
 
 @dataclass
 class CaseVerdict:
-    """One case's figures over its ``reviewed`` slices; dicts keyed by model slot."""
+    """One case's figures over its ``reviewed`` slices; dicts keyed by model slot.
+    ``invented_ml``: slot -> {class value: mL predicted on the reviewed slices of a class
+    those slices' labels do not hold} (only classes with some)."""
     case: str
     reviewed: int
     slices: int
-    dice: dict[str, float] = field(default_factory=dict)            # mean foreground Dice
+    dice: dict[str, float] = field(default_factory=dict)            # mean foreground Dice; NaN: no score
     dice_per_class: dict[str, np.ndarray] = field(default_factory=dict)
     correction_voxels: dict[str, int] = field(default_factory=dict)
     correction_ml: dict[str, float] = field(default_factory=dict)
+    invented_ml: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def unscored_reason(self) -> str | None:
+        """Why this case is left out of the Dice comparison; None when every model has a Dice."""
+        missing = [slot for slot, dice in sorted(self.dice.items()) if math.isnan(dice)]
+        if not missing:
+            return None
+        return (f"no Dice for {' and '.join(missing)}: no foreground class in the reviewed labels or in "
+                f"{'their' if len(missing) > 1 else 'its'} prediction on the {self.reviewed} reviewed slices "
+                "(counted in the correction effort)")
 
 
 @dataclass
 class Verdict:
-    """The verdict of checkpoints ``checkpoints`` ({"A": path, "B": path}) on ``cases``;
-    ``left_out``: "case: why" for each case not scored."""
+    """The verdict of ``checkpoints`` ({"A": path, "B": path}). ``cases``: every case that
+    could be evaluated (the correction effort covers them all); ``scored``: those where
+    every model has a Dice (the Dice comparison); ``left_out``: case -> why it is not in
+    ``scored`` (no reviewed slice, an image that cannot be read, a model without a Dice)."""
     dataset: Path
     checkpoints: dict[str, Path]
     classes: list[LabelClass]
     cases: list[CaseVerdict]
-    left_out: list[str]
+    excluded: dict[str, str] = field(default_factory=dict)   # not evaluated at all: why
+
+    @property
+    def scored(self) -> list[CaseVerdict]:
+        return [c for c in self.cases if c.unscored_reason() is None]
+
+    @property
+    def left_out(self) -> dict[str, str]:
+        reasons = dict(self.excluded)
+        for case in self.cases:
+            reason = case.unscored_reason()
+            if reason is not None:
+                reasons[case.case] = reason
+        return dict(sorted(reasons.items()))
+
+    def _over(self, figure: str) -> list[CaseVerdict]:
+        """The cases ``figure`` ("dice" or "correction_ml") is compared over."""
+        return self.scored if figure == "dice" else self.cases
 
     def paired(self, figure: str = "dice") -> dict:
-        """B minus A per case of ``figure`` ("dice" or "correction_ml"): the fields of
-        ``paired_difference`` plus ``interval`` (bootstrap 95 % of the mean difference)."""
-        a = [getattr(c, figure).get("A", math.nan) for c in self.cases]
-        b = [getattr(c, figure).get("B", math.nan) for c in self.cases]
-        result = paired_difference(a, b)
-        keep = ~(np.isnan(a) | np.isnan(b))
-        result["interval"] = bootstrap_interval(np.subtract(b, a)[keep])
-        return result
+        """B minus A per case of ``figure`` ("dice" over ``scored``, "correction_ml" over
+        every case): the fields of ``core.compare.paired_difference``."""
+        cases = self._over(figure)
+        return paired_difference([getattr(c, figure)["A"] for c in cases], [getattr(c, figure)["B"] for c in cases])
+
+    def summary(self, slot: str) -> dict:
+        """Model ``slot``'s figures for verdict.json."""
+        dice = np.array([c.dice[slot] for c in self.scored], float)
+        ml = np.array([c.correction_ml[slot] for c in self.cases], float)
+        invented = {c.case: sum(c.invented_ml[slot].values()) for c in self.cases if c.invented_ml[slot]}
+        return {"checkpoint": self.checkpoints[slot].name, "dice_mean": _mean(dice), "dice_std": _std(dice),
+                "dice_n": int(dice.size), "correction_ml_mean": _mean(ml), "correction_ml_std": _std(ml),
+                "correction_n": int(ml.size), "invented_ml": invented}
+
+    def to_json(self) -> dict:
+        """verdict.json: ``cases`` (names in the Dice comparison), ``n``, ``left_out``
+        ({case: reason}), per model its ``summary``, and with two models
+        ``dice_difference`` and ``correction_ml_difference`` (B minus A: ``mean``,
+        ``ci95`` [low, high], ``wilcoxon_p``, ``n``, ``b_better``, ``a_better``,
+        ``supports_verdict``). No score is null."""
+        scored = self.scored
+        document: dict = {"dataset": self.dataset.name, "scoring_rule": SCORING_RULE,
+                          "cases": [c.case for c in scored], "n": len(scored), "left_out": self.left_out,
+                          "correction_cases": [c.case for c in self.cases], "min_pairs": MIN_PAIRS}
+        for slot in self.checkpoints:
+            document[slot] = self.summary(slot)
+        if len(self.checkpoints) == 2:
+            for figure in ("dice", "correction_ml"):
+                p = self.paired(figure)
+                document[f"{figure}_difference"] = {
+                    "mean": p["mean_difference"], "std": p["std_difference"], "ci95": list(p["ci95"]),
+                    "wilcoxon_p": p["p_value"], "n": p["pairs"], "b_better": p["b_better"],
+                    "a_better": p["a_better"], "supports_verdict": p["supports_verdict"]}
+        return _finite_or_none(document)
 
     def rows(self) -> tuple[list[str], list[dict]]:
-        """Columns and rows of results.csv: one row per case and model."""
+        """Columns and rows of results.csv: one row per case and model; ``dice_scored`` says
+        whether the case is in the Dice comparison."""
         names = [class_name(self.classes, v) for v in range(1, len(self.classes))]
-        columns = ["case", "model", "checkpoint", "reviewed_slices", "slices", "dice",
-                   *[f"dice_{n}" for n in names], "correction_voxels", "correction_ml"]
+        columns = ["case", "model", "checkpoint", "reviewed_slices", "slices", "dice", "dice_scored",
+                   *[f"dice_{n}" for n in names], "correction_voxels", "correction_ml", "invented_ml"]
         rows = []
         for case in self.cases:
+            scored = case.unscored_reason() is None
             for slot, path in self.checkpoints.items():
                 per_class = case.dice_per_class[slot]
                 rows.append({"case": case.case, "model": slot, "checkpoint": path.name,
                              "reviewed_slices": case.reviewed, "slices": case.slices,
-                             "dice": csv_cell(case.dice[slot]),
+                             "dice": csv_cell(case.dice[slot]), "dice_scored": int(scored),
                              **{f"dice_{n}": csv_cell(per_class[v] if v < len(per_class) else math.nan)
                                 for v, n in enumerate(names, 1)},
                              "correction_voxels": case.correction_voxels[slot],
-                             "correction_ml": f"{case.correction_ml[slot]:.4f}"})
+                             "correction_ml": f"{case.correction_ml[slot]:.4f}",
+                             "invented_ml": f"{sum(case.invented_ml[slot].values()):.4f}"})
         return columns, rows
 
     def markdown(self) -> str:
-        """The summary: per model the mean over cases, then the paired differences."""
+        """The summary: the rule, per model its means with n, the paired differences with
+        their n (and a warning below ``MIN_PAIRS``), invented classes, the cases left out."""
+        scored = self.scored
         lines = [f"# A/B verdict over reviewed slices: {self.dataset.name}", "",
-                 (f"{len(self.cases)} cases with reviewed slices "
-                  f"({sum(c.reviewed for c in self.cases)} slices); {len(self.left_out)} left out."), "",
-                 "| model | checkpoint | Dice (mean ± std over cases) | correction mL (mean ± std) |",
-                 "|---|---|---|---|"]
+                 f"Scoring rule: {SCORING_RULE}", "",
+                 (f"Dice compared on n = {len(scored)} cases ({sum(c.reviewed for c in scored)} reviewed slices); "
+                  f"correction effort on {len(self.cases)} cases; {len(self.left_out)} left out of the Dice."), "",
+                 "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
+                 "|---|---|---|---|---|---|"]
         for slot, path in self.checkpoints.items():
-            dice = np.array([c.dice[slot] for c in self.cases], float)
+            s = self.summary(slot)
+            dice = np.array([c.dice[slot] for c in scored], float)
             ml = np.array([c.correction_ml[slot] for c in self.cases], float)
-            lines.append(f"| {slot} | {path.name} | {_mean_std(dice)} | {_mean_std(ml, 2)} |")
+            lines.append(f"| {slot} | {path.name} | {_mean_std(dice)} | {s['dice_n']} | {_mean_std(ml, 2)} "
+                         f"| {s['correction_n']} |")
         if len(self.checkpoints) == 2:
-            lines += ["", (f"Paired per case, B minus A; bootstrap {CONFIDENCE:.0%} interval of the mean "
-                           f"difference ({RESAMPLES} resamples, seed {SEED}); Wilcoxon signed-rank test:"), ""]
+            lines += ["", ("Paired per case, B minus A: mean difference [bootstrap 95 % interval of the mean, "
+                           "10000 resamples, seed 0], two-sided Wilcoxon signed-rank p (exact for small n):"), ""]
             for figure, label, better in (("dice", "Dice", "higher"), ("correction_ml", "correction (mL)", "lower")):
                 p = self.paired(figure)
-                low, high = p["interval"]
-                lines.append(f"- {label}: mean difference {number_text(p['mean_difference'], 4)} "
+                low, high = p["ci95"]
+                lines.append(f"- {label}: n = {p['pairs']} pairs, mean difference "
+                             f"{number_text(p['mean_difference'], 4)} "
                              f"[{number_text(low, 4)}, {number_text(high, 4)}], p = {number_text(p['p_value'], 4)}, "
                              f"B {better} in {p['b_better'] if better == 'higher' else p['a_better']} "
                              f"of {p['pairs']} cases")
+                note = small_sample_note(p["pairs"])
+                if note:
+                    lines.append(f"  **{note}**")
+        lines += ["", self._invented_markdown()]
         if self.left_out:
-            lines += ["", "Left out:", ""] + [f"- {why}" for why in self.left_out]
+            lines += ["", "Left out of the Dice comparison:", ""]
+            lines += [f"- {case}: {why}" for case, why in self.left_out.items()]
         return "\n".join(lines) + "\n"
 
-
-def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED,
-                       confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``differences`` (n,): the cases are
-    resampled with replacement ``resamples`` times (numpy's default generator, ``seed``).
-    (NaN, NaN) for no case; one case gives its value twice."""
-    values = np.asarray(differences, float)
-    if values.size == 0:
-        return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    def _invented_markdown(self) -> str:
+        """Per case and class, the mL each model predicted where the reviewed labels hold
+        none of that class: what the Dice rule alone would not show."""
+        rows = [(c.case, value) for c in self.cases
+                for value in sorted({v for slot in self.checkpoints for v in c.invented_ml[slot]})]
+        if not rows:
+            return "No model predicted a class the reviewed labels do not hold."
+        slots = list(self.checkpoints)
+        lines = ["Predicted where the reviewed labels hold none of that class (mL):", "",
+                 "| case | class | " + " | ".join(slots) + " |", "|---|---|" + "---|" * len(slots)]
+        by_case = {c.case: c for c in self.cases}
+        for name, value in rows:
+            cells = [f"{by_case[name].invented_ml[slot].get(value, 0.0):.2f}" for slot in slots]
+            lines.append(f"| {name} | {class_name(self.classes, value)} | " + " | ".join(cells) + " |")
+        totals = [f"{sum(sum(c.invented_ml[slot].values()) for c in self.cases):.2f}" for slot in slots]
+        lines.append("| all cases | | " + " | ".join(totals) + " |")
+        return "\n".join(lines)
 
 
 def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress | None = None,
@@ -148,25 +233,25 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
     predictors = {slot: Predictor.from_checkpoint(path, device) for slot, path in checkpoints.items()}
     num_classes = max(p.num_classes for p in predictors.values())
     classes = worklist.classes or list(next(iter(predictors.values())).classes)
-    cases, left_out = [], []
+    cases, excluded = [], {}
     for n, case in enumerate(worklist.cases):
         if should_stop is not None and should_stop():
             return None
         if progress is not None:
             progress(n, len(worklist.cases), case.name)
         if not case.reviewed_count:
-            left_out.append(f"{case.name}: no reviewed slice")
+            excluded[case.name] = "no reviewed slice"
             continue
         try:
             result = _case_verdict(worklist, case, checkpoints, predictors, num_classes)
         except VolumeLoadError as exc:
-            left_out.append(f"{case.name}: {exc}")
+            excluded[case.name] = str(exc)
             continue
         if isinstance(result, str):
-            left_out.append(f"{case.name}: {result}")
+            excluded[case.name] = result
         else:
             cases.append(result)
-    return Verdict(Path(dataset), checkpoints, classes, cases, left_out)
+    return Verdict(Path(dataset), checkpoints, classes, cases, excluded)
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,
@@ -181,20 +266,29 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         return label_file.warning or "no reviewed slice"
     if int(label_file.array.max()) >= num_classes:
         return f"its labels hold class {int(label_file.array.max())}, beyond the models' {num_classes} classes"
-    key = None
+    key = image_key(volume)
+    voxel_ml = float(np.prod(volume.spacing)) / 1000.0
     verdict = CaseVerdict(case.name, int(reviewed.sum()), len(reviewed))
     for slot, path in checkpoints.items():
-        prediction = None
-        key = key or image_key(volume)
         prediction = worklist.cache.get(key, checkpoint_digest(path))
         if prediction is None or prediction.shape != volume.shape:
             prediction = _predict_slices(predictors[slot], volume, np.flatnonzero(reviewed))
-        scores = scores_from_counts(confusion_counts(prediction[reviewed], label_file.array[reviewed], num_classes))
+        counts = confusion_counts(prediction[reviewed], label_file.array[reviewed], num_classes)
+        scores = scores_from_counts(counts)
         verdict.dice[slot] = scores.mean_dice
         verdict.dice_per_class[slot] = scores.dice
         voxels, ml = correction_effort(prediction, label_file.array, reviewed, volume.spacing)
         verdict.correction_voxels[slot], verdict.correction_ml[slot] = voxels, ml
+        verdict.invented_ml[slot] = _invented_ml(counts, voxel_ml)
     return verdict
+
+
+def _invented_ml(counts: np.ndarray, voxel_ml: float) -> dict[int, float]:
+    """Class value -> mL predicted of each foreground class the labels do not hold, from a
+    (C, C) confusion matrix (rows: labels, columns: prediction)."""
+    in_labels, predicted = counts.sum(axis=1), counts.sum(axis=0)
+    return {c: float(predicted[c]) * voxel_ml for c in range(1, len(predicted))
+            if in_labels[c] == 0 and predicted[c] > 0}
 
 
 def _predict_slices(predictor, volume, indices) -> np.ndarray:
@@ -208,16 +302,17 @@ def _predict_slices(predictor, volume, indices) -> np.ndarray:
 # -- the report ------------------------------------------------------------------------------
 
 def write_dataset_report(folder, verdict: Verdict) -> list[Path]:
-    """``results.csv`` (per case and model), ``verdict.md`` (the summary) and
-    ``verdict.png`` (A vs B Dice per case; correction effort per case) in ``folder``, each
-    written atomically. Returns the paths. Raises OSError."""
+    """``results.csv`` (per case and model), ``verdict.md`` (the summary), ``verdict.json``
+    (``Verdict.to_json``) and ``verdict.png`` (A vs B Dice per scored case; correction
+    effort per case) in ``folder``, each written atomically. Returns the paths. Raises OSError."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    csv_path, md_path, png_path = folder / "results.csv", folder / "verdict.md", folder / "verdict.png"
-    write_csv(csv_path, *verdict.rows())
-    atomic_write_text(md_path, verdict.markdown())
-    replace_atomically(png_path, lambda temporary: _plot(temporary, verdict))
-    return [csv_path, md_path, png_path]
+    paths = [folder / name for name in ("results.csv", "verdict.md", "verdict.json", "verdict.png")]
+    write_csv(paths[0], *verdict.rows())
+    atomic_write_text(paths[1], verdict.markdown())
+    atomic_write_text(paths[2], json.dumps(verdict.to_json(), indent=1, allow_nan=False))
+    replace_atomically(paths[3], lambda temporary: _plot(temporary, verdict))
+    return paths
 
 
 def _plot(path, verdict: Verdict) -> None:
@@ -227,12 +322,12 @@ def _plot(path, verdict: Verdict) -> None:
     from matplotlib import pyplot
 
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(10, 4), dpi=100)
-    a = [c.dice.get("A", math.nan) for c in verdict.cases]
-    b = [c.dice.get("B", math.nan) for c in verdict.cases]
+    a = [c.dice.get("A", math.nan) for c in verdict.scored]
+    b = [c.dice.get("B", math.nan) for c in verdict.scored]
     left.scatter(a, b, color="#3070b0")
     left.plot([0, 1], [0, 1], color="#999999", linewidth=1)
     left.set(xlabel="Dice of A (reviewed slices)", ylabel="Dice of B", xlim=(0, 1.02), ylim=(0, 1.02),
-             title="each dot a case; above the line B is better")
+             title=f"each dot a case (n = {len(a)}); above the line B is better")
     names = [c.case for c in verdict.cases]
     x = np.arange(len(names))
     for offset, (slot, color) in zip((-0.2, 0.2), (("A", "#ff8c00"), ("B", "#00beff"))):
@@ -248,9 +343,27 @@ def _plot(path, verdict: Verdict) -> None:
     pyplot.close(figure)
 
 
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else math.nan
+
+
+def _std(values: np.ndarray) -> float:
+    """The sample standard deviation (ddof 1); NaN below two values."""
+    return float(values.std(ddof=1)) if values.size > 1 else math.nan
+
+
 def _mean_std(values: np.ndarray, digits: int = 3) -> str:
-    finite = values[~np.isnan(values)]
-    if not finite.size:
+    if not values.size:
         return "-"
-    std = finite.std(ddof=1) if finite.size > 1 else 0.0
-    return f"{finite.mean():.{digits}f} ± {std:.{digits}f}"
+    return f"{_mean(values):.{digits}f} ± {number_text(_std(values), digits)}"
+
+
+def _finite_or_none(value):
+    """``value`` with every NaN or infinity (no score) as None, for strict JSON."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

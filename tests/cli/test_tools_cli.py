@@ -58,7 +58,8 @@ def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, cap
             "cardiac surface dice |") in out
     assert "Per class (mean over cases; surface Dice at 1.5 mm)" in out and "| CE | cardiac | myocardium |" in out
     assert "| CE |" in out and "| CE + Dice (alpha 1) |" in out
-    assert "CE + Dice (alpha 1) minus CE" in out and "over 3 cases" in out
+    assert "CE + Dice (alpha 1) minus CE" in out and "over n = 3 cases" in out
+    assert "Only 3 paired cases: the test and the interval cannot support a verdict" in out
     rows = list(csv.DictReader(open(tmp_path / "results.csv")))
     assert len(rows) == 6
     assert {"checkpoint", "case", "mean_dice", "mean_iou", "pixel_error",

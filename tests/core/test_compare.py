@@ -70,6 +70,9 @@ def test_paired_difference_matches_scipy_and_counts_by_hand():
     assert result["std_difference"] == pytest.approx(diffs.std(ddof=1))
     assert result["p_value"] == pytest.approx(wilcoxon(diffs).pvalue)
     assert math.isnan(paired_difference([0.5], [0.5])["p_value"])
+    assert result["supports_verdict"] and not paired_difference(a[:4], b[:4])["supports_verdict"]
+    low, high = result["ci95"]
+    assert low < diffs.mean() < high
 
 
 def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):
@@ -84,7 +87,8 @@ def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):
     dice_a, dice_b = 2 * 90 / (108 + 90), 2 * 96 / (108 + 97)
     assert "reviewed on 3 of 4 slices" in markdown
     assert f"| A | ce | {dice_a:.3f} |" in markdown and f"| B | ce+dice | {dice_b:.3f} |" in markdown
-    assert "Dice B - A" in markdown and "over 3 slices" in markdown
+    assert "Dice B - A" in markdown and "n = 3 slices" in markdown
+    assert "Only 3 paired slices: the test and the interval cannot support a verdict" in markdown
     slices = list(csv.DictReader(open(paths[1])))
     assert [row["reviewed"] for row in slices] == ["False", "True", "True", "True"]
     assert float(slices[1]["dice_a"]) == pytest.approx(2 / 3) and float(slices[2]["dice_b"]) == pytest.approx(0.8)

@@ -10,10 +10,14 @@ from scipy import stats
 
 from segview.core.io import load_labels, load_volume
 from segview.ml.inference import Predictor
-from segview.session.verdict import RESAMPLES, bootstrap_interval, reviewed_verdict, write_dataset_report
-from segview.session.worklist import Worklist
+from segview.core.compare import RESAMPLES, bootstrap_interval
+from segview.core.io import save_labels
+from segview.core.journal import image_key
+from segview.core.review_state import ReviewState, save_review_state
+from segview.session.verdict import CaseVerdict, Verdict, reviewed_verdict, write_dataset_report
+from segview.session.worklist import Worklist, checkpoint_digest
 
-from .conftest import SPACING, make_checkpoint, make_dataset
+from .conftest import CLASSES, SPACING, make_checkpoint, make_dataset
 
 REVIEWED = {"case_000": (0, 1, 2), "case_001": (3,), "case_002": (1, 4, 5), "case_003": (0, 2, 4, 5)}
 
@@ -71,7 +75,7 @@ def test_verdict_scores_reviewed_slices_only_and_leaves_out_cases_with_none(revi
     expected = _recount(reviewed_dataset, checkpoints)
 
     assert [c.case for c in verdict.cases] == list(REVIEWED)
-    assert verdict.left_out == ["case_004: no reviewed slice"]
+    assert verdict.left_out == {"case_004": "no reviewed slice"}
     voxel_ml = np.prod(SPACING) / 1000
     for case in verdict.cases:
         assert case.reviewed == len(REVIEWED[case.case]) and case.slices == 6
@@ -87,7 +91,8 @@ def test_verdict_scores_reviewed_slices_only_and_leaves_out_cases_with_none(revi
     assert paired["pairs"] == 4
     assert paired["mean_difference"] == pytest.approx(np.mean(b - a))
     assert paired["p_value"] == pytest.approx(stats.wilcoxon(b, a).pvalue)
-    low, high = paired["interval"]
+    assert not paired["supports_verdict"]  # 4 pairs
+    low, high = paired["ci95"]
     assert low <= np.mean(b - a) <= high
 
 
@@ -131,15 +136,15 @@ def test_dataset_report_and_the_command(reviewed_dataset, checkpoints, tmp_path)
 
     verdict = reviewed_verdict(reviewed_dataset, checkpoints)
     paths = write_dataset_report(tmp_path / "report", verdict)
-    assert [p.name for p in paths] == ["results.csv", "verdict.md", "verdict.png"]
-    assert paths[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in paths] == ["results.csv", "verdict.md", "verdict.json", "verdict.png"]
+    assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = list(csv.DictReader(paths[0].open()))
     assert [(r["case"], r["model"]) for r in rows] == [(name, slot) for name in REVIEWED for slot in "AB"]
     for row in rows:
         case = next(c for c in verdict.cases if c.case == row["case"])
         assert float(row["correction_ml"]) == pytest.approx(case.correction_ml[row["model"]], abs=1e-4)
     text = paths[1].read_text()
-    assert "case_004: no reviewed slice" in text and "p = " in text
+    assert "case_004: no reviewed slice" in text and "p = " in text and "cannot support a verdict" in text
 
     out = tmp_path / "cli"
     assert main(["evaluate", str(checkpoints["A"]), str(checkpoints["B"]), "--data", str(reviewed_dataset),
@@ -162,3 +167,140 @@ def test_worklist_figures_match_a_recount_and_new_checkpoints_get_them_from_the_
             assert case.dice[slot] == pytest.approx(expected[name, slot][0])
             assert case.correction_voxels[slot] == expected[name, slot][1]
     assert math.isnan(worklist.case("case_004").dice.get("A", math.nan))
+
+
+# -- the scoring rule, on predictions written into the cache by hand ---------------------------
+
+RULE_REVIEWED = (0, 2, 3)
+
+
+def _crafted_dataset(folder, checkpoints):
+    """Seven cases whose predictions are set by hand in the cache: case_000..004 scored
+    (each model off by a few voxels), case_005 reviewed where the labels and A hold nothing
+    and B invents 9 lesion voxels, case_006 not reviewed. Returns (labels, A, B) by case."""
+    references = make_dataset(folder, 7)
+    worklist = Worklist.open(folder, checkpoints)
+    digests = {slot: checkpoint_digest(path) for slot, path in checkpoints.items()}
+    arrays = {}
+    for n, name in enumerate(sorted(references)):
+        volume = worklist.load_image(worklist.case(name))
+        labels = references[name].copy()
+        a, b = labels.copy(), labels.copy()
+        a[0, 2:2 + n, 2:5] = 1          # A: n * 3 false organ voxels on reviewed slice 0
+        b[2, 12, 5:5 + 2 * n] = 0        # B: misses 2n organ voxels on reviewed slice 2
+        if name == "case_005":
+            labels[list(RULE_REVIEWED)] = 0
+            a[list(RULE_REVIEWED)] = 0
+            b[list(RULE_REVIEWED)] = 0
+            b[3, 1:4, 1:4] = 2           # 9 invented lesion voxels
+        save_labels(folder / "labelsTr" / f"{name}.nii.gz", labels, volume, CLASSES)
+        state = ReviewState.empty(labels.shape[0])
+        if name != "case_006":
+            state.reviewed[list(RULE_REVIEWED)] = True
+        save_review_state(folder / "labelsTr" / f"{name}.nii.gz", state, image_key(volume))
+        for slot, prediction in (("A", a), ("B", b)):
+            worklist.cache.put(image_key(volume), digests[slot], prediction, {})
+        arrays[name] = labels, a, b
+    return arrays
+
+
+def test_both_models_are_scored_on_the_same_cases_and_every_number_matches_scipy(tmp_path, checkpoints):
+    folder = tmp_path / "ds"
+    arrays = _crafted_dataset(folder, checkpoints)
+    verdict = reviewed_verdict(folder, checkpoints)
+    written = {p.name: p for p in write_dataset_report(tmp_path / "report", verdict)}
+    document = json.loads(written["verdict.json"].read_text())
+
+    # Recount from the saved files: the sidecars name the reviewed slices.
+    rows = list(csv.DictReader(written["results.csv"].open()))
+    reviewed = list(RULE_REVIEWED)
+    dice = {slot: {} for slot in "AB"}
+    ml = {slot: {} for slot in "AB"}
+    voxel_ml = np.prod(SPACING) / 1000
+    for name, (labels, a, b) in arrays.items():
+        if name == "case_006":
+            continue
+        for slot, prediction in (("A", a), ("B", b)):
+            dice[slot][name] = _dice_by_hand(prediction[reviewed], labels[reviewed])
+            ml[slot][name] = (prediction[reviewed] != labels[reviewed]).sum() * voxel_ml
+    scored = [n for n in sorted(dice["A"]) if not (math.isnan(dice["A"][n]) or math.isnan(dice["B"][n]))]
+
+    assert math.isnan(dice["A"]["case_005"]) and dice["B"]["case_005"] == 0  # the issue's case
+    assert document["cases"] == scored == [f"case_{n:03d}" for n in range(5)]
+    assert document["n"] == 5
+    assert set(document["left_out"]) == {"case_005", "case_006"}
+    assert "no Dice for A" in document["left_out"]["case_005"]
+    assert document["left_out"]["case_006"] == "no reviewed slice"
+    assert document["correction_cases"] == sorted(ml["A"])       # case_005 counts in the effort
+
+    for slot in "AB":
+        values = np.array([dice[slot][n] for n in scored])
+        assert document[slot]["checkpoint"] == checkpoints[slot].name
+        assert document[slot]["dice_mean"] == pytest.approx(values.mean())
+        assert document[slot]["dice_std"] == pytest.approx(values.std(ddof=1))
+        assert document[slot]["correction_ml_mean"] == pytest.approx(np.mean(list(ml[slot].values())))
+    assert document["B"]["invented_ml"] == {"case_005": pytest.approx(9 * voxel_ml)}
+    assert document["A"]["invented_ml"] == {}
+
+    for figure, values in (("dice", dice), ("correction_ml", ml)):
+        names = scored if figure == "dice" else sorted(ml["A"])
+        differences = np.array([values["B"][n] - values["A"][n] for n in names])
+        entry = document[f"{figure}_difference"]
+        assert entry["n"] == len(names)
+        assert entry["mean"] == pytest.approx(differences.mean())
+        assert entry["wilcoxon_p"] == pytest.approx(stats.wilcoxon(differences).pvalue)
+        reference = stats.bootstrap((differences,), np.mean, n_resamples=RESAMPLES, method="percentile",
+                                    random_state=np.random.default_rng(1)).confidence_interval
+        width = max(reference.high - reference.low, 1e-9)
+        assert entry["ci95"] == pytest.approx([reference.low, reference.high], abs=0.1 * width)
+        assert entry["supports_verdict"] is (len(names) >= 5)
+
+    # The CSV holds every evaluated case, saying which are in the Dice comparison.
+    assert {(r["case"], r["dice_scored"]) for r in rows} == {(n, "1" if n in scored else "0") for n in ml["A"]}
+    text = written["verdict.md"].read_text()
+    assert "n = 5 cases" in text and "| case_005 | lesion | 0.00 | 0.00 |" in text
+
+
+def _verdict(pairs: list[tuple[float, float]]) -> Verdict:
+    cases = [CaseVerdict(f"c{n}", 1, 1, dice={"A": a, "B": b}, dice_per_class={"A": np.array([a]), "B": np.array([b])},
+                         correction_voxels={"A": 0, "B": 0}, correction_ml={"A": 0.0, "B": 0.0},
+                         invented_ml={"A": {}, "B": {}})
+             for n, (a, b) in enumerate(pairs)]
+    return Verdict(tmp_folder(), {"A": tmp_folder() / "a.safetensors", "B": tmp_folder() / "b.safetensors"},
+                   list(CLASSES), cases)
+
+
+def tmp_folder():
+    from pathlib import Path
+    return Path("ds")
+
+
+@pytest.mark.parametrize("pairs, p_value", [
+    ([], None),                                   # nothing scored
+    ([(0.5, 0.7)], None),                          # n = 1: no test
+    ([(0.5, 0.7), (0.6, 0.9)], 0.5),              # n = 2, same sign: exact p = 2 / 2**2
+    ([(0.5, 0.7), (0.6, 0.9), (0.4, 0.45), (0.3, 0.2)], 0.375),   # n = 4: exact, scipy's
+])
+def test_too_few_pairs_are_no_verdict(pairs, p_value):
+    verdict = _verdict(pairs)
+    document = verdict.to_json()
+    entry = document["dice_difference"]
+    assert document["n"] == len(pairs) and entry["n"] == len(pairs)
+    assert entry["supports_verdict"] is False
+    if p_value is None:
+        assert entry["wilcoxon_p"] is None
+    else:
+        differences = [b - a for a, b in pairs]
+        assert entry["wilcoxon_p"] == pytest.approx(stats.wilcoxon(differences, method="exact").pvalue)
+        assert entry["wilcoxon_p"] == pytest.approx(p_value)
+    assert ("cannot support a verdict" in verdict.markdown()) or ("this is no verdict" in verdict.markdown())
+    json.dumps(document, allow_nan=False)  # strict JSON: no NaN
+
+
+def test_a_case_without_a_dice_for_one_model_is_left_out_for_both():
+    verdict = _verdict([(0.5, 0.7), (math.nan, 0.0), (0.6, 0.8)])
+    assert [c.case for c in verdict.scored] == ["c0", "c2"]
+    assert list(verdict.left_out) == ["c1"]
+    assert verdict.summary("B")["dice_mean"] == pytest.approx(0.75)
+    assert verdict.paired("dice")["pairs"] == 2
+    assert verdict.paired("correction_ml")["pairs"] == 3
