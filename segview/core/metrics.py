@@ -17,8 +17,9 @@ the changed voxels: a brush stroke costs microseconds on a volume of any size, w
 exactly equal to a full recount.
 
 Boundary metrics (``hausdorff95``, ``average_surface_distance``, ``surface_dice``, all at
-once with ``surface_scores``, one slice with ``slice_surface_scores``) say how far a wrong
-boundary is, in mm; see the section "surface metrics" below for their exact definitions.
+once with ``surface_scores``, one slice with ``slice_surface_scores``, the reviewed slices
+of a volume with ``reviewed_surface_scores``) say how far a wrong boundary is, in mm; see
+the section "surface metrics" below for their exact definitions.
 """
 from __future__ import annotations
 
@@ -27,8 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["SURFACE_DICE_TOLERANCE_MM", "ConfusionMatrix", "Scores", "SurfaceScores", "average_surface_distance",
-           "confusion_counts", "dice_per_class", "hausdorff95", "iou_per_class", "pixel_error", "scores_from_counts",
-           "slice_surface_scores", "surface_dice", "surface_scores", "surface_scores_along_slices"]
+           "confusion_counts", "dice_per_class", "hausdorff95", "iou_per_class", "pixel_error",
+           "reviewed_surface_scores", "scores_from_counts", "slice_surface_scores", "surface_dice", "surface_scores",
+           "surface_scores_along_slices"]
 
 
 def confusion_counts(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
@@ -270,6 +272,10 @@ class ConfusionMatrix:
 # the volume: the cost follows the area of the surfaces, not the volume. Distances are
 # then computed from the integer offsets exactly as scipy's distance_transform_edt does,
 # so they are the same numbers medpy and surface-distance get.
+#
+# Over the reviewed slices of a volume (``reviewed_surface_scores``, the one policy of the
+# measures dock, the comparison report and the verdict), an unreviewed slice cuts the
+# objects without ending them: the cut faces are left out of both kinds of surface.
 
 #: Default surface Dice tolerance (mm): about one in-plane pixel of cardiac MRI and chest CT,
 #: within the 1-4 mm per-structure tolerances Nikolov et al. (2021) set from the boundary
@@ -345,9 +351,71 @@ def surface_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing,
     Arguments and errors as ``hausdorff95`` and ``surface_dice``."""
     pred, ref = _validated(pred, ref, num_classes)
     sampling = _array_order_spacing(spacing, pred.ndim)
+    tolerance = _tolerances(tolerance_mm, num_classes)
+    return _scores_by_class(pred, ref, num_classes, sampling, tolerance, distances, surface_dice)
+
+
+def reviewed_surface_scores(pred: np.ndarray, ref: np.ndarray, reviewed, num_classes: int, spacing,
+                            tolerance_mm=SURFACE_DICE_TOLERANCE_MM,
+                            distances: bool = True, surface_dice: bool = True) -> SurfaceScores:
+    """The boundary scores of a volume over its reviewed slices only (see ``SurfaceScores``).
+
+    Each run of consecutive reviewed slices is scored as a block of its own: an object's
+    surface inside a run counts, but where a run ends at an unreviewed slice the object is
+    cut, not ended, and that cut face is no surface (nobody has looked at the slice
+    beyond). In medpy's terms, the slice beyond a cut is taken to be a copy of the run's
+    last slice; in surface-distance's, the corners between the run's last slice and the
+    cut carry the in-plane contour only, at half a slice's thickness, so that every
+    reviewed slice weighs its own thickness. The first and last slices of the image end at
+    the image's edge, which counts as a boundary there as it does in medpy and
+    surface-distance, so a fully reviewed volume scores exactly as ``surface_scores``, and
+    a run of one slice inside the image scores as its 2D contours. The distances run
+    between these surfaces where they lie in the volume (a run's nearest point may be in
+    another run), pooled over all runs: HD95 and ASSD of all the distances, surface Dice of
+    all the surfaces' areas, never a mean of per-run figures. Unreviewed slices count for
+    nothing, whatever they hold: a class absent from both over the reviewed slices is NaN,
+    present in only one is inf (distances) and 0 (surface Dice), and no reviewed slice
+    gives NaN everywhere.
+
+    ``pred``, ``ref``: integer label maps (z, y, x); ``reviewed``: (Z,) bool, the slices
+    that count (the reviewed ones, less any a model has not predicted); ``spacing``
+    (x, y, z) mm. Other arguments and errors as ``surface_scores``; also ValueError for a
+    ``reviewed`` that is not one flag per slice."""
+    pred, ref = _validated(pred, ref, num_classes)
+    reviewed = np.asarray(reviewed)
+    if pred.ndim != 3 or reviewed.dtype != bool or reviewed.shape != pred.shape[:1]:
+        raise ValueError(f"reviewed slices need (z, y, x) label maps and one bool per slice; got "
+                         f"{pred.ndim}D maps and reviewed of shape {reviewed.shape} ({reviewed.dtype})")
+    sampling = _array_order_spacing(spacing, 3)
+    tolerance = _tolerances(tolerance_mm, num_classes)
+    if reviewed.all():
+        return _scores_by_class(pred, ref, num_classes, sampling, tolerance, distances, surface_dice)
+    if not reviewed.any():
+        nan = np.full(num_classes, np.nan)
+        return SurfaceScores(nan, nan.copy(), nan.copy(), nan.copy(), tolerance)
+    # From one slice before the first reviewed one to one after the last: the block's ends
+    # are then the image's edges or unreviewed slices, never a reviewed slice cut off by
+    # the crop. Its unreviewed slices are emptied: they hold nothing that counts.
+    first, last = np.flatnonzero(reviewed)[[0, -1]]
+    block = slice(max(int(first) - 1, 0), min(int(last) + 2, len(reviewed)))
+    kept = reviewed[block]
+    pred, ref = pred[block].copy(), ref[block].copy()
+    pred[~kept], ref[~kept] = 0, 0
+    return _scores_by_class(pred, ref, num_classes, sampling, tolerance, distances, surface_dice, kept)
+
+
+def _tolerances(tolerance_mm, num_classes: int) -> np.ndarray:
     tolerance = np.broadcast_to(np.asarray(tolerance_mm, float), (num_classes,)).copy()
     if np.isnan(tolerance).any() or (tolerance < 0).any():
         raise ValueError(f"the surface Dice tolerance must be 0 mm or more, not {tolerance_mm}")
+    return tolerance
+
+
+def _scores_by_class(pred: np.ndarray, ref: np.ndarray, num_classes: int, sampling: np.ndarray,
+                     tolerance: np.ndarray, distances: bool, surface_dice: bool,
+                     reviewed: np.ndarray | None = None) -> SurfaceScores:
+    """``surface_scores`` of validated maps; with ``reviewed`` ((Z,) bool, the unreviewed
+    slices already emptied), the cut faces left out as ``reviewed_surface_scores`` says."""
     out = np.full((4, num_classes), np.nan)
     pred_boxes, ref_boxes = _class_boxes(pred, num_classes), _class_boxes(ref, num_classes)
     for c in range(1, num_classes):
@@ -361,10 +429,11 @@ def surface_scores(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing,
             continue
         box = _union_box(pred_boxes[c], ref_boxes[c], pred.shape)
         a, b = pred[box] == c, ref[box] == c
+        kept = None if reviewed is None else reviewed[box[0]]
         if distances:
-            out[:3, c] = _voxel_surface_scores(a, b, sampling)
+            out[:3, c] = _voxel_surface_scores(a, b, sampling, kept)
         if surface_dice:
-            out[3, c] = _surface_dice(a, b, sampling, tolerance[c])
+            out[3, c] = _surface_dice(a, b, sampling, tolerance[c], kept)
     return SurfaceScores(out[0], out[1], out[2], out[3], tolerance)
 
 
@@ -453,17 +522,21 @@ def _union_box(first, second, shape) -> tuple:
                  for p, q, n in zip(first, second, shape))
 
 
-def _voxel_surface_scores(a: np.ndarray, b: np.ndarray, sampling: np.ndarray) -> tuple[float, float, float]:
-    """(HD, HD95, ASSD) in mm of two non-empty boolean masks, as medpy computes them."""
-    a_to_b, b_to_a = _voxel_surface_distances(a, b, sampling)
+def _voxel_surface_scores(a: np.ndarray, b: np.ndarray, sampling: np.ndarray,
+                          reviewed: np.ndarray | None = None) -> tuple[float, float, float]:
+    """(HD, HD95, ASSD) in mm of two non-empty boolean masks, as medpy computes them
+    (``reviewed``: see ``_surface_voxels``)."""
+    a_to_b, b_to_a = _voxel_surface_distances(a, b, sampling, reviewed)
     pooled = np.concatenate([a_to_b, b_to_a])
     return float(pooled.max()), float(np.percentile(pooled, 95)), float(pooled.mean())
 
 
-def _voxel_surface_distances(a: np.ndarray, b: np.ndarray, sampling: np.ndarray):
+def _voxel_surface_distances(a: np.ndarray, b: np.ndarray, sampling: np.ndarray,
+                             reviewed: np.ndarray | None = None):
     """Distances (mm) from each surface voxel of ``a`` to the nearest surface voxel of
     ``b``, and back; the surface is the mask minus its erosion by the face-connected cross."""
-    a_to_b, b_to_a, _, _ = _surface_to_surface(_surface_voxels(a), _surface_voxels(b), sampling)
+    a_to_b, b_to_a, _, _ = _surface_to_surface(_surface_voxels(a, reviewed), _surface_voxels(b, reviewed),
+                                               sampling)
     return a_to_b, b_to_a
 
 
@@ -481,18 +554,32 @@ def _surface_to_surface(a_surface: np.ndarray, b_surface: np.ndarray, sampling: 
     return a_to_b, b_to_a, a_points, b_points
 
 
-def _surface_voxels(mask: np.ndarray) -> np.ndarray:
+def _surface_voxels(mask: np.ndarray, reviewed: np.ndarray | None = None) -> np.ndarray:
     """``mask`` minus its erosion by the face-connected cross, beyond the edge counted as
-    outside: scipy's binary_erosion(mask, generate_binary_structure(ndim, 1)), as medpy."""
+    outside: scipy's binary_erosion(mask, generate_binary_structure(ndim, 1)), as medpy.
+    With ``reviewed`` ((Z,) bool; ``mask`` (z, y, x), empty on unreviewed slices), the
+    neighbour across a cut (an unreviewed slice) counts as inside: no cut face."""
     padded = np.pad(mask, 1)
     inner = mask.copy()
     centre = [slice(1, -1)] * mask.ndim
+    below, above = (None, None) if reviewed is None else _cut_slices(reviewed)
     for axis in range(mask.ndim):
-        for shifted in (slice(None, -2), slice(2, None)):
+        for shifted, cut in ((slice(None, -2), below), (slice(2, None), above)):
             window = list(centre)
             window[axis] = shifted
-            inner &= padded[tuple(window)]
+            neighbour = padded[tuple(window)]
+            if axis == 0 and cut is not None:
+                neighbour = neighbour | cut[:, None, None]
+            inner &= neighbour
     return mask & ~inner
+
+
+def _cut_slices(reviewed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Z,) bool twice: whether the slice below (z - 1) and the slice above (z + 1) of each
+    slice is an unreviewed one (the image's edge is not a cut)."""
+    below, above = np.zeros_like(reviewed), np.zeros_like(reviewed)
+    below[1:], above[:-1] = ~reviewed[:-1], ~reviewed[1:]
+    return below, above
 
 
 def _nearest_distances(points: np.ndarray, targets: np.ndarray, sampling: np.ndarray) -> np.ndarray:
@@ -509,15 +596,22 @@ def _nearest_distances(points: np.ndarray, targets: np.ndarray, sampling: np.nda
     return np.sqrt(np.add.reduce(offsets * offsets, axis=1))
 
 
-def _surface_dice(a: np.ndarray, b: np.ndarray, sampling: np.ndarray, tolerance: float) -> float:
-    """Surface Dice of two non-empty boolean masks on the grid of voxel corners."""
+def _surface_dice(a: np.ndarray, b: np.ndarray, sampling: np.ndarray, tolerance: float,
+                  reviewed: np.ndarray | None = None) -> float:
+    """Surface Dice of two non-empty boolean masks on the grid of voxel corners (with
+    ``reviewed``, the cut faces left out: see ``_cut_neighbour_codes``)."""
     areas = _surfel_area_table(tuple(sampling))
-    codes_a, codes_b = _neighbour_codes(a), _neighbour_codes(b)
+    if reviewed is None:
+        (codes_a, codes_b), weights = (_neighbour_codes(a), _neighbour_codes(b)), None
+    else:
+        (codes_a, weights), (codes_b, _) = _cut_neighbour_codes(a, reviewed), _cut_neighbour_codes(b, reviewed)
     full = (1 << 2 ** a.ndim) - 1
     a_surface = (codes_a != 0) & (codes_a != full)
     b_surface = (codes_b != 0) & (codes_b != full)
     a_to_b, b_to_a, a_points, b_points = _surface_to_surface(a_surface, b_surface, sampling)
     a_areas, b_areas = areas[codes_a[tuple(a_points.T)]], areas[codes_b[tuple(b_points.T)]]
+    if weights is not None:
+        a_areas, b_areas = a_areas * weights[a_points[:, 0]], b_areas * weights[b_points[:, 0]]
     within = a_areas[a_to_b <= tolerance].sum() + b_areas[b_to_a <= tolerance].sum()
     return float(within / (a_areas.sum() + b_areas.sum()))
 
@@ -533,6 +627,39 @@ def _neighbour_codes(mask: np.ndarray) -> np.ndarray:
     for k, offset in enumerate(offsets):
         window = tuple(slice(o, o + n) for o, n in zip(offset, shape))
         codes |= padded[window] << np.uint8(len(offsets) - 1 - k)
+    return codes
+
+
+def _cut_neighbour_codes(mask: np.ndarray, reviewed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``_neighbour_codes`` of a (z, y, x) mask, empty on the unreviewed slices, with the
+    cut faces left out, and the weight of each plane of corners ((Z + 1,)). Plane k lies
+    between slices k - 1 and k: between two reviewed slices, or a reviewed slice and the
+    image's edge, it is as usual (weight 1). Between a reviewed slice and an unreviewed one
+    (a cut), both of its layers are the reviewed slice, so it carries only that slice's
+    in-plane contour, drawn the full height of the plane; weight 1/2, the half of the
+    plane on the reviewed side. Elsewhere it is empty (weight 0)."""
+    n = len(mask)
+    k = np.arange(n + 1)
+    low = (k >= 1) & reviewed[np.clip(k - 1, 0, n - 1)]     # a reviewed slice below plane k
+    high = (k < n) & reviewed[np.clip(k, 0, n - 1)]         # ... and above
+    beyond_low, beyond_high = (k >= 1) & ~low, (k < n) & ~high  # an unreviewed slice there
+    empty = n  # the index of an empty layer appended below
+    lower = np.where(low, k - 1, np.where(high & beyond_low, k, empty))
+    upper = np.where(high, k, np.where(low & beyond_high, k - 1, empty))
+    weights = np.where(low & high | low & (k == n) | high & (k == 0), 1.0,
+                       np.where(low | high, 0.5, 0.0))
+    layers = np.concatenate([_plane_codes(mask), np.zeros((1,) + tuple(s + 1 for s in mask.shape[1:]), np.uint8)])
+    # Bits of the lower layer's 2 x 2 corners first: the bit order of ``_neighbour_codes``.
+    return (layers[lower] << np.uint8(4)) | layers[upper], weights
+
+
+def _plane_codes(mask: np.ndarray) -> np.ndarray:
+    """``_neighbour_codes`` of each (y, x) slice of a (z, y, x) mask: (Z, Y + 1, X + 1)."""
+    padded = np.pad(mask.astype(np.uint8), ((0, 0), (1, 1), (1, 1)))
+    ny, nx = mask.shape[1] + 1, mask.shape[2] + 1
+    codes = np.zeros((len(mask), ny, nx), np.uint8)
+    for k, (dy, dx) in enumerate(np.ndindex(2, 2)):
+        codes |= padded[:, dy:dy + ny, dx:dx + nx] << np.uint8(3 - k)
     return codes
 
 
