@@ -17,9 +17,11 @@ belongs to a result that the edit has made stale.
 The volume's boundary metrics are 3D (medpy's and surface-distance's definitions, as
 ``segview evaluate`` and the comparison report) over the slices that count: those the model
 has predicted, and reviewed ones only when "volume over reviewed slices only" is checked
-(the metrics panel's switch); the other slices are left out as empty, so the boundary is
-cut there. Volumes and clinical measures count the same slices for the labels and for
-every model, so their differences compare like with like.
+(the metrics panel's switch). They follow the one policy of ``reviewed_surface_scores``, as
+the comparison report and the verdict do: each run of consecutive slices that count is a
+block whose faces cut at a slice left out are no surface. Volumes and clinical measures
+count the same slices for the labels and for every model, so their differences compare
+like with like.
 """
 from __future__ import annotations
 
@@ -40,8 +42,8 @@ from ..core.classes import LabelClass
 from ..core.labels import Edit, Mark
 from ..core.measures import (CardiacMeasures, LungMeasures, cardiac_measures, class_volumes_ml, find_class,
                              lung_mask_from_ct, lung_measures)
-from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, slice_surface_scores, surface_scores,
-                            surface_scores_along_slices)
+from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, reviewed_surface_scores,
+                            slice_surface_scores, surface_scores_along_slices)
 from ..core.report import DASH, number_text
 from .slice_view import MODEL_COLORS
 from .workers import GeneratorWorker, Worker
@@ -109,8 +111,8 @@ def _volume_job(request: _VolumeRequest, should_stop: Callable[[], bool]) -> Ite
     for slot, (prediction, scored, _) in request.predictions.items():
         if should_stop():
             return
-        yield "boundary", (slot, _scored_surface_scores(prediction, request.labels, scored, request.num_classes,
-                                                          request.spacing, request.tolerance_mm))
+        yield "boundary", (slot, reviewed_surface_scores(prediction, request.labels, scored, request.num_classes,
+                                                         request.spacing, request.tolerance_mm))
 
 
 def _measures(labels: np.ndarray, measured: np.ndarray, classes: list[LabelClass], spacing, lung_mask,
@@ -146,22 +148,6 @@ def _measures(labels: np.ndarray, measured: np.ndarray, classes: list[LabelClass
         share = LungMeasures(float(lung[0]), float(lung[1]), "").infected_percent
         out.update({"lungs": float(lung[0]), "infected": float(lung[1]), "infected %": share})
     return out
-
-
-def _scored_surface_scores(prediction: np.ndarray, labels: np.ndarray, scored: np.ndarray, num_classes: int,
-                           spacing, tolerance_mm: float) -> SurfaceScores:
-    """3D boundary scores over the ``scored`` slices, the others left out as empty."""
-    if scored.all():
-        return surface_scores(prediction, labels, num_classes, spacing, tolerance_mm)
-    if not scored.any():
-        nan = np.full(num_classes, np.nan)
-        return SurfaceScores(nan, nan, nan, nan, np.full(num_classes, float(tolerance_mm)))
-    first, last = np.flatnonzero(scored)[[0, -1]]
-    block = slice(int(first), int(last) + 1)
-    pred, ref = prediction[block].copy(), labels[block].copy()
-    pred[~scored[block]] = 0
-    ref[~scored[block]] = 0
-    return surface_scores(pred, ref, num_classes, spacing, tolerance_mm)
 
 
 def _plot_job(pairs: dict, slices: dict, num_classes: int, spacing, tolerance_mm: float,
