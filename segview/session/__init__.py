@@ -2,8 +2,9 @@
 from .models import SLOTS, Model
 from .provenance import Provenance
 from .review import LabelFile, PredictionBatch, ReviewSession, SessionError, read_label_file
-from .worklist import STATUSES, Case, CaseSession, DatasetError, PredictionCache, QueueStep, Worklist
+from .worklist import (STATUSES, Case, CaseSession, DatasetError, PredictionCache, QueueStep, Worklist,
+                       WorklistNavigator, dataset_layout)
 
 __all__ = ["ReviewSession", "Model", "SLOTS", "LabelFile", "PredictionBatch", "SessionError", "read_label_file",
            "Worklist", "Case", "CaseSession", "STATUSES", "DatasetError", "PredictionCache", "QueueStep",
-           "Provenance"]
+           "Provenance", "WorklistNavigator", "dataset_layout"]

@@ -24,8 +24,14 @@ it was before segview first replaced it (written once, never overwritten) and
 most two backups per case; nothing that was there before segview is ever lost.
 
 A case open in a session is locked (``CaseLock``: ``.locks/<case>.lock`` beside the labels,
-naming who has it); a second segview gets it read-only with a message. A dataset folder that
-cannot be written opens read-only (``Worklist.read_only``).
+naming who has it); a second segview gets it read-only with a message (``Case.locked_by``,
+``CaseSession.read_only_reason``). A dataset folder that cannot be written opens read-only
+(``Worklist.read_only``).
+
+Stepping through the cases (``WorklistNavigator``) is the window's Ctrl+N without a window:
+the order frozen at the last sort, next / previous, the case left saved before the next
+opens (``save_and_open``; Done and next saves it with the status "done"), and the next case
+opened in the background meanwhile (``prefetch_next``).
 
 The prediction cache (``PredictionCache``) lives in ``$XDG_CACHE_HOME/segview/predictions``
 (``~/.cache/...``): per (image content digest, checkpoint file content digest) the uint8
@@ -57,7 +63,7 @@ from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
 from ..core.io import list_dicom_series, load_volume
-from ..core.journal import image_key
+from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
@@ -74,8 +80,10 @@ Progress = Callable[[int, int], None]
 class Case:
     """One case of a worklist. Figures are NaN until known: ``dice`` and ``correction_ml``
     (slot -> value, over the reviewed slices, as last saved, for the current checkpoints),
-    ``disputed`` (share of voxels where A and B differ, 0..1) and ``entropy`` (slot -> mean
-    softmax entropy in nats) from the prediction cache."""
+    ``disputed`` (voxels where A and B differ per voxel either calls foreground, 0..1: see
+    ``PredictionCache.disputed``) and ``entropy`` (slot -> mean softmax entropy in nats)
+    from the prediction cache. ``locked_by``: who has the case open in another segview,
+    while it is open read-only here."""
     name: str
     image: Path                                   # image file or DICOM study folder
     labels: Path                                  # where its labels are (or will be) saved
@@ -91,6 +99,7 @@ class Case:
     entropy: dict[str, float] = field(default_factory=dict)
     key: str | None = None                        # image_key, when known
     error: str | None = None                      # why it cannot be opened
+    locked_by: str | None = None                  # open in another segview (read-only here)
 
     @property
     def uncertainty(self) -> float:
@@ -129,10 +138,15 @@ class Worklist:
         folder = Path(folder)
         if not folder.is_dir():
             raise DatasetError(f"There is no dataset folder at {folder}.")
-        if (folder / "imagesTr").is_dir():
-            cases, classes, layout = _nnunet_cases(folder), _declared_classes(folder / "dataset.json"), "nnU-Net"
+        layout = dataset_layout(folder)
+        if layout is None:
+            raise DatasetError(f"{folder} is no dataset: neither imagesTr/<case>_0000.nii.gz (nnU-Net) nor a folder "
+                               "of DICOM studies (two or more sub-folders and no files of its own). A folder of "
+                               "one study or series opens as an image (File > Open DICOM folder).")
+        if layout == "nnU-Net":
+            cases, classes = _nnunet_cases(folder), _declared_classes(folder / "dataset.json")
         else:
-            cases, classes, layout = _dicom_cases(folder, progress), None, "DICOM"
+            cases, classes = _dicom_cases(folder, progress), None
         if not cases:
             raise DatasetError(f"{folder} holds no case: neither imagesTr/<case>_0000.nii.gz (nnU-Net) "
                                "nor DICOM image series.")
@@ -171,9 +185,10 @@ class Worklist:
 
     # -- order ----------------------------------------------------------------------------
     def sorted(self, by: str = "name") -> list[Case]:
-        """The cases by ``by``: "name"; "disputed" (largest share of voxels where A and B
-        differ first), "uncertain" (largest mean softmax entropy first), "status" (new,
-        in progress, flagged, done); unknown figures last, then by name."""
+        """The cases by ``by``: "name"; "disputed" (A and B differ most first: ``Case.disputed``,
+        voxels where they differ per voxel of their foreground), "uncertain" (largest mean
+        softmax entropy first), "status" (new, in progress, flagged, done); unknown figures
+        last, then by name. A query: the order to step through is ``WorklistNavigator.sort``'s."""
         if by not in SORT_KEYS:
             raise ValueError(f"sort by {by!r}: one of {', '.join(SORT_KEYS)}")
         if by == "name":
@@ -253,15 +268,19 @@ class Worklist:
         case = self.case(name)
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
         volume = self.load_image(case, progress)
+        stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
         labels = case.labels if case.labels.is_file() else None
         try:
-            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes)
+            # The case's own class file wins over the dataset's names; the image is not hashed
+            # again when the cache knows its key by its files' size and time.
+            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes,
+                                       key=self.cache.known_key(_image_files(case)))
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
         except VolumeLoadError as exc:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
         try:
-            session.attach(self, case, predictors)
+            session.attach(self, case, predictors, stamp)
         except BaseException:
             session.close(discard=True)  # its lock and journal go with it
             raise
@@ -409,29 +428,66 @@ class CaseSession(ReviewSession):
     worklist: Worklist
     case: Case
 
+    _counts_labels_on_open = False                # its models' cached counts give them (attach)
     lock: CaseLock | None = None
+    locked_by: str | None = None                  # who has it open, when it opened read-only for that
     provenance: Provenance | None = None
 
-    def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object]) -> None:
+    def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
+               stamp: str | None = None) -> None:
         """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
-        Predictor) with their cached predictions."""
+        Predictor) with their cached predictions and, when the cache has them for the labels
+        as read (``stamp``: ``labels_stamp`` of the file, taken before it was read), their
+        confusion counts."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
         self.lock, holder = CaseLock.acquire(case.labels) if not worklist.read_only else (None, None)
         self.read_only = worklist.read_only or holder is not None
+        self.locked_by = case.locked_by = holder
         if holder is not None:
             self.warnings.append(f"{case.name} is open in another segview ({holder}): it opens read-only "
-                                 "here; its labels can still be saved elsewhere.")
+                                 "here, to look at; edit it once the other has closed it.")
         if not case.labels.is_file():  # a status-only sidecar: keep its keys
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
         self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
-        for slot, path in worklist.checkpoints.items():
-            self.add_model(slot, path, predictors[slot])
-        self.take_cached_predictions()
+        self._add_cached_models(predictors, stamp if self.version == 0 else None)  # not after a restore
         case.slices = self.volume.shape[0]
+
+    def _add_cached_models(self, predictors: dict[str, object], stamp: str | None) -> None:
+        """Models A and B, each with its cached prediction (taken as it is) and its counts
+        against the labels ``stamp`` names (counted and kept in the cache when missing);
+        models the cache lacks are added pending, after the others, whose counts give each
+        slice's classes."""
+        cache, cached = self.worklist.cache, {}
+        for slot, path in self.worklist.checkpoints.items():
+            prediction = cache.get(self.key, checkpoint_digest(path))
+            if prediction is not None and prediction.shape == self.volume.shape:
+                cached[slot] = prediction
+        self._cached_models = {}
+        for slot, prediction in cached.items():
+            path, digest = self.worklist.checkpoints[slot], checkpoint_digest(self.worklist.checkpoints[slot])
+            counts = cache.counts(self.key, digest, stamp) if stamp else None
+            self._cached_models[slot] = self.add_model(slot, path, predictors[slot], prediction, counts)
+            if counts is None and stamp:
+                cache.put_counts(self.key, digest, stamp, self.live.matrices[slot].per_slice)
+        for slot, path in self.worklist.checkpoints.items():
+            if slot not in cached:
+                self.add_model(slot, path, predictors[slot])
+        self.live.label_histogram()  # here, in the worker (from a model's counts when there is one)
+
+    def _cache_counts(self, job: SaveJob) -> None:
+        """After a save into the dataset: each cached model's counts against the labels as
+        saved, kept in the cache under the new file's stamp, so the next open counts nothing."""
+        if job.version != self.version:
+            return  # edited while it saved: the counts are of other labels
+        stamp = labels_stamp(job.path)
+        for slot, model in getattr(self, "_cached_models", {}).items():
+            if self.models.get(slot) is model and model.predicted.all():
+                self.worklist.cache.put_counts(self.key, checkpoint_digest(model.path), stamp,
+                                               self.live.matrices[slot].per_slice)
 
     def take_cached_predictions(self) -> list[str]:
         """Fill each model not fully predicted from the prediction cache, if it has this
@@ -470,27 +526,52 @@ class CaseSession(ReviewSession):
                              "correction_voxels": voxels, "correction_ml": ml}
         return figures
 
-    def save_job(self, path=None) -> SaveJob:
-        """As ``ReviewSession.save_job``; saving into the dataset (no ``path``) also updates
-        the case status ("new" becomes "in progress"), and keeps the replaced files."""
-        if path is None or Path(path).absolute() == self.case.labels.absolute():  # into the dataset
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why this case may not be edited here (None: it may): the dataset folder cannot be
+        written, or another segview has the case open."""
+        if self.worklist.read_only:
+            return f"The dataset {self.worklist.folder.name} is read-only: nothing can be saved into it."
+        if self.read_only:
+            return f"{self.case.name} is open in another segview ({self.locked_by or 'another session'})."
+        return None
+
+    def save_job(self, path=None, status: str | None = None, note: str | None = None) -> SaveJob:
+        """As ``ReviewSession.save_job``; saving into the dataset (no ``path``) also keeps the
+        replaced files and sets the case's status (``status``, e.g. "done"; by default "new"
+        becomes "in progress") and ``note``, written in the same sidecar as the labels' review
+        state and taken by the Case once the job is finished (``finish_save``). Raises
+        SessionError when the case is read-only, ValueError for another status."""
+        into_dataset = path is None or Path(path).absolute() == self.case.labels.absolute()
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status {status!r}: one of {', '.join(STATUSES)}")
+        if into_dataset:
             self.worklist._check_writable()
             if self.read_only:
                 raise SessionError(f"{self.case.name} is open in another segview: it was opened read-only "
                                    "here. Save the labels elsewhere (Save as).")
-            if self.case.status == "new":
-                self.case.status = "in progress"
+        if status is None or not into_dataset:
+            status = "in progress" if into_dataset and self.case.status == "new" else self.case.status
         models = dict(self.review_extra.get("models") or {})  # a slot not loaded keeps its saved figures
         models.update(self.figures())
-        self.review_extra.update(case=_status_entry(self.case.status, self.case.note),
+        self.review_extra.update(case=_status_entry(status, self.case.note if note is None else note),
                                  provenance=self.provenance.to_json() if self.provenance else {}, models=models)
         target = Path(path) if path is not None else self.case.labels
-        into_dataset = target.absolute() == self.case.labels.absolute()
         return (_DatasetSaveJob if into_dataset else SaveJob)(self, target)
+
+    def save(self, path=None, status: str | None = None, note: str | None = None) -> Path:
+        """As ``ReviewSession.save``, with the case's ``status`` and ``note`` (``save_job``):
+        ``save(status="done")`` is what Done does."""
+        job = self.save_job(path, status, note)
+        job()
+        self.finish_save(job)
+        return job.path
 
     def finish_save(self, job: SaveJob) -> None:
         super().finish_save(job)
         if Path(job.path) == self.case.labels:
+            entry = job.review.extra.get("case") or {}
+            self.case.status, self.case.note = entry.get("status", self.case.status), entry.get("note", self.case.note)
             self.case.reviewed_count = int(job.review.reviewed.sum())
             self.case.slices = len(job.review.reviewed)
             for slot, entry in job.review.extra.get("models", {}).items():
@@ -502,6 +583,8 @@ class CaseSession(ReviewSession):
         if self.provenance is not None:
             self.provenance.detach()
         super().close(discard)
+        if self.locked_by is not None and self.case.locked_by == self.locked_by:
+            self.case.locked_by = None  # the row shows the lock while the case is open here
         if self.lock is not None:
             self.lock.release()
             self.lock = None
@@ -588,6 +671,312 @@ def _copy(source: Path, target: Path) -> None:
     replace_atomically(target, write)
 
 
+# -- stepping through the cases ---------------------------------------------------------
+
+class Prefetch:
+    """Case ``name`` opened ahead of being asked for: call it once, in a thread, to open it
+    (``Worklist.session``: its lock and journal taken, no status set, nothing written).
+    Its session has one owner, handed over under a lock: ``take`` (waiting while it opens),
+    or ``drop``, which closes it, at once or, when it is still opening, as soon as it is
+    open; so no session is left open (nor its journal) whatever comes first. A case with a
+    crashed session's unsaved edits is not opened: opening sets those aside, and a session
+    left unused would no longer offer them."""
+
+    def __init__(self, worklist: Worklist, name: str):
+        self.worklist, self.name = worklist, name
+        self._state = "waiting"  # then opening; open or failed; taken or dropped
+        self._session: CaseSession | None = None
+        self._lock = threading.Lock()
+        self._finished = threading.Event()
+
+    @property
+    def ready(self) -> bool:
+        """Open, and not yet taken."""
+        return self._state == "open"
+
+    @property
+    def complete(self) -> bool:
+        """Ready with every model's every slice: shown, it runs nothing."""
+        session = self._session
+        return self.ready and session is not None and all(m.predicted.all() for m in session.models.values())
+
+    def __call__(self) -> None:
+        """Open the case (in a thread). An error is raised after the prefetch has ended:
+        taking it then gives None, and opening the case as any says why."""
+        with self._lock:
+            if self._state != "waiting":
+                return  # taken (opened as any case) or dropped before it started
+            self._state = "opening"
+        session = None
+        try:
+            key = self.worklist.case(self.name).key  # known from the cache, or from an earlier open
+            if key is None or not (crashed_journals(key) and unsaved_edits(key) is not None):
+                session = self.worklist.session(self.name)
+        finally:
+            with self._lock:
+                dropped = self._state == "dropped"
+                if not dropped:
+                    self._state, self._session = ("open" if session is not None else "failed"), session
+            self._finished.set()
+            if dropped and session is not None:
+                session.close(discard=True)
+
+    def take(self) -> CaseSession | None:
+        """The session, waiting while it opens; None when there is none (not started, which
+        it then never will be; skipped; failed; dropped): open the case as any case."""
+        with self._lock:
+            opening = self._state == "opening"
+            if not opening:
+                return self._hand_over()
+        self._finished.wait()
+        with self._lock:
+            return self._hand_over()
+
+    def _hand_over(self) -> CaseSession | None:
+        session, self._session = self._session, None
+        if self._state != "dropped":
+            self._state = "taken"
+        return session
+
+    def drop(self) -> None:
+        """Close the session (it has no edits: its journal is deleted); one still opening
+        closes when it is open."""
+        with self._lock:
+            session, self._session = self._session, None
+            self._state = "dropped"
+        if session is not None:
+            session.close(discard=True)
+
+
+class OpenJob:
+    """Save the case being left, then open case ``name``: what Ctrl+N does. Made by
+    ``WorklistNavigator.open_job``; call it once, here or in a thread (``job(progress=None)``).
+    ``save``: the SaveJob of the case left (None: nothing to save), run first; nothing is
+    opened when it fails. Then the session the navigator's prefetch opened for ``name``
+    (waiting while it opens, then taking what the cache gained since), else
+    ``Worklist.session``. An error says which part failed: ``while_saving`` (the file not
+    saved), or ``saved_job`` (the case left was saved: finish that save). ``cancel`` (the
+    window closes) closes what it opened or will open."""
+
+    def __init__(self, navigator: WorklistNavigator, name: str, save: SaveJob | None = None):
+        self.navigator, self.name, self.save = navigator, name, save
+        self.cancelled = False
+        self._session: CaseSession | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, progress: Progress | None = None) -> CaseSession:
+        if self.save is not None:
+            try:
+                self.save()
+            except Exception as exc:
+                exc.while_saving = Path(self.save.path).name  # type: ignore[attr-defined]
+                raise
+        try:
+            prefetch = self.navigator._claim(self.name)
+            session = prefetch.take() if prefetch is not None else None
+            if session is not None:
+                session.take_cached_predictions()
+            else:
+                session = self.navigator.worklist.session(self.name, progress=progress)
+        except Exception as exc:
+            exc.saved_job = self.save  # type: ignore[attr-defined]
+            raise
+        with self._lock:
+            cancelled = self.cancelled
+            if not cancelled:
+                self._session = session
+        if cancelled:
+            session.close(discard=True)
+        return session
+
+    def cancel(self) -> None:
+        """Close the session opened (or, when it opens later, then): nobody will show it."""
+        with self._lock:
+            self.cancelled = True
+            session, self._session = self._session, None
+        if session is not None:
+            session.close(discard=True)
+
+
+class WorklistNavigator:
+    """Stepping through a worklist as a reviewer does, without a window: the order frozen
+    when it was last sorted (figures that change meanwhile do not reshuffle it), next and
+    previous case in it, saving the case left before opening the next (``save_and_open``,
+    ``next``), and the next case opened in the background meanwhile (``prefetch_next``),
+    so that going there costs nothing. The window's worklist dock drives one of these;
+    a script does exactly what Ctrl+N does with ``navigator.next(session)``.
+
+    Threads: every method runs in one thread (the window's); only an ``OpenJob`` and a
+    ``Prefetch`` run in others."""
+
+    def __init__(self, worklist: Worklist, by: str = "name", prefetching: bool = True):
+        self.worklist = worklist
+        self.prefetching = prefetching
+        self.current: str | None = None    # the case on screen (the window sets it)
+        self.sort_key, self.order = by, [c.name for c in worklist.sorted(by)]
+        self._prefetch: Prefetch | None = None
+        self._opening: OpenJob | None = None
+        self._lock = threading.Lock()      # an OpenJob claims the prefetch from its thread
+
+    # -- the order --------------------------------------------------------------------------
+    def sort(self, by: str) -> list[Case]:
+        """Freeze the order ``by`` (``Worklist.sorted``) as the figures are now; next and
+        previous follow it until the next sort. Returns the cases in it."""
+        self.order = [c.name for c in self.worklist.sorted(by)]
+        self.sort_key = by
+        return self.cases()
+
+    def cases(self) -> list[Case]:
+        """The cases in the frozen order."""
+        return [self.worklist.case(name) for name in self.order]
+
+    def next_name(self, name: str | None = None) -> str | None:
+        """The case after ``name`` (default: ``current``) in the frozen order; the first when
+        ``name`` is none of them; None after the last."""
+        return self._neighbour(name, +1)
+
+    def previous_name(self, name: str | None = None) -> str | None:
+        """The case before ``name`` (default: ``current``); the last when ``name`` is none
+        of them; None before the first."""
+        return self._neighbour(name, -1)
+
+    def _neighbour(self, name: str | None, step: int) -> str | None:
+        name = name if name is not None else self.current
+        if not self.order:
+            return None
+        if name not in self.order:
+            return self.order[0] if step > 0 else self.order[-1]
+        n = self.order.index(name) + step
+        return self.order[n] if 0 <= n < len(self.order) else None
+
+    # -- opening ------------------------------------------------------------------------------
+    @property
+    def opening(self) -> str | None:
+        """The case an OpenJob made here is opening (until ``opened``)."""
+        return self._opening.name if self._opening is not None else None
+
+    @staticmethod
+    def leave_job(session: ReviewSession | None, status: str | None = None) -> SaveJob | None:
+        """The save that leaving ``session`` needs: None when it is no case or has nothing
+        unsaved and no ``status`` to set (e.g. "done"), else its ``save_job`` into the
+        dataset, the labels as they are now. Raises SessionError (a read-only case)."""
+        if not isinstance(session, CaseSession) or (not session.modified and status is None):
+            return None
+        return session.save_job(status=status)
+
+    def open_job(self, name: str, save: SaveJob | None = None) -> OpenJob:
+        """The job that saves the case left (``save``, see ``leave_job``) and opens ``name``;
+        the case prefetched for ``name`` is kept for it. Hand the job to ``opened`` once it ran."""
+        self.worklist.case(name)  # KeyError for a case it does not have
+        job = self._opening = OpenJob(self, name, save)
+        return job
+
+    def opened(self, job: OpenJob, shown: bool = True) -> None:
+        """``job`` ran (or failed); ``shown``: its case is the current one now."""
+        if self._opening is job:
+            self._opening = None
+        if shown and not job.cancelled:
+            self.current = job.name
+
+    def _claim(self, name: str) -> Prefetch | None:
+        """The prefetch of ``name``, taken out of the slot (from an OpenJob's thread)."""
+        with self._lock:
+            prefetch = self._prefetch
+            if prefetch is None or prefetch.name != name:
+                return None
+            self._prefetch = None
+            return prefetch
+
+    def save_and_open(self, name: str, leaving: ReviewSession | None = None, status: str | None = None,
+                      progress: Progress | None = None) -> CaseSession:
+        """Save ``leaving`` into the dataset when it has unsaved edits or a ``status`` is
+        given (``leave_job``), close it, and open case ``name`` (the prefetched session
+        when there is one): Ctrl+N, here and now. When the save fails nothing changes;
+        when ``name`` cannot be opened, ``leaving`` stays open (and saved). Raises
+        SessionError, LabelSaveError, VolumeLoadError, CheckpointError."""
+        job = self.open_job(name, self.leave_job(leaving, status))
+        try:
+            session = job(progress)
+        except Exception as exc:
+            self.opened(job, shown=False)
+            saved = getattr(exc, "saved_job", None)
+            if saved is not None and leaving is not None:
+                leaving.finish_save(saved)
+            raise
+        self.opened(job)
+        if leaving is not None:
+            if job.save is not None:
+                leaving.finish_save(job.save)
+            leaving.close()
+        return session
+
+    def next(self, leaving: ReviewSession | None = None, status: str | None = None) -> CaseSession | None:
+        """``save_and_open`` the case after ``current`` (status: e.g. "done" for Done and
+        next); None after the last (nothing saved, nothing closed)."""
+        name = self.next_name()
+        return None if name is None else self.save_and_open(name, leaving, status)
+
+    def previous(self, leaving: ReviewSession | None = None) -> CaseSession | None:
+        """``save_and_open`` the case before ``current``; None before the first."""
+        name = self.previous_name()
+        return None if name is None else self.save_and_open(name, leaving)
+
+    # -- the next case, opened in the background ----------------------------------------------
+    @property
+    def prefetched(self) -> str | None:
+        """The case open in the background, ready to be shown; None when none is (yet)."""
+        prefetch = self._prefetch
+        return prefetch.name if prefetch is not None and prefetch.ready else None
+
+    @property
+    def prefetch(self) -> Prefetch | None:
+        """The prefetch in the slot (opening or open), if any."""
+        return self._prefetch
+
+    def prefetch_next(self, start: Callable[[Prefetch], object]) -> Prefetch | None:
+        """Have the case after ``current`` opened in the background: ``start(prefetch)``
+        must run ``prefetch()`` in another thread (a Qt worker, a ``threading.Thread``).
+        Any other case prefetched is closed (the order, the case on screen or
+        ``prefetching`` changed). Returns the prefetch started; None when there is none to
+        start: the next is already there, there is no next, prefetching is off, or a case
+        is opening (its own next comes once it is current)."""
+        target = self.next_name() if self.prefetching and self.current is not None else None
+        with self._lock:
+            prefetch = self._prefetch
+            if prefetch is not None and prefetch.name == target:
+                return None
+            if prefetch is not None and prefetch.name != self.opening:  # one an OpenJob awaits is kept
+                self._prefetch = None
+            else:
+                prefetch = None
+            started = None
+            if target is not None and self._opening is None and self._prefetch is None:
+                started = self._prefetch = Prefetch(self.worklist, target)
+        if prefetch is not None:
+            prefetch.drop()
+        if started is not None:
+            start(started)
+        return started
+
+    def drop_prefetch(self, force: bool = False) -> None:
+        """Close the case opened in the background (when it is open, if it is still
+        opening): the models changed. One an OpenJob awaits is kept, unless ``force``."""
+        with self._lock:
+            prefetch = self._prefetch
+            if prefetch is None or (prefetch.name == self.opening and not force):
+                return
+            self._prefetch = None
+        prefetch.drop()
+
+    def close(self) -> None:
+        """Nothing goes on: the case opening is cancelled, the one prefetched closed (the
+        window closes, or another dataset opens)."""
+        if self._opening is not None:
+            self._opening.cancel()
+            self._opening = None
+        self.drop_prefetch(force=True)
+
+
 # -- figures -------------------------------------------------------------------------------
 
 def correction_effort(prediction: np.ndarray, labels: np.ndarray, slices: np.ndarray, spacing) -> tuple[int, float]:
@@ -608,7 +997,8 @@ def cache_folder() -> Path:
 class PredictionCache:
     """Predictions by (image content digest, checkpoint content digest):
     ``<root>/<key>/<digest>.npz`` (labels, uint8, compressed), ``<digest>.json`` (summary),
-    ``<key>/disputed.json`` (share of voxels where two checkpoints differ), and
+    ``<key>/disputed.json`` (voxels where two checkpoints differ, and where either calls
+    foreground), and
     ``images.json`` (image file stamps -> key, so a worklist knows a case's key without
     reading its image). Deleting the folder is always safe."""
 
@@ -639,6 +1029,26 @@ class PredictionCache:
     def summary(self, key: str, digest: str) -> dict | None:
         return _read_json(self._entry(key, digest).with_suffix(".json"))
 
+    def counts(self, key: str, digest: str, stamp: str) -> np.ndarray | None:
+        """The cached prediction's per-slice confusion counts (Z, C, C) against the labels
+        ``stamp`` (``labels_stamp``) names, or None: kept for the latest labels only."""
+        entry = _read_json(self._entry(key, digest).with_suffix(".counts.json")) or {}
+        try:
+            return np.asarray(entry["per_slice"], np.int64) if entry.get("labels") == stamp else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def put_counts(self, key: str, digest: str, stamp: str, per_slice: np.ndarray) -> None:
+        """Keep the per-slice confusion counts (Z, C, C) of the prediction of ``digest``
+        against the labels ``stamp`` names (replacing those of older labels). Skipped when
+        the cache cannot be written."""
+        document = {"labels": stamp, "per_slice": np.asarray(per_slice, np.int64).tolist()}
+        try:
+            self._entry(key, digest).parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self._entry(key, digest).with_suffix(".counts.json"), json.dumps(document))
+        except OSError:
+            pass
+
     def put(self, key: str, digest: str, labels: np.ndarray, summary: dict) -> None:
         """Store ``labels`` (z, y, x) uint8 and ``summary``; then prune to ``max_bytes``.
         A cache that cannot be written is skipped (it is only a cache)."""
@@ -658,25 +1068,34 @@ class PredictionCache:
             self.prune()
 
     def disputed(self, key: str, digest_a: str, digest_b: str) -> float | None:
-        return (_read_json(self.root / key / "disputed.json") or {}).get(f"{digest_a}:{digest_b}")
+        """Voxels where the two cached predictions differ per voxel either calls foreground
+        (class > 0), over the whole image: 0 where they agree everywhere (also where both
+        find nothing), 1 where their foregrounds do not overlap at all. Unlike a share of
+        the whole image (mostly background, so 0.1 % for any case), it compares cases of
+        any size. None until ``ensure_disputed`` counted it."""
+        entry = (_read_json(self.root / key / "disputed.json") or {}).get(f"{digest_a}:{digest_b}")
+        if not isinstance(entry, dict):  # none, or an older share of the whole image: count again
+            return None
+        differ, foreground = int(entry.get("differ", 0)), int(entry.get("foreground", 0))
+        return differ / foreground if foreground else 0.0
 
     def ensure_disputed(self, key: str, digest_a: str, digest_b: str) -> float | None:
-        """The share of voxels where the two cached predictions differ, counted once."""
+        """``disputed``, counted once from the cached predictions (None when one is missing)."""
         known = self.disputed(key, digest_a, digest_b)
         if known is not None:
             return known
         a, b = self.get(key, digest_a), self.get(key, digest_b)
         if a is None or b is None or a.shape != b.shape:
             return None
-        share = float(np.count_nonzero(a != b) / a.size)
+        counts = {"differ": int(np.count_nonzero(a != b)), "foreground": int(np.count_nonzero((a > 0) | (b > 0)))}
         path = self.root / key / "disputed.json"
-        shares = _read_json(path) or {}
-        shares[f"{digest_a}:{digest_b}"] = share
+        entries = _read_json(path) or {}
+        entries[f"{digest_a}:{digest_b}"] = counts
         try:
-            atomic_write_text(path, json.dumps(shares))
+            atomic_write_text(path, json.dumps(entries))
         except OSError:
             pass
-        return share
+        return counts["differ"] / counts["foreground"] if counts["foreground"] else 0.0
 
     def known_key(self, files: list[Path]) -> str | None:
         """The image_key remembered for these image files, if none changed since."""
@@ -712,10 +1131,23 @@ class PredictionCache:
             total -= path.stat().st_size
             path.unlink(missing_ok=True)
             path.with_suffix(".json").unlink(missing_ok=True)
+            path.with_suffix(".counts.json").unlink(missing_ok=True)
         self._bytes = total
 
 
 _digests: dict[tuple, str] = {}
+
+
+def labels_stamp(path) -> str:
+    """What identifies a label file's content for the cached counts without reading it: its
+    resolved path, size and modification time (ns); "none" when there is no file (the labels
+    are empty)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return "none"
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def checkpoint_digest(path) -> str:
@@ -734,6 +1166,29 @@ def checkpoint_digest(path) -> str:
 
 
 # -- reading the dataset -----------------------------------------------------------------
+
+def dataset_layout(folder) -> str | None:
+    """"nnU-Net" or "DICOM" when ``folder`` is a dataset (the one rule: ``Worklist.open``
+    and the command line's ``segview FOLDER`` both ask it), else None; nothing is read but
+    the folder's listing. nnU-Net: an ``imagesTr/`` folder. DICOM studies: only sub-folders
+    (no files of its own but a DICOMDIR; names starting with a dot are left out), and either
+    two of them or a ``labels/`` folder segview made; a folder holding one study or series is
+    an image, not a dataset."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    if (folder / "imagesTr").is_dir():
+        return "nnU-Net"
+    try:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:
+        return None
+    if any(p.is_file() and p.name.upper() != "DICOMDIR" for p in entries):
+        return None
+    studies = [p for p in entries if p.is_dir() and p.name != "labels"]
+    has_labels = (folder / "labels").is_dir()
+    return "DICOM" if studies and (len(studies) >= 2 or has_labels) else None
+
 
 def _nnunet_cases(folder: Path) -> list[Case]:
     ending = _file_ending(folder / "dataset.json")
