@@ -14,9 +14,9 @@ import numpy as np
 
 from .io import replace_atomically
 from .live import LiveMetrics
-from .report import DASH, csv_cell, number_text, write_csv
+from .report import csv_cell, number_text, write_csv
 from .measures import class_volumes_ml
-from .metrics import SURFACE_DICE_TOLERANCE_MM, surface_scores
+from .metrics import SURFACE_DICE_TOLERANCE_MM, reviewed_surface_scores
 
 # Disagreement categories, per voxel.
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
@@ -176,27 +176,35 @@ REPORT_TOLERANCE_MM = SURFACE_DICE_TOLERANCE_MM
 def boundary_markdown(live: LiveMetrics, classes, tolerance_mm: float = REPORT_TOLERANCE_MM) -> str:
     """Per foreground class: volumes (mL) of the labels and of A and B over the reviewed
     slices, and B's and A's differences from the labels; HD95 (mm) and surface Dice of A
-    and B only when every slice is reviewed and predicted, since a boundary cut at an
-    unreviewed slice would be scored as if it were one."""
+    and B over the reviewed slices both have predicted, by ``reviewed_surface_scores`` (the
+    one policy of the measures dock and the verdict: each run of consecutive such slices a
+    block, its faces cut at a slice left out no surface)."""
     reviewed = live.labels.reviewed
     spacing = live.labels.spacing
     keys = [k for k in ("A", "B") if k in live.predictions]
     count = max(live.num_classes, max((c.value for c in classes), default=0) + 1)
     labels_ml = class_volumes_ml(live.labels.array[reviewed], count, spacing)
     models_ml = {k: class_volumes_ml(live.predictions[k][reviewed], count, spacing) for k in keys}
-    complete = bool(reviewed.all()) and all(live.predicted[k].all() for k in keys)
-    surfaces = {k: surface_scores(live.predictions[k], live.labels.array, count, spacing, tolerance_mm)
-                for k in keys} if complete else {}
+    scored = reviewed.copy()
+    for k in keys:
+        scored &= live.predicted[k]  # both models on the same slices
+    surfaces = {k: reviewed_surface_scores(live.predictions[k], live.labels.array, scored, count, spacing,
+                                           tolerance_mm) for k in keys}
+    runs = int(np.count_nonzero(np.diff(scored.astype(np.int8), prepend=0) == 1))
     header = (["class", "labels mL"] + [f"{k} mL" for k in keys] + [f"{k} - labels mL" for k in keys]
               + [f"HD95 {k} (mm)" for k in keys] + [f"surface Dice {k}" for k in keys])
-    lines = [f"Volumes over the reviewed slices; HD95 and surface Dice (at {tolerance_mm:g} mm) "
-             + ("over the volume." if complete else "need every slice reviewed and predicted, so none here."),
+    lines = [f"Volumes over the reviewed slices; HD95 and surface Dice (at {tolerance_mm:g} mm) over the "
+             f"{int(scored.sum())} of {len(scored)} slices reviewed and predicted by "
+             + ("both models" if len(keys) > 1 else "the model")
+             + (", the whole volume." if scored.all() else
+                f", in {runs} run{'s' if runs != 1 else ''} of consecutive slices: each run is scored as a block "
+                "and a face cut at a slice left out is no surface."),
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in (c for c in classes if c.value):
         cells = [c.name, f"{labels_ml[c.value]:.2f}"] + [f"{models_ml[k][c.value]:.2f}" for k in keys]
         cells += [f"{models_ml[k][c.value] - labels_ml[c.value]:+.2f}" for k in keys]
-        cells += [number_text(surfaces[k].hausdorff95[c.value], 2) if surfaces else DASH for k in keys]
-        cells += [number_text(surfaces[k].surface_dice[c.value]) if surfaces else DASH for k in keys]
+        cells += [number_text(surfaces[k].hausdorff95[c.value], 2) for k in keys]
+        cells += [number_text(surfaces[k].surface_dice[c.value]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

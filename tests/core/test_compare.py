@@ -98,7 +98,7 @@ def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):
     assert paths[3].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_the_report_gives_volumes_and_boundaries_once_every_slice_is_reviewed():
+def test_the_report_gives_volumes_and_boundaries_over_the_reviewed_slices():
     from medpy.metric import binary as medpy_binary
     from surface_distance import metrics as deepmind
 
@@ -108,9 +108,15 @@ def test_the_report_gives_volumes_and_boundaries_once_every_slice_is_reviewed():
     lesion = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "lesion", (255, 0, 0))]
     labels.set_reviewed(1)
     partial = boundary_markdown(live, lesion)
-    # Over slice 1 alone: 36 labelled voxels, A has 18, B 36.
-    assert "| lesion | 0.04 | 0.02 | 0.04 | -0.02 | +0.00 | – | – | – | – |" in partial
-    assert "need every slice reviewed" in partial
+    # Over slice 1 alone: 36 labelled voxels, A has 18, B 36. A run of one slice inside
+    # the image, its faces cut at slices 0 and 2 no surface: its 2D contours are scored.
+    a1, ref1 = live.predictions["A"][1] == 1, labels.array[1] == 1
+    hd95_a = medpy_binary.hd95(a1, ref1, (1, 1))
+    nsd_a = deepmind.compute_surface_dice_at_tolerance(deepmind.compute_surface_distances(ref1, a1, (1, 1)), 2.0)
+    assert hd95_a > 0 and nsd_a < 1
+    assert (f"| lesion | 0.04 | 0.02 | 0.04 | -0.02 | +0.00 | {hd95_a:.2f} | 0.00 | {nsd_a:.3f} | 1.000 |"
+            in partial)
+    assert "over the 1 of 4 slices reviewed and predicted by both models, in 1 run" in partial
     for z in (0, 2, 3):
         labels.set_reviewed(z)
     complete = boundary_markdown(live, lesion)
@@ -120,4 +126,4 @@ def test_the_report_gives_volumes_and_boundaries_once_every_slice_is_reviewed():
            for p in (a, b)]
     row = (f"| lesion | 0.14 | 0.13 | 0.13 | -0.02 | -0.01 | {hd95[0]:.2f} | {hd95[1]:.2f} | "
            f"{nsd[0]:.3f} | {nsd[1]:.3f} |")  # 144, 126 and 133 voxels
-    assert row in complete
+    assert row in complete and "the whole volume" in complete
