@@ -429,8 +429,16 @@ def bench_worklist(seconds: float = 3.0, echo=print) -> dict:
     return measure(seconds, echo)
 
 
+def bench_finetune(seconds: float = 3.0) -> dict:
+    """A shipped checkpoint fine-tuned on corrected cases of a new scanner, judged on
+    held-out cases, beside training from scratch (``segview.bench.finetune``)."""
+    from .finetune import bench_finetune as measure
+
+    return measure(seconds)
+
+
 #: Each runs with ``seconds`` (``metrics`` with its own arguments instead) and returns its figures.
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
     "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load,
-    "worklist": bench_worklist}
+    "worklist": bench_worklist, "finetune": bench_finetune}

@@ -7,7 +7,8 @@
     segview predict CKPT INPUT -o OUTPUT           label volumes on the input's grid
     segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
     segview export CKPT -o model.onnx             a checkpoint as an ONNX model
-    segview bench {metrics,train,infer,gui,edit,surface,tools,load,worklist}   speed figures, measured side by side
+    segview info CKPT                             a checkpoint's metadata and lineage
+    segview bench {metrics,...,worklist,finetune}  speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -22,7 +23,7 @@ from .. import __version__
 from ..core.errors import SegviewError
 from .common import UserError, progress
 
-SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "import", "export", "pacs", "bench")
+SUBCOMMANDS = ("phantom", "train", "evaluate", "predict", "import", "export", "info", "pacs", "bench")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +91,9 @@ def _tool_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--count", type=int, default=1, help="number of cases (default 1)")
     phantom.add_argument("--seed", type=int, default=0, help="seed of the first case; case n uses seed + n")
     phantom.add_argument("--format", choices=["nifti", "dicom"], default="nifti")
+    phantom.add_argument("--shift", action="store_true",
+                         help="as another scanner shows them (seeded): MR a gamma curve, a strong bias field and "
+                              "more noise; CT a miscalibrated HU scale and offset and more noise (core.phantoms.SHIFT)")
     phantom.set_defaults(run=_run_phantom)
 
     from .tools import add_tool_parsers  # noqa: PLC0415 (keeps torch out of `segview --help`)
@@ -123,7 +127,9 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("tools", "islands, smoothing and margin on an organ in 300 x 512 x 512 against scipy"),
                        ("load", "load_volume on a 300 x 512 x 512 CT series against SimpleITK's reader"),
                        ("worklist", "Ctrl+N to the next 300 x 512 x 512 CT case with cached predictions, "
-                                    "cold vs prefetched")):
+                                    "cold vs prefetched"),
+                       ("finetune", "a shipped checkpoint fine-tuned on corrected cases of a new scanner, "
+                                    "held-out Dice before / after, beside training from scratch")):
         timed = benchmarks.add_parser(name, help=what)
         timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
         if name == "gui":
@@ -153,7 +159,7 @@ def _run_phantom(args) -> int:
     from ..core.dicom import write_dicom_series
     from ..core.files import atomic_write_text
     from ..core.io import save_labels, save_volume
-    from ..core.phantoms import make_phantom
+    from ..core.phantoms import make_phantom, scanner_shift
 
     if args.count < 1:
         raise UserError("--count must be at least 1")
@@ -168,6 +174,8 @@ def _run_phantom(args) -> int:
         seed = args.seed + n
         progress(n, args.count, f"{args.task} seed {seed}")
         case = make_phantom(args.task, seed)
+        if args.shift:
+            case = scanner_shift(case, seed)
         classes = case.classes
         name = f"{args.task}_{seed:03d}"
         try:

@@ -21,6 +21,61 @@ ARCH_CHOICES = ("segview-unet", "monai-unet", "monai-basicunet", "milesial-unet"
 def add_model_parsers(commands) -> None:
     _add_import(commands)
     _add_export(commands)
+    parser = commands.add_parser("info", help="a checkpoint's metadata and lineage",
+                                 description="Print what a checkpoint is (network, classes, preprocessing, loss, "
+                                             "training data, validation) and where it comes from (the parent it "
+                                             "was fine-tuned from, the cases and reviewed slices, the split).")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--json", action="store_true", help="the whole metadata as JSON")
+    parser.set_defaults(run=_run_info)
+
+
+# -- info -------------------------------------------------------------------------------
+
+def _run_info(args) -> int:
+    from ..ml.checkpoint import read_metadata
+    from ..ml.train import file_sha256
+
+    meta = read_metadata(args.checkpoint)
+    if args.json:
+        print(json.dumps(meta, indent=1))
+        return 0
+    print(checkpoint_text(args.checkpoint.name, file_sha256(args.checkpoint), meta))
+    return 0
+
+
+def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
+    """A checkpoint's metadata and lineage for a person to read."""
+    architecture = meta.get("architecture", {})
+    pre = meta.get("preprocessing", {})
+    loss = meta.get("loss", {})
+    training = meta.get("training", {})
+    dice = meta.get("validation", {}).get("dice", {}).get("mean")
+    lines = [f"{name}  sha256 {sha256}",
+             f"network      {architecture.get('name', '?')} "
+             + ", ".join(f"{k} {v}" for k, v in architecture.items() if k != "name"),
+             "classes      " + ", ".join(f"{c['value']} {c['name']}" for c in meta.get("classes", [])),
+             f"input        {pre.get('modality', '?')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
+             f"normalisation {json.dumps(pre.get('normalization', {}))}",
+             f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
+             f"trained on   {training.get('source', '?')}: {training.get('cases', '?')} cases, "
+             f"{training.get('train_slices', '?')} slices, {training.get('epochs', '?')} epochs",
+             "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")]
+    lineage = meta.get("lineage")
+    if lineage:
+        parent = lineage.get("parent")
+        cases = lineage.get("cases", {})
+        origin = f"{parent['name']} (sha256 {parent['sha256']})" if parent else "none (trained from scratch)"
+        lines += ["lineage",
+                  f"  parent     {origin}",
+                  f"  dataset    {lineage.get('dataset')}",
+                  f"  cases      {len(cases)}: {', '.join(cases)}",
+                  f"  slices     {lineage.get('reviewed_slices')} reviewed",
+                  f"  held out   {', '.join(lineage.get('split', {}).get('val', [])) or 'none'}",
+                  f"  loss       {lineage.get('loss', {}).get('name')}",
+                  f"  replay     {json.dumps(lineage.get('replay'))}",
+                  f"  date       {lineage.get('date')}"]
+    return "\n".join(lines)
 
 
 # -- import -----------------------------------------------------------------------------

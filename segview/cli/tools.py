@@ -61,13 +61,29 @@ def _add_train(commands) -> None:
     parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --output (after Ctrl-C or to add epochs)")
+    learn = parser.add_argument_group("learning from corrections")
+    learn.add_argument("--reviewed-only", action="store_true",
+                       help="train only on the slices marked reviewed (labelsTr/<case>.review.json) of the "
+                            "training cases of DATA's fixed split (DATA/splits.json, written once: about 20%% of "
+                            "the cases held out, never trained on); their reviewed slices choose the best epoch")
+    learn.add_argument("--init", type=Path, metavar="CKPT",
+                       help="fine-tune this checkpoint: its network, classes, normalisation, CT window and loss "
+                            "kept; defaults lr 1e-4 constant, 20 epochs")
+    learn.add_argument("--replay", metavar="DATA2",
+                       help="mix in data of the checkpoint's own kind so it does not forget it: a dataset folder, "
+                            "or phantom:TASK[:COUNT] (seeds 0.., the shipped models' training data)")
+    learn.add_argument("--replay-share", type=float, help="share of each epoch drawn from --replay (default 0.5)")
     parser.set_defaults(run=_run_train)
 
 
 def _train_config(args):
-    from ..ml.train import PAPER_PRESET, TrainConfig
+    from ..ml.train import DEFAULT_REPLAY_SHARE, FINETUNE_PRESET, PAPER_PRESET, TrainConfig
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
+    if args.init:
+        values.update(FINETUNE_PRESET, init=str(args.init), **_parent_loss(args.init))
+    if args.replay:
+        values["replay_share"] = DEFAULT_REPLAY_SHARE if args.replay_share is None else args.replay_share
     for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
                  "input_size", "validation_fraction", "foreground_fraction", "seed", "ct_window", "device"):
         if getattr(args, name) is not None:
@@ -79,20 +95,40 @@ def _train_config(args):
     return TrainConfig(output=args.output, **values)
 
 
+def _parent_loss(path: Path) -> dict:
+    """The loss (name, alpha) the checkpoint at ``path`` was trained with."""
+    from ..ml.checkpoint import read_metadata
+
+    loss = read_metadata(path).get("loss", {})
+    return {k: v for k, v in (("loss", loss.get("name")), ("alpha", loss.get("alpha"))) if v is not None}
+
+
 def _run_train(args) -> int:
     from .common import UserError
+    from ..ml.data import case_names, fixed_split
     from ..ml.train import TrainingInterrupted, train
 
+    if args.reviewed_only and args.data is None:
+        raise UserError("--reviewed-only needs a dataset folder whose cases have review sidecars")
+    if (args.replay_share is not None) and not args.replay:
+        raise UserError("--replay-share needs --replay")
     try:
         config = _train_config(args)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed)
+    dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed, args.reviewed_only)
     for reason in dataset.skipped:
         print(f"segview: skipped {reason}", file=sys.stderr)
+    split = None
+    if args.reviewed_only:
+        fixed = fixed_split(args.data, case_names(args.data), config.validation_fraction, config.seed)
+        split = {"train": fixed["train"], "validation": fixed["val"]}
+        print(f"segview: {len(fixed['val'])} cases held out in {args.data / 'splits.json'} "
+              f"({', '.join(fixed['val'])}): never trained on", file=sys.stderr)
+    replay = _replay(args.replay) if args.replay else None
     bar = _TrainingBar()
     try:
-        result = train(config, dataset, bar, resume=args.resume)
+        result = train(config, dataset, bar, resume=args.resume, split=split, replay=replay)
     except TrainingInterrupted as exc:
         print(f"\nsegview: {exc}; continue with the same command and --resume", file=sys.stderr)
         return 130
@@ -121,7 +157,20 @@ class _TrainingBar:
               file=sys.stderr, flush=True)
 
 
-def _dataset(folder, phantom, cases, first_seed):
+def _replay(source: str):
+    """--replay: a dataset folder, or phantom:TASK[:COUNT] (seeds from 0)."""
+    from .common import UserError, progress
+    from ..ml.data import folder_dataset, phantom_dataset
+
+    if source.startswith("phantom:"):
+        task, _, count = source[len("phantom:"):].partition(":")
+        if task not in ("cardiac", "lung") or (count and not count.isdigit()):
+            raise UserError(f"--replay {source}: phantom:cardiac or phantom:lung, optionally :COUNT")
+        return phantom_dataset(task, int(count or 12), 0, progress)
+    return folder_dataset(Path(source), progress)
+
+
+def _dataset(folder, phantom, cases, first_seed, reviewed_only: bool = False):
     from .common import UserError, progress
     from ..ml.data import folder_dataset, phantom_dataset
 
@@ -133,7 +182,7 @@ def _dataset(folder, phantom, cases, first_seed):
         raise UserError("give a dataset folder or --phantom TASK (one of them)")
     if phantom:
         return phantom_dataset(phantom, cases, first_seed, progress)
-    return folder_dataset(folder, progress)
+    return folder_dataset(folder, progress, reviewed_only)
 
 
 # -- evaluate ---------------------------------------------------------------------------
@@ -163,6 +212,9 @@ def _add_evaluate(commands) -> None:
                         help="the A/B verdict: score two checkpoints on the slices marked reviewed in the "
                         "review sidecars of one --data folder (cases with none left out), with each model's "
                         "correction effort (mL) and a bootstrap 95%% interval of the paired difference")
+    parser.add_argument("--held-out", action="store_true",
+                        help="with --reviewed-only: only the held-out cases of the dataset's fixed split "
+                             "(splits.json), which no checkpoint fine-tuned on it has trained on")
     parser.add_argument("--device")
     parser.set_defaults(run=_run_evaluate)
 
@@ -171,6 +223,8 @@ def _run_evaluate(args) -> int:
     from ..core.files import atomic_write_text
     from .common import UserError, progress
 
+    if args.held_out and not args.reviewed_only:
+        raise UserError("--held-out goes with --reviewed-only (the verdict over reviewed slices)")
     if args.reviewed_only:
         return _run_verdict(args)
     if args.image or args.labels:
@@ -239,7 +293,17 @@ def _run_verdict(args) -> int:
 
     if len(args.checkpoints) != 2 or len(args.data) != 1 or args.phantom:
         raise UserError("--reviewed-only takes two checkpoints (A, then B) and one --data folder")
-    verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device)
+    cases = None
+    if args.held_out:
+        from ..ml.data import case_names, fixed_split
+
+        names = case_names(args.data[0])
+        if not names:
+            raise UserError("--held-out needs a dataset in the nnU-Net layout (imagesTr/, labelsTr/)")
+        cases = fixed_split(args.data[0], names)["val"]
+        print(f"segview: held-out cases of {args.data[0] / 'splits.json'}: {', '.join(cases)}", file=sys.stderr)
+    verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device,
+                               cases=cases)
     assert verdict is not None  # nothing asks it to stop
     print(verdict.markdown())
     if args.output:

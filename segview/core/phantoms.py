@@ -331,3 +331,41 @@ def _add_lesion(rng: np.random.Generator, hu: np.ndarray, labels: np.ndarray, lu
     hu[box] = hu[box] * (1 - blend) + (target + texture) * blend
     labels[box][(distance < 1) & inside] = 1
     return hu
+
+
+# -- a new scanner ---------------------------------------------------------------------
+
+#: ``scanner_shift``'s change of appearance, as documented in the README: the same anatomy
+#: seen by another scanner.
+SHIFT = {"gamma": (0.3, 0.4),           # MR: intensity curve on the [0, 1]-scaled signal
+         "bias": (0.5, 0.7),            # MR: strength of a smooth multiplicative bias field
+         "hu_scale": (0.85, 0.9),       # CT: a miscalibrated HU scale ...
+         "hu_offset": (150.0, 200.0),   # ... and offset (HU)
+         "noise": (0.08, 0.1),          # extra Gaussian noise, share of the signal's range (MR)
+         "hu_noise": (50.0, 70.0)}      # ... and in HU (CT: a sharper kernel, lower dose)
+
+
+def scanner_shift(phantom: Phantom, seed: int) -> Phantom:
+    """``phantom`` as another scanner would show it (labels and geometry unchanged), seeded:
+    MR gets a gamma intensity curve, a strong smooth bias field and more noise; CT a
+    miscalibrated HU scale and offset and more noise. Ranges in ``SHIFT``. A stand-in for
+    the domain shift a model meets at a new site, to show fine-tuning on corrected cases."""
+    rng = np.random.default_rng([seed, 7919])
+    array = phantom.volume.array.astype(np.float32)
+    if phantom.volume.modality == "CT":
+        hu = array * rng.uniform(*SHIFT["hu_scale"]) + rng.uniform(*SHIFT["hu_offset"])
+        hu += rng.uniform(*SHIFT["hu_noise"]) * rng.standard_normal(hu.shape, dtype=np.float32)
+        shifted = np.clip(np.round(hu), -1024, 3071)
+    else:
+        top = max(float(np.percentile(array, 99.5)), 1.0)
+        signal = np.clip(array / top, 0, None) ** rng.uniform(*SHIFT["gamma"])
+        _, height, width = array.shape
+        v, u = np.meshgrid(np.linspace(-1, 1, height), np.linspace(-1, 1, width), indexing="ij")
+        angle = rng.uniform(0, 2 * np.pi)
+        bias = 1 + rng.uniform(*SHIFT["bias"]) * (np.cos(angle) * u + np.sin(angle) * v)
+        signal = signal * bias[None] + rng.uniform(*SHIFT["noise"]) * rng.standard_normal(array.shape)
+        shifted = np.clip(signal * top, 0, 32767)
+    meta = dict(phantom.volume.meta, scanner_shift={"seed": seed})
+    volume = Volume(shifted.astype(np.int16), phantom.volume.spacing, phantom.volume.origin,
+                    phantom.volume.direction, phantom.volume.modality, meta)
+    return Phantom(volume, phantom.labels, phantom.classes, phantom.task)

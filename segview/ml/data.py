@@ -22,7 +22,10 @@ from torch.nn import functional as F
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
-from ..core.phantoms import make_phantom
+from ..core.files import atomic_write_text
+from ..core.journal import image_key
+from ..core.phantoms import make_phantom, scanner_shift
+from ..core.review_state import load_review_state
 from ..core.volume import Volume
 
 Progress = Callable[[int, int, str], None]
@@ -35,11 +38,21 @@ MR_PERCENTILES = (0.5, 99.5)
 
 @dataclass
 class Case:
-    """One patient: the image and its reference labels (Z, Y, X) on the same grid."""
+    """One patient: the image and its reference labels (Z, Y, X) on the same grid;
+    ``slices``: the z indices to learn from and score (the reviewed ones), None for all."""
 
     name: str
     volume: Volume
     labels: np.ndarray
+    slices: np.ndarray | None = None
+
+    def restricted(self) -> Case:
+        """Only ``slices``, stacked (the case itself when all count): what 2D scoring sees."""
+        if self.slices is None:
+            return self
+        v = self.volume
+        return Case(self.name, Volume(v.array[self.slices], v.spacing, v.origin, v.direction, v.modality, v.meta),
+                    self.labels[self.slices])
 
 
 @dataclass
@@ -48,10 +61,11 @@ class Dataset:
     classes: list[LabelClass]
     source: str                                        # what it is, for the checkpoint
     skipped: list[str] = field(default_factory=list)   # "case: reason", reported to the user
+    name: str = ""                                     # the dataset folder's name, for lineage
 
     def summary(self) -> dict:
         return {"source": self.source, "cases": len(self.cases),
-                "slices": int(sum(c.labels.shape[0] for c in self.cases)),
+                "slices": int(sum(c.labels.shape[0] if c.slices is None else len(c.slices) for c in self.cases)),
                 "modality": sorted({c.volume.modality for c in self.cases}),
                 "skipped": self.skipped}
 
@@ -59,8 +73,9 @@ class Dataset:
 # -- finding cases ----------------------------------------------------------------------
 
 def phantom_dataset(task: str, count: int, first_seed: int = 0,
-                    progress: Progress | None = None) -> Dataset:
-    """``count`` synthetic cases of ``task`` ("cardiac" or "lung") with seeds from ``first_seed``."""
+                    progress: Progress | None = None, shift: bool = False) -> Dataset:
+    """``count`` synthetic cases of ``task`` ("cardiac" or "lung") with seeds from
+    ``first_seed``; ``shift``: as a new scanner shows them (``core.phantoms.scanner_shift``)."""
     if count < 1:
         raise DatasetError("the number of phantom cases must be at least 1")
     cases = []
@@ -69,17 +84,21 @@ def phantom_dataset(task: str, count: int, first_seed: int = 0,
         if progress:
             progress(n, count, f"phantom {task} {first_seed + n}")
         phantom = make_phantom(task, first_seed + n)
+        if shift:
+            phantom = scanner_shift(phantom, first_seed + n)
         cases.append(Case(f"{task}_{first_seed + n:03d}", phantom.volume, phantom.labels))
         classes = list(phantom.classes)
-    return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}")
+    shifted = ", scanner shift" if shift else ""
+    return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}{shifted}")
 
 
-def folder_dataset(folder, progress: Progress | None = None) -> Dataset:
+def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool = False) -> Dataset:
     """Cases of an nnU-Net style folder: ``imagesTr/<case>_0000.<ext>`` (or a DICOM folder
     ``imagesTr/<case>/``) with ``labelsTr/<case>.<ext>``, and optionally ``dataset.json``
     whose ``labels`` map class names to values. Pairs whose grids disagree, or that cannot
     be read, are skipped and listed in ``skipped``; labels above the declared classes are
-    an error."""
+    an error. ``reviewed_only``: each case keeps only the slices its review sidecar marks
+    reviewed (``Case.slices``); a case with none is skipped, named."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"there is no dataset folder at {folder}")
@@ -98,25 +117,48 @@ def folder_dataset(folder, progress: Progress | None = None) -> Dataset:
         try:
             volume = load_volume(image_path)
             label_array = load_labels(label_path, volume)
+            slices = reviewed_slices(label_path, volume) if reviewed_only else None
         except VolumeLoadError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        cases.append(Case(name, volume, label_array))
+        if slices is not None and not slices.size:
+            skipped.append(f"{name}: no reviewed slice")
+            continue
+        cases.append(Case(name, volume, label_array, slices))
     if not cases:
-        raise DatasetError(f"no usable case in {folder}: " + "; ".join(skipped[:3]))
+        what = "case with reviewed slices" if reviewed_only else "usable case"
+        raise DatasetError(f"no {what} in {folder}: " + "; ".join(skipped[:6]))
     classes = declared or _classes_from_labels(cases, pairs[0][2])
     top = max(int(c.labels.max()) for c in cases)
     if top >= len(classes):
         offender = next(c.name for c in cases if c.labels.max() == top)
         raise DatasetError(f"case {offender} has label {top}, but the dataset declares only "
                            f"classes 0..{len(classes) - 1}")
-    return Dataset(cases, classes, f"folder {folder.resolve()}", skipped)
+    return Dataset(cases, classes, f"folder {folder.resolve()}", skipped, folder.resolve().name)
+
+
+def reviewed_slices(label_path, volume: Volume) -> np.ndarray:
+    """The z indices marked reviewed in the sidecar of ``label_path`` (none when it has no
+    sidecar or the sidecar is of another image). Raises VolumeLoadError for a damaged one."""
+    state, _ = load_review_state(label_path, volume.shape[0], image_key(volume))
+    return np.flatnonzero(state.reviewed)
 
 
 def _pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
     label_files = {_stem(p): p for p in labels.iterdir()
                    if p.is_file() and extension(p) in IMAGE_EXTENSIONS and not p.name.startswith(".")}
-    pairs = []
+    return [(name, image, label_files[name]) for name, image in _images(images).items() if name in label_files]
+
+
+def case_names(folder) -> list[str]:
+    """Every case of an nnU-Net folder, labelled or not (``imagesTr``), sorted."""
+    images = Path(folder) / "imagesTr"
+    return sorted(_images(images)) if images.is_dir() else []
+
+
+def _images(images: Path) -> dict[str, Path]:
+    """Case name -> its image (``<case>_0000.<ext>`` or a DICOM folder ``<case>/``)."""
+    found = {}
     for image in sorted(images.iterdir()):
         if image.name.startswith("."):
             continue
@@ -127,9 +169,8 @@ def _pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:
             name = name[:-5]
         elif image.is_file() and len(name) > 5 and name[-5] == "_" and name[-4:].isdigit():
             continue  # a second channel (_0001 ...): single-channel models use _0000 only
-        if name in label_files:
-            pairs.append((name, image, label_files[name]))
-    return pairs
+        found[name] = image
+    return found
 
 
 def _stem(path: Path) -> str:
@@ -154,6 +195,45 @@ def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClas
     count = max(int(c.labels.max()) for c in cases) + 1
     generic = named_classes(["background"] + [f"class {v}" for v in range(1, count)])
     return [saved.get(v, generic[v]) for v in range(max(count, 2))]
+
+
+SPLITS_FILE = "splits.json"
+
+
+def fixed_split(folder, names: list[str], fraction: float = 0.2, seed: int = 0) -> dict[str, list[str]]:
+    """The dataset's one split, {"train": [...], "val": [...]}, from ``folder/splits.json``
+    (nnU-Net's ``splits_final.json`` shape: a list of folds; fold 0 is used). Written once,
+    when first needed: a seeded ``fraction`` of ``names`` (at least one) held out as "val".
+    Never reshuffled: a case added later joins "train" (written back) unless the user moves
+    it in the file. Raises DatasetError for a file that cannot be read or that names cases
+    the dataset lacks."""
+    path = Path(folder) / SPLITS_FILE
+    if not path.exists():
+        train, held_out = split_cases(names, fraction, seed)
+        return _write_split(path, {"train": train, "val": held_out})
+    try:
+        folds = json.loads(path.read_text(encoding="utf-8"))
+        split = {"train": [str(n) for n in folds[0]["train"]], "val": [str(n) for n in folds[0]["val"]]}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+        raise DatasetError(f"{path} cannot be read ({exc}); fix or delete it (deleting draws a new split, "
+                           "and checkpoints fine-tuned on the old one are then judged on cases they saw)") from exc
+    unknown = sorted(set(split["train"] + split["val"]) - set(names))
+    if unknown:
+        raise DatasetError(f"{path} names cases this dataset lacks ({', '.join(unknown[:5])}); put them back or "
+                           "remove them from the file: segview never reshuffles a split")
+    added = sorted(set(names) - set(split["train"]) - set(split["val"]))
+    if added:
+        split["train"] = sorted(split["train"] + added)
+        _write_split(path, split)
+    return split
+
+
+def _write_split(path: Path, split: dict[str, list[str]]) -> dict[str, list[str]]:
+    try:
+        atomic_write_text(path, json.dumps([split], indent=1))
+    except OSError:
+        pass  # a read-only dataset: the split is drawn the same way (seeded) next time
+    return split
 
 
 def split_cases(names: list[str], validation_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -242,14 +322,16 @@ def _pad_square(images: torch.Tensor, value: float | None) -> torch.Tensor:
 
 def slice_tensors(cases: list[Case], normalization: dict, size: int,
                   progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """All slices of ``cases``: images (N, 1, size, size) float32, labels (N, size, size) int64."""
+    """The slices of ``cases`` (each case's ``slices``, or all): images (N, 1, size, size)
+    float32, labels (N, size, size) int64. MR percentiles come from the whole volume."""
     images, labels = [], []
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case.name)
-        array = normalize(case.volume.array, normalization)
-        images.append(to_network(torch.from_numpy(array)[:, None], size))
-        labels.append(labels_to_network(torch.from_numpy(case.labels.astype(np.int64)), size))
+        chosen = slice(None) if case.slices is None else case.slices
+        array = normalize(case.volume.array, normalization)[chosen]
+        images.append(to_network(torch.from_numpy(np.ascontiguousarray(array))[:, None], size))
+        labels.append(labels_to_network(torch.from_numpy(case.labels[chosen].astype(np.int64)), size))
     return torch.cat(images), torch.cat(labels)
 
 

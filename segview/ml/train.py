@@ -11,6 +11,7 @@ the same batches and augmentations as an uninterrupted one from the next epoch o
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -26,7 +27,7 @@ from torch import distributed as dist
 
 from .. import __version__
 from ..core.io import replace_atomically
-from .checkpoint import classes_to_metadata, save_checkpoint
+from .checkpoint import classes_from_metadata, classes_to_metadata, load_checkpoint, save_checkpoint
 from .data import (DEFAULT_CT_WINDOW, Dataset, DatasetError, augment, normalization_for,
                    slice_tensors, split_cases)
 from .evaluate import evaluate_cases, summary
@@ -58,6 +59,8 @@ class TrainConfig:
     seed: int = 0
     ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
     device: str | None = None
+    init: str | None = None          # fine-tune this checkpoint (its network, classes, preprocessing)
+    replay_share: float = 0.0        # share of each epoch's draws from the replay data
 
     def __post_init__(self):
         self.output = str(self.output)
@@ -68,6 +71,8 @@ class TrainConfig:
             raise ValueError("the learning rate must be a positive number")
         if not 0 <= self.foreground_fraction <= 1:
             raise ValueError("the foreground fraction must lie in [0, 1]")
+        if not 0 <= self.replay_share < 1:
+            raise ValueError("the replay share must lie in [0, 1)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}")
         build_loss(self.loss, self.alpha)  # refuses unknown losses and bad alphas now
@@ -78,6 +83,12 @@ SCHEDULES = {
     "constant": lambda lr, epoch, epochs: lr,
     "poly": lambda lr, epoch, epochs: lr * (1 - epoch / epochs) ** 0.9,
 }
+
+#: Fine-tuning a checkpoint (``init``) on a few corrected cases: a tenth of the training
+#: learning rate, constant, for a short run; the held-out reviewed slices pick the epoch.
+FINETUNE_PRESET: dict[str, Any] = dict(lr=1e-4, epochs=20, schedule="constant")
+#: With replay data, this share of each epoch's draws comes from it.
+DEFAULT_REPLAY_SHARE = 0.5
 
 #: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet,
 #: slices drawn uniformly.
@@ -106,10 +117,19 @@ ProgressCallback = Callable[[dict], None]
 
 
 def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | None = None,
-          resume: bool = False) -> TrainResult:
+          resume: bool = False, split: dict[str, list[str]] | None = None,
+          replay: Dataset | None = None) -> TrainResult:
     """Train on ``dataset`` as ``config`` says. ``progress`` receives dicts: {"step", "steps",
     "epoch", "loss"} during an epoch and the epoch's log row at its end.
-    Raises DatasetError for unusable data and TrainingInterrupted on Ctrl-C."""
+
+    ``split``: {"train": names, "validation": names}, the dataset's fixed split (default:
+    a seeded split by ``config.validation_fraction``); a case's ``slices`` (its reviewed
+    ones) are all it trains or validates on. ``config.init`` fine-tunes that checkpoint:
+    its network, classes and preprocessing are kept. ``replay``: data of the checkpoint's
+    own kind, drawn for ``config.replay_share`` of each epoch so it does not forget it. The
+    checkpoint's metadata records the lineage (``lineage``: parent, data, split, slices).
+    Raises DatasetError for unusable data, CheckpointError for a parent that cannot be
+    used, and TrainingInterrupted on Ctrl-C."""
     rank, world = _start_distributed(config)
     device = _device(config)
     output = Path(config.output)
@@ -118,27 +138,40 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     if state is not None:
         config = _resumed_config(state["config"], config)
 
-    split = state["split"] if state else dict(zip(
-        ("train", "validation"),
-        split_cases([c.name for c in dataset.cases], config.validation_fraction, config.seed)))
+    if state:
+        split = state["split"]
+    elif split is None:
+        split = dict(zip(("train", "validation"),
+                         split_cases([c.name for c in dataset.cases], config.validation_fraction, config.seed)))
     by_name = {c.name: c for c in dataset.cases}
+    train_cases = [by_name[n] for n in split["train"] if n in by_name]
+    validation_cases = [by_name[n].restricted() for n in split["validation"] if n in by_name]
     missing = [n for n in split["train"] + split["validation"] if n not in by_name]
-    if missing:
+    if state and missing and all(c.slices is None for c in dataset.cases):  # reviewed-only: unreviewed cases are absent
         raise DatasetError(f"the saved split names cases this dataset lacks ({', '.join(missing[:3])}); "
                            "resume with the same data")
-    train_cases = [by_name[n] for n in split["train"]]
-    validation_cases = [by_name[n] for n in split["validation"]]
+    if not train_cases:
+        raise DatasetError(_nothing_to_train(dataset, split))
 
-    modality = train_cases[0].volume.modality
-    normalization = normalization_for(modality, config.ct_window)
-    images, labels = slice_tensors(train_cases, normalization, config.input_size)
     num_classes = len(dataset.classes)
+    modality = train_cases[0].volume.modality
+    torch.manual_seed(config.seed)
+    if config.init:
+        model, parent = _parent(Path(config.init), dataset, modality)
+        normalization = parent["preprocessing"]["normalization"]
+        config.input_size = int(parent["preprocessing"]["input_size"][0])
+    else:
+        model, parent = UNet(1, num_classes, config.base_channels, config.depth, config.norm), None
+        normalization = normalization_for(modality, config.ct_window)
+    images, labels = slice_tensors(train_cases, normalization, config.input_size)
     if int(labels.max()) >= num_classes:
         raise DatasetError(f"the labels hold class {int(labels.max())} but only "
                            f"{num_classes} classes are declared")
+    trained_slices = len(images)
+    if replay is not None and config.replay_share > 0:
+        replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size)
+        images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
 
-    torch.manual_seed(config.seed)
-    model = UNet(1, num_classes, config.base_channels, config.depth, config.norm)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     meta: dict[str, Any] = {
         "classes": classes_to_metadata(dataset.classes),
@@ -148,7 +181,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                           "slice_axis": "z"},
         "training": {**dataset.summary(), "split": split, "optimizer": "Adam",
                      "config": _config_json(config), "world_size": world,
-                     "device": str(device), "train_slices": len(images)},
+                     "device": str(device), "train_slices": trained_slices},
+        "lineage": _lineage(config, dataset, train_cases, split, parent, replay),
     }
     history: list[dict] = []
     start_epoch, best_dice, best_epoch = 0, -math.inf, -1
@@ -176,7 +210,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
             for group in optimizer.param_groups:
                 group["lr"] = lr
             train_loss, seen = _train_epoch(network, optimizer, loss_function, images, labels,
-                                            config, epoch, rank, world, device, progress)
+                                            config, epoch, rank, world, device, progress, trained_slices)
             if rank == 0:
                 row = _validate(predictor, validation_cases, epoch, train_loss, lr,
                                 time.perf_counter() - started, seen * world)
@@ -209,12 +243,16 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
 # -- one epoch --------------------------------------------------------------------------
 
 def _train_epoch(network, optimizer, loss_function, images, labels, config, epoch, rank,
-                 world, device, progress) -> tuple[float, int]:
+                 world, device, progress, own: int) -> tuple[float, int]:
+    """One epoch over the first ``own`` slices, with the rest (replay data) drawn for
+    ``config.replay_share`` of the epoch."""
     network.train()
     generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch * 1009 + rank)
     # Every rank draws the same order and takes its own share of equal length.
-    order = _epoch_order(labels, config.foreground_fraction, torch.Generator().manual_seed(
-        config.seed * 100_003 + epoch))
+    order_generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+    order = _epoch_order(labels[:own], config.foreground_fraction, order_generator)
+    if own < len(labels):
+        order = _with_replay(order, own, len(labels) - own, config.replay_share, order_generator)
     per_rank = len(order) // world
     order = order[rank * per_rank:(rank + 1) * per_rank]
     batch = min(config.batch_size, len(order))
@@ -260,6 +298,16 @@ def _epoch_order(labels: torch.Tensor, foreground_fraction: float,
     return torch.where(forced, picks, order)
 
 
+def _with_replay(order: torch.Tensor, own: int, replay: int, share: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """``order`` (indices below ``own``) mixed with draws from the ``replay`` slices after
+    them, so that they make ``share`` of the epoch, shuffled together."""
+    count = round(len(order) * share / (1 - share))
+    draws = own + torch.randint(replay, (count,), generator=generator)
+    mixed = torch.cat([order, draws])
+    return mixed[torch.randperm(len(mixed), generator=generator)]
+
+
 def _validate(predictor, cases, epoch, train_loss, lr, seconds, images) -> dict:
     row = {"epoch": epoch + 1, "train_loss": train_loss, "val_dice": math.nan,
            "val_iou": math.nan, "val_pixel_error": math.nan, "lr": lr,
@@ -273,6 +321,59 @@ def _validate(predictor, cases, epoch, train_loss, lr, seconds, images) -> dict:
     validation["epoch"] = epoch + 1
     row["_summary"] = validation
     return row
+
+
+# -- fine-tuning and lineage ---------------------------------------------------------
+
+def _parent(path: Path, dataset: Dataset, modality: str) -> tuple[torch.nn.Module, dict]:
+    """The checkpoint to fine-tune, checked against the data: the same classes (value and
+    name) and modality. Raises CheckpointError, DatasetError."""
+    model, meta = load_checkpoint(path)
+    theirs = [(c.value, c.name.lower()) for c in classes_from_metadata(meta, path)]
+    ours = [(c.value, c.name.lower()) for c in dataset.classes]
+    if theirs != ours:
+        raise DatasetError(f"the dataset's classes ({', '.join(n for _, n in ours)}) differ from those of "
+                           f"{path.name} ({', '.join(n for _, n in theirs)}); fine-tuning keeps the checkpoint's")
+    trained_on = meta.get("preprocessing", {}).get("modality")
+    if trained_on and trained_on != modality:
+        raise DatasetError(f"{path.name} was trained on {trained_on}, the dataset is {modality}")
+    return model.train(), meta
+
+
+def _nothing_to_train(dataset: Dataset, split: dict[str, list[str]]) -> str:
+    held_out = ", ".join(split["validation"]) or "none"
+    if dataset.cases and all(c.name in split["validation"] for c in dataset.cases):
+        return (f"every case with reviewed slices is held out ({held_out}); review slices of another case, "
+                "or move a case from \"val\" to \"train\" in splits.json")
+    return f"no case to train on (held out: {held_out}); skipped: {'; '.join(dataset.skipped[:6]) or 'none'}"
+
+
+def _lineage(config: TrainConfig, dataset: Dataset, train_cases, split: dict, parent: dict | None,
+             replay: Dataset | None) -> dict:
+    """Where a checkpoint comes from: its parent (name, SHA-256), the data, the cases and
+    slices it learnt from, the split, the loss, the date."""
+    from datetime import datetime, timezone
+
+    return {"parent": None if parent is None else {"name": Path(str(config.init)).name,
+                                                   "sha256": file_sha256(Path(str(config.init))),
+                                                   "loss": parent.get("loss")},
+            "dataset": dataset.name or dataset.source,
+            "cases": {c.name: ("all" if c.slices is None else [int(z) for z in c.slices]) for c in train_cases},
+            "reviewed_slices": int(sum(c.labels.shape[0] if c.slices is None else len(c.slices)
+                                       for c in train_cases)),
+            "split": {"train": list(split["train"]), "val": list(split["validation"])},
+            "loss": {"name": config.loss, "alpha": config.alpha},
+            "replay": None if replay is None or not config.replay_share else
+            {"source": replay.source, "share": config.replay_share},
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # -- devices and processes --------------------------------------------------------------

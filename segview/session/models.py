@@ -65,7 +65,11 @@ class Model:
         if loss.get("name") == "ce+dice":
             text += f", alpha {loss.get('alpha', 1):g}"
         source = self.meta.get("training", {}).get("source")
-        if data and source:
+        parent = (self.meta.get("lineage") or {}).get("parent")
+        if parent:
+            cases = len(self.meta["lineage"].get("cases", {}))
+            text += f", fine-tuned from {Path(parent['name']).stem} on {cases} case{'s' if cases != 1 else ''}"
+        elif data and source:
             text += f", trained on {source}"
         dice = self.meta.get("validation", {}).get("dice", {}).get("mean")
         return text + (f", validation Dice {dice:.3f}" if dice is not None else "")

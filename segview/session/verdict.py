@@ -219,12 +219,14 @@ class Verdict:
 
 def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress | None = None,
                      worklist: Worklist | None = None, device: str | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Verdict | None:
+                     should_stop: Callable[[], bool] | None = None,
+                     cases: list[str] | None = None) -> Verdict | None:
     """Score ``checkpoints`` ({"A": path, "B": path}) on the reviewed slices of every case
     of ``dataset`` (a folder ``Worklist.open`` reads). Predictions come from the worklist's
     prediction cache where it has them; otherwise only the reviewed slices are predicted.
-    ``device``: where the models run (default: the best there is). ``progress(done, total,
-    case)`` before each case; None when ``should_stop()`` said stop (asked between cases).
+    ``device``: where the models run (default: the best there is). ``cases``: only these
+    (e.g. the held-out cases of the dataset's split). ``progress(done, total, case)`` before
+    each case; None when ``should_stop()`` said stop (asked between cases).
     Raises DatasetError, CheckpointError."""
     from ..ml.inference import Predictor
 
@@ -233,12 +235,13 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
     predictors = {slot: Predictor.from_checkpoint(path, device) for slot, path in checkpoints.items()}
     num_classes = max(p.num_classes for p in predictors.values())
     classes = worklist.classes or list(next(iter(predictors.values())).classes)
-    cases, excluded = [], {}
-    for n, case in enumerate(worklist.cases):
+    chosen = [c for c in worklist.cases if cases is None or c.name in cases]
+    evaluated, excluded = [], {}
+    for n, case in enumerate(chosen):
         if should_stop is not None and should_stop():
             return None
         if progress is not None:
-            progress(n, len(worklist.cases), case.name)
+            progress(n, len(chosen), case.name)
         if not case.reviewed_count:
             excluded[case.name] = "no reviewed slice"
             continue
@@ -250,8 +253,8 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
         if isinstance(result, str):
             excluded[case.name] = result
         else:
-            cases.append(result)
-    return Verdict(Path(dataset), checkpoints, classes, cases, excluded)
+            evaluated.append(result)
+    return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded)
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,

@@ -1,0 +1,148 @@
+"""Learning from corrections: the fixed split, reviewed-only training, fine-tuning with
+lineage, and the verdict on held-out cases. Which slices and cases trained is observed
+through a hook on the slice sampler, never assumed."""
+import hashlib
+import json
+
+import pytest
+
+from segview.cli import main
+from segview.core.classes import LabelClass
+from segview.core.io import load_labels, load_volume, save_labels
+from segview.core.journal import image_key
+from segview.core.review_state import ReviewState, save_review_state
+from segview.ml import train as train_module
+from segview.ml.checkpoint import read_metadata
+from segview.ml.data import DatasetError, case_names, fixed_split, folder_dataset
+from segview.ml.train import TrainConfig, train
+
+from ..session.conftest import CLASSES, make_checkpoint, make_dataset
+
+#: Reviewed slices per case; case_004 and case_005 have none.
+REVIEWED = {"case_000": [0, 2], "case_001": [1, 3, 5], "case_002": [4], "case_003": [0, 1, 2, 3, 4, 5]}
+#: What the unreviewed slices hold: a class no reviewed slice has there (a model's guess).
+UNREVIEWED_MARK = 2
+
+
+@pytest.fixture
+def reviewed_folder(tmp_path):
+    """Six tiny cases; unreviewed slices hold a full square of class 2 that reviewed ones lack."""
+    folder = tmp_path / "ds"
+    make_dataset(folder, 6)
+    for name in case_names(folder):
+        path = folder / "labelsTr" / f"{name}.nii.gz"
+        volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+        labels = load_labels(path, volume)
+        labels[labels == 2] = 1
+        state = ReviewState.empty(labels.shape[0])
+        state.reviewed[REVIEWED.get(name, [])] = True
+        labels[~state.reviewed, 2:20, 2:20] = UNREVIEWED_MARK
+        save_labels(path, labels, volume, CLASSES)
+        save_review_state(path, state, image_key(volume))
+    return folder
+
+
+def test_the_split_is_written_once_never_reshuffled_and_added_cases_train(reviewed_folder):
+    names = case_names(reviewed_folder)
+    first = fixed_split(reviewed_folder, names)
+    assert len(first["val"]) == 1 and sorted(first["train"] + first["val"]) == names
+    document = json.loads((reviewed_folder / "splits.json").read_text())
+    assert document == [first]                                   # nnU-Net's splits_final.json shape
+    assert fixed_split(reviewed_folder, names, seed=99) == first   # read back, not drawn again
+    assert fixed_split(reviewed_folder, [*names, "case_new"])["val"] == first["val"]
+    assert "case_new" in json.loads((reviewed_folder / "splits.json").read_text())[0]["train"]
+    with pytest.raises(DatasetError, match="lacks \\(case_000, case_new\\)"):
+        fixed_split(reviewed_folder, ["case_gone"] + names[1:])
+
+
+def test_a_user_moved_case_stays_where_the_user_put_it(reviewed_folder):
+    names = case_names(reviewed_folder)
+    split = fixed_split(reviewed_folder, names)
+    moved = {"train": sorted(set(names) - {"case_003"}), "val": ["case_003"]}
+    (reviewed_folder / "splits.json").write_text(json.dumps([moved]))
+    assert fixed_split(reviewed_folder, names) == moved != split
+
+
+def _trained_on(monkeypatch) -> list:
+    """A hook on the sampler: the cases (names and the labels of what they give) of each call."""
+    seen = []
+    original = train_module.slice_tensors
+
+    def spy(cases, *args, **kwargs):
+        images, labels = original(cases, *args, **kwargs)
+        seen.append(([c.name for c in cases], labels))
+        return images, labels
+
+    monkeypatch.setattr(train_module, "slice_tensors", spy)
+    return seen
+
+
+def test_reviewed_only_trains_on_reviewed_slices_of_training_cases_only(reviewed_folder, tmp_path, monkeypatch):
+    seen = _trained_on(monkeypatch)
+    (reviewed_folder / "splits.json").write_text(json.dumps([{
+        "train": ["case_000", "case_001", "case_002", "case_004", "case_005"], "val": ["case_003"]}]))
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--input-size", "16", "--base-channels", "2", "--depth", "1", "--batch-size", "2"]) == 0
+
+    names, labels = seen[0]
+    assert names == ["case_000", "case_001", "case_002"]         # the held-out case_003 never trains
+    assert len(labels) == sum(len(REVIEWED[n]) for n in names)  # only reviewed slices
+    assert not (labels == UNREVIEWED_MARK).any()                # nothing of what unreviewed slices hold
+    meta = read_metadata(tmp_path / "run" / "best.safetensors")
+    lineage = meta["lineage"]
+    assert lineage["cases"] == {n: REVIEWED[n] for n in names}
+    assert lineage["reviewed_slices"] == 6 and lineage["split"]["val"] == ["case_003"]
+    assert lineage["parent"] is None and lineage["dataset"] == "ds"
+
+
+def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, tmp_path, monkeypatch, capsys):
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    parent_meta = read_metadata(parent)
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o",
+                 str(tmp_path / "ft"), "--epochs", "2", "--batch-size", "2"]) == 0
+    meta = read_metadata(tmp_path / "ft" / "best.safetensors")
+    assert meta["architecture"] == parent_meta["architecture"]
+    assert meta["preprocessing"]["normalization"] == parent_meta["preprocessing"]["normalization"]
+    assert meta["preprocessing"]["input_size"] == parent_meta["preprocessing"]["input_size"]
+    assert meta["loss"]["name"] == parent_meta["loss"]["name"]
+    assert meta["training"]["config"]["lr"] == pytest.approx(1e-4)
+    parent_sha = hashlib.sha256(parent.read_bytes()).hexdigest()
+    assert meta["lineage"]["parent"]["sha256"] == parent_sha
+    held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
+    assert not set(meta["lineage"]["cases"]) & set(held_out)
+
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
+    assert f"held out   {', '.join(held_out)}" in out
+
+
+def test_a_parent_with_other_classes_or_nothing_reviewed_is_refused_with_the_cases_named(reviewed_folder, tmp_path):
+    from segview.ml.checkpoint import classes_to_metadata, save_checkpoint
+    from segview.ml.unet import UNet
+
+    other = save_checkpoint(tmp_path / "other.safetensors", UNet(num_classes=3, base_channels=2, depth=1), {
+        "classes": classes_to_metadata([*CLASSES[:2], LabelClass(2, "tumour", CLASSES[2].color)]),
+        "loss": {"name": "ce"}, "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                                                  "normalization": {"method": "percentile", "low_percentile": 0.5,
+                                                                    "high_percentile": 99.5}}})
+    dataset = folder_dataset(reviewed_folder, reviewed_only=True)
+    assert "case_004: no reviewed slice" in dataset.skipped
+    with pytest.raises(DatasetError, match="tumour"):
+        train(TrainConfig(output=str(tmp_path / "x"), init=str(other), epochs=1), dataset,
+              split={"train": ["case_000"], "validation": []})
+    with pytest.raises(DatasetError, match="held out"):
+        train(TrainConfig(output=str(tmp_path / "y"), epochs=1), dataset,
+              split={"train": ["case_004", "case_005"], "validation": ["case_000"]})
+
+
+def test_evaluate_held_out_scores_only_the_split_held_out_cases(reviewed_folder, tmp_path):
+    a, b = make_checkpoint(tmp_path / "a.safetensors", 1), make_checkpoint(tmp_path / "b.safetensors", 2)
+    held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
+    assert main(["evaluate", str(a), str(b), "--data", str(reviewed_folder), "--reviewed-only", "--held-out",
+                 "-o", str(tmp_path / "out")]) == 0
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert set(verdict["correction_cases"]) <= set(held_out)
+    assert set(verdict["cases"]) | set(verdict["left_out"]) == set(held_out)
+    assert main(["evaluate", str(a), str(b), "--data", str(reviewed_folder), "--held-out"]) == 2
