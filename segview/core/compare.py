@@ -46,6 +46,7 @@ class SliceRank:
     disputed: int        # voxels where A and B differ
     dice_a: float        # mean foreground Dice against the labels (NaN: nothing to score)
     dice_b: float
+    reviewed: bool = False  # marked reviewed: ranked after every slice not yet reviewed
 
     @property
     def worst(self) -> float:
@@ -55,14 +56,18 @@ class SliceRank:
 
 def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disputed") -> list[SliceRank]:
     """Slices ordered by where review matters most: ``disputed`` (A and B differ most,
-    first) or ``worst`` (the lower of the two Dice, lowest first; unscored slices last)."""
+    first; slices where they agree left out) or ``worst`` (the lower of the two Dice, lowest
+    first; unscored slices last). Slices already reviewed come after all the others, in the
+    same order among themselves."""
     disputed = np.where(live.predicted[a] & live.predicted[b], live.disputed_voxels(a, b), 0)  # pending: 0
     dice_a, dice_b = live.dice_along_slices(a), live.dice_along_slices(b)
-    ranks = [SliceRank(z, int(disputed[z]), float(dice_a[z]), float(dice_b[z])) for z in range(len(disputed))]
+    reviewed = live.labels.reviewed
+    ranks = [SliceRank(z, int(disputed[z]), float(dice_a[z]), float(dice_b[z]), bool(reviewed[z]))
+             for z in range(len(disputed))]
     if by == "disputed":
-        return sorted((r for r in ranks if r.disputed), key=lambda r: (-r.disputed, r.z))
+        return sorted((r for r in ranks if r.disputed), key=lambda r: (r.reviewed, -r.disputed, r.z))
     if by == "worst":
-        return sorted(ranks, key=lambda r: (math.isnan(r.worst), r.worst, r.z))
+        return sorted(ranks, key=lambda r: (r.reviewed, math.isnan(r.worst), r.worst, r.z))
     raise ValueError(f"unknown ranking {by!r}: disputed or worst")
 
 

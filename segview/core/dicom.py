@@ -1068,6 +1068,8 @@ def _describe(ds: Dataset, frames: list[_Frame]) -> dict:
         "source_format": "dicom",
         "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
+        "study_date": str(ds.get("StudyDate", "") or ""),
+        "study_description": str(ds.get("StudyDescription", "") or ""),
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
         "patient_id": str(ds.get("PatientID", "") or ""),
         "source_files": sorted({f.source for f in frames}),

@@ -26,7 +26,7 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
     from PySide6.QtWidgets import QApplication
 
     from .main_window import MainWindow
-    from .worklist_panel import dataset_layout
+    from ..session.worklist import dataset_layout
 
     if demo and not models:
         from ..resources import DEMO_MODELS

@@ -7,7 +7,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
@@ -27,6 +27,8 @@ from ..session.models import load_predictor
 from .dialogs import choose_series
 from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
 from .metrics_panel import MetricsPanel
+from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
+                       remember_folder, remember_recent, set_pacs_labels_folder)
 from .slice_view import Overlay
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
@@ -35,13 +37,8 @@ from .worklist_panel import install_worklist
 from .workspace import Workspace
 
 AUTO_WINDOW = "Auto (1-99th percentile)"
-RECENT_LIMIT = 10
 #: Overlay name -> (menu text, visibility shortcut, drawn as outline by default)
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
-
-
-def settings() -> QSettings:
-    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "segview", "segview")
 
 
 class MainWindow(QMainWindow):
@@ -64,6 +61,7 @@ class MainWindow(QMainWindow):
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._jobs: set[Worker] = set()
         self._dirty: set[int] = set()   # streamed z planes not yet redrawn
+        self._disputed_shown: int | None = None  # the slice D went to last, in this session
         self.workspace = Workspace()
         self._build_controls()
         self._build_docks()
@@ -199,7 +197,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
-        menu = self.menuBar().addMenu("&Edit")
+        menu = self.edit_menu = self.menuBar().addMenu("&Edit")
         self.undo_action = menu.addAction("&Undo", QKeySequence.StandardKey.Undo, self.undo)
         self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
         menu.addSeparator()
@@ -251,24 +249,40 @@ class MainWindow(QMainWindow):
         menu.addAction("&Cancel inference", "Esc", self.cancel_inference)
 
     # -- opening ------------------------------------------------------------------------
+    def image_source(self) -> str | None:
+        """The file or folder the image on screen was read from (None: none, or the demo)."""
+        source = str(self.session.volume.meta.get("source", "")) if self.session is not None else ""
+        return source if source and not source.startswith("demo") else None
+
+    def start_folder(self) -> str:
+        """Where a file dialog starts: the last folder one chose in, else the image's."""
+        return str(dialog_folder(self.image_source()))
+
     def choose_image(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS) + " *.dcm"
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", "", f"Images ({pattern});;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self.start_folder(),
+                                              f"Images ({pattern});;All files (*)")
+        remember_folder(path)
         if path:
             self.open_image(path)
 
     def choose_dicom_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder")
+        folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.start_folder())
+        remember_folder(folder)
         if folder:
             self.open_image(folder)
 
     def choose_labels(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open labels", "", "Labels (*.nii *.nii.gz *.nrrd *.mha)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open labels", self.start_folder(),
+                                              "Labels (*.nii *.nii.gz *.nrrd *.mha)")
+        remember_folder(path)
         if path:
             self.open_labels(path)
 
     def choose_model(self, slot: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", "", "Checkpoints (*.safetensors *.onnx)")
+        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", self.start_folder(),
+                                              "Checkpoints (*.safetensors *.onnx)")
+        remember_folder(path)
         if path:
             self.load_model(path, slot)
 
@@ -324,6 +338,8 @@ class MainWindow(QMainWindow):
         one undo step."""
         if self.session is None:
             return self._error("Open an image before its labels.")
+        if self._refused():
+            return
         session = self.session
         self._run(read_label_file, Path(path).absolute(), session.volume, session.key,
                   done=lambda label_file: self._replace_labels(session, label_file))
@@ -351,14 +367,12 @@ class MainWindow(QMainWindow):
 
     # -- recent files -------------------------------------------------------------------
     def _remember(self, path: str) -> None:
-        path = str(Path(path).resolve())  # one entry per place, whatever path opened it
-        recent = [p for p in _recent() if str(Path(p).resolve()) != path]
-        settings().setValue("recent", [path] + recent[:RECENT_LIMIT - 1])
+        remember_recent(path)
         self._fill_recent_menu()
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
-        for path in _recent():
+        for path in recent():
             self.recent_menu.addAction(path, partial(self.open_image, path))
         self.recent_menu.setEnabled(bool(self.recent_menu.actions()))
 
@@ -379,8 +393,12 @@ class MainWindow(QMainWindow):
         session.labels.step_listeners.append(self._step_done)
         volume = session.volume
         source = str(volume.meta.get("source", ""))
-        self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}[*]")
+        self._disputed_shown = None  # D starts at the top of this image's ranking
+        reason = self.read_only_reason()
+        self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}"
+                            f"{' (read-only)' if reason else ''}[*]")
         self.setWindowModified(False)
+        self._show_read_only(reason)
         if source and not source.startswith("demo"):
             self._remember(source)
         self.workspace.set_session(session)
@@ -634,7 +652,7 @@ class MainWindow(QMainWindow):
             self.session.labels.intensity_range = self.tools.intensity_range()
 
     def _stroke(self, phase: str, at: PlanePoint) -> None:
-        if self.session is None:
+        if self.session is None or (phase == "start" and self._refused()) or self.read_only_reason() is not None:
             return
         hook = {"start": self.effect.press, "move": self.effect.drag, "end": self.effect.release}[phase]
         self._dragging = phase != "end"
@@ -655,7 +673,7 @@ class MainWindow(QMainWindow):
         """A whole-class tool of the tools panel on the chosen class, in a worker: one undo
         step; ``preview`` shows what islands would go, changing nothing."""
         session = self.session
-        if session is None:
+        if session is None or self._refused():
             return
         value, amount = self.tools.active_class(), self.tools.amount.value()
         if preview:
@@ -740,10 +758,36 @@ class MainWindow(QMainWindow):
         self.setWindowModified(True)
         self._metrics_timer.start()
 
+    def read_only_reason(self) -> str | None:
+        """Why the labels on screen may not be edited (a worklist case another segview has
+        open, or a dataset that cannot be written); None when they may."""
+        return getattr(self.session, "read_only_reason", None) if self.session is not None else None
+
+    def _show_read_only(self, reason: str | None) -> None:
+        """A read-only case: every editing tool and Edit menu item disabled, the reason in
+        their tooltips; left drag pans."""
+        if reason is not None:
+            self.tools.set_tool(EFFECTS[0].name)  # navigate
+        self.tools.set_read_only(reason)
+        for action in self.edit_menu.actions():
+            if not action.isSeparator():
+                action.setEnabled(reason is None)
+                action.setToolTip(f"Read-only: {reason}" if reason else action.text().replace("&", ""))
+        self.edit_menu.setToolTipsVisible(reason is not None)
+        self._step_done()
+
+    def _refused(self) -> bool:
+        """True (and the reason in the status bar) when the labels on screen are read-only."""
+        reason = self.read_only_reason()
+        if reason is not None:
+            self.statusBar().showMessage(f"Read-only, nothing changed: {reason}", 8000)
+        return reason is not None
+
     def _step_done(self) -> None:
         session = self.session
-        self.undo_action.setEnabled(session is not None and session.labels.can_undo)
-        self.redo_action.setEnabled(session is not None and session.labels.can_redo)
+        editable = session is not None and self.read_only_reason() is None
+        self.undo_action.setEnabled(editable and session.labels.can_undo)
+        self.redo_action.setEnabled(editable and session.labels.can_redo)
         journal = session.journal if session else None
         if journal is not None and journal.error is not None:
             error, session.journal = journal.error, None
@@ -751,16 +795,16 @@ class MainWindow(QMainWindow):
                                 f"{error}\n\nYour edits stay in memory; save them soon.")
 
     def undo(self) -> None:
-        if self.session is not None:
+        if self.session is not None and not self._refused():
             self.session.labels.undo()
 
     def redo(self) -> None:
-        if self.session is not None:
+        if self.session is not None and not self._refused():
             self.session.labels.redo()
 
     def _slice_operation(self, name: str) -> None:
         session = self.session
-        if session is None:
+        if session is None or self._refused():
             return
         z = self.current_slice()
         if name == "clear":
@@ -781,7 +825,7 @@ class MainWindow(QMainWindow):
     def copy_prediction(self, slot: str, this_slice: bool) -> None:
         """Model ``slot``'s prediction into the labels (this slice, or every predicted
         one): one undo step, and no slice becomes reviewed by it."""
-        if self.session is None:
+        if self.session is None or self._refused():
             return
         try:
             self.session.copy_prediction(slot, self.current_slice() if this_slice else None)
@@ -812,16 +856,22 @@ class MainWindow(QMainWindow):
         self._show_metrics()
 
     def next_disputed_slice(self) -> None:
-        """Go to the most disputed slice nobody has reviewed yet (D again: the next one)."""
+        """Go to the most disputed slice nobody has reviewed yet: the top of "Slices to
+        review first" on a case just opened; D again, the one ranked after the slice D went
+        to last (back to the top after the last). Marking that slice reviewed takes it out."""
         session = self.session
         if session is None or not ("A" in session.models and "B" in session.models):
             return
         ranks = [r for r in rank_slices(session.live, by="disputed") if not session.reviewed[r.z]]
         if not ranks:
             return self.statusBar().showMessage("A and B agree on every slice not yet reviewed", 5000)
-        z = self.current_slice()
-        position = next((n for n, r in enumerate(ranks) if r.z == z), -1)
-        self.workspace.go_to_slice(ranks[(position + 1) % len(ranks)].z)
+        last = self._disputed_shown
+        position = next((n for n, r in enumerate(ranks) if r.z == last), -1)
+        target = ranks[(position + 1) % len(ranks)]
+        self._disputed_shown = target.z
+        self.workspace.go_to_slice(target.z)
+        self.statusBar().showMessage(f"Slice {target.z + 1}: A and B differ on {target.disputed} voxels "
+                                     f"({(position + 1) % len(ranks) + 1} of {len(ranks)} not yet reviewed)", 5000)
 
     # -- saving and exporting -----------------------------------------------------------
     def save(self, wait: bool = False) -> bool:
@@ -834,13 +884,46 @@ class MainWindow(QMainWindow):
     def save_as(self, wait: bool = False) -> bool:
         if self.session is None:
             return False
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in
-                       self.session.volume.meta.get("series_description") or "segview")
-        suggested = (self.session.labels_path or self.session.default_labels_path()
-                     or Path.home() / f"{name}.labels.nii.gz")
+        suggested = self.proposed_labels_path()
+        if suggested is None:
+            return False  # no folder chosen for the labels of PACS studies
+        made = not suggested.parent.exists()
+        if made:  # a PACS study's own folder: the dialog opens in it
+            try:
+                suggested.parent.mkdir(parents=True)
+            except OSError:
+                made = False
         pattern = " ".join(f"*{e}" for e in LABEL_EXTENSIONS)
         path, _ = QFileDialog.getSaveFileName(self, "Save labels", str(suggested), f"Labels ({pattern})")
+        if not path and made and not any(suggested.parent.iterdir()):
+            suggested.parent.rmdir()  # cancelled: no empty folder left behind
+        remember_folder(path)
         return bool(path) and self.save_to(Path(path), wait)
+
+    def proposed_labels_path(self) -> Path | None:
+        """Where Save labels as... proposes to save: where the labels were opened from or
+        last saved; for a study retrieved from a PACS, ``<folder>/<patient>_<study>/<series>``
+        in the folder chosen for PACS labels (asked once, then kept in the settings; None
+        when the user chooses none), never the retrieval cache; else beside the image; else
+        in the folder the last dialog chose."""
+        session = self.session
+        assert session is not None
+        if session.labels_path is not None and not is_retrieved(session.labels_path):
+            return Path(session.labels_path)
+        if is_retrieved(self.image_source()):
+            folder = pacs_labels_folder()
+            if folder is None:
+                chosen = QFileDialog.getExistingDirectory(
+                    self, "Folder for the labels of studies from the PACS (asked once; each study gets a folder "
+                    "in it, named by patient and study)", str(Path.home()))
+                if not chosen:
+                    return None
+                set_pacs_labels_folder(chosen)
+                folder = Path(chosen)
+            return pacs_labels_path(folder, session.volume.meta)
+        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in
+                       session.volume.meta.get("series_description") or "segview")
+        return session.default_labels_path() or Path(dialog_path(f"{name}.labels.nii.gz", self.image_source()))
 
     def save_to(self, path: Path, wait: bool = False) -> bool:
         """Write the labels and their review state as they are now, atomically and verified,
@@ -925,7 +1008,10 @@ class MainWindow(QMainWindow):
             self.setWindowModified(False)
 
     def export_dicom_seg(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", "labels_seg.dcm", "DICOM (*.dcm)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", dialog_path("labels_seg.dcm",
+                                                                                  self.image_source()),
+                                              "DICOM (*.dcm)")
+        remember_folder(path)
         if path:
             self.export_dicom_seg_to(Path(path))
 
@@ -943,7 +1029,9 @@ class MainWindow(QMainWindow):
     def export_metrics(self) -> None:
         if self.session is None or not self.session.models:
             return self._error("Load a model first: the metrics compare models with the labels.", "No metrics")
-        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", "metrics.csv", "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", dialog_path("metrics.csv", self.image_source()),
+                                              "CSV (*.csv)")
+        remember_folder(path)
         if path:
             try:
                 write_metrics_csv(path, self.session.live, self.session.classes)
@@ -955,7 +1043,8 @@ class MainWindow(QMainWindow):
         both models take seconds on a large volume)."""
         if self._comparison_missing():
             return
-        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report")
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the comparison report", self.start_folder())
+        remember_folder(folder)
         if folder:
             self._run(self._report_job(Path(folder)),
                       done=lambda paths: self.statusBar().showMessage(f"Wrote {len(paths)} files to {folder}", 8000),
@@ -1052,12 +1141,6 @@ def _device_text(predictor) -> str:
     device = describe_device(predictor.device)
     runtime = getattr(predictor, "runtime", "torch")
     return f"{device} ({runtime})" if device == "cpu" else device
-
-
-def _recent() -> list[str]:
-    """The recently opened paths, newest first."""
-    value = settings().value("recent", [], list)
-    return [str(p) for p in value] if isinstance(value, list) else []
 
 
 def _time_text(seconds: float) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QLabel, QListWidget,
                                QListWidgetItem, QTableWidget,
                                QSizePolicy, QTableWidgetItem, QVBoxLayout, QWidget)
@@ -16,6 +17,9 @@ from ..core.metrics import Scores
 from ..core.live import LiveMetrics
 from ..core.report import DASH, number_text
 from .slice_view import MODEL_COLORS
+
+REVIEWED_TICK = "\u2713 "   # before a reviewed slice in "Slices to review first"
+NOT_REVIEWED = "\u2003 "    # an em space: the numbers of both kinds line up
 
 
 
@@ -153,7 +157,8 @@ class MetricsPanel(QWidget):
             self.curves[key].setData(np.arange(1, len(dice) + 1), dice)
 
     def show_ranking(self, live: LiveMetrics | None, limit: int = 20) -> list:
-        """The slices to review first, as ranked by ``core.compare.rank_slices``."""
+        """The slices to review first, as ranked by ``core.compare.rank_slices``: those not
+        yet reviewed, then (greyed, with a tick) those reviewed."""
         both = live is not None and "A" in live.matrices and "B" in live.matrices
         for widget in (self.ranking_label, self.ranking_choice, self.ranking):
             widget.setVisible(both)
@@ -161,10 +166,15 @@ class MetricsPanel(QWidget):
             return []
         ranks = rank_slices(live, by=("disputed", "worst")[self.ranking_choice.currentIndex()])
         self.ranking.clear()
+        grey = self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         for rank in ranks[:limit]:
-            item = QListWidgetItem(f"slice {rank.z + 1}: {rank.disputed} voxels differ, Dice A "
-                                   f"{number_text(rank.dice_a)} B {number_text(rank.dice_b)}")
+            item = QListWidgetItem(f"{REVIEWED_TICK if rank.reviewed else NOT_REVIEWED}slice {rank.z + 1}: "
+                                   f"{rank.disputed} voxels differ, Dice A {number_text(rank.dice_a)} "
+                                   f"B {number_text(rank.dice_b)}")
             item.setData(Qt.ItemDataRole.UserRole, rank.z)
+            if rank.reviewed:
+                item.setForeground(grey)
+                item.setToolTip("Reviewed (M marks and unmarks a slice)")
             self.ranking.addItem(item)
         return ranks
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayout, QHBoxLayout, QHeaderView,
                                QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout)
 
 from ..core.pacs import (DEFAULT_CALLING_AE, MAX_STUDIES, PacsError, Query, RetrieveCancelled, Series, Study, connect,
                          date_range)
+from .settings import pacs_cache_folder, settings
 from .workers import Worker
 
 #: How many PACS addresses the settings remember.
@@ -27,8 +28,6 @@ RESULT_COLUMNS = ("Date", "Patient", "Patient ID", "Description", "Modality", "I
 
 
 def _settings():
-    from .main_window import settings  # here: main_window imports this module
-
     return settings()
 
 
@@ -44,9 +43,9 @@ def remember_server(url: str, calling_ae: str) -> None:
 
 
 def cache_folder() -> Path:
-    """Where retrieved series are kept: the user's cache, one folder per series UID."""
-    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)
-    return Path(base or Path.home() / ".cache" / "segview") / "pacs"
+    """Where retrieved series are kept: the user's cache, one folder per series UID (never
+    where labels are saved: see ``settings.pacs_labels_path``)."""
+    return pacs_cache_folder()
 
 
 class _ServerRow(QHBoxLayout):

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QPushButton, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
+                               QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
+                               QPushButton, QToolButton, QVBoxLayout, QWidget)
 
 from ..core.classes import LabelClass
 from ..core.labels import OverwritePolicy
@@ -41,6 +41,8 @@ class ToolPanel(QWidget):
     def __init__(self, tools, parent=None):
         """``tools``: (name, text, shortcut, tip) of each effect, the first chosen."""
         super().__init__(parent)
+        self.read_only_reason: str | None = None
+        self._own_tips: dict[QWidget, str] = {}
         self.tools = list(tools)
         self.tool = self.tools[0][0]
         self.tool_buttons = QButtonGroup(self)
@@ -157,6 +159,18 @@ class ToolPanel(QWidget):
         for slot in ("A", "B"):
             self.other_class.addItem(f"model {slot}'s prediction of it", ("model", slot))
         self.other_class.setCurrentIndex(max(self.other_class.findData(other), 0))
+
+    def set_read_only(self, reason: str | None) -> None:
+        """Disable every control (the labels may not be edited), ``reason`` (why) in each
+        one's tooltip; None enables them again with their own tips (and enabled states:
+        Qt keeps those of the children)."""
+        self.read_only_reason = reason
+        self.setEnabled(reason is None)
+        for widget in self.findChildren(QWidget):
+            if isinstance(widget, (QAbstractButton, QComboBox, QAbstractSpinBox, QListWidget)):
+                own = self._own_tips.setdefault(widget, widget.toolTip())
+                widget.setToolTip(own if reason is None else f"Read-only: {reason}")
+        self.setToolTip("" if reason is None else f"Read-only: {reason}")
 
     def set_tool(self, name: str) -> None:
         self.tool = name

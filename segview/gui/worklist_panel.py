@@ -12,14 +12,16 @@ them to a ``segview.session.Worklist`` (no Qt; every transition of the work is i
 - Background prediction of the whole dataset by models A and B (``prediction_queue``) in a
   ``GeneratorWorker``, with progress and Cancel; rows update as cases are cached, and the
   open case takes its predictions when the queue reaches it.
-- Next and previous follow the order shown, as it was when the user last sorted, so rows the
-  queue updates do not reshuffle under them; choosing a sort again re-sorts.
-- Prefetch: while a case is on screen, the next one in the order shown (where Ctrl+N goes)
-  is opened in a worker, the same ``Worklist.session`` as any open (its lock and journal
-  taken, no status set, nothing written); Ctrl+N then shows it at once, or waits for it when
-  it is still opening (never opening it twice). At most one is kept: it is closed, its
-  journal deleted (it has no edits), when the next case is another (the case on screen or the
-  order changed), the models change, another dataset opens or the window closes.
+- Navigation is the session's (``segview.session.WorklistNavigator``, no Qt): next and
+  previous follow the order as it was when the user last sorted, so rows the queue updates
+  do not reshuffle under them; the case left is saved before the next opens; the next case
+  in that order is opened in the background while one is on screen (Ctrl+N then shows it at
+  once, or waits for it while it opens, never opening it twice). The dock only runs the
+  navigator's jobs in workers and shows what they did.
+- Done saves the case on screen into the dataset with the status "done" (labels, reviewed
+  slices and status in one sidecar); Done and next (Ctrl+Shift+N) also opens the next.
+- A case another segview has open shows "read-only" in its row (and the window's title;
+  its editing tools are disabled).
 """
 from __future__ import annotations
 
@@ -36,9 +38,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileD
 
 from ..core.report import number_text
 from ..core.errors import SegviewError
-from ..core.journal import crashed_journals, unsaved_edits
-from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist
+from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
 from ..session.verdict import reviewed_verdict, write_dataset_report
+from ..session.worklist import OpenJob, Prefetch
+from .settings import dialog_folder, remember_folder
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
@@ -53,7 +56,8 @@ COLUMN_TIPS = ("", "new, in progress, done or flagged (the note in the tooltip)"
                "slices marked reviewed / slices of the image",
                "mean foreground Dice of model A over the reviewed slices, as last saved",
                "mean foreground Dice of model B over the reviewed slices, as last saved",
-               "share of voxels where models A and B differ (whole image, from the prediction cache)",
+               "voxels where models A and B differ, per 100 voxels either calls foreground (whole image, "
+               "from the prediction cache): 0 % they agree, 100 % their foregrounds do not overlap",
                "mean softmax entropy of A and B (nats; from the prediction cache)",
                "volume where A's prediction had to change to reach the labels (reviewed slices)",
                "volume where B's prediction had to change to reach the labels (reviewed slices)")
@@ -61,30 +65,9 @@ STATUS_COLORS = {"done": QColor(60, 160, 60), "flagged": QColor(210, 120, 0), "i
 NAME_ROLE = Qt.ItemDataRole.UserRole
 
 
-def dataset_layout(folder) -> str | None:
-    """"nnU-Net" or "DICOM" when ``folder`` is a dataset ``Worklist.open`` reads, else None;
-    nothing is read but the folder's listing. nnU-Net: an ``imagesTr/`` folder. DICOM
-    studies: only sub-folders (no files of its own but a DICOMDIR), and either two of them or
-    a ``labels/`` folder segview made; a folder holding one series is an image, not a dataset."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    if (folder / "imagesTr").is_dir():
-        return "nnU-Net"
-    try:
-        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
-    except OSError:
-        return None
-    if any(p.is_file() and p.name.upper() != "DICOMDIR" for p in entries):
-        return None
-    studies = [p for p in entries if p.is_dir() and p.name != "labels"]
-    has_labels = (folder / "labels").is_dir()
-    return "DICOM" if studies and (len(studies) >= 2 or has_labels) else None
-
-
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
-    status = "cannot open" if case.error else case.status
+    status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else case.status
     return [case.name, status, case.reviewed_text.replace(" slices reviewed", ""),
             number_text(case.dice.get("A", math.nan)), number_text(case.dice.get("B", math.nan)),
             number_text(case.disputed * 100, 1, unit=" %"), number_text(case.uncertainty),
@@ -129,6 +112,7 @@ class WorklistPanel(QWidget):
     open_requested = Signal(str)       # case name
     sort_chosen = Signal(str)          # a Worklist.sorted key, also when chosen again
     done_clicked = Signal()
+    done_next_clicked = Signal()
     flag_clicked = Signal()
     next_clicked = Signal()
     previous_clicked = Signal()
@@ -162,7 +146,10 @@ class WorklistPanel(QWidget):
                 ("previous", "◀ Previous", "Previous case in this order (Ctrl+P)", self.previous_clicked),
                 ("next", "Next ▶", "Next case in this order (Ctrl+N); the case you leave is saved",
                  self.next_clicked),
-                ("done", "Done", "Mark the selected case done", self.done_clicked),
+                ("done", "Done", "Mark the selected case done; the case on screen is saved with it (labels, "
+                 "reviewed slices)", self.done_clicked),
+                ("done_next", "Done ▶", "Done and next (Ctrl+Shift+N): save the case on screen as done and open "
+                 "the next", self.done_next_clicked),
                 ("flag", "Flag...", "Flag the selected case, with a note", self.flag_clicked),
                 ("predict", "Predict all", "Predict every case with models A and B, in the background",
                  self.predict_clicked)):
@@ -252,7 +239,8 @@ class WorklistPanel(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         status = self.table.item(n, 1)
         if status is not None:
-            status.setToolTip(case.error or case.note or "")
+            locked = f"Open in another segview ({case.locked_by}): read-only here" if case.locked_by else ""
+            status.setToolTip("\n".join(t for t in (case.error, case.note, locked) if t))
             color = QColor(200, 40, 40) if case.error else STATUS_COLORS.get(case.status)
             status.setForeground(QBrush(color) if color is not None else QBrush())
         name = self.table.item(n, 0)
@@ -268,6 +256,7 @@ class WorklistPanel(QWidget):
 class WorklistController(QObject):
     """The worklist of a ``MainWindow``: see the module docstring. Signals for tests and
     scripts: ``dataset_opened``, ``case_opened(name)`` (on screen), ``case_failed(message)``,
+    ``case_saved(name)`` (Done, Flag: saved into the dataset with its status),
     ``queue_step(QueueStep)``, ``queue_finished(bool)`` (True: every case predicted),
     ``report_written(list of paths)``, ``case_prefetched(name)`` (the next case is open in
     the background, ready for Ctrl+N: ``prefetched``)."""
@@ -275,6 +264,7 @@ class WorklistController(QObject):
     case_opened = Signal(str)
     case_prefetched = Signal(str)
     case_failed = Signal(str)
+    case_saved = Signal(str)
     queue_step = Signal(object)
     queue_finished = Signal(bool)
     report_written = Signal(list)
@@ -283,16 +273,13 @@ class WorklistController(QObject):
         super().__init__(window)
         self.window = window
         self.worklist: Worklist | None = None
+        self.navigator: WorklistNavigator | None = None  # the order, next / previous, prefetch
         self.checkpoints: dict[str, Path] = {}       # wanted for datasets, even before one opens
-        self.sort = "name"
         self.queue: GeneratorWorker | None = None
-        self.opening: str | None = None               # the case being opened in a worker
-        self._leaving: ReviewSession | None = None     # the session on screen meanwhile
         self._report_stop: threading.Event | None = None
         self._jobs: set[Worker] = set()
         self._last_queue_case: str | None = None
         self.prefetch_enabled = True                  # open the next case in the background
-        self._prefetch: _Prefetch | None = None        # the next case, opening or open in the background
         self.panel = WorklistPanel()
         self.dock = QDockWidget("Worklist", window)
         self.dock.setObjectName("worklist")
@@ -309,6 +296,7 @@ class WorklistController(QObject):
         panel.next_clicked.connect(self.next_case)
         panel.previous_clicked.connect(self.previous_case)
         panel.done_clicked.connect(self.mark_done)
+        panel.done_next_clicked.connect(self.done_and_next)
         panel.flag_clicked.connect(self.flag)
         panel.predict_clicked.connect(self.predict_dataset)
         panel.queue.cancel_clicked.connect(self.cancel_prediction)
@@ -316,6 +304,16 @@ class WorklistController(QObject):
         window.model_loaded.connect(self._model_loaded)
         window.saved.connect(self._saved)
         window.installEventFilter(self)
+
+    @property
+    def sort(self) -> str:
+        """The key of the last sort (``Worklist.sorted``)."""
+        return self.navigator.sort_key if self.navigator is not None else "name"
+
+    @property
+    def opening(self) -> str | None:
+        """The case being opened (or saved, then opened) in a worker."""
+        return self.navigator.opening if self.navigator is not None else None
 
     # -- menus --------------------------------------------------------------------------
     def _build_actions(self) -> None:
@@ -335,6 +333,8 @@ class WorklistController(QObject):
         self.previous_action = menu.addAction("&Previous case", QKeySequence("Ctrl+P"), self.previous_case)
         menu.addSeparator()
         self.done_action = menu.addAction("Mark case &done", self.mark_done)
+        self.done_next_action = menu.addAction("Done and ne&xt case", QKeySequence("Ctrl+Shift+N"),
+                                               self.done_and_next)
         self.flag_action = menu.addAction("&Flag case...", self.flag)
         menu.addSeparator()
         self.predict_action = menu.addAction("P&redict every case (A and B)", self.predict_dataset)
@@ -351,8 +351,8 @@ class WorklistController(QObject):
 
     def _update_actions(self) -> None:
         has = self.worklist is not None
-        for action in (self.next_action, self.previous_action, self.done_action, self.flag_action,
-                       self.predict_action, self.report_action):
+        for action in (self.next_action, self.previous_action, self.done_action, self.done_next_action,
+                       self.flag_action, self.predict_action, self.report_action):
             action.setEnabled(has)
         self.cancel_action.setEnabled(self.queue is not None)
         self.panel.set_enabled(has)
@@ -360,7 +360,9 @@ class WorklistController(QObject):
 
     # -- opening a dataset ----------------------------------------------------------------
     def choose_dataset(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Open dataset (nnU-Net or DICOM studies)")
+        folder = QFileDialog.getExistingDirectory(self.window, "Open dataset (nnU-Net or DICOM studies)",
+                                                  self.window.start_folder())
+        remember_folder(folder)
         if folder:
             self.open_dataset(folder)
 
@@ -379,10 +381,11 @@ class WorklistController(QObject):
 
     def _dataset_open(self, worklist: Worklist) -> None:
         self._drop_queue()
-        self._drop_prefetch(force=True)
+        if self.navigator is not None:
+            self.navigator.close()  # the case prefetched, or opening, of the dataset before
         self.worklist = worklist
+        self.navigator = WorklistNavigator(worklist, "name", prefetching=self.prefetch_enabled)
         self.checkpoints = dict(worklist.checkpoints) or self.checkpoints
-        self.sort = "name"
         self.panel.sort_choice.setCurrentIndex([key for _, key in SORTS].index("name"))
         self._show_rows()
         self.panel.title.setText(self._title())
@@ -403,19 +406,21 @@ class WorklistController(QObject):
         read_only = " <b>read-only</b>" if worklist.read_only else ""
         return (f"<b>{worklist.folder.name}</b> ({worklist.layout}, {len(worklist.cases)} cases, "
                 f"{counts['done']} done, {counts['flagged']} flagged){read_only}<br>{models}<br>"
-                "Enter or double-click opens a case; Ctrl+N / Ctrl+P: next / previous (the case left is saved)")
+                "Enter or double-click opens a case; Ctrl+N / Ctrl+P: next / previous (the case left is saved); "
+                "Ctrl+Shift+N: done and next")
 
     def _show_rows(self) -> None:
-        """Rows in the current sort order, taken now (a snapshot)."""
-        if self.worklist is None:
-            return
-        self.panel.show_cases(self.worklist.sorted(self.sort), self._current_name())
+        """Rows in the navigator's frozen order."""
+        if self.navigator is not None:
+            self.panel.show_cases(self.navigator.cases(), self._current_name())
 
     def sort_by(self, key: str) -> None:
         """Sort the rows by ``key`` ("disputed", "uncertain", "name", "status") as the
         figures are now; next and previous follow this order until the next sort."""
-        self.sort = key
         self.panel.sort_choice.setCurrentIndex([k for _, k in SORTS].index(key))
+        if self.navigator is None:
+            return
+        self.navigator.sort(key)
         self._show_rows()
         self._prefetch_next()  # the next case may be another now
 
@@ -436,7 +441,8 @@ class WorklistController(QObject):
         except SegviewError as exc:
             return self._error(str(exc), "Cannot use the checkpoint")
         self._drop_queue()  # it predicts for the old checkpoints
-        self._drop_prefetch()  # opened with the old ones
+        if self.navigator is not None:
+            self.navigator.drop_prefetch()  # opened with the old ones
         for case in self.worklist.cases:
             self.panel.update_case(case)
         self.panel.title.setText(self._title())
@@ -472,168 +478,132 @@ class WorklistController(QObject):
         session = self._current()
         return session.case.name if session is not None else None
 
-    def open_case(self, name: str) -> None:
+    def open_case(self, name: str, status: str | None = None) -> None:
         """Open case ``name`` in a worker and put it on screen; the case on screen is saved
-        into the dataset first when it has unsaved edits."""
-        worklist = self.worklist
-        if worklist is None:
+        into the dataset first when it has unsaved edits, or with ``status`` when one is
+        given (Done and next: "done")."""
+        navigator = self.navigator
+        if navigator is None:
             return
-        if self.opening is not None:
-            return self.window.statusBar().showMessage(f"Still opening {self.opening}...", 4000)
-        if name == self._current_name():
+        if navigator.opening is not None:
+            return self.window.statusBar().showMessage(f"Still opening {navigator.opening}...", 4000)
+        if name == self._current_name() and status is None:
             return self.panel.select(name)
-        job = None
-        session = self.window.session
-        if isinstance(session, CaseSession) and session.modified:
-            try:
-                job = session.save_job()  # the labels as they are now, written in the worker
-            except SegviewError as exc:
-                answer = QMessageBox.question(
-                    self.window, "Case not saved", f"{exc}\n\nLeave {session.case.name} and drop its unsaved edits?",
-                    QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
-                if answer != QMessageBox.StandardButton.Discard:
-                    return
-        self.opening, self._leaving = name, session
+        previous = self.window.session
+        try:
+            save = navigator.leave_job(previous, status)  # the labels as they are now, written in the worker
+        except SegviewError as exc:
+            if status is not None:  # Done and next on a case that cannot be saved: stay
+                return self._error(str(exc), "Case not saved")
+            answer = QMessageBox.question(
+                self.window, "Case not saved", f"{exc}\n\nLeave {previous.case.name} and drop its unsaved edits?",
+                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Discard:
+                return
+            save = None
+        job = navigator.open_job(name, save)
         self.panel.select(name)
         self.window.statusBar().showMessage(f"Opening {name}...")
-        prefetch = self._prefetch
-        if prefetch is not None and prefetch.name == name:  # opened or opening in the background
-            prefetch.claim = (session, job)
-            if prefetch.ready:
-                self._use_prefetch(prefetch)
-            return  # else ``_prefetch_done`` shows it when it is open
-        self._run(_save_and_open, worklist, name, job, done=lambda result: self._case_open(session, result),
-                  failed=self._case_failed, reports_progress=True)
+        prefetch = navigator.prefetch
+        if save is None and prefetch is not None and prefetch.name == name and prefetch.complete:
+            # Open in the background with every prediction: shown now, no worker round trip.
+            return self._case_open(job, previous, job())
+        self._run(job, done=lambda session: self._case_open(job, previous, session),
+                  failed=lambda exc: self._case_failed(job, previous, exc), reports_progress=True)
 
-    def _case_failed(self, exc: Exception) -> None:
-        name, self.opening = self.opening, None
+    def _case_failed(self, job: OpenJob, previous: ReviewSession | None, exc: Exception) -> None:
+        if self.navigator is not None:
+            self.navigator.opened(job, shown=False)
+        if job.cancelled:
+            return
         saved = getattr(exc, "saved_job", None)
-        if saved is not None and self._leaving is not None:  # the case left was saved all the same
-            self._leaving.finish_save(saved)
-            self.window.saved.emit(str(saved.path))
-        self._leaving = None
-        if name is not None:
-            self._refresh_row(name)
+        if saved is not None and previous is not None:  # the case left was saved all the same
+            self._finish_save(previous, saved)
+        self._refresh_row(job.name)
         if not isinstance(exc, SegviewError):
             raise exc
         self.case_failed.emit(str(exc))
         leaving = getattr(exc, "while_saving", None)
-        self._error(str(exc), f"{leaving} not saved: {name} not opened" if leaving
-                    else f"Cannot open {name}" if name else "Cannot open")
+        self._error(str(exc), f"{leaving} not saved: {job.name} not opened" if leaving else f"Cannot open {job.name}")
 
-    def _case_open(self, previous: ReviewSession | None, result: tuple) -> None:
-        session, job = result
-        self.opening, self._leaving = None, None
+    def _case_open(self, job: OpenJob, previous: ReviewSession | None, session: CaseSession) -> None:
+        navigator = self.navigator
+        if job.cancelled or navigator is None or job.navigator is not navigator:
+            return  # the window closed, or another dataset opened: the job closed it
         window = self.window
         if not window.isVisible():  # the window closed meanwhile: nothing to show it in
-            if job is not None and previous is not None:
-                previous.finish_save(job)
+            navigator.opened(job, shown=False)
+            if job.save is not None and previous is not None:
+                previous.finish_save(job.save)
             session.close(discard=True)
             return
         window.statusBar().clearMessage()  # "Opening ..."
-        if job is not None and previous is not None:
-            previous.finish_save(job)
-            window.saved.emit(str(job.path))
+        if job.save is not None and previous is not None:
+            self._finish_save(previous, job.save)
         old = window.session
         if old is not None and old.modified and not self._leave(old):
+            navigator.opened(job, shown=False)
             session.close(discard=True)  # stay on the case on screen
             self._refresh_row(session.case.name)
             return self._prefetch_next()
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
+        if isinstance(previous, CaseSession) and previous.worklist is self.worklist:
+            self._refresh_row(previous.case.name)  # closed: its lock, if it was read-only, is gone
         window.show_session(session)  # runs inference only on slices the cache did not have
+        navigator.opened(job, shown=window.session is session)
         if window.session is not session:
             return
         self._refresh_row(session.case.name)
         self.panel.select(session.case.name)
-        window.statusBar().showMessage(f"Opened {session.case.name}", 4000)
+        window.statusBar().showMessage(f"Opened {session.case.name}" + (" (read-only)" if session.read_only else ""),
+                                       4000)
         self.case_opened.emit(session.case.name)
         self._prefetch_next()
+
+    def _finish_save(self, session: ReviewSession, job) -> None:
+        """``job`` (a save of ``session``) was written: the session, the window and the row know."""
+        session.finish_save(job)
+        if session is self.window.session:
+            self.window.setWindowModified(session.modified)
+        self.window.saved.emit(str(job.path))
 
     # -- prefetching the next case ----------------------------------------------------------
     @property
     def prefetched(self) -> str | None:
         """The case open in the background, ready for Ctrl+N; None when there is none (yet)."""
-        prefetch = self._prefetch
-        return prefetch.name if prefetch is not None and prefetch.ready else None
+        return self.navigator.prefetched if self.navigator is not None else None
 
     def set_prefetch(self, on: bool) -> None:
         """Open the next case in the background (on by default); off closes the one there."""
         self.prefetch_enabled = on
         self._prefetch_next()
 
-    def _next_name(self) -> str | None:
-        """Where Ctrl+N goes from the case on screen; None after the last, or with no case."""
-        names, here = self.panel.names(), self._current_name()
-        if here not in names:
-            return None
-        n = names.index(here) + 1
-        return names[n] if n < len(names) else None
-
     def _prefetch_next(self) -> None:
-        """Open the next case in a worker, unless it is already; any other is closed."""
-        worklist = self.worklist
-        target = self._next_name() if self.prefetch_enabled and worklist is not None else None
-        if self._prefetch is not None and self._prefetch.name == target:
+        """Have the navigator open the case after the one on screen in a worker (any other
+        it holds is closed)."""
+        navigator = self.navigator
+        if navigator is None:
             return
-        self._drop_prefetch()
-        if target is None or worklist is None or self._prefetch is not None or self.opening is not None:
-            return  # while a case opens, its own next is prefetched once it is on screen
-        prefetch = self._prefetch = _Prefetch(target)
-        self._run(_open_prefetch, worklist, prefetch, done=lambda _: self._prefetch_done(prefetch),
+        navigator.current = self._current_name()
+        navigator.prefetching = self.prefetch_enabled
+        navigator.prefetch_next(self._start_prefetch)
+
+    def _start_prefetch(self, prefetch: Prefetch) -> None:
+        self._run(prefetch, done=lambda _: self._prefetch_done(prefetch),
                   failed=lambda exc: self._prefetch_failed(prefetch, exc))
 
-    def _drop_prefetch(self, force: bool = False) -> None:
-        """Close the case opened in the background (when it arrives, if still opening);
-        one Ctrl+N waits for is kept, unless ``force`` (the window closes, another dataset)."""
-        prefetch = self._prefetch
-        if prefetch is None or (prefetch.claim is not None and not force):
-            return
-        self._prefetch = None
-        prefetch.drop()
-        if prefetch.claim is not None:  # it was awaited: nothing is opening any more
-            self.opening, self._leaving = None, None
+    def _prefetch_done(self, prefetch: Prefetch) -> None:
+        if self.navigator is None or prefetch is not self.navigator.prefetch:
+            return  # taken by Ctrl+N, or dropped: closed already
+        if prefetch.ready:
+            self.case_prefetched.emit(prefetch.name)
 
-    def _prefetch_done(self, prefetch: _Prefetch) -> None:
-        if prefetch is not self._prefetch:
-            return  # dropped: closed already
-        if not prefetch.ready:  # left to a plain open (edits of a crashed session to offer)
-            return self._prefetch_failed(prefetch)
-        if prefetch.claim is not None:
-            return self._use_prefetch(prefetch)
-        self.case_prefetched.emit(prefetch.name)
-
-    def _prefetch_failed(self, prefetch: _Prefetch, exc: Exception | None = None) -> None:
-        """The case could not be opened in the background: Ctrl+N opens it as any case."""
-        if prefetch is not self._prefetch:
-            return
-        self._prefetch = None
-        if prefetch.claim is None:  # nobody asked for it yet: opening it says why, as for any case
-            return self._refresh_row(prefetch.name)
-        previous, job = prefetch.claim
-        assert self.worklist is not None  # a forced drop would have forgotten the prefetch
-        self._run(_save_and_open, self.worklist, prefetch.name, job,
-                  done=lambda result: self._case_open(previous, result), failed=self._case_failed,
-                  reports_progress=True)
-
-    def _use_prefetch(self, prefetch: _Prefetch) -> None:
-        """Show the case opened in the background that open_case asked for: at once when
-        nothing is to be saved first and the cache had all its predictions, else after a
-        worker saved the case left and took what the cache has gained since."""
-        assert prefetch.claim is not None
-        previous, job = prefetch.claim
-        self._prefetch = None
-        session = prefetch.take()
-        assert session is not None  # ready
-        if job is None and all(m.predicted.all() for m in session.models.values()):
-            return self._case_open(previous, (session, None))
-        self._run(_save_and_take, session, job, done=lambda result: self._case_open(previous, result),
-                  failed=lambda exc: self._take_failed(session, exc))
-
-    def _take_failed(self, session: CaseSession, exc: Exception) -> None:
-        """The case left was not saved: it stays on screen, and the next stays ready."""
-        prefetch = self._prefetch = _Prefetch(session.case.name)
-        prefetch.session = session
-        self._case_failed(exc)
+    def _prefetch_failed(self, prefetch: Prefetch, exc: Exception) -> None:
+        """The case could not be opened in the background: Ctrl+N opens it as any case, and
+        says why."""
+        self._refresh_row(prefetch.name)
+        if not isinstance(exc, SegviewError):
+            raise exc
 
     def _leave(self, session: ReviewSession) -> bool:
         """Save ``session`` (edited while the next case opened, or not a case) before it
@@ -662,27 +632,42 @@ class WorklistController(QObject):
     def previous_case(self) -> None:
         self._step(-1)
 
-    def _step(self, step: int) -> None:
-        names = self.panel.names()
-        if not names:
+    def _step(self, step: int, status: str | None = None) -> None:
+        navigator = self.navigator
+        if navigator is None:
             return
         here = self._current_name() or self.panel.selected()
-        if here not in names:
-            return self.open_case(names[0] if step > 0 else names[-1])
-        n = names.index(here) + step
-        if not 0 <= n < len(names):
+        navigator.current = self._current_name()
+        name = navigator.next_name(here) if step > 0 else navigator.previous_name(here)
+        if name is None:
+            current = self._current()
+            if status is not None and current is not None:  # Done on the last case: saved all the same
+                return self._save_status(current, status, then="; that was the last case")
             return self.window.statusBar().showMessage("That was the last case" if step > 0
                                                        else "That was the first case", 5000)
-        self.open_case(names[n])
+        self.open_case(name, status)
 
     # -- status ----------------------------------------------------------------------------
     def _target(self) -> str | None:
         return self.panel.selected() or self._current_name()
 
     def mark_done(self) -> None:
+        """The selected case is done: the case on screen is saved with it (labels, reviewed
+        slices, status: one sidecar), another case's sidecar takes the status."""
         name = self._target()
         if name is not None:
             self.set_status(name, "done")
+
+    def done_and_next(self) -> None:
+        """Save the case on screen as done, then open the next (no case on screen: the
+        selected case is marked done and the next opens)."""
+        if self.navigator is None:
+            return
+        if self._current() is None:
+            name = self.panel.selected()
+            if name is not None:
+                self.set_status(name, "done")
+        self._step(+1, status="done" if self._current() is not None else None)
 
     def flag(self) -> None:
         """Flag the selected case with a note the user types."""
@@ -695,14 +680,43 @@ class WorklistController(QObject):
             self.set_status(name, "flagged", note)
 
     def set_status(self, name: str, status: str, note: str = "") -> None:
-        """Set case ``name``'s status, written to its sidecar at once."""
+        """Set case ``name``'s status and note: the case on screen is saved into the dataset
+        with them (in a worker: ``case_saved`` when written), any other's sidecar is written
+        at once."""
         if self.worklist is None:
             return
+        session = self._current()
+        if session is not None and session.case.name == name:
+            return self._save_status(session, status, note)
         try:
             self.worklist.set_status(name, status, note)
         except SegviewError as exc:
             return self._error(str(exc), "Status not saved")
         self._refresh_row(name)
+
+    def _save_status(self, session: CaseSession, status: str, note: str = "", then: str = "") -> None:
+        """Save ``session`` into the dataset with ``status`` and ``note``, in a worker
+        (``then``: said after "saved" in the status bar)."""
+        try:
+            job = session.save_job(status=status, note=note)
+        except SegviewError as exc:
+            return self._error(str(exc), f"{session.case.name} not saved")
+        name = session.case.name
+        self.window.statusBar().showMessage(f"Saving {name} as {status}...")
+
+        def saved(_) -> None:
+            self._finish_save(session, job)
+            self._refresh_row(name)
+            self.window.statusBar().showMessage(f"{name}: {status}, saved{then}", 5000)
+            self.case_saved.emit(name)
+
+        self._run(job, done=saved, failed=lambda exc: self._save_failed(name, exc))
+
+    def _save_failed(self, name: str, exc: Exception) -> None:
+        self._refresh_row(name)
+        if not isinstance(exc, (SegviewError, OSError)):
+            raise exc
+        self._error(f"{exc}\n\nYour edits are kept in memory and in the edit journal.", f"{name} not saved")
 
     def _saved(self, path: str) -> None:
         """The window saved the labels: a case's row follows (and a new case is in progress)."""
@@ -796,7 +810,10 @@ class WorklistController(QObject):
 
     # -- the dataset report -------------------------------------------------------------------
     def choose_report_folder(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Folder for the dataset report")
+        # The last folder a dialog chose in, else the dataset's.
+        start = str(dialog_folder(self.worklist.folder / "report")) if self.worklist else self.window.start_folder()
+        folder = QFileDialog.getExistingDirectory(self.window, "Folder for the dataset report", start)
+        remember_folder(folder)
         if folder:
             self.export_report(folder)
 
@@ -855,7 +872,8 @@ class WorklistController(QObject):
             # The window waits for the thread pool when it closes: stop what would go on.
             self.cancel_prediction()
             self._cancel_report()
-            self._drop_prefetch(force=True)
+            if self.navigator is not None:
+                self.navigator.close()  # the case prefetched closed; one opening, when it is open
         return False
 
     def _run(self, function: Callable, *args, done: Callable, failed: Callable | None = None,
@@ -883,86 +901,6 @@ class WorklistController(QObject):
 
 
 # -- in workers ------------------------------------------------------------------------------
-
-def _save_left(job) -> None:
-    """Run the save ``job`` of the case being left (None: nothing to save); an error says
-    which file in ``while_saving``."""
-    if job is None:
-        return
-    try:
-        job()
-    except Exception as exc:
-        exc.while_saving = getattr(job, "path", Path("the case")).name  # type: ignore[attr-defined]
-        raise
-
-
-def _save_and_open(worklist: Worklist, name: str, job, progress=None) -> tuple[CaseSession, object]:
-    """The case being left saved (``job``, None if nothing to save), then case ``name``.
-    An error says which: ``while_saving`` (the case left), or ``saved_job`` (saved, then
-    ``name`` failed)."""
-    _save_left(job)
-    try:
-        return worklist.session(name, progress=progress), job
-    except Exception as exc:
-        exc.saved_job = job  # type: ignore[attr-defined]
-        raise
-
-
-class _Prefetch:
-    """A case opened in the background. Its session is handed over once, under a lock: to
-    the controller (``take``), or closed by ``drop``, or by the worker itself when it was
-    dropped while opening, so that no session is left open (nor its journal) whatever comes
-    first, even when the window is gone before the worker's signal arrives."""
-
-    def __init__(self, name: str):
-        self.name = name
-        self.session: CaseSession | None = None
-        self.claim: tuple[ReviewSession | None, object] | None = None  # (case left, its save job)
-        self._dropped = False
-        self._lock = threading.Lock()
-
-    @property
-    def ready(self) -> bool:
-        return self.session is not None
-
-    def deliver(self, session: CaseSession) -> None:
-        """In the worker: keep ``session``, or close it when the prefetch was dropped."""
-        with self._lock:
-            dropped = self._dropped
-            if not dropped:
-                self.session = session
-        if dropped:
-            session.close(discard=True)
-
-    def take(self) -> CaseSession | None:
-        with self._lock:
-            session, self.session, self._dropped = self.session, None, True
-        return session
-
-    def drop(self) -> None:
-        """Close the session (no edits: its journal is deleted); one still opening closes
-        when it is open."""
-        session = self.take()
-        if session is not None:
-            session.close(discard=True)
-
-
-def _open_prefetch(worklist: Worklist, prefetch: _Prefetch) -> None:
-    """Open the case for ``prefetch``; not one with a crashed session's unsaved edits: opening
-    sets those aside, so that one left unused would no longer offer them when opened."""
-    key = worklist.case(prefetch.name).key  # known from the cache, or from an earlier open
-    if key is not None and crashed_journals(key) and unsaved_edits(key) is not None:
-        return
-    prefetch.deliver(worklist.session(prefetch.name))
-
-
-def _save_and_take(session: CaseSession, job) -> tuple[CaseSession, object]:
-    """The case being left saved (``job``, None if nothing to save), then ``session`` (opened
-    in the background) takes what the cache gained since it opened."""
-    _save_left(job)
-    session.take_cached_predictions()
-    return session, job
-
 
 def _queue(worklist: Worklist, order: list[str], should_stop):
     yield from worklist.prediction_queue(should_stop=should_stop, order=order)

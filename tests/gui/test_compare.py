@@ -130,8 +130,10 @@ def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
     window, session = comparing, comparing.session
     ranks = window.metrics.show_ranking(session.live)
     assert ranks and window.metrics.ranking.count() == min(len(ranks), 20)
-    window.workspace.go_to_slice(ranks[0].z)
-    qtbot.keyClick(window, Qt.Key_D)
+    window.workspace.go_to_slice(ranks[1].z)
+    qtbot.keyClick(window, Qt.Key_D)  # on an image just opened: the top of the ranking, wherever one is
+    assert window.current_slice() == ranks[0].z
+    qtbot.keyClick(window, Qt.Key_D)  # again: the next one
     assert window.current_slice() == ranks[1].z
     window.metrics.ranking.itemClicked.emit(window.metrics.ranking.item(2))
     assert window.current_slice() == ranks[2].z

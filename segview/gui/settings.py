@@ -1,0 +1,123 @@
+"""What the window remembers between runs (``QSettings``, an INI file in the user's
+configuration folder) and where its file dialogs start.
+
+- ``recent``: the images opened last (File > Open recent).
+- ``dialogs/last_folder``: the folder the last file dialog chose in: every dialog starts
+  there, else in the folder of the image on screen, else in the home folder; never in the
+  process's working folder, nor in the cache of studies retrieved from a PACS.
+- ``pacs/labels_folder``: where the labels of studies retrieved from a PACS are saved, chosen
+  once (the first save of such a study asks); each study gets a folder in it named by
+  patient and study (``pacs_labels_path``). The retrieved images stay in the cache
+  (``pacs_cache_folder``), which may be emptied at any time: labels never go there.
+- ``pacs/servers`` and ``pacs/calling_ae``: see ``pacs_dialog``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, QStandardPaths
+
+RECENT_LIMIT = 10
+
+
+def settings() -> QSettings:
+    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, "segview", "segview")
+
+
+# -- recent images -----------------------------------------------------------------------------
+
+def recent() -> list[str]:
+    """The recently opened paths, newest first."""
+    value = settings().value("recent", [], list)
+    return [str(p) for p in value] if isinstance(value, list) else []
+
+
+def remember_recent(path) -> None:
+    """``path`` becomes the newest recent path (one entry per place, whatever path named it)."""
+    path = str(Path(path).resolve())
+    kept = [p for p in recent() if str(Path(p).resolve()) != path]
+    settings().setValue("recent", [path] + kept[:RECENT_LIMIT - 1])
+
+
+# -- where file dialogs start -------------------------------------------------------------------
+
+def remember_folder(chosen) -> None:
+    """A file dialog chose ``chosen`` (a file: its folder is kept; a folder: itself)."""
+    if not chosen:
+        return
+    path = Path(chosen).absolute()
+    folder = path if path.is_dir() else path.parent
+    settings().setValue("dialogs/last_folder", str(folder))
+
+
+def last_folder() -> Path | None:
+    """The folder the last file dialog chose in, when it still exists."""
+    value = str(settings().value("dialogs/last_folder", "", str) or "")
+    folder = Path(value) if value else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def dialog_folder(image_source=None) -> Path:
+    """Where a file dialog starts: the last folder used, else the folder of the image
+    ``image_source`` (a file or a DICOM folder; not one retrieved into the PACS cache),
+    else the home folder."""
+    folder = last_folder()
+    if folder is not None:
+        return folder
+    if image_source and not is_retrieved(image_source) and not str(image_source).startswith("demo"):
+        source = Path(str(image_source))
+        if source.exists():
+            return source.absolute().parent  # a file's folder; a DICOM folder's, where its labels go
+    return Path.home()
+
+
+def dialog_path(name: str, image_source=None) -> str:
+    """``name`` (a file a dialog proposes) in ``dialog_folder``."""
+    return str(dialog_folder(image_source) / name)
+
+
+# -- studies retrieved from a PACS --------------------------------------------------------------
+
+def pacs_cache_folder() -> Path:
+    """Where retrieved series are kept: the user's cache, one folder per series UID."""
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.CacheLocation)
+    return Path(base or Path.home() / ".cache" / "segview") / "pacs"
+
+
+def is_retrieved(source) -> bool:
+    """Whether ``source`` (an image's path) lies in the cache of series retrieved from a PACS."""
+    if not source:
+        return False
+    try:
+        Path(str(source)).resolve().relative_to(pacs_cache_folder().resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def pacs_labels_folder() -> Path | None:
+    """The folder chosen for the labels of PACS studies; None until one is chosen."""
+    value = str(settings().value("pacs/labels_folder", "", str) or "")
+    return Path(value) if value else None
+
+
+def set_pacs_labels_folder(folder) -> None:
+    settings().setValue("pacs/labels_folder", str(Path(folder).absolute()))
+
+
+def pacs_labels_path(folder, meta: dict) -> Path:
+    """Where the labels of a retrieved series go in ``folder``: a folder per patient and
+    study, ``<PatientID>_<StudyDate>_<StudyDescription>`` (the study UID when it has no date
+    and no description), holding ``<SeriesDescription>.labels.nii.gz`` (the series UID when
+    it has no description). ``meta``: the volume's (``core.dicom``)."""
+    patient = _part(meta.get("patient_id")) or "unknown-patient"
+    study = "_".join(p for p in (_part(meta.get("study_date")), _part(meta.get("study_description"))) if p)
+    study = study or _part(meta.get("study_uid")) or "unknown-study"
+    series = _part(meta.get("series_description")) or _part(meta.get("series_uid")) or "series"
+    return Path(folder) / f"{patient}_{study}" / f"{series}.labels.nii.gz"
+
+
+def _part(value) -> str:
+    """``value`` as part of a file name: letters, digits, '-', '.' and '_' kept, the rest '_'."""
+    text = "".join(c if c.isalnum() or c in "-._" else "_" for c in str(value or "").strip())
+    return text.strip("._")[:64]

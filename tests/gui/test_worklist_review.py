@@ -1,0 +1,239 @@
+"""What a reviewer does in the window and must find kept (issue 24): Done saves the case and
+its row says so, Done and next, D from the top of the ranking with reviewed slices ticked and
+last, a case another segview has open shown read-only with its tools off, and where the file
+dialogs start (a PACS study's labels never in the cache). Tiny datasets made here."""
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+
+from segview.core.dicom import write_dicom_series
+from segview.core.io import load_labels, load_volume, save_volume
+from segview.core.review_state import read_sidecar
+from segview.gui import settings as settings_module
+from segview.gui.metrics_panel import REVIEWED_TICK
+from segview.session import Worklist
+from tests.session.conftest import make_checkpoint, make_dataset, tiny_case
+
+from .helpers import drag
+from .test_worklist_panel import TIMEOUT, action, open_case, open_dataset, status_cell
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Predictions are cached in a temporary folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 3)
+    return folder
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    models = tmp_path / "models"
+    models.mkdir()
+    return {"A": make_checkpoint(models / "ce.safetensors", 1), "B": make_checkpoint(models / "ce_dice.safetensors", 2)}
+
+
+def mark(qtbot, window, z):
+    """Go to slice ``z`` and press M, as a reviewer does."""
+    window.workspace.go_to_slice(z)
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)
+    assert window.session.reviewed[z]
+
+
+def reviewed_in_sidecar(dataset, name):
+    return [r["z"] for r in (read_sidecar(dataset / "labelsTr" / f"{name}.nii.gz") or {}).get("reviewed", [])]
+
+
+def test_done_saves_the_case_on_screen_labels_marks_and_status_and_its_row_says_so(qtbot, window, dataset):
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(1.0)
+    drag(window.workspace.active_view(), [(1, 1), (1, 6)])
+    for z in (1, 4):
+        mark(qtbot, window, z)
+    painted = window.session.labels.array.copy()
+    with qtbot.waitSignal(controller.case_saved, timeout=TIMEOUT) as saved:
+        qtbot.mouseClick(controller.panel.buttons["done"], Qt.LeftButton)
+    assert saved.args == ["case_001"]
+    assert status_cell(controller, "case_001").text() == "done"
+    assert controller.panel.cell("case_001", "Reviewed").text() == "2 / 6"
+    sidecar = read_sidecar(dataset / "labelsTr" / "case_001.nii.gz")
+    assert sidecar["case"]["status"] == "done" and reviewed_in_sidecar(dataset, "case_001") == [1, 4]
+    image = load_volume(dataset / "imagesTr" / "case_001_0000.nii.gz")
+    np.testing.assert_array_equal(load_labels(dataset / "labelsTr" / "case_001.nii.gz", image), painted)
+    assert not window.session.modified and not window.isWindowModified()
+    again = Worklist.open(dataset).case("case_001")
+    assert (again.status, again.reviewed_count) == ("done", 2)
+
+
+def test_done_and_next_saves_the_case_as_done_and_opens_the_next(qtbot, window, dataset):
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    mark(qtbot, window, 3)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier | Qt.ShiftModifier)
+    assert opened.args == ["case_002"] and window.session.case.name == "case_002"
+    assert status_cell(controller, "case_001").text() == "done"
+    assert controller.panel.cell("case_001", "Reviewed").text() == "1 / 6"
+    assert read_sidecar(dataset / "labelsTr" / "case_001.nii.gz")["case"]["status"] == "done"
+    assert reviewed_in_sidecar(dataset, "case_001") == [3]
+    # The last case: Done and next saves it as done and says there is no next.
+    with qtbot.waitSignal(controller.case_saved, timeout=TIMEOUT):
+        qtbot.mouseClick(controller.panel.buttons["done_next"], Qt.LeftButton)
+    assert window.session.case.name == "case_002" and status_cell(controller, "case_002").text() == "done"
+    assert "last case" in window.statusBar().currentMessage()
+    assert read_sidecar(dataset / "labelsTr" / "case_002.nii.gz")["case"]["status"] == "done"
+    assert action(window, "Worklist", "Done and next case").shortcut().toString() == "Ctrl+Shift+N"
+
+
+def test_d_starts_at_the_top_of_the_ranking_and_reviewed_slices_are_ticked_and_last(qtbot, window, dataset,
+                                                                                      checkpoints):
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
+        open_dataset(qtbot, window, dataset, checkpoints)
+    open_case(qtbot, controller, "case_000")
+    session = window.session
+    # The ranking, counted here: voxels where A and B differ on each slice, most first.
+    a, b = session.prediction("A"), session.prediction("B")
+    differ = [int(np.count_nonzero(a[z] != b[z])) for z in range(a.shape[0])]
+    ranked = sorted((z for z in range(len(differ)) if differ[z]), key=lambda z: (-differ[z], z))
+    assert len(ranked) >= 3
+    window.workspace.go_to_slice(ranked[1])  # wherever the reviewer is on a case just opened
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_D)
+    assert window.current_slice() == ranked[0]
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)  # reviewed: out of D's way
+    qtbot.wait(100)  # the metrics panel is refreshed after a short pause
+    ranking = window.metrics.ranking
+    texts = [ranking.item(n).text() for n in range(ranking.count())]
+    order = [ranking.item(n).data(Qt.UserRole) for n in range(ranking.count())]
+    assert order == ranked[1:] + [ranked[0]]  # reviewed after every slice not yet reviewed
+    assert texts[-1].startswith(REVIEWED_TICK) and not any(t.startswith(REVIEWED_TICK) for t in texts[:-1])
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_D)
+    assert window.current_slice() == ranked[1]
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_D)
+    assert window.current_slice() == ranked[2]
+    # Another case opened: D starts at its top again.
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    session = window.session
+    a, b = session.prediction("A"), session.prediction("B")
+    differ = [int(np.count_nonzero(a[z] != b[z])) for z in range(a.shape[0])]
+    top = min((z for z in range(len(differ)) if differ[z]), key=lambda z: (-differ[z], z))
+    window.workspace.go_to_slice(top)
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_D)
+    assert window.current_slice() == top
+
+
+def test_a_case_open_in_another_segview_is_read_only_in_title_row_and_tools(qtbot, window, dataset, dialogs):
+    other = Worklist.open(dataset).session("case_001")  # another segview has it (its lock)
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    assert any(kind == "warning" and "open in another segview" in text for kind, text in dialogs)
+    assert "read-only" in window.windowTitle()
+    cell = status_cell(controller, "case_001")
+    assert cell.text() == "new, read-only" and "another segview" in cell.toolTip()
+    tools = window.tools
+    assert not tools.isEnabled()
+    brush = next(b for b in tools.tool_buttons.buttons() if b.text() == "Brush")
+    assert not brush.isEnabled() and "another segview" in brush.toolTip() and "process" in brush.toolTip()
+    assert not action(window, "Edit", "Mark slice reviewed").isEnabled()
+    before = window.session.labels.array.copy()
+    tools.set_tool("brush")  # B, as the menu's shortcut would
+    window.tools.radius.setValue(2.0)
+    drag(window.workspace.active_view(), [(2, 2), (2, 12), (12, 12)])
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)
+    window.copy_prediction("A", True)
+    np.testing.assert_array_equal(window.session.labels.array, before)
+    assert not window.session.reviewed.any() and not window.session.modified
+    assert "Read-only" in window.statusBar().currentMessage()
+    # Leaving it asks nothing (nothing changed); the next case is editable, its row plain.
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert status_cell(controller, "case_001").text() == "new"
+    assert "read-only" not in window.windowTitle() and tools.isEnabled() and brush.isEnabled()
+    assert "another segview" not in brush.toolTip()
+    assert action(window, "Edit", "Mark slice reviewed").isEnabled()
+    other.close()
+
+
+def test_dialogs_start_in_the_images_folder_then_in_the_last_folder_used(qtbot, window, tmp_path, monkeypatch):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    volume, _ = tiny_case(0)
+    save_volume(folder / "scan.nii.gz", volume)
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.open_image(folder / "scan.nii.gz")
+    starts = []
+    chosen = tmp_path / "elsewhere" / "metrics.csv"
+    chosen.parent.mkdir()
+
+    def save_dialog(parent, title, start, *rest):
+        starts.append(start)
+        return "", ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", save_dialog)
+    window.export_dicom_seg()
+    window.choose_labels()
+    assert starts == [str(folder / "labels_seg.dcm"), str(folder)]
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_: (str(chosen), ""))
+    window.export_dicom_seg()  # the user chose another folder...
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    window.export_dicom_seg()
+    window.choose_image()
+    assert starts[2:] == [str(chosen.parent / "labels_seg.dcm"), str(chosen.parent)]  # ...where the next start
+
+
+def test_a_pacs_studys_first_save_asks_for_a_folder_once_and_names_it_by_patient_and_study(qtbot, window, tmp_path,
+                                                                                            monkeypatch):
+    cache = tmp_path / "cache" / "segview" / "pacs"
+    monkeypatch.setattr(settings_module, "pacs_cache_folder", lambda: cache)
+    for n, uid in enumerate(("1.2.3.1", "1.2.3.2")):
+        write_dicom_series(tiny_case(n, slices=3, size=16)[0], cache / uid, patient_id=f"PAT{n}",
+                           series_description="AX T1")
+    asked, proposed = [], []
+    labels_root = tmp_path / "labels"
+    labels_root.mkdir()
+
+    def choose_folder(parent, title, start, *rest):
+        asked.append(title)
+        return str(labels_root)
+
+    def save_dialog(parent, title, start, *rest):
+        proposed.append(start)
+        return start, ""
+
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", choose_folder)
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    saved_paths = []
+    for uid in ("1.2.3.1", "1.2.3.2"):
+        with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+            window.open_image(cache / uid)
+        window.session.mark_reviewed(1)
+        with qtbot.waitSignal(window.saved, timeout=TIMEOUT) as saved:
+            qtbot.keyClick(window, Qt.Key_S, Qt.ControlModifier)
+        saved_paths.append(saved.args[0])
+    assert len(asked) == 1  # the folder is chosen once, then kept in the settings
+    assert settings_module.pacs_labels_folder() == labels_root
+    date = window.session.volume.meta["study_date"]
+    assert date and proposed == saved_paths
+    for n, path in enumerate(saved_paths):
+        assert path == str(labels_root / f"PAT{n}_{date}" / "AX_T1.labels.nii.gz")
+        assert str(cache) not in path
+    window.session.mark_reviewed(2)
+    with qtbot.waitSignal(window.saved, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_S, Qt.ControlModifier)  # saved where it was: no dialog
+    assert len(proposed) == 2 and reviewed_sidecar(saved_paths[1]) == [1, 2]
+
+
+def reviewed_sidecar(path):
+    from pathlib import Path
+
+    return [r["z"] for r in read_sidecar(Path(path))["reviewed"]]
