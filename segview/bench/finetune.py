@@ -76,7 +76,7 @@ def bench_finetune(seconds: float = 0.0, task: str = "cardiac", parent_name: str
     """Print and return the table; ``seconds`` is unused (each run is timed once)."""
     from ..ml.checkpoint import read_metadata
     from ..ml.data import case_names, fixed_split, folder_dataset, phantom_dataset
-    from ..ml.train import DEFAULT_REPLAY_SHARE, FINETUNE_PRESET, TrainConfig, train
+    from ..ml.train import DEFAULT_REPLAY_SHARE, FINETUNE_PRESET, TrainConfig, finetune_values, train
     from . import machine_summary
 
     parent = MODELS / f"{parent_name or task + '_ce'}.safetensors"
@@ -92,8 +92,8 @@ def bench_finetune(seconds: float = 0.0, task: str = "cardiac", parent_name: str
         replay = phantom_dataset(task, 12, 0)
         runs = {}
         common: dict[str, Any] = dict(loss=loss["name"], alpha=loss.get("alpha", 1.0), device="cpu")
-        finetune = TrainConfig(output=str(Path(tmp) / "ft"), init=str(parent), replay_share=DEFAULT_REPLAY_SHARE,
-                               **FINETUNE_PRESET, **common)
+        finetune = TrainConfig(output=str(Path(tmp) / "ft"), replay_share=DEFAULT_REPLAY_SHARE, device="cpu",
+                               **finetune_values(parent))
         scratch = TrainConfig(output=str(Path(tmp) / "scratch"), epochs=FINETUNE_PRESET["epochs"],
                               input_size=128, base_channels=16, schedule="poly", **common)
         plans = (("fine-tuned (defaults, replay)", finetune, replay), ("from scratch", scratch, None))

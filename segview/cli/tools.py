@@ -77,11 +77,11 @@ def _add_train(commands) -> None:
 
 
 def _train_config(args):
-    from ..ml.train import DEFAULT_REPLAY_SHARE, FINETUNE_PRESET, PAPER_PRESET, TrainConfig
+    from ..ml.train import DEFAULT_REPLAY_SHARE, PAPER_PRESET, TrainConfig, finetune_values
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
     if args.init:
-        values.update(FINETUNE_PRESET, init=str(args.init), **_parent_loss(args.init))
+        values.update(finetune_values(args.init))
     if args.replay:
         values["replay_share"] = DEFAULT_REPLAY_SHARE if args.replay_share is None else args.replay_share
     for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth",
@@ -93,14 +93,6 @@ def _train_config(args):
     if args.no_augment:
         values["augment"] = False
     return TrainConfig(output=args.output, **values)
-
-
-def _parent_loss(path: Path) -> dict:
-    """The loss (name, alpha) the checkpoint at ``path`` was trained with."""
-    from ..ml.checkpoint import read_metadata
-
-    loss = read_metadata(path).get("loss", {})
-    return {k: v for k, v in (("loss", loss.get("name")), ("alpha", loss.get("alpha"))) if v is not None}
 
 
 def _run_train(args) -> int:

@@ -27,7 +27,8 @@ from torch import distributed as dist
 
 from .. import __version__
 from ..core.io import replace_atomically
-from .checkpoint import classes_from_metadata, classes_to_metadata, load_checkpoint, save_checkpoint
+from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
+                         save_checkpoint)
 from .data import (DEFAULT_CT_WINDOW, Dataset, DatasetError, augment, normalization_for,
                    slice_tensors, split_cases)
 from .evaluate import evaluate_cases, summary
@@ -90,6 +91,15 @@ FINETUNE_PRESET: dict[str, Any] = dict(lr=1e-4, epochs=20, schedule="constant")
 #: With replay data, this share of each epoch's draws comes from it.
 DEFAULT_REPLAY_SHARE = 0.5
 
+
+def finetune_values(parent) -> dict[str, Any]:
+    """TrainConfig values that fine-tune checkpoint ``parent``: ``FINETUNE_PRESET`` and the
+    parent's loss (name, alpha). Raises CheckpointError."""
+    loss = read_metadata(parent).get("loss", {})
+    values: dict[str, Any] = dict(FINETUNE_PRESET, init=str(parent))
+    values.update({k: v for k, v in (("loss", loss.get("name")), ("alpha", loss.get("alpha"))) if v is not None})
+    return values
+
 #: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet,
 #: slices drawn uniformly.
 PAPER_PRESET = dict(input_size=256, lr=0.01, schedule="constant", epochs=100, base_channels=64,
@@ -105,6 +115,10 @@ class TrainingInterrupted(Exception):
         self.state_path, self.epoch = state_path, epoch
 
 
+class TrainingCancelled(Exception):
+    """``should_stop`` said stop; the checkpoints written so far are whole (atomic writes)."""
+
+
 @dataclass
 class TrainResult:
     output: Path
@@ -118,7 +132,7 @@ ProgressCallback = Callable[[dict], None]
 
 def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | None = None,
           resume: bool = False, split: dict[str, list[str]] | None = None,
-          replay: Dataset | None = None) -> TrainResult:
+          replay: Dataset | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
     """Train on ``dataset`` as ``config`` says. ``progress`` receives dicts: {"step", "steps",
     "epoch", "loss"} during an epoch and the epoch's log row at its end.
 
@@ -129,7 +143,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     own kind, drawn for ``config.replay_share`` of each epoch so it does not forget it. The
     checkpoint's metadata records the lineage (``lineage``: parent, data, split, slices).
     Raises DatasetError for unusable data, CheckpointError for a parent that cannot be
-    used, and TrainingInterrupted on Ctrl-C."""
+    used, TrainingInterrupted on Ctrl-C and TrainingCancelled when ``should_stop()`` (asked
+    before every step) says stop."""
     rank, world = _start_distributed(config)
     device = _device(config)
     output = Path(config.output)
@@ -210,7 +225,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
             for group in optimizer.param_groups:
                 group["lr"] = lr
             train_loss, seen = _train_epoch(network, optimizer, loss_function, images, labels,
-                                            config, epoch, rank, world, device, progress, trained_slices)
+                                            config, epoch, rank, world, device, progress, trained_slices,
+                                            should_stop)
             if rank == 0:
                 row = _validate(predictor, validation_cases, epoch, train_loss, lr,
                                 time.perf_counter() - started, seen * world)
@@ -243,7 +259,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
 # -- one epoch --------------------------------------------------------------------------
 
 def _train_epoch(network, optimizer, loss_function, images, labels, config, epoch, rank,
-                 world, device, progress, own: int) -> tuple[float, int]:
+                 world, device, progress, own: int, should_stop=None) -> tuple[float, int]:
     """One epoch over the first ``own`` slices, with the rest (replay data) drawn for
     ``config.replay_share`` of the epoch."""
     network.train()
@@ -260,6 +276,8 @@ def _train_epoch(network, optimizer, loss_function, images, labels, config, epoc
     cuda = device.type == "cuda"
     total, seen = 0.0, 0
     for step in range(steps):
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled(f"cancelled in epoch {epoch + 1}")
         index = order[step * batch:(step + 1) * batch]
         x = images[index].to(device, non_blocking=True)
         y = labels[index].to(device, non_blocking=True)

@@ -146,3 +146,25 @@ def test_evaluate_held_out_scores_only_the_split_held_out_cases(reviewed_folder,
     assert set(verdict["correction_cases"]) <= set(held_out)
     assert set(verdict["cases"]) | set(verdict["left_out"]) == set(held_out)
     assert main(["evaluate", str(a), str(b), "--data", str(reviewed_folder), "--held-out"]) == 2
+
+
+def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_path):
+    from segview.ml.train import TrainingCancelled
+    from segview.session.finetune import FineTuneError, fine_tune
+
+    parent = make_checkpoint(tmp_path / "ce.safetensors", 3)
+    events = []
+    path = fine_tune(reviewed_folder, parent, progress=events.append, device="cpu")
+    assert path == reviewed_folder / "models" / "ce_ft1.safetensors"
+    assert read_metadata(path)["lineage"]["parent"]["name"] == "ce.safetensors"
+    assert any("val_dice" in e for e in events) and any("step" in e for e in events)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ce_ft1.curves.png", "ce_ft1.log.csv",
+                                                             "ce_ft1.safetensors"]
+    with pytest.raises(TrainingCancelled):
+        fine_tune(reviewed_folder, parent, should_stop=lambda: True, device="cpu")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["ce_ft1.curves.png", "ce_ft1.log.csv",
+                                                             "ce_ft1.safetensors"]  # nothing partial
+    (reviewed_folder / "splits.json").write_text(json.dumps([{"train": ["case_004", "case_005"],
+                                                              "val": ["case_000", "case_001", "case_002", "case_003"]}]))
+    with pytest.raises(FineTuneError, match="every case with reviewed slices is held out"):
+        fine_tune(reviewed_folder, parent, device="cpu")

@@ -1,0 +1,91 @@
+"""Fine-tuning a checkpoint on a dataset's reviewed cases, as the window's job (and a
+script) does it: ``segview train DATA --reviewed-only --init CKPT`` with its documented
+defaults, written where nothing partial can be mistaken for a model.
+
+    path = fine_tune("Dataset001/", "ce.safetensors", progress=print)
+    # Dataset001/models/ce_ft1.safetensors, with its lineage; held-out cases in splits.json
+
+Training runs in a hidden folder beside the target (``models/.<name>.partial-*``); only a
+finished run's best checkpoint is moved (atomically) to ``models/<parent>_ft<N>.safetensors``
+with its ``<name>.log.csv`` and ``<name>.curves.png``. A cancelled or failed run leaves no
+checkpoint; a crash leaves only the hidden folder, removed by a run a day later.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from ..core.errors import SegviewError
+from ..ml.data import case_names, fixed_split, folder_dataset
+from ..ml.train import TrainConfig, finetune_values, train
+
+MODELS_FOLDER = "models"
+Progress = Callable[[dict], None]
+
+
+class FineTuneError(SegviewError):
+    """Fine-tuning cannot start or finish; the message says why."""
+
+
+def fine_tune_target(folder, parent, models_folder=None) -> Path:
+    """Where ``fine_tune`` will write: ``<models>/<parent stem>_ft<N>.safetensors`` with the
+    first free N."""
+    folder = Path(models_folder) if models_folder is not None else Path(folder) / MODELS_FOLDER
+    stem = Path(parent).stem
+    n = 1
+    while (folder / f"{stem}_ft{n}.safetensors").exists():
+        n += 1
+    return folder / f"{stem}_ft{n}.safetensors"
+
+
+def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
+              models_folder=None, device: str | None = None) -> Path:
+    """Fine-tune checkpoint ``parent`` on the reviewed slices of the training cases of the
+    nnU-Net dataset ``folder`` (its fixed split, written on first use; held-out reviewed
+    slices choose the epoch). ``progress`` gets ``train``'s events (steps, then each epoch's
+    row with ``val_dice``, the held-out Dice). ``models_folder``: where to write (default
+    ``folder/models``; give another for a read-only dataset). Returns the checkpoint's path.
+    Raises FineTuneError (nothing to train on, classes that differ, a folder that cannot be
+    written), CheckpointError, and ml.train.TrainingCancelled when ``should_stop()``."""
+    from ..ml.train import TrainingCancelled
+
+    folder = Path(folder)
+    target = fine_tune_target(folder, parent, models_folder)
+    try:
+        split = fixed_split(folder, case_names(folder))
+        dataset = folder_dataset(folder, reviewed_only=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale(target.parent)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.stem}.partial-", dir=target.parent))
+    except OSError as exc:
+        raise FineTuneError(f"Cannot write into {target.parent} ({exc.strerror or exc}): choose another folder "
+                            "for the fine-tuned checkpoint.") from exc
+    except SegviewError as exc:
+        raise FineTuneError(str(exc)) from exc
+    try:
+        config = TrainConfig(output=str(work), device=device, **finetune_values(parent))
+        train(config, dataset, progress, split={"train": split["train"], "validation": split["val"]},
+              should_stop=should_stop)
+        for suffix, name in ((".log.csv", "log.csv"), (".curves.png", "curves.png")):
+            if (work / name).exists():
+                os.replace(work / name, target.with_suffix(suffix))
+        os.replace(work / "best.safetensors", target)  # last: the checkpoint appears whole or not at all
+    except TrainingCancelled:
+        raise
+    except SegviewError as exc:
+        raise FineTuneError(str(exc)) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def _remove_stale(models: Path) -> None:
+    """Hidden work folders of runs that crashed (a day old: another person's run may be going on)."""
+    import time
+
+    for stale in models.glob(".*.partial-*"):
+        if time.time() - stale.stat().st_mtime > 24 * 3600:
+            shutil.rmtree(stale, ignore_errors=True)
