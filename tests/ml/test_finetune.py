@@ -164,7 +164,8 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
         fine_tune(reviewed_folder, parent, should_stop=lambda: True, device="cpu")
     assert sorted(p.name for p in path.parent.iterdir()) == ["ce_ft1.curves.png", "ce_ft1.log.csv",
                                                              "ce_ft1.safetensors"]  # nothing partial
-    (reviewed_folder / "splits.json").write_text(json.dumps([{"train": ["case_004", "case_005"],
-                                                              "val": ["case_000", "case_001", "case_002", "case_003"]}]))
+    every_reviewed = ["case_000", "case_001", "case_002", "case_003"]
+    split = {"train": ["case_004", "case_005"], "val": every_reviewed}
+    (reviewed_folder / "splits.json").write_text(json.dumps([split]))
     with pytest.raises(FineTuneError, match="every case with reviewed slices is held out"):
         fine_tune(reviewed_folder, parent, device="cpu")
