@@ -870,8 +870,9 @@ class MainWindow(QMainWindow):
         target = ranks[(position + 1) % len(ranks)]
         self._disputed_shown = target.z
         self.workspace.go_to_slice(target.z)
-        self.statusBar().showMessage(f"Slice {target.z + 1}: A and B differ on {target.disputed} voxels "
-                                     f"({(position + 1) % len(ranks) + 1} of {len(ranks)} not yet reviewed)", 5000)
+        self.statusBar().showMessage(f"Slice {target.z + 1}: A and B differ on {target.disputed} voxels; number "
+                                     f"{(position + 1) % len(ranks) + 1} of the {len(ranks)} disputed slices not yet "
+                                     "reviewed (M marks it reviewed, D goes to the next)", 6000)
 
     # -- saving and exporting -----------------------------------------------------------
     def save(self, wait: bool = False) -> bool:

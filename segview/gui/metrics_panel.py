@@ -59,7 +59,8 @@ class MetricsPanel(QWidget):
         self.ranking = QListWidget()
         self.ranking.setMinimumHeight(80)
         self.ranking.itemClicked.connect(lambda item: self.slice_clicked.emit(item.data(Qt.UserRole)))
-        self.ranking_label = QLabel("Slices to review first (D: next most disputed)")
+        self.ranking_label = QLabel("Slices to review first (D: next most disputed; \u2713 reviewed, listed last)")
+        self.ranking_label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot,
