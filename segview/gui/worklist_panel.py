@@ -278,6 +278,7 @@ class WorklistController(QObject):
         self.queue: GeneratorWorker | None = None
         self._report_stop: threading.Event | None = None
         self._jobs: set[Worker] = set()
+        self.saving: str | None = None                # the case Done or Flag is saving in a worker
         self._last_queue_case: str | None = None
         self.prefetch_enabled = True                  # open the next case in the background
         self.panel = WorklistPanel()
@@ -485,8 +486,8 @@ class WorklistController(QObject):
         navigator = self.navigator
         if navigator is None:
             return
-        if navigator.opening is not None:
-            return self.window.statusBar().showMessage(f"Still opening {navigator.opening}...", 4000)
+        if self._busy():
+            return
         if name == self._current_name() and status is None:
             return self.panel.select(name)
         previous = self.window.session
@@ -510,6 +511,15 @@ class WorklistController(QObject):
             return self._case_open(job, previous, job())
         self._run(job, done=lambda session: self._case_open(job, previous, session),
                   failed=lambda exc: self._case_failed(job, previous, exc), reports_progress=True)
+
+    def _busy(self) -> bool:
+        """True (and why, in the status bar) while a case opens or Done saves one: one save
+        of a case at a time."""
+        what = f"Still opening {self.opening}..." if self.opening else \
+            f"Still saving {self.saving}..." if self.saving else None
+        if what is not None:
+            self.window.statusBar().showMessage(what, 4000)
+        return what is not None
 
     def _case_failed(self, job: OpenJob, previous: ReviewSession | None, exc: Exception) -> None:
         if self.navigator is not None:
@@ -697,14 +707,17 @@ class WorklistController(QObject):
     def _save_status(self, session: CaseSession, status: str, note: str = "", then: str = "") -> None:
         """Save ``session`` into the dataset with ``status`` and ``note``, in a worker
         (``then``: said after "saved" in the status bar)."""
+        if self._busy():
+            return
         try:
             job = session.save_job(status=status, note=note)
         except SegviewError as exc:
             return self._error(str(exc), f"{session.case.name} not saved")
-        name = session.case.name
+        name = self.saving = session.case.name
         self.window.statusBar().showMessage(f"Saving {name} as {status}...")
 
         def saved(_) -> None:
+            self.saving = None
             self._finish_save(session, job)
             self._refresh_row(name)
             self.window.statusBar().showMessage(f"{name}: {status}, saved{then}", 5000)
@@ -713,6 +726,7 @@ class WorklistController(QObject):
         self._run(job, done=saved, failed=lambda exc: self._save_failed(name, exc))
 
     def _save_failed(self, name: str, exc: Exception) -> None:
+        self.saving = None
         self._refresh_row(name)
         if not isinstance(exc, (SegviewError, OSError)):
             raise exc
