@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import numpy as np
 
@@ -42,6 +43,18 @@ def generic_classes(labels: np.ndarray | None) -> list[LabelClass]:
     (at least one, so there is something to paint with)."""
     top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
     return [LabelClass(v, f"label {v}", default_color(v)) for v in range(1, top + 1)]
+
+
+def merged_classes(*tables: Iterable[LabelClass]) -> list[LabelClass]:
+    """One class per value, in order: every class of the first table, then those of the next
+    tables whose values the earlier ones lack. Where two tables name the same value (a
+    case's class file and a checkpoint's), the first one's name and colour win, so a class
+    is drawn and listed in one colour only."""
+    merged: dict[int, LabelClass] = {}
+    for table in tables:
+        for c in table:
+            merged.setdefault(c.value, c)
+    return list(merged.values())
 
 
 def class_name(classes: list[LabelClass], value: int) -> str:

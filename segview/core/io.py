@@ -203,7 +203,8 @@ def save_labels(path, labels: np.ndarray, reference: Volume,
 
     The format follows the extension (.nii.gz, .nii, .nrrd, .mha). Class names and
     colours go into the NRRD header (3D Slicer's Segment keys) or, for NIfTI and
-    MetaImage, a JSON sidecar ``<name>.classes.json``. The write is atomic: a temporary
+    MetaImage, a JSON sidecar ``<name>.classes.json`` (left untouched when it already
+    holds exactly these classes). The write is atomic: a temporary
     file in the same folder is written, flushed to disk, read back and compared, then
     renamed over ``path``; on failure the previous file is untouched.
 
@@ -220,7 +221,7 @@ def save_labels(path, labels: np.ndarray, reference: Volume,
     if extension(path) == ".nrrd":
         for key, value in _slicer_segment_keys(classes, labels.shape).items():
             image.SetMetaData(key, value)
-    sidecar = None if extension(path) == ".nrrd" else json.dumps(
+    sidecar = None if extension(path) == ".nrrd" or _holds_classes(path, classes) else json.dumps(
         {"classes": [asdict(c) for c in classes]}, indent=2)
     return _write_atomically(image, path, labels, reference, sidecar)
 
@@ -285,6 +286,17 @@ def _save_failure(path: Path, data: np.ndarray, exc: Exception) -> str:
         pass
     return (f"{path.name} could not be saved in {path.parent} ({reason}). Nothing was "
             "overwritten and nothing open was lost; save to another folder.")
+
+
+def _holds_classes(path: Path, classes: list[LabelClass]) -> bool:
+    """Whether the class file of ``path`` already holds exactly ``classes``: then a save
+    leaves it as it is, byte for byte (whoever wrote it, whatever else it holds)."""
+    if not classes or not sidecar_path(path).is_file():
+        return False
+    try:
+        return load_classes(path) == [LabelClass(c.value, c.name, rgb(c.color)) for c in classes]
+    except VolumeLoadError:
+        return False
 
 
 def sidecar_path(path) -> Path:

@@ -8,6 +8,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
 
+from ..core.classes import LabelClass, merged_classes
 from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
 from ..core.volume import Volume
 from .slice_view import Overlay, SliceView, label_lookup_table
@@ -88,8 +89,10 @@ class CompareView(QWidget):
             pane.view = view
             pane.set_volume(volume)
 
-    def set_model_overlays(self, labels_overlay: Overlay | None, models: dict, reviewed: np.ndarray) -> None:
-        """``models``: slot -> session Model; ``reviewed`` (Z,) the session's review marks."""
+    def set_model_overlays(self, labels_overlay: Overlay | None, models: dict, reviewed: np.ndarray,
+                           classes: list[LabelClass] | None = None) -> None:
+        """``models``: slot -> session Model; ``reviewed`` (Z,) the session's review marks;
+        ``classes`` the labels' classes, whose colours a model's class of the same value takes."""
         """Each pane: its model's prediction filled, the labels as an outline on top; the
         disagreement pane: the categories of ``core.compare.disagreement``."""
         for key in ("A", "B"):
@@ -98,7 +101,8 @@ class CompareView(QWidget):
                 pane.remove_overlay(name)
             if key in models:
                 model = models[key]
-                pane.set_overlay("prediction", Overlay(model.prediction, _lut(model.classes)))
+                pane.set_overlay("prediction", Overlay(model.prediction, _lut(merged_classes(classes or [],
+                                                                                             model.classes))))
             if labels_overlay is not None:  # as an outline, shown when the labels are
                 pane.set_overlay("labels", Overlay(labels_overlay.labels, labels_overlay.lookup_table,
                                                    labels_overlay.visible, True))

@@ -12,7 +12,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
-from ..core.classes import class_name
+from ..core.classes import class_name, merged_classes
 from ..core.compare import rank_slices, write_report
 from ..core.dicomseg import export_reason, save_dicom_seg
 from ..core.errors import SegviewError
@@ -468,6 +468,7 @@ class MainWindow(QMainWindow):
         item, ok = QInputDialog.getItem(self, "Recover edits", "Restore the labels of:", items, 0, False)
         if ok:
             self.session.restore(journals[items.index(item)].recovered)
+            self._session_changed()  # the journal's class names and colours: legend, tools, panels
 
     def _replace_labels(self, session: ReviewSession, label_file) -> None:
         if session is not self.session:
@@ -477,12 +478,10 @@ class MainWindow(QMainWindow):
 
     def _show_legend(self) -> None:
         session = self.session
-        items, seen = [], set()
-        for table in [session.classes] + [m.classes for m in session.models.values()]:
-            for c in table:
-                if c.value and (c.name, c.color) not in seen:
-                    seen.add((c.name, c.color))
-                    items.append(f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}")
+        # One entry per class value, as the overlays draw it: the case's own classes, then
+        # a checkpoint's classes the case does not name.
+        items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}"
+                 for c in merged_classes(session.classes, *(m.classes for m in session.models.values())) if c.value]
         outlines = [f"<span style='color: rgb{color}'>&#9633;</span> model {slot} outline"
                     for slot, color in (("A", (255, 140, 0)), ("B", (0, 190, 255))) if slot in session.models]
         self.legend.setText("  ".join(items + outlines))

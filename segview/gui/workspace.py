@@ -10,6 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QStackedWidget
 
+from ..core.classes import merged_classes
 from ..core.volume import Volume
 from ..session import ReviewSession
 from .compare import CompareView
@@ -65,10 +66,12 @@ class Workspace(QStackedWidget):
                 view.remove_overlay(name)
         self.viewer.set_overlay("labels", self._overlay("labels", session.labels.array, session.classes))
         for slot, model in session.models.items():
-            overlay = self._overlay(slot, model.prediction, model.classes)
+            # A class the labels name is filled in their colour (one class, one colour).
+            overlay = self._overlay(slot, model.prediction, merged_classes(session.classes, model.classes))
             overlay.outline_table = single_color_lookup_table(model.classes, MODEL_COLORS[slot])
             self.viewer.set_overlay(slot, overlay)
-        self.compare.set_model_overlays(self.viewer.active.overlays.get("labels"), session.models, session.reviewed)
+        self.compare.set_model_overlays(self.viewer.active.overlays.get("labels"), session.models, session.reviewed,
+                                        session.classes)
 
     def _overlay(self, name: str, labels, classes) -> Overlay:
         visible, outline = self.styles.get(name, (True, name != "labels"))
