@@ -5,16 +5,18 @@ in at most 1 s).
 A 2-case nnU-Net dataset of 300 x 512 x 512 CT (the lung phantom blown up, as ``bench gui``
 does; the second case mirrored, so each has an image of its own) is written to a temporary
 folder with labels, and the predictions of both shipped lung checkpoints are put straight
-into the worklist's prediction cache (synthetic predictions: a shift and an erosion of the
-labels, as ``large_ct`` makes them; no inference runs). The cache and the edit journals live
-in temporary folders too, never the user's.
+into the worklist's prediction cache with their confusion counts against the labels, as the
+prediction queue leaves them (synthetic predictions: a shift and an erosion of the labels, as
+``large_ct`` makes them; no inference runs). The cache and the edit journals live in
+temporary folders too, never the user's.
 
 In the window (offscreen without a display) the dataset opens with both checkpoints, and
 each round times Ctrl+N from case 1 to case 2, until the case is on screen
 (``case_opened``): cold, with prefetching off (``Worklist.session`` and
 ``window.show_session`` while the user waits), and with prefetching on, once case 2 was
 opened in the background while case 1 was on screen. The shown session's predictions are
-checked against the cached ones.
+checked against the cached ones. The cold switch is also given as a ratio to reading the
+case's image alone (``load_volume``, timed in the same rounds): what no open can go below.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ def build_dataset(folder: Path, cache, checkpoints: dict[str, Path], shape=SHAPE
     from ..core.journal import image_key
     from ..core.phantoms import LUNG_CLASSES
     from ..core.volume import Volume
-    from ..session.worklist import checkpoint_digest
+    from ..session.worklist import cache_counts, checkpoint_digest
 
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
@@ -67,12 +69,14 @@ def build_dataset(folder: Path, cache, checkpoints: dict[str, Path], shape=SHAPE
         image = Volume(flip(volume.array), volume.spacing, volume.origin, volume.direction,
                        modality="CT", meta=dict(volume.meta))
         path = save_volume(folder / "imagesTr" / f"{name}_0000.nii.gz", image)
-        save_labels(folder / "labelsTr" / f"{name}.nii.gz", flip(labels), image, LUNG_CLASSES)
-        key = image_key(load_volume(path))  # the image as a session reads it back
+        labels_path = save_labels(folder / "labelsTr" / f"{name}.nii.gz", flip(labels), image, LUNG_CLASSES)
+        read_back = load_volume(path)  # the image as a session reads it back
+        key = image_key(read_back)
         cases[name] = {"key": key}
         for slot, prediction, entropy in (("A", flip(shifted), 0.05), ("B", flip(eroded), 0.04)):
             cache.put(key, digests[slot], prediction, {"mean_entropy": entropy, "shape": list(shape)})
             cases[name][slot] = prediction
+        cache_counts(cache, key, {digests[slot]: cases[name][slot] for slot in "AB"}, labels_path, read_back)
         cache.remember_key([path], key)
         cache.ensure_disputed(key, digests["A"], digests["B"])
     dataset = {"name": "segview bench worklist", "channel_names": {"0": "CT"},
@@ -176,6 +180,7 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
         warm: list[float] = []
         opened: list[float] = []  # Worklist.session alone, in the worker
         cold_open: list[float] = []  # ... during the cold switches
+        image_read: list[float] = []  # reading the case's image alone (load_volume), nothing else running
         exact = True
         try:
             controller.set_prefetch(False)
@@ -193,6 +198,9 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
             worklist.session = timed_session  # type: ignore[method-assign]
             wait(controller.case_opened, lambda: controller.open_case(CASES[0]))  # loads the networks too
             for _ in range(rounds):
+                start = time.perf_counter()
+                worklist.load_image(worklist.case(CASES[1]))
+                image_read.append(time.perf_counter() - start)
                 cold.append(switch(CASES[1]))
                 cold_open.append(opened[-1])
                 exact &= shown_as_cached(CASES[1])
@@ -208,6 +216,7 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
             window.deleteLater()
             app.processEvents()
     cold_s, warm_s = statistics.median(cold), statistics.median(warm)
+    ratios = [c / r for c, r in zip(cold, image_read)]  # round by round: both see the same load
 
     def verdict(value: float) -> str:
         return f"{value / TARGET_S:.2f}x the {TARGET_S:g} s goal  {'PASS' if value <= TARGET_S else 'FAIL'}"
@@ -215,9 +224,13 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
     echo(f"  next case cold (Worklist.session + show_session): median {cold_s:.2f} s  "
          f"(rounds: {', '.join(f'{t:.2f}' for t in cold)}; of which Worklist.session in the worker: "
          f"median {statistics.median(cold_open):.2f} s)  {verdict(cold_s)}")
+    echo(f"  reading the case's image alone (load_volume): median {statistics.median(image_read):.2f} s  "
+         f"(rounds: {', '.join(f'{t:.2f}' for t in image_read)}); next case cold / image read: median "
+         f"{statistics.median(ratios):.2f}x  (rounds: {', '.join(f'{r:.2f}' for r in ratios)})")
     echo(f"  next case prefetched (Ctrl+N after the prefetch): median {warm_s:.3f} s  "
          f"(rounds: {', '.join(f'{t:.3f}' for t in warm)})  {verdict(warm_s)}")
     echo(f"  prefetched / cold: {warm_s / cold_s:.3f} ({cold_s / warm_s:.0f}x faster); "
          f"predictions shown equal the cached ones: {'yes' if exact else 'NO'}")
     return {"cold_s": cold_s, "prefetched_s": warm_s, "cold_session_s": statistics.median(cold_open),
-            "cold_rounds": cold, "prefetched_rounds": warm, "exact": exact}
+            "image_read_s": statistics.median(image_read), "cold_to_image_read": statistics.median(ratios),
+            "cold_rounds": cold, "prefetched_rounds": warm, "image_read_rounds": image_read, "exact": exact}

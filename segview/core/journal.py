@@ -1,9 +1,10 @@
 """A crash-safe journal of label edits and review marks: nothing a radiologist draws or
 checks is lost.
 
-The file starts with a snapshot of the labels and review marks when editing began, then
-holds one record per completed step (a stroke, a fill, a review mark, an undo, a redo):
-the changed regions with their new values, and the marks set or taken back. Each record
+The file starts with a snapshot of the labels, review marks and class table (names and
+colours) when editing began, then holds one record per completed step (a stroke, a fill, a
+review mark, an undo, a redo): the changed regions with their new values, the marks set or
+taken back, and the class table when it changed since the last record. Each record
 is written whole, flushed and fsynced before the next one, and
 carries its length and CRC, so after a crash (even SIGKILL or a power cut in the middle
 of a write) replaying the intact records gives the labels as they were after the last
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
+from .classes import LabelClass, rgb
 from .errors import SegviewError
 from .labels import Edit, LabelMap, Mark
 
@@ -73,13 +76,15 @@ def journal_path(key: str, instance: int = 0) -> Path:
     return state_directory() / (f"{key}.svj" if not instance else f"{key}-{instance}.svj")
 
 
-def start_journal(labels: LabelMap, key: str, snapshot: bytes | None = None) -> Journal:
+def start_journal(labels: LabelMap, key: str, snapshot: bytes | Callable[[], bytes] | None = None,
+                  classes: list[LabelClass] | None = None) -> Journal:
     """A journal of ``labels`` under the image's key, beside any live session's journal of the
-    same image (those are locked). Raises JournalError when none can be written."""
+    same image (those are locked); ``snapshot`` and ``classes`` as for ``Journal.start``.
+    Raises JournalError when none can be written."""
     for instance in range(100):
         path = journal_path(key, instance)
         if not _in_use(path):
-            return Journal.start(path, labels, key, snapshot)
+            return Journal.start(path, labels, key, snapshot, classes)
     raise JournalError(f"too many sessions journal edits of this image in {state_directory()}")
 
 
@@ -117,49 +122,99 @@ class RecoveredLabels:
     reviewed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # (Z,) review marks then
     about: dict = field(default_factory=dict)  # what the image was: source, description, started
     marks: dict = field(default_factory=dict)  # z -> {"by", "at"} of the marks set since the snapshot
+    #: The class table after the last completed step; empty when the journal holds none (the
+    #: labels had no table of their own, or a journal written before tables were journalled).
+    classes: list[LabelClass] = field(default_factory=list)
 
 
 class Journal:
     """Appends every completed step of ``labels`` to ``path``; see the module docstring."""
 
-    def __init__(self, path: Path, labels: LabelMap, file):
+    def __init__(self, path: Path, labels: LabelMap, file, classes: list[LabelClass] | None = None):
         self.path, self.labels, self._file = path, labels, file
         self._pending: list[Edit] = []
         self._marks: list[Mark] = []
         self.mark_details: Callable[[int], dict] = lambda z: {}  # who marked slice z, and when
+        #: The labels' class table now (None: they have none); recorded with the next step
+        #: whenever it differs from the one last recorded.
+        self.class_table: Callable[[], list[LabelClass] | None] = lambda: None
+        self._recorded_classes = list(classes) if classes else None
         self.steps = 0
         self.error: JournalError | None = None  # set when a write failed; journalling stops
+        self._writing: threading.Thread | None = None  # writes the snapshot (see ``start``)
         labels.listeners.append(self._collect)
         labels.mark_listeners.append(self._collect_mark)
         labels.step_listeners.append(self.flush)
 
     @staticmethod
-    def snapshot(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None) -> bytes:
-        """The compressed first record for ``labels`` and the ``reviewed`` slices: the slow
-        part of ``start``, which a worker can do beforehand. ``about`` (JSON) says what the
-        image is, for the list of set-aside journals."""
+    def snapshot(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
+                 classes: list[LabelClass] | None = None) -> bytes:
+        """The compressed first record for ``labels``, the ``reviewed`` slices and the
+        labels' ``classes`` (None: they have no table of their own): the slow part of
+        ``start``, which a worker can do beforehand. ``about`` (JSON) says what the image
+        is, for the list of set-aside journals."""
+        return Journal.snapshot_job(labels, key, reviewed, about, classes)()
+
+    @staticmethod
+    def snapshot_job(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
+                     classes: list[LabelClass] | None = None) -> Callable[[], bytes]:
+        """``snapshot`` in two parts: the labels are copied now (a memory copy), and
+        compressed when the job is called, which any thread may do (zlib lets the others
+        run meanwhile)."""
         marks = [] if reviewed is None else np.flatnonzero(reviewed).tolist()
-        header = json.dumps({"image_key": key, "shape": list(labels.shape), "reviewed": marks,
-                             "about": dict(about or {}, started=time.time())}).encode()
-        return zlib.compress(struct.pack("<I", len(header)) + header + labels.tobytes(), 1)
+        document = {"image_key": key, "shape": list(labels.shape), "reviewed": marks,
+                    "about": dict(about or {}, started=time.time())}
+        if classes:
+            document["classes"] = _classes_json(classes)
+        header = json.dumps(document).encode()
+        voxels = np.ascontiguousarray(labels, np.uint8).tobytes()
+
+        def compress() -> bytes:
+            packer = zlib.compressobj(1)
+            return packer.compress(struct.pack("<I", len(header)) + header) + packer.compress(voxels) + packer.flush()
+
+        return compress
 
     @classmethod
-    def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | None = None) -> Journal:
-        """A new journal at ``path`` (replacing any) beginning with a snapshot of ``labels``
-        and their review marks now (or ``snapshot``, made by ``Journal.snapshot`` of the same
-        labels). Raises JournalError when it cannot be written."""
+    def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | Callable[[], bytes] | None = None,
+              classes: list[LabelClass] | None = None) -> Journal:
+        """A new journal at ``path`` (replacing any) beginning with a snapshot of ``labels``,
+        their review marks and ``classes`` now (or ``snapshot``, made by ``Journal.snapshot``
+        of the same labels and ``classes``; or a ``Journal.snapshot_job``, compressed and
+        written by a thread of the journal's while editing starts: each step waits for it).
+        Raises JournalError when it cannot be written (for a job: when the file cannot be
+        made; a failed write of its snapshot sets ``error``)."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             file = open(path, "wb")
             if fcntl is not None:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key, labels.reviewed),
-                          compressed=True)
+            if not callable(snapshot):
+                _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key, labels.reviewed,
+                                                                       classes=classes), compressed=True)
         except OSError as exc:
             raise JournalError(f"cannot keep a journal of the edits in {path.parent}: "
                                f"{exc.strerror or exc}") from exc
-        return cls(path, labels, file)
+        journal = cls(path, labels, file, classes)
+        if callable(snapshot):
+            journal._writing = threading.Thread(target=journal._write_snapshot, args=(snapshot,),
+                                                name="journal snapshot", daemon=True)
+            journal._writing.start()
+        return journal
+
+    def _write_snapshot(self, job: Callable[[], bytes]) -> None:
+        try:
+            _write_record(self._file, SNAPSHOT, job(), compressed=True)
+        except (OSError, MemoryError) as exc:
+            self.error = JournalError(f"cannot keep a journal of the edits in {self.path.parent}: "
+                                      f"{getattr(exc, 'strerror', None) or exc}")
+
+    def _wait(self) -> None:
+        """Until the snapshot is written (a ``Journal.snapshot_job`` runs in a thread)."""
+        if self._writing is not None:
+            self._writing.join()
+            self._writing = None
 
     def _collect(self, edit: Edit) -> None:
         self._pending.append(edit)
@@ -171,25 +226,34 @@ class Journal:
         """Append the edits since the last flush as one record (called after each step).
         A failed write (disk full) never interrupts editing: it sets ``error`` and the
         journal stops, so the window can say so."""
+        if self._pending or self._marks:
+            self._wait()  # the snapshot first
         if not (self._pending or self._marks) or self.error is not None:
             self._pending.clear()
             self._marks.clear()
             return
         edits, self._pending = self._pending, []
         marks, self._marks = self._marks, []
-        header = json.dumps({"regions": [[[int(r.start), int(r.stop)] for r in e.region] for e in edits],
-                             "marks": [[m.z, m.new, self.mark_details(m.z) if m.new else {}]
-                                       for m in marks]}).encode()
+        document: dict = {"regions": [[[int(r.start), int(r.stop)] for r in e.region] for e in edits],
+                          "marks": [[m.z, m.new, self.mark_details(m.z) if m.new else {}] for m in marks]}
+        classes = self.class_table()
+        classes = list(classes) if classes else None
+        if classes != self._recorded_classes and classes is not None:
+            document["classes"] = _classes_json(classes)
+        header = json.dumps(document).encode()
         payload = struct.pack("<I", len(header)) + header + b"".join(e.new.tobytes() for e in edits)
         try:
             _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
         except OSError as exc:
             self.error = JournalError(f"cannot append to the edit journal {self.path}: {exc.strerror or exc}")
             return
+        if "classes" in document:
+            self._recorded_classes = classes
         self.steps += 1
 
     def mark_saved(self) -> None:
         """The labels as of now are safely saved: recovery counts only the steps after this."""
+        self._wait()
         if self.error is None:
             try:
                 _write_record(self._file, SAVED, b"", compressed=False)
@@ -198,6 +262,7 @@ class Journal:
 
     def close(self, delete: bool = False) -> None:
         """Stop journalling; ``delete`` once the labels are safely saved."""
+        self._wait()
         if self.flush in self.labels.step_listeners:
             self.labels.step_listeners.remove(self.flush)
             self.labels.listeners.remove(self._collect)
@@ -249,7 +314,7 @@ def set_aside_journals(key: str | None = None) -> list[SetAsideJournal]:
 def _readable(path: Path) -> RecoveredLabels | None:
     try:
         return recover(path)
-    except (JournalError, OSError, ValueError, KeyError, zlib.error):
+    except (JournalError, OSError, ValueError, KeyError, TypeError, zlib.error):
         return None
 
 
@@ -266,6 +331,7 @@ def recover(path) -> RecoveredLabels:
     labels = np.frombuffer(body, np.uint8).reshape(header["shape"]).copy()
     reviewed = np.zeros(labels.shape[0], bool)
     reviewed[header.get("reviewed", [])] = True
+    classes = _classes_from_json(header.get("classes"))  # absent from journals before class tables
     steps, marks = 0, {}
     saved = labels.copy(), reviewed.copy()  # the state nothing needs recovering to
     for tag, payload in records[1:]:
@@ -278,6 +344,8 @@ def recover(path) -> RecoveredLabels:
         for z, new, *details in step.get("marks", []) if isinstance(step, dict) else []:
             reviewed[z] = new
             marks[z] = details[0] if details else {}
+        if isinstance(step, dict) and step.get("classes"):
+            classes = _classes_from_json(step["classes"])
         offset = 0
         for bounds in regions:
             region = tuple(slice(a, b) for a, b in bounds)
@@ -287,7 +355,16 @@ def recover(path) -> RecoveredLabels:
     if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]):
         steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
-                           header.get("about", {}), marks)
+                           header.get("about", {}), marks, classes)
+
+
+def _classes_json(classes: list[LabelClass]) -> list[dict]:
+    """A class table as JSON, in the shape of a label file's class file."""
+    return [{"value": int(c.value), "name": str(c.name), "color": [int(v) for v in c.color]} for c in classes]
+
+
+def _classes_from_json(table) -> list[LabelClass]:
+    return [LabelClass(int(c["value"]), str(c["name"]), rgb(c["color"])) for c in table or []]
 
 
 def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:

@@ -19,8 +19,9 @@ from .metrics import ConfusionMatrix, Scores, scores_from_counts
 
 
 class LiveMetrics:
-    """Build it where a full pass over the labels is affordable (a worker): it counts
-    each slice's classes once, so adding a model with an empty prediction is instant."""
+    """Build it where a full pass over the labels is affordable (a worker): each slice's
+    classes are counted once, when first needed (adding a model with an empty prediction)
+    or taken from a model's counts, so adding a model after that is instant."""
 
     def __init__(self, labels: LabelMap, num_classes: int):
         top = int(labels.array.max()) if labels.array.size else 0
@@ -31,7 +32,7 @@ class LiveMetrics:
         self.predicted: dict[str, np.ndarray] = {}               # (Z,) bool: slices not pending
         self.matrices: dict[str, ConfusionMatrix] = {}
         self._disputed: dict[tuple[str, str], np.ndarray] = {}  # per-slice counts where two models differ
-        self._label_histogram = _slice_histograms(labels.array, num_classes)
+        self._histogram: np.ndarray | None = None  # (Z, C) voxels of each class per slice, when known
         labels.listeners.append(self._labels_changed)
 
     def grow(self, num_classes: int) -> None:
@@ -40,27 +41,45 @@ class LiveMetrics:
         if num_classes <= self.num_classes:
             return
         self.num_classes = num_classes
-        self._label_histogram = _slice_histograms(self.labels.array, num_classes)
+        self._histogram = None
         for key, prediction in list(self.predictions.items()):
             self.add_model(key, prediction, predicted=self.predicted[key])
 
     def add_model(self, key: str, prediction: np.ndarray, empty: bool = False,
-                  predicted: np.ndarray | None = None) -> None:
+                  predicted: np.ndarray | None = None, counts: np.ndarray | None = None) -> None:
         """Follow ``prediction`` (z, y, x) uint8, which inference will fill slice by slice;
         ``empty`` says no slice is predicted yet (all pending; no counting needed);
-        ``predicted`` (Z,) bool which slices are, when only some are."""
+        ``predicted`` (Z,) bool which slices are, when only some are. ``counts``: the
+        prediction's per-slice confusion counts against the labels as they are now, (Z, C, C)
+        int (rows the labels' class), when known (the prediction cache keeps them): then
+        nothing is counted; counts of another number of classes are fitted when they can be
+        (classes beyond those counted hold no voxel), else the prediction is counted."""
         if prediction.shape != self.labels.array.shape:
             raise ValueError(f"prediction {prediction.shape} and labels {self.labels.array.shape} differ")
+        known = None if counts is None or empty else fit_counts(counts, prediction.shape[0], self.num_classes)
         if empty:
             matrix = ConfusionMatrix(self.num_classes, prediction.shape[0])
-            matrix.per_slice[:, :, 0] = self._label_histogram
+            matrix.per_slice[:, :, 0] = self.label_histogram()
             matrix.counts = matrix.per_slice.sum(axis=0)
+        elif known is not None:
+            matrix = ConfusionMatrix(self.num_classes, prediction.shape[0])
+            matrix.per_slice[:] = known
+            matrix.counts = known.sum(axis=0)
         else:
             matrix = ConfusionMatrix.from_arrays(prediction, self.labels.array, self.num_classes)
+        if self._histogram is None and not empty:
+            self._histogram = matrix.per_slice.sum(axis=2)  # each slice's labels, whatever was predicted
         self.predictions[key], self.matrices[key] = prediction, matrix
         # ``predicted`` is kept, not copied: whoever holds it sees the slices arrive.
         self.predicted[key] = np.full(prediction.shape[0], not empty) if predicted is None else predicted
         self._forget_disputed(key)
+
+    def label_histogram(self) -> np.ndarray:
+        """(Z, C) int64 voxels of each class on each slice of the labels: counted once, or
+        taken from a model's counts, then kept current edit by edit."""
+        if self._histogram is None:
+            self._histogram = _slice_histograms(self.labels.array, self.num_classes)
+        return self._histogram
 
     def detach(self) -> None:
         """Stop following the labels (this object is being replaced)."""
@@ -133,9 +152,11 @@ class LiveMetrics:
             return self.grow(top + 1)
         for key, matrix in self.matrices.items():
             matrix.update_reference(edit.region, edit.old, edit.new, self.predictions[key])
-        for n, z in enumerate(edit.slices):  # keep the per-slice class counts current
-            self._label_histogram[z] += (np.bincount(edit.new[n].ravel(), minlength=self.num_classes)
-                                         - np.bincount(edit.old[n].ravel(), minlength=self.num_classes))
+        histogram = self._histogram
+        if histogram is not None:  # keep the per-slice class counts current (else counted when needed)
+            for n, z in enumerate(edit.slices):
+                histogram[z] += (np.bincount(edit.new[n].ravel(), minlength=self.num_classes)
+                                 - np.bincount(edit.old[n].ravel(), minlength=self.num_classes))
 
 
 METRICS_COLUMNS = ("model", "scope", "slice", "reviewed", "class", "dice", "iou", "pixel_error")
@@ -171,6 +192,22 @@ def metrics_rows(live: LiveMetrics, classes) -> list[dict]:
 def write_metrics_csv(path, live: LiveMetrics, classes) -> None:
     """``metrics_rows`` as CSV with METRICS_COLUMNS, written atomically."""
     write_csv(path, METRICS_COLUMNS, metrics_rows(live, classes))
+
+
+def fit_counts(counts, slices: int, num_classes: int) -> np.ndarray | None:
+    """Per-slice confusion counts ``counts`` (Z, C', C') as (``slices``, ``num_classes``,
+    ``num_classes``) int64: padded with zeros when C' is smaller, cut when the classes cut
+    hold no voxel; None when they do not fit (another number of slices, voxels in a class
+    cut)."""
+    counts = np.asarray(counts)
+    if counts.ndim != 3 or counts.shape[0] != slices or counts.shape[1] != counts.shape[2]:
+        return None
+    c = min(counts.shape[1], num_classes)
+    if counts[:, c:, :].any() or counts[:, :, c:].any():
+        return None
+    fitted = np.zeros((slices, num_classes, num_classes), np.int64)
+    fitted[:, :c, :c] = counts[:, :c, :c]
+    return fitted
 
 
 def _slice_histograms(labels: np.ndarray, num_classes: int) -> np.ndarray:

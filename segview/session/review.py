@@ -135,11 +135,17 @@ class ToolJob:
 class ReviewSession:
     """See the module docstring. Build it with ``ReviewSession.open``."""
 
+    #: Whether ``open`` counts each slice's classes (for models added later, e.g. by the
+    #: window); a worklist's session takes them from its models' cached counts instead.
+    _counts_labels_on_open = True
+
     def __init__(self, volume: Volume, labels: LabelMap, key: str, label_file: LabelFile | None = None,
                  classes: list[LabelClass] | None = None):
         self.volume, self.labels, self.key = volume, labels, key
         self.labels_path: Path | None = label_file.path if label_file else None
-        self._classes = list(classes or (label_file.classes if label_file else [])) or None
+        # The label file's own class table wins (names and colours as the case keeps them);
+        # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
+        self._classes = list((label_file.classes if label_file else []) or classes or []) or None
         self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
         self.models: dict[str, Model] = {}
@@ -157,19 +163,24 @@ class ReviewSession:
     @classmethod
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
-             progress: Progress | None = None, first_slice: FirstSlice | None = None) -> ReviewSession:
+             progress: Progress | None = None, first_slice: FirstSlice | None = None,
+             key: str | None = None) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, an array, or
-        None for empty labels). A crashed earlier session's unsaved edits of the same image
+        None for empty labels). ``classes``: the class table of labels that come without
+        one (an array, none, a label file without a class file); a label file's own table
+        wins. A crashed earlier session's unsaved edits of the same image
         (whatever path it was opened by) are restored with ``recover``, else kept aside in
         ``recoverable_edits`` for ``restore``. ``series``: a series ``list_dicom_series``
         found in folder ``image`` (its files and headers are not read again). Slow on a large
         image: run it in a worker; ``first_slice(volume, z)`` is called from there as soon as
-        slice ``z`` can be shown (the rest still loading). Raises VolumeLoadError."""
+        slice ``z`` can be shown (the rest still loading). ``key``: the image's ``image_key``
+        when known (a worklist remembers it by its files' size and time), else computed from
+        its voxels. Raises VolumeLoadError."""
         volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
-        key = image_key(volume)
+        key = key or image_key(volume)
         label_file = None
         if labels is None:
             array = np.zeros(volume.shape, np.uint8)
@@ -185,6 +196,8 @@ class ReviewSession:
             label_map.reviewed[:] = label_file.review.reviewed
         session = cls(volume, label_map, key, label_file, classes)
         session._start_journal(recover)
+        if cls._counts_labels_on_open:
+            session.live.label_histogram()  # here, in the worker: adding a model later is instant
         return session
 
     @staticmethod
@@ -201,9 +214,11 @@ class ReviewSession:
                  "labels": str(self.labels_path or "")}
         try:
             set_aside(self.key)  # kept, and listed by File > Recover edits
-            snapshot = Journal.snapshot(self.labels.array, self.key, self.labels.reviewed, about)
-            self.journal = start_journal(self.labels, self.key, snapshot)
+            # Compressed and written by a thread while the rest opens (each step waits for it).
+            snapshot = Journal.snapshot_job(self.labels.array, self.key, self.labels.reviewed, about, self._classes)
+            self.journal = start_journal(self.labels, self.key, snapshot, self._classes)
             self.journal.mark_details = lambda z: self.review_marks.get(z, {})
+            self.journal.class_table = lambda: self._classes  # names and colours come back after a crash
         except (JournalError, OSError) as exc:
             self.warnings.append(f"{exc}. Edits are not journalled: save often.")
         if crashed is not None and recover:
@@ -212,10 +227,13 @@ class ReviewSession:
             self.recoverable_edits = crashed
 
     def restore(self, recovered: RecoveredLabels) -> None:
-        """Bring back a crashed session's labels and review marks: one undo step."""
+        """Bring back a crashed session's labels, review marks and class table (names and
+        colours; a journal that holds none keeps the current one): one undo step."""
         if recovered.labels.shape != self.volume.shape:
             raise SessionError("Those edits belong to an image of another size.")
         self.review_marks.update({int(z): details for z, details in recovered.marks.items() if details})
+        if recovered.classes:
+            self._classes = list(recovered.classes)
         with self.labels.step():
             self.labels.copy_from(recovered.labels)
             for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
@@ -246,13 +264,13 @@ class ReviewSession:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
         replace the current ones: one undo step. The brush settings do not apply."""
         self._ensure_classes(int(label_file.array.max()) + 1 if label_file.array.size else 1)
+        if label_file.classes:  # before the step, so the journal records them with it
+            self._classes = list(label_file.classes)
         with self.labels.step():
             self.labels.copy_from(label_file.array)
             for z in np.flatnonzero(label_file.review.reviewed != self.labels.reviewed):
                 self.labels.set_reviewed(int(z), bool(label_file.review.reviewed[z]))
         self.review_marks.update(label_file.review.marks)
-        if label_file.classes:
-            self._classes = list(label_file.classes)
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
@@ -279,15 +297,27 @@ class ReviewSession:
         Its predictions are all pending until ``predict``. Raises CheckpointError."""
         return self.add_model(slot, path, load_predictor(path))
 
-    def add_model(self, slot: str, path, predictor: Any) -> Model:
+    def add_model(self, slot: str, path, predictor: Any, prediction: np.ndarray | None = None,
+                  counts: np.ndarray | None = None) -> Model:
         """``load_model`` with a Predictor loaded beforehand (in a worker). A checkpoint
-        trained on another modality is added with a warning in ``Model.warnings``."""
+        trained on another modality is added with a warning in ``Model.warnings``.
+        ``prediction``: its whole prediction when known (say, from the worklist's prediction
+        cache), (z, y, x) uint8 on the image grid, every slice predicted: kept as it is, not
+        copied; ``counts`` its per-slice confusion counts against the labels as they are
+        now, (Z, C, C), when known (``LiveMetrics.add_model``): then nothing is counted.
+        Raises ValueError for a prediction of another shape."""
         if slot not in SLOTS:
             raise ValueError(f"model slot {slot!r}: A or B")
+        if prediction is not None and prediction.shape != self.volume.shape:
+            raise ValueError(f"prediction {prediction.shape} and image {self.volume.shape} differ in shape")
         self.remove_model(slot)
         self._ensure_classes(predictor.num_classes)
-        prediction = np.zeros(self.volume.shape, np.uint8)
-        self.live.add_model(slot, prediction, empty=True)
+        if prediction is None:
+            prediction = np.zeros(self.volume.shape, np.uint8)
+            self.live.add_model(slot, prediction, empty=True)
+        else:
+            prediction = np.ascontiguousarray(prediction, np.uint8)
+            self.live.add_model(slot, prediction, counts=counts)
         warning = self.fit_warning(predictor)
         model = Model(slot, Path(path), predictor, prediction, self.live.predicted[slot],
                       warnings=[warning] if warning else [])

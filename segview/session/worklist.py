@@ -48,6 +48,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,12 +63,12 @@ from ..core.classes import LabelClass, named_classes
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
-from ..core.io import list_dicom_series, load_volume
+from ..core.io import list_dicom_series, load_labels, load_volume
 from ..core.journal import crashed_journals, image_key, unsaved_edits
-from ..core.metrics import confusion_counts, scores_from_counts
+from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
-from .models import SLOTS, load_predictor
+from .models import SLOTS, Model, load_predictor
 from .provenance import Provenance
 from .review import ReviewSession, SaveJob, SessionError, read_label_file
 
@@ -267,20 +268,25 @@ class Worklist:
         worker. Raises VolumeLoadError (kept in ``Case.error``), CheckpointError."""
         case = self.case(name)
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
-        volume = self.load_image(case, progress)
+        # The image is not hashed again when the cache knows its key by its files' size and
+        # time; then its cached predictions are read while the image is.
+        key = self.cache.known_key(_image_files(case))
+        with ThreadPoolExecutor(max(len(self.checkpoints), 1), thread_name_prefix="segview-cache") as pool:
+            reading = {slot: pool.submit(self.cache.get, key, checkpoint_digest(path))
+                       for slot, path in self.checkpoints.items()} if key else {}
+            volume = self.load_image(case, progress)
+            cached = {slot: job.result() for slot, job in reading.items()}
         stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
         labels = case.labels if case.labels.is_file() else None
         try:
-            # The case's own class file wins over the dataset's names; the image is not hashed
-            # again when the cache knows its key by its files' size and time.
-            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes,
-                                       key=self.cache.known_key(_image_files(case)))
+            # The case's own class file wins over the dataset's names.
+            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes, key=key)
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
         except VolumeLoadError as exc:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
         try:
-            session.attach(self, case, predictors, stamp)
+            session.attach(self, case, predictors, stamp, cached)
         except BaseException:
             session.close(discard=True)  # its lock and journal go with it
             raise
@@ -333,7 +339,7 @@ class Worklist:
         for name in names:
             case = self.case(name)
             missing = [s for s, d in digests.items() if not (case.key and self.cache.has(case.key, d))]
-            volume = None
+            volume, fresh = None, {}
             if missing:
                 try:
                     volume = self.load_image(case)
@@ -354,8 +360,11 @@ class Worklist:
                     if result is None:
                         return
                     self.cache.put(case.key, digest, *result)
+                    fresh[digest] = result[0]
                 done += 1
                 yield QueueStep(name, slot, done, total, cached=slot not in missing)
+            if fresh and volume is not None and case.key:
+                cache_counts(self.cache, case.key, fresh, case.labels, volume)  # so opening it counts nothing
             if len(digests) == 2 and case.key:
                 self.cache.ensure_disputed(case.key, digests["A"], digests["B"])
             self._read_figures(case)
@@ -397,6 +406,23 @@ class QueueStep:
     error: str | None = None
 
 
+def cache_counts(cache: PredictionCache, key: str, predictions: dict[str, np.ndarray], labels_path: Path,
+                 volume: Volume) -> None:
+    """Keep in ``cache`` the per-slice confusion counts of ``predictions`` (checkpoint digest
+    -> (z, y, x) uint8 on ``volume``'s grid) against the labels saved at ``labels_path``
+    (none: empty labels), as the prediction queue does once it predicted a case: a session
+    then counts nothing when it opens the case. Labels that cannot be read are skipped."""
+    stamp = labels_stamp(labels_path)  # before they are read
+    try:
+        labels = np.zeros(volume.shape, np.uint8) if stamp == "none" else load_labels(labels_path, volume)
+    except VolumeLoadError:
+        return
+    for digest, prediction in predictions.items():
+        if prediction.shape == labels.shape:
+            classes = max(int(prediction.max()), int(labels.max()), 1) + 1
+            cache.put_counts(key, digest, stamp, ConfusionMatrix.from_arrays(prediction, labels, classes).per_slice)
+
+
 def predict_case(predictor, volume: Volume, should_stop: Callable[[], bool] | None = None,
                  ) -> tuple[np.ndarray, dict] | None:
     """Every slice of ``volume`` by ``predictor``: (z, y, x) uint8 labels and a summary
@@ -429,16 +455,17 @@ class CaseSession(ReviewSession):
     case: Case
 
     _counts_labels_on_open = False                # its models' cached counts give them (attach)
+    _cached_models: dict[str, Model]              # slot -> its model as filled from the cache (attach)
     lock: CaseLock | None = None
     locked_by: str | None = None                  # who has it open, when it opened read-only for that
     provenance: Provenance | None = None
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
-               stamp: str | None = None) -> None:
+               stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None) -> None:
         """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
-        Predictor) with their cached predictions and, when the cache has them for the labels
-        as read (``stamp``: ``labels_stamp`` of the file, taken before it was read), their
-        confusion counts."""
+        Predictor) with their cached predictions (``cached``: slot -> those read already)
+        and, when the cache has them for the labels as read (``stamp``: ``labels_stamp`` of
+        the file, taken before it was read), their confusion counts."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
         self.lock, holder = CaseLock.acquire(case.labels) if not worklist.read_only else (None, None)
@@ -453,17 +480,18 @@ class CaseSession(ReviewSession):
         self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
-        self._add_cached_models(predictors, stamp if self.version == 0 else None)  # not after a restore
+        self._add_cached_models(predictors, stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
 
-    def _add_cached_models(self, predictors: dict[str, object], stamp: str | None) -> None:
-        """Models A and B, each with its cached prediction (taken as it is) and its counts
-        against the labels ``stamp`` names (counted and kept in the cache when missing);
-        models the cache lacks are added pending, after the others, whose counts give each
-        slice's classes."""
+    def _add_cached_models(self, predictors: dict[str, object], stamp: str | None,
+                           read: dict[str, np.ndarray | None]) -> None:
+        """Models A and B, each with its cached prediction (``read`` already, or read now;
+        taken as it is) and its counts against the labels ``stamp`` names (counted and kept
+        in the cache when missing); models the cache lacks are added pending, after the
+        others, whose counts give each slice's classes."""
         cache, cached = self.worklist.cache, {}
         for slot, path in self.worklist.checkpoints.items():
-            prediction = cache.get(self.key, checkpoint_digest(path))
+            prediction = read[slot] if slot in read else cache.get(self.key, checkpoint_digest(path))
             if prediction is not None and prediction.shape == self.volume.shape:
                 cached[slot] = prediction
         self._cached_models = {}
@@ -484,7 +512,8 @@ class CaseSession(ReviewSession):
         if job.version != self.version:
             return  # edited while it saved: the counts are of other labels
         stamp = labels_stamp(job.path)
-        for slot, model in getattr(self, "_cached_models", {}).items():
+        cached: dict[str, Model] = getattr(self, "_cached_models", {})
+        for slot, model in cached.items():
             if self.models.get(slot) is model and model.predicted.all():
                 self.worklist.cache.put_counts(self.key, checkpoint_digest(model.path), stamp,
                                                self.live.matrices[slot].per_slice)
@@ -500,6 +529,7 @@ class CaseSession(ReviewSession):
             cached = self.worklist.cache.get(self.key, checkpoint_digest(model.path))
             if cached is not None and cached.shape == self.volume.shape:
                 self.set_prediction(slot, cached)
+                self._cached_models[slot] = model
                 filled.append(slot)
         return filled
 
@@ -570,6 +600,7 @@ class CaseSession(ReviewSession):
     def finish_save(self, job: SaveJob) -> None:
         super().finish_save(job)
         if Path(job.path) == self.case.labels:
+            self._cache_counts(job)
             entry = job.review.extra.get("case") or {}
             self.case.status, self.case.note = entry.get("status", self.case.status), entry.get("note", self.case.note)
             self.case.reviewed_count = int(job.review.reviewed.sum())
