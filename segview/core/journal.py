@@ -267,7 +267,10 @@ class Journal:
             self.labels.step_listeners.remove(self.flush)
             self.labels.listeners.remove(self._collect)
             self.labels.mark_listeners.remove(self._collect_mark)
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError:
+            pass  # only the bytes of a write that failed were left to flush (``error`` says so)
         if delete:
             self.path.unlink(missing_ok=True)
 

@@ -152,3 +152,53 @@ def test_a_failing_append_stops_the_journal_without_interrupting_editing(tmp_pat
     assert labels.array[1, 10, 10] == 2
     assert isinstance(journal.error, JournalError) and "No space left" in str(journal.error)
     assert journal.steps == 1
+
+
+def test_the_class_table_is_journalled_at_the_start_and_where_it_changes(tmp_path):
+    from segview.core.classes import LabelClass
+
+    first = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "liver", (200, 30, 200))]
+    later = first + [LabelClass(2, "tumour", (10, 220, 240))]
+    labels = LabelMap(np.zeros((3, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    current = [first]
+    journal = Journal.start(tmp_path / "a.svj", labels, "key", classes=first)
+    journal.class_table = lambda: current[0]
+    labels.paint(0, [(3, 3)], 1.0, 1)
+    assert recover(tmp_path / "a.svj").classes == first
+    current[0] = later
+    labels.paint(1, [(3, 3)], 1.0, 2)
+    labels.paint(2, [(3, 3)], 1.0, 2)
+    journal.close()
+    recovered = recover(tmp_path / "a.svj")
+    assert recovered.classes == later and recovered.steps == 3
+    np.testing.assert_array_equal(recovered.labels, labels.array)
+    plain = LabelMap(np.zeros((3, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    Journal.start(tmp_path / "b.svj", plain, "key").close()  # labels without a table of their own
+    assert recover(tmp_path / "b.svj").classes == []
+
+
+def test_a_snapshot_written_by_a_thread_comes_before_every_step(tmp_path):
+    labels = LabelMap(np.zeros((4, 30, 40), np.uint8), (1.0, 1.0, 2.0))
+    labels.array[1, 5:10, 5:10] = 2
+    before = labels.array.copy()
+    job = Journal.snapshot_job(labels.array, "key", labels.reviewed)
+    journal = Journal.start(tmp_path / "edits.svj", labels, "key", job)
+    labels.paint(0, [(5, 5), (20, 30)], 2.0, 1)
+    labels.set_reviewed(3)
+    journal.close()
+    recovered = recover(tmp_path / "edits.svj")
+    np.testing.assert_array_equal(recovered.labels, labels.array)
+    assert recovered.steps == 2 and recovered.reviewed.tolist() == [False, False, False, True]
+    quiet = LabelMap(before.copy(), (1.0, 1.0, 2.0))
+    Journal.start(tmp_path / "quiet.svj", quiet, "key", Journal.snapshot_job(quiet.array, "key")).close()
+    np.testing.assert_array_equal(recover(tmp_path / "quiet.svj").labels, before)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_a_snapshot_that_cannot_be_written_stops_the_journal_without_interrupting_editing():
+    labels = LabelMap(np.zeros((2, 8, 8), np.uint8), (1, 1, 1))
+    journal = Journal.start("/dev/full", labels, "key", Journal.snapshot_job(labels.array, "key"))
+    labels.paint(0, [(3, 3)], 1.0, 1)  # the step waits for the snapshot, which failed
+    assert isinstance(journal.error, JournalError) and "No space left" in str(journal.error)
+    assert labels.array[0, 3, 3] == 1
+    journal.close()

@@ -95,3 +95,37 @@ def test_pending_slices_count_in_no_score():
     assert live.slice_scores("A", 2).mean_dice == 1.0
     dice = live.dice_along_slices("A")
     assert np.isnan(dice[[0, 1, 4, 5]]).all() and (dice[[2, 3]] == 1.0).all()
+
+
+def _by_hand(prediction: np.ndarray, labels: np.ndarray, classes: int) -> np.ndarray:
+    """(Z, C, C) counts, rows the labels' class, by a loop over the pairs of classes."""
+    return np.array([[[np.count_nonzero((labels[z] == r) & (prediction[z] == p)) for p in range(classes)]
+                      for r in range(classes)] for z in range(labels.shape[0])])
+
+
+def test_counts_given_with_a_model_are_used_and_kept_exact_through_edits():
+    rng = np.random.default_rng(2)
+    labels = LabelMap(rng.integers(0, 3, (6, 30, 40)).astype(np.uint8), (1.0, 1.0, 2.0))
+    live = LiveMetrics(labels, 4)
+    prediction = rng.integers(0, 3, labels.array.shape).astype(np.uint8)
+    known = _by_hand(prediction, labels.array, 3)  # counted for 3 classes: padded to the 4 followed
+    live.add_model("A", prediction, counts=known)
+    np.testing.assert_array_equal(live.matrices["A"].slice_counts, _by_hand(prediction, labels.array, 4))
+    np.testing.assert_array_equal(live.label_histogram(), _by_hand(prediction, labels.array, 4).sum(axis=2))
+    labels.paint(2, [(10, 10), (20, 30)], 3.0, 3)
+    live.add_model("B", np.zeros(labels.array.shape, np.uint8), empty=True)  # from the histogram kept current
+    for key in "AB":
+        np.testing.assert_array_equal(live.matrices[key].slice_counts,
+                                      _by_hand(live.predictions[key], labels.array, 4))
+
+
+def test_counts_that_do_not_fit_are_counted_again():
+    rng, labels, live = session(3)
+    prediction = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    wrong_slices = _by_hand(prediction[:5], labels.array[:5], 4)
+    live.add_model("A", prediction, counts=wrong_slices)
+    cut = np.zeros((6, 5, 5), np.int64)
+    cut[:, 4, 4] = 1  # voxels in a class beyond the 4 followed: cannot be cut away
+    live.add_model("B", prediction, counts=cut)
+    for key in "AB":
+        np.testing.assert_array_equal(live.matrices[key].slice_counts, _by_hand(prediction, labels.array, 4))
