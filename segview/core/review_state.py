@@ -22,8 +22,9 @@ Keys a dataset worklist (``segview.session.worklist``) adds, all optional:
              "by": "jdoe", "at": "..."},            # who set the status, when
     "provenance": {"12": ["model B", "hand"]},      # z -> where its labels came from, in order
                                                     # ("model A", "model B", "hand",
-                                                    # "interpolation", "loaded": a label
-                                                    # file or recovered edits);
+                                                    # "interpolation", "interactive": the
+                                                    # click model's corrections, "loaded":
+                                                    # a label file or recovered edits);
                                                     # a slice not listed is untouched
     "models": {"A": {"checkpoint": "cardiac_ce", "digest": "<blake2b of the file>",
                      "dice": 0.91,                  # mean foreground Dice, reviewed slices

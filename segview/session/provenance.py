@@ -1,5 +1,5 @@
 """Where each slice's labels came from: model A, model B, hand edits, interpolation, a
-label file, recovered edits; a slice never edited is "untouched".
+label file, recovered edits, click correction; a slice never edited is "untouched".
 
 ``Provenance`` listens to a session's LabelMap, and wraps four of that LabelMap's methods
 while attached, because an edit's values alone cannot tell an interpolated slice from a
@@ -10,7 +10,8 @@ painted one, nor a copied prediction from an erased false positive:
   before "model B" where both agree); other slices "loaded";
 - ``adopt`` (a disputed region taken from one model): that model;
 - ``interpolate`` / ``fill_between_slices``: "interpolation";
-- inside ``with provenance.source(name):``: ``name``;
+- inside ``with provenance.source(name):``: ``name`` (e.g. "interactive": the click model's
+  corrections, ``session.interaction``);
 - anything else (brush, fill, slice copy, clear): "hand".
 
 Undo and redo move the record back and forth with the labels: LabelMap undoes an edit by
@@ -34,6 +35,7 @@ from ..core.labels import Edit, LabelMap
 
 HAND, INTERPOLATION, LOADED, UNTOUCHED = "hand", "interpolation", "loaded", "untouched"
 COPY = "copy"  # inside copy_from: the model whose prediction it is, else LOADED
+INTERACTIVE = "interactive"  # the click model's corrections (session.interaction)
 
 
 @dataclass

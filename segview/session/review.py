@@ -14,8 +14,9 @@ these methods, and a script or a test does the same without a window:
     session.save()                           # labels + review state (.review.json)
     session.close()
 
-Threads: ``open``, ``load_predictor``, a ``SaveJob`` and ``prediction_batches`` may run in a
-worker; every other method is called from one thread (the window's main thread).
+Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``ClickJob`` and
+``prediction_batches`` may run in a worker; every other method is called from one thread
+(the window's main thread).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..core.classes import LabelClass, generic_classes
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
-from ..core.errors import LabelSaveError, SegviewError, VolumeLoadError
+from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
@@ -39,12 +40,10 @@ from ..core.review_state import (ReviewState, current_user, load_review_state, n
                                  save_review_state)
 from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
+from .errors import SessionError
+from .interaction import ClickJob, ClickProposal, Interaction
 
 Progress = Callable[[int, int], None]
-
-
-class SessionError(SegviewError):
-    """A step the session cannot take now (say, copying a slice a model has not predicted)."""
 
 
 @dataclass
@@ -158,6 +157,7 @@ class ReviewSession:
         self.version = self.saved_version = 0
         labels.listeners.append(self._changed)
         labels.mark_listeners.append(self._changed)
+        self.interaction = Interaction(self)  # click correction (session/interaction.py)
 
     # -- opening ------------------------------------------------------------------------
     @classmethod
@@ -469,6 +469,36 @@ class ReviewSession:
         """``tool_job`` and ``finish_tool`` at once (scripts, small volumes)."""
         job = self.tool_job(tool, *args, **options)
         return self.finish_tool(job, job())
+
+    # -- click correction (the logic: session/interaction.py) ---------------------------
+    def click(self, z: int, point, positive: bool = True, value: int | None = None, axis: int = 0) -> int:
+        """One click of interactive correction on slice ``z`` at ``point`` ((y, x) of the
+        plane, array order; axial planes only) adding (``positive``) to class ``value`` or
+        removing from it (None: the class of the interaction in progress): the click model
+        refines the class from the labels and every click of the interaction. One undo
+        step, journalled, marks nothing reviewed. Returns the voxels changed. Raises
+        SessionError for a click it cannot take, CheckpointError without a click model;
+        then nothing changes. ``click_job`` and ``finish_click`` are its two halves."""
+        job = self.click_job(z, point, positive, value, axis)
+        return self.finish_click(job, job())
+
+    def click_job(self, z: int, point, positive: bool = True, value: int | None = None, axis: int = 0) -> ClickJob:
+        """``click``'s input, checked (SessionError) and copied: call the job in a worker."""
+        return self.interaction.job(z, point, positive, value, axis)
+
+    def finish_click(self, job: ClickJob, proposal: ClickProposal | None) -> int:
+        """Write what ``job`` proposed: one undo step; 0 when it was cancelled. Raises
+        SessionError when the labels changed while it ran."""
+        return self.interaction.finish(job, proposal)
+
+    def end_interaction(self) -> None:
+        """The next click starts a new interaction (so does another class, slice or plane)."""
+        self.interaction.end()
+
+    def load_click_model(self, path) -> None:
+        """Correct clicks with interactive checkpoint ``path`` (default: the shipped one,
+        or ``SEGVIEW_CLICK_MODEL``). Raises CheckpointError."""
+        self.interaction.load_model(path)
 
     def scores(self, slot: str, reviewed_only: bool = True) -> Scores:
         """Dice, IoU and pixel error of model ``slot`` against the labels, over the
