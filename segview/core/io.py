@@ -27,9 +27,9 @@ from .errors import LabelSaveError, VolumeLoadError
 from .files import atomic_write_text, extension, replace_atomically
 from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
 
-__all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "load_classes",
-           "LabelClass", "named_classes", "SeriesInfo", "VolumeLoadError", "LabelSaveError", "IMAGE_EXTENSIONS",
-           "LABEL_EXTENSIONS", "replace_atomically"]
+__all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "read_label_image",
+           "load_classes", "LabelClass", "named_classes", "SeriesInfo", "VolumeLoadError", "LabelSaveError",
+           "IMAGE_EXTENSIONS", "LABEL_EXTENSIONS", "replace_atomically"]
 
 #: Single-file and header+data formats read through SimpleITK.
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -370,22 +370,32 @@ def load_classes(path) -> list[LabelClass]:
         raise VolumeLoadError(f"The class names and colours of {path.name} could not be read ({exc}).") from exc
 
 
-def load_labels(path, reference: Volume) -> np.ndarray:
+def read_label_image(path) -> sitk.Image:
+    """The label file at ``path`` read, not yet checked against an image's grid: the slow
+    part of ``load_labels``, which another thread may do meanwhile. Raises VolumeLoadError."""
+    path = Path(path)
+    if not path.is_file():
+        raise VolumeLoadError(f"{path} does not exist.")
+    try:
+        return _read_itk(path, "a label volume")
+    except VolumeLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise VolumeLoadError(f"{path.name} could not be read ({exc}).") from exc
+
+
+def load_labels(path, reference: Volume, *, image: sitk.Image | None = None) -> np.ndarray:
     """The label volume at ``path`` as an unsigned (Z, Y, X) array on ``reference``'s grid.
+    ``image``: that file as ``read_label_image`` read it beforehand (say, in a thread while
+    the image loads).
 
     Raises:
         VolumeLoadError: unreadable file, non-integer or negative values, or a grid that
             differs from the image by more than 1e-4 mm (the message says how).
     """
     path = Path(path)
-    if not path.is_file():
-        raise VolumeLoadError(f"{path} does not exist.")
-    try:
-        image = _read_itk(path, "a label volume")
-    except VolumeLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise VolumeLoadError(f"{path.name} could not be read ({exc}).") from exc
+    if image is None:
+        image = read_label_image(path)
     differences = grid_differences(image, reference)
     if differences:
         raise VolumeLoadError(f"The labels in {path.name} do not lie on the grid of the open image: "

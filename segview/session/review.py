@@ -56,11 +56,12 @@ class LabelFile:
     warning: str | None = None
 
 
-def read_label_file(path, volume: Volume, key: str | None = None) -> LabelFile:
-    """Labels, classes and review state saved at ``path`` for ``volume``. Raises
-    VolumeLoadError (a grid that differs, an unreadable file, more than 255 classes)."""
+def read_label_file(path, volume: Volume, key: str | None = None, image=None) -> LabelFile:
+    """Labels, classes and review state saved at ``path`` for ``volume`` (``image``: the
+    file as ``core.io.read_label_image`` read it beforehand). Raises VolumeLoadError (a
+    grid that differs, an unreadable file, more than 255 classes)."""
     path = Path(path)
-    array = load_labels(path, volume)
+    array = load_labels(path, volume, image=image)
     if array.dtype != np.uint8:
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
                               "most 255 classes.")
@@ -166,15 +167,16 @@ class ReviewSession:
              progress: Progress | None = None, first_slice: FirstSlice | None = None,
              key: str | None = None) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
-        ``labels`` (a label file on its grid with its classes and review state, an array, or
-        None for empty labels). ``classes``: the class table of labels that come without
-        one (an array, none, a label file without a class file); a label file's own table
-        wins. A crashed earlier session's unsaved edits of the same image
-        (whatever path it was opened by) are restored with ``recover``, else kept aside in
-        ``recoverable_edits`` for ``restore``. ``series``: a series ``list_dicom_series``
-        found in folder ``image`` (its files and headers are not read again). Slow on a large
-        image: run it in a worker; ``first_slice(volume, z)`` is called from there as soon as
-        slice ``z`` can be shown (the rest still loading). ``key``: the image's ``image_key``
+        ``labels`` (a label file on its grid with its classes and review state, or that file
+        read already by ``read_label_file``; an array; or None for empty labels).
+        ``classes``: the class table of labels that come without one (an array, none, a label
+        file without a class file); a label file's own table wins. A crashed earlier
+        session's unsaved edits of the same image (whatever path it was opened by) are
+        restored with ``recover``, else kept aside in ``recoverable_edits`` for ``restore``.
+        ``series``: a series ``list_dicom_series`` found in folder ``image`` (its files and
+        headers are not read again). Slow on a large image: run it in a worker;
+        ``first_slice(volume, z)`` is called from there as soon as slice ``z`` can be shown
+        (the rest still loading). ``key``: the image's ``image_key``
         when known (a worklist remembers it by its files' size and time), else computed from
         its voxels. Raises VolumeLoadError."""
         volume = _load_image(image, series_uid, series, progress, first_slice)
@@ -189,7 +191,7 @@ class ReviewSession:
                 raise ValueError(f"labels {labels.shape} and image {volume.shape} differ in shape")
             array = np.array(labels, np.uint8, order="C")  # a copy: the caller's array stays theirs
         else:
-            label_file = read_label_file(labels, volume, key)
+            label_file = labels if isinstance(labels, LabelFile) else read_label_file(labels, volume, key)
             array = label_file.array
         label_map = LabelMap(array, volume.spacing, intensities=volume.array)
         if label_file is not None:

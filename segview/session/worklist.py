@@ -63,7 +63,7 @@ from ..core.classes import LabelClass, named_classes
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
-from ..core.io import list_dicom_series, load_labels, load_volume
+from ..core.io import list_dicom_series, load_labels, load_volume, read_label_image
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
@@ -268,17 +268,17 @@ class Worklist:
         worker. Raises VolumeLoadError (kept in ``Case.error``), CheckpointError."""
         case = self.case(name)
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
-        # The image is not hashed again when the cache knows its key by its files' size and
-        # time; then its cached predictions are read while the image is.
-        key = self.cache.known_key(_image_files(case))
-        with ThreadPoolExecutor(max(len(self.checkpoints), 1), thread_name_prefix="segview-cache") as pool:
+        key = self.cache.known_key(_image_files(case))  # by its files' size and time: no hashing again
+        stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
+        # While the image is read, other threads read its cached predictions and its labels.
+        with ThreadPoolExecutor(len(self.checkpoints) + 1, thread_name_prefix="segview-open") as pool:
             reading = {slot: pool.submit(self.cache.get, key, checkpoint_digest(path))
                        for slot, path in self.checkpoints.items()} if key else {}
+            label_image = pool.submit(read_label_image, case.labels) if case.labels.is_file() else None
             volume = self.load_image(case, progress)
             cached = {slot: job.result() for slot, job in reading.items()}
-        stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
-        labels = case.labels if case.labels.is_file() else None
         try:
+            labels = None if label_image is None else read_label_file(case.labels, volume, key, label_image.result())
             # The case's own class file wins over the dataset's names.
             session = CaseSession.open(volume, labels, recover=recover, classes=self.classes, key=key)
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
