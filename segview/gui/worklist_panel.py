@@ -22,6 +22,9 @@ them to a ``segview.session.Worklist`` (no Qt; every transition of the work is i
   slices and status in one sidecar); Done and next (Ctrl+Shift+N) also opens the next.
 - A case another segview has open shows "read-only" in its row (and the window's title;
   its editing tools are disabled).
+- Worklist > Fine-tune model A on reviewed cases... (``gui/finetune_job.py``): a job with
+  progress and Cancel whose checkpoint is offered as model B; File > Export held-out
+  report... compares A and B on the held-out cases of the dataset's fixed split.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from ..core.errors import SegviewError
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
 from ..session.verdict import reviewed_verdict, write_dataset_report
 from ..session.worklist import OpenJob, Prefetch
+from .finetune_job import FineTuning
 from .settings import dialog_folder, remember_folder
 from .workers import GeneratorWorker, Worker
 
@@ -163,6 +167,7 @@ class WorklistPanel(QWidget):
         row.addWidget(self.sort_choice)
         self.queue = JobRow()
         self.report = JobRow()
+        self.finetune = JobRow()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.title)
@@ -170,6 +175,7 @@ class WorklistPanel(QWidget):
         layout.addWidget(self.table, stretch=1)
         layout.addWidget(self.queue)
         layout.addWidget(self.report)
+        layout.addWidget(self.finetune)
         self.set_enabled(False)
 
     # -- what the controller shows ------------------------------------------------------
@@ -290,6 +296,7 @@ class WorklistController(QObject):
                               | QDockWidget.DockWidgetFeature.DockWidgetClosable)
         window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.dock)
         self.dock.hide()
+        self.fine_tuning = FineTuning(self, self.panel.finetune)  # Worklist > Fine-tune model A...
         self._build_actions()
         panel = self.panel
         panel.open_requested.connect(self.open_case)
@@ -326,9 +333,14 @@ class WorklistController(QObject):
         self.report_action = QAction("Export &dataset report...", window)
         self.report_action.setToolTip("A and B over the reviewed slices of every case: results.csv, "
                                       "verdict.md, verdict.png")
-        self.report_action.triggered.connect(self.choose_report_folder)
+        self.report_action.triggered.connect(lambda: self.choose_report_folder())
+        self.held_out_action = QAction("Export &held-out report...", window)
+        self.held_out_action.setToolTip("The dataset report over the held-out cases of the dataset's fixed split\n"
+                                        "(splits.json) only: cases neither A nor a B fine-tuned from it trained on")
+        self.held_out_action.triggered.connect(lambda: self.choose_report_folder(held_out=True))
         _insert_after(file_menu, "Open &DICOM folder...", self.open_action)
         _insert_after(file_menu, "Export comparison &report...", self.report_action)
+        _insert_after(file_menu, "Export &dataset report...", self.held_out_action)
         menu = QMenu("&Worklist", window)
         self.next_action = menu.addAction("&Next case", QKeySequence("Ctrl+N"), self.next_case)
         self.previous_action = menu.addAction("&Previous case", QKeySequence("Ctrl+P"), self.previous_case)
@@ -340,6 +352,9 @@ class WorklistController(QObject):
         menu.addSeparator()
         self.predict_action = menu.addAction("P&redict every case (A and B)", self.predict_dataset)
         self.cancel_action = menu.addAction("&Cancel predicting", self.cancel_prediction)
+        menu.addSeparator()
+        self.finetune_action = menu.addAction("Fine-&tune model A on reviewed cases...", self.fine_tuning.start)
+        menu.setToolTipsVisible(True)  # a disabled item says why in its tooltip
         menu.addSeparator()
         menu.addAction(self.dock.toggleViewAction())
         model_menu = _menu(window, "&Model")
@@ -358,6 +373,15 @@ class WorklistController(QObject):
         self.cancel_action.setEnabled(self.queue is not None)
         self.panel.set_enabled(has)
         self.panel.buttons["predict"].setEnabled(has and self.queue is None)
+        nnunet = has and self.worklist is not None and self.worklist.layout == "nnU-Net"
+        self.held_out_action.setEnabled(nnunet)
+        self.finetune_action.setEnabled(self.fine_tuning.reason() is None)
+        self.finetune_action.setToolTip(self.fine_tuning.tooltip())
+
+    def update_actions(self) -> None:
+        """Enable the menu items and buttons for what can be done now (the fine-tuning job
+        calls it when it starts and ends)."""
+        self._update_actions()
 
     # -- opening a dataset ----------------------------------------------------------------
     def choose_dataset(self) -> None:
@@ -441,6 +465,7 @@ class WorklistController(QObject):
             self.worklist.set_checkpoints(self.checkpoints)
         except SegviewError as exc:
             return self._error(str(exc), "Cannot use the checkpoint")
+        self._update_actions()  # fine-tuning needs model A
         self._drop_queue()  # it predicts for the old checkpoints
         if self.navigator is not None:
             self.navigator.drop_prefetch()  # opened with the old ones
@@ -725,6 +750,32 @@ class WorklistController(QObject):
 
         self._run(job, done=saved, failed=lambda exc: self._save_failed(name, exc))
 
+    def save_current(self, then: Callable[[], None], what: str) -> None:
+        """Save the case on screen into the dataset when it has unsaved edits (in a worker,
+        as Done does; one save at a time), then call ``then`` on the main thread; nothing to
+        save: ``then`` at once. A save refused or failed says why, and ``then`` is not called
+        (``what``: the work that waited, named in the message)."""
+        if self._busy():
+            return
+        session = self._current()
+        if session is None or not session.modified:
+            return then()
+        try:
+            job = session.save_job()
+        except SegviewError as exc:
+            return self._error(f"{exc}\n\nSave or discard the edits first.",
+                               f"{session.case.name} not saved: {what} not started")
+        name = self.saving = session.case.name
+        self.window.statusBar().showMessage(f"Saving {name} before {what}...")
+
+        def saved(_) -> None:
+            self.saving = None
+            self._finish_save(session, job)
+            self._refresh_row(name)
+            then()
+
+        self._run(job, done=saved, failed=lambda exc: self._save_failed(name, exc))
+
     def _save_failed(self, name: str, exc: Exception) -> None:
         self.saving = None
         self._refresh_row(name)
@@ -823,23 +874,29 @@ class WorklistController(QObject):
         self.queue_finished.emit(completed)
 
     # -- the dataset report -------------------------------------------------------------------
-    def choose_report_folder(self) -> None:
+    def choose_report_folder(self, held_out: bool = False) -> None:
         # The last folder a dialog chose in, else the dataset's.
-        start = str(dialog_folder(self.worklist.folder / "report")) if self.worklist else self.window.start_folder()
-        folder = QFileDialog.getExistingDirectory(self.window, "Folder for the dataset report", start)
+        name = "report_held_out" if held_out else "report"
+        start = str(dialog_folder(self.worklist.folder / name)) if self.worklist else self.window.start_folder()
+        title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
+        folder = QFileDialog.getExistingDirectory(self.window, title, start)
         remember_folder(folder)
         if folder:
-            self.export_report(folder)
+            self.export_report(folder, held_out)
 
-    def export_report(self, folder) -> None:
-        """Score models A and B over the reviewed slices of every case (the open case is
-        saved first when it has unsaved edits) in a worker, then write results.csv,
-        verdict.md and verdict.png into ``folder``."""
+    def export_report(self, folder, held_out: bool = False) -> None:
+        """Score models A and B over the reviewed slices of every case (``held_out``: of the
+        held-out cases of the dataset's fixed split only, ``splits.json``, drawn now if it is
+        not there) in a worker, the open case saved first when it has unsaved edits; then
+        write results.csv, verdict.md, verdict.json and verdict.png into ``folder``."""
         worklist = self.worklist
         if worklist is None:
             return
         if not worklist.checkpoints:
             return self._error("Load checkpoints A and B first (Model > Load checkpoint).", "No models")
+        if held_out and worklist.layout != "nnU-Net":
+            return self._error("Held-out cases are those of the fixed split of a dataset in the nnU-Net layout "
+                               "(splits.json).", "No held-out cases")
         if self._report_stop is not None:
             return self.window.statusBar().showMessage("A dataset report is being written", 4000)
         session = self._current()
@@ -850,8 +907,9 @@ class WorklistController(QObject):
             except SegviewError as exc:
                 self.window.statusBar().showMessage(f"The open case is reported as last saved: {exc}", 8000)
         stop = self._report_stop = threading.Event()
-        self.panel.report.start("Dataset report: scoring the reviewed slices...")
-        self._run(_report, worklist, Path(folder), job, stop,
+        self.panel.report.start("Held-out report: scoring the reviewed slices of the held-out cases..." if held_out
+                                else "Dataset report: scoring the reviewed slices...")
+        self._run(_report, worklist, Path(folder), job, stop, held_out,
                   done=lambda paths: self._report_done(session, job, paths),
                   failed=self._report_failed, reports_progress=True, progress=self.panel.report.step)
 
@@ -886,6 +944,7 @@ class WorklistController(QObject):
             # The window waits for the thread pool when it closes: stop what would go on.
             self.cancel_prediction()
             self._cancel_report()
+            self.fine_tuning.cancel()  # the window then waits for it to stop, before its next step
             if self.navigator is not None:
                 self.navigator.close()  # the case prefetched closed; one opening, when it is open
         return False
@@ -920,16 +979,22 @@ def _queue(worklist: Worklist, order: list[str], should_stop):
     yield from worklist.prediction_queue(should_stop=should_stop, order=order)
 
 
-def _report(worklist: Worklist, folder: Path, job, stop: threading.Event, progress=None) -> list[Path] | None:
+def _report(worklist: Worklist, folder: Path, job, stop: threading.Event, held_out: bool = False,
+            progress=None) -> list[Path] | None:
     if job is not None:
         job()
+    cases = None
+    if held_out:
+        from ..ml.data import case_names, fixed_split  # torch: only when asked for
+
+        cases = fixed_split(worklist.folder, case_names(worklist.folder))["val"]
 
     def step(done: int, total: int, case: str) -> None:
         if progress is not None:
             progress(done, total)
 
     verdict = reviewed_verdict(worklist.folder, dict(worklist.checkpoints), progress=step, worklist=worklist,
-                               should_stop=stop.is_set)
+                               should_stop=stop.is_set, cases=cases)
     return None if verdict is None else write_dataset_report(folder, verdict)
 
 

@@ -1,0 +1,246 @@
+"""Worklist > Fine-tune model A on reviewed cases...: the window's job around
+``segview.session.finetune.fine_tune`` (no Qt there; this only runs it and shows it).
+
+- The case on screen is saved first when it has unsaved edits (the dock's save: training
+  reads the labels and review marks from the dataset).
+- The training runs in a worker thread; its progress ("Fine-tuning A: epoch k/n, loss x,
+  held-out Dice y") and Cancel are a row of the worklist dock. Cancel, or closing the
+  window, stops it before its next step and leaves no checkpoint (``fine_tune`` moves only
+  a finished run's best checkpoint into place).
+- A read-only dataset: the user chooses the folder the checkpoint goes into.
+- When it finishes, the checkpoint (``DATA/models/<parent>_ft<N>.safetensors``) is offered
+  as model B; Yes loads it as Model > Load checkpoint B does, so the worklist's checkpoints,
+  its prediction cache and queue follow, and File > Export held-out report... compares A
+  (the parent) and B (fine-tuned) on the held-out cases.
+"""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from ..core.errors import SegviewError
+from ..core.report import number_text
+from ..session import Worklist
+from .settings import dialog_folder, remember_folder
+from .workers import Worker
+
+if TYPE_CHECKING:
+    from .worklist_panel import JobRow, WorklistController
+
+#: The folder of the dataset that fine-tuned checkpoints go into (``session.finetune.MODELS_FOLDER``;
+#: not imported here, as that module brings torch with it).
+MODELS_FOLDER = "models"
+
+
+@dataclass
+class FineTuned:
+    """A finished run: the checkpoint written, and from its lineage the cases it trained on
+    and those held out (the split's "val")."""
+    path: Path
+    parent: Path
+    trained: list[str] = field(default_factory=list)
+    held_out: list[str] = field(default_factory=list)
+    slices: int = 0
+
+
+def progress_text(epoch: int, epochs: int, loss: float, dice: float) -> str:
+    """What the job's row says: ``epoch`` counted from 1."""
+    return (f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, "
+            f"held-out Dice {number_text(dice)}")
+
+
+class FineTuning(QObject):
+    """The fine-tuning job of a ``WorklistController`` (one at a time). Signals for tests
+    and scripts: ``progressed(dict)`` (ml.train's events, on the main thread),
+    ``finished(FineTuned or None)`` (None: cancelled; after the user answered whether to
+    use it as model B), ``failed(str)`` (the message shown)."""
+    progressed = Signal(object)
+    finished = Signal(object)
+    failed = Signal(str)
+    _event = Signal(object)  # from the worker thread; queued to the main thread
+
+    def __init__(self, controller: WorklistController, row: JobRow):
+        super().__init__(controller)
+        self.controller, self.window, self.row = controller, controller.window, row
+        self.history: list[dict] = []      # the epoch rows of the run going on (or last run)
+        self._stop: threading.Event | None = None
+        self._worker: Worker | None = None
+        self._worklist: Worklist | None = None
+        self._epochs = 0
+        row.cancel_clicked.connect(self.cancel)
+        self._event.connect(self._progress)
+
+    @property
+    def running(self) -> bool:
+        return self._stop is not None
+
+    def reason(self) -> str | None:
+        """Why fine-tuning cannot start now; None when it can."""
+        worklist = self.controller.worklist
+        if worklist is None:
+            return "Open a dataset first (File > Open dataset...)."
+        if worklist.layout != "nnU-Net":
+            return "Fine-tuning needs a dataset in the nnU-Net layout (imagesTr/, labelsTr/), not DICOM studies."
+        parent = worklist.checkpoints.get("A")
+        if parent is None:
+            return "Load model A first (Model > Load checkpoint A): it is the checkpoint fine-tuned."
+        if parent.suffix.lower() == ".onnx":
+            return f"Model A ({parent.name}) is an ONNX model: only a segview checkpoint (.safetensors) can be " \
+                   "fine-tuned."
+        if self.running:
+            return "Fine-tuning is running (Cancel in the worklist dock)."
+        return None
+
+    def tooltip(self) -> str:
+        reason = self.reason()
+        if reason is not None:
+            return reason
+        parent = self.controller.worklist.checkpoints["A"] if self.controller.worklist else Path("A")
+        return (f"Train {parent.name} further on the reviewed slices of the training cases\n"
+                "(the dataset's fixed split, splits.json; the held-out cases choose the epoch).\n"
+                f"Saved as {MODELS_FOLDER}/{parent.stem}_ft<N>.safetensors and offered as model B.")
+
+    # -- starting -----------------------------------------------------------------------
+    def start(self) -> None:
+        """Save the case on screen when it has unsaved edits, then fine-tune model A in a
+        worker (a read-only dataset: the user chooses where the checkpoint goes)."""
+        reason = self.reason()
+        worklist = self.controller.worklist
+        if reason is not None or worklist is None:
+            if reason is not None:
+                self.window.statusBar().showMessage(reason, 8000)
+            return
+        parent = worklist.checkpoints["A"]
+        models_folder = None
+        if worklist.read_only or not _writable(worklist.folder / MODELS_FOLDER):
+            start = str(dialog_folder(worklist.folder.parent / f"{parent.stem}_ft"))
+            chosen = QFileDialog.getExistingDirectory(
+                self.window, f"{worklist.folder.name} is read-only: folder for the fine-tuned checkpoint", start)
+            remember_folder(chosen)
+            if not chosen:
+                return
+            models_folder = Path(chosen)
+        self.controller.save_current(lambda: self._train(worklist, parent, models_folder), "fine-tuning")
+
+    def _train(self, worklist: Worklist, parent: Path, models_folder: Path | None) -> None:
+        if self.running or worklist is not self.controller.worklist:
+            return
+        stop = self._stop = threading.Event()
+        self._worklist, self.history, self._epochs = worklist, [], 0
+        self.row.start(f"Fine-tuning A ({parent.stem}) on the reviewed cases of {worklist.folder.name}: "
+                       "reading them...")
+        self.controller.dock.show()
+        worker = self._worker = Worker(run_fine_tune, worklist.folder, parent, models_folder, stop, self._event.emit)
+        worker.signals.returned.connect(self._done)
+        worker.signals.errored.connect(self._failed)
+        worker.start()
+        self.controller.update_actions()
+        self.window.statusBar().showMessage(f"Fine-tuning {parent.name} in the background...", 5000)
+
+    def cancel(self) -> None:
+        """Stop before the next training step; nothing is written."""
+        if self._stop is not None:
+            self._stop.set()
+            self.row.cancel.setEnabled(False)
+            self.row.label.setText("Fine-tuning: stopping...")
+
+    # -- on the main thread ---------------------------------------------------------------
+    def _progress(self, event: dict) -> None:
+        if self._stop is None or self._stop.is_set():
+            return  # stopping: the row says so
+        dice = self.history[-1]["val_dice"] if self.history else math.nan
+        if "step" in event:  # during an epoch (counted from 0)
+            self._epochs, steps = int(event["epochs"]), int(event["steps"])
+            self.row.step(int(event["epoch"]) * steps + int(event["step"]), self._epochs * steps,
+                          progress_text(int(event["epoch"]) + 1, self._epochs, float(event["loss"]), dice))
+        else:  # an epoch's row (counted from 1)
+            self.history.append(event)
+            epoch = int(event["epoch"])
+            self.row.step(epoch, max(self._epochs, epoch),
+                          progress_text(epoch, max(self._epochs, epoch), float(event["train_loss"]),
+                                        float(event["val_dice"])))
+        self.progressed.emit(event)
+
+    def _finish(self) -> None:
+        self._stop = self._worker = None
+        self.row.hide()
+        self.controller.update_actions()
+
+    def _done(self, result: FineTuned | None) -> None:
+        worklist = self._worklist
+        self._finish()
+        if result is None:
+            self.window.statusBar().showMessage("Fine-tuning cancelled: no checkpoint written", 8000)
+            return self.finished.emit(None)
+        self.window.statusBar().showMessage(f"Fine-tuned checkpoint saved: {result.path}", 10000)
+        if self.window.isVisible() and worklist is self.controller.worklist and worklist is not None:
+            answer = QMessageBox.question(
+                self.window, "Fine-tuning finished", f"Use {result.path.name} as model B?\n\n{self.summary(result)}",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+            if answer == QMessageBox.StandardButton.Yes:
+                # As Model > Load checkpoint B: the worklist's checkpoints, cache and queue follow.
+                self.window.load_model(result.path, "B")
+                held_out = ", ".join(result.held_out) or "none"
+                self.window.statusBar().showMessage(
+                    f"Model B: {result.path.name}. File > Export held-out report... compares A and B on the "
+                    f"held-out cases ({held_out})", 15000)
+        self.finished.emit(result)
+
+    def summary(self, result: FineTuned) -> str:
+        """What the question says of a finished run: where it is, what it learnt from, its
+        best held-out Dice."""
+        scored = [row for row in self.history if not math.isnan(row["val_dice"])]
+        held_out = ", ".join(result.held_out) or "none"
+        if scored:
+            best = max(scored, key=lambda row: row["val_dice"])
+            judged = (f"Best held-out Dice {number_text(best['val_dice'])} (epoch {best['epoch']} of "
+                      f"{len(self.history)}) on the held-out cases ({held_out}).")
+        else:
+            judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
+                      "epoch (the lowest training loss did): review them to judge the model.")
+        return (f"Fine-tuned from {result.parent.name} on {result.slices} reviewed slices of "
+                f"{len(result.trained)} cases; saved as {result.path}.\n\n{judged}\n\n"
+                "As model B, the worklist predicts every case with it, and File > Export held-out report... "
+                "compares A and B on the held-out cases.")
+
+    def _failed(self, exc: Exception) -> None:
+        self._finish()
+        if not isinstance(exc, (SegviewError, OSError, FloatingPointError)):
+            raise exc
+        message = str(exc)
+        self.window.statusBar().showMessage(f"Fine-tuning failed: {message}", 10000)
+        QMessageBox.critical(self.window, "Fine-tuning failed", message)
+        self.failed.emit(message)
+
+
+def _writable(folder: Path) -> bool:
+    """Whether a checkpoint can be written into ``folder`` (or, before it exists, made there)."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+# -- in the worker ---------------------------------------------------------------------------
+
+def run_fine_tune(folder: Path, parent: Path, models_folder: Path | None, stop: threading.Event,
+                  progress: Callable[[dict], None]) -> FineTuned | None:
+    """``fine_tune`` with its lineage read back; None when ``stop`` was set (nothing written).
+    Raises FineTuneError, CheckpointError."""
+    from ..ml.checkpoint import read_metadata
+    from ..ml.train import TrainingCancelled
+    from ..session.finetune import fine_tune
+
+    try:
+        path = fine_tune(folder, parent, progress=progress, should_stop=stop.is_set, models_folder=models_folder)
+    except TrainingCancelled:
+        return None
+    lineage = read_metadata(path).get("lineage") or {}
+    return FineTuned(path, parent, sorted(lineage.get("cases", {})), list(lineage.get("split", {}).get("val", [])),
+                     int(lineage.get("reviewed_slices", 0)))

@@ -1,0 +1,206 @@
+"""Worklist > Fine-tune model A on reviewed cases...: the job runs in the background with
+progress and Cancel, its checkpoint lands in DATA/models and becomes model B when the user
+says so (the worklist predicts with it), the held-out report compares A and B on the
+held-out cases only. Tiny datasets and checkpoints made here; two epochs."""
+import csv
+import json
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from segview.core.io import load_volume
+from segview.core.journal import image_key
+from segview.core.review_state import ReviewState, save_review_state
+from segview.ml import train as train_module
+from segview.ml.checkpoint import read_metadata
+from segview.ml.data import case_names, fixed_split
+from segview.session import Worklist
+from tests.session.conftest import make_checkpoint, make_dataset
+
+from .test_worklist_panel import action, open_case, open_dataset
+from .test_worklist_review import mark
+
+TIMEOUT = 120000
+FINE_TUNE = ("Worklist", "Fine-tune model A on reviewed cases...")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Predictions are cached in a temporary folder, never the user's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture
+def short(monkeypatch):
+    """The documented fine-tuning defaults, but two epochs (the TrainConfig values every
+    fine-tuning takes)."""
+    monkeypatch.setitem(train_module.FINETUNE_PRESET, "epochs", 2)
+
+
+def review(folder, name, slices) -> None:
+    """Write ``slices`` of case ``name`` as reviewed into its sidecar, as a saved review does."""
+    path = folder / "labelsTr" / f"{name}.nii.gz"
+    volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+    state = ReviewState.empty(volume.array.shape[0])
+    state.reviewed[list(slices)] = True
+    save_review_state(path, state, image_key(volume))
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Six tiny cases, every slice reviewed but in the first training case (none reviewed,
+    ``dataset.unreviewed``); the split drawn (``dataset.held_out``)."""
+    folder = tmp_path / "Dataset003_Scanner"
+    make_dataset(folder, 6)
+    split = fixed_split(folder, case_names(folder))
+    for name in case_names(folder):
+        if name != split["train"][0]:
+            review(folder, name, range(6))
+    return folder
+
+
+@pytest.fixture
+def parent(tmp_path):
+    (tmp_path / "shipped").mkdir()
+    return make_checkpoint(tmp_path / "shipped" / "ce.safetensors", 1)
+
+
+def split_of(folder) -> dict:
+    return json.loads((folder / "splits.json").read_text())[0]
+
+
+def checkpoints_in(folder) -> list[str]:
+    """What a models folder holds, hidden work folders included."""
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtbot, window, dataset, parent,
+                                                                            short, dialogs, monkeypatch):
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    unreviewed, held_out = split_of(dataset)["train"][0], split_of(dataset)["val"]
+    open_case(qtbot, controller, unreviewed)
+    for z in (1, 2):
+        mark(qtbot, window, z)  # not saved yet: the job saves it before training
+    assert window.session.modified
+    job, row = controller.fine_tuning, controller.panel.finetune
+    shown = []
+    job.progressed.connect(lambda event: shown.append((event, row.isVisible(), row.label.text())))
+    queue = []
+    controller.queue_finished.connect(queue.append)
+    dialogs.answers = [QMessageBox.Yes]
+    assert action(window, *FINE_TUNE).isEnabled()
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT) as finished:
+        action(window, *FINE_TUNE).trigger()
+        assert not action(window, *FINE_TUNE).isEnabled() or controller.saving  # one job at a time
+    result = finished.args[0]
+
+    path = dataset / "models" / "ce_ft1.safetensors"
+    assert result.path == path and path.is_file()
+    assert checkpoints_in(dataset / "models") == ["ce_ft1.curves.png", "ce_ft1.log.csv", "ce_ft1.safetensors"]
+    steps = [(e, visible, text) for e, visible, text in shown if "step" in e]
+    epochs = [(e, text) for e, _, text in shown if "val_dice" in e]
+    assert steps and all(visible for _, visible, _ in steps)
+    assert steps[0][2].startswith("Fine-tuning A: epoch 1/2, loss ") and steps[0][2].endswith("held-out Dice –")
+    assert [e["epoch"] for e, _ in epochs] == [1, 2]
+    for event, text in epochs:
+        assert text == (f"Fine-tuning A: epoch {event['epoch']}/2, loss {event['train_loss']:.3f}, "
+                        f"held-out Dice {event['val_dice']:.3f}")
+    assert not row.isVisible() and action(window, *FINE_TUNE).isEnabled()
+
+    lineage = read_metadata(path)["lineage"]
+    assert lineage["cases"][unreviewed] == [1, 2]             # the marks on screen were saved first
+    assert not set(lineage["cases"]) & set(held_out) and lineage["split"]["val"] == held_out
+    assert lineage["parent"]["name"] == "ce.safetensors"
+    question = [text for kind, text in dialogs if kind == "question"]
+    assert question and question[0].startswith("Use ce_ft1.safetensors as model B?")
+
+    qtbot.waitUntil(lambda: bool(queue), timeout=TIMEOUT)           # B loaded: the worklist predicts every case
+    assert controller.worklist.checkpoints == {"A": parent, "B": path} and queue == [True]
+    assert set(window.session.models) == {"A", "B"} and window.session.models["B"].path == path
+    window.set_comparing(True)
+    assert "fine-tuned from ce on 5 cases" in window.workspace.compare.headers["B"].text()
+    cached = Worklist.open(dataset, {"A": parent, "B": path})  # the cache holds B's predictions
+    assert all(case.disputed == case.disputed for case in cached.cases)  # none NaN
+
+    out = dataset.parent / "held_out_report"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(out))
+    with qtbot.waitSignal(controller.report_written, timeout=TIMEOUT):
+        action(window, "File", "Export held-out report...").trigger()
+    with open(out / "results.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert sorted((r["case"], r["model"]) for r in rows) == sorted((n, s) for n in held_out for s in "AB")
+    assert {r["checkpoint"] for r in rows if r["model"] == "B"} == {"ce_ft1.safetensors"}
+    verdict = json.loads((out / "verdict.json").read_text())
+    assert set(verdict["cases"]) | set(verdict["left_out"]) == set(held_out)
+    assert [kind for kind, _ in dialogs] == ["question"]
+
+
+def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, dataset, parent, dialogs):
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    job, row = controller.fine_tuning, controller.panel.finetune
+    events = []
+
+    def cancel_at_first_step(event):
+        events.append(event)
+        if len(events) == 1:
+            qtbot.mouseClick(row.cancel, Qt.LeftButton)
+
+    job.progressed.connect(cancel_at_first_step)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT) as finished:
+        action(window, *FINE_TUNE).trigger()
+    assert finished.args == [None] and len(events) == 1          # stopped before its next step
+    assert checkpoints_in(dataset / "models") == []
+    assert "cancelled" in window.statusBar().currentMessage()
+    assert not row.isVisible() and action(window, *FINE_TUNE).isEnabled()
+    assert dialogs == []                                          # nothing offered, nothing failed
+    open_case(qtbot, controller, "case_002")                      # the window goes on
+
+
+def test_closing_the_window_during_the_job_cancels_it_and_waits_for_it(qtbot, window, dataset, parent):
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    job = controller.fine_tuning
+    finished = []
+    job.finished.connect(finished.append)
+    job.progressed.connect(lambda event: window.close() if window.isVisible() else None)
+    with qtbot.waitSignal(job.progressed, timeout=TIMEOUT):
+        action(window, *FINE_TUNE).trigger()
+    qtbot.waitUntil(lambda: bool(finished), timeout=TIMEOUT)
+    assert finished == [None] and not window.isVisible()
+    assert checkpoints_in(dataset / "models") == []
+
+
+def test_fine_tune_is_disabled_with_the_reason_without_a_dataset_or_model_a(qtbot, window, dataset, parent):
+    item = action(window, *FINE_TUNE)
+    assert not item.isEnabled() and "Open a dataset" in item.toolTip()
+    controller = open_dataset(qtbot, window, dataset)
+    assert not item.isEnabled() and "Load model A" in item.toolTip()
+    controller.set_checkpoints({"A": parent})
+    assert item.isEnabled() and "ce_ft<N>.safetensors" in item.toolTip()
+
+
+def test_a_read_only_dataset_asks_where_the_checkpoint_goes(qtbot, window, dataset, parent, short, dialogs,
+                                                             tmp_path, monkeypatch):
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    controller.worklist.read_only = True  # as a dataset this user cannot write opens (tests run as root)
+    chosen = tmp_path / "mine"
+    chosen.mkdir()
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: asked.append(args[1]) or str(chosen))
+    dialogs.answers = [QMessageBox.No]
+    with qtbot.waitSignal(controller.fine_tuning.finished, timeout=TIMEOUT) as finished:
+        action(window, *FINE_TUNE).trigger()
+    assert asked and "read-only" in asked[0]
+    assert finished.args[0].path == chosen / "ce_ft1.safetensors" and checkpoints_in(dataset / "models") == []
+    assert "B" not in controller.worklist.checkpoints                 # No: offered, not taken
+
+
+def test_nothing_reviewed_to_train_on_is_a_message_and_no_checkpoint(qtbot, window, tmp_path, parent, dialogs):
+    folder = tmp_path / "Dataset004_Unreviewed"
+    make_dataset(folder, 3)
+    controller = open_dataset(qtbot, window, folder, {"A": parent})
+    with qtbot.waitSignal(controller.fine_tuning.failed, timeout=TIMEOUT) as failed:
+        action(window, *FINE_TUNE).trigger()
+    assert "reviewed" in failed.args[0]
+    assert [kind for kind, _ in dialogs] == ["critical"]
+    assert checkpoints_in(folder / "models") == [] and action(window, *FINE_TUNE).isEnabled()
