@@ -4,7 +4,8 @@ hooks act on the ReviewSession; the window only routes the mouse to the active e
 
 A ``PlanePoint`` says where the mouse is: the array axis normal to the plane (0: z planes,
 1: y planes, 2: x planes), the plane's index and the point in the plane's voxel coordinates
-(array order), so every tool works in every view.
+(array order), so every tool works in every view. An effect with ``right_click`` also gets a
+right click, as a ``release`` whose point has ``erase`` set (as Shift + click).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from PySide6.QtCore import Qt
 from typing import Union
 
 from ..session import ReviewSession
+from ..session.interaction import ClickJob
 from ..session.review import ToolJob
 
 
@@ -45,8 +47,8 @@ class ToolSettings:
 
 
 #: What a hook returns: a message for the status bar, a ToolJob for the window to run in a
-#: worker (then ``finish_tool``), or None.
-Outcome = Union[str, ToolJob, None]
+#: worker (then ``finish_tool``), a ClickJob likewise (then ``finish_click``), or None.
+Outcome = Union[str, ToolJob, ClickJob, None]
 
 
 class Effect:
@@ -56,6 +58,7 @@ class Effect:
     cursor = Qt.CursorShape.ArrowCursor
     paints = False
     brush = False
+    right_click = False  # a right click is a release with ``erase`` (else right drags set the window)
 
     def press(self, session: ReviewSession, at: PlanePoint, settings: ToolSettings) -> Outcome:
         return None
@@ -161,4 +164,18 @@ class Grow(Effect):
         return session.tool_job("grow_confidence_connected", at.zyx, value, axis=axis, box_mm=box)
 
 
-EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow())
+class Click(Effect):
+    """Interactive correction: each click asks the click model to correct the chosen class
+    on the axial slice clicked (``ReviewSession.click_job``); the window runs the job in a
+    worker, shows the clicks as dots, and ends the interaction on Enter, Esc, another tool
+    or another slice."""
+    name, text, key, tip = ("click", "Click", "C", "Click correction: left click adds to the class, right click "
+                            "(or Shift + click) removes; the model corrects the region")
+    cursor = Qt.CursorShape.CrossCursor
+    paints = right_click = True
+
+    def release(self, session, at, settings):
+        return session.click_job(at.index, at.point, positive=not at.erase, value=settings.value, axis=at.axis)
+
+
+EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click())

@@ -3,6 +3,7 @@ workspace to it; every state of the work (image, labels, review marks, models an
 predictions, metrics, journal) lives in the session, none in the widgets."""
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from ..core.labels import Edit, Mark
 from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
+from ..session.interaction import ClickJob
 from ..session.review import ToolJob
 from ..session.models import load_predictor
 from .dialogs import choose_series
@@ -32,6 +34,7 @@ from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_fol
 from .slice_view import Overlay
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
+from .click_tool import install_clicks
 from .measures_panel import install_measures
 from .worklist_panel import install_worklist
 from .workspace import Workspace
@@ -85,6 +88,7 @@ class MainWindow(QMainWindow):
         self._metrics_timer.timeout.connect(self._show_metrics)
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
         self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
+        self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
 
     # -- what tests and scripts read --------------------------------------------------
     @property
@@ -651,6 +655,12 @@ class MainWindow(QMainWindow):
             self.session.labels.intensity_range = self.tools.intensity_range()
 
     def _stroke(self, phase: str, at: PlanePoint) -> None:
+        if phase == "right":  # a right click: a removing click, for the tools that take one
+            if not self.effect.right_click:
+                return
+            phase, at = "end", replace(at, erase=True)
+            if self._refused():
+                return
         if self.session is None or (phase == "start" and self._refused()) or self.read_only_reason() is not None:
             return
         hook = {"start": self.effect.press, "move": self.effect.drag, "end": self.effect.release}[phase]
@@ -665,6 +675,8 @@ class MainWindow(QMainWindow):
             self._redraw_labels()  # the stroke is whole on screen when the mouse is released
         if isinstance(outcome, ToolJob):
             self._run_tool(outcome, self.effect.text)
+        elif isinstance(outcome, ClickJob):
+            self.click_controller.submit(outcome)
         elif outcome:
             self.statusBar().showMessage(outcome, 8000)
 

@@ -3,7 +3,8 @@
 Mouse: the wheel steps through slices (with Ctrl or Cmd it zooms, as does a pinch),
 a right-drag sets window (horizontal) and level (vertical), a left or middle drag pans,
 a double-click asks the other views to go to that point. With a brush tool on, a left
-click or drag is a stroke instead (the view reports it; the window edits the labels).
+click or drag is a stroke instead (the view reports it; the window edits the labels), and
+a right click (no drag) is reported as a stroke of phase "right" (the Click tool removes).
 """
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ class SliceViewBox(pg.ViewBox):
     wheel_scrolled = Signal(int)              # +1 / -1 slices
     window_dragged = Signal(float, float)     # screen pixels moved right, up
     double_clicked = Signal(object)           # the point in view coordinates (mm)
-    stroked = Signal(str, object, object)     # "start" | "move" | "end", point (mm), modifiers
+    stroked = Signal(str, object, object)     # "start" | "move" | "end" | "right", point (mm), modifiers
 
     def __init__(self):
         super().__init__(lockAspect=True, invertY=True, enableMenu=False)
@@ -112,12 +113,22 @@ class SliceViewBox(pg.ViewBox):
             point = self.mapSceneToView(event.scenePos())
             self.stroked.emit("start", point, event.modifiers())
             self.stroked.emit("end", point, event.modifiers())
+        elif self.painting and event.button() == Qt.RightButton:  # a right click: for the tools that take one
+            event.accept()
+            self.stroked.emit("right", self.mapSceneToView(event.scenePos()), event.modifiers())
         else:
             super().mouseClickEvent(event)
 
     def mouseDoubleClickEvent(self, event):
         event.accept()
         self.double_clicked.emit(self.mapSceneToView(event.scenePos()))
+
+
+class _Dots(pg.ScatterPlotItem):
+    """Markers that let every click through to the view (a click on a dot is one on the image)."""
+
+    def mouseClickEvent(self, ev):
+        ev.ignore()
 
 
 class SliceView(pg.GraphicsLayoutWidget):
@@ -157,6 +168,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.brush_cursor.setZValue(100)
         self.box.addItem(self.brush_cursor, ignoreBounds=True)
         self.brush_radius_mm: float | None = None
+        self.markers: list[tuple[tuple[int, ...], tuple[int, ...]]] = []  # ((z, y, x), (r, g, b)): set_markers
+        self.marker_item = _Dots(size=9, pxMode=True, pen=pg.mkPen((0, 0, 0), width=1))
+        self.marker_item.setZValue(90)
+        self.box.addItem(self.marker_item, ignoreBounds=True)
         self.scene().sigMouseMoved.connect(self._mouse_moved)
         self.grabGesture(Qt.GestureType.PinchGesture)
         self.volume: Volume | None = None
@@ -242,6 +257,26 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.redraw_image()
         for name in self.overlays:
             self.redraw_overlay(name)
+        self._draw_markers()
+
+    def set_markers(self, markers) -> None:
+        """Small dots of a fixed size on screen at the voxels of ``markers`` (((z, y, x),
+        (r, g, b)), ...), each on the slice of this view that holds it: the Click tool's clicks."""
+        self.markers = [(tuple(int(v) for v in voxel), tuple(int(c) for c in color)) for voxel, color in markers]
+        self._draw_markers()
+
+    def _draw_markers(self) -> None:
+        if self.volume is None or not self.markers:
+            self.marker_item.setData([], [])
+            return
+        axis = self.orientation.axes(self.view)[0]
+        row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
+        spots = []
+        for voxel, color in self.markers:
+            if voxel[axis] == self.index:
+                row, col = self.orientation.to_display(self.view, voxel, self.volume.shape)
+                spots.append({"pos": ((col + 0.5) * col_mm, (row + 0.5) * row_mm), "brush": pg.mkBrush(*color)})
+        self.marker_item.setData(spots)
 
     def redraw_image(self) -> None:
         if self.volume is None or not self.isVisible():

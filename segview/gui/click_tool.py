@@ -1,0 +1,194 @@
+"""The Click tool's wiring (``effects.Click``): each click's model run in a worker, the
+clicks as dots, the end of an interaction.
+
+A click of the tool gives a ``ClickJob`` (``ReviewSession.click_job``); the controller runs
+it in a worker and hands the result to ``finish_click`` on the main thread (one undo step;
+the labels and the live metrics follow as for any edit). Clicks given while the model runs
+wait their turn, each computed on the labels its predecessor left. The clicks of the
+interaction in progress, and those waiting, show as small green (adds) and red (removes)
+dots. The interaction ends on Enter (once the clicks waiting are done), on Esc (those are
+dropped), when another tool, class, slice or image is chosen; undo takes a click's dot
+away with its edit. Without a click model a dialog says so; a click the model fails on
+says so in the status bar; neither changes the labels.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtWidgets import QMessageBox
+
+from ..core.errors import SegviewError
+from ..session import ReviewSession
+from ..session.interaction import ClickJob, ClickProposal
+from .workers import Worker
+
+if TYPE_CHECKING:
+    from .main_window import MainWindow
+
+ADDS, REMOVES = (40, 220, 40), (235, 40, 40)
+ENDS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape)
+
+
+class ClickController(QObject):
+    """Runs the Click tool's jobs for ``window`` (see the module docstring)."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.session: ReviewSession | None = None   # the session whose steps it follows
+        self.running: ClickJob | None = None
+        self.waiting: list[ClickJob] = []             # clicks given while the model ran
+        self._workers: set[Worker] = set()
+        self._end_when_idle = False
+        window.loaded.connect(self._session_shown)
+        window.tools.tool_changed.connect(self._tool_chosen)
+        window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
+        window.workspace.slice_changed.connect(lambda *_: self._slice_shown())
+        for view in self._views():
+            view.installEventFilter(self)
+
+    # -- what the window hands over -------------------------------------------------------
+    def submit(self, job: ClickJob) -> None:
+        """A click of the tool: run now, or after the click running."""
+        self._end_when_idle = False
+        self.waiting.append(job)
+        self.show_dots()
+        self._next()
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or bool(self.waiting)
+
+    def end(self, cancel: bool = False) -> None:
+        """End the interaction; ``cancel`` drops the clicks not yet applied (else they are
+        applied first, then it ends)."""
+        if cancel:
+            if self.running is not None:
+                self.running.cancel()
+            self.waiting.clear()
+        elif self.busy:
+            self._end_when_idle = True
+            return
+        self._end_when_idle = False
+        if self.session is not None:
+            self.session.end_interaction()
+        self.show_dots()
+
+    # -- running --------------------------------------------------------------------------
+    def _next(self) -> None:
+        session = self.window.session
+        if self.running is not None or not self.waiting or session is None:
+            if not self.busy and self._end_when_idle:
+                self.end()
+            return
+        job = self.waiting.pop(0)
+        if job.version != session.version:  # made before the click ahead of it was applied
+            try:
+                job = session.click_job(job.z, job.point, job.positive, job.value, job.axis)
+            except SegviewError as exc:
+                self.window.statusBar().showMessage(f"Click: {exc}", 8000)
+                return self._next()
+        self.running = job
+        worker = Worker(job)
+        self._workers.add(worker)
+        worker.signals.returned.connect(lambda proposal: self._done(session, job, proposal))
+        worker.signals.errored.connect(lambda exc: self._failed(job, exc))
+        worker.signals.finished.connect(lambda: self._workers.discard(worker))
+        worker.start()
+
+    def _done(self, session: ReviewSession, job: ClickJob, proposal: ClickProposal | None) -> None:
+        self.running = None
+        if session is self.window.session and not job.cancelled:
+            try:
+                changed = session.finish_click(job, proposal)
+            except SegviewError as exc:
+                self.window.statusBar().showMessage(f"Click: {exc}", 8000)
+            else:
+                self.window.statusBar().showMessage(f"Click: {changed} voxels changed" if changed else
+                                                    "Click: the model changed nothing", 5000)
+        self.show_dots()
+        self._next()
+
+    def _failed(self, job: ClickJob, exc: Exception) -> None:
+        self.running = None
+        if not isinstance(exc, SegviewError):
+            raise exc  # a programming error: let it surface
+        from ..ml.checkpoint import CheckpointError
+
+        if isinstance(exc, CheckpointError):  # no model: every click waiting would fail the same way
+            self.waiting.clear()
+            self._end_when_idle = False
+            self.show_dots()
+            QMessageBox.warning(self.window, "No click model", f"{exc}\n\nThe labels are unchanged.")
+            return
+        if not job.cancelled:
+            self.window.statusBar().showMessage(f"Click: {exc}", 10000)
+        self.show_dots()
+        self._next()
+
+    # -- the dots ---------------------------------------------------------------------------
+    def show_dots(self) -> None:
+        """The clicks of the interaction and those waiting, on every view and pane."""
+        session = self.window.session
+        markers = []
+        if session is not None and session is self.session:
+            interaction = session.interaction
+            pending = ([self.running] if self.running is not None and not self.running.cancelled else []) + self.waiting
+            if interaction.active and interaction.z is not None and all(job.continues for job in pending):
+                markers += [((interaction.z, c.y, c.x), ADDS if c.positive else REMOVES) for c in interaction.clicks]
+            markers += [((job.z, *job.point), ADDS if job.positive else REMOVES) for job in pending]
+        for view in self._views():
+            view.set_markers(markers)
+
+    def markers(self) -> list:
+        """The dots shown (((z, y, x), colour), ...), for tests and scripts."""
+        return list(self.window.workspace.viewer.plane_view().markers)
+
+    def _views(self) -> list:
+        workspace = self.window.workspace
+        return list(workspace.viewer.views.values()) + [workspace.compare.panes[name] for name in ("A", "B")]
+
+    # -- what ends an interaction -------------------------------------------------------------
+    def _session_shown(self) -> None:
+        session = self.window.session
+        if session is self.session:
+            return
+        self.end(cancel=True)
+        self.session = session
+        if session is not None:
+            session.labels.step_listeners.append(self.show_dots)  # undo and redo move the dots
+        self.show_dots()
+
+    def _tool_chosen(self, name: str) -> None:
+        if name != "click":
+            self.end(cancel=True)
+
+    def _class_chosen(self) -> None:
+        session = self.window.session
+        if session is not None and session.interaction.active and \
+                session.interaction.value != self.window.tools.active_class():
+            self.end(cancel=True)
+
+    def _slice_shown(self) -> None:
+        session = self.window.session
+        if session is not None and session.interaction.active and session.interaction.z != self.window.current_slice():
+            self.end(cancel=True)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """Enter and Esc in a view end the interaction (Esc then no longer cancels
+        inference: its shortcut is overridden while an interaction is on)."""
+        kind = event.type()
+        if kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and event.key() in ENDS:  # type: ignore[attr-defined]
+            session = self.window.session
+            if self.busy or (session is not None and session.interaction.active):
+                event.accept()
+                if kind == QEvent.Type.KeyPress:
+                    self.end(cancel=event.key() == Qt.Key.Key_Escape)  # type: ignore[attr-defined]
+                return True
+        return False
+
+
+def install_clicks(window: MainWindow) -> ClickController:
+    """The Click tool's controller for ``window`` (``window.click_controller``)."""
+    return ClickController(window)

@@ -1,0 +1,187 @@
+"""The Click tool in the window (issue 20, item 5): real mouse clicks run the click model in
+a worker, the labels and the live metrics follow, undo takes a click back, the clicks show
+as green and red dots until Enter, Esc, another tool or slice ends the interaction; a
+missing or failing model says so and changes nothing; a read-only case cannot use it.
+
+The network's answer is replaced by a rule the test can predict (``disks_refine`` of the
+session tests: a disk of radius 3 voxels set or cleared at each click)."""
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+
+from segview.core.phantoms import make_phantom
+from segview.ml.interactive import ClickModel
+from segview.resources import DEMO_MODELS
+from segview.session import ReviewSession
+from segview.session.interaction import ENVIRONMENT
+
+from ..session.test_click import disk, disks_refine, make_click_checkpoint, recount
+from .helpers import display_pixel, drag, load_models, wait_for_inference
+
+GREEN, RED = (40, 220, 40), (235, 40, 40)
+
+
+@pytest.fixture(scope="module")
+def click_checkpoint(tmp_path_factory):
+    return make_click_checkpoint(tmp_path_factory.mktemp("click") / "interactive.safetensors")
+
+
+@pytest.fixture
+def threads(monkeypatch, click_checkpoint):
+    """The tiny checkpoint as the click model, answering by ``disks_refine``; the threads it ran on."""
+    monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
+    ran_on = []
+
+    def refine(self, volume, z, mask, clicks):
+        ran_on.append(threading.current_thread())
+        return disks_refine(self, volume, z, mask, clicks)
+
+    monkeypatch.setattr(ClickModel, "refine", refine)
+    return ran_on
+
+
+def open_case(qtbot, window, read_only=None):
+    """The cardiac demo image with empty labels (its classes kept)."""
+    case = make_phantom("cardiac", 0)
+    session = ReviewSession.open(case.volume, classes=list(case.classes))
+    if read_only:
+        session.read_only_reason = read_only  # as a worklist case another segview holds
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.show_session(session)
+    return session
+
+
+def axial(window):
+    return window.workspace.viewer.views["axial"]
+
+
+def click(qtbot, window, voxel, button=Qt.LeftButton, modifiers=Qt.NoModifier, wait=True):
+    """A mouse click on voxel (z, y, x) of the axial view; waits for the labels to change."""
+    view = axial(window)
+    before = window.session.version
+    drag(view, [display_pixel(view, voxel)], modifiers, button)
+    if wait:
+        qtbot.waitUntil(lambda: window.session.version != before and not window.click_controller.busy, timeout=10000)
+
+
+def dots(window):
+    """The dots on the axial view: ((z, y, x), colour) of each, and how many are drawn."""
+    view = axial(window)
+    return window.click_controller.markers(), len(view.marker_item.data)
+
+
+def test_clicks_correct_through_the_worker_undo_takes_one_back_and_enter_ends(qtbot, window, threads):
+    session = open_case(qtbot, window)
+    qtbot.keyClick(axial(window), Qt.Key_C)
+    assert window.effect.name == "click"
+    value = window.tools.active_class()
+    z = axial(window).index
+    shape = session.labels.array.shape[1:]
+    click(qtbot, window, (z, 40, 50))
+    expected = np.zeros(shape, np.uint8)
+    expected[disk(shape, 40, 50)] = value
+    np.testing.assert_array_equal(session.labels.array[z], expected)
+    assert threads and all(t is not threading.main_thread() for t in threads)  # in a worker
+    np.testing.assert_array_equal(axial(window).overlay_items["labels"].image,
+                                  axial(window).orientation.slice(session.labels.array, "axial", z))
+    click(qtbot, window, (z, 42, 50), button=Qt.RightButton)  # removes
+    expected[disk(shape, 42, 50)] = 0
+    np.testing.assert_array_equal(session.labels.array[z], expected)
+    assert dots(window) == ([((z, 40, 50), GREEN), ((z, 42, 50), RED)], 2)
+    assert len(threads) == 2 and [len(c) for c in [session.interaction.clicks]] == [2]
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # undo: the right click and its dot go
+    expected[disk(shape, 40, 50)] = value
+    np.testing.assert_array_equal(session.labels.array[z], expected)
+    assert dots(window) == ([((z, 40, 50), GREEN)], 1)
+    qtbot.keyClick(axial(window), Qt.Key_Return)
+    assert dots(window) == ([], 0) and not session.interaction.active
+    np.testing.assert_array_equal(session.labels.array[z], expected)  # Enter changes nothing
+    assert not session.reviewed.any()
+
+
+def test_shift_click_removes_and_esc_another_slice_or_tool_end_the_interaction(qtbot, window, threads):
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    click(qtbot, window, (z, 40, 50))
+    click(qtbot, window, (z, 40, 52), modifiers=Qt.ShiftModifier)
+    assert [c.positive for c in session.interaction.clicks] == [True, False]
+    assert dots(window)[1] == 2
+    qtbot.keyClick(axial(window), Qt.Key_Escape)
+    assert dots(window) == ([], 0) and not session.interaction.active
+    click(qtbot, window, (z, 60, 60))
+    assert dots(window)[1] == 1
+    qtbot.keyClick(axial(window), Qt.Key_Up)  # another slice
+    assert dots(window)[0] == [] and not session.interaction.active
+    qtbot.keyClick(axial(window), Qt.Key_Down)
+    assert dots(window) == ([], 0)
+    click(qtbot, window, (z, 60, 60), button=Qt.RightButton)
+    assert dots(window)[1] == 1
+    window.tools.set_tool("brush")  # another tool
+    assert dots(window) == ([], 0) and not session.interaction.active
+
+
+def test_the_live_metrics_follow_a_click_exactly(qtbot, window, threads):
+    session = open_case(qtbot, window)
+    with wait_for_inference(qtbot, window):
+        load_models(qtbot, window, DEMO_MODELS)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    click(qtbot, window, (z, 64, 64))
+    click(qtbot, window, (z, 66, 64), button=Qt.RightButton)
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    for slot in ("A", "B"):
+        matrix = session.live.matrices[slot]
+        np.testing.assert_array_equal(matrix.per_slice,
+                                      recount(session.prediction(slot), session.labels.array, matrix.num_classes))
+
+
+def test_without_a_click_model_a_dialog_says_so_and_nothing_changes(qtbot, window, dialogs, monkeypatch, tmp_path):
+    monkeypatch.setenv(ENVIRONMENT, str(tmp_path / "missing.safetensors"))
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    click(qtbot, window, (z, 40, 50), wait=False)
+    qtbot.waitUntil(lambda: any(kind == "warning" for kind, _ in dialogs), timeout=10000)
+    assert any("No click model" in text and "missing.safetensors" in text for _, text in dialogs)
+    assert not session.labels.array.any() and not session.labels.can_undo
+    assert dots(window) == ([], 0)
+
+
+def test_a_failing_model_says_so_in_the_status_bar_and_nothing_changes(qtbot, window, monkeypatch, click_checkpoint):
+    monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
+
+    def fail(*_):
+        raise RuntimeError("no memory left")
+
+    monkeypatch.setattr(ClickModel, "refine", fail)
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    click(qtbot, window, (axial(window).index, 40, 50), wait=False)
+    qtbot.waitUntil(lambda: "no memory left" in window.statusBar().currentMessage(), timeout=10000)
+    assert not session.labels.array.any() and not session.labels.can_undo
+    assert dots(window) == ([], 0)
+
+
+def test_a_bad_click_is_a_message(qtbot, window, threads):
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    window.workspace.viewer.show_view("coronal")
+    view = window.workspace.viewer.views["coronal"]
+    drag(view, [(view.volume.shape[0] // 2, 20)])
+    assert "axial" in window.statusBar().currentMessage()
+    assert not session.labels.array.any() and not threads
+
+
+def test_a_read_only_case_cannot_use_the_click_tool(qtbot, window, threads):
+    session = open_case(qtbot, window, read_only="another segview has it")
+    button = next(b for b in window.tools.tool_buttons.buttons() if b.text() == "Click")
+    assert not button.isEnabled() and "another segview" in button.toolTip()
+    qtbot.keyClick(axial(window), Qt.Key_C)
+    assert window.effect.name == "navigate"
+    click(qtbot, window, (axial(window).index, 40, 50), wait=False)
+    click(qtbot, window, (axial(window).index, 40, 50), button=Qt.RightButton, wait=False)
+    qtbot.wait(200)
+    assert not session.labels.array.any() and not threads and dots(window) == ([], 0)
