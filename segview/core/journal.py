@@ -210,7 +210,7 @@ class Journal:
             self.error = JournalError(f"cannot keep a journal of the edits in {self.path.parent}: "
                                       f"{getattr(exc, 'strerror', None) or exc}")
 
-    def _wait(self) -> None:
+    def wait(self) -> None:
         """Until the snapshot is written (a ``Journal.snapshot_job`` runs in a thread)."""
         if self._writing is not None:
             self._writing.join()
@@ -227,7 +227,7 @@ class Journal:
         A failed write (disk full) never interrupts editing: it sets ``error`` and the
         journal stops, so the window can say so."""
         if self._pending or self._marks:
-            self._wait()  # the snapshot first
+            self.wait()  # the snapshot first
         if not (self._pending or self._marks) or self.error is not None:
             self._pending.clear()
             self._marks.clear()
@@ -253,7 +253,7 @@ class Journal:
 
     def mark_saved(self) -> None:
         """The labels as of now are safely saved: recovery counts only the steps after this."""
-        self._wait()
+        self.wait()
         if self.error is None:
             try:
                 _write_record(self._file, SAVED, b"", compressed=False)
@@ -262,7 +262,7 @@ class Journal:
 
     def close(self, delete: bool = False) -> None:
         """Stop journalling; ``delete`` once the labels are safely saved."""
-        self._wait()
+        self.wait()
         if self.flush in self.labels.step_listeners:
             self.labels.step_listeners.remove(self.flush)
             self.labels.listeners.remove(self._collect)

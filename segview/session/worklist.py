@@ -743,6 +743,8 @@ class Prefetch:
             key = self.worklist.case(self.name).key  # known from the cache, or from an earlier open
             if key is None or not (crashed_journals(key) and unsaved_edits(key) is not None):
                 session = self.worklist.session(self.name)
+                if session.journal is not None:
+                    session.journal.wait()  # its snapshot written here too, not while it is on screen
         finally:
             with self._lock:
                 dropped = self._state == "dropped"
