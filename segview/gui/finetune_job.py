@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -50,10 +51,13 @@ class FineTuned:
     slices: int = 0
 
 
-def progress_text(epoch: int, epochs: int, loss: float, dice: float) -> str:
-    """What the job's row says: ``epoch`` counted from 1."""
-    return (f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, "
-            f"held-out Dice {number_text(dice)}")
+def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None) -> str:
+    """What the job's row says: ``epoch`` counted from 1; ``left_s``: the time still to go
+    (seconds), when known."""
+    text = f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, held-out Dice {number_text(dice)}"
+    if left_s is None:
+        return text
+    return text + (", less than a minute left" if left_s < 60 else f", about {math.ceil(left_s / 60)} min left")
 
 
 class FineTuning(QObject):
@@ -74,6 +78,7 @@ class FineTuning(QObject):
         self._worker: Worker | None = None
         self._worklist: Worklist | None = None
         self._epochs = 0
+        self._started: float | None = None   # the first training step (reading the cases not counted)
         row.cancel_clicked.connect(self.cancel)
         self._event.connect(self._progress)
 
@@ -133,7 +138,7 @@ class FineTuning(QObject):
         if self.running or worklist is not self.controller.worklist:
             return
         stop = self._stop = threading.Event()
-        self._worklist, self.history, self._epochs = worklist, [], 0
+        self._worklist, self.history, self._epochs, self._started = worklist, [], 0, None
         self.row.start(f"Fine-tuning A ({parent.stem}) on the reviewed cases of {worklist.folder.name}: "
                        "reading them...")
         self.controller.dock.show()
@@ -155,18 +160,28 @@ class FineTuning(QObject):
     def _progress(self, event: dict) -> None:
         if self._stop is None or self._stop.is_set():
             return  # stopping: the row says so
+        if self._started is None:
+            self._started = time.monotonic()
         dice = self.history[-1]["val_dice"] if self.history else math.nan
         if "step" in event:  # during an epoch (counted from 0)
             self._epochs, steps = int(event["epochs"]), int(event["steps"])
             self.row.step(int(event["epoch"]) * steps + int(event["step"]), self._epochs * steps,
-                          progress_text(int(event["epoch"]) + 1, self._epochs, float(event["loss"]), dice))
+                          progress_text(int(event["epoch"]) + 1, self._epochs, float(event["loss"]), dice,
+                                        self._left()))
         else:  # an epoch's row (counted from 1)
             self.history.append(event)
             epoch = int(event["epoch"])
             self.row.step(epoch, max(self._epochs, epoch),
                           progress_text(epoch, max(self._epochs, epoch), float(event["train_loss"]),
-                                        float(event["val_dice"])))
+                                        float(event["val_dice"]), self._left()))
         self.progressed.emit(event)
+
+    def _left(self) -> float | None:
+        """Seconds still to go, from the pace of the epochs finished (None before the first)."""
+        if not self.history or self._started is None or not self._epochs:
+            return None
+        done = len(self.history)
+        return (time.monotonic() - self._started) / done * max(self._epochs - done, 0)
 
     def _finish(self) -> None:
         self._stop = self._worker = None

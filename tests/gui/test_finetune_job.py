@@ -4,6 +4,7 @@ says so (the worklist predicts with it), the held-out report compares A and B on
 held-out cases only. Tiny datasets and checkpoints made here; two epochs."""
 import csv
 import json
+import math
 
 import pytest
 from PySide6.QtCore import Qt
@@ -12,6 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from segview.core.io import load_volume
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
+from segview.gui.finetune_job import progress_text
 from segview.ml import train as train_module
 from segview.ml.checkpoint import read_metadata
 from segview.ml.data import case_names, fixed_split
@@ -104,8 +106,9 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert steps[0][2].startswith("Fine-tuning A: epoch 1/2, loss ") and steps[0][2].endswith("held-out Dice –")
     assert [e["epoch"] for e, _ in epochs] == [1, 2]
     for event, text in epochs:
-        assert text == (f"Fine-tuning A: epoch {event['epoch']}/2, loss {event['train_loss']:.3f}, "
-                        f"held-out Dice {event['val_dice']:.3f}")
+        assert text.startswith(f"Fine-tuning A: epoch {event['epoch']}/2, loss {event['train_loss']:.3f}, "
+                               f"held-out Dice {event['val_dice']:.3f}, ")
+        assert text.endswith(" left")                             # the time to go, from the epochs done
     assert not row.isVisible() and action(window, *FINE_TUNE).isEnabled()
 
     lineage = read_metadata(path)["lineage"]
@@ -204,3 +207,10 @@ def test_nothing_reviewed_to_train_on_is_a_message_and_no_checkpoint(qtbot, wind
     assert "reviewed" in failed.args[0]
     assert [kind for kind, _ in dialogs] == ["critical"]
     assert checkpoints_in(folder / "models") == [] and action(window, *FINE_TUNE).isEnabled()
+
+
+def test_the_progress_text_says_epoch_loss_held_out_dice_and_the_time_left():
+    assert progress_text(3, 20, 0.12345, math.nan) == "Fine-tuning A: epoch 3/20, loss 0.123, held-out Dice –"
+    assert progress_text(3, 20, 0.1, 0.8456, 30) == \
+        "Fine-tuning A: epoch 3/20, loss 0.100, held-out Dice 0.846, less than a minute left"
+    assert progress_text(3, 20, 0.1, 0.8, 125).endswith("held-out Dice 0.800, about 3 min left")
