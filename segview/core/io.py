@@ -12,7 +12,7 @@ import os
 import shutil
 import struct
 import zlib
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -370,21 +370,29 @@ def load_classes(path) -> list[LabelClass]:
         raise VolumeLoadError(f"The class names and colours of {path.name} could not be read ({exc}).") from exc
 
 
-def read_label_image(path) -> sitk.Image:
+@dataclass
+class LabelImage:
+    """A label file read, not yet checked against an image's grid (``read_label_image``)."""
+    image: sitk.Image      # its geometry (and voxels)
+    array: np.ndarray      # its voxels, (z, y, x), a copy of its own
+
+
+def read_label_image(path) -> LabelImage:
     """The label file at ``path`` read, not yet checked against an image's grid: the slow
     part of ``load_labels``, which another thread may do meanwhile. Raises VolumeLoadError."""
     path = Path(path)
     if not path.is_file():
         raise VolumeLoadError(f"{path} does not exist.")
     try:
-        return _read_itk(path, "a label volume")
+        image = _read_itk(path, "a label volume")
+        return LabelImage(image, sitk.GetArrayFromImage(image))
     except VolumeLoadError:
         raise
     except Exception as exc:  # noqa: BLE001
         raise VolumeLoadError(f"{path.name} could not be read ({exc}).") from exc
 
 
-def load_labels(path, reference: Volume, *, image: sitk.Image | None = None) -> np.ndarray:
+def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> np.ndarray:
     """The label volume at ``path`` as an unsigned (Z, Y, X) array on ``reference``'s grid.
     ``image``: that file as ``read_label_image`` read it beforehand (say, in a thread while
     the image loads).
@@ -394,14 +402,13 @@ def load_labels(path, reference: Volume, *, image: sitk.Image | None = None) -> 
             differs from the image by more than 1e-4 mm (the message says how).
     """
     path = Path(path)
-    if image is None:
-        image = read_label_image(path)
-    differences = grid_differences(image, reference)
+    read = image or read_label_image(path)
+    differences = grid_differences(read.image, reference)
     if differences:
         raise VolumeLoadError(f"The labels in {path.name} do not lie on the grid of the open image: "
                               + "; ".join(differences)
                               + ". They belong to another scan or were resampled.")
     try:
-        return _checked_labels(sitk.GetArrayFromImage(image), reference)
+        return _checked_labels(read.array, reference)
     except ValueError as exc:
         raise VolumeLoadError(f"{path.name} is not a label volume: {exc}.") from exc
