@@ -35,8 +35,11 @@ opened in the background meanwhile (``prefetch_next``).
 
 The prediction cache (``PredictionCache``) lives in ``$XDG_CACHE_HOME/segview/predictions``
 (``~/.cache/...``): per (image content digest, checkpoint file content digest) the uint8
-labels (compressed ``.npz``) and a summary (mean softmax entropy). It is bounded:
-beyond ``max_bytes`` (default 5 GiB) the least recently used predictions are deleted.
+labels (compressed ``.npz``), a summary (mean softmax entropy) and the prediction's
+per-slice confusion counts against the case's labels as last saved (so opening a case
+counts nothing; they name the label file's size and time, and are counted again for labels
+changed elsewhere). It is bounded: beyond ``max_bytes`` (default 5 GiB) the least recently
+used predictions are deleted.
 """
 from __future__ import annotations
 
@@ -1030,7 +1033,8 @@ def cache_folder() -> Path:
 class PredictionCache:
     """Predictions by (image content digest, checkpoint content digest):
     ``<root>/<key>/<digest>.npz`` (labels, uint8, compressed), ``<digest>.json`` (summary),
-    ``<key>/disputed.json`` (voxels where two checkpoints differ, and where either calls
+    ``<digest>.counts.json`` (per-slice confusion counts against the labels a
+    ``labels_stamp`` names), ``<key>/disputed.json`` (voxels where two checkpoints differ, and where either calls
     foreground), and
     ``images.json`` (image file stamps -> key, so a worklist knows a case's key without
     reading its image). Deleting the folder is always safe."""
