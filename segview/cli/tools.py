@@ -36,7 +36,7 @@ def _add_train(commands) -> None:
                     "dataset.json) or of phantoms. Writes best.safetensors, last.safetensors, "
                     "log.csv, curves.png and a resumable training_state.safetensors to --output.")
     parser.add_argument("data", nargs="?", type=Path, help="dataset folder (nnU-Net layout)")
-    _add_data_options(parser, several=False)
+    _add_data_options(parser, several=True)
     parser.add_argument("-o", "--output", required=True, type=Path)
     parser.add_argument("--preset", choices=["paper"],
                         help="paper: 256 x 256, Adam lr 0.01, 100 epochs, base 64, no normalisation")
@@ -68,11 +68,23 @@ def _add_train(commands) -> None:
                             "the cases held out, never trained on); their reviewed slices choose the best epoch")
     learn.add_argument("--init", type=Path, metavar="CKPT",
                        help="fine-tune this checkpoint: its network, classes, normalisation, CT window and loss "
-                            "kept; defaults lr 1e-4 constant, 20 epochs")
+                            "kept; defaults lr 3e-4 constant, 20 epochs")
     learn.add_argument("--replay", metavar="DATA2",
                        help="mix in data of the checkpoint's own kind so it does not forget it: a dataset folder, "
                             "or phantom:TASK[:COUNT] (seeds 0.., the shipped models' training data)")
     learn.add_argument("--replay-share", type=float, help="share of each epoch drawn from --replay (default 0.5)")
+    click = parser.add_argument_group("the click model (interactive correction)")
+    click.add_argument("--interactive", action="store_true",
+                       help="train the class-agnostic click model (segview.ml.interactive) with a simulated reviewer "
+                            "clicking on starting masks' errors; --phantom may be repeated (both tasks in one run); "
+                            "defaults: input 96, base 16, depth 4, 12 epochs of 2048 crops, poly lr 1e-3")
+    click.add_argument("--from-model", type=Path, action="append", default=[], metavar="CKPT",
+                       help="with --interactive: starting masks from this segmentation checkpoint's predictions of "
+                            "the training cases whose classes it has (may be repeated)")
+    click.add_argument("--samples-per-epoch", type=int, help="with --interactive: crops per epoch (default 2048)")
+    click.add_argument("--rounds", type=int,
+                       help="with --interactive: at most this many rounds of clicks on the network's own errors "
+                            "before the one it learns from (default 3)")
     parser.set_defaults(run=_run_train)
 
 
@@ -100,6 +112,10 @@ def _run_train(args) -> int:
     from ..ml.data import case_names, fixed_split
     from ..ml.train import TrainingInterrupted, train
 
+    if args.interactive:
+        return _run_train_interactive(args)
+    if args.from_model or args.samples_per_epoch is not None or args.rounds is not None:
+        raise UserError("--from-model, --samples-per-epoch and --rounds go with --interactive")
     if args.reviewed_only and args.data is None:
         raise UserError("--reviewed-only needs a dataset folder whose cases have review sidecars")
     if (args.replay_share is not None) and not args.replay:
@@ -132,6 +148,55 @@ def _run_train(args) -> int:
     return 0
 
 
+def _run_train_interactive(args) -> int:
+    """train --interactive: the click model (segview.ml.interactive_training)."""
+    from .common import UserError, progress
+    from ..ml.data import folder_dataset, phantom_dataset
+    from ..ml.interactive_training import InteractiveConfig, train_interactive
+    from ..ml.train import TrainingInterrupted
+
+    if args.reviewed_only or args.replay or args.preset or args.replay_share is not None:
+        raise UserError("--interactive trains the click model on whole cases: without --reviewed-only, --replay "
+                        "and --preset")
+    if args.data is None and not args.phantom:
+        raise UserError("give a dataset folder or --phantom TASK (or both; --phantom may be repeated)")
+    values: dict = {"from_models": tuple(str(p) for p in args.from_model)}
+    for name in ("loss", "alpha", "epochs", "batch_size", "lr", "schedule", "base_channels", "depth", "input_size",
+                 "validation_fraction", "seed", "device", "samples_per_epoch"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    if args.rounds is not None:
+        values["max_rounds"] = args.rounds
+    if args.norm is not None:
+        values["norm"] = None if args.norm == "none" else args.norm
+    if args.no_augment:
+        values["augment"] = False
+    if args.init:
+        values["init"] = str(args.init)
+    try:
+        config = InteractiveConfig(output=args.output, **values)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    datasets = [folder_dataset(args.data, progress)] if args.data is not None else []
+    datasets += [phantom_dataset(task, args.cases, args.first_seed, progress)
+                 for task in dict.fromkeys(args.phantom or [])]
+    for dataset in datasets:
+        for reason in dataset.skipped:
+            print(f"segview: skipped {reason}", file=sys.stderr)
+    try:
+        result = train_interactive(config, datasets, _TrainingBar(), resume=args.resume,
+                                   data_progress=progress if args.from_model else None)
+    except TrainingInterrupted as exc:
+        print(f"\nsegview: {exc}; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    except FloatingPointError as exc:
+        raise UserError(str(exc)) from exc
+    if result.history:
+        print(f"best Dice after 3 clicks {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
+              f"checkpoints in {result.output}")
+    return 0
+
+
 class _TrainingBar:
     """Epoch progress with running loss, and a line per epoch with validation scores."""
 
@@ -142,6 +207,12 @@ class _TrainingBar:
                 print(f"\repoch {event['epoch'] + 1}/{event['epochs']} "
                       f"[{'#' * int(width * done):.<{width}}] loss {event['loss']:.4f}",
                       end="", file=sys.stderr, flush=True)
+            return
+        if "val_noc90" in event:  # the click model's simulated reviewer
+            print(f"\repoch {event['epoch']}: loss {event['train_loss']:.4f}  Dice after 1/3/5 clicks "
+                  f"{event['val_dice_1']:.3f}/{event['val_dice_3']:.3f}/{event['val_dice_5']:.3f}  NoC@90 "
+                  f"{event['val_noc90']:.2f}  never {event['val_never90']:.1%}  lowering {event['val_lowering']:.1%}"
+                  f"  ({event['samples_per_second']:.1f} crops/s)", file=sys.stderr, flush=True)
             return
         print(f"\repoch {event['epoch']}: loss {event['train_loss']:.4f}  val Dice "
               f"{event['val_dice']:.4f}  IoU {event['val_iou']:.4f}  pixel error "
@@ -168,7 +239,7 @@ def _dataset(folder, phantom, cases, first_seed, reviewed_only: bool = False):
 
     if isinstance(phantom, list):
         if len(phantom) > 1:
-            raise UserError("give one --phantom task here")
+            raise UserError("give one --phantom task here (train --interactive takes several)")
         phantom = phantom[0]
     if (folder is None) == (phantom is None):
         raise UserError("give a dataset folder or --phantom TASK (one of them)")

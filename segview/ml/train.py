@@ -85,9 +85,9 @@ SCHEDULES = {
     "poly": lambda lr, epoch, epochs: lr * (1 - epoch / epochs) ** 0.9,
 }
 
-#: Fine-tuning a checkpoint (``init``) on a few corrected cases: a tenth of the training
+#: Fine-tuning a checkpoint (``init``) on a few corrected cases: a third of the training
 #: learning rate, constant, for a short run; the held-out reviewed slices pick the epoch.
-FINETUNE_PRESET: dict[str, Any] = dict(lr=1e-4, epochs=20, schedule="constant")
+FINETUNE_PRESET: dict[str, Any] = dict(lr=3e-4, epochs=20, schedule="constant")
 #: With replay data, this share of each epoch's draws comes from it.
 DEFAULT_REPLAY_SHARE = 0.5
 
@@ -430,16 +430,24 @@ def _stop_distributed(world: int) -> None:
 
 # -- log, plot, resumable state ---------------------------------------------------------
 
-def _write_log(path: Path, history: list[dict]) -> None:
+def _write_log(path: Path, history: list[dict], columns: tuple[str, ...] = LOG_COLUMNS) -> None:
     def write(temporary: Path) -> None:
         with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, LOG_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(file, columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(history)
     replace_atomically(path, write)
 
 
-def _plot(path: Path, history: list[dict]) -> None:
+#: The validation curves of ``train``: (log column, legend).
+SCORE_CURVES = (("val_dice", "Dice"), ("val_iou", "IoU"))
+
+
+def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
+          score_label: str = "validation (mean over foreground classes)",
+          counts: tuple[str, str] | None = None) -> None:
+    """Loss on the left, the ``scores`` columns (0..1) on the right, and the ``counts``
+    column (log column, axis label), when given, on the right one's second axis."""
     # The object-oriented API with the Agg canvas: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -449,11 +457,17 @@ def _plot(path: Path, history: list[dict]) -> None:
     loss_axes, score_axes = figure.subplots(1, 2)
     loss_axes.plot(epochs, [row["train_loss"] for row in history], marker=".")
     loss_axes.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    score_axes.plot(epochs, [row["val_dice"] for row in history], marker=".", label="Dice")
-    score_axes.plot(epochs, [row["val_iou"] for row in history], marker=".", label="IoU")
-    score_axes.set(xlabel="epoch", ylabel="validation (mean over foreground classes)",
-                   title="Validation", ylim=(0, 1))
-    score_axes.legend(loc="lower right")
+    for key, label in scores:
+        score_axes.plot(epochs, [row[key] for row in history], marker=".", label=label)
+    score_axes.set(xlabel="epoch", ylabel=score_label, title="Validation", ylim=(0, 1))
+    lines, labels = score_axes.get_legend_handles_labels()
+    if counts is not None:
+        count_axes = score_axes.twinx()
+        lines += count_axes.plot(epochs, [row[counts[0]] for row in history], marker=".", color="black",
+                                 linestyle="--")
+        labels.append(counts[1])
+        count_axes.set(ylabel=counts[1], ylim=(0, None))
+    score_axes.legend(lines, labels, loc="lower right")
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
     FigureCanvasAgg(figure)
@@ -492,10 +506,12 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def _resumed_config(saved: dict, requested: TrainConfig) -> TrainConfig:
-    """The saved configuration; only a larger number of epochs is taken from the request."""
-    known = {f.name for f in fields(TrainConfig)}
-    config = TrainConfig(**{k: v for k, v in saved.items() if k in known})
+def _resumed_config(saved: dict, requested: TrainConfig) -> Any:
+    """The saved configuration (of the request's kind: TrainConfig or a subclass); only a
+    larger number of epochs is taken from the request."""
+    kind = type(requested)
+    known = {f.name for f in fields(kind)}
+    config = kind(**{k: v for k, v in saved.items() if k in known})
     config.epochs = max(config.epochs, requested.epochs)
     config.output, config.device = requested.output, requested.device
     return config

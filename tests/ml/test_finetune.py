@@ -105,7 +105,7 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     assert meta["preprocessing"]["normalization"] == parent_meta["preprocessing"]["normalization"]
     assert meta["preprocessing"]["input_size"] == parent_meta["preprocessing"]["input_size"]
     assert meta["loss"]["name"] == parent_meta["loss"]["name"]
-    assert meta["training"]["config"]["lr"] == pytest.approx(1e-4)
+    assert meta["training"]["config"]["lr"] == pytest.approx(3e-4)
     parent_sha = hashlib.sha256(parent.read_bytes()).hexdigest()
     assert meta["lineage"]["parent"]["sha256"] == parent_sha
     held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
