@@ -6,17 +6,19 @@ it in a worker and hands the result to ``finish_click`` on the main thread (one 
 the labels and the live metrics follow as for any edit). Clicks given while the model runs
 wait their turn, each computed on the labels its predecessor left. The clicks of the
 interaction in progress, and those waiting, show as small green (adds) and red (removes)
-dots. The interaction ends on Enter (once the clicks waiting are done), on Esc (those are
-dropped), when another tool, class, slice or image is chosen; undo takes a click's dot
-away with its edit. Without a click model a dialog says so; a click the model fails on
-says so in the status bar; neither changes the labels.
+dots, and the mouse cursor is busy while the model runs. The interaction ends on Enter (once
+the clicks waiting are done), on Esc (those are dropped), when another tool, class, slice or
+image is chosen; undo takes a click's dot away with its edit. The click model is loaded in a
+worker as soon as the tool is chosen, so that the first click does not wait for it. Without
+a click model a dialog says so; a click the model fails on says so in the status bar;
+neither changes the labels.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ..core.errors import SegviewError
 from ..session import ReviewSession
@@ -41,6 +43,8 @@ class ClickController(QObject):
         self.waiting: list[ClickJob] = []             # clicks given while the model ran
         self._workers: set[Worker] = set()
         self._end_when_idle = False
+        self._busy_cursor = False
+        self._warming: ReviewSession | None = None   # the session whose click model is being loaded
         window.loaded.connect(self._session_shown)
         window.tools.tool_changed.connect(self._tool_chosen)
         window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
@@ -79,8 +83,10 @@ class ClickController(QObject):
     def _next(self) -> None:
         session = self.window.session
         if self.running is not None or not self.waiting or session is None:
-            if not self.busy and self._end_when_idle:
-                self.end()
+            if not self.busy:
+                self._set_busy_cursor(False)
+                if self._end_when_idle:
+                    self.end()
             return
         job = self.waiting.pop(0)
         if job.version != session.version:  # made before the click ahead of it was applied
@@ -90,6 +96,7 @@ class ClickController(QObject):
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
                 return self._next()
         self.running = job
+        self._set_busy_cursor(True)
         worker = Worker(job)
         self._workers.add(worker)
         worker.signals.returned.connect(lambda proposal: self._done(session, job, proposal))
@@ -119,6 +126,7 @@ class ClickController(QObject):
         if isinstance(exc, CheckpointError):  # no model: every click waiting would fail the same way
             self.waiting.clear()
             self._end_when_idle = False
+            self._set_busy_cursor(False)
             self.show_dots()
             QMessageBox.warning(self.window, "No click model", f"{exc}\n\nThe labels are unchanged.")
             return
@@ -126,6 +134,36 @@ class ClickController(QObject):
             self.window.statusBar().showMessage(f"Click: {exc}", 10000)
         self.show_dots()
         self._next()
+
+    def _set_busy_cursor(self, on: bool) -> None:
+        if on != self._busy_cursor:
+            self._busy_cursor = on
+            if on:
+                QApplication.setOverrideCursor(Qt.CursorShape.BusyCursor)  # clicks still go through
+            else:
+                QApplication.restoreOverrideCursor()
+
+    def warm_up(self) -> None:
+        """Load the session's click model in a worker, if it is not loaded yet."""
+        session = self.window.session
+        if session is None or session.interaction.model_ready or self._warming is session:
+            return
+        self._warming = session
+        worker = Worker(session.interaction.model)
+        self._workers.add(worker)
+        worker.signals.errored.connect(self._warm_up_failed)
+        worker.signals.finished.connect(lambda: self._warmed(worker, session))
+        worker.start()
+
+    def _warmed(self, worker: Worker, session: ReviewSession) -> None:
+        self._workers.discard(worker)
+        if self._warming is session:
+            self._warming = None
+
+    def _warm_up_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, SegviewError):
+            raise exc
+        # Said when a click needs the model (a dialog), not when a tool is chosen.
 
     # -- the dots ---------------------------------------------------------------------------
     def show_dots(self) -> None:
@@ -158,11 +196,15 @@ class ClickController(QObject):
         self.session = session
         if session is not None:
             session.labels.step_listeners.append(self.show_dots)  # undo and redo move the dots
+            if self.window.effect.name == "click":
+                self.warm_up()
         self.show_dots()
 
     def _tool_chosen(self, name: str) -> None:
         if name != "click":
             self.end(cancel=True)
+        else:
+            self.warm_up()
 
     def _class_chosen(self) -> None:
         session = self.window.session

@@ -66,7 +66,7 @@ class ToolPanel(QWidget):
         radius_row.addWidget(self.sphere)
         self.policy_choice = QComboBox()
         self.policy_choice.addItems([text for _, text in POLICIES])
-        self.protected = QListWidget(toolTip="Classes the brush and eraser never change")
+        self.protected = QListWidget(toolTip="Classes the brush, the eraser and the Click tool never change")
         self.protected.setMaximumHeight(56)
         self.policy_choice.currentIndexChanged.connect(lambda n: self.protected.setEnabled(n == 2))
         self.protected.setEnabled(False)

@@ -168,6 +168,11 @@ class Interaction:
             self.model_path = Path(path)
         return self._model
 
+    @property
+    def model_ready(self) -> bool:
+        """Whether the click model is loaded (else the next click loads it: seconds)."""
+        return self._model is not None
+
     def model(self) -> ClickModel:
         """The click model, loaded now if need be (any thread). Raises CheckpointError."""
         from ..ml.checkpoint import CheckpointError

@@ -76,6 +76,7 @@ def test_clicks_correct_through_the_worker_undo_takes_one_back_and_enter_ends(qt
     session = open_case(qtbot, window)
     qtbot.keyClick(axial(window), Qt.Key_C)
     assert window.effect.name == "click"
+    qtbot.waitUntil(lambda: session.interaction.model_ready, timeout=10000)  # loaded when the tool is chosen
     value = window.tools.active_class()
     z = axial(window).index
     shape = session.labels.array.shape[1:]
@@ -142,6 +143,8 @@ def test_without_a_click_model_a_dialog_says_so_and_nothing_changes(qtbot, windo
     monkeypatch.setenv(ENVIRONMENT, str(tmp_path / "missing.safetensors"))
     session = open_case(qtbot, window)
     window.tools.set_tool("click")
+    qtbot.wait(300)
+    assert not dialogs  # said when a click needs the model, not when the tool is chosen
     z = axial(window).index
     click(qtbot, window, (z, 40, 50), wait=False)
     qtbot.waitUntil(lambda: any(kind == "warning" for kind, _ in dialogs), timeout=10000)
