@@ -29,7 +29,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from ..core.errors import SegviewError
 from ..core.report import number_text
 from ..session import Worklist
-from .settings import dialog_folder, remember_folder
+from .settings import last_folder, remember_folder
 from .workers import Worker
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class FineTuning(QObject):
         parent = worklist.checkpoints["A"]
         models_folder = None
         if worklist.read_only or not _writable(worklist.folder / MODELS_FOLDER):
-            start = str(dialog_folder(worklist.folder.parent / f"{parent.stem}_ft"))
+            start = str(last_folder() or worklist.folder.parent)
             chosen = QFileDialog.getExistingDirectory(
                 self.window, f"{worklist.folder.name} is read-only: folder for the fine-tuned checkpoint", start)
             remember_folder(chosen)

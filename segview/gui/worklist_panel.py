@@ -45,7 +45,7 @@ from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, Wor
 from ..session.verdict import reviewed_verdict, write_dataset_report
 from ..session.worklist import OpenJob, Prefetch
 from .finetune_job import FineTuning
-from .settings import dialog_folder, remember_folder
+from .settings import last_folder, remember_folder
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
@@ -876,8 +876,7 @@ class WorklistController(QObject):
     # -- the dataset report -------------------------------------------------------------------
     def choose_report_folder(self, held_out: bool = False) -> None:
         # The last folder a dialog chose in, else the dataset's.
-        name = "report_held_out" if held_out else "report"
-        start = str(dialog_folder(self.worklist.folder / name)) if self.worklist else self.window.start_folder()
+        start = str(last_folder() or self.worklist.folder) if self.worklist else self.window.start_folder()
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
         folder = QFileDialog.getExistingDirectory(self.window, title, start)
         remember_folder(folder)

@@ -127,9 +127,12 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert all(case.disputed == case.disputed for case in cached.cases)  # none NaN
 
     out = dataset.parent / "held_out_report"
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(out))
+    started = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda parent, title, start: started.append(start)
+                        or str(out))
     with qtbot.waitSignal(controller.report_written, timeout=TIMEOUT):
         action(window, "File", "Export held-out report...").trigger()
+    assert started == [str(dataset)]                             # no folder chosen before: the dataset's
     with open(out / "results.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     assert sorted((r["case"], r["model"]) for r in rows) == sorted((n, s) for n in held_out for s in "AB")
