@@ -278,6 +278,13 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--held-out", action="store_true",
                         help="with --reviewed-only: only the held-out cases of the dataset's fixed split "
                              "(splits.json), which no checkpoint fine-tuned on it has trained on")
+    parser.add_argument("--robot", action="store_true",
+                        help="also the simulated reviewer (segview.session.reviewer): per model and case, the clicks "
+                             "the interactive model needs to bring its prediction to Dice 0.90 (each class on each "
+                             "slice, reviewed ones with --reviewed-only, below 0.90 and of at least 50 voxels; 20 "
+                             "where it never gets there), as results.csv's clicks_to_90, with the paired difference")
+    parser.add_argument("--click-model", type=Path, metavar="CKPT",
+                        help="the interactive checkpoint of --robot (default: the shipped interactive.safetensors)")
     parser.add_argument("--device")
     parser.set_defaults(run=_run_evaluate)
 
@@ -288,6 +295,8 @@ def _run_evaluate(args) -> int:
 
     if args.held_out and not args.reviewed_only:
         raise UserError("--held-out goes with --reviewed-only (the verdict over reviewed slices)")
+    if args.click_model and not args.robot:
+        raise UserError("--click-model goes with --robot")
     if args.reviewed_only:
         return _run_verdict(args)
     if args.image or args.labels:
@@ -306,6 +315,7 @@ def _run_evaluate(args) -> int:
     if not tolerance >= 0:
         raise UserError("--tolerance-mm must be 0 or more")
     labels = _row_labels(predictors)
+    click_model = _click_model(args) if args.robot else None
     warned: set = set()
     rows: dict[str, dict] = {label: {} for label in labels.values()}
     per_case: dict[str, list] = {}
@@ -325,6 +335,8 @@ def _run_evaluate(args) -> int:
             results = evaluate_cases(predictor, dataset.cases, progress, tolerance, measures=True,
                                      reference_cache=reference_cache, classes=dataset.classes)
             progress(len(dataset.cases), len(dataset.cases), "done")
+            if click_model is not None:
+                _robot_clicks(click_model, predictor, dataset.cases, results)
             rows[labels[path]][name] = summary(results)
             per_case[f"{labels[path]} [{name}]"] = results
             case_classes[f"{labels[path]} [{name}]"] = class_names[name]
@@ -332,6 +344,8 @@ def _run_evaluate(args) -> int:
         if len(evaluated) == 2:
             (path_a, a), (path_b, b) = evaluated
             comparisons.append((name, path_a, path_b, paired_comparison(a, b)))
+            if click_model is not None:
+                comparisons[-1][3]["clicks_difference"] = _clicks_difference(a, b)
     table = table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
     table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
               + per_class_markdown([(label, by_set) for label, by_set in rows.items() if by_set], class_names))
@@ -365,14 +379,54 @@ def _run_verdict(args) -> int:
             raise UserError("--held-out needs a dataset in the nnU-Net layout (imagesTr/, labelsTr/)")
         cases = fixed_split(args.data[0], names)["val"]
         print(f"segview: held-out cases of {args.data[0] / 'splits.json'}: {', '.join(cases)}", file=sys.stderr)
+    robot = None
+    if args.robot:
+        from ..session.reviewer import verdict_robot
+
+        robot = verdict_robot(_click_model(args))
     verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device,
-                               cases=cases)
+                               cases=cases, robot=robot)
     assert verdict is not None  # nothing asks it to stop
     print(verdict.markdown())
     if args.output:
         for path in write_dataset_report(args.output, verdict):
             print(f"wrote {path}")
     return 0
+
+
+def _click_model(args):
+    """--robot's interactive model: --click-model, else the shipped one."""
+    from ..ml.interactive import ClickModel
+    from ..resources import MODELS
+    from .common import UserError
+
+    path = args.click_model or MODELS / "interactive.safetensors"
+    if not path.is_file():
+        raise UserError(f"--robot needs an interactive model: {path} is not there (give one with --click-model CKPT)")
+    return ClickModel.from_checkpoint(path, args.device or "cpu")
+
+
+def _robot_clicks(click_model, predictor, cases, results) -> None:
+    """--robot without --reviewed-only: each case's ``clicks_to_90`` (session.reviewer over
+    every slice of its labels) into its result's measures (a results.csv column)."""
+    from ..session.reviewer import clicks_to_goal
+    from .common import progress
+
+    for n, (case, result) in enumerate(zip(cases, results)):
+        progress(n, len(cases), f"clicks {case.name}")
+        prediction = predictor.predict_volume(case.volume)
+        result.measures["clicks_to_90"] = float(clicks_to_goal(click_model, case.volume.array, case.labels,
+                                                               prediction).clicks)
+    progress(len(cases), len(cases), "done")
+
+
+def _clicks_difference(a, b) -> dict:
+    """B minus A of the simulated reviewer's clicks per case (core.compare.paired_difference)."""
+    from ..core.compare import paired_difference
+
+    by_case = {r.case: r.measures["clicks_to_90"] for r in a}
+    pairs = [(by_case[r.case], r.measures["clicks_to_90"]) for r in b if r.case in by_case]
+    return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
 
 
 def _report_on_labels(args) -> int:
@@ -445,7 +499,24 @@ def _comparison_text(name, label_a, label_b, result) -> str:
             f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} over "
             f"n = {result['cases']} cases (bootstrap 95 % interval [{low:+.4f}, {high:+.4f}]); "
             f"{label_b} better on {result['b_better']}, {label_a} better on {result['a_better']}; {verdict}\n"
-            + (f"{note}\n" if note else ""))
+            + (f"{note}\n" if note else "")
+            + (_clicks_text(name, label_a, label_b, result["clicks_difference"]) if "clicks_difference" in result
+               else ""))
+
+
+def _clicks_text(name, label_a, label_b, clicks: dict) -> str:
+    """--robot: B minus A of the simulated reviewer's clicks per case (lower is better)."""
+    from ..core.compare import small_sample_note
+
+    low, high = clicks["ci95"]
+    p = clicks["p_value"]
+    note = small_sample_note(clicks["pairs"])
+    return (f"{name}: {label_b} minus {label_a}, the simulated reviewer's clicks to Dice 0.90 per case: "
+            f"{clicks['mean_difference']:+.2f} ± {clicks['std_difference']:.2f} over n = {clicks['pairs']} cases "
+            f"(bootstrap 95 % interval [{low:+.2f}, {high:+.2f}]); {label_b} fewer on {clicks['a_better']}, "
+            f"{label_a} fewer on {clicks['b_better']}; "
+            + ("no test possible (fewer than two cases differ)" if p != p else f"Wilcoxon signed-rank p = {p:.4g}")
+            + "\n" + (f"{note}\n" if note else ""))
 
 
 # -- predict ----------------------------------------------------------------------------

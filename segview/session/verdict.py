@@ -49,6 +49,8 @@ SCORING_RULE = ("Per case, class and model over the reviewed slices: a class abs
                 "same cases: a case where either has no Dice is left out of the Dice for both, and still counts "
                 "in the correction effort.")
 Progress = Callable[[int, int, str], None]
+#: --robot: (image, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
+Robot = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
 __all__ = ["MIN_PAIRS", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict", "write_dataset_report"]
 
 
@@ -65,6 +67,8 @@ class CaseVerdict:
     correction_voxels: dict[str, int] = field(default_factory=dict)
     correction_ml: dict[str, float] = field(default_factory=dict)
     invented_ml: dict[str, dict[int, float]] = field(default_factory=dict)
+    # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90; empty without
+    clicks_to_90: dict[str, float] = field(default_factory=dict)
 
     def unscored_reason(self) -> str | None:
         """Why this case is left out of the Dice comparison; None when every model has a Dice."""
@@ -101,8 +105,13 @@ class Verdict:
                 reasons[case.case] = reason
         return dict(sorted(reasons.items()))
 
+    @property
+    def robot(self) -> bool:
+        """Whether the simulated reviewer's clicks were counted (``evaluate --robot``)."""
+        return bool(self.cases) and all(c.clicks_to_90 for c in self.cases)
+
     def _over(self, figure: str) -> list[CaseVerdict]:
-        """The cases ``figure`` ("dice" or "correction_ml") is compared over."""
+        """The cases ``figure`` ("dice", "correction_ml" or "clicks_to_90") is compared over."""
         return self.scored if figure == "dice" else self.cases
 
     def paired(self, figure: str = "dice") -> dict:
@@ -132,10 +141,15 @@ class Verdict:
                           "correction_cases": [c.case for c in self.cases], "min_pairs": MIN_PAIRS}
         for slot in self.checkpoints:
             document[slot] = self.summary(slot)
+            if self.robot:
+                document[slot]["clicks_to_90_mean"] = _mean(np.array([c.clicks_to_90[slot] for c in self.cases]))
         if len(self.checkpoints) == 2:
-            for figure in ("dice", "correction_ml"):
+            figures = [("dice", "dice"), ("correction_ml", "correction_ml")]
+            if self.robot:
+                figures.append(("clicks_to_90", "clicks"))
+            for figure, key in figures:
                 p = self.paired(figure)
-                document[f"{figure}_difference"] = {
+                document[f"{key}_difference"] = {
                     "mean": p["mean_difference"], "std": p["std_difference"], "ci95": list(p["ci95"]),
                     "wilcoxon_p": p["p_value"], "n": p["pairs"], "b_better": p["b_better"],
                     "a_better": p["a_better"], "supports_verdict": p["supports_verdict"]}
@@ -160,7 +174,9 @@ class Verdict:
                              "correction_voxels": case.correction_voxels[slot],
                              "correction_ml": f"{case.correction_ml[slot]:.4f}",
                              "invented_ml": f"{sum(case.invented_ml[slot].values()):.4f}"})
-        return columns, rows
+                if self.robot:
+                    rows[-1]["clicks_to_90"] = csv_cell(case.clicks_to_90[slot])
+        return columns + (["clicks_to_90"] if self.robot else []), rows
 
     def markdown(self) -> str:
         """The summary: the rule, per model its means with n, the paired differences with
@@ -192,11 +208,32 @@ class Verdict:
                 note = small_sample_note(p["pairs"])
                 if note:
                     lines.append(f"  **{note}**")
+        if self.robot:
+            lines += ["", self._robot_markdown()]
         lines += ["", self._invented_markdown()]
         if self.left_out:
             lines += ["", "Left out of the Dice comparison:", ""]
             lines += [f"- {case}: {why}" for case, why in self.left_out.items()]
         return "\n".join(lines) + "\n"
+
+    def _robot_markdown(self) -> str:
+        """--robot: the simulated reviewer's clicks per case, and B minus A paired."""
+        lines = ["The simulated reviewer (session.reviewer; --robot): clicks of the interactive model to bring "
+                 "each class on each reviewed slice to Dice 0.90 (objects of at least 50 voxels below it; one "
+                 "that never gets there in 20 clicks counts 20), summed per case:", ""]
+        for slot, path in self.checkpoints.items():
+            values = np.array([c.clicks_to_90[slot] for c in self.cases], float)
+            lines.append(f"- {slot} ({path.name}): {_mean_std(values, 1)} clicks per case, n = {values.size}")
+        p = self.paired("clicks_to_90")
+        low, high = p["ci95"]
+        lines.append(f"- clicks, B minus A: n = {p['pairs']} pairs, mean difference "
+                     f"{number_text(p['mean_difference'], 2)} [{number_text(low, 2)}, {number_text(high, 2)}], "
+                     f"p = {number_text(p['p_value'], 4)}, "
+                     f"B lower in {p['a_better']} of {p['pairs']} cases")
+        note = small_sample_note(p["pairs"])
+        if note:
+            lines.append(f"  **{note}**")
+        return "\n".join(lines)
 
     def _invented_markdown(self) -> str:
         """Per case and class, the mL each model predicted where the reviewed labels hold
@@ -220,13 +257,15 @@ class Verdict:
 def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress | None = None,
                      worklist: Worklist | None = None, device: str | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     cases: list[str] | None = None) -> Verdict | None:
+                     cases: list[str] | None = None, robot: Robot | None = None) -> Verdict | None:
     """Score ``checkpoints`` ({"A": path, "B": path}) on the reviewed slices of every case
     of ``dataset`` (a folder ``Worklist.open`` reads). Predictions come from the worklist's
     prediction cache where it has them; otherwise only the reviewed slices are predicted.
     ``device``: where the models run (default: the best there is). ``cases``: only these
     (e.g. the held-out cases of the dataset's split). ``progress(done, total, case)`` before
-    each case; None when ``should_stop()`` said stop (asked between cases).
+    each case; None when ``should_stop()`` said stop (asked between cases). ``robot``
+    (``evaluate --robot``): called per case and model with (image (Z, Y, X), labels,
+    prediction, reviewed (Z,) bool), gives the simulated reviewer's ``clicks_to_90``.
     Raises DatasetError, CheckpointError."""
     from ..ml.inference import Predictor
 
@@ -246,7 +285,7 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
             excluded[case.name] = "no reviewed slice"
             continue
         try:
-            result = _case_verdict(worklist, case, checkpoints, predictors, num_classes)
+            result = _case_verdict(worklist, case, checkpoints, predictors, num_classes, robot)
         except VolumeLoadError as exc:
             excluded[case.name] = str(exc)
             continue
@@ -258,7 +297,7 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,
-                  num_classes: int) -> CaseVerdict | str:
+                  num_classes: int, robot: Robot | None = None) -> CaseVerdict | str:
     """The figures of one case, or why it is left out."""
     volume = worklist.load_image(case)
     if not case.labels.is_file():
@@ -283,6 +322,8 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         voxels, ml = correction_effort(prediction, label_file.array, reviewed, volume.spacing)
         verdict.correction_voxels[slot], verdict.correction_ml[slot] = voxels, ml
         verdict.invented_ml[slot] = _invented_ml(counts, voxel_ml)
+        if robot is not None:
+            verdict.clicks_to_90[slot] = float(robot(volume.array, label_file.array, prediction, reviewed))
     return verdict
 
 
