@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Signal
-from PySide6.QtWidgets import QGridLayout, QLabel, QWidget
+from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 
 from ..core.classes import LabelClass, merged_classes
 from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
@@ -39,8 +39,13 @@ class CompareView(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
         first = self.panes["A"]
+        layout.setColumnStretch(0, 1)
+        layout.setColumnStretch(1, 1)
         for column, (name, pane) in enumerate(self.panes.items()):
             self.headers[name].setWordWrap(True)
+            # A header takes its column's width and wraps there, never the width of its text
+            # (which ran into the other pane's header).
+            self.headers[name].setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
             layout.addWidget(self.headers[name], 0, min(column, 1) if name != "disagreement" else 0, 1,
                              1 if name != "disagreement" else 2)
             layout.addWidget(pane, 1, min(column, 1) if name != "disagreement" else 0, 1,

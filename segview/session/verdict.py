@@ -91,6 +91,7 @@ class Verdict:
     classes: list[LabelClass]
     cases: list[CaseVerdict]
     excluded: dict[str, str] = field(default_factory=dict)   # not evaluated at all: why
+    only: list[str] | None = None   # the cases asked for (e.g. the split's held-out ones); None: all
 
     @property
     def scored(self) -> list[CaseVerdict]:
@@ -138,7 +139,8 @@ class Verdict:
         scored = self.scored
         document: dict = {"dataset": self.dataset.name, "scoring_rule": SCORING_RULE,
                           "cases": [c.case for c in scored], "n": len(scored), "left_out": self.left_out,
-                          "correction_cases": [c.case for c in self.cases], "min_pairs": MIN_PAIRS}
+                          "correction_cases": [c.case for c in self.cases], "min_pairs": MIN_PAIRS,
+                          "only": self.only}
         for slot in self.checkpoints:
             document[slot] = self.summary(slot)
             if self.robot:
@@ -184,6 +186,8 @@ class Verdict:
         scored = self.scored
         lines = [f"# A/B verdict over reviewed slices: {self.dataset.name}", "",
                  f"Scoring rule: {SCORING_RULE}", "",
+                 *([f"Only the cases asked for (e.g. the held-out cases of the dataset's split): "
+                    f"{', '.join(self.only) or 'none'}.", ""] if self.only is not None else []),
                  (f"Dice compared on n = {len(scored)} cases ({sum(c.reviewed for c in scored)} reviewed slices); "
                   f"correction effort on {len(self.cases)} cases; {len(self.left_out)} left out of the Dice."), "",
                  "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
@@ -293,7 +297,7 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
             excluded[case.name] = result
         else:
             evaluated.append(result)
-    return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded)
+    return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded, None if cases is None else list(cases))
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,
