@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ class Predictor:
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device | None = None,
                  batch_size: int | None = None):
+        refuse_interactive(meta)
         channels = getattr(model, "config", {}).get("in_channels", 1)
         if channels != 1:
             raise CheckpointError(f"the network takes {channels} input channels; segview feeds "
@@ -85,10 +87,12 @@ class Predictor:
             from .onnx_model import load_onnx  # onnxruntime only for ONNX files
 
             network, onnx_meta = load_onnx(path, device)
+            refuse_interactive(onnx_meta, Path(path).name)
             # ONNX Runtime moves the data to its provider itself; torch's pre- and
             # post-processing stays on the CPU.
             return cls(network, onnx_meta, "cpu", batch_size)
         model, meta = load_checkpoint(path)
+        refuse_interactive(meta, Path(path).name)
         predictor = cls(model, meta, device, batch_size)
         if runtime == "auto" and predictor.device.type == "cpu":
             predictor.use_onnxruntime(source=path)
@@ -196,6 +200,15 @@ class Predictor:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = self.model(images)
         return from_network(logits.float(), shape).softmax(dim=1)
+
+
+def refuse_interactive(meta: dict, name: str = "the checkpoint") -> None:
+    """Raises CheckpointError when ``meta`` is an interactive correction model's: it refines
+    one class from clicks and cannot segment a volume on its own."""
+    if meta.get("task") == "interactive":
+        raise CheckpointError(f"{name} is an interactive correction model (it refines one class from a "
+                              "person's clicks), not a segmentation checkpoint; use it with the Click tool, "
+                              "and give a segmentation checkpoint here")
 
 
 def slice_order(count: int, first: int | None) -> list[int]:

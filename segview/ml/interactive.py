@@ -31,19 +31,22 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.nn import functional as F
 
 from .checkpoint import CheckpointError, load_checkpoint
 
 TASK = "interactive"
 CHANNELS = 6
 #: Defaults of a new interactive checkpoint's metadata.
+#: A crop is never smaller than the network's input (96 pixels), so small structures are
+#: seen at their own resolution and a first click on an empty mask sees a whole heart
+#: chamber or lesion of the phantoms (up to about 80 pixels across).
 PREPROCESSING: dict[str, Any] = {
-    "input_size": [128, 128], "context_slices": 1,
+    "input_size": [96, 96], "context_slices": 1,
     "normalization": {"method": "crop-percentile", "low_percentile": 1.0, "high_percentile": 99.0},
     "click": {"shape": "disk", "radius": 3},          # pixels of the network's input
-    "crop": {"margin": 0.4, "min_size": 64},          # share of the box's side; image pixels
+    "crop": {"margin": 0.4, "min_size": 96},          # share of the box's side; image pixels
 }
+RUNTIMES = ("auto", "torch")
 
 
 @dataclass(frozen=True)
@@ -57,21 +60,23 @@ class Click:
 # -- the crop -------------------------------------------------------------------------
 
 def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, margin: float = 0.4,
-             min_size: int = 64) -> tuple[slice, slice]:
+             min_size: int = 96) -> tuple[slice, slice]:
     """The square box (rows, columns) the model sees: around the clicks and the regions of
-    ``mask`` (H, W) bool that a click falls in or whose box holds a click, grown by
-    ``margin`` of its side on each side, at least ``min_size``, clipped to ``shape``."""
+    ``mask`` (H, W) bool near a click (the click inside the region's box grown by ``margin``
+    of its side, at least 2 pixels, on each side: a click just beside a region, where it
+    was missed, brings the region in), grown by ``margin`` of its side on each side, at
+    least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``."""
     points = np.array([(c.y, c.x) for c in clicks], float).reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
     if mask.any():
         regions, _ = ndimage.label(mask)
-        for found in ndimage.find_objects(regions):
-            if found is None:
-                continue
-            top, bottom = np.array([found[0].start, found[1].start]), np.array([found[0].stop - 1,
-                                                                                  found[1].stop - 1])
-            if any((top <= p).all() and (p <= bottom).all() for p in points):
-                low, high = np.minimum(low, top), np.maximum(high, bottom)
+        boxes = np.array([(r.start, c.start, r.stop - 1, c.stop - 1) for r, c in ndimage.find_objects(regions)],
+                         float).reshape(-1, 2, 2)  # (region, top | bottom, y | x)
+        near = np.maximum(margin * (boxes[:, 1] - boxes[:, 0] + 1), 2.0)
+        inside = ((boxes[:, None, 0] - near[:, None] <= points) & (points <= boxes[:, None, 1] + near[:, None]))
+        touched = boxes[inside.all(axis=2).any(axis=1)]
+        if len(touched):
+            low, high = np.minimum(low, touched[:, 0].min(axis=0)), np.maximum(high, touched[:, 1].max(axis=0))
     side = max(float((high - low).max()) + 1, 1.0)
     side = max(side * (1 + 2 * margin), float(min_size))
     side = min(side, float(max(shape)))
@@ -96,36 +101,59 @@ def context_slices(volume: np.ndarray, z: int, box: tuple[slice, slice]) -> np.n
 def encode(image: np.ndarray, mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice],
            preprocessing: dict = PREPROCESSING) -> torch.Tensor:
     """The network's input (1, 6, S, S) for ``image`` (3, h, w) and ``mask`` (h, w) cropped by
-    ``box``, with ``clicks`` in slice coordinates."""
+    ``box``, with ``clicks`` in slice coordinates. Resized with ``resize_bilinear`` (numpy,
+    one thread: a click waits for no thread pool)."""
     size = int(preprocessing["input_size"][0])
     norm = preprocessing["normalization"]
     low, high = np.percentile(image, [norm["low_percentile"], norm["high_percentile"]])
     scaled = np.clip((image - np.float32(low)) / np.float32(max(float(high - low), 1e-6)), 0, 1)
-    planes = torch.from_numpy(np.concatenate([scaled, mask[None].astype(np.float32)]))
-    planes = F.interpolate(planes[None], size=(size, size), mode="bilinear", align_corners=False)
-    return torch.cat([planes, click_maps(clicks, box, size, preprocessing["click"]["radius"])], dim=1)
+    planes = resize_bilinear(np.concatenate([scaled, mask[None].astype(np.float32)]), (size, size))
+    maps = _click_disks(clicks, box, size, preprocessing["click"]["radius"])
+    return torch.from_numpy(np.concatenate([planes, maps])[None].astype(np.float32, copy=False))
 
 
 def click_maps(clicks: list[Click], box: tuple[slice, slice], size: int, radius: float) -> torch.Tensor:
     """(1, 2, size, size): disks of ``radius`` (input pixels) at the positive and the negative
-    clicks, mapped from slice coordinates into the resized crop ``box``."""
-    maps = torch.zeros(1, 2, size, size)
+    clicks, mapped from slice coordinates into the resized crop ``box``: a click at pixel
+    (y, x) lands at ((y - top + 0.5) * size / h - 0.5, ...), the centre of its pixel in the
+    resized crop (the mapping of ``resize_bilinear``)."""
+    return torch.from_numpy(_click_disks(clicks, box, size, radius)[None])
+
+
+def _click_disks(clicks: list[Click], box: tuple[slice, slice], size: int, radius: float) -> np.ndarray:
+    maps = np.zeros((2, size, size), np.float32)
     h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = np.ogrid[:size, :size]
     for click in clicks:
         cy = (click.y - box[0].start + 0.5) * size / h - 0.5
         cx = (click.x - box[1].start + 0.5) * size / w - 0.5
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2
-        maps[0, 0 if click.positive else 1][disk] = 1.0
+        maps[0 if click.positive else 1][(yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2] = 1.0
     return maps
 
 
 def decode(logits: torch.Tensor, box: tuple[slice, slice]) -> np.ndarray:
-    """(h, w) bool: the class where its logit beats background, resized back to ``box``."""
+    """(h, w) bool: the class where its logit beats background, resized back to ``box``
+    (bilinear is linear: the logits' difference is resized, one plane)."""
     h, w = box[0].stop - box[0].start, box[1].stop - box[1].start
-    resized = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-    return (resized[0, 1] > resized[0, 0]).cpu().numpy()
+    difference = (logits[0, 1].float() - logits[0, 0].float()).cpu().numpy()
+    return resize_bilinear(difference, (h, w)) > 0
+
+
+def resize_bilinear(array: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(..., h, w) -> (..., H, W): bilinear, pixel centres aligned, edges clamped: torch's
+    ``F.interpolate(mode="bilinear", align_corners=False)`` without antialiasing."""
+    if array.shape[-2:] == tuple(shape):
+        return array
+    y0, y1, wy = _source_pixels(array.shape[-2], shape[0])
+    x0, x1, wx = _source_pixels(array.shape[-1], shape[1])
+    rows = array[..., y0, :] * (1 - wy)[:, None] + array[..., y1, :] * wy[:, None]
+    return rows[..., x0] * (1 - wx) + rows[..., x1] * wx
+
+
+def _source_pixels(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    source = np.maximum((np.arange(size_out) + 0.5) * (size_in / size_out) - 0.5, 0.0)
+    first = np.minimum(source.astype(np.int64), size_in - 1)
+    return first, np.minimum(first + 1, size_in - 1), (source - first).astype(np.float32)
 
 
 # -- clicks from errors ---------------------------------------------------------------
@@ -147,50 +175,88 @@ def error_click(mask: np.ndarray, reference: np.ndarray, rng: np.random.Generato
     if best is None:
         return None
     _, positive, region = best
-    distance = ndimage.distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+    # The distance transform of the region's box only (padded by one: beyond the box, and
+    # beyond the image's edge, is boundary); row-major order is kept, so ties go alike.
+    rows, cols = ndimage.find_objects(region.view(np.uint8))[0]
+    distance = ndimage.distance_transform_edt(np.pad(region[rows, cols], 1))[1:-1, 1:-1]
     if rng is None:
         y, x = np.unravel_index(int(np.argmax(distance)), distance.shape)
     else:
         weights = distance.ravel() ** 2
         y, x = np.unravel_index(int(rng.choice(weights.size, p=weights / weights.sum())), distance.shape)
-    return Click(int(y), int(x), positive)
+    return Click(int(y) + rows.start, int(x) + cols.start, positive)
 
 
 # -- the model ------------------------------------------------------------------------
 
+def prepare(volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
+            preprocessing: dict = PREPROCESSING) -> tuple[tuple[slice, slice], torch.Tensor]:
+    """The crop (``crop_box``) and the network's input (1, 6, S, S) for a click on slice
+    ``z`` of ``volume`` (Z, Y, X), the class's current ``mask`` (Y, X) bool and every
+    ``clicks`` of the interaction: the one path of the model, the training and the
+    validation."""
+    if not clicks:
+        raise ValueError("refine needs at least one click")
+    crop = preprocessing["crop"]
+    box = crop_box(mask.shape, clicks, mask, crop["margin"], crop["min_size"])
+    return box, encode(context_slices(volume, z, box), mask[box], clicks, box, preprocessing)
+
+
 class ClickModel:
-    """An interactive checkpoint ready to refine: ``refine(volume, z, mask, clicks)``."""
+    """An interactive checkpoint ready to refine: ``refine(volume, z, mask, clicks)``.
+
+    ``network`` is what runs: the torch model, or (``from_checkpoint`` on the CPU) the same
+    network in ONNX Runtime, about five times faster there (the README's latency)."""
 
     def __init__(self, model: torch.nn.Module, meta: dict, device: str | torch.device = "cpu"):
         self.model, self.meta = model.to(device).eval(), meta
+        self.network: torch.nn.Module = self.model
         self.device = torch.device(device)
         self.preprocessing = meta["preprocessing"]
 
     @classmethod
-    def from_checkpoint(cls, path, device: str | torch.device = "cpu") -> ClickModel:
+    def from_checkpoint(cls, path, device: str | torch.device = "cpu", runtime: str = "auto") -> ClickModel:
         """Raises CheckpointError for a file that cannot be used or is not an interactive
-        checkpoint (a segmentation checkpoint is named as one)."""
+        checkpoint (a segmentation checkpoint is named as one). ``runtime`` "auto": ONNX
+        Runtime on the CPU when installed and the network exports (torch otherwise);
+        "torch": torch always."""
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         model, meta = load_checkpoint(path, device)
         check_interactive(meta, Path(path).name)
-        return cls(model, meta, device)
+        clicker = cls(model, meta, device)
+        if runtime == "auto" and clicker.device.type == "cpu":
+            from .onnx_model import onnxruntime_network
+
+            network = onnxruntime_network(clicker.model, meta, Path(path))
+            if network is not None:
+                clicker.network = network
+        return clicker
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: "onnxruntime" or "torch"."""
+        return "torch" if self.network is self.model else "onnxruntime"
 
     def refine(self, volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click]) -> tuple[tuple[slice, slice],
                                                                                                   np.ndarray]:
         """The class on slice ``z`` of ``volume`` (Z, Y, X) refined from its current ``mask``
-        (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box)."""
-        if not clicks:
-            raise ValueError("refine needs at least one click")
-        crop = self.preprocessing["crop"]
-        box = crop_box(mask.shape, clicks, mask, crop["margin"], crop["min_size"])
-        x = encode(context_slices(volume, z, box), mask[box], clicks, box, self.preprocessing)
+        (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box).
+        Raises ValueError without clicks."""
+        box, x = prepare(volume, z, mask, clicks, self.preprocessing)
         with torch.inference_mode():
-            logits = self.model(x.to(self.device))
+            logits = self.network(x.to(self.device))
         return box, decode(logits, box)
 
 
 def check_interactive(meta: dict, name: str) -> None:
     """Raises CheckpointError unless ``meta`` is an interactive checkpoint's."""
     if meta.get("task") != TASK:
-        classes = len(meta.get("classes", []))
-        raise CheckpointError(f"{name} is a segmentation checkpoint ({classes} classes), not an interactive "
-                              "correction model (metadata \"task\": \"interactive\")")
+        names = [str(c.get("name", "?")) for c in meta.get("classes", []) if isinstance(c, dict)]
+        raise CheckpointError(f"{name} is a segmentation checkpoint ({len(names)} classes: {', '.join(names)}), "
+                              "not an interactive correction model (metadata \"task\": \"interactive\"; "
+                              "train one with segview train DATA --interactive)")
+    channels = meta.get("architecture", {}).get("in_channels")
+    if channels != CHANNELS or "preprocessing" not in meta:
+        raise CheckpointError(f"{name} says it is an interactive model but takes {channels} input channels "
+                              f"(an interactive model takes {CHANNELS}) or lacks its preprocessing")

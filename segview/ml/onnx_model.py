@@ -1,7 +1,8 @@
 """ONNX: a segview checkpoint exported for any runtime, and ONNX files run as models.
 
 ``export_onnx`` writes the network of a checkpoint with a dynamic batch, height and width
-(input ``image`` (N, 1, H, W) float32, output ``logits`` (N, C, H, W)) and the
+(input ``image`` (N, K, H, W) float32, K the network's input channels: 1 for a
+segmentation checkpoint, 6 for an interactive one; output ``logits`` (N, C, H, W)) and the
 checkpoint's metadata as the model's metadata property ``segview`` (the same JSON as the
 safetensors header), so an exported file carries its classes and preprocessing with it.
 Sides that segview's UNet or MONAI's networks cannot pool evenly are padded by edge
@@ -33,8 +34,8 @@ from .checkpoint import METADATA_KEY, CheckpointError, classes_from_metadata, lo
 OPSET = 17
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
-__all__ = ["OnnxNetwork", "export_onnx", "load_onnx", "onnxruntime_network", "read_onnx_metadata",
-           "size_multiple"]
+__all__ = ["OnnxNetwork", "export_onnx", "input_channels", "load_onnx", "onnxruntime_network",
+           "read_onnx_metadata", "size_multiple"]
 
 
 def size_multiple(model: nn.Module) -> int:
@@ -103,7 +104,7 @@ def _export(model: nn.Module, size: int):
     if size % multiple:  # padding would change what the network computes at its own size
         multiple = 1
     wrapped = _AnySize(model, multiple).eval()
-    example = torch.randn(2, 1, size, size)
+    example = torch.randn(2, input_channels(model), size, size)
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
     try:
@@ -124,12 +125,17 @@ def _check_agrees(model: nn.Module, path: Path) -> None:
         raise CheckpointError("the exported ONNX model does not give torch's labels; please report this bug")
 
 
+def input_channels(model: nn.Module) -> int:
+    """The channels ``model`` takes (its config's ``in_channels``; 1 when it does not say)."""
+    return int(getattr(model, "config", {}).get("in_channels", 1))
+
+
 def _agrees(model: nn.Module, network: nn.Module, meta: dict, batch: int = 1) -> bool:
     """Labels of ONNX Runtime and torch on random slices of the checkpoint's input size:
     equal where torch's top two logits are not within float rounding of each other (there
     either label is right)."""
     size = int(meta["preprocessing"]["input_size"][0])
-    image = torch.randn(batch, 1, size, size, generator=torch.Generator().manual_seed(0))
+    image = torch.randn(batch, input_channels(model), size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected, got = model(image), network(image)
     top2 = expected.topk(2, dim=1).values
@@ -204,8 +210,8 @@ def load_onnx(path, device: str | torch.device | None = None) -> tuple[OnnxNetwo
 
     ``device`` "cpu" forces the CPU; otherwise the CUDA provider is used when installed
     (onnxruntime-gpu) and a GPU is present. Raises CheckpointError for an unreadable file,
-    one without segview metadata, or one whose input or output is not (N, 1, H, W) ->
-    (N, C, H, W)."""
+    one without segview metadata, or one whose input or output is not (N, K, H, W) ->
+    (N, C, H, W), K the metadata's ``architecture.in_channels``."""
     path = Path(path)
     session, meta = _session_and_metadata(path, _providers(device))
     return OnnxNetwork(session, meta, path.name), meta
@@ -242,21 +248,22 @@ def _session_and_metadata(path: Path, providers: list[str]):
     if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
         raise CheckpointError(f"{path.name} does not say which network it holds")
     classes_from_metadata(meta, path)  # raises CheckpointError for a bad class table
-    _check_signature(path, session, len(meta["classes"]))
+    _check_signature(path, session, len(meta["classes"]), int(meta["architecture"].get("in_channels", 1)))
     return session, meta
 
 
-def _check_signature(path: Path, session, num_classes: int) -> None:
+def _check_signature(path: Path, session, num_classes: int, channels: int = 1) -> None:
     inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 1:
-        raise CheckpointError(f"{path.name} must take one (N, 1, H, W) image and return (N, C, H, W) logits")
+    if len(inputs) != 1 or len(outputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != channels:
+        raise CheckpointError(f"{path.name} must take one (N, {channels}, H, W) input and return (N, C, H, W) "
+                              "logits")
     channels = outputs[0].shape[1]  # an int, or a name or None when the graph leaves it open
     if isinstance(channels, int) and channels != num_classes:
         raise CheckpointError(f"{path.name} returns {channels} channels but names {num_classes} classes")
 
 
 class OnnxNetwork(nn.Module):
-    """An ONNX Runtime session behaving as a torch module: (N, 1, H, W) float tensor in,
+    """An ONNX Runtime session behaving as a torch module: (N, K, H, W) float tensor in,
     (N, C, H, W) float32 logits out (on the input's device). It has no parameters, so
     moving it between devices changes nothing; the session's provider decides."""
 
@@ -264,7 +271,9 @@ class OnnxNetwork(nn.Module):
         super().__init__()
         self.session = session
         self.name = name
-        self.config = {"in_channels": 1, "num_classes": len(meta["classes"])}
+        channels = session.get_inputs()[0].shape[1]
+        self.config = {"in_channels": channels if isinstance(channels, int) else 1,
+                       "num_classes": len(meta["classes"])}
         self._input = session.get_inputs()[0].name
 
     @property

@@ -1,0 +1,321 @@
+"""The click model: its input (disks where the clicks are, the crop), the one click-from-error
+rule against an independent distance transform, wrong kinds of checkpoint refused by name,
+a tiny network that learns a fixed case so that clicks raise its Dice, and
+``segview train --interactive`` on tiny phantoms."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import distance_transform_edt, label
+from torch.nn import functional as F
+
+from segview.cli import main
+from segview.core.io import named_classes
+from segview.core.phantoms import CARDIAC_CLASSES
+from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
+from segview.ml.inference import Predictor
+from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
+                                    resize_bilinear)
+from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
+                                             review_summary)
+from segview.ml.losses import build_loss
+from segview.ml.unet import UNet
+
+TINY_PREPROCESSING = {**PREPROCESSING, "input_size": [32, 32], "click": {"shape": "disk", "radius": 1.5}}
+
+
+def _interactive_checkpoint(path, seed=0):
+    torch.manual_seed(seed)
+    model = UNet(6, 2, base_channels=4, depth=2, norm="batch")
+    meta = {"task": "interactive", "classes": classes_to_metadata(named_classes(["background", "class"])),
+            "preprocessing": TINY_PREPROCESSING}
+    return save_checkpoint(path, model, meta)
+
+
+def _segmentation_checkpoint(path):
+    torch.manual_seed(0)
+    model = UNet(1, 4, base_channels=4, depth=2, norm="batch")
+    meta = {"classes": classes_to_metadata(CARDIAC_CLASSES),
+            "preprocessing": {"input_size": [32, 32], "modality": "MR", "normalization": {
+                "method": "percentile", "low_percentile": 0.5, "high_percentile": 99.5}}}
+    return save_checkpoint(path, model, meta)
+
+
+# -- the input ------------------------------------------------------------------------------
+
+def _pixels(plane: torch.Tensor) -> set[tuple[int, int]]:
+    return {(int(y), int(x)) for y, x in torch.nonzero(plane)}
+
+
+def test_click_disks_land_where_the_click_is_in_the_resized_crop():
+    # A 32 x 64 crop resized to 32 x 32: rows keep their scale, columns halve. The click at
+    # (26, 52) is (16, 32) in the crop; its pixel centre (16.5, 32.5) maps to (16.5, 16.25)
+    # in the input, pixel coordinates (16, 15.75). A disk of radius 1.5 there holds, by hand:
+    # row 16: columns 15, 16, 17 (|x - 15.75| <= 1.5); rows 15 and 17: columns 15, 16
+    # (|x - 15.75| <= sqrt(1.25) = 1.118); rows 14 and 18: nothing (2 ** 2 > 1.5 ** 2).
+    box = (slice(10, 42), slice(20, 84))
+    image = np.zeros((3, 32, 64), np.float32)
+    image[:, :, 32:] = 10.0
+    x = encode(image, np.zeros((32, 64), bool), [Click(26, 52, True), Click(11, 21, False)], box,
+               TINY_PREPROCESSING)
+    assert x.shape == (1, 6, 32, 32) and x.dtype == torch.float32
+    assert _pixels(x[0, 4]) == {(16, 15), (16, 16), (16, 17), (15, 15), (15, 16), (17, 15), (17, 16)}
+    # (11, 21) is crop pixel (1, 1): input (1, 0.25); radius 1.5: row 1 columns 0, 1;
+    # rows 0 and 2 columns 0, 1 (|x - 0.25| <= 1.118); row 1 column -1 is off the input.
+    assert _pixels(x[0, 5]) == {(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)}
+    # The image channels: the crop's percentiles scale it to [0, 1]; the right half is bright.
+    assert x[0, :3, :, :15].max() == 0 and x[0, :3, :, 17:].min() == 1
+    assert x[0, 3].max() == 0  # an empty mask
+
+
+def test_an_unscaled_crop_puts_the_disk_on_the_click_pixel():
+    box = (slice(100, 132), slice(40, 72))  # 32 x 32: the input's own size
+    x = encode(np.ones((3, 32, 32), np.float32), np.ones((32, 32), bool), [Click(110, 50)], box,
+               {**TINY_PREPROCESSING, "click": {"shape": "disk", "radius": 1}})
+    assert _pixels(x[0, 4]) == {(10, 10), (9, 10), (11, 10), (10, 9), (10, 11)}
+    assert x[0, 5].max() == 0 and x[0, 3].min() == 1
+
+
+@pytest.mark.parametrize("shape_in, shape_out", [((64, 80), (96, 96)), ((200, 150), (96, 96)),
+                                                  ((96, 96), (40, 70)), ((5, 7), (32, 32))])
+def test_resize_is_torchs_bilinear(shape_in, shape_out):
+    array = np.random.default_rng(0).standard_normal((3, *shape_in)).astype(np.float32)
+    expected = F.interpolate(torch.from_numpy(array)[None], size=shape_out, mode="bilinear",
+                             align_corners=False)[0].numpy()
+    np.testing.assert_allclose(resize_bilinear(array, shape_out), expected, atol=1e-4)
+
+
+# -- the crop -------------------------------------------------------------------------------
+
+def _region(shape, rows, cols):
+    mask = np.zeros(shape, bool)
+    mask[rows[0]:rows[1] + 1, cols[0]:cols[1] + 1] = True
+    return mask
+
+
+@pytest.mark.parametrize("shape, clicks, region, expected", [
+    # one click, nothing around: the minimum side (96) centred on it
+    ((256, 256), [(100, 150)], None, ((52, 148), (102, 198))),
+    # near the image's corner: shifted inside, never cut
+    ((256, 256), [(5, 250)], None, ((0, 96), (160, 256))),
+    # a click inside an 80 x 40 region: its box, 80 * 1.8 = 144 on a side, centred on it
+    ((256, 256), [(60, 70)], ((50, 129), (60, 99)), ((18, 162), (8, 152))),
+    # a click just beside the region (within 40 % of its side) brings it in
+    ((256, 256), [(60, 105)], ((50, 129), (60, 99)), ((18, 162), (10, 154))),
+    # a click far from it leaves it out
+    ((256, 256), [(200, 220)], ((50, 129), (60, 99)), ((152, 248), (160, 256))),
+    # an image smaller than the minimum: all of it
+    ((24, 24), [(3, 4)], None, ((0, 24), (0, 24))),
+    # two clicks 120 apart: 121 * 1.8 = 217.8 on a side, clipped to the image
+    ((256, 256), [(40, 40), (160, 40)], None, ((0, 217), (0, 217))),
+])
+def test_crop_box(shape, clicks, region, expected):
+    mask = np.zeros(shape, bool) if region is None else _region(shape, *region)
+    box = crop_box(shape, [Click(y, x) for y, x in clicks], mask, margin=0.4, min_size=96)
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == expected
+
+
+# -- clicks from errors ---------------------------------------------------------------------
+
+def _independent_click(mask, reference):
+    """The largest error region (missed or extra), the point farthest from its boundary and
+    the image's edge: scipy's distance transform on the whole padded image, first maximum."""
+    best = None
+    for positive, error in ((True, reference & ~mask), (False, mask & ~reference)):
+        regions, count = label(error)
+        for n in range(1, count + 1):
+            size = int((regions == n).sum())
+            if best is None or size > best[0]:
+                best = (size, positive, regions == n)
+    if best is None:
+        return None
+    distance = distance_transform_edt(np.pad(best[2], 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(np.argmax(distance), distance.shape)
+    return int(y), int(x), best[1]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_error_click_is_the_farthest_point_of_the_largest_error(seed):
+    rng = np.random.default_rng(seed)
+    shape = (int(rng.integers(20, 60)), int(rng.integers(20, 60)))
+    reference = ndimage_blobs(rng, shape)
+    mask = ndimage_blobs(rng, shape)
+    click = error_click(mask, reference)
+    expected = _independent_click(mask, reference)
+    assert (None if click is None else (click.y, click.x, click.positive)) == expected
+
+
+def ndimage_blobs(rng, shape):
+    from scipy.ndimage import gaussian_filter
+    return gaussian_filter(rng.standard_normal(shape), 2.5) > 0.15
+
+
+def test_error_click_signs_and_agreement():
+    yy, xx = np.mgrid[:40, :40]
+    disk = (yy - 20) ** 2 + (xx - 20) ** 2 < 64
+    assert error_click(np.zeros_like(disk), disk) == Click(20, 20, True)           # missed: add
+    assert error_click(disk, np.zeros_like(disk)) == Click(20, 20, False)          # extra: remove
+    assert error_click(disk, disk) is None
+    edge = np.zeros((10, 10), bool)
+    edge[:, :4] = True  # touching the image's edge: the edge is boundary, so column 1 or 2
+    assert error_click(np.zeros_like(edge), edge).x in (1, 2)
+
+
+def test_a_drawn_click_lies_inside_the_largest_error_and_favours_its_middle():
+    yy, xx = np.mgrid[:60, :60]
+    reference = (yy - 30) ** 2 + (xx - 30) ** 2 < 400
+    mask = (yy - 30) ** 2 + (xx - 30) ** 2 < 25
+    mask[0:3, 0:3] = True  # a small extra region: never the largest
+    distance = distance_transform_edt(np.pad(reference & ~mask, 1))[1:-1, 1:-1]
+    rng = np.random.default_rng(0)
+    drawn = [error_click(mask, reference, rng) for _ in range(300)]
+    assert all(c.positive and reference[c.y, c.x] and not mask[c.y, c.x] for c in drawn)
+    region = distance[reference & ~mask]
+    assert np.mean([distance[c.y, c.x] for c in drawn]) > region.mean() + 1
+    again = np.random.default_rng(0)
+    assert [error_click(mask, reference, again) for _ in range(5)] == drawn[:5]
+
+
+# -- checkpoints of the wrong kind ----------------------------------------------------------
+
+def test_a_segmentation_checkpoint_is_refused_as_a_click_model_by_name(tmp_path):
+    path = _segmentation_checkpoint(tmp_path / "cardiac.safetensors")
+    with pytest.raises(CheckpointError, match=r"cardiac.safetensors is a segmentation checkpoint \(4 classes: "
+                                              r"background, right ventricle, myocardium, left ventricle\)"):
+        ClickModel.from_checkpoint(path)
+
+
+def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
+    path = _interactive_checkpoint(tmp_path / "clicks.safetensors")
+    with pytest.raises(CheckpointError, match="clicks.safetensors is an interactive correction model"):
+        Predictor.from_checkpoint(path)
+    from segview.ml.onnx_model import export_onnx
+
+    exported = export_onnx(path, tmp_path / "clicks.onnx")  # six input channels export and check out
+    with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model"):
+        Predictor.from_checkpoint(exported)
+
+
+def test_onnx_runtime_and_torch_refine_alike(tmp_path):
+    path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=3)
+    fast, plain = ClickModel.from_checkpoint(path), ClickModel.from_checkpoint(path, runtime="torch")
+    assert (fast.runtime, plain.runtime) == ("onnxruntime", "torch")
+    rng = np.random.default_rng(0)
+    volume = rng.normal(size=(4, 70, 90)).astype(np.float32)
+    mask = np.zeros((70, 90), bool)
+    mask[20:40, 30:60] = True
+    clicks = [Click(30, 62), Click(25, 35, False)]
+    box, a = fast.refine(volume, 1, mask, clicks)
+    box_torch, b = plain.refine(volume, 1, mask, clicks)
+    assert box == box_torch and a.shape == (box[0].stop - box[0].start, box[1].stop - box[1].start)
+    assert (a != b).mean() < 0.001  # only pixels at a tie of the two logits may differ
+
+
+# -- learning -------------------------------------------------------------------------------
+
+def _ellipse_case():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:48, :48]
+    labels = np.zeros((3, 48, 48), np.uint8)
+    labels[:, (yy - 22) ** 2 / 100 + (xx - 26) ** 2 / 49 < 1] = 1
+    image = (labels * 100 + rng.normal(0, 15, labels.shape)).astype(np.float32)
+    return InteractiveCase("ellipse", image, labels)
+
+
+def test_a_tiny_network_learns_a_fixed_case_and_clicks_raise_its_dice(tmp_path):
+    case = _ellipse_case()
+    preprocessing = {**PREPROCESSING, "input_size": [32, 32]}
+    config = InteractiveConfig(output=tmp_path, input_size=32, base_channels=4, depth=2, batch_size=8,
+                               max_rounds=1, augment=False)
+    torch.manual_seed(0)
+    model = UNet(6, 2, 4, 2, "batch")
+    simulation = ClickSimulation([case], config, preprocessing)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    loss_function = build_loss("ce+dice")
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        model.train()
+        x, y = simulation.batch(model, rng, 8)
+        assert x.shape == (8, 6, 32, 32) and y.shape == (8, 32, 32)
+        loss = loss_function(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    clicker = ClickModel(model, {"preprocessing": preprocessing})
+    reference = case.labels[1] == 1
+    for start in (np.zeros_like(reference), np.roll(reference, 5, axis=1)):
+        mask, clicks, scores = start.copy(), [], [dice(start, reference)]
+        for _ in range(3):
+            click = error_click(mask, reference)
+            if click is None:
+                break
+            clicks.append(click)
+            box, inside = clicker.refine(case.image, 1, mask, clicks)
+            mask[box] = inside
+            scores.append(dice(mask, reference))
+        assert scores[-1] > max(scores[0], 0.8), scores
+
+
+def test_perturbed_masks_are_seeded_and_spoil_the_reference():
+    yy, xx = np.mgrid[:64, :64]
+    reference = (yy - 30) ** 2 + (xx - 34) ** 2 < 144
+    masks = [perturb(reference, np.random.default_rng(seed)) for seed in range(20)]
+    assert all(np.array_equal(m, perturb(reference, np.random.default_rng(n))) for n, m in enumerate(masks))
+    scores = [dice(m, reference) for m in masks]
+    assert max(scores) < 1 and np.mean(scores) > 0.3
+
+
+def test_review_summary_counts_as_the_reviewer_does():
+    traces = [[0.5, 0.8, 0.92],             # NoC@90 2, NoC@85 2; stopped: Dice@3, @5 are 0.92
+              [0.95],                       # already there: 0 clicks
+              [0.2, 0.4, 0.3] + [0.6] * 18]  # never: 20; one click of 20 lowered it
+    figures = review_summary(traces, max_clicks=20)
+    assert figures["noc90"] == pytest.approx((2 + 0 + 20) / 3)
+    assert figures["noc85"] == pytest.approx((2 + 0 + 20) / 3)
+    assert figures["dice_1"] == pytest.approx((0.8 + 0.95 + 0.4) / 3)
+    assert figures["dice_3"] == pytest.approx((0.92 + 0.95 + 0.6) / 3)
+    assert figures["never90"] == pytest.approx(1 / 3)
+    assert figures["lowering"] == pytest.approx(1 / 22)
+
+
+# -- the command ----------------------------------------------------------------------------
+
+TINY = ["--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "4",
+        "--samples-per-epoch", "8"]
+
+
+def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path):
+    seg = _segmentation_checkpoint(tmp_path / "cardiac_seg.safetensors")
+    out = tmp_path / "run"
+    assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
+                 "--epochs", "1", "--from-model", str(seg), "-o", str(out), *TINY]) == 0
+    meta = read_metadata(out / "best.safetensors")
+    assert meta["task"] == "interactive" and [c["name"] for c in meta["classes"]] == ["background", "class"]
+    assert meta["architecture"]["in_channels"] == 6 and meta["preprocessing"]["input_size"] == [32, 32]
+    assert meta["validation"]["selected_by"] == "val_dice_3" and meta["validation"]["objects"] > 0
+    training = meta["training"]
+    assert [d["source"] for d in training["datasets"]] == ["phantom cardiac, seeds 0..1", "phantom lung, seeds 0..1"]
+    assert training["from_models"][0]["name"] == "cardiac_seg.safetensors"
+    assert "lung" in training["notes"][0]  # the cardiac checkpoint does not predict the lung cases
+    assert set(training["recipe"]["starts"]) == {"prediction", "perturbed", "empty"}
+    with open(out / "log.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 1 and {"val_dice_1", "val_dice_3", "val_dice_5", "val_noc90"} <= set(rows[0])
+    assert (out / "curves.png").stat().st_size > 0 and (out / "last.safetensors").exists()
+    assert ClickModel.from_checkpoint(out / "best.safetensors").meta["task"] == "interactive"
+    # Resumable: one more epoch continues the saved run.
+    assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
+                 "--epochs", "2", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 0
+    with open(out / "log.csv") as file:
+        assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--phantom", "cardiac", "--from-model", "x.safetensors"], "go with --interactive"),
+    (["--interactive", "--phantom", "cardiac", "--reviewed-only"], "without --reviewed-only"),
+    (["--interactive"], "a dataset folder or --phantom"),
+])
+def test_train_interactive_refuses_what_does_not_go_with_it(tmp_path, capsys, arguments, message):
+    assert main(["train", *arguments, "-o", str(tmp_path / "out")]) == 2
+    assert message in capsys.readouterr().err
