@@ -102,7 +102,7 @@ class ClickController(QObject):
         worker.signals.returned.connect(lambda proposal: self._done(session, job, proposal))
         worker.signals.errored.connect(lambda exc: self._failed(job, exc))
         worker.signals.finished.connect(lambda: self._workers.discard(worker))
-        worker.start()
+        Worker.pool().start(worker, 2)  # ahead of the window's other queued jobs: a person waits on it
 
     def _done(self, session: ReviewSession, job: ClickJob, proposal: ClickProposal | None) -> None:
         self.running = None
