@@ -437,8 +437,17 @@ def bench_finetune(seconds: float = 3.0) -> dict:
     return measure(seconds)
 
 
+def bench_clicks(seconds: float = 0.0, cases: int | None = None, click_model=None) -> dict:
+    """The interactive model judged by the simulated reviewer on unseen phantoms, beside the
+    brush and random_walker, and its latency per click (``segview.bench.clicks``)."""
+    from .clicks import CASES
+    from .clicks import bench_clicks as measure
+
+    return measure(seconds, cases or CASES, click_model)
+
+
 #: Each runs with ``seconds`` (``metrics`` with its own arguments instead) and returns its figures.
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
     "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load,
-    "worklist": bench_worklist, "finetune": bench_finetune}
+    "worklist": bench_worklist, "finetune": bench_finetune, "clicks": bench_clicks}

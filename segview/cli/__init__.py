@@ -8,7 +8,7 @@
     segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
     segview export CKPT -o model.onnx             a checkpoint as an ONNX model
     segview info CKPT                             a checkpoint's metadata and lineage
-    segview bench {metrics,...,worklist,finetune}  speed figures, measured side by side
+    segview bench {metrics,...,finetune,clicks}  speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -129,11 +129,17 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("worklist", "Ctrl+N to the next 300 x 512 x 512 CT case with cached predictions, "
                                     "cold vs prefetched"),
                        ("finetune", "a shipped checkpoint fine-tuned on corrected cases of a new scanner, "
-                                    "held-out Dice before / after, beside training from scratch")):
+                                    "held-out Dice before / after, beside training from scratch"),
+                       ("clicks", "the interactive model by the simulated reviewer on unseen phantoms: NoC@90, "
+                                  "never, lowering, latency; beside the brush and random_walker")):
         timed = benchmarks.add_parser(name, help=what)
         timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
         if name == "gui":
             timed.add_argument("--compare", action="store_true", help="scroll in compare mode (two panes)")
+        if name == "clicks":
+            timed.add_argument("--cases", type=int, default=3, help="phantom cases per task (default 3)")
+            timed.add_argument("--click-model", type=Path, metavar="CKPT",
+                               help="the interactive checkpoint (default: the shipped interactive.safetensors)")
         timed.set_defaults(run=_run_bench_timed)
     return parser
 
@@ -142,6 +148,10 @@ def _run_bench_timed(args) -> int:
     from ..bench import BENCHMARKS
 
     options = {"compare": args.compare} if getattr(args, "compare", False) else {}
+    if args.benchmark == "clicks":
+        if args.cases < 1:
+            raise UserError("--cases must be at least 1")
+        options = {"cases": args.cases, "click_model": args.click_model}
     BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
     return 0
 

@@ -341,3 +341,43 @@ def test_evaluate_robot_without_a_click_model_says_so(robot_dataset, checkpoints
                  "--reviewed-only", "--robot", "--click-model", str(checkpoints["A"])])
     assert code == 2
     assert "segmentation checkpoint" in capsys.readouterr().err
+
+
+# -- segview bench clicks, end to end on tiny cases ----------------------------------------
+
+def test_bench_clicks_prints_the_tables_and_the_targets(tmp_path, monkeypatch, capsys):
+    from segview.bench import clicks
+    from segview.core.phantoms import Phantom
+    from segview.session.reviewer import objects as reviewed_objects
+
+    from .conftest import CLASSES, make_checkpoint, tiny_case
+
+    models = tmp_path / "models"
+    models.mkdir()
+    make_checkpoint(models / "cardiac_ce.safetensors", 1)
+    tiny_click_model(models / "interactive.safetensors")
+    monkeypatch.setattr(clicks, "MODELS", models)
+    monkeypatch.setattr(clicks, "TASKS", ("cardiac",))
+    monkeypatch.setattr(clicks, "make_phantom", lambda task, seed: Phantom(*tiny_case(seed), tuple(CLASSES), task))
+    lines: list[str] = []
+    figures = clicks.bench_clicks(cases=2, echo=lines.append)
+    out = "\n".join(lines)
+    assert "NoC@85" in out and "brush/model" in out and "every target:" in out
+    assert "cardiac from a prediction:" in out and "cardiac from empty:" in out
+    assert "latency per click, 512 x 512 slice, cpu (2 threads)" in out
+    predictor = Predictor.from_checkpoint(models / "cardiac_ce.safetensors", "cpu")
+    expected = {"cardiac_ce": 0, "empty": 0}
+    for seed in (clicks.FIRST_SEED, clicks.FIRST_SEED + 1):
+        volume, labels = tiny_case(seed)
+        expected["cardiac_ce"] += len(reviewed_objects(predictor.predict_volume(volume), labels))
+        expected["empty"] += len(reviewed_objects(np.zeros_like(labels), labels))
+    for start, count in expected.items():
+        assert all(figures["figures"]["cardiac", start][m]["objects"] == count
+                   for m in ("model", "brush", "random_walker"))
+
+
+def test_bench_clicks_options_on_the_command_line(tmp_path, capsys):
+    assert main(["bench", "clicks", "--cases", "0"]) == 2
+    assert "--cases must be at least 1" in capsys.readouterr().err
+    assert main(["bench", "clicks", "--click-model", str(tmp_path / "none.safetensors")]) == 2
+    assert "no interactive model at" in capsys.readouterr().err
