@@ -37,7 +37,9 @@ Correctors compared on the same objects with the same click rule, each on its ow
   (one pixel) the class; each negative click and the crop's border background, as
   nnInteractive's baselines bound a prompt by a box. It sees no previous mask (a classic
   method has no such input): the crop is replaced by its answer, outside it the mask stays;
-  with no positive click yet, the crop is cleared.
+  with no positive click yet, the crop is cleared. Default beta (130); the linear system is
+  solved directly (mode "bf": the conjugate gradient did not converge on the noisy phantoms
+  and took seconds per click).
 """
 from __future__ import annotations
 
