@@ -34,7 +34,7 @@ def add_model_parsers(commands) -> None:
 
 def _run_info(args) -> int:
     from ..ml.checkpoint import read_metadata
-    from ..ml.train import file_sha256
+    from ..core.files import file_sha256
 
     meta = read_metadata(args.checkpoint)
     if args.json:

@@ -2,6 +2,7 @@
 then renamed over it, so a crash or a full disk never leaves half a file behind."""
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -12,6 +13,15 @@ def extension(path) -> str:
     """The format extension of ``path`` in lower case, ``.nii.gz`` counted as one."""
     name = Path(path).name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks. Raises OSError."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

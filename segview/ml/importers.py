@@ -19,7 +19,6 @@ exactly the logits of the network built here.
 """
 from __future__ import annotations
 
-import hashlib
 import inspect
 import pickle
 import re
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..core.classes import named_classes
+from ..core.files import file_sha256
 from .checkpoint import CheckpointError, architecture_class, classes_to_metadata, load_checkpoint, save_checkpoint
 from .data import DEFAULT_CT_WINDOW, normalization_for
 
@@ -347,7 +347,7 @@ def _metadata(weights: Path, arch: str, classes, modality, input_size, ct_window
         "classes": classes_to_metadata(named_classes(list(classes))),
         "preprocessing": {"input_size": [input_size, input_size], "modality": modality,
                           "normalization": normalization_for(modality, window)},
-        "imported": {"source": weights.name, "sha256": _sha256(weights), "arch": arch, "notes": notes},
+        "imported": {"source": weights.name, "sha256": file_sha256(weights), "arch": arch, "notes": notes},
     }
 
 
@@ -360,12 +360,6 @@ def _check_same_logits(model: torch.nn.Module, loaded: torch.nn.Module, size: in
                                   "please report this as a bug")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _some(keys: list[str]) -> str:

@@ -11,7 +11,6 @@ the same batches and augmentations as an uninterrupted one from the next epoch o
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -26,6 +25,7 @@ from safetensors.torch import save_file
 from torch import distributed as dist
 
 from .. import __version__
+from ..core.files import file_sha256
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
                          save_checkpoint)
@@ -384,14 +384,6 @@ def _lineage(config: TrainConfig, dataset: Dataset, train_cases, split: dict, pa
             "replay": None if replay is None or not config.replay_share else
             {"source": replay.source, "share": config.replay_share},
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # -- devices and processes --------------------------------------------------------------
