@@ -64,8 +64,8 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
     torch.set_num_threads(THREADS)
     try:
         model = ClickModel.from_checkpoint(path, "cpu")
-        echo(f"segview bench clicks: {path.name} by the simulated reviewer, {cases} phantom case(s) per task "
-             f"(seeds {FIRST_SEED}..{FIRST_SEED + cases - 1}), torch on {THREADS} threads")
+        echo(f"segview bench clicks: {path.name} ({model.runtime} on the CPU) by the simulated reviewer, {cases} "
+             f"phantom case(s) per task (seeds {FIRST_SEED}..{FIRST_SEED + cases - 1}), {THREADS} threads")
         echo(f"  {machine_summary()}")
         started = time.perf_counter()
         traces = _review_all(model, cases)
