@@ -196,7 +196,7 @@ def _print_targets(targets: dict, latency: dict, echo) -> bool:
             passed &= ok
             limit = limits.get(name, f"<= {TARGET_NOC[kind]:g}")
             shown = (f"{value:.1%}" if name in ("never", "lowering") else
-                     f"{value:.1f}x" if "/" in name else f"{value:.2f}")
+                     f"{value:.2f}x" if "/" in name else f"{value:.2f}")
             cells.append(f"{name} {shown} ({limit}) {'PASS' if ok else 'FAIL'}")
         echo(f"  {task} from {'a prediction' if kind == 'prediction' else 'empty'}: " + "; ".join(cells))
     for device, (p50, p95) in latency.items():
