@@ -36,7 +36,7 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
     from segview.cli import tools
     captured = {}
 
-    def fake_train(config, dataset, progress, resume):
+    def fake_train(config, dataset, progress, resume, **options):
         captured["config"] = config
         raise SystemExit(0)
 
