@@ -14,9 +14,13 @@ The model sees a square crop of the slice, resized to ``input_size`` (metadata
   of the network's input (metadata ``click``).
 
 The output is two logits per pixel (background, the class). The crop (``crop_box``) is the
-box around the clicks and the mask's connected regions that the clicks touch or are near,
-grown by ``crop.margin`` of its side on each side and to at least ``crop.min_size`` pixels,
-clipped to the image; the model writes back only inside it.
+box around the last click and the mask's connected regions it touches or is near, grown
+by ``crop.margin`` of its side on each side and to at least ``crop.min_size`` pixels,
+clipped to the image (``crop.around`` "last click"; a checkpoint without it was trained
+on the box around every click); the model writes back only inside it. The earlier clicks
+of the interaction are drawn where they fall inside the crop; what they did is in the
+mask. So a click on a second lesion across the slice is seen at the resolution of the
+first, and a click changes nothing far from it.
 
 ``error_click`` is the one place a click is derived from an error (the simulated reviewer
 of ``session.reviewer`` and the training's click simulation): inside the largest error
@@ -44,7 +48,8 @@ PREPROCESSING: dict[str, Any] = {
     "input_size": [96, 96], "context_slices": 1,
     "normalization": {"method": "crop-percentile", "low_percentile": 1.0, "high_percentile": 99.0},
     "click": {"shape": "disk", "radius": 3},          # pixels of the network's input
-    "crop": {"margin": 0.4, "min_size": 96},          # share of the box's side; image pixels
+    "crop": {"margin": 0.4, "min_size": 96,           # share of the box's side; image pixels
+             "around": "last click"},
 }
 RUNTIMES = ("auto", "torch")
 
@@ -198,7 +203,8 @@ def prepare(volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
     if not clicks:
         raise ValueError("refine needs at least one click")
     crop = preprocessing["crop"]
-    box = crop_box(mask.shape, clicks, mask, crop["margin"], crop["min_size"])
+    focus = clicks[-1:] if crop.get("around") == "last click" else clicks
+    box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"])
     return box, encode(context_slices(volume, z, box), mask[box], clicks, box, preprocessing)
 
 

@@ -459,7 +459,8 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
                                  linestyle="--")
         labels.append(counts[1])
         count_axes.set(ylabel=counts[1], ylim=(0, None))
-    score_axes.legend(lines, labels, loc="lower right")
+    # A falling count crosses the lower right corner: the legend goes to the lower left then.
+    score_axes.legend(lines, labels, loc="lower right" if counts is None else "lower left")
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
     FigureCanvasAgg(figure)
