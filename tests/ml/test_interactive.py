@@ -116,6 +116,24 @@ def test_crop_box(shape, clicks, region, expected):
     assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == expected
 
 
+def test_the_crop_follows_the_last_click_and_draws_the_earlier_ones_inside_it():
+    from segview.ml.interactive import prepare
+
+    volume = np.zeros((3, 256, 256), np.float32)
+    mask = np.zeros((256, 256), bool)
+    first, last = Click(40, 40), Click(200, 200, False)
+    box, x = prepare(volume, 1, mask, [first, last])
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 248), (152, 248))
+    assert x[0, 4].max() == 0 and x[0, 5].sum() > 0  # the first click is far outside: not drawn
+    near = Click(180, 190)
+    box, x = prepare(volume, 1, mask, [near, last])
+    assert x[0, 4].sum() > 0 and x[0, 5].sum() > 0
+    # A checkpoint that does not say ``around`` was trained on the box around every click.
+    older = {**PREPROCESSING, "crop": {"margin": 0.4, "min_size": 96}}
+    box, _ = prepare(volume, 1, mask, [first, last], older)
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((0, 256), (0, 256))
+
+
 # -- clicks from errors ---------------------------------------------------------------------
 
 def _independent_click(mask, reference):
