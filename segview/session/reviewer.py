@@ -32,8 +32,10 @@ Correctors compared on the same objects with the same click rule, each on its ow
   or erases a disk of ``BRUSH_RADIUS_MM`` (every voxel whose centre is within the radius, in
   mm on the slice's spacing) at the click.
 - ``random_walker_corrector``: scikit-image's ``random_walker`` (Grady 2006) on the slice,
-  inside the same crop as the model's (``ml.interactive.crop_box``: around the clicks and the
-  mask's regions they touch, grown by 40 %, at least 64 pixels). Seeds: each positive click
+  inside a box drawn by the model's crop rule (``ml.interactive.crop_box`` with the default
+  margin and minimum size) around every click of the interaction and the mask's regions
+  near them (the model itself may crop around the last click only: its metadata's
+  ``crop.around``), so every click is a seed. Seeds: each positive click
   (one pixel) the class; each negative click and the crop's border background, as
   nnInteractive's baselines bound a prompt by a box. It sees no previous mask (a classic
   method has no such input): the crop is replaced by its answer, outside it the mask stays;
