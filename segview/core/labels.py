@@ -239,7 +239,11 @@ class LabelMap:
     def interpolate(self, first: int, last: int) -> Edit | None:
         """Fill the slices strictly between ``first`` and ``last`` from those two slices by
         shape-based interpolation: each class's signed distance map is blended linearly
-        along z, and a voxel takes the class whose interpolated shape contains it."""
+        along z, and a voxel takes the class whose interpolated shape contains it. A class
+        whose regions on the two slices do not overlap is aligned first, as ITK's
+        morphological contour interpolation does: the blend of two disjoint shapes is
+        empty, so the shapes are blended centroid on centroid and each result placed on
+        the line between the two centroids."""
         if last < first:
             first, last = last, first
         if last - first < 2:
@@ -249,14 +253,24 @@ class LabelMap:
         gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
         result = np.zeros((len(gaps), *a.shape), np.uint8)
         depth = np.full(result.shape, 0.0)
-        spacing = (self.spacing[1], self.spacing[0])
         for c in classes:
-            blended = (1 - gaps)[:, None, None] * _signed_distance(a == c, spacing) + \
-                gaps[:, None, None] * _signed_distance(b == c, spacing)
-            inside = (blended < 0) & (blended < depth)  # the deepest class wins an overlap
-            result[inside] = c
-            depth[inside] = blended[inside]
+            for n, blended in enumerate(self._blend(a == c, b == c, gaps)):
+                inside = (blended < 0) & (blended < depth[n])  # the deepest class wins an overlap
+                result[n][inside] = c
+                depth[n][inside] = blended[inside]
         return self._write_values(self._slab(first + 1, last), result)
+
+    def _blend(self, a: np.ndarray, b: np.ndarray, gaps: np.ndarray) -> Iterator[np.ndarray]:
+        """The signed distance maps (mm, negative inside) of the shapes between masks ``a``
+        and ``b`` (y, x), at each weight of ``b`` in ``gaps``."""
+        spacing = (self.spacing[1], self.spacing[0])
+        move = np.zeros(2, int)
+        if a.any() and b.any() and not (a & b).any():
+            move = np.rint(np.subtract(ndimage.center_of_mass(b), ndimage.center_of_mass(a))).astype(int)
+        at_a, b_on_a = _signed_distance(a, spacing), _signed_distance(_moved(b, -move), spacing)
+        for t in gaps:
+            blended = (1 - t) * at_a + t * b_on_a
+            yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
     def copy_from(self, source: np.ndarray, z: int | None = None) -> Edit | None:
         """Replace the labels by ``source`` (z, y, x) exactly: a label file, a model's
@@ -701,6 +715,19 @@ def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     return np.where(mask, -inside + 0.5 * min(spacing), outside - 0.5 * min(spacing))
+
+
+def _moved(plane: np.ndarray, move, fill=False) -> np.ndarray:
+    """``plane`` (y, x) moved by ``move`` (dy, dx) whole pixels; ``fill`` where it came from
+    beyond the edge."""
+    out = np.full_like(plane, fill)
+    target, source = [], []
+    for d, n in zip(move, plane.shape):
+        d = int(d)
+        target.append(slice(max(d, 0), max(n + min(d, 0), 0)))
+        source.append(slice(max(-d, 0), max(n - max(d, 0), 0)))
+    out[tuple(target)] = plane[tuple(source)]
+    return out
 
 
 class _Job:
