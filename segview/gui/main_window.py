@@ -145,6 +145,10 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
 
     def _build_status_bar(self) -> None:
+        # What lies under the mouse: a widget of its own, so a message (saved, preview, D)
+        # shows over it for a while and does not vanish at the next mouse move.
+        self.read_out = QLabel()
+        self.statusBar().addWidget(self.read_out, 1)
         self.device_label = QLabel()
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(180)
@@ -533,6 +537,7 @@ class MainWindow(QMainWindow):
         self.view_choice.blockSignals(True)
         self.view_choice.setCurrentIndex(VIEWS.index(self.workspace.viewer.active.view))
         self.view_choice.blockSignals(False)
+        self._refresh_read_out()
         self._metrics_timer.start()
 
     def _reviewed_mark(self) -> str:
@@ -543,9 +548,15 @@ class MainWindow(QMainWindow):
             return ""
         return "  \u2713 reviewed" if session.reviewed[self.current_slice()] else ""
 
+    def _refresh_read_out(self) -> None:
+        """The read-out after what changes it without a mouse move: another slice (D, the
+        ranking, a key), an edit, undo, streamed predictions."""
+        if self.session is not None and self.workspace.volume is self.session.volume:  # not mid-switch
+            self._show_cursor(self.workspace.voxel_under_mouse())
+
     def _show_cursor(self, voxel) -> None:
         if voxel is None or self.session is None:
-            return self.statusBar().clearMessage()
+            return self.read_out.clear()
         session, (z, y, x) = self.session, voxel
         lps = session.volume.index_to_physical(voxel)
         unit = " HU" if session.volume.modality == "CT" else ""
@@ -555,7 +566,7 @@ class MainWindow(QMainWindow):
         for slot, model in session.models.items():
             predicted = class_name(model.classes, int(model.prediction[voxel])) if model.predicted[z] else "pending"
             text += f"   {slot} {predicted}"
-        self.statusBar().showMessage(text)
+        self.read_out.setText(text)
 
     # -- models and inference -----------------------------------------------------------
     def _add_model(self, slot: str, path: Path, predictor, start: bool = True) -> None:
@@ -622,6 +633,7 @@ class MainWindow(QMainWindow):
         dirty, self._dirty = self._dirty, set()
         if dirty:
             self.workspace.refresh(dirty, names=("A", "B"))
+            self._refresh_read_out()
             self._show_metrics()
             self.predictions_changed.emit()
 
@@ -795,6 +807,8 @@ class MainWindow(QMainWindow):
         return reason is not None
 
     def _step_done(self) -> None:
+        """After each undo step (a stroke, a fill, adopt, undo, redo) and a session change."""
+        self._refresh_read_out()
         session = self.session
         editable = session is not None and self.read_only_reason() is None
         self.undo_action.setEnabled(editable and session.labels.can_undo)

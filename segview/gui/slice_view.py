@@ -234,7 +234,7 @@ class SliceView(pg.GraphicsLayoutWidget):
             self.redraw()
             self.slice_changed.emit(index)
             if self._mouse_at is not None and self.underMouse():  # the read-out follows the scroll
-                self.cursor_moved.emit(self._voxel_at(self._mouse_at))
+                self.cursor_moved.emit(self.voxel_under_mouse())
 
     def set_window(self, center: float, width: float) -> None:
         self.window = (float(center), max(float(width), 1.0))
@@ -349,6 +349,11 @@ class SliceView(pg.GraphicsLayoutWidget):
         if not (0 <= row < rows and 0 <= col < cols):
             return None
         return self.orientation.to_voxel(self.view, self.index, row, col, self.volume.shape)
+
+    def voxel_under_mouse(self) -> tuple[int, int, int] | None:
+        """The numpy (z, y, x) index where the mouse was last seen over this view, on the
+        slice shown now; None when it never was, or was beside the image."""
+        return None if self._mouse_at is None else self._voxel_at(self._mouse_at)
 
     def _mouse_moved(self, position) -> None:
         if self.volume is not None:

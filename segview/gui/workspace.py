@@ -37,9 +37,12 @@ class Workspace(QStackedWidget):
         self.styles: dict[str, tuple[bool, bool]] = {}  # overlay -> (visible, outline)
         self.viewer.active_slice_changed.connect(lambda i, n: self._emit_slice(self.viewer, i, n))
         self.compare.slice_changed.connect(lambda i, n: self._emit_slice(self.compare, i, n))
+        self.hovered: SliceView | None = None  # the view the mouse was last seen over
         for source in (self.viewer, self.compare):
             source.cursor_moved.connect(self.cursor_moved)
             source.window_changed.connect(self._window_changed)
+        for view in [*self.viewer.views.values(), *self.compare.panes.values()]:
+            view.cursor_moved.connect(lambda _, view=view: setattr(self, "hovered", view))
         for view in self.viewer.views.values():
             view.stroked.connect(lambda phase, index, mods, view=view: self._stroked(phase, index, mods, view, ""))
         for name, pane in self.compare.panes.items():
@@ -135,6 +138,12 @@ class Workspace(QStackedWidget):
         planes.set_slice(z)
         if not planes.isVisible():
             self.viewer.show_view(planes.view)
+
+    def voxel_under_mouse(self) -> tuple[int, int, int] | None:
+        """The voxel under the mouse's last position in the view it was last over, on the
+        slice that view shows now (None: none, or a view of the other mode)."""
+        view = self.hovered
+        return view.voxel_under_mouse() if view is not None and view.isVisible() else None
 
     def active_view(self) -> SliceView:
         return self.compare.panes["A"] if self.mode != "views" else self.viewer.active

@@ -49,7 +49,7 @@ def test_panes_show_each_model_and_stay_synchronised(qtbot, comparing):
     row_mm, col_mm = panes["B"].orientation.pixel_spacing(panes["B"].view, session.volume.spacing)
     assert vertical.isVisible() and vertical.value() == pytest.approx((col + 0.5) * col_mm)
     assert horizontal.value() == pytest.approx((row + 0.5) * row_mm)
-    assert "voxel (90, 100, 5)" in window.statusBar().currentMessage()
+    assert "voxel (90, 100, 5)" in window.read_out.text()
     qtbot.keyClick(window, Qt.Key_K)  # back to the views, on the same slice and window
     assert not window.comparing and window.workspace.viewer.isVisible() and window.current_slice() == 5
     assert window.workspace.active_view().window == panes["B"].window

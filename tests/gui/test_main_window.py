@@ -160,7 +160,7 @@ def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
     assert recent == [str(tmp_path / "ct.nii.gz")]
     window.workspace.go_to_slice(3)
     hover(view, *display_pixel(view, (3, 100, 120)))
-    message = window.statusBar().currentMessage()
+    message = window.read_out.text()
     assert "voxel (120, 100, 3)" in message and f"value {case.volume.array[3, 100, 120]:g} HU" in message
     assert f"label {case.classes[case.labels[3, 100, 120]].name}" in message
 

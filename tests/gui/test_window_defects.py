@@ -75,7 +75,7 @@ def check_window_shows_the_session(qtbot, window, slots):
     # The read-out under the mouse (it raised IndexError after another image was opened).
     z = window.current_slice()
     hover(view, *display_pixel(view, (z, volume.shape[1] // 2, volume.shape[2] // 2)))
-    message = window.statusBar().currentMessage()
+    message = window.read_out.text()
     assert f"voxel ({volume.shape[2] // 2}, {volume.shape[1] // 2}, {z})" in message
     for slot in "AB":
         assert (f"   {slot} " in message) == (slot in slots)
@@ -157,15 +157,15 @@ def test_the_read_out_follows_a_key_scroll_without_mouse_movement(qtbot, demo):
     volume = window.session.volume
     z = view.index
     hover(view, *display_pixel(view, (z, 100, 110)))
-    assert window.statusBar().currentMessage().startswith(f"voxel (110, 100, {z})")
+    assert window.read_out.text().startswith(f"voxel (110, 100, {z})")
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Up)  # no mouse movement
-    message = window.statusBar().currentMessage()
+    message = window.read_out.text()
     assert message.startswith(f"voxel (110, 100, {z + 1})")
     assert f"value {volume.array[z + 1, 100, 110]:g}" in message
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Home)
-    assert window.statusBar().currentMessage().startswith("voxel (110, 100, 0)")
+    assert window.read_out.text().startswith("voxel (110, 100, 0)")
     wheel(view, widget_point(view, *display_pixel(view, (0, 100, 110))), 120)  # and the wheel
-    assert view.index == 1 and window.statusBar().currentMessage().startswith("voxel (110, 100, 1)")
+    assert view.index == 1 and window.read_out.text().startswith("voxel (110, 100, 1)")
 
 
 def wheel(view, position, delta):
@@ -301,7 +301,7 @@ def test_another_image_in_compare_mode_and_three_views_rebuilds_the_panes(qtbot,
         assert session.models[slot].describe(data=True) in compare.headers[slot].text()
     hover(compare.panes["B"], *display_pixel(compare.panes["B"], (z, 128, 128)))
     # (the panes are narrow: about a screen pixel a voxel, so the mouse lands within one)
-    found = re.match(r"voxel \((\d+), (\d+), (\d+)\)", window.statusBar().currentMessage())
+    found = re.match(r"voxel \((\d+), (\d+), (\d+)\)", window.read_out.text())
     x, y, at = (int(v) for v in found.groups())
     assert abs(x - 128) <= 1 and abs(y - 128) <= 1 and at == z
     qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # the disagreement of A and B on the CT

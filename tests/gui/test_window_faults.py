@@ -1,0 +1,82 @@
+"""The faults a person saw in the window (issue 23), each reproduced through what a person
+does: keys, clicks and the mouse on the demo."""
+import numpy as np
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtTest import QTest
+
+from segview.core.classes import class_name
+from segview.core.phantoms import make_phantom
+from segview.resources import DEMO_MODELS
+from segview.session import ReviewSession
+
+from .helpers import display_pixel, drag, load_models, wait_for_inference
+
+
+@pytest.fixture
+def editing(qtbot, window):
+    """The demo image with empty labels (its classes kept)."""
+    case = make_phantom("cardiac", 0)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.show_session(ReviewSession.open(case.volume, classes=list(case.classes)))
+    return window
+
+
+@pytest.fixture
+def both_models(qtbot, demo):
+    """The demo with both shipped cardiac models, every slice predicted."""
+    load_models(qtbot, demo, DEMO_MODELS)
+    with wait_for_inference(qtbot, demo):
+        pass
+    return demo
+
+
+def move_mouse_away(window) -> None:
+    """The mouse leaves the image for the metrics dock, as when a person goes for the ranking."""
+    QTest.mouseMove(window.metrics.ranking.viewport(), window.metrics.ranking.viewport().rect().center())
+    QTest.qWait(15)
+
+
+# -- 3: the read-out under the mouse ---------------------------------------------------
+
+def test_the_read_out_follows_a_fill_undo_and_redo_without_a_mouse_move(qtbot, editing):
+    window, view = editing, editing.workspace.viewer.views["axial"]
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(2.0)
+    drag(view, [(60, 60), (60, 120), (120, 120), (120, 60), (60, 60)])  # a closed outline
+    name = class_name(window.session.classes, window.tools.active_class())
+    qtbot.keyClick(window, Qt.Key_G)  # the fill tool
+    drag(view, [(90, 90)])  # the mouse rests inside the outline and clicks: the fill
+    assert window.read_out.text().endswith(f"label {name}")
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.read_out.text().endswith("label background")
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert window.read_out.text().endswith(f"label {name}")
+
+
+def test_the_read_out_follows_adopt_d_and_the_ranking_without_a_mouse_move(qtbot, both_models):
+    window, session = both_models, both_models.session
+    qtbot.keyClick(window, Qt.Key_K)
+    pane, ranking = window.workspace.compare.panes["B"], window.metrics.ranking
+    z = ranking.item(1).data(Qt.UserRole)  # not the most disputed: D goes elsewhere
+    window.workspace.go_to_slice(z)
+    a, b = session.models["A"].prediction[z], session.models["B"].prediction[z]
+    session.labels.clear_slice(z)
+    ys, xs = np.nonzero((a != b) & (b != 0))
+    seed = (int(ys[0]), int(xs[0]))
+    qtbot.keyClick(window, Qt.Key_J)  # adopt B's labelling of the region under the click
+    drag(pane, [display_pixel(pane, (z, *seed))])
+    assert f"label {class_name(session.classes, int(b[seed]))}" in window.read_out.text()
+    assert window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {z})")
+    move_mouse_away(window)
+    qtbot.keyClick(window, Qt.Key_D)  # the most disputed slice
+    target = window.current_slice()
+    assert target != z and window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {target})")
+    item = next(ranking.item(n) for n in range(ranking.count()) if ranking.item(n).data(Qt.UserRole) != target)
+    qtbot.mouseClick(ranking.viewport(), Qt.LeftButton, pos=ranking.visualItemRect(item).center())
+    chosen = item.data(Qt.UserRole)
+    assert window.current_slice() == chosen
+    label = class_name(session.classes, int(session.labels.array[chosen][seed]))
+    assert window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {chosen})")
+    assert f"label {label}" in window.read_out.text()
+
