@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
         self._jobs: set[Worker] = set()
         self._dirty: set[int] = set()   # streamed z planes not yet redrawn
         self._disputed_shown: int | None = None  # the slice D went to last, in this session
+        self.custom_window: tuple[float, float] | None = None  # (center, width) of the last right drag
         self.workspace = Workspace()
         self._build_controls()
         self._build_docks()
@@ -503,6 +504,7 @@ class MainWindow(QMainWindow):
     def _fill_window_presets(self) -> None:
         volume = self.session.volume
         self.presets = [(AUTO_WINDOW, *volume.meta["auto_window"])] + list(volume.meta.get("window_presets") or [])
+        self.custom_window = None
         self.window_choice.blockSignals(True)
         self.window_choice.clear()
         self.window_choice.addItems([f"{n} ({c:g}/{w:g})" for n, c, w in self.presets])
@@ -515,9 +517,11 @@ class MainWindow(QMainWindow):
         return 1 if self.session.volume.modality == "CT" and len(self.presets) > 1 else 0
 
     def _apply_window(self, index: int) -> None:
-        if 0 <= index < len(getattr(self, "presets", [])):
-            _, center, width = self.presets[index]
-            self.workspace.set_window(center, width)
+        presets = getattr(self, "presets", [])
+        if 0 <= index < len(presets):
+            self.workspace.set_window(*presets[index][1:])
+        elif index == len(presets) and self.custom_window is not None:  # back to the custom one
+            self.workspace.set_window(*self.custom_window)
 
     def reset_view(self) -> None:
         if self.session is not None:
@@ -526,7 +530,19 @@ class MainWindow(QMainWindow):
             self.workspace.fit()
 
     def _show_window(self, center: float, width: float) -> None:
+        """The window's values; the Window box says "Custom" once they are no preset's."""
         self.window_values.setText(f"W {width:.0f}  L {center:.0f}")
+        presets, index = getattr(self, "presets", []), self.window_choice.currentIndex()
+        if self.session is None or (0 <= index < len(presets) and np.allclose(presets[index][1:], (center, width))):
+            return  # a preview while an image loads, or the preset chosen
+        self.custom_window = (center, width)
+        text = f"Custom ({center:.0f}/{width:.0f})"
+        self.window_choice.blockSignals(True)  # shown, not applied again
+        if self.window_choice.count() == len(presets):
+            self.window_choice.addItem(text)
+        self.window_choice.setItemText(len(presets), text)
+        self.window_choice.setCurrentIndex(len(presets))
+        self.window_choice.blockSignals(False)
 
     def _show_slice_number(self, index: int, count: int) -> None:
         self.slider.blockSignals(True)

@@ -2,7 +2,7 @@
 does: keys, clicks and the mouse on the demo."""
 import numpy as np
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtTest import QTest
 
 from segview.core.classes import class_name
@@ -10,7 +10,7 @@ from segview.core.phantoms import make_phantom
 from segview.resources import DEMO_MODELS
 from segview.session import ReviewSession
 
-from .helpers import display_pixel, drag, load_models, wait_for_inference
+from .helpers import display_pixel, drag, drag_points, load_models, wait_for_inference, widget_point
 
 
 @pytest.fixture
@@ -80,3 +80,17 @@ def test_the_read_out_follows_adopt_d_and_the_ranking_without_a_mouse_move(qtbot
     assert window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {chosen})")
     assert f"label {label}" in window.read_out.text()
 
+
+# -- 5: the Window box after a right drag ------------------------------------------------
+
+def test_after_a_right_drag_the_window_box_says_custom_with_the_values(qtbot, demo):
+    window, view = demo, demo.workspace.active_view()
+    box, preset = window.window_choice, window.window_choice.currentText()
+    start = widget_point(view, 100, 100)
+    drag_points(view, [start, start + QPointF(64, -32)], button=Qt.RightButton)
+    center, width = view.window
+    assert box.currentText() == f"Custom ({center:.0f}/{width:.0f})"
+    box.setCurrentIndex(box.findText(preset))  # the preset again, then the custom window again
+    assert view.window != (center, width) and box.currentText() == preset
+    box.setCurrentIndex(box.findText(f"Custom ({center:.0f}/{width:.0f})"))
+    assert view.window == (center, width)
