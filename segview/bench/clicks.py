@@ -28,7 +28,7 @@ import numpy as np
 
 from ..core.errors import SegviewError
 from ..core.phantoms import make_phantom
-from ..resources import MODELS
+from ..resources import CLICK_MODEL, MODELS
 from ..session.reviewer import (GOAL, MAX_CLICKS, Trace, brush_corrector, click_corrector,
                                 random_walker_corrector, review_case, summarize)
 
@@ -57,7 +57,7 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
     from ..ml.interactive import ClickModel
     from . import machine_summary
 
-    path = Path(click_model) if click_model else MODELS / "interactive.safetensors"
+    path = Path(click_model) if click_model else CLICK_MODEL
     if not path.is_file():
         raise SegviewError(f"no interactive model at {path}: train it (make models) or give --click-model CKPT")
     threads = torch.get_num_threads()

@@ -397,10 +397,10 @@ def _run_verdict(args) -> int:
 def _click_model(args):
     """--robot's interactive model: --click-model, else the shipped one."""
     from ..ml.interactive import ClickModel
-    from ..resources import MODELS
+    from ..resources import CLICK_MODEL
     from .common import UserError
 
-    path = args.click_model or MODELS / "interactive.safetensors"
+    path = args.click_model or CLICK_MODEL
     if not path.is_file():
         raise UserError(f"--robot needs an interactive model: {path} is not there (give one with --click-model CKPT)")
     return ClickModel.from_checkpoint(path, args.device or "cpu")

@@ -57,9 +57,9 @@ def default_click_model() -> Path:
     named = os.environ.get(ENVIRONMENT)
     if named:
         return Path(named).expanduser()
-    from ..resources import MODELS
+    from ..resources import CLICK_MODEL
 
-    return MODELS / "interactive.safetensors"
+    return CLICK_MODEL
 
 
 class _Host(Protocol):

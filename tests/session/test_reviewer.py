@@ -357,6 +357,7 @@ def test_bench_clicks_prints_the_tables_and_the_targets(tmp_path, monkeypatch, c
     make_checkpoint(models / "cardiac_ce.safetensors", 1)
     tiny_click_model(models / "interactive.safetensors")
     monkeypatch.setattr(clicks, "MODELS", models)
+    monkeypatch.setattr(clicks, "CLICK_MODEL", models / "interactive.safetensors")
     monkeypatch.setattr(clicks, "TASKS", ("cardiac",))
     monkeypatch.setattr(clicks, "make_phantom", lambda task, seed: Phantom(*tiny_case(seed), tuple(CLASSES), task))
     lines: list[str] = []
