@@ -22,6 +22,14 @@ of the interaction are drawn where they fall inside the crop; what they did is i
 mask. So a click on a second lesion across the slice is seen at the resolution of the
 first, and a click changes nothing far from it.
 
+From the second click of an interaction on, ``refine`` keeps, of what the network changed,
+only the connected region of the change under the last click (FocalClick's progressive
+merge, ``merge_at_click``): a further click fixes the error it was given and leaves the
+rest of the mask as the earlier clicks made it; a click the network did not follow changes
+nothing. The first click takes the whole proposal in the crop (the mask there is a model's
+or empty, nothing a click made yet). On unseen lung phantoms this cut the clicks that lower
+the Dice from about 20 % to 1-3 % for about the same NoC@90 (the README's bench clicks).
+
 ``error_click`` is the one place a click is derived from an error (the simulated reviewer
 of ``session.reviewer`` and the training's click simulation): inside the largest error
 region, at the point farthest from its boundary (or sampled by that distance).
@@ -244,15 +252,42 @@ class ClickModel:
         """What runs the network: "onnxruntime" or "torch"."""
         return "torch" if self.network is self.model else "onnxruntime"
 
-    def refine(self, volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click]) -> tuple[tuple[slice, slice],
-                                                                                                  np.ndarray]:
+    def refine(self, volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
+               merge: bool = True) -> tuple[tuple[slice, slice], np.ndarray]:
         """The class on slice ``z`` of ``volume`` (Z, Y, X) refined from its current ``mask``
-        (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box).
-        Raises ValueError without clicks."""
+        (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box);
+        ``merge``: after the first click, only the change under the last click
+        (``merge_at_click``); else all the network proposes in the box. Raises ValueError
+        without clicks."""
         box, x = prepare(volume, z, mask, clicks, self.preprocessing)
         with torch.inference_mode():
             logits = self.network(x.to(self.device))
-        return box, decode(logits, box)
+        return box, settle(mask, clicks, box, decode(logits, box), merge)
+
+
+def settle(mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice], proposed: np.ndarray,
+           merge: bool = True) -> np.ndarray:
+    """What a click writes inside ``box``: the network's ``proposed`` mask there, or, with
+    ``merge`` after the first click, ``merge_at_click`` of it into ``mask`` (Y, X) bool at
+    the last of ``clicks``."""
+    if not merge or len(clicks) == 1:
+        return proposed
+    last = clicks[-1]
+    return merge_at_click(mask[box], proposed, Click(last.y - box[0].start, last.x - box[1].start, last.positive))
+
+
+def merge_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click) -> np.ndarray:
+    """``previous`` with the connected region (8-neighbours) of its difference from
+    ``proposed`` under ``click`` set as proposed: (H, W) bool arrays in the same frame as
+    the click. ``previous`` when the pixel clicked did not change."""
+    changed = previous != proposed
+    if not changed[click.y, click.x]:
+        return previous.copy()
+    regions, _ = ndimage.label(changed, structure=np.ones((3, 3), bool))
+    merged = previous.copy()
+    region = regions == regions[click.y, click.x]
+    merged[region] = proposed[region]
+    return merged
 
 
 def check_interactive(meta: dict, name: str) -> None:

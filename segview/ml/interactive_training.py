@@ -13,8 +13,9 @@ Each training sample is one class on one slice of a training case:
   drawn inside the largest error region with a probability rising with the distance
   from its boundary;
 - then 0 to ``max_rounds`` rounds without gradients (the network in eval mode, as RITM):
-  the network's own answer is written into its crop and the next click is drawn on its
-  errors, so it learns to correct itself, not just a start;
+  the network's own answer is written into its crop as ``ClickModel.refine`` writes it
+  (``interactive.settle``: after the first click only the change under the click), and the
+  next click is drawn on its errors, so it learns to correct itself, not just a start;
 - the input is the last state: every click and the current mask, which is dropped
   (replaced by an empty one) ``drop_mask`` of the time; the target is the reference in
   the crop. The crop and the input are those of ``ClickModel.refine`` (``interactive.prepare``).
@@ -53,7 +54,7 @@ from ..core.io import named_classes
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, prepare,
-                          resize_bilinear)
+                          resize_bilinear, settle)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
@@ -283,7 +284,8 @@ def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.n
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x).float()
-    return [(box, decode(logits[n:n + 1], box)) for n, (box, _) in enumerate(prepared)]
+    return [(box, settle(mask, clicks, box, decode(logits[n:n + 1], box)))
+            for n, ((box, _), (_, _, mask, clicks)) in enumerate(zip(prepared, items))]
 
 
 # -- starting masks ---------------------------------------------------------------------

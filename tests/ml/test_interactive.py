@@ -16,7 +16,7 @@ from segview.core.phantoms import CARDIAC_CLASSES
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.inference import Predictor
 from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
-                                    resize_bilinear)
+                                    merge_at_click, resize_bilinear)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
                                              review_summary)
 from segview.ml.losses import build_loss
@@ -228,6 +228,45 @@ def test_onnx_runtime_and_torch_refine_alike(tmp_path):
     box_torch, b = plain.refine(volume, 1, mask, clicks)
     assert box == box_torch and a.shape == (box[0].stop - box[0].start, box[1].stop - box[1].start)
     assert (a != b).mean() < 0.001  # only pixels at a tie of the two logits may differ
+
+
+def test_merge_at_click_keeps_only_the_change_under_the_click():
+    previous = np.zeros((20, 30), bool)
+    previous[2:8, 2:8] = True                      # a region the click is not about
+    previous[12:16, 20:24] = True
+    proposed = np.zeros_like(previous)             # the network drops the first region,
+    proposed[10:18, 18:27] = True                  # grows the second and adds a far speck
+    proposed[0, 29] = True
+    merged = merge_at_click(previous, proposed, Click(11, 19))
+    expected = previous.copy()
+    expected[10:18, 18:27] = True
+    np.testing.assert_array_equal(merged, expected)
+    # a diagonal neighbour belongs to the region (8-connectivity)
+    proposed[9, 17] = True
+    assert merge_at_click(previous, proposed, Click(11, 19))[9, 17]
+    # a negative click on the first region removes it alone
+    removed = previous.copy()
+    removed[2:8, 2:8] = False
+    np.testing.assert_array_equal(merge_at_click(previous, proposed, Click(3, 3, False)), removed)
+    # a click the network did not follow changes nothing
+    np.testing.assert_array_equal(merge_at_click(previous, proposed, Click(14, 22, False)), previous)
+
+
+def test_refine_after_the_first_click_writes_only_the_change_under_the_last_click(tmp_path):
+    path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=3)
+    model = ClickModel.from_checkpoint(path, runtime="torch")
+    volume = np.random.default_rng(1).normal(size=(3, 64, 64)).astype(np.float32)
+    mask = np.zeros((64, 64), bool)
+    mask[20:40, 20:40] = True
+    first = [Click(30, 45)]
+    box, whole = model.refine(volume, 1, mask, first, merge=False)
+    assert model.refine(volume, 1, mask, first)[1].tolist() == whole.tolist()  # the first click: all of it
+    clicks = first + [Click(25, 30, False)]
+    box, whole = model.refine(volume, 1, mask, clicks, merge=False)
+    box_merged, merged = model.refine(volume, 1, mask, clicks)
+    assert box == box_merged
+    local = clicks[-1].y - box[0].start, clicks[-1].x - box[1].start
+    np.testing.assert_array_equal(merged, merge_at_click(mask[box], whole, Click(*local, False)))
 
 
 # -- learning -------------------------------------------------------------------------------
