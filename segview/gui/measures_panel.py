@@ -277,7 +277,9 @@ class MeasuresPanel(QWidget):
         for combo in (self.plot_choice, self.plot_class):
             combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
             combo.currentIndexChanged.connect(lambda _: self.plot_changed.emit())
-        plot_row = QHBoxLayout()
+        self.plot_row = QWidget()  # hidden with the plot while there is nothing to plot
+        plot_row = QHBoxLayout(self.plot_row)
+        plot_row.setContentsMargins(0, 0, 0, 0)
         plot_row.addWidget(QLabel("Along the slices:"))
         plot_row.addWidget(self.plot_choice)
         plot_row.addWidget(self.plot_class)
@@ -288,7 +290,8 @@ class MeasuresPanel(QWidget):
         self.plot.setLabel("bottom", "slice (1 = first); click: go there")
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.plot.addLegend(offset=(-5, 5), brush=(0, 0, 0, 120))  # top right
+        self.plot.getAxis("left").enableAutoSIPrefix(False)  # Dice 0.5, not 500 "(x0.001)"
+        self.plot.addLegend(offset=(-5, 5), brush=(0, 0, 0, 120), labelTextColor="w")  # top right
         self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.PenStyle.DashLine))
         self.plot.addItem(self.current)
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -297,7 +300,7 @@ class MeasuresPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         for item in (self.hint, self.status, columns_row, tolerance_row, self.reviewed_only, self.legend,
-                     self.boundary, self.measures_label, self.measures, plot_row, self.plot):
+                     self.boundary, self.measures_label, self.measures, self.plot_row, self.plot):
             if isinstance(item, QHBoxLayout):
                 layout.addLayout(item)
             else:
@@ -392,7 +395,7 @@ class MeasuresPanel(QWidget):
 
     def show_boundary(self) -> None:
         scored = bool(self.slots)
-        for widget in (self.legend, self.boundary):
+        for widget in (self.legend, self.boundary, self.plot_row, self.plot):
             widget.setVisible(scored)
         self.hint.setVisible(not scored)
         values: list[int | None] = [c.value for c in self.classes] + [None]  # None: the mean
@@ -476,7 +479,12 @@ class MeasuresPanel(QWidget):
         self.missed[slot].setData(x[infinite], np.full(int(infinite.sum()), top))
 
     def set_plot_label(self, text: str) -> None:
+        """The plotted metric's name on the axis; a Dice is drawn on its whole range, 0 to 1."""
         self.plot.setLabel("left", text)
+        if "Dice" in text:
+            self.plot.setYRange(0, 1.05, padding=0)
+        else:
+            self.plot.enableAutoRange(axis="y")
 
     def _plot_clicked(self, event) -> None:
         view = self.plot.getPlotItem().vb

@@ -46,9 +46,11 @@ class MetricsPanel(QWidget):
         self.plot.setLabel("left", "Dice")
         self.plot.setLabel("bottom", "slice (1 = first)")
         self.plot.setYRange(0, 1.05)
+        self.plot.getAxis("left").enableAutoSIPrefix(False)  # Dice 0.5, not 500 "(x0.001)"
         self.plot.setMouseEnabled(x=False, y=False)
         self.plot.hideButtons()
-        self.plot.addLegend(offset=(5, -5), brush=(0, 0, 0, 120))  # bottom left: Dice is rarely low there
+        # Bottom left: Dice is rarely low there.
+        self.plot.addLegend(offset=(5, -5), brush=(0, 0, 0, 120), labelTextColor="w")
         self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.DashLine))
         self.plot.addItem(self.current)
         self.curves: dict[str, pg.PlotDataItem] = {}
@@ -69,6 +71,7 @@ class MetricsPanel(QWidget):
         layout.addWidget(self.ranking, stretch=100)  # the list takes what room is left...
         layout.addStretch(1)  # ...or, hidden (one model, none), the space stays below, not between rows
         self.classes: list[LabelClass] = []
+        self.refresh(None, 0)  # nothing to score yet: the hint alone
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         self.classes = [c for c in classes if c.value != 0]
@@ -76,10 +79,10 @@ class MetricsPanel(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
 
-    def refresh(self, live: LiveMetrics, z: int) -> None:
+    def refresh(self, live: LiveMetrics | None, z: int) -> None:
         """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking;
         without a model, a word on how to get scores instead of empty tables."""
-        scored = bool(live.matrices)
+        scored = live is not None and bool(live.matrices)
         for widget in (self.reviewed_only, self.legend, self.table, self.plot):
             widget.setVisible(scored)
         self.hint.setVisible(not scored)

@@ -94,3 +94,27 @@ def test_after_a_right_drag_the_window_box_says_custom_with_the_values(qtbot, de
     assert view.window != (center, width) and box.currentText() == preset
     box.setCurrentIndex(box.findText(f"Custom ({center:.0f}/{width:.0f})"))
     assert view.window == (center, width)
+
+
+# -- 4: the plot along the slices --------------------------------------------------------
+
+def test_the_dice_plot_reads_dice_from_0_to_1_and_shows_nothing_without_a_model(qtbot, demo):
+    window, controller = demo, demo.measures_controller
+    with qtbot.waitSignal(controller.dock.visibilityChanged, timeout=5000):
+        controller.dock.raise_()
+    panel = controller.panel
+    assert panel.hint.isVisible() and not panel.plot.isVisible()  # no empty axes, no empty legend
+    load_models(qtbot, window, DEMO_MODELS)
+    qtbot.waitUntil(lambda: window.inference is None and all(m.predicted.all() for m in window.session.models.values()),
+                    timeout=120000)
+    panel.plot_choice.setCurrentText("Dice")
+    qtbot.waitUntil(lambda: panel.plot.isVisible() and len(panel.curves) == 2, timeout=10000)
+    dice = panel.curves["A"].getData()[1]
+    assert 0.4 < np.nanmin(dice) and np.nanmax(dice) < 1  # the demo's Dice: the range that gave "x0.001"
+    QTest.qWait(50)
+    for plot in (panel.plot, window.metrics.plot):
+        axis = plot.getAxis("left")
+        assert axis.labelString().split("<")[0].count("x0.") == 0, axis.labelString()
+        low, high = plot.getViewBox().viewRange()[1]
+        assert -0.1 < low <= 0 and 1 <= high < 1.15  # Dice 0 to 1, whatever the curves' range
+
