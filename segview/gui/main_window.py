@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self.effect: Effect = EFFECTS[0]
         self.inference: GeneratorWorker | None = None
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
+        self._models_loading: set[str] = set()  # slots whose checkpoint a worker is reading
         self._jobs: set[Worker] = set()
         self._dirty: set[int] = set()   # streamed z planes not yet redrawn
         self._disputed_shown: int | None = None  # the slice D went to last, in this session
@@ -359,7 +360,30 @@ class MainWindow(QMainWindow):
     def load_model(self, path, slot: str = "A") -> None:
         """Load checkpoint ``path`` into ``slot`` ("A" or "B") and run it on the image."""
         path = Path(path).absolute()
-        self._run(load_predictor, path, done=lambda predictor: self._add_model(slot, path, predictor))
+        self._models_loading.add(slot)
+        self._show_metrics()
+        self._run(load_predictor, path, done=lambda predictor: self._model_read(slot, path, predictor),
+                  failed=lambda exc: self._model_read(slot, path, exc))
+
+    def _model_read(self, slot: str, path: Path, predictor) -> None:
+        """A worker read checkpoint ``path`` for ``slot``: its predictor, or the error it raised."""
+        self._models_loading.discard(slot)
+        try:
+            if isinstance(predictor, Exception):
+                return self._failed(predictor)
+            self._add_model(slot, path, predictor)
+        finally:
+            self._show_metrics()  # the hint: no longer loading
+
+    def models_hint(self) -> str | None:
+        """What the score panels say while they have no model to score: checkpoints being
+        read, or loaded and waiting for an image; None: how to load them."""
+        if self._models_loading:
+            return f"Loading checkpoint {' and '.join(sorted(self._models_loading))}\u2026"
+        waiting = [slot for slot in SLOTS if slot in self._models_waiting]
+        if waiting and self.session is None:
+            return f"Model {' and '.join(waiting)} loaded: it runs on the image you open."
+        return None
 
     def dragEnterEvent(self, event) -> None:
         if event.mimeData().hasUrls():
@@ -876,6 +900,9 @@ class MainWindow(QMainWindow):
 
     # -- the metrics panel and compare mode ---------------------------------------------
     def _show_metrics(self) -> None:
+        hint = self.models_hint()
+        self.metrics.set_hint(hint)
+        self.measures_controller.panel.set_hint(hint)
         if self.session is not None:
             self.metrics.refresh(self.session.live, self.current_slice())
 

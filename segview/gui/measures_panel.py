@@ -62,6 +62,7 @@ BOUNDARY_COLUMNS = {"HD95": ("HD95\n(mm)", "hausdorff95", 2),
 #: Plot choice -> the key of ``surface_scores_along_slices`` (None: Dice, from the live metrics).
 PLOT_METRICS = {"Dice": None, "HD95 (mm)": "hausdorff95", "ASSD (mm)": "average_surface_distance",
                 "surface Dice": "surface_dice"}
+LOAD_HINT = "Load checkpoints (Model > Load checkpoint A / B) to measure their boundaries against the labels."
 #: Quiet time after the last edit before the volume's figures are recomputed.
 DEBOUNCE_MS = 500
 #: ... but while edits (or streamed predictions) keep coming, at least this often.
@@ -238,8 +239,7 @@ class MeasuresPanel(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.hint = QLabel("Load checkpoints (Model > Load checkpoint A / B) to measure their boundaries "
-                           "against the labels.")
+        self.hint = QLabel(LOAD_HINT)
         self.hint.setWordWrap(True)
         self.status = QLabel()
         self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, decimals=1,
@@ -392,6 +392,10 @@ class MeasuresPanel(QWidget):
     def set_volume_scores(self, slot: str, scores: SurfaceScores | None) -> None:
         self._volume[slot] = scores
         self.show_boundary()
+
+    def set_hint(self, text: str | None) -> None:
+        """What the panel says while there is nothing to measure (None: how to load checkpoints)."""
+        self.hint.setText(text or LOAD_HINT)
 
     def show_boundary(self) -> None:
         scored = bool(self.slots)

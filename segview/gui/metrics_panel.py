@@ -18,6 +18,7 @@ from ..core.live import LiveMetrics
 from ..core.report import DASH, number_text
 from .slice_view import MODEL_COLORS
 
+LOAD_HINT = "Load checkpoints (Model > Load checkpoint A / B) to score them against the labels."
 REVIEWED_TICK = "\u2713 "   # before a reviewed slice in "Slices to review first"
 NOT_REVIEWED = "\u2003 "    # an em space: the numbers of both kinds line up
 
@@ -30,7 +31,7 @@ class MetricsPanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.reviewed = QLabel()
-        self.hint = QLabel("Load checkpoints (Model > Load checkpoint A / B) to score them against the labels.")
+        self.hint = QLabel(LOAD_HINT)
         self.hint.setWordWrap(True)
         self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
         self.legend = QLabel("Each cell: Dice above IoU. \u2013: nothing to score; pending: not predicted yet.")
@@ -73,6 +74,10 @@ class MetricsPanel(QWidget):
         self.classes: list[LabelClass] = []
         self.refresh(None, 0)  # nothing to score yet: the hint alone
 
+    def set_hint(self, text: str | None) -> None:
+        """What the panel says while there is nothing to score (None: how to load checkpoints)."""
+        self.hint.setText(text or LOAD_HINT)
+
     def set_classes(self, classes: list[LabelClass]) -> None:
         self.classes = [c for c in classes if c.value != 0]
         headers = [c.name.replace(" ", "\n", 1) for c in self.classes] + ["mean", "pixel\nerror"]
@@ -81,7 +86,7 @@ class MetricsPanel(QWidget):
 
     def refresh(self, live: LiveMetrics | None, z: int) -> None:
         """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking;
-        without a model, a word on how to get scores instead of empty tables."""
+        without a model, the hint instead of empty tables."""
         scored = live is not None and bool(live.matrices)
         for widget in (self.reviewed_only, self.legend, self.table, self.plot):
             widget.setVisible(scored)

@@ -118,3 +118,17 @@ def test_the_dice_plot_reads_dice_from_0_to_1_and_shows_nothing_without_a_model(
         low, high = plot.getViewBox().viewRange()[1]
         assert -0.1 < low <= 0 and 1 <= high < 1.15  # Dice 0 to 1, whatever the curves' range
 
+
+# -- 8: the hint to load checkpoints -----------------------------------------------------
+
+def test_the_hint_to_load_checkpoints_goes_while_they_load_and_once_loaded(qtbot, window):
+    hints = (window.metrics.hint, window.measures_controller.panel.hint)
+    assert all("Load checkpoints" in hint.text() for hint in hints)
+    window.load_model(DEMO_MODELS[0], "A")
+    assert all(hint.text() == "Loading checkpoint A\u2026" for hint in hints)
+    with qtbot.waitSignal(window.model_loaded, timeout=120000):
+        pass
+    assert all("Load checkpoints" not in hint.text() and "Model A loaded" in hint.text() for hint in hints)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    assert not window.metrics.hint.isVisible() and window.metrics.table.isVisible()
