@@ -88,12 +88,21 @@ def build_dataset(folder: Path, cache, checkpoints: dict[str, Path], shape=SHAPE
 
 @contextlib.contextmanager
 def _private_folders(root: Path):
-    """The prediction cache and the edit journals in ``root`` while the bench runs."""
+    """The prediction cache, the edit journals and the window's settings (recent files, last
+    folder) in ``root`` while the bench runs: a bench never leaves its temporary cases in the
+    user's File > Open recent."""
+    from PySide6.QtCore import QSettings
+
+    from ..gui.settings import settings
+
     saved = {name: os.environ.get(name) for name in ("XDG_CACHE_HOME", "XDG_STATE_HOME")}
     os.environ["XDG_CACHE_HOME"], os.environ["XDG_STATE_HOME"] = str(root / "cache"), str(root / "state")
+    user = Path(settings().fileName()).parent.parent  # <folder>/segview/segview.ini
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(root / "config"))
     try:
         yield
     finally:
+        QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(user))
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

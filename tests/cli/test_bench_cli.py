@@ -59,8 +59,13 @@ def test_bench_gui_in_compare_mode(qapp, capsys):
 def test_bench_worklist_times_the_next_case_cold_and_prefetched(qapp, capsys):
     from segview.bench.worklist import bench_worklist
 
+    from segview.gui.settings import recent, remember_recent, settings
+
+    remember_recent("/the/users/scan.nii.gz")
+    users = settings().fileName()
     figures = bench_worklist(seconds=1, shape=(6, 48, 48))
     out = capsys.readouterr().out
     assert "next case cold" in out and "next case prefetched" in out and "the 1 s goal" in out
     assert "predictions shown equal the cached ones: yes" in out
     assert figures["exact"] and figures["cold_s"] > 0 and figures["prefetched_s"] > 0
+    assert settings().fileName() == users and recent() == ["/the/users/scan.nii.gz"]  # the bench's cases not in it

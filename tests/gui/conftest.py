@@ -54,12 +54,6 @@ def _fail_if_escaped(escaped: list) -> None:
         pytest.fail(f"{len(found)} exception(s) escaped a Qt slot during the test:\n{text}", pytrace=False)
 
 
-@pytest.fixture(autouse=True)
-def private_settings(tmp_path_factory):
-    """Recent files and other settings go to a temporary folder, not the user's."""
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp_path_factory.mktemp("settings")))
-
-
 class Dialogs(list):
     """Message boxes shown (kind, text); ``answers`` are popped by questions (default:
     Discard, so a test never waits on a modal dialog)."""
