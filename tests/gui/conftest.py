@@ -2,7 +2,6 @@ import sys
 import traceback
 
 import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from segview.gui.main_window import MainWindow
