@@ -113,7 +113,7 @@ class ClickController(QObject):
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
             else:
                 self.window.statusBar().showMessage(f"Click: {changed} voxels changed" if changed else
-                                                    "Click: the model changed nothing", 5000)
+                                                    _unchanged(session, job), 5000)
         self.show_dots()
         self._next()
 
@@ -229,6 +229,15 @@ class ClickController(QObject):
                     self.end(cancel=event.key() == Qt.Key.Key_Escape)  # type: ignore[attr-defined]
                 return True
         return False
+
+
+def _unchanged(session: ReviewSession, job: ClickJob) -> str:
+    """Why a click changed nothing, in the person's words."""
+    y, x = job.point
+    if (session.labels.array[job.z, y, x] == job.value) == job.positive:
+        where = "already in" if job.positive else "not in"
+        return f"Click: the point clicked is {where} the class: nothing to change there"
+    return "Click: the model did not follow this click and changed nothing (the brush can)"
 
 
 def install_clicks(window: MainWindow) -> ClickController:

@@ -168,6 +168,24 @@ def test_a_failing_model_says_so_in_the_status_bar_and_nothing_changes(qtbot, wi
     assert dots(window) == ([], 0)
 
 
+def test_a_click_that_changes_nothing_says_why(qtbot, window, threads, monkeypatch):
+    session = open_case(qtbot, window)
+    qtbot.keyClick(axial(window), Qt.Key_C)
+    value = window.tools.active_class()
+    z, y, x = 6, 100, 110
+    session.labels.array[z, y - 5:y + 6, x - 5:x + 6] = value
+    session.labels.array[z, 10, 10] = 0
+    monkeypatch.setattr(ClickModel, "refine", lambda self, volume, z, mask, clicks: (
+        (slice(0, mask.shape[0]), slice(0, mask.shape[1])), mask.copy()))  # a model that follows nothing
+    for voxel, button, expected in (((z, y, x), Qt.LeftButton, "already in the class"),
+                                    ((z, 10, 10), Qt.RightButton, "not in the class"),
+                                    ((z, 10, 10), Qt.LeftButton, "did not follow this click")):
+        window.statusBar().clearMessage()
+        click(qtbot, window, voxel, button, wait=False)
+        qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Click:"), timeout=10000)
+        assert expected in window.statusBar().currentMessage()
+
+
 def test_a_bad_click_is_a_message(qtbot, window, threads):
     session = open_case(qtbot, window)
     window.tools.set_tool("click")
