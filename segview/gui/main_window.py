@@ -916,8 +916,6 @@ class MainWindow(QMainWindow):
         for action, checked in ((self.compare_action, mode == "compare"),
                                 (self.disagreement_action, mode == "disagreement")):
             action.setChecked(checked)
-        if mode != "views":
-            self.workspace.compare.fit()  # the panes are narrower than the single view
         if self.session is not None:
             self.model_info.setVisible(bool(self.session.models) and mode == "views")  # panes name their models
         self.workspace.active_view().setFocus()  # arrow keys keep scrolling

@@ -158,6 +158,11 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.title = pg.TextItem(color=(200, 200, 200), anchor=(0, 0))
         self.title.setParentItem(self.box)
         self.box.sigResized.connect(self._place_edge_labels)
+        # A zoom carried from another view (set_zoom) holds while the layout settles, until
+        # the user zooms or pans.
+        self._kept_zoom: tuple[tuple[float, float], float] | None = None
+        self.box.sigResized.connect(lambda: self._kept_zoom is not None and self._show_zoom(self._kept_zoom))
+        self.box.sigRangeChangedManually.connect(lambda *_: setattr(self, "_kept_zoom", None))
         self.box.wheel_scrolled.connect(lambda steps: self.set_slice(self.index + steps))
         self.box.window_dragged.connect(self._drag_window)
         self.box.double_clicked.connect(self._double_clicked)
@@ -242,9 +247,38 @@ class SliceView(pg.GraphicsLayoutWidget):
 
     def fit(self) -> None:
         """Zoom and pan so the whole slice fills the view."""
+        self._kept_zoom = None
         self._needs_fit = not self.isVisible() or self.image_item.image is None
         if not self._needs_fit:
             self.box.autoRange(padding=0.02)
+
+    def zoom(self) -> tuple[tuple[float, float], float] | None:
+        """What the view shows: (its centre (x, y) in mm, mm per screen pixel); None when it
+        shows the whole slice (fitted, or waiting to be)."""
+        if self._needs_fit or self.volume is None or self.image_item.image is None:
+            return None
+        (x0, x1), (y0, y1) = self.box.viewRange()
+        rows, cols = self.image_item.image.shape
+        row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
+        if x0 <= 0.5 * col_mm and x1 >= (cols - 0.5) * col_mm and y0 <= 0.5 * row_mm and y1 >= (rows - 0.5) * row_mm:
+            return None
+        return ((x0 + x1) / 2, (y0 + y1) / 2), self.box.viewPixelSize()[0]
+
+    def set_zoom(self, zoom: tuple[tuple[float, float], float] | None) -> None:
+        """Show ``zoom`` (as ``zoom`` returns it: the same centre and magnification, whatever
+        this view's size; kept when the view is resized, until the user zooms or pans);
+        None: the whole slice."""
+        self._kept_zoom = zoom
+        if zoom is None:
+            return self.fit()
+        self._show_zoom(zoom)
+
+    def _show_zoom(self, zoom: tuple[tuple[float, float], float]) -> None:
+        (x, y), mm = zoom
+        half_width, half_height = self.box.width() * mm / 2, self.box.height() * mm / 2
+        self._needs_fit = False
+        self.box.setRange(xRange=(x - half_width, x + half_width), yRange=(y - half_height, y + half_height),
+                          padding=0)
 
     # -- drawing (hidden views draw when they are shown) --------------------------------
     def showEvent(self, event) -> None:
@@ -329,6 +363,7 @@ class SliceView(pg.GraphicsLayoutWidget):
             return True
         if event.type() == QEvent.Type.Gesture and (pinch := event.gesture(Qt.GestureType.PinchGesture)) is not None:
             factor = 1 / max(pinch.scaleFactor(), 1e-3)
+            self._kept_zoom = None
             self.box.scaleBy((factor, factor))
             return True
         return super().event(event)

@@ -96,13 +96,13 @@ class Workspace(QStackedWidget):
 
     # -- mode ---------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
-        """"views", "compare" (A | B) or "disagreement"; slice and window carry over."""
+        """"views", "compare" (A | B) or "disagreement"; slice, window, zoom and pan carry over."""
         if mode not in MODES:
             raise ValueError(f"mode {mode!r}: one of {MODES}")
         was = self.mode
         if mode == was:
             return
-        z = self.current_slice()
+        z, zoom = self.current_slice(), self._zoomed_view().zoom()
         self.mode = mode
         self.compare.set_disagreement(mode == "disagreement")
         if mode != "views":
@@ -114,7 +114,15 @@ class Workspace(QStackedWidget):
             self.viewer.set_window(*self.compare.panes["A"].window)
             self.viewer.plane_view().set_slice(z)
         self.setCurrentWidget(self.showing)
+        self._zoomed_view().set_zoom(zoom)
         self._emit_slice(self.showing, *self.shown())
+
+    def _zoomed_view(self) -> SliceView:
+        """The view whose zoom and pan a change of mode carries: the acquired plane's view,
+        pane A (B follows it) or the disagreement pane."""
+        if self.mode == "views":
+            return self.viewer.plane_view()
+        return self.compare.panes["disagreement" if self.mode == "disagreement" else "A"]
 
     def shown(self) -> tuple[int, int]:
         """The slider's slice and slice count."""

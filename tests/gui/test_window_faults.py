@@ -132,3 +132,46 @@ def test_the_hint_to_load_checkpoints_goes_while_they_load_and_once_loaded(qtbot
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_demo("cardiac")
     assert not window.metrics.hint.isVisible() and window.metrics.table.isVisible()
+
+
+# -- 7: K and Shift+K keep the zoom ------------------------------------------------------
+
+def shown(view):
+    """(centre x, centre y, mm per screen pixel) of what ``view`` shows, and whether it is
+    the whole slice."""
+    (x0, x1), (y0, y1) = view.box.viewRange()
+    rows, cols = view.image_item.image.shape
+    row_mm, col_mm = view.orientation.pixel_spacing(view.view, view.volume.spacing)
+    whole = x0 <= 0 and x1 >= cols * col_mm and y0 <= 0 and y1 >= rows * row_mm
+    return ((x0 + x1) / 2, (y0 + y1) / 2, view.box.viewPixelSize()[0]), whole
+
+
+def test_k_and_shift_k_keep_the_zoom_and_pan(qtbot, both_models):
+    window = both_models
+    view, panes = window.workspace.active_view(), window.workspace.compare.panes
+
+    def key(*args):
+        qtbot.keyClick(window, *args)
+        QTest.qWait(20)  # the zoom follows once the layout has settled
+
+    assert shown(view)[1]
+    key(Qt.Key_K)
+    assert shown(panes["A"])[1]  # still the whole slice, in the narrower panes
+    key(Qt.Key_K)
+    view.box.scaleBy((0.4, 0.4))  # zoomed in 2.5 times...
+    view.box.translateBy((12.0, -8.0))  # ...and panned (mm)
+    zoom, whole = shown(view)
+    assert not whole
+
+    def same(found):
+        assert found[0] == pytest.approx(zoom[0], abs=0.5) and found[1] == pytest.approx(zoom[1], abs=0.5)
+        assert found[2] == pytest.approx(zoom[2], rel=0.01)  # pane B may be a pixel narrower than A
+
+    key(Qt.Key_K)
+    for name in ("A", "B"):
+        same(shown(panes[name])[0])
+    key(Qt.Key_K, Qt.ShiftModifier)
+    same(shown(panes["disagreement"])[0])
+    key(Qt.Key_K, Qt.ShiftModifier)  # back to the view, as it was
+    assert not window.comparing
+    same(shown(view)[0])
