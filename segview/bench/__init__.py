@@ -446,8 +446,16 @@ def bench_clicks(seconds: float = 0.0, cases: int | None = None, click_model=Non
     return measure(seconds, cases or CASES, click_model)
 
 
+def bench_scale(seconds: float = 3.0, echo=print) -> dict:
+    """A whole-body CT (1500 x 512 x 512) with two models beside 300 slices: peak memory,
+    counting, a stroke, the whole-volume copy and its undo step (``segview.bench.scale``)."""
+    from .scale import bench_scale as measure
+
+    return measure(seconds, echo)
+
+
 #: Each runs with ``seconds`` (``metrics`` with its own arguments instead) and returns its figures.
 BENCHMARKS: dict[str, Callable[..., dict]] = {
     "metrics": bench_metrics, "train": bench_train, "infer": bench_infer, "gui": bench_gui,
     "edit": bench_edit, "surface": bench_surface, "tools": bench_tools, "load": bench_load,
-    "worklist": bench_worklist, "finetune": bench_finetune, "clicks": bench_clicks}
+    "worklist": bench_worklist, "finetune": bench_finetune, "clicks": bench_clicks, "scale": bench_scale}

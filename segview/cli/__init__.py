@@ -8,7 +8,7 @@
     segview import WEIGHTS --arch A --classes ...  a PyTorch/MONAI state dict as a checkpoint
     segview export CKPT -o model.onnx             a checkpoint as an ONNX model
     segview info CKPT                             a checkpoint's metadata and lineage
-    segview bench {metrics,...,finetune,clicks}  speed figures, measured side by side
+    segview bench {metrics,...,clicks,scale}   speed figures, measured side by side
 
 User errors end in a one-line message and exit status 2, never a traceback.
 """
@@ -130,6 +130,8 @@ def _tool_parser() -> argparse.ArgumentParser:
                                     "cold vs prefetched"),
                        ("finetune", "a shipped checkpoint fine-tuned on corrected cases of a new scanner, "
                                     "held-out Dice before / after, beside training from scratch"),
+                       ("scale", "a 1500 x 512 x 512 CT with two models beside 300 slices: peak memory, "
+                                 "counting, a stroke, the whole-volume copy and its undo step"),
                        ("clicks", "the interactive model by the simulated reviewer on unseen phantoms: NoC@90, "
                                   "never, lowering, latency; beside the brush and random_walker")):
         timed = benchmarks.add_parser(name, help=what)

@@ -69,3 +69,14 @@ def test_bench_worklist_times_the_next_case_cold_and_prefetched(qapp, capsys):
     assert "predictions shown equal the cached ones: yes" in out
     assert figures["exact"] and figures["cold_s"] > 0 and figures["prefetched_s"] > 0
     assert settings().fileName() == users and recent() == ["/the/users/scan.nii.gz"]  # the bench's cases not in it
+
+
+def test_bench_scale_prints_both_sizes_side_by_side_and_checks_itself(capsys):
+    from segview.bench.scale import bench_scale
+
+    result = bench_scale(shapes=((6, 48, 40), (18, 48, 40)), strokes=3)
+    out = capsys.readouterr().out
+    assert "6 slices" in out and "18 slices" in out and "growth" in out
+    assert "peak memory / image bytes" in out and "undo step / dense diff" in out
+    assert "count both models / bincount pass" in out and "mouse move p95" in out
+    assert result["exact"] and "undo and redo exact, live counts equal to a full recount: yes" in out
