@@ -22,6 +22,13 @@ DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 
                   (220, 245, 20), (78, 63, 0), (255, 250, 220), (230, 220, 70))
 
 
+#: Each model's colour (its outline over the labels, its curves, where only it is wrong):
+#: magenta and cyan, hues no class colour here takes (tests/core/test_classes.py checks
+#: the default palette and the phantoms' against them), so a model's outline is never
+#: mistaken for a class.
+MODEL_COLORS = {"A": (255, 0, 255), "B": (0, 255, 255)}
+
+
 def rgb(values) -> tuple[int, int, int]:
     """A colour given as three numbers (a list from JSON, say) as an (r, g, b) tuple of
     ints; ValueError unless there are exactly three."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import MODEL_COLORS
 from .io import replace_atomically
 from .live import LiveMetrics
 from .report import csv_cell, number_text, write_csv
@@ -22,7 +23,7 @@ from .metrics import SURFACE_DICE_TOLERANCE_MM, reviewed_surface_scores
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
 CATEGORY_NAMES = {ONLY_A_WRONG: "only A wrong", ONLY_B_WRONG: "only B wrong", BOTH_WRONG: "both wrong",
                   UNREVIEWED_DISAGREE: "A and B disagree (not reviewed)"}
-CATEGORY_COLORS = {ONLY_A_WRONG: (255, 140, 0), ONLY_B_WRONG: (0, 190, 255), BOTH_WRONG: (230, 30, 60),
+CATEGORY_COLORS = {ONLY_A_WRONG: MODEL_COLORS["A"], ONLY_B_WRONG: MODEL_COLORS["B"], BOTH_WRONG: (230, 30, 60),
                    UNREVIEWED_DISAGREE: (200, 200, 200)}
 
 

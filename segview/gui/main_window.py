@@ -13,7 +13,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
                                QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
-from ..core.classes import class_name, merged_classes
+from ..core.classes import MODEL_COLORS, class_name, merged_classes
 from ..core.compare import rank_slices, write_report
 from ..core.dicomseg import export_reason, save_dicom_seg
 from ..core.errors import SegviewError
@@ -246,6 +246,7 @@ class MainWindow(QMainWindow):
                 action.setChecked(checked)
             show.toggled.connect(lambda on, name=name: self.workspace.set_overlay_style(name, visible=on))
             draw.toggled.connect(lambda on, name=name: self.workspace.set_overlay_style(name, outline=on))
+            draw.toggled.connect(lambda _: self._show_legend())
             show.setText(text)
             overlay_bar.addAction(show)
             self.overlay_actions[name] = (show, draw)
@@ -511,19 +512,34 @@ class MainWindow(QMainWindow):
 
     def _show_legend(self) -> None:
         session = self.session
-        # One entry per class value, as the overlays draw it: the case's own classes, then
-        # a checkpoint's classes the case does not name.
-        items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}"
-                 for c in merged_classes(session.classes, *(m.classes for m in session.models.values())) if c.value]
-        outlines = [f"<span style='color: rgb{color}'>&#9633;</span> model {slot} outline"
-                    for slot, color in (("A", (255, 140, 0)), ("B", (0, 190, 255))) if slot in session.models]
-        self.legend.setText("  ".join(items + outlines))
+        if session is None:
+            return
+        self.legend.setText(self._legend_text(session))
+        self.legend.setVisible(bool(self.legend.text()))
         self.model_info.setText("   |   ".join(f"<b>{s}</b> {m.describe()}" for s, m in session.models.items()))
         self.model_info.setVisible(bool(session.models) and not self.comparing)
         for name, (show, _) in self.overlay_actions.items():
             model = session.models.get(name)
             show.setEnabled(name == "labels" or model is not None)
             show.setToolTip(model.describe() if model is not None else "")
+
+    def _legend_text(self, session: ReviewSession) -> str:
+        """What the overlays on screen mean: the class colours, and how labels and models
+        are drawn in this mode (the error map's categories head its own pane)."""
+        if self.workspace.mode == "disagreement":
+            return ""
+        # One entry per class value, as the overlays draw it: the case's own classes, then
+        # a checkpoint's classes the case does not name.
+        items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}"
+                 for c in merged_classes(session.classes, *(m.classes for m in session.models.values())) if c.value]
+        if self.workspace.mode == "compare":
+            return "  ".join(items + ["&nbsp; each pane: its model filled, the labels outlined"])
+        for slot in session.models:
+            if self.overlay_actions[slot][1].isChecked():  # "Model A as outline"
+                items.append(f"<span style='color: rgb{MODEL_COLORS[slot]}'>&#9633;</span> model {slot} outline")
+            else:
+                items.append(f"model {slot} filled")
+        return "  ".join(items)
 
     def _fill_window_presets(self) -> None:
         volume = self.session.volume
@@ -918,6 +934,7 @@ class MainWindow(QMainWindow):
             action.setChecked(checked)
         if self.session is not None:
             self.model_info.setVisible(bool(self.session.models) and mode == "views")  # panes name their models
+        self._show_legend()
         self.workspace.active_view().setFocus()  # arrow keys keep scrolling
         self._show_metrics()
 

@@ -38,14 +38,13 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QHBoxLayout,
                                QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.classes import LabelClass
+from ..core.classes import MODEL_COLORS, LabelClass
 from ..core.labels import Edit, Mark
 from ..core.measures import (CardiacMeasures, LungMeasures, cardiac_measures, class_volumes_ml, find_class,
                              lung_mask_from_ct, lung_measures)
 from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, reviewed_surface_scores,
                             slice_surface_scores, surface_scores_along_slices)
 from ..core.report import DASH, number_text
-from .slice_view import MODEL_COLORS
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
@@ -284,7 +283,7 @@ class MeasuresPanel(QWidget):
         plot_row.addWidget(self.plot_choice)
         plot_row.addWidget(self.plot_class)
         plot_row.addStretch(1)
-        self.plot = pg.PlotWidget(background=None)
+        self.plot = pg.PlotWidget(background="k")  # as the image: the model colours are bright
         self.plot.setMinimumHeight(120)
         self.plot.setMaximumHeight(170)
         self.plot.setLabel("bottom", "slice (1 = first); click: go there")

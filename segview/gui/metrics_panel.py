@@ -11,12 +11,11 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHeaderV
                                QListWidgetItem, QTableWidget,
                                QSizePolicy, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.classes import LabelClass
+from ..core.classes import MODEL_COLORS, LabelClass
 from ..core.compare import rank_slices
 from ..core.metrics import Scores
 from ..core.live import LiveMetrics
 from ..core.report import DASH, number_text
-from .slice_view import MODEL_COLORS
 
 LOAD_HINT = "Load checkpoints (Model > Load checkpoint A / B) to score them against the labels."
 REVIEWED_TICK = "\u2713 "   # before a reviewed slice in "Slices to review first"
@@ -42,7 +41,7 @@ class MetricsPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setSizeAdjustPolicy(QAbstractItemView.AdjustToContents)
         self.table.setSizePolicy(QSizePolicy.Preferred, QSizePolicy.Maximum)
-        self.plot = pg.PlotWidget(background=None)
+        self.plot = pg.PlotWidget(background="k")  # as the image: the model colours are bright
         self.plot.setMaximumHeight(150)
         self.plot.setLabel("left", "Dice")
         self.plot.setLabel("bottom", "slice (1 = first)")

@@ -22,10 +22,6 @@ from ..core.volume import Volume, window_to_uint8
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
 
-#: Each model's colour: its outline in the views, its curve in the metrics panel.
-MODEL_COLORS = {"A": (255, 140, 0), "B": (0, 190, 255)}
-
-
 def single_color_lookup_table(classes: list[LabelClass], color) -> np.ndarray:
     """Every class of ``classes`` in one ``color``: a model's outline, told apart from the
     other model's by colour while the filled labels keep the class colours."""

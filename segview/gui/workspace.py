@@ -10,12 +10,12 @@ from __future__ import annotations
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QStackedWidget
 
-from ..core.classes import merged_classes
+from ..core.classes import MODEL_COLORS, merged_classes
 from ..core.volume import Volume
 from ..session import ReviewSession
 from .compare import CompareView
 from .effects import PlanePoint
-from .slice_view import MODEL_COLORS, Overlay, SliceView, label_lookup_table, single_color_lookup_table
+from .slice_view import Overlay, SliceView, label_lookup_table, single_color_lookup_table
 from .viewer import Viewer
 
 MODES = ("views", "compare", "disagreement")

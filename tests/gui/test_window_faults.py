@@ -175,3 +175,23 @@ def test_k_and_shift_k_keep_the_zoom_and_pan(qtbot, both_models):
     key(Qt.Key_K, Qt.ShiftModifier)  # back to the view, as it was
     assert not window.comparing
     same(shown(view)[0])
+
+
+# -- 6: the legend says what is drawn -----------------------------------------------------
+
+def test_the_legend_says_what_each_mode_draws(qtbot, both_models):
+    window = both_models
+    names = [c.name for c in window.session.classes if c.value]
+    legend = window.legend
+    assert all(name in legend.text() for name in names)
+    assert "model A outline" in legend.text() and "model B outline" in legend.text()
+    qtbot.keyClick(window, Qt.Key_2, Qt.ShiftModifier)  # model A filled
+    assert "model A filled" in legend.text() and "model A outline" not in legend.text()
+    qtbot.keyClick(window, Qt.Key_K)  # compare: the models filled, the labels outlined
+    text = legend.text()
+    assert all(name in text for name in names) and "outline" in text and "model A outline" not in text
+    assert "model B outline" not in text and "labels outlined" in text
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # the error map shows no class
+    assert not legend.isVisible() or not any(name in legend.text() for name in names)
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)
+    assert legend.isVisible() and "model B outline" in legend.text()

@@ -1,0 +1,33 @@
+"""Class colours and model colours: a model's outline is never mistaken for a class."""
+import numpy as np
+import pytest
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+from segview.core.classes import DEFAULT_COLORS, MODEL_COLORS
+from segview.core.phantoms import make_phantom
+
+#: CIEDE2000 difference a person tells apart at a glance (2.3 is just noticeable).
+DISTINCT = 20.0
+
+
+def lab(color) -> np.ndarray:
+    return rgb2lab(np.array(color, float)[None, None] / 255)[0, 0]
+
+
+def palettes() -> dict[str, list]:
+    found = {"default": list(DEFAULT_COLORS)}
+    for task in ("cardiac", "lung"):
+        found[task] = [c.color for c in make_phantom(task, 0).classes if c.value]
+    return found
+
+
+@pytest.mark.parametrize("palette", ["default", "cardiac", "lung"])
+def test_every_class_colour_is_far_from_both_model_colours(palette):
+    for color in palettes()[palette]:
+        for slot, model in MODEL_COLORS.items():
+            difference = float(deltaE_ciede2000(lab(color), lab(model)))
+            assert difference >= DISTINCT, f"{palette} class colour {color} looks like model {slot}'s {model}"
+
+
+def test_the_two_model_colours_are_far_apart():
+    assert float(deltaE_ciede2000(lab(MODEL_COLORS["A"]), lab(MODEL_COLORS["B"]))) >= 2 * DISTINCT
