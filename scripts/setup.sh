@@ -20,13 +20,15 @@ else
     py=.venv/bin/python
 fi
 
-# Test tools from Debian, checked on every run (three lookups, no apt when present):
+# Test tools from Debian, checked on every run (a few lookups, no apt when present):
 # dciodvfy (dicom3tools) judges the DICOM files segview writes; Orthanc with its DICOMweb
-# plugin is the PACS the tests start on loopback. Without them those tests are skipped.
+# plugin is the PACS the tests start on loopback, stunnel4 puts it behind TLS as hospitals
+# do. Without them those tests are skipped.
 have_orthanc() { command -v Orthanc >/dev/null || [[ -x /usr/sbin/Orthanc ]]; }
 have_dicomweb() { [[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ]]; }
-if [[ "$(uname)" == Linux ]] && ! { command -v dciodvfy >/dev/null && have_orthanc && have_dicomweb; }; then
-    tools="dicom3tools orthanc orthanc-dicomweb"
+have_stunnel() { command -v stunnel4 >/dev/null || command -v stunnel >/dev/null; }
+if [[ "$(uname)" == Linux ]] && ! { command -v dciodvfy >/dev/null && have_orthanc && have_dicomweb && have_stunnel; }; then
+    tools="dicom3tools orthanc orthanc-dicomweb stunnel4"
     if command -v apt-get >/dev/null && [[ $EUID -eq 0 ]]; then
         echo "setup: installing $tools (DICOM conformance and PACS tests)"
         if apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $tools >/dev/null; then

@@ -4,30 +4,53 @@
     segview pacs get URL SERIES_UID -o DIR
     segview pacs store URL FILE...
 
-URL is a DICOMweb base URL (http://host:port/dicom-web) or dimse://AET@host:port.
+URL is a DICOMweb base URL (https://host:port/dicom-web) or dimse://AET@host:port
+(dimse+tls:// over TLS). Who you are: ``--user NAME`` with the password from
+SEGVIEW_PACS_PASSWORD or asked on the terminal (never on the command line), or a bearer
+token from SEGVIEW_PACS_TOKEN or ``--token-command CMD`` (run again when the PACS answers
+401). ``--ca-bundle PEM``: the hospital's own certificate authority.
 """
 from __future__ import annotations
 
 import argparse
+import getpass
+import os
+import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from ..core.pacs import DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Query, Study, connect
+from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, PacsAuthError, Query, Study,
+                         connect)
 from .common import UserError, progress
+
+PASSWORD_VARIABLE, TOKEN_VARIABLE = "SEGVIEW_PACS_PASSWORD", "SEGVIEW_PACS_TOKEN"
+#: Seconds a token command may take (a browser sign-in included).
+TOKEN_COMMAND_TIMEOUT_S = 300
 
 
 def add_pacs_parser(commands) -> None:
     """Add ``pacs`` and its three commands to the ``segview`` subcommands."""
     pacs = commands.add_parser(
         "pacs", help="find, retrieve and store images and SEGs through a PACS",
-        description="URL is a DICOMweb base URL (http://host:port/dicom-web) or dimse://AET@host:port "
-                    "(AET: the PACS's AE title).")
+        description="URL is a DICOMweb base URL (https://host:port/dicom-web) or dimse://AET@host:port "
+                    "(AET: the PACS's AE title; dimse+tls:// over TLS). Credentials never go in the URL: "
+                    f"--user NAME takes the password from {PASSWORD_VARIABLE} or asks for it; a bearer token "
+                    f"comes from {TOKEN_VARIABLE} or --token-command.")
     actions = pacs.add_subparsers(dest="action", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("url", help="http(s)://host:port/dicom-web or dimse://AET@host:port")
+    common.add_argument("url", help="https://host:port/dicom-web or dimse[+tls]://AET@host:port")
     common.add_argument("--calling-ae", default=DEFAULT_CALLING_AE,
                         help=f"segview's AE title for DIMSE (default {DEFAULT_CALLING_AE})")
     common.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help=f"seconds to wait for the PACS (default {DEFAULT_TIMEOUT_S:g})")
+    common.add_argument("--user", default="", metavar="NAME",
+                        help=f"user name; the password comes from {PASSWORD_VARIABLE} or is asked on the terminal")
+    common.add_argument("--token-command", default="", metavar="CMD",
+                        help=f"a shell command that prints a bearer token, run again when the PACS refuses it "
+                             f"(else the token in {TOKEN_VARIABLE}, if set)")
+    common.add_argument("--ca-bundle", type=Path, metavar="PEM",
+                        help="certificate authorities to trust for TLS instead of the system's (a hospital's own)")
 
     find = actions.add_parser("find", parents=[common], help="list studies and their series")
     find.add_argument("--patient-id", default="")
@@ -50,7 +73,46 @@ def add_pacs_parser(commands) -> None:
 def _connect(args):
     if args.timeout <= 0:
         raise UserError("--timeout must be positive")
-    return connect(args.url, args.calling_ae, args.timeout)
+    return connect(args.url, args.calling_ae, args.timeout, _credentials(args), args.ca_bundle)
+
+
+def _credentials(args) -> Credentials:
+    """--user with its password, else a token from --token-command or the environment."""
+    if args.user and args.token_command:
+        raise UserError("give either --user (and its password) or --token-command, not both")
+    if args.user:
+        return Credentials(args.user, _password(args.user, args.url))
+    if args.token_command:
+        return Credentials(token=lambda: _run_token_command(args.token_command))
+    token = os.environ.get(TOKEN_VARIABLE, "").strip()
+    return Credentials.fixed_token(token) if token else Credentials()
+
+
+def _password(user: str, url: str) -> str:
+    """The password of ``user``: the environment's, else asked on the terminal (no echo)."""
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        raise UserError(f"no password for {user}: set {PASSWORD_VARIABLE}, or run segview in a terminal to be asked")
+    try:
+        return getpass.getpass(f"Password of {user} at {urlsplit(url).hostname}: ")
+    except EOFError:
+        raise UserError(f"no password for {user}") from None
+
+
+def _run_token_command(command: str) -> str:
+    """What ``command`` (run by the shell) prints: the token. Its errors go to the terminal."""
+    try:
+        done = subprocess.run(command, shell=True, stdout=subprocess.PIPE, text=True,
+                              timeout=TOKEN_COMMAND_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise PacsAuthError(f"The token command did not finish within {TOKEN_COMMAND_TIMEOUT_S} s.") from None
+    if done.returncode != 0:
+        raise PacsAuthError(f"The token command failed (exit status {done.returncode}).")
+    if not done.stdout.strip():
+        raise PacsAuthError("The token command printed no token.")
+    return done.stdout.strip()
 
 
 def _run_find(args) -> int:

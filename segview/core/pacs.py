@@ -5,6 +5,12 @@ One interface, two protocols, chosen by the address of the archive:
     http://host:port/dicom-web (or https)   DICOMweb: QIDO-RS find, WADO-RS retrieve, STOW-RS store
     dimse://AET@host:port                   DIMSE: C-FIND, C-GET, C-STORE (Study Root model),
                                             from a configurable calling AE title
+    dimse+tls://AET@host:port               DIMSE over TLS
+
+Who segview is and whom it trusts (``pacs_auth``): ``Credentials`` (a user name and
+password, or a bearer token renewed on 401) and a CA bundle for a hospital's own
+certificate authority; the system's authorities otherwise. An address never carries a
+password.
 
 Every failure a user can meet (archive down or unreachable, association refused, HTTP
 error, no answer in time, unknown UID, a store the archive refuses) is a ``PacsError``
@@ -17,11 +23,13 @@ from __future__ import annotations
 import re
 import shutil
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -30,6 +38,8 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from .errors import PacsError
+from .pacs_auth import (HOW_TO_LOG_IN, BearerAuth, Credentials, PacsAuthError, PacsCertificateError,
+                        certificate_failure, https_verify, refuse_userinfo, tls_context)
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -41,8 +51,9 @@ DEFAULT_TIMEOUT_S = 30.0
 #: At most this many studies per search: narrow the search to see others.
 MAX_STUDIES = 500
 
-__all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Pacs", "PacsError", "Query", "RetrieveCancelled",
-           "Series", "Study", "connect", "date_range"]
+__all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
+           "PacsCertificateError", "PacsError", "Query", "RetrieveCancelled", "Series", "Study", "connect",
+           "date_range"]
 
 
 class RetrieveCancelled(PacsError):
@@ -106,29 +117,48 @@ def date_range(text: str) -> str:
     return text
 
 
-def connect(url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S) -> Pacs:
+def connect(url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S,
+            credentials: Credentials | None = None, ca_bundle=None) -> Pacs:
     """The archive at ``url``: a DICOMweb base URL (``http(s)://...``) or
-    ``dimse://AET@host:port``. ``calling_ae`` is segview's AE title for DIMSE;
-    ``timeout`` is in seconds. Nothing is sent yet. Raises PacsError for a malformed
-    address."""
+    ``dimse://AET@host:port`` (``dimse+tls://`` over TLS). ``calling_ae`` is segview's AE
+    title for DIMSE; ``timeout`` is in seconds; ``credentials`` say who segview is;
+    ``ca_bundle`` (a PEM file) holds the only authorities trusted for TLS, instead of the
+    system's. Nothing is sent yet. Raises PacsError for a malformed address, an address
+    that carries a password, or a CA bundle that cannot be read."""
     scheme = urlsplit(url).scheme.lower()
     if scheme in ("http", "https"):
-        return DicomWebPacs(url, calling_ae, timeout)
-    if scheme == "dimse":
-        return DimsePacs(url, calling_ae, timeout)
-    raise PacsError(f"'{url}' is not a PACS address; use a DICOMweb URL (http://host:port/dicom-web) "
-                    "or dimse://AET@host:port.")
+        refuse_userinfo(url)
+    if ca_bundle and scheme not in ("https", "dimse+tls"):
+        raise PacsError("A CA bundle is only for TLS: use an https:// or dimse+tls:// address.")
+    if scheme in ("http", "https"):
+        return DicomWebPacs(url, calling_ae, timeout, credentials, ca_bundle)
+    if scheme in ("dimse", "dimse+tls"):
+        return DimsePacs(url, calling_ae, timeout, credentials, ca_bundle)
+    raise PacsError(f"'{_without_userinfo(url)}' is not a PACS address; use a DICOMweb URL "
+                    "(https://host:port/dicom-web) or dimse://AET@host:port (dimse+tls:// over TLS).")
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without its password (a DIMSE address keeps its AE title)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return parts._replace(netloc=f"{parts.username}@{parts.netloc.rpartition('@')[2]}").geturl()
 
 
 class Pacs:
     """What both protocols share: the search built from studies and series, the safe
     retrieve into a folder, and the store of files."""
 
-    def __init__(self, url: str, calling_ae: str, timeout: float):
+    def __init__(self, url: str, calling_ae: str, timeout: float, credentials: Credentials | None = None,
+                 ca_bundle=None):
         calling_ae = calling_ae.strip()
         if not calling_ae or len(calling_ae) > 16 or "\\" in calling_ae:
             raise PacsError(f"'{calling_ae}' is not an AE title: 1 to 16 characters, no backslash.")
         self.url, self.calling_ae, self.timeout = url, calling_ae, float(timeout)
+        self.credentials = credentials or Credentials()
+        self.ca_bundle = ca_bundle
+        self._tls = tls_context(ca_bundle)  # also reads the bundle now: a wrong file is told before sending
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -221,9 +251,9 @@ class Pacs:
                 try:
                     send(path, dataset)
                     stored.append(str(dataset.SOPInstanceUID))
-                except _ConnectionFailure as exc:
+                except _STOPS_A_STORE as exc:
                     done = f" ({len(stored)} of {len(paths)} files were stored before)" if stored else ""
-                    raise _ConnectionFailure(f"{exc}{done}") from exc
+                    raise type(exc)(f"{exc}{done}") from exc
                 except PacsError as exc:
                     refused.append(f"{path.name}: {exc}")
                 if progress:
@@ -242,6 +272,10 @@ class Pacs:
 
 class _ConnectionFailure(PacsError):
     """The archive could not be reached at all (down, wrong address, no answer)."""
+
+
+#: Failures that would fail every other file too: the store stops at once.
+_STOPS_A_STORE = (_ConnectionFailure, PacsAuthError, PacsCertificateError)
 
 
 def _read_header(path: Path) -> Dataset:
@@ -316,18 +350,21 @@ def _by_number(series: list[Series]) -> list[Series]:
 class DicomWebPacs(Pacs):
     """An archive reached through DICOMweb (dicomweb-client over HTTP)."""
 
-    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S):
-        super().__init__(url.rstrip("/"), calling_ae, timeout)
+    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S,
+                 credentials: Credentials | None = None, ca_bundle=None):
+        refuse_userinfo(url)
+        super().__init__(url.rstrip("/"), calling_ae, timeout, credentials, ca_bundle)
         from dicomweb_client.api import DICOMwebClient  # here: requests is imported only when used
 
         parts = urlsplit(self.url)
         if not parts.hostname:
             raise PacsError(f"'{url}' has no host name.")
-        session = _wildcard_session()
-        if parts.username:  # http://user:password@host/...: HTTP basic authentication
-            session.auth = (unquote(parts.username), unquote(parts.password or ""))
-            netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-            self.url = parts._replace(netloc=netloc).geturl()
+        self._where = parts.netloc
+        session = _session(https_verify(ca_bundle))
+        if self.credentials.token is not None:
+            session.auth = BearerAuth(self.credentials.token)
+        elif self.credentials.user:  # HTTP basic authentication
+            session.auth = (self.credentials.user, self.credentials.password)
         self._client = DICOMwebClient(self.url, session=session, timeout=(self.timeout, self.timeout))
         # A clinician retries by hand; silent exponential retries would hide an archive that is down.
         self._client.set_http_retry_params(retry=False)
@@ -343,8 +380,13 @@ class DicomWebPacs(Pacs):
         except requests.exceptions.HTTPError as exc:
             response = exc.response
             status = response.status_code if response is not None else "?"
+            if status in (401, 403):
+                raise self._refused_access(status, what) from exc
             reason = _http_reason(response)
             raise PacsError(f"The PACS at {self.url} refused to {what}: HTTP {status} {reason}") from exc
+        except requests.exceptions.SSLError as exc:
+            raise (certificate_failure(exc, self._where, self.ca_bundle) or PacsCertificateError(
+                f"The TLS connection to the PACS at {self._where} failed ({_short(exc)}).")) from exc
         except requests.exceptions.Timeout as exc:
             raise _ConnectionFailure(f"The PACS at {self.url} did not answer within {self.timeout:g} s "
                                      f"while asked to {what}.") from exc
@@ -356,6 +398,21 @@ class DicomWebPacs(Pacs):
         except (ValueError, KeyError) as exc:  # a malformed answer (JSON, multipart)
             raise PacsError(f"The PACS at {self.url} gave an answer segview cannot read while asked to "
                             f"{what} ({_short(exc)}).") from exc
+
+    def _refused_access(self, status: int, what: str) -> PacsAuthError:
+        """A 401 or 403 in words: who was refused, and what to do."""
+        where = f"The PACS at {self.url}"
+        given = self.credentials
+        if not given.given:
+            return PacsAuthError(f"{where} asks who you are (HTTP {status}) to {what}: {HOW_TO_LOG_IN}.")
+        if status == 403:
+            who = f"the user {given.user}" if given.user else "this token"
+            return PacsAuthError(f"{where} does not allow {who} to {what} (HTTP 403 Forbidden): ask the PACS "
+                                 "administrators for access.")
+        if given.token is not None:
+            return PacsAuthError(f"{where} refused the token (HTTP 401) to {what}: it has expired or is not "
+                                 "for this PACS; get a new one.")
+        return PacsAuthError(f"{where} refused the user name {given.user} or its password (HTTP 401) to {what}.")
 
     def find_studies(self, query: Query) -> list[Study]:
         filters = {"PatientID": query.patient_id.strip(), "PatientName": _patient_name_filter(query.patient_name),
@@ -414,19 +471,30 @@ class DicomWebPacs(Pacs):
                             f"{': ' + _status_meaning(int(reason)) if reason else ''})")
 
 
-def _wildcard_session():
-    """A requests session that sends the DICOM wildcard ``*`` as it is in a query: the
-    DICOMweb plugin of Orthanc (1.7, Debian 12) does not decode ``%2A``, so
-    ``PatientName=Doe%2A`` would match nothing. ``*`` is legal in a URL query (RFC 3986
+def _session(verify: str | bool):
+    """A requests session that checks certificates against ``verify`` and sends the DICOM
+    wildcard ``*`` as it is in a query.
+
+    ``verify`` holds even where REQUESTS_CA_BUNDLE is set (requests would let that variable
+    override a session's own ``verify``, and a hospital's CA bundle would be ignored).
+    The DICOMweb plugin of Orthanc (1.7, Debian 12) does not decode ``%2A``, so
+    ``PatientName=Doe%2A`` would match nothing; ``*`` is legal in a URL query (RFC 3986
     sub-delimiter), so every archive reads it the same."""
     import requests
 
-    class WildcardSession(requests.Session):
+    class Session(requests.Session):
         def send(self, request, **kwargs):
             request.url = request.url.replace("%2A", "*")
             return super().send(request, **kwargs)
 
-    return WildcardSession()
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):
+            merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            merged["verify"] = self.verify
+            return merged
+
+    session = Session()
+    session.verify = verify
+    return session
 
 
 def _only_series(found: list[Series] | None, series_uid: str, url: str) -> Series:
@@ -472,19 +540,23 @@ def _status_meaning(code: int) -> str:
 # -- DIMSE ------------------------------------------------------------------------------
 
 class DimsePacs(Pacs):
-    """An archive reached through DIMSE (pynetdicom): ``dimse://AET@host:port``."""
+    """An archive reached through DIMSE (pynetdicom): ``dimse://AET@host:port``, or
+    ``dimse+tls://AET@host:port`` over TLS. Credentials travel as DICOM user identity
+    negotiation (a user name and password, or a token as a JSON web token)."""
 
-    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S):
-        super().__init__(url, calling_ae, timeout)
+    def __init__(self, url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEFAULT_TIMEOUT_S,
+                 credentials: Credentials | None = None, ca_bundle=None):
+        super().__init__(url, calling_ae, timeout, credentials, ca_bundle)
         parts = urlsplit(url)
         try:
             port = parts.port
         except ValueError:
             port = None
-        if not parts.username or not parts.hostname or port is None:
-            raise PacsError(f"'{url}' is not a DIMSE address; write dimse://AET@host:port "
+        if not parts.username or parts.password is not None or not parts.hostname or port is None:
+            raise PacsError(f"'{_without_userinfo(url)}' is not a DIMSE address; write dimse://AET@host:port "
                             "(AET: the PACS's AE title).")
         self.called_ae, self.host, self.port = unquote(parts.username), parts.hostname, port
+        self.tls = parts.scheme.lower() == "dimse+tls"
 
     @contextmanager
     def _association(self, contexts: Iterable[tuple[str, list[str]]], storage_roles: Iterable[str] = (),
@@ -499,10 +571,11 @@ class DimsePacs(Pacs):
         ae.connection_timeout = self.timeout
         for sop_class, syntaxes in contexts:
             ae.add_requested_context(sop_class, syntaxes)
-        roles: list = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
+        negotiation: list = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
+        negotiation += self._user_identity
         started = time.monotonic()
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=roles or None,
-                             evt_handlers=handlers or [])
+        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=negotiation or None,
+                             evt_handlers=handlers or [], tls_args=(self._tls, self.host) if self.tls else None)
         if not assoc.is_established:
             raise self._association_failure(assoc, time.monotonic() - started)
         try:
@@ -511,25 +584,58 @@ class DimsePacs(Pacs):
             if assoc.is_established:
                 assoc.release()
 
+    @cached_property
+    def _user_identity(self) -> list:
+        """The user identity negotiation item of the credentials (none without them); made
+        once, so a token source is asked once."""
+        from pynetdicom.pdu_primitives import UserIdentityNegotiation
+
+        given = self.credentials
+        if not given.given:
+            return []
+        item = UserIdentityNegotiation()
+        if given.token is not None:
+            item.user_identity_type, item.primary_field = 5, given.token().encode()  # 5: JSON web token
+        else:
+            item.user_identity_type = 2 if given.password else 1  # 2: user name and passcode; 1: name only
+            item.primary_field = given.user.encode()
+            if given.password:
+                item.secondary_field = given.password.encode()
+        return [item]
+
     def _association_failure(self, assoc, waited_s: float) -> PacsError:
         """Why the association failed, in words: refused, unreachable, silent or aborted
         (pynetdicom aborts after its timeout too, hence ``waited_s``)."""
         where = f"{self.called_ae} at {self.host}:{self.port}"
         if assoc.is_rejected:
+            identity = f", the user name {self.credentials.user} or its password" if self.credentials.user else (
+                ", the token" if self.credentials.token is not None else "")
             return PacsError(f"The PACS {where} refused the association: it does not accept the calling AE "
-                             f"title {self.calling_ae} or the called AE title {self.called_ae}. Ask the PACS "
-                             "administrators to register segview's AE title, or check both titles.")
+                             f"title {self.calling_ae}{identity} or the called AE title {self.called_ae}. Ask the "
+                             "PACS administrators to register segview's AE title, or check both titles.")
         if waited_s >= 0.9 * self.timeout:
             return _ConnectionFailure(f"The PACS {where} did not answer within {self.timeout:g} s: is it running "
                                       "and reachable, and is this its DICOM port?")
-        try:  # pynetdicom reports a refused connection as an abort too: find out which it was
-            with socket.create_connection((self.host, self.port), timeout=self.timeout):
-                pass
+        try:  # pynetdicom reports a refused connection or a failed TLS handshake as an abort: find out which
+            connection = socket.create_connection((self.host, self.port), timeout=self.timeout)
         except OSError as exc:
             return _ConnectionFailure(f"Cannot reach the PACS {where}: {exc.strerror or exc}. Is it running, "
                                       "and are the host and port right?")
-        return PacsError(f"The PACS {where} aborted the association: it is not a DICOM port, accepts none "
-                         "of the requested services, or is overloaded.")
+        with connection:
+            failure = self._handshake_failure(connection, where) if self.tls else None
+        return failure or PacsError(f"The PACS {where} aborted the association: it is not a DICOM port, accepts "
+                                    "none of the requested services, or is overloaded.")
+
+    def _handshake_failure(self, connection: socket.socket, where: str) -> PacsError | None:
+        """Why a TLS handshake over ``connection`` fails, in words; None when it succeeds."""
+        try:
+            self._tls.wrap_socket(connection, server_hostname=self.host).close()
+        except ssl.SSLError as exc:
+            return certificate_failure(exc, f"{self.host}:{self.port}", self.ca_bundle)
+        except OSError as exc:
+            return PacsCertificateError(f"The TLS handshake with the PACS {where} failed ({exc.strerror or exc}): "
+                                        "is this its TLS port (not its plain DICOM port)?")
+        return None
 
     def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
         with self._association([(FIND, _UNCOMPRESSED)]) as assoc:

@@ -2,6 +2,7 @@
 free ports, a temporary configuration and storage, stopped after the tests that use it."""
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -42,16 +43,17 @@ def free_port() -> int:
 
 class Orthanc:
     """One Orthanc process: ``dicomweb_url``, ``dimse_url``; ``upload`` and ``lookup``
-    go through Orthanc's own REST API, independent of segview's PACS code."""
+    go through Orthanc's own REST API, independent of segview's PACS code. With ``users``
+    (name: password) its HTTP side asks for one of them (``AuthenticationEnabled``)."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def __init__(self, folder: Path, users: dict[str, str] | None = None):
+        self.folder, self.users = folder, dict(users or {})
         folder.mkdir(parents=True, exist_ok=True)
         self.http_port, self.dicom_port = free_port(), free_port()
         config = {
             "Name": "segview-test", "StorageDirectory": str(folder / "db"), "IndexDirectory": str(folder / "db"),
             "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": ORTHANC_AET,
-            "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
+            "RemoteAccessAllowed": False, "AuthenticationEnabled": bool(self.users), "RegisteredUsers": self.users,
             # A real PACS checks whom it is called as: a wrong called AE title is refused.
             "DicomCheckCalledAet": True,
             "DicomAlwaysAllowFind": True, "DicomAlwaysAllowGet": True, "DicomAlwaysAllowStore": True,
@@ -88,6 +90,8 @@ class Orthanc:
     def rest(self, path: str, data: bytes | None = None):
         request = urllib.request.Request(f"http://127.0.0.1:{self.http_port}{path}", data=data,
                                          method="POST" if data is not None else "GET")
+        if self.users:
+            request.add_header("Authorization", basic_authorization(*next(iter(self.users.items()))))
         with urllib.request.urlopen(request, timeout=30) as answer:
             body = answer.read()
         return json.loads(body) if body[:1] in (b"{", b"[") else body
@@ -121,6 +125,10 @@ class Orthanc:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def basic_authorization(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def orthanc_server(tmp_path_factory, name: str):
