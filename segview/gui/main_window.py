@@ -633,7 +633,12 @@ class MainWindow(QMainWindow):
         # Asked before the model goes in, so a No keeps the model it would replace (and its
         # predictions). A run in progress goes on until the new one (after the start timer)
         # replaces it.
-        name, warning = Path(path).stem, self.session.fit_warning(predictor)
+        name, conflict = Path(path).stem, self.session.class_conflict(slot, predictor)
+        if conflict is not None:  # scored under another class's columns, it would mislead
+            self._error(f"Model {slot} ({name}) was not loaded: {conflict}.", "Checkpoint of other classes")
+            self.model_loaded.emit(slot)
+            return
+        warning = self.session.fit_warning(predictor)
         refused = warning is not None and QMessageBox.question(
             self, f"Run model {slot} on this image?", f"{name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes

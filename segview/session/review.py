@@ -333,6 +333,22 @@ class ReviewSession:
 
         return modality_mismatch(predictor.meta, self.volume)
 
+    def class_conflict(self, slot: str, predictor: Any) -> str | None:
+        """Why ``predictor``'s checkpoint may not go into ``slot``: a class value it names
+        otherwise than the labels' class table or the other slot's model does (its voxels
+        would be scored under another class's column); None when every shared value has
+        the same name."""
+        theirs = {c.value: c.name for c in predictor.classes if c.value}
+        tables = [("the labels", self._classes or [])]
+        tables += [(f"model {s}", m.classes) for s, m in self.models.items() if s != slot]
+        for owner, table in tables:
+            for c in table:
+                name = theirs.get(c.value)
+                if c.value and name is not None and name.strip().lower() != c.name.strip().lower():
+                    return (f"its class {c.value} is \u201c{name}\u201d where {owner} have \u201c{c.name}\u201d: "
+                            "it was trained for other classes")
+        return None
+
     def remove_model(self, slot: str) -> None:
         if self.models.pop(slot, None) is not None:
             self.live.remove_model(slot)

@@ -195,3 +195,20 @@ def test_the_legend_says_what_each_mode_draws(qtbot, both_models):
     assert not legend.isVisible() or not any(name in legend.text() for name in names)
     qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)
     assert legend.isVisible() and "model B outline" in legend.text()
+
+
+# -- 9: checkpoints of other classes -------------------------------------------------------
+
+def test_a_checkpoint_of_other_classes_is_refused_not_scored_under_another_column(qtbot, window, dialogs):
+    from segview.resources import MODELS
+
+    case = make_phantom("lung", 0)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.show_session(ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes)))
+    load_models(qtbot, window, [MODELS / "lung_ce.safetensors", DEMO_MODELS[0]])  # A lung, B cardiac
+    assert list(window.session.models) == ["A"]
+    refusals = [text for kind, text in dialogs if kind == "critical"]
+    assert len(refusals) == 1 and "Model B" in refusals[0] and "right ventricle" in refusals[0]
+    table = window.metrics.table
+    columns = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert columns == ["infection", "mean", "pixel\nerror"]
