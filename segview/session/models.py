@@ -59,9 +59,12 @@ class Model:
 
     def describe(self, data: bool = False) -> str:
         """Checkpoint name, loss and validation Dice from its metadata (``data``: and what
-        it was trained on)."""
+        it was trained on); for a checkpoint segview did not train (an imported one), what
+        its metadata says: architecture, modality, classes."""
         loss = self.meta.get("loss", {})
-        text = f"{self.name}: {loss.get('name', '?')}"
+        if not loss.get("name"):
+            return f"{self.name}: {self._architecture()}"
+        text = f"{self.name}: {loss['name']}"
         if loss.get("name") == "ce+dice":
             text += f", alpha {loss.get('alpha', 1):g}"
         source = self.meta.get("training", {}).get("source")
@@ -73,3 +76,16 @@ class Model:
             text += f", trained on {source}"
         dice = self.meta.get("validation", {}).get("dice", {}).get("mean")
         return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
+
+    def _architecture(self) -> str:
+        """"imported monai-unet from weights.pth, CT, classes lesion, vessel": what the
+        metadata of a checkpoint without a training record tells."""
+        imported = self.meta.get("imported") or {}
+        arch = imported.get("arch") or self.meta.get("architecture", {}).get("name") or "unknown network"
+        parts = [f"imported {arch} from {imported['source']}" if imported.get("source") else arch]
+        if self.modality:
+            parts.append(str(self.modality))
+        names = [c.name for c in self.classes if c.value]
+        if names:
+            parts.append(f"class{'es' if len(names) > 1 else ''} {', '.join(names)}")
+        return ", ".join(parts)

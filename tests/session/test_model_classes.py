@@ -1,6 +1,11 @@
 """A checkpoint of other classes than the labels' or the other model's is refused, never
-scored under another class's column."""
+scored under another class's column; a checkpoint segview did not train says what its
+metadata knows."""
+import torch
+from monai.networks.nets import BasicUNet
+
 from segview.core.phantoms import make_phantom
+from segview.ml.importers import import_state_dict
 from segview.resources import MODELS
 from segview.session import ReviewSession
 from segview.session.models import load_predictor
@@ -32,3 +37,16 @@ def test_a_checkpoint_of_other_classes_than_the_other_model_is_refused():
     finally:
         session.close(discard=True)
 
+
+def test_an_imported_checkpoint_says_its_architecture_modality_and_classes(tmp_path):
+    torch.save(BasicUNet(2, 1, 2, features=(4, 4, 8, 8, 16, 4)).state_dict(), tmp_path / "weights.pth")
+    path = import_state_dict(tmp_path / "weights.pth", "monai-basicunet", ["background", "infection"], "CT",
+                             tmp_path / "monai_lung.safetensors", input_size=64).path
+    case = make_phantom("lung", 0)
+    session = ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes))
+    try:
+        model = session.load_model("A", path)
+        for text in (model.describe(), model.describe(data=True)):
+            assert text == "monai_lung: imported monai-basicunet from weights.pth, CT, class infection"
+    finally:
+        session.close(discard=True)
