@@ -5,7 +5,8 @@ a table of the studies found with their series, and retrieves the chosen series 
 cache folder with a progress bar and a Cancel button; it returns the folder to open.
 ``send_to_pacs(parent, files)`` sends files (the exported SEG) to a PACS. Searches,
 retrieves and stores run in the thread pool; widgets are touched only on the main thread.
-The PACS addresses used and the calling AE title are kept in the settings.
+The PACS used (address, user name, CA bundle) and the calling AE title are kept in the
+settings; passwords and tokens in the keyring (``pacs_server``, ``pacs_secrets``).
 """
 from __future__ import annotations
 
@@ -17,64 +18,20 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout)
 
-from ..core.pacs import (DEFAULT_CALLING_AE, MAX_STUDIES, PacsError, Query, RetrieveCancelled, Series, Study, connect,
-                         date_range)
-from .settings import pacs_cache_folder, settings
+from ..core.pacs import MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, RetrieveCancelled, Series, Study, date_range
+from .pacs_server import ServerForm, saved_servers
+from .settings import pacs_cache_folder
 from .workers import Worker
 
-#: How many PACS addresses the settings remember.
-SERVERS_KEPT = 10
+__all__ = ["PacsDialog", "SendDialog", "cache_folder", "open_from_pacs", "saved_servers", "send_to_pacs"]
+
 RESULT_COLUMNS = ("Date", "Patient", "Patient ID", "Description", "Modality", "Images")
-
-
-def _settings():
-    return settings()
-
-
-def saved_servers() -> list[str]:
-    """The PACS addresses used before, the last used first."""
-    return [str(s) for s in _settings().value("pacs/servers", [], list) if s]
-
-
-def remember_server(url: str, calling_ae: str) -> None:
-    servers = [url] + [s for s in saved_servers() if s != url]
-    _settings().setValue("pacs/servers", servers[:SERVERS_KEPT])
-    _settings().setValue("pacs/calling_ae", calling_ae)
 
 
 def cache_folder() -> Path:
     """Where retrieved series are kept: the user's cache, one folder per series UID (never
     where labels are saved: see ``settings.pacs_labels_path``)."""
     return pacs_cache_folder()
-
-
-class _ServerRow(QHBoxLayout):
-    """The PACS address (an editable list of the saved ones) and the calling AE title."""
-
-    def __init__(self):
-        super().__init__()
-        self.url = QComboBox()
-        self.url.setEditable(True)
-        self.url.addItems(saved_servers())
-        self.url.lineEdit().setPlaceholderText("http://host:port/dicom-web  or  dimse://AET@host:port")
-        self.url.setMinimumWidth(380)
-        self.calling_ae = QLineEdit(str(_settings().value("pacs/calling_ae", DEFAULT_CALLING_AE)))
-        self.calling_ae.setMaxLength(16)
-        self.calling_ae.setToolTip("segview's AE title for DIMSE (the PACS must know it)")
-        self.addWidget(QLabel("PACS"))
-        self.addWidget(self.url, 1)
-        self.addWidget(QLabel("Calling AE"))
-        self.addWidget(self.calling_ae)
-
-    def open_pacs(self):
-        """The archive chosen; raises PacsError for a malformed address or AE title."""
-        url = self.url.currentText().strip()
-        if not url:
-            raise PacsError("Enter the address of the PACS.")
-        return connect(url, self.calling_ae.text().strip() or DEFAULT_CALLING_AE)
-
-    def remember(self) -> None:
-        remember_server(self.url.currentText().strip(), self.calling_ae.text().strip() or DEFAULT_CALLING_AE)
 
 
 class PacsDialog(QDialog):
@@ -90,7 +47,7 @@ class PacsDialog(QDialog):
         self.setWindowTitle("Open from PACS")
         self.cache = Path(cache) if cache is not None else cache_folder()
         self.folder: Path | None = None
-        self._pacs = None
+        self._pacs: Pacs | None = None
         self._job: Worker | None = None
         self._stop = threading.Event()
         self._idle = threading.Event()
@@ -101,7 +58,7 @@ class PacsDialog(QDialog):
     # -- layout ----------------------------------------------------------------------
 
     def _build(self) -> None:
-        self.server = _ServerRow()
+        self.server = ServerForm()
         self.patient_id, self.patient_name = QLineEdit(), QLineEdit()
         self.patient_name.setPlaceholderText("family name or its start; * and ? are wildcards")
         self.modality = QComboBox()
@@ -271,6 +228,8 @@ class PacsDialog(QDialog):
         if isinstance(exc, RetrieveCancelled):
             self._set_status(str(exc))
         elif isinstance(exc, PacsError):
+            if isinstance(exc, PacsAuthError):
+                self.server.forget_secrets()
             self._fail(str(exc))
         else:  # a programming error: shown, not swallowed
             self._fail(f"Unexpected error: {type(exc).__name__}: {exc}")
@@ -308,7 +267,7 @@ class SendDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Send to PACS")
         self.files = [Path(f) for f in files]
-        self.server = _ServerRow()
+        self.server = ServerForm()
         self.progress = QProgressBar()
         self.progress.setRange(0, len(self.files))
         self.status = QLabel(f"Send {len(self.files)} file(s): " + ", ".join(f.name for f in self.files[:3])
@@ -355,17 +314,21 @@ class SendDialog(QDialog):
         worker = Worker(job, reports_progress=True)
         worker.signals.progress.connect(lambda done, total: self.progress.setValue(done))
         worker.signals.returned.connect(self._sent)
-        worker.signals.errored.connect(lambda exc: self._fail(str(exc) if isinstance(exc, PacsError)
-                                                              else f"Unexpected error: {exc!r}"))
+        worker.signals.errored.connect(self._job_failed)
         self._job = worker
         worker.start()
 
     def _sent(self, uids: list[str]) -> None:
         self.server.remember()
         self.stored = len(uids)
-        self.status.setText(f"{len(uids)} file(s) stored in {self.server.url.currentText().strip()}.")
+        self.status.setText(f"{len(uids)} file(s) stored in {self.server.address()}.")
         self.send_button.setEnabled(True)
         self.sent.emit(len(uids))
+
+    def _job_failed(self, exc: Exception) -> None:
+        if isinstance(exc, PacsAuthError):
+            self.server.forget_secrets()
+        self._fail(str(exc) if isinstance(exc, PacsError) else f"Unexpected error: {exc!r}")
 
     def _fail(self, message: str) -> None:
         self.status.setStyleSheet("color: #c0392b")

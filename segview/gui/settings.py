@@ -9,7 +9,8 @@ configuration folder) and where its file dialogs start.
   once (the first save of such a study asks); each study gets a folder in it named by
   patient and study (``pacs_labels_path``). The retrieved images stay in the cache
   (``pacs_cache_folder``), which may be emptied at any time: labels never go there.
-- ``pacs/servers`` and ``pacs/calling_ae``: see ``pacs_dialog``.
+- ``pacs/server`` (the PACS used: address, user name, CA bundle) and ``pacs/calling_ae``: see
+  ``pacs_server``. Never a password or a token: those go to the keyring (``pacs_secrets``).
 """
 from __future__ import annotations
 

@@ -1,10 +1,17 @@
 """Open from PACS and Send to PACS, driven as a radiologist would (fill the form, search,
-pick a series, retrieve; send a SEG), against a real Orthanc started for this module."""
+pick a series, retrieve; send a SEG), against a real Orthanc started for this module; and
+against one that asks for a user over TLS (tests/core/secure_pacs.py): the password goes to
+the keyring, or is held for the run where there is none, never to the settings file."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import keyring
 import numpy as np
 import pydicom
 import pytest
+from keyring.backend import KeyringBackend
+from keyring.backends import fail
 from PySide6.QtCore import Qt
 
 from segview.core.dicom import write_dicom_series
@@ -12,8 +19,41 @@ from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
+from segview.gui import pacs_secrets
 from segview.gui.pacs_dialog import PacsDialog, SendDialog, saved_servers
+from segview.gui.settings import settings
 from tests.core.conftest import free_port, orthanc_server
+from tests.core.secure_pacs import secret_leaks, secure_pacs_server
+
+
+@pytest.fixture(autouse=True)
+def no_keyring():
+    """No keyring, as on a machine without one (keyring's ``fail`` backend): the tests never
+    touch the user's own keyring, and nothing is held from one test to the next."""
+    keyring.set_keyring(fail.Keyring())
+    pacs_secrets.forget_held()
+    yield
+    keyring.set_keyring(fail.Keyring())
+    pacs_secrets.forget_held()
+
+
+class MemoryKeyring(KeyringBackend):
+    """A keyring that works, in memory: ``kept`` is what it holds."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self):
+        super().__init__()
+        self.kept: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service, username):
+        return self.kept.get((service, username))
+
+    def set_password(self, service, username, password):
+        self.kept[(service, username)] = password
+
+    def delete_password(self, service, username):
+        self.kept.pop((service, username), None)
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +150,117 @@ def test_send_a_seg_to_the_pacs(qtbot, orthanc, cardiac_series, tmp_path):
         qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
     assert sent.args[0] == 1 and "1 file(s) stored" in dialog.status.text()
     assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
+
+
+# -- a PACS that asks who you are, over TLS ------------------------------------------------
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory):
+    yield from secure_pacs_server(tmp_path_factory, "secure-gui")
+
+
+@pytest.fixture(scope="module")
+def secure_series(secure, tmp_path_factory):
+    paths = write_dicom_series(make_phantom("lung", 5).volume, tmp_path_factory.mktemp("ct") / "ct",
+                               patient_id="GUI-TLS-5", patient_name="Tls^Lung", series_description="chest CT")
+    secure.orthanc.upload(paths)
+    return paths
+
+
+def _log_in(form, secure, url, password="", token=""):
+    form.url.setEditText(url)
+    form.user.setText(secure.user if password else "")
+    form.password.setText(password)
+    form.token.setText(token)
+    form.ca_bundle.setText(str(secure.ca))
+
+
+def _settings_text() -> str:
+    settings().sync()
+    return Path(settings().fileName()).read_text()
+
+
+@pytest.mark.parametrize("url", ["https_url", "dimse_tls_url"])
+def test_adding_a_server_with_a_password_leaves_no_password_in_the_settings(qtbot, secure, secure_series, url,
+                                                                            tmp_path):
+    url = getattr(secure, url)
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    _log_in(dialog.server, secure, url, password=secure.password)
+    assert _search(qtbot, dialog, url, name="tls") == 1
+    saved = _settings_text()
+    assert url in saved and secure.user in saved and str(secure.ca) in saved
+    assert secret_leaks([secure.password]) == []
+    assert "held until segview closes" in dialog.server.keeping.text()
+    with qtbot.waitSignal(dialog.retrieved, timeout=30000):
+        qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
+    assert len(list(dialog.folder.glob("*.dcm"))) == len(secure_series)
+    again = PacsDialog(None, cache=tmp_path / "cache")  # the next time in this run: chosen, not typed
+    qtbot.addWidget(again)
+    assert (again.server.address(), again.server.user.text(), again.server.ca_bundle.text()) == (
+        url, secure.user, str(secure.ca))
+    assert again.server.password.text() == "" and again.server.password.placeholderText() == "kept"
+    assert _search(qtbot, again, url, name="tls") == 1
+    assert secret_leaks([secure.password]) == []
+
+
+def test_with_a_keyring_the_password_goes_there_and_outlives_the_run(qtbot, secure, secure_series, tmp_path):
+    ring = MemoryKeyring()
+    keyring.set_keyring(ring)
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    _log_in(dialog.server, secure, secure.https_url, password=secure.password)
+    assert _search(qtbot, dialog, secure.https_url, name="tls") == 1
+    assert "kept in this computer's keyring" in dialog.server.keeping.text()
+    assert list(ring.kept.values()) == [secure.password]
+    assert secret_leaks([secure.password]) == []
+    pacs_secrets.forget_held()  # a new run: only the keyring remembers
+    again = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(again)
+    assert _search(qtbot, again, secure.https_url, name="tls") == 1
+
+
+def test_a_wrong_password_is_said_in_the_dialog_and_the_kept_one_forgotten(qtbot, secure, secure_series, tmp_path):
+    ring = MemoryKeyring()
+    keyring.set_keyring(ring)
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    _log_in(dialog.server, secure, secure.https_url, password="not-" + secure.password)
+    with qtbot.waitSignal(dialog.failed, timeout=20000) as failed:
+        qtbot.mouseClick(dialog.search_button, Qt.LeftButton)
+    assert "refused the user name radiologist or its password (HTTP 401)" in failed.args[0]
+    assert failed.args[0] == dialog.status.text() and ring.kept == {}
+    assert secret_leaks(["not-" + secure.password]) == []
+
+
+def test_a_certificate_the_computer_does_not_trust_is_said_in_the_dialog(qtbot, secure, tmp_path):
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    dialog.server.url.setEditText(secure.https_url)
+    with qtbot.waitSignal(dialog.failed, timeout=20000) as failed:
+        qtbot.mouseClick(dialog.search_button, Qt.LeftButton)
+    port = secure.https_url.split(":")[2].split("/")[0]
+    assert f"The certificate of the PACS at localhost:{port} cannot be trusted" in failed.args[0]
+    assert "CA bundle field" in failed.args[0]
+
+
+def test_a_password_saved_in_an_address_by_an_earlier_version_is_removed(qtbot, tmp_path):
+    settings().setValue("pacs/servers", ["https://doctor:hunter2-old@pacs.example:8443/dicom-web",
+                                         "dimse://PACS@pacs.example:104"])
+    dialog = PacsDialog(None, cache=tmp_path)
+    qtbot.addWidget(dialog)
+    assert saved_servers() == ["https://pacs.example:8443/dicom-web", "dimse://PACS@pacs.example:104"]
+    assert dialog.server.user.text() == "doctor"
+    assert secret_leaks(["hunter2-old"]) == []
+
+
+def test_send_a_seg_over_dimse_tls_with_a_token_field_left_empty(qtbot, secure, secure_series, tmp_path):
+    case = make_phantom("lung", 5)
+    seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(secure_series[0].parent), list(case.classes))
+    dialog = SendDialog(None, [seg])
+    qtbot.addWidget(dialog)
+    _log_in(dialog.server, secure, secure.dimse_tls_url)
+    with qtbot.waitSignal(dialog.sent, timeout=20000) as sent:
+        qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
+    assert sent.args[0] == 1
+    assert secure.orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
