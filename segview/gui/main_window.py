@@ -755,20 +755,16 @@ class MainWindow(QMainWindow):
 
     def class_tool(self, operation: str, preview: bool = False) -> None:
         """A whole-class tool of the tools panel on the chosen class, in a worker: one undo
-        step; ``preview`` shows what islands would go, changing nothing."""
+        step; ``preview`` shows what would change, changing nothing."""
         session = self.session
         if session is None or self._refused():
             return
         value, amount = self.tools.active_class(), self.tools.amount.value()
-        if preview:
-            largest = operation == "islands_largest"
-            look = partial(session.labels.islands_preview, value, None if largest else amount, largest)
-            return self._run(lambda progress: look(progress=progress), done=self._show_preview, reports_progress=True)
         try:
             job = self._tool_job(session, operation, value, amount)
         except SegviewError as exc:
             return self.statusBar().showMessage(str(exc), 8000)
-        self._run_tool(job, self.tools.class_operation.currentText())
+        self._run_tool(job, self.tools.class_operation.currentText(), preview)
 
     def _tool_job(self, session: ReviewSession, operation: str, value: int, amount: float) -> ToolJob:
         if operation.startswith("islands"):
@@ -790,30 +786,38 @@ class MainWindow(QMainWindow):
             operand = other
         return session.tool_job("logical_operation", operation, value, operand)
 
-    def _run_tool(self, job: ToolJob, what: str) -> None:
+    def _run_tool(self, job: ToolJob, what: str, preview: bool = False) -> None:
+        """Compute ``job`` in a worker, then show what it would change (``preview``) or
+        write it: asked first when it would take away more than half of its class."""
         session = self.session
 
         def done(edits) -> None:
             if session is not self.session:
                 return
+            change = session.tool_change(job, edits)
+            if preview:
+                return self._show_preview(change, what)
+            if change.removed_fraction > 0.5 and QMessageBox.question(
+                    self, f"{what}: take away most of the class?",
+                    f"{what} would take away {change.removed_ml:.2f} mL of the class's {change.class_ml:.2f} mL "
+                    f"({change.removed_fraction:.0%}). Apply it?",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes:
+                return self.statusBar().showMessage(f"{what}: not applied, as you chose", 8000)
             try:
-                changed = session.finish_tool(job, edits)
+                session.finish_tool(job, edits)
             except SegviewError as exc:
                 return self._error(str(exc), f"{what}: not applied")
-            self.statusBar().showMessage(f"{what}: {changed} voxels changed" if changed else
-                                         f"{what}: nothing to change", 6000)
+            self.statusBar().showMessage(f"{what}: {change.text()}", 8000)
 
         self._clear_preview()
         self._run(lambda progress: job(progress=progress), done=done, reports_progress=True)
 
-    def _show_preview(self, mask) -> None:
-        """What a class tool would take away, in magenta over the labels, until the next edit."""
-        if mask is None or self.session is None:
-            return
+    def _show_preview(self, change, what: str) -> None:
+        """What a class tool would change, in white over the labels, until the next edit."""
         table = np.zeros((256, 4), np.uint8)
-        table[1] = (255, 0, 255, 255)
-        self.workspace.viewer.set_overlay("preview", Overlay(mask.astype(np.uint8), table, True, False))
-        self.statusBar().showMessage(f"Preview: {int(mask.sum())} voxels would go (magenta)", 10000)
+        table[1] = (255, 255, 255, 255)  # no class's colour, nor a model's
+        self.workspace.viewer.set_overlay("preview", Overlay(change.mask.astype(np.uint8), table, True, False))
+        self.statusBar().showMessage(f"Preview of {what}: {change.text()} (white)", 10000)
 
     def _clear_preview(self) -> None:
         if "preview" in self.workspace.viewer.active.overlays:

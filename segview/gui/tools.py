@@ -14,20 +14,21 @@ from ..core.labels import OverwritePolicy
 
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
-#: Class tools: key -> (menu text, what the amount is: "mm", "mm3", "class" or "")
+#: Class tools: key -> (menu text, what the amount is: "mm", "mm3", "class" or "", and for
+#: an amount its default, smallest and largest value). Each tool keeps its own amount.
 CLASS_OPERATIONS = {
-    "islands_smaller": ("Remove islands smaller than", "mm3"),
-    "islands_largest": ("Keep only the largest island", ""),
-    "median": ("Smooth (median), kernel", "mm"),
-    "opening": ("Smooth (opening: spurs, bridges), kernel", "mm"),
-    "closing": ("Smooth (closing: gaps, dents), kernel", "mm"),
-    "grow": ("Grow margin by", "mm"),
-    "shrink": ("Shrink margin by", "mm"),
-    "fill_holes": ("Fill holes (3D)", ""),
-    "fill_holes_slices": ("Fill holes (each axial slice)", ""),
-    "add": ("Take in the voxels of", "class"),
-    "intersect": ("Keep only where it overlaps", "class"),
-    "subtract": ("Remove where it overlaps", "class"),
+    "islands_smaller": ("Remove islands smaller than", "mm3", 100.0, 1.0, 1e6),
+    "islands_largest": ("Keep only the largest island", "", 0, 0, 0),
+    "median": ("Smooth (median), kernel", "mm", 3.0, 0.5, 20.0),
+    "opening": ("Smooth (opening: spurs, bridges), kernel", "mm", 3.0, 0.5, 20.0),
+    "closing": ("Smooth (closing: gaps, dents), kernel", "mm", 3.0, 0.5, 20.0),
+    "grow": ("Grow margin by", "mm", 2.0, 0.5, 50.0),
+    "shrink": ("Shrink margin by", "mm", 2.0, 0.5, 50.0),
+    "fill_holes": ("Fill holes (3D)", "", 0, 0, 0),
+    "fill_holes_slices": ("Fill holes (each axial slice)", "", 0, 0, 0),
+    "add": ("Take in the voxels of", "class", 0, 0, 0),
+    "intersect": ("Keep only where it overlaps", "class", 0, 0, 0),
+    "subtract": ("Remove where it overlaps", "class", 0, 0, 0),
 }
 
 
@@ -107,32 +108,43 @@ class ToolPanel(QWidget):
         """Whole-class cleanup: an operation, its amount (mm or mm3) or other class, apply."""
         box = QGroupBox("Class tools (on the chosen class)")
         self.class_operation = QComboBox()
-        for key, (text, _) in CLASS_OPERATIONS.items():
+        for key, (text, *_) in CLASS_OPERATIONS.items():
             self.class_operation.addItem(text, key)
-        self.amount = QDoubleSpinBox(minimum=0.1, maximum=1e6, value=2.0, decimals=1, singleStep=0.5)
+        self.amounts = {key: default for key, (_, unit, default, *_) in CLASS_OPERATIONS.items() if unit}
+        self.amount = QDoubleSpinBox(decimals=1, singleStep=0.5)
+        self.amount.valueChanged.connect(self._remember_amount)
         self.other_class = QComboBox()
         self.other_class.setToolTip("The other class, or a model's prediction of the chosen class")
         preview, apply = QPushButton("Preview"), QPushButton("Apply")
-        preview.setToolTip("Show what would go (islands), without changing anything")
-        apply.setToolTip("One undo step")
+        preview.setToolTip("Show what would change (white), without changing anything")
+        apply.setToolTip("One undo step; asks first when it would take away more than half of the class")
         preview.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), True))
         apply.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), False))
-        self.class_operation.currentIndexChanged.connect(lambda _: self._show_amount(preview))
+        self.class_operation.currentIndexChanged.connect(lambda _: self._show_amount())
         grid = QGridLayout(box)
         grid.addWidget(self.class_operation, 0, 0, 1, 2)
         grid.addWidget(self.amount, 1, 0)
         grid.addWidget(self.other_class, 1, 1)
         grid.addWidget(preview, 2, 0)
         grid.addWidget(apply, 2, 1)
-        self._show_amount(preview)
+        self._show_amount()
         return box
 
-    def _show_amount(self, preview: QPushButton) -> None:
-        unit = CLASS_OPERATIONS[self.class_operation.currentData()][1]
+    def _remember_amount(self, value: float) -> None:
+        self.amounts[self.class_operation.currentData()] = value
+
+    def _show_amount(self) -> None:
+        """The chosen tool's own amount: its unit, range and the value it had last."""
+        key = self.class_operation.currentData()
+        _, unit, _, low, high = CLASS_OPERATIONS[key]
         self.amount.setVisible(unit in ("mm", "mm3"))
-        self.amount.setSuffix(" mm\u00b3" if unit == "mm3" else " mm")
         self.other_class.setVisible(unit == "class")
-        preview.setEnabled(self.class_operation.currentData() in ("islands_smaller", "islands_largest"))
+        if key in self.amounts:
+            self.amount.blockSignals(True)  # the range first, so the value is not clipped to the last tool's
+            self.amount.setSuffix(" mm\u00b3" if unit == "mm3" else " mm")
+            self.amount.setRange(low, high)
+            self.amount.setValue(self.amounts[key])
+            self.amount.blockSignals(False)
 
     def set_classes(self, classes: list[LabelClass]) -> None:
         current = self.active_class()

@@ -105,6 +105,26 @@ CLASS_TOOLS = ("remove_islands", "smooth", "margin", "fill_holes", "logical_oper
                "grow_confidence_connected")
 
 
+@dataclass
+class ToolChange:
+    """What a class tool's edits would do to its class: millilitres it gains and loses, and
+    how much of it there was before."""
+    added_ml: float
+    removed_ml: float
+    class_ml: float
+    mask: np.ndarray               # (z, y, x) bool: every voxel that changes
+
+    @property
+    def removed_fraction(self) -> float:
+        """Of the class as it was, the part taken away (0 to 1)."""
+        return self.removed_ml / self.class_ml if self.class_ml else 0.0
+
+    def text(self) -> str:
+        """"1.25 mL added, 0.40 mL removed (of 12.00 mL)", or "nothing changes"."""
+        parts = [f"{ml:.2f} mL {word}" for ml, word in ((self.added_ml, "added"), (self.removed_ml, "removed")) if ml]
+        return f"{', '.join(parts)} (of {self.class_ml:.2f} mL)" if parts else "nothing changes"
+
+
 class ToolJob:
     """A class tool (``CLASS_TOOLS``: islands, smoothing, margin, holes, logical operations,
     region growing) run on a copy of the labels, so a worker can compute it while the window
@@ -116,6 +136,8 @@ class ToolJob:
             raise ValueError(f"unknown tool {tool!r}: one of {', '.join(CLASS_TOOLS)}")
         labels = session.labels
         self.tool, self.args, self.options, self.version = tool, args, options, session.version
+        # The class it changes: the target of a logical operation or a growing, else the first argument.
+        self.value = args[1] if tool == "logical_operation" or tool.startswith("grow") else args[0]
         self.copy = LabelMap(labels.array.copy(), labels.spacing, intensities=labels.intensities)
         self.copy.policy, self.copy.intensity_range = labels.policy, labels.intensity_range
 
@@ -467,6 +489,26 @@ class ReviewSession:
         """A class tool to compute (in a worker) and then ``finish_tool``; e.g.
         ``tool_job("margin", 2, 1.5)`` grows class 2 by 1.5 mm."""
         return ToolJob(self, tool, *args, **options)
+
+    def tool_change(self, job: ToolJob, edits: list[Edit] | None) -> ToolChange:
+        """What ``job``'s ``edits`` would do to its class, before ``finish_tool`` writes
+        them (a preview, or the question whether to take away most of a class)."""
+        mask = np.zeros(self.volume.shape, bool)
+        added = removed = 0
+        for edit in edits or []:
+            mask[edit.region] |= edit.old != edit.new
+            if job.value is not None:
+                added += int(np.count_nonzero((edit.new == job.value) & (edit.old != job.value)))
+                removed += int(np.count_nonzero((edit.old == job.value) & (edit.new != job.value)))
+        histogram = self.live.label_histogram()
+        if job.value is None:
+            before = histogram[:, 1:].sum()
+        else:
+            before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
+        if job.value is None:  # every class: what changes is what goes
+            removed = int(mask.sum())
+        ml = float(np.prod(self.volume.spacing)) / 1000
+        return ToolChange(added * ml, removed * ml, float(before) * ml, mask)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or

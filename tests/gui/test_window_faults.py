@@ -212,3 +212,61 @@ def test_a_checkpoint_of_other_classes_is_refused_not_scored_under_another_colum
     table = window.metrics.table
     columns = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     assert columns == ["infection", "mean", "pixel\nerror"]
+
+
+# -- 1: the class tools --------------------------------------------------------------------
+
+def panel_button(window, text):
+    from PySide6.QtWidgets import QPushButton
+
+    return next(b for b in window.tools.findChildren(QPushButton) if b.text() == text)
+
+
+def choose_class_tool(window, key):
+    tools = window.tools
+    tools.class_operation.setCurrentIndex(tools.class_operation.findData(key))
+
+
+def test_each_class_tool_keeps_its_own_amount_unit_and_range(qtbot, demo):
+    tools = demo.tools
+    choose_class_tool(demo, "islands_smaller")
+    tools.amount.setValue(100.0)
+    assert tools.amount.suffix() == " mm\u00b3"
+    choose_class_tool(demo, "median")  # not the islands' 100 as a kernel of 100 mm
+    assert tools.amount.suffix() == " mm" and tools.amount.value() == 3.0 and tools.amount.maximum() <= 20
+    tools.amount.setValue(5.0)
+    choose_class_tool(demo, "grow")
+    assert tools.amount.value() == 2.0
+    choose_class_tool(demo, "islands_smaller")
+    assert tools.amount.value() == 100.0 and tools.amount.suffix() == " mm\u00b3"
+    choose_class_tool(demo, "median")
+    assert tools.amount.value() == 5.0
+
+
+def test_a_class_tool_previews_says_ml_and_asks_before_taking_most_of_a_class(qtbot, demo, dialogs):
+    window, labels = demo, demo.session.labels
+    tools = window.tools
+    tools.class_choice.setCurrentIndex(tools.class_choice.findData(1))  # the right ventricle
+    before = labels.array.copy()
+    spacing_ml = float(np.prod(window.session.volume.spacing)) / 1000
+    rv_ml = np.count_nonzero(before == 1) * spacing_ml
+    choose_class_tool(window, "median")
+    assert panel_button(window, "Preview").isEnabled()
+    qtbot.mouseClick(panel_button(window, "Preview"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: "Preview" in window.statusBar().currentMessage(), timeout=60000)
+    assert "mL" in window.statusBar().currentMessage() and "voxels" not in window.statusBar().currentMessage()
+    assert "preview" in window.workspace.viewer.active.overlays
+    np.testing.assert_array_equal(labels.array, before)  # a preview changes nothing
+    choose_class_tool(window, "shrink")
+    window.tools.amount.setValue(20.0)  # the whole ventricle would go
+    qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: "not applied" in window.statusBar().currentMessage(), timeout=60000)
+    questions = [text for kind, text in dialogs if kind == "question"]
+    assert len(questions) == 1 and f"of the class's {rv_ml:.2f} mL" in questions[0]
+    np.testing.assert_array_equal(labels.array, before)  # answered No
+    choose_class_tool(window, "grow")  # asks nothing, says mL
+    qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
+    qtbot.waitUntil(lambda: "mL added" in window.statusBar().currentMessage(), timeout=60000)
+    added = np.count_nonzero((before != 1) & (labels.array == 1)) * spacing_ml
+    assert added > 0 and f"{added:.2f} mL added" in window.statusBar().currentMessage()
+    assert len([kind for kind, _ in dialogs if kind == "question"]) == 1

@@ -1,0 +1,36 @@
+"""What a class tool would do to its class, in mL, before it is written."""
+import numpy as np
+import pytest
+
+from segview.core.phantoms import make_phantom
+from segview.session import ReviewSession
+
+
+@pytest.fixture
+def session():
+    case = make_phantom("cardiac", 0)
+    opened = ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes))
+    yield opened
+    opened.close(discard=True)
+
+
+def test_a_tools_change_counts_what_its_class_gains_and_loses_in_ml(session):
+    ml = float(np.prod(session.volume.spacing)) / 1000
+    before = session.labels.array.copy()
+    job = session.tool_job("margin", 1, -1.5)  # shrink the right ventricle by 1.5 mm
+    edits = job()
+    change = session.tool_change(job, edits)
+    np.testing.assert_array_equal(session.labels.array, before)  # nothing written yet
+    session.finish_tool(job, edits)
+    after = session.labels.array
+    assert change.removed_ml == pytest.approx(np.count_nonzero((before == 1) & (after != 1)) * ml)
+    assert change.added_ml == 0 and change.class_ml == pytest.approx(np.count_nonzero(before == 1) * ml)
+    np.testing.assert_array_equal(change.mask, before != after)
+    assert change.removed_fraction == pytest.approx(change.removed_ml / change.class_ml)
+    assert change.text() == f"{change.removed_ml:.2f} mL removed (of {change.class_ml:.2f} mL)"
+
+
+def test_a_tool_that_changes_nothing_says_so(session):
+    job = session.tool_job("fill_holes", 3)  # the left ventricle has no holes
+    change = session.tool_change(job, job())
+    assert change.text() == "nothing changes" and change.removed_fraction == 0 and not change.mask.any()
