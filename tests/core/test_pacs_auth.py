@@ -231,3 +231,29 @@ def test_the_errors_are_of_their_own_kind(secure, series):
         connect(secure.dimse_tls_url, timeout=10).find(Query())
     [study] = connect(secure.dimse_tls_url, ca_bundle=secure.ca).find(Query(patient_id="TLS-CT-1"))
     assert study.patient_name == "Secure^Patient"
+
+
+@pytest.mark.parametrize("credentials, expected", [
+    (Credentials("radiologist", "pw-dimse-1"), (2, b"radiologist", b"pw-dimse-1")),
+    (Credentials("radiologist"), (1, b"radiologist", b"")),
+    (Credentials.fixed_token("eyJ.jwt.sig"), (5, b"eyJ.jwt.sig", b""))])
+def test_dimse_sends_the_credentials_as_user_identity_negotiation(credentials, expected):
+    """A pynetdicom archive that records the user identity each association brings."""
+    from pynetdicom import AE, evt
+
+    seen = []
+
+    def identify(event):
+        seen.append((event.user_id_type, event.primary_field, event.secondary_field))
+        return True, None
+
+    archive = AE(ae_title="ARCHIVE")
+    archive.add_supported_context("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root FIND
+    server = archive.start_server(("127.0.0.1", 0), block=False, evt_handlers=[
+        (evt.EVT_USER_ID, identify), (evt.EVT_C_FIND, lambda event: iter([]))])
+    try:
+        port = server.server_address[1]
+        assert connect(f"dimse://ARCHIVE@127.0.0.1:{port}", credentials=credentials, timeout=10).find(Query()) == []
+    finally:
+        server.shutdown()
+    assert seen == [expected]
