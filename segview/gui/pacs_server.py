@@ -107,6 +107,7 @@ class ServerForm(QGridLayout):
         self.keeping.setStyleSheet("color: gray")
         self._lay_out()
         self.url.currentIndexChanged.connect(self._fill_saved)  # a saved PACS chosen (typing changes no index)
+        self.url.lineEdit().editingFinished.connect(self._show_kept)  # another address typed
         self.user.editingFinished.connect(self._show_kept)
         self._fill_saved()
 
