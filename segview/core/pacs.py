@@ -126,8 +126,6 @@ def connect(url: str, calling_ae: str = DEFAULT_CALLING_AE, timeout: float = DEF
     system's. Nothing is sent yet. Raises PacsError for a malformed address, an address
     that carries a password, or a CA bundle that cannot be read."""
     scheme = urlsplit(url).scheme.lower()
-    if scheme in ("http", "https"):
-        refuse_userinfo(url)
     if ca_bundle and scheme not in ("https", "dimse+tls"):
         raise PacsError("A CA bundle is only for TLS: use an https:// or dimse+tls:// address.")
     if scheme in ("http", "https"):
