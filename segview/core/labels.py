@@ -4,7 +4,10 @@ Every change is an ``Edit`` (a region's old and new values) or a ``Mark`` (a sli
 mark set or taken back); the listeners (the metrics, the overlays, the journal) hear
 exactly what changed. One step (``with label_map.step():``, or ``begin_stroke`` ..
 ``end_stroke``: a mouse drag, a fill, a copy, a review mark) is one undo step, and undo
-takes back its marks with its edits. The history is bounded in bytes.
+takes back its marks with its edits. The history keeps only the voxels each edit changed
+(a ``Patch``: their positions and old and new values), so copying a model over the whole
+volume costs what it changes; it is bounded in bytes, the newest step kept whatever its
+size (then alone).
 
 The hand tools (brush, fill, slice copy, interpolation, adopt) obey the brush settings
 ``policy`` and ``intensity_range``; replacing the labels (``copy_from``: a label file, a
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,24 +42,96 @@ from scipy import ndimage
 Region = tuple[slice, ...]
 
 
-@dataclass
+#: The most bytes of labels one Edit of ``copy_from`` spans (whole slices): it bounds the
+#: temporaries of the write, the arrays a listener is handed and what undo rebuilds.
+SLAB_BYTES = 8 * 2 ** 20
+
+_keys = itertools.count(1)  # next() is atomic: edits are made in workers too
+
+
+@dataclass(eq=False)
 class Edit:
-    """Voxels ``region`` of the labels went from ``old`` to ``new`` (same shape)."""
+    """Voxels ``region`` of the labels went from ``old`` to ``new`` (same shape).
+
+    ``key`` names the change: undoing it applies ``reversed()`` (``undo`` True) and redoing
+    it applies it again, both under the same key, so a listener recognises the undo or redo
+    of an edit it saw, whatever arrays they come in (the history keeps changes sparse and
+    rebuilds the arrays)."""
     region: Region
     old: np.ndarray
     new: np.ndarray
+    key: int = field(default_factory=lambda: next(_keys))
+    undo: bool = False
+    _changes: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def nbytes(self) -> int:
         return self.old.nbytes + self.new.nbytes
 
     def reversed(self) -> Edit:
-        return Edit(self.region, self.new, self.old)
+        changes = self._changes
+        swapped = None if changes is None else (changes[0], changes[2], changes[1])
+        return Edit(self.region, self.new, self.old, self.key, not self.undo, swapped)
 
     @property
     def slices(self) -> range:
         """The z indices it touches."""
         return range(self.region[0].start, self.region[0].stop)
+
+    def changes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(index, old, new) of the voxels whose value changed: their flat positions in
+        ``region`` (C order; uint32 when the region allows) and their values before and
+        after. Computed once; what the history, the journal and the metrics keep or count."""
+        if self._changes is None:
+            index: np.ndarray = np.flatnonzero(self.old != self.new).astype(_index_dtype(self.old.size))
+            self._changes = (index, self.old.reshape(-1)[index], self.new.reshape(-1)[index])
+        return self._changes
+
+
+def _index_dtype(size: int) -> type:
+    return np.uint32 if size <= 2 ** 32 else np.int64
+
+
+@dataclass(eq=False)
+class Patch:
+    """An Edit as the undo history keeps it: only what changed. ``index`` holds the flat
+    positions (C order) of the changed voxels in ``region`` and ``old``/``new`` their
+    values; ``index`` None stores every voxel of the region instead, when most of it
+    changed (then that is smaller). The voxels it does not store are the same before and
+    after, so undo and redo rebuild the Edit from the labels as they are then."""
+    region: Region
+    index: np.ndarray | None
+    old: np.ndarray
+    new: np.ndarray
+    key: int
+
+    @classmethod
+    def of(cls, edit: Edit) -> Patch:
+        index, old, new = edit.changes()
+        if index.nbytes + old.nbytes + new.nbytes < edit.nbytes:
+            return cls(edit.region, index, old, new, edit.key)
+        return cls(edit.region, None, edit.old.reshape(-1), edit.new.reshape(-1), edit.key)
+
+    @property
+    def nbytes(self) -> int:
+        return (0 if self.index is None else self.index.nbytes) + self.old.nbytes + self.new.nbytes
+
+    @property
+    def slices(self) -> range:
+        return range(self.region[0].start, self.region[0].stop)
+
+    def edit(self, labels: np.ndarray, undo: bool) -> Edit:
+        """The Edit that redoes this change on ``labels`` (as they are just before it), or
+        with ``undo`` takes it back (``labels`` as they are just after it)."""
+        shape = _box_shape(self.region)
+        if self.index is None:
+            edit = Edit(self.region, self.old.reshape(shape), self.new.reshape(shape), self.key)
+        else:
+            old, new = labels[self.region].copy(), labels[self.region].copy()
+            old.reshape(-1)[self.index] = self.old
+            new.reshape(-1)[self.index] = self.new
+            edit = Edit(self.region, old, new, self.key, _changes=(self.index, self.old, self.new))
+        return edit.reversed() if undo else edit
 
 
 @dataclass
@@ -72,6 +148,7 @@ class Mark:
 
 
 Change = Edit | Mark
+Stored = Patch | Mark  # a change as the undo history keeps it
 
 
 @dataclass
@@ -109,9 +186,12 @@ class LabelMap:
         self.listeners: list[Callable[[Edit], None]] = []        # every label change, as it happens
         self.mark_listeners: list[Callable[[Mark], None]] = []   # every review mark change
         self.step_listeners: list[Callable[[], None]] = []       # after each completed undo step
-        self._undo: list[list[Change]] = []
-        self._redo: list[list[Change]] = []
-        self._stroke: list[Change] | None = None
+        self._undo: list[list[Stored]] = []
+        self._redo: list[list[Stored]] = []
+        self._stroke: list[Stored] | None = None
+        #: Held while a change is applied and heard: a reader in another thread (the journal
+        #: writing its snapshot) sees each change whole, and its listeners heard it.
+        self.lock = threading.RLock()
 
     # -- undo steps ---------------------------------------------------------------------
     def begin_stroke(self) -> None:
@@ -119,7 +199,8 @@ class LabelMap:
         self.end_stroke()
         self._stroke = []
 
-    def end_stroke(self) -> list[Change]:
+    def end_stroke(self) -> list[Stored]:
+        """End the step begun by ``begin_stroke``; its changes as the history keeps them."""
         stroke, self._stroke = self._stroke, None
         if stroke:
             self._push(stroke)
@@ -140,8 +221,8 @@ class LabelMap:
         if not self._undo:
             return False
         step = self._undo.pop()
-        for edit in reversed(step):
-            self._apply(edit.reversed())
+        for change in reversed(step):
+            self._apply(change.edit(self.array, undo=True) if isinstance(change, Patch) else change.reversed())
         self._redo.append(step)
         self._step_done()
         return True
@@ -151,8 +232,8 @@ class LabelMap:
         if not self._redo:
             return False
         step = self._redo.pop()
-        for edit in step:
-            self._apply(edit)
+        for change in step:
+            self._apply(change.edit(self.array, undo=False) if isinstance(change, Patch) else change)
         self._undo.append(step)
         self._step_done()
         return True
@@ -166,13 +247,14 @@ class LabelMap:
         return bool(self._redo)
 
     def history_nbytes(self) -> int:
+        """The bytes the undo history stores: the changed voxels' positions and values."""
         return sum(change.nbytes for step in self._undo + self._redo for change in step)
 
-    def _push(self, step: list[Change]) -> None:
+    def _push(self, step: list[Stored]) -> None:
         self._undo.append(step)
         self._redo.clear()
-        # Over budget, the oldest steps go first; the newest is kept whatever its size,
-        # so the last action can always be undone.
+        # Over budget, the oldest steps go first; the newest is kept whatever its size (then
+        # as the only one), so the last action can always be undone.
         while len(self._undo) > 1 and self.history_nbytes() > self.history_bytes:
             self._undo.pop(0)
         self._step_done()
@@ -272,14 +354,25 @@ class LabelMap:
             blended = (1 - t) * at_a + t * b_on_a
             yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
-    def copy_from(self, source: np.ndarray, z: int | None = None) -> Edit | None:
+    def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> list[Edit]:
         """Replace the labels by ``source`` (z, y, x) exactly: a label file, a model's
-        prediction, recovered edits; the whole volume, or slice ``z`` only. The brush
-        settings do not apply and no slice becomes reviewed."""
+        prediction, recovered edits; the whole volume, slice ``z`` only, or the slices
+        ``where`` (Z,) bool says. The brush settings do not apply and no slice becomes
+        reviewed. Written in slabs of whole slices (at most ``SLAB_BYTES``), one Edit each
+        (returned), so no temporary is the size of the volume."""
         if source.shape != self.array.shape:
             raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
-        start, stop = (0, self.array.shape[0]) if z is None else (z, z + 1)
-        return self._write_values(self._slab(start, stop), source[start:stop], brush=False)
+        chosen = np.zeros(self.array.shape[0], bool)
+        chosen[slice(None) if z is None else slice(z, z + 1)] = True
+        if where is not None:
+            chosen &= where
+        step = max(1, SLAB_BYTES // max(self.array[0].nbytes, 1))
+        edits = []
+        for start, stop in _runs(chosen):
+            for first in range(start, stop, step):
+                last = min(first + step, stop)
+                edits.append(self._write_values(self._slab(first, last), source[first:last], brush=False))
+        return [edit for edit in edits if edit is not None]
 
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
         """Where two models disagree: the connected region (4-connected, slice ``z``) of
@@ -294,7 +387,7 @@ class LabelMap:
         values = np.where(mask, source[z], self.array[z])
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
-    def fill_between_slices(self) -> list[Change]:
+    def fill_between_slices(self) -> list[Stored]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step)."""
         labelled = np.flatnonzero(self.array.reshape(self.array.shape[0], -1).any(axis=1))
@@ -659,30 +752,39 @@ class LabelMap:
         """Write ``values`` where ``mask`` (all of ``region`` without one) and, for the hand
         tools (``brush``), where the overwrite policy and the intensity range allow."""
         old = self.array[region].copy()
-        allowed = np.ones(old.shape, bool) if mask is None else mask.copy()
-        if brush:
-            allowed &= self.policy.allows(old)
-        if brush and self.intensity_range is not None and self.intensities is not None:
-            low, high = self.intensity_range
-            image = self.intensities[region]
-            allowed &= (image >= low) & (image <= high)
-        new = np.where(allowed, values, old).astype(np.uint8)
+        allowed = self._allowed(region, old, mask, brush)
+        new = np.array(values, np.uint8) if allowed is None else np.where(allowed, values, old).astype(np.uint8)
         changed = np.nonzero(new != old)
         if not len(changed[0]):
             return None
         # Keep only the bounding box of what changed: the smallest diff to store and count.
         box = tuple(slice(r.start + int(c.min()), r.start + int(c.max()) + 1) for r, c in zip(region, changed))
         inner = tuple(slice(b.start - r.start, b.stop - r.start) for b, r in zip(box, region))
-        edit = Edit(box, old[inner], new[inner])
+        edit = Edit(box, np.ascontiguousarray(old[inner]), np.ascontiguousarray(new[inner]))
         self._record(edit)
         return edit
 
+    def _allowed(self, region: Region, old: np.ndarray, mask: np.ndarray | None, brush: bool) -> np.ndarray | None:
+        """Where a write into ``region`` may change the labels (``old`` there): ``mask``,
+        and for the hand tools (``brush``) the overwrite policy and the intensity range;
+        None for everywhere."""
+        if not brush:
+            return None if mask is None else mask
+        allowed = np.ones(old.shape, bool) if mask is None else mask.copy()
+        allowed &= self.policy.allows(old)
+        if self.intensity_range is not None and self.intensities is not None:
+            low, high = self.intensity_range
+            image = self.intensities[region]
+            allowed &= (image >= low) & (image <= high)
+        return allowed
+
     def _record(self, change: Change) -> None:
         self._apply(change)
+        stored = Patch.of(change) if isinstance(change, Edit) else change
         if self._stroke is not None:
-            self._stroke.append(change)
+            self._stroke.append(stored)
         else:
-            self._push([change])
+            self._push([stored])
 
     def _apply(self, change: Change) -> None:
         if isinstance(change, Mark):
@@ -690,9 +792,16 @@ class LabelMap:
             for mark_listener in self.mark_listeners:
                 mark_listener(change)
             return
-        self.array[change.region] = change.new
-        for listener in self.listeners:
-            listener(change)
+        with self.lock:
+            self.array[change.region] = change.new
+            for listener in self.listeners:
+                listener(change)
+
+
+def _runs(chosen: np.ndarray) -> list[tuple[int, int]]:
+    """(start, stop) of each run of True in ``chosen`` (1D bool)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([False], chosen, [False])).astype(np.int8)))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
 
 
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:

@@ -147,16 +147,26 @@ class LiveMetrics:
         return np.where(self.predicted[key], _nanmean_rows(dice), np.nan)
 
     def _labels_changed(self, edit: Edit) -> None:
-        top = int(edit.new.max()) if edit.new.size else 0
+        # Only the changed voxels are counted: a whole-volume copy that changes 1 % of the
+        # voxels costs 1 %, and nothing the size of its bounding box is widened to int64.
+        index, old, new = edit.changes()
+        if not len(index):
+            return
+        top = int(new.max())
         if top >= self.num_classes:  # the labels already hold the edit: a recount includes it
             return self.grow(top + 1)
+        region = edit.region
+        where = np.unravel_index(index, tuple(r.stop - r.start for r in region))
+        z = where[0] + region[0].start
         for key, matrix in self.matrices.items():
-            matrix.update_reference(edit.region, edit.old, edit.new, self.predictions[key])
+            matrix.reference_changed(z, old, new, self.predictions[key][region][where])
         histogram = self._histogram
         if histogram is not None:  # keep the per-slice class counts current (else counted when needed)
-            for n, z in enumerate(edit.slices):
-                histogram[z] += (np.bincount(edit.new[n].ravel(), minlength=self.num_classes)
-                                 - np.bincount(edit.old[n].ravel(), minlength=self.num_classes))
+            c, first = self.num_classes, int(z.min())
+            span = int(z.max()) - first + 1
+            base = (z - first) * c
+            histogram[first:first + span] += (np.bincount(base + new, minlength=span * c)
+                                              - np.bincount(base + old, minlength=span * c)).reshape(span, c)
 
 
 METRICS_COLUMNS = ("model", "scope", "slice", "reviewed", "class", "dice", "iou", "pixel_error")

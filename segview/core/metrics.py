@@ -51,7 +51,23 @@ def _validated(pred, ref, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     return pred, ref
 
 
+#: Voxels counted by one bincount: it widens its input to int64 (eight bytes a voxel), so a
+#: volume is counted in slabs of about this many voxels, never all at once.
+SLAB_VOXELS = 1 << 21
+
+
 def _count(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts of ``pred`` against ``ref``, slab by slab along the first axis."""
+    if pred.ndim < 2 or pred.size <= SLAB_VOXELS:
+        return _count_slab(pred, ref, num_classes)
+    step = max(1, SLAB_VOXELS // (pred.size // pred.shape[0]))
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    for start in range(0, pred.shape[0], step):
+        counts += _count_slab(pred[start:start + step], ref[start:start + step], num_classes)
+    return counts
+
+
+def _count_slab(pred: np.ndarray, ref: np.ndarray, num_classes: int) -> np.ndarray:
     # One bincount over (ref, pred) pairs; the narrow index dtype halves memory traffic.
     dtype = np.uint8 if num_classes <= 16 else np.int64
     pairs = ref.astype(dtype) * dtype(num_classes) + pred.astype(dtype)
@@ -179,6 +195,25 @@ class ConfusionMatrix:
         """The prediction changed inside ``region`` (e.g. a slice streamed in from the model);
         ``ref`` is the full reference."""
         self._replace(region, np.asarray(ref)[region], old_pred, new_pred, moved_axis="pred")
+
+    def reference_changed(self, z: np.ndarray, old_ref: np.ndarray, new_ref: np.ndarray, pred: np.ndarray) -> None:
+        """Changed voxels alone (as ``labels.Edit.changes`` lists them), each (n,): on slices
+        ``z`` the reference went from ``old_ref`` to ``new_ref`` where the prediction is
+        ``pred``. Costs the voxels that changed, however large their bounding box."""
+        _check_classes(new_ref, self.num_classes, "new values")
+        if not len(z):
+            return
+        c = self.num_classes
+        first = int(z.min())
+        span = int(z.max()) - first + 1
+        # One key per (slice, reference, prediction): a bincount per direction, no loop.
+        base = (z - first) * (c * c) + pred.astype(np.intp)
+        size = span * c * c
+        delta = (np.bincount(base + new_ref.astype(np.intp) * c, minlength=size)
+                 - np.bincount(base + old_ref.astype(np.intp) * c, minlength=size)).reshape(span, c, c)
+        self.counts += delta.sum(axis=0)
+        if self.slice_counts is not None:
+            self.slice_counts[first:first + span] += delta
 
     def recount_slice(self, z: int, pred: np.ndarray, ref: np.ndarray) -> None:
         """Slice ``z`` of a 3D map replaced as a whole (a streamed prediction slice):

@@ -271,11 +271,11 @@ class Interaction:
     def _changed(self, edit: Edit) -> None:
         """Undo of a click takes its click (and any later ones that changed nothing) back
         out of the interaction; redo puts them back."""
-        if self._steps and edit.region is self._steps[-1].edit.region and edit.new is self._steps[-1].edit.old:
+        if self._steps and edit.key == self._steps[-1].edit.key and edit.undo:
             step = self._steps.pop()
             self._undone.append(step)
             self.clicks = list(step.before)
-        elif self._undone and edit.region is self._undone[-1].edit.region and edit.new is self._undone[-1].edit.new:
+        elif self._undone and edit.key == self._undone[-1].edit.key and not edit.undo:
             step = self._undone.pop()
             self._steps.append(step)
             self.clicks = list(step.after)

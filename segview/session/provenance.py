@@ -14,9 +14,9 @@ painted one, nor a copied prediction from an erased false positive:
   corrections, ``session.interaction``);
 - anything else (brush, fill, slice copy, clear): "hand".
 
-Undo and redo move the record back and forth with the labels: LabelMap undoes an edit by
-applying ``edit.reversed()``, which keeps the edit's region object and swaps its arrays,
-so each incoming edit is matched to the one it takes back or repeats.
+Undo and redo move the record back and forth with the labels: an undo or redo carries the
+``key`` of the edit it takes back (``edit.undo``) or repeats, so each incoming edit is
+matched to the one first applied under that key.
 
 Per slice the record is the list of sources in the order they first touched it, e.g.
 ``["model B", "hand"]``: copied from B, then corrected by hand. Saved in the review
@@ -24,7 +24,6 @@ sidecar under "provenance" (``to_json`` / ``from_json``).
 """
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,11 +39,9 @@ INTERACTIVE = "interactive"  # the click model's corrections (session.interactio
 
 @dataclass
 class _Applied:
-    """One edit as first applied: its arrays (to recognise undo and redo) and the slices'
-    sources before and after it."""
-    region: tuple                      # held (tiny), so its id is never reused while remembered
-    old: weakref.ref                   # weak: the undo history alone decides what it keeps
-    new: weakref.ref
+    """One edit as first applied (``undo``: it was itself an undo): the slices' sources
+    before and after it."""
+    undo: bool
     before: dict[int, tuple[str, ...]]
     after: dict[int, tuple[str, ...]]
 
@@ -57,13 +54,13 @@ class Provenance:
                  saved: dict | None = None):
         self.labels, self._models = labels, models
         self.sources: dict[int, tuple[str, ...]] = from_json(saved or {}, labels.array.shape[0])
-        self._applied: dict[int, _Applied] = {}
+        self._applied: dict[int, _Applied] = {}  # by Edit.key
         self._source: str | None = None   # a source named by the method being run
         self._wrapped: dict[str, Callable] = {}
         labels.listeners.append(self._changed)
         self._wrap("interpolate", lambda *args: INTERPOLATION)
         self._wrap("fill_between_slices", lambda *args: INTERPOLATION)
-        self._wrap("copy_from", lambda *args: COPY)
+        self._wrap("copy_from", lambda *args, **kwargs: COPY)
         self._wrap("adopt", lambda z, seed, source, other: self._model_of(source) or HAND)
 
     def detach(self) -> None:
@@ -110,14 +107,10 @@ class Provenance:
 
     # -- listening ------------------------------------------------------------------------
     def _changed(self, edit: Edit) -> None:
-        applied = self._applied.get(id(edit.region))
-        if applied is not None and applied.region is edit.region:
-            if edit.new is applied.old():     # undo of that edit
-                self._restore(applied.before)
-                return
-            if edit.new is applied.new():     # redo
-                self._restore(applied.after)
-                return
+        applied = self._applied.get(edit.key)
+        if applied is not None:  # that edit again (a redo), or taken back
+            self._restore(applied.after if edit.undo == applied.undo else applied.before)
+            return
         before = {z: self.sources.get(z, ()) for z in edit.slices}
         after = {}
         for n, z in enumerate(edit.slices):
@@ -126,8 +119,7 @@ class Provenance:
                 source = self._model_source(edit, n) or LOADED
             after[z] = before[z] if source in before[z] else before[z] + (source,)
         self._restore(after)
-        self._applied[id(edit.region)] = _Applied(edit.region, weakref.ref(edit.old), weakref.ref(edit.new),
-                                                 before, after)
+        self._applied[edit.key] = _Applied(edit.undo, before, after)
 
     def _restore(self, sources: dict[int, tuple[str, ...]]) -> None:
         for z, value in sources.items():

@@ -428,10 +428,12 @@ class ReviewSession:
                 progress(batch.done, batch.total)
         return all(m.predicted.all() for m in self.models.values())
 
-    def copy_prediction(self, slot: str, z: int | None = None) -> Edit | None:
+    def copy_prediction(self, slot: str, z: int | None = None) -> list[Edit]:
         """Model ``slot``'s prediction into the labels: slice ``z``, or every predicted
-        slice. One undo step; it marks nothing reviewed (a copy is not a review). Labels
-        without a class table of their own take the checkpoint's class names."""
+        slice. One undo step (its edits, one per slab of slices, are returned); it marks
+        nothing reviewed (a copy is not a review). Labels without a class table of their
+        own take the checkpoint's class names. Written slab by slab from the prediction:
+        no copy of it, nor of the labels."""
         model = self.models.get(slot)
         if model is None:
             raise SessionError(f"No model is loaded as {slot}.")
@@ -439,13 +441,8 @@ class ReviewSession:
             raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
         if self._classes is None:
             self._classes = list(model.classes)
-        if z is None:
-            source = np.where(model.predicted[:, None, None], model.prediction, self.labels.array)
-        else:
-            source = self.labels.array.copy()
-            source[z] = model.prediction[z]
         with self.labels.step():
-            return self.labels.copy_from(source)
+            return self.labels.copy_from(model.prediction, z, where=model.predicted)
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused

@@ -237,3 +237,84 @@ def test_copy_from_a_prediction_and_fill_between_slices_are_single_steps():
     assert labels.array[4].sum() == 0  # classes 1 and 2 meet halfway: each shrinks away
     labels.undo()
     assert labels.array[1].sum() == labels.array[2].sum() == 0
+
+
+def one_percent_changed(labels_array, seed=3):
+    """A prediction equal to ``labels_array`` but for 1 % of the voxels, spread everywhere."""
+    rng = np.random.default_rng(seed)
+    prediction = labels_array.copy()
+    flat = prediction.reshape(-1)
+    where = rng.choice(flat.size, flat.size // 100, replace=False)
+    flat[where] = (flat[where] + 1) % 4
+    return prediction
+
+
+def test_a_whole_volume_copy_changing_one_percent_stores_only_what_changed(monkeypatch):
+    import segview.core.labels as labels_module
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 3 * 40 * 50)  # slabs of 3 slices
+    labels = blank(shape=(10, 40, 50))
+    labels.array[2:8, 10:30, 10:40] = 1
+    before = labels.array.copy()
+    prediction = one_percent_changed(before)
+    heard = []
+    labels.listeners.append(heard.append)
+    with labels.step():
+        edits = labels.copy_from(prediction)
+    np.testing.assert_array_equal(labels.array, prediction)
+    # One edit per slab of at most 3 slices, each a region with its old and new values.
+    assert heard == edits and all(len(e.slices) <= 3 for e in edits)
+    for edit in edits:
+        np.testing.assert_array_equal(edit.old, before[edit.region])
+        np.testing.assert_array_equal(edit.new, prediction[edit.region])
+    changed = int(np.count_nonzero(before != prediction))
+    dense = 2 * before.size
+    assert labels.history_nbytes() == 6 * changed  # a 4-byte position, the old and the new value
+    assert labels.history_nbytes() <= 0.035 * dense
+    heard.clear()
+    assert labels.undo()
+    np.testing.assert_array_equal(labels.array, before)
+    # The undo hands the listeners each edit taken back, by the same key, with its arrays.
+    assert [e.key for e in heard] == [e.key for e in reversed(edits)] and all(e.undo for e in heard)
+    for edit in heard:
+        np.testing.assert_array_equal(edit.new, before[edit.region])
+        np.testing.assert_array_equal(edit.old, prediction[edit.region])
+    heard.clear()
+    assert labels.redo()
+    np.testing.assert_array_equal(labels.array, prediction)
+    assert [e.key for e in heard] == [e.key for e in edits] and not any(e.undo for e in heard)
+
+
+def test_copy_from_the_chosen_slices_only():
+    labels = blank(shape=(6, 20, 20))
+    source = np.full((6, 20, 20), 2, np.uint8)
+    where = np.array([True, False, True, True, False, True])
+    edits = labels.copy_from(source, where=where)
+    np.testing.assert_array_equal(labels.array.any(axis=(1, 2)), where)
+    assert [(e.region[0].start, e.region[0].stop) for e in edits] == [(0, 1), (2, 4), (5, 6)]
+    assert [e.region[0].start for e in labels.copy_from(source, z=1)] == [1]
+    assert [e.region[0].start for e in labels.copy_from(source)] == [4]  # the one slice still different
+    assert labels.copy_from(source) == []
+
+
+def test_a_step_is_stored_as_the_smaller_of_its_changes_and_its_box():
+    labels = blank(shape=(2, 40, 40))
+    labels.paint(0, [(20, 20)], 8.0, 1)  # a disc: most of its box changes
+    (stored,) = labels._undo[-1]
+    changed = int(labels.array.sum())
+    assert stored.index is None and labels.history_nbytes() == 2 * stored.old.size < 6 * changed
+    labels.undo()
+    assert labels.array.sum() == 0 and labels.redo() and labels.array.sum() == changed
+
+
+def test_the_history_bound_holds_after_every_step_and_a_step_over_it_is_kept_alone():
+    labels = blank(shape=(4, 60, 60), history_bytes=5_000)
+    rng = np.random.default_rng(0)
+    for n in range(30):
+        with labels.step():
+            for _ in range(int(rng.integers(1, 4))):
+                labels.paint(int(rng.integers(0, 4)), rng.uniform(0, 60, (2, 2)), float(rng.uniform(2, 9)), n % 3 + 1)
+        assert labels.history_nbytes() <= 5_000 or len(labels._undo) == 1
+    huge = labels.copy_from(np.full(labels.array.shape, 3, np.uint8))
+    assert huge and len(labels._undo) == 1 and labels.history_nbytes() > 5_000  # kept, alone
+    assert labels.undo() and not labels.can_undo

@@ -129,3 +129,33 @@ def test_counts_that_do_not_fit_are_counted_again():
     live.add_model("B", prediction, counts=cut)
     for key in "AB":
         np.testing.assert_array_equal(live.matrices[key].slice_counts, _by_hand(prediction, labels.array, 4))
+
+
+def test_a_whole_volume_copy_in_slabs_and_its_undo_keep_counts_and_histograms_exact(monkeypatch):
+    import segview.core.labels as labels_module
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 2 * 30 * 40)  # slabs of 2 slices
+    rng, labels, live = session(4)
+    model = labels.array.copy()
+    flat = model.reshape(-1)
+    where = rng.choice(flat.size, flat.size // 100, replace=False)
+    flat[where] = (flat[where] + 1) % 4  # 1 % of the voxels differ
+    live.add_model("A", model)
+    live.add_model("B", rng.integers(0, 4, labels.array.shape).astype(np.uint8))
+    live.label_histogram()
+
+    def exact():
+        for key in "AB":
+            expected = ConfusionMatrix.from_arrays(live.predictions[key], labels.array, 4)
+            np.testing.assert_array_equal(live.matrices[key].slice_counts, expected.slice_counts)
+            np.testing.assert_array_equal(live.matrices[key].counts, expected.counts)
+        by_definition = [[np.count_nonzero(plane == c) for c in range(4)] for plane in labels.array]
+        np.testing.assert_array_equal(live.label_histogram(), by_definition)
+
+    with labels.step():
+        assert len(labels.copy_from(model)) == 3
+    exact()
+    labels.undo()
+    exact()
+    labels.redo()
+    exact()

@@ -224,3 +224,37 @@ def test_scores_over_chosen_slices_equal_a_recount_of_those_slices():
     for z in range(6):
         np.testing.assert_allclose(per_slice.dice[z], dice_per_class(pred[z], ref[z], 4))
         assert per_slice.pixel_error[z] == pytest.approx(pixel_error(pred[z], ref[z]))
+
+
+def _counts_by_definition(pred, ref, num_classes):
+    """counts[r, p]: voxels whose reference is r and prediction p, one class pair at a time."""
+    return np.array([[np.count_nonzero((ref == r) & (pred == p)) for p in range(num_classes)]
+                     for r in range(num_classes)])
+
+
+@pytest.mark.parametrize("shape", [(7, 9, 11), (3, 5), (130,)])
+def test_counting_in_slabs_equals_a_whole_volume_count(monkeypatch, shape):
+    import segview.core.metrics as metrics_module
+
+    rng = np.random.default_rng(5)
+    pred, ref = (rng.integers(0, 20, shape).astype(np.uint8) for _ in range(2))
+    whole = _counts_by_definition(pred, ref, 20)
+    for voxels in (1, 40, 10 ** 6):  # a slice (or less) per slab, a few slices, all at once
+        monkeypatch.setattr(metrics_module, "SLAB_VOXELS", voxels)
+        np.testing.assert_array_equal(confusion_counts(pred, ref, 20), whole)
+        np.testing.assert_array_equal(confusion_counts(pred[:, ::-1] if pred.ndim > 1 else pred,
+                                                       ref[:, ::-1] if ref.ndim > 1 else ref, 20), whole)
+
+
+def test_counting_only_the_changed_voxels_equals_a_recount():
+    rng = np.random.default_rng(6)
+    pred, ref = (rng.integers(0, 4, (6, 10, 12)).astype(np.uint8) for _ in range(2))
+    matrix = ConfusionMatrix.from_arrays(pred, ref, 4)
+    z, y, x = (rng.integers(0, n, 50) for n in ref.shape)
+    z, y, x = np.unique(np.stack([z, y, x]), axis=1)  # each voxel once
+    new = ref.copy()
+    new[z, y, x] = rng.integers(0, 4, len(z))
+    matrix.reference_changed(z, ref[z, y, x], new[z, y, x], pred[z, y, x])
+    np.testing.assert_array_equal(matrix.counts, _counts_by_definition(pred, new, 4))
+    for k in range(6):
+        np.testing.assert_array_equal(matrix.per_slice[k], _counts_by_definition(pred[k], new[k], 4))
