@@ -3,8 +3,10 @@ checks is lost.
 
 The file starts with a snapshot of the labels, review marks and class table (names and
 colours) when editing began, then holds one record per completed step (a stroke, a fill, a
-review mark, an undo, a redo): the changed regions with their new values, the marks set or
-taken back, and the class table when it changed since the last record. Each record
+review mark, an undo, a redo): for each changed region the positions and new values of
+the voxels that changed (or, when most of the region changed, its new values: whichever is
+smaller, as the undo history keeps it), the marks set or taken back, and the class table
+when it changed since the last record. Each record
 is written whole, flushed and fsynced before the next one, and
 carries its length and CRC, so after a crash (even SIGKILL or a power cut in the middle
 of a write) replaying the intact records gives the labels as they were after the last
@@ -30,7 +32,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -41,7 +43,7 @@ except ImportError:  # pragma: no cover - Windows
 
 from .classes import LabelClass, rgb
 from .errors import SegviewError
-from .labels import Edit, LabelMap, Mark
+from .labels import SLAB_BYTES, Edit, LabelMap, Mark, Patch
 
 MAGIC = b"SVJ1"
 RECORD = struct.Struct("<4sII")  # tag, payload length, CRC32 of the payload
@@ -132,7 +134,7 @@ class Journal:
 
     def __init__(self, path: Path, labels: LabelMap, file, classes: list[LabelClass] | None = None):
         self.path, self.labels, self._file = path, labels, file
-        self._pending: list[Edit] = []
+        self._pending: list[Patch] = []  # the step's edits, kept as the undo history keeps them
         self._marks: list[Mark] = []
         self.mark_details: Callable[[int], dict] = lambda z: {}  # who marked slice z, and when
         #: The labels' class table now (None: they have none); recorded with the next step
@@ -142,6 +144,7 @@ class Journal:
         self.steps = 0
         self.error: JournalError | None = None  # set when a write failed; journalling stops
         self._writing: threading.Thread | None = None  # writes the snapshot (see ``start``)
+        self._since_start: list[Patch] | None = None
         labels.listeners.append(self._collect)
         labels.mark_listeners.append(self._collect_mark)
         labels.step_listeners.append(self.flush)
@@ -157,23 +160,17 @@ class Journal:
 
     @staticmethod
     def snapshot_job(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
-                     classes: list[LabelClass] | None = None) -> Callable[[], bytes]:
-        """``snapshot`` in two parts: the labels are copied now (a memory copy), and
-        compressed when the job is called, which any thread may do (zlib lets the others
-        run meanwhile)."""
+                     classes: list[LabelClass] | None = None) -> Snapshot:
+        """``snapshot`` as a job: the review marks and classes are taken now, the labels
+        read and compressed slab by slab when it runs (no copy of the volume). Given to
+        ``Journal.start``, a thread of the journal's streams it to the file while editing
+        goes on, and it holds the labels as they were when the journal started."""
         marks = [] if reviewed is None else np.flatnonzero(reviewed).tolist()
         document = {"image_key": key, "shape": list(labels.shape), "reviewed": marks,
                     "about": dict(about or {}, started=time.time())}
         if classes:
             document["classes"] = _classes_json(classes)
-        header = json.dumps(document).encode()
-        voxels = np.ascontiguousarray(labels, np.uint8).tobytes()
-
-        def compress() -> bytes:
-            packer = zlib.compressobj(1)
-            return packer.compress(struct.pack("<I", len(header)) + header) + packer.compress(voxels) + packer.flush()
-
-        return compress
+        return Snapshot(labels, json.dumps(document).encode())
 
     @classmethod
     def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | Callable[[], bytes] | None = None,
@@ -198,6 +195,7 @@ class Journal:
                                f"{exc.strerror or exc}") from exc
         journal = cls(path, labels, file, classes)
         if callable(snapshot):
+            journal._since_start = []  # the edits made while the thread reads the labels
             journal._writing = threading.Thread(target=journal._write_snapshot, args=(snapshot,),
                                                 name="journal snapshot", daemon=True)
             journal._writing.start()
@@ -205,10 +203,27 @@ class Journal:
 
     def _write_snapshot(self, job: Callable[[], bytes]) -> None:
         try:
-            _write_record(self._file, SNAPSHOT, job(), compressed=True)
+            if isinstance(job, Snapshot):
+                _write_streamed(self._file, SNAPSHOT, job.chunks(self._read_slab))
+            else:
+                _write_record(self._file, SNAPSHOT, job(), compressed=True)
         except (OSError, MemoryError) as exc:
             self.error = JournalError(f"cannot keep a journal of the edits in {self.path.parent}: "
                                       f"{getattr(exc, 'strerror', None) or exc}")
+        finally:
+            with self.labels.lock:
+                self._since_start = None
+
+    def _read_slab(self, start: int, stop: int) -> np.ndarray:
+        """Slices ``start:stop`` of the labels as they were when the journal started: read
+        while no change is being applied, then the edits made since put back (newest
+        first), so a stroke in progress never reaches the snapshot."""
+        with self.labels.lock:
+            slab = self.labels.array[start:stop].copy()
+            since = list(self._since_start or [])
+        for patch in reversed(since):
+            _put_back(slab, start, patch)
+        return slab
 
     def wait(self) -> None:
         """Until the snapshot is written (a ``Journal.snapshot_job`` runs in a thread)."""
@@ -217,7 +232,10 @@ class Journal:
             self._writing = None
 
     def _collect(self, edit: Edit) -> None:
-        self._pending.append(edit)
+        patch = Patch.of(edit)  # its changed voxels only, not the arrays of its box
+        self._pending.append(patch)
+        if self._since_start is not None:  # heard under the labels' lock, as the snapshot reads them
+            self._since_start.append(patch)
 
     def _collect_mark(self, mark: Mark) -> None:
         self._marks.append(mark)
@@ -234,14 +252,17 @@ class Journal:
             return
         edits, self._pending = self._pending, []
         marks, self._marks = self._marks, []
+        # "stored": per region the voxels recorded (their positions, then their new values),
+        # -1 for every voxel of the region (its new values only).
         document: dict = {"regions": [[[int(r.start), int(r.stop)] for r in e.region] for e in edits],
+                          "stored": [-1 if e.index is None else len(e.index) for e in edits],
                           "marks": [[m.z, m.new, self.mark_details(m.z) if m.new else {}] for m in marks]}
         classes = self.class_table()
         classes = list(classes) if classes else None
         if classes != self._recorded_classes and classes is not None:
             document["classes"] = _classes_json(classes)
         header = json.dumps(document).encode()
-        payload = struct.pack("<I", len(header)) + header + b"".join(e.new.tobytes() for e in edits)
+        payload = struct.pack("<I", len(header)) + header + b"".join(_voxels(e) for e in edits)
         try:
             _write_record(self._file, STEP, zlib.compress(payload, 1), compressed=True)
         except OSError as exc:
@@ -349,16 +370,105 @@ def recover(path) -> RecoveredLabels:
             marks[z] = details[0] if details else {}
         if isinstance(step, dict) and step.get("classes"):
             classes = _classes_from_json(step["classes"])
+        stored = step.get("stored") if isinstance(step, dict) else None  # None: journals before sparse steps
         offset = 0
-        for bounds in regions:
-            region = tuple(slice(a, b) for a, b in bounds)
-            size = int(np.prod([b - a for a, b in bounds]))
-            labels[region] = np.frombuffer(body, np.uint8, size, offset).reshape([b - a for a, b in bounds])
-            offset += size
+        for n, bounds in enumerate(regions):
+            offset = _replay(labels, bounds, body, offset, -1 if stored is None else stored[n])
     if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]):
         steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
                            header.get("about", {}), marks, classes)
+
+
+class Snapshot:
+    """A journal's first record, made as it is written: the JSON ``header`` and the
+    ``labels`` (z, y, x) uint8, compressed slab by slab. Called, it gives the whole record."""
+
+    def __init__(self, labels: np.ndarray, header: bytes):
+        self.labels, self.header = labels, header
+
+    def chunks(self, read: Callable[[int, int], np.ndarray] | None = None) -> Iterator[bytes]:
+        """The compressed record in pieces; ``read(start, stop)`` gives those slices of the
+        labels (default: as they are now)."""
+        packer = zlib.compressobj(1)
+        yield packer.compress(struct.pack("<I", len(self.header)) + self.header)
+        slices = self.labels.shape[0]
+        step = max(1, SLAB_BYTES // max(self.labels[:1].nbytes, 1))
+        for start in range(0, slices, step):
+            stop = min(start + step, slices)
+            slab = read(start, stop) if read is not None else self.labels[start:stop]
+            yield packer.compress(np.ascontiguousarray(slab, np.uint8).data)
+        yield packer.flush()
+
+    def __call__(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+def _put_back(slab: np.ndarray, start: int, patch: Patch) -> None:
+    """Give the voxels of ``slab`` (slices ``start`` on) that ``patch`` changed their old values."""
+    region, stop = patch.region, start + slab.shape[0]
+    first, last = max(region[0].start, start), min(region[0].stop, stop)
+    if first >= last:
+        return
+    shape = tuple(r.stop - r.start for r in region)
+    if patch.index is None:
+        old = patch.old.reshape(shape)[first - region[0].start:last - region[0].start]
+        slab[first - start:last - start, region[1], region[2]] = old
+        return
+    z, y, x = np.unravel_index(patch.index, shape)
+    z = z + region[0].start
+    inside = (z >= first) & (z < last)
+    slab[z[inside] - start, y[inside] + region[1].start, x[inside] + region[2].start] = patch.old[inside]
+
+
+def _write_streamed(file, tag: bytes, chunks: Iterable[bytes]) -> None:
+    """One record written as its ``chunks`` come (already compressed), its length and CRC
+    filled in at the end; then fsync. Torn, its CRC fails: it was never written."""
+    if file.tell() == 0:
+        file.write(MAGIC)
+    at = file.tell()
+    file.write(RECORD.pack(tag, 0, 0))
+    length, crc = 0, 0
+    for chunk in chunks:
+        file.write(chunk)
+        length, crc = length + len(chunk), zlib.crc32(chunk, crc)
+    end = file.tell()
+    file.seek(at)
+    file.write(RECORD.pack(tag, length, crc))
+    file.seek(end)
+    file.flush()
+    os.fsync(file.fileno())
+
+
+def _index_dtype(shape) -> str:
+    """How a record stores positions in a region of ``shape``: little-endian, 4 bytes
+    while they fit (as ``Patch`` keeps them)."""
+    return "<u4" if int(np.prod(shape, dtype=np.int64)) <= 2 ** 32 else "<u8"
+
+
+def _voxels(patch: Patch) -> bytes:
+    """A region's bytes in a step record: the changed voxels' positions and new values, or
+    the new values of the whole region."""
+    if patch.index is None:
+        return patch.new.tobytes()
+    shape = [r.stop - r.start for r in patch.region]
+    return patch.index.astype(_index_dtype(shape), copy=False).tobytes() + patch.new.tobytes()
+
+
+def _replay(labels: np.ndarray, bounds, body: bytes, offset: int, stored: int) -> int:
+    """Write one region of a step record (``stored`` voxels, -1 for all) into ``labels``;
+    returns the offset of the next region's bytes."""
+    region = tuple(slice(a, b) for a, b in bounds)
+    shape = [b - a for a, b in bounds]
+    if stored < 0:
+        size = int(np.prod(shape))
+        labels[region] = np.frombuffer(body, np.uint8, size, offset).reshape(shape)
+        return offset + size
+    dtype = np.dtype(_index_dtype(shape))
+    index = np.frombuffer(body, dtype, stored, offset)
+    offset += index.nbytes
+    labels[region][np.unravel_index(index, shape)] = np.frombuffer(body, np.uint8, stored, offset)
+    return offset + stored
 
 
 def _classes_json(classes: list[LabelClass]) -> list[dict]:

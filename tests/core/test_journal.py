@@ -202,3 +202,106 @@ def test_a_snapshot_that_cannot_be_written_stops_the_journal_without_interruptin
     assert isinstance(journal.error, JournalError) and "No space left" in str(journal.error)
     assert labels.array[0, 3, 3] == 1
     journal.close()
+
+
+def test_a_stroke_drawn_while_the_snapshot_is_written_stays_out_of_it(tmp_path, monkeypatch):
+    import threading
+
+    import segview.core.journal as journal_module
+
+    monkeypatch.setattr(journal_module, "SLAB_BYTES", 30 * 40)  # one slice a slab
+    reading, go = threading.Event(), threading.Event()
+    chunks = journal_module.Snapshot.chunks
+
+    def gated(self, read=None):
+        def slab(start, stop):
+            if start > 0:  # slice 0 is read; the thread waits before slice 1
+                reading.set()
+                go.wait(10)
+            return read(start, stop)
+        yield from chunks(self, slab)
+
+    monkeypatch.setattr(journal_module.Snapshot, "chunks", gated)
+    labels = LabelMap(np.zeros((4, 30, 40), np.uint8), (1.0, 1.0, 2.0))
+    labels.array[1, 5:10, 5:10] = 2
+    before = labels.array.copy()
+    journal = Journal.start(tmp_path / "edits.svj", labels, "key", Journal.snapshot_job(labels.array, "key"))
+    assert reading.wait(10)
+    labels.begin_stroke()  # slice 0 already read, slices 1 to 3 not yet
+    labels.paint(0, [(5, 5), (20, 30)], 3.0, 1)
+    labels.paint(1, [(7, 7)], 4.0, 0)  # erases some of class 2
+    labels.copy_from(np.full(labels.array.shape, 3, np.uint8), z=3)
+    scattered = np.zeros(labels.array.shape, np.uint8)
+    scattered[2, ::7, ::9] = 1
+    labels.copy_from(scattered, z=2)  # a few voxels in a wide box: kept as positions
+    go.set()
+    journal.wait()
+    np.testing.assert_array_equal(recover(tmp_path / "edits.svj").labels, before)  # nothing of the stroke
+    labels.end_stroke()
+    np.testing.assert_array_equal(recover(tmp_path / "edits.svj").labels, labels.array)
+    journal.close()
+
+
+def test_a_whole_volume_copy_is_journalled_sparse_and_recovered_exactly(tmp_path):
+    rng = np.random.default_rng(2)
+    labels = LabelMap(rng.integers(0, 3, (12, 64, 64)).astype(np.uint8), (1.0, 1.0, 2.0))
+    journal = Journal.start(tmp_path / "edits.svj", labels, "key")
+    size = (tmp_path / "edits.svj").stat().st_size
+    model = labels.array.copy()
+    flat = model.reshape(-1)
+    where = rng.choice(flat.size, flat.size // 100, replace=False)
+    flat[where] = (flat[where] + 1) % 3
+    with labels.step():
+        labels.copy_from(model)
+    record = (tmp_path / "edits.svj").stat().st_size - size
+    assert record < 6 * len(where)  # positions and values of what changed: nothing of the rest
+    labels.undo()
+    labels.redo()
+    journal.close()
+    recovered = recover(tmp_path / "edits.svj")
+    assert recovered.steps == 3
+    np.testing.assert_array_equal(recovered.labels, model)
+
+
+SPARSE_CHILD = textwrap.dedent("""
+    import sys, os, time
+    import numpy as np
+    from segview.core.journal import Journal
+    from segview.core.labels import LabelMap
+
+    folder = sys.argv[1]
+    rng = np.random.default_rng(8)
+    labels = LabelMap(rng.integers(0, 3, (16, 96, 96)).astype(np.uint8), (0.8, 0.8, 3.0))
+    Journal.start(os.path.join(folder, "edits.svj"), labels, "key", Journal.snapshot_job(labels.array, "key"))
+    for step in range(4):
+        model = labels.array.copy()
+        flat = model.reshape(-1)
+        where = rng.choice(flat.size, flat.size // 100, replace=False)
+        flat[where] = (flat[where] + 1) % 3
+        with labels.step():
+            labels.copy_from(model)  # a whole-volume copy: a sparse step
+        if step == 2:
+            labels.undo()
+        np.save(os.path.join(folder, "expected.npy"), labels.array)
+    print("ready", flush=True)
+    labels.begin_stroke()  # killed in the middle of this step
+    labels.copy_from(np.zeros(labels.array.shape, np.uint8))
+    print("mid-step", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_sigkill_after_sparse_steps_recovers_them_exactly(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", SPARSE_CHILD, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        assert child.stdout.readline().strip() == "mid-step"
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    recovered = recover(tmp_path / "edits.svj")
+    assert recovered.steps == 5  # four copies and an undo
+    np.testing.assert_array_equal(recovered.labels, np.load(tmp_path / "expected.npy"))
