@@ -354,12 +354,13 @@ class LabelMap:
             blended = (1 - t) * at_a + t * b_on_a
             yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
-    def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> list[Edit]:
+    def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> int:
         """Replace the labels by ``source`` (z, y, x) exactly: a label file, a model's
         prediction, recovered edits; the whole volume, slice ``z`` only, or the slices
         ``where`` (Z,) bool says. The brush settings do not apply and no slice becomes
-        reviewed. Written in slabs of whole slices (at most ``SLAB_BYTES``), one Edit each
-        (returned), so no temporary is the size of the volume."""
+        reviewed. Written in slabs of whole slices (at most ``SLAB_BYTES``), one Edit each,
+        so no temporary is the size of the volume. Returns the voxels changed (the edits
+        are not kept: the listeners have heard them, the history keeps what changed)."""
         if source.shape != self.array.shape:
             raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
         chosen = np.zeros(self.array.shape[0], bool)
@@ -367,12 +368,13 @@ class LabelMap:
         if where is not None:
             chosen &= where
         step = max(1, SLAB_BYTES // max(self.array[0].nbytes, 1))
-        edits = []
+        changed = 0
         for start, stop in _runs(chosen):
             for first in range(start, stop, step):
                 last = min(first + step, stop)
-                edits.append(self._write_values(self._slab(first, last), source[first:last], brush=False))
-        return [edit for edit in edits if edit is not None]
+                edit = self._write_values(self._slab(first, last), source[first:last], brush=False)
+                changed += 0 if edit is None else len(edit.changes()[0])
+        return changed
 
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
         """Where two models disagree: the connected region (4-connected, slice ``z``) of

@@ -428,12 +428,12 @@ class ReviewSession:
                 progress(batch.done, batch.total)
         return all(m.predicted.all() for m in self.models.values())
 
-    def copy_prediction(self, slot: str, z: int | None = None) -> list[Edit]:
+    def copy_prediction(self, slot: str, z: int | None = None) -> int:
         """Model ``slot``'s prediction into the labels: slice ``z``, or every predicted
-        slice. One undo step (its edits, one per slab of slices, are returned); it marks
-        nothing reviewed (a copy is not a review). Labels without a class table of their
-        own take the checkpoint's class names. Written slab by slab from the prediction:
-        no copy of it, nor of the labels."""
+        slice. One undo step; it marks nothing reviewed (a copy is not a review). Labels
+        without a class table of their own take the checkpoint's class names. Written slab
+        by slab from the prediction: no copy of it, nor of the labels. Returns the voxels
+        changed."""
         model = self.models.get(slot)
         if model is None:
             raise SessionError(f"No model is loaded as {slot}.")

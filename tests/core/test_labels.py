@@ -260,10 +260,11 @@ def test_a_whole_volume_copy_changing_one_percent_stores_only_what_changed(monke
     heard = []
     labels.listeners.append(heard.append)
     with labels.step():
-        edits = labels.copy_from(prediction)
+        assert labels.copy_from(prediction) == np.count_nonzero(before != prediction)
     np.testing.assert_array_equal(labels.array, prediction)
     # One edit per slab of at most 3 slices, each a region with its old and new values.
-    assert heard == edits and all(len(e.slices) <= 3 for e in edits)
+    edits = list(heard)
+    assert len(edits) == 4 and all(len(e.slices) <= 3 for e in edits)
     for edit in edits:
         np.testing.assert_array_equal(edit.old, before[edit.region])
         np.testing.assert_array_equal(edit.new, prediction[edit.region])
@@ -289,12 +290,16 @@ def test_copy_from_the_chosen_slices_only():
     labels = blank(shape=(6, 20, 20))
     source = np.full((6, 20, 20), 2, np.uint8)
     where = np.array([True, False, True, True, False, True])
-    edits = labels.copy_from(source, where=where)
+    heard = []
+    labels.listeners.append(heard.append)
+    assert labels.copy_from(source, where=where) == 4 * 400
     np.testing.assert_array_equal(labels.array.any(axis=(1, 2)), where)
-    assert [(e.region[0].start, e.region[0].stop) for e in edits] == [(0, 1), (2, 4), (5, 6)]
-    assert [e.region[0].start for e in labels.copy_from(source, z=1)] == [1]
-    assert [e.region[0].start for e in labels.copy_from(source)] == [4]  # the one slice still different
-    assert labels.copy_from(source) == []
+    assert [(e.region[0].start, e.region[0].stop) for e in heard] == [(0, 1), (2, 4), (5, 6)]
+    heard.clear()
+    assert labels.copy_from(source, z=1) == 400 and [e.region[0].start for e in heard] == [1]
+    heard.clear()
+    assert labels.copy_from(source) == 400 and [e.region[0].start for e in heard] == [4]  # the one left
+    assert labels.copy_from(source) == 0
 
 
 def test_a_step_is_stored_as_the_smaller_of_its_changes_and_its_box():
@@ -315,6 +320,6 @@ def test_the_history_bound_holds_after_every_step_and_a_step_over_it_is_kept_alo
             for _ in range(int(rng.integers(1, 4))):
                 labels.paint(int(rng.integers(0, 4)), rng.uniform(0, 60, (2, 2)), float(rng.uniform(2, 9)), n % 3 + 1)
         assert labels.history_nbytes() <= 5_000 or len(labels._undo) == 1
-    huge = labels.copy_from(np.full(labels.array.shape, 3, np.uint8))
-    assert huge and len(labels._undo) == 1 and labels.history_nbytes() > 5_000  # kept, alone
+    assert labels.copy_from(np.full(labels.array.shape, 3, np.uint8))
+    assert len(labels._undo) == 1 and labels.history_nbytes() > 5_000  # kept, alone
     assert labels.undo() and not labels.can_undo
