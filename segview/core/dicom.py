@@ -29,6 +29,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import VolumeLoadError
+from .memory import ensure_fits, session_bytes
 from .volume import Volume, orthogonalized
 
 Progress = Callable[[int, int], None]
@@ -470,7 +471,11 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     grid = _grid(frames, first, warnings)
     integer = all(float(f.slope).is_integer() and float(f.intercept).is_integer()
                   and (f.pixel_format is None or f.pixel_format.keyword == "PixelData") for f in frames)
-    array = np.zeros((len(frames), frames[0].rows, frames[0].columns), np.int16 if integer else np.float32)
+    shape = (len(frames), frames[0].rows, frames[0].columns)
+    # From the headers, before the array: zero-filled, it would take memory only as the
+    # slices are read, and a series too big would be killed half-way, without a word.
+    ensure_fits(session_bytes(shape, 2 if integer else 4), f"This series ({' x '.join(map(str, shape))} voxels)")
+    array = np.zeros(shape, np.int16 if integer else np.float32)
     volume = Volume(array, grid.spacing, tuple(grid.origin), tuple(grid.direction.ravel()),
                     modality=str(first.get("Modality", "") or ""),
                     meta={**_describe(first, frames), "warnings": warnings})

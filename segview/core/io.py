@@ -25,6 +25,7 @@ from .dicom import FirstSlice, Progress, SeriesInfo, list_dicom_series, read_dic
 from .classes import LabelClass, named_classes, rgb
 from .errors import LabelSaveError, VolumeLoadError
 from .files import atomic_write_text, extension, replace_atomically
+from .memory import ensure_fits, session_bytes
 from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "read_label_image",
@@ -95,6 +96,7 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
     time point drops that axis."""
     if extension(path) in (".nii", ".nii.gz"):
         _check_nifti_complete(path)
+    _check_fits(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -115,6 +117,22 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
     elif image.GetDimension() != 3:
         raise VolumeLoadError(f"{path.name} has {image.GetDimension()} dimensions; segview reads 3D volumes.")
     return image
+
+
+def _check_fits(path: Path) -> None:
+    """Refuse, from the header alone, an image that would not fit in memory: ITK's image and
+    the array made from it exist at once while it is read, then the labels."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return  # unreadable: ReadImage says so in its own words
+    size = reader.GetSize()
+    itemsize = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()
+    shape = tuple(reversed(size))
+    ensure_fits(session_bytes(shape, itemsize * reader.GetNumberOfComponents(), copies=2),
+                f"{path.name} ({' x '.join(map(str, shape))} voxels)")
 
 
 def _check_nifti_complete(path: Path) -> None:

@@ -34,6 +34,7 @@ from ..core.io import load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
                             unsaved_edits)
 from ..core.labels import Edit, LabelMap
+from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, now, review_path,
@@ -201,6 +202,7 @@ class ReviewSession:
         (the rest still loading). ``key``: the image's ``image_key``
         when known (a worklist remembers it by its files' size and time), else computed from
         its voxels. Raises VolumeLoadError."""
+        release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
         volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
