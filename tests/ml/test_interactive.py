@@ -3,6 +3,9 @@ rule against an independent distance transform, wrong kinds of checkpoint refuse
 a tiny network that learns a fixed case so that clicks raise its Dice, and
 ``segview train --interactive`` on tiny phantoms."""
 import csv
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -366,6 +369,20 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path):
                  "--epochs", "2", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 0
     with open(out / "log.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_the_click_model_with_ddp(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "segview", "train", "--interactive", "--phantom", "cardiac", "--cases", "3", "--epochs", "1",
+               "-o", str(tmp_path), *TINY]
+    finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    meta = read_metadata(tmp_path / "best.safetensors")
+    assert meta["task"] == "interactive" and meta["training"]["world_size"] == 2
+    with open(tmp_path / "log.csv") as file:
+        assert [row["epoch"] for row in csv.DictReader(file)] == ["1"]
 
 
 @pytest.mark.parametrize("arguments, message", [
