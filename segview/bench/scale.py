@@ -2,9 +2,10 @@
 same figures at 300 slices: how each cost grows with the volume.
 
 Everything goes through the session API, as the window drives it: open the image with its
-labels, add models A and B with their whole predictions (counted against the labels),
-brush strokes, the whole volume copied from model A (1 % of its voxels differ from the
-labels), undo and redo of that copy. Figures:
+labels (as a label file read for it: the session takes the array), add models A and B with
+their whole predictions (counted against the labels), brush strokes, the whole volume
+copied from model A (1 % of its voxels differ from the labels), undo and redo of that
+copy. Figures:
 
 - peak memory: the growth of this process's peak resident size (VmHWM, reset before each
   size by writing 5 to /proc/self/clear_refs, so the sizes do not see each other's peak)
@@ -31,6 +32,7 @@ import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -157,8 +159,10 @@ def _private_journals() -> Iterator[None]:
 def measure(shape, strokes: int = 40, seed: int = 0) -> Figures:
     """The figures of one volume size (see the module docstring)."""
     from ..core.metrics import ConfusionMatrix
+    from ..core.review_state import ReviewState
     from ..core.volume import Volume
     from ..session import ReviewSession
+    from ..session.review import LabelFile
 
     measurable = memory_measurable()
     baseline = _status_kib("VmRSS") if measurable else 0
@@ -166,10 +170,12 @@ def measure(shape, strokes: int = 40, seed: int = 0) -> Figures:
     figures = Figures(shape[0], image.nbytes)
     volume = Volume(image, SPACING, modality="CT")
     del image
+    # As a label file read for the image: the session takes the array as it is.
+    label_file = LabelFile(Path("labels.nii.gz"), truth, [], ReviewState.empty(shape[0]))
     start = time.perf_counter()
-    session = ReviewSession.open(volume, labels=truth)
+    session = ReviewSession.open(volume, labels=label_file)
     figures.open_s = time.perf_counter() - start
-    del truth, volume
+    del truth, volume, label_file
     if session.journal is not None:
         session.journal.wait()
 
