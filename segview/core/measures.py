@@ -1,5 +1,5 @@
 """Clinical measures read from label volumes: class volumes, cardiac volumes and mass, the
-share of the lungs that is infected.
+share of the lungs that is infected; distances in mm and statistics of a region.
 
 Volumes count voxels times the voxel volume (the product of the spacing, mm³; 1 mL =
 1000 mm³), as ITK-SNAP and 3D Slicer's Segment Statistics do. Classes are found by their
@@ -14,18 +14,22 @@ import numpy as np
 import SimpleITK as sitk
 
 from .classes import LabelClass
+from .volume import Volume
 
 __all__ = [
     "LUNG_HU_RANGE",
     "MYOCARDIAL_DENSITY_G_PER_ML",
     "CardiacMeasures",
     "LungMeasures",
+    "RegionStatistics",
     "cardiac_measures",
     "class_volumes_ml",
     "clinical_measures",
+    "distance_mm",
     "find_class",
     "lung_mask_from_ct",
     "lung_measures",
+    "region_statistics",
 ]
 
 #: Density of myocardium (g/mL) by which cardiac MRI turns myocardial volume into mass.
@@ -206,3 +210,46 @@ def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
 
 def _key(name: str) -> str:
     return "_".join(name.lower().replace("-", " ").split())
+
+
+def distance_mm(volume: Volume, a, b) -> float:
+    """Distance in mm between two (z, y, x) indices of ``volume`` (continuous indices
+    allowed: a ruler's ends need not be voxel centres). Taken between the LPS points of the
+    indices, so the direction cosines and an anisotropic spacing count as they should."""
+    return float(np.linalg.norm(volume.index_to_physical(a) - volume.index_to_physical(b)))
+
+
+@dataclass(frozen=True)
+class RegionStatistics:
+    """The image under a region: ``voxels``, ``volume_ml``, and the ``mean``, ``std``
+    (sample, n - 1, as ITK's LabelStatisticsImageFilter; 0 for one voxel), ``median``,
+    ``min`` and ``max`` of its values (HU for CT). An empty region has 0 voxels, 0 mL and
+    NaN for the rest (``report``'s formatter writes a dash)."""
+
+    voxels: int
+    volume_ml: float
+    mean: float
+    std: float
+    median: float
+    min: float
+    max: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def region_statistics(image: np.ndarray, mask: np.ndarray, spacing) -> RegionStatistics:
+    """Statistics of ``image`` where ``mask`` is true; both of one shape, a volume (z, y, x)
+    or one slice of it. ``spacing`` is the voxel's (x, y, z) mm, all three even for a slice
+    (its voxels keep their thickness). Raises ValueError when the shapes differ."""
+    image, mask = np.asarray(image), np.asarray(mask, bool)
+    if image.shape != mask.shape:
+        raise ValueError(f"the image {image.shape} and the region {mask.shape} differ in shape")
+    values = image[mask].astype(np.float64)  # float64: int16 HU sums would overflow
+    n = int(values.size)
+    if not n:
+        nan = float("nan")
+        return RegionStatistics(0, 0.0, nan, nan, nan, nan, nan)
+    std = float(values.std(ddof=1)) if n > 1 else 0.0
+    return RegionStatistics(n, n * _voxel_ml(spacing), float(values.mean()), std, float(np.median(values)),
+                            float(values.min()), float(values.max()))
