@@ -293,6 +293,29 @@ class LabelMap:
         region[in_plane[0]], region[in_plane[1]] = slice(r0, r1), slice(c0, c1)
         return self._write(tuple(region), np.expand_dims(mask, axis), value)
 
+    def fill_polygon(self, index: int, points, value: int, axis: int = 0) -> Edit | None:
+        """The polygon tool: every voxel of plane ``index`` of ``axis`` (as ``paint``) whose
+        centre lies inside the closed polygon through ``points`` (the plane's voxel
+        coordinates in array order) or on its edge takes ``value``, where the brush settings
+        allow. A polygon that crosses itself fills by the even-odd rule (its crossed loops
+        are holes). One undo step; None when nothing changes. Raises ValueError for fewer
+        than 3 distinct vertices, a bad axis or a plane outside the labels."""
+        if axis not in (0, 1, 2) or not 0 <= index < self.array.shape[axis]:
+            raise ValueError(f"plane {index} of axis {axis} is not in labels of shape {self.array.shape}")
+        vertices = np.atleast_2d(np.asarray(points, float))
+        if vertices.ndim != 2 or vertices.shape[1] != 2 or len(np.unique(vertices, axis=0)) < 3:
+            raise ValueError("a polygon needs at least 3 distinct vertices")
+        in_plane = [a for a in range(3) if a != axis]
+        low = np.maximum(np.ceil(vertices.min(axis=0)).astype(int), 0)
+        high = np.minimum(np.floor(vertices.max(axis=0)).astype(int) + 1, [self.array.shape[a] for a in in_plane])
+        if (low >= high).any():
+            return None
+        rows, cols = np.ogrid[low[0]:high[0], low[1]:high[1]]
+        region = [slice(index, index + 1)] * 3
+        for a, start, stop in zip(in_plane, low, high):
+            region[a] = slice(int(start), int(stop))
+        return self._write(tuple(region), np.expand_dims(_in_polygon(rows, cols, vertices), axis), value)
+
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         """Voxel size in mm in array order (z, y, x)."""
@@ -817,6 +840,19 @@ def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius
         t = 0.0 if length2 == 0 else np.clip(((yy - ay) * dy + (xx - ax) * dx) / length2, 0, 1)
         inside |= (yy - ay - t * dy) ** 2 + (xx - ax - t * dx) ** 2 <= radius_mm ** 2
     return inside
+
+
+def _in_polygon(yy: np.ndarray, xx: np.ndarray, vertices: np.ndarray) -> np.ndarray:
+    """Pixels (centres at yy, xx; open grids broadcast) inside the closed polygon by the
+    even-odd rule, or on its edge: the crossing rule alone decides an edge point by which
+    side it is on, so a vertex clicked on a voxel centre would keep or lose it by chance."""
+    closed = np.vstack([vertices, vertices[:1]])
+    inside = np.zeros(np.broadcast_shapes(yy.shape, xx.shape), bool)
+    for (ay, ax), (by, bx) in itertools.pairwise(closed):
+        spans = (ay > yy) != (by > yy)  # the edge crosses this row (never when horizontal)
+        x_at = ax + (yy - ay) * (bx - ax) / (by - ay if by != ay else 1.0)
+        inside ^= spans & (xx < x_at)
+    return inside | _near_polyline(yy, xx, closed, 1e-6)
 
 
 def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
