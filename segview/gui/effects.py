@@ -178,4 +178,39 @@ class Click(Effect):
         return session.click_job(at.index, at.point, positive=not at.erase, value=settings.value, axis=at.axis)
 
 
-EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click())
+class Polygon(Effect):
+    """Each click is a vertex on the plane clicked (a click on another plane starts again);
+    ``close`` fills the voxels whose centres fall inside with the class, one undo step. The
+    window closes it on a double-click or Enter and cancels it on Esc (``polygon_tool``)."""
+    name, text, key, tip = ("polygon", "Polygon", "P", "Click the vertices; double-click or Enter fills the class "
+                            "inside, Esc cancels")
+    cursor = Qt.CursorShape.CrossCursor
+    paints = True
+
+    def __init__(self) -> None:
+        self.vertices: list[PlanePoint] = []
+
+    def release(self, session, at, settings):
+        if self.vertices and _plane(self.vertices[0]) != _plane(at):
+            self.vertices = []
+        self.vertices.append(at)
+        return None
+
+    def close(self, session: ReviewSession, settings: ToolSettings) -> str | None:
+        """Fill the polygon and forget it; a message when it has fewer than 3 vertices."""
+        vertices, self.vertices = self.vertices, []
+        if len({at.point for at in vertices}) < 3:
+            return "A polygon needs at least 3 vertices: click them, then double-click or press Enter."
+        first = vertices[0]
+        session.labels.fill_polygon(first.index, [at.point for at in vertices], settings.value, first.axis)
+        return None
+
+    def cancel(self) -> None:
+        self.vertices = []
+
+
+def _plane(at: PlanePoint) -> tuple[int, int, str]:
+    return at.axis, at.index, at.pane
+
+
+EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click(), Polygon())

@@ -36,6 +36,7 @@ from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
 from .click_tool import install_clicks
 from .measures_panel import install_measures
+from .polygon_tool import install_polygon
 from .worklist_panel import install_worklist
 from .workspace import Workspace
 
@@ -91,6 +92,7 @@ class MainWindow(QMainWindow):
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
         self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
         self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
+        self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
 
     # -- what tests and scripts read --------------------------------------------------
     @property
