@@ -209,8 +209,40 @@ class Polygon(Effect):
         self.vertices = []
 
 
+class Ruler(Effect):
+    """A drag on a plane of any view measures the line between its ends in mm from the
+    image's geometry (``session.rulers``); the ruler stays on its plane until deleted."""
+    name, text, key, tip = ("ruler", "Ruler", "L", "Drag a line to measure it in mm; the rulers are listed in the "
+                            "Measurements panel and saved with the labels")
+    cursor = Qt.CursorShape.CrossCursor
+    paints = True
+
+    def __init__(self) -> None:
+        self.start: PlanePoint | None = None  # the drag in progress, drawn by the window
+        self.end: PlanePoint | None = None
+
+    def press(self, session, at, settings):
+        self.start = self.end = at
+        return None
+
+    def drag(self, session, at, settings):
+        if self.start is not None and _plane(at) == _plane(self.start):
+            self.end = at
+        return None
+
+    def release(self, session, at, settings):
+        self.drag(session, at, settings)
+        start, end = self.start, self.end
+        self.start = self.end = None
+        if start is None or end is None:
+            return None
+        ruler = session.rulers.add(start.zyx, end.zyx, start.axis)
+        return f"Ruler: {ruler.length_mm:.1f} mm"
+
+
 def _plane(at: PlanePoint) -> tuple[int, int, str]:
     return at.axis, at.index, at.pane
 
 
-EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click(), Polygon())
+EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click(), Polygon(),
+                               Ruler())

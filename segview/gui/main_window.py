@@ -26,6 +26,7 @@ from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_
 from ..session.interaction import ClickJob
 from ..session.review import ToolJob
 from ..session.models import load_predictor
+from ..session.rulers import measurements_path
 from .dialogs import choose_series
 from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
 from .metrics_panel import MetricsPanel
@@ -37,6 +38,7 @@ from .workers import GeneratorWorker, Worker, describe_device
 from .click_tool import install_clicks
 from .measures_panel import install_measures
 from .polygon_tool import install_polygon
+from .ruler_tool import install_rulers
 from .worklist_panel import install_worklist
 from .workspace import Workspace
 
@@ -93,6 +95,7 @@ class MainWindow(QMainWindow):
         self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
         self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
         self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
+        self.ruler_controller = install_rulers(self)  # the rulers drawn and the Measurements dock
 
     # -- what tests and scripts read --------------------------------------------------
     @property
@@ -1130,6 +1133,8 @@ class MainWindow(QMainWindow):
         if path:
             try:
                 write_metrics_csv(path, self.session.live, self.session.classes)
+                if len(self.session.rulers):  # the rulers beside it: <name>.measurements.csv
+                    self.session.rulers.write_csv(measurements_path(path))
             except OSError as exc:
                 QMessageBox.critical(self, "Metrics not saved", str(exc))
 

@@ -43,6 +43,7 @@ from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
+from .rulers import Rulers
 
 Progress = Callable[[int, int], None]
 
@@ -280,6 +281,11 @@ class ReviewSession:
     def reviewed(self) -> np.ndarray:
         """(Z,) bool: the slices a person marked reviewed."""
         return self.labels.reviewed
+
+    @property
+    def rulers(self) -> Rulers:
+        """The rulers drawn on this image, kept in the review sidecar (``session.rulers``)."""
+        return Rulers(self.volume, self.review_extra)
 
     @property
     def modified(self) -> bool:

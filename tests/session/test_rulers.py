@@ -1,0 +1,75 @@
+"""Rulers through the session: lengths from the real geometry (against SimpleITK on an
+oblique, anisotropic grid), kept in the review sidecar across save and open, deleted,
+written as CSV; bad rulers refused with a message."""
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from segview.core.review_state import review_path
+from segview.core.volume import Volume
+from segview.session import ReviewSession
+from segview.session.errors import SessionError
+from segview.session.rulers import measurements_path
+
+
+@pytest.fixture
+def oblique():
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(3, 3)))
+    array = np.random.default_rng(2).integers(0, 100, (8, 30, 40)).astype(np.int16)
+    return Volume(array, spacing=(0.6, 0.8, 7.5), origin=(-10.0, 20.0, 5.0), direction=tuple(q.ravel()))
+
+
+def sitk_length(volume, a, b) -> float:
+    image = volume.to_sitk()
+    ends = [image.TransformContinuousIndexToPhysicalPoint([float(v) for v in end[::-1]]) for end in (a, b)]  # x, y, z
+    return math.dist(*ends)
+
+
+def test_rulers_measure_in_mm_and_live_in_the_sidecar(tmp_path, oblique):
+    session = ReviewSession.open(oblique)
+    first = session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0)
+    second = session.rulers.add((1.0, 10, 7.25), (6.0, 10, 30.0), axis=1)  # coronal: across slices of 7.5 mm
+    assert first.length_mm == pytest.approx(sitk_length(oblique, (3, 2.5, 4.0), (3, 20.0, 31.5)))
+    assert second.length_mm == pytest.approx(sitk_length(oblique, (1.0, 10, 7.25), (6.0, 10, 30.0)))
+    assert (first.axis, first.index, second.axis, second.index) == (0, 3, 1, 10)
+    assert session.rulers.on_plane(0, 3) == [first] and session.rulers.on_plane(0, 4) == []
+    path = session.save(tmp_path / "case.labels.nii.gz")
+    saved = json.loads(review_path(path).read_text())["rulers"]
+    assert [entry["length_mm"] for entry in saved] == [pytest.approx(first.length_mm, abs=1e-4),
+                                                      pytest.approx(second.length_mm, abs=1e-4)]
+    session.close()
+    again = ReviewSession.open(oblique, labels=path)
+    assert again.rulers.all() == [first, second]
+    again.rulers.remove(first)
+    assert again.rulers.all() == [second]
+
+
+def test_rulers_are_written_as_csv_beside_the_metrics(tmp_path, oblique):
+    session = ReviewSession.open(oblique)
+    ruler = session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0)
+    target = measurements_path(tmp_path / "metrics.csv")
+    assert target.endswith("metrics.measurements.csv")
+    session.rulers.write_csv(target)
+    rows = list(csv.DictReader(open(target)))
+    assert len(rows) == 1 and rows[0]["slice"] == "4" and rows[0]["view_axis"] == "z (axial)"
+    assert float(rows[0]["length_mm"]) == pytest.approx(ruler.length_mm)
+    assert rows[0]["a_zyx"] == "3 2.5 4"
+
+
+@pytest.mark.parametrize("a, b, axis, message", [
+    ((3, 5, 5), (3, 5, 5), 0, "two distinct ends"),
+    ((3, 5, 5), (4, 9, 9), 0, "one slice"),
+    ((3, 5, 5), (3, 5, 45), 0, "on the image"),
+])
+def test_bad_rulers_are_refused_and_unreadable_entries_kept(oblique, a, b, axis, message):
+    session = ReviewSession.open(oblique)
+    session.review_extra["rulers"] = [{"axis": 7}, "nonsense"]  # a later version's, or damaged
+    with pytest.raises(SessionError, match=message):
+        session.rulers.add(a, b, axis)
+    assert session.rulers.all() == []
+    session.rulers.add((3, 5, 5), (3, 6, 6), 0)
+    assert len(session.rulers) == 1 and session.review_extra["rulers"][:2] == [{"axis": 7}, "nonsense"]
