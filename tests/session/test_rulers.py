@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 
 from segview.core.review_state import review_path
 from segview.core.volume import Volume
