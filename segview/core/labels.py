@@ -399,6 +399,73 @@ class LabelMap:
                 changed += 0 if edit is None else len(edit.changes()[0])
         return changed
 
+    def patches_from(self, source: np.ndarray, where: np.ndarray | None = None,
+                     progress: Callable[[int, int], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> list[Patch] | None:
+        """What ``copy_from(source, where=where)`` would change, changing nothing: one Patch
+        per slab of whole slices (at most ``SLAB_BYTES``) that changes, holding the changed
+        voxels of its box (or the box, when most of it changes), for ``write_patches``. Each slab is
+        read under ``lock``, so a worker may call it while the labels are edited (the result
+        then belongs to the labels of another moment: check they did not change before
+        applying it). ``progress(done, total)`` in slices; None when ``should_stop`` said stop."""
+        if source.shape != self.array.shape:
+            raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
+        chosen = np.ones(self.array.shape[0], bool) if where is None else np.asarray(where, bool)
+        step = max(1, SLAB_BYTES // max(self.array[0].nbytes, 1))
+        runs = _runs(chosen)
+        total, done = sum(stop - start for start, stop in runs), 0
+        patches: list[Patch] = []
+        for start, stop in runs:
+            for first in range(start, stop, step):
+                if should_stop is not None and should_stop():
+                    return None
+                last = min(first + step, stop)
+                patch = self._slab_patch(first, source[first:last])
+                if patch is not None:
+                    patches.append(patch)
+                done += last - first
+                if progress is not None:
+                    progress(done, total)
+        return patches
+
+    def _slab_patch(self, first: int, values: np.ndarray) -> Patch | None:
+        """The Patch writing ``values`` (whole slices from ``first``) would make, or None."""
+        with self.lock:
+            old = self.array[first:first + len(values)]
+            flat = np.flatnonzero(old != values)
+            if not len(flat):
+                return None
+            old_values, new_values = old.reshape(-1)[flat], values.reshape(-1)[flat]
+        where = np.unravel_index(flat, values.shape)
+        del flat
+        low = [int(w.min()) for w in where]
+        high = [int(w.max()) + 1 for w in where]
+        shape = tuple(h - lo for lo, h in zip(low, high))
+        region = tuple(slice(lo + (first if axis == 0 else 0), h + (first if axis == 0 else 0))
+                       for axis, (lo, h) in enumerate(zip(low, high)))
+        size = int(np.prod(shape))
+        index = np.ravel_multi_index(tuple(w - lo for w, lo in zip(where, low)), shape)
+        index = index.astype(_index_dtype(size))
+        del where
+        if index.nbytes + old_values.nbytes + new_values.nbytes < 2 * size:
+            return Patch(region, index, old_values, new_values, next(_keys))
+        with self.lock:  # most of the box changes: its values are smaller than the positions
+            old_box = np.array(self.array[region]).reshape(-1)  # a copy, never a view
+        new_box = old_box.copy()
+        new_box[index] = new_values
+        return Patch(region, None, old_box, new_box, next(_keys))
+
+    def write_patches(self, patches: list[Patch]) -> int:
+        """Write ``patches`` (``patches_from`` these labels, as they are now: the caller
+        checks they did not change since) exactly, no brush settings: part of the step in
+        progress. Returns the voxels changed."""
+        changed = 0
+        for patch in patches:
+            edit = patch.edit(self.array, undo=False)
+            changed += len(edit.changes()[0])
+            self._record(edit)
+        return changed
+
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
         """Where two models disagree: the connected region (4-connected, slice ``z``) of
         pixels where ``source`` and ``other`` (z, y, x) differ that contains ``seed``

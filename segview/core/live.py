@@ -156,10 +156,12 @@ class LiveMetrics:
         if top >= self.num_classes:  # the labels already hold the edit: a recount includes it
             return self.grow(top + 1)
         region = edit.region
-        where = np.unravel_index(index, tuple(r.stop - r.start for r in region))
-        z = where[0] + region[0].start
+        # The slice of each changed voxel by one division (its row and column are not needed),
+        # and the predictions there through the flat positions: no three int64 index arrays.
+        plane = (region[1].stop - region[1].start) * (region[2].stop - region[2].start)
+        z = (index // max(plane, 1)).astype(np.intp) + region[0].start
         for key, matrix in self.matrices.items():
-            matrix.reference_changed(z, old, new, self.predictions[key][region][where])
+            matrix.reference_changed(z, old, new, self.predictions[key][region].ravel()[index])
         histogram = self._histogram
         if histogram is not None:  # keep the per-slice class counts current (else counted when needed)
             c, first = self.num_classes, int(z.min())

@@ -3,6 +3,7 @@ workspace to it; every state of the work (image, labels, review marks, models an
 predictions, metrics, journal) lives in the session, none in the widgets."""
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
-from ..session.review import ToolJob
+from ..session.review import CopyJob, ToolJob
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .dialogs import choose_series
@@ -55,6 +56,7 @@ class MainWindow(QMainWindow):
     saved = Signal(str)                # the labels were written to this path
     session_changed = Signal()         # the session's models or classes changed (panels rebuild)
     predictions_changed = Signal()     # streamed prediction slices were stored and drawn
+    prediction_copied = Signal(int)    # a whole-volume copy ended: voxels changed, -1 when nothing was applied
 
     def __init__(self):
         super().__init__()
@@ -64,6 +66,7 @@ class MainWindow(QMainWindow):
         self.session: ReviewSession | None = None
         self.effect: Effect = EFFECTS[0]
         self.inference: GeneratorWorker | None = None
+        self._copy_stop: threading.Event | None = None  # set to stop the whole-volume copy running
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._models_loading: set[str] = set()  # slots whose checkpoint a worker is reading
         self._jobs: set[Worker] = set()
@@ -161,7 +164,7 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(180)
         self.progress.hide()
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_inference)
+        self.cancel_button.clicked.connect(self.cancel_jobs)
         self.cancel_button.hide()
         for widget in (self.device_label, self.progress, self.cancel_button):
             self.statusBar().addPermanentWidget(widget)
@@ -681,6 +684,12 @@ class MainWindow(QMainWindow):
         if self.inference is not None:
             self.inference.cancel()
 
+    def cancel_jobs(self) -> None:
+        """The status bar's Cancel: inference and a whole-volume copy stop (nothing of the copy is written)."""
+        self.cancel_inference()
+        if self._copy_stop is not None:
+            self._copy_stop.set()
+
     def _stream(self, worker: GeneratorWorker, session: ReviewSession, batch: PredictionBatch) -> None:
         if worker is not self.inference or session is not self.session or not session.accept(batch):
             return  # a superseded run, another image, or a model since replaced
@@ -712,8 +721,8 @@ class MainWindow(QMainWindow):
             return  # superseded by a newer run
         self._redraw_predictions()
         self.inference = None
-        self.progress.hide()
-        self.cancel_button.hide()
+        self.progress.setVisible(bool(self._jobs))
+        self.cancel_button.setVisible(self._copy_stop is not None)
         self.statusBar().showMessage("Inference finished" if completed else "Inference stopped", 5000)
         self.inference_finished.emit(completed)
 
@@ -919,14 +928,58 @@ class MainWindow(QMainWindow):
 
     def copy_prediction(self, slot: str, this_slice: bool) -> None:
         """Model ``slot``'s prediction into the labels (this slice, or every predicted
-        one): one undo step, and no slice becomes reviewed by it."""
+        one): one undo step, and no slice becomes reviewed by it. The whole volume is
+        compared in a worker (progress, Cancel) and written when it is done
+        (``prediction_copied``)."""
         if self.session is None or self._refused():
             return
+        if not this_slice:
+            return self._copy_whole_volume(self.session, slot)
         try:
-            self.session.copy_prediction(slot, self.current_slice() if this_slice else None)
+            self.session.copy_prediction(slot, self.current_slice())
         except SegviewError as exc:
             return self._error(str(exc), "Nothing copied")
         self._session_changed()  # the labels may have taken the checkpoint's class names
+
+    def _copy_whole_volume(self, session: ReviewSession, slot: str) -> None:
+        if self._copy_stop is not None:
+            return self.statusBar().showMessage("A copy is running already: wait for it or cancel it", 8000)
+        try:
+            job = session.copy_job(slot)
+        except SegviewError as exc:
+            return self._error(str(exc), "Nothing copied")
+        stop = self._copy_stop = threading.Event()
+        self.cancel_button.show()
+        self.statusBar().showMessage(f"Copying model {slot}'s labels over the whole volume...")
+
+        def ended() -> None:
+            if self._copy_stop is stop:
+                self._copy_stop = None
+            self.cancel_button.setVisible(self.inference is not None)
+
+        def done(patches) -> None:
+            ended()
+            if session is not self.session:
+                return self.prediction_copied.emit(-1)
+            if patches is None:
+                self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
+                return self.prediction_copied.emit(-1)
+            try:
+                changed = session.finish_copy(job, patches)
+            except SegviewError as exc:
+                self.prediction_copied.emit(-1)
+                return self._error(str(exc), "Nothing copied")
+            self._session_changed()  # the labels may have taken the checkpoint's class names
+            ml = changed * float(np.prod(session.volume.spacing)) / 1000
+            self.statusBar().showMessage(f"Labels from model {slot}: {changed} voxels ({ml:.2f} mL) changed", 8000)
+            self.prediction_copied.emit(changed)
+
+        def failed(exc: Exception) -> None:
+            ended()
+            self.prediction_copied.emit(-1)
+            self._failed(exc)
+
+        self._run(_copy_in_worker, job, stop, done=done, failed=failed, reports_progress=True)
 
     # -- the metrics panel and compare mode ---------------------------------------------
     def _show_metrics(self) -> None:
@@ -1181,8 +1234,8 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         if not self._close_session():
             return event.ignore()
-        # Nothing may run on after the window is gone: stop inference, let loads finish.
-        self.cancel_inference()
+        # Nothing may run on after the window is gone: stop inference and a copy, let loads finish.
+        self.cancel_jobs()
         Worker.pool().waitForDone()
         super().closeEvent(event)
 
@@ -1225,6 +1278,11 @@ class MainWindow(QMainWindow):
     def _error(self, message: str, title: str = "Cannot open") -> None:
         self.load_failed.emit(message)
         QMessageBox.critical(self, title, message)
+
+
+def _copy_in_worker(job: CopyJob, stop: threading.Event, progress=None):
+    """``job`` with the window's progress and its Cancel (a worker calls this)."""
+    return job(progress=progress, should_stop=stop.is_set)
 
 
 def demo_session(task: str) -> ReviewSession:

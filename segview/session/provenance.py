@@ -1,11 +1,12 @@
 """Where each slice's labels came from: model A, model B, hand edits, interpolation, a
 label file, recovered edits, click correction; a slice never edited is "untouched".
 
-``Provenance`` listens to a session's LabelMap, and wraps four of that LabelMap's methods
+``Provenance`` listens to a session's LabelMap, and wraps five of that LabelMap's methods
 while attached, because an edit's values alone cannot tell an interpolated slice from a
 painted one, nor a copied prediction from an erased false positive:
 
-- ``copy_from`` (what a model's prediction, a label file or recovered edits go through):
+- ``copy_from`` (what a model's prediction, a label file or recovered edits go through)
+  and ``write_patches`` (a whole-volume copy computed in a worker, ``CopyJob``):
   each slice whose new values equal a loaded model's prediction is that model's ("model A"
   before "model B" where both agree); other slices "loaded";
 - ``adopt`` (a disputed region taken from one model): that model;
@@ -61,6 +62,7 @@ class Provenance:
         self._wrap("interpolate", lambda *args: INTERPOLATION)
         self._wrap("fill_between_slices", lambda *args: INTERPOLATION)
         self._wrap("copy_from", lambda *args, **kwargs: COPY)
+        self._wrap("write_patches", lambda *args, **kwargs: COPY)
         self._wrap("adopt", lambda z, seed, source, other: self._model_of(source) or HAND)
 
     def detach(self) -> None:

@@ -14,8 +14,8 @@ these methods, and a script or a test does the same without a window:
     session.save()                           # labels + review state (.review.json)
     session.close()
 
-Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``ClickJob`` and
-``prediction_batches`` may run in a worker; every other method is called from one thread
+Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob``, a
+``ClickJob`` and ``prediction_batches`` may run in a worker; every other method is called from one thread
 (the window's main thread).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..core.files import extension
 from ..core.io import load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
                             unsaved_edits)
-from ..core.labels import Edit, LabelMap
+from ..core.labels import Edit, LabelMap, Patch
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.metrics import Scores
@@ -154,6 +154,28 @@ class ToolJob:
         result = getattr(self.copy, self.tool)(*self.args, **options)
         stopped = result is None and should_stop is not None and should_stop()
         return None if stopped else edits
+
+
+class CopyJob:
+    """Model ``slot``'s prediction over the whole labels (every slice it has predicted),
+    computed by a worker while the window stays live: calling it compares the labels with
+    the prediction slab by slab and returns what would change (``LabelMap.patches_from``:
+    the changed voxels of each slab, no copy of the labels or the prediction), with
+    ``progress`` and ``should_stop``; ``ReviewSession.finish_copy`` then writes it as one
+    undo step."""
+
+    def __init__(self, session: ReviewSession, slot: str):
+        model = session.models.get(slot)
+        if model is None:
+            raise SessionError(f"No model is loaded as {slot}.")
+        self.slot, self.model, self.version = slot, model, session.version
+        self.labels = session.labels
+        self.predicted = model.predicted.copy()  # the slices predicted now: later ones are not read
+
+    def __call__(self, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[Patch] | None:
+        """The slabs' changes (empty: the labels are the prediction already); None when stopped."""
+        return self.labels.patches_from(self.model.prediction, self.predicted, progress, should_stop)
 
 
 class ReviewSession:
@@ -451,6 +473,30 @@ class ReviewSession:
             self._classes = list(model.classes)
         with self.labels.step():
             return self.labels.copy_from(model.prediction, z, where=model.predicted)
+
+    def copy_job(self, slot: str) -> CopyJob:
+        """``copy_prediction(slot)`` of the whole volume in two halves: call the job (in a
+        worker), then hand its result to ``finish_copy``. Raises SessionError without a
+        model in ``slot``."""
+        return CopyJob(self, slot)
+
+    def finish_copy(self, job: CopyJob, patches: list[Patch] | None) -> int:
+        """Write what ``job`` computed: one undo step, as ``copy_prediction`` (labels
+        without a class table take the checkpoint's); 0 and nothing changes when it was
+        stopped (``patches`` None). Returns the voxels changed. Raises SessionError when
+        the labels changed, or the model was replaced, while it ran (its result would undo
+        those changes or copy another model)."""
+        if patches is None:
+            return 0
+        if job.version != self.version or self.models.get(job.slot) is not job.model:
+            what = "labels" if job.version != self.version else f"model {job.slot}"
+            raise SessionError(f"The {what} changed while the copy ran; nothing was copied. Copy again.")
+        if self._classes is None:
+            self._classes = list(job.model.classes)
+        if not patches:
+            return 0
+        with self.labels.step():
+            return self.labels.write_patches(patches)
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused

@@ -323,3 +323,27 @@ def test_the_history_bound_holds_after_every_step_and_a_step_over_it_is_kept_alo
     assert labels.copy_from(np.full(labels.array.shape, 3, np.uint8))
     assert len(labels._undo) == 1 and labels.history_nbytes() > 5_000  # kept, alone
     assert labels.undo() and not labels.can_undo
+
+
+@pytest.mark.parametrize("share", [0.01, 0.9])  # sparse patches, and whole boxes where most changes
+def test_patches_from_write_what_copy_from_writes_in_one_undoable_step(share):
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 3, (9, 20, 24), dtype=np.uint8)
+    source = labels.copy()
+    differs = rng.random(labels.shape) < share
+    source[differs] = (source[differs] + 1) % 3
+    where = np.ones(9, bool)
+    where[4] = False  # a slice the source does not hold
+    expected = labels.copy()
+    expected[where] = source[where]
+    label_map, heard = LabelMap(labels.copy(), (1.0, 1.0, 1.0)), []
+    label_map.listeners.append(heard.append)
+    patches = label_map.patches_from(source, where)
+    assert not heard and (label_map.array == labels).all()  # computed, nothing written
+    with label_map.step():
+        changed = label_map.write_patches(patches)
+    np.testing.assert_array_equal(label_map.array, expected)
+    assert changed == int((expected != labels).sum()) == sum(len(e.changes()[0]) for e in heard)
+    assert label_map.undo() and (label_map.array == labels).all() and not label_map.can_undo
+    assert label_map.redo() and (label_map.array == expected).all()
+    assert label_map.patches_from(source, where, should_stop=lambda: True) is None

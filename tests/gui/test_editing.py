@@ -1,5 +1,6 @@
 """Correcting labels in the window: mouse strokes, live metrics, undo, save, recovery."""
 import csv
+import threading
 
 import numpy as np
 import pytest
@@ -252,6 +253,84 @@ def test_copy_a_models_prediction_into_the_labels_is_one_undo_step(qtbot, editin
     assert session.labels.array.sum() == 0 and not session.labels.can_undo
 
 
+def held_copy(monkeypatch, session):
+    """Make the whole-volume copy's comparison wait (in its worker) until ``release`` is set;
+    the threads it ran in are listed."""
+    release, threads = threading.Event(), []
+    compare = session.labels.patches_from
+
+    def held(*args, **kwargs):
+        threads.append(threading.current_thread())
+        assert release.wait(30)
+        return compare(*args, **kwargs)
+
+    monkeypatch.setattr(session.labels, "patches_from", held)
+    return release, threads
+
+
+def test_whole_volume_copy_runs_in_a_worker_as_one_undo_step_equal_to_the_synchronous_copy(
+        qtbot, editing, monkeypatch):
+    window, session = editing, editing.session
+    load_models(qtbot, window, DEMO_MODELS[:2])
+    with wait_for_inference(qtbot, window):
+        pass
+    window.tools.set_tool("brush")
+    drag(axial(window), [(60, 60), (80, 90)])  # labels of the reader's own, before the copy
+    before = session.labels.array.copy()
+    release, threads = held_copy(monkeypatch, session)
+    window.copy_prediction("A", this_slice=False)
+    assert not window.progress.isHidden() and not window.cancel_button.isHidden()  # shows it is busy
+    qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+    assert threads[0] is not threading.main_thread()
+    np.testing.assert_array_equal(session.labels.array, before)  # nothing written while it compares
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
+        release.set()
+    np.testing.assert_array_equal(session.labels.array, session.prediction("A"))
+    assert copied.args[0] == int((before != session.prediction("A")).sum()) > 0
+    assert window.cancel_button.isHidden() and not session.reviewed.any()
+    counts = {slot: session.live.matrices[slot].per_slice.copy() for slot in "AB"}
+    np.testing.assert_array_equal(axial(window).overlay_items["labels"].image,
+                                  shown_labels(window, axial(window)))
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one undo step takes the whole copy back
+    np.testing.assert_array_equal(session.labels.array, before)
+    session.copy_prediction("A")  # the synchronous copy: the same labels and counts
+    np.testing.assert_array_equal(session.labels.array, session.prediction("A"))
+    for slot in "AB":
+        np.testing.assert_array_equal(session.live.matrices[slot].per_slice, counts[slot])
+
+
+def test_a_cancelled_whole_volume_copy_changes_nothing(qtbot, editing, monkeypatch):
+    window, session = editing, editing.session
+    load_models(qtbot, window, DEMO_MODELS[:1])
+    with wait_for_inference(qtbot, window):
+        pass
+    release, threads = held_copy(monkeypatch, session)
+    window.copy_prediction("A", this_slice=False)
+    qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+    qtbot.mouseClick(window.cancel_button, Qt.LeftButton)
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
+        release.set()
+    assert copied.args == [-1] and "cancelled" in window.statusBar().currentMessage()
+    assert not session.labels.array.any() and not session.labels.can_undo and not window.isWindowModified()
+
+
+def test_a_whole_volume_copy_is_refused_when_the_labels_changed_meanwhile(qtbot, editing, dialogs, monkeypatch):
+    window, session = editing, editing.session
+    load_models(qtbot, window, DEMO_MODELS[:1])
+    with wait_for_inference(qtbot, window):
+        pass
+    release, threads = held_copy(monkeypatch, session)
+    window.copy_prediction("A", this_slice=False)
+    qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+    window.tools.set_tool("brush")
+    drag(axial(window), [(60, 60)])  # the window stays live: a stroke while it compares
+    stroke = session.labels.array.copy()
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
+        release.set()
+    assert copied.args == [-1] and "changed while the copy ran" in dialogs[-1][1]
+    np.testing.assert_array_equal(session.labels.array, stroke)
+
+
 def test_labels_copied_into_new_labels_take_the_checkpoints_classes(qtbot, window):
     case = make_phantom("cardiac", 0)
     with qtbot.waitSignal(window.loaded, timeout=30000):
@@ -259,7 +338,8 @@ def test_labels_copied_into_new_labels_take_the_checkpoints_classes(qtbot, windo
     load_models(qtbot, window, DEMO_MODELS[:1])
     with wait_for_inference(qtbot, window):
         pass
-    window.copy_prediction("A", this_slice=False)  # Edit > Labels from model A: whole volume
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000):
+        window.copy_prediction("A", this_slice=False)  # Edit > Labels from model A: whole volume
     np.testing.assert_array_equal(window.session.labels.array, window.session.models["A"].prediction)
     assert not window.session.reviewed.any()  # a copy marks nothing reviewed
     names = [c.name for c in window.session.classes]

@@ -271,3 +271,42 @@ def test_a_class_tool_computed_on_a_copy_is_one_step_equal_to_the_tool_on_the_la
     with pytest.raises(SessionError, match="changed while"):
         session.finish_tool(job, edits)
     assert not session.reviewed.any()
+
+
+def test_a_whole_volume_copy_job_in_a_thread_equals_copy_prediction_and_is_one_undo_step(checkpoints):
+    import threading
+
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    session.labels.paint(2, [(10, 10)], 3.0, 1)  # labels of the reader's own, before the copy
+    before = session.labels.array.copy()
+    job, result, seen = session.copy_job("B"), {}, []
+    thread = threading.Thread(target=lambda: result.update(patches=job(progress=lambda *p: seen.append(p))))
+    thread.start()
+    thread.join(30)
+    assert seen[-1] == (6, 6) and np.array_equal(session.labels.array, before)  # compared only
+    changed = session.finish_copy(job, result["patches"])
+    np.testing.assert_array_equal(session.labels.array, session.prediction("B"))
+    assert changed == int((before != session.prediction("B")).sum()) > 0 and not session.reviewed.any()
+    counts = {slot: session.live.matrices[slot].per_slice.copy() for slot in "AB"}
+    assert session.labels.undo() and np.array_equal(session.labels.array, before)  # one step
+    assert session.copy_prediction("B") == changed
+    for slot in "AB":
+        np.testing.assert_array_equal(session.live.matrices[slot].per_slice, counts[slot])
+    session.close(discard=True)
+
+
+def test_a_stopped_copy_job_changes_nothing_and_a_stale_one_is_refused(checkpoints):
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    job = session.copy_job("A")
+    assert job(should_stop=lambda: True) is None
+    assert session.finish_copy(job, None) == 0
+    assert not session.labels.array.any() and not session.labels.can_undo
+    patches = job()
+    session.labels.paint(2, [(10, 10)], 3.0, 1)  # the labels change while it runs
+    painted = session.labels.array.copy()
+    with pytest.raises(SessionError, match="changed while the copy ran"):
+        session.finish_copy(job, patches)
+    np.testing.assert_array_equal(session.labels.array, painted)
+    with pytest.raises(SessionError, match="No model"):
+        session.copy_job("C")
+    session.close(discard=True)
