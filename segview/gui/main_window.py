@@ -7,6 +7,7 @@ import threading
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -54,6 +55,7 @@ class MainWindow(QMainWindow):
     model_loaded = Signal(str)         # slot
     inference_finished = Signal(bool)  # True: every slice predicted; False: cancelled or failed
     saved = Signal(str)                # the labels were written to this path
+    seg_exported = Signal(str)         # a DICOM SEG of the labels was written to this path
     session_changed = Signal()         # the session's models or classes changed (panels rebuild)
     predictions_changed = Signal()     # streamed prediction slices were stored and drawn
     prediction_copied = Signal(int)    # a whole-volume copy ended: voxels changed, -1 when nothing was applied
@@ -1139,16 +1141,23 @@ class MainWindow(QMainWindow):
     def send_seg_to_pacs(self) -> None:
         """File > Send SEG to PACS: the labels as a DICOM SEG (written to a temporary file),
         stored in a PACS the user chooses."""
+        import shutil
         import tempfile
 
         from .pacs_dialog import send_to_pacs
 
-        with tempfile.TemporaryDirectory(prefix="segview-seg-") as folder:
-            path = Path(folder) / "labels_seg.dcm"
-            if self.export_dicom_seg_to(path):
-                stored = send_to_pacs(self, [path])
-                if stored:
-                    self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
+        folder = Path(tempfile.mkdtemp(prefix="segview-seg-"))
+
+        def send(path: Path | None) -> None:
+            try:
+                if path is not None and self.isVisible():  # not after the window closed meanwhile
+                    stored = send_to_pacs(self, [path])
+                    if stored:
+                        self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+        self.export_dicom_seg_to(folder / "labels_seg.dcm", then=send)
 
     def discard_session(self) -> None:
         """Close the session without saving, its journal deleted (scripts, benchmarks)."""
@@ -1166,16 +1175,31 @@ class MainWindow(QMainWindow):
         if path:
             self.export_dicom_seg_to(Path(path))
 
-    def export_dicom_seg_to(self, path: Path) -> bool:
+    def export_dicom_seg_to(self, path: Path, then: Callable[[Path | None], None] | None = None) -> None:
+        """Write the labels as they are now as a DICOM SEG at ``path`` in a worker (the
+        window's progress bar shows it): ``seg_exported`` when written, a dialog when not;
+        then ``then(path)`` (None: not written). Closing the window waits for it."""
         session = self.session
+        assert session is not None
         algorithm = ", ".join(m.name for m in session.models.values()) or "manual"
-        try:
-            save_dicom_seg(path, session.labels.array.copy(), session.volume, session.classes, algorithm)
-        except SegviewError as exc:
+        job = partial(save_dicom_seg, path, session.labels.array.copy(), session.volume, list(session.classes),
+                      algorithm)
+
+        def written(_) -> None:
+            self.statusBar().showMessage(f"Wrote {path}", 5000)
+            self.seg_exported.emit(str(path))
+            if then is not None:
+                then(path)
+
+        def failed(exc: Exception) -> None:
+            if then is not None:
+                then(None)
+            if not isinstance(exc, SegviewError):
+                raise exc
             QMessageBox.critical(self, "DICOM SEG not written", str(exc))
-            return False
-        self.statusBar().showMessage(f"Wrote {path}", 5000)
-        return True
+
+        self.statusBar().showMessage(f"Writing the DICOM SEG {path.name}...")
+        self._run(job, done=written, failed=failed)
 
     def export_metrics(self) -> None:
         if self.session is None or not self.session.models:

@@ -53,6 +53,7 @@ class PacsDialog(QDialog):
         self._idle = threading.Event()
         self._idle.set()
         self._retrieving = False
+        self._closing: int | None = None  # closed while a retrieve stopped: the result, once it has
         self._build()
 
     # -- layout ----------------------------------------------------------------------
@@ -213,10 +214,16 @@ class PacsDialog(QDialog):
         worker.signals.progress.connect(self._show_progress)
         worker.signals.returned.connect(returned)
         worker.signals.errored.connect(self._job_failed)
-        worker.signals.finished.connect(self._update_buttons)
+        worker.signals.finished.connect(self._job_ended)
         self._job = worker  # kept until the next job: its signals must outlive run()
         self._update_buttons()
         worker.start()
+
+    def _job_ended(self) -> None:
+        self._update_buttons()
+        if self._closing is not None:  # closed during a retrieve: it has removed what it had received
+            result, self._closing = self._closing, None
+            super().done(result)
 
     def _show_progress(self, done: int, total: int) -> None:
         self.progress.setRange(0, max(total, 1))
@@ -244,11 +251,16 @@ class PacsDialog(QDialog):
         self.status.setText(message)
 
     def done(self, result: int) -> None:
-        """Closing stops a retrieve in progress and waits for it to remove what it had
-        received (a search in progress is left to finish: it writes nothing)."""
+        """Closing stops a retrieve in progress; the dialog closes once it has removed what
+        it had received (the window is not held meanwhile). A search in progress is left to
+        finish: it writes nothing."""
         self._stop.set()
-        if self._retrieving:
-            self._idle.wait(60)
+        if self._retrieving and not self._idle.is_set():
+            self._closing = result
+            self.close_button.setEnabled(False)
+            self._set_status("Stopping the retrieve: the dialog closes once what it received is removed...")
+            return
+        self._closing = None
         super().done(result)
 
 
@@ -290,6 +302,7 @@ class SendDialog(QDialog):
         self._job: Worker | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self._closing: int | None = None  # closed during a store: the result, once it has ended
         self.stored = 0
         self.resize(640, 160)
 
@@ -315,8 +328,14 @@ class SendDialog(QDialog):
         worker.signals.progress.connect(lambda done, total: self.progress.setValue(done))
         worker.signals.returned.connect(self._sent)
         worker.signals.errored.connect(self._job_failed)
+        worker.signals.finished.connect(self._job_ended)
         self._job = worker
         worker.start()
+
+    def _job_ended(self) -> None:
+        if self._closing is not None:  # closed during the store: its files' fate is known now
+            result, self._closing = self._closing, None
+            super().done(result)
 
     def _sent(self, uids: list[str]) -> None:
         self.server.remember()
@@ -337,7 +356,15 @@ class SendDialog(QDialog):
         self.failed.emit(message)
 
     def done(self, result: int) -> None:
-        self._idle.wait(60)  # a store is not interrupted halfway: its files' fate must be known
+        """A store is not interrupted halfway (its files' fate must be known): closed during
+        one, the dialog closes when it has ended, and the window is not held meanwhile."""
+        if not self._idle.is_set():
+            self._closing = result
+            self.send_button.setEnabled(False)
+            self.close_button.setEnabled(False)
+            self.status.setText("Closing once the store has ended (a store is not interrupted halfway)...")
+            return
+        self._closing = None
         super().done(result)
 
 

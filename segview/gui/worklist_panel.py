@@ -575,12 +575,32 @@ class WorklistController(QObject):
         window.statusBar().clearMessage()  # "Opening ..."
         if job.save is not None and previous is not None:
             self._finish_save(previous, job.save)
+        self._show_case(job, previous, session)
+
+    def _show_case(self, job: OpenJob, previous: ReviewSession | None, session: CaseSession) -> None:
+        """Put the case opened by ``job`` on screen, the session there saved first when it
+        was edited meanwhile (a case: in a worker, then here again)."""
+        navigator, window = self.navigator, self.window
+        if job.cancelled or navigator is None or job.navigator is not navigator:
+            return
+        if not window.isVisible():  # the window closed while the session there was saved
+            navigator.opened(job, shown=False)
+            session.close(discard=True)
+            return
         old = window.session
-        if old is not None and old.modified and not self._leave(old):
+
+        def stay() -> None:
+            assert navigator is not None
             navigator.opened(job, shown=False)
             session.close(discard=True)  # stay on the case on screen
             self._refresh_row(session.case.name)
-            return self._prefetch_next()
+            self._prefetch_next()
+
+        if old is not None and old.modified:
+            if isinstance(old, CaseSession):
+                return self._save_leaving(old, job.name, lambda: self._show_case(job, previous, session), stay)
+            if not self._leave(old):
+                return stay()
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
         if isinstance(previous, CaseSession) and previous.worklist is self.worklist:
             self._refresh_row(previous.case.name)  # closed: its lock, if it was read-only, is gone
@@ -640,19 +660,39 @@ class WorklistController(QObject):
         if not isinstance(exc, SegviewError):
             raise exc
 
+    def _save_leaving(self, session: CaseSession, opening: str, go: Callable[[], None],
+                      stay: Callable[[], None]) -> None:
+        """Save the case ``session`` (edited while case ``opening`` opened) into the dataset
+        in a worker, then ``go``; when it cannot be saved, ``go`` only if the user drops its
+        edits, else ``stay``. The labels are taken as they are now; edits made during the
+        save leave it modified, and ``go`` saves again."""
+        name = session.case.name
+        try:
+            job = session.save_job()
+        except SegviewError as exc:
+            answer = QMessageBox.question(
+                self.window, "Case not saved", f"{exc}\n\nLeave it and drop its unsaved edits?",
+                QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
+            if answer != QMessageBox.StandardButton.Discard:
+                return stay()
+            self.window.discard_session()  # dropped: not asked again when ``go`` replaces it
+            return go()
+        self.window.statusBar().showMessage(f"Saving {name} before {opening} opens...")
+
+        def saved(_) -> None:
+            self._finish_save(session, job)
+            self._refresh_row(name)
+            go()
+
+        def failed(exc: Exception) -> None:
+            stay()
+            self._save_failed(name, exc)
+
+        self._run(job, done=saved, failed=failed)
+
     def _leave(self, session: ReviewSession) -> bool:
-        """Save ``session`` (edited while the next case opened, or not a case) before it
-        goes; True when it may go."""
-        if isinstance(session, CaseSession):
-            try:
-                session.save()
-                self.window.saved.emit(str(session.labels_path))
-                return True
-            except SegviewError as exc:
-                answer = QMessageBox.question(
-                    self.window, "Case not saved", f"{exc}\n\nLeave it and drop its unsaved edits?",
-                    QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
-                return answer == QMessageBox.StandardButton.Discard
+        """Ask whether to save ``session`` (not a case: the window saves it) before it goes;
+        True when it may go."""
         answer = QMessageBox.question(self.window, "Unsaved labels", "The labels have unsaved changes. Save them?",
                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                       | QMessageBox.StandardButton.Cancel)

@@ -474,6 +474,7 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_image(tmp_path / "mr", tmp_path / "labels.nii.gz")
     assert window.seg_action.isEnabled()
-    assert window.export_dicom_seg_to(tmp_path / "seg.dcm")
+    with qtbot.waitSignal(window.seg_exported, timeout=30000):
+        window.export_dicom_seg_to(tmp_path / "seg.dcm")
     session = window.session
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", session.volume, session.classes), case.labels)
