@@ -38,9 +38,11 @@ from .slice_view import Overlay
 from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
 from .click_tool import install_clicks
+from .crosshair import install_crosshair
 from .measures_panel import install_measures
 from .polygon_tool import install_polygon
 from .ruler_tool import install_rulers
+from .statistics_panel import install_statistics
 from .worklist_panel import install_worklist
 from .workspace import Workspace
 
@@ -101,6 +103,8 @@ class MainWindow(QMainWindow):
         self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
         self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
         self.ruler_controller = install_rulers(self)  # the rulers drawn and the Measurements dock
+        self.statistics_controller = install_statistics(self)  # region statistics in the measures dock
+        self.crosshair = install_crosshair(self)  # the linked crosshair (X), moved by Shift + mouse move
 
     # -- what tests and scripts read --------------------------------------------------
     @property

@@ -1,0 +1,67 @@
+"""Region statistics of the image under a class of the labels or of a model's prediction,
+over one slice or the volume (``core.measures.region_statistics``), for the window's table
+and for scripts. No Qt.
+
+A model's region counts only the slices it has predicted (the others are pending, not
+empty); a slice it has not predicted is an empty region. Classes are taken one at a time
+and each mask is built a block of slices at a time, so a whole-volume table of a large CT
+holds no temporary the size of the volume as int64 and can be stopped between classes.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.measures import RegionStatistics, region_statistics
+from .errors import SessionError
+
+#: Slices per block of a volume's statistics.
+BLOCK = 32
+
+
+@dataclass(frozen=True)
+class RegionRow:
+    source: str     # "labels", "A" or "B"
+    value: int      # the class
+    statistics: RegionStatistics
+
+
+def class_statistics(session, source: str, value: int, z: int | None = None) -> RegionStatistics:
+    """The image under class ``value`` of ``source`` ("labels", or a model's slot "A" / "B"),
+    on slice ``z`` or (None) the volume. Raises SessionError for a slot with no model."""
+    labels, predicted = _source(session, source)
+    image = session.volume.array
+    spacing = session.volume.spacing
+    if z is not None:
+        mask = (labels[z] == value) if predicted[z] else np.zeros(labels.shape[1:], bool)
+        return region_statistics(image[z], mask, spacing)
+    values = [image[first:first + BLOCK][(labels[first:first + BLOCK] == value)
+                                         & predicted[first:first + BLOCK, None, None]]
+              for first in range(0, len(labels), BLOCK)]
+    flat = np.concatenate(values) if values else np.zeros(0, image.dtype)
+    return region_statistics(flat, np.ones(flat.shape, bool), spacing)
+
+
+def statistics_rows(session, z: int | None = None,
+                    should_stop: Callable[[], bool] = lambda: False) -> Iterator[RegionRow]:
+    """Every foreground class of the labels, then of each model loaded: one ``RegionRow``
+    at a time (a generator, for a worker), stopping between rows when ``should_stop()``."""
+    values = [c.value for c in session.classes if c.value]
+    for source in ("labels", *sorted(session.models)):
+        for value in values:
+            if should_stop():
+                return
+            yield RegionRow(source, value, class_statistics(session, source, value, z))
+
+
+def _source(session, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels (z, y, x), (Z,) bool slices that count) of ``source``."""
+    if source == "labels":
+        labels = session.labels.array
+        return labels, np.ones(len(labels), bool)
+    if source not in session.models:
+        raise SessionError(f"No model is loaded as {source}.")
+    model = session.models[source]
+    return model.prediction, model.predicted
