@@ -13,9 +13,8 @@ Each training sample is one class on one slice of a training case:
   drawn inside the largest error region with a probability rising with the distance
   from its boundary;
 - then 0 to ``max_rounds`` rounds without gradients (the network in eval mode, as RITM):
-  the network's own answer is written into its crop as ``ClickModel.refine`` writes it
-  (``interactive.settle``: after the first click only the change under the click), and the
-  next click is drawn on its errors, so it learns to correct itself, not just a start;
+  the network's whole answer is written into its crop (``refine_batch``), and the next
+  click is drawn on its errors, so it learns to correct itself, not just a start;
 - the input is the last state: every click and the current mask, which is dropped
   (replaced by an empty one) ``drop_mask`` of the time; the target is the reference in
   the crop. The crop and the input are those of ``ClickModel.refine`` (``interactive.prepare``).
@@ -54,7 +53,7 @@ from ..core.io import named_classes
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, prepare,
-                          resize_bilinear, settle)
+                          resize_bilinear)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
@@ -277,15 +276,17 @@ def _resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
 def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.ndarray, list[Click]]],
                  preprocessing: dict, device: torch.device, amp: bool = False
                  ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """``ClickModel.refine`` of each (volume, z, mask, clicks) in one batch: (box, mask in box)."""
+    """``ClickModel.refine(..., merge=False)`` of each (volume, z, mask, clicks) in one batch:
+    (box, mask in box). The training's rounds and its validation see the network's whole
+    answer: it learns to correct all of its own errors, and the best epoch is the best
+    network; the merge after the first click is judged by ``segview bench clicks``."""
     prepared = [prepare(volume, z, mask, clicks, preprocessing) for volume, z, mask, clicks in items]
     x = torch.cat([p[1] for p in prepared]).to(device)
     if amp:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
         logits = model(x).float()
-    return [(box, settle(mask, clicks, box, decode(logits[n:n + 1], box)))
-            for n, ((box, _), (_, _, mask, clicks)) in enumerate(zip(prepared, items))]
+    return [(box, decode(logits[n:n + 1], box)) for n, (box, _) in enumerate(prepared)]
 
 
 # -- starting masks ---------------------------------------------------------------------
