@@ -131,7 +131,7 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("finetune", "a shipped checkpoint fine-tuned on corrected cases of a new scanner, "
                                     "held-out Dice before / after, beside training from scratch"),
                        ("scale", "a 1500 x 512 x 512 CT with two models beside 300 slices: peak memory, "
-                                 "counting, a stroke, the whole-volume copy and its undo step"),
+                                 "counting, a stroke, the whole-volume copy and its undo step, a save"),
                        ("clicks", "the interactive model by the simulated reviewer on unseen phantoms: NoC@90, "
                                   "never, lowering, latency; beside the brush and random_walker")):
         timed = benchmarks.add_parser(name, help=what)

@@ -26,7 +26,7 @@ from .classes import LabelClass, named_classes, rgb
 from .errors import LabelSaveError, VolumeLoadError
 from .files import atomic_write_text, extension, replace_atomically
 from .memory import ensure_fits, session_bytes
-from .volume import CT_WINDOW_PRESETS, Volume, grid_differences, orthogonalized
+from .volume import CT_WINDOW_PRESETS, Volume, copy_geometry, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "read_label_image",
            "load_classes", "LabelClass", "named_classes", "SeriesInfo", "VolumeLoadError", "LabelSaveError",
@@ -215,16 +215,19 @@ def _guess_modality(array: np.ndarray) -> str:
 
 # -- labels -----------------------------------------------------------------------------
 
-def save_labels(path, labels: np.ndarray, reference: Volume,
+def save_labels(path, labels: np.ndarray | sitk.Image, reference: Volume,
                 classes: Iterable[LabelClass] | None = None) -> Path:
-    """Write ``labels`` (Z, Y, X, non-negative integers) on exactly ``reference``'s grid.
+    """Write ``labels`` (Z, Y, X, non-negative integers; or ``labels_image`` of them, made
+    beforehand: then nothing is copied here) on exactly ``reference``'s grid.
 
     The format follows the extension (.nii.gz, .nii, .nrrd, .mha). Class names and
     colours go into the NRRD header (3D Slicer's Segment keys) or, for NIfTI and
     MetaImage, a JSON sidecar ``<name>.classes.json`` (left untouched when it already
     holds exactly these classes). The write is atomic: a temporary
     file in the same folder is written, flushed to disk, read back and compared, then
-    renamed over ``path``; on failure the previous file is untouched.
+    renamed over ``path``; on failure the previous file is untouched. The labels are
+    copied once (into the SimpleITK image written), and a NIfTI file is read back and
+    compared in slabs (``READ_BACK_BYTES``), so a save holds about one copy of them.
 
     Raises:
         ValueError: wrong shape, non-integer or negative labels, unsupported extension.
@@ -233,15 +236,27 @@ def save_labels(path, labels: np.ndarray, reference: Volume,
     path = Path(path)
     if extension(path) not in LABEL_EXTENSIONS:
         raise ValueError(f"labels are saved as {', '.join(LABEL_EXTENSIONS)}; not {path.name}")
-    labels = _checked_labels(np.asarray(labels), reference)
+    image = labels if isinstance(labels, sitk.Image) else labels_image(labels, reference)
+    if differences := grid_differences(image, reference):
+        raise ValueError(f"the labels image is not on the image's grid ({'; '.join(differences)})")
     classes = list(classes or [])
-    image = reference.to_sitk(labels)
     if extension(path) == ".nrrd":
-        for key, value in _slicer_segment_keys(classes, labels.shape).items():
+        for key, value in _slicer_segment_keys(classes, reference.shape).items():
             image.SetMetaData(key, value)
     sidecar = None if extension(path) == ".nrrd" or _holds_classes(path, classes) else json.dumps(
         {"classes": [asdict(c) for c in classes]}, indent=2)
-    return _write_atomically(image, path, labels, reference, sidecar)
+    return _write_atomically(image, path, sitk.GetArrayViewFromImage(image), reference, sidecar)
+
+
+def labels_image(labels: np.ndarray, reference: Volume) -> sitk.Image:
+    """``labels`` (Z, Y, X) checked (as ``save_labels`` says) in a SimpleITK image on
+    ``reference``'s grid, as the smallest unsigned type that holds them: the one copy of
+    them a save makes (e.g. taken on the main thread while a worker writes it).
+    Raises ValueError."""
+    checked = _checked_labels(np.asarray(labels), reference)
+    image = sitk.GetImageFromArray(checked, isVector=False)  # copies: the caller may edit on
+    copy_geometry(reference, image)
+    return image
 
 
 def save_volume(path, volume: Volume) -> Path:
@@ -277,6 +292,8 @@ def _checked_labels(labels: np.ndarray, reference: Volume) -> np.ndarray:
     if labels.shape != reference.shape:
         raise ValueError(f"the labels have shape {labels.shape} (z, y, x) but the image has "
                          f"{reference.shape}; labels must lie on the image's voxel grid")
+    if labels.dtype == np.uint8:
+        return labels  # whole, not negative, fits: no pass over the volume needed
     if labels.dtype.kind not in "biu":
         if not np.all(labels == np.round(labels)):
             raise ValueError("labels must be whole numbers (class indices)")
@@ -287,12 +304,38 @@ def _checked_labels(labels: np.ndarray, reference: Volume) -> np.ndarray:
     return labels.astype(dtype, copy=False)
 
 
+#: A NIfTI file is read back in slabs of whole slices of at most these bytes (its reader
+#: streams); NRRD and MetaImage readers read the whole file for any region, so they are
+#: read back at once.
+READ_BACK_BYTES = 64 * 2 ** 20
+
+
 def _verify(written: Path, expected: np.ndarray, reference: Volume) -> None:
-    image = sitk.ReadImage(str(written))
-    differences = grid_differences(image, reference)
-    if differences or not np.array_equal(sitk.GetArrayViewFromImage(image), expected):
-        raise OSError(f"the file read back differs from what was written "
-                      f"({'; '.join(differences) or 'voxel values'})")
+    """The file ``written`` holds exactly ``expected`` (z, y, x) on ``reference``'s grid."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(written))
+    reader.ReadImageInformation()
+    differences = grid_differences(reader, reference)  # type: ignore[arg-type]  # it has the grid getters
+    if not differences:
+        if extension(written) in (".nii", ".nii.gz") and expected.ndim == 3:
+            plane = max(expected[0].nbytes, 1)
+            step = max(1, READ_BACK_BYTES // plane)
+            size = list(reader.GetSize())
+            for first in range(0, expected.shape[0], step):
+                count = min(step, expected.shape[0] - first)
+                reader.SetExtractIndex([0, 0, first])
+                reader.SetExtractSize(size[:2] + [count])
+                slab = reader.Execute()
+                if not np.array_equal(sitk.GetArrayViewFromImage(slab), expected[first:first + count]):
+                    differences = ["voxel values"]
+                    break
+                del slab
+        else:
+            whole = reader.Execute()
+            if not np.array_equal(sitk.GetArrayViewFromImage(whole), expected):
+                differences = ["voxel values"]
+    if differences:
+        raise OSError(f"the file read back differs from what was written ({'; '.join(differences)})")
 
 
 def _save_failure(path: Path, data: np.ndarray, exc: Exception) -> str:

@@ -30,7 +30,7 @@ from ..core.classes import LabelClass, generic_classes
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
-from ..core.io import load_classes, load_labels, load_volume, save_labels
+from ..core.io import labels_image, load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
                             unsaved_edits)
 from ..core.labels import Edit, LabelMap, Patch
@@ -88,12 +88,15 @@ class SaveJob:
 
     def __init__(self, session: ReviewSession, path: Path):
         self.path, self.version = path, session.version
-        self.labels = session.labels.array.copy()
+        # The one copy of the labels a save makes: the SimpleITK image it writes (no numpy
+        # copy beside it), taken here, so edits made while a worker writes it are not in it.
+        with session.labels.lock:
+            self.image = labels_image(session.labels.array, session.volume)
         self.review = session.review_state()
         self.volume, self.classes, self.key = session.volume, list(session.classes), session.key
 
     def __call__(self) -> Path:
-        save_labels(self.path, self.labels, self.volume, self.classes)
+        save_labels(self.path, self.image, self.volume, self.classes)
         try:
             save_review_state(self.path, self.review, self.key)
         except OSError as exc:

@@ -165,6 +165,39 @@ def test_a_write_that_reads_back_wrong_is_not_renamed_into_place(tmp_path, monke
     assert path.read_bytes() == before
 
 
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_one_wrong_voxel_in_the_last_slab_read_back_is_caught(tmp_path, monkeypatch, ext):
+    # NIfTI is read back in slabs (one slice each here): the last one is compared too.
+    volume = random_volume(6)
+    monkeypatch.setattr(io, "READ_BACK_BYTES", 1)
+    labels = np.ones(volume.shape, np.uint8)
+    path = save_labels(tmp_path / f"labels{ext}", labels, volume)
+    np.testing.assert_array_equal(load_labels(path, volume), labels)
+    before = path.read_bytes()
+    real_write = sitk.WriteImage
+
+    def write_corrupted(image, filename, *args):
+        array = sitk.GetArrayFromImage(image)
+        array[-1, -1, -1] += 1
+        wrong = sitk.GetImageFromArray(array)
+        wrong.CopyInformation(image)
+        real_write(wrong, filename, *args)
+
+    monkeypatch.setattr(io.sitk, "WriteImage", write_corrupted)
+    with pytest.raises(LabelSaveError, match="differs"):
+        save_labels(path, np.full(volume.shape, 2, np.uint8), volume)
+    assert path.read_bytes() == before
+
+
+def test_labels_image_is_a_copy_on_the_grid(tmp_path):
+    volume = random_volume(8)
+    labels = np.ones(volume.shape, np.uint8)
+    image = io.labels_image(labels, volume)
+    labels[:] = 3  # edited after the image was taken: the save writes the image
+    save_labels(tmp_path / "labels.nii.gz", image, volume)
+    np.testing.assert_array_equal(load_labels(tmp_path / "labels.nii.gz", volume), 1)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_folder_gives_a_message(tmp_path):
     volume = random_volume(7)
