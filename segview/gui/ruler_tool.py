@@ -105,6 +105,8 @@ class RulerController(QObject):
     def refresh(self) -> None:
         """The panel's rows and the drawing, from the session."""
         rulers = self.rulers()
+        if self.window.session is not None:
+            self.window.setWindowModified(self.window.session.modified)  # a ruler is saved with the labels
         if self.table.rowCount() != len(rulers) or any(
                 self.table.item(n, 0).data(Qt.ItemDataRole.UserRole) != r for n, r in enumerate(rulers)):
             self.table.setRowCount(len(rulers))

@@ -36,6 +36,7 @@ from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, s
 from ..core.labels import Edit, LabelMap, Patch
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
+from ..core.measures import RegionStatistics
 from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, now, review_path,
                                  save_review_state)
@@ -44,6 +45,7 @@ from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
 from .rulers import Rulers
+from .statistics import class_statistics
 
 Progress = Callable[[int, int], None]
 
@@ -197,6 +199,7 @@ class ReviewSession:
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
         self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
+        self._saved_rulers = self.review_extra.get("rulers")  # a ruler drawn or deleted is unsaved too
         self.models: dict[str, Model] = {}
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
@@ -312,10 +315,15 @@ class ReviewSession:
         """The rulers drawn on this image, kept in the review sidecar (``session.rulers``)."""
         return Rulers(self.volume, self.review_extra)
 
+    def region_statistics(self, source: str, value: int, z: int | None = None) -> RegionStatistics:
+        """The image under class ``value`` of ``source`` ("labels", "A" or "B": a model's
+        predicted slices), on slice ``z`` or the volume (``session.statistics``)."""
+        return class_statistics(self, source, value, z)
+
     @property
     def modified(self) -> bool:
-        """Whether labels or review marks changed since they were opened or last saved."""
-        return self.version != self.saved_version
+        """Whether labels, review marks or rulers changed since they were opened or last saved."""
+        return self.version != self.saved_version or self.review_extra.get("rulers") != self._saved_rulers
 
     def replace_labels(self, label_file: LabelFile) -> None:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
@@ -650,6 +658,7 @@ class ReviewSession:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
         self.labels_path = job.path
+        self._saved_rulers = job.review.extra.get("rulers")
         if job.version == self.version:
             self.saved_version = self.version
             if self.journal is not None:

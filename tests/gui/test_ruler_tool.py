@@ -51,6 +51,7 @@ def test_a_drag_measures_in_mm_on_an_oblique_image_and_the_ruler_stays_on_its_sl
     assert table.rowCount() == 1 and table.item(0, 0).text() == f"{rulers[0].length_mm:.1f}"
     assert (table.item(0, 1).text(), table.item(0, 2).text()) == ("axial", str(z + 1))
     assert drawn_points(window, view) == 2
+    assert window.isWindowModified()  # unsaved: closing asks
     qtbot.keyClick(view, Qt.Key_Up)  # another slice: not there
     assert view.index == z + 1 and drawn_points(window, view) == 0
     table.cellDoubleClicked.emit(0, 0)  # the panel finds it

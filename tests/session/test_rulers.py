@@ -36,15 +36,18 @@ def test_rulers_measure_in_mm_and_live_in_the_sidecar(tmp_path, oblique):
     assert second.length_mm == pytest.approx(sitk_length(oblique, (1.0, 10, 7.25), (6.0, 10, 30.0)))
     assert (first.axis, first.index, second.axis, second.index) == (0, 3, 1, 10)
     assert session.rulers.on_plane(0, 3) == [first] and session.rulers.on_plane(0, 4) == []
+    assert session.modified  # closing asks: the rulers are saved with the labels
     path = session.save(tmp_path / "case.labels.nii.gz")
+    assert not session.modified
     saved = json.loads(review_path(path).read_text())["rulers"]
     assert [entry["length_mm"] for entry in saved] == [pytest.approx(first.length_mm, abs=1e-4),
                                                       pytest.approx(second.length_mm, abs=1e-4)]
     session.close()
     again = ReviewSession.open(oblique, labels=path)
     assert again.rulers.all() == [first, second]
+    assert not again.modified
     again.rulers.remove(first)
-    assert again.rulers.all() == [second]
+    assert again.rulers.all() == [second] and again.modified
 
 
 def test_rulers_are_written_as_csv_beside_the_metrics(tmp_path, oblique):
