@@ -316,6 +316,22 @@ class LabelMap:
             region[a] = slice(int(start), int(stop))
         return self._write(tuple(region), np.expand_dims(_in_polygon(rows, cols, vertices), axis), value)
 
+    def fill_level(self, index: int, seed, tolerance: float, value: int, axis: int = 0) -> Edit | None:
+        """Level tracing: on plane ``index`` of ``axis`` (as ``paint``), the region
+        ``traced_level`` finds from ``seed`` (the plane's voxel coordinates) in the image
+        takes ``value``, where the brush settings allow. One undo step; None off the plane or
+        when nothing changes. Raises ValueError without an image or for a bad axis."""
+        if self.intensities is None:
+            raise ValueError("level tracing needs the image's intensities")
+        if axis not in (0, 1, 2) or not 0 <= index < self.array.shape[axis]:
+            raise ValueError(f"plane {index} of axis {axis} is not in labels of shape {self.array.shape}")
+        mask = traced_level(np.take(self.intensities, index, axis), seed, tolerance)
+        if mask is None:
+            return None
+        region = [slice(0, n) for n in self.array.shape]
+        region[axis] = slice(index, index + 1)
+        return self._write(tuple(region), np.expand_dims(mask, axis), value)
+
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
         """Voxel size in mm in array order (z, y, x)."""
@@ -907,6 +923,18 @@ def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius
         t = 0.0 if length2 == 0 else np.clip(((yy - ay) * dy + (xx - ax) * dx) / length2, 0, 1)
         inside |= (yy - ay - t * dy) ** 2 + (xx - ax - t * dx) ** 2 <= radius_mm ** 2
     return inside
+
+
+def traced_level(plane: np.ndarray, seed, tolerance: float) -> np.ndarray | None:
+    """Level tracing's region (3D Slicer's effect, ITK-SNAP's adaptive brush): the pixels of
+    ``plane`` (2D image) 4-connected to ``seed`` (row, col; rounded) whose values lie within
+    ``tolerance`` of the seed's, as a bool mask of the plane's shape; None off the plane."""
+    row, col = (int(np.rint(c)) for c in seed)
+    if not (0 <= row < plane.shape[0] and 0 <= col < plane.shape[1]):
+        return None
+    near = np.abs(plane.astype(np.float64) - float(plane[row, col])) <= tolerance
+    components, _ = ndimage.label(near)
+    return components == components[row, col]
 
 
 def _in_polygon(yy: np.ndarray, xx: np.ndarray, vertices: np.ndarray) -> np.ndarray:

@@ -240,9 +240,29 @@ class Ruler(Effect):
         return f"Ruler: {ruler.length_mm:.1f} mm"
 
 
+class LevelTrace(Effect):
+    """Level tracing (3D Slicer's effect): the window outlines, as the mouse moves, the
+    region of similar intensity under it on the slice (``core.labels.traced_level``); a click
+    fills it with the class (Shift: erases it), one undo step. ``tolerance``: how far from
+    the intensity under the mouse (HU for CT) a pixel may be, set in the Tools panel."""
+    name, text, key, tip = ("level", "Level", "V", "Level tracing: the outline shows the connected region of "
+                            "similar intensity under the mouse; a click fills it with the class")
+    cursor = Qt.CursorShape.CrossCursor
+    paints = True
+
+    def __init__(self) -> None:
+        self.tolerance = 50.0
+
+    def release(self, session, at, settings):
+        value = 0 if at.erase else settings.value
+        if session.labels.fill_level(at.index, at.point, self.tolerance, value, at.axis) is None:
+            return "Level tracing: nothing changes there (already the class, or not allowed to be painted over)."
+        return None
+
+
 def _plane(at: PlanePoint) -> tuple[int, int, str]:
     return at.axis, at.index, at.pane
 
 
 EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click(), Polygon(),
-                               Ruler())
+                               Ruler(), LevelTrace())

@@ -39,6 +39,7 @@ from .tools import ToolPanel
 from .workers import GeneratorWorker, Worker, describe_device
 from .click_tool import install_clicks
 from .crosshair import install_crosshair
+from .level_tool import install_level_tracing
 from .measures_panel import install_measures
 from .polygon_tool import install_polygon
 from .ruler_tool import install_rulers
@@ -105,6 +106,7 @@ class MainWindow(QMainWindow):
         self.ruler_controller = install_rulers(self)  # the rulers drawn and the Measurements dock
         self.statistics_controller = install_statistics(self)  # region statistics in the measures dock
         self.crosshair = install_crosshair(self)  # the linked crosshair (X), moved by Shift + mouse move
+        self.level_controller = install_level_tracing(self)  # level tracing's outline and tolerance
 
     # -- what tests and scripts read --------------------------------------------------
     @property
