@@ -25,10 +25,13 @@ first, and a click changes nothing far from it.
 From the second click of an interaction on, ``refine`` keeps, of what the network changed,
 only the connected region of the change under the last click (FocalClick's progressive
 merge, ``merge_at_click``): a further click fixes the error it was given and leaves the
-rest of the mask as the earlier clicks made it; a click the network did not follow changes
-nothing. The first click takes the whole proposal in the crop (the mask there is a model's
-or empty, nothing a click made yet). On unseen lung phantoms this cut the clicks that lower
-the Dice from about 20 % to 1-3 % for about the same NoC@90 (the README's bench clicks).
+rest of the mask as the earlier clicks made it. The first click takes the whole proposal in
+the crop (the mask there is a model's or empty, nothing a click made yet). Every voxel
+clicked then takes the label of its last click (click consistency): a click the network
+does not follow still fixes the voxel under it, so the reviewer never clicks in vain at the
+same point. On unseen lung phantoms (bench clicks' seeds) the merge cut the clicks that
+lower the Dice from about 20 % to 5 %, and the click consistency the objects that never
+reach Dice 0.90 from 36 % to 21 % (from a prediction) and 20 % to 12 % (from empty).
 
 ``error_click`` is the one place a click is derived from an error (the simulated reviewer
 of ``session.reviewer`` and the training's click simulation): inside the largest error
@@ -268,12 +271,20 @@ class ClickModel:
 def settle(mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice], proposed: np.ndarray,
            merge: bool = True) -> np.ndarray:
     """What a click writes inside ``box``: the network's ``proposed`` mask there, or, with
-    ``merge`` after the first click, ``merge_at_click`` of it into ``mask`` (Y, X) bool at
-    the last of ``clicks``."""
-    if not merge or len(clicks) == 1:
+    ``merge``, after the first click ``merge_at_click`` of it into ``mask`` (Y, X) bool at
+    the last of ``clicks``, and every voxel clicked as its last click said (``merge``
+    also keeps the clicks: a click is never undone by the network)."""
+    if not merge:
         return proposed
-    last = clicks[-1]
-    return merge_at_click(mask[box], proposed, Click(last.y - box[0].start, last.x - box[1].start, last.positive))
+    rows, cols = box
+    if len(clicks) > 1:
+        last = clicks[-1]
+        proposed = merge_at_click(mask[box], proposed, Click(last.y - rows.start, last.x - cols.start, last.positive))
+    settled = proposed.copy()
+    for click in clicks:  # in order: a later click on the same voxel wins
+        if rows.start <= click.y < rows.stop and cols.start <= click.x < cols.stop:
+            settled[click.y - rows.start, click.x - cols.start] = click.positive
+    return settled
 
 
 def merge_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click) -> np.ndarray:

@@ -19,7 +19,7 @@ from segview.core.phantoms import CARDIAC_CLASSES
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.inference import Predictor
 from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
-                                    merge_at_click, resize_bilinear)
+                                    merge_at_click, resize_bilinear, settle)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
                                              review_summary)
 from segview.ml.losses import build_loss
@@ -263,13 +263,30 @@ def test_refine_after_the_first_click_writes_only_the_change_under_the_last_clic
     mask[20:40, 20:40] = True
     first = [Click(30, 45)]
     box, whole = model.refine(volume, 1, mask, first, merge=False)
-    assert model.refine(volume, 1, mask, first)[1].tolist() == whole.tolist()  # the first click: all of it
+    expected = whole.copy()
+    expected[30 - box[0].start, 45 - box[1].start] = True  # the voxel clicked is the class
+    np.testing.assert_array_equal(model.refine(volume, 1, mask, first)[1], expected)  # the first click: all of it
     clicks = first + [Click(25, 30, False)]
     box, whole = model.refine(volume, 1, mask, clicks, merge=False)
     box_merged, merged = model.refine(volume, 1, mask, clicks)
     assert box == box_merged
-    local = clicks[-1].y - box[0].start, clicks[-1].x - box[1].start
-    np.testing.assert_array_equal(merged, merge_at_click(mask[box], whole, Click(*local, False)))
+    local = [(c.y - box[0].start, c.x - box[1].start) for c in clicks]
+    expected = merge_at_click(mask[box], whole, Click(*local[-1], False))
+    expected[local[0]], expected[local[1]] = True, False
+    np.testing.assert_array_equal(merged, expected)
+
+
+def test_every_voxel_clicked_keeps_its_last_clicks_label():
+    mask = np.zeros((10, 12), bool)
+    mask[2:5, 2:5] = True
+    box = (slice(1, 9), slice(1, 11))
+    proposed = np.zeros((8, 10), bool)               # a network that follows nothing
+    clicks = [Click(6, 8), Click(3, 3, False), Click(6, 8, False), Click(7, 2)]
+    settled = settle(mask, clicks, box, proposed)
+    expected = mask[box].copy()                      # the merge: nothing under the last click changed
+    expected[6 - 1, 8 - 1], expected[3 - 1, 3 - 1], expected[7 - 1, 2 - 1] = False, False, True
+    np.testing.assert_array_equal(settled, expected)
+    np.testing.assert_array_equal(settle(mask, clicks, box, proposed, merge=False), proposed)
 
 
 # -- learning -------------------------------------------------------------------------------
