@@ -234,9 +234,12 @@ class ClickController(QObject):
 def _unchanged(session: ReviewSession, job: ClickJob) -> str:
     """Why a click changed nothing, in the person's words."""
     y, x = job.point
-    if (session.labels.array[job.z, y, x] == job.value) == job.positive:
+    held = int(session.labels.array[job.z, y, x])
+    if (held == job.value) == job.positive:
         where = "already in" if job.positive else "not in"
         return f"Click: the point clicked is {where} the class: nothing to change there"
+    if job.positive and held != 0 and session.labels.policy.mode != "all":
+        return "Click: the point clicked holds another class, which 'Paint over' keeps: nothing changed"
     return "Click: the model did not follow this click and changed nothing (the brush can)"
 
 

@@ -177,9 +177,12 @@ def test_a_click_that_changes_nothing_says_why(qtbot, window, threads, monkeypat
     session.labels.array[z, 10, 10] = 0
     monkeypatch.setattr(ClickModel, "refine", lambda self, volume, z, mask, clicks: (
         (slice(0, mask.shape[0]), slice(0, mask.shape[1])), mask.copy()))  # a model that follows nothing
+    session.labels.array[z, 20, 20] = 3 - (value == 3)  # another class
+    session.labels.policy.mode = "background"
     for voxel, button, expected in (((z, y, x), Qt.LeftButton, "already in the class"),
                                     ((z, 10, 10), Qt.RightButton, "not in the class"),
-                                    ((z, 10, 10), Qt.LeftButton, "did not follow this click")):
+                                    ((z, 10, 10), Qt.LeftButton, "did not follow this click"),
+                                    ((z, 20, 20), Qt.LeftButton, "which 'Paint over' keeps")):
         window.statusBar().clearMessage()
         click(qtbot, window, voxel, button, wait=False)
         qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Click:"), timeout=10000)
