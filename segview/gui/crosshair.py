@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QLabel, QMenu
 from .polygon_tool import view_xy
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import ToolHost
     from .slice_view import SliceView
 
 COLOR = (120, 255, 120)
@@ -30,11 +30,11 @@ CLICK_SLOP = 3
 class CrosshairController(QObject):
     """Keeps, draws and moves ``window``'s crosshair (see the module)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.workspace)
         self.window = window
         self.point: tuple[int, int, int] | None = None  # numpy (z, y, x)
-        self.action = QAction("&Crosshair", window)
+        self.action = QAction("&Crosshair", self)
         self.action.setCheckable(True)
         self.action.setChecked(True)
         self.action.setShortcut("X")
@@ -147,6 +147,6 @@ class CrosshairController(QObject):
         return False  # the view still gets the event (the read-out, the pan)
 
 
-def install_crosshair(window: MainWindow) -> CrosshairController:
+def install_crosshair(window: ToolHost) -> CrosshairController:
     """The linked crosshair of ``window`` (``window.crosshair``)."""
     return CrosshairController(window)

@@ -21,7 +21,7 @@ from .effects import EFFECTS, LevelTrace
 from .slice_view import label_outline
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import ToolHost
     from .slice_view import SliceView
 
 OUTLINE = (255, 230, 0)
@@ -30,8 +30,8 @@ OUTLINE = (255, 230, 0)
 class LevelController(QObject):
     """Draws level tracing's outline for ``window`` and holds its tolerance (see the module)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.workspace)
         self.window = window
         self.effect = next(e for e in EFFECTS if isinstance(e, LevelTrace))
         self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=1e5, decimals=1, value=self.effect.tolerance)
@@ -113,6 +113,6 @@ class LevelController(QObject):
         return False
 
 
-def install_level_tracing(window: MainWindow) -> LevelController:
+def install_level_tracing(window: ToolHost) -> LevelController:
     """Level tracing's outline and tolerance for ``window`` (``window.level_controller``)."""
     return LevelController(window)

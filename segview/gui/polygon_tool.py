@@ -18,7 +18,7 @@ from ..core.errors import SegviewError
 from .effects import EFFECTS, Polygon, ToolSettings
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import ToolHost
     from .slice_view import SliceView
 
 CLOSES = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
@@ -28,8 +28,8 @@ LINE = (255, 230, 0)
 class PolygonController(QObject):
     """Draws, closes and cancels the Polygon tool's polygon for ``window``."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.workspace)
         self.window = window
         self.effect = next(e for e in EFFECTS if isinstance(e, Polygon))
         self.lines: dict[SliceView, pg.PlotCurveItem] = {}
@@ -115,6 +115,6 @@ def view_xy(view: SliceView, zyx) -> tuple[float, float]:
     return (col + 0.5) * col_mm, (row + 0.5) * row_mm
 
 
-def install_polygon(window: MainWindow) -> PolygonController:
+def install_polygon(window: ToolHost) -> PolygonController:
     """The Polygon tool's controller for ``window`` (``window.polygon_controller``)."""
     return PolygonController(window)

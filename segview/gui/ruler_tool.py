@@ -21,7 +21,7 @@ from .polygon_tool import view_xy
 
 if TYPE_CHECKING:
     from ..session.rulers import Ruler
-    from .main_window import MainWindow
+    from .host import ToolHost
     from .slice_view import SliceView
 
 LINE, TEXT = (255, 255, 255), (255, 230, 0)
@@ -57,8 +57,8 @@ class _ViewRulers:
 class RulerController(QObject):
     """Draws the rulers for ``window`` and keeps its Measurements panel (see the module)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.workspace)
         self.window = window
         self.effect = next(e for e in EFFECTS if isinstance(e, RulerEffect))
         workspace = window.workspace
@@ -88,12 +88,12 @@ class RulerController(QObject):
         buttons.addStretch(1)
         buttons.addWidget(delete)
         layout.addLayout(buttons)
-        dock = QDockWidget("Measurements", self.window)
+        dock = QDockWidget("Measurements")
         dock.setObjectName("measurements")
         dock.setWidget(panel)
-        metrics = next((d for d in self.window.findChildren(QDockWidget) if d.widget() is self.window.metrics), None)
+        metrics = self.window.metrics.parentWidget()  # the dock that holds the metrics panel
         self.window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
-        if metrics is not None:  # a tab behind the metrics: the image keeps its width
+        if isinstance(metrics, QDockWidget):  # a tab behind the metrics: the image keeps its width
             self.window.tabifyDockWidget(metrics, dock)
             metrics.raise_()
         return dock
@@ -154,6 +154,6 @@ class RulerController(QObject):
         return False
 
 
-def install_rulers(window: MainWindow) -> RulerController:
+def install_rulers(window: ToolHost) -> RulerController:
     """The Ruler tool's drawing and the Measurements dock for ``window`` (``window.ruler_controller``)."""
     return RulerController(window)

@@ -21,7 +21,7 @@ from ..session.statistics import RegionRow, statistics_rows
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import ToolHost
 
 #: Column header -> (RegionStatistics field, decimals).
 COLUMNS = {"voxels": ("voxels", 0), "mL": ("volume_ml", 2), "mean": ("mean", 1), "SD": ("std", 1),
@@ -33,8 +33,8 @@ POLL_MS = 400
 class StatisticsController(QObject):
     """The "Region statistics" box of ``window``'s measures dock (see the module)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.workspace)
         self.window = window
         self.scope = QComboBox()
         self.scope.addItems(list(SCOPES))
@@ -122,7 +122,7 @@ class StatisticsController(QObject):
                 self.table.setItem(n, column, QTableWidgetItem(number_text(value, digits)))
 
 
-def install_statistics(window: MainWindow) -> StatisticsController:
+def install_statistics(window: ToolHost) -> StatisticsController:
     """The region statistics box in ``window``'s measures dock (``window.statistics_controller``);
     after ``install_measures``."""
     return StatisticsController(window)
