@@ -56,7 +56,8 @@ def test_the_click_model_is_small_and_trained_on_both_tasks_seeds_below_the_unse
     assert meta["preprocessing"]["crop"]["around"] == "last click"
 
 
-@pytest.mark.parametrize("task, model, noc", [("cardiac", "cardiac_ce", {0.90: 2}), ("lung", "lung_ce_dice", {0.85: 2})])
+@pytest.mark.parametrize("task, model, noc", [("cardiac", "cardiac_ce", {0.90: 2}),
+                                              ("lung", "lung_ce_dice", {0.85: 2})])
 def test_the_click_model_corrects_a_shipped_prediction_on_an_unseen_case(task, model, noc):
     """The simulated reviewer on one unseen phantom: the click model brings the objects the
     segmentation checkpoint got wrong (Dice below 0.90) to a mean Dice of 0.90 in three
