@@ -234,9 +234,6 @@ class RegionStatistics:
     min: float
     max: float
 
-    def as_dict(self) -> dict[str, float]:
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
 
 def region_statistics(image: np.ndarray, mask: np.ndarray, spacing) -> RegionStatistics:
     """Statistics of ``image`` where ``mask`` is true; both of one shape, a volume (z, y, x)

@@ -16,6 +16,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QGroupBox, QHBoxLayout, QHeaderView, QLabel,
                                QTableWidget, QTableWidgetItem, QVBoxLayout)
 
+from ..core.errors import SegviewError
 from ..core.report import number_text
 from ..session.statistics import RegionRow, statistics_rows
 from .workers import GeneratorWorker, Worker
@@ -92,6 +93,7 @@ class StatisticsController(QObject):
         found: list[RegionRow] = []
         worker = GeneratorWorker(statistics_rows, self.window.session, state[2])
         worker.signals.yielded.connect(found.append)
+        worker.signals.errored.connect(self._failed)
         worker.signals.finished.connect(lambda completed: self._done(worker, state, found, completed))
         self._worker = worker
         self._workers.add(worker)
@@ -106,6 +108,13 @@ class StatisticsController(QObject):
         if completed and state == self.state():
             self.show(found, state)
         self._wanted = None  # else the next poll asks again
+
+    @staticmethod
+    def _failed(exc: Exception) -> None:
+        """A model taken away while its rows were counted: the next poll counts again.
+        Anything else is a programming error: raised, to surface."""
+        if not isinstance(exc, SegviewError):
+            raise exc
 
     def show(self, rows: list[RegionRow], state: tuple) -> None:
         session = self.window.session
