@@ -206,6 +206,21 @@ class LabelMap:
             self._push(stroke)
         return stroke or []
 
+    def abort_stroke(self, count: int | None = None) -> int:
+        """Take back the last ``count`` changes (all when None) of the step begun by
+        ``begin_stroke``, newest first, and keep nothing of them: no undo step, the redo
+        history as it was; the step ends once none is left (then the labels are as before
+        ``begin_stroke``). Listeners hear each reversal (the journal records the changes
+        and their reversals with the next step: they cancel out). Returns how many changes
+        the step still holds."""
+        stroke = self._stroke if self._stroke is not None else []
+        for _ in range(len(stroke) if count is None else min(count, len(stroke))):
+            change = stroke.pop()
+            self._apply(change.edit(self.array, undo=True) if isinstance(change, Patch) else change.reversed())
+        if not stroke:
+            self._stroke = None
+        return len(stroke)
+
     @contextmanager
     def step(self) -> Iterator[None]:
         """Everything done inside is one undo step (and one journal record)."""

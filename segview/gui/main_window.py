@@ -26,7 +26,7 @@ from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
-from ..session.review import CopyJob, ToolJob
+from ..session.review import CopyJob, CopyWrite, ToolJob
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .dialogs import choose_series
@@ -52,6 +52,9 @@ AUTO_WINDOW = "Auto (1-99th percentile)"
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
 
 
+COPY_PIECE_S = 0.03  # seconds of a whole-volume copy written per turn of the event loop
+
+
 class MainWindow(QMainWindow):
     loaded = Signal()                  # a session is on screen (tests and --screenshot wait for it)
     load_failed = Signal(str)
@@ -72,6 +75,7 @@ class MainWindow(QMainWindow):
         self.effect: Effect = EFFECTS[0]
         self.inference: GeneratorWorker | None = None
         self._copy_stop: threading.Event | None = None  # set to stop the whole-volume copy running
+        self._copy_write: CopyWrite | None = None  # that copy being written, a piece per event-loop turn
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._models_loading: set[str] = set()  # slots whose checkpoint a worker is reading
         self._jobs: set[Worker] = set()
@@ -729,7 +733,7 @@ class MainWindow(QMainWindow):
             return  # superseded by a newer run
         self._redraw_predictions()
         self.inference = None
-        self.progress.setVisible(bool(self._jobs))
+        self.progress.setVisible(bool(self._jobs) or self._copy_write is not None)
         self.cancel_button.setVisible(self._copy_stop is not None)
         self.statusBar().showMessage("Inference finished" if completed else "Inference stopped", 5000)
         self.inference_finished.emit(completed)
@@ -750,6 +754,10 @@ class MainWindow(QMainWindow):
             self.session.labels.intensity_range = self.tools.intensity_range()
 
     def _stroke(self, phase: str, at: PlanePoint) -> None:
+        if self._copy_write is not None:  # the labels' undo step is the copy's: no edit joins it
+            if phase in ("start", "right"):
+                self._refused()
+            return
         if phase == "right":  # a right click: a removing click, for the tools that take one
             if not self.effect.right_click:
                 return
@@ -887,8 +895,11 @@ class MainWindow(QMainWindow):
         self._step_done()
 
     def _refused(self) -> bool:
-        """True (and the reason in the status bar) when the labels on screen are read-only."""
+        """True (and the reason in the status bar) when the labels on screen are read-only,
+        or take no edit while a whole-volume copy is written into them."""
         reason = self.read_only_reason()
+        if reason is None and self._copy_write is not None:
+            reason = "a copy is being written into the labels: wait for it or cancel it"
         if reason is not None:
             self.statusBar().showMessage(f"Read-only, nothing changed: {reason}", 8000)
         return reason is not None
@@ -964,23 +975,21 @@ class MainWindow(QMainWindow):
             if self._copy_stop is stop:
                 self._copy_stop = None
             self.cancel_button.setVisible(self.inference is not None)
+            self._update_busy()
 
         def done(patches) -> None:
-            ended()
-            if session is not self.session:
-                return self.prediction_copied.emit(-1)
-            if patches is None:
-                self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
+            if session is not self.session or patches is None or stop.is_set():
+                ended()
+                if session is self.session:
+                    self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
                 return self.prediction_copied.emit(-1)
             try:
-                changed = session.finish_copy(job, patches)
+                writing = session.start_copy(job, patches)
             except SegviewError as exc:
+                ended()
                 self.prediction_copied.emit(-1)
                 return self._error(str(exc), "Nothing copied")
-            self._session_changed()  # the labels may have taken the checkpoint's class names
-            ml = changed * float(np.prod(session.volume.spacing)) / 1000
-            self.statusBar().showMessage(f"Labels from model {slot}: {changed} voxels ({ml:.2f} mL) changed", 8000)
-            self.prediction_copied.emit(changed)
+            self._write_copy(session, writing, stop, ended)
 
         def failed(exc: Exception) -> None:
             ended()
@@ -988,6 +997,62 @@ class MainWindow(QMainWindow):
             self._failed(exc)
 
         self._run(_copy_in_worker, job, stop, done=done, failed=failed, reports_progress=True)
+
+    def _write_copy(self, session: ReviewSession, writing: CopyWrite, stop: threading.Event, ended) -> None:
+        """Write the compared copy a few slabs at a time, one piece (~30 ms) per turn of
+        the event loop (a zero-interval timer), with progress; the labels take no other
+        edit meanwhile (``_refused``). Cancel takes back what was written, piece by piece."""
+        slot = writing.slot
+        self._copy_write = writing
+        self._dragging = False  # a drag held through the comparison ended with it (start_copy)
+        self._update_busy()
+        self.statusBar().showMessage(f"Writing model {slot}'s labels into the whole volume...")
+
+        def piece() -> None:
+            if self._copy_write is not writing:
+                return  # taken back at once (the session closed)
+            if stop.is_set() and not writing.cancelled:
+                writing.cancel()
+                self.statusBar().showMessage(f"Taking back the copy of model {slot}...")
+            try:
+                finished = writing.step(COPY_PIECE_S)
+            except BaseException:
+                writing.cancel()
+                writing.finish()
+                self._copy_write = None
+                ended()
+                self.prediction_copied.emit(-1)
+                raise
+            self._show_job_progress(writing.done, writing.total)
+            if not finished:
+                return QTimer.singleShot(0, piece)
+            self._copy_write = None
+            ended()
+            if writing.cancelled:
+                self._step_done()
+                self.setWindowModified(session.modified)
+                self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
+                return self.prediction_copied.emit(-1)
+            self._session_changed()  # the labels may have taken the checkpoint's class names
+            ml = writing.changed * float(np.prod(session.volume.spacing)) / 1000
+            self.statusBar().showMessage(
+                f"Labels from model {slot}: {writing.changed} voxels ({ml:.2f} mL) changed", 8000)
+            self.prediction_copied.emit(writing.changed)
+
+        QTimer.singleShot(0, piece)
+
+    def _settle_copy(self) -> None:
+        """A copy being written is taken back at once (the session goes): nothing of it stays."""
+        writing, self._copy_write = self._copy_write, None
+        if writing is not None:
+            writing.cancel()
+            writing.finish()
+            if self._copy_stop is not None:
+                self._copy_stop.set()
+            self._copy_stop = None
+            self.cancel_button.setVisible(self.inference is not None)
+            self._update_busy()
+            self.prediction_copied.emit(-1)
 
     # -- the metrics panel and compare mode ---------------------------------------------
     def _show_metrics(self) -> None:
@@ -1036,6 +1101,10 @@ class MainWindow(QMainWindow):
     def save(self, wait: bool = False) -> bool:
         if self.session is None:
             return False
+        if self._copy_write is not None:  # half a copy never reaches a file
+            self.statusBar().showMessage("A copy is being written into the labels: wait for it or cancel it, "
+                                         "then save", 8000)
+            return False
         if self.session.labels_path is None:
             return self.save_as(wait)
         return self.save_to(self.session.labels_path, wait)
@@ -1043,6 +1112,8 @@ class MainWindow(QMainWindow):
     def save_as(self, wait: bool = False) -> bool:
         if self.session is None:
             return False
+        if self._copy_write is not None:
+            return self.save(wait)  # refused, and says why
         suggested = self.proposed_labels_path()
         if suggested is None:
             return False  # no folder chosen for the labels of PACS studies
@@ -1121,6 +1192,7 @@ class MainWindow(QMainWindow):
         session = self.session
         if session is None:
             return True
+        self._settle_copy()  # a copy being written is taken back: the question is about the labels as they were
         discard = False
         if session.modified:
             button = QMessageBox.StandardButton
@@ -1169,6 +1241,7 @@ class MainWindow(QMainWindow):
         """Close the session without saving, its journal deleted (scripts, benchmarks)."""
         if self.session is not None:
             self.cancel_inference()
+            self._settle_copy()
             self.session.close(discard=True)
             self.session = None
             self.setWindowModified(False)
@@ -1287,7 +1360,7 @@ class MainWindow(QMainWindow):
         self._update_busy()
 
     def _update_busy(self) -> None:
-        if self.inference is None:
+        if self.inference is None and self._copy_write is None:
             self.progress.setRange(0, 0)
             self.progress.setFormat("%p%")
             self.progress.setVisible(bool(self._jobs))

@@ -16,13 +16,16 @@ these methods, and a script or a test does the same without a window:
 
 Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob``, a
 ``ClickJob`` and ``prediction_batches`` may run in a worker; every other method is called from one thread
-(the window's main thread).
+(the window's main thread), which writes a whole-volume copy in pieces (``start_copy``: a
+``CopyWrite`` stepped from its event loop) so that it never waits long.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
+
+import time
 
 import numpy as np
 
@@ -183,6 +186,80 @@ class CopyJob:
         return self.labels.patches_from(self.model.prediction, self.predicted, progress, should_stop)
 
 
+class CopyWrite:
+    """A whole-volume copy being written (``ReviewSession.start_copy``) a few slabs at a
+    time, so that the thread writing it (the window's) can do other work between pieces:
+    each ``step`` writes the job's slabs until ``budget_s`` has passed (at least one),
+    inside ONE undo step begun at the start and ended after the last slab (then journalled
+    as one record). ``cancel`` takes back what was written, also piece by piece through
+    ``step`` (``finish`` does the rest at once): a cancelled copy changes nothing, and
+    leaves the undo and redo history as it was. While it runs, ``session.copying`` is it:
+    nothing else may edit the labels (their undo step is this one's)."""
+
+    def __init__(self, session: ReviewSession, job: CopyJob, patches: list[Patch]):
+        self.session, self.job, self.slot = session, job, job.slot
+        self._patches: list[Patch | None] = list(patches)
+        self.total = len(self._patches)
+        self.done = 0              # slabs written (while cancelling: still written)
+        self.changed = 0           # voxels changed by the slabs written
+        self.cancelled = False
+        self.finished = not self._patches
+        self._was_saved = session.version == session.saved_version  # then a take-back leaves it saved
+        if not self.finished:
+            session.labels.begin_stroke()
+            session.copying = self
+
+    def step(self, budget_s: float = 0.03) -> bool:
+        """Write slabs (take them back, once cancelled) for about ``budget_s`` seconds, at
+        least one; True when the copy is done (ended as one undo step, or wholly taken back)."""
+        if self.finished:
+            return True
+        labels, start, pieces = self.session.labels, time.perf_counter(), 0
+
+        def more() -> bool:
+            return pieces == 0 or time.perf_counter() - start < budget_s
+
+        if self.cancelled:
+            while self.done and more():
+                self.done = labels.abort_stroke(1)
+                pieces += 1
+            if not self.done:
+                labels.abort_stroke()  # nothing is left of it: the step ends, kept nowhere
+                self.changed = 0
+                if self._was_saved:  # the labels are the saved ones again, voxel for voxel
+                    self.session.saved_version = self.session.version
+                self._end()
+            return self.finished
+        while self.done < self.total and more():
+            patch, self._patches[self.done] = self._patches[self.done], None  # the history keeps it
+            assert patch is not None
+            self.changed += labels.write_patches([patch])
+            self.done += 1
+            pieces += 1
+        if self.done == self.total and more():
+            labels.end_stroke()  # one undo step, one journal record
+            self._end()
+        return self.finished
+
+    def cancel(self) -> None:
+        """Take back what was written (by the next ``step`` calls); nothing once it is done."""
+        if not self.finished:
+            self.cancelled = True
+            self._patches.clear()
+
+    def finish(self) -> int:
+        """The rest at once (or the whole take-back, once cancelled); the voxels changed."""
+        while not self.step(float("inf")):
+            pass
+        return self.changed
+
+    def _end(self) -> None:
+        self.finished = True
+        self._patches.clear()
+        if self.session.copying is self:
+            self.session.copying = None
+
+
 class ReviewSession:
     """See the module docstring. Build it with ``ReviewSession.open``."""
 
@@ -208,6 +285,7 @@ class ReviewSession:
         if label_file and label_file.warning:
             self.warnings.append(label_file.warning)
         self.version = self.saved_version = 0
+        self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
         labels.listeners.append(self._changed)
         labels.mark_listeners.append(self._changed)
         self.interaction = Interaction(self)  # click correction (session/interaction.py)
@@ -497,17 +575,24 @@ class ReviewSession:
         stopped (``patches`` None). Returns the voxels changed. Raises SessionError when
         the labels changed, or the model was replaced, while it ran (its result would undo
         those changes or copy another model)."""
+        return self.start_copy(job, patches).finish()
+
+    def start_copy(self, job: CopyJob, patches: list[Patch] | None) -> CopyWrite:
+        """``finish_copy`` in pieces: a CopyWrite whose ``step`` writes a few of the slabs
+        (about 30 ms) at a time, the whole of it one undo step, and whose ``cancel`` takes
+        back what was written (the window calls ``step`` from a timer, so it never
+        freezes). Refused (SessionError), and nothing changes, as by ``finish_copy``; a
+        stopped job (``patches`` None) or one that changes nothing is done at once."""
+        if self.copying is not None:
+            raise SessionError("A copy is being written: wait for it or cancel it.")
         if patches is None:
-            return 0
+            return CopyWrite(self, job, [])
         if job.version != self.version or self.models.get(job.slot) is not job.model:
             what = "labels" if job.version != self.version else f"model {job.slot}"
             raise SessionError(f"The {what} changed while the copy ran; nothing was copied. Copy again.")
         if self._classes is None:
             self._classes = list(job.model.classes)
-        if not patches:
-            return 0
-        with self.labels.step():
-            return self.labels.write_patches(patches)
+        return CopyWrite(self, job, patches)
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused
@@ -649,6 +734,8 @@ class ReviewSession:
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where
         they were opened from or last saved, else ``default_labels_path``."""
+        if self.copying is not None:  # half a copy must never reach a file
+            raise SessionError("A copy is being written into the labels: wait for it or cancel it, then save.")
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
@@ -674,7 +761,11 @@ class ReviewSession:
 
     def close(self, discard: bool = False) -> None:
         """End the session. Its journal is deleted when nothing is unsaved (or ``discard``),
-        else kept, so the edits can still be recovered."""
+        else kept, so the edits can still be recovered. A copy still being written is
+        taken back first, as its Cancel would."""
+        if self.copying is not None:
+            self.copying.cancel()
+            self.copying.finish()
         if self.journal is not None:
             self.journal.close(delete=discard or not self.modified)
             self.journal = None

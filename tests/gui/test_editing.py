@@ -314,6 +314,98 @@ def test_a_cancelled_whole_volume_copy_changes_nothing(qtbot, editing, monkeypat
     assert not session.labels.array.any() and not session.labels.can_undo and not window.isWindowModified()
 
 
+def slab_by_slab(monkeypatch):
+    """Whole-volume copies compared and written one slice a slab, one slab per event-loop turn."""
+    from segview.core import labels as labels_module
+    from segview.gui import main_window
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 240 * 240)
+    monkeypatch.setattr(main_window, "COPY_PIECE_S", 0.0)
+
+
+def watch_copy(window, then=None):
+    """A zero-interval timer that ticks while the copy is written: the slabs written at
+    each tick (``then(done)`` at each, e.g. to click Cancel)."""
+    from PySide6.QtCore import QTimer
+
+    seen, timer = [], QTimer(window)
+    timer.setInterval(0)
+
+    def tick() -> None:
+        if window._copy_write is not None:
+            seen.append(window._copy_write.done)
+            if then is not None:
+                then(window._copy_write.done)
+    timer.timeout.connect(tick)
+    timer.start()
+    return seen, timer
+
+
+def test_a_whole_volume_copy_is_written_a_slab_per_event_loop_turn_as_one_undo_step(qtbot, editing, monkeypatch):
+    window, session = editing, editing.session
+    load_models(qtbot, window, DEMO_MODELS[:1])
+    with wait_for_inference(qtbot, window):
+        pass
+    slab_by_slab(monkeypatch)
+    before, refused = session.labels.array.copy(), []
+    values = []
+    window.progress.valueChanged.connect(values.append)
+
+    def meanwhile(done: int) -> None:
+        if done == 3 and not refused:  # the tools are off while it writes: an undo is refused
+            window.undo()
+            refused.append((window.statusBar().currentMessage(), session.labels.can_undo))
+            window.save()  # and so is a save (half a copy never reaches a file)
+            refused.append(window.statusBar().currentMessage())
+    seen, timer = watch_copy(window, meanwhile)
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
+        window.copy_prediction("A", this_slice=False)
+    timer.stop()
+    assert len(set(seen)) >= 6 and seen == sorted(seen)  # the event loop ran between the slabs
+    assert {3, 6} <= set(values) and max(values) == 12     # the progress bar went along
+    assert "copy is being written" in refused[0][0] and refused[0][1] is False
+    assert "copy is being written" in refused[1]
+    np.testing.assert_array_equal(session.labels.array, session.prediction("A"))
+    assert copied.args[0] == int((before != session.prediction("A")).sum()) > 0
+    assert window.cancel_button.isHidden() and window.progress.isHidden()
+    assert session.journal.steps == 1 and session.labels.can_undo
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one undo step takes the whole copy back
+    np.testing.assert_array_equal(session.labels.array, before)
+    assert not session.labels.can_undo
+
+
+def test_cancel_while_a_whole_volume_copy_is_written_takes_it_back_exactly(qtbot, editing, monkeypatch):
+    window, session = editing, editing.session
+    load_models(qtbot, window, DEMO_MODELS[:1])
+    with wait_for_inference(qtbot, window):
+        pass
+    window.tools.set_tool("brush")
+    drag(axial(window), [(60, 60), (80, 90)])
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    drag(axial(window), [(100, 100)])  # a step to undo and none to redo
+    before, counts = session.labels.array.copy(), session.live.matrices["A"].per_slice.copy()
+    slab_by_slab(monkeypatch)
+    seen, timer = watch_copy(window, lambda done: done == 5 and window.cancel_button.click())
+    with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
+        window.copy_prediction("A", this_slice=False)
+    timer.stop()
+    assert copied.args == [-1] and "cancelled" in window.statusBar().currentMessage()
+    assert 5 in seen and max(seen) < 12  # cancelled halfway, taken back piece by piece
+    np.testing.assert_array_equal(session.labels.array, before)
+    np.testing.assert_array_equal(session.live.matrices["A"].per_slice, counts)
+    np.testing.assert_array_equal(axial(window).overlay_items["labels"].image, shown_labels(window, axial(window)))
+    assert not session.labels.can_redo and session.journal.steps == 3  # the history as it was
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # the undo takes back the stroke, not the copy
+    assert not session.labels.array.any()
+    # Closing the image while a copy is written takes it back too, without a question.
+    session.labels.redo()
+    window.copy_prediction("A", this_slice=False)
+    qtbot.waitUntil(lambda: window._copy_write is not None and window._copy_write.done >= 2, timeout=30000)
+    window.discard_session()
+    np.testing.assert_array_equal(session.labels.array, before)
+    assert window._copy_write is None and session.copying is None
+
+
 def test_a_whole_volume_copy_is_refused_when_the_labels_changed_meanwhile(qtbot, editing, dialogs, monkeypatch):
     window, session = editing, editing.session
     load_models(qtbot, window, DEMO_MODELS[:1])

@@ -295,6 +295,90 @@ def test_a_whole_volume_copy_job_in_a_thread_equals_copy_prediction_and_is_one_u
     session.close(discard=True)
 
 
+def _copied_in_pieces(session, slot: str, budget_s: float = 0.0):
+    """A whole-volume copy written a slab at a time (``start_copy``), as the window does."""
+    job = session.copy_job(slot)
+    writing = session.start_copy(job, job())
+    pieces = 0
+    while not writing.step(budget_s):
+        pieces += 1
+        assert session.copying is writing and writing.done <= writing.total
+    assert session.copying is None
+    return writing, pieces
+
+
+def test_a_copy_written_slab_by_slab_equals_the_one_shot_copy_as_one_undo_step(checkpoints, monkeypatch):
+    from segview.core import labels as labels_module
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 24 * 24)  # one slice a slab: six pieces
+    results = []
+    for pieces in (False, True):
+        session = open_with_models(tiny_case(0)[0], checkpoints)
+        session.labels.paint(2, [(10, 10)], 3.0, 1)
+        before, steps = session.labels.array.copy(), session.journal.steps
+        undo_depth = len(session.labels._undo)
+        if pieces:
+            writing, count = _copied_in_pieces(session, "B")
+            changed = writing.changed
+            assert writing.total > 1 and count >= writing.total  # a step per slab, then the end
+        else:
+            job = session.copy_job("B")
+            changed = session.finish_copy(job, job())
+        np.testing.assert_array_equal(session.labels.array, session.prediction("B"))
+        assert changed == int((before != session.prediction("B")).sum()) > 0
+        assert len(session.labels._undo) == undo_depth + 1  # one undo step
+        assert session.journal.steps == steps + 1            # one journal record
+        counts = {slot: session.live.matrices[slot].per_slice.copy() for slot in "AB"}
+        step = [(p.region, None if p.index is None else p.index.tolist(), p.old.tolist(), p.new.tolist())
+                for p in session.labels._undo[-1]]
+        results.append((session.labels.array.copy(), counts, step, changed, session.labels.history_nbytes()))
+        assert session.labels.undo() and np.array_equal(session.labels.array, before)
+        session.close(discard=True)
+    (labels_a, counts_a, step_a, changed_a, bytes_a), (labels_b, counts_b, step_b, changed_b, bytes_b) = results
+    np.testing.assert_array_equal(labels_a, labels_b)
+    for slot in "AB":
+        np.testing.assert_array_equal(counts_a[slot], counts_b[slot])
+    assert step_a == step_b and changed_a == changed_b and bytes_a == bytes_b
+
+
+def test_a_copy_cancelled_while_written_changes_nothing_and_keeps_the_history(checkpoints, monkeypatch):
+    from segview.core import labels as labels_module
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 24 * 24)
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    session.labels.paint(2, [(10, 10)], 3.0, 1)
+    session.labels.paint(3, [(10, 10)], 3.0, 2)
+    session.labels.undo()  # something to redo, which a cancelled copy must keep
+    before, counts = session.labels.array.copy(), {s: session.live.matrices[s].per_slice.copy() for s in "AB"}
+    history = (len(session.labels._undo), len(session.labels._redo), session.journal.steps)
+    job = session.copy_job("B")
+    writing = session.start_copy(job, job())
+    assert not writing.step(0.0) and not writing.step(0.0)  # two slabs written
+    assert writing.done == 2 and not np.array_equal(session.labels.array, before)
+    with pytest.raises(SessionError, match="being written"):
+        session.save_job()
+    with pytest.raises(SessionError, match="being written"):
+        session.start_copy(job, [])
+    writing.cancel()
+    while not writing.step(0.0):
+        pass
+    assert writing.changed == 0 and session.copying is None
+    np.testing.assert_array_equal(session.labels.array, before)
+    for slot in "AB":
+        np.testing.assert_array_equal(session.live.matrices[slot].per_slice, counts[slot])
+    assert (len(session.labels._undo), len(session.labels._redo), session.journal.steps) == history
+    assert session.labels.redo()  # the redo history is whole
+    session.labels.undo()
+    # Closing while a copy is written takes it back too.
+    job = session.copy_job("B")
+    writing = session.start_copy(job, job())
+    writing.step(0.0)
+    labels = session.labels
+    session.close(discard=True)
+    assert writing.finished and session.copying is None
+    np.testing.assert_array_equal(labels.array, before)
+
+
 def test_a_stopped_copy_job_changes_nothing_and_a_stale_one_is_refused(checkpoints):
     session = open_with_models(tiny_case(0)[0], checkpoints)
     job = session.copy_job("A")
