@@ -473,6 +473,11 @@ class MeasuresPanel(QWidget):
             self.curves[slot] = self.plot.plot(name=f"model {slot}", pen=pg.mkPen(color, width=2), connect="finite")
             self.missed[slot] = pg.ScatterPlotItem(symbol="x", size=9, pen=pg.mkPen(color), brush=None)
             self.plot.addItem(self.missed[slot])
+            legend = self.plot.plotItem.legend
+            if legend is not None:  # A above B, whichever model's values came first
+                legend.clear()
+                for key in sorted(self.curves):
+                    legend.addItem(self.curves[key], f"model {key}")
         values = np.asarray(values, float)
         x = np.arange(1, len(values) + 1)
         finite = np.where(np.isfinite(values), values, np.nan)

@@ -153,8 +153,8 @@ class MetricsPanel(QWidget):
     def show_slices(self, live: LiveMetrics | None) -> None:
         """The per-slice Dice strip; NaN slices (nothing to score) leave gaps."""
         keys = sorted(live.matrices) if live else []
-        for key in list(self.curves):
-            if key not in keys:
+        if list(self.curves) != keys:  # rebuilt in order: the legend reads A above B whichever loaded first
+            for key in list(self.curves):
                 self.plot.removeItem(self.curves.pop(key))
         for key in keys:
             if key not in self.curves:

@@ -275,3 +275,32 @@ def test_a_class_tool_previews_says_ml_and_asks_before_taking_most_of_a_class(qt
     added = np.count_nonzero((before != 1) & (labels.array == 1)) * spacing_ml
     assert added > 0 and f"{added:.2f} mL added" in window.statusBar().currentMessage()
     assert len([kind for kind, _ in dialogs if kind == "question"]) == 1
+
+
+def test_the_dice_strip_legend_reads_a_above_b_whichever_model_came_first(qtbot):
+    from types import SimpleNamespace
+
+    from segview.gui.metrics_panel import MetricsPanel
+
+    panel = MetricsPanel()
+    qtbot.addWidget(panel)
+    dice = {"A": np.array([0.5, 0.6]), "B": np.array([0.7, 0.8])}
+
+    def live(*keys):
+        return SimpleNamespace(matrices=dict.fromkeys(keys), dice_along_slices=lambda key: dice[key])
+
+    panel.show_slices(live("B"))  # model B's prediction came first
+    panel.show_slices(live("A", "B"))
+    names = [label.text for _, label in panel.plot.plotItem.legend.items]
+    assert names == ["model A", "model B"]
+    np.testing.assert_array_equal(panel.curves["B"].getData()[1], dice["B"])
+
+
+def test_the_measures_plot_legend_reads_a_above_b_whichever_model_came_first(qtbot):
+    from segview.gui.measures_panel import MeasuresPanel
+
+    panel = MeasuresPanel()
+    qtbot.addWidget(panel)
+    panel.set_curve("B", np.array([0.7, 0.8]))
+    panel.set_curve("A", np.array([0.5, 0.6]))
+    assert [label.text for _, label in panel.plot.plotItem.legend.items] == ["model A", "model B"]
