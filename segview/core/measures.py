@@ -8,7 +8,7 @@ name them (ACDC's "LV", "RV", "MYO" included).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import SimpleITK as sitk
@@ -224,7 +224,8 @@ class RegionStatistics:
     """The image under a region: ``voxels``, ``volume_ml``, and the ``mean``, ``std``
     (sample, n - 1, as ITK's LabelStatisticsImageFilter; 0 for one voxel), ``median``,
     ``min`` and ``max`` of its values (HU for CT). An empty region has 0 voxels, 0 mL and
-    NaN for the rest (``report``'s formatter writes a dash)."""
+    NaN for the rest (``report``'s formatter writes a dash). Read as attributes or, like the
+    dict a script may expect, by name: ``stats["mean"]``, ``dict(stats)``."""
 
     voxels: int
     volume_ml: float
@@ -233,6 +234,14 @@ class RegionStatistics:
     median: float
     min: float
     max: float
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self)]
+
+    def __getitem__(self, name: str):
+        if name not in self.keys():
+            raise KeyError(name)
+        return getattr(self, name)
 
 
 def region_statistics(image: np.ndarray, mask: np.ndarray, spacing) -> RegionStatistics:

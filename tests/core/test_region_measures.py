@@ -96,3 +96,13 @@ def test_region_statistics_of_an_empty_region():
 def test_region_statistics_refuse_a_region_of_another_shape():
     with pytest.raises(ValueError, match="differ in shape"):
         region_statistics(np.zeros((2, 3)), np.zeros((3, 2), bool), (1.0, 1.0, 1.0))
+
+
+def test_region_statistics_read_by_name_as_a_dict():
+    stats = region_statistics(np.arange(8.0).reshape(2, 2, 2), np.ones((2, 2, 2), bool), (1.0, 2.0, 0.5))
+    as_dict = dict(stats)
+    assert list(as_dict) == ["voxels", "volume_ml", "mean", "std", "median", "min", "max"]
+    assert as_dict["voxels"] == stats["voxels"] == 8 and stats["volume_ml"] == pytest.approx(8 * 1.0 / 1000)
+    assert stats["mean"] == stats.mean == 3.5 and stats["max"] == 7.0
+    with pytest.raises(KeyError):
+        stats["sum"]
