@@ -33,6 +33,10 @@ same point. On unseen lung phantoms (bench clicks' seeds) the merge cut the clic
 lower the Dice from about 20 % to 5 %, and the click consistency the objects that never
 reach Dice 0.90 from 36 % to 21 % (from a prediction) and 20 % to 12 % (from empty).
 
+The network sees the crop and its two mirror images in one batch, and ``refine`` takes the
+mean of their logits (``mirrored_logits``): steadier edges for about three times the
+network's time, well within a click's budget.
+
 ``error_click`` is the one place a click is derived from an error (the simulated reviewer
 of ``session.reviewer`` and the training's click simulation): inside the largest error
 region, at the point farthest from its boundary (or sampled by that distance).
@@ -230,6 +234,7 @@ class ClickModel:
         self.network: torch.nn.Module = self.model
         self.device = torch.device(device)
         self.preprocessing = meta["preprocessing"]
+        self.mirrors = True  # refine averages the crop's mirror images (``mirrored_logits``)
 
     @classmethod
     def from_checkpoint(cls, path, device: str | torch.device = "cpu", runtime: str = "auto") -> ClickModel:
@@ -263,8 +268,9 @@ class ClickModel:
         (``merge_at_click``); else all the network proposes in the box. Raises ValueError
         without clicks."""
         box, x = prepare(volume, z, mask, clicks, self.preprocessing)
+        x = x.to(self.device)
         with torch.inference_mode():
-            logits = self.network(x.to(self.device))
+            logits = mirrored_logits(self.network, x) if self.mirrors else self.network(x)
         return box, settle(mask, clicks, box, decode(logits, box), merge)
 
 
@@ -299,6 +305,16 @@ def merge_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click) -> 
     region = regions == regions[click.y, click.x]
     merged[region] = proposed[region]
     return merged
+
+
+def mirrored_logits(network, x: torch.Tensor) -> torch.Tensor:
+    """The mean of ``network``'s logits for ``x`` (1, C, S, S) and its left-right and
+    up-down mirror images, mirrored back (test-time augmentation, one batch of three).
+    On unseen phantoms (seeds 2000-2002) it brought the lung's NoC@90 from 5.5 to 4.7 from
+    a prediction (3.8 to 3.3 from empty) and left the cardiac task as it was, for about
+    three times the network's time (the README's latency)."""
+    out = network(torch.cat([x, torch.flip(x, [3]), torch.flip(x, [2])]))
+    return (out[0:1] + torch.flip(out[1:2], [3]) + torch.flip(out[2:3], [2])) / 3
 
 
 def check_interactive(meta: dict, name: str) -> None:

@@ -19,7 +19,7 @@ from segview.core.phantoms import CARDIAC_CLASSES
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.inference import Predictor
 from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
-                                    merge_at_click, resize_bilinear, settle)
+                                    merge_at_click, prepare, resize_bilinear, settle)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
                                              review_summary)
 from segview.ml.losses import build_loss
@@ -410,3 +410,26 @@ def test_two_cpu_processes_train_the_click_model_with_ddp(tmp_path):
 def test_train_interactive_refuses_what_does_not_go_with_it(tmp_path, capsys, arguments, message):
     assert main(["train", *arguments, "-o", str(tmp_path / "out")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
+    path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=5)
+    model = ClickModel.from_checkpoint(path, runtime="torch")
+    volume = np.random.default_rng(2).normal(size=(3, 70, 60)).astype(np.float32)
+    mask = np.zeros((70, 60), bool)
+    mask[20:45, 15:40] = True
+    clicks = [Click(30, 42)]
+    box, x = prepare(volume, 1, mask, clicks, model.preprocessing)
+    with torch.no_grad():  # by hand: each mirror image through the network, mirrored back
+        logits = sum(torch.flip(model.model(torch.flip(x, dims)), dims) for dims in ([], [3], [2])) / 3
+    expected = resize_bilinear((logits[0, 1] - logits[0, 0]).numpy(), mask[box].shape) > 0
+    expected[30 - box[0].start, 42 - box[1].start] = True  # the voxel clicked
+    refined_box, refined = model.refine(volume, 1, mask, clicks)
+    assert refined_box == box
+    assert (refined != expected).mean() < 0.001  # only pixels at a tie may differ
+    model.mirrors = False
+    with torch.no_grad():
+        single = model.model(x)
+    expected = resize_bilinear((single[0, 1] - single[0, 0]).numpy(), mask[box].shape) > 0
+    expected[30 - box[0].start, 42 - box[1].start] = True
+    assert (model.refine(volume, 1, mask, clicks)[1] != expected).mean() < 0.001
