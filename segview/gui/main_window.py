@@ -911,11 +911,9 @@ class MainWindow(QMainWindow):
         editable = session is not None and self.read_only_reason() is None
         self.undo_action.setEnabled(editable and session.labels.can_undo)
         self.redo_action.setEnabled(editable and session.labels.can_redo)
-        journal = session.journal if session else None
-        if journal is not None and journal.error is not None:
-            error, session.journal = journal.error, None
-            QMessageBox.warning(self, "Edits no longer journalled",
-                                f"{error}\n\nYour edits stay in memory; save them soon.")
+        failure = session.journal_failure() if session else None
+        if failure is not None:
+            QMessageBox.warning(self, "Edits no longer journalled", failure)
 
     def undo(self) -> None:
         if self.session is not None and not self._refused():

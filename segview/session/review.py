@@ -759,6 +759,18 @@ class ReviewSession:
         self.finish_save(job)
         return job.path
 
+    def journal_failure(self) -> str | None:
+        """After a step: when the journal could not be written (a full disk, a folder gone),
+        the session stops journalling (the journal is closed and kept: what it holds can
+        still be recovered) and returns what to tell the person, once; None otherwise.
+        The edits are never interrupted: they stay in memory until saved."""
+        journal = self.journal
+        if journal is None or journal.error is None:
+            return None
+        self.journal = None
+        journal.close()
+        return f"{journal.error}\n\nEdits are no longer journalled; they stay in memory: save them soon."
+
     def close(self, discard: bool = False) -> None:
         """End the session. Its journal is deleted when nothing is unsaved (or ``discard``),
         else kept, so the edits can still be recovered. A copy still being written is

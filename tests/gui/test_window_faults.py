@@ -304,3 +304,22 @@ def test_the_measures_plot_legend_reads_a_above_b_whichever_model_came_first(qtb
     panel.set_curve("B", np.array([0.7, 0.8]))
     panel.set_curve("A", np.array([0.5, 0.6]))
     assert [label.text for _, label in panel.plot.plotItem.legend.items] == ["model A", "model B"]
+
+
+def test_a_journal_that_cannot_be_written_is_said_once_and_editing_goes_on(qtbot, editing, dialogs, monkeypatch):
+    import segview.core.journal as journal_module
+
+    window = editing
+    view = window.workspace.viewer.views["axial"]
+    qtbot.keyClick(window, Qt.Key_B)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module, "_write_record", full_disk)
+    rows, cols = view.image_item.image.shape
+    for row in (rows // 3, rows // 2):  # two strokes: the dialog comes once
+        drag(view, [(row, cols // 3), (row, cols // 2)])
+    warnings = [text for kind, text in dialogs if kind == "warning"]
+    assert len(warnings) == 1 and "No space left" in warnings[0] and "save them soon" in warnings[0]
+    assert window.session.journal is None and window.session.labels.can_undo

@@ -394,3 +394,27 @@ def test_a_stopped_copy_job_changes_nothing_and_a_stale_one_is_refused(checkpoin
     with pytest.raises(SessionError, match="No model"):
         session.copy_job("C")
     session.close(discard=True)
+
+
+def test_when_the_journal_cannot_be_written_the_session_stops_it_and_says_so_once(monkeypatch):
+    import segview.core.journal as journal_module
+
+    volume, _ = tiny_case(0)
+    session = ReviewSession.open(volume)
+    journal = session.journal
+    assert journal is not None and session.journal_failure() is None
+    session.labels.paint(1, [(12, 12)], 2.0, 1)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(journal_module, "_write_record", full_disk)
+    session.labels.paint(2, [(12, 12)], 2.0, 1)  # the edit is made all the same
+    assert session.labels.array[2, 12, 12] == 1
+    message = session.journal_failure()
+    assert "No space left" in message and "save them soon" in message
+    assert session.journal is None and session.journal_failure() is None  # said once
+    assert journal.flush not in session.labels.step_listeners  # closed: it hears no more edits
+    session.labels.paint(3, [(12, 12)], 2.0, 1)
+    assert session.labels.array[3, 12, 12] == 1 and session.labels.can_undo
+    session.close(discard=True)
