@@ -27,6 +27,7 @@ write nothing and return None.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import threading
@@ -535,6 +536,23 @@ class LabelMap:
         return mark
 
     # -- class tools ---------------------------------------------------------------------
+    def check_tool(self, tool: str, *args, **options) -> None:
+        """Raises ValueError, saying what is wrong, for arguments the class tool ``tool``
+        (``CLASS_TOOLS``) cannot take: a job checks them when it is made, so a worker never
+        fails on them. The tool checks them again itself (scripts call it directly)."""
+        if tool not in CLASS_TOOLS:
+            raise ValueError(f"unknown tool {tool!r}: one of {', '.join(CLASS_TOOLS)}")
+        try:
+            given = inspect.signature(getattr(LabelMap, tool)).bind(self, *args, **options).arguments
+        except TypeError as exc:
+            raise ValueError(f"{tool}: {exc}") from None
+        for name in ("value", "target"):
+            if given.get(name) is not None:
+                self._check_class(given[name])
+        for name in ("min_mm3", "kernel_mm", "distance_mm", "low", "high", "multiplier", "box_mm"):
+            if given.get(name) is not None and not math.isfinite(float(given[name])):
+                raise ValueError(f"{name} must be a finite number, not {given[name]}")
+        _TOOL_CHECKS.get(tool, lambda labels, given: None)(self, given)
     def paint_sphere(self, centre_zyx, radius_mm: float, value: int) -> Edit | None:
         """The 3D brush: every voxel whose centre lies within ``radius_mm`` of ``centre_zyx``
         ((3,) array coordinates (z, y, x), fractions allowed), or of any point of an (N, 3)
@@ -1176,3 +1194,61 @@ def _near_polyline_3d(axes_mm, points_mm: np.ndarray, radius_mm: float) -> np.nd
         t = 0.0 if length2 == 0 else np.clip((rz * d[0] + ry * d[1] + rx * d[2]) / length2, 0, 1)
         inside |= (rz - t * d[0]) ** 2 + (ry - t * d[1]) ** 2 + (rx - t * d[2]) ** 2 <= radius_mm ** 2
     return inside
+
+
+#: The class tools a job may run (``LabelMap.check_tool``, ``session.ToolJob``).
+CLASS_TOOLS = ("remove_islands", "smooth", "margin", "fill_holes", "logical_operation", "grow_from_seed",
+               "grow_confidence_connected")
+
+
+def _check_islands(labels: LabelMap, given: dict) -> None:
+    min_mm3, largest = given.get("min_mm3"), given.get("keep_largest", False)
+    if (min_mm3 is None) == (not largest):
+        raise ValueError("give either min_mm3 or keep_largest=True")
+    if min_mm3 is not None and min_mm3 < 0:
+        raise ValueError(f"min_mm3 must be >= 0, not {min_mm3}")
+
+
+def _check_smooth(labels: LabelMap, given: dict) -> None:
+    if given["method"] not in ("median", "opening", "closing"):
+        raise ValueError(f"smoothing method must be median, opening or closing, not {given['method']!r}")
+    if not given["kernel_mm"] > 0:
+        raise ValueError(f"a kernel must be > 0 mm, not {given['kernel_mm']}")
+
+
+def _check_margin(labels: LabelMap, given: dict) -> None:
+    if given["distance_mm"] == 0:
+        raise ValueError("a margin of 0 mm changes nothing: grow (> 0) or shrink (< 0)")
+
+
+def _check_holes(labels: LabelMap, given: dict) -> None:
+    if given.get("axis", 0) not in (0, 1, 2):
+        raise ValueError(f"axis must be 0, 1 or 2, not {given['axis']}")
+
+
+def _check_logical(labels: LabelMap, given: dict) -> None:
+    if given["operation"] not in ("add", "copy", "subtract", "intersect"):
+        raise ValueError(f"operation must be add, copy, subtract or intersect, not {given['operation']!r}")
+    operand = given["operand"]
+    if isinstance(operand, (int, np.integer)):
+        labels._check_class(operand)
+    elif np.shape(operand) != labels.array.shape:
+        raise ValueError(f"operand {np.shape(operand)} and labels {labels.array.shape} differ in shape")
+
+
+def _check_growing(labels: LabelMap, given: dict) -> None:
+    if labels.intensities is None:
+        raise ValueError("growing from a seed needs the image's intensities")
+    if given.get("axis") not in (None, 0, 1, 2):
+        raise ValueError(f"axis must be None, 0, 1 or 2, not {given['axis']}")
+    seed = [int(np.rint(c)) for c in given["seed_zyx"]]
+    if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, labels.array.shape)):
+        raise ValueError(f"seed {tuple(given['seed_zyx'])} lies outside the image {labels.array.shape}")
+    if "low" in given and given["low"] > given["high"]:
+        raise ValueError(f"the intensity range is empty: low {given['low']} > high {given['high']}")
+
+
+_TOOL_CHECKS: dict[str, Callable[[LabelMap, dict], None]] = {
+    "remove_islands": _check_islands, "smooth": _check_smooth, "margin": _check_margin,
+    "fill_holes": _check_holes, "logical_operation": _check_logical, "grow_from_seed": _check_growing,
+    "grow_confidence_connected": _check_growing}

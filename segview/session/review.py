@@ -111,8 +111,6 @@ class SaveJob:
 
 
 #: The LabelMap tools a ToolJob may run (issue: cleaning up a model's mask).
-CLASS_TOOLS = ("remove_islands", "smooth", "margin", "fill_holes", "logical_operation", "grow_from_seed",
-               "grow_confidence_connected")
 
 
 @dataclass
@@ -136,15 +134,17 @@ class ToolChange:
 
 
 class ToolJob:
-    """A class tool (``CLASS_TOOLS``: islands, smoothing, margin, holes, logical operations,
-    region growing) run on a copy of the labels, so a worker can compute it while the window
+    """A class tool (``core.labels.CLASS_TOOLS``: islands, smoothing, margin, holes, logical
+    operations, region growing) run on a copy of the labels, so a worker can compute it while the window
     stays live; ``ReviewSession.finish_tool`` then writes its result as one undo step. The
     copy carries the brush settings (policy, intensity range) the tools obey."""
 
     def __init__(self, session: ReviewSession, tool: str, *args, **options):
-        if tool not in CLASS_TOOLS:
-            raise ValueError(f"unknown tool {tool!r}: one of {', '.join(CLASS_TOOLS)}")
         labels = session.labels
+        try:
+            labels.check_tool(tool, *args, **options)  # here, not in the worker
+        except ValueError as exc:
+            raise SessionError(f"{tool.replace('_', ' ').capitalize()}: {exc}") from None
         self.tool, self.args, self.options, self.version = tool, args, options, session.version
         # The class it changes: the target of a logical operation or a growing, else the first argument.
         self.value = args[1] if tool == "logical_operation" or tool.startswith("grow") else args[0]
