@@ -612,8 +612,7 @@ class LabelMap:
         spurs and thin bridges) or "closing" (dilation then erosion: fills gaps and dents the
         ball cannot enter). The image's edge is no boundary: erosion treats outside as the
         class, dilation as not. Raises ValueError for another method or a kernel <= 0."""
-        if method not in ("median", "opening", "closing"):
-            raise ValueError(f"smoothing method must be median, opening or closing, not {method!r}")
+        self.check_tool("smooth", value, method, kernel_mm)
         ball = self._ball(kernel_mm / 2)
         margin = {"median": ball.reach, "opening": (1, 1, 1), "closing": tuple(r + 1 for r in ball.reach)}[method]
         job = _Job(progress, should_stop, total=3)
@@ -691,16 +690,11 @@ class LabelMap:
         "intersect": voxels of ``target`` outside the operand become background (b = b and a).
         What joins ``target`` replaces only what the policy allows. Raises ValueError for
         another operation or a mask of another shape."""
-        if operation not in ("add", "copy", "subtract", "intersect"):
-            raise ValueError(f"operation must be add, copy, subtract or intersect, not {operation!r}")
-        self._check_class(target)
+        self.check_tool("logical_operation", operation, target, operand)
         if isinstance(operand, (int, np.integer)):
-            self._check_class(operand)
             operand_box, operand_mask = self._class_box(int(operand), (0, 0, 0)), None
         else:
             operand_mask = np.asarray(operand, bool)
-            if operand_mask.shape != self.array.shape:
-                raise ValueError(f"operand {operand_mask.shape} and labels {self.array.shape} differ in shape")
             operand_box = _mask_box(operand_mask)
         job = _Job(progress, should_stop, total=2)
         boxes = [b for b in (self._class_box(target, (0, 0, 0)), operand_box) if b is not None]
