@@ -113,7 +113,7 @@ class ClickController(QObject):
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
             else:
                 self.window.statusBar().showMessage(f"Click: {changed} voxels changed" if changed else
-                                                    _unchanged(session, job), 5000)
+                                                    f"Click: {session.interaction.unchanged_reason(job)}", 5000)
         self.show_dots()
         self._next()
 
@@ -229,18 +229,6 @@ class ClickController(QObject):
                     self.end(cancel=event.key() == Qt.Key.Key_Escape)  # type: ignore[attr-defined]
                 return True
         return False
-
-
-def _unchanged(session: ReviewSession, job: ClickJob) -> str:
-    """Why a click changed nothing, in the person's words."""
-    y, x = job.point
-    held = int(session.labels.array[job.z, y, x])
-    if (held == job.value) == job.positive:
-        where = "already in" if job.positive else "not in"
-        return f"Click: the point clicked is {where} the class: nothing to change there"
-    if job.positive and held != 0 and session.labels.policy.mode != "all":
-        return "Click: the point clicked holds another class, which 'Paint over' keeps: nothing changed"
-    return "Click: the model did not follow this click and changed nothing (the brush can)"
 
 
 def install_clicks(window: MainWindow) -> ClickController:

@@ -248,7 +248,7 @@ class Interaction:
         # The class takes background (anything under "everything"); what it loses becomes
         # background. A protected class cannot be the one clicked (refused in ``job``),
         # and only "everything" lets the class take another's voxels.
-        may_take = np.ones(old.shape, bool) if labels.policy.mode == "all" else old == 0
+        may_take = _may_take(labels, old)
         new = old.copy()
         new[current & ~proposal.mask] = 0
         new[proposal.mask & ~current & may_take] = job.value
@@ -260,6 +260,19 @@ class Interaction:
         self._steps.append(_Step(edit, before, list(self.clicks)))
         self._undone.clear()
         return int(np.count_nonzero(edit.old != edit.new))
+
+    def unchanged_reason(self, job: ClickJob) -> str:
+        """Why ``job``'s click changed nothing, in the person's words (after ``finish``
+        returned 0)."""
+        labels = self.host.labels
+        y, x = job.point
+        held = labels.array[job.z, y, x]
+        if (held == job.value) == job.positive:
+            where = "already in" if job.positive else "not in"
+            return f"the point clicked is {where} the class: nothing to change there"
+        if job.positive and not _may_take(labels, held):
+            return "the point clicked holds another class, which 'Paint over' keeps: nothing changed"
+        return "the model did not follow this click and changed nothing (the brush can)"
 
     def end(self) -> None:
         """End the interaction in progress: the next click starts a new one."""
@@ -279,3 +292,9 @@ class Interaction:
             step = self._undone.pop()
             self._steps.append(step)
             self.clicks = list(step.after)
+
+
+def _may_take(labels: LabelMap, old):
+    """Where a click may give its class voxels holding ``old``: background, or anything
+    under the overwrite policy "everything" (mode "all")."""
+    return np.ones(np.shape(old), bool) if labels.policy.mode == "all" else np.asarray(old) == 0
