@@ -110,9 +110,6 @@ class SaveJob:
         return self.path
 
 
-#: The LabelMap tools a ToolJob may run (issue: cleaning up a model's mask).
-
-
 @dataclass
 class ToolChange:
     """What a class tool's edits would do to its class: millilitres it gains and loses, and
@@ -648,12 +645,10 @@ class ReviewSession:
                 added += int(np.count_nonzero((edit.new == job.value) & (edit.old != job.value)))
                 removed += int(np.count_nonzero((edit.old == job.value) & (edit.new != job.value)))
         histogram = self.live.label_histogram()
-        if job.value is None:
-            before = histogram[:, 1:].sum()
+        if job.value is None:  # every class: what changes is what goes
+            before, removed = histogram[:, 1:].sum(), int(mask.sum())
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
-        if job.value is None:  # every class: what changes is what goes
-            removed = int(mask.sum())
         ml = float(np.prod(self.volume.spacing)) / 1000
         return ToolChange(added * ml, removed * ml, float(before) * ml, mask)
 
