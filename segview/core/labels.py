@@ -536,10 +536,11 @@ class LabelMap:
         return mark
 
     # -- class tools ---------------------------------------------------------------------
-    def check_tool(self, tool: str, *args, **options) -> None:
+    def check_tool(self, tool: str, *args, **options) -> dict:
         """Raises ValueError, saying what is wrong, for arguments the class tool ``tool``
         (``CLASS_TOOLS``) cannot take: a job checks them when it is made, so a worker never
-        fails on them. The tool checks them again itself (scripts call it directly)."""
+        fails on them. The tool checks them again itself (scripts call it directly).
+        Returns the arguments given, by parameter name."""
         if tool not in CLASS_TOOLS:
             raise ValueError(f"unknown tool {tool!r}: one of {', '.join(CLASS_TOOLS)}")
         try:
@@ -553,6 +554,8 @@ class LabelMap:
             if given.get(name) is not None and not math.isfinite(float(given[name])):
                 raise ValueError(f"{name} must be a finite number, not {given[name]}")
         _TOOL_CHECKS.get(tool, lambda labels, given: None)(self, given)
+        return given
+
     def paint_sphere(self, centre_zyx, radius_mm: float, value: int) -> Edit | None:
         """The 3D brush: every voxel whose centre lies within ``radius_mm`` of ``centre_zyx``
         ((3,) array coordinates (z, y, x), fractions allowed), or of any point of an (N, 3)

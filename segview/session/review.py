@@ -139,12 +139,12 @@ class ToolJob:
     def __init__(self, session: ReviewSession, tool: str, *args, **options):
         labels = session.labels
         try:
-            labels.check_tool(tool, *args, **options)  # here, not in the worker
+            given = labels.check_tool(tool, *args, **options)  # here, not in the worker
         except ValueError as exc:
             raise SessionError(f"{tool.replace('_', ' ').capitalize()}: {exc}") from None
         self.tool, self.args, self.options, self.version = tool, args, options, session.version
-        # The class it changes: the target of a logical operation or a growing, else the first argument.
-        self.value = args[1] if tool == "logical_operation" or tool.startswith("grow") else args[0]
+        # The class it changes: a logical operation's target, else its value (None: every class).
+        self.value = given["target"] if "target" in given else given.get("value")
         self.copy = LabelMap(labels.array.copy(), labels.spacing, intensities=labels.intensities)
         self.copy.policy, self.copy.intensity_range = labels.policy, labels.intensity_range
 
