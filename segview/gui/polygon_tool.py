@@ -40,7 +40,8 @@ class PolygonController(QObject):
             self.lines[view] = line
             view.installEventFilter(self)             # Enter, Esc
             view.viewport().installEventFilter(self)  # the double-click
-        window.workspace.stroked.connect(lambda *_: self.draw())  # after the window gave the click to the effect
+        # After the window gave the click to the effect; other tools' strokes add no vertex.
+        window.workspace.stroked.connect(lambda *_: self.window.effect is self.effect and self.draw())
         window.workspace.slice_changed.connect(lambda *_: self.draw())
         window.tools.tool_changed.connect(self._tool_chosen)
         window.loaded.connect(self.cancel)

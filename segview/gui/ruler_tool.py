@@ -75,7 +75,7 @@ class RulerController(QObject):
         delete.setToolTip("Delete the rulers selected (Delete)")
         delete.clicked.connect(self.delete_selected)
         self.dock = self._dock(delete)
-        workspace.stroked.connect(lambda *_: self.refresh())  # after the window gave the drag to the effect
+        workspace.stroked.connect(self._stroked)  # after the window gave the drag to the effect
         workspace.slice_changed.connect(lambda *_: self.draw())
         window.loaded.connect(self.refresh)
 
@@ -97,6 +97,16 @@ class RulerController(QObject):
             self.window.tabifyDockWidget(metrics, dock)
             metrics.raise_()
         return dock
+
+    def _stroked(self, phase: str, _at) -> None:
+        """The drag drawn as it moves; the panel once it ends (a ruler added). Other tools'
+        strokes (every brush move) change no ruler."""
+        if self.window.effect is not self.effect:
+            return
+        if phase == "end":
+            self.refresh()
+        else:
+            self.draw()
 
     def rulers(self) -> list[Ruler]:
         session = self.window.session
