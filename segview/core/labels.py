@@ -216,8 +216,7 @@ class LabelMap:
         the step still holds."""
         stroke = self._stroke if self._stroke is not None else []
         for _ in range(len(stroke) if count is None else min(count, len(stroke))):
-            change = stroke.pop()
-            self._apply(change.edit(self.array, undo=True) if isinstance(change, Patch) else change.reversed())
+            self._apply(self._taken_back(stroke.pop()))
         if not stroke:
             self._stroke = None
         return len(stroke)
@@ -238,7 +237,7 @@ class LabelMap:
             return False
         step = self._undo.pop()
         for change in reversed(step):
-            self._apply(change.edit(self.array, undo=True) if isinstance(change, Patch) else change.reversed())
+            self._apply(self._taken_back(change))
         self._redo.append(step)
         self._step_done()
         return True
@@ -261,6 +260,10 @@ class LabelMap:
     @property
     def can_redo(self) -> bool:
         return bool(self._redo)
+
+    def _taken_back(self, change: Stored) -> Change:
+        """The change that takes back ``change`` (kept in the history), the labels as now."""
+        return change.edit(self.array, undo=True) if isinstance(change, Patch) else change.reversed()
 
     def history_nbytes(self) -> int:
         """The bytes the undo history stores: the changed voxels' positions and values."""
