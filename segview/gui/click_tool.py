@@ -49,7 +49,7 @@ class ClickController(QObject):
         window.tools.tool_changed.connect(self._tool_chosen)
         window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
         window.workspace.slice_changed.connect(lambda *_: self._slice_shown())
-        for view in self._views():
+        for view in self.window.workspace.tool_views():
             view.installEventFilter(self)
 
     # -- what the window hands over -------------------------------------------------------
@@ -176,16 +176,12 @@ class ClickController(QObject):
             if interaction.active and interaction.z is not None and all(job.continues for job in pending):
                 markers += [((interaction.z, c.y, c.x), ADDS if c.positive else REMOVES) for c in interaction.clicks]
             markers += [((job.z, *job.point), ADDS if job.positive else REMOVES) for job in pending]
-        for view in self._views():
+        for view in self.window.workspace.tool_views():
             view.set_markers(markers)
 
     def markers(self) -> list:
         """The dots shown (((z, y, x), colour), ...), for tests and scripts."""
         return list(self.window.workspace.viewer.plane_view().markers)
-
-    def _views(self) -> list:
-        workspace = self.window.workspace
-        return list(workspace.viewer.views.values()) + [workspace.compare.panes[name] for name in ("A", "B")]
 
     # -- what ends an interaction -------------------------------------------------------------
     def _session_shown(self) -> None:

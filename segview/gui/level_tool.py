@@ -47,7 +47,7 @@ class LevelController(QObject):
         table[1] = (*OUTLINE, 255)
         self.items: dict[SliceView, pg.ImageItem] = {}
         workspace = window.workspace
-        for view in [*workspace.viewer.views.values(), workspace.compare.panes["A"], workspace.compare.panes["B"]]:
+        for view in workspace.tool_views():
             item = pg.ImageItem(levels=(0, 255))
             item.setLookupTable(table)
             item.setZValue(94)

@@ -33,7 +33,7 @@ class PolygonController(QObject):
         self.window = window
         self.effect = next(e for e in EFFECTS if isinstance(e, Polygon))
         self.lines: dict[SliceView, pg.PlotCurveItem] = {}
-        for view in self._views():
+        for view in window.workspace.tool_views():
             line = pg.PlotCurveItem(pen=pg.mkPen(LINE, width=2, cosmetic=True))
             line.setZValue(95)
             view.box.addItem(line, ignoreBounds=True)
@@ -84,10 +84,6 @@ class PolygonController(QObject):
                 continue
             points = [view_xy(view, at.zyx) for at in vertices]
             line.setData([x for x, _ in points], [y for _, y in points])
-
-    def _views(self) -> list[SliceView]:
-        workspace = self.window.workspace
-        return list(workspace.viewer.views.values()) + [workspace.compare.panes[name] for name in ("A", "B")]
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()

@@ -62,8 +62,7 @@ class RulerController(QObject):
         self.window = window
         self.effect = next(e for e in EFFECTS if isinstance(e, RulerEffect))
         workspace = window.workspace
-        views = [*workspace.viewer.views.values(), workspace.compare.panes["A"], workspace.compare.panes["B"]]
-        self.drawn = [_ViewRulers(view) for view in views]
+        self.drawn = [_ViewRulers(view) for view in workspace.tool_views()]
         self.table = QTableWidget(0, 3)
         self.table.setHorizontalHeaderLabels(["Length (mm)", "Plane", "Slice"])
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

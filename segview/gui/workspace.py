@@ -147,6 +147,11 @@ class Workspace(QStackedWidget):
         if not planes.isVisible():
             self.viewer.show_view(planes.view)
 
+    def tool_views(self) -> list[SliceView]:
+        """The views that take the tools' strokes and show what they draw: the three planes
+        and compare panes A and B (not the disagreement pane)."""
+        return [*self.viewer.views.values(), self.compare.panes["A"], self.compare.panes["B"]]
+
     def voxel_under_mouse(self) -> tuple[int, int, int] | None:
         """The voxel under the mouse's last position in the view it was last over, on the
         slice that view shows now (None: none, or a view of the other mode)."""
