@@ -16,7 +16,6 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QMenu
 
-from .polygon_tool import view_xy
 
 if TYPE_CHECKING:
     from .host import ToolHost
@@ -91,7 +90,7 @@ class CrosshairController(QObject):
             vertical.setVisible(on)
             horizontal.setVisible(on)
             if on:
-                x, y = view_xy(view, point)
+                x, y = view.xy_of(point)
                 vertical.setPos(x)
                 horizontal.setPos(y)
         self.label.setText(f"\u271b ({point[2]}, {point[1]}, {point[0]})" if self.shown and point else "")
@@ -115,14 +114,6 @@ class CrosshairController(QObject):
     def _view_of(self, viewport: QObject) -> SliceView | None:
         return next((view for view in self.lines if view.viewport() is viewport), None)
 
-    def _voxel_at(self, view: SliceView, position: QPointF):
-        """The numpy (z, y, x) voxel at viewport ``position`` of ``view``; None beside the image."""
-        if view.volume is None:
-            return None
-        point = view.box.mapSceneToView(view.mapToScene(position.toPoint()))
-        zyx = [round(v) for v in view.index_at(point)]
-        return zyx if all(0 <= v < n for v, n in zip(zyx, view.volume.shape)) else None
-
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
         if kind not in (QEvent.Type.MouseMove, QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonRelease):
@@ -141,7 +132,7 @@ class CrosshairController(QObject):
             moving = (pressed is not None and event.button() == Qt.MouseButton.LeftButton  # type: ignore[attr-defined]
                       and self.window.effect.name == "navigate"
                       and (position - pressed).manhattanLength() <= CLICK_SLOP)
-        voxel = self._voxel_at(view, position) if moving else None
+        voxel = view.voxel_at_viewport(position) if moving else None
         if voxel is not None:
             self.set_point(voxel)
         return False  # the view still gets the event (the read-out, the pan)

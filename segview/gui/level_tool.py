@@ -88,7 +88,7 @@ class LevelController(QObject):
         session = self.window.session
         if view.volume is None or session is None:
             return
-        point = view.box.mapSceneToView(view.mapToScene(position.toPoint()))
+        point = view.viewport_point(position)
         row_mm, col_mm = view.orientation.pixel_spacing(view.view, view.volume.spacing)
         row, col = int(point.y() // row_mm), int(point.x() // col_mm)
         key = (view, view.index, row, col, self.effect.tolerance, session.version)

@@ -82,7 +82,7 @@ class PolygonController(QObject):
             if first is None or view.volume is None or view.normal_axis != first.axis or view.index != first.index:
                 line.setData([], [])
                 continue
-            points = [view_xy(view, at.zyx) for at in vertices]
+            points = [view.xy_of(at.zyx) for at in vertices]
             line.setData([x for x, _ in points], [y for _, y in points])
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
@@ -101,15 +101,6 @@ class PolygonController(QObject):
                 self.cancel()
             return True
         return False
-
-
-def view_xy(view: SliceView, zyx) -> tuple[float, float]:
-    """Where continuous (z, y, x) index ``zyx`` is drawn in ``view``: its coordinates (mm;
-    pixel k spans [k, k + 1] times the pixel size, so a voxel centre is at k + 0.5)."""
-    assert view.volume is not None
-    row, col = view.orientation.to_display(view.view, zyx, view.volume.shape)
-    row_mm, col_mm = view.orientation.pixel_spacing(view.view, view.volume.spacing)
-    return (col + 0.5) * col_mm, (row + 0.5) * row_mm
 
 
 def install_polygon(window: ToolHost) -> PolygonController:

@@ -17,7 +17,6 @@ from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QHBoxLayout, QLab
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from .effects import EFFECTS, Ruler as RulerEffect
-from .polygon_tool import view_xy
 
 if TYPE_CHECKING:
     from ..session.rulers import Ruler
@@ -41,7 +40,7 @@ class _ViewRulers:
     def show(self, segments: list[tuple], lengths: list[float]) -> None:
         """``segments``: ((z, y, x), (z, y, x)) of each ruler on the plane shown; ``lengths``
         mm of the first len(lengths) of them (the rest: the drag in progress, unlabelled)."""
-        points = [view_xy(self.view, end) for segment in segments for end in segment]
+        points = [self.view.xy_of(end) for segment in segments for end in segment]
         self.lines.setData(np.array([p[0] for p in points], float), np.array([p[1] for p in points], float))
         while len(self.labels) < len(lengths):
             label = pg.TextItem(color=TEXT, anchor=(0, 1))

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QRectF, Qt, Signal
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, Signal
 from PySide6.QtWidgets import QGraphicsEllipseItem
 
 from ..core.classes import LabelClass
@@ -380,6 +380,23 @@ class SliceView(pg.GraphicsLayoutWidget):
         if not (0 <= row < rows and 0 <= col < cols):
             return None
         return self.orientation.to_voxel(self.view, self.index, row, col, self.volume.shape)
+
+    def viewport_point(self, position) -> QPointF:
+        """The view point (mm) at ``position`` of the viewport: a mouse event's, taken by an
+        event filter before the scene has seen it."""
+        return self.box.mapSceneToView(self.mapToScene(position.toPoint()))
+
+    def voxel_at_viewport(self, position) -> tuple[int, int, int] | None:
+        """The numpy (z, y, x) voxel at viewport ``position``; None beside the image."""
+        return self._voxel_at(self.viewport_point(position))
+
+    def xy_of(self, zyx) -> tuple[float, float]:
+        """Where continuous (z, y, x) index ``zyx`` is drawn in this view (mm; pixel k spans
+        [k, k + 1] times the pixel size, so a voxel centre is at k + 0.5): ``index_at``'s inverse."""
+        assert self.volume is not None
+        row, col = self.orientation.to_display(self.view, zyx, self.volume.shape)
+        row_mm, col_mm = self.orientation.pixel_spacing(self.view, self.volume.spacing)
+        return (col + 0.5) * col_mm, (row + 0.5) * row_mm
 
     def voxel_under_mouse(self) -> tuple[int, int, int] | None:
         """The numpy (z, y, x) index where the mouse was last seen over this view, on the
