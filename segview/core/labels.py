@@ -425,13 +425,10 @@ class LabelMap:
         chosen[slice(None) if z is None else slice(z, z + 1)] = True
         if where is not None:
             chosen &= where
-        step = max(1, SLAB_BYTES // max(self.array[0].nbytes, 1))
         changed = 0
-        for start, stop in _runs(chosen):
-            for first in range(start, stop, step):
-                last = min(first + step, stop)
-                edit = self._write_values(self._slab(first, last), source[first:last], brush=False)
-                changed += 0 if edit is None else len(edit.changes()[0])
+        for first, last in slabs(chosen, self.array[:1].nbytes):
+            edit = self._write_values(self._slab(first, last), source[first:last], brush=False)
+            changed += 0 if edit is None else len(edit.changes()[0])
         return changed
 
     def patches_from(self, source: np.ndarray, where: np.ndarray | None = None,
@@ -446,21 +443,17 @@ class LabelMap:
         if source.shape != self.array.shape:
             raise ValueError(f"source {source.shape} and labels {self.array.shape} differ in shape")
         chosen = np.ones(self.array.shape[0], bool) if where is None else np.asarray(where, bool)
-        step = max(1, SLAB_BYTES // max(self.array[0].nbytes, 1))
-        runs = _runs(chosen)
-        total, done = sum(stop - start for start, stop in runs), 0
+        total, done = int(np.count_nonzero(chosen)), 0
         patches: list[Patch] = []
-        for start, stop in runs:
-            for first in range(start, stop, step):
-                if should_stop is not None and should_stop():
-                    return None
-                last = min(first + step, stop)
-                patch = self._slab_patch(first, source[first:last])
-                if patch is not None:
-                    patches.append(patch)
-                done += last - first
-                if progress is not None:
-                    progress(done, total)
+        for first, last in slabs(chosen, self.array[:1].nbytes):
+            if should_stop is not None and should_stop():
+                return None
+            patch = self._slab_patch(first, source[first:last])
+            if patch is not None:
+                patches.append(patch)
+            done += last - first
+            if progress is not None:
+                progress(done, total)
         return patches
 
     def _slab_patch(self, first: int, values: np.ndarray) -> Patch | None:
@@ -939,10 +932,14 @@ class LabelMap:
                 listener(change)
 
 
-def _runs(chosen: np.ndarray) -> list[tuple[int, int]]:
-    """(start, stop) of each run of True in ``chosen`` (1D bool)."""
+def slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:
+    """(first, last) of the slabs of whole slices, each at most ``SLAB_BYTES`` (slices of
+    ``plane_bytes``; one slice at least), that cover the runs of True in ``chosen`` (1D bool)."""
+    step = max(1, SLAB_BYTES // max(plane_bytes, 1))
     edges = np.flatnonzero(np.diff(np.concatenate(([False], chosen, [False])).astype(np.int8)))
-    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
+    for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist()):
+        for first in range(start, stop, step):
+            yield first, min(first + step, stop)
 
 
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:
