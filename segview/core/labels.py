@@ -426,7 +426,7 @@ class LabelMap:
         if where is not None:
             chosen &= where
         changed = 0
-        for first, last in slabs(chosen, self.array[:1].nbytes):
+        for first, last in _slabs(chosen, self.array[:1].nbytes):
             edit = self._write_values(self._slab(first, last), source[first:last], brush=False)
             changed += 0 if edit is None else len(edit.changes()[0])
         return changed
@@ -445,7 +445,7 @@ class LabelMap:
         chosen = np.ones(self.array.shape[0], bool) if where is None else np.asarray(where, bool)
         total, done = int(np.count_nonzero(chosen)), 0
         patches: list[Patch] = []
-        for first, last in slabs(chosen, self.array[:1].nbytes):
+        for first, last in _slabs(chosen, self.array[:1].nbytes):
             if should_stop is not None and should_stop():
                 return None
             patch = self._slab_patch(first, source[first:last])
@@ -932,7 +932,7 @@ class LabelMap:
                 listener(change)
 
 
-def slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:
+def _slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:
     """(first, last) of the slabs of whole slices, each at most ``SLAB_BYTES`` (slices of
     ``plane_bytes``; one slice at least), that cover the runs of True in ``chosen`` (1D bool)."""
     step = max(1, SLAB_BYTES // max(plane_bytes, 1))

@@ -40,8 +40,7 @@ class PolygonController(QObject):
             self.lines[view] = line
             view.installEventFilter(self)             # Enter, Esc
             view.viewport().installEventFilter(self)  # the double-click
-        # After the window gave the click to the effect; other tools' strokes add no vertex.
-        window.workspace.stroked.connect(lambda *_: self.window.effect is self.effect and self.draw())
+        window.workspace.stroked.connect(self._stroked)  # after the window gave the click to the effect
         window.workspace.slice_changed.connect(lambda *_: self.draw())
         window.tools.tool_changed.connect(self._tool_chosen)
         window.loaded.connect(self.cancel)
@@ -68,6 +67,10 @@ class PolygonController(QObject):
     def cancel(self) -> None:
         self.effect.cancel()
         self.draw()
+
+    def _stroked(self, *_) -> None:
+        if self.window.effect is self.effect:  # other tools' strokes (every brush move) add no vertex
+            self.draw()
 
     def _tool_chosen(self, name: str) -> None:
         if name != self.effect.name:
