@@ -84,8 +84,10 @@ class StatisticsController(QObject):
 
     def poll(self) -> None:
         """Recompute when what the figures depend on changed and the dock is on screen."""
+        if not self.window.measures_controller.shown:
+            return  # each tick: nothing read while the dock is hidden
         state = self.state()
-        if state is None or state in (self._wanted, self.shown_for) or not self.window.measures_controller.shown:
+        if state is None or state in (self._wanted, self.shown_for):
             return
         self._wanted = state
         if self._worker is not None:
