@@ -21,6 +21,7 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -195,7 +196,7 @@ class CopyWrite:
 
     def __init__(self, session: ReviewSession, job: CopyJob, patches: list[Patch]):
         self.session, self.job, self.slot = session, job, job.slot
-        self._patches: list[Patch | None] = list(patches)
+        self._patches = deque(patches)  # those still to write: the history keeps each once written
         self.total = len(self._patches)
         self.done = 0              # slabs written (while cancelling: still written)
         self.changed = 0           # voxels changed by the slabs written
@@ -228,9 +229,7 @@ class CopyWrite:
                 self._end()
             return self.finished
         while self.done < self.total and more():
-            patch, self._patches[self.done] = self._patches[self.done], None  # the history keeps it
-            assert patch is not None
-            self.changed += labels.write_patches([patch])
+            self.changed += labels.write_patches([self._patches.popleft()])
             self.done += 1
             pieces += 1
         if self.done == self.total and more():
