@@ -382,3 +382,17 @@ def test_bench_clicks_options_on_the_command_line(tmp_path, capsys):
     assert "--cases must be at least 1" in capsys.readouterr().err
     assert main(["bench", "clicks", "--click-model", str(tmp_path / "none.safetensors")]) == 2
     assert "no interactive model at" in capsys.readouterr().err
+
+
+def test_the_summary_at_the_edges_no_object_and_one_already_good():
+    import math
+
+    from segview.session.reviewer import Trace, summarize
+
+    nothing = summarize([])
+    assert nothing["objects"] == 0 and nothing["clicks"] == 0
+    assert all(math.isnan(v) for v in (*nothing["noc"].values(), *nothing["dice_after"].values(),
+                                       nothing["never"], nothing["lowering"], nothing["p95"]))
+    one = summarize([Trace("case", 0, 1, "empty", [0.95])])  # already above the goal: no click
+    assert one["objects"] == 1 and one["noc"][0.90] == 0 and one["never"] == 0 and one["dice_after"][5] == 0.95
+    assert math.isnan(one["lowering"]) and one["clicks"] == 0  # no click, so no share of clicks
