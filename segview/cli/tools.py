@@ -568,6 +568,9 @@ def _run_predict(args) -> int:
         warn_modality(args.checkpoint.name, predictor.meta, volume, warned)
         labels = predictor.predict_volume(volume, progress=slice_progress if not batch else None)
         save_labels(target, labels, volume, predictor.classes)
-        print(f"{target}")
+        # One write per line, flushed: under torchrun every rank shares standard output, and
+        # print's separate write of the newline let two ranks' paths run into one line.
+        sys.stdout.write(f"{target}\n")
+        sys.stdout.flush()
     progress(len(jobs), len(jobs), "done")
     return 0
