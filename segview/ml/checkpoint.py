@@ -37,14 +37,12 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .. import __version__
-from ..core.classes import LabelClass, rgb
-from ..core.errors import SegviewError
 from ..core.files import replace_atomically
+# CheckpointError and the class-table helpers stay importable from here (public names).
+from .metadata import (FORMAT, FORMAT_VERSION, METADATA_KEY, CheckpointError, classes_from_metadata,
+                       classes_to_metadata, parse_metadata, reason)
 from .unet import UNet
 
-FORMAT = "segview-checkpoint"
-FORMAT_VERSION = 1
-METADATA_KEY = "segview"
 ARCHITECTURES = {"UNet": UNet}
 #: Networks imported from other code bases: class name -> module of segview.ml holding it.
 #: Imported only when a checkpoint needs one (MONAI takes seconds to import).
@@ -62,10 +60,6 @@ __all__ = [
     "read_metadata",
     "save_checkpoint",
 ]
-
-
-class CheckpointError(SegviewError):
-    """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
@@ -97,7 +91,7 @@ def read_metadata(path) -> dict:
     """The metadata of the checkpoint at ``path`` (.safetensors, or an exported .onnx)
     without building the model."""
     if str(path).lower().endswith(".onnx"):
-        from .onnx_model import read_onnx_metadata
+        from .onnx_network import read_onnx_metadata
 
         return read_onnx_metadata(path)
     path = _checked_path(path)
@@ -106,8 +100,8 @@ def read_metadata(path) -> dict:
             header = file.metadata() or {}
     except Exception as exc:  # safetensors raises several types for a damaged file
         raise CheckpointError(f"{path.name} is not a readable safetensors checkpoint "
-                              f"({_reason(exc)}); it may be truncated or damaged") from exc
-    return _parse_metadata(path, header)
+                              f"({reason(exc)}); it may be truncated or damaged") from exc
+    return parse_metadata(path, header)
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -124,13 +118,13 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[torch.nn.
                               "predict, evaluate and the window, but cannot be trained or exported")
     try:
         with safe_open(str(path), framework="pt") as file:
-            meta = _parse_metadata(path, file.metadata() or {})
+            meta = parse_metadata(path, file.metadata() or {})
             tensors = {key: file.get_tensor(key) for key in file.keys()}  # noqa: SIM118 (not iterable)
     except CheckpointError:
         raise
     except Exception as exc:
         raise CheckpointError(f"{path.name} is not a readable safetensors checkpoint "
-                              f"({_reason(exc)}); it may be truncated or damaged") from exc
+                              f"({reason(exc)}); it may be truncated or damaged") from exc
     model = _build_model(path, meta["architecture"])
     _check_weights(path, model, tensors)
     classes = classes_from_metadata(meta, path)
@@ -166,31 +160,6 @@ def modality_mismatch(meta: dict, volume) -> str | None:
             "its predictions may be meaningless")
 
 
-def classes_to_metadata(classes) -> list[dict]:
-    """The JSON form of a class table (LabelClass values) for ``meta["classes"]``."""
-    return [{"value": c.value, "name": c.name, "color": list(c.color)} for c in classes]
-
-
-def classes_from_metadata(meta: dict, path: Path | None = None) -> list[LabelClass]:
-    """The class table of a checkpoint's metadata, sorted by value 0 .. C - 1."""
-    try:
-        classes = [LabelClass(int(c["value"]), str(c["name"]), rgb(c["color"]))
-                   for c in meta["classes"]]
-    except (KeyError, TypeError, ValueError) as exc:
-        message = ("the metadata needs 'classes': a list of {value, name, color} "
-                   f"({_reason(exc)})")
-        if path is None:
-            raise ValueError(message) from exc
-        raise CheckpointError(f"{path.name}: {message}") from exc
-    classes.sort(key=lambda c: c.value)
-    if [c.value for c in classes] != list(range(len(classes))):
-        message = "class values must be 0, 1, ..., C - 1 with no gaps"
-        if path is None:
-            raise ValueError(message)
-        raise CheckpointError(f"{path.name}: {message}")
-    return classes
-
-
 # -- loading, step by step --------------------------------------------------------------
 
 def _checked_path(path) -> Path:
@@ -203,7 +172,7 @@ def _checked_path(path) -> Path:
         with open(path, "rb") as file:
             head = file.read(9)
     except OSError as exc:
-        raise CheckpointError(f"{path.name} cannot be read ({_reason(exc)})") from exc
+        raise CheckpointError(f"{path.name} cannot be read ({reason(exc)})") from exc
     if _is_pickle(path, head):
         raise CheckpointError(
             f"{path.name} is a pickled PyTorch file. Loading a pickle can run any code it "
@@ -223,25 +192,6 @@ def _is_pickle(path: Path, head: bytes) -> bool:
             or path.suffix.lower() in PICKLE_EXTENSIONS)
 
 
-def _parse_metadata(path: Path, header: dict) -> dict:
-    if METADATA_KEY not in header:
-        raise CheckpointError(f"{path.name} is a safetensors file without segview metadata; "
-                              "it was not saved by segview")
-    try:
-        meta = json.loads(header[METADATA_KEY])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path.name} has damaged metadata ({_reason(exc)})") from exc
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path.name} does not hold a segview checkpoint")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path.name} was written by a newer segview "
-                              f"({meta.get('segview_version', 'unknown')}); update segview")
-    if not isinstance(meta.get("architecture"), dict):
-        raise CheckpointError(f"{path.name} does not say which network it holds")
-    return meta
-
-
 def _build_model(path: Path, architecture: dict) -> torch.nn.Module:
     arguments = dict(architecture)
     name = arguments.pop("name", None)
@@ -253,7 +203,7 @@ def _build_model(path: Path, architecture: dict) -> torch.nn.Module:
         return network(**arguments)
     except (TypeError, ValueError, AssertionError) as exc:  # MONAI checks arguments with assert
         raise CheckpointError(f"{path.name} describes a {name} this segview cannot build "
-                              f"({_reason(exc)})") from exc
+                              f"({reason(exc)})") from exc
 
 
 def _config(model: torch.nn.Module) -> Mapping[str, Any]:
@@ -291,11 +241,6 @@ def _check_weights(path: Path, model: torch.nn.Module, tensors: dict) -> None:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path.name}: weight {key} holds NaN or infinite values "
                                   "(training diverged?)")
-
-
-def _reason(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def _to_json(value):

@@ -1,0 +1,98 @@
+"""Checkpoint metadata: the JSON segview keeps with a network, parsed and checked in one
+place for both files that carry it: a safetensors checkpoint (its header) and an exported
+ONNX model (its metadata properties), both under the key ``"segview"``. The fields are
+described in ``segview.ml.checkpoint``.
+
+Pure: no torch, no files opened here, so ``checkpoint`` and ``onnx_network`` both import
+it and neither imports the other for it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..core.classes import LabelClass, rgb
+from ..core.errors import SegviewError
+
+FORMAT = "segview-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "segview"
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_KEY", "CheckpointError", "classes_from_metadata",
+           "classes_to_metadata", "parse_metadata", "parse_onnx_metadata", "reason"]
+
+
+class CheckpointError(SegviewError):
+    """A checkpoint that cannot be used; the message says why and what to do."""
+
+
+def parse_metadata(path: Path, header: dict) -> dict:
+    """The metadata in a safetensors ``header`` (its string entries) of the checkpoint at
+    ``path``. Raises CheckpointError when it is missing, damaged, another program's, from a
+    newer segview, or does not say which network it holds."""
+    if METADATA_KEY not in header:
+        raise CheckpointError(f"{path.name} is a safetensors file without segview metadata; "
+                              "it was not saved by segview")
+    meta = _decoded(path, header[METADATA_KEY], "metadata")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path.name} does not hold a segview checkpoint")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path.name} was written by a newer segview "
+                              f"({meta.get('segview_version', 'unknown')}); update segview")
+    if not isinstance(meta.get("architecture"), dict):
+        raise CheckpointError(f"{path.name} does not say which network it holds")
+    return meta
+
+
+def parse_onnx_metadata(path: Path, properties: dict) -> dict:
+    """The metadata in the custom metadata ``properties`` of the ONNX model at ``path``.
+    Raises CheckpointError when it is missing or damaged, does not say which network it
+    holds, or has a bad class table."""
+    if METADATA_KEY not in properties:
+        raise CheckpointError(f"{path.name} has no segview metadata (classes, preprocessing); "
+                              "export ONNX models with `segview export CKPT -o model.onnx`")
+    meta = _decoded(path, properties[METADATA_KEY], "segview metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
+        raise CheckpointError(f"{path.name} does not say which network it holds")
+    classes_from_metadata(meta, path)  # raises CheckpointError for a bad class table
+    return meta
+
+
+def _decoded(path: Path, text: str, what: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path.name} has damaged {what} ({reason(exc)})") from exc
+
+
+def classes_to_metadata(classes) -> list[dict]:
+    """The JSON form of a class table (LabelClass values) for ``meta["classes"]``."""
+    return [{"value": c.value, "name": c.name, "color": list(c.color)} for c in classes]
+
+
+def classes_from_metadata(meta: dict, path: Path | None = None) -> list[LabelClass]:
+    """The class table of a checkpoint's metadata, sorted by value 0 .. C - 1. Raises
+    ValueError for a bad table, CheckpointError naming ``path`` when one is given."""
+    try:
+        classes = [LabelClass(int(c["value"]), str(c["name"]), rgb(c["color"]))
+                   for c in meta["classes"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        message = ("the metadata needs 'classes': a list of {value, name, color} "
+                   f"({reason(exc)})")
+        if path is None:
+            raise ValueError(message) from exc
+        raise CheckpointError(f"{path.name}: {message}") from exc
+    classes.sort(key=lambda c: c.value)
+    if [c.value for c in classes] != list(range(len(classes))):
+        message = "class values must be 0, 1, ..., C - 1 with no gaps"
+        if path is None:
+            raise ValueError(message)
+        raise CheckpointError(f"{path.name}: {message}")
+    return classes
+
+
+def reason(exc: BaseException) -> str:
+    """The last line of an exception's message (libraries put the cause there), else its type."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
