@@ -32,6 +32,9 @@ does not follow still fixes the voxel under it, so the reviewer never clicks in 
 same point. On unseen lung phantoms (bench clicks' seeds) the merge cut the clicks that
 lower the Dice from about 20 % to 5 %, and the click consistency the objects that never
 reach Dice 0.90 from 36 % to 21 % (from a prediction) and 20 % to 12 % (from empty).
+A further click also sees a smaller crop, down to ``FOCUS_SIZE`` pixels (``focus_box``,
+FocalClick's focus crop): the region it corrects magnified, as a person zooms in to fix an
+edge, while the first click sees the whole structure.
 
 The network sees the crop and its two mirror images in one batch, and ``refine`` takes the
 mean of their logits (``mirrored_logits``): steadier edges for about three times the
@@ -67,6 +70,11 @@ PREPROCESSING: dict[str, Any] = {
              "around": "last click"},
 }
 RUNTIMES = ("auto", "torch")
+#: ``ClickModel.focus_size``: image pixels (``focus_box``). On unseen lung phantoms (seeds
+#: 5000-5003) it cut the clicks that lower the Dice from 9.5 % to 4.2 % and the objects that
+#: never reach 0.90 from 5.9 % to 4.4 % (from a prediction), NoC@90 unchanged; on the
+#: harder seeds 4000-4002, never from 17.9 % to 7.1 % for NoC@90 6.3 -> 6.5.
+FOCUS_SIZE = 48
 
 
 @dataclass(frozen=True)
@@ -210,17 +218,32 @@ def error_click(mask: np.ndarray, reference: np.ndarray, rng: np.random.Generato
 # -- the model ------------------------------------------------------------------------
 
 def prepare(volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
-            preprocessing: dict = PREPROCESSING) -> tuple[tuple[slice, slice], torch.Tensor]:
+            preprocessing: dict = PREPROCESSING, focus_size: int | None = None
+            ) -> tuple[tuple[slice, slice], torch.Tensor]:
     """The crop (``crop_box``) and the network's input (1, 6, S, S) for a click on slice
     ``z`` of ``volume`` (Z, Y, X), the class's current ``mask`` (Y, X) bool and every
     ``clicks`` of the interaction: the one path of the model, the training and the
-    validation."""
+    validation. ``focus_size``: from the second click on, the crop may be as small as
+    that (``focus_box``)."""
     if not clicks:
         raise ValueError("refine needs at least one click")
     crop = preprocessing["crop"]
     focus = clicks[-1:] if crop.get("around") == "last click" else clicks
     box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"])
+    if focus_size and len(clicks) > 1:
+        box = focus_box(box, mask, focus, crop["margin"], focus_size)
     return box, encode(context_slices(volume, z, box), mask[box], clicks, box, preprocessing)
+
+
+def focus_box(box: tuple[slice, slice], mask: np.ndarray, clicks: list[Click], margin: float,
+              focus_size: int) -> tuple[slice, slice]:
+    """A further click's crop zoomed in (FocalClick's focus crop): ``crop_box`` with
+    ``focus_size`` as its least side, where that smaller box still holds some of ``mask``
+    (the region being corrected); else ``box``, so a click on a region the mask missed
+    still sees it whole. A small region is then seen magnified (a 48-pixel crop at twice
+    its size in a 96-pixel input), where a boundary error of one pixel is two."""
+    near = crop_box(mask.shape, clicks, mask, margin, focus_size)
+    return near if mask[near].any() else box
 
 
 class ClickModel:
@@ -235,6 +258,7 @@ class ClickModel:
         self.device = torch.device(device)
         self.preprocessing = meta["preprocessing"]
         self.mirrors = True  # refine averages the crop's mirror images (``mirrored_logits``)
+        self.focus_size: int | None = FOCUS_SIZE  # refine's least crop after the first click
 
     @classmethod
     def from_checkpoint(cls, path, device: str | torch.device = "cpu", runtime: str = "auto") -> ClickModel:
@@ -265,9 +289,10 @@ class ClickModel:
         """The class on slice ``z`` of ``volume`` (Z, Y, X) refined from its current ``mask``
         (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box);
         ``merge``: after the first click, only the change under the last click
-        (``merge_at_click``); else all the network proposes in the box. Raises ValueError
+        (``merge_at_click``), seen in the focus crop (``focus_box``); else all the network
+        proposes in the box. Raises ValueError
         without clicks."""
-        box, x = prepare(volume, z, mask, clicks, self.preprocessing)
+        box, x = prepare(volume, z, mask, clicks, self.preprocessing, self.focus_size if merge else None)
         x = x.to(self.device)
         with torch.inference_mode():
             logits = mirrored_logits(self.network, x) if self.mirrors else self.network(x)

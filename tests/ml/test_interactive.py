@@ -137,6 +137,22 @@ def test_the_crop_follows_the_last_click_and_draws_the_earlier_ones_inside_it():
     assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((0, 256), (0, 256))
 
 
+def test_a_further_click_zooms_in_on_the_region_it_corrects_but_not_on_a_missed_one():
+    volume = np.zeros((3, 256, 256), np.float32)
+    mask = _region((256, 256), (100, 110), (100, 112))  # 10 x 12, its box grown: 18 x 21.6
+    first, edge = Click(105, 106), Click(110, 106, False)
+    box, _ = prepare(volume, 1, mask, [first, edge], focus_size=48)
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((81, 129), (82, 130))
+    # the first click of an interaction, and a click with no focus, see the whole box
+    assert prepare(volume, 1, mask, [edge], focus_size=48)[0] == prepare(volume, 1, mask, [first, edge])[0]
+    assert prepare(volume, 1, mask, [edge])[0][0] == slice(57, 153)
+    # a click on a lesion the mask missed, far from it: the 48-pixel box holds none of the
+    # mask, so the click sees the whole 96-pixel box around it
+    missed = Click(200, 200)
+    box, _ = prepare(volume, 1, mask, [first, missed], focus_size=48)
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 248), (152, 248))
+
+
 # -- clicks from errors ---------------------------------------------------------------------
 
 def _independent_click(mask, reference):
@@ -258,6 +274,7 @@ def test_merge_at_click_keeps_only_the_change_under_the_click():
 def test_refine_after_the_first_click_writes_only_the_change_under_the_last_click(tmp_path):
     path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=3)
     model = ClickModel.from_checkpoint(path, runtime="torch")
+    model.focus_size = None  # the merge alone (the focus crop: test_a_further_click_zooms_in...)
     volume = np.random.default_rng(1).normal(size=(3, 64, 64)).astype(np.float32)
     mask = np.zeros((64, 64), bool)
     mask[20:40, 20:40] = True
@@ -274,6 +291,10 @@ def test_refine_after_the_first_click_writes_only_the_change_under_the_last_clic
     expected = merge_at_click(mask[box], whole, Click(*local[-1], False))
     expected[local[0]], expected[local[1]] = True, False
     np.testing.assert_array_equal(merged, expected)
+    model.focus_size = 48  # the merge's click sees the focus crop; the whole proposal does not
+    focused = prepare(volume, 1, mask, clicks, model.preprocessing, 48)[0]
+    assert model.refine(volume, 1, mask, clicks)[0] == focused != box
+    assert model.refine(volume, 1, mask, clicks, merge=False)[0] == box
 
 
 def test_every_voxel_clicked_keeps_its_last_clicks_label():
