@@ -17,7 +17,8 @@ Each training sample is one class on one slice of a training case:
   click is drawn on its errors, so it learns to correct itself, not just a start;
 - the input is the last state: every click and the current mask, which is dropped
   (replaced by an empty one) ``drop_mask`` of the time; the target is the reference in
-  the crop. The crop and the input are those of ``ClickModel.refine`` (``interactive.prepare``).
+  the crop. The crop and the input are those of ``ClickModel.refine`` (``interactive.prepare``):
+  from the second click on, the focus crop (``interactive.focus_box``).
 
 Slices are flipped and transposed at random; the image channels get a random gamma and
 noise. The loss is ``build_loss(config.loss)`` (CE + Dice) on the crops.
@@ -52,8 +53,8 @@ from ..core.errors import DatasetError
 from ..core.io import named_classes
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .data import Dataset, split_cases
-from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, prepare,
-                          resize_bilinear)
+from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, focus_size_of,
+                          prepare, resize_bilinear)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
@@ -160,6 +161,7 @@ class ClickSimulation:
         self.config, self.preprocessing = config, preprocessing
         self.device, self.amp = torch.device(device), amp
         self.size = int(preprocessing["input_size"][0])
+        self.focus_size = focus_size_of(preprocessing)
 
     def batch(self, model: torch.nn.Module, rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         samples = [self.draw(rng) for _ in range(size)]
@@ -184,7 +186,7 @@ class ClickSimulation:
         inputs, targets = [], []
         for sample in samples:
             mask = sample.mask if rng.random() >= self.config.drop_mask else np.zeros_like(sample.mask)
-            box, x = prepare(sample.image, 1, mask, sample.clicks, self.preprocessing)
+            box, x = prepare(sample.image, 1, mask, sample.clicks, self.preprocessing, self.focus_size)
             inputs.append(x)
             targets.append(_resize_mask(sample.reference[box], self.size))
         x = torch.cat(inputs)
@@ -279,8 +281,10 @@ def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.n
     """``ClickModel.refine(..., merge=False)`` of each (volume, z, mask, clicks) in one batch:
     (box, mask in box). The training's rounds and its validation see the network's whole
     answer: it learns to correct all of its own errors, and the best epoch is the best
-    network; the merge after the first click is judged by ``segview bench clicks``."""
-    prepared = [prepare(volume, z, mask, clicks, preprocessing) for volume, z, mask, clicks in items]
+    network; the merge after the first click is judged by ``segview bench clicks``. A
+    further click sees the focus crop (``focus_box``), as in ``refine``."""
+    focus = focus_size_of(preprocessing)
+    prepared = [prepare(volume, z, mask, clicks, preprocessing, focus) for volume, z, mask, clicks in items]
     x = torch.cat([p[1] for p in prepared]).to(device)
     if amp:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -558,7 +562,9 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     if config.init:
         model, parent = load_checkpoint(config.init)
         check_interactive(parent, Path(config.init).name)
-        preprocessing = parent["preprocessing"]
+        # A parent trained before the focus crop is fine-tuned on it (its runtime's focus_size).
+        preprocessing = {**parent["preprocessing"], "crop": {**parent["preprocessing"]["crop"],
+                                                             "focus_size": focus_size_of(parent["preprocessing"])}}
         config.input_size = int(preprocessing["input_size"][0])
     else:
         model = UNet(CHANNELS, 2, config.base_channels, config.depth, config.norm)
