@@ -26,7 +26,7 @@ from ..session.interaction import ClickJob, ClickProposal
 from .workers import Worker
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import ToolHost
 
 ADDS, REMOVES = (40, 220, 40), (235, 40, 40)
 ENDS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape)
@@ -35,8 +35,8 @@ ENDS = (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Escape)
 class ClickController(QObject):
     """Runs the Click tool's jobs for ``window`` (see the module docstring)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: ToolHost):
+        super().__init__(window.window())
         self.window = window
         self.session: ReviewSession | None = None   # the session whose steps it follows
         self.running: ClickJob | None = None
@@ -128,7 +128,7 @@ class ClickController(QObject):
             self._end_when_idle = False
             self._set_busy_cursor(False)
             self.show_dots()
-            QMessageBox.warning(self.window, "No click model", f"{exc}\n\nThe labels are unchanged.")
+            QMessageBox.warning(self.window.window(), "No click model", f"{exc}\n\nThe labels are unchanged.")
             return
         if not job.cancelled:
             self.window.statusBar().showMessage(f"Click: {exc}", 10000)
@@ -227,6 +227,6 @@ class ClickController(QObject):
         return False
 
 
-def install_clicks(window: MainWindow) -> ClickController:
+def install_clicks(window: ToolHost) -> ClickController:
     """The Click tool's controller for ``window`` (``window.click_controller``)."""
     return ClickController(window)

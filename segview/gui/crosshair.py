@@ -16,6 +16,7 @@ from PySide6.QtCore import QEvent, QObject, QPointF, Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QLabel, QMenu
 
+from .host import VIEW_MENU
 
 if TYPE_CHECKING:
     from .host import ToolHost
@@ -39,8 +40,8 @@ class CrosshairController(QObject):
         self.action.setShortcut("X")
         self.action.setToolTip("Show the linked crosshair (Shift + mouse move, or a click with Navigate, moves it)")
         self.action.toggled.connect(lambda _: self.draw())
-        menu = next((a.menu() for a in window.menuBar().actions() if a.text() == "&View"), None)
-        if isinstance(menu, QMenu):
+        menu = window.menuBar().findChild(QMenu, VIEW_MENU)
+        if menu is not None:
             menu.addAction(self.action)
         else:
             window.addAction(self.action)

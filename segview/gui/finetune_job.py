@@ -21,19 +21,20 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
 from ..core.errors import SegviewError
 from ..core.report import number_text
 from ..session import Worklist
+from .job_row import JobRow
 from .settings import last_folder, remember_folder
 from .workers import Worker
 
 if TYPE_CHECKING:
-    from .worklist_panel import JobRow, WorklistController
+    from .host import WorklistHost
 
 #: The folder of the dataset that fine-tuned checkpoints go into (``session.finetune.MODELS_FOLDER``;
 #: not imported here, as that module brings torch with it).
@@ -51,6 +52,24 @@ class FineTuned:
     slices: int = 0
 
 
+class Worklists(Protocol):
+    """What the job needs of the worklist dock's controller (``WorklistController``, which
+    imports this module): the dataset open, its window and dock, saving the case on screen."""
+
+    @property
+    def window(self) -> WorklistHost: ...
+
+    @property
+    def worklist(self) -> Worklist | None: ...
+
+    @property
+    def dock(self) -> QDockWidget: ...
+
+    def save_current(self, then: Callable[[], None], what: str) -> None: ...
+
+    def update_actions(self) -> None: ...
+
+
 def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None) -> str:
     """What the job's row says: ``epoch`` counted from 1; ``left_s``: the time still to go
     (seconds), when known."""
@@ -61,7 +80,7 @@ def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: flo
 
 
 class FineTuning(QObject):
-    """The fine-tuning job of a ``WorklistController`` (one at a time). Signals for tests
+    """The fine-tuning job of a worklist dock (one at a time). Signals for tests
     and scripts: ``progressed(dict)`` (ml.train's events, on the main thread),
     ``finished(FineTuned or None)`` (None: cancelled; after the user answered whether to
     use it as model B), ``failed(str)`` (the message shown)."""
@@ -70,8 +89,8 @@ class FineTuning(QObject):
     failed = Signal(str)
     _event = Signal(object)  # from the worker thread; queued to the main thread
 
-    def __init__(self, controller: WorklistController, row: JobRow):
-        super().__init__(controller)
+    def __init__(self, controller: Worklists, row: JobRow):
+        super().__init__(controller.window.window())
         self.controller, self.window, self.row = controller, controller.window, row
         self.history: list[dict] = []      # the epoch rows of the run going on (or last run)
         self._stop: threading.Event | None = None
@@ -127,7 +146,8 @@ class FineTuning(QObject):
         if worklist.read_only or not _writable(worklist.folder / MODELS_FOLDER):
             start = str(last_folder() or worklist.folder.parent)
             chosen = QFileDialog.getExistingDirectory(
-                self.window, f"{worklist.folder.name} is read-only: folder for the fine-tuned checkpoint", start)
+                self.window.window(), f"{worklist.folder.name} is read-only: folder for the fine-tuned checkpoint",
+                start)
             remember_folder(chosen)
             if not chosen:
                 return
@@ -197,7 +217,8 @@ class FineTuning(QObject):
         self.window.statusBar().showMessage(f"Fine-tuned checkpoint saved: {result.path}", 10000)
         if self.window.isVisible() and worklist is self.controller.worklist and worklist is not None:
             answer = QMessageBox.question(
-                self.window, "Fine-tuning finished", f"Use {result.path.name} as model B?\n\n{self.summary(result)}",
+                self.window.window(), "Fine-tuning finished",
+                f"Use {result.path.name} as model B?\n\n{self.summary(result)}",
                 QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
             if answer == QMessageBox.StandardButton.Yes:
                 # As Model > Load checkpoint B: the worklist's checkpoints, cache and queue follow.
@@ -231,7 +252,7 @@ class FineTuning(QObject):
             raise exc
         message = str(exc)
         self.window.statusBar().showMessage(f"Fine-tuning failed: {message}", 10000)
-        QMessageBox.critical(self.window, "Fine-tuning failed", message)
+        QMessageBox.critical(self.window.window(), "Fine-tuning failed", message)
         self.failed.emit(message)
 
 

@@ -1,18 +1,50 @@
-"""What the tools' controllers (polygon, ruler, crosshair, level tracing, region statistics)
-need of the window: a small host protocol, so they never import ``main_window`` back (no
-import circle). ``MainWindow`` is one; a test can hand them another."""
+"""What the panels and the tools' controllers (worklist, measures, click, polygon, ruler,
+crosshair, level tracing, region statistics) need of the window: small host protocols, so
+they never import ``main_window`` back (no import circle). ``MainWindow`` is each of them;
+a test can hand them another."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
-from PySide6.QtCore import Qt, SignalInstance
+from PySide6.QtCore import QObject, Qt, SignalInstance
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QDockWidget, QMenuBar, QStatusBar, QWidget
 
 from ..session import ReviewSession
 from .effects import Effect
+from .metrics_panel import MetricsPanel
 from .tools import ToolPanel
+from .workers import GeneratorWorker
 from .workspace import Workspace
+
+#: Object names of the window's menus and of the items others put theirs after: found by
+#: these, not by their display text (which may change, or be translated).
+FILE_MENU, EDIT_MENU, VIEW_MENU, MODEL_MENU = "file menu", "edit menu", "view menu", "model menu"
+OPEN_DICOM_ACTION, EXPORT_REPORT_ACTION = "open dicom folder", "export comparison report"
+
+
+class Chrome(Protocol):
+    """The window as a top-level widget: its bars, docks and actions. ``window()`` is the
+    widget itself (``QWidget.window``): the parent of dialogs."""
+
+    def window(self) -> QWidget: ...
+
+    def isVisible(self) -> bool: ...
+
+    def statusBar(self) -> QStatusBar: ...
+
+    def menuBar(self) -> QMenuBar: ...
+
+    def addAction(self, action: QAction, /) -> None: ...
+
+    def addDockWidget(self, area: Qt.DockWidgetArea, dockwidget: QDockWidget, /) -> None: ...
+
+    def tabifyDockWidget(self, first: QDockWidget, second: QDockWidget, /) -> None: ...
+
+    def setWindowModified(self, modified: bool, /) -> None: ...
+
+    def installEventFilter(self, filter: QObject, /) -> None: ...
 
 
 class MeasuresDock(Protocol):
@@ -25,8 +57,8 @@ class MeasuresDock(Protocol):
     def shown(self) -> bool: ...
 
 
-class ToolHost(Protocol):
-    """The window's session, views, tools panel and chrome (status bar, menus, docks)."""
+class ToolHost(Chrome, Protocol):
+    """The window's session, views and tools panel, for the tools' controllers."""
 
     @property
     def session(self) -> ReviewSession | None: ...
@@ -53,14 +85,62 @@ class ToolHost(Protocol):
 
     def current_slice(self) -> int: ...
 
-    def statusBar(self) -> QStatusBar: ...
 
-    def menuBar(self) -> QMenuBar: ...
+class MeasuresHost(Chrome, Protocol):
+    """The window as the measures dock follows it: its session, views, metrics panel
+    (one "reviewed only" switch for both), inference, and the signals that say what changed."""
 
-    def addAction(self, action: QAction, /) -> None: ...
+    @property
+    def session(self) -> ReviewSession | None: ...
 
-    def addDockWidget(self, area: Qt.DockWidgetArea, dockwidget: QDockWidget, /) -> None: ...
+    @property
+    def workspace(self) -> Workspace: ...
 
-    def tabifyDockWidget(self, first: QDockWidget, second: QDockWidget, /) -> None: ...
+    @property
+    def metrics(self) -> MetricsPanel: ...
 
-    def setWindowModified(self, modified: bool, /) -> None: ...
+    @property
+    def inference(self) -> GeneratorWorker | None: ...
+
+    @property
+    def loaded(self) -> SignalInstance: ...
+
+    @property
+    def model_loaded(self) -> SignalInstance: ...
+
+    @property
+    def inference_finished(self) -> SignalInstance: ...
+
+    @property
+    def session_changed(self) -> SignalInstance: ...
+
+    @property
+    def predictions_changed(self) -> SignalInstance: ...
+
+
+class WorklistHost(Chrome, Protocol):
+    """The window as the worklist (and its fine-tuning job) drives it: the session on
+    screen, replaced, refreshed, saved; models loaded; where file dialogs start."""
+
+    @property
+    def session(self) -> ReviewSession | None: ...
+
+    @property
+    def model_loaded(self) -> SignalInstance: ...
+
+    @property
+    def saved(self) -> SignalInstance: ...
+
+    def start_folder(self) -> str: ...
+
+    def show_session(self, session: ReviewSession) -> None: ...
+
+    def discard_session(self) -> None: ...
+
+    def refresh_session(self) -> None: ...
+
+    def cancel_inference(self) -> None: ...
+
+    def save(self, wait: bool = False) -> bool: ...
+
+    def load_model(self, path: Path, slot: str = "A") -> None: ...

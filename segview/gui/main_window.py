@@ -31,6 +31,7 @@ from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .dialogs import choose_series
 from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
+from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
                        remember_folder, remember_recent, set_pacs_labels_folder)
@@ -207,8 +208,9 @@ class MainWindow(QMainWindow):
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
+        menu.setObjectName(FILE_MENU)
         menu.addAction("&Open image...", QKeySequence.StandardKey.Open, self.choose_image)
-        menu.addAction("Open &DICOM folder...", "Ctrl+D", self.choose_dicom_folder)
+        menu.addAction("Open &DICOM folder...", "Ctrl+D", self.choose_dicom_folder).setObjectName(OPEN_DICOM_ACTION)
         menu.addAction("Open &labels...", "Ctrl+L", self.choose_labels)
         menu.addAction("Open from &PACS...", self.open_from_pacs)
         self.recent_menu = menu.addMenu("Open &recent")
@@ -217,7 +219,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         menu.addAction("&Save labels", QKeySequence.StandardKey.Save, self.save)
         menu.addAction("Save labels &as...", QKeySequence.StandardKey.SaveAs, self.save_as)
-        menu.addAction("Export comparison &report...", self.export_report)
+        menu.addAction("Export comparison &report...", self.export_report).setObjectName(EXPORT_REPORT_ACTION)
         self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
         self.send_seg_action = menu.addAction("Send SEG to PA&CS...", self.send_seg_to_pacs)
         for action in (self.seg_action, self.send_seg_action):
@@ -228,6 +230,7 @@ class MainWindow(QMainWindow):
         menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
         menu = self.edit_menu = self.menuBar().addMenu("&Edit")
+        menu.setObjectName(EDIT_MENU)
         self.undo_action = menu.addAction("&Undo", QKeySequence.StandardKey.Undo, self.undo)
         self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
         menu.addSeparator()
@@ -242,6 +245,7 @@ class MainWindow(QMainWindow):
             menu.addAction(f"Labels from model {slot}: whole volume", partial(self.copy_prediction, slot, False))
 
         menu = self.menuBar().addMenu("&View")
+        menu.setObjectName(VIEW_MENU)
         three = menu.addAction("&Three views", "T")
         three.setCheckable(True)
         three.toggled.connect(self.workspace.viewer.set_three_views)
@@ -273,6 +277,7 @@ class MainWindow(QMainWindow):
         self.addToolBar(overlay_bar)
 
         menu = self.menuBar().addMenu("&Model")
+        menu.setObjectName(MODEL_MENU)
         for slot in SLOTS:
             menu.addAction(f"Load checkpoint &{slot}...", partial(self.choose_model, slot))
         menu.addSeparator()

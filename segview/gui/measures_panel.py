@@ -49,7 +49,7 @@ from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
     from ..session import ReviewSession
-    from .main_window import MainWindow
+    from .host import MeasuresHost
 
 __all__ = ["BOUNDARY_COLUMNS", "DEBOUNCE_MS", "PLOT_METRICS", "MeasuresController", "MeasuresPanel",
            "install_measures"]
@@ -524,11 +524,11 @@ class _State:
 class MeasuresController(QObject):
     """Wires ``window``'s session to a ``MeasuresPanel`` in its own dock (see the module)."""
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: MeasuresHost):
+        super().__init__(window.window())
         self.window = window
         self.panel = MeasuresPanel()
-        self.dock = QDockWidget("Boundary metrics and measures", window)
+        self.dock = QDockWidget("Boundary metrics and measures", window.window())
         self.dock.setObjectName("measures dock")
         self.dock.setWidget(self.panel)
         features = QDockWidget.DockWidgetFeature
@@ -579,8 +579,8 @@ class MeasuresController(QObject):
     def _place_dock(self) -> None:
         """Tabbed with the metrics panel's dock (the image keeps its width), behind it."""
         window = self.window
-        metrics_dock = next((d for d in window.findChildren(QDockWidget) if d.widget() is window.metrics), None)
-        if metrics_dock is None:
+        metrics_dock = window.metrics.parentWidget()  # the dock that holds the metrics panel
+        if not isinstance(metrics_dock, QDockWidget):
             self.dock.setMinimumWidth(400)
             window.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
             return
@@ -897,7 +897,7 @@ class MeasuresController(QObject):
         raise exc
 
 
-def install_measures(window: MainWindow) -> MeasuresController:
+def install_measures(window: MeasuresHost) -> MeasuresController:
     """Add the boundary metrics and measures dock to ``window`` (tabbed with the metrics
     panel) and follow its sessions. Returns the controller (``window.measures_controller``)."""
     return MeasuresController(window)

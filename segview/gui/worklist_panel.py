@@ -2,9 +2,10 @@
 
 ``install_worklist(window)`` adds File > Open dataset... and File > Export dataset report...,
 a Worklist menu (next / previous case, done, flag, predict the dataset) and the dock to a
-``MainWindow`` through its public API, and returns the ``WorklistController`` that wires
-them to a ``segview.session.Worklist`` (no Qt; every transition of the work is its or its
-``CaseSession``'s). The panel only shows the cases and forwards what the user asks.
+window (a ``host.WorklistHost``, as ``MainWindow`` is; never imported here), and returns the
+``WorklistController`` that wires them to a ``segview.session.Worklist`` (no Qt; every
+transition of the work is its or its ``CaseSession``'s). The panel only shows the cases and
+forwards what the user asks.
 
 - A case opens in a worker (``Worklist.session``), then ``window.show_session``. Leaving a
   case saves it into the dataset first when it has unsaved edits (the journal covers them
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
-                               QInputDialog, QLabel, QMenu, QMessageBox, QProgressBar, QPushButton, QTableWidget,
+                               QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.report import number_text
@@ -45,11 +46,13 @@ from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, Wor
 from ..session.verdict import reviewed_verdict, write_dataset_report
 from ..session.worklist import OpenJob, Prefetch
 from .finetune_job import FineTuning
+from .host import EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION
+from .job_row import JobRow
 from .settings import last_folder, remember_folder
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
-    from .main_window import MainWindow
+    from .host import WorklistHost
 
 #: Sort choices of the panel: (shown text, ``Worklist.sorted`` key).
 SORTS = (("Most disputed (A vs B)", "disputed"), ("Most uncertain", "uncertain"), ("Name", "name"),
@@ -77,37 +80,6 @@ def case_cells(case: Case) -> list[str]:
             number_text(case.disputed * 100, 1, unit=" %"), number_text(case.uncertainty),
             number_text(case.correction_ml.get("A", math.nan), 2, unit=" mL"),
             number_text(case.correction_ml.get("B", math.nan), 2, unit=" mL")]
-
-
-class JobRow(QWidget):
-    """A label, a progress bar and a Cancel button for one background job."""
-    cancel_clicked = Signal()
-
-    def __init__(self, parent=None):
-        super().__init__(parent)
-        self.label = QLabel()
-        self.bar = QProgressBar()
-        self.bar.setMaximumWidth(220)
-        self.cancel = QPushButton("Cancel")
-        self.cancel.clicked.connect(self.cancel_clicked)
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.label, stretch=1)
-        layout.addWidget(self.bar)
-        layout.addWidget(self.cancel)
-        self.hide()
-
-    def start(self, text: str) -> None:
-        self.label.setText(text)
-        self.bar.setRange(0, 0)
-        self.cancel.setEnabled(True)
-        self.show()
-
-    def step(self, done: int, total: int, text: str | None = None) -> None:
-        self.bar.setRange(0, max(total, 1))
-        self.bar.setValue(done)
-        if text is not None:
-            self.label.setText(text)
 
 
 class WorklistPanel(QWidget):
@@ -260,7 +232,7 @@ class WorklistPanel(QWidget):
 
 
 class WorklistController(QObject):
-    """The worklist of a ``MainWindow``: see the module docstring. Signals for tests and
+    """The worklist of a window: see the module docstring. Signals for tests and
     scripts: ``dataset_opened``, ``case_opened(name)`` (on screen), ``case_failed(message)``,
     ``case_saved(name)`` (Done, Flag: saved into the dataset with its status),
     ``queue_step(QueueStep)``, ``queue_finished(bool)`` (True: every case predicted),
@@ -275,8 +247,8 @@ class WorklistController(QObject):
     queue_finished = Signal(bool)
     report_written = Signal(list)
 
-    def __init__(self, window: MainWindow):
-        super().__init__(window)
+    def __init__(self, window: WorklistHost):
+        super().__init__(window.window())
         self.window = window
         self.worklist: Worklist | None = None
         self.navigator: WorklistNavigator | None = None  # the order, next / previous, prefetch
@@ -288,7 +260,7 @@ class WorklistController(QObject):
         self._last_queue_case: str | None = None
         self.prefetch_enabled = True                  # open the next case in the background
         self.panel = WorklistPanel()
-        self.dock = QDockWidget("Worklist", window)
+        self.dock = QDockWidget("Worklist", window.window())
         self.dock.setObjectName("worklist")
         self.dock.setWidget(self.panel)
         self.dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
@@ -326,22 +298,25 @@ class WorklistController(QObject):
     # -- menus --------------------------------------------------------------------------
     def _build_actions(self) -> None:
         window = self.window
-        file_menu = _menu(window, "&File")
-        self.open_action = QAction("Open data&set...", window)
+        parent = window.window()  # the window as a widget
+        file_menu = _menu(window, FILE_MENU)
+        self.open_action = QAction("Open data&set...", parent)
         self.open_action.setToolTip("A folder in the nnU-Net layout (imagesTr/, labelsTr/) or of DICOM studies")
         self.open_action.triggered.connect(self.choose_dataset)
-        self.report_action = QAction("Export &dataset report...", window)
+        self.report_action = QAction("Export &dataset report...", parent)
+        self.report_action.setObjectName("export dataset report")
         self.report_action.setToolTip("A and B over the reviewed slices of every case: results.csv, "
                                       "verdict.md, verdict.png")
         self.report_action.triggered.connect(lambda: self.choose_report_folder())
-        self.held_out_action = QAction("Export &held-out report...", window)
+        self.held_out_action = QAction("Export &held-out report...", parent)
         self.held_out_action.setToolTip("The dataset report over the held-out cases of the dataset's fixed split\n"
                                         "(splits.json) only: cases neither A nor a B fine-tuned from it trained on")
         self.held_out_action.triggered.connect(lambda: self.choose_report_folder(held_out=True))
-        _insert_after(file_menu, "Open &DICOM folder...", self.open_action)
-        _insert_after(file_menu, "Export comparison &report...", self.report_action)
-        _insert_after(file_menu, "Export &dataset report...", self.held_out_action)
-        menu = QMenu("&Worklist", window)
+        _insert_after(file_menu, OPEN_DICOM_ACTION, self.open_action)
+        _insert_after(file_menu, EXPORT_REPORT_ACTION, self.report_action)
+        _insert_after(file_menu, self.report_action.objectName(), self.held_out_action)
+        menu = QMenu("&Worklist", parent)
+        menu.setObjectName("worklist menu")
         self.next_action = menu.addAction("&Next case", QKeySequence("Ctrl+N"), self.next_case)
         self.previous_action = menu.addAction("&Previous case", QKeySequence("Ctrl+P"), self.previous_case)
         menu.addSeparator()
@@ -357,7 +332,7 @@ class WorklistController(QObject):
         menu.setToolTipsVisible(True)  # a disabled item says why in its tooltip
         menu.addSeparator()
         menu.addAction(self.dock.toggleViewAction())
-        model_menu = _menu(window, "&Model")
+        model_menu = _menu(window, MODEL_MENU)
         if model_menu is not None:
             window.menuBar().insertMenu(model_menu.menuAction(), menu)
         else:
@@ -385,7 +360,7 @@ class WorklistController(QObject):
 
     # -- opening a dataset ----------------------------------------------------------------
     def choose_dataset(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self.window, "Open dataset (nnU-Net or DICOM studies)",
+        folder = QFileDialog.getExistingDirectory(self.window.window(), "Open dataset (nnU-Net or DICOM studies)",
                                                   self.window.start_folder())
         remember_folder(folder)
         if folder:
@@ -522,7 +497,8 @@ class WorklistController(QObject):
             if status is not None:  # Done and next on a case that cannot be saved: stay
                 return self._error(str(exc), "Case not saved")
             answer = QMessageBox.question(
-                self.window, "Case not saved", f"{exc}\n\nLeave {previous.case.name} and drop its unsaved edits?",
+                self.window.window(), "Case not saved",
+                f"{exc}\n\nLeave {previous.case.name} and drop its unsaved edits?",
                 QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
             if answer != QMessageBox.StandardButton.Discard:
                 return
@@ -671,7 +647,7 @@ class WorklistController(QObject):
             job = session.save_job()
         except SegviewError as exc:
             answer = QMessageBox.question(
-                self.window, "Case not saved", f"{exc}\n\nLeave it and drop its unsaved edits?",
+                self.window.window(), "Case not saved", f"{exc}\n\nLeave it and drop its unsaved edits?",
                 QMessageBox.StandardButton.Discard | QMessageBox.StandardButton.Cancel)
             if answer != QMessageBox.StandardButton.Discard:
                 return stay()
@@ -693,7 +669,8 @@ class WorklistController(QObject):
     def _leave(self, session: ReviewSession) -> bool:
         """Ask whether to save ``session`` (not a case: the window saves it) before it goes;
         True when it may go."""
-        answer = QMessageBox.question(self.window, "Unsaved labels", "The labels have unsaved changes. Save them?",
+        answer = QMessageBox.question(self.window.window(), "Unsaved labels",
+                                      "The labels have unsaved changes. Save them?",
                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                       | QMessageBox.StandardButton.Cancel)
         if answer == QMessageBox.StandardButton.Save:
@@ -749,7 +726,7 @@ class WorklistController(QObject):
         name = self._target()
         if name is None or self.worklist is None:
             return
-        note, ok = QInputDialog.getText(self.window, f"Flag {name}", "Why (a note for whoever reads it):",
+        note, ok = QInputDialog.getText(self.window.window(), f"Flag {name}", "Why (a note for whoever reads it):",
                                         text=self.worklist.case(name).note)
         if ok:
             self.set_status(name, "flagged", note)
@@ -918,7 +895,7 @@ class WorklistController(QObject):
         # The last folder a dialog chose in, else the dataset's.
         start = str(last_folder() or self.worklist.folder) if self.worklist else self.window.start_folder()
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
-        folder = QFileDialog.getExistingDirectory(self.window, title, start)
+        folder = QFileDialog.getExistingDirectory(self.window.window(), title, start)
         remember_folder(folder)
         if folder:
             self.export_report(folder, held_out)
@@ -1009,7 +986,7 @@ class WorklistController(QObject):
 
     def _error(self, message: str, title: str = "Cannot open") -> None:
         self.window.statusBar().showMessage(message, 10000)
-        QMessageBox.critical(self.window, title, message)
+        QMessageBox.critical(self.window.window(), title, message)
 
 
 # -- in workers ------------------------------------------------------------------------------
@@ -1039,20 +1016,19 @@ def _report(worklist: Worklist, folder: Path, job, stop: threading.Event, held_o
 
 # -- the window's menus ----------------------------------------------------------------------
 
-def _menu(window, title: str) -> QMenu | None:
-    for action in window.menuBar().actions():
-        if action.text() == title and action.menu() is not None:
-            return action.menu()
-    return None
+def _menu(window: WorklistHost, name: str) -> QMenu | None:
+    """The window's menu with object name ``name`` (``host.FILE_MENU``...), if it has one."""
+    return window.menuBar().findChild(QMenu, name)
 
 
-def _insert_after(menu: QMenu | None, text: str, action: QAction) -> None:
-    """Put ``action`` after the item ``text`` of ``menu`` (at its end when there is none)."""
+def _insert_after(menu: QMenu | None, name: str, action: QAction) -> None:
+    """Put ``action`` after the item with object name ``name`` of ``menu`` (at its end when
+    there is none)."""
     if menu is None:
         return
     actions = menu.actions()
     for n, existing in enumerate(actions):
-        if existing.text() == text:
+        if existing.objectName() == name:
             if n + 1 < len(actions):
                 menu.insertAction(actions[n + 1], action)
             else:
@@ -1061,7 +1037,7 @@ def _insert_after(menu: QMenu | None, text: str, action: QAction) -> None:
     menu.addAction(action)
 
 
-def install_worklist(window: MainWindow) -> WorklistController:
+def install_worklist(window: WorklistHost) -> WorklistController:
     """Add the worklist to ``window``: File > Open dataset... and Export dataset report...,
     the Worklist menu (Ctrl+N / Ctrl+P: next / previous case) and the dock. Returns its
     controller (``window.worklist_controller``)."""
