@@ -6,7 +6,8 @@ colours) when editing began, then holds one record per completed step (a stroke,
 review mark, an undo, a redo): for each changed region the positions and new values of
 the voxels that changed (or, when most of the region changed, its new values: whichever is
 smaller, as the undo history keeps it), the marks set or taken back, and the class table
-when it changed since the last record. Each record
+and the journalled sidecar keys (the rulers) when they changed since the last record (a
+ruler drawn or deleted is a record of its own). Each record
 is written whole, flushed and fsynced before the next one, and
 carries its length and CRC, so after a crash (even SIGKILL or a power cut in the middle
 of a write) replaying the intact records gives the labels as they were after the last
@@ -127,6 +128,9 @@ class RecoveredLabels:
     #: The class table after the last completed step; empty when the journal holds none (the
     #: labels had no table of their own, or a journal written before tables were journalled).
     classes: list[LabelClass] = field(default_factory=list)
+    #: The journalled sidecar keys (the rulers) after the last completed step; None in a
+    #: journal written before they were journalled.
+    sidecar: dict | None = None
 
 
 class Journal:
@@ -141,6 +145,10 @@ class Journal:
         #: whenever it differs from the one last recorded.
         self.class_table: Callable[[], list[LabelClass] | None] = lambda: None
         self._recorded_classes = list(classes) if classes else None
+        #: The review sidecar's journalled keys now (``follow_sidecar``), recorded whenever
+        #: they differ from those last recorded.
+        self.sidecar: Callable[[], dict] = dict
+        self._recorded_sidecar: dict = {}
         self.steps = 0
         self.error: JournalError | None = None  # set when a write failed; journalling stops
         self._writing: threading.Thread | None = None  # writes the snapshot (see ``start``)
@@ -148,6 +156,11 @@ class Journal:
         labels.listeners.append(self._collect)
         labels.mark_listeners.append(self._collect_mark)
         labels.step_listeners.append(self.flush)
+
+    def follow_sidecar(self, sidecar: Callable[[], dict]) -> None:
+        """Journal what ``sidecar()`` gives (JSON: the rulers), as it is now the baseline (the
+        snapshot's, ``snapshot_job``'s ``sidecar``)."""
+        self.sidecar, self._recorded_sidecar = sidecar, _json_copy(sidecar())
 
     @staticmethod
     def snapshot(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
@@ -160,7 +173,7 @@ class Journal:
 
     @staticmethod
     def snapshot_job(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
-                     classes: list[LabelClass] | None = None) -> Snapshot:
+                     classes: list[LabelClass] | None = None, sidecar: dict | None = None) -> Snapshot:
         """``snapshot`` as a job: the review marks and classes are taken now, the labels
         read and compressed slab by slab when it runs (no copy of the volume). Given to
         ``Journal.start``, a thread of the journal's streams it to the file while editing
@@ -170,6 +183,8 @@ class Journal:
                     "about": dict(about or {}, started=time.time())}
         if classes:
             document["classes"] = _classes_json(classes)
+        if sidecar is not None:  # the journalled sidecar keys (the rulers) then
+            document["sidecar"] = _json_copy(sidecar)
         return Snapshot(labels, json.dumps(document).encode())
 
     @classmethod
@@ -244,9 +259,10 @@ class Journal:
         """Append the edits since the last flush as one record (called after each step).
         A failed write (disk full) never interrupts editing: it sets ``error`` and the
         journal stops, so the window can say so."""
-        if self._pending or self._marks:
+        sidecar = _json_copy(self.sidecar())
+        if self._pending or self._marks or sidecar != self._recorded_sidecar:
             self.wait()  # the snapshot first
-        if not (self._pending or self._marks) or self.error is not None:
+        if not (self._pending or self._marks or sidecar != self._recorded_sidecar) or self.error is not None:
             self._pending.clear()
             self._marks.clear()
             return
@@ -261,6 +277,8 @@ class Journal:
         classes = list(classes) if classes else None
         if classes != self._recorded_classes and classes is not None:
             document["classes"] = _classes_json(classes)
+        if sidecar != self._recorded_sidecar:
+            document["sidecar"] = sidecar
         header = json.dumps(document).encode()
         payload = struct.pack("<I", len(header)) + header + b"".join(_voxels(e) for e in edits)
         try:
@@ -270,6 +288,7 @@ class Journal:
             return
         if "classes" in document:
             self._recorded_classes = classes
+        self._recorded_sidecar = sidecar
         self.steps += 1
 
     def mark_saved(self) -> None:
@@ -356,11 +375,12 @@ def recover(path) -> RecoveredLabels:
     reviewed = np.zeros(labels.shape[0], bool)
     reviewed[header.get("reviewed", [])] = True
     classes = _classes_from_json(header.get("classes"))  # absent from journals before class tables
+    sidecar = header.get("sidecar")  # absent from journals before rulers were journalled
     steps, marks = 0, {}
-    saved = labels.copy(), reviewed.copy()  # the state nothing needs recovering to
+    saved = labels.copy(), reviewed.copy(), sidecar  # the state nothing needs recovering to
     for tag, payload in records[1:]:
         if tag == SAVED:
-            steps, saved = 0, (labels.copy(), reviewed.copy())
+            steps, saved = 0, (labels.copy(), reviewed.copy(), sidecar)
             continue
         steps += 1
         step, body = _split(payload)
@@ -370,14 +390,16 @@ def recover(path) -> RecoveredLabels:
             marks[z] = details[0] if details else {}
         if isinstance(step, dict) and step.get("classes"):
             classes = _classes_from_json(step["classes"])
+        if isinstance(step, dict) and "sidecar" in step:
+            sidecar = step["sidecar"]
         stored = step.get("stored") if isinstance(step, dict) else None  # None: journals before sparse steps
         offset = 0
         for n, bounds in enumerate(regions):
             offset = _replay(labels, bounds, body, offset, -1 if stored is None else stored[n])
-    if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]):
+    if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]) and sidecar == saved[2]:
         steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
-                           header.get("about", {}), marks, classes)
+                           header.get("about", {}), marks, classes, sidecar)
 
 
 class Snapshot:
@@ -438,6 +460,11 @@ def _write_streamed(file, tag: bytes, chunks: Iterable[bytes]) -> None:
     file.seek(end)
     file.flush()
     os.fsync(file.fileno())
+
+
+def _json_copy(document: dict) -> dict:
+    """``document`` as the journal records it: a copy through JSON (lists, not tuples)."""
+    return json.loads(json.dumps(document))
 
 
 def _index_dtype(shape) -> str:

@@ -48,6 +48,7 @@ from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
+from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
 from .statistics import class_statistics
 
@@ -344,10 +345,12 @@ class ReviewSession:
         try:
             set_aside(self.key)  # kept, and listed by File > Recover edits
             # Compressed and written by a thread while the rest opens (each step waits for it).
-            snapshot = Journal.snapshot_job(self.labels.array, self.key, self.labels.reviewed, about, self._classes)
+            snapshot = Journal.snapshot_job(self.labels.array, self.key, self.labels.reviewed, about, self._classes,
+                                            self._journalled_sidecar())
             self.journal = start_journal(self.labels, self.key, snapshot, self._classes)
             self.journal.mark_details = lambda z: self.review_marks.get(z, {})
             self.journal.class_table = lambda: self._classes  # names and colours come back after a crash
+            self.journal.follow_sidecar(self._journalled_sidecar)  # and the rulers
         except (JournalError, OSError) as exc:
             self.warnings.append(f"{exc}. Edits are not journalled: save often.")
         if crashed is not None and recover:
@@ -355,14 +358,26 @@ class ReviewSession:
         else:
             self.recoverable_edits = crashed
 
+    def _journalled_sidecar(self) -> dict:
+        """The review sidecar's keys the journal keeps beside the labels: the rulers."""
+        return {KEY_RULERS: self.review_extra.get(KEY_RULERS, [])}
+
+    def _sidecar_changed(self) -> None:
+        """A ruler was drawn or deleted: journalled at once (it is no label step)."""
+        if self.journal is not None:
+            self.journal.flush()
+
     def restore(self, recovered: RecoveredLabels) -> None:
-        """Bring back a crashed session's labels, review marks and class table (names and
-        colours; a journal that holds none keeps the current one): one undo step."""
+        """Bring back a crashed session's labels, review marks, class table (names and
+        colours; a journal that holds none keeps the current one) and rulers: one undo step."""
         if recovered.labels.shape != self.volume.shape:
             raise SessionError("Those edits belong to an image of another size.")
         self.review_marks.update({int(z): details for z, details in recovered.marks.items() if details})
         if recovered.classes:
             self._classes = list(recovered.classes)
+        if recovered.sidecar is not None:
+            self.review_extra.update(recovered.sidecar)
+            self._sidecar_changed()
         with self.labels.step():
             self.labels.copy_from(recovered.labels)
             for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
@@ -387,7 +402,7 @@ class ReviewSession:
     @property
     def rulers(self) -> Rulers:
         """The rulers drawn on this image, kept in the review sidecar (``session.rulers``)."""
-        return Rulers(self.volume, self.review_extra)
+        return Rulers(self.volume, self.review_extra, self._sidecar_changed)
 
     def region_statistics(self, source: str, value: int, z: int | None = None) -> RegionStatistics:
         """The image under class ``value`` of ``source`` ("labels", "A" or "B": a model's

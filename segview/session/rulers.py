@@ -13,6 +13,7 @@ image. An entry it cannot read is kept in the file as it is and not shown.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..core.measures import distance_mm
@@ -44,10 +45,11 @@ class Ruler:
 
 class Rulers:
     """The rulers of one image, read from and written to ``store`` (the session's sidecar
-    keys), measured on ``volume``."""
+    keys), measured on ``volume``; ``changed()`` after each ruler added or removed (the
+    session journals them)."""
 
-    def __init__(self, volume: Volume, store: dict):
-        self.volume, self.store = volume, store
+    def __init__(self, volume: Volume, store: dict, changed: Callable[[], None] = lambda: None):
+        self.volume, self.store, self.changed = volume, store, changed
 
     def __iter__(self):
         return iter(self.all())
@@ -73,11 +75,13 @@ class Rulers:
             raise SessionError("Drag to measure: a ruler needs two distinct ends.")
         ruler = Ruler(int(axis), int(round(a[axis])), a, b, length, current_user(), now())  # type: ignore[arg-type]
         self.store[KEY] = [*self.store.get(KEY, []), ruler.to_json()]
+        self.changed()
         return ruler
 
     def remove(self, ruler: Ruler) -> None:
         """Delete ``ruler`` (as ``all`` gave it); entries it cannot read stay in the file."""
         self.store[KEY] = [entry for entry in self.store.get(KEY, []) if self._read(entry) != ruler]
+        self.changed()
 
     def on_plane(self, axis: int, index: int) -> list[Ruler]:
         return [r for r in self.all() if r.axis == axis and r.index == index]

@@ -1,13 +1,19 @@
 """Rulers through the session: lengths from the real geometry (against SimpleITK on an
 oblique, anisotropic grid), kept in the review sidecar across save and open, deleted,
-written as CSV; bad rulers refused with a message."""
+written as CSV, journalled (back after SIGKILL); bad rulers refused with a message."""
 import csv
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 
+from segview.core.io import save_volume
 from segview.core.review_state import review_path
 from segview.core.volume import Volume
 from segview.session import ReviewSession
@@ -75,3 +81,39 @@ def test_bad_rulers_are_refused_and_unreadable_entries_kept(oblique, a, b, axis,
     assert session.rulers.all() == []
     session.rulers.add((3, 5, 5), (3, 6, 6), 0)
     assert len(session.rulers) == 1 and session.review_extra["rulers"][:2] == [{"axis": 7}, "nonsense"]
+
+
+DRAWING_SESSION = textwrap.dedent("""
+    import os, signal, sys
+    from segview.session import ReviewSession
+    session = ReviewSession.open(sys.argv[1])
+    first = session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0)
+    session.rulers.add((1.0, 10, 7.25), (6.0, 10, 30.0), axis=1)
+    session.rulers.remove(first)                 # no label step: journalled all the same
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_after_sigkill_the_rulers_come_back(tmp_path, oblique):
+    image = tmp_path / "oblique.nii.gz"
+    save_volume(image, oblique)
+    child = subprocess.run([sys.executable, "-c", DRAWING_SESSION, str(image)], capture_output=True, text=True,
+                           env=dict(os.environ), timeout=120)
+    assert child.returncode == -signal.SIGKILL and "ready" in child.stdout, child.stderr
+    recovered = ReviewSession.recoverable(image)
+    assert recovered is not None and recovered.steps == 3  # two drawn, one deleted
+    session = ReviewSession.open(image, recover=True)
+    [ruler] = session.rulers.all()
+    assert (ruler.axis, ruler.index, ruler.a, ruler.b) == (1, 10, (1.0, 10, 7.25), (6.0, 10, 30.0))
+    assert session.modified
+    path = session.save(tmp_path / "oblique.labels.nii.gz")
+    assert [entry["a"] for entry in json.loads(review_path(path).read_text())["rulers"]] == [[1.0, 10, 7.25]]
+    session.close()
+
+
+def test_a_ruler_drawn_and_deleted_leaves_nothing_to_recover(oblique):
+    session = ReviewSession.open(oblique)
+    session.rulers.remove(session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0))
+    session.close()
+    assert ReviewSession.recoverable(oblique) is None
