@@ -807,8 +807,8 @@ class MainWindow(QMainWindow):
             return session.tool_job("remove_islands", value, None if largest else amount, largest)
         if operation in ("median", "opening", "closing"):
             return session.tool_job("smooth", value, operation, amount)
-        if operation in ("grow", "shrink"):
-            return session.tool_job("margin", value, amount if operation == "grow" else -amount)
+        if operation in ("expand", "shrink"):
+            return session.tool_job("margin", value, amount if operation == "expand" else -amount)
         if operation.startswith("fill_holes"):
             return session.tool_job("fill_holes", value, per_slice=operation == "fill_holes_slices")
         kind, other = self.tools.other_class.currentData()

@@ -16,13 +16,14 @@ POLICIES = (("all", "everything"), ("background", "background only"), ("protect"
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
 #: Class tools: key -> (menu text, what the amount is: "mm", "mm3", "class" or "", and for
 #: an amount its default, smallest and largest value). Each tool keeps its own amount.
+#: "Grow" is region growing from a click (the W effect) only; a margin expands or shrinks.
 CLASS_OPERATIONS = {
     "islands_smaller": ("Remove islands smaller than", "mm3", 100.0, 1.0, 1e6),
     "islands_largest": ("Keep only the largest island", "", 0, 0, 0),
     "median": ("Smooth (median), kernel", "mm", 3.0, 0.5, 20.0),
     "opening": ("Smooth (opening: spurs, bridges), kernel", "mm", 3.0, 0.5, 20.0),
     "closing": ("Smooth (closing: gaps, dents), kernel", "mm", 3.0, 0.5, 20.0),
-    "grow": ("Grow margin by", "mm", 2.0, 0.5, 50.0),
+    "expand": ("Expand margin by", "mm", 2.0, 0.5, 50.0),
     "shrink": ("Shrink margin by", "mm", 2.0, 0.5, 50.0),
     "fill_holes": ("Fill holes (3D)", "", 0, 0, 0),
     "fill_holes_slices": ("Fill holes (each axial slice)", "", 0, 0, 0),

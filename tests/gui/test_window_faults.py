@@ -240,7 +240,7 @@ def test_each_class_tool_keeps_its_own_amount_unit_and_range(qtbot, demo):
     choose_class_tool(demo, "median")  # not the islands' 100 as a kernel of 100 mm
     assert tools.amount.suffix() == " mm" and tools.amount.value() == 3.0 and tools.amount.maximum() <= 20
     tools.amount.setValue(5.0)
-    choose_class_tool(demo, "grow")
+    choose_class_tool(demo, "expand")
     assert tools.amount.value() == 2.0
     choose_class_tool(demo, "islands_smaller")
     assert tools.amount.value() == 100.0 and tools.amount.suffix() == " mm\u00b3"
@@ -269,7 +269,7 @@ def test_a_class_tool_previews_says_ml_and_asks_before_taking_most_of_a_class(qt
     questions = [text for kind, text in dialogs if kind == "question"]
     assert len(questions) == 1 and f"of the class's {rv_ml:.2f} mL" in questions[0]
     np.testing.assert_array_equal(labels.array, before)  # answered No
-    choose_class_tool(window, "grow")  # asks nothing, says mL
+    choose_class_tool(window, "expand")  # asks nothing, says mL
     qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
     qtbot.waitUntil(lambda: "mL added" in window.statusBar().currentMessage(), timeout=60000)
     added = np.count_nonzero((before != 1) & (labels.array == 1)) * spacing_ml
