@@ -9,7 +9,8 @@ import threading
 import traceback
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
+from PySide6.QtCore import QEventLoop, QObject, QRunnable, Qt, QThreadPool, Signal
+from PySide6.QtWidgets import QProgressDialog, QWidget
 
 
 class WorkerSignals(QObject):
@@ -106,6 +107,27 @@ class GeneratorWorker(QRunnable):
     def start(self) -> "GeneratorWorker":
         Worker.pool().start(self)
         return self
+
+
+def run_modal(parent: QWidget, function: Callable, text: str) -> tuple[bool, object]:
+    """``function()`` in a worker while the caller waits (a save before closing): a busy
+    dialog, modal to ``parent``, shows after 300 ms; the window keeps painting but takes no
+    input meanwhile. Returns (True, the result) or (False, the exception)."""
+    outcome: list[tuple[bool, object]] = []
+    loop = QEventLoop()
+    worker = Worker(function)
+    worker.signals.returned.connect(lambda result: outcome.append((True, result)))
+    worker.signals.errored.connect(lambda exc: outcome.append((False, exc)))
+    worker.signals.finished.connect(loop.quit)  # queued: delivered inside loop.exec()
+    dialog = QProgressDialog(text, "", 0, 0, parent)
+    dialog.setCancelButton(None)  # a half-written file is never left: the save finishes
+    dialog.setWindowModality(Qt.WindowModal)
+    dialog.setMinimumDuration(300)
+    worker.start()
+    loop.exec()
+    dialog.close()
+    dialog.deleteLater()
+    return outcome[0]
 
 
 def describe_device(device) -> str:
