@@ -153,9 +153,9 @@ class Journal:
         self.error: JournalError | None = None  # set when a write failed; journalling stops
         self._writing: threading.Thread | None = None  # writes the snapshot (see ``start``)
         self._since_start: list[Patch] | None = None
-        labels.listeners.append(self._collect)
-        labels.mark_listeners.append(self._collect_mark)
-        labels.step_listeners.append(self.flush)
+        labels.events.changed.connect(self._collect)
+        labels.events.marked.connect(self._collect_mark)
+        labels.events.step.connect(self.flush)
 
     def follow_sidecar(self, sidecar: Callable[[], dict]) -> None:
         """Journal what ``sidecar()`` gives (JSON: the rulers), as it is now the baseline (the
@@ -303,10 +303,10 @@ class Journal:
     def close(self, delete: bool = False) -> None:
         """Stop journalling; ``delete`` once the labels are safely saved."""
         self.wait()
-        if self.flush in self.labels.step_listeners:
-            self.labels.step_listeners.remove(self.flush)
-            self.labels.listeners.remove(self._collect)
-            self.labels.mark_listeners.remove(self._collect_mark)
+        events = self.labels.events
+        events.changed.disconnect(self._collect)
+        events.marked.disconnect(self._collect_mark)
+        events.step.disconnect(self.flush)
         try:
             self._file.close()
         except OSError:

@@ -1,8 +1,9 @@
 """LabelMap: the editable label volume, its tools and its diff-based undo history.
 
 Every change is an ``Edit`` (a region's old and new values) or a ``Mark`` (a slice's review
-mark set or taken back); the listeners (the metrics, the overlays, the journal) hear
-exactly what changed. One step (``with label_map.step():``, or ``begin_stroke`` ..
+mark set or taken back); those connected to its ``events`` (``changed``: each Edit,
+``marked``: each Mark, ``step``: each completed undo step; the metrics, the overlays, the
+journal) hear exactly what changed. One step (``with label_map.step():``, or ``begin_stroke`` ..
 ``end_stroke``: a mouse drag, a fill, a copy, a review mark) is one undo step, and undo
 takes back its marks with its edits. The history keeps only the voxels each edit changed
 (a ``Patch``: their positions and old and new values), so copying a model over the whole
@@ -37,6 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
+
+from .events import EmitterGroup, Event
 
 #: A box of the (z, y, x) labels: one slice per axis. Typed with any length because boxes
 #: come from comprehensions and scipy.ndimage.find_objects, which type them so.
@@ -167,6 +170,15 @@ class OverwritePolicy:
         return np.ones(old.shape, bool)
 
 
+class LabelEvents(EmitterGroup):
+    """What a LabelMap tells those who follow it (``label_map.events``)."""
+
+    def __init__(self) -> None:
+        self.changed: Event[[Edit]] = Event("changed")  # every label change, as it happens
+        self.marked: Event[[Mark]] = Event("marked")     # every review mark change
+        self.step: Event[[]] = Event("step")             # after each completed undo step (undo, redo too)
+
+
 class LabelMap:
     """``labels`` (z, y, x) uint8 edited in place; ``spacing`` (x, y, z) in mm as ITK
     orders it; ``intensities`` (z, y, x) the image, for the threshold-limited brush."""
@@ -184,9 +196,7 @@ class LabelMap:
         self.intensity_range: tuple[float, float] | None = None  # threshold brush (e.g. HU)
         self.history_bytes = history_bytes
         self.reviewed = np.zeros(labels.shape[0], bool)           # (Z,) slices a person checked
-        self.listeners: list[Callable[[Edit], None]] = []        # every label change, as it happens
-        self.mark_listeners: list[Callable[[Mark], None]] = []   # every review mark change
-        self.step_listeners: list[Callable[[], None]] = []       # after each completed undo step
+        self.events = LabelEvents()
         self._undo: list[list[Stored]] = []
         self._redo: list[list[Stored]] = []
         self._stroke: list[Stored] | None = None
@@ -279,8 +289,7 @@ class LabelMap:
         self._step_done()
 
     def _step_done(self) -> None:
-        for listener in self.step_listeners:
-            listener()
+        self.events.step.emit()
 
     # -- tools ---------------------------------------------------------------------------
     def paint(self, index: int, points, radius_mm: float, value: int, axis: int = 0) -> Edit | None:
@@ -923,13 +932,11 @@ class LabelMap:
     def _apply(self, change: Change) -> None:
         if isinstance(change, Mark):
             self.reviewed[change.z] = change.new
-            for mark_listener in self.mark_listeners:
-                mark_listener(change)
+            self.events.marked.emit(change)
             return
         with self.lock:
             self.array[change.region] = change.new
-            for listener in self.listeners:
-                listener(change)
+            self.events.changed.emit(change)
 
 
 def _slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:

@@ -33,7 +33,7 @@ class LiveMetrics:
         self.matrices: dict[str, ConfusionMatrix] = {}
         self._disputed: dict[tuple[str, str], np.ndarray] = {}  # per-slice counts where two models differ
         self._histogram: np.ndarray | None = None  # (Z, C) voxels of each class per slice, when known
-        labels.listeners.append(self._labels_changed)
+        labels.events.changed.connect(self._labels_changed)
 
     def grow(self, num_classes: int) -> None:
         """Count at least ``num_classes`` classes (a class value seen for the first time, a
@@ -83,8 +83,7 @@ class LiveMetrics:
 
     def detach(self) -> None:
         """Stop following the labels (this object is being replaced)."""
-        if self._labels_changed in self.labels.listeners:
-            self.labels.listeners.remove(self._labels_changed)
+        self.labels.events.changed.disconnect(self._labels_changed)
 
     def remove_model(self, key: str) -> None:
         self.predictions.pop(key, None)

@@ -189,9 +189,11 @@ class ClickController(QObject):
         if session is self.session:
             return
         self.end(cancel=True)
+        if self.session is not None:
+            self.session.labels.events.step.disconnect(self.show_dots)
         self.session = session
         if session is not None:
-            session.labels.step_listeners.append(self.show_dots)  # undo and redo move the dots
+            session.labels.events.step.connect(self.show_dots)  # undo and redo move the dots
             if self.window.effect.name == "click":
                 self.warm_up()
         self.show_dots()

@@ -264,5 +264,12 @@ def _plane(at: PlanePoint) -> tuple[int, int, str]:
     return at.axis, at.index, at.pane
 
 
-EFFECTS: tuple[Effect, ...] = (Navigate(), Brush(), Eraser(), Fill(), Adopt(), Grow(), Click(), Polygon(),
-                               Ruler(), LevelTrace())
+#: The tools, in the order of the Tools panel and the Edit menu (the first: navigate).
+EFFECT_CLASSES: tuple[type[Effect], ...] = (Navigate, Brush, Eraser, Fill, Adopt, Grow, Click, Polygon, Ruler,
+                                            LevelTrace)
+
+
+def new_effects() -> tuple[Effect, ...]:
+    """One instance of each tool, for one window: an effect holds its drag, polygon or ruler
+    in progress (and level tracing its tolerance), which another window must not share."""
+    return tuple(kind() for kind in EFFECT_CLASSES)

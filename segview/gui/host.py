@@ -67,6 +67,9 @@ class ToolHost(Chrome, Protocol):
     def effect(self) -> Effect: ...
 
     @property
+    def effects(self) -> tuple[Effect, ...]: ...
+
+    @property
     def workspace(self) -> Workspace: ...
 
     @property

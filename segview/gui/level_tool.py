@@ -17,7 +17,7 @@ from PySide6.QtCore import QEvent, QObject, QRectF
 from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout
 
 from ..core.labels import traced_level
-from .effects import EFFECTS, LevelTrace
+from .effects import LevelTrace
 from .slice_view import label_outline
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ class LevelController(QObject):
     def __init__(self, window: ToolHost):
         super().__init__(window.workspace)
         self.window = window
-        self.effect = next(e for e in EFFECTS if isinstance(e, LevelTrace))
+        self.effect = next(e for e in window.effects if isinstance(e, LevelTrace))
         self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=1e5, decimals=1, value=self.effect.tolerance)
         self.tolerance.setToolTip("Level tracing (V): pixels within this of the intensity under the mouse join")
         self.tolerance.valueChanged.connect(self._tolerance_changed)

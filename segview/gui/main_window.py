@@ -30,14 +30,14 @@ from ..session.review import CopyJob, CopyWrite, ToolJob
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .dialogs import choose_series
-from .effects import EFFECTS, Effect, PlanePoint, ToolSettings
+from .effects import Effect, PlanePoint, ToolSettings, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
                        remember_folder, remember_recent, set_pacs_labels_folder)
 from .slice_view import Overlay
 from .tools import ToolPanel
-from .workers import GeneratorWorker, Worker, describe_device
+from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
 from .crosshair import install_crosshair
 from .level_tool import install_level_tracing
@@ -73,7 +73,8 @@ class MainWindow(QMainWindow):
         self.resize(1440, 900)
         self.setAcceptDrops(True)
         self.session: ReviewSession | None = None
-        self.effect: Effect = EFFECTS[0]
+        self.effects = new_effects()  # this window's own: an effect holds its drag in progress
+        self.effect: Effect = self.effects[0]
         self.inference: GeneratorWorker | None = None
         self._copy_stop: threading.Event | None = None  # set to stop the whole-volume copy running
         self._copy_write: CopyWrite | None = None  # that copy being written, a piece per event-loop turn
@@ -183,7 +184,7 @@ class MainWindow(QMainWindow):
             self.statusBar().addPermanentWidget(widget)
 
     def _build_docks(self) -> None:
-        self.tools = ToolPanel([(e.name, e.text, e.key, e.tip) for e in EFFECTS])
+        self.tools = ToolPanel([(e.name, e.text, e.key, e.tip) for e in self.effects])
         self.tools.tool_changed.connect(self.set_tool)
         self.tools.brush_changed.connect(lambda _: self._apply_tool())
         self.tools.settings_changed.connect(self._apply_brush_settings)
@@ -234,7 +235,7 @@ class MainWindow(QMainWindow):
         self.undo_action = menu.addAction("&Undo", QKeySequence.StandardKey.Undo, self.undo)
         self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
         menu.addSeparator()
-        for effect in EFFECTS:
+        for effect in self.effects:
             menu.addAction(f"{effect.text} tool", effect.key, partial(self.tools.set_tool, effect.name))
         menu.addAction("Smaller brush", "[", lambda: self.tools.step_radius(1 / 1.25))
         menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
@@ -447,9 +448,10 @@ class MainWindow(QMainWindow):
         old_models = dict(self._models_waiting)
         self._models_waiting.clear()
         self.session = session
-        session.labels.listeners.append(self._labels_changed)
-        session.labels.mark_listeners.append(self._mark_changed)
-        session.labels.step_listeners.append(self._step_done)
+        events = session.labels.events
+        events.changed.connect(self._labels_changed)
+        events.marked.connect(self._mark_changed)
+        events.step.connect(self._step_done)
         volume = session.volume
         source = str(volume.meta.get("source", ""))
         self._disputed_shown = None  # D starts at the top of this image's ranking
@@ -745,7 +747,7 @@ class MainWindow(QMainWindow):
 
     # -- editing ------------------------------------------------------------------------
     def set_tool(self, name: str) -> None:
-        self.effect = next(e for e in EFFECTS if e.name == name)
+        self.effect = next(e for e in self.effects if e.name == name)
         self._apply_tool()
 
     def _apply_tool(self) -> None:
@@ -890,7 +892,7 @@ class MainWindow(QMainWindow):
         """A read-only case: every editing tool and Edit menu item disabled, the reason in
         their tooltips; left drag pans."""
         if reason is not None:
-            self.tools.set_tool(EFFECTS[0].name)  # navigate
+            self.tools.set_tool(self.effects[0].name)  # navigate
         self.tools.set_read_only(reason)
         for action in self.edit_menu.actions():
             if not action.isSeparator():
@@ -1160,7 +1162,8 @@ class MainWindow(QMainWindow):
 
     def save_to(self, path: Path, wait: bool = False) -> bool:
         """Write the labels and their review state as they are now, atomically and verified,
-        in the background (``wait``: here, e.g. when closing). A failure leaves the edits in
+        in the background (``wait``: and wait for it, e.g. when closing; the window keeps
+        painting under a busy dialog). A failure leaves the edits in
         memory and in the journal. Returns False when a waited-for save failed."""
         session = self.session
         assert session is not None  # the File menu saves only an open session
@@ -1168,10 +1171,9 @@ class MainWindow(QMainWindow):
         if not wait:
             self._run(job, done=lambda _: self._saved(session, job), failed=self._save_failed)
             return True
-        try:
-            job()
-        except (SegviewError, ValueError) as exc:
-            self._save_failed(exc)
+        saved, result = run_modal(self, job, f"Saving the labels to {Path(path).name}\u2026")
+        if not saved:
+            self._save_failed(result)  # type: ignore[arg-type]  # run_modal gives the exception
             return False
         self._saved(session, job)
         return True
@@ -1206,10 +1208,18 @@ class MainWindow(QMainWindow):
             discard = answer == button.Discard
         self.cancel_inference()
         self._models_waiting = {slot: (m.path, m.predictor) for slot, m in session.models.items()}
+        self._stop_following(session)
         session.close(discard=discard)
         self.session = None
         self.setWindowModified(False)
         return True
+
+    def _stop_following(self, session: ReviewSession) -> None:
+        """Disconnect what ``show_session`` connected; the session's ``close`` leaves it."""
+        events = session.labels.events
+        events.changed.disconnect(self._labels_changed)
+        events.marked.disconnect(self._mark_changed)
+        events.step.disconnect(self._step_done)
 
     def open_from_pacs(self) -> None:
         """File > Open from PACS: search, retrieve into the cache (with progress), open."""
@@ -1245,6 +1255,7 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.cancel_inference()
             self._settle_copy()
+            self._stop_following(self.session)
             self.session.close(discard=True)
             self.session = None
             self.setWindowModified(False)

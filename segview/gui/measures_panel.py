@@ -597,23 +597,21 @@ class MeasuresController(QObject):
         if session is None:
             return
         self.state = _State(session)
-        session.labels.listeners.append(self._labels_changed)
-        session.labels.mark_listeners.append(self._marks_changed)
+        session.labels.events.changed.connect(self._labels_changed)
+        session.labels.events.marked.connect(self._marks_changed)
         self._poll(force=True)
 
     def detach(self) -> None:
-        """Stop following the session (its listeners may be gone already: ``close`` clears them)."""
+        """Stop following the session (closed or not: its ``close`` lets go of its own callbacks only)."""
         state, self.state = self.state, None
         self.slice_jobs.cancel()
         self.slow_jobs.cancel()
         for timer in (self.slice_timer, self.volume_timer):
             timer.stop()
         if state is not None:
-            labels = state.session.labels
-            if self._labels_changed in labels.listeners:
-                labels.listeners.remove(self._labels_changed)
-            if self._marks_changed in labels.mark_listeners:
-                labels.mark_listeners.remove(self._marks_changed)
+            events = state.session.labels.events
+            events.changed.disconnect(self._labels_changed)
+            events.marked.disconnect(self._marks_changed)
         self.panel.clear()
         self.panel.set_status("")
 

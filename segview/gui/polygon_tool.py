@@ -15,7 +15,7 @@ import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
 
 from ..core.errors import SegviewError
-from .effects import EFFECTS, Polygon, ToolSettings
+from .effects import Polygon, ToolSettings
 
 if TYPE_CHECKING:
     from .host import ToolHost
@@ -31,7 +31,7 @@ class PolygonController(QObject):
     def __init__(self, window: ToolHost):
         super().__init__(window.workspace)
         self.window = window
-        self.effect = next(e for e in EFFECTS if isinstance(e, Polygon))
+        self.effect = next(e for e in window.effects if isinstance(e, Polygon))
         self.lines: dict[SliceView, pg.PlotCurveItem] = {}
         for view in window.workspace.tool_views():
             line = pg.PlotCurveItem(pen=pg.mkPen(LINE, width=2, cosmetic=True))

@@ -16,7 +16,7 @@ from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import (QAbstractItemView, QDockWidget, QHBoxLayout, QLabel, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from .effects import EFFECTS, Ruler as RulerEffect
+from .effects import Ruler as RulerEffect
 
 if TYPE_CHECKING:
     from ..session.rulers import Ruler
@@ -59,7 +59,7 @@ class RulerController(QObject):
     def __init__(self, window: ToolHost):
         super().__init__(window.workspace)
         self.window = window
-        self.effect = next(e for e in EFFECTS if isinstance(e, RulerEffect))
+        self.effect = next(e for e in window.effects if isinstance(e, RulerEffect))
         workspace = window.workspace
         self.drawn = [_ViewRulers(view) for view in workspace.tool_views()]
         self.table = QTableWidget(0, 3)

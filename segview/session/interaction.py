@@ -151,7 +151,11 @@ class Interaction:
         self._loading = threading.Lock()
         self._steps: list[_Step] = []      # this interaction's clicks that changed the labels
         self._undone: list[_Step] = []
-        host.labels.listeners.append(self._changed)
+        host.labels.events.changed.connect(self._changed)
+
+    def detach(self) -> None:
+        """Stop following the labels (the session is closing)."""
+        self.host.labels.events.changed.disconnect(self._changed)
 
     @property
     def active(self) -> bool:

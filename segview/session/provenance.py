@@ -58,7 +58,7 @@ class Provenance:
         self._applied: dict[int, _Applied] = {}  # by Edit.key
         self._source: str | None = None   # a source named by the method being run
         self._wrapped: dict[str, Callable] = {}
-        labels.listeners.append(self._changed)
+        labels.events.changed.connect(self._changed)
         self._wrap("interpolate", lambda *args: INTERPOLATION)
         self._wrap("fill_between_slices", lambda *args: INTERPOLATION)
         self._wrap("copy_from", lambda *args, **kwargs: COPY)
@@ -67,8 +67,7 @@ class Provenance:
 
     def detach(self) -> None:
         """Stop listening and give the LabelMap its own methods back."""
-        if self._changed in self.labels.listeners:
-            self.labels.listeners.remove(self._changed)
+        self.labels.events.changed.disconnect(self._changed)
         for name in self._wrapped:
             vars(self.labels).pop(name, None)
         self._wrapped.clear()

@@ -154,7 +154,7 @@ class ToolJob:
                  should_stop: Callable[[], bool] | None = None) -> list[Edit] | None:
         """The edits the tool made on the copy (empty: nothing to change); None when stopped."""
         edits: list[Edit] = []
-        self.copy.listeners.append(edits.append)
+        self.copy.events.changed.connect(edits.append)
         options = dict(self.options)
         if not self.tool.startswith("grow"):  # region growing is one SimpleITK call: no steps
             options.update(progress=progress, should_stop=should_stop)
@@ -283,8 +283,8 @@ class ReviewSession:
             self.warnings.append(label_file.warning)
         self.version = self.saved_version = 0
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
-        labels.listeners.append(self._changed)
-        labels.mark_listeners.append(self._changed)
+        labels.events.changed.connect(self._changed)
+        labels.events.marked.connect(self._changed)
         self.interaction = Interaction(self)  # click correction (session/interaction.py)
 
     # -- opening ------------------------------------------------------------------------
@@ -790,9 +790,10 @@ class ReviewSession:
         if self.journal is not None:
             self.journal.close(delete=discard or not self.modified)
             self.journal = None
+        # Only what the session connected: a view or script following the labels stays connected.
         self.live.detach()
-        for listeners in (self.labels.listeners, self.labels.mark_listeners, self.labels.step_listeners):
-            listeners.clear()
+        self.interaction.detach()
+        self.labels.events.disconnect(self._changed)
 
 
 def _load_image(image, series_uid, series, progress, first_slice) -> Volume:

@@ -516,7 +516,7 @@ def test_each_tool_is_one_undo_step_keeps_metrics_exact_and_marks_no_slice(name)
     tool, live, prediction = contract_case()
     before = tool.array.copy()
     marks = []
-    tool.mark_listeners.append(marks.append)
+    tool.events.marked.connect(marks.append)
     edit = TOOLS[name](tool, prediction)
     assert edit is not None and not np.array_equal(tool.array, before), "the case must change something"
     after = tool.array.copy()

@@ -1,4 +1,4 @@
-"""LabelMap: tools with expected arrays, undo/redo, the history bound, listeners."""
+"""LabelMap: tools with expected arrays, undo/redo, the history bound, the events."""
 import numpy as np
 import pytest
 
@@ -177,7 +177,7 @@ def test_the_history_is_bounded_in_bytes_and_the_newest_step_survives():
     assert labels.array.sum() == before.sum()
 
 
-def test_edits_are_tight_boxes_and_listeners_keep_metrics_exact():
+def test_edits_are_tight_boxes_and_their_events_keep_metrics_exact():
     rng = np.random.default_rng(1)
     prediction = rng.integers(0, 3, (5, 40, 50)).astype(np.uint8)
     labels = blank()
@@ -188,7 +188,7 @@ def test_edits_are_tight_boxes_and_listeners_keep_metrics_exact():
         edits.append(edit)
         matrix.update_reference(edit.region, edit.old, edit.new, prediction)
 
-    labels.listeners.append(follow)
+    labels.events.changed.connect(follow)
     labels.paint(2, [(20, 25)], 3.0, 1)
     assert edits[-1].region == (slice(2, 3), slice(17, 24), slice(22, 29))
     for n in range(30):
@@ -258,7 +258,7 @@ def test_a_whole_volume_copy_changing_one_percent_stores_only_what_changed(monke
     before = labels.array.copy()
     prediction = one_percent_changed(before)
     heard = []
-    labels.listeners.append(heard.append)
+    labels.events.changed.connect(heard.append)
     with labels.step():
         assert labels.copy_from(prediction) == np.count_nonzero(before != prediction)
     np.testing.assert_array_equal(labels.array, prediction)
@@ -275,7 +275,7 @@ def test_a_whole_volume_copy_changing_one_percent_stores_only_what_changed(monke
     heard.clear()
     assert labels.undo()
     np.testing.assert_array_equal(labels.array, before)
-    # The undo hands the listeners each edit taken back, by the same key, with its arrays.
+    # The undo hands the changed event each edit taken back, by the same key, with its arrays.
     assert [e.key for e in heard] == [e.key for e in reversed(edits)] and all(e.undo for e in heard)
     for edit in heard:
         np.testing.assert_array_equal(edit.new, before[edit.region])
@@ -291,7 +291,7 @@ def test_copy_from_the_chosen_slices_only():
     source = np.full((6, 20, 20), 2, np.uint8)
     where = np.array([True, False, True, True, False, True])
     heard = []
-    labels.listeners.append(heard.append)
+    labels.events.changed.connect(heard.append)
     assert labels.copy_from(source, where=where) == 4 * 400
     np.testing.assert_array_equal(labels.array.any(axis=(1, 2)), where)
     assert [(e.region[0].start, e.region[0].stop) for e in heard] == [(0, 1), (2, 4), (5, 6)]
@@ -337,7 +337,7 @@ def test_patches_from_write_what_copy_from_writes_in_one_undoable_step(share):
     expected = labels.copy()
     expected[where] = source[where]
     label_map, heard = LabelMap(labels.copy(), (1.0, 1.0, 1.0)), []
-    label_map.listeners.append(heard.append)
+    label_map.events.changed.connect(heard.append)
     patches = label_map.patches_from(source, where)
     assert not heard and (label_map.array == labels).all()  # computed, nothing written
     with label_map.step():

@@ -49,10 +49,10 @@ def test_a_mark_made_inside_a_step_goes_with_its_edits():
     assert labels.reviewed[2] and np.array_equal(labels.array, copied)
 
 
-def test_mark_listeners_hear_every_mark_change_undo_included():
+def test_the_marked_event_hears_every_mark_change_undo_included():
     labels = blank()
     heard = []
-    labels.mark_listeners.append(lambda mark: heard.append((mark.z, mark.new)))
+    labels.events.marked.connect(lambda mark: heard.append((mark.z, mark.new)))
     labels.set_reviewed(4)
     labels.undo()
     labels.redo()

@@ -271,7 +271,7 @@ def test_opening_another_image_replaces_everything(qtbot, measured, dialogs):
         window.open_demo("lung")  # the cardiac models do not fit a CT: the dialog's answer drops them
     session = window.session
     assert session is not old
-    # Old listeners gone with the old session; the new session's labels followed.
+    # The old session's labels no longer followed; the new session's labels followed.
     stroke_value = 1
     qtbot.waitUntil(lambda: settled(panel) and "infected %" in panel.shown_measures().get("labels", {}),
                     timeout=TIMEOUT)

@@ -15,9 +15,9 @@ from segview.core.io import load_classes, save_labels
 from segview.core.labels import OverwritePolicy
 from segview.core.metrics import dice_per_class
 from segview.core.review_state import review_path
-from segview.session import ReviewSession, SessionError, read_label_file
+from segview.session import ReviewSession, SessionError, Worklist, read_label_file
 
-from .conftest import CLASSES, tiny_case
+from .conftest import CLASSES, make_dataset, tiny_case
 
 
 @pytest.fixture
@@ -414,7 +414,45 @@ def test_when_the_journal_cannot_be_written_the_session_stops_it_and_says_so_onc
     message = session.journal_failure()
     assert "No space left" in message and "save them soon" in message
     assert session.journal is None and session.journal_failure() is None  # said once
-    assert journal.flush not in session.labels.step_listeners  # closed: it hears no more edits
+    assert not session.labels.events.step.connected(journal.flush)  # closed: it hears no more edits
     session.labels.paint(3, [(12, 12)], 2.0, 1)
     assert session.labels.array[3, 12, 12] == 1 and session.labels.can_undo
     session.close(discard=True)
+
+
+def follow(labels) -> list[str]:
+    """A follower of ``labels`` outside the session (a view, a script): what it hears."""
+    heard: list[str] = []
+    labels.events.changed.connect(lambda edit: heard.append("changed"))
+    labels.events.marked.connect(lambda mark: heard.append("marked"))
+    labels.events.step.connect(lambda: heard.append("step"))
+    return heard
+
+
+def edit_and_mark(labels) -> None:
+    with labels.step():
+        labels.paint(1, [(12, 12)], 2.0, 2)  # the lesion's class: on no odd slice yet
+        labels.set_reviewed(1)
+
+
+def test_closing_a_session_disconnects_its_own_callbacks_only(checkpoints):
+    session = open_with_models(tiny_case(0)[0], checkpoints)  # its live metrics, journal, clicks
+    assert session.journal is not None
+    labels = session.labels
+    heard = follow(labels)
+    session.close(discard=True)
+    assert [len(event) for event in labels.events] == [1, 1, 1]  # the follower's, nobody else's
+    version = session.version
+    edit_and_mark(labels)
+    assert heard == ["changed", "marked", "step"] and session.version == version
+
+
+def test_closing_a_case_lets_go_of_its_provenance_and_keeps_other_followers(tmp_path):
+    make_dataset(tmp_path / "ds", 1)
+    session = Worklist.open(tmp_path / "ds").session("case_000")
+    labels = session.labels
+    heard = follow(labels)
+    session.close(discard=True)
+    assert [len(event) for event in labels.events] == [1, 1, 1]
+    edit_and_mark(labels)
+    assert heard == ["changed", "marked", "step"]
