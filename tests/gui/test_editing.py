@@ -199,6 +199,35 @@ def test_closing_with_unsaved_edits_asks_and_cancel_keeps_the_window(qtbot, edit
     assert window.session is None
 
 
+def test_saving_before_closing_runs_in_a_worker_and_a_failure_keeps_the_window(qtbot, editing, dialogs, tmp_path,
+                                                                                monkeypatch):
+    from segview.session.review import SaveJob
+
+    window, session = editing, editing.session
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50)])
+    edited = session.labels.array.copy()
+    threads = []
+    write = SaveJob.__call__
+
+    def recorded(job):
+        threads.append(threading.current_thread())
+        return write(job)
+    monkeypatch.setattr(SaveJob, "__call__", recorded)
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    session.labels_path = blocker / "labels.nii.gz"  # a file where the folder should be
+    dialogs.answers.append(QMessageBox.Save)
+    assert not window.close()  # the save failed: it says so, the window and the edits stay
+    assert window.isVisible() and window.session is session and dialogs[-1][0] == "critical"
+    np.testing.assert_array_equal(session.labels.array, edited)
+    session.labels_path = tmp_path / "labels.nii.gz"
+    dialogs.answers.append(QMessageBox.Save)
+    assert window.close() and window.session is None
+    np.testing.assert_array_equal(load_labels(tmp_path / "labels.nii.gz", session.volume), edited)
+    assert len(threads) == 2 and threading.main_thread() not in threads  # never on the GUI thread
+
+
 def test_closing_with_unsaved_edits_and_save_writes_them_first(qtbot, editing, dialogs, tmp_path, monkeypatch):
     from PySide6.QtWidgets import QFileDialog
 
