@@ -121,7 +121,7 @@ def run_modal(parent: QWidget, function: Callable, text: str) -> tuple[bool, obj
     worker.signals.finished.connect(loop.quit)  # queued: delivered inside loop.exec()
     dialog = QProgressDialog(text, "", 0, 0, parent)
     dialog.setCancelButton(None)  # a half-written file is never left: the save finishes
-    dialog.setWindowModality(Qt.WindowModal)
+    dialog.setWindowModality(Qt.WindowModality.WindowModal)
     dialog.setMinimumDuration(300)
     worker.start()
     loop.exec()
