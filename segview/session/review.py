@@ -50,7 +50,7 @@ from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
-from .statistics import class_statistics
+from .statistics import class_statistics, shape_statistics
 
 Progress = Callable[[int, int], None]
 
@@ -408,6 +408,12 @@ class ReviewSession:
         """The image under class ``value`` of ``source`` ("labels", "A" or "B": a model's
         predicted slices), on slice ``z`` or the volume (``session.statistics``)."""
         return class_statistics(self, source, value, z)
+
+    def shape_statistics(self, axis: int, index: int, a, b, shape: str = "ellipse") -> RegionStatistics:
+        """The image inside an ellipse (or ``shape`` "rectangle") drawn on plane ``index``
+        normal to array ``axis``, corners ``a`` and ``b`` in the plane's (row, column) voxel
+        coordinates (``session.statistics.shape_statistics``)."""
+        return shape_statistics(self, axis, index, a, b, shape)
 
     @property
     def modified(self) -> bool:

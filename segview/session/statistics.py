@@ -1,6 +1,7 @@
 """Region statistics of the image under a class of the labels or of a model's prediction,
-over one slice or the volume (``core.measures.region_statistics``), for the window's table
-and for scripts. No Qt.
+over one slice or the volume, or inside an ellipse or rectangle drawn on a slice
+(``core.measures.region_statistics``), for the window's table, its ROI tool and for
+scripts. No Qt.
 
 A model's region counts only the slices it has predicted (the others are pending, not
 empty); a slice it has not predicted is an empty region. Classes are taken one at a time
@@ -42,6 +43,37 @@ def class_statistics(session, source: str, value: int, z: int | None = None) -> 
               for first in range(0, len(labels), BLOCK)]
     flat = np.concatenate(values) if values else np.zeros(0, image.dtype)
     return region_statistics(flat, np.ones(flat.shape, bool), spacing)
+
+
+#: The shapes of ``shape_statistics``: an ellipse inscribed in the box of two corners, or the box.
+SHAPES = ("ellipse", "rectangle")
+
+
+def shape_mask(plane_shape: tuple[int, int], a, b, shape: str = "ellipse") -> np.ndarray:
+    """(h, w) bool: the pixels of a plane whose centres lie inside the box with opposite
+    corners ``a`` and ``b`` (continuous (row, column) voxel coordinates of the plane, array
+    order), or inside the ellipse inscribed in it. Raises ValueError for another shape."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, not {shape!r}")
+    (r0, c0), (r1, c1) = a, b
+    low, high = np.minimum((r0, c0), (r1, c1)), np.maximum((r0, c0), (r1, c1))
+    rows = np.arange(plane_shape[0], dtype=float)[:, None]
+    cols = np.arange(plane_shape[1], dtype=float)[None, :]
+    if shape == "rectangle":
+        return (rows >= low[0]) & (rows <= high[0]) & (cols >= low[1]) & (cols <= high[1])
+    centre, half = (low + high) / 2, np.maximum((high - low) / 2, 1e-9)
+    return ((rows - centre[0]) / half[0]) ** 2 + ((cols - centre[1]) / half[1]) ** 2 <= 1.0
+
+
+def shape_statistics(session, axis: int, index: int, a, b, shape: str = "ellipse") -> RegionStatistics:
+    """The image inside an ellipse or rectangle (``shape_mask``) on plane ``index`` normal to
+    array ``axis`` (0: an axial slice), corners ``a`` and ``b`` in the plane's voxel
+    coordinates. Raises SessionError for a plane off the image."""
+    image = session.volume.array
+    if not (0 <= axis < 3 and 0 <= index < image.shape[axis]):
+        raise SessionError("That plane is not on the image.")
+    plane = np.take(image, index, axis=axis)
+    return region_statistics(plane, shape_mask(plane.shape, a, b, shape), session.volume.spacing)
 
 
 def statistics_rows(session, z: int | None = None,

@@ -66,3 +66,29 @@ def test_a_class_absent_is_empty_and_the_rows_stop_when_asked(session):
     empty = session.region_statistics("labels", 2, z=0)
     assert empty.voxels == 0 and empty.volume_ml == 0 and math.isnan(empty.median)
     assert list(statistics_rows(session, should_stop=lambda: True)) == []
+
+
+def test_a_rectangle_and_an_ellipse_drawn_on_a_plane(session):
+    image = session.volume.array
+    # a rectangle on axial slice 4: the pixels whose centres are inside, corners in any order
+    box = session.shape_statistics(0, 4, (5.0, 7.6), (2.2, 3.0), "rectangle")
+    assert box.voxels == 3 * 5 and box.mean == pytest.approx(image[4, 3:6, 3:8].mean())
+    # an ellipse on coronal plane y = 6, against a hand-made mask and SimpleITK
+    plane = image[:, 6, :]
+    (r0, c0), (r1, c1) = (1.5, 2.0), (9.5, 14.0)
+    hand = np.zeros(plane.shape, np.uint8)
+    for r in range(plane.shape[0]):
+        for c in range(plane.shape[1]):
+            hand[r, c] = ((r - 5.5) / 4.0) ** 2 + ((c - 8.0) / 6.0) ** 2 <= 1
+    assert 0 < hand.sum() < hand.size
+    found = session.shape_statistics(1, 6, (r0, c0), (r1, c1))
+    assert_equal_to_sitk(found, plane, hand, 1, 0.5 * 0.5 * 2.0 / 1000)
+
+
+def test_a_shape_off_the_image_or_of_another_kind_is_refused_and_an_empty_one_has_no_values(session):
+    with pytest.raises(SessionError, match="not on the image"):
+        session.shape_statistics(0, session.volume.shape[0], (1, 1), (4, 4))
+    with pytest.raises(ValueError, match="shape must be one of"):
+        session.shape_statistics(0, 0, (1, 1), (4, 4), "circle")
+    empty = session.shape_statistics(0, 0, (1.2, 1.2), (1.4, 1.4))  # no pixel centre inside
+    assert empty.voxels == 0 and empty.volume_ml == 0 and math.isnan(empty.mean)
