@@ -15,9 +15,11 @@ from PySide6.QtCore import Qt
 
 from typing import Union
 
+from ..core.measures import RegionStatistics
 from ..session import ReviewSession
 from ..session.interaction import ClickJob
 from ..session.review import ToolJob
+from ..session.statistics import statistics_text
 
 
 @dataclass(frozen=True)
@@ -260,13 +262,61 @@ class LevelTrace(Effect):
         return None
 
 
+class RegionShape(Effect):
+    """A drag draws an ellipse (Shift + drag: a rectangle) on a plane of any view: the
+    statistics of the image inside it (``ReviewSession.shape_statistics``) follow the mouse
+    while drawing and stay in the status bar and the measures dock. It changes nothing; the
+    shape stays drawn until the next one."""
+    name, text, key, tip = ("roi", "ROI", "O", "Drag an ellipse (Shift: a rectangle): volume, mean, SD, median, "
+                            "minimum and maximum of the image inside it")
+    cursor = Qt.CursorShape.CrossCursor
+    paints = True
+
+    def __init__(self) -> None:
+        self.start: PlanePoint | None = None  # the shape's corners, drawn by the window
+        self.end: PlanePoint | None = None
+        self.shape = "ellipse"
+        self.statistics: RegionStatistics | None = None
+
+    def press(self, session, at, settings):
+        self.start = self.end = at
+        self.shape = "rectangle" if at.erase else "ellipse"
+        self._measure(session)
+        return None
+
+    def drag(self, session, at, settings):
+        if self.start is not None and _plane(at) == _plane(self.start):
+            self.end = at
+            self._measure(session)
+        return None
+
+    def release(self, session, at, settings):
+        self.drag(session, at, settings)
+        return self.summary(session)
+
+    def summary(self, session) -> str | None:
+        """What the shape holds, for a person; None before a shape is drawn."""
+        if self.statistics is None or self.start is None:
+            return None
+        unit = " HU" if session.volume.modality == "CT" else ""
+        return f"{self.shape.capitalize()}: {statistics_text(self.statistics, unit)}"
+
+    def cancel(self) -> None:
+        self.start = self.end = self.statistics = None
+
+    def _measure(self, session) -> None:
+        start, end = self.start, self.end
+        assert start is not None and end is not None
+        self.statistics = session.shape_statistics(start.axis, start.index, start.point, end.point, self.shape)
+
+
 def _plane(at: PlanePoint) -> tuple[int, int, str]:
     return at.axis, at.index, at.pane
 
 
 #: The tools, in the order of the Tools panel and the Edit menu (the first: navigate).
 EFFECT_CLASSES: tuple[type[Effect], ...] = (Navigate, Brush, Eraser, Fill, Adopt, Grow, Click, Polygon, Ruler,
-                                            LevelTrace)
+                                            LevelTrace, RegionShape)
 
 
 def new_effects() -> tuple[Effect, ...]:

@@ -43,6 +43,7 @@ from .crosshair import install_crosshair
 from .level_tool import install_level_tracing
 from .measures_panel import install_measures
 from .polygon_tool import install_polygon
+from .roi_tool import install_region_shapes
 from .ruler_tool import install_rulers
 from .statistics_panel import install_statistics
 from .worklist_panel import install_worklist
@@ -111,6 +112,7 @@ class MainWindow(QMainWindow):
         self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
         self.ruler_controller = install_rulers(self)  # the rulers drawn and the Measurements dock
         self.statistics_controller = install_statistics(self)  # region statistics in the measures dock
+        self.roi_controller = install_region_shapes(self, self.statistics_controller.box.layout())  # the ROI tool (O)
         self.crosshair = install_crosshair(self)  # the linked crosshair (X), moved by Shift + mouse move
         self.level_controller = install_level_tracing(self)  # level tracing's outline and tolerance
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.measures import RegionStatistics, region_statistics
+from ..core.report import number_text
 from .errors import SessionError
 
 #: Slices per block of a volume's statistics.
@@ -74,6 +75,15 @@ def shape_statistics(session, axis: int, index: int, a, b, shape: str = "ellipse
         raise SessionError("That plane is not on the image.")
     plane = np.take(image, index, axis=axis)
     return region_statistics(plane, shape_mask(plane.shape, a, b, shape), session.volume.spacing)
+
+
+def statistics_text(statistics: RegionStatistics, unit: str = "") -> str:
+    """One line for a person: volume, voxels and the image's values (``unit``: e.g. " HU");
+    dashes for an empty region."""
+    mean, sd, median, low, high = (number_text(getattr(statistics, name), 1) for name in
+                                   ("mean", "std", "median", "min", "max"))
+    return (f"{statistics.volume_ml:.2f} mL ({statistics.voxels} voxels), mean {mean} \u00b1 {sd}{unit}, "
+            f"median {median}, {low} to {high}{unit}")
 
 
 def statistics_rows(session, z: int | None = None,
