@@ -8,6 +8,7 @@ name them (ACDC's "LV", "RV", "MYO" included).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -19,7 +20,9 @@ from .volume import Volume
 __all__ = [
     "LUNG_HU_RANGE",
     "MYOCARDIAL_DENSITY_G_PER_ML",
+    "MEASURE_BLOCK",
     "CardiacMeasures",
+    "ClinicalMeasures",
     "LungMeasures",
     "RegionStatistics",
     "cardiac_measures",
@@ -29,6 +32,8 @@ __all__ = [
     "find_class",
     "lung_mask_from_ct",
     "lung_measures",
+    "lungs_from_ct_needed",
+    "measure_slices",
     "region_statistics",
 ]
 
@@ -36,6 +41,9 @@ __all__ = [
 MYOCARDIAL_DENSITY_G_PER_ML = 1.05
 #: Aerated lung in CT (HU); denser lung (ground glass, consolidation) joins through the labels.
 LUNG_HU_RANGE = (-1000.0, -300.0)
+#: Slices counted at a time by ``measure_slices``: a count over a whole volume holds the
+#: GIL for a noticeable time (numpy's bincount), a block's for milliseconds.
+MEASURE_BLOCK = 16
 
 _ALIASES = {
     "left ventricle": ("left ventricle", "lv", "left ventricle cavity", "lv cavity", "lv blood pool"),
@@ -86,13 +94,7 @@ def cardiac_measures(labels: np.ndarray, classes, spacing) -> CardiacMeasures | 
     """LV and RV blood volume and myocardial volume of a short-axis label volume (z, y, x),
     ``spacing`` (x, y, z) mm; None unless ``classes`` name a left ventricle, a right
     ventricle and a myocardium."""
-    roles = {role: find_class(classes, role) for role in ("left ventricle", "right ventricle", "myocardium")}
-    if not all(roles.values()):
-        return None
-    labels = np.asarray(labels)
-    voxel = _voxel_ml(spacing)
-    lv, rv, myo = (int(np.isin(labels, values).sum()) * voxel for values in roles.values())
-    return CardiacMeasures(lv, rv, myo)
+    return _measure_all(labels, classes, spacing).cardiac
 
 
 @dataclass(frozen=True)
@@ -120,23 +122,100 @@ def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | N
     ``labels`` (z, y, x), ``image_hu`` the CT in HU on the same grid, ``spacing`` (x, y, z)
     mm. None unless ``classes`` name an infection. Raises ValueError when the labels have
     no lung class and neither a mask nor a CT is given, or their shape differs from the labels'."""
-    infection = find_class(classes, "infection")
-    if not infection:
+    if not find_class(classes, "infection"):
         return None
     labels = np.asarray(labels)
-    infected = np.isin(labels, infection)
-    lung_values = find_class(classes, "lung")
-    if lung_values:
-        lungs, source = np.isin(labels, lung_values), "lung class"
-    elif lung_mask is not None:
-        lungs, source = _same_grid(np.asarray(lung_mask, bool), labels, "lung mask"), "HU threshold"
-    elif image_hu is not None:
-        lungs = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
-        source = "HU threshold"
-    else:
-        raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
+    if not find_class(classes, "lung") and lung_mask is None:
+        if image_hu is None:
+            raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
+        lung_mask = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
+    return _measure_all(labels, classes, spacing, lung_mask).lung
+
+
+def lungs_from_ct_needed(classes, modality: str | None) -> bool:
+    """Whether the infected share needs the lungs found in the image (``lung_mask_from_ct``):
+    a CT whose classes name an infection but no lung."""
+    return modality == "CT" and bool(find_class(classes, "infection")) and not find_class(classes, "lung")
+
+
+@dataclass(frozen=True)
+class ClinicalMeasures:
+    """What ``measure_slices`` finds: ``volumes_ml`` (mL of each class value, index = value),
+    the cardiac measures when the classes are cardiac and the lung measures when they name an
+    infection and the lungs are known (else None)."""
+
+    volumes_ml: np.ndarray
+    cardiac: CardiacMeasures | None
+    lung: LungMeasures | None
+
+
+def measure_slices(labels: np.ndarray, classes, spacing, slices=None, lung_mask: np.ndarray | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> ClinicalMeasures | None:
+    """Class volumes, cardiac and lung measures of ``labels`` (z, y, x) over ``slices`` (a
+    (Z,) bool mask or indices; default all): the one count behind ``clinical_measures``
+    (``segview evaluate``), ``cardiac_measures``, ``lung_measures`` and the window's
+    measures dock. Voxels are counted ``MEASURE_BLOCK`` slices at a time and turned into mL
+    once, so a volume counted in blocks gives the figures of one count. ``should_stop()``
+    is asked between blocks; None when it says so.
+
+    ``volumes_ml`` covers the values of ``classes`` and any higher value found. The lungs
+    are the lung class(es) when ``classes`` name one, else ``lung_mask`` ((z, y, x) bool,
+    the labels' shape), else unknown (``lung`` None). ``spacing`` (x, y, z) mm."""
+    labels = np.asarray(labels)
+    chosen = np.arange(len(labels))[slice(None) if slices is None else slices]
+    infection, lung_values = find_class(classes, "infection"), find_class(classes, "lung")
+    mask = None
+    if infection and not lung_values and lung_mask is not None:
+        mask = _same_grid(np.asarray(lung_mask, bool), labels, "lung mask")
+    counts = np.zeros(max((c.value for c in classes), default=0) + 1, np.int64)
+    masked_lung_voxels = 0  # lungs from the mask, infected voxels outside it included
+    for start in range(0, len(chosen), MEASURE_BLOCK):
+        if should_stop is not None and should_stop():
+            return None
+        block_slices = chosen[start:start + MEASURE_BLOCK]
+        block = labels[block_slices]
+        counts = _add_counts(counts, np.bincount(block.ravel().astype(np.intp)))
+        if mask is not None:
+            masked_lung_voxels += int(np.count_nonzero(mask[block_slices] | np.isin(block, infection)))
     voxel = _voxel_ml(spacing)
-    return LungMeasures(float((lungs | infected).sum()) * voxel, float(infected.sum()) * voxel, source)
+    return ClinicalMeasures(counts * voxel, _cardiac_from_counts(counts, classes, voxel),
+                            _lung_from_counts(counts, infection, lung_values, masked_lung_voxels, mask is not None,
+                                              voxel))
+
+
+def _measure_all(labels: np.ndarray, classes, spacing, lung_mask: np.ndarray | None = None) -> ClinicalMeasures:
+    """``measure_slices`` over every slice, never stopped."""
+    found = measure_slices(labels, classes, spacing, lung_mask=lung_mask)
+    assert found is not None
+    return found
+
+
+def _add_counts(total: np.ndarray, block: np.ndarray) -> np.ndarray:
+    """``total`` plus ``block`` (voxels per value), the longer of the two."""
+    if len(block) > len(total):
+        total = np.pad(total, (0, len(block) - len(total)))
+    total[:len(block)] += block
+    return total
+
+
+def _cardiac_from_counts(counts: np.ndarray, classes, voxel_ml: float) -> CardiacMeasures | None:
+    roles = [find_class(classes, role) for role in ("left ventricle", "right ventricle", "myocardium")]
+    if not all(roles):
+        return None
+    lv, rv, myo = (int(counts[values].sum()) * voxel_ml for values in roles)
+    return CardiacMeasures(lv, rv, myo)
+
+
+def _lung_from_counts(counts: np.ndarray, infection: list[int], lung_values: list[int], masked_lung_voxels: int,
+                      masked: bool, voxel_ml: float) -> LungMeasures | None:
+    """Class values are disjoint: the lung class and the infection add up to the lungs."""
+    if not infection or not (lung_values or masked):
+        return None
+    infected = int(counts[infection].sum())
+    if lung_values:
+        return LungMeasures(float(int(counts[lung_values].sum()) + infected) * voxel_ml, float(infected) * voxel_ml,
+                            "lung class")
+    return LungMeasures(float(masked_lung_voxels) * voxel_ml, float(infected) * voxel_ml, "HU threshold")
 
 
 def _same_grid(array: np.ndarray, labels: np.ndarray, what: str) -> np.ndarray:
@@ -192,16 +271,22 @@ def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
     every foreground class, ``lv_blood_ml``, ``rv_blood_ml``, ``myocardial_mass_g`` when the
     classes are cardiac, ``lung_ml``, ``infected_ml``, ``infected_percent`` when they name an
     infection and the lungs are known (a lung class, ``lung_mask`` or the CT ``image_hu``,
-    see ``lung_measures``). Keys start with ``prefix``."""
+    see ``lung_measures``). Keys start with ``prefix``. Raises ValueError for label values
+    outside the classes'."""
+    labels = np.asarray(labels)
+    if (lung_mask is None and image_hu is not None and find_class(classes, "infection")
+            and not find_class(classes, "lung")):
+        lung_mask = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
+    found = _measure_all(labels, classes, spacing, lung_mask)
     num_classes = max(c.value for c in classes) + 1
-    volumes = class_volumes_ml(labels, num_classes, spacing)
-    out = {f"{prefix}volume_{_key(c.name)}_ml": float(volumes[c.value]) for c in classes if c.value}
-    cardiac = cardiac_measures(labels, classes, spacing)
+    if len(found.volumes_ml) > num_classes:
+        raise ValueError(f"the labels hold values outside 0 .. {num_classes - 1}")
+    out = {f"{prefix}volume_{_key(c.name)}_ml": float(found.volumes_ml[c.value]) for c in classes if c.value}
+    cardiac = found.cardiac
     if cardiac:
         out.update({f"{prefix}lv_blood_ml": cardiac.lv_blood_ml, f"{prefix}rv_blood_ml": cardiac.rv_blood_ml,
                     f"{prefix}myocardial_mass_g": cardiac.myocardial_mass_g})
-    lungs_known = find_class(classes, "lung") or image_hu is not None or lung_mask is not None
-    lung = lung_measures(labels, classes, spacing, image_hu, lung_mask) if lungs_known else None
+    lung = found.lung
     if lung:
         out.update({f"{prefix}lung_ml": lung.lung_ml, f"{prefix}infected_ml": lung.infected_ml,
                     f"{prefix}infected_percent": lung.infected_percent})

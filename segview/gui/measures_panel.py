@@ -6,31 +6,28 @@ volumes (mL) of the labels and of each model and their differences, LV and RV bl
 and myocardial mass for cardiac classes, the infected share of the lungs for lung classes;
 and a plot of a chosen metric along the slices (click it to go to a slice).
 
-Everything is computed in the thread pool, so the window never waits on it (a slice's
-scores take 5 to 40 ms on one core, a volume's seconds): the slice's as soon as it shows or
-changes, the volume's and the plot's after edits have paused for ``DEBOUNCE_MS``. Each kind
-of job runs one at a time; a newer request cancels the running one and takes its place, and
-results computed from labels or predictions that have changed since are dropped. Workers
-read the session's arrays in place (no copies on the main thread): a read torn by an edit
-belongs to a result that the edit has made stale.
+The figures come from the session (``session.measures``: the count and the scores
+``segview evaluate`` and the comparison report use); this module only asks for its jobs,
+runs them and shows what they yield. They run in the thread pool
+(``workers.SupersedingJobQueue``), so the window never waits on them (a slice's scores take
+5 to 40 ms on one core, a volume's seconds): the slice's as soon as it shows or changes,
+the volume's and the plot's after edits have paused for ``DEBOUNCE_MS``. Each kind of job
+runs one at a time; a newer request cancels the running one and takes its place, and
+results computed from labels or predictions that have changed since are dropped.
 
-The volume's boundary metrics are 3D (medpy's and surface-distance's definitions, as
-``segview evaluate`` and the comparison report) over the slices that count: those the model
-has predicted, and reviewed ones only when "volume over reviewed slices only" is checked
-(the metrics panel's switch). They follow the one policy of ``reviewed_surface_scores``, as
-the comparison report and the verdict do: each run of consecutive slices that count is a
-block whose faces cut at a slice left out are no surface. Volumes and clinical measures
-count the same slices for the labels and for every model, so their differences compare
-like with like.
+The volume's boundary metrics are 3D (medpy's and surface-distance's definitions) over the
+slices that count: those the model has predicted, and reviewed ones only when "volume over
+reviewed slices only" is checked (the metrics panel's switch); volumes and clinical
+measures count the same slices for the labels and for every model
+(``session.measures.measured_slices``).
 """
 from __future__ import annotations
 
 import math
-from functools import partial
 import time
-import warnings
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyqtgraph as pg
@@ -40,12 +37,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWid
 
 from ..core.classes import MODEL_COLORS, LabelClass
 from ..core.labels import Edit, Mark
-from ..core.measures import (CardiacMeasures, LungMeasures, cardiac_measures, class_volumes_ml, find_class,
-                             lung_mask_from_ct, lung_measures)
-from ..core.metrics import (SURFACE_DICE_TOLERANCE_MM, SurfaceScores, reviewed_surface_scores,
-                            slice_surface_scores, surface_scores_along_slices)
+from ..core.measures import lungs_from_ct_needed
+from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, SurfaceScores
 from ..core.report import DASH, number_text
-from .workers import GeneratorWorker, Worker
+from ..session.measures import (dice_along_slices, lung_mask_job, measured_slices,
+                                plotted_values, scores_along_slices_job, slice_scores_job, volume_job)
+from .workers import SupersedingJobQueue
 
 if TYPE_CHECKING:
     from ..session import ReviewSession
@@ -66,163 +63,6 @@ LOAD_HINT = "Load checkpoints (Model > Load checkpoint A / B) to measure their b
 DEBOUNCE_MS = 500
 #: ... but while edits (or streamed predictions) keep coming, at least this often.
 MAX_WAIT_MS = 3000
-#: Slices per step of the plot's job (each step a chance to cancel and to draw).
-PLOT_CHUNK = 8
-#: Slices per count of the measures (see ``_measures``).
-MEASURE_BLOCK = 16
-
-
-# -- the jobs (plain generators, run by a GeneratorWorker; no Qt) ------------------------------
-def _slice_job(pairs: dict, z: int, num_classes: int, spacing, tolerance_mm: float,
-               should_stop: Callable[[], bool]) -> Iterator[tuple[int, dict[str, SurfaceScores]]]:
-    """The boundary scores of slice ``z`` of each model: yields (z, {slot: SurfaceScores})."""
-    out = {}
-    for slot, (prediction, labels) in pairs.items():
-        if should_stop():
-            return
-        out[slot] = slice_surface_scores(prediction, labels, z, num_classes, spacing, tolerance_mm)
-    yield z, out
-
-
-@dataclass
-class _VolumeRequest:
-    labels: np.ndarray
-    classes: list[LabelClass]
-    predictions: dict[str, tuple[np.ndarray, np.ndarray, list[LabelClass]]]  # slot: (labels, scored, classes)
-    measured: np.ndarray            # (Z,) bool: the slices volumes are measured on
-    num_classes: int
-    spacing: tuple
-    tolerance_mm: float
-    lung_mask: np.ndarray | None
-
-
-def _volume_job(request: _VolumeRequest, should_stop: Callable[[], bool]) -> Iterator[tuple[str, object]]:
-    """Yields ("measures", {column: {row: value}}) first (fast), then ("boundary", (slot,
-    SurfaceScores)) for each model."""
-    columns = {"labels": (request.labels, request.classes)}
-    columns.update({slot: (prediction, classes) for slot, (prediction, _, classes) in request.predictions.items()})
-    measures = {}
-    for column, (array, classes) in columns.items():
-        found = _measures(array, request.measured, classes, request.spacing, request.lung_mask, should_stop)
-        if found is None:
-            return
-        measures[column] = found
-    yield "measures", measures
-    for slot, (prediction, scored, _) in request.predictions.items():
-        if should_stop():
-            return
-        yield "boundary", (slot, reviewed_surface_scores(prediction, request.labels, scored, request.num_classes,
-                                                         request.spacing, request.tolerance_mm))
-
-
-def _measures(labels: np.ndarray, measured: np.ndarray, classes: list[LabelClass], spacing, lung_mask,
-              should_stop: Callable[[], bool]) -> dict[str, float] | None:
-    """Rows of the measures table over the ``measured`` slices: "volume <value>" (mL) for
-    each class value present, and the cardiac and lung measures that apply. Counted
-    ``MEASURE_BLOCK`` slices at a time: a count over a whole volume holds the GIL for a
-    noticeable time (numpy's bincount), a block's for milliseconds. None when stopped."""
-    indices = np.flatnonzero(measured)
-    num_classes = max(int(labels.max()) + 1 if labels.size else 1, 2)
-    volumes, heart, lung = np.zeros(num_classes), np.zeros(3), np.zeros(2)
-    cardiac = all(find_class(classes, role) for role in ("left ventricle", "right ventricle", "myocardium"))
-    lungs_known = bool(find_class(classes, "infection")) and (bool(find_class(classes, "lung"))
-                                                              or lung_mask is not None)
-    for start in range(0, len(indices), MEASURE_BLOCK):
-        if should_stop():
-            return None
-        chosen = indices[start:start + MEASURE_BLOCK]
-        block = labels[chosen]
-        volumes += class_volumes_ml(block, num_classes, spacing)
-        found = cardiac_measures(block, classes, spacing) if cardiac else None
-        if found is not None:
-            heart += (found.lv_blood_ml, found.rv_blood_ml, found.myocardium_ml)
-        part = (lung_measures(block, classes, spacing, lung_mask=None if lung_mask is None else lung_mask[chosen])
-                if lungs_known else None)
-        if part is not None:
-            lung += (part.lung_ml, part.infected_ml)
-    out = {f"volume {value}": float(ml) for value, ml in enumerate(volumes) if value}
-    if cardiac and len(indices):
-        measures = CardiacMeasures(*(float(v) for v in heart))
-        out.update({"lv": measures.lv_blood_ml, "rv": measures.rv_blood_ml, "mass": measures.myocardial_mass_g})
-    if lungs_known and len(indices):
-        share = LungMeasures(float(lung[0]), float(lung[1]), "").infected_percent
-        out.update({"lungs": float(lung[0]), "infected": float(lung[1]), "infected %": share})
-    return out
-
-
-def _plot_job(pairs: dict, slices: dict, num_classes: int, spacing, tolerance_mm: float,
-              should_stop: Callable[[], bool]) -> Iterator[tuple[str, np.ndarray, dict]]:
-    """Each chosen slice's boundary scores, a few slices at a time: yields (slot, the
-    slices done, {name: (Z, C) array})."""
-    for slot, (prediction, labels) in pairs.items():
-        chosen = slices[slot]
-        for start in range(0, len(chosen), PLOT_CHUNK):
-            if should_stop():
-                return
-            part = chosen[start:start + PLOT_CHUNK]
-            rows = surface_scores_along_slices(prediction, labels, num_classes, spacing, tolerance_mm,
-                                               slices=part, should_stop=should_stop)
-            if should_stop():
-                return  # the slices not reached are NaN: not results
-            yield slot, part, rows
-
-
-def _lung_job(image: np.ndarray, spacing, should_stop: Callable[[], bool]) -> Iterator[np.ndarray]:
-    yield lung_mask_from_ct(image, spacing)
-
-
-class _Jobs:
-    """Background jobs of a few kinds, one running at a time (so they hold at most one of
-    the pool's threads); of each kind only the newest request counts: it replaces one still
-    waiting and cancels one running, whose values are no longer handed on. Kinds earlier
-    in ``order`` start first; none starts while ``ready()`` says no."""
-
-    def __init__(self, order: tuple[str, ...], priority: int = 0, ready: Callable[[], bool] | None = None):
-        self.order, self.priority, self.ready = order, priority, ready
-        self.running: tuple[str, GeneratorWorker] | None = None
-        self.pending: dict[str, tuple] = {}
-        self.tokens = dict.fromkeys(order, 0)
-
-    def busy(self, kind: str | None = None) -> bool:
-        if kind is None:
-            return self.running is not None or bool(self.pending)
-        return kind in self.pending or (self.running is not None and self.running[0] == kind)
-
-    def request(self, kind: str, function: Callable, args: tuple, on_value: Callable,
-                on_done: Callable | None = None, on_error: Callable | None = None) -> None:
-        self.tokens[kind] += 1
-        self.pending[kind] = (self.tokens[kind], function, args, on_value, on_done, on_error)
-        if self.running is not None and self.running[0] == kind:
-            self.running[1].cancel()
-        self.start()
-
-    def cancel(self, kind: str | None = None) -> None:
-        for name in (kind,) if kind else self.order:
-            self.tokens[name] += 1
-            self.pending.pop(name, None)
-            if self.running is not None and self.running[0] == name:
-                self.running[1].cancel()
-
-    def start(self) -> None:
-        """Start the first waiting job, if none runs and the window is ready for it."""
-        if self.running is not None or not self.pending or (self.ready is not None and not self.ready()):
-            return
-        kind = next(k for k in self.order if k in self.pending)
-        token, function, args, on_value, on_done, on_error = self.pending.pop(kind)
-        current = lambda: token == self.tokens[kind]
-        worker = GeneratorWorker(function, *args)
-        worker.signals.yielded.connect(lambda value: on_value(value) if current() else None)
-        worker.signals.errored.connect(lambda exc: on_error(exc) if current() and on_error else None)
-        worker.signals.finished.connect(lambda completed: self._finished(worker, current(), completed, on_done))
-        self.running = (kind, worker)
-        Worker.pool().start(worker, self.priority)
-
-    def _finished(self, worker: GeneratorWorker, current: bool, completed: bool, on_done: Callable | None) -> None:
-        if self.running is not None and self.running[1] is worker:
-            self.running = None
-        if current and on_done is not None:
-            on_done(completed)
-        self.start()
 
 
 # -- the panel (widgets only; the controller below feeds it) ------------------------------------
@@ -540,9 +380,10 @@ class MeasuresController(QObject):
         # and not while inference runs, so that a thread stays free for opening and loading.
         # Nothing is computed while the dock is hidden (behind the metrics tab): it would
         # only take the processor from scrolling and painting.
-        self.slice_jobs = _Jobs(("slice",), priority=1, ready=lambda: self._current() is not None and self.shown)
-        self.slow_jobs = _Jobs(("volume", "plot", "lung"), ready=lambda: self._current() is not None
-                               and self.window.inference is None and self.shown)
+        self.slice_jobs = SupersedingJobQueue(("slice",), priority=1,
+                                              ready=lambda: self._current() is not None and self.shown)
+        self.slow_jobs = SupersedingJobQueue(("volume", "plot", "lung"), ready=lambda: self._current() is not None
+                                             and self.window.inference is None and self.shown)
         # One job when scrolling pauses, not one per slice flown past.
         self.slice_timer = QTimer(self, singleShot=True, interval=120)
         self.slice_timer.timeout.connect(self.refresh_slice)
@@ -713,8 +554,7 @@ class MeasuresController(QObject):
         session = state.session
         classes = session.classes
         self.panel.set_layout_for(classes, list(session.models))
-        state.lung_wanted = (session.volume.modality == "CT" and bool(find_class(classes, "infection"))
-                             and not find_class(classes, "lung"))
+        state.lung_wanted = lungs_from_ct_needed(classes, session.volume.modality)
 
     # -- the slice on screen ------------------------------------------------------------
     def refresh_slice(self) -> None:
@@ -724,36 +564,23 @@ class MeasuresController(QObject):
             return
         session = state.session
         z = self.window.workspace.current_slice()
-        pairs = {slot: (m.prediction, session.labels.array) for slot, m in session.models.items() if m.predicted[z]}
+        job = slice_scores_job(session, z, self.panel.tolerance.value())
         shown: dict[str, SurfaceScores | None] = {slot: None for slot in session.models}  # None: pending
-        if not pairs:
+        if job is None:
             self.panel.set_slice_scores(shown)
             return
         generation = state.generation
-        spacing = tuple(session.volume.spacing)
 
         def arrived(value) -> None:
             if self._current() is state and state.generation == generation and value[0] == z:
                 self.panel.set_slice_scores({**shown, **value[1]})
                 self._show_busy()
 
-        args = (pairs, z, session.live.num_classes, spacing, self.panel.tolerance.value())
-        self.slice_jobs.request("slice", _slice_job, args, arrived, on_done=lambda _: self._show_busy(),
+        self.slice_jobs.request("slice", job, arrived, on_done=lambda _: self._show_busy(),
                                 on_error=partial(self._failed, state, generation))
         self._show_busy()
 
     # -- the volume -----------------------------------------------------------------------
-    def scope(self, state: _State) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """((Z,) the slices measured, {slot: (Z,) the slices of its boundary scores})."""
-        session = state.session
-        wanted = (session.reviewed.copy() if self.panel.reviewed_only.isChecked()
-                  else np.ones(session.volume.array.shape[0], bool))
-        scored = {slot: wanted & m.predicted for slot, m in session.models.items()}
-        measured = wanted.copy()
-        for mask in scored.values():
-            measured &= mask
-        return measured, scored
-
     def refresh_volume(self) -> None:
         """Recompute the volume's figures (in a worker); a job still running is cancelled."""
         state = self._current()
@@ -762,12 +589,8 @@ class MeasuresController(QObject):
         state.first_request = None
         session = state.session
         self._show_classes(state)
-        measured, scored = self.scope(state)
-        request = _VolumeRequest(session.labels.array, list(session.classes),
-                                 {slot: (m.prediction, scored[slot], list(m.classes))
-                                  for slot, m in session.models.items()},
-                                 measured, session.live.num_classes, tuple(session.volume.spacing),
-                                 self.panel.tolerance.value(), state.lung_mask)
+        measured, scored = measured_slices(session, self.panel.reviewed_only.isChecked())
+        job = volume_job(session, measured, scored, self.panel.tolerance.value(), state.lung_mask)
         generation = state.generation
         total = len(measured)
         scope = (f"Volumes over {int(measured.sum())} of {total} slices ("
@@ -787,7 +610,7 @@ class MeasuresController(QObject):
             else:
                 self.panel.set_volume_scores(*payload)
 
-        self.slow_jobs.request("volume", _volume_job, (request,), arrived,
+        self.slow_jobs.request("volume", job, arrived,
                                on_done=lambda _: self._find_lungs(state),
                                on_error=partial(self._failed, state, generation))
         self.refresh_plot()
@@ -798,9 +621,7 @@ class MeasuresController(QObject):
         of a CT whose classes name an infection but no lungs, for the infected share."""
         if (self._current() is state and state.lung_wanted and state.lung_mask is None
                 and not self.slow_jobs.busy("lung")):
-            volume = state.session.volume
-            self.slow_jobs.request("lung", _lung_job, (volume.array, tuple(volume.spacing)),
-                                   partial(self._lung_found, state),
+            self.slow_jobs.request("lung", lung_mask_job(state.session), partial(self._lung_found, state),
                                    on_error=partial(self._failed, state, None))
         self._show_busy()
 
@@ -821,7 +642,7 @@ class MeasuresController(QObject):
         self.panel.set_plot_label(self.panel.plot_choice.currentText())
         if name is None:
             for slot in session.models:
-                self.panel.set_curve(slot, self._dice_along_slices(session, slot, value))
+                self.panel.set_curve(slot, dice_along_slices(session, slot, value))
             self.slow_jobs.cancel("plot")
             return
         for slot in session.models:
@@ -830,7 +651,6 @@ class MeasuresController(QObject):
         wanted = {slot: z for slot, z in wanted.items() if len(z)}
         if not wanted:
             return
-        pairs = {slot: (session.models[slot].prediction, session.labels.array) for slot in wanted}
         stamps = {slot: state.stamps[slot].copy() for slot in wanted}
         predictions = {slot: session.models[slot].prediction for slot in wanted}
 
@@ -847,8 +667,8 @@ class MeasuresController(QObject):
             state.known[slot][fresh] = True
             self._draw_rows(state, slot)
 
-        args = (pairs, wanted, session.live.num_classes, tuple(session.volume.spacing), self.panel.tolerance.value())
-        self.slow_jobs.request("plot", _plot_job, args, arrived, on_done=lambda _: self._show_busy(),
+        job = scores_along_slices_job(session, wanted, self.panel.tolerance.value())
+        self.slow_jobs.request("plot", job, arrived, on_done=lambda _: self._show_busy(),
                                on_error=partial(self._failed, state, state.generation))
 
     def _draw_rows(self, state: _State, slot: str) -> None:
@@ -859,27 +679,8 @@ class MeasuresController(QObject):
         if name not in table:
             self.panel.set_curve(slot, np.full(len(state.known[slot]), np.nan))
             return
-        rows = table[name]  # an edited slice keeps its old value until its new one arrives
-        if value is None:
-            with warnings.catch_warnings():  # all NaN: nothing to score on that slice
-                warnings.simplefilter("ignore", RuntimeWarning)
-                values = np.nanmean(rows[:, 1:], axis=1) if rows.shape[1] > 1 else np.full(len(rows), np.nan)
-        else:
-            values = rows[:, value] if value < rows.shape[1] else np.full(len(rows), np.nan)
-        self.panel.set_curve(slot, values)
-
-    @staticmethod
-    def _dice_along_slices(session: ReviewSession, slot: str, value: int | None) -> np.ndarray:
-        live = session.live
-        if value is None:
-            return live.dice_along_slices(slot)
-        counts = live.matrices[slot].per_slice
-        if value >= counts.shape[1]:
-            return np.full(counts.shape[0], np.nan)
-        total = counts[:, value, :].sum(axis=1) + counts[:, :, value].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            dice = np.where(total > 0, 2.0 * counts[:, value, value] / total, np.nan)
-        return np.where(live.predicted[slot], dice, np.nan)
+        # An edited slice keeps its old value until its new one arrives.
+        self.panel.set_curve(slot, plotted_values(table[name], value))
 
     # -- status ---------------------------------------------------------------------------
     def _show_busy(self) -> None:

@@ -109,6 +109,66 @@ class GeneratorWorker(QRunnable):
         return self
 
 
+class SupersedingJobQueue:
+    """Generator jobs (``GeneratorWorker``) of a few kinds, run one at a time, so that they
+    hold at most one of the pool's threads. Of each kind only the newest request counts: it
+    replaces one still waiting and cancels one running, whose values are no longer handed
+    on. Waiting kinds start in the order of ``kinds``; none starts while ``ready()`` says
+    no (call ``start`` when it may say yes again). ``priority``: the thread pool's."""
+
+    def __init__(self, kinds: tuple[str, ...], priority: int = 0, ready: Callable[[], bool] | None = None):
+        self.kinds, self.priority, self.ready = kinds, priority, ready
+        self.running: tuple[str, GeneratorWorker] | None = None
+        self.waiting: dict[str, tuple] = {}
+        self.requests = dict.fromkeys(kinds, 0)  # of each kind: the number of the newest request
+
+    def busy(self, kind: str | None = None) -> bool:
+        """Whether a job (of ``kind``) runs or waits."""
+        if kind is None:
+            return self.running is not None or bool(self.waiting)
+        return kind in self.waiting or (self.running is not None and self.running[0] == kind)
+
+    def request(self, kind: str, job: Callable, on_value: Callable, on_done: Callable | None = None,
+                on_error: Callable | None = None) -> None:
+        """Run ``job(should_stop=...)``, a generator, in place of any other of ``kind``: each
+        value it yields goes to ``on_value``, then ``on_done(completed)``; an exception to
+        ``on_error`` (all on the main thread, and only while this is the newest request)."""
+        self.requests[kind] += 1
+        self.waiting[kind] = (self.requests[kind], job, on_value, on_done, on_error)
+        if self.running is not None and self.running[0] == kind:
+            self.running[1].cancel()
+        self.start()
+
+    def cancel(self, kind: str | None = None) -> None:
+        """Drop the jobs of ``kind`` (default: every kind), waiting or running."""
+        for name in (kind,) if kind else self.kinds:
+            self.requests[name] += 1
+            self.waiting.pop(name, None)
+            if self.running is not None and self.running[0] == name:
+                self.running[1].cancel()
+
+    def start(self) -> None:
+        """Start the first waiting job, if none runs and ``ready()`` allows."""
+        if self.running is not None or not self.waiting or (self.ready is not None and not self.ready()):
+            return
+        kind = next(k for k in self.kinds if k in self.waiting)
+        number, job, on_value, on_done, on_error = self.waiting.pop(kind)
+        newest = lambda: number == self.requests[kind]
+        worker = GeneratorWorker(job)
+        worker.signals.yielded.connect(lambda value: on_value(value) if newest() else None)
+        worker.signals.errored.connect(lambda exc: on_error(exc) if newest() and on_error else None)
+        worker.signals.finished.connect(lambda completed: self._finished(worker, newest(), completed, on_done))
+        self.running = (kind, worker)
+        Worker.pool().start(worker, self.priority)
+
+    def _finished(self, worker: GeneratorWorker, newest: bool, completed: bool, on_done: Callable | None) -> None:
+        if self.running is not None and self.running[1] is worker:
+            self.running = None
+        if newest and on_done is not None:
+            on_done(completed)
+        self.start()
+
+
 def run_modal(parent: QWidget, function: Callable, text: str) -> tuple[bool, object]:
     """``function()`` in a worker while the caller waits (a save before closing): a busy
     dialog, modal to ``parent``, shows after 300 ms; the window keeps painting but takes no

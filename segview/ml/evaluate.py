@@ -18,7 +18,7 @@ import numpy as np
 
 from ..core.compare import paired_difference
 from ..core.report import DASH, csv_cell, number_text, write_csv
-from ..core.measures import clinical_measures, find_class, lung_mask_from_ct
+from ..core.measures import clinical_measures, lung_mask_from_ct, lungs_from_ct_needed
 from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, ConfusionMatrix, Scores, SurfaceScores, surface_scores
 from .data import Case
 from .inference import Predictor
@@ -82,8 +82,7 @@ def evaluate_cases(predictor: Predictor, cases: list[Case],
 def _case_measures(case: Case, predicted: np.ndarray, classes, cache: dict) -> dict[str, float]:
     if case.name not in cache:
         lungs = None
-        if (case.volume.modality == "CT" and find_class(classes, "infection")
-                and not find_class(classes, "lung")):
+        if lungs_from_ct_needed(classes, case.volume.modality):
             lungs = lung_mask_from_ct(case.volume.array, case.volume.spacing)
         cache[case.name] = (lungs, clinical_measures(case.labels, classes, case.volume.spacing, lung_mask=lungs))
     lungs, reference = cache[case.name]
