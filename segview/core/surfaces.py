@@ -19,8 +19,9 @@ import numpy as np
 from .labels import Edit, Region
 from .volume import Volume
 
-#: Voxels of a class's box beyond which it is averaged in blocks first (a few hundred ms).
-MAX_CELLS = 8_000_000
+#: Voxels of a class's box beyond which it is averaged in blocks first: about 0.1 s of
+#: building and some hundred thousand triangles, which software OpenGL still turns smoothly.
+MAX_CELLS = 2_000_000
 #: Cells of one marching-cubes call (about 15 ms with the GIL held).
 SLAB_CELLS = 1_000_000
 #: Slices of the labels read at once when looking for the classes' boxes.

@@ -46,6 +46,7 @@ from .polygon_tool import install_polygon
 from .roi_tool import install_region_shapes
 from .ruler_tool import install_rulers
 from .statistics_panel import install_statistics
+from .surface_view import install_surfaces
 from .worklist_panel import install_worklist
 from .workspace import Workspace
 
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
         self.roi_controller = install_region_shapes(self, self.statistics_controller.box.layout())  # the ROI tool (O)
         self.crosshair = install_crosshair(self)  # the linked crosshair (X), moved by Shift + mouse move
         self.level_controller = install_level_tracing(self)  # level tracing's outline and tolerance
+        self.surfaces = install_surfaces(self)  # the 3D view's dock (4)
 
     # -- what tests and scripts read --------------------------------------------------
     @property
