@@ -375,13 +375,15 @@ def _gpu_volume_seconds(echo) -> float:
 
 
 def bench_gui(seconds: float = 3.0, echo=print, compare: bool = False) -> dict:
-    """Frame times while scrolling (in compare mode with ``compare``) and event-loop
-    stalls during inference, in the running window (``segview.gui.benchmark``);
-    offscreen when there is no display."""
+    """Frame times while scrolling (in compare mode with ``compare``), event-loop stalls
+    during inference, and the 3D view's surfaces, in the running window
+    (``segview.bench.gui``); offscreen when there is no display."""
     _qt_platform()
+    from .gui import bench_3d
     from .gui import bench_gui as measure
 
-    return measure(seconds, echo, compare=compare)
+    figures = measure(seconds, echo, compare=compare)
+    return {**figures, **bench_3d(seconds, echo)}
 
 
 def bench_edit(seconds: float = 3.0, echo=print) -> dict:

@@ -61,19 +61,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     app.processEvents()
     view = window.workspace.active_view()
 
-    # Scrolling: one slice step per frame, painted (processEvents) before the clock stops.
-    frames: list[float] = []
-    deadline = time.perf_counter() + seconds
-    step = 1
-    count = shape[0]
-    while time.perf_counter() < deadline or len(frames) < 60:
-        if not 0 <= view.index + step < count:
-            step = -step
-        start = time.perf_counter()
-        view.set_slice(view.index + step)
-        app.processEvents()
-        frames.append((time.perf_counter() - start) * 1e3)
-    p50, p95 = np.percentile(frames, [50, 95])
+    p50, p95 = np.percentile(_scroll_frames(app, view, shape[0], seconds), [50, 95])
     what = "compare mode, 2 panes, prediction + label outline each" if compare else "window/level, 2 overlays"
     echo(f"  scroll {shape[1]}x{shape[2]} CT, {what}: "
          f"frame p50 {p50:.1f} ms  p95 {p95:.1f} ms ({1000 / p95:.0f} fps at p95)  "
@@ -108,6 +96,167 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         window.close()
         window.deleteLater()
         app.processEvents()
+
+
+def _scroll_frames(app, view, count: int, seconds: float) -> list[float]:
+    """Milliseconds of each frame of scrolling ``view`` one slice step at a time, painted
+    (processEvents) before the clock stops."""
+    frames: list[float] = []
+    deadline = time.perf_counter() + seconds
+    step = 1
+    while time.perf_counter() < deadline or len(frames) < 60:
+        if not 0 <= view.index + step < count:
+            step = -step
+        start = time.perf_counter()
+        view.set_slice(view.index + step)
+        app.processEvents()
+        frames.append((time.perf_counter() - start) * 1e3)
+    return frames
+
+
+FIRST_SURFACES_TARGET_S = 2.0
+SURFACE_EDIT_TARGET_S = 0.5
+
+
+def bench_3d(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
+    """The 3D view on a ``shape`` label volume of 3 classes: the first surfaces (opening the
+    view until every class is drawn) and the update after an edit of one class (the edit
+    until its surface is drawn again), each as a ratio to scikit-image's marching cubes of
+    those classes' boxes alone; then scrolling with the 3D view open. Without OpenGL (the
+    offscreen platform) the window cannot draw them: the builder is timed alone."""
+    from PySide6.QtWidgets import QApplication
+
+    from ..core.surfaces import class_boxes
+    from ..gui.main_window import MainWindow
+    from ..gui.surface_view import EDIT_DELAY_MS, opengl_problem
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow()
+    window.resize(1280, 900)
+    window.show()
+    session = large_labels_session(shape)
+    window.show_session(session)
+    app.processEvents()
+    labels = session.labels.array
+    boxes = class_boxes(labels)
+    figures: dict = {}
+    try:
+        alone = {value: _marching_cubes_alone(labels, value, box) for value, box in boxes.items()}
+        gl = opengl_problem() is None
+        where = "drawn in the window" if gl else "built alone (no OpenGL here: run under a display or xvfb-run)"
+        if gl:
+            first = _until_updated(window, app, window.surfaces.action.trigger)
+        else:
+            window.surfaces.action.trigger()  # it says why it draws nothing
+            first = _builder_alone(session)
+        ratio = first / sum(alone.values())
+        echo(f"  3D view, {' x '.join(map(str, shape))} labels, {len(boxes)} classes, {where}: first surfaces "
+             f"{first:.2f} s = {ratio:.1f} x marching cubes alone ({sum(alone.values()):.2f} s)  "
+             f"(target <= {FIRST_SURFACES_TARGET_S:g} s)  {'PASS' if first <= FIRST_SURFACES_TARGET_S else 'FAIL'}")
+        figures.update(surfaces_first_s=first, surfaces_first_ratio=ratio)
+        if gl:
+            updates = [_until_updated(window, app, partial) for partial in _edits(session, value=2, count=5)]
+            p50, p95 = np.percentile(updates, [50, 95])
+            echo(f"  3D view, an edit of one class ({len(updates)} edits, {EDIT_DELAY_MS} ms of "
+                 f"gathering edits included): update p50 {p50:.2f} s  p95 {p95:.2f} s = "
+                 f"{p95 / alone[2]:.1f} x its marching cubes alone ({alone[2]:.2f} s)  "
+                 f"(target <= {SURFACE_EDIT_TARGET_S:g} s)  {'PASS' if p95 <= SURFACE_EDIT_TARGET_S else 'FAIL'}")
+            figures.update(surfaces_edit_p95_s=p95, surfaces_edit_ratio=p95 / alone[2])
+        view = window.workspace.active_view()
+        p50, p95 = np.percentile(_scroll_frames(app, view, shape[0], seconds), [50, 95])
+        echo(f"  scroll with the 3D view open: frame p50 {p50:.1f} ms  p95 {p95:.1f} ms  "
+             f"(target p95 <= {FRAME_TARGET_MS:.1f} ms)  {'PASS' if p95 <= FRAME_TARGET_MS else 'FAIL'}")
+        figures.update(frame_p95_ms_3d=p95)
+        return figures
+    finally:
+        window.discard_session()
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+
+
+def large_labels_session(shape=(300, 512, 512)):
+    """A ReviewSession of the cardiac phantom blown up to ``shape`` (nearest neighbour):
+    three classes (right ventricle, myocardium, left ventricle) on an oblique grid."""
+    from ..core.phantoms import CARDIAC_CLASSES
+    from ..session import ReviewSession
+
+    case = make_phantom("cardiac", seed=0)
+    grid = _blown_up(case.labels.shape, shape)
+    scale = [old / new for old, new in zip(case.labels.shape[::-1], shape[::-1])]
+    spacing = tuple(s * k for s, k in zip(case.volume.spacing, scale))
+    volume = Volume(np.ascontiguousarray(case.volume.array[grid]), spacing, case.volume.origin,
+                    case.volume.direction, modality="MR", meta=dict(case.volume.meta))
+    return ReviewSession.open(volume, labels=np.ascontiguousarray(case.labels[grid]), classes=list(CARDIAC_CLASSES))
+
+
+def _blown_up(old, new):
+    """Nearest-neighbour indices that resample a grid of shape ``old`` to ``new`` (np.ix_)."""
+    return np.ix_(*(np.linspace(0, o - 1, n).round().astype(int) for o, n in zip(old, new)))
+
+
+def _marching_cubes_alone(labels: np.ndarray, value: int, box) -> float:
+    """Seconds of scikit-image's marching cubes on class ``value`` in its box (median of 3)."""
+    from skimage.measure import marching_cubes
+
+    mask = np.pad(labels[box] == value, 1).astype(np.float32)
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        marching_cubes(mask, 0.5)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def _builder_alone(session) -> float:
+    from ..core.surfaces import build_surfaces
+
+    start = time.perf_counter()
+    list(build_surfaces(session.labels.array, session.volume, None))
+    return time.perf_counter() - start
+
+
+
+
+def _edits(session, value: int, count: int):
+    """``count`` edits that take a disc out of class ``value`` alone (no other class within
+    reach), on slices spread over the volume: each a callable."""
+    labels = session.labels
+    array = labels.array
+    radius = 3
+    for z in np.linspace(0.2, 0.8, count) * array.shape[0]:
+        z = int(z)
+        ys, xs = np.nonzero(array[z] == value)
+        for y, x in zip(ys[::7], xs[::7]):
+            around = array[z, max(y - radius, 0):y + radius + 1, max(x - radius, 0):x + radius + 1]
+            if np.isin(around, (0, value)).all():
+                break
+
+        def edit(z=z, y=y, x=x) -> None:
+            with labels.step():
+                labels.paint(z, [(float(y), float(x))], radius * min(session.volume.spacing[:2]), 0)
+
+        yield edit
+
+
+def _until_updated(window, app, action) -> float:
+    """Seconds from ``action()`` until the 3D view says every surface is up to date."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    window.surfaces.updated.connect(loop.quit)
+    timeout = QTimer(singleShot=True, interval=120_000)  # never hangs the bench
+    timeout.timeout.connect(loop.quit)
+    timeout.start()
+    start = time.perf_counter()
+    action()
+    loop.exec()
+    elapsed = time.perf_counter() - start
+    window.surfaces.updated.disconnect(loop.quit)
+    if not timeout.isActive():
+        raise RuntimeError("the 3D view did not finish its surfaces within 120 s")
+    timeout.stop()
+    return elapsed
 
 
 def large_ct_session(shape=(300, 512, 512)):
