@@ -38,6 +38,16 @@ def test_bench_gui_measures_frames_and_stalls_in_the_window(qapp, capsys):
     assert figures["gap_max_ms_inference"] >= figures["gap_p99_ms_inference"] > 0
 
 
+def test_bench_3d_times_the_first_surfaces_against_marching_cubes_alone(qapp, capsys):
+    from segview.bench.gui import bench_3d
+
+    figures = bench_3d(seconds=0.1, shape=(24, 96, 96))  # offscreen: no OpenGL, the builder alone
+    out = capsys.readouterr().out
+    assert "3D view, 24 x 96 x 96 labels, 3 classes" in out and "x marching cubes alone" in out
+    assert "scroll with the 3D view open" in out
+    assert figures["surfaces_first_ratio"] > 0 and figures["frame_p95_ms_3d"] > 0
+
+
 def test_bench_edit_times_strokes_on_two_volume_sizes_and_checks_the_metrics(qapp, capsys):
     from segview.bench.gui import bench_edit
 
