@@ -218,8 +218,10 @@ class ConfusionMatrix:
     def recount_slice(self, z: int, pred: np.ndarray, ref: np.ndarray) -> None:
         """Slice ``z`` of a 3D map replaced as a whole (a streamed prediction slice):
         one bincount of that slice, cheaper than a diff when most pixels change."""
-        pred, ref = _validated(pred, ref, self.num_classes)
-        counts = _count(pred, ref, self.num_classes)
+        self.set_slice_counts(z, confusion_counts(pred, ref, self.num_classes))
+
+    def set_slice_counts(self, z: int, counts: np.ndarray) -> None:
+        """Slice ``z``'s counts replaced by ``counts`` (C, C), counted elsewhere (a worker)."""
         slice_counts = self.per_slice
         self.counts += counts - slice_counts[z]
         slice_counts[z] = counts

@@ -22,7 +22,7 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -87,6 +87,7 @@ class PredictionBatch:
     done: int                         # slices done so far (all models)
     total: int
     message: str | None = None        # e.g. the GPU ran out of memory, continuing on the CPU
+    counted: list = field(default_factory=list)  # core.live.SliceCount of each prediction, made in the worker
 
 
 class SaveJob:
@@ -542,7 +543,8 @@ class ReviewSession:
                 batch = list(predictor.predict_slices(prepared[slot], pending[slot][start:start + batch_size]))
                 done += len(batch)
                 message = predictor.fallback_message if predictor.fallback_message != warned else None
-                yield PredictionBatch(slot, predictor, batch, done, total, message)
+                counted = [self.live.count_slice(p.index, p.labels) for p in batch]  # not on the GUI thread
+                yield PredictionBatch(slot, predictor, batch, done, total, message, counted)
 
     def accept(self, batch: PredictionBatch) -> bool:
         """Store a batch of ``prediction_batches``; False (dropped) when its model has since
@@ -550,8 +552,9 @@ class ReviewSession:
         model = self.models.get(batch.slot)
         if model is None or model.predictor is not batch.predictor:
             return False
-        for prediction in batch.predictions:
-            self.live.set_prediction_slice(batch.slot, prediction.index, prediction.labels)
+        counted = batch.counted or [None] * len(batch.predictions)
+        for prediction, count in zip(batch.predictions, counted):
+            self.live.set_prediction_slice(batch.slot, prediction.index, prediction.labels, count)
         return True
 
     def predict(self, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,

@@ -160,3 +160,18 @@ def test_a_whole_volume_copy_in_slabs_and_its_undo_keep_counts_and_histograms_ex
     exact()
     labels.redo()
     exact()
+
+
+def test_a_slice_counted_in_a_worker_is_used_unless_an_edit_came_since():
+    rng, labels, live = session(4)
+    truth = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    live.add_model("A", np.zeros(labels.array.shape, np.uint8), empty=True)
+    fresh = live.count_slice(1, truth[1])
+    np.testing.assert_array_equal(fresh.counts, _by_hand(truth[1:2], labels.array[1:2], 4)[0])
+    stale = live.count_slice(3, truth[3])
+    labels.paint(3, [(10, 10)], 4.0, 2)             # the labels' slice changed after it was counted
+    live.set_prediction_slice("A", 1, truth[1], fresh)
+    live.set_prediction_slice("A", 3, truth[3], stale)
+    expected = ConfusionMatrix.from_arrays(live.predictions["A"], labels.array, 4)
+    np.testing.assert_array_equal(live.matrices["A"].slice_counts, expected.slice_counts)
+    np.testing.assert_array_equal(live.matrices["A"].counts, expected.counts)
