@@ -303,13 +303,11 @@ class MainWindow(QMainWindow):
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS) + " *.dcm"
         path, _ = QFileDialog.getOpenFileName(self, "Open image", self.start_folder(),
                                               f"Images ({pattern});;All files (*)")
-        remember_folder(path)
-        if path:
+        if path:  # its folder is remembered once it is on screen (``_remember``)
             self.open_image(path)
 
     def choose_dicom_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.start_folder())
-        remember_folder(folder)
         if folder:
             self.open_image(folder)
 
@@ -431,7 +429,12 @@ class MainWindow(QMainWindow):
 
     # -- recent files -------------------------------------------------------------------
     def _remember(self, path: str) -> None:
+        """An image from ``path`` is on screen: a recent file, and its folder (a DICOM series'
+        parent) where the next file dialog starts. Not before: while the question about the
+        previous image's unsaved labels is open, a save must not be proposed in the folder
+        of the image being opened (for the demo's labels, that was the lung's DICOM folder)."""
         remember_recent(path)
+        remember_folder(Path(path).absolute().parent)
         self._fill_recent_menu()
 
     def _fill_recent_menu(self) -> None:

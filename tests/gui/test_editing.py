@@ -1,6 +1,7 @@
 """Correcting labels in the window: mouse strokes, live metrics, undo, save, recovery."""
 import csv
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -599,3 +600,28 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
         window.export_dicom_seg_to(tmp_path / "seg.dcm")
     session = window.session
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", session.volume, session.classes), case.labels)
+
+
+def test_saving_the_demos_labels_while_opening_a_dicom_folder_is_not_proposed_in_that_folder(
+        qtbot, demo, dialogs, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from segview.core.dicom import write_dicom_series
+    from segview.gui.settings import remember_folder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    remember_folder(work)  # where the person last chose a file
+    series = tmp_path / "lung" / "series"
+    write_dicom_series(make_phantom("lung", 3).volume, series)
+    window = demo
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50)])  # unsaved labels of the demo (an image with no folder of its own)
+    proposed = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_, **__: str(series))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda parent, title, path, *_: proposed.append(path) or ("", ""))
+    dialogs.answers.append(QMessageBox.Save)
+    window.choose_dicom_folder()
+    qtbot.waitUntil(lambda: bool(proposed), timeout=60000)
+    assert Path(proposed[0]).parent == work  # not the series folder being opened
+    assert window.session is not None and window.session.volume.meta.get("source", "").startswith("demo")
