@@ -392,7 +392,9 @@ class LabelMap:
         whose regions on the two slices do not overlap is aligned first, as ITK's
         morphological contour interpolation does: the blend of two disjoint shapes is
         empty, so the shapes are blended centroid on centroid and each result placed on
-        the line between the two centroids."""
+        the line between the two centroids. Where a class on both slices still blends to
+        nothing (a thin crescent and a small blob), the nearer slice's shape is taken: a
+        class labelled on both sides is never left out."""
         if last < first:
             first, last = last, first
         if last - first < 2:
@@ -417,8 +419,13 @@ class LabelMap:
         if a.any() and b.any() and not (a & b).any():
             move = np.rint(np.subtract(ndimage.center_of_mass(b), ndimage.center_of_mass(a))).astype(int)
         at_a, b_on_a = _signed_distance(a, spacing), _signed_distance(_moved(b, -move), spacing)
+        both = a.any() and b.any()
         for t in gaps:
             blended = (1 - t) * at_a + t * b_on_a
+            if both and not (blended < 0).any():
+                # A thin shape (a crescent, whose centroid lies outside it) and a much smaller
+                # one blend to nothing: the nearer slice's shape, on the line between them.
+                blended = at_a if t < 0.5 else b_on_a
             yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
     def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> int:

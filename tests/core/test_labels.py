@@ -119,6 +119,23 @@ def test_interpolation_moves_a_shape_whose_regions_on_the_two_slices_do_not_over
     np.testing.assert_array_equal(labels.array[1], disc((30, 60), (15, 30), 6.0))  # halfway, same disc
 
 
+def test_a_thin_crescent_and_a_small_blob_still_give_the_class_between_them():
+    """The window's case: a right-ventricle crescent on one side, a few voxels left of it on
+    the other (after shrinking); the signed distances blend to nothing, yet the class is
+    labelled on both sides, so it is interpolated: the nearer slice's shape, moved."""
+    labels = blank(shape=(5, 80, 80))
+    crescent = disc((80, 80), (40, 40), 14.0) & ~disc((80, 80), (40, 40), 12.0)
+    crescent[:, 44:] = False  # a thin C: its centroid lies in its hollow
+    blob = disc((80, 80), (40, 62), 1.5)
+    labels.array[0][crescent] = 1
+    labels.array[4][blob] = 1
+    assert not (crescent & blob).any()
+    labels.fill_between_slices()
+    sizes = [int((labels.array[z] == 1).sum()) for z in range(5)]
+    assert all(sizes[1:4]), sizes
+    assert sizes[1] > sizes[3]  # the crescent's side first, the blob's last
+
+
 def test_fill_between_slices_restores_every_class_of_a_cleared_phantom_slice():
     """The demo (cardiac phantom, seed 0): slice 8 cleared, 7 and 9 labelled. The right
     ventricle's regions on 7 and 9 are disjoint; every class still comes back, close to

@@ -619,7 +619,8 @@ def test_saving_the_demos_labels_while_opening_a_dicom_folder_is_not_proposed_in
     drag(axial(window), [(50, 50)])  # unsaved labels of the demo (an image with no folder of its own)
     proposed = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_, **__: str(series))
-    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda parent, title, path, *_: proposed.append(path) or ("", ""))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, path, *_: proposed.append(path) or ("", ""))
     dialogs.answers.append(QMessageBox.Save)
     window.choose_dicom_folder()
     qtbot.waitUntil(lambda: bool(proposed), timeout=60000)
