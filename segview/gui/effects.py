@@ -292,6 +292,9 @@ class RegionShape(Effect):
 
     def release(self, session, at, settings):
         self.drag(session, at, settings)
+        if self.start is not None and self.end is not None and self.start.point == self.end.point:
+            self.cancel()  # a click, not a drag: nothing to measure
+            return "ROI: drag to draw an ellipse (Shift + drag: a rectangle)."
         return self.summary(session)
 
     def summary(self, session) -> str | None:

@@ -79,7 +79,9 @@ def shape_statistics(session, axis: int, index: int, a, b, shape: str = "ellipse
 
 def statistics_text(statistics: RegionStatistics, unit: str = "") -> str:
     """One line for a person: volume, voxels and the image's values (``unit``: e.g. " HU");
-    dashes for an empty region."""
+    says so for an empty region."""
+    if not statistics.voxels:
+        return "no voxel centre inside"
     mean, sd, median, low, high = (number_text(getattr(statistics, name), 1) for name in
                                    ("mean", "std", "median", "min", "max"))
     return (f"{statistics.volume_ml:.2f} mL ({statistics.voxels} voxels), mean {mean} \u00b1 {sd}{unit}, "

@@ -54,5 +54,9 @@ def test_a_drag_shows_the_statistics_inside_the_shape_and_changes_nothing(qtbot,
     assert drawn_points(window, view) == 0
     qtbot.keyClick(view, Qt.Key_Down)
     assert drawn_points(window, view) > 4
+    drag(view, [display_pixel(view, (z, 90, 90))])  # a click, not a drag: says so, draws nothing
+    assert window.statusBar().currentMessage().startswith("ROI: drag to draw")
+    assert drawn_points(window, view) == 0 and effect.statistics is None and not window.roi_controller.result.text()
+    drag(view, [display_pixel(view, (z, 70, 80)), display_pixel(view, (z, 130, 150))], modifiers)
     qtbot.keyClick(view, Qt.Key_N)  # another tool: it goes
     assert drawn_points(window, view) == 0 and effect.statistics is None

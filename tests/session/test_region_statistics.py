@@ -9,7 +9,7 @@ import SimpleITK as sitk
 
 from segview.session import ReviewSession
 from segview.session.errors import SessionError
-from segview.session.statistics import BLOCK, statistics_rows
+from segview.session.statistics import BLOCK, statistics_rows, statistics_text
 
 from .conftest import CLASSES, tiny_case
 
@@ -92,3 +92,4 @@ def test_a_shape_off_the_image_or_of_another_kind_is_refused_and_an_empty_one_ha
         session.shape_statistics(0, 0, (1, 1), (4, 4), "circle")
     empty = session.shape_statistics(0, 0, (1.2, 1.2), (1.4, 1.4))  # no pixel centre inside
     assert empty.voxels == 0 and empty.volume_ml == 0 and math.isnan(empty.mean)
+    assert statistics_text(empty, " HU") == "no voxel centre inside"  # not NaN noise
