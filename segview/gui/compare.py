@@ -1,10 +1,10 @@
 """Compare mode: model A and model B side by side over the same image, or one pane
-coloured by where each is wrong. Slice, zoom, pan, window/level and a crosshair stay
-synchronised; a stroke in either pane edits the one label volume."""
+coloured by where each is wrong. Slice, zoom, pan and window/level stay synchronised (the
+linked crosshair of crosshair.py draws in the panes too); a stroke in either pane edits
+the one label volume."""
 from __future__ import annotations
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 
@@ -33,7 +33,6 @@ class CompareView(QWidget):
         super().__init__(parent)
         self.panes = {name: SliceView() for name in PANES}
         self.headers = {name: QLabel() for name in PANES}
-        self.crosshairs = {}
         self.show_disagreement = False
         layout = QGridLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -55,15 +54,9 @@ class CompareView(QWidget):
                 pane.box.setYLink(first.box)
             pane.slice_changed.connect(lambda index, pane=pane: self._sync_slice(pane, index))
             pane.window_changed.connect(self.set_window)
-            pane.cursor_moved.connect(self._cursor_moved)
+            pane.cursor_moved.connect(self.cursor_moved)  # the read-out; the crosshair is crosshair.py's
             pane.stroked.connect(lambda phase, index, modifiers, name=name:
                                  self.stroked.emit(phase, index, modifiers, "B" if name == "B" else "A"))
-            lines = (pg.InfiniteLine(angle=90, pen=pg.mkPen((255, 255, 0, 120))),
-                     pg.InfiniteLine(angle=0, pen=pg.mkPen((255, 255, 0, 120))))
-            for line in lines:
-                line.setVisible(False)
-                pane.box.addItem(line, ignoreBounds=True)
-            self.crosshairs[name] = lines
         layout.setRowStretch(1, 1)
         self.headers["disagreement"].setText("  ".join(
             f"<span style='color: rgb{color}'>&#9632;</span> {CATEGORY_NAMES[c]}"
@@ -160,18 +153,6 @@ class CompareView(QWidget):
                 with QSignalBlocker(pane):
                     pane.set_slice(index)
         self.slice_changed.emit(index, source.num_slices())
-
-    def _cursor_moved(self, voxel) -> None:
-        self.cursor_moved.emit(voxel)
-        for name, pane in self.panes.items():
-            vertical, horizontal = self.crosshairs[name]
-            vertical.setVisible(voxel is not None)
-            horizontal.setVisible(voxel is not None)
-            if voxel is not None and pane.volume is not None:
-                row, col = pane.orientation.to_display(pane.view, voxel, pane.volume.shape)
-                row_mm, col_mm = pane.orientation.pixel_spacing(pane.view, pane.volume.spacing)
-                vertical.setValue((col + 0.5) * col_mm)
-                horizontal.setValue((row + 0.5) * row_mm)
 
 
 def _lut(classes):

@@ -60,7 +60,7 @@ class MetricsPanel(QWidget):
         self.ranking_choice.currentIndexChanged.connect(lambda _: self.ranking_changed.emit())
         self.ranking = QListWidget()
         self.ranking.setMinimumHeight(80)
-        self.ranking.itemClicked.connect(lambda item: self.slice_clicked.emit(item.data(Qt.UserRole)))
+        self.ranking.itemClicked.connect(self._ranking_clicked)
         self.ranking_label = QLabel("Slices to review first (D: next most disputed; \u2713 reviewed, listed last)")
         self.ranking_label.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -184,9 +184,25 @@ class MetricsPanel(QWidget):
                 item.setForeground(grey)
                 item.setToolTip("Reviewed (M marks and unmarks a slice)")
             self.ranking.addItem(item)
+        if not ranks:
+            self.ranking.addItem(_empty_ranking_hint(live))
         return ranks
+
+    def _ranking_clicked(self, item: QListWidgetItem) -> None:
+        z = item.data(Qt.ItemDataRole.UserRole)
+        if z is not None:  # not the hint of an empty list
+            self.slice_clicked.emit(z)
 
     def _plot_clicked(self, event) -> None:
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
         if self.curves:
             self.slice_clicked.emit(int(round(point.x())) - 1)
+
+
+def _empty_ranking_hint(live: LiveMetrics) -> QListWidgetItem:
+    """The one line an empty "Slices to review first" shows, saying why (an empty box did not)."""
+    predicted = bool((live.predicted["A"] & live.predicted["B"]).any())
+    item = QListWidgetItem("A and B agree on every predicted slice" if predicted
+                           else "No slice predicted by both A and B yet")
+    item.setFlags(Qt.ItemFlag.NoItemFlags)  # not a slice: nothing to select or click
+    return item

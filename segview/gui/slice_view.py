@@ -410,6 +410,12 @@ class SliceView(pg.GraphicsLayoutWidget):
             self._move_brush_cursor(point)
             self.cursor_moved.emit(self._voxel_at(point))
 
+    def leaveEvent(self, event) -> None:
+        """The mouse left the view: the brush outline that followed it goes. (The read-out
+        keeps its voxel on purpose: it follows D and the ranking's slices from there.)"""
+        super().leaveEvent(event)
+        self.brush_cursor.setVisible(False)
+
     # -- brush --------------------------------------------------------------------------
     def can_paint(self) -> bool:
         """Strokes edit the plane on screen, in any view."""

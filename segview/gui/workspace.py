@@ -33,6 +33,7 @@ class Workspace(QStackedWidget):
         self.addWidget(self.viewer)
         self.addWidget(self.compare)
         self.mode = "views"
+        self.previous_mode = "views"  # the mode before the last change (Shift+K returns there)
         self.volume: Volume | None = None
         self.styles: dict[str, tuple[bool, bool]] = {}  # overlay -> (visible, outline)
         self.viewer.active_slice_changed.connect(lambda i, n: self._emit_slice(self.viewer, i, n))
@@ -103,7 +104,7 @@ class Workspace(QStackedWidget):
         if mode == was:
             return
         z, zoom = self.current_slice(), self._zoomed_view().zoom()
-        self.mode = mode
+        self.previous_mode, self.mode = was, mode
         self.compare.set_disagreement(mode == "disagreement")
         if mode != "views":
             if was == "views":
