@@ -155,6 +155,15 @@ Change = Edit | Mark
 Stored = Patch | Mark  # a change as the undo history keeps it
 
 
+class _Step(list):
+    """One undo step's changes; ``serial`` names the labels' state right after it (see
+    ``LabelMap.history_position``)."""
+
+    def __init__(self, changes: list[Stored], serial: int):
+        super().__init__(changes)
+        self.serial = serial
+
+
 @dataclass
 class OverwritePolicy:
     """Which existing labels a paint may replace: all, only background, or all but the
@@ -197,9 +206,11 @@ class LabelMap:
         self.history_bytes = history_bytes
         self.reviewed = np.zeros(labels.shape[0], bool)           # (Z,) slices a person checked
         self.events = LabelEvents()
-        self._undo: list[list[Stored]] = []
-        self._redo: list[list[Stored]] = []
+        self._undo: list[_Step] = []
+        self._redo: list[_Step] = []
         self._stroke: list[Stored] | None = None
+        self._serials = itertools.count(1)
+        self._oldest_position = 0  # the state before the oldest step kept (0: as created)
         #: Held while a change is applied and heard: a reader in another thread (the journal
         #: writing its snapshot) sees each change whole, and its listeners heard it.
         self.lock = threading.RLock()
@@ -257,11 +268,20 @@ class LabelMap:
         if not self._redo:
             return False
         step = self._redo.pop()
+        self._undo.append(step)  # first, as undo pops first: listeners see the position it leads to
         for change in step:
             self._apply(change.edit(self.array, undo=False) if isinstance(change, Patch) else change)
-        self._undo.append(step)
         self._step_done()
         return True
+
+    @property
+    def history_position(self) -> int | None:
+        """A number naming the labels' state in the undo history: undo and redo back to a
+        state give its number again, a new step a new one. None while a step is open (a
+        drag; listeners hearing a new step's changes): no state of the history."""
+        if self._stroke is not None:
+            return None
+        return self._undo[-1].serial if self._undo else self._oldest_position
 
     @property
     def can_undo(self) -> bool:
@@ -280,12 +300,12 @@ class LabelMap:
         return sum(change.nbytes for step in self._undo + self._redo for change in step)
 
     def _push(self, step: list[Stored]) -> None:
-        self._undo.append(step)
+        self._undo.append(_Step(step, next(self._serials)))
         self._redo.clear()
         # Over budget, the oldest steps go first; the newest is kept whatever its size (then
         # as the only one), so the last action can always be undone.
         while len(self._undo) > 1 and self.history_nbytes() > self.history_bytes:
-            self._undo.pop(0)
+            self._oldest_position = self._undo.pop(0).serial
         self._step_done()
 
     def _step_done(self) -> None:
@@ -929,12 +949,12 @@ class LabelMap:
         return allowed
 
     def _record(self, change: Change) -> None:
+        if self._stroke is None:  # a step of its own, open while listeners hear the change
+            with self.step():
+                self._record(change)
+            return
         self._apply(change)
-        stored = Patch.of(change) if isinstance(change, Edit) else change
-        if self._stroke is not None:
-            self._stroke.append(stored)
-        else:
-            self._push([stored])
+        self._stroke.append(Patch.of(change) if isinstance(change, Edit) else change)
 
     def _apply(self, change: Change) -> None:
         if isinstance(change, Mark):

@@ -3,6 +3,9 @@ and the slice operations. It holds the choices; the main window hands them to th
 session's effects."""
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
@@ -11,6 +14,9 @@ from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, 
 
 from ..core.classes import LabelClass
 from ..core.labels import OverwritePolicy
+from ..session.errors import SessionError
+from ..session.review import ToolChange
+from .slice_view import Overlay
 
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
@@ -32,6 +38,20 @@ CLASS_OPERATIONS = {
     "subtract": ("Remove where it overlaps", "class", 0, 0, 0),
 }
 
+#: A class tool's preview: the voxels it would add to the class, and those it would take away.
+PREVIEW_COLOURS = {"added": ("green", (0, 255, 0)), "removed": ("red", (255, 0, 0))}
+PREVIEW_LEGEND = ", ".join(f"{word} in {name}" for word, (name, _) in PREVIEW_COLOURS.items())
+
+
+def preview_overlay(change: ToolChange) -> Overlay:
+    """``change`` drawn over the labels: 1 where it adds to the class, 2 where it takes away."""
+    shown = change.mask.astype(np.uint8) * 2
+    shown[change.gained] = 1
+    table = np.zeros((256, 4), np.uint8)
+    for value, (_, colour) in enumerate(PREVIEW_COLOURS.values(), start=1):
+        table[value] = (*colour, 255)
+    return Overlay(shown, table, True, False)
+
 
 class ToolPanel(QWidget):
     tool_changed = Signal(str)
@@ -44,6 +64,9 @@ class ToolPanel(QWidget):
         """``tools``: (name, text, shortcut, tip) of each effect, the first chosen."""
         super().__init__(parent)
         self.read_only_reason: str | None = None
+        self._classes: list[LabelClass] = []
+        self._models: list[str] = []                 # the slots with a model loaded
+        self._operand_chosen: tuple | None = None    # the other class the person picked last
         self._own_tips: dict[QWidget, str] = {}
         self.tools = list(tools)
         self.tool = self.tools[0][0]
@@ -116,8 +139,10 @@ class ToolPanel(QWidget):
         self.amount.valueChanged.connect(self._remember_amount)
         self.other_class = QComboBox()
         self.other_class.setToolTip("The other class, or a model's prediction of the chosen class")
+        self.other_class.activated.connect(lambda _: setattr(self, "_operand_chosen", self.other_class.currentData()))
+        self.class_choice.currentIndexChanged.connect(lambda _: self._fill_operands())
         preview, apply = QPushButton("Preview"), QPushButton("Apply")
-        preview.setToolTip("Show what would change (white), without changing anything")
+        preview.setToolTip(f"Show what would change ({PREVIEW_LEGEND}), without changing anything")
         apply.setToolTip("One undo step; asks first when it would take away more than half of the class")
         preview.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), True))
         apply.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), False))
@@ -147,7 +172,9 @@ class ToolPanel(QWidget):
             self.amount.setValue(self.amounts[key])
             self.amount.blockSignals(False)
 
-    def set_classes(self, classes: list[LabelClass]) -> None:
+    def set_classes(self, classes: list[LabelClass], models: Iterable[str] = ()) -> None:
+        """The labels' classes, and the slots (``models``) with a model loaded."""
+        self._classes, self._models = list(classes), list(models)
         current = self.active_class()
         self.class_choice.clear()
         self.protected.clear()
@@ -164,14 +191,37 @@ class ToolPanel(QWidget):
             self.protected.addItem(item)
         index = self.class_choice.findData(current)
         self.class_choice.setCurrentIndex(max(index, 0))
-        other = self.other_class.currentData()
+        self._fill_operands()
+
+    def _fill_operands(self) -> None:
+        """The overlap tools' other class: every class but the chosen one (an overlap with
+        itself takes in nothing, or takes it all), then the loaded models' prediction of
+        it. The person's last pick stays when offered; else a model's prediction, else the
+        class after the chosen one."""
+        chosen = self.active_class()
+        values = [c.value for c in self._classes if c.value]
         self.other_class.clear()
-        for c in classes:
-            if c.value:
+        for c in self._classes:
+            if c.value and c.value != chosen:
                 self.other_class.addItem(f"class {c.name}", ("class", c.value))
-        for slot in ("A", "B"):
+        for slot in self._models:
             self.other_class.addItem(f"model {slot}'s prediction of it", ("model", slot))
-        self.other_class.setCurrentIndex(max(self.other_class.findData(other), 0))
+        following = [v for v in values if v > chosen] + [v for v in values if v < chosen]
+        default = ("model", self._models[0]) if self._models else ("class", following[0]) if following else None
+        # By value: findData compares a tuple by identity.
+        offered = [self.other_class.itemData(n) for n in range(self.other_class.count())]
+        for wanted in (self._operand_chosen, default):
+            if wanted is not None and wanted in offered:
+                self.other_class.setCurrentIndex(offered.index(wanted))
+                return
+
+    def operand(self) -> tuple[str, int | str]:
+        """The overlap tools' other class: ("class", value) or ("model", slot). Raises
+        SessionError when there is none to choose."""
+        data = self.other_class.currentData()
+        if data is None:
+            raise SessionError("The overlap tools need another class or a loaded model; there is none.")
+        return data
 
     def set_read_only(self, reason: str | None) -> None:
         """Disable every control (the labels may not be edited), ``reason`` (why) in each

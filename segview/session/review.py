@@ -96,6 +96,7 @@ class SaveJob:
 
     def __init__(self, session: ReviewSession, path: Path):
         self.path, self.version = path, session.version
+        self.position = session.labels.history_position  # the state it saves, in the undo history
         # The one copy of the labels a save makes: the SimpleITK image it writes (no numpy
         # copy beside it), taken here, so edits made while a worker writes it are not in it.
         with session.labels.lock:
@@ -121,6 +122,7 @@ class ToolChange:
     removed_ml: float
     class_ml: float
     mask: np.ndarray               # (z, y, x) bool: every voxel that changes
+    gained: np.ndarray             # (z, y, x) bool: those that join the class (the others leave it)
 
     @property
     def removed_fraction(self) -> float:
@@ -204,7 +206,6 @@ class CopyWrite:
         self.changed = 0           # voxels changed by the slabs written
         self.cancelled = False
         self.finished = not self._patches
-        self._was_saved = session.version == session.saved_version  # then a take-back leaves it saved
         if not self.finished:
             session.labels.begin_stroke()
             session.copying = self
@@ -226,8 +227,6 @@ class CopyWrite:
             if not self.done:
                 labels.abort_stroke()  # nothing is left of it: the step ends, kept nowhere
                 self.changed = 0
-                if self._was_saved:  # the labels are the saved ones again, voxel for voxel
-                    self.session.saved_version = self.session.version
                 self._end()
             return self.finished
         while self.done < self.total and more():
@@ -282,7 +281,8 @@ class ReviewSession:
         self.warnings = list(volume.meta.get("warnings") or [])
         if label_file and label_file.warning:
             self.warnings.append(label_file.warning)
-        self.version = self.saved_version = 0
+        self.version = 0  # counts every change (undo too): a job made at another version is stale
+        self._saved_position = labels.history_position  # the undo history's state last opened or saved
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
         labels.events.changed.connect(self._changed)
         labels.events.marked.connect(self._changed)
@@ -418,8 +418,11 @@ class ReviewSession:
 
     @property
     def modified(self) -> bool:
-        """Whether labels, review marks or rulers changed since they were opened or last saved."""
-        return self.version != self.saved_version or self.review_extra.get("rulers") != self._saved_rulers
+        """Whether labels, review marks or rulers differ from what was opened or last saved
+        (undo back to that state: they do not)."""
+        position = self.labels.history_position
+        return (position is None or position != self._saved_position
+                or self.review_extra.get("rulers") != self._saved_rulers)
 
     def replace_labels(self, label_file: LabelFile) -> None:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
@@ -435,7 +438,7 @@ class ReviewSession:
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
-        self.saved_version = self.version  # what is open is what that file holds
+        self._saved_position = self.labels.history_position  # what is open is what that file holds
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
         """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
@@ -660,12 +663,14 @@ class ReviewSession:
     def tool_change(self, job: ToolJob, edits: list[Edit] | None) -> ToolChange:
         """What ``job``'s ``edits`` would do to its class, before ``finish_tool`` writes
         them (a preview, or the question whether to take away most of a class)."""
-        mask = np.zeros(self.volume.shape, bool)
+        mask, gained = np.zeros(self.volume.shape, bool), np.zeros(self.volume.shape, bool)
         added = removed = 0
         for edit in edits or []:
             mask[edit.region] |= edit.old != edit.new
             if job.value is not None:
-                added += int(np.count_nonzero((edit.new == job.value) & (edit.old != job.value)))
+                joins = (edit.new == job.value) & (edit.old != job.value)
+                gained[edit.region] |= joins
+                added += int(np.count_nonzero(joins))
                 removed += int(np.count_nonzero((edit.old == job.value) & (edit.new != job.value)))
         histogram = self.live.label_histogram()
         if job.value is None:  # every class: what changes is what goes
@@ -673,7 +678,7 @@ class ReviewSession:
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
         ml = float(np.prod(self.volume.spacing)) / 1000
-        return ToolChange(added * ml, removed * ml, float(before) * ml, mask)
+        return ToolChange(added * ml, removed * ml, float(before) * ml, mask, gained)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or
@@ -764,10 +769,9 @@ class ReviewSession:
         meanwhile, nothing is unsaved (and the journal knows)."""
         self.labels_path = job.path
         self._saved_rulers = job.review.extra.get("rulers")
-        if job.version == self.version:
-            self.saved_version = self.version
-            if self.journal is not None:
-                self.journal.mark_saved()
+        self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
+        if job.version == self.version and self.journal is not None:
+            self.journal.mark_saved()
 
     def save(self, path=None) -> Path:
         """Save the labels (on the image grid, atomically, verified) and their review state
