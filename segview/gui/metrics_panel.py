@@ -18,6 +18,9 @@ from ..core.live import LiveMetrics
 from ..core.report import DASH, number_text
 
 LOAD_HINT = "Load checkpoints (Model > Load checkpoint A / B) to score them against the labels."
+EMPTY_LABELS = ("The labels are empty, so each model is scored against nothing (Dice 0). Take a model's "
+                "prediction (Edit > Labels from model A / B) or paint, correct it, and mark each slice you "
+                "checked reviewed (M).")
 REVIEWED_TICK = "\u2713 "   # before a reviewed slice in "Slices to review first"
 NOT_REVIEWED = "\u2003 "    # an em space: the numbers of both kinds line up
 
@@ -32,6 +35,9 @@ class MetricsPanel(QWidget):
         self.reviewed = QLabel()
         self.hint = QLabel(LOAD_HINT)
         self.hint.setWordWrap(True)
+        self.empty_labels = QLabel(EMPTY_LABELS)  # why every score reads 0 before anything is labelled
+        self.empty_labels.setWordWrap(True)
+        self.empty_labels.setStyleSheet("color: #b36b00")
         self.reviewed_only = QCheckBox("volume over reviewed slices only", checked=True)
         self.legend = QLabel("Each cell: Dice above IoU. \u2013: nothing to score; pending: not predicted yet.")
         self.legend.setWordWrap(True)
@@ -65,8 +71,8 @@ class MetricsPanel(QWidget):
         self.ranking_label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        for widget in (self.reviewed, self.hint, self.reviewed_only, self.legend, self.table, self.plot,
-                       self.ranking_label, self.ranking_choice):
+        for widget in (self.reviewed, self.hint, self.empty_labels, self.reviewed_only, self.legend, self.table,
+                       self.plot, self.ranking_label, self.ranking_choice):
             layout.addWidget(widget)
         layout.addWidget(self.ranking, stretch=100)  # the list takes what room is left...
         layout.addStretch(1)  # ...or, hidden (one model, none), the space stays below, not between rows
@@ -90,6 +96,8 @@ class MetricsPanel(QWidget):
         for widget in (self.reviewed_only, self.legend, self.table, self.plot):
             widget.setVisible(scored)
         self.hint.setVisible(not scored)
+        # Kept current edit by edit (counted once, in the worker that opened the image).
+        self.empty_labels.setVisible(scored and not live.label_histogram()[:, 1:].any())  # type: ignore[union-attr]
         self.show_scores(live, z)
         self.show_slices(live)
         self.show_ranking(live)

@@ -626,3 +626,16 @@ def test_saving_the_demos_labels_while_opening_a_dicom_folder_is_not_proposed_in
     qtbot.waitUntil(lambda: bool(proposed), timeout=60000)
     assert Path(proposed[0]).parent == work  # not the series folder being opened
     assert window.session is not None and window.session.volume.meta.get("source", "").startswith("demo")
+
+
+def test_with_empty_labels_the_metrics_say_why_every_score_is_zero(qtbot, editing):
+    window = editing
+    with wait_for_inference(qtbot, window):
+        load_models(qtbot, window, DEMO_MODELS[:1], "A")
+    qtbot.waitUntil(lambda: window.metrics.table.isVisible())
+    assert window.metrics.empty_labels.isVisible() and "labels are empty" in window.metrics.empty_labels.text()
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50)])
+    qtbot.waitUntil(lambda: not window.metrics.empty_labels.isVisible())
+    window.session.labels.undo()
+    qtbot.waitUntil(lambda: window.metrics.empty_labels.isVisible())
