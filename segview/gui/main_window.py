@@ -82,6 +82,11 @@ class MainWindow(QMainWindow):
         self._copy_write: CopyWrite | None = None  # that copy being written, a piece per event-loop turn
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._models_loading: set[str] = set()  # slots whose checkpoint a worker is reading
+        self._models_asking: set[str] = set()  # slots whose "run it on this image?" question is open
+        # What File > Open chose: remembered for the next dialog once the image is on screen, not
+        # before: while the question about the previous image's unsaved labels is open, Save must
+        # not propose the folder of the image being opened (the demo's labels went into a DICOM folder).
+        self._chosen: str | None = None
         self._jobs: set[Worker] = set()
         self._dirty: set[int] = set()   # streamed z planes not yet redrawn
         self._disputed_shown: int | None = None  # the slice D went to last, in this session
@@ -303,12 +308,14 @@ class MainWindow(QMainWindow):
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS) + " *.dcm"
         path, _ = QFileDialog.getOpenFileName(self, "Open image", self.start_folder(),
                                               f"Images ({pattern});;All files (*)")
-        if path:  # its folder is remembered once it is on screen (``_remember``)
+        if path:
+            self._chosen = path  # its folder is remembered once it is on screen (``show_session``)
             self.open_image(path)
 
     def choose_dicom_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open DICOM folder", self.start_folder())
         if folder:
+            self._chosen = folder
             self.open_image(folder)
 
     def choose_labels(self) -> None:
@@ -409,6 +416,8 @@ class MainWindow(QMainWindow):
         read, or loaded and waiting for an image; None: how to load them."""
         if self._models_loading:
             return f"Loading checkpoint {' and '.join(sorted(self._models_loading))}\u2026"
+        if self._models_asking:
+            return f"Model {' and '.join(sorted(self._models_asking))}: waiting for your answer to run it here."
         waiting = [slot for slot in SLOTS if slot in self._models_waiting]
         if waiting and self.session is None:
             return f"Model {' and '.join(waiting)} loaded: it runs on the image you open."
@@ -429,12 +438,7 @@ class MainWindow(QMainWindow):
 
     # -- recent files -------------------------------------------------------------------
     def _remember(self, path: str) -> None:
-        """An image from ``path`` is on screen: a recent file, and its folder (a DICOM series'
-        parent) where the next file dialog starts. Not before: while the question about the
-        previous image's unsaved labels is open, a save must not be proposed in the folder
-        of the image being opened (for the demo's labels, that was the lung's DICOM folder)."""
         remember_recent(path)
-        remember_folder(Path(path).absolute().parent)
         self._fill_recent_menu()
 
     def _fill_recent_menu(self) -> None:
@@ -448,9 +452,11 @@ class MainWindow(QMainWindow):
         """Put ``session`` (opened by a worker, a script or a worklist) on screen; everything
         of the previous one goes (its models stay
         when they fit this image, and run again)."""
+        chosen, self._chosen = self._chosen, None
         if not self._close_session():
             session.close(discard=True)
             return
+        remember_folder(chosen)
         self.cancel_inference()
         old_models = dict(self._models_waiting)
         self._models_waiting.clear()
@@ -673,9 +679,7 @@ class MainWindow(QMainWindow):
             self.model_loaded.emit(slot)
             return
         warning = self.session.fit_warning(predictor)
-        refused = warning is not None and QMessageBox.question(
-            self, f"Run model {slot} on this image?", f"{name}: {warning[0].upper()}{warning[1:]}.\n\nRun it anyway?",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes
+        refused = warning is not None and self._ask_to_run(slot, f"{name}: {warning[0].upper()}{warning[1:]}.")
         if refused:
             self.statusBar().showMessage(f"Model {slot} ({name}) not loaded, as you chose", 10000)
         else:
@@ -685,6 +689,18 @@ class MainWindow(QMainWindow):
         self.model_loaded.emit(slot)
         if start and not refused:
             self._start_timer.start()
+
+    def _ask_to_run(self, slot: str, why: str) -> bool:
+        """Ask whether model ``slot`` runs on this image despite ``why``; True: refused. The
+        score panels say meanwhile that the model waits for the answer."""
+        self._models_asking.add(slot)
+        self._show_metrics()
+        try:
+            answer = QMessageBox.question(self, f"Run model {slot} on this image?", f"{why}\n\nRun it anyway?",
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        finally:
+            self._models_asking.discard(slot)
+        return answer != QMessageBox.StandardButton.Yes
 
     def run_inference(self) -> None:
         """Predict every slice with every model, the slice on screen first; a run already
