@@ -12,8 +12,8 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QInputDialog, QLabel, QMainWindow, QMessageBox,
-                               QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QGroupBox, QInputDialog, QLabel, QMainWindow,
+                               QMessageBox, QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
 
 from ..core.classes import MODEL_COLORS, class_name, merged_classes
 from ..core.compare import rank_slices, write_report
@@ -35,8 +35,7 @@ from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_D
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
                        remember_folder, remember_recent, set_pacs_labels_folder)
-from .slice_view import Overlay
-from .tools import ToolPanel
+from .tools import PREVIEW_LEGEND, ToolPanel, preview_overlay
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
 from .crosshair import install_crosshair
@@ -199,6 +198,7 @@ class MainWindow(QMainWindow):
         self.tools.settings_changed.connect(self._apply_brush_settings)
         self.tools.operation.connect(self._slice_operation)
         self.tools.class_tool.connect(self.class_tool)
+        self._enable_image_controls(False)
         self.metrics = MetricsPanel()
         self.metrics.slice_clicked.connect(self.workspace.go_to_slice)
         self.metrics.reviewed_only.toggled.connect(lambda _: self._show_metrics())
@@ -242,7 +242,11 @@ class MainWindow(QMainWindow):
         menu = self.edit_menu = self.menuBar().addMenu("&Edit")
         menu.setObjectName(EDIT_MENU)
         self.undo_action = menu.addAction("&Undo", QKeySequence.StandardKey.Undo, self.undo)
-        self.redo_action = menu.addAction("&Redo", QKeySequence("Ctrl+Shift+Z"), self.redo)
+        self.redo_action = menu.addAction("&Redo", self.redo)
+        # Ctrl+Y too on every platform (people come with either habit), and the platform's own.
+        keys = [QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")]
+        keys += [k for k in QKeySequence.keyBindings(QKeySequence.StandardKey.Redo) if k not in keys]
+        self.redo_action.setShortcuts(keys)
         menu.addSeparator()
         for effect in self.effects:
             menu.addAction(f"{effect.text} tool", effect.key, partial(self.tools.set_tool, effect.name))
@@ -265,7 +269,9 @@ class MainWindow(QMainWindow):
         self.compare_action.triggered.connect(lambda on: self.set_mode("compare" if on else "views"))
         self.disagreement_action = menu.addAction("&Disagreement of A and B", "Shift+K")
         self.disagreement_action.setCheckable(True)
-        self.disagreement_action.triggered.connect(lambda on: self.set_mode("disagreement" if on else "views"))
+        # Shift+K again: back to the layout the error map was entered from.
+        self.disagreement_action.triggered.connect(
+            lambda on: self.set_mode("disagreement" if on else self.workspace.previous_mode))
         menu.addAction("Next most disputed slice", "D", self.next_disputed_slice)
         menu.addAction("&Reset view and window", "R", self.reset_view)
         menu.addSeparator()
@@ -509,11 +515,18 @@ class MainWindow(QMainWindow):
         assert session is not None
         self.workspace.show_overlays(session)
         self._show_legend()
-        self.tools.set_classes(session.classes)
+        self.tools.set_classes(session.classes, session.models)
+        self._enable_image_controls(True)
         self.metrics.set_classes(session.classes)
         self._step_done()
         self._show_metrics()
         self.session_changed.emit()
+
+    def _enable_image_controls(self, on: bool) -> None:
+        """The class tools and slice buttons work on an image: disabled until one is shown
+        (read-only disables the whole panel on top of this)."""
+        for box in self.tools.findChildren(QGroupBox):
+            box.setEnabled(on)
 
     def _offer_recovery(self) -> None:
         recovered = self.session.recoverable_edits
@@ -548,6 +561,7 @@ class MainWindow(QMainWindow):
         if session is not self.session:
             return  # another image was opened meanwhile
         session.replace_labels(label_file)
+        self._show_modified()  # opening a label file is no unsaved change
         self._session_changed()
 
     def _show_legend(self) -> None:
@@ -836,7 +850,7 @@ class MainWindow(QMainWindow):
             return session.tool_job("margin", value, amount if operation == "expand" else -amount)
         if operation.startswith("fill_holes"):
             return session.tool_job("fill_holes", value, per_slice=operation == "fill_holes_slices")
-        kind, other = self.tools.other_class.currentData()
+        kind, other = self.tools.operand()
         if kind == "model":
             if other not in session.models:
                 raise SessionError(f"No model is loaded as {other}.")
@@ -873,11 +887,9 @@ class MainWindow(QMainWindow):
         self._run(lambda progress: job(progress=progress), done=done, reports_progress=True)
 
     def _show_preview(self, change, what: str) -> None:
-        """What a class tool would change, in white over the labels, until the next edit."""
-        table = np.zeros((256, 4), np.uint8)
-        table[1] = (255, 255, 255, 255)  # no class's colour, nor a model's
-        self.workspace.viewer.set_overlay("preview", Overlay(change.mask.astype(np.uint8), table, True, False))
-        self.statusBar().showMessage(f"Preview of {what}: {change.text()} (white)", 10000)
+        """What a class tool would change, over the labels until the next edit."""
+        self.workspace.viewer.set_overlay("preview", preview_overlay(change))
+        self.statusBar().showMessage(f"Preview of {what}: {change.text()} ({PREVIEW_LEGEND})", 10000)
 
     def _clear_preview(self) -> None:
         if "preview" in self.workspace.viewer.active.overlays:
@@ -892,7 +904,7 @@ class MainWindow(QMainWindow):
             self._redraw_labels()
         elif not self._label_timer.isActive():
             self._label_timer.start()
-        self.setWindowModified(True)
+        self._show_modified()
         self._metrics_timer.start()
 
     def _redraw_labels(self) -> None:
@@ -903,8 +915,12 @@ class MainWindow(QMainWindow):
         self._show_slice_number(*self.workspace.shown())
         if self.comparing:
             self.workspace.refresh([mark.z], names=())
-        self.setWindowModified(True)
+        self._show_modified()
         self._metrics_timer.start()
+
+    def _show_modified(self) -> None:
+        """The title's *: the labels differ from those opened or last saved (undo back to them: no *)."""
+        self.setWindowModified(self.session is not None and self.session.modified)
 
     def read_only_reason(self) -> str | None:
         """Why the labels on screen may not be edited (a worklist case another segview has
@@ -1095,7 +1111,11 @@ class MainWindow(QMainWindow):
         self.set_mode("compare" if on else "views")
 
     def set_mode(self, mode: str) -> None:
-        """"views", "compare" (A | B) or "disagreement": one at a time, the menu in step."""
+        """"views", "compare" (A | B) or "disagreement": one at a time, the menu in step.
+        With no image the layout stays (the panes would be empty boxes)."""
+        if mode != "views" and self.session is None:
+            self.statusBar().showMessage("Open an image first", 5000)
+            mode = self.workspace.mode
         self.workspace.set_mode(mode)
         for action, checked in ((self.compare_action, mode == "compare"),
                                 (self.disagreement_action, mode == "disagreement")):
@@ -1111,7 +1131,9 @@ class MainWindow(QMainWindow):
         review first" on a case just opened; D again, the one ranked after the slice D went
         to last (back to the top after the last). Marking that slice reviewed takes it out."""
         session = self.session
-        if session is None or not ("A" in session.models and "B" in session.models):
+        if session is None:
+            return self.statusBar().showMessage("Open an image first", 5000)
+        if not ("A" in session.models and "B" in session.models):
             return
         ranks = [r for r in rank_slices(session.live, by="disputed") if not session.reviewed[r.z]]
         if not ranks:

@@ -307,7 +307,8 @@ def test_another_image_in_compare_mode_and_three_views_rebuilds_the_panes(qtbot,
     qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # the disagreement of A and B on the CT
     pane = compare.panes["disagreement"]
     assert pane.isVisible() and pane.overlay_items["disagreement"].image.shape == session.volume.shape[1:]
-    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # back to the three views of the CT
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # back to the panes
+    qtbot.keyClick(window, Qt.Key_K)  # back to the three views of the CT
     assert not window.comparing
     views = window.workspace.viewer.views
     assert all(v.isVisible() and v.volume is session.volume for v in views.values())

@@ -177,7 +177,10 @@ def test_k_and_shift_k_keep_the_zoom_and_pan(qtbot, both_models):
         same(shown(panes[name])[0])
     key(Qt.Key_K, Qt.ShiftModifier)
     same(shown(panes["disagreement"])[0])
-    key(Qt.Key_K, Qt.ShiftModifier)  # back to the view, as it was
+    key(Qt.Key_K, Qt.ShiftModifier)  # back to the panes it came from, as they were
+    assert window.workspace.mode == "compare"
+    same(shown(panes["A"])[0])
+    key(Qt.Key_K)  # back to the view, as it was
     assert not window.comparing
     same(shown(view)[0])
 
@@ -198,7 +201,9 @@ def test_the_legend_says_what_each_mode_draws(qtbot, both_models):
     assert "model B outline" not in text and "labels outlined" in text
     qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # the error map shows no class
     assert not legend.isVisible() or not any(name in legend.text() for name in names)
-    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)
+    qtbot.keyClick(window, Qt.Key_K, Qt.ShiftModifier)  # back to compare
+    assert legend.isVisible() and "labels outlined" in legend.text()
+    qtbot.keyClick(window, Qt.Key_K)
     assert legend.isVisible() and "model B outline" in legend.text()
 
 
