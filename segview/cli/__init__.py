@@ -151,7 +151,7 @@ def _run_bench_timed(args) -> int:
 
     options = {"compare": args.compare} if getattr(args, "compare", False) else {}
     if args.benchmark == "clicks":
-        if args.cases < 1:
+        if args.cases is not None and args.cases < 1:
             raise UserError("--cases must be at least 1")
         options = {"cases": args.cases, "click_model": args.click_model}
     BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
