@@ -44,9 +44,11 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
+    from ..gui.app import leave_a_core_for_the_window
     from ..gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
+    leave_a_core_for_the_window()  # as ``segview`` starts the window
     echo("segview bench gui: the running window, offscreen" if QGuiApplication.platformName() == "offscreen"
          else f"segview bench gui: the running window on {QGuiApplication.platformName()}")
     echo(f"  {machine_summary()}")
