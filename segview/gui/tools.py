@@ -139,6 +139,10 @@ class ToolPanel(QWidget):
         self.amount.valueChanged.connect(self._remember_amount)
         self.other_class = QComboBox()
         self.other_class.setToolTip("The other class, or a model's prediction of the chosen class")
+        for widget in (self.amount, self.other_class):  # hidden by turns: their row keeps its height,
+            policy = widget.sizePolicy()                  # so the Slices buttons below do not jump
+            policy.setRetainSizeWhenHidden(True)
+            widget.setSizePolicy(policy)
         self.other_class.activated.connect(lambda _: setattr(self, "_operand_chosen", self.other_class.currentData()))
         self.class_choice.currentIndexChanged.connect(lambda _: self._fill_operands())
         preview, apply = QPushButton("Preview"), QPushButton("Apply")

@@ -2,11 +2,13 @@
 does: keys, clicks and the mouse on the demo."""
 import numpy as np
 import pytest
-from PySide6.QtCore import QPointF, Qt
+from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication
 
 from segview.core.classes import class_name
 from segview.core.phantoms import make_phantom
+from segview.gui.tools import CLASS_OPERATIONS
 from segview.resources import DEMO_MODELS
 from segview.session import ReviewSession
 
@@ -328,3 +330,13 @@ def test_a_journal_that_cannot_be_written_is_said_once_and_editing_goes_on(qtbot
     warnings = [text for kind, text in dialogs if kind == "warning"]
     assert len(warnings) == 1 and "No space left" in warnings[0] and "save them soon" in warnings[0]
     assert window.session.journal is None and window.session.labels.can_undo
+
+
+def test_the_slices_buttons_stay_where_they_are_whatever_class_tool_is_chosen(qtbot, demo):
+    button = panel_button(demo, "Fill between slices")
+    places = set()
+    for key in CLASS_OPERATIONS:
+        choose_class_tool(demo, key)
+        QApplication.processEvents()
+        places.add(button.mapTo(demo.tools, QPoint(0, 0)).y())
+    assert len(places) == 1, places
