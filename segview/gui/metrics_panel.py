@@ -96,8 +96,8 @@ class MetricsPanel(QWidget):
         for widget in (self.reviewed_only, self.legend, self.table, self.plot):
             widget.setVisible(scored)
         self.hint.setVisible(not scored)
-        # Kept current edit by edit (counted once, in the worker that opened the image).
-        self.empty_labels.setVisible(scored and not live.label_histogram()[:, 1:].any())  # type: ignore[union-attr]
+        # A model's counts (rows: the labels' classes, every slice) say it in C x C numbers.
+        self.empty_labels.setVisible(scored and not next(iter(live.matrices.values())).counts[1:].any())  # type: ignore[union-attr]
         self.show_scores(live, z)
         self.show_slices(live)
         self.show_ranking(live)
