@@ -162,6 +162,13 @@ class Journal:
         snapshot's, ``snapshot_job``'s ``sidecar``)."""
         self.sidecar, self._recorded_sidecar = sidecar, _json_copy(sidecar())
 
+    def record_sidecar(self) -> None:
+        """A sidecar change (a ruler) outside any step: written now, unless a step is open
+        (a drag, a copy written in slabs), whose half must not become a record: then it
+        goes with that step's record when it ends."""
+        if self.labels.history_position is not None:
+            self.flush()
+
     @staticmethod
     def snapshot(labels: np.ndarray, key: str, reviewed=None, about: dict | None = None,
                  classes: list[LabelClass] | None = None) -> bytes:

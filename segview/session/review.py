@@ -273,7 +273,7 @@ class ReviewSession:
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
         self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
-        self._saved_rulers = self.review_extra.get("rulers")  # a ruler drawn or deleted is unsaved too
+        self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
         self.models: dict[str, Model] = {}
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
@@ -366,7 +366,7 @@ class ReviewSession:
     def _sidecar_changed(self) -> None:
         """A ruler was drawn or deleted: journalled at once (it is no label step)."""
         if self.journal is not None:
-            self.journal.flush()
+            self.journal.record_sidecar()
 
     def restore(self, recovered: RecoveredLabels) -> None:
         """Bring back a crashed session's labels, review marks, class table (names and
@@ -422,7 +422,7 @@ class ReviewSession:
         (undo back to that state: they do not)."""
         position = self.labels.history_position
         return (position is None or position != self._saved_position
-                or self.review_extra.get("rulers") != self._saved_rulers)
+                or self.review_extra.get(KEY_RULERS) != self._saved_rulers)
 
     def replace_labels(self, label_file: LabelFile) -> None:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
@@ -768,7 +768,7 @@ class ReviewSession:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
         self.labels_path = job.path
-        self._saved_rulers = job.review.extra.get("rulers")
+        self._saved_rulers = job.review.extra.get(KEY_RULERS)
         self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
         if job.version == self.version and self.journal is not None:
             self.journal.mark_saved()

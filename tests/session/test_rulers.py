@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from segview.core.io import save_volume
+from segview.core.journal import recover
 from segview.core.review_state import review_path
 from segview.core.volume import Volume
 from segview.session import ReviewSession
@@ -117,3 +118,18 @@ def test_a_ruler_drawn_and_deleted_leaves_nothing_to_recover(oblique):
     session.rulers.remove(session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0))
     session.close()
     assert ReviewSession.recoverable(oblique) is None
+
+
+def test_a_ruler_drawn_while_a_step_is_open_is_journalled_with_that_step_not_before_it(oblique):
+    session = ReviewSession.open(oblique)
+    session.journal.wait()
+    labels = session.labels
+    labels.begin_stroke()  # a drag, or a copy written slab by slab
+    labels.paint(3, [(10, 10)], 3.0, 1)
+    session.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0)
+    assert session.journal.steps == 0  # half a step never becomes a record
+    labels.end_stroke()
+    assert session.journal.steps == 1
+    recovered = recover(session.journal.path)  # as a crash now would leave it
+    assert recovered.steps == 1 and len(recovered.sidecar["rulers"]) == 1 and recovered.labels[3].any()
+    session.close(discard=True)
