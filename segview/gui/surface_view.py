@@ -229,6 +229,7 @@ class SurfaceController(QObject):
         self.session: ReviewSession | None = None
         self.stale: dict[str, StaleClasses] = {}
         self.surfaces: dict[tuple[str, int], Surface] = {}
+        self._models: dict = {}  # slot -> the model its surfaces were built for
         self._worker: GeneratorWorker | None = None  # the build whose surfaces are shown
         self._running: set[GeneratorWorker] = set()  # kept until they end, cancelled ones too
         self._timer = QTimer(self, singleShot=True)
@@ -246,10 +247,6 @@ class SurfaceController(QObject):
         """The surfaces built for the session on screen: (source, class value) -> Surface."""
         return dict(self.surfaces)
 
-    @property
-    def busy(self) -> bool:
-        return self._worker is not None
-
     # -- following the session ----------------------------------------------------------
     def attach(self) -> None:
         """A session is on screen: its surfaces replace those of the one before."""
@@ -259,6 +256,7 @@ class SurfaceController(QObject):
         self.session = session = self.window.session
         self.stale = {"labels": StaleClasses()}
         self.surfaces.clear()
+        self._models = {}
         if self.view.gl is not None:
             self.view.remove(SOURCES)
         if session is None:
@@ -284,7 +282,9 @@ class SurfaceController(QObject):
             self._timer.start(EDIT_DELAY_MS)  # again at each edit: a drag is built once, when it pauses
 
     def _models_changed(self) -> None:
-        """Models loaded, replaced or removed: their surfaces are built again."""
+        """Models loaded, replaced or removed: their surfaces are built again. The window says
+        its session changed after label-only events too (a slice copied, labels replaced):
+        a model still there is not rebuilt then (``predictions_changed`` follows new slices)."""
         session = self.session
         if session is None:
             return
@@ -299,7 +299,12 @@ class SurfaceController(QObject):
             self.view.switches[slot].setEnabled(self.view.problem is None)
         for slot in gone:
             self.view.switches[slot].setEnabled(False)
-        self._predictions_changed(0)
+        changed = [slot for slot, model in session.models.items() if self._models.get(slot) is not model]
+        self._models = dict(session.models)
+        for slot in changed:
+            self.stale.setdefault(slot, StaleClasses()).invalidate()
+        if changed:
+            self._schedule(0)
 
     def _predictions_changed(self, delay_ms: int) -> None:
         if self.session is None:
