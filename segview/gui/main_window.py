@@ -1256,6 +1256,7 @@ class MainWindow(QMainWindow):
         self._stop_following(session)
         session.close(discard=discard)
         self.session = None
+        self._enable_image_controls(False)  # nothing to apply them to until the next image shows
         self.setWindowModified(False)
         return True
 
@@ -1303,6 +1304,7 @@ class MainWindow(QMainWindow):
             self._stop_following(self.session)
             self.session.close(discard=True)
             self.session = None
+            self._enable_image_controls(False)
             self.setWindowModified(False)
 
     def export_dicom_seg(self) -> None:

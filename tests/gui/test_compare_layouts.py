@@ -114,6 +114,8 @@ def test_with_no_image_the_layout_keys_do_nothing_and_image_buttons_are_off(qtbo
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_demo("cardiac")
     assert all(b.isEnabled() for b in buttons)
+    window.discard_session()  # closed: nothing to apply them to again
+    assert not any(b.isEnabled() for b in buttons)
 
 
 def test_the_review_list_says_when_a_and_b_agree_everywhere(qtbot, demo):
