@@ -291,7 +291,8 @@ class RegionShape(Effect):
         return None
 
     def release(self, session, at, settings):
-        self.drag(session, at, settings)
+        if self.end is None or at.point != self.end.point:  # else the last move measured it
+            self.drag(session, at, settings)
         if self.start is not None and self.end is not None and self.start.point == self.end.point:
             self.cancel()  # a click, not a drag: nothing to measure
             return "ROI: drag to draw an ellipse (Shift + drag: a rectangle)."

@@ -74,7 +74,12 @@ def shape_statistics(session, axis: int, index: int, a, b, shape: str = "ellipse
     if not (0 <= axis < 3 and 0 <= index < image.shape[axis]):
         raise SessionError("That plane is not on the image.")
     plane = np.take(image, index, axis=axis)
-    return region_statistics(plane, shape_mask(plane.shape, a, b, shape), session.volume.spacing)
+    # Only the box's pixels can be inside: the mask of the box, not of the plane (a mouse move).
+    low = np.clip(np.ceil(np.minimum(a, b)), 0, None).astype(int)
+    high = np.minimum(np.floor(np.maximum(a, b)).astype(int) + 1, plane.shape)
+    box = plane[low[0]:max(high[0], low[0]), low[1]:max(high[1], low[1])]
+    inside = shape_mask(box.shape, np.subtract(a, low), np.subtract(b, low), shape)
+    return region_statistics(box, inside, session.volume.spacing)
 
 
 def statistics_text(statistics: RegionStatistics, unit: str = "") -> str:
