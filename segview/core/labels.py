@@ -127,7 +127,7 @@ class Patch:
     def edit(self, labels: np.ndarray, undo: bool) -> Edit:
         """The Edit that redoes this change on ``labels`` (as they are just before it), or
         with ``undo`` takes it back (``labels`` as they are just after it)."""
-        shape = _box_shape(self.region)
+        shape = box_shape(self.region)
         if self.index is None:
             edit = Edit(self.region, self.old.reshape(shape), self.new.reshape(shape), self.key)
         else:
@@ -730,12 +730,11 @@ class LabelMap:
             operand_box, operand_mask = self._class_box(int(operand), (0, 0, 0)), None
         else:
             operand_mask = np.asarray(operand, bool)
-            operand_box = _mask_box(operand_mask)
+            operand_box = mask_box(operand_mask)
         job = _Job(progress, should_stop, total=2)
-        boxes = [b for b in (self._class_box(target, (0, 0, 0)), operand_box) if b is not None]
-        if not boxes or not job.advance():
+        box = union_box(self._class_box(target, (0, 0, 0)), operand_box)
+        if box is None or not job.advance():
             return None
-        box = _union_box(boxes)
         old = self.array[box]
         inside = old == target
         other = old == operand if operand_mask is None else operand_mask[box]
@@ -899,10 +898,10 @@ class LabelMap:
     def _add_grown(self, region: Region, grown: np.ndarray, value: int) -> Edit | None:
         """Write a grown region (the plane's or the volume's shape) into ``region`` as ``value``."""
         self._check_class(value)
-        grown = grown.reshape(_box_shape(region)).astype(bool)
+        grown = grown.reshape(box_shape(region)).astype(bool)
         if not grown.any():
             return None
-        box = _mask_box(grown)
+        box = mask_box(grown)
         assert box is not None  # grown has a voxel
         region = tuple(slice(r.start + b.start, r.start + b.stop) for r, b in zip(region, box))
         return self._change_class(region, value, add=grown[box])
@@ -1192,23 +1191,41 @@ def _shifted(shape, dz: int, dy: int) -> tuple[Region, Region]:
     return (target[0], target[1], slice(None)), (source[0], source[1], slice(None))
 
 
-def _mask_box(mask: np.ndarray, region: Region | None = None) -> Region | None:
-    """Bounding box of ``mask``'s voxels (offset by ``region``'s start); None when empty."""
-    box = []
-    for axis in range(3):
-        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != axis)))
-        if not len(hit):
-            return None
-        start = 0 if region is None else region[axis].start
-        box.append(slice(start + int(hit[0]), start + int(hit[-1]) + 1))
-    return tuple(box)
+# -- boxes (also the 3D view's, core.surfaces) ----------------------------------------------
+
+def mask_box(mask: np.ndarray, region: Region | None = None) -> Region | None:
+    """Bounding box of the (z, y, x) bool ``mask``'s voxels, offset by ``region``'s start
+    (``mask`` is that region's); None when it has none."""
+    hits = axis_hits(mask)
+    if hits is None:
+        return None
+    starts = (0, 0, 0) if region is None else (part.start for part in region)
+    return tuple(hit_span(hit, start) for hit, start in zip(hits, starts))
 
 
-def _union_box(boxes) -> Region:
-    return tuple(slice(min(b[a].start for b in boxes), max(b[a].stop for b in boxes)) for a in range(3))
+def axis_hits(mask: np.ndarray) -> list[np.ndarray] | None:
+    """Whether each z, y and x plane of the (z, y, x) ``mask`` holds a voxel; None when none
+    does. (Reduced over z first: numpy's fast contiguous path, not an any() over two axes.)"""
+    plane = np.logical_or.reduce(mask, axis=0)
+    if not plane.any():
+        return None
+    return [mask.reshape(len(mask), -1).any(axis=1), plane.any(axis=1), plane.any(axis=0)]
 
 
-def _box_shape(box: Region) -> tuple[int, ...]:
+def hit_span(hit: np.ndarray, offset: int) -> slice:
+    """The slice from the first to the last true of ``hit`` (one axis), moved by ``offset``."""
+    where = np.flatnonzero(hit)
+    return slice(offset + int(where[0]), offset + int(where[-1]) + 1)
+
+
+def union_box(a: Region | None, b: Region | None) -> Region | None:
+    """The smallest box holding boxes ``a`` and ``b``; the other one when one is None."""
+    if a is None or b is None:
+        return a or b
+    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+
+
+def box_shape(box: Region) -> tuple[int, ...]:
     return tuple(s.stop - s.start for s in box)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .labels import Edit, Region
+from .labels import Edit, Region, axis_hits, box_shape, hit_span, mask_box, union_box
 from .volume import Volume
 
 #: Voxels of a class's box beyond which it is averaged in blocks first: about 0.1 s of
@@ -64,45 +64,22 @@ def class_boxes(labels: np.ndarray) -> dict[int, Region]:
     hits: dict[int, list[np.ndarray]] = {}
     for z in range(0, labels.shape[0], BOX_SLAB):
         slab = labels[z:z + BOX_SLAB]
-        foreground = _hits(slab != 0)
+        foreground = axis_hits(slab != 0)
         if foreground is None:
             continue
-        rows, cols = (_span(hit, 0) for hit in foreground[1:])
+        rows, cols = (hit_span(hit, 0) for hit in foreground[1:])
         crop = slab[:, rows, cols]
         for value in np.flatnonzero(np.bincount(crop[crop != 0])):
             along = hits.setdefault(int(value), [np.zeros(n, bool) for n in labels.shape])
-            found = _hits(crop == value) or []  # never empty: the value is in the crop
+            found = axis_hits(crop == value) or []  # never empty: the value is in the crop
             for axis, (hit, offset) in enumerate(zip(found, (z, rows.start, cols.start))):
                 along[axis][offset:offset + len(hit)] |= hit
-    return {value: tuple(_span(hit, 0) for hit in along) for value, along in hits.items()}
-
-
-def _hits(mask: np.ndarray) -> list[np.ndarray] | None:
-    """Whether each z, y and x plane of ``mask`` holds a voxel; None when none does. (Reduced
-    over z first: numpy's fast contiguous path, not an any() over two axes.)"""
-    plane = np.logical_or.reduce(mask, axis=0)
-    if not plane.any():
-        return None
-    return [mask.reshape(len(mask), -1).any(axis=1), plane.any(axis=1), plane.any(axis=0)]
+    return {value: tuple(hit_span(hit, 0) for hit in along) for value, along in hits.items()}
 
 
 def class_box(labels: np.ndarray, value: int, within: Region) -> Region | None:
     """Bounding box of class ``value`` inside ``within``; None when it has no voxel there."""
-    hits = _hits(labels[within] == value)
-    if hits is None:
-        return None
-    return tuple(_span(hit, part.start) for hit, part in zip(hits, within))
-
-
-def _span(hit: np.ndarray, offset: int) -> slice:
-    where = np.flatnonzero(hit)
-    return slice(offset + int(where[0]), offset + int(where[-1]) + 1)
-
-
-def union_box(a: Region | None, b: Region | None) -> Region | None:
-    if a is None or b is None:
-        return a or b
-    return tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+    return mask_box(labels[within] == value, within)
 
 
 def changed_classes(edit: Edit) -> set[int]:
@@ -179,7 +156,7 @@ def class_surface(labels: np.ndarray, value: int, box: Region | None, geometry: 
     patient coordinates of ``geometry`` (the grid ``labels`` lies on); None when stopped."""
     if box is None:
         return Surface.empty(value)
-    steps = block_steps(_box_shape(box), geometry.spacing[::-1])
+    steps = block_steps(box_shape(box), geometry.spacing[::-1])
     # Background around the (blocked) mask, so the surface closes at the box's edge, smoothed
     # once so that it is not a staircase of voxel faces (and its area is the object's).
     grid = np.pad(_block_sum(labels[box] == value, steps), PAD)
@@ -201,10 +178,6 @@ def class_surface(labels: np.ndarray, value: int, box: Region | None, geometry: 
         faces = np.ascontiguousarray(faces[:, ::-1])  # a mirroring grid: faces stay counter-clockwise from outside
     return Surface(value, geometry.index_to_physical(index).astype(np.float32), faces,
                    _physical_normals(normals, steps, geometry), box)
-
-
-def _box_shape(box: Region) -> tuple[int, ...]:
-    return tuple(s.stop - s.start for s in box)
 
 
 def _smoothed(grid: np.ndarray) -> np.ndarray:
