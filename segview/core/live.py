@@ -159,17 +159,21 @@ class LiveMetrics:
             return scores_from_counts(matrix.counts)
         return scores_from_counts(matrix.per_slice[scored].sum(axis=0))
 
-    def dice_along_slices(self, key: str) -> np.ndarray:
-        """(Z,) mean foreground Dice of each slice; NaN where no foreground class is in the
-        slice's labels or prediction."""
-        counts = self.matrices[key].per_slice[:, 1:, 1:]
+    def dice_by_class(self, key: str) -> np.ndarray:
+        """(Z, C) Dice of each class on each slice; NaN where the class is in neither the
+        slice's labels nor its prediction, and on every slice ``key`` has not predicted."""
+        counts = self.matrices[key].per_slice
         true_positive = np.einsum("zcc->zc", counts).astype(float)
-        reference = self.matrices[key].per_slice[:, 1:, :].sum(axis=2)
-        predicted = self.matrices[key].per_slice[:, :, 1:].sum(axis=1)
-        total = reference + predicted
+        total = counts.sum(axis=2) + counts.sum(axis=1)  # the class's voxels in the labels and the prediction
         with np.errstate(invalid="ignore", divide="ignore"):
             dice = np.where(total > 0, 2 * true_positive / total, np.nan)
-        return np.where(self.predicted[key], _nanmean_rows(dice), np.nan)
+        dice[~self.predicted[key]] = np.nan
+        return dice
+
+    def dice_along_slices(self, key: str) -> np.ndarray:
+        """(Z,) mean foreground Dice of each slice; NaN where no foreground class is in the
+        slice's labels or prediction, or ``key`` has not predicted it."""
+        return _nanmean_rows(self.dice_by_class(key)[:, 1:])
 
     def _labels_changed(self, edit: Edit) -> None:
         self.edits += 1

@@ -181,16 +181,7 @@ def plotted_values(rows: np.ndarray, value: int | None) -> np.ndarray:
 
 
 def dice_along_slices(session, slot: str, value: int | None) -> np.ndarray:
-    """(Z,) model ``slot``'s Dice on each slice from the live metrics: of class ``value``,
-    or with None their mean; NaN on the slices it has not predicted or where the class is
-    in neither."""
-    live = session.live
-    if value is None:
-        return live.dice_along_slices(slot)
-    counts = live.matrices[slot].per_slice
-    if value >= counts.shape[1]:
-        return np.full(counts.shape[0], np.nan)
-    total = counts[:, value, :].sum(axis=1) + counts[:, :, value].sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        dice = np.where(total > 0, 2.0 * counts[:, value, value] / total, np.nan)
-    return np.where(live.predicted[slot], dice, np.nan)
+    """(Z,) model ``slot``'s Dice on each slice from the live metrics
+    (``LiveMetrics.dice_by_class``): of class ``value``, or with None their mean; NaN on the
+    slices it has not predicted or where the class is in neither."""
+    return plotted_values(session.live.dice_by_class(slot), value)
