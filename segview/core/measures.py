@@ -125,17 +125,27 @@ def lung_measures(labels: np.ndarray, classes, spacing, image_hu: np.ndarray | N
     if not find_class(classes, "infection"):
         return None
     labels = np.asarray(labels)
-    if not find_class(classes, "lung") and lung_mask is None:
+    if lung_mask is None and _lungs_need_a_mask(classes):
         if image_hu is None:
             raise ValueError("the labels have no lung class: the lungs need the CT image in HU")
-        lung_mask = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
+        lung_mask = _lungs_in_ct(image_hu, labels, spacing)
     return _measure_all(labels, classes, spacing, lung_mask).lung
 
 
 def lungs_from_ct_needed(classes, modality: str | None) -> bool:
     """Whether the infected share needs the lungs found in the image (``lung_mask_from_ct``):
     a CT whose classes name an infection but no lung."""
-    return modality == "CT" and bool(find_class(classes, "infection")) and not find_class(classes, "lung")
+    return modality == "CT" and _lungs_need_a_mask(classes)
+
+
+def _lungs_need_a_mask(classes) -> bool:
+    """Whether the infected share needs the lungs from a mask (given, or found in the CT):
+    the classes name an infection but no lung."""
+    return bool(find_class(classes, "infection")) and not find_class(classes, "lung")
+
+
+def _lungs_in_ct(image_hu, labels: np.ndarray, spacing) -> np.ndarray:
+    return lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
 
 
 @dataclass(frozen=True)
@@ -165,7 +175,7 @@ def measure_slices(labels: np.ndarray, classes, spacing, slices=None, lung_mask:
     chosen = np.arange(len(labels))[slice(None) if slices is None else slices]
     infection, lung_values = find_class(classes, "infection"), find_class(classes, "lung")
     mask = None
-    if infection and not lung_values and lung_mask is not None:
+    if lung_mask is not None and _lungs_need_a_mask(classes):
         mask = _same_grid(np.asarray(lung_mask, bool), labels, "lung mask")
     counts = np.zeros(max((c.value for c in classes), default=0) + 1, np.int64)
     masked_lung_voxels = 0  # lungs from the mask, infected voxels outside it included
@@ -274,9 +284,8 @@ def clinical_measures(labels: np.ndarray, classes: list[LabelClass], spacing,
     see ``lung_measures``). Keys start with ``prefix``. Raises ValueError for label values
     outside the classes'."""
     labels = np.asarray(labels)
-    if (lung_mask is None and image_hu is not None and find_class(classes, "infection")
-            and not find_class(classes, "lung")):
-        lung_mask = lung_mask_from_ct(_same_grid(np.asarray(image_hu), labels, "CT"), spacing)
+    if lung_mask is None and image_hu is not None and _lungs_need_a_mask(classes):
+        lung_mask = _lungs_in_ct(image_hu, labels, spacing)
     found = _measure_all(labels, classes, spacing, lung_mask)
     num_classes = max(c.value for c in classes) + 1
     if len(found.volumes_ml) > num_classes:
