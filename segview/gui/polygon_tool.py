@@ -11,39 +11,29 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, Qt
 
 from ..core.errors import SegviewError
-from .effects import Polygon, ToolSettings
+from .effects import PlanePoint, Polygon, ToolSettings
+from .shape_controller import ShapeController, Zyx, window_effect
 
 if TYPE_CHECKING:
     from .host import ToolHost
-    from .slice_view import SliceView
 
 CLOSES = (Qt.Key.Key_Return, Qt.Key.Key_Enter)
 LINE = (255, 230, 0)
 
 
-class PolygonController(QObject):
+class PolygonController(ShapeController):
     """Draws, closes and cancels the Polygon tool's polygon for ``window``."""
 
+    effect: Polygon
+
     def __init__(self, window: ToolHost):
-        super().__init__(window.workspace)
-        self.window = window
-        self.effect = next(e for e in window.effects if isinstance(e, Polygon))
-        self.lines: dict[SliceView, pg.PlotCurveItem] = {}
-        for view in window.workspace.tool_views():
-            line = pg.PlotCurveItem(pen=pg.mkPen(LINE, width=2, cosmetic=True))
-            line.setZValue(95)
-            view.box.addItem(line, ignoreBounds=True)
-            self.lines[view] = line
+        super().__init__(window, window_effect(window, Polygon), LINE)
+        for view in self.lines:
             view.installEventFilter(self)             # Enter, Esc
             view.viewport().installEventFilter(self)  # the double-click
-        window.workspace.stroked.connect(self._stroked)  # after the window gave the click to the effect
-        window.workspace.slice_changed.connect(lambda *_: self.draw())
-        window.tools.tool_changed.connect(self._tool_chosen)
-        window.loaded.connect(self.cancel)
 
     @property
     def drawing(self) -> bool:
@@ -64,29 +54,10 @@ class PolygonController(QObject):
         if message:
             self.window.statusBar().showMessage(message, 8000)
 
-    def cancel(self) -> None:
-        self.effect.cancel()
-        self.draw()
-
-    def _stroked(self, *_) -> None:
-        if self.window.effect is self.effect:  # other tools' strokes (every brush move) add no vertex
-            self.draw()
-
-    def _tool_chosen(self, name: str) -> None:
-        if name != self.effect.name:
-            self.cancel()
-
-    def draw(self) -> None:
-        """The vertices as an open line (the closing edge is drawn on closing) on each view
-        showing their plane."""
+    def shape_line(self) -> tuple[PlanePoint, list[Zyx]] | None:
+        """The vertices as an open line (the closing edge is drawn on closing)."""
         vertices = self.effect.vertices
-        for view, line in self.lines.items():
-            first = vertices[0] if vertices else None
-            if first is None or view.volume is None or view.normal_axis != first.axis or view.index != first.index:
-                line.setData([], [])
-                continue
-            points = [view.xy_of(at.zyx) for at in vertices]
-            line.setData([x for x, _ in points], [y for _, y in points])
+        return (vertices[0], [at.zyx for at in vertices]) if vertices else None
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()

@@ -12,44 +12,32 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QObject
 from PySide6.QtGui import QCursor
 from PySide6.QtWidgets import QLabel, QLayout, QToolTip
 
 from .effects import PlanePoint, RegionShape
+from .shape_controller import ShapeController, Zyx, window_effect
 
 if TYPE_CHECKING:
     from .host import ToolHost
-    from .slice_view import SliceView
 
 LINE = (0, 230, 255)
 ELLIPSE_POINTS = 96
 
 
-class RegionShapeController(QObject):
+class RegionShapeController(ShapeController):
     """Draws the ROI tool's shape for ``window`` and shows its statistics (see the module)."""
 
+    effect: RegionShape
+
     def __init__(self, window: ToolHost, results: QLayout):
-        super().__init__(window.workspace)
-        self.window = window
-        self.effect = next(e for e in window.effects if isinstance(e, RegionShape))
-        self.lines: dict[SliceView, pg.PlotCurveItem] = {}
-        for view in window.workspace.tool_views():
-            line = pg.PlotCurveItem(pen=pg.mkPen(LINE, width=2, cosmetic=True))
-            line.setZValue(95)
-            view.box.addItem(line, ignoreBounds=True)
-            self.lines[view] = line
+        super().__init__(window, window_effect(window, RegionShape), LINE)
         self.result = QLabel()  # the last shape's statistics, under the region statistics table
         self.result.setWordWrap(True)
         self.result.setVisible(False)
         results.addWidget(self.result)
-        window.workspace.stroked.connect(self._stroked)  # after the window gave the drag to the effect
-        window.workspace.slice_changed.connect(lambda *_: self.draw())
-        window.tools.tool_changed.connect(self._tool_chosen)
-        window.loaded.connect(self.cancel)
 
-    def _stroked(self, phase: str, _at) -> None:
+    def _stroked(self, phase: str, at) -> None:
         if self.window.effect is not self.effect:
             return
         self.draw()
@@ -62,28 +50,18 @@ class RegionShapeController(QObject):
         elif summary:
             QToolTip.showText(QCursor.pos(), summary)
 
-    def _tool_chosen(self, name: str) -> None:
-        if name != self.effect.name:
-            self.cancel()
-
     def cancel(self) -> None:
-        self.effect.cancel()
+        super().cancel()
         QToolTip.hideText()
-        self.draw()
 
-    def draw(self) -> None:
-        """The shape's outline on each view showing its plane."""
+    def shape_line(self) -> tuple[PlanePoint, list[Zyx]] | None:
         start, end = self.effect.start, self.effect.end
-        for view, line in self.lines.items():
-            if start is None or end is None or view.volume is None or \
-                    view.normal_axis != start.axis or view.index != start.index:
-                line.setData([], [])
-                continue
-            points = [view.xy_of(zyx) for zyx in outline(start, end, self.effect.shape)]
-            line.setData([x for x, _ in points], [y for _, y in points])
+        if start is None or end is None:
+            return None
+        return start, outline(start, end, self.effect.shape)
 
 
-def outline(start: PlanePoint, end: PlanePoint, shape: str) -> list[tuple[float, float, float]]:
+def outline(start: PlanePoint, end: PlanePoint, shape: str) -> list[Zyx]:
     """The closed outline of the ellipse inscribed in the box of ``start`` and ``end`` (or
     the box) as (z, y, x) indices on their plane."""
     (r0, c0), (r1, c1) = start.point, end.point
@@ -97,7 +75,7 @@ def outline(start: PlanePoint, end: PlanePoint, shape: str) -> list[tuple[float,
     return [_zyx(start, row, col) for row, col in corners]
 
 
-def _zyx(on: PlanePoint, row: float, col: float) -> tuple[float, float, float]:
+def _zyx(on: PlanePoint, row: float, col: float) -> Zyx:
     """The (z, y, x) index of in-plane point (row, col) on ``on``'s plane."""
     zyx = [row, col]
     zyx.insert(on.axis, float(on.index))
