@@ -9,6 +9,8 @@ every slice of that volume and the results stream into the overlay; a gap beyond
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -41,39 +43,33 @@ def large_ct(shape=(300, 512, 512)) -> tuple[Volume, np.ndarray, np.ndarray, np.
 def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: bool = False) -> dict:
     from PySide6.QtCore import QTimer
     from PySide6.QtGui import QGuiApplication
-    from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
     from ..gui.app import leave_a_core_for_the_window
-    from ..gui.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
+    app = _application()
     leave_a_core_for_the_window()  # as ``segview`` starts the window
     echo("segview bench gui: the running window, offscreen" if QGuiApplication.platformName() == "offscreen"
          else f"segview bench gui: the running window on {QGuiApplication.platformName()}")
     echo(f"  {machine_summary()}")
-    window = MainWindow()
-    window.resize(1280, 900)
-    window.show()
     session = large_ct_session(shape)
-    window.show_session(session)
     checkpoint = _checkpoint()
-    if compare:
-        window.set_comparing(True)
-    app.processEvents()
-    view = window.workspace.active_view()
+    with _window_showing(app, session) as window:
+        if compare:
+            window.set_comparing(True)
+        app.processEvents()
+        view = window.workspace.active_view()
 
-    p50, p95 = np.percentile(_scroll_frames(app, view, shape[0], seconds), [50, 95])
-    what = "compare mode, 2 panes, prediction + label outline each" if compare else "window/level, 2 overlays"
-    echo(f"  scroll {shape[1]}x{shape[2]} CT, {what}: "
-         f"frame p50 {p50:.1f} ms  p95 {p95:.1f} ms ({1000 / p95:.0f} fps at p95)  "
-         f"(target p95 <= {FRAME_TARGET_MS:.1f} ms)  {'PASS' if p95 <= FRAME_TARGET_MS else 'FAIL'}")
-    figures = {"frame_p50_ms": p50, "frame_p95_ms": p95}
-    if compare:
-        window.set_comparing(False)
+        p50, p95 = np.percentile(_scroll_frames(app, view, shape[0], seconds), [50, 95])
+        what = "compare mode, 2 panes, prediction + label outline each" if compare else "window/level, 2 overlays"
+        echo(f"  scroll {shape[1]}x{shape[2]} CT, {what}: "
+             f"frame p50 {p50:.1f} ms  p95 {p95:.1f} ms ({1000 / p95:.0f} fps at p95)  "
+             f"(target p95 <= {FRAME_TARGET_MS:.1f} ms)  {'PASS' if p95 <= FRAME_TARGET_MS else 'FAIL'}")
+        figures = {"frame_p50_ms": p50, "frame_p95_ms": p95}
+        if compare:
+            window.set_comparing(False)
 
-    # Event-loop gaps: idle, then during inference, in a real event loop (QEventLoop).
-    try:
+        # Event-loop gaps: idle, then during inference, in a real event loop (QEventLoop).
         figures.update(_report_gaps(echo, "idle", _timer_gaps(window, lambda loop: QTimer.singleShot(
             int(min(seconds, 2.0) * 1000), loop.quit))))
         if checkpoint is None:
@@ -82,6 +78,7 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         session.remove_model("B")
         session.load_model("A", checkpoint)
         started = time.perf_counter()
+
         def run(loop) -> None:
             window.inference_finished.connect(loop.quit)
             window.run_inference()
@@ -93,6 +90,26 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
         figures.update(_report_gaps(echo, "during inference", busy))
         figures["inference_s"] = elapsed
         return figures
+
+
+def _application():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.instance() or QApplication([])
+
+
+@contextmanager
+def _window_showing(app, session) -> Iterator:
+    """A shown 1280 x 900 window showing ``session``; then the session is discarded (nothing
+    to save) and the window closed and deleted."""
+    from ..gui.main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(1280, 900)
+    window.show()
+    try:
+        window.show_session(session)
+        yield window
     finally:
         window.discard_session()
         window.close()
@@ -126,23 +143,16 @@ def bench_3d(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
     until its surface is drawn again), each as a ratio to scikit-image's marching cubes of
     those classes' boxes alone; then scrolling with the 3D view open. Without OpenGL (the
     offscreen platform) the window cannot draw them: the builder is timed alone."""
-    from PySide6.QtWidgets import QApplication
-
     from ..core.surfaces import class_boxes
-    from ..gui.main_window import MainWindow
     from ..gui.surface_view import EDIT_DELAY_MS, opengl_problem
 
-    app = QApplication.instance() or QApplication([])
-    window = MainWindow()
-    window.resize(1280, 900)
-    window.show()
+    app = _application()
     session = large_labels_session(shape)
-    window.show_session(session)
-    app.processEvents()
-    labels = session.labels.array
-    boxes = class_boxes(labels)
-    figures: dict = {}
-    try:
+    with _window_showing(app, session) as window:
+        app.processEvents()
+        labels = session.labels.array
+        boxes = class_boxes(labels)
+        figures: dict = {}
         alone = {value: _marching_cubes_alone(labels, value, box) for value, box in boxes.items()}
         gl = opengl_problem() is None
         where = "drawn in the window" if gl else "built alone (no OpenGL here: run under a display or xvfb-run)"
@@ -170,11 +180,6 @@ def bench_3d(seconds: float = 3.0, echo=print, shape=(300, 512, 512)) -> dict:
              f"(target p95 <= {FRAME_TARGET_MS:.1f} ms)  {'PASS' if p95 <= FRAME_TARGET_MS else 'FAIL'}")
         figures.update(frame_p95_ms_3d=p95)
         return figures
-    finally:
-        window.discard_session()
-        window.close()
-        window.deleteLater()
-        app.processEvents()
 
 
 def large_labels_session(shape=(300, 512, 512)):
@@ -329,41 +334,32 @@ def bench_edit(seconds: float = 3.0, echo=print, shapes=((300, 512, 512), (30, 5
     grow with the volume; on the large one also in the coronal and sagittal planes, where
     a stroke crosses every slice. Checks the live metrics against a full recount."""
     from PySide6.QtGui import QGuiApplication
-    from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
     from ..core.metrics import ConfusionMatrix
-    from ..gui.main_window import MainWindow
 
-    app = QApplication.instance() or QApplication([])
+    app = _application()
     echo(f"segview bench edit: brush strokes in the running window ({QGuiApplication.platformName()})")
     echo(f"  {machine_summary()}")
     figures: dict = {}
     rng = np.random.default_rng(0)
     for n, shape in enumerate(shapes):
-        window = MainWindow()
-        window.resize(1280, 900)
-        window.show()
         session = large_ct_session(shape)
-        window.show_session(session)
-        window.cancel_inference()  # the predictions are given: nothing to run
-        window.tools.set_tool("brush")
-        window.tools.radius.setValue(5.0)
-        app.processEvents()
-        for axis in (0, 1, 2) if n == 0 else (0,):
-            moves = _drag_moves(window, app, axis, shape, rng, seconds)
-            p50, p95 = np.percentile(moves, [50, 95])
-            live = session.live
-            exact = all(np.array_equal(live.matrices[k].counts, ConfusionMatrix.from_arrays(
-                session.prediction(k), session.labels.array, live.num_classes).counts) for k in "AB")
-            echo(f"  {shape[0]:>3} x {shape[1]} x {shape[2]} {PLANES[axis]:>8}: mouse move p50 {p50:.2f} ms  "
-                 f"p95 {p95:.2f} ms ({len(moves)} moves; target p95 <= {EDIT_TARGET_MS:g} ms)  "
-                 f"{'PASS' if p95 <= EDIT_TARGET_MS else 'FAIL'}; metrics {'exact' if exact else 'WRONG'}")
-            figures[(shape, PLANES[axis])] = {"p50_ms": p50, "p95_ms": p95, "exact": exact}
-        window.discard_session()  # nothing to save
-        window.close()
-        window.deleteLater()
-        app.processEvents()
+        with _window_showing(app, session) as window:
+            window.cancel_inference()  # the predictions are given: nothing to run
+            window.tools.set_tool("brush")
+            window.tools.radius.setValue(5.0)
+            app.processEvents()
+            for axis in (0, 1, 2) if n == 0 else (0,):
+                moves = _drag_moves(window, app, axis, shape, rng, seconds)
+                p50, p95 = np.percentile(moves, [50, 95])
+                live = session.live
+                exact = all(np.array_equal(live.matrices[k].counts, ConfusionMatrix.from_arrays(
+                    session.prediction(k), session.labels.array, live.num_classes).counts) for k in "AB")
+                echo(f"  {shape[0]:>3} x {shape[1]} x {shape[2]} {PLANES[axis]:>8}: mouse move p50 {p50:.2f} ms  "
+                     f"p95 {p95:.2f} ms ({len(moves)} moves; target p95 <= {EDIT_TARGET_MS:g} ms)  "
+                     f"{'PASS' if p95 <= EDIT_TARGET_MS else 'FAIL'}; metrics {'exact' if exact else 'WRONG'}")
+                figures[(shape, PLANES[axis])] = {"p50_ms": p50, "p95_ms": p95, "exact": exact}
     if len(shapes) == 2:
         growth = figures[(shapes[0], "axial")]["p95_ms"] / figures[(shapes[1], "axial")]["p95_ms"]
         echo(f"  p95 {shapes[0][0]} slices / p95 {shapes[1][0]} slices: {growth:.2f} "

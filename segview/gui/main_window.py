@@ -26,7 +26,7 @@ from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
-from ..session.review import CopyJob, CopyWrite, ToolJob
+from ..session.review import COPY_PIECE_S, CopyJob, CopyWrite, ToolJob
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .dialogs import choose_series
@@ -52,9 +52,6 @@ from .workspace import Workspace
 AUTO_WINDOW = "Auto (1-99th percentile)"
 #: Overlay name -> (menu text, visibility shortcut, drawn as outline by default)
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
-
-
-COPY_PIECE_S = 0.03  # seconds of a whole-volume copy written per turn of the event loop
 
 
 class MainWindow(QMainWindow):

@@ -53,6 +53,9 @@ from .rulers import Rulers
 from .statistics import class_statistics, shape_statistics
 
 Progress = Callable[[int, int], None]
+#: Seconds of a whole-volume copy written by one ``CopyWrite.step`` (the window writes one per
+#: turn of its event loop).
+COPY_PIECE_S = 0.03
 
 
 @dataclass
@@ -210,7 +213,7 @@ class CopyWrite:
             session.labels.begin_stroke()
             session.copying = self
 
-    def step(self, budget_s: float = 0.03) -> bool:
+    def step(self, budget_s: float = COPY_PIECE_S) -> bool:
         """Write slabs (take them back, once cancelled) for about ``budget_s`` seconds, at
         least one; True when the copy is done (ended as one undo step, or wholly taken back)."""
         if self.finished:
