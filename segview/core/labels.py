@@ -695,8 +695,7 @@ class LabelMap:
         ``per_slice``, 4-connected within each plane normal to ``axis``: 0 axial, 1 coronal,
         2 sagittal), as scipy.ndimage.binary_fill_holes. Only the background of a hole is
         filled: another class inside it is a structure, not a hole. The policy applies."""
-        if axis not in (0, 1, 2):
-            raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
+        _check_axis(axis)
         job = _Job(progress, should_stop, total=3)
         box = self._class_box(value, (0, 0, 0))
         if box is None or not job.advance():
@@ -780,10 +779,7 @@ class LabelMap:
     # -- class tool helpers ----------------------------------------------------------------
     def _islands(self, value, min_mm3, keep_largest, job) -> list[tuple[Region, np.ndarray]] | None:
         """(region, mask) of each class's islands; None when stopped."""
-        if (min_mm3 is None) == (not keep_largest):
-            raise ValueError("give either min_mm3 or keep_largest=True")
-        if min_mm3 is not None and min_mm3 < 0:
-            raise ValueError(f"min_mm3 must be >= 0, not {min_mm3}")
+        _check_island_sizes(min_mm3, keep_largest)
         if value is None:
             boxes = {c + 1: box for c, box in enumerate(ndimage.find_objects(self.array)) if box is not None}
         else:
@@ -876,13 +872,7 @@ class LabelMap:
         the label region it covers."""
         import SimpleITK as sitk
 
-        if self.intensities is None:
-            raise ValueError("growing from a seed needs the image's intensities")
-        if axis not in (None, 0, 1, 2):
-            raise ValueError(f"axis must be None, 0, 1 or 2, not {axis}")
-        seed = [int(np.rint(c)) for c in seed_zyx]
-        if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, self.array.shape)):
-            raise ValueError(f"seed {tuple(seed_zyx)} lies outside the image {self.array.shape}")
+        seed = self._checked_seed(seed_zyx, axis)
         if box_mm is not None and not box_mm > 0:
             raise ValueError(f"box_mm must be > 0, not {box_mm}")
         region = []
@@ -894,6 +884,17 @@ class LabelMap:
         if axis is not None:
             image = image.squeeze(axis)
         return sitk.GetImageFromArray(np.ascontiguousarray(image)), inner[::-1], tuple(region)
+
+    def _checked_seed(self, seed_zyx, axis) -> list[int]:
+        """The voxel (z, y, x) of a seed to grow from in 3D (``axis`` None) or in its plane
+        normal to ``axis``; raises ValueError without an image, or for a seed outside it."""
+        if self.intensities is None:
+            raise ValueError("growing from a seed needs the image's intensities")
+        _check_axis(axis, in_3d=True)
+        seed = [int(np.rint(c)) for c in seed_zyx]
+        if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, self.array.shape)):
+            raise ValueError(f"seed {tuple(seed_zyx)} lies outside the image {self.array.shape}")
+        return seed
 
     def _add_grown(self, region: Region, grown: np.ndarray, value: int) -> Edit | None:
         """Write a grown region (the plane's or the volume's shape) into ``region`` as ``value``."""
@@ -1249,12 +1250,23 @@ CLASS_TOOLS = ("remove_islands", "smooth", "margin", "fill_holes", "logical_oper
                "grow_confidence_connected")
 
 
-def _check_islands(labels: LabelMap, given: dict) -> None:
-    min_mm3, largest = given.get("min_mm3"), given.get("keep_largest", False)
-    if (min_mm3 is None) == (not largest):
+# Each check is written once: the tools call the same helpers as ``check_tool``'s table.
+
+def _check_island_sizes(min_mm3, keep_largest) -> None:
+    if (min_mm3 is None) == (not keep_largest):
         raise ValueError("give either min_mm3 or keep_largest=True")
     if min_mm3 is not None and min_mm3 < 0:
         raise ValueError(f"min_mm3 must be >= 0, not {min_mm3}")
+
+
+def _check_axis(axis, in_3d: bool = False) -> None:
+    """``axis``: the array axis normal to a plane (0, 1 or 2), or with ``in_3d`` None for 3D."""
+    if axis not in ((None, 0, 1, 2) if in_3d else (0, 1, 2)):
+        raise ValueError(f"axis must be {'None, ' if in_3d else ''}0, 1 or 2, not {axis}")
+
+
+def _check_islands(labels: LabelMap, given: dict) -> None:
+    _check_island_sizes(given.get("min_mm3"), given.get("keep_largest", False))
 
 
 def _check_smooth(labels: LabelMap, given: dict) -> None:
@@ -1270,8 +1282,7 @@ def _check_margin(labels: LabelMap, given: dict) -> None:
 
 
 def _check_holes(labels: LabelMap, given: dict) -> None:
-    if given.get("axis", 0) not in (0, 1, 2):
-        raise ValueError(f"axis must be 0, 1 or 2, not {given['axis']}")
+    _check_axis(given.get("axis", 0))
 
 
 def _check_logical(labels: LabelMap, given: dict) -> None:
@@ -1285,13 +1296,7 @@ def _check_logical(labels: LabelMap, given: dict) -> None:
 
 
 def _check_growing(labels: LabelMap, given: dict) -> None:
-    if labels.intensities is None:
-        raise ValueError("growing from a seed needs the image's intensities")
-    if given.get("axis") not in (None, 0, 1, 2):
-        raise ValueError(f"axis must be None, 0, 1 or 2, not {given['axis']}")
-    seed = [int(np.rint(c)) for c in given["seed_zyx"]]
-    if len(seed) != 3 or not all(0 <= c < n for c, n in zip(seed, labels.array.shape)):
-        raise ValueError(f"seed {tuple(given['seed_zyx'])} lies outside the image {labels.array.shape}")
+    labels._checked_seed(given["seed_zyx"], given.get("axis"))
     if "low" in given and given["low"] > given["high"]:
         raise ValueError(f"the intensity range is empty: low {given['low']} > high {given['high']}")
 
