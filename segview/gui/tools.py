@@ -44,13 +44,12 @@ PREVIEW_LEGEND = ", ".join(f"{word} in {name}" for word, (name, _) in PREVIEW_CO
 
 
 def preview_overlay(change: ToolChange) -> Overlay:
-    """``change`` drawn over the labels: 1 where it adds to the class, 2 where it takes away."""
-    shown = change.mask.astype(np.uint8) * 2
-    shown[change.gained] = 1
+    """``change`` drawn over the labels: 1 where it adds to the class, 2 where it takes away
+    (``ToolChange.changes`` as it is)."""
     table = np.zeros((256, 4), np.uint8)
     for value, (_, colour) in enumerate(PREVIEW_COLOURS.values(), start=1):
         table[value] = (*colour, 255)
-    return Overlay(shown, table, True, False)
+    return Overlay(change.changes, table, True, False)
 
 
 class ToolPanel(QWidget):

@@ -119,13 +119,19 @@ class SaveJob:
 
 @dataclass
 class ToolChange:
-    """What a class tool's edits would do to its class: millilitres it gains and loses, and
-    how much of it there was before."""
+    """What a class tool's edits would do to its class: millilitres it gains and loses, how
+    much of it there was before, and where (one volume, not a mask for each)."""
     added_ml: float
     removed_ml: float
     class_ml: float
-    mask: np.ndarray               # (z, y, x) bool: every voxel that changes
-    gained: np.ndarray             # (z, y, x) bool: those that join the class (the others leave it)
+    changes: np.ndarray            # (z, y, x) uint8: GAINED where a voxel joins the class, LEFT where it leaves it
+
+    GAINED, LEFT = 1, 2
+
+    @property
+    def mask(self) -> np.ndarray:
+        """(z, y, x) bool: every voxel that changes."""
+        return self.changes != 0
 
     @property
     def removed_fraction(self) -> float:
@@ -666,22 +672,23 @@ class ReviewSession:
     def tool_change(self, job: ToolJob, edits: list[Edit] | None) -> ToolChange:
         """What ``job``'s ``edits`` would do to its class, before ``finish_tool`` writes
         them (a preview, or the question whether to take away most of a class)."""
-        mask, gained = np.zeros(self.volume.shape, bool), np.zeros(self.volume.shape, bool)
+        changes = np.zeros(self.volume.shape, np.uint8)
         added = removed = 0
         for edit in edits or []:
-            mask[edit.region] |= edit.old != edit.new
+            region = changes[edit.region]  # a view: written in place
+            region[(edit.old != edit.new) & (region == 0)] = ToolChange.LEFT  # a gain by another edit stays one
             if job.value is not None:
                 joins = (edit.new == job.value) & (edit.old != job.value)
-                gained[edit.region] |= joins
+                region[joins] = ToolChange.GAINED
                 added += int(np.count_nonzero(joins))
                 removed += int(np.count_nonzero((edit.old == job.value) & (edit.new != job.value)))
         histogram = self.live.label_histogram()
         if job.value is None:  # every class: what changes is what goes
-            before, removed = histogram[:, 1:].sum(), int(mask.sum())
+            before, removed = histogram[:, 1:].sum(), int(np.count_nonzero(changes))
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
         ml = float(np.prod(self.volume.spacing)) / 1000
-        return ToolChange(added * ml, removed * ml, float(before) * ml, mask, gained)
+        return ToolChange(added * ml, removed * ml, float(before) * ml, changes)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or
