@@ -13,7 +13,8 @@ import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QGroupBox, QInputDialog, QLabel, QMainWindow,
-                               QMessageBox, QProgressBar, QPushButton, QSlider, QToolBar, QVBoxLayout, QWidget)
+                               QMessageBox, QProgressBar, QPushButton, QSizePolicy, QSlider, QToolBar, QVBoxLayout,
+                               QWidget)
 
 from ..core.classes import MODEL_COLORS, class_name, merged_classes
 from ..core.compare import rank_slices, write_report
@@ -160,10 +161,13 @@ class MainWindow(QMainWindow):
                 bar.addWidget(QLabel(label))
             bar.addWidget(widget)
         self.addToolBar(bar)
-        self.legend = QLabel()
-        self.legend.setTextFormat(Qt.TextFormat.RichText)
-        self.model_info = QLabel()
-        self.model_info.setTextFormat(Qt.TextFormat.RichText)
+        self.legend, self.model_info = QLabel(), QLabel()
+        for label in (self.legend, self.model_info):
+            label.setTextFormat(Qt.TextFormat.RichText)
+            # Their text (which changes with the layout) must not set the centre's width:
+            # it wraps instead, and the docks beside keep their widths in every layout.
+            label.setWordWrap(True)
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout()
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.legend)

@@ -5,7 +5,7 @@ import numpy as np
 import pyqtgraph as pg
 import pytest
 from PySide6.QtCore import QEvent, Qt
-from PySide6.QtWidgets import QApplication, QPushButton
+from PySide6.QtWidgets import QApplication, QDockWidget, QPushButton
 
 from segview.core.compare import CATEGORY_COLORS, UNREVIEWED_DISAGREE
 from segview.resources import DEMO_MODELS
@@ -99,6 +99,25 @@ def test_shift_k_goes_back_to_the_layout_it_came_from(qtbot, comparing):
         assert window.workspace.mode == start and window.compare_action.isChecked() == (start == "compare")
         if start == "compare":
             press(qtbot, window, Qt.Key_K)  # to the single view, to start from there
+
+
+def test_the_side_docks_keep_their_widths_in_every_layout(qtbot, comparing):
+    """The legend and the model line above the image change with the layout; their text
+    once set the centre's least width, so the docks beside it jumped at each K."""
+    window = comparing
+    docks = [d for d in window.findChildren(QDockWidget) if d.isVisible()]
+
+    def widths():
+        qtbot.wait(50)  # the layout settles on the next turn of the event loop
+        return [d.width() for d in docks]
+
+    seen = {}
+    for key, modifiers in ((Qt.Key_K, Qt.ShiftModifier), (Qt.Key_K, Qt.ShiftModifier), (Qt.Key_K, Qt.NoModifier)):
+        seen[window.workspace.mode] = widths()
+        press(qtbot, window, key, modifiers)
+    seen[window.workspace.mode] = widths()
+    assert set(seen) == {"compare", "disagreement", "views"}
+    assert len({tuple(w) for w in seen.values()}) == 1, seen
 
 
 def test_with_no_image_the_layout_keys_do_nothing_and_image_buttons_are_off(qtbot, window):
