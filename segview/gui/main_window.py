@@ -561,7 +561,10 @@ class MainWindow(QMainWindow):
     def _replace_labels(self, session: ReviewSession, label_file) -> None:
         if session is not self.session:
             return  # another image was opened meanwhile
-        session.replace_labels(label_file)
+        try:
+            session.replace_labels(label_file)
+        except SessionError as exc:  # a copy began while the file was read
+            return self._error(str(exc), "Labels not opened")
         self._show_modified()  # opening a label file is no unsaved change
         self._session_changed()
 

@@ -436,6 +436,7 @@ class ReviewSession:
     def replace_labels(self, label_file: LabelFile) -> None:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
         replace the current ones: one undo step. The brush settings do not apply."""
+        self._check_not_copying()
         self._ensure_classes(int(label_file.array.max()) + 1 if label_file.array.size else 1)
         if label_file.classes:  # before the step, so the journal records them with it
             self._classes = list(label_file.classes)
@@ -452,9 +453,17 @@ class ReviewSession:
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
         """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
         undo step, journalled, saved with the labels."""
+        self._check_not_copying()
         if reviewed and not self.labels.reviewed[z]:
             self.review_marks[int(z)] = {"by": current_user(), "at": now()}
         self.labels.set_reviewed(int(z), reviewed)
+
+    def _check_not_copying(self) -> None:
+        """Raises SessionError while a whole-volume copy is written (``start_copy``): the
+        labels' open undo step is the copy's, so an edit or a mark would join it (and go
+        with its undo, or its cancel)."""
+        if self.copying is not None:
+            raise SessionError("A copy is being written into the labels: wait for it or cancel it.")
 
     def review_state(self) -> ReviewState:
         return ReviewState(self.labels.reviewed.copy(),
@@ -630,6 +639,7 @@ class ReviewSession:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused
         for background that reaches the image's edge: that is the whole outside, never
         what a person means to fill (close the outline first)."""
+        self._check_not_copying()
         y, x = (int(round(c)) for c in seed)
         plane = self.labels.array[z]
         if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
@@ -642,6 +652,7 @@ class ReviewSession:
     def adopt(self, slot: str, z: int, seed) -> Edit | None:
         """Where A and B disagree: the connected region under ``seed`` (y, x) on slice ``z``
         takes model ``slot``'s labels. One undo step; None where they agree."""
+        self._check_not_copying()
         other = "B" if slot == "A" else "A"
         if slot not in self.models or other not in self.models:
             raise SessionError("Adopt needs both models, A and B.")
@@ -694,6 +705,7 @@ class ReviewSession:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or
         changed nothing). Returns the voxels changed. Raises SessionError when the labels
         changed while it ran (its result would undo those changes)."""
+        self._check_not_copying()
         if not edits:
             return 0
         if job.version != self.version:
@@ -724,11 +736,13 @@ class ReviewSession:
 
     def click_job(self, z: int, point, positive: bool = True, value: int | None = None, axis: int = 0) -> ClickJob:
         """``click``'s input, checked (SessionError) and copied: call the job in a worker."""
+        self._check_not_copying()
         return self.interaction.job(z, point, positive, value, axis)
 
     def finish_click(self, job: ClickJob, proposal: ClickProposal | None) -> int:
         """Write what ``job`` proposed: one undo step; 0 when it was cancelled. Raises
         SessionError when the labels changed while it ran."""
+        self._check_not_copying()
         return self.interaction.finish(job, proposal)
 
     def end_interaction(self) -> None:

@@ -379,6 +379,36 @@ def test_a_copy_cancelled_while_written_changes_nothing_and_keeps_the_history(ch
     np.testing.assert_array_equal(labels.array, before)
 
 
+def test_no_edit_or_mark_joins_a_copy_being_written_and_all_work_after_it(checkpoints, monkeypatch):
+    """The copy's undo step is open while it is written: an edit or a review mark would
+    join it (and go with its undo or cancel), so the session refuses them, not only the window."""
+    from segview.core import labels as labels_module
+
+    monkeypatch.setattr(labels_module, "SLAB_BYTES", 24 * 24)
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    tool = session.tool_job("margin", 1, 1.0)
+    edits = tool()
+    job = session.copy_job("B")
+    writing = session.start_copy(job, job())
+    assert not writing.step(0.0)
+    written, marks = session.labels.array.copy(), session.reviewed.copy()
+    refused = {"fill": lambda: session.fill(2, (5, 5), 1),
+               "adopt": lambda: session.adopt("A", 2, (5, 5)),
+               "mark": lambda: session.mark_reviewed(2),
+               "tool": lambda: session.finish_tool(tool, edits),
+               "click": lambda: session.click_job(2, (5, 5), value=1)}
+    for name, edit in refused.items():
+        with pytest.raises(SessionError, match="being written"):
+            edit()
+            pytest.fail(f"{name} was taken during the copy")
+    np.testing.assert_array_equal(session.labels.array, written)
+    np.testing.assert_array_equal(session.reviewed, marks)
+    writing.finish()
+    session.mark_reviewed(2)
+    assert session.reviewed[2] and session.labels.undo() and not session.reviewed[2]  # a step of its own
+    np.testing.assert_array_equal(session.labels.array, session.prediction("B"))  # the copy stays
+
+
 def test_a_stopped_copy_job_changes_nothing_and_a_stale_one_is_refused(checkpoints):
     session = open_with_models(tiny_case(0)[0], checkpoints)
     job = session.copy_job("A")
