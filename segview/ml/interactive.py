@@ -89,18 +89,18 @@ class Click:
 # -- the crop -------------------------------------------------------------------------
 
 def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, margin: float = 0.4,
-             min_size: int = 96) -> tuple[slice, slice]:
+             min_size: int = 96, boxes: np.ndarray | None = None) -> tuple[slice, slice]:
     """The square box (rows, columns) the model sees: around the clicks and the regions of
     ``mask`` (H, W) bool near a click (the click inside the region's box grown by ``margin``
     of its side, at least 2 pixels, on each side: a click just beside a region, where it
     was missed, brings the region in), grown by ``margin`` of its side on each side, at
-    least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``."""
+    least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``. ``boxes``:
+    ``region_boxes(mask)``, where the caller has them."""
     points = np.array([(c.y, c.x) for c in clicks], float).reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
-    if mask.any():
-        regions, _ = ndimage.label(mask)
-        boxes = np.array([(r.start, c.start, r.stop - 1, c.stop - 1) for r, c in ndimage.find_objects(regions)],
-                         float).reshape(-1, 2, 2)  # (region, top | bottom, y | x)
+    if boxes is None:
+        boxes = region_boxes(mask)
+    if len(boxes):
         near = np.maximum(margin * (boxes[:, 1] - boxes[:, 0] + 1), 2.0)
         inside = ((boxes[:, None, 0] - near[:, None] <= points) & (points <= boxes[:, None, 1] + near[:, None]))
         touched = boxes[inside.all(axis=2).any(axis=1)]
@@ -116,6 +116,16 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
         start = min(max(start, 0), max(shape[axis] - int(side), 0))
         box.append(slice(start, min(start + int(side), shape[axis])))
     return box[0], box[1]
+
+
+def region_boxes(mask: np.ndarray) -> np.ndarray:
+    """(regions, 2, 2) float: each connected region's (top, left) and (bottom, right) pixel
+    of ``mask`` (H, W) bool."""
+    if not mask.any():
+        return np.zeros((0, 2, 2))
+    regions, _ = ndimage.label(mask)
+    return np.array([(r.start, c.start, r.stop - 1, c.stop - 1) for r, c in ndimage.find_objects(regions)],
+                    float).reshape(-1, 2, 2)  # (region, top | bottom, y | x)
 
 
 # -- the input ------------------------------------------------------------------------
@@ -230,9 +240,10 @@ def prepare(volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
         raise ValueError("refine needs at least one click")
     crop = preprocessing["crop"]
     focus = clicks[-1:] if crop.get("around") == "last click" else clicks
-    box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"])
+    boxes = region_boxes(mask)  # once for both crops
+    box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"], boxes)
     if focus_size and len(clicks) > 1:
-        box = focus_box(box, mask, focus, crop["margin"], focus_size)
+        box = focus_box(box, mask, focus, crop["margin"], focus_size, boxes)
     return box, encode(context_slices(volume, z, box), mask[box], clicks, box, preprocessing)
 
 
@@ -243,13 +254,13 @@ def focus_size_of(preprocessing: dict) -> int:
 
 
 def focus_box(box: tuple[slice, slice], mask: np.ndarray, clicks: list[Click], margin: float,
-              focus_size: int) -> tuple[slice, slice]:
+              focus_size: int, boxes: np.ndarray | None = None) -> tuple[slice, slice]:
     """A further click's crop zoomed in (FocalClick's focus crop): ``crop_box`` with
     ``focus_size`` as its least side, where that smaller box still holds some of ``mask``
     (the region being corrected); else ``box``, so a click on a region the mask missed
     still sees it whole. A small region is then seen magnified (a 48-pixel crop at twice
     its size in a 96-pixel input), where a boundary error of one pixel is two."""
-    near = crop_box(mask.shape, clicks, mask, margin, focus_size)
+    near = crop_box(mask.shape, clicks, mask, margin, focus_size, boxes)
     return near if mask[near].any() else box
 
 
