@@ -162,12 +162,12 @@ class MainWindow(QMainWindow):
             bar.addWidget(widget)
         self.addToolBar(bar)
         self.legend, self.model_info = QLabel(), QLabel()
-        for label in (self.legend, self.model_info):
-            label.setTextFormat(Qt.TextFormat.RichText)
+        for line in (self.legend, self.model_info):
+            line.setTextFormat(Qt.TextFormat.RichText)
             # Their text (which changes with the layout) must not set the centre's width:
             # it wraps instead, and the docks beside keep their widths in every layout.
-            label.setWordWrap(True)
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            line.setWordWrap(True)
+            line.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         layout = QVBoxLayout()
         layout.setContentsMargins(4, 2, 4, 2)
         layout.addWidget(self.legend)
