@@ -206,6 +206,7 @@ class MainWindow(QMainWindow):
         self.metrics.ranking_changed.connect(self._show_metrics)
         # Tools on the left (as 3D Slicer's module panel), metrics on the right, each the
         # window's full height, so neither clips the other on a 1440 x 900 screen.
+        docks = []
         for title, widget, area, width in (("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea, 290),
                                            ("Metrics: Dice / IoU against the labels", self.metrics,
                                             Qt.DockWidgetArea.RightDockWidgetArea, 400)):
@@ -216,6 +217,10 @@ class MainWindow(QMainWindow):
             features = QDockWidget.DockWidgetFeature
             dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
             self.addDockWidget(area, dock)
+            docks.append(dock)
+        # The image gets what the docks leave: the tools start at their least width, the
+        # metrics where a three-class table (rows, five classes' columns, pixel error) fits.
+        self.resizeDocks(docks, [290, 470], Qt.Orientation.Horizontal)
 
     def _build_menus(self) -> None:
         menu = self.menuBar().addMenu("&File")
