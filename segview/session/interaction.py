@@ -17,8 +17,10 @@ changes nothing.
 
 What the model proposes is written inside its crop only, and as the overwrite policy of
 the hand tools allows (``LabelMap.policy``): the class takes background, and other classes
-only under "everything" (mode "all"); what it removes becomes background; a protected class
-is never changed (clicking one is refused). The brush's intensity range does not apply
+only under "everything" (mode "all") and at an adding click; what it removes becomes
+background; a protected class is never changed (clicking one is refused). An adding click
+only adds (``ml.interactive.settle``); a click that changes nothing leaves no undo step
+and leaves the interaction as it was (its dot goes). The brush's intensity range does not apply
 (as for the class tools). Nothing is marked reviewed; the slice's provenance records
 "interactive" (``provenance.INTERACTIVE``) where the session follows provenance.
 
@@ -251,15 +253,17 @@ class Interaction:
         current = old == job.value
         # The class takes background (anything under "everything"); what it loses becomes
         # background. A protected class cannot be the one clicked (refused in ``job``),
-        # and only "everything" lets the class take another's voxels.
-        may_take = _may_take(labels, old)
+        # and only "everything" lets the class take another's voxels, and only at an
+        # adding click: a right click on the left ventricle grew it over the myocardium.
+        may_take = _may_take(labels, old) if job.positive else old == 0
         new = old.copy()
         new[current & ~proposal.mask] = 0
         new[proposal.mask & ~current & may_take] = job.value
         provenance = getattr(self.host, "provenance", None)
         with provenance.source(INTERACTIVE) if provenance is not None else nullcontext(), labels.step():
             edit = labels.write(region, new[None])
-        if edit is None:
+        if edit is None:  # no undo step: the click leaves no trace, its dot goes too
+            self.clicks = before
             return 0
         self._steps.append(_Step(edit, before, list(self.clicks)))
         self._undone.clear()
@@ -286,8 +290,7 @@ class Interaction:
         self.generation += 1
 
     def _changed(self, edit: Edit) -> None:
-        """Undo of a click takes its click (and any later ones that changed nothing) back
-        out of the interaction; redo puts them back."""
+        """Undo of a click takes its click back out of the interaction; redo puts it back."""
         if self._steps and edit.key == self._steps[-1].edit.key and edit.undo:
             step = self._steps.pop()
             self._undone.append(step)

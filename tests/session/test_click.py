@@ -143,6 +143,18 @@ def test_undo_takes_a_click_out_of_the_interaction_and_redo_puts_it_back(disks):
     session.close(discard=True)
 
 
+def test_a_click_that_changes_nothing_leaves_no_step_and_no_click_behind(disks):
+    session, _ = open_case(1)  # a disc of class 1 of radius 6 at (12, 12)
+    session.click(1, (3, 4), value=1)
+    steps = len(session.labels._undo)
+    assert session.click(1, (12, 12)) == 0  # its disk is all class 1 already
+    assert len(session.labels._undo) == steps
+    assert [(c.y, c.x) for c in session.interaction.clicks] == [(3, 4)]  # no dot for it
+    session.labels.undo()  # one undo, one click
+    assert session.interaction.clicks == []
+    session.close(discard=True)
+
+
 def test_nothing_is_marked_reviewed_and_marks_stay(disks):
     session, _ = open_case()
     session.mark_reviewed(4)
@@ -174,6 +186,25 @@ def test_a_positive_click_takes_another_class_only_under_everything(disks, polic
     assert (after[near & (labels[2] == 1)] == (3 if policy.mode == "all" else 1)).all()
     assert ((after[near & (labels[2] == 2)] == 3) == takes_class_2).all()
     np.testing.assert_array_equal(after[~near], labels[2][~near])
+    session.close(discard=True)
+
+
+def test_a_removing_click_takes_no_voxel_of_another_class_even_under_everything(monkeypatch):
+    """A model may move an edge outward at a removing click; the class then takes
+    background only: a right click on the left ventricle grew it over the myocardium."""
+    def grows(self, volume, z, mask, clicks):  # removes a disk at the click, grows by two voxels
+        from scipy import ndimage
+        out = ndimage.binary_dilation(mask, iterations=2)
+        out[disk(mask.shape, clicks[-1].y, clicks[-1].x)] = False
+        return (slice(0, mask.shape[0]), slice(0, mask.shape[1])), out
+
+    monkeypatch.setattr(ClickModel, "refine", grows)
+    session, labels = open_case()
+    session.labels.policy = OverwritePolicy("all")
+    session.click(2, SPOT, positive=False, value=2)     # the spot of class 2 inside class 1
+    after = session.labels.array[2]
+    np.testing.assert_array_equal(after == 1, (labels[2] == 1))  # class 1 lost nothing to class 2
+    assert not (after[disk(labels.shape[1:], *SPOT)] == 2).any()
     session.close(discard=True)
 
 
