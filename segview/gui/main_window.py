@@ -36,7 +36,7 @@ from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_D
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
                        remember_folder, remember_recent, set_pacs_labels_folder)
-from .tools import PREVIEW_LEGEND, ToolPanel, preview_overlay
+from .tools import ToolPanel, preview_colours, preview_legend, preview_overlay
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
 from .crosshair import install_crosshair
@@ -884,7 +884,8 @@ class MainWindow(QMainWindow):
                     self, f"{what}: take away most of the class?",
                     f"{what} would take away {change.removed_ml:.2f} mL of the class's {change.class_ml:.2f} mL "
                     f"({change.removed_fraction:.0%}). Apply it?",
-                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes:
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    QMessageBox.StandardButton.No) != QMessageBox.StandardButton.Yes:  # Enter keeps the class
                 return self.statusBar().showMessage(f"{what}: not applied, as you chose", 8000)
             try:
                 session.finish_tool(job, edits)
@@ -897,8 +898,10 @@ class MainWindow(QMainWindow):
 
     def _show_preview(self, change, what: str) -> None:
         """What a class tool would change, over the labels until the next edit."""
-        self.workspace.viewer.set_overlay("preview", preview_overlay(change))
-        self.statusBar().showMessage(f"Preview of {what}: {change.text()} ({PREVIEW_LEGEND})", 10000)
+        taken = [c.color for c in self.session.classes if c.value] if self.session else []
+        colours = preview_colours([*taken, *MODEL_COLORS.values()])
+        self.workspace.viewer.set_overlay("preview", preview_overlay(change, colours))
+        self.statusBar().showMessage(f"Preview of {what}: {change.text()} ({preview_legend(colours)})", 10000)
 
     def _clear_preview(self) -> None:
         if "preview" in self.workspace.viewer.active.overlays:
@@ -1255,7 +1258,8 @@ class MainWindow(QMainWindow):
         discard = False
         if session.modified:
             button = QMessageBox.StandardButton
-            answer = QMessageBox.question(self, "Unsaved labels", "The labels have unsaved changes. Save them?",
+            answer = QMessageBox.question(self, "Unsaved labels",
+                                          "The labels or their review marks have unsaved changes. Save them?",
                                           button.Save | button.Discard | button.Cancel)
             if answer == button.Cancel or (answer == button.Save and not self.save(wait=True)):
                 return False

@@ -38,16 +38,50 @@ CLASS_OPERATIONS = {
     "subtract": ("Remove where it overlaps", "class", 0, 0, 0),
 }
 
-#: A class tool's preview: the voxels it would add to the class, and those it would take away.
-PREVIEW_COLOURS = {"added": ("green", (0, 255, 0)), "removed": ("red", (255, 0, 0))}
-PREVIEW_LEGEND = ", ".join(f"{word} in {name}" for word, (name, _) in PREVIEW_COLOURS.items())
+#: A class tool's preview: the voxels it would add to the class, and those it would take
+#: away, each in the first of its colours whose hue is far from every class's and model's
+#: (green added and red removed were the cardiac demo's myocardium and left ventricle).
+PREVIEW_CANDIDATES = {"added": (("green", (0, 255, 0)), ("yellow", (255, 255, 0)), ("white", (255, 255, 255))),
+                      "removed": (("red", (255, 0, 0)), ("violet", (150, 0, 255)), ("black", (0, 0, 0)))}
+MIN_HUE_DEGREES = 40
 
 
-def preview_overlay(change: ToolChange) -> Overlay:
+def preview_colours(taken: Iterable[tuple[int, int, int]]) -> dict[str, tuple[str, tuple[int, int, int]]]:
+    """{"added" | "removed": (name, RGB)}: for each, the first candidate whose hue is at least
+    ``MIN_HUE_DEGREES`` from every saturated colour of ``taken`` (the classes', the models'),
+    else its last (white, black: no hue)."""
+    hues = [hue for hue in map(_hue, taken) if hue is not None]
+    chosen = {}
+    for word, candidates in PREVIEW_CANDIDATES.items():
+        chosen[word] = next((c for c in candidates[:-1] if all(_hue_apart(_hue(c[1]), h) for h in hues)),
+                            candidates[-1])
+    return chosen
+
+
+def preview_legend(colours: dict[str, tuple[str, tuple[int, int, int]]]) -> str:
+    return ", ".join(f"{word} in {name}" for word, (name, _) in colours.items())
+
+
+def _hue(rgb: tuple[int, int, int]) -> float | None:
+    """Degrees on the colour wheel; None for a grey (saturation under 0.3)."""
+    import colorsys
+
+    hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
+    return None if saturation < 0.3 or value < 0.2 else hue * 360
+
+
+def _hue_apart(first: float | None, second: float) -> bool:
+    if first is None:
+        return True
+    gap = abs(first - second) % 360
+    return min(gap, 360 - gap) >= MIN_HUE_DEGREES
+
+
+def preview_overlay(change: ToolChange, colours: dict[str, tuple[str, tuple[int, int, int]]]) -> Overlay:
     """``change`` drawn over the labels: 1 where it adds to the class, 2 where it takes away
-    (``ToolChange.changes`` as it is)."""
+    (``ToolChange.changes`` as it is), in ``colours`` (``preview_colours``)."""
     table = np.zeros((256, 4), np.uint8)
-    for value, (_, colour) in enumerate(PREVIEW_COLOURS.values(), start=1):
+    for value, (_, colour) in enumerate(colours.values(), start=1):
         table[value] = (*colour, 255)
     return Overlay(change.changes, table, True, False)
 
@@ -145,7 +179,7 @@ class ToolPanel(QWidget):
         self.other_class.activated.connect(lambda _: setattr(self, "_operand_chosen", self.other_class.currentData()))
         self.class_choice.currentIndexChanged.connect(lambda _: self._fill_operands())
         preview, apply = QPushButton("Preview"), QPushButton("Apply")
-        preview.setToolTip(f"Show what would change ({PREVIEW_LEGEND}), without changing anything")
+        preview.setToolTip("Show what would change, without changing anything (the status bar names the colours)")
         apply.setToolTip("One undo step; asks first when it would take away more than half of the class")
         preview.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), True))
         apply.clicked.connect(lambda: self.class_tool.emit(self.class_operation.currentData(), False))

@@ -670,7 +670,7 @@ class WorklistController(QObject):
         """Ask whether to save ``session`` (not a case: the window saves it) before it goes;
         True when it may go."""
         answer = QMessageBox.question(self.window.window(), "Unsaved labels",
-                                      "The labels have unsaved changes. Save them?",
+                                      "The labels or their review marks have unsaved changes. Save them?",
                                       QMessageBox.StandardButton.Save | QMessageBox.StandardButton.Discard
                                       | QMessageBox.StandardButton.Cancel)
         if answer == QMessageBox.StandardButton.Save:

@@ -55,19 +55,22 @@ def _fail_if_escaped(escaped: list) -> None:
 
 class Dialogs(list):
     """Message boxes shown (kind, text); ``answers`` are popped by questions (default:
-    Discard, so a test never waits on a modal dialog)."""
+    Discard, so a test never waits on a modal dialog); ``defaults``: each question's
+    default button (what Enter answers), None where it gave none."""
     answers: list
+    defaults: list
 
 
 @pytest.fixture
 def dialogs(monkeypatch):
     shown = Dialogs()
-    shown.answers = []
+    shown.answers, shown.defaults = [], []
     for kind in ("critical", "warning", "information"):
         monkeypatch.setattr(QMessageBox, kind, lambda parent, title, text, *_, kind=kind: shown.append((kind, text)))
 
-    def question(parent, title, text, *_):
+    def question(parent, title, text, buttons=None, default=None):
         shown.append(("question", text))
+        shown.defaults.append(default)
         return shown.answers.pop(0) if shown.answers else QMessageBox.Discard
 
     monkeypatch.setattr(QMessageBox, "question", question)

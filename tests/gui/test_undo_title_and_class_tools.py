@@ -91,27 +91,30 @@ def test_the_other_class_picked_stays_and_a_loaded_model_becomes_the_default(qtb
 
 
 # -- 3: the preview's colours --------------------------------------------------------------
-def test_a_preview_shows_what_it_adds_in_green_and_what_it_removes_in_red(qtbot, demo):
+def test_a_preview_shows_what_it_adds_and_removes_in_colours_no_class_or_model_has(qtbot, demo):
+    """Green and red, unless a class is near them in hue: the demo's myocardium is green and
+    its left ventricle red, so there the preview adds in yellow and removes in black."""
     window, labels, view = demo, demo.session.labels, axial(demo)
     choose(window.tools, MYOCARDIUM, "median")
     window.tools.amount.setValue(8.0)  # wide enough to both fill dents and cut spurs of the ring
     qtbot.mouseClick(panel_button(window, "Preview"), Qt.LeftButton)
     qtbot.waitUntil(lambda: "Preview" in window.statusBar().currentMessage(), timeout=60000)
     message = window.statusBar().currentMessage()
-    assert "mL added" in message and "mL removed" in message and "added in green, removed in red" in message
+    assert "mL added" in message and "mL removed" in message and "added in yellow, removed in black" in message
     change = view.overlays["preview"].labels
     z = next(z for z in range(change.shape[0]) if {1, 2} <= set(np.unique(change[z]).tolist()))
     view.set_slice(z)
     item = view.overlay_items["preview"]
-    colours = item.lut[item.image][..., :3]
-    green, red = (colours == (0, 255, 0)).all(-1), (colours == (255, 0, 0)).all(-1)
-    assert green.any() and red.any()
+    drawn = item.lut[item.image]
+    shown = drawn[..., 3] == 255
+    added, removed = shown & (drawn[..., :3] == (255, 255, 0)).all(-1), shown & (drawn[..., :3] == 0).all(-1)
+    assert added.any() and removed.any()
     before = view.orientation.slice(labels.array, view.view, z).copy()
     qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
     qtbot.waitUntil(lambda: not window.statusBar().currentMessage().startswith("Preview"), timeout=60000)
     after = view.orientation.slice(labels.array, view.view, z)
-    np.testing.assert_array_equal(green, (before != MYOCARDIUM) & (after == MYOCARDIUM))
-    np.testing.assert_array_equal(red, (before == MYOCARDIUM) & (after != MYOCARDIUM))
+    np.testing.assert_array_equal(added, (before != MYOCARDIUM) & (after == MYOCARDIUM))
+    np.testing.assert_array_equal(removed, (before == MYOCARDIUM) & (after != MYOCARDIUM))
 
 
 # -- 4 and 5: the title's * ------------------------------------------------------------------
@@ -144,3 +147,16 @@ def test_opening_a_label_file_on_a_fresh_image_leaves_the_title_unstarred(qtbot,
     assert not window.isWindowModified() and not session.modified
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # back to the empty labels: not the file's
     assert window.isWindowModified()
+
+
+@pytest.mark.parametrize("classes, added, removed", [
+    ([(255, 170, 0)], "green", "red"),                        # the lung's infection (orange): 40 degrees from red
+    ([(80, 200, 120), (240, 80, 70)], "yellow", "black"),     # the cardiac myocardium and left ventricle
+    ([(255, 255, 0), (0, 255, 0), (255, 0, 0)], "white", "black"),
+])
+def test_the_preview_colours_keep_clear_of_the_classes_and_models(classes, added, removed):
+    from segview.core.classes import MODEL_COLORS
+    from segview.gui.tools import preview_colours
+
+    chosen = preview_colours([*classes, *MODEL_COLORS.values()])
+    assert (chosen["added"][0], chosen["removed"][0]) == (added, removed)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtTest import QTest
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from segview.core.classes import class_name
 from segview.core.phantoms import make_phantom
@@ -275,6 +275,7 @@ def test_a_class_tool_previews_says_ml_and_asks_before_taking_most_of_a_class(qt
     qtbot.waitUntil(lambda: "not applied" in window.statusBar().currentMessage(), timeout=60000)
     questions = [text for kind, text in dialogs if kind == "question"]
     assert len(questions) == 1 and f"of the class's {rv_ml:.2f} mL" in questions[0]
+    assert dialogs.defaults == [QMessageBox.StandardButton.No]  # Enter keeps the class
     np.testing.assert_array_equal(labels.array, before)  # answered No
     choose_class_tool(window, "expand")  # asks nothing, says mL
     qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
