@@ -18,11 +18,11 @@ changes nothing.
 What the model proposes is written inside its crop only, and as the overwrite policy of
 the hand tools allows (``LabelMap.policy``): the class takes background, and other classes
 only under "everything" (mode "all") and at an adding click; what it removes becomes
-background; a protected class is never changed (clicking one is refused). An adding click
-only adds (``ml.interactive.settle``); a click that changes nothing leaves no undo step
-and leaves the interaction as it was (its dot goes). The brush's intensity range does not apply
-(as for the class tools). Nothing is marked reviewed; the slice's provenance records
-"interactive" (``provenance.INTERACTIVE``) where the session follows provenance.
+background; a protected class is never changed (clicking one is refused). A click that
+changes nothing leaves no undo step and leaves the interaction as it was (its dot goes).
+The brush's intensity range does not apply (as for the class tools). Nothing is marked
+reviewed; the slice's provenance records "interactive" (``provenance.INTERACTIVE``) where
+the session follows provenance.
 
 The click model is the shipped ``resources/models/interactive.safetensors``, or the
 checkpoint named by the environment variable ``SEGVIEW_CLICK_MODEL`` (to try another
