@@ -51,8 +51,11 @@ class RegionShapeController(ShapeController):
             QToolTip.showText(QCursor.pos(), summary)
 
     def cancel(self) -> None:
+        """The shape goes (another tool, another image): its statistics go with it."""
         super().cancel()
         QToolTip.hideText()
+        self.result.clear()
+        self.result.setVisible(False)
 
     def shape_line(self) -> tuple[PlanePoint, list[Zyx]] | None:
         start, end = self.effect.start, self.effect.end

@@ -147,11 +147,13 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.overlays: dict[str, Overlay] = {}
         self.overlay_items: dict[str, pg.ImageItem] = {}
         self.opacity = 0.45
-        self.edge_items = {side: pg.TextItem(color=(255, 210, 0), anchor=anchor) for side, anchor in
+        # On a dark plate: read over bright anatomy too, when zoomed in.
+        plate = pg.mkBrush(0, 0, 0, 150)
+        self.edge_items = {side: pg.TextItem(color=(255, 210, 0), anchor=anchor, fill=plate) for side, anchor in
                            (("left", (0, 0.5)), ("right", (1, 0.5)), ("top", (0.5, 0)), ("bottom", (0.5, 1)))}
         for item in self.edge_items.values():
             item.setParentItem(self.box)
-        self.title = pg.TextItem(color=(200, 200, 200), anchor=(0, 0))
+        self.title = pg.TextItem(color=(200, 200, 200), anchor=(0, 0), fill=plate)
         self.title.setParentItem(self.box)
         self.box.sigResized.connect(self._place_edge_labels)
         # A zoom carried from another view (set_zoom) holds while the layout settles, until

@@ -58,5 +58,7 @@ def test_a_drag_shows_the_statistics_inside_the_shape_and_changes_nothing(qtbot,
     assert window.statusBar().currentMessage().startswith("ROI: drag to draw")
     assert drawn_points(window, view) == 0 and effect.statistics is None and not window.roi_controller.result.text()
     drag(view, [display_pixel(view, (z, 70, 80)), display_pixel(view, (z, 130, 150))], modifiers)
-    qtbot.keyClick(view, Qt.Key_N)  # another tool: it goes
+    assert window.roi_controller.result.text().startswith("ROI: ")
+    qtbot.keyClick(view, Qt.Key_N)  # another tool: it goes, and its statistics with it
     assert drawn_points(window, view) == 0 and effect.statistics is None
+    assert not window.roi_controller.result.text() and window.roi_controller.result.isHidden()
