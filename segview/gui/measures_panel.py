@@ -159,6 +159,10 @@ class MeasuresPanel(QWidget):
         table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         table.setSizeAdjustPolicy(QAbstractItemView.SizeAdjustPolicy.AdjustToContents)
         table.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        # At least its header and three rows of two lines (the slice above the volume) show:
+        # squeezed by the region statistics below, the boundary table showed one row.
+        line = table.fontMetrics().height()
+        table.setMinimumHeight(2 * line + 10 + 3 * (2 * line + 8))
         return table
 
     # -- what it shows, for scripts and tests -------------------------------------------
