@@ -188,8 +188,10 @@ class ToolPanel(QWidget):
         grid.addWidget(self.class_operation, 0, 0, 1, 2)
         grid.addWidget(self.amount, 1, 0)
         grid.addWidget(self.other_class, 1, 1)
-        grid.addWidget(preview, 2, 0)
-        grid.addWidget(apply, 2, 1)
+        buttons = QHBoxLayout()  # a row of their own: equal, whatever the row above holds
+        buttons.addWidget(preview)
+        buttons.addWidget(apply)
+        grid.addLayout(buttons, 2, 0, 1, 2)
         self._show_amount()
         return box
 

@@ -334,10 +334,14 @@ def test_a_journal_that_cannot_be_written_is_said_once_and_editing_goes_on(qtbot
 
 
 def test_the_slices_buttons_stay_where_they_are_whatever_class_tool_is_chosen(qtbot, demo):
+    """And Preview and Apply keep their sizes (they followed the width of the row above)."""
     button = panel_button(demo, "Fill between slices")
-    places = set()
+    preview, apply = panel_button(demo, "Preview"), panel_button(demo, "Apply")
+    places, sizes = set(), set()
     for key in CLASS_OPERATIONS:
         choose_class_tool(demo, key)
         QApplication.processEvents()
         places.add(button.mapTo(demo.tools, QPoint(0, 0)).y())
+        sizes.add((preview.width(), apply.width()))
     assert len(places) == 1, places
+    assert len(sizes) == 1, sizes
