@@ -112,8 +112,9 @@ class ClickController(QObject):
             except SegviewError as exc:
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
             else:
-                self.window.statusBar().showMessage(f"Click: {changed} voxels changed" if changed else
-                                                    f"Click: {session.interaction.unchanged_reason(job)}", 5000)
+                said = (f"{changed} voxel{'s' * (changed != 1)} changed" if changed else
+                        session.interaction.unchanged_reason(job))
+                self.window.statusBar().showMessage(f"Click: {said}", 5000)
         self.show_dots()
         self._next()
 
