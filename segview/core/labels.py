@@ -531,14 +531,17 @@ class LabelMap:
         return changed
 
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
-        """Where two models disagree: the connected region (4-connected, slice ``z``) of
-        pixels where ``source`` and ``other`` (z, y, x) differ that contains ``seed``
-        (y, x) takes ``source``'s labels. One undo step; None off a disagreement."""
+        """Where two models disagree: ``source``'s labelling of the region clicked. The
+        region is connected (4-connected, slice ``z``), contains ``seed`` (y, x), which must
+        lie where ``source`` and ``other`` (z, y, x) differ, and holds the pixels where they
+        differ or where the labels differ from ``source`` (where both models agree against
+        the labels): a blob of B around a dot of A, on empty labels, is taken whole, not as
+        a ring. One undo step; None off a disagreement."""
         differs = source[z] != other[z]
         y, x = (int(np.rint(c)) for c in seed)
         if not (0 <= y < differs.shape[0] and 0 <= x < differs.shape[1]) or not differs[y, x]:
             return None
-        components, _ = ndimage.label(differs)
+        components, _ = ndimage.label(differs | (self.array[z] != source[z]))
         mask = components == components[y, x]
         values = np.where(mask, source[z], self.array[z])
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])

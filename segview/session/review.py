@@ -651,6 +651,7 @@ class ReviewSession:
 
     def adopt(self, slot: str, z: int, seed) -> Edit | None:
         """Where A and B disagree: the connected region under ``seed`` (y, x) on slice ``z``
+        where they differ, or where the labels differ from model ``slot`` (``LabelMap.adopt``),
         takes model ``slot``'s labels. One undo step; None where they agree."""
         self._check_not_copying()
         other = "B" if slot == "A" else "A"

@@ -52,12 +52,29 @@ def test_slices_ranked_by_dispute_and_by_the_worse_model():
 def test_adopting_a_region_copies_one_models_labelling_of_it_as_one_step():
     labels, live = comparison()
     a, b = live.predictions["A"], live.predictions["B"]
-    labels.array[1] = 0  # the labels here are empty; B labelled the region A missed
-    assert labels.adopt(1, (4, 3), b, a) is not None
-    np.testing.assert_array_equal(labels.array[1], np.where(a[1] != b[1], b[1], 0))
+    labels.array[1] = 0  # the labels here are empty; B labelled the square, A half of it
+    assert labels.adopt(1, (4, 3), b, a) is not None  # clicked where A missed: B's square, whole
+    np.testing.assert_array_equal(labels.array[1], b[1])
     assert labels.adopt(1, (0, 0), b, a) is None  # A and B agree there: nothing to adopt
     labels.undo()
     assert labels.array[1].sum() == 0
+
+
+def test_adopting_a_blob_around_the_other_models_dot_takes_it_whole():
+    """B's blob around A's dot on empty labels: the dot, where both agree against the
+    labels, is part of B's region (it stayed background: a ring)."""
+    yy, xx = np.mgrid[:20, :20]
+    b = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 25).astype(np.uint8)[None]
+    a = ((yy - 10) ** 2 + (xx - 10) ** 2 <= 2).astype(np.uint8)[None]
+    labels = LabelMap(np.zeros((1, 20, 20), np.uint8), (1.0, 1.0, 1.0))
+    labels.array[0, 0, 0] = 1  # a label of the person's, elsewhere: it stays
+    assert labels.adopt(0, (10, 14), b, a) is not None
+    expected = b[0].copy()
+    expected[0, 0] = 1
+    np.testing.assert_array_equal(labels.array[0], expected)
+    labels.array[0] = a[0]  # labels equal to A: only where A and B differ changes, as before
+    labels.adopt(0, (10, 14), b, a)
+    np.testing.assert_array_equal(labels.array[0], b[0])
 
 
 def test_paired_difference_matches_scipy_and_counts_by_hand():
