@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QHBoxLayout,
-                               QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFrame,
+                               QHBoxLayout, QHeaderView, QLabel, QScrollArea, QSizePolicy, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.classes import MODEL_COLORS, LabelClass
 from ..core.labels import Edit, Mark
@@ -374,7 +375,13 @@ class MeasuresController(QObject):
         self.panel = MeasuresPanel()
         self.dock = QDockWidget("Boundary metrics and measures", window.window())
         self.dock.setObjectName("measures dock")
-        self.dock.setWidget(self.panel)
+        # Scrolled, not squeezed: its tables keep their rows, and the docks it shares the
+        # side with (the 3D view) never push the window past the screen.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.panel)
+        self.dock.setWidget(scroll)
         features = QDockWidget.DockWidgetFeature
         self.dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
         self._place_dock()

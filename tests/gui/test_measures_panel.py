@@ -67,7 +67,7 @@ def same(a, b) -> bool:
 
 def test_the_dock_is_tabbed_with_the_metrics_panel(window):
     dock = controller(window).dock
-    assert dock.widget() is controller(window).panel
+    assert dock.widget().widget() is controller(window).panel  # scrolled
     assert dock in window.tabifiedDockWidgets(window.metrics.parentWidget())
     panel = controller(window).panel
     assert panel.tolerance.value() == SURFACE_DICE_TOLERANCE_MM
