@@ -34,8 +34,8 @@ from .dialogs import choose_series
 from .effects import Effect, PlanePoint, ToolSettings, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
 from .metrics_panel import MetricsPanel
-from .settings import (dialog_folder, dialog_path, is_retrieved, pacs_labels_folder, pacs_labels_path, recent,
-                       remember_folder, remember_recent, set_pacs_labels_folder)
+from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pacs_labels_folder, pacs_labels_path,
+                       recent, remember_folder, remember_recent, set_pacs_labels_folder)
 from .tools import ToolPanel, preview_colours, preview_legend, preview_overlay
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
@@ -338,9 +338,10 @@ class MainWindow(QMainWindow):
             self.open_labels(path)
 
     def choose_model(self, slot: str) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", self.start_folder(),
+        start = last_folder("checkpoints") or self.start_folder()
+        path, _ = QFileDialog.getOpenFileName(self, f"Load checkpoint {slot}", str(start),
                                               "Checkpoints (*.safetensors *.onnx)")
-        remember_folder(path)
+        remember_folder(path, "checkpoints")
         if path:
             self.load_model(path, slot)
 

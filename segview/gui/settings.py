@@ -42,18 +42,23 @@ def remember_recent(path) -> None:
 
 # -- where file dialogs start -------------------------------------------------------------------
 
-def remember_folder(chosen) -> None:
+#: Checkpoints are remembered apart (``kind`` "checkpoints"): an image, labels or a report
+#: dialog opened in the models' folder (the program's own, for the shipped ones) after one.
+FOLDER_KEYS = {"data": "dialogs/last_folder", "checkpoints": "dialogs/last_checkpoint_folder"}
+
+
+def remember_folder(chosen, kind: str = "data") -> None:
     """A file dialog chose ``chosen`` (a file: its folder is kept; a folder: itself)."""
     if not chosen:
         return
     path = Path(chosen).absolute()
     folder = path if path.is_dir() else path.parent
-    settings().setValue("dialogs/last_folder", str(folder))
+    settings().setValue(FOLDER_KEYS[kind], str(folder))
 
 
-def last_folder() -> Path | None:
-    """The folder the last file dialog chose in, when it still exists."""
-    value = str(settings().value("dialogs/last_folder", "", str) or "")
+def last_folder(kind: str = "data") -> Path | None:
+    """The folder the last file dialog of ``kind`` chose in, when it still exists."""
+    value = str(settings().value(FOLDER_KEYS[kind], "", str) or "")
     folder = Path(value) if value else None
     return folder if folder is not None and folder.is_dir() else None
 

@@ -191,6 +191,30 @@ def test_dialogs_start_in_the_images_folder_then_in_the_last_folder_used(qtbot, 
     assert starts[2:] == [str(chosen.parent / "labels_seg.dcm"), str(chosen.parent)]  # ...where the next start
 
 
+def test_a_checkpoint_chosen_in_the_models_folder_moves_no_other_dialog_there(qtbot, window, tmp_path, monkeypatch):
+    """After Model > Load checkpoint in the program's own models folder, Export comparison
+    report opened there; checkpoints are remembered apart."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    save_volume(folder / "scan.nii.gz", tiny_case(0)[0])
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.open_image(folder / "scan.nii.gz")
+    models = tmp_path / "models"
+    models.mkdir()
+    starts = []
+
+    def dialog(parent, title, start, *rest):
+        starts.append(start)
+        return (str(models / "missing.safetensors"), "") if "checkpoint" in title else ("", "")
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    monkeypatch.setattr(window, "load_model", lambda *_: None)
+    window.choose_model("A")
+    window.choose_model("B")
+    window.choose_image()
+    assert starts == [str(folder), str(models), str(folder)]
+
+
 def test_a_pacs_studys_first_save_asks_for_a_folder_once_and_names_it_by_patient_and_study(qtbot, window, tmp_path,
                                                                                             monkeypatch):
     cache = tmp_path / "cache" / "segview" / "pacs"
