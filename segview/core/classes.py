@@ -28,6 +28,18 @@ DEFAULT_COLORS = ((128, 174, 128), (241, 214, 145), (177, 122, 101), (111, 184, 
 #: mistaken for a class.
 MODEL_COLORS = {"A": (255, 0, 255), "B": (0, 255, 255)}
 
+#: CIEDE2000 difference a person tells apart at a glance (2.3 is just noticeable): what
+#: "distinct" means for every colour segview chooses beside others.
+DISTINCT = 20.0
+
+
+def color_difference(first, second) -> float:
+    """CIEDE2000 difference of two (r, g, b) 0-255 colours (scikit-image)."""
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    first_lab, second_lab = (rgb2lab(np.array(c, float)[None, None] / 255)[0, 0] for c in (first, second))
+    return float(deltaE_ciede2000(first_lab, second_lab))
+
 
 def rgb(values) -> tuple[int, int, int]:
     """A colour given as three numbers (a list from JSON, say) as an (r, g, b) tuple of

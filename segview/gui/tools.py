@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, 
                                QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QToolButton, QVBoxLayout, QWidget)
 
-from ..core.classes import LabelClass
+from ..core.classes import DISTINCT, LabelClass, color_difference
 from ..core.labels import OverwritePolicy
 from ..session.errors import SessionError
 from ..session.review import ToolChange
@@ -39,42 +39,26 @@ CLASS_OPERATIONS = {
 }
 
 #: A class tool's preview: the voxels it would add to the class, and those it would take
-#: away, each in the first of its colours whose hue is far from every class's and model's
-#: (green added and red removed were the cardiac demo's myocardium and left ventricle).
+#: away, each in the first of its colours distinct from every class's and model's
+#: (``classes.DISTINCT``; green added and red removed were the cardiac demo's myocardium
+#: and left ventricle).
 PREVIEW_CANDIDATES = {"added": (("green", (0, 255, 0)), ("yellow", (255, 255, 0)), ("white", (255, 255, 255))),
                       "removed": (("red", (255, 0, 0)), ("violet", (150, 0, 255)), ("black", (0, 0, 0)))}
-MIN_HUE_DEGREES = 40
 
 
 def preview_colours(taken: Iterable[tuple[int, int, int]]) -> dict[str, tuple[str, tuple[int, int, int]]]:
-    """{"added" | "removed": (name, RGB)}: for each, the first candidate whose hue is at least
-    ``MIN_HUE_DEGREES`` from every saturated colour of ``taken`` (the classes', the models'),
-    else its last (white, black: no hue)."""
-    hues = [hue for hue in map(_hue, taken) if hue is not None]
+    """{"added" | "removed": (name, RGB)}: for each, the first candidate distinct from every
+    colour of ``taken`` (the classes', the models'), else its last."""
+    taken = list(taken)
     chosen = {}
     for word, candidates in PREVIEW_CANDIDATES.items():
-        chosen[word] = next((c for c in candidates[:-1] if all(_hue_apart(_hue(c[1]), h) for h in hues)),
-                            candidates[-1])
+        chosen[word] = next((c for c in candidates[:-1]
+                             if all(color_difference(c[1], other) >= DISTINCT for other in taken)), candidates[-1])
     return chosen
 
 
 def preview_legend(colours: dict[str, tuple[str, tuple[int, int, int]]]) -> str:
     return ", ".join(f"{word} in {name}" for word, (name, _) in colours.items())
-
-
-def _hue(rgb: tuple[int, int, int]) -> float | None:
-    """Degrees on the colour wheel; None for a grey (saturation under 0.3)."""
-    import colorsys
-
-    hue, saturation, value = colorsys.rgb_to_hsv(*(c / 255 for c in rgb))
-    return None if saturation < 0.3 or value < 0.2 else hue * 360
-
-
-def _hue_apart(first: float | None, second: float) -> bool:
-    if first is None:
-        return True
-    gap = abs(first - second) % 360
-    return min(gap, 360 - gap) >= MIN_HUE_DEGREES
 
 
 def preview_overlay(change: ToolChange, colours: dict[str, tuple[str, tuple[int, int, int]]]) -> Overlay:

@@ -3,15 +3,17 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from segview.core.classes import DEFAULT_COLORS, MODEL_COLORS
+from segview.core.classes import DEFAULT_COLORS, DISTINCT, MODEL_COLORS, color_difference
 from segview.core.phantoms import make_phantom
-
-#: CIEDE2000 difference a person tells apart at a glance (2.3 is just noticeable).
-DISTINCT = 20.0
 
 
 def lab(color) -> np.ndarray:
     return rgb2lab(np.array(color, float)[None, None] / 255)[0, 0]
+
+
+def test_color_difference_is_scikit_images_ciede2000():
+    for first, second in (((255, 0, 0), (240, 80, 70)), ((0, 255, 0), (80, 200, 120)), ((0, 0, 0), (255, 255, 255))):
+        assert color_difference(first, second) == pytest.approx(float(deltaE_ciede2000(lab(first), lab(second))))
 
 
 def palettes() -> dict[str, list]:

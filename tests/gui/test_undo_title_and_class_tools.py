@@ -92,7 +92,7 @@ def test_the_other_class_picked_stays_and_a_loaded_model_becomes_the_default(qtb
 
 # -- 3: the preview's colours --------------------------------------------------------------
 def test_a_preview_shows_what_it_adds_and_removes_in_colours_no_class_or_model_has(qtbot, demo):
-    """Green and red, unless a class is near them in hue: the demo's myocardium is green and
+    """Green and red, unless a class looks like them: the demo's myocardium is green and
     its left ventricle red, so there the preview adds in yellow and removes in black."""
     window, labels, view = demo, demo.session.labels, axial(demo)
     choose(window.tools, MYOCARDIUM, "median")
@@ -150,7 +150,7 @@ def test_opening_a_label_file_on_a_fresh_image_leaves_the_title_unstarred(qtbot,
 
 
 @pytest.mark.parametrize("classes, added, removed", [
-    ([(255, 170, 0)], "green", "red"),                        # the lung's infection (orange): 40 degrees from red
+    ([(255, 170, 0)], "green", "red"),                        # the lung's infection: orange, not red
     ([(80, 200, 120), (240, 80, 70)], "yellow", "black"),     # the cardiac myocardium and left ventricle
     ([(255, 255, 0), (0, 255, 0), (255, 0, 0)], "white", "black"),
 ])
