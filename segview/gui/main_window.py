@@ -65,6 +65,7 @@ class MainWindow(QMainWindow):
     session_changed = Signal()         # the session's models or classes changed (panels rebuild)
     predictions_changed = Signal()     # streamed prediction slices were stored and drawn
     prediction_copied = Signal(int)    # a whole-volume copy ended: voxels changed, -1 when nothing was applied
+    review_changed = Signal()          # a slice was marked reviewed or no longer (also by undo)
 
     def __init__(self):
         super().__init__()
@@ -926,6 +927,7 @@ class MainWindow(QMainWindow):
 
     def _mark_changed(self, mark: Mark) -> None:
         self._show_slice_number(*self.workspace.shown())
+        self.review_changed.emit()
         if self.comparing:
             self.workspace.refresh([mark.z], names=())
         self._show_modified()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -283,6 +284,7 @@ class WorklistController(QObject):
         panel.report.cancel_clicked.connect(self._cancel_report)
         window.model_loaded.connect(self._model_loaded)
         window.saved.connect(self._saved)
+        window.review_changed.connect(self._review_changed)
         window.installEventFilter(self)
 
     @property
@@ -425,9 +427,19 @@ class WorklistController(QObject):
         self._prefetch_next()  # the next case may be another now
 
     def _refresh_row(self, name: str) -> None:
-        if self.worklist is not None:
-            self.panel.update_case(self.worklist.case(name))
-            self.panel.title.setText(self._title())
+        """The case's row as saved; the open case's review count as it is now (not saved yet)."""
+        if self.worklist is None:
+            return
+        case, session = self.worklist.case(name), self._current()
+        if session is not None and session.case is case:
+            case = replace(case, reviewed_count=int(session.reviewed.sum()), slices=len(session.reviewed))
+        self.panel.update_case(case)
+        self.panel.title.setText(self._title())
+
+    def _review_changed(self) -> None:
+        name = self._current_name()
+        if name is not None:
+            self._refresh_row(name)
 
     # -- models -----------------------------------------------------------------------------
     def set_checkpoints(self, checkpoints: dict) -> None:
