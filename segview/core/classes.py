@@ -41,6 +41,14 @@ def color_difference(first, second) -> float:
     return float(deltaE_ciede2000(first_lab, second_lab))
 
 
+def first_distinct(candidates, taken):
+    """The first (name, (r, g, b)) of ``candidates`` distinct (``DISTINCT``) from every colour
+    of ``taken``; the last candidate where none is."""
+    taken = list(taken)
+    return next((c for c in candidates[:-1] if all(color_difference(c[1], other) >= DISTINCT for other in taken)),
+                candidates[-1])
+
+
 def rgb(values) -> tuple[int, int, int]:
     """A colour given as three numbers (a list from JSON, say) as an (r, g, b) tuple of
     ints; ValueError unless there are exactly three."""

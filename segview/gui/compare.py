@@ -8,10 +8,20 @@ import numpy as np
 from PySide6.QtCore import QSignalBlocker, Signal
 from PySide6.QtWidgets import QGridLayout, QLabel, QSizePolicy, QWidget
 
-from ..core.classes import LabelClass, merged_classes
+from ..core.classes import MODEL_COLORS, LabelClass, first_distinct, merged_classes
 from ..core.compare import CATEGORY_COLORS, CATEGORY_NAMES, disagreement
 from ..core.volume import Volume
-from .slice_view import Overlay, SliceView, label_lookup_table
+from .slice_view import Overlay, SliceView, label_lookup_table, single_color_lookup_table
+
+#: The labels' outline over a model's filled prediction: one colour apart from every class
+#: colour (an outline in the class's own colour vanished along the fill of that class, a
+#: tester saw on the lung task), the first of these distinct from them and the models'.
+OUTLINE_CANDIDATES = (("white", (255, 255, 255)), ("yellow", (255, 255, 0)), ("black", (0, 0, 0)))
+
+
+def labels_outline_colour(classes: list[LabelClass]) -> tuple[str, tuple[int, int, int]]:
+    """(name, RGB) of the labels' outline in the compare panes, over ``classes``' fills."""
+    return first_distinct(OUTLINE_CANDIDATES, [*(c.color for c in classes if c.value), *MODEL_COLORS.values()])
 
 PANES = ("A", "B", "disagreement")
 
@@ -90,9 +100,12 @@ class CompareView(QWidget):
     def set_model_overlays(self, labels_overlay: Overlay | None, models: dict, reviewed: np.ndarray,
                            classes: list[LabelClass] | None = None) -> None:
         """``models``: slot -> session Model; ``reviewed`` (Z,) the session's review marks;
-        ``classes`` the labels' classes, whose colours a model's class of the same value takes."""
-        """Each pane: its model's prediction filled, the labels as an outline on top; the
-        disagreement pane: the categories of ``core.compare.disagreement``."""
+        ``classes`` the labels' classes, whose colours a model's class of the same value takes.
+        Each pane: its model's prediction filled, the labels as an outline on top in one
+        colour (``labels_outline_colour``); the disagreement pane: the categories of
+        ``core.compare.disagreement``."""
+        filled = merged_classes(classes or [], *(m.classes for m in models.values()))
+        outline = single_color_lookup_table(filled, labels_outline_colour(filled)[1])
         for key in ("A", "B"):
             pane = self.panes[key]
             for name in list(pane.overlays):
@@ -103,7 +116,7 @@ class CompareView(QWidget):
                                                                                              model.classes))))
             if labels_overlay is not None:  # as an outline, shown when the labels are
                 pane.set_overlay("labels", Overlay(labels_overlay.labels, labels_overlay.lookup_table,
-                                                   labels_overlay.visible, True))
+                                                   labels_overlay.visible, True, outline))
             self.headers[key].setText(f"<b>{key}</b> " + (models[key].describe(data=True) if key in models
                                                           else "(no model)"))
         pane = self.panes["disagreement"]

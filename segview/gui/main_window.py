@@ -30,6 +30,7 @@ from ..session.interaction import ClickJob
 from ..session.review import COPY_PIECE_S, CopyJob, CopyWrite, ToolJob
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
+from .compare import labels_outline_colour
 from .dialogs import choose_series
 from .effects import Effect, PlanePoint, ToolSettings, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
@@ -595,10 +596,12 @@ class MainWindow(QMainWindow):
             return ""
         # One entry per class value, as the overlays draw it: the case's own classes, then
         # a checkpoint's classes the case does not name.
-        items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}"
-                 for c in merged_classes(session.classes, *(m.classes for m in session.models.values())) if c.value]
+        classes = merged_classes(session.classes, *(m.classes for m in session.models.values()))
+        items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}" for c in classes if c.value]
         if self.workspace.mode == "compare":
-            return "  ".join(items + ["&nbsp; each pane: its model filled, the labels outlined"])
+            name, colour = labels_outline_colour(classes)
+            return "  ".join(items + [f"&nbsp; each pane: its model filled, the labels outlined in "
+                                      f"<span style='color: rgb{colour}'>{name}</span>"])
         for slot in session.models:
             if self.overlay_actions[slot][1].isChecked():  # "Model A as outline"
                 items.append(f"<span style='color: rgb{MODEL_COLORS[slot]}'>&#9633;</span> model {slot} outline")

@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, 
                                QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QToolButton, QVBoxLayout, QWidget)
 
-from ..core.classes import DISTINCT, LabelClass, color_difference
+from ..core.classes import LabelClass, first_distinct
 from ..core.labels import OverwritePolicy
 from ..session.errors import SessionError
 from ..session.review import ToolChange
@@ -50,11 +50,7 @@ def preview_colours(taken: Iterable[tuple[int, int, int]]) -> dict[str, tuple[st
     """{"added" | "removed": (name, RGB)}: for each, the first candidate distinct from every
     colour of ``taken`` (the classes', the models'), else its last."""
     taken = list(taken)
-    chosen = {}
-    for word, candidates in PREVIEW_CANDIDATES.items():
-        chosen[word] = next((c for c in candidates[:-1]
-                             if all(color_difference(c[1], other) >= DISTINCT for other in taken)), candidates[-1])
-    return chosen
+    return {word: first_distinct(candidates, taken) for word, candidates in PREVIEW_CANDIDATES.items()}
 
 
 def preview_legend(colours: dict[str, tuple[str, tuple[int, int, int]]]) -> str:

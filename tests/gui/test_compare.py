@@ -159,3 +159,22 @@ def test_the_ranking_choice_reorders_the_slices(qtbot, comparing):
     dice = np.fmin(session.live.dice_along_slices("A"), session.live.dice_along_slices("B"))
     shown = [z for z in worst if not np.isnan(dice[z])]
     assert shown == sorted(shown, key=lambda z: dice[z])
+
+
+def test_the_labels_outline_is_one_colour_apart_from_every_fill(qtbot, window):
+    """On the lung demo the labels' outline was the orange of the infection the model filled,
+    and vanished along it (a tester saw): it is drawn in a colour apart from every class."""
+    from segview.core.classes import DISTINCT, LabelClass, color_difference
+    from segview.gui.compare import labels_outline_colour
+
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("lung")
+    qtbot.keyClick(window, Qt.Key_K)
+    orange = window.session.classes[1].color
+    for key in "AB":
+        labels = window.workspace.compare.panes[key].overlays["labels"]
+        assert labels.outline and tuple(labels.outline_table[1][:3]) == (255, 255, 255)
+        assert color_difference(orange, (255, 255, 255)) >= DISTINCT
+    assert "the labels outlined in <span style='color: rgb(255, 255, 255)'>white</span>" in window.legend.text()
+    white = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "snow", (250, 250, 250))]
+    assert labels_outline_colour(white) == ("yellow", (255, 255, 0))
