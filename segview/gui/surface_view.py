@@ -11,6 +11,7 @@ display) the dock says so and the 2D views work as before.
 """
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -58,6 +59,15 @@ def opengl_problem() -> str | None:
     return f"no OpenGL context can be made on this display (Qt platform {QGuiApplication.platformName()!r})"
 
 
+def fitting_distance(radius: float, fov_degrees: float, width: int, height: int) -> float:
+    """How far a camera must be for a sphere of ``radius`` to fill no more than a view of
+    ``width`` x ``height`` pixels: pyqtgraph's ``fov`` is the horizontal field of view, the
+    vertical one is narrower in a wide view (and the other way round)."""
+    horizontal = math.tan(math.radians(fov_degrees) / 2)
+    narrowest = min(horizontal, horizontal * max(height, 1) / max(width, 1))
+    return radius / math.sin(math.atan(narrowest))
+
+
 class SurfaceView(QWidget):
     """The dock's widget: the sources to show, and the OpenGL view (made when first shown)
     or the reason there is none."""
@@ -88,7 +98,7 @@ class SurfaceView(QWidget):
         self.gl = None  # pyqtgraph.opengl.GLViewWidget once OpenGL is known to work
         self.problem: str | None = None
         self.meshes: dict[tuple[str, int], Any] = {}  # (source, class value) -> GLMeshItem
-        self._camera: tuple[np.ndarray, float] | None = None  # centre (LPS mm), distance
+        self._box: tuple[np.ndarray, np.ndarray] | None = None  # what the camera aims at (LPS mm)
 
     def ensure_gl(self) -> bool:
         """Make the OpenGL view on first use; False (and the reason shown) when it cannot be."""
@@ -107,23 +117,27 @@ class SurfaceView(QWidget):
         self.gl.setMinimumSize(200, 200)
         self.layout_.addWidget(self.gl, 1)
         self.reset_button.clicked.connect(self.reset_camera)
-        if self._camera is not None:
+        if self._box is not None:
             self.reset_camera()
         return True
 
     def aim(self, low: np.ndarray, high: np.ndarray) -> None:
         """Aim the camera at the middle of the LPS box ``low`` .. ``high`` (mm), from the
-        front, the whole box in view (60 degrees of field of view)."""
-        self._camera = ((low + high) / 2, 1.6 * float(np.max(high - low)) + 1.0)
+        front, the whole box in view (``reset_camera``)."""
+        self._box = (np.asarray(low, float), np.asarray(high, float))
         self.reset_camera()
 
     def reset_camera(self) -> None:
-        if self.gl is None or self._camera is None:
+        """The camera aimed at the box, from the front, at the distance where the whole box
+        fits the view as it is shaped now (Reset view in a short panel cut off the top)."""
+        if self.gl is None or self._box is None:
             return
-        centre, distance = self._camera
+        low, high = self._box
+        radius = 0.5 * float(np.linalg.norm(high - low)) + 1.0
+        distance = fitting_distance(radius, self.gl.opts["fov"], self.gl.width(), self.gl.height())
         # Azimuth -90: the camera on the anterior side (-y in LPS), superior (+z) up.
-        self.gl.setCameraPosition(pos=QVector3D(*(float(c) for c in centre)), distance=distance, elevation=15,
-                                  azimuth=-90)
+        self.gl.setCameraPosition(pos=QVector3D(*(float(c) for c in (low + high) / 2)), distance=distance,
+                                  elevation=15, azimuth=-90)
 
     def show_surface(self, source: str, surface: Surface, color: tuple[int, int, int], alpha: float) -> None:
         """Draw (or replace, or remove when empty) the surface of ``source``'s class."""

@@ -111,3 +111,19 @@ def _drawn_pixels(gl_view) -> int:
     pixels = np.array([[image.pixelColor(x, y).value() for x in range(0, image.width(), 4)]
                        for y in range(0, image.height(), 4)])
     return int((pixels > 10).sum())
+
+
+def test_reset_view_fits_the_surfaces_in_a_short_or_a_tall_panel():
+    """A short, wide 3D panel cut off the top of the surfaces: pyqtgraph's field of view is
+    the horizontal one, so the distance follows the narrower of the two directions."""
+    import math
+
+    from segview.gui.surface_view import fitting_distance
+
+    for width, height in ((400, 100), (100, 400), (300, 300)):
+        distance = fitting_distance(10.0, 60, width, height)
+        seen = math.tan(math.asin(10.0 / distance))  # the sphere's half extent on a plane 1 away
+        horizontal = math.tan(math.radians(30))
+        vertical = horizontal * height / width
+        assert seen == pytest.approx(min(horizontal, vertical)) and seen <= max(horizontal, vertical)
+    assert fitting_distance(10.0, 60, 400, 100) > 3 * fitting_distance(10.0, 60, 100, 400)
