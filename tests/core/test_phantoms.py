@@ -62,3 +62,22 @@ def test_lung_phantoms_include_small_lesions():
         components = GetArrayFromImage(ConnectedComponent(GetImageFromArray(labels)))
         sizes += list(np.bincount(components.ravel())[1:])
     assert min(sizes) < 300 and max(sizes) > 3000
+
+
+def test_lung_phantom_edge_draws_the_same_lesions_tighter_or_wider():
+    """A reader who puts a lesion's edge at 60 % or 40 % of its contrast: the same image,
+    labels nested around the 50 % label, none outside the lung's lesions."""
+    label = lung_phantom(3)
+    tight, wide = lung_phantom(3, 0.6), lung_phantom(3, 0.4)
+    assert np.array_equal(tight.volume.array, label.volume.array)
+    assert np.array_equal(lung_phantom(3, 0.5).labels, label.labels)
+    assert not np.any((tight.labels == 1) & (label.labels == 0))
+    assert not np.any((label.labels == 1) & (wide.labels == 0))
+    assert (tight.labels == 1).sum() < (label.labels == 1).sum() < (wide.labels == 1).sum()
+    # Wider only by the lesions' soft edges: the extra voxels are brighter than the lung around.
+    extra = (wide.labels == 1) & (label.labels == 0)
+    lung = (label.labels == 0) & (label.volume.array < -700) & (label.volume.array > -950)
+    assert np.median(label.volume.array[extra]) > np.median(label.volume.array[lung])
+    for edge in (0, 1, -0.5):
+        with pytest.raises(ValueError, match="edge"):
+            lung_phantom(0, edge)

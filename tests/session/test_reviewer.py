@@ -396,3 +396,24 @@ def test_the_summary_at_the_edges_no_object_and_one_already_good():
     one = summarize([Trace("case", 0, 1, "empty", [0.95])])  # already above the goal: no click
     assert one["objects"] == 1 and one["noc"][0.90] == 0 and one["never"] == 0 and one["dice_after"][5] == 0.95
     assert math.isnan(one["lowering"]) and one["clicks"] == 0  # no click, so no share of clicks
+
+
+def test_bench_clicks_readers_compare_the_label_with_tighter_and_wider_ones():
+    """The lung labels' own precision, per reviewed object: Dice between the label and the
+    same lesions drawn at 40 % / 60 % of their contrast, counted by hand."""
+    from segview.bench import clicks
+    from segview.core.phantoms import lung_phantom
+
+    label = lung_phantom(3).labels
+    z = int(np.argmax((label == 1).sum(axis=(1, 2))))
+    trace = Trace("lung_3", z, 1, "lung_ce", [0.5, 0.9])
+    readers = clicks._readers({("lung", "lung_ce"): {"model": [trace]}, ("cardiac", "empty"): {"model": [trace]}})
+    assert list(readers) == ["lung_ce"]
+    for edge, dice in readers["lung_ce"].items():
+        other = lung_phantom(3, edge).labels[z] == 1
+        truth = label[z] == 1
+        expected = 2 * (other & truth).sum() / (other.sum() + truth.sum())
+        assert dice.shape == (1,) and dice[0] == pytest.approx(expected) and 0.5 < dice[0] < 1
+    lines: list[str] = []
+    clicks._print_readers(readers, lines.append)
+    assert "40 % / 60 %" in lines[1] and lines[2].split()[:2] == ["lung", "lung_ce"]
