@@ -80,7 +80,7 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
         figures: dict = {key: {m: summarize(t) for m, t in by_method.items()} for key, by_method in traces.items()}
         _print_tables(figures, echo)
         readers = _readers(traces)
-        _print_readers(readers, echo)
+        _print_readers(readers, traces, echo)
         targets = _targets(traces)
         latency = _latency(path, model)
         passed = _print_targets(targets, latency, echo)
@@ -138,16 +138,22 @@ def _readers(traces: dict) -> dict[str, dict[float, np.ndarray]]:
     return out
 
 
-def _print_readers(readers: dict, echo) -> None:
+def _print_readers(readers: dict, traces: dict, echo) -> None:
+    """Per lung start: the readers' mean Dice to the label and share below 0.90, and the click
+    model's NoC@90 on the objects where both readers reach 0.90 and on the others."""
     if not readers:
         return
     echo("")
     echo("  the lung labels' own precision: the same lesions drawn at "
          + " / ".join(f"{edge * 100:.0f} %" for edge in READER_EDGES) + " of their contrast (the label: 50 %), on the "
-         "objects reviewed; mean Dice to the label and the share below 0.90")
+         "objects reviewed: mean Dice to the label (share below 0.90); the model's NoC@90 where both readers reach "
+         "0.90 and where not (objects)")
     for start, by_edge in readers.items():
         cells = [f"{d.mean():.3f} ({np.mean(d < GOAL) * 100:.0f} %)" if d.size else "-" for d in by_edge.values()]
-        echo(f"  lung     {start:17s} " + " / ".join(cells))
+        agreed = np.all([d >= GOAL for d in by_edge.values()], axis=0)
+        noc = np.array([t.noc(GOAL) for t in traces["lung", start]["model"]], float)
+        split = [f"{noc[part].mean():.2f} ({int(part.sum())})" if part.any() else "- (0)" for part in (agreed, ~agreed)]
+        echo(f"  lung     {start:17s} " + " / ".join(cells) + "; NoC@90 " + " / ".join(split))
 
 
 def _print_tables(figures: dict, echo) -> None:

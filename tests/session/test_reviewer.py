@@ -415,5 +415,7 @@ def test_bench_clicks_readers_compare_the_label_with_tighter_and_wider_ones():
         expected = 2 * (other & truth).sum() / (other.sum() + truth.sum())
         assert dice.shape == (1,) and dice[0] == pytest.approx(expected) and 0.5 < dice[0] < 1
     lines: list[str] = []
-    clicks._print_readers(readers, lines.append)
+    clicks._print_readers(readers, {("lung", "lung_ce"): {"model": [trace]}}, lines.append)
     assert "40 % / 60 %" in lines[1] and lines[2].split()[:2] == ["lung", "lung_ce"]
+    agreed = all(d[0] >= 0.9 for d in readers["lung_ce"].values())
+    assert lines[2].endswith("NoC@90 1.00 (1) / - (0)" if agreed else "NoC@90 - (0) / 1.00 (1)")
