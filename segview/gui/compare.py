@@ -16,7 +16,9 @@ from .slice_view import Overlay, SliceView, label_lookup_table, single_color_loo
 #: The labels' outline over a model's filled prediction: one colour apart from every class
 #: colour (an outline in the class's own colour vanished along the fill of that class, a
 #: tester saw on the lung task), the first of these distinct from them and the models'.
-OUTLINE_CANDIDATES = (("white", (255, 255, 255)), ("yellow", (255, 255, 0)), ("black", (0, 0, 0)))
+#: Yellow first: it is apart from every grey of the image too (CIEDE2000 >= 30; white
+#: vanished along the chest wall in a lung window).
+OUTLINE_CANDIDATES = (("yellow", (255, 255, 0)), ("white", (255, 255, 255)), ("black", (0, 0, 0)))
 
 
 def labels_outline_colour(classes: list[LabelClass]) -> tuple[str, tuple[int, int, int]]:

@@ -600,8 +600,8 @@ class MainWindow(QMainWindow):
         items = [f"<span style='color: rgb{tuple(c.color)}'>&#9632;</span> {c.name}" for c in classes if c.value]
         if self.workspace.mode == "compare":
             name, colour = labels_outline_colour(classes)
-            return "  ".join(items + [f"&nbsp; each pane: its model filled, the labels outlined in "
-                                      f"<span style='color: rgb{colour}'>{name}</span>"])
+            return "  ".join(items + [f"&nbsp; each pane: its model filled, the labels outlined in {name} "
+                                      f"(<span style='color: rgb{colour}'>&#9633;</span>)"])
         for slot in session.models:
             if self.overlay_actions[slot][1].isChecked():  # "Model A as outline"
                 items.append(f"<span style='color: rgb{MODEL_COLORS[slot]}'>&#9633;</span> model {slot} outline")

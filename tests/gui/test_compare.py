@@ -173,8 +173,9 @@ def test_the_labels_outline_is_one_colour_apart_from_every_fill(qtbot, window):
     orange = window.session.classes[1].color
     for key in "AB":
         labels = window.workspace.compare.panes[key].overlays["labels"]
-        assert labels.outline and tuple(labels.outline_table[1][:3]) == (255, 255, 255)
-        assert color_difference(orange, (255, 255, 255)) >= DISTINCT
-    assert "the labels outlined in <span style='color: rgb(255, 255, 255)'>white</span>" in window.legend.text()
-    white = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "snow", (250, 250, 250))]
-    assert labels_outline_colour(white) == ("yellow", (255, 255, 0))
+        assert labels.outline and tuple(labels.outline_table[1][:3]) == (255, 255, 0)
+        assert color_difference(orange, (255, 255, 0)) >= DISTINCT
+        assert all(color_difference((g, g, g), (255, 255, 0)) >= DISTINCT for g in range(0, 256, 15))
+    assert "the labels outlined in yellow (<span style='color: rgb(255, 255, 0)'>" in window.legend.text()
+    lemon = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "lemon", (250, 240, 20))]
+    assert labels_outline_colour(lemon) == ("white", (255, 255, 255))
