@@ -15,7 +15,8 @@ edge)``; the label is drawn at 50 %) agree with the label at this Dice, a refere
 far below Dice 0.90 two careful readers already are on small, faint lesions.
 
 Printed side by side per task and start, then the issue's targets (objects of a task pooled
-over the two models' predictions, and from empty): mean NoC@90 <= 3 from a prediction, <= 4
+over the two models' predictions, and from empty; each NoC@90 with its 95 % bootstrap
+interval over the cases, ``session.reviewer.noc_interval``): mean NoC@90 <= 3 from a prediction, <= 4
 from empty; at most 5 % never reach 0.90; at least 3x fewer actions to 0.90 than the brush
 and fewer than random_walker; at most 5 % of clicks lower the Dice; and the latency per
 click: p95 <= 60 ms on 2 CPU threads for a 512 x 512 slice (the lung phantom, 256 x 256,
@@ -34,13 +35,14 @@ import numpy as np
 from ..core.errors import SegviewError
 from ..core.phantoms import EDGE, lung_phantom, make_phantom
 from ..resources import CLICK_MODEL, MODELS
-from ..session.reviewer import (GOAL, MAX_CLICKS, Trace, brush_corrector, click_corrector, object_dice,
-                                random_walker_corrector, review_case, summarize)
+from ..session.reviewer import (GOAL, MAX_CLICKS, Trace, brush_corrector, click_corrector, noc_interval,
+                                object_dice, random_walker_corrector, review_case, summarize)
 
 FIRST_SEED = 4000       # never trained on
-#: Per task, about 4 minutes on 2 cores. Three were too few to judge a target by: the lung's
-#: NoC@90 from a prediction was 6.5 on seeds 4000-4002 and 3.8 on 5000-5003, same model.
-CASES = 6
+#: Per task, about 8 minutes on 2 cores. Fewer were too few to judge a target by: the lung's
+#: NoC@90 from a prediction was 6.5 on seeds 4000-4002 and 3.8 on 5000-5003, and 5.0 on
+#: 4000-4005 (95 % interval over the cases 3.2-6.5) and 3.8 on 5000-5005, the same model.
+CASES = 12
 TASKS = ("cardiac", "lung")
 LOSSES = ("ce", "ce_dice")
 THREADS = 2
@@ -81,13 +83,14 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
         _print_tables(figures, echo)
         readers = _readers(traces)
         _print_readers(readers, traces, echo)
-        targets = _targets(traces)
+        targets, intervals = _targets(traces), _intervals(traces)
         latency = _latency(path, model)
-        passed = _print_targets(targets, latency, echo)
+        passed = _print_targets(targets, latency, echo, intervals)
         echo(f"  reviewed in {time.perf_counter() - started:.0f} s")
     finally:
         torch.set_num_threads(threads)
-    return {"figures": figures, "readers": readers, "targets": targets, "latency": latency, "passed": passed}
+    return {"figures": figures, "readers": readers, "targets": targets, "intervals": intervals, "latency": latency,
+            "passed": passed}
 
 
 def _review_all(model, cases: int) -> dict[tuple[str, str], dict[str, list[Trace]]]:
@@ -179,14 +182,31 @@ def _print_tables(figures: dict, echo) -> None:
              f"{_ratio(b['noc'][0.90], m['noc'][0.90]):>11s} {_ratio(r['noc'][0.90], m['noc'][0.90]):>12s}")
 
 
+def _pooled(traces: dict, task: str, kind: str) -> dict[str, list[Trace]]:
+    """Method -> the traces of ``task`` from a prediction (both models') or from empty."""
+    return {m: [t for (tk, start), by in traces.items() if tk == task and (start == "empty") == (kind == "empty")
+                for t in by[m]] for m in METHODS}
+
+
+def _intervals(traces: dict) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """Per task and kind of start: the click model's NoC@90 interval (``noc_interval``, over
+    cases) and the number of cases."""
+    out = {}
+    for task in TASKS:
+        for kind in ("prediction", "empty"):
+            model = _pooled(traces, task, kind)["model"]
+            if model:
+                out[task, kind] = (*noc_interval(model), len({t.case for t in model}))
+    return out
+
+
 def _targets(traces: dict) -> dict[tuple[str, str], dict[str, tuple[float, bool]]]:
     """Per task and kind of start ("prediction": both models' pooled; "empty"): each target's
     value and whether it is met."""
     out = {}
     for task in TASKS:
         for kind in ("prediction", "empty"):
-            pooled = {m: [t for (tk, start), by in traces.items() if tk == task
-                          and (start == "empty") == (kind == "empty") for t in by[m]] for m in METHODS}
+            pooled = _pooled(traces, task, kind)
             if not pooled["model"]:
                 continue
             model, brush, walker = (summarize(pooled[m]) for m in METHODS)
@@ -236,7 +256,7 @@ def _centre_click(mask: np.ndarray):
     return click
 
 
-def _print_targets(targets: dict, latency: dict, echo) -> bool:
+def _print_targets(targets: dict, latency: dict, echo, intervals: dict | None = None) -> bool:
     echo("")
     echo("  targets (issue 20; a task's objects pooled over both models' predictions, and from empty):")
     passed = True
@@ -249,6 +269,9 @@ def _print_targets(targets: dict, latency: dict, echo) -> bool:
             limit = limits.get(name, f"<= {TARGET_NOC[kind]:g}")
             shown = (f"{value:.1%}" if name in ("never", "lowering") else
                      f"{value:.2f}x" if "/" in name else f"{value:.2f}")
+            if name == "NoC@90" and intervals and (task, kind) in intervals:
+                low, high, cases = intervals[task, kind]
+                shown += f" [95 % CI {low:.2f}-{high:.2f} over {cases} cases]"
             cells.append(f"{name} {shown} ({limit}) {'PASS' if ok else 'FAIL'}")
         echo(f"  {task} from {'a prediction' if kind == 'prediction' else 'empty'}: " + "; ".join(cells))
     for device, (p50, p95) in latency.items():

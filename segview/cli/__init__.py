@@ -139,7 +139,7 @@ def _tool_parser() -> argparse.ArgumentParser:
         if name == "gui":
             timed.add_argument("--compare", action="store_true", help="scroll in compare mode (two panes)")
         if name == "clicks":
-            timed.add_argument("--cases", type=int, help="phantom cases per task (default 6)")
+            timed.add_argument("--cases", type=int, help="phantom cases per task (default 12)")
             timed.add_argument("--click-model", type=Path, metavar="CKPT",
                                help="the interactive checkpoint (default: the shipped interactive.safetensors)")
         timed.set_defaults(run=_run_bench_timed)

@@ -45,12 +45,14 @@ Correctors compared on the same objects with the same click rule, each on its ow
 """
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.compare import CONFIDENCE, RESAMPLES, SEED
 from ..core.labels import LabelMap
 from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
 
@@ -235,6 +237,27 @@ def summarize(traces: list[Trace], goal: float = GOAL) -> dict:
             "lowering": sum(t.lowering for t in traces) / clicks if clicks else nan,
             "p50": float(np.percentile(seconds, 50)) if seconds.size else nan,
             "p95": float(np.percentile(seconds, 95)) if seconds.size else nan}
+
+
+def noc_interval(traces: list[Trace], goal: float = GOAL, resamples: int = RESAMPLES, seed: int = SEED,
+                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean NoC@``goal`` over ``traces``, resampling
+    whole cases (the objects of one image are not independent of each other): each resample
+    draws as many cases as there are, with replacement, and takes the mean over all their
+    objects (``core.compare``'s resamples, seed and confidence). (NaN, NaN) for none."""
+    cases = sorted({t.case for t in traces})
+    if not cases:
+        return math.nan, math.nan
+    index = {case: n for n, case in enumerate(cases)}
+    sums, counts = np.zeros(len(cases)), np.zeros(len(cases))
+    for t in traces:
+        sums[index[t.case]] += t.noc(goal)
+        counts[index[t.case]] += 1
+    picks = np.random.default_rng(seed).integers(0, len(cases), (resamples, len(cases)))
+    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)   # every case has an object
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass

@@ -365,6 +365,7 @@ def test_bench_clicks_prints_the_tables_and_the_targets(tmp_path, monkeypatch, c
     out = "\n".join(lines)
     assert "NoC@85" in out and "brush/model" in out and "every target:" in out
     assert "cardiac from a prediction:" in out and "cardiac from empty:" in out
+    assert "over 2 cases]" in out and set(figures["intervals"]) == {("cardiac", "prediction"), ("cardiac", "empty")}
     assert "latency per click, 512 x 512 slice, cpu (2 threads)" in out
     predictor = Predictor.from_checkpoint(models / "cardiac_ce.safetensors", "cpu")
     expected = {"cardiac_ce": 0, "empty": 0}
@@ -419,3 +420,17 @@ def test_bench_clicks_readers_compare_the_label_with_tighter_and_wider_ones():
     assert "40 % / 60 %" in lines[1] and lines[2].split()[:2] == ["lung", "lung_ce"]
     agreed = all(d[0] >= 0.9 for d in readers["lung_ce"].values())
     assert lines[2].endswith("NoC@90 1.00 (1) / - (0)" if agreed else "NoC@90 - (0) / 1.00 (1)")
+
+
+def test_noc_interval_resamples_whole_cases():
+    """The objects of one case go together: with two cases, a quarter of the resamples hold
+    only the one and a quarter only the other, so the 95 % interval runs from one case's mean
+    NoC to the other's; the mean over the objects is not the mean of the case means."""
+    from segview.session.reviewer import noc_interval
+
+    easy = [Trace("a", z, 1, "p", [0.5, 0.95]) for z in range(3)]                 # NoC 1 each
+    hard = [Trace("b", 0, 1, "p", [0.5, 0.6, 0.7, 0.95]), Trace("b", 1, 1, "p", [0.5] * 21)]  # 3 and 20
+    low, high = noc_interval(easy + hard)
+    assert low == pytest.approx(1.0) and high == pytest.approx(11.5)
+    assert noc_interval(easy) == (1.0, 1.0)
+    assert all(np.isnan(noc_interval([])))
