@@ -393,7 +393,9 @@ class DicomWebPacs(Pacs):
                                      f"the address right? ({_short(exc)})") from exc
         except requests.exceptions.RequestException as exc:
             raise PacsError(f"The PACS at {self.url} could not {what} ({_short(exc)}).") from exc
-        except (ValueError, KeyError) as exc:  # a malformed answer (JSON, multipart)
+        except (ValueError, KeyError, InvalidDicomError, EOFError) as exc:
+            # A malformed answer (JSON, multipart), or an image part cut short: a PACS that died
+            # halfway through a retrieve left a part without its DICM header (seen in a test run).
             raise PacsError(f"The PACS at {self.url} gave an answer segview cannot read while asked to "
                             f"{what} ({_short(exc)}).") from exc
 

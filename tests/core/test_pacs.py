@@ -4,6 +4,7 @@ DIMSE; and the failures: archive down, silent, refusing the association or the s
 unknown UID, a cancelled retrieve and a retrieve cut off by the archive dying halfway."""
 from __future__ import annotations
 
+import io
 import re
 import socket
 import time
@@ -163,6 +164,29 @@ def test_a_retrieve_cut_off_by_the_pacs_dying_halfway_keeps_nothing(protocol, tm
         server.stop()
     assert _nothing_in(tmp_path / "out")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out.partial")]
+
+
+def test_an_image_cut_short_in_a_dicomweb_retrieve_is_a_pacs_error_and_keeps_nothing(tmp_path, monkeypatch):
+    """The dying PACS above, over DICOMweb, once left a multipart part without its DICM header:
+    pydicom's InvalidDicomError escaped the retrieve. The same cut, made here on purpose."""
+    from pydicom.errors import InvalidDicomError
+
+    from segview.core.pacs import Series
+
+    volume = Volume(np.zeros((4, 8, 8), np.int16), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), modality="CT")
+    images = [pydicom.dcmread(p) for p in write_dicom_series(volume, tmp_path / "series")]
+    pacs = connect("http://127.0.0.1:9/dicom-web")
+
+    def cut(study, series):
+        yield from images[:2]
+        pydicom.dcmread(io.BytesIO(b"\0" * 64))  # a part without its header
+    monkeypatch.setattr(pacs, "locate_series", lambda uid: Series(uid, "1.2", "CT", images=4))
+    monkeypatch.setattr(pacs._client, "iter_series", cut)
+    with pytest.raises(PacsError, match="cannot read while asked to send the images") as caught:
+        pacs.get_series("1.2.3", tmp_path / "out")
+    assert "Nothing of the series was kept" in str(caught.value)
+    assert isinstance(caught.value.__cause__.__cause__, InvalidDicomError)
+    assert _nothing_in(tmp_path / "out")
 
 
 # -- store ------------------------------------------------------------------------------
