@@ -107,15 +107,18 @@ def paired_difference(a, b) -> dict:
 
 
 def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED,
-                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+                       confidence: float = CONFIDENCE, weights=None) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of ``differences`` (n,): the values are
     resampled with replacement ``resamples`` times (numpy's default generator, ``seed``).
-    (NaN, NaN) for none; one value gives it twice."""
+    With ``weights`` (n,) > 0, the mean of each resample is sum(values) / sum(weights): the
+    values are clusters' sums (a case's objects) and the weights their sizes, so whole
+    clusters are resampled. (NaN, NaN) for none; one value gives it twice."""
     values = np.asarray(differences, float)
     if values.size == 0:
         return math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, (resamples, values.size))].mean(axis=1)
+    picks = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
+    means = (values[picks].mean(axis=1) if weights is None else
+             values[picks].sum(axis=1) / np.asarray(weights, float)[picks].sum(axis=1))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)

@@ -45,14 +45,13 @@ Correctors compared on the same objects with the same click rule, each on its ow
 """
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.compare import CONFIDENCE, RESAMPLES, SEED
+from ..core.compare import bootstrap_interval
 from ..core.labels import LabelMap
 from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
 
@@ -239,25 +238,16 @@ def summarize(traces: list[Trace], goal: float = GOAL) -> dict:
             "p95": float(np.percentile(seconds, 95)) if seconds.size else nan}
 
 
-def noc_interval(traces: list[Trace], goal: float = GOAL, resamples: int = RESAMPLES, seed: int = SEED,
-                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+def noc_interval(traces: list[Trace], goal: float = GOAL) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean NoC@``goal`` over ``traces``, resampling
     whole cases (the objects of one image are not independent of each other): each resample
-    draws as many cases as there are, with replacement, and takes the mean over all their
-    objects (``core.compare``'s resamples, seed and confidence). (NaN, NaN) for none."""
+    draws as many cases as there are and takes the mean over all their objects
+    (``core.compare.bootstrap_interval`` of the cases' sums weighted by their objects).
+    (NaN, NaN) for none."""
     cases = sorted({t.case for t in traces})
-    if not cases:
-        return math.nan, math.nan
-    index = {case: n for n, case in enumerate(cases)}
-    sums, counts = np.zeros(len(cases)), np.zeros(len(cases))
-    for t in traces:
-        sums[index[t.case]] += t.noc(goal)
-        counts[index[t.case]] += 1
-    picks = np.random.default_rng(seed).integers(0, len(cases), (resamples, len(cases)))
-    means = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)   # every case has an object
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    sums = [sum(t.noc(goal) for t in traces if t.case == case) for case in cases]
+    counts = [sum(t.case == case for t in traces) for case in cases]
+    return bootstrap_interval(sums, weights=counts)
 
 
 @dataclass
