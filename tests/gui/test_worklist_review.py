@@ -75,21 +75,25 @@ def test_done_saves_the_case_on_screen_labels_marks_and_status_and_its_row_says_
 
 def test_the_open_cases_row_counts_its_review_marks_as_they_are_made_and_undone(qtbot, window, dataset):
     """A tester saw "0 / 6" beside the case on screen after marking slices, until the case
-    was left: the row follows M and Ctrl+Z at once; leaving without saving shows the saved count."""
+    was left: the row follows M and Ctrl+Z at once, its status "in progress" while a slice is
+    marked (as read from a saved sidecar); leaving without saving shows the saved count."""
     controller = open_dataset(qtbot, window, dataset)
     open_case(qtbot, controller, "case_001")
     cell = lambda: controller.panel.cell("case_001", "Reviewed").text()  # noqa: E731
-    assert cell() == "0 / 6"
+    assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "new")
     for z in (1, 4):
         mark(qtbot, window, z)
-    assert cell() == "2 / 6"
+    assert (cell(), status_cell(controller, "case_001").text()) == ("2 / 6", "in progress")
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
     assert not window.session.reviewed[4] and cell() == "1 / 6"
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "new")
+    mark(qtbot, window, 1)
     assert controller.panel.cell("case_000", "Reviewed").text() == "0 / ?"  # the others as saved
     window.session.close(discard=True)
     window.discard_session()
     controller._refresh_row("case_001")
-    assert cell() == "0 / 6"  # nothing saved
+    assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "new")  # nothing saved
 
 
 def test_done_and_next_saves_the_case_as_done_and_opens_the_next(qtbot, window, dataset):
