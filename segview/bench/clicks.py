@@ -78,10 +78,11 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
              f"phantom case(s) per task (seeds {FIRST_SEED}..{FIRST_SEED + cases - 1}), {THREADS} threads")
         echo(f"  {machine_summary()}")
         started = time.perf_counter()
-        traces = _review_all(model, cases)
+        references: dict[str, np.ndarray] = {}
+        traces = _review_all(model, cases, references)
         figures: dict = {key: {m: summarize(t) for m, t in by_method.items()} for key, by_method in traces.items()}
         _print_tables(figures, echo)
-        readers = _readers(traces)
+        readers = _readers(traces, references)
         _print_readers(readers, traces, echo)
         targets, intervals = _targets(traces), _intervals(traces)
         latency = _latency(path, model)
@@ -93,8 +94,10 @@ def bench_clicks(seconds: float = 0.0, cases: int = CASES, click_model: Path | N
             "passed": passed}
 
 
-def _review_all(model, cases: int) -> dict[tuple[str, str], dict[str, list[Trace]]]:
-    """(task, start) -> method -> traces over ``cases`` phantoms of each task."""
+def _review_all(model, cases: int, references: dict[str, np.ndarray] | None = None
+                ) -> dict[tuple[str, str], dict[str, list[Trace]]]:
+    """(task, start) -> method -> traces over ``cases`` phantoms of each task; each case's
+    reference labels kept in ``references`` (case name -> labels), where given."""
     from ..ml.inference import Predictor
 
     traces: dict[tuple[str, str], dict[str, list[Trace]]] = {}
@@ -104,6 +107,8 @@ def _review_all(model, cases: int) -> dict[tuple[str, str], dict[str, list[Trace
         for seed in range(FIRST_SEED, FIRST_SEED + cases):
             phantom = make_phantom(task, seed)
             image, reference = phantom.volume.array, phantom.labels
+            if references is not None:
+                references[_case_name(task, seed)] = reference
             starts = {name: p.predict_volume(phantom.volume) for name, p in predictors.items()}
             starts["empty"] = np.zeros_like(reference)
             correctors = {"model": click_corrector(model, image), "brush": brush_corrector(phantom.volume.spacing),
@@ -121,10 +126,11 @@ def _case_name(task: str, seed: int) -> str:
     return f"{task}_{seed}"
 
 
-def _readers(traces: dict) -> dict[str, dict[float, np.ndarray]]:
+def _readers(traces: dict, references: dict[str, np.ndarray] | None = None) -> dict[str, dict[float, np.ndarray]]:
     """Lung start -> {edge: each reviewed object's Dice between the label and the same
-    lesions drawn at ``edge`` of their contrast}, in the traces' order."""
-    drawn: dict[str, dict[float, np.ndarray]] = {}   # case -> edge -> labels (EDGE: the label)
+    lesions drawn at ``edge`` of their contrast}, in the traces' order. ``references``: the
+    cases' labels (drawn at ``EDGE``) where the caller has them, not drawn again."""
+    drawn: dict[str, dict[float, np.ndarray]] = {case: {EDGE: labels} for case, labels in (references or {}).items()}
 
     def labels(case: str, edge: float) -> np.ndarray:
         by_edge = drawn.setdefault(case, {})

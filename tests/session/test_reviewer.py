@@ -410,6 +410,8 @@ def test_bench_clicks_readers_compare_the_label_with_tighter_and_wider_ones():
     trace = Trace("lung_3", z, 1, "lung_ce", [0.5, 0.9])
     readers = clicks._readers({("lung", "lung_ce"): {"model": [trace]}, ("cardiac", "empty"): {"model": [trace]}})
     assert list(readers) == ["lung_ce"]
+    given = clicks._readers({("lung", "lung_ce"): {"model": [trace]}}, {"lung_3": label})  # the bench's references
+    assert all(np.array_equal(given["lung_ce"][edge], readers["lung_ce"][edge]) for edge in clicks.READER_EDGES)
     for edge, dice in readers["lung_ce"].items():
         other = lung_phantom(3, edge).labels[z] == 1
         truth = label[z] == 1
