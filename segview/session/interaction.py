@@ -18,7 +18,9 @@ changes nothing.
 What the model proposes is written inside its crop only, and as the overwrite policy of
 the hand tools allows (``LabelMap.policy``): the class takes background, and other classes
 only under "everything" (mode "all") and at an adding click; what it removes becomes
-background; a protected class is never changed (clicking one is refused). A click that
+background; a protected class is never changed (clicking one is refused), and an adding
+click on a voxel of another class the policy keeps is refused (the model would grow the
+class around a point it may not have). A click that
 changes nothing leaves no undo step and leaves the interaction as it was (its dot goes).
 The brush's intensity range does not apply (as for the class tools). Nothing is marked
 reviewed; the slice's provenance records "interactive" (``provenance.INTERACTIVE``) where
@@ -224,12 +226,22 @@ class Interaction:
         y, x = (int(np.floor(float(c) + 0.5)) for c in point)
         if not (0 <= y < rows and 0 <= x < cols):
             raise SessionError("The click is outside the image: nothing changed.")
+        held = int(labels.array[z, y, x])
+        if positive and held not in (0, value) and not _may_take(labels, held):
+            # The model would correct the class around a voxel it may not have.
+            raise SessionError(f"The point clicked holds {self._class_name(held)}, which 'Paint over' keeps: "
+                               "nothing changed. "
+                               "Click on the structure's own or background voxels, or paint over everything.")
         plane = self.host.volume.array[z]
         if not np.isfinite(plane).all() or plane.min() == plane.max():
             raise SessionError(f"Slice {z + 1} holds no image for the model to see (every voxel the same "
                                "or not a number): nothing changed.")
         continues = self.active and (value, z, axis) == (self.value, self.z, self.axis)
         return ClickJob(self, z, Click(y, x, bool(positive)), value, axis, list(self.clicks) if continues else [])
+
+    def _class_name(self, value: int) -> str:
+        names = {c.value: c.name for c in getattr(self.host, "classes", [])}
+        return names.get(value, f"class {value}")
 
     def finish(self, job: ClickJob, proposal: ClickProposal | None) -> int:
         """Write ``proposal`` (``job()``'s) as one undo step; returns the voxels changed (0

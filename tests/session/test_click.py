@@ -179,8 +179,13 @@ SPOT = (12, 10)
 def test_a_positive_click_takes_another_class_only_under_everything(disks, policy, takes_class_2):
     session, labels = open_case()
     session.labels.policy = policy
-    near = disk(labels.shape[1:], 12, 15)                   # reaches background, class 1 and the spot
-    session.click(2, (12, 15), value=3)
+    if policy.mode != "all":  # on a voxel of class 1, which the policy keeps: refused
+        with pytest.raises(SessionError, match="'Paint over' keeps"):
+            session.click(2, (12, 15), value=3)
+        np.testing.assert_array_equal(session.labels.array, labels)
+        assert not disks and not session.labels.can_undo
+    near = disk(labels.shape[1:], 12, 6)                    # background: reaches class 1 and the spot
+    session.click(2, (12, 6), value=3)
     after = session.labels.array[2]
     assert (after[near & (labels[2] == 0)] == 3).all()
     assert (after[near & (labels[2] == 1)] == (3 if policy.mode == "all" else 1)).all()
@@ -378,7 +383,7 @@ def test_the_live_metrics_of_each_model_follow_clicks_undo_and_redo_exactly(disk
 def test_the_tiny_network_end_to_end_changes_only_its_slice_and_what_the_policy_allows():
     session, labels = open_case()
     session.labels.policy = OverwritePolicy("background")
-    for point in ((12, 12), (3, 3), (20, 20)):
+    for point in ((12, 15), (3, 3), (20, 20)):
         before = session.labels.array.copy()
         changed = session.click(2, point, value=1)
         assert changed == int(np.count_nonzero(session.labels.array != before))
