@@ -270,12 +270,16 @@ class Worklist:
         case.error = None
         return volume
 
-    def session(self, name: str, recover: bool = False, progress: Progress | None = None) -> CaseSession:
+    def session(self, name: str, recover: bool = False, progress: Progress | None = None,
+                lock: bool = True) -> CaseSession:
         """Case ``name`` as a ``CaseSession``: its image, its saved labels and review state,
         provenance followed, models A and B with their cached predictions (slices not in
         the cache are pending: ``predict`` them). Slow on a large image: run it in a
-        worker. Raises VolumeLoadError (kept in ``Case.error``), CheckpointError."""
+        worker. ``lock``: take the case's lock now (else ``CaseSession.claim_lock`` when it is
+        shown: a case opened ahead keeps nobody else out). Raises VolumeLoadError (kept in
+        ``Case.error``), CheckpointError."""
         case = self.case(name)
+        on_disk = _files_stamp(case.labels)  # before they are read: what claim_lock checks
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
         key = self.cache.known_key(_image_files(case))  # by its files' size and time: no hashing again
         stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
@@ -295,7 +299,8 @@ class Worklist:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
         try:
-            session.attach(self, case, predictors, stamp, cached)
+            session.attach(self, case, predictors, stamp, cached, lock)
+            session.read_from = on_disk
         except BaseException:
             session.close(discard=True)  # its lock and journal go with it
             raise
@@ -467,21 +472,21 @@ class CaseSession(ReviewSession):
     lock: CaseLock | None = None
     locked_by: str | None = None                  # who has it open, when it opened read-only for that
     provenance: Provenance | None = None
+    read_from: str = ""                           # the case's files as read (``_files_stamp``)
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
-               stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None) -> None:
+               stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None,
+               lock: bool = True) -> None:
         """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
         Predictor) with their cached predictions (``cached``: slot -> those read already)
         and, when the cache has them for the labels as read (``stamp``: ``labels_stamp`` of
-        the file, taken before it was read), their confusion counts."""
+        the file, taken before it was read), their confusion counts; its lock, with
+        ``lock``."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
-        self.lock, holder = CaseLock.acquire(case.labels) if not worklist.read_only else (None, None)
-        self.read_only = worklist.read_only or holder is not None
-        self.locked_by = case.locked_by = holder
-        if holder is not None:
-            self.warnings.append(f"{case.name} is open in another segview ({holder}): it opens read-only "
-                                 "here, to look at; edit it once the other has closed it.")
+        self.read_only = worklist.read_only
+        if lock:
+            self._lock_case()
         if not case.labels.is_file():  # a status-only sidecar: keep its keys
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
@@ -490,6 +495,29 @@ class CaseSession(ReviewSession):
         worklist.cache.remember_key(_image_files(case), self.key)
         self._add_cached_models(predictors, stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
+
+    def claim_lock(self) -> bool:
+        """Lock a case opened ahead (``Worklist.session(lock=False)``) as it is shown: read-only
+        when another segview has it now. False, and nothing locked, when its labels or review
+        state changed on disk since they were read (another segview saved it meanwhile):
+        open it again."""
+        if self.lock is not None or self.worklist.read_only:
+            return True
+        if _files_stamp(self.case.labels) != self.read_from:
+            return False
+        self._lock_case()
+        if _files_stamp(self.case.labels) != self.read_from:  # saved just before the lock was taken
+            self.release_lock()
+            return False
+        return True
+
+    def _lock_case(self) -> None:
+        self.lock, holder = CaseLock.acquire(self.case.labels) if not self.worklist.read_only else (None, None)
+        self.read_only = self.worklist.read_only or holder is not None
+        self.locked_by = self.case.locked_by = holder
+        if holder is not None:
+            self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
+                                 "here, to look at; edit it once the other has closed it.")
 
     def _add_cached_models(self, predictors: dict[str, object], stamp: str | None,
                            read: dict[str, np.ndarray | None]) -> None:
@@ -622,6 +650,9 @@ class CaseSession(ReviewSession):
         if self.provenance is not None:
             self.provenance.detach()
         super().close(discard)
+        self.release_lock()
+
+    def release_lock(self) -> None:
         if self.locked_by is not None and self.case.locked_by == self.locked_by:
             self.case.locked_by = None  # the row shows the lock while the case is open here
         if self.lock is not None:
@@ -714,7 +745,8 @@ def _copy(source: Path, target: Path) -> None:
 
 class Prefetch:
     """Case ``name`` opened ahead of being asked for: call it once, in a thread, to open it
-    (``Worklist.session``: its lock and journal taken, no status set, nothing written).
+    (``Worklist.session``: its journal taken, no status set, nothing written; not its lock,
+    taken when it is shown, ``CaseSession.claim_lock``, so a colleague may open it meanwhile).
     Its session has one owner, handed over under a lock: ``take`` (waiting while it opens),
     or ``drop``, which closes it, at once or, when it is still opening, as soon as it is
     open; so no session is left open (nor its journal) whatever comes first. A case with a
@@ -750,7 +782,7 @@ class Prefetch:
         try:
             key = self.worklist.case(self.name).key  # known from the cache, or from an earlier open
             if key is None or not (crashed_journals(key) and unsaved_edits(key) is not None):
-                session = self.worklist.session(self.name)
+                session = self.worklist.session(self.name, lock=False)  # locked when shown (OpenJob)
                 if session.journal is not None:
                     session.journal.wait()  # its snapshot written here too, not while it is on screen
         finally:
@@ -815,6 +847,9 @@ class OpenJob:
         try:
             prefetch = self.navigator._claim(self.name)
             session = prefetch.take() if prefetch is not None else None
+            if session is not None and not session.claim_lock():  # saved by another segview meanwhile
+                session.close(discard=True)
+                session = None
             if session is not None:
                 session.take_cached_predictions()
             else:
@@ -1178,6 +1213,12 @@ class PredictionCache:
 
 
 _digests: dict[tuple, str] = {}
+
+
+def _files_stamp(labels_path) -> str:
+    """``labels_stamp`` of a case's labels and of their review sidecar: what another segview's
+    save changes."""
+    return f"{labels_stamp(labels_path)}+{labels_stamp(review_path(labels_path))}"
 
 
 def labels_stamp(path) -> str:

@@ -329,3 +329,38 @@ def test_the_worklist_sorts_by_the_disagreement_of_the_queue(dataset, checkpoint
         assert case.disputed == pytest.approx(expected[case.name])
     assert [c.name for c in worklist.sorted("disputed")] == sorted(expected, key=lambda n: (-expected[n], n))
     assert max(expected.values()) > 0.01  # a figure a person can compare, not 0.1 % of the image
+
+
+def test_a_case_opened_ahead_locks_nothing_until_it_is_shown(dataset, monkeypatch):
+    """A tester's colleague found the next case "open in another segview" while only the case
+    before it was on screen: the prefetch held its lock. Now a case opened ahead is locked as
+    it is shown: read-only when another segview has it then, opened again when another saved
+    it meanwhile (its labels and marks as saved, not as prefetched)."""
+    worklist = Worklist.open(dataset)
+    navigator = WorklistNavigator(worklist)
+    calls = count_sessions(monkeypatch, worklist)
+    session = navigator.save_and_open("case_001")
+    navigator.prefetch_next(in_a_thread)
+    assert navigator.prefetched == "case_002"
+    colleague = Worklist.open(dataset).session("case_002")
+    assert not colleague.read_only  # the prefetch keeps nobody out
+    shown = navigator.next(session)
+    assert shown.case.name == "case_002" and calls.count("case_002") == 1
+    assert shown.read_only and "open in another segview" in shown.read_only_reason
+    shown.close()
+    colleague.close()
+
+    # Saved by a colleague between the prefetch and the showing: opened again, as saved.
+    navigator.prefetch_next(in_a_thread)
+    assert navigator.prefetched == "case_003"
+    colleague = Worklist.open(dataset).session("case_003")
+    colleague.mark_reviewed(1)
+    colleague.save()
+    colleague.close()
+    shown = navigator.next(None)
+    assert shown.case.name == "case_003" and calls.count("case_003") == 2
+    assert not shown.read_only and shown.reviewed[1] and shown.lock is not None
+    other = Worklist.open(dataset).session("case_003")
+    assert other.read_only  # locked now it is shown
+    other.close()
+    shown.close()
