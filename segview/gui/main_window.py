@@ -67,6 +67,7 @@ class MainWindow(QMainWindow):
     predictions_changed = Signal()     # streamed prediction slices were stored and drawn
     prediction_copied = Signal(int)    # a whole-volume copy ended: voxels changed, -1 when nothing was applied
     review_changed = Signal()          # a slice was marked reviewed or no longer (also by undo)
+    modified_changed = Signal(bool)    # the labels came to differ from those saved, or no longer
 
     def __init__(self):
         super().__init__()
@@ -112,6 +113,7 @@ class MainWindow(QMainWindow):
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
+        self.worklist_controller.dataset_opened.connect(self._show_metrics)  # the hint names its models
         self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
         self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
         self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
@@ -349,13 +351,14 @@ class MainWindow(QMainWindow):
 
     def open_image(self, path, labels_path=None) -> None:
         """Open an image file or DICOM folder in the background (a picker for several
-        series; the folder is scanned once)."""
+        series; the folder is scanned once) with ``labels_path``, else with the labels a
+        save put beside it (``labels_beside_image``) when they are there."""
         path = Path(path).absolute()
         if path.is_dir():
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path),
                       reports_progress=True)
         else:
-            self._open_session(partial(ReviewSession.open, path, labels_path))
+            self._open_session(partial(ReviewSession.open, path, labels_path, labels_beside=True))
 
     def _pick_series(self, folder: Path, series, labels_path) -> None:
         if not series:
@@ -363,7 +366,7 @@ class MainWindow(QMainWindow):
         candidates = [s for s in series if not s.is_localizer] or series
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
-            self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen))
+            self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen, labels_beside=True))
 
     def _open_session(self, open_session) -> None:
         """Run ``open_session(progress=, first_slice=)`` in a worker; its first slice shows as
@@ -436,6 +439,10 @@ class MainWindow(QMainWindow):
         waiting = [slot for slot in SLOTS if slot in self._models_waiting]
         if waiting and self.session is None:
             return f"Model {' and '.join(waiting)} loaded: it runs on the image you open."
+        worklist = self.worklist_controller.worklist
+        if self.session is None and worklist is not None and worklist.checkpoints:
+            return (f"Model {' and '.join(sorted(worklist.checkpoints))} of the dataset: scored on each case "
+                    "you open (Enter or a double-click in the worklist).")
         return None
 
     def dragEnterEvent(self, event) -> None:
@@ -938,7 +945,10 @@ class MainWindow(QMainWindow):
 
     def _show_modified(self) -> None:
         """The title's *: the labels differ from those opened or last saved (undo back to them: no *)."""
-        self.setWindowModified(self.session is not None and self.session.modified)
+        modified = self.session is not None and self.session.modified
+        if modified != self.isWindowModified():
+            self.setWindowModified(modified)
+            self.modified_changed.emit(modified)
 
     def read_only_reason(self) -> str | None:
         """Why the labels on screen may not be edited (a worklist case another segview has
@@ -1092,7 +1102,7 @@ class MainWindow(QMainWindow):
             ended()
             if writing.cancelled:
                 self._step_done()
-                self.setWindowModified(session.modified)
+                self._show_modified()
                 self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
                 return self.prediction_copied.emit(-1)
             self._session_changed()  # the labels may have taken the checkpoint's class names
@@ -1244,7 +1254,7 @@ class MainWindow(QMainWindow):
     def _saved(self, session: ReviewSession, job) -> None:
         session.finish_save(job)
         if session is self.session:
-            self.setWindowModified(session.modified)
+            self._show_modified()
         self.statusBar().showMessage(f"Saved {job.path}", 5000)
         self.saved.emit(str(job.path))
 
@@ -1276,7 +1286,7 @@ class MainWindow(QMainWindow):
         session.close(discard=discard)
         self.session = None
         self._enable_image_controls(False)  # nothing to apply them to until the next image shows
-        self.setWindowModified(False)
+        self._show_modified()
         return True
 
     def _stop_following(self, session: ReviewSession) -> None:
@@ -1324,7 +1334,7 @@ class MainWindow(QMainWindow):
             self.session.close(discard=True)
             self.session = None
             self._enable_image_controls(False)
-            self.setWindowModified(False)
+            self._show_modified()
 
     def export_dicom_seg(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", dialog_path("labels_seg.dcm",

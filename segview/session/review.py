@@ -68,6 +68,17 @@ class LabelFile:
     warning: str | None = None
 
 
+def labels_beside_image(volume: Volume) -> Path | None:
+    """Where a first save puts the labels of ``volume``: ``<image name>.labels.nii.gz`` beside
+    its file or DICOM folder (None for an image without one)."""
+    source = Path(str(volume.meta.get("source", "")))
+    if not source.name or not source.exists():
+        return None
+    source = source.resolve()  # named after the image, not after a link to it
+    stem = source.name[: -len(extension(source))] if source.is_file() and extension(source) else source.name
+    return source.parent / f"{stem}.labels.nii.gz"
+
+
 def read_label_file(path, volume: Volume, key: str | None = None, image=None) -> LabelFile:
     """Labels, classes and review state saved at ``path`` for ``volume`` (``image``: the
     file as ``core.io.read_label_image`` read it beforehand). Raises VolumeLoadError (a
@@ -302,7 +313,7 @@ class ReviewSession:
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
              progress: Progress | None = None, first_slice: FirstSlice | None = None,
-             key: str | None = None) -> ReviewSession:
+             key: str | None = None, labels_beside: bool = False) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, or that file
         read already by ``read_label_file``; an array; or None for empty labels).
@@ -315,12 +326,22 @@ class ReviewSession:
         ``first_slice(volume, z)`` is called from there as soon as slice ``z`` can be shown
         (the rest still loading). ``key``: the image's ``image_key``
         when known (a worklist remembers it by its files' size and time), else computed from
-        its voxels. Raises VolumeLoadError."""
+        its voxels. ``labels_beside``: without ``labels``, those a first save writes beside
+        the image (``labels_beside_image``) when they are there; ones that cannot be read
+        on its grid are named in ``warnings`` and the labels start empty. Raises
+        VolumeLoadError."""
         release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
         volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = key or image_key(volume)
+        unread = None
+        beside = labels_beside_image(volume) if labels is None and labels_beside else None
+        if beside is not None and beside.is_file():
+            try:
+                labels = read_label_file(beside, volume, key)
+            except VolumeLoadError as exc:
+                unread = f"The labels beside the image ({beside.name}) were not read, so they start empty: {exc}"
         label_file = None
         if labels is None:
             array = np.zeros(volume.shape, np.uint8)
@@ -335,6 +356,8 @@ class ReviewSession:
         if label_file is not None:
             label_map.reviewed[:] = label_file.review.reviewed
         session = cls(volume, label_map, key, label_file, classes)
+        if unread:
+            session.warnings.append(unread)
         session._start_journal(recover)
         if cls._counts_labels_on_open:
             session.live.label_histogram()  # here, in the worker: adding a model later is instant
@@ -771,13 +794,8 @@ class ReviewSession:
 
     # -- saving and closing -------------------------------------------------------------
     def default_labels_path(self) -> Path | None:
-        """Beside the image: ``<image name>.labels.nii.gz`` (None for an image without a file)."""
-        source = Path(str(self.volume.meta.get("source", "")))
-        if not source.name or not source.exists():
-            return None
-        source = source.resolve()  # named after the image, not after a link to it
-        stem = source.name[: -len(extension(source))] if source.is_file() and extension(source) else source.name
-        return source.parent / f"{stem}.labels.nii.gz"
+        """Beside the image: ``labels_beside_image``."""
+        return labels_beside_image(self.volume)
 
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where

@@ -144,6 +144,17 @@ def test_label_outline_keeps_the_boundary_of_each_label():
     assert inner[1:3, 1:3].sum() == 0 and inner[0].tolist() == [5] * 4  # the image edge is a boundary
 
 
+def test_an_image_opens_with_the_labels_saved_beside_it(qtbot, window, tmp_path):
+    case = lung_phantom(1)
+    save_volume(tmp_path / "ct.nii.gz", case.volume)
+    save_labels(tmp_path / "ct.labels.nii.gz", case.labels, case.volume, case.classes)  # where Save puts them
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(tmp_path / "ct.nii.gz")
+    np.testing.assert_array_equal(window.session.labels.array, case.labels)
+    assert window.session.labels_path == tmp_path / "ct.labels.nii.gz"
+    assert [c.name for c in window.session.classes] == ["background", "infection"]
+
+
 def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
     case = lung_phantom(1)
     save_volume(tmp_path / "ct.nii.gz", case.volume)

@@ -162,6 +162,33 @@ def test_save_without_a_path_writes_beside_the_image(tmp_path):
     assert not session.modified
 
 
+def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp_path):
+    """A tester saved the labels of a DICOM series beside its folder, opened the folder again
+    and found them empty. With ``labels_beside`` (the window's File > Open) they are read;
+    ones on another grid are named in a warning and the labels start empty."""
+    volume, labels = tiny_case(0)
+    folder = tmp_path / "ct"
+    write_dicom_series(volume, folder)
+    session = ReviewSession.open(folder)
+    session.labels.array[:] = labels
+    session.mark_reviewed(2)
+    saved = session.save()
+    session.close()
+    assert saved == tmp_path / "ct.labels.nii.gz"
+    again = ReviewSession.open(folder, labels_beside=True)
+    np.testing.assert_array_equal(again.labels.array, labels)
+    assert again.reviewed.tolist() == [z == 2 for z in range(labels.shape[0])]
+    assert again.labels_path == saved and not again.warnings
+    again.close()
+    assert not ReviewSession.open(folder).labels.array.any()  # only when asked (scripts keep theirs)
+    small = tiny_case(1, slices=2, size=8)[0]
+    save_labels(saved, np.zeros(small.shape, np.uint8), small)  # another grid
+    other = ReviewSession.open(folder, labels_beside=True)
+    assert not other.labels.array.any() and other.labels_path is None
+    assert len(other.warnings) == 1 and "ct.labels.nii.gz" in other.warnings[0] and "start empty" in other.warnings[0]
+    other.close(discard=True)
+
+
 def test_close_keeps_the_journal_of_unsaved_edits_and_discard_drops_it():
     volume, _ = tiny_case(0)
     session = ReviewSession.open(volume)
