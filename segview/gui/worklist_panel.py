@@ -45,7 +45,7 @@ from ..core.report import number_text
 from ..core.errors import SegviewError
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
 from ..session.verdict import reviewed_verdict, write_dataset_report
-from ..session.worklist import OpenJob, Prefetch, status_with_reviews
+from ..session.worklist import OpenJob, Prefetch, working_status
 from .finetune_job import FineTuning
 from .host import EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION
 from .job_row import JobRow
@@ -285,6 +285,7 @@ class WorklistController(QObject):
         window.model_loaded.connect(self._model_loaded)
         window.saved.connect(self._saved)
         window.review_changed.connect(self._review_changed)
+        window.modified_changed.connect(self._review_changed)
         window.installEventFilter(self)
 
     @property
@@ -427,15 +428,15 @@ class WorklistController(QObject):
         self._prefetch_next()  # the next case may be another now
 
     def _refresh_row(self, name: str) -> None:
-        """The case's row as saved; the open case's review count, and the status it gives, as
-        they are now (not saved yet)."""
+        """The case's row as saved; the open case's review count, and the status it and any
+        unsaved edit give, as they are now (not saved yet)."""
         if self.worklist is None:
             return
         case, session = self.worklist.case(name), self._current()
         if session is not None and session.case is case:
             reviewed = int(session.reviewed.sum())
             case = replace(case, reviewed_count=reviewed, slices=len(session.reviewed),
-                           status=status_with_reviews(case.status, reviewed))
+                           status=working_status(case.status, reviewed, session.modified))
         self.panel.update_case(case)
         self.panel.title.setText(self._title())
 

@@ -78,10 +78,10 @@ from .review import ReviewSession, SaveJob, SessionError, read_label_file
 STATUSES = ("new", "in progress", "done", "flagged")
 
 
-def status_with_reviews(status: str, reviewed_count: int) -> str:
-    """A "new" case with a slice reviewed is "in progress" (read from its sidecar, or the open
-    case's live count in the worklist's row)."""
-    return "in progress" if status == "new" and reviewed_count else status
+def working_status(status: str, reviewed_count: int, edited: bool = False) -> str:
+    """A "new" case with a slice reviewed, or with unsaved edits, is "in progress" (read from
+    its sidecar, or the open case as it is now in the worklist's row)."""
+    return "in progress" if status == "new" and (reviewed_count or edited) else status
 SORT_KEYS = ("name", "disputed", "uncertain", "status")
 Progress = Callable[[int, int], None]
 
@@ -313,7 +313,7 @@ class Worklist:
         case.note = str(entry.get("note") or "")
         case.reviewed_count = len(document.get("reviewed") or [])
         case.slices = document.get("slices")
-        case.status = status_with_reviews(case.status, case.reviewed_count)
+        case.status = working_status(case.status, case.reviewed_count)
 
     def _read_figures(self, case: Case) -> None:
         """Dice and correction effort saved in the sidecar for the current checkpoints;

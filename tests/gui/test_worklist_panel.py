@@ -139,6 +139,9 @@ def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, w
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
         open_dataset(qtbot, window, dataset, checkpoints)
+    # Before a case opens the metrics say the dataset's models score each case (a tester read
+    # "Load checkpoints" with both given on the command line).
+    assert window.metrics.hint.text().startswith("Model A and B of the dataset: scored on each case")
     expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
     with qtbot.assertNotEmitted(window.inference_finished, wait=300):
         open_case(qtbot, controller, "case_002")

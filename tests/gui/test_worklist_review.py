@@ -88,6 +88,10 @@ def test_the_open_cases_row_counts_its_review_marks_as_they_are_made_and_undone(
     assert not window.session.reviewed[4] and cell() == "1 / 6"
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
     assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "new")
+    window.session.labels.paint(2, [(5, 5)], 2.0, 1)  # an edit alone: in progress too, until undone
+    assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "in progress")
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert status_cell(controller, "case_001").text() == "new"
     mark(qtbot, window, 1)
     assert controller.panel.cell("case_000", "Reviewed").text() == "0 / ?"  # the others as saved
     window.session.close(discard=True)
