@@ -42,7 +42,7 @@ from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
 from ..core.metrics import Scores
-from ..core.review_state import (ReviewState, current_user, load_review_state, now, review_path,
+from ..core.review_state import (ReviewState, current_user, load_review_state, now, read_sidecar, review_path,
                                  save_review_state)
 from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
@@ -338,10 +338,15 @@ class ReviewSession:
         unread = None
         beside = labels_beside_image(volume) if labels is None and labels_beside else None
         if beside is not None and beside.is_file():
-            try:
-                labels = read_label_file(beside, volume, key)
-            except VolumeLoadError as exc:
-                unread = f"The labels beside the image ({beside.name}) were not read, so they start empty: {exc}"
+            saved_for = (read_sidecar(beside) or {}).get("image_key")
+            if saved_for not in (None, key):  # another series of the folder on the same grid, say
+                unread = (f"The labels beside the image ({beside.name}) are those of another image, so they were "
+                          "not read and the labels start empty; save these under another name.")
+            else:
+                try:
+                    labels = read_label_file(beside, volume, key)
+                except VolumeLoadError as exc:
+                    unread = f"The labels beside the image ({beside.name}) were not read, so they start empty: {exc}"
         label_file = None
         if labels is None:
             array = np.zeros(volume.shape, np.uint8)

@@ -181,6 +181,13 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     assert again.labels_path == saved and not again.warnings
     again.close()
     assert not ReviewSession.open(folder).labels.array.any()  # only when asked (scripts keep theirs)
+    second = tiny_case(5)[0]  # another series of the folder, on the same grid: not its labels
+    write_dicom_series(second, tmp_path / "t2")
+    (tmp_path / "t2.labels.nii.gz").write_bytes(saved.read_bytes())
+    review_path(tmp_path / "t2.labels.nii.gz").write_bytes(review_path(saved).read_bytes())
+    mixed = ReviewSession.open(tmp_path / "t2", labels_beside=True)
+    assert not mixed.labels.array.any() and "of another image" in mixed.warnings[0]
+    mixed.close(discard=True)
     small = tiny_case(1, slices=2, size=8)[0]
     save_labels(saved, np.zeros(small.shape, np.uint8), small)  # another grid
     other = ReviewSession.open(folder, labels_beside=True)
