@@ -1,5 +1,6 @@
 """ReviewSession: one image, its labels and review state, models A and B with their
-predictions, the live metrics and the edit journal; every transition of the work.
+predictions, the live metrics, the edit journal and each slice's provenance (saved in the
+review sidecar); every transition of the work.
 
 The Logic of 3D Slicer's Widget/Logic split: no Qt. The window only wires its buttons to
 these methods, and a script or a test does the same without a window:
@@ -48,6 +49,7 @@ from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
+from .provenance import Provenance
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
 from .statistics import class_statistics, shape_statistics
@@ -295,6 +297,8 @@ class ReviewSession:
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
         self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
         self.models: dict[str, Model] = {}
+        # Where each slice's labels came from, saved in the sidecar (clicks: "interactive").
+        self.provenance: Provenance | None = Provenance(labels, self._predictions, self.review_extra.get("provenance"))
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
         self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
@@ -810,6 +814,8 @@ class ReviewSession:
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
+        if self.provenance is not None:
+            self.review_extra["provenance"] = self.provenance.to_json()
         return SaveJob(self, Path(target))
 
     def finish_save(self, job: SaveJob) -> None:
@@ -854,7 +860,13 @@ class ReviewSession:
         # Only what the session connected: a view or script following the labels stays connected.
         self.live.detach()
         self.interaction.detach()
+        if self.provenance is not None:
+            self.provenance.detach()
         self.labels.events.disconnect(self._changed)
+
+    def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Each model's prediction and the slices it has predicted (what ``provenance`` names)."""
+        return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
 
 
 def _load_image(image, series_uid, series, progress, first_slice) -> Volume:

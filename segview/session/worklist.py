@@ -471,7 +471,6 @@ class CaseSession(ReviewSession):
     _cached_models: dict[str, Model]              # slot -> its model as filled from the cache (attach)
     lock: CaseLock | None = None
     locked_by: str | None = None                  # who has it open, when it opened read-only for that
-    provenance: Provenance | None = None
     read_from: str = ""                           # the case's files as read (``_files_stamp``)
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
@@ -490,6 +489,8 @@ class CaseSession(ReviewSession):
         if not case.labels.is_file():  # a status-only sidecar: keep its keys
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
+        if self.provenance is not None:  # the one ReviewSession made, from the labels' sidecar
+            self.provenance.detach()
         self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
@@ -569,9 +570,6 @@ class CaseSession(ReviewSession):
                 filled.append(slot)
         return filled
 
-    def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
-
     def correction_effort(self, slot: str) -> tuple[int, float]:
         """Voxels and mL where model ``slot``'s prediction differs from the labels, over the
         reviewed slices it has predicted: how much correcting it needed."""
@@ -647,8 +645,6 @@ class CaseSession(ReviewSession):
                 self.case.correction_voxels[slot] = entry["correction_voxels"]
 
     def close(self, discard: bool = False) -> None:
-        if self.provenance is not None:
-            self.provenance.detach()
         super().close(discard)
         self.release_lock()
 

@@ -27,7 +27,6 @@ from segview.ml.interactive import PREPROCESSING, ClickModel
 from segview.ml.unet import UNet
 from segview.session import ReviewSession, SessionError, Worklist
 from segview.session.interaction import ENVIRONMENT
-from segview.session.provenance import Provenance
 
 from .conftest import make_dataset, tiny_case
 
@@ -238,17 +237,24 @@ def test_clicking_a_protected_class_is_refused_and_changes_nothing(disks):
 
 # -- provenance -----------------------------------------------------------------------------
 
-def test_provenance_records_interactive_and_undo_takes_it_back(disks):
+def test_provenance_records_interactive_and_undo_takes_it_back(disks, tmp_path):
+    """Any session follows provenance, and saves it beside the labels (a tester found none in
+    the sidecar of an image opened on its own: only a worklist's cases followed it)."""
     session, _ = open_case()
-    provenance = Provenance(session.labels, lambda: {})
-    session.provenance = provenance  # as a worklist's CaseSession follows it
+    provenance = session.provenance
     session.labels.paint(2, [(20, 3)], 1.0, 1)
     session.click(2, (3, 4), value=1)
     assert provenance.of_slice(2) == ("hand", "interactive")
     session.labels.undo()
     assert provenance.of_slice(2) == ("hand",)
-    provenance.detach()
-    session.close(discard=True)
+    session.click(3, (3, 4), value=1)
+    path = session.save(tmp_path / "labels.nii.gz")
+    session.close()
+    sidecar = json.loads(path.with_name("labels.review.json").read_text())
+    assert sidecar["provenance"] == {"2": ["hand"], "3": ["interactive"]}
+    again = ReviewSession.open(session.volume, path)
+    assert again.provenance.of_slice(3) == ("interactive",)
+    again.close()
 
 
 def test_a_case_saved_after_clicks_says_interactive_in_its_sidecar(disks, tmp_path):
