@@ -19,7 +19,8 @@ from segview.core.phantoms import CARDIAC_CLASSES
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.inference import Predictor
 from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
-                                    merge_at_click, prepare, resize_bilinear, settle)
+                                    merge_at_click, prepare, resize_bilinear, settle,
+                                    structure_at_click)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
                                              review_summary)
 from segview.ml.losses import build_loss
@@ -280,9 +281,9 @@ def test_refine_after_the_first_click_writes_only_the_change_under_the_last_clic
     mask[20:40, 20:40] = True
     first = [Click(30, 45)]
     box, whole = model.refine(volume, 1, mask, first, merge=False)
-    expected = whole.copy()
+    expected = structure_at_click(mask[box], whole, Click(30 - box[0].start, 45 - box[1].start))
     expected[30 - box[0].start, 45 - box[1].start] = True  # the voxel clicked is the class
-    np.testing.assert_array_equal(model.refine(volume, 1, mask, first)[1], expected)  # the first click: all of it
+    np.testing.assert_array_equal(model.refine(volume, 1, mask, first)[1], expected)  # the first: the structure
     clicks = first + [Click(25, 30, False)]
     box, whole = model.refine(volume, 1, mask, clicks, merge=False)
     box_merged, merged = model.refine(volume, 1, mask, clicks)
@@ -295,6 +296,23 @@ def test_refine_after_the_first_click_writes_only_the_change_under_the_last_clic
     focused = prepare(volume, 1, mask, clicks, model.preprocessing, 48)[0]
     assert model.refine(volume, 1, mask, clicks)[0] == focused != box
     assert model.refine(volume, 1, mask, clicks, merge=False)[0] == box
+
+
+def test_the_first_click_writes_the_structure_clicked_and_leaves_the_others():
+    """A removing click on one blob leaves another the proposal also cleared (a person's
+    earlier correction a few voxels off); an adding click writes what grows from the
+    structure under it, diagonal neighbours included; a click in neither changes nothing."""
+    previous = np.zeros((12, 16), bool)
+    previous[2:5, 2:5] = previous[2:5, 8:11] = True        # two blobs, three voxels apart
+    cleared = np.zeros_like(previous)
+    kept = structure_at_click(previous, cleared, Click(3, 3, False))
+    assert not kept[2:5, 2:5].any() and kept[2:5, 8:11].all()
+    grown = previous.copy()
+    grown[5, 5] = grown[6, 6] = True                        # diagonal from the first blob's corner
+    grown[9, 12] = True                                     # apart from both
+    added = structure_at_click(previous, grown, Click(3, 3))
+    assert added[5, 5] and added[6, 6] and not added[9, 12] and added[2:5, 8:11].all()
+    np.testing.assert_array_equal(structure_at_click(previous, grown, Click(9, 1)), previous)
 
 
 def test_every_voxel_clicked_keeps_its_last_clicks_label():
@@ -444,13 +462,11 @@ def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
     with torch.no_grad():  # by hand: each mirror image through the network, mirrored back
         logits = sum(torch.flip(model.model(torch.flip(x, dims)), dims) for dims in ([], [3], [2])) / 3
     expected = resize_bilinear((logits[0, 1] - logits[0, 0]).numpy(), mask[box].shape) > 0
-    expected[30 - box[0].start, 42 - box[1].start] = True  # the voxel clicked
-    refined_box, refined = model.refine(volume, 1, mask, clicks)
+    refined_box, refined = model.refine(volume, 1, mask, clicks, merge=False)  # the network's whole answer
     assert refined_box == box
     assert (refined != expected).mean() < 0.001  # only pixels at a tie may differ
     model.mirrors = False
     with torch.no_grad():
         single = model.model(x)
     expected = resize_bilinear((single[0, 1] - single[0, 0]).numpy(), mask[box].shape) > 0
-    expected[30 - box[0].start, 42 - box[1].start] = True
-    assert (model.refine(volume, 1, mask, clicks)[1] != expected).mean() < 0.001
+    assert (model.refine(volume, 1, mask, clicks, merge=False)[1] != expected).mean() < 0.001
