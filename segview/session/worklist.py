@@ -76,14 +76,14 @@ from .provenance import Provenance
 from .review import ReviewSession, SaveJob, SessionError, read_label_file
 
 STATUSES = ("new", "in progress", "done", "flagged")
+SORT_KEYS = ("name", "disputed", "uncertain", "status")
+Progress = Callable[[int, int], None]
 
 
 def working_status(status: str, reviewed_count: int, edited: bool = False) -> str:
     """A "new" case with a slice reviewed, or with unsaved edits, is "in progress" (read from
     its sidecar, or the open case as it is now in the worklist's row)."""
     return "in progress" if status == "new" and (reviewed_count or edited) else status
-SORT_KEYS = ("name", "disputed", "uncertain", "status")
-Progress = Callable[[int, int], None]
 
 
 @dataclass
