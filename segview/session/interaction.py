@@ -218,7 +218,9 @@ class Interaction:
             raise SessionError(f"Class {value} does not fit the labels (1 to 255).")
         policy = labels.policy
         if policy.mode == "protect" and value in policy.protected:
-            raise SessionError(f"Class {value} is protected: take it off the protected classes to correct it.")
+            name = self._class_name(value)
+            raise SessionError(f"{name[:1].upper()}{name[1:]} is protected: take it off the protected classes to "
+                               "correct it.")
         slices, rows, cols = labels.array.shape
         if not 0 <= int(z) < slices:
             raise SessionError(f"Slice {int(z) + 1} is not in this image (1 to {slices}).")

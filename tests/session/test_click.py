@@ -228,7 +228,7 @@ def test_what_a_negative_click_removes_becomes_background_and_other_classes_stay
 def test_clicking_a_protected_class_is_refused_and_changes_nothing(disks):
     session, labels = open_case()
     session.labels.policy = OverwritePolicy("protect", frozenset({2}))
-    with pytest.raises(SessionError, match="protected"):
+    with pytest.raises(SessionError, match="^Label 2 is protected"):  # by its name
         session.click(2, SPOT, positive=False, value=2)
     np.testing.assert_array_equal(session.labels.array, labels)
     assert not disks and not session.labels.can_undo
