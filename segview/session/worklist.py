@@ -280,6 +280,8 @@ class Worklist:
         ``Case.error``), CheckpointError."""
         case = self.case(name)
         on_disk = _files_stamp(case.labels)  # before they are read: what claim_lock checks
+        self._read_sidecar(case)  # its row as saved now: another segview may have saved it since
+        self._read_figures(case)
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
         key = self.cache.known_key(_image_files(case))  # by its files' size and time: no hashing again
         stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
@@ -500,12 +502,12 @@ class CaseSession(ReviewSession):
     def claim_lock(self) -> bool:
         """Lock a case opened ahead (``Worklist.session(lock=False)``) as it is shown: read-only
         when another segview has it now. False, and nothing locked, when its labels or review
-        state changed on disk since they were read (another segview saved it meanwhile):
-        open it again."""
+        state changed on disk since they were read (another segview saved it meanwhile), or
+        another segview that had it open crashed with unsaved edits: open it again."""
         if self.lock is not None or self.worklist.read_only:
             return True
-        if _files_stamp(self.case.labels) != self.read_from:
-            return False
+        if _files_stamp(self.case.labels) != self.read_from or crashed_edits(self.key):
+            return False  # opened again: as saved, offering the edits of a segview that crashed since
         self._lock_case()
         if _files_stamp(self.case.labels) != self.read_from:  # saved just before the lock was taken
             self.release_lock()
@@ -777,7 +779,7 @@ class Prefetch:
         session = None
         try:
             key = self.worklist.case(self.name).key  # known from the cache, or from an earlier open
-            if key is None or not (crashed_journals(key) and unsaved_edits(key) is not None):
+            if key is None or not crashed_edits(key):
                 session = self.worklist.session(self.name, lock=False)  # locked when shown (OpenJob)
                 if session.journal is not None:
                     session.journal.wait()  # its snapshot written here too, not while it is on screen
@@ -1209,6 +1211,11 @@ class PredictionCache:
 
 
 _digests: dict[tuple, str] = {}
+
+
+def crashed_edits(key: str) -> bool:
+    """Whether a segview that crashed left unsaved edits of image ``key`` (opening it offers them)."""
+    return bool(crashed_journals(key)) and unsaved_edits(key) is not None
 
 
 def _files_stamp(labels_path) -> str:

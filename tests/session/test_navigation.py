@@ -262,6 +262,23 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched(dataset, checkpo
     following.close(discard=True)
 
 
+def test_edits_of_a_segview_that_crashed_after_the_prefetch_are_offered_when_the_case_is_shown(dataset):
+    """A tester killed a second segview holding the case the first had opened ahead: the first
+    showed it without the other's edits and without offering them. It is opened again."""
+    worklist = Worklist.open(dataset)
+    navigator = WorklistNavigator(worklist)
+    session = navigator.save_and_open("case_000")
+    navigator.prefetch_next(in_a_thread)
+    assert navigator.prefetched == "case_001"
+    crashed = Worklist.open(dataset).session("case_001")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    following = navigator.next(session)
+    assert following.case.name == "case_001" and following.lock is not None
+    assert following.recoverable_edits is not None and following.recoverable_edits.reviewed[2]
+    following.close(discard=True)
+
+
 def test_an_open_job_cancelled_closes_what_it_opens(dataset):
     worklist = Worklist.open(dataset)
     navigator = WorklistNavigator(worklist)
@@ -360,6 +377,8 @@ def test_a_case_opened_ahead_locks_nothing_until_it_is_shown(dataset, monkeypatc
     shown = navigator.next(None)
     assert shown.case.name == "case_003" and calls.count("case_003") == 2
     assert not shown.read_only and shown.reviewed[1] and shown.lock is not None
+    case = worklist.case("case_003")  # its row as the colleague saved it, not as first listed
+    assert (case.status, case.reviewed_count) == ("in progress", 1)
     other = Worklist.open(dataset).session("case_003")
     assert other.read_only  # locked now it is shown
     other.close()
