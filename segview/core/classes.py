@@ -72,6 +72,12 @@ def generic_classes(labels: np.ndarray | None) -> list[LabelClass]:
     return [LabelClass(v, f"label {v}", default_color(v)) for v in range(1, top + 1)]
 
 
+def is_placeholder(label_class: LabelClass) -> bool:
+    """Whether ``label_class`` bears the name ``generic_classes`` gives a class nobody named
+    ("label 3" for value 3): a model's name for its value may take its place."""
+    return label_class.name == f"label {label_class.value}"
+
+
 def merged_classes(*tables: Iterable[LabelClass]) -> list[LabelClass]:
     """One class per value, in order: every class of the first table, then those of the next
     tables whose values the earlier ones lack. Where two tables name the same value (a

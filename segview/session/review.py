@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from ..core.classes import LabelClass, generic_classes
+from ..core.classes import LabelClass, generic_classes, is_placeholder, merged_classes
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
@@ -430,11 +430,15 @@ class ReviewSession:
     @property
     def classes(self) -> list[LabelClass]:
         """The labels' classes: from their file, else the first model's (a new annotation
-        takes the checkpoint's names), else generic ones."""
-        if self._classes:
-            return self._classes
+        takes the checkpoint's names), else generic ones. A class of the file that bears a
+        generic name ("label 1", saved before any model named it) takes the model's name."""
         model = next(iter(self.models.values()), None)
-        return list(model.classes) if model else generic_classes(self.labels.array)
+        if model is None:
+            return self._classes or generic_classes(self.labels.array)
+        if self._classes and not all(is_placeholder(c) for c in self._classes):
+            named = {c.value: c for c in model.classes}
+            return [named.get(c.value, c) if is_placeholder(c) else c for c in self._classes]
+        return merged_classes(model.classes, self._classes or [])
 
     @property
     def reviewed(self) -> np.ndarray:
@@ -551,7 +555,7 @@ class ReviewSession:
         would be scored under another class's column); None when every shared value has
         the same name."""
         theirs = {c.value: c.name for c in predictor.classes if c.value}
-        tables = [("the labels", self._classes or [])]
+        tables = [("the labels", [c for c in self._classes or [] if not is_placeholder(c)])]
         tables += [(f"model {s}", m.classes) for s, m in self.models.items() if s != slot]
         for owner, table in tables:
             for c in table:
@@ -631,8 +635,7 @@ class ReviewSession:
             raise SessionError(f"No model is loaded as {slot}.")
         if z is not None and not model.predicted[z]:
             raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
-        if self._classes is None:
-            self._classes = list(model.classes)
+        self._take_classes(model)
         with self.labels.step():
             return self.labels.copy_from(model.prediction, z, where=model.predicted)
 
@@ -663,8 +666,7 @@ class ReviewSession:
         if job.version != self.version or self.models.get(job.slot) is not job.model:
             what = "labels" if job.version != self.version else f"model {job.slot}"
             raise SessionError(f"The {what} changed while the copy ran; nothing was copied. Copy again.")
-        if self._classes is None:
-            self._classes = list(job.model.classes)
+        self._take_classes(job.model)
         return CopyWrite(self, job, patches)
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
@@ -791,6 +793,12 @@ class ReviewSession:
         """Dice, IoU and pixel error of model ``slot`` against the labels, over the
         reviewed slices it has predicted (all predicted slices without ``reviewed_only``)."""
         return self.live.volume_scores(slot, reviewed_only)
+
+    def _take_classes(self, model: Model) -> None:
+        """Labels without names of their own (none, or only generic ones) keep ``model``'s
+        once its prediction is copied into them: they stay when the model goes."""
+        if self._classes is None or all(is_placeholder(c) for c in self._classes):
+            self._classes = merged_classes(model.classes, self._classes or [])
 
     def _num_classes(self) -> int:
         values = [c.value + 1 for c in self._classes or []]

@@ -76,6 +76,31 @@ def test_labels_from_a_model_take_its_class_names_into_the_saved_file(tmp_path, 
     assert [c.name for c in load_classes(path) if c.value] == ["organ", "lesion"]
 
 
+def test_labels_saved_with_generic_names_take_a_models_names_and_no_conflict(tmp_path, checkpoints):
+    """A tester painted an image opened without labels, saved ("label 1", "label 2") and
+    reopened it with a model: it was refused, its class 1 being "organ" where the labels
+    had "label 1". A generic name is a placeholder: the model's name takes its place."""
+    from segview.ml.inference import Predictor
+
+    volume, labels = tiny_case(0)
+    first = ReviewSession.open(volume, labels=labels)
+    assert [c.name for c in first.classes] == ["label 1", "label 2"]
+    path = first.save(tmp_path / "labels.nii.gz")
+    first.close()
+    session = ReviewSession.open(volume, path)
+    predictor = Predictor.from_checkpoint(checkpoints["A"], "cpu")
+    assert session.class_conflict("A", predictor) is None
+    session.add_model("A", checkpoints["A"], predictor)
+    assert [c.name for c in session.classes] == ["background", "organ", "lesion"]
+    assert session.save() == path and [c.name for c in load_classes(path) if c.value] == ["organ", "lesion"]
+    session.close()
+    named = ReviewSession.open(volume, path)  # names someone chose still conflict with other names
+    other = Predictor.from_checkpoint(checkpoints["A"], "cpu")
+    other.classes = [c if c.value != 1 else type(c)(1, "liver", c.color) for c in other.classes]
+    assert "\u201cliver\u201d where the labels have \u201corgan\u201d" in named.class_conflict("A", other)
+    named.close()
+
+
 def test_review_marks_are_saved_beside_the_labels_and_come_back(tmp_path):
     volume, labels = tiny_case(0)
     session = ReviewSession.open(volume, labels=labels)
