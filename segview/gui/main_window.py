@@ -509,10 +509,11 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
         if session.recoverable_edits is not None:
             self._offer_recovery()
+        self._session_changed()  # the new image's classes and panels, before any question about a model
         for slot, (path, predictor) in old_models.items():
             if slot not in session.models:  # a session may come with its own (a worklist case)
                 self._add_model(slot, path, predictor, start=False)
-        self._session_changed()
+        self._show_devices()  # the models refused are gone from the status bar too
         self.workspace.active_view().setFocus()
         self.loaded.emit()
         if any(not m.predicted.all() for m in session.models.values()):
@@ -711,6 +712,7 @@ class MainWindow(QMainWindow):
         name, conflict = Path(path).stem, self.session.class_conflict(slot, predictor)
         if conflict is not None:  # scored under another class's columns, it would mislead
             self._error(f"Model {slot} ({name}) was not loaded: {conflict}.", "Checkpoint of other classes")
+            self._show_devices()
             self.model_loaded.emit(slot)
             return
         warning = self.session.fit_warning(predictor)

@@ -224,6 +224,29 @@ def test_a_checkpoint_of_other_classes_is_refused_not_scored_under_another_colum
     table = window.metrics.table
     columns = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
     assert columns == ["infection", "mean", "pixel\nerror"]
+    assert window.device_label.text().startswith("A on ") and "B on" not in window.device_label.text()
+
+
+def test_models_refused_by_the_next_image_leave_the_status_bar_and_the_legend_is_its_own(qtbot, demo, dialogs,
+                                                                                          monkeypatch):
+    """A tester opened a lung CT with its labels after the cardiac demo: both cardiac models
+    were refused, yet the status bar still named them, and the refusals stood over the
+    cardiac classes."""
+    load_models(qtbot, demo, list(DEMO_MODELS))
+    assert list(demo.session.models) == ["A", "B"]
+    case = make_phantom("lung", 0)
+    choice = demo.tools.class_choice
+    listed = []  # the class box at each refusal
+
+    def refused(parent, title, text, *_):
+        listed.append([choice.itemText(n) for n in range(choice.count())])
+        dialogs.append(("critical", text))
+
+    monkeypatch.setattr(QMessageBox, "critical", refused)
+    with qtbot.waitSignal(demo.loaded, timeout=30000):
+        demo.show_session(ReviewSession.open(case.volume, labels=case.labels, classes=list(case.classes)))
+    assert not demo.session.models and demo.device_label.text() == ""
+    assert len(listed) == 2 and all(any("infection" in text for text in names) for names in listed)
 
 
 # -- 1: the class tools --------------------------------------------------------------------
