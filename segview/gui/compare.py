@@ -133,6 +133,14 @@ class CompareView(QWidget):
 
             pane.set_overlay("disagreement", Overlay(categories, category_lookup_table()))
 
+    def set_labels_visible(self, visible: bool) -> None:
+        """Show or hide the labels' outline in the model panes (View > Labels, key 1)."""
+        for key in ("A", "B"):
+            overlay = self.panes[key].overlays.get("labels")
+            if overlay is not None:
+                overlay.visible = visible
+                self.panes[key].redraw_overlay("labels")
+
     def refresh(self, z_indices=None) -> None:
         """Redraw the overlays (all, or where the changed axial slices show)."""
         for pane in self.visible_panes():

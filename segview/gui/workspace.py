@@ -86,6 +86,7 @@ class Workspace(QStackedWidget):
         self.styles[name] = (old_visible if visible is None else visible, old_outline if outline is None else outline)
         self.viewer.set_overlay_style(name, visible, outline)
         if name == "labels":
+            self.compare.set_labels_visible(self.styles[name][0])
             self.compare.refresh()
 
     def refresh(self, z_indices, names=("labels", "A", "B")) -> None:

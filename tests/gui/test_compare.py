@@ -179,3 +179,18 @@ def test_the_labels_outline_is_one_colour_apart_from_every_fill(qtbot, window):
     assert "the labels outlined in yellow (<span style='color: rgb(255, 255, 0)'>" in window.legend.text()
     lemon = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "lemon", (250, 240, 20))]
     assert labels_outline_colour(lemon) == ("white", (255, 255, 255))
+
+
+def test_key_1_hides_and_shows_the_labels_outline_in_the_panes(qtbot, comparing):
+    """A tester pressed 1 in compare mode: the Labels button went off, the outline stayed."""
+    panes = comparing.workspace.compare.panes
+
+    def shown():
+        return [panes[key].overlays["labels"].visible and panes[key].overlay_items["labels"].isVisible()
+                for key in "AB"]
+
+    assert shown() == [True, True]
+    qtbot.keyClick(comparing, Qt.Key_1)
+    assert shown() == [False, False]
+    qtbot.keyClick(comparing, Qt.Key_1)
+    assert shown() == [True, True]
