@@ -329,6 +329,7 @@ class SurfaceController(QObject):
 
     def _source_toggled(self, source: str, on: bool) -> None:
         self.view.show_source(source, on)
+        self.view.status.setText(self._summary())
         if on:
             self._schedule(0)
 
@@ -407,8 +408,10 @@ class SurfaceController(QObject):
         self.view.aim(np.min([v.min(axis=0) for v in labels], axis=0), np.max([v.max(axis=0) for v in labels], axis=0))
 
     def _summary(self) -> str:
-        triangles = sum(len(s.faces) for s in self.surfaces.values())
-        return f"{len(self.surfaces)} surfaces, {triangles:,} triangles" if self.surfaces else "No class to show"
+        """What is shown: the surfaces of the sources switched on."""
+        shown = [s for (source, _), s in self.surfaces.items() if self.view.switches[source].isChecked()]
+        triangles = sum(len(s.faces) for s in shown)
+        return f"{len(shown)} surfaces, {triangles:,} triangles" if shown else "No class to show"
 
     def _failed(self, exc: Exception) -> None:
         self.view.status.setText(f"Surfaces not built: {exc}")

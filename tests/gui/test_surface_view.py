@@ -103,6 +103,11 @@ def test_real_opengl_surfaces_of_each_class_and_an_edit(demo, qtbot):
     assert built == [("A", 3)]
     item = controller.view.meshes[("A", 3)]
     assert tuple(round(c * 255) for c in item.opts["color"][:3]) == MODEL_COLORS["A"]
+    # The line under the view counts what is shown: a tester saw model A's switched off still counted.
+    both = controller.view.status.text()
+    controller.view.switches["A"].setChecked(False)
+    labels_only = sum(len(s.faces) for (source, _), s in controller.surfaces.items() if source == "labels")
+    assert controller.view.status.text() == f"3 surfaces, {labels_only:,} triangles" != both
 
 
 def _drawn_pixels(gl_view) -> int:
