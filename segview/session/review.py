@@ -466,8 +466,8 @@ class ReviewSession:
         """Whether labels, review marks or rulers differ from what was opened or last saved
         (undo back to that state: they do not)."""
         position = self.labels.history_position
-        return (position is None or position != self._saved_position
-                or self.review_extra.get(KEY_RULERS) != self._saved_rulers)
+        return (position is None or position != self._saved_position  # no rulers: None or [], alike
+                or (self.review_extra.get(KEY_RULERS) or []) != (self._saved_rulers or []))
 
     def replace_labels(self, label_file: LabelFile) -> None:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)

@@ -221,6 +221,23 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     other.close(discard=True)
 
 
+def test_undoing_the_restored_edits_leaves_nothing_unsaved(tmp_path):
+    """A tester restored a killed segview's stroke and undid it: the title kept its * and
+    closing asked to save, the rulers' "none" having come back as an empty list."""
+    from segview.core.io import save_volume
+
+    volume, _ = tiny_case(0)
+    image = save_volume(tmp_path / "image.nii.gz", volume)
+    crashed = ReviewSession.open(image)
+    crashed.labels.paint(2, [(5, 5)], 2.0, 1)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    again = ReviewSession.open(image, recover=True)
+    assert again.labels.array.any() and again.modified
+    again.labels.undo()
+    assert not again.labels.array.any() and not again.modified
+    again.close(discard=True)
+
+
 def test_close_keeps_the_journal_of_unsaved_edits_and_discard_drops_it():
     volume, _ = tiny_case(0)
     session = ReviewSession.open(volume)
