@@ -510,10 +510,10 @@ class MainWindow(QMainWindow):
         if session.recoverable_edits is not None:
             self._offer_recovery()
         self._session_changed()  # the new image's classes and panels, before any question about a model
+        self._show_devices()  # its own models: those of the image before go back in one by one, or are refused
         for slot, (path, predictor) in old_models.items():
             if slot not in session.models:  # a session may come with its own (a worklist case)
                 self._add_model(slot, path, predictor, start=False)
-        self._show_devices()  # the models refused are gone from the status bar too
         self.workspace.active_view().setFocus()
         self.loaded.emit()
         if any(not m.predicted.all() for m in session.models.values()):

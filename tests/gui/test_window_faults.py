@@ -241,6 +241,7 @@ def test_models_refused_by_the_next_image_leave_the_status_bar_and_the_legend_is
     def refused(parent, title, text, *_):
         listed.append([choice.itemText(n) for n in range(choice.count())])
         dialogs.append(("critical", text))
+        assert "B on" not in demo.device_label.text()  # not named while it is being refused
 
     monkeypatch.setattr(QMessageBox, "critical", refused)
     with qtbot.waitSignal(demo.loaded, timeout=30000):
