@@ -1242,7 +1242,11 @@ class MainWindow(QMainWindow):
         memory and in the journal. Returns False when a waited-for save failed."""
         session = self.session
         assert session is not None  # the File menu saves only an open session
-        job = session.save_job(Path(path))
+        try:
+            job = session.save_job(Path(path))
+        except SegviewError as exc:  # e.g. the image's own file chosen
+            self._save_failed(exc)
+            return False
         if not wait:
             self._run(job, done=lambda _: self._saved(session, job), failed=self._save_failed)
             return True

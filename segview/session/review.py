@@ -70,6 +70,12 @@ class LabelFile:
     warning: str | None = None
 
 
+def image_files(volume: Volume) -> set[Path]:
+    """The files ``volume`` was read from (its file, or its DICOM series' files), resolved."""
+    named = [volume.meta.get("source") or "", *(volume.meta.get("source_files") or [])]
+    return {Path(f).resolve() for f in named if f and Path(f).is_file()}
+
+
 def labels_beside_image(volume: Volume) -> Path | None:
     """Where a first save puts the labels of ``volume``: ``<image name>.labels.nii.gz`` beside
     its file or DICOM folder (None for an image without one)."""
@@ -111,6 +117,10 @@ class SaveJob:
     (in a worker if you like), then hand it to ``ReviewSession.finish_save``."""
 
     def __init__(self, session: ReviewSession, path: Path):
+        """Raises SessionError for a ``path`` that is a file of the image itself."""
+        if Path(path).resolve() in image_files(session.volume):
+            raise SessionError(f"{Path(path).name} is the image itself: the labels go into a file of their own, "
+                               "or the image would be lost. Choose another name.")
         self.path, self.version = path, session.version
         self.position = session.labels.history_position  # the state it saves, in the undo history
         # The one copy of the labels a save makes: the SimpleITK image it writes (no numpy

@@ -155,6 +155,17 @@ def test_an_image_opens_with_the_labels_saved_beside_it(qtbot, window, tmp_path)
     assert [c.name for c in window.session.classes] == ["background", "infection"]
 
 
+def test_save_as_onto_the_image_file_is_refused_and_the_image_kept(qtbot, window, tmp_path, dialogs):
+    case = lung_phantom(1)
+    image = save_volume(tmp_path / "ct.nii.gz", case.volume)
+    before = image.read_bytes()
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(image)
+    assert not window.save_to(image, wait=True)
+    assert image.read_bytes() == before
+    assert dialogs[-1][0] == "critical" and "is the image itself" in dialogs[-1][1]
+
+
 def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
     case = lung_phantom(1)
     save_volume(tmp_path / "ct.nii.gz", case.volume)

@@ -187,6 +187,24 @@ def test_save_without_a_path_writes_beside_the_image(tmp_path):
     assert not session.modified
 
 
+def test_labels_are_never_saved_over_the_image(tmp_path):
+    """A tester's Save as onto the CT file opened replaced the CT by the labels."""
+    from segview.core.io import save_volume
+
+    volume, labels = tiny_case(0)
+    image = save_volume(tmp_path / "ct.nii.gz", volume)
+    write_dicom_series(volume, tmp_path / "dicom")
+    before = image.read_bytes()
+    for source in (image, tmp_path / "dicom"):
+        session = ReviewSession.open(source, labels=labels)
+        targets = [image] if source == image else sorted((tmp_path / "dicom").iterdir())[:1]
+        for target in targets:
+            with pytest.raises(SessionError, match="is the image itself"):
+                session.save(target)
+        session.close(discard=True)
+    assert image.read_bytes() == before
+
+
 def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp_path):
     """A tester saved the labels of a DICOM series beside its folder, opened the folder again
     and found them empty. With ``labels_beside`` (the window's File > Open) they are read;
