@@ -358,7 +358,10 @@ class MainWindow(QMainWindow):
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path),
                       reports_progress=True)
         else:
-            self._open_session(partial(ReviewSession.open, path, labels_path, labels_beside=True))
+            # The labels saved beside it when none are named; labels that cannot be read on it
+            # leave it open with empty ones (and say why).
+            self._open_session(partial(ReviewSession.open, path, labels_path, labels_beside=True,
+                                       empty_if_unreadable=True))
 
     def _pick_series(self, folder: Path, series, labels_path) -> None:
         if not series:
@@ -366,7 +369,8 @@ class MainWindow(QMainWindow):
         candidates = [s for s in series if not s.is_localizer] or series
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
-            self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen, labels_beside=True))
+            self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen, labels_beside=True,
+                                       empty_if_unreadable=True))
 
     def _open_session(self, open_session) -> None:
         """Run ``open_session(progress=, first_slice=)`` in a worker; its first slice shows as
@@ -375,11 +379,10 @@ class MainWindow(QMainWindow):
                   shows_first_slice=True)
 
     def _show_first_slice(self, volume, z: int) -> None:
-        """A preview of an image still loading: its slice ``z`` in the plane view."""
+        """A preview of an image still loading: its slice ``z`` in the plane view, when no
+        session is on screen (one stays until the new image has opened: the open may fail)."""
         if self.session is not None:
-            if self.session.modified:
-                return  # the unsaved labels stay on screen until the user has decided about them
-            self._close_session()  # nothing unsaved: the screen may show the new image at once
+            return
         presets = volume.meta.get("window_presets") or []
         if presets:
             center, width = presets[0][1], presets[0][2]
@@ -393,8 +396,9 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage("Loading the other slices...", 3000)
 
     def _open_failed(self, exc: Exception) -> None:
-        if self.session is None:
-            self.setWindowTitle("segview")  # a preview may show what was read before the failure
+        if self.session is None:  # a preview may show what was read before the failure
+            self.setWindowTitle("segview")
+            self.workspace.viewer.show_nothing()
         self._failed(exc)
 
     def open_labels(self, path) -> None:

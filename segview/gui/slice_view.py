@@ -198,6 +198,18 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.fit()
         self.slice_changed.emit(self.index)
 
+    def show_nothing(self) -> None:
+        """No image: the preview of an image that then failed to open goes. (Not ``clear``:
+        pyqtgraph's GraphicsLayoutWidget binds that name to emptying its layout.)"""
+        self.volume = None
+        for name in list(self.overlays):
+            self.remove_overlay(name)
+        self.image_item.clear()
+        for item in (*self.edge_items.values(), self.title):
+            item.setText("")
+        self.markers = []
+        self._draw_markers()
+
     def set_overlay(self, name: str, overlay: Overlay) -> None:
         """Add or replace the overlay ``name``; overlays draw in the order they were added."""
         if name not in self.overlay_items:

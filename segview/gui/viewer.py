@@ -77,6 +77,12 @@ class Viewer(QWidget):
         for view in self.views.values():
             view.set_volume(volume)
 
+    def show_nothing(self) -> None:
+        """No image in any view (``SliceView.show_nothing``)."""
+        self.volume = None
+        for view in self.views.values():
+            view.show_nothing()
+
     def set_overlay(self, name: str, overlay: Overlay) -> None:
         for view in self.views.values():
             view.set_overlay(name, overlay)

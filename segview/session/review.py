@@ -327,7 +327,8 @@ class ReviewSession:
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
              progress: Progress | None = None, first_slice: FirstSlice | None = None,
-             key: str | None = None, labels_beside: bool = False) -> ReviewSession:
+             key: str | None = None, labels_beside: bool = False,
+             empty_if_unreadable: bool = False) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, or that file
         read already by ``read_label_file``; an array; or None for empty labels).
@@ -342,8 +343,9 @@ class ReviewSession:
         when known (a worklist remembers it by its files' size and time), else computed from
         its voxels. ``labels_beside``: without ``labels``, those a first save writes beside
         the image (``labels_beside_image``) when they are there; ones that cannot be read
-        on its grid are named in ``warnings`` and the labels start empty. Raises
-        VolumeLoadError."""
+        on its grid are named in ``warnings`` and the labels start empty.
+        ``empty_if_unreadable``: ``labels`` (a file) that cannot be read on the image do not
+        stop it opening: empty labels, the reason in ``warnings``. Raises VolumeLoadError."""
         release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
         volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
@@ -369,8 +371,14 @@ class ReviewSession:
                 raise ValueError(f"labels {labels.shape} and image {volume.shape} differ in shape")
             array = np.array(labels, np.uint8, order="C")  # a copy: the caller's array stays theirs
         else:
-            label_file = labels if isinstance(labels, LabelFile) else read_label_file(labels, volume, key)
-            array = label_file.array
+            try:
+                label_file = labels if isinstance(labels, LabelFile) else read_label_file(labels, volume, key)
+            except VolumeLoadError as exc:
+                if not empty_if_unreadable:
+                    raise
+                unread = (f"The labels {Path(labels).name} were not read, so the image opens with empty labels "
+                          f"(File > Open labels takes others): {exc}")
+            array = label_file.array if label_file is not None else np.zeros(volume.shape, np.uint8)
         label_map = LabelMap(array, volume.spacing, intensities=volume.array)
         if label_file is not None:
             label_map.reviewed[:] = label_file.review.reviewed

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
+from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication
 
 from segview.core.dicom import write_dicom_series
@@ -227,6 +228,46 @@ def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, d
     assert dialogs and dialogs[-1][0] == "critical" and "neither DICOM" in dialogs[-1][1]
     assert demo.session is session and session.journal is not None  # still open
     assert all(v.volume is session.volume for v in demo.workspace.viewer.views.values())
+
+
+def test_a_damaged_series_keeps_the_open_session_on_screen_and_leaves_no_preview(qtbot, demo, dialogs, tmp_path):
+    """A tester opened a series with a truncated slice: its preview replaced the saved case on
+    screen, then the load failed, leaving neither. The case stays until the new one opens; with
+    none open, the preview goes with the failure."""
+    case = lung_phantom(1)
+    files = sorted(write_dicom_series(case.volume, tmp_path / "ct"))
+    damaged = files[len(files) * 3 // 4]
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    session = demo.session
+    with qtbot.waitSignal(demo.load_failed, timeout=30000):
+        demo.open_image(tmp_path / "ct")
+    assert demo.session is session and demo.workspace.active_view().volume is session.volume
+    demo.discard_session()
+    with qtbot.waitSignal(demo.load_failed, timeout=30000):
+        demo.open_image(tmp_path / "ct")
+    assert demo.session is None and all(v.volume is None for v in demo.workspace.viewer.views.values())
+    assert demo.windowTitle() == "segview"
+    view = demo.workspace.active_view()
+    QTest.mouseMove(view, QPoint(view.width() // 2, view.height() // 2))  # an empty view takes the mouse
+    QTest.mouseMove(view, QPoint(view.width() // 3, view.height() // 3))
+    with qtbot.waitSignal(demo.loaded, timeout=30000):  # and the next image shows as ever
+        demo.open_image(save_volume(tmp_path / "ok.nii.gz", case.volume))
+    assert demo.workspace.active_view().volume is demo.session.volume
+
+
+def test_an_image_whose_labels_cannot_be_read_opens_with_empty_labels_and_says_why(qtbot, window, dialogs, tmp_path):
+    """A tester gave labels of another grid on the command line: the image showed, yet nothing
+    worked on it (no session). It opens, with empty labels that a save does not write over
+    the file named."""
+    case = lung_phantom(1)
+    image = save_volume(tmp_path / "ct.nii.gz", case.volume)
+    other = cardiac_phantom(4)
+    save_labels(tmp_path / "heart.nii.gz", other.labels, other.volume, other.classes)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(image, tmp_path / "heart.nii.gz")
+    session = window.session
+    assert session is not None and not session.labels.array.any() and session.labels_path is None
+    assert dialogs[-1][0] == "warning" and "heart.nii.gz were not read" in dialogs[-1][1]
 
 
 def test_dropping_a_file_opens_it(qtbot, window, tmp_path):

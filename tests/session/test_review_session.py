@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from segview.core.dicom import write_dicom_series
+from segview.core.errors import VolumeLoadError
 from segview.core.io import load_classes, save_labels
 from segview.core.labels import OverwritePolicy
 from segview.core.metrics import dice_per_class
@@ -185,6 +186,18 @@ def test_save_without_a_path_writes_beside_the_image(tmp_path):
     assert session.save() == tmp_path / "patient7_0000.labels.nii.gz"
     assert review_path(tmp_path / "patient7_0000.labels.nii.gz").exists()
     assert not session.modified
+
+
+def test_labels_that_cannot_be_read_stop_the_open_unless_empty_ones_will_do(tmp_path):
+    volume, labels = tiny_case(0)
+    small = tiny_case(1, slices=2, size=8)[0]
+    path = save_labels(tmp_path / "other.nii.gz", np.zeros(small.shape, np.uint8), small)  # another grid
+    with pytest.raises(VolumeLoadError):
+        ReviewSession.open(volume, path)
+    session = ReviewSession.open(volume, path, empty_if_unreadable=True)
+    assert not session.labels.array.any() and session.labels_path is None
+    assert len(session.warnings) == 1 and "other.nii.gz were not read" in session.warnings[0]
+    session.close(discard=True)
 
 
 def test_labels_are_never_saved_over_the_image(tmp_path):
