@@ -118,7 +118,7 @@ class SaveJob:
 
     def __init__(self, session: ReviewSession, path: Path):
         """Raises SessionError for a ``path`` that is a file of the image itself."""
-        if Path(path).resolve() in image_files(session.volume):
+        if Path(path).exists() and Path(path).resolve() in image_files(session.volume):
             raise SessionError(f"{Path(path).name} is the image itself: the labels go into a file of their own, "
                                "or the image would be lost. Choose another name.")
         self.path, self.version = path, session.version
@@ -351,18 +351,14 @@ class ReviewSession:
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = key or image_key(volume)
-        unread = None
+        unread, forgiving = None, empty_if_unreadable
         beside = labels_beside_image(volume) if labels is None and labels_beside else None
         if beside is not None and beside.is_file():
-            saved_for = (read_sidecar(beside) or {}).get("image_key")
-            if saved_for not in (None, key):  # another series of the folder on the same grid, say
+            if (read_sidecar(beside) or {}).get("image_key") not in (None, key):  # another series, same grid
                 unread = (f"The labels beside the image ({beside.name}) are those of another image, so they were "
                           "not read and the labels start empty; save these under another name.")
             else:
-                try:
-                    labels = read_label_file(beside, volume, key)
-                except VolumeLoadError as exc:
-                    unread = f"The labels beside the image ({beside.name}) were not read, so they start empty: {exc}"
+                labels, forgiving = beside, True  # read below: unreadable, they leave the labels empty
         label_file = None
         if labels is None:
             array = np.zeros(volume.shape, np.uint8)
@@ -374,9 +370,9 @@ class ReviewSession:
             try:
                 label_file = labels if isinstance(labels, LabelFile) else read_label_file(labels, volume, key)
             except VolumeLoadError as exc:
-                if not empty_if_unreadable:
+                if not forgiving:
                     raise
-                unread = (f"The labels {Path(labels).name} were not read, so the image opens with empty labels "
+                unread = (f"The labels {Path(labels).name} were not read, so the labels start empty "
                           f"(File > Open labels takes others): {exc}")
             array = label_file.array if label_file is not None else np.zeros(volume.shape, np.uint8)
         label_map = LabelMap(array, volume.spacing, intensities=volume.array)
