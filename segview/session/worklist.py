@@ -72,7 +72,7 @@ from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .provenance import Provenance
+from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, read_label_file
 
 STATUSES = ("new", "in progress", "done", "flagged")
@@ -488,12 +488,12 @@ class CaseSession(ReviewSession):
         self.read_only = worklist.read_only
         if lock:
             self._lock_case()
-        if not case.labels.is_file():  # a status-only sidecar: keep its keys
+        if not case.labels.is_file():  # a status-only sidecar: keep its keys, provenance too
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
-        if self.provenance is not None:  # the one ReviewSession made, from the labels' sidecar
-            self.provenance.detach()
-        self.provenance = Provenance(self.labels, self._predictions, self.review_extra.get("provenance"))
+            if self.provenance is not None:
+                self.provenance.sources = provenance_from_json(self.review_extra.get("provenance") or {},
+                                                               self.labels.array.shape[0])
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
         self._add_cached_models(predictors, stamp if self.version == 0 else None, cached or {})  # not after a restore
