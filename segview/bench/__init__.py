@@ -439,13 +439,15 @@ def bench_finetune(seconds: float = 3.0) -> dict:
     return measure(seconds)
 
 
-def bench_clicks(seconds: float = 0.0, cases: int | None = None, click_model=None) -> dict:
+def bench_clicks(seconds: float = 0.0, cases: int | None = None, click_model=None, first_seed: int | None = None,
+                 tasks: tuple[str, ...] | None = None) -> dict:
     """The interactive model judged by the simulated reviewer on unseen phantoms, beside the
     brush and random_walker, and its latency per click (``segview.bench.clicks``)."""
-    from .clicks import CASES
+    from .clicks import CASES, FIRST_SEED
     from .clicks import bench_clicks as measure
 
-    return measure(seconds, cases or CASES, click_model)
+    return measure(seconds, cases or CASES, click_model, first_seed=FIRST_SEED if first_seed is None else first_seed,
+                   tasks=tasks)
 
 
 def bench_scale(seconds: float = 3.0, echo=print) -> dict:

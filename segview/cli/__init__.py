@@ -142,6 +142,11 @@ def _tool_parser() -> argparse.ArgumentParser:
             timed.add_argument("--cases", type=int, help="phantom cases per task (default 12)")
             timed.add_argument("--click-model", type=Path, metavar="CKPT",
                                help="the interactive checkpoint (default: the shipped interactive.safetensors)")
+            timed.add_argument("--first-seed", type=int,
+                               help="seed of each task's first phantom case (default 4000; not one the shipped models "
+                                    "trained on)")
+            timed.add_argument("--task", choices=("cardiac", "lung"), action="append",
+                               help="only this task (may be repeated; default both)")
         timed.set_defaults(run=_run_bench_timed)
     return parser
 
@@ -153,7 +158,8 @@ def _run_bench_timed(args) -> int:
     if args.benchmark == "clicks":
         if args.cases is not None and args.cases < 1:
             raise UserError("--cases must be at least 1")
-        options = {"cases": args.cases, "click_model": args.click_model}
+        options = {"cases": args.cases, "click_model": args.click_model, "first_seed": args.first_seed,
+                   "tasks": tuple(dict.fromkeys(args.task)) if args.task else None}
     BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
     return 0
 

@@ -359,18 +359,26 @@ def test_bench_clicks_prints_the_tables_and_the_targets(tmp_path, monkeypatch, c
     tiny_click_model(models / "interactive.safetensors")
     monkeypatch.setattr(clicks, "MODELS", models)
     monkeypatch.setattr(clicks, "CLICK_MODEL", models / "interactive.safetensors")
-    monkeypatch.setattr(clicks, "TASKS", ("cardiac",))
-    monkeypatch.setattr(clicks, "make_phantom", lambda task, seed: Phantom(*tiny_case(seed), tuple(CLASSES), task))
+    made: list[tuple[str, int]] = []
+
+    def phantom(task, seed):
+        made.append((task, seed))
+        return Phantom(*tiny_case(seed), tuple(CLASSES), task)
+
+    monkeypatch.setattr(clicks, "make_phantom", phantom)
     lines: list[str] = []
-    figures = clicks.bench_clicks(cases=2, echo=lines.append)
+    figures = clicks.bench_clicks(cases=2, echo=lines.append, first_seed=6000, tasks=("cardiac",))
     out = "\n".join(lines)
+    assert ("cardiac", 6000) in made and ("cardiac", 6001) in made and ("cardiac", 6002) not in made
+    assert not any(task == "lung" and seed != clicks.FIRST_SEED for task, seed in made)  # only the latency's slice
+    assert "(seeds 6000..6001)" in out
     assert "NoC@85" in out and "brush/model" in out and "every target:" in out
     assert "cardiac from a prediction:" in out and "cardiac from empty:" in out
     assert "over 2 cases]" in out and set(figures["intervals"]) == {("cardiac", "prediction"), ("cardiac", "empty")}
     assert "latency per click, 512 x 512 slice, cpu (2 threads)" in out
     predictor = Predictor.from_checkpoint(models / "cardiac_ce.safetensors", "cpu")
     expected = {"cardiac_ce": 0, "empty": 0}
-    for seed in (clicks.FIRST_SEED, clicks.FIRST_SEED + 1):
+    for seed in (6000, 6001):
         volume, labels = tiny_case(seed)
         expected["cardiac_ce"] += len(reviewed_objects(predictor.predict_volume(volume), labels))
         expected["empty"] += len(reviewed_objects(np.zeros_like(labels), labels))
@@ -384,6 +392,8 @@ def test_bench_clicks_options_on_the_command_line(tmp_path, capsys):
     assert "--cases must be at least 1" in capsys.readouterr().err
     assert main(["bench", "clicks", "--click-model", str(tmp_path / "none.safetensors")]) == 2
     assert "no interactive model at" in capsys.readouterr().err
+    assert main(["bench", "clicks", "--first-seed", "5", "--task", "lung"]) == 2
+    assert "training cases" in capsys.readouterr().err
 
 
 def test_the_summary_at_the_edges_no_object_and_one_already_good():
