@@ -107,6 +107,8 @@ def _scan(folder: Path, progress: Progress | None) -> tuple[dict[str, list], lis
         try:
             header = _read_header(path)
         except InvalidDicomError:
+            if path.suffix.lower() == ".dcm":  # named as a slice: a slice destroyed, not a README
+                damaged.append(path.name)
             continue  # not DICOM: a README, a thumbnail, ...
         except Exception:  # noqa: BLE001 - any damage to one file must not stop the scan
             damaged.append(path.name)

@@ -997,11 +997,12 @@ class MainWindow(QMainWindow):
 
     def undo(self) -> None:
         if self.session is not None and not self._refused():
-            self.session.labels.undo()
+            # Replaces what the step undone said (a click's "N voxels changed").
+            self.statusBar().showMessage("Undone" if self.session.labels.undo() else "Nothing to undo", 3000)
 
     def redo(self) -> None:
         if self.session is not None and not self._refused():
-            self.session.labels.redo()
+            self.statusBar().showMessage("Redone" if self.session.labels.redo() else "Nothing to redo", 3000)
 
     def _slice_operation(self, name: str) -> None:
         session = self.session

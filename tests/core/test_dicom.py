@@ -274,6 +274,16 @@ def test_a_truncated_file_in_a_series_never_gives_a_partial_volume(tmp_path, car
         load_volume(tmp_path)
 
 
+def test_a_slice_file_that_is_not_dicom_is_reported_a_readme_is_not(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path)
+    (tmp_path / "IM_junk.dcm").write_bytes(b"\x00" * 50 + b"not an image")  # a slice name, no DICOM in it
+    (tmp_path / "README.txt").write_text("not DICOM")
+    volume = load_volume(tmp_path)
+    assert volume.shape[0] == len(paths)
+    [warning] = [w for w in volume.meta["warnings"] if "damaged" in w]
+    assert "1 damaged DICOM file(s) were skipped: IM_junk.dcm" == warning
+
+
 def test_folders_without_images(tmp_path):
     with pytest.raises(VolumeLoadError, match="No DICOM images"):
         load_volume(tmp_path)
