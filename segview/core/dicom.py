@@ -491,7 +491,10 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
         _read_pixels([frames[z] for z in overflowed], array, None, 0, 0, None, [*overflowed])
     if not grid.regular:
         final = _regular_volume(array, grid, warnings)
+        interpolated = final.meta.get("interpolated_slices")
         final.modality, final.meta = volume.modality, volume.meta
+        if interpolated:
+            final.meta["interpolated_slices"] = interpolated
         volume = final
         if first_slice:
             first_slice(volume, volume.shape[0] // 2)
@@ -987,12 +990,16 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
 
 def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> Volume:
     """A Volume from slices of an irregular grid: gaps and uneven spacing filled by
-    interpolation, a tilted stack resampled perpendicular to its slices."""
+    interpolation (their indices in ``meta["interpolated_slices"]``, so a viewer can mark
+    them), a tilted stack resampled perpendicular to its slices."""
     spacing = grid.spacing
+    interpolated: list[int] = []
     if grid.uneven and grid.along is not None:
-        stack, _, gap = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings)
+        stack, _, gap, interpolated = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings)
         spacing = (spacing[0], spacing[1], gap * grid.stretch)
     volume = _volume(stack, spacing, grid.origin, grid.direction)
+    if interpolated and not grid.tilted:  # resampled whole when tilted: the tilt's warning says so
+        volume.meta["interpolated_slices"] = interpolated
     if grid.tilted:
         angle = np.degrees(np.arccos(min(1.0, 1.0 / grid.stretch)))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
@@ -1002,12 +1009,13 @@ def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> Volu
 
 
 def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
-                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, float]:
+                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
     """Slices on a regular grid along the normal; missing or unevenly spaced slices are
-    filled by linear interpolation between their neighbours, with a warning."""
+    filled by linear interpolation between their neighbours, with a warning. Also returns
+    the indices of the slices that were interpolated (no acquired slice there)."""
     median = float(np.median(gaps))
     if np.max(np.abs(gaps - median)) <= GAP_TOLERANCE * median:
-        return stack, along, float(np.mean(gaps))
+        return stack, along, float(np.mean(gaps)), []
     multiples = gaps / median
     if np.all(np.abs(multiples - np.round(multiples)) <= GAP_TOLERANCE * np.round(multiples)):
         gap = median
@@ -1027,7 +1035,8 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
     regular = (1 - weight[:, None, None]) * stack[upper - 1] + weight[:, None, None] * stack[upper]
     if np.array_equal(stack, np.round(stack)):  # integer data (CT in HU) stay integer
         regular = np.round(regular)
-    return regular.astype(np.float32), target, gap
+    interpolated = [int(z) for z in np.flatnonzero((weight > 0) & (weight < 1))]
+    return regular.astype(np.float32), target, gap, interpolated
 
 
 def _volume(stack, spacing, origin, direction) -> Volume:

@@ -329,7 +329,14 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
         self.image_item.setRect(self._rect(plane.shape))
         self.title.setText(f"{self.view}  {self.index + 1} / {self.num_slices()}   "
-                           f"W {self.window[1]:.0f}  L {self.window[0]:.0f}")
+                           f"W {self.window[1]:.0f}  L {self.window[0]:.0f}"
+                           + ("   INTERPOLATED: not acquired, do not measure" if self.interpolated() else ""))
+
+    def interpolated(self) -> bool:
+        """Whether the slice shown was filled in by interpolation (a missing slice of the
+        series, ``meta["interpolated_slices"]``), not acquired."""
+        return (self.volume is not None and self.normal_axis == 0
+                and self.index in self.volume.meta.get("interpolated_slices", ()))
 
     def redraw_overlay(self, name: str) -> None:
         overlay, item = self.overlays[name], self.overlay_items[name]

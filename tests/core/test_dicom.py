@@ -72,6 +72,7 @@ def test_a_missing_slice_is_interpolated_and_reported(tmp_path, lung):
     assert volume.shape == lung.shape
     np.testing.assert_allclose(volume.spacing, lung.spacing, atol=1e-4)
     assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
+    assert volume.meta["interpolated_slices"] == [10]  # so the viewer can mark it
     np.testing.assert_array_equal(volume.array[:10], lung.array[:10])
     np.testing.assert_array_equal(volume.array[11:], lung.array[11:])
     expected = (lung.array[9].astype(float) + lung.array[11]) / 2
@@ -91,6 +92,7 @@ def test_uneven_spacing_is_resampled_and_reported(tmp_path, cardiac):
     np.testing.assert_allclose(volume.spacing[2], cardiac.spacing[2], rtol=1e-4)
     assert volume.shape[0] == cardiac.shape[0] + 1
     np.testing.assert_array_equal(volume.array[:5], cardiac.array[:5])
+    assert volume.meta["interpolated_slices"][0] == 5  # those acquired before the uneven gap are not
 
 
 def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):

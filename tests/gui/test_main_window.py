@@ -206,6 +206,22 @@ def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch,
     np.testing.assert_array_equal(window.session.volume.array, cardiac.array)
 
 
+def test_a_missing_slice_is_marked_on_the_slice_itself(qtbot, window, dialogs, tmp_path):
+    """Beyond the warning when the series opens: the axial view's title says the slice shown
+    was interpolated, on that slice only."""
+    files = sorted(write_dicom_series(lung_phantom(2).volume, tmp_path))
+    files[10].unlink()
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path)
+    assert any("1 slice(s) missing" in text for _, text in dialogs)
+    axial, coronal = (window.workspace.viewer.views[v] for v in ("axial", "coronal"))
+    for z, marked in ((9, False), (10, True), (11, False)):
+        axial.set_slice(z)
+        assert ("INTERPOLATED" in axial.title.toPlainText()) is marked
+    coronal.set_slice(10)  # a row of every slice there, not the slice
+    assert "INTERPOLATED" not in coronal.title.toPlainText()
+
+
 def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
     from segview.core.dicom import SeriesInfo
     from segview.gui.dialogs import SeriesDialog
