@@ -68,6 +68,9 @@ class SeriesInfo:
     #: What the scan read of each file, so that ``read_dicom_files(series)`` parses no
     #: header again (geometry, rescale and pixel offsets; the first file's whole header).
     headers: _SeriesHeaders | None = field(default=None, repr=False, compare=False)
+    #: Files of the folder scanned that are damaged DICOM (of which series, no one can tell):
+    #: reading the series says so.
+    damaged: tuple[str, ...] = field(default=(), repr=False, compare=False)
 
     def label(self) -> str:
         """One line naming the series for a message or a list."""
@@ -87,8 +90,8 @@ def list_dicom_series(folder, progress: Progress | None = None) -> list[SeriesIn
     structure sets, DICOMDIR) are skipped. Raises VolumeLoadError when the folder
     cannot be read.
     """
-    series, _ = _scan(Path(folder), progress)
-    infos = [info for uid, items in series.items() if (info := _series_info(uid, items))]
+    series, damaged = _scan(Path(folder), progress)
+    infos = [info for uid, items in series.items() if (info := _series_info(uid, items, damaged))]
     return sorted(infos, key=lambda s: (s.is_localizer, -s.num_files, s.number or 0))
 
 
@@ -125,7 +128,7 @@ def _is_image(ds: Dataset) -> bool:
     return "Rows" in ds and "Columns" in ds and sop_class not in _NON_IMAGE_SOP_CLASSES
 
 
-def _series_info(uid: str, items: list) -> SeriesInfo | None:
+def _series_info(uid: str, items: list, damaged: list[str]) -> SeriesInfo | None:
     """What the series picker shows of one series; None when its headers are too
     malformed to describe (its files are then reported as damaged when loaded)."""
     first = items[0][1].dataset
@@ -143,6 +146,7 @@ def _series_info(uid: str, items: list) -> SeriesInfo | None:
             is_localizer=_is_localizer(datasets),
             files=tuple(path for path, _ in items),
             headers=_series_headers([header for _, header in items]),
+            damaged=tuple(damaged),
         )
     except (ValueError, TypeError, AttributeError):
         return None
@@ -387,12 +391,9 @@ def read_dicom_folder(folder, series_uid: str | None = None, progress: Progress 
     """
     folder = Path(folder)
     series, damaged = _scan(folder, None)
-    infos = [info for uid, items in series.items() if (info := _series_info(uid, items))]
+    infos = [info for uid, items in series.items() if (info := _series_info(uid, items, damaged))]
     del series  # the headers of the other series
-    warnings = []
-    if damaged:
-        warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
-                        + ", ".join(damaged[:5]) + ("..." if len(damaged) > 5 else ""))
+    warnings: list[str] = []
     if not infos:
         hint = f" ({len(damaged)} damaged DICOM file(s) could not be read)" if damaged else ""
         raise VolumeLoadError(f"No DICOM images were found in {folder}{hint}. "
@@ -467,6 +468,10 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     if not frames or first is None:
         raise VolumeLoadError("No DICOM image files were given.")
     warnings: list[str] = []
+    damaged = paths.damaged if isinstance(paths, SeriesInfo) else ()
+    if damaged:
+        warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
+                        + ", ".join(damaged[:5]) + ("..." if len(damaged) > 5 else ""))
     if count == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
         warnings.append("This file is one image of a series; open its folder to see every slice.")
     frames = _sort_frames(frames, warnings)

@@ -698,10 +698,10 @@ class MainWindow(QMainWindow):
         unit = " HU" if session.volume.modality == "CT" else ""
         text = (f"voxel ({x}, {y}, {z})   LPS ({lps[0]:.1f}, {lps[1]:.1f}, {lps[2]:.1f}) mm   "
                 f"value {session.volume.array[voxel]:g}{unit}   "
-                f"label {class_name(session.classes, int(session.labels.array[voxel]))}")
+                f"label: {class_name(session.classes, int(session.labels.array[voxel]))}")  # a class may be "label 1"
         for slot, model in session.models.items():
             predicted = class_name(model.classes, int(model.prediction[voxel])) if model.predicted[z] else "pending"
-            text += f"   {slot} {predicted}"
+            text += f"   {slot}: {predicted}"
         self.read_out.setText(text)
 
     # -- models and inference -----------------------------------------------------------
@@ -997,12 +997,12 @@ class MainWindow(QMainWindow):
 
     def undo(self) -> None:
         if self.session is not None and not self._refused():
-            # Replaces what the step undone said (a click's "N voxels changed").
-            self.statusBar().showMessage("Undone" if self.session.labels.undo() else "Nothing to undo", 3000)
+            if self.session.labels.undo():  # replaces what the step undone said ("N voxels changed")
+                self.statusBar().showMessage("Undone", 3000)
 
     def redo(self) -> None:
-        if self.session is not None and not self._refused():
-            self.statusBar().showMessage("Redone" if self.session.labels.redo() else "Nothing to redo", 3000)
+        if self.session is not None and not self._refused() and self.session.labels.redo():
+            self.statusBar().showMessage("Redone", 3000)
 
     def _slice_operation(self, name: str) -> None:
         session = self.session

@@ -127,6 +127,10 @@ class _Dots(pg.ScatterPlotItem):
         ev.ignore()
 
 
+#: The notice on a slice the series did not have (filled in by interpolation).
+INTERPOLATED_COLOR = "#ff5a3c"
+
+
 class SliceView(pg.GraphicsLayoutWidget):
     """Shows slice ``index`` of one ``view`` (axial, coronal or sagittal) of a volume in
     radiological orientation with true aspect ratio, with named overlays on top."""
@@ -328,9 +332,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         plane = self.orientation.slice(self.volume.array, self.view, self.index)
         self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
         self.image_item.setRect(self._rect(plane.shape))
-        self.title.setText(f"{self.view}  {self.index + 1} / {self.num_slices()}   "
-                           f"W {self.window[1]:.0f}  L {self.window[0]:.0f}"
-                           + ("   INTERPOLATED: not acquired, do not measure" if self.interpolated() else ""))
+        title = f"{self.view}  {self.index + 1} / {self.num_slices()}   W {self.window[1]:.0f}  L {self.window[0]:.0f}"
+        if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
+            title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>not acquired: do not measure</b>'
+        self.title.setHtml(title)
 
     def interpolated(self) -> bool:
         """Whether the slice shown was filled in by interpolation (a missing slice of the

@@ -14,7 +14,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
-from segview.core.dicom import write_dicom_series
+from segview.core.dicom import read_dicom_files, write_dicom_series
 from segview.core.io import VolumeLoadError, list_dicom_series, load_volume, save_volume
 from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.core.volume import Volume
@@ -284,6 +284,8 @@ def test_a_slice_file_that_is_not_dicom_is_reported_a_readme_is_not(tmp_path, ca
     assert volume.shape[0] == len(paths)
     [warning] = [w for w in volume.meta["warnings"] if "damaged" in w]
     assert "1 damaged DICOM file(s) were skipped: IM_junk.dcm" == warning
+    [series] = list_dicom_series(tmp_path)  # the window's way: the scan, then the series chosen
+    assert warning in read_dicom_files(series).meta["warnings"]
 
 
 def test_folders_without_images(tmp_path):

@@ -66,7 +66,7 @@ def test_both_checkpoints_predict_the_demo_streaming_the_slice_on_screen_first(q
     assert "cardiac_ce_dice: ce+dice, alpha 1" in window.model_info.text()
     hover(view, 120, 120)
     message = window.read_out.text()
-    assert " A " in message and " B " in message and "pending" not in message
+    assert " A: " in message and " B: " in message and "pending" not in message
 
 
 def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
@@ -103,7 +103,7 @@ def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
     z = next(z for z in range(12) if not predicted[z])
     window.workspace.go_to_slice(z)
     hover(window.workspace.active_view(), 120, 120)  # slices not predicted are pending, not background
-    assert window.read_out.text().endswith("A pending")
+    assert window.read_out.text().endswith("A: pending")
     qtbot.waitUntil(lambda: window.metrics.table.item(0, 0).text() == "pending", timeout=2000)
     rows = [window.metrics.table.verticalHeaderItem(r).text() for r in range(window.metrics.table.rowCount())]
     assert rows == ["A slice", "A volume"]

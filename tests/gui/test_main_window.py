@@ -185,7 +185,7 @@ def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
     hover(view, *display_pixel(view, (3, 100, 120)))
     message = window.read_out.text()
     assert "voxel (120, 100, 3)" in message and f"value {case.volume.array[3, 100, 120]:g} HU" in message
-    assert f"label {case.classes[case.labels[3, 100, 120]].name}" in message
+    assert f"label: {case.classes[case.labels[3, 100, 120]].name}" in message
 
 
 def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch, tmp_path):
@@ -207,13 +207,15 @@ def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch,
 
 
 def test_a_missing_slice_is_marked_on_the_slice_itself(qtbot, window, dialogs, tmp_path):
-    """Beyond the warning when the series opens: the axial view's title says the slice shown
-    was interpolated, on that slice only."""
+    """Beyond the warning when the series opens (with the damaged file the folder's scan
+    found): the axial view's title says the slice shown was interpolated, on that slice only."""
     files = sorted(write_dicom_series(lung_phantom(2).volume, tmp_path))
     files[10].unlink()
+    (tmp_path / "IM_junk.dcm").write_bytes(b"junk")  # a slice's name without DICOM in it
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_image(tmp_path)
-    assert any("1 slice(s) missing" in text for _, text in dialogs)
+    [(_, text)] = dialogs
+    assert "1 slice(s) missing" in text and "1 damaged DICOM file(s) were skipped: IM_junk.dcm" in text
     axial, coronal = (window.workspace.viewer.views[v] for v in ("axial", "coronal"))
     for z, marked in ((9, False), (10, True), (11, False)):
         axial.set_slice(z)

@@ -78,7 +78,7 @@ def check_window_shows_the_session(qtbot, window, slots):
     message = window.read_out.text()
     assert f"voxel ({volume.shape[2] // 2}, {volume.shape[1] // 2}, {z})" in message
     for slot in "AB":
-        assert (f"   {slot} " in message) == (slot in slots)
+        assert (f"   {slot}: " in message) == (slot in slots)
 
 
 def test_the_demo_with_two_models_then_a_ct_from_dicom_then_the_demo_again(qtbot, demo, dialogs, tmp_path):

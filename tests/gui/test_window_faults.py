@@ -49,11 +49,11 @@ def test_the_read_out_follows_a_fill_undo_and_redo_without_a_mouse_move(qtbot, e
     name = class_name(window.session.classes, window.tools.active_class())
     qtbot.keyClick(window, Qt.Key_G)  # the fill tool
     drag(view, [(90, 90)])  # the mouse rests inside the outline and clicks: the fill
-    assert window.read_out.text().endswith(f"label {name}")
+    assert window.read_out.text().endswith(f"label: {name}")
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
-    assert window.read_out.text().endswith("label background")
+    assert window.read_out.text().endswith("label: background")
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
-    assert window.read_out.text().endswith(f"label {name}")
+    assert window.read_out.text().endswith(f"label: {name}")
 
 
 def test_the_read_out_follows_adopt_d_and_the_ranking_without_a_mouse_move(qtbot, both_models):
@@ -68,7 +68,7 @@ def test_the_read_out_follows_adopt_d_and_the_ranking_without_a_mouse_move(qtbot
     seed = (int(ys[0]), int(xs[0]))
     qtbot.keyClick(window, Qt.Key_J)  # adopt B's labelling of the region under the click
     drag(pane, [display_pixel(pane, (z, *seed))])
-    assert f"label {class_name(session.classes, int(b[seed]))}" in window.read_out.text()
+    assert f"label: {class_name(session.classes, int(b[seed]))}" in window.read_out.text()
     assert window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {z})")
     move_mouse_away(window)
     qtbot.keyClick(window, Qt.Key_D)  # the most disputed slice
@@ -80,7 +80,7 @@ def test_the_read_out_follows_adopt_d_and_the_ranking_without_a_mouse_move(qtbot
     assert window.current_slice() == chosen
     label = class_name(session.classes, int(session.labels.array[chosen][seed]))
     assert window.read_out.text().startswith(f"voxel ({seed[1]}, {seed[0]}, {chosen})")
-    assert f"label {label}" in window.read_out.text()
+    assert f"label: {label}" in window.read_out.text()
 
 
 # -- 5: the Window box after a right drag ------------------------------------------------
