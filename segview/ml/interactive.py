@@ -23,9 +23,11 @@ mask. So a click on a second lesion across the slice is seen at the resolution o
 first, and a click changes nothing far from it.
 
 From the second click of an interaction on, ``refine`` keeps, of what the network changed,
-only the connected region of the change under the last click (FocalClick's progressive
-merge, ``merge_at_click``): a further click fixes the error it was given and leaves the
-rest of the mask as the earlier clicks made it. The first click takes the whole proposal for
+the connected region of the change under the last click (FocalClick's progressive merge,
+``merge_at_click``) and, in the structure clicked, the changes of the click's sign (an
+adding click grows it, a removing click trims it, wherever the network does): a further
+click fixes the error it was given, moves that structure's edge only the way it asked, and
+leaves the other structures as the earlier clicks made them. The first click takes the whole proposal for
 the structure clicked (``structure_at_click``: the connected region of the mask and the
 proposal together under the click), and leaves the crop's other structures, which may be a
 person's earlier corrections, as they were. Every voxel
@@ -355,26 +357,44 @@ def structure_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click)
     ventricle took away a blob an earlier interaction had added a few voxels off. On the
     bench's seeds it moved the lung's NoC@90 by under 0.15 either way. ``previous`` when
     the pixel clicked is in neither."""
-    union = previous | proposed
-    if not union[click.y, click.x]:
-        return previous.copy()
-    regions, _ = ndimage.label(union, structure=np.ones((3, 3), bool))
-    structure = regions == regions[click.y, click.x]
-    return np.where(structure, proposed, previous)
+    structure = _structure(previous | proposed, click)
+    return previous.copy() if structure is None else np.where(structure, proposed, previous)
 
 
 def merge_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click) -> np.ndarray:
     """``previous`` with the connected region (8-neighbours) of its difference from
-    ``proposed`` under ``click`` set as proposed: (H, W) bool arrays in the same frame as
-    the click. ``previous`` when the pixel clicked did not change."""
+    ``proposed`` under ``click`` set as proposed, and, in the structure clicked (as
+    ``structure_at_click``'s), the proposal's changes of the click's sign: an adding click
+    also grows the structure wherever the network grows it, a removing click also trims it
+    wherever the network trims it; neither takes the other way elsewhere. (H, W) bool arrays
+    in the click's frame. A click on one side of a lesion thus moves the network's whole edge
+    of it the way the click asked, where the change under the click alone left the rest of
+    the edge to further clicks. On the bench's unseen phantoms (seeds 4000-4011), against the
+    change under the click alone: the lung's NoC@90 from a prediction 4.13 (was 4.54), never
+    reaching 0.90 4.1 % (5.1 %), but 6.4 % of clicks lowering the Dice (4.8 %); from empty
+    3.39 (3.79); the cardiac task's 1.26 and 1.38 (1.24 and 1.44), 4.9 % of its clicks from
+    a prediction lowering the Dice (1.7 %)."""
     changed = previous != proposed
-    if not changed[click.y, click.x]:
-        return previous.copy()
-    regions, _ = ndimage.label(changed, structure=np.ones((3, 3), bool))
     merged = previous.copy()
-    region = regions == regions[click.y, click.x]
-    merged[region] = proposed[region]
+    if changed[click.y, click.x]:
+        regions, _ = ndimage.label(changed, structure=np.ones((3, 3), bool))
+        region = regions == regions[click.y, click.x]
+        merged[region] = proposed[region]
+    structure = _structure(previous | proposed, click)
+    if structure is not None:
+        if click.positive:
+            merged |= proposed & structure
+        else:
+            merged &= proposed | ~structure
     return merged
+
+
+def _structure(union: np.ndarray, click: Click) -> np.ndarray | None:
+    """The connected region (8-neighbours) of ``union`` under ``click``; None outside it."""
+    if not union[click.y, click.x]:
+        return None
+    regions, _ = ndimage.label(union, structure=np.ones((3, 3), bool))
+    return regions == regions[click.y, click.x]
 
 
 def mirrored_logits(network, x: torch.Tensor) -> torch.Tensor:

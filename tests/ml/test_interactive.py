@@ -272,6 +272,34 @@ def test_merge_at_click_keeps_only_the_change_under_the_click():
     np.testing.assert_array_equal(merge_at_click(previous, proposed, Click(14, 22, False)), previous)
 
 
+def test_a_further_click_moves_the_structures_edge_its_own_way_only():
+    """Beyond the change under the click: in the structure clicked, an adding click takes
+    every addition the network proposes and no removal, a removing click every removal and
+    no addition; another structure is left alone either way."""
+    previous = np.zeros((30, 40), bool)
+    previous[5:20, 5:20] = True                     # the lesion clicked
+    previous[24:28, 30:36] = True                   # another, apart
+    proposed = previous.copy()
+    proposed[5:20, 20:23] = True                    # grown on the right (the click's side)
+    proposed[20:22, 5:15] = True                    # and at the bottom, apart from that change
+    proposed[5:7, 5:12] = False                     # trimmed at the top, apart from both
+    proposed[24:28, 30:36] = False                  # the other one dropped
+    grown = merge_at_click(previous, proposed, Click(12, 21))
+    expected = previous.copy()
+    expected[5:20, 20:23] = expected[20:22, 5:15] = True
+    np.testing.assert_array_equal(grown, expected)  # both additions, no trim, the other kept
+    trimmed = merge_at_click(previous, proposed, Click(6, 8, False))
+    expected = previous.copy()
+    expected[5:7, 5:12] = False
+    np.testing.assert_array_equal(trimmed, expected)  # the trim alone
+    # the structure is 8-connected: the bottom growth reaches it diagonally
+    diagonal = previous.copy()
+    diagonal[20, 20] = True
+    assert merge_at_click(previous, diagonal, Click(12, 10))[20, 20]
+    # a click in neither mask nor proposal changes nothing
+    np.testing.assert_array_equal(merge_at_click(previous, proposed, Click(28, 2)), previous)
+
+
 def test_refine_after_the_first_click_writes_only_the_change_under_the_last_click(tmp_path):
     path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=3)
     model = ClickModel.from_checkpoint(path, runtime="torch")
