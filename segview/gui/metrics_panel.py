@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHeaderView, QLabel, QListWidget,
                                QListWidgetItem, QTableWidget,
@@ -67,6 +67,8 @@ class MetricsPanel(QWidget):
         self.ranking = QListWidget()
         self.ranking.setMinimumHeight(80)
         self.ranking.itemClicked.connect(self._ranking_clicked)
+        # The arrow keys walk the list as clicks do (a rebuild blocks its signals: not a person's).
+        self.ranking.currentItemChanged.connect(lambda item, _: item is not None and self._ranking_clicked(item))
         self.ranking_label = QLabel("Slices to review first (D: next most disputed; \u2713 reviewed, listed last)")
         self.ranking_label.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -100,7 +102,7 @@ class MetricsPanel(QWidget):
         self.empty_labels.setVisible(scored and not next(iter(live.matrices.values())).counts[1:].any())  # type: ignore[union-attr]
         self.show_scores(live, z)
         self.show_slices(live)
-        self.show_ranking(live)
+        self.show_ranking(live, z=z)
 
     def show_scores(self, live: LiveMetrics | None, z: int) -> None:
         """Fill the table for slice ``z`` and the volume, for every model in ``live``."""
@@ -172,15 +174,17 @@ class MetricsPanel(QWidget):
             dice = live.dice_along_slices(key)
             self.curves[key].setData(np.arange(1, len(dice) + 1), dice)
 
-    def show_ranking(self, live: LiveMetrics | None, limit: int = 20) -> list:
+    def show_ranking(self, live: LiveMetrics | None, limit: int = 20, z: int | None = None) -> list:
         """The slices to review first, as ranked by ``core.compare.rank_slices``: those not
-        yet reviewed, then (greyed, with a tick) those reviewed."""
+        yet reviewed, then (greyed, with a tick) those reviewed; slice ``z``'s row current
+        (where it is listed), so the arrow keys go on from the slice shown."""
         both = live is not None and "A" in live.matrices and "B" in live.matrices
         for widget in (self.ranking_label, self.ranking_choice, self.ranking):
             widget.setVisible(both)
         if live is None or not both:
             return []
         ranks = rank_slices(live, by=("disputed", "worst")[self.ranking_choice.currentIndex()])
+        blocker = QSignalBlocker(self.ranking)
         self.ranking.clear()
         grey = self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
         for rank in ranks[:limit]:
@@ -194,6 +198,9 @@ class MetricsPanel(QWidget):
             self.ranking.addItem(item)
         if not ranks:
             self.ranking.addItem(_empty_ranking_hint(live))
+        shown = [n for n, rank in enumerate(ranks[:limit]) if rank.z == z]
+        self.ranking.setCurrentRow(shown[0] if shown else -1)
+        blocker.unblock()
         return ranks
 
     def _ranking_clicked(self, item: QListWidgetItem) -> None:

@@ -148,6 +148,28 @@ def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
     assert reviewed == [ranks[0].z + 1]
 
 
+def test_the_arrow_keys_walk_the_ranking_from_the_slice_shown(qtbot, comparing):
+    window, session = comparing, comparing.session
+    ranking = window.metrics.ranking
+    from segview.core.compare import rank_slices
+
+    qtbot.waitUntil(lambda: len(rank_slices(session.live)) == session.volume.shape[0])  # every slice scored
+    window.metrics.refresh(session.live, window.current_slice())  # (the panel follows after a pause)
+    listed = [ranking.item(n).data(Qt.UserRole) for n in range(ranking.count())]
+    assert len(listed) >= 3 and None not in listed
+    rect = ranking.visualItemRect(ranking.item(0))
+    qtbot.mouseClick(ranking.viewport(), Qt.LeftButton, pos=rect.center())
+    assert window.current_slice() == listed[0] and ranking.currentRow() == 0
+    for key, row in ((Qt.Key_Down, 1), (Qt.Key_Down, 2), (Qt.Key_Up, 1)):
+        qtbot.keyClick(ranking, key)
+        assert window.current_slice() == listed[row]
+        qtbot.wait(window._metrics_timer.interval() + 100)  # the list rebuilt with the slice shown: its row kept
+        assert ranking.currentRow() == row and window.current_slice() == listed[row]
+    window.workspace.go_to_slice(listed[2])  # elsewhere: the list follows the slice shown, and moves nothing
+    qtbot.waitUntil(lambda: ranking.currentRow() == 2)
+    assert window.current_slice() == listed[2]
+
+
 def test_the_ranking_choice_reorders_the_slices(qtbot, comparing):
     window, session = comparing, comparing.session
     ranking = window.metrics.ranking
