@@ -264,9 +264,10 @@ class MainWindow(QMainWindow):
         menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
         menu.addAction("Mark slice reviewed", "M", lambda: self._slice_operation("review"))
         menu.addSeparator()
-        for slot in SLOTS:
-            menu.addAction(f"Labels from model {slot}: this slice", partial(self.copy_prediction, slot, True))
-            menu.addAction(f"Labels from model {slot}: whole volume", partial(self.copy_prediction, slot, False))
+        copies = {slot: [menu.addAction(f"Labels from model {slot}: {where}", partial(self.copy_prediction, slot, one))
+                         for where, one in (("this slice", True), ("whole volume", False))] for slot in SLOTS}
+        menu.aboutToShow.connect(lambda: [action.setEnabled(self.session is not None and slot in self.session.models)
+                                          for slot, actions in copies.items() for action in actions])
 
         menu = self.menuBar().addMenu("&View")
         menu.setObjectName(VIEW_MENU)
@@ -1033,11 +1034,13 @@ class MainWindow(QMainWindow):
             return
         if not this_slice:
             return self._copy_whole_volume(self.session, slot)
+        z = self.current_slice()
         try:
-            self.session.copy_prediction(slot, self.current_slice())
+            changed = self.session.copy_prediction(slot, z)
         except SegviewError as exc:
             return self._error(str(exc), "Nothing copied")
         self._session_changed()  # the labels may have taken the checkpoint's class names
+        self.statusBar().showMessage(f"Labels from model {slot} on slice {z + 1}: {changed} voxels changed", 8000)
 
     def _copy_whole_volume(self, session: ReviewSession, slot: str) -> None:
         if self._copy_stop is not None:

@@ -214,3 +214,21 @@ def test_the_cli_refuses_a_third_model(capsys):
 
     assert main(["--demo", "--model", str(CE), "--model", str(CE), "--model", str(CE)]) == 2
     assert "at most twice" in capsys.readouterr().err
+
+
+def test_labels_from_a_model_on_this_slice_says_what_changed_and_needs_the_model(qtbot, demo):
+    """A tester: the slice's copy said nothing (the whole volume's says N voxels), and model
+    B's entries were offered with no model B."""
+    window, session = demo, demo.session
+    with wait_for_inference(qtbot, window):
+        load_models(qtbot, window, [CE], slots="A")
+    edit = next(a.menu() for a in window.menuBar().actions() if a.text().replace("&", "") == "Edit")
+    edit.aboutToShow.emit()
+    copies = {a.text(): a for a in edit.actions() if a.text().startswith("Labels from model")}
+    assert [a.isEnabled() for a in copies.values()] == [True, True, False, False]  # A's two, then B's
+    z = window.current_slice()
+    expected = int((session.labels.array[z] != session.models["A"].prediction[z]).sum())
+    assert expected  # the demo's labels are not the model's
+    copies["Labels from model A: this slice"].trigger()
+    assert window.statusBar().currentMessage() == f"Labels from model A on slice {z + 1}: {expected} voxels changed"
+    np.testing.assert_array_equal(session.labels.array[z], session.models["A"].prediction[z])
