@@ -266,8 +266,7 @@ class MainWindow(QMainWindow):
         menu.addSeparator()
         copies = {slot: [menu.addAction(f"Labels from model {slot}: {where}", partial(self.copy_prediction, slot, one))
                          for where, one in (("this slice", True), ("whole volume", False))] for slot in SLOTS}
-        menu.aboutToShow.connect(lambda: [action.setEnabled(self.session is not None and slot in self.session.models)
-                                          for slot, actions in copies.items() for action in actions])
+        menu.aboutToShow.connect(partial(self._enable_copies, copies))
 
         menu = self.menuBar().addMenu("&View")
         menu.setObjectName(VIEW_MENU)
@@ -1024,6 +1023,12 @@ class MainWindow(QMainWindow):
             session.mark_reviewed(z, not session.reviewed[z])
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
+
+    def _enable_copies(self, copies: dict[str, list[QAction]]) -> None:
+        """Edit > Labels from model X: only for a slot that holds a model."""
+        for slot, actions in copies.items():
+            for action in actions:
+                action.setEnabled(self.session is not None and slot in self.session.models)
 
     def copy_prediction(self, slot: str, this_slice: bool) -> None:
         """Model ``slot``'s prediction into the labels (this slice, or every predicted
