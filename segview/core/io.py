@@ -280,6 +280,8 @@ def _write_atomically(image: sitk.Image, path: Path, expected: np.ndarray, refer
             atomic_write_text(sidecar_path(path), sidecar)
 
     try:
+        if not path.parent.is_dir():
+            raise FileNotFoundError(f"the folder {path.parent} does not exist")
         if not os.access(path.parent, os.W_OK):
             raise PermissionError(f"the folder {path.parent} is read-only")
         return replace_atomically(path, write)

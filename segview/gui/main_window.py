@@ -36,7 +36,8 @@ from .effects import Effect, PlanePoint, ToolSettings, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pacs_labels_folder, pacs_labels_path,
-                       recent, remember_folder, remember_recent, set_pacs_labels_folder)
+                       recent, remember_folder, remember_labels, remember_recent, saved_labels,
+                       set_pacs_labels_folder)
 from .tools import ToolPanel, preview_colours, preview_legend, preview_overlay
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
@@ -351,8 +352,9 @@ class MainWindow(QMainWindow):
 
     def open_image(self, path, labels_path=None) -> None:
         """Open an image file or DICOM folder in the background (a picker for several
-        series; the folder is scanned once) with ``labels_path``, else with the labels a
-        save put beside it (``labels_beside_image``) when they are there."""
+        series; the folder is scanned once) with ``labels_path``, else with the labels last
+        saved for it (``saved_labels``: any name a person chose) or those a save put beside
+        it (``labels_beside_image``) when they are there."""
         path = Path(path).absolute()
         if path.is_dir():
             self._run(list_dicom_series, path, done=lambda series: self._pick_series(path, series, labels_path),
@@ -361,7 +363,7 @@ class MainWindow(QMainWindow):
             # The labels saved beside it when none are named; labels that cannot be read on it
             # leave it open with empty ones (and say why).
             self._open_session(partial(ReviewSession.open, path, labels_path, labels_beside=True,
-                                       empty_if_unreadable=True))
+                                       labels_saved=saved_labels(path), empty_if_unreadable=True))
 
     def _pick_series(self, folder: Path, series, labels_path) -> None:
         if not series:
@@ -370,7 +372,7 @@ class MainWindow(QMainWindow):
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
             self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen, labels_beside=True,
-                                       empty_if_unreadable=True))
+                                       labels_saved=saved_labels(folder), empty_if_unreadable=True))
 
     def _open_session(self, open_session) -> None:
         """Run ``open_session(progress=, first_slice=)`` in a worker; its first slice shows as
@@ -1272,6 +1274,9 @@ class MainWindow(QMainWindow):
 
     def _saved(self, session: ReviewSession, job) -> None:
         session.finish_save(job)
+        source = str(session.volume.meta.get("source", ""))
+        if source and Path(source).exists():  # opening it again reads them, whatever their name
+            remember_labels(source, job.path)
         if session is self.session:
             self._show_modified()
         self.statusBar().showMessage(f"Saved {job.path}", 5000)

@@ -2,6 +2,9 @@
 configuration folder) and where its file dialogs start.
 
 - ``recent``: the images opened last (File > Open recent).
+- ``labels_of/<hash of an image's path>``: where the labels of that image were last saved,
+  whatever name and folder a person chose: opening the image again reads them
+  (``saved_labels``; ``ReviewSession.open(labels_saved=...)`` checks they are its own).
 - ``dialogs/last_folder``: the folder the last file dialog chose in: every dialog starts
   there, else in the folder of the image on screen, else in the home folder; never in the
   process's working folder, nor in the cache of studies retrieved from a PACS.
@@ -14,6 +17,7 @@ configuration folder) and where its file dialogs start.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, QStandardPaths
@@ -38,6 +42,22 @@ def remember_recent(path) -> None:
     path = str(Path(path).resolve())
     kept = [p for p in recent() if str(Path(p).resolve()) != path]
     settings().setValue("recent", [path] + kept[:RECENT_LIMIT - 1])
+
+
+def remember_labels(image, labels) -> None:
+    """The labels of ``image`` (its file or DICOM folder) were saved at ``labels``."""
+    settings().setValue(_labels_key(image), str(Path(labels).resolve()))
+
+
+def saved_labels(image) -> Path | None:
+    """Where the labels of ``image`` were last saved, when that file is still there."""
+    value = str(settings().value(_labels_key(image), "", str) or "")
+    path = Path(value) if value else None
+    return path if path is not None and path.is_file() else None
+
+
+def _labels_key(image) -> str:
+    return "labels_of/" + hashlib.sha256(str(Path(image).resolve()).encode()).hexdigest()[:32]
 
 
 # -- where file dialogs start -------------------------------------------------------------------

@@ -327,7 +327,7 @@ class ReviewSession:
     def open(cls, image, labels=None, series_uid: str | None = None, recover: bool = False, *,
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
              progress: Progress | None = None, first_slice: FirstSlice | None = None,
-             key: str | None = None, labels_beside: bool = False,
+             key: str | None = None, labels_beside: bool = False, labels_saved=None,
              empty_if_unreadable: bool = False) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, or that file
@@ -343,7 +343,11 @@ class ReviewSession:
         when known (a worklist remembers it by its files' size and time), else computed from
         its voxels. ``labels_beside``: without ``labels``, those a first save writes beside
         the image (``labels_beside_image``) when they are there; ones that cannot be read
-        on its grid are named in ``warnings`` and the labels start empty.
+        on its grid are named in ``warnings`` and the labels start empty. ``labels_saved``:
+        without ``labels``, where the labels of this image were last saved (a window
+        remembers it, whatever name a person chose), read as those beside it and before
+        them when their sidecar names this image (a DICOM folder's other series may have
+        saved there).
         ``empty_if_unreadable``: ``labels`` (a file) that cannot be read on the image do not
         stop it opening: empty labels, the reason in ``warnings``. Raises VolumeLoadError."""
         release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
@@ -352,13 +356,9 @@ class ReviewSession:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = key or image_key(volume)
         unread, forgiving = None, empty_if_unreadable
-        beside = labels_beside_image(volume) if labels is None and labels_beside else None
-        if beside is not None and beside.is_file():
-            if (read_sidecar(beside) or {}).get("image_key") not in (None, key):  # another series, same grid
-                unread = (f"The labels beside the image ({beside.name}) are those of another image, so they were "
-                          "not read and the labels start empty; save these under another name.")
-            else:
-                labels, forgiving = beside, True  # read below: unreadable, they leave the labels empty
+        if labels is None:
+            labels, unread = _labels_found(volume, key, labels_saved, labels_beside)
+            forgiving = forgiving or labels is not None  # unreadable, they leave the labels empty
         label_file = None
         if labels is None:
             array = np.zeros(volume.shape, np.uint8)
@@ -889,6 +889,21 @@ class ReviewSession:
     def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each model's prediction and the slices it has predicted (what ``provenance`` names)."""
         return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
+
+
+def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None]:
+    """The labels ``ReviewSession.open`` reads without any given: those last ``saved`` for this
+    image, else (``beside``) those a first save writes beside it, each only when its sidecar
+    does not name another image; and the warning when those beside it are another's."""
+    if saved is not None and Path(saved).is_file() and (read_sidecar(saved) or {}).get("image_key") in (None, key):
+        return Path(saved), None
+    there = labels_beside_image(volume) if beside else None
+    if there is None or not there.is_file():
+        return None, None
+    if (read_sidecar(there) or {}).get("image_key") not in (None, key):  # another series, same grid
+        return None, (f"The labels beside the image ({there.name}) are those of another image, so they were "
+                      "not read and the labels start empty; save these under another name.")
+    return there, None
 
 
 def _load_image(image, series_uid, series, progress, first_slice) -> Volume:

@@ -156,6 +156,21 @@ def test_an_image_opens_with_the_labels_saved_beside_it(qtbot, window, tmp_path)
     assert [c.name for c in window.session.classes] == ["background", "infection"]
 
 
+def test_an_image_opens_with_the_labels_last_saved_under_a_name_of_ones_own(qtbot, window, tmp_path, dialogs):
+    """A tester saved to out.nii.gz, quit and opened the image again: the labels were empty."""
+    case = lung_phantom(1)
+    save_volume(tmp_path / "ct.nii.gz", case.volume)
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(tmp_path / "ct.nii.gz")
+    window.session.labels.array[:] = case.labels
+    assert window.save_to(tmp_path / "out.nii.gz", wait=True)
+    window.discard_session()
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(tmp_path / "ct.nii.gz")
+    assert window.session.labels_path == tmp_path / "out.nii.gz"
+    np.testing.assert_array_equal(window.session.labels.array, case.labels)
+
+
 def test_save_as_onto_the_image_file_is_refused_and_the_image_kept(qtbot, window, tmp_path, dialogs):
     case = lung_phantom(1)
     image = save_volume(tmp_path / "ct.nii.gz", case.volume)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from segview.core.dicom import write_dicom_series
-from segview.core.errors import VolumeLoadError
+from segview.core.errors import LabelSaveError, VolumeLoadError
 from segview.core.io import load_classes, save_labels
 from segview.core.labels import OverwritePolicy
 from segview.core.metrics import dice_per_class
@@ -250,6 +250,36 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     assert not other.labels.array.any() and other.labels_path is None
     assert len(other.warnings) == 1 and "ct.labels.nii.gz" in other.warnings[0] and "start empty" in other.warnings[0]
     other.close(discard=True)
+
+
+def test_the_labels_last_saved_under_any_name_come_back_when_their_image_opens(tmp_path):
+    """A tester saved under a name of their own and reopened the folder: the labels were empty.
+    ``labels_saved`` (the window remembers where) reads them, before those beside the image,
+    only when their sidecar names this image."""
+    volume, labels = tiny_case(0)
+    folder = tmp_path / "ct"
+    write_dicom_series(volume, folder)
+    session = ReviewSession.open(folder)
+    session.labels.array[:] = labels
+    session.save(tmp_path / "beside_first.nii.gz")
+    beside = session.save(tmp_path / "ct.labels.nii.gz")  # an older copy beside the image
+    session.labels.array[0] = 0
+    with pytest.raises(LabelSaveError, match="elsewhere does not exist"):
+        session.save(tmp_path / "elsewhere" / "mine.nii.gz")
+    (tmp_path / "elsewhere").mkdir()
+    mine = session.save(tmp_path / "elsewhere" / "mine.nii.gz")
+    session.close()
+    again = ReviewSession.open(folder, labels_beside=True, labels_saved=mine)
+    assert again.labels_path == mine and not again.labels.array[0].any() and not again.warnings
+    again.close()
+    second = tiny_case(5)[0]  # another series the same path once named: its labels are not these
+    write_dicom_series(second, tmp_path / "t2")
+    other = ReviewSession.open(tmp_path / "t2", labels_beside=True, labels_saved=mine)
+    assert other.labels_path is None and not other.labels.array.any()
+    other.close(discard=True)
+    gone = ReviewSession.open(folder, labels_beside=True, labels_saved=tmp_path / "deleted.nii.gz")
+    assert gone.labels_path == beside  # a remembered file removed since: those beside the image
+    gone.close()
 
 
 def test_undoing_the_restored_edits_leaves_nothing_unsaved(tmp_path):
