@@ -334,7 +334,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.image_item.setRect(self._rect(plane.shape))
         title = f"{self.view}  {self.index + 1} / {self.num_slices()}   W {self.window[1]:.0f}  L {self.window[0]:.0f}"
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
-            title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>not acquired: do not measure</b>'
+            title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>do not measure</b>'
         self.title.setHtml(title)
 
     def interpolated(self) -> bool:
