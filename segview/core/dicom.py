@@ -495,10 +495,9 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
         volume.array = array = array.astype(np.float32)
         _read_pixels([frames[z] for z in overflowed], array, None, 0, 0, None, [*overflowed])
     if not grid.regular:
-        final = _regular_volume(array, grid, warnings)
-        interpolated = final.meta.get("interpolated_slices")
+        final, interpolated = _regular_volume(array, grid, warnings)
         final.modality, final.meta = volume.modality, volume.meta
-        if interpolated:
+        if interpolated:  # so a viewer can mark them
             final.meta["interpolated_slices"] = interpolated
         volume = final
         if first_slice:
@@ -993,24 +992,22 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
                  tilted=bool(np.linalg.norm(drift) > TILT_TOLERANCE_MM))
 
 
-def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> Volume:
+def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> tuple[Volume, list[int]]:
     """A Volume from slices of an irregular grid: gaps and uneven spacing filled by
-    interpolation (their indices in ``meta["interpolated_slices"]``, so a viewer can mark
-    them), a tilted stack resampled perpendicular to its slices."""
+    interpolation, a tilted stack resampled perpendicular to its slices; and the indices of
+    the slices interpolated (none listed when tilted: every slice is resampled then)."""
     spacing = grid.spacing
     interpolated: list[int] = []
     if grid.uneven and grid.along is not None:
         stack, _, gap, interpolated = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings)
         spacing = (spacing[0], spacing[1], gap * grid.stretch)
     volume = _volume(stack, spacing, grid.origin, grid.direction)
-    if interpolated and not grid.tilted:  # resampled whole when tilted: the tilt's warning says so
-        volume.meta["interpolated_slices"] = interpolated
     if grid.tilted:
         angle = np.degrees(np.arccos(min(1.0, 1.0 / grid.stretch)))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
                         "grid perpendicular to the slices so distances and shapes are true.")
-        volume = orthogonalized(volume) or volume
-    return volume
+        return orthogonalized(volume) or volume, []
+    return volume, interpolated
 
 
 def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,

@@ -67,8 +67,7 @@ class MetricsPanel(QWidget):
         self.ranking = QListWidget()
         self.ranking.setMinimumHeight(80)
         self.ranking.itemClicked.connect(self._ranking_clicked)
-        # The arrow keys walk the list as clicks do (a rebuild blocks its signals: not a person's).
-        self.ranking.currentItemChanged.connect(lambda item, _: item is not None and self._ranking_clicked(item))
+        self.ranking.currentItemChanged.connect(self._ranking_moved)
         self.ranking_label = QLabel("Slices to review first (D: next most disputed; \u2713 reviewed, listed last)")
         self.ranking_label.setWordWrap(True)
         layout = QVBoxLayout(self)
@@ -202,6 +201,11 @@ class MetricsPanel(QWidget):
         self.ranking.setCurrentRow(shown[0] if shown else -1)
         blocker.unblock()
         return ranks
+
+    def _ranking_moved(self, item: QListWidgetItem | None, _previous) -> None:
+        """The arrow keys walk the list as clicks do (a rebuild blocks its signals: not a person's)."""
+        if item is not None:
+            self._ranking_clicked(item)
 
     def _ranking_clicked(self, item: QListWidgetItem) -> None:
         z = item.data(Qt.ItemDataRole.UserRole)
