@@ -286,7 +286,8 @@ def _print_targets(targets: dict, latency: dict, echo, intervals: dict | None = 
                      f"{value:.2f}x" if "/" in name else f"{value:.2f}")
             if name == "NoC@90" and intervals and (task, kind) in intervals:
                 low, high, cases = intervals[task, kind]
-                shown += f" [95 % CI {low:.2f}-{high:.2f} over {cases} cases]"
+                shown += (f" [95 % CI {low:.2f}-{high:.2f} over {cases} cases]" if cases > 1 else
+                          " [no interval from one case: resampling it gives it again]")
             cells.append(f"{name} {shown} ({limit}) {'PASS' if ok else 'FAIL'}")
         echo(f"  {task} from {'a prediction' if kind == 'prediction' else 'empty'}: " + "; ".join(cells))
     for device, (p50, p95) in latency.items():

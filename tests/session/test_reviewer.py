@@ -387,6 +387,16 @@ def test_bench_clicks_prints_the_tables_and_the_targets(tmp_path, monkeypatch, c
                    for m in ("model", "brush", "random_walker"))
 
 
+def test_bench_clicks_gives_no_interval_from_one_case():
+    from segview.bench import clicks
+
+    traces = {("lung", "empty"): {m: [Trace("lung_4000", 3, 1, "empty", [0.5, 0.95])] for m in clicks.METHODS}}
+    lines: list[str] = []
+    clicks._print_targets(clicks._targets(traces), {}, lines.append, clicks._intervals(traces))
+    line = next(text for text in lines if text.strip().startswith("lung from empty"))
+    assert "NoC@90 1.00 [no interval from one case" in line and "CI" not in line
+
+
 def test_bench_clicks_options_on_the_command_line(tmp_path, capsys):
     assert main(["bench", "clicks", "--cases", "0"]) == 2
     assert "--cases must be at least 1" in capsys.readouterr().err
