@@ -511,11 +511,11 @@ class MainWindow(QMainWindow):
                             (self.send_seg_action, "The labels as a DICOM SEG, stored in a PACS")):
             action.setEnabled(reason is None)
             action.setToolTip(reason or tip)
+        self._session_changed()  # the new image's classes and panels, before any question
         if session.warnings:
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
         if session.recoverable_edits is not None:
             self._offer_recovery()
-        self._session_changed()  # the new image's classes and panels, before any question about a model
         self._show_devices()  # its own models: those of the image before go back in one by one, or are refused
         for slot, (path, predictor) in old_models.items():
             if slot not in session.models:  # a session may come with its own (a worklist case)
@@ -563,6 +563,7 @@ class MainWindow(QMainWindow):
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
         if answer == QMessageBox.StandardButton.Yes:
             self.session.restore(recovered)
+            self._session_changed()  # the journal's class names and colours: legend, tools, panels
         self.session.recoverable_edits = None
 
     def recover_edits(self) -> None:

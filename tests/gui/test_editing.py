@@ -532,7 +532,16 @@ def test_export_metrics_csv(qtbot, demo, monkeypatch, tmp_path):
     assert len([r for r in rows if r["scope"] == "slice"]) == 12 * 4  # 3 classes and the mean
 
 
-def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs):
+def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs, monkeypatch):
+    asked = QMessageBox.question
+    classes_shown = []  # the class list as the question is asked: filled, not empty behind it
+
+    def question(*args, **kwargs):
+        choice = window.tools.class_choice
+        classes_shown.append([choice.itemText(n) for n in range(choice.count())])
+        return asked(*args, **kwargs)
+
+    monkeypatch.setattr(QMessageBox, "question", question)
     case = make_phantom("cardiac", 0)
     original = case.labels.copy()
     crashed = ReviewSession.open(case.volume, labels=case.labels)  # the demo's image, by content
@@ -547,6 +556,7 @@ def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs
         window.open_demo("cardiac")
     assert any(kind == "question" and "3 edit step" in text and "1 slice(s) were marked reviewed" in text
                for kind, text in dialogs)
+    assert len(classes_shown) == 1 and any("left ventricle" in name for name in classes_shown[0])
     session = window.session
     np.testing.assert_array_equal(session.labels.array, expected)
     np.testing.assert_array_equal(session.reviewed, reviewed)
