@@ -128,7 +128,7 @@ class RecoveredLabels:
     #: The class table after the last completed step; empty when the journal holds none (the
     #: labels had no table of their own, or a journal written before tables were journalled).
     classes: list[LabelClass] = field(default_factory=list)
-    #: The journalled sidecar keys (the rulers) after the last completed step; None in a
+    #: The journalled sidecar keys (the rulers, the provenance) after the last completed step; None in a
     #: journal written before they were journalled.
     sidecar: dict | None = None
 

@@ -13,6 +13,8 @@ painted one, nor a copied prediction from an erased false positive:
 - ``interpolate`` / ``fill_between_slices``: "interpolation";
 - inside ``with provenance.source(name):``: ``name`` (e.g. "interactive": the click model's
   corrections, ``session.interaction``);
+- inside ``with provenance.recovering(record):`` (a crashed session's edits restored): the
+  record that session journalled;
 - anything else (brush, fill, slice copy, clear): "hand".
 
 Undo and redo move the record back and forth with the labels: an undo or redo carries the
@@ -36,6 +38,8 @@ from ..core.labels import Edit, LabelMap
 HAND, INTERPOLATION, LOADED, UNTOUCHED = "hand", "interpolation", "loaded", "untouched"
 COPY = "copy"  # inside copy_from: the model whose prediction it is, else LOADED
 INTERACTIVE = "interactive"  # the click model's corrections (session.interaction)
+KEY = "provenance"  # its entry in the review sidecar
+RECOVERED = "recovered"  # a crashed session's edits, from a journal that holds no record of their sources
 
 
 @dataclass
@@ -57,6 +61,7 @@ class Provenance:
         self.sources: dict[int, tuple[str, ...]] = from_json(saved or {}, labels.array.shape[0])
         self._applied: dict[int, _Applied] = {}  # by Edit.key
         self._source: str | None = None   # a source named by the method being run
+        self._recovered: dict[int, tuple[str, ...]] | None = None  # a crashed session's record (``recovering``)
         self._wrapped: dict[str, Callable] = {}
         labels.events.changed.connect(self._changed)
         self._wrap("interpolate", lambda *args: INTERPOLATION)
@@ -81,6 +86,22 @@ class Provenance:
             yield
         finally:
             self._source = previous
+
+    @contextmanager
+    def recovering(self, record: dict | None) -> Iterator[None]:
+        """Edits made inside bring a crashed session's labels back: each slice they change
+        takes that session's own record of it (``record``: its "provenance" as journalled,
+        so a copied prediction is still that model's and a click still "interactive"), or
+        "recovered" where the journal holds no record (written before it kept one)."""
+        if record is None:
+            with self.source(RECOVERED):
+                yield
+            return
+        previous, self._recovered = self._recovered, from_json(record, self.labels.array.shape[0])
+        try:
+            yield
+        finally:
+            self._recovered = previous
 
     def _wrap(self, name: str, source_of: Callable[..., str]) -> None:
         """Run LabelMap method ``name`` with the source ``source_of`` its arguments give."""
@@ -115,6 +136,9 @@ class Provenance:
         before = {z: self.sources.get(z, ()) for z in edit.slices}
         after = {}
         for n, z in enumerate(edit.slices):
+            if self._recovered is not None:
+                after[z] = self._recovered.get(z, ())
+                continue
             source = self._source or HAND
             if source == COPY:
                 source = self._model_source(edit, n) or LOADED

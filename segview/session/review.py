@@ -23,6 +23,7 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 from __future__ import annotations
 
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,6 +50,7 @@ from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
+from .provenance import KEY as KEY_PROVENANCE
 from .provenance import Provenance
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
@@ -308,7 +310,8 @@ class ReviewSession:
         self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
         self.models: dict[str, Model] = {}
         # Where each slice's labels came from, saved in the sidecar (clicks: "interactive").
-        self.provenance: Provenance | None = Provenance(labels, self._predictions, self.review_extra.get("provenance"))
+        self.provenance: Provenance | None = Provenance(labels, self._predictions,
+                                                              self.review_extra.get(KEY_PROVENANCE))
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
         self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
@@ -415,8 +418,12 @@ class ReviewSession:
             self.recoverable_edits = crashed
 
     def _journalled_sidecar(self) -> dict:
-        """The review sidecar's keys the journal keeps beside the labels: the rulers."""
-        return {KEY_RULERS: self.review_extra.get(KEY_RULERS, [])}
+        """The review sidecar's keys the journal keeps beside the labels: the rulers and each
+        slice's provenance."""
+        kept = {KEY_RULERS: self.review_extra.get(KEY_RULERS, [])}
+        if self.provenance is not None:
+            kept[KEY_PROVENANCE] = self.provenance.to_json()
+        return kept
 
     def _sidecar_changed(self) -> None:
         """A ruler was drawn or deleted: journalled at once (it is no label step)."""
@@ -425,16 +432,19 @@ class ReviewSession:
 
     def restore(self, recovered: RecoveredLabels) -> None:
         """Bring back a crashed session's labels, review marks, class table (names and
-        colours; a journal that holds none keeps the current one) and rulers: one undo step."""
+        colours; a journal that holds none keeps the current one), rulers and provenance:
+        one undo step."""
         if recovered.labels.shape != self.volume.shape:
             raise SessionError("Those edits belong to an image of another size.")
         self.review_marks.update({int(z): details for z, details in recovered.marks.items() if details})
         if recovered.classes:
             self._classes = list(recovered.classes)
-        if recovered.sidecar is not None:
-            self.review_extra.update(recovered.sidecar)
+        sidecar = dict(recovered.sidecar or {})
+        record = sidecar.pop(KEY_PROVENANCE, None)  # the provenance follows the labels' step below
+        if sidecar:
+            self.review_extra.update(sidecar)
             self._sidecar_changed()
-        with self.labels.step():
+        with nullcontext() if self.provenance is None else self.provenance.recovering(record), self.labels.step():
             self.labels.copy_from(recovered.labels)
             for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
                 self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
@@ -837,7 +847,7 @@ class ReviewSession:
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
         if self.provenance is not None:
-            self.review_extra["provenance"] = self.provenance.to_json()
+            self.review_extra[KEY_PROVENANCE] = self.provenance.to_json()
         return SaveJob(self, Path(target))
 
     def finish_save(self, job: SaveJob) -> None:

@@ -417,6 +417,8 @@ CLICKING_SESSION = textwrap.dedent("""
     session.click(2, (12, 12), value=1)
     session.click(2, (12, 14), positive=False)
     session.click(4, (5, 5), value=2)
+    with session.labels.step():
+        session.labels.paint(3, [(5, 5)], 1.0, 1)
     np.save(sys.argv[3], session.labels.array)
     job = session.click_job(4, (9, 9))           # the model has answered, not yet written
     proposal = job()
@@ -435,9 +437,16 @@ def test_after_sigkill_every_finished_click_comes_back(tmp_path, click_checkpoin
     assert child.returncode == -signal.SIGKILL and "ready" in child.stdout, child.stderr
     expected = np.load(tmp_path / "labels.npy")
     recovered = ReviewSession.recoverable(image)
-    assert recovered is not None and recovered.steps == 3
+    assert recovered is not None and recovered.steps == 4
     np.testing.assert_array_equal(recovered.labels, expected)
     assert not recovered.reviewed.any()
     session = ReviewSession.open(image, recover=True)
     np.testing.assert_array_equal(session.labels.array, expected)
+    # Each slice's provenance comes back with its labels (journalled), and goes with undo.
+    recorded = {2: ("interactive",), 3: ("hand",), 4: ("interactive",)}
+    assert {z: session.provenance.of_slice(z) for z in range(6) if session.provenance.of_slice(z)} == recorded
+    session.labels.undo()
+    assert not session.labels.array.any() and not any(session.provenance.of_slice(z) for z in range(6))
+    session.labels.redo()
+    assert {z: session.provenance.of_slice(z) for z in range(6) if session.provenance.of_slice(z)} == recorded
     session.close(discard=True)

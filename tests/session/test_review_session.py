@@ -282,6 +282,20 @@ def test_the_labels_last_saved_under_any_name_come_back_when_their_image_opens(t
     gone.close()
 
 
+def test_edits_restored_from_a_journal_without_provenance_say_recovered():
+    from segview.core.journal import RecoveredLabels
+
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(volume, labels=labels)
+    crashed = labels.copy()
+    crashed[2, 5:9, 5:9] = 1
+    session.restore(RecoveredLabels(crashed, session.key, 1, False, np.zeros(len(labels), bool)))
+    assert session.provenance.of_slice(2) == ("recovered",) and not session.provenance.of_slice(3)
+    session.labels.undo()
+    assert session.provenance.of_slice(2) == ()
+    session.close(discard=True)
+
+
 def test_undoing_the_restored_edits_leaves_nothing_unsaved(tmp_path):
     """A tester restored a killed segview's stroke and undid it: the title kept its * and
     closing asked to save, the rulers' "none" having come back as an empty list."""
