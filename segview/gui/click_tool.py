@@ -7,8 +7,9 @@ the labels and the live metrics follow as for any edit). Clicks given while the 
 wait their turn, each computed on the labels its predecessor left. The clicks of the
 interaction in progress, and those waiting, show as small green (adds) and red (removes)
 dots, and the mouse cursor is busy while the model runs. The interaction ends on Enter (once
-the clicks waiting are done), on Esc (those are dropped), when another tool, class, slice or
-image is chosen; undo takes a click's dot away with its edit. The click model is loaded in a
+the clicks waiting are done), on Esc (those are dropped), wherever the focus is in the
+window, when another tool, class, slice or image is chosen, or the slice changes otherwise
+(``session.interaction``); undo takes a click's dot away with its edit. The click model is loaded in a
 worker as soon as the tool is chosen, so that the first click does not wait for it. Without
 a click model a dialog says so; a click the model fails on says so in the status bar;
 neither changes the labels.
@@ -18,6 +19,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ..core.errors import SegviewError
@@ -51,6 +53,15 @@ class ClickController(QObject):
         window.workspace.slice_changed.connect(lambda *_: self._slice_shown())
         for view in self.window.workspace.tool_views():
             view.installEventFilter(self)
+        # Enter anywhere in the window (a side panel's field may have the focus) while an
+        # interaction is on; Esc is the window's (``MainWindow.escape``).
+        self._enter_keys = []
+        for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+            shortcut = QShortcut(QKeySequence(key), window.window())
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.setEnabled(False)
+            shortcut.activated.connect(lambda: self.end())
+            self._enter_keys.append(shortcut)
 
     # -- what the window hands over -------------------------------------------------------
     def submit(self, job: ClickJob) -> None:
@@ -63,6 +74,12 @@ class ClickController(QObject):
     @property
     def busy(self) -> bool:
         return self.running is not None or bool(self.waiting)
+
+    @property
+    def interacting(self) -> bool:
+        """An interaction is on, or clicks are being computed: Enter and Esc end it."""
+        session = self.window.session
+        return self.busy or (session is not None and session.interaction.active)
 
     def end(self, cancel: bool = False) -> None:
         """End the interaction; ``cancel`` drops the clicks not yet applied (else they are
@@ -179,6 +196,8 @@ class ClickController(QObject):
             markers += [((job.z, *job.point), ADDS if job.positive else REMOVES) for job in pending]
         for view in self.window.workspace.tool_views():
             view.set_markers(markers)
+        for shortcut in self._enter_keys:
+            shortcut.setEnabled(self.interacting)
 
     def markers(self) -> list:
         """The dots shown (((z, y, x), colour), ...), for tests and scripts."""
@@ -221,8 +240,7 @@ class ClickController(QObject):
         inference: its shortcut is overridden while an interaction is on)."""
         kind = event.type()
         if kind in (QEvent.Type.ShortcutOverride, QEvent.Type.KeyPress) and event.key() in ENDS:  # type: ignore[attr-defined]
-            session = self.window.session
-            if self.busy or (session is not None and session.interaction.active):
+            if self.interacting:
                 event.accept()
                 if kind == QEvent.Type.KeyPress:
                     self.end(cancel=event.key() == Qt.Key.Key_Escape)  # type: ignore[attr-defined]

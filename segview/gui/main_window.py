@@ -309,7 +309,7 @@ class MainWindow(QMainWindow):
             menu.addAction(f"Load checkpoint &{slot}...", partial(self.choose_model, slot))
         menu.addSeparator()
         menu.addAction("&Run inference", "Ctrl+R", self.run_inference)
-        menu.addAction("&Cancel inference", "Esc", self.cancel_inference)
+        menu.addAction("&Cancel inference", "Esc", self.escape)
 
     # -- opening ------------------------------------------------------------------------
     def image_source(self) -> str | None:
@@ -765,6 +765,14 @@ class MainWindow(QMainWindow):
         self.progress.show()
         self.cancel_button.show()
         worker.start()
+
+    def escape(self) -> None:
+        """Esc (wherever the focus is): ends a click interaction in progress, its clicks
+        waiting dropped; else cancels inference."""
+        if self.click_controller.interacting:
+            self.click_controller.end(cancel=True)
+        else:
+            self.cancel_inference()
 
     def cancel_inference(self) -> None:
         if self.inference is not None:

@@ -5,8 +5,10 @@ An ``Interaction`` is held by the session (``ReviewSession.interaction``); the s
 ``click``, ``click_job``, ``finish_click``, ``end_interaction`` and ``load_click_model``
 are its public face. One interaction is the clicks given to one class on one slice of one
 plane (axial: the acquired planes; others are refused); a click for another class, slice
-or plane, or ``end_interaction``, starts a new one. The model refines the class from the
-current labels of the slice and every click of the interaction so far.
+or plane, or ``end_interaction``, starts a new one, and so does any other change of its
+slice (Clear slice, a label file, the brush; undo and redo of its own clicks excepted). The
+model refines the class from the current labels of the slice and every click of the
+interaction so far.
 
 A click is computed in two parts, as the session's other long jobs are: ``click_job``
 checks the click and copies what the model needs (main thread); calling the ``ClickJob``
@@ -155,6 +157,7 @@ class Interaction:
         self._loading = threading.Lock()
         self._steps: list[_Step] = []      # this interaction's clicks that changed the labels
         self._undone: list[_Step] = []
+        self._writing = False              # a click of this interaction is being written
         host.labels.events.changed.connect(self._changed)
 
     def detach(self) -> None:
@@ -274,8 +277,12 @@ class Interaction:
         new[current & ~proposal.mask] = 0
         new[proposal.mask & ~current & may_take] = job.value
         provenance = getattr(self.host, "provenance", None)
-        with provenance.source(INTERACTIVE) if provenance is not None else nullcontext(), labels.step():
-            edit = labels.write(region, new[None])
+        self._writing = True
+        try:
+            with provenance.source(INTERACTIVE) if provenance is not None else nullcontext(), labels.step():
+                edit = labels.write(region, new[None])
+        finally:
+            self._writing = False
         if edit is None:  # no undo step: the click leaves no trace, its dot goes too
             self.clicks = before
             return 0
@@ -304,7 +311,13 @@ class Interaction:
         self.generation += 1
 
     def _changed(self, edit: Edit) -> None:
-        """Undo of a click takes its click back out of the interaction; redo puts it back."""
+        """Undo of a click takes its click back out of the interaction; redo puts it back.
+        Any other change of the interaction's slice (Clear slice, a label file opened, the
+        brush, an older step undone) ends it: its clicks were given to labels that are gone,
+        and the next click would bring back what they asked for (a tester's cleared lesion
+        came back with the next click on another)."""
+        if self._writing:
+            return
         if self._steps and edit.key == self._steps[-1].edit.key and edit.undo:
             step = self._steps.pop()
             self._undone.append(step)
@@ -313,6 +326,8 @@ class Interaction:
             step = self._undone.pop()
             self._steps.append(step)
             self.clicks = list(step.after)
+        elif self.active and self.z in edit.slices:
+            self.end()
 
 
 def _may_take(labels: LabelMap, old):

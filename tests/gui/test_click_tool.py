@@ -10,6 +10,7 @@ import threading
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QPushButton
 
 from segview.core.phantoms import make_phantom
 from segview.ml.interactive import ClickModel
@@ -124,6 +125,29 @@ def test_shift_click_removes_and_esc_another_slice_or_tool_end_the_interaction(q
     assert dots(window)[1] == 1
     window.tools.set_tool("brush")  # another tool
     assert dots(window) == ([], 0) and not session.interaction.active
+
+
+def test_enter_and_esc_end_the_interaction_wherever_the_focus_is_and_clear_slice_ends_it(qtbot, window, threads):
+    """A tester pressed Enter and Esc in the Radius field, and cleared the slice, with the
+    interaction on: its dots stayed, and the next click brought back the cleared lesion."""
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    for key, point in ((Qt.Key_Return, (40, 50)), (Qt.Key_Escape, (80, 80))):
+        click(qtbot, window, (z, *point))
+        assert session.interaction.active and dots(window)[1] == 1
+        window.tools.radius.setFocus()
+        qtbot.waitUntil(lambda: window.tools.radius.hasFocus() or not window.isActiveWindow(), timeout=2000)
+        qtbot.keyClick(window.tools.radius, key)
+        assert dots(window) == ([], 0) and not session.interaction.active
+    click(qtbot, window, (z, 40, 80))
+    button = next(b for b in window.tools.findChildren(QPushButton) if b.text() == "Clear slice")
+    button.click()
+    assert not session.labels.array[z].any()
+    assert dots(window) == ([], 0) and not session.interaction.active
+    click(qtbot, window, (z, 60, 60))   # a new interaction: the cleared disk stays cleared
+    shape = session.labels.array.shape[1:]
+    np.testing.assert_array_equal(session.labels.array[z] > 0, disk(shape, 60, 60))
 
 
 def test_the_live_metrics_follow_a_click_exactly(qtbot, window, threads):

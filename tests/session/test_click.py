@@ -25,7 +25,7 @@ from segview.core.labels import OverwritePolicy
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, save_checkpoint
 from segview.ml.interactive import PREPROCESSING, ClickModel
 from segview.ml.unet import UNet
-from segview.session import ReviewSession, SessionError, Worklist
+from segview.session import ReviewSession, SessionError, Worklist, read_label_file
 from segview.session.interaction import ENVIRONMENT
 
 from .conftest import make_dataset, tiny_case
@@ -125,6 +125,31 @@ def test_clicks_of_one_interaction_all_reach_the_model_and_a_new_class_or_slice_
         session.click(3, (5, 5))
     session.click(3, (5, 5), value=2)
     assert len(disks[-1]) == 1
+    session.close(discard=True)
+
+
+def test_another_change_of_the_slice_ends_the_interaction_and_the_next_click_starts_anew(disks, tmp_path):
+    """A tester cleared the slice mid-interaction and clicked another blob: the first
+    click's lesion came back with it."""
+    session, labels = open_case()
+    session.click(2, (3, 4), value=1)
+    session.click(3, (20, 20))            # another slice: its own interaction
+    session.click(3, (20, 4))
+    with session.labels.step():
+        session.labels.paint(2, [(20, 20)], 1.0, 1)   # another slice than the interaction's
+    assert len(session.interaction.clicks) == 2
+    session.labels.clear_slice(3)
+    assert not session.interaction.active
+    with pytest.raises(SessionError, match="Choose the class"):
+        session.click(3, (5, 5))
+    session.click(3, (5, 5), value=1)
+    assert [(c.y, c.x) for c in disks[-1]] == [(5, 5)]
+    np.testing.assert_array_equal(session.labels.array[3], disk(labels.shape[1:], 5, 5))
+    path = tmp_path / "labels.nii.gz"
+    saved = session.save(path)
+    session.click(3, (20, 20))
+    session.replace_labels(read_label_file(saved, session.volume))  # a label file opened: ends it
+    assert not session.interaction.active
     session.close(discard=True)
 
 
