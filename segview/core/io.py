@@ -6,6 +6,7 @@ atomically on exactly the image grid and read back only onto a matching grid.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -101,6 +102,12 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
         image = sitk.ReadImage(str(path))
     except RuntimeError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        if "orthonormal" in reason:  # a valid file whose voxel axes are not perpendicular
+            raise VolumeLoadError(
+                f"{path.name} has a sheared grid: its voxel axes are not perpendicular (an affine that is no "
+                f"rotation and scaling), which segview, like ITK and 3D Slicer's label maps, does not "
+                f"display. Resample it onto a regular grid first (e.g. 3D Slicer's Resample Scalar Volume, "
+                f"or nibabel's resample_to_output).") from exc
         raise VolumeLoadError(f"{path.name} could not be read as {what}: the file is damaged, "
                               f"truncated or not in the format its extension says ({reason}).") from exc
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -342,8 +349,12 @@ def _verify(written: Path, expected: np.ndarray, reference: Volume) -> None:
 
 def _save_failure(path: Path, data: np.ndarray, exc: Exception) -> str:
     reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    # ITK says neither why a write failed: a folder short of space is the likely cause, but a
+    # read-only one (a patient CD, a mounted image) also reports no space free.
+    refused = isinstance(exc, (PermissionError, FileNotFoundError)) or \
+        getattr(exc, "errno", None) in (errno.EROFS, errno.EACCES, errno.EPERM)
     try:
-        if shutil.disk_usage(path.parent).free < data.nbytes:
+        if not refused and shutil.disk_usage(path.parent).free < data.nbytes:
             reason = "the disk is full"
     except OSError:
         pass

@@ -1,6 +1,7 @@
 """Volume and label I/O: geometry survives every format, saves are atomic and verified,
 mismatched labels are refused with a message that says how they differ."""
 import os
+import shutil
 
 import nibabel
 import nrrd
@@ -217,6 +218,20 @@ def test_read_only_check_is_made_before_writing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_read_only_media_are_not_called_full(tmp_path, monkeypatch):
+    """A read-only mount reports no space free: a tester's save there said 'the disk is full'."""
+    volume = random_volume(7)
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 20, 1 << 20, 0))
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)
+    with pytest.raises(LabelSaveError, match=r"\(the folder .* is read-only\)"):
+        save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape, np.uint8), volume)
+    monkeypatch.undo()
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(1 << 20, 1 << 20, 0))
+    monkeypatch.setattr(io.sitk, "WriteImage", lambda *args: (_ for _ in ()).throw(RuntimeError("ITK ERROR")))
+    with pytest.raises(LabelSaveError, match="the disk is full"):  # a write that fails with no space left
+        save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape, np.uint8), volume)
+
+
 @pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha", ".nii"])
 def test_damaged_image_files_raise_volume_load_error(tmp_path, ext):
     volume = random_volume(8)
@@ -232,6 +247,19 @@ def test_damaged_image_files_raise_volume_load_error(tmp_path, ext):
         path.write_bytes(content)
         with pytest.raises(VolumeLoadError):
             load_volume(path)
+
+
+def test_a_sheared_nifti_is_refused_as_sheared_not_as_damaged(tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[0, 1] = 0.4  # the second voxel axis leans on the first
+    image = nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), affine)
+    image.set_qform(None, code=0)
+    image.set_sform(affine, code=2)
+    nibabel.save(image, tmp_path / "sheared.nii.gz")
+    with pytest.raises(VolumeLoadError, match="sheared grid.*Resample it") as caught:
+        load_volume(tmp_path / "sheared.nii.gz")
+    assert "damaged" not in str(caught.value)
 
 
 def test_4d_and_vector_images_are_refused_clearly(tmp_path):
