@@ -1255,8 +1255,7 @@ class MainWindow(QMainWindow):
                 set_pacs_labels_folder(chosen)
                 folder = Path(chosen)
             return pacs_labels_path(folder, session.volume.meta)
-        name = "".join(c if c.isalnum() or c in "-_" else "_" for c in
-                       session.volume.meta.get("series_description") or "segview")
+        name = _series_name(session.volume) or "segview"
         return session.default_labels_path() or Path(dialog_path(f"{name}.labels.nii.gz", self.image_source()))
 
     def save_to(self, path: Path, wait: bool = False) -> bool:
@@ -1370,7 +1369,8 @@ class MainWindow(QMainWindow):
             self._show_modified()
 
     def export_dicom_seg(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", dialog_path("labels_seg.dcm",
+        name = _series_name(self.session.volume) or "labels"  # two series of a folder: two names
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", dialog_path(f"{name}_seg.dcm",
                                                                                   self.image_source()),
                                               "DICOM (*.dcm)")
         remember_folder(path)
@@ -1525,6 +1525,11 @@ def _device_text(predictor) -> str:
     device = describe_device(predictor.device)
     runtime = getattr(predictor, "runtime", "torch")
     return f"{device} ({runtime})" if device == "cpu" else device
+
+
+def _series_name(volume) -> str:
+    """The series description as a file name ("" when it has none)."""
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.meta.get("series_description") or "")
 
 
 def _time_text(seconds: float) -> str:

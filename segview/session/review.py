@@ -89,6 +89,26 @@ def labels_beside_image(volume: Volume) -> Path | None:
     return source.parent / f"{stem}.labels.nii.gz"
 
 
+def series_labels_beside(volume: Volume) -> Path | None:
+    """Where the labels of a DICOM series go when ``labels_beside_image`` holds another
+    series' of the same folder: ``<folder>.<description>-<end of its series UID>.labels.nii.gz``
+    (None for an image that is no DICOM series in a folder)."""
+    plain = labels_beside_image(volume)
+    uid = str(volume.meta.get("series_uid") or "")
+    if plain is None or not uid or volume.meta.get("source_format") != "dicom" or not plain.parent.joinpath(
+            plain.name[: -len(".labels.nii.gz")]).is_dir():
+        return None
+    description = "".join(c if c.isalnum() or c in "-_" else "_" for c in
+                          str(volume.meta.get("series_description") or "series"))[:40]
+    tail = "".join(c for c in uid if c.isdigit())[-6:]
+    return plain.with_name(f"{plain.name[: -len('.labels.nii.gz')]}.{description}-{tail}.labels.nii.gz")
+
+
+def _another_images(path: Path, key: str) -> bool:
+    """Whether the label file ``path`` exists and its sidecar names another image."""
+    return path.is_file() and (read_sidecar(path) or {}).get("image_key") not in (None, key)
+
+
 def read_label_file(path, volume: Volume, key: str | None = None, image=None) -> LabelFile:
     """Labels, classes and review state saved at ``path`` for ``volume`` (``image``: the
     file as ``core.io.read_label_image`` read it beforehand). Raises VolumeLoadError (a
@@ -835,8 +855,14 @@ class ReviewSession:
 
     # -- saving and closing -------------------------------------------------------------
     def default_labels_path(self) -> Path | None:
-        """Beside the image: ``labels_beside_image``."""
-        return labels_beside_image(self.volume)
+        """Beside the image: ``labels_beside_image``, or, where that file holds another series
+        of the same DICOM folder, ``series_labels_beside`` (two series of a folder must not
+        share one file: a tester's save of the second replaced the first's labels)."""
+        plain = labels_beside_image(self.volume)
+        series = series_labels_beside(self.volume)
+        if plain is not None and series is not None and (series.is_file() or _another_images(plain, self.key)):
+            return series
+        return plain
 
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where
@@ -907,10 +933,18 @@ def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path |
     does not name another image; and the warning when those beside it are another's."""
     if saved is not None and Path(saved).is_file() and (read_sidecar(saved) or {}).get("image_key") in (None, key):
         return Path(saved), None
-    there = labels_beside_image(volume) if beside else None
+    if not beside:
+        return None, None
+    series = series_labels_beside(volume)
+    if series is not None and series.is_file() and not _another_images(series, key):
+        return series, None
+    there = labels_beside_image(volume)
     if there is None or not there.is_file():
         return None, None
-    if (read_sidecar(there) or {}).get("image_key") not in (None, key):  # another series, same grid
+    if _another_images(there, key):  # another series, same grid
+        if series is not None:
+            return None, (f"The labels beside the folder ({there.name}) are those of another series in it, so "
+                          f"they were not read; this series' labels will be saved as {series.name}.")
         return None, (f"The labels beside the image ({there.name}) are those of another image, so they were "
                       "not read and the labels start empty; save these under another name.")
     return there, None

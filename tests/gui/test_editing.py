@@ -602,12 +602,14 @@ def test_a_crashed_sessions_edits_are_found_by_another_path_and_again_by_recover
     assert np.flatnonzero(session.reviewed).tolist() == [4] and window.isWindowModified()
 
 
-def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_path):
+def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
     from segview.core.dicom import write_dicom_series
     from segview.core.dicomseg import read_dicom_seg
 
     case = make_phantom("cardiac", 5)
-    write_dicom_series(case.volume, tmp_path / "mr")
+    write_dicom_series(case.volume, tmp_path / "mr", series_description="SA cine ED")
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_demo("cardiac")
     assert not window.seg_action.isEnabled() and "loaded from DICOM" in window.seg_action.toolTip()
@@ -615,6 +617,11 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_image(tmp_path / "mr", tmp_path / "labels.nii.gz")
     assert window.seg_action.isEnabled()
+    proposed = []
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, start, *_: proposed.append(start) or ("", ""))
+    window.export_dicom_seg()
+    assert Path(proposed[0]).name == "SA_cine_ED_seg.dcm"  # the series' own name: two series, two files
     with qtbot.waitSignal(window.seg_exported, timeout=30000):
         window.export_dicom_seg_to(tmp_path / "seg.dcm")
     session = window.session

@@ -242,7 +242,7 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     (tmp_path / "t2.labels.nii.gz").write_bytes(saved.read_bytes())
     review_path(tmp_path / "t2.labels.nii.gz").write_bytes(review_path(saved).read_bytes())
     mixed = ReviewSession.open(tmp_path / "t2", labels_beside=True)
-    assert not mixed.labels.array.any() and "of another image" in mixed.warnings[0]
+    assert not mixed.labels.array.any() and "of another series" in mixed.warnings[0]
     mixed.close(discard=True)
     small = tiny_case(1, slices=2, size=8)[0]
     save_labels(saved, np.zeros(small.shape, np.uint8), small)  # another grid
@@ -250,6 +250,38 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     assert not other.labels.array.any() and other.labels_path is None
     assert len(other.warnings) == 1 and "ct.labels.nii.gz" in other.warnings[0] and "start empty" in other.warnings[0]
     other.close(discard=True)
+
+
+def test_two_series_of_one_folder_keep_their_labels_apart(tmp_path):
+    """A tester saved the second series of a folder: its first save proposed the file of the
+    first series beside the folder, and replaced it."""
+    from segview.core.dicom import list_dicom_series
+
+    first, labels = tiny_case(0)
+    write_dicom_series(first, tmp_path / "two" / "a", series_description="SA cine")
+    write_dicom_series(tiny_case(5)[0], tmp_path / "two" / "b", series_description="T2 ax", series_number=2)
+    uids = {info.description: info.uid for info in list_dicom_series(tmp_path / "two")}
+    session = ReviewSession.open(tmp_path / "two", series_uid=uids["SA cine"])
+    session.labels.array[:] = labels
+    plain = session.save()
+    session.close()
+    assert plain == tmp_path / "two.labels.nii.gz"
+    before = plain.read_bytes()
+    other = ReviewSession.open(tmp_path / "two", series_uid=uids["T2 ax"], labels_beside=True)
+    assert not other.labels.array.any() and other.labels_path is None
+    own = other.default_labels_path()
+    assert own.name.startswith("two.T2_ax-") and own.name.endswith(".labels.nii.gz") and own.parent == tmp_path
+    assert "another series" in other.warnings[0] and own.name in other.warnings[0]
+    other.labels.array[1, 2:4, 2:4] = 2
+    assert other.save() == own and plain.read_bytes() == before
+    other.close()
+    again = ReviewSession.open(tmp_path / "two", series_uid=uids["T2 ax"], labels_beside=True)
+    assert again.labels_path == own and again.labels.array[1, 2, 2] == 2 and not again.warnings
+    again.close()
+    back = ReviewSession.open(tmp_path / "two", series_uid=uids["SA cine"], labels_beside=True)
+    assert back.labels_path == plain and not back.warnings
+    np.testing.assert_array_equal(back.labels.array, labels)
+    back.close()
 
 
 def test_the_labels_last_saved_under_any_name_come_back_when_their_image_opens(tmp_path):
