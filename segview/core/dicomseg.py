@@ -2,7 +2,8 @@
 
 The SEG references the source series image by image, so a PACS or 3D Slicer shows it
 on the right slices. Each foreground class is one segment; its algorithm is marked
-semi-automatic (the model's prediction, corrected by hand) with the model's name.
+semi-automatic (a model's prediction, corrected by hand) with the models' names, or manual
+where the session's provenance says the class was drawn by hand alone.
 Only volumes whose slices are exactly the source images can be exported: a series that
 was interpolated or resampled on loading has slices no source image stands for.
 """
@@ -55,9 +56,13 @@ def export_reason(volume: Volume) -> str | None:
 
 
 def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[LabelClass],
-                   algorithm: str = "manual", content_creator: str | None = None) -> Path:
+                   algorithm: str = "manual", content_creator: str | None = None,
+                   algorithms: dict[int, list[str]] | None = None) -> Path:
     """Write ``labels`` (z, y, x) as a DICOM SEG referencing ``volume``'s source images.
-    ``algorithm`` names the model whose prediction was corrected; ``content_creator``
+    ``algorithm`` names the model whose prediction was corrected; ``algorithms`` (class value
+    -> the algorithms its labels came from, e.g. ``ReviewSession.segment_algorithms()``)
+    says it per class instead: an empty list makes that segment MANUAL (drawn by hand, no
+    algorithm), a class it lacks falls back to ``algorithm``; ``content_creator``
     (ContentCreatorName, a DICOM person name such as "Doe^Jane") is the reader who
     corrected it, by default the login name of this computer's user. Raises
     DicomSegError when the volume cannot be exported and LabelSaveError when the file
@@ -72,10 +77,9 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     segment_map = np.zeros(labels.shape, np.uint8)
     for number, c in enumerate(values, 1):
         segment_map[labels == c.value] = number
-    algorithm_id = hd.AlgorithmIdentificationSequence(
-        name=f"segview ({algorithm}, corrected by hand)", version=__version__,
-        family=codes.cid7162.ArtificialIntelligence)
-    segments = [_segment(number, c, algorithm_id) for number, c in enumerate(values, 1)]
+    by_class = algorithms or {}
+    segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, [algorithm])))
+                for number, c in enumerate(values, 1)]
     seg = hd.seg.Segmentation(
         source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
@@ -120,15 +124,27 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
     return [by_slice[z] for z in range(volume.shape[0])]
 
 
+def _algorithm_id(names: list[str]) -> hd.AlgorithmIdentificationSequence | None:
+    """The algorithm behind a segment corrected by hand from what ``names`` made; None for
+    one drawn by hand alone."""
+    if not names:
+        return None
+    return hd.AlgorithmIdentificationSequence(name=f"segview ({', '.join(names)}, corrected by hand)",
+                                              version=__version__, family=codes.cid7162.ArtificialIntelligence)
+
+
 def _segment(number: int, label_class: LabelClass,
-             algorithm_id: hd.AlgorithmIdentificationSequence) -> hd.seg.SegmentDescription:
-    """One segment: the class's name, SNOMED category and type, and its colour as the
-    CIELab value viewers show (highdicom's from_rgb takes 0..255 per channel)."""
+             algorithm_id: hd.AlgorithmIdentificationSequence | None) -> hd.seg.SegmentDescription:
+    """One segment: the class's name, SNOMED category and type, its algorithm (MANUAL
+    without one, else SEMIAUTOMATIC: corrected by hand), and its colour as the CIELab value
+    viewers show (highdicom's from_rgb takes 0..255 per channel)."""
     category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
+    kind = hd.seg.SegmentAlgorithmTypeValues
     return hd.seg.SegmentDescription(
         segment_number=number, segment_label=label_class.name,
         segmented_property_category=category, segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.SEMIAUTOMATIC, algorithm_identification=algorithm_id,
+        algorithm_type=kind.MANUAL if algorithm_id is None else kind.SEMIAUTOMATIC,
+        algorithm_identification=algorithm_id,
         display_color=hd.color.CIELabColor.from_rgb(*(int(v) for v in label_class.color)))
 
 

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QGroupBox, Q
 
 from ..core.classes import MODEL_COLORS, class_name, merged_classes
 from ..core.compare import rank_slices, write_report
-from ..core.dicomseg import export_reason, save_dicom_seg
+from ..core.dicomseg import export_reason
 from ..core.errors import SegviewError
 from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
 from ..core.journal import set_aside_journals
@@ -1383,9 +1383,7 @@ class MainWindow(QMainWindow):
         then ``then(path)`` (None: not written). Closing the window waits for it."""
         session = self.session
         assert session is not None
-        algorithm = ", ".join(m.name for m in session.models.values()) or "manual"
-        job = partial(save_dicom_seg, path, session.labels.array.copy(), session.volume, list(session.classes),
-                      algorithm)
+        job = session.dicom_seg_job(path)
 
         def written(_) -> None:
             self.statusBar().showMessage(f"Wrote {path}", 5000)

@@ -174,3 +174,34 @@ def from_json(saved: dict, slices: int) -> dict[int, tuple[str, ...]]:
         if 0 <= z < slices and isinstance(value, list) and value:
             sources[z] = tuple(str(v) for v in value)
     return sources
+
+
+#: Sources of a slice drawn by a person (an interpolation spans a person's slices).
+BY_HAND = (HAND, INTERPOLATION)
+
+
+def segment_algorithms(labels: np.ndarray, sources: dict[int, tuple[str, ...]],
+                       model_names: dict[str, str]) -> dict[int, list[str]]:
+    """Class value -> the algorithms its labels (Z, Y, X) came from, by the slices'
+    ``sources`` (``Provenance.sources``) where it is present: the names of the models
+    copied ("model A" -> ``model_names["model A"]``), "click model" for clicks; [] where a
+    person drew it alone (``BY_HAND``). A class on a slice of unknown origin (untouched
+    labels of a file, "loaded", "recovered") is left out: nothing can be said of it. For a
+    DICOM SEG's segment algorithm types (``core.dicomseg.save_dicom_seg``)."""
+    values_of = [np.flatnonzero(np.bincount(plane.ravel(), minlength=256)) for plane in labels]
+    found: dict[int, set[str]] = {}
+    unknown: set[int] = set()
+    for z, values in enumerate(values_of):
+        record = sources.get(z, ())
+        for value in (int(v) for v in values if v):
+            names = found.setdefault(value, set())
+            for source in record:
+                if source == INTERACTIVE:
+                    names.add("click model")
+                elif source.startswith("model "):
+                    names.add(model_names.get(source, source))
+                elif source not in BY_HAND:
+                    unknown.add(value)
+            if not record:
+                unknown.add(value)
+    return {value: sorted(names) for value, names in found.items() if value not in unknown}

@@ -51,7 +51,7 @@ from .models import SLOTS, Model, load_predictor
 from .errors import SessionError
 from .interaction import ClickJob, ClickProposal, Interaction
 from .provenance import KEY as KEY_PROVENANCE
-from .provenance import Provenance
+from .provenance import Provenance, segment_algorithms
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
 from .statistics import class_statistics, shape_statistics
@@ -863,6 +863,23 @@ class ReviewSession:
         if plain is not None and series is not None and (series.is_file() or _another_images(plain, self.key)):
             return series
         return plain
+
+    def dicom_seg_job(self, path) -> Callable[[], Path]:
+        """The labels as they are now, written as a DICOM SEG at ``path`` when the job is
+        called (any thread: a worker): each segment's algorithm from the slices' provenance
+        (``provenance.segment_algorithms``: the models copied, the click model, or MANUAL
+        where drawn by hand alone), the loaded models' names where it cannot tell."""
+        from ..core.dicomseg import save_dicom_seg
+
+        labels, classes = self.labels.array.copy(), list(self.classes)
+        algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
+        sources = dict(self.provenance.sources) if self.provenance is not None else {}
+        names = {f"model {slot}": m.name for slot, m in self.models.items()}
+
+        def job(*_, **__) -> Path:
+            return save_dicom_seg(path, labels, self.volume, classes, algorithm,
+                                  algorithms=segment_algorithms(labels, sources, names) if sources else None)
+        return job
 
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where

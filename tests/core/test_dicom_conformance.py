@@ -54,6 +54,44 @@ def test_the_seg_passes_dciodvfy_without_error_or_warning(written):
 
 
 @needs_dciodvfy
+def test_segments_drawn_by_hand_are_manual_and_the_others_name_their_algorithms(tmp_path):
+    """A tester's hand-painted segment was written SEMIAUTOMATIC, by 'Artificial Intelligence'."""
+    import pydicom
+
+    from segview.session.provenance import segment_algorithms
+
+    case = make_phantom("cardiac", 5)
+    write_dicom_series(case.volume, tmp_path / "series")
+    everywhere_by_hand = {z: ("hand",) for z in range(case.labels.shape[0])}
+    assert segment_algorithms(case.labels, everywhere_by_hand, {}) == {1: [], 2: [], 3: []}
+    algorithms = {1: [], 2: ["cardiac_ce"], 3: ["cardiac_ce", "click model"]}
+    seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(tmp_path / "series"), list(case.classes),
+                         "fallback", algorithms=algorithms)
+    errors, warnings = dciodvfy(seg)
+    assert errors == [] and warnings == [], (errors, warnings)
+    segments = {int(s.SegmentNumber): s for s in pydicom.dcmread(seg).SegmentSequence}
+    assert segments[1].SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in segments[1]
+    assert segments[2].SegmentAlgorithmType == "SEMIAUTOMATIC" and "cardiac_ce," in segments[2].SegmentAlgorithmName
+    assert "cardiac_ce, click model" in segments[3].SegmentAlgorithmName
+
+
+def test_segment_algorithms_leave_out_a_class_of_unknown_origin():
+    from segview.session.provenance import segment_algorithms
+
+    labels = np.zeros((3, 4, 4), np.uint8)
+    labels[0, :2] = 1
+    labels[1, :2] = 1
+    labels[1, 2:] = 2
+    labels[2, :2] = 3
+    sources = {0: ("hand",), 1: ("interpolation",), 2: ("loaded",)}
+    assert segment_algorithms(labels, sources, {}) == {1: [], 2: []}
+    assert segment_algorithms(labels, {0: ("hand",)}, {}) == {}  # class 1 on an untouched slice too
+    copied = {z: ("model B", "interactive") for z in range(3)}
+    expected = {v: ["click model", "lung_ce"] for v in (1, 2, 3)}
+    assert segment_algorithms(labels, copied, {"model B": "lung_ce"}) == expected
+
+
+@needs_dciodvfy
 @pytest.mark.parametrize("modality, low, high", [("MR", -300, 900), ("CT", -3024, 3071)])
 def test_values_outside_the_usual_range_still_conform_and_read_back_exactly(modality, low, high, tmp_path):
     """MR with negative values (no rescale in the MR IOD: signed pixels) and CT below
