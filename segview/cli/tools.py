@@ -7,6 +7,7 @@ errors into one-line messages through ``segview.cli``.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from functools import partial
 from pathlib import Path
@@ -143,8 +144,12 @@ def _run_train(args) -> int:
     except FloatingPointError as exc:
         raise UserError(str(exc)) from exc
     if result.history:
-        print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
-              f"checkpoints in {result.output}")
+        if math.isnan(result.history[result.best_epoch]["val_dice"]):  # chosen by the training loss
+            print(f"no held-out slices to validate on: best training loss {-result.best_dice:.4f} at epoch "
+                  f"{result.best_epoch + 1}; checkpoints in {result.output}")
+        else:
+            print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
+                  f"checkpoints in {result.output}")
     return 0
 
 

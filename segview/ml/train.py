@@ -175,6 +175,10 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         model, parent = _parent(Path(config.init), dataset, modality)
         normalization = parent["preprocessing"]["normalization"]
         config.input_size = int(parent["preprocessing"]["input_size"][0])
+        architecture = parent.get("architecture", {})  # the config says the network it trains
+        for name in ("base_channels", "depth", "norm"):
+            if name in architecture:
+                setattr(config, name, architecture[name])
     else:
         model, parent = UNet(1, num_classes, config.base_channels, config.depth, config.norm), None
         normalization = normalization_for(modality, config.ct_window)

@@ -102,6 +102,9 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
                  str(tmp_path / "ft"), "--epochs", "2", "--batch-size", "2"]) == 0
     meta = read_metadata(tmp_path / "ft" / "best.safetensors")
     assert meta["architecture"] == parent_meta["architecture"]
+    config = meta["training"]["config"]  # the network trained, not the defaults of a new one
+    assert [config[k] for k in ("base_channels", "depth", "norm")] == \
+        [parent_meta["architecture"][k] for k in ("base_channels", "depth", "norm")]
     assert meta["preprocessing"]["normalization"] == parent_meta["preprocessing"]["normalization"]
     assert meta["preprocessing"]["input_size"] == parent_meta["preprocessing"]["input_size"]
     assert meta["loss"]["name"] == parent_meta["loss"]["name"]
@@ -116,6 +119,18 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     out = capsys.readouterr().out
     assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
     assert f"held out   {', '.join(held_out)}" in out
+
+
+def test_without_reviewed_held_out_slices_the_run_says_it_chose_by_the_training_loss(reviewed_folder, tmp_path,
+                                                                                       capsys):
+    """A tester read 'best validation Dice -0.0804': the negative training loss it chose by."""
+    (reviewed_folder / "splits.json").write_text(json.dumps([{
+        "train": ["case_000", "case_001", "case_002", "case_003", "case_005"], "val": ["case_004"]}]))
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--input-size", "16", "--base-channels", "2", "--depth", "1", "--batch-size", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "no held-out slices to validate on: best training loss " in out and "validation Dice" not in out
+    assert float(out.split("best training loss ")[1].split()[0]) > 0
 
 
 def test_a_parent_with_other_classes_or_nothing_reviewed_is_refused_with_the_cases_named(reviewed_folder, tmp_path):
