@@ -330,7 +330,7 @@ class Worklist:
             if entry.get("digest") == digest:
                 case.dice[slot] = _float(entry.get("dice"))
                 case.correction_ml[slot] = _float(entry.get("correction_ml"))
-                case.correction_voxels[slot] = int(entry.get("correction_voxels", 0))
+                case.correction_voxels[slot] = int(entry.get("correction_voxels") or 0)
             summary = self.cache.summary(case.key, digest) if case.key else None
             case.entropy[slot] = _float((summary or {}).get("mean_entropy"))
         case.disputed = math.nan
@@ -585,11 +585,13 @@ class CaseSession(ReviewSession):
         for slot, model in self.models.items():
             voxels, ml = self.correction_effort(slot)
             scores = self.scores(slot)
+            scored = int((self.reviewed & model.predicted).sum())
             # The model's own file: the window may have loaded another checkpoint into the slot.
+            # Nothing reviewed: no correction is known (None), not a correction of 0 mL.
             figures[slot] = {"checkpoint": model.name, "digest": checkpoint_digest(model.path),
                              "dice": None if math.isnan(scores.mean_dice) else scores.mean_dice,
-                             "scored_slices": int((self.reviewed & model.predicted).sum()),
-                             "correction_voxels": voxels, "correction_ml": ml}
+                             "scored_slices": scored,
+                             "correction_voxels": voxels if scored else None, "correction_ml": ml if scored else None}
         return figures
 
     @property
@@ -643,8 +645,8 @@ class CaseSession(ReviewSession):
             self.case.slices = len(job.review.reviewed)
             for slot, entry in job.review.extra.get("models", {}).items():
                 self.case.dice[slot] = _float(entry["dice"])
-                self.case.correction_ml[slot] = entry["correction_ml"]
-                self.case.correction_voxels[slot] = entry["correction_voxels"]
+                self.case.correction_ml[slot] = _float(entry["correction_ml"])
+                self.case.correction_voxels[slot] = int(entry["correction_voxels"] or 0)
 
     def close(self, discard: bool = False) -> None:
         super().close(discard)

@@ -335,6 +335,25 @@ def test_correction_effort_against_a_count_by_hand(tmp_path, checkpoints):
     assert case.reviewed_count == 3 and case.slices == 6 and case.status == "in progress"
 
 
+def test_a_case_with_nothing_reviewed_has_no_correction_not_zero(tmp_path, checkpoints):
+    """A tester copied a model's labels, reviewed nothing and saved: the worklist said the case
+    needed 0.00 mL of correction."""
+    make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    list(worklist.prediction_queue())
+    session = worklist.session("case_000")
+    with session.labels.step():
+        session.labels.paint(3, [(2, 2)], 1.0, 2)
+    session.save()
+    for slot in session.models:
+        assert math.isnan(session.case.correction_ml[slot])
+    session.close()
+    sidecar = read_sidecar(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz")
+    assert all(entry["correction_ml"] is None for entry in sidecar["models"].values())
+    case = Worklist.open(tmp_path / "ds", checkpoints).case("case_000")
+    assert case.correction_ml and all(math.isnan(ml) for ml in case.correction_ml.values())
+
+
 def test_a_folder_of_dicom_studies(tmp_path):
     root = tmp_path / "studies"
     for n, study in enumerate(("patient_a", "patient_b")):
