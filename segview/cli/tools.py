@@ -69,7 +69,7 @@ def _add_train(commands) -> None:
                             "the cases held out, never trained on); their reviewed slices choose the best epoch")
     learn.add_argument("--init", type=Path, metavar="CKPT",
                        help="fine-tune this checkpoint: its network, classes, normalisation, CT window and loss "
-                            "kept; defaults lr 3e-4 constant, 20 epochs")
+                            "kept; defaults lr 3e-4 constant, 20 epochs of at least 8 steps")
     learn.add_argument("--replay", metavar="DATA2",
                        help="mix in data of the checkpoint's own kind so it does not forget it: a dataset folder, "
                             "or phantom:TASK[:COUNT] (seeds 0.., the shipped models' training data)")

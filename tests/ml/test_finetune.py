@@ -5,6 +5,7 @@ import hashlib
 import json
 
 import pytest
+import torch
 
 from segview.cli import main
 from segview.core.classes import LabelClass
@@ -173,6 +174,9 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
     assert path == reviewed_folder / "models" / "ce_ft1.safetensors"
     assert read_metadata(path)["lineage"]["parent"]["name"] == "ce.safetensors"
     assert any("val_dice" in e for e in events) and any("step" in e for e in events)
+    # A few reviewed slices (one batch) still make 8 steps an epoch: 20 single noisy steps
+    # left a tester's model worse on the very slices it was tuned on.
+    assert {e["steps"] for e in events if "steps" in e} == {8}
     assert sorted(p.name for p in path.parent.iterdir()) == ["ce_ft1.curves.png", "ce_ft1.log.csv",
                                                              "ce_ft1.safetensors"]
     with pytest.raises(TrainingCancelled):
@@ -184,3 +188,15 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
     (reviewed_folder / "splits.json").write_text(json.dumps([split]))
     with pytest.raises(FineTuneError, match="every case with reviewed slices is held out"):
         fine_tune(reviewed_folder, parent, device="cpu")
+
+
+def test_an_epoch_of_few_slices_draws_them_again_up_to_its_least_steps():
+    from segview.ml.train import _at_least
+
+    generator = torch.Generator().manual_seed(0)
+    order = torch.tensor([3, 1, 2])
+    drawn = _at_least(order, 8, generator)
+    assert drawn[:3].tolist() == [3, 1, 2] and len(drawn) == 8
+    assert sorted(drawn[3:6].tolist()) == [1, 2, 3]  # each copy holds every slice once
+    assert _at_least(order, 2, generator) is order and len(_at_least(torch.tensor([], dtype=torch.long), 8,
+                                                                     generator)) == 0
