@@ -95,8 +95,7 @@ def series_labels_beside(volume: Volume) -> Path | None:
     (None for an image that is no DICOM series in a folder)."""
     plain = labels_beside_image(volume)
     uid = str(volume.meta.get("series_uid") or "")
-    if plain is None or not uid or volume.meta.get("source_format") != "dicom" or not plain.parent.joinpath(
-            plain.name[: -len(".labels.nii.gz")]).is_dir():
+    if plain is None or not uid or not Path(str(volume.meta.get("source", ""))).is_dir():
         return None
     description = "".join(c if c.isalnum() or c in "-_" else "_" for c in
                           str(volume.meta.get("series_description") or "series"))[:40]
@@ -330,8 +329,8 @@ class ReviewSession:
         self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
         self.models: dict[str, Model] = {}
         # Where each slice's labels came from, saved in the sidecar (clicks: "interactive").
-        self.provenance: Provenance | None = Provenance(labels, self._predictions,
-                                                              self.review_extra.get(KEY_PROVENANCE))
+        saved_provenance = self.review_extra.get(KEY_PROVENANCE)
+        self.provenance: Provenance | None = Provenance(labels, self._predictions, saved_provenance)
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
         self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
