@@ -9,8 +9,8 @@ interaction in progress, and those waiting, show as small green (adds) and red (
 dots, and the mouse cursor is busy while the model runs. The interaction ends on Enter (once
 the clicks waiting are done), on Esc (those are dropped), wherever the focus is in the
 window, when another tool, class, slice or image is chosen, or the slice changes otherwise
-(``session.interaction``); undo takes a click's dot away with its edit. The click model is loaded in a
-worker as soon as the tool is chosen, so that the first click does not wait for it. Without
+(``session.interaction``); undo takes a click's dot away with its edit. The click model is
+loaded in a worker as soon as the tool is chosen, so that the first click does not wait for it. Without
 a click model a dialog says so; a click the model fails on says so in the status bar;
 neither changes the labels.
 """
