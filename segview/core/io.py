@@ -206,12 +206,40 @@ def _read_itk_volume(path: Path) -> Volume:
     volume.meta["modality_guessed"] = True
     if volume.modality == "CT":
         volume.meta["window_presets"] = list(CT_WINDOW_PRESETS)
+    ignored = _ignored_sform(path, image)
+    if ignored:
+        volume.meta.setdefault("warnings", []).append(ignored)
     regular = orthogonalized(volume)
     if regular is not None:
         regular.meta["warnings"].append("The image axes are not perpendicular (sheared or tilted); "
                                         "it was resampled onto a perpendicular grid.")
         volume = regular
     return volume
+
+
+def _ignored_sform(path: Path, image: sitk.Image) -> str | None:
+    """The warning for a NIfTI file whose sform (code > 0) is not the geometry ITK used: ITK
+    takes the qform when the sform is sheared or oddly scaled, where nibabel and FSL take
+    the sform, so the two programs would place the image differently."""
+    keys = set(image.GetMetaDataKeys())
+    if image.GetDimension() != 3 or not {"sform_code", "srow_x", "srow_y", "srow_z"} <= keys:
+        return None
+    try:
+        code = int(float(image.GetMetaData("sform_code")))
+        rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()] for axis in "xyz"])
+    except ValueError:
+        return None
+    if code <= 0 or rows.shape != (3, 4):
+        return None
+    ras = np.diag([-1.0, -1.0, 1.0])  # ITK's LPS to NIfTI's RAS
+    used = ras @ np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
+    origin = ras @ np.array(image.GetOrigin())
+    if np.allclose(rows[:, :3], used, atol=1e-3) and np.allclose(rows[:, 3], origin, atol=1e-2):
+        return None
+    return (f"{path.name} holds two geometries that disagree, its sform (code {code}) and its qform. "
+            "segview used the qform, as ITK and 3D Slicer do when the sform is sheared or not a rotation; "
+            "nibabel and FSL use the sform and would place the image elsewhere. Check the position and "
+            "orientation before measuring.")
 
 
 def _guess_modality(array: np.ndarray) -> str:

@@ -262,6 +262,24 @@ def test_a_sheared_nifti_is_refused_as_sheared_not_as_damaged(tmp_path):
     assert "damaged" not in str(caught.value)
 
 
+def test_a_nifti_whose_sform_is_not_the_geometry_used_says_so(tmp_path):
+    """A tester's file: qform a plain grid, sform (code 2) sheared. ITK used the qform, nibabel
+    the sform; the window said nothing."""
+    nibabel = pytest.importorskip("nibabel")
+    plain = np.diag([-1.3, -1.3, 5.0, 1.0])
+    plain[:3, 3] = [160.0, 150.0, -200.0]
+    sheared = plain.copy()
+    sheared[0, 1] = 0.4
+    for name, sform in (("agree.nii.gz", plain), ("disagree.nii.gz", sheared)):
+        image = nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), plain)
+        image.set_qform(plain, code=1)
+        image.set_sform(sform, code=2)
+        nibabel.save(image, tmp_path / name)
+    assert not [w for w in load_volume(tmp_path / "agree.nii.gz").meta.get("warnings", []) if "sform" in w]
+    warnings = load_volume(tmp_path / "disagree.nii.gz").meta["warnings"]
+    assert any("sform (code 2)" in w and "used the qform" in w for w in warnings)
+
+
 def test_4d_and_vector_images_are_refused_clearly(tmp_path):
     four_d = sitk.GetImageFromArray(np.zeros((3, 2, 4, 5), np.int16), isVector=False)
     sitk.WriteImage(four_d, str(tmp_path / "4d.nii.gz"))
