@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt
 
-import segview.gui.main_window as main_window_module
 import segview.session.review as review_module
 from segview.core.dicomseg import DicomSegError
 from segview.core.io import load_labels, load_volume
@@ -132,13 +131,13 @@ def test_the_dicom_seg_export_runs_in_a_worker_and_says_when_written(qtbot, demo
     window, gate = demo, Gate()
     written = {}
 
-    def slow_export(path, labels, volume, classes, algorithm):
+    def slow_export(path, labels, volume, classes, algorithm, algorithms=None):
         gate.wait()
         written["labels"] = labels
         Path(path).write_bytes(b"SEG")
         return Path(path)
 
-    monkeypatch.setattr(main_window_module, "save_dicom_seg", slow_export)
+    monkeypatch.setattr("segview.core.dicomseg.save_dicom_seg", slow_export)
     expected = window.session.labels.array.copy()
     with qtbot.waitSignal(window.seg_exported, timeout=10000) as exported:
         window.export_dicom_seg_to(tmp_path / "seg.dcm")
@@ -155,12 +154,12 @@ def test_a_dicom_seg_export_that_fails_is_a_dialog_and_send_to_pacs_is_not_offer
     window, gate = demo, Gate()
     gate.open_.set()
 
-    def refused(*_):
+    def refused(*_, **__):
         gate.wait()
         raise DicomSegError("The image was not loaded from DICOM.")
 
     sent = []
-    monkeypatch.setattr(main_window_module, "save_dicom_seg", refused)
+    monkeypatch.setattr("segview.core.dicomseg.save_dicom_seg", refused)
     monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs", lambda parent, files: sent.append(files) or 1)
     window.send_seg_to_pacs()
     qtbot.waitUntil(lambda: bool(dialogs), timeout=10000)
