@@ -363,7 +363,7 @@ class MainWindow(QMainWindow):
             # The labels saved beside it when none are named; labels that cannot be read on it
             # leave it open with empty ones (and say why).
             self._open_session(partial(ReviewSession.open, path, labels_path, labels_beside=True,
-                                       labels_saved=saved_labels(path), empty_if_unreadable=True))
+                                       labels_saved=partial(saved_labels, path), empty_if_unreadable=True))
 
     def _pick_series(self, folder: Path, series, labels_path) -> None:
         if not series:
@@ -372,7 +372,7 @@ class MainWindow(QMainWindow):
         chosen = candidates[0] if len(candidates) == 1 else choose_series(self, folder, series)
         if chosen is not None:
             self._open_session(partial(ReviewSession.open, folder, labels_path, series=chosen, labels_beside=True,
-                                       labels_saved=saved_labels(folder), empty_if_unreadable=True))
+                                       labels_saved=partial(saved_labels, folder), empty_if_unreadable=True))
 
     def _open_session(self, open_session) -> None:
         """Run ``open_session(progress=, first_slice=)`` in a worker; its first slice shows as
@@ -1284,7 +1284,7 @@ class MainWindow(QMainWindow):
         session.finish_save(job)
         source = str(session.volume.meta.get("source", ""))
         if source and Path(source).exists():  # opening it again reads them, whatever their name
-            remember_labels(source, job.path)
+            remember_labels(source, job.path, session.key)
         if session is self.session:
             self._show_modified()
         self.statusBar().showMessage(f"Saved {job.path}", 5000)

@@ -2,8 +2,9 @@
 configuration folder) and where its file dialogs start.
 
 - ``recent``: the images opened last (File > Open recent).
-- ``labels_of/<hash of an image's path>``: where the labels of that image were last saved,
-  whatever name and folder a person chose: opening the image again reads them
+- ``labels_of/<hash of an image's path>`` and ``labels_of_image/<its image_key>``: where the
+  labels of that image were last saved, whatever name and folder a person chose: opening the
+  image again, or a copy of it elsewhere, or one series of a folder of several, reads them
   (``saved_labels``; ``ReviewSession.open(labels_saved=...)`` checks they are its own).
 - ``dialogs/last_folder``: the folder the last file dialog chose in: every dialog starts
   there, else in the folder of the image on screen, else in the home folder; never in the
@@ -44,20 +45,33 @@ def remember_recent(path) -> None:
     settings().setValue("recent", [path] + kept[:RECENT_LIMIT - 1])
 
 
-def remember_labels(image, labels) -> None:
-    """The labels of ``image`` (its file or DICOM folder) were saved at ``labels``."""
-    settings().setValue(_labels_key(image), str(Path(labels).resolve()))
+def remember_labels(image, labels, key: str | None = None) -> None:
+    """The labels of ``image`` (its file or DICOM folder; ``key``: its ``image_key``) were
+    saved at ``labels``."""
+    stored = settings()
+    for name in (_labels_key(image), _content_key(key)):
+        if name:
+            stored.setValue(name, str(Path(labels).resolve()))
 
 
-def saved_labels(image) -> Path | None:
-    """Where the labels of ``image`` were last saved, when that file is still there."""
-    value = str(settings().value(_labels_key(image), "", str) or "")
-    path = Path(value) if value else None
-    return path if path is not None and path.is_file() else None
+def saved_labels(image, key: str | None = None) -> Path | None:
+    """Where the labels of the image with ``key`` (its content, wherever it lies), else of
+    the file or folder ``image``, were last saved, when that file is still there. Safe in a
+    worker: ``ReviewSession.open`` calls it with the key once the image is read."""
+    stored = settings()
+    for name in (_content_key(key), _labels_key(image)):
+        value = str(stored.value(name, "", str) or "") if name else ""
+        if value and Path(value).is_file():
+            return Path(value)
+    return None
 
 
 def _labels_key(image) -> str:
     return "labels_of/" + hashlib.sha256(str(Path(image).resolve()).encode()).hexdigest()[:32]
+
+
+def _content_key(key: str | None) -> str | None:
+    return f"labels_of_image/{key[:32]}" if key else None
 
 
 # -- where file dialogs start -------------------------------------------------------------------

@@ -367,9 +367,10 @@ class ReviewSession:
         the image (``labels_beside_image``) when they are there; ones that cannot be read
         on its grid are named in ``warnings`` and the labels start empty. ``labels_saved``:
         without ``labels``, where the labels of this image were last saved (a window
-        remembers it, whatever name a person chose), read as those beside it and before
-        them when their sidecar names this image (a DICOM folder's other series may have
-        saved there).
+        remembers it, whatever name a person chose), or a function of the image's key that
+        says so (called once the image is read), read as those beside it and before them
+        when their sidecar names this image (a DICOM folder's other series may have saved
+        there).
         ``empty_if_unreadable``: ``labels`` (a file) that cannot be read on the image do not
         stop it opening: empty labels, the reason in ``warnings``. Raises VolumeLoadError."""
         release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
@@ -946,7 +947,10 @@ class ReviewSession:
 def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None]:
     """The labels ``ReviewSession.open`` reads without any given: those last ``saved`` for this
     image, else (``beside``) those a first save writes beside it, each only when its sidecar
-    does not name another image; and the warning when those beside it are another's."""
+    does not name another image; and the warning when those beside it are another's.
+    ``saved``: a path, or a function of ``key`` that gives one (or None)."""
+    if callable(saved):
+        saved = saved(key)
     if saved is not None and Path(saved).is_file() and (read_sidecar(saved) or {}).get("image_key") in (None, key):
         return Path(saved), None
     if not beside:

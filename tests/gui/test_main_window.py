@@ -169,6 +169,18 @@ def test_an_image_opens_with_the_labels_last_saved_under_a_name_of_ones_own(qtbo
         window.open_image(tmp_path / "ct.nii.gz")
     assert window.session.labels_path == tmp_path / "out.nii.gz"
     np.testing.assert_array_equal(window.session.labels.array, case.labels)
+    window.discard_session()
+    (tmp_path / "copy").mkdir()  # the same image elsewhere (a second export, a USB copy): by its content
+    (tmp_path / "copy" / "ct.nii.gz").write_bytes((tmp_path / "ct.nii.gz").read_bytes())
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(tmp_path / "copy" / "ct.nii.gz")
+    assert window.session.labels_path == tmp_path / "out.nii.gz"
+    window.discard_session()
+    other = lung_phantom(2)  # another image at a path once used: not those labels
+    save_volume(tmp_path / "copy" / "ct.nii.gz", other.volume)
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(tmp_path / "copy" / "ct.nii.gz")
+    assert window.session.labels_path is None and not window.session.labels.array.any()
 
 
 def test_save_as_onto_the_image_file_is_refused_and_the_image_kept(qtbot, window, tmp_path, dialogs):
