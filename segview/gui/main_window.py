@@ -673,11 +673,20 @@ class MainWindow(QMainWindow):
         self.slider.setValue(index)
         self.slider.blockSignals(False)
         self.slice_number.setText(f"{index + 1} / {count}" + self._reviewed_mark())
-        self.view_choice.blockSignals(True)
-        self.view_choice.setCurrentIndex(VIEWS.index(self.workspace.viewer.active.view))
-        self.view_choice.blockSignals(False)
+        self._show_view_choice()
         self._refresh_read_out()
         self._metrics_timer.start()
+
+    def _show_view_choice(self) -> None:
+        """The View box names the plane on screen. The compare panes show only the acquired
+        plane, so in those modes it says which and is off (it drives the views' layout)."""
+        view = self.workspace.active_view().view
+        self.view_choice.blockSignals(True)
+        self.view_choice.setCurrentIndex(VIEWS.index(view))
+        self.view_choice.blockSignals(False)
+        self.view_choice.setEnabled(not self.comparing)
+        self.view_choice.setToolTip(f"Compare shows the acquired ({view}) slices; the views show any plane"
+                                    if self.comparing else "The plane shown in the active view")
 
     def _reviewed_mark(self) -> str:
         """" \u2713 reviewed" when the acquired slice on screen is marked reviewed."""
@@ -1177,6 +1186,7 @@ class MainWindow(QMainWindow):
         if self.session is not None:
             self.model_info.setVisible(bool(self.session.models) and mode == "views")  # panes name their models
         self._show_legend()
+        self._show_view_choice()
         self.workspace.active_view().setFocus()  # arrow keys keep scrolling
         self._show_metrics()
 

@@ -150,3 +150,23 @@ def test_the_review_list_says_when_a_and_b_agree_everywhere(qtbot, demo):
     z = window.current_slice()
     ranking.itemClicked.emit(hint)  # not a slice: nothing happens
     assert window.current_slice() == z
+
+
+def test_the_view_box_names_the_compare_panes_plane_and_is_off_there(qtbot, demo):
+    """A tester chose Coronal in compare mode: the box said Coronal, the panes stayed axial.
+    The panes show the acquired plane only, so the box says so and cannot be changed there;
+    back in the views it names (and drives) the views' plane again."""
+    demo.view_choice.setCurrentIndex(1)  # coronal in the views
+    assert demo.workspace.viewer.active.view == "coronal"
+    demo.set_mode("compare")
+    acquired = demo.workspace.compare.panes["A"].view
+    assert acquired == "axial"
+    assert demo.view_choice.currentText() == "Axial" and not demo.view_choice.isEnabled()
+    assert "acquired (axial)" in demo.view_choice.toolTip()
+    demo.workspace.go_to_slice(3)
+    assert demo.view_choice.currentText() == "Axial"
+    demo.set_mode("views")
+    assert demo.view_choice.isEnabled()
+    assert demo.view_choice.currentText() == demo.workspace.viewer.active.view.capitalize() == "Coronal"
+    demo.view_choice.setCurrentIndex(2)
+    assert demo.workspace.viewer.active.view == "sagittal"
