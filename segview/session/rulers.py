@@ -24,6 +24,7 @@ from .errors import SessionError
 
 #: The sidecar key of the rulers.
 KEY = "rulers"
+#: ``slice`` is 1-based as on screen; ``a_zyx`` and ``b_zyx`` are 0-based (z, y, x) voxel indices.
 CSV_COLUMNS = ("ruler", "view_axis", "slice", "length_mm", "a_zyx", "b_zyx", "by", "at")
 _AXES = ("z (axial)", "y (coronal)", "x (sagittal)")
 
