@@ -179,6 +179,48 @@ class OverwritePolicy:
         return np.ones(old.shape, bool)
 
 
+class Kept:
+    """Voxels the last hand-tool step would have changed but its settings kept: the
+    overwrite policy (``by_policy``) or the intensity range (``by_intensity``), each voxel
+    once however often a drag went over it. A tool that changed less than asked (an eraser
+    under "background only") says why from this."""
+
+    def __init__(self) -> None:
+        self._voxels: dict[str, list[np.ndarray]] = {"policy": [], "intensity": []}  # flat indices
+
+    def add(self, why: str, shape: tuple[int, ...], region: Region, where: np.ndarray) -> None:
+        """Count the voxels of ``region`` (of a volume of ``shape``) set in ``where``."""
+        if where.any():
+            offsets = [np.asarray(idx) + (r.start or 0) for idx, r in zip(np.nonzero(where), region)]
+            self._voxels[why].append(np.ravel_multi_index(offsets, shape))
+
+    def _count(self, why: str) -> int:
+        found = self._voxels[why]
+        return int(np.unique(np.concatenate(found)).size) if found else 0
+
+    @property
+    def by_policy(self) -> int:
+        return self._count("policy")
+
+    @property
+    def by_intensity(self) -> int:
+        return self._count("intensity")
+
+    def __bool__(self) -> bool:
+        return any(self._voxels.values())
+
+    def describe(self, policy: OverwritePolicy, intensity_range: tuple[float, float] | None) -> str:
+        """'N voxels kept by ...' in the tools panel's words ('' when none were)."""
+        reasons = []
+        if self.by_policy:
+            what = {"background": "background only", "protect": "all but protected classes"}.get(policy.mode, "")
+            reasons.append(f"{self.by_policy} voxels kept by 'Paint over: {what}'")
+        if self.by_intensity and intensity_range is not None:
+            low, high = intensity_range
+            reasons.append(f"{self.by_intensity} outside the intensity range {low:g} to {high:g}")
+        return " and ".join(reasons)
+
+
 class LabelEvents(EmitterGroup):
     """What a LabelMap tells those who follow it (``label_map.events``)."""
 
@@ -209,17 +251,24 @@ class LabelMap:
         self._undo: list[_Step] = []
         self._redo: list[_Step] = []
         self._stroke: list[Stored] | None = None
+        self.kept = Kept()  # what the brush settings kept in the last hand-tool step
         self._serials = itertools.count(1)
         self._oldest_position = 0  # the state before the oldest step kept (0: as created)
         #: Held while a change is applied and heard: a reader in another thread (the journal
         #: writing its snapshot) sees each change whole, and its listeners heard it.
         self.lock = threading.RLock()
 
+    def kept_reason(self) -> str:
+        """What the brush settings kept in the last hand-tool step, in the tools panel's
+        words ('' when nothing)."""
+        return self.kept.describe(self.policy, self.intensity_range)
+
     # -- undo steps ---------------------------------------------------------------------
     def begin_stroke(self) -> None:
         """Start one undo step (a mouse drag); edits until ``end_stroke`` belong to it."""
         self.end_stroke()
         self._stroke = []
+        self.kept = Kept()
 
     def end_stroke(self) -> list[Stored]:
         """End the step begun by ``begin_stroke``; its changes as the history keeps them."""
@@ -348,6 +397,7 @@ class LabelMap:
         allow. A polygon that crosses itself fills by the even-odd rule (its crossed loops
         are holes). One undo step; None when nothing changes. Raises ValueError for fewer
         than 3 distinct vertices, a bad axis or a plane outside the labels."""
+        self.kept = Kept()  # this call is the step, even where it writes nothing
         if axis not in (0, 1, 2) or not 0 <= index < self.array.shape[axis]:
             raise ValueError(f"plane {index} of axis {axis} is not in labels of shape {self.array.shape}")
         vertices = np.atleast_2d(np.asarray(points, float))
@@ -369,6 +419,7 @@ class LabelMap:
         ``traced_level`` finds from ``seed`` (the plane's voxel coordinates) in the image
         takes ``value``, where the brush settings allow. One undo step; None off the plane or
         when nothing changes. Raises ValueError without an image or for a bad axis."""
+        self.kept = Kept()  # this call is the step, even where it writes nothing
         if self.intensities is None:
             raise ValueError("level tracing needs the image's intensities")
         if axis not in (0, 1, 2) or not 0 <= index < self.array.shape[axis]:
@@ -387,6 +438,7 @@ class LabelMap:
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``."""
+        self.kept = Kept()  # this call is the step, even where it writes nothing
         plane = self.array[z]
         y, x = (int(np.rint(c)) for c in seed)
         if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
@@ -925,7 +977,9 @@ class LabelMap:
         """Write ``values`` where ``mask`` (all of ``region`` without one) and, for the hand
         tools (``brush``), where the overwrite policy and the intensity range allow."""
         old = self.array[region].copy()
-        allowed = self._allowed(region, old, mask, brush)
+        if self._stroke is None:  # a step of its own
+            self.kept = Kept()
+        allowed = self._allowed(region, old, mask, brush, values)
         new = np.array(values, np.uint8) if allowed is None else np.where(allowed, values, old).astype(np.uint8)
         changed = np.nonzero(new != old)
         if not len(changed[0]):
@@ -937,24 +991,33 @@ class LabelMap:
         self._record(edit)
         return edit
 
-    def _allowed(self, region: Region, old: np.ndarray, mask: np.ndarray | None, brush: bool) -> np.ndarray | None:
-        """Where a write into ``region`` may change the labels (``old`` there): ``mask``,
-        and for the hand tools (``brush``) the overwrite policy and the intensity range;
-        None for everywhere."""
+    def _allowed(self, region: Region, old: np.ndarray, mask: np.ndarray | None, brush: bool,
+                 values: np.ndarray) -> np.ndarray | None:
+        """Where a write of ``values`` into ``region`` may change the labels (``old`` there):
+        ``mask``, and for the hand tools (``brush``) the overwrite policy and the intensity
+        range, whose refusals are counted in ``kept``; None for everywhere."""
         if not brush:
             return None if mask is None else mask
-        allowed = np.ones(old.shape, bool) if mask is None else mask.copy()
-        allowed &= self.policy.allows(old)
+        asked = values != old
+        if mask is not None:
+            asked &= mask
+        allowed = asked & self.policy.allows(old)
+        self.kept.add("policy", self.array.shape, region, asked & ~allowed)
         if self.intensity_range is not None and self.intensities is not None:
             low, high = self.intensity_range
             image = self.intensities[region]
-            allowed &= (image >= low) & (image <= high)
+            in_range = (image >= low) & (image <= high)
+            self.kept.add("intensity", self.array.shape, region, allowed & ~in_range)
+            allowed &= in_range
         return allowed
 
     def _record(self, change: Change) -> None:
         if self._stroke is None:  # a step of its own, open while listeners hear the change
-            with self.step():
+            self._stroke = []     # (not begin_stroke: ``kept`` tells of this step)
+            try:
                 self._record(change)
+            finally:
+                self.end_stroke()
             return
         self._apply(change)
         self._stroke.append(Patch.of(change) if isinstance(change, Edit) else change)

@@ -48,6 +48,14 @@ class ToolSettings:
     intensity_range: tuple[float, float] | None = None  # e.g. HU
 
 
+def kept_note(session: ReviewSession, what: str) -> str | None:
+    """'``what``: N voxels kept by ...' when the brush settings (overwrite policy,
+    intensity range) kept voxels the last hand-tool step would have changed, else None: an
+    eraser under "background only" changes nothing, and says so."""
+    reason = session.labels.kept_reason()
+    return f"{what}: {reason}." if reason else None
+
+
 #: What a hook returns: a message for the status bar, a ToolJob for the window to run in a
 #: worker (then ``finish_tool``), a ClickJob likewise (then ``finish_click``), or None.
 Outcome = Union[str, ToolJob, ClickJob, None]
@@ -105,9 +113,9 @@ class Brush(Effect):
 
     def release(self, session, at, settings):
         self.drag(session, at, settings)
-        session.labels.end_stroke()
+        changed = bool(session.labels.end_stroke())
         self._last = None
-        return None
+        return None if changed else kept_note(session, f"{self.text} changed nothing")
 
 
 class Eraser(Brush):
@@ -127,7 +135,7 @@ class Fill(Effect):
         if at.axis != 0:
             return "Fill works on the acquired (axial) planes: click in that view."
         session.fill(at.index, at.point, 0 if at.erase else settings.value)
-        return None
+        return kept_note(session, "Fill")
 
 
 class Adopt(Effect):
@@ -205,7 +213,7 @@ class Polygon(Effect):
             return "A polygon needs at least 3 vertices: click them, then double-click or press Enter."
         first = vertices[0]
         session.labels.fill_polygon(first.index, [at.point for at in vertices], settings.value, first.axis)
-        return None
+        return kept_note(session, "Polygon")
 
     def cancel(self) -> None:
         self.vertices = []
@@ -258,8 +266,9 @@ class LevelTrace(Effect):
     def release(self, session, at, settings):
         value = 0 if at.erase else settings.value
         if session.labels.fill_level(at.index, at.point, self.tolerance, value, at.axis) is None:
-            return "Level tracing: nothing changes there (already the class, or not allowed to be painted over)."
-        return None
+            return kept_note(session, "Level tracing changed nothing") or \
+                "Level tracing: nothing changes there (already the class)."
+        return kept_note(session, "Level tracing")
 
 
 class RegionShape(Effect):

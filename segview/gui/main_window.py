@@ -32,7 +32,7 @@ from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .compare import labels_outline_colour
 from .dialogs import choose_series
-from .effects import Effect, PlanePoint, ToolSettings, new_effects
+from .effects import Effect, PlanePoint, ToolSettings, kept_note, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
 from .metrics_panel import MetricsPanel
 from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pacs_labels_folder, pacs_labels_path,
@@ -1030,9 +1030,12 @@ class MainWindow(QMainWindow):
             return
         z = self.current_slice()
         if name == "clear":
-            session.labels.clear_slice(z)
+            if session.labels.clear_slice(z) is None and not session.labels.kept:
+                return self.statusBar().showMessage(f"Slice {z + 1} holds no labels to clear", 5000)
+            self._say_kept(f"Clear slice on slice {z + 1}")
         elif name == "copy_previous" and z > 0:
             session.labels.copy_slice(z - 1, z)
+            self._say_kept(f"Copy previous slice onto slice {z + 1}")
         elif name == "fill_between":
             session.labels.fill_between_slices()
         elif name == "review":
@@ -1043,6 +1046,12 @@ class MainWindow(QMainWindow):
             session.mark_reviewed(z, not session.reviewed[z])
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
+
+    def _say_kept(self, what: str) -> None:
+        """Say in the status bar what the brush settings kept of a slice operation."""
+        note = kept_note(self.session, what)
+        if note:
+            self.statusBar().showMessage(note, 10000)
 
     def _enable_copies(self, copies: dict[str, list[QAction]]) -> None:
         """Edit > Labels from model X: only for a slot that holds a model."""

@@ -720,12 +720,11 @@ class ReviewSession:
         self._check_not_copying()
         y, x = (int(round(c)) for c in seed)
         plane = self.labels.array[z]
-        if not (0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]):
-            return None
-        if plane[y, x] == 0 and _reaches_edge(plane == 0, (y, x)):
+        inside = 0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]
+        if inside and plane[y, x] == 0 and _reaches_edge(plane == 0, (y, x)):
             raise SessionError("Fill needs an enclosed region: this background reaches the edge of the "
                                "image. Close the outline with the brush first.")
-        return self.labels.fill(z, (y, x), value)
+        return self.labels.fill(z, (y, x), value)  # None outside the image
 
     def adopt(self, slot: str, z: int, seed) -> Edit | None:
         """Where A and B disagree: the connected region under ``seed`` (y, x) on slice ``z``

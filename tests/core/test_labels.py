@@ -364,3 +364,29 @@ def test_patches_from_write_what_copy_from_writes_in_one_undoable_step(share):
     assert label_map.undo() and (label_map.array == labels).all() and not label_map.can_undo
     assert label_map.redo() and (label_map.array == expected).all()
     assert label_map.patches_from(source, where, should_stop=lambda: True) is None
+
+
+def test_kept_counts_what_the_brush_settings_refused_in_the_last_step():
+    image = np.zeros((2, 20, 20), np.int16)
+    image[:, :, 10:] = 300
+    labels = LabelMap(np.zeros((2, 20, 20), np.uint8), (1, 1, 1), intensities=image)
+    labels.array[0, 5:10, 5:10] = 2  # 25 voxels of class 2
+    labels.policy = OverwritePolicy("background")
+    labels.begin_stroke()
+    labels.paint(0, [(7, 7)], 1.0, 0)  # the eraser: 5 voxels of class 2 under it, all kept
+    labels.paint(0, [(7, 8)], 1.0, 0)  # 3 more
+    assert labels.end_stroke() == []
+    assert (labels.kept.by_policy, labels.kept.by_intensity) == (8, 0)  # (7,6..9), (6,7..8), (8,7..8)
+    assert labels.kept_reason() == "8 voxels kept by 'Paint over: background only'"
+    labels.clear_slice(0)  # a step of its own: its own tally
+    assert labels.kept.by_policy == 25 and (labels.array[0] == 2).sum() == 25
+    labels.policy = OverwritePolicy()
+    labels.intensity_range = (-100, 100)
+    labels.array[1] = 1
+    labels.clear_slice(1)  # the right half is outside the range
+    assert (labels.kept.by_policy, labels.kept.by_intensity) == (0, 200)
+    assert labels.kept_reason() == "200 outside the intensity range -100 to 100"
+    assert labels.fill(1, (50, 50), 3) is None and not labels.kept  # outside: nothing asked, nothing kept
+    labels.intensity_range = None
+    assert labels.clear_slice(1) is not None and not labels.kept and not labels.array[1].any()
+    assert labels.clear_slice(1) is None and not labels.kept  # nothing to clear: nothing kept

@@ -665,3 +665,30 @@ def test_with_empty_labels_the_metrics_say_why_every_score_is_zero(qtbot, editin
     qtbot.waitUntil(lambda: not window.metrics.empty_labels.isVisible())
     window.session.labels.undo()
     qtbot.waitUntil(lambda: window.metrics.empty_labels.isVisible())
+
+
+def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
+    """A tester's eraser under "background only" and Clear slice under an intensity range
+    changed nothing, or less than the slice, without a word."""
+    window, view, session = editing, axial(editing), editing.session
+    z = window.current_slice()
+    window._slice_operation("clear")
+    assert window.statusBar().currentMessage() == f"Slice {z + 1} holds no labels to clear"
+    window.tools.set_tool("brush")
+    drag(view, [(60, 60), (60, 80)])
+    painted = session.labels.array.copy()
+    window.tools.policy_choice.setCurrentIndex(1)  # paint over background only
+    window.tools.set_tool("eraser")
+    drag(view, [(60, 60), (60, 80)])
+    np.testing.assert_array_equal(session.labels.array, painted)
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Eraser changed nothing: ") and "kept by 'Paint over: background only'" in message
+    kept = int(message.split(": ")[1].split()[0])
+    assert 0 < kept <= int((painted[z] > 0).sum())
+    window._slice_operation("clear")
+    np.testing.assert_array_equal(session.labels.array, painted)
+    assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: {int((painted[z] > 0).sum())} "
+                                                   "voxels kept by 'Paint over: background only'.")
+    window.tools.policy_choice.setCurrentIndex(0)  # everything: the slice is cleared
+    window._slice_operation("clear")
+    assert not session.labels.array[z].any()
