@@ -296,6 +296,7 @@ def _add_evaluate(commands) -> None:
 
 def _run_evaluate(args) -> int:
     from ..core.files import atomic_write_text
+    from ..core.report import finite_or_none
     from .common import UserError, progress
 
     if args.held_out and not args.reviewed_only:
@@ -363,8 +364,8 @@ def _run_evaluate(args) -> int:
         text = table + "".join("\n" + _comparison_text(n, labels[a], labels[b], r)
                                for n, a, b, r in comparisons)
         atomic_write_text(args.output / "table1.md", text)
-        atomic_write_text(args.output / "comparisons.json", json.dumps(
-            [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons], indent=2))
+        atomic_write_text(args.output / "comparisons.json", json.dumps(finite_or_none(  # no score: null
+            [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons]), indent=2, allow_nan=False))
     return 0
 
 
@@ -431,7 +432,7 @@ def _clicks_difference(a, b) -> dict:
 
     by_case = {r.case: r.measures["clicks_to_90"] for r in a}
     pairs = [(by_case[r.case], r.measures["clicks_to_90"]) for r in b if r.case in by_case]
-    return paired_difference([x for x, _ in pairs], [y for _, y in pairs])
+    return paired_difference([x for x, _ in pairs], [y for _, y in pairs], lower_is_better=True)
 
 
 def _report_on_labels(args) -> int:
@@ -493,6 +494,7 @@ def _row_labels(predictors) -> dict[Path, str]:
 
 def _comparison_text(name, label_a, label_b, result) -> str:
     from ..core.compare import small_sample_note
+    from ..core.report import number_text
 
     p = result["p_value"]
     verdict = ("no test possible (fewer than two cases differ)" if p != p else
@@ -501,8 +503,9 @@ def _comparison_text(name, label_a, label_b, result) -> str:
     low, high = result["ci95"]
     note = small_sample_note(result["cases"])
     return (f"{name}: {label_b} minus {label_a}, mean Dice per case: "
-            f"{result['mean_difference']:+.4f} ± {result['std_difference']:.4f} over "
-            f"n = {result['cases']} cases (bootstrap 95 % interval [{low:+.4f}, {high:+.4f}]); "
+            f"{number_text(result['mean_difference'], 4, signed=True)} ± {number_text(result['std_difference'], 4)} "
+            f"over n = {result['cases']} cases (bootstrap 95 % interval "
+            f"[{number_text(low, 4, signed=True)}, {number_text(high, 4, signed=True)}]); "
             f"{label_b} better on {result['b_better']}, {label_a} better on {result['a_better']}; {verdict}\n"
             + (f"{note}\n" if note else "")
             + (_clicks_text(name, label_a, label_b, result["clicks_difference"]) if "clicks_difference" in result
@@ -512,14 +515,17 @@ def _comparison_text(name, label_a, label_b, result) -> str:
 def _clicks_text(name, label_a, label_b, clicks: dict) -> str:
     """--robot: B minus A of the simulated reviewer's clicks per case (lower is better)."""
     from ..core.compare import small_sample_note
+    from ..core.report import number_text
 
     low, high = clicks["ci95"]
     p = clicks["p_value"]
     note = small_sample_note(clicks["pairs"])
     return (f"{name}: {label_b} minus {label_a}, the simulated reviewer's clicks to Dice 0.90 per case: "
-            f"{clicks['mean_difference']:+.2f} ± {clicks['std_difference']:.2f} over n = {clicks['pairs']} cases "
-            f"(bootstrap 95 % interval [{low:+.2f}, {high:+.2f}]); {label_b} fewer on {clicks['a_better']}, "
-            f"{label_a} fewer on {clicks['b_better']}; "
+            f"{number_text(clicks['mean_difference'], 2, signed=True)} ± {number_text(clicks['std_difference'], 2)} "
+            f"over n = {clicks['pairs']} cases (bootstrap 95 % interval "
+            f"[{number_text(low, 2, signed=True)}, {number_text(high, 2, signed=True)}]); "
+            f"{label_b} fewer on {clicks['b_better']}, "
+            f"{label_a} fewer on {clicks['a_better']}; "
             + ("no test possible (fewer than two cases differ)" if p != p else f"Wilcoxon signed-rank p = {p:.4g}")
             + "\n" + (f"{note}\n" if note else ""))
 

@@ -83,12 +83,14 @@ SEED = 0             # numpy's default generator: the same data give the same in
 CONFIDENCE = 0.95
 
 
-def paired_difference(a, b) -> dict:
+def paired_difference(a, b, lower_is_better: bool = False) -> dict:
     """B minus A over paired values (cases or slices) of one scoring rule: a pair where
     either is NaN (no score) is dropped for both. Returns ``pairs`` (n), ``mean_difference``,
-    ``std_difference``, how often each is better (``b_better``, ``a_better``), ``p_value``
-    (two-sided Wilcoxon signed-rank, scipy's: exact for small n; NaN when fewer than two
-    pairs differ), ``ci95`` (``bootstrap_interval`` of the mean difference) and
+    ``std_difference`` (NaN below two pairs), how often each is better (``b_better``,
+    ``a_better``: higher, or lower for ``lower_is_better`` figures such as correction
+    effort and clicks), ``p_value`` (two-sided Wilcoxon signed-rank, scipy's: exact for
+    small n; NaN when fewer than two pairs differ), ``ci95`` (``bootstrap_interval`` of the
+    mean difference; NaN below two pairs, where it would be the one value twice) and
     ``supports_verdict`` (False below ``MIN_PAIRS`` pairs; ``small_sample_note`` says why)."""
     from scipy.stats import wilcoxon
 
@@ -98,11 +100,13 @@ def paired_difference(a, b) -> dict:
     p_value = math.nan
     if np.count_nonzero(differences) >= 2:
         p_value = float(wilcoxon(differences, zero_method="wilcox").pvalue)
+    b_gains = -differences if lower_is_better else differences
+    several = differences.size > 1
     return {"pairs": int(differences.size),
             "mean_difference": float(differences.mean()) if differences.size else math.nan,
-            "std_difference": float(differences.std(ddof=1)) if differences.size > 1 else 0.0,
-            "b_better": int((differences > 0).sum()), "a_better": int((differences < 0).sum()),
-            "p_value": p_value, "ci95": bootstrap_interval(differences),
+            "std_difference": float(differences.std(ddof=1)) if several else math.nan,
+            "b_better": int((b_gains > 0).sum()), "a_better": int((b_gains < 0).sum()),
+            "p_value": p_value, "ci95": bootstrap_interval(differences) if several else (math.nan, math.nan),
             "supports_verdict": differences.size >= MIN_PAIRS}
 
 

@@ -37,3 +37,14 @@ def write_csv(path, columns, rows: list[dict]) -> None:
             writer.writerows(rows)
 
     replace_atomically(path, write)
+
+
+def finite_or_none(value):
+    """``value`` with every NaN or infinity (no score) as None, for strict JSON."""
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

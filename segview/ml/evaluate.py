@@ -107,7 +107,7 @@ def summary(results: list[CaseResult]) -> dict:
         values = np.array([r.metric(name) for r in results], float)
         finite = values[np.isfinite(values)]
         out[name] = {"mean": float(finite.mean()) if finite.size else math.nan,
-                     "std": float(finite.std(ddof=1)) if finite.size > 1 else 0.0,
+                     "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,  # none from one case
                      "missed": int(np.isinf(values).sum())}
     per_class = {"dice": [r.scores.dice for r in results], "iou": [r.scores.iou for r in results],
                  "hd95": [r.surface.hausdorff95 for r in results if r.surface is not None],

@@ -39,7 +39,7 @@ from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
-from ..core.report import csv_cell, number_text, write_csv
+from ..core.report import csv_cell, finite_or_none, number_text, write_csv
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
 
@@ -117,9 +117,11 @@ class Verdict:
 
     def paired(self, figure: str = "dice") -> dict:
         """B minus A per case of ``figure`` ("dice" over ``scored``, "correction_ml" over
-        every case): the fields of ``core.compare.paired_difference``."""
+        every case): the fields of ``core.compare.paired_difference``; ``b_better`` counts
+        the cases where B needed less correction, or fewer clicks.)"""
         cases = self._over(figure)
-        return paired_difference([getattr(c, figure)["A"] for c in cases], [getattr(c, figure)["B"] for c in cases])
+        return paired_difference([getattr(c, figure)["A"] for c in cases], [getattr(c, figure)["B"] for c in cases],
+                                 lower_is_better=figure != "dice")
 
     def summary(self, slot: str) -> dict:
         """Model ``slot``'s figures for verdict.json."""
@@ -155,7 +157,7 @@ class Verdict:
                     "mean": p["mean_difference"], "std": p["std_difference"], "ci95": list(p["ci95"]),
                     "wilcoxon_p": p["p_value"], "n": p["pairs"], "b_better": p["b_better"],
                     "a_better": p["a_better"], "supports_verdict": p["supports_verdict"]}
-        return _finite_or_none(document)
+        return finite_or_none(document)
 
     def rows(self) -> tuple[list[str], list[dict]]:
         """Columns and rows of results.csv: one row per case and model; ``dice_scored`` says
@@ -207,7 +209,7 @@ class Verdict:
                 lines.append(f"- {label}: n = {p['pairs']} pairs, mean difference "
                              f"{number_text(p['mean_difference'], 4)} "
                              f"[{number_text(low, 4)}, {number_text(high, 4)}], p = {number_text(p['p_value'], 4)}, "
-                             f"B {better} in {p['b_better'] if better == 'higher' else p['a_better']} "
+                             f"B {better} in {p['b_better']} "
                              f"of {p['pairs']} cases")
                 note = small_sample_note(p["pairs"])
                 if note:
@@ -233,7 +235,7 @@ class Verdict:
         lines.append(f"- clicks, B minus A: n = {p['pairs']} pairs, mean difference "
                      f"{number_text(p['mean_difference'], 2)} [{number_text(low, 2)}, {number_text(high, 2)}], "
                      f"p = {number_text(p['p_value'], 4)}, "
-                     f"B lower in {p['a_better']} of {p['pairs']} cases")
+                     f"B lower in {p['b_better']} of {p['pairs']} cases")
         note = small_sample_note(p["pairs"])
         if note:
             lines.append(f"  **{note}**")
@@ -404,14 +406,3 @@ def _mean_std(values: np.ndarray, digits: int = 3) -> str:
     if not values.size:
         return "-"
     return f"{_mean(values):.{digits}f} ± {number_text(_std(values), digits)}"
-
-
-def _finite_or_none(value):
-    """``value`` with every NaN or infinity (no score) as None, for strict JSON."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

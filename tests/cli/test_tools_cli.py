@@ -171,3 +171,15 @@ def test_two_runs_with_the_same_loss_and_file_name_get_distinct_rows(two_checkpo
                  "--phantom", "cardiac", "--cases", "2", "--first-seed", "50"]) == 0
     out = capsys.readouterr().out
     assert "| CE [v1/best.safetensors] |" in out and "| CE [v2/best.safetensors] |" in out
+
+
+def test_evaluate_on_one_case_writes_strict_json_and_no_spread(two_checkpoints, tmp_path, capsys):
+    """n = 1: no std, no interval, no test (a tester found a bare NaN in comparisons.json and
+    '± 0.0000' with a degenerate interval)."""
+    assert main(["evaluate", *map(str, two_checkpoints), "--phantom", "cardiac", "--cases", "1",
+                 "--first-seed", "50", "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "± \u2013 over n = 1 cases (bootstrap 95 % interval [\u2013, \u2013])" in out
+    comparison = json.loads((tmp_path / "comparisons.json").read_text(),
+                            parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))[0]
+    assert comparison["cases"] == 1 and comparison["p_value"] is None and comparison["std_difference"] is None

@@ -90,6 +90,15 @@ def test_paired_difference_matches_scipy_and_counts_by_hand():
     assert result["supports_verdict"] and not paired_difference(a[:4], b[:4])["supports_verdict"]
     low, high = result["ci95"]
     assert low < diffs.mean() < high
+    lower = paired_difference(a, b, lower_is_better=True)  # e.g. clicks: B's higher values are worse
+    assert (lower["b_better"], lower["a_better"]) == (1, 4) and lower["p_value"] == result["p_value"]
+
+
+def test_one_pair_has_no_spread_and_no_interval():
+    one = paired_difference([0.8], [0.9])
+    assert one["pairs"] == 1 and one["mean_difference"] == pytest.approx(0.1)
+    assert math.isnan(one["std_difference"]) and all(math.isnan(v) for v in one["ci95"])
+    assert math.isnan(one["p_value"]) and not one["supports_verdict"]
 
 
 def test_the_report_has_the_table_the_slices_the_classes_and_the_plot(tmp_path):

@@ -254,6 +254,8 @@ def test_both_models_are_scored_on_the_same_cases_and_every_number_matches_scipy
         width = max(reference.high - reference.low, 1e-9)
         assert entry["ci95"] == pytest.approx([reference.low, reference.high], abs=0.1 * width)
         assert entry["supports_verdict"] is (len(names) >= 5)
+        b_gains = differences if figure == "dice" else -differences  # less correction: B better
+        assert (entry["b_better"], entry["a_better"]) == ((b_gains > 0).sum(), (b_gains < 0).sum())
 
     # The CSV holds every evaluated case, saying which are in the Dice comparison.
     assert {(r["case"], r["dice_scored"]) for r in rows} == {(n, "1" if n in scored else "0") for n in ml["A"]}
