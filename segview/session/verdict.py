@@ -39,6 +39,7 @@ from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
+from ..ml.metadata import CheckpointError
 from ..core.report import csv_cell, finite_or_none, number_text, write_csv
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
@@ -278,6 +279,7 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
     worklist = worklist or Worklist.open(dataset, checkpoints)
     checkpoints = {slot: Path(path) for slot, path in sorted(checkpoints.items())}
     predictors = {slot: Predictor.from_checkpoint(path, device) for slot, path in checkpoints.items()}
+    _check_one_task(predictors, checkpoints, worklist.classes)
     num_classes = max(p.num_classes for p in predictors.values())
     classes = worklist.classes or list(next(iter(predictors.values())).classes)
     chosen = [c for c in worklist.cases if cases is None or c.name in cases]
@@ -300,6 +302,24 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
         else:
             evaluated.append(result)
     return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded, None if cases is None else list(cases))
+
+
+def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: list[LabelClass] | None) -> None:
+    """Raises CheckpointError unless both models segment as many classes as the dataset
+    labels (as model A, where the dataset does not say): a lung model scored against
+    cardiac labels got Dice 0 in a verdict, silently."""
+    def described(found) -> str:
+        count = len(found) - 1
+        return f"{count} class{'es' if count != 1 else ''} ({', '.join(c.name for c in found[1:])})"
+
+    first = next(iter(predictors))
+    reference, whose = ((classes, "the dataset labels") if classes else
+                        (predictors[first].classes, f"model {first} ({checkpoints[first].name}) predicts"))
+    for slot, predictor in predictors.items():
+        if predictor.num_classes != len(reference):
+            raise CheckpointError(f"Model {slot} ({checkpoints[slot].name}) predicts {described(predictor.classes)}, "
+                                  f"but {whose} {described(reference)}: a verdict compares models of the "
+                                  "dataset's task.")
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,

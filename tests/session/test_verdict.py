@@ -6,10 +6,15 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from segview.core.io import load_labels, load_volume
+from segview.core.classes import named_classes
+from segview.ml.checkpoint import classes_to_metadata, save_checkpoint
 from segview.ml.inference import Predictor
+from segview.ml.metadata import CheckpointError
+from segview.ml.unet import UNet
 from segview.core.compare import RESAMPLES, bootstrap_interval
 from segview.core.io import save_labels
 from segview.core.journal import image_key
@@ -306,3 +311,18 @@ def test_a_case_without_a_dice_for_one_model_is_left_out_for_both():
     assert verdict.summary("B")["dice_mean"] == pytest.approx(0.75)
     assert verdict.paired("dice")["pairs"] == 2
     assert verdict.paired("correction_ml")["pairs"] == 3
+
+
+def test_a_model_of_another_task_is_refused_not_scored_zero(reviewed_dataset, checkpoints, tmp_path):
+    """A tester's lung model (2 classes) against cardiac labels got Dice 0 in a verdict."""
+    other = tmp_path / "two_classes.safetensors"
+    torch.manual_seed(0)
+    save_checkpoint(other, UNet(num_classes=2, base_channels=2, depth=1),
+                    {"classes": classes_to_metadata(named_classes(["background", "infection"])),
+                     "loss": {"name": "ce"}, "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                                                               "normalization": {"method": "percentile",
+                                                                                 "low_percentile": 0.5,
+                                                                                 "high_percentile": 99.5}}})
+    with pytest.raises(CheckpointError, match=r"Model B \(two_classes.safetensors\) predicts 1 class "
+                                              r"\(infection\), but the dataset labels 2 classes \(organ, lesion\)"):
+        reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": other})
