@@ -126,8 +126,6 @@ def _run_train(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed, args.reviewed_only)
-    for reason in dataset.skipped:
-        print(f"segview: skipped {reason}", file=sys.stderr)
     split = None
     if args.reviewed_only:
         fixed = fixed_split(args.data, case_names(args.data), config.validation_fraction, config.seed)
@@ -182,12 +180,9 @@ def _run_train_interactive(args) -> int:
         config = InteractiveConfig(output=args.output, **values)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    datasets = [folder_dataset(args.data, progress)] if args.data is not None else []
+    datasets = [said_skipped(folder_dataset(args.data, progress))] if args.data is not None else []
     datasets += [phantom_dataset(task, args.cases, args.first_seed, progress)
                  for task in dict.fromkeys(args.phantom or [])]
-    for dataset in datasets:
-        for reason in dataset.skipped:
-            print(f"segview: skipped {reason}", file=sys.stderr)
     try:
         result = train_interactive(config, datasets, _TrainingBar(), resume=args.resume,
                                    data_progress=progress if args.from_model else None)
@@ -235,7 +230,7 @@ def _replay(source: str):
         if task not in ("cardiac", "lung") or (count and not count.isdigit()):
             raise UserError(f"--replay {source}: phantom:cardiac or phantom:lung, optionally :COUNT")
         return phantom_dataset(task, int(count or 12), 0, progress)
-    return folder_dataset(Path(source), progress)
+    return said_skipped(folder_dataset(Path(source), progress))
 
 
 def _dataset(folder, phantom, cases, first_seed, reviewed_only: bool = False):
@@ -250,7 +245,15 @@ def _dataset(folder, phantom, cases, first_seed, reviewed_only: bool = False):
         raise UserError("give a dataset folder or --phantom TASK (one of them)")
     if phantom:
         return phantom_dataset(phantom, cases, first_seed, progress)
-    return folder_dataset(folder, progress, reviewed_only)
+    return said_skipped(folder_dataset(folder, progress, reviewed_only))
+
+
+def said_skipped(dataset):
+    """``dataset``, after one line on stderr for each case it left out, and why: a
+    command's figures over fewer cases than the folder holds say so."""
+    for reason in dataset.skipped:
+        print(f"segview: skipped {reason}", file=sys.stderr)
+    return dataset
 
 
 # -- evaluate ---------------------------------------------------------------------------

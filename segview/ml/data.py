@@ -110,7 +110,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
     if not pairs:
         raise DatasetError(f"{folder} holds no image/label pairs (imagesTr/<case>_0000.nii.gz "
                            "with labelsTr/<case>.nii.gz)")
-    cases, skipped = [], []
+    cases, skipped = [], [f"{name}: no label file in labelsTr/" for name in _images(images)
+                          if name not in {pair[0] for pair in pairs}]
     for n, (name, image_path, label_path) in enumerate(pairs):
         if progress:
             progress(n, len(pairs), name)

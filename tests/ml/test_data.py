@@ -1,5 +1,6 @@
 """Datasets, the split by case, intensity normalisation, slices to/from the network, augmentation."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -40,6 +41,23 @@ def test_pairs_with_disagreeing_geometry_are_skipped_and_reported(cardiac_folder
     assert [c.name for c in dataset.cases] == ["cardiac_000", "cardiac_002"]
     assert len(dataset.skipped) == 1 and "cardiac_001" in dataset.skipped[0]
     assert "origin" in dataset.skipped[0]
+
+
+def test_evaluate_names_every_case_it_leaves_out(cardiac_folder, tmp_path, capsys):
+    """A tester's evaluate scored 2 of 4 cases without a word: one without labels, one on
+    another grid."""
+    import shutil
+    shutil.copytree(cardiac_folder, tmp_path / "data")
+    (tmp_path / "data" / "labelsTr" / "cardiac_002.nii.gz").unlink()
+    case = folder_dataset(tmp_path / "data").cases[1]
+    shifted = Volume(case.volume.array, case.volume.spacing,
+                     tuple(o + 5.0 for o in case.volume.origin), case.volume.direction)
+    save_labels(tmp_path / "data" / "labelsTr" / "cardiac_001.nii.gz", case.labels, shifted)
+    model = Path(__file__).parents[2] / "segview" / "resources" / "models" / "cardiac_ce.safetensors"
+    assert main(["evaluate", str(model), "--data", str(tmp_path / "data"), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "segview: skipped cardiac_002: no label file in labelsTr/" in err
+    assert "segview: skipped cardiac_001: " in err and "origin" in err
 
 
 def test_labels_outside_the_declared_classes_are_an_error(cardiac_folder, tmp_path):
