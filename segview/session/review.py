@@ -532,11 +532,21 @@ class ReviewSession:
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
         """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
-        undo step, journalled, saved with the labels."""
+        undo step, journalled, saved with the labels. Raises SessionError for a slice
+        not in the image."""
         self._check_not_copying()
+        z = self._checked_slice(z)
         if reviewed and not self.labels.reviewed[z]:
-            self.review_marks[int(z)] = {"by": current_user(), "at": now()}
-        self.labels.set_reviewed(int(z), reviewed)
+            self.review_marks[z] = {"by": current_user(), "at": now()}
+        self.labels.set_reviewed(z, reviewed)
+
+    def _checked_slice(self, z) -> int:
+        """``z`` as an index of the acquired slices; raises SessionError outside them (a
+        negative index is not the last slice here)."""
+        count = self.labels.array.shape[0]
+        if not 0 <= int(z) < count:
+            raise SessionError(f"Slice {int(z) + 1} is not in this image (1 to {count}).")
+        return int(z)
 
     def _check_not_copying(self) -> None:
         """Raises SessionError while a whole-volume copy is written (``start_copy``): the
@@ -677,7 +687,7 @@ class ReviewSession:
         model = self.models.get(slot)
         if model is None:
             raise SessionError(f"No model is loaded as {slot}.")
-        if z is not None and not model.predicted[z]:
+        if z is not None and not model.predicted[self._checked_slice(z)]:
             raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
         self._take_classes(model)
         with self.labels.step():
@@ -719,7 +729,7 @@ class ReviewSession:
         what a person means to fill (close the outline first)."""
         self._check_not_copying()
         y, x = (int(round(c)) for c in seed)
-        plane = self.labels.array[z]
+        plane = self.labels.array[self._checked_slice(z)]
         inside = 0 <= y < plane.shape[0] and 0 <= x < plane.shape[1]
         if inside and plane[y, x] == 0 and _reaches_edge(plane == 0, (y, x)):
             raise SessionError("Fill needs an enclosed region: this background reaches the edge of the "

@@ -69,6 +69,17 @@ def test_copying_a_model_marks_nothing_reviewed_and_undo_takes_the_copy_back(che
     assert session.reviewed.tolist() == [False, False, True, False, False, False]
 
 
+@pytest.mark.parametrize("z", [-1, 6, 40])
+def test_a_slice_outside_the_image_is_refused_by_name(checkpoints, z):
+    """A tester's mark_reviewed(-1) marked the last slice; 40 raised a bare IndexError."""
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    for act in (lambda: session.mark_reviewed(z), lambda: session.copy_prediction("A", z),
+                lambda: session.fill(z, (3, 3), 1)):
+        with pytest.raises(SessionError, match=rf"Slice {z + 1} is not in this image \(1 to 6\)"):
+            act()
+    assert not session.reviewed.any() and not session.labels.array.any() and not session.labels.can_undo
+
+
 def test_labels_from_a_model_take_its_class_names_into_the_saved_file(tmp_path, checkpoints):
     session = open_with_models(tiny_case(0)[0], checkpoints)
     assert session.classes[0].name == "background"  # before a copy: the first model's table
