@@ -332,16 +332,24 @@ def settle(mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice], prop
     click to additions turned the lung's clicks lowering the Dice from 6.0 % to 5.2 % but
     its objects never reaching 0.90 from 4.5 % to 5.6 % and the cardiac NoC@90 from a
     prediction from 1.06 to 1.20; a removing one to removals, NoC@90 from 5.0 to 5.3. The
-    session keeps a removing click off other classes (``session.interaction``)."""
+    session keeps a removing click off other classes (``session.interaction``).
+
+    A click that agrees with the mask where it falls (adding on the class, removing off
+    it) points at nothing wrong, so it changes the mask only its own way: a tester's
+    adding click in the middle of a lesion trimmed 87 voxels of its true edge. The
+    simulated reviewer never clicks so (it clicks on errors)."""
     if not merge:
         return proposed
     rows, cols = box
     last = clicks[-1]
     local = Click(last.y - rows.start, last.x - cols.start, last.positive)
+    previous = mask[box]
     if len(clicks) > 1:
-        proposed = merge_at_click(mask[box], proposed, local)
+        proposed = merge_at_click(previous, proposed, local)
     else:
-        proposed = structure_at_click(mask[box], proposed, local)
+        proposed = structure_at_click(previous, proposed, local)
+    if previous[local.y, local.x] == local.positive:
+        proposed = previous | proposed if local.positive else previous & proposed
     settled = proposed.copy()
     for click in clicks:  # in order: a later click on the same voxel wins
         if rows.start <= click.y < rows.stop and cols.start <= click.x < cols.stop:

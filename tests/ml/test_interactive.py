@@ -356,6 +356,26 @@ def test_every_voxel_clicked_keeps_its_last_clicks_label():
     np.testing.assert_array_equal(settle(mask, clicks, box, proposed, merge=False), proposed)
 
 
+def test_a_click_that_agrees_with_the_mask_changes_it_only_its_own_way():
+    """A tester's adding click in the middle of a lesion trimmed its edge: a click where the
+    mask is already as the click says points at nothing wrong."""
+    mask = np.zeros((20, 20), bool)
+    mask[4:14, 4:14] = True
+    box = (slice(0, 20), slice(0, 20))
+    proposed = np.zeros((20, 20), bool)
+    proposed[6:16, 5:13] = True               # the network moves the edge: grows below, trims the sides
+    for clicks in ([Click(9, 9)], [Click(2, 2, False), Click(9, 9)]):
+        settled = settle(mask, clicks, box, proposed)
+        assert settled[mask].all()                         # nothing of the lesion taken
+        assert settled[14:16, 5:13].all()                  # what the network grows, taken
+    settled = settle(mask, [Click(18, 18, False)], box, proposed)  # off the mask, off the proposal
+    np.testing.assert_array_equal(settled, mask)
+    grown = mask.copy()
+    grown[3:17, 4:14] = True
+    settled = settle(mask, [Click(3, 9, False)], box, grown)  # a removing click just off the lesion
+    np.testing.assert_array_equal(settled, mask)           # never adds
+
+
 # -- learning -------------------------------------------------------------------------------
 
 def _ellipse_case():
