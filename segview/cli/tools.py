@@ -201,6 +201,9 @@ class _TrainingBar:
     """Epoch progress with running loss, and a line per epoch with validation scores."""
 
     def __call__(self, event: dict) -> None:
+        if "note" in event:
+            print(f"segview: {event['note']}", file=sys.stderr, flush=True)
+            return
         if "step" in event:
             if sys.stderr.isatty():
                 width, done = 24, event["step"] / event["steps"]

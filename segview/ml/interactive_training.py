@@ -52,6 +52,7 @@ from scipy import ndimage
 from ..core.errors import DatasetError
 from ..core.io import named_classes
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
+from .metadata import CheckpointError
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, focus_size_of,
                           prepare, resize_bilinear)
@@ -502,15 +503,23 @@ def interactive_cases(datasets: list[Dataset], from_models: tuple[str, ...] = ()
                       notes: list[str] | None = None) -> list[InteractiveCase]:
     """The cases of ``datasets`` with the predictions of each checkpoint of ``from_models``
     whose classes (names, in order) are the dataset's; the others are skipped there (said
-    in ``notes``). Raises CheckpointError for a checkpoint that cannot be used."""
+    in ``notes``). Raises CheckpointError for a checkpoint that cannot be used, or that
+    fits none of the datasets (its predictions would start nothing)."""
     from .inference import Predictor
 
     predictors = [(Path(p), Predictor.from_checkpoint(p, device)) for p in from_models]
+    fitting_by_dataset = [[(path, p) for path, p in predictors
+                           if [c.name.lower() for c in p.classes] == [c.name.lower() for c in dataset.classes]]
+                          for dataset in datasets]
+    for path, predictor in predictors:
+        if not any((path, predictor) in fitting for fitting in fitting_by_dataset):
+            raise CheckpointError(f"--from-model {path.name} predicts "
+                                  f"{', '.join(c.name for c in predictor.classes[1:])}, the classes of none of "
+                                  f"the datasets ({'; '.join(d.name or d.source for d in datasets)}): "
+                                  "its predictions cannot start a correction there")
     cases: list[InteractiveCase] = []
     seen: set[str] = set()
-    for group, dataset in enumerate(datasets):
-        names = [c.name.lower() for c in dataset.classes]
-        fitting = [(path, p) for path, p in predictors if [c.name.lower() for c in p.classes] == names]
+    for group, (dataset, fitting) in enumerate(zip(datasets, fitting_by_dataset)):
         if notes is not None:
             notes += [f"{path.name} predicts other classes than {dataset.name or dataset.source}; not used there"
                       for path, p in predictors if (path, p) not in fitting]
@@ -544,6 +553,9 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
         raise DatasetError("no case to train the click model on")
     notes: list[str] = []
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)
+    if progress is not None and rank == 0:
+        for note in notes:
+            progress({"note": note})  # also in the checkpoint's metadata
     if state is not None:
         split = state["split"]
     else:
@@ -584,7 +596,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
                                      for p in config.from_models],
                      "parent": None if parent is None else {"name": Path(str(config.init)).name,
                                                             "sha256": file_sha256(Path(str(config.init)))},
-                     "recipe": _recipe(config, bool(config.from_models))},
+                     "recipe": _recipe(config, any(c.predictions for c in cases))},
     }
     history: list[dict] = []
     start_epoch, best_score, best_epoch = 0, -math.inf, -1

@@ -449,11 +449,16 @@ TINY = ["--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-s
         "--samples-per-epoch", "8"]
 
 
-def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path):
+def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys):
     seg = _segmentation_checkpoint(tmp_path / "cardiac_seg.safetensors")
     out = tmp_path / "run"
+    # A checkpoint that fits no dataset given is refused, not recorded as a recipe it never was.
+    assert main(["train", "--interactive", "--phantom", "lung", "--cases", "2", "--epochs", "1",
+                 "--from-model", str(seg), "-o", str(tmp_path / "refused"), *TINY]) == 2
+    assert "cardiac_seg.safetensors predicts right ventricle" in capsys.readouterr().err
     assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
                  "--epochs", "1", "--from-model", str(seg), "-o", str(out), *TINY]) == 0
+    assert "segview: cardiac_seg.safetensors predicts other classes than" in capsys.readouterr().err
     meta = read_metadata(out / "best.safetensors")
     assert meta["task"] == "interactive" and [c["name"] for c in meta["classes"]] == ["background", "class"]
     assert meta["architecture"]["in_channels"] == 6 and meta["preprocessing"]["input_size"] == [32, 32]
