@@ -11,6 +11,7 @@ rank and world size of a run under torchrun.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -55,12 +56,13 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
              f"network      {architecture.get('name', '?')} "
              + ", ".join(f"{k} {v}" for k, v in architecture.items() if k != "name"),
              "classes      " + ", ".join(f"{c['value']} {c['name']}" for c in meta.get("classes", [])),
-             f"input        {pre.get('modality', '?')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
+             f"input        {pre.get('modality', 'any modality')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
              f"normalisation {json.dumps(pre.get('normalization', {}))}",
              f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
-             f"trained on   {training.get('source', '?')}: {training.get('cases', '?')} cases, "
-             f"{training.get('train_slices', '?')} slices, {training.get('epochs', '?')} epochs",
-             "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")]
+             *(_interactive_lines(meta) if meta.get("task") == "interactive" else
+               [f"trained on   {training.get('source', '?')}: {training.get('cases', '?')} cases, "
+                f"{training.get('train_slices', '?')} slices, {training.get('epochs', '?')} epochs",
+                "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")])]
     lineage = meta.get("lineage")
     if lineage:
         parent = lineage.get("parent")
@@ -70,12 +72,36 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
                   f"  parent     {origin}",
                   f"  dataset    {lineage.get('dataset')}",
                   f"  cases      {len(cases)}: {', '.join(cases)}",
-                  f"  slices     {lineage.get('reviewed_slices')} reviewed",
+                  f"  slices     {_slices_text(lineage)}",
                   f"  held out   {', '.join(lineage.get('split', {}).get('val', [])) or 'none'}",
                   f"  loss       {lineage.get('loss', {}).get('name')}",
                   f"  replay     {json.dumps(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _slices_text(lineage: dict) -> str:
+    """The slices a checkpoint learnt from: those reviewed, or every slice of its cases."""
+    reviewed = lineage.get("reviewed_slices")
+    if "slices" not in lineage:  # written before "slices" was: every slice counted as reviewed
+        return f"{reviewed} (reviewed, or every slice of each case)"
+    slices = lineage["slices"]
+    return f"{slices} ({reviewed} reviewed)" if reviewed else f"{slices} (every slice of each case)"
+
+
+def _interactive_lines(meta: dict) -> list[str]:
+    """A click model's data (several datasets) and its simulated reviewer's validation."""
+    training, validation = meta.get("training", {}), meta.get("validation", {})
+    data = "; ".join(f"{d.get('source', '?')}: {d.get('cases', '?')} cases, {d.get('slices', '?')} slices"
+                     for d in training.get("datasets", [])) or "?"
+    figures = "none"
+    if "noc90" in validation:
+        figures = (f"{validation.get('objects', '?')} objects: Dice after 1/3/5 clicks "
+                   f"{validation['dice_1']:.3f}/{validation['dice_3']:.3f}/{validation['dice_5']:.3f}, "
+                   f"NoC@90 {validation['noc90']:.2f}, never {validation.get('never90', math.nan):.1%}, "
+                   f"lowering {validation.get('lowering', math.nan):.1%} (epoch {validation.get('epoch', -1) + 1})")
+    return [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs",
+            f"validation   {figures}"]
 
 
 # -- import -----------------------------------------------------------------------------

@@ -398,8 +398,8 @@ def _lineage(config: TrainConfig, dataset: Dataset, train_cases, split: dict, pa
                                                    "loss": parent.get("loss")},
             "dataset": dataset.name or dataset.source,
             "cases": {c.name: ("all" if c.slices is None else [int(z) for z in c.slices]) for c in train_cases},
-            "reviewed_slices": int(sum(c.labels.shape[0] if c.slices is None else len(c.slices)
-                                       for c in train_cases)),
+            "slices": int(sum(c.labels.shape[0] if c.slices is None else len(c.slices) for c in train_cases)),
+            "reviewed_slices": int(sum(len(c.slices) for c in train_cases if c.slices is not None)),
             "split": {"train": list(split["train"]), "val": list(split["validation"])},
             "loss": {"name": config.loss, "alpha": config.alpha},
             "replay": None if replay is None or not config.replay_share else

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from segview.resources import CLICK_MODEL
 from segview.cli import main
 from segview.core.classes import LabelClass
 from segview.core.io import load_labels, load_volume, save_labels
@@ -92,7 +93,7 @@ def test_reviewed_only_trains_on_reviewed_slices_of_training_cases_only(reviewed
     meta = read_metadata(tmp_path / "run" / "best.safetensors")
     lineage = meta["lineage"]
     assert lineage["cases"] == {n: REVIEWED[n] for n in names}
-    assert lineage["reviewed_slices"] == 6 and lineage["split"]["val"] == ["case_003"]
+    assert lineage["reviewed_slices"] == lineage["slices"] == 6 and lineage["split"]["val"] == ["case_003"]
     assert lineage["parent"] is None and lineage["dataset"] == "ds"
 
 
@@ -120,6 +121,23 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     out = capsys.readouterr().out
     assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
     assert f"held out   {', '.join(held_out)}" in out
+    slices = meta["lineage"]["slices"]
+    assert f"slices     {slices} ({slices} reviewed)" in out
+
+
+def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_path, capsys):
+    """A tester's plain run showed "32 reviewed"; the click model's data and validation showed '?'."""
+    assert main(["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path / "run"), "--epochs", "1",
+                 "--input-size", "16", "--base-channels", "2", "--depth", "1", "--batch-size", "2"]) == 0
+    lineage = read_metadata(tmp_path / "run" / "best.safetensors")["lineage"]
+    assert lineage["reviewed_slices"] == 0 and lineage["slices"] > 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "run" / "best.safetensors")]) == 0
+    assert f"slices     {lineage['slices']} (every slice of each case)" in capsys.readouterr().out
+    assert main(["info", str(CLICK_MODEL)]) == 0
+    out = capsys.readouterr().out
+    assert "trained on   phantom cardiac, seeds 0..39: 40 cases" in out and "lung" in out
+    assert "Dice after 1/3/5 clicks" in out and "NoC@90" in out and "?" not in out
 
 
 def test_without_reviewed_held_out_slices_the_run_says_it_chose_by_the_training_loss(reviewed_folder, tmp_path,
