@@ -485,11 +485,12 @@ def _row_labels(predictors) -> dict[Path, str]:
         return f"{name} (alpha {loss['alpha']:g})" if loss.get("name") == "ce+dice" else name
 
     labels = {path: loss_label(p.meta) for path, p in predictors.items()}
-    counts: dict[tuple, int] = {}
-    for path, p in predictors.items():
-        key = (labels[path], len(p.classes))
-        counts[key] = counts.get(key, 0) + 1
-    shared = {path for path, label in labels.items() if counts[(label, len(predictors[path].classes))] > 1}
+    # Two checkpoints of one loss share a label even when they segment different tasks: one
+    # Table 1 row would hold a cardiac model's cells beside a lung model's.
+    counts: dict[str, int] = {}
+    for label in labels.values():
+        counts[label] = counts.get(label, 0) + 1
+    shared = {path for path, label in labels.items() if counts[label] > 1}
     # The file name tells them apart, else the shortest tail of the path that does.
     for parts in range(1, max((len(p.parts) for p in shared), default=1) + 1):
         tails = {path: "/".join(path.parts[-parts:]) for path in shared}

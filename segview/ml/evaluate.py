@@ -108,7 +108,9 @@ def summary(results: list[CaseResult]) -> dict:
         finite = values[np.isfinite(values)]
         out[name] = {"mean": float(finite.mean()) if finite.size else math.nan,
                      "std": float(finite.std(ddof=1)) if finite.size > 1 else math.nan,  # none from one case
-                     "missed": int(np.isinf(values).sum())}
+                     "missed": int(np.isinf(values).sum()),
+                     "unscored": int(np.isnan(values).sum()),  # no score (a class absent from both)
+                     "cases": int(values.size)}
     per_class = {"dice": [r.scores.dice for r in results], "iou": [r.scores.iou for r in results],
                  "hd95": [r.surface.hausdorff95 for r in results if r.surface is not None],
                  "surface_dice": [r.surface.surface_dice for r in results if r.surface is not None]}
@@ -137,7 +139,8 @@ def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "d
 def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:
     """Rows (label, {data set: summary}) as the paper's Table 1: one row per checkpoint,
     Dice, IoU, pixel error, HD95 (mm) and surface Dice (mean +- std over cases) per data
-    set; cases where HD95 is infinite are counted in the cell, "(n missed)"."""
+    set; cases where HD95 is infinite are counted in the cell, "(n missed)", and cases
+    without a score, "(n of m scored)", so two rows' means over different cases show it."""
     datasets = list(dict.fromkeys(name for _, by_set in rows for name in by_set))
     header = ["checkpoint"] + [f"{name} {metric.replace('_', ' ')}" + (" (mm)" if metric == "hd95" else "")
                                for name in datasets for metric in METRICS]
@@ -156,6 +159,10 @@ def _summary_cell(value: dict | None, metric: str) -> str:
         return DASH if value is None or not value.get("missed") else f"{DASH} ({value['missed']} missed)"
     digits = _DIGITS.get(metric, 4)
     missed = f" ({value['missed']} missed)" if value.get("missed") else ""
+    unscored = value.get("unscored", 0)
+    if unscored:
+        cases = value["cases"]
+        missed += f" ({cases - unscored} of {cases} scored)"
     return f"{number_text(value['mean'], digits)} ± {number_text(value['std'], digits)}{missed}"
 
 

@@ -183,3 +183,21 @@ def test_evaluate_on_one_case_writes_strict_json_and_no_spread(two_checkpoints, 
     comparison = json.loads((tmp_path / "comparisons.json").read_text(),
                             parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))[0]
     assert comparison["cases"] == 1 and comparison["p_value"] is None and comparison["std_difference"] is None
+
+
+def test_two_checkpoints_of_one_loss_get_their_own_rows_even_for_different_tasks():
+    """A tester's cardiac and lung CE checkpoints shared one Table 1 row "CE"."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from segview.cli import tools
+
+    def checkpoint(classes):
+        return SimpleNamespace(meta={"loss": {"name": "ce"}}, classes=list(range(classes)))
+
+    labels = tools._row_labels({Path("m/cardiac_ce.safetensors"): checkpoint(4),
+                                Path("m/lung_ce.safetensors"): checkpoint(2),
+                                Path("m/lung_ce_dice.safetensors"): SimpleNamespace(
+                                    meta={"loss": {"name": "ce+dice", "alpha": 1.0}}, classes=[0, 1])})
+    assert list(labels.values()) == ["CE [cardiac_ce.safetensors]", "CE [lung_ce.safetensors]",
+                                     "CE + Dice (alpha 1)"]

@@ -29,18 +29,30 @@ def _case(name: str, columns_apart: int | None) -> CaseResult:
 def test_missed_cases_are_counted_beside_the_hd95_mean_not_in_it():
     results = [_case("a", 3), _case("b", 2), _case("c", None)]  # 6 mm, 4 mm, missed
     table = summary(results)
-    assert table["hd95"] == {"mean": pytest.approx(5.0), "std": pytest.approx(math.sqrt(2)), "missed": 1}
+    assert table["hd95"] == {"mean": pytest.approx(5.0), "std": pytest.approx(math.sqrt(2)), "missed": 1,
+                             "unscored": 0, "cases": 3}
     # Surfels sit on the voxel corners, half a voxel (1 mm) either side of the centre: at 4 mm
     # apart, the facing four of each voxel's eight equal corner surfels are 2 mm apart, within
     # the tolerance (0.5); at 6 mm none is; a missed class scores 0 and is not "missed".
     assert table["surface_dice"] == {"mean": pytest.approx(0.5 / 3), "std": pytest.approx(np.std([0, 0.5, 0], ddof=1)),
-                                     "missed": 0}
+                                     "missed": 0, "unscored": 0, "cases": 3}
     assert table["hd95_per_class"][1] == pytest.approx(5.0) and math.isnan(table["hd95_per_class"][0])
     markdown = table1_markdown([("CE", {"lung": table})])
     assert "| lung hd95 (mm) | lung surface dice |" in markdown
     assert "| 5.00 ± 1.41 (1 missed) |" in markdown
     per_class = per_class_markdown([("CE", {"lung": table})], {"lung": ["background", "lesion"]})
     assert "| CE | lung | lesion | 0.0000 | 5.00 | 0.1667 |" in per_class
+
+
+def test_a_case_without_a_score_is_named_in_the_table1_cell():
+    """A tester's Table 1 averaged A over 3 cases and B over 2 without saying so."""
+    empty = CaseResult("d", ConfusionMatrix.from_arrays(np.zeros((2, 4, 4), np.uint8),
+                                                        np.zeros((2, 4, 4), np.uint8), 2).scores(), None)
+    table = summary([_case("a", 3), _case("b", 2), empty])
+    assert math.isnan(empty.metric("dice")) and table["dice"]["unscored"] == 1
+    assert "(2 of 3 scored)" in table1_markdown([("CE", {"lung": table})])
+    one = summary([_case("a", 3)])
+    assert math.isnan(one["dice"]["std"]) and "0.0000 ± \u2013 |" in table1_markdown([("CE", {"lung": one})])
 
 
 def test_results_csv_keeps_each_data_sets_classes_in_their_own_columns(tmp_path):
