@@ -367,7 +367,10 @@ def _validate(predictor, cases, epoch, train_loss, lr, seconds, images) -> dict:
 def _parent(path: Path, dataset: Dataset, modality: str) -> tuple[torch.nn.Module, dict]:
     """The checkpoint to fine-tune, checked against the data: the same classes (value and
     name) and modality. Raises CheckpointError, DatasetError."""
+    from .inference import refuse_interactive
+
     model, meta = load_checkpoint(path)
+    refuse_interactive(meta, path.name)  # its classes ("class") would be named as the misfit
     theirs = [(c.value, c.name.lower()) for c in classes_from_metadata(meta, path)]
     ours = [(c.value, c.name.lower()) for c in dataset.classes]
     if theirs != ours:

@@ -218,3 +218,9 @@ def test_an_epoch_of_few_slices_draws_them_again_up_to_its_least_steps():
     assert sorted(drawn[3:6].tolist()) == [1, 2, 3]  # each copy holds every slice once
     assert _at_least(order, 2, generator) is order and len(_at_least(torch.tensor([], dtype=torch.long), 8,
                                                                      generator)) == 0
+
+
+def test_a_click_model_is_refused_as_the_checkpoint_to_fine_tune(reviewed_folder, tmp_path, capsys):
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(CLICK_MODEL), "-o",
+                 str(tmp_path / "ft"), "--epochs", "1"]) == 2
+    assert "interactive.safetensors is an interactive correction model" in capsys.readouterr().err
