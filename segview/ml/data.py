@@ -129,7 +129,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
     if not cases:
         what = "case with reviewed slices" if reviewed_only else "usable case"
         raise DatasetError(f"no {what} in {folder}: " + "; ".join(skipped[:6]))
-    classes = declared or _classes_from_labels(cases, pairs[0][2])
+    classes = _saved_colours(declared, pairs[0][2]) if declared else _classes_from_labels(cases, pairs[0][2])
     top = max(int(c.labels.max()) for c in cases)
     if top >= len(classes):
         offender = next(c.name for c in cases if c.labels.max() == top)
@@ -189,6 +189,15 @@ def _declared_classes(dataset_json: Path) -> list[LabelClass]:
     if sorted(by_value) != list(range(len(by_value))):
         raise DatasetError(f"{dataset_json} must declare classes 0, 1, ..., C - 1")
     return named_classes([by_value[v] for v in range(len(by_value))])
+
+
+def _saved_colours(declared: list[LabelClass], first_label: Path) -> list[LabelClass]:
+    """dataset.json's classes (it names no colours) in the colours the label files keep for
+    them (their sidecar, same value and name): a model trained on the folder shows its
+    classes as the dataset does."""
+    saved = {c.value: c for c in load_classes(first_label)}
+    return [saved[c.value] if c.value in saved and saved[c.value].name.lower() == c.name.lower() else c
+            for c in declared]
 
 
 def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClass]:

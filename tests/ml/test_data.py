@@ -152,3 +152,13 @@ def test_augmentation_is_reproducible_from_its_generator():
     first = augment(images, labels, torch.Generator().manual_seed(5))
     second = augment(images, labels, torch.Generator().manual_seed(5))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
+def test_classes_keep_the_label_files_colours_beside_dataset_json_names(cardiac_folder):
+    """A tester's model trained on a folder showed generic colours, not the dataset's."""
+    from segview.core.io import load_classes
+
+    saved = load_classes(cardiac_folder / "labelsTr" / "cardiac_000.nii.gz")
+    assert saved  # the phantom writes its colours beside the labels
+    classes = folder_dataset(cardiac_folder).classes
+    assert [(c.name, c.color) for c in classes[1:]] == [(c.name, c.color) for c in saved if c.value][:3]
