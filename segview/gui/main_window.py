@@ -1049,7 +1049,7 @@ class MainWindow(QMainWindow):
 
     def _say_kept(self, what: str) -> None:
         """Say in the status bar what the brush settings kept of a slice operation."""
-        note = kept_note(self.session, what)
+        note = kept_note(self.session, what) if self.session is not None else None
         if note:
             self.statusBar().showMessage(note, 10000)
 
