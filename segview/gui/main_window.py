@@ -1030,12 +1030,12 @@ class MainWindow(QMainWindow):
             return
         z = self.current_slice()
         if name == "clear":
-            if session.labels.clear_slice(z) is None and not session.labels.kept:
+            edit = session.labels.clear_slice(z)
+            if edit is None and not session.labels.kept:
                 return self.statusBar().showMessage(f"Slice {z + 1} holds no labels to clear", 5000)
-            self._say_kept(f"Clear slice on slice {z + 1}")
+            self._say_done(f"Clear slice on slice {z + 1}", edit)
         elif name == "copy_previous" and z > 0:
-            session.labels.copy_slice(z - 1, z)
-            self._say_kept(f"Copy previous slice onto slice {z + 1}")
+            self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
             session.labels.fill_between_slices()
         elif name == "review":
@@ -1047,11 +1047,12 @@ class MainWindow(QMainWindow):
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
 
-    def _say_kept(self, what: str) -> None:
-        """Say in the status bar what the brush settings kept of a slice operation."""
-        note = kept_note(self.session, what) if self.session is not None else None
-        if note:
-            self.statusBar().showMessage(note, 10000)
+    def _say_done(self, what: str, edit) -> None:
+        """Say in the status bar what a slice operation changed, and what the brush
+        settings kept of it."""
+        changed = 0 if edit is None else int(np.count_nonzero(edit.old != edit.new))
+        note = kept_note(self.session, f"{what}: {changed} voxels changed") if self.session is not None else None
+        self.statusBar().showMessage(note or f"{what}: {changed} voxels changed", 10000)
 
     def _enable_copies(self, copies: dict[str, list[QAction]]) -> None:
         """Edit > Labels from model X: only for a slot that holds a model."""

@@ -136,11 +136,11 @@ def test_metrics_panel_follows_the_stroke_for_both_models(qtbot, demo):
     demo.tools.radius.setValue(25.0)
     rows, cols = view.image_item.image.shape
     drag(view, [(rows // 2, cols // 2)])  # erase the heart on this slice
-    qtbot.waitUntil(lambda: table.item(0, 3).text() != before[0], timeout=2000)
+    qtbot.waitUntil(lambda: table.item(0, 3).text() != before[0], timeout=15000)
     assert "0 / 12 slices reviewed" == demo.metrics.reviewed.text()  # an edit is not a review
     assert table.item(1, 3).text() == before[1]
     qtbot.keyClick(demo, Qt.Key_M)  # mark this slice reviewed
-    qtbot.waitUntil(lambda: demo.metrics.reviewed.text() == "1 / 12 slices reviewed", timeout=2000)
+    qtbot.waitUntil(lambda: demo.metrics.reviewed.text() == "1 / 12 slices reviewed", timeout=15000)
     z = view.index
     for r, key in ((0, "A"), (2, "B")):
         scores = session.live.slice_scores(key, z)
@@ -687,8 +687,11 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     assert 0 < kept <= int((painted[z] > 0).sum())
     window._slice_operation("clear")
     np.testing.assert_array_equal(session.labels.array, painted)
-    assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: {int((painted[z] > 0).sum())} "
+    assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: 0 voxels changed: "
+                                                   f"{int((painted[z] > 0).sum())} "
                                                    "voxels kept by 'Paint over: background only'.")
-    window.tools.policy_choice.setCurrentIndex(0)  # everything: the slice is cleared
+    window.tools.policy_choice.setCurrentIndex(0)  # everything: the slice is cleared, and says so
     window._slice_operation("clear")
     assert not session.labels.array[z].any()
+    assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: "
+                                                   f"{int((painted[z] > 0).sum())} voxels changed")
