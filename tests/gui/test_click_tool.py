@@ -137,7 +137,7 @@ def test_enter_and_esc_end_the_interaction_wherever_the_focus_is_and_clear_slice
         click(qtbot, window, (z, *point))
         assert session.interaction.active and dots(window)[1] == 1
         window.tools.radius.setFocus()
-        qtbot.waitUntil(lambda: window.tools.radius.hasFocus() or not window.isActiveWindow(), timeout=2000)
+        qtbot.waitUntil(lambda: window.tools.radius.hasFocus() or not window.isActiveWindow(), timeout=15000)
         qtbot.keyClick(window.tools.radius, key)
         assert dots(window) == ([], 0) and not session.interaction.active
     click(qtbot, window, (z, 40, 80))

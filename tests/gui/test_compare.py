@@ -64,7 +64,7 @@ def test_painting_in_pane_b_edits_the_shared_labels_and_both_models_metrics_foll
     after = {k: session.live.slice_scores(k, z).pixel_error for k in "AB"}
     assert after["A"] > before["A"] and after["B"] > before["B"]  # the heart erased from the labels
     assert (session.labels.array[z] > 0).sum() < labelled
-    qtbot.waitUntil(lambda: window.metrics.table.item(0, 4).text() != table_before, timeout=2000)
+    qtbot.waitUntil(lambda: window.metrics.table.item(0, 4).text() != table_before, timeout=15000)
     for key in "AB":  # both panes draw the edited labels (as an outline)
         shown = window.workspace.compare.panes[key].overlay_items["labels"].image
         plane = window.workspace.compare.panes[key].orientation.slice(session.labels.array, pane.view, z)

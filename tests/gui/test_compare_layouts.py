@@ -144,7 +144,7 @@ def test_the_review_list_says_when_a_and_b_agree_everywhere(qtbot, demo):
         pass
     press(qtbot, window, Qt.Key_K)
     ranking = window.metrics.ranking
-    qtbot.waitUntil(lambda: ranking.count() == 1, timeout=2000)
+    qtbot.waitUntil(lambda: ranking.count() == 1, timeout=15000)
     hint = ranking.item(0)
     assert hint.text() == "A and B agree on every predicted slice" and hint.flags() == Qt.ItemFlag.NoItemFlags
     z = window.current_slice()

@@ -152,7 +152,7 @@ def test_metrics_panel_follows_the_stroke_for_both_models(qtbot, demo):
     dice_a = session.live.dice_along_slices("A")
     np.testing.assert_allclose(demo.metrics.curves["A"].getData()[1], dice_a)
     qtbot.keyClick(demo, Qt.Key_Z, Qt.ControlModifier)  # undo takes the mark back, and the panel follows
-    qtbot.waitUntil(lambda: demo.metrics.reviewed.text() == "0 / 12 slices reviewed", timeout=2000)
+    qtbot.waitUntil(lambda: demo.metrics.reviewed.text() == "0 / 12 slices reviewed", timeout=15000)
     assert not session.reviewed.any() and table.item(1, 3).text() == before[1]
 
 

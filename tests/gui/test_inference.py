@@ -104,7 +104,7 @@ def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
     window.workspace.go_to_slice(z)
     hover(window.workspace.active_view(), 120, 120)  # slices not predicted are pending, not background
     assert window.read_out.text().endswith("A: pending")
-    qtbot.waitUntil(lambda: window.metrics.table.item(0, 0).text() == "pending", timeout=2000)
+    qtbot.waitUntil(lambda: window.metrics.table.item(0, 0).text() == "pending", timeout=15000)
     rows = [window.metrics.table.verticalHeaderItem(r).text() for r in range(window.metrics.table.rowCount())]
     assert rows == ["A slice", "A volume"]
 

@@ -226,13 +226,13 @@ def test_the_plot_draws_hd95_along_the_slices_and_a_click_goes_to_a_slice(qtbot,
 
     qtbot.waitUntil(drawn, timeout=TIMEOUT)
     controller(window).dock.raise_()  # the tab in front of the metrics panel
-    qtbot.waitUntil(panel.plot.isVisible, timeout=5000)
+    qtbot.waitUntil(panel.plot.isVisible, timeout=15000)
     QApplication.processEvents()  # the plot's layout settles where it stays
     view = panel.plot.getPlotItem().vb
     scene_point = view.mapViewToScene(QPointF(3, float(np.nanmean(expected[np.isfinite(expected)]))))
     QTest.mouseClick(panel.plot.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier,
                      panel.plot.mapFromScene(scene_point))
-    qtbot.waitUntil(lambda: window.current_slice() == 2, timeout=5000)
+    qtbot.waitUntil(lambda: window.current_slice() == 2, timeout=15000)
     # Dice comes from the live metrics, at once.
     panel.plot_choice.setCurrentText("Dice")
     assert same(panel.curves["A"].getData()[1], session.live.dice_along_slices("A"))

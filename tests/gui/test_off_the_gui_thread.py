@@ -87,7 +87,7 @@ def test_closing_the_pacs_dialog_during_a_retrieve_holds_nothing_and_closes_when
         qtbot.mouseClick(dialog.search_button, Qt.LeftButton)
     qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
     assert slow_pacs.gate.entered.wait(10)
-    qtbot.waitUntil(lambda: dialog.progress.value() == 1, timeout=5000)  # the progress arrives meanwhile
+    qtbot.waitUntil(lambda: dialog.progress.value() == 1, timeout=15000)  # the progress arrives meanwhile
     dialog.reject()  # Close or Escape: returns at once, the retrieve is told to stop
     assert dialog.isVisible() and "Stopping the retrieve" in dialog.status.text()
     assert not dialog.close_button.isEnabled()

@@ -137,7 +137,7 @@ def test_cancel_stops_a_retrieve_and_keeps_nothing(qtbot, orthanc, tmp_path):
     qtbot.waitUntil(lambda: "cancelled" in dialog.status.text(), timeout=30000)
     assert dialog.folder is None
     assert not any((tmp_path / "cache").rglob("*.dcm"))
-    qtbot.waitUntil(dialog.search_button.isEnabled, timeout=5000)
+    qtbot.waitUntil(dialog.search_button.isEnabled, timeout=15000)
 
 
 def test_send_a_seg_to_the_pacs(qtbot, orthanc, cardiac_series, tmp_path):

@@ -136,10 +136,10 @@ def test_arrow_keys_change_the_slice_after_the_view_box_was_used(qtbot, demo):
     window, box = demo, demo.view_choice
     qtbot.mouseClick(box, Qt.LeftButton)  # open the View box and pick coronal with the keyboard
     popup = box.view()
-    qtbot.waitUntil(popup.isVisible, timeout=2000)
+    qtbot.waitUntil(popup.isVisible, timeout=15000)
     qtbot.keyClick(popup, Qt.Key_Down)
     qtbot.keyClick(popup, Qt.Key_Return)
-    qtbot.waitUntil(lambda: not popup.isVisible(), timeout=2000)
+    qtbot.waitUntil(lambda: not popup.isVisible(), timeout=15000)
     view = window.workspace.active_view()
     assert box.currentText() == "Coronal" and view.view == "coronal"
     for key, step in ((Qt.Key_Up, 1), (Qt.Key_Down, -1), (Qt.Key_Down, -1)):
