@@ -73,9 +73,17 @@ class Viewer(QWidget):
 
     # -- content (shared by the views) --------------------------------------------------
     def set_volume(self, volume: Volume) -> None:
+        """Show ``volume``. The first image, and one acquired in another plane than the
+        last, opens in its acquired plane, where slices are reviewed and clicks correct: a
+        coronal cardiac series opened as a blocky axial reformat of 9 rows. Another image
+        of the same acquisition keeps the plane the person chose."""
+        acquired = volume.display().acquisition_view()
+        new_plane = self.volume is None or self.volume.display().acquisition_view() != acquired
         self.volume = volume
         for view in self.views.values():
             view.set_volume(volume)
+        if new_plane and self.active.view != acquired:
+            self.show_view(acquired)
 
     def show_nothing(self) -> None:
         """No image in any view (``SliceView.show_nothing``)."""

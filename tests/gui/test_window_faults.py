@@ -369,3 +369,26 @@ def test_the_slices_buttons_stay_where_they_are_whatever_class_tool_is_chosen(qt
         sizes.add((preview.width(), apply.width()))
     assert len(places) == 1, places
     assert len(sizes) == 1, sizes
+
+
+def test_an_image_opens_in_its_acquired_plane_and_a_chosen_plane_stays_for_the_same_acquisition(qtbot, window):
+    """A tester's coronal cardiac series opened as a 9-row axial reformat, where M and the
+    Click tool refuse to work."""
+    def show(seed):
+        case = make_phantom("cardiac", seed)
+        with qtbot.waitSignal(window.loaded, timeout=30000):
+            window.show_session(ReviewSession.open(case.volume, classes=list(case.classes)))
+        return case
+
+    show(0)  # acquired axially
+    assert window.workspace.viewer.active.view == "axial"
+    window.view_choice.setCurrentIndex(2)  # the person looks at sagittal slices
+    show(1)  # acquired axially too: the person's plane stays
+    assert window.workspace.viewer.active.view == "sagittal"
+    case = show(3)  # acquired coronally
+    assert case.volume.display().acquisition_view() == "coronal"
+    assert window.workspace.viewer.active.view == "coronal" and window.view_choice.currentText() == "Coronal"
+    assert window.slice_number.text().endswith(f"/ {case.volume.shape[0]}")
+    window.workspace.active_view().setFocus()
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)
+    assert window.session.reviewed[window.current_slice()]
