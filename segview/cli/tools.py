@@ -148,6 +148,10 @@ def _run_train(args) -> int:
         else:
             print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
                   f"checkpoints in {result.output}")
+            if not math.isnan(result.parent_dice):  # --init: what the fine-tuning had to beat
+                verdict = "better" if result.best_dice > result.parent_dice else "NOT better: keep the parent"
+                print(f"{args.init.name} before fine-tuning: validation Dice {result.parent_dice:.4f} on the same "
+                      f"held-out slices; the fine-tuned checkpoint is {verdict}")
     return 0
 
 

@@ -50,6 +50,7 @@ class FineTuned:
     trained: list[str] = field(default_factory=list)
     held_out: list[str] = field(default_factory=list)
     slices: int = 0
+    parent_dice: float = math.nan  # the parent's held-out Dice, on the slices that chose the epoch
 
 
 class Worklists(Protocol):
@@ -219,7 +220,8 @@ class FineTuning(QObject):
             answer = QMessageBox.question(
                 self.window.window(), "Fine-tuning finished",
                 f"Use {result.path.name} as model B?\n\n{self.summary(result)}",
-                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                QMessageBox.StandardButton.No if self.worse(result) else QMessageBox.StandardButton.Yes)
             if answer == QMessageBox.StandardButton.Yes:
                 # As Model > Load checkpoint B: the worklist's checkpoints, cache and queue follow.
                 self.window.load_model(result.path, "B")
@@ -238,6 +240,11 @@ class FineTuning(QObject):
             best = max(scored, key=lambda row: row["val_dice"])
             judged = (f"Best held-out Dice {number_text(best['val_dice'])} (epoch {best['epoch']} of "
                       f"{len(self.history)}) on the held-out cases ({held_out}).")
+            if not math.isnan(result.parent_dice):
+                judged += f" {result.parent.name} itself scores {number_text(result.parent_dice)} there"
+                judged += (": the fine-tuned model is worse on the held-out cases, so keeping A is advised "
+                           "(review more slices, or of more cases, and fine-tune again)."
+                           if self.worse(result) else ".")
         else:
             judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
                       "epoch (the lowest training loss did): review them to judge the model.")
@@ -245,6 +252,11 @@ class FineTuning(QObject):
                 f"{len(result.trained)} cases; saved as {result.path}.\n\n{judged}\n\n"
                 "As model B, the worklist predicts every case with it, and File > Export held-out report... "
                 "compares A and B on the held-out cases.")
+
+    def worse(self, result: FineTuned) -> bool:
+        """Whether the run's best held-out Dice is below its parent's on the same slices."""
+        scored = [row["val_dice"] for row in self.history if not math.isnan(row["val_dice"])]
+        return bool(scored) and not math.isnan(result.parent_dice) and max(scored) < result.parent_dice
 
     def _failed(self, exc: Exception) -> None:
         self._finish()
@@ -278,5 +290,6 @@ def run_fine_tune(folder: Path, parent: Path, models_folder: Path | None, stop: 
     except TrainingCancelled:
         return None
     lineage = read_metadata(path).get("lineage") or {}
+    parent_dice = (lineage.get("parent") or {}).get("held_out_dice")
     return FineTuned(path, parent, sorted(lineage.get("cases", {})), list(lineage.get("split", {}).get("val", [])),
-                     int(lineage.get("reviewed_slices", 0)))
+                     int(lineage.get("reviewed_slices", 0)), math.nan if parent_dice is None else float(parent_dice))

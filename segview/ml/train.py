@@ -131,6 +131,7 @@ class TrainResult:
     best_dice: float
     best_epoch: int
     history: list[dict] = field(default_factory=list)
+    parent_dice: float = math.nan  # the fine-tuned checkpoint's own held-out Dice, before training
 
 
 ProgressCallback = Callable[[dict], None]
@@ -226,6 +227,10 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
             model, device_ids=[device.index] if device.type == "cuda" else None)
     loss_function = build_loss(config.loss, config.alpha).to(device)
     predictor = Predictor(model, meta, device)
+    parent_dice = math.nan
+    if parent is not None and rank == 0:
+        parent_dice = _parent_dice(Path(str(config.init)), validation_cases, device)
+        meta["lineage"]["parent"]["held_out_dice"] = parent_dice
 
     epoch = start_epoch
     try:
@@ -263,7 +268,15 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         raise TrainingInterrupted(output / STATE_FILE, epoch) from None
     finally:
         _stop_distributed(world)
-    return TrainResult(output, best_dice, best_epoch, history)
+    return TrainResult(output, best_dice, best_epoch, history, parent_dice)
+
+
+def _parent_dice(path: Path, cases, device) -> float:
+    """The held-out Dice of the checkpoint fine-tuned, as it was (its file, so a resumed run
+    gets it too): what the fine-tuned epochs must beat. NaN without held-out slices."""
+    if not cases:
+        return math.nan
+    return float(summary(evaluate_cases(Predictor.from_checkpoint(path, device), cases))["dice"]["mean"])
 
 
 # -- one epoch --------------------------------------------------------------------------

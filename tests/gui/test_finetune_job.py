@@ -117,6 +117,12 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert lineage["parent"]["name"] == "ce.safetensors"
     question = [text for kind, text in dialogs if kind == "question"]
     assert question and question[0].startswith("Use ce_ft1.safetensors as model B?")
+    # The parent's own held-out Dice beside the run's best; a worse run advises keeping A.
+    parent_dice, best = lineage["parent"]["held_out_dice"], max(e["val_dice"] for e, _ in epochs)
+    assert f"ce.safetensors itself scores {parent_dice:.3f} there" in question[0]
+    worse = best < parent_dice
+    assert ("keeping A is advised" in question[0]) is worse
+    assert dialogs.defaults[0] == (QMessageBox.StandardButton.No if worse else QMessageBox.StandardButton.Yes)
 
     qtbot.waitUntil(lambda: bool(queue), timeout=TIMEOUT)           # B loaded: the worklist predicts every case
     assert controller.worklist.checkpoints == {"A": parent, "B": path} and queue == [True]

@@ -2,6 +2,7 @@
 lineage, and the verdict on held-out cases. Which slices and cases trained is observed
 through a hook on the slice sampler, never assumed."""
 import hashlib
+import math
 import json
 
 import pytest
@@ -115,8 +116,9 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     assert meta["lineage"]["parent"]["sha256"] == parent_sha
     held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
     assert not set(meta["lineage"]["cases"]) & set(held_out)
-
+    assert math.isnan(meta["lineage"]["parent"]["held_out_dice"])  # the held-out case has no reviewed slice
     capsys.readouterr()
+
     assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
     out = capsys.readouterr().out
     assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
@@ -224,3 +226,33 @@ def test_a_click_model_is_refused_as_the_checkpoint_to_fine_tune(reviewed_folder
     assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(CLICK_MODEL), "-o",
                  str(tmp_path / "ft"), "--epochs", "1"]) == 2
     assert "interactive.safetensors is an interactive correction model" in capsys.readouterr().err
+
+
+def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_path, capsys):
+    """A tester's fine-tuned model was offered at 0.955 held-out Dice with no word that its
+    parent had 0.991 there."""
+    from segview.ml.evaluate import evaluate_cases, summary
+    from segview.ml.inference import Predictor
+
+    folder = tmp_path / "ds"
+    make_dataset(folder, 5)
+    for name in case_names(folder):
+        path = folder / "labelsTr" / f"{name}.nii.gz"
+        volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+        state = ReviewState.empty(volume.shape[0])
+        state.reviewed[:] = True
+        save_review_state(path, state, image_key(volume))
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    assert main(["train", str(folder), "--reviewed-only", "--init", str(parent), "-o", str(tmp_path / "ft"),
+                 "--epochs", "1", "--batch-size", "2"]) == 0
+    held_out = fixed_split(folder, case_names(folder))["val"]
+    cases = [c for c in folder_dataset(folder, reviewed_only=True).cases if c.name in held_out]
+    expected = summary(evaluate_cases(Predictor.from_checkpoint(parent), cases))["dice"]["mean"]
+    assert not math.isnan(expected)
+    meta = read_metadata(tmp_path / "ft" / "best.safetensors")
+    assert meta["lineage"]["parent"]["held_out_dice"] == pytest.approx(expected)
+    out = capsys.readouterr().out
+    best = meta["validation"]["dice"]["mean"]
+    verdict = "better" if best > expected else "NOT better: keep the parent"
+    assert (f"parent.safetensors before fine-tuning: validation Dice {expected:.4f} on the same held-out slices; "
+            f"the fine-tuned checkpoint is {verdict}") in out
