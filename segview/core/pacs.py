@@ -25,6 +25,7 @@ import shutil
 import socket
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -52,12 +53,16 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_STUDIES = 500
 
 __all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
-           "PacsCertificateError", "PacsError", "Query", "RetrieveCancelled", "Series", "Study", "connect",
-           "date_range"]
+           "PacsCertificateError", "PacsError", "Query", "RetrieveCancelled", "SearchCancelled", "Series", "Study",
+           "connect", "date_range"]
 
 
 class RetrieveCancelled(PacsError):
     """The user stopped a retrieve; nothing of it was kept."""
+
+
+class SearchCancelled(PacsError):
+    """The user stopped a search."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +162,7 @@ class Pacs:
         self.credentials = credentials or Credentials()
         self.ca_bundle = ca_bundle
         self._tls = tls_context(ca_bundle)  # also reads the bundle now: a wrong file is told before sending
+        self._should_stop: ShouldStop | None = None  # during ``find``: a DIMSE connection hangs up when it says so
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -194,11 +200,22 @@ class Pacs:
 
     # -- shared ----------------------------------------------------------------------
 
-    def find(self, query: Query) -> list[Study]:
+    def find(self, query: Query, should_stop: ShouldStop | None = None) -> list[Study]:
         """The matching studies with their series (only series of ``query.modality``
-        when one is given). Raises PacsError."""
-        return [replace(study, series=tuple(self.find_series(study.uid, query.modality)))
-                for study in self.find_studies(query)]
+        when one is given). ``should_stop()`` is asked between queries, and a DIMSE
+        connection waiting on a silent PACS hangs up as soon as it says stop. Raises
+        SearchCancelled when stopped, PacsError otherwise."""
+        stop = should_stop or (lambda: False)
+        self._should_stop = stop
+        try:
+            found = []
+            for study in self.find_studies(query):
+                if stop():
+                    raise SearchCancelled("Search cancelled.")
+                found.append(replace(study, series=tuple(self.find_series(study.uid, query.modality))))
+            return found
+        finally:
+            self._should_stop = None
 
     def get_series(self, series_uid: str, folder, progress: Progress | None = None,
                    should_stop: ShouldStop | None = None) -> list[Path]:
@@ -564,7 +581,7 @@ class DimsePacs(Pacs):
         """An established association proposing ``contexts`` (SOP class, transfer
         syntaxes); ``storage_roles`` are SOP classes we accept as C-STORE SCP (C-GET).
         Released on exit. Raises PacsError when it cannot be established."""
-        from pynetdicom import AE, build_role
+        from pynetdicom import AE, build_role, evt
 
         ae = AE(ae_title=self.calling_ae)
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.timeout
@@ -574,15 +591,25 @@ class DimsePacs(Pacs):
         negotiation: list = [build_role(sop_class, scp_role=True) for sop_class in storage_roles]
         negotiation += self._user_identity
         started = time.monotonic()
-        assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=negotiation or None,
-                             evt_handlers=handlers or [], tls_args=(self._tls, self.host) if self.tls else None)
-        if not assoc.is_established:
-            raise self._association_failure(assoc, time.monotonic() - started)
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
+        opened: list = []  # the association, as soon as its connection is open
+        handlers = [*(handlers or []), (evt.EVT_CONN_OPEN, lambda event: opened.append(event.assoc))]
+        stop = self._should_stop
+        with _hanging_up_when(stop, opened):
+            assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=negotiation or None,
+                                 evt_handlers=handlers, tls_args=(self._tls, self.host) if self.tls else None)
+            if stop is not None and stop():
+                raise SearchCancelled("Search cancelled.")
+            if not assoc.is_established:
+                raise self._association_failure(assoc, time.monotonic() - started)
+            try:
+                yield assoc
+            except PacsError:
+                if stop is not None and stop():
+                    raise SearchCancelled("Search cancelled.") from None
+                raise
+            finally:
+                if assoc.is_established:
+                    assoc.release()
 
     @cached_property
     def _user_identity(self) -> list:
@@ -769,6 +796,32 @@ def _series_identifier(study_uid: str = "", series_uid: str = "") -> Dataset:
     ds.Modality = ds.SeriesDescription = ds.SeriesNumber = ""
     ds.NumberOfSeriesRelatedInstances = ""
     return ds
+
+
+@contextmanager
+def _hanging_up_when(stop: ShouldStop | None, opened: list) -> Iterator[None]:
+    """While inside, close the connection of the association in ``opened`` once ``stop()``
+    says so: pynetdicom's own abort does not end a wait on a PACS that never answers (up to
+    its timeout), closing the socket does at once."""
+    if stop is None:
+        yield
+        return
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.1):
+            if stop():
+                for assoc in opened:
+                    assoc.dul.socket.close()
+                return
+
+    watcher = threading.Thread(target=watch, name="pacs-hang-up", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        done.set()
+        watcher.join()
 
 
 def _status_code(status: Dataset, no_answer: str) -> int:

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout)
 
-from ..core.pacs import MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, RetrieveCancelled, Series, Study, date_range
+from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, RetrieveCancelled, SearchCancelled,
+                         Series, Study, date_range)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
 from .workers import Worker
@@ -130,7 +131,7 @@ class PacsDialog(QDialog):
             return
         self._pacs = pacs
         self._set_status(f"Searching {pacs.url}...")
-        self._run(pacs.find, query, returned=self._show_results)
+        self._run(lambda: pacs.find(query, self._stop.is_set), returned=self._show_results)
 
     def _show_results(self, studies: list[Study]) -> None:
         self.server.remember()
@@ -191,7 +192,8 @@ class PacsDialog(QDialog):
         self.accept()
 
     def cancel(self) -> None:
-        """Stop the retrieve after the image in transfer; nothing of it is kept."""
+        """Stop the retrieve after the image in transfer (nothing of it is kept), or the
+        search (a DIMSE PACS that does not answer is hung up on at once)."""
         self._stop.set()
         self._set_status("Cancelling...")
 
@@ -232,7 +234,7 @@ class PacsDialog(QDialog):
     def _job_failed(self, exc: Exception) -> None:
         self.progress.hide()
         self._update_buttons()
-        if isinstance(exc, RetrieveCancelled):
+        if isinstance(exc, (RetrieveCancelled, SearchCancelled)):
             self._set_status(str(exc))
         elif isinstance(exc, PacsError):
             if isinstance(exc, PacsAuthError):

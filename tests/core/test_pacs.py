@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import threading
 import time
 
 import numpy as np
@@ -17,7 +18,7 @@ from segview.cli import main
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import PacsError, Query, RetrieveCancelled, connect, date_range
+from segview.core.pacs import PacsError, Query, RetrieveCancelled, SearchCancelled, connect, date_range
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 
@@ -255,6 +256,20 @@ def test_a_pacs_that_never_answers_times_out_with_a_clear_error(url):
         with pytest.raises(PacsError, match="did not answer within 1 s"):
             pacs.find(Query())
         assert time.monotonic() - started < 10
+
+
+def test_cancel_hangs_up_on_a_dimse_pacs_that_never_answers():
+    """A tester's Cancel waited out the 30 s timeout of a silent PACS: the search stops
+    (cancelled, not timed out) as soon as it is told to."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        pacs = connect(f"dimse://PACS@127.0.0.1:{silent.getsockname()[1]}", timeout=120)
+        stop = threading.Event()
+        threading.Timer(0.5, stop.set).start()
+        with pytest.raises(SearchCancelled, match="Search cancelled"):
+            pacs.find(Query(), stop.is_set)
+        assert not [t for t in threading.enumerate() if t.name == "pacs-hang-up"]
 
 
 def test_a_refused_association_says_which_ae_titles_to_check(orthanc):
