@@ -35,6 +35,10 @@ def cache_folder() -> Path:
     return pacs_cache_folder()
 
 
+#: Series that hold labels or reports, not an image to open.
+LABEL_MODALITIES = ("SEG", "RTSTRUCT", "SR", "PR", "KO")
+
+
 class PacsDialog(QDialog):
     """Search a PACS and retrieve one series into the cache; ``folder`` is the series'
     folder once ``retrieved`` was emitted (and the dialog accepted)."""
@@ -173,6 +177,10 @@ class PacsDialog(QDialog):
         complete there is not retrieved again); the dialog closes when it is there."""
         series = self.chosen_series()
         if series is None or self._pacs is None:
+            return
+        if series.modality.upper() in LABEL_MODALITIES:  # it would arrive and open as nothing
+            self._set_status(f"{series.description or series.uid} is a {series.modality} (labels, not images): "
+                             "retrieve the image series it belongs to; the labels saved with it come back too.")
             return
         folder = self.cache / series.uid
         if series.images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == series.images:

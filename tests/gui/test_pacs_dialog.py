@@ -129,6 +129,24 @@ def test_cancel_ends_a_search_of_a_pacs_that_never_answers(qtbot, tmp_path):
         assert dialog.status.text() == "Search cancelled." and dialog.results.topLevelItemCount() == 0
 
 
+def test_a_seg_series_is_not_retrieved_as_an_image(qtbot, tmp_path):
+    """A tester's SEG series downloaded, then "holds no DICOM image series"."""
+    from PySide6.QtWidgets import QTreeWidgetItem
+
+    from segview.core.pacs import Series
+
+    dialog = PacsDialog(None, cache=tmp_path)
+    qtbot.addWidget(dialog)
+    dialog._pacs = object()  # a search was made; nothing may be asked of it
+    item = QTreeWidgetItem(["", "", "", "labels", "SEG", "1"])
+    item.setData(0, Qt.ItemDataRole.UserRole, Series("1.2.3", "1.2", "SEG", "labels"))
+    dialog.results.addTopLevelItem(item)
+    dialog.results.setCurrentItem(item)
+    dialog.retrieve()
+    assert "labels is a SEG (labels, not images)" in dialog.status.text()
+    assert not (tmp_path / "1.2.3").exists() and dialog.search_button.isEnabled()
+
+
 def test_a_mistyped_date_range_is_reported_before_anything_is_sent(qtbot, tmp_path):
     dialog = PacsDialog(None, cache=tmp_path)
     qtbot.addWidget(dialog)
