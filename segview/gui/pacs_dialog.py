@@ -324,6 +324,7 @@ class SendDialog(QDialog):
             self._fail(str(exc))
             return
         self.send_button.setEnabled(False)
+        self.progress.setValue(0)  # not the last send's
         self.status.setStyleSheet("")
         self.status.setText(f"Sending to {pacs.url}...")
         self._idle.clear()
@@ -357,6 +358,7 @@ class SendDialog(QDialog):
     def _job_failed(self, exc: Exception) -> None:
         if isinstance(exc, PacsAuthError):
             self.server.forget_secrets()
+        self.progress.reset()  # a full bar beside "Cannot reach the PACS" read as sent
         self._fail(str(exc) if isinstance(exc, PacsError) else f"Unexpected error: {exc!r}")
 
     def _fail(self, message: str) -> None:

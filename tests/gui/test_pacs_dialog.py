@@ -187,6 +187,23 @@ def test_send_a_seg_to_the_pacs(qtbot, orthanc, cardiac_series, tmp_path):
     assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
 
 
+def test_a_send_to_a_pacs_that_is_down_shows_no_full_progress_bar(qtbot, orthanc, cardiac_series, tmp_path):
+    """A tester's failed send showed a full bar (the send before it) beside 'Cannot reach'."""
+    case, paths = cardiac_series
+    seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(paths[0].parent), list(case.classes))
+    dialog = SendDialog(None, [seg])
+    qtbot.addWidget(dialog)
+    dialog.server.url.setEditText(orthanc.dicomweb_url)
+    with qtbot.waitSignal(dialog.sent, timeout=20000):
+        qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
+    assert dialog.progress.value() == dialog.progress.maximum() == 1
+    dialog.server.url.setEditText(f"dimse://PACS@127.0.0.1:{free_port()}")
+    with qtbot.waitSignal(dialog.failed, timeout=20000) as failed:
+        qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
+    assert "Cannot reach the PACS" in failed.args[0]
+    assert dialog.progress.value() < dialog.progress.maximum() and dialog.send_button.isEnabled()
+
+
 # -- a PACS that asks who you are, over TLS ------------------------------------------------
 
 @pytest.fixture(scope="module")
