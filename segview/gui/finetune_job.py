@@ -51,6 +51,7 @@ class FineTuned:
     held_out: list[str] = field(default_factory=list)
     slices: int = 0
     parent_dice: float = math.nan  # the parent's held-out Dice, on the slices that chose the epoch
+    left_out: list[str] = field(default_factory=list)  # "case: why" (flagged, nothing reviewed, unreadable)
 
 
 class Worklists(Protocol):
@@ -248,8 +249,9 @@ class FineTuning(QObject):
         else:
             judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
                       "epoch (the lowest training loss did): review them to judge the model.")
+        left_out = f"\nLeft out: {'; '.join(result.left_out)}." if result.left_out else ""
         return (f"Fine-tuned from {result.parent.name} on {result.slices} reviewed slices of "
-                f"{len(result.trained)} cases; saved as {result.path}.\n\n{judged}\n\n"
+                f"{len(result.trained)} cases; saved as {result.path}.{left_out}\n\n{judged}\n\n"
                 "As model B, the worklist predicts every case with it, and File > Export held-out report... "
                 "compares A and B on the held-out cases.")
 
@@ -289,7 +291,9 @@ def run_fine_tune(folder: Path, parent: Path, models_folder: Path | None, stop: 
         path = fine_tune(folder, parent, progress=progress, should_stop=stop.is_set, models_folder=models_folder)
     except TrainingCancelled:
         return None
-    lineage = read_metadata(path).get("lineage") or {}
+    meta = read_metadata(path)
+    lineage = meta.get("lineage") or {}
     parent_dice = (lineage.get("parent") or {}).get("held_out_dice")
     return FineTuned(path, parent, sorted(lineage.get("cases", {})), list(lineage.get("split", {}).get("val", [])),
-                     int(lineage.get("reviewed_slices", 0)), math.nan if parent_dice is None else float(parent_dice))
+                     int(lineage.get("reviewed_slices", 0)), math.nan if parent_dice is None else float(parent_dice),
+                     [str(s) for s in meta.get("training", {}).get("skipped", [])])

@@ -98,7 +98,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
     whose ``labels`` map class names to values. Pairs whose grids disagree, or that cannot
     be read, are skipped and listed in ``skipped``; labels above the declared classes are
     an error. ``reviewed_only``: each case keeps only the slices its review sidecar marks
-    reviewed (``Case.slices``); a case with none is skipped, named."""
+    reviewed (``Case.slices``); a case with none, or flagged in the worklist (a problem a
+    person noted), is skipped, named."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"there is no dataset folder at {folder}")
@@ -118,10 +119,15 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         try:
             volume = load_volume(image_path)
             label_array = load_labels(label_path, volume)
-            slices = reviewed_slices(label_path, volume) if reviewed_only else None
+            review = _review(label_path, volume) if reviewed_only else None
         except VolumeLoadError as exc:
             skipped.append(f"{name}: {exc}")
             continue
+        flag = _flag(review) if review is not None else None
+        if flag is not None:
+            skipped.append(f"{name}: flagged in the worklist ({flag})")
+            continue
+        slices = np.flatnonzero(review.reviewed) if review is not None else None
         if slices is not None and not slices.size:
             skipped.append(f"{name}: no reviewed slice")
             continue
@@ -141,8 +147,20 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
 def reviewed_slices(label_path, volume: Volume) -> np.ndarray:
     """The z indices marked reviewed in the sidecar of ``label_path`` (none when it has no
     sidecar or the sidecar is of another image). Raises VolumeLoadError for a damaged one."""
+    return np.flatnonzero(_review(label_path, volume).reviewed)
+
+
+def _review(label_path, volume: Volume):
     state, _ = load_review_state(label_path, volume.shape[0], image_key(volume))
-    return np.flatnonzero(state.reviewed)
+    return state
+
+
+def _flag(state) -> str | None:
+    """Why the worklist flagged the case (its note, or "flagged"); None when it is not."""
+    entry = state.extra.get("case") or {}
+    if not isinstance(entry, dict) or entry.get("status") != "flagged":
+        return None
+    return str(entry.get("note") or "flagged")
 
 
 def _pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:

@@ -256,3 +256,15 @@ def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_pat
     verdict = "better" if best > expected else "NOT better: keep the parent"
     assert (f"parent.safetensors before fine-tuning: validation Dice {expected:.4f} on the same held-out slices; "
             f"the fine-tuned checkpoint is {verdict}") in out
+
+
+def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_folder):
+    """A tester's case flagged "motion on slice 6" trained the fine-tuned model all the same."""
+    from segview.session import Worklist
+
+    flagged = next(iter(REVIEWED))
+    Worklist.open(reviewed_folder).set_status(flagged, "flagged", "motion on slice 6")
+    dataset = folder_dataset(reviewed_folder, reviewed_only=True)
+    assert flagged not in [c.name for c in dataset.cases]
+    assert f"{flagged}: flagged in the worklist (motion on slice 6)" in dataset.skipped
+    assert {c.name for c in dataset.cases} == set(REVIEWED) - {flagged}
