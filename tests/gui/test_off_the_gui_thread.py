@@ -51,7 +51,7 @@ class SlowPacs:
         self.gate = gate
         self.series = Series(uid="1.2.3.4", study_uid="1.2.3", modality="CT", number=1, description="slow", images=3)
 
-    def find(self, query):
+    def find(self, query, should_stop=None):
         return [Study(uid="1.2.3", patient_id="P1", patient_name="Slow^Case", date="20240101",
                       description="chest", modalities=("CT",), images=3, series=(self.series,))]
 
