@@ -321,6 +321,7 @@ class ReviewSession:
                  classes: list[LabelClass] | None = None):
         self.volume, self.labels, self.key = volume, labels, key
         self.labels_path: Path | None = label_file.path if label_file else None
+        self._read_stamp = _stamp(self.labels_path)  # the file as read: a save over another's is refused
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
@@ -528,6 +529,7 @@ class ReviewSession:
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
+        self._read_stamp = _stamp(self.labels_path)
         self._saved_position = self.labels.history_position  # what is open is what that file holds
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
@@ -898,14 +900,27 @@ class ReviewSession:
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
+        self._check_not_overwriting_another(Path(target))
         if self.provenance is not None:
             self.review_extra[KEY_PROVENANCE] = self.provenance.to_json()
         return SaveJob(self, Path(target))
+
+    def _check_not_overwriting_another(self, target: Path) -> None:
+        """Raises SessionError when ``target`` is the file the labels were read from (or last
+        saved to) and someone else has saved it since: two people on one case (one through
+        the worklist, one opening the file itself) each saved over the other, silently."""
+        if self.labels_path is None or not target.exists():
+            return
+        if target.resolve() == Path(self.labels_path).resolve() and _stamp(target) != self._read_stamp:
+            raise SessionError(f"{target.name} was changed on disk since it was opened here: another segview or "
+                               "program saved it. Saving would overwrite that work. Your edits are kept: save them "
+                               "under another name (Save as), then compare the two.")
 
     def finish_save(self, job: SaveJob) -> None:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
         self.labels_path = job.path
+        self._read_stamp = _stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
         self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
         if job.version == self.version and self.journal is not None:
@@ -951,6 +966,16 @@ class ReviewSession:
     def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each model's prediction and the slices it has predicted (what ``provenance`` names)."""
         return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
+
+
+def _stamp(path) -> tuple[int, int] | None:
+    """A label file's size and modification time (ns): what another program's save changes;
+    None without a file."""
+    try:
+        stat = Path(path).stat() if path is not None else None
+    except OSError:
+        return None
+    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
 
 
 def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None]:

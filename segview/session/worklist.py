@@ -625,6 +625,7 @@ class CaseSession(ReviewSession):
         self.review_extra.update(case=_status_entry(status, self.case.note if note is None else note),
                                  provenance=self.provenance.to_json() if self.provenance else {}, models=models)
         target = Path(path) if path is not None else self.case.labels
+        self._check_not_overwriting_another(target)
         return (_DatasetSaveJob if into_dataset else SaveJob)(self, target)
 
     def save(self, path=None, status: str | None = None, note: str | None = None) -> Path:

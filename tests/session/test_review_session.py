@@ -680,3 +680,31 @@ def test_closing_a_case_lets_go_of_its_provenance_and_keeps_other_followers(tmp_
     assert [len(event) for event in labels.events] == [1, 1, 1]
     edit_and_mark(labels)
     assert heard == ["changed", "marked", "step"]
+
+
+def test_a_save_over_labels_someone_else_saved_meanwhile_is_refused(tmp_path):
+    """A tester's two readers of one case (one through the worklist, one opening the file)
+    each saved over the other without a word."""
+    folder = tmp_path / "ds"
+    make_dataset(folder, 1)
+    worklist = Worklist.open(folder)
+    name = worklist.cases[0].name
+    mine = worklist.session(name)
+    image, labels = folder / "imagesTr" / f"{name}_0000.nii.gz", folder / "labelsTr" / f"{name}.nii.gz"
+    theirs = ReviewSession.open(image, labels=labels)
+    theirs.labels.paint(2, [(5, 5)], 2.0, 1)
+    theirs.save()
+    saved = read_label_file(labels, theirs.volume).array.copy()
+    mine.labels.paint(3, [(8, 8)], 2.0, 2)
+    with pytest.raises(SessionError, match="changed on disk since it was opened here"):
+        mine.save()
+    np.testing.assert_array_equal(read_label_file(labels, theirs.volume).array, saved)  # their work stays
+    assert mine.modified  # and mine is kept, to save elsewhere
+    elsewhere = mine.save(tmp_path / "mine.nii.gz")
+    assert elsewhere.is_file()
+    theirs.labels.paint(4, [(5, 5)], 2.0, 1)  # their own file, saved again by them: no refusal
+    theirs.save()
+    theirs.labels.paint(4, [(9, 9)], 2.0, 1)
+    theirs.save()
+    mine.close()
+    theirs.close()
