@@ -1037,7 +1037,7 @@ class MainWindow(QMainWindow):
         elif name == "copy_previous" and z > 0:
             self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
-            session.labels.fill_between_slices()
+            self._say_done("Fill between slices", session.labels.fill_between_slices())
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
                 return self.statusBar().showMessage(
@@ -1047,10 +1047,11 @@ class MainWindow(QMainWindow):
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
 
-    def _say_done(self, what: str, edit) -> None:
-        """Say in the status bar what a slice operation changed, and what the brush
-        settings kept of it."""
-        changed = 0 if edit is None else int(np.count_nonzero(edit.old != edit.new))
+    def _say_done(self, what: str, changes) -> None:
+        """Say in the status bar what a slice operation changed (an Edit, or a step's
+        changes), and what the brush settings kept of it."""
+        changes = [] if changes is None else changes if isinstance(changes, list) else [changes]
+        changed = sum(int(np.count_nonzero(c.old != c.new)) for c in changes if hasattr(c, "old"))
         note = kept_note(self.session, f"{what}: {changed} voxels changed") if self.session is not None else None
         self.statusBar().showMessage(note or f"{what}: {changed} voxels changed", 10000)
 

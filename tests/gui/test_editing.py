@@ -695,3 +695,11 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     assert not session.labels.array[z].any()
     assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: "
                                                    f"{int((painted[z] > 0).sum())} voxels changed")
+    window._slice_operation("fill_between")  # nothing labelled on two sides: nothing to fill, said
+    assert window.statusBar().currentMessage() == "Fill between slices: 0 voxels changed"
+    session.labels.array[z - 2, 50:60, 50:60] = 1
+    session.labels.array[z + 2, 50:60, 50:60] = 1
+    before = session.labels.array.copy()
+    window._slice_operation("fill_between")
+    changed = int((session.labels.array != before).sum())
+    assert changed > 0 and window.statusBar().currentMessage() == f"Fill between slices: {changed} voxels changed"
