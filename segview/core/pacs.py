@@ -65,6 +65,9 @@ class SearchCancelled(PacsError):
     """The user stopped a search."""
 
 
+SEARCH_CANCELLED = "Search cancelled."
+
+
 @dataclass(frozen=True)
 class Query:
     """What to look for. Empty fields match anything.
@@ -211,7 +214,7 @@ class Pacs:
             found = []
             for study in self.find_studies(query):
                 if stop():
-                    raise SearchCancelled("Search cancelled.")
+                    raise SearchCancelled(SEARCH_CANCELLED)
                 found.append(replace(study, series=tuple(self.find_series(study.uid, query.modality))))
             return found
         finally:
@@ -594,18 +597,19 @@ class DimsePacs(Pacs):
         opened: list = []  # the association, as soon as its connection is open
         handlers = [*(handlers or []), (evt.EVT_CONN_OPEN, lambda event: opened.append(event.assoc))]
         stop = self._should_stop
+        stopped = stop or (lambda: False)  # a failure after a stop is the stop's doing
         with _hanging_up_when(stop, opened):
             assoc = ae.associate(self.host, self.port, ae_title=self.called_ae, ext_neg=negotiation or None,
                                  evt_handlers=handlers, tls_args=(self._tls, self.host) if self.tls else None)
-            if stop is not None and stop():
-                raise SearchCancelled("Search cancelled.")
+            if stopped():
+                raise SearchCancelled(SEARCH_CANCELLED)
             if not assoc.is_established:
                 raise self._association_failure(assoc, time.monotonic() - started)
             try:
                 yield assoc
             except PacsError:
-                if stop is not None and stop():
-                    raise SearchCancelled("Search cancelled.") from None
+                if stopped():
+                    raise SearchCancelled(SEARCH_CANCELLED) from None
                 raise
             finally:
                 if assoc.is_established:

@@ -144,13 +144,9 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
     return Dataset(cases, classes, f"folder {folder.resolve()}", skipped, folder.resolve().name)
 
 
-def reviewed_slices(label_path, volume: Volume) -> np.ndarray:
-    """The z indices marked reviewed in the sidecar of ``label_path`` (none when it has no
-    sidecar or the sidecar is of another image). Raises VolumeLoadError for a damaged one."""
-    return np.flatnonzero(_review(label_path, volume).reviewed)
-
-
 def _review(label_path, volume: Volume):
+    """The review state in the sidecar of ``label_path`` (empty when it has none or it is of
+    another image). Raises VolumeLoadError for a damaged one."""
     state, _ = load_review_state(label_path, volume.shape[0], image_key(volume))
     return state
 

@@ -47,7 +47,7 @@ import numpy as np
 
 from ..core.labels import Edit, LabelMap
 from ..core.volume import Volume
-from .errors import SessionError
+from .errors import SessionError, checked_slice
 from .provenance import INTERACTIVE
 
 if TYPE_CHECKING:  # torch is imported at the first click, not with the session
@@ -225,9 +225,7 @@ class Interaction:
             raise SessionError(f"{name[:1].upper()}{name[1:]} is protected: take it off the protected classes to "
                                "correct it.")
         slices, rows, cols = labels.array.shape
-        if not 0 <= int(z) < slices:
-            raise SessionError(f"Slice {int(z) + 1} is not in this image (1 to {slices}).")
-        z = int(z)
+        z = checked_slice(z, slices)
         y, x = (int(np.floor(float(c) + 0.5)) for c in point)
         if not (0 <= y < rows and 0 <= x < cols):
             raise SessionError("The click is outside the image: nothing changed.")

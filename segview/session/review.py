@@ -48,7 +48,7 @@ from ..core.review_state import (ReviewState, current_user, load_review_state, n
                                  save_review_state)
 from ..core.volume import Volume, auto_window
 from .models import SLOTS, Model, load_predictor
-from .errors import SessionError
+from .errors import SessionError, checked_slice
 from .interaction import ClickJob, ClickProposal, Interaction
 from .provenance import KEY as KEY_PROVENANCE
 from .provenance import Provenance, segment_algorithms
@@ -321,7 +321,8 @@ class ReviewSession:
                  classes: list[LabelClass] | None = None):
         self.volume, self.labels, self.key = volume, labels, key
         self.labels_path: Path | None = label_file.path if label_file else None
-        self._read_stamp = _stamp(self.labels_path)  # the file as read: a save over another's is refused
+        # The file as read: a save over one another program saved since is refused.
+        self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
@@ -529,7 +530,7 @@ class ReviewSession:
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
-        self._read_stamp = _stamp(self.labels_path)
+        self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         self._saved_position = self.labels.history_position  # what is open is what that file holds
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
@@ -543,12 +544,7 @@ class ReviewSession:
         self.labels.set_reviewed(z, reviewed)
 
     def _checked_slice(self, z) -> int:
-        """``z`` as an index of the acquired slices; raises SessionError outside them (a
-        negative index is not the last slice here)."""
-        count = self.labels.array.shape[0]
-        if not 0 <= int(z) < count:
-            raise SessionError(f"Slice {int(z) + 1} is not in this image (1 to {count}).")
-        return int(z)
+        return checked_slice(z, self.labels.array.shape[0])
 
     def _check_not_copying(self) -> None:
         """Raises SessionError while a whole-volume copy is written (``start_copy``): the
@@ -911,7 +907,7 @@ class ReviewSession:
         the worklist, one opening the file itself) each saved over the other, silently."""
         if self.labels_path is None or not target.exists():
             return
-        if target.resolve() == Path(self.labels_path).resolve() and _stamp(target) != self._read_stamp:
+        if target.resolve() == Path(self.labels_path).resolve() and labels_stamp(target) != self._read_stamp:
             raise SessionError(f"{target.name} was changed on disk since it was opened here: another segview or "
                                "program saved it. Saving would overwrite that work. Your edits are kept: save them "
                                "under another name (Save as), then compare the two.")
@@ -920,7 +916,7 @@ class ReviewSession:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
         self.labels_path = job.path
-        self._read_stamp = _stamp(job.path)
+        self._read_stamp = labels_stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
         self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
         if job.version == self.version and self.journal is not None:
@@ -968,14 +964,16 @@ class ReviewSession:
         return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
 
 
-def _stamp(path) -> tuple[int, int] | None:
-    """A label file's size and modification time (ns): what another program's save changes;
-    None without a file."""
+def labels_stamp(path) -> str:
+    """What identifies a label file's content for the cached counts without reading it: its
+    resolved path, size and modification time (ns); "none" when there is no file (the labels
+    are empty)."""
+    path = Path(path)
     try:
-        stat = Path(path).stat() if path is not None else None
+        stat = path.stat()
     except OSError:
-        return None
-    return None if stat is None else (stat.st_size, stat.st_mtime_ns)
+        return "none"
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None]:

@@ -39,8 +39,8 @@ from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
-from ..ml.metadata import CheckpointError
 from ..core.report import csv_cell, finite_or_none, number_text, write_csv
+from ..ml.metadata import CheckpointError
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
 
@@ -119,7 +119,7 @@ class Verdict:
     def paired(self, figure: str = "dice") -> dict:
         """B minus A per case of ``figure`` ("dice" over ``scored``, "correction_ml" over
         every case): the fields of ``core.compare.paired_difference``; ``b_better`` counts
-        the cases where B needed less correction, or fewer clicks.)"""
+        the cases where B did better (less correction, fewer clicks)."""
         cases = self._over(figure)
         return paired_difference([getattr(c, figure)["A"] for c in cases], [getattr(c, figure)["B"] for c in cases],
                                  lower_is_better=figure != "dice")

@@ -73,7 +73,7 @@ from ..core.review_state import current_user, now, read_sidecar, review_path, up
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
 from .provenance import from_json as provenance_from_json
-from .review import ReviewSession, SaveJob, SessionError, read_label_file
+from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
 STATUSES = ("new", "in progress", "done", "flagged")
 SORT_KEYS = ("name", "disputed", "uncertain", "status")
@@ -1225,18 +1225,6 @@ def _files_stamp(labels_path) -> str:
     """``labels_stamp`` of a case's labels and of their review sidecar: what another segview's
     save changes."""
     return f"{labels_stamp(labels_path)}+{labels_stamp(review_path(labels_path))}"
-
-
-def labels_stamp(path) -> str:
-    """What identifies a label file's content for the cached counts without reading it: its
-    resolved path, size and modification time (ns); "none" when there is no file (the labels
-    are empty)."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return "none"
-    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
 def checkpoint_digest(path) -> str:
