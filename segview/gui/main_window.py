@@ -1230,8 +1230,12 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("A copy is being written into the labels: wait for it or cancel it, "
                                          "then save", 8000)
             return False
-        if self.session.labels_path is None:
-            return self.save_as(wait)
+        reason = self.read_only_reason()
+        if reason is not None and not self.session.modified:  # nothing of this window's to keep
+            self.statusBar().showMessage(f"Nothing to save: no edits were made here. {reason}", 8000)
+            return True
+        if self.session.labels_path is None or reason is not None:
+            return self.save_as(wait)  # a read-only case's own file is not this window's to write
         return self.save_to(self.session.labels_path, wait)
 
     def save_as(self, wait: bool = False) -> bool:
@@ -1260,9 +1264,17 @@ class MainWindow(QMainWindow):
         last saved; for a study retrieved from a PACS, ``<folder>/<patient>_<study>/<series>``
         in the folder chosen for PACS labels (asked once, then kept in the settings; None
         when the user chooses none), never the retrieval cache; else beside the image; else
-        in the folder the last dialog chose."""
+        in the folder the last dialog chose. A read-only case's copy goes, named after it, to
+        the folder the last dialog chose (not the dataset's labels folder; else the home
+        folder), never onto its own file."""
         session = self.session
         assert session is not None
+        if session.labels_path is not None and self.read_only_reason() is not None:
+            own = Path(session.labels_path).absolute()
+            folder = last_folder()
+            if folder is None or folder.absolute() == own.parent:  # not among the dataset's labels
+                folder = Path.home()
+            return folder / f"{own.name.split('.')[0]}.labels.nii.gz"
         if session.labels_path is not None and not is_retrieved(session.labels_path):
             return Path(session.labels_path)
         if is_retrieved(self.image_source()):

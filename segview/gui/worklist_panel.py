@@ -504,8 +504,8 @@ class WorklistController(QObject):
             return
         if self._busy():
             return
-        if name == self._current_name() and status is None:
-            return self.panel.select(name)
+        if name == self._current_name() and status is None and not self._held_elsewhere():
+            return self.panel.select(name)  # a case another segview held is read anew: it may be free now
         previous = self.window.session
         try:
             save = navigator.leave_job(previous, status)  # the labels as they are now, written in the worker
@@ -528,6 +528,11 @@ class WorklistController(QObject):
             return self._case_open(job, previous, job())
         self._run(job, done=lambda session: self._case_open(job, previous, session),
                   failed=lambda exc: self._case_failed(job, previous, exc), reports_progress=True)
+
+    def _held_elsewhere(self) -> bool:
+        """The case on screen opened read-only because another segview had it open."""
+        session = self._current()
+        return session is not None and session.locked_by is not None
 
     def _busy(self) -> bool:
         """True (and why, in the status bar) while a case opens or Done saves one: one save

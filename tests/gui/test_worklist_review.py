@@ -288,3 +288,26 @@ def reviewed_sidecar(path):
     from pathlib import Path
 
     return [r["z"] for r in read_sidecar(Path(path))["reviewed"]]
+
+
+def test_a_read_only_case_saves_no_edits_it_has_not_and_opens_editable_once_the_other_closed_it(
+        qtbot, window, dataset, dialogs, tmp_path, monkeypatch):
+    other = Worklist.open(dataset).session("case_001")  # another segview has it
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    warnings = len(dialogs)
+    qtbot.keyClick(window, Qt.Key_S, Qt.ControlModifier)  # Ctrl+S: no edits here, no error about edits
+    assert len(dialogs) == warnings
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Nothing to save: no edits were made here.") and "another segview" in message
+    # Save As proposes a copy outside the dataset's labels, never the case's own file.
+    proposed = window.proposed_labels_path()
+    assert proposed.name == "case_001.labels.nii.gz" and proposed.parent != dataset / "labelsTr"
+    # The other segview paints, saves and closes; opening the row again reads its labels, editable now.
+    other.labels.array[2, 1:4, 1:4] = 1
+    other.save()
+    other.close()
+    open_case(qtbot, controller, "case_001")
+    assert window.session.read_only_reason is None and "read-only" not in window.windowTitle()
+    assert (window.session.labels.array[2, 1:4, 1:4] == 1).all() and window.tools.isEnabled()
+    assert status_cell(controller, "case_001").text() == "in progress"
