@@ -912,14 +912,24 @@ class LabelMap:
     def _change_class(self, region: Region, value: int, add: np.ndarray | None = None,
                       take: np.ndarray | None = None) -> Edit | None:
         """In ``region``: voxels of ``take`` that hold ``value`` become background (unless it
-        is protected); voxels of ``add`` become ``value`` where the policy allows. One Edit."""
+        is protected); voxels of ``add`` become ``value`` where the policy allows. One Edit;
+        what the policy kept is counted in ``kept``, so the tool can say why it did less."""
         old = self.array[region]
         new = old.copy()
-        if take is not None and self._may_take(value):
-            new[take & (old == value)] = 0
+        kept = np.zeros(old.shape, bool)
+        if take is not None:
+            taking = take & (old == value)
+            if self._may_take(value):
+                new[taking] = 0
+            else:
+                kept |= taking
         if add is not None:
-            new[add & self.policy.allows(old)] = value
-        return self._write_values(region, new, brush=False)
+            allowed = self.policy.allows(old)
+            new[add & allowed] = value
+            kept |= add & ~allowed & (old != value)
+        edit = self._write_values(region, new, brush=False)  # a step of its own starts with nothing kept
+        self.kept.add("policy", self.array.shape, region, kept)
+        return edit
 
     def _seed_image(self, seed_zyx, axis, box_mm):
         """The image (3D, or the seed's plane normal to ``axis``; within ``box_mm`` of the

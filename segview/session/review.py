@@ -169,6 +169,7 @@ class ToolChange:
     removed_ml: float
     class_ml: float
     changes: np.ndarray            # (z, y, x) uint8: GAINED where a voxel joins the class, LEFT where it leaves it
+    kept: str = ""                 # what the overwrite policy kept ("N voxels kept by ..."), '' when nothing
 
     GAINED, LEFT = 1, 2
 
@@ -183,9 +184,11 @@ class ToolChange:
         return self.removed_ml / self.class_ml if self.class_ml else 0.0
 
     def text(self) -> str:
-        """"1.25 mL added, 0.40 mL removed (of 12.00 mL)", or "nothing changes"."""
+        """"1.25 mL added, 0.40 mL removed (of 12.00 mL)", or "nothing changes", with what
+        the overwrite policy kept ("; 120 voxels kept by 'Paint over: background only'")."""
         parts = [f"{ml:.2f} mL {word}" for ml, word in ((self.added_ml, "added"), (self.removed_ml, "removed")) if ml]
-        return f"{', '.join(parts)} (of {self.class_ml:.2f} mL)" if parts else "nothing changes"
+        said = f"{', '.join(parts)} (of {self.class_ml:.2f} mL)" if parts else "nothing changes"
+        return f"{said}; {self.kept}" if self.kept else said
 
 
 class ToolJob:
@@ -205,6 +208,7 @@ class ToolJob:
         self.value = given["target"] if "target" in given else given.get("value")
         self.copy = LabelMap(labels.array.copy(), labels.spacing, intensities=labels.intensities)
         self.copy.policy, self.copy.intensity_range = labels.policy, labels.intensity_range
+        self.kept = ""  # after the call: what the policy kept ("N voxels kept by ...")
 
     def __call__(self, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[Edit] | None:
@@ -215,6 +219,7 @@ class ToolJob:
         if not self.tool.startswith("grow"):  # region growing is one SimpleITK call: no steps
             options.update(progress=progress, should_stop=should_stop)
         result = getattr(self.copy, self.tool)(*self.args, **options)
+        self.kept = self.copy.kept_reason()
         stopped = result is None and should_stop is not None and should_stop()
         return None if stopped else edits
 
@@ -785,7 +790,7 @@ class ReviewSession:
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
         ml = float(np.prod(self.volume.spacing)) / 1000
-        return ToolChange(added * ml, removed * ml, float(before) * ml, changes)
+        return ToolChange(added * ml, removed * ml, float(before) * ml, changes, job.kept)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or

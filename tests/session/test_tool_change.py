@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from segview.core.labels import OverwritePolicy
 from segview.core.phantoms import make_phantom
 from segview.session import ReviewSession
 
@@ -34,3 +35,27 @@ def test_a_tool_that_changes_nothing_says_so(session):
     job = session.tool_job("fill_holes", 3)  # the left ventricle has no holes
     change = session.tool_change(job, job())
     assert change.text() == "nothing changes" and change.removed_fraction == 0 and not change.mask.any()
+
+
+
+def changed_under(session, policy, tool, *args):
+    session.labels.policy = policy
+    job = session.tool_job(tool, *args)
+    return session.tool_change(job, job())
+
+
+def test_a_tool_says_what_the_overwrite_policy_kept(session):
+    """Growing the myocardium (2) under "background only" leaves the ventricles it would
+    take; shrinking a protected class takes nothing. Each says how many voxels the policy
+    kept, counted against the same tool under "everything"."""
+    labels = session.labels.array
+    free = changed_under(session, OverwritePolicy(), "margin", 2, 3.0)
+    refused = free.mask & (labels != 0) & (labels != 2)
+    change = changed_under(session, OverwritePolicy("background"), "margin", 2, 3.0)
+    assert refused.any() and not (change.mask & refused).any() and change.added_ml > 0
+    assert change.text().endswith(f"; {int(refused.sum())} voxels kept by 'Paint over: background only'")
+    shrunk = int(changed_under(session, OverwritePolicy(), "margin", 1, -1.5).mask.sum())
+    change = changed_under(session, OverwritePolicy("protect", frozenset({1})), "margin", 1, -1.5)
+    assert shrunk
+    assert change.text() == f"nothing changes; {shrunk} voxels kept by 'Paint over: all but protected classes'"
+    assert not changed_under(session, OverwritePolicy(), "margin", 2, 3.0).kept
