@@ -42,15 +42,20 @@ CLASS_OPERATIONS = {
 #: away, each in the first of its colours distinct from every class's and model's
 #: (``classes.DISTINCT``; green added and red removed were the cardiac demo's myocardium
 #: and left ventricle).
+#: Bright, saturated colours first: the preview must show on dark MR as on CT; black last.
 PREVIEW_CANDIDATES = {"added": (("green", (0, 255, 0)), ("yellow", (255, 255, 0)), ("white", (255, 255, 255))),
-                      "removed": (("red", (255, 0, 0)), ("violet", (150, 0, 255)), ("black", (0, 0, 0)))}
+                      "removed": (("red", (255, 0, 0)), ("violet", (150, 0, 255)), ("orange", (255, 140, 0)),
+                                  ("white", (255, 255, 255)), ("black", (0, 0, 0)))}
 
 
 def preview_colours(taken: Iterable[tuple[int, int, int]]) -> dict[str, tuple[str, tuple[int, int, int]]]:
     """{"added" | "removed": (name, RGB)}: for each, the first candidate distinct from every
-    colour of ``taken`` (the classes', the models'), else its last."""
-    taken = list(taken)
-    return {word: first_distinct(candidates, taken) for word, candidates in PREVIEW_CANDIDATES.items()}
+    colour of ``taken`` (the classes', the models') and from the colour chosen before it,
+    else its last."""
+    taken, chosen = list(taken), {}
+    for word, candidates in PREVIEW_CANDIDATES.items():
+        chosen[word] = first_distinct(candidates, [*taken, *(colour for _, colour in chosen.values())])
+    return chosen
 
 
 def preview_legend(colours: dict[str, tuple[str, tuple[int, int, int]]]) -> str:

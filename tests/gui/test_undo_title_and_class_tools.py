@@ -93,21 +93,22 @@ def test_the_other_class_picked_stays_and_a_loaded_model_becomes_the_default(qtb
 # -- 3: the preview's colours --------------------------------------------------------------
 def test_a_preview_shows_what_it_adds_and_removes_in_colours_no_class_or_model_has(qtbot, demo):
     """Green and red, unless a class looks like them: the demo's myocardium is green and
-    its left ventricle red, so there the preview adds in yellow and removes in black."""
+    its left ventricle red, so there the preview adds in yellow and removes in orange (black
+    would not show on dark MR)."""
     window, labels, view = demo, demo.session.labels, axial(demo)
     choose(window.tools, MYOCARDIUM, "median")
     window.tools.amount.setValue(8.0)  # wide enough to both fill dents and cut spurs of the ring
     qtbot.mouseClick(panel_button(window, "Preview"), Qt.LeftButton)
     qtbot.waitUntil(lambda: "Preview" in window.statusBar().currentMessage(), timeout=60000)
     message = window.statusBar().currentMessage()
-    assert "mL added" in message and "mL removed" in message and "added in yellow, removed in black" in message
+    assert "mL added" in message and "mL removed" in message and "added in yellow, removed in orange" in message
     change = view.overlays["preview"].labels
     z = next(z for z in range(change.shape[0]) if {1, 2} <= set(np.unique(change[z]).tolist()))
     view.set_slice(z)
     item = view.overlay_items["preview"]
     drawn = item.lut[item.image]
     shown = drawn[..., 3] == 255
-    added, removed = shown & (drawn[..., :3] == (255, 255, 0)).all(-1), shown & (drawn[..., :3] == 0).all(-1)
+    added, removed = shown & (drawn[..., :3] == (255, 255, 0)).all(-1), shown & (drawn[..., :3] == (255, 140, 0)).all(-1)
     assert added.any() and removed.any()
     before = view.orientation.slice(labels.array, view.view, z).copy()
     qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
@@ -151,8 +152,9 @@ def test_opening_a_label_file_on_a_fresh_image_leaves_the_title_unstarred(qtbot,
 
 @pytest.mark.parametrize("classes, added, removed", [
     ([(255, 170, 0)], "green", "red"),                        # the lung's infection: orange, not red
-    ([(80, 200, 120), (240, 80, 70)], "yellow", "black"),     # the cardiac myocardium and left ventricle
-    ([(255, 255, 0), (0, 255, 0), (255, 0, 0)], "white", "black"),
+    ([(80, 200, 120), (240, 80, 70)], "yellow", "orange"),    # the cardiac myocardium and left ventricle
+    ([(255, 255, 0), (0, 255, 0), (255, 0, 0)], "white", "orange"),
+    ([(255, 255, 0), (0, 255, 0), (255, 0, 0), (255, 140, 0)], "white", "black"),  # never white on white
 ])
 def test_the_preview_colours_keep_clear_of_the_classes_and_models(classes, added, removed):
     from segview.core.classes import MODEL_COLORS
