@@ -387,6 +387,31 @@ class DicomWebPacs(Pacs):
         # A clinician retries by hand; silent exponential retries would hide an archive that is down.
         self._client.set_http_retry_params(retry=False)
 
+    def _answer(self, call: Callable[[], list]) -> list:
+        """``call()``'s answer; during ``find`` the request runs in a thread of its own, so
+        that a stop ends the search at once: requests cannot be interrupted, so a request
+        to a silent server is left to end at its timeout, its answer unused."""
+        stop = self._should_stop
+        if stop is None:
+            return call()
+        answer: dict = {}
+
+        def ask() -> None:
+            try:
+                answer["found"] = call()
+            except BaseException as exc:  # raised again in the searching thread, by _request's rules
+                answer["failed"] = exc
+
+        thread = threading.Thread(target=ask, name="segview-dicomweb-search", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)
+            if thread.is_alive() and stop():
+                raise SearchCancelled(SEARCH_CANCELLED)
+        if "failed" in answer:
+            raise answer["failed"]
+        return answer["found"]
+
     @contextmanager
     def _request(self, what: str):
         """Turn every failure of an HTTP exchange into one PacsError that says ``what``
@@ -439,8 +464,8 @@ class DicomWebPacs(Pacs):
                    "ModalitiesInStudy": query.modality.strip().upper(), "StudyDate": date_range(query.dates)}
         fields = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedInstances", "AccessionNumber"]
         with self._request("search for studies"):
-            found = self._client.search_for_studies(
-                search_filters={k: v for k, v in filters.items() if v}, fields=fields, limit=MAX_STUDIES)
+            found = self._answer(lambda: self._client.search_for_studies(
+                search_filters={k: v for k, v in filters.items() if v}, fields=fields, limit=MAX_STUDIES))
             return _newest_first([_study(Dataset.from_json(item)) for item in found])
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
@@ -449,7 +474,8 @@ class DicomWebPacs(Pacs):
         with self._request(f"list the series of the study {study_uid}"):
             # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
             # with get_remaining would never end.
-            found = self._client.search_for_series(study_uid, search_filters=filters, fields=fields)
+            found = self._answer(lambda: self._client.search_for_series(study_uid, search_filters=filters,
+                                                                        fields=fields))
             return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
 
     def locate_series(self, series_uid: str) -> Series:

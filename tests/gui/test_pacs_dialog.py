@@ -112,7 +112,8 @@ def test_a_pacs_that_is_down_is_reported_in_the_dialog(qtbot, tmp_path):
     assert dialog.search_button.isEnabled() and dialog.results.topLevelItemCount() == 0
 
 
-def test_cancel_ends_a_search_of_a_pacs_that_never_answers(qtbot, tmp_path):
+@pytest.mark.parametrize("url", ["dimse://PACS@127.0.0.1:{port}", "http://127.0.0.1:{port}/dicom-web"])
+def test_cancel_ends_a_search_of_a_pacs_that_never_answers(qtbot, tmp_path, url):
     """A tester's Cancel said "Cancelling..." for the 30 s a silent PACS took to time out."""
     import socket
 
@@ -121,7 +122,7 @@ def test_cancel_ends_a_search_of_a_pacs_that_never_answers(qtbot, tmp_path):
         silent.listen(8)
         dialog = PacsDialog(None, cache=tmp_path)
         qtbot.addWidget(dialog)
-        dialog.server.url.setEditText(f"dimse://PACS@127.0.0.1:{silent.getsockname()[1]}")
+        dialog.server.url.setEditText(url.format(port=silent.getsockname()[1]))
         qtbot.mouseClick(dialog.search_button, Qt.LeftButton)
         qtbot.waitUntil(dialog.cancel_button.isEnabled, timeout=15000)
         qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
