@@ -108,7 +108,8 @@ def test_a_preview_shows_what_it_adds_and_removes_in_colours_no_class_or_model_h
     item = view.overlay_items["preview"]
     drawn = item.lut[item.image]
     shown = drawn[..., 3] == 255
-    added, removed = shown & (drawn[..., :3] == (255, 255, 0)).all(-1), shown & (drawn[..., :3] == (255, 140, 0)).all(-1)
+    added = shown & (drawn[..., :3] == (255, 255, 0)).all(-1)
+    removed = shown & (drawn[..., :3] == (255, 140, 0)).all(-1)
     assert added.any() and removed.any()
     before = view.orientation.slice(labels.array, view.view, z).copy()
     qtbot.mouseClick(panel_button(window, "Apply"), Qt.LeftButton)
