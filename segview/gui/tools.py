@@ -52,7 +52,8 @@ def preview_colours(taken: Iterable[tuple[int, int, int]]) -> dict[str, tuple[st
     """{"added" | "removed": (name, RGB)}: for each, the first candidate distinct from every
     colour of ``taken`` (the classes', the models') and from the colour chosen before it,
     else its last."""
-    taken, chosen = list(taken), {}
+    taken = list(taken)
+    chosen: dict[str, tuple[str, tuple[int, int, int]]] = {}
     for word, candidates in PREVIEW_CANDIDATES.items():
         chosen[word] = first_distinct(candidates, [*taken, *(colour for _, colour in chosen.values())])
     return chosen
