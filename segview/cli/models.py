@@ -60,8 +60,8 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
              f"normalisation {json.dumps(pre.get('normalization', {}))}",
              f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
              *(_interactive_lines(meta) if meta.get("task") == "interactive" else
-               [f"trained on   {training.get('source', '?')}: {training.get('cases', '?')} cases, "
-                f"{training.get('train_slices', '?')} slices, {training.get('epochs', '?')} epochs",
+               [f"trained on   {training.get('source', '?')}: {_cases_text(training)}, "
+                f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}",
                 "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")])]
     lineage = meta.get("lineage")
     if lineage:
@@ -78,6 +78,18 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
                   f"  replay     {json.dumps(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _cases_text(training: dict) -> str:
+    """"7 cases (1 held out)": the dataset's cases, those kept for validation among them."""
+    held_out = len((training.get("split") or {}).get("validation", []))
+    return f"{training.get('cases', '?')} cases" + (f" ({held_out} held out)" if held_out else "")
+
+
+def _epochs_text(training: dict) -> str:
+    """"41 of 50 epochs": those the checkpoint (the best epoch) had trained, of the run's."""
+    run = training.get("config", {}).get("epochs")
+    return f"{training.get('epochs', '?')}" + (f" of {run}" if run else "") + " epochs"
 
 
 def _slices_text(lineage: dict) -> str:
@@ -99,7 +111,7 @@ def _interactive_lines(meta: dict) -> list[str]:
         figures = (f"{validation.get('objects', '?')} objects: Dice after 1/3/5 clicks "
                    f"{validation['dice_1']:.3f}/{validation['dice_3']:.3f}/{validation['dice_5']:.3f}, "
                    f"NoC@90 {validation['noc90']:.2f}, never {validation.get('never90', math.nan):.1%}, "
-                   f"lowering {validation.get('lowering', math.nan):.1%} (epoch {validation.get('epoch', -1) + 1})")
+                   f"lowering {validation.get('lowering', math.nan):.1%} (epoch {validation.get('epoch', '?')})")  # stored counting from 1
     return [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs",
             f"validation   {figures}"]
 

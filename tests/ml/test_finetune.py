@@ -140,6 +140,18 @@ def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_p
     out = capsys.readouterr().out
     assert "trained on   phantom cardiac, seeds 0..39: 40 cases" in out and "lung" in out
     assert "Dice after 1/3/5 clicks" in out and "NoC@90" in out and "?" not in out
+    # A tester: "(epoch 20)" for the best of 20 epochs stored as 19 (counting from 1 already).
+    assert f"(epoch {read_metadata(CLICK_MODEL)['validation']['epoch']})" in out
+
+
+def test_info_counts_the_held_out_cases_apart_from_the_training_slices(capsys):
+    """A tester read "40 cases, 1126 slices": 40 with the held-out cases, 1126 without."""
+    path = CLICK_MODEL.parent / "lung_ce.safetensors"
+    training = read_metadata(path)["training"]
+    assert main(["info", str(path)]) == 0
+    held_out = len(training["split"]["validation"])
+    assert (f"{training['cases']} cases ({held_out} held out), {training['train_slices']} training slices, "
+            f"{training['epochs']} of {training['config']['epochs']} epochs") in capsys.readouterr().out
 
 
 def test_without_reviewed_held_out_slices_the_run_says_it_chose_by_the_training_loss(reviewed_folder, tmp_path,
