@@ -111,7 +111,8 @@ def _interactive_lines(meta: dict) -> list[str]:
         figures = (f"{validation.get('objects', '?')} objects: Dice after 1/3/5 clicks "
                    f"{validation['dice_1']:.3f}/{validation['dice_3']:.3f}/{validation['dice_5']:.3f}, "
                    f"NoC@90 {validation['noc90']:.2f}, never {validation.get('never90', math.nan):.1%}, "
-                   f"lowering {validation.get('lowering', math.nan):.1%} (epoch {validation.get('epoch', '?')})")  # stored counting from 1
+                   f"lowering {validation.get('lowering', math.nan):.1%} "
+                   f"(epoch {validation.get('epoch', '?')})")  # counted from 1
     return [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs",
             f"validation   {figures}"]
 

@@ -11,6 +11,7 @@ import math
 import sys
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 
 def add_tool_parsers(commands) -> None:
@@ -314,15 +315,22 @@ def _run_evaluate(args) -> int:
     if args.click_model and not args.robot:
         raise UserError("--click-model goes with --robot")
     if args.reviewed_only:
+        if args.report:
+            raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
+                            "verdict over --data goes to -o DIR")
         return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
+    if args.report:
+        raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
+                        "results over --data or --phantom go to -o DIR")
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
     from .models import warn_modality
 
-    predictors = {path: Predictor.from_checkpoint(path, args.device) for path in args.checkpoints}
+    # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
+    models = [(path, Predictor.from_checkpoint(path, args.device)) for path in args.checkpoints]
     datasets = [(f"{path.name}", _dataset(path, None, 0, 0)) for path in args.data]
     datasets += [(task, _dataset(None, task, args.cases, args.first_seed)) for task in args.phantom or []]
     if not datasets:
@@ -330,10 +338,10 @@ def _run_evaluate(args) -> int:
     tolerance = DEFAULT_TOLERANCE_MM if args.tolerance_mm is None else args.tolerance_mm
     if not tolerance >= 0:
         raise UserError("--tolerance-mm must be 0 or more")
-    labels = _row_labels(predictors)
+    labels = _row_labels(models)
     click_model = _click_model(args) if args.robot else None
     warned: set = set()
-    rows: dict[str, dict] = {label: {} for label in labels.values()}
+    rows: dict[str, dict] = {label: {} for label in labels}
     per_case: dict[str, list] = {}
     comparisons = []
     class_names = {name: [c.name for c in dataset.classes] for name, dataset in datasets}
@@ -341,7 +349,7 @@ def _run_evaluate(args) -> int:
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
-        for path, predictor in predictors.items():
+        for index, (path, predictor) in enumerate(models):
             if predictor.num_classes != len(dataset.classes):
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
                       f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
@@ -353,21 +361,21 @@ def _run_evaluate(args) -> int:
             progress(len(dataset.cases), len(dataset.cases), "done")
             if click_model is not None:
                 _robot_clicks(click_model, predictor, dataset.cases, results)
-            rows[labels[path]][name] = summary(results)
-            per_case[f"{labels[path]} [{name}]"] = results
-            case_classes[f"{labels[path]} [{name}]"] = class_names[name]
-            evaluated.append((path, results))
+            rows[labels[index]][name] = summary(results)
+            per_case[f"{labels[index]} [{name}]"] = results
+            case_classes[f"{labels[index]} [{name}]"] = class_names[name]
+            evaluated.append((index, results))
         if len(evaluated) == 2:
-            (path_a, a), (path_b, b) = evaluated
-            comparisons.append((name, path_a, path_b, paired_comparison(a, b)))
+            (index_a, a), (index_b, b) = evaluated
+            comparisons.append((name, index_a, index_b, paired_comparison(a, b)))
             if click_model is not None:
                 comparisons[-1][3]["clicks_difference"] = _clicks_difference(a, b)
     table = table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
     table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
               + per_class_markdown([(label, by_set) for label, by_set in rows.items() if by_set], class_names))
     print(table)
-    for name, path_a, path_b, result in comparisons:
-        print(_comparison_text(name, labels[path_a], labels[path_b], result))
+    for name, index_a, index_b, result in comparisons:
+        print(_comparison_text(name, labels[index_a], labels[index_b], result))
     if args.output:
         args.output.mkdir(parents=True, exist_ok=True)
         write_case_csv(args.output / "results.csv", per_case, case_classes)
@@ -375,7 +383,8 @@ def _run_evaluate(args) -> int:
                                for n, a, b, r in comparisons)
         atomic_write_text(args.output / "table1.md", text)
         atomic_write_text(args.output / "comparisons.json", json.dumps(finite_or_none(  # no score: null
-            [{"data": n, "a": str(a), "b": str(b), **r} for n, a, b, r in comparisons]), indent=2, allow_nan=False))
+            [{"data": n, "a": str(models[a][0]), "b": str(models[b][0]), **r} for n, a, b, r in comparisons]),
+            indent=2, allow_nan=False))
     return 0
 
 
@@ -478,8 +487,9 @@ def _report_on_labels(args) -> int:
     return 0
 
 
-def _row_labels(predictors) -> dict[Path, str]:
-    """Row names as in the paper (the loss), made unique with the file name when needed."""
+def _row_labels(models: list[tuple[Path, Any]]) -> list[str]:
+    """Row names as in the paper (the loss) of each (path, predictor), made unique with the
+    file name when needed, and by their place when one file is given twice."""
     names = {"ce": "CE", "bce": "BCE", "dice": "Dice", "iou": "IoU", "kl": "KL",
              "ce+dice": "CE + Dice"}
 
@@ -488,19 +498,18 @@ def _row_labels(predictors) -> dict[Path, str]:
         name = names.get(loss.get("name"), str(loss.get("name", "?")))
         return f"{name} (alpha {loss['alpha']:g})" if loss.get("name") == "ce+dice" else name
 
-    labels = {path: loss_label(p.meta) for path, p in predictors.items()}
+    labels = [loss_label(predictor.meta) for _, predictor in models]
     # Two checkpoints of one loss share a label even when they segment different tasks: one
     # Table 1 row would hold a cardiac model's cells beside a lung model's.
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        counts[label] = counts.get(label, 0) + 1
-    shared = {path for path, label in labels.items() if counts[label] > 1}
+    shared = {path for (path, _), label in zip(models, labels) if labels.count(label) > 1}
     # The file name tells them apart, else the shortest tail of the path that does.
+    tails = {path: path.name for path in shared}
     for parts in range(1, max((len(p.parts) for p in shared), default=1) + 1):
         tails = {path: "/".join(path.parts[-parts:]) for path in shared}
         if len(set(tails.values())) == len(tails):
             break
-    return {path: f"{label} [{tails[path]}]" if path in shared else label for path, label in labels.items()}
+    labels = [f"{label} [{tails[path]}]" if path in shared else label for (path, _), label in zip(models, labels)]
+    return [f"{label} #{index + 1}" if labels.count(label) > 1 else label for index, label in enumerate(labels)]
 
 
 def _comparison_text(name, label_a, label_b, result) -> str:
@@ -508,11 +517,11 @@ def _comparison_text(name, label_a, label_b, result) -> str:
     from ..core.report import number_text
 
     p = result["p_value"]
-    verdict = ("no test possible (fewer than two cases differ)" if p != p else
+    verdict = ("no test possible (fewer than two cases)" if p != p else
                f"Wilcoxon signed-rank p = {p:.4g}" + (" (significant at 0.05)" if p < 0.05 else
                                                      " (not significant at 0.05)"))
     low, high = result["ci95"]
-    note = small_sample_note(result["cases"])
+    note = small_sample_note(result["cases"], differing=result["differing"])
     return (f"{name}: {label_b} minus {label_a}, mean Dice per case: "
             f"{number_text(result['mean_difference'], 4, signed=True)} ± {number_text(result['std_difference'], 4)} "
             f"over n = {result['cases']} cases (bootstrap 95 % interval "
@@ -530,14 +539,14 @@ def _clicks_text(name, label_a, label_b, clicks: dict) -> str:
 
     low, high = clicks["ci95"]
     p = clicks["p_value"]
-    note = small_sample_note(clicks["pairs"])
+    note = small_sample_note(clicks["pairs"], differing=clicks["differing"])
     return (f"{name}: {label_b} minus {label_a}, the simulated reviewer's clicks to Dice 0.90 per case: "
             f"{number_text(clicks['mean_difference'], 2, signed=True)} ± {number_text(clicks['std_difference'], 2)} "
             f"over n = {clicks['pairs']} cases (bootstrap 95 % interval "
             f"[{number_text(low, 2, signed=True)}, {number_text(high, 2, signed=True)}]); "
             f"{label_b} fewer on {clicks['b_better']}, "
             f"{label_a} fewer on {clicks['a_better']}; "
-            + ("no test possible (fewer than two cases differ)" if p != p else f"Wilcoxon signed-rank p = {p:.4g}")
+            + ("no test possible (fewer than two cases)" if p != p else f"Wilcoxon signed-rank p = {p:.4g}")
             + "\n" + (f"{note}\n" if note else ""))
 
 

@@ -88,26 +88,29 @@ def paired_difference(a, b, lower_is_better: bool = False) -> dict:
     either is NaN (no score) is dropped for both. Returns ``pairs`` (n), ``mean_difference``,
     ``std_difference`` (NaN below two pairs), how often each is better (``b_better``,
     ``a_better``: higher, or lower for ``lower_is_better`` figures such as correction
-    effort and clicks), ``p_value`` (two-sided Wilcoxon signed-rank, scipy's: exact for
-    small n; NaN when fewer than two pairs differ), ``ci95`` (``bootstrap_interval`` of the
-    mean difference; NaN below two pairs, where it would be the one value twice) and
-    ``supports_verdict`` (False below ``MIN_PAIRS`` pairs; ``small_sample_note`` says why)."""
+    effort and clicks), ``differing`` (the pairs that differ: the Wilcoxon test leaves out
+    ties), ``p_value`` (two-sided Wilcoxon signed-rank, scipy's: exact for small n; 1 when
+    no pair differs, as scipy gives; NaN below two pairs), ``ci95`` (``bootstrap_interval``
+    of the mean difference; NaN below two pairs, where it would be the one value twice) and
+    ``supports_verdict`` (False below ``MIN_PAIRS`` differing pairs, the test's own n;
+    ``small_sample_note`` says why)."""
     from scipy.stats import wilcoxon
 
     a, b = np.asarray(a, float), np.asarray(b, float)
     keep = ~(np.isnan(a) | np.isnan(b))
     differences = b[keep] - a[keep]
-    p_value = math.nan
-    if np.count_nonzero(differences) >= 2:
-        p_value = float(wilcoxon(differences, zero_method="wilcox").pvalue)
-    b_gains = -differences if lower_is_better else differences
+    differing = int(np.count_nonzero(differences))
     several = differences.size > 1
-    return {"pairs": int(differences.size),
+    p_value = math.nan
+    if several:  # scipy's p for all ties is 1, with a warning: said here without one
+        p_value = float(wilcoxon(differences, zero_method="wilcox").pvalue) if differing else 1.0
+    b_gains = -differences if lower_is_better else differences
+    return {"pairs": int(differences.size), "differing": differing,
             "mean_difference": float(differences.mean()) if differences.size else math.nan,
             "std_difference": float(differences.std(ddof=1)) if several else math.nan,
             "b_better": int((b_gains > 0).sum()), "a_better": int((b_gains < 0).sum()),
             "p_value": p_value, "ci95": bootstrap_interval(differences) if several else (math.nan, math.nan),
-            "supports_verdict": differences.size >= MIN_PAIRS}
+            "supports_verdict": differing >= MIN_PAIRS}
 
 
 def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED,
@@ -128,15 +131,21 @@ def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED
     return float(low), float(high)
 
 
-def small_sample_note(pairs: int, unit: str = "cases") -> str:
-    """Why ``pairs`` paired values cannot support a verdict; "" from ``MIN_PAIRS`` on."""
-    if pairs >= MIN_PAIRS:
+def small_sample_note(pairs: int, unit: str = "cases", differing: int | None = None) -> str:
+    """Why ``pairs`` paired values, ``differing`` of them not tied (all by default), cannot
+    support a verdict; "" from ``MIN_PAIRS`` differing pairs on."""
+    differing = pairs if differing is None else differing
+    if differing >= MIN_PAIRS:
         return ""
     if pairs < 2:
         return f"{pairs} paired {unit}: no test and no interval are possible; this is no verdict."
-    return (f"Only {pairs} paired {unit}: the test and the interval cannot support a verdict (the smallest "
-            f"two-sided Wilcoxon p-value {pairs} pairs can give is {2 / 2 ** pairs:.3g}, and a bootstrap of "
-            f"{pairs} values is no confidence interval). At least {MIN_PAIRS} are needed.")
+    if differing == 0:
+        return f"A and B score the same on all {pairs} paired {unit}: there is no difference to test."
+    which = f"{differing} of the {pairs} paired {unit} differ (the test leaves out ties)" if differing < pairs \
+        else f"{pairs} paired {unit}"
+    return (f"Only {which}: the test and the interval cannot support a verdict (the smallest "
+            f"two-sided Wilcoxon p-value {differing} pairs can give is {2 / 2 ** differing:.3g}, and a bootstrap "
+            f"of {pairs} values is no confidence interval). At least {MIN_PAIRS} that differ are needed.")
 
 
 # -- report ------------------------------------------------------------------------------
@@ -176,7 +185,7 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) 
                   f"B better on {paired['b_better']}, A on {paired['a_better']}; Wilcoxon signed-rank p = "
                   f"{number_text(paired['p_value'], 4)}. Neighbouring slices of one image are not independent: "
                   "read the p-value and interval as a description of this image, not of the models."]
-    note = small_sample_note(paired["pairs"], "slices")
+    note = small_sample_note(paired["pairs"], "slices", paired["differing"])
     if note:
         lines += ["", f"**{note}**"]
     if classes is not None:

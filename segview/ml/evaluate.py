@@ -128,7 +128,7 @@ def summary(results: list[CaseResult]) -> dict:
 
 def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "dice") -> dict:
     """B minus A per case, its mean and std, and the two-sided Wilcoxon signed-rank p-value
-    (NaN when fewer than two cases differ, where no test is possible)."""
+    (``core.compare.paired_difference``: NaN below two cases, where no test is possible)."""
     by_case = {r.case: r.metric(metric) for r in a}
     pairs = [(r.case, by_case[r.case], r.metric(metric)) for r in b if r.case in by_case]
     paired = paired_difference([va for _, va, _ in pairs], [vb for _, _, vb in pairs])

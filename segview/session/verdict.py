@@ -156,7 +156,7 @@ class Verdict:
                 p = self.paired(figure)
                 document[f"{key}_difference"] = {
                     "mean": p["mean_difference"], "std": p["std_difference"], "ci95": list(p["ci95"]),
-                    "wilcoxon_p": p["p_value"], "n": p["pairs"], "b_better": p["b_better"],
+                    "wilcoxon_p": p["p_value"], "n": p["pairs"], "differing": p["differing"], "b_better": p["b_better"],
                     "a_better": p["a_better"], "supports_verdict": p["supports_verdict"]}
         return finite_or_none(document)
 
@@ -212,7 +212,7 @@ class Verdict:
                              f"[{number_text(low, 4)}, {number_text(high, 4)}], p = {number_text(p['p_value'], 4)}, "
                              f"B {better} in {p['b_better']} "
                              f"of {p['pairs']} cases")
-                note = small_sample_note(p["pairs"])
+                note = small_sample_note(p["pairs"], differing=p["differing"])
                 if note:
                     lines.append(f"  **{note}**")
         if self.robot:
@@ -237,7 +237,7 @@ class Verdict:
                      f"{number_text(p['mean_difference'], 2)} [{number_text(low, 2)}, {number_text(high, 2)}], "
                      f"p = {number_text(p['p_value'], 4)}, "
                      f"B lower in {p['b_better']} of {p['pairs']} cases")
-        note = small_sample_note(p["pairs"])
+        note = small_sample_note(p["pairs"], differing=p["differing"])
         if note:
             lines.append(f"  **{note}**")
         return "\n".join(lines)

@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from segview.core.compare import (BOTH_WRONG, ONLY_A_WRONG, ONLY_B_WRONG, UNREVIEWED_DISAGREE, disagreement,
-                                  paired_difference, rank_slices, write_report)
+                                  paired_difference, rank_slices, small_sample_note, write_report)
 from segview.core.io import LabelClass
 from segview.core.labels import LabelMap
 from segview.core.live import LiveMetrics
@@ -92,6 +92,22 @@ def test_paired_difference_matches_scipy_and_counts_by_hand():
     assert low < diffs.mean() < high
     lower = paired_difference(a, b, lower_is_better=True)  # e.g. clicks: B's higher values are worse
     assert (lower["b_better"], lower["a_better"]) == (1, 4) and lower["p_value"] == result["p_value"]
+
+
+def test_ties_follow_scipy_and_do_not_count_towards_a_verdict():
+    """A tester: n = 2 with one tie gave no p (scipy: 1); A against itself 'supported a verdict'."""
+    tied = paired_difference([0.5, 0.6], [0.5, 0.7])
+    assert tied["differing"] == 1 and tied["p_value"] == pytest.approx(wilcoxon([0.0, 0.1]).pvalue) == 1.0
+    same = paired_difference([0.5, 0.6, 0.7, 0.8, 0.9, 0.4], [0.5, 0.6, 0.7, 0.8, 0.9, 0.4])
+    assert same["differing"] == 0 and same["p_value"] == 1.0 and not same["supports_verdict"]
+    assert small_sample_note(6, differing=0) == "A and B score the same on all 6 paired cases: there is no " \
+        "difference to test."
+    a, b = [0.5, 0.6, 0.7, 0.8, 0.9, 0.4, 0.3], [0.55, 0.65, 0.75, 0.85, 0.9, 0.4, 0.3]  # 4 of 7 differ
+    four = paired_difference(a, b)
+    assert four["pairs"] == 7 and four["differing"] == 4 and not four["supports_verdict"]
+    assert four["p_value"] == pytest.approx(wilcoxon(np.subtract(b, a)).pvalue)
+    note = small_sample_note(7, differing=4)
+    assert note.startswith("Only 4 of the 7 paired cases differ (the test leaves out ties)") and "0.125" in note
 
 
 def test_one_pair_has_no_spread_and_no_interval():
