@@ -131,8 +131,7 @@ def _run_train(args) -> int:
     if args.reviewed_only:
         fixed = fixed_split(args.data, case_names(args.data), config.validation_fraction, config.seed)
         split = {"train": fixed["train"], "validation": fixed["val"]}
-        print(f"segview: {len(fixed['val'])} cases held out in {args.data / 'splits.json'} "
-              f"({', '.join(fixed['val'])}): never trained on", file=sys.stderr)
+        print(_held_out_text(fixed["val"], {case.name for case in dataset.cases}, args.data), file=sys.stderr)
     replay = _replay(args.replay) if args.replay else None
     bar = _TrainingBar()
     try:
@@ -154,6 +153,20 @@ def _run_train(args) -> int:
                 print(f"{args.init.name} before fine-tuning: validation Dice {result.parent_dice:.4f} on the same "
                       f"held-out slices; the fine-tuned checkpoint is {verdict}")
     return 0
+
+
+def _held_out_text(held_out: list[str], usable: set[str], folder: Path) -> str:
+    """What the fixed split holds out, and which of those cases can validate (reviewed, not
+    flagged): with none, the best epoch is the training loss's."""
+    text = (f"segview: {len(held_out)} cases held out in {folder / 'splits.json'} ({', '.join(held_out)}): "
+            "never trained on")
+    validating = [name for name in held_out if name in usable]
+    if len(validating) == len(held_out):
+        return text
+    if not validating:
+        return (f"{text}; none has reviewed slices to validate on (see the cases skipped above): the best "
+                "epoch is chosen by the training loss, and the parent is not compared")
+    return f"{text}; only {', '.join(validating)} validate (the others are skipped above)"
 
 
 def _run_train_interactive(args) -> int:

@@ -86,7 +86,8 @@ class Verdict:
     """The verdict of ``checkpoints`` ({"A": path, "B": path}). ``cases``: every case that
     could be evaluated (the correction effort covers them all); ``scored``: those where
     every model has a Dice (the Dice comparison); ``left_out``: case -> why it is not in
-    ``scored`` (no reviewed slice, an image that cannot be read, a model without a Dice)."""
+    ``scored`` (flagged in the worklist, no reviewed slice, an image that cannot be read, a
+    model without a Dice)."""
     dataset: Path
     checkpoints: dict[str, Path]
     classes: list[LabelClass]
@@ -289,6 +290,9 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
             return None
         if progress is not None:
             progress(n, len(chosen), case.name)
+        if case.status == "flagged":  # a problem noted in the worklist: no evidence, as for training
+            excluded[case.name] = f"flagged in the worklist ({case.note or 'flagged'})"
+            continue
         if not case.reviewed_count:
             excluded[case.name] = "no reviewed slice"
             continue

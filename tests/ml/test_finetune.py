@@ -161,8 +161,10 @@ def test_without_reviewed_held_out_slices_the_run_says_it_chose_by_the_training_
         "train": ["case_000", "case_001", "case_002", "case_003", "case_005"], "val": ["case_004"]}]))
     assert main(["train", str(reviewed_folder), "--reviewed-only", "-o", str(tmp_path / "run"), "--epochs", "1",
                  "--input-size", "16", "--base-channels", "2", "--depth", "1", "--batch-size", "2"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert "no held-out slices to validate on: best training loss " in out and "validation Dice" not in out
+    # A tester read "1 cases held out (...): never trained on" as a validation set there was not.
+    assert "(case_004): never trained on; none has reviewed slices to validate on" in err
     assert float(out.split("best training loss ")[1].split()[0]) > 0
 
 
