@@ -507,7 +507,9 @@ def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> 
     read = image or read_label_image(path)
     differences = grid_differences(read.image, reference)
     if differences:
-        raise VolumeLoadError(f"The labels in {path.name} do not lie on the grid of the open image: "
+        source = str(reference.meta.get("source") or "")
+        image_name = Path(source).name if source and not source.startswith("demo") else "the image"
+        raise VolumeLoadError(f"The labels in {path.name} do not lie on the grid of {image_name}: "
                               + "; ".join(differences)
                               + ". They belong to another scan or were resampled.")
     try:

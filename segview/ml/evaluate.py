@@ -139,7 +139,7 @@ def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "d
 def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:
     """Rows (label, {data set: summary}) as the paper's Table 1: one row per checkpoint,
     Dice, IoU, pixel error, HD95 (mm) and surface Dice (mean +- std over cases) per data
-    set; cases where HD95 is infinite are counted in the cell, "(n missed)", and cases
+    set; cases where HD95 is infinite are counted in the cell, "(n missed or invented)", and cases
     without a score, "(n of m scored)", so two rows' means over different cases show it."""
     datasets = list(dict.fromkeys(name for _, by_set in rows for name in by_set))
     header = ["checkpoint"] + [f"{name} {metric.replace('_', ' ')}" + (" (mm)" if metric == "hd95" else "")
@@ -154,11 +154,16 @@ def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: Beside an HD95 mean: the cases where a class is in only one of the prediction and the
+#: labels (the model missed it, or invented it where the labels have none), no distance.
+ONE_SIDED = "missed or invented"
+
+
 def _summary_cell(value: dict | None, metric: str) -> str:
     if value is None or math.isnan(value["mean"]):
-        return DASH if value is None or not value.get("missed") else f"{DASH} ({value['missed']} missed)"
+        return DASH if value is None or not value.get("missed") else f"{DASH} ({value['missed']} {ONE_SIDED})"
     digits = _DIGITS.get(metric, 4)
-    missed = f" ({value['missed']} missed)" if value.get("missed") else ""
+    missed = f" ({value['missed']} {ONE_SIDED})" if value.get("missed") else ""
     unscored = value.get("unscored", 0)
     if unscored:
         cases = value["cases"]

@@ -193,7 +193,8 @@ class Verdict:
                  *([f"Only the cases asked for (e.g. the held-out cases of the dataset's split): "
                     f"{', '.join(self.only) or 'none'}.", ""] if self.only is not None else []),
                  (f"Dice compared on n = {len(scored)} cases ({sum(c.reviewed for c in scored)} reviewed slices); "
-                  f"correction effort on {len(self.cases)} cases; {len(self.left_out)} left out of the Dice."), "",
+                  f"correction effort on {len(self.cases)} cases; {len(self.excluded)} not evaluated, "
+                  f"{len(self.left_out) - len(self.excluded)} more left out of the Dice only."), "",
                  "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
                  "|---|---|---|---|---|---|"]
         for slot, path in self.checkpoints.items():
@@ -219,9 +220,12 @@ class Verdict:
         if self.robot:
             lines += ["", self._robot_markdown()]
         lines += ["", self._invented_markdown()]
-        if self.left_out:
-            lines += ["", "Left out of the Dice comparison:", ""]
-            lines += [f"- {case}: {why}" for case, why in self.left_out.items()]
+        dice_only = {case: why for case, why in self.left_out.items() if case not in self.excluded}
+        for heading, cases in (("Not evaluated (neither in the Dice nor in the correction effort)", self.excluded),
+                               ("Left out of the Dice comparison (still in the correction effort)", dice_only)):
+            if cases:
+                lines += ["", f"{heading}:", ""]
+                lines += [f"- {case}: {why}" for case, why in sorted(cases.items())]
         return "\n".join(lines) + "\n"
 
     def _robot_markdown(self) -> str:

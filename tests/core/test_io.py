@@ -113,6 +113,19 @@ def test_load_labels_refuses_another_grid_and_says_how(tmp_path, change, words):
         load_labels(tmp_path / "l.nii.gz", volume)
 
 
+def test_another_grid_names_the_image_the_labels_were_read_for(tmp_path):
+    """A tester: the command line said "the open image" where no image was open."""
+    volume = random_volume(2)
+    save_volume(tmp_path / "scan.nrrd", volume)
+    read = load_volume(tmp_path / "scan.nrrd")
+    save_labels(tmp_path / "l.nii.gz", np.zeros(volume.shape[::-1], np.uint8),
+                Volume(volume.array.transpose(), volume.spacing, volume.origin, volume.direction))
+    with pytest.raises(VolumeLoadError, match="do not lie on the grid of scan.nrrd: size"):
+        load_labels(tmp_path / "l.nii.gz", read)
+    with pytest.raises(VolumeLoadError, match="do not lie on the grid of the image: size"):
+        load_labels(tmp_path / "l.nii.gz", volume)  # made in memory: no file to name
+
+
 def test_load_labels_accepts_differences_below_the_tolerance(tmp_path):
     volume = random_volume(3)
     close = Volume(volume.array, volume.spacing, tuple(np.add(volume.origin, 5e-5)), volume.direction)

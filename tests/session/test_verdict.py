@@ -107,7 +107,9 @@ def test_a_flagged_case_is_no_evidence_and_is_named(reviewed_dataset, checkpoint
     verdict = reviewed_verdict(reviewed_dataset, checkpoints)
     assert [c.case for c in verdict.cases] == ["case_000", "case_002", "case_003"]
     assert verdict.left_out["case_001"] == "flagged in the worklist (motion on slice 6)"
-    assert "- case_001: flagged in the worklist (motion on slice 6)" in verdict.markdown()
+    text = verdict.markdown()  # a tester: "left out of the Dice" where it was out of the effort too
+    assert "Not evaluated (neither in the Dice nor in the correction effort):\n\n- case_001: flagged in the " \
+        "worklist (motion on slice 6)\n- case_004" in text and "more left out of the Dice only" in text
 
 
 def test_a_stopped_verdict_returns_nothing(reviewed_dataset, checkpoints):
