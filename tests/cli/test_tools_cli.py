@@ -173,6 +173,26 @@ def test_two_runs_with_the_same_loss_and_file_name_get_distinct_rows(two_checkpo
     assert "| CE [v1/best.safetensors] |" in out and "| CE [v2/best.safetensors] |" in out
 
 
+def test_one_checkpoint_given_twice_is_compared_with_itself(two_checkpoints, tmp_path, capsys):
+    """A tester's `evaluate A A --data` gave an empty comparisons.json without a word."""
+    same = str(two_checkpoints[0])
+    assert main(["evaluate", same, same, "--phantom", "cardiac", "--cases", "2", "--first-seed", "50",
+                 "-o", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| CE [best.safetensors] #1 |" in out and "| CE [best.safetensors] #2 |" in out
+    [comparison] = json.loads((tmp_path / "comparisons.json").read_text())
+    assert comparison["a"] == comparison["b"] == same and comparison["mean_difference"] == 0
+
+
+def test_a_report_folder_without_one_image_is_refused(two_checkpoints, tmp_path, capsys):
+    """A tester's --report with --data wrote nothing and said nothing."""
+    for extra in ([], ["--reviewed-only", "--data", str(tmp_path)]):
+        assert main(["evaluate", *map(str, two_checkpoints), "--phantom", "cardiac", "--report",
+                     str(tmp_path / "report"), *extra]) == 2
+        assert "--report writes the per-slice report of one image" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+
+
 def test_evaluate_on_one_case_writes_strict_json_and_no_spread(two_checkpoints, tmp_path, capsys):
     """n = 1: no std, no interval, no test (a tester found a bare NaN in comparisons.json and
     '± 0.0000' with a degenerate interval)."""
@@ -195,9 +215,11 @@ def test_two_checkpoints_of_one_loss_get_their_own_rows_even_for_different_tasks
     def checkpoint(classes):
         return SimpleNamespace(meta={"loss": {"name": "ce"}}, classes=list(range(classes)))
 
-    labels = tools._row_labels({Path("m/cardiac_ce.safetensors"): checkpoint(4),
-                                Path("m/lung_ce.safetensors"): checkpoint(2),
-                                Path("m/lung_ce_dice.safetensors"): SimpleNamespace(
-                                    meta={"loss": {"name": "ce+dice", "alpha": 1.0}}, classes=[0, 1])})
-    assert list(labels.values()) == ["CE [cardiac_ce.safetensors]", "CE [lung_ce.safetensors]",
-                                     "CE + Dice (alpha 1)"]
+    labels = tools._row_labels([(Path("m/cardiac_ce.safetensors"), checkpoint(4)),
+                                (Path("m/lung_ce.safetensors"), checkpoint(2)),
+                                (Path("m/lung_ce_dice.safetensors"), SimpleNamespace(
+                                    meta={"loss": {"name": "ce+dice", "alpha": 1.0}}, classes=[0, 1]))])
+    assert labels == ["CE [cardiac_ce.safetensors]", "CE [lung_ce.safetensors]", "CE + Dice (alpha 1)"]
+    same = Path("m/cardiac_ce.safetensors")  # one file twice, as a sanity check: two rows all the same
+    assert tools._row_labels([(same, checkpoint(4)), (same, checkpoint(4))]) == [
+        "CE [cardiac_ce.safetensors] #1", "CE [cardiac_ce.safetensors] #2"]
