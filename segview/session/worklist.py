@@ -110,6 +110,9 @@ class Case:
     key: str | None = None                        # image_key, when known
     error: str | None = None                      # why it cannot be opened
     locked_by: str | None = None                  # open in another segview (read-only here)
+    # The session here that set ``locked_by``: only it clears it (a second, read-only again,
+    # may open before the first closes).
+    _locked_for: object = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def uncertainty(self) -> float:
@@ -518,6 +521,7 @@ class CaseSession(ReviewSession):
         self.lock, holder = CaseLock.acquire(self.case.labels) if not self.worklist.read_only else (None, None)
         self.read_only = self.worklist.read_only or holder is not None
         self.locked_by = self.case.locked_by = holder
+        self.case._locked_for = self if holder is not None else None
         if holder is not None:
             self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
                                  "here, to look at; edit it once the other has closed it.")
@@ -654,8 +658,8 @@ class CaseSession(ReviewSession):
         self.release_lock()
 
     def release_lock(self) -> None:
-        if self.locked_by is not None and self.case.locked_by == self.locked_by:
-            self.case.locked_by = None  # the row shows the lock while the case is open here
+        if self.locked_by is not None and self.case._locked_for is self:
+            self.case.locked_by = self.case._locked_for = None  # the row shows the lock while it is open here
         if self.lock is not None:
             self.lock.release()
             self.lock = None

@@ -303,6 +303,11 @@ def test_a_read_only_case_saves_no_edits_it_has_not_and_opens_editable_once_the_
     # Save As proposes a copy outside the dataset's labels, never the case's own file.
     proposed = window.proposed_labels_path()
     assert proposed.name == "case_001.labels.nii.gz" and proposed.parent != dataset / "labelsTr"
+    # Its row chosen again while the other still has it: read-only again, and the row says so (a tester's
+    # row lost "read-only": the first read-only session, closing, took the mark the second had set).
+    open_case(qtbot, controller, "case_001")
+    assert window.session.read_only_reason is not None and status_cell(controller, "case_001").text() == \
+        "new, read-only"
     # The other segview paints, saves and closes; opening the row again reads its labels, editable now.
     other.labels.array[2, 1:4, 1:4] = 1
     other.save()
