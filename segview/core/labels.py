@@ -666,11 +666,11 @@ class LabelMap:
                         progress=None, should_stop=None) -> np.ndarray | None:
         """(z, y, x) bool: the voxels ``remove_islands`` with these arguments would take away;
         changes nothing. None when stopped."""
-        found = self._islands(value, min_mm3, keep_largest, _Job(progress, should_stop))
-        if found is None:
+        islands = self._islands(value, min_mm3, keep_largest, _Job(progress, should_stop))
+        if islands is None:
             return None
         preview = np.zeros(self.array.shape, bool)
-        for region, mask in found:
+        for region, mask in islands[0]:
             preview[region] |= mask
         return preview
 
@@ -685,13 +685,16 @@ class LabelMap:
         there are over 256. Returns the Edits (empty when nothing goes); None when stopped.
         Raises ValueError unless exactly one of ``min_mm3`` >= 0 and ``keep_largest`` is given."""
         job = _Job(progress, should_stop)
-        found = self._islands(value, min_mm3, keep_largest, job)
-        if found is None or job.stopped():
+        islands = self._islands(value, min_mm3, keep_largest, job)
+        if islands is None or job.stopped():
             return None
+        found, protected = islands
         edits = []
         with self._one_step():
             for region, mask in found:
                 edits.append(self._write_values(region, np.zeros(mask.shape, np.uint8), mask, brush=False))
+        for region, mask in protected:  # after the step: it began with nothing kept
+            self.kept.add("policy", self.array.shape, region, mask)
         return [edit for edit in edits if edit is not None]
 
     def smooth(self, value: int, method: str, kernel_mm: float, progress=None, should_stop=None) -> Edit | None:
@@ -832,8 +835,10 @@ class LabelMap:
         return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
 
     # -- class tool helpers ----------------------------------------------------------------
-    def _islands(self, value, min_mm3, keep_largest, job) -> list[tuple[Region, np.ndarray]] | None:
-        """(region, mask) of each class's islands; None when stopped."""
+    def _islands(self, value, min_mm3, keep_largest,
+                 job) -> tuple[list[tuple[Region, np.ndarray]], list[tuple[Region, np.ndarray]]] | None:
+        """(region, mask) of each class's islands that may go, and of those a protected
+        class keeps; None when stopped."""
         _check_island_sizes(min_mm3, keep_largest)
         if value is None:
             boxes = {c + 1: box for c, box in enumerate(ndimage.find_objects(self.array)) if box is not None}
@@ -843,19 +848,20 @@ class LabelMap:
             boxes = {} if box is None else {value: box}
         voxel_mm3 = float(np.prod(self.spacing))
         job.total = len(boxes)
-        found = []
+        found: list[tuple[Region, np.ndarray]] = []
+        kept: list[tuple[Region, np.ndarray]] = []
         for c, box in boxes.items():
             if job.stopped():
                 return None
-            if self._may_take(c):  # 6-connected components lie inside the class's box
-                components, count = ndimage.label(self.array[box] == c, ndimage.generate_binary_structure(3, 1))
-                sizes = np.bincount(components.ravel())[1:]
-                gone = np.ones(count, bool) if keep_largest else sizes * voxel_mm3 < min_mm3
-                if keep_largest:
-                    gone[np.argmax(sizes)] = False
-                found += _pieces(box, components, np.flatnonzero(gone) + 1)
+            # 6-connected components lie inside the class's box
+            components, count = ndimage.label(self.array[box] == c, ndimage.generate_binary_structure(3, 1))
+            sizes = np.bincount(components.ravel())[1:]
+            gone = np.ones(count, bool) if keep_largest else sizes * voxel_mm3 < min_mm3
+            if keep_largest:
+                gone[np.argmax(sizes)] = False
+            (found if self._may_take(c) else kept).extend(_pieces(box, components, np.flatnonzero(gone) + 1))
             job.advance()
-        return None if job.stopped() else found
+        return None if job.stopped() else (found, kept)
 
     @contextmanager
     def _one_step(self) -> Iterator[None]:

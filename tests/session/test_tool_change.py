@@ -59,3 +59,13 @@ def test_a_tool_says_what_the_overwrite_policy_kept(session):
     assert shrunk
     assert change.text() == f"nothing changes; {shrunk} voxels kept by 'Paint over: all but protected classes'"
     assert not changed_under(session, OverwritePolicy(), "margin", 2, 3.0).kept
+
+
+def test_islands_of_a_protected_class_say_what_the_protection_kept(session):
+    """A tester's "Keep only the largest island" on a protected class said only "nothing changes"."""
+    session.labels.array[0, 2:4, 2:4] = 1  # a detached island of the right ventricle
+    free = changed_under(session, OverwritePolicy(), "remove_islands", 1, None, True)
+    assert free.mask.sum() >= 4 and not free.kept
+    change = changed_under(session, OverwritePolicy("protect", frozenset({1})), "remove_islands", 1, None, True)
+    assert change.text() == f"nothing changes; {int(free.mask.sum())} voxels kept by 'Paint over: all but " \
+        "protected classes'"
