@@ -496,11 +496,11 @@ class MainWindow(QMainWindow):
         volume = session.volume
         source = str(volume.meta.get("source", ""))
         self._disputed_shown = None  # D starts at the top of this image's ranking
-        reason = self.read_only_reason()
-        self.setWindowTitle(f"segview - {volume.meta.get('series_description') or Path(source).name}"
-                            f"{' (read-only)' if reason else ''}[*]")
+        held = session.hold_labels_file()  # a dataset case's file opened directly: its lock, as the worklist's
+        if held:
+            session.warnings.append(held)
         self.setWindowModified(False)
-        self._show_read_only(reason)
+        self._show_read_only(self.read_only_reason())
         if source and not source.startswith("demo"):
             self._remember(source)
         self.workspace.set_session(session)
@@ -588,6 +588,10 @@ class MainWindow(QMainWindow):
             session.replace_labels(label_file)
         except SessionError as exc:  # a copy began while the file was read
             return self._error(str(exc), "Labels not opened")
+        held = session.hold_labels_file()  # a dataset case's file: its lock, as the worklist takes
+        if held:
+            QMessageBox.warning(self, "Labels opened read-only", held)
+        self._show_read_only(self.read_only_reason())
         self._show_modified()  # opening a label file is no unsaved change
         self._session_changed()
 
@@ -983,7 +987,11 @@ class MainWindow(QMainWindow):
 
     def _show_read_only(self, reason: str | None) -> None:
         """A read-only case: every editing tool and Edit menu item disabled, the reason in
-        their tooltips; left drag pans."""
+        their tooltips, "(read-only)" in the title; left drag pans."""
+        volume = self.session.volume if self.session is not None else None
+        if volume is not None:
+            name = volume.meta.get("series_description") or Path(str(volume.meta.get("source", ""))).name
+            self.setWindowTitle(f"segview - {name}{' (read-only)' if reason else ''}[*]")
         if reason is not None:
             self.tools.set_tool(self.effects[0].name)  # navigate
         self.tools.set_read_only(reason)

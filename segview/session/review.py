@@ -47,6 +47,7 @@ from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, now, read_sidecar, review_path,
                                  save_review_state)
 from ..core.volume import Volume, auto_window
+from .case_files import CaseLock, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
 from .interaction import ClickJob, ClickProposal, Interaction
@@ -135,7 +136,11 @@ class PredictionBatch:
 
 class SaveJob:
     """A save of the labels and review state as they were when the job was made: call it
-    (in a worker if you like), then hand it to ``ReviewSession.finish_save``."""
+    (in a worker if you like), then hand it to ``ReviewSession.finish_save``. Onto a
+    dataset case's label file (``case_files.is_dataset_labels``), the file it replaces is
+    kept in ``.previous/`` first, whichever route it was opened by."""
+
+    keeps_previous = False
 
     def __init__(self, session: ReviewSession, path: Path):
         """Raises SessionError for a ``path`` that is a file of the image itself."""
@@ -150,8 +155,11 @@ class SaveJob:
             self.image = labels_image(session.labels.array, session.volume)
         self.review = session.review_state()
         self.volume, self.classes, self.key = session.volume, list(session.classes), session.key
+        self.keeps_previous = self.keeps_previous or is_dataset_labels(path)
 
     def __call__(self) -> Path:
+        if self.keeps_previous:
+            keep_previous(Path(self.path))
         save_labels(self.path, self.image, self.volume, self.classes)
         try:
             save_review_state(self.path, self.review, self.key)
@@ -328,6 +336,8 @@ class ReviewSession:
         self.labels_path: Path | None = label_file.path if label_file else None
         # The file as read: a save over one another program saved since is refused.
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
+        self._labels_lock: CaseLock | None = None  # a dataset case's, while its file is open here
+        self.labels_held_by: str | None = None      # who has that case open in another segview
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
@@ -537,6 +547,31 @@ class ReviewSession:
         self.labels_path = label_file.path
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         self._saved_position = self.labels.history_position  # what is open is what that file holds
+
+    def hold_labels_file(self) -> str | None:
+        """When the labels come from a dataset case's file opened directly (not through the
+        worklist, whose cases lock themselves), take the case's lock as the worklist does,
+        so that two people never edit one case unknowingly. Returns, when another segview
+        has the case, the warning to show (the labels are read-only here: ``read_only_reason``)."""
+        self.release_labels_file()
+        if self.labels_path is None or not is_dataset_labels(self.labels_path):
+            return None
+        self._labels_lock, self.labels_held_by = CaseLock.acquire(Path(self.labels_path))
+        return self.read_only_reason
+
+    def release_labels_file(self) -> None:
+        if self._labels_lock is not None:
+            self._labels_lock.release()
+        self._labels_lock = self.labels_held_by = None
+
+    @property
+    def read_only_reason(self) -> str | None:
+        """Why the labels may not be edited here (None: they may)."""
+        if self.labels_held_by is None:
+            return None
+        name = Path(self.labels_path or "").name
+        return (f"{name} is a case open in another segview ({self.labels_held_by}): read-only here, to look "
+                "at; open it again once the other has closed it.")
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
         """Mark slice ``z`` reviewed by the current user now (or take the mark back): one
@@ -895,12 +930,15 @@ class ReviewSession:
 
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where
-        they were opened from or last saved, else ``default_labels_path``."""
+        they were opened from or last saved, else ``default_labels_path``. Raises
+        SessionError onto a case's file another segview has open (``hold_labels_file``)."""
         if self.copying is not None:  # half a copy must never reach a file
             raise SessionError("A copy is being written into the labels: wait for it or cancel it, then save.")
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
+        if self.labels_held_by is not None and Path(target).absolute() == Path(self.labels_path or "").absolute():
+            raise SessionError(f"{self.read_only_reason} Save the labels elsewhere (Save as).")
         self._check_not_overwriting_another(Path(target))
         if self.provenance is not None:
             self.review_extra[KEY_PROVENANCE] = self.provenance.to_json()
@@ -920,6 +958,8 @@ class ReviewSession:
     def finish_save(self, job: SaveJob) -> None:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
+        if self._labels_lock is not None and Path(job.path).absolute() != Path(self.labels_path or "").absolute():
+            self.release_labels_file()  # saved elsewhere: the case's file is no longer what is open here
         self.labels_path = job.path
         self._read_stamp = labels_stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
@@ -957,6 +997,7 @@ class ReviewSession:
         if self.journal is not None:
             self.journal.close(delete=discard or not self.modified)
             self.journal = None
+        self.release_labels_file()
         # Only what the session connected: a view or script following the labels stays connected.
         self.live.detach()
         self.interaction.detach()

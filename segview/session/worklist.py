@@ -47,8 +47,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -56,11 +54,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
-try:
-    import fcntl  # POSIX: a case open in one segview is locked, released by the system if it dies
-except ImportError:  # pragma: no cover - Windows: no case locks
-    fcntl = None  # type: ignore[assignment]
 
 from ..core.classes import LabelClass, named_classes
 from ..core.dicom import SeriesInfo, read_dicom_files
@@ -72,6 +65,7 @@ from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
+from .case_files import CaseLock
 from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
@@ -608,6 +602,10 @@ class CaseSession(ReviewSession):
             return f"{self.case.name} is open in another segview ({self.locked_by or 'another session'})."
         return None
 
+    def hold_labels_file(self) -> str | None:
+        """A case holds its own lock (``attach``), and says so in ``warnings``: nothing more."""
+        return None
+
     def save_job(self, path=None, status: str | None = None, note: str | None = None) -> SaveJob:
         """As ``ReviewSession.save_job``; saving into the dataset (no ``path``) also keeps the
         replaced files and sets the case's status (``status``, e.g. "done"; by default "new"
@@ -665,85 +663,14 @@ class CaseSession(ReviewSession):
             self.lock = None
 
 
-class CaseLock:
-    """A case open in a session: an exclusive ``flock`` on ``.locks/<case>.lock`` beside its
-    labels, holding who has it. Released by ``release``, and by the system when the process
-    ends, even by a crash. No locks where the system has no ``flock`` (Windows)."""
-
-    def __init__(self, file):
-        self.file = file
-
-    @classmethod
-    def acquire(cls, labels_path: Path) -> tuple[CaseLock | None, str | None]:
-        """(the lock, None), or (None, who holds it) when another session has the case.
-        A folder where no lock can be made gives (None, None): nothing to guard."""
-        if fcntl is None:
-            return None, None
-        path = labels_path.parent / ".locks" / f"{labels_path.name}.lock"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
-        except OSError:
-            return None, None
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            file.seek(0)
-            holder = file.read().strip() or "another session"
-            file.close()
-            return None, holder
-        file.seek(0)
-        file.truncate()
-        file.write(f"{current_user()} on {socket.gethostname()}, process {os.getpid()}, since {now()}")
-        file.flush()
-        return cls(file), None
-
-    def release(self) -> None:
-        self.file.seek(0)
-        self.file.truncate()
-        fcntl.flock(self.file, fcntl.LOCK_UN)
-        self.file.close()
-
-
 class _DatasetSaveJob(SaveJob):
     """A save into the dataset: what it replaces goes to ``.previous/`` first."""
 
+    keeps_previous = True
+
     def __call__(self) -> Path:
-        keep_previous(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return super().__call__()
-
-
-def keep_previous(labels_path: Path) -> None:
-    """Copy ``labels_path`` and its sidecar into ``.previous/`` beside it: as
-    ``<case>.original<ext>`` the first time, and as ``<case><ext>`` (replacing the last
-    backup). Atomic copies. Raises LabelSaveError when they cannot be made."""
-    from ..core.errors import LabelSaveError
-
-    if not labels_path.is_file():
-        return
-    backups = labels_path.parent / ".previous"
-    ext = extension(labels_path)
-    stem = labels_path.name[: -len(ext)] if ext else labels_path.name
-    try:
-        backups.mkdir(exist_ok=True)
-        first_time = not (backups / f"{stem}.original{ext}").exists()
-        for source in (labels_path, review_path(labels_path)):
-            if source.is_file():
-                suffix = source.name[len(stem):]  # ".nii.gz" or ".review.json"
-                if first_time:
-                    _copy(source, backups / f"{stem}.original{suffix}")
-                _copy(source, backups / source.name)
-    except OSError as exc:
-        raise LabelSaveError(f"The labels were not saved: the file they replace could not be kept in "
-                             f"{backups} ({exc.strerror or exc}).") from exc
-
-
-def _copy(source: Path, target: Path) -> None:
-    def write(temporary: Path) -> None:
-        shutil.copyfile(source, temporary)
-
-    replace_atomically(target, write)
 
 
 # -- stepping through the cases ---------------------------------------------------------

@@ -316,3 +316,18 @@ def test_a_read_only_case_saves_no_edits_it_has_not_and_opens_editable_once_the_
     assert window.session.read_only_reason is None and "read-only" not in window.windowTitle()
     assert (window.session.labels.array[2, 1:4, 1:4] == 1).all() and window.tools.isEnabled()
     assert status_cell(controller, "case_001").text() == "in progress"
+
+
+def test_a_case_file_opened_directly_while_the_worklist_has_it_is_read_only(qtbot, window, dataset, dialogs):
+    """A tester opened labelsTr/<case>.nii.gz directly while a colleague had the case in the
+    worklist: it was editable, and its save replaced the original labels without a backup."""
+    other = Worklist.open(dataset).session("case_001")
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.open_image(dataset / "imagesTr" / "case_001_0000.nii.gz")
+    with qtbot.waitSignal(window.session_changed, timeout=TIMEOUT):
+        window.open_labels(dataset / "labelsTr" / "case_001.nii.gz")
+    assert any(kind == "warning" and "is a case open in another segview" in text for kind, text in dialogs)
+    assert "read-only" in window.windowTitle() and not window.tools.isEnabled()
+    qtbot.keyClick(window, Qt.Key_S, Qt.ControlModifier)
+    assert window.statusBar().currentMessage().startswith("Nothing to save")
+    other.close()

@@ -1,0 +1,104 @@
+"""What segview keeps beside a dataset's label files: a lock per case open in a session
+(``CaseLock``, in ``.locks/``) and the files a save replaces (``keep_previous``, in
+``.previous/``). The worklist uses both for its cases; a window that opens a case's label
+file directly uses them too (``is_dataset_labels``), so that neither route overwrites the
+other's work or the original labels."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+from ..core.files import extension, replace_atomically
+from ..core.review_state import current_user, now, review_path
+
+try:
+    import fcntl  # POSIX: a case open in one segview is locked, released by the system if it dies
+except ImportError:  # pragma: no cover - Windows: no case locks
+    fcntl = None  # type: ignore[assignment]
+
+LOCKS, PREVIOUS = ".locks", ".previous"
+
+
+def is_dataset_labels(path) -> bool:
+    """Whether ``path`` is a case's label file in a dataset: in an nnU-Net ``labelsTr`` beside
+    its ``imagesTr``, or in a folder where segview keeps case locks or replaced files."""
+    folder = Path(path).absolute().parent
+    return ((folder.name == "labelsTr" and (folder.parent / "imagesTr").is_dir())
+            or (folder / LOCKS).is_dir() or (folder / PREVIOUS).is_dir())
+
+
+class CaseLock:
+    """A case open in a session: an exclusive ``flock`` on ``.locks/<case>.lock`` beside its
+    labels, holding who has it. Released by ``release``, and by the system when the process
+    ends, even by a crash. No locks where the system has no ``flock`` (Windows)."""
+
+    def __init__(self, file):
+        self.file = file
+
+    @classmethod
+    def acquire(cls, labels_path: Path) -> tuple[CaseLock | None, str | None]:
+        """(the lock, None), or (None, who holds it) when another session has the case.
+        A folder where no lock can be made gives (None, None): nothing to guard."""
+        if fcntl is None:
+            return None, None
+        path = labels_path.parent / LOCKS / f"{labels_path.name}.lock"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
+        except OSError:
+            return None, None
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.seek(0)
+            holder = file.read().strip() or "another session"
+            file.close()
+            return None, holder
+        file.seek(0)
+        file.truncate()
+        file.write(f"{current_user()} on {socket.gethostname()}, process {os.getpid()}, since {now()}")
+        file.flush()
+        return cls(file), None
+
+    def release(self) -> None:
+        self.file.seek(0)
+        self.file.truncate()
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+
+
+
+def keep_previous(labels_path: Path) -> None:
+    """Copy ``labels_path`` and its sidecar into ``.previous/`` beside it: as
+    ``<case>.original<ext>`` the first time, and as ``<case><ext>`` (replacing the last
+    backup). Atomic copies. Raises LabelSaveError when they cannot be made."""
+    from ..core.errors import LabelSaveError
+
+    if not labels_path.is_file():
+        return
+    backups = labels_path.parent / PREVIOUS
+    ext = extension(labels_path)
+    stem = labels_path.name[: -len(ext)] if ext else labels_path.name
+    try:
+        backups.mkdir(exist_ok=True)
+        first_time = not (backups / f"{stem}.original{ext}").exists()
+        for source in (labels_path, review_path(labels_path)):
+            if source.is_file():
+                suffix = source.name[len(stem):]  # ".nii.gz" or ".review.json"
+                if first_time:
+                    _copy(source, backups / f"{stem}.original{suffix}")
+                _copy(source, backups / source.name)
+    except OSError as exc:
+        raise LabelSaveError(f"The labels were not saved: the file they replace could not be kept in "
+                             f"{backups} ({exc.strerror or exc}).") from exc
+
+
+def _copy(source: Path, target: Path) -> None:
+    def write(temporary: Path) -> None:
+        shutil.copyfile(source, temporary)
+
+    replace_atomically(target, write)
+
+

@@ -1,0 +1,68 @@
+"""A dataset case's label file opened directly (not through the worklist): it takes the
+case's lock as the worklist does, and a save onto it keeps the file it replaces, so the
+original labels never go (a tester's direct save lost them, unwarned, while a colleague had
+the case open in the worklist)."""
+import numpy as np
+import pytest
+
+from segview.core.io import load_labels
+from segview.session import ReviewSession, SessionError, Worklist
+from segview.session.case_files import is_dataset_labels
+
+from .conftest import make_dataset
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 2)
+    return folder
+
+
+def open_directly(dataset, name="case_000"):
+    return ReviewSession.open(dataset / "imagesTr" / f"{name}_0000.nii.gz", dataset / "labelsTr" / f"{name}.nii.gz")
+
+
+def test_a_dataset_case_file_is_told_from_other_label_files(dataset, tmp_path):
+    assert is_dataset_labels(dataset / "labelsTr" / "case_000.nii.gz")
+    assert not is_dataset_labels(tmp_path / "scan.labels.nii.gz")
+    (tmp_path / "study" / "labels" / ".locks").mkdir(parents=True)  # a DICOM dataset's labels folder, once used
+    assert is_dataset_labels(tmp_path / "study" / "labels" / "1.2.3.nii.gz")
+
+
+def test_a_case_open_in_the_worklist_opens_read_only_directly_and_cannot_be_saved_over(dataset):
+    held = Worklist.open(dataset).session("case_000")
+    direct = open_directly(dataset)
+    warning = direct.hold_labels_file()
+    assert warning is not None and "case_000.nii.gz is a case open in another segview" in warning
+    assert direct.read_only_reason == warning
+    with pytest.raises(SessionError, match="open in another segview.*Save the labels elsewhere"):
+        direct.save_job()
+    direct.close()
+    held.close()
+
+
+def test_a_case_opened_directly_is_read_only_in_the_worklist_until_closed(dataset):
+    direct = open_directly(dataset)
+    assert direct.hold_labels_file() is None and direct.read_only_reason is None
+    worklist = Worklist.open(dataset)
+    other = worklist.session("case_000")
+    assert other.read_only_reason is not None and "open in another segview" in other.read_only_reason
+    other.close()
+    direct.close()  # the lock goes with the session
+    again = worklist.session("case_000")
+    assert again.read_only_reason is None
+    again.close()
+
+
+def test_a_direct_save_onto_a_case_keeps_the_original(dataset):
+    labels = dataset / "labelsTr" / "case_001.nii.gz"
+    original = labels.read_bytes()
+    direct = open_directly(dataset, "case_001")
+    direct.hold_labels_file()
+    direct.labels.paint(0, [(3, 3)], 1.5, 2)
+    direct.save()
+    assert (dataset / "labelsTr" / ".previous" / "case_001.original.nii.gz").read_bytes() == original
+    saved = load_labels(labels, direct.volume)
+    np.testing.assert_array_equal(saved, direct.labels.array)
+    direct.close()
