@@ -558,8 +558,8 @@ class MainWindow(QMainWindow):
         answer = QMessageBox.question(
             self, "Restore unsaved edits?",
             f"segview found {recovered.steps} edit step(s) on this image that were never saved "
-            f"(the program did not close normally); {int(recovered.reviewed.sum())} slice(s) were marked "
-            "reviewed. Restore them? (If not, File > Recover edits... still finds them.)",
+            f"(the program did not close normally); {_marks_text(recovered.reviewed, self.session.reviewed)}. "
+            "Restore them? (If not, File > Recover edits... still finds them.)",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
         if answer == QMessageBox.StandardButton.Yes:
             self.session.restore(recovered)
@@ -574,7 +574,7 @@ class MainWindow(QMainWindow):
         if not journals:
             QMessageBox.information(self, "Recover edits", "No set-aside edits of this image were found.")
             return
-        items = [f"{j.recovered.steps} step(s), {int(j.recovered.reviewed.sum())} reviewed slice(s), "
+        items = [f"{j.recovered.steps} step(s); {_marks_text(j.recovered.reviewed, self.session.reviewed)}; "
                  f"{_time_text(j.modified)}" for j in journals]
         item, ok = QInputDialog.getItem(self, "Recover edits", "Restore the labels of:", items, 0, False)
         if ok:
@@ -1569,6 +1569,14 @@ def _device_text(predictor) -> str:
 def _series_name(volume) -> str:
     """The series description as a file name ("" when it has none)."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in volume.meta.get("series_description") or "")
+
+
+def _marks_text(recovered: np.ndarray, shown: np.ndarray) -> str:
+    """The review marks of recovered edits against those open now (the saved ones): "3
+    slice(s) reviewed, 1 marked and 0 unmarked since the labels open now were saved"."""
+    marked, unmarked = int((recovered & ~shown).sum()), int((~recovered & shown).sum())
+    return (f"{int(recovered.sum())} slice(s) reviewed, {marked} marked and {unmarked} unmarked since the labels "
+            "open now were saved")
 
 
 def _time_text(seconds: float) -> str:

@@ -382,6 +382,8 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
 
     crashed = ReviewSession.open(dataset / "imagesTr" / "case_001_0000.nii.gz",
                                  labels=dataset / "labelsTr" / "case_001.nii.gz")
+    crashed.mark_reviewed(0)
+    crashed.save()  # a saved mark is not among the edits recovered (a tester read "2 marked" for 1)
     crashed.mark_reviewed(2)
     crashed.close()  # unsaved: the journal stays behind, as after a crash
     controller = window.worklist_controller
@@ -396,7 +398,8 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
     assert opened.args == ["case_001"] and calls[:2] == ["case_000", "case_001"]  # then case_002 prefetches
-    assert any(kind == "question" and "1 slice(s) were marked reviewed" in text for kind, text in dialogs)
+    said = "2 slice(s) reviewed, 1 marked and 0 unmarked since the labels open now were saved"
+    assert any(kind == "question" and said in text for kind, text in dialogs)
     assert window.session.reviewed[2]
 
 
