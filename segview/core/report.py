@@ -15,11 +15,14 @@ def number_text(value: float | None, digits: int = 3, *, missing: str = DASH, in
                 signed: bool = False, unit: str = "") -> str:
     """``value`` with ``digits`` decimals (and ``unit``); ``missing`` for None or NaN;
     ``infinite`` for +-inf, or ``missing`` when ``signed`` (a difference with an infinite
-    side has no value); a sign always with ``signed``."""
+    side has no value); a sign always with ``signed``, but none on what rounds to zero
+    (never "-0.0000")."""
     if value is None or math.isnan(value):
         return missing
     if math.isinf(value):
         return missing if signed else ("-" if value < 0 else "") + infinite
+    if round(value, digits) == 0:
+        return f"{0:.{digits}f}{unit}"
     return f"{value:{'+' if signed else ''}.{digits}f}{unit}"
 
 

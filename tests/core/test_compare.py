@@ -169,3 +169,12 @@ def test_the_report_gives_volumes_and_boundaries_over_the_reviewed_slices():
     row = (f"| lesion | 0.14 | 0.13 | 0.13 | -0.02 | -0.01 | {hd95[0]:.2f} | {hd95[1]:.2f} | "
            f"{nsd[0]:.3f} | {nsd[1]:.3f} |")  # 144, 126 and 133 voxels
     assert row in complete and "the whole volume" in complete
+
+
+def test_numbers_that_round_to_zero_carry_no_sign():
+    """A tester's B - A pixel error read "-0.0000"."""
+    from segview.core.report import number_text
+
+    assert number_text(-0.00001, 4, signed=True) == number_text(0.00001, 4, signed=True) == "0.0000"
+    assert number_text(-0.0, 3) == "0.000" and number_text(-0.0012, 4, signed=True) == "-0.0012"
+    assert number_text(0.5, 2, signed=True) == "+0.50"
