@@ -192,11 +192,22 @@ class ToolChange:
         return self.removed_ml / self.class_ml if self.class_ml else 0.0
 
     def text(self) -> str:
-        """"1.25 mL added, 0.40 mL removed (of 12.00 mL)", or "nothing changes", with what
-        the overwrite policy kept ("; 120 voxels kept by 'Paint over: background only'")."""
+        """"1.25 mL added, 0.40 mL removed (of 12.00 mL) on slices 7, 10", or "nothing
+        changes", with what the overwrite policy kept ("; 120 voxels kept by 'Paint over:
+        background only'")."""
         parts = [f"{ml:.2f} mL {word}" for ml, word in ((self.added_ml, "added"), (self.removed_ml, "removed")) if ml]
         said = f"{', '.join(parts)} (of {self.class_ml:.2f} mL)" if parts else "nothing changes"
+        if parts:  # where: a 3D tool may change slices far from the one on screen
+            said += f" {self.where()}"
         return f"{said}; {self.kept}" if self.kept else said
+
+    def where(self) -> str:
+        """"on slice 7", "on slices 7, 10" (numbered from 1, as the window shows them) or
+        "on 12 slices (3 to 14)"."""
+        slices = np.flatnonzero(self.changes.any(axis=(1, 2))) + 1
+        if slices.size > 3:
+            return f"on {slices.size} slices ({slices[0]} to {slices[-1]})"
+        return f"on slice{'s' if slices.size > 1 else ''} {', '.join(map(str, slices))}"
 
 
 class ToolJob:

@@ -28,7 +28,18 @@ def test_a_tools_change_counts_what_its_class_gains_and_loses_in_ml(session):
     assert change.added_ml == 0 and change.class_ml == pytest.approx(np.count_nonzero(before == 1) * ml)
     np.testing.assert_array_equal(change.mask, before != after)
     assert change.removed_fraction == pytest.approx(change.removed_ml / change.class_ml)
-    assert change.text() == f"{change.removed_ml:.2f} mL removed (of {change.class_ml:.2f} mL)"
+    changed = np.flatnonzero((before != after).any(axis=(1, 2))) + 1
+    assert change.text() == (f"{change.removed_ml:.2f} mL removed (of {change.class_ml:.2f} mL) on "
+                             f"{changed.size} slices ({changed[0]} to {changed[-1]})")
+
+
+def test_a_tool_says_on_which_slices_it_changes_the_class(session):
+    """A tester's "Keep the largest island" also took a piece on a slice far from the one shown."""
+    session.labels.array[2, 2:4, 2:4] = 1
+    session.labels.array[9, 2:4, 2:4] = 1
+    job = session.tool_job("remove_islands", 1, None, True)
+    change = session.tool_change(job, job())
+    assert change.where() == "on slices 3, 10" and change.text().endswith("on slices 3, 10")
 
 
 def test_a_tool_that_changes_nothing_says_so(session):
