@@ -1328,6 +1328,7 @@ class MainWindow(QMainWindow):
             remember_labels(source, job.path, session.key)
         if session is self.session:
             self._show_modified()
+            self._show_read_only(self.read_only_reason())  # a copy saved elsewhere is this window's to edit
         self.statusBar().showMessage(f"Saved {job.path}", 5000)
         self.saved.emit(str(job.path))
 

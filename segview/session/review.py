@@ -969,7 +969,8 @@ class ReviewSession:
     def finish_save(self, job: SaveJob) -> None:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
-        if self._labels_lock is not None and Path(job.path).absolute() != Path(self.labels_path or "").absolute():
+        held = self._labels_lock is not None or self.labels_held_by is not None
+        if held and Path(job.path).absolute() != Path(self.labels_path or "").absolute():
             self.release_labels_file()  # saved elsewhere: the case's file is no longer what is open here
         self.labels_path = job.path
         self._read_stamp = labels_stamp(job.path)

@@ -331,3 +331,16 @@ def test_a_case_file_opened_directly_while_the_worklist_has_it_is_read_only(qtbo
     qtbot.keyClick(window, Qt.Key_S, Qt.ControlModifier)
     assert window.statusBar().currentMessage().startswith("Nothing to save")
     other.close()
+
+
+def test_a_read_only_case_file_saved_elsewhere_is_editable_as_that_copy(qtbot, window, dataset, dialogs, tmp_path):
+    other = Worklist.open(dataset).session("case_002")
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.open_image(dataset / "imagesTr" / "case_002_0000.nii.gz")
+    with qtbot.waitSignal(window.session_changed, timeout=TIMEOUT):
+        window.open_labels(dataset / "labelsTr" / "case_002.nii.gz")
+    assert not window.tools.isEnabled()
+    assert window.save_to(tmp_path / "copy.nii.gz", wait=True)
+    assert window.session.read_only_reason is None and window.tools.isEnabled()
+    assert "read-only" not in window.windowTitle()
+    other.close()
