@@ -943,7 +943,8 @@ class MainWindow(QMainWindow):
         taken = [c.color for c in self.session.classes if c.value] if self.session else []
         colours = preview_colours([*taken, *MODEL_COLORS.values()])
         self.workspace.viewer.set_overlay("preview", preview_overlay(change, colours))
-        self.statusBar().showMessage(f"Preview of {what}: {change.text()} ({preview_legend(colours)})", 10000)
+        legend = f" ({preview_legend(colours)})" if change.mask.any() else ""  # nothing drawn: no colours to name
+        self.statusBar().showMessage(f"Preview of {what}: {change.text()}{legend}", 10000)
 
     def _clear_preview(self) -> None:
         if "preview" in self.workspace.viewer.active.overlays:
@@ -1573,11 +1574,11 @@ def _series_name(volume) -> str:
 
 
 def _marks_text(recovered: np.ndarray, shown: np.ndarray) -> str:
-    """The review marks of recovered edits against those open now (the saved ones): "3
-    slice(s) reviewed, 1 marked and 0 unmarked since the labels open now were saved"."""
+    """The review marks of recovered edits against those of the labels open now: "3
+    slice(s) reviewed, 1 marked and 0 unmarked against the labels open now"."""
     marked, unmarked = int((recovered & ~shown).sum()), int((~recovered & shown).sum())
-    return (f"{int(recovered.sum())} slice(s) reviewed, {marked} marked and {unmarked} unmarked since the labels "
-            "open now were saved")
+    return (f"{int(recovered.sum())} slice(s) reviewed, {marked} marked and {unmarked} unmarked against the labels "
+            "open now")
 
 
 def _time_text(seconds: float) -> str:

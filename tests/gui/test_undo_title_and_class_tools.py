@@ -73,6 +73,9 @@ def test_the_overlap_tools_offer_every_class_but_the_chosen_one_the_next_first(q
     qtbot.waitUntil(lambda: "nothing changes" in window.statusBar().currentMessage(), timeout=60000)
     assert not dialogs  # the RV and the myocardium never overlap: nothing taken, nothing asked
     np.testing.assert_array_equal(labels.array, before)
+    qtbot.mouseClick(panel_button(window, "Preview"), Qt.LeftButton)  # nothing drawn: no colours named
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("Preview"), timeout=60000)
+    assert window.statusBar().currentMessage().endswith(": nothing changes")
 
 
 def test_the_other_class_picked_stays_and_a_loaded_model_becomes_the_default(qtbot, demo):
