@@ -76,6 +76,11 @@ def load_models(qtbot, window, paths, slots="AB") -> None:
 
 
 def wait_for_inference(qtbot, window, timeout=60000):
-    """Wait until a run predicts every slice (runs cancelled on the way, e.g. by loading
-    the second model, do not count); returns the blocker."""
-    return qtbot.waitSignal(window.inference_finished, timeout=timeout, check_params_cb=lambda completed: completed)
+    """Wait until a run leaves every model loaded with every slice predicted (runs
+    cancelled on the way, e.g. by loading the second model, do not count, nor does the
+    first model's run ending while the second's goes on); returns the blocker."""
+    def whole(completed) -> bool:
+        session = window.session
+        return completed and session is not None and all(m.predicted.all() for m in session.models.values())
+
+    return qtbot.waitSignal(window.inference_finished, timeout=timeout, check_params_cb=whole)
