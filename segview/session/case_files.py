@@ -21,6 +21,12 @@ except ImportError:  # pragma: no cover - Windows: no case locks
 LOCKS, PREVIOUS = ".locks", ".previous"
 
 
+def case_entry(status: str, note: str = "") -> dict:
+    """The sidecar's "case" entry a worklist reads: the case's status and note, who set them
+    and when."""
+    return {"status": status, "note": note, "by": current_user(), "at": now()}
+
+
 def is_dataset_labels(path) -> bool:
     """Whether ``path`` is a case's label file in a dataset: in an nnU-Net ``labelsTr`` beside
     its ``imagesTr``, or in a folder where segview keeps case locks or replaced files."""

@@ -47,7 +47,7 @@ from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, now, read_sidecar, review_path,
                                  save_review_state)
 from ..core.volume import Volume, auto_window
-from .case_files import CaseLock, is_dataset_labels, keep_previous
+from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
 from .interaction import ClickJob, ClickProposal, Interaction
@@ -950,6 +950,8 @@ class ReviewSession:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
         if self.labels_held_by is not None and Path(target).absolute() == Path(self.labels_path or "").absolute():
             raise SessionError(f"{self.read_only_reason} Save the labels elsewhere (Save as).")
+        if is_dataset_labels(target) and not (self.review_extra.get("case") or {}).get("status"):
+            self.review_extra["case"] = case_entry("in progress")  # edited: its worklist row says so
         self._check_not_overwriting_another(Path(target))
         if self.provenance is not None:
             self.review_extra[KEY_PROVENANCE] = self.provenance.to_json()

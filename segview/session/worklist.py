@@ -62,10 +62,10 @@ from ..core.files import atomic_write_text, extension, replace_atomically
 from ..core.io import list_dicom_series, load_labels, load_volume, read_label_image
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
-from ..core.review_state import current_user, now, read_sidecar, review_path, update_sidecar
+from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .case_files import CaseLock
+from .case_files import CaseLock, case_entry
 from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
@@ -181,7 +181,7 @@ class Worklist:
         self._check_writable()
         try:
             case.labels.parent.mkdir(parents=True, exist_ok=True)
-            update_sidecar(case.labels, case=_status_entry(status, note))
+            update_sidecar(case.labels, case=case_entry(status, note))
         except OSError as exc:
             raise SessionError(f"The status of {name} could not be saved ({exc.strerror or exc}).") from exc
         case.status, case.note = status, note
@@ -624,7 +624,7 @@ class CaseSession(ReviewSession):
             status = "in progress" if into_dataset and self.case.status == "new" else self.case.status
         models = dict(self.review_extra.get("models") or {})  # a slot not loaded keeps its saved figures
         models.update(self.figures())
-        self.review_extra.update(case=_status_entry(status, self.case.note if note is None else note),
+        self.review_extra.update(case=case_entry(status, self.case.note if note is None else note),
                                  provenance=self.provenance.to_json() if self.provenance else {}, models=models)
         target = Path(path) if path is not None else self.case.labels
         self._check_not_overwriting_another(target)
@@ -1269,10 +1269,6 @@ def _stamp(files: list[Path]) -> list[int] | None:
     except OSError:
         return None
     return [sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0)]
-
-
-def _status_entry(status: str, note: str) -> dict:
-    return {"status": status, "note": note, "by": current_user(), "at": now()}
 
 
 def _read_json(path: Path) -> dict | None:

@@ -63,6 +63,8 @@ def test_a_direct_save_onto_a_case_keeps_the_original(dataset):
     direct.labels.paint(0, [(3, 3)], 1.5, 2)
     direct.save()
     assert (dataset / "labelsTr" / ".previous" / "case_001.original.nii.gz").read_bytes() == original
+    # Its worklist row says it was worked on, as a save through the worklist does (a tester's stayed "new").
+    assert Worklist.open(dataset).case("case_001").status == "in progress"
     saved = load_labels(labels, direct.volume)
     np.testing.assert_array_equal(saved, direct.labels.array)
     direct.close()
