@@ -75,7 +75,6 @@ class CaseLock:
         self.file.close()
 
 
-
 def keep_previous(labels_path: Path) -> None:
     """Copy ``labels_path`` and its sidecar into ``.previous/`` beside it: as
     ``<case>.original<ext>`` the first time, and as ``<case><ext>`` (replacing the last
@@ -106,5 +105,3 @@ def _copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, temporary)
 
     replace_atomically(target, write)
-
-

@@ -347,8 +347,11 @@ class ReviewSession:
         self.labels_path: Path | None = label_file.path if label_file else None
         # The file as read: a save over one another program saved since is refused.
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
-        self._labels_lock: CaseLock | None = None  # a dataset case's, while its file is open here
-        self.labels_held_by: str | None = None      # who has that case open in another segview
+        # A dataset case's lock, while its labels are open here (a worklist case, or its file
+        # opened directly: ``hold_labels_file``), or who has the case open elsewhere instead.
+        self.lock: CaseLock | None = None
+        self.locked_by: str | None = None
+        self._held_file: Path | None = None  # the file ``hold_labels_file`` locked: the lock follows it
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
         self._classes = list((label_file.classes if label_file else []) or classes or []) or None
@@ -564,24 +567,31 @@ class ReviewSession:
         worklist, whose cases lock themselves), take the case's lock as the worklist does,
         so that two people never edit one case unknowingly. Returns, when another segview
         has the case, the warning to show (the labels are read-only here: ``read_only_reason``)."""
-        self.release_labels_file()
         if self.labels_path is None or not is_dataset_labels(self.labels_path):
+            self.release_lock()
             return None
-        self._labels_lock, self.labels_held_by = CaseLock.acquire(Path(self.labels_path))
+        self._lock_labels(Path(self.labels_path))
+        self._held_file = Path(self.labels_path).absolute()
         return self.read_only_reason
 
-    def release_labels_file(self) -> None:
-        if self._labels_lock is not None:
-            self._labels_lock.release()
-        self._labels_lock = self.labels_held_by = None
+    def _lock_labels(self, path: Path) -> None:
+        """Take the lock of the case whose labels are ``path`` (``case_files.CaseLock``):
+        ``lock``, or ``locked_by`` who has it."""
+        self.release_lock()
+        self.lock, self.locked_by = CaseLock.acquire(path)
+
+    def release_lock(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+        self.lock = self.locked_by = self._held_file = None
 
     @property
     def read_only_reason(self) -> str | None:
         """Why the labels may not be edited here (None: they may)."""
-        if self.labels_held_by is None:
+        if self.locked_by is None:
             return None
         name = Path(self.labels_path or "").name
-        return (f"{name} is a case open in another segview ({self.labels_held_by}): read-only here, to look "
+        return (f"{name} is a case open in another segview ({self.locked_by}): read-only here, to look "
                 "at; open it again once the other has closed it.")
 
     def mark_reviewed(self, z: int, reviewed: bool = True) -> None:
@@ -948,7 +958,7 @@ class ReviewSession:
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
-        if self.labels_held_by is not None and Path(target).absolute() == Path(self.labels_path or "").absolute():
+        if self.locked_by is not None and Path(target).absolute() == Path(self.labels_path or "").absolute():
             raise SessionError(f"{self.read_only_reason} Save the labels elsewhere (Save as).")
         if is_dataset_labels(target) and not (self.review_extra.get("case") or {}).get("status"):
             self.review_extra["case"] = case_entry("in progress")  # edited: its worklist row says so
@@ -971,9 +981,8 @@ class ReviewSession:
     def finish_save(self, job: SaveJob) -> None:
         """After ``job`` wrote its files: the labels now live there; unless they changed
         meanwhile, nothing is unsaved (and the journal knows)."""
-        held = self._labels_lock is not None or self.labels_held_by is not None
-        if held and Path(job.path).absolute() != Path(self.labels_path or "").absolute():
-            self.release_labels_file()  # saved elsewhere: the case's file is no longer what is open here
+        if self._held_file is not None and Path(job.path).absolute() != self._held_file:
+            self.release_lock()  # saved elsewhere: the case's file is no longer what is open here
         self.labels_path = job.path
         self._read_stamp = labels_stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
@@ -1011,7 +1020,7 @@ class ReviewSession:
         if self.journal is not None:
             self.journal.close(delete=discard or not self.modified)
             self.journal = None
-        self.release_labels_file()
+        self.release_lock()
         # Only what the session connected: a view or script following the labels stays connected.
         self.live.detach()
         self.interaction.detach()

@@ -65,7 +65,7 @@ from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .case_files import CaseLock, case_entry
+from .case_files import case_entry
 from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
@@ -468,8 +468,6 @@ class CaseSession(ReviewSession):
 
     _counts_labels_on_open = False                # its models' cached counts give them (attach)
     _cached_models: dict[str, Model]              # slot -> its model as filled from the cache (attach)
-    lock: CaseLock | None = None
-    locked_by: str | None = None                  # who has it open, when it opened read-only for that
     read_from: str = ""                           # the case's files as read (``_files_stamp``)
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
@@ -482,7 +480,6 @@ class CaseSession(ReviewSession):
         ``lock``."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
-        self.read_only = worklist.read_only
         if lock:
             self._lock_case()
         if not case.labels.is_file():  # a status-only sidecar: keep its keys, provenance too
@@ -511,10 +508,16 @@ class CaseSession(ReviewSession):
             return False
         return True
 
+    @property
+    def read_only(self) -> bool:
+        """The dataset cannot be written, or another segview has the case open."""
+        return self.worklist.read_only or self.locked_by is not None
+
     def _lock_case(self) -> None:
-        self.lock, holder = CaseLock.acquire(self.case.labels) if not self.worklist.read_only else (None, None)
-        self.read_only = self.worklist.read_only or holder is not None
-        self.locked_by = self.case.locked_by = holder
+        if self.worklist.read_only:
+            return
+        self._lock_labels(self.case.labels)
+        holder = self.case.locked_by = self.locked_by
         self.case._locked_for = self if holder is not None else None
         if holder is not None:
             self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
@@ -651,16 +654,10 @@ class CaseSession(ReviewSession):
                 self.case.correction_ml[slot] = _float(entry["correction_ml"])
                 self.case.correction_voxels[slot] = int(entry["correction_voxels"] or 0)
 
-    def close(self, discard: bool = False) -> None:
-        super().close(discard)
-        self.release_lock()
-
     def release_lock(self) -> None:
         if self.locked_by is not None and self.case._locked_for is self:
             self.case.locked_by = self.case._locked_for = None  # the row shows the lock while it is open here
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        super().release_lock()
 
 
 class _DatasetSaveJob(SaveJob):

@@ -48,7 +48,7 @@ def open_case(qtbot, window, read_only=None):
     case = make_phantom("cardiac", 0)
     session = ReviewSession.open(case.volume, classes=list(case.classes))
     if read_only:
-        session.labels_held_by = read_only  # as a case another segview holds, its lock taken
+        session.locked_by = read_only  # as a case another segview holds, its lock taken
         session.hold_labels_file = lambda: None
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.show_session(session)
