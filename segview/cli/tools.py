@@ -327,16 +327,13 @@ def _run_evaluate(args) -> int:
         raise UserError("--held-out goes with --reviewed-only (the verdict over reviewed slices)")
     if args.click_model and not args.robot:
         raise UserError("--click-model goes with --robot")
+    if args.report and (args.reviewed_only or not (args.image or args.labels)):
+        raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
+                        "results and the verdict over --data or --phantom go to -o DIR")
     if args.reviewed_only:
-        if args.report:
-            raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
-                            "verdict over --data goes to -o DIR")
         return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
-    if args.report:
-        raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
-                        "results over --data or --phantom go to -o DIR")
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
@@ -516,7 +513,6 @@ def _row_labels(models: list[tuple[Path, Any]]) -> list[str]:
     # Table 1 row would hold a cardiac model's cells beside a lung model's.
     shared = {path for (path, _), label in zip(models, labels) if labels.count(label) > 1}
     # The file name tells them apart, else the shortest tail of the path that does.
-    tails = {path: path.name for path in shared}
     for parts in range(1, max((len(p.parts) for p in shared), default=1) + 1):
         tails = {path: "/".join(path.parts[-parts:]) for path in shared}
         if len(set(tails.values())) == len(tails):
