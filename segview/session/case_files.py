@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 from ..core.files import extension, replace_atomically
+from ..core.io import sidecar_path
 from ..core.review_state import current_user, now, review_path
 
 try:
@@ -76,9 +77,11 @@ class CaseLock:
 
 
 def keep_previous(labels_path: Path) -> None:
-    """Copy ``labels_path`` and its sidecar into ``.previous/`` beside it: as
-    ``<case>.original<ext>`` the first time, and as ``<case><ext>`` (replacing the last
-    backup). Atomic copies. Raises LabelSaveError when they cannot be made."""
+    """Copy ``labels_path`` and its sidecars (review state; class table of a NIfTI or
+    MetaImage file) into ``.previous/`` beside it: as ``<case>.original<ext>`` the first
+    time, and as ``<case><ext>`` (replacing the last backup, whose sidecars go where the
+    file replaced has none, so a backup never pairs with another save's). Atomic copies.
+    Raises LabelSaveError when they cannot be made."""
     from ..core.errors import LabelSaveError
 
     if not labels_path.is_file():
@@ -89,12 +92,14 @@ def keep_previous(labels_path: Path) -> None:
     try:
         backups.mkdir(exist_ok=True)
         first_time = not (backups / f"{stem}.original{ext}").exists()
-        for source in (labels_path, review_path(labels_path)):
-            if source.is_file():
-                suffix = source.name[len(stem):]  # ".nii.gz" or ".review.json"
-                if first_time:
-                    _copy(source, backups / f"{stem}.original{suffix}")
-                _copy(source, backups / source.name)
+        for source in (labels_path, review_path(labels_path), sidecar_path(labels_path)):
+            suffix = source.name[len(stem):]  # ".nii.gz", ".review.json", ".classes.json"
+            if not source.is_file():
+                (backups / source.name).unlink(missing_ok=True)
+                continue
+            if first_time:
+                _copy(source, backups / f"{stem}.original{suffix}")
+            _copy(source, backups / source.name)
     except OSError as exc:
         raise LabelSaveError(f"The labels were not saved: the file they replace could not be kept in "
                              f"{backups} ({exc.strerror or exc}).") from exc

@@ -68,3 +68,27 @@ def test_a_direct_save_onto_a_case_keeps_the_original(dataset):
     saved = load_labels(labels, direct.volume)
     np.testing.assert_array_equal(saved, direct.labels.array)
     direct.close()
+
+
+def test_the_backup_keeps_the_class_table_with_the_labels(tmp_path):
+    """A NIfTI file's class names and colours live in ``<case>.classes.json``: a save that
+    rewrites them must keep the old table with the old labels (it was not kept)."""
+    from segview.core.io import sidecar_path
+    from segview.session.case_files import keep_previous
+
+    labels = tmp_path / "labelsTr" / "case.nii.gz"
+    labels.parent.mkdir()
+    labels.write_bytes(b"labels 1")
+    sidecar_path(labels).write_text('{"first": "table"}')
+    keep_previous(labels)
+    previous = labels.parent / ".previous"
+    assert (previous / "case.original.classes.json").read_text() == '{"first": "table"}'
+    assert (previous / "case.classes.json").read_text() == '{"first": "table"}'
+
+    labels.write_bytes(b"labels 2")  # saved by a tool that keeps no class table
+    sidecar_path(labels).unlink()
+    keep_previous(labels)
+    assert (previous / "case.nii.gz").read_bytes() == b"labels 2"
+    assert not (previous / "case.classes.json").exists()  # the last backup's table is not another file's
+    assert (previous / "case.original.classes.json").read_text() == '{"first": "table"}'
+    assert (previous / "case.original.nii.gz").read_bytes() == b"labels 1"
