@@ -8,11 +8,14 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..core.files import extension, replace_atomically
 from ..core.io import sidecar_path
 from ..core.review_state import current_user, now, review_path
+from .errors import SessionError
 
 try:
     import fcntl  # POSIX: a case open in one segview is locked, released by the system if it dies
@@ -65,7 +68,7 @@ class CaseLock:
             return None, holder
         file.seek(0)
         file.truncate()
-        file.write(f"{current_user()} on {socket.gethostname()}, process {os.getpid()}, since {now()}")
+        file.write(f"{current_user()}{_this_process()}since {now()}")
         file.flush()
         return cls(file), None
 
@@ -74,6 +77,29 @@ class CaseLock:
         self.file.truncate()
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+def _this_process() -> str:
+    """How a lock file names this process (between the user and the time)."""
+    return f" on {socket.gethostname()}, process {os.getpid()}, "
+
+
+@contextmanager
+def case_held(labels_path: Path) -> Iterator[None]:
+    """The case whose labels are ``labels_path`` locked while something is written beside
+    them without a session (its status and note), so that no segview opens it meanwhile.
+    Raises SessionError naming who has it open elsewhere: that segview's next save would
+    write its own status over this one. A case a session of this process holds is written
+    at once (that session saves the status its worklist's case then has)."""
+    lock, holder = CaseLock.acquire(labels_path)
+    if holder is not None and _this_process() not in holder:
+        raise SessionError(f"{labels_path.name} is a case open in another segview ({holder}): set its status "
+                           "there, or here once it has been closed.")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def keep_previous(labels_path: Path) -> None:

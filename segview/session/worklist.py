@@ -65,7 +65,7 @@ from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .case_files import case_entry
+from .case_files import case_entry, case_held
 from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
@@ -174,14 +174,16 @@ class Worklist:
     def set_status(self, name: str, status: str, note: str = "") -> None:
         """Set case ``name``'s status ("new", "in progress", "done", "flagged") and note;
         written to its sidecar at once. Raises ValueError for another status,
-        SessionError when the dataset is read-only or the sidecar cannot be written."""
+        SessionError when the dataset is read-only, another segview has the case open
+        (``case_files.case_held``) or the sidecar cannot be written."""
         if status not in STATUSES:
             raise ValueError(f"status {status!r}: one of {', '.join(STATUSES)}")
         case = self.case(name)
         self._check_writable()
         try:
             case.labels.parent.mkdir(parents=True, exist_ok=True)
-            update_sidecar(case.labels, case=case_entry(status, note))
+            with case_held(case.labels):
+                update_sidecar(case.labels, case=case_entry(status, note))
         except OSError as exc:
             raise SessionError(f"The status of {name} could not be saved ({exc.strerror or exc}).") from exc
         case.status, case.note = status, note
@@ -621,8 +623,11 @@ class CaseSession(ReviewSession):
         if into_dataset:
             self.worklist._check_writable()
             if self.read_only:
-                raise SessionError(f"{self.case.name} is open in another segview: it was opened read-only "
-                                   "here. Save the labels elsewhere (Save as).")
+                held = f"{self.case.name} is open in another segview ({self.locked_by or 'another session'})"
+                if status is not None:
+                    raise SessionError(f"{held}: it was opened read-only here and cannot be marked {status}. Set its "
+                                       "status there, or here once it has been closed (choose its row again).")
+                raise SessionError(f"{held}: it was opened read-only here. Save the labels elsewhere (Save as).")
         if status is None or not into_dataset:
             status = "in progress" if into_dataset and self.case.status == "new" else self.case.status
         models = dict(self.review_extra.get("models") or {})  # a slot not loaded keeps its saved figures

@@ -92,3 +92,54 @@ def test_the_backup_keeps_the_class_table_with_the_labels(tmp_path):
     assert not (previous / "case.classes.json").exists()  # the last backup's table is not another file's
     assert (previous / "case.original.classes.json").read_text() == '{"first": "table"}'
     assert (previous / "case.original.nii.gz").read_bytes() == b"labels 1"
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from segview.session.case_files import CaseLock
+lock, holder = CaseLock.acquire(Path(sys.argv[1]))
+print("held" if lock else holder, flush=True)
+sys.stdin.read()  # until the test closes it
+"""
+
+
+def test_a_case_open_in_another_segview_keeps_its_status(dataset):
+    """Flagging a case another segview has open wrote its sidecar behind that segview's
+    back, whose next save then wrote its own status over the flag: refused, naming who."""
+    import subprocess
+    import sys
+
+    worklist = Worklist.open(dataset)
+    labels = dataset / "labelsTr" / "case_000.nii.gz"
+    with subprocess.Popen([sys.executable, "-c", HOLDER, str(labels)], stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True) as other:
+        assert other.stdout.readline().strip() == "held"
+        with pytest.raises(SessionError, match=r"case_000.nii.gz is a case open in another segview \(.*process "
+                                               rf"{other.pid}.*set its status there"):
+            worklist.set_status("case_000", "flagged", "motion")
+        assert worklist.case("case_000").status == "new"
+        # Done on it, opened read-only here, says what cannot be done (not "save elsewhere").
+        read_only = worklist.session("case_000")
+        with pytest.raises(SessionError, match=r"open in another segview .*: it was opened read-only here "
+                                               r"and cannot be marked done\. Set its status there"):
+            read_only.save_job(status="done")
+        read_only.close()
+        worklist.set_status("case_001", "flagged", "motion on slices 2-3")  # a case nobody has
+        other.stdin.close()
+    assert Worklist.open(dataset).case("case_001").note == "motion on slices 2-3"
+    worklist.set_status("case_000", "done")  # closed there: free here
+    assert Worklist.open(dataset).case("case_000").status == "done"
+
+
+def test_a_session_here_does_not_keep_its_worklist_from_setting_the_status(dataset):
+    worklist = Worklist.open(dataset)
+    session = worklist.session("case_000")
+    session.labels.paint(2, [(3, 3)], 1.0, 2)
+    session.save()
+    worklist.set_status("case_000", "flagged", "motion on slices 10-14")  # as the README's example does
+    session.labels.paint(3, [(3, 3)], 1.0, 2)
+    session.save()  # the session saves the status its case has now
+    case = Worklist.open(dataset).case("case_000")
+    assert (case.status, case.note) == ("flagged", "motion on slices 10-14")
+    session.close()
