@@ -196,6 +196,8 @@ class MainWindow(QMainWindow):
         self.cancel_button.hide()
         for widget in (self.device_label, self.progress, self.cancel_button):
             self.statusBar().addPermanentWidget(widget)
+        # A message longer than the bar is cut off there: the whole of it shows on hover.
+        self.statusBar().messageChanged.connect(self.statusBar().setToolTip)
 
     def _build_docks(self) -> None:
         self.tools = ToolPanel([(e.name, e.text, e.key, e.tip) for e in self.effects])

@@ -300,6 +300,7 @@ def test_a_read_only_case_saves_no_edits_it_has_not_and_opens_editable_once_the_
     assert len(dialogs) == warnings
     message = window.statusBar().currentMessage()
     assert message.startswith("Nothing to save: no edits were made here.") and "another segview" in message
+    assert window.statusBar().toolTip() == message  # the whole of it, where the bar cuts it off
     # Save As proposes a copy outside the dataset's labels, never the case's own file.
     proposed = window.proposed_labels_path()
     assert proposed.name == "case_001.labels.nii.gz" and proposed.parent != dataset / "labelsTr"
