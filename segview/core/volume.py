@@ -143,7 +143,10 @@ def orthogonalized(volume: Volume) -> Volume | None:
     row = d[:, 0] / np.linalg.norm(d[:, 0])
     col = d[:, 1] - (d[:, 1] @ row) * row
     col /= np.linalg.norm(col)
-    direction = np.column_stack([row, col, np.cross(row, col)])
+    normal = np.cross(row, col)
+    if d[:, 2] @ normal < 0:  # a left-handed grid (an LAS NIfTI) is no shear: its slices keep their order
+        normal = -normal
+    direction = np.column_stack([row, col, normal])
     if np.max(np.abs(direction - d)) <= 1e-6:
         return None
     image = volume.to_sitk(volume.array.astype(np.float32))

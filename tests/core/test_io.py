@@ -344,3 +344,24 @@ def test_atomic_replace_keeps_the_previous_mode_or_uses_0644(tmp_path):
     os.chmod(fresh, 0o640)
     replace_atomically(fresh, lambda t: t.write_text("y"))
     assert stat.S_IMODE(fresh.stat().st_mode) == 0o640 and fresh.read_text() == "y"
+
+
+def test_a_left_handed_nifti_keeps_its_grid_and_its_labels_lie_on_it(tmp_path):
+    """An LAS NIfTI (FSL's habit) was resampled as if sheared, its z axis flipped: labels
+    saved for it lay upside down in nibabel, and labels made elsewhere were refused."""
+    affine = np.array([[-2.0, 0, 0, 30], [0, 2.0, 0, -20], [0, 0, 3.0, 50], [0, 0, 0, 1]])
+    data = np.zeros((20, 18, 8), np.int16)
+    data[3, 4, 5] = 1000  # a marker at voxel (i, j, k) = (3, 4, 5)
+    nibabel.save(nibabel.Nifti1Image(data, affine), tmp_path / "las.nii.gz")
+    volume = load_volume(tmp_path / "las.nii.gz")
+    assert not volume.meta.get("warnings")
+    assert volume.shape == (8, 18, 20) and volume.array[5, 4, 3] == 1000
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[5, 4, 3] = 1
+    save_labels(tmp_path / "labels.nii.gz", labels, volume)
+    saved = nibabel.load(tmp_path / "labels.nii.gz")
+    np.testing.assert_allclose(saved.affine, affine, atol=1e-5)
+    assert np.argwhere(np.asarray(saved.dataobj)).tolist() == [[3, 4, 5]]
+    # Labels another program wrote on the image's grid open on it.
+    nibabel.save(nibabel.Nifti1Image((data > 0).astype(np.uint8), affine), tmp_path / "theirs.nii.gz")
+    assert load_labels(tmp_path / "theirs.nii.gz", volume)[5, 4, 3] == 1

@@ -123,3 +123,28 @@ def test_orthogonalized_undoes_a_shear_and_keeps_physical_positions():
     k, j, i = np.round(upright.physical_to_index(point)).astype(int)
     assert upright.array[k, j, i] > 50
     assert orthogonalized(upright) is None
+
+
+@pytest.mark.parametrize("direction", [
+    (-1, 0, 0, 0, 1, 0, 0, 0, 1),                       # LAS as FSL writes it (RAS with x flipped)
+    (1, 0, 0, 0, -1, 0, 0, 0, 1),
+    (1, 0, 0, 0, 1, 0, 0, 0, -1),                       # slices stored from head to feet
+])
+def test_a_left_handed_grid_is_not_taken_for_a_shear(direction):
+    """A tester's LAS NIfTI was 'resampled onto a perpendicular grid' with its z axis flipped,
+    so its labels lay upside down against it in every other program."""
+    volume = Volume(np.zeros((4, 5, 6)), direction=direction)
+    assert np.linalg.det(volume.direction_matrix) < 0
+    assert orthogonalized(volume) is None
+
+
+def test_a_sheared_left_handed_grid_keeps_its_slice_order():
+    slice_dir = np.array([0.0, 0.5, -2.0]) / np.linalg.norm([0, 0.5, 2.0])  # tilted, head to feet
+    direction = np.column_stack([[1, 0, 0], [0, 1, 0], slice_dir])
+    array = np.arange(6, dtype=np.float32)[:, None, None] * np.ones((6, 20, 10), np.float32)
+    tilted = Volume(array, spacing=(1, 1, np.linalg.norm([0, 0.5, 2.0])), direction=tuple(direction.ravel()))
+    upright = orthogonalized(tilted)
+    np.testing.assert_allclose(upright.direction_matrix, np.diag([1, 1, -1]), atol=1e-12)
+    point = tilted.index_to_physical((5, 10, 5))
+    k, j, i = np.round(upright.physical_to_index(point)).astype(int)
+    assert k == 5 and upright.array[k, j, i] == pytest.approx(5, abs=0.01)
