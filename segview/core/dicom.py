@@ -497,6 +497,7 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     if not grid.regular:
         final, interpolated = _regular_volume(array, grid, warnings)
         final.modality, final.meta = volume.modality, volume.meta
+        final.meta["resampled"] = True  # its slices are no longer the source images one to one
         if interpolated:  # so a viewer can mark them
             final.meta["interpolated_slices"] = interpolated
         volume = final

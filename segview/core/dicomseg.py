@@ -49,9 +49,10 @@ def export_reason(volume: Volume) -> str | None:
     """Why ``volume``'s labels cannot become a DICOM SEG, or None when they can."""
     if volume.meta.get("source_format") != "dicom" or not volume.meta.get("source_files"):
         return "DICOM SEG needs an image loaded from DICOM (this one is not)."
-    if len(volume.meta["source_files"]) != volume.shape[0]:
-        return ("The DICOM series was resampled or is multi-frame when it was loaded, so its slices "
-                "are not the source images one to one; save the labels as NIfTI or NRRD instead.")
+    if volume.meta.get("resampled") or len(volume.meta["source_files"]) != volume.shape[0]:
+        return ("The DICOM series was resampled (gantry tilt, missing or unevenly spaced slices) or is "
+                "multi-frame, so its slices are not the source images one to one; save the labels as NIfTI "
+                "or NRRD instead.")
     return None
 
 
@@ -62,7 +63,8 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     ``algorithm`` names the model whose prediction was corrected; ``algorithms`` (class value
     -> the algorithms its labels came from, e.g. ``ReviewSession.segment_algorithms()``)
     says it per class instead: an empty list makes that segment MANUAL (drawn by hand, no
-    algorithm), a class it lacks falls back to ``algorithm``; ``content_creator``
+    algorithm), a class it lacks falls back to ``algorithm`` ("manual": MANUAL); an empty
+    segment is MANUAL whatever they say (no algorithm made it); ``content_creator``
     (ContentCreatorName, a DICOM person name such as "Doe^Jane") is the reader who
     corrected it, by default the login name of this computer's user. Raises
     DicomSegError when the volume cannot be exported and LabelSaveError when the file
@@ -78,19 +80,30 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     for number, c in enumerate(values, 1):
         segment_map[labels == c.value] = number
     by_class = algorithms or {}
-    segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, [algorithm])))
+    fallback = [] if algorithm == "manual" else [algorithm]
+    present = set(np.unique(labels).tolist())  # an empty segment is no algorithm's work
+    segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, fallback) if c.value in present else []))
                 for number, c in enumerate(values, 1)]
-    seg = hd.seg.Segmentation(
+    try:
+        seg = _segmentation(sources, segment_map, segments, content_creator)
+    except ValueError as exc:  # highdicom's refusal of these source images: say it, as ours are said
+        raise DicomSegError(f"These DICOM images cannot carry a DICOM SEG ({exc}); save the labels as NIfTI or "
+                            "NRRD instead.") from exc
+    try:
+        return replace_atomically(path, lambda temporary: seg.save_as(temporary))
+    except OSError as exc:
+        raise LabelSaveError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}") from exc
+
+
+def _segmentation(sources: list[pydicom.Dataset], segment_map: np.ndarray,
+                  segments: list[hd.seg.SegmentDescription], content_creator: str | None) -> hd.seg.Segmentation:
+    return hd.seg.Segmentation(
         source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segview",
         manufacturer_model_name="segview", software_versions=__version__, device_serial_number="none",
         series_description="segview corrected labels", omit_empty_frames=False,
         content_creator_name=content_creator or _login_name())
-    try:
-        return replace_atomically(path, lambda temporary: seg.save_as(temporary))
-    except OSError as exc:
-        raise LabelSaveError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}") from exc
 
 
 def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarray:

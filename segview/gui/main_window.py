@@ -1439,6 +1439,7 @@ class MainWindow(QMainWindow):
         def failed(exc: Exception) -> None:
             if then is not None:
                 then(None)
+            self.statusBar().clearMessage()  # "Writing..." is over, whatever ended it
             if not isinstance(exc, SegviewError):
                 raise exc
             QMessageBox.critical(self, "DICOM SEG not written", str(exc))

@@ -47,3 +47,34 @@ def test_volumes_that_are_not_their_dicom_slices_cannot_be_exported(dicom_case, 
     assert "resampled" in export_reason(resampled)
     with pytest.raises(DicomSegError, match="empty"):
         save_dicom_seg(tmp_path / "seg.dcm", np.zeros_like(case.labels), volume, list(case.classes))
+
+
+def test_an_empty_segment_and_one_drawn_by_hand_name_no_algorithm(dicom_case, tmp_path):
+    """A tester's SEG called its empty classes SEMIAUTOMATIC 'segview (manual, corrected by
+    hand)' of the family 'Artificial Intelligence'."""
+    case, volume = dicom_case
+    labels = case.labels.copy()
+    labels[labels == 2] = 0
+    save_dicom_seg(tmp_path / "seg.dcm", labels, volume, list(case.classes), "cardiac_ce")
+    segments = pydicom.dcmread(tmp_path / "seg.dcm").SegmentSequence
+    assert segments[1].SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in segments[1]  # empty
+    save_dicom_seg(tmp_path / "hand.dcm", labels, volume, list(case.classes))  # algorithm "manual"
+    assert {s.SegmentAlgorithmType for s in pydicom.dcmread(tmp_path / "hand.dcm").SegmentSequence} == {"MANUAL"}
+
+
+def test_a_tilted_series_cannot_be_exported_and_says_why(tmp_path):
+    """A gantry-tilted series keeps as many slices as files once resampled: export was on,
+    and highdicom's error escaped the window with no message."""
+    from segview.core.volume import Volume
+
+    case = make_phantom("cardiac", 3)
+    slice_dir = np.array([0.0, 0.3, 1.0]) / np.linalg.norm([0.0, 0.3, 1.0])
+    direction = np.column_stack([[1, 0, 0], [0, 1, 0], slice_dir])
+    tilted = Volume(case.volume.array, case.volume.spacing, case.volume.origin, tuple(direction.ravel()),
+                    modality="MR")
+    write_dicom_series(tilted, tmp_path / "tilt")
+    volume = load_volume(tmp_path / "tilt")
+    assert any("tilt" in w for w in volume.meta["warnings"])
+    assert "resampled (gantry tilt" in export_reason(volume)
+    with pytest.raises(DicomSegError, match="resampled"):
+        save_dicom_seg(tmp_path / "seg.dcm", np.ones(volume.shape, np.uint8), volume, list(case.classes))
