@@ -119,13 +119,23 @@ def _scan(folder: Path, progress: Progress | None) -> tuple[dict[str, list], lis
         if _is_image(header.dataset):
             uid = str(_value(header.dataset, "SeriesInstanceUID") or "unknown")
             series[uid].append((str(path), header))
+        elif _claims_image(header.dataset):  # an image storage class without rows: cut off in its header
+            damaged.append(path.name)
     return series, damaged
 
 
 def _is_image(ds: Dataset) -> bool:
-    sop_class = str(_value(ds, "SOPClassUID") or _value(getattr(ds, "file_meta", _EMPTY),
-                                                        "MediaStorageSOPClassUID") or "")
-    return "Rows" in ds and "Columns" in ds and sop_class not in _NON_IMAGE_SOP_CLASSES
+    return "Rows" in ds and "Columns" in ds and _sop_class(ds) not in _NON_IMAGE_SOP_CLASSES
+
+
+def _claims_image(ds: Dataset) -> bool:
+    """Whether ``ds``'s SOP class is an image storage class (CT, MR, secondary capture...;
+    not a structured report or a presentation state)."""
+    return "Image Storage" in UID(_sop_class(ds)).name
+
+
+def _sop_class(ds: Dataset) -> str:
+    return str(_value(ds, "SOPClassUID") or _value(getattr(ds, "file_meta", _EMPTY), "MediaStorageSOPClassUID") or "")
 
 
 def _series_info(uid: str, items: list, damaged: list[str]) -> SeriesInfo | None:
@@ -924,7 +934,13 @@ def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
     if len(sizes) > 1:
         raise VolumeLoadError(f"The images of this series have different sizes {sorted(sizes)}; "
                               "it is not one volume.")
-    if any(f.position is None or f.orientation is None for f in frames):
+    unplaced = [f for f in frames if f.position is None or f.orientation is None]
+    if unplaced and len(unplaced) < len(frames):  # stacked in file order, they would go anywhere
+        names = ", ".join(sorted({Path(f.source).name for f in unplaced})[:5])
+        raise VolumeLoadError(f"{len(unplaced)} image(s) of this series carry no patient position or orientation "
+                              f"(ImagePositionPatient, ImageOrientationPatient) while the others do: {names}. "
+                              "They cannot be placed in the volume; re-export the series, or move them out.")
+    if unplaced:
         if len(frames) > 1:
             warnings.append("The images carry no patient position; they are stacked in file order "
                             "with an assumed slice spacing.")

@@ -276,6 +276,26 @@ def test_a_truncated_file_in_a_series_never_gives_a_partial_volume(tmp_path, car
         load_volume(tmp_path)
 
 
+def test_a_slice_cut_off_in_its_header_is_named_damaged_not_only_missing(tmp_path, cardiac):
+    """A tester's slice cut to 300 bytes (its file meta whole, its dataset cut) was taken
+    for a file of no image and dropped unnamed: only 'a slice missing' was said."""
+    paths = write_dicom_series(cardiac, tmp_path)
+    paths[3].write_bytes(paths[3].read_bytes()[:300])
+    volume = load_volume(tmp_path)
+    assert f"1 damaged DICOM file(s) were skipped: {paths[3].name}" in volume.meta["warnings"]
+    assert any("missing" in w for w in volume.meta["warnings"])
+
+
+def test_one_slice_without_a_position_is_named(tmp_path, cardiac):
+    """It gave numpy's 'inhomogeneous shape' error."""
+    paths = write_dicom_series(cardiac, tmp_path)
+    dataset = pydicom.dcmread(paths[4])
+    del dataset.ImagePositionPatient
+    dataset.save_as(paths[4])
+    with pytest.raises(VolumeLoadError, match=rf"1 image\(s\) of this series carry no patient .*{paths[4].name}"):
+        load_volume(tmp_path)
+
+
 def test_a_slice_file_that_is_not_dicom_is_reported_a_readme_is_not(tmp_path, cardiac):
     paths = write_dicom_series(cardiac, tmp_path)
     (tmp_path / "IM_junk.dcm").write_bytes(b"\x00" * 50 + b"not an image")  # a slice name, no DICOM in it
