@@ -197,7 +197,10 @@ class MainWindow(QMainWindow):
         for widget in (self.device_label, self.progress, self.cancel_button):
             self.statusBar().addPermanentWidget(widget)
         # A message longer than the bar is cut off there: the whole of it shows on hover.
-        self.statusBar().messageChanged.connect(self.statusBar().setToolTip)
+        self.statusBar().messageChanged.connect(self._show_message_whole)
+
+    def _show_message_whole(self, message: str) -> None:
+        self.statusBar().setToolTip(message)
 
     def _build_docks(self) -> None:
         self.tools = ToolPanel([(e.name, e.text, e.key, e.tip) for e in self.effects])

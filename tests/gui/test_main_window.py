@@ -362,3 +362,16 @@ def test_dropping_a_checkpoint_loads_it_as_model_a(qtbot, demo):
         demo.dropEvent(event)
     model = demo.session.models["A"]
     assert list(demo.session.models) == ["A"] and model.name == "cardiac_ce_dice" and model.predicted.all()
+
+
+def test_the_window_is_built_without_qt_warnings(qtbot, dialogs, qtlog):
+    """Connecting the status bar's messages to setToolTip, a property setter and no slot,
+    printed a libpyside warning at every launch (a tester)."""
+    from segview.gui.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.statusBar().showMessage("a message")
+    assert window.statusBar().toolTip() == "a message"
+    assert [r.message for r in qtlog.records if "addMetaMethod" in r.message or "Cannot add" in r.message] == []
+    window.close()
