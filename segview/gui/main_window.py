@@ -27,7 +27,7 @@ from ..core.live import write_metrics_csv
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
-from ..session.review import COPY_PIECE_S, CopyJob, CopyWrite, ToolJob
+from ..session.review import COPY_PIECE_S, CopyJob, CopyWrite, ToolJob, slices_text
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .compare import labels_outline_colour
@@ -1085,12 +1085,16 @@ class MainWindow(QMainWindow):
         if not this_slice:
             return self._copy_whole_volume(self.session, slot)
         z = self.current_slice()
+        reviewed = bool(self.session.reviewed[z])
         try:
             changed = self.session.copy_prediction(slot, z)
         except SegviewError as exc:
             return self._error(str(exc), "Nothing copied")
         self._session_changed()  # the labels may have taken the checkpoint's class names
-        self.statusBar().showMessage(f"Labels from model {slot} on slice {z + 1}: {changed} voxels changed", 8000)
+        unmarked = ("; it is no longer marked reviewed: its labels are the model's now (check them, then M)"
+                    if reviewed and changed else "")
+        self.statusBar().showMessage(f"Labels from model {slot} on slice {z + 1}: {changed} voxels changed{unmarked}",
+                                     10000)
 
     def _copy_whole_volume(self, session: ReviewSession, slot: str) -> None:
         if self._copy_stop is not None:
@@ -1167,8 +1171,10 @@ class MainWindow(QMainWindow):
                 return self.prediction_copied.emit(-1)
             self._session_changed()  # the labels may have taken the checkpoint's class names
             ml = writing.changed * float(np.prod(session.volume.spacing)) / 1000
+            kept = session.slices_kept(slot)
+            kept_text = f"; reviewed {slices_text(kept)} kept as they are" if kept else ""
             self.statusBar().showMessage(
-                f"Labels from model {slot}: {writing.changed} voxels ({ml:.2f} mL) changed", 8000)
+                f"Labels from model {slot}: {writing.changed} voxels ({ml:.2f} mL) changed{kept_text}", 10000)
             self.prediction_copied.emit(writing.changed)
 
         QTimer.singleShot(0, piece)

@@ -202,12 +202,17 @@ class ToolChange:
         return f"{said}; {self.kept}" if self.kept else said
 
     def where(self) -> str:
-        """"on slice 7", "on slices 7, 10" (numbered from 1, as the window shows them) or
-        "on 12 slices (3 to 14)"."""
-        slices = np.flatnonzero(self.changes.any(axis=(1, 2))) + 1
-        if slices.size > 3:
-            return f"on {slices.size} slices ({slices[0]} to {slices[-1]})"
-        return f"on slice{'s' if slices.size > 1 else ''} {', '.join(map(str, slices))}"
+        """"on slice 7", "on slices 7, 10" or "on 12 slices (3 to 14)" (``slices_text``)."""
+        return "on " + slices_text(np.flatnonzero(self.changes.any(axis=(1, 2))))
+
+
+def slices_text(indices) -> str:
+    """Slice indices in words, numbered from 1 as the window shows them: "slice 7",
+    "slices 7, 10" or "12 slices (3 to 14)"."""
+    slices = np.asarray(indices, int) + 1
+    if slices.size > 3:
+        return f"{slices.size} slices ({slices[0]} to {slices[-1]})"
+    return f"slice{'s' if slices.size > 1 else ''} {', '.join(map(str, slices))}"
 
 
 class ToolJob:
@@ -257,7 +262,8 @@ class CopyJob:
             raise SessionError(f"No model is loaded as {slot}.")
         self.slot, self.model, self.version = slot, model, session.version
         self.labels = session.labels
-        self.predicted = model.predicted.copy()  # the slices predicted now: later ones are not read
+        # The slices predicted now (later ones are not read) and not reviewed (never overwritten wholesale).
+        self.predicted = model.predicted & ~session.labels.reviewed
 
     def __call__(self, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[Patch] | None:
@@ -556,11 +562,18 @@ class ReviewSession:
             for z in np.flatnonzero(label_file.review.reviewed != self.labels.reviewed):
                 self.labels.set_reviewed(int(z), bool(label_file.review.reviewed[z]))
         self.review_marks.update(label_file.review.marks)
+        # Rulers measure the image: those drawn stay, and the file's own come with it.
+        theirs = list(label_file.review.extra.get(KEY_RULERS) or [])
+        ours = list(self.review_extra.get(KEY_RULERS) or [])
+        if any(r not in ours for r in theirs):
+            self.review_extra[KEY_RULERS] = ours + [r for r in theirs if r not in ours]
+            self._sidecar_changed()
         if label_file.warning:
             self.warnings.append(label_file.warning)
         self.labels_path = label_file.path
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         self._saved_position = self.labels.history_position  # what is open is what that file holds
+        self._saved_rulers = theirs  # rulers it lacks are unsaved there
 
     def hold_labels_file(self) -> str | None:
         """When the labels come from a dataset case's file opened directly (not through the
@@ -739,10 +752,12 @@ class ReviewSession:
 
     def copy_prediction(self, slot: str, z: int | None = None) -> int:
         """Model ``slot``'s prediction into the labels: slice ``z``, or every predicted
-        slice. One undo step; it marks nothing reviewed (a copy is not a review). Labels
-        without a class table of their own take the checkpoint's class names. Written slab
-        by slab from the prediction: no copy of it, nor of the labels. Returns the voxels
-        changed."""
+        slice not reviewed (a person's checked slices are never overwritten wholesale:
+        ``slices_kept``). One undo step; it marks nothing reviewed (a copy is not a
+        review), and a reviewed slice ``z`` it changes is reviewed no longer (its labels are
+        the model's, unchecked). Labels without a class table of their own take the
+        checkpoint's class names. Written slab by slab from the prediction: no copy of it,
+        nor of the labels. Returns the voxels changed."""
         model = self.models.get(slot)
         if model is None:
             raise SessionError(f"No model is loaded as {slot}.")
@@ -750,7 +765,21 @@ class ReviewSession:
             raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
         self._take_classes(model)
         with self.labels.step():
-            return self.labels.copy_from(model.prediction, z, where=model.predicted)
+            if z is None:
+                return self.labels.copy_from(model.prediction, where=model.predicted & ~self.labels.reviewed)
+            changed = self.labels.copy_from(model.prediction, z)
+            if changed:
+                self.labels.set_reviewed(z, False)
+            return changed
+
+    def slices_kept(self, slot: str) -> list[int]:
+        """The slices a whole-volume copy of model ``slot`` leaves as they are because they
+        are reviewed, though the model predicts them otherwise."""
+        model = self.models.get(slot)
+        if model is None:
+            return []
+        reviewed = np.flatnonzero(self.labels.reviewed & model.predicted)
+        return [int(z) for z in reviewed if not np.array_equal(self.labels.array[z], model.prediction[z])]
 
     def copy_job(self, slot: str) -> CopyJob:
         """``copy_prediction(slot)`` of the whole volume in two halves: call the job (in a

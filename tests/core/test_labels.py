@@ -136,6 +136,20 @@ def test_a_thin_crescent_and_a_small_blob_still_give_the_class_between_them():
     assert sizes[1] > sizes[3]  # the crescent's side first, the blob's last
 
 
+def test_fill_between_slices_never_fills_a_reviewed_slice_and_stops_at_it():
+    """A tester cleared a slice, marked it reviewed ("no infection") and filled between
+    slices: 2071 voxels were interpolated into it, its mark kept."""
+    labels = blank(shape=(7, 20, 20))
+    for z in (0, 6):
+        labels.array[z][disc((20, 20), (10, 10), 5.0)] = 1
+    labels.set_reviewed(3)
+    labels.fill_between_slices()
+    assert not labels.array[1:6].any()  # both runs end at the empty reviewed slice
+    labels.set_reviewed(3, False)
+    labels.fill_between_slices()
+    assert all(labels.array[z].any() for z in range(7))
+
+
 def test_fill_between_slices_restores_every_class_of_a_cleared_phantom_slice():
     """The demo (cardiac phantom, seed 0): slice 8 cleared, 7 and 9 labelled. The right
     ventricle's regions on 7 and 9 are disjoint; every class still comes back, close to

@@ -69,6 +69,30 @@ def test_copying_a_model_marks_nothing_reviewed_and_undo_takes_the_copy_back(che
     assert session.reviewed.tolist() == [False, False, True, False, False, False]
 
 
+def test_a_model_copy_never_overwrites_a_reviewed_slice_wholesale_and_unmarks_one_it_is_asked_onto(checkpoints):
+    """A tester's Labels from model B over the whole volume replaced three corrected,
+    reviewed slices and kept their marks: B then scored 1.000 over the reviewed slices."""
+    session = open_with_models(tiny_case(0)[0], checkpoints)
+    session.labels.paint(2, [(10, 10)], 3.0, 1)  # corrected by hand
+    session.mark_reviewed(2)
+    session.mark_reviewed(4)  # reviewed empty: "nothing here"
+    corrected = session.labels.array[[2, 4]].copy()
+    assert 2 in session.slices_kept("B") and set(session.slices_kept("B")) <= {2, 4}
+    session.copy_prediction("B")
+    np.testing.assert_array_equal(session.labels.array[[2, 4]], corrected)  # the person's answers stay
+    for z in (0, 1, 3, 5):
+        np.testing.assert_array_equal(session.labels.array[z], session.prediction("B")[z])
+    assert session.reviewed.tolist() == [False, False, True, False, True, False]
+    job = session.copy_job("B")  # the window's route: the same slices
+    assert session.finish_copy(job, job()) == 0
+    # Asked onto one reviewed slice, the copy is the model's labels there, unchecked: the mark goes.
+    changed = session.copy_prediction("B", z=2)
+    assert changed > 0 and not session.reviewed[2] and session.reviewed[4]
+    session.labels.undo()  # one step: the labels and the mark come back together
+    assert session.reviewed[2]
+    np.testing.assert_array_equal(session.labels.array[2], corrected[0])
+
+
 @pytest.mark.parametrize("z", [-1, 6, 40])
 def test_a_slice_outside_the_image_is_refused_by_name(checkpoints, z):
     """A tester's mark_reviewed(-1) marked the last slice; 40 raised a bare IndexError."""
