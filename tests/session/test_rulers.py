@@ -133,3 +133,20 @@ def test_a_ruler_drawn_while_a_step_is_open_is_journalled_with_that_step_not_bef
     recovered = recover(session.journal.path)  # as a crash now would leave it
     assert recovered.steps == 1 and len(recovered.sidecar["rulers"]) == 1 and recovered.labels[3].any()
     session.close(discard=True)
+
+
+def test_opening_another_label_file_keeps_the_rulers_drawn_and_brings_its_own(tmp_path, oblique):
+    """Rulers measure the image. A tester's Open labels kept the rulers drawn but dropped the
+    new file's own, and saved the file as if it held the others already."""
+    from segview.session import read_label_file
+
+    first = ReviewSession.open(oblique)
+    theirs = first.rulers.add((3, 2.5, 4.0), (3, 20.0, 31.5), axis=0)
+    path = first.save(tmp_path / "theirs.labels.nii.gz")
+    first.close()
+    session = ReviewSession.open(oblique)
+    ours = session.rulers.add((5, 1.0, 1.0), (5, 9.0, 9.0), axis=0)
+    session.replace_labels(read_label_file(path, oblique, session.key))
+    assert session.rulers.all() == [ours, theirs]
+    assert session.modified  # the file holds no ruler of ours: saving it is not a no-op
+    session.close(discard=True)
