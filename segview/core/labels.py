@@ -602,7 +602,7 @@ class LabelMap:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step). A reviewed slice is a person's answer, even an empty one ("nothing
         here"): it is never filled, and it ends the run it lies in."""
-        labelled = self.array.reshape(self.array.shape[0], -1).any(axis=1)
+        labelled = np.asarray(self.array.reshape(self.array.shape[0], -1).any(axis=1))
         self.begin_stroke()
         for first, last in itertools.pairwise(np.flatnonzero(labelled | self.reviewed)):
             if last - first > 1 and labelled[first] and labelled[last]:
