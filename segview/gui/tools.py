@@ -201,7 +201,9 @@ class ToolPanel(QWidget):
         """The labels' classes, and the slots (``models``) with a model loaded."""
         self._classes, self._models = list(classes), list(models)
         current = self.active_class()
+        protected = self.policy().protected  # a class keeps its tick (the labels keep obeying it)
         self.class_choice.clear()
+        self.protected.blockSignals(True)
         self.protected.clear()
         for c in classes:
             if c.value == 0:
@@ -212,11 +214,13 @@ class ToolPanel(QWidget):
             item = QListWidgetItem(QIcon(icon), c.name)
             item.setData(Qt.ItemDataRole.UserRole, c.value)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if c.value in protected else Qt.CheckState.Unchecked)
             self.protected.addItem(item)
+        self.protected.blockSignals(False)
         index = self.class_choice.findData(current)
         self.class_choice.setCurrentIndex(max(index, 0))
         self._fill_operands()
+        self.settings_changed.emit()  # what the list shows is what the labels obey
 
     def _fill_operands(self) -> None:
         """The overlap tools' other class: every class but the chosen one (an overlap with

@@ -703,3 +703,25 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     window._slice_operation("fill_between")
     changed = int((session.labels.array != before).sum())
     assert changed > 0 and window.statusBar().currentMessage() == f"Fill between slices: {changed} voxels changed"
+
+
+def test_protected_classes_stay_ticked_when_other_labels_are_opened(qtbot, demo, tmp_path):
+    """A tester protected the left ventricle, opened labels with the same classes: the list
+    showed nothing ticked while the brush still kept off the ventricle."""
+    window, session = demo, demo.session
+    tools = window.tools
+    tools.policy_choice.setCurrentIndex(2)  # all but protected classes
+    items = {tools.protected.item(n).text(): tools.protected.item(n) for n in range(tools.protected.count())}
+    items["left ventricle"].setCheckState(Qt.CheckState.Checked)
+    lv = next(c.value for c in session.classes if c.name == "left ventricle")
+    assert session.labels.policy.protected == {lv}
+    path = tmp_path / "same.nii.gz"
+    save_labels(path, session.labels.array, session.volume, session.classes)
+    with qtbot.waitSignal(window.session_changed, timeout=20000):
+        window.open_labels(path)
+    ticked = [tools.protected.item(n).text() for n in range(tools.protected.count())
+              if tools.protected.item(n).checkState() == Qt.CheckState.Checked]
+    assert ticked == ["left ventricle"] and session.labels.policy.protected == {lv}
+    items = {tools.protected.item(n).text(): tools.protected.item(n) for n in range(tools.protected.count())}
+    items["left ventricle"].setCheckState(Qt.CheckState.Unchecked)  # what shows is what holds
+    assert session.labels.policy.protected == frozenset()
