@@ -137,8 +137,7 @@ def _run_train(args) -> int:
     try:
         result = train(config, dataset, bar, resume=args.resume, split=split, replay=replay)
     except TrainingInterrupted as exc:
-        print(f"\nsegview: {exc}; continue with the same command and --resume", file=sys.stderr)
-        return 130
+        return _interrupted(exc)
     except FloatingPointError as exc:
         raise UserError(str(exc)) from exc
     if result.history:
@@ -205,8 +204,7 @@ def _run_train_interactive(args) -> int:
         result = train_interactive(config, datasets, _TrainingBar(), resume=args.resume,
                                    data_progress=progress if args.from_model else None)
     except TrainingInterrupted as exc:
-        print(f"\nsegview: {exc}; continue with the same command and --resume", file=sys.stderr)
-        return 130
+        return _interrupted(exc)
     except FloatingPointError as exc:
         raise UserError(str(exc)) from exc
     if result.history:
@@ -614,3 +612,10 @@ def _run_predict(args) -> int:
         sys.stdout.flush()
     progress(len(jobs), len(jobs), "done")
     return 0
+
+
+def _interrupted(exc) -> int:
+    """What Ctrl-C during ``train`` says (``ml.train.TrainingInterrupted``); its exit status."""
+    print(f"\nsegview: {exc}" + ("; continue with the same command and --resume" if exc.resumable else ""),
+          file=sys.stderr)
+    return 130

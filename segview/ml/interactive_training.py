@@ -651,10 +651,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
                 if progress:
                     progress(dict(row))
             _barrier(world)
-    except KeyboardInterrupt:
-        if rank == 0:
-            _write_state(output / STATE_FILE, model, optimizer, config, split, history, epoch, best_score,
-                         best_epoch)
+    except KeyboardInterrupt:  # the state of the last epoch completed stays (TrainingInterrupted)
         raise TrainingInterrupted(output / STATE_FILE, epoch) from None
     finally:
         _stop_distributed(world)

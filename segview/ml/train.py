@@ -3,7 +3,7 @@
 The output folder receives ``best.safetensors`` (highest validation Dice) and
 ``last.safetensors``, ``log.csv`` (one row per epoch), ``curves.png`` (loss and validation
 Dice/IoU), and ``training_state.safetensors``: weights, Adam moments and progress, from
-which ``resume`` continues (written every epoch and on Ctrl-C). Nothing is pickled.
+which ``resume`` continues (written after every epoch; Ctrl-C keeps the last). Nothing is pickled.
 
 Randomness is drawn from generators seeded by (seed, epoch, rank), so a resumed run draws
 the same batches and augmentations as an uninterrupted one from the next epoch on.
@@ -113,12 +113,17 @@ PAPER_PRESET = dict(input_size=256, lr=0.01, schedule="constant", epochs=100, ba
 
 
 class TrainingInterrupted(Exception):
-    """Ctrl-C during training; the resumable state was saved at ``state_path``."""
+    """Ctrl-C during training in ``epoch``. The state at ``state_path`` is that of the last
+    epoch completed, so a resumed run starts ``epoch`` again from where it began and ends
+    with an uninterrupted run's weights (the interrupted epoch's part-way updates are not
+    kept); ``resumable`` is False when no epoch was completed."""
 
     def __init__(self, state_path: Path, epoch: int):
-        super().__init__(f"training interrupted in epoch {epoch + 1}; the state is saved in "
-                         f"{state_path}")
         self.state_path, self.epoch = state_path, epoch
+        self.resumable = state_path.is_file()
+        where = (f"the state after the epochs completed is in {state_path} (epoch {epoch + 1} starts again)"
+                 if self.resumable else "no epoch was completed: there is nothing to resume")
+        super().__init__(f"training interrupted in epoch {epoch + 1}; {where}")
 
 
 class TrainingCancelled(Exception):
@@ -260,11 +265,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                 if progress:
                     progress(dict(row))
             _barrier(world)
-    except KeyboardInterrupt:
-        if rank == 0:
-            # Resuming reruns the interrupted epoch from these weights.
-            _write_state(output / STATE_FILE, model, optimizer, config, split, history, epoch,
-                         best_dice, best_epoch)
+    except KeyboardInterrupt:  # the state of the last epoch completed stays (TrainingInterrupted)
         raise TrainingInterrupted(output / STATE_FILE, epoch) from None
     finally:
         _stop_distributed(world)

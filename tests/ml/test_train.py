@@ -62,12 +62,28 @@ def test_ctrl_c_saves_a_resumable_state(cardiac, tmp_path):
         if event.get("epoch") == 1 and event.get("step") == 1:
             raise KeyboardInterrupt
 
-    config = TrainConfig(output=tmp_path, epochs=3, **TINY)
+    config = TrainConfig(output=tmp_path / "resumed", epochs=3, **TINY)
     with pytest.raises(TrainingInterrupted) as caught:
         train(config, cardiac, progress=interrupt)
-    assert caught.value.epoch == 1 and (tmp_path / STATE_FILE).exists()
+    assert caught.value.epoch == 1 and caught.value.resumable and (tmp_path / "resumed" / STATE_FILE).exists()
     result = train(config, cardiac, resume=True)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    # The weights of an uninterrupted run (a tester's resumed run had its epoch 2 twice over).
+    train(TrainConfig(output=tmp_path / "straight", epochs=3, **TINY), cardiac)
+    straight = _weights(tmp_path / "straight" / "last.safetensors")
+    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(cardiac, tmp_path):
+    def interrupt(event):
+        if event.get("step") == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted, match="no epoch was completed: there is nothing to resume") as caught:
+        train(TrainConfig(output=tmp_path, epochs=2, **TINY), cardiac, progress=interrupt)
+    assert not caught.value.resumable
 
 
 def test_resume_without_a_saved_run_is_a_clear_error(cardiac, tmp_path):
