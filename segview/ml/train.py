@@ -200,6 +200,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                            f"{num_classes} classes are declared")
     trained_slices = len(images)
     if replay is not None and config.replay_share > 0:
+        _check_replay(replay, dataset, modality)
         replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size)
         images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
 
@@ -385,15 +386,35 @@ def _parent(path: Path, dataset: Dataset, modality: str) -> tuple[torch.nn.Modul
 
     model, meta = load_checkpoint(path)
     refuse_interactive(meta, path.name)  # its classes ("class") would be named as the misfit
-    theirs = [(c.value, c.name.lower()) for c in classes_from_metadata(meta, path)]
-    ours = [(c.value, c.name.lower()) for c in dataset.classes]
-    if theirs != ours:
-        raise DatasetError(f"the dataset's classes ({', '.join(n for _, n in ours)}) differ from those of "
-                           f"{path.name} ({', '.join(n for _, n in theirs)}); fine-tuning keeps the checkpoint's")
+    theirs = classes_from_metadata(meta, path)
+    if _class_key(theirs) != _class_key(dataset.classes):
+        raise DatasetError(f"the dataset's classes ({_names(dataset.classes)}) differ from those of "
+                           f"{path.name} ({_names(theirs)}); fine-tuning keeps the checkpoint's")
     trained_on = meta.get("preprocessing", {}).get("modality")
     if trained_on and trained_on != modality:
         raise DatasetError(f"{path.name} was trained on {trained_on}, the dataset is {modality}")
     return model.train(), meta
+
+
+def _check_replay(replay: Dataset, dataset: Dataset, modality: str) -> None:
+    """Replay data teach the checkpoint its own task again: the dataset's classes (value and
+    name) and modality. Raises DatasetError (a tester's lung CT replayed into a cardiac MR
+    fine-tune taught infection as the right ventricle)."""
+    if _class_key(replay.classes) != _class_key(dataset.classes):
+        raise DatasetError(f"the replay data ({replay.source}) have the classes {_names(replay.classes)}, the "
+                           f"dataset {_names(dataset.classes)}: replay data must be of the model's own task")
+    others = sorted({c.volume.modality for c in replay.cases} - {modality})
+    if others:
+        raise DatasetError(f"the replay data ({replay.source}) are {', '.join(others)}, the dataset is {modality}: "
+                           "replay data must be of the model's own task")
+
+
+def _class_key(classes) -> list[tuple[int, str]]:
+    return [(c.value, c.name.strip().lower()) for c in classes]
+
+
+def _names(classes) -> str:
+    return ", ".join(c.name for c in classes)
 
 
 def _nothing_to_train(dataset: Dataset, split: dict[str, list[str]]) -> str:

@@ -131,3 +131,18 @@ def test_foreground_oversampling_draws_slices_with_foreground():
     assert set(always.tolist()) <= set(range(5))
     third = _epoch_order(labels, 0.33, torch.Generator().manual_seed(0))
     assert 0.25 < (third < 5).float().mean() < 0.45
+
+
+def test_replay_data_of_another_task_are_refused(cardiac, tmp_path):
+    """A tester replayed lung CT into a cardiac MR fine-tune: infection was taught as the
+    right ventricle, unsaid."""
+    from segview.ml.data import DatasetError
+
+    train(TrainConfig(output=tmp_path / "parent", epochs=1, **TINY), cardiac)
+    parent = tmp_path / "parent" / "best.safetensors"
+    config = dict(epochs=1, init=str(parent), replay_share=0.5, **TINY)
+    with pytest.raises(DatasetError, match=r"replay data \(phantom lung.*\) have the classes background, infection"):
+        train(TrainConfig(output=tmp_path / "lung", **config), cardiac, replay=phantom_dataset("lung", 1))
+    same_task = phantom_dataset("cardiac", 1, 50)
+    result = train(TrainConfig(output=tmp_path / "cardiac", **config), cardiac, replay=same_task)
+    assert read_metadata(result.output / "last.safetensors")["lineage"]["replay"]["share"] == 0.5
