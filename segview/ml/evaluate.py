@@ -55,7 +55,8 @@ def evaluate_cases(predictor: Predictor, cases: list[Case],
                    progress: Callable[[int, int, str], None] | None = None,
                    tolerance_mm: float | None = None, measures: bool = False,
                    reference_cache: dict | None = None, classes=None) -> list[CaseResult]:
-    """Predict every case and score it against its labels. With ``tolerance_mm``, also the
+    """Predict every case and score it against its labels (a case naming its ``slices``:
+    those, normalised with the whole volume). With ``tolerance_mm``, also the
     boundary metrics (surface Dice at that tolerance); with ``measures``, the clinical
     measures of labels and prediction, found by the names of ``classes`` (the data set's;
     default the checkpoint's), the lungs of CT without a lung class found once per case.
@@ -67,7 +68,8 @@ def evaluate_cases(predictor: Predictor, cases: list[Case],
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case.name)
-        predicted = predictor.predict_volume(case.volume)
+        predicted = _predicted(predictor, case)
+        case = case.restricted()  # scored as the stack of its slices
         matrix = ConfusionMatrix.from_arrays(predicted, case.labels, predictor.num_classes)
         result = CaseResult(case.name, matrix.scores())
         if tolerance_mm is not None:
@@ -77,6 +79,20 @@ def evaluate_cases(predictor: Predictor, cases: list[Case],
             result.measures = _case_measures(case, predicted, classes, cache)
         results.append(result)
     return results
+
+
+def _predicted(predictor: Predictor, case: Case) -> np.ndarray:
+    """The prediction of ``case``'s slices (every slice when it names none), stacked, each
+    normalised over the whole volume, as training and the window normalise it (the volume
+    cut down to a held-out slice or two has other percentiles: a tester's held-out Dice
+    differed from the window's and evaluate's)."""
+    if case.slices is None:
+        return predictor.predict_volume(case.volume)
+    normalized = predictor.prepare(case.volume)
+    predicted = np.zeros((len(case.slices), *case.volume.shape[1:]), np.uint8)
+    for n, prediction in enumerate(predictor.predict_slices(normalized, [int(z) for z in case.slices])):
+        predicted[n] = prediction.labels
+    return predicted
 
 
 def _case_measures(case: Case, predicted: np.ndarray, classes, cache: dict) -> dict[str, float]:

@@ -172,7 +172,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                          split_cases([c.name for c in dataset.cases], config.validation_fraction, config.seed)))
     by_name = {c.name: c for c in dataset.cases}
     train_cases = [by_name[n] for n in split["train"] if n in by_name]
-    validation_cases = [by_name[n].restricted() for n in split["validation"] if n in by_name]
+    validation_cases = [by_name[n] for n in split["validation"] if n in by_name]  # scored on their slices
     missing = [n for n in split["train"] + split["validation"] if n not in by_name]
     if state and missing and all(c.slices is None for c in dataset.cases):  # reviewed-only: unreviewed cases are absent
         raise DatasetError(f"the saved split names cases this dataset lacks ({', '.join(missing[:3])}); "

@@ -282,3 +282,28 @@ def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_
     assert flagged not in [c.name for c in dataset.cases]
     assert f"{flagged}: flagged in the worklist (motion on slice 6)" in dataset.skipped
     assert {c.name for c in dataset.cases} == set(REVIEWED) - {flagged}
+
+
+def test_held_out_slices_are_scored_normalised_over_their_whole_volume(tmp_path):
+    """Validation cut a case down to its held-out slices before predicting, so the MR
+    percentiles came from those slices alone: a tester's held-out Dice of the parent read
+    0.8405 in the run and 0.8426 in the window and in evaluate."""
+    import numpy as np
+
+    from segview.core.metrics import ConfusionMatrix
+    from segview.ml.data import Case
+    from segview.ml.evaluate import evaluate_cases
+    from segview.ml.inference import Predictor
+
+    from ..session.conftest import tiny_case
+
+    volume, labels = tiny_case(3, slices=8)
+    volume.array[5:] += 400  # the other slices are brighter: percentiles over the volume differ
+    predictor = Predictor.from_checkpoint(make_checkpoint(tmp_path / "model.safetensors", 1), "cpu")
+    slices = np.array([1, 2])
+    [scored] = evaluate_cases(predictor, [Case("case", volume, labels, slices)])
+    whole = predictor.predict_volume(volume)
+    expected = ConfusionMatrix.from_arrays(whole[slices], labels[slices], 3).scores()
+    assert scored.scores.dice == pytest.approx(expected.dice, nan_ok=True)
+    cut = Case("case", volume, labels, slices).restricted()
+    assert not np.array_equal(predictor.predict_volume(cut.volume), whole[slices])  # what it scored before
