@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -114,6 +115,7 @@ def _run_train(args) -> int:
     from ..ml.data import case_names, fixed_split
     from ..ml.train import TrainingInterrupted, train
 
+    _check_output(args.output)
     if args.interactive:
         return _run_train_interactive(args)
     if args.from_model or args.samples_per_epoch is not None or args.rounds is not None:
@@ -138,6 +140,8 @@ def _run_train(args) -> int:
         result = train(config, dataset, bar, resume=args.resume, split=split, replay=replay)
     except TrainingInterrupted as exc:
         return _interrupted(exc)
+    except OSError as exc:
+        raise _output_error(args.output, exc) from exc
     except FloatingPointError as exc:
         raise UserError(str(exc)) from exc
     if result.history:
@@ -205,6 +209,8 @@ def _run_train_interactive(args) -> int:
                                    data_progress=progress if args.from_model else None)
     except TrainingInterrupted as exc:
         return _interrupted(exc)
+    except OSError as exc:
+        raise _output_error(args.output, exc) from exc
     except FloatingPointError as exc:
         raise UserError(str(exc)) from exc
     if result.history:
@@ -619,3 +625,20 @@ def _interrupted(exc) -> int:
     print(f"\nsegview: {exc}" + ("; continue with the same command and --resume" if exc.resumable else ""),
           file=sys.stderr)
     return 130
+
+
+def _check_output(folder) -> None:
+    """Refuse, before any data is read, an output folder that cannot be written: the
+    folder, or the nearest one above it that exists (a read-only dataset mount, a tester)."""
+    from .common import UserError
+
+    path = Path(folder).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write the training output into {folder}: {existing} is not a writable folder")
+
+
+def _output_error(folder, exc: OSError):
+    from .common import UserError
+
+    return UserError(f"cannot write the training output into {folder}: {exc.strerror or exc}")

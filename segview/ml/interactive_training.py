@@ -544,8 +544,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     on Ctrl-C and TrainingCancelled when ``should_stop()`` says stop."""
     rank, world = _start_distributed(config)
     device = _device(config)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
     if state is not None:
         config = _resumed_config(state["config"], config)
@@ -583,6 +582,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
         preprocessing = {**PREPROCESSING, "input_size": [config.input_size, config.input_size]}
     amp = device.type == "cuda" or (device.type == "cpu" and config.cpu_bf16 and _cpu_has_bf16())
     simulation = ClickSimulation(train_cases, config, preprocessing, device, amp)
+    output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     meta: dict[str, Any] = {
         "task": TASK,

@@ -159,8 +159,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     before every step) says stop."""
     rank, world = _start_distributed(config)
     device = _device(config)
-    output = Path(config.output)
-    output.mkdir(parents=True, exist_ok=True)
+    output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
     if state is not None:
         config = _resumed_config(state["config"], config)
@@ -204,6 +203,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size)
         images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
 
+    output.mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     meta: dict[str, Any] = {
         "classes": classes_to_metadata(dataset.classes),

@@ -126,9 +126,11 @@ def test_predict_reads_a_dicom_folder(two_checkpoints, tmp_path):
     (["train", "--phantom", "lung", "--lr", "-1", "-o", "OUT"], "learning rate"),
     (["predict", "/no/such.safetensors", "IN", "-o", "x.nii.gz"], "does not exist"),
     (["evaluate", "/no/such.safetensors", "--phantom", "lung"], "no checkpoint at"),
+    (["train", "--phantom", "lung", "-o", "a_file/run"], "cannot write the training output into a_file/run"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("not a folder")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -240,6 +240,7 @@ def test_a_click_model_is_refused_as_the_checkpoint_to_fine_tune(reviewed_folder
     assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(CLICK_MODEL), "-o",
                  str(tmp_path / "ft"), "--epochs", "1"]) == 2
     assert "interactive.safetensors is an interactive correction model" in capsys.readouterr().err
+    assert not (tmp_path / "ft").exists()  # a refused run leaves no empty output folder behind
 
 
 def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_path, capsys):
