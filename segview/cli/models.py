@@ -36,10 +36,11 @@ def add_model_parsers(commands) -> None:
 def _run_info(args) -> int:
     from ..ml.checkpoint import read_metadata
     from ..core.files import file_sha256
+    from ..core.report import finite_or_none
 
     meta = read_metadata(args.checkpoint)
     if args.json:
-        print(json.dumps(meta, indent=1))
+        print(json.dumps(finite_or_none(meta), indent=1, allow_nan=False))  # strict JSON: no score is null
         return 0
     print(checkpoint_text(args.checkpoint.name, file_sha256(args.checkpoint), meta))
     return 0

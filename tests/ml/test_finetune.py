@@ -308,3 +308,22 @@ def test_held_out_slices_are_scored_normalised_over_their_whole_volume(tmp_path)
     assert scored.scores.dice == pytest.approx(expected.dice, nan_ok=True)
     cut = Case("case", volume, labels, slices).restricted()
     assert not np.array_equal(predictor.predict_volume(cut.volume), whole[slices])  # what it scored before
+
+
+def test_info_json_is_strict_json(tmp_path, capsys):
+    """A fine-tune without held-out slices keeps held_out_dice NaN; info --json printed NaN,
+    which a strict JSON parser refuses."""
+    from segview.ml.checkpoint import save_checkpoint
+    from segview.ml.unet import UNet
+
+    meta = {**read_metadata(CLICK_MODEL.parent / "cardiac_ce.safetensors"),
+            "lineage": {"parent": {"name": "cardiac_ce.safetensors", "held_out_dice": float("nan")}}}
+    path = save_checkpoint(tmp_path / "ft.safetensors", UNet(1, 4, 4, 2), meta)
+    capsys.readouterr()
+    assert main(["info", str(path), "--json"]) == 0
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert printed["lineage"]["parent"]["held_out_dice"] is None
