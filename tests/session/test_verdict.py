@@ -338,3 +338,16 @@ def test_a_model_of_another_task_is_refused_not_scored_zero(reviewed_dataset, ch
     with pytest.raises(CheckpointError, match=r"Model B \(two_classes.safetensors\) predicts 1 class "
                                               r"\(infection\), but the dataset labels 2 classes \(organ, lesion\)"):
         reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": other})
+
+
+def test_the_command_refuses_a_dataset_with_nothing_reviewed(tmp_path, checkpoints, capsys):
+    """A tester's evaluate --reviewed-only on a dataset with no reviewed slice exited 0 with an
+    empty verdict (n = 0), where train refuses the same data."""
+    from segview.cli import main
+
+    make_dataset(tmp_path / "ds", 2)
+    assert main(["evaluate", str(checkpoints["A"]), str(checkpoints["B"]), "--data", str(tmp_path / "ds"),
+                 "--reviewed-only", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "no case of" in err and "has reviewed slices to compare A and B on" in err and "case_000" in err
+    assert not (tmp_path / "out").exists()
