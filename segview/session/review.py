@@ -370,6 +370,7 @@ class ReviewSession:
         self.provenance: Provenance | None = Provenance(labels, self._predictions, saved_provenance)
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
+        self._stopped_journal: Path | None = None  # a journal that could not be written any more
         self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
         self.warnings = list(volume.meta.get("warnings") or [])
         if label_file and label_file.warning:
@@ -1016,8 +1017,10 @@ class ReviewSession:
         self._read_stamp = labels_stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
         self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
-        if job.version == self.version and self.journal is not None:
-            self.journal.mark_saved()
+        if job.version == self.version:
+            if self.journal is not None:
+                self.journal.mark_saved()
+            self._drop_stopped_journal()
 
     def save(self, path=None) -> Path:
         """Save the labels (on the image grid, atomically, verified) and their review state
@@ -1037,7 +1040,15 @@ class ReviewSession:
             return None
         self.journal = None
         journal.close()
+        self._stopped_journal = journal.path  # its edits are saved by the next save: then it goes
         return f"{journal.error}\n\nEdits are no longer journalled; they stay in memory: save them soon."
+
+    def _drop_stopped_journal(self) -> None:
+        """Delete the journal that stopped (``journal_failure``) once its edits are saved: a
+        tester's next open offered 66 steps saved long before as unsaved work."""
+        if self._stopped_journal is not None:
+            self._stopped_journal.unlink(missing_ok=True)
+            self._stopped_journal = None
 
     def close(self, discard: bool = False) -> None:
         """End the session. Its journal is deleted when nothing is unsaved (or ``discard``),
@@ -1049,6 +1060,8 @@ class ReviewSession:
         if self.journal is not None:
             self.journal.close(delete=discard or not self.modified)
             self.journal = None
+        if discard or not self.modified:
+            self._drop_stopped_journal()
         self.release_lock()
         # Only what the session connected: a view or script following the labels stays connected.
         self.live.detach()

@@ -668,6 +668,26 @@ def test_when_the_journal_cannot_be_written_the_session_stops_it_and_says_so_onc
     session.close(discard=True)
 
 
+def test_a_journal_that_stopped_goes_once_its_edits_are_saved(monkeypatch, tmp_path):
+    """A tester's journal stopped on a full disk; every edit was saved and the session closed,
+    yet the next open offered its 66 steps as unsaved work."""
+    import segview.core.journal as journal_module
+
+    volume, _ = tiny_case(0)
+    session = ReviewSession.open(volume)
+    path = session.journal.path
+    session.labels.paint(1, [(12, 12)], 2.0, 1)
+    with monkeypatch.context() as patch:
+        patch.setattr(journal_module, "_write_record", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+        session.labels.paint(2, [(12, 12)], 2.0, 1)
+        assert session.journal_failure() is not None
+    assert path.exists()  # kept while its edits are unsaved: they can still be recovered
+    session.save(tmp_path / "labels.nii.gz")
+    assert not path.exists()
+    session.close()
+    assert ReviewSession.recoverable(volume) is None
+
+
 def follow(labels) -> list[str]:
     """A follower of ``labels`` outside the session (a view, a script): what it hears."""
     heard: list[str] = []
