@@ -613,6 +613,8 @@ def _run_predict(args) -> int:
     for n, (source, target) in enumerate(jobs):
         progress(n, len(jobs), source.name)
         volume = load_volume(source)
+        for warning in volume.meta.get("warnings", []):  # resampled, interpolated slices, ...: as the window says
+            print(f"segview: {source.name}: {warning}", file=sys.stderr)
         warn_modality(args.checkpoint.name, predictor.meta, volume, warned)
         labels = predictor.predict_volume(volume, progress=slice_progress if not batch else None)
         save_labels(target, labels, volume, predictor.classes)

@@ -119,6 +119,16 @@ def test_predict_reads_a_dicom_folder(two_checkpoints, tmp_path):
     assert load_labels(tmp_path / "p.nii.gz", load_volume(series)).shape == load_volume(series).shape
 
 
+def test_predict_says_what_the_window_says_of_an_irregular_series(two_checkpoints, tmp_path, capsys):
+    """A series with a missing slice was predicted on an interpolated slice without a word."""
+    assert main(["phantom", "cardiac", "-o", str(tmp_path), "--format", "dicom", "--seed", "62"]) == 0
+    series = tmp_path / "imagesTr" / "cardiac_062"
+    sorted(series.iterdir())[5].unlink()
+    capsys.readouterr()
+    assert main(["predict", str(two_checkpoints[0]), str(series), "-o", str(tmp_path / "p.nii.gz")]) == 0
+    assert "cardiac_062: 1 slice(s) missing" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "/no/such/data", "-o", "OUT"], "no dataset folder at /no/such/data"),
     (["train", "-o", "OUT"], "a dataset folder or --phantom"),
