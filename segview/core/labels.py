@@ -813,7 +813,14 @@ class LabelMap:
         import SimpleITK as sitk
 
         image, seed, region = self._seed_image(seed_zyx, axis, box_mm)
-        grown = sitk.ConnectedThreshold(image, seedList=[seed], lower=float(low), upper=float(high), replaceValue=1,
+        # Within what the image holds: a bound beyond its pixel type wraps round in ITK (a range of
+        # +-1e5 on an int16 image grew nothing).
+        extremes = sitk.MinimumMaximumImageFilter()
+        extremes.Execute(image)
+        low, high = max(float(low), extremes.GetMinimum()), min(float(high), extremes.GetMaximum())
+        if low > high:
+            return None
+        grown = sitk.ConnectedThreshold(image, seedList=[seed], lower=low, upper=high, replaceValue=1,
                                         connectivity=sitk.ConnectedThresholdImageFilter.FaceConnectivity)
         return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
 

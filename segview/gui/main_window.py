@@ -927,6 +927,8 @@ class MainWindow(QMainWindow):
             change = session.tool_change(job, edits)
             if preview:
                 return self._show_preview(change, what)
+            if job.tool.startswith("grow") and change.reaches_edge and not self._apply_leak(change, what):
+                return self.statusBar().showMessage(f"{what}: not applied, as you chose", 8000)
             if change.removed_fraction > 0.5 and QMessageBox.question(
                     self, f"{what}: take away most of the class?",
                     f"{what} would take away {change.removed_ml:.2f} mL of the class's {change.class_ml:.2f} mL "
@@ -942,6 +944,18 @@ class MainWindow(QMainWindow):
 
         self._clear_preview()
         self._run(lambda progress: job(progress=progress), done=done, reports_progress=True)
+
+    def _apply_leak(self, change, what: str) -> bool:
+        """Whether to apply a region grown to the edge of the image, asked: it most likely
+        leaked (a tester's Grow filled a whole slice and took the myocardium on it)."""
+        taken = f", {change.taken_ml:.2f} mL of it taken from other classes" if change.taken_ml else ""
+        return QMessageBox.question(
+            self, f"{what}: apply a region that reaches the edge of the image?",
+            f"{what} would add {change.added_ml:.2f} mL {change.where()}{taken}, reaching the edge of the image: "
+            "it has most likely leaked out of the structure. Narrow the intensity range in the Tools panel, or "
+            "grow in the slice only. Apply it all the same?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No) == QMessageBox.StandardButton.Yes  # Enter keeps the labels
 
     def _show_preview(self, change, what: str) -> None:
         """What a class tool would change, over the labels until the next edit."""

@@ -178,6 +178,14 @@ class ToolChange:
     class_ml: float
     changes: np.ndarray            # (z, y, x) uint8: GAINED where a voxel joins the class, LEFT where it leaves it
     kept: str = ""                 # what the overwrite policy kept ("N voxels kept by ..."), '' when nothing
+    taken_ml: float = 0.0          # of what it gains, what other classes held
+
+    @property
+    def reaches_edge(self) -> bool:
+        """Whether what the class gains touches the edge of a slice: a region grown there has
+        most likely leaked out of the structure (into the whole slice, a tester's Grow)."""
+        gained = self.changes == self.GAINED
+        return bool(gained[:, [0, -1], :].any() or gained[:, :, [0, -1]].any())
 
     GAINED, LEFT = 1, 2
 
@@ -861,7 +869,7 @@ class ReviewSession:
         """What ``job``'s ``edits`` would do to its class, before ``finish_tool`` writes
         them (a preview, or the question whether to take away most of a class)."""
         changes = np.zeros(self.volume.shape, np.uint8)
-        added = removed = 0
+        added = removed = taken = 0
         for edit in edits or []:
             region = changes[edit.region]  # a view: written in place
             region[(edit.old != edit.new) & (region == 0)] = ToolChange.LEFT  # a gain by another edit stays one
@@ -869,6 +877,7 @@ class ReviewSession:
                 joins = (edit.new == job.value) & (edit.old != job.value)
                 region[joins] = ToolChange.GAINED
                 added += int(np.count_nonzero(joins))
+                taken += int(np.count_nonzero(joins & (edit.old != 0)))
                 removed += int(np.count_nonzero((edit.old == job.value) & (edit.new != job.value)))
         histogram = self.live.label_histogram()
         if job.value is None:  # every class: what changes is what goes
@@ -876,7 +885,7 @@ class ReviewSession:
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
         ml = float(np.prod(self.volume.spacing)) / 1000
-        return ToolChange(added * ml, removed * ml, float(before) * ml, changes, job.kept)
+        return ToolChange(added * ml, removed * ml, float(before) * ml, changes, job.kept, taken * ml)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or

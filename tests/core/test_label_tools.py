@@ -377,6 +377,15 @@ def test_grow_from_seed_equals_the_seeds_connected_component_in_range():
     assert tool.grow_from_seed(seed, 3, high + 1, high + 100) is None  # the seed is out of range
 
 
+def test_a_range_beyond_the_images_type_grows_over_all_it_holds():
+    """ITK casts the bounds to the pixel type: +-1e5 on an int16 image wrapped round and
+    grew nothing (a tester's whole-range Grow)."""
+    image = np.random.default_rng(3).integers(-1000, 1000, (3, 10, 12)).astype(np.int16)
+    tool = labelmap(np.zeros(image.shape, np.uint8), intensities=image)
+    tool.grow_from_seed((1, 5, 6), 1, -1e5, 1e5, axis=0)
+    assert (tool.array[1] == 1).all() and not tool.array[[0, 2]].any()
+
+
 @pytest.mark.parametrize("axis", [0, 1, 2])
 def test_grow_from_seed_in_one_plane_stays_in_it(axis):
     image = smooth_image((10, 24, 26), seed=2)

@@ -725,3 +725,32 @@ def test_protected_classes_stay_ticked_when_other_labels_are_opened(qtbot, demo,
     items = {tools.protected.item(n).text(): tools.protected.item(n) for n in range(tools.protected.count())}
     items["left ventricle"].setCheckState(Qt.CheckState.Unchecked)  # what shows is what holds
     assert session.labels.policy.protected == frozenset()
+
+
+def test_a_grow_that_reaches_the_edge_of_the_image_asks_before_it_floods(qtbot, editing, dialogs):
+    """A tester's Grow, with no intensity range to stop it, took a whole slice and the
+    myocardium on it, unasked."""
+    from PySide6.QtWidgets import QMessageBox
+
+    window, view, session = editing, axial(editing), editing.session
+    labels = session.labels
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(4.0)
+    drag(view, [(40, 40), (40, 41)])  # another class's voxels, in the way
+    window.tools.class_choice.setCurrentIndex(1)
+    before = labels.array.copy()
+    window.tools.threshold.setChecked(True)  # a range holding every intensity: the flood of the whole slice
+    window.tools.low.setValue(-1e5)
+    window.tools.high.setValue(1e5)
+    window.tools.set_tool("grow")
+    dialogs.answers.append(QMessageBox.StandardButton.No)
+    drag(view, [(90, 90)])
+    qtbot.waitUntil(lambda: any(kind == "question" for kind, _ in dialogs), timeout=20000)
+    text = next(text for kind, text in dialogs if kind == "question")
+    assert "reaching the edge of the image" in text and "taken from other classes" in text
+    assert dialogs.defaults[-1] == QMessageBox.StandardButton.No
+    np.testing.assert_array_equal(labels.array, before)  # not applied: nothing changed
+    assert "not applied, as you chose" in window.statusBar().currentMessage()
+    dialogs.answers.append(QMessageBox.StandardButton.Yes)
+    drag(view, [(90, 90)])
+    qtbot.waitUntil(lambda: (labels.array[view.index] == window.tools.active_class()).all(), timeout=20000)
