@@ -590,9 +590,12 @@ class MainWindow(QMainWindow):
         if session is not self.session:
             return  # another image was opened meanwhile
         try:
-            session.replace_labels(label_file)
+            unloaded = session.replace_labels(label_file)
         except SessionError as exc:  # a copy began while the file was read
             return self._error(str(exc), "Labels not opened")
+        if unloaded:
+            QMessageBox.warning(self, "Checkpoint of other classes", "\n".join(unloaded))
+            self._show_devices()
         held = session.hold_labels_file()  # a dataset case's file: its lock, as the worklist takes
         if held:
             QMessageBox.warning(self, "Labels opened read-only", held)

@@ -559,9 +559,11 @@ class ReviewSession:
         return (position is None or position != self._saved_position  # no rulers: None or [], alike
                 or (self.review_extra.get(KEY_RULERS) or []) != (self._saved_rulers or []))
 
-    def replace_labels(self, label_file: LabelFile) -> None:
+    def replace_labels(self, label_file: LabelFile) -> list[str]:
         """The labels, classes and review marks of ``label_file`` (``read_label_file``)
-        replace the current ones: one undo step. The brush settings do not apply."""
+        replace the current ones: one undo step. The brush settings do not apply. A model
+        whose classes the file names otherwise is unloaded, as it would not have been loaded
+        with these labels (``class_conflict``): returns why, one line per model."""
         self._check_not_copying()
         self._ensure_classes(int(label_file.array.max()) + 1 if label_file.array.size else 1)
         if label_file.classes:  # before the step, so the journal records them with it
@@ -583,6 +585,13 @@ class ReviewSession:
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         self._saved_position = self.labels.history_position  # what is open is what that file holds
         self._saved_rulers = theirs  # rulers it lacks are unsaved there
+        unloaded = []
+        for slot, model in list(self.models.items()):  # the same rule whichever came first
+            conflict = self.class_conflict(slot, model.predictor)
+            if conflict is not None:
+                self.remove_model(slot)
+                unloaded.append(f"Model {slot} ({model.path.stem}) was unloaded: {conflict}.")
+        return unloaded
 
     def hold_labels_file(self) -> str | None:
         """When the labels come from a dataset case's file opened directly (not through the

@@ -752,3 +752,24 @@ def test_a_save_over_labels_someone_else_saved_meanwhile_is_refused(tmp_path):
     theirs.save()
     mine.close()
     theirs.close()
+
+
+def test_labels_naming_a_models_classes_otherwise_unload_it_as_opening_them_first_would_refuse_it(
+        tmp_path, checkpoints):
+    """A tester's labels calling class 1 "GGO infection" kept both models when opened after
+    them, while opening the image with those labels first refused the same models."""
+    from segview.core.classes import LabelClass
+
+    volume, labels = tiny_case(0)
+    session = open_with_models(volume, checkpoints)
+    renamed = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "liver", (200, 0, 0)),
+               LabelClass(2, "lesion", (0, 200, 0))]
+    save_labels(tmp_path / "renamed.nii.gz", labels, volume, renamed)
+    unloaded = session.replace_labels(read_label_file(tmp_path / "renamed.nii.gz", volume))
+    assert not session.models and len(unloaded) == 2
+    assert unloaded[0].startswith("Model A (") and "class 1 is \u201corgan\u201d where the labels have" in unloaded[0]
+    fresh = ReviewSession.open(volume, labels=tmp_path / "renamed.nii.gz")
+    assert fresh.class_conflict("A", next(iter(open_with_models(volume, checkpoints).models.values())).predictor)
+    same = open_with_models(volume, checkpoints)
+    save_labels(tmp_path / "same.nii.gz", labels, volume, CLASSES)
+    assert same.replace_labels(read_label_file(tmp_path / "same.nii.gz", volume)) == [] and len(same.models) == 2
