@@ -94,6 +94,7 @@ class Verdict:
     cases: list[CaseVerdict]
     excluded: dict[str, str] = field(default_factory=dict)   # not evaluated at all: why
     only: list[str] | None = None   # the cases asked for (e.g. the split's held-out ones); None: all
+    trained_on: dict[str, list[str]] = field(default_factory=dict)  # slot -> evaluated cases it learnt from
 
     @property
     def scored(self) -> list[CaseVerdict]:
@@ -144,7 +145,7 @@ class Verdict:
         document: dict = {"dataset": self.dataset.name, "scoring_rule": SCORING_RULE,
                           "cases": [c.case for c in scored], "n": len(scored), "left_out": self.left_out,
                           "correction_cases": [c.case for c in self.cases], "min_pairs": MIN_PAIRS,
-                          "only": self.only}
+                          "only": self.only, "trained_on": self.trained_on}
         for slot in self.checkpoints:
             document[slot] = self.summary(slot)
             if self.robot:
@@ -195,6 +196,7 @@ class Verdict:
                  (f"Dice compared on n = {len(scored)} cases ({sum(c.reviewed for c in scored)} reviewed slices); "
                   f"correction effort on {len(self.cases)} cases; {len(self.excluded)} not evaluated, "
                   f"{len(self.left_out) - len(self.excluded)} more left out of the Dice only."), "",
+                 *self._trained_on_markdown(),
                  "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
                  "|---|---|---|---|---|---|"]
         for slot, path in self.checkpoints.items():
@@ -227,6 +229,16 @@ class Verdict:
                 lines += ["", f"{heading}:", ""]
                 lines += [f"- {case}: {why}" for case, why in sorted(cases.items())]
         return "\n".join(lines) + "\n"
+
+    def _trained_on_markdown(self) -> list[str]:
+        """A warning per model that learnt from some of the cases it is judged on."""
+        lines = []
+        for slot, names in self.trained_on.items():
+            shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+            lines += [f"**Model {slot} ({self.checkpoints[slot].name}) was trained on {len(names)} of these cases "
+                      f"({shown}): its figures there are no evidence of how it does on cases it never saw. "
+                      "Compare on the held-out cases (evaluate --held-out).**", ""]
+        return lines
 
     def _robot_markdown(self) -> str:
         """--robot: the simulated reviewer's clicks per case, and B minus A paired."""
@@ -309,7 +321,22 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
             excluded[case.name] = result
         else:
             evaluated.append(result)
-    return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded, None if cases is None else list(cases))
+    return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded, None if cases is None else list(cases),
+                   _trained_on(predictors, Path(dataset), [c.case for c in evaluated]))
+
+
+def _trained_on(predictors: dict, dataset: Path, names: list[str]) -> dict[str, list[str]]:
+    """slot -> the cases of ``names`` its checkpoint learnt from (its lineage names this
+    dataset and them): a fine-tune judged on its own training cases (a tester's verdict
+    said nothing)."""
+    found = {}
+    for slot, predictor in predictors.items():
+        lineage = predictor.meta.get("lineage") or {}
+        if lineage.get("dataset") == dataset.absolute().name and isinstance(lineage.get("cases"), dict):
+            trained = sorted(set(names) & set(lineage["cases"]))
+            if trained:
+                found[slot] = trained
+    return found
 
 
 def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: list[LabelClass] | None) -> None:

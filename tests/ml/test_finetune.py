@@ -187,9 +187,18 @@ def test_a_parent_with_other_classes_or_nothing_reviewed_is_refused_with_the_cas
               split={"train": ["case_004", "case_005"], "validation": ["case_000"]})
 
 
+def review_a_slice(folder, name, z=0):
+    path = folder / "labelsTr" / f"{name}.nii.gz"
+    volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+    state = ReviewState.empty(volume.shape[0])
+    state.reviewed[z] = True
+    save_review_state(path, state, image_key(volume))
+
+
 def test_evaluate_held_out_scores_only_the_split_held_out_cases(reviewed_folder, tmp_path):
     a, b = make_checkpoint(tmp_path / "a.safetensors", 1), make_checkpoint(tmp_path / "b.safetensors", 2)
     held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
+    review_a_slice(reviewed_folder, held_out[0])  # none of its slices was reviewed: nothing to compare
     assert main(["evaluate", str(a), str(b), "--data", str(reviewed_folder), "--reviewed-only", "--held-out",
                  "-o", str(tmp_path / "out")]) == 0
     verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
@@ -327,3 +336,25 @@ def test_info_json_is_strict_json(tmp_path, capsys):
 
     printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert printed["lineage"]["parent"]["held_out_dice"] is None
+
+
+def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_folder, tmp_path, capsys):
+    """A tester compared a parent with its fine-tune over the reviewed cases, three of which
+    the fine-tune had trained on: nothing said so."""
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o",
+                 str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "2"]) == 0
+    tuned = tmp_path / "ft" / "best.safetensors"
+    learnt = set(read_metadata(tuned)["lineage"]["cases"])
+    capsys.readouterr()
+    assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "--reviewed-only",
+                 "-o", str(tmp_path / "out")]) == 0
+    verdict = json.loads((tmp_path / "out" / "verdict.json").read_text())
+    assert set(verdict["trained_on"]) == {"B"} and set(verdict["trained_on"]["B"]) == learnt & set(
+        verdict["correction_cases"]) != set()
+    assert f"Model B (best.safetensors) was trained on {len(verdict['trained_on']['B'])} of these cases" in \
+        (tmp_path / "out" / "verdict.md").read_text()
+    review_a_slice(reviewed_folder, fixed_split(reviewed_folder, case_names(reviewed_folder))["val"][0])
+    assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "--reviewed-only",
+                 "--held-out", "-o", str(tmp_path / "held")]) == 0
+    assert json.loads((tmp_path / "held" / "verdict.json").read_text())["trained_on"] == {}
