@@ -219,6 +219,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     history: list[dict] = []
     start_epoch, best_dice, best_epoch = 0, -math.inf, -1
     if state is not None:
+        _check_same_data(state.get("trained"), meta["lineage"]["cases"])
         _restore(state, model, optimizer)
         history, start_epoch = state["history"], state["next_epoch"]
         best_dice, best_epoch = state["best_dice"], state["best_epoch"]
@@ -262,7 +263,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                 _write_log(output / "log.csv", history)
                 _plot(output / "curves.png", history)
                 _write_state(output / STATE_FILE, model, optimizer, config, split, history,
-                             epoch + 1, best_dice, best_epoch)
+                             epoch + 1, best_dice, best_epoch, meta["lineage"]["cases"])
                 if progress:
                     progress(dict(row))
             _barrier(world)
@@ -394,6 +395,17 @@ def _parent(path: Path, dataset: Dataset, modality: str) -> tuple[torch.nn.Modul
     if trained_on and trained_on != modality:
         raise DatasetError(f"{path.name} was trained on {trained_on}, the dataset is {modality}")
     return model.train(), meta
+
+
+def _check_same_data(saved: dict | None, now: dict) -> None:
+    """A resumed run learns from what the interrupted one learnt from: the lineage would
+    otherwise name cases and slices other than those in its weights (a tester reviewed more
+    slices and flagged a trained case between the two). Raises DatasetError naming them."""
+    if saved is None or saved == now:
+        return
+    changed = sorted(name for name in set(saved) | set(now) if saved.get(name) != now.get(name))
+    raise DatasetError(f"the reviewed slices changed since this run was interrupted ({', '.join(changed[:5])}): "
+                       "resuming would train on other data than its first epochs; start a new run (another -o)")
 
 
 def _check_replay(replay: Dataset, dataset: Dataset, modality: str) -> None:
@@ -531,7 +543,9 @@ def _config_json(config: TrainConfig) -> dict:
 
 
 def _write_state(path: Path, model, optimizer, config, split, history, next_epoch,
-                 best_dice, best_epoch) -> None:
+                 best_dice, best_epoch, trained: dict | None = None) -> None:
+    """``trained``: the cases and slices learnt from (lineage "cases"), which a resumed run
+    must find again."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
     for index, moments in optimizer_state["state"].items():
@@ -541,7 +555,7 @@ def _write_state(path: Path, model, optimizer, config, split, history, next_epoc
               for g in optimizer_state["param_groups"]]
     meta = {"segview_version": __version__, "config": _config_json(config), "split": split,
             "history": history, "next_epoch": next_epoch, "best_dice": best_dice,
-            "best_epoch": best_epoch, "param_groups": groups}
+            "best_epoch": best_epoch, "param_groups": groups, "trained": trained}
     header = {"segview_training_state": json.dumps(meta)}
     replace_atomically(path, lambda temporary: save_file(tensors, temporary, header))
 

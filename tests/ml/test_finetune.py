@@ -358,3 +358,17 @@ def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_
     assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "--reviewed-only",
                  "--held-out", "-o", str(tmp_path / "held")]) == 0
     assert json.loads((tmp_path / "held" / "verdict.json").read_text())["trained_on"] == {}
+
+
+def test_resuming_after_the_reviewed_slices_changed_is_refused(reviewed_folder, tmp_path, capsys):
+    """A tester reviewed more slices and flagged a trained case before --resume: the run went
+    on, and its lineage named data other than its first epoch's."""
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    command = ["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o", str(tmp_path / "ft"),
+               "--batch-size", "2"]
+    assert main([*command, "--epochs", "1"]) == 0
+    trained = sorted(read_metadata(tmp_path / "ft" / "last.safetensors")["lineage"]["cases"])
+    review_a_slice(reviewed_folder, trained[0], z=5)  # its marks now: slice 5 only
+    capsys.readouterr()
+    assert main([*command, "--epochs", "2", "--resume"]) == 2
+    assert f"the reviewed slices changed since this run was interrupted ({trained[0]})" in capsys.readouterr().err
