@@ -61,7 +61,7 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
              f"normalisation {json.dumps(pre.get('normalization', {}))}",
              f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
              *(_interactive_lines(meta) if meta.get("task") == "interactive" else
-               [f"trained on   {training.get('source', '?')}: {_cases_text(training)}, "
+               [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "
                 f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}",
                 "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")])]
     lineage = meta.get("lineage")
@@ -81,10 +81,18 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
     return "\n".join(lines)
 
 
-def _cases_text(training: dict) -> str:
-    """"7 cases (1 held out)": the dataset's cases, those kept for validation among them."""
-    held_out = len((training.get("split") or {}).get("validation", []))
-    return f"{training.get('cases', '?')} cases" + (f" ({held_out} held out)" if held_out else "")
+def _cases_text(training: dict, lineage: dict | None = None) -> str:
+    """"7 cases (1 held out)": the dataset's cases, those kept for validation among them.
+    With a lineage (reviewed data), the held out are those of the dataset it did not learn
+    from: a split's held-out case with nothing reviewed is not in the dataset at all (a
+    tester read "3 cases (1 held out)" of a run that trained on all 3)."""
+    cases = training.get("cases")
+    learnt = (lineage or {}).get("cases")
+    if isinstance(cases, int) and isinstance(learnt, dict):
+        held_out = cases - len(learnt)
+    else:
+        held_out = len((training.get("split") or {}).get("validation", []))
+    return f"{cases if cases is not None else '?'} cases" + (f" ({held_out} held out)" if held_out else "")
 
 
 def _epochs_text(training: dict) -> str:

@@ -123,6 +123,8 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     out = capsys.readouterr().out
     assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
     assert f"held out   {', '.join(held_out)}" in out
+    # Its held-out case has no reviewed slice: not in the dataset, so not "held out" of it (a tester).
+    assert f"{meta['training']['cases']} cases, " in out and meta["training"]["cases"] == len(meta["lineage"]["cases"])
     slices = meta["lineage"]["slices"]
     assert f"slices     {slices} ({slices} reviewed)" in out
 
