@@ -234,18 +234,22 @@ class Pacs:
         series = self.locate_series(series_uid)
         if series.images is None:  # the count tells a complete transfer from a cut one
             series = replace(series, images=self._count_images(series))
+        made = not folder.exists()  # taken away again when nothing comes of the retrieve
         try:
             folder.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
         except OSError as exc:
             raise PacsError(f"Cannot write into {folder}: {exc.strerror or exc}.") from exc
+        kept = False
         try:
             count = self._retrieve(series, staging, progress or (lambda done, total: None),
                                    should_stop or (lambda: False))
             if count < (series.images or 1):
                 raise PacsError(f"The PACS sent only {count} of the {series.images} images of the series "
                                 f"{series_uid}.")
-            return sorted(_move_all(staging, folder))
+            files = sorted(_move_all(staging, folder))
+            kept = True
+            return files
         except RetrieveCancelled:
             raise
         except PacsError as exc:
@@ -255,6 +259,8 @@ class Pacs:
                             "Nothing of the series was kept.") from exc
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+            if made and not kept:
+                shutil.rmtree(folder, ignore_errors=True)  # made here, for what never came
 
     def store(self, files: Iterable, progress: Progress | None = None) -> list[str]:
         """Send DICOM files (a SEG, a series) to the archive; returns the SOP Instance
@@ -736,6 +742,7 @@ class DimsePacs(Pacs):
         if not sop_classes:
             raise PacsError(f"The PACS {self.called_ae} lists no image in the series {series.uid}.")
         written: list[Path] = []
+        unwritten: list[OSError] = []  # this disk's failures: said as such, not as the PACS's
 
         def store(event) -> int:  # runs in the association's thread: only writes files
             try:
@@ -743,8 +750,11 @@ class DimsePacs(Pacs):
                 dataset.file_meta = event.file_meta
                 path = folder / _file_name(dataset)
                 dataset.save_as(path, enforce_file_format=True)
-            except (OSError, PacsError, ValueError):
+            except OSError as exc:
+                unwritten.append(exc)
                 return 0xA700  # out of resources: the PACS reports the sub-operation failed
+            except (PacsError, ValueError):
+                return 0xA700
             written.append(path)
             return 0x0000
 
@@ -760,6 +770,8 @@ class DimsePacs(Pacs):
                 if should_stop():
                     assoc.abort()  # the fastest way to make the PACS stop sending
                     raise RetrieveCancelled("The retrieve was cancelled; nothing was kept.")
+                if unwritten and code not in (0xFF00,):  # a full disk here, not a PACS that failed
+                    raise unwritten[0]
                 if code not in (0x0000, 0xFF00, 0xB000):
                     raise PacsError(f"The PACS {self.called_ae} could not send the series {series.uid}: "
                                     f"status 0x{code:04X} ({_category(code)}).")
