@@ -180,7 +180,8 @@ class PacsDialog(QDialog):
             return
         if series.modality.upper() in LABEL_MODALITIES:  # it would arrive and open as nothing
             self._set_status(f"{series.description or series.uid} is a {series.modality} (labels, not images): "
-                             "retrieve the image series it belongs to; the labels saved with it come back too.")
+                             "retrieve the image series it belongs to. segview does not read a DICOM SEG back as "
+                             "labels yet; labels saved with segview for that image open with it.")
             return
         folder = self.cache / series.uid
         if series.images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == series.images:
