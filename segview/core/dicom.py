@@ -970,6 +970,12 @@ class _Grid:
         return not (self.uneven or self.tilted)
 
 
+def _frame_name(frame: _Frame) -> str:
+    """A frame as a person finds it: its file's name (and frame number in a multi-frame file)."""
+    name = Path(frame.source).name
+    return name if frame.frame_index is None else f"{name} (frame {frame.frame_index + 1})"
+
+
 def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
     """The grid of sorted slices; refuses several images per position."""
     first = frames[0]
@@ -994,8 +1000,16 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
     along = positions @ normal
     gaps = np.diff(along)
     if np.min(gaps) < 1e-3:
+        distinct = len(np.unique(np.round(along, 3)))
+        shared = [n for n in range(len(gaps)) if gaps[n] < 1e-3]
+        if len(frames) % distinct:  # not a whole number of images per position: a copy or two
+            named = "; ".join(f"{_frame_name(frames[n])} and {_frame_name(frames[n + 1])} at {along[n]:.1f} mm"
+                              for n in shared[:3])
+            raise VolumeLoadError(f"{len(frames)} images but only {distinct} distinct slice positions: {named}"
+                                  f"{' ...' if len(shared) > 3 else ''}. A file copied twice, or an image "
+                                  "exported again? Move the extra file(s) out of the folder.")
         raise VolumeLoadError(
-            f"{len(frames)} images but only {len(np.unique(np.round(along, 3)))} distinct slice "
+            f"{len(frames)} images but only {distinct} distinct slice "
             "positions: the series holds several images per position (cardiac phases, echoes or "
             "diffusion directions). Export one phase or echo as its own series.")
     # The slice axis follows the stack; with gantry tilt it is not the normal.

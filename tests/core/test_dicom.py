@@ -296,6 +296,14 @@ def test_one_slice_without_a_position_is_named(tmp_path, cardiac):
         load_volume(tmp_path)
 
 
+def test_a_file_copied_twice_is_named(tmp_path, cardiac):
+    """A copy of one slice was told to be 'several images per position (cardiac phases...)'."""
+    paths = write_dicom_series(cardiac, tmp_path)
+    (tmp_path / "copy_of_5.dcm").write_bytes(paths[5].read_bytes())
+    with pytest.raises(VolumeLoadError, match=rf"{paths[5].name} and copy_of_5.dcm at .* mm\. A file copied twice"):
+        load_volume(tmp_path)
+
+
 def test_a_slice_file_that_is_not_dicom_is_reported_a_readme_is_not(tmp_path, cardiac):
     paths = write_dicom_series(cardiac, tmp_path)
     (tmp_path / "IM_junk.dcm").write_bytes(b"\x00" * 50 + b"not an image")  # a slice name, no DICOM in it
