@@ -934,6 +934,12 @@ def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
     if len(sizes) > 1:
         raise VolumeLoadError(f"The images of this series have different sizes {sorted(sizes)}; "
                               "it is not one volume.")
+    spacings = sorted({f.pixel_spacing for f in frames if f.pixel_spacing is not None})
+    if spacings and np.ptp(np.array(spacings), axis=0).max() > 1e-3 * max(max(s) for s in spacings):
+        odd = [f for f in frames if f.pixel_spacing != frames[0].pixel_spacing][:3]
+        raise VolumeLoadError(f"The images of this series have different pixel spacings "
+                              f"({', '.join(f'{r:g} x {c:g} mm' for r, c in spacings[:4])}; e.g. "
+                              f"{', '.join(_frame_name(f) for f in odd)}): one grid cannot hold them all.")
     unplaced = [f for f in frames if f.position is None or f.orientation is None]
     if unplaced and len(unplaced) < len(frames):  # stacked in file order, they would go anywhere
         names = ", ".join(sorted({Path(f.source).name for f in unplaced})[:5])

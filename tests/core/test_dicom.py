@@ -304,6 +304,16 @@ def test_a_file_copied_twice_is_named(tmp_path, cardiac):
         load_volume(tmp_path)
 
 
+def test_a_slice_of_another_pixel_spacing_is_refused_naming_it(tmp_path, cardiac):
+    """It loaded with the first slice's spacing for every slice, unsaid."""
+    paths = write_dicom_series(cardiac, tmp_path)
+    dataset = pydicom.dcmread(paths[6])
+    dataset.PixelSpacing = [float(v) * 1.125 for v in dataset.PixelSpacing]
+    dataset.save_as(paths[6])
+    with pytest.raises(VolumeLoadError, match=rf"different pixel spacings .*{paths[6].name}"):
+        load_volume(tmp_path)
+
+
 def test_a_slice_file_that_is_not_dicom_is_reported_a_readme_is_not(tmp_path, cardiac):
     paths = write_dicom_series(cardiac, tmp_path)
     (tmp_path / "IM_junk.dcm").write_bytes(b"\x00" * 50 + b"not an image")  # a slice name, no DICOM in it
