@@ -206,9 +206,9 @@ def _read_itk_volume(path: Path) -> Volume:
     volume.meta["modality_guessed"] = True
     if volume.modality == "CT":
         volume.meta["window_presets"] = list(CT_WINDOW_PRESETS)
-    ignored = _ignored_sform(path, image)
-    if ignored:
-        volume.meta.setdefault("warnings", []).append(ignored)
+    for warning in (_ignored_sform(path, image), _unknown_orientation(path, image)):
+        if warning:
+            volume.meta.setdefault("warnings", []).append(warning)
     regular = orthogonalized(volume)
     if regular is not None:
         regular.meta["warnings"].append("The image axes are not perpendicular (sheared or tilted); "
@@ -240,6 +240,24 @@ def _ignored_sform(path: Path, image: sitk.Image) -> str | None:
             "segview used the qform, as ITK and 3D Slicer do when the sform is sheared or not a rotation; "
             "nibabel and FSL use the sform and would place the image elsewhere. Check the position and "
             "orientation before measuring.")
+
+
+def _unknown_orientation(path: Path, image: sitk.Image) -> str | None:
+    """The warning for a NIfTI file that gives no orientation (qform and sform codes 0):
+    ITK then assumes one and nibabel another, so the orientation letters are a guess (a
+    tester's file showed Posterior where nibabel puts Anterior)."""
+    keys = set(image.GetMetaDataKeys())
+    if not {"qform_code", "sform_code"} <= keys:
+        return None
+    try:
+        codes = [int(float(image.GetMetaData(key))) for key in ("qform_code", "sform_code")]
+    except ValueError:
+        return None
+    if any(codes):
+        return None
+    return (f"{path.name} does not say how it lies in the patient (its NIfTI qform and sform codes are 0): "
+            "the orientation letters shown are assumed, and other programs assume otherwise. Check left and "
+            "right, and front and back, before reading or measuring.")
 
 
 def _guess_modality(array: np.ndarray) -> str:

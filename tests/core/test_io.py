@@ -365,3 +365,14 @@ def test_a_left_handed_nifti_keeps_its_grid_and_its_labels_lie_on_it(tmp_path):
     # Labels another program wrote on the image's grid open on it.
     nibabel.save(nibabel.Nifti1Image((data > 0).astype(np.uint8), affine), tmp_path / "theirs.nii.gz")
     assert load_labels(tmp_path / "theirs.nii.gz", volume)[5, 4, 3] == 1
+
+
+def test_a_nifti_that_gives_no_orientation_says_so(tmp_path):
+    image = nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.diag([2.0, 2.0, 3.0, 1.0]))
+    image.set_qform(None, code=0)
+    image.set_sform(None, code=0)
+    nibabel.save(image, tmp_path / "noform.nii.gz")
+    warnings = load_volume(tmp_path / "noform.nii.gz").meta["warnings"]
+    assert any("does not say how it lies in the patient" in w for w in warnings)
+    nibabel.save(nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.eye(4)), tmp_path / "placed.nii.gz")
+    assert not load_volume(tmp_path / "placed.nii.gz").meta.get("warnings")
