@@ -86,13 +86,16 @@ def _cases_text(training: dict, lineage: dict | None = None) -> str:
     With a lineage (reviewed data), the held out are those of the dataset it did not learn
     from: a split's held-out case with nothing reviewed is not in the dataset at all (a
     tester read "3 cases (1 held out)" of a run that trained on all 3)."""
+    from ..core.report import counted
+
     cases = training.get("cases")
     learnt = (lineage or {}).get("cases")
     if isinstance(cases, int) and isinstance(learnt, dict):
         held_out = cases - len(learnt)
     else:
         held_out = len((training.get("split") or {}).get("validation", []))
-    return f"{cases if cases is not None else '?'} cases" + (f" ({held_out} held out)" if held_out else "")
+    said = counted(cases, "case") if isinstance(cases, int) else "? cases"
+    return said + (f" ({held_out} held out)" if held_out else "")
 
 
 def _epochs_text(training: dict) -> str:

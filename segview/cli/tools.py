@@ -161,7 +161,9 @@ def _run_train(args) -> int:
 def _held_out_text(held_out: list[str], usable: set[str], folder: Path) -> str:
     """What the fixed split holds out, and which of those cases can validate (reviewed, not
     flagged): with none, the best epoch is the training loss's."""
-    text = (f"segview: {len(held_out)} cases held out in {folder / 'splits.json'} ({', '.join(held_out)}): "
+    from ..core.report import counted
+
+    text = (f"segview: {counted(len(held_out), 'case')} held out in {folder / 'splits.json'} ({', '.join(held_out)}): "
             "never trained on")
     validating = [name for name in held_out if name in usable]
     if len(validating) == len(held_out):
@@ -531,7 +533,7 @@ def _row_labels(models: list[tuple[Path, Any]]) -> list[str]:
 
 def _comparison_text(name, label_a, label_b, result) -> str:
     from ..core.compare import small_sample_note
-    from ..core.report import number_text
+    from ..core.report import counted, number_text
 
     p = result["p_value"]
     verdict = ("no test possible (fewer than two cases)" if p != p else
@@ -541,7 +543,7 @@ def _comparison_text(name, label_a, label_b, result) -> str:
     note = small_sample_note(result["cases"], differing=result["differing"])
     return (f"{name}: {label_b} minus {label_a}, mean Dice per case: "
             f"{number_text(result['mean_difference'], 4, signed=True)} ± {number_text(result['std_difference'], 4)} "
-            f"over n = {result['cases']} cases (bootstrap 95 % interval "
+            f"over n = {counted(result['cases'], 'case')} (bootstrap 95 % interval "
             f"[{number_text(low, 4, signed=True)}, {number_text(high, 4, signed=True)}]); "
             f"{label_b} better on {result['b_better']}, {label_a} better on {result['a_better']}; {verdict}\n"
             + (f"{note}\n" if note else "")
@@ -552,14 +554,14 @@ def _comparison_text(name, label_a, label_b, result) -> str:
 def _clicks_text(name, label_a, label_b, clicks: dict) -> str:
     """--robot: B minus A of the simulated reviewer's clicks per case (lower is better)."""
     from ..core.compare import small_sample_note
-    from ..core.report import number_text
+    from ..core.report import counted, number_text
 
     low, high = clicks["ci95"]
     p = clicks["p_value"]
     note = small_sample_note(clicks["pairs"], differing=clicks["differing"])
     return (f"{name}: {label_b} minus {label_a}, the simulated reviewer's clicks to Dice 0.90 per case: "
             f"{number_text(clicks['mean_difference'], 2, signed=True)} ± {number_text(clicks['std_difference'], 2)} "
-            f"over n = {clicks['pairs']} cases (bootstrap 95 % interval "
+            f"over n = {counted(clicks['pairs'], 'case')} (bootstrap 95 % interval "
             f"[{number_text(low, 2, signed=True)}, {number_text(high, 2, signed=True)}]); "
             f"{label_b} fewer on {clicks['b_better']}, "
             f"{label_a} fewer on {clicks['a_better']}; "

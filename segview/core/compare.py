@@ -138,7 +138,8 @@ def small_sample_note(pairs: int, unit: str = "cases", differing: int | None = N
     if differing >= MIN_PAIRS:
         return ""
     if pairs < 2:
-        return f"{pairs} paired {unit}: no test and no interval are possible; this is no verdict."
+        one = unit[:-1] if pairs == 1 and unit.endswith("s") else unit  # "1 paired case"
+        return f"{pairs} paired {one}: no test and no interval are possible; this is no verdict."
     if differing == 0:
         return f"A and B score the same on all {pairs} paired {unit}: there is no difference to test."
     which = f"{differing} of the {pairs} paired {unit} differ (the test leaves out ties)" if differing < pairs \

@@ -42,6 +42,11 @@ def write_csv(path, columns, rows: list[dict]) -> None:
     replace_atomically(path, write)
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """"1 case", "2 cases": ``count`` with ``noun`` in the number it takes."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 def finite_or_none(value):
     """``value`` with every NaN or infinity (no score) as None, for strict JSON."""
     if isinstance(value, dict):

@@ -27,7 +27,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
 from ..core.errors import SegviewError
-from ..core.report import number_text
+from ..core.report import counted, number_text
 from ..session import Worklist
 from .job_row import JobRow
 from .settings import last_folder, remember_folder
@@ -251,7 +251,7 @@ class FineTuning(QObject):
                       "epoch (the lowest training loss did): review them to judge the model.")
         left_out = f"\nLeft out: {'; '.join(result.left_out)}." if result.left_out else ""
         return (f"Fine-tuned from {result.parent.name} on {result.slices} reviewed slices of "
-                f"{len(result.trained)} cases; saved as {result.path}.{left_out}\n\n{judged}\n\n"
+                f"{counted(len(result.trained), 'case')}; saved as {result.path}.{left_out}\n\n{judged}\n\n"
                 "As model B, the worklist predicts every case with it, and File > Export held-out report... "
                 "compares A and B on the held-out cases.")
 

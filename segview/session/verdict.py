@@ -39,7 +39,7 @@ from ..core.errors import VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
-from ..core.report import csv_cell, finite_or_none, number_text, write_csv
+from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
 from ..ml.metadata import CheckpointError
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
@@ -193,8 +193,9 @@ class Verdict:
                  f"Scoring rule: {SCORING_RULE}", "",
                  *([f"Only the cases asked for (e.g. the held-out cases of the dataset's split): "
                     f"{', '.join(self.only) or 'none'}.", ""] if self.only is not None else []),
-                 (f"Dice compared on n = {len(scored)} cases ({sum(c.reviewed for c in scored)} reviewed slices); "
-                  f"correction effort on {len(self.cases)} cases; {len(self.excluded)} not evaluated, "
+                 (f"Dice compared on n = {counted(len(scored), 'case')} "
+                  f"({counted(sum(c.reviewed for c in scored), 'reviewed slice')}); "
+                  f"correction effort on {counted(len(self.cases), 'case')}; {len(self.excluded)} not evaluated, "
                   f"{len(self.left_out) - len(self.excluded)} more left out of the Dice only."), "",
                  *self._trained_on_markdown(),
                  "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
@@ -211,11 +212,11 @@ class Verdict:
             for figure, label, better in (("dice", "Dice", "higher"), ("correction_ml", "correction (mL)", "lower")):
                 p = self.paired(figure)
                 low, high = p["ci95"]
-                lines.append(f"- {label}: n = {p['pairs']} pairs, mean difference "
+                lines.append(f"- {label}: n = {counted(p['pairs'], 'pair')}, mean difference "
                              f"{number_text(p['mean_difference'], 4)} "
                              f"[{number_text(low, 4)}, {number_text(high, 4)}], p = {number_text(p['p_value'], 4)}, "
                              f"B {better} in {p['b_better']} "
-                             f"of {p['pairs']} cases")
+                             f"of {counted(p['pairs'], 'case')}")
                 note = small_sample_note(p["pairs"], differing=p["differing"])
                 if note:
                     lines.append(f"  **{note}**")
@@ -250,10 +251,10 @@ class Verdict:
             lines.append(f"- {slot} ({path.name}): {_mean_std(values, 1)} clicks per case, n = {values.size}")
         p = self.paired("clicks_to_90")
         low, high = p["ci95"]
-        lines.append(f"- clicks, B minus A: n = {p['pairs']} pairs, mean difference "
+        lines.append(f"- clicks, B minus A: n = {counted(p['pairs'], 'pair')}, mean difference "
                      f"{number_text(p['mean_difference'], 2)} [{number_text(low, 2)}, {number_text(high, 2)}], "
                      f"p = {number_text(p['p_value'], 4)}, "
-                     f"B lower in {p['b_better']} of {p['pairs']} cases")
+                     f"B lower in {p['b_better']} of {counted(p['pairs'], 'case')}")
         note = small_sample_note(p["pairs"], differing=p["differing"])
         if note:
             lines.append(f"  **{note}**")

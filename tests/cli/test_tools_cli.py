@@ -211,7 +211,8 @@ def test_evaluate_on_one_case_writes_strict_json_and_no_spread(two_checkpoints, 
     assert main(["evaluate", *map(str, two_checkpoints), "--phantom", "cardiac", "--cases", "1",
                  "--first-seed", "50", "-o", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "± \u2013 over n = 1 cases (bootstrap 95 % interval [\u2013, \u2013])" in out
+    assert "± \u2013 over n = 1 case (bootstrap 95 % interval [\u2013, \u2013])" in out
+    assert "1 paired case: no test" in out  # one case, said as one (a tester read "1 paired cases")
     comparison = json.loads((tmp_path / "comparisons.json").read_text(),
                             parse_constant=lambda name: pytest.fail(f"{name} in strict JSON"))[0]
     assert comparison["cases"] == 1 and comparison["p_value"] is None and comparison["std_difference"] is None
