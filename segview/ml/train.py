@@ -514,6 +514,7 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
     # The object-oriented API with the Agg canvas: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(9, 3.6), dpi=100, layout="constrained")
@@ -523,6 +524,13 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
     for key, label in scores:
         score_axes.plot(epochs, [row[key] for row in history], marker=".", label=label)
     score_axes.set(xlabel="epoch", ylabel=score_label, title="Validation", ylim=(0, 1))
+    validated = any(math.isfinite(row[key]) for row in history for key, _ in scores)
+    if not validated:  # no held-out slice: say so, where empty axes told nothing
+        score_axes.text(0.5, 0.5, "no held-out slices to validate on:\nthe epoch was chosen by the training loss",
+                        ha="center", va="center", transform=score_axes.transAxes)
+        score_axes.set_xlim(loss_axes.get_xlim())
+    for axes in (loss_axes, score_axes):  # whole epochs
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     lines, labels = score_axes.get_legend_handles_labels()
     if counts is not None:
         count_axes = score_axes.twinx()
@@ -531,7 +539,8 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
         labels.append(counts[1])
         count_axes.set(ylabel=counts[1], ylim=(0, None))
     # A falling count crosses the lower right corner: the legend goes to the lower left then.
-    score_axes.legend(lines, labels, loc="lower right" if counts is None else "lower left")
+    if validated:
+        score_axes.legend(lines, labels, loc="lower right" if counts is None else "lower left")
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
     FigureCanvasAgg(figure)
