@@ -2,8 +2,10 @@
 then renamed over it, so a crash or a full disk never leaves half a file behind."""
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -54,7 +56,25 @@ def replace_atomically(path, write: Callable[[Path], Any]) -> Path:
     finally:
         temporary.unlink(missing_ok=True)
     _fsync(path.parent)
+    _remove_stale_temporaries(path)
     return path
+
+
+#: A temporary file of a write older than this is one a killed process left behind.
+STALE_TEMPORARY_S = 3600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of earlier writes of ``path`` that a killed process left (a tester's
+    kill -9 mid-save left 4.5 MB beside the labels, kept by every later save); those
+    younger than ``STALE_TEMPORARY_S`` may be another process's write in progress."""
+    now = time.time()
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(extension(path))}"):
+        try:
+            if now - stale.stat().st_mtime > STALE_TEMPORARY_S:
+                stale.unlink()
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: nothing is lost by leaving it
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -376,3 +376,23 @@ def test_a_nifti_that_gives_no_orientation_says_so(tmp_path):
     assert any("does not say how it lies in the patient" in w for w in warnings)
     nibabel.save(nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), np.eye(4)), tmp_path / "placed.nii.gz")
     assert not load_volume(tmp_path / "placed.nii.gz").meta.get("warnings")
+
+
+def test_a_save_removes_what_a_killed_save_left_behind_but_not_a_write_in_progress(tmp_path):
+    """kill -9 during a save left '.labels.nii.gz.<id>.tmp.nii.gz', kept by every later save."""
+    import time
+
+    from segview.core.files import STALE_TEMPORARY_S, replace_atomically
+
+    target = tmp_path / "labels.nii.gz"
+    old = tmp_path / ".labels.nii.gz.0a1b2c3d.tmp.nii.gz"
+    recent = tmp_path / ".labels.nii.gz.4e5f6a7b.tmp.nii.gz"  # another process may be writing it now
+    other = tmp_path / ".other.nii.gz.0a1b2c3d.tmp.nii.gz"
+    for path in (old, recent, other):
+        path.write_bytes(b"half a file")
+    hour_ago = time.time() - STALE_TEMPORARY_S - 60
+    for path in (old, other):
+        os.utime(path, (hour_ago, hour_ago))
+    replace_atomically(target, lambda temporary: temporary.write_bytes(b"labels"))
+    assert target.read_bytes() == b"labels"
+    assert not old.exists() and recent.exists() and other.exists()
