@@ -34,6 +34,7 @@ KNOWN_STRUCTURES = {
     "infection": (codes.SCT.MorphologicallyAbnormalStructure, ("128477000", "Abnormal tissue")),
 }
 OTHER_STRUCTURE = (codes.SCT.Tissue, ("85756007", "Tissue"))
+SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"  # Segmentation Storage
 
 
 #: Patient and study attributes a SEG copies from its source (type 2: present, maybe empty).
@@ -42,7 +43,8 @@ TYPE_2_ATTRIBUTES = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex
 
 
 class DicomSegError(SegviewError):
-    """This volume cannot be exported as DICOM SEG; the message says why."""
+    """This volume cannot be exported as DICOM SEG, or a SEG cannot be read onto it; the
+    message says why."""
 
 
 def export_reason(volume: Volume) -> str | None:
@@ -104,6 +106,51 @@ def _segmentation(sources: list[pydicom.Dataset], segment_map: np.ndarray,
         manufacturer_model_name="segview", software_versions=__version__, device_serial_number="none",
         series_description="segview corrected labels", omit_empty_frames=False,
         content_creator_name=content_creator or _login_name())
+
+
+def is_dicom_seg(path) -> bool:
+    """Whether ``path`` is a DICOM Segmentation object (read by its header only)."""
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except Exception:  # noqa: BLE001 - anything unreadable is no SEG
+        return False
+    return str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
+
+
+def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]:
+    """The labels (z, y, x) uint8 and the classes of a DICOM SEG of ``volume``'s series,
+    written by segview or any other program: segment N is class N, named by its label, in
+    its recommended colour (grey without one). Frames go to the slices of the source images
+    they reference. Raises DicomSegError for a SEG of another series, one whose segments
+    overlap (a binary segment map cannot hold them) or more than 255 segments."""
+    reason = export_reason(volume)  # the same one-to-one slices are needed to read one back
+    if reason:
+        raise DicomSegError(reason.replace("DICOM SEG needs", "Reading a DICOM SEG needs"))
+    try:
+        seg = hd.seg.segread(str(path))
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
+        raise DicomSegError(f"{Path(path).name} cannot be read as a DICOM SEG ({exc}).") from exc
+    numbers = list(seg.get_segment_numbers())
+    if max(numbers, default=0) > 255:
+        raise DicomSegError(f"{Path(path).name} has {len(numbers)} segments; segview edits at most 255 classes.")
+    uids = [str(ds.SOPInstanceUID) for ds in _sources_in_slice_order(volume)]
+    referenced = {str(item.ReferencedSOPInstanceUID) for series in seg.ReferencedSeriesSequence
+                  for item in series.ReferencedInstanceSequence}
+    if not referenced & set(uids):
+        raise DicomSegError(f"{Path(path).name} segments another series: none of the images it references is "
+                            f"one of this image's {len(uids)} slices.")
+    try:
+        array = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
+                                                  ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+    except (ValueError, RuntimeError) as exc:
+        raise DicomSegError(f"{Path(path).name} cannot be read onto this image ({exc}).") from exc
+    classes = [LabelClass(0, "background", (0, 0, 0))]
+    for number in numbers:
+        description = seg.get_segment_description(number)
+        lab = description.get("RecommendedDisplayCIELabValue")
+        red, green, blue = hd.color.CIELabColor.from_dicom_value(lab).to_rgb() if lab else (128, 128, 128)
+        classes.append(LabelClass(number, str(description.segment_label), (int(red), int(green), int(blue))))
+    return np.asarray(array, np.uint8), classes
 
 
 def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarray:

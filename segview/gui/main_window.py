@@ -342,7 +342,7 @@ class MainWindow(QMainWindow):
 
     def choose_labels(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open labels", self.start_folder(),
-                                              "Labels (*.nii *.nii.gz *.nrrd *.mha)")
+                                              "Labels (*.nii *.nii.gz *.nrrd *.mha *.dcm);;All files (*)")
         remember_folder(path)
         if path:
             self.open_labels(path)
@@ -593,8 +593,9 @@ class MainWindow(QMainWindow):
             unloaded = session.replace_labels(label_file)
         except SessionError as exc:  # a copy began while the file was read
             return self._error(str(exc), "Labels not opened")
-        if unloaded:
-            QMessageBox.warning(self, "Checkpoint of other classes", "\n".join(unloaded))
+        said = [label_file.warning] if label_file.warning else []
+        if unloaded or said:
+            QMessageBox.warning(self, "Labels opened with warnings", "\n\n".join(said + unloaded))
             self._show_devices()
         held = session.hold_labels_file()  # a dataset case's file: its lock, as the worklist takes
         if held:

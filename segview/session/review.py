@@ -36,7 +36,7 @@ from ..core.classes import LabelClass, generic_classes, is_placeholder, merged_c
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
-from ..core.io import labels_image, load_classes, load_labels, load_volume, save_labels
+from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
                             unsaved_edits)
 from ..core.labels import Edit, LabelMap, Patch
@@ -71,6 +71,26 @@ class LabelFile:
     classes: list[LabelClass]
     review: ReviewState
     warning: str | None = None
+
+    @property
+    def saved_at(self) -> Path | None:
+        """Where saving these labels writes them again: their file, unless it is a DICOM
+        SEG (saving writes NIfTI, NRRD or MetaImage; a SEG is exported)."""
+        return self.path if extension(self.path) in LABEL_EXTENSIONS else None
+
+
+def _seg_label_file(path: Path, volume: Volume) -> LabelFile:
+    """A DICOM SEG of ``volume``'s series as labels (``core.dicomseg.read_seg_labels``): no
+    slice reviewed, nothing to save back onto it. Raises VolumeLoadError."""
+    from ..core.dicomseg import DicomSegError, read_seg_labels
+
+    try:
+        array, classes = read_seg_labels(path, volume)
+    except DicomSegError as exc:
+        raise VolumeLoadError(str(exc)) from exc
+    return LabelFile(path, array, classes, ReviewState.empty(volume.shape[0]),
+                     f"The labels come from the DICOM SEG {path.name}: no slice is marked reviewed, and saving "
+                     "writes a label file (NIfTI, NRRD or MHA) beside the image, or a new DICOM SEG by export.")
 
 
 def image_files(volume: Volume) -> set[Path]:
@@ -114,6 +134,11 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     file as ``core.io.read_label_image`` read it beforehand). Raises VolumeLoadError (a
     grid that differs, an unreadable file, more than 255 classes)."""
     path = Path(path)
+    if extension(path) not in LABEL_EXTENSIONS:
+        from ..core.dicomseg import is_dicom_seg  # highdicom, only when a SEG may be read
+
+        if is_dicom_seg(path):
+            return _seg_label_file(path, volume)
     array = load_labels(path, volume, image=image)
     if array.dtype != np.uint8:
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
@@ -358,7 +383,7 @@ class ReviewSession:
     def __init__(self, volume: Volume, labels: LabelMap, key: str, label_file: LabelFile | None = None,
                  classes: list[LabelClass] | None = None):
         self.volume, self.labels, self.key = volume, labels, key
-        self.labels_path: Path | None = label_file.path if label_file else None
+        self.labels_path: Path | None = label_file.saved_at if label_file else None
         # The file as read: a save over one another program saved since is refused.
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         # A dataset case's lock, while its labels are open here (a worklist case, or its file
@@ -581,7 +606,7 @@ class ReviewSession:
             self._sidecar_changed()
         if label_file.warning:
             self.warnings.append(label_file.warning)
-        self.labels_path = label_file.path
+        self.labels_path = label_file.saved_at
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
         self._saved_position = self.labels.history_position  # what is open is what that file holds
         self._saved_rulers = theirs  # rulers it lacks are unsaved there

@@ -78,3 +78,35 @@ def test_a_tilted_series_cannot_be_exported_and_says_why(tmp_path):
     assert "resampled (gantry tilt" in export_reason(volume)
     with pytest.raises(DicomSegError, match="resampled"):
         save_dicom_seg(tmp_path / "seg.dcm", np.ones(volume.shape, np.uint8), volume, list(case.classes))
+
+
+def test_a_seg_opens_as_labels_with_its_segments_as_classes(dicom_case, tmp_path):
+    """A SEG segview exported, or one from the PACS, opened as the labels of its series (a
+    tester's SEG was refused as 'not on the grid')."""
+    from segview.core.dicomseg import is_dicom_seg
+    from segview.session import ReviewSession
+
+    case, volume = dicom_case
+    labels = case.labels.copy()
+    labels[labels == 2] = 0
+    save_dicom_seg(tmp_path / "seg.dcm", labels, volume, list(case.classes), "cardiac_ce")
+    assert is_dicom_seg(tmp_path / "seg.dcm") and not is_dicom_seg(volume.meta["source_files"][0])
+    session = ReviewSession.open(volume, labels=tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(session.labels.array, labels)
+    assert [(c.value, c.name, c.color) for c in session.classes] == [(c.value, c.name, c.color) for c in case.classes]
+    assert not session.reviewed.any() and session.labels_path is None  # saving writes a label file, not the SEG
+    assert any("DICOM SEG seg.dcm" in w for w in session.warnings)
+    session.close(discard=True)
+
+
+def test_a_seg_of_another_series_is_refused_with_the_reason(dicom_case, tmp_path):
+    from segview.core.errors import VolumeLoadError
+    from segview.session import ReviewSession
+
+    case, volume = dicom_case
+    other_case = make_phantom("cardiac", 4)
+    write_dicom_series(other_case.volume, tmp_path / "other")
+    other = load_volume(tmp_path / "other")
+    save_dicom_seg(tmp_path / "other_seg.dcm", other_case.labels, other, list(other_case.classes))
+    with pytest.raises(VolumeLoadError, match="segments another series"):
+        ReviewSession.open(volume, labels=tmp_path / "other_seg.dcm")

@@ -626,6 +626,12 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
         window.export_dicom_seg_to(tmp_path / "seg.dcm")
     session = window.session
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", session.volume, session.classes), case.labels)
+    # The SEG opens back as the labels (File > Open labels): its classes, nothing reviewed, saved as a label file.
+    session.labels.array[:] = 0
+    with qtbot.waitSignal(window.session_changed, timeout=20000):
+        window.open_labels(tmp_path / "seg.dcm")
+    np.testing.assert_array_equal(window.session.labels.array, case.labels)
+    assert window.session.labels_path is None and not window.session.reviewed.any()
 
 
 def test_saving_the_demos_labels_while_opening_a_dicom_folder_is_not_proposed_in_that_folder(
