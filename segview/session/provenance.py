@@ -6,9 +6,10 @@ while attached, because an edit's values alone cannot tell an interpolated slice
 painted one, nor a copied prediction from an erased false positive:
 
 - ``copy_from`` (what a model's prediction, a label file or recovered edits go through)
-  and ``write_patches`` (a whole-volume copy computed in a worker, ``CopyJob``):
-  each slice whose new values equal a loaded model's prediction is that model's ("model A"
-  before "model B" where both agree); other slices "loaded";
+  and ``write_patches`` (a whole-volume copy computed in a worker, ``CopyJob``): a model's
+  prediction copied is that model's (the session names it: ``CopyWrite``); otherwise each
+  slice whose new values equal a loaded model's prediction is that model's ("model A"
+  before "model B" where both agree), other slices "loaded";
 - ``adopt`` (a disputed region taken from one model): that model;
 - ``interpolate`` / ``fill_between_slices``: "interpolation";
 - inside ``with provenance.source(name):``: ``name`` (e.g. "interactive": the click model's
@@ -21,7 +22,8 @@ Undo and redo move the record back and forth with the labels: an undo or redo ca
 ``key`` of the edit it takes back (``edit.undo``) or repeats, so each incoming edit is
 matched to the one first applied under that key.
 
-Per slice the record is the list of sources in the order they first touched it, e.g.
+Only the slices an edit changed are touched (a slab copied over slices it left as they were
+credits them to nothing). Per slice the record is the list of sources in the order they first touched it, e.g.
 ``["model B", "hand"]``: copied from B, then corrected by hand. Saved in the review
 sidecar under "provenance" (``to_json`` / ``from_json``).
 """
@@ -66,7 +68,7 @@ class Provenance:
         labels.events.changed.connect(self._changed)
         self._wrap("interpolate", lambda *args: INTERPOLATION)
         self._wrap("fill_between_slices", lambda *args: INTERPOLATION)
-        self._wrap("copy_from", lambda *args, **kwargs: COPY)
+        self._wrap("copy_from", lambda source, *args, **kwargs: self._model_of(source) or COPY)  # that model's
         self._wrap("write_patches", lambda *args, **kwargs: COPY)
         self._wrap("adopt", lambda z, seed, source, other: self._model_of(source) or HAND)
 
@@ -133,9 +135,14 @@ class Provenance:
         if applied is not None:  # that edit again (a redo), or taken back
             self._restore(applied.after if edit.undo == applied.undo else applied.before)
             return
-        before = {z: self.sources.get(z, ()) for z in edit.slices}
+        # Only the slices the edit changed: a slab copied over slices it left as they were
+        # credited them to a model (a tester's "model A" on slices never copied from A).
+        touched = (edit.old != edit.new).reshape(len(edit.slices), -1).any(axis=1)
+        before = {z: self.sources.get(z, ()) for z, hit in zip(edit.slices, touched) if hit}
         after = {}
         for n, z in enumerate(edit.slices):
+            if not touched[n]:
+                continue
             if self._recovered is not None:
                 after[z] = self._recovered.get(z, ())
                 continue

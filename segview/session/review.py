@@ -345,10 +345,12 @@ class CopyWrite:
                 self.changed = 0
                 self._end()
             return self.finished
-        while self.done < self.total and more():
-            self.changed += labels.write_patches([self._patches.popleft()])
-            self.done += 1
-            pieces += 1
+        provenance = self.session.provenance
+        with nullcontext() if provenance is None else provenance.source(f"model {self.slot}"):  # not A where A agrees
+            while self.done < self.total and more():
+                self.changed += labels.write_patches([self._patches.popleft()])
+                self.done += 1
+                pieces += 1
         if self.done == self.total and more():
             labels.end_stroke()  # one undo step, one journal record
             self._end()

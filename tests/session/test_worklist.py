@@ -441,3 +441,21 @@ def test_figures_saved_for_a_checkpoint_loaded_by_hand_are_not_shown_for_the_wor
     assert saved["A"]["checkpoint"] == "other"
     assert math.isnan(Worklist.open(tmp_path / "ds", checkpoints).case("case_000").dice["A"])
     assert not math.isnan(Worklist.open(tmp_path / "ds", {"A": other}).case("case_000").dice["A"])
+
+
+def test_a_copy_credits_the_model_copied_and_only_the_slices_it_changed(tmp_path, checkpoints):
+    """A tester's copy of model B over the volume credited "model A" to slices where A
+    agreed with B, and to slices the copy had not changed at all."""
+    make_dataset(tmp_path / "ds", 1, with_labels=False)
+    session = Worklist.open(tmp_path / "ds", {"A": checkpoints["B"], "B": checkpoints["B"]}).session("case_000")
+    session.predict()  # A and B predict alike: every slice copied from B could be taken for A's
+    provenance = session.provenance
+    unchanged = [z for z in range(6) if not session.prediction("B")[z].any()]  # empty labels stay empty there
+    session.copy_prediction("B")
+    for z in range(6):
+        assert provenance.of_slice(z) == (() if z in unchanged else ("model B",)), z
+    session.labels.undo()
+    job = session.copy_job("A")  # the window's route, written in pieces
+    session.start_copy(job, job()).finish()
+    assert all(provenance.of_slice(z) in ((), ("model A",)) for z in range(6))
+    session.close(discard=True)
