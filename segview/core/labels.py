@@ -952,17 +952,24 @@ class LabelMap:
         import SimpleITK as sitk
 
         seed = self._checked_seed(seed_zyx, axis)
-        if box_mm is not None and not box_mm > 0:
-            raise ValueError(f"box_mm must be > 0, not {box_mm}")
-        region = []
-        for a, (c, n, s) in enumerate(zip(seed, self.array.shape, self.spacing_zyx)):
-            reach = 0 if a == axis else n if box_mm is None else int(box_mm / s)
-            region.append(slice(max(c - reach, 0), min(c + reach + 1, n)))
-        image = self.intensities[tuple(region)]
+        region = self.grow_region(seed, axis, box_mm)
+        image = self.intensities[region]
         inner = [c - r.start for a, (c, r) in enumerate(zip(seed, region)) if a != axis]
         if axis is not None:
             image = image.squeeze(axis)
         return sitk.GetImageFromArray(np.ascontiguousarray(image)), inner[::-1], tuple(region)
+
+    def grow_region(self, seed_zyx, axis: int | None, box_mm: float | None) -> Region:
+        """The voxels a region grown from ``seed_zyx`` may reach: the seed's plane normal to
+        ``axis`` (None: the volume), within ``box_mm`` of the seed along each axis when given."""
+        if box_mm is not None and not box_mm > 0:
+            raise ValueError(f"box_mm must be > 0, not {box_mm}")
+        seed = [int(np.rint(c)) for c in seed_zyx]
+        region = []
+        for a, (c, n, s) in enumerate(zip(seed, self.array.shape, self.spacing_zyx)):
+            reach = 0 if a == axis else n if box_mm is None else int(box_mm / s)
+            region.append(slice(max(c - reach, 0), min(c + reach + 1, n)))
+        return tuple(region)
 
     def _checked_seed(self, seed_zyx, axis) -> list[int]:
         """The voxel (z, y, x) of a seed to grow from in 3D (``axis`` None) or in its plane

@@ -953,11 +953,13 @@ class MainWindow(QMainWindow):
         """Whether to apply a region grown to the edge of the image, asked: it most likely
         leaked (a tester's Grow filled a whole slice and took the myocardium on it)."""
         taken = f", {change.taken_ml:.2f} mL of it taken from other classes" if change.taken_ml else ""
+        edge = "the edge of the box it grows in" if change.bounds is not None and change.in_3d else \
+            "the edge of the image"
         return QMessageBox.question(
-            self, f"{what}: apply a region that reaches the edge of the image?",
-            f"{what} would add {change.added_ml:.2f} mL {change.where()}{taken}, reaching the edge of the image: "
-            "it has most likely leaked out of the structure. Narrow the intensity range in the Tools panel, or "
-            "grow in the slice only. Apply it all the same?",
+            self, f"{what}: apply a region that reaches {edge}?",
+            f"{what} would add {change.added_ml:.2f} mL {change.where()}{taken}, reaching {edge}: "
+            "it has most likely leaked out of the structure. Narrow the intensity range in the Tools panel"
+            + (", or untick Grow in 3D" if change.in_3d else "") + ". Apply it all the same?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No) == QMessageBox.StandardButton.Yes  # Enter keeps the labels
 

@@ -39,7 +39,7 @@ from ..core.files import extension
 from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
                             unsaved_edits)
-from ..core.labels import Edit, LabelMap, Patch
+from ..core.labels import Edit, LabelMap, Patch, Region
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
@@ -204,13 +204,24 @@ class ToolChange:
     changes: np.ndarray            # (z, y, x) uint8: GAINED where a voxel joins the class, LEFT where it leaves it
     kept: str = ""                 # what the overwrite policy kept ("N voxels kept by ..."), '' when nothing
     taken_ml: float = 0.0          # of what it gains, what other classes held
+    bounds: Region | None = None   # where a region grown could reach (its plane or box); None: the volume
 
     @property
     def reaches_edge(self) -> bool:
-        """Whether what the class gains touches the edge of a slice: a region grown there has
-        most likely leaked out of the structure (into the whole slice, a tester's Grow)."""
-        gained = self.changes == self.GAINED
-        return bool(gained[:, [0, -1], :].any() or gained[:, :, [0, -1]].any())
+        """Whether what the class gains touches the edge of where it could grow (the image's,
+        the plane's, or the 3D box's): a region grown there has most likely leaked out of the
+        structure (testers' Grow took a whole slice, and in 3D the whole box)."""
+        gained = (self.changes == self.GAINED)[self.bounds or ...]
+        # In 3D not the first or last slice: a structure may run off a thin stack of slices.
+        for axis in (1, 2) if self.in_3d else range(3):
+            if gained.shape[axis] > 1 and (np.take(gained, 0, axis).any() or np.take(gained, -1, axis).any()):
+                return True
+        return False
+
+    @property
+    def in_3d(self) -> bool:
+        """Whether it could change more than one slice of each plane (grown in 3D)."""
+        return self.bounds is None or all(r.stop - r.start > 1 for r in self.bounds)
 
     GAINED, LEFT = 1, 2
 
@@ -921,7 +932,10 @@ class ReviewSession:
         else:
             before = histogram[:, job.value].sum() if job.value < histogram.shape[1] else 0
         ml = float(np.prod(self.volume.spacing)) / 1000
-        return ToolChange(added * ml, removed * ml, float(before) * ml, changes, job.kept, taken * ml)
+        bounds = None
+        if job.tool.startswith("grow"):  # its plane or box: a region reaching their edge has leaked
+            bounds = self.labels.grow_region(job.args[0], job.options.get("axis"), job.options.get("box_mm"))
+        return ToolChange(added * ml, removed * ml, float(before) * ml, changes, job.kept, taken * ml, bounds)
 
     def finish_tool(self, job: ToolJob, edits: list[Edit] | None) -> int:
         """Write what ``job`` computed: one undo step (nothing when it was stopped or
