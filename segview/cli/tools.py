@@ -606,6 +606,8 @@ def _run_predict(args) -> int:
         if extension(args.output) not in LABEL_EXTENSIONS:
             raise UserError(f"the output must end in one of {', '.join(LABEL_EXTENSIONS)}")
         inputs, outputs = [args.input], [args.output]
+    _check_prediction_outputs(inputs, outputs)
+
     def slice_progress(done, total):
         progress(done, total, "slices")
 
@@ -626,6 +628,25 @@ def _run_predict(args) -> int:
         sys.stdout.flush()
     progress(len(jobs), len(jobs), "done")
     return 0
+
+
+def _check_prediction_outputs(inputs: list[Path], outputs: list[Path]) -> None:
+    """Refuse, before anything runs, an output that is one of the images (the image would be
+    lost: a tester's predict wrote its labels over its input) or that two images share
+    (neg.mha and neg.nrrd both went to neg.nii.gz, the second replacing the first)."""
+    from .common import UserError
+
+    images = {p.resolve() for p in inputs if p.is_file()}
+    taken: dict[Path, Path] = {}
+    for source, target in zip(inputs, outputs):
+        resolved = target.resolve()
+        if resolved in images:
+            raise UserError(f"{target} is an input image: the labels go into a file of their own, or the image "
+                            "would be lost; choose another output")
+        if resolved in taken:
+            raise UserError(f"{taken[resolved].name} and {source.name} would both be written to {target.name}; "
+                            "predict them into separate folders")
+        taken[resolved] = source
 
 
 def _interrupted(exc) -> int:

@@ -9,7 +9,7 @@ from medpy.metric import binary as medpy_binary
 from surface_distance import metrics as deepmind
 
 from segview.cli import main
-from segview.core.io import load_classes, load_labels, load_volume
+from segview.core.io import load_classes, load_labels, load_volume, save_volume
 from segview.core.phantoms import make_phantom
 from segview.ml.checkpoint import read_metadata
 from segview.ml.inference import Predictor
@@ -236,3 +236,27 @@ def test_two_checkpoints_of_one_loss_get_their_own_rows_even_for_different_tasks
     same = Path("m/cardiac_ce.safetensors")  # one file twice, as a sanity check: two rows all the same
     assert tools._row_labels([(same, checkpoint(4)), (same, checkpoint(4))]) == [
         "CE [cardiac_ce.safetensors] #1", "CE [cardiac_ce.safetensors] #2"]
+
+
+def test_predict_never_writes_over_an_image_nor_two_images_into_one_file(two_checkpoints, tmp_path, capsys):
+    """A tester's predict -o scan.nii.gz replaced the scan with its labels (and a folder
+    predicted into itself, every image); neg.mha and neg.nrrd both went to neg.nii.gz."""
+    import shutil
+
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "data"), "--count", "1", "--seed", "63"]) == 0
+    image = tmp_path / "data" / "imagesTr" / "cardiac_063_0000.nii.gz"
+    scan = tmp_path / "scans" / "cardiac_063.nii.gz"
+    scan.parent.mkdir()
+    shutil.copy(image, scan)
+    before = scan.read_bytes()
+    for output in (scan, scan.parent):
+        assert main(["predict", str(two_checkpoints[0]), str(scan if output == scan else scan.parent),
+                     "-o", str(output)]) == 2
+        assert "is an input image" in capsys.readouterr().err and scan.read_bytes() == before
+    volume = load_volume(image)
+    twins = tmp_path / "twins"
+    twins.mkdir()
+    for name in ("neg.mha", "neg.nrrd"):
+        save_volume(twins / name, volume)
+    assert main(["predict", str(two_checkpoints[0]), str(twins), "-o", str(tmp_path / "out")]) == 2
+    assert "neg.mha and neg.nrrd would both be written to neg.nii.gz" in capsys.readouterr().err
