@@ -40,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     except SegviewError as exc:
         print(f"segview: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the disk or a folder, not segview: one line naming the file (no traceback)
+        name = Path(str(exc.filename)) if exc.filename else None
+        if name is not None and name.name.startswith(".") and ".tmp" in name.name:  # an atomic write's
+            name = name.parent
+        where = f": {name}" if name is not None else ""
+        print(f"segview: cannot read or write{where} ({exc.strerror or exc})", file=sys.stderr)
+        return 2
 
 
 # -- the viewer -------------------------------------------------------------------------

@@ -336,6 +336,9 @@ def _run_evaluate(args) -> int:
     if args.report and (args.reviewed_only or not (args.image or args.labels)):
         raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
                         "results and the verdict over --data or --phantom go to -o DIR")
+    for folder in (args.output, args.report):  # before an evaluation that may take long
+        if folder is not None:
+            _check_output(folder, "the results")
     if args.reviewed_only:
         return _run_verdict(args)
     if args.image or args.labels:
@@ -656,7 +659,7 @@ def _interrupted(exc) -> int:
     return 130
 
 
-def _check_output(folder) -> None:
+def _check_output(folder, what: str = "the training output") -> None:
     """Refuse, before any data is read, an output folder that cannot be written: the
     folder, or the nearest one above it that exists (a read-only dataset mount, a tester)."""
     from .common import UserError
@@ -664,7 +667,7 @@ def _check_output(folder) -> None:
     path = Path(folder).absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"cannot write the training output into {folder}: {existing} is not a writable folder")
+        raise UserError(f"cannot write {what} into {folder}: {existing} is not a writable folder")
 
 
 def _output_error(folder, exc: OSError):

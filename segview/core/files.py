@@ -54,7 +54,10 @@ def replace_atomically(path, write: Callable[[Path], Any]) -> Path:
         _fsync(temporary)
         os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        try:
+            temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # in a folder that cannot be written (or is none) it was never made: the first error stands
     _fsync(path.parent)
     _remove_stale_temporaries(path)
     return path

@@ -13,6 +13,9 @@ from segview.core.io import load_classes, load_labels, load_volume, save_volume
 from segview.core.phantoms import make_phantom
 from segview.ml.checkpoint import read_metadata
 from segview.ml.inference import Predictor
+from segview.resources import MODELS
+
+CARDIAC_CE = MODELS / "cardiac_ce.safetensors"
 
 TINY = ["--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "4"]
 
@@ -137,6 +140,8 @@ def test_predict_says_what_the_window_says_of_an_irregular_series(two_checkpoint
     (["predict", "/no/such.safetensors", "IN", "-o", "x.nii.gz"], "does not exist"),
     (["evaluate", "/no/such.safetensors", "--phantom", "lung"], "no checkpoint at"),
     (["train", "--phantom", "lung", "-o", "a_file/run"], "cannot write the training output into a_file/run"),
+    (["evaluate", str(CARDIAC_CE), "--phantom", "lung", "-o", "a_file/ev"], "cannot write the results into a_file/ev"),
+    (["export", str(CARDIAC_CE), "-o", "a_file/x.onnx"], "cannot read or write: a_file (Not a directory)"),
 ])
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
