@@ -51,6 +51,11 @@ def export_reason(volume: Volume) -> str | None:
     """Why ``volume``'s labels cannot become a DICOM SEG, or None when they can."""
     if volume.meta.get("source_format") != "dicom" or not volume.meta.get("source_files"):
         return "DICOM SEG needs an image loaded from DICOM (this one is not)."
+    first = pydicom.dcmread(str(volume.meta["source_files"][0]), stop_before_pixels=True,
+                            specific_tags=["ImagePositionPatient", "PerFrameFunctionalGroupsSequence"])
+    if "ImagePositionPatient" not in first and "PerFrameFunctionalGroupsSequence" not in first:
+        return ("The DICOM images carry no patient position, so a SEG cannot say where its frames lie; "
+                "save the labels as NIfTI or NRRD instead.")
     if volume.meta.get("resampled") or len(volume.meta["source_files"]) != volume.shape[0]:
         return ("The DICOM series was resampled (gantry tilt, missing or unevenly spaced slices) or is "
                 "multi-frame, so its slices are not the source images one to one; save the labels as NIfTI "
@@ -125,7 +130,8 @@ def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]
     overlap (a binary segment map cannot hold them) or more than 255 segments."""
     reason = export_reason(volume)  # the same one-to-one slices are needed to read one back
     if reason:
-        raise DicomSegError(reason.replace("DICOM SEG needs", "Reading a DICOM SEG needs"))
+        raise DicomSegError(reason.replace("DICOM SEG needs", "Reading a DICOM SEG needs")
+                            .replace("save the labels as NIfTI or NRRD instead", "a SEG cannot be read onto it"))
     try:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file

@@ -110,3 +110,16 @@ def test_a_seg_of_another_series_is_refused_with_the_reason(dicom_case, tmp_path
     save_dicom_seg(tmp_path / "other_seg.dcm", other_case.labels, other, list(other_case.classes))
     with pytest.raises(VolumeLoadError, match="segments another series"):
         ReviewSession.open(volume, labels=tmp_path / "other_seg.dcm")
+
+
+def test_images_without_positions_cannot_carry_a_seg(tmp_path):
+    """Export was on for such a series, and save_dicom_seg raised an AttributeError."""
+    case = make_phantom("cardiac", 3)
+    for path in write_dicom_series(case.volume, tmp_path / "s"):
+        dataset = pydicom.dcmread(path)
+        del dataset.ImagePositionPatient
+        dataset.save_as(path)
+    volume = load_volume(tmp_path / "s")
+    assert "carry no patient position" in export_reason(volume)
+    with pytest.raises(DicomSegError, match="no patient position"):
+        save_dicom_seg(tmp_path / "seg.dcm", case.labels, volume, list(case.classes))
