@@ -15,6 +15,7 @@ import json
 import math
 import os
 import time
+from functools import partial
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -239,7 +240,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         parent_dice = _parent_dice(Path(str(config.init)), validation_cases, device)
         meta["lineage"]["parent"]["held_out_dice"] = parent_dice
 
-    epoch = start_epoch
+    epoch, ending = start_epoch, None
     try:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
@@ -252,26 +253,42 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
             if rank == 0:
                 row = _validate(predictor, validation_cases, epoch, train_loss, lr,
                                 time.perf_counter() - started, seen * world)
-                history.append(row)
                 meta["validation"] = row.pop("_summary")
                 meta["training"]["epochs"] = epoch + 1
-                save_checkpoint(output / "last.safetensors", model, meta)
                 score = row["val_dice"] if not math.isnan(row["val_dice"]) else -row["train_loss"]
-                if score > best_dice:
+                best = score > best_dice
+                if best:
                     best_dice, best_epoch = score, epoch
-                    save_checkpoint(output / "best.safetensors", model, meta)
-                _write_log(output / "log.csv", history)
-                _plot(output / "curves.png", history)
-                _write_state(output / STATE_FILE, model, optimizer, config, split, history,
-                             epoch + 1, best_dice, best_epoch, meta["lineage"]["cases"])
+                history.append(row)
+                # Its weights are final now: a Ctrl-C while they are written finishes the writing.
+                ending = partial(_end_epoch, output, model, optimizer, config, split, history, meta, best,
+                                 best_dice, best_epoch, epoch + 1)
+                ending()
+                ending = None
                 if progress:
                     progress(dict(row))
             _barrier(world)
     except KeyboardInterrupt:  # the state of the last epoch completed stays (TrainingInterrupted)
+        if ending is not None:  # the epoch's training had ended: it is kept whole
+            ending()
+            epoch += 1
         raise TrainingInterrupted(output / STATE_FILE, epoch) from None
     finally:
         _stop_distributed(world)
     return TrainResult(output, best_dice, best_epoch, history, parent_dice)
+
+
+def _end_epoch(output: Path, model, optimizer, config, split, history, meta, best: bool, best_dice, best_epoch,
+               next_epoch: int) -> None:
+    """Write what an epoch ends with: last (and best) checkpoint, log, curves, then the
+    resumable state. Written again whole when a Ctrl-C cut it (every write is atomic)."""
+    save_checkpoint(output / "last.safetensors", model, meta)
+    if best:
+        save_checkpoint(output / "best.safetensors", model, meta)
+    _write_log(output / "log.csv", history)
+    _plot(output / "curves.png", history)
+    _write_state(output / STATE_FILE, model, optimizer, config, split, history, next_epoch, best_dice, best_epoch,
+                 meta["lineage"]["cases"])
 
 
 def _parent_dice(path: Path, cases, device) -> float:

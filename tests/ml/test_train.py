@@ -146,3 +146,30 @@ def test_replay_data_of_another_task_are_refused(cardiac, tmp_path):
     same_task = phantom_dataset("cardiac", 1, 50)
     result = train(TrainConfig(output=tmp_path / "cardiac", **config), cardiac, replay=same_task)
     assert read_metadata(result.output / "last.safetensors")["lineage"]["replay"]["share"] == 0.5
+
+
+def test_ctrl_c_while_an_epoch_is_written_keeps_that_epoch(cardiac, tmp_path, monkeypatch):
+    """A tester's Ctrl-C came after epoch 1's checkpoints and before its state: 'no epoch
+    was completed, nothing to resume', though last.safetensors said 1 of 3 epochs."""
+    import segview.ml.train as train_module
+
+    plot, calls = train_module._plot, []
+
+    def interrupted_plot(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return plot(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "_plot", interrupted_plot)
+    config = TrainConfig(output=tmp_path / "resumed", epochs=2, **TINY)
+    with pytest.raises(TrainingInterrupted) as caught:
+        train(config, cardiac)
+    assert caught.value.resumable and caught.value.epoch == 1  # epoch 1 is kept: epoch 2 comes next
+    result = train(config, cardiac, resume=True)
+    assert [row["epoch"] for row in result.history] == [1, 2]
+    train(TrainConfig(output=tmp_path / "straight", epochs=2, **TINY), cardiac)
+    straight = _weights(tmp_path / "straight" / "last.safetensors")
+    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
