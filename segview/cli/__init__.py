@@ -189,6 +189,12 @@ def _run_phantom(args) -> int:
     if args.count < 1:
         raise UserError("--count must be at least 1")
     images, labels = args.output / "imagesTr", args.output / "labelsTr"
+    names = [f"{args.task}_{seed:03d}" for seed in range(args.seed, args.seed + args.count)]
+    there = [name for name in names if (labels / f"{name}.nii.gz").exists() or (images / name).exists()
+             or (images / f"{name}_0000.nii.gz").exists()]
+    if there:  # its labels may hold a person's corrections: a tester's were replaced, unsaid
+        raise UserError(f"{args.output} already holds {', '.join(there[:4])}{' ...' if len(there) > 4 else ''}; "
+                        "choose another folder, or other seeds (--seed)")
     try:
         images.mkdir(parents=True, exist_ok=True)
         labels.mkdir(parents=True, exist_ok=True)
@@ -202,7 +208,7 @@ def _run_phantom(args) -> int:
         if args.shift:
             case = scanner_shift(case, seed)
         classes = case.classes
-        name = f"{args.task}_{seed:03d}"
+        name = names[n]
         try:
             if args.format == "dicom":
                 write_dicom_series(case.volume, images / name, patient_id=name,

@@ -265,3 +265,14 @@ def test_predict_never_writes_over_an_image_nor_two_images_into_one_file(two_che
         save_volume(twins / name, volume)
     assert main(["predict", str(two_checkpoints[0]), str(twins), "-o", str(tmp_path / "out")]) == 2
     assert "neg.mha and neg.nrrd would both be written to neg.nii.gz" in capsys.readouterr().err
+
+
+def test_phantom_never_writes_over_cases_a_folder_holds(tmp_path, capsys):
+    """Run again over a dataset, it replaced corrected labels, unsaid."""
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "DS"), "--count", "2", "--seed", "70"]) == 0
+    labels = tmp_path / "DS" / "labelsTr" / "cardiac_071.nii.gz"
+    corrected = labels.read_bytes()
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "DS"), "--count", "3", "--seed", "70"]) == 2
+    assert "already holds cardiac_070, cardiac_071; choose another folder" in capsys.readouterr().err
+    assert labels.read_bytes() == corrected and not (tmp_path / "DS" / "labelsTr" / "cardiac_072.nii.gz").exists()
+    assert main(["phantom", "cardiac", "-o", str(tmp_path / "DS"), "--count", "1", "--seed", "72"]) == 0  # more cases
