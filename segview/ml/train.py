@@ -163,6 +163,9 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
     if state is not None:
+        note = resume_note(state["config"], config)
+        if note and progress is not None and rank == 0:
+            progress({"note": note})
         config = _resumed_config(state["config"], config)
 
     if state:
@@ -607,6 +610,23 @@ def _resumed_config(saved: dict, requested: TrainConfig) -> Any:
     config.epochs = max(config.epochs, requested.epochs)
     config.output, config.device = requested.output, requested.device
     return config
+
+
+#: Settings a fine-tune takes from its parent, whatever the request said.
+FROM_PARENT = ("input_size", "base_channels", "depth", "norm")
+
+
+def resume_note(saved: dict, requested: TrainConfig) -> str | None:
+    """What a resumed run leaves of the request (it goes on with the saved settings; a
+    tester's --lr, --loss and --input-size were dropped unsaid), or None."""
+    asked = _config_json(requested)
+    skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
+    changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
+               if k in saved and k not in skipped and asked[k] != saved[k]]
+    if not changed:
+        return None
+    return ("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)
+            + ". Start a new run (another -o) to change them.")
 
 
 def _restore(state: dict, model, optimizer) -> None:

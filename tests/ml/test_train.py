@@ -173,3 +173,19 @@ def test_ctrl_c_while_an_epoch_is_written_keeps_that_epoch(cardiac, tmp_path, mo
     resumed = _weights(tmp_path / "resumed" / "last.safetensors")
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path):
+    """A tester's --resume with --lr, --loss and --input-size went on with the saved ones, unsaid."""
+    train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
+    notes = []
+    changed = {**TINY, "input_size": 48}
+    train(TrainConfig(output=tmp_path, epochs=2, lr=0.05, loss="dice", **changed), cardiac, resume=True,
+          progress=lambda event: notes.append(event["note"]) if "note" in event else None)
+    assert len(notes) == 1 and "not taken: input_size 48 (the run's: 32), loss dice (the run's: ce+dice), lr 0.05" \
+        in notes[0]
+    assert read_metadata(tmp_path / "last.safetensors")["preprocessing"]["input_size"] == [32, 32]
+    notes.clear()
+    train(TrainConfig(output=tmp_path, epochs=3, **TINY), cardiac, resume=True,
+          progress=lambda event: notes.append(event["note"]) if "note" in event else None)
+    assert notes == []
