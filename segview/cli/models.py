@@ -76,9 +76,16 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
                   f"  slices     {_slices_text(lineage)}",
                   f"  held out   {', '.join(lineage.get('split', {}).get('val', [])) or 'none'}",
                   f"  loss       {lineage.get('loss', {}).get('name')}",
-                  f"  replay     {json.dumps(lineage.get('replay'))}",
+                  f"  replay     {_replay_text(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _replay_text(replay: dict | None) -> str:
+    """"phantom cardiac, seeds 0..11, half of each epoch" or "none"."""
+    if not replay:
+        return "none"
+    return f"{replay.get('source', '?')}, {float(replay.get('share', 0)):.0%} of each epoch"
 
 
 def _cases_text(training: dict, lineage: dict | None = None) -> str:

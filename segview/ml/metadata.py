@@ -31,6 +31,9 @@ def parse_metadata(path: Path, header: dict) -> dict:
     ``path``. Raises CheckpointError when it is missing, damaged, another program's, from a
     newer segview, or does not say which network it holds."""
     if METADATA_KEY not in header:
+        if "segview_training_state" in header:  # the resumable state of a run, beside its checkpoints
+            raise CheckpointError(f"{path.name} is the resumable state of a training run, not a checkpoint: "
+                                  "use best.safetensors or last.safetensors beside it")
         raise CheckpointError(f"{path.name} is a safetensors file without segview metadata; "
                               "it was not saved by segview")
     meta = _decoded(path, header[METADATA_KEY], "metadata")

@@ -433,8 +433,9 @@ def _check_replay(replay: Dataset, dataset: Dataset, modality: str) -> None:
     name) and modality. Raises DatasetError (a tester's lung CT replayed into a cardiac MR
     fine-tune taught infection as the right ventricle)."""
     if _class_key(replay.classes) != _class_key(dataset.classes):
-        raise DatasetError(f"the replay data ({replay.source}) have the classes {_names(replay.classes)}, the "
-                           f"dataset {_names(dataset.classes)}: replay data must be of the model's own task")
+        raise DatasetError(f"the replay data ({replay.source}) are of other classes than the dataset "
+                           f"({_names(replay.classes)}; the dataset: {_names(dataset.classes)}): replay data "
+                           "must be of the model's own task")
     others = sorted({c.volume.modality for c in replay.cases} - {modality})
     if others:
         raise DatasetError(f"the replay data ({replay.source}) are {', '.join(others)}, the dataset is {modality}: "

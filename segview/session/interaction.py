@@ -232,8 +232,8 @@ class Interaction:
         held = int(labels.array[z, y, x])
         if positive and held not in (0, value) and not _may_take(labels, held):
             # The model would correct the class around a voxel it may not have.
-            raise SessionError(f"The point clicked holds {self._class_name(held)}, which 'Paint over' keeps: "
-                               "nothing changed. "
+            raise SessionError(f"The point clicked holds {self._class_name(held)}: a click takes another class "
+                               "only under 'Paint over: everything', so nothing changed. "
                                "Click on the structure's own or background voxels, or paint over everything.")
         plane = self.host.volume.array[z]
         if not np.isfinite(plane).all() or plane.min() == plane.max():
@@ -298,7 +298,8 @@ class Interaction:
             where = "already in" if job.positive else "not in"
             return f"the point clicked is {where} the class: nothing to change there"
         if job.positive and not _may_take(labels, held):
-            return "the point clicked holds another class, which 'Paint over' keeps: nothing changed"
+            return ("the point clicked holds another class, which a click takes only under 'Paint over: "
+                    "everything': nothing changed")
         return "the model did not follow this click and changed nothing (the brush can)"
 
     def end(self) -> None:

@@ -209,7 +209,7 @@ def test_a_click_that_changes_nothing_says_why(qtbot, window, threads, monkeypat
     for voxel, button, expected in (((z, y, x), Qt.LeftButton, "already in the class"),
                                     ((z, 10, 10), Qt.RightButton, "not in the class"),
                                     ((z, 10, 10), Qt.LeftButton, "did not follow this click"),
-                                    ((z, 20, 20), Qt.LeftButton, "which 'Paint over' keeps")):  # refused at once
+                                    ((z, 20, 20), Qt.LeftButton, "'Paint over: everything'")):  # refused at once
         window.statusBar().clearMessage()
         click(qtbot, window, voxel, button, wait=False)
         qtbot.waitUntil(lambda: expected in window.statusBar().currentMessage(), timeout=10000)

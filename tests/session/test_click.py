@@ -204,7 +204,7 @@ def test_a_positive_click_takes_another_class_only_under_everything(disks, polic
     session, labels = open_case()
     session.labels.policy = policy
     if policy.mode != "all":  # on a voxel of class 1, which the policy keeps: refused
-        with pytest.raises(SessionError, match="'Paint over' keeps"):
+        with pytest.raises(SessionError, match="only under 'Paint over: everything'"):
             session.click(2, (12, 15), value=3)
         np.testing.assert_array_equal(session.labels.array, labels)
         assert not disks and not session.labels.can_undo
