@@ -1071,7 +1071,12 @@ class MainWindow(QMainWindow):
         elif name == "copy_previous" and z > 0:
             self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
-            self._say_done("Fill between slices", session.labels.fill_between_slices())
+            changes = session.labels.fill_between_slices()
+            if not changes and not session.labels.kept:
+                return self.statusBar().showMessage(
+                    "Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
+                    "reviewed is never filled, and ends the run it lies in)", 10000)
+            self._say_done("Fill between slices", changes)
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
                 return self.statusBar().showMessage(

@@ -769,3 +769,10 @@ def test_a_grow_that_reaches_the_edge_of_the_image_asks_before_it_floods(qtbot, 
     qtbot.waitUntil(lambda: sum(kind == "question" for kind, _ in dialogs) > asked, timeout=20000)
     assert "reaching the edge of the box it grows in" in dialogs[-1][1] and "untick Grow in 3D" in dialogs[-1][1]
     np.testing.assert_array_equal(labels.array, before)
+
+
+def test_fill_between_slices_with_nothing_to_fill_says_why(qtbot, editing):
+    """It said only 'Fill between slices: 0 voxels changed' (a tester, after marking the empty slices reviewed)."""
+    editing._slice_operation("fill_between")
+    assert "no unlabelled slice lies between two labelled ones" in editing.statusBar().currentMessage()
+    assert not editing.session.labels.can_undo
