@@ -46,14 +46,19 @@ def _weights(path):
     return model.state_dict()
 
 
-def test_resume_continues_exactly_where_it_stopped(cardiac, tmp_path):
-    train(TrainConfig(output=tmp_path / "straight", epochs=2, **TINY), cardiac)
-    train(TrainConfig(output=tmp_path / "resumed", epochs=1, **TINY), cardiac)
-    train(TrainConfig(output=tmp_path / "resumed", epochs=2, **TINY), cardiac, resume=True)
+def assert_as_a_straight_run(tmp_path, dataset, epochs: int) -> None:
+    """The weights in ``tmp_path / "resumed"`` are exactly those of an uninterrupted run."""
+    train(TrainConfig(output=tmp_path / "straight", epochs=epochs, **TINY), dataset)
     straight = _weights(tmp_path / "straight" / "last.safetensors")
     resumed = _weights(tmp_path / "resumed" / "last.safetensors")
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+
+
+def test_resume_continues_exactly_where_it_stopped(cardiac, tmp_path):
+    train(TrainConfig(output=tmp_path / "resumed", epochs=1, **TINY), cardiac)
+    train(TrainConfig(output=tmp_path / "resumed", epochs=2, **TINY), cardiac, resume=True)
+    assert_as_a_straight_run(tmp_path, cardiac, 2)
     assert len(list(csv.DictReader(open(tmp_path / "resumed" / "log.csv")))) == 2
 
 
@@ -68,12 +73,7 @@ def test_ctrl_c_saves_a_resumable_state(cardiac, tmp_path):
     assert caught.value.epoch == 1 and caught.value.resumable and (tmp_path / "resumed" / STATE_FILE).exists()
     result = train(config, cardiac, resume=True)
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
-    # The weights of an uninterrupted run (a tester's resumed run had its epoch 2 twice over).
-    train(TrainConfig(output=tmp_path / "straight", epochs=3, **TINY), cardiac)
-    straight = _weights(tmp_path / "straight" / "last.safetensors")
-    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    assert_as_a_straight_run(tmp_path, cardiac, 3)  # a tester's resumed run had its epoch 2 twice over
 
 
 def test_ctrl_c_in_the_first_epoch_says_there_is_nothing_to_resume(cardiac, tmp_path):
@@ -168,11 +168,7 @@ def test_ctrl_c_while_an_epoch_is_written_keeps_that_epoch(cardiac, tmp_path, mo
     assert caught.value.resumable and caught.value.epoch == 1  # epoch 1 is kept: epoch 2 comes next
     result = train(config, cardiac, resume=True)
     assert [row["epoch"] for row in result.history] == [1, 2]
-    train(TrainConfig(output=tmp_path / "straight", epochs=2, **TINY), cardiac)
-    straight = _weights(tmp_path / "straight" / "last.safetensors")
-    resumed = _weights(tmp_path / "resumed" / "last.safetensors")
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0)
+    assert_as_a_straight_run(tmp_path, cardiac, 2)
 
 
 def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path):
