@@ -180,8 +180,8 @@ class PacsDialog(QDialog):
             return
         if series.modality.upper() in LABEL_MODALITIES:  # it would arrive and open as nothing
             self._set_status(f"{series.description or series.uid} is a {series.modality} (labels, not images): "
-                             "retrieve the image series it belongs to. segview does not read a DICOM SEG back as "
-                             "labels yet; labels saved with segview for that image open with it.")
+                             "retrieve the image series it belongs to, then open the SEG on it with File > Open labels "
+                             "(fetch it with segview pacs get).")
             return
         folder = self.cache / series.uid
         if series.images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == series.images:
