@@ -702,7 +702,8 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: "
                                                    f"{int((painted[z] > 0).sum())} voxels changed")
     window._slice_operation("fill_between")  # nothing labelled on two sides: nothing to fill, said
-    assert window.statusBar().currentMessage() == "Fill between slices: 0 voxels changed"
+    assert window.statusBar().currentMessage().startswith(
+        "Fill between slices: no unlabelled slice lies between two labelled ones")
     session.labels.array[z - 2, 50:60, 50:60] = 1
     session.labels.array[z + 2, 50:60, 50:60] = 1
     before = session.labels.array.copy()
