@@ -586,12 +586,14 @@ def _add_predict(commands) -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("input", type=Path)
     parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("--series", metavar="UID", help="the series to predict, where a DICOM folder holds several")
     parser.add_argument("--device")
     parser.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> int:
     from .common import UserError, progress
+    from ..core.errors import VolumeLoadError
     from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, extension, load_volume, save_labels
     from ..ml.inference import Predictor
     from .models import rank_and_world, rank_device, warn_modality
@@ -617,9 +619,18 @@ def _run_predict(args) -> int:
     rank, world = rank_and_world()
     jobs = list(zip(inputs, outputs))[rank::world]  # torchrun: each rank takes every world-th image
     warned: set = set()
+    unread: list[str] = []
     for n, (source, target) in enumerate(jobs):
         progress(n, len(jobs), source.name)
-        volume = load_volume(source)
+        try:
+            volume = load_volume(source, args.series)
+        except VolumeLoadError as exc:
+            if not batch:
+                several = source.is_dir() and args.series is None and "image series; choose one" in str(exc)
+                raise UserError(f"{exc}\nPredict one with --series UID.") if several else exc
+            unread.append(source.name)  # one bad image does not stop the others
+            print(f"segview: {source.name} not predicted: {exc}", file=sys.stderr)
+            continue
         for warning in volume.meta.get("warnings", []):  # resampled, interpolated slices, ...: as the window says
             print(f"segview: {source.name}: {warning}", file=sys.stderr)
         warn_modality(args.checkpoint.name, predictor.meta, volume, warned)
@@ -630,6 +641,9 @@ def _run_predict(args) -> int:
         sys.stdout.write(f"{target}\n")
         sys.stdout.flush()
     progress(len(jobs), len(jobs), "done")
+    if unread:
+        print(f"segview: {len(unread)} of {len(jobs)} images not predicted: {', '.join(unread)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -276,3 +276,26 @@ def test_phantom_never_writes_over_cases_a_folder_holds(tmp_path, capsys):
     assert "already holds cardiac_070, cardiac_071; choose another folder" in capsys.readouterr().err
     assert labels.read_bytes() == corrected and not (tmp_path / "DS" / "labelsTr" / "cardiac_072.nii.gz").exists()
     assert main(["phantom", "cardiac", "-o", str(tmp_path / "DS"), "--count", "1", "--seed", "72"]) == 0  # more cases
+
+
+def test_predict_chooses_a_series_and_a_bad_image_does_not_stop_a_batch(two_checkpoints, tmp_path, capsys):
+    """A folder of two series could only be listed ('choose one', with no way to); one
+    unreadable image stopped a batch before the good ones after it."""
+    from segview.core.dicom import list_dicom_series, write_dicom_series
+
+    case = make_phantom("cardiac", 64)
+    write_dicom_series(case.volume, tmp_path / "study" / "a", series_description="SA")
+    write_dicom_series(case.volume, tmp_path / "study" / "b", series_description="SA again")
+    assert main(["predict", str(two_checkpoints[0]), str(tmp_path / "study"), "-o", str(tmp_path / "p.nii.gz")]) == 2
+    assert "Predict one with --series UID" in capsys.readouterr().err
+    uid = list_dicom_series(tmp_path / "study")[0].uid
+    assert main(["predict", str(two_checkpoints[0]), str(tmp_path / "study"), "--series", uid,
+                 "-o", str(tmp_path / "p.nii.gz")]) == 0
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    save_volume(batch / "a_good.nii.gz", case.volume)
+    (batch / "b_bad.nii.gz").write_bytes(b"not an image")
+    save_volume(batch / "c_good.nii.gz", case.volume)
+    assert main(["predict", str(two_checkpoints[0]), str(batch), "-o", str(tmp_path / "out")]) == 1
+    assert "1 of 3 images not predicted: b_bad.nii.gz" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a_good.nii.gz", "c_good.nii.gz"]
