@@ -512,6 +512,39 @@ def read_label_image(path) -> LabelImage:
         raise VolumeLoadError(f"{path.name} could not be read ({exc}).") from exc
 
 
+def _on_the_same_points(read: LabelImage, reference: Volume, tolerance: float = 1e-4) -> np.ndarray | None:
+    """The labels' voxels in ``reference``'s array order when their grid holds the same
+    points in another order (axes swapped or reversed: labels a program wrote in RAS
+    order, nibabel's ``as_closest_canonical``, for an LAS image); None otherwise. Voxels
+    are moved, never interpolated."""
+    image = read.image
+    if image.GetDimension() != 3 or read.array.ndim != 3:
+        return None
+    d_l = np.array(image.GetDirection()).reshape(3, 3)
+    d_r = reference.direction_matrix
+    turn = d_r.T @ d_l  # column a: the labels' axis a along the image's axes
+    signed = np.round(turn)
+    if np.abs(turn - signed).max() > tolerance or sorted(np.abs(signed).sum(axis=0)) != [1, 1, 1] \
+            or sorted(np.abs(signed).sum(axis=1)) != [1, 1, 1]:
+        return None
+    axis_of = np.abs(signed).argmax(axis=0)  # labels' axis a lies along the image's axis axis_of[a]
+    sign = signed[axis_of, range(3)]
+    size_l, size_r = np.array(image.GetSize()), np.array(reference.shape[::-1])
+    spacing_l, spacing_r = np.array(image.GetSpacing()), np.array(reference.spacing)
+    if (size_l != size_r[axis_of]).any() or np.abs(spacing_l - spacing_r[axis_of]).max() > tolerance:
+        return None
+    start = d_r.T @ (np.array(image.GetOrigin()) - np.array(reference.origin)) / spacing_r  # image index of voxel 0
+    expected = np.where(sign[np.argsort(axis_of)] > 0, 0, size_r - 1)
+    if np.abs(start - expected).max() * spacing_r.max() > tolerance:
+        return None
+    xyz = np.transpose(read.array, (2, 1, 0))                  # (i, j, k) of the labels
+    xyz = np.transpose(xyz, np.argsort(axis_of))               # the image's axis order
+    for b in range(3):
+        if sign[np.argsort(axis_of)][b] < 0:
+            xyz = np.flip(xyz, b)
+    return np.ascontiguousarray(np.transpose(xyz, (2, 1, 0)))
+
+
 def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> np.ndarray:
     """The label volume at ``path`` as an unsigned (Z, Y, X) array on ``reference``'s grid.
     ``image``: that file as ``read_label_image`` read it beforehand (say, in a thread while
@@ -524,6 +557,8 @@ def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> 
     path = Path(path)
     read = image or read_label_image(path)
     differences = grid_differences(read.image, reference)
+    if differences and (reordered := _on_the_same_points(read, reference)) is not None:
+        read, differences = LabelImage(reference.to_sitk(reordered), reordered), []  # voxels moved, none resampled
     if differences:
         source = str(reference.meta.get("source") or "")
         image_name = Path(source).name if source and not source.startswith("demo") else "the image"

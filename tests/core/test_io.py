@@ -396,3 +396,27 @@ def test_a_save_removes_what_a_killed_save_left_behind_but_not_a_write_in_progre
     replace_atomically(target, lambda temporary: temporary.write_bytes(b"labels"))
     assert target.read_bytes() == b"labels"
     assert not old.exists() and recent.exists() and other.exists()
+
+
+def test_labels_written_in_another_axis_order_on_the_same_points_open_unresampled(tmp_path):
+    """Labels saved with nibabel's as_closest_canonical (RAS order) for an LAS image were
+    refused as 'another scan or resampled', though every voxel lies where an image voxel is."""
+    affine = np.array([[-2.0, 0, 0, 30], [0, 1.5, 0, -20], [0, 0, 3.0, 50], [0, 0, 0, 1]])
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 4, (10, 8, 6)).astype(np.uint8)
+    nibabel.save(nibabel.Nifti1Image(data.astype(np.int16), affine), tmp_path / "las.nii.gz")
+    volume = load_volume(tmp_path / "las.nii.gz")
+    expected = np.transpose(data, (2, 1, 0))  # ours: (z, y, x)
+    labels = nibabel.Nifti1Image(data, affine)
+    nibabel.save(nibabel.as_closest_canonical(labels), tmp_path / "ras.nii.gz")
+    np.testing.assert_array_equal(load_labels(tmp_path / "ras.nii.gz", volume), expected)
+    # Axes swapped as well: the same points, the voxels in another order.
+    swapped = nibabel.Nifti1Image(np.ascontiguousarray(np.transpose(data, (1, 0, 2))[::-1]),
+                                  affine[:, [1, 0, 2, 3]] @ np.array([[-1, 0, 0, 7], [0, 1, 0, 0], [0, 0, 1, 0],
+                                                                       [0, 0, 0, 1]]))
+    nibabel.save(swapped, tmp_path / "swapped.nii.gz")
+    np.testing.assert_array_equal(load_labels(tmp_path / "swapped.nii.gz", volume), expected)
+    shifted = nibabel.Nifti1Image(data, affine @ np.array([[1, 0, 0, 0.5], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    nibabel.save(shifted, tmp_path / "shifted.nii.gz")  # half a voxel off: not the same points
+    with pytest.raises(VolumeLoadError, match="do not lie on the grid"):
+        load_labels(tmp_path / "shifted.nii.gz", volume)
