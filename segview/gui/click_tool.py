@@ -131,6 +131,11 @@ class ClickController(QObject):
             else:
                 said = (f"{changed} voxel{'s' * (changed != 1)} changed" if changed else
                         session.interaction.unchanged_reason(job))
+                taken = session.interaction.last_taken if changed else {}
+                if taken:  # under "Paint over: everything" a click may take a neighbour's voxels: say whose
+                    names = {c.value: c.name for c in session.classes}
+                    said += ", of them taken from " + ", ".join(f"{names.get(v, f'class {v}')} {n}"
+                                                                for v, n in taken.items())
                 self.window.statusBar().showMessage(f"Click: {said}", 5000)
         self.show_dots()
         self._next()

@@ -158,6 +158,7 @@ class Interaction:
         self._steps: list[_Step] = []      # this interaction's clicks that changed the labels
         self._undone: list[_Step] = []
         self._writing = False              # a click of this interaction is being written
+        self.last_taken: dict[int, int] = {}  # the last click's voxels taken from other classes, by class
         host.labels.events.changed.connect(self._changed)
 
     def detach(self) -> None:
@@ -286,6 +287,9 @@ class Interaction:
             return 0
         self._steps.append(_Step(edit, before, list(self.clicks)))
         self._undone.clear()
+        taken = edit.old[(edit.new == job.value) & (edit.old != 0) & (edit.old != job.value)]
+        values, counts = np.unique(taken, return_counts=True)
+        self.last_taken = {int(v): int(n) for v, n in zip(values, counts)}  # under "everything" only
         return int(np.count_nonzero(edit.old != edit.new))
 
     def unchanged_reason(self, job: ClickJob) -> str:

@@ -215,6 +215,10 @@ def test_a_positive_click_takes_another_class_only_under_everything(disks, polic
     assert (after[near & (labels[2] == 1)] == (3 if policy.mode == "all" else 1)).all()
     assert ((after[near & (labels[2] == 2)] == 3) == takes_class_2).all()
     np.testing.assert_array_equal(after[~near], labels[2][~near])
+    # What it took from other classes, by class, for the window to say (a tester's click took
+    # most of the myocardium on a slice, unsaid).
+    taken = {v: int((near & (labels[2] == v)).sum()) for v in (1, 2)} if policy.mode == "all" else {}
+    assert session.interaction.last_taken == {v: n for v, n in taken.items() if n}
     session.close(discard=True)
 
 
