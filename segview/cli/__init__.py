@@ -180,6 +180,14 @@ def _run_bench_metrics(args) -> int:
     return 0 if figures["identical"] else 1
 
 
+def _phantom_dataset(folder: Path) -> dict:
+    """What a folder's dataset.json says of the phantoms segview wrote there ({} for none)."""
+    try:
+        return dict(json.loads((folder / "dataset.json").read_text()).get("segview") or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
 def _run_phantom(args) -> int:
     from ..core.dicom import write_dicom_series
     from ..core.files import atomic_write_text
@@ -195,6 +203,10 @@ def _run_phantom(args) -> int:
     if there:  # its labels may hold a person's corrections: a tester's were replaced, unsaid
         raise UserError(f"{args.output} already holds {', '.join(there[:4])}{' ...' if len(there) > 4 else ''}; "
                         "choose another folder, or other seeds (--seed)")
+    held = _phantom_dataset(args.output)
+    if held and (held.get("task"), held.get("format")) != (args.task, args.format):  # one task, one format a dataset
+        raise UserError(f"{args.output} holds {held.get('task')} cases as {held.get('format')}; add {args.task} "
+                        f"cases as {args.format} to another folder")
     try:
         images.mkdir(parents=True, exist_ok=True)
         labels.mkdir(parents=True, exist_ok=True)
@@ -224,9 +236,10 @@ def _run_phantom(args) -> int:
         "name": f"segview {args.task} phantom",
         "channel_names": {"0": "CT" if args.task == "lung" else "MRI"},
         "labels": {c.name: c.value for c in classes},
-        "numTraining": args.count,
+        "numTraining": len(list(labels.glob("*.nii.gz"))),  # the cases added before too
         "file_ending": ".nii.gz" if args.format == "nifti" else "",
-        "segview": {"task": args.task, "first_seed": args.seed, "format": args.format},
+        "segview": {"task": args.task, "first_seed": min(args.seed, held.get("first_seed", args.seed)),
+                    "format": args.format},
     }
     atomic_write_text(args.output / "dataset.json", json.dumps(dataset, indent=2))
     return 0

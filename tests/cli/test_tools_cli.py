@@ -276,6 +276,11 @@ def test_phantom_never_writes_over_cases_a_folder_holds(tmp_path, capsys):
     assert "already holds cardiac_070, cardiac_071; choose another folder" in capsys.readouterr().err
     assert labels.read_bytes() == corrected and not (tmp_path / "DS" / "labelsTr" / "cardiac_072.nii.gz").exists()
     assert main(["phantom", "cardiac", "-o", str(tmp_path / "DS"), "--count", "1", "--seed", "72"]) == 0  # more cases
+    dataset = json.loads((tmp_path / "DS" / "dataset.json").read_text())
+    assert dataset["numTraining"] == 3 and dataset["segview"]["first_seed"] == 70  # every case, not the last batch's
+    for argv in (["lung", "--seed", "80"], ["cardiac", "--seed", "90", "--format", "dicom"]):
+        assert main(["phantom", argv[0], "-o", str(tmp_path / "DS"), *argv[1:]]) == 2
+        assert "holds cardiac cases as nifti" in capsys.readouterr().err
 
 
 def test_predict_chooses_a_series_and_a_bad_image_does_not_stop_a_batch(two_checkpoints, tmp_path, capsys):
