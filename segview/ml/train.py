@@ -174,6 +174,11 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         split = dict(zip(("train", "validation"),
                          split_cases([c.name for c in dataset.cases], config.validation_fraction, config.seed)))
     by_name = {c.name: c for c in dataset.cases}
+    if state:  # the cases it split are all it may know: the metadata would describe others
+        added = sorted(set(by_name) - set(split["train"]) - set(split["validation"]))
+        if added:
+            raise DatasetError(f"the data hold cases the interrupted run never had ({', '.join(added[:3])}); "
+                               "resume with the same data, or start a new run (another -o)")
     train_cases = [by_name[n] for n in split["train"] if n in by_name]
     validation_cases = [by_name[n] for n in split["validation"] if n in by_name]  # scored on their slices
     missing = [n for n in split["train"] + split["validation"] if n not in by_name]
@@ -621,9 +626,10 @@ def resume_note(saved: dict, requested: TrainConfig) -> str | None:
     """What a resumed run leaves of the request (it goes on with the saved settings; a
     tester's --lr, --loss and --input-size were dropped unsaid), or None."""
     asked = _config_json(requested)
+    defaults = _config_json(type(requested)(output=requested.output))  # not asked for: nothing to say of it
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
     changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
-               if k in saved and k not in skipped and asked[k] != saved[k]]
+               if k in saved and k not in skipped and asked[k] != saved[k] and asked[k] != defaults.get(k)]
     if not changed:
         return None
     return ("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)

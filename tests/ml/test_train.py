@@ -185,3 +185,17 @@ def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path
     train(TrainConfig(output=tmp_path, epochs=3, **TINY), cardiac, resume=True,
           progress=lambda event: notes.append(event["note"]) if "note" in event else None)
     assert notes == []
+    # Settings not given again (their defaults) are no news: a tester was told of sizes never typed.
+    train(TrainConfig(output=tmp_path, epochs=4), cardiac, resume=True,
+          progress=lambda event: notes.append(event["note"]) if "note" in event else None)
+    assert notes == []
+
+
+def test_resuming_with_cases_the_run_never_had_is_refused(cardiac, tmp_path):
+    """A tester's --cases 4 on resuming a 3-case run went into the metadata, which then
+    described data the weights never saw."""
+    from segview.ml.data import DatasetError
+
+    train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
+    with pytest.raises(DatasetError, match="cases the interrupted run never had"):
+        train(TrainConfig(output=tmp_path, epochs=2, **TINY), phantom_dataset("cardiac", 5), resume=True)
