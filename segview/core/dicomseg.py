@@ -125,9 +125,10 @@ def is_dicom_seg(path) -> bool:
 def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]:
     """The labels (z, y, x) uint8 and the classes of a DICOM SEG of ``volume``'s series,
     written by segview or any other program: segment N is class N, named by its label, in
-    its recommended colour (grey without one). Frames go to the slices of the source images
-    they reference. Raises DicomSegError for a SEG of another series, one whose segments
-    overlap (a binary segment map cannot hold them) or more than 255 segments."""
+    its recommended colour (grey without one), a FRACTIONAL segment where it reaches half.
+    Frames go to the slices of the source images they reference. Raises DicomSegError for a
+    SEG of another series, one whose segments overlap (named: a label volume cannot hold
+    them) or more than 255 segments."""
     reason = export_reason(volume)  # the same one-to-one slices are needed to read one back
     if reason:
         raise DicomSegError(reason.replace("DICOM SEG needs", "Reading a DICOM SEG needs")
@@ -145,11 +146,13 @@ def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]
     if not referenced & set(uids):
         raise DicomSegError(f"{Path(path).name} segments another series: none of the images it references is "
                             f"one of this image's {len(uids)} slices.")
-    try:
-        array = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
-                                                  ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+    try:  # each segment apart: a fractional one is thresholded, an overlap named
+        planes = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers,
+                                                   combine_segments=False, rescale_fractional=True,
+                                                   ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
     except (ValueError, RuntimeError) as exc:
         raise DicomSegError(f"{Path(path).name} cannot be read onto this image ({exc}).") from exc
+    array = _one_class_a_voxel(np.asarray(planes) >= 0.5, numbers, seg, Path(path).name)
     classes = [LabelClass(0, "background", (0, 0, 0))]
     for number in numbers:
         description = seg.get_segment_description(number)
@@ -157,6 +160,23 @@ def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]
         red, green, blue = hd.color.CIELabColor.from_dicom_value(lab).to_rgb() if lab else (128, 128, 128)
         classes.append(LabelClass(number, str(description.segment_label), (int(red), int(green), int(blue))))
     return np.asarray(array, np.uint8), classes
+
+
+def _one_class_a_voxel(inside: np.ndarray, numbers: list[int], seg, name: str) -> np.ndarray:
+    """The segment number of each voxel from ``inside`` (z, y, x, segment) bool, a fractional
+    segment held where it reaches half; raises DicomSegError naming two segments that
+    overlap and a slice where they do (a label volume holds one class a voxel)."""
+    shared = inside.sum(axis=-1) > 1
+    if shared.any():
+        z, y, x = np.argwhere(shared)[0]
+        first, second = (numbers[n] for n in np.flatnonzero(inside[z, y, x])[:2])
+        labels = [seg.get_segment_description(n).segment_label for n in (first, second)]
+        raise DicomSegError(f"{name}: segments {first} ({labels[0]}) and {second} ({labels[1]}) overlap, e.g. on "
+                            f"slice {z + 1}; a label volume holds one class a voxel.")
+    out = np.zeros(inside.shape[:3], np.uint8)
+    for index, number in enumerate(numbers):
+        out[inside[..., index]] = number
+    return out
 
 
 def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarray:

@@ -123,3 +123,48 @@ def test_images_without_positions_cannot_carry_a_seg(tmp_path):
     assert "carry no patient position" in export_reason(volume)
     with pytest.raises(DicomSegError, match="no patient position"):
         save_dicom_seg(tmp_path / "seg.dcm", case.labels, volume, list(case.classes))
+
+
+def _foreign_seg(path, volume, pixels, kind):
+    """A SEG another program wrote (highdicom), segments 1.. of ``pixels`` (z, y, x, segment)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from segview.core.dicomseg import _sources_in_slice_order
+
+    sources = [pydicom.dcmread(ds.filename) for ds in _sources_in_slice_order(volume)]
+    algorithm = hd.AlgorithmIdentificationSequence(name="t", version="1", family=codes.cid7162.ArtificialIntelligence)
+    segments = [hd.seg.SegmentDescription(segment_number=n, segment_label=f"s{n}",
+                                          segmented_property_category=codes.SCT.Tissue,
+                                          segmented_property_type=codes.SCT.Tissue,
+                                          algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+                                          algorithm_identification=algorithm) for n in range(1, pixels.shape[-1] + 1)]
+    hd.seg.Segmentation(source_images=sources, pixel_array=pixels, segmentation_type=kind,
+                        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=5,
+                        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="x", manufacturer_model_name="x",
+                        software_versions="1", device_serial_number="1").save_as(path)
+
+
+def test_a_fractional_seg_opens_where_it_reaches_half_and_an_overlap_is_named(dicom_case, tmp_path):
+    """A tester's FRACTIONAL SEG was refused in highdicom's words, and an overlap unnamed."""
+    import highdicom as hd
+
+    from segview.core.dicomseg import read_seg_labels
+
+    _, volume = dicom_case
+    fractional = np.zeros((*volume.shape, 2), np.float32)
+    fractional[3, 40:60, 40:60, 0] = 1.0
+    fractional[3, 40:60, 60:70, 0] = 0.4  # under half: not the class
+    fractional[4, 80:90, 80:90, 1] = 0.7
+    _foreign_seg(tmp_path / "fractional.dcm", volume, fractional, hd.seg.SegmentationTypeValues.FRACTIONAL)
+    labels, classes = read_seg_labels(tmp_path / "fractional.dcm", volume)
+    expected = np.zeros(volume.shape, np.uint8)
+    expected[3, 40:60, 40:60] = 1
+    expected[4, 80:90, 80:90] = 2
+    np.testing.assert_array_equal(labels, expected)
+    assert [c.name for c in classes] == ["background", "s1", "s2"]
+    overlapping = np.zeros((*volume.shape, 2), bool)
+    overlapping[5, 10:20, 10:30, 0] = overlapping[5, 15:25, 10:30, 1] = True
+    _foreign_seg(tmp_path / "overlap.dcm", volume, overlapping, hd.seg.SegmentationTypeValues.BINARY)
+    with pytest.raises(DicomSegError, match=r"segments 1 \(s1\) and 2 \(s2\) overlap, e.g. on slice 6"):
+        read_seg_labels(tmp_path / "overlap.dcm", volume)
