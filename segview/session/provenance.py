@@ -137,7 +137,9 @@ class Provenance:
             return
         # Only the slices the edit changed: a slab copied over slices it left as they were
         # credited them to a model (a tester's "model A" on slices never copied from A).
-        touched = (edit.old != edit.new).reshape(len(edit.slices), -1).any(axis=1)
+        plane = edit.old[0].size  # the changes are already found (``Edit.changes``): their planes, not a new compare
+        touched = np.zeros(len(edit.slices), bool)
+        touched[np.unique(edit.changes()[0] // plane)] = True
         before = {z: self.sources.get(z, ()) for z, hit in zip(edit.slices, touched) if hit}
         after = {}
         for n, z in enumerate(edit.slices):

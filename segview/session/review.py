@@ -306,8 +306,7 @@ class CopyJob:
             raise SessionError(f"No model is loaded as {slot}.")
         self.slot, self.model, self.version = slot, model, session.version
         self.labels = session.labels
-        # The slices predicted now (later ones are not read) and not reviewed (never overwritten wholesale).
-        self.predicted = model.predicted & ~session.labels.reviewed
+        self.predicted = session.copied_slices(model)  # those now: later ones are not read
 
     def __call__(self, progress: Progress | None = None,
                  should_stop: Callable[[], bool] | None = None) -> list[Patch] | None:
@@ -822,11 +821,16 @@ class ReviewSession:
         self._take_classes(model)
         with self.labels.step():
             if z is None:
-                return self.labels.copy_from(model.prediction, where=model.predicted & ~self.labels.reviewed)
+                return self.labels.copy_from(model.prediction, where=self.copied_slices(model))
             changed = self.labels.copy_from(model.prediction, z)
             if changed:
                 self.labels.set_reviewed(z, False)
             return changed
+
+    def copied_slices(self, model: Model) -> np.ndarray:
+        """(Z,) bool: the slices a whole-volume copy of ``model`` writes: those it predicted
+        that are not reviewed (a person's checked slices are never overwritten wholesale)."""
+        return model.predicted & ~self.labels.reviewed
 
     def slices_kept(self, slot: str) -> list[int]:
         """The slices a whole-volume copy of model ``slot`` leaves as they are because they
