@@ -35,10 +35,14 @@ from .volume import Volume, orthogonalized
 Progress = Callable[[int, int], None]
 _EMPTY = Dataset()
 
-#: Relative tolerance on slice gaps before a stack counts as unevenly spaced.
-GAP_TOLERANCE = 0.01
-#: In-plane drift (mm) over the stack before the stack counts as tilted.
-TILT_TOLERANCE_MM = 0.01
+#: How far (a share of the slice gap) a slice may lie off a regular grid along the stack,
+#: and a gap off a whole number of gaps, before the stack counts as unevenly spaced: positions
+#: rounded or jittered by the scanner stay as acquired rather than being resampled.
+SPACING_TOLERANCE = 0.05
+#: In-plane drift over the whole stack (a share of the pixel) before it counts as gantry tilt.
+TILT_TOLERANCE = 0.1
+#: Positions off the grid by more than this (mm), though within the tolerances, are reported.
+REPORTED_OFFSET_MM = 0.01
 
 _NON_IMAGE_SOP_CLASSES = {
     "1.2.840.10008.1.3.10",  # Media Storage Directory (DICOMDIR)
@@ -1006,27 +1010,44 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
     along = positions @ normal
     gaps = np.diff(along)
     if np.min(gaps) < 1e-3:
-        distinct = len(np.unique(np.round(along, 3)))
-        shared = [n for n in range(len(gaps)) if gaps[n] < 1e-3]
-        if len(frames) % distinct:  # not a whole number of images per position: a copy or two
-            named = "; ".join(f"{_frame_name(frames[n])} and {_frame_name(frames[n + 1])} at {along[n]:.1f} mm"
-                              for n in shared[:3])
-            raise VolumeLoadError(f"{len(frames)} images but only {distinct} distinct slice positions: {named}"
-                                  f"{' ...' if len(shared) > 3 else ''}. A file copied twice, or an image "
-                                  "exported again? Move the extra file(s) out of the folder.")
-        raise VolumeLoadError(
-            f"{len(frames)} images but only {distinct} distinct slice "
-            "positions: the series holds several images per position (cardiac phases, echoes or "
-            "diffusion directions). Export one phase or echo as its own series.")
+        _refuse_shared_positions(frames, along, gaps)
     # The slice axis follows the stack; with gantry tilt it is not the normal.
+    gap = (along[-1] - along[0]) / (len(along) - 1)
     drift = (positions[-1] - positions[0]) - (along[-1] - along[0]) * normal
-    slice_dir = normal + drift / (along[-1] - along[0])
+    tilted = bool(np.linalg.norm(drift) > TILT_TOLERANCE * min(row_mm, col_mm))
+    slice_dir = normal + drift / (along[-1] - along[0]) if tilted else normal
     stretch = float(np.linalg.norm(slice_dir))
-    median = float(np.median(gaps))
-    return _Grid((col_mm, row_mm, float(np.mean(gaps)) * stretch), origin,
+    uneven = _off_grid(along) > SPACING_TOLERANCE * gap
+    if not (uneven or tilted):
+        off = np.linalg.norm(positions - origin - np.outer(along - along[0], normal), axis=1).max()
+        if off > REPORTED_OFFSET_MM:
+            warnings.append(f"Slice positions lie up to {off:.2g} mm off a regular {gap:.3g} mm grid "
+                            "(rounded or jittered by the scanner): they were taken as regular, "
+                            "not resampled.")
+    return _Grid((col_mm, row_mm, float(gap) * stretch), origin,
                  np.column_stack([row_dir, col_dir, slice_dir / stretch]), along, stretch,
-                 uneven=bool(np.max(np.abs(gaps - median)) > GAP_TOLERANCE * median),
-                 tilted=bool(np.linalg.norm(drift) > TILT_TOLERANCE_MM))
+                 uneven=uneven, tilted=tilted)
+
+
+def _off_grid(along: np.ndarray) -> float:
+    """How far (mm) the slices lie from evenly spaced positions between the first and last."""
+    return float(np.abs(along - np.linspace(along[0], along[-1], len(along))).max())
+
+
+def _refuse_shared_positions(frames: list[_Frame], along: np.ndarray, gaps: np.ndarray) -> None:
+    """Several images at one position: a file copied twice, or several phases or echoes."""
+    distinct = len(np.unique(np.round(along, 3)))
+    shared = [n for n in range(len(gaps)) if gaps[n] < 1e-3]
+    if len(frames) % distinct:  # not a whole number of images per position: a copy or two
+        named = "; ".join(f"{_frame_name(frames[n])} and {_frame_name(frames[n + 1])} at {along[n]:.1f} mm"
+                          for n in shared[:3])
+        raise VolumeLoadError(f"{len(frames)} images but only {distinct} distinct slice positions: {named}"
+                              f"{' ...' if len(shared) > 3 else ''}. A file copied twice, or an image "
+                              "exported again? Move the extra file(s) out of the folder.")
+    raise VolumeLoadError(
+        f"{len(frames)} images but only {distinct} distinct slice "
+        "positions: the series holds several images per position (cardiac phases, echoes or "
+        "diffusion directions). Export one phase or echo as its own series.")
 
 
 def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> tuple[Volume, list[int]]:
@@ -1053,13 +1074,14 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
     filled by linear interpolation between their neighbours, with a warning. Also returns
     the indices of the slices that were interpolated (no acquired slice there)."""
     median = float(np.median(gaps))
-    if np.max(np.abs(gaps - median)) <= GAP_TOLERANCE * median:
-        return stack, along, float(np.mean(gaps)), []
     multiples = gaps / median
-    if np.all(np.abs(multiples - np.round(multiples)) <= GAP_TOLERANCE * np.round(multiples)):
-        gap = median
+    if np.all(np.abs(multiples - np.round(multiples)) <= SPACING_TOLERANCE):
         missing = int(np.sum(np.round(multiples) - 1))
         where = ", ".join(f"after {along[i]:.1f} mm" for i in np.flatnonzero(np.round(multiples) > 1)[:5])
+        # Each acquired slice keeps its place on the grid, however its position was rounded.
+        steps = np.concatenate([[0], np.cumsum(np.round(multiples))])
+        gap = float((along[-1] - along[0]) / steps[-1])
+        along = along[0] + gap * steps
         warnings.append(f"{missing} slice(s) missing ({where}); they were filled by linear "
                         "interpolation between the neighbouring slices. Do not measure there.")
     else:

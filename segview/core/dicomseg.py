@@ -19,6 +19,7 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from .classes import LabelClass
+from .dicom import SPACING_TOLERANCE
 from .errors import LabelSaveError, SegviewError
 from .files import replace_atomically
 from .volume import Volume
@@ -202,7 +203,7 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
             if keyword not in ds:
                 setattr(ds, keyword, "")
         z = volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0]
-        if abs(z - round(z)) > 1e-3 or not 0 <= round(z) < volume.shape[0]:
+        if abs(z - round(z)) > SPACING_TOLERANCE or not 0 <= round(z) < volume.shape[0]:
             raise DicomSegError(f"The source image {Path(str(ds.filename)).name} is not on a slice of the volume.")
         by_slice[round(z)] = ds
     if len(by_slice) != volume.shape[0]:

@@ -14,7 +14,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 
+from segview.core.classes import LabelClass
 from segview.core.dicom import read_dicom_files, write_dicom_series
+from segview.core.dicomseg import read_seg_labels, save_dicom_seg
 from segview.core.io import VolumeLoadError, list_dicom_series, load_volume, save_volume
 from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.core.volume import Volume
@@ -93,6 +95,42 @@ def test_uneven_spacing_is_resampled_and_reported(tmp_path, cardiac):
     assert volume.shape[0] == cardiac.shape[0] + 1
     np.testing.assert_array_equal(volume.array[:5], cardiac.array[:5])
     assert volume.meta["interpolated_slices"][0] == 5  # those acquired before the uneven gap are not
+
+
+def jitter_positions(paths, volume, amount_mm, seed=0):
+    """Each slice moved up to amount_mm along every axis, as a scanner's rounding does."""
+    rng = np.random.default_rng(seed)
+    for path in paths:
+        ds = pydicom.dcmread(path)
+        moved = np.asarray(ds.ImagePositionPatient, float) + rng.uniform(-amount_mm, amount_mm, 3)
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in moved]
+        ds.save_as(path)
+
+
+def test_positions_jittered_by_a_fraction_of_a_voxel_stay_as_acquired(tmp_path, lung):
+    paths = write_dicom_series(lung, tmp_path)
+    jitter_positions(paths, lung, 0.02)  # a small share of a voxel
+    volume = load_volume(tmp_path)
+    np.testing.assert_array_equal(volume.array, lung.array)  # not resampled
+    assert not volume.meta.get("interpolated_slices")
+    np.testing.assert_allclose(volume.spacing, lung.spacing, atol=0.002)
+    np.testing.assert_allclose(volume.direction_matrix, lung.direction_matrix, atol=1e-9)  # no shear
+    assert not volume.meta.get("resampled")
+    assert any("taken as regular" in w for w in volume.meta["warnings"])
+    assert not any("tilt" in w or "varies" in w for w in volume.meta["warnings"])
+    labels = (lung.array > -500).astype(np.uint8)  # its SEG references each jittered slice
+    seg = save_dicom_seg(tmp_path / "seg.dcm", labels, volume, [LabelClass(1, "body", (200, 120, 80))])
+    np.testing.assert_array_equal(read_seg_labels(seg, volume)[0], labels)
+
+
+def test_a_missing_slice_among_jittered_ones_is_still_found(tmp_path, lung):
+    paths = write_dicom_series(lung, tmp_path)
+    jitter_positions(paths, lung, 0.02)
+    paths[10].unlink()
+    volume = load_volume(tmp_path)
+    assert volume.shape == lung.shape
+    assert volume.meta["interpolated_slices"] == [10]
+    assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
 
 
 def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):
