@@ -123,6 +123,16 @@ class Volume:
         """The radiological view transform for this volume's direction cosines."""
         return DisplayOrientation(self.direction_matrix)
 
+    def network_flips(self) -> tuple[bool, bool]:
+        """(flip rows, flip columns) that show an acquired slice to segview's networks as the
+        window shows it (radiological convention: patient Right on the left, Anterior or
+        Superior at the top), short of a transpose. One scan stored mirrored or turned
+        half-way in its plane (LPS, RAS and LAS copies) then gives a network one picture, and
+        one prediction. Flips only: a view of the voxels, never a resampling."""
+        display = self.display()
+        _, rows, _, flip_rows, flip_cols = display.axes(display.acquisition_view())
+        return (flip_rows, flip_cols) if rows == 1 else (flip_cols, flip_rows)
+
     def slice(self, view: str, index: int) -> np.ndarray:
         """2D slice ``index`` of ``view`` ("axial", "coronal", "sagittal"), display-oriented.
 

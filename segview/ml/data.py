@@ -276,6 +276,13 @@ def split_cases(names: list[str], validation_fraction: float, seed: int) -> tupl
 
 # -- intensities ------------------------------------------------------------------------
 
+def flip_in_plane(array: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
+    """``array`` (..., Y, X) with its rows and/or columns reversed (``Volume.network_flips``):
+    a view, no copy; applied twice it gives ``array`` back."""
+    rows, cols = flips
+    return array[..., ::-1 if rows else 1, ::-1 if cols else 1]
+
+
 def normalization_for(modality: str, ct_window=DEFAULT_CT_WINDOW) -> dict:
     """The intensity normalisation for a modality, as recorded in checkpoint metadata."""
     if modality == "CT":
@@ -353,9 +360,11 @@ def slice_tensors(cases: list[Case], normalization: dict, size: int,
         if progress:
             progress(n, len(cases), case.name)
         chosen = slice(None) if case.slices is None else case.slices
-        array = normalize(case.volume.array, normalization)[chosen]
+        flips = case.volume.network_flips()  # as the Predictor shows them
+        array = flip_in_plane(normalize(case.volume.array, normalization)[chosen], flips)
+        truth = flip_in_plane(case.labels[chosen], flips).astype(np.int64)
         images.append(to_network(torch.from_numpy(np.ascontiguousarray(array))[:, None], size))
-        labels.append(labels_to_network(torch.from_numpy(case.labels[chosen].astype(np.int64)), size))
+        labels.append(labels_to_network(torch.from_numpy(truth), size))
     return torch.cat(images), torch.cat(labels)
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..core.volume import Volume
 from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint
-from .data import from_network, normalize, to_network
+from .data import flip_in_plane, from_network, normalize, to_network
 
 
 def best_device() -> torch.device:
@@ -46,6 +46,14 @@ class SlicePrediction:
     index: int                  # z
     labels: np.ndarray          # (Y, X) uint8
     probabilities: np.ndarray | None   # (C, Y, X) float32, softmax; None unless asked for
+
+
+@dataclass
+class PreparedVolume:
+    """A volume as the network sees it: normalised once (percentiles are per volume) and
+    turned by ``flips`` (``Volume.network_flips``), which the predictions are turned back by."""
+    slices: np.ndarray          # (Z, Y, X) float32
+    flips: tuple[bool, bool]
 
 
 class Predictor:
@@ -140,32 +148,34 @@ class Predictor:
         per_slice = max(torch.cuda.max_memory_allocated(self.device) - before, 1)
         return int(min(max(free // 2 // per_slice, 1), 128))
 
-    def prepare(self, volume: Volume) -> np.ndarray:
-        """The whole volume normalised once (percentiles are per volume), float32 (Z, Y, X)."""
-        return normalize(volume.array, self.normalization)
+    def prepare(self, volume: Volume) -> PreparedVolume:
+        """The whole volume normalised and turned for the network, for ``predict_slices``."""
+        flips = volume.network_flips()
+        return PreparedVolume(flip_in_plane(normalize(volume.array, self.normalization), flips), flips)
 
-    def predict_slices(self, normalized: np.ndarray, indices: Iterable[int],
+    def predict_slices(self, prepared: PreparedVolume, indices: Iterable[int],
                        want_probabilities: bool = False) -> Iterator[SlicePrediction]:
-        """Yield the prediction of each slice of ``prepare``'s output, in the given order,
-        one batch at a time."""
+        """Yield the prediction of each slice of ``prepare``'s output on the volume's own
+        grid, in the given order, one batch at a time."""
         indices = list(indices)
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
-            probabilities = self._probabilities(torch.from_numpy(normalized[batch])[:, None])
+            probabilities = self._probabilities(torch.from_numpy(prepared.slices[batch])[:, None])
             # The argmax runs where the probabilities are; only uint8 labels cross to the host.
-            labels = probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy()
-            kept = probabilities.cpu().numpy() if want_probabilities else None
+            labels = flip_in_plane(probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy(), prepared.flips)
+            kept = flip_in_plane(probabilities.cpu().numpy(), prepared.flips) if want_probabilities else None
             for n, z in enumerate(batch):
-                yield SlicePrediction(z, labels[n], kept[n] if kept is not None else None)
+                yield SlicePrediction(z, np.ascontiguousarray(labels[n]),
+                                      np.ascontiguousarray(kept[n]) if kept is not None else None)
 
     def predict_volume(self, volume: Volume, first: int | None = None,
                        progress: Callable[[int, int], None] | None = None,
                        should_stop: Callable[[], bool] | None = None) -> np.ndarray:
         """Labels (Z, Y, X) uint8 on ``volume``'s grid. Slice ``first`` is done first;
         ``should_stop`` is checked after every slice (raises Cancelled)."""
-        normalized = self.prepare(volume)
+        prepared = self.prepare(volume)
         labels = np.zeros(volume.shape, np.uint8)
-        for done, prediction in enumerate(self.predict_slices(normalized, slice_order(volume.shape[0], first)), 1):
+        for done, prediction in enumerate(self.predict_slices(prepared, slice_order(volume.shape[0], first)), 1):
             labels[prediction.index] = prediction.labels
             if progress:
                 progress(done, volume.shape[0])

@@ -8,6 +8,8 @@ from segview.ml.checkpoint import CheckpointError, classes_to_metadata
 from segview.ml.inference import Cancelled, Predictor, slice_order
 from segview.ml.unet import UNet
 from segview.core.phantoms import CARDIAC_CLASSES
+from segview.core.volume import Volume
+from segview.ml.data import Case, normalization_for, slice_tensors
 
 META = {"classes": classes_to_metadata(CARDIAC_CLASSES),
         "preprocessing": {"input_size": [32, 32], "normalization": {
@@ -71,3 +73,47 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message(monkeypatch):
     np.testing.assert_array_equal(predictor.predict_volume(case.volume), expected)
     assert calls[:2] == ["cuda", "cpu"] and set(calls[2:]) == {"cpu"}
     assert predictor.device.type == "cpu" and "out of memory" in predictor.fallback_message
+
+
+def stored_flipped(volume: Volume, rows: bool, cols: bool) -> Volume:
+    """The same scan, its rows and/or columns stored the other way (geometry to match)."""
+    direction, origin, array = volume.direction_matrix.copy(), np.asarray(volume.origin, float), volume.array
+    for flip, axis, column in ((cols, 2, 0), (rows, 1, 1)):
+        if flip:
+            origin = origin + direction[:, column] * volume.spacing[column] * (array.shape[axis] - 1)
+            direction[:, column] *= -1
+            array = np.flip(array, axis)
+    return Volume(np.ascontiguousarray(array), volume.spacing, tuple(origin), tuple(direction.ravel()),
+                  volume.modality, dict(volume.meta))
+
+
+def test_network_orientation_of_the_usual_storages():
+    lps = Volume(np.zeros((2, 3, 4)), (1, 1, 1))  # DICOM's axial: i to the Left, j Posterior
+    assert lps.network_flips() == (False, False)
+    assert stored_flipped(lps, True, True).network_flips() == (True, True)  # RAS (nibabel's canonical)
+    assert stored_flipped(lps, True, False).network_flips() == (True, False)  # LAS (FSL)
+    head_to_feet = Volume(np.zeros((2, 3, 4)), (1, 1, 1), direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert head_to_feet.network_flips() == (False, False)  # the slice order is no mirror
+
+
+@pytest.mark.parametrize("task", ["cardiac", "lung"])
+def test_one_scan_stored_four_ways_gets_one_prediction(task):
+    """An untrained network is no more mirror-symmetric than chance: each storage would give
+    its own labels if the network saw the array as stored."""
+    volume = make_phantom(task, 5).volume
+    predictor = _predictor()
+    predictor.normalization = normalization_for(volume.modality)
+    first = predictor.predict_volume(volume)
+    for rows, cols in ((False, True), (True, False), (True, True)):
+        other = predictor.predict_volume(stored_flipped(volume, rows, cols))
+        np.testing.assert_array_equal(np.flip(other, [a for a, f in ((1, rows), (2, cols)) if f]), first)
+
+
+def test_training_sees_a_scan_as_prediction_does_whatever_its_storage():
+    case = make_phantom("cardiac", 6)
+    flipped = stored_flipped(case.volume, True, True)
+    stored = [Case("a", case.volume, case.labels), Case("b", flipped, np.ascontiguousarray(case.labels[:, ::-1, ::-1]))]
+    images, labels = slice_tensors(stored, normalization_for("MR"), 64)
+    half = case.volume.shape[0]
+    torch.testing.assert_close(images[:half], images[half:])
+    torch.testing.assert_close(labels[:half], labels[half:])
