@@ -461,10 +461,12 @@ class LabelMap:
         """Fill the slices strictly between ``first`` and ``last`` from those two slices by
         shape-based interpolation: each class's signed distance map is blended linearly
         along z, and a voxel takes the class whose interpolated shape contains it. A class
-        whose regions on the two slices do not overlap is aligned first, as ITK's
-        morphological contour interpolation does: the blend of two disjoint shapes is
-        empty, so the shapes are blended centroid on centroid and each result placed on
-        the line between the two centroids. Where a class on both slices still blends to
+        whose regions on the two slices do not overlap, or that is one piece on each (a
+        disc, a crescent, the myocardium's ring), is aligned first, as ITK's morphological
+        contour interpolation aligns disjoint regions: the shapes are blended centroid on
+        centroid and each result placed on the line between the two centroids. Unaligned,
+        two disjoint shapes blend to nothing, and a ring that moves by more than its
+        thickness breaks into pieces. Where a class on both slices still blends to
         nothing (a thin crescent and a small blob), the nearer slice's shape is taken: a
         class labelled on both sides is never left out."""
         if last < first:
@@ -488,7 +490,7 @@ class LabelMap:
         and ``b`` (y, x), at each weight of ``b`` in ``gaps``."""
         spacing = (self.spacing[1], self.spacing[0])
         move = np.zeros(2, int)
-        if a.any() and b.any() and not (a & b).any():
+        if a.any() and b.any() and (not (a & b).any() or _one_piece(a) and _one_piece(b)):
             move = np.rint(np.subtract(ndimage.center_of_mass(b), ndimage.center_of_mass(a))).astype(int)
         at_a, b_on_a = _signed_distance(a, spacing), _signed_distance(_moved(b, -move), spacing)
         both = a.any() and b.any()
@@ -1118,6 +1120,11 @@ def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     return np.where(mask, -inside + 0.5 * min(spacing), outside - 0.5 * min(spacing))
+
+
+def _one_piece(mask: np.ndarray) -> bool:
+    """A 2D mask that is one 8-connected region (holes allowed: a ring is one piece)."""
+    return ndimage.label(mask, structure=np.ones((3, 3), bool))[1] == 1
 
 
 def _moved(plane: np.ndarray, move, fill=False) -> np.ndarray:
