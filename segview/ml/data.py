@@ -224,17 +224,20 @@ def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClas
 SPLITS_FILE = "splits.json"
 
 
-def fixed_split(folder, names: list[str], fraction: float = 0.2, seed: int = 0) -> dict[str, list[str]]:
+def fixed_split(folder, names: list[str], fraction: float = 0.2, seed: int = 0,
+                write: bool = True) -> dict[str, list[str]]:
     """The dataset's one split, {"train": [...], "val": [...]}, from ``folder/splits.json``
     (nnU-Net's ``splits_final.json`` shape: a list of folds; fold 0 is used). Written once,
     when first needed: a seeded ``fraction`` of ``names`` (at least one) held out as "val".
     Never reshuffled: a case added later joins "train" (written back) unless the user moves
-    it in the file. Raises DatasetError for a file that cannot be read or that names cases
-    the dataset lacks."""
+    it in the file. ``write=False`` draws or extends it without writing (a run that may yet
+    be refused). Raises DatasetError for a file that cannot be read or that names cases the
+    dataset lacks."""
     path = Path(folder) / SPLITS_FILE
     if not path.exists():
         train, held_out = split_cases(names, fraction, seed)
-        return _write_split(path, {"train": train, "val": held_out})
+        drawn = {"train": train, "val": held_out}
+        return _write_split(path, drawn) if write else drawn
     try:
         folds = json.loads(path.read_text(encoding="utf-8"))
         split = {"train": [str(n) for n in folds[0]["train"]], "val": [str(n) for n in folds[0]["val"]]}
@@ -248,7 +251,8 @@ def fixed_split(folder, names: list[str], fraction: float = 0.2, seed: int = 0) 
     added = sorted(set(names) - set(split["train"]) - set(split["val"]))
     if added:
         split["train"] = sorted(split["train"] + added)
-        _write_split(path, split)
+        if write:
+            _write_split(path, split)
     return split
 
 

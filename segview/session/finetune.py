@@ -55,7 +55,8 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     folder = Path(folder)
     target = fine_tune_target(folder, parent, models_folder)
     try:
-        split = fixed_split(folder, case_names(folder))
+        names = case_names(folder)
+        split = fixed_split(folder, names, write=False)  # written once the fine-tune succeeds
         dataset = folder_dataset(folder, reviewed_only=True)
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target.parent)
@@ -73,6 +74,7 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
             if (work / name).exists():
                 os.replace(work / name, target.with_suffix(suffix))
         os.replace(work / "best.safetensors", target)  # last: the checkpoint appears whole or not at all
+        fixed_split(folder, names)  # the split its held-out Dice and every later verdict rely on
     except TrainingCancelled:
         raise
     except SegviewError as exc:

@@ -15,7 +15,7 @@ from segview.core.io import load_labels, load_volume, save_labels
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
 from segview.ml import train as train_module
-from segview.ml.checkpoint import read_metadata
+from segview.ml.checkpoint import classes_to_metadata, load_checkpoint, read_metadata, save_checkpoint
 from segview.ml.data import DatasetError, case_names, fixed_split, folder_dataset
 from segview.ml.train import TrainConfig, train
 
@@ -214,8 +214,16 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
     from segview.session.finetune import FineTuneError, fine_tune
 
     parent = make_checkpoint(tmp_path / "ce.safetensors", 3)
+    other = make_checkpoint(tmp_path / "other.safetensors", 3)
+    meta = read_metadata(other)
+    meta["classes"] = classes_to_metadata([*CLASSES[:2], LabelClass(2, "tumour", CLASSES[2].color)])
+    save_checkpoint(other, load_checkpoint(other)[0], meta)
+    with pytest.raises(FineTuneError, match="tumour"):
+        fine_tune(reviewed_folder, other, device="cpu")
+    assert not (reviewed_folder / "splits.json").exists()  # a refused run draws no split for good
     events = []
     path = fine_tune(reviewed_folder, parent, progress=events.append, device="cpu")
+    assert (reviewed_folder / "splits.json").exists()
     assert path == reviewed_folder / "models" / "ce_ft1.safetensors"
     assert read_metadata(path)["lineage"]["parent"]["name"] == "ce.safetensors"
     assert any("val_dice" in e for e in events) and any("step" in e for e in events)
