@@ -1019,7 +1019,7 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
     stretch = float(np.linalg.norm(slice_dir))
     uneven = _off_grid(along) > SPACING_TOLERANCE * gap
     if not (uneven or tilted):
-        off = np.linalg.norm(positions - origin - np.outer(along - along[0], normal), axis=1).max()
+        off = np.linalg.norm(positions - origin - np.outer(np.arange(len(along)) * gap, normal), axis=1).max()
         if off > REPORTED_OFFSET_MM:
             warnings.append(f"Slice positions lie up to {off:.2g} mm off a regular {gap:.3g} mm grid "
                             "(rounded or jittered by the scanner): they were taken as regular, "
