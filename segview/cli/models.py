@@ -46,6 +46,15 @@ def _run_info(args) -> int:
     return 0
 
 
+def _orientation_text(meta: dict) -> str:
+    from ..ml.checkpoint import CheckpointError, slice_orientation
+
+    try:
+        return "shown" if slice_orientation(meta) == "display" else "stored"
+    except CheckpointError as exc:
+        return str(exc)
+
+
 def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
     """A checkpoint's metadata and lineage for a person to read."""
     architecture = meta.get("architecture", {})
@@ -58,7 +67,7 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
              + ", ".join(f"{k} {v}" for k, v in architecture.items() if k != "name"),
              "classes      " + ", ".join(f"{c['value']} {c['name']}" for c in meta.get("classes", [])),
              f"input        {pre.get('modality', 'any modality')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
-             f"normalisation {json.dumps(pre.get('normalization', {}))}",
+             f"normalisation {json.dumps(pre.get('normalization', {}))}, slices as {_orientation_text(meta)}",
              f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
              *(_interactive_lines(meta) if meta.get("task") == "interactive" else
                [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "

@@ -146,6 +146,28 @@ def architecture_class(name: str) -> type[torch.nn.Module] | None:
     return None
 
 
+#: How a network sees a slice (``preprocessing.orientation``): "display" turned as the window
+#: shows it (``Volume.network_flips``), "stored" as its file stores it.
+ORIENTATIONS = ("display", "stored")
+
+
+def slice_orientation(meta: dict) -> str:
+    """The orientation the checkpoint with metadata ``meta`` saw its slices in. Checkpoints
+    segview trained before the key existed learned with random flips, so either serves and
+    "display" keeps one scan's storages to one prediction; one trained without flips, or
+    imported from elsewhere, learned the arrays as stored. Raises CheckpointError for a
+    value it does not know."""
+    preprocessing = meta.get("preprocessing") or {}
+    if "orientation" in preprocessing:
+        orientation = preprocessing["orientation"]
+        if orientation not in ORIENTATIONS:
+            raise CheckpointError(f"the checkpoint's slice orientation {orientation!r} is none of "
+                                  f"{', '.join(ORIENTATIONS)}")
+        return str(orientation)
+    flipped = ((meta.get("training") or {}).get("config") or {}).get("augment")
+    return "display" if flipped else "stored"
+
+
 def modality_mismatch(meta: dict, volume) -> str | None:
     """A warning when ``volume`` (its DICOM ``modality``, e.g. "CT" or "MR") is not the
     modality the checkpoint with metadata ``meta`` was trained on; None when they agree or

@@ -355,16 +355,18 @@ def _pad_square(images: torch.Tensor, value: float | None) -> torch.Tensor:
 
 # -- the training set of slices ---------------------------------------------------------
 
-def slice_tensors(cases: list[Case], normalization: dict, size: int,
+def slice_tensors(cases: list[Case], normalization: dict, size: int, orientation: str = "display",
                   progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The slices of ``cases`` (each case's ``slices``, or all): images (N, 1, size, size)
-    float32, labels (N, size, size) int64. MR percentiles come from the whole volume."""
+    float32, labels (N, size, size) int64, turned as ``orientation`` says (as the Predictor
+    turns them: ``ml.checkpoint.slice_orientation``). MR percentiles come from the whole
+    volume."""
     images, labels = [], []
     for n, case in enumerate(cases):
         if progress:
             progress(n, len(cases), case.name)
         chosen = slice(None) if case.slices is None else case.slices
-        flips = case.volume.network_flips()  # as the Predictor shows them
+        flips = case.volume.network_flips() if orientation == "display" else (False, False)
         array = flip_in_plane(normalize(case.volume.array, normalization)[chosen], flips)
         truth = flip_in_plane(case.labels[chosen], flips).astype(np.int64)
         images.append(to_network(torch.from_numpy(np.ascontiguousarray(array))[:, None], size))

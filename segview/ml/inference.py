@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..core.volume import Volume
-from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint
+from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint, slice_orientation
 from .data import flip_in_plane, from_network, normalize, to_network
 
 
@@ -51,7 +51,8 @@ class SlicePrediction:
 @dataclass
 class PreparedVolume:
     """A volume as the network sees it: normalised once (percentiles are per volume) and
-    turned by ``flips`` (``Volume.network_flips``), which the predictions are turned back by."""
+    turned by ``flips`` (``Volume.network_flips``, for a checkpoint whose slice orientation
+    is "display"), which the predictions are turned back by."""
     slices: np.ndarray          # (Z, Y, X) float32
     flips: tuple[bool, bool]
 
@@ -74,6 +75,7 @@ class Predictor:
         self.classes = classes_from_metadata(meta)
         self.input_size = int(meta["preprocessing"]["input_size"][0])
         self.normalization = meta["preprocessing"]["normalization"]
+        self.orientation = slice_orientation(meta)
         self.device = torch.device(device) if device is not None else best_device()
         self.model = model
         self._place_model()
@@ -150,7 +152,7 @@ class Predictor:
 
     def prepare(self, volume: Volume) -> PreparedVolume:
         """The whole volume normalised and turned for the network, for ``predict_slices``."""
-        flips = volume.network_flips()
+        flips = volume.network_flips() if self.orientation == "display" else (False, False)
         return PreparedVolume(flip_in_plane(normalize(volume.array, self.normalization), flips), flips)
 
     def predict_slices(self, prepared: PreparedVolume, indices: Iterable[int],

@@ -29,7 +29,7 @@ from .. import __version__
 from ..core.files import file_sha256
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
-                         save_checkpoint)
+                         save_checkpoint, slice_orientation)
 from .data import (DEFAULT_CT_WINDOW, Dataset, DatasetError, augment, normalization_for,
                    slice_tensors, split_cases)
 from .evaluate import evaluate_cases, summary
@@ -202,14 +202,15 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     else:
         model, parent = UNet(1, num_classes, config.base_channels, config.depth, config.norm), None
         normalization = normalization_for(modality, config.ct_window)
-    images, labels = slice_tensors(train_cases, normalization, config.input_size)
+    orientation = slice_orientation(parent) if parent else "display"  # a fine-tune sees as its parent saw
+    images, labels = slice_tensors(train_cases, normalization, config.input_size, orientation)
     if int(labels.max()) >= num_classes:
         raise DatasetError(f"the labels hold class {int(labels.max())} but only "
                            f"{num_classes} classes are declared")
     trained_slices = len(images)
     if replay is not None and config.replay_share > 0:
         _check_replay(replay, dataset, modality)
-        replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size)
+        replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size, orientation)
         images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
 
     output.mkdir(parents=True, exist_ok=True)
@@ -219,7 +220,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         "loss": {"name": config.loss, "alpha": config.alpha},
         "preprocessing": {"input_size": [config.input_size, config.input_size],
                           "modality": modality, "normalization": normalization,
-                          "slice_axis": "z"},
+                          "slice_axis": "z", "orientation": orientation},
         "training": {**dataset.summary(), "split": split, "optimizer": "Adam",
                      "config": _config_json(config), "world_size": world,
                      "device": str(device), "train_slices": trained_slices},

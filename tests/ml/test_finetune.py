@@ -110,6 +110,7 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
         [parent_meta["architecture"][k] for k in ("base_channels", "depth", "norm")]
     assert meta["preprocessing"]["normalization"] == parent_meta["preprocessing"]["normalization"]
     assert meta["preprocessing"]["input_size"] == parent_meta["preprocessing"]["input_size"]
+    assert meta["preprocessing"]["orientation"] == "stored"  # as its parent (no flips recorded) saw them
     assert meta["loss"]["name"] == parent_meta["loss"]["name"]
     assert meta["training"]["config"]["lr"] == pytest.approx(3e-4)
     parent_sha = hashlib.sha256(parent.read_bytes()).hexdigest()

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from segview.core.phantoms import make_phantom
-from segview.ml.checkpoint import CheckpointError, classes_to_metadata
+from segview.ml.checkpoint import CheckpointError, classes_to_metadata, slice_orientation
 from segview.ml.inference import Cancelled, Predictor, slice_order
 from segview.ml.unet import UNet
 from segview.core.phantoms import CARDIAC_CLASSES
@@ -12,7 +12,7 @@ from segview.core.volume import Volume
 from segview.ml.data import Case, normalization_for, slice_tensors
 
 META = {"classes": classes_to_metadata(CARDIAC_CLASSES),
-        "preprocessing": {"input_size": [32, 32], "normalization": {
+        "preprocessing": {"input_size": [32, 32], "orientation": "display", "normalization": {
             "method": "percentile", "low_percentile": 0.5, "high_percentile": 99.5}}}
 
 
@@ -117,3 +117,21 @@ def test_training_sees_a_scan_as_prediction_does_whatever_its_storage():
     half = case.volume.shape[0]
     torch.testing.assert_close(images[:half], images[half:])
     torch.testing.assert_close(labels[:half], labels[half:])
+
+
+def test_the_slice_orientation_of_a_checkpoint():
+    assert slice_orientation(META) == "display"
+    trained_with_flips = {"preprocessing": {}, "training": {"config": {"augment": True}}}
+    assert slice_orientation(trained_with_flips) == "display"  # segview's, before the key: either serves
+    assert slice_orientation({"preprocessing": {}, "training": {"config": {"augment": False}}}) == "stored"
+    assert slice_orientation({"preprocessing": {"input_size": [32, 32]}}) == "stored"  # imported
+    with pytest.raises(CheckpointError, match="'sideways' is none of display, stored"):
+        slice_orientation({"preprocessing": {"orientation": "sideways"}})
+
+
+def test_a_network_that_learned_the_arrays_as_stored_sees_them_so():
+    ras = stored_flipped(make_phantom("lung", 5).volume, True, True)
+    meta = {**META, "preprocessing": {**META["preprocessing"], "orientation": "stored"}}
+    predictor = Predictor(UNet(1, 4, base_channels=4, depth=2), meta, "cpu", 3)
+    assert predictor.prepare(ras).flips == (False, False)
+    assert _predictor().prepare(ras).flips == (True, True)

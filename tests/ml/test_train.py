@@ -33,6 +33,7 @@ def test_training_writes_checkpoints_log_plot_and_metadata(cardiac, tmp_path):
     assert sorted(split["train"] + split["validation"]) == [c.name for c in cardiac.cases]
     assert meta["preprocessing"]["normalization"]["method"] == "percentile"
     assert meta["preprocessing"]["input_size"] == [32, 32]
+    assert meta["preprocessing"]["orientation"] == "display"  # as the window shows the slices
     assert meta["loss"] == {"name": "ce+dice", "alpha": 1.0}
     assert meta["validation"]["epoch"] == 2 and "dice_per_class" in meta["validation"]
     assert meta["training"]["cases"] == 4 and meta["training"]["epochs"] == 2
