@@ -26,3 +26,7 @@ class PacsError(SegviewError):
 class DatasetError(SegviewError):
     """A dataset (a folder of cases) that cannot be opened, trained or evaluated on; the
     message says why."""
+
+
+class HeldOutError(DatasetError):
+    """Every case that could train is held out by the dataset's split."""

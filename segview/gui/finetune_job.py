@@ -265,8 +265,9 @@ class FineTuning(QObject):
         if not isinstance(exc, (SegviewError, OSError, FloatingPointError)):
             raise exc
         message = str(exc)
-        self.window.statusBar().showMessage(f"Fine-tuning failed: {message}", 10000)
-        QMessageBox.critical(self.window.window(), "Fine-tuning failed", message)
+        what = "refused" if isinstance(exc, SegviewError) else "failed"  # the data or model, not a fault
+        self.window.statusBar().showMessage(f"Fine-tuning {what}: {message}", 10000)
+        QMessageBox.critical(self.window.window(), f"Fine-tuning {what}", message)
         self.failed.emit(message)
 
 

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import distributed as dist
 
 from .. import __version__
+from ..core.errors import HeldOutError
 from ..core.files import file_sha256
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
@@ -186,7 +187,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         raise DatasetError(f"the saved split names cases this dataset lacks ({', '.join(missing[:3])}); "
                            "resume with the same data")
     if not train_cases:
-        raise DatasetError(_nothing_to_train(dataset, split))
+        _refuse_nothing_to_train(dataset, split)
 
     num_classes = len(dataset.classes)
     modality = train_cases[0].volume.modality
@@ -456,12 +457,13 @@ def _names(classes) -> str:
     return ", ".join(c.name for c in classes)
 
 
-def _nothing_to_train(dataset: Dataset, split: dict[str, list[str]]) -> str:
+def _refuse_nothing_to_train(dataset: Dataset, split: dict[str, list[str]]) -> None:
     held_out = ", ".join(split["validation"]) or "none"
     if dataset.cases and all(c.name in split["validation"] for c in dataset.cases):
-        return (f"every case with reviewed slices is held out ({held_out}); review slices of another case, "
-                "or move a case from \"val\" to \"train\" in splits.json")
-    return f"no case to train on (held out: {held_out}); skipped: {'; '.join(dataset.skipped[:6]) or 'none'}"
+        raise HeldOutError(f"every case with reviewed slices is held out ({held_out}); review slices of "
+                           "another case, or move a case from \"val\" to \"train\" in splits.json")
+    raise DatasetError(f"no case to train on (held out: {held_out}); skipped: "
+                       f"{'; '.join(dataset.skipped[:6]) or 'none'}")
 
 
 def _lineage(config: TrainConfig, dataset: Dataset, train_cases, split: dict, parent: dict | None,

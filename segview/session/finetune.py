@@ -12,13 +12,14 @@ checkpoint; a crash leaves only the hidden folder, removed by a run a day later.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.errors import SegviewError
+from ..core.errors import HeldOutError, SegviewError
 from ..ml.data import case_names, fixed_split, folder_dataset
 from ..ml.train import TrainConfig, finetune_values, train
 
@@ -58,6 +59,7 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
         names = case_names(folder)
         split = fixed_split(folder, names, write=False)  # written once the fine-tune succeeds
         dataset = folder_dataset(folder, reviewed_only=True)
+        made = not target.parent.exists()  # a models folder this run makes goes again if it writes nothing
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target.parent)
         work = Path(tempfile.mkdtemp(prefix=f".{target.stem}.partial-", dir=target.parent))
@@ -77,10 +79,16 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
         fixed_split(folder, names)  # the split its held-out Dice and every later verdict rely on
     except TrainingCancelled:
         raise
+    except HeldOutError as exc:  # the person is asked to edit the split: it must be there
+        fixed_split(folder, names)
+        raise FineTuneError(str(exc)) from exc
     except SegviewError as exc:
         raise FineTuneError(str(exc)) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if made and not target.exists():
+            with contextlib.suppress(OSError):  # not empty (another run's files), or gone
+                target.parent.rmdir()
     return target
 
 

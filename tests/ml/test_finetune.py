@@ -222,6 +222,7 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
     with pytest.raises(FineTuneError, match="tumour"):
         fine_tune(reviewed_folder, other, device="cpu")
     assert not (reviewed_folder / "splits.json").exists()  # a refused run draws no split for good
+    assert not (reviewed_folder / "models").exists()  # nor leaves the folder it made
     events = []
     path = fine_tune(reviewed_folder, parent, progress=events.append, device="cpu")
     assert (reviewed_folder / "splits.json").exists()
@@ -242,6 +243,21 @@ def test_the_window_job_writes_a_whole_checkpoint_or_none(reviewed_folder, tmp_p
     (reviewed_folder / "splits.json").write_text(json.dumps([split]))
     with pytest.raises(FineTuneError, match="every case with reviewed slices is held out"):
         fine_tune(reviewed_folder, parent, device="cpu")
+
+
+def test_a_refusal_that_asks_for_the_split_to_be_edited_writes_it(tmp_path):
+    """A tester reviewed slices of the one case the seeded split holds out: the refusal said
+    to edit splits.json, which a refused fine-tune had not written."""
+    from segview.session.finetune import FineTuneError, fine_tune
+
+    folder = tmp_path / "ds"
+    make_dataset(folder, 5)
+    held_out = fixed_split(folder, case_names(folder), write=False)["val"]
+    review_a_slice(folder, held_out[0])
+    with pytest.raises(FineTuneError, match="move a case from \"val\" to \"train\" in splits.json"):
+        fine_tune(folder, make_checkpoint(tmp_path / "ce.safetensors", 3), device="cpu")
+    assert json.loads((folder / "splits.json").read_text())[0]["val"] == held_out
+    assert not (folder / "models").exists()
 
 
 def test_an_epoch_of_few_slices_draws_them_again_up_to_its_least_steps():
