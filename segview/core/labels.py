@@ -466,9 +466,12 @@ class LabelMap:
         contour interpolation aligns disjoint regions: the shapes are blended centroid on
         centroid and each result placed on the line between the two centroids. Unaligned,
         two disjoint shapes blend to nothing, and a ring that moves by more than its
-        thickness breaks into pieces. Where a class on both slices still blends to
-        nothing (a thin crescent and a small blob), the nearer slice's shape is taken: a
-        class labelled on both sides is never left out."""
+        thickness breaks into pieces. A shape with holes is blended as its outline and its
+        holes (``_blend``). Where a class on both slices still blends to nothing (a thin
+        crescent and a small blob), the nearer slice's shape is taken: a class labelled on
+        both sides is never left out. Classes that touch on both slices (the myocardium
+        around the cavity) are not parted by a seam of background: a voxel within a pixel
+        of them, inside the blend of all classes together, takes the nearest."""
         if last < first:
             first, last = last, first
         if last - first < 2:
@@ -477,29 +480,43 @@ class LabelMap:
         classes = [c for c in np.union1d(np.unique(a), np.unique(b)) if c != 0]
         gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
         result = np.zeros((len(gaps), *a.shape), np.uint8)
-        depth = np.full(result.shape, 0.0)
-        for c in classes:
-            for n, blended in enumerate(self._blend(a == c, b == c, gaps)):
-                inside = (blended < 0) & (blended < depth[n])  # the deepest class wins an overlap
-                result[n][inside] = c
-                depth[n][inside] = blended[inside]
+        if classes:
+            blends = np.stack([np.stack(list(self._blend(a == c, b == c, gaps))) for c in classes], axis=1)
+            nearest_mm = blends.min(axis=1)
+            inside = nearest_mm < 0
+            if len(classes) > 1:  # classes that touch on both slices touch between them: no seam
+                seam = (nearest_mm < max(self.spacing[:2])) & (np.stack(list(self._blend(a != 0, b != 0, gaps))) < 0)
+                inside |= seam
+            nearest = np.asarray(classes, np.uint8)[blends.argmin(axis=1)]  # the deepest wins an overlap
+            result[inside] = nearest[inside]
         return self._write_values(self._slab(first + 1, last), result)
 
     def _blend(self, a: np.ndarray, b: np.ndarray, gaps: np.ndarray) -> Iterator[np.ndarray]:
         """The signed distance maps (mm, negative inside) of the shapes between masks ``a``
-        and ``b`` (y, x), at each weight of ``b`` in ``gaps``."""
+        and ``b`` (y, x), at each weight of ``b`` in ``gaps``. A shape with holes (the
+        myocardium's ring around the cavity) is blended as its outline and its holes apart,
+        and the holes cut out of the outline: a ring that narrows by more than its thickness
+        towards the apex stays a ring, where its own distances blended to pieces."""
         spacing = (self.spacing[1], self.spacing[0])
         move = np.zeros(2, int)
         if a.any() and b.any() and (not (a & b).any() or _one_piece(a) and _one_piece(b)):
             move = np.rint(np.subtract(ndimage.center_of_mass(b), ndimage.center_of_mass(a))).astype(int)
-        at_a, b_on_a = _signed_distance(a, spacing), _signed_distance(_moved(b, -move), spacing)
+        b = _moved(b, -move)
+        (outline_a, holes_a), (outline_b, holes_b) = _outline_and_holes(a), _outline_and_holes(b)
+        at_a, b_on_a = _signed_distance(outline_a, spacing), _signed_distance(outline_b, spacing)
+        holed = holes_a.any() or holes_b.any()
+        if holed:  # a side without holes has one of no size at its centre, which the other's shrinks to
+            hole_a = _signed_distance(holes_a if holes_a.any() else _centre(outline_a), spacing)
+            hole_b = _signed_distance(holes_b if holes_b.any() else _centre(outline_b), spacing)
         both = a.any() and b.any()
         for t in gaps:
             blended = (1 - t) * at_a + t * b_on_a
+            if holed:
+                blended = np.maximum(blended, -((1 - t) * hole_a + t * hole_b))
             if both and not (blended < 0).any():
                 # A thin shape (a crescent, whose centroid lies outside it) and a much smaller
                 # one blend to nothing: the nearer slice's shape, on the line between them.
-                blended = at_a if t < 0.5 else b_on_a
+                blended = _signed_distance(a if t < 0.5 else b, spacing)
             yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
     def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> int:
@@ -1120,6 +1137,22 @@ def _signed_distance(mask: np.ndarray, spacing) -> np.ndarray:
     outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
     inside = ndimage.distance_transform_edt(mask, sampling=spacing)
     return np.where(mask, -inside + 0.5 * min(spacing), outside - 0.5 * min(spacing))
+
+
+def _outline_and_holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A 2D mask filled in, and the holes it encloses (4-connected background cut off from
+    the edge, as a ring's cavity)."""
+    outline = ndimage.binary_fill_holes(mask)
+    return outline, outline & ~mask
+
+
+def _centre(mask: np.ndarray) -> np.ndarray:
+    """The pixel at ``mask``'s centroid (nothing for an empty mask)."""
+    centre = np.zeros_like(mask)
+    if mask.any():
+        y, x = np.rint(ndimage.center_of_mass(mask)).astype(int)
+        centre[min(max(y, 0), mask.shape[0] - 1), min(max(x, 0), mask.shape[1] - 1)] = True
+    return centre
 
 
 def _one_piece(mask: np.ndarray) -> bool:
