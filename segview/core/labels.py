@@ -480,15 +480,16 @@ class LabelMap:
         classes = [c for c in np.union1d(np.unique(a), np.unique(b)) if c != 0]
         gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
         result = np.zeros((len(gaps), *a.shape), np.uint8)
-        if classes:
-            blends = np.stack([np.stack(list(self._blend(a == c, b == c, gaps))) for c in classes], axis=1)
-            nearest_mm = blends.min(axis=1)
+        values = np.asarray(classes, np.uint8)
+        per_class = [self._blend(a == c, b == c, gaps) for c in classes]  # one slice at a time
+        together = self._blend(a != 0, b != 0, gaps) if len(classes) > 1 else None
+        for n in range(len(gaps) if classes else 0):
+            blends = np.stack([next(blend) for blend in per_class])
+            nearest_mm = blends.min(axis=0)
             inside = nearest_mm < 0
-            if len(classes) > 1:  # classes that touch on both slices touch between them: no seam
-                seam = (nearest_mm < max(self.spacing[:2])) & (np.stack(list(self._blend(a != 0, b != 0, gaps))) < 0)
-                inside |= seam
-            nearest = np.asarray(classes, np.uint8)[blends.argmin(axis=1)]  # the deepest wins an overlap
-            result[inside] = nearest[inside]
+            if together is not None:  # classes that touch on both slices touch between them: no seam
+                inside |= (nearest_mm < max(self.spacing[:2])) & (next(together) < 0)
+            result[n][inside] = values[blends.argmin(axis=0)][inside]  # the deepest wins an overlap
         return self._write_values(self._slab(first + 1, last), result)
 
     def _blend(self, a: np.ndarray, b: np.ndarray, gaps: np.ndarray) -> Iterator[np.ndarray]:
