@@ -1013,12 +1013,20 @@ def _grid(frames: list[_Frame], ds: Dataset, warnings: list[str]) -> _Grid:
         _refuse_shared_positions(frames, along, gaps)
     # The slice axis follows the stack; with gantry tilt it is not the normal.
     gap = (along[-1] - along[0]) / (len(along) - 1)
-    drift = (positions[-1] - positions[0]) - (along[-1] - along[0]) * normal
-    tilted = bool(np.linalg.norm(drift) > TILT_TOLERANCE * min(row_mm, col_mm))
-    slice_dir = normal + drift / (along[-1] - along[0]) if tilted else normal
+    line = (positions[-1] - positions[0]) / (along[-1] - along[0])  # per mm along the normal
+    tilted = bool(np.linalg.norm(line - normal) * (along[-1] - along[0]) > TILT_TOLERANCE * min(row_mm, col_mm))
+    slice_dir = line if tilted else normal
     stretch = float(np.linalg.norm(slice_dir))
     uneven = _off_grid(along) > SPACING_TOLERANCE * gap
-    if not (uneven or tilted):
+    # Sideways of the stack's straight line (first slice to last): a drift is a tilt, a step is not.
+    sideways = np.linalg.norm(positions - positions[0] - np.outer(along - along[0], line), axis=1)
+    stepped = np.flatnonzero(sideways > TILT_TOLERANCE * min(row_mm, col_mm))
+    if stepped.size:
+        warnings.append(f"Slices {stepped[0] + 1}-{stepped[-1] + 1} ({_frame_name(frames[stepped[0]])} to "
+                        f"{_frame_name(frames[stepped[-1]])}) lie up to {sideways.max():.2g} mm sideways of the "
+                        "others (not a gantry tilt): they are shown on one straight grid, not moved back, so "
+                        "shapes and distances across them are off by as much.")
+    elif not (uneven or tilted):
         off = np.linalg.norm(positions - origin - np.outer(np.arange(len(along)) * gap, normal), axis=1).max()
         if off > REPORTED_OFFSET_MM:
             warnings.append(f"Slice positions lie up to {off:.2g} mm off a regular {gap:.3g} mm grid "
@@ -1081,7 +1089,12 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
         # Each acquired slice keeps its place on the grid, however its position was rounded.
         steps = np.concatenate([[0], np.cumsum(np.round(multiples))])
         gap = float((along[-1] - along[0]) / steps[-1])
-        along = along[0] + gap * steps
+        snapped = along[0] + gap * steps
+        if np.abs(along - snapped).max() > REPORTED_OFFSET_MM:
+            warnings.append(f"Slice positions lie up to {np.abs(along - snapped).max():.2g} mm off a regular "
+                            f"{gap:.3g} mm grid (rounded or jittered by the scanner): the acquired slices "
+                            "were taken as on it.")
+        along = snapped
         warnings.append(f"{missing} slice(s) missing ({where}); they were filled by linear "
                         "interpolation between the neighbouring slices. Do not measure there.")
     else:

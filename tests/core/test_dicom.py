@@ -131,6 +131,20 @@ def test_a_missing_slice_among_jittered_ones_is_still_found(tmp_path, lung):
     assert volume.shape == lung.shape
     assert volume.meta["interpolated_slices"] == [10]
     assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
+    assert any("taken as on it" in w for w in volume.meta["warnings"])  # the jitter is said too
+
+
+def test_slices_stepped_sideways_are_named_not_taken_for_jitter(tmp_path, lung):
+    """A tester moved slices 6-24 of 29 by 3 mm to the side, the first and last left: it
+    loaded as "rounded or jittered by the scanner"."""
+    paths = write_dicom_series(lung, tmp_path)
+    for path in paths[5:24]:
+        ds = pydicom.dcmread(path)
+        ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(ds.ImagePositionPatient, float) + [3.0, 0, 0]]
+        ds.save_as(path)
+    warnings = load_volume(tmp_path).meta["warnings"]
+    assert any("Slices 6-24 (IM00006.dcm to IM00024.dcm) lie up to 3 mm sideways" in w for w in warnings), warnings
+    assert not any("jittered" in w or "tilt of" in w for w in warnings)
 
 
 def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):
