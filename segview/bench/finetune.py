@@ -116,7 +116,7 @@ def bench_finetune(seconds: float = 0.0, task: str = "cardiac", parent_name: str
     for name, dice, orig, run_seconds in rows:
         timing = "" if run_seconds is None else f"{run_seconds:8.1f}s"
         print(f"{name:34s} {dice:14.3f} {orig:14.3f} {timing:>9s}")
-    print(f"lost to the new scanner: {lost:.3f} Dice; fine-tuning recovers {recovered:.0%} "
+    print(f"lost to the new scanner: {lost:.3f} Dice; fine-tuning recovers {recovered:.1%} "
           f"(target >= {TARGET_RECOVERED:.0%}) {'PASS' if recovered >= TARGET_RECOVERED else 'FAIL'}; "
           f"{took:.0f} s (target <= {TARGET_SECONDS:.0f} s) {'PASS' if took <= TARGET_SECONDS else 'FAIL'}; "
           f"original task {ft[2] - parent_original:+.3f} (target >= -{TARGET_FORGETTING}) "
