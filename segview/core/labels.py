@@ -462,7 +462,8 @@ class LabelMap:
         shape-based interpolation: each class's signed distance map is blended linearly
         along z, and a voxel takes the class whose interpolated shape contains it. A class
         whose regions on the two slices do not overlap, or that is one piece on each (a
-        disc, a crescent, the myocardium's ring), is aligned first, as ITK's morphological
+        disc, a crescent, the myocardium's ring), is aligned first when it may be one object
+        that moved (``_one_object``), as ITK's morphological
         contour interpolation aligns disjoint regions: the shapes are blended centroid on
         centroid and each result placed on the line between the two centroids. Unaligned,
         two disjoint shapes blend to nothing, and a ring that moves by more than its
@@ -500,7 +501,8 @@ class LabelMap:
         towards the apex stays a ring, where its own distances blended to pieces."""
         spacing = (self.spacing[1], self.spacing[0])
         move = np.zeros(2, int)
-        if a.any() and b.any() and (not (a & b).any() or _one_piece(a) and _one_piece(b)):
+        one = _one_object(a, b, spacing)
+        if one and (not (a & b).any() or _one_piece(a) and _one_piece(b)):
             move = np.rint(np.subtract(ndimage.center_of_mass(b), ndimage.center_of_mass(a))).astype(int)
         b = _moved(b, -move)
         (outline_a, holes_a), (outline_b, holes_b) = _outline_and_holes(a), _outline_and_holes(b)
@@ -509,12 +511,11 @@ class LabelMap:
         if holed:  # a side without holes has one of no size at its centre, which the other's shrinks to
             hole_a = _signed_distance(holes_a if holes_a.any() else _centre(outline_a), spacing)
             hole_b = _signed_distance(holes_b if holes_b.any() else _centre(outline_b), spacing)
-        both = a.any() and b.any()
         for t in gaps:
             blended = (1 - t) * at_a + t * b_on_a
             if holed:
                 blended = np.maximum(blended, -((1 - t) * hole_a + t * hole_b))
-            if both and not (blended < 0).any():
+            if one and not (blended < 0).any():
                 # A thin shape (a crescent, whose centroid lies outside it) and a much smaller
                 # one blend to nothing: the nearer slice's shape, on the line between them.
                 blended = _signed_distance(a if t < 0.5 else b, spacing)
@@ -1154,6 +1155,19 @@ def _centre(mask: np.ndarray) -> np.ndarray:
         y, x = np.rint(ndimage.center_of_mass(mask)).astype(int)
         centre[min(max(y, 0), mask.shape[0] - 1), min(max(x, 0), mask.shape[1] - 1)] = True
     return centre
+
+
+def _one_object(a: np.ndarray, b: np.ndarray, spacing) -> bool:
+    """Whether masks ``a`` and ``b`` (y, x) on two slices may be one object that moved: their
+    centroids lie no further apart (mm) than twice their reaches together (a reach: the
+    farthest pixel from the centroid). Two lesions 120 mm apart are two lesions, each
+    ending on its own side: a tester's lung fill had moved one into the other across the
+    mediastinum."""
+    if not (a.any() and b.any()):
+        return False
+    centres = [np.multiply(ndimage.center_of_mass(m), spacing) for m in (a, b)]
+    reach = sum(np.hypot(*(np.argwhere(m) * spacing - c).T).max() for m, c in zip((a, b), centres))
+    return bool(np.hypot(*(centres[1] - centres[0])) <= 2 * reach)
 
 
 def _one_piece(mask: np.ndarray) -> bool:

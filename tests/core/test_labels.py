@@ -114,10 +114,20 @@ def test_interpolation_between_slices_grows_a_disc_and_keeps_a_constant_shape():
 
 def test_interpolation_moves_a_shape_whose_regions_on_the_two_slices_do_not_overlap():
     labels = blank(shape=(3, 30, 60))
-    labels.array[0][disc((30, 60), (15, 12), 6.0)] = 1
-    labels.array[2][disc((30, 60), (15, 48), 6.0)] = 1   # 36 mm away: the discs are disjoint
+    labels.array[0][disc((30, 60), (15, 20), 6.0)] = 1
+    labels.array[2][disc((30, 60), (15, 40), 6.0)] = 1   # 20 mm away: the discs are disjoint
     labels.fill_between_slices()
     np.testing.assert_array_equal(labels.array[1], disc((30, 60), (15, 30), 6.0))  # halfway, same disc
+
+
+def test_two_lesions_far_apart_each_end_on_their_own_side():
+    """A tester's lung: a lesion on one slice, another 120 mm away two slices on; the fill
+    moved the first into the second across the mediastinum. Two objects: nothing between."""
+    labels = blank(shape=(4, 100, 120))
+    labels.array[0][disc((100, 120), (30, 20), 4.0)] = 1
+    labels.array[3][disc((100, 120), (80, 100), 3.0)] = 1
+    labels.fill_between_slices()
+    assert not labels.array[1:3].any()
 
 
 def test_a_ring_that_moves_by_more_than_its_thickness_stays_a_ring():
