@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import HeldOutError, SegviewError
-from ..ml.data import case_names, fixed_split, folder_dataset
+from ..ml.data import SPLITS_FILE, case_names, fixed_split, folder_dataset
 from ..ml.train import TrainConfig, finetune_values, train
 
 MODELS_FOLDER = "models"
@@ -81,7 +81,7 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
         raise
     except HeldOutError as exc:  # the person is asked to edit the split: it must be there
         fixed_split(folder, names)
-        raise FineTuneError(str(exc)) from exc
+        raise FineTuneError(f"{exc} ({folder / SPLITS_FILE})") from exc
     except SegviewError as exc:
         raise FineTuneError(str(exc)) from exc
     finally:

@@ -258,6 +258,8 @@ def test_a_refusal_that_asks_for_the_split_to_be_edited_writes_it(tmp_path):
         fine_tune(folder, make_checkpoint(tmp_path / "ce.safetensors", 3), device="cpu")
     assert json.loads((folder / "splits.json").read_text())[0]["val"] == held_out
     assert not (folder / "models").exists()
+    with pytest.raises(FineTuneError, match=f"in splits.json \\({folder / 'splits.json'}\\)"):
+        fine_tune(folder, make_checkpoint(tmp_path / "ce.safetensors", 3), device="cpu")
 
 
 def test_an_epoch_of_few_slices_draws_them_again_up_to_its_least_steps():
