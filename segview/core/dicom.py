@@ -509,7 +509,7 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
         volume.array = array = array.astype(np.float32)
         _read_pixels([frames[z] for z in overflowed], array, None, 0, 0, None, [*overflowed])
     if not grid.regular:
-        final, interpolated = _regular_volume(array, grid, warnings)
+        final, interpolated = _regular_volume(array, grid, warnings, [_frame_name(f) for f in frames])
         final.modality, final.meta = volume.modality, volume.meta
         final.meta["resampled"] = True  # its slices are no longer the source images one to one
         if interpolated:  # so a viewer can mark them
@@ -1058,14 +1058,15 @@ def _refuse_shared_positions(frames: list[_Frame], along: np.ndarray, gaps: np.n
         "diffusion directions). Export one phase or echo as its own series.")
 
 
-def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> tuple[Volume, list[int]]:
+def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str],
+                    names: list[str]) -> tuple[Volume, list[int]]:
     """A Volume from slices of an irregular grid: gaps and uneven spacing filled by
     interpolation, a tilted stack resampled perpendicular to its slices; and the indices of
     the slices interpolated (none listed when tilted: every slice is resampled then)."""
     spacing = grid.spacing
     interpolated: list[int] = []
     if grid.uneven and grid.along is not None:
-        stack, _, gap, interpolated = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings)
+        stack, _, gap, interpolated = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings, names)
         spacing = (spacing[0], spacing[1], gap * grid.stretch)
     volume = _volume(stack, spacing, grid.origin, grid.direction)
     if grid.tilted:
@@ -1076,8 +1077,8 @@ def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str]) -> tupl
     return volume, interpolated
 
 
-def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
-                        warnings: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
+def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, warnings: list[str],
+                        names: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
     """Slices on a regular grid along the normal; missing or unevenly spaced slices are
     filled by linear interpolation between their neighbours, with a warning. Also returns
     the indices of the slices that were interpolated (no acquired slice there)."""
@@ -1085,7 +1086,7 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray,
     multiples = gaps / median
     if np.all(np.abs(multiples - np.round(multiples)) <= SPACING_TOLERANCE):
         missing = int(np.sum(np.round(multiples) - 1))
-        where = ", ".join(f"after {along[i]:.1f} mm" for i in np.flatnonzero(np.round(multiples) > 1)[:5])
+        where = ", ".join(f"after {names[i]} at {along[i]:.1f} mm" for i in np.flatnonzero(np.round(multiples) > 1)[:5])
         # Each acquired slice keeps its place on the grid, however its position was rounded.
         steps = np.concatenate([[0], np.cumsum(np.round(multiples))])
         gap = float((along[-1] - along[0]) / steps[-1])

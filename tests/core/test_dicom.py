@@ -73,7 +73,7 @@ def test_a_missing_slice_is_interpolated_and_reported(tmp_path, lung):
     volume = load_volume(tmp_path)
     assert volume.shape == lung.shape
     np.testing.assert_allclose(volume.spacing, lung.spacing, atol=1e-4)
-    assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
+    assert any("1 slice(s) missing (after IM00010.dcm at" in w for w in volume.meta["warnings"])
     assert volume.meta["interpolated_slices"] == [10]  # so the viewer can mark it
     np.testing.assert_array_equal(volume.array[:10], lung.array[:10])
     np.testing.assert_array_equal(volume.array[11:], lung.array[11:])
