@@ -5,6 +5,7 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
     {
       "format": "segview-review-state", "version": 1,
       "image_key": "<digest of the image's voxels and grid (core.journal.image_key)>",
+      "labels": "case.nii.gz",           # the label file it was saved with
       "slices": Z,                       # number of z planes of the label volume
       "reviewed": [                      # one entry per reviewed slice
         {"z": 12, "slice": 13, "by": "jdoe", "at": "2026-11-21T15:30:02+00:00"}
@@ -13,8 +14,9 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
 
 ``z`` is the 0-based array index, ``slice`` the 1-based number the window shows. Keys
 this version does not know are kept when the file is written again (``ReviewState.extra``).
-A sidecar that belongs to another image (its ``image_key`` or slice count differs) is not
-applied: its review marks would lie about these slices.
+A sidecar that belongs to another image (its ``image_key`` or slice count differs), or to
+another label file beside it (``case.nrrd`` saved after ``case.nii.gz``: the two share one
+sidecar), is not applied: its review marks would lie about these slices.
 
 Keys a dataset worklist (``segview.session.worklist``) adds, all optional:
 
@@ -64,10 +66,11 @@ class ReviewState:
     def empty(cls, slices: int) -> ReviewState:
         return cls(np.zeros(slices, bool))
 
-    def to_json(self, image_key: str) -> str:
+    def to_json(self, image_key: str, labels_name: str | None = None) -> str:
         entries = [{"z": int(z), "slice": int(z) + 1, **self.marks.get(int(z), {})}
                    for z in np.flatnonzero(self.reviewed)]
         document = dict(self.extra, format=FORMAT, version=VERSION, image_key=image_key,
+                        **({"labels": labels_name} if labels_name else {}),
                         slices=len(self.reviewed), reviewed=entries)
         return json.dumps(document, indent=1)
 
@@ -92,7 +95,7 @@ def now() -> str:
 
 def save_review_state(labels_path, state: ReviewState, image_key: str) -> Path:
     """Write the sidecar of ``labels_path`` atomically. Raises OSError when it cannot."""
-    return atomic_write_text(review_path(labels_path), state.to_json(image_key))
+    return atomic_write_text(review_path(labels_path), state.to_json(image_key, Path(labels_path).name))
 
 
 def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewState, str | None]:
@@ -108,12 +111,16 @@ def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewS
             raise ValueError("not a segview review state")
         entries = document["reviewed"]
         extra = {k: v for k, v in document.items()
-                 if k not in ("format", "version", "image_key", "slices", "reviewed")}
+                 if k not in ("format", "version", "image_key", "slices", "reviewed", "labels")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VolumeLoadError(f"The review state {path.name} could not be read ({exc}).") from exc
     if document.get("slices", slices) != slices or document.get("image_key") not in (None, image_key):
         return ReviewState.empty(slices), (f"{path.name} records the review of another image; "
                                            "no slice is marked reviewed.")
+    owner = document.get("labels")
+    if isinstance(owner, str) and owner != Path(labels_path).name and (path.parent / owner).exists():
+        return ReviewState.empty(slices), (f"{path.name} records the review of {owner}, saved beside this "
+                                           "file; no slice is marked reviewed.")
     state = ReviewState(np.zeros(slices, bool), extra=extra)
     for entry in entries:
         z = int(entry["z"])

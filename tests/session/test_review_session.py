@@ -163,6 +163,25 @@ def test_a_sidecar_of_another_image_marks_nothing(tmp_path):
     assert not reopened.reviewed.any() and "another image" in " ".join(reopened.warnings)
 
 
+def test_the_marks_of_another_label_file_beside_it_are_not_taken(tmp_path):
+    """case.nii.gz and case.nrrd share case.review.json: the marks saved with the .nrrd,
+    after more review, were shown on the older .nii.gz's slices."""
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(volume, labels=labels)
+    session.mark_reviewed(0)
+    older = session.save(tmp_path / "case.nii.gz")
+    session.mark_reviewed(3)
+    newer = session.save(tmp_path / "case.nrrd")
+    assert review_path(older) == review_path(newer)
+    assert json.loads(review_path(newer).read_text())["labels"] == "case.nrrd"
+    reopened = ReviewSession.open(volume, labels=older)
+    assert not reopened.reviewed.any() and "records the review of case.nrrd" in " ".join(reopened.warnings)
+    assert ReviewSession.open(volume, labels=newer).reviewed.tolist() == [True, False, False, True, False, False]
+    newer.rename(tmp_path / "renamed.nrrd")  # the file it names is gone: a pair renamed keeps its marks
+    review_path(newer).rename(review_path(tmp_path / "renamed.nrrd"))
+    assert ReviewSession.open(volume, labels=tmp_path / "renamed.nrrd").reviewed.sum() == 2
+
+
 def test_opening_labels_after_a_restricted_stroke_loads_every_voxel(tmp_path):
     # The defect: "paint over background only" and an intensity range leaked into loading.
     volume, labels = tiny_case(0)
