@@ -462,12 +462,12 @@ class LabelMap:
         shape-based interpolation: each class's signed distance map is blended linearly
         along z, and a voxel takes the class whose interpolated shape contains it. A class
         whose regions on the two slices do not overlap, or that is one piece on each (a
-        disc, a crescent, the myocardium's ring), is aligned first when it may be one object
-        that moved (``_one_object``), as ITK's morphological
-        contour interpolation aligns disjoint regions: the shapes are blended centroid on
-        centroid and each result placed on the line between the two centroids. Unaligned,
-        two disjoint shapes blend to nothing, and a ring that moves by more than its
-        thickness breaks into pieces. A shape with holes is blended as its outline and its
+        disc, a crescent, the myocardium's ring), is aligned first when it may be one
+        object that moved (``_one_object``), as ITK's morphological contour interpolation
+        aligns disjoint regions: the shapes are blended centroid on centroid and each
+        result placed on the line between the two centroids. Unaligned, two disjoint shapes
+        blend to nothing, and a ring that moves by more than its thickness breaks into
+        pieces. A shape with holes is blended as its outline and its
         holes (``_blend``). Where a class on both slices still blends to nothing (a thin
         crescent and a small blob), the nearer slice's shape is taken: a class labelled on
         both sides is never left out. Classes that touch on both slices (the myocardium
