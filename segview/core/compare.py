@@ -15,7 +15,7 @@ import numpy as np
 from .classes import MODEL_COLORS
 from .io import replace_atomically
 from .live import LiveMetrics
-from .report import csv_cell, number_text, write_csv
+from .report import counted, csv_cell, number_text, write_csv
 from .measures import class_volumes_ml
 from .metrics import SURFACE_DICE_TOLERANCE_MM, reviewed_surface_scores
 
@@ -138,8 +138,8 @@ def small_sample_note(pairs: int, unit: str = "cases", differing: int | None = N
     if differing >= MIN_PAIRS:
         return ""
     if pairs < 2:
-        one = unit[:-1] if pairs == 1 and unit.endswith("s") else unit  # "1 paired case"
-        return f"{pairs} paired {one}: no test and no interval are possible; this is no verdict."
+        said = counted(pairs, f"paired {unit.removesuffix('s')}", f"paired {unit}")  # "1 paired case"
+        return f"{said}: no test and no interval are possible; this is no verdict."
     if differing == 0:
         return f"A and B score the same on all {pairs} paired {unit}: there is no difference to test."
     which = f"{differing} of the {pairs} paired {unit} differ (the test leaves out ties)" if differing < pairs \
