@@ -50,17 +50,22 @@ class DicomSegError(SegviewError):
 
 def export_reason(volume: Volume) -> str | None:
     """Why ``volume``'s labels cannot become a DICOM SEG, or None when they can."""
+    problem = _seg_problem(volume)
+    return None if problem is None else f"{problem}: save the labels as NIfTI or NRRD instead."
+
+
+def _seg_problem(volume: Volume) -> str | None:
+    """Why a SEG cannot lie on ``volume``'s slices (written or read), or None: it needs the
+    source DICOM images, placed, one to one with the slices."""
     if volume.meta.get("source_format") != "dicom" or not volume.meta.get("source_files"):
-        return "DICOM SEG needs an image loaded from DICOM (this one is not)."
+        return "A DICOM SEG needs an image loaded from DICOM (this one is not)"
     first = pydicom.dcmread(str(volume.meta["source_files"][0]), stop_before_pixels=True,
                             specific_tags=["ImagePositionPatient", "PerFrameFunctionalGroupsSequence"])
     if "ImagePositionPatient" not in first and "PerFrameFunctionalGroupsSequence" not in first:
-        return ("The DICOM images carry no patient position, so a SEG cannot say where its frames lie; "
-                "save the labels as NIfTI or NRRD instead.")
+        return "The DICOM images carry no patient position, so a SEG cannot say where its frames lie"
     if volume.meta.get("resampled") or len(volume.meta["source_files"]) != volume.shape[0]:
         return ("The DICOM series was resampled (gantry tilt, missing or unevenly spaced slices) or is "
-                "multi-frame, so its slices are not the source images one to one; save the labels as NIfTI "
-                "or NRRD instead.")
+                "multi-frame, so its slices are not the source images one to one")
     return None
 
 
@@ -130,10 +135,9 @@ def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]
     Frames go to the slices of the source images they reference. Raises DicomSegError for a
     SEG of another series, one whose segments overlap (named: a label volume cannot hold
     them) or more than 255 segments."""
-    reason = export_reason(volume)  # the same one-to-one slices are needed to read one back
-    if reason:
-        raise DicomSegError(reason.replace("DICOM SEG needs", "Reading a DICOM SEG needs")
-                            .replace("save the labels as NIfTI or NRRD instead", "a SEG cannot be read onto it"))
+    problem = _seg_problem(volume)  # the same one-to-one slices are needed to read one back
+    if problem:
+        raise DicomSegError(f"{problem}: a SEG cannot be read onto it.")
     try:
         seg = hd.seg.segread(str(path))
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file
