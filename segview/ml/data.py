@@ -280,6 +280,12 @@ def split_cases(names: list[str], validation_fraction: float, seed: int) -> tupl
 
 # -- intensities ------------------------------------------------------------------------
 
+def network_flips(volume: Volume, orientation: str) -> tuple[bool, bool]:
+    """The flips a network that learnt slices in ``orientation`` ("display" or "stored":
+    ``ml.checkpoint.slice_orientation``) sees ``volume``'s slices with."""
+    return volume.network_flips() if orientation == "display" else (False, False)
+
+
 def flip_in_plane(array: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
     """``array`` (..., Y, X) with its rows and/or columns reversed (``Volume.network_flips``):
     a view, no copy; applied twice it gives ``array`` back."""
@@ -366,7 +372,7 @@ def slice_tensors(cases: list[Case], normalization: dict, size: int, orientation
         if progress:
             progress(n, len(cases), case.name)
         chosen = slice(None) if case.slices is None else case.slices
-        flips = case.volume.network_flips() if orientation == "display" else (False, False)
+        flips = network_flips(case.volume, orientation)
         array = flip_in_plane(normalize(case.volume.array, normalization)[chosen], flips)
         truth = flip_in_plane(case.labels[chosen], flips).astype(np.int64)
         images.append(to_network(torch.from_numpy(np.ascontiguousarray(array))[:, None], size))

@@ -22,7 +22,7 @@ import torch
 
 from ..core.volume import Volume
 from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint, slice_orientation
-from .data import flip_in_plane, from_network, normalize, to_network
+from .data import flip_in_plane, from_network, network_flips, normalize, to_network
 
 
 def best_device() -> torch.device:
@@ -152,7 +152,7 @@ class Predictor:
 
     def prepare(self, volume: Volume) -> PreparedVolume:
         """The whole volume normalised and turned for the network, for ``predict_slices``."""
-        flips = volume.network_flips() if self.orientation == "display" else (False, False)
+        flips = network_flips(volume, self.orientation)
         return PreparedVolume(flip_in_plane(normalize(volume.array, self.normalization), flips), flips)
 
     def predict_slices(self, prepared: PreparedVolume, indices: Iterable[int],
