@@ -123,7 +123,7 @@ class Volume:
         """The radiological view transform for this volume's direction cosines."""
         return DisplayOrientation(self.direction_matrix)
 
-    def network_flips(self) -> tuple[bool, bool]:
+    def display_flips(self) -> tuple[bool, bool]:
         """(flip rows, flip columns) that show an acquired slice to segview's networks as the
         window shows it (radiological convention: patient Right on the left, Anterior or
         Superior at the top), short of a transpose. One scan stored mirrored or turned

@@ -147,7 +147,7 @@ def architecture_class(name: str) -> type[torch.nn.Module] | None:
 
 
 #: How a network sees a slice (``preprocessing.orientation``): "display" turned as the window
-#: shows it (``Volume.network_flips``), "stored" as its file stores it.
+#: shows it (``Volume.display_flips``), "stored" as its file stores it.
 ORIENTATIONS = ("display", "stored")
 
 

@@ -283,11 +283,11 @@ def split_cases(names: list[str], validation_fraction: float, seed: int) -> tupl
 def network_flips(volume: Volume, orientation: str) -> tuple[bool, bool]:
     """The flips a network that learnt slices in ``orientation`` ("display" or "stored":
     ``ml.checkpoint.slice_orientation``) sees ``volume``'s slices with."""
-    return volume.network_flips() if orientation == "display" else (False, False)
+    return volume.display_flips() if orientation == "display" else (False, False)
 
 
 def flip_in_plane(array: np.ndarray, flips: tuple[bool, bool]) -> np.ndarray:
-    """``array`` (..., Y, X) with its rows and/or columns reversed (``Volume.network_flips``):
+    """``array`` (..., Y, X) with its rows and/or columns reversed (``Volume.display_flips``):
     a view, no copy; applied twice it gives ``array`` back."""
     rows, cols = flips
     return array[..., ::-1 if rows else 1, ::-1 if cols else 1]

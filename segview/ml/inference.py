@@ -51,7 +51,7 @@ class SlicePrediction:
 @dataclass
 class PreparedVolume:
     """A volume as the network sees it: normalised once (percentiles are per volume) and
-    turned by ``flips`` (``Volume.network_flips``, for a checkpoint whose slice orientation
+    turned by ``flips`` (``Volume.display_flips``, for a checkpoint whose slice orientation
     is "display"), which the predictions are turned back by."""
     slices: np.ndarray          # (Z, Y, X) float32
     flips: tuple[bool, bool]

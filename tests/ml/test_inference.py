@@ -89,11 +89,11 @@ def stored_flipped(volume: Volume, rows: bool, cols: bool) -> Volume:
 
 def test_network_orientation_of_the_usual_storages():
     lps = Volume(np.zeros((2, 3, 4)), (1, 1, 1))  # DICOM's axial: i to the Left, j Posterior
-    assert lps.network_flips() == (False, False)
-    assert stored_flipped(lps, True, True).network_flips() == (True, True)  # RAS (nibabel's canonical)
-    assert stored_flipped(lps, True, False).network_flips() == (True, False)  # LAS (FSL)
+    assert lps.display_flips() == (False, False)
+    assert stored_flipped(lps, True, True).display_flips() == (True, True)  # RAS (nibabel's canonical)
+    assert stored_flipped(lps, True, False).display_flips() == (True, False)  # LAS (FSL)
     head_to_feet = Volume(np.zeros((2, 3, 4)), (1, 1, 1), direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
-    assert head_to_feet.network_flips() == (False, False)  # the slice order is no mirror
+    assert head_to_feet.display_flips() == (False, False)  # the slice order is no mirror
 
 
 @pytest.mark.parametrize("task", ["cardiac", "lung"])
