@@ -504,6 +504,32 @@ def test_train_interactive_refuses_what_does_not_go_with_it(tmp_path, capsys, ar
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("axis", [1, 2])
+def test_a_mirrored_slice_is_corrected_as_the_mirror_image(tmp_path, axis):
+    """The four flips are a group: a scan stored with its rows (or columns) reversed gets
+    the mirrored answer, click for click, where the crops are mirror images (here the whole
+    slice: a smaller crop may sit a pixel off its mirror, as an integer box around a centre
+    must round one way)."""
+    model = ClickModel.from_checkpoint(_interactive_checkpoint(tmp_path / "clicks.safetensors", seed=5),
+                                       runtime="torch")
+    volume = np.random.default_rng(3).normal(size=(3, 60, 60)).astype(np.float32)
+    mask = np.zeros((60, 60), bool)
+    mask[18:40, 12:35] = True
+    clicks = [Click(25, 40), Click(30, 20, positive=False)]
+    size = volume.shape[axis]
+    model.focus_size = None  # the whole slice for the second click too
+
+    def mirrored(c):
+        return Click(size - 1 - c.y, c.x, c.positive) if axis == 1 else Click(c.y, size - 1 - c.x, c.positive)
+
+    for n in (1, 2):  # the first click (the structure clicked) and a further one (the merge)
+        box, answer = model.refine(volume, 1, mask, clicks[:n])
+        mirror_box, mirror_answer = model.refine(np.flip(volume, axis).copy(), 1, np.flip(mask, axis - 1).copy(),
+                                                 [mirrored(c) for c in clicks[:n]])
+        assert box == mirror_box == (slice(0, 60), slice(0, 60))
+        assert (np.flip(mirror_answer, axis - 1) != answer).sum() == 0
+
+
 def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
     path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=5)
     model = ClickModel.from_checkpoint(path, runtime="torch")
@@ -513,7 +539,7 @@ def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
     clicks = [Click(30, 42)]
     box, x = prepare(volume, 1, mask, clicks, model.preprocessing)
     with torch.no_grad():  # by hand: each mirror image through the network, mirrored back
-        logits = sum(torch.flip(model.model(torch.flip(x, dims)), dims) for dims in ([], [3], [2])) / 3
+        logits = sum(torch.flip(model.model(torch.flip(x, dims)), dims) for dims in ([], [3], [2], [2, 3])) / 4
     expected = resize_bilinear((logits[0, 1] - logits[0, 0]).numpy(), mask[box].shape) > 0
     refined_box, refined = model.refine(volume, 1, mask, clicks, merge=False)  # the network's whole answer
     assert refined_box == box
