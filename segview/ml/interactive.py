@@ -421,7 +421,7 @@ def mirrored_logits(network, x: torch.Tensor) -> torch.Tensor:
     time (the README's latency)."""
     flips: tuple[list[int], ...] = ([], [3], [2], [2, 3])
     out = network(torch.cat([torch.flip(x, dims) for dims in flips]))
-    return sum(torch.flip(out[n:n + 1], dims) for n, dims in enumerate(flips)) / len(flips)
+    return torch.stack([torch.flip(out[n:n + 1], dims) for n, dims in enumerate(flips)]).mean(dim=0)
 
 
 def check_interactive(meta: dict, name: str) -> None:
