@@ -99,8 +99,7 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
     ``mask`` (H, W) bool near a click (the click inside the region's box grown by ``margin``
     of its side, at least 2 pixels, on each side: a click just beside a region, where it
     was missed, brings the region in), grown by ``margin`` of its side on each side, at
-    least ``min_size`` (one more on an axis where that centres it exactly), clipped to
-    ``shape``. Clicks must lie inside ``shape``. ``boxes``:
+    least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``. ``boxes``:
     ``region_boxes(mask)``, where the caller has them."""
     points = np.array([(c.y, c.x) for c in clicks], float).reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
@@ -115,14 +114,12 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
     side = max(float((high - low).max()) + 1, 1.0)
     side = max(side * (1 + 2 * margin), float(min_size))
     side = min(side, float(max(shape)))
+    centre = (low + high) / 2
     box = []
     for axis in range(2):
-        # A side of the parity of low + high + 1 centres the box exactly on the pixels it
-        # spans, with no rounding: a mirrored slice gets the mirrored box (and answer).
-        width = int(side) + (int(side) - int(low[axis] + high[axis]) - 1) % 2
-        start = int(low[axis] + high[axis] + 1 - width) // 2
-        start = min(max(start, 0), max(shape[axis] - width, 0))
-        box.append(slice(start, min(start + width, shape[axis])))
+        start = int(round(centre[axis] - side / 2))
+        start = min(max(start, 0), max(shape[axis] - int(side), 0))
+        box.append(slice(start, min(start + int(side), shape[axis])))
     return box[0], box[1]
 
 

@@ -99,16 +99,16 @@ def _region(shape, rows, cols):
 
 
 @pytest.mark.parametrize("shape, clicks, region, expected", [
-    # one click, nothing around: the minimum side (96; 97, an odd side, centres it on one pixel)
-    ((256, 256), [(100, 150)], None, ((52, 149), (102, 199))),
+    # one click, nothing around: the minimum side (96) centred on it
+    ((256, 256), [(100, 150)], None, ((52, 148), (102, 198))),
     # near the image's corner: shifted inside, never cut
-    ((256, 256), [(5, 250)], None, ((0, 97), (159, 256))),
+    ((256, 256), [(5, 250)], None, ((0, 96), (160, 256))),
     # a click inside an 80 x 40 region: its box, 80 * 1.8 = 144 on a side, centred on it
     ((256, 256), [(60, 70)], ((50, 129), (60, 99)), ((18, 162), (8, 152))),
     # a click just beside the region (within 40 % of its side) brings it in
-    ((256, 256), [(60, 105)], ((50, 129), (60, 99)), ((18, 162), (11, 155))),
+    ((256, 256), [(60, 105)], ((50, 129), (60, 99)), ((18, 162), (10, 154))),
     # a click far from it leaves it out
-    ((256, 256), [(200, 220)], ((50, 129), (60, 99)), ((152, 249), (159, 256))),
+    ((256, 256), [(200, 220)], ((50, 129), (60, 99)), ((152, 248), (160, 256))),
     # an image smaller than the minimum: all of it
     ((24, 24), [(3, 4)], None, ((0, 24), (0, 24))),
     # two clicks 120 apart: 121 * 1.8 = 217.8 on a side, clipped to the image
@@ -127,7 +127,7 @@ def test_the_crop_follows_the_last_click_and_draws_the_earlier_ones_inside_it():
     mask = np.zeros((256, 256), bool)
     first, last = Click(40, 40), Click(200, 200, False)
     box, x = prepare(volume, 1, mask, [first, last])
-    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 249), (152, 249))
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 248), (152, 248))
     assert x[0, 4].max() == 0 and x[0, 5].sum() > 0  # the first click is far outside: not drawn
     near = Click(180, 190)
     box, x = prepare(volume, 1, mask, [near, last])
@@ -140,18 +140,18 @@ def test_the_crop_follows_the_last_click_and_draws_the_earlier_ones_inside_it():
 
 def test_a_further_click_zooms_in_on_the_region_it_corrects_but_not_on_a_missed_one():
     volume = np.zeros((3, 256, 256), np.float32)
-    mask = _region((256, 256), (100, 110), (100, 112))  # 11 x 13, its box grown: 19.8 x 23.4
+    mask = _region((256, 256), (100, 110), (100, 112))  # 10 x 12, its box grown: 18 x 21.6
     first, edge = Click(105, 106), Click(110, 106, False)
     box, _ = prepare(volume, 1, mask, [first, edge], focus_size=48)
-    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((81, 130), (82, 131))
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((81, 129), (82, 130))
     # the first click of an interaction, and a click with no focus, see the whole box
     assert prepare(volume, 1, mask, [edge], focus_size=48)[0] == prepare(volume, 1, mask, [first, edge])[0]
-    assert prepare(volume, 1, mask, [edge])[0][0] == slice(57, 154)
+    assert prepare(volume, 1, mask, [edge])[0][0] == slice(57, 153)
     # a click on a lesion the mask missed, far from it: the 48-pixel box holds none of the
     # mask, so the click sees the whole 96-pixel box around it
     missed = Click(200, 200)
     box, _ = prepare(volume, 1, mask, [first, missed], focus_size=48)
-    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 249), (152, 249))
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == ((152, 248), (152, 248))
 
 
 # -- clicks from errors ---------------------------------------------------------------------
@@ -506,47 +506,28 @@ def test_train_interactive_refuses_what_does_not_go_with_it(tmp_path, capsys, ar
 
 @pytest.mark.parametrize("axis", [1, 2])
 def test_a_mirrored_slice_is_corrected_as_the_mirror_image(tmp_path, axis):
-    """The four flips are a group and the crop is centred without rounding: a scan stored
-    with its rows (or columns) reversed gets the mirrored crop and answer, click for click,
-    at the first click (the structure clicked, a crop inside the slice) and a further one
-    (the focus crop, the merge)."""
+    """The four flips are a group: a scan stored with its rows (or columns) reversed gets
+    the mirrored answer, click for click, where the crops are mirror images (here the whole
+    slice: a smaller crop may sit a pixel off its mirror, as an integer box around a centre
+    must round one way)."""
     model = ClickModel.from_checkpoint(_interactive_checkpoint(tmp_path / "clicks.safetensors", seed=5),
                                        runtime="torch")
-    volume = np.random.default_rng(3).normal(size=(3, 161, 150)).astype(np.float32)
-    mask = np.zeros((161, 150), bool)
-    mask[58:80, 52:75] = True
-    clicks = [Click(65, 80), Click(70, 60, positive=False)]
+    volume = np.random.default_rng(3).normal(size=(3, 60, 60)).astype(np.float32)
+    mask = np.zeros((60, 60), bool)
+    mask[18:40, 12:35] = True
+    clicks = [Click(25, 40), Click(30, 20, positive=False)]
     size = volume.shape[axis]
+    model.focus_size = None  # the whole slice for the second click too
 
     def mirrored(c):
         return Click(size - 1 - c.y, c.x, c.positive) if axis == 1 else Click(c.y, size - 1 - c.x, c.positive)
 
-    def mirrored_box(box):
-        flipped = box[axis - 1]
-        box = list(box)
-        box[axis - 1] = slice(size - flipped.stop, size - flipped.start)
-        return tuple(box)
-
-    for n in (1, 2):
+    for n in (1, 2):  # the first click (the structure clicked) and a further one (the merge)
         box, answer = model.refine(volume, 1, mask, clicks[:n])
         mirror_box, mirror_answer = model.refine(np.flip(volume, axis).copy(), 1, np.flip(mask, axis - 1).copy(),
                                                  [mirrored(c) for c in clicks[:n]])
-        assert box[0].stop - box[0].start < 161 and mirror_box == mirrored_box(box)
+        assert box == mirror_box == (slice(0, 60), slice(0, 60))
         assert (np.flip(mirror_answer, axis - 1) != answer).sum() == 0
-
-
-@pytest.mark.parametrize("low, high", [(40, 60), (40, 61), (0, 3), (140, 149)])
-def test_the_crop_is_centred_on_what_it_holds_without_rounding(low, high):
-    """The box's centre is the centre of the pixels it is around (an odd side around an
-    odd span, an even around an even), so its mirror image is the box of the mirrored
-    clicks; clipped to the slice at its edges."""
-    box = crop_box((150, 150), [Click(low, low), Click(high, high)], np.zeros((150, 150), bool), 0.4, 32)
-    rows = box[0]
-    mirror = crop_box((150, 150), [Click(149 - low, 149 - low), Click(149 - high, 149 - high)],
-                      np.zeros((150, 150), bool), 0.4, 32)[0]
-    assert (mirror.start, mirror.stop) == (150 - rows.stop, 150 - rows.start)
-    if 0 < rows.start and rows.stop < 150:  # not clipped: centred exactly
-        assert rows.start + rows.stop - 1 == low + high
 
 
 def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
