@@ -171,13 +171,15 @@ class Interaction:
         return bool(self.clicks)
 
     # -- the model ----------------------------------------------------------------------
-    def load_model(self, path) -> ClickModel:
-        """Use interactive checkpoint ``path`` from now on. Raises CheckpointError."""
+    def load_model(self, path=None) -> ClickModel:
+        """Use interactive checkpoint ``path`` (default: ``default_click_model()``) from now on.
+        Raises CheckpointError."""
         from ..ml.interactive import ClickModel
 
+        path = default_click_model() if path is None else Path(path)
         with self._loading:
             self._model = ClickModel.from_checkpoint(path)
-            self.model_path = Path(path)
+            self.model_path = path
         return self._model
 
     @property

@@ -989,9 +989,9 @@ class ReviewSession:
         """The next click starts a new interaction (so does another class, slice or plane)."""
         self.interaction.end()
 
-    def load_click_model(self, path) -> None:
-        """Correct clicks with interactive checkpoint ``path`` (default: the shipped one,
-        or ``SEGVIEW_CLICK_MODEL``). Raises CheckpointError."""
+    def load_click_model(self, path=None) -> None:
+        """Correct clicks with interactive checkpoint ``path`` (default: ``SEGVIEW_CLICK_MODEL``
+        when set, else the shipped one). Raises CheckpointError."""
         self.interaction.load_model(path)
 
     def scores(self, slot: str, reviewed_only: bool = True) -> Scores:

@@ -22,6 +22,7 @@ import torch
 from segview.core.classes import named_classes
 from segview.core.io import save_volume
 from segview.core.labels import OverwritePolicy
+from segview.resources import CLICK_MODEL
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, save_checkpoint
 from segview.ml.interactive import PREPROCESSING, ClickModel
 from segview.ml.unet import UNet
@@ -357,6 +358,17 @@ def test_without_a_click_model_the_session_works_and_a_click_says_so(monkeypatch
     assert session.labels.array[2].tolist() == labels[2].tolist()
     session.save(tmp_path / "labels.nii.gz")
     session.close()
+
+
+def test_loading_no_path_loads_the_default_click_model(tmp_path, monkeypatch, checkpoints):
+    session, _ = open_case()
+    monkeypatch.setenv(ENVIRONMENT, str(checkpoints["A"]))
+    with pytest.raises(CheckpointError, match="segmentation checkpoint"):
+        session.load_click_model()
+    monkeypatch.delenv(ENVIRONMENT)
+    session.load_click_model()
+    assert session.interaction.model_path == CLICK_MODEL
+    session.close(discard=True)
 
 
 def test_a_segmentation_checkpoint_is_no_click_model(tmp_path, checkpoints):
