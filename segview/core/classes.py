@@ -72,6 +72,21 @@ def generic_classes(labels: np.ndarray | None) -> list[LabelClass]:
     return [LabelClass(v, f"label {v}", default_color(v)) for v in range(1, top + 1)]
 
 
+def completed_classes(classes: list[LabelClass], labels: np.ndarray) -> tuple[list[LabelClass], list[int]]:
+    """``classes`` (a label file's table) with a generic class ("label N") for every value
+    the ``labels`` hold that it does not name, and "label 1" when it names no class but
+    background: a value without a class would be shown, measured and chosen by nobody.
+    Returns (the table, the values added); an empty table stays empty (the session then
+    takes a model's names, else generic ones)."""
+    if not classes:
+        return [], []
+    named = {c.value for c in classes}
+    held = np.flatnonzero(np.bincount(labels.ravel(), minlength=2)) if labels.size else np.array([], int)
+    missing = sorted({int(v) for v in held if v and v not in named} | ({1} if named <= {0} else set()))
+    added = [LabelClass(v, f"label {v}", default_color(v)) for v in missing]
+    return sorted(classes + added, key=lambda c: c.value), missing
+
+
 def is_placeholder(label_class: LabelClass) -> bool:
     """Whether ``label_class`` bears the name ``generic_classes`` gives a class nobody named
     ("label 3" for value 3): a model's name for its value may take its place."""

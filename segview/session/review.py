@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from ..core.classes import LabelClass, generic_classes, is_placeholder, merged_classes
+from ..core.classes import LabelClass, completed_classes, generic_classes, is_placeholder, merged_classes
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
@@ -144,7 +144,19 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
                               "most 255 classes.")
     review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
-    return LabelFile(path, np.ascontiguousarray(array), load_classes(path), review, warning)
+    classes, unnamed = completed_classes(load_classes(path), array)
+    if unnamed:
+        values = ", ".join(str(v) for v in unnamed)
+        note = f"The class table of {path.name} names no class {values}: shown as \"label N\" until named."
+        warning = f"{warning} {note}" if warning else note
+    return LabelFile(path, np.ascontiguousarray(array), classes, review, warning)
+
+
+def _named_by(table: list[LabelClass], declared: list[LabelClass]) -> list[LabelClass]:
+    """``table`` with each class under a generic name ("label 3": ``completed_classes``'s,
+    or saved before anyone named it) taking the ``declared`` class of its value, if any."""
+    named = {c.value: c for c in declared}
+    return [named.get(c.value, c) if is_placeholder(c) else c for c in table]
 
 
 @dataclass
@@ -405,7 +417,8 @@ class ReviewSession:
         self._held_file: Path | None = None  # the file ``hold_labels_file`` locked: the lock follows it
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
-        self._classes = list((label_file.classes if label_file else []) or classes or []) or None
+        self._classes = _named_by(list((label_file.classes if label_file else []) or classes or []),
+                                  classes or []) or None
         self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
         self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
@@ -563,8 +576,7 @@ class ReviewSession:
         if model is None:
             return self._classes or generic_classes(self.labels.array)
         if self._classes and not all(is_placeholder(c) for c in self._classes):
-            named = {c.value: c for c in model.classes}
-            return [named.get(c.value, c) if is_placeholder(c) else c for c in self._classes]
+            return _named_by(self._classes, model.classes)
         return merged_classes(model.classes, self._classes or [])
 
     @property

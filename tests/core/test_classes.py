@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from segview.core.classes import DEFAULT_COLORS, DISTINCT, MODEL_COLORS, color_difference
+from segview.core.classes import DEFAULT_COLORS, DISTINCT, MODEL_COLORS, LabelClass, color_difference, completed_classes
 from segview.core.phantoms import make_phantom
 
 
@@ -33,3 +33,21 @@ def test_every_class_colour_is_far_from_both_model_colours(palette):
 
 def test_the_two_model_colours_are_far_apart():
     assert float(deltaE_ciede2000(lab(MODEL_COLORS["A"]), lab(MODEL_COLORS["B"]))) >= 2 * DISTINCT
+
+
+def test_a_class_table_gets_a_generic_class_for_each_value_it_does_not_name():
+    labels = np.zeros((2, 4, 4), np.uint8)
+    labels[0, 0, :3] = (1, 3, 5)
+    table = [LabelClass(0, "background", (0, 0, 0)), LabelClass(3, "tumour", (9, 9, 9))]
+    completed, added = completed_classes(table, labels)
+    assert added == [1, 5]
+    assert [(c.value, c.name) for c in completed] == [(0, "background"), (1, "label 1"), (3, "tumour"), (5, "label 5")]
+    assert completed[1].color == DEFAULT_COLORS[0]
+
+
+def test_a_table_of_background_alone_gets_a_class_to_paint_with_and_no_table_stays_none():
+    empty = np.zeros((1, 2, 2), np.uint8)
+    assert completed_classes([LabelClass(0, "background", (0, 0, 0))], empty)[1] == [1]
+    assert completed_classes([], np.ones((1, 2, 2), np.uint8)) == ([], [])
+    full = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "liver", (1, 2, 3))]
+    assert completed_classes(full, np.ones((1, 2, 2), np.uint8)) == (full, [])

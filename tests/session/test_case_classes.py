@@ -173,3 +173,23 @@ def test_an_old_journal_without_a_class_table_still_recovers_and_keeps_the_case_
     session.save()
     session.close()
     assert class_file(labels_path).read_bytes() == HAND_WRITTEN
+
+
+def test_a_class_file_that_misses_a_value_the_labels_hold_says_so_and_takes_the_datasets_name(tmp_path):
+    make_dataset(tmp_path / "ds", 1)  # dataset.json: background, organ, lesion
+    labels_path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    volume = load_volume(tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz")
+    assert {1, 2} <= set(np.unique(load_labels(labels_path, volume)))
+    without_two = [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                   {"value": 1, "name": "liver", "color": [200, 30, 200]}]
+    class_file(labels_path).write_text(json.dumps({"classes": without_two}))
+    read = read_label_file(labels_path, volume)
+    assert [(c.value, c.name) for c in read.classes] == [(0, "background"), (1, "liver"), (2, "label 2")]
+    assert "names no class 2" in read.warning
+    alone = ReviewSession.open(volume, labels_path)
+    assert [c.name for c in alone.classes] == ["background", "liver", "label 2"]
+    assert any("names no class 2" in w for w in alone.warnings)
+    alone.close(discard=True)
+    case = Worklist.open(tmp_path / "ds").session("case_000")
+    assert table(case.classes)[1:] == [(1, "liver", (200, 30, 200)), (2, "lesion", table(case.classes)[2][2])]
+    case.close(discard=True)
