@@ -146,8 +146,8 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
     classes, unnamed = completed_classes(load_classes(path), array)
     if unnamed:
-        values = ", ".join(str(v) for v in unnamed)
-        note = f"The class table of {path.name} names no class {values}: shown as \"label N\" until named."
+        values, names = ", ".join(str(v) for v in unnamed), ", ".join(f'"label {v}"' for v in unnamed)
+        note = f"The class table of {path.name} names no class for label value(s) {values}: shown as {names}."
         warning = f"{warning} {note}" if warning else note
     return LabelFile(path, np.ascontiguousarray(array), classes, review, warning)
 

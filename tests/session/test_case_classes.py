@@ -185,10 +185,10 @@ def test_a_class_file_that_misses_a_value_the_labels_hold_says_so_and_takes_the_
     class_file(labels_path).write_text(json.dumps({"classes": without_two}))
     read = read_label_file(labels_path, volume)
     assert [(c.value, c.name) for c in read.classes] == [(0, "background"), (1, "liver"), (2, "label 2")]
-    assert "names no class 2" in read.warning
+    assert "names no class for label value(s) 2: shown as \"label 2\"" in read.warning
     alone = ReviewSession.open(volume, labels_path)
     assert [c.name for c in alone.classes] == ["background", "liver", "label 2"]
-    assert any("names no class 2" in w for w in alone.warnings)
+    assert any("names no class for label value(s) 2: shown as \"label 2\"" in w for w in alone.warnings)
     alone.close(discard=True)
     case = Worklist.open(tmp_path / "ds").session("case_000")
     assert table(case.classes)[1:] == [(1, "liver", (200, 30, 200)), (2, "lesion", table(case.classes)[2][2])]
