@@ -123,7 +123,8 @@ class MeasuresHost(Chrome, Protocol):
 
 class WorklistHost(Chrome, Protocol):
     """The window as the worklist (and its fine-tuning job) drives it: the session on
-    screen, replaced, refreshed, saved; models loaded; where file dialogs start."""
+    screen, replaced, refreshed, saved, and its slice; models loaded; where file dialogs
+    start."""
 
     @property
     def session(self) -> ReviewSession | None: ...
@@ -139,6 +140,11 @@ class WorklistHost(Chrome, Protocol):
 
     @property
     def modified_changed(self) -> SignalInstance: ...
+
+    @property
+    def workspace(self) -> Workspace: ...
+
+    def current_slice(self) -> int: ...
 
     def start_folder(self) -> str: ...
 

@@ -35,7 +35,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QEvent, QObject, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
                                QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QTableWidget,
@@ -45,6 +45,7 @@ from ..core.report import number_text
 from ..core.errors import SegviewError
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
 from ..session.verdict import reviewed_verdict, write_dataset_report
+from ..session.case_files import held_by_another
 from ..session.worklist import OpenJob, Prefetch, working_status
 from .finetune_job import FineTuning
 from .host import EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION
@@ -232,6 +233,10 @@ class WorklistPanel(QWidget):
             self.open_requested.emit(str(item.data(NAME_ROLE)))
 
 
+#: How often a case held by another segview is checked for its release (ms).
+RELEASE_POLL_MS = 3000
+
+
 class WorklistController(QObject):
     """The worklist of a window: see the module docstring. Signals for tests and
     scripts: ``dataset_opened``, ``case_opened(name)`` (on screen), ``case_failed(message)``,
@@ -260,6 +265,12 @@ class WorklistController(QObject):
         self.saving: str | None = None                # the case Done or Flag is saving in a worker
         self._last_queue_case: str | None = None
         self.prefetch_enabled = True                  # open the next case in the background
+        # A case on screen read-only because another segview has it is read anew, on the
+        # slice shown, once that segview lets it go (``_watch_release``).
+        self.release_watch = QTimer(self)
+        self.release_watch.setInterval(RELEASE_POLL_MS)
+        self.release_watch.timeout.connect(self._check_release)
+        self._reopening: tuple[str, int] | None = None  # (case, slice) read anew on its release
         self.panel = WorklistPanel()
         self.dock = QDockWidget("Worklist", window.window())
         self.dock.setObjectName("worklist")
@@ -529,6 +540,26 @@ class WorklistController(QObject):
         self._run(job, done=lambda session: self._case_open(job, previous, session),
                   failed=lambda exc: self._case_failed(job, previous, exc), reports_progress=True)
 
+    def _watch_release(self) -> None:
+        """Watch the lock of the case on screen while another segview holds it."""
+        if self._held_elsewhere():
+            self.release_watch.start()
+        else:
+            self.release_watch.stop()
+
+    def _check_release(self) -> None:
+        """The case on screen, read-only while another segview held it, is read anew on the
+        slice shown once that segview has closed it (it was read-only here: nothing of this
+        window's is lost)."""
+        session = self._current()
+        if session is None or session.locked_by is None or session.labels_path is None:
+            return self.release_watch.stop()
+        if self.opening or self.saving or held_by_another(Path(session.labels_path)):
+            return
+        self.release_watch.stop()
+        self._reopening = (session.case.name, self.window.current_slice())
+        self.open_case(session.case.name)
+
     def _held_elsewhere(self) -> bool:
         """The case on screen opened read-only because another segview had it open."""
         session = self._current()
@@ -607,8 +638,15 @@ class WorklistController(QObject):
             return
         self._refresh_row(session.case.name)
         self.panel.select(session.case.name)
-        window.statusBar().showMessage(f"Opened {session.case.name}" + (" (read-only)" if session.read_only else ""),
-                                       4000)
+        said, shown_for = f"Opened {session.case.name}" + (" (read-only)" if session.read_only else ""), 4000
+        reopened, self._reopening = self._reopening, None
+        if reopened is not None and reopened[0] == session.case.name:
+            window.workspace.go_to_slice(min(reopened[1], session.volume.shape[0] - 1))
+            said, shown_for = (f"{session.case.name} was closed in the other segview: read again, with what it saved"
+                               + (", read-only still: another segview took it" if session.locked_by else
+                                  ", editable here")), 10000
+        window.statusBar().showMessage(said, shown_for)
+        self._watch_release()
         self.case_opened.emit(session.case.name)
         self._prefetch_next()
 

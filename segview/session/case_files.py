@@ -79,6 +79,15 @@ class CaseLock:
         self.file.close()
 
 
+def held_by_another(labels_path: Path) -> bool:
+    """Whether another session (of any process) holds the case whose labels are
+    ``labels_path``; the lock is taken and let go at once to find out."""
+    lock, holder = CaseLock.acquire(labels_path)
+    if lock is not None:
+        lock.release()
+    return holder is not None
+
+
 def _this_process() -> str:
     """How a lock file names this process (between the user and the time)."""
     return f" on {socket.gethostname()}, process {os.getpid()}, "

@@ -319,6 +319,33 @@ def test_a_read_only_case_saves_no_edits_it_has_not_and_opens_editable_once_the_
     assert status_cell(controller, "case_001").text() == "in progress"
 
 
+def test_a_read_only_case_is_read_again_on_its_slice_when_the_other_segview_closes_it(qtbot, window, dataset,
+                                                                                       dialogs):
+    other = Worklist.open(dataset).session("case_001")  # another segview has it
+    controller = open_dataset(qtbot, window, dataset)
+    controller.release_watch.setInterval(20)
+    open_case(qtbot, controller, "case_001")
+    assert controller.release_watch.isActive()
+    window.workspace.go_to_slice(3)
+    qtbot.wait(100)  # watched meanwhile: still held, nothing read again
+    assert window.session.read_only_reason is not None and window.current_slice() == 3
+    other.labels.array[3, 1:4, 1:4] = 1
+    other.save()
+    other.close()
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        pass
+    assert opened.args == ["case_001"]
+    assert window.session.read_only_reason is None and "read-only" not in window.windowTitle()
+    assert window.current_slice() == 3 and (window.session.labels.array[3, 1:4, 1:4] == 1).all()
+    assert window.tools.isEnabled() and status_cell(controller, "case_001").text() == "in progress"
+    assert "closed in the other segview" in window.statusBar().currentMessage()
+    assert not controller.release_watch.isActive()
+    # Its own lock now: a third segview finds the case held.
+    third = Worklist.open(dataset).session("case_001")
+    assert third.read_only_reason is not None
+    third.close()
+
+
 def test_a_case_file_opened_directly_while_the_worklist_has_it_is_read_only(qtbot, window, dataset, dialogs):
     """A tester opened labelsTr/<case>.nii.gz directly while a colleague had the case in the
     worklist: it was editable, and its save replaced the original labels without a backup."""
