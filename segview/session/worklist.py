@@ -523,7 +523,7 @@ class CaseSession(ReviewSession):
         self.case._locked_for = self if holder is not None else None
         if holder is not None:
             self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
-                                 "here, to look at; edit it once the other has closed it.")
+                                 "here, to look at; the window reads it again, editable, once the other has closed it.")
 
     def _add_cached_models(self, predictors: dict[str, object], stamp: str | None,
                            read: dict[str, np.ndarray | None]) -> None:
