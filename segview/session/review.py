@@ -146,10 +146,15 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
     classes, unnamed = completed_classes(load_classes(path), array)
     if unnamed:
-        values, names = ", ".join(str(v) for v in unnamed), ", ".join(f'"label {v}"' for v in unnamed)
-        note = f"The class table of {path.name} names no class for label value(s) {values}: shown as {names}."
+        note = _unnamed_note(f"The class table of {path.name}", unnamed)
         warning = f"{warning} {note}" if warning else note
     return LabelFile(path, np.ascontiguousarray(array), classes, review, warning)
+
+
+def _unnamed_note(table: str, values: list[int]) -> str:
+    """What to say of the label ``values`` that ``table`` names no class for."""
+    names = ", ".join(f'"label {v}"' for v in values)
+    return f"{table} names no class for label value(s) {', '.join(str(v) for v in values)}: shown as {names}."
 
 
 def _named_by(table: list[LabelClass], declared: list[LabelClass]) -> list[LabelClass]:
@@ -417,8 +422,9 @@ class ReviewSession:
         self._held_file: Path | None = None  # the file ``hold_labels_file`` locked: the lock follows it
         # The label file's own class table wins (names and colours as the case keeps them);
         # ``classes`` (a dataset's declared names, a phantom's) is for labels without one.
-        self._classes = _named_by(list((label_file.classes if label_file else []) or classes or []),
-                                  classes or []) or None
+        own = list(label_file.classes) if label_file else []
+        declared, undeclared = completed_classes(list(classes or []), labels.array) if not own else ([], [])
+        self._classes = _named_by(own or declared, classes or []) or None
         self.review_marks: dict[int, dict] = dict(label_file.review.marks) if label_file else {}
         self.review_extra: dict = dict(label_file.review.extra) if label_file else {}
         self._saved_rulers = self.review_extra.get(KEY_RULERS)  # a ruler drawn or deleted is unsaved too
@@ -433,6 +439,8 @@ class ReviewSession:
         self.warnings = list(volume.meta.get("warnings") or [])
         if label_file and label_file.warning:
             self.warnings.append(label_file.warning)
+        if undeclared:
+            self.warnings.append(_unnamed_note("The class names given (a dataset's dataset.json)", undeclared))
         self.version = 0  # counts every change (undo too): a job made at another version is stale
         self._saved_position = labels.history_position  # the undo history's state last opened or saved
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)

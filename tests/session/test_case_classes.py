@@ -14,7 +14,7 @@ import zlib
 import numpy as np
 
 from segview.core.classes import LabelClass
-from segview.core.io import load_classes, load_labels, load_volume, save_volume
+from segview.core.io import load_classes, load_labels, load_volume, save_labels, save_volume
 from segview.core.journal import image_key, journal_path
 from segview.session import ReviewSession, Worklist
 from segview.session.review import read_label_file
@@ -193,3 +193,18 @@ def test_a_class_file_that_misses_a_value_the_labels_hold_says_so_and_takes_the_
     case = Worklist.open(tmp_path / "ds").session("case_000")
     assert table(case.classes)[1:] == [(1, "liver", (200, 30, 200)), (2, "lesion", table(case.classes)[2][2])]
     case.close(discard=True)
+
+
+def test_a_dataset_json_that_misses_a_value_a_case_holds_says_so_and_shows_it_as_a_generic_class(tmp_path):
+    make_dataset(tmp_path / "ds", 1)  # dataset.json: background, organ, lesion
+    labels_path = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    volume = load_volume(tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz")
+    labels = load_labels(labels_path, volume)
+    labels[0, 0, 0] = 5
+    save_labels(labels_path, labels, volume)
+    class_file(labels_path).unlink(missing_ok=True)  # no table of its own: dataset.json's names
+    session = Worklist.open(tmp_path / "ds").session("case_000")
+    assert [(c.value, c.name) for c in session.classes] == [(0, "background"), (1, "organ"), (2, "lesion"),
+                                                            (5, "label 5")]
+    assert any("dataset.json) names no class for label value(s) 5" in w for w in session.warnings)
+    session.close(discard=True)
