@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QBrush, QColor, QKeySequence
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
-                               QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QTableWidget,
+from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDockWidget, QFileDialog, QHBoxLayout,
+                               QHeaderView, QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.report import number_text
@@ -554,7 +554,9 @@ class WorklistController(QObject):
         session = self._current()
         if session is None or session.locked_by is None or session.labels_path is None:
             return self.release_watch.stop()
-        if self.opening or self.saving or held_by_another(Path(session.labels_path)):
+        if self.opening or self.saving or QApplication.activeModalWidget() is not None:
+            return  # not under a dialog the person is answering: at the next check
+        if held_by_another(Path(session.labels_path)):
             return
         self.release_watch.stop()
         self._reopening = (session.case.name, self.window.current_slice())
