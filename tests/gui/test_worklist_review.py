@@ -5,7 +5,7 @@ dialogs start (a PACS study's labels never in the cache). Tiny datasets made her
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QDialog, QFileDialog
 
 from segview.core.dicom import write_dicom_series
 from segview.core.io import load_labels, load_volume, save_volume
@@ -331,9 +331,14 @@ def test_a_read_only_case_is_read_again_on_its_slice_when_the_other_segview_clos
     assert window.session.read_only_reason is not None and window.current_slice() == 3
     other.labels.array[3, 1:4, 1:4] = 1
     other.save()
+    question = QDialog(window)  # a dialog the person is answering: not read anew under it
+    question.setModal(True)
+    question.show()
     other.close()
+    qtbot.wait(200)
+    assert window.session.read_only_reason is not None
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
-        pass
+        question.accept()
     assert opened.args == ["case_001"]
     assert window.session.read_only_reason is None and "read-only" not in window.windowTitle()
     assert window.current_slice() == 3 and (window.session.labels.array[3, 1:4, 1:4] == 1).all()
