@@ -1,14 +1,16 @@
 """Comparing A and B: disagreement categories, slice ranking, adopting a region, the
 paired difference and the report."""
 import csv
+import itertools
 import math
 
 import numpy as np
 import pytest
-from scipy.stats import wilcoxon
+from scipy.stats import rankdata, wilcoxon
 
-from segview.core.compare import (BOTH_WRONG, ONLY_A_WRONG, ONLY_B_WRONG, UNREVIEWED_DISAGREE, disagreement,
-                                  paired_difference, rank_slices, small_sample_note, write_report)
+from segview.core.compare import (BOTH_WRONG, EXACT_PAIRS, ONLY_A_WRONG, ONLY_B_WRONG, UNREVIEWED_DISAGREE,
+                                  disagreement, paired_difference, rank_slices, signed_rank_p, small_sample_note,
+                                  write_report)
 from segview.core.io import LabelClass
 from segview.core.labels import LabelMap
 from segview.core.live import LiveMetrics
@@ -108,6 +110,31 @@ def test_ties_follow_scipy_and_do_not_count_towards_a_verdict():
     assert four["p_value"] == pytest.approx(wilcoxon(np.subtract(b, a)).pvalue)
     note = small_sample_note(7, differing=4)
     assert note.startswith("Only 4 of the 7 paired cases differ (the test leaves out ties)") and "0.125" in note
+
+
+def _sign_flip_p(differences) -> float:
+    """The two-sided signed-rank p by enumerating every sign flip of the ranks (mean ranks
+    for ties, zeros left out): the exact permutation test, by brute force."""
+    values = np.asarray(differences, float)
+    values = values[values != 0]
+    ranks = rankdata(np.abs(values))
+    observed = ranks[values > 0].sum()
+    sums = np.array([np.dot(signs, ranks) for signs in itertools.product((0, 1), repeat=values.size)])
+    return min(1.0, 2 * min((sums <= observed + 1e-9).mean(), (sums >= observed - 1e-9).mean()))
+
+
+def test_the_signed_rank_p_is_exact_with_tied_whole_numbers_as_clicks_are():
+    """A tester: clicks per case tie; scipy's default then gave a permutation p for n <= 13
+    and the normal approximation beyond, while the report said exact."""
+    clicks = [-3, -14, -1, 2, 2, 1, 2]
+    assert signed_rank_p(clicks) == pytest.approx(_sign_flip_p(clicks)) == pytest.approx(0.953125)
+    tied = np.random.default_rng(3).integers(-4, 6, 15)  # zeros and ties, beyond scipy's 13
+    assert signed_rank_p(tied) == pytest.approx(_sign_flip_p(tied))
+    untied = np.random.default_rng(4).normal(size=11)
+    assert signed_rank_p(untied) == pytest.approx(wilcoxon(untied, method="exact").pvalue)
+    assert signed_rank_p([0.0, 0.0]) == 1.0
+    many = np.random.default_rng(5).integers(-5, 8, EXACT_PAIRS + 50).astype(float)  # the normal approximation
+    assert signed_rank_p(many) == pytest.approx(wilcoxon(many, method="approx").pvalue, rel=1e-9)
 
 
 def test_one_pair_has_no_spread_and_no_interval():
