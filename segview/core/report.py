@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
+
 from .files import replace_atomically
 
 DASH = "\u2013"
@@ -27,7 +29,10 @@ def number_text(value: float | None, digits: int = 3, *, missing: str = DASH, in
 
 
 def csv_cell(value: float | None) -> str:
-    """A score in a CSV cell: empty where there is nothing to score, "inf" where infinite."""
+    """A score in a CSV cell: empty where there is nothing to score, "inf" where infinite;
+    a count (an int, e.g. clicks) as the whole number it is."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
     return number_text(value, 6, missing="", infinite="inf")
 
 

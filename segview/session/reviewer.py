@@ -270,9 +270,9 @@ def clicks_to_goal(model, volume_array: np.ndarray, reference: np.ndarray, start
     return CaseClicks(sum(t.noc(goal) for t in traces), len(traces), sum(t.clicks_to(goal) is None for t in traces))
 
 
-def verdict_robot(model) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]:
+def verdict_robot(model) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
     """``session.verdict.reviewed_verdict``'s ``robot``: (image, labels, prediction, reviewed)
     -> the clicks of ``clicks_to_goal`` over the reviewed slices."""
-    def clicks(volume_array, labels, prediction, reviewed) -> float:
-        return float(clicks_to_goal(model, volume_array, labels, prediction, np.flatnonzero(reviewed)).clicks)
+    def clicks(volume_array, labels, prediction, reviewed) -> int:
+        return int(clicks_to_goal(model, volume_array, labels, prediction, np.flatnonzero(reviewed)).clicks)
     return clicks

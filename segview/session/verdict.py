@@ -51,7 +51,7 @@ SCORING_RULE = ("Per case, class and model over the reviewed slices: a class abs
                 "in the correction effort.")
 Progress = Callable[[int, int, str], None]
 #: --robot: (image, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
-Robot = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
+Robot = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]
 __all__ = ["MIN_PAIRS", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict", "write_dataset_report"]
 
 
@@ -69,7 +69,7 @@ class CaseVerdict:
     correction_ml: dict[str, float] = field(default_factory=dict)
     invented_ml: dict[str, dict[int, float]] = field(default_factory=dict)
     # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90; empty without
-    clicks_to_90: dict[str, float] = field(default_factory=dict)
+    clicks_to_90: dict[str, int] = field(default_factory=dict)
 
     def unscored_reason(self) -> str | None:
         """Why this case is left out of the Dice comparison; None when every model has a Dice."""
@@ -385,7 +385,7 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         verdict.correction_voxels[slot], verdict.correction_ml[slot] = voxels, ml
         verdict.invented_ml[slot] = _invented_ml(counts, voxel_ml)
         if robot is not None:
-            verdict.clicks_to_90[slot] = float(robot(volume.array, label_file.array, prediction, reviewed))
+            verdict.clicks_to_90[slot] = int(robot(volume.array, label_file.array, prediction, reviewed))
     return verdict
 
 

@@ -302,7 +302,7 @@ def test_evaluate_robot_reviewed_only_writes_clicks_and_their_paired_difference(
     expected = {slot: _expected_clicks(robot_dataset, checkpoints[slot], REVIEWED) for slot in "AB"}
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {(r["case"], r["model"]): float(r["clicks_to_90"]) for r in rows} == {
+    assert {(r["case"], r["model"]): int(r["clicks_to_90"]) for r in rows} == {  # a count, written as one
         (name, slot): expected[slot][name] for name in REVIEWED for slot in "AB"}
     verdict = json.loads((out / "verdict.json").read_text())
     differences = [expected["B"][n] - expected["A"][n] for n in REVIEWED]
@@ -325,7 +325,7 @@ def test_evaluate_robot_scores_every_slice_without_reviewed_only(robot_dataset, 
     expected = {slot: _expected_clicks(robot_dataset, checkpoints[slot], every) for slot in "AB"}
     with open(out / "results.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    got = {(r["case"], "B" if "ce_dice" in r["checkpoint"] else "A"): float(r["clicks_to_90"]) for r in rows}
+    got = {(r["case"], "B" if "ce_dice" in r["checkpoint"] else "A"): int(r["clicks_to_90"]) for r in rows}
     assert got == {(name, slot): expected[slot][name] for name in REVIEWED for slot in "AB"}
     comparison = json.loads((out / "comparisons.json").read_text())[0]
     differences = [expected["B"][n] - expected["A"][n] for n in REVIEWED]
