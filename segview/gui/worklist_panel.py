@@ -577,6 +577,7 @@ class WorklistController(QObject):
         return what is not None
 
     def _case_failed(self, job: OpenJob, previous: ReviewSession | None, exc: Exception) -> None:
+        self._reopening = None
         if self.navigator is not None:
             self.navigator.opened(job, shown=False)
         if job.cancelled:
