@@ -248,16 +248,11 @@ class _TrainingBar:
 
 
 def _replay(source: str):
-    """--replay: a dataset folder, or phantom:TASK[:COUNT] (seeds from 0)."""
-    from .common import UserError, progress
-    from ..ml.data import folder_dataset, phantom_dataset
+    """--replay: a dataset folder, or phantom:TASK[:COUNT] (``ml.data.replay_dataset``)."""
+    from .common import progress
+    from ..ml.data import replay_dataset
 
-    if source.startswith("phantom:"):
-        task, _, count = source[len("phantom:"):].partition(":")
-        if task not in ("cardiac", "lung") or (count and not count.isdigit()):
-            raise UserError(f"--replay {source}: phantom:cardiac or phantom:lung, optionally :COUNT")
-        return phantom_dataset(task, int(count or 12), 0, progress)
-    return said_skipped(folder_dataset(Path(source), progress))
+    return said_skipped(replay_dataset(source, progress))
 
 
 def _dataset(folder, phantom, cases, first_seed, reviewed_only: bool = False):

@@ -52,6 +52,7 @@ class FineTuned:
     slices: int = 0
     parent_dice: float = math.nan  # the parent's held-out Dice, on the slices that chose the epoch
     left_out: list[str] = field(default_factory=list)  # "case: why" (flagged, nothing reviewed, unreadable)
+    replayed: str | None = None  # the parent's own data drawn for half of each epoch (its Dataset.source)
 
 
 class Worklists(Protocol):
@@ -250,8 +251,12 @@ class FineTuning(QObject):
             judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
                       "epoch (the lowest training loss did): review them to judge the model.")
         left_out = f"\nLeft out: {'; '.join(result.left_out)}." if result.left_out else ""
+        kept = (f"Half of each epoch replayed the data {result.parent.name} learnt from ({result.replayed}), so "
+                "that it keeps its first task." if result.replayed else
+                f"The data {result.parent.name} learnt from are not at hand, so none was replayed: it may have "
+                "lost some of its first task; check it on cases of the first scanner before relying on it there.")
         return (f"Fine-tuned from {result.parent.name} on {result.slices} reviewed slices of "
-                f"{counted(len(result.trained), 'case')}; saved as {result.path}.{left_out}\n\n{judged}\n\n"
+                f"{counted(len(result.trained), 'case')}; saved as {result.path}.{left_out}\n{kept}\n\n{judged}\n\n"
                 "As model B, the worklist predicts every case with it, and File > Export held-out report... "
                 "compares A and B on the held-out cases.")
 
@@ -297,4 +302,5 @@ def run_fine_tune(folder: Path, parent: Path, models_folder: Path | None, stop: 
     parent_dice = (lineage.get("parent") or {}).get("held_out_dice")
     return FineTuned(path, parent, sorted(lineage.get("cases", {})), list(lineage.get("split", {}).get("val", [])),
                      int(lineage.get("reviewed_slices", 0)), math.nan if parent_dice is None else float(parent_dice),
-                     [str(s) for s in meta.get("training", {}).get("skipped", [])])
+                     [str(s) for s in meta.get("training", {}).get("skipped", [])],
+                     (lineage.get("replay") or {}).get("source"))

@@ -92,6 +92,22 @@ def phantom_dataset(task: str, count: int, first_seed: int = 0,
     return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}{shifted}")
 
 
+#: Phantom cases ``replay_dataset("phantom:TASK")`` draws when no count is given.
+REPLAY_PHANTOMS = 12
+
+
+def replay_dataset(spec: str, progress: Progress | None = None) -> Dataset:
+    """Replay data as ``train --replay`` names it: a dataset folder, or
+    ``phantom:TASK[:COUNT]`` (the shipped models' own training seeds, from 0). Raises
+    DatasetError."""
+    if spec.startswith("phantom:"):
+        task, _, count = spec[len("phantom:"):].partition(":")
+        if task not in ("cardiac", "lung") or (count and not count.isdigit()):
+            raise DatasetError(f"replay data {spec}: phantom:cardiac or phantom:lung, optionally :COUNT")
+        return phantom_dataset(task, int(count or REPLAY_PHANTOMS), 0, progress)
+    return folder_dataset(Path(spec), progress)
+
+
 def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool = False) -> Dataset:
     """Cases of an nnU-Net style folder: ``imagesTr/<case>_0000.<ext>`` (or a DICOM folder
     ``imagesTr/<case>/``) with ``labelsTr/<case>.<ext>``, and optionally ``dataset.json``

@@ -210,7 +210,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
                            f"{num_classes} classes are declared")
     trained_slices = len(images)
     if replay is not None and config.replay_share > 0:
-        _check_replay(replay, dataset, modality)
+        check_replay(replay, dataset, modality)
         replay_images, replay_labels = slice_tensors(replay.cases, normalization, config.input_size, orientation)
         images, labels = torch.cat([images, replay_images]), torch.cat([labels, replay_labels])
 
@@ -435,7 +435,7 @@ def _check_same_data(saved: dict | None, now: dict) -> None:
                        "resuming would train on other data than its first epochs; start a new run (another -o)")
 
 
-def _check_replay(replay: Dataset, dataset: Dataset, modality: str) -> None:
+def check_replay(replay: Dataset, dataset: Dataset, modality: str) -> None:
     """Replay data teach the checkpoint its own task again: the dataset's classes (value and
     name) and modality. Raises DatasetError (a tester's lung CT replayed into a cardiac MR
     fine-tune taught infection as the right ventricle)."""

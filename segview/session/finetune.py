@@ -1,6 +1,7 @@
 """Fine-tuning a checkpoint on a dataset's reviewed cases, as the window's job (and a
-script) does it: ``segview train DATA --reviewed-only --init CKPT`` with its documented
-defaults, written where nothing partial can be mistaken for a model.
+script) does it: ``segview train DATA --reviewed-only --init CKPT --replay SOURCE`` with its
+documented defaults, the replay data being those the checkpoint learnt from where they are
+at hand (``replay_source``), written where nothing partial can be mistaken for a model.
 
     path = fine_tune("Dataset001/", "ce.safetensors", progress=print)
     # Dataset001/models/ce_ft1.safetensors, with its lineage; held-out cases in splits.json
@@ -19,9 +20,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..core.errors import HeldOutError, SegviewError
-from ..ml.data import SPLITS_FILE, case_names, fixed_split, folder_dataset
-from ..ml.train import TrainConfig, finetune_values, train
+from ..core.errors import DatasetError, HeldOutError, SegviewError
+from ..ml.checkpoint import read_metadata
+from ..ml.data import SPLITS_FILE, Dataset, case_names, fixed_split, folder_dataset, replay_dataset
+from ..ml.train import DEFAULT_REPLAY_SHARE, TrainConfig, check_replay, finetune_values, train
 
 MODELS_FOLDER = "models"
 Progress = Callable[[dict], None]
@@ -69,9 +71,11 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     except SegviewError as exc:
         raise FineTuneError(str(exc)) from exc
     try:
-        config = TrainConfig(output=str(work), device=device, **finetune_values(parent))
+        replay = replay_data(parent, dataset)
+        config = TrainConfig(output=str(work), device=device, replay_share=DEFAULT_REPLAY_SHARE if replay else 0.0,
+                             **finetune_values(parent))
         train(config, dataset, progress, split={"train": split["train"], "validation": split["val"]},
-              should_stop=should_stop)
+              replay=replay, should_stop=should_stop)
         for suffix, name in ((".log.csv", "log.csv"), (".curves.png", "curves.png")):
             if (work / name).exists():
                 os.replace(work / name, target.with_suffix(suffix))
@@ -90,6 +94,40 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
             with contextlib.suppress(OSError):  # not empty (another run's files), or gone
                 target.parent.rmdir()
     return target
+
+
+def replay_source(parent) -> str | None:
+    """Where the data checkpoint ``parent`` first learnt from can be had again, as ``train
+    --replay`` takes it: its own training data for a model trained from scratch (the
+    shipped ones: ``phantom:TASK``), what it replayed for a fine-tuned one; a dataset
+    folder only where it still exists. None when none is at hand. Raises CheckpointError."""
+    meta = read_metadata(parent)
+    lineage = meta.get("lineage")
+    first = meta.get("training", {}) if lineage is None else (lineage.get("replay") or {})
+    source = str(first.get("source", ""))  # a ml.data.Dataset's source
+    if source.startswith("phantom ") and "scanner shift" not in source:
+        task = source.split()[1].rstrip(",")
+        return f"phantom:{task}" if task in ("cardiac", "lung") else None
+    folder = source[len("folder "):] if source.startswith("folder ") else ""
+    return folder if folder and Path(folder).is_dir() else None
+
+
+def replay_data(parent, dataset: Dataset) -> Dataset | None:
+    """The data ``parent`` learnt from (``replay_source``), drawn for half of each epoch of
+    its fine-tune on ``dataset`` so that it does not forget them: without them, a window's
+    fine-tune of ``cardiac_ce`` on 4 cases of a new scanner fell from 0.914 to 0.782 Dice on
+    the original one (0.894 with them). None when none are at hand, or when they are not of
+    ``dataset``'s classes and modality (``ml.train.check_replay``: then they would teach
+    another task)."""
+    source = replay_source(parent)
+    if source is None or not dataset.cases:
+        return None
+    try:
+        replay = replay_dataset(source)
+        check_replay(replay, dataset, dataset.cases[0].volume.modality)
+    except DatasetError:
+        return None
+    return replay
 
 
 def _remove_stale(models: Path) -> None:

@@ -122,6 +122,8 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert f"ce.safetensors itself scores {parent_dice:.3f} there" in question[0]
     worse = best < parent_dice
     assert ("keeping A is advised" in question[0]) is worse
+    # The tiny parent's own data are unknown: nothing replayed, and the question says what that risks.
+    assert lineage["replay"] is None and "none was replayed" in question[0] and "first scanner" in question[0]
     assert dialogs.defaults[0] == (QMessageBox.StandardButton.No if worse else QMessageBox.StandardButton.Yes)
 
     qtbot.waitUntil(lambda: bool(queue), timeout=TIMEOUT)           # B loaded: the worklist predicts every case
