@@ -473,6 +473,7 @@ class WorklistController(QObject):
             self.navigator.drop_prefetch()  # opened with the old ones
         for case in self.worklist.cases:
             self.panel.update_case(case)
+        self._review_changed()  # the case on screen as it is now, unsaved review marks and edits included
         self.panel.title.setText(self._title())
         self._prefetch_next()
         if len(self.checkpoints) == 2:

@@ -15,7 +15,7 @@ from segview.gui.metrics_panel import REVIEWED_TICK
 from segview.session import Worklist
 from tests.session.conftest import make_checkpoint, make_dataset, tiny_case
 
-from .helpers import drag
+from .helpers import drag, load_models
 from .test_worklist_panel import TIMEOUT, action, open_case, open_dataset, status_cell
 
 
@@ -98,6 +98,17 @@ def test_the_open_cases_row_counts_its_review_marks_as_they_are_made_and_undone(
     window.discard_session()
     controller._refresh_row("case_001")
     assert (cell(), status_cell(controller, "case_001").text()) == ("0 / 6", "new")  # nothing saved
+
+
+def test_loading_model_b_keeps_the_open_cases_unsaved_marks_in_its_row(qtbot, window, dataset, checkpoints):
+    """A tester's row went back to "new 0/10" when the fine-tuned model became B, until Done."""
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    for z in (1, 4):
+        mark(qtbot, window, z)
+    load_models(qtbot, window, [checkpoints["B"]], "B")
+    assert controller.panel.cell("case_001", "Reviewed").text() == "2 / 6"
+    assert status_cell(controller, "case_001").text() == "in progress"
 
 
 def test_done_and_next_saves_the_case_as_done_and_opens_the_next(qtbot, window, dataset):
