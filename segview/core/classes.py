@@ -69,7 +69,12 @@ def generic_classes(labels: np.ndarray | None) -> list[LabelClass]:
     """Classes "label 1" .. "label N" for label values that came without a class table
     (at least one, so there is something to paint with)."""
     top = max(int(labels.max()) if labels is not None and labels.size else 0, 1)
-    return [LabelClass(v, f"label {v}", default_color(v)) for v in range(1, top + 1)]
+    return [generic_class(v) for v in range(1, top + 1)]
+
+
+def generic_class(value: int) -> LabelClass:
+    """The class nobody named, of label ``value``: "label N" in the default colour."""
+    return LabelClass(value, f"label {value}", default_color(value))
 
 
 def completed_classes(classes: list[LabelClass], labels: np.ndarray) -> tuple[list[LabelClass], list[int]]:
@@ -83,8 +88,7 @@ def completed_classes(classes: list[LabelClass], labels: np.ndarray) -> tuple[li
     named = {c.value for c in classes}
     held = np.flatnonzero(np.bincount(labels.ravel(), minlength=2)) if labels.size else np.array([], int)
     missing = sorted({int(v) for v in held if v and v not in named} | ({1} if named <= {0} else set()))
-    added = [LabelClass(v, f"label {v}", default_color(v)) for v in missing]
-    return sorted(classes + added, key=lambda c: c.value), missing
+    return sorted(classes + [generic_class(v) for v in missing], key=lambda c: c.value), missing
 
 
 def is_placeholder(label_class: LabelClass) -> bool:

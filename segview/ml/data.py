@@ -108,6 +108,17 @@ def replay_dataset(spec: str, progress: Progress | None = None) -> Dataset:
     return folder_dataset(Path(spec), progress)
 
 
+def replay_spec(source: str) -> str | None:
+    """The ``replay_dataset`` spec that gives a Dataset of ``source`` (its ``source``, as a
+    checkpoint's metadata keeps it) again: ``phantom:TASK`` for unshifted phantoms, the
+    folder where it still exists; None when those data cannot be had again."""
+    if source.startswith("phantom ") and "scanner shift" not in source:
+        task = source.split()[1].rstrip(",")
+        return f"phantom:{task}" if task in ("cardiac", "lung") else None
+    folder = source[len("folder "):] if source.startswith("folder ") else ""
+    return folder if folder and Path(folder).is_dir() else None
+
+
 def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool = False) -> Dataset:
     """Cases of an nnU-Net style folder: ``imagesTr/<case>_0000.<ext>`` (or a DICOM folder
     ``imagesTr/<case>/``) with ``labelsTr/<case>.<ext>``, and optionally ``dataset.json``

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..core.errors import DatasetError, HeldOutError, SegviewError
 from ..ml.checkpoint import read_metadata
-from ..ml.data import SPLITS_FILE, Dataset, case_names, fixed_split, folder_dataset, replay_dataset
+from ..ml.data import SPLITS_FILE, Dataset, case_names, fixed_split, folder_dataset, replay_dataset, replay_spec
 from ..ml.train import DEFAULT_REPLAY_SHARE, TrainConfig, check_replay, finetune_values, train
 
 MODELS_FOLDER = "models"
@@ -104,12 +104,7 @@ def replay_source(parent) -> str | None:
     meta = read_metadata(parent)
     lineage = meta.get("lineage")
     first = meta.get("training", {}) if lineage is None else (lineage.get("replay") or {})
-    source = str(first.get("source", ""))  # a ml.data.Dataset's source
-    if source.startswith("phantom ") and "scanner shift" not in source:
-        task = source.split()[1].rstrip(",")
-        return f"phantom:{task}" if task in ("cardiac", "lung") else None
-    folder = source[len("folder "):] if source.startswith("folder ") else ""
-    return folder if folder and Path(folder).is_dir() else None
+    return replay_spec(str(first.get("source", "")))
 
 
 def replay_data(parent, dataset: Dataset) -> Dataset | None:
