@@ -72,6 +72,8 @@ class Worklists(Protocol):
 
     def update_actions(self) -> None: ...
 
+    def show_split(self) -> None: ...
+
 
 def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None) -> str:
     """What the job's row says: ``epoch`` counted from 1; ``left_s``: the time still to go
@@ -210,6 +212,7 @@ class FineTuning(QObject):
         self._stop = self._worker = None
         self.row.hide()
         self.controller.update_actions()
+        self.controller.show_split()  # a run that got so far wrote the split
 
     def _done(self, result: FineTuned | None) -> None:
         worklist = self._worklist

@@ -74,10 +74,17 @@ STATUS_COLORS = {"done": QColor(60, 160, 60), "flagged": QColor(210, 120, 0), "i
 NAME_ROLE = Qt.ItemDataRole.UserRole
 
 
+#: What a held-out case's name says, and its tooltip.
+HELD_OUT_MARK = " (held out)"
+HELD_OUT_TIP = ("Held out (the dataset's fixed split, splits.json): fine-tuning never trains on it; its reviewed "
+                "slices choose the fine-tune's epoch and judge model B (File > Export held-out report...)")
+
+
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
     status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else case.status
-    return [case.name, status, case.reviewed_text.replace(" slices reviewed", ""),
+    name = case.name + (HELD_OUT_MARK if case.held_out else "")
+    return [name, status, case.reviewed_text.replace(" slices reviewed", ""),
             number_text(case.dice.get("A", math.nan)), number_text(case.dice.get("B", math.nan)),
             number_text(case.disputed * 100, 1, unit=" %"), number_text(case.uncertainty),
             number_text(case.correction_ml.get("A", math.nan), 2, unit=" mL"),
@@ -225,7 +232,10 @@ class WorklistPanel(QWidget):
             status.setForeground(QBrush(color) if color is not None else QBrush())
         name = self.table.item(n, 0)
         if name is not None:
-            name.setToolTip(str(case.image))
+            name.setToolTip(str(case.image) + (f"\n{HELD_OUT_TIP}" if case.held_out else ""))
+            font = name.font()
+            font.setItalic(case.held_out)
+            name.setFont(font)
 
     def _activated(self, index) -> None:
         item = self.table.item(index.row(), 0)
@@ -367,6 +377,18 @@ class WorklistController(QObject):
         self.finetune_action.setEnabled(self.fine_tuning.reason() is None)
         self.finetune_action.setToolTip(self.fine_tuning.tooltip())
 
+    def show_split(self) -> None:
+        """Mark the held-out cases of ``splits.json`` as it is now (a fine-tune or held-out
+        report may have written it)."""
+        if self.worklist is None:
+            return
+        problem = self.worklist.read_split()
+        if problem is not None:
+            self.window.statusBar().showMessage(problem, 10000)
+        self._show_rows()
+        self._review_changed()  # the case on screen with its unsaved marks
+        self.panel.title.setText(self._title())
+
     def update_actions(self) -> None:
         """Enable the menu items and buttons for what can be done now (the fine-tuning job
         calls it when it starts and ends)."""
@@ -415,11 +437,13 @@ class WorklistController(QObject):
         if worklist is None:
             return ""
         counts = {s: sum(c.status == s for c in worklist.cases) for s in ("done", "flagged")}
+        held_out = sum(c.held_out for c in worklist.cases)
         models = ", ".join(f"{s}: {p.name}" for s, p in worklist.checkpoints.items()) or \
             "no models (Model > Load checkpoint A / B)"
         read_only = " <b>read-only</b>" if worklist.read_only else ""
         return (f"<b>{worklist.folder.name}</b> ({worklist.layout}, {len(worklist.cases)} cases, "
-                f"{counts['done']} done, {counts['flagged']} flagged){read_only}<br>{models}<br>"
+                f"{counts['done']} done, {counts['flagged']} flagged"
+                f"{f', {held_out} held out' if held_out else ''}){read_only}<br>{models}<br>"
                 "Enter or double-click opens a case; Ctrl+N / Ctrl+P: next / previous (the case left is saved); "
                 "Ctrl+Shift+N: done and next")
 
@@ -1003,6 +1027,7 @@ class WorklistController(QObject):
         if job is not None and session is not None:
             session.finish_save(job)
             self.window.saved.emit(str(job.path))
+        self.show_split()  # a held-out report draws the split when there is none
         if paths is None:
             return self.window.statusBar().showMessage("Dataset report cancelled", 5000)
         self.window.statusBar().showMessage(f"Wrote {', '.join(p.name for p in paths)} to {paths[0].parent}", 8000)

@@ -22,10 +22,10 @@ from torch.nn import functional as F
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
-from ..core.files import atomic_write_text
 from ..core.journal import image_key
 from ..core.phantoms import make_phantom, scanner_shift
 from ..core.review_state import load_review_state
+from ..core.splits import SPLITS_FILE, read_split, write_split
 from ..core.volume import Volume
 
 Progress = Callable[[int, int, str], None]
@@ -248,46 +248,28 @@ def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClas
     return [saved.get(v, generic[v]) for v in range(max(count, 2))]
 
 
-SPLITS_FILE = "splits.json"
-
-
 def fixed_split(folder, names: list[str], fraction: float = 0.2, seed: int = 0,
                 write: bool = True) -> dict[str, list[str]]:
     """The dataset's one split, {"train": [...], "val": [...]}, from ``folder/splits.json``
-    (nnU-Net's ``splits_final.json`` shape: a list of folds; fold 0 is used). Written once,
-    when first needed: a seeded ``fraction`` of ``names`` (at least one) held out as "val".
-    Never reshuffled: a case added later joins "train" (written back) unless the user moves
-    it in the file. ``write=False`` draws or extends it without writing (a run that may yet
-    be refused). Raises DatasetError for a file that cannot be read or that names cases the
-    dataset lacks."""
-    path = Path(folder) / SPLITS_FILE
-    if not path.exists():
+    (``core.splits``). Written once, when first needed: a seeded ``fraction`` of ``names``
+    (at least one) held out as "val". Never reshuffled: a case added later joins "train"
+    (written back) unless the user moves it in the file. ``write=False`` draws or extends it
+    without writing (a run that may yet be refused). Raises DatasetError for a file that
+    cannot be read or that names cases the dataset lacks."""
+    split = read_split(folder)
+    if split is None:
         train, held_out = split_cases(names, fraction, seed)
         drawn = {"train": train, "val": held_out}
-        return _write_split(path, drawn) if write else drawn
-    try:
-        folds = json.loads(path.read_text(encoding="utf-8"))
-        split = {"train": [str(n) for n in folds[0]["train"]], "val": [str(n) for n in folds[0]["val"]]}
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise DatasetError(f"{path} cannot be read ({exc}); fix or delete it (deleting draws a new split, "
-                           "and checkpoints fine-tuned on the old one are then judged on cases they saw)") from exc
+        return write_split(folder, drawn) if write else drawn
     unknown = sorted(set(split["train"] + split["val"]) - set(names))
     if unknown:
-        raise DatasetError(f"{path} names cases this dataset lacks ({', '.join(unknown[:5])}); put them back or "
-                           "remove them from the file: segview never reshuffles a split")
+        raise DatasetError(f"{Path(folder) / SPLITS_FILE} names cases this dataset lacks ({', '.join(unknown[:5])}); "
+                           "put them back or remove them from the file: segview never reshuffles a split")
     added = sorted(set(names) - set(split["train"]) - set(split["val"]))
     if added:
         split["train"] = sorted(split["train"] + added)
         if write:
-            _write_split(path, split)
-    return split
-
-
-def _write_split(path: Path, split: dict[str, list[str]]) -> dict[str, list[str]]:
-    try:
-        atomic_write_text(path, json.dumps([split], indent=1))
-    except OSError:
-        pass  # a read-only dataset: the split is drawn the same way (seeded) next time
+            write_split(folder, split)
     return split
 
 

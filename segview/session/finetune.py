@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ..core.errors import DatasetError, HeldOutError, SegviewError
 from ..ml.checkpoint import read_metadata
-from ..ml.data import SPLITS_FILE, Dataset, case_names, fixed_split, folder_dataset, replay_dataset, replay_spec
+from ..core.splits import SPLITS_FILE
+from ..ml.data import Dataset, case_names, fixed_split, folder_dataset, replay_dataset, replay_spec
 from ..ml.train import DEFAULT_REPLAY_SHARE, TrainConfig, check_replay, finetune_values, train
 
 MODELS_FOLDER = "models"

@@ -63,6 +63,7 @@ from ..core.io import list_dicom_series, load_labels, load_volume, read_label_im
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import read_sidecar, review_path, update_sidecar
+from ..core.splits import read_split
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
 from .case_files import case_entry, case_held
@@ -87,7 +88,8 @@ class Case:
     ``disputed`` (voxels where A and B differ per voxel either calls foreground, 0..1: see
     ``PredictionCache.disputed``) and ``entropy`` (slot -> mean softmax entropy in nats)
     from the prediction cache. ``locked_by``: who has the case open in another segview,
-    while it is open read-only here."""
+    while it is open read-only here. ``held_out``: a "val" case of the dataset's fixed split
+    (``splits.json``), which no fine-tune trains on and whose reviewed slices judge it."""
     name: str
     image: Path                                   # image file or DICOM study folder
     labels: Path                                  # where its labels are (or will be) saved
@@ -104,6 +106,7 @@ class Case:
     key: str | None = None                        # image_key, when known
     error: str | None = None                      # why it cannot be opened
     locked_by: str | None = None                  # open in another segview (read-only here)
+    held_out: bool = False                        # in splits.json's "val"
     # The session here that set ``locked_by``: only it clears it (a second, read-only again,
     # may open before the first closes).
     _locked_for: object = field(default=None, init=False, repr=False, compare=False)
@@ -160,6 +163,7 @@ class Worklist:
         worklist = cls(folder, layout, cases, classes, cache)
         for case in cases:
             worklist._read_sidecar(case)
+        worklist.read_split()
         if checkpoints:
             worklist.set_checkpoints(checkpoints)
         return worklist
@@ -306,6 +310,21 @@ class Worklist:
             session.close(discard=True)  # its lock and journal go with it
             raise
         return session
+
+    def read_split(self) -> str | None:
+        """Mark the held-out cases of the dataset's fixed split (``splits.json``, written by
+        the first fine-tune or held-out report; none before). Returns why the file cannot be
+        read, or None; the marks are then cleared (training would refuse the file too)."""
+        held_out: set[str] = set()
+        problem = None
+        if self.layout == "nnU-Net":
+            try:
+                held_out = set((read_split(self.folder) or {}).get("val", []))
+            except DatasetError as exc:
+                problem = str(exc)
+        for case in self.cases:
+            case.held_out = case.name in held_out
+        return problem
 
     def _read_sidecar(self, case: Case) -> None:
         document = read_sidecar(case.labels) or {}

@@ -225,3 +225,24 @@ def test_the_progress_text_says_epoch_loss_held_out_dice_and_the_time_left():
     assert progress_text(3, 20, 0.1, 0.8456, 30) == \
         "Fine-tuning A: epoch 3/20, loss 0.100, held-out Dice 0.846, less than a minute left"
     assert progress_text(3, 20, 0.1, 0.8, 125).endswith("held-out Dice 0.800, about 3 min left")
+
+
+def test_the_held_out_cases_are_marked_in_the_worklist_once_the_split_is_written(qtbot, window, dataset, parent,
+                                                                                   short, dialogs):
+    held_out = split_of(dataset)["val"]
+    (dataset / "splits.json").unlink()  # drawn again, the same way (seeded), by the first fine-tune
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    panel = controller.panel
+    assert not any(panel.cell(name, "Case").text().endswith("(held out)") for name in panel.names())
+    dialogs.answers = [QMessageBox.No]
+    with qtbot.waitSignal(controller.fine_tuning.finished, timeout=TIMEOUT):
+        action(window, *FINE_TUNE).trigger()
+    assert split_of(dataset)["val"] == held_out
+    for name in panel.names():
+        cell = panel.cell(name, "Case")
+        assert cell.text() == (f"{name} (held out)" if name in held_out else name)
+        assert cell.font().italic() == (name in held_out) and ("fine-tuning never trains on it" in cell.toolTip()) \
+            == (name in held_out)
+    assert f"{len(held_out)} held out" in panel.title.text()
+    open_case(qtbot, controller, held_out[0])                     # the mark names the case; opening still works
+    assert window.session.case.name == held_out[0]

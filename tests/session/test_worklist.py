@@ -70,6 +70,20 @@ def test_status_and_note_round_trip_and_bad_status_refused(tmp_path):
     assert Worklist.open(tmp_path / "ds").case("case_002").reviewed_count == 1
 
 
+def test_held_out_cases_are_those_of_splits_json_and_a_broken_file_marks_none(tmp_path):
+    make_dataset(tmp_path / "ds", 4)
+    assert not any(c.held_out for c in Worklist.open(tmp_path / "ds").cases)  # no split yet: none drawn
+    assert not (tmp_path / "ds" / "splits.json").exists()                     # opening writes nothing
+    (tmp_path / "ds" / "splits.json").write_text(json.dumps(
+        [{"train": ["case_000", "case_001", "case_003"], "val": ["case_002"]}]))
+    worklist = Worklist.open(tmp_path / "ds")
+    assert [c.name for c in worklist.cases if c.held_out] == ["case_002"]
+    (tmp_path / "ds" / "splits.json").write_text("[{\"train\": [")
+    problem = worklist.read_split()
+    assert problem is not None and "splits.json cannot be read" in problem
+    assert not any(c.held_out for c in worklist.cases)
+
+
 def test_sort_orders_and_next_previous(tmp_path):
     make_dataset(tmp_path / "ds", 4)
     worklist = Worklist.open(tmp_path / "ds")
