@@ -97,6 +97,20 @@ def is_placeholder(label_class: LabelClass) -> bool:
     return label_class.name == f"label {label_class.value}"
 
 
+def naming_conflict(theirs: Iterable[LabelClass], table: Iterable[LabelClass], owner: str) -> str | None:
+    """Why a model with classes ``theirs`` does not fit ``table`` (whose ``owner``, e.g. "the
+    labels", names it in the message): a foreground value the two name otherwise, whose
+    voxels would be scored under another class's column. Placeholder names ("label 3") never
+    conflict. None when every shared value has the same name."""
+    names = {c.value: c.name for c in theirs if c.value}
+    for c in table:
+        name = names.get(c.value)
+        if c.value and not is_placeholder(c) and name is not None and name.strip().lower() != c.name.strip().lower():
+            return (f"its class {c.value} is \u201c{name}\u201d where {owner} have \u201c{c.name}\u201d: "
+                    "it was trained for other classes")
+    return None
+
+
 def merged_classes(*tables: Iterable[LabelClass]) -> list[LabelClass]:
     """One class per value, in order: every class of the first table, then those of the next
     tables whose values the earlier ones lack. Where two tables name the same value (a

@@ -411,17 +411,18 @@ class WorklistController(QObject):
         elif not self.checkpoints and self.window.session is not None:
             self.checkpoints = {slot: m.path for slot, m in self.window.session.models.items()}
         wanted = dict(self.checkpoints)
-        self._run(Worklist.open, Path(folder).absolute(), wanted or None, done=self._dataset_open,
-                  reports_progress=True)
+        self._run(_open_worklist, Path(folder).absolute(), wanted or None,
+                  done=lambda opened: self._dataset_open(*opened), reports_progress=True)
         self.window.statusBar().showMessage(f"Opening dataset {folder}...")
 
-    def _dataset_open(self, worklist: Worklist) -> None:
+    def _dataset_open(self, worklist: Worklist, problems: dict[str, tuple[str, bool]] | None = None) -> None:
         self._drop_queue()
         if self.navigator is not None:
             self.navigator.close()  # the case prefetched, or opening, of the dataset before
+        self._keep_fitting(worklist, problems or {})
         self.worklist = worklist
         self.navigator = WorklistNavigator(worklist, "name", prefetching=self.prefetch_enabled)
-        self.checkpoints = dict(worklist.checkpoints) or self.checkpoints
+        self.checkpoints = dict(worklist.checkpoints)
         self.panel.sort_choice.setCurrentIndex([key for _, key in SORTS].index("name"))
         self._show_rows()
         self.panel.title.setText(self._title())
@@ -431,6 +432,28 @@ class WorklistController(QObject):
         self.dataset_opened.emit()
         if len(worklist.checkpoints) == 2:
             self.predict_dataset()
+
+    def _keep_fitting(self, worklist: Worklist, problems: dict[str, tuple[str, bool]]) -> None:
+        """Leave out the checkpoints chosen before that do not fit the dataset opened
+        (``Worklist.checkpoint_problems``): one of other classes is refused, saying why; for
+        one of another modality the user decides, once for every case (default No)."""
+        kept, refused = dict(worklist.checkpoints), []
+        for slot, (why, refuse) in sorted(problems.items()):
+            said = f"Model {slot} ({kept[slot].name}): {why[0].upper()}{why[1:]}."
+            if refuse:
+                refused.append(said)
+            elif QMessageBox.question(
+                    self.window.window(), "Checkpoint of another modality",
+                    f"{said}\n\nRun it on every case of {worklist.folder.name} anyway?",
+                    QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                    QMessageBox.StandardButton.No) == QMessageBox.StandardButton.Yes:
+                continue
+            del kept[slot]
+        if len(kept) < len(worklist.checkpoints):
+            worklist.set_checkpoints(kept)
+        if refused:
+            self._error("\n".join(refused) + "\n\nNot used for this dataset: load a checkpoint of its classes "
+                        "(Model > Load checkpoint A / B).", "Checkpoint of other classes")
 
     def _title(self) -> str:
         worklist = self.worklist
@@ -514,7 +537,7 @@ class WorklistController(QObject):
             return
         paths = {s: m.path for s, m in session.models.items()}
         if self.worklist is None:
-            self.checkpoints.update(paths)
+            self.checkpoints = paths  # a model the user declined for this image is not wanted either
             return
         if any(self.worklist.checkpoints.get(s) != p for s, p in paths.items()):
             self.set_checkpoints({**self.worklist.checkpoints, **paths})
@@ -1078,6 +1101,12 @@ class WorklistController(QObject):
 
 
 # -- in workers ------------------------------------------------------------------------------
+
+def _open_worklist(folder: Path, checkpoints: dict[str, Path] | None, progress=None):
+    """The worklist of ``folder`` and how the checkpoints chosen fit it (they are read)."""
+    worklist = Worklist.open(folder, checkpoints, progress=progress)
+    return worklist, worklist.checkpoint_problems()
+
 
 def _queue(worklist: Worklist, order: list[str], should_stop):
     yield from worklist.prediction_queue(should_stop=should_stop, order=order)

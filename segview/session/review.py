@@ -32,7 +32,8 @@ import time
 
 import numpy as np
 
-from ..core.classes import LabelClass, completed_classes, generic_classes, is_placeholder, merged_classes
+from ..core.classes import (LabelClass, completed_classes, generic_classes, is_placeholder, merged_classes,
+                            naming_conflict)
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
@@ -755,16 +756,10 @@ class ReviewSession:
         otherwise than the labels' class table or the other slot's model does (its voxels
         would be scored under another class's column); None when every shared value has
         the same name."""
-        theirs = {c.value: c.name for c in predictor.classes if c.value}
-        tables = [("the labels", [c for c in self._classes or [] if not is_placeholder(c)])]
+        tables = [("the labels", self._classes or [])]
         tables += [(f"model {s}", m.classes) for s, m in self.models.items() if s != slot]
-        for owner, table in tables:
-            for c in table:
-                name = theirs.get(c.value)
-                if c.value and name is not None and name.strip().lower() != c.name.strip().lower():
-                    return (f"its class {c.value} is \u201c{name}\u201d where {owner} have \u201c{c.name}\u201d: "
-                            "it was trained for other classes")
-        return None
+        return next((why for owner, table in tables
+                     if (why := naming_conflict(predictor.classes, table, owner)) is not None), None)
 
     def remove_model(self, slot: str) -> None:
         if self.models.pop(slot, None) is not None:

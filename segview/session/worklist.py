@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.classes import LabelClass, named_classes
+from ..core.classes import LabelClass, named_classes, naming_conflict
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
@@ -79,6 +79,10 @@ def working_status(status: str, reviewed_count: int, edited: bool = False) -> st
     """A "new" case with a slice reviewed, or with unsaved edits, is "in progress" (read from
     its sidecar, or the open case as it is now in the worklist's row)."""
     return "in progress" if status == "new" and (reviewed_count or edited) else status
+
+
+#: nnU-Net channel names (dataset.json "channel_names") of MR sequences.
+MR_CHANNELS = {"T1", "T2", "T1W", "T2W", "T1C", "T1CE", "T1GD", "FLAIR", "PD", "ADC", "DWI", "CINE", "SSFP"}
 
 
 @dataclass
@@ -244,6 +248,45 @@ class Worklist:
         self._predictors.clear()
         for case in self.cases:
             self._read_figures(case)
+
+    @property
+    def modality(self) -> str | None:
+        """The dataset's modality, "CT" or "MR": its dataset.json's first channel (nnU-Net
+        names: "CT", "MRI", "T2", ...), or that of every DICOM series; None when unknown or mixed."""
+        if self.layout == "nnU-Net":
+            channels = (_read_json(self.folder / "dataset.json") or {}).get("channel_names")
+            channel = str(channels.get("0", "")).upper() if isinstance(channels, dict) else ""
+            if channel:
+                return "CT" if channel == "CT" else "MR" if channel.startswith("MR") or channel in MR_CHANNELS else None
+        found = {c.series.modality.upper() for c in self.cases if c.series is not None}
+        return found.pop() if len(found) == 1 and "" not in found else None
+
+    def checkpoint_problems(self) -> dict[str, tuple[str, bool]]:
+        """Why a checkpoint chosen may not serve this dataset: slot -> (why, refused).
+        Refused: it names a class value otherwise than dataset.json does, so its voxels would
+        be scored under another class, as ``ReviewSession.class_conflict`` refuses it for one
+        image. Not refused but to be asked: it was trained on another modality. A checkpoint
+        that cannot be read is left to its first use, which says why."""
+        from types import SimpleNamespace
+
+        from ..ml.checkpoint import CheckpointError, modality_mismatch, read_metadata
+        from ..ml.metadata import classes_from_metadata
+
+        problems: dict[str, tuple[str, bool]] = {}
+        dataset = SimpleNamespace(modality=self.modality or "", meta={})
+        for slot, path in self.checkpoints.items():
+            try:
+                meta = read_metadata(path)
+                theirs = classes_from_metadata(meta, path)
+            except (CheckpointError, ValueError):
+                continue
+            conflict = naming_conflict(theirs, self.classes or [], "the dataset's classes")
+            warning = modality_mismatch(meta, dataset)
+            if conflict is not None:
+                problems[slot] = (conflict, True)
+            elif warning is not None:
+                problems[slot] = (warning.replace("the image is", "the dataset is"), False)
+        return problems
 
     def digests(self) -> dict[str, str]:
         """Slot -> content digest of its checkpoint file."""

@@ -84,6 +84,38 @@ def test_held_out_cases_are_those_of_splits_json_and_a_broken_file_marks_none(tm
     assert not any(c.held_out for c in worklist.cases)
 
 
+@pytest.mark.parametrize("channel, modality", [("CT", "CT"), ("MRI", "MR"), ("t2", "MR"), ("FLAIR", "MR"),
+                                               ("noNorm", None), (None, None)])
+def test_the_dataset_modality_is_its_first_channel_and_a_checkpoint_of_another_is_to_be_asked(
+        tmp_path, checkpoints, channel, modality):
+    make_dataset(tmp_path / "ds", 2)
+    document = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    if channel is not None:
+        document["channel_names"] = {"0": channel}
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(document))
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)  # tiny MR checkpoints of the dataset's classes
+    assert worklist.modality == modality
+    problems = worklist.checkpoint_problems()
+    if modality == "CT":
+        assert set(problems) == {"A", "B"} and not any(refused for _, refused in problems.values())
+        assert "trained on MR images but the dataset is CT" in problems["A"][0]
+    else:
+        assert problems == {}
+
+
+def test_a_checkpoint_naming_a_class_otherwise_than_dataset_json_is_refused(tmp_path, checkpoints):
+    make_dataset(tmp_path / "ds", 2)
+    document = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    document["labels"] = {"background": 0, "organ": 1, "tumour": 2}  # the checkpoints say "lesion"
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(document))
+    problems = Worklist.open(tmp_path / "ds", checkpoints).checkpoint_problems()
+    assert problems["A"] == ("its class 2 is \u201clesion\u201d where the dataset's classes have \u201ctumour\u201d: "
+                             "it was trained for other classes", True)
+    document["labels"] = {"background": 0, "Organ": 1, "label 2": 2}     # case and placeholders agree
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(document))
+    assert Worklist.open(tmp_path / "ds", checkpoints).checkpoint_problems() == {}
+
+
 def test_sort_orders_and_next_previous(tmp_path):
     make_dataset(tmp_path / "ds", 4)
     worklist = Worklist.open(tmp_path / "ds")
