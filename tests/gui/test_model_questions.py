@@ -44,14 +44,17 @@ def test_models_declined_for_an_image_or_of_another_dataset_s_classes_never_serv
     load_models(qtbot, window, [lung_ce], "A")
     assert controller.checkpoints == {"A": lung_ce}
 
-    with qtbot.waitSignal(controller.dataset_opened, timeout=60000):
+    with qtbot.waitSignal(controller.case_opened, timeout=60000) as opened:   # the image gives way to a case
         controller.open_dataset(tmp_path / "lung")
     assert controller.worklist.checkpoints == {"A": lung_ce}
+    assert opened.args == ["lung_000"] and window.session.case.name == "lung_000"
+    assert set(window.session.models) == {"A"}
 
     # The cardiac dataset names other classes: lung_ce is refused there, saying why.
-    with qtbot.waitSignal(controller.dataset_opened, timeout=60000):
+    with qtbot.waitSignal(controller.case_opened, timeout=60000):
         controller.open_dataset(tmp_path / "cardiac")
     assert controller.worklist.checkpoints == {} and controller.checkpoints == {}
+    assert window.session.case.name == "cardiac_000" and not window.session.models
     kind, text = dialogs[-1]
     assert kind == "critical" and text.startswith("Model A (lung_ce.safetensors): Its class 1 is \u201cinfection\u201d "
                                                   "where the dataset's classes have \u201cright ventricle\u201d")
@@ -82,3 +85,25 @@ def _set_modality(path, modality: str) -> None:
     model, meta = load_checkpoint(path)
     meta["preprocessing"]["modality"] = modality
     save_checkpoint(path, model, meta)
+
+
+def test_an_edited_image_on_screen_is_asked_about_before_a_dataset_s_first_case_takes_its_place(
+        qtbot, demo, dialogs, tmp_path):
+    window, controller = demo, demo.worklist_controller
+    assert cli_main(["phantom", "cardiac", "-o", str(tmp_path / "cardiac"), "--count", "2"]) == 0
+    demo_session = window.session
+    z = window.current_slice()
+    demo_session.labels.paint(z, [(5, 5)], 3.0, 1)
+    window.refresh_session()
+    assert demo_session.modified
+    dialogs.answers = [QMessageBox.Cancel]
+    with qtbot.waitSignal(controller.dataset_opened, timeout=60000):
+        controller.open_dataset(tmp_path / "cardiac")
+    qtbot.waitUntil(lambda: bool(dialogs), timeout=60000)
+    assert dialogs[0] == ("question", "The labels or their review marks have unsaved changes. Save them?")
+    qtbot.waitUntil(lambda: controller.opening is None, timeout=60000)
+    assert window.session is demo_session and demo_session.modified          # Cancel: the image stays, edits kept
+    dialogs.answers = [QMessageBox.Discard]
+    with qtbot.waitSignal(controller.case_opened, timeout=60000):
+        controller.open_case("cardiac_000")
+    assert window.session.case.name == "cardiac_000"
