@@ -23,6 +23,7 @@ from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from ..core.errors import SegviewError
+from ..core.report import counted
 from ..session import ReviewSession
 from ..session.interaction import ClickJob, ClickProposal
 from .workers import Worker
@@ -129,13 +130,8 @@ class ClickController(QObject):
             except SegviewError as exc:
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
             else:
-                said = (f"{changed} voxel{'s' * (changed != 1)} changed" if changed else
+                said = (changed_text(changed, session.interaction.last_taken, session.classes) if changed else
                         session.interaction.unchanged_reason(job))
-                taken = session.interaction.last_taken if changed else {}
-                if taken:  # under "Paint over: everything" a click may take a neighbour's voxels: say whose
-                    names = {c.value: c.name for c in session.classes}
-                    said += ", of them taken from " + ", ".join(f"{names.get(v, f'class {v}')} {n}"
-                                                                for v, n in taken.items())
                 self.window.statusBar().showMessage(f"Click: {said}", 5000)
         self.show_dots()
         self._next()
@@ -256,3 +252,11 @@ class ClickController(QObject):
 def install_clicks(window: ToolHost) -> ClickController:
     """The Click tool's controller for ``window`` (``window.click_controller``)."""
     return ClickController(window)
+
+
+def changed_text(changed: int, taken: dict[int, int], classes) -> str:
+    """"70 voxels changed, 12 of them from myocardium": under "Paint over: everything" a
+    click may take a neighbour's voxels (``taken``: class value -> voxels), and says whose."""
+    names = {c.value: c.name for c in classes}
+    return ", ".join([counted(changed, "voxel") + " changed"]
+                     + [f"{n} of them from {names.get(v, f'class {v}')}" for v, n in taken.items() if n])

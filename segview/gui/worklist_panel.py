@@ -41,7 +41,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDock
                                QHeaderView, QInputDialog, QLabel, QMenu, QMessageBox, QPushButton, QTableWidget,
                                QTableWidgetItem, QVBoxLayout, QWidget)
 
-from ..core.report import number_text
+from ..core.report import counted, number_text
 from ..core.errors import SegviewError
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
 from ..session.verdict import reviewed_verdict, write_dataset_report
@@ -470,7 +470,7 @@ class WorklistController(QObject):
         models = ", ".join(f"{s}: {p.name}" for s, p in worklist.checkpoints.items()) or \
             "no models (Model > Load checkpoint A / B)"
         read_only = " <b>read-only</b>" if worklist.read_only else ""
-        return (f"<b>{worklist.folder.name}</b> ({worklist.layout}, {len(worklist.cases)} cases, "
+        return (f"<b>{worklist.folder.name}</b> ({worklist.layout}, {counted(len(worklist.cases), 'case')}, "
                 f"{counts['done']} done, {counts['flagged']} flagged"
                 f"{f', {held_out} held out' if held_out else ''}){read_only}<br>{models}<br>"
                 "Enter or double-click opens a case; Ctrl+N / Ctrl+P: next / previous (the case left is saved); "

@@ -1,6 +1,8 @@
 """A checkpoint in a review session: its Predictor and its prediction on the session's image."""
 from __future__ import annotations
 
+import math
+
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,7 +77,16 @@ class Model:
         elif data and source:
             text += f", trained on {source}"
         dice = self.meta.get("validation", {}).get("dice", {}).get("mean")
-        return text + (f", validation Dice {dice:.3f}" if dice is not None else "")
+        if dice is None:
+            return text
+        if not parent:
+            return text + f", validation Dice {dice:.3f}"
+        # A fine-tune is scored on the dataset's held-out cases, its parent's own figure on
+        # its first data: beside each other they mislead, so the parent's there is given.
+        theirs = parent.get("held_out_dice")
+        there = f" ({Path(parent['name']).stem} {theirs:.3f} there)" if isinstance(theirs, (int, float)) \
+            and math.isfinite(theirs) else ""
+        return text + f", held-out Dice {dice:.3f}{there}"
 
     def _architecture(self) -> str:
         """"imported monai-unet from weights.pth, CT, classes lesion, vessel": what the

@@ -236,3 +236,14 @@ def test_a_read_only_case_cannot_use_the_click_tool(qtbot, window, threads):
     click(qtbot, window, (axial(window).index, 40, 50), button=Qt.RightButton, wait=False)
     qtbot.wait(200)
     assert not session.labels.array.any() and not threads and dots(window) == ([], 0)
+
+
+def test_a_click_that_took_other_classes_voxels_says_how_many_of_whose():
+    from segview.core.classes import named_classes
+    from segview.gui.click_tool import changed_text
+
+    classes = named_classes(["background", "right ventricle", "myocardium", "left ventricle"])
+    assert changed_text(70, {2: 12, 3: 1}, classes) == "70 voxels changed, 12 of them from myocardium, " \
+                                                      "1 of them from left ventricle"
+    assert changed_text(1, {}, classes) == "1 voxel changed"
+    assert changed_text(5, {7: 2, 3: 0}, classes) == "5 voxels changed, 2 of them from class 7"

@@ -130,7 +130,12 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert controller.worklist.checkpoints == {"A": parent, "B": path} and queue == [True]
     assert set(window.session.models) == {"A", "B"} and window.session.models["B"].path == path
     window.set_comparing(True)
-    assert "fine-tuned from ce on 5 cases" in window.workspace.compare.headers["B"].text()
+    header = window.workspace.compare.headers["B"].text()
+    assert "fine-tuned from ce on 5 cases" in header
+    # Scored on the held-out cases, beside the parent's own figure there (a tester read A's
+    # validation Dice on its own data against B's on these as "B is worse").
+    assert f"held-out Dice {read_metadata(path)['validation']['dice']['mean']:.3f} (ce {parent_dice:.3f} there)" \
+        in header and "validation Dice" not in header
     cached = Worklist.open(dataset, {"A": parent, "B": path})  # the cache holds B's predictions
     assert all(case.disputed == case.disputed for case in cached.cases)  # none NaN
 
