@@ -72,7 +72,7 @@ class Worklists(Protocol):
 
     def update_actions(self) -> None: ...
 
-    def show_split(self) -> None: ...
+    def show_split(self, held_out: list[str] | None = None) -> None: ...
 
 
 def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None) -> str:
@@ -185,6 +185,8 @@ class FineTuning(QObject):
     def _progress(self, event: dict) -> None:
         if self._stop is None or self._stop.is_set():
             return  # stopping: the row says so
+        if "held_out" in event:  # before reading the cases: marked while the run goes on
+            return self.controller.show_split(event["held_out"])
         if self._started is None:
             self._started = time.monotonic()
         dice = self.history[-1]["val_dice"] if self.history else math.nan

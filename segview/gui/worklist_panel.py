@@ -377,12 +377,17 @@ class WorklistController(QObject):
         self.finetune_action.setEnabled(self.fine_tuning.reason() is None)
         self.finetune_action.setToolTip(self.fine_tuning.tooltip())
 
-    def show_split(self) -> None:
+    def show_split(self, held_out: list[str] | None = None) -> None:
         """Mark the held-out cases of ``splits.json`` as it is now (a fine-tune or held-out
-        report may have written it)."""
+        report may have written it), or ``held_out``: those of a fine-tune going on, whose
+        split is written only if it succeeds."""
         if self.worklist is None:
             return
-        problem = self.worklist.read_split()
+        problem = None
+        if held_out is None:
+            problem = self.worklist.read_split()
+        else:
+            self.worklist.mark_held_out(held_out)
         if problem is not None:
             self.window.statusBar().showMessage(problem, 10000)
         self._show_rows()

@@ -49,9 +49,10 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
               models_folder=None, device: str | None = None) -> Path:
     """Fine-tune checkpoint ``parent`` on the reviewed slices of the training cases of the
     nnU-Net dataset ``folder`` (its fixed split, written on first use; held-out reviewed
-    slices choose the epoch). ``progress`` gets ``train``'s events (steps, then each epoch's
-    row with ``val_dice``, the held-out Dice). ``models_folder``: where to write (default
-    ``folder/models``; give another for a read-only dataset). Returns the checkpoint's path.
+    slices choose the epoch). ``progress`` gets {"held_out": names} first, then ``train``'s
+    events (steps, then each epoch's row with ``val_dice``, the held-out Dice).
+    ``models_folder``: where to write (default ``folder/models``; give another for a
+    read-only dataset). Returns the checkpoint's path.
     Raises FineTuneError (nothing to train on, classes that differ, a folder that cannot be
     written), CheckpointError, and ml.train.TrainingCancelled when ``should_stop()``."""
     from ..ml.train import TrainingCancelled
@@ -61,6 +62,8 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     try:
         names = case_names(folder)
         split = fixed_split(folder, names, write=False)  # written once the fine-tune succeeds
+        if progress is not None:
+            progress({"held_out": list(split["val"])})  # the cases judging the run, for the worklist to mark
         dataset = folder_dataset(folder, reviewed_only=True)
         made = not target.parent.exists()  # a models folder this run makes goes again if it writes nothing
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -365,9 +365,13 @@ class Worklist:
                 held_out = set((read_split(self.folder) or {}).get("val", []))
             except DatasetError as exc:
                 problem = str(exc)
-        for case in self.cases:
-            case.held_out = case.name in held_out
+        self.mark_held_out(held_out)
         return problem
+
+    def mark_held_out(self, names) -> None:
+        """Mark cases ``names`` held out, and only them."""
+        for case in self.cases:
+            case.held_out = case.name in names
 
     def _read_sidecar(self, case: Case) -> None:
         document = read_sidecar(case.labels) or {}

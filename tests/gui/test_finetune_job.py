@@ -170,6 +170,9 @@ def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, 
         action(window, *FINE_TUNE).trigger()
     assert finished.args == [None] and len(events) == 1          # stopped before its next step
     assert checkpoints_in(dataset / "models") == []
+    held_out = split_of(dataset)["val"]                           # the fixture's split: marked before and after
+    assert [n for n in controller.panel.names() if controller.panel.cell(n, "Case").text().endswith("(held out)")] \
+        == held_out
     assert "cancelled" in window.statusBar().currentMessage()
     assert not row.isVisible() and action(window, *FINE_TUNE).isEnabled()
     assert dialogs == []                                          # nothing offered, nothing failed
@@ -240,8 +243,12 @@ def test_the_held_out_cases_are_marked_in_the_worklist_once_the_split_is_written
     panel = controller.panel
     assert not any(panel.cell(name, "Case").text().endswith("(held out)") for name in panel.names())
     dialogs.answers = [QMessageBox.No]
+    marked_while_running = []
+    controller.fine_tuning.progressed.connect(lambda _: marked_while_running.append(
+        [n for n in panel.names() if panel.cell(n, "Case").text().endswith("(held out)")]))
     with qtbot.waitSignal(controller.fine_tuning.finished, timeout=TIMEOUT):
         action(window, *FINE_TUNE).trigger()
+    assert marked_while_running and all(marked == held_out for marked in marked_while_running)
     assert split_of(dataset)["val"] == held_out
     for name in panel.names():
         cell = panel.cell(name, "Case")
