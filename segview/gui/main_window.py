@@ -762,8 +762,10 @@ class MainWindow(QMainWindow):
         self._models_asking.add(slot)
         self._show_metrics()
         try:
+            # No by default: Enter must not run a model whose predictions may be meaningless.
             answer = QMessageBox.question(self, f"Run model {slot} on this image?", f"{why}\n\nRun it anyway?",
-                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+                                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                          QMessageBox.StandardButton.No)
         finally:
             self._models_asking.discard(slot)
         return answer != QMessageBox.StandardButton.Yes

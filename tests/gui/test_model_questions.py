@@ -40,6 +40,7 @@ def test_models_declined_for_an_image_or_of_another_dataset_s_classes_never_serv
     with qtbot.waitSignal(window.loaded, timeout=60000):
         window.open_image(tmp_path / "lung" / "imagesTr" / "lung_000")
     qtbot.waitUntil(lambda: not window.session.models and len(dialogs) == 2, timeout=30000)
+    assert dialogs.defaults == [QMessageBox.StandardButton.No] * 2   # Enter does not run them
     lung_ce = MODELS / "lung_ce.safetensors"
     load_models(qtbot, window, [lung_ce], "A")
     assert controller.checkpoints == {"A": lung_ce}
