@@ -214,7 +214,7 @@ class FineTuning(QObject):
         self._stop = self._worker = None
         self.row.hide()
         self.controller.update_actions()
-        self.controller.show_split()  # a run that got so far wrote the split
+        self.controller.show_split()  # the split as the run left it: written on success or when refused for it
 
     def _done(self, result: FineTuned | None) -> None:
         worklist = self._worklist

@@ -168,17 +168,18 @@ def slice_orientation(meta: dict) -> str:
     return "display" if flipped else "stored"
 
 
-def modality_mismatch(meta: dict, volume) -> str | None:
-    """A warning when ``volume`` (its DICOM ``modality``, e.g. "CT" or "MR") is not the
-    modality the checkpoint with metadata ``meta`` was trained on; None when they agree or
-    either is unknown (a NIfTI file has no modality). Pure: reads, never raises."""
+def modality_mismatch(meta: dict, volume, subject: str = "the image") -> str | None:
+    """A warning when ``volume`` (its DICOM ``modality``, e.g. "CT" or "MR"; anything with
+    ``modality`` and ``meta``) is not the modality the checkpoint with metadata ``meta`` was
+    trained on, naming ``volume`` as ``subject``; None when they agree or either is unknown
+    (a NIfTI file has no modality). Pure: reads, never raises."""
     trained = str((meta.get("preprocessing") or {}).get("modality") or "").upper()
     image = str(getattr(volume, "modality", "") or "").upper()
     if not trained or not image or trained == image:
         return None
     guessed = (getattr(volume, "meta", None) or {}).get("modality_guessed", False)
     seen = f"looks like {image} (guessed from its intensities)" if guessed else f"is {image}"
-    return (f"this checkpoint was trained on {trained} images but the image {seen}; "
+    return (f"this checkpoint was trained on {trained} images but {subject} {seen}; "
             "its predictions may be meaningless")
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-
 import threading
 from dataclasses import dataclass, field
 from typing import Any

@@ -281,11 +281,11 @@ class Worklist:
             except (CheckpointError, ValueError):
                 continue
             conflict = naming_conflict(theirs, self.classes or [], "the dataset's classes")
-            warning = modality_mismatch(meta, dataset)
+            warning = modality_mismatch(meta, dataset, "the dataset")
             if conflict is not None:
                 problems[slot] = (conflict, True)
             elif warning is not None:
-                problems[slot] = (warning.replace("the image is", "the dataset is"), False)
+                problems[slot] = (warning, False)
         return problems
 
     def digests(self) -> dict[str, str]:
