@@ -249,7 +249,8 @@ def _latency(path: Path, model) -> dict[str, tuple[float, float]]:
     reference = ndimage.zoom(phantom.labels, (1, 2, 2), order=0)
     models = {"cpu": model}
     if torch.cuda.is_available():
-        models[f"cuda ({torch.cuda.get_device_name(0)})"] = ClickModel.from_checkpoint(path, "cuda")
+        on_gpu = ClickModel.from_checkpoint(path, "cuda")
+        models[f"cuda ({torch.cuda.get_device_name(0)}, {on_gpu.runtime})"] = on_gpu
     out = {}
     for device, on_device in models.items():
         correct = click_corrector(on_device, image)

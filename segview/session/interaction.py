@@ -174,11 +174,11 @@ class Interaction:
     def load_model(self, path=None) -> ClickModel:
         """Use interactive checkpoint ``path`` (default: ``default_click_model()``) from now on.
         Raises CheckpointError."""
-        from ..ml.interactive import ClickModel
+        from ..ml.interactive import ClickModel, click_device
 
         path = default_click_model() if path is None else Path(path)
         with self._loading:
-            self._model = ClickModel.from_checkpoint(path)
+            self._model = ClickModel.from_checkpoint(path, click_device())
             self.model_path = path
         return self._model
 
@@ -190,7 +190,7 @@ class Interaction:
     def model(self) -> ClickModel:
         """The click model, loaded now if need be (any thread). Raises CheckpointError."""
         from ..ml.checkpoint import CheckpointError
-        from ..ml.interactive import ClickModel
+        from ..ml.interactive import ClickModel, click_device
 
         with self._loading:
             if self._model is None:
@@ -198,7 +198,7 @@ class Interaction:
                 if self.model_path is None and not path.exists():
                     raise CheckpointError(f"No click model: {path} is not there. Set {ENVIRONMENT} to an "
                                           "interactive checkpoint (segview train DATA --interactive) or load one.")
-                self._model = ClickModel.from_checkpoint(path)
+                self._model = ClickModel.from_checkpoint(path, click_device())
             return self._model
 
     # -- clicks -------------------------------------------------------------------------

@@ -235,6 +235,30 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
         Predictor.from_checkpoint(exported)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_cuda_graph_answers_as_the_network_it_replays(tmp_path):
+    path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=5)
+    graphed, eager = ClickModel.from_checkpoint(path, "cuda"), ClickModel.from_checkpoint(path, "cuda", "torch")
+    assert (graphed.runtime, eager.runtime) == ("cuda graph", "torch")
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # fresh inputs each time: a replay that kept its first input would fail
+        volume = rng.normal(size=(4, 70, 90)).astype(np.float32)
+        mask = np.zeros((70, 90), bool)
+        mask[rng.integers(10, 30):40, rng.integers(20, 40):60] = True
+        clicks = [Click(30, 62), Click(int(rng.integers(20, 30)), 35, False)]
+        box, a = graphed.refine(volume, 1, mask, clicks)
+        box_eager, b = eager.refine(volume, 1, mask, clicks)
+        assert box == box_eager and (a != b).mean() < 0.001
+    network = graphed.network
+    with torch.inference_mode():
+        kept = network(torch.randn(4, 6, 32, 32, device="cuda"))
+        before = kept.clone()
+        for batch in (4, 2, 4):  # another shape is captured anew
+            x = torch.randn(batch, 6, 32, 32, device="cuda")
+            torch.testing.assert_close(network(x), graphed.model(x), rtol=1e-3, atol=1e-3)
+    assert torch.equal(kept, before) and not network.eager  # an answer is a copy the next replay leaves alone
+
+
 def test_onnx_runtime_and_torch_refine_alike(tmp_path):
     path = _interactive_checkpoint(tmp_path / "clicks.safetensors", seed=3)
     fast, plain = ClickModel.from_checkpoint(path), ClickModel.from_checkpoint(path, runtime="torch")

@@ -371,6 +371,24 @@ def test_loading_no_path_loads_the_default_click_model(tmp_path, monkeypatch, ch
     session.close(discard=True)
 
 
+def test_the_session_loads_the_click_model_where_click_device_says(monkeypatch):
+    from segview.ml import interactive
+
+    asked = []
+    load = ClickModel.from_checkpoint.__func__
+
+    def on_cpu(cls, path, device="cpu", runtime="auto"):  # records the device, loads where this machine can
+        asked.append(torch.device(device))
+        return load(cls, path, "cpu", runtime)
+
+    monkeypatch.setattr(ClickModel, "from_checkpoint", classmethod(on_cpu))
+    monkeypatch.setattr(interactive, "click_device", lambda: torch.device("cuda"))  # a GPU machine
+    session, _ = open_case()
+    session.load_click_model()
+    assert asked == [torch.device("cuda")]
+    session.close(discard=True)
+
+
 def test_a_segmentation_checkpoint_is_no_click_model(tmp_path, checkpoints):
     session, _ = open_case()
     with pytest.raises(CheckpointError, match="segmentation checkpoint"):
