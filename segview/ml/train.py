@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from torch import distributed as dist
 
 from .. import __version__
-from ..core.errors import HeldOutError
+from ..core.errors import HeldOutError, SegviewError
 from ..core.files import file_sha256
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
@@ -505,9 +505,21 @@ def _start_distributed(config: TrainConfig) -> tuple[int, int]:
     if not dist.is_initialized():
         cuda = torch.cuda.is_available() and config.device in (None, "cuda")
         if cuda:
+            _check_one_gpu_each()
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def _check_one_gpu_each() -> None:
+    """Raises SegviewError, in every process alike, where torchrun started more processes on
+    this machine than it has GPUs: NCCL takes one GPU per process, and the process past the
+    last GPU died of "invalid device ordinal" (seen on a one-GPU machine)."""
+    processes, gpus = int(os.environ.get("LOCAL_WORLD_SIZE", "1")), torch.cuda.device_count()
+    if processes > gpus:
+        raise SegviewError(f"torchrun started {processes} processes on this machine, which has {gpus} "
+                           f"GPU{'s' if gpus != 1 else ''}: training takes one GPU per process. Start "
+                           f"--nproc_per_node={gpus}, or give --device cpu to train on the CPU.")
 
 
 def _barrier(world: int) -> None:

@@ -509,7 +509,7 @@ def test_two_cpu_processes_train_the_click_model_with_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "segview", "train", "--interactive", "--phantom", "cardiac", "--cases", "3", "--epochs", "1",
-               "-o", str(tmp_path), *TINY]
+               "-o", str(tmp_path), *TINY, "--device", "cpu"]  # CPU processes on a GPU machine too
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     meta = read_metadata(tmp_path / "best.safetensors")

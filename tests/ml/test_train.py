@@ -102,13 +102,27 @@ def test_bad_configuration_is_refused_before_training(options, message):
         TrainConfig(output="unused", **options)
 
 
+def test_more_torchrun_processes_than_gpus_are_refused_in_words(monkeypatch):
+    from segview.core.errors import SegviewError
+    from segview.ml.train import _start_distributed
+
+    for name, value in (("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "2"), ("RANK", "1"), ("LOCAL_RANK", "1")):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a one-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: pytest.fail("a GPU taken before the check"))
+    with pytest.raises(SegviewError, match=r"2 processes on this machine, which has 1 GPU: .*"
+                                           r"--nproc_per_node=1, or give --device cpu"):
+        _start_distributed(TrainConfig(output="unused"))
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                "-m", "segview", "train", "--phantom", "cardiac", "--cases", "3", "--epochs", "1",
                "--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-size", "2",
-               "-o", str(tmp_path)]
+               "-o", str(tmp_path), "--device", "cpu"]  # CPU processes on a GPU machine too
     finished = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     meta = read_metadata(tmp_path / "best.safetensors")
