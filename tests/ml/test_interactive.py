@@ -19,7 +19,7 @@ from segview.core.phantoms import CARDIAC_CLASSES
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_metadata, save_checkpoint
 from segview.ml.inference import Predictor
 from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, encode, error_click,
-                                    merge_at_click, prepare, resize_bilinear, settle,
+                                    merge_at_click, prepare, region_boxes, resize_bilinear, settle,
                                     structure_at_click)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
                                              review_summary)
@@ -233,6 +233,21 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
     exported = export_onnx(path, tmp_path / "clicks.onnx")  # six input channels export and check out
     with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model"):
         Predictor.from_checkpoint(exported)
+
+
+def test_region_boxes_are_scikit_images_bounding_boxes():
+    from skimage.measure import label as label_regions, regionprops
+
+    rng = np.random.default_rng(7)
+    for _ in range(100):  # empty, one pixel, touching the edges, scattered noise
+        mask = np.zeros((int(rng.integers(1, 120)), int(rng.integers(1, 120))), bool)
+        for _ in range(int(rng.integers(0, 6))):
+            y, x = rng.integers(0, mask.shape[0]), rng.integers(0, mask.shape[1])
+            mask[y:y + rng.integers(1, 40), x:x + rng.integers(1, 40)] = True
+        mask |= rng.random(mask.shape) < 0.003
+        expected = sorted((r.bbox[0], r.bbox[1], r.bbox[2] - 1, r.bbox[3] - 1)
+                          for r in regionprops(label_regions(mask, connectivity=1)))
+        assert sorted(tuple(b) for b in region_boxes(mask).reshape(-1, 4).astype(int).tolist()) == expected
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
