@@ -315,7 +315,8 @@ def _add_evaluate(commands) -> None:
                              "where it never gets there), as results.csv's clicks_to_90, with the paired difference")
     parser.add_argument("--click-model", type=Path, metavar="CKPT",
                         help="the interactive checkpoint of --robot (default: the shipped interactive.safetensors)")
-    parser.add_argument("--device")
+    parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is; for --robot's "
+                                         "click model, a CUDA GPU or the CPU)")
     parser.set_defaults(run=_run_evaluate)
 
 
@@ -439,14 +440,14 @@ def _run_verdict(args) -> int:
 
 def _click_model(args):
     """--robot's interactive model: --click-model, else the shipped one."""
-    from ..ml.interactive import ClickModel
+    from ..ml.interactive import ClickModel, click_device
     from ..resources import CLICK_MODEL
     from .common import UserError
 
     path = args.click_model or CLICK_MODEL
     if not path.is_file():
         raise UserError(f"--robot needs an interactive model: {path} is not there (give one with --click-model CKPT)")
-    return ClickModel.from_checkpoint(path, args.device or "cpu")
+    return ClickModel.from_checkpoint(path, args.device or click_device())
 
 
 def _robot_clicks(click_model, predictor, cases, results) -> None:
