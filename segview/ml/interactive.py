@@ -316,6 +316,15 @@ class ClickModel:
             return "torch"
         return "cuda graph" if isinstance(self.network, GraphedNetwork) else "onnxruntime"
 
+    def warm_up(self) -> None:
+        """One pass of the network on a blank input, so that the first click does not pay for
+        the runtime's first run: on a GPU the CUDA graph's capture and cuDNN's timing of its
+        algorithms (three passes and more), on the CPU ONNX Runtime's first allocations."""
+        size = int(self.preprocessing["input_size"][0])
+        blank = torch.zeros(1, CHANNELS, size, size, device=self.device)
+        with torch.inference_mode():
+            mirrored_logits(self.network, blank) if self.mirrors else self.network(blank)
+
     def refine(self, volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
                merge: bool = True) -> tuple[tuple[slice, slice], np.ndarray]:
         """The class on slice ``z`` of ``volume`` (Z, Y, X) refined from its current ``mask``

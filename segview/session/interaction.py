@@ -174,11 +174,9 @@ class Interaction:
     def load_model(self, path=None) -> ClickModel:
         """Use interactive checkpoint ``path`` (default: ``default_click_model()``) from now on.
         Raises CheckpointError."""
-        from ..ml.interactive import ClickModel, click_device
-
         path = default_click_model() if path is None else Path(path)
         with self._loading:
-            self._model = ClickModel.from_checkpoint(path, click_device())
+            self._model = _warmed_up(path)
             self.model_path = path
         return self._model
 
@@ -188,9 +186,10 @@ class Interaction:
         return self._model is not None
 
     def model(self) -> ClickModel:
-        """The click model, loaded now if need be (any thread). Raises CheckpointError."""
+        """The click model, loaded (and warmed up: ``ClickModel.warm_up``) now if need be (any
+        thread; the window calls it in a worker when the Click tool is chosen). Raises
+        CheckpointError."""
         from ..ml.checkpoint import CheckpointError
-        from ..ml.interactive import ClickModel, click_device
 
         with self._loading:
             if self._model is None:
@@ -198,7 +197,7 @@ class Interaction:
                 if self.model_path is None and not path.exists():
                     raise CheckpointError(f"No click model: {path} is not there. Set {ENVIRONMENT} to an "
                                           "interactive checkpoint (segview train DATA --interactive) or load one.")
-                self._model = ClickModel.from_checkpoint(path, click_device())
+                self._model = _warmed_up(path)
             return self._model
 
     # -- clicks -------------------------------------------------------------------------
@@ -339,3 +338,17 @@ def _may_take(labels: LabelMap, old):
     """Where a click may give its class voxels holding ``old``: background, or anything
     under the overwrite policy "everything" (mode "all")."""
     return np.ones(np.shape(old), bool) if labels.policy.mode == "all" else np.asarray(old) == 0
+
+
+def _warmed_up(path: Path) -> ClickModel:
+    """The click model of ``path`` on ``click_device()``, its network run once
+    (``ClickModel.warm_up``) so that the first click does not wait for that. Raises
+    CheckpointError."""
+    from ..ml.interactive import ClickModel, click_device
+
+    model = ClickModel.from_checkpoint(path, click_device())
+    try:
+        model.warm_up()
+    except (RuntimeError, ValueError, MemoryError):
+        pass  # the first click meets the same failure and says so (``ClickJob``)
+    return model

@@ -235,6 +235,14 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
         Predictor.from_checkpoint(exported)
 
 
+def test_warm_up_runs_the_network_once_on_a_blank_input_of_its_shape(tmp_path):
+    model = ClickModel.from_checkpoint(_interactive_checkpoint(tmp_path / "clicks.safetensors"))
+    network, seen = model.network, []
+    model.network = lambda x: (seen.append(x.clone()), network(x))[1]
+    model.warm_up()
+    assert len(seen) == 1 and seen[0].shape == (4, 6, 32, 32) and not seen[0].any()  # the crop's four mirrors
+
+
 def test_region_boxes_are_scikit_images_bounding_boxes():
     from skimage.measure import label as label_regions, regionprops
 

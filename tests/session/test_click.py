@@ -389,6 +389,17 @@ def test_the_session_loads_the_click_model_where_click_device_says(monkeypatch):
     session.close(discard=True)
 
 
+def test_a_failing_warm_up_still_loads_the_click_model(monkeypatch):  # a click meets the failure and says so
+    def fails(model):
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(ClickModel, "warm_up", fails)
+    session, _ = open_case()
+    session.load_click_model()
+    assert session.interaction.model_ready
+    session.close(discard=True)
+
+
 def test_a_segmentation_checkpoint_is_no_click_model(tmp_path, checkpoints):
     session, _ = open_case()
     with pytest.raises(CheckpointError, match="segmentation checkpoint"):
