@@ -12,10 +12,12 @@ window, when another tool, class, slice or image is chosen, or the slice changes
 (``session.interaction``); undo takes a click's dot away with its edit. The click model is
 loaded in a worker as soon as the tool is chosen, so that the first click does not wait for it. Without
 a click model a dialog says so; a click the model fails on says so in the status bar;
-neither changes the labels.
+neither changes the labels. Model > Load click model chooses another interactive checkpoint
+for the image on screen and every image opened after it in this window (``load_model``).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, Qt
@@ -48,6 +50,7 @@ class ClickController(QObject):
         self._end_when_idle = False
         self._busy_cursor = False
         self._warming: ReviewSession | None = None   # the session whose click model is being loaded
+        self.model_path: Path | None = None           # chosen in Model > Load click model (None: the default)
         window.loaded.connect(self._session_shown)
         window.tools.tool_changed.connect(self._tool_chosen)
         window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
@@ -147,7 +150,8 @@ class ClickController(QObject):
             self._end_when_idle = False
             self._set_busy_cursor(False)
             self.show_dots()
-            QMessageBox.warning(self.window.window(), "No click model", f"{exc}\n\nThe labels are unchanged.")
+            QMessageBox.warning(self.window.window(), "No click model",
+                                f"{exc}\n\nModel > Load click model chooses one. The labels are unchanged.")
             return
         if not job.cancelled:
             self.window.statusBar().showMessage(f"Click: {exc}", 10000)
@@ -173,6 +177,43 @@ class ClickController(QObject):
         worker.signals.errored.connect(self._warm_up_failed)
         worker.signals.finished.connect(lambda: self._warmed(worker, session))
         worker.start()
+
+    def load_model(self, path) -> None:
+        """Use interactive checkpoint ``path`` for the image on screen and every one opened
+        after it: checked at once (its metadata), loaded in a worker. A file that is no click
+        model is refused with a dialog naming what it is, and the model before stays."""
+        from ..ml.checkpoint import read_metadata
+        from ..ml.interactive import check_interactive
+
+        path = Path(path)
+        try:
+            check_interactive(read_metadata(path), path.name)
+        except SegviewError as exc:
+            QMessageBox.warning(self.window.window(), "Not a click model", f"{exc}\n\nThe click model is unchanged.")
+            return
+        except OSError as exc:
+            QMessageBox.warning(self.window.window(), "Not a click model",
+                                f"{path.name} cannot be read: {exc.strerror or exc}.\n\nThe click model is unchanged.")
+            return
+        self.end(cancel=True)
+        self.model_path = path
+        session = self.window.session
+        if session is None:
+            self.window.statusBar().showMessage(f"Click model: {path.name}, for the images opened next", 5000)
+            return
+        worker = Worker(session.interaction.load_model, path)
+        self._workers.add(worker)
+        self._warming = session
+        worker.signals.returned.connect(lambda model: self.window.statusBar().showMessage(
+            f"Click model: {path.name} ({model.runtime} on {model.device.type})", 5000))
+        worker.signals.errored.connect(self._load_failed)
+        worker.signals.finished.connect(lambda: self._warmed(worker, session))
+        worker.start()
+
+    def _load_failed(self, exc: Exception) -> None:
+        if not isinstance(exc, SegviewError):
+            raise exc
+        QMessageBox.warning(self.window.window(), "Click model not loaded", f"{exc}")
 
     def _warmed(self, worker: Worker, session: ReviewSession) -> None:
         self._workers.discard(worker)
@@ -214,6 +255,8 @@ class ClickController(QObject):
             self.session.labels.events.step.disconnect(self.show_dots)
         self.session = session
         if session is not None:
+            if self.model_path is not None and session.interaction.model_path is None:
+                session.interaction.model_path = self.model_path  # loaded when the tool needs it
             session.labels.events.step.connect(self.show_dots)  # undo and redo move the dots
             if self.window.effect.name == "click":
                 self.warm_up()

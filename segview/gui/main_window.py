@@ -312,6 +312,7 @@ class MainWindow(QMainWindow):
         menu.setObjectName(MODEL_MENU)
         for slot in SLOTS:
             menu.addAction(f"Load checkpoint &{slot}...", partial(self.choose_model, slot))
+        menu.addAction("Load c&lick model...", self.choose_click_model)
         menu.addSeparator()
         menu.addAction("&Run inference", "Ctrl+R", self.run_inference)
         menu.addAction("&Cancel inference", "Esc", self.escape)
@@ -354,6 +355,14 @@ class MainWindow(QMainWindow):
         remember_folder(path, "checkpoints")
         if path:
             self.load_model(path, slot)
+
+    def choose_click_model(self) -> None:
+        start = last_folder("checkpoints") or self.start_folder()
+        path, _ = QFileDialog.getOpenFileName(self, "Load click model", str(start),
+                                              "Interactive checkpoints (*.safetensors *.onnx)")
+        remember_folder(path, "checkpoints")
+        if path:
+            self.click_controller.load_model(path)
 
     def open_image(self, path, labels_path=None) -> None:
         """Open an image file or DICOM folder in the background (a picker for several

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtWidgets import QFileDialog, QPushButton
 
 from segview.core.phantoms import make_phantom
 from segview.ml.interactive import ClickModel
@@ -178,6 +178,34 @@ def test_without_a_click_model_a_dialog_says_so_and_nothing_changes(qtbot, windo
     assert any("No click model" in text and "missing.safetensors" in text for _, text in dialogs)
     assert not session.labels.array.any() and not session.labels.can_undo
     assert dots(window) == ([], 0)
+
+
+def test_the_model_menu_loads_a_click_model_for_this_image_and_the_next(qtbot, window, dialogs, monkeypatch,
+                                                                       tmp_path, click_checkpoint):
+    monkeypatch.setenv(ENVIRONMENT, str(tmp_path / "missing.safetensors"))
+    monkeypatch.setattr(ClickModel, "refine", disks_refine)
+    chosen = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *_, **__: (str(chosen[-1]), ""))
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    click(qtbot, window, (z, 40, 50), wait=False)  # no model yet: the dialog says where to load one
+    qtbot.waitUntil(lambda: any("No click model" in text for _, text in dialogs), timeout=10000)
+    assert "Model > Load click model" in dialogs[-1][1]
+    actions = {a.text().replace("&", ""): a for m in window.menuBar().actions() if m.menu() for a in m.menu().actions()}
+    chosen.append(DEMO_MODELS[0])  # a segmentation checkpoint is no click model, and says what it is
+    actions["Load click model..."].trigger()
+    assert dialogs[-1][0] == "warning" and "segmentation checkpoint" in dialogs[-1][1]
+    assert session.interaction.model_path is None
+    chosen.append(click_checkpoint)
+    actions["Load click model..."].trigger()
+    qtbot.waitUntil(lambda: "Click model: interactive.safetensors" in window.statusBar().currentMessage(),
+                    timeout=30000)
+    assert session.interaction.model_path == click_checkpoint and session.interaction.model_ready
+    click(qtbot, window, (z, 40, 50))
+    assert session.labels.array[z, 40, 50] == window.tools.active_class()
+    nxt = open_case(qtbot, window)  # the next image uses it too
+    assert nxt.interaction.model_path == click_checkpoint
 
 
 def test_a_failing_model_says_so_in_the_status_bar_and_nothing_changes(qtbot, window, monkeypatch, click_checkpoint):
