@@ -449,6 +449,10 @@ class MainWindow(QMainWindow):
         finally:
             self._show_metrics()  # the hint: no longer loading
 
+    def waiting_checkpoints(self) -> dict[str, Path]:
+        """The checkpoints loaded before any image, waiting for one: {slot: path}."""
+        return {slot: path for slot, (path, _) in self._models_waiting.items()}
+
     def models_hint(self) -> str | None:
         """What the score panels say while they have no model to score: checkpoints being
         read, or loaded and waiting for an image; None: how to load them."""
@@ -458,7 +462,8 @@ class MainWindow(QMainWindow):
             return f"Model {' and '.join(sorted(self._models_asking))}: waiting for your answer to run it here."
         waiting = [slot for slot in SLOTS if slot in self._models_waiting]
         if waiting and self.session is None:
-            return f"Model {' and '.join(waiting)} loaded: it runs on the image you open."
+            return (f"Model {waiting[0]} loaded: it runs on the image you open." if len(waiting) == 1 else
+                    f"Models {' and '.join(waiting)} loaded: they run on the image you open.")
         worklist = self.worklist_controller.worklist
         if self.session is None and worklist is not None and worklist.checkpoints:
             return (f"Model {' and '.join(sorted(worklist.checkpoints))} of the dataset: scored on each case "

@@ -541,10 +541,13 @@ class WorklistController(QObject):
         """Model > Load checkpoint: the window's models are the dataset's."""
         session = self.window.session
         if session is None:
-            # The model waits in the window for an image: with a dataset open, that is a case.
+            # The model waits in the window for an image: with a dataset open, that is a case;
+            # without one, the dataset opened next is predicted with it.
             names = self.panel.names()
             if self.worklist is not None and self.opening is None and names:
                 self.open_case(self.panel.selected() or names[0])
+            elif self.worklist is None:
+                self.checkpoints = self.window.waiting_checkpoints()
             return
         paths = {s: m.path for s, m in session.models.items()}
         if self.worklist is None:

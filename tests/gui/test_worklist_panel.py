@@ -14,7 +14,7 @@ from segview.gui.worklist_panel import SORTS, dataset_layout
 from segview.session import CaseSession, ReviewSession, Worklist
 from tests.session.conftest import make_checkpoint, make_dataset
 
-from .helpers import drag
+from .helpers import drag, load_models
 
 TIMEOUT = 60000
 
@@ -133,6 +133,19 @@ def test_after_the_queue_ran_sorting_by_most_disputed_orders_the_cases_by_a_reco
     for name, share in shares.items():
         assert panel.cell(name, "A vs B differ").text() == f"{share * 100:.1f} %"
         assert panel.cell(name, "Uncertainty").text() != "–"
+
+
+def test_models_loaded_in_an_empty_window_predict_the_dataset_opened_next(qtbot, window, dataset, checkpoints):
+    load_models(qtbot, window, [checkpoints["A"], checkpoints["B"]])
+    assert window.models_hint() == "Models A and B loaded: they run on the image you open."
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT) as finished:
+        open_dataset(qtbot, window, dataset)  # no checkpoints given: the window's, waiting for an image
+    assert finished.args == [True]
+    assert {s: p.name for s, p in controller.worklist.checkpoints.items()} == {"A": "ce.safetensors",
+                                                                              "B": "ce_dice.safetensors"}
+    assert "no models" not in controller.panel.title.text()
+    assert all(controller.panel.cell(name, "A vs B differ").text() != "–" for name in controller.panel.names())
 
 
 def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, window, dataset, checkpoints):
