@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
+from ..core.compare import MIN_PAIRS
 from ..core.errors import SegviewError
 from ..core.report import counted, number_text
 from ..session import Worklist
@@ -75,13 +76,29 @@ class Worklists(Protocol):
     def show_split(self, held_out: list[str] | None = None) -> None: ...
 
 
-def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None) -> str:
-    """What the job's row says: ``epoch`` counted from 1; ``left_s``: the time still to go
-    (seconds), when known."""
+def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None,
+                  dice_epoch: int | None = None) -> str:
+    """What the job's row says: ``epoch`` counted from 1, its loss so far; the held-out
+    ``dice`` of epoch ``dice_epoch`` (the last finished: while an epoch runs, the one
+    before it), named so that it is not read as the running epoch's; ``left_s``: the time
+    still to go (seconds), when known."""
     text = f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, held-out Dice {number_text(dice)}"
+    if dice_epoch is not None and dice == dice:
+        text += f" after epoch {dice_epoch}"
     if left_s is None:
         return text
     return text + (", less than a minute left" if left_s < 60 else f", about {math.ceil(left_s / 60)} min left")
+
+
+def selection_caution(held_out: int) -> str:
+    """Why the best held-out Dice of a run flatters it: the epoch was chosen by that Dice, on
+    those cases; on fewer than ``MIN_PAIRS`` of them it is no verdict either."""
+    said = ("The epoch was chosen by this Dice on these same cases, so it flatters the model a little; cases "
+            "reviewed after this run judge it fairly.")
+    if held_out < MIN_PAIRS:
+        said += (f" On {counted(held_out, 'held-out case')} (fewer than {MIN_PAIRS}) it is no verdict: review more "
+                 "cases before relying on it.")
+    return said
 
 
 class FineTuning(QObject):
@@ -190,17 +207,18 @@ class FineTuning(QObject):
         if self._started is None:
             self._started = time.monotonic()
         dice = self.history[-1]["val_dice"] if self.history else math.nan
+        finished = int(self.history[-1]["epoch"]) if self.history else None  # the epoch ``dice`` is of
         if "step" in event:  # during an epoch (counted from 0)
             self._epochs, steps = int(event["epochs"]), int(event["steps"])
             self.row.step(int(event["epoch"]) * steps + int(event["step"]), self._epochs * steps,
                           progress_text(int(event["epoch"]) + 1, self._epochs, float(event["loss"]), dice,
-                                        self._left()))
+                                        self._left(), dice_epoch=finished))
         else:  # an epoch's row (counted from 1)
             self.history.append(event)
             epoch = int(event["epoch"])
             self.row.step(epoch, max(self._epochs, epoch),
                           progress_text(epoch, max(self._epochs, epoch), float(event["train_loss"]),
-                                        float(event["val_dice"]), self._left()))
+                                        float(event["val_dice"]), self._left(), dice_epoch=epoch))
         self.progressed.emit(event)
 
     def _left(self) -> float | None:
@@ -252,6 +270,7 @@ class FineTuning(QObject):
                 judged += (": the fine-tuned model is worse on the held-out cases, so keeping A is advised "
                            "(review more slices, or of more cases, and fine-tune again)."
                            if self.worse(result) else ".")
+            judged += " " + selection_caution(len(result.held_out))
         else:
             judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
                       "epoch (the lowest training loss did): review them to judge the model.")

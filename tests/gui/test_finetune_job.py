@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from segview.core.io import load_volume
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
-from segview.gui.finetune_job import progress_text
+from segview.gui.finetune_job import progress_text, selection_caution
 from segview.ml import train as train_module
 from segview.ml.checkpoint import read_metadata
 from segview.ml.data import case_names, fixed_split
@@ -107,8 +107,10 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert [e["epoch"] for e, _ in epochs] == [1, 2]
     for event, text in epochs:
         assert text.startswith(f"Fine-tuning A: epoch {event['epoch']}/2, loss {event['train_loss']:.3f}, "
-                               f"held-out Dice {event['val_dice']:.3f}, ")
+                               f"held-out Dice {event['val_dice']:.3f} after epoch {event['epoch']}, ")
         assert text.endswith(" left")                             # the time to go, from the epochs done
+    second = [text for e, _, text in steps if e["epoch"] == 1]    # epoch 2 running: the Dice is epoch 1's
+    assert second and all(f"held-out Dice {epochs[0][0]['val_dice']:.3f} after epoch 1, " in t for t in second)
     assert not row.isVisible() and action(window, *FINE_TUNE).isEnabled()
 
     lineage = read_metadata(path)["lineage"]
@@ -122,6 +124,9 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert f"ce.safetensors itself scores {parent_dice:.3f} there" in question[0]
     worse = best < parent_dice
     assert ("keeping A is advised" in question[0]) is worse
+    # The best of the epochs on the cases that chose it flatters it; on one held-out case, no verdict.
+    assert "chosen by this Dice on these same cases" in question[0]
+    assert f"On {len(held_out)} held-out case (fewer than 5) it is no verdict" in question[0]
     # The tiny parent's own data are unknown: nothing replayed, and the question says what that risks.
     assert lineage["replay"] is None and "none was replayed" in question[0] and "first scanner" in question[0]
     assert dialogs.defaults[0] == (QMessageBox.StandardButton.No if worse else QMessageBox.StandardButton.Yes)
@@ -228,11 +233,20 @@ def test_nothing_reviewed_to_train_on_is_a_message_and_no_checkpoint(qtbot, wind
     assert checkpoints_in(folder / "models") == [] and action(window, *FINE_TUNE).isEnabled()
 
 
+def test_the_caution_on_the_held_out_dice_names_too_few_cases():
+    assert "fewer than 5" in selection_caution(4) and "flatters" in selection_caution(4)
+    assert "fewer than" not in selection_caution(5) and "flatters" in selection_caution(5)
+    assert "On 2 held-out cases (fewer than 5)" in selection_caution(2)
+
+
 def test_the_progress_text_says_epoch_loss_held_out_dice_and_the_time_left():
     assert progress_text(3, 20, 0.12345, math.nan) == "Fine-tuning A: epoch 3/20, loss 0.123, held-out Dice –"
     assert progress_text(3, 20, 0.1, 0.8456, 30) == \
         "Fine-tuning A: epoch 3/20, loss 0.100, held-out Dice 0.846, less than a minute left"
     assert progress_text(3, 20, 0.1, 0.8, 125).endswith("held-out Dice 0.800, about 3 min left")
+    assert progress_text(3, 20, 0.1, 0.8, 125, dice_epoch=2) == \
+        "Fine-tuning A: epoch 3/20, loss 0.100, held-out Dice 0.800 after epoch 2, about 3 min left"
+    assert progress_text(1, 20, 0.1, math.nan, dice_epoch=None).endswith("held-out Dice –")
 
 
 def test_the_held_out_cases_are_marked_in_the_worklist_once_the_split_is_written(qtbot, window, dataset, parent,
