@@ -101,7 +101,7 @@ class Case:
     status: str = "new"
     note: str = ""
     reviewed_count: int = 0
-    slices: int | None = None                     # known once its labels were saved
+    slices: int | None = None                     # known once its labels were saved or it was predicted
     dice: dict[str, float] = field(default_factory=dict)
     correction_ml: dict[str, float] = field(default_factory=dict)
     correction_voxels: dict[str, int] = field(default_factory=dict)
@@ -398,6 +398,9 @@ class Worklist:
                 case.correction_voxels[slot] = int(entry.get("correction_voxels") or 0)
             summary = self.cache.summary(case.key, digest) if case.key else None
             case.entropy[slot] = _float((summary or {}).get("mean_entropy"))
+            shape = (summary or {}).get("shape")
+            if case.slices is None and isinstance(shape, list) and shape:
+                case.slices = int(shape[0])  # a case never saved: its slices, from its prediction
         case.disputed = math.nan
         if case.key and len(digests) == 2:
             case.disputed = _float(self.cache.disputed(case.key, digests["A"], digests["B"]))

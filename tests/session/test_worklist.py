@@ -225,6 +225,7 @@ def _mean_entropy(predictor, volume):
 def test_background_prediction_fills_the_cache_and_a_reopened_case_runs_no_model(tmp_path, checkpoints, monkeypatch):
     make_dataset(tmp_path / "ds", 3)
     worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    assert [c.slices for c in worklist.cases] == [None] * 3  # never saved nor read: unknown
     steps = list(worklist.prediction_queue())
     assert [(s.case, s.slot, s.done, s.cached) for s in steps] == [
         ("case_000", "A", 1, False), ("case_000", "B", 2, False), ("case_001", "A", 3, False),
@@ -246,8 +247,10 @@ def test_background_prediction_fills_the_cache_and_a_reopened_case_runs_no_model
     monkeypatch.setattr(Predictor, "predict_slices", no_model)
     monkeypatch.setattr(Predictor, "_probabilities", no_model)
     reopened = Worklist.open(tmp_path / "ds", checkpoints)
-    # The sort covers every case from the cache, without reading an image.
+    # The sort covers every case from the cache, without reading an image, and so do the slices.
     assert [c.disputed for c in reopened.cases] == [c.disputed for c in worklist.cases]
+    assert [c.slices for c in reopened.cases] == [c.slices for c in worklist.cases] == \
+        [load_volume(c.image).shape[0] for c in worklist.cases]
     assert [s.cached for s in reopened.prediction_queue()] == [True] * 6
     # A case opened before the queue reached it takes the predictions when they arrive.
     early = Worklist.open(tmp_path / "ds", checkpoints, cache=PredictionCache(tmp_path / "later"))
