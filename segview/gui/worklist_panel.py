@@ -44,7 +44,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QApplication, QComboBox, QDock
 from ..core.report import counted, number_text
 from ..core.errors import SegviewError
 from ..session import Case, CaseSession, QueueStep, ReviewSession, Worklist, WorklistNavigator, dataset_layout
-from ..session.verdict import reviewed_verdict, write_dataset_report
+from ..session.verdict import REPORT_FILES, reviewed_verdict, write_dataset_report
 from ..session.case_files import held_by_another
 from ..session.worklist import OpenJob, Prefetch, working_status
 from .finetune_job import FineTuning
@@ -1021,8 +1021,20 @@ class WorklistController(QObject):
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
         folder = QFileDialog.getExistingDirectory(self.window.window(), title, start)
         remember_folder(folder)
-        if folder:
+        if folder and self._may_replace_report(Path(folder)):
             self.export_report(folder, held_out)
+
+    def _may_replace_report(self, folder: Path) -> bool:
+        """Whether a report may go to ``folder``: yes where none is there, else as the person
+        answers (default No: an earlier report, of other cases or models, is kept)."""
+        there = [name for name in REPORT_FILES if (folder / name).exists()]
+        if not there:
+            return True
+        return QMessageBox.question(
+            self.window.window(), "Replace the report?",
+            f"{folder} already holds {', '.join(there)}: replace {'it' if len(there) == 1 else 'them'}?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No) == QMessageBox.StandardButton.Yes
 
     def export_report(self, folder, held_out: bool = False) -> None:
         """Score models A and B over the reviewed slices of every case (``held_out``: of the

@@ -52,7 +52,8 @@ SCORING_RULE = ("Per case, class and model over the reviewed slices: a class abs
 Progress = Callable[[int, int, str], None]
 #: --robot: (image, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
 Robot = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]
-__all__ = ["MIN_PAIRS", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict", "write_dataset_report"]
+__all__ = ["MIN_PAIRS", "REPORT_FILES", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict",
+           "write_dataset_report"]
 
 
 @dataclass
@@ -407,13 +408,17 @@ def _predict_slices(predictor, volume, indices) -> np.ndarray:
 
 # -- the report ------------------------------------------------------------------------------
 
+#: The files of a dataset report, in ``write_dataset_report``'s order.
+REPORT_FILES = ("results.csv", "verdict.md", "verdict.json", "verdict.png")
+
+
 def write_dataset_report(folder, verdict: Verdict) -> list[Path]:
     """``results.csv`` (per case and model), ``verdict.md`` (the summary), ``verdict.json``
     (``Verdict.to_json``) and ``verdict.png`` (A vs B Dice per scored case; correction
     effort per case) in ``folder``, each written atomically. Returns the paths. Raises OSError."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / name for name in ("results.csv", "verdict.md", "verdict.json", "verdict.png")]
+    paths = [folder / name for name in REPORT_FILES]
     write_csv(paths[0], *verdict.rows())
     atomic_write_text(paths[1], verdict.markdown())
     atomic_write_text(paths[2], json.dumps(verdict.to_json(), indent=1, allow_nan=False))

@@ -5,7 +5,7 @@ import csv
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog
+from PySide6.QtWidgets import QApplication, QFileDialog, QInputDialog, QMessageBox
 
 from segview.core.io import load_labels, load_volume
 from segview.core.journal import image_key, journal_path
@@ -244,7 +244,8 @@ def test_the_prediction_queue_can_be_cancelled_and_taken_up_again(qtbot, window,
     assert {(s.case, s.slot) for s in steps if s.cached} == done_before
 
 
-def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset, checkpoints, monkeypatch):
+def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset, checkpoints, monkeypatch,
+                                                          dialogs):
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
         open_dataset(qtbot, window, dataset, checkpoints)
@@ -268,6 +269,16 @@ def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset
         assert row["reviewed_slices"] == "2"
         assert int(row["correction_voxels"]) == int(np.count_nonzero(predicted[row["model"]][2:4] != labels[2:4]))
     assert (out / "verdict.md").is_file() and (out / "verdict.png").is_file()
+    # A second report into the same folder asks first; No keeps the first, untouched.
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    dialogs.answers = [QMessageBox.No]
+    action(window, "File", "Export dataset report...").trigger()
+    assert dialogs[-1][0] == "question" and "results.csv, verdict.md, verdict.json, verdict.png" in dialogs[-1][1]
+    assert dialogs.defaults[-1] == QMessageBox.StandardButton.No
+    assert controller._report_stop is None and {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written
+    dialogs.answers = [QMessageBox.Yes]
+    with qtbot.waitSignal(controller.report_written, timeout=TIMEOUT):
+        action(window, "File", "Export dataset report...").trigger()
 
 
 def test_a_case_that_cannot_be_read_is_listed_with_the_reason_and_the_case_left_stays_saved(qtbot, window,
