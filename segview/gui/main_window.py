@@ -460,14 +460,14 @@ class MainWindow(QMainWindow):
             return f"Loading checkpoint {' and '.join(sorted(self._models_loading))}\u2026"
         if self._models_asking:
             return f"Model {' and '.join(sorted(self._models_asking))}: waiting for your answer to run it here."
+        worklist = self.worklist_controller.worklist
+        if self.session is None and worklist is not None and worklist.checkpoints:  # they wait for a case
+            return (f"Model {' and '.join(sorted(worklist.checkpoints))} of the dataset: scored on each case "
+                    "you open (Enter or a double-click in the worklist).")
         waiting = [slot for slot in SLOTS if slot in self._models_waiting]
         if waiting and self.session is None:
             return (f"Model {waiting[0]} loaded: it runs on the image you open." if len(waiting) == 1 else
                     f"Models {' and '.join(waiting)} loaded: they run on the image you open.")
-        worklist = self.worklist_controller.worklist
-        if self.session is None and worklist is not None and worklist.checkpoints:
-            return (f"Model {' and '.join(sorted(worklist.checkpoints))} of the dataset: scored on each case "
-                    "you open (Enter or a double-click in the worklist).")
         return None
 
     def dragEnterEvent(self, event) -> None:

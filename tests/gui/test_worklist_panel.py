@@ -145,6 +145,7 @@ def test_models_loaded_in_an_empty_window_predict_the_dataset_opened_next(qtbot,
     assert {s: p.name for s, p in controller.worklist.checkpoints.items()} == {"A": "ce.safetensors",
                                                                               "B": "ce_dice.safetensors"}
     assert "no models" not in controller.panel.title.text()
+    assert window.models_hint().startswith("Model A and B of the dataset: scored on each case you open")
     assert all(controller.panel.cell(name, "A vs B differ").text() != "–" for name in controller.panel.names())
 
 
