@@ -17,6 +17,8 @@ for the image on screen and every image opened after it in this window (``load_m
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -171,51 +173,44 @@ class ClickController(QObject):
         session = self.window.session
         if session is None or session.interaction.model_ready or self._warming is session:
             return
-        self._warming = session
-        worker = Worker(session.interaction.model)
-        self._workers.add(worker)
-        worker.signals.errored.connect(self._warm_up_failed)
-        worker.signals.finished.connect(lambda: self._warmed(worker, session))
-        worker.start()
+        self._load(session, session.interaction.model, self._warm_up_failed)
 
     def load_model(self, path) -> None:
         """Use interactive checkpoint ``path`` for the image on screen and every one opened
-        after it: checked at once (its metadata), loaded in a worker. A file that is no click
-        model is refused with a dialog naming what it is, and the model before stays."""
-        from ..ml.checkpoint import read_metadata
-        from ..ml.interactive import check_interactive
+        after it, once it has loaded in a worker (with no image on screen, once it loads as
+        a click model). A file that is no click model is refused with a dialog naming what
+        it is, and the model before stays."""
+        from ..ml.interactive import ClickModel
 
-        path = Path(path)
-        try:
-            check_interactive(read_metadata(path), path.name)
-        except SegviewError as exc:
-            QMessageBox.warning(self.window.window(), "Not a click model", f"{exc}\n\nThe click model is unchanged.")
-            return
-        except OSError as exc:
-            QMessageBox.warning(self.window.window(), "Not a click model",
-                                f"{path.name} cannot be read: {exc.strerror or exc}.\n\nThe click model is unchanged.")
-            return
+        path, session = Path(path), self.window.session
         self.end(cancel=True)
-        self.model_path = path
-        session = self.window.session
-        if session is None:
-            self.window.statusBar().showMessage(f"Click model: {path.name}, for the images opened next", 5000)
-            return
-        worker = Worker(session.interaction.load_model, path)
+        load = (partial(session.interaction.load_model, path) if session is not None else
+                partial(ClickModel.from_checkpoint, path, runtime="torch"))  # only to check it
+        self._load(session, load, self._load_failed, lambda model: self._model_chosen(path, model, session))
+
+    def _load(self, session: ReviewSession | None, load: Callable, failed: Callable,
+              done: Callable | None = None) -> None:
+        """Run ``load`` (a click model's loading) in a worker for ``session``."""
+        worker = Worker(load)
         self._workers.add(worker)
         self._warming = session
-        worker.signals.returned.connect(lambda model: self.window.statusBar().showMessage(
-            f"Click model: {path.name} ({model.runtime} on {model.device.type})", 5000))
-        worker.signals.errored.connect(self._load_failed)
+        if done is not None:
+            worker.signals.returned.connect(done)
+        worker.signals.errored.connect(failed)
         worker.signals.finished.connect(lambda: self._warmed(worker, session))
         worker.start()
+
+    def _model_chosen(self, path: Path, model, session: ReviewSession | None) -> None:
+        self.model_path = path
+        where = "for the images opened next" if session is None else f"{model.runtime} on {model.device.type}"
+        self.window.statusBar().showMessage(f"Click model: {path.name} ({where})", 5000)
 
     def _load_failed(self, exc: Exception) -> None:
         if not isinstance(exc, SegviewError):
             raise exc
-        QMessageBox.warning(self.window.window(), "Click model not loaded", f"{exc}")
+        QMessageBox.warning(self.window.window(), "Not a click model", f"{exc}\n\nThe click model is unchanged.")
 
-    def _warmed(self, worker: Worker, session: ReviewSession) -> None:
+    def _warmed(self, worker: Worker, session: ReviewSession | None) -> None:
         self._workers.discard(worker)
         if self._warming is session:
             self._warming = None

@@ -83,7 +83,7 @@ def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: flo
     before it), named so that it is not read as the running epoch's; ``left_s``: the time
     still to go (seconds), when known."""
     text = f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, held-out Dice {number_text(dice)}"
-    if dice_epoch is not None and dice == dice:
+    if dice_epoch is not None and not math.isnan(dice):
         text += f" after epoch {dice_epoch}"
     if left_s is None:
         return text

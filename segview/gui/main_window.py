@@ -57,6 +57,11 @@ AUTO_WINDOW = "Auto (1-99th percentile)"
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
 
 
+def models_named(slots) -> str:
+    """"Model A", "Models A and B"."""
+    return f"Model {slots[0]}" if len(slots) == 1 else f"Models {' and '.join(slots)}"
+
+
 class MainWindow(QMainWindow):
     loaded = Signal()                  # a session is on screen (tests and --screenshot wait for it)
     load_failed = Signal(str)
@@ -359,7 +364,7 @@ class MainWindow(QMainWindow):
     def choose_click_model(self) -> None:
         start = last_folder("checkpoints") or self.start_folder()
         path, _ = QFileDialog.getOpenFileName(self, "Load click model", str(start),
-                                              "Interactive checkpoints (*.safetensors *.onnx)")
+                                              "Interactive checkpoints (*.safetensors)")
         remember_folder(path, "checkpoints")
         if path:
             self.click_controller.load_model(path)
@@ -459,15 +464,17 @@ class MainWindow(QMainWindow):
         if self._models_loading:
             return f"Loading checkpoint {' and '.join(sorted(self._models_loading))}\u2026"
         if self._models_asking:
-            return f"Model {' and '.join(sorted(self._models_asking))}: waiting for your answer to run it here."
+            asking = sorted(self._models_asking)
+            them = "it" if len(asking) == 1 else "them"
+            return f"{models_named(asking)}: waiting for your answer to run {them} here."
         worklist = self.worklist_controller.worklist
         if self.session is None and worklist is not None and worklist.checkpoints:  # they wait for a case
-            return (f"Model {' and '.join(sorted(worklist.checkpoints))} of the dataset: scored on each case "
+            return (f"{models_named(sorted(worklist.checkpoints))} of the dataset: scored on each case "
                     "you open (Enter or a double-click in the worklist).")
         waiting = [slot for slot in SLOTS if slot in self._models_waiting]
         if waiting and self.session is None:
-            return (f"Model {waiting[0]} loaded: it runs on the image you open." if len(waiting) == 1 else
-                    f"Models {' and '.join(waiting)} loaded: they run on the image you open.")
+            run = "it runs" if len(waiting) == 1 else "they run"
+            return f"{models_named(waiting)} loaded: {run} on the image you open."
         return None
 
     def dragEnterEvent(self, event) -> None:

@@ -379,24 +379,21 @@ class GraphedNetwork:
         autotune = torch.backends.cudnn.benchmark
         torch.backends.cudnn.benchmark = True  # only while capturing: the Predictor keeps its setting
         try:
-            self._record(x)
+            self.input = x.clone()
+            current = torch.cuda.current_stream(x.device)
+            side = torch.cuda.Stream(x.device)
+            side.wait_stream(current)
+            with torch.cuda.stream(side):  # warm-up off the graph: cuDNN's autotuning, the allocator
+                for _ in range(3):
+                    self.network(self.input)
+            current.wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            # thread_local: a Predictor working on the GPU in another thread does not break the capture
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.output = self.network(self.input)
+            self.graph = graph
         finally:
             torch.backends.cudnn.benchmark = autotune
-
-    def _record(self, x: torch.Tensor) -> None:
-        self.input = x.clone()
-        current = torch.cuda.current_stream(x.device)
-        side = torch.cuda.Stream(x.device)
-        side.wait_stream(current)
-        with torch.cuda.stream(side):  # warm-up off the graph: cuDNN's autotuning, the allocator
-            for _ in range(3):
-                self.network(self.input)
-        current.wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        # thread_local: a Predictor working on the GPU in another thread does not break the capture
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.output = self.network(self.input)
-        self.graph = graph
 
 
 def settle(mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice], proposed: np.ndarray,

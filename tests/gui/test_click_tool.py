@@ -194,9 +194,12 @@ def test_the_model_menu_loads_a_click_model_for_this_image_and_the_next(qtbot, w
     assert "Model > Load click model" in dialogs[-1][1]
     actions = {a.text().replace("&", ""): a for m in window.menuBar().actions() if m.menu() for a in m.menu().actions()}
     chosen.append(DEMO_MODELS[0])  # a segmentation checkpoint is no click model, and says what it is
-    actions["Load click model..."].trigger()
+    shown = len(dialogs)
+    actions["Load click model..."].trigger()  # loaded in a worker: the refusal comes from there
+    qtbot.waitUntil(lambda: len(dialogs) > shown, timeout=30000)
     assert dialogs[-1][0] == "warning" and "segmentation checkpoint" in dialogs[-1][1]
     assert session.interaction.model_path is None
+    assert window.click_controller.model_path is None  # nor remembered for the images opened next
     chosen.append(click_checkpoint)
     actions["Load click model..."].trigger()
     qtbot.waitUntil(lambda: "Click model: interactive.safetensors" in window.statusBar().currentMessage(),

@@ -145,7 +145,7 @@ def test_models_loaded_in_an_empty_window_predict_the_dataset_opened_next(qtbot,
     assert {s: p.name for s, p in controller.worklist.checkpoints.items()} == {"A": "ce.safetensors",
                                                                               "B": "ce_dice.safetensors"}
     assert "no models" not in controller.panel.title.text()
-    assert window.models_hint().startswith("Model A and B of the dataset: scored on each case you open")
+    assert window.models_hint().startswith("Models A and B of the dataset: scored on each case you open")
     assert all(controller.panel.cell(name, "A vs B differ").text() != "–" for name in controller.panel.names())
 
 
@@ -155,7 +155,7 @@ def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, w
         open_dataset(qtbot, window, dataset, checkpoints)
     # Before a case opens the metrics say the dataset's models score each case (a tester read
     # "Load checkpoints" with both given on the command line).
-    assert window.metrics.hint.text().startswith("Model A and B of the dataset: scored on each case")
+    assert window.metrics.hint.text().startswith("Models A and B of the dataset: scored on each case")
     expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
     with qtbot.assertNotEmitted(window.inference_finished, wait=300):
         open_case(qtbot, controller, "case_002")
