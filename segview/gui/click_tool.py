@@ -179,11 +179,11 @@ class ClickController(QObject):
         """Use interactive checkpoint ``path`` for the image on screen and every one opened
         after it, once it has loaded in a worker (with no image on screen, once it loads as
         a click model). A file that is no click model is refused with a dialog naming what
-        it is, and the model before stays."""
+        it is, and the model and the interaction before stay; a model taken ends the
+        interaction (its clicks were another model's)."""
         from ..ml.interactive import ClickModel
 
         path, session = Path(path), self.window.session
-        self.end(cancel=True)
         load = (partial(session.interaction.load_model, path) if session is not None else
                 partial(ClickModel.from_checkpoint, path, runtime="torch"))  # only to check it
         self._load(session, load, self._load_failed, lambda model: self._model_chosen(path, model, session))
@@ -202,6 +202,8 @@ class ClickController(QObject):
 
     def _model_chosen(self, path: Path, model, session: ReviewSession | None) -> None:
         self.model_path = path
+        if session is not None and session is self.window.session:
+            self.end()
         where = "for the images opened next" if session is None else f"{model.runtime} on {model.device.type}"
         self.window.statusBar().showMessage(f"Click model: {path.name} ({where})", 5000)
 

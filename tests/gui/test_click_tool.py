@@ -192,6 +192,11 @@ def test_the_model_menu_loads_a_click_model_for_this_image_and_the_next(qtbot, w
     click(qtbot, window, (z, 40, 50), wait=False)  # no model yet: the dialog says where to load one
     qtbot.waitUntil(lambda: any("No click model" in text for _, text in dialogs), timeout=10000)
     assert "Model > Load click model" in dialogs[-1][1]
+    window.click_controller.load_model(click_checkpoint)
+    qtbot.waitUntil(lambda: session.interaction.model_ready, timeout=30000)
+    click(qtbot, window, (z, 70, 80))
+    assert len(dots(window)[0]) == 1
+    session.interaction.model_path = window.click_controller.model_path = None  # forgotten, as before loading
     actions = {a.text().replace("&", ""): a for m in window.menuBar().actions() if m.menu() for a in m.menu().actions()}
     chosen.append(DEMO_MODELS[0])  # a segmentation checkpoint is no click model, and says what it is
     shown = len(dialogs)
@@ -200,11 +205,13 @@ def test_the_model_menu_loads_a_click_model_for_this_image_and_the_next(qtbot, w
     assert dialogs[-1][0] == "warning" and "segmentation checkpoint" in dialogs[-1][1]
     assert session.interaction.model_path is None
     assert window.click_controller.model_path is None  # nor remembered for the images opened next
+    assert len(dots(window)[0]) == 1  # the interaction in progress goes on
     chosen.append(click_checkpoint)
     actions["Load click model..."].trigger()
     qtbot.waitUntil(lambda: "Click model: interactive.safetensors" in window.statusBar().currentMessage(),
                     timeout=30000)
     assert session.interaction.model_path == click_checkpoint and session.interaction.model_ready
+    assert dots(window) == ([], 0)  # a model taken ends it: its clicks were another model's
     click(qtbot, window, (z, 40, 50))
     assert session.labels.array[z, 40, 50] == window.tools.active_class()
     nxt = open_case(qtbot, window)  # the next image uses it too
