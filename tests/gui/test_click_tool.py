@@ -128,6 +128,47 @@ def test_shift_click_removes_and_esc_another_slice_or_tool_end_the_interaction(q
     assert dots(window) == ([], 0) and not session.interaction.active
 
 
+@pytest.fixture
+def gated(monkeypatch, click_checkpoint):
+    """The click model answering by ``disks_refine`` once the test opens the gate."""
+    monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
+    gate = threading.Event()
+
+    def refine(self, volume, z, mask, clicks):
+        assert gate.wait(30)
+        return disks_refine(self, volume, z, mask, clicks)
+
+    monkeypatch.setattr(ClickModel, "refine", refine)
+    return gate
+
+
+@pytest.mark.parametrize("ends", ["tool", "esc", "enter"])
+def test_a_click_still_computing_is_dropped_by_another_tool_or_esc_and_applied_then_ended_by_enter(
+        qtbot, window, gated, ends):
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    qtbot.waitUntil(lambda: session.interaction.model_ready, timeout=10000)
+    z = axial(window).index
+    click(qtbot, window, (z, 40, 50), wait=False)
+    click(qtbot, window, (z, 60, 60), wait=False)  # waits its turn
+    qtbot.waitUntil(lambda: window.click_controller.running is not None)
+    assert dots(window)[1] == 2
+    if ends == "tool":
+        window.tools.set_tool("brush")
+    else:
+        qtbot.keyClick(axial(window), Qt.Key_Escape if ends == "esc" else Qt.Key_Return)
+    gated.set()
+    qtbot.waitUntil(lambda: not window.click_controller.busy, timeout=10000)
+    assert dots(window) == ([], 0) and not session.interaction.active
+    if ends == "enter":  # both clicks applied, two undo steps
+        assert session.labels.array[z, 40, 50] and session.labels.array[z, 60, 60]
+        session.labels.undo()
+        assert session.labels.array[z, 40, 50] and not session.labels.array[z, 60, 60]
+    else:  # nothing changed, nothing to undo
+        assert not session.labels.array.any() and not session.labels.can_undo
+    assert not session.reviewed.any()
+
+
 def test_enter_and_esc_end_the_interaction_wherever_the_focus_is_and_clear_slice_ends_it(qtbot, window, threads):
     """A tester pressed Enter and Esc in the Radius field, and cleared the slice, with the
     interaction on: its dots stayed, and the next click brought back the cleared lesion."""
