@@ -427,10 +427,7 @@ def _run_verdict(args) -> int:
     verdict = reviewed_verdict(args.data[0], dict(zip("AB", args.checkpoints)), progress, device=args.device,
                                cases=cases, robot=robot)
     assert verdict is not None  # nothing asks it to stop
-    if not verdict.cases:  # n = 0 is no verdict: say why, as train does with no reviewed slice
-        reasons = "; ".join(f"{case}: {why}" for case, why in list(verdict.excluded.items())[:6]) or "no case"
-        raise UserError(f"no case of {args.data[0]} has reviewed slices to compare A and B on ({reasons}); "
-                        "review slices in the window first (M marks a slice reviewed)")
+    verdict.check_evaluated()  # n = 0 is no verdict: say why, as train does with no reviewed slice
     print(verdict.markdown())
     if args.output:
         for path in write_dataset_report(args.output, verdict):

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..core.classes import LabelClass, class_name
 from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
-from ..core.errors import VolumeLoadError
+from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
@@ -82,6 +82,10 @@ class CaseVerdict:
                 "(counted in the correction effort)")
 
 
+class NoVerdictError(SegviewError):
+    """No case of a dataset could be compared (``Verdict.check_evaluated``)."""
+
+
 @dataclass
 class Verdict:
     """The verdict of ``checkpoints`` ({"A": path, "B": path}). ``cases``: every case that
@@ -109,6 +113,16 @@ class Verdict:
             if reason is not None:
                 reasons[case.case] = reason
         return dict(sorted(reasons.items()))
+
+    def check_evaluated(self) -> None:
+        """Raises NoVerdictError when no case could be evaluated (n = 0 is no verdict),
+        saying why each case is out."""
+        if self.cases:
+            return
+        reasons = "; ".join(f"{case}: {why}" for case, why in list(self.excluded.items())[:6]) or "no case"
+        which = "held-out case" if self.only is not None else "case"
+        raise NoVerdictError(f"no {which} of {self.dataset} has reviewed slices to compare A and B on ({reasons}); "
+                             "review slices first (M marks a slice reviewed)")
 
     @property
     def robot(self) -> bool:
@@ -415,7 +429,9 @@ REPORT_FILES = ("results.csv", "verdict.md", "verdict.json", "verdict.png")
 def write_dataset_report(folder, verdict: Verdict) -> list[Path]:
     """``results.csv`` (per case and model), ``verdict.md`` (the summary), ``verdict.json``
     (``Verdict.to_json``) and ``verdict.png`` (A vs B Dice per scored case; correction
-    effort per case) in ``folder``, each written atomically. Returns the paths. Raises OSError."""
+    effort per case) in ``folder``, each written atomically. Returns the paths. Raises
+    NoVerdictError (nothing written) when no case was evaluated, OSError."""
+    verdict.check_evaluated()
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / name for name in REPORT_FILES]

@@ -250,14 +250,18 @@ def test_export_dataset_report_scores_the_reviewed_slices(qtbot, window, dataset
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
         open_dataset(qtbot, window, dataset, checkpoints)
+    out = dataset.parent / "report"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(out))
+    action(window, "File", "Export dataset report...").trigger()  # nothing reviewed yet: no verdict, nothing written
+    qtbot.waitUntil(lambda: any("has reviewed slices to compare" in text for _, text in dialogs), timeout=TIMEOUT)
+    assert "case_001: no reviewed slice" in dialogs[-1][1] and not out.exists()
+    qtbot.waitUntil(lambda: controller._report_stop is None, timeout=TIMEOUT)
     open_case(qtbot, controller, "case_001")
     window.session.mark_reviewed(2)
     window.session.mark_reviewed(3)
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)  # saves case_001 with its reviewed slices
     assert controller.panel.cell("case_001", "Reviewed").text() == "2 / 6"
-    out = dataset.parent / "report"
-    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(out))
     with qtbot.waitSignal(controller.report_written, timeout=TIMEOUT):
         action(window, "File", "Export dataset report...").trigger()
     with open(out / "results.csv", newline="") as file:
