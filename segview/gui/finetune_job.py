@@ -77,12 +77,13 @@ class Worklists(Protocol):
 
 
 def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: float | None = None,
-                  dice_epoch: int | None = None) -> str:
+                  dice_epoch: int | None = None, judged: bool = True) -> str:
     """What the job's row says: ``epoch`` counted from 1, its loss so far; the held-out
     ``dice`` of epoch ``dice_epoch`` (the last finished: while an epoch runs, the one
-    before it), named so that it is not read as the running epoch's; ``left_s``: the time
-    still to go (seconds), when known."""
-    text = f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, held-out Dice {number_text(dice)}"
+    before it), named so that it is not read as the running epoch's, or, not ``judged``,
+    that no held-out slice is reviewed; ``left_s``: the time still to go (seconds), when known."""
+    held_out = f"held-out Dice {number_text(dice)}" if judged else "no held-out slice reviewed"
+    text = f"Fine-tuning A: epoch {epoch}/{epochs}, loss {number_text(loss)}, {held_out}"
     if dice_epoch is not None and not math.isnan(dice):
         text += f" after epoch {dice_epoch}"
     if left_s is None:
@@ -118,6 +119,7 @@ class FineTuning(QObject):
         self._stop: threading.Event | None = None
         self._worker: Worker | None = None
         self._worklist: Worklist | None = None
+        self.judged = True                  # whether a held-out case of the run has reviewed slices
         self._epochs = 0
         self._started: float | None = None   # the first training step (reading the cases not counted)
         row.cancel_clicked.connect(self.cancel)
@@ -181,6 +183,7 @@ class FineTuning(QObject):
             return
         stop = self._stop = threading.Event()
         self._worklist, self.history, self._epochs, self._started = worklist, [], 0, None
+        self.judged = True  # until the split says its held-out cases have no reviewed slice
         self.row.start(f"Fine-tuning A ({parent.stem}) on the reviewed cases of {worklist.folder.name}: "
                        "reading them...")
         self.controller.dock.show()
@@ -203,7 +206,7 @@ class FineTuning(QObject):
         if self._stop is None or self._stop.is_set():
             return  # stopping: the row says so
         if "held_out" in event:  # before reading the cases: marked while the run goes on
-            return self.controller.show_split(event["held_out"])
+            return self._held_out(event["held_out"])
         if self._started is None:
             self._started = time.monotonic()
         dice = self.history[-1]["val_dice"] if self.history else math.nan
@@ -212,14 +215,25 @@ class FineTuning(QObject):
             self._epochs, steps = int(event["epochs"]), int(event["steps"])
             self.row.step(int(event["epoch"]) * steps + int(event["step"]), self._epochs * steps,
                           progress_text(int(event["epoch"]) + 1, self._epochs, float(event["loss"]), dice,
-                                        self._left(), dice_epoch=finished))
+                                        self._left(), dice_epoch=finished, judged=self.judged))
         else:  # an epoch's row (counted from 1)
             self.history.append(event)
             epoch = int(event["epoch"])
             self.row.step(epoch, max(self._epochs, epoch),
                           progress_text(epoch, max(self._epochs, epoch), float(event["train_loss"]),
-                                        float(event["val_dice"]), self._left(), dice_epoch=epoch))
+                                        float(event["val_dice"]), self._left(), dice_epoch=epoch, judged=self.judged))
         self.progressed.emit(event)
+
+    def _held_out(self, names: list[str]) -> None:
+        """The split drawn: its cases marked; where none of them has a reviewed slice, said
+        now, not after the run (no held-out Dice will choose the epoch or judge the model)."""
+        self.controller.show_split(names)
+        worklist = self._worklist
+        self.judged = worklist is None or any(c.reviewed_count for c in worklist.cases if c.name in names)
+        if not self.judged:
+            self.window.statusBar().showMessage(
+                f"The held-out cases ({', '.join(names)}) have no reviewed slices: no held-out Dice will choose the "
+                "epoch or judge the model. Cancel, review them (M) and fine-tune again, or let it run.", 20000)
 
     def _left(self) -> float | None:
         """Seconds still to go, from the pace of the epochs finished (None before the first)."""

@@ -184,6 +184,27 @@ def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, 
     open_case(qtbot, controller, "case_002")                      # the window goes on
 
 
+def test_held_out_cases_without_a_reviewed_slice_are_said_at_once_not_after_the_run(qtbot, window, dataset, parent):
+    """A tester learnt it from the finishing question, three minutes later."""
+    held_out = split_of(dataset)["val"]
+    for name in held_out:
+        review(dataset, name, [])
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    job, row = controller.fine_tuning, controller.panel.finetune
+    said = []
+
+    def cancel_at_first_step(event):
+        said.append((window.statusBar().currentMessage(), row.label.text()))
+        qtbot.mouseClick(row.cancel, Qt.LeftButton)
+
+    job.progressed.connect(cancel_at_first_step)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT):
+        action(window, *FINE_TUNE).trigger()
+    message, text = said[0]
+    assert f"The held-out cases ({', '.join(held_out)}) have no reviewed slices" in message
+    assert text.endswith("no held-out slice reviewed") and "held-out Dice" not in text
+
+
 def test_closing_the_window_during_the_job_cancels_it_and_waits_for_it(qtbot, window, dataset, parent):
     controller = open_dataset(qtbot, window, dataset, {"A": parent})
     job = controller.fine_tuning
@@ -247,6 +268,8 @@ def test_the_progress_text_says_epoch_loss_held_out_dice_and_the_time_left():
     assert progress_text(3, 20, 0.1, 0.8, 125, dice_epoch=2) == \
         "Fine-tuning A: epoch 3/20, loss 0.100, held-out Dice 0.800 after epoch 2, about 3 min left"
     assert progress_text(1, 20, 0.1, math.nan, dice_epoch=None).endswith("held-out Dice –")
+    assert progress_text(1, 20, 0.1, math.nan, judged=False) == \
+        "Fine-tuning A: epoch 1/20, loss 0.100, no held-out slice reviewed"
 
 
 def test_the_held_out_cases_are_marked_in_the_worklist_once_the_split_is_written(qtbot, window, dataset, parent,
