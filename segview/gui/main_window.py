@@ -420,7 +420,17 @@ class MainWindow(QMainWindow):
         if self.session is None:  # a preview may show what was read before the failure
             self.setWindowTitle("segview")
             self.workspace.viewer.show_nothing()
+            self._show_no_slice()
         self._failed(exc)
+
+    def _show_no_slice(self) -> None:
+        """The toolbar as with no image: no slice number, slider or window values (a preview
+        of an image that then failed to open had set them)."""
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, 0)
+        self.slider.blockSignals(False)
+        self.slice_number.setText("- / -")
+        self.window_values.clear()
 
     def open_labels(self, path) -> None:
         """Replace the labels (and their review marks) by a label file on the image's grid:

@@ -292,6 +292,8 @@ def test_a_damaged_series_keeps_the_open_session_on_screen_and_leaves_no_preview
         demo.open_image(tmp_path / "ct")
     assert demo.session is None and all(v.volume is None for v in demo.workspace.viewer.views.values())
     assert demo.windowTitle() == "segview"
+    # Nor the preview's slice number and window in the toolbar (a tester read "15 / 29", W 1500 L -600).
+    assert demo.slice_number.text() == "- / -" and demo.window_values.text() == "" and demo.slider.maximum() == 0
     view = demo.workspace.active_view()
     QTest.mouseMove(view, QPoint(view.width() // 2, view.height() // 2))  # an empty view takes the mouse
     QTest.mouseMove(view, QPoint(view.width() // 3, view.height() // 3))
