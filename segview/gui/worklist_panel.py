@@ -707,7 +707,8 @@ class WorklistController(QObject):
         reopened, self._reopening = self._reopening, None
         if reopened is not None and reopened[0] == session.case.name:
             window.workspace.go_to_slice(min(reopened[1], session.volume.shape[0] - 1))
-            said, shown_for = (f"{session.case.name} was closed in the other segview: read again, with what it saved"
+            said, shown_for = (f"{session.case.name} was let go by the other segview (closed, or it stopped): "
+                               "read again, with what it saved"
                                + (", read-only still: another segview took it" if session.locked_by else
                                   ", editable here")), 10000
         window.statusBar().showMessage(said, shown_for)
