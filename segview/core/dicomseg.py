@@ -71,7 +71,8 @@ def _seg_problem(volume: Volume) -> str | None:
 
 def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[LabelClass],
                    algorithm: str = "manual", content_creator: str | None = None,
-                   algorithms: dict[int, list[str]] | None = None) -> Path:
+                   algorithms: dict[int, list[str]] | None = None, series_uid: str | None = None,
+                   instance_number: int = 1) -> Path:
     """Write ``labels`` (z, y, x) as a DICOM SEG referencing ``volume``'s source images.
     ``algorithm`` names the model whose prediction was corrected; ``algorithms`` (class value
     -> the algorithms its labels came from, e.g. ``ReviewSession.segment_algorithms()``)
@@ -79,7 +80,9 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     algorithm), a class it lacks falls back to ``algorithm`` ("manual": MANUAL); an empty
     segment is MANUAL whatever they say (no algorithm made it); ``content_creator``
     (ContentCreatorName, a DICOM person name such as "Doe^Jane") is the reader who
-    corrected it, by default the login name of this computer's user. Raises
+    corrected it, by default the login name of this computer's user. ``series_uid`` and
+    ``instance_number``: the SEG series it joins and its number there (default: a new
+    series, instance 1), so that the revisions of one review are one series. Raises
     DicomSegError when the volume cannot be exported and LabelSaveError when the file
     cannot be written."""
     reason = export_reason(volume)
@@ -98,7 +101,7 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, fallback) if c.value in present else []))
                 for number, c in enumerate(values, 1)]
     try:
-        seg = _segmentation(sources, segment_map, segments, content_creator)
+        seg = _segmentation(sources, segment_map, segments, content_creator, series_uid or hd.UID(), instance_number)
     except ValueError as exc:  # highdicom's refusal of these source images: say it, as ours are said
         raise DicomSegError(f"These DICOM images cannot carry a DICOM SEG ({exc}); save the labels as NIfTI or "
                             "NRRD instead.") from exc
@@ -108,12 +111,18 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
         raise LabelSaveError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}") from exc
 
 
+def new_uid() -> str:
+    """A new DICOM UID (highdicom's, under its root)."""
+    return str(hd.UID())
+
+
 def _segmentation(sources: list[pydicom.Dataset], segment_map: np.ndarray,
-                  segments: list[hd.seg.SegmentDescription], content_creator: str | None) -> hd.seg.Segmentation:
+                  segments: list[hd.seg.SegmentDescription], content_creator: str | None, series_uid: str,
+                  instance_number: int) -> hd.seg.Segmentation:
     return hd.seg.Segmentation(
         source_images=sources, pixel_array=segment_map, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=900,
-        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="segview",
+        segment_descriptions=segments, series_instance_uid=series_uid, series_number=900,
+        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer="segview",
         manufacturer_model_name="segview", software_versions=__version__, device_serial_number="none",
         series_description="segview corrected labels", omit_empty_frames=False,
         content_creator_name=content_creator or _login_name())

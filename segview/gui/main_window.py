@@ -3,7 +3,9 @@ workspace to it; every state of the work (image, labels, review marks, models an
 predictions, metrics, journal) lives in the session, none in the widgets."""
 from __future__ import annotations
 
+import tempfile
 import threading
+import uuid
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -94,6 +96,7 @@ class MainWindow(QMainWindow):
         # not propose the folder of the image being opened (the demo's labels went into a DICOM folder).
         self._chosen: str | None = None
         self._jobs: set[Worker] = set()
+        self._seg_folder: tempfile.TemporaryDirectory | None = None  # the SEGs written to send to a PACS
         self._dirty: set[int] = set()   # streamed z planes not yet redrawn
         self._disputed_shown: int | None = None  # the slice D went to last, in this session
         self.custom_window: tuple[float, float] | None = None  # (center, width) of the last right drag
@@ -1449,25 +1452,24 @@ class MainWindow(QMainWindow):
             self.open_image(folder)
 
     def send_seg_to_pacs(self) -> None:
-        """File > Send SEG to PACS: the labels as a DICOM SEG (written to a temporary file),
-        stored in a PACS the user chooses."""
-        import shutil
-        import tempfile
-
+        """File > Send SEG to PACS: the labels as a DICOM SEG, stored in a PACS the user
+        chooses: the SEG last exported or sent when the labels have not changed since (sent
+        again, the PACS keeps one object), else a new one (the next instance of this review's
+        SEG series), written into a folder of the window's kept until it closes."""
         from .pacs_dialog import send_to_pacs
 
-        folder = Path(tempfile.mkdtemp(prefix="segview-seg-"))
-
         def send(path: Path | None) -> None:
-            try:
-                if path is not None and self.isVisible():  # not after the window closed meanwhile
-                    stored = send_to_pacs(self, [path])
-                    if stored:
-                        self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
-            finally:
-                shutil.rmtree(folder, ignore_errors=True)
+            if path is not None and self.isVisible():  # not after the window closed meanwhile
+                stored = send_to_pacs(self, [path])
+                if stored:
+                    self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
 
-        self.export_dicom_seg_to(folder / "labels_seg.dcm", then=send)
+        written = self.session.written_seg()
+        if written is not None:
+            return send(written)
+        if self._seg_folder is None:
+            self._seg_folder = tempfile.TemporaryDirectory(prefix="segview-seg-")  # removed when the window goes
+        self.export_dicom_seg_to(Path(self._seg_folder.name) / f"labels_seg_{uuid.uuid4().hex[:8]}.dcm", then=send)
 
     def discard_session(self) -> None:
         """Close the session without saving, its journal deleted (scripts, benchmarks)."""

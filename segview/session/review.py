@@ -445,6 +445,11 @@ class ReviewSession:
         self.version = 0  # counts every change (undo too): a job made at another version is stale
         self._saved_position = labels.history_position  # the undo history's state last opened or saved
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
+        # The DICOM SEGs written of this review: one series, an instance per revision; the
+        # last one written and the labels' version it holds (``written_seg``).
+        self._seg_series_uid: str | None = None
+        self._seg_instances = 0
+        self._last_seg: tuple[Path, int] | None = None
         labels.events.changed.connect(self._changed)
         labels.events.marked.connect(self._changed)
         self.interaction = Interaction(self)  # click correction (session/interaction.py)
@@ -1045,17 +1050,31 @@ class ReviewSession:
         called (any thread: a worker): each segment's algorithm from the slices' provenance
         (``provenance.segment_algorithms``: the models copied, the click model, or MANUAL
         where drawn by hand alone), the loaded models' names where it cannot tell."""
-        from ..core.dicomseg import save_dicom_seg
+        from ..core.dicomseg import new_uid, save_dicom_seg
 
         labels, classes = self.labels.array.copy(), list(self.classes)
         algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
         sources = dict(self.provenance.sources) if self.provenance is not None else {}
         names = {f"model {slot}": m.name for slot, m in self.models.items()}
+        self._seg_series_uid = self._seg_series_uid or new_uid()
+        self._seg_instances += 1
+        series, number, version = self._seg_series_uid, self._seg_instances, self.version
 
         def job(*_, **__) -> Path:
-            return save_dicom_seg(path, labels, self.volume, classes, algorithm,
-                                  algorithms=segment_algorithms(labels, sources, names) if sources else None)
+            written = save_dicom_seg(path, labels, self.volume, classes, algorithm,
+                                     algorithms=segment_algorithms(labels, sources, names) if sources else None,
+                                     series_uid=series, instance_number=number)
+            self._last_seg = (Path(written), version)
+            return written
         return job
+
+    def written_seg(self) -> Path | None:
+        """The DICOM SEG last written (``dicom_seg_job``) when it holds the labels as they are
+        now and is still there: what File > Send SEG to PACS sends rather than a new one."""
+        if self._last_seg is None:
+            return None
+        path, version = self._last_seg
+        return path if version == self.version and path.is_file() else None
 
     def save_job(self, path=None) -> SaveJob:
         """A save of the labels and review state as they are now, to ``path``, else where

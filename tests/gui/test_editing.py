@@ -4,6 +4,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
@@ -626,6 +627,22 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
         window.export_dicom_seg_to(tmp_path / "seg.dcm")
     session = window.session
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", session.volume, session.classes), case.labels)
+    # Send SEG to PACS sends the SEG exported while the labels are as it holds them; edited, a new
+    # one, the next instance of the same series (a tester's every send was a new series on the PACS).
+    sent = []
+    monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs", lambda parent, files: sent.extend(files) or 1)
+    window.send_seg_to_pacs()
+    window.send_seg_to_pacs()
+    assert sent == [tmp_path / "seg.dcm"] * 2
+    session.labels.paint(2, [(40, 40)], 3.0, case.classes[1].value)
+    with qtbot.waitSignal(window.seg_exported, timeout=30000):
+        window.send_seg_to_pacs()
+    qtbot.waitUntil(lambda: len(sent) == 3)
+    window.send_seg_to_pacs()
+    assert sent[3] == sent[2] != sent[0] and sent[2].is_file()
+    first, revised = (pydicom.dcmread(str(p)) for p in (sent[0], sent[2]))
+    assert revised.SeriesInstanceUID == first.SeriesInstanceUID and revised.SOPInstanceUID != first.SOPInstanceUID
+    assert (first.InstanceNumber, revised.InstanceNumber) == (1, 2)
     # The SEG opens back as the labels (File > Open labels): its classes, nothing reviewed, saved as a label file.
     session.labels.array[:] = 0
     with qtbot.waitSignal(window.session_changed, timeout=20000):

@@ -131,7 +131,7 @@ def test_the_dicom_seg_export_runs_in_a_worker_and_says_when_written(qtbot, demo
     window, gate = demo, Gate()
     written = {}
 
-    def slow_export(path, labels, volume, classes, algorithm, algorithms=None):
+    def slow_export(path, labels, volume, classes, algorithm, **_):
         gate.wait()
         written["labels"] = labels
         Path(path).write_bytes(b"SEG")
