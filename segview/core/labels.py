@@ -454,8 +454,14 @@ class LabelMap:
         return self._write(self._slab(z, z + 1), np.ones((1, *self.array.shape[1:]), bool), 0)
 
     def copy_slice(self, source: int, target: int) -> Edit | None:
-        """Labels of slice ``source`` onto slice ``target`` (the policy still applies)."""
-        return self._write_values(self._slab(target, target + 1), self.array[source][None].copy())
+        """Labels of slice ``source`` onto slice ``target`` (the policy still applies). A copy
+        is no review: a reviewed ``target`` it changes is reviewed no longer, in the same
+        undo step (as a model's labels copied onto it)."""
+        with self.step():
+            edit = self._write_values(self._slab(target, target + 1), self.array[source][None].copy())
+            if edit is not None:
+                self.set_reviewed(target, False)
+        return edit
 
     def interpolate(self, first: int, last: int) -> Edit | None:
         """Fill the slices strictly between ``first`` and ``last`` from those two slices by

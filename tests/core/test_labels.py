@@ -95,6 +95,21 @@ def test_clear_and_copy_slices():
     assert labels.array[1].sum() == 0 and labels.array[3].sum() > 0
 
 
+def test_a_slice_copied_onto_a_reviewed_one_takes_its_mark_in_the_same_undo_step():
+    """A tester's Copy previous slice left its mark on the slice it wrote."""
+    labels = blank()
+    labels.paint(1, [(20, 20)], 5.0, 1)
+    labels.set_reviewed(2)
+    labels.set_reviewed(3)
+    labels.copy_slice(1, 2)
+    np.testing.assert_array_equal(labels.array[2], labels.array[1])
+    assert labels.reviewed.tolist()[2:4] == [False, True]
+    labels.undo()  # the copy and the mark's removal together
+    assert not labels.array[2].any() and labels.reviewed[2]
+    labels.copy_slice(0, 3)  # nothing changes: the mark stays
+    assert labels.reviewed[3]
+
+
 def test_interpolation_between_slices_grows_a_disc_and_keeps_a_constant_shape():
     labels = blank(shape=(5, 80, 80))
     labels.paint(0, [(40, 40)], 10.0, 1)
