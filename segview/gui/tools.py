@@ -138,6 +138,7 @@ class ToolPanel(QWidget):
                                 ("fill_between", "Fill between slices", "Interpolate across unlabelled slices"),
                                 ("review", "Mark reviewed (M)", "This slice has been checked"))):
             button = QPushButton(text, toolTip=tip)
+            button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the view keeps the keys: Up / Down go on moving slices
             button.clicked.connect(lambda _, name=name: self.operation.emit(name))
             buttons.addWidget(button, n // 2, n % 2)
         layout = QVBoxLayout(self)

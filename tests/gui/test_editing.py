@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox
 from scipy import ndimage
 
 from segview.core.io import load_labels, save_labels
@@ -794,3 +794,19 @@ def test_fill_between_slices_with_nothing_to_fill_says_why(qtbot, editing):
     editing._slice_operation("fill_between")
     assert "no unlabelled slice lies between two labelled ones" in editing.statusBar().currentMessage()
     assert not editing.session.labels.can_undo
+
+
+def test_the_slice_buttons_leave_the_keys_to_the_view(qtbot, demo):
+    """A tester clicked Clear slice, then Up to go on: the button had taken the keys."""
+    from PySide6.QtWidgets import QPushButton
+
+    view = demo.workspace.active_view()
+    demo.activateWindow()
+    view.setFocus()
+    qtbot.waitUntil(view.hasFocus, timeout=10000)
+    z = view.index
+    button = next(b for b in demo.tools.findChildren(QPushButton) if b.text() == "Clear slice")
+    qtbot.mouseClick(button, Qt.LeftButton)
+    assert not demo.session.labels.array[z].any() and view.hasFocus()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Up)
+    assert view.index == z + 1
