@@ -141,10 +141,11 @@ class RulerController(QObject):
             drawn.show(segments, [r.length_mm for r in shown])
 
     def go_to(self, row: int) -> None:
-        """Show the slice of ruler ``row`` in every view."""
+        """Show ruler ``row`` on its slice, in its plane (``Workspace.go_to_plane``)."""
         rulers = self.rulers()
         if 0 <= row < len(rulers):
-            self.window.workspace.viewer.go_to(tuple(int(round(v)) for v in rulers[row].a))
+            ruler = rulers[row]
+            self.window.workspace.go_to_plane(tuple(int(round(v)) for v in ruler.a), ruler.axis)
 
     def delete_selected(self) -> None:
         session = self.window.session

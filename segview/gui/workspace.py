@@ -149,6 +149,17 @@ class Workspace(QStackedWidget):
         if not planes.isVisible():
             self.viewer.show_view(planes.view)
 
+    def go_to_plane(self, voxel: tuple[int, int, int], axis: int) -> None:
+        """Show the plane normal to array ``axis`` through ``voxel`` (z, y, x) (a ruler's, from
+        the Measurements dock): that view made active where it is not on screen, every view
+        through the voxel; the compare panes, which show only the acquired plane, its slice."""
+        if self.mode != "views":
+            return self.compare.set_slice(voxel[0])
+        self.viewer.go_to(voxel)
+        view = next(v for v in self.viewer.views.values() if v.normal_axis == axis)
+        if not view.isVisible():
+            self.viewer.show_view(view.view)
+
     def tool_views(self) -> list[SliceView]:
         """The views that take the tools' strokes and show what they draw: the three planes
         and compare panes A and B (not the disagreement pane)."""

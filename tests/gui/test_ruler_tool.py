@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from segview.core.review_state import review_path
+from segview.core.volume import VIEWS
 from segview.resources import DEMO_MODELS
 
 from .helpers import display_pixel, drag, load_models, wait_for_inference
@@ -56,6 +57,13 @@ def test_a_drag_measures_in_mm_on_an_oblique_image_and_the_ruler_stays_on_its_sl
     assert view.index == z + 1 and drawn_points(window, view) == 0
     table.cellDoubleClicked.emit(0, 0)  # the panel finds it
     assert view.index == z and drawn_points(window, view) == 2
+    # From another plane too: its own plane comes back (a tester's coronal ruler was looked for in axial).
+    window.view_choice.setCurrentIndex(VIEWS.index("coronal"))
+    qtbot.keyClick(view, Qt.Key_Up)
+    assert window.workspace.active_view() is not view and not view.isVisible()
+    table.cellDoubleClicked.emit(0, 0)
+    assert window.workspace.active_view() is view and view.isVisible() and view.index == z
+    assert window.view_choice.currentText().lower() == "axial" and drawn_points(window, view) == 2
     path = window.session.save(tmp_path / "case.labels.nii.gz")
     saved = json.loads(review_path(path).read_text())["rulers"]
     assert len(saved) == 1 and saved[0]["length_mm"] == pytest.approx(rulers[0].length_mm, abs=1e-4)
