@@ -60,6 +60,7 @@ class MetricsPanel(QWidget):
         self.current = pg.InfiniteLine(angle=90, pen=pg.mkPen((200, 200, 200), style=Qt.DashLine))
         self.plot.addItem(self.current)
         self.curves: dict[str, pg.PlotDataItem] = {}
+        self.dots: dict[str, pg.ScatterPlotItem] = {}  # a dot on every slice scored: one alone draws no line
         self.plot.scene().sigMouseClicked.connect(self._plot_clicked)
         self.ranking_choice = QComboBox()
         self.ranking_choice.addItems(["A and B disagree most", "worse model lowest"])
@@ -160,18 +161,25 @@ class MetricsPanel(QWidget):
         return cells
 
     def show_slices(self, live: LiveMetrics | None) -> None:
-        """The per-slice Dice strip; NaN slices (nothing to score) leave gaps."""
+        """The per-slice Dice strip; NaN slices (nothing to score) leave gaps, and a dot marks
+        every slice scored (a lesion on one slice alone, between gaps, draws no line)."""
         keys = sorted(live.matrices) if live else []
         if list(self.curves) != keys:  # rebuilt in order: the legend reads A above B whichever loaded first
             for key in list(self.curves):
                 self.plot.removeItem(self.curves.pop(key))
+                self.plot.removeItem(self.dots.pop(key))
         for key in keys:
             if key not in self.curves:
-                pen = pg.mkPen(MODEL_COLORS.get(key, "w"), width=2)
-                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pen,
+                colour = MODEL_COLORS.get(key, "w")
+                self.curves[key] = self.plot.plot(name=f"model {key}", pen=pg.mkPen(colour, width=2),
                                                   connect="finite")
+                self.dots[key] = pg.ScatterPlotItem(size=4, brush=colour, pen=None)
+                self.plot.addItem(self.dots[key])
             dice = live.dice_along_slices(key)
-            self.curves[key].setData(np.arange(1, len(dice) + 1), dice)
+            slices = np.arange(1, len(dice) + 1)
+            self.curves[key].setData(slices, dice)
+            scored = np.isfinite(dice)  # the dots: scored slices only (NaN bounds warn in pyqtgraph)
+            self.dots[key].setData(slices[scored], dice[scored])
 
     def show_ranking(self, live: LiveMetrics | None, limit: int = 20, z: int | None = None) -> list:
         """The slices to review first, as ranked by ``core.compare.rank_slices``: those not

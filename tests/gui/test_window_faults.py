@@ -328,6 +328,20 @@ def test_the_dice_strip_legend_reads_a_above_b_whichever_model_came_first(qtbot)
     np.testing.assert_array_equal(panel.curves["B"].getData()[1], dice["B"])
 
 
+def test_the_dice_strip_marks_a_slice_scored_alone_between_gaps(qtbot):
+    """A tester's lesion on one slice, its neighbours unscored, drew nothing in the strip."""
+    from types import SimpleNamespace
+
+    from segview.gui.metrics_panel import MetricsPanel
+
+    panel = MetricsPanel()
+    qtbot.addWidget(panel)
+    dice = np.array([np.nan, 0.49, np.nan, np.nan, 0.3, 0.4, np.nan])
+    panel.show_slices(SimpleNamespace(matrices={"A": None}, dice_along_slices=lambda key: dice))
+    shown = np.array([(p.pos().x(), p.pos().y()) for p in panel.dots["A"].points()])
+    np.testing.assert_allclose(shown, [(2, 0.49), (5, 0.3), (6, 0.4)])
+
+
 def test_the_measures_plot_legend_reads_a_above_b_whichever_model_came_first(qtbot):
     from segview.gui.measures_panel import MeasuresPanel
 
