@@ -149,7 +149,7 @@ class Workspace(QStackedWidget):
         if not planes.isVisible():
             self.viewer.show_view(planes.view)
 
-    def go_to_plane(self, voxel: tuple[int, int, int], axis: int) -> None:
+    def go_to_plane(self, voxel: tuple[int, ...], axis: int) -> None:
         """Show the plane normal to array ``axis`` through ``voxel`` (z, y, x) (a ruler's, from
         the Measurements dock): that view made active where it is not on screen, every view
         through the voxel; the compare panes, which show only the acquired plane, its slice."""
