@@ -38,6 +38,7 @@ from safetensors.torch import save_file
 
 from .. import __version__
 from ..core.files import replace_atomically
+from ..core.report import finite_or_none
 # CheckpointError and the class-table helpers stay importable from here (public names).
 from .metadata import (FORMAT, FORMAT_VERSION, METADATA_KEY, CheckpointError, classes_from_metadata,
                        classes_to_metadata, parse_metadata, reason)
@@ -81,7 +82,7 @@ def save_checkpoint(path, model: torch.nn.Module, meta: dict) -> Path:
     if len(classes) != config["num_classes"]:
         raise ValueError(f"{len(classes)} classes described for a model with "
                          f"{config['num_classes']} outputs")
-    header = {METADATA_KEY: json.dumps(meta, default=_to_json)}
+    header = {METADATA_KEY: metadata_json(meta)}
     tensors = {key: value.detach().to("cpu", copy=True).contiguous()
                for key, value in model.state_dict().items()}
     return replace_atomically(path, lambda temporary: save_file(tensors, temporary, header))
@@ -266,12 +267,18 @@ def _check_weights(path: Path, model: torch.nn.Module, tensors: dict) -> None:
                                   "(training diverged?)")
 
 
+def metadata_json(meta: dict) -> str:
+    """``meta`` as strict JSON (what jq and JSON.parse read): a NaN or infinity, no score
+    (the spread of one validation case), is null."""
+    return json.dumps(finite_or_none(meta), default=_to_json, allow_nan=False)
+
+
 def _to_json(value):
     """numpy scalars and arrays in metadata become plain JSON numbers and lists."""
     if isinstance(value, np.generic):
-        return value.item()
+        return finite_or_none(value.item())
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return finite_or_none(value.tolist())
     if isinstance(value, (tuple, set)):
         return list(value)
     if isinstance(value, Path):

@@ -18,7 +18,6 @@ from the file.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from collections import OrderedDict
@@ -29,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.files import replace_atomically
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, metadata_json
 from .metadata import METADATA_KEY, CheckpointError, classes_from_metadata, reason
 from .onnx_network import OnnxNetwork, load_onnx, read_onnx_metadata, session_options
 
@@ -83,7 +82,7 @@ def export_onnx(checkpoint, output) -> Path:
     model, meta = load_checkpoint(checkpoint)
     size = int(meta.get("preprocessing", {}).get("input_size", [64])[0])
     graph = _export(model, size)
-    for key, value in ((METADATA_KEY, json.dumps(meta)), ("classes", ", ".join(
+    for key, value in ((METADATA_KEY, metadata_json(meta)), ("classes", ", ".join(
             c.name for c in classes_from_metadata(meta)))):
         entry = graph.metadata_props.add()
         entry.key, entry.value = key, value

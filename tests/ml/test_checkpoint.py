@@ -74,6 +74,23 @@ def test_the_metadata_is_plain_json_in_the_safetensors_header(saved):
     assert json.loads(header["__metadata__"]["segview"])["loss"]["name"] == "ce+dice"
 
 
+def test_a_missing_score_in_the_metadata_is_strict_json_null(tmp_path):
+    """One validation case has no spread: it was written as NaN, which jq and JSON.parse refuse."""
+    import math
+
+    import numpy as np
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in the metadata"))
+
+    meta = {**META, "validation": {"dice": {"mean": 0.9, "std": math.nan}, "hd95": np.float32("inf"),
+                                   "per_case": np.array([0.9, np.nan])}}
+    path = save_checkpoint(tmp_path / "m.safetensors", _model(), meta)
+    header_length = int.from_bytes(path.read_bytes()[:8], "little")
+    stored = strict(strict(path.read_bytes()[8:8 + header_length])["__metadata__"]["segview"])
+    assert stored["validation"] == {"dice": {"mean": 0.9, "std": None}, "hd95": None, "per_case": [0.9, None]}
+
+
 # -- saving -----------------------------------------------------------------------------
 
 def test_save_refuses_inconsistent_metadata(tmp_path):
