@@ -296,6 +296,9 @@ class ClickModel:
         graph on a GPU; "torch": torch always."""
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
+        if Path(path).suffix.lower() == ".onnx":
+            raise CheckpointError(f"{Path(path).name} is an ONNX model: a click model is its interactive .safetensors "
+                                  "checkpoint (segview runs that in ONNX Runtime by itself on the CPU)")
         model, meta = load_checkpoint(path, device)
         check_interactive(meta, Path(path).name)
         clicker = cls(model, meta, device)

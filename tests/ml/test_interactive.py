@@ -233,6 +233,9 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
     exported = export_onnx(path, tmp_path / "clicks.onnx")  # six input channels export and check out
     with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model"):
         Predictor.from_checkpoint(exported)
+    with pytest.raises(CheckpointError, match="clicks.onnx is an ONNX model: a click model is its interactive "
+                                              r"\.safetensors checkpoint"):
+        ClickModel.from_checkpoint(exported)  # said was: "it runs in predict, evaluate and the window"
 
 
 def test_warm_up_runs_the_network_once_on_a_blank_input_of_its_shape(tmp_path):
