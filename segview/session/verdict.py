@@ -102,6 +102,11 @@ class Verdict:
     trained_on: dict[str, list[str]] = field(default_factory=dict)  # slot -> evaluated cases it learnt from
 
     @property
+    def names(self) -> dict[str, str]:
+        """Slot -> the checkpoint's name as the reports give it (``distinct_names``)."""
+        return distinct_names(self.checkpoints)
+
+    @property
     def scored(self) -> list[CaseVerdict]:
         return [c for c in self.cases if c.unscored_reason() is None]
 
@@ -146,7 +151,7 @@ class Verdict:
         dice = np.array([c.dice[slot] for c in self.scored], float)
         ml = np.array([c.correction_ml[slot] for c in self.cases], float)
         invented = {c.case: sum(c.invented_ml[slot].values()) for c in self.cases if c.invented_ml[slot]}
-        return {"checkpoint": self.checkpoints[slot].name, "dice_mean": _mean(dice), "dice_std": _std(dice),
+        return {"checkpoint": self.names[slot], "dice_mean": _mean(dice), "dice_std": _std(dice),
                 "dice_n": int(dice.size), "correction_ml_mean": _mean(ml), "correction_ml_std": _std(ml),
                 "correction_n": int(ml.size), "invented_ml": invented}
 
@@ -186,9 +191,9 @@ class Verdict:
         rows = []
         for case in self.cases:
             scored = case.unscored_reason() is None
-            for slot, path in self.checkpoints.items():
+            for slot in self.checkpoints:
                 per_class = case.dice_per_class[slot]
-                rows.append({"case": case.case, "model": slot, "checkpoint": path.name,
+                rows.append({"case": case.case, "model": slot, "checkpoint": self.names[slot],
                              "reviewed_slices": case.reviewed, "slices": case.slices,
                              "dice": csv_cell(case.dice[slot]), "dice_scored": int(scored),
                              **{f"dice_{n}": csv_cell(per_class[v] if v < len(per_class) else math.nan)
@@ -215,11 +220,11 @@ class Verdict:
                  *self._trained_on_markdown(),
                  "| model | checkpoint | Dice (mean ± std) | n | correction mL (mean ± std) | n |",
                  "|---|---|---|---|---|---|"]
-        for slot, path in self.checkpoints.items():
+        for slot in self.checkpoints:
             s = self.summary(slot)
             dice = np.array([c.dice[slot] for c in scored], float)
             ml = np.array([c.correction_ml[slot] for c in self.cases], float)
-            lines.append(f"| {slot} | {path.name} | {_mean_std(dice)} | {s['dice_n']} | {_mean_std(ml, 2)} "
+            lines.append(f"| {slot} | {self.names[slot]} | {_mean_std(dice)} | {s['dice_n']} | {_mean_std(ml, 2)} "
                          f"| {s['correction_n']} |")
         if len(self.checkpoints) == 2:
             lines += ["", ("Paired per case, B minus A: mean difference [bootstrap 95 % interval of the mean, "
@@ -251,7 +256,7 @@ class Verdict:
         lines = []
         for slot, names in self.trained_on.items():
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
-            lines += [f"**Model {slot} ({self.checkpoints[slot].name}) was trained on {len(names)} of these cases "
+            lines += [f"**Model {slot} ({self.names[slot]}) was trained on {len(names)} of these cases "
                       f"({shown}): its figures there are no evidence of how it does on cases it never saw. "
                       "Compare on the held-out cases (evaluate --held-out).**", ""]
         return lines
@@ -261,9 +266,9 @@ class Verdict:
         lines = ["The simulated reviewer (session.reviewer; --robot): clicks of the interactive model to bring "
                  "each class on each reviewed slice to Dice 0.90 (objects of at least 50 voxels below it; one "
                  "that never gets there in 20 clicks counts 20), summed per case:", ""]
-        for slot, path in self.checkpoints.items():
+        for slot in self.checkpoints:
             values = np.array([c.clicks_to_90[slot] for c in self.cases], float)
-            lines.append(f"- {slot} ({path.name}): {_mean_std(values, 1)} clicks per case, n = {values.size}")
+            lines.append(f"- {slot} ({self.names[slot]}): {_mean_std(values, 1)} clicks per case, n = {values.size}")
         p = self.paired("clicks_to_90")
         low, high = p["ci95"]
         lines.append(f"- clicks, B minus A: n = {counted(p['pairs'], 'pair')}, mean difference "
@@ -424,6 +429,18 @@ def _predict_slices(predictor, volume, indices) -> np.ndarray:
 
 #: The files of a dataset report, in ``write_dataset_report``'s order.
 REPORT_FILES = ("results.csv", "verdict.md", "verdict.json", "verdict.png")
+
+
+def distinct_names(paths: dict[str, Path]) -> dict[str, str]:
+    """Each path's file name, with as many of its folders before it as it takes to tell the
+    paths apart: two runs' best.safetensors read "ce/best.safetensors" and
+    "ce_dice/best.safetensors", where both read "best.safetensors"."""
+    depth = max((len(p.parts) for p in paths.values()), default=1)
+    for n in range(1, depth + 1):
+        names = {slot: "/".join(p.parts[-n:]) for slot, p in paths.items()}
+        if len(set(names.values())) == len(names):
+            return names
+    return {slot: p.name for slot, p in paths.items()}  # the same file twice
 
 
 def write_dataset_report(folder, verdict: Verdict) -> list[Path]:

@@ -3,6 +3,7 @@ Dice and correction effort by hand, Wilcoxon by scipy, the bootstrap against sci
 import csv
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -351,3 +352,18 @@ def test_the_command_refuses_a_dataset_with_nothing_reviewed(tmp_path, checkpoin
     err = capsys.readouterr().err
     assert "no case of" in err and "has reviewed slices to compare A and B on" in err and "case_000" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_two_checkpoints_of_one_name_are_told_apart_by_their_folders():
+    """A tester's evaluate of two runs' best.safetensors named both the same in every report."""
+    from segview.session.verdict import distinct_names
+
+    runs = {"A": Path("/work/runs/ce/best.safetensors"), "B": Path("/work/runs/ce_dice/best.safetensors")}
+    assert distinct_names(runs) == {"A": "ce/best.safetensors", "B": "ce_dice/best.safetensors"}
+    assert distinct_names({"A": Path("/m/ce.safetensors"), "B": Path("/n/dice.safetensors")}) == \
+        {"A": "ce.safetensors", "B": "dice.safetensors"}
+    same = Path("/m/ce.safetensors")
+    assert distinct_names({"A": same, "B": same}) == {"A": "ce.safetensors", "B": "ce.safetensors"}
+    verdict = Verdict(Path("data"), runs, [], [])
+    assert verdict.summary("B")["checkpoint"] == "ce_dice/best.safetensors"
+    assert "| B | ce_dice/best.safetensors |" in verdict.markdown()
