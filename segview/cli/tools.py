@@ -599,7 +599,7 @@ def _run_predict(args) -> int:
     if batch:
         inputs = sorted(p for p in args.input.iterdir() if p.is_file() and extension(p) in IMAGE_EXTENSIONS)
         args.output.mkdir(parents=True, exist_ok=True)
-        outputs = [args.output / (p.name[: -len(extension(p))] + ".nii.gz") for p in inputs]
+        outputs = [args.output / (case_name(p.name[: -len(extension(p))]) + ".nii.gz") for p in inputs]
     else:
         if extension(args.output) not in LABEL_EXTENSIONS:
             raise UserError(f"the output must end in one of {', '.join(LABEL_EXTENSIONS)}")
@@ -638,6 +638,12 @@ def _run_predict(args) -> int:
         print(f"segview: {len(unread)} of {len(jobs)} images not predicted: {', '.join(unread)}", file=sys.stderr)
         return 1
     return 0
+
+
+def case_name(stem: str) -> str:
+    """An image's case: its stem without nnU-Net's channel suffix ("case_0000" -> "case"),
+    so that a batch's labels are named as the dataset's labelsTr/ and nnU-Net's predictions."""
+    return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:] == "0000" else stem
 
 
 def _check_prediction_outputs(inputs: list[Path], outputs: list[Path]) -> None:

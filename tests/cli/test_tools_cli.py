@@ -112,7 +112,7 @@ def test_predict_writes_labels_on_exactly_the_input_grid(two_checkpoints, tmp_pa
     assert main(["predict", str(two_checkpoints[0]), str(tmp_path / "data" / "imagesTr"),
                  "-o", str(tmp_path / "batch")]) == 0
     assert sorted(p.name for p in (tmp_path / "batch").glob("*.nii.gz")) == [
-        "cardiac_060_0000.nii.gz", "cardiac_061_0000.nii.gz"]
+        "cardiac_060.nii.gz", "cardiac_061.nii.gz"]  # the cases' names, as in labelsTr/ (not _0000's)
 
 
 def test_predict_reads_a_dicom_folder(two_checkpoints, tmp_path):
