@@ -71,6 +71,7 @@ class CaseVerdict:
     invented_ml: dict[str, dict[int, float]] = field(default_factory=dict)
     # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90; empty without
     clicks_to_90: dict[str, int] = field(default_factory=dict)
+    key: str = ""                                                   # the image's image_key
 
     def unscored_reason(self) -> str | None:
         """Why this case is left out of the Dice comparison; None when every model has a Dice."""
@@ -343,20 +344,28 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
         else:
             evaluated.append(result)
     return Verdict(Path(dataset), checkpoints, classes, evaluated, excluded, None if cases is None else list(cases),
-                   _trained_on(predictors, Path(dataset), [c.case for c in evaluated]))
+                   _trained_on(predictors, Path(dataset), evaluated))
 
 
-def _trained_on(predictors: dict, dataset: Path, names: list[str]) -> dict[str, list[str]]:
-    """slot -> the cases of ``names`` its checkpoint learnt from (its lineage names this
-    dataset and them): a fine-tune judged on its own training cases (a tester's verdict
-    said nothing)."""
+def _trained_on(predictors: dict, dataset: Path, cases: list[CaseVerdict]) -> dict[str, list[str]]:
+    """slot -> the ``cases`` its checkpoint learnt from: a fine-tune judged on its own
+    training cases (a tester's verdict said nothing). Known by the images themselves
+    (``lineage.images``: their image_key), wherever the dataset was copied or whatever it is
+    called now; for a checkpoint trained before those were kept, by the dataset's folder name
+    and the cases' names."""
     found = {}
     for slot, predictor in predictors.items():
         lineage = predictor.meta.get("lineage") or {}
-        if lineage.get("dataset") == dataset.absolute().name and isinstance(lineage.get("cases"), dict):
-            trained = sorted(set(names) & set(lineage["cases"]))
-            if trained:
-                found[slot] = trained
+        images = lineage.get("images")
+        if isinstance(images, dict):
+            learnt = set(images.values())
+            trained = sorted(c.case for c in cases if c.key in learnt)
+        elif lineage.get("dataset") == dataset.absolute().name and isinstance(lineage.get("cases"), dict):
+            trained = sorted({c.case for c in cases} & set(lineage["cases"]))
+        else:
+            trained = []
+        if trained:
+            found[slot] = trained
     return found
 
 
@@ -392,7 +401,7 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         return f"its labels hold class {int(label_file.array.max())}, beyond the models' {num_classes} classes"
     key = image_key(volume)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    verdict = CaseVerdict(case.name, int(reviewed.sum()), len(reviewed))
+    verdict = CaseVerdict(case.name, int(reviewed.sum()), len(reviewed), key=key)
     for slot, path in checkpoints.items():
         prediction = worklist.cache.get(key, checkpoint_digest(path))
         if prediction is None or prediction.shape != volume.shape:

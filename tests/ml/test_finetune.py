@@ -117,7 +117,7 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     assert meta["lineage"]["parent"]["sha256"] == parent_sha
     held_out = fixed_split(reviewed_folder, case_names(reviewed_folder))["val"]
     assert not set(meta["lineage"]["cases"]) & set(held_out)
-    assert math.isnan(meta["lineage"]["parent"]["held_out_dice"])  # the held-out case has no reviewed slice
+    assert meta["lineage"]["parent"]["held_out_dice"] is None  # no reviewed held-out slice (strict JSON: null)
     capsys.readouterr()
 
     assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
@@ -383,6 +383,13 @@ def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_
         verdict["correction_cases"]) != set()
     assert f"Model B (best.safetensors) was trained on {len(verdict['trained_on']['B'])} of these cases" in \
         (tmp_path / "out" / "verdict.md").read_text()
+    # A copy of the dataset under another name: the same images, known by themselves (a tester's copy said nothing).
+    import shutil
+
+    copy = shutil.copytree(reviewed_folder, tmp_path / "copied elsewhere")
+    assert main(["evaluate", str(parent), str(tuned), "--data", str(copy), "--reviewed-only",
+                 "-o", str(tmp_path / "copied")]) == 0
+    assert json.loads((tmp_path / "copied" / "verdict.json").read_text())["trained_on"] == verdict["trained_on"]
     review_a_slice(reviewed_folder, fixed_split(reviewed_folder, case_names(reviewed_folder))["val"][0])
     assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "--reviewed-only",
                  "--held-out", "-o", str(tmp_path / "held")]) == 0
