@@ -59,20 +59,13 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
     """A checkpoint's metadata and lineage for a person to read."""
     architecture = meta.get("architecture", {})
     pre = meta.get("preprocessing", {})
-    loss = meta.get("loss", {})
-    training = meta.get("training", {})
-    dice = meta.get("validation", {}).get("dice", {}).get("mean")
     lines = [f"{name}  sha256 {sha256}",
              f"network      {architecture.get('name', '?')} "
              + ", ".join(f"{k} {v}" for k, v in architecture.items() if k != "name"),
              "classes      " + ", ".join(f"{c['value']} {c['name']}" for c in meta.get("classes", [])),
              f"input        {pre.get('modality', 'any modality')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
              f"normalisation {json.dumps(pre.get('normalization', {}))}, slices as {_orientation_text(meta)}",
-             f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else ""),
-             *(_interactive_lines(meta) if meta.get("task") == "interactive" else
-               [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "
-                f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}",
-                "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")])]
+             *_history_lines(meta)]
     lineage = meta.get("lineage")
     if lineage:
         parent = lineage.get("parent")
@@ -88,6 +81,31 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
                   f"  replay     {_replay_text(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _history_lines(meta: dict) -> list[str]:
+    """How the network came to be: its loss and training (an interactive model's data and
+    simulated reviewer), or what ``segview import`` recorded of one trained elsewhere."""
+    training = meta.get("training", {})
+    if "imported" in meta and not training:
+        return _imported_lines(meta["imported"])
+    loss = meta.get("loss", {})
+    lines = [f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else "")]
+    if meta.get("task") == "interactive":
+        return lines + _interactive_lines(meta)
+    dice = meta.get("validation", {}).get("dice", {}).get("mean")
+    return lines + [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "
+                    f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}",
+                    "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")]
+
+
+def _imported_lines(imported: dict) -> list[str]:
+    """What ``segview import`` recorded of a network trained elsewhere (no loss, cases or
+    epochs of segview's to tell)."""
+    notes = imported.get("notes") or []
+    return [f"imported     {imported.get('arch', '?')} weights from {imported.get('source', '?')} "
+            f"(sha256 {imported.get('sha256', '?')}); trained elsewhere: its loss and data are not recorded",
+            *(f"  note       {note}" for note in (notes if isinstance(notes, list) else [notes]))]
 
 
 def _replay_text(replay: dict | None) -> str:

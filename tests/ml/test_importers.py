@@ -188,6 +188,12 @@ def test_written_checkpoint_carries_classes_modality_size_and_window(tmp_path):
     assert len(meta["imported"]["sha256"]) == 64
     predictor = Predictor.from_checkpoint(tmp_path / "m.safetensors", "cpu", runtime="torch")
     assert predictor.input_size == 96 and predictor.num_classes == 3
+    # info tells what import recorded, not a training's placeholders ("loss ?", "? cases").
+    from segview.cli.models import checkpoint_text
+
+    text = checkpoint_text("m.safetensors", "0" * 64, meta)
+    assert f"imported     segview-unet weights from w.pt (sha256 {meta['imported']['sha256']})" in text
+    assert "?" not in text and "trained on" not in text
 
 
 # -- refused, one clear line each -------------------------------------------------------
