@@ -23,6 +23,7 @@ import inspect
 import pickle
 import re
 import zipfile
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,9 +172,11 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     stem = state[f"model.0.{first}"]
     channels, prefix = [], "model."
     while f"{prefix}0.{first}" in state:  # one encoder level per nesting of SkipConnection
-        channels.append(state[f"{prefix}0.{first}"].shape[0])
-        prefix += "1.submodule."
-    channels.append(state[prefix + first].shape[0])  # the bottom block
+        deeper = prefix + "1.submodule."
+        below = state.get(f"{deeper}0.{first}", state.get(deeper + first))  # takes this level's channels in
+        channels.append(_width(state, f"{prefix}0.", below))
+        prefix = deeper
+    channels.append(_width(state, prefix))  # the bottom block
     top_up = state["model.2.0.conv.weight" if residual else "model.2.conv.weight"]
     norm_keys = [k for k in state if ".adn.N." in k]
     if any(k.endswith("running_mean") for k in norm_keys):
@@ -195,6 +198,17 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     if not norm_keys:
         assumed["norm"] = "assumed norm 'instance' without affine parameters (MONAI's default; no weights)"
     return arguments, assumed
+
+
+def _width(state, prefix: str, below: torch.Tensor | None = None) -> int:
+    """The channels of the block under ``prefix``: the size most of its tensors give
+    (convolutions, biases and norms lead with it; the convolution ``below``, the next block's,
+    takes it in), so that one tensor of a wrong shape is named as the one at fault instead of
+    setting a width the healthy ones then disagree with. A tie goes to the first convolution."""
+    sizes = [int(v.shape[0]) for k, v in state.items() if k.startswith(prefix) and v.ndim and v.numel() > 1]
+    if below is not None and below.ndim > 1:
+        sizes.append(int(below.shape[1]))
+    return Counter(sizes).most_common(1)[0][0]
 
 
 def _monai_basicunet_arguments(state) -> tuple[dict, dict[str, str]]:

@@ -4,6 +4,7 @@ imported, and compared with the source; bad files refused with one clear line; p
 that would run code never run."""
 import os
 import pickle
+import re
 
 import pytest
 import torch
@@ -225,6 +226,17 @@ def test_a_wrong_shape_is_named_with_both_shapes(monai_weights, tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"wrong shape \(model\.1\.submodule\.0\.conv\.bias: \(9,\), "
                                               r"expected \(8,\)\)"):
+        _import(path, tmp_path)
+
+
+def test_a_wrong_width_is_blamed_on_its_own_tensor_not_on_the_healthy_ones(monai_weights, tmp_path):
+    """A tester's one conv weight of 17 channels among 16s: 28 healthy tensors were named."""
+    path, state = monai_weights
+    key = "model.1.submodule.0.conv.weight"
+    state[key] = torch.zeros(9, *state[key].shape[1:])
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=rf"1 of the wrong shape \({re.escape(key)}: \(9, 4, 3, 3\), "
+                                              r"expected \(8, 4, 3, 3\)\)"):
         _import(path, tmp_path)
 
 
