@@ -235,6 +235,9 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         _restore(state, model, optimizer)
         history, start_epoch = state["history"], state["next_epoch"]
         best_dice, best_epoch = state["best_dice"], state["best_epoch"]
+        if progress is not None and rank == 0:
+            best = f", best so far epoch {best_epoch + 1}" if best_epoch >= 0 else ""
+            progress({"note": f"resuming at epoch {start_epoch + 1} of {config.epochs}{best}"})
     model.to(device)
     _move_optimizer(optimizer, device)
     if device.type == "cuda":
