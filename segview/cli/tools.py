@@ -339,9 +339,11 @@ def _run_evaluate(args) -> int:
         return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
+    from ..core.journal import image_key
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
+    from ..ml.metadata import trained_cases
     from .models import warn_modality
 
     # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
@@ -361,14 +363,22 @@ def _run_evaluate(args) -> int:
     comparisons = []
     class_names = {name: [c.name for c in dataset.classes] for name, dataset in datasets}
     case_classes: dict[str, list[str]] = {}  # per results.csv key, its data set's class names
+    learnt: list[str] = []  # bold lines of table1.md: a model judged on cases it trained on
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
+        keys = {case.name: image_key(case.volume) for case in dataset.cases}
         for index, (path, predictor) in enumerate(models):
             if predictor.num_classes != len(dataset.classes):
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
                       f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
                 continue
+            trained = trained_cases(predictor.meta, keys, name)
+            if trained:
+                learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(keys)} cases of {name} "
+                              f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "
+                              "are no evidence of how it does on cases it never saw.**")
+                print(f"segview: {learnt[-1].strip('*')}", file=sys.stderr)
             for case in dataset.cases:
                 warn_modality(path.name, predictor.meta, case.volume, warned)
             results = evaluate_cases(predictor, dataset.cases, progress, tolerance, measures=True,
@@ -385,7 +395,8 @@ def _run_evaluate(args) -> int:
             comparisons.append((name, index_a, index_b, paired_comparison(a, b)))
             if click_model is not None:
                 comparisons[-1][3]["clicks_difference"] = _clicks_difference(a, b)
-    table = table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
+    table = "".join(line + "\n\n" for line in learnt)
+    table += table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
     table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
               + per_class_markdown([(label, by_set) for label, by_set in rows.items() if by_set], class_names))
     print(table)

@@ -99,3 +99,18 @@ def reason(exc: BaseException) -> str:
     """The last line of an exception's message (libraries put the cause there), else its type."""
     text = str(exc).strip()
     return text.splitlines()[-1] if text else type(exc).__name__
+
+
+def trained_cases(meta: dict, cases: dict[str, str], dataset: str) -> list[str]:
+    """The names of ``cases`` (name -> image_key) a checkpoint learnt from, by its lineage:
+    by the images themselves (``lineage.images``), wherever the data were copied or however
+    renamed; for a checkpoint trained before those were kept, by the ``dataset`` folder's name
+    and the cases' names. A model judged on them shows no evidence of how it does on others."""
+    lineage = meta.get("lineage") or {}
+    images = lineage.get("images")
+    if isinstance(images, dict):
+        learnt = set(images.values())
+        return sorted(name for name, key in cases.items() if key in learnt)
+    if lineage.get("dataset") == dataset and isinstance(lineage.get("cases"), dict):
+        return sorted(set(cases) & set(lineage["cases"]))
+    return []

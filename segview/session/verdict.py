@@ -40,7 +40,7 @@ from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
-from ..ml.metadata import CheckpointError
+from ..ml.metadata import CheckpointError, trained_cases
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
 
@@ -348,25 +348,11 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
 
 
 def _trained_on(predictors: dict, dataset: Path, cases: list[CaseVerdict]) -> dict[str, list[str]]:
-    """slot -> the ``cases`` its checkpoint learnt from: a fine-tune judged on its own
-    training cases (a tester's verdict said nothing). Known by the images themselves
-    (``lineage.images``: their image_key), wherever the dataset was copied or whatever it is
-    called now; for a checkpoint trained before those were kept, by the dataset's folder name
-    and the cases' names."""
-    found = {}
-    for slot, predictor in predictors.items():
-        lineage = predictor.meta.get("lineage") or {}
-        images = lineage.get("images")
-        if isinstance(images, dict):
-            learnt = set(images.values())
-            trained = sorted(c.case for c in cases if c.key in learnt)
-        elif lineage.get("dataset") == dataset.absolute().name and isinstance(lineage.get("cases"), dict):
-            trained = sorted({c.case for c in cases} & set(lineage["cases"]))
-        else:
-            trained = []
-        if trained:
-            found[slot] = trained
-    return found
+    """slot -> the ``cases`` its checkpoint learnt from (``ml.metadata.trained_cases``): a
+    fine-tune judged on its own training cases (a tester's verdict said nothing)."""
+    keys = {c.case: c.key for c in cases}
+    found = {slot: trained_cases(p.meta, keys, dataset.absolute().name) for slot, p in predictors.items()}
+    return {slot: names for slot, names in found.items() if names}
 
 
 def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: list[LabelClass] | None) -> None:

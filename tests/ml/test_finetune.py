@@ -390,6 +390,12 @@ def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_
     assert main(["evaluate", str(parent), str(tuned), "--data", str(copy), "--reviewed-only",
                  "-o", str(tmp_path / "copied")]) == 0
     assert json.loads((tmp_path / "copied" / "verdict.json").read_text())["trained_on"] == verdict["trained_on"]
+    # The whole-case evaluation (no --reviewed-only) says it too, on screen and in table1.md.
+    capsys.readouterr()
+    assert main(["evaluate", str(parent), str(tuned), "--data", str(copy), "-o", str(tmp_path / "whole")]) == 0
+    said = f"was trained on {len(learnt)} of the {len(case_names(copy))} cases of copied elsewhere"
+    assert said in capsys.readouterr().err and said in (tmp_path / "whole" / "table1.md").read_text()
+    assert "parent" not in (tmp_path / "whole" / "table1.md").read_text().split("**")[1]
     review_a_slice(reviewed_folder, fixed_split(reviewed_folder, case_names(reviewed_folder))["val"][0])
     assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "--reviewed-only",
                  "--held-out", "-o", str(tmp_path / "held")]) == 0
