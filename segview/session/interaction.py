@@ -234,8 +234,9 @@ class Interaction:
         held = int(labels.array[z, y, x])
         if positive and held not in (0, value) and not _may_take(labels, held):
             # The model would correct the class around a voxel it may not have.
-            raise SessionError(f"The point clicked holds {self._class_name(held)}: a click takes another class "
-                               "only under 'Paint over: everything', so nothing changed. "
+            protected = " (protected)" if policy.mode == "protect" and held in policy.protected else ""
+            raise SessionError(f"The point clicked holds {self._class_name(held)}{protected}: a click takes another "
+                               "class only under 'Paint over: everything', so nothing changed. "
                                "Click on the structure's own or background voxels, or paint over everything.")
         plane = self.host.volume.array[z]
         if not np.isfinite(plane).all() or plane.min() == plane.max():

@@ -260,6 +260,8 @@ def test_clicking_a_protected_class_is_refused_and_changes_nothing(disks):
     session.labels.policy = OverwritePolicy("protect", frozenset({2}))
     with pytest.raises(SessionError, match="^Label 2 is protected"):  # by its name
         session.click(2, SPOT, positive=False, value=2)
+    with pytest.raises(SessionError, match=r"^The point clicked holds label 2 \(protected\): "):  # said, as a tester
+        session.click(2, SPOT, value=1)                                                      # looked for it
     np.testing.assert_array_equal(session.labels.array, labels)
     assert not disks and not session.labels.can_undo
     session.close(discard=True)
