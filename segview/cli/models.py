@@ -148,19 +148,39 @@ def _slices_text(lineage: dict) -> str:
 
 
 def _interactive_lines(meta: dict) -> list[str]:
-    """A click model's data (several datasets) and its simulated reviewer's validation."""
+    """A click model's data (several datasets), the starting masks it learnt from (the
+    checkpoints of ``--from-model`` and the mix of starts), the processes it ran on, and its
+    simulated reviewer's validation, pooled and per start: two runs that differ only in
+    ``--from-model`` read differently."""
     training, validation = meta.get("training", {}), meta.get("validation", {})
     data = "; ".join(f"{d.get('source', '?')}: {d.get('cases', '?')} cases, {d.get('slices', '?')} slices"
                      for d in training.get("datasets", [])) or "?"
-    figures = "none"
-    if "noc90" in validation:
-        figures = (f"{validation.get('objects', '?')} objects: Dice after 1/3/5 clicks "
-                   f"{validation['dice_1']:.3f}/{validation['dice_3']:.3f}/{validation['dice_5']:.3f}, "
-                   f"NoC@90 {validation['noc90']:.2f}, never {validation.get('never90', math.nan):.1%}, "
-                   f"lowering {validation.get('lowering', math.nan):.1%} "
-                   f"(epoch {validation.get('epoch', '?')})")  # counted from 1
-    return [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs",
-            f"validation   {figures}"]
+    models = ", ".join(f"{m.get('name', '?')} (sha256 {str(m.get('sha256', '?'))[:12]})"
+                       for m in training.get("from_models") or [])
+    starts = (training.get("recipe") or {}).get("starts") or {}
+    mix = ", ".join(f"{name} {share:.0%}" for name, share in starts.items()) or "?"
+    lines = [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs, "
+             f"{training.get('world_size', 1)} process(es) on {training.get('device') or '?'}",
+             f"starts       {mix}" + (f"; predictions of {models}" if models else " (no --from-model)")]
+    if "noc90" not in validation:
+        return lines + ["validation   none"]
+    lines.append(f"validation   {_reviewer_figures(validation)} (epoch {validation.get('epoch', '?')})")  # from 1
+    lines += [f"  from {name:<11}{_reviewer_figures(figures)}" for name, figures in
+              (validation.get("by_start") or {}).items() if "noc90" in figures]
+    return lines
+
+
+def _reviewer_figures(figures: dict) -> str:
+    """The simulated reviewer's figures in one line: objects, Dice after 1/3/5 clicks,
+    NoC@90, never, lowering."""
+    return (f"{figures.get('objects', '?')} objects: Dice after 1/3/5 clicks "
+            f"{figures['dice_1']:.3f}/{figures['dice_3']:.3f}/{figures['dice_5']:.3f}, "
+            f"NoC@90 {figures['noc90']:.2f}, never {_share(figures.get('never90'))}, "
+            f"lowering {_share(figures.get('lowering'))}")
+
+
+def _share(value) -> str:
+    return f"{value:.1%}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
 
 
 # -- import -----------------------------------------------------------------------------

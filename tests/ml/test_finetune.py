@@ -145,6 +145,11 @@ def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_p
     assert "Dice after 1/3/5 clicks" in out and "NoC@90" in out and "?" not in out
     # A tester: "(epoch 20)" for the best of 20 epochs stored as 19 (counting from 1 already).
     assert f"(epoch {read_metadata(CLICK_MODEL)['validation']['epoch']})" in out
+    # The starts it learnt from, and the figures per start (two runs differing only in --from-model read alike).
+    assert "starts       prediction 40%, perturbed 35%, empty 25%; predictions of cardiac_ce.safetensors" in out
+    by_start = read_metadata(CLICK_MODEL)["validation"]["by_start"]
+    assert f"  from prediction {by_start['prediction']['objects']} objects" in out
+    assert f"NoC@90 {by_start['empty']['noc90']:.2f}" in out
 
 
 def test_info_counts_the_held_out_cases_apart_from_the_training_slices(capsys):
