@@ -554,9 +554,10 @@ SCORE_CURVES = (("val_dice", "Dice"), ("val_iou", "IoU"))
 
 def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
           score_label: str = "validation (mean over foreground classes)",
-          counts: tuple[str, str] | None = None) -> None:
+          counts: tuple[str, str] | None = None):
     """Loss on the left, the ``scores`` columns (0..1) on the right, and the ``counts``
-    column (log column, axis label), when given, on the right one's second axis."""
+    column (log column, axis label), when given, on the right one's second axis. Returns
+    the matplotlib Figure written."""
     # The object-oriented API with the Agg canvas: no pyplot, no global backend switch.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -576,7 +577,7 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
                         ha="center", va="center", transform=score_axes.transAxes)
         score_axes.set_xlim(loss_axes.get_xlim())
     for axes in (loss_axes, score_axes):  # whole epochs
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: a tick at 1, not 0.95-1.05
     lines, labels = score_axes.get_legend_handles_labels()
     if counts is not None:
         count_axes = score_axes.twinx()
@@ -591,6 +592,7 @@ def _plot(path: Path, history: list[dict], scores=SCORE_CURVES,
         axes.grid(alpha=0.3)
     FigureCanvasAgg(figure)
     replace_atomically(path, lambda temporary: figure.savefig(temporary, format="png"))
+    return figure
 
 
 def _config_json(config: TrainConfig) -> dict:

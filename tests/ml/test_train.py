@@ -216,3 +216,15 @@ def test_resuming_with_cases_the_run_never_had_is_refused(cardiac, tmp_path):
     train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
     with pytest.raises(DatasetError, match="cases the interrupted run never had"):
         train(TrainConfig(output=tmp_path, epochs=2, **TINY), phantom_dataset("cardiac", 5), resume=True)
+
+
+def test_the_curves_of_one_epoch_have_whole_epoch_ticks(tmp_path):
+    """A tester's one-epoch run read 0.95 ... 1.05 along the epoch axis."""
+    import segview.ml.train as train_module
+
+    one_epoch = [{"epoch": 1, "train_loss": 0.5, "val_dice": 0.7, "val_iou": 0.55}]
+    figure = train_module._plot(tmp_path / "curves.png", one_epoch)
+    for axes in figure.axes:
+        low, high = axes.get_xlim()
+        assert [t for t in axes.get_xticks() if low <= t <= high] == [1.0]
+    assert (tmp_path / "curves.png").stat().st_size > 0
