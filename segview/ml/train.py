@@ -507,6 +507,10 @@ def _start_distributed(config: TrainConfig) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
+    if (config.device or "").startswith("cuda:"):  # every process would take that one GPU
+        raise SegviewError(f"--device {config.device} names one GPU, but torchrun started {world} processes, each "
+                           "of which takes its own GPU: give --device cuda (or cpu), and choose the GPUs with "
+                           "CUDA_VISIBLE_DEVICES.")
     if not dist.is_initialized():
         cuda = torch.cuda.is_available() and config.device in (None, "cuda")
         if cuda:

@@ -114,6 +114,9 @@ def test_more_torchrun_processes_than_gpus_are_refused_in_words(monkeypatch):
     with pytest.raises(SegviewError, match=r"2 processes on this machine, which has 1 GPU: .*"
                                            r"--nproc_per_node=1, or give --device cpu"):
         _start_distributed(TrainConfig(output="unused"))
+    # One GPU named for every process (each would take it, over gloo): refused too, before any is taken.
+    with pytest.raises(SegviewError, match=r"--device cuda:1 names one GPU, but torchrun started 2 processes"):
+        _start_distributed(TrainConfig(output="unused", device="cuda:1"))
 
 
 @pytest.mark.slow
