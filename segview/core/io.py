@@ -126,6 +126,18 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
     return image
 
 
+def image_shape(path) -> tuple[int, ...] | None:
+    """The (z, y, x) shape of the image or label file at ``path`` from its header alone;
+    None where it cannot be read."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return tuple(reversed(reader.GetSize()))
+
+
 def _check_fits(path: Path) -> None:
     """Refuse, from the header alone, an image that would not fit in memory: ITK's image and
     the array made from it exist at once while it is read, then the labels."""

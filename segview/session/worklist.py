@@ -59,7 +59,7 @@ from ..core.classes import LabelClass, named_classes, naming_conflict
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import atomic_write_text, extension, replace_atomically
-from ..core.io import list_dicom_series, load_labels, load_volume, read_label_image
+from ..core.io import image_shape, list_dicom_series, load_labels, load_volume, read_label_image
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import read_sidecar, review_path, update_sidecar
@@ -1298,11 +1298,34 @@ def _dicom_cases(folder: Path, progress: Progress | None) -> list[Case]:
             cases.append(Case(study.name, study, folder / "labels" / f"{study.name}.nii.gz", error=str(exc)))
             continue
         series.sort(key=lambda s: (s.number is None, s.number or 0, s.uid))
-        for info in series:
-            tag = info.number if info.number is not None else info.uid
-            name = study.name if len(series) == 1 else f"{study.name}_{tag}"
+        for name, info in zip(_series_names(study.name, series, folder / "labels"), series):
             cases.append(Case(name, study, folder / "labels" / f"{name}.nii.gz", series=info))
     return cases
+
+
+def _series_names(study: str, series: list, labels: Path) -> list[str]:
+    """The case names of a study's ``series``, unique and stable: the study's name for its only
+    series, else ``<study>_<SeriesNumber>`` (with the end of the series UID where two share a
+    number, then a count). Labels saved under the study's name while it held one series keep
+    it for the series of their slice count, when exactly one has it: a series added to the
+    study later does not leave them behind (a tester's saved, reviewed case came back new)."""
+    if len(series) == 1:
+        return [study]
+    numbers = [s.number for s in series]
+    names = [f"{study}_{s.number if s.number is not None else s.uid}" if numbers.count(s.number) == 1
+             else f"{study}_{s.number}_{s.uid[-6:]}" for s in series]
+    names = [name if names.count(name) == 1 else f"{name}_{k + 1}" for k, name in enumerate(names)]
+    saved = _label_slices(labels / f"{study}.nii.gz")
+    owners = [k for k, s in enumerate(series) if saved is not None and s.size[2] == saved]
+    if len(owners) == 1:
+        names[owners[0]] = study
+    return names
+
+
+def _label_slices(path: Path) -> int | None:
+    """The slices of a label file, from its header alone; None where there is none."""
+    shape = image_shape(path) if path.is_file() else None
+    return shape[0] if shape is not None and len(shape) == 3 else None
 
 
 def _declared_classes(dataset_json: Path) -> list[LabelClass] | None:

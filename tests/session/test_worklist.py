@@ -421,6 +421,28 @@ def test_a_folder_of_dicom_studies(tmp_path):
     assert Worklist.open(root).case("patient_b_4").reviewed_count == 1  # labels/ is not a study
 
 
+
+def test_a_study_that_gains_a_series_keeps_its_saved_case_and_every_name_is_unique(tmp_path):
+    """A tester copied a second series (of the same SeriesNumber) into a reviewed study: the
+    saved case came back new under another name, and two rows shared one name."""
+    root = tmp_path / "studies"
+    write_dicom_series(tiny_case(0, slices=3, size=16)[0], root / "patient_c" / "ax", series_number=3)
+    write_dicom_series(tiny_case(3, slices=3, size=16)[0], root / "patient_d" / "ax", series_number=3)
+    session = Worklist.open(root).session("patient_c")
+    session.mark_reviewed(1)
+    assert session.save() == root / "labels" / "patient_c.nii.gz"
+    session.close()
+    write_dicom_series(tiny_case(1, slices=4, size=16)[0], root / "patient_c" / "ax2", series_number=3)
+    write_dicom_series(tiny_case(2, slices=5, size=16)[0], root / "patient_c" / "ax3", series_number=3)
+    worklist = Worklist.open(root)
+    names = [c.name for c in worklist.cases if c.name != "patient_d"]
+    assert len(names) == len(set(names)) == 3 and names.count("patient_c") == 1
+    kept = worklist.case("patient_c")
+    assert kept.reviewed_count == 1 and kept.series.size[2] == 3  # the series its labels were saved on
+    assert all(n.startswith("patient_c_3_") for n in names if n != "patient_c")
+    assert len({worklist.case(n).series.uid for n in names}) == 3  # each name reaches its own series
+
+
 def test_a_dicom_series_in_imagesTr_is_a_case(tmp_path):
     make_dataset(tmp_path / "ds", 1)
     volume, labels = tiny_case(3, slices=3, size=16)
