@@ -78,8 +78,9 @@ class CaseVerdict:
         missing = [slot for slot, dice in sorted(self.dice.items()) if math.isnan(dice)]
         if not missing:
             return None
+        whose = "their" if len(missing) > 1 else "its"
         return (f"no Dice for {' and '.join(missing)}: no foreground class in the reviewed labels or in "
-                f"{'their' if len(missing) > 1 else 'its'} prediction on the {self.reviewed} reviewed slices "
+                f"{whose} prediction on the {counted(self.reviewed, 'reviewed slice')} "
                 "(counted in the correction effort)")
 
 

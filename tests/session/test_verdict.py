@@ -321,6 +321,7 @@ def test_a_case_without_a_dice_for_one_model_is_left_out_for_both():
     verdict = _verdict([(0.5, 0.7), (math.nan, 0.0), (0.6, 0.8)])
     assert [c.case for c in verdict.scored] == ["c0", "c2"]
     assert list(verdict.left_out) == ["c1"]
+    assert "its prediction on the 1 reviewed slice (counted" in verdict.left_out["c1"]  # not "1 reviewed slices"
     assert verdict.summary("B")["dice_mean"] == pytest.approx(0.75)
     assert verdict.paired("dice")["pairs"] == 2
     assert verdict.paired("correction_ml")["pairs"] == 3
