@@ -598,6 +598,7 @@ def _add_predict(commands) -> None:
 def _run_predict(args) -> int:
     from .common import UserError, progress
     from ..core.errors import VolumeLoadError
+    from ..core.files import case_name
     from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, extension, load_volume, save_labels
     from ..ml.inference import Predictor
     from .models import rank_and_world, rank_device, warn_modality
@@ -649,12 +650,6 @@ def _run_predict(args) -> int:
         print(f"segview: {len(unread)} of {len(jobs)} images not predicted: {', '.join(unread)}", file=sys.stderr)
         return 1
     return 0
-
-
-def case_name(stem: str) -> str:
-    """An image's case: its stem without nnU-Net's channel suffix ("case_0000" -> "case"),
-    so that a batch's labels are named as the dataset's labelsTr/ and nnU-Net's predictions."""
-    return stem[:-5] if len(stem) > 5 and stem[-5] == "_" and stem[-4:] == "0000" else stem
 
 
 def _check_prediction_outputs(inputs: list[Path], outputs: list[Path]) -> None:

@@ -101,7 +101,7 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, fallback) if c.value in present else []))
                 for number, c in enumerate(values, 1)]
     try:
-        seg = _segmentation(sources, segment_map, segments, content_creator, series_uid or hd.UID(), instance_number)
+        seg = _segmentation(sources, segment_map, segments, content_creator, series_uid or new_uid(), instance_number)
     except ValueError as exc:  # highdicom's refusal of these source images: say it, as ours are said
         raise DicomSegError(f"These DICOM images cannot carry a DICOM SEG ({exc}); save the labels as NIfTI or "
                             "NRRD instead.") from exc

@@ -17,6 +17,16 @@ def extension(path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
 
 
+#: nnU-Net's channel suffix of a case's (first) image: imagesTr/<case>_0000.nii.gz.
+FIRST_CHANNEL = "_0000"
+
+
+def case_name(stem: str) -> str:
+    """The case an image file's ``stem`` is of: without nnU-Net's ``_0000`` ("case_0000" ->
+    "case"), as labelsTr/ and nnU-Net's predictions name it."""
+    return stem[: -len(FIRST_CHANNEL)] if stem.endswith(FIRST_CHANNEL) else stem
+
+
 def file_sha256(path) -> str:
     """The SHA-256 of the file at ``path`` (hex), read in 1 MiB blocks. Raises OSError."""
     digest = hashlib.sha256()

@@ -429,9 +429,7 @@ class MainWindow(QMainWindow):
     def _show_no_slice(self) -> None:
         """The toolbar as with no image: no slice number, slider or window values (a preview
         of an image that then failed to open had set them)."""
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, 0)
-        self.slider.blockSignals(False)
+        self._set_slider(0, 1)
         self.slice_number.setText("- / -")
         self.window_values.clear()
 
@@ -715,14 +713,18 @@ class MainWindow(QMainWindow):
         self.window_choice.blockSignals(False)
 
     def _show_slice_number(self, index: int, count: int) -> None:
-        self.slider.blockSignals(True)
-        self.slider.setRange(0, max(count - 1, 0))
-        self.slider.setValue(index)
-        self.slider.blockSignals(False)
+        self._set_slider(index, count)
         self.slice_number.setText(f"{index + 1} / {count}" + self._reviewed_mark())
         self._show_view_choice()
         self._refresh_read_out()
         self._metrics_timer.start()
+
+    def _set_slider(self, index: int, count: int) -> None:
+        """The slider at ``index`` of ``count`` slices, shown only: it moves no slice."""
+        self.slider.blockSignals(True)
+        self.slider.setRange(0, max(count - 1, 0))
+        self.slider.setValue(index)
+        self.slider.blockSignals(False)
 
     def _show_view_choice(self) -> None:
         """The View box names the plane on screen. The compare panes show only the acquired

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from ..core.errors import DatasetError, VolumeLoadError
+from ..core.files import FIRST_CHANNEL, case_name
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
 from ..core.journal import image_key
@@ -207,8 +208,8 @@ def _images(images: Path) -> dict[str, Path]:
         name = _stem(image) if image.is_file() else image.name
         if image.is_file() and extension(image) not in IMAGE_EXTENSIONS:
             continue
-        if image.is_file() and name.endswith("_0000"):
-            name = name[:-5]
+        if image.is_file() and name.endswith(FIRST_CHANNEL):
+            name = case_name(name)
         elif image.is_file() and len(name) > 5 and name[-5] == "_" and name[-4:].isdigit():
             continue  # a second channel (_0001 ...): single-channel models use _0000 only
         found[name] = image

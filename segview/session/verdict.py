@@ -29,6 +29,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ class Verdict:
     only: list[str] | None = None   # the cases asked for (e.g. the split's held-out ones); None: all
     trained_on: dict[str, list[str]] = field(default_factory=dict)  # slot -> evaluated cases it learnt from
 
-    @property
+    @cached_property
     def names(self) -> dict[str, str]:
         """Slot -> the checkpoint's name as the reports give it (``distinct_names``)."""
         return distinct_names(self.checkpoints)

@@ -58,7 +58,7 @@ import numpy as np
 from ..core.classes import LabelClass, named_classes, naming_conflict
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
-from ..core.files import atomic_write_text, extension, replace_atomically
+from ..core.files import FIRST_CHANNEL, atomic_write_text, case_name, extension, replace_atomically
 from ..core.io import image_shape, list_dicom_series, load_labels, load_volume, read_label_image
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
@@ -1280,8 +1280,8 @@ def _nnunet_cases(folder: Path) -> list[Case]:
             continue
         ext = extension(image)
         stem = image.name[: -len(ext)] if ext else image.name
-        if stem.endswith("_0000"):
-            name = stem[: -len("_0000")]
+        if stem.endswith(FIRST_CHANNEL):
+            name = case_name(stem)
             cases.append(Case(name, image, folder / "labelsTr" / f"{name}{ending or ext or '.nii.gz'}"))
     return cases
 
