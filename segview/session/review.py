@@ -1057,13 +1057,14 @@ class ReviewSession:
         sources = dict(self.provenance.sources) if self.provenance is not None else {}
         names = {f"model {slot}": m.name for slot, m in self.models.items()}
         self._seg_series_uid = self._seg_series_uid or new_uid()
-        self._seg_instances += 1
-        series, number, version = self._seg_series_uid, self._seg_instances, self.version
+        series, number, version = self._seg_series_uid, self._seg_instances + 1, self.version
 
         def job(*_, **__) -> Path:
             written = save_dicom_seg(path, labels, self.volume, classes, algorithm,
                                      algorithms=segment_algorithms(labels, sources, names) if sources else None,
                                      series_uid=series, instance_number=number)
+            # counted once written: a failed export leaves no gap in the series' numbers
+            self._seg_instances = max(self._seg_instances, number)
             self._last_seg = (Path(written), version)
             return written
         return job

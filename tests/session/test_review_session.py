@@ -792,3 +792,20 @@ def test_labels_naming_a_models_classes_otherwise_unload_it_as_opening_them_firs
     same = open_with_models(volume, checkpoints)
     save_labels(tmp_path / "same.nii.gz", labels, volume, CLASSES)
     assert same.replace_labels(read_label_file(tmp_path / "same.nii.gz", volume)) == [] and len(same.models) == 2
+
+
+def test_a_failed_seg_export_takes_no_instance_number(series, tmp_path):
+    """Every SEG of one review is an instance of one series, numbered in the order written: an
+    export that fails (here into a file where a folder should be) leaves no gap."""
+    import pydicom
+
+    folder, labels = series
+    session = ReviewSession.open(folder, labels=labels)
+    (tmp_path / "blocked").write_text("a file, not a folder")
+    with pytest.raises(OSError):
+        session.dicom_seg_job(tmp_path / "blocked" / "seg.dcm")()
+    first = pydicom.dcmread(session.dicom_seg_job(tmp_path / "first.dcm")())
+    second = pydicom.dcmread(session.dicom_seg_job(tmp_path / "second.dcm")())
+    assert (first.InstanceNumber, second.InstanceNumber) == (1, 2)
+    assert first.SeriesInstanceUID == second.SeriesInstanceUID
+    session.close(discard=True)
