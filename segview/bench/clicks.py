@@ -177,7 +177,9 @@ def _print_readers(readers: dict, traces: dict, echo) -> None:
 def _print_tables(figures: dict, echo) -> None:
     echo("")
     echo("  the click model (NoC: mean clicks to Dice 0.85 / 0.90, a failure counted 20; never: share not at "
-         "0.90 in 20 clicks; lowering: share of clicks that lowered the Dice)")
+         "0.90 in 20 clicks; lowering: share of clicks that lowered the Dice; p50 / p95 ms: time per click on "
+         "these slices, as they come, while the run shares the machine; the 512 x 512 latency is measured "
+         "apart, below)")
     echo(f"  {'task':8s} {'start':17s} {'objects':>7s} {'NoC@85':>7s} {'NoC@90':>7s} {'Dice@1':>7s} {'Dice@3':>7s} "
          f"{'Dice@5':>7s} {'never':>7s} {'lowering':>8s} {'p50 ms':>7s} {'p95 ms':>7s}")
     for (task, start), by_method in figures.items():
