@@ -33,11 +33,9 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
         print("segview: no display found (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a "
               "desktop, or render the window with --screenshot PNG.", file=sys.stderr)
         return 2
-    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from .main_window import MainWindow
-    from ..session.worklist import dataset_layout
+    from .workers import garbage_collected_on_the_main_thread
 
     if demo and not models:
         from ..resources import DEMO_MODELS
@@ -46,6 +44,17 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("segview")
     leave_a_core_for_the_window()
+    with garbage_collected_on_the_main_thread():
+        return _show(app, image, labels, models, demo, screenshot, compare)
+
+
+def _show(app, image, labels, models, demo, screenshot, compare) -> int:
+    """The window on what ``run`` was given, until the event loop ends; the exit status."""
+    from PySide6.QtCore import QTimer
+
+    from .main_window import MainWindow
+    from ..session.worklist import dataset_layout
+
     window = MainWindow()
     window.show()
     app.aboutToQuit.connect(window.close)  # also on app.quit(): journals closed, workers joined

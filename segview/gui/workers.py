@@ -5,9 +5,11 @@ no widget is ever touched from a worker.
 """
 from __future__ import annotations
 
+import gc
 import threading
 import traceback
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from PySide6.QtCore import QEventLoop, QObject, QRunnable, Qt, QThreadPool, Signal
 from PySide6.QtWidgets import QProgressDialog, QWidget
@@ -188,6 +190,23 @@ def run_modal(parent: QWidget, function: Callable, text: str) -> tuple[bool, obj
     dialog.close()
     dialog.deleteLater()
     return outcome[0]
+
+
+@contextmanager
+def garbage_collected_on_the_main_thread() -> Iterator[None]:
+    """Inside, Python's cycle collector runs on the main thread only, between events.
+    Left alone it runs in whichever thread allocates past its threshold: in a worker
+    (pynetdicom's threads allocate a great deal) it would free Qt objects caught in a
+    reference cycle from the wrong thread. pyqtgraph's GarbageCollector turns it off and
+    collects from a main-thread timer instead."""
+    from pyqtgraph.util.garbage_collector import GarbageCollector
+
+    collector = GarbageCollector(interval=1.0)
+    try:
+        yield
+    finally:
+        collector.timer.stop()
+        gc.enable()
 
 
 def describe_device(device) -> str:
