@@ -135,7 +135,8 @@ class PacsDialog(QDialog):
             return
         self._pacs = pacs
         self._set_status(f"Searching {pacs.url}...")
-        self._run(lambda: pacs.find(query, self._stop.is_set), returned=self._show_results)
+        stop = self._stop.is_set
+        self._run(lambda: pacs.find(query, stop), returned=self._show_results)
 
     def _show_results(self, studies: list[Study]) -> None:
         self.server.remember()
@@ -212,21 +213,24 @@ class PacsDialog(QDialog):
         self._stop.clear()
         self._idle.clear()
         self._retrieving = progress  # only retrieves report progress
+        stop, idle = self._stop, self._idle  # the job holds no reference to the dialog (see _job)
 
         def job(**kwargs):
             try:
                 if progress:
-                    return function(*args, should_stop=self._stop.is_set, **kwargs)
+                    return function(*args, should_stop=stop.is_set, **kwargs)
                 return function(*args)
             finally:
-                self._idle.set()
+                idle.set()
 
         worker = Worker(job, reports_progress=progress)
         worker.signals.progress.connect(self._show_progress)
         worker.signals.returned.connect(returned)
         worker.signals.errored.connect(self._job_failed)
         worker.signals.finished.connect(self._job_ended)
-        self._job = worker  # kept until the next job: its signals must outlive run()
+        # Kept until the next job: its signals must outlive run(). The job refers to no widget,
+        # so no reference cycle holds the dialog: it goes when closed, not at a collection.
+        self._job = worker
         self._update_buttons()
         worker.start()
 
@@ -329,12 +333,13 @@ class SendDialog(QDialog):
         self.status.setStyleSheet("")
         self.status.setText(f"Sending to {pacs.url}...")
         self._idle.clear()
+        files, idle = self.files, self._idle  # no reference to the dialog (PacsDialog._run)
 
         def job(progress):
             try:
-                return pacs.store(self.files, progress=progress)
+                return pacs.store(files, progress=progress)
             finally:
-                self._idle.set()
+                idle.set()
 
         worker = Worker(job, reports_progress=True)
         worker.signals.progress.connect(lambda done, total: self.progress.setValue(done))
