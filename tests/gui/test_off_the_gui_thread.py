@@ -206,3 +206,35 @@ def test_the_case_edited_while_the_next_opened_is_saved_in_a_worker_then_the_nex
     image = load_volume(dataset / "imagesTr" / "case_000_0000.nii.gz")
     np.testing.assert_array_equal(load_labels(dataset / "labelsTr" / "case_000.nii.gz", image), painted)
     assert controller.panel.cell("case_000", "Status").text() == "in progress"
+
+
+def test_reference_cycles_are_collected_on_the_gui_thread_between_events(qtbot):
+    """A worker allocating past the collector's threshold (pynetdicom's threads do) would free
+    what a cycle holds, Qt objects too, in its own thread; under the window's collector they
+    are freed on the GUI thread, from its timer."""
+    import gc
+
+    from segview.gui.workers import garbage_collected_on_the_main_thread
+
+    freed_in: list[threading.Thread] = []
+
+    class Cycle:
+        def __init__(self):
+            self.itself = self
+
+        def __del__(self):
+            freed_in.append(threading.current_thread())
+
+    kept: list = []
+    gc.enable()  # as in the application (the GUI tests collect between tests only)
+    try:
+        with garbage_collected_on_the_main_thread():
+            Cycle()  # garbage only a collection frees
+            worker = threading.Thread(target=lambda: kept.extend([i] for i in range(20000)))
+            worker.start()
+            worker.join()
+            assert freed_in == []
+            qtbot.waitUntil(lambda: bool(freed_in), timeout=5000)
+        assert freed_in == [threading.main_thread()] and gc.isenabled()
+    finally:
+        gc.disable()
