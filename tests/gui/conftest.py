@@ -1,9 +1,7 @@
-import gc
 import sys
 import traceback
 
 import pytest
-from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from segview.gui.main_window import MainWindow
@@ -46,27 +44,6 @@ def pytest_runtest_call(item):
             QApplication.processEvents()
         _fail_if_escaped(escaped)
     return result
-
-
-def pytest_runtest_setup(item):
-    gc.disable()  # see pytest_runtest_teardown
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_teardown(item):
-    """No cycle collection during a window test: it collects once the test's widgets are
-    deleted and its jobs have ended. Left to run at any allocation, it once freed an earlier
-    test's dialog on the main thread while a PACS search ran in the pool, and crashed the run
-    (a segmentation fault, twice in 'test_pacs_dialog'); the application collects on its main
-    thread between events (``workers.garbage_collected_on_the_main_thread``)."""
-    try:
-        return (yield)
-    finally:
-        if QApplication.instance() is not None:
-            QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)  # qtbot's deleteLater
-            QThreadPool.globalInstance().waitForDone(30000)
-        gc.collect()
-        gc.enable()
 
 
 def _fail_if_escaped(escaped: list) -> None:
