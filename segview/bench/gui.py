@@ -100,21 +100,23 @@ def _application():
 
 @contextmanager
 def _window_showing(app, session) -> Iterator:
-    """A shown 1280 x 900 window showing ``session``; then the session is discarded (nothing
-    to save) and the window closed and deleted."""
+    """A shown 1280 x 900 window showing ``session``, garbage collected as the application
+    does; then the session is discarded (nothing to save) and the window closed and deleted."""
     from ..gui.main_window import MainWindow
+    from ..gui.workers import garbage_collected_on_the_main_thread
 
-    window = MainWindow()
-    window.resize(1280, 900)
-    window.show()
-    try:
-        window.show_session(session)
-        yield window
-    finally:
-        window.discard_session()
-        window.close()
-        window.deleteLater()
-        app.processEvents()
+    with garbage_collected_on_the_main_thread():
+        window = MainWindow()
+        window.resize(1280, 900)
+        window.show()
+        try:
+            window.show_session(session)
+            yield window
+        finally:
+            window.discard_session()
+            window.close()
+            window.deleteLater()
+            app.processEvents()
 
 
 def _scroll_frames(app, view, count: int, seconds: float) -> list[float]:

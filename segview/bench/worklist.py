@@ -121,6 +121,7 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
 
     from . import machine_summary
     from ..gui.main_window import MainWindow
+    from ..gui.workers import garbage_collected_on_the_main_thread
     from ..session import CaseSession
     from ..session.worklist import PredictionCache, checkpoint_digest
 
@@ -131,7 +132,7 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
     echo(f"  {machine_summary()}")
     checkpoints = lung_checkpoints()
     with tempfile.TemporaryDirectory(prefix="segview-bench-worklist-") as temporary, \
-            _private_folders(Path(temporary)):
+            _private_folders(Path(temporary)), garbage_collected_on_the_main_thread():  # as the window runs
         root = Path(temporary)
         started = time.perf_counter()
         cases = build_dataset(root / "Dataset900_Lung", PredictionCache(), checkpoints, shape)
