@@ -60,7 +60,7 @@ from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
                     _resumed_config, _start_distributed, _stop_distributed, _write_log, _write_state, SCHEDULES,
-                    file_sha256)
+                    cpu_share_note, file_sha256)
 from .unet import UNet
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dice_1", "val_dice_3", "val_dice_5", "val_noc85", "val_noc90",
@@ -555,6 +555,9 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     if progress is not None and rank == 0:
         for note in notes:
             progress({"note": note})  # also in the checkpoint's metadata
+        shared = cpu_share_note(device)
+        if shared:
+            progress({"note": shared})
     if state is not None:
         split = state["split"]
     else:

@@ -164,10 +164,11 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     device = _device(config)
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
-    if state is not None:
-        note = resume_note(state["config"], config)
-        if note and progress is not None and rank == 0:
+    notes = [cpu_share_note(device), resume_note(state["config"], config) if state is not None else None]
+    if progress is not None and rank == 0:
+        for note in filter(None, notes):
             progress({"note": note})
+    if state is not None:
         config = _resumed_config(state["config"], config)
 
     if state:
@@ -518,6 +519,17 @@ def _start_distributed(config: TrainConfig) -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size()
+
+
+def cpu_share_note(device: torch.device) -> str | None:
+    """Said where torchrun started more CPU processes on this machine than it has cores:
+    they take turns on the cores, and every step waits for the slowest."""
+    processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type != "cpu" or processes <= cores:
+        return None
+    return (f"torchrun started {processes} processes on this machine's {cores} core{'s' if cores != 1 else ''}: "
+            f"they take turns, and training runs slower than with --nproc_per_node={cores}")
 
 
 def _check_one_gpu_each() -> None:

@@ -499,7 +499,7 @@ TINY = ["--input-size", "32", "--base-channels", "4", "--depth", "2", "--batch-s
         "--samples-per-epoch", "8"]
 
 
-def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys):
+def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monkeypatch):
     seg = _segmentation_checkpoint(tmp_path / "cardiac_seg.safetensors")
     out = tmp_path / "run"
     # A checkpoint that fits no dataset given is refused, not recorded as a recipe it never was.
@@ -523,9 +523,13 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys):
     assert len(rows) == 1 and {"val_dice_1", "val_dice_3", "val_dice_5", "val_noc90"} <= set(rows[0])
     assert (out / "curves.png").stat().st_size > 0 and (out / "last.safetensors").exists()
     assert ClickModel.from_checkpoint(out / "best.safetensors").meta["task"] == "interactive"
-    # Resumable: one more epoch continues the saved run.
+    # Resumable: one more epoch continues the saved run; more CPU processes than cores are said.
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    capsys.readouterr()
     assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
                  "--epochs", "2", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 0
+    assert "torchrun started 4 processes on this machine's 2 cores" in capsys.readouterr().err
     with open(out / "log.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
 

@@ -119,6 +119,22 @@ def test_more_torchrun_processes_than_gpus_are_refused_in_words(monkeypatch):
         _start_distributed(TrainConfig(output="unused", device="cuda:1"))
 
 
+def test_more_cpu_processes_than_cores_are_said(cardiac, tmp_path, monkeypatch):
+    """A tester's torchrun of more CPU processes than cores ran slower than fewer would, unsaid."""
+    from segview.ml.train import cpu_share_note
+
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    notes = []
+    train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac,
+          progress=lambda event: notes.append(event["note"]) if "note" in event else None)
+    assert "torchrun started 4 processes on this machine's 2 cores: they take turns, and training runs slower " \
+           "than with --nproc_per_node=2" in notes
+    assert cpu_share_note(torch.device("cuda")) is None  # one GPU each: its own check
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert cpu_share_note(torch.device("cpu")) is None
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_train_with_ddp(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
