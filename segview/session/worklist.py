@@ -338,6 +338,9 @@ class Worklist:
             label_image = pool.submit(read_label_image, case.labels) if case.labels.is_file() else None
             volume = self.load_image(case, progress)
             cached = {slot: job.result() for slot, job in reading.items()}
+        # A model changed since the case was saved has no figures in its sidecar: scored again
+        # from its cached prediction, as the prediction queue scored it (not reset to none).
+        self._score_reviewed(case, volume, self.digests())
         try:
             labels = None if label_image is None else read_label_file(case.labels, volume, key, label_image.result())
             # The case's own class file wins over the dataset's names.

@@ -530,3 +530,26 @@ def test_a_copy_credits_the_model_copied_and_only_the_slices_it_changed(tmp_path
     session.start_copy(job, job()).finish()
     assert all(provenance.of_slice(z) in ((), ("model A",)) for z in range(6))
     session.close(discard=True)
+
+
+def test_opening_a_case_keeps_the_figures_of_a_model_changed_since_it_was_saved(tmp_path, checkpoints):
+    """A tester's row lost model B's Dice and correction ("–") on opening the case, once B had
+    been replaced by a fine-tuned checkpoint: the sidecar holds the old B's figures only, and
+    the row, scored from the new B's cached prediction, was reset from the sidecar alone."""
+    make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds", checkpoints)
+    session = worklist.session("case_000")
+    session.predict()
+    session.mark_reviewed(2)
+    session.save()
+    session.close()
+    tuned = make_checkpoint(tmp_path / "tuned.safetensors", 5)
+    worklist.set_checkpoints({"A": checkpoints["A"], "B": tuned})
+    list(worklist.prediction_queue())
+    case = worklist.case("case_000")
+    scored = case.dice["B"], case.correction_ml["B"]
+    assert not math.isnan(scored[0]) and not math.isnan(case.dice["A"])
+    session = worklist.session("case_000")
+    assert (case.dice["B"], case.correction_ml["B"]) == scored
+    np.testing.assert_allclose(case.dice["B"], session.scores("B").mean_dice)  # the panel's figure
+    session.close()
