@@ -126,26 +126,29 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
     return image
 
 
-def image_shape(path) -> tuple[int, ...] | None:
-    """The (z, y, x) shape of the image or label file at ``path`` from its header alone;
-    None where it cannot be read."""
+def _header(path) -> sitk.ImageFileReader | None:
+    """A reader of the image file at ``path`` with its header read; None where it cannot be."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
         return None
-    return tuple(reversed(reader.GetSize()))
+    return reader
+
+
+def image_shape(path) -> tuple[int, ...] | None:
+    """The (z, y, x) shape of the image or label file at ``path`` from its header alone;
+    None where it cannot be read."""
+    reader = _header(path)
+    return None if reader is None else tuple(reversed(reader.GetSize()))
 
 
 def _check_fits(path: Path) -> None:
     """Refuse, from the header alone, an image that would not fit in memory: ITK's image and
     the array made from it exist at once while it is read, then the labels."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
+    reader = _header(path)
+    if reader is None:
         return  # unreadable: ReadImage says so in its own words
     size = reader.GetSize()
     itemsize = sitk.Image([1] * len(size), reader.GetPixelID()).GetSizeOfPixelComponent()

@@ -553,11 +553,8 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     notes: list[str] = []
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)
     if progress is not None and rank == 0:
-        for note in notes:
-            progress({"note": note})  # also in the checkpoint's metadata
-        shared = cpu_share_note(device)
-        if shared:
-            progress({"note": shared})
+        for note in filter(None, [*notes, cpu_share_note(device)]):  # ``notes`` go in the metadata too
+            progress({"note": note})
     if state is not None:
         split = state["split"]
     else:

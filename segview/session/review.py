@@ -446,10 +446,9 @@ class ReviewSession:
         self._saved_position = labels.history_position  # the undo history's state last opened or saved
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
         # The DICOM SEGs written of this review: one series, an instance per revision; the
-        # last one written and the labels' version it holds (``written_seg``).
+        # last one written, the labels' version it holds (``written_seg``) and its number.
         self._seg_series_uid: str | None = None
-        self._seg_instances = 0
-        self._last_seg: tuple[Path, int] | None = None
+        self._last_seg: tuple[Path, int, int] | None = None
         labels.events.changed.connect(self._changed)
         labels.events.marked.connect(self._changed)
         self.interaction = Interaction(self)  # click correction (session/interaction.py)
@@ -1057,15 +1056,15 @@ class ReviewSession:
         sources = dict(self.provenance.sources) if self.provenance is not None else {}
         names = {f"model {slot}": m.name for slot, m in self.models.items()}
         self._seg_series_uid = self._seg_series_uid or new_uid()
-        series, number, version = self._seg_series_uid, self._seg_instances + 1, self.version
+        # numbered after the last written: a failed export leaves no gap in the series
+        number = self._last_seg[2] + 1 if self._last_seg is not None else 1
+        series, version = self._seg_series_uid, self.version
 
         def job(*_, **__) -> Path:
             written = save_dicom_seg(path, labels, self.volume, classes, algorithm,
                                      algorithms=segment_algorithms(labels, sources, names) if sources else None,
                                      series_uid=series, instance_number=number)
-            # counted once written: a failed export leaves no gap in the series' numbers
-            self._seg_instances = max(self._seg_instances, number)
-            self._last_seg = (Path(written), version)
+            self._last_seg = (Path(written), version, number)
             return written
         return job
 
@@ -1074,7 +1073,7 @@ class ReviewSession:
         now and is still there: what File > Send SEG to PACS sends rather than a new one."""
         if self._last_seg is None:
             return None
-        path, version = self._last_seg
+        path, version, _ = self._last_seg
         return path if version == self.version and path.is_file() else None
 
     def save_job(self, path=None) -> SaveJob:

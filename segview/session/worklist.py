@@ -338,11 +338,11 @@ class Worklist:
             label_image = pool.submit(read_label_image, case.labels) if case.labels.is_file() else None
             volume = self.load_image(case, progress)
             cached = {slot: job.result() for slot, job in reading.items()}
-        # A model changed since the case was saved has no figures in its sidecar: scored again
-        # from its cached prediction, as the prediction queue scored it (not reset to none).
-        self._score_reviewed(case, volume, self.digests())
         try:
             labels = None if label_image is None else read_label_file(case.labels, volume, key, label_image.result())
+            # A model changed since the case was saved has no figures in its sidecar: scored
+            # from what is read here, as the prediction queue scored it (not left at none).
+            self._score_reviewed(case, volume, self.digests(), labels, cached)
             # The case's own class file wins over the dataset's names.
             session = CaseSession.open(volume, labels, recover=recover, classes=self.classes, key=key)
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
@@ -456,21 +456,26 @@ class Worklist:
             self._read_figures(case)
             self._score_reviewed(case, volume, digests)
 
-    def _score_reviewed(self, case: Case, volume: Volume | None, digests: dict[str, str]) -> None:
+    def _score_reviewed(self, case: Case, volume: Volume | None, digests: dict[str, str], saved=None,
+                        predictions: dict[str, np.ndarray | None] | None = None) -> None:
         """A case with reviewed slices but no saved figures for these checkpoints gets them
         from the cached predictions and its saved labels (shown, not written: the sidecar
-        changes only when the case is saved)."""
+        changes only when the case is saved). ``saved`` (its label file read) and
+        ``predictions`` (slot -> cached prediction): what the caller has read already."""
         if not case.reviewed_count or not case.labels.is_file() or \
                 all(not math.isnan(case.dice.get(slot, math.nan)) for slot in digests):
             return
         try:
             volume = volume or self.load_image(case)
-            saved = read_label_file(case.labels, volume, case.key)
+            saved = saved if saved is not None else read_label_file(case.labels, volume, case.key)
         except VolumeLoadError:
             return
         reviewed = saved.review.reviewed
         for slot, digest in digests.items():
-            prediction = self.cache.get(case.key, digest) if case.key else None
+            if predictions is not None:
+                prediction = predictions.get(slot)
+            else:
+                prediction = self.cache.get(case.key, digest) if case.key else None
             if prediction is None or prediction.shape != saved.array.shape or not reviewed.any():
                 continue
             classes = max(int(prediction.max()), int(saved.array.max())) + 1
