@@ -251,10 +251,12 @@ def _ignored_sform(path: Path, image: sitk.Image) -> str | None:
     origin = ras @ np.array(image.GetOrigin())
     if np.allclose(rows[:, :3], used, atol=1e-3) and np.allclose(rows[:, 3], origin, atol=1e-2):
         return None
+    columns = rows[:, :3] / np.linalg.norm(rows[:, :3], axis=0)
+    why = ("its sform names another space than the scanner's" if np.allclose(columns.T @ columns, np.eye(3), atol=1e-4)
+           else "its sform is sheared, not a rotation")
     return (f"{path.name} holds two geometries that disagree, its sform (code {code}) and its qform. "
-            "segview used the qform, as ITK and 3D Slicer do when the sform is sheared or not a rotation; "
-            "nibabel and FSL use the sform and would place the image elsewhere. Check the position and "
-            "orientation before measuring.")
+            f"segview used the qform, as ITK and 3D Slicer do when {why}; nibabel and FSL use the sform and "
+            "would place the image elsewhere. Check the position and orientation before measuring.")
 
 
 def _unknown_orientation(path: Path, image: sitk.Image) -> str | None:

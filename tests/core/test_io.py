@@ -283,14 +283,18 @@ def test_a_nifti_whose_sform_is_not_the_geometry_used_says_so(tmp_path):
     plain[:3, 3] = [160.0, 150.0, -200.0]
     sheared = plain.copy()
     sheared[0, 1] = 0.4
-    for name, sform in (("agree.nii.gz", plain), ("disagree.nii.gz", sheared)):
+    turned = plain.copy()  # a rotation, but of an aligned space (code 2): a tester's file was told it was sheared
+    c, s = np.cos(0.3), np.sin(0.3)
+    turned[:3, :3] = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ plain[:3, :3]
+    for name, sform in (("agree.nii.gz", plain), ("sheared.nii.gz", sheared), ("turned.nii.gz", turned)):
         image = nibabel.Nifti1Image(np.zeros((6, 5, 4), np.int16), plain)
         image.set_qform(plain, code=1)
         image.set_sform(sform, code=2)
         nibabel.save(image, tmp_path / name)
     assert not [w for w in load_volume(tmp_path / "agree.nii.gz").meta.get("warnings", []) if "sform" in w]
-    warnings = load_volume(tmp_path / "disagree.nii.gz").meta["warnings"]
-    assert any("sform (code 2)" in w and "used the qform" in w for w in warnings)
+    for name, why in (("sheared.nii.gz", "its sform is sheared"), ("turned.nii.gz", "names another space")):
+        warnings = load_volume(tmp_path / name).meta["warnings"]
+        assert any("sform (code 2)" in w and "used the qform" in w and why in w for w in warnings), warnings
 
 
 def test_4d_and_vector_images_are_refused_clearly(tmp_path):
