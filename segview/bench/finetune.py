@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..core.io import load_volume, save_labels, save_volume
-from ..core.journal import image_key
+from ..core.journal import image_fingerprint, image_key
 from ..core.phantoms import make_phantom, scanner_shift
 from ..core.review_state import ReviewState, save_review_state
 from ..resources import MODELS
@@ -56,7 +56,7 @@ def write_shifted_dataset(folder: Path, task: str, cases: int, first_seed: int) 
         labels_path = folder / "labelsTr" / f"{name}.nii.gz"
         save_labels(labels_path, phantom.labels, volume, phantom.classes)
         review = ReviewState(np.ones(phantom.labels.shape[0], bool))
-        save_review_state(labels_path, review, image_key(volume))
+        save_review_state(labels_path, review, image_key(volume), image_fingerprint(volume))
         names.append(name)
         classes = phantom.classes
     assert classes is not None

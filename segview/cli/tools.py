@@ -339,7 +339,7 @@ def _run_evaluate(args) -> int:
         return _run_verdict(args)
     if args.image or args.labels:
         return _report_on_labels(args)
-    from ..core.journal import image_key
+    from ..core.journal import image_key, voxel_digest
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
@@ -367,15 +367,15 @@ def _run_evaluate(args) -> int:
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
-        keys = {case.name: image_key(case.volume) for case in dataset.cases}
+        digests = {case.name: (image_key(case.volume), voxel_digest(case.volume)) for case in dataset.cases}
         for index, (path, predictor) in enumerate(models):
             if predictor.num_classes != len(dataset.classes):
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
                       f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
                 continue
-            trained = trained_cases(predictor.meta, keys, name)
+            trained = trained_cases(predictor.meta, digests, name)
             if trained:
-                learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(keys)} cases of {name} "
+                learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(digests)} cases of {name} "
                               f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "
                               "are no evidence of how it does on cases it never saw.**")
                 print(f"segview: {learnt[-1].strip('*')}", file=sys.stderr)

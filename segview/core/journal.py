@@ -45,6 +45,7 @@ except ImportError:  # pragma: no cover - Windows
 from .classes import LabelClass, rgb
 from .errors import SegviewError
 from .labels import SLAB_BYTES, Edit, LabelMap, Mark, Patch
+from .volume import grid_differences
 
 MAGIC = b"SVJ1"
 RECORD = struct.Struct("<4sII")  # tag, payload length, CRC32 of the payload
@@ -70,6 +71,44 @@ def image_key(volume) -> str:
     array = np.ascontiguousarray(volume.array)
     for plane in array:  # slice by slice: no copy of the whole volume
         digest.update(memoryview(plane).cast("B"))
+    return digest.hexdigest()
+
+
+def image_fingerprint(volume) -> dict:
+    """What identifies an image another tool re-saved (a DICOM series written as NIfTI), whose
+    ``image_key`` changed: a digest of its voxel values alone, whatever type holds them, and
+    its grid. JSON, for the review sidecar."""
+    return {"voxels": voxel_digest(volume), "size": list(volume.shape[::-1]), "spacing": list(volume.spacing),
+            "origin": list(volume.origin), "direction": list(volume.direction)}
+
+
+def same_image(fingerprint: dict, volume) -> bool:
+    """Whether ``fingerprint`` (``image_fingerprint``'s) is of ``volume``: the same voxel values
+    on a grid that ``core.volume.grid_differences`` calls the same (what a header of float32
+    numbers, NIfTI's, or of decimal strings, DICOM's, makes of one grid)."""
+    try:
+        if grid_differences(fingerprint, volume):
+            return False
+    except (KeyError, TypeError, ValueError):  # not a fingerprint
+        return False
+    return fingerprint.get("voxels") == voxel_digest(volume)
+
+
+def voxel_digest(volume) -> str:
+    """A digest of the shape and voxel values alone: the same for int16 HU read back as int32
+    or as whole floats. Whole values are hashed in the smallest type that holds their range,
+    other values as float32."""
+    array = volume.array
+    whole = array.dtype.kind in "iub" or all(np.array_equal(plane, np.trunc(plane)) for plane in array)
+    if whole:
+        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
+        dtype = np.promote_types(np.min_scalar_type(low), np.min_scalar_type(high)).newbyteorder("<")
+    else:
+        dtype = np.dtype("<f4")
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(repr(volume.shape).encode())
+    for plane in array:
+        digest.update(memoryview(np.ascontiguousarray(plane.astype(dtype, copy=False))).cast("B"))
     return digest.hexdigest()
 
 

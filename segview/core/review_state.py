@@ -5,6 +5,9 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
     {
       "format": "segview-review-state", "version": 1,
       "image_key": "<digest of the image's voxels and grid (core.journal.image_key)>",
+      "image": {"voxels": "<digest of its voxel values alone>", "spacing": [..], "origin": [..],
+                "direction": [..]},      # core.journal.image_fingerprint, for the same image
+                                         # re-saved by another tool (its image_key changed)
       "labels": "case.nii.gz",           # the label file it was saved with
       "slices": Z,                       # number of z planes of the label volume
       "reviewed": [                      # one entry per reviewed slice
@@ -14,7 +17,8 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
 
 ``z`` is the 0-based array index, ``slice`` the 1-based number the window shows. Keys
 this version does not know are kept when the file is written again (``ReviewState.extra``).
-A sidecar that belongs to another image (its ``image_key`` or slice count differs), or to
+A sidecar that belongs to another image (its ``image_key`` differs and its ``image`` is not
+this one's voxels on this grid, or its slice count differs), or to
 another label file beside it (``case.nrrd`` saved after ``case.nii.gz``: the two share one
 sidecar), is not applied: its review marks would lie about these slices.
 
@@ -50,6 +54,7 @@ import numpy as np
 
 from .errors import VolumeLoadError
 from .files import atomic_write_text, extension
+from .journal import same_image
 
 FORMAT = "segview-review-state"
 VERSION = 1
@@ -66,10 +71,11 @@ class ReviewState:
     def empty(cls, slices: int) -> ReviewState:
         return cls(np.zeros(slices, bool))
 
-    def to_json(self, image_key: str, labels_name: str | None = None) -> str:
+    def to_json(self, image_key: str, labels_name: str | None = None, fingerprint: dict | None = None) -> str:
         entries = [{"z": int(z), "slice": int(z) + 1, **self.marks.get(int(z), {})}
                    for z in np.flatnonzero(self.reviewed)]
         document = dict(self.extra, format=FORMAT, version=VERSION, image_key=image_key,
+                        **({"image": fingerprint} if fingerprint else {}),
                         **({"labels": labels_name} if labels_name else {}),
                         slices=len(self.reviewed), reviewed=entries)
         return json.dumps(document, indent=1)
@@ -93,15 +99,28 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def save_review_state(labels_path, state: ReviewState, image_key: str) -> Path:
-    """Write the sidecar of ``labels_path`` atomically. Raises OSError when it cannot."""
-    return atomic_write_text(review_path(labels_path), state.to_json(image_key, Path(labels_path).name))
+def save_review_state(labels_path, state: ReviewState, image_key: str, fingerprint: dict | None = None) -> Path:
+    """Write the sidecar of ``labels_path`` atomically (``fingerprint``: the image's
+    ``core.journal.image_fingerprint``). Raises OSError when it cannot."""
+    return atomic_write_text(review_path(labels_path),
+                             state.to_json(image_key, Path(labels_path).name, fingerprint))
 
 
-def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewState, str | None]:
+def names_image(document: dict, image_key: str, volume=None) -> bool:
+    """Whether the sidecar ``document`` may be applied to the image with ``image_key``
+    (``volume``): it names that key, or none (a status-only sidecar), or its fingerprint is
+    that image's (the image re-saved by another tool since)."""
+    if document.get("image_key") in (None, image_key):
+        return True
+    fingerprint = document.get("image")
+    return volume is not None and isinstance(fingerprint, dict) and same_image(fingerprint, volume)
+
+
+def load_review_state(labels_path, slices: int, image_key: str, volume=None) -> tuple[ReviewState, str | None]:
     """The review state saved with ``labels_path`` (empty when there is none) and a warning
-    when a sidecar was there but could not be applied. Raises VolumeLoadError for a
-    sidecar that is not one."""
+    when a sidecar was there but could not be applied (``volume``: the image, to know it
+    re-saved by another tool; see ``names_image``). Raises VolumeLoadError for a sidecar
+    that is not one."""
     path = review_path(labels_path)
     if not path.exists():
         return ReviewState.empty(slices), None
@@ -111,10 +130,10 @@ def load_review_state(labels_path, slices: int, image_key: str) -> tuple[ReviewS
             raise ValueError("not a segview review state")
         entries = document["reviewed"]
         extra = {k: v for k, v in document.items()
-                 if k not in ("format", "version", "image_key", "slices", "reviewed", "labels")}
+                 if k not in ("format", "version", "image_key", "image", "slices", "reviewed", "labels")}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise VolumeLoadError(f"The review state {path.name} could not be read ({exc}).") from exc
-    if document.get("slices", slices) != slices or document.get("image_key") not in (None, image_key):
+    if document.get("slices", slices) != slices or not names_image(document, image_key, volume):
         return ReviewState.empty(slices), (f"{path.name} records the review of another image; "
                                            "no slice is marked reviewed.")
     owner = document.get("labels")

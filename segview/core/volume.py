@@ -184,9 +184,10 @@ def copy_geometry(volume: Volume, image: sitk.Image) -> None:
     image.SetDirection(volume.direction)
 
 
-def grid_differences(a: Volume | sitk.Image, b: Volume | sitk.Image,
+def grid_differences(a: Volume | sitk.Image | dict, b: Volume | sitk.Image | dict,
                      tolerance: float = GEOMETRY_TOLERANCE) -> list[str]:
-    """How the voxel grids of ``a`` and ``b`` differ, in words; empty when they agree.
+    """How the voxel grids of ``a`` and ``b`` differ, in words; empty when they agree (a
+    dict: a grid's size, spacing, origin and direction, as a review sidecar keeps it).
 
     Size must match exactly; spacing and origin within ``tolerance`` mm; direction
     cosines within ``tolerance``.
@@ -203,7 +204,9 @@ def grid_differences(a: Volume | sitk.Image, b: Volume | sitk.Image,
     return problems
 
 
-def _grid(x: Volume | sitk.Image) -> dict:
+def _grid(x: Volume | sitk.Image | dict) -> dict:
+    if isinstance(x, dict):
+        return {key: tuple(x[key]) for key in ("size", "spacing", "origin", "direction")}
     if isinstance(x, Volume):
         return dict(size=tuple(x.shape[::-1]), spacing=x.spacing, origin=x.origin,
                     direction=x.direction)

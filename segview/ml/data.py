@@ -175,7 +175,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
 def _review(label_path, volume: Volume):
     """The review state in the sidecar of ``label_path`` (empty when it has none or it is of
     another image). Raises VolumeLoadError for a damaged one."""
-    state, _ = load_review_state(label_path, volume.shape[0], image_key(volume))
+    state, _ = load_review_state(label_path, volume.shape[0], image_key(volume), volume)
     return state
 
 

@@ -101,16 +101,18 @@ def reason(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def trained_cases(meta: dict, cases: dict[str, str], dataset: str) -> list[str]:
-    """The names of ``cases`` (name -> image_key) a checkpoint learnt from, by its lineage:
-    by the images themselves (``lineage.images``), wherever the data were copied or however
-    renamed; for a checkpoint trained before those were kept, by the ``dataset`` folder's name
-    and the cases' names. A model judged on them shows no evidence of how it does on others."""
+def trained_cases(meta: dict, cases: dict[str, tuple[str, str]], dataset: str) -> list[str]:
+    """The names of ``cases`` (name -> its image_key and voxel_digest) a checkpoint learnt
+    from, by its lineage: by the images' voxel values (``lineage.voxels``), wherever the data
+    were copied, however renamed or re-saved (a DICOM series as NIfTI); for a checkpoint
+    trained before those were kept, by the images' keys (``lineage.images``), and before
+    those, by the ``dataset`` folder's name and the cases' names. A model judged on them
+    shows no evidence of how it does on others."""
     lineage = meta.get("lineage") or {}
-    images = lineage.get("images")
-    if isinstance(images, dict):
-        learnt = set(images.values())
-        return sorted(name for name, key in cases.items() if key in learnt)
+    for field, which in (("voxels", 1), ("images", 0)):
+        learnt = lineage.get(field)
+        if isinstance(learnt, dict):
+            return sorted(name for name, digests in cases.items() if digests[which] in set(learnt.values()))
     if lineage.get("dataset") == dataset and isinstance(lineage.get("cases"), dict):
         return sorted(set(cases) & set(lineage["cases"]))
     return []

@@ -28,7 +28,7 @@ from torch import distributed as dist
 from .. import __version__
 from ..core.errors import HeldOutError, SegviewError
 from ..core.files import file_sha256
-from ..core.journal import image_key
+from ..core.journal import image_key, voxel_digest
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
                          save_checkpoint, slice_orientation)
@@ -482,7 +482,8 @@ def _lineage(config: TrainConfig, dataset: Dataset, train_cases, split: dict, pa
                                                    "loss": parent.get("loss")},
             "dataset": dataset.name or dataset.source,
             "cases": {c.name: ("all" if c.slices is None else [int(z) for z in c.slices]) for c in train_cases},
-            "images": {c.name: image_key(c.volume) for c in train_cases},  # the verdict knows them anywhere
+            "images": {c.name: image_key(c.volume) for c in train_cases},
+            "voxels": {c.name: voxel_digest(c.volume) for c in train_cases},  # the verdict knows them anywhere
             "slices": int(sum(c.labels.shape[0] if c.slices is None else len(c.slices) for c in train_cases)),
             "reviewed_slices": int(sum(len(c.slices) for c in train_cases if c.slices is not None)),
             "split": {"train": list(split["train"]), "val": list(split["validation"])},

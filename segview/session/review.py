@@ -38,15 +38,15 @@ from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
-from ..core.journal import (Journal, JournalError, RecoveredLabels, image_key, set_aside, start_journal,
-                            unsaved_edits)
+from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, set_aside,
+                            start_journal, unsaved_edits)
 from ..core.labels import Edit, LabelMap, Patch, Region
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
 from ..core.metrics import Scores
-from ..core.review_state import (ReviewState, current_user, load_review_state, now, read_sidecar, review_path,
-                                 save_review_state)
+from ..core.review_state import (ReviewState, current_user, load_review_state, names_image, now, read_sidecar,
+                                 review_path, save_review_state)
 from ..core.volume import Volume, auto_window
 from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
@@ -125,9 +125,10 @@ def series_labels_beside(volume: Volume) -> Path | None:
     return plain.with_name(f"{plain.name[: -len('.labels.nii.gz')]}.{description}-{tail}.labels.nii.gz")
 
 
-def _another_images(path: Path, key: str) -> bool:
-    """Whether the label file ``path`` exists and its sidecar names another image."""
-    return path.is_file() and (read_sidecar(path) or {}).get("image_key") not in (None, key)
+def _another_images(path: Path, key: str, volume: Volume) -> bool:
+    """Whether the label file ``path`` exists and its sidecar names another image than
+    ``volume`` (``key``: its image_key)."""
+    return path.is_file() and not names_image(read_sidecar(path) or {}, key, volume)
 
 
 def read_label_file(path, volume: Volume, key: str | None = None, image=None) -> LabelFile:
@@ -144,7 +145,7 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     if array.dtype != np.uint8:
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
                               "most 255 classes.")
-    review, warning = load_review_state(path, volume.shape[0], key or image_key(volume))
+    review, warning = load_review_state(path, volume.shape[0], key or image_key(volume), volume)
     classes, unnamed = completed_classes(load_classes(path), array)
     if unnamed:
         note = _unnamed_note(f"The class table of {path.name}", unnamed)
@@ -198,6 +199,7 @@ class SaveJob:
             self.image = labels_image(session.labels.array, session.volume)
         self.review = session.review_state()
         self.volume, self.classes, self.key = session.volume, list(session.classes), session.key
+        self.fingerprint = session.image_fingerprint  # computed in the worker, the first time
         self.keeps_previous = self.keeps_previous or is_dataset_labels(path)
 
     def __call__(self) -> Path:
@@ -205,7 +207,7 @@ class SaveJob:
             keep_previous(Path(self.path))
         save_labels(self.path, self.image, self.volume, self.classes)
         try:
-            save_review_state(self.path, self.review, self.key)
+            save_review_state(self.path, self.review, self.key, self.fingerprint())
         except OSError as exc:
             raise LabelSaveError(f"The labels were saved to {self.path.name}, but not their review state "
                                  f"({review_path(self.path).name}: {exc.strerror or exc}).") from exc
@@ -413,6 +415,7 @@ class ReviewSession:
     def __init__(self, volume: Volume, labels: LabelMap, key: str, label_file: LabelFile | None = None,
                  classes: list[LabelClass] | None = None):
         self.volume, self.labels, self.key = volume, labels, key
+        self._fingerprint: dict | None = None  # image_fingerprint, once a save needed it
         self.labels_path: Path | None = label_file.saved_at if label_file else None
         # The file as read: a save over one another program saved since is refused.
         self._read_stamp = labels_stamp(self.labels_path) if self.labels_path else "none"
@@ -706,6 +709,13 @@ class ReviewSession:
         with its undo, or its cancel)."""
         if self.copying is not None:
             raise SessionError("A copy is being written into the labels: wait for it or cancel it.")
+
+    def image_fingerprint(self) -> dict:
+        """The image's ``core.journal.image_fingerprint``, saved in the sidecar so that the
+        review marks still apply once another tool re-saves the image (any thread)."""
+        if self._fingerprint is None:
+            self._fingerprint = image_fingerprint(self.volume)
+        return self._fingerprint
 
     def review_state(self) -> ReviewState:
         return ReviewState(self.labels.reviewed.copy(),
@@ -1040,7 +1050,9 @@ class ReviewSession:
         share one file: a tester's save of the second replaced the first's labels)."""
         plain = labels_beside_image(self.volume)
         series = series_labels_beside(self.volume)
-        if plain is not None and series is not None and (series.is_file() or _another_images(plain, self.key)):
+        if plain is None or series is None:
+            return plain
+        if series.is_file() or _another_images(plain, self.key, self.volume):
             return series
         return plain
 
@@ -1191,17 +1203,17 @@ def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path |
     ``saved``: a path, or a function of ``key`` that gives one (or None)."""
     if callable(saved):
         saved = saved(key)
-    if saved is not None and Path(saved).is_file() and (read_sidecar(saved) or {}).get("image_key") in (None, key):
+    if saved is not None and Path(saved).is_file() and names_image(read_sidecar(saved) or {}, key, volume):
         return Path(saved), None
     if not beside:
         return None, None
     series = series_labels_beside(volume)
-    if series is not None and series.is_file() and not _another_images(series, key):
+    if series is not None and series.is_file() and not _another_images(series, key, volume):
         return series, None
     there = labels_beside_image(volume)
     if there is None or not there.is_file():
         return None, None
-    if _another_images(there, key):  # another series, same grid
+    if _another_images(there, key, volume):  # another series, same grid
         if series is not None:
             return None, (f"The labels beside the folder ({there.name}) are those of another series in it, so "
                           f"they were not read; this series' labels will be saved as {series.name}.")

@@ -38,7 +38,7 @@ from ..core.classes import LabelClass, class_name
 from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
 from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
-from ..core.journal import image_key
+from ..core.journal import image_key, voxel_digest
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
 from ..ml.metadata import CheckpointError, trained_cases
@@ -73,6 +73,7 @@ class CaseVerdict:
     # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90; empty without
     clicks_to_90: dict[str, int] = field(default_factory=dict)
     key: str = ""                                                   # the image's image_key
+    voxels: str = ""                                                # its voxel_digest
 
     def unscored_reason(self) -> str | None:
         """Why this case is left out of the Dice comparison; None when every model has a Dice."""
@@ -352,8 +353,8 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
 def _trained_on(predictors: dict, dataset: Path, cases: list[CaseVerdict]) -> dict[str, list[str]]:
     """slot -> the ``cases`` its checkpoint learnt from (``ml.metadata.trained_cases``): a
     fine-tune judged on its own training cases (a tester's verdict said nothing)."""
-    keys = {c.case: c.key for c in cases}
-    found = {slot: trained_cases(p.meta, keys, dataset.absolute().name) for slot, p in predictors.items()}
+    digests = {c.case: (c.key, c.voxels) for c in cases}
+    found = {slot: trained_cases(p.meta, digests, dataset.absolute().name) for slot, p in predictors.items()}
     return {slot: names for slot, names in found.items() if names}
 
 
@@ -389,7 +390,7 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         return f"its labels hold class {int(label_file.array.max())}, beyond the models' {num_classes} classes"
     key = image_key(volume)
     voxel_ml = float(np.prod(volume.spacing)) / 1000.0
-    verdict = CaseVerdict(case.name, int(reviewed.sum()), len(reviewed), key=key)
+    verdict = CaseVerdict(case.name, int(reviewed.sum()), len(reviewed), key=key, voxels=voxel_digest(volume))
     for slot, path in checkpoints.items():
         prediction = worklist.cache.get(key, checkpoint_digest(path))
         if prediction is None or prediction.shape != volume.shape:

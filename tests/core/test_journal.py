@@ -305,3 +305,16 @@ def test_sigkill_after_sparse_steps_recovers_them_exactly(tmp_path):
     recovered = recover(tmp_path / "edits.svj")
     assert recovered.steps == 5  # four copies and an undo
     np.testing.assert_array_equal(recovered.labels, np.load(tmp_path / "expected.npy"))
+
+
+def test_the_voxel_digest_is_of_the_values_whatever_type_holds_them():
+    from segview.core.journal import voxel_digest
+    from segview.core.volume import Volume
+
+    values = np.arange(-1024, 3072, dtype=np.int32).reshape(4, 32, 32)
+    digests = {voxel_digest(Volume(values.astype(dtype))) for dtype in (np.int16, np.int32, np.int64, np.float32,
+                                                                          np.float64, ">i2")}
+    assert len(digests) == 1
+    assert voxel_digest(Volume(values + 0.5)) not in digests  # another grey
+    assert voxel_digest(Volume(values.reshape(8, 16, 32))) not in digests  # another shape
+    assert voxel_digest(Volume(values[::-1].copy())) not in digests  # slices in another order

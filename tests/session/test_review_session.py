@@ -16,6 +16,7 @@ from segview.core.io import load_classes, save_labels
 from segview.core.labels import OverwritePolicy
 from segview.core.metrics import dice_per_class
 from segview.core.review_state import review_path
+from segview.core.volume import Volume
 from segview.session import ReviewSession, SessionError, Worklist, read_label_file
 
 from .conftest import CLASSES, make_dataset, tiny_case
@@ -160,6 +161,35 @@ def test_a_sidecar_of_another_image_marks_nothing(tmp_path):
     path = session.save(tmp_path / "case.nii.gz")
     other = tiny_case(5)[0]  # the same grid, other voxels
     reopened = ReviewSession.open(other, labels=path)
+    assert not reopened.reviewed.any() and "another image" in " ".join(reopened.warnings)
+
+
+def test_the_marks_stay_with_the_image_once_another_tool_re_saves_it(tmp_path):
+    """A series reviewed as DICOM, then written as NIfTI by SimpleITK (as floats or int16, on
+    a grid of float32 numbers: another image_key), still has its reviewed slices; with other
+    greys it is another image."""
+    import SimpleITK as sitk
+
+    volume, labels = tiny_case(0)
+    volume = Volume(volume.array, (0.7031250123, 0.7031250123, 2.5000000456),
+                    origin=(-120.3456789, -98.7654321, 33.3333333), modality="MR")
+    write_dicom_series(volume, tmp_path / "dicom")
+    session = ReviewSession.open(tmp_path / "dicom", labels=labels)
+    session.mark_reviewed(1), session.mark_reviewed(4)
+    path = session.save(tmp_path / "case.labels.nii.gz")
+    session.close()
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "dicom")))
+    image = sitk.Cast(reader.Execute(), sitk.sitkFloat32)  # whole values, another type
+    sitk.WriteImage(image, str(tmp_path / "case.nii.gz"))
+    for resaved in (image, sitk.Cast(image, sitk.sitkInt16)):
+        sitk.WriteImage(resaved, str(tmp_path / "case.nii.gz"))
+        reopened = ReviewSession.open(tmp_path / "case.nii.gz", labels=path)
+        assert reopened.key != session.key  # the grid's float32 numbers
+        assert reopened.reviewed.tolist() == [False, True, False, False, True, False] and not reopened.warnings
+        reopened.close()
+    sitk.WriteImage(image + 0.5, str(tmp_path / "case.nii.gz"))
+    reopened = ReviewSession.open(tmp_path / "case.nii.gz", labels=path)
     assert not reopened.reviewed.any() and "another image" in " ".join(reopened.warnings)
 
 
