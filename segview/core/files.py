@@ -90,6 +90,31 @@ def _remove_stale_temporaries(path: Path) -> None:
             pass  # gone meanwhile, or not ours to remove: nothing is lost by leaving it
 
 
+def shared_folder(path) -> Path:
+    """``path`` made, if it is not there, with its parent's permissions whatever this
+    process's umask: a folder segview keeps beside a dataset's files (``.locks``,
+    ``.previous``), which everyone who may write the dataset must write too (a tester's
+    colleague, another user, could neither lock a case nor save once the first user's
+    segview had made them)."""
+    path = Path(path)
+    if not path.is_dir():
+        path.mkdir(parents=True, exist_ok=True)
+        share_like_folder(path)
+    return path
+
+
+def share_like_folder(path) -> None:
+    """Give ``path`` (a folder, or a file this process made) the permissions of its
+    folder: read and write (files: without execute) for whom the folder allows them. Only
+    the owner may; others leave it as it is."""
+    path = Path(path)
+    mode = path.parent.stat().st_mode & 0o7777
+    try:
+        os.chmod(path, mode if path.is_dir() else mode & 0o666)
+    except OSError:
+        pass  # made by another user meanwhile: theirs to share
+
+
 def atomic_write_text(path, text: str) -> Path:
     """``text`` (UTF-8) into ``path`` through ``replace_atomically``."""
     return replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))

@@ -108,7 +108,7 @@ def voxel_digest(volume) -> str:
     digest = hashlib.blake2b(digest_size=20)
     digest.update(repr(volume.shape).encode())
     for plane in array:
-        digest.update(memoryview(np.ascontiguousarray(plane.astype(dtype, copy=False))).cast("B"))
+        digest.update(np.ascontiguousarray(plane.astype(dtype, copy=False)).data)
     return digest.hexdigest()
 
 
@@ -155,6 +155,30 @@ def set_aside_folder() -> Path:
     return state_directory() / "set-aside"
 
 
+#: Recovered steps are kept one by one (so that undo takes them back one by one) while
+#: their regions hold at most this many bytes; beyond, they come back as one step.
+HISTORY_BYTES = 256 * 2 ** 20
+
+
+@dataclass
+class RecoveredStep:
+    """One completed step of a journal: the regions it wrote (bounds, values after it), the
+    review marks it set or took back (z, reviewed), and the journalled sidecar after it."""
+    regions: list[tuple[list[list[int]], np.ndarray]]
+    marks: list[tuple[int, bool]]
+    sidecar: dict | None
+
+
+def labels_digest(labels: np.ndarray, reviewed: np.ndarray) -> str:
+    """A digest of labels and review marks: which state a journal's steps start from."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(labels.shape).encode())
+    for plane in labels:
+        digest.update(np.ascontiguousarray(plane, np.uint8).data)
+    digest.update(np.asarray(reviewed, bool).tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class RecoveredLabels:
     labels: np.ndarray   # (z, y, x) uint8 after the last completed step
@@ -170,6 +194,10 @@ class RecoveredLabels:
     #: The journalled sidecar keys (the rulers, the provenance) after the last completed step; None in a
     #: journal written before they were journalled.
     sidecar: dict | None = None
+    #: The steps since the labels were last saved, one by one, from the state ``base``
+    #: (``labels_digest``) names; empty when they held more than HISTORY_BYTES.
+    history: list[RecoveredStep] = field(default_factory=list)
+    base: str = ""
 
 
 class Journal:
@@ -424,16 +452,20 @@ def recover(path) -> RecoveredLabels:
     sidecar = header.get("sidecar")  # absent from journals before rulers were journalled
     steps, marks = 0, {}
     saved = labels.copy(), reviewed.copy(), sidecar  # the state nothing needs recovering to
+    history: list[RecoveredStep] | None = []
+    kept_bytes = 0
     for tag, payload in records[1:]:
         if tag == SAVED:
-            steps, saved = 0, (labels.copy(), reviewed.copy(), sidecar)
+            steps, saved, history, kept_bytes = 0, (labels.copy(), reviewed.copy(), sidecar), [], 0
             continue
         steps += 1
         step, body = _split(payload)
         regions = step["regions"] if isinstance(step, dict) else step  # a list: journals before marks
+        step_marks = []
         for z, new, *details in step.get("marks", []) if isinstance(step, dict) else []:
             reviewed[z] = new
             marks[z] = details[0] if details else {}
+            step_marks.append((int(z), bool(new)))
         if isinstance(step, dict) and step.get("classes"):
             classes = _classes_from_json(step["classes"])
         if isinstance(step, dict) and "sidecar" in step:
@@ -442,10 +474,18 @@ def recover(path) -> RecoveredLabels:
         offset = 0
         for n, bounds in enumerate(regions):
             offset = _replay(labels, bounds, body, offset, -1 if stored is None else stored[n])
+        if history is not None:
+            written = [(bounds, labels[tuple(slice(a, b) for a, b in bounds)].copy()) for bounds in regions]
+            kept_bytes += sum(values.nbytes for _, values in written)
+            if kept_bytes <= HISTORY_BYTES:
+                history.append(RecoveredStep(written, step_marks, sidecar))
+            else:
+                history = None  # too large to keep twice: they come back as one step
     if np.array_equal(labels, saved[0]) and np.array_equal(reviewed, saved[1]) and sidecar == saved[2]:
         steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
-                           header.get("about", {}), marks, classes, sidecar)
+                           header.get("about", {}), marks, classes, sidecar, history or [],
+                           labels_digest(*saved[:2]) if history else "")
 
 
 class Snapshot:

@@ -1397,21 +1397,21 @@ class MainWindow(QMainWindow):
         return True
 
     def _saved(self, session: ReviewSession, job) -> None:
-        session.finish_save(job)
+        journal_note = session.finish_save(job)
         source = str(session.volume.meta.get("source", ""))
         if source and Path(source).exists():  # opening it again reads them, whatever their name
             remember_labels(source, job.path, session.key)
         if session is self.session:
             self._show_modified()
             self._show_read_only(self.read_only_reason())  # a copy saved elsewhere is this window's to edit
-        self.statusBar().showMessage(f"Saved {job.path}", 5000)
+        self.statusBar().showMessage(f"Saved {job.path}" + (f". {journal_note}" if journal_note else ""), 8000)
         self.saved.emit(str(job.path))
 
     def _save_failed(self, exc: Exception) -> None:
         if not isinstance(exc, (SegviewError, ValueError)):
             raise exc
-        QMessageBox.critical(self, "Labels not saved", f"{exc}\n\nYour edits are kept in memory and in "
-                             "the edit journal; save them somewhere else.")
+        kept = self.session.edits_kept if self.session is not None else "Your edits are kept in memory"
+        QMessageBox.critical(self, "Labels not saved", f"{exc}\n\n{kept}; save them somewhere else.")
 
     def _close_session(self) -> bool:
         """Before the session goes (another image, closing): ask about unsaved edits.

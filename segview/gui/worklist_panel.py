@@ -497,15 +497,18 @@ class WorklistController(QObject):
         self._prefetch_next()  # the next case may be another now
 
     def _refresh_row(self, name: str) -> None:
-        """The case's row as saved; the open case's review count, and the status it and any
+        """The case's row as saved (read again: another segview may have saved it since); the
+        case open here, unless read-only, with its review count, and the status it and any
         unsaved edit give, as they are now (not saved yet)."""
         if self.worklist is None:
             return
         case, session = self.worklist.case(name), self._current()
-        if session is not None and session.case is case:
+        if session is not None and session.case is case and not session.read_only:
             reviewed = int(session.reviewed.sum())
             case = replace(case, reviewed_count=reviewed, slices=len(session.reviewed),
                            status=working_status(case.status, reviewed, session.modified))
+        else:
+            self.worklist.read_status(case)
         self.panel.update_case(case)
         self.panel.title.setText(self._title())
 
@@ -923,7 +926,9 @@ class WorklistController(QObject):
         self._refresh_row(name)
         if not isinstance(exc, (SegviewError, OSError)):
             raise exc
-        self._error(f"{exc}\n\nYour edits are kept in memory and in the edit journal.", f"{name} not saved")
+        session = self._current()
+        kept = session.edits_kept if session is not None else "Your edits are kept in memory"
+        self._error(f"{exc}\n\n{kept}.", f"{name} not saved")
 
     def _saved(self, path: str) -> None:
         """The window saved the labels: a case's row follows (and a new case is in progress)."""

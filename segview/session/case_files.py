@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..core.files import extension, replace_atomically
+from ..core.files import extension, replace_atomically, share_like_folder, shared_folder
 from ..core.io import sidecar_path
 from ..core.review_state import current_user, now, review_path
 from .errors import SessionError
@@ -55,8 +55,16 @@ class CaseLock:
             return None, None
         path = labels_path.parent / LOCKS / f"{labels_path.name}.lock"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            made = not shared_folder(path.parent).joinpath(path.name).exists()
             file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
+            if made:
+                share_like_folder(path)
+        except PermissionError:
+            # Made by another user who could not share it (an older segview): it still locks.
+            try:
+                file = open(path, encoding="utf-8")  # noqa: SIM115
+            except OSError:
+                return None, None
         except OSError:
             return None, None
         try:
@@ -66,15 +74,17 @@ class CaseLock:
             holder = file.read().strip() or "another session"
             file.close()
             return None, holder
-        file.seek(0)
-        file.truncate()
-        file.write(f"{current_user()}{_this_process()}since {now()}")
-        file.flush()
+        if file.writable():  # who holds it, for the others to say
+            file.seek(0)
+            file.truncate()
+            file.write(f"{current_user()}{_this_process()}since {now()}")
+            file.flush()
         return cls(file), None
 
     def release(self) -> None:
-        self.file.seek(0)
-        self.file.truncate()
+        if self.file.writable():
+            self.file.seek(0)
+            self.file.truncate()
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
 
@@ -125,7 +135,7 @@ def keep_previous(labels_path: Path) -> None:
     ext = extension(labels_path)
     stem = labels_path.name[: -len(ext)] if ext else labels_path.name
     try:
-        backups.mkdir(exist_ok=True)
+        shared_folder(backups)
         first_time = not (backups / f"{stem}.original{ext}").exists()
         for source in (labels_path, review_path(labels_path), sidecar_path(labels_path)):
             suffix = source.name[len(stem):]  # ".nii.gz", ".review.json", ".classes.json"

@@ -38,8 +38,8 @@ from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
-from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, set_aside,
-                            start_journal, unsaved_edits)
+from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, labels_digest,
+                            set_aside, start_journal, unsaved_edits)
 from ..core.labels import Edit, LabelMap, Patch, Region
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
@@ -530,24 +530,36 @@ class ReviewSession:
 
     def _start_journal(self, recover: bool) -> None:
         crashed = unsaved_edits(self.key)
-        about = {"source": str(self.volume.meta.get("source", "")),
-                 "description": self.volume.meta.get("series_description", ""),
-                 "labels": str(self.labels_path or "")}
         try:
             set_aside(self.key)  # kept, and listed by File > Recover edits
-            # Compressed and written by a thread while the rest opens (each step waits for it).
-            snapshot = Journal.snapshot_job(self.labels.array, self.key, self.labels.reviewed, about, self._classes,
-                                            self._journalled_sidecar())
-            self.journal = start_journal(self.labels, self.key, snapshot, self._classes)
-            self.journal.mark_details = lambda z: self.review_marks.get(z, {})
-            self.journal.class_table = lambda: self._classes  # names and colours come back after a crash
-            self.journal.follow_sidecar(self._journalled_sidecar)  # and the rulers
-        except (JournalError, OSError) as exc:
+        except OSError as exc:
             self.warnings.append(f"{exc}. Edits are not journalled: save often.")
+        else:
+            failure = self._journal_from_here()
+            if failure is not None:
+                self.warnings.append(failure)
         if crashed is not None and recover:
             self.restore(crashed)
         else:
             self.recoverable_edits = crashed
+
+    def _journal_from_here(self) -> str | None:
+        """Start journalling the labels as they are now; what to tell the person when it
+        cannot be done, else None."""
+        about = {"source": str(self.volume.meta.get("source", "")),
+                 "description": self.volume.meta.get("series_description", ""),
+                 "labels": str(self.labels_path or "")}
+        try:
+            # Compressed and written by a thread while the rest opens (each step waits for it).
+            snapshot = Journal.snapshot_job(self.labels.array, self.key, self.labels.reviewed, about, self._classes,
+                                            self._journalled_sidecar())
+            self.journal = start_journal(self.labels, self.key, snapshot, self._classes)
+        except (JournalError, OSError) as exc:
+            return f"{exc}. Edits are not journalled: save often."
+        self.journal.mark_details = lambda z: self.review_marks.get(z, {})
+        self.journal.class_table = lambda: self._classes  # names and colours come back after a crash
+        self.journal.follow_sidecar(self._journalled_sidecar)  # and the rulers
+        return None
 
     def _journalled_sidecar(self) -> dict:
         """The review sidecar's keys the journal keeps beside the labels: the rulers and each
@@ -565,7 +577,8 @@ class ReviewSession:
     def restore(self, recovered: RecoveredLabels) -> None:
         """Bring back a crashed session's labels, review marks, class table (names and
         colours; a journal that holds none keeps the current one), rulers and provenance:
-        one undo step."""
+        each of its steps an undo step, as it was (one step, when the labels are no longer
+        those the steps started from, or the steps are too large to keep twice)."""
         if recovered.labels.shape != self.volume.shape:
             raise SessionError("Those edits belong to an image of another size.")
         self.review_marks.update({int(z): details for z, details in recovered.marks.items() if details})
@@ -576,11 +589,25 @@ class ReviewSession:
         if sidecar:
             self.review_extra.update(sidecar)
             self._sidecar_changed()
-        with nullcontext() if self.provenance is None else self.provenance.recovering(record), self.labels.step():
-            self.labels.copy_from(recovered.labels)
-            for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
-                self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
+        if recovered.history and recovered.base == labels_digest(self.labels.array, self.labels.reviewed):
+            # The labels are those the steps started from: each comes back as its own undo step.
+            for step in recovered.history:
+                with self._recovering((step.sidecar or {}).get(KEY_PROVENANCE)), self.labels.step():
+                    for bounds, values in step.regions:
+                        self.labels.write(tuple(slice(a, b) for a, b in bounds), values)
+                    for mark, reviewed in step.marks:
+                        self.labels.set_reviewed(mark, reviewed)
+        else:  # labels changed since (or too many steps to keep): the edits as one step
+            with self._recovering(record), self.labels.step():
+                self.labels.copy_from(recovered.labels)
+                for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
+                    self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
         self.recoverable_edits = None
+
+    def _recovering(self, record: dict | None):
+        """Edits inside bring a crashed session's labels back, with its ``record`` of each
+        slice's provenance (``Provenance.recovering``)."""
+        return nullcontext() if self.provenance is None else self.provenance.recovering(record)
 
     # -- labels -------------------------------------------------------------------------
     @property
@@ -1117,19 +1144,34 @@ class ReviewSession:
                                "program saved it. Saving would overwrite that work. Your edits are kept: save them "
                                "under another name (Save as), then compare the two.")
 
-    def finish_save(self, job: SaveJob) -> None:
+    def finish_save(self, job: SaveJob) -> str | None:
         """After ``job`` wrote its files: the labels now live there; unless they changed
-        meanwhile, nothing is unsaved (and the journal knows)."""
+        meanwhile, nothing is unsaved (and the journal knows). A journal that had stopped
+        (``journal_failure``: a full disk, since freed) starts again from the labels saved;
+        returns what to tell the person of that, else None."""
         if self._held_file is not None and Path(job.path).absolute() != self._held_file:
             self.release_lock()  # saved elsewhere: the case's file is no longer what is open here
         self.labels_path = job.path
         self._read_stamp = labels_stamp(job.path)
         self._saved_rulers = job.review.extra.get(KEY_RULERS)
         self._saved_position = job.position  # edits made meanwhile are unsaved, undone they are not
-        if job.version == self.version:
-            if self.journal is not None:
-                self.journal.mark_saved()
-            self._drop_stopped_journal()
+        if job.version != self.version:
+            return None
+        if self.journal is not None:
+            self.journal.mark_saved()
+            return None
+        if self._stopped_journal is None:
+            return None  # none could be started on opening: that was said then
+        self._drop_stopped_journal()
+        failure = self._journal_from_here()
+        return failure or "Edits are journalled again."
+
+    @property
+    def edits_kept(self) -> str:
+        """Where unsaved edits are kept, for a message saying a save failed."""
+        if self.journal is not None:
+            return "Your edits are kept in memory and in the edit journal"
+        return "Your edits are kept in memory only (they are not journalled)"
 
     def save(self, path=None) -> Path:
         """Save the labels (on the image grid, atomically, verified) and their review state

@@ -58,7 +58,7 @@ import numpy as np
 from ..core.classes import LabelClass, named_classes, naming_conflict
 from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
-from ..core.files import FIRST_CHANNEL, atomic_write_text, case_name, extension, replace_atomically
+from ..core.files import FIRST_CHANNEL, atomic_write_text, case_name, extension, replace_atomically, shared_folder
 from ..core.io import image_shape, list_dicom_series, load_labels, load_volume, read_label_image
 from ..core.journal import crashed_journals, image_key, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
@@ -166,7 +166,7 @@ class Worklist:
                                "nor DICOM image series.")
         worklist = cls(folder, layout, cases, classes, cache)
         for case in cases:
-            worklist._read_sidecar(case)
+            worklist.read_status(case)
         worklist.read_split()
         if checkpoints:
             worklist.set_checkpoints(checkpoints)
@@ -326,7 +326,7 @@ class Worklist:
         ``Case.error``), CheckpointError."""
         case = self.case(name)
         on_disk = _files_stamp(case.labels)  # before they are read: what claim_lock checks
-        self._read_sidecar(case)  # its row as saved now: another segview may have saved it since
+        self.read_status(case)  # its row as saved now: another segview may have saved it since
         self._read_figures(case)
         predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
         key = self.cache.known_key(_image_files(case))  # by its files' size and time: no hashing again
@@ -376,13 +376,15 @@ class Worklist:
         for case in self.cases:
             case.held_out = case.name in names
 
-    def _read_sidecar(self, case: Case) -> None:
+    def read_status(self, case: Case) -> None:
+        """``case``'s status, note and review count as its sidecar has them now (another
+        segview may have saved it since)."""
         document = read_sidecar(case.labels) or {}
         entry = document.get("case") or {}
         case.status = str(entry["status"]) if entry.get("status") in STATUSES else "new"
         case.note = str(entry.get("note") or "")
         case.reviewed_count = len(document.get("reviewed") or [])
-        case.slices = document.get("slices")
+        case.slices = document.get("slices") or case.slices  # known once the image was read
         case.status = working_status(case.status, case.reviewed_count)
 
     def _read_figures(self, case: Case) -> None:
@@ -748,7 +750,7 @@ class _DatasetSaveJob(SaveJob):
     keeps_previous = True
 
     def __call__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        shared_folder(self.path.parent)  # a DICOM dataset's labels folder, made at the first save
         return super().__call__()
 
 

@@ -172,11 +172,14 @@ def test_d_starts_at_the_top_of_the_ranking_and_reviewed_slices_are_ticked_and_l
 def test_a_case_open_in_another_segview_is_read_only_in_title_row_and_tools(qtbot, window, dataset, dialogs):
     other = Worklist.open(dataset).session("case_001")  # another segview has it (its lock)
     controller = open_dataset(qtbot, window, dataset)
+    other.mark_reviewed(1)  # and has saved a review since this window listed the cases
+    other.save()
     open_case(qtbot, controller, "case_001")
     assert any(kind == "warning" and "open in another segview" in text for kind, text in dialogs)
     assert "read-only" in window.windowTitle()
     cell = status_cell(controller, "case_001")
-    assert cell.text() == "new, read-only" and "another segview" in cell.toolTip()
+    assert cell.text() == "in progress, read-only" and "another segview" in cell.toolTip()
+    assert controller.worklist.case("case_001").reviewed_count == 1 and window.session.reviewed[1]
     tools = window.tools
     assert not tools.isEnabled()
     brush = next(b for b in tools.tool_buttons.buttons() if b.text() == "Brush")
@@ -189,12 +192,12 @@ def test_a_case_open_in_another_segview_is_read_only_in_title_row_and_tools(qtbo
     qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)
     window.copy_prediction("A", True)
     np.testing.assert_array_equal(window.session.labels.array, before)
-    assert not window.session.reviewed.any() and not window.session.modified
+    assert np.flatnonzero(window.session.reviewed).tolist() == [1] and not window.session.modified
     assert "Read-only" in window.statusBar().currentMessage()
     # Leaving it asks nothing (nothing changed); the next case is editable, its row plain.
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
-    assert status_cell(controller, "case_001").text() == "new"
+    assert status_cell(controller, "case_001").text() == "in progress"
     assert "read-only" not in window.windowTitle() and tools.isEnabled() and brush.isEnabled()
     assert "another segview" not in brush.toolTip()
     assert action(window, "Edit", "Mark slice reviewed").isEnabled()

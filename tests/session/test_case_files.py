@@ -143,3 +143,43 @@ def test_a_session_here_does_not_keep_its_worklist_from_setting_the_status(datas
     case = Worklist.open(dataset).case("case_000")
     assert (case.status, case.note) == ("flagged", "motion on slices 10-14")
     session.close()
+
+
+def test_a_dataset_shared_by_a_team_stays_shared_whatever_the_umask(dataset, monkeypatch):
+    """Two users on one dataset: the first one's segview made ``.locks`` and ``.previous``
+    with its umask (0755), so the second could not lock a case (it opened editable, unwarned,
+    while the first had it) nor save at all."""
+    import os
+    import stat
+
+    labels = dataset / "labelsTr"
+    labels.chmod(0o2777)  # a team's folder
+    old = os.umask(0o022)
+    try:
+        session = Worklist.open(dataset).session("case_000")
+        session.labels.paint(0, [(3, 3)], 1.5, 2)
+        session.save()
+    finally:
+        os.umask(old)
+    for folder in (labels / ".locks", labels / ".previous"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o2777, folder
+    assert stat.S_IMODE((labels / ".locks" / "case_000.nii.gz.lock").stat().st_mode) == 0o666
+    # A lock file another user made and could not share (an older segview's) still locks.
+    real_open = open
+
+    def not_ours(path, mode="r", *args, **kwargs):
+        if "a" in mode or "w" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr("segview.session.case_files.open", not_ours, raising=False)
+    other = Worklist.open(dataset).session("case_000")
+    assert other.read_only_reason is not None and "open in another segview" in other.read_only_reason
+    other.close()
+    session.close()
+    free = Worklist.open(dataset).session("case_000")  # held with a read-only descriptor: the lock works
+    assert free.read_only_reason is None and free.lock is not None
+    second = Worklist.open(dataset).session("case_000")
+    assert second.read_only_reason is not None
+    second.close()
+    free.close()

@@ -481,9 +481,33 @@ def test_after_sigkill_the_edits_and_marks_come_back_whatever_path_opens_the_ser
         assert recovered.reviewed.tolist() == [True, False, True, False, True, False]
     session = ReviewSession.open(link, recover=True)
     assert session.reviewed.sum() == 3 and session.labels.array[1].any() and not session.labels.array[3].any()
-    session.labels.undo()  # the restore is one step
-    assert not session.reviewed.any() and not session.labels.array.any()
+    assert session.provenance.of_slice(1) == ("hand",)
+    # Each step comes back as its own undo step, as it was made (two testers' one Ctrl+Z took
+    # back every restored step at once).
+    for reviewed in ([0, 2], [0], []):
+        session.labels.undo()
+        assert np.flatnonzero(session.reviewed).tolist() == reviewed and session.labels.array[1].any()
+    session.labels.undo()
+    assert not session.labels.array.any() and session.provenance.of_slice(1) == ()
+    assert not session.labels.undo()
     session.close(discard=True)
+
+
+def test_restored_edits_are_one_step_when_the_labels_changed_since(tmp_path):
+    volume, _ = tiny_case(0)
+    crashed = ReviewSession.open(volume)
+    crashed.labels.paint(1, [(5, 5)], 2.0, 1)
+    crashed.mark_reviewed(1)
+    crashed.close()  # the journal stays, as after a crash
+    changed = np.zeros(volume.shape, np.uint8)
+    changed[4, 2:4, 2:4] = 2  # the labels it started from are not these
+    again = ReviewSession.open(volume, labels=changed)
+    again.restore(again.recoverable_edits)
+    assert again.labels.array[1].any() and again.reviewed[1] and not again.labels.array[4].any()
+    again.labels.undo()
+    np.testing.assert_array_equal(again.labels.array, changed)
+    assert not again.reviewed.any()
+    again.close(discard=True)
 
 
 def test_recovered_marks_keep_who_marked_them_and_when(tmp_path):
@@ -719,7 +743,7 @@ def test_when_the_journal_cannot_be_written_the_session_stops_it_and_says_so_onc
 
 def test_a_journal_that_stopped_goes_once_its_edits_are_saved(monkeypatch, tmp_path):
     """A tester's journal stopped on a full disk; every edit was saved and the session closed,
-    yet the next open offered its 66 steps as unsaved work."""
+    yet the next open offered its 66 steps as unsaved work. Once saved, it journals again."""
     import segview.core.journal as journal_module
 
     volume, _ = tiny_case(0)
@@ -731,9 +755,19 @@ def test_a_journal_that_stopped_goes_once_its_edits_are_saved(monkeypatch, tmp_p
         session.labels.paint(2, [(12, 12)], 2.0, 1)
         assert session.journal_failure() is not None
     assert path.exists()  # kept while its edits are unsaved: they can still be recovered
-    session.save(tmp_path / "labels.nii.gz")
-    assert not path.exists()
-    session.close()
+    assert "memory only" in session.edits_kept
+    job = session.save_job(tmp_path / "labels.nii.gz")
+    job()
+    # The disk has room again: journalling starts again from the labels saved (a tester's
+    # next stroke, after the save, was lost to a crash with no word).
+    assert session.finish_save(job) == "Edits are journalled again."
+    assert session.journal is not None and session.edits_kept.endswith("and in the edit journal")
+    session.journal.wait()  # its snapshot is written by a thread
+    assert journal_module.recover(session.journal.path).steps == 0  # the 66 saved steps are gone
+    session.labels.paint(4, [(12, 12)], 2.0, 1)
+    recovered = journal_module.recover(session.journal.path)
+    assert recovered.steps == 1 and recovered.labels[4, 12, 12] == 1
+    session.close(discard=True)
     assert ReviewSession.recoverable(volume) is None
 
 
