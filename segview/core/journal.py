@@ -96,20 +96,27 @@ def same_image(fingerprint: dict, volume) -> bool:
 
 def voxel_digest(volume) -> str:
     """A digest of the shape and voxel values alone: the same for int16 HU read back as int32
-    or as whole floats. Whole values are hashed in the smallest type that holds their range,
-    other values as float32."""
+    or as whole floats. Whole values are hashed in the smallest integer type that holds
+    their range, other values as float32."""
     array = volume.array
-    whole = array.dtype.kind in "iub" or all(np.array_equal(plane, np.trunc(plane)) for plane in array)
-    if whole:
-        low, high = (int(array.min()), int(array.max())) if array.size else (0, 0)
-        dtype = np.promote_types(np.min_scalar_type(low), np.min_scalar_type(high)).newbyteorder("<")
-    else:
-        dtype = np.dtype("<f4")
+    dtype = _whole_type(array) or np.dtype("<f4")
     digest = hashlib.blake2b(digest_size=20)
     digest.update(repr(volume.shape).encode())
     for plane in array:
         digest.update(np.ascontiguousarray(plane.astype(dtype, copy=False)).data)
     return digest.hexdigest()
+
+
+def _whole_type(array: np.ndarray) -> np.dtype | None:
+    """The smallest integer type (unsigned when no value is negative) that holds every value
+    of ``array`` exactly; None when some value is not a whole number of int64's range."""
+    if array.dtype.kind == "f" and not all(np.isfinite(plane).all() and np.array_equal(plane, np.trunc(plane))
+                                           for plane in array):
+        return None
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    kinds = (np.uint8, np.uint16, np.uint32, np.uint64) if low >= 0 else (np.int8, np.int16, np.int32, np.int64)
+    kind = next((k for k in kinds if np.iinfo(k).min <= low and high <= np.iinfo(k).max), None)
+    return None if kind is None else np.dtype(kind).newbyteorder("<")
 
 
 def journal_path(key: str, instance: int = 0) -> Path:

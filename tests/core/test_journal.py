@@ -318,3 +318,4 @@ def test_the_voxel_digest_is_of_the_values_whatever_type_holds_them():
     assert voxel_digest(Volume(values + 0.5)) not in digests  # another grey
     assert voxel_digest(Volume(values.reshape(8, 16, 32))) not in digests  # another shape
     assert voxel_digest(Volume(values[::-1].copy())) not in digests  # slices in another order
+    assert voxel_digest(Volume(np.full((2, 4, 4), np.inf))) != voxel_digest(Volume(np.full((2, 4, 4), 1e20)))
