@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 import time
 import uuid
 from pathlib import Path
@@ -103,6 +104,19 @@ def shared_folder(path) -> Path:
     return path
 
 
+def not_shared(folder) -> str:
+    """Why this user may not write ``folder``, another user's, and what to do about it."""
+    folder = Path(folder)
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(folder.stat().st_uid).pw_name
+    except (ImportError, KeyError, OSError):
+        owner = "another user"
+    return (f"{folder} was made by {owner} without write access for others; {owner} opening this dataset in "
+            f"segview once shares it, or: chmod a+rwx '{folder}'")
+
+
 def share_like_folder(path) -> None:
     """Give ``path`` (a folder, or a file this process made) the permissions of its
     folder: read and write (files: without execute) for whom the folder allows them. Only
@@ -110,7 +124,10 @@ def share_like_folder(path) -> None:
     path = Path(path)
     mode = path.parent.stat().st_mode & 0o7777
     try:
-        os.chmod(path, mode if path.is_dir() else mode & 0o666)
+        if path.is_dir() and stat.S_IMODE(path.stat().st_mode) != mode:
+            os.chmod(path, mode)
+        elif not path.is_dir():
+            os.chmod(path, mode & 0o666)
     except OSError:
         pass  # made by another user meanwhile: theirs to share
 

@@ -721,7 +721,9 @@ class WorklistController(QObject):
 
     def _finish_save(self, session: ReviewSession, job) -> None:
         """``job`` (a save of ``session``) was written: the session, the window and the row know."""
-        session.finish_save(job)
+        journal_note = session.finish_save(job)
+        if journal_note:
+            self.window.statusBar().showMessage(f"Saved {Path(job.path).name}. {journal_note}", 8000)
         if session is self.window.session:
             self.window.setWindowModified(session.modified)
         self.window.saved.emit(str(job.path))

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..core.files import extension, replace_atomically, share_like_folder, shared_folder
+from ..core.files import extension, not_shared, replace_atomically, share_like_folder, shared_folder
 from ..core.io import sidecar_path
 from ..core.review_state import current_user, now, review_path
 from .errors import SessionError
@@ -50,19 +50,24 @@ class CaseLock:
     @classmethod
     def acquire(cls, labels_path: Path) -> tuple[CaseLock | None, str | None]:
         """(the lock, None), or (None, who holds it) when another session has the case.
-        A folder where no lock can be made gives (None, None): nothing to guard."""
+        A folder where nothing can be saved gives (None, None): nothing to guard. Where the
+        labels could be saved but no lock made (another user's ``.locks``), (None, why): the
+        case may be open elsewhere."""
         if fcntl is None:
             return None, None
         path = labels_path.parent / LOCKS / f"{labels_path.name}.lock"
         try:
-            made = not shared_folder(path.parent).joinpath(path.name).exists()
+            _segview_folder(path.parent)
             file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
-            if made:
-                share_like_folder(path)
+            share_like_folder(path)  # made now, or by an older segview of this user
         except PermissionError:
             # Made by another user who could not share it (an older segview): it still locks.
             try:
                 file = open(path, encoding="utf-8")  # noqa: SIM115
+            except FileNotFoundError:  # none to lock, none can be made: someone may have the case
+                writable = os.access(labels_path.parent, os.W_OK)
+                return None, f"or may be: no lock can be taken here, {not_shared(path.parent)}" if writable \
+                    else None
             except OSError:
                 return None, None
         except OSError:
@@ -87,6 +92,13 @@ class CaseLock:
             self.file.truncate()
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+def _segview_folder(folder: Path) -> None:
+    """``.locks`` or ``.previous``: made as ``shared_folder`` makes it, or shared now when an
+    older segview of this user made it with this user's umask."""
+    shared_folder(folder)
+    share_like_folder(folder)
 
 
 def held_by_another(labels_path: Path) -> bool:
@@ -135,7 +147,7 @@ def keep_previous(labels_path: Path) -> None:
     ext = extension(labels_path)
     stem = labels_path.name[: -len(ext)] if ext else labels_path.name
     try:
-        shared_folder(backups)
+        _segview_folder(backups)
         first_time = not (backups / f"{stem}.original{ext}").exists()
         for source in (labels_path, review_path(labels_path), sidecar_path(labels_path)):
             suffix = source.name[len(stem):]  # ".nii.gz", ".review.json", ".classes.json"
@@ -146,8 +158,9 @@ def keep_previous(labels_path: Path) -> None:
                 _copy(source, backups / f"{stem}.original{suffix}")
             _copy(source, backups / source.name)
     except OSError as exc:
+        why = f"; {not_shared(backups)}" if isinstance(exc, PermissionError) and backups.is_dir() else ""
         raise LabelSaveError(f"The labels were not saved: the file they replace could not be kept in "
-                             f"{backups} ({exc.strerror or exc}).") from exc
+                             f"{backups} ({exc.strerror or exc}{why}).") from exc
 
 
 def _copy(source: Path, target: Path) -> None:

@@ -725,8 +725,8 @@ class CaseSession(ReviewSession):
         self.finish_save(job)
         return job.path
 
-    def finish_save(self, job: SaveJob) -> None:
-        super().finish_save(job)
+    def finish_save(self, job: SaveJob) -> str | None:
+        journal_note = super().finish_save(job)
         if Path(job.path) == self.case.labels:
             self._cache_counts(job)
             entry = job.review.extra.get("case") or {}
@@ -737,6 +737,7 @@ class CaseSession(ReviewSession):
                 self.case.dice[slot] = _float(entry["dice"])
                 self.case.correction_ml[slot] = _float(entry["correction_ml"])
                 self.case.correction_voxels[slot] = int(entry["correction_voxels"] or 0)
+        return journal_note
 
     def release_lock(self) -> None:
         if self.locked_by is not None and self.case._locked_for is self:

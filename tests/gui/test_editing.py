@@ -562,9 +562,13 @@ def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs
     np.testing.assert_array_equal(session.labels.array, expected)
     np.testing.assert_array_equal(session.reviewed, reviewed)
     assert window.isWindowModified() and session.labels.can_undo
-    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # the restore is one step
-    np.testing.assert_array_equal(session.labels.array, original)
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # each restored step is one: first the mark
+    np.testing.assert_array_equal(session.labels.array, expected)
     assert not session.reviewed.any()
+    for _ in range(2):  # then Clear slice, then the stroke
+        qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    np.testing.assert_array_equal(session.labels.array, original)
+    assert not session.labels.can_undo
 
 
 def test_a_crashed_sessions_edits_are_found_by_another_path_and_again_by_recover_edits(

@@ -161,7 +161,7 @@ def test_a_dataset_shared_by_a_team_stays_shared_whatever_the_umask(dataset, mon
         session.save()
     finally:
         os.umask(old)
-    for folder in (labels / ".locks", labels / ".previous"):
+    for folder in (labels, labels / ".locks", labels / ".previous"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o2777, folder
     assert stat.S_IMODE((labels / ".locks" / "case_000.nii.gz.lock").stat().st_mode) == 0o666
     # A lock file another user made and could not share (an older segview's) still locks.
@@ -183,3 +183,19 @@ def test_a_dataset_shared_by_a_team_stays_shared_whatever_the_umask(dataset, mon
     assert second.read_only_reason is not None
     second.close()
     free.close()
+
+
+def test_a_case_no_lock_can_be_taken_for_opens_read_only_saying_why(dataset, monkeypatch):
+    """Another user's older segview made ``.locks`` writable by them alone: a case with no
+    lock file yet opened editable for a second user, unwarned, while the first had it."""
+    def not_ours(path, mode="r", *args, **kwargs):
+        if "a" in mode or "w" in mode:
+            raise PermissionError(13, "Permission denied", str(path))
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr("segview.session.case_files.open", not_ours, raising=False)
+    session = Worklist.open(dataset).session("case_001")
+    assert session.read_only and session.lock is None
+    reason = session.read_only_reason
+    assert "no lock can be taken here" in reason and ".locks was made by" in reason and "chmod a+rwx" in reason
+    session.close()

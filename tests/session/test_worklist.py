@@ -553,3 +553,20 @@ def test_opening_a_case_keeps_the_figures_of_a_model_changed_since_it_was_saved(
     assert (case.dice["B"], case.correction_ml["B"]) == scored
     np.testing.assert_allclose(case.dice["B"], session.scores("B").mean_dice)  # the panel's figure
     session.close()
+
+
+def test_a_case_saved_after_its_journal_stopped_says_it_is_journalled_again(tmp_path, monkeypatch):
+    """A tester's worklist case, saved once the full disk had room again, journalled again
+    but the window never said so: the case's save dropped the session's note."""
+    import segview.core.journal as journal_module
+
+    make_dataset(tmp_path / "ds", 1)
+    session = Worklist.open(tmp_path / "ds").session("case_000")
+    with monkeypatch.context() as patch:
+        patch.setattr(journal_module, "_write_record", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "full")))
+        session.labels.paint(1, [(5, 5)], 2.0, 1)
+        assert session.journal_failure() is not None
+    job = session.save_job()
+    job()
+    assert session.finish_save(job) == "Edits are journalled again." and session.journal is not None
+    session.close()
