@@ -5,8 +5,8 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
     {
       "format": "segview-review-state", "version": 1,
       "image_key": "<digest of the image's voxels and grid (core.journal.image_key)>",
-      "image": {"voxels": "<digest of its voxel values alone>", "spacing": [..], "origin": [..],
-                "direction": [..]},      # core.journal.image_fingerprint, for the same image
+      "image": {"voxels": "<digest of its voxel values alone>", "size": [..], "spacing": [..],
+                "origin": [..], "direction": [..]},  # core.journal.image_fingerprint: the same image
                                          # re-saved by another tool (its image_key changed)
       "labels": "case.nii.gz",           # the label file it was saved with
       "slices": Z,                       # number of z planes of the label volume
