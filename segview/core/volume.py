@@ -294,7 +294,11 @@ class DisplayOrientation:
 
     def acquisition_view(self) -> str:
         """The view that shows the acquired slices (numpy z planes)."""
-        return next(view for view in VIEWS if self.axes(view)[0] == 0)
+        return self.view_of_axis(0)
+
+    def view_of_axis(self, axis: int) -> str:
+        """The view whose slices are the planes across numpy ``axis`` (0: the acquired ones)."""
+        return next(view for view in VIEWS if self.axes(view)[0] == axis)
 
     def pixel_spacing(self, view: str, spacing_xyz) -> tuple[float, float]:
         """(row height, column width) in mm of the displayed pixels."""

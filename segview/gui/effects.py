@@ -133,7 +133,7 @@ class Fill(Effect):
 
     def release(self, session, at, settings):
         if at.axis != 0:
-            return "Fill works on the acquired (axial) planes: click in that view."
+            return f"Fill works on the acquired ({session.volume.display().acquisition_view()}) planes: click there."
         session.fill(at.index, at.point, 0 if at.erase else settings.value)
         return kept_note(session, "Fill")
 

@@ -147,7 +147,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         try:
             volume = load_volume(image_path)
             label_array = load_labels(label_path, volume)
-            review = _review(label_path, volume) if reviewed_only else None
+            review, review_warning = _review(label_path, volume) if reviewed_only else (None, None)
         except VolumeLoadError as exc:
             skipped.append(f"{name}: {exc}")
             continue
@@ -157,7 +157,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
             continue
         slices = np.flatnonzero(review.reviewed) if review is not None else None
         if slices is not None and not slices.size:
-            skipped.append(f"{name}: no reviewed slice")
+            skipped.append(f"{name}: {review_warning or 'no reviewed slice'}")
             continue
         cases.append(Case(name, volume, label_array, slices))
     if not cases:
@@ -174,9 +174,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
 
 def _review(label_path, volume: Volume):
     """The review state in the sidecar of ``label_path`` (empty when it has none or it is of
-    another image). Raises VolumeLoadError for a damaged one."""
-    state, _ = load_review_state(label_path, volume.shape[0], image_key(volume), volume)
-    return state
+    another image) and why it was not applied, if so. Raises VolumeLoadError for a damaged one."""
+    return load_review_state(label_path, volume.shape[0], image_key(volume), volume)
 
 
 def _flag(state) -> str | None:

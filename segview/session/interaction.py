@@ -55,7 +55,6 @@ if TYPE_CHECKING:  # torch is imported at the first click, not with the session
 
 #: The environment variable naming an interactive checkpoint to use instead of the shipped one.
 ENVIRONMENT = "SEGVIEW_CLICK_MODEL"
-AXIS_NAMES = {1: "coronal", 2: "sagittal"}
 
 
 def default_click_model() -> Path:
@@ -209,8 +208,10 @@ class Interaction:
 
         labels = self.host.labels
         if axis != 0:
-            raise SessionError(f"Click correction works on the axial (acquired) slices, not on "
-                               f"{AXIS_NAMES.get(axis, f'axis {axis}')} ones: click in the axial view.")
+            display = self.host.volume.display()
+            acquired, clicked = display.acquisition_view(), display.view_of_axis(axis)
+            raise SessionError(f"Click correction works on the {acquired} (acquired) slices, not on {clicked} "
+                               f"ones: click in the {acquired} view.")
         if value is None:
             if not self.active:
                 raise SessionError("Choose the class to correct before clicking.")

@@ -195,6 +195,23 @@ def test_a_parent_with_other_classes_or_nothing_reviewed_is_refused_with_the_cas
               split={"train": ["case_004", "case_005"], "validation": ["case_000"]})
 
 
+def test_a_case_whose_review_is_of_another_image_is_skipped_saying_so(reviewed_folder, tmp_path):
+    """A tester's image changed under its review: train --reviewed-only said "no reviewed
+    slice", where evaluate said why."""
+    import shutil
+
+    import SimpleITK as sitk
+
+    copy = shutil.copytree(reviewed_folder, tmp_path / "changed")
+    path = copy / "imagesTr" / "case_000_0000.nii.gz"
+    image = sitk.ReadImage(str(path))
+    image[0, 0, 0] = image[0, 0, 0] + 1
+    sitk.WriteImage(image, str(path))
+    skipped = folder_dataset(copy, reviewed_only=True).skipped
+    assert "case_000: case_000.review.json records the review of another image; no slice is marked reviewed." \
+        in skipped
+
+
 def review_a_slice(folder, name, z=0):
     path = folder / "labelsTr" / f"{name}.nii.gz"
     volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")

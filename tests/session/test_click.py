@@ -307,7 +307,7 @@ def test_a_case_saved_after_clicks_says_interactive_in_its_sidecar(disks, tmp_pa
     (dict(z=2, point=(5, 24), value=1), "outside the image"),
     (dict(z=6, point=(5, 5), value=1), "not in this image"),
     (dict(z=-1, point=(5, 5), value=1), "not in this image"),
-    (dict(z=2, point=(5, 5), value=1, axis=1), "axial"),
+    (dict(z=2, point=(5, 5), value=1, axis=1), "works on the axial .acquired. slices, not on coronal ones"),
     (dict(z=2, point=(5, 5)), "Choose the class"),
     (dict(z=2, point=(5, 5), value=0), "not background"),
     (dict(z=2, point=(5, 5), value=256), "1 to 255"),
@@ -319,6 +319,19 @@ def test_bad_clicks_are_refused_with_a_message_and_change_nothing(disks, click, 
         session.click(**click)
     np.testing.assert_array_equal(session.labels.array, labels)
     assert session.version == version and not session.labels.can_undo and not disks
+    session.close(discard=True)
+
+
+def test_a_click_off_a_sagittal_acquisitions_planes_names_them():
+    """A sagittal series: a click in the axial view was told to click in the axial view."""
+    volume, labels = tiny_case(0)
+    sagittal = type(volume)(volume.array, volume.spacing, direction=(0, 0, 1, 1, 0, 0, 0, 1, 0), modality="MR")
+    session = ReviewSession.open(sagittal, labels=labels)
+    assert sagittal.display().acquisition_view() == "sagittal"
+    axial_axis = next(a for a in (1, 2) if sagittal.display().view_of_axis(a) == "axial")
+    with pytest.raises(SessionError, match="works on the sagittal .acquired. slices, not on axial ones: click in "
+                                           "the sagittal view"):
+        session.click(2, (5, 5), value=1, axis=axial_axis)
     session.close(discard=True)
 
 
