@@ -570,3 +570,34 @@ def test_a_case_saved_after_its_journal_stopped_says_it_is_journalled_again(tmp_
     job()
     assert session.finish_save(job) == "Edits are journalled again." and session.journal is not None
     session.close()
+
+
+def test_a_row_counts_no_marks_that_do_not_apply_to_its_image_changed_since(tmp_path):
+    """A helper changed one voxel of a reviewed case's image: opening it marked nothing (the
+    review is of another image), yet its row kept saying 3 reviewed slices."""
+    import SimpleITK as sitk
+
+    make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds")
+    session = worklist.session("case_000")
+    for z in (1, 2, 4):
+        session.mark_reviewed(z)
+    session.save()
+    session.close()
+    path = tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz"
+    image = sitk.ReadImage(str(path))
+    image[0, 0, 0] = image[0, 0, 0] + 1
+    sitk.WriteImage(image, str(path))
+    worklist = Worklist.open(tmp_path / "ds")
+    assert worklist.case("case_000").reviewed_count == 3  # as saved: the image is not read to list it
+    session = worklist.session("case_000")
+    assert not session.reviewed.any() and "another image" in " ".join(session.warnings)
+    session.close()
+    worklist.read_status(worklist.case("case_000"))
+    assert worklist.case("case_000").reviewed_count == 0  # once read, the row follows what applies
+    session = worklist.session("case_000")
+    session.mark_reviewed(3)
+    session.save()  # a review of this image: counted again
+    session.close()
+    worklist.read_status(worklist.case("case_000"))
+    assert worklist.case("case_000").reviewed_count == 1
