@@ -123,13 +123,12 @@ def share_like_folder(path) -> None:
     the owner may; others leave it as it is."""
     path = Path(path)
     mode = path.parent.stat().st_mode & 0o7777
+    wanted = mode if path.is_dir() else mode & 0o666
     try:
-        if path.is_dir() and stat.S_IMODE(path.stat().st_mode) != mode:
-            os.chmod(path, mode)
-        elif not path.is_dir():
-            os.chmod(path, mode & 0o666)
+        if stat.S_IMODE(path.stat().st_mode) != wanted:  # a lock is taken often: no chmod unless needed
+            os.chmod(path, wanted)
     except OSError:
-        pass  # made by another user meanwhile: theirs to share
+        pass  # another user's: theirs to share
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -112,7 +112,8 @@ def trained_cases(meta: dict, cases: dict[str, tuple[str, str]], dataset: str) -
     for field, which in (("voxels", 1), ("images", 0)):
         learnt = lineage.get(field)
         if isinstance(learnt, dict):
-            return sorted(name for name, digests in cases.items() if digests[which] in set(learnt.values()))
+            digests = set(learnt.values())
+            return sorted(name for name, case in cases.items() if case[which] in digests)
     if lineage.get("dataset") == dataset and isinstance(lineage.get("cases"), dict):
         return sorted(set(cases) & set(lineage["cases"]))
     return []

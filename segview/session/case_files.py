@@ -95,9 +95,10 @@ class CaseLock:
 
 
 def _segview_folder(folder: Path) -> None:
-    """``.locks`` or ``.previous``: made as ``shared_folder`` makes it, or shared now when an
-    older segview of this user made it with this user's umask."""
-    shared_folder(folder)
+    """``.locks`` or ``.previous``, made if need be, with its folder's permissions (also when an
+    older segview of this user made it with this user's umask: ``share_like_folder``)."""
+    shared_folder(folder.parent)  # a DICOM dataset's labels folder, before its first save
+    folder.mkdir(exist_ok=True)
     share_like_folder(folder)
 
 

@@ -85,15 +85,6 @@ def working_status(status: str, reviewed_count: int, edited: bool = False) -> st
 MR_CHANNELS = {"T1", "T2", "T1W", "T2W", "T1C", "T1CE", "T1GD", "FLAIR", "PD", "ADC", "DWI", "CINE", "SSFP"}
 
 
-def _sidecar_stamp(case) -> tuple | None:
-    """The review sidecar of ``case`` as it is on disk: its size and time (None: there is none)."""
-    try:
-        stat = review_path(case.labels).stat()
-    except OSError:
-        return None
-    return stat.st_size, stat.st_mtime_ns
-
-
 @dataclass
 class Case:
     """One case of a worklist. Figures are NaN until known: ``dice`` and ``correction_ml``
@@ -120,9 +111,9 @@ class Case:
     error: str | None = None                      # why it cannot be opened
     locked_by: str | None = None                  # open in another segview (read-only here)
     held_out: bool = False                        # in splits.json's "val"
-    # The sidecar, as it was on disk (``_sidecar_stamp``), whose marks opening the case did not
-    # apply (its image changed since): its reviewed slices are not counted until it changes.
-    refused_review: tuple | None = field(default=None, repr=False, compare=False)
+    # The sidecar, as it was on disk (its ``labels_stamp``), whose marks opening the case did
+    # not apply (its image changed since): its reviewed slices are not counted until it changes.
+    refused_review: str | None = field(default=None, repr=False, compare=False)
     # The session here that set ``locked_by``: only it clears it (a second, read-only again,
     # may open before the first closes).
     _locked_for: object = field(default=None, init=False, repr=False, compare=False)
@@ -393,10 +384,10 @@ class Worklist:
         """Count none of the sidecar's marks in ``case``'s row when opening it did not apply
         them (``labels``: the LabelFile read; a helper's row said 3 reviewed slices that train
         and evaluate did not use), until the sidecar changes."""
-        document = (read_sidecar(case.labels) or {}) if labels is not None else {}
-        refused = bool(document.get("reviewed")) and not labels.review.reviewed.any()
-        case.refused_review = _sidecar_stamp(case) if refused else None
-        self.read_status(case)
+        refused = labels is not None and case.reviewed_count > 0 and not labels.review.reviewed.any()
+        case.refused_review = labels_stamp(review_path(case.labels)) if refused else None
+        if refused:
+            self.read_status(case)
 
     def read_status(self, case: Case) -> None:
         """``case``'s status, note and review count as its sidecar has them now (another
@@ -405,7 +396,7 @@ class Worklist:
         entry = document.get("case") or {}
         case.status = str(entry["status"]) if entry.get("status") in STATUSES else "new"
         case.note = str(entry.get("note") or "")
-        refused = case.refused_review is not None and _sidecar_stamp(case) == case.refused_review
+        refused = case.refused_review == labels_stamp(review_path(case.labels))
         case.reviewed_count = 0 if refused else len(document.get("reviewed") or [])
         case.slices = document.get("slices") or case.slices  # known once the image was read
         case.status = working_status(case.status, case.reviewed_count)
