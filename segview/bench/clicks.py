@@ -120,8 +120,9 @@ def _review_all(model, cases: int, references: dict[str, np.ndarray] | None = No
                 references[_case_name(task, seed)] = reference
             starts = {name: p.predict_volume(phantom.volume) for name, p in predictors.items()}
             starts["empty"] = np.zeros_like(reference)
-            correctors = {"model": click_corrector(model, image), "brush": brush_corrector(phantom.volume.spacing),
-                          "random_walker": random_walker_corrector(image)}
+            spacing = phantom.volume.spacing
+            correctors = {"model": click_corrector(model, image, spacing), "brush": brush_corrector(spacing),
+                          "random_walker": random_walker_corrector(image, spacing)}
             for start_name, start in starts.items():
                 print(f"segview bench clicks: {task} {seed} from {start_name}", file=sys.stderr, flush=True)
                 found = review_case(image, reference, start, correctors, _case_name(task, seed), start_name)

@@ -467,7 +467,7 @@ def _robot_clicks(click_model, predictor, cases, results) -> None:
     for n, (case, result) in enumerate(zip(cases, results)):
         progress(n, len(cases), f"clicks {case.name}")
         prediction = predictor.predict_volume(case.volume)
-        result.measures["clicks_to_90"] = int(clicks_to_goal(click_model, case.volume.array, case.labels,
+        result.measures["clicks_to_90"] = int(clicks_to_goal(click_model, case.volume, case.labels,
                                                              prediction).clicks)
     progress(len(cases), len(cases), "done")
 

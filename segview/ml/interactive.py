@@ -95,13 +95,17 @@ class Click:
 # -- the crop -------------------------------------------------------------------------
 
 def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, margin: float = 0.4,
-             min_size: int = 96, boxes: np.ndarray | None = None) -> tuple[slice, slice]:
-    """The square box (rows, columns) the model sees: around the clicks and the regions of
-    ``mask`` (H, W) bool near a click (the click inside the region's box grown by ``margin``
-    of its side, at least 2 pixels, on each side: a click just beside a region, where it
-    was missed, brings the region in), grown by ``margin`` of its side on each side, at
-    least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``. ``boxes``:
-    ``region_boxes(mask)``, where the caller has them."""
+             min_size: int = 96, boxes: np.ndarray | None = None,
+             pixel_size: tuple[float, float] | None = None) -> tuple[slice, slice]:
+    """The box (rows, columns) the model sees, square in mm: around the clicks and the
+    regions of ``mask`` (H, W) bool near a click (the click inside the region's box grown by
+    ``margin`` of its side, at least 2 pixels, on each side: a click just beside a region,
+    where it was missed, brings the region in), grown by ``margin`` of its side on each side,
+    at least ``min_size``, clipped to ``shape``. Clicks must lie inside ``shape``. ``boxes``:
+    ``region_boxes(mask)``, where the caller has them. ``pixel_size``: (row, column) mm,
+    square when None; sides and ``min_size`` count pixels of the finer axis, so the network,
+    trained on square pixels, sees the anatomy in its own proportions (a crop square in
+    pixels showed it squashed 2:1 on 0.6 x 1.2 mm pixels)."""
     points = np.array([(c.y, c.x) for c in clicks], float).reshape(-1, 2)
     low, high = points.min(axis=0), points.max(axis=0)
     if boxes is None:
@@ -112,15 +116,17 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
         touched = boxes[inside.all(axis=2).any(axis=1)]
         if len(touched):
             low, high = np.minimum(low, touched[:, 0].min(axis=0)), np.maximum(high, touched[:, 1].max(axis=0))
-    side = max(float((high - low).max()) + 1, 1.0)
+    stretch = np.ones(2) if pixel_size is None else np.asarray(pixel_size, float) / min(pixel_size)
+    side = max(float(((high - low + 1) * stretch).max()), 1.0)   # in pixels of the finer axis
     side = max(side * (1 + 2 * margin), float(min_size))
-    side = min(side, float(max(shape)))
+    side = min(side, float((np.asarray(shape) * stretch).max()))
     centre = (low + high) / 2
     box = []
     for axis in range(2):
-        start = int(round(centre[axis] - side / 2))
-        start = min(max(start, 0), max(shape[axis] - int(side), 0))
-        box.append(slice(start, min(start + int(side), shape[axis])))
+        length = max(int(side / stretch[axis]), 1)
+        start = int(round(centre[axis] - length / 2))
+        start = min(max(start, 0), max(shape[axis] - length, 0))
+        box.append(slice(start, min(start + length, shape[axis])))
     return box[0], box[1]
 
 
@@ -238,21 +244,21 @@ def error_click(mask: np.ndarray, reference: np.ndarray, rng: np.random.Generato
 # -- the model ------------------------------------------------------------------------
 
 def prepare(volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
-            preprocessing: dict = PREPROCESSING, focus_size: int | None = None
-            ) -> tuple[tuple[slice, slice], torch.Tensor]:
+            preprocessing: dict = PREPROCESSING, focus_size: int | None = None,
+            pixel_size: tuple[float, float] | None = None) -> tuple[tuple[slice, slice], torch.Tensor]:
     """The crop (``crop_box``) and the network's input (1, 6, S, S) for a click on slice
     ``z`` of ``volume`` (Z, Y, X), the class's current ``mask`` (Y, X) bool and every
     ``clicks`` of the interaction: the one path of the model, the training and the
     validation. ``focus_size``: from the second click on, the crop may be as small as
-    that (``focus_box``)."""
+    that (``focus_box``). ``pixel_size``: (row, column) mm of the slice (``crop_box``)."""
     if not clicks:
         raise ValueError("refine needs at least one click")
     crop = preprocessing["crop"]
     focus = clicks[-1:] if crop.get("around") == "last click" else clicks
     boxes = region_boxes(mask)  # once for both crops
-    box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"], boxes)
+    box = crop_box(mask.shape, focus, mask, crop["margin"], crop["min_size"], boxes, pixel_size)
     if focus_size and len(clicks) > 1:
-        box = focus_box(box, mask, focus, crop["margin"], focus_size, boxes)
+        box = focus_box(box, mask, focus, crop["margin"], focus_size, boxes, pixel_size)
     return box, encode(context_slices(volume, z, box), mask[box], clicks, box, preprocessing)
 
 
@@ -263,13 +269,14 @@ def focus_size_of(preprocessing: dict) -> int:
 
 
 def focus_box(box: tuple[slice, slice], mask: np.ndarray, clicks: list[Click], margin: float,
-              focus_size: int, boxes: np.ndarray | None = None) -> tuple[slice, slice]:
+              focus_size: int, boxes: np.ndarray | None = None,
+              pixel_size: tuple[float, float] | None = None) -> tuple[slice, slice]:
     """A further click's crop zoomed in (FocalClick's focus crop): ``crop_box`` with
     ``focus_size`` as its least side, where that smaller box still holds some of ``mask``
     (the region being corrected); else ``box``, so a click on a region the mask missed
     still sees it whole. A small region is then seen magnified (a 48-pixel crop at twice
     its size in a 96-pixel input), where a boundary error of one pixel is two."""
-    near = crop_box(mask.shape, clicks, mask, margin, focus_size, boxes)
+    near = crop_box(mask.shape, clicks, mask, margin, focus_size, boxes, pixel_size)
     return near if mask[near].any() else box
 
 
@@ -329,14 +336,15 @@ class ClickModel:
             mirrored_logits(self.network, blank) if self.mirrors else self.network(blank)
 
     def refine(self, volume: np.ndarray, z: int, mask: np.ndarray, clicks: list[Click],
-               merge: bool = True) -> tuple[tuple[slice, slice], np.ndarray]:
+               merge: bool = True, pixel_size: tuple[float, float] | None = None
+               ) -> tuple[tuple[slice, slice], np.ndarray]:
         """The class on slice ``z`` of ``volume`` (Z, Y, X) refined from its current ``mask``
         (Y, X) bool and every ``clicks`` of the interaction: (box, new mask inside the box);
         ``merge``: after the first click, only the change under the last click
         (``merge_at_click``), seen in the focus crop (``focus_box``); else all the network
-        proposes in the box. Raises ValueError
-        without clicks."""
-        box, x = prepare(volume, z, mask, clicks, self.preprocessing, self.focus_size if merge else None)
+        proposes in the box. ``pixel_size``: (row, column) mm of the slice, for a crop square
+        in mm (``crop_box``). Raises ValueError without clicks."""
+        box, x = prepare(volume, z, mask, clicks, self.preprocessing, self.focus_size if merge else None, pixel_size)
         x = x.to(self.device)
         with torch.inference_mode():
             logits = mirrored_logits(self.network, x) if self.mirrors else self.network(x)

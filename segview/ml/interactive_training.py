@@ -113,13 +113,15 @@ class InteractiveConfig(TrainConfig):
 @dataclass
 class InteractiveCase:
     """A case as the simulation sees it: the image (Z, Y, X) float32, the reference labels
-    (Z, Y, X) uint8, and the checkpoints' predictions of it (Z, Y, X) uint8 each."""
+    (Z, Y, X) uint8, and the checkpoints' predictions of it (Z, Y, X) uint8 each;
+    ``pixel_size`` (row, column) mm of its slices (None: square), for crops square in mm."""
 
     name: str
     image: np.ndarray
     labels: np.ndarray
     predictions: list[np.ndarray] = field(default_factory=list)
     group: int = 0   # which dataset: draws are balanced over them
+    pixel_size: tuple[float, float] | None = None
 
     def __post_init__(self):
         present, absent = [], []
@@ -141,6 +143,7 @@ class _Sample:
     reference: np.ndarray  # (Y, X) bool
     mask: np.ndarray       # (Y, X) bool, the current mask
     start: str
+    pixel_size: tuple[float, float] | None = None   # (row, column) mm
     clicks: list[Click] = field(default_factory=list)
     done: bool = False
 
@@ -174,8 +177,8 @@ class ClickSimulation:
                 active = [s for s, k in zip(samples, rounds) if k > r and not s.done]
                 if not active:
                     break
-                answers = refine_batch(model, [(s.image, 1, s.mask, s.clicks) for s in active], self.preprocessing,
-                                       self.device, self.amp)
+                answers = refine_batch(model, [(s.image, 1, s.mask, s.clicks, s.pixel_size) for s in active],
+                                       self.preprocessing, self.device, self.amp)
                 for sample, (box, inside) in zip(active, answers):
                     sample.mask[box] = inside
                     click = error_click(sample.mask, sample.reference, rng)
@@ -187,7 +190,8 @@ class ClickSimulation:
         inputs, targets = [], []
         for sample in samples:
             mask = sample.mask if rng.random() >= self.config.drop_mask else np.zeros_like(sample.mask)
-            box, x = prepare(sample.image, 1, mask, sample.clicks, self.preprocessing, self.focus_size)
+            box, x = prepare(sample.image, 1, mask, sample.clicks, self.preprocessing, self.focus_size,
+                             sample.pixel_size)
             inputs.append(x)
             targets.append(_resize_mask(sample.reference[box], self.size))
         x = torch.cat(inputs)
@@ -228,7 +232,7 @@ class ClickSimulation:
             mask = perturb(reference, rng)
         else:
             mask = np.zeros_like(reference)
-        return _Sample(_context(case.image, z), reference, mask, start)
+        return _Sample(_context(case.image, z), reference, mask, start, case.pixel_size)
 
     def _draw_absent(self, group: list[InteractiveCase], rng: np.random.Generator) -> _Sample | None:
         case = group[int(rng.integers(len(group)))]
@@ -240,7 +244,7 @@ class ClickSimulation:
             mask = _blob(case.labels.shape[1:], rng)
         else:
             return None
-        return _Sample(_context(case.image, z), np.zeros(mask.shape, bool), mask, "absent")
+        return _Sample(_context(case.image, z), np.zeros(mask.shape, bool), mask, "absent", case.pixel_size)
 
 
 def _context(image: np.ndarray, z: int) -> np.ndarray:
@@ -250,15 +254,16 @@ def _context(image: np.ndarray, z: int) -> np.ndarray:
 
 def _flipped(sample: _Sample, rng: np.random.Generator) -> _Sample:
     """The slice flipped up-down, left-right and transposed, each half of the time."""
-    image, reference, mask = sample.image, sample.reference, sample.mask
+    image, reference, mask, pixel_size = sample.image, sample.reference, sample.mask, sample.pixel_size
     if rng.random() < 0.5:
         image, reference, mask = image[:, ::-1], reference[::-1], mask[::-1]
     if rng.random() < 0.5:
         image, reference, mask = image[:, :, ::-1], reference[:, ::-1], mask[:, ::-1]
     if rng.random() < 0.5:
         image, reference, mask = image.transpose(0, 2, 1), reference.T, mask.T
+        pixel_size = None if pixel_size is None else (pixel_size[1], pixel_size[0])
     return _Sample(np.ascontiguousarray(image), np.ascontiguousarray(reference), np.ascontiguousarray(mask),
-                   sample.start)
+                   sample.start, pixel_size)
 
 
 def _intensity_augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -276,16 +281,17 @@ def _resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_bilinear(mask.astype(np.float32), (size, size)) >= 0.5).long()
 
 
-def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.ndarray, list[Click]]],
+def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.ndarray, list[Click], Any]],
                  preprocessing: dict, device: torch.device, amp: bool = False
                  ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
-    """``ClickModel.refine(..., merge=False)`` of each (volume, z, mask, clicks) in one batch:
+    """``ClickModel.refine(..., merge=False)`` of each (volume, z, mask, clicks, pixel size) in one batch:
     (box, mask in box). The training's rounds and its validation see the network's whole
     answer: it learns to correct all of its own errors, and the best epoch is the best
     network; the merge after the first click is judged by ``segview bench clicks``. A
     further click sees the focus crop (``focus_box``), as in ``refine``."""
     focus = focus_size_of(preprocessing)
-    prepared = [prepare(volume, z, mask, clicks, preprocessing, focus) for volume, z, mask, clicks in items]
+    prepared = [prepare(volume, z, mask, clicks, preprocessing, focus, pixel_size)
+                for volume, z, mask, clicks, pixel_size in items]
     x = torch.cat([p[1] for p in prepared]).to(device)
     if amp:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -463,8 +469,9 @@ def review(model: torch.nn.Module, objects: list[ValidationObject], preprocessin
             break
         for start in range(0, len(active), batch_size):
             chunk = active[start:start + batch_size]
-            answers = refine_batch(model, [(objects[n].case.image, objects[n].z, masks[n], clicks[n]) for n in chunk],
-                                   preprocessing, device, amp)
+            items = [(objects[n].case.image, objects[n].z, masks[n], clicks[n], objects[n].case.pixel_size)
+                     for n in chunk]
+            answers = refine_batch(model, items, preprocessing, device, amp)
             for n, (box, inside) in zip(chunk, answers):
                 masks[n][box] = inside
                 traces[n].append(dice(masks[n], objects[n].reference))
@@ -529,8 +536,9 @@ def interactive_cases(datasets: list[Dataset], from_models: tuple[str, ...] = ()
             name = case.name if case.name not in seen else f"{group}:{case.name}"
             seen.add(name)
             predictions = [p.predict_volume(case.volume) for _, p in fitting]
+            spacing = case.volume.spacing
             cases.append(InteractiveCase(name, case.volume.array.astype(np.float32), case.labels.astype(np.uint8),
-                                         predictions, group))
+                                         predictions, group, (spacing[1], spacing[0])))
     return cases
 
 

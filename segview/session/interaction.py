@@ -94,6 +94,8 @@ class ClickJob:
         self.version, self.generation = interaction.host.version, interaction.generation
         self.mask = interaction.host.labels.array[z] == value   # (Y, X) bool, a copy
         self._volume = interaction.host.volume.array
+        spacing = interaction.host.volume.spacing        # (x, y, z) mm
+        self._pixel_size = (spacing[1], spacing[0])      # (row, column) of an axial slice
         self._model = interaction.model
         self._cancelled = threading.Event()
 
@@ -126,7 +128,7 @@ class ClickJob:
         if stopped():
             return None
         try:
-            box, mask = model.refine(self._volume, self.z, self.mask, self.clicks)
+            box, mask = model.refine(self._volume, self.z, self.mask, self.clicks, pixel_size=self._pixel_size)
         except (RuntimeError, ValueError, MemoryError) as exc:  # torch reports its failures so
             raise SessionError(f"The click model failed on this click ({type(exc).__name__}: {exc}); "
                                "the labels are as they were.") from exc

@@ -2,7 +2,8 @@
 one implementation for ``segview bench clicks`` and ``segview evaluate --robot``.
 
     model = ClickModel.from_checkpoint("interactive.safetensors")
-    traces = review_case(volume, reference, start, {"click model": click_corrector(model, volume.array)})
+    traces = review_case(volume.array, reference, start,
+                         {"click model": click_corrector(model, volume.array, volume.spacing)})
     summarize(traces["click model"])          # NoC@85, NoC@90, Dice@1/3/5, never, lowering, latency
 
 The rules (the field's, RITM and nnInteractive):
@@ -53,6 +54,7 @@ import numpy as np
 
 from ..core.compare import bootstrap_interval
 from ..core.labels import LabelMap
+from ..core.volume import Volume
 from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
 
 GOAL = 0.90
@@ -159,13 +161,15 @@ def review_case(volume_array: np.ndarray, reference: np.ndarray, start: np.ndarr
 
 # -- correctors ---------------------------------------------------------------------------
 
-def click_corrector(model, volume_array: np.ndarray) -> Callable[[int], Corrector]:
+def click_corrector(model, volume_array: np.ndarray, spacing=None) -> Callable[[int], Corrector]:
     """The interactive model (``ml.interactive.ClickModel`` or anything with its
-    ``refine(volume, z, mask, clicks) -> (box, mask inside box)``) on slice z of
-    ``volume_array`` (Z, Y, X)."""
+    ``refine(volume, z, mask, clicks, pixel_size=...) -> (box, mask inside box)``) on slice z
+    of ``volume_array`` (Z, Y, X) of ``spacing`` (x, y, z) mm (None: square pixels)."""
+    pixel_size = None if spacing is None else (float(spacing[1]), float(spacing[0]))
+
     def on_slice(z: int) -> Corrector:
         def correct(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
-            box, inside = model.refine(volume_array, z, mask, clicks)
+            box, inside = model.refine(volume_array, z, mask, clicks, pixel_size=pixel_size)
             out = mask.copy()
             out[box] = inside
             return out
@@ -186,19 +190,22 @@ def brush_corrector(spacing, radius_mm: float = BRUSH_RADIUS_MM) -> Callable[[in
     return on_slice
 
 
-def random_walker_corrector(volume_array: np.ndarray, beta: float = 130.0) -> Callable[[int], Corrector]:
-    """scikit-image's ``random_walker`` on slice z of ``volume_array`` (Z, Y, X) inside the
-    model's crop, seeded by the clicks and the crop's border (see the module's text).
-    Raises ImportError without scikit-image."""
+def random_walker_corrector(volume_array: np.ndarray, spacing=None, beta: float = 130.0) -> Callable[[int], Corrector]:
+    """scikit-image's ``random_walker`` on slice z of ``volume_array`` (Z, Y, X) of ``spacing``
+    (x, y, z) mm (None: square pixels) inside the model's crop, seeded by the clicks and the
+    crop's border (see the module's text). Raises ImportError without scikit-image."""
     from skimage.segmentation import random_walker
 
     crop = PREPROCESSING["crop"]
+    pixel_size = None if spacing is None else (float(spacing[1]), float(spacing[0]))
+    # in pixels of the finer axis: square pixels walk as they did without a spacing
+    stretch = None if pixel_size is None else tuple(np.divide(pixel_size, min(pixel_size)))
 
     def on_slice(z: int) -> Corrector:
         image = volume_array[z].astype(np.float64)
 
         def correct(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
-            box = crop_box(mask.shape, clicks, mask, crop["margin"], crop["min_size"])
+            box = crop_box(mask.shape, clicks, mask, crop["margin"], crop["min_size"], pixel_size=pixel_size)
             out = mask.copy()
             if not any(c.positive for c in clicks):
                 out[box] = False
@@ -210,7 +217,7 @@ def random_walker_corrector(volume_array: np.ndarray, beta: float = 130.0) -> Ca
             seeds[[0, -1], :] = seeds[:, [0, -1]] = 2
             for c in clicks:  # after the border: a click on it keeps its own label
                 seeds[c.y - box[0].start, c.x - box[1].start] = 1 if c.positive else 2
-            out[box] = random_walker(data, seeds, beta=beta, mode="bf") == 1
+            out[box] = random_walker(data, seeds, beta=beta, mode="bf", spacing=stretch) == 1
             return out
         return correct
     return on_slice
@@ -260,19 +267,19 @@ class CaseClicks:
     never: int
 
 
-def clicks_to_goal(model, volume_array: np.ndarray, reference: np.ndarray, start: np.ndarray,
+def clicks_to_goal(model, volume: Volume, reference: np.ndarray, start: np.ndarray,
                    slices: Iterable[int] | None = None, goal: float = GOAL) -> CaseClicks:
     """The clicks the interactive ``model`` needs to bring ``start`` (a model's prediction,
-    (Z, Y, X) labels) to Dice ``goal`` on every object of ``slices`` (default all): the
-    verdict of ``segview evaluate --robot`` in the reviewer's effort."""
-    traces = review_case(volume_array, reference, start, {"model": click_corrector(model, volume_array)},
-                         slices=slices, goal=goal)["model"]
+    (Z, Y, X) labels) to Dice ``goal`` on every object of ``slices`` (default all) of
+    ``volume``: the verdict of ``segview evaluate --robot`` in the reviewer's effort."""
+    corrector = click_corrector(model, volume.array, volume.spacing)
+    traces = review_case(volume.array, reference, start, {"model": corrector}, slices=slices, goal=goal)["model"]
     return CaseClicks(sum(t.noc(goal) for t in traces), len(traces), sum(t.clicks_to(goal) is None for t in traces))
 
 
-def verdict_robot(model) -> Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]:
-    """``session.verdict.reviewed_verdict``'s ``robot``: (image, labels, prediction, reviewed)
+def verdict_robot(model) -> Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], int]:
+    """``session.verdict.reviewed_verdict``'s ``robot``: (volume, labels, prediction, reviewed)
     -> the clicks of ``clicks_to_goal`` over the reviewed slices."""
-    def clicks(volume_array, labels, prediction, reviewed) -> int:
-        return int(clicks_to_goal(model, volume_array, labels, prediction, np.flatnonzero(reviewed)).clicks)
+    def clicks(volume, labels, prediction, reviewed) -> int:
+        return int(clicks_to_goal(model, volume, labels, prediction, np.flatnonzero(reviewed)).clicks)
     return clicks

@@ -41,6 +41,7 @@ from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key, voxel_digest
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
+from ..core.volume import Volume
 from ..ml.metadata import CheckpointError, trained_cases
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
@@ -51,8 +52,8 @@ SCORING_RULE = ("Per case, class and model over the reviewed slices: a class abs
                 "same cases: a case where either has no Dice is left out of the Dice for both, and still counts "
                 "in the correction effort.")
 Progress = Callable[[int, int, str], None]
-#: --robot: (image, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
-Robot = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], int]
+#: --robot: (volume, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
+Robot = Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], int]
 __all__ = ["MIN_PAIRS", "REPORT_FILES", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict",
            "write_dataset_report"]
 
@@ -403,7 +404,7 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         verdict.correction_voxels[slot], verdict.correction_ml[slot] = voxels, ml
         verdict.invented_ml[slot] = _invented_ml(counts, voxel_ml)
         if robot is not None:
-            verdict.clicks_to_90[slot] = int(robot(volume.array, label_file.array, prediction, reviewed))
+            verdict.clicks_to_90[slot] = int(robot(volume, label_file.array, prediction, reviewed))
     return verdict
 
 

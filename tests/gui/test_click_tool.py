@@ -35,7 +35,7 @@ def threads(monkeypatch, click_checkpoint):
     monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
     ran_on = []
 
-    def refine(self, volume, z, mask, clicks):
+    def refine(self, volume, z, mask, clicks, pixel_size=None):
         ran_on.append(threading.current_thread())
         return disks_refine(self, volume, z, mask, clicks)
 
@@ -134,7 +134,7 @@ def gated(monkeypatch, click_checkpoint):
     monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
     gate = threading.Event()
 
-    def refine(self, volume, z, mask, clicks):
+    def refine(self, volume, z, mask, clicks, pixel_size=None):
         assert gate.wait(30)
         return disks_refine(self, volume, z, mask, clicks)
 
@@ -262,7 +262,7 @@ def test_the_model_menu_loads_a_click_model_for_this_image_and_the_next(qtbot, w
 def test_a_failing_model_says_so_in_the_status_bar_and_nothing_changes(qtbot, window, monkeypatch, click_checkpoint):
     monkeypatch.setenv(ENVIRONMENT, str(click_checkpoint))
 
-    def fail(*_):
+    def fail(*_, **__):
         raise RuntimeError("no memory left")
 
     monkeypatch.setattr(ClickModel, "refine", fail)
@@ -281,7 +281,7 @@ def test_a_click_that_changes_nothing_says_why(qtbot, window, threads, monkeypat
     z, y, x = 6, 100, 110
     session.labels.array[z, y - 5:y + 6, x - 5:x + 6] = value
     session.labels.array[z, 10, 10] = 0
-    monkeypatch.setattr(ClickModel, "refine", lambda self, volume, z, mask, clicks: (
+    monkeypatch.setattr(ClickModel, "refine", lambda self, volume, z, mask, clicks, pixel_size=None: (
         (slice(0, mask.shape[0]), slice(0, mask.shape[1])), mask.copy()))  # a model that follows nothing
     session.labels.array[z, 20, 20] = 3 - (value == 3)  # another class
     session.labels.policy.mode = "background"

@@ -120,6 +120,23 @@ def test_crop_box(shape, clicks, region, expected):
     assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == expected
 
 
+@pytest.mark.parametrize("shape, clicks, region, pixel_size, expected", [
+    # rows of 0.5 mm, columns of 1 mm: 96 rows (48 mm) and 48 columns (48 mm)
+    ((256, 256), [(100, 150)], None, (0.5, 1.0), ((52, 148), (126, 174))),
+    ((256, 256), [(100, 150)], None, (1.0, 0.5), ((76, 124), (102, 198))),
+    # an 80 x 40 pixel region of 80 x 80 mm: 144 mm a side, 144 rows and 72 columns
+    ((256, 256), [(60, 70)], ((50, 129), (60, 99)), (1.0, 2.0), ((18, 162), (44, 116))),
+    # two clicks far apart on a 256 x 128 image of 256 x 256 mm: all of it
+    ((256, 128), [(0, 0), (250, 120)], None, (1.0, 2.0), ((0, 256), (0, 128))),
+    # square pixels of any size: as without a pixel size
+    ((256, 256), [(60, 70)], ((50, 129), (60, 99)), (0.7, 0.7), ((18, 162), (8, 152))),
+])
+def test_the_crop_is_square_in_mm(shape, clicks, region, pixel_size, expected):
+    mask = np.zeros(shape, bool) if region is None else _region(shape, *region)
+    box = crop_box(shape, [Click(y, x) for y, x in clicks], mask, margin=0.4, min_size=96, pixel_size=pixel_size)
+    assert ((box[0].start, box[0].stop), (box[1].start, box[1].stop)) == expected
+
+
 def test_the_crop_follows_the_last_click_and_draws_the_earlier_ones_inside_it():
     from segview.ml.interactive import prepare
 
@@ -469,6 +486,27 @@ def test_a_tiny_network_learns_a_fixed_case_and_clicks_raise_its_dice(tmp_path):
             mask[box] = inside
             scores.append(dice(mask, reference))
         assert scores[-1] > max(scores[0], 0.8), scores
+
+
+def test_training_crops_are_square_in_mm_on_pixels_twice_as_tall_as_wide():
+    """A disc of 20 mm radius on rows of 2 mm and columns of 1 mm (10 x 20 pixels): every
+    training target shows it round, flipped and transposed alike (``crop_box``'s
+    pixel size follows a transposed slice). A crop square in pixels showed it 1:2."""
+    yy, xx = np.mgrid[:128, :256]
+    labels = np.zeros((3, 128, 256), np.uint8)
+    labels[:, ((yy - 64) * 2.0) ** 2 + (xx - 128) ** 2 <= 400] = 1
+    image = (labels * 100 + np.random.default_rng(0).normal(0, 5, labels.shape)).astype(np.float32)
+    case = InteractiveCase("disc", image, labels, pixel_size=(2.0, 1.0))
+    preprocessing = {**PREPROCESSING, "input_size": [32, 32]}
+    config = InteractiveConfig(output="unused", input_size=32, base_channels=4, depth=2, max_rounds=0,
+                               absent_share=0, drop_mask=0)
+    simulation = ClickSimulation([case], config, preprocessing)
+    rng = np.random.default_rng(1)
+    for _ in range(4):
+        _, targets = simulation.batch(UNet(6, 2, 4, 2, "batch"), rng, 8)
+        for target in targets.numpy().astype(bool):
+            rows, columns = np.flatnonzero(target.any(axis=1)), np.flatnonzero(target.any(axis=0))
+            assert 0.8 <= len(rows) / len(columns) <= 1.25, (len(rows), len(columns))
 
 
 def test_perturbed_masks_are_seeded_and_spoil_the_reference():

@@ -22,6 +22,7 @@ import torch
 from segview.core.classes import named_classes
 from segview.core.io import save_volume
 from segview.core.labels import OverwritePolicy
+from segview.core.volume import Volume
 from segview.resources import CLICK_MODEL
 from segview.ml.checkpoint import CheckpointError, classes_to_metadata, save_checkpoint
 from segview.ml.interactive import PREPROCESSING, ClickModel
@@ -39,7 +40,7 @@ def disk(shape, y, x, radius=RADIUS) -> np.ndarray:
     return (yy - y) ** 2 + (xx - x) ** 2 <= radius ** 2
 
 
-def disks_refine(self, volume, z, mask, clicks):
+def disks_refine(self, volume, z, mask, clicks, pixel_size=None):
     """The stand-in network: ``mask`` with a disk at each click, on the whole slice."""
     out = mask.copy()
     for click in clicks:
@@ -72,7 +73,7 @@ def disks(monkeypatch):
     """The network's answer replaced by ``disks_refine``; the clicks it was given, per call."""
     calls = []
 
-    def refine(self, volume, z, mask, clicks):
+    def refine(self, volume, z, mask, clicks, pixel_size=None):
         calls.append(list(clicks))
         return disks_refine(self, volume, z, mask, clicks)
 
@@ -107,6 +108,23 @@ def test_a_click_is_one_undo_step_and_redo_brings_it_back(disks):
     assert not session.labels.can_undo
     assert session.labels.redo()
     np.testing.assert_array_equal(session.labels.array, expected)
+    session.close(discard=True)
+
+
+def test_the_model_is_given_the_slices_pixel_size(monkeypatch):
+    """(row, column) mm of an axial slice, from the volume's (x, y, z) spacing: the crop is
+    square in mm (``ml.interactive.crop_box``)."""
+    sizes = []
+
+    def refine(self, volume, z, mask, clicks, pixel_size=None):
+        sizes.append(pixel_size)
+        return disks_refine(self, volume, z, mask, clicks)
+
+    monkeypatch.setattr(ClickModel, "refine", refine)
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(Volume(volume.array, (0.6, 1.2, 3.0), modality="MR"), labels=labels)
+    session.click(2, (3, 4), value=1)
+    assert sizes == [(1.2, 0.6)]
     session.close(discard=True)
 
 
@@ -226,7 +244,7 @@ def test_a_positive_click_takes_another_class_only_under_everything(disks, polic
 def test_a_removing_click_takes_no_voxel_of_another_class_even_under_everything(monkeypatch):
     """A model may move an edge outward at a removing click; the class then takes
     background only: a right click on the left ventricle grew it over the myocardium."""
-    def grows(self, volume, z, mask, clicks):  # removes a disk at the click, grows by two voxels
+    def grows(self, volume, z, mask, clicks, pixel_size=None):  # removes a disk at the click, grows by two voxels
         from scipy import ndimage
         out = ndimage.binary_dilation(mask, iterations=2)
         out[disk(mask.shape, clicks[-1].y, clicks[-1].x)] = False
@@ -351,7 +369,7 @@ def test_a_failing_model_leaves_the_labels_and_the_interaction_as_they_were(disk
     session.click(2, (3, 4), value=1)
     before, clicks = session.labels.array.copy(), list(session.interaction.clicks)
 
-    def fail(*_):
+    def fail(*_, **__):
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(ClickModel, "refine", fail)

@@ -44,7 +44,7 @@ class ScriptedModel:
     def __init__(self, masks, box=None):
         self.masks, self.box, self.calls = list(masks), box, []
 
-    def refine(self, volume, z, mask, clicks):
+    def refine(self, volume, z, mask, clicks, pixel_size=None):
         self.calls.append(list(clicks))
         box = self.box or (slice(0, mask.shape[0]), slice(0, mask.shape[1]))
         return box, self.masks[len(self.calls) - 1][box]
