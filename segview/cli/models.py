@@ -70,17 +70,37 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
     if lineage:
         parent = lineage.get("parent")
         cases = lineage.get("cases", {})
-        origin = f"{parent['name']} (sha256 {parent['sha256']})" if parent else "none (trained from scratch)"
         lines += ["lineage",
-                  f"  parent     {origin}",
+                  f"  parent     {_parent_text(parent)}",
                   f"  dataset    {lineage.get('dataset')}",
-                  f"  cases      {len(cases)}: {', '.join(cases)}",
+                  f"  cases      {len(cases)}" + (f": {', '.join(cases)}" if cases else "") + _digests_text(lineage),
                   f"  slices     {_slices_text(lineage)}",
                   f"  held out   {', '.join(lineage.get('split', {}).get('val', [])) or 'none'}",
                   f"  loss       {lineage.get('loss', {}).get('name')}",
                   f"  replay     {_replay_text(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _parent_text(parent: dict | None) -> str:
+    """The checkpoint fine-tuned, and its Dice on the held-out cases before fine-tuning (what
+    the fine-tune had to beat), where recorded."""
+    if not parent:
+        return "none (trained from scratch)"
+    text = f"{parent.get('name', '?')} (sha256 {parent.get('sha256', '?')})"
+    dice = parent.get("held_out_dice")
+    if isinstance(dice, (int, float)) and math.isfinite(dice):
+        text += f", held-out Dice before fine-tuning {dice:.4f}"
+    return text
+
+
+def _digests_text(lineage: dict) -> str:
+    """How many of the cases learnt are known by their voxels (``core.journal.voxel_digest``):
+    the verdict finds those however they were copied, renamed or re-saved."""
+    voxels = lineage.get("voxels")
+    if not isinstance(voxels, dict):
+        return " (no image digests: a copy elsewhere is not recognised)"
+    return "" if len(voxels) == len(lineage.get("cases", {})) else f" ({len(voxels)} known by their voxels)"
 
 
 def _history_lines(meta: dict) -> list[str]:

@@ -17,7 +17,7 @@ from segview.core.review_state import ReviewState, save_review_state
 from segview.ml import train as train_module
 from segview.ml.checkpoint import classes_to_metadata, load_checkpoint, read_metadata, save_checkpoint
 from segview.ml.data import DatasetError, case_names, fixed_split, folder_dataset
-from segview.ml.train import TrainConfig, train
+from segview.ml.train import TrainConfig, file_sha256, train
 
 from ..session.conftest import CLASSES, make_checkpoint, make_dataset
 
@@ -331,6 +331,11 @@ def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_pat
     verdict = "better" if best > expected else "NOT better: keep the parent"
     assert (f"parent.safetensors before fine-tuning: validation Dice {expected:.4f} on the same held-out slices; "
             f"the fine-tuned checkpoint is {verdict}") in out
+    # and segview info says it with the lineage, long after the run's output is gone
+    assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
+    info = capsys.readouterr().out
+    assert f"parent.safetensors (sha256 {file_sha256(parent)}), held-out Dice before fine-tuning {expected:.4f}" in info
+    assert "known by their voxels" not in info and "no image digests" not in info
 
 
 def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_folder):
@@ -387,6 +392,10 @@ def test_info_json_is_strict_json(tmp_path, capsys):
 
     printed = json.loads(capsys.readouterr().out, parse_constant=refuse)
     assert printed["lineage"]["parent"]["held_out_dice"] is None
+    assert main(["info", str(path)]) == 0  # as text: no NaN Dice, and what its lineage cannot say
+    text = capsys.readouterr().out
+    assert "parent     cardiac_ce.safetensors (sha256 ?)\n" in text
+    assert "cases      0 (no image digests: a copy elsewhere is not recognised)" in text
 
 
 def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_folder, tmp_path, capsys):
