@@ -55,7 +55,7 @@ from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .metadata import CheckpointError
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, focus_size_of,
-                          prepare, resize_bilinear)
+                          prepare, resize_bilinear, slice_pixel_size)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
@@ -536,9 +536,8 @@ def interactive_cases(datasets: list[Dataset], from_models: tuple[str, ...] = ()
             name = case.name if case.name not in seen else f"{group}:{case.name}"
             seen.add(name)
             predictions = [p.predict_volume(case.volume) for _, p in fitting]
-            spacing = case.volume.spacing
             cases.append(InteractiveCase(name, case.volume.array.astype(np.float32), case.labels.astype(np.uint8),
-                                         predictions, group, (spacing[1], spacing[0])))
+                                         predictions, group, slice_pixel_size(case.volume.spacing)))
     return cases
 
 

@@ -94,8 +94,8 @@ class ClickJob:
         self.version, self.generation = interaction.host.version, interaction.generation
         self.mask = interaction.host.labels.array[z] == value   # (Y, X) bool, a copy
         self._volume = interaction.host.volume.array
-        spacing = interaction.host.volume.spacing        # (x, y, z) mm
-        self._pixel_size = (spacing[1], spacing[0])      # (row, column) of an axial slice
+        spacing = interaction.host.volume.spacing        # (x, y, z) mm; ml.interactive.slice_pixel_size
+        self._pixel_size = (spacing[1], spacing[0])      # without torch: (row, column) of an axial slice
         self._model = interaction.model
         self._cancelled = threading.Event()
 

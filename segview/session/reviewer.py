@@ -55,7 +55,7 @@ import numpy as np
 from ..core.compare import bootstrap_interval
 from ..core.labels import LabelMap
 from ..core.volume import Volume
-from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
+from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click, slice_pixel_size
 
 GOAL = 0.90
 LEVELS = (0.85, 0.90)          # NoC@85, NoC@90
@@ -165,7 +165,7 @@ def click_corrector(model, volume_array: np.ndarray, spacing=None) -> Callable[[
     """The interactive model (``ml.interactive.ClickModel`` or anything with its
     ``refine(volume, z, mask, clicks, pixel_size=...) -> (box, mask inside box)``) on slice z
     of ``volume_array`` (Z, Y, X) of ``spacing`` (x, y, z) mm (None: square pixels)."""
-    pixel_size = None if spacing is None else (float(spacing[1]), float(spacing[0]))
+    pixel_size = slice_pixel_size(spacing)
 
     def on_slice(z: int) -> Corrector:
         def correct(mask: np.ndarray, clicks: list[Click]) -> np.ndarray:
@@ -197,7 +197,7 @@ def random_walker_corrector(volume_array: np.ndarray, spacing=None, beta: float 
     from skimage.segmentation import random_walker
 
     crop = PREPROCESSING["crop"]
-    pixel_size = None if spacing is None else (float(spacing[1]), float(spacing[0]))
+    pixel_size = slice_pixel_size(spacing)
     # in pixels of the finer axis: square pixels walk as they did without a spacing
     stretch = None if pixel_size is None else tuple(np.divide(pixel_size, min(pixel_size)))
 
