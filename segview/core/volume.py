@@ -142,6 +142,13 @@ class Volume:
         return self.display().slice(self.array, view, index)
 
 
+def slice_pixel_size(spacing) -> tuple[float, float] | None:
+    """(row, column) mm of an axial slice (array order) from a volume's ``spacing`` (x, y, z)
+    mm; None for None (square pixels). The networks see a slice square in mm, not in pixels
+    (``ml.data.padded_shape``, ``ml.interactive.crop_box``)."""
+    return None if spacing is None else (float(spacing[1]), float(spacing[0]))
+
+
 def orthogonalized(volume: Volume) -> Volume | None:
     """``volume`` resampled onto an orthogonal grid when its axes are sheared (gantry
     tilt, a sheared NRRD), else None.

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.volume import Volume
+from ..core.volume import Volume, slice_pixel_size
 from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint, slice_orientation
 from .data import flip_in_plane, from_network, network_flips, normalize, to_network
 
@@ -55,6 +55,7 @@ class PreparedVolume:
     is "display"), which the predictions are turned back by."""
     slices: np.ndarray          # (Z, Y, X) float32
     flips: tuple[bool, bool]
+    pixel_size: tuple[float, float] | None = None   # (row, column) mm: padded square in mm
 
 
 class Predictor:
@@ -153,7 +154,8 @@ class Predictor:
     def prepare(self, volume: Volume) -> PreparedVolume:
         """The whole volume normalised and turned for the network, for ``predict_slices``."""
         flips = network_flips(volume, self.orientation)
-        return PreparedVolume(flip_in_plane(normalize(volume.array, self.normalization), flips), flips)
+        return PreparedVolume(flip_in_plane(normalize(volume.array, self.normalization), flips), flips,
+                              slice_pixel_size(volume.spacing))
 
     def predict_slices(self, prepared: PreparedVolume, indices: Iterable[int],
                        want_probabilities: bool = False) -> Iterator[SlicePrediction]:
@@ -162,7 +164,8 @@ class Predictor:
         indices = list(indices)
         for start in range(0, len(indices), self.batch_size):
             batch = indices[start:start + self.batch_size]
-            probabilities = self._probabilities(torch.from_numpy(prepared.slices[batch])[:, None])
+            images = torch.from_numpy(prepared.slices[batch])[:, None]
+            probabilities = self._probabilities(images, prepared.pixel_size)
             # The argmax runs where the probabilities are; only uint8 labels cross to the host.
             labels = flip_in_plane(probabilities.argmax(dim=1).to(torch.uint8).cpu().numpy(), prepared.flips)
             kept = flip_in_plane(probabilities.cpu().numpy(), prepared.flips) if want_probabilities else None
@@ -186,12 +189,12 @@ class Predictor:
         return labels
 
     @torch.no_grad()
-    def _probabilities(self, images: torch.Tensor) -> torch.Tensor:
-        """(N, 1, H, W) normalised slices (CPU) -> (N, C, H, W) float32 softmax on the
-        Predictor's device."""
+    def _probabilities(self, images: torch.Tensor, pixel_size: tuple[float, float] | None = None) -> torch.Tensor:
+        """(N, 1, H, W) normalised slices (CPU) of ``pixel_size`` (row, column) mm -> (N, C, H, W)
+        float32 softmax on the Predictor's device."""
         shape = tuple(images.shape[-2:])
         try:
-            return self._run(images, shape)
+            return self._run(images, shape, pixel_size)
         except torch.OutOfMemoryError:
             if self.device.type == "cpu":
                 raise
@@ -200,18 +203,18 @@ class Predictor:
                                      "CPU (slower).")
             self.device = torch.device("cpu")
             self._place_model()
-            return self._run(images, shape)
+            return self._run(images, shape, pixel_size)
 
-    def _run(self, images: torch.Tensor, shape) -> torch.Tensor:
+    def _run(self, images: torch.Tensor, shape, pixel_size: tuple[float, float] | None) -> torch.Tensor:
         cuda = self.device.type == "cuda"
         if cuda:  # page-locked, so the copy below runs without blocking the host
             images = images.pin_memory()
-        images = to_network(images.to(self.device, non_blocking=cuda), self.input_size)
+        images = to_network(images.to(self.device, non_blocking=cuda), self.input_size, pixel_size)
         if cuda:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             logits = self.model(images)
-        return from_network(logits.float(), shape).softmax(dim=1)
+        return from_network(logits.float(), shape, pixel_size).softmax(dim=1)
 
 
 def refuse_interactive(meta: dict, name: str = "the checkpoint") -> None:

@@ -130,12 +130,6 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
     return box[0], box[1]
 
 
-def slice_pixel_size(spacing) -> tuple[float, float] | None:
-    """(row, column) mm of an axial slice (array order) from a volume's ``spacing`` (x, y, z)
-    mm; None for None (square pixels)."""
-    return None if spacing is None else (float(spacing[1]), float(spacing[0]))
-
-
 def region_boxes(mask: np.ndarray) -> np.ndarray:
     """(regions, 2, 2) float: each connected region's (top, left) and (bottom, right) pixel
     of ``mask`` (H, W) bool."""

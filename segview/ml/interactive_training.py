@@ -51,11 +51,12 @@ from scipy import ndimage
 
 from ..core.errors import DatasetError
 from ..core.io import named_classes
+from ..core.volume import slice_pixel_size
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .metadata import CheckpointError
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, focus_size_of,
-                          prepare, resize_bilinear, slice_pixel_size)
+                          prepare, resize_bilinear)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 import numpy as np
 
 from ..core.labels import Edit, LabelMap
-from ..core.volume import Volume
+from ..core.volume import Volume, slice_pixel_size
 from .errors import SessionError, checked_slice
 from .provenance import INTERACTIVE
 
@@ -94,8 +94,7 @@ class ClickJob:
         self.version, self.generation = interaction.host.version, interaction.generation
         self.mask = interaction.host.labels.array[z] == value   # (Y, X) bool, a copy
         self._volume = interaction.host.volume.array
-        spacing = interaction.host.volume.spacing        # (x, y, z) mm; ml.interactive.slice_pixel_size
-        self._pixel_size = (spacing[1], spacing[0])      # without torch: (row, column) of an axial slice
+        self._pixel_size = slice_pixel_size(interaction.host.volume.spacing)
         self._model = interaction.model
         self._cancelled = threading.Event()
 

@@ -54,8 +54,8 @@ import numpy as np
 
 from ..core.compare import bootstrap_interval
 from ..core.labels import LabelMap
-from ..core.volume import Volume
-from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click, slice_pixel_size
+from ..core.volume import Volume, slice_pixel_size
+from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
 
 GOAL = 0.90
 LEVELS = (0.85, 0.90)          # NoC@85, NoC@90

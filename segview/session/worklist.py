@@ -1092,6 +1092,18 @@ def correction_effort(prediction: np.ndarray, labels: np.ndarray, slices: np.nda
 
 # -- the prediction cache ------------------------------------------------------------------
 
+#: How segview feeds a checkpoint its slices, in the names of the cache's entries: a prediction
+#: cached by a segview that fed them otherwise is not reused (and is pruned as the oldest).
+#: "mm": slices padded square in mm (``ml.data.padded_shape``); before, on non-square pixels,
+#: predictions were of a squashed image.
+FEEDING = "mm"
+
+
+def _fed(digest: str) -> str:
+    """A cache entry's name: the checkpoint's digest and ``FEEDING``."""
+    return f"{digest}-{FEEDING}"
+
+
 def cache_folder() -> Path:
     """``$XDG_CACHE_HOME/segview/predictions`` (``~/.cache/segview/predictions``)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -1115,7 +1127,7 @@ class PredictionCache:
         self._bytes: int | None = None        # size of the stored predictions, counted once
 
     def _entry(self, key: str, digest: str) -> Path:
-        return self.root / key / digest
+        return self.root / key / _fed(digest)
 
     def has(self, key: str, digest: str) -> bool:
         return self._entry(key, digest).with_suffix(".npz").is_file()
@@ -1178,7 +1190,7 @@ class PredictionCache:
         find nothing), 1 where their foregrounds do not overlap at all. Unlike a share of
         the whole image (mostly background, so 0.1 % for any case), it compares cases of
         any size. None until ``ensure_disputed`` counted it."""
-        entry = (_read_json(self.root / key / "disputed.json") or {}).get(f"{digest_a}:{digest_b}")
+        entry = (_read_json(self.root / key / "disputed.json") or {}).get(f"{_fed(digest_a)}:{_fed(digest_b)}")
         if not isinstance(entry, dict):  # none, or an older share of the whole image: count again
             return None
         differ, foreground = int(entry.get("differ", 0)), int(entry.get("foreground", 0))
@@ -1195,7 +1207,7 @@ class PredictionCache:
         counts = {"differ": int(np.count_nonzero(a != b)), "foreground": int(np.count_nonzero((a > 0) | (b > 0)))}
         path = self.root / key / "disputed.json"
         entries = _read_json(path) or {}
-        entries[f"{digest_a}:{digest_b}"] = counts
+        entries[f"{_fed(digest_a)}:{_fed(digest_b)}"] = counts
         try:
             atomic_write_text(path, json.dumps(entries))
         except OSError:

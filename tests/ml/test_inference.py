@@ -62,11 +62,11 @@ def test_gpu_out_of_memory_falls_back_to_the_cpu_with_a_message(monkeypatch):
     predictor.device = torch.device("cuda")  # pretend: the first batch "runs on the GPU"
     real_run, calls = predictor._run, []
 
-    def run(images, shape):
+    def run(images, shape, pixel_size):
         calls.append(predictor.device.type)
         if predictor.device.type == "cuda":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_run(images, shape)
+        return real_run(images, shape, pixel_size)
 
     monkeypatch.setattr(predictor, "_run", run)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)

@@ -288,6 +288,22 @@ def test_cache_misses_after_the_checkpoint_or_the_image_changes(tmp_path, checkp
     assert [s.cached for s in changed.prediction_queue()] == [False, False]
 
 
+def test_a_prediction_cached_by_a_segview_that_fed_slices_otherwise_is_not_reused(tmp_path):
+    """An older segview padded slices square in pixels: on non-square pixels its cached
+    predictions are of a squashed image (the shipped cardiac_ce drew nothing), so they are
+    not taken for the predictions of a checkpoint fed square in mm."""
+    cache = PredictionCache(tmp_path / "cache")
+    labels = np.ones((2, 4, 4), np.uint8)
+    cache.put("key", "digest", labels, {"shape": [2, 4, 4]})
+    np.testing.assert_array_equal(cache.get("key", "digest"), labels)
+    for path in (tmp_path / "cache" / "key").iterdir():  # as an older segview named them
+        path.rename(path.with_name(path.name.replace("digest-mm", "digest")))
+    assert (tmp_path / "cache" / "key" / "digest.npz").is_file()
+    fresh = PredictionCache(tmp_path / "cache")
+    assert fresh.get("key", "digest") is None and not fresh.has("key", "digest")
+    assert fresh.summary("key", "digest") is None
+
+
 def test_cancelled_prediction_caches_nothing_of_the_case_cut_short(tmp_path, checkpoints):
     make_dataset(tmp_path / "ds", 2)
     worklist = Worklist.open(tmp_path / "ds", checkpoints)
