@@ -61,7 +61,7 @@ from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
                     _resumed_config, _start_distributed, _stop_distributed, _write_log, _write_state, SCHEDULES,
-                    cpu_share_note, file_sha256)
+                    cpu_share_note, file_sha256, resume_note)
 from .unet import UNet
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dice_1", "val_dice_3", "val_dice_5", "val_noc85", "val_noc90",
@@ -554,14 +554,15 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     device = _device(config)
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
+    notes: list[str] = []
+    resumed = resume_note(state["config"], config) if state is not None else None  # not in the metadata
     if state is not None:
         config = _resumed_config(state["config"], config)
     if not datasets or not any(d.cases for d in datasets):
         raise DatasetError("no case to train the click model on")
-    notes: list[str] = []
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)
     if progress is not None and rank == 0:
-        for note in filter(None, [*notes, cpu_share_note(device)]):  # ``notes`` go in the metadata too
+        for note in filter(None, [*notes, cpu_share_note(device), resumed]):  # ``notes`` go in the metadata too
             progress({"note": note})
     if state is not None:
         split = state["split"]

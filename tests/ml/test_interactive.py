@@ -566,8 +566,11 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monk
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     capsys.readouterr()
     assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
-                 "--epochs", "2", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 0
-    assert "torchrun started 4 processes on this machine's 2 cores" in capsys.readouterr().err
+                 "--epochs", "2", "--from-model", str(seg), "-o", str(out), "--resume", *TINY, "--rounds", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "torchrun started 4 processes on this machine's 2 cores" in err
+    # a helper's --lr and --rounds were dropped unsaid, as train's were before
+    assert "--resume goes on with the settings the run started with; not taken: max_rounds 1 (the run's: 3)" in err
     with open(out / "log.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
 
