@@ -172,14 +172,20 @@ def _interactive_lines(meta: dict) -> list[str]:
     checkpoints of ``--from-model`` and the mix of starts), the processes it ran on, and its
     simulated reviewer's validation, pooled and per start: two runs that differ only in
     ``--from-model`` read differently."""
+    from ..core.report import counted
+
     training, validation = meta.get("training", {}), meta.get("validation", {})
     data = "; ".join(f"{d.get('source', '?')}: {d.get('cases', '?')} cases, {d.get('slices', '?')} slices"
+                     + (f", {counted(len(d['skipped']), 'case')} skipped" if d.get("skipped") else "")
                      for d in training.get("datasets", [])) or "?"
+    held_out = len((training.get("split") or {}).get("validation") or [])
+    epochs = training.get("config", {}).get("epochs")
     models = ", ".join(f"{m.get('name', '?')} (sha256 {str(m.get('sha256', '?'))[:12]})"
                        for m in training.get("from_models") or [])
     starts = (training.get("recipe") or {}).get("starts") or {}
     mix = ", ".join(f"{name} {share:.0%}" for name, share in starts.items()) or "?"
-    lines = [f"trained on   {data}; {training.get('config', {}).get('epochs', '?')} epochs, "
+    lines = [f"trained on   {data}" + (f" ({held_out} of the cases held out for validation)" if held_out else "")
+             + f"; {counted(epochs, 'epoch') if isinstance(epochs, int) else '? epochs'}, "
              f"{training.get('world_size', 1)} process(es) on {training.get('device') or '?'}",
              f"starts       {mix}" + (f"; predictions of {models}" if models else " (no --from-model)")]
     if "noc90" not in validation:

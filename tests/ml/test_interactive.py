@@ -561,6 +561,10 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monk
     assert len(rows) == 1 and {"val_dice_1", "val_dice_3", "val_dice_5", "val_noc90"} <= set(rows[0])
     assert (out / "curves.png").stat().st_size > 0 and (out / "last.safetensors").exists()
     assert ClickModel.from_checkpoint(out / "best.safetensors").meta["task"] == "interactive"
+    capsys.readouterr()
+    assert main(["info", str(out / "best.safetensors")]) == 0
+    held_out = len(training["split"]["validation"])
+    assert f"({held_out} of the cases held out for validation); 1 epoch, 1 process(es)" in capsys.readouterr().out
     # Resumable: one more epoch continues the saved run; more CPU processes than cores are said.
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
