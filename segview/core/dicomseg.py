@@ -2,7 +2,7 @@
 
 The SEG references the source series image by image, so a PACS or 3D Slicer shows it
 on the right slices. Each foreground class is one segment; its algorithm is marked
-semi-automatic (a model's prediction, corrected by hand) with the models' names, or manual
+semi-automatic (a model's prediction, corrected by a person) with the models' names, or manual
 where the session's provenance says the class was drawn by hand alone.
 Only volumes whose slices are exactly the source images can be exported: a series that
 was interpolated or resampled on loading has slices no source image stands for.
@@ -22,6 +22,7 @@ from .classes import LabelClass
 from .dicom import SPACING_TOLERANCE
 from .errors import LabelSaveError, SegviewError
 from .files import replace_atomically
+from .report import counted
 from .volume import Volume
 
 #: Segmented property category and type (SNOMED CT) of the class names segview knows:
@@ -225,18 +226,24 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
 
 
 def _algorithm_id(names: list[str]) -> hd.AlgorithmIdentificationSequence | None:
-    """The algorithm behind a segment corrected by hand from what ``names`` made; None for
+    """The algorithm behind a segment corrected by a person from what ``names`` made; None for
     one drawn by hand alone."""
     if not names:
         return None
-    return hd.AlgorithmIdentificationSequence(name=f"segview ({', '.join(names)}, corrected by hand)",
-                                              version=__version__, family=codes.cid7162.ArtificialIntelligence)
+    name = f"segview ({', '.join(names)})"
+    if len(name) > 64:  # Algorithm Name is LO: 64 characters at most (dciodvfy)
+        name = f"segview ({counted(len(names), 'source')})"
+    # The sources in full, and that a person corrected them (with the brush or with clicks:
+    # "by hand" misnamed the clicks), in Algorithm Parameters (LT, 10240 characters).
+    parameters = {"sources": "; ".join(names), "corrected": "by a person (brush or clicks)"}
+    return hd.AlgorithmIdentificationSequence(name=name, version=__version__,
+                                              family=codes.cid7162.ArtificialIntelligence, parameters=parameters)
 
 
 def _segment(number: int, label_class: LabelClass,
              algorithm_id: hd.AlgorithmIdentificationSequence | None) -> hd.seg.SegmentDescription:
     """One segment: the class's name, SNOMED category and type, its algorithm (MANUAL
-    without one, else SEMIAUTOMATIC: corrected by hand), and its colour as the CIELab value
+    without one, else SEMIAUTOMATIC: corrected by a person), and its colour as the CIELab value
     viewers show (highdicom's from_rgb takes 0..255 per channel)."""
     category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
     kind = hd.seg.SegmentAlgorithmTypeValues

@@ -272,8 +272,14 @@ class ClickController(QObject):
             self.end(cancel=True)
 
     def _slice_shown(self) -> None:
+        """Another slice ends the interaction and drops the clicks still computing on the one
+        left (a helper's first click, then Down: it landed on a slice no longer shown)."""
         session = self.window.session
-        if session is not None and session.interaction.active and session.interaction.z != self.window.current_slice():
+        if session is None:
+            return
+        z = self.window.current_slice()
+        pending = ([self.running] if self.running is not None else []) + self.waiting
+        if (session.interaction.active and session.interaction.z != z) or any(job.z != z for job in pending):
             self.end(cancel=True)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:

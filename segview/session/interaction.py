@@ -237,9 +237,9 @@ class Interaction:
         if positive and held not in (0, value) and not _may_take(labels, held):
             # The model would correct the class around a voxel it may not have.
             protected = " (protected)" if policy.mode == "protect" and held in policy.protected else ""
-            raise SessionError(f"The point clicked holds {self._class_name(held)}{protected}: a click takes another "
-                               "class only under 'Paint over: everything', so nothing changed. "
-                               "Click on the structure's own or background voxels, or paint over everything.")
+            # Short enough for the status bar, which cut the longer text off.
+            raise SessionError(f"The point clicked holds {self._class_name(held)}{protected}: nothing changed. "
+                               "A click takes another class only under 'Paint over: everything'.")
         plane = self.host.volume.array[z]
         if not np.isfinite(plane).all() or plane.min() == plane.max():
             raise SessionError(f"Slice {z + 1} holds no image for the model to see (every voxel the same "

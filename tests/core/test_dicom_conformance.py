@@ -64,15 +64,21 @@ def test_segments_drawn_by_hand_are_manual_and_the_others_name_their_algorithms(
     write_dicom_series(case.volume, tmp_path / "series")
     everywhere_by_hand = {z: ("hand",) for z in range(case.labels.shape[0])}
     assert segment_algorithms(case.labels, everywhere_by_hand, {}) == {1: [], 2: [], 3: []}
-    algorithms = {1: [], 2: ["cardiac_ce"], 3: ["cardiac_ce", "click model"]}
+    # a tester's long checkpoint names made an Algorithm Name (LO) of 73 characters
+    long_name = "liver_tumour_ce_dice_finetuned_on_site_b_2026_11"
+    algorithms = {1: [], 2: ["cardiac_ce"], 3: [long_name, "click model"]}
     seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(tmp_path / "series"), list(case.classes),
                          "fallback", algorithms=algorithms)
     errors, warnings = dciodvfy(seg)
     assert errors == [] and warnings == [], (errors, warnings)
     segments = {int(s.SegmentNumber): s for s in pydicom.dcmread(seg).SegmentSequence}
     assert segments[1].SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in segments[1]
-    assert segments[2].SegmentAlgorithmType == "SEMIAUTOMATIC" and "cardiac_ce," in segments[2].SegmentAlgorithmName
-    assert "cardiac_ce, click model" in segments[3].SegmentAlgorithmName
+    assert segments[2].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert segments[2].SegmentAlgorithmName == "segview (cardiac_ce)"
+    assert segments[3].SegmentAlgorithmName == "segview (2 sources)"
+    identification = segments[3].SegmentationAlgorithmIdentificationSequence[0]
+    assert identification.AlgorithmParameters == (f"sources={long_name}; click model,"
+                                                  "corrected=by a person (brush or clicks)")
 
 
 def test_segment_algorithms_leave_out_a_class_of_unknown_origin():

@@ -142,7 +142,7 @@ def gated(monkeypatch, click_checkpoint):
     return gate
 
 
-@pytest.mark.parametrize("ends", ["tool", "esc", "enter"])
+@pytest.mark.parametrize("ends", ["tool", "tool key", "slice", "esc", "enter"])
 def test_a_click_still_computing_is_dropped_by_another_tool_or_esc_and_applied_then_ended_by_enter(
         qtbot, window, gated, ends):
     session = open_case(qtbot, window)
@@ -155,6 +155,12 @@ def test_a_click_still_computing_is_dropped_by_another_tool_or_esc_and_applied_t
     assert dots(window)[1] == 2
     if ends == "tool":
         window.tools.set_tool("brush")
+    elif ends == "tool key":  # a helper's click then B: the click landed with the Brush chosen
+        qtbot.keyClick(axial(window), Qt.Key_B)
+        assert window.effect.name == "brush"
+    elif ends == "slice":  # and then Down: it landed on a slice no longer shown
+        qtbot.keyClick(axial(window), Qt.Key_Down)
+        assert axial(window).index != z
     else:
         qtbot.keyClick(axial(window), Qt.Key_Escape if ends == "esc" else Qt.Key_Return)
     gated.set()
