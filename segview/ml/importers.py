@@ -22,6 +22,7 @@ from __future__ import annotations
 import inspect
 import pickle
 import re
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Callable
@@ -96,7 +97,9 @@ def _read_safetensors(path: Path) -> dict:
 
 def _read_torch_file(path: Path) -> object:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a plain pickle's protocol: segview says what it is
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only=True refused a global: a whole model, an optimizer's custom class,
         # or a crafted file. Nothing of it was constructed.

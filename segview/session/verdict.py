@@ -173,8 +173,10 @@ class Verdict:
                           "only": self.only, "trained_on": self.trained_on}
         for slot in self.checkpoints:
             document[slot] = self.summary(slot)
-            if self.robot:
-                document[slot]["clicks_to_90_mean"] = _mean(np.array([c.clicks_to_90[slot] for c in self.cases]))
+            if self.robot:  # as the summary's other figures: mean, std and n (verdict.md shows all three)
+                clicks = np.array([c.clicks_to_90[slot] for c in self.cases], float)
+                document[slot].update({"clicks_to_90_mean": _mean(clicks), "clicks_to_90_std": _std(clicks),
+                                       "clicks_n": int(clicks.size)})
         if len(self.checkpoints) == 2:
             figures = [("dice", "dice"), ("correction_ml", "correction_ml")]
             if self.robot:

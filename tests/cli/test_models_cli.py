@@ -104,6 +104,22 @@ def test_malicious_pickles_are_refused_by_import_and_predict(imported, tmp_path,
     assert not target.exists() and not (tmp_path / "out.safetensors").exists()
 
 
+def test_a_plain_pickle_is_refused_in_one_line_without_torchs_warning(imported, tmp_path, capsys):
+    """A helper's plain pickle renamed .pth: torch warned of its protocol before segview's refusal."""
+    import pickle
+    import warnings
+
+    path = tmp_path / "plain.pth"
+    path.write_bytes(pickle.dumps({"head.weight": [0.0]}, protocol=4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["import", str(path), "--arch", "segview-unet", "--classes", CLASSES, "--modality", "CT",
+                     "-o", str(tmp_path / "out.safetensors")]) == 2
+    assert not [w for w in caught if "pickle protocol" in str(w.message)]
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "plain.pth" in err[0]
+
+
 @pytest.mark.parametrize("options, message", [
     (["--classes", "background,organ"], "3 outputs but --classes names 2"),
     (["--arch-args", "{strides: 2}"], "--arch-args is not valid JSON"),

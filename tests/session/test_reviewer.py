@@ -311,6 +311,8 @@ def test_evaluate_robot_reviewed_only_writes_clicks_and_their_paired_difference(
     assert clicks["mean"] == pytest.approx(np.mean(differences))
     assert clicks["b_better"] == sum(d < 0 for d in differences)  # fewer clicks: B better
     assert verdict["A"]["clicks_to_90_mean"] == pytest.approx(np.mean(list(expected["A"].values())))
+    assert verdict["A"]["clicks_to_90_std"] == pytest.approx(np.std(list(expected["A"].values()), ddof=1))
+    assert verdict["B"]["clicks_n"] == 3
     markdown = (out / "verdict.md").read_text()
     assert "simulated reviewer" in markdown and "Only 3 paired cases" in markdown
 
