@@ -201,7 +201,7 @@ def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarra
     uids = [ds.SOPInstanceUID for ds in _sources_in_slice_order(volume)]
     numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
                                                 skip_overlap_checks=True)
-    value_of = {c.name: c.value for c in classes}
+    value_of = {segment_label(c.name): c.value for c in classes}
     table = np.zeros(256, np.uint8)
     for number in seg.get_segment_numbers():
         table[number] = value_of[seg.get_segment_description(number).segment_label]
@@ -223,6 +223,12 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
     if len(by_slice) != volume.shape[0]:
         raise DicomSegError("Some slices of the volume have no source image of their own.")
     return [by_slice[z] for z in range(volume.shape[0])]
+
+
+def segment_label(name: str) -> str:
+    """A class's name as a Segment Label (LO: 64 characters, no backslash), written and read
+    alike; a longer name made a SEG dciodvfy refuses."""
+    return name.replace("\\", "/")[:64].strip()  # DICOM drops the spaces at either end
 
 
 def _algorithm_id(names: list[str]) -> hd.AlgorithmIdentificationSequence | None:
@@ -248,7 +254,7 @@ def _segment(number: int, label_class: LabelClass,
     category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
     kind = hd.seg.SegmentAlgorithmTypeValues
     return hd.seg.SegmentDescription(
-        segment_number=number, segment_label=label_class.name,
+        segment_number=number, segment_label=segment_label(label_class.name),
         segmented_property_category=category, segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
         algorithm_type=kind.MANUAL if algorithm_id is None else kind.SEMIAUTOMATIC,
         algorithm_identification=algorithm_id,

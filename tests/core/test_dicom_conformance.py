@@ -187,6 +187,26 @@ def test_a_seg_without_a_named_creator_names_the_computer_user(written, tmp_path
     assert str(pydicom.dcmread(seg).ContentCreatorName).strip("^")
 
 
+@needs_dciodvfy
+def test_a_class_named_at_length_makes_a_valid_seg_that_reads_back(written, tmp_path):
+    """Segment Label is LO (64 characters, no backslash): a dataset's long class name made a
+    SEG dciodvfy refused."""
+    from segview.core.classes import LabelClass
+    from segview.core.dicomseg import read_dicom_seg
+
+    case, paths, _ = written
+    classes = list(case.classes)
+    classes[1] = LabelClass(classes[1].value, "ground glass opacity and consolidation\\crazy paving, "
+                            "peripheral and posterior predominant", classes[1].color)
+    volume = load_volume(paths[0].parent)
+    seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, volume, classes)
+    errors, warnings = dciodvfy(seg)
+    assert errors == [] and warnings == [], (errors, warnings)
+    label = pydicom.dcmread(seg).SegmentSequence[0].SegmentLabel
+    assert len(label) <= 64 and "\\" not in label and label.startswith("ground glass opacity and consolidation/")
+    np.testing.assert_array_equal(read_dicom_seg(seg, volume, classes), case.labels)
+
+
 # -- 3D Slicer segmentation files ------------------------------------------------------
 
 def test_seg_nrrd_is_read_by_slicerio_with_every_key_slicer_writes(written, tmp_path):
