@@ -123,8 +123,9 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
     centre = (low + high) / 2
     box = []
     for axis in range(2):
-        length = max(int(side / stretch[axis]), 1)
-        start = int(round(centre[axis] - length / 2))
+        extent = side / stretch[axis]   # pixels of this axis
+        length = max(int(extent), 1)
+        start = int(round(centre[axis] - extent / 2))
         start = min(max(start, 0), max(shape[axis] - length, 0))
         box.append(slice(start, min(start + length, shape[axis])))
     return box[0], box[1]
