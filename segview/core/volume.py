@@ -142,11 +142,20 @@ class Volume:
         return self.display().slice(self.array, view, index)
 
 
+#: Pixels whose sides differ by less than this share are square (a DICOM series' spacing of
+#: 0.7031249 x 0.703125 mm, say): cropped and resized as exactly square ones.
+SQUARE_TOLERANCE = 1e-3
+
+
 def slice_pixel_size(spacing) -> tuple[float, float] | None:
     """(row, column) mm of an axial slice (array order) from a volume's ``spacing`` (x, y, z)
-    mm; None for None (square pixels). The networks see a slice square in mm, not in pixels
-    (``ml.data.padded_shape``, ``ml.interactive.crop_box``)."""
-    return None if spacing is None else (float(spacing[1]), float(spacing[0]))
+    mm; None where there is none or the pixels are square (``SQUARE_TOLERANCE``). The
+    networks see a slice square in mm, not in pixels (``ml.data.padded_shape``,
+    ``ml.interactive.crop_box``)."""
+    if spacing is None:
+        return None
+    rows, columns = float(spacing[1]), float(spacing[0])
+    return None if abs(rows - columns) <= SQUARE_TOLERANCE * max(rows, columns) else (rows, columns)
 
 
 def orthogonalized(volume: Volume) -> Volume | None:

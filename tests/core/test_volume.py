@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from segview.core.volume import (Volume, DisplayOrientation, grid_differences, orthogonalized,
+from segview.core.volume import (Volume, DisplayOrientation, grid_differences, orthogonalized, slice_pixel_size,
                                  window_to_uint8)
 
 
@@ -148,3 +148,12 @@ def test_a_sheared_left_handed_grid_keeps_its_slice_order():
     point = tilted.index_to_physical((5, 10, 5))
     k, j, i = np.round(upright.physical_to_index(point)).astype(int)
     assert k == 5 and upright.array[k, j, i] == pytest.approx(5, abs=0.01)
+
+
+def test_a_slices_pixel_size_is_rows_then_columns_and_none_where_square():
+    """(row, column) mm from (x, y, z) spacing; a DICOM series' float noise (0.7031249 against
+    0.703125) is square: its crops and canvases are those of square pixels, to the pixel."""
+    assert slice_pixel_size((0.6, 1.2, 3.0)) == (1.2, 0.6)
+    assert slice_pixel_size((0.7031249, 0.703125, 5.0)) is None
+    assert slice_pixel_size((0.7, 0.7, 5.0)) is None and slice_pixel_size(None) is None
+    assert slice_pixel_size((0.70, 0.71, 5.0)) == (0.71, 0.70)   # 1.4 %: not square
