@@ -282,7 +282,11 @@ def _resize_mask(mask: np.ndarray, size: int) -> torch.Tensor:
     return torch.from_numpy(resize_bilinear(mask.astype(np.float32), (size, size)) >= 0.5).long()
 
 
-def refine_batch(model: torch.nn.Module, items: list[tuple[np.ndarray, int, np.ndarray, list[Click], Any]],
+#: (volume (Z, Y, X), z, mask (Y, X) bool, clicks, pixel size (row, column) mm or None)
+RefineItem = tuple[np.ndarray, int, np.ndarray, list[Click], tuple[float, float] | None]
+
+
+def refine_batch(model: torch.nn.Module, items: list[RefineItem],
                  preprocessing: dict, device: torch.device, amp: bool = False
                  ) -> list[tuple[tuple[slice, slice], np.ndarray]]:
     """``ClickModel.refine(..., merge=False)`` of each (volume, z, mask, clicks, pixel size) in one batch:
