@@ -2,8 +2,9 @@
 
 The SEG references the source series image by image, so a PACS or 3D Slicer shows it
 on the right slices. Each foreground class is one segment; its algorithm is marked
-semi-automatic (a model's prediction, corrected by a person) with the models' names, or manual
-where the session's provenance says the class was drawn by hand alone.
+automatic (a model's prediction left as it was), semi-automatic (corrected by a person, with
+the brush or with clicks, or of unknown history) with the models' names, or manual where the
+session's provenance says the class was drawn by hand alone.
 Only volumes whose slices are exactly the source images can be exported: a series that
 was interpolated or resampled on loading has slices no source image stands for.
 """
@@ -24,6 +25,9 @@ from .errors import LabelSaveError, SegviewError
 from .files import replace_atomically
 from .report import counted
 from .volume import Volume
+
+#: In a segment's list of algorithms (``save_dicom_seg``'s ``algorithms``): a person corrected it.
+PERSON = "a person"
 
 #: Segmented property category and type (SNOMED CT) of the class names segview knows:
 #: heart chambers are anatomical structures, an infection is a morphologically abnormal
@@ -75,11 +79,13 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
                    algorithms: dict[int, list[str]] | None = None, series_uid: str | None = None,
                    instance_number: int = 1) -> Path:
     """Write ``labels`` (z, y, x) as a DICOM SEG referencing ``volume``'s source images.
-    ``algorithm`` names the model whose prediction was corrected; ``algorithms`` (class value
-    -> the algorithms its labels came from, e.g. ``ReviewSession.segment_algorithms()``)
-    says it per class instead: an empty list makes that segment MANUAL (drawn by hand, no
-    algorithm), a class it lacks falls back to ``algorithm`` ("manual": MANUAL); an empty
-    segment is MANUAL whatever they say (no algorithm made it); ``content_creator``
+    ``algorithm`` names the models whose predictions the labels may hold; ``algorithms``
+    (class value -> the algorithms its labels came from and ``PERSON`` where a person
+    corrected them, ``provenance.segment_algorithms``) says it per class instead: no
+    algorithm makes that segment MANUAL, algorithms alone AUTOMATIC, with ``PERSON``
+    SEMIAUTOMATIC; a class it lacks falls back to ``algorithm`` ("manual": MANUAL), of
+    unknown history: SEMIAUTOMATIC, no correction claimed. An empty segment is MANUAL
+    whatever they say (no algorithm made it); ``content_creator``
     (ContentCreatorName, a DICOM person name such as "Doe^Jane") is the reader who
     corrected it, by default the login name of this computer's user. ``series_uid`` and
     ``instance_number``: the SEG series it joins and its number there (default: a new
@@ -99,7 +105,8 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     by_class = algorithms or {}
     fallback = [] if algorithm == "manual" else [algorithm]
     present = set(np.unique(labels).tolist())  # an empty segment is no algorithm's work
-    segments = [_segment(number, c, _algorithm_id(by_class.get(c.value, fallback) if c.value in present else []))
+    segments = [_segment(number, c, *_algorithm(by_class.get(c.value, fallback) if c.value in present else [],
+                                                known=c.value in by_class))
                 for number, c in enumerate(values, 1)]
     try:
         seg = _segmentation(sources, segment_map, segments, content_creator, series_uid or new_uid(), instance_number)
@@ -231,32 +238,40 @@ def segment_label(name: str) -> str:
     return name.replace("\\", "/")[:64].strip()  # DICOM drops the spaces at either end
 
 
-def _algorithm_id(names: list[str]) -> hd.AlgorithmIdentificationSequence | None:
-    """The algorithm behind a segment corrected by a person from what ``names`` made; None for
-    one drawn by hand alone."""
-    if not names:
-        return None
-    name = f"segview ({', '.join(names)})"
-    if len(name) > 64:  # Algorithm Name is LO: 64 characters at most (dciodvfy)
-        name = f"segview ({counted(len(names), 'source')})"
-    # The sources in full, and that a person corrected them (with the brush or with clicks:
-    # "by hand" misnamed the clicks), in Algorithm Parameters (LT, 10240 characters).
-    parameters = {"sources": "; ".join(names), "corrected": "by a person (brush or clicks)"}
-    return hd.AlgorithmIdentificationSequence(name=name, version=__version__,
-                                              family=codes.cid7162.ArtificialIntelligence, parameters=parameters)
-
-
-def _segment(number: int, label_class: LabelClass,
-             algorithm_id: hd.AlgorithmIdentificationSequence | None) -> hd.seg.SegmentDescription:
-    """One segment: the class's name, SNOMED category and type, its algorithm (MANUAL
-    without one, else SEMIAUTOMATIC: corrected by a person), and its colour as the CIELab value
-    viewers show (highdicom's from_rgb takes 0..255 per channel)."""
-    category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
+def _algorithm(names: list[str], known: bool
+               ) -> tuple[hd.seg.SegmentAlgorithmTypeValues, hd.AlgorithmIdentificationSequence | None]:
+    """A segment's algorithm type and identification from ``names`` (the algorithms it came
+    from, and ``PERSON`` where a person corrected it; ``known``: its history is known).
+    A model's labels copied and left as they were are AUTOMATIC: a helper's SEG, sent
+    untouched, said "corrected by a person"."""
     kind = hd.seg.SegmentAlgorithmTypeValues
+    algorithms = [n for n in names if n != PERSON]
+    if not algorithms:
+        return kind.MANUAL, None
+    corrected = PERSON in names
+    name = f"segview ({', '.join(algorithms)})"
+    if len(name) > 64:  # Algorithm Name is LO: 64 characters at most (dciodvfy)
+        name = f"segview ({counted(len(algorithms), 'source')})"
+    # The sources in full, and whether a person corrected them (with the brush or with
+    # clicks), in Algorithm Parameters (LT, 10240 characters).
+    parameters = {"sources": "; ".join(algorithms)}
+    if corrected:
+        parameters["corrected"] = "by a person (brush or clicks)"
+    identification = hd.AlgorithmIdentificationSequence(name=name, version=__version__, parameters=parameters,
+                                                        family=codes.cid7162.ArtificialIntelligence)
+    return (kind.SEMIAUTOMATIC if corrected or not known else kind.AUTOMATIC), identification
+
+
+def _segment(number: int, label_class: LabelClass, algorithm_type: hd.seg.SegmentAlgorithmTypeValues,
+             algorithm_id: hd.AlgorithmIdentificationSequence | None) -> hd.seg.SegmentDescription:
+    """One segment: the class's name, SNOMED category and type, its algorithm (``_algorithm``),
+    and its colour as the CIELab value viewers show (highdicom's from_rgb takes 0..255 per
+    channel)."""
+    category, (code, meaning) = KNOWN_STRUCTURES.get(label_class.name.lower(), OTHER_STRUCTURE)
     return hd.seg.SegmentDescription(
         segment_number=number, segment_label=segment_label(label_class.name),
         segmented_property_category=category, segmented_property_type=hd.sr.CodedConcept(code, "SCT", meaning),
-        algorithm_type=kind.MANUAL if algorithm_id is None else kind.SEMIAUTOMATIC,
+        algorithm_type=algorithm_type,
         algorithm_identification=algorithm_id,
         display_color=hd.color.CIELabColor.from_rgb(*(int(v) for v in label_class.color)))
 

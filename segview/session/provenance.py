@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.dicomseg import PERSON
 from ..core.labels import Edit, LabelMap
 
 HAND, INTERPOLATION, LOADED, UNTOUCHED = "hand", "interpolation", "loaded", "untouched"
@@ -193,10 +194,13 @@ def segment_algorithms(labels: np.ndarray, sources: dict[int, tuple[str, ...]],
                        model_names: dict[str, str]) -> dict[int, list[str]]:
     """Class value -> the algorithms its labels (Z, Y, X) came from, by the slices'
     ``sources`` (``Provenance.sources``) where it is present: the names of the models
-    copied ("model A" -> ``model_names["model A"]``), "click model" for clicks; [] where a
-    person drew it alone (``BY_HAND``). A class on a slice of unknown origin (untouched
-    labels of a file, "loaded", "recovered") is left out: nothing can be said of it. For a
-    DICOM SEG's segment algorithm types (``core.dicomseg.save_dicom_seg``)."""
+    copied ("model A" -> ``model_names["model A"]``), the click model for clicks
+    (``model_names[INTERACTIVE]``, else "click model"), and ``core.dicomseg.PERSON`` where a
+    person corrected it (``BY_HAND``, or clicks): ``[PERSON]`` where a person drew it alone,
+    no ``PERSON`` where a model's labels were copied and left as they were. A class on a
+    slice of unknown origin (untouched labels of a file, "loaded", "recovered") is left
+    out: nothing can be said of it. For a DICOM SEG's segment algorithm types
+    (``core.dicomseg.save_dicom_seg``)."""
     values_of = [np.flatnonzero(np.bincount(plane.ravel(), minlength=256)) for plane in labels]
     found: dict[int, set[str]] = {}
     unknown: set[int] = set()
@@ -206,10 +210,12 @@ def segment_algorithms(labels: np.ndarray, sources: dict[int, tuple[str, ...]],
             names = found.setdefault(value, set())
             for source in record:
                 if source == INTERACTIVE:
-                    names.add("click model")
+                    names.update((model_names.get(INTERACTIVE, "click model"), PERSON))
                 elif source.startswith("model "):
                     names.add(model_names.get(source, source))
-                elif source not in BY_HAND:
+                elif source in BY_HAND:
+                    names.add(PERSON)
+                else:
                     unknown.add(value)
             if not record:
                 unknown.add(value)

@@ -46,17 +46,20 @@ from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
 from ..core.metrics import Scores
 from ..core.review_state import (ReviewState, current_user, load_review_state, names_image, now, read_sidecar,
-                                 review_path, save_review_state)
+                                 review_path, save_review_state, update_sidecar)
 from ..core.volume import Volume, auto_window
 from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
-from .interaction import ClickJob, ClickProposal, Interaction
+from .interaction import ClickJob, ClickProposal, Interaction, default_click_model
+from .provenance import INTERACTIVE, Provenance, segment_algorithms
 from .provenance import KEY as KEY_PROVENANCE
-from .provenance import Provenance, segment_algorithms
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
 from .statistics import class_statistics, shape_statistics
+
+#: The review's DICOM SEG series in its sidecar: {"series_uid", "instance": the last written}.
+KEY_SEG = "dicom_seg"
 
 Progress = Callable[[int, int], None]
 #: Seconds of a whole-volume copy written by one ``CopyWrite.step`` (the window writes one per
@@ -448,10 +451,14 @@ class ReviewSession:
         self.version = 0  # counts every change (undo too): a job made at another version is stale
         self._saved_position = labels.history_position  # the undo history's state last opened or saved
         self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
-        # The DICOM SEGs written of this review: one series, an instance per revision; the
-        # last one written, the labels' version it holds (``written_seg``) and its number.
-        self._seg_series_uid: str | None = None
-        self._last_seg: tuple[Path, int, int] | None = None
+        # The DICOM SEGs written of this review: one series, an instance per revision, kept
+        # in the sidecar (a helper's revision after reopening began a second series, numbered
+        # 1 again); the last one written here and the labels' version it holds (``written_seg``).
+        seg = self.review_extra.get(KEY_SEG)
+        seg = seg if isinstance(seg, dict) and isinstance(seg.get("series_uid"), str) else {}
+        self._seg_series_uid: str | None = seg.get("series_uid")
+        self._seg_instance = int(seg.get("instance") or 0) if str(seg.get("instance", "")).isdigit() else 0
+        self._last_seg: tuple[Path, int] | None = None
         labels.events.changed.connect(self._changed)
         labels.events.marked.connect(self._changed)
         self.interaction = Interaction(self)  # click correction (session/interaction.py)
@@ -1094,25 +1101,36 @@ class ReviewSession:
         algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
         sources = dict(self.provenance.sources) if self.provenance is not None else {}
         names = {f"model {slot}": m.name for slot, m in self.models.items()}
+        names[INTERACTIVE] = f"click model {Path(self.interaction.model_path or default_click_model()).stem}"
         self._seg_series_uid = self._seg_series_uid or new_uid()
         # numbered after the last written: a failed export leaves no gap in the series
-        number = self._last_seg[2] + 1 if self._last_seg is not None else 1
-        series, version = self._seg_series_uid, self.version
+        number, series, version = self._seg_instance + 1, self._seg_series_uid, self.version
 
         def job(*_, **__) -> Path:
             written = save_dicom_seg(path, labels, self.volume, classes, algorithm,
                                      algorithms=segment_algorithms(labels, sources, names) if sources else None,
                                      series_uid=series, instance_number=number)
-            self._last_seg = (Path(written), version, number)
+            self._last_seg, self._seg_instance = (Path(written), version), number
+            self._keep_seg_series({"series_uid": series, "instance": number})
             return written
         return job
+
+    def _keep_seg_series(self, entry: dict) -> None:
+        """The SEG series and its last instance in the sidecar: with the next save, and at
+        once where the labels have a file (any thread; nothing is lost where it cannot)."""
+        self.review_extra[KEY_SEG] = entry
+        if self.labels_path is not None and self.locked_by is None:
+            try:
+                update_sidecar(self.labels_path, **{KEY_SEG: entry})
+            except OSError:
+                pass  # written with the labels' next save
 
     def written_seg(self) -> Path | None:
         """The DICOM SEG last written (``dicom_seg_job``) when it holds the labels as they are
         now and is still there: what File > Send SEG to PACS sends rather than a new one."""
         if self._last_seg is None:
             return None
-        path, version, _ = self._last_seg
+        path, version = self._last_seg
         return path if version == self.version and path.is_file() else None
 
     def save_job(self, path=None) -> SaveJob:

@@ -54,34 +54,45 @@ def test_the_seg_passes_dciodvfy_without_error_or_warning(written):
 
 
 @needs_dciodvfy
-def test_segments_drawn_by_hand_are_manual_and_the_others_name_their_algorithms(tmp_path):
-    """A tester's hand-painted segment was written SEMIAUTOMATIC, by 'Artificial Intelligence'."""
+def test_segments_drawn_by_hand_are_manual_copied_ones_automatic_and_corrected_ones_semiautomatic(tmp_path):
+    """A tester's hand-painted segment was written SEMIAUTOMATIC, by 'Artificial Intelligence';
+    a helper's model labels, sent untouched, said "corrected by a person"."""
     import pydicom
 
+    from segview.core.dicomseg import PERSON
     from segview.session.provenance import segment_algorithms
 
     case = make_phantom("cardiac", 5)
     write_dicom_series(case.volume, tmp_path / "series")
     everywhere_by_hand = {z: ("hand",) for z in range(case.labels.shape[0])}
-    assert segment_algorithms(case.labels, everywhere_by_hand, {}) == {1: [], 2: [], 3: []}
+    assert segment_algorithms(case.labels, everywhere_by_hand, {}) == {1: [PERSON], 2: [PERSON], 3: [PERSON]}
     # a tester's long checkpoint names made an Algorithm Name (LO) of 73 characters
     long_name = "liver_tumour_ce_dice_finetuned_on_site_b_2026_11"
-    algorithms = {1: [], 2: ["cardiac_ce"], 3: [long_name, "click model"]}
+    algorithms = {1: [PERSON], 2: ["cardiac_ce"], 3: [long_name, "click model interactive", PERSON]}
     seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(tmp_path / "series"), list(case.classes),
                          "fallback", algorithms=algorithms)
     errors, warnings = dciodvfy(seg)
     assert errors == [] and warnings == [], (errors, warnings)
     segments = {int(s.SegmentNumber): s for s in pydicom.dcmread(seg).SegmentSequence}
     assert segments[1].SegmentAlgorithmType == "MANUAL" and "SegmentAlgorithmName" not in segments[1]
-    assert segments[2].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert segments[2].SegmentAlgorithmType == "AUTOMATIC"
     assert segments[2].SegmentAlgorithmName == "segview (cardiac_ce)"
+    assert segments[2].SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters == "sources=cardiac_ce"
+    assert segments[3].SegmentAlgorithmType == "SEMIAUTOMATIC"
     assert segments[3].SegmentAlgorithmName == "segview (2 sources)"
     identification = segments[3].SegmentationAlgorithmIdentificationSequence[0]
-    assert identification.AlgorithmParameters == (f"sources={long_name}; click model,"
+    assert identification.AlgorithmParameters == (f"sources={long_name}; click model interactive,"
                                                   "corrected=by a person (brush or clicks)")
+    # without a history (labels from a file), the models loaded: SEMIAUTOMATIC, no correction claimed
+    seg = save_dicom_seg(tmp_path / "unknown.dcm", case.labels, load_volume(tmp_path / "series"),
+                         list(case.classes), "cardiac_ce")
+    for segment in pydicom.dcmread(seg).SegmentSequence:
+        assert segment.SegmentAlgorithmType == "SEMIAUTOMATIC"
+        assert segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters == "sources=cardiac_ce"
 
 
-def test_segment_algorithms_leave_out_a_class_of_unknown_origin():
+def test_segment_algorithms_leave_out_a_class_of_unknown_origin_and_say_who_corrected():
+    from segview.core.dicomseg import PERSON
     from segview.session.provenance import segment_algorithms
 
     labels = np.zeros((3, 4, 4), np.uint8)
@@ -90,11 +101,14 @@ def test_segment_algorithms_leave_out_a_class_of_unknown_origin():
     labels[1, 2:] = 2
     labels[2, :2] = 3
     sources = {0: ("hand",), 1: ("interpolation",), 2: ("loaded",)}
-    assert segment_algorithms(labels, sources, {}) == {1: [], 2: []}
+    assert segment_algorithms(labels, sources, {}) == {1: [PERSON], 2: [PERSON]}
     assert segment_algorithms(labels, {0: ("hand",)}, {}) == {}  # class 1 on an untouched slice too
     copied = {z: ("model B", "interactive") for z in range(3)}
-    expected = {v: ["click model", "lung_ce"] for v in (1, 2, 3)}
-    assert segment_algorithms(labels, copied, {"model B": "lung_ce"}) == expected
+    names = {"model B": "lung_ce", "interactive": "click model interactive"}
+    expected = {v: sorted([PERSON, "click model interactive", "lung_ce"]) for v in (1, 2, 3)}
+    assert segment_algorithms(labels, copied, names) == expected
+    untouched = {z: ("model B",) for z in range(3)}  # copied and left as it was: no person
+    assert segment_algorithms(labels, untouched, names) == {v: ["lung_ce"] for v in (1, 2, 3)}
 
 
 @needs_dciodvfy

@@ -873,3 +873,27 @@ def test_a_failed_seg_export_takes_no_instance_number(series, tmp_path):
     assert (first.InstanceNumber, second.InstanceNumber) == (1, 2)
     assert first.SeriesInstanceUID == second.SeriesInstanceUID
     session.close(discard=True)
+
+
+def test_the_seg_series_goes_on_after_the_case_is_reopened(series, tmp_path):
+    """A helper sent a SEG, quit, reopened the case, corrected one slice and sent again: a
+    second series, numbered 1 again, beside the first in the PACS. The series and its last
+    instance are kept in the sidecar, at once where the labels have a file (no save needed)."""
+    import pydicom
+
+    folder, labels = series
+    session = ReviewSession.open(folder, labels=labels)
+    saved = session.save(tmp_path / "labels.nii.gz")
+    session.labels.paint(2, [(5, 5)], 2.0, 1)
+    first = pydicom.dcmread(session.dicom_seg_job(tmp_path / "first.dcm")())
+    second = pydicom.dcmread(session.dicom_seg_job(tmp_path / "second.dcm")())
+    session.close(discard=True)  # the stroke is not saved; the SEGs were sent all the same
+    again = ReviewSession.open(folder, labels=saved)
+    again.labels.paint(3, [(6, 6)], 2.0, 1)
+    third = pydicom.dcmread(again.dicom_seg_job(tmp_path / "third.dcm")())
+    assert first.SeriesInstanceUID == second.SeriesInstanceUID == third.SeriesInstanceUID
+    assert [s.InstanceNumber for s in (first, second, third)] == [1, 2, 3]
+    again.save()
+    assert json.loads(review_path(saved).read_text())["dicom_seg"] == {
+        "series_uid": first.SeriesInstanceUID, "instance": 3}
+    again.close()
