@@ -133,6 +133,9 @@ class PacsDialog(QDialog):
         except PacsError as exc:
             self._fail(str(exc))
             return
+        # The last results go with the search: their series are the last PACS's, and a search
+        # cancelled or failed would leave them to be retrieved from this one.
+        self.results.clear()
         self._pacs = pacs
         self._set_status(f"Searching {pacs.url}...")
         stop = self._stop.is_set

@@ -122,12 +122,26 @@ def test_cancel_ends_a_search_of_a_pacs_that_never_answers(qtbot, tmp_path, url)
         silent.listen(8)
         dialog = PacsDialog(None, cache=tmp_path)
         qtbot.addWidget(dialog)
+        _an_earlier_result(dialog)  # of another PACS: a helper's cancelled search left it to retrieve from this one
         dialog.server.url.setEditText(url.format(port=silent.getsockname()[1]))
         qtbot.mouseClick(dialog.search_button, Qt.LeftButton)
         qtbot.waitUntil(dialog.cancel_button.isEnabled, timeout=15000)
         qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
         qtbot.waitUntil(dialog.search_button.isEnabled, timeout=15000)  # well before the 30 s timeout
         assert dialog.status.text() == "Search cancelled." and dialog.results.topLevelItemCount() == 0
+        assert not dialog.retrieve_button.isEnabled()
+
+
+def _an_earlier_result(dialog) -> None:
+    """A series in the results, as a search of another PACS left it."""
+    from PySide6.QtWidgets import QTreeWidgetItem
+
+    from segview.core.pacs import Series
+
+    item = QTreeWidgetItem(["", "", "", "earlier", "CT", "1"])
+    item.setData(0, Qt.ItemDataRole.UserRole, Series("1.2.3", "1.2", "CT", "earlier"))
+    dialog.results.addTopLevelItem(item)
+    dialog.results.setCurrentItem(item)
 
 
 def test_a_seg_series_is_not_retrieved_as_an_image(qtbot, tmp_path):
