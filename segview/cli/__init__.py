@@ -180,19 +180,11 @@ def _run_bench_metrics(args) -> int:
     return 0 if figures["identical"] else 1
 
 
-def _phantom_dataset(folder: Path) -> dict:
-    """What a folder's dataset.json says of the phantoms segview wrote there ({} for none)."""
-    try:
-        return dict(json.loads((folder / "dataset.json").read_text()).get("segview") or {})
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
 def _run_phantom(args) -> int:
     from ..core.dicom import write_dicom_series
     from ..core.files import atomic_write_text
     from ..core.io import save_labels, save_volume
-    from ..core.phantoms import make_phantom, scanner_shift
+    from ..core.phantoms import make_phantom, phantom_written, scanner_shift
 
     if args.count < 1:
         raise UserError("--count must be at least 1")
@@ -203,7 +195,7 @@ def _run_phantom(args) -> int:
     if there:  # its labels may hold a person's corrections: a tester's were replaced, unsaid
         raise UserError(f"{args.output} already holds {', '.join(there[:4])}{' ...' if len(there) > 4 else ''}; "
                         "choose another folder, or other seeds (--seed)")
-    held = _phantom_dataset(args.output)
+    held = phantom_written(args.output)
     if held and (held.get("task"), held.get("format")) != (args.task, args.format):  # one task, one format a dataset
         raise UserError(f"{args.output} holds {held.get('task')} cases as {held.get('format')}; add {args.task} "
                         f"cases as {args.format} to another folder")

@@ -373,7 +373,7 @@ def _run_evaluate(args) -> int:
                 print(f"segview: {path.name} predicts {predictor.num_classes} classes, "
                       f"{name} has {len(dataset.classes)}; not evaluated there", file=sys.stderr)
                 continue
-            trained = trained_cases(predictor.meta, digests, name)
+            trained = trained_cases(predictor.meta, digests, name, dataset.phantom)
             if trained:
                 learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(digests)} cases of {name} "
                               f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "

@@ -12,7 +12,9 @@ across seeds (shape, size, position, contrast, noise).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
@@ -40,6 +42,16 @@ class Phantom:
     labels: np.ndarray
     classes: tuple[LabelClass, ...]
     task: str
+
+
+def phantom_written(folder) -> dict:
+    """What a dataset folder's dataset.json says of the phantoms ``segview phantom`` wrote
+    there ({"task", "first_seed", "format"}; {} for a dataset of other images)."""
+    try:
+        found = json.loads((Path(folder) / "dataset.json").read_text(encoding="utf-8")).get("segview")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(found) if isinstance(found, dict) else {}
 
 
 def make_phantom(task: str, seed: int = 0) -> Phantom:

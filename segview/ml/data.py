@@ -24,7 +24,7 @@ from ..core.files import FIRST_CHANNEL, case_name
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
                        load_volume, named_classes)
 from ..core.journal import image_key
-from ..core.phantoms import make_phantom, scanner_shift
+from ..core.phantoms import make_phantom, phantom_written, scanner_shift
 from ..core.review_state import load_review_state
 from ..core.splits import SPLITS_FILE, read_split, write_split
 from ..core.volume import Volume, slice_pixel_size
@@ -63,6 +63,7 @@ class Dataset:
     source: str                                        # what it is, for the checkpoint
     skipped: list[str] = field(default_factory=list)   # "case: reason", reported to the user
     name: str = ""                                     # the dataset folder's name, for lineage
+    phantom: str = ""   # the task of segview's phantoms its cases are (named by seed); "" for other images
 
     def summary(self) -> dict:
         return {"source": self.source, "cases": len(self.cases),
@@ -90,7 +91,8 @@ def phantom_dataset(task: str, count: int, first_seed: int = 0,
         cases.append(Case(f"{task}_{first_seed + n:03d}", phantom.volume, phantom.labels))
         classes = list(phantom.classes)
     shifted = ", scanner shift" if shift else ""
-    return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}{shifted}")
+    return Dataset(cases, classes, f"phantom {task}, seeds {first_seed}..{first_seed + count - 1}{shifted}",
+                   phantom=task)
 
 
 #: Phantom cases ``replay_dataset("phantom:TASK")`` draws when no count is given.
@@ -169,7 +171,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         offender = next(c.name for c in cases if c.labels.max() == top)
         raise DatasetError(f"case {offender} has label {top}, but the dataset declares only "
                            f"classes 0..{len(classes) - 1}")
-    return Dataset(cases, classes, f"folder {folder.resolve()}", skipped, folder.resolve().name)
+    return Dataset(cases, classes, f"folder {folder.resolve()}", skipped, folder.resolve().name,
+                   str(phantom_written(folder).get("task") or ""))
 
 
 def _review(label_path, volume: Volume):

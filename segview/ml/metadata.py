@@ -101,14 +101,23 @@ def reason(exc: BaseException) -> str:
     return text.splitlines()[-1] if text else type(exc).__name__
 
 
-def trained_cases(meta: dict, cases: dict[str, tuple[str, str]], dataset: str) -> list[str]:
+def trained_cases(meta: dict, cases: dict[str, tuple[str, str]], dataset: str, phantom: str = "") -> list[str]:
     """The names of ``cases`` (name -> its image_key and voxel_digest) a checkpoint learnt
     from, by its lineage: by the images' voxel values (``lineage.voxels``), wherever the data
     were copied, however renamed or re-saved (a DICOM series as NIfTI); for a checkpoint
     trained before those were kept, by the images' keys (``lineage.images``), and before
-    those, by the ``dataset`` folder's name and the cases' names. A model judged on them
-    shows no evidence of how it does on others."""
+    those, by the ``dataset`` folder's name and the cases' names. Without a lineage (a
+    checkpoint trained on phantoms, as the shipped ones), on a dataset of segview's
+    ``phantom`` cases of its task, by their names (their seeds): a helper's verdict on the
+    shipped lung models' own training seeds said nothing. A model judged on them shows no
+    evidence of how it does on others."""
     lineage = meta.get("lineage") or {}
+    if not lineage:
+        training = meta.get("training") or {}
+        if phantom and str(training.get("source", "")).startswith(f"phantom {phantom},"):
+            learnt = (training.get("split") or {}).get("train") or []
+            return sorted(set(cases) & set(learnt))
+        return []
     for field, which in (("voxels", 1), ("images", 0)):
         learnt = lineage.get(field)
         if isinstance(learnt, dict):

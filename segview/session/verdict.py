@@ -40,6 +40,7 @@ from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
 from ..core.journal import image_key, voxel_digest
 from ..core.metrics import confusion_counts, scores_from_counts
+from ..core.phantoms import phantom_written
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
 from ..core.volume import Volume
 from ..ml.metadata import CheckpointError, trained_cases
@@ -357,7 +358,8 @@ def _trained_on(predictors: dict, dataset: Path, cases: list[CaseVerdict]) -> di
     """slot -> the ``cases`` its checkpoint learnt from (``ml.metadata.trained_cases``): a
     fine-tune judged on its own training cases (a tester's verdict said nothing)."""
     digests = {c.case: (c.key, c.voxels) for c in cases}
-    found = {slot: trained_cases(p.meta, digests, dataset.absolute().name) for slot, p in predictors.items()}
+    phantom = str(phantom_written(dataset).get("task") or "")
+    found = {slot: trained_cases(p.meta, digests, dataset.absolute().name, phantom) for slot, p in predictors.items()}
     return {slot: names for slot, names in found.items() if names}
 
 

@@ -90,3 +90,24 @@ def test_the_click_model_corrects_pixels_twice_as_wide_as_tall_as_it_does_square
         figures[step] = summarize(traces)
     assert figures[2]["dice_after"][1] >= figures[1]["dice_after"][1] - 0.03, figures
     assert figures[2]["noc"][0.90] <= figures[1]["noc"][0.90] + 1, figures
+
+
+def test_a_verdict_on_the_shipped_models_own_training_phantoms_says_so(tmp_path):
+    """A helper judged the shipped lung models on `segview phantom lung --seed 38` (seeds 38 and
+    39): nothing said that they had trained on seed 39. They carry no lineage; their
+    training split names the phantoms they learnt from, by seed."""
+    import json
+    from types import SimpleNamespace
+
+    from segview.ml.metadata import trained_cases
+    from segview.session.verdict import _trained_on
+
+    meta = read_metadata(shipped_models()["lung_ce"])
+    cases = {"lung_038": ("key", "voxels"), "lung_039": ("key", "voxels"), "lung_4000": ("key", "voxels")}
+    assert "lung_039" in meta["training"]["split"]["train"] and "lung_038" in meta["training"]["split"]["validation"]
+    assert trained_cases(meta, cases, "DS", phantom="lung") == ["lung_039"]
+    assert trained_cases(meta, cases, "DS") == []                      # not segview's phantoms: names say nothing
+    assert trained_cases(meta, cases, "DS", phantom="cardiac") == []   # phantoms of another task
+    (tmp_path / "dataset.json").write_text(json.dumps({"segview": {"task": "lung", "first_seed": 38}}))
+    judged = [SimpleNamespace(case=name, key="key", voxels="voxels") for name in cases]
+    assert _trained_on({"A": SimpleNamespace(meta=meta)}, tmp_path, judged) == {"A": ["lung_039"]}
