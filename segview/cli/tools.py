@@ -152,9 +152,15 @@ def _run_train(args) -> int:
             print(f"best validation Dice {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
                   f"checkpoints in {result.output}")
             if not math.isnan(result.parent_dice):  # --init: what the fine-tuning had to beat
+                from ..ml.checkpoint import read_metadata
+                from ..session.finetune import selection_caution
+
                 verdict = "better" if result.best_dice > result.parent_dice else "NOT better: keep the parent"
+                held_out = read_metadata(result.output / "best.safetensors")["training"]["split"]["validation"]
+                validating = [name for name in held_out if name in {case.name for case in dataset.cases}]
+                # as the window says it: a helper's run on one held-out case printed "better" alone
                 print(f"{args.init.name} before fine-tuning: validation Dice {result.parent_dice:.4f} on the same "
-                      f"held-out slices; the fine-tuned checkpoint is {verdict}")
+                      f"held-out slices; the fine-tuned checkpoint is {verdict}. {selection_caution(len(validating))}")
     return 0
 
 
@@ -364,6 +370,7 @@ def _run_evaluate(args) -> int:
     class_names = {name: [c.name for c in dataset.classes] for name, dataset in datasets}
     case_classes: dict[str, list[str]] = {}  # per results.csv key, its data set's class names
     learnt: list[str] = []  # bold lines of table1.md: a model judged on cases it trained on
+    trained_by: dict[tuple[str, int], list[str]] = {}  # (data, model) -> the cases it trained on
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
@@ -375,6 +382,7 @@ def _run_evaluate(args) -> int:
                 continue
             trained = trained_cases(predictor.meta, digests, name, dataset.phantom)
             if trained:
+                trained_by[name, index] = trained
                 learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(digests)} cases of {name} "
                               f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "
                               "are no evidence of how it does on cases it never saw.**")
@@ -395,6 +403,9 @@ def _run_evaluate(args) -> int:
             comparisons.append((name, index_a, index_b, paired_comparison(a, b)))
             if click_model is not None:
                 comparisons[-1][3]["clicks_difference"] = _clicks_difference(a, b)
+            learnt_by = {slot: trained_by[name, i] for slot, i in (("A", index_a), ("B", index_b))
+                         if (name, i) in trained_by}
+            _no_verdict_on_training_cases(comparisons[-1][3], learnt_by)
     table = "".join(line + "\n\n" for line in learnt)
     table += table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
     table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
@@ -412,6 +423,18 @@ def _run_evaluate(args) -> int:
             [{"data": n, "a": str(models[a][0]), "b": str(models[b][0]), **r} for n, a, b, r in comparisons]),
             indent=2, allow_nan=False))
     return 0
+
+
+def _no_verdict_on_training_cases(comparison: dict, trained_on: dict[str, list[str]]) -> None:
+    """A comparison where a model learnt from some of the cases supports no verdict (a
+    helper's script read ``supports_verdict: true`` beside the bold warning); ``trained_on``
+    ("A" or "B" -> those cases) says which, as verdict.json does."""
+    if not trained_on:
+        return
+    comparison["trained_on"] = trained_on
+    for figures in (comparison, comparison.get("clicks_difference") or {}):
+        if "supports_verdict" in figures:
+            figures["supports_verdict"] = False
 
 
 def _run_verdict(args) -> int:

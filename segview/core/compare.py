@@ -153,13 +153,17 @@ def bootstrap_interval(differences, resamples: int = RESAMPLES, seed: int = SEED
     resampled with replacement ``resamples`` times (numpy's default generator, ``seed``).
     With ``weights`` (n,) > 0, the mean of each resample is sum(values) / sum(weights): the
     values are clusters' sums (a case's objects) and the weights their sizes, so whole
-    clusters are resampled. (NaN, NaN) for none; one value gives it twice."""
+    clusters are resampled. The values are put in order first, so the interval is that of
+    the values alone, whatever order (a case renamed) they came in: a helper's renamed case
+    moved an interval's end from 0.44 to 0.56. (NaN, NaN) for none; one value gives it twice."""
     values = np.asarray(differences, float)
     if values.size == 0:
         return math.nan, math.nan
+    sizes = np.ones_like(values) if weights is None else np.asarray(weights, float)
+    order = np.lexsort((sizes, values))
+    values, sizes = values[order], sizes[order]
     picks = np.random.default_rng(seed).integers(0, values.size, (resamples, values.size))
-    means = (values[picks].mean(axis=1) if weights is None else
-             values[picks].sum(axis=1) / np.asarray(weights, float)[picks].sum(axis=1))
+    means = values[picks].mean(axis=1) if weights is None else values[picks].sum(axis=1) / sizes[picks].sum(axis=1)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(low), float(high)

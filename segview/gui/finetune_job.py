@@ -26,10 +26,10 @@ from typing import TYPE_CHECKING, Callable, Protocol
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
-from ..core.compare import MIN_PAIRS
 from ..core.errors import SegviewError
 from ..core.report import counted, number_text
 from ..session import Worklist
+from ..session.finetune import selection_caution
 from .job_row import JobRow
 from .settings import last_folder, remember_folder
 from .workers import Worker
@@ -89,17 +89,6 @@ def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: flo
     if left_s is None:
         return text
     return text + (", less than a minute left" if left_s < 60 else f", about {math.ceil(left_s / 60)} min left")
-
-
-def selection_caution(held_out: int) -> str:
-    """Why the best held-out Dice of a run flatters it: the epoch was chosen by that Dice, on
-    those cases; on fewer than ``MIN_PAIRS`` of them it is no verdict either."""
-    said = ("The epoch was chosen by this Dice on these same cases, so it flatters the model a little; cases "
-            "reviewed after this run judge it fairly.")
-    if held_out < MIN_PAIRS:
-        said += (f" On {counted(held_out, 'held-out case')} (fewer than {MIN_PAIRS}) it is no verdict: review more "
-                 "cases before relying on it.")
-    return said
 
 
 class FineTuning(QObject):

@@ -20,7 +20,9 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..core.compare import MIN_PAIRS
 from ..core.errors import DatasetError, HeldOutError, SegviewError
+from ..core.report import counted
 from ..ml.checkpoint import read_metadata
 from ..core.splits import SPLITS_FILE
 from ..ml.data import Dataset, case_names, fixed_split, folder_dataset, replay_dataset, replay_spec
@@ -98,6 +100,17 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
             with contextlib.suppress(OSError):  # not empty (another run's files), or gone
                 target.parent.rmdir()
     return target
+
+
+def selection_caution(held_out: int) -> str:
+    """Why the best held-out Dice of a run flatters it: the epoch was chosen by that Dice, on
+    those cases; on fewer than ``MIN_PAIRS`` of them it is no verdict either."""
+    said = ("The epoch was chosen by this Dice on these same cases, so it flatters the model a little; cases "
+            "reviewed after this run judge it fairly.")
+    if held_out < MIN_PAIRS:
+        said += (f" On {counted(held_out, 'held-out case')} (fewer than {MIN_PAIRS}) it is no verdict: review more "
+                 "cases before relying on it.")
+    return said
 
 
 def replay_source(parent) -> str | None:

@@ -187,7 +187,9 @@ class Verdict:
                 document[f"{key}_difference"] = {
                     "mean": p["mean_difference"], "std": p["std_difference"], "ci95": list(p["ci95"]),
                     "wilcoxon_p": p["p_value"], "n": p["pairs"], "differing": p["differing"], "b_better": p["b_better"],
-                    "a_better": p["a_better"], "supports_verdict": p["supports_verdict"]}
+                    "a_better": p["a_better"],
+                    # figures of a model on cases it learnt from are no evidence (``trained_on``)
+                    "supports_verdict": p["supports_verdict"] and not self.trained_on}
         return finite_or_none(document)
 
     def rows(self) -> tuple[list[str], list[dict]]:

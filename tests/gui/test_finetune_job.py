@@ -13,7 +13,8 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from segview.core.io import load_volume
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
-from segview.gui.finetune_job import progress_text, selection_caution
+from segview.gui.finetune_job import progress_text
+from segview.session.finetune import selection_caution
 from segview.ml import train as train_module
 from segview.ml.checkpoint import read_metadata
 from segview.ml.data import case_names, fixed_split

@@ -331,6 +331,9 @@ def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_pat
     verdict = "better" if best > expected else "NOT better: keep the parent"
     assert (f"parent.safetensors before fine-tuning: validation Dice {expected:.4f} on the same held-out slices; "
             f"the fine-tuned checkpoint is {verdict}") in out
+    # with the window's cautions: the epoch chosen on these cases, and too few of them (a helper's "better" alone)
+    assert f"the fine-tuned checkpoint is {verdict}. The epoch was chosen by this Dice on these same cases" in out
+    assert f"On {len(held_out)} held-out case" in out and "(fewer than 5) it is no verdict" in out
     # and segview info says it with the lineage, long after the run's output is gone
     assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
     info = capsys.readouterr().out
@@ -414,6 +417,9 @@ def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_
         verdict["correction_cases"]) != set()
     assert f"Model B (best.safetensors) was trained on {len(verdict['trained_on']['B'])} of these cases" in \
         (tmp_path / "out" / "verdict.md").read_text()
+    # and no figure of it supports a verdict (a helper's script read supports_verdict: true)
+    assert verdict["dice_difference"]["supports_verdict"] is False
+    assert verdict["correction_ml_difference"]["supports_verdict"] is False
     # A copy of the dataset under another name: the same images, known by themselves (a tester's copy said nothing).
     import shutil
 
@@ -426,6 +432,8 @@ def test_a_verdict_says_when_a_model_is_judged_on_cases_it_learnt_from(reviewed_
     assert main(["evaluate", str(parent), str(tuned), "--data", str(copy), "-o", str(tmp_path / "whole")]) == 0
     said = f"was trained on {len(learnt)} of the {len(case_names(copy))} cases of copied elsewhere"
     assert said in capsys.readouterr().err and said in (tmp_path / "whole" / "table1.md").read_text()
+    comparison = json.loads((tmp_path / "whole" / "comparisons.json").read_text())[0]
+    assert comparison["supports_verdict"] is False and sorted(comparison["trained_on"]["B"]) == sorted(learnt)
     assert "parent" not in (tmp_path / "whole" / "table1.md").read_text().split("**")[1]
     # Re-saved by another tool, as floats 5 mm away: the same voxels, learnt from all the same.
     import SimpleITK as sitk

@@ -146,6 +146,12 @@ def test_bootstrap_interval_is_reproducible_and_agrees_with_scipy():
     assert high == pytest.approx(reference.high, abs=0.05 * width)
     assert bootstrap_interval([0.1]) == pytest.approx((0.1, 0.1))
     assert all(math.isnan(v) for v in bootstrap_interval([]))
+    # the values' order (the cases' names) changes nothing: a helper's renamed case moved an end
+    shuffled = np.random.default_rng(4).permutation(differences)
+    assert bootstrap_interval(shuffled) == (low, high)
+    sizes = np.arange(1, 31)
+    order = np.random.default_rng(5).permutation(30)
+    assert bootstrap_interval(differences, weights=sizes) == bootstrap_interval(differences[order], weights=sizes[order])
 
 
 def test_dataset_report_and_the_command(reviewed_dataset, checkpoints, tmp_path):
