@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..core.files import replace_atomically
-from .checkpoint import load_checkpoint, metadata_json
+from .checkpoint import load_checkpoint, metadata_json, slice_orientation
 from .metadata import METADATA_KEY, CheckpointError, classes_from_metadata, reason
 from .onnx_network import OnnxNetwork, load_onnx, read_onnx_metadata, session_options
 
@@ -82,6 +82,12 @@ def export_onnx(checkpoint, output) -> Path:
     model, meta = load_checkpoint(checkpoint)
     size = int(meta.get("preprocessing", {}).get("input_size", [64])[0])
     graph = _export(model, size)
+    # What another tool must do before the network, said outright: the slices' orientation
+    # (older and imported checkpoints leave it to segview's rule: a helper's ONNX run without
+    # the flips differed from segview's in 830 voxels) and the canvas square in mm.
+    meta = {**meta, "preprocessing": {**meta.get("preprocessing", {}), "orientation": slice_orientation(meta),
+                                      "canvas": "padded at the bottom and right to a square in mm, "
+                                                "with each slice's minimum"}}
     for key, value in ((METADATA_KEY, metadata_json(meta)), ("classes", ", ".join(
             c.name for c in classes_from_metadata(meta)))):
         entry = graph.metadata_props.add()

@@ -15,6 +15,7 @@ from segview.ml.checkpoint import CheckpointError, classes_to_metadata, read_met
 from segview.ml.importers import import_state_dict
 from segview.ml.inference import Predictor
 from segview.ml.milesial import MilesialUNet
+from segview.ml.checkpoint import slice_orientation
 from segview.ml.onnx_model import export_onnx, load_onnx
 from segview.ml.unet import UNet
 
@@ -49,9 +50,14 @@ def exported(tmp_path_factory):
 def test_metadata_travels_in_the_onnx_model(exported):
     _, checkpoint, path = exported
     properties = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
-    assert json.loads(properties["segview"]) == read_metadata(checkpoint)
+    meta = read_metadata(checkpoint)
+    # the checkpoint's, with how slices are fed said outright (its orientation, by segview's rule)
+    written = json.loads(properties["segview"])
+    fed = written["preprocessing"]
+    assert fed.pop("orientation") == slice_orientation(meta) and "square in mm" in fed.pop("canvas")
+    assert written == meta
     assert properties["classes"] == "background, right ventricle, myocardium, left ventricle"
-    assert read_metadata(path) == read_metadata(checkpoint)
+    assert slice_orientation(read_metadata(path)) == slice_orientation(meta)
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 64, 64), (3, 1, 64, 64), (2, 1, 50, 72)])
@@ -106,6 +112,9 @@ def test_an_imported_monai_network_exports_too(tmp_path):
         expected = source(image)
     torch.testing.assert_close(network(image), expected, atol=1e-4, rtol=1e-4)
     assert meta["architecture"]["name"] == "MonaiUNet"
+    # what another tool must do first, said outright (an import learnt the arrays as stored)
+    assert meta["preprocessing"]["orientation"] == "stored"
+    assert "square in mm" in meta["preprocessing"]["canvas"]
 
 
 @pytest.mark.parametrize("arch, build, input_size, sizes", [
