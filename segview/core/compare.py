@@ -23,7 +23,7 @@ from .metrics import SURFACE_DICE_TOLERANCE_MM, reviewed_surface_scores
 AGREE, ONLY_A_WRONG, ONLY_B_WRONG, BOTH_WRONG, UNREVIEWED_DISAGREE = range(5)
 CATEGORY_NAMES = {ONLY_A_WRONG: "only A wrong", ONLY_B_WRONG: "only B wrong", BOTH_WRONG: "both wrong",
                   UNREVIEWED_DISAGREE: "A and B disagree (not reviewed)"}
-#: Where A and B disagree on a slice not reviewed: a saturated violet, seen on grey images
+#: Where A and B disagree on a slice not reviewed: a saturated indigo blue, seen on grey images
 #: (a light grey was not) and far from the class palettes and the model colours.
 CATEGORY_COLORS = {ONLY_A_WRONG: MODEL_COLORS["A"], ONLY_B_WRONG: MODEL_COLORS["B"], BOTH_WRONG: (230, 30, 60),
                    UNREVIEWED_DISAGREE: (60, 0, 255)}

@@ -26,6 +26,7 @@ from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
 from ..core.journal import set_aside_journals
 from ..core.labels import Edit, Mark
 from ..core.live import write_metrics_csv
+from ..core.report import counted
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
@@ -226,7 +227,7 @@ class MainWindow(QMainWindow):
         # window's full height, so neither clips the other on a 1440 x 900 screen.
         docks = []
         for title, widget, area, width in (("Tools", self.tools, Qt.DockWidgetArea.LeftDockWidgetArea, 290),
-                                           ("Metrics: Dice / IoU against the labels", self.metrics,
+                                           ("Metrics", self.metrics,  # tabbed with two more: short titles
                                             Qt.DockWidgetArea.RightDockWidgetArea, 400)):
             dock = QDockWidget(title, self)
             dock.setWidget(widget)
@@ -1648,11 +1649,13 @@ def _series_name(volume) -> str:
 
 
 def _marks_text(recovered: np.ndarray, shown: np.ndarray) -> str:
-    """The review marks of recovered edits against those of the labels open now: "3
-    slice(s) reviewed, 1 marked and 0 unmarked against the labels open now"."""
-    marked, unmarked = int((recovered & ~shown).sum()), int((~recovered & shown).sum())
-    return (f"{int(recovered.sum())} slice(s) reviewed, {marked} marked and {unmarked} unmarked against the labels "
-            "open now")
+    """The review marks of recovered edits against those of the labels open now: "3 slices
+    reviewed, 1 marked and 0 unmarked against the labels open now", or "no review marks"
+    (a new user puzzled over "0 slice(s) reviewed, 0 marked and 0 unmarked")."""
+    reviewed, marked, unmarked = int(recovered.sum()), int((recovered & ~shown).sum()), int((~recovered & shown).sum())
+    if not (reviewed or unmarked):
+        return "no review marks"
+    return f"{counted(reviewed, 'slice')} reviewed, {marked} marked and {unmarked} unmarked against the labels open now"
 
 
 def _time_text(seconds: float) -> str:

@@ -43,7 +43,7 @@ class _ViewRulers:
         points = [self.view.xy_of(end) for segment in segments for end in segment]
         self.lines.setData(np.array([p[0] for p in points], float), np.array([p[1] for p in points], float))
         while len(self.labels) < len(lengths):
-            label = pg.TextItem(color=TEXT, anchor=(0, 1))
+            label = pg.TextItem(color=TEXT, anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 150))  # read over the overlays
             self.view.box.addItem(label, ignoreBounds=True)
             self.labels.append(label)
         for n, label in enumerate(self.labels):

@@ -555,7 +555,7 @@ def test_reopening_after_a_crash_offers_the_unsaved_edits(qtbot, window, dialogs
     dialogs.answers.append(QMessageBox.Yes)
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_demo("cardiac")
-    assert any(kind == "question" and "3 edit step" in text and "1 slice(s) reviewed, 1 marked and 0 unmarked" in text
+    assert any(kind == "question" and "3 edit step" in text and "1 slice reviewed, 1 marked and 0 unmarked" in text
                for kind, text in dialogs)
     assert len(classes_shown) == 1 and any("left ventricle" in name for name in classes_shown[0])
     session = window.session
@@ -602,7 +602,7 @@ def test_a_crashed_sessions_edits_are_found_by_another_path_and_again_by_recover
     monkeypatch.setattr(QInputDialog, "getItem", get_item)
     recover = next(a for a in window.menuBar().actions()[0].menu().actions() if a.text() == "Recover &edits...")
     recover.trigger()
-    assert len(offered) == 1 and offered[0].startswith("2 step(s); 1 slice(s) reviewed, 1 marked and 0 unmarked")
+    assert len(offered) == 1 and offered[0].startswith("2 step(s); 1 slice reviewed, 1 marked and 0 unmarked")
     np.testing.assert_array_equal(session.labels.array, expected)
     assert np.flatnonzero(session.reviewed).tolist() == [4] and window.isWindowModified()
 

@@ -427,7 +427,7 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
     assert opened.args == ["case_001"] and calls[:2] == ["case_000", "case_001"]  # then case_002 prefetches
-    said = "2 slice(s) reviewed, 1 marked and 0 unmarked against the labels open now"
+    said = "2 slices reviewed, 1 marked and 0 unmarked against the labels open now"
     assert any(kind == "question" and said in text for kind, text in dialogs)
     assert window.session.reviewed[2]
 

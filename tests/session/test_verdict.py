@@ -151,7 +151,8 @@ def test_bootstrap_interval_is_reproducible_and_agrees_with_scipy():
     assert bootstrap_interval(shuffled) == (low, high)
     sizes = np.arange(1, 31)
     order = np.random.default_rng(5).permutation(30)
-    assert bootstrap_interval(differences, weights=sizes) == bootstrap_interval(differences[order], weights=sizes[order])
+    weighted = bootstrap_interval(differences, weights=sizes)
+    assert weighted == bootstrap_interval(differences[order], weights=sizes[order])
 
 
 def test_dataset_report_and_the_command(reviewed_dataset, checkpoints, tmp_path):
