@@ -223,7 +223,7 @@ class Ruler(Effect):
     """A drag on a plane of any view measures the line between its ends in mm from the
     image's geometry (``session.rulers``); the ruler stays on its plane until deleted."""
     name, text, key, tip = ("ruler", "Ruler", "L", "Drag a line to measure it in mm; the rulers are listed in the "
-                            "Measurements panel and saved with the labels")
+                            "Rulers panel and saved with the labels")
     cursor = Qt.CursorShape.CrossCursor
     paints = True
 

@@ -127,7 +127,7 @@ class MainWindow(QMainWindow):
         self.measures_controller = install_measures(self)  # boundary metrics and clinical measures dock
         self.click_controller = install_clicks(self)  # the Click tool's model runs and dots
         self.polygon_controller = install_polygon(self)  # the Polygon tool's line, closing and cancelling
-        self.ruler_controller = install_rulers(self)  # the rulers drawn and the Measurements dock
+        self.ruler_controller = install_rulers(self)  # the rulers drawn and the Rulers dock
         self.statistics_controller = install_statistics(self)  # region statistics in the measures dock
         self.roi_controller = install_region_shapes(self, self.statistics_controller.box.layout())  # the ROI tool (O)
         self.crosshair = install_crosshair(self)  # the linked crosshair (X), moved by Shift + mouse move

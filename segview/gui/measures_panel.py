@@ -373,7 +373,7 @@ class MeasuresController(QObject):
         super().__init__(window.window())
         self.window = window
         self.panel = MeasuresPanel()
-        self.dock = QDockWidget("Boundary & volume", window.window())  # a tab: its title must fit
+        self.dock = QDockWidget("Measures", window.window())  # a tab: a short title (a longer one was cut off)
         self.dock.setObjectName("measures dock")
         # Scrolled, not squeezed: its tables keep their rows, and the docks it shares the
         # side with (the 3D view) never push the window past the screen.

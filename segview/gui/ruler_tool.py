@@ -1,5 +1,5 @@
 """The Ruler tool's wiring (``effects.Ruler``): the rulers drawn on the planes that hold
-them, the line being dragged, and the Measurements panel that lists, finds and deletes them.
+them, the line being dragged, and the Rulers panel that lists, finds and deletes them.
 
 The rulers live in the session (``ReviewSession.rulers``, saved in the labels' sidecar);
 this module only draws them: a white line with its length in mm beside its end, in every
@@ -54,7 +54,7 @@ class _ViewRulers:
 
 
 class RulerController(QObject):
-    """Draws the rulers for ``window`` and keeps its Measurements panel (see the module)."""
+    """Draws the rulers for ``window`` and keeps its Rulers panel (see the module)."""
 
     def __init__(self, window: ToolHost):
         super().__init__(window.workspace)
@@ -86,7 +86,7 @@ class RulerController(QObject):
         buttons.addStretch(1)
         buttons.addWidget(delete)
         layout.addLayout(buttons)
-        dock = QDockWidget("Measurements")
+        dock = QDockWidget("Rulers")
         dock.setObjectName("measurements")
         dock.setWidget(panel)
         metrics = self.window.metrics.parentWidget()  # the dock that holds the metrics panel
@@ -164,5 +164,5 @@ class RulerController(QObject):
 
 
 def install_rulers(window: ToolHost) -> RulerController:
-    """The Ruler tool's drawing and the Measurements dock for ``window`` (``window.ruler_controller``)."""
+    """The Ruler tool's drawing and the Rulers dock for ``window`` (``window.ruler_controller``)."""
     return RulerController(window)

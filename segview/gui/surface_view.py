@@ -287,8 +287,10 @@ class SurfaceController(QObject):
             return
         main = self.window.window()
         if not self._sized and isinstance(main, QMainWindow) and not self.dock.isFloating():
-            self._sized = True  # half the window's height the first time, not a strip under the metrics
-            main.resizeDocks([self.dock], [main.height() // 2], Qt.Orientation.Vertical)
+            # A third of the window's height the first time: not a strip under the metrics, nor
+            # so tall that the metrics above it are crushed (half left a new user a 40-pixel Dice strip).
+            self._sized = True
+            main.resizeDocks([self.dock], [max(main.height() // 3, self.dock.minimumHeight())], Qt.Orientation.Vertical)
         self._schedule(0)
 
     def _edited(self, edit: Edit) -> None:

@@ -151,7 +151,7 @@ class Workspace(QStackedWidget):
 
     def go_to_plane(self, voxel: tuple[int, ...], axis: int) -> None:
         """Show the plane normal to array ``axis`` through ``voxel`` (z, y, x) (a ruler's, from
-        the Measurements dock): that view made active where it is not on screen, every view
+        the Rulers dock): that view made active where it is not on screen, every view
         through the voxel; the compare panes, which show only the acquired plane, its slice."""
         if self.mode != "views":
             return self.compare.set_slice(voxel[0])
