@@ -57,6 +57,7 @@ class CompareView(QWidget):
             # A header takes its column's width and wraps there, never the width of its text
             # (which ran into the other pane's header).
             self.headers[name].setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+            self.headers[name].setContentsMargins(2, 0, 12, 0)  # A's last word apart from B's name
             layout.addWidget(self.headers[name], 0, min(column, 1) if name != "disagreement" else 0, 1,
                              1 if name != "disagreement" else 2)
             layout.addWidget(pane, 1, min(column, 1) if name != "disagreement" else 0, 1,

@@ -667,7 +667,7 @@ class MainWindow(QMainWindow):
             if self.overlay_actions[slot][1].isChecked():  # "Model A as outline"
                 items.append(f"<span style='color: rgb{MODEL_COLORS[slot]}'>&#9633;</span> model {slot} outline")
             else:
-                items.append(f"model {slot} filled")
+                items.append(f"model {slot} filled in the class colours")  # no swatch of its own
         return "  ".join(items)
 
     def _fill_window_presets(self) -> None:
