@@ -157,7 +157,7 @@ def _run_train(args) -> int:
 
                 verdict = "better" if result.best_dice > result.parent_dice else "NOT better: keep the parent"
                 held_out = read_metadata(result.output / "best.safetensors")["training"]["split"]["validation"]
-                validating = [name for name in held_out if name in {case.name for case in dataset.cases}]
+                validating = set(held_out) & {case.name for case in dataset.cases}
                 # as the window says it: a helper's run on one held-out case printed "better" alone
                 print(f"{args.init.name} before fine-tuning: validation Dice {result.parent_dice:.4f} on the same "
                       f"held-out slices; the fine-tuned checkpoint is {verdict}. {selection_caution(len(validating))}")

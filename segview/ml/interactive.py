@@ -116,7 +116,7 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
         touched = boxes[inside.all(axis=2).any(axis=1)]
         if len(touched):
             low, high = np.minimum(low, touched[:, 0].min(axis=0)), np.maximum(high, touched[:, 1].max(axis=0))
-    stretch = np.ones(2) if pixel_size is None else np.asarray(pixel_size, float) / min(pixel_size)
+    stretch = pixel_stretch(pixel_size)
     side = max(float(((high - low + 1) * stretch).max()), 1.0)   # in pixels of the finer axis
     side = max(side * (1 + 2 * margin), float(min_size))
     side = min(side, float((np.asarray(shape) * stretch).max()))
@@ -129,6 +129,12 @@ def crop_box(shape: tuple[int, int], clicks: list[Click], mask: np.ndarray, marg
         start = min(max(start, 0), max(shape[axis] - length, 0))
         box.append(slice(start, min(start + length, shape[axis])))
     return box[0], box[1]
+
+
+def pixel_stretch(pixel_size: tuple[float, float] | None) -> np.ndarray:
+    """(2,): a pixel's (row, column) sides in sides of the finer axis' pixel ((1, 1) for
+    square pixels, or None)."""
+    return np.ones(2) if pixel_size is None else np.asarray(pixel_size, float) / min(pixel_size)
 
 
 def region_boxes(mask: np.ndarray) -> np.ndarray:

@@ -457,7 +457,8 @@ class ReviewSession:
         seg = self.review_extra.get(KEY_SEG)
         seg = seg if isinstance(seg, dict) and isinstance(seg.get("series_uid"), str) else {}
         self._seg_series_uid: str | None = seg.get("series_uid")
-        self._seg_instance = int(seg.get("instance") or 0) if str(seg.get("instance", "")).isdigit() else 0
+        instance = seg.get("instance")
+        self._seg_instance = instance if isinstance(instance, int) and instance > 0 else 0  # the last written
         self._last_seg: tuple[Path, int] | None = None
         labels.events.changed.connect(self._changed)
         labels.events.marked.connect(self._changed)

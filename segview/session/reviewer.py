@@ -55,7 +55,7 @@ import numpy as np
 from ..core.compare import bootstrap_interval
 from ..core.labels import LabelMap
 from ..core.volume import Volume, slice_pixel_size
-from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click
+from ..ml.interactive import PREPROCESSING, Click, crop_box, error_click, pixel_stretch
 
 GOAL = 0.90
 LEVELS = (0.85, 0.90)          # NoC@85, NoC@90
@@ -199,7 +199,7 @@ def random_walker_corrector(volume_array: np.ndarray, spacing=None, beta: float 
     crop = PREPROCESSING["crop"]
     pixel_size = slice_pixel_size(spacing)
     # in pixels of the finer axis: square pixels walk as they did without a spacing
-    stretch = None if pixel_size is None else tuple(np.divide(pixel_size, min(pixel_size)))
+    stretch = None if pixel_size is None else tuple(pixel_stretch(pixel_size))
 
     def on_slice(z: int) -> Corrector:
         image = volume_array[z].astype(np.float64)
