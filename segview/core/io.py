@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import struct
+import tempfile
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -114,7 +115,9 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
         raise VolumeLoadError(f"{path.name} has {image.GetNumberOfComponentsPerPixel()} values per "
                               "voxel (colour or vector image); segview reads scalar volumes.")
     if image.GetDimension() == 2:
-        image = sitk.JoinSeries(image)
+        image = _joined(image)  # a 2D MetaImage or NRRD has no z: its slice lies at z = 0
+        if extension(path) in (".nii", ".nii.gz"):
+            _place_nifti_slice(path, image)
     elif image.GetDimension() == 4:
         size = list(image.GetSize())
         if size[3] != 1:
@@ -123,6 +126,15 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
     elif image.GetDimension() != 3:
         raise VolumeLoadError(f"{path.name} has {image.GetDimension()} dimensions; segview reads 3D volumes.")
+    return image
+
+
+def _joined(plane: sitk.Image) -> sitk.Image:
+    """The 2D image ``plane`` as a 3D image of one slice, with its header's keys (the NIfTI
+    ones warn of a dubious geometry)."""
+    image = sitk.JoinSeries(plane)
+    for key in plane.GetMetaDataKeys():
+        image.SetMetaData(key, plane.GetMetaData(key))
     return image
 
 
@@ -141,7 +153,10 @@ def image_shape(path) -> tuple[int, ...] | None:
     """The (z, y, x) shape of the image or label file at ``path`` from its header alone;
     None where it cannot be read."""
     reader = _header(path)
-    return None if reader is None else tuple(reversed(reader.GetSize()))
+    if reader is None:
+        return None
+    shape = tuple(reversed(reader.GetSize()))
+    return (1, *shape) if len(shape) == 2 else shape  # 2D: one slice, as it is read
 
 
 def _check_fits(path: Path) -> None:
@@ -196,22 +211,110 @@ def _gzip_size_matches(path: Path) -> bool:
 
 def _nifti_expected_length(header: bytes) -> int | None:
     """Header + voxel bytes of a NIfTI-1 or NIfTI-2 header; None when it is not one."""
-    for endian in "<>":
-        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
-            dims = struct.unpack(endian + "8h", header[40:56])
-            bitpix = struct.unpack(endian + "h", header[72:74])[0]
-            offset = int(struct.unpack(endian + "f", header[108:112])[0])
-            break
-        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
-            dims = struct.unpack(endian + "8q", header[16:80])
-            bitpix = struct.unpack(endian + "h", header[14:16])[0]
-            offset = struct.unpack(endian + "q", header[168:176])[0]
-            break
-    else:
+    fields = _NiftiHeader.parse(header)
+    if fields is None or not 0 < fields.dims[0] <= 7:
         return None
-    if not 0 < dims[0] <= 7:
+    return fields.vox_offset + int(np.prod(fields.dims[1: fields.dims[0] + 1], dtype=np.int64)) * fields.bitpix // 8
+
+
+@dataclass(frozen=True)
+class _NiftiLayout:
+    """Where a NIfTI-1 or NIfTI-2 header keeps the fields segview reads: (byte offset,
+    struct code) of each, ``size`` the header's length (its first field)."""
+    size: int
+    dim: tuple[int, str]         # 8 values: dim[0] is the number of dimensions
+    pixdim: tuple[int, str]      # 8 values: pixdim[1:4] the voxel size
+    datatype: tuple[int, str]
+    bitpix: tuple[int, str]
+    vox_offset: tuple[int, str]
+
+
+_NIFTI_LAYOUTS = (_NiftiLayout(348, (40, "h"), (76, "f"), (70, "h"), (72, "h"), (108, "f")),
+                  _NiftiLayout(540, (16, "q"), (104, "d"), (12, "h"), (14, "h"), (168, "q")))
+
+
+@dataclass(frozen=True)
+class _NiftiHeader:
+    """The fields segview reads of a NIfTI-1 or NIfTI-2 header, in its own byte order."""
+    raw: bytes
+    endian: str
+    layout: _NiftiLayout
+
+    @classmethod
+    def parse(cls, raw: bytes) -> "_NiftiHeader | None":
+        """The header at the start of ``raw``; None when it is no NIfTI header."""
+        for endian in "<>":
+            for layout in _NIFTI_LAYOUTS:
+                if len(raw) >= layout.size and struct.unpack(endian + "i", raw[:4])[0] == layout.size:
+                    return cls(raw[: layout.size], endian, layout)
         return None
-    return offset + int(np.prod(dims[1: dims[0] + 1], dtype=np.int64)) * bitpix // 8
+
+    def _get(self, field: tuple[int, str], count: int = 1) -> tuple:
+        offset, code = field
+        return struct.unpack_from(f"{self.endian}{count}{code}", self.raw, offset)
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return self._get(self.layout.dim, 8)
+
+    @property
+    def datatype(self) -> int:
+        return self._get(self.layout.datatype)[0]
+
+    @property
+    def bitpix(self) -> int:
+        return self._get(self.layout.bitpix)[0]
+
+    @property
+    def vox_offset(self) -> int:
+        return int(self._get(self.layout.vox_offset)[0])
+
+    def as_one_slice(self) -> bytes:
+        """A header-only NIfTI file of this 2D image as a 3D one of one slice (dim[0] 3,
+        dim[3] 1, no extensions): its geometry read as 3D keeps the slice's z position and
+        tilt, which ITK drops for a 2D image. A voxel size pixdim[3] that is not positive (a
+        2D file need not give one) becomes 1 mm."""
+        raw = bytearray(self.raw)
+        dims = list(self.dims)
+        dims[0], dims[3] = 3, 1
+        struct.pack_into(f"{self.endian}8{self.layout.dim[1]}", raw, self.layout.dim[0], *dims)
+        pixdim = list(self._get(self.layout.pixdim, 8))
+        if not (np.isfinite(pixdim[3]) and pixdim[3] > 0):
+            pixdim[3] = 1.0
+        struct.pack_into(f"{self.endian}8{self.layout.pixdim[1]}", raw, self.layout.pixdim[0], *pixdim)
+        offset, code = self.layout.vox_offset
+        struct.pack_into(self.endian + code, raw, offset, self.layout.size + 4)
+        return bytes(raw) + bytes(4)  # the extension flag: none
+
+
+def _nifti_header(path: Path) -> _NiftiHeader | None:
+    """The header of the NIfTI file at ``path``; None when it has none."""
+    opener = gzip.open if extension(path) == ".nii.gz" else open
+    try:
+        with opener(path, "rb") as f:
+            return _NiftiHeader.parse(f.read(540))
+    except (OSError, EOFError, zlib.error):
+        return None
+
+
+def _place_nifti_slice(path: Path, image: sitk.Image) -> None:
+    """Give ``image``, the one slice of the 2D NIfTI file at ``path`` joined into 3D, the 3D
+    geometry of its header: ITK reads a file whose dim[0] is 2 as a 2D image, dropping the
+    third row and column of its sform or qform (the slice's z position, a tilt of its plane).
+    ITK itself reads that header made 3D, so it chooses between sform and qform as it does
+    for any 3D file."""
+    header = _nifti_header(path)
+    if header is None or header.dims[0] != 2:
+        return
+    with tempfile.TemporaryDirectory(prefix="segview-") as folder:
+        one_slice = Path(folder) / "slice.nii"
+        one_slice.write_bytes(header.as_one_slice())
+        reader = _header(one_slice)
+        if reader is None or reader.GetDimension() != 3:
+            return  # ITK cannot take that geometry in 3D (a sheared third axis): the plane's own, as before
+        image.SetOrigin(reader.GetOrigin())
+        image.SetSpacing(reader.GetSpacing())
+        image.SetDirection(reader.GetDirection())
 
 
 def _read_itk_volume(path: Path) -> Volume:

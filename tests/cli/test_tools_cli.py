@@ -304,3 +304,28 @@ def test_predict_chooses_a_series_and_a_bad_image_does_not_stop_a_batch(two_chec
     assert main(["predict", str(two_checkpoints[0]), str(batch), "-o", str(tmp_path / "out")]) == 1
     assert "1 of 3 images not predicted: b_bad.nii.gz" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "out").glob("*.nii.gz")) == ["a_good.nii.gz", "c_good.nii.gz"]
+
+
+def test_predict_writes_the_labels_of_a_2d_nifti_where_its_slice_lies(tmp_path):
+    """A file whose header says dim[0] = 2 lost its slice's z position (20 mm) and the tilt
+    of its plane: the labels predict wrote lay at z = 0 (and the tilted plane was resampled
+    onto another grid)."""
+    import nibabel
+
+    case = make_phantom("cardiac", 3)
+    a, b = np.radians(30), np.radians(20)  # turned about z, then tilted about x
+    rotation = (np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+                @ np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]))
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([*case.volume.spacing[:2], 8.0])
+    affine[:3, 3] = (-50.0, -60.0, 20.0)
+    plane = case.volume.array[case.volume.shape[0] // 2].T  # nibabel's (i, j)
+    nibabel.save(nibabel.Nifti1Image(plane, affine), tmp_path / "slice.nii.gz")
+    assert nibabel.load(tmp_path / "slice.nii.gz").header["dim"][0] == 2
+
+    output = tmp_path / "labels.nii.gz"
+    assert main(["predict", str(CARDIAC_CE), str(tmp_path / "slice.nii.gz"), "-o", str(output)]) == 0
+    written = nibabel.load(output)
+    assert written.shape == (*plane.shape, 1)
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    assert set(np.unique(np.asarray(written.dataobj))) > {0}  # the model found the heart

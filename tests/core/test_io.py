@@ -424,3 +424,78 @@ def test_labels_written_in_another_axis_order_on_the_same_points_open_unresample
     nibabel.save(shifted, tmp_path / "shifted.nii.gz")  # half a voxel off: not the same points
     with pytest.raises(VolumeLoadError, match="do not lie on the grid"):
         load_labels(tmp_path / "shifted.nii.gz", volume)
+
+
+def one_slice_affine(oblique):
+    """A RAS affine of one slice 20 mm up (0.8 x 0.9 mm pixels, 3 mm thick), its plane
+    tilted when ``oblique``."""
+    rotation = np.eye(3)
+    if oblique:  # turned about z, then x: the plane tilts out of the axial one
+        a, b = np.radians(30), np.radians(20)
+        rotation = (np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+                    @ np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]]))
+    affine = np.eye(4)
+    affine[:3, :3] = rotation @ np.diag([0.8, 0.9, 3.0])
+    affine[:3, 3] = (-50.0, -60.0, 20.0)
+    return affine
+
+
+def write_one_slice_nifti(path, data, affine, form):
+    """``data`` (nibabel's (i, j) or (i, j, 1)) with ``affine`` in the header's sform or qform
+    alone (the other's code 0)."""
+    image = nibabel.Nifti1Image(data, None)
+    image.header["pixdim"][1:4] = (0.8, 0.9, 3.0)  # a 2D file too says how thick its slice is
+    if form == "sform":
+        image.set_sform(affine, code=1)
+        image.set_qform(None, code=0)
+    else:
+        image.set_qform(affine, code=1)
+        image.set_sform(None, code=0)
+    nibabel.save(image, path)
+    return path
+
+
+@pytest.mark.parametrize("oblique", [False, True], ids=["axial", "oblique"])
+@pytest.mark.parametrize("form", ["sform", "qform"])
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_one_slice_nifti_keeps_its_3d_geometry(tmp_path, dims, form, oblique):
+    """ITK read a file whose dim[0] is 2 as a 2D image: the slice's z position (20 mm) and
+    any tilt of its plane were lost, and labels saved for it lay at z = 0."""
+    affine = one_slice_affine(oblique)
+    data = np.arange(10 * 12, dtype=np.int16).reshape((10, 12, 1)[:dims])
+    path = write_one_slice_nifti(tmp_path / "slice.nii.gz", data, affine, form)
+    assert nibabel.load(path).header["dim"][0] == dims
+    np.testing.assert_allclose(nibabel.load(path).affine, affine, atol=1e-5)
+
+    volume = load_volume(path)
+    assert volume.shape == (1, 12, 10)
+    np.testing.assert_array_equal(volume.array[0], data.reshape(10, 12).T)
+    np.testing.assert_allclose(volume.affine_ras(), affine, atol=1e-5)
+    assert volume.meta["warnings"] == []
+
+    labels = (volume.array > 60).astype(np.uint8)
+    save_labels(tmp_path / "labels.nii.gz", labels, volume)
+    np.testing.assert_allclose(nibabel.load(tmp_path / "labels.nii.gz").affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(load_labels(tmp_path / "labels.nii.gz", volume), labels)
+    # labels written as a 2D file by another program lie on the slice too
+    flat = write_one_slice_nifti(tmp_path / "flat.nii.gz", (data.reshape(10, 12) > 60).astype(np.uint8), affine, form)
+    np.testing.assert_array_equal(load_labels(flat, volume), labels)
+
+
+@pytest.mark.parametrize("ext", [".mha", ".nrrd"])
+def test_a_2d_metaimage_or_nrrd_is_one_slice_at_z_0(tmp_path, ext):
+    """These formats give a 2D image no z: its in-plane geometry is kept, the slice lies at 0."""
+    plane = sitk.GetImageFromArray(np.arange(12 * 10, dtype=np.int16).reshape(12, 10))
+    plane.SetOrigin((-50.0, 60.0))
+    plane.SetSpacing((0.8, 0.9))
+    plane.SetDirection((0.0, 1.0, 1.0, 0.0))
+    sitk.WriteImage(plane, str(tmp_path / f"slice{ext}"))
+    volume = load_volume(tmp_path / f"slice{ext}")
+    assert volume.shape == (1, 12, 10)
+    np.testing.assert_allclose(volume.origin, (-50.0, 60.0, 0.0))
+    np.testing.assert_allclose(volume.spacing, (0.8, 0.9, 1.0), rtol=1e-6)
+    np.testing.assert_allclose(volume.direction_matrix, [[0, 1, 0], [1, 0, 0], [0, 0, 1]])
+    assert io.image_shape(tmp_path / f"slice{ext}") == volume.shape
+    labels = (volume.array > 60).astype(np.uint8)
+    save_labels(tmp_path / f"labels{ext}", labels, volume)
+    np.testing.assert_array_equal(load_labels(tmp_path / f"labels{ext}", volume), labels)
