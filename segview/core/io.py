@@ -15,6 +15,7 @@ import struct
 import tempfile
 import zlib
 from dataclasses import asdict, dataclass
+from io import BufferedIOBase
 from pathlib import Path
 from typing import Iterable
 
@@ -174,11 +175,10 @@ def _check_fits(path: Path) -> None:
 
 def _check_nifti_complete(path: Path) -> None:
     """Refuse a NIfTI file shorter than its header announces: ITK would zero-fill it."""
-    opener = gzip.open if extension(path) == ".nii.gz" else open
-    if opener is gzip.open and _gzip_size_matches(path):
+    if extension(path) == ".nii.gz" and _gzip_size_matches(path):
         return
     try:
-        with opener(path, "rb") as f:
+        with _open_nifti(path) as f:
             header = f.read(540)
             length = len(header)
             while chunk := f.read(1 << 20):
@@ -287,14 +287,43 @@ class _NiftiHeader:
         return bytes(raw) + bytes(4)  # the extension flag: none
 
 
+def _open_nifti(path: Path) -> BufferedIOBase:
+    """The NIfTI file at ``path`` opened to read its bytes (uncompressed)."""
+    return gzip.open(path, "rb") if extension(path) == ".nii.gz" else open(path, "rb")
+
+
 def _nifti_header(path: Path) -> _NiftiHeader | None:
     """The header of the NIfTI file at ``path``; None when it has none."""
-    opener = gzip.open if extension(path) == ".nii.gz" else open
     try:
-        with opener(path, "rb") as f:
+        with _open_nifti(path) as f:
             return _NiftiHeader.parse(f.read(540))
     except (OSError, EOFError, zlib.error):
         return None
+
+
+#: NIfTI datatype codes of float voxels: float32, float64.
+_NIFTI_FLOATS = {16: "f4", 64: "f8"}
+
+
+def _nifti_non_finite(path: Path) -> int:
+    """How many voxels of the NIfTI file at ``path`` are NaN or infinite, counted in its own
+    bytes: ITK's NIfTI reader (nifti1_io) reads them as 0, without a word."""
+    header = _nifti_header(path)
+    if header is None or header.datatype not in _NIFTI_FLOATS:
+        return 0
+    dtype = np.dtype(header.endian + _NIFTI_FLOATS[header.datatype])
+    left = int(np.prod(header.dims[1: header.dims[0] + 1], dtype=np.int64))
+    count = 0
+    with _open_nifti(path) as f:
+        f.seek(header.vox_offset)
+        while left > 0:
+            chunk = f.read(min(left, 1 << 22) * dtype.itemsize)  # 4 Mi voxels at a time
+            values = np.frombuffer(chunk, dtype, len(chunk) // dtype.itemsize)
+            if not values.size:
+                break
+            count += values.size - int(np.count_nonzero(np.isfinite(values)))
+            left -= values.size
+    return count
 
 
 def _place_nifti_slice(path: Path, image: sitk.Image) -> None:
@@ -470,13 +499,30 @@ def _checked_labels(labels: np.ndarray, reference: Volume) -> np.ndarray:
     if labels.dtype == np.uint8:
         return labels  # whole, not negative, fits: no pass over the volume needed
     if labels.dtype.kind not in "biu":
-        if not np.all(labels == np.round(labels)):
-            raise ValueError("labels must be whole numbers (class indices)")
+        _check_whole_numbers(labels)
     if labels.size and labels.min() < 0:
         raise ValueError("labels must not be negative")
     top = int(labels.max()) if labels.size else 0
     dtype = np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.uint32
     return labels.astype(dtype, copy=False)
+
+
+def _check_whole_numbers(labels: np.ndarray) -> None:
+    """Raise ValueError, saying how many voxels, where float ``labels`` are not whole class numbers."""
+    finite = np.isfinite(labels)
+    if not finite.all():
+        raise ValueError(_non_finite_labels(labels.size - int(np.count_nonzero(finite))))
+    fractions = labels != np.round(labels)
+    if fractions.any():
+        raise ValueError(f"labels must be whole numbers (class indices), but {np.count_nonzero(fractions)} "
+                         f"voxel(s) hold fractions such as {labels[fractions][0]:g} (labels resampled with linear "
+                         "interpolation? nearest neighbour keeps the classes)")
+
+
+def _non_finite_labels(count: int) -> str:
+    """Why labels with ``count`` NaN or infinite voxels are refused, and what to do."""
+    return (f"{count} voxel(s) are NaN or infinite, not class numbers (some programs write NaN outside a mask); "
+            "set them to 0, the background (e.g. numpy.nan_to_num), and save the labels again")
 
 
 #: A NIfTI file is read back in slabs of whole slices of at most these bytes (its reader
@@ -625,6 +671,9 @@ def read_label_image(path) -> LabelImage:
         raise VolumeLoadError(f"{path} does not exist.")
     try:
         image = _read_itk(path, "a label volume")
+        if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and extension(path) in (".nii", ".nii.gz") \
+                and (non_finite := _nifti_non_finite(path)):  # ITK read them as background
+            raise VolumeLoadError(f"{path.name} is not a label volume: {_non_finite_labels(non_finite)}.")
         return LabelImage(image, sitk.GetArrayFromImage(image))
     except VolumeLoadError:
         raise
@@ -671,8 +720,9 @@ def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> 
     the image loads).
 
     Raises:
-        VolumeLoadError: unreadable file, non-integer or negative values, or a grid that
-            differs from the image by more than 1e-4 mm (the message says how).
+        VolumeLoadError: unreadable file, values that are no class numbers (NaN, infinite,
+            fractions: the message counts them) or negative, or a grid that differs from
+            the image by more than 1e-4 mm (the message says how).
     """
     path = Path(path)
     read = image or read_label_image(path)

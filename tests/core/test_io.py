@@ -1,6 +1,7 @@
 """Volume and label I/O: geometry survives every format, saves are atomic and verified,
 mismatched labels are refused with a message that says how they differ."""
 import os
+import re
 import shutil
 
 import nibabel
@@ -499,3 +500,35 @@ def test_a_2d_metaimage_or_nrrd_is_one_slice_at_z_0(tmp_path, ext):
     labels = (volume.array > 60).astype(np.uint8)
     save_labels(tmp_path / f"labels{ext}", labels, volume)
     np.testing.assert_array_equal(load_labels(tmp_path / f"labels{ext}", volume), labels)
+
+
+
+def write_float_labels(path, labels, volume):
+    """``labels`` (z, y, x) as float voxels on ``volume``'s grid, as other programs write them
+    (nibabel for NIfTI: it keeps NaN in the file)."""
+    if str(path).endswith((".nii", ".nii.gz")):
+        nibabel.save(nibabel.Nifti1Image(labels.transpose(), volume.affine_ras()), path)
+    else:
+        sitk.WriteImage(volume.to_sitk(labels), str(path))
+
+
+@pytest.mark.parametrize("ext", FORMATS)
+@pytest.mark.parametrize("bad, words", [
+    (np.nan, r"3 voxel\(s\) are NaN or infinite"), (np.inf, r"3 voxel\(s\) are NaN or infinite"),
+    (0.5, r"whole numbers .* 3 voxel\(s\) hold fractions such as 0\.5"),
+    (2.7, r"whole numbers .* 3 voxel\(s\) hold fractions such as 2\.7"),
+], ids=["nan", "inf", "0.5", "2.7"])
+def test_float_labels_that_are_no_class_numbers_are_refused_and_counted(tmp_path, ext, bad, words):
+    """ITK reads a NIfTI file's NaN (which some programs write outside a mask) as 0: such
+    labels opened as background without a word, where fractions were refused."""
+    volume = random_volume(6)
+    labels = np.zeros(volume.shape, np.float32)
+    labels[0, 0, :2] = 2.0
+    labels[-1, -1, -3:] = bad
+    path = tmp_path / f"labels{ext}"
+    write_float_labels(path, labels, volume)
+    with pytest.raises(VolumeLoadError, match=rf"labels{re.escape(ext)} is not a label volume: .*{words}"):
+        load_labels(path, volume)
+    labels[-1, -1, -3:] = 1.0  # whole numbers stored as floats are labels
+    write_float_labels(path, labels, volume)
+    np.testing.assert_array_equal(load_labels(path, volume), labels.astype(np.uint8))
