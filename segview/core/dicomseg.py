@@ -145,6 +145,37 @@ def is_dicom_seg(path) -> bool:
     return str(header.get("SOPClassUID", "")) == SEG_SOP_CLASS
 
 
+def latest_seg(folder) -> Path:
+    """The DICOM SEG of a retrieved SEG series ``folder`` to open: its last revision (the
+    highest InstanceNumber; segview's revisions of one review are the instances of one
+    series). Raises DicomSegError when the folder holds none."""
+    segs = [path for path in sorted(Path(folder).glob("*.dcm")) if is_dicom_seg(path)]
+    if not segs:
+        raise DicomSegError(f"The series in {Path(folder).name} holds no DICOM SEG (a Segmentation object).")
+
+    def instance_number(path: Path) -> int:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["InstanceNumber"])
+        return int(header.get("InstanceNumber") or 0)
+
+    return max(segs, key=instance_number)
+
+
+def referenced_series_uid(path) -> str:
+    """The Series Instance UID of the images the DICOM SEG ``path`` segments (its
+    ReferencedSeriesSequence; of several, the one it references most images of). Raises
+    DicomSegError for a file that is no SEG or names no series."""
+    path = Path(path)
+    if not is_dicom_seg(path):
+        raise DicomSegError(f"{path.name} is not a DICOM SEG.")
+    header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["ReferencedSeriesSequence"])
+    referenced = [item for item in header.get("ReferencedSeriesSequence", []) if item.get("SeriesInstanceUID")]
+    if not referenced:
+        raise DicomSegError(f"The DICOM SEG {path.name} does not say which image series it segments "
+                            "(it has no Referenced Series Sequence).")
+    most = max(referenced, key=lambda item: len(item.get("ReferencedInstanceSequence", [])))
+    return str(most.SeriesInstanceUID)
+
+
 def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]:
     """The labels (z, y, x) uint8 and the classes of a DICOM SEG of ``volume``'s series,
     written by segview or any other program: segment N is class N, named by its label, in

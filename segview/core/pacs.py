@@ -53,8 +53,8 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_STUDIES = 500
 
 __all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
-           "PacsCertificateError", "PacsError", "Query", "RetrieveCancelled", "SearchCancelled", "Series", "Study",
-           "connect", "date_range"]
+           "PacsCertificateError", "PacsError", "Query", "Retrieved", "RetrieveCancelled", "SearchCancelled", "Series",
+           "SeriesNotFound", "Study", "connect", "date_range", "retrieve_into_cache", "retrieve_seg_with_image"]
 
 
 class RetrieveCancelled(PacsError):
@@ -63,6 +63,10 @@ class RetrieveCancelled(PacsError):
 
 class SearchCancelled(PacsError):
     """The user stopped a search."""
+
+
+class SeriesNotFound(PacsError):
+    """The archive holds no series with the UID asked for."""
 
 
 SEARCH_CANCELLED = "Search cancelled."
@@ -183,8 +187,8 @@ class Pacs:
         raise NotImplementedError
 
     def locate_series(self, series_uid: str) -> Series:
-        """The series with this UID, wherever it is. Raises PacsError when the archive
-        does not hold it."""
+        """The series with this UID, wherever it is. Raises SeriesNotFound when the archive
+        does not hold it, PacsError otherwise."""
         raise NotImplementedError
 
     def _count_images(self, series: Series) -> int:
@@ -292,6 +296,51 @@ class Pacs:
         """A function that sends one file, valid inside the block (DIMSE opens one
         association for all the files)."""
         yield self._store_one
+
+
+# -- a series into the cache, a SEG with its image ----------------------------------------
+
+@dataclass(frozen=True)
+class Retrieved:
+    """What a retrieve brought to open: ``image``, the folder of an image series (None for a
+    SEG of the series already open), and ``labels``, the DICOM SEG to open on it (None for
+    an image series alone)."""
+
+    image: Path | None
+    labels: Path | None = None
+
+
+def retrieve_into_cache(pacs: Pacs, series_uid: str, cache, images: int | None = None,
+                        progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Path:
+    """The folder ``cache/<series_uid>`` with the whole series in it: retrieved
+    (``Pacs.get_series``) unless the ``images`` the archive counts are there already.
+    Raises what ``get_series`` raises."""
+    folder = Path(cache) / series_uid
+    if images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == images:
+        return folder
+    pacs.get_series(series_uid, folder, progress, should_stop)
+    return folder
+
+
+def retrieve_seg_with_image(pacs: Pacs, seg: Series, cache, progress: Progress | None = None,
+                            should_stop: ShouldStop | None = None, open_series: str | None = None) -> Retrieved:
+    """Retrieve the SEG series ``seg`` into ``cache``, then the image series its last SEG
+    (``dicomseg.latest_seg``) segments, unless that series is ``open_series`` (the series
+    on screen: ``Retrieved.image`` is None) or complete in the cache already. Raises
+    PacsError (SeriesNotFound, saying so, when the archive does not hold the image series:
+    nothing is opened) and DicomSegError for a series with no usable SEG."""
+    from .dicomseg import latest_seg, referenced_series_uid  # highdicom: only when a SEG is opened
+
+    labels = latest_seg(retrieve_into_cache(pacs, seg.uid, cache, seg.images, progress, should_stop))
+    image_uid = referenced_series_uid(labels)
+    if image_uid == open_series:
+        return Retrieved(None, labels)
+    try:
+        image = pacs.locate_series(image_uid)
+    except SeriesNotFound:
+        raise SeriesNotFound(f"The SEG {seg.description or seg.uid} segments the image series {image_uid}, which "
+                             f"the PACS at {pacs.url} does not hold, so there is nothing to open it on.") from None
+    return Retrieved(retrieve_into_cache(pacs, image.uid, cache, image.images, progress, should_stop), labels)
 
 
 class _ConnectionFailure(PacsError):
@@ -551,7 +600,7 @@ def _session(verify: str | bool):
 
 def _only_series(found: list[Series] | None, series_uid: str, url: str) -> Series:
     if not found:
-        raise PacsError(f"The PACS at {url} holds no series with the UID {series_uid}.")
+        raise SeriesNotFound(f"The PACS at {url} holds no series with the UID {series_uid}.")
     return found[0]
 
 

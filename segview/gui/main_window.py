@@ -1447,12 +1447,19 @@ class MainWindow(QMainWindow):
         events.step.disconnect(self._step_done)
 
     def open_from_pacs(self) -> None:
-        """File > Open from PACS: search, retrieve into the cache (with progress), open."""
+        """File > Open from PACS: search, retrieve into the cache (with progress), open. A
+        SEG opens as the labels of the image series it segments, retrieved with it; a SEG
+        of the series on screen opens on it as File > Open labels does."""
         from .pacs_dialog import open_from_pacs
 
-        folder = open_from_pacs(self)
-        if folder is not None:
-            self.open_image(folder)
+        on_screen = str(self.session.volume.meta.get("series_uid") or "") if self.session is not None else ""
+        retrieved = open_from_pacs(self, open_series=on_screen or None)
+        if retrieved is None:
+            return
+        if retrieved.image is None:
+            self.open_labels(retrieved.labels)
+        else:
+            self.open_image(retrieved.image, labels_path=retrieved.labels)
 
     def send_seg_to_pacs(self) -> None:
         """File > Send SEG to PACS: the labels as a DICOM SEG, stored in a PACS the user

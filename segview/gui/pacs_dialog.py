@@ -2,7 +2,8 @@
 
 ``open_from_pacs(parent)`` shows a search form (patient ID, name, modality, study dates),
 a table of the studies found with their series, and retrieves the chosen series into a
-cache folder with a progress bar and a Cancel button; it returns the folder to open.
+cache folder with a progress bar and a Cancel button; it returns what to open: the image
+series' folder, or for a SEG series the SEG and the image series it segments (retrieved too).
 ``send_to_pacs(parent, files)`` sends files (the exported SEG) to a PACS. Searches,
 retrieves and stores run in the thread pool; widgets are touched only on the main thread.
 The PACS used (address, user name, CA bundle) and the calling AE title are kept in the
@@ -18,8 +19,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QLabel, QLineEdit, QProgressBar, QPushButton, QTreeWidget, QTreeWidgetItem,
                                QVBoxLayout)
 
-from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, RetrieveCancelled, SearchCancelled,
-                         Series, Study, date_range)
+from ..core.errors import SegviewError
+from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, Retrieved, RetrieveCancelled,
+                         SearchCancelled, Series, Study, date_range, retrieve_into_cache, retrieve_seg_with_image)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
 from .workers import Worker
@@ -35,23 +37,28 @@ def cache_folder() -> Path:
     return pacs_cache_folder()
 
 
-#: Series that hold labels or reports, not an image to open.
-LABEL_MODALITIES = ("SEG", "RTSTRUCT", "SR", "PR", "KO")
+#: Series that hold contours, reports or presentation states: no image, nor labels segview reads.
+UNOPENABLE_MODALITIES = ("RTSTRUCT", "SR", "PR", "KO")
 
 
 class PacsDialog(QDialog):
-    """Search a PACS and retrieve one series into the cache; ``folder`` is the series'
-    folder once ``retrieved`` was emitted (and the dialog accepted)."""
+    """Search a PACS and retrieve one series into the cache; once ``retrieved`` was emitted
+    (and the dialog accepted), ``folder`` is the image series' folder and ``labels`` the
+    DICOM SEG to open on it (a SEG series was chosen) or None. ``open_series``: the UID of
+    the series on screen, which a SEG of it is opened on without retrieving it again
+    (``folder`` stays None)."""
 
     searched = Signal(int)    # number of studies found
-    retrieved = Signal(str)   # the folder the series is in
+    retrieved = Signal(str)   # the folder of the image series (a SEG of the series open: the SEG)
     failed = Signal(str)      # what went wrong, as shown in the dialog
 
-    def __init__(self, parent=None, cache: Path | None = None):
+    def __init__(self, parent=None, cache: Path | None = None, open_series: str | None = None):
         super().__init__(parent)
         self.setWindowTitle("Open from PACS")
         self.cache = Path(cache) if cache is not None else cache_folder()
+        self.open_series = open_series
         self.folder: Path | None = None
+        self.labels: Path | None = None
         self._pacs: Pacs | None = None
         self._job: Worker | None = None
         self._stop = threading.Event()
@@ -178,30 +185,32 @@ class PacsDialog(QDialog):
 
     def retrieve(self) -> None:
         """Retrieve the chosen series into the cache in the background (a series already
-        complete there is not retrieved again); the dialog closes when it is there."""
+        complete there is not retrieved again); a SEG series brings the image series it
+        segments too. The dialog closes when they are there."""
         series = self.chosen_series()
         if series is None or self._pacs is None:
             return
-        if series.modality.upper() in LABEL_MODALITIES:  # it would arrive and open as nothing
-            self._set_status(f"{series.description or series.uid} is a {series.modality} (labels, not images): "
-                             "retrieve the image series it belongs to, then open the SEG on it with File > Open labels "
-                             "(fetch it with segview pacs get).")
-            return
-        folder = self.cache / series.uid
-        if series.images and folder.is_dir() and len(list(folder.glob("*.dcm"))) == series.images:
-            self._retrieved(folder)
+        name = series.description or series.uid
+        if series.modality.upper() in UNOPENABLE_MODALITIES:  # it would arrive and open as nothing
+            self._set_status(f"{name} is a {series.modality}, which segview does not open: choose an image series, "
+                             "or a SEG to open with its image.")
             return
         self.progress.setRange(0, series.images or 0)
         self.progress.setValue(0)
         self.progress.show()
-        self._set_status(f"Retrieving {series.description or series.uid}...")
-        self._run(self._pacs.get_series, series.uid, folder, returned=lambda _: self._retrieved(folder),
-                  progress=True)
+        if series.modality.upper() == "SEG":
+            self._set_status(f"Retrieving the SEG {name}, then the image series it segments...")
+            self._run(retrieve_seg_with_image, self._pacs, series, self.cache, returned=self._retrieved,
+                      progress=True, open_series=self.open_series)
+        else:
+            self._set_status(f"Retrieving {name}...")
+            self._run(retrieve_into_cache, self._pacs, series.uid, self.cache, series.images,
+                      returned=lambda folder: self._retrieved(Retrieved(folder)), progress=True)
 
-    def _retrieved(self, folder: Path) -> None:
-        self.folder = folder
+    def _retrieved(self, retrieved: Retrieved) -> None:
+        self.folder, self.labels = retrieved.image, retrieved.labels
         self.progress.hide()
-        self.retrieved.emit(str(folder))
+        self.retrieved.emit(str(retrieved.image or retrieved.labels))
         self.accept()
 
     def cancel(self) -> None:
@@ -212,7 +221,7 @@ class PacsDialog(QDialog):
 
     # -- the background job ----------------------------------------------------------
 
-    def _run(self, function, *args, returned, progress: bool = False) -> None:
+    def _run(self, function, *args, returned, progress: bool = False, **keywords) -> None:
         self._stop.clear()
         self._idle.clear()
         self._retrieving = progress  # only retrieves report progress
@@ -221,8 +230,8 @@ class PacsDialog(QDialog):
         def job(**kwargs):
             try:
                 if progress:
-                    return function(*args, should_stop=stop.is_set, **kwargs)
-                return function(*args)
+                    return function(*args, should_stop=stop.is_set, **keywords, **kwargs)
+                return function(*args, **keywords)
             finally:
                 idle.set()
 
@@ -252,7 +261,7 @@ class PacsDialog(QDialog):
         self._update_buttons()
         if isinstance(exc, (RetrieveCancelled, SearchCancelled)):
             self._set_status(str(exc))
-        elif isinstance(exc, PacsError):
+        elif isinstance(exc, SegviewError):  # the PACS's, or a SEG that names no image series
             if isinstance(exc, PacsAuthError):
                 self.server.forget_secrets()
             self._fail(str(exc))
@@ -389,11 +398,15 @@ class SendDialog(QDialog):
         super().done(result)
 
 
-def open_from_pacs(parent=None) -> Path | None:
-    """File > Open from PACS: the folder of the retrieved series, or None when the user
-    closed the dialog without retrieving one."""
-    dialog = PacsDialog(parent)
-    return dialog.folder if dialog.exec() == QDialog.DialogCode.Accepted else None
+def open_from_pacs(parent=None, open_series: str | None = None) -> Retrieved | None:
+    """File > Open from PACS: what was retrieved (an image series' folder, and the SEG to
+    open on it when a SEG series was chosen; a SEG of ``open_series``, the series on
+    screen, comes without a folder), or None when the user closed the dialog without
+    retrieving anything."""
+    dialog = PacsDialog(parent, open_series=open_series)
+    if dialog.exec() != QDialog.DialogCode.Accepted:
+        return None
+    return Retrieved(dialog.folder, dialog.labels)
 
 
 def send_to_pacs(parent, files) -> int:

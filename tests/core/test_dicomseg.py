@@ -1,10 +1,13 @@
 """DICOM SEG export: references the source series, reads back to the same labels."""
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
 
 from segview.core.dicom import write_dicom_series
-from segview.core.dicomseg import DicomSegError, export_reason, read_dicom_seg, save_dicom_seg
+from segview.core.dicomseg import (DicomSegError, export_reason, latest_seg, read_dicom_seg, referenced_series_uid,
+                                    save_dicom_seg)
 from segview.core.io import load_volume
 from segview.core.phantoms import make_phantom
 
@@ -168,3 +171,31 @@ def test_a_fractional_seg_opens_where_it_reaches_half_and_an_overlap_is_named(di
     _foreign_seg(tmp_path / "overlap.dcm", volume, overlapping, hd.seg.SegmentationTypeValues.BINARY)
     with pytest.raises(DicomSegError, match=r"segments 1 \(s1\) and 2 \(s2\) overlap, e.g. on slice 6"):
         read_seg_labels(tmp_path / "overlap.dcm", volume)
+
+
+def test_a_seg_names_the_image_series_it_segments_and_its_last_revision_is_opened(dicom_case, tmp_path):
+    """File > Open from PACS opens a SEG series' last revision on the series it references."""
+    case, volume = dicom_case
+    source_series = pydicom.dcmread(volume.meta["source_files"][0], stop_before_pixels=True).SeriesInstanceUID
+    folder = tmp_path / "seg series"
+    folder.mkdir()
+    revisions = {number: save_dicom_seg(folder / name, case.labels, volume, list(case.classes),
+                                        series_uid="1.2.826.0.1.77", instance_number=number)
+                 for number, name in ((1, "c.dcm"), (3, "b.dcm"), (2, "a.dcm"))}  # names in no order of theirs
+    (folder / "d.dcm").write_bytes(b"not DICOM")  # anything else in the folder is passed over
+    assert referenced_series_uid(revisions[1]) == source_series
+    assert latest_seg(folder) == revisions[3]
+
+
+def test_a_folder_without_a_seg_or_a_seg_without_references_is_refused_with_the_reason(dicom_case, tmp_path):
+    case, volume = dicom_case
+    with pytest.raises(DicomSegError, match="holds no DICOM SEG"):
+        latest_seg(Path(volume.meta["source_files"][0]).parent)
+    with pytest.raises(DicomSegError, match="is not a DICOM SEG"):
+        referenced_series_uid(volume.meta["source_files"][0])
+    seg_path = save_dicom_seg(tmp_path / "seg.dcm", case.labels, volume, list(case.classes))
+    seg = pydicom.dcmread(seg_path)
+    del seg.ReferencedSeriesSequence
+    seg.save_as(seg_path)
+    with pytest.raises(DicomSegError, match="does not say which image series it segments"):
+        referenced_series_uid(seg_path)

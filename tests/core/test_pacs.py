@@ -18,7 +18,8 @@ from segview.cli import main
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import PacsError, Query, RetrieveCancelled, SearchCancelled, connect, date_range
+from segview.core.pacs import (PacsError, Query, RetrieveCancelled, SearchCancelled, SeriesNotFound, connect,
+                               date_range, retrieve_seg_with_image)
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 
@@ -202,6 +203,64 @@ def test_an_image_cut_short_in_a_dicomweb_retrieve_is_a_pacs_error_and_keeps_not
     assert "Nothing of the series was kept" in str(caught.value)
     assert isinstance(caught.value.__cause__.__cause__, InvalidDicomError)
     assert _nothing_in(tmp_path / "out")
+
+
+# -- a SEG with the image series it segments --------------------------------------------
+
+@pytest.fixture(scope="module")
+def seg_archive(orthanc, tmp_path_factory):
+    """A chest CT with a SEG of it, and a SEG of a CT the archive never received (of
+    another patient), uploaded through Orthanc's REST API."""
+    folder = tmp_path_factory.mktemp("seg-archive")
+    lung = make_phantom("lung", 4)
+    ct = write_dicom_series(lung.volume, folder / "ct", patient_id="PACS-SEG-1", patient_name="Seg^Patient",
+                            series_description="chest CT")
+    write_dicom_series(lung.volume, folder / "absent", patient_id="PACS-SEG-2", patient_name="Orphan^Seg")
+    seg = save_dicom_seg(folder / "seg.dcm", lung.labels, load_volume(folder / "ct"), list(lung.classes))
+    orphan = save_dicom_seg(folder / "orphan.dcm", lung.labels, load_volume(folder / "absent"), list(lung.classes))
+    orthanc.upload([*ct, seg, orphan])
+    return {"folder": folder, "ct": pydicom.dcmread(ct[0], stop_before_pixels=True).SeriesInstanceUID,
+            "absent": pydicom.dcmread(next((folder / "absent").iterdir()), stop_before_pixels=True).SeriesInstanceUID,
+            "seg": pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID}
+
+
+def _seg_series(pacs, patient_id: str):
+    [study] = pacs.find(Query(patient_id=patient_id))
+    [seg] = [s for s in study.series if s.modality == "SEG"]
+    return seg
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_seg_series_is_retrieved_with_the_image_series_it_segments(orthanc, seg_archive, protocol, tmp_path):
+    pacs = connect(_url(orthanc, protocol))
+    seg = _seg_series(pacs, "PACS-SEG-1")
+    retrieved = retrieve_seg_with_image(pacs, seg, tmp_path)
+    assert retrieved.image == tmp_path / seg_archive["ct"] and retrieved.labels.parent == tmp_path / seg.uid
+    assert pydicom.dcmread(retrieved.labels, stop_before_pixels=True).SOPInstanceUID == seg_archive["seg"]
+    np.testing.assert_array_equal(load_volume(retrieved.image).array,
+                                  load_volume(seg_archive["folder"] / "ct").array)
+    asked = []  # both series are in the cache now: nothing is retrieved again
+    pacs.get_series = lambda uid, *args, **kwargs: asked.append(uid)
+    assert retrieve_seg_with_image(pacs, seg, tmp_path) == retrieved and asked == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_seg_of_the_series_on_screen_comes_alone(orthanc, seg_archive, protocol, tmp_path):
+    pacs = connect(_url(orthanc, protocol))
+    retrieved = retrieve_seg_with_image(pacs, _seg_series(pacs, "PACS-SEG-1"), tmp_path, open_series=seg_archive["ct"])
+    assert retrieved.image is None and retrieved.labels is not None
+    assert not (tmp_path / seg_archive["ct"]).exists()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_seg_of_a_series_the_pacs_does_not_hold_says_so_and_brings_no_image(orthanc, seg_archive, protocol,
+                                                                              tmp_path):
+    pacs = connect(_url(orthanc, protocol))
+    with pytest.raises(SeriesNotFound) as refused:
+        retrieve_seg_with_image(pacs, _seg_series(pacs, "PACS-SEG-2"), tmp_path)
+    assert f"segments the image series {seg_archive['absent']}, which the PACS at" in str(refused.value)
+    assert "does not hold" in str(refused.value)
+    assert not (tmp_path / seg_archive["absent"]).exists()
 
 
 # -- store ------------------------------------------------------------------------------

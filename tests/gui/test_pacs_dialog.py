@@ -4,6 +4,7 @@ against one that asks for a user over TLS (tests/core/secure_pacs.py): the passw
 the keyring, or is held for the run where there is none, never to the settings file."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import keyring
@@ -17,6 +18,7 @@ from PySide6.QtCore import Qt
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
+from segview.core.pacs import Pacs
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 from segview.gui import pacs_secrets
@@ -144,8 +146,9 @@ def _an_earlier_result(dialog) -> None:
     dialog.results.setCurrentItem(item)
 
 
-def test_a_seg_series_is_not_retrieved_as_an_image(qtbot, tmp_path):
-    """A tester's SEG series downloaded, then "holds no DICOM image series"."""
+def test_a_structure_set_is_not_retrieved_as_an_image(qtbot, tmp_path):
+    """A tester's SEG series downloaded, then "holds no DICOM image series"; a SEG now opens
+    with its image, but contours, reports and presentation states are no image nor labels."""
     from PySide6.QtWidgets import QTreeWidgetItem
 
     from segview.core.pacs import Series
@@ -153,13 +156,108 @@ def test_a_seg_series_is_not_retrieved_as_an_image(qtbot, tmp_path):
     dialog = PacsDialog(None, cache=tmp_path)
     qtbot.addWidget(dialog)
     dialog._pacs = object()  # a search was made; nothing may be asked of it
-    item = QTreeWidgetItem(["", "", "", "labels", "SEG", "1"])
-    item.setData(0, Qt.ItemDataRole.UserRole, Series("1.2.3", "1.2", "SEG", "labels"))
+    item = QTreeWidgetItem(["", "", "", "contours", "RTSTRUCT", "1"])
+    item.setData(0, Qt.ItemDataRole.UserRole, Series("1.2.3", "1.2", "RTSTRUCT", "contours"))
     dialog.results.addTopLevelItem(item)
     dialog.results.setCurrentItem(item)
     dialog.retrieve()
-    assert "labels is a SEG (labels, not images)" in dialog.status.text()
+    assert "contours is a RTSTRUCT, which segview does not open" in dialog.status.text()
     assert not (tmp_path / "1.2.3").exists() and dialog.search_button.isEnabled()
+
+
+@pytest.fixture(scope="module")
+def seg_of_the_series(orthanc, cardiac_series, tmp_path_factory):
+    """A SEG of the cardiac series in the PACS, and a SEG of a series the PACS never received."""
+    case, paths = cardiac_series
+    folder = tmp_path_factory.mktemp("segs")
+    seg = save_dicom_seg(folder / "seg.dcm", case.labels, load_volume(paths[0].parent), list(case.classes))
+    absent = write_dicom_series(case.volume, folder / "absent", patient_id="GUI-ORPHAN", patient_name="Orphan^Seg")
+    orphan = save_dicom_seg(folder / "orphan.dcm", case.labels, load_volume(absent[0].parent), list(case.classes))
+    orthanc.upload([seg, orphan])
+    return {"seg": pydicom.dcmread(seg, stop_before_pixels=True), "absent": _series_uid(absent[0]),
+            "image": _series_uid(paths[0])}
+
+
+def _series_uid(path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+
+
+def _choose_series(dialog, uid: str) -> None:
+    for study in range(dialog.results.topLevelItemCount()):
+        item = dialog.results.topLevelItem(study)
+        for child in (item.child(n) for n in range(item.childCount())):
+            if child.data(0, Qt.ItemDataRole.UserRole).uid == uid:
+                dialog.results.setCurrentItem(child)
+                return
+    raise AssertionError(f"no series {uid} in the results")
+
+
+def _retrieve_seg(qtbot, dialog, url, seg_series_uid: str) -> None:
+    """Search the cardiac patient, choose the SEG series and retrieve it, as a radiologist does."""
+    _search(qtbot, dialog, url, name="gui")
+    _choose_series(dialog, seg_series_uid)
+    with qtbot.waitSignal(dialog.retrieved, timeout=30000):
+        qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
+
+
+def test_a_seg_series_is_retrieved_with_the_image_series_it_segments(qtbot, orthanc, seg_of_the_series, tmp_path):
+    seg = seg_of_the_series["seg"]
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    _retrieve_seg(qtbot, dialog, orthanc.dicomweb_url, seg.SeriesInstanceUID)
+    assert dialog.folder == tmp_path / "cache" / seg_of_the_series["image"]
+    assert pydicom.dcmread(dialog.labels, stop_before_pixels=True).SOPInstanceUID == seg.SOPInstanceUID
+    assert dialog.result() == PacsDialog.DialogCode.Accepted
+
+
+def test_a_seg_of_a_series_the_pacs_does_not_hold_is_said_and_nothing_opens(qtbot, orthanc, seg_of_the_series,
+                                                                           tmp_path):
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    _search(qtbot, dialog, orthanc.dimse_url, name="orphan")
+    [seg] = [dialog.results.topLevelItem(0).child(n) for n in range(dialog.results.topLevelItem(0).childCount())
+             if dialog.results.topLevelItem(0).child(n).text(4) == "SEG"]
+    dialog.results.setCurrentItem(seg)
+    with qtbot.waitSignal(dialog.failed, timeout=30000) as failed:
+        qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
+    assert f"segments the image series {seg_of_the_series['absent']}, which the PACS" in failed.args[0]
+    assert "does not hold" in dialog.status.text() and dialog.folder is None and dialog.labels is None
+    assert not (tmp_path / "cache" / seg_of_the_series["absent"]).exists()
+    qtbot.waitUntil(dialog.retrieve_button.isEnabled, timeout=5000)  # another series may be chosen
+
+
+def test_the_window_opens_a_pacs_seg_on_its_image_and_on_the_image_already_open(
+        qtbot, window, dialogs, orthanc, cardiac_series, seg_of_the_series, tmp_path, monkeypatch):
+    """File > Open from PACS with a SEG chosen: its image opens with the SEG's segments as the
+    labels; chosen again with that image on screen, the SEG replaces the labels on it."""
+    case, _ = cardiac_series
+    seg = seg_of_the_series["seg"]
+    monkeypatch.setattr("segview.gui.pacs_dialog.cache_folder", lambda: tmp_path / "cache")
+
+    def exec_choosing_the_seg(dialog):  # the modal dialog, driven as a radiologist would
+        qtbot.addWidget(dialog)
+        _retrieve_seg(qtbot, dialog, orthanc.dimse_url, seg.SeriesInstanceUID)
+        return dialog.result()
+
+    monkeypatch.setattr(PacsDialog, "exec", exec_choosing_the_seg)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_from_pacs()
+    session = window.session
+    assert session.volume.meta["series_uid"] == seg_of_the_series["image"]
+    np.testing.assert_array_equal(session.labels.array, case.labels)
+    assert [c.name for c in session.classes] == [c.name for c in case.classes]
+    session.labels.paint(2, [(40, 40)], 3.0, case.classes[1].value)  # an edit, then the SEG again
+    edited = session.labels.array.copy()
+    retrieved = []
+    get_series = Pacs.get_series
+    monkeypatch.setattr(Pacs, "get_series", lambda pacs, uid, *args, **kwargs:
+                        retrieved.append(uid) or get_series(pacs, uid, *args, **kwargs))
+    shutil.rmtree(tmp_path / "cache" / seg.SeriesInstanceUID)  # the SEG is retrieved again, not the image on screen
+    with qtbot.waitSignal(window.session_changed, timeout=30000):
+        window.open_from_pacs()
+    assert window.session is session and retrieved == [seg.SeriesInstanceUID]
+    np.testing.assert_array_equal(session.labels.array, case.labels)
+    assert session.labels.undo() and (session.labels.array == edited).all()  # one undo step, as File > Open labels
 
 
 def test_a_mistyped_date_range_is_reported_before_anything_is_sent(qtbot, tmp_path):
