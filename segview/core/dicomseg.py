@@ -64,8 +64,11 @@ def _seg_problem(volume: Volume) -> str | None:
     source DICOM images, placed, one to one with the slices."""
     if volume.meta.get("source_format") != "dicom" or not volume.meta.get("source_files"):
         return "A DICOM SEG needs an image loaded from DICOM (this one is not)"
-    first = pydicom.dcmread(str(volume.meta["source_files"][0]), stop_before_pixels=True,
-                            specific_tags=["ImagePositionPatient", "PerFrameFunctionalGroupsSequence"])
+    try:
+        first = _source_header(Path(volume.meta["source_files"][0]),
+                               ["ImagePositionPatient", "PerFrameFunctionalGroupsSequence"])
+    except DicomSegError as exc:
+        return str(exc)
     if "ImagePositionPatient" not in first and "PerFrameFunctionalGroupsSequence" not in first:
         return "The DICOM images carry no patient position, so a SEG cannot say where its frames lie"
     if volume.meta.get("resampled") or len(volume.meta["source_files"]) != volume.shape[0]:
@@ -248,7 +251,7 @@ def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarra
 
 def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
     """The source datasets (headers only), in the order of the volume's slices."""
-    datasets = [pydicom.dcmread(f, stop_before_pixels=True) for f in volume.meta["source_files"]]
+    datasets = [_source_header(Path(f)) for f in volume.meta["source_files"]]
     by_slice = {}
     for ds in datasets:
         for keyword in TYPE_2_ATTRIBUTES:  # required (may be empty); some writers omit them
@@ -261,6 +264,16 @@ def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
     if len(by_slice) != volume.shape[0]:
         raise DicomSegError("Some slices of the volume have no source image of their own.")
     return [by_slice[z] for z in range(volume.shape[0])]
+
+
+def _source_header(path: Path, tags: list[str] | None = None) -> pydicom.Dataset:
+    """The header (``tags`` of it, or all) of the source image at ``path``. Raises
+    DicomSegError when it is gone or unreadable (a cache emptied, a disk unmounted while the
+    image is on screen)."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    except OSError as exc:
+        raise DicomSegError(f"The source image {path} can no longer be read ({exc.strerror or exc})") from exc
 
 
 def segment_label(name: str) -> str:

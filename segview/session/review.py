@@ -94,7 +94,8 @@ def _seg_label_file(path: Path, volume: Volume) -> LabelFile:
         raise VolumeLoadError(str(exc)) from exc
     return LabelFile(path, array, classes, ReviewState.empty(volume.shape[0]),
                      f"The labels come from the DICOM SEG {path.name}: no slice is marked reviewed, and saving "
-                     "writes a label file (NIfTI, NRRD or MHA) beside the image, or a new DICOM SEG by export.")
+                     "writes a label file (NIfTI, NRRD or MHA), never onto the SEG; File > Export DICOM SEG "
+                     "writes a new SEG.")
 
 
 def image_files(volume: Volume) -> set[Path]:

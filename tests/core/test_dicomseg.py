@@ -102,6 +102,25 @@ def test_a_seg_opens_as_labels_with_its_segments_as_classes(dicom_case, tmp_path
     session.close(discard=True)
 
 
+def test_a_seg_on_an_image_whose_files_are_gone_is_refused_with_the_reason(dicom_case, tmp_path):
+    """The PACS cache emptied while its image is on screen: opening a SEG on it said
+    FileNotFoundError, shown as a programming error."""
+    import copy
+    import shutil
+
+    from segview.core.dicomseg import DicomSegError, read_seg_labels
+
+    case, volume = dicom_case
+    save_dicom_seg(tmp_path / "seg.dcm", case.labels, volume, list(case.classes), "cardiac_ce")
+    moved = tmp_path / "moved"
+    shutil.copytree(Path(volume.meta["source_files"][0]).parent, moved)
+    gone = copy.copy(volume)
+    gone.meta = {**volume.meta, "source_files": [str(moved / Path(f).name) for f in volume.meta["source_files"]]}
+    shutil.rmtree(moved)
+    with pytest.raises(DicomSegError, match="can no longer be read"):
+        read_seg_labels(tmp_path / "seg.dcm", gone)
+
+
 def test_a_seg_of_another_series_is_refused_with_the_reason(dicom_case, tmp_path):
     from segview.core.errors import VolumeLoadError
     from segview.session import ReviewSession
