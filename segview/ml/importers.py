@@ -11,15 +11,18 @@ nothing is ever unpickled otherwise.
 
 The network is one of a fixed list (``IMPORTABLE``), never a class named by a file.
 Hyperparameters are read from the tensor shapes where they show (channels, classes,
-widths, kernel sizes, residual units, normalisation with parameters, upsampling kind);
-what does not show in the weights (strides, activations without parameters) takes the
-library's default, is reported as an assumption and can be set with ``arch_args``. Every
-key and shape is then checked, and the written checkpoint is loaded back and must give
+widths, kernel sizes, residual units, normalisation with parameters, upsampling kind, a
+residual UNet's strides of 1); what does not show in the weights (other strides,
+activations without parameters) takes the library's default, is reported as an assumption
+and can be set with ``arch_args``. Every key and shape is then checked; when they do not
+fit, the message names the ``arch_args`` the weights contradict (with the weights' values)
+or else the keys and shapes at fault. The written checkpoint is loaded back and must give
 exactly the logits of the network built here.
 """
 from __future__ import annotations
 
 import inspect
+import json
 import pickle
 import re
 import warnings
@@ -42,8 +45,6 @@ IMPORTABLE = {"segview-unet": "UNet", "monai-unet": "MonaiUNet", "monai-basicune
 MODALITIES = ("CT", "MR")
 #: Containers training scripts wrap a state dict in (Lightning, many repositories, nnU-Net).
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network_weights")
-#: Prefixes added by DataParallel/DistributedDataParallel and torch.compile.
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 SAVE_A_STATE_DICT = ("save the weights alone where the model is defined: "
                  "torch.save(model.state_dict(), 'weights.pth')")
@@ -55,6 +56,7 @@ __all__ = [
     "import_state_dict",
     "infer_arguments",
     "read_state_dict",
+    "strip_wrapper_prefix",
 ]
 
 
@@ -101,16 +103,46 @@ def _read_torch_file(path: Path) -> object:
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        # weights_only=True refused a global: a whole model, an optimizer's custom class,
-        # or a crafted file. Nothing of it was constructed.
-        needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
-        raise CheckpointError(
-            f"{path.name} holds Python objects, not only weights (a whole pickled model?"
-            + (f" it needs {needed.group(1)}" if needed else "") + "), and segview does not "
-            f"unpickle those because they can run any code; {SAVE_A_STATE_DICT}") from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(f"{path.name} is not a readable PyTorch weights file "
-                              f"({_reason(exc)[:160]}); it may be truncated or damaged") from exc
+        if not _not_a_pickle(path):
+            # weights_only=True refused a global: a whole model, an optimizer's custom class,
+            # or a crafted file. Nothing of it was constructed.
+            needed = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+            raise CheckpointError(
+                f"{path.name} holds Python objects, not only weights (a whole pickled model?"
+                + (f" it needs {needed.group(1)}" if needed else "") + "), and segview does not "
+                f"unpickle those because they can run any code; {SAVE_A_STATE_DICT}") from exc
+        raise _unreadable(path, exc) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _not_a_pickle(path: Path) -> bool:
+    """Whether ``path`` starts as neither torch.save's zip nor a pickle of protocol 2 or
+    later (an ONNX model, text), so that torch stopped at its bytes, not at an object."""
+    with path.open("rb") as file:
+        head = file.read(2)
+    return not head.startswith((b"PK", b"\x80"))
+
+
+def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
+    if _is_onnx(path):
+        return CheckpointError(f"{path.name} is an ONNX model, not a PyTorch state dict; import the "
+                               "state dict it was exported from (an ONNX file that segview export "
+                               "wrote runs as it is in predict, evaluate and the window)")
+    return CheckpointError(f"{path.name} is not a readable PyTorch weights file "
+                           f"({_reason(exc)[:160]}); it may be truncated or damaged")
+
+
+def _is_onnx(path: Path) -> bool:
+    """Whether ``path`` parses as an ONNX model with a graph (protobuf accepts many byte
+    strings, so an empty parse proves nothing)."""
+    import onnx
+
+    try:
+        model = onnx.load_model(str(path), load_external_data=False)
+    except Exception:  # protobuf's DecodeError and others: not ONNX
+        return False
+    return model.ir_version > 0 and len(model.graph.node) > 0
 
 
 def _plain_state_dict(path: Path, raw: object) -> tuple[dict[str, torch.Tensor], list[str]]:
@@ -118,23 +150,64 @@ def _plain_state_dict(path: Path, raw: object) -> tuple[dict[str, torch.Tensor],
     if not isinstance(raw, dict):
         raise CheckpointError(f"{path.name} holds a {type(raw).__name__}, not a state dict; "
                               f"{SAVE_A_STATE_DICT}")
-    for key in WRAPPER_KEYS:
-        inner = raw.get(key)
-        if isinstance(inner, dict) and inner and any(isinstance(v, torch.Tensor) for v in inner.values()):
-            notes.append(f"took the weights under {key!r} of the file")
-            raw = inner
-            break
-    tensors = {str(k): v for k, v in raw.items() if isinstance(v, torch.Tensor)}
-    dropped = sorted(str(k) for k, v in raw.items() if not isinstance(v, torch.Tensor))
+    weights: dict = raw
+    if not any(isinstance(v, torch.Tensor) for v in raw.values()):
+        # a training script's checkpoint: the weights under a known name, else the one entry of tensors
+        inner = [k for k in WRAPPER_KEYS if _holds_tensors(raw.get(k))] or [
+            k for k, v in raw.items() if _holds_tensors(v)]
+        if len(inner) > 1 and inner[0] not in WRAPPER_KEYS:
+            raise CheckpointError(f"{path.name} holds several sets of weights ({', '.join(map(str, inner))}); save "
+                                  f"the one to import alone: torch.save(checkpoint['{inner[0]}'], 'weights.pth')")
+        if inner:
+            notes.append(f"took the weights under {inner[0]!r} of the file")
+            weights = raw[inner[0]]
+    tensors = {str(k): v for k, v in weights.items() if isinstance(v, torch.Tensor)}
+    dropped = sorted(str(k) for k, v in weights.items() if not isinstance(v, torch.Tensor))
     if dropped:  # milesial's training script adds 'mask_values', others an epoch number
         notes.append(f"ignored entries that are not weights: {', '.join(dropped[:5])}")
     if not tensors:
         raise CheckpointError(f"{path.name} holds no tensors; {SAVE_A_STATE_DICT}")
-    for prefix in WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in tensors):
-            tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-            notes.append(f"removed the prefix {prefix!r} of every key")
     return tensors, notes
+
+
+def _holds_tensors(value: object) -> bool:
+    return isinstance(value, dict) and any(isinstance(v, torch.Tensor) for v in value.values())
+
+
+def strip_wrapper_prefix(arch: str, state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], str]:
+    """``state`` without the prefix that a wrapper put before every key of ``arch``'s
+    (DataParallel's ``module.``, torch.compile's ``_orig_mod.``, a Lightning module's
+    attribute such as ``model.`` or ``net.``, nested ones), and that prefix: the shortest
+    prefix common to every key after which ``arch``'s layout is found; "" when none is."""
+    prefix = _layout_prefix(arch, state) or ""
+    return {k[len(prefix):]: v for k, v in state.items()}, prefix
+
+
+def _layout_prefix(arch: str, state: dict[str, torch.Tensor]) -> str | None:
+    """The shortest prefix common to every key after which ``arch``'s layout is found;
+    None when it is found nowhere."""
+    infer = _INFERENCE.get(arch)
+    if infer is None:
+        return None
+    parts = _common_parts(list(state))
+    for count in range(len(parts) + 1):
+        prefix = "".join(part + "." for part in parts[:count])
+        try:
+            infer({k[len(prefix):]: v for k, v in state.items()})
+        except (KeyError, IndexError):
+            continue
+        return prefix
+    return None
+
+
+def _common_parts(keys: list[str]) -> list[str]:
+    """The dotted components every key starts with (a key's last one, its own name, excluded)."""
+    common: list[str] = []
+    for parts in zip(*(k.split(".")[:-1] for k in keys)):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    return common
 
 
 # -- hyperparameters from shapes --------------------------------------------------------
@@ -151,8 +224,11 @@ def infer_arguments(arch: str, state: dict[str, torch.Tensor]) -> tuple[dict, di
     try:
         return infer(state)
     except KeyError as exc:
-        raise CheckpointError(f"these weights are not a {arch} state dict: the key {exc.args[0]} is "
-                              f"missing (the file's keys start {_first_keys(state)})") from exc
+        other = next((name for name in _INFERENCE if name != arch and _layout_prefix(name, state) is not None),
+                     None)
+        hint = f"; they look like a {other} state dict: pass --arch {other}" if other else ""
+        raise CheckpointError(f"these weights lack the key {exc.args[0]}, which a {arch} has (the "
+                              f"file's keys start {_first_keys(state)}){hint}") from exc
 
 
 def _segview_arguments(state) -> tuple[dict, dict[str, str]]:
@@ -173,14 +249,20 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     residual = len(units)
     first = "conv.unit0.conv.weight" if residual else "conv.weight"
     stem = state[f"model.0.{first}"]
-    channels, prefix = [], "model."
-    while f"{prefix}0.{first}" in state:  # one encoder level per nesting of SkipConnection
+    channels, downs, prefix = [], [], "model."
+    # One encoder level per nesting of SkipConnection, counted by any key below it, so that
+    # one missing tensor is named as missing instead of cutting the network short.
+    while any(k.startswith(prefix + "1.submodule.") for k in state):
         deeper = prefix + "1.submodule."
         below = state.get(f"{deeper}0.{first}", state.get(deeper + first))  # takes this level's channels in
         channels.append(_width(state, f"{prefix}0.", below))
+        downs.append(f"{prefix}0.")
         prefix = deeper
     channels.append(_width(state, prefix))  # the bottom block
     top_up = state["model.2.0.conv.weight" if residual else "model.2.conv.weight"]
+    kernel_size = stem.shape[-1]
+    strides = [_residual_stride(state, block, c_in, c_out) if residual and kernel_size > 1 else 2
+               for block, c_in, c_out in zip(downs, [stem.shape[1], *channels], channels)]
     norm_keys = [k for k in state if ".adn.N." in k]
     if any(k.endswith("running_mean") for k in norm_keys):
         norm: object = "batch"
@@ -189,10 +271,13 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     else:
         norm = "instance"
     arguments = {"in_channels": stem.shape[1], "num_classes": top_up.shape[1], "channels": channels,
-                 "strides": [2] * (len(channels) - 1), "kernel_size": stem.shape[-1],
+                 "strides": strides, "kernel_size": kernel_size,
                  "up_kernel_size": top_up.shape[-1], "num_res_units": residual, "norm": norm,
                  "bias": f"model.0.{first[:-len('weight')]}bias" in state}
     assumed = {"strides": "assumed strides 2 at every level (strides leave no trace in the weights)"}
+    if residual and kernel_size > 1:
+        assumed["strides"] = ("assumed strides 2 where the residual shortcuts show a stride other than 1 "
+                              "(a stride of 3 would look the same)")
     if any(".adn.A.weight" in k for k in state):
         arguments["act"] = "prelu"
     else:
@@ -201,6 +286,15 @@ def _monai_unet_arguments(state) -> tuple[dict, dict[str, str]]:
     if not norm_keys:
         assumed["norm"] = "assumed norm 'instance' without affine parameters (MONAI's default; no weights)"
     return arguments, assumed
+
+
+def _residual_stride(state, block: str, c_in: int, c_out: int) -> int:
+    """A residual encoder block's stride as its shortcut shows it: MONAI gives a block of
+    stride 1 a 1x1 shortcut convolution (none when the widths agree), any other stride one
+    of ``kernel_size``; 2, MONAI's default, where it is not 1."""
+    shortcut = state.get(block + "residual.weight")
+    one = shortcut.shape[-1] == 1 if shortcut is not None else c_in == c_out
+    return 1 if one else 2
 
 
 def _width(state, prefix: str, below: torch.Tensor | None = None) -> int:
@@ -290,10 +384,62 @@ def check_state_dict(model: torch.nn.Module, state: dict[str, torch.Tensor], arc
     if problems:
         raise CheckpointError(f"the weights do not fit a {arch} with {getattr(model, 'config', {})}: "
                               f"{', '.join(problems)}")
+    return state
+
+
+def _fitted_network(arch: str, state: dict[str, torch.Tensor], inferred: dict, given: dict) -> torch.nn.Module:
+    """``arch``'s network built with the ``inferred`` arguments and the ``given`` ones over
+    them, ``state`` loaded. Raises CheckpointError when they do not fit: naming the given
+    arguments that the weights contradict, with the weights' values, when the weights' values
+    make them fit; else naming the keys and shapes at fault."""
+    try:
+        return _network_with(arch, state, {**inferred, **given})
+    except CheckpointError as exc:
+        raise CheckpointError(_contradicted(arch, state, inferred, given) or str(exc)) from exc
+
+
+def _network_with(arch: str, state: dict[str, torch.Tensor], arguments: dict) -> torch.nn.Module:
+    model = build_network(arch, arguments)
+    model.load_state_dict(check_state_dict(model, state, arch), strict=True)
+    return model
+
+
+def _contradicted(arch: str, state: dict[str, torch.Tensor], inferred: dict, given: dict) -> str | None:
+    """The fewest ``given`` arguments whose values read from the weights make them fit, as
+    a message; None when the weights' values do not make them fit either."""
+    def fits(names: list[str]) -> bool:
+        try:
+            _network_with(arch, state, {**inferred, **given, **{n: inferred[n] for n in names}})
+        except CheckpointError:
+            return False
+        return True
+
+    wrong = [name for name in given if name in inferred and given[name] != inferred[name]]
+    if not wrong or not fits(wrong):
+        return None
+    for name in list(wrong):  # keep what the user gave wherever it fits anyway
+        if fits([n for n in wrong if n != name]):
+            wrong.remove(name)
+    theirs = " and ".join(f"{name} {_shown(name, inferred[name], given[name])}" for name in wrong)
+    yours = " and ".join(_shown(name, given[name], inferred[name]) for name in wrong)
+    return (f"these weights are a {arch} with {theirs}, not {yours} as --arch-args says; leave "
+            f"{' and '.join(wrong)} out of --arch-args: the weights show {'them' if len(wrong) > 1 else 'it'}")
+
+
+def _shown(name: str, value: object, other: object) -> str:
+    """An argument's value as --arch-args spells it (JSON), with the levels it makes where
+    ``other`` makes another number."""
+    text = json.dumps(value)
+    if name in ("channels", "strides") and isinstance(value, list) and isinstance(other, list) \
+            and len(value) != len(other):
+        text += f" ({len(value) + (name == 'strides')} levels)"
+    return text
+
+
+def _check_finite(state: dict[str, torch.Tensor]) -> None:
     for key, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"weight {key} holds NaN or infinite values (training diverged?)")
-    return state
 
 
 def _check_runs_at(model: torch.nn.Module, size: int, num_classes: int, arch: str) -> None:
@@ -330,12 +476,16 @@ def import_state_dict(weights, arch: str, classes: list[str], modality: str, out
     if len(classes) < 2 or len(set(classes)) != len(classes) or not all(c.strip() for c in classes):
         raise CheckpointError("give at least two distinct class names, background first")
     state, notes = read_state_dict(weights)
-    arguments, assumed = infer_arguments(arch, state)
-    arguments.update(arch_args or {})
-    notes += [why for name, why in assumed.items() if name not in (arch_args or {})]
+    state, prefix = strip_wrapper_prefix(arch, state)
+    if prefix:
+        notes.append(f"removed the prefix {prefix!r} of every key")
+    inferred, assumed = infer_arguments(arch, state)
+    given = arch_args or {}
+    arguments = {**inferred, **given}
+    notes += [why for name, why in assumed.items() if name not in given]
+    _check_finite(state)
     _check_channels(arguments, classes, arch)
-    model = build_network(arch, arguments)
-    model.load_state_dict(check_state_dict(model, state, arch), strict=True)
+    model = _fitted_network(arch, state, inferred, given)
     model.eval()
     _check_runs_at(model, input_size, len(classes), arch)
     meta = _metadata(Path(weights), arch, classes, modality, input_size, ct_window, notes)

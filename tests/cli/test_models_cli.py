@@ -125,7 +125,10 @@ def test_a_plain_pickle_is_refused_in_one_line_without_torchs_warning(imported, 
     (["--arch-args", "{strides: 2}"], "--arch-args is not valid JSON"),
     (["--arch-args", "[2, 2]"], "--arch-args must be a JSON object"),
     (["--modality", "MR", "--ct-window", "0", "100"], "--ct-window applies to CT only"),
-    (["--arch", "milesial-unet"], "not a milesial-unet state dict"),
+    (["--arch", "milesial-unet"], "they look like a monai-unet state dict: pass --arch monai-unet"),
+    # a stride of 1 gives MONAI's residual blocks 1x1 shortcuts: the weights show 2
+    (["--arch-args", '{"strides": [2, 1]}'], "with strides [2, 2], not [2, 1] as --arch-args says; "
+                                             "leave strides out of --arch-args"),
 ])
 def test_import_mistakes_end_in_one_line(imported, tmp_path, capsys, options, message):
     checkpoint, _ = imported

@@ -110,6 +110,8 @@ SOURCES = {
         channels=(4, 8, 16), strides=(2, 2), num_res_units=2, norm="batch"), None),
     "monai-unet plain defaults": ("monai-unet", lambda: _monai_unet(
         channels=(4, 8, 16, 32), strides=(2, 2, 2)), None),
+    "monai-unet strides of 1 read from the residual shortcuts": ("monai-unet", lambda: _monai_unet(
+        channels=(4, 8, 8, 16), strides=(1, 2, 1), num_res_units=1), None),  # a 1x1 shortcut and none
     "monai-unet strides given": ("monai-unet", lambda: _monai_unet(
         channels=(4, 8, 16), strides=(2, 1), num_res_units=1, act="relu", norm=("instance", {"affine": True})),
         {"strides": [2, 1]}),
@@ -248,8 +250,108 @@ def test_a_class_count_that_differs_from_the_outputs(monai_weights, tmp_path):
 
 def test_weights_of_another_architecture(monai_weights, tmp_path):
     path, _ = monai_weights
-    with pytest.raises(CheckpointError, match="not a milesial-unet state dict: the key inc.double_conv.0.weight"):
+    with pytest.raises(CheckpointError, match="lack the key inc.double_conv.0.weight, which a milesial-unet has "
+                                              r".*; they look like a monai-unet state dict: pass --arch monai-unet$"):
         _import(path, tmp_path, arch="milesial-unet")
+
+
+def test_a_key_missing_in_the_middle_is_named_not_taken_for_fewer_levels(tmp_path):
+    """One deleted encoder weight cut the inferred network short: 14 keys 'not in a
+    monai-unet' and a wrong width were reported instead of the one missing key."""
+    for residual, key in ((0, "model.1.submodule.0.conv.weight"),
+                          (2, "model.1.submodule.1.submodule.0.conv.unit0.conv.weight")):
+        state = _monai_unet(channels=(4, 8, 16, 32), strides=(2, 2, 2), num_res_units=residual).state_dict()
+        del state[key]
+        torch.save(state, tmp_path / "w.pth")
+        with pytest.raises(CheckpointError, match=rf"'channels': \[4, 8, 16, 32\].*: 1 missing \({re.escape(key)}\)$"):
+            _import(tmp_path / "w.pth", tmp_path)
+
+
+def _basic_unet(features=(4, 4, 8, 8, 16, 4)):
+    return BasicUNet(2, 1, 3, features=features)
+
+
+# (source network, --arch, --arch-args the user got wrong, what the message must say)
+CONTRADICTED = {
+    "one level fewer": (lambda: _monai_unet(channels=(4, 8, 16, 32), strides=(2, 2, 2)), "monai-unet",
+                        {"channels": [4, 8, 16]}, r"channels \[4, 8, 16, 32\] \(4 levels\), not "
+                                                  r"\[4, 8, 16\] \(3 levels\)"),
+    "one level more": (lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2)), "monai-unet",
+                       {"channels": [4, 8, 16, 32], "strides": [2, 2, 2]},
+                       r"channels \[4, 8, 16\] \(3 levels\) and strides \[2, 2\] \(3 levels\), not "
+                       r"\[4, 8, 16, 32\] \(4 levels\) and \[2, 2, 2\] \(4 levels\)"),
+    "other widths": (lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2)), "monai-unet",
+                     {"channels": [8, 16, 32]}, r"channels \[4, 8, 16\], not \[8, 16, 32\]"),
+    "a stride of 1 on a residual network": (
+        lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2), num_res_units=2), "monai-unet",
+        {"strides": [2, 1]}, r"strides \[2, 2\], not \[2, 1\]"),
+    "one stride too few": (lambda: _monai_unet(channels=(4, 8, 16, 32), strides=(2, 2, 2)), "monai-unet",
+                           {"strides": [2, 2]}, r"strides \[2, 2, 2\] \(4 levels\), not \[2, 2\] \(3 levels\)"),
+    "residual units": (lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2), num_res_units=2), "monai-unet",
+                       {"num_res_units": 1}, "num_res_units 2, not 1"),
+    "modalities": (lambda: MonaiReferenceUNet(2, 4, 3, channels=(4, 8, 16), strides=(2, 2)), "monai-unet",
+                   {"in_channels": 1}, "in_channels 4, not 1"),
+    "kernel size": (lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2)), "monai-unet",
+                    {"kernel_size": 5}, "kernel_size 3, not 5"),
+    "activation": (lambda: _monai_unet(channels=(4, 8, 16), strides=(2, 2)), "monai-unet",
+                   {"act": "relu"}, 'act "prelu", not "relu"'),
+    "basicunet features": (_basic_unet, "monai-basicunet", {"features": [4, 4, 8, 8, 16, 8]},
+                           r"features \[4, 4, 8, 8, 16, 4\], not \[4, 4, 8, 8, 16, 8\]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONTRADICTED))
+def test_arch_args_the_weights_contradict_are_named_with_the_weights_values(case, tmp_path):
+    build, arch, arch_args, expected = CONTRADICTED[case]
+    torch.save(build().state_dict(), tmp_path / "w.pth")
+    with pytest.raises(CheckpointError, match=f"these weights are a {arch} with {expected} as --arch-args says; "
+                                              f"leave {' and '.join(arch_args)} out of --arch-args") as error:
+        _import(tmp_path / "w.pth", tmp_path, arch=arch, arch_args=arch_args)
+    assert "\n" not in str(error.value) and not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_class_count_given_in_arch_args_is_checked_against_the_weights(monai_weights, tmp_path):
+    path, _ = monai_weights
+    with pytest.raises(CheckpointError, match="num_classes 3, not 2 as --arch-args says"):
+        _import(path, tmp_path, classes=["background", "liver"], arch_args={"num_classes": 2})
+
+
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.", "model.", "net.", "network.", "model.module."])
+def test_the_prefix_of_a_wrapper_is_removed(prefix, monai_weights, tmp_path):
+    """MONAI UNet's own keys start 'model.': a Lightning module's 'model.' comes before it."""
+    path, state = monai_weights
+    torch.save({prefix + k: v for k, v in state.items()}, path)
+    result = _import(path, tmp_path)
+    assert f"removed the prefix {prefix!r} of every key" in result.notes
+
+
+def test_training_checkpoints_give_the_weights_they_hold(monai_weights, tmp_path):
+    path, state = monai_weights
+    optimizer = torch.optim.Adam(_monai_unet(channels=(4, 8, 16), strides=(2, 2)).parameters())
+    lightning = {"epoch": 3, "global_step": 30, "state_dict": {f"model.{k}": v for k, v in state.items()},
+                 "optimizer_states": [optimizer.state_dict()], "hyper_parameters": {"lr": 1e-3}}
+    for name, checkpoint in (("lightning.ckpt", lightning), ("ema.pth", {"ema": state, "epoch": 3}),
+                             ("model.pth", {"model": state, "optimizer": optimizer.state_dict()})):
+        torch.save(checkpoint, tmp_path / name)
+        assert _import(tmp_path / name, tmp_path).arguments["channels"] == [4, 8, 16]
+    torch.save({"ema": state, "last": state}, tmp_path / "two.pth")
+    with pytest.raises(CheckpointError, match=r"several sets of weights \(ema, last\); .*checkpoint\['ema'\]"):
+        _import(tmp_path / "two.pth", tmp_path)
+
+
+def test_truncated_text_and_onnx_files_are_named_as_such(monai_weights, tmp_path):
+    path, state = monai_weights
+    whole = path.read_bytes()
+    (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "notes.pth").write_text("hello")
+    for name in ("cut.pth", "notes.pth"):
+        with pytest.raises(CheckpointError, match="not a readable PyTorch weights file .*truncated or damaged"):
+            _import(tmp_path / name, tmp_path)
+    network = _monai_unet(channels=(4, 8, 16), strides=(2, 2))
+    torch.onnx.export(network, torch.zeros(1, 1, SIZE, SIZE), tmp_path / "model.pth", dynamo=False)
+    with pytest.raises(CheckpointError, match="model.pth is an ONNX model, not a PyTorch state dict; import the "
+                                              "state dict it was exported from"):
+        _import(tmp_path / "model.pth", tmp_path)
 
 
 def test_unknown_architecture_arguments_are_refused(monai_weights, tmp_path):
