@@ -305,15 +305,16 @@ def _nifti_header(path: Path) -> _NiftiHeader | None:
 _NIFTI_FLOATS = {16: "f4", 64: "f8"}
 
 
-def _nifti_non_finite(path: Path) -> int:
-    """How many voxels of the NIfTI file at ``path`` are NaN or infinite, counted in its own
-    bytes: ITK's NIfTI reader (nifti1_io) reads them as 0, without a word."""
+def _nifti_non_finite(path: Path) -> np.ndarray | None:
+    """Where the voxels of the NIfTI file at ``path`` are NaN or infinite, as a flat mask in
+    the file's order (that of ITK's array); None when its voxels are not floats. Read from
+    its own bytes: ITK's NIfTI reader (nifti1_io) reads them as 0, without a word."""
     header = _nifti_header(path)
     if header is None or header.datatype not in _NIFTI_FLOATS:
-        return 0
+        return None
     dtype = np.dtype(header.endian + _NIFTI_FLOATS[header.datatype])
     left = int(np.prod(header.dims[1: header.dims[0] + 1], dtype=np.int64))
-    count = 0
+    masks = []
     with _open_nifti(path) as f:
         f.seek(header.vox_offset)
         while left > 0:
@@ -321,9 +322,32 @@ def _nifti_non_finite(path: Path) -> int:
             values = np.frombuffer(chunk, dtype, len(chunk) // dtype.itemsize)
             if not values.size:
                 break
-            count += values.size - int(np.count_nonzero(np.isfinite(values)))
+            masks.append(~np.isfinite(values))
             left -= values.size
-    return count
+    return np.concatenate(masks) if masks else np.zeros(0, bool)
+
+
+def _fill_non_finite(volume: Volume, path: Path) -> str | None:
+    """Give the NaN or infinite voxels of ``volume`` (read from ``path``) the image's lowest
+    value, and the warning that says so; None when there are none. Some programs write NaN
+    outside the field of view: left NaN, it turned a model's whole prediction to background
+    and the modality guess to MR; ITK reads a NIfTI's as 0, water on a CT."""
+    array = volume.array
+    if array.dtype.kind != "f":
+        return None
+    bad = ~np.isfinite(array)
+    if extension(path) in (".nii", ".nii.gz"):
+        in_file = _nifti_non_finite(path)
+        if in_file is not None and in_file.size == array.size:
+            bad |= in_file.reshape(array.shape)
+    count = int(np.count_nonzero(bad))
+    if not count:
+        return None
+    finite = array[~bad]
+    lowest = float(finite.min()) if finite.size else 0.0
+    array[bad] = lowest
+    return (f"{count} voxel(s) of the image are NaN or infinite (outside the field of view?); they are shown, "
+            f"measured and given to the models as the image's lowest value, {lowest:g}.")
 
 
 def _place_nifti_slice(path: Path, image: sitk.Image) -> None:
@@ -349,11 +373,12 @@ def _place_nifti_slice(path: Path, image: sitk.Image) -> None:
 def _read_itk_volume(path: Path) -> Volume:
     image = _read_itk(path, "an image")
     volume = Volume.from_sitk(image, meta={"source_format": extension(path).lstrip(".")})
+    filled = _fill_non_finite(volume, path)  # before the modality is guessed from the values
     volume.modality = _guess_modality(volume.array)
     volume.meta["modality_guessed"] = True
     if volume.modality == "CT":
         volume.meta["window_presets"] = list(CT_WINDOW_PRESETS)
-    for warning in (_ignored_sform(path, image), _unknown_orientation(path, image)):
+    for warning in (_ignored_sform(path, image), _unknown_orientation(path, image), filled):
         if warning:
             volume.meta.setdefault("warnings", []).append(warning)
     regular = orthogonalized(volume)
@@ -672,8 +697,9 @@ def read_label_image(path) -> LabelImage:
     try:
         image = _read_itk(path, "a label volume")
         if image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64) and extension(path) in (".nii", ".nii.gz") \
-                and (non_finite := _nifti_non_finite(path)):  # ITK read them as background
-            raise VolumeLoadError(f"{path.name} is not a label volume: {_non_finite_labels(non_finite)}.")
+                and (non_finite := _nifti_non_finite(path)) is not None and non_finite.any():  # ITK read them as 0
+            raise VolumeLoadError(f"{path.name} is not a label volume: "
+                                  f"{_non_finite_labels(int(np.count_nonzero(non_finite)))}.")
         return LabelImage(image, sitk.GetArrayFromImage(image))
     except VolumeLoadError:
         raise

@@ -532,3 +532,31 @@ def test_float_labels_that_are_no_class_numbers_are_refused_and_counted(tmp_path
     labels[-1, -1, -3:] = 1.0  # whole numbers stored as floats are labels
     write_float_labels(path, labels, volume)
     np.testing.assert_array_equal(load_labels(path, volume), labels.astype(np.uint8))
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii", ".nrrd", ".mha"])
+def test_nan_voxels_of_an_image_become_its_lowest_value_with_a_warning(tmp_path, ext):
+    """NaN outside the field of view: in NRRD it made every prediction background and the
+    modality MR; ITK read a NIfTI's as 0 HU (water) without a word."""
+    array = np.full((4, 30, 40), -1000.0, np.float32)
+    array[:, 10:20, 10:30] = 40.0  # soft tissue in air
+    array[:, :3] = np.nan
+    array[0, 5, 5] = np.inf
+    path = tmp_path / f"ct{ext}"
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 0.8, 3.0))
+    sitk.WriteImage(image, str(path))
+    if ext.startswith(".nii"):  # ITK's reader alone would give 0 there: counted in the file itself
+        assert sitk.GetArrayFromImage(sitk.ReadImage(str(path)))[0, 0, 0] == 0
+    volume = io.load_volume(path)
+    expected = np.where(np.isfinite(array), array, -1000.0)
+    np.testing.assert_array_equal(volume.array, expected)
+    assert volume.modality == "CT"
+    assert any(f"{4 * 3 * 40 + 1} voxel(s) of the image are NaN or infinite" in w and "-1000" in w
+               for w in volume.meta["warnings"])
+
+
+def test_an_image_with_no_nan_gets_no_warning_of_it(tmp_path):
+    path = tmp_path / "mr.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4)), str(path))
+    assert not any("NaN" in w for w in io.load_volume(path).meta.get("warnings", []))
