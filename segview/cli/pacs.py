@@ -2,7 +2,7 @@
 
     segview pacs find URL [--patient-id ID] [--patient-name NAME] [--modality MR] [--date FROM-TO]
     segview pacs get URL SERIES_UID -o DIR
-    segview pacs store URL FILE...
+    segview pacs store URL FILE... [--force]
 
 URL is a DICOMweb base URL (https://host:port/dicom-web) or dimse://AET@host:port
 (dimse+tls:// over TLS). Who you are: ``--user NAME`` with the password from
@@ -20,8 +20,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, PacsAuthError, Query, Study,
-                         connect)
+from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, Pacs, PacsAuthError, Query,
+                         ReferenceCheckFailed, Study, connect, missing_series, not_held_text)
 from .common import UserError, progress
 
 PASSWORD_VARIABLE, TOKEN_VARIABLE = "SEGVIEW_PACS_PASSWORD", "SEGVIEW_PACS_TOKEN"
@@ -66,7 +66,10 @@ def add_pacs_parser(commands) -> None:
     get.set_defaults(run=_run_get)
 
     store = actions.add_parser("store", parents=[common], help="send DICOM files (a SEG) to the PACS")
-    store.add_argument("files", nargs="+", type=Path)
+    store.add_argument("files", nargs="+", type=Path,
+                       help="the SEG, and the files of its image series where the PACS does not hold them")
+    store.add_argument("--force", action="store_true",
+                       help="store a SEG even when the PACS does not hold the image series it refers to")
     store.set_defaults(run=_run_store)
 
 
@@ -152,6 +155,28 @@ def _run_store(args) -> int:
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         raise UserError(f"no such file: {', '.join(missing)}")
-    stored = _connect(args).store(args.files, progress=lambda done, total: progress(done, total, "files"))
+    pacs = _connect(args)
+    _check_referenced_series(pacs, args.files, args.force)
+    stored = pacs.store(args.files, progress=lambda done, total: progress(done, total, "files"))
     print(f"{len(stored)} file(s) stored in {args.url}")
     return 0
+
+
+def _check_referenced_series(pacs: Pacs, files: list[Path], force: bool) -> None:
+    """Refuse a SEG whose image series the PACS does not hold (no viewer of the PACS could
+    show it) unless ``force``. A PACS that cannot answer the check gets a warning and the
+    store goes on: the files were named on purpose, and a script must not stop because an
+    archive lacks QIDO-RS or C-FIND; the warning keeps the doubt in its log."""
+    try:
+        missing = missing_series(pacs, files)
+    except ReferenceCheckFailed as exc:
+        print(f"segview: warning: {exc} Storing anyway.", file=sys.stderr)
+        return
+    if not missing:
+        return
+    text = not_held_text(f"The PACS at {pacs.url}", missing)
+    if force:
+        print(f"segview: warning: {text}; storing it anyway (--force).", file=sys.stderr)
+        return
+    raise UserError(f"{text}: no viewer of the PACS could show the SEG. Name the image series' files too (before "
+                    "the SEG's) to store them with it, or give --force to store the SEG alone.")

@@ -53,8 +53,9 @@ DEFAULT_TIMEOUT_S = 30.0
 MAX_STUDIES = 500
 
 __all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
-           "PacsCertificateError", "PacsError", "Query", "Retrieved", "RetrieveCancelled", "SearchCancelled", "Series",
-           "SeriesNotFound", "Study", "connect", "date_range", "retrieve_into_cache", "retrieve_seg_with_image"]
+           "PacsCertificateError", "PacsError", "Query", "ReferenceCheckFailed", "ReferencedSeries", "Retrieved",
+           "RetrieveCancelled", "SearchCancelled", "Series", "SeriesNotFound", "Study", "connect", "date_range",
+           "missing_series", "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
 
 
 class RetrieveCancelled(PacsError):
@@ -70,6 +71,11 @@ class SeriesNotFound(PacsError):
 
 
 SEARCH_CANCELLED = "Search cancelled."
+
+
+class ReferenceCheckFailed(PacsError):
+    """The PACS could not say whether it holds the image series a SEG refers to (it refused
+    or does not support the query); storing may still work."""
 
 
 @dataclass(frozen=True)
@@ -349,6 +355,65 @@ class _ConnectionFailure(PacsError):
 
 #: Failures that would fail every other file too: the store stops at once.
 _STOPS_A_STORE = (_ConnectionFailure, PacsAuthError, PacsCertificateError)
+
+
+# -- the image series a SEG refers to ---------------------------------------------------
+
+@dataclass(frozen=True)
+class ReferencedSeries:
+    """An image series a SEG refers to (its ReferencedSeriesSequence), in the SEG's study."""
+
+    study_uid: str
+    series_uid: str
+
+
+def referenced_series(files: Iterable) -> list[ReferencedSeries]:
+    """The image series the SEGs among ``files`` refer to, less the series the files
+    themselves belong to (images sent with their SEG). Raises PacsError for a file that is
+    not DICOM or cannot be read."""
+    from .dicomseg import SEG_SOP_CLASS  # here: highdicom is imported only when a SEG is sent
+
+    headers = [_read_header(Path(f)) for f in files]
+    sent_along = {_text(ds.get("SeriesInstanceUID")) for ds in headers}
+    found: dict[str, ReferencedSeries] = {}
+    for ds in headers:
+        if _text(ds.get("SOPClassUID")) != SEG_SOP_CLASS:
+            continue
+        for item in ds.get("ReferencedSeriesSequence", []):
+            uid = _text(item.get("SeriesInstanceUID"))
+            if uid and uid not in sent_along:
+                found.setdefault(uid, ReferencedSeries(_text(ds.get("StudyInstanceUID")), uid))
+    return list(found.values())
+
+
+def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
+    """The image series the SEGs among ``files`` refer to that ``pacs`` does not hold (asked
+    once a study: QIDO-RS or C-FIND), in the order the SEGs name them.
+
+    A SEG stored without its images is one no viewer of the PACS can show. A PACS that
+    cannot be reached, or refuses who segview is, raises its PacsError as it is: the store
+    would fail alike. One that refuses or cannot answer the query raises
+    ReferenceCheckFailed, for the caller to say the check was not made."""
+    wanted = referenced_series(files)
+    held: dict[str, set[str]] = {}
+    for study_uid in dict.fromkeys(reference.study_uid for reference in wanted):
+        try:
+            held[study_uid] = {series.uid for series in pacs.find_series(study_uid)}
+        except _STOPS_A_STORE:
+            raise
+        except PacsError as exc:
+            raise ReferenceCheckFailed(f"Could not check whether the PACS at {pacs.url} holds the image series "
+                                       f"the SEG refers to: {exc}") from exc
+    return [reference for reference in wanted if reference.series_uid not in held[reference.study_uid]]
+
+
+def not_held_text(where: str, missing: list[ReferencedSeries], descriptions: dict[str, str] | None = None) -> str:
+    """"``where`` does not hold the image series this SEG refers to (...)": each series by
+    its description where ``descriptions`` (series UID -> description) has one, and its UID."""
+    named = descriptions or {}
+    series = "; ".join(f"{named[m.series_uid]}, series {m.series_uid}" if named.get(m.series_uid)
+                       else f"series {m.series_uid}" for m in missing)
+    return f"{where} does not hold the image series this SEG refers to ({series})"
 
 
 def _read_header(path: Path) -> Dataset:

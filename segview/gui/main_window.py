@@ -1465,14 +1465,20 @@ class MainWindow(QMainWindow):
         """File > Send SEG to PACS: the labels as a DICOM SEG, stored in a PACS the user
         chooses: the SEG last exported or sent when the labels have not changed since (sent
         again, the PACS keeps one object), else a new one (the next instance of this review's
-        SEG series), written into a folder of the window's kept until it closes."""
-        from .pacs_dialog import send_to_pacs
+        SEG series), written into a folder of the window's kept until it closes. A PACS that
+        does not hold the image's series is offered its files with the SEG."""
+        from .pacs_dialog import ImageSeries, send_to_pacs
+
+        meta = self.session.volume.meta
+        images = ImageSeries(str(meta.get("series_uid") or ""), str(meta.get("series_description") or ""),
+                             tuple(Path(f) for f in meta.get("source_files") or ()))
 
         def send(path: Path | None) -> None:
             if path is not None and self.isVisible():  # not after the window closed meanwhile
-                stored = send_to_pacs(self, [path])
+                stored = send_to_pacs(self, [path], images)
                 if stored:
-                    self.statusBar().showMessage(f"The PACS stored the SEG ({stored} object)", 8000)
+                    what = "the SEG and its image series" if stored > 1 else "the SEG"  # the reader sent them too
+                    self.statusBar().showMessage(f"The PACS stored {what} ({counted(stored, 'object')})", 8000)
 
         written = self.session.written_seg()
         if written is not None:

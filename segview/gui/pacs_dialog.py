@@ -4,14 +4,18 @@
 a table of the studies found with their series, and retrieves the chosen series into a
 cache folder with a progress bar and a Cancel button; it returns what to open: the image
 series' folder, or for a SEG series the SEG and the image series it segments (retrieved too).
-``send_to_pacs(parent, files)`` sends files (the exported SEG) to a PACS. Searches,
-retrieves and stores run in the thread pool; widgets are touched only on the main thread.
+``send_to_pacs(parent, files, images)`` sends files (the exported SEG) to a PACS, once the
+PACS says it holds the image series the SEG refers to; when it does not, the dialog asks
+whether to send anyway or with the image series (``images``, when its files are still
+here). Searches, checks, retrieves and stores run in the thread pool; widgets are touched
+only on the main thread.
 The PACS used (address, user name, CA bundle) and the calling AE title are kept in the
 settings; passwords and tokens in the keyring (``pacs_server``, ``pacs_secrets``).
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -20,13 +24,15 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QVBoxLayout)
 
 from ..core.errors import SegviewError
-from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, Retrieved, RetrieveCancelled,
-                         SearchCancelled, Series, Study, date_range, retrieve_into_cache, retrieve_seg_with_image)
+from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, ReferenceCheckFailed, ReferencedSeries,
+                         Retrieved, RetrieveCancelled, SearchCancelled, Series, Study, date_range, missing_series,
+                         not_held_text, retrieve_into_cache, retrieve_seg_with_image)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
 from .workers import Worker
 
-__all__ = ["PacsDialog", "SendDialog", "cache_folder", "open_from_pacs", "saved_servers", "send_to_pacs"]
+__all__ = ["ImageSeries", "PacsDialog", "SendDialog", "cache_folder", "open_from_pacs", "saved_servers",
+           "send_to_pacs"]
 
 RESULT_COLUMNS = ("Date", "Patient", "Patient ID", "Description", "Modality", "Images")
 
@@ -295,17 +301,43 @@ def _count(images: int | None) -> str:
     return "" if images is None else str(images)
 
 
+@dataclass(frozen=True)
+class ImageSeries:
+    """The DICOM files of the image series a SEG was made on, as the session read them:
+    offered to be sent with the SEG to a PACS that does not hold them."""
+
+    uid: str
+    description: str
+    files: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What the PACS said of the image series the SEG refers to."""
+
+    missing: tuple[ReferencedSeries, ...] = ()  # the series it does not hold
+    unchecked: str = ""                         # why it could not be asked
+    images_here: bool = False                   # ``images``' files are all still here (and one of those series)
+
+
 class SendDialog(QDialog):
     """Send files to a PACS chosen from the saved ones; ``sent`` carries how many were
-    stored, ``failed`` the reason when the PACS could not be reached or refused some."""
+    stored, ``failed`` the reason when the PACS could not be reached or refused some.
+
+    Send first asks the PACS whether it holds the image series the SEGs among the files
+    refer to. When it does not, or cannot say, nothing is sent until the reader chooses
+    (``asked`` carries the question): Send anyway, Send with the image series (``images``,
+    when its files are still here) or Cancel."""
 
     sent = Signal(int)
     failed = Signal(str)
+    asked = Signal(str)
 
-    def __init__(self, parent, files):
+    def __init__(self, parent, files, images: ImageSeries | None = None):
         super().__init__(parent)
         self.setWindowTitle("Send to PACS")
         self.files = [Path(f) for f in files]
+        self.images = images
         self.server = ServerForm()
         self.progress = QProgressBar()
         self.progress.setRange(0, len(self.files))
@@ -316,46 +348,116 @@ class SendDialog(QDialog):
         self.send_button = QPushButton("Send")
         self.send_button.setDefault(True)
         self.send_button.clicked.connect(self.send)
+        self.send_anyway_button = QPushButton("Send anyway")
+        self.send_anyway_button.clicked.connect(lambda: self._store(self.files))
+        self.send_images_button = QPushButton("Send with the image series")
+        self.send_images_button.clicked.connect(self._store_with_images)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self._not_sent)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.reject)
         buttons = QHBoxLayout()
         buttons.addWidget(self.progress, 1)
-        buttons.addWidget(self.send_button)
-        buttons.addWidget(self.close_button)
+        for button in (self.send_button, self.send_anyway_button, self.send_images_button, self.cancel_button,
+                       self.close_button):
+            buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(self.server)
         layout.addWidget(self.status)
         layout.addLayout(buttons)
+        self._pacs: Pacs | None = None
         self._job: Worker | None = None
         self._idle = threading.Event()
         self._idle.set()
         self._closing: int | None = None  # closed during a store: the result, once it has ended
+        self._checking = False  # the PACS is being asked; closing drops its answer
         self.stored = 0
+        self._show_question(False)
+        # The question is about the PACS that was asked: another address withdraws it.
+        self.server.url.currentTextChanged.connect(self._withdraw_question)
         self.resize(640, 160)
 
     def send(self) -> None:
-        """Store the files in the background."""
+        """Ask the PACS in the background whether it holds the image series the SEG refers
+        to; store the files when it does, else ask the reader."""
         try:
-            pacs = self.server.open_pacs()
+            self._pacs = pacs = self.server.open_pacs()
         except PacsError as exc:
             self._fail(str(exc))
             return
-        self.send_button.setEnabled(False)
-        self.progress.setValue(0)  # not the last send's
-        self.status.setStyleSheet("")
-        self.status.setText(f"Sending to {pacs.url}...")
-        self._idle.clear()
-        files, idle = self.files, self._idle  # no reference to the dialog (PacsDialog._run)
+        self._set_status(f"Checking that {pacs.url} holds the image series the SEG refers to...")
+        files, images = self.files, self.images
+        self._checking = True
+        self._run(lambda: _check(pacs, files, images), returned=self._checked)
 
-        def job(progress):
+    def _checked(self, check: _Check) -> None:
+        if not self._checking:  # the dialog was closed meanwhile: nothing is sent
+            return
+        self._checking = False
+        assert self._pacs is not None
+        if not check.missing and not check.unchecked:
+            self._store(self.files)
+            return
+        images = ", or send the image series too" if check.images_here else ""
+        if check.unchecked:
+            # Not sent on a guess: a careful reader wants to know the check was not made (an
+            # archive without QIDO-RS, a C-FIND refused), and decides; a PACS that is down
+            # fails as a send would, without a question.
+            question = f"{check.unchecked}\n\nSend anyway{images}?"
+        else:
+            descriptions = {self.images.uid: self.images.description} if self.images else {}
+            missing = not_held_text(self._pacs.url, list(check.missing), descriptions)
+            question = f"{missing}: send anyway{images}? Sent alone, no viewer of the PACS can show the SEG."
+        self.status.setStyleSheet("color: #b9770e")
+        self.status.setText(question)
+        self._show_question(True, images=check.images_here)
+        self.asked.emit(question)
+
+    def _show_question(self, asking: bool, images: bool = False) -> None:
+        self.send_button.setVisible(not asking)
+        self.send_anyway_button.setVisible(asking)
+        self.send_images_button.setVisible(asking and images)
+        self.cancel_button.setVisible(asking)
+        (self.cancel_button if asking else self.send_button).setDefault(True)  # Enter never sends unasked
+
+    def _withdraw_question(self, _address: str = "") -> None:
+        if not self.cancel_button.isHidden():
+            self._not_sent()
+
+    def _not_sent(self) -> None:
+        self._show_question(False)
+        self.send_button.setEnabled(True)
+        self._set_status("Nothing was sent.")
+
+    def _store_with_images(self) -> None:
+        assert self.images is not None
+        self._store([*self.images.files, *self.files])  # the images first: the PACS has them when the SEG comes
+
+    def _store(self, files: list[Path]) -> None:
+        """Store ``files`` in the background."""
+        pacs = self._pacs
+        assert pacs is not None
+        self._show_question(False)
+        self.progress.setRange(0, len(files))
+        self.progress.setValue(0)  # not the last send's
+        self._set_status(f"Sending to {pacs.url}...")
+        self._run(lambda progress: pacs.store(files, progress=progress), returned=self._sent, progress=True)
+
+    def _run(self, function, returned, progress: bool = False) -> None:
+        """``function`` in the pool (given ``progress=`` when ``progress``), then ``returned(result)``."""
+        self.send_button.setEnabled(False)
+        self._idle.clear()
+        idle = self._idle  # no reference to the dialog (PacsDialog._run)
+
+        def job(**kwargs):
             try:
-                return pacs.store(files, progress=progress)
+                return function(**kwargs)
             finally:
                 idle.set()
 
-        worker = Worker(job, reports_progress=True)
+        worker = Worker(job, reports_progress=progress)
         worker.signals.progress.connect(lambda done, total: self.progress.setValue(done))
-        worker.signals.returned.connect(self._sent)
+        worker.signals.returned.connect(returned)
         worker.signals.errored.connect(self._job_failed)
         worker.signals.finished.connect(self._job_ended)
         self._job = worker
@@ -374,6 +476,7 @@ class SendDialog(QDialog):
         self.sent.emit(len(uids))
 
     def _job_failed(self, exc: Exception) -> None:
+        self._checking = False
         if isinstance(exc, PacsAuthError):
             self.server.forget_secrets()
         self.progress.reset()  # a full bar beside "Cannot reach the PACS" read as sent
@@ -385,10 +488,18 @@ class SendDialog(QDialog):
         self.send_button.setEnabled(True)
         self.failed.emit(message)
 
+    def _set_status(self, message: str) -> None:
+        self.status.setStyleSheet("")
+        self.status.setText(message)
+
     def done(self, result: int) -> None:
         """A store is not interrupted halfway (its files' fate must be known): closed during
-        one, the dialog closes when it has ended, and the window is not held meanwhile."""
-        if not self._idle.is_set():
+        one, the dialog closes when it has ended, and the window is not held meanwhile. The
+        check before a store writes nothing: closed during it, the dialog closes at once and
+        nothing is sent."""
+        if self._checking:
+            self._checking = False
+        elif not self._idle.is_set():
             self._closing = result
             self.send_button.setEnabled(False)
             self.close_button.setEnabled(False)
@@ -396,6 +507,21 @@ class SendDialog(QDialog):
             return
         self._closing = None
         super().done(result)
+
+
+def _check(pacs: Pacs, files: list[Path], images: ImageSeries | None) -> _Check:
+    """Whether ``pacs`` holds the image series the SEGs among ``files`` refer to (in a
+    worker: it asks the PACS, and looks for ``images``' files on disk)."""
+    try:
+        missing = tuple(missing_series(pacs, files))
+    except ReferenceCheckFailed as exc:
+        return _Check(unchecked=str(exc), images_here=_files_here(images))
+    wanted = images is not None and images.uid in {reference.series_uid for reference in missing}
+    return _Check(missing, images_here=wanted and _files_here(images))
+
+
+def _files_here(images: ImageSeries | None) -> bool:
+    return images is not None and bool(images.files) and all(path.is_file() for path in images.files)
 
 
 def open_from_pacs(parent=None, open_series: str | None = None) -> Retrieved | None:
@@ -409,9 +535,10 @@ def open_from_pacs(parent=None, open_series: str | None = None) -> Retrieved | N
     return Retrieved(dialog.folder, dialog.labels)
 
 
-def send_to_pacs(parent, files) -> int:
+def send_to_pacs(parent, files, images: ImageSeries | None = None) -> int:
     """File > Send SEG to PACS: sends ``files`` (the exported SEG) to a PACS the user
-    chooses; the number of files stored (0 when closed without sending)."""
-    dialog = SendDialog(parent, files)
+    chooses, with ``images`` (the SEG's image series) where the reader asks for them; the
+    number of files stored (0 when closed without sending)."""
+    dialog = SendDialog(parent, files, images)
     dialog.exec()
     return dialog.stored

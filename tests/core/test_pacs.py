@@ -18,8 +18,9 @@ from segview.cli import main
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import (PacsError, Query, RetrieveCancelled, SearchCancelled, SeriesNotFound, connect,
-                               date_range, retrieve_seg_with_image)
+from segview.core.pacs import (DicomWebPacs, PacsError, Query, ReferencedSeries, RetrieveCancelled,
+                               SearchCancelled, SeriesNotFound, connect, date_range, missing_series,
+                               retrieve_seg_with_image)
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 
@@ -297,6 +298,29 @@ def test_a_store_the_pacs_refuses_names_the_file_and_its_status(orthanc, archive
     assert orthanc.lookup(good.SOPInstanceUID) and not orthanc.lookup(broken.SOPInstanceUID)
 
 
+def _seg_of_a_series_the_archive_lacks(archive, folder):
+    """A cardiac series written here, never uploaded, and a SEG of it: (image paths, SEG path)."""
+    cardiac = archive["cardiac"]
+    images = write_dicom_series(cardiac.volume, folder / "local", patient_id="PACS-LOCAL-1",
+                                series_description="local cine")
+    seg = save_dicom_seg(folder / "local_seg.dcm", cardiac.labels, load_volume(folder / "local"),
+                         list(cardiac.classes))
+    return images, seg
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_archive_is_asked_whether_it_holds_the_series_a_seg_refers_to(orthanc, archive, protocol, tmp_path):
+    cardiac = archive["cardiac"]
+    held = save_dicom_seg(tmp_path / "held.dcm", cardiac.labels, load_volume(archive["folder"] / "mr"),
+                          list(cardiac.classes))
+    pacs = connect(_url(orthanc, protocol))
+    assert missing_series(pacs, [held]) == []
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    header = pydicom.dcmread(images[0], stop_before_pixels=True)
+    assert missing_series(pacs, [seg]) == [ReferencedSeries(header.StudyInstanceUID, header.SeriesInstanceUID)]
+    assert not orthanc.lookup(header.SeriesInstanceUID)  # Orthanc's own word: it does not hold it
+
+
 def test_a_file_that_is_not_dicom_is_refused_before_sending(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(PacsError, match="notes.txt is not a DICOM file"):
@@ -398,3 +422,39 @@ def test_cli_reports_a_pacs_that_is_down_in_one_line(capsys):
     assert main(["pacs", "find", f"dimse://PACS@127.0.0.1:{free_port()}", "--timeout", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("segview: Cannot reach the PACS") and "\n" not in err
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_store_refuses_a_seg_whose_series_the_pacs_lacks_unless_sent_along_or_forced(orthanc, archive, protocol,
+                                                                                       tmp_path, capsys):
+    url = _url(orthanc, protocol)
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    series_uid = pydicom.dcmread(images[0], stop_before_pixels=True).SeriesInstanceUID
+    seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID
+    assert main(["pacs", "store", url, str(seg)]) == 2
+    err = capsys.readouterr().err
+    assert f"does not hold the image series this SEG refers to (series {series_uid})" in err and "--force" in err
+    assert not orthanc.lookup(seg_uid)
+    assert main(["pacs", "store", url, str(seg), "--force"]) == 0
+    out, err = capsys.readouterr()
+    assert "1 file(s) stored" in out and "warning" in err and "storing it anyway (--force)" in err
+    assert orthanc.lookup(seg_uid) and not orthanc.lookup(series_uid)
+    assert main(["pacs", "store", url, *map(str, images), str(seg)]) == 0  # the images with it: nothing to refuse
+    assert f"{len(images) + 1} file(s) stored" in capsys.readouterr().out
+    assert orthanc.lookup(series_uid)
+
+
+def test_cli_store_goes_on_with_a_warning_when_the_pacs_cannot_answer_the_check(orthanc, archive, tmp_path, capsys,
+                                                                                 monkeypatch):
+    """An archive without QIDO-RS (HTTP 501 here) could hold the series: the files were
+    named on purpose, so the store goes on, and the warning says the check was not made."""
+    def no_qido(self, study_uid, modality=""):
+        raise PacsError(f"The PACS at {self.url} refused to list the series of the study: HTTP 501 Not Implemented")
+
+    monkeypatch.setattr(DicomWebPacs, "find_series", no_qido)
+    _, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    assert main(["pacs", "store", orthanc.dicomweb_url, str(seg)]) == 0
+    out, err = capsys.readouterr()
+    assert "1 file(s) stored" in out
+    assert err.startswith("segview: warning: Could not check whether the PACS") and "HTTP 501" in err
+    assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)

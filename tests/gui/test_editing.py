@@ -614,7 +614,7 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
     from segview.core.dicomseg import read_dicom_seg
 
     case = make_phantom("cardiac", 5)
-    write_dicom_series(case.volume, tmp_path / "mr", series_description="SA cine ED")
+    images = write_dicom_series(case.volume, tmp_path / "mr", series_description="SA cine ED")
     with qtbot.waitSignal(window.loaded, timeout=30000):
         window.open_demo("cardiac")
     assert not window.seg_action.isEnabled() and "loaded from DICOM" in window.seg_action.toolTip()
@@ -633,11 +633,16 @@ def test_dicom_seg_export_is_offered_for_dicom_images_only(qtbot, window, tmp_pa
     np.testing.assert_array_equal(read_dicom_seg(tmp_path / "seg.dcm", session.volume, session.classes), case.labels)
     # Send SEG to PACS sends the SEG exported while the labels are as it holds them; edited, a new
     # one, the next instance of the same series (a tester's every send was a new series on the PACS).
-    sent = []
-    monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs", lambda parent, files: sent.extend(files) or 1)
+    sent, offered = [], []
+    monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs",
+                        lambda parent, files, images: sent.extend(files) or offered.append(images) or 1)
     window.send_seg_to_pacs()
     window.send_seg_to_pacs()
     assert sent == [tmp_path / "seg.dcm"] * 2
+    # The image series goes with it, to be sent too where the PACS lacks it: its files, as read.
+    series = pydicom.dcmread(images[0], stop_before_pixels=True)
+    assert (offered[0].uid, offered[0].description) == (series.SeriesInstanceUID, "SA cine ED")
+    assert sorted(p.resolve() for p in offered[0].files) == sorted(p.resolve() for p in images)
     session.labels.paint(2, [(40, 40)], 3.0, case.classes[1].value)
     with qtbot.waitSignal(window.seg_exported, timeout=30000):
         window.send_seg_to_pacs()

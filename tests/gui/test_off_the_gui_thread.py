@@ -110,15 +110,26 @@ def test_a_retrieve_runs_off_the_gui_thread_and_its_folder_arrives(qtbot, slow_p
     assert slow_pacs.gate.off_the_gui_thread()
 
 
+def _a_dicom_file(path: Path) -> None:
+    import pydicom
+
+    ds = pydicom.Dataset()
+    ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
 def test_closing_the_send_dialog_during_a_store_closes_it_once_the_store_ended(qtbot, slow_pacs, tmp_path):
     seg = tmp_path / "seg.dcm"
-    seg.write_bytes(b"")
+    _a_dicom_file(seg)  # read before sending (for the image series it refers to; it refers to none)
     dialog = SendDialog(None, [seg])
     qtbot.addWidget(dialog)
     dialog.show()
     with qtbot.waitSignal(dialog.sent, timeout=10000) as sent:
         qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
-        assert slow_pacs.gate.entered.wait(10)
+        qtbot.waitUntil(slow_pacs.gate.entered.is_set, timeout=10000)  # the store starts once the check answered
         dialog.reject()  # returns at once: the store is not interrupted halfway
         assert dialog.isVisible() and "once the store has ended" in dialog.status.text()
         slow_pacs.gate.open_.set()
@@ -160,7 +171,7 @@ def test_a_dicom_seg_export_that_fails_is_a_dialog_and_send_to_pacs_is_not_offer
 
     sent = []
     monkeypatch.setattr("segview.core.dicomseg.save_dicom_seg", refused)
-    monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs", lambda parent, files: sent.append(files) or 1)
+    monkeypatch.setattr("segview.gui.pacs_dialog.send_to_pacs", lambda parent, files, images: sent.append(files) or 1)
     window.send_seg_to_pacs()
     qtbot.waitUntil(lambda: bool(dialogs), timeout=10000)
     assert dialogs == [("critical", "The image was not loaded from DICOM.")]

@@ -13,16 +13,16 @@ import pydicom
 import pytest
 from keyring.backend import KeyringBackend
 from keyring.backends import fail
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QCoreApplication, Qt, QThreadPool
 
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import Pacs
+from segview.core.pacs import DimsePacs, Pacs, PacsError
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 from segview.gui import pacs_secrets
-from segview.gui.pacs_dialog import PacsDialog, SendDialog, saved_servers
+from segview.gui.pacs_dialog import ImageSeries, PacsDialog, SendDialog, saved_servers
 from segview.gui.settings import settings
 from tests.core.conftest import free_port, orthanc_server
 from tests.core.secure_pacs import secret_leaks, secure_pacs_server
@@ -305,6 +305,122 @@ def test_send_a_seg_to_the_pacs_then_to_one_that_is_down(qtbot, orthanc, cardiac
         qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
     assert "Cannot reach the PACS" in failed.args[0]
     assert dialog.progress.value() < dialog.progress.maximum() and dialog.send_button.isEnabled()
+
+
+def _series_on_disk_only(folder) -> tuple[ImageSeries, Path]:
+    """A cardiac series written here and never sent to the PACS, and a SEG of it."""
+    case = make_phantom("cardiac", 8)
+    paths = write_dicom_series(case.volume, folder / "local", patient_id="GUI-LOCAL-8",
+                               series_description="cine on disk")
+    seg = save_dicom_seg(folder / "seg.dcm", case.labels, load_volume(folder / "local"), list(case.classes))
+    uid = str(pydicom.dcmread(paths[0], stop_before_pixels=True).SeriesInstanceUID)
+    return ImageSeries(uid, "cine on disk", tuple(paths)), seg
+
+
+def _sop_uid(path) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def _ask(qtbot, dialog, url) -> str:
+    """Click Send and wait for the dialog's question; nothing is sent meanwhile."""
+    dialog.server.url.setEditText(url)
+    with qtbot.waitSignal(dialog.asked, timeout=20000) as asked:
+        qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
+    assert asked.args[0] == dialog.status.text() and dialog.send_button.isHidden()
+    assert dialog.send_anyway_button.isVisible() and dialog.cancel_button.isVisible()
+    return asked.args[0]
+
+
+@pytest.mark.parametrize("answer", ["cancel", "send anyway", "send the images too"])
+def test_a_seg_whose_images_the_pacs_lacks_is_sent_only_as_the_reader_answers(qtbot, orthanc, tmp_path, answer):
+    """A SEG stored without its image series is one no viewer of the PACS can show: asked
+    before anything is sent."""
+    images, seg = _series_on_disk_only(tmp_path)
+    dialog = SendDialog(None, [seg], images)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    question = _ask(qtbot, dialog, orthanc.dicomweb_url)
+    assert question.startswith(f"{orthanc.dicomweb_url} does not hold the image series this SEG refers to "
+                               f"(cine on disk, series {images.uid}): send anyway, or send the image series too?")
+    assert dialog.send_images_button.isVisible() and not orthanc.lookup(_sop_uid(seg))
+    if answer == "cancel":
+        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+        assert dialog.status.text() == "Nothing was sent." and dialog.send_button.isVisible()
+        assert dialog.send_button.isEnabled()  # to try again, another PACS perhaps
+        assert not dialog.send_anyway_button.isVisible() and dialog.stored == 0
+        assert not orthanc.lookup(_sop_uid(seg))
+        return
+    button = dialog.send_anyway_button if answer == "send anyway" else dialog.send_images_button
+    with qtbot.waitSignal(dialog.sent, timeout=30000) as sent:
+        qtbot.mouseClick(button, Qt.LeftButton)
+    assert orthanc.lookup(_sop_uid(seg))
+    if answer == "send anyway":
+        assert sent.args[0] == 1 and not orthanc.lookup(images.uid)
+    else:
+        assert sent.args[0] == len(images.files) + 1 and orthanc.lookup(images.uid)
+        assert all(orthanc.lookup(_sop_uid(path)) for path in images.files)
+
+
+def test_a_check_the_pacs_cannot_answer_is_said_and_left_to_the_reader(qtbot, orthanc, tmp_path, monkeypatch):
+    """A PACS that refuses the query may still hold the series: the dialog says the check
+    was not made and sends only when told to; image files no longer here are not offered."""
+    def refused(self, study_uid, modality=""):
+        raise PacsError(f"The PACS {self.called_ae} refused to search for the series: status 0xA700 (Failure).")
+
+    monkeypatch.setattr(DimsePacs, "find_series", refused)
+    images, seg = _series_on_disk_only(tmp_path)
+    images.files[0].unlink()  # the image folder was cleaned up since
+    dialog = SendDialog(None, [seg], images)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    question = _ask(qtbot, dialog, orthanc.dimse_url)
+    assert question.startswith(f"Could not check whether the PACS at {orthanc.dimse_url} holds the image series")
+    assert "status 0xA700" in question and question.endswith("Send anyway?")
+    assert not dialog.send_images_button.isVisible()
+    with qtbot.waitSignal(dialog.sent, timeout=30000) as sent:
+        qtbot.mouseClick(dialog.send_anyway_button, Qt.LeftButton)
+    assert sent.args[0] == 1 and orthanc.lookup(_sop_uid(seg))
+
+
+def test_closed_while_the_pacs_is_asked_the_dialog_closes_and_sends_nothing(qtbot, orthanc, cardiac_series, tmp_path,
+                                                                           monkeypatch):
+    import threading
+
+    case, paths = cardiac_series
+    seg = save_dicom_seg(tmp_path / "seg.dcm", case.labels, load_volume(paths[0].parent), list(case.classes))
+    asked, answer = threading.Event(), threading.Event()
+    find_series = DimsePacs.find_series
+
+    def slow(self, study_uid, modality=""):
+        asked.set()
+        answer.wait(30)
+        return find_series(self, study_uid, modality)  # it holds the series: a store would follow
+
+    monkeypatch.setattr(DimsePacs, "find_series", slow)
+    dialog = SendDialog(None, [seg])
+    qtbot.addWidget(dialog)
+    dialog.show()
+    dialog.server.url.setEditText(orthanc.dimse_url)
+    qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
+    qtbot.waitUntil(asked.is_set, timeout=10000)
+    qtbot.mouseClick(dialog.close_button, Qt.LeftButton)
+    assert not dialog.isVisible()  # at once: the check writes nothing
+    answer.set()
+    QThreadPool.globalInstance().waitForDone(30000)
+    QCoreApplication.processEvents()  # the check's answer, had it been acted on, would start a store here
+    QThreadPool.globalInstance().waitForDone(30000)
+    assert dialog.stored == 0 and not orthanc.lookup(_sop_uid(seg))
+
+
+def test_another_address_withdraws_the_question(qtbot, orthanc, tmp_path):
+    images, seg = _series_on_disk_only(tmp_path)
+    dialog = SendDialog(None, [seg], images)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    _ask(qtbot, dialog, orthanc.dicomweb_url)
+    dialog.server.url.setEditText(orthanc.dimse_url)  # the answer was about the other PACS
+    assert dialog.send_button.isVisible() and not dialog.send_anyway_button.isVisible()
+    assert dialog.status.text() == "Nothing was sent."
 
 
 # -- a PACS that asks who you are, over TLS ------------------------------------------------

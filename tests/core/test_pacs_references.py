@@ -1,0 +1,93 @@
+"""Whether a PACS holds the image series a SEG refers to, asked of a fake archive (no
+network): a SEG stored without its images is one no viewer of the PACS can show. The same
+check against a real Orthanc is in test_pacs.py."""
+from __future__ import annotations
+
+import pydicom
+import pytest
+
+from segview.core import pacs as pacs_module
+from segview.core.dicom import write_dicom_series
+from segview.core.dicomseg import save_dicom_seg
+from segview.core.io import load_volume
+from segview.core.pacs import (Pacs, PacsError, ReferenceCheckFailed, ReferencedSeries, Series, missing_series,
+                               not_held_text, referenced_series)
+from segview.core.phantoms import make_phantom
+
+
+class FakeArchive(Pacs):
+    """An archive that holds ``held`` (study UID -> its series UIDs), or whose series
+    queries raise ``failure``; ``asked`` lists the studies it was asked about."""
+
+    def __init__(self, held: dict[str, list[str]] | None = None, failure: Exception | None = None):
+        super().__init__("dimse://FAKE@127.0.0.1:1", "SEGVIEW", 1)
+        self.held, self.failure, self.asked = held or {}, failure, []
+
+    def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        self.asked.append(study_uid)
+        if self.failure is not None:
+            raise self.failure
+        return [Series(uid, study_uid, "MR") for uid in self.held.get(study_uid, [])]
+
+
+@pytest.fixture(scope="module")
+def seg_case(tmp_path_factory):
+    """A cardiac series on disk and a SEG of it: (image paths, SEG path, study UID, series UID)."""
+    folder = tmp_path_factory.mktemp("seg-case")
+    case = make_phantom("cardiac", 3)
+    images = write_dicom_series(case.volume, folder / "mr", patient_id="REF-1", series_description="cine")
+    seg = save_dicom_seg(folder / "seg.dcm", case.labels, load_volume(folder / "mr"), list(case.classes))
+    header = pydicom.dcmread(images[0], stop_before_pixels=True)
+    return images, seg, str(header.StudyInstanceUID), str(header.SeriesInstanceUID)
+
+
+def test_a_seg_refers_to_the_series_it_was_made_on(seg_case):
+    _, seg, study, series = seg_case
+    assert referenced_series([seg]) == [ReferencedSeries(study, series)]
+
+
+def test_an_archive_that_holds_the_series_is_asked_once_and_misses_nothing(seg_case):
+    _, seg, study, series = seg_case
+    archive = FakeArchive({study: ["1.2.3", series]})
+    assert missing_series(archive, [seg]) == [] and archive.asked == [study]
+
+
+def test_an_archive_without_the_series_misses_it(seg_case):
+    _, seg, study, series = seg_case
+    archive = FakeArchive({study: ["1.2.3"]})  # another series of the study: not the SEG's
+    assert missing_series(archive, [seg]) == [ReferencedSeries(study, series)]
+    assert missing_series(FakeArchive(), [seg]) == [ReferencedSeries(study, series)]  # nor the study
+
+
+def test_images_sent_with_their_seg_need_not_be_in_the_archive(seg_case):
+    images, seg, _, _ = seg_case
+    archive = FakeArchive()
+    assert missing_series(archive, [*images, seg]) == [] and archive.asked == []
+
+
+def test_files_that_are_not_segs_are_not_checked(seg_case):
+    images, _, _, _ = seg_case
+    archive = FakeArchive()
+    assert missing_series(archive, images[:1]) == [] and archive.asked == []
+
+
+def test_a_query_the_archive_refuses_is_a_check_not_made(seg_case):
+    _, seg, _, _ = seg_case
+    archive = FakeArchive(failure=PacsError("The PACS refused to list the series: HTTP 501 Not Implemented"))
+    with pytest.raises(ReferenceCheckFailed, match="Could not check whether the PACS at .* holds the image series.*"
+                                                   "HTTP 501"):
+        missing_series(archive, [seg])
+
+
+def test_an_archive_that_cannot_be_reached_fails_as_the_store_would(seg_case):
+    _, seg, _, _ = seg_case
+    down = pacs_module._ConnectionFailure("Cannot reach the PACS at dimse://FAKE@127.0.0.1:1")
+    with pytest.raises(PacsError, match="Cannot reach the PACS") as caught:
+        missing_series(FakeArchive(failure=down), [seg])
+    assert not isinstance(caught.value, ReferenceCheckFailed)
+
+
+def test_the_series_not_held_are_named_by_description_where_known():
+    missing = [ReferencedSeries("1.2", "1.2.3"), ReferencedSeries("1.2", "1.2.4")]
+    assert not_held_text("ORTHANC", missing, {"1.2.3": "short axis cine"}) == (
+        "ORTHANC does not hold the image series this SEG refers to (short axis cine, series 1.2.3; series 1.2.4)")
