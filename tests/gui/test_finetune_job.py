@@ -190,7 +190,8 @@ def test_held_out_cases_without_a_reviewed_slice_are_said_at_once_not_after_the_
     held_out = split_of(dataset)["val"]
     for name in held_out:
         review(dataset, name, [])
-    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    with qtbot.waitSignal(window.inference_finished, timeout=TIMEOUT):  # its "Inference finished" said before
+        controller = open_dataset(qtbot, window, dataset, {"A": parent})  # the first case, predicted by A
     job, row = controller.fine_tuning, controller.panel.finetune
     said = []
 
