@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QHeaderView, QLabel,
-                               QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QHeaderView, QLabel,
+                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+from ..core.report import counted
 
 SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note")
 
@@ -60,3 +62,47 @@ def choose_series(parent, folder, series):
     """The ``SeriesInfo`` the user picks, or None when cancelled."""
     dialog = SeriesDialog(parent, folder, series)
     return dialog.chosen() if dialog.exec() == QDialog.Accepted else None
+
+
+#: The most epochs the fine-tune dialog offers (the shipped models learnt in fewer).
+MAX_FINE_TUNE_EPOCHS = 500
+
+
+class FineTuneDialog(QDialog):
+    """Fine-tune model A: what it trains on and the number of epochs (``epochs``)."""
+
+    def __init__(self, parent, checkpoint: Path, epochs: int, slices: tuple[int, int] | None):
+        super().__init__(parent)
+        self.setWindowTitle("Fine-tune model A")
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, MAX_FINE_TUNE_EPOCHS)
+        self.epochs.setValue(min(max(epochs, 1), MAX_FINE_TUNE_EPOCHS))
+        self.epochs.setToolTip("Each epoch draws every reviewed training slice (at least 8 steps)")
+        form = QFormLayout()
+        form.addRow("Model A:", QLabel(checkpoint.name))
+        form.addRow("Reviewed slices:", QLabel(slices_text(slices)))
+        form.addRow("Epochs:", self.epochs)
+        note = QLabel("The epoch with the best held-out Dice is kept, so more epochs cost time, not overfitting.")
+        note.setWordWrap(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.button(QDialogButtonBox.StandardButton.Ok).setText("Fine-tune")
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(note)
+        layout.addWidget(buttons)
+
+
+def slices_text(slices: tuple[int, int] | None) -> str:
+    """What the dialog says of the reviewed slices, (training, held-out); None: no split yet."""
+    if slices is None:
+        return "the held-out cases are drawn when it starts (splits.json)"
+    train, held_out = slices
+    return f"{counted(train, 'training slice')}, {counted(held_out, 'held-out slice')}"
+
+
+def ask_fine_tune_epochs(parent, checkpoint: Path, epochs: int, slices: tuple[int, int] | None) -> int | None:
+    """The number of epochs chosen (``epochs`` offered first), or None when cancelled."""
+    dialog = FineTuneDialog(parent, checkpoint, epochs, slices)
+    return dialog.epochs.value() if dialog.exec() == QDialog.DialogCode.Accepted else None

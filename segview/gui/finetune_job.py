@@ -1,6 +1,8 @@
 """Worklist > Fine-tune model A on reviewed cases...: the window's job around
 ``segview.session.finetune.fine_tune`` (no Qt there; this only runs it and shows it).
 
+- A dialog first shows model A, the reviewed training and held-out slices and the number of
+  epochs (the last chosen, else the fine-tuning default); Cancel starts nothing.
 - The case on screen is saved first when it has unsaved edits (the dock's save: training
   reads the labels and review marks from the dataset).
 - The training runs in a worker thread; its progress ("Fine-tuning A: epoch k/n, loss x,
@@ -28,10 +30,11 @@ from PySide6.QtWidgets import QDockWidget, QFileDialog, QMessageBox
 
 from ..core.errors import SegviewError
 from ..core.report import counted, number_text
-from ..session import Worklist
+from ..session import CaseSession, ReviewSession, Worklist
 from ..session.finetune import selection_caution
+from .dialogs import ask_fine_tune_epochs
 from .job_row import JobRow
-from .settings import last_folder, remember_folder
+from .settings import fine_tune_epochs, last_folder, remember_fine_tune_epochs, remember_folder
 from .workers import Worker
 
 if TYPE_CHECKING:
@@ -146,8 +149,9 @@ class FineTuning(QObject):
 
     # -- starting -----------------------------------------------------------------------
     def start(self) -> None:
-        """Save the case on screen when it has unsaved edits, then fine-tune model A in a
-        worker (a read-only dataset: the user chooses where the checkpoint goes)."""
+        """Ask for the number of epochs, save the case on screen when it has unsaved edits,
+        then fine-tune model A in a worker (a read-only dataset: the user chooses where the
+        checkpoint goes)."""
         reason = self.reason()
         worklist = self.controller.worklist
         if reason is not None or worklist is None:
@@ -155,6 +159,11 @@ class FineTuning(QObject):
                 self.window.statusBar().showMessage(reason, 8000)
             return
         parent = worklist.checkpoints["A"]
+        epochs = ask_fine_tune_epochs(self.window.window(), parent, fine_tune_epochs(default_epochs()),
+                                      reviewed_slices(worklist, self.window.session))
+        if epochs is None:
+            return
+        remember_fine_tune_epochs(epochs)
         models_folder = None
         if worklist.read_only or not _writable(worklist.folder / MODELS_FOLDER):
             start = str(last_folder() or worklist.folder.parent)
@@ -165,18 +174,19 @@ class FineTuning(QObject):
             if not chosen:
                 return
             models_folder = Path(chosen)
-        self.controller.save_current(lambda: self._train(worklist, parent, models_folder), "fine-tuning")
+        self.controller.save_current(lambda: self._train(worklist, parent, models_folder, epochs), "fine-tuning")
 
-    def _train(self, worklist: Worklist, parent: Path, models_folder: Path | None) -> None:
+    def _train(self, worklist: Worklist, parent: Path, models_folder: Path | None, epochs: int) -> None:
         if self.running or worklist is not self.controller.worklist:
             return
         stop = self._stop = threading.Event()
         self._worklist, self.history, self._epochs, self._started = worklist, [], 0, None
         self.judged = True  # until the split says its held-out cases have no reviewed slice
-        self.row.start(f"Fine-tuning A ({parent.stem}) on the reviewed cases of {worklist.folder.name}: "
-                       "reading them...")
+        self.row.start(f"Fine-tuning A ({parent.stem}, {counted(epochs, 'epoch')}) on the reviewed cases of "
+                       f"{worklist.folder.name}: reading them...")
         self.controller.dock.show()
-        worker = self._worker = Worker(run_fine_tune, worklist.folder, parent, models_folder, stop, self._event.emit)
+        worker = self._worker = Worker(run_fine_tune, worklist.folder, parent, models_folder, stop, self._event.emit,
+                                       epochs)
         worker.signals.returned.connect(self._done)
         worker.signals.errored.connect(self._failed)
         worker.start()
@@ -303,6 +313,30 @@ class FineTuning(QObject):
         self.failed.emit(message)
 
 
+def default_epochs() -> int:
+    """The fine-tuning default's epochs (``ml.train.finetune_values``, as ``segview train
+    --init`` without --epochs). Imported here: ml.train brings torch, in the window already
+    once model A's predictor has been loaded."""
+    from ..ml.train import FINETUNE_PRESET
+
+    return int(FINETUNE_PRESET["epochs"])
+
+
+def reviewed_slices(worklist: Worklist, on_screen: ReviewSession | None) -> tuple[int, int] | None:
+    """The reviewed slices that fine-tuning (training, held-out) would use, as the rows count
+    them (the case on screen with its unsaved marks: the job saves them first; flagged cases
+    are left out, as training leaves them out); None while the dataset has no split yet."""
+    if not any(case.held_out for case in worklist.cases):
+        return None
+    counts = [0, 0]
+    for case in worklist.cases:
+        if case.status == "flagged":
+            continue
+        mine = isinstance(on_screen, CaseSession) and on_screen.case is case and not on_screen.read_only
+        counts[case.held_out] += int(on_screen.reviewed.sum()) if mine else case.reviewed_count
+    return counts[0], counts[1]
+
+
 def _writable(folder: Path) -> bool:
     """Whether a checkpoint can be written into ``folder`` (or, before it exists, made there)."""
     while not folder.exists() and folder.parent != folder:
@@ -313,15 +347,16 @@ def _writable(folder: Path) -> bool:
 # -- in the worker ---------------------------------------------------------------------------
 
 def run_fine_tune(folder: Path, parent: Path, models_folder: Path | None, stop: threading.Event,
-                  progress: Callable[[dict], None]) -> FineTuned | None:
-    """``fine_tune`` with its lineage read back; None when ``stop`` was set (nothing written).
-    Raises FineTuneError, CheckpointError."""
+                  progress: Callable[[dict], None], epochs: int | None = None) -> FineTuned | None:
+    """``fine_tune`` (``epochs``: None, its default) with its lineage read back; None when
+    ``stop`` was set (nothing written). Raises FineTuneError, CheckpointError."""
     from ..ml.checkpoint import read_metadata
     from ..ml.train import TrainingCancelled
     from ..session.finetune import fine_tune
 
     try:
-        path = fine_tune(folder, parent, progress=progress, should_stop=stop.is_set, models_folder=models_folder)
+        path = fine_tune(folder, parent, progress=progress, should_stop=stop.is_set, models_folder=models_folder,
+                         epochs=epochs)
     except TrainingCancelled:
         return None
     meta = read_metadata(path)

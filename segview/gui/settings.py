@@ -13,6 +13,8 @@ configuration folder) and where its file dialogs start.
   once (the first save of such a study asks); each study gets a folder in it named by
   patient and study (``pacs_labels_path``). The retrieved images stay in the cache
   (``pacs_cache_folder``), which may be emptied at any time: labels never go there.
+- ``finetune/epochs``: the epochs the last fine-tune from the window ran (its dialog offers
+  them again).
 - ``pacs/server`` (the PACS used: address, user name, CA bundle) and ``pacs/calling_ae``: see
   ``pacs_server``. Never a password or a token: those go to the keyring (``pacs_secrets``).
 """
@@ -72,6 +74,21 @@ def _labels_key(image) -> str:
 
 def _content_key(key: str | None) -> str | None:
     return f"labels_of_image/{key[:32]}" if key else None
+
+
+# -- fine-tuning ------------------------------------------------------------------------------
+
+def fine_tune_epochs(default: int) -> int:
+    """The epochs chosen for the last fine-tune, else ``default``."""
+    try:
+        value = int(str(settings().value("finetune/epochs", default)))  # an INI file edited by hand may hold anything
+    except (TypeError, ValueError):
+        return default
+    return value if value > 0 else default
+
+
+def remember_fine_tune_epochs(epochs: int) -> None:
+    settings().setValue("finetune/epochs", int(epochs))
 
 
 # -- where file dialogs start -------------------------------------------------------------------

@@ -437,12 +437,12 @@ class WorklistController(QObject):
         self.dataset_opened.emit()
         if len(worklist.checkpoints) == 2:
             self.predict_dataset()
-        if self.window.session is not None:
-            # The image on screen is of elsewhere: left on screen, models loaded next would be
-            # checked against it. The first case not done takes its place (its edits saved or
-            # asked about first, as any case opened does).
-            cases = self.navigator.cases()
-            self.open_case(next((c.name for c in cases if c.status != "done"), cases[0].name))
+        # The first case not done goes on screen, as Next would open it: an empty window would
+        # show nothing to a new user, and an image of elsewhere left there would have models
+        # loaded next checked against it (its unsaved edits are asked about first, as any
+        # case opened does).
+        cases = self.navigator.cases()
+        self.open_case(next((c.name for c in cases if c.status != "done"), cases[0].name))
 
     def _keep_fitting(self, worklist: Worklist, problems: dict[str, tuple[str, bool]]) -> None:
         """Leave out the checkpoints chosen before that do not fit the dataset opened

@@ -48,13 +48,15 @@ def fine_tune_target(folder, parent, models_folder=None) -> Path:
 
 
 def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Callable[[], bool] | None = None,
-              models_folder=None, device: str | None = None) -> Path:
+              models_folder=None, device: str | None = None, epochs: int | None = None) -> Path:
     """Fine-tune checkpoint ``parent`` on the reviewed slices of the training cases of the
     nnU-Net dataset ``folder`` (its fixed split, written on first use; held-out reviewed
     slices choose the epoch). ``progress`` gets {"held_out": names} first, then ``train``'s
     events (steps, then each epoch's row with ``val_dice``, the held-out Dice).
     ``models_folder``: where to write (default ``folder/models``; give another for a
-    read-only dataset). Returns the checkpoint's path.
+    read-only dataset). ``epochs``: how many (None: ``finetune_values``', as ``segview train``
+    without --epochs; the best epoch on the held-out slices is kept, so more cost time, not
+    overfitting). Returns the checkpoint's path.
     Raises FineTuneError (nothing to train on, classes that differ, a folder that cannot be
     written), CheckpointError, and ml.train.TrainingCancelled when ``should_stop()``."""
     from ..ml.train import TrainingCancelled
@@ -78,8 +80,11 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
         raise FineTuneError(str(exc)) from exc
     try:
         replay = replay_data(parent, dataset)
+        values = finetune_values(parent)
+        if epochs is not None:
+            values["epochs"] = epochs
         config = TrainConfig(output=str(work), device=device, replay_share=DEFAULT_REPLAY_SHARE if replay else 0.0,
-                             **finetune_values(parent))
+                             **values)
         train(config, dataset, progress, split={"train": split["train"], "validation": split["val"]},
               replay=replay, should_stop=should_stop)
         for suffix, name in ((".log.csv", "log.csv"), (".curves.png", "curves.png")):

@@ -331,13 +331,16 @@ class Worklist:
         on_disk = _files_stamp(case.labels)  # before they are read: what claim_lock checks
         self.read_status(case)  # its row as saved now: another segview may have saved it since
         self._read_figures(case)
-        predictors = {slot: self.predictor(slot) for slot in self.checkpoints}  # before anything is locked
+        # The models as chosen now: changed meanwhile (a prefetch's models), this session is
+        # dropped whole, never built of half the old and half the new ones.
+        checkpoints = dict(self.checkpoints)
+        predictors = {slot: self.predictor(slot) for slot in checkpoints}  # before anything is locked
         key = self.cache.known_key(_image_files(case))  # by its files' size and time: no hashing again
         stamp = labels_stamp(case.labels)  # before they are read: a file replaced meanwhile never matches
         # While the image is read, other threads read its cached predictions and its labels.
-        with ThreadPoolExecutor(len(self.checkpoints) + 1, thread_name_prefix="segview-open") as pool:
+        with ThreadPoolExecutor(len(checkpoints) + 1, thread_name_prefix="segview-open") as pool:
             reading = {slot: pool.submit(self.cache.get, key, checkpoint_digest(path))
-                       for slot, path in self.checkpoints.items()} if key else {}
+                       for slot, path in checkpoints.items()} if key else {}
             label_image = pool.submit(read_label_image, case.labels) if case.labels.is_file() else None
             volume = self.load_image(case, progress)
             cached = {slot: job.result() for slot, job in reading.items()}
@@ -354,7 +357,7 @@ class Worklist:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
         try:
-            session.attach(self, case, predictors, stamp, cached, lock)
+            session.attach(self, case, predictors, stamp, cached, lock, checkpoints)
             session.read_from = on_disk
         except BaseException:
             session.close(discard=True)  # its lock and journal go with it
@@ -567,12 +570,12 @@ class CaseSession(ReviewSession):
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
                stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None,
-               lock: bool = True) -> None:
+               lock: bool = True, checkpoints: dict[str, Path] | None = None) -> None:
         """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
-        Predictor) with their cached predictions (``cached``: slot -> those read already)
-        and, when the cache has them for the labels as read (``stamp``: ``labels_stamp`` of
-        the file, taken before it was read), their confusion counts; its lock, with
-        ``lock``."""
+        Predictor, of ``checkpoints``: slot -> path, default the worklist's) with their
+        cached predictions (``cached``: slot -> those read already) and, when the cache has
+        them for the labels as read (``stamp``: ``labels_stamp`` of the file, taken before it
+        was read), their confusion counts; its lock, with ``lock``."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
         if lock:
@@ -585,7 +588,8 @@ class CaseSession(ReviewSession):
                                                                self.labels.array.shape[0])
         case.key = self.key
         worklist.cache.remember_key(_image_files(case), self.key)
-        self._add_cached_models(predictors, stamp if self.version == 0 else None, cached or {})  # not after a restore
+        self._add_cached_models(checkpoints if checkpoints is not None else dict(worklist.checkpoints), predictors,
+                                stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
 
     def claim_lock(self) -> bool:
@@ -618,25 +622,25 @@ class CaseSession(ReviewSession):
             self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
                                  "here, to look at; the window reads it again, editable, once the other has closed it.")
 
-    def _add_cached_models(self, predictors: dict[str, object], stamp: str | None,
+    def _add_cached_models(self, checkpoints: dict[str, Path], predictors: dict[str, object], stamp: str | None,
                            read: dict[str, np.ndarray | None]) -> None:
         """Models A and B, each with its cached prediction (``read`` already, or read now;
         taken as it is) and its counts against the labels ``stamp`` names (counted and kept
         in the cache when missing); models the cache lacks are added pending, after the
         others, whose counts give each slice's classes."""
         cache, cached = self.worklist.cache, {}
-        for slot, path in self.worklist.checkpoints.items():
+        for slot, path in checkpoints.items():
             prediction = read[slot] if slot in read else cache.get(self.key, checkpoint_digest(path))
             if prediction is not None and prediction.shape == self.volume.shape:
                 cached[slot] = prediction
         self._cached_models = {}
         for slot, prediction in cached.items():
-            path, digest = self.worklist.checkpoints[slot], checkpoint_digest(self.worklist.checkpoints[slot])
+            path, digest = checkpoints[slot], checkpoint_digest(checkpoints[slot])
             counts = cache.counts(self.key, digest, stamp) if stamp else None
             self._cached_models[slot] = self.add_model(slot, path, predictors[slot], prediction, counts)
             if counts is None and stamp:
                 cache.put_counts(self.key, digest, stamp, self.live.matrices[slot].per_slice)
-        for slot, path in self.worklist.checkpoints.items():
+        for slot, path in checkpoints.items():
             if slot not in cached:
                 self.add_model(slot, path, predictors[slot])
         self.live.label_histogram()  # here, in the worker (from a model's counts when there is one)

@@ -65,10 +65,9 @@ def test_the_legend_lists_each_class_once_in_the_case_colour(qtbot, window, data
     checkpoints = {"A": checkpoint(models / "a.safetensors", 1), "B": checkpoint(models / "b.safetensors", 2)}
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
-        with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
-            controller.open_dataset(dataset, checkpoints)
-    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
-        controller.open_case("case_000")
+        with qtbot.waitSignals([controller.dataset_opened, controller.case_opened], timeout=TIMEOUT):
+            controller.open_dataset(dataset, checkpoints)  # its first case opens with it
+    assert window.session.case.name == "case_000"
     assert set(window.session.models) == {"A", "B"}
     assert legend_entries(window) == [("infection", CASE_COLOR)]
     assert window.legend.text().count("infection") == 1

@@ -8,11 +8,12 @@ import math
 
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QFileDialog, QMessageBox
+from PySide6.QtWidgets import QDialog, QFileDialog, QLabel, QMessageBox
 
 from segview.core.io import load_volume
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
+from segview.gui.dialogs import FineTuneDialog
 from segview.gui.finetune_job import progress_text
 from segview.session.finetune import selection_caution
 from segview.ml import train as train_module
@@ -32,6 +33,30 @@ FINE_TUNE = ("Worklist", "Fine-tune model A on reviewed cases...")
 def private_cache(tmp_path_factory, monkeypatch):
     """Predictions are cached in a temporary folder, never the user's."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
+class EpochsAsked(list):
+    """The fine-tune dialogs shown, as (epochs offered, texts shown); ``epochs``: what the
+    next is set to (None: left as offered), ``cancel``: whether it is cancelled."""
+    epochs: int | None = None
+    cancel: bool = False
+
+
+@pytest.fixture(autouse=True)
+def epochs_asked(monkeypatch):
+    """The fine-tune dialog answered as the test says (default: Fine-tune, epochs as offered),
+    never left waiting on a modal dialog."""
+    asked = EpochsAsked()
+
+    def answer(dialog):
+        texts = [label.text() for label in dialog.findChildren(QLabel)]
+        asked.append((dialog.epochs.value(), texts))
+        if asked.epochs is not None:
+            dialog.epochs.setValue(asked.epochs)
+        return QDialog.Rejected if asked.cancel else QDialog.Accepted
+
+    monkeypatch.setattr(FineTuneDialog, "exec", answer)
+    return asked
 
 
 @pytest.fixture
@@ -190,7 +215,8 @@ def test_held_out_cases_without_a_reviewed_slice_are_said_at_once_not_after_the_
     held_out = split_of(dataset)["val"]
     for name in held_out:
         review(dataset, name, [])
-    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    with qtbot.waitSignal(window.inference_finished, timeout=TIMEOUT):  # its "Inference finished" said before
+        controller = open_dataset(qtbot, window, dataset, {"A": parent})  # the first case, predicted by A
     job, row = controller.fine_tuning, controller.panel.finetune
     said = []
 
@@ -296,3 +322,46 @@ def test_the_held_out_cases_are_marked_in_the_worklist_once_the_split_is_written
     assert f"{len(held_out)} held out" in panel.title.text()
     open_case(qtbot, controller, held_out[0])                     # the mark names the case; opening still works
     assert window.session.case.name == held_out[0]
+
+
+def test_the_epochs_chosen_in_the_dialog_are_run_and_offered_next_time(qtbot, window, dataset, parent, short,
+                                                                        dialogs, epochs_asked):
+    """A helper waited 4 minutes for 20 epochs on a CPU, with no way to ask for fewer."""
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    split = split_of(dataset)
+    epochs_asked.epochs = 1
+    dialogs.answers = [QMessageBox.No]
+    job = controller.fine_tuning
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT) as finished:
+        action(window, *FINE_TUNE).trigger()
+    offered, texts = epochs_asked[0]
+    assert offered == 2                                           # the fine-tuning default (two, in these tests)
+    training = 6 * (len(split["train"]) - 1)                      # all six slices of each but the unreviewed case
+    assert "ce.safetensors" in texts and f"{training} training slices, {6 * len(split['val'])} held-out " \
+        f"slice{'s' if 6 * len(split['val']) != 1 else ''}" in texts
+    assert any("cost time, not overfitting" in text for text in texts)
+    assert [row["epoch"] for row in job.history] == [1]
+    with open(finished.args[0].path.with_suffix(".log.csv"), newline="") as file:
+        assert [row["epoch"] for row in csv.DictReader(file)] == ["1"]
+    epochs_asked.epochs, epochs_asked.cancel = None, True
+    action(window, *FINE_TUNE).trigger()
+    assert epochs_asked[1][0] == 1                                # remembered for next time
+
+
+def test_cancel_in_the_dialog_starts_nothing_and_saves_nothing(qtbot, window, dataset, parent, epochs_asked):
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    open_case(qtbot, controller, split_of(dataset)["train"][0])  # the case with no reviewed slice
+    mark(qtbot, window, 1)                                        # unsaved: Fine-tune would save it first
+    before = files_in(dataset)
+    epochs_asked.epochs, epochs_asked.cancel = 7, True
+    action(window, *FINE_TUNE).trigger()                          # the dialog is answered before this returns
+    assert len(epochs_asked) == 1 and not controller.fine_tuning.running
+    assert not controller.panel.finetune.isVisible() and action(window, *FINE_TUNE).isEnabled()
+    assert window.session.modified and files_in(dataset) == before
+    epochs_asked.epochs, epochs_asked.cancel = None, True
+    action(window, *FINE_TUNE).trigger()
+    assert epochs_asked[1][0] == 20                               # a cancelled choice is not remembered
+
+
+def files_in(folder) -> dict:
+    return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file() and ".locks" not in p.parts}

@@ -50,14 +50,20 @@ def action(window, *path):
 
 
 def open_dataset(qtbot, window, folder, checkpoints=None):
+    """Open dataset ``folder`` and wait until its first case not done is on screen."""
     controller = window.worklist_controller
-    with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
+    with qtbot.waitSignals([controller.dataset_opened, controller.case_opened], timeout=TIMEOUT):
         controller.open_dataset(folder, checkpoints)
     return controller
 
 
 def open_case(qtbot, controller, name):
-    """Select the row of ``name`` and press Enter on the table."""
+    """Select the row of ``name`` and press Enter on the table (nothing to wait for when it
+    is on screen already, as the first case of a dataset opened is, unless another segview
+    held it: then it is read again)."""
+    session = controller.window.session
+    if isinstance(session, CaseSession) and session.case.name == name and session.locked_by is None:
+        return controller.panel.select(name)
     table = controller.panel.table
     table.setCurrentCell(controller.panel.row_of(name), 0)
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
@@ -87,16 +93,55 @@ def test_file_open_dataset_lists_every_case_with_its_status_from_the_sidecars(qt
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(dataset))
     controller = window.worklist_controller
     assert not action(window, "Worklist", "Next case").isEnabled()  # nothing to step through yet
-    with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
+    with qtbot.waitSignals([controller.dataset_opened, controller.case_opened], timeout=TIMEOUT):
         action(window, "File", "Open dataset...").trigger()
     panel = controller.panel
     assert controller.dock.isVisible()
     assert panel.names() == ["case_000", "case_001", "case_002", "case_003"]
     assert [status_cell(controller, n).text() for n in panel.names()] == ["new", "done", "flagged", "new"]
     assert status_cell(controller, "case_002").toolTip() == "motion on 3-4"
-    assert panel.cell("case_000", "Reviewed").text() == "0 / ?"  # no image read to list them
-    assert panel.cell("case_000", "Dice A").text() == "–"        # no models yet
-    assert window.session is None and action(window, "Worklist", "Next case").isEnabled()
+    assert panel.cell("case_003", "Reviewed").text() == "0 / ?"  # no image read to list them
+    assert panel.cell("case_003", "Dice A").text() == "–"        # no models yet
+    assert action(window, "Worklist", "Next case").isEnabled()
+
+
+def test_a_dataset_opened_on_an_empty_window_shows_its_first_case_not_done(qtbot, window, dataset, monkeypatch):
+    """A new user saw the worklist beside an empty view, and nothing to review."""
+    update_sidecar(dataset / "labelsTr" / "case_000.nii.gz", case={"status": "done", "note": ""})
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *_: str(dataset))
+    controller = window.worklist_controller
+    assert window.session is None
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        action(window, "File", "Open dataset...").trigger()
+    assert opened.args == ["case_001"]                          # case_000 is done: Next would skip it too
+    session = window.session
+    assert isinstance(session, CaseSession) and session.case.name == "case_001"
+    image = load_volume(dataset / "imagesTr" / "case_001_0000.nii.gz")
+    np.testing.assert_array_equal(session.volume.array, image.array)
+    assert controller.panel.selected() == "case_001"
+    assert status_cell(controller, "case_001").text() == "new"  # opening alone changes nothing
+
+
+def test_a_dataset_opened_over_an_edited_image_keeps_it_when_the_user_cancels(qtbot, window, dataset, tmp_path,
+                                                                              dialogs):
+    image = dataset / "imagesTr" / "case_002_0000.nii.gz"
+    elsewhere = tmp_path / "elsewhere.nii.gz"
+    elsewhere.write_bytes(image.read_bytes())
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.open_image(elsewhere)
+    window.tools.set_tool("brush")
+    drag(window.workspace.active_view(), [(1, 1), (1, 6)])
+    edited = window.session
+    painted = edited.labels.array.copy()
+    assert edited.modified
+    dialogs.answers = [QMessageBox.Cancel]                      # "Unsaved labels. Save them?"
+    controller = window.worklist_controller
+    with qtbot.waitSignal(controller.dataset_opened, timeout=TIMEOUT):
+        controller.open_dataset(dataset)
+    qtbot.waitUntil(lambda: any(kind == "question" for kind, _ in dialogs), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: controller.opening is None, timeout=TIMEOUT)
+    assert window.session is edited and edited.modified      # the edits stay on screen, unsaved, not lost
+    np.testing.assert_array_equal(edited.labels.array, painted)
 
 
 def test_a_folder_is_a_dataset_in_the_nnunet_layout_or_of_dicom_studies_not_one_series(tmp_path, dataset):
@@ -145,7 +190,7 @@ def test_models_loaded_in_an_empty_window_predict_the_dataset_opened_next(qtbot,
     assert {s: p.name for s, p in controller.worklist.checkpoints.items()} == {"A": "ce.safetensors",
                                                                               "B": "ce_dice.safetensors"}
     assert "no models" not in controller.panel.title.text()
-    assert window.models_hint().startswith("Models A and B of the dataset: scored on each case you open")
+    assert set(window.session.models) == {"A", "B"}             # on the first case, opened with the dataset
     assert all(controller.panel.cell(name, "A vs B differ").text() != "–" for name in controller.panel.names())
 
 
@@ -153,9 +198,6 @@ def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, w
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
         open_dataset(qtbot, window, dataset, checkpoints)
-    # Before a case opens the metrics say the dataset's models score each case (a tester read
-    # "Load checkpoints" with both given on the command line).
-    assert window.metrics.hint.text().startswith("Models A and B of the dataset: scored on each case")
     expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
     with qtbot.assertNotEmitted(window.inference_finished, wait=300):
         open_case(qtbot, controller, "case_002")
@@ -198,15 +240,15 @@ def test_ctrl_n_saves_the_painted_case_into_labelstr_and_opens_the_next(qtbot, w
 def test_next_follows_the_order_of_the_last_sort(qtbot, window, dataset):
     controller = open_dataset(qtbot, window, dataset)
     index = [key for _, key in SORTS].index("status")
-    controller.set_status("case_000", "done")
+    controller.set_status("case_002", "done")  # not the case on screen (case_000, opened with the dataset)
     panel = controller.panel
     panel.sort_choice.setCurrentIndex(index)
     panel.sort_choice.activated.emit(index)
-    assert panel.names() == ["case_001", "case_002", "case_003", "case_000"]  # new first, done last
+    assert panel.names() == ["case_000", "case_001", "case_003", "case_002"]  # new first, done last
     open_case(qtbot, controller, "case_003")
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.mouseClick(panel.buttons["next"], Qt.LeftButton)
-    assert opened.args == ["case_000"]
+    assert opened.args == ["case_002"]
 
 
 def test_done_and_flag_are_saved_in_the_dataset(qtbot, window, dataset, monkeypatch):
@@ -349,35 +391,35 @@ def test_the_next_case_opens_in_the_background_and_ctrl_n_shows_it_without_openi
     calls = count_sessions(monkeypatch, controller.worklist)
     before = files_of(dataset)
     with qtbot.waitSignal(controller.case_prefetched, timeout=TIMEOUT) as prefetched:
-        open_case(qtbot, controller, "case_001")
-    assert prefetched.args == ["case_002"] and controller.prefetched == "case_002"
-    assert calls == ["case_001", "case_002"]
-    assert window.session.case.name == "case_001"         # on screen: the case opened, not the next
-    assert journal_of(dataset, "case_002").is_file()       # open, as any case: its journal, its lock
+        open_case(qtbot, controller, "case_002")
+    assert prefetched.args == ["case_003"] and controller.prefetched == "case_003"
+    assert calls == ["case_002", "case_003"]
+    assert window.session.case.name == "case_002"         # on screen: the case opened, not the next
+    assert journal_of(dataset, "case_003").is_file()       # open, as any case: its journal, its lock
     assert files_of(dataset) == before                     # nothing written into the dataset
-    assert status_cell(controller, "case_002").text() == "new"
-    expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
+    assert status_cell(controller, "case_003").text() == "new"
+    expected = predictions(dataset / "imagesTr" / "case_003_0000.nii.gz", checkpoints)
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
-    assert opened.args == ["case_002"] and calls[:2] == ["case_001", "case_002"]
-    assert calls.count("case_002") == 1
+    assert opened.args == ["case_003"] and calls[:2] == ["case_002", "case_003"]
+    assert calls.count("case_003") == 1
     session = window.session
-    assert isinstance(session, CaseSession) and session.case.name == "case_002"
+    assert isinstance(session, CaseSession) and session.case.name == "case_003"
     for slot in "AB":
         assert session.models[slot].predicted.all()
         np.testing.assert_array_equal(session.prediction(slot), expected[slot])
-    assert not session.modified and controller.panel.selected() == "case_002"
-    assert Worklist.open(dataset).case("case_002").status == "new"  # opening marks nothing
+    assert not session.modified and controller.panel.selected() == "case_003"
+    assert Worklist.open(dataset).case("case_003").status == "new"  # opening marks nothing
 
 
 def test_ctrl_n_at_once_waits_for_the_case_opening_in_the_background(qtbot, window, dataset, monkeypatch):
     controller = open_dataset(qtbot, window, dataset)
     calls = count_sessions(monkeypatch, controller.worklist)
-    open_case(qtbot, controller, "case_000")  # case_001 starts opening in the background
+    open_case(qtbot, controller, "case_001")  # case_002 starts opening in the background
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)  # whether it is open yet or not
-    assert opened.args == ["case_001"] and window.session.case.name == "case_001"
-    assert calls.count("case_001") == 1
+    assert opened.args == ["case_002"] and window.session.case.name == "case_002"
+    assert calls.count("case_002") == 1
 
 
 def test_an_unused_prefetched_case_is_closed_when_the_order_changes_or_the_window_closes(qtbot, window,
@@ -418,6 +460,7 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):  # each case's image key is known
         open_dataset(qtbot, window, dataset, checkpoints)
+    open_case(qtbot, controller, "case_003")  # the last: case_001, opening ahead before its key was known, goes
     calls = count_sessions(monkeypatch, controller.worklist)
     open_case(qtbot, controller, "case_000")
     assert Worker.pool().waitForDone(TIMEOUT)

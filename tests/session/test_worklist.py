@@ -617,3 +617,22 @@ def test_a_row_counts_no_marks_that_do_not_apply_to_its_image_changed_since(tmp_
     session.close()
     worklist.read_status(worklist.case("case_000"))
     assert worklist.case("case_000").reviewed_count == 1
+
+
+def test_a_case_opening_while_the_models_change_is_built_of_the_models_it_started_with(tmp_path, monkeypatch):
+    """The window opens the next case ahead in a worker; a model loaded meanwhile raised
+    KeyError there (the new slot had no predictor) instead of leaving a session to drop."""
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 2)
+    a, b = make_checkpoint(tmp_path / "a.safetensors", 1), make_checkpoint(tmp_path / "b.safetensors", 2)
+    worklist = Worklist.open(folder, {"A": a})
+    load_image = worklist.load_image
+
+    def models_changed_meanwhile(*args, **kwargs):
+        worklist.set_checkpoints({"A": a, "B": b})  # as the window's thread does while the image is read
+        return load_image(*args, **kwargs)
+
+    monkeypatch.setattr(worklist, "load_image", models_changed_meanwhile)
+    session = worklist.session("case_000", lock=False)
+    assert {slot: m.path for slot, m in session.models.items()} == {"A": a}
+    session.close(discard=True)

@@ -1,0 +1,43 @@
+"""``session.finetune.fine_tune`` as a script calls it: the epoch count chosen, else the
+fine-tuning default. Tiny cases, every slice of all but one reviewed."""
+import csv
+
+import pytest
+
+from segview.core.io import load_volume
+from segview.core.journal import image_key
+from segview.core.review_state import ReviewState, save_review_state
+from segview.ml import train as train_module
+from segview.ml.data import case_names
+from segview.session.finetune import fine_tune
+
+from .conftest import make_checkpoint, make_dataset
+
+
+@pytest.fixture
+def reviewed(tmp_path):
+    folder = tmp_path / "Dataset005_Reviewed"
+    make_dataset(folder, 5)
+    for name in case_names(folder):
+        volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
+        state = ReviewState.empty(volume.array.shape[0])
+        state.reviewed[:] = True
+        save_review_state(folder / "labelsTr" / f"{name}.nii.gz", state, image_key(volume))
+    return folder
+
+
+def epoch_rows(checkpoint) -> list[int]:
+    """The epochs of the run's log (``<name>.log.csv`` beside the checkpoint)."""
+    with open(checkpoint.with_suffix(".log.csv"), newline="") as file:
+        return [int(row["epoch"]) for row in csv.DictReader(file)]
+
+
+def test_fine_tune_runs_the_epochs_asked_for_else_the_fine_tuning_default(reviewed, tmp_path, monkeypatch):
+    parent = make_checkpoint(tmp_path / "ce.safetensors", 1)
+    monkeypatch.setitem(train_module.FINETUNE_PRESET, "epochs", 2)
+    events = []
+    chosen = fine_tune(reviewed, parent, progress=events.append, device="cpu", epochs=3)
+    assert epoch_rows(chosen) == [1, 2, 3]
+    assert {e["epochs"] for e in events if "step" in e} == {3}  # what the window's row shows as epoch i/N
+    default = fine_tune(reviewed, parent, device="cpu")
+    assert epoch_rows(default) == [1, 2]
