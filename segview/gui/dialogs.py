@@ -71,7 +71,7 @@ MAX_FINE_TUNE_EPOCHS = 500
 class FineTuneDialog(QDialog):
     """Fine-tune model A: what it trains on and the number of epochs (``epochs``)."""
 
-    def __init__(self, parent, checkpoint: Path, epochs: int, slices: tuple[int, int] | None):
+    def __init__(self, parent, checkpoint: Path, epochs: int, slices: tuple[int, int | None]):
         super().__init__(parent)
         self.setWindowTitle("Fine-tune model A")
         self.epochs = QSpinBox()
@@ -80,7 +80,7 @@ class FineTuneDialog(QDialog):
         self.epochs.setToolTip("Each epoch draws every reviewed training slice (at least 8 steps)")
         form = QFormLayout()
         form.addRow("Model A:", QLabel(checkpoint.name))
-        form.addRow("Reviewed slices:", QLabel(slices_text(slices)))
+        form.addRow("Reviewed slices:", QLabel(reviewed_slices_text(*slices)))
         form.addRow("Epochs:", self.epochs)
         note = QLabel("The epoch with the best held-out Dice is kept, so more epochs cost time, not overfitting.")
         note.setWordWrap(True)
@@ -94,15 +94,15 @@ class FineTuneDialog(QDialog):
         layout.addWidget(buttons)
 
 
-def slices_text(slices: tuple[int, int] | None) -> str:
-    """What the dialog says of the reviewed slices, (training, held-out); None: no split yet."""
-    if slices is None:
-        return "the held-out cases are drawn when it starts (splits.json)"
-    train, held_out = slices
+def reviewed_slices_text(train: int, held_out: int | None) -> str:
+    """What the dialog says of the reviewed slices of the training and held-out cases
+    (``held_out`` None: no split yet, ``train`` counts them all)."""
+    if held_out is None:
+        return f"{counted(train, 'reviewed slice')}; the held-out cases are drawn when it starts (splits.json)"
     return f"{counted(train, 'training slice')}, {counted(held_out, 'held-out slice')}"
 
 
-def ask_fine_tune_epochs(parent, checkpoint: Path, epochs: int, slices: tuple[int, int] | None) -> int | None:
+def ask_fine_tune_epochs(parent, checkpoint: Path, epochs: int, slices: tuple[int, int | None]) -> int | None:
     """The number of epochs chosen (``epochs`` offered first), or None when cancelled."""
     dialog = FineTuneDialog(parent, checkpoint, epochs, slices)
     return dialog.epochs.value() if dialog.exec() == QDialog.DialogCode.Accepted else None

@@ -322,19 +322,19 @@ def default_epochs() -> int:
     return int(FINETUNE_PRESET["epochs"])
 
 
-def reviewed_slices(worklist: Worklist, on_screen: ReviewSession | None) -> tuple[int, int] | None:
-    """The reviewed slices that fine-tuning (training, held-out) would use, as the rows count
+def reviewed_slices(worklist: Worklist, on_screen: ReviewSession | None) -> tuple[int, int | None]:
+    """The reviewed slices that fine-tuning would use, (training, held-out), as the rows count
     them (the case on screen with its unsaved marks: the job saves them first; flagged cases
-    are left out, as training leaves them out); None while the dataset has no split yet."""
-    if not any(case.held_out for case in worklist.cases):
-        return None
+    are left out, as training leaves them out); held-out None while the dataset has no split
+    yet, the first count then being all of them."""
     counts = [0, 0]
     for case in worklist.cases:
         if case.status == "flagged":
             continue
         mine = isinstance(on_screen, CaseSession) and on_screen.case is case and not on_screen.read_only
         counts[case.held_out] += int(on_screen.reviewed.sum()) if mine else case.reviewed_count
-    return counts[0], counts[1]
+    split = any(case.held_out for case in worklist.cases)
+    return (counts[0], counts[1]) if split else (counts[0], None)
 
 
 def _writable(folder: Path) -> bool:

@@ -363,5 +363,17 @@ def test_cancel_in_the_dialog_starts_nothing_and_saves_nothing(qtbot, window, da
     assert epochs_asked[1][0] == 20                               # a cancelled choice is not remembered
 
 
+def test_before_a_split_the_dialog_counts_every_reviewed_slice(qtbot, window, dataset, parent, epochs_asked):
+    """The first fine-tune of a dataset draws its split as it starts: the dialog said
+    nothing of the slices it would train on."""
+    (dataset / "splits.json").unlink()
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    epochs_asked.cancel = True
+    action(window, *FINE_TUNE).trigger()
+    _, texts = epochs_asked[0]
+    assert f"{6 * 5} reviewed slices; the held-out cases are drawn when it starts (splits.json)" in texts
+    assert not controller.fine_tuning.running
+
+
 def files_in(folder) -> dict:
     return {p: p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file() and ".locks" not in p.parts}
