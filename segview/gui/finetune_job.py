@@ -276,14 +276,19 @@ class FineTuning(QObject):
         held_out = ", ".join(result.held_out) or "none"
         if scored:
             best = max(scored, key=lambda row: row["val_dice"])
+            judging = self.judging(result) or list(result.held_out)
+            unreviewed = [name for name in result.held_out if name not in judging]
             judged = (f"Best held-out Dice {number_text(best['val_dice'])} (epoch {best['epoch']} of "
-                      f"{len(self.history)}) on the held-out cases ({held_out}).")
+                      f"{len(self.history)}) on the held-out {'case' if len(judging) == 1 else 'cases'} with reviewed "
+                      f"slices ({', '.join(judging)})"
+                      + (f"; {', '.join(unreviewed)}, held out too, {'has' if len(unreviewed) == 1 else 'have'} "
+                         "none." if unreviewed else "."))
             if not math.isnan(result.parent_dice):
                 judged += f" {result.parent.name} itself scores {number_text(result.parent_dice)} there"
                 judged += (": the fine-tuned model is worse on the held-out cases, so keeping A is advised "
                            "(review more slices, or of more cases, and fine-tune again)."
                            if self.worse(result) else ".")
-            judged += " " + selection_caution(len(result.held_out))
+            judged += " " + selection_caution(len(judging))
         else:
             judged = (f"The held-out cases ({held_out}) have no reviewed slices, so no held-out Dice chose the "
                       "epoch (the lowest training loss did): review them to judge the model.")
@@ -296,6 +301,12 @@ class FineTuning(QObject):
                 f"{counted(len(result.trained), 'case')}; saved as {result.path}.{left_out}\n{kept}\n\n{judged}\n\n"
                 "As model B, the worklist predicts every case with it, and File > Export held-out report... "
                 "compares A and B on the held-out cases.")
+
+    def judging(self, result: FineTuned) -> list[str]:
+        """The held-out cases of ``result`` that have reviewed slices: those whose Dice chose
+        its epoch (a held-out case with none gave nothing to the Dice shown)."""
+        reviewed = {case.name for case in self._worklist.cases if case.reviewed_count} if self._worklist else set()
+        return [name for name in result.held_out if name in reviewed]
 
     def worse(self, result: FineTuned) -> bool:
         """Whether the run's best held-out Dice is below its parent's on the same slices."""

@@ -186,6 +186,27 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert [kind for kind, _ in dialogs] == ["question"]
 
 
+def test_the_question_names_only_the_held_out_cases_whose_slices_chose_the_epoch(qtbot, window, tmp_path, parent,
+                                                                              short, dialogs):
+    """A tester's question named two held-out cases for a Dice that one of them, with no
+    reviewed slice, had no part in."""
+    folder = tmp_path / "Dataset004_Two"
+    make_dataset(folder, 10)
+    split = fixed_split(folder, case_names(folder))
+    assert len(split["val"]) >= 2
+    judging, silent = split["val"][0], split["val"][1:]
+    for name in case_names(folder):
+        if name not in silent:
+            review(folder, name, range(6))
+    controller = open_dataset(qtbot, window, folder, {"A": parent})
+    dialogs.answers = [QMessageBox.No]
+    with qtbot.waitSignal(controller.fine_tuning.finished, timeout=TIMEOUT):
+        action(window, *FINE_TUNE).trigger()
+    question = [text for kind, text in dialogs if kind == "question"][0]
+    assert f"on the held-out case with reviewed slices ({judging}); {', '.join(silent)}, held out too, " in question
+    assert "On 1 held-out case (fewer than 5)" in question
+
+
 def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, dataset, parent, dialogs):
     controller = open_dataset(qtbot, window, dataset, {"A": parent})
     job, row = controller.fine_tuning, controller.panel.finetune
