@@ -130,7 +130,14 @@ def _unreadable(path: Path, exc: BaseException) -> CheckpointError:
                                "state dict it was exported from (an ONNX file that segview export "
                                "wrote runs as it is in predict, evaluate and the window)")
     return CheckpointError(f"{path.name} is not a readable PyTorch weights file "
-                           f"({_reason(exc)[:160]}); it may be truncated or damaged")
+                           f"({_first_sentence(_reason(exc))}); it may be truncated or damaged")
+
+
+def _first_sentence(text: str, limit: int = 160) -> str:
+    """``text`` up to its first full stop (torch's zip reader adds a paragraph after it),
+    and at most ``limit`` characters, cut at a word with an ellipsis, never mid-word."""
+    text = text.split(". ", 1)[0]
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _is_onnx(path: Path) -> bool:
@@ -153,9 +160,11 @@ def _plain_state_dict(path: Path, raw: object) -> tuple[dict[str, torch.Tensor],
     weights: dict = raw
     if not any(isinstance(v, torch.Tensor) for v in raw.values()):
         # a training script's checkpoint: the weights under a known name, else the one entry of tensors
-        inner = [k for k in WRAPPER_KEYS if _holds_tensors(raw.get(k))] or [
-            k for k, v in raw.items() if _holds_tensors(v)]
-        if len(inner) > 1 and inner[0] not in WRAPPER_KEYS:
+        # a known name first; but weights under another name too ('ema' beside 'model') are
+        # a choice the person makes, never one taken for them without a word
+        inner = [k for k in WRAPPER_KEYS if _holds_tensors(raw.get(k))] + [
+            k for k, v in raw.items() if k not in WRAPPER_KEYS and _holds_tensors(v)]
+        if len(inner) > 1:
             raise CheckpointError(f"{path.name} holds several sets of weights ({', '.join(map(str, inner))}); save "
                                   f"the one to import alone: torch.save(checkpoint['{inner[0]}'], 'weights.pth')")
         if inner:

@@ -337,6 +337,10 @@ def test_training_checkpoints_give_the_weights_they_hold(monai_weights, tmp_path
     torch.save({"ema": state, "last": state}, tmp_path / "two.pth")
     with pytest.raises(CheckpointError, match=r"several sets of weights \(ema, last\); .*checkpoint\['ema'\]"):
         _import(tmp_path / "two.pth", tmp_path)
+    # EMA weights beside the model's: which one is imported is the person's choice, not 'model' unsaid
+    torch.save({"model": state, "ema": {k: v + 0.01 for k, v in state.items()}, "epoch": 3}, tmp_path / "ema2.pth")
+    with pytest.raises(CheckpointError, match=r"several sets of weights \(model, ema\); .*checkpoint\['model'\]"):
+        _import(tmp_path / "ema2.pth", tmp_path)
 
 
 def test_truncated_text_and_onnx_files_are_named_as_such(monai_weights, tmp_path):
@@ -344,9 +348,15 @@ def test_truncated_text_and_onnx_files_are_named_as_such(monai_weights, tmp_path
     whole = path.read_bytes()
     (tmp_path / "cut.pth").write_bytes(whole[: len(whole) // 2])
     (tmp_path / "notes.pth").write_text("hello")
-    for name in ("cut.pth", "notes.pth"):
-        with pytest.raises(CheckpointError, match="not a readable PyTorch weights file .*truncated or damaged"):
+    torch.save({**state, "pad": torch.zeros(400_000)}, tmp_path / "big.pth")  # large enough for torch's zip
+    big = (tmp_path / "big.pth").read_bytes()  # reader to say "failed finding central directory", then more
+    (tmp_path / "big_cut.pth").write_bytes(big[: len(big) // 2])
+    for name in ("cut.pth", "notes.pth", "big_cut.pth"):
+        with pytest.raises(CheckpointError,
+                           match="not a readable PyTorch weights file .*truncated or damaged") as error:
             _import(tmp_path / name, tmp_path)
+        # torch's own reason, whole: not cut mid-sentence ("... there is a high); it may be")
+        assert "there is a high" not in str(error.value)
     network = _monai_unet(channels=(4, 8, 16), strides=(2, 2))
     torch.onnx.export(network, torch.zeros(1, 1, SIZE, SIZE), tmp_path / "model.pth", dynamo=False)
     with pytest.raises(CheckpointError, match="model.pth is an ONNX model, not a PyTorch state dict; import the "
