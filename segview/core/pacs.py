@@ -361,10 +361,15 @@ _STOPS_A_STORE = (_ConnectionFailure, PacsAuthError, PacsCertificateError)
 
 @dataclass(frozen=True)
 class ReferencedSeries:
-    """An image series a SEG refers to (its ReferencedSeriesSequence), in the SEG's study."""
+    """An image series a SEG refers to (its ReferencedSeriesSequence), in the SEG's study:
+    ``images``, how many of its images the SEG names; ``held``, how many the PACS holds
+    (0: none, or not asked). A reference is the series it names: the counts are not
+    compared."""
 
     study_uid: str
     series_uid: str
+    images: int = field(default=0, compare=False)
+    held: int = field(default=0, compare=False)
 
 
 def referenced_series(files: Iterable) -> list[ReferencedSeries]:
@@ -382,38 +387,62 @@ def referenced_series(files: Iterable) -> list[ReferencedSeries]:
         for item in ds.get("ReferencedSeriesSequence", []):
             uid = _text(item.get("SeriesInstanceUID"))
             if uid and uid not in sent_along:
-                found.setdefault(uid, ReferencedSeries(_text(ds.get("StudyInstanceUID")), uid))
+                instances = item.get("ReferencedInstanceSequence", [])
+                images = len({_text(i.get("ReferencedSOPInstanceUID")) for i in instances})
+                known = found.get(uid)
+                if known is None or images > known.images:  # two revisions: the one naming most
+                    found[uid] = ReferencedSeries(_text(ds.get("StudyInstanceUID")), uid, images)
     return list(found.values())
 
 
 def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
-    """The image series the SEGs among ``files`` refer to that ``pacs`` does not hold (asked
-    once a study: QIDO-RS or C-FIND), in the order the SEGs name them.
+    """The image series the SEGs among ``files`` refer to that ``pacs`` does not hold, or
+    holds fewer images of than a SEG names (``held`` says how many; a send cut short leaves
+    part of a series), asked once a study (QIDO-RS or C-FIND), in the order the SEGs name them.
 
     A SEG stored without its images is one no viewer of the PACS can show. A PACS that
     cannot be reached, or refuses who segview is, raises its PacsError as it is: the store
     would fail alike. One that refuses or cannot answer the query raises
     ReferenceCheckFailed, for the caller to say the check was not made."""
     wanted = referenced_series(files)
-    held: dict[str, set[str]] = {}
-    for study_uid in dict.fromkeys(reference.study_uid for reference in wanted):
-        try:
-            held[study_uid] = {series.uid for series in pacs.find_series(study_uid)}
-        except _STOPS_A_STORE:
-            raise
-        except PacsError as exc:
-            raise ReferenceCheckFailed(f"Could not check whether the PACS at {pacs.url} holds the image series "
-                                       f"the SEG refers to: {exc}") from exc
-    return [reference for reference in wanted if reference.series_uid not in held[reference.study_uid]]
+    held: dict[str, dict[str, Series]] = {}
+    missing = []
+    try:
+        for study_uid in dict.fromkeys(reference.study_uid for reference in wanted):
+            held[study_uid] = {series.uid: series for series in pacs.find_series(study_uid)}
+        for reference in wanted:
+            series = held[reference.study_uid].get(reference.series_uid)
+            count = _held_images(pacs, series)
+            if series is None or count < reference.images:  # a send cut short leaves part of a series
+                missing.append(replace(reference, held=count))
+    except _STOPS_A_STORE:
+        raise
+    except PacsError as exc:
+        raise ReferenceCheckFailed(f"Could not check whether the PACS at {pacs.url} holds the image series "
+                                   f"the SEG refers to: {exc}") from exc
+    return missing
+
+
+def _held_images(pacs: Pacs, series: Series | None) -> int:
+    """How many images of ``series`` the PACS holds (0 for None); counted apart where its
+    query did not say."""
+    if series is None:
+        return 0
+    return series.images if series.images is not None else pacs._count_images(series)
 
 
 def not_held_text(where: str, missing: list[ReferencedSeries], descriptions: dict[str, str] | None = None) -> str:
     """"``where`` does not hold the image series this SEG refers to (...)": each series by
-    its description where ``descriptions`` (series UID -> description) has one, and its UID."""
+    its description where ``descriptions`` (series UID -> description) has one, and its UID,
+    with the share of its images held where the PACS holds part of it."""
     named = descriptions or {}
-    series = "; ".join(f"{named[m.series_uid]}, series {m.series_uid}" if named.get(m.series_uid)
-                       else f"series {m.series_uid}" for m in missing)
-    return f"{where} does not hold the image series this SEG refers to ({series})"
+
+    def one(m: ReferencedSeries) -> str:
+        text = f"{named[m.series_uid]}, series {m.series_uid}" if named.get(m.series_uid) else f"series {m.series_uid}"
+        return text + (f": {m.held} of its {m.images} images" if m.held else "")
+
+    whole = "all of " if any(m.held for m in missing) else ""
+    return f"{where} does not hold {whole}the image series this SEG refers to ({'; '.join(one(m) for m in missing)})"
 
 
 def _read_header(path: Path) -> Dataset:

@@ -411,7 +411,16 @@ class SendDialog(QDialog):
         self.status.setStyleSheet("color: #b9770e")
         self.status.setText(question)
         self._show_question(True, images=check.images_here)
+        self._fit()
         self.asked.emit(question)
+
+    def _fit(self) -> None:
+        """Grow to show the question whole: a word-wrapped label's height is not part of a
+        dialog's minimum size, so the form above it was squeezed to a few pixels."""
+        self.layout().activate()
+        needed = self.heightForWidth(self.width()) if self.hasHeightForWidth() else self.sizeHint().height()
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     def _show_question(self, asking: bool, images: bool = False) -> None:
         self.send_button.setVisible(not asking)
@@ -491,6 +500,7 @@ class SendDialog(QDialog):
     def _set_status(self, message: str) -> None:
         self.status.setStyleSheet("")
         self.status.setText(message)
+        self._fit()
 
     def done(self, result: int) -> None:
         """A store is not interrupted halfway (its files' fate must be known): closed during

@@ -321,6 +321,19 @@ def test_the_archive_is_asked_whether_it_holds_the_series_a_seg_refers_to(orthan
     assert not orthanc.lookup(header.SeriesInstanceUID)  # Orthanc's own word: it does not hold it
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_series_the_archive_holds_in_part_is_missed(orthanc, archive, protocol, tmp_path):
+    """A send with the images cut short: Orthanc's own count of what it holds against the
+    images the SEG names."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    pacs = connect(_url(orthanc, protocol))
+    pacs.store(images[:3])
+    missing = missing_series(pacs, [seg])
+    assert [(m.held, m.images) for m in missing] == [(3, len(images))]
+    pacs.store(images[3:])
+    assert missing_series(pacs, [seg]) == []
+
+
 def test_a_file_that_is_not_dicom_is_refused_before_sending(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(PacsError, match="notes.txt is not a DICOM file"):

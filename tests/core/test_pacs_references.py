@@ -16,18 +16,24 @@ from segview.core.phantoms import make_phantom
 
 
 class FakeArchive(Pacs):
-    """An archive that holds ``held`` (study UID -> its series UIDs), or whose series
-    queries raise ``failure``; ``asked`` lists the studies it was asked about."""
+    """An archive that holds ``held`` (study UID -> its series UIDs; of each, ``images``
+    (series UID -> count) or else all the images a SEG may name), or whose series queries
+    raise ``failure``; ``asked`` lists the studies it was asked about. Like some PACS, its
+    series query gives no image count: that is asked apart."""
 
-    def __init__(self, held: dict[str, list[str]] | None = None, failure: Exception | None = None):
+    def __init__(self, held: dict[str, list[str]] | None = None, failure: Exception | None = None,
+                 images: dict[str, int] | None = None):
         super().__init__("dimse://FAKE@127.0.0.1:1", "SEGVIEW", 1)
-        self.held, self.failure, self.asked = held or {}, failure, []
+        self.held, self.failure, self.images, self.asked = held or {}, failure, images or {}, []
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
         self.asked.append(study_uid)
         if self.failure is not None:
             raise self.failure
         return [Series(uid, study_uid, "MR") for uid in self.held.get(study_uid, [])]
+
+    def _count_images(self, series: Series) -> int:
+        return self.images.get(series.uid, 10_000)
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +63,19 @@ def test_an_archive_without_the_series_misses_it(seg_case):
     archive = FakeArchive({study: ["1.2.3"]})  # another series of the study: not the SEG's
     assert missing_series(archive, [seg]) == [ReferencedSeries(study, series)]
     assert missing_series(FakeArchive(), [seg]) == [ReferencedSeries(study, series)]  # nor the study
+
+
+def test_an_archive_holding_part_of_the_series_misses_the_rest(seg_case):
+    """A send of the images cut short (the PACS stopped): a retry stored the SEG alone over
+    22 of the 40 images it names, without a word."""
+    images, seg, study, series = seg_case
+    archive = FakeArchive({study: [series]}, images={series: len(images) - 3})
+    missing = missing_series(archive, [seg])
+    assert missing == [ReferencedSeries(study, series)]
+    assert (missing[0].held, missing[0].images) == (len(images) - 3, len(images))
+    assert not_held_text("ORTHANC", missing) == (f"ORTHANC does not hold all of the image series this SEG refers to "
+                                                 f"(series {series}: {len(images) - 3} of its {len(images)} images)")
+    assert missing_series(FakeArchive({study: [series]}, images={series: len(images)}), [seg]) == []
 
 
 def test_images_sent_with_their_seg_need_not_be_in_the_archive(seg_case):

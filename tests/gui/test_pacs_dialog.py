@@ -14,6 +14,7 @@ import pytest
 from keyring.backend import KeyringBackend
 from keyring.backends import fail
 from PySide6.QtCore import QCoreApplication, Qt, QThreadPool
+from PySide6.QtWidgets import QComboBox, QLineEdit
 
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
@@ -328,6 +329,9 @@ def _ask(qtbot, dialog, url) -> str:
         qtbot.mouseClick(dialog.send_button, Qt.LeftButton)
     assert asked.args[0] == dialog.status.text() and dialog.send_button.isHidden()
     assert dialog.send_anyway_button.isVisible() and dialog.cancel_button.isVisible()
+    # The dialog grew to the question: a tester's PACS and user fields were squeezed to 9 pixels.
+    assert all(edit.height() >= edit.minimumSizeHint().height() for edit in dialog.findChildren(QLineEdit)
+               if edit.isVisible() and not isinstance(edit.parent(), QComboBox))  # a combo's own edit sits inside
     return asked.args[0]
 
 
