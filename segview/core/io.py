@@ -127,7 +127,28 @@ def _read_itk(path: Path, what: str) -> sitk.Image:
         image = sitk.Extract(image, size[:3] + [0], [0, 0, 0, 0])
     elif image.GetDimension() != 3:
         raise VolumeLoadError(f"{path.name} has {image.GetDimension()} dimensions; segview reads 3D volumes.")
+    if extension(path) in (".nii", ".nii.gz"):
+        _place_by_sform_alone(path, image)
     return image
+
+
+def _place_by_sform_alone(path: Path, image: sitk.Image) -> None:
+    """Give ``image`` the voxel size of its NIfTI sform where the sform is the only geometry
+    the file states (qform code 0) and a rotation with voxel sizes: ITK places it by the
+    sform but keeps pixdim's voxel size, which may differ (a tester's 1.317 mm sform over
+    pixdim's 1 mm), where nibabel, FSL and the writer mean the sform's."""
+    header = _nifti_header(path)
+    if header is None or header.form_codes[0] != 0 or header.form_codes[1] <= 0:
+        return
+    rows = header.sform
+    sizes = np.linalg.norm(rows[:, :3], axis=0)
+    if not np.all(sizes > 0):
+        return
+    columns = rows[:, :3] / sizes
+    if not np.allclose(columns.T @ columns, np.eye(3), atol=1e-4):
+        return  # sheared: ITK's own fallback stands, and the warning says so
+    if not np.allclose(sizes, image.GetSpacing(), rtol=1e-5):
+        image.SetSpacing([float(v) for v in sizes])
 
 
 def _joined(plane: sitk.Image) -> sitk.Image:
@@ -227,10 +248,12 @@ class _NiftiLayout:
     datatype: tuple[int, str]
     bitpix: tuple[int, str]
     vox_offset: tuple[int, str]
+    codes: tuple[int, str]       # 2 values: qform_code, sform_code
+    srow: tuple[int, str]        # 12 values: srow_x, srow_y, srow_z
 
 
-_NIFTI_LAYOUTS = (_NiftiLayout(348, (40, "h"), (76, "f"), (70, "h"), (72, "h"), (108, "f")),
-                  _NiftiLayout(540, (16, "q"), (104, "d"), (12, "h"), (14, "h"), (168, "q")))
+_NIFTI_LAYOUTS = (_NiftiLayout(348, (40, "h"), (76, "f"), (70, "h"), (72, "h"), (108, "f"), (252, "h"), (280, "f")),
+                  _NiftiLayout(540, (16, "q"), (104, "d"), (12, "h"), (14, "h"), (168, "q"), (344, "i"), (400, "d")))
 
 
 @dataclass(frozen=True)
@@ -268,6 +291,17 @@ class _NiftiHeader:
     @property
     def vox_offset(self) -> int:
         return int(self._get(self.layout.vox_offset)[0])
+
+    @property
+    def form_codes(self) -> tuple[int, int]:
+        """(qform_code, sform_code)."""
+        qform, sform = self._get(self.layout.codes, 2)
+        return int(qform), int(sform)
+
+    @property
+    def sform(self) -> np.ndarray:
+        """The sform's 3 x 4 rows, at the header's own precision (ITK's keys keep 6 digits)."""
+        return np.array(self._get(self.layout.srow, 12), float).reshape(3, 4)
 
     def as_one_slice(self) -> bytes:
         """A header-only NIfTI file of this 2D image as a 3D one of one slice (dim[0] 3,
@@ -392,7 +426,8 @@ def _read_itk_volume(path: Path) -> Volume:
 def _ignored_sform(path: Path, image: sitk.Image) -> str | None:
     """The warning for a NIfTI file whose sform (code > 0) is not the geometry ITK used: ITK
     takes the qform when the sform is sheared or oddly scaled, where nibabel and FSL take
-    the sform, so the two programs would place the image differently."""
+    the sform, so the two programs would place the image differently. (A sform that is the
+    only geometry stated is followed: ``_place_by_sform_alone``; ITK refuses a sheared one.)"""
     keys = set(image.GetMetaDataKeys())
     if image.GetDimension() != 3 or not {"sform_code", "srow_x", "srow_y", "srow_z"} <= keys:
         return None

@@ -560,3 +560,34 @@ def test_an_image_with_no_nan_gets_no_warning_of_it(tmp_path):
     path = tmp_path / "mr.nii.gz"
     sitk.WriteImage(sitk.GetImageFromArray(np.arange(24, dtype=np.float32).reshape(2, 3, 4)), str(path))
     assert not any("NaN" in w for w in io.load_volume(path).meta.get("warnings", []))
+
+
+def test_a_sform_that_is_the_only_geometry_places_the_image_whatever_pixdim_says(tmp_path):
+    """sform code 1, qform code 0, pixdim 1 mm under a 1.317 mm sform: ITK took pixdim's
+    voxel size, and the warning blamed a qform the file does not have."""
+    angle = np.deg2rad(20)
+    affine = np.eye(4)
+    affine[:3, :3] = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]) \
+        @ np.diag([1.317, 1.317, 3.0])
+    affine[:3, 3] = [10, -20, 30]
+    image = nibabel.Nifti1Image(np.random.default_rng(0).random((20, 30, 5)).astype(np.float32), None)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    assert image.header["pixdim"][1] == 1
+    nibabel.save(image, tmp_path / "sform.nii.gz")
+    volume = io.load_volume(tmp_path / "sform.nii.gz")
+    assert not volume.meta.get("warnings")
+    io.save_labels(tmp_path / "labels.nii.gz", np.zeros(volume.array.shape, np.uint8), volume)
+    np.testing.assert_allclose(nibabel.load(tmp_path / "labels.nii.gz").affine,
+                               nibabel.load(tmp_path / "sform.nii.gz").affine, atol=1e-4)
+
+
+def test_a_sheared_sform_alone_is_refused_as_sheared(tmp_path):
+    affine = np.eye(4)
+    affine[0, 1] = 0.3  # sheared
+    image = nibabel.Nifti1Image(np.zeros((10, 10, 4), np.float32), None)
+    image.set_sform(affine, code=1)
+    image.set_qform(None, code=0)
+    nibabel.save(image, tmp_path / "sheared.nii.gz")
+    with pytest.raises(VolumeLoadError, match="sheared grid"):
+        io.load_volume(tmp_path / "sheared.nii.gz")
