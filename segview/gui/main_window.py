@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self.effects = new_effects()  # this window's own: an effect holds its drag in progress
         self.effect: Effect = self.effects[0]
         self.inference: GeneratorWorker | None = None
+        self._cancelled_by_person = False  # the inference running was cancelled by Esc or Cancel
         self._copy_stop: threading.Event | None = None  # set to stop the whole-volume copy running
         self._copy_write: CopyWrite | None = None  # that copy being written, a piece per event-loop turn
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
@@ -833,15 +834,19 @@ class MainWindow(QMainWindow):
         if self.click_controller.interacting:
             self.click_controller.end(cancel=True)
         else:
-            self.cancel_inference()
+            self.cancel_inference(by_person=True)
 
-    def cancel_inference(self) -> None:
+    def cancel_inference(self, by_person: bool = False) -> None:
+        """Stop the inference running; ``by_person``: asked for (Esc, Cancel), so its end is
+        said. Stopped for another image or other models, it ends without a word: a tester read
+        "Inference stopped" after accepting a fine-tuned model as a failure."""
         if self.inference is not None:
+            self._cancelled_by_person = by_person
             self.inference.cancel()
 
     def cancel_jobs(self) -> None:
         """The status bar's Cancel: inference and a whole-volume copy stop (nothing of the copy is written)."""
-        self.cancel_inference()
+        self.cancel_inference(by_person=True)
         if self._copy_stop is not None:
             self._copy_stop.set()
 
@@ -878,7 +883,9 @@ class MainWindow(QMainWindow):
         self.inference = None
         self.progress.setVisible(bool(self._jobs) or self._copy_write is not None)
         self.cancel_button.setVisible(self._copy_stop is not None)
-        self.statusBar().showMessage("Inference finished" if completed else "Inference stopped", 5000)
+        if completed or self._cancelled_by_person:
+            self.statusBar().showMessage("Inference finished" if completed else "Inference cancelled", 5000)
+        self._cancelled_by_person = False
         self.inference_finished.emit(completed)
 
     # -- editing ------------------------------------------------------------------------
@@ -1309,7 +1316,7 @@ class MainWindow(QMainWindow):
     # -- saving and exporting -----------------------------------------------------------
     def save(self, wait: bool = False) -> bool:
         if self.session is None:
-            return False
+            return self._nothing_open()
         if self._copy_write is not None:  # half a copy never reaches a file
             self.statusBar().showMessage("A copy is being written into the labels: wait for it or cancel it, "
                                          "then save", 8000)
@@ -1322,9 +1329,14 @@ class MainWindow(QMainWindow):
             return self.save_as(wait)  # a read-only case's own file is not this window's to write
         return self.save_to(self.session.labels_path, wait)
 
+    def _nothing_open(self) -> bool:
+        """Save with no image open: said, where it did nothing without a word."""
+        self.statusBar().showMessage("No image is open: there are no labels to save (File > Open image...)", 8000)
+        return False
+
     def save_as(self, wait: bool = False) -> bool:
         if self.session is None:
-            return False
+            return self._nothing_open()
         if self._copy_write is not None:
             return self.save(wait)  # refused, and says why
         suggested = self.proposed_labels_path()

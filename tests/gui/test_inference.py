@@ -99,7 +99,7 @@ def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
     # that batch is finished and shown, no further one starts.
     assert predicted.sum() in (2, 4) and len(batches) <= 2
     assert not window.progress.isVisible() and not window.cancel_button.isVisible()
-    assert window.statusBar().currentMessage() == "Inference stopped"
+    assert window.statusBar().currentMessage() == "Inference cancelled"
     z = next(z for z in range(12) if not predicted[z])
     window.workspace.go_to_slice(z)
     hover(window.workspace.active_view(), 120, 120)  # slices not predicted are pending, not background
@@ -107,6 +107,30 @@ def test_cancel_stops_the_run_mid_volume(qtbot, window, monkeypatch):
     qtbot.waitUntil(lambda: window.metrics.table.item(0, 0).text() == "pending", timeout=15000)
     rows = [window.metrics.table.verticalHeaderItem(r).text() for r in range(window.metrics.table.rowCount())]
     assert rows == ["A slice", "A volume"]
+
+
+def test_a_run_stopped_for_other_models_ends_without_a_word(qtbot, window, monkeypatch):
+    """The worklist stops the window's run when its own queue takes over (a fine-tuned model
+    accepted as B): "Inference stopped" read as a failure to a tester."""
+    load_models(qtbot, window, [CE])
+    session = open_demo(qtbot, window)
+    predictor = session.models["A"].predictor
+    predictor.batch_size = 2
+    stopped, real_predict = threading.Event(), predictor.predict_slices
+
+    def predict_slices(*args):
+        stopped.wait(10)
+        yield from real_predict(*args)
+
+    monkeypatch.setattr(predictor, "predict_slices", predict_slices)
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
+    qtbot.waitUntil(lambda: window.inference is not None, timeout=15000)
+    with qtbot.waitSignal(window.inference_finished, timeout=60000) as finished:
+        window.cancel_inference()
+        stopped.set()
+    assert finished.args == [False]
+    assert not [m for m in messages if m.startswith("Inference")]
 
 
 def test_a_model_loaded_mid_run_restarts_it_without_a_finish_in_between(qtbot, demo, monkeypatch):
@@ -139,7 +163,7 @@ def test_a_model_loaded_mid_run_restarts_it_without_a_finish_in_between(qtbot, d
         pass
     assert finishes == [(True, {"A": True, "B": True})]
     assert runs[0].cancelled and runs[-1] is not runs[0]
-    assert "Inference stopped" not in messages
+    assert not [m for m in messages if m.startswith("Inference") and m != "Inference finished"]
 
 
 def test_a_new_run_cancels_the_old_one(qtbot, demo):

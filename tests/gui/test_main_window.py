@@ -377,3 +377,16 @@ def test_the_window_is_built_without_qt_warnings(qtbot, dialogs, qtlog):
     assert window.statusBar().toolTip() == "a message"
     assert [r.message for r in qtlog.records if "addMetaMethod" in r.message or "Cannot add" in r.message] == []
     window.close()
+
+
+def test_save_in_an_empty_window_says_there_is_nothing_to_save(qtbot, dialogs):
+    """A tester's Ctrl+S before any image was open did nothing, without a word."""
+    from segview.gui.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    for save in (window.save, window.save_as):
+        window.statusBar().clearMessage()
+        assert save() is False
+        assert window.statusBar().currentMessage().startswith("No image is open: there are no labels to save")
+    window.close()
