@@ -52,7 +52,7 @@ from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
 from .interaction import ClickJob, ClickProposal, Interaction, default_click_model
-from .provenance import INTERACTIVE, Provenance, segment_algorithms
+from .provenance import INTERACTIVE, Provenance, from_json, segment_algorithms
 from .provenance import KEY as KEY_PROVENANCE
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
@@ -611,6 +611,11 @@ class ReviewSession:
                 self.labels.copy_from(recovered.labels)
                 for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
                     self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
+            if record is not None and self.provenance is not None:
+                # The labels are now the crashed session's whole, so is its record, also of the
+                # slices the file already held (a crash between the labels' rename and their
+                # sidecar's: a tester's brushed slice came back without its "hand").
+                self.provenance.sources = from_json(record, self.volume.shape[0])
         self.recoverable_edits = None
 
     def _recovering(self, record: dict | None):

@@ -412,6 +412,29 @@ def test_edits_restored_from_a_journal_without_provenance_say_recovered():
     session.close(discard=True)
 
 
+def test_a_crash_between_the_labels_and_their_sidecar_keeps_each_slices_provenance(tmp_path):
+    """A tester's kill -9 fell between the renames of the labels and of their sidecar: the
+    restored edits changed no voxel (the file held them), and the brushed slice came back
+    reviewed but without its "hand"."""
+    from segview.core.io import save_volume
+
+    volume, _ = tiny_case(0)
+    image = save_volume(tmp_path / "image.nii.gz", volume)
+    labels_file = tmp_path / "labels.nii.gz"
+    crashed = ReviewSession.open(image)
+    crashed.labels.paint(2, [(5, 5)], 2.0, 1)
+    crashed.mark_reviewed(2)
+    crashed.save(labels_file)
+    crashed.labels.paint(3, [(6, 6)], 2.0, 1)
+    crashed.mark_reviewed(3)
+    save_labels(labels_file, crashed.labels.array, crashed.volume, crashed.classes)  # the sidecar's rename never came
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    again = ReviewSession.open(image, labels=labels_file, recover=True)
+    assert again.labels.array[3].any() and list(np.flatnonzero(again.reviewed)) == [2, 3]
+    assert again.provenance.of_slice(2) == ("hand",) and again.provenance.of_slice(3) == ("hand",)
+    again.close(discard=True)
+
+
 def test_undoing_the_restored_edits_leaves_nothing_unsaved(tmp_path):
     """A tester restored a killed segview's stroke and undid it: the title kept its * and
     closing asked to save, the rulers' "none" having come back as an empty list."""
