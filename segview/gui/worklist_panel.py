@@ -280,7 +280,8 @@ class WorklistController(QObject):
         self.release_watch = QTimer(self)
         self.release_watch.setInterval(RELEASE_POLL_MS)
         self.release_watch.timeout.connect(self._check_release)
-        self._reopening: tuple[str, int] | None = None  # (case, slice) read anew on its release
+        # (case, slice, whether the other segview still holds it) read anew on its release or save
+        self._reopening: tuple[str, int, bool] | None = None
         self.panel = WorklistPanel()
         self.dock = QDockWidget("Worklist", window.window())
         self.dock.setObjectName("worklist")
@@ -614,17 +615,20 @@ class WorklistController(QObject):
 
     def _check_release(self) -> None:
         """The case on screen, read-only while another segview held it, is read anew on the
-        slice shown once that segview has closed it (it was read-only here: nothing of this
-        window's is lost)."""
+        slice shown once that segview has closed it, or saved it (still read-only then: a
+        tester's second reader kept looking at labels the first had since corrected). It was
+        read-only here: nothing of this window's is lost."""
         session = self._current()
         if session is None or session.locked_by is None or session.labels_path is None:
             return self.release_watch.stop()
         if self.opening or self.saving or QApplication.activeModalWidget() is not None:
             return  # not under a dialog the person is answering: at the next check
-        if held_by_another(Path(session.labels_path)):
+        held = held_by_another(Path(session.labels_path))
+        if held and not session.saved_since_read():
             return
-        self.release_watch.stop()
-        self._reopening = (session.case.name, self.window.current_slice())
+        if not held:
+            self.release_watch.stop()
+        self._reopening = (session.case.name, self.window.current_slice(), bool(held))
         self.open_case(session.case.name)
 
     def _held_elsewhere(self) -> bool:
@@ -710,7 +714,9 @@ class WorklistController(QObject):
         reopened, self._reopening = self._reopening, None
         if reopened is not None and reopened[0] == session.case.name:
             window.workspace.go_to_slice(min(reopened[1], session.volume.shape[0] - 1))
-            said, shown_for = (f"{session.case.name} was let go by the other segview (closed, or it stopped): "
+            said, shown_for = (f"{session.case.name} was saved by the other segview ({session.locked_by}): "
+                               "read again, read-only still" if reopened[2] else
+                               f"{session.case.name} was let go by the other segview (closed, or it stopped): "
                                "read again, with what it saved"
                                + (", read-only still: another segview took it" if session.locked_by else
                                   ", editable here")), 10000

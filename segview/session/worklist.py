@@ -599,13 +599,18 @@ class CaseSession(ReviewSession):
         another segview that had it open crashed with unsaved edits: open it again."""
         if self.lock is not None or self.worklist.read_only:
             return True
-        if _files_stamp(self.case.labels) != self.read_from or crashed_edits(self.key):
+        if self.saved_since_read() or crashed_edits(self.key):
             return False  # opened again: as saved, offering the edits of a segview that crashed since
         self._lock_case()
-        if _files_stamp(self.case.labels) != self.read_from:  # saved just before the lock was taken
+        if self.saved_since_read():  # saved just before the lock was taken
             self.release_lock()
             return False
         return True
+
+    def saved_since_read(self) -> bool:
+        """Whether the case's labels or review state changed on disk since they were read
+        (another segview saved them)."""
+        return _files_stamp(self.case.labels) != self.read_from
 
     @property
     def read_only(self) -> bool:

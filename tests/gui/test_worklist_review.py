@@ -365,6 +365,29 @@ def test_a_read_only_case_is_read_again_on_its_slice_when_the_other_segview_clos
     third.close()
 
 
+def test_a_read_only_case_is_read_again_when_the_other_segview_saves_it(qtbot, window, dataset, dialogs):
+    """A tester's second reader kept looking at labels the first reader had since corrected
+    and saved, until the first closed the case."""
+    other = Worklist.open(dataset).session("case_001")  # another segview has it, and keeps it
+    controller = open_dataset(qtbot, window, dataset)
+    controller.release_watch.setInterval(20)
+    open_case(qtbot, controller, "case_001")
+    window.workspace.go_to_slice(3)
+    other.labels.array[3, 1:4, 1:4] = 1
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        other.save()
+    assert window.session.read_only_reason is not None and not window.tools.isEnabled()
+    assert window.current_slice() == 3 and (window.session.labels.array[3, 1:4, 1:4] == 1).all()
+    assert window.statusBar().currentMessage().startswith("case_001 was saved by the other segview (")
+    assert controller.release_watch.isActive()
+    qtbot.wait(150)  # nothing saved since: not read again
+    assert not window.session.saved_since_read()
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        other.close()
+    assert window.session.read_only_reason is None and window.tools.isEnabled()
+    assert not controller.release_watch.isActive()
+
+
 def test_a_case_file_opened_directly_while_the_worklist_has_it_is_read_only(qtbot, window, dataset, dialogs):
     """A tester opened labelsTr/<case>.nii.gz directly while a colleague had the case in the
     worklist: it was editable, and its save replaced the original labels without a backup."""
