@@ -110,7 +110,8 @@ def _history_lines(meta: dict) -> list[str]:
     if "imported" in meta and not training:
         return _imported_lines(meta["imported"])
     loss = meta.get("loss", {})
-    lines = [f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if "alpha" in loss else "")]
+    weighted = "alpha" in loss and loss.get("name") == "ce+dice"  # alpha weighs only ce+dice's Dice term
+    lines = [f"loss         {loss.get('name', '?')}" + (f", alpha {loss['alpha']:g}" if weighted else "")]
     if meta.get("task") == "interactive":
         return lines + _interactive_lines(meta)
     dice = meta.get("validation", {}).get("dice", {}).get("mean")

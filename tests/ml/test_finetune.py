@@ -502,3 +502,11 @@ def test_a_fine_tune_replays_the_data_its_parent_learnt_from_where_they_are_at_h
     other = _learnt_from(make_checkpoint(tmp_path / "lung.safetensors", 3), "phantom lung, seeds 0..39")
     assert replay_source(other) == "phantom:lung"
     assert read_metadata(fine_tune(reviewed_folder, other, device="cpu"))["lineage"]["replay"] is None
+
+
+def test_info_gives_alpha_only_for_the_loss_that_has_one(capsys):
+    """A tester read "loss ce, alpha 1" for a plain CE model: --alpha weights only ce+dice's Dice term."""
+    assert main(["info", str(CLICK_MODEL.parent / "cardiac_ce.safetensors")]) == 0
+    assert "loss         ce\n" in capsys.readouterr().out
+    assert main(["info", str(CLICK_MODEL.parent / "cardiac_ce_dice.safetensors")]) == 0
+    assert "loss         ce+dice, alpha 1\n" in capsys.readouterr().out
