@@ -116,8 +116,15 @@ def _history_lines(meta: dict) -> list[str]:
         return lines + _interactive_lines(meta)
     dice = meta.get("validation", {}).get("dice", {}).get("mean")
     return lines + [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "
-                    f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}",
+                    f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}, "
+                    f"{_processes_text(training)}",
                     "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")]
+
+
+def _processes_text(training: dict) -> str:
+    """"2 process(es) on cpu": how a run was spread (its batch was that many times
+    --batch-size)."""
+    return f"{training.get('world_size', 1)} process(es) on {training.get('device') or '?'}"
 
 
 def _imported_lines(imported: dict) -> list[str]:
@@ -187,7 +194,7 @@ def _interactive_lines(meta: dict) -> list[str]:
     mix = ", ".join(f"{name} {share:.0%}" for name, share in starts.items()) or "?"
     lines = [f"trained on   {data}" + (f" ({held_out} of the cases held out for validation)" if held_out else "")
              + f"; {counted(epochs, 'epoch') if isinstance(epochs, int) else '? epochs'}, "
-             f"{training.get('world_size', 1)} process(es) on {training.get('device') or '?'}",
+             f"{_processes_text(training)}",
              f"starts       {mix}" + (f"; predictions of {models}" if models else " (no --from-model)")]
     if "noc90" not in validation:
         return lines + ["validation   none"]

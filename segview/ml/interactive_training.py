@@ -559,7 +559,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
     notes: list[str] = []
-    resumed = resume_note(state["config"], config) if state is not None else None  # not in the metadata
+    resumed = resume_note(state, config, world) if state is not None else None  # not in the metadata
     if state is not None:
         config = _resumed_config(state["config"], config)
     if not datasets or not any(d.cases for d in datasets):
@@ -660,7 +660,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
                               ("val_dice_5", "after 5")),
                       score_label="simulated reviewer, held-out cases", counts=("val_noc90", "NoC@90"))
                 _write_state(output / STATE_FILE, model, optimizer, config, split, history, epoch + 1,
-                             best_score, best_epoch)
+                             best_score, best_epoch, world)
                 if progress:
                     progress(dict(row))
             _barrier(world)

@@ -164,7 +164,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     device = _device(config)
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
-    notes = [cpu_share_note(device), resume_note(state["config"], config) if state is not None else None]
+    notes = [cpu_share_note(device), resume_note(state, config, world) if state is not None else None]
     if progress is not None and rank == 0:
         for note in filter(None, notes):
             progress({"note": note})
@@ -303,7 +303,7 @@ def _end_epoch(output: Path, model, optimizer, config, split, history, meta, bes
     _write_log(output / "log.csv", history)
     _plot(output / "curves.png", history)
     _write_state(output / STATE_FILE, model, optimizer, config, split, history, next_epoch, best_dice, best_epoch,
-                 meta["lineage"]["cases"])
+                 meta["training"]["world_size"], meta["lineage"]["cases"])
 
 
 def _parent_dice(path: Path, cases, device) -> float:
@@ -617,9 +617,9 @@ def _config_json(config: TrainConfig) -> dict:
 
 
 def _write_state(path: Path, model, optimizer, config, split, history, next_epoch,
-                 best_dice, best_epoch, trained: dict | None = None) -> None:
-    """``trained``: the cases and slices learnt from (lineage "cases"), which a resumed run
-    must find again."""
+                 best_dice, best_epoch, world: int, trained: dict | None = None) -> None:
+    """``world``: the processes training; ``trained``: the cases and slices learnt from
+    (lineage "cases"), which a resumed run must find again."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     optimizer_state = optimizer.state_dict()
     for index, moments in optimizer_state["state"].items():
@@ -629,7 +629,7 @@ def _write_state(path: Path, model, optimizer, config, split, history, next_epoc
               for g in optimizer_state["param_groups"]]
     meta = {"segview_version": __version__, "config": _config_json(config), "split": split,
             "history": history, "next_epoch": next_epoch, "best_dice": best_dice,
-            "best_epoch": best_epoch, "param_groups": groups, "trained": trained}
+            "best_epoch": best_epoch, "param_groups": groups, "trained": trained, "world": world}
     header = {"segview_training_state": json.dumps(meta)}
     replace_atomically(path, lambda temporary: save_file(tensors, temporary, header))
 
@@ -661,18 +661,27 @@ def _resumed_config(saved: dict, requested: TrainConfig) -> Any:
 FROM_PARENT = ("input_size", "base_channels", "depth", "norm")
 
 
-def resume_note(saved: dict, requested: TrainConfig) -> str | None:
-    """What a resumed run leaves of the request (it goes on with the saved settings; a
-    tester's --lr, --loss and --input-size were dropped unsaid), or None."""
+def resume_note(state: dict, requested: TrainConfig, world: int = 1) -> str | None:
+    """What a resumed run (``state``, its training state) leaves of the request, on
+    ``world`` processes (it goes on with the saved settings; a tester's --lr, --loss and
+    --input-size were dropped unsaid, and a run started under torchrun went on in one
+    process with half its batch), or None."""
+    saved = state["config"]
     asked = _config_json(requested)
     defaults = _config_json(type(requested)(output=requested.output))  # not asked for: nothing to say of it
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
     changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
                if k in saved and k not in skipped and asked[k] != saved[k] and asked[k] != defaults.get(k)]
-    if not changed:
-        return None
-    return ("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)
-            + ". Start a new run (another -o) to change them.")
+    notes = []
+    if changed:
+        notes.append("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)
+                     + ". Start a new run (another -o) to change them.")
+    started = int(state.get("world", world))  # a state written before it was kept: unknown, nothing said
+    if started != world:
+        batch = saved.get("batch_size", requested.batch_size)
+        notes.append(f"The run started on {started} processes and goes on on {world}: a step now sees "
+                     f"{world * batch} slices, not {started * batch} (each process takes --batch-size {batch}).")
+    return " ".join(notes) or None
 
 
 def _restore(state: dict, model, optimizer) -> None:

@@ -510,3 +510,11 @@ def test_info_gives_alpha_only_for_the_loss_that_has_one(capsys):
     assert "loss         ce\n" in capsys.readouterr().out
     assert main(["info", str(CLICK_MODEL.parent / "cardiac_ce_dice.safetensors")]) == 0
     assert "loss         ce+dice, alpha 1\n" in capsys.readouterr().out
+
+
+def test_info_says_how_many_processes_a_segmentation_model_trained_on(capsys):
+    """A run under torchrun took N times --batch-size a step: info said so of click models only."""
+    meta = read_metadata(CLICK_MODEL.parent / "cardiac_ce.safetensors")
+    training = meta["training"]
+    assert main(["info", str(CLICK_MODEL.parent / "cardiac_ce.safetensors")]) == 0
+    assert f"{training['world_size']} process(es) on {training['device']}" in capsys.readouterr().out

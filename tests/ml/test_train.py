@@ -227,6 +227,22 @@ def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path
     assert [n for n in notes if "not taken" in n] == []
 
 
+def test_resume_on_another_number_of_processes_says_what_the_batch_becomes(cardiac, tmp_path):
+    """A tester's run started under torchrun on 2 processes went on in one, its batch
+    halved, without a word."""
+    from segview.ml.train import STATE_FILE, _read_state, resume_note
+
+    train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
+    state = _read_state(tmp_path / STATE_FILE)
+    assert state["world"] == 1 and resume_note(state, TrainConfig(output=tmp_path, **TINY), 1) is None
+    batch = TINY.get("batch_size", TrainConfig(output=tmp_path).batch_size)
+    note = resume_note({**state, "world": 2}, TrainConfig(output=tmp_path, **TINY), 1)
+    assert note == (f"The run started on 2 processes and goes on on 1: a step now sees {batch} slices, not "
+                    f"{2 * batch} (each process takes --batch-size {batch}).")
+    assert resume_note({k: v for k, v in state.items() if k != "world"}, TrainConfig(output=tmp_path, **TINY), 2) \
+        is None  # a state written before the processes were kept: nothing known, nothing said
+
+
 def test_resuming_with_cases_the_run_never_had_is_refused(cardiac, tmp_path):
     """A tester's --cases 4 on resuming a 3-case run went into the metadata, which then
     described data the weights never saw."""
