@@ -182,9 +182,11 @@ class MetricsPanel(QWidget):
             self.dots[key].setData(slices[scored], dice[scored])
 
     def show_ranking(self, live: LiveMetrics | None, limit: int = 20, z: int | None = None) -> list:
-        """The slices to review first, as ranked by ``core.compare.rank_slices``: those not
-        yet reviewed, then (greyed, with a tick) those reviewed; slice ``z``'s row current
-        (where it is listed), so the arrow keys go on from the slice shown."""
+        """The slices to review first, as ranked by ``core.compare.rank_slices``: the first
+        ``limit`` of those not yet reviewed, then (greyed, with a tick) the first ``limit`` of
+        those reviewed, and a line saying how many more there are (a tester's reviewed slices
+        went missing under the cut); slice ``z``'s row current (where it is listed), so the
+        arrow keys go on from the slice shown."""
         both = live is not None and "A" in live.matrices and "B" in live.matrices
         for widget in (self.ranking_label, self.ranking_choice, self.ranking):
             widget.setVisible(both)
@@ -194,7 +196,8 @@ class MetricsPanel(QWidget):
         blocker = QSignalBlocker(self.ranking)
         self.ranking.clear()
         grey = self.palette().color(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text)
-        for rank in ranks[:limit]:
+        listed = [r for r in ranks if not r.reviewed][:limit] + [r for r in ranks if r.reviewed][:limit]
+        for rank in listed:
             item = QListWidgetItem(f"{REVIEWED_TICK if rank.reviewed else NOT_REVIEWED}slice {rank.z + 1}: "
                                    f"{rank.disputed} voxels differ, Dice A {number_text(rank.dice_a)} "
                                    f"B {number_text(rank.dice_b)}")
@@ -205,7 +208,9 @@ class MetricsPanel(QWidget):
             self.ranking.addItem(item)
         if not ranks:
             self.ranking.addItem(_empty_ranking_hint(live))
-        shown = [n for n, rank in enumerate(ranks[:limit]) if rank.z == z]
+        elif len(listed) < len(ranks):
+            self.ranking.addItem(_more_hint(ranks, listed))
+        shown = [n for n, rank in enumerate(listed) if rank.z == z]
         self.ranking.setCurrentRow(shown[0] if shown else -1)
         blocker.unblock()
         return ranks
@@ -224,6 +229,16 @@ class MetricsPanel(QWidget):
         point = self.plot.getPlotItem().vb.mapSceneToView(event.scenePos())
         if self.curves:
             self.slice_clicked.emit(int(round(point.x())) - 1)
+
+
+def _more_hint(ranks: list, listed: list) -> QListWidgetItem:
+    """The line under a cut ranking: how many slices it leaves out, and how to reach them."""
+    left = [rank for rank in ranks if rank not in listed]
+    reviewed = sum(rank.reviewed for rank in left)
+    item = QListWidgetItem(f"... {len(left)} more slice{'s' if len(left) != 1 else ''} not listed"
+                           + (f" ({reviewed} reviewed)" if reviewed else "") + ": D goes on down the ranking")
+    item.setFlags(Qt.ItemFlag.NoItemFlags)  # not a slice: nothing to select or click
+    return item
 
 
 def _empty_ranking_hint(live: LiveMetrics) -> QListWidgetItem:

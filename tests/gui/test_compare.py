@@ -148,6 +148,24 @@ def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
     assert reviewed == [ranks[0].z + 1]
 
 
+def test_a_cut_ranking_lists_reviewed_slices_and_says_how_many_are_left(qtbot, comparing):
+    """A tester's three reviewed slices, promised "listed last", went missing under the
+    list's cut at 20 (one showed), without a word."""
+    window, session = comparing, comparing.session
+    ranking = window.metrics.ranking
+    ranks = window.metrics.show_ranking(session.live)
+    for rank in ranks[-4:]:  # the four least disputed: under a cut at 3, none would show
+        session.mark_reviewed(rank.z)
+    ranks = window.metrics.show_ranking(session.live, limit=3)
+    listed = [ranking.item(n).data(Qt.UserRole) for n in range(ranking.count())]
+    unreviewed, reviewed = [r.z for r in ranks if not r.reviewed], [r.z for r in ranks if r.reviewed]
+    assert listed[:-1] == unreviewed[:3] + reviewed[:3] and listed[-1] is None
+    left = len(ranks) - 6
+    assert ranking.item(ranking.count() - 1).text() == f"... {left} more slices not listed (1 reviewed): D goes " \
+        "on down the ranking"
+    assert not ranking.item(ranking.count() - 1).flags() & Qt.ItemIsSelectable
+
+
 def test_the_arrow_keys_walk_the_ranking_from_the_slice_shown(qtbot, comparing):
     window, session = comparing, comparing.session
     ranking = window.metrics.ranking
