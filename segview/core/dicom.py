@@ -14,7 +14,7 @@ import datetime
 import importlib.util
 import os
 import struct
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -934,10 +934,14 @@ def _installed(module: str) -> bool:
 
 def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
     """Frames in order along the slice normal; refuses mixed sizes or orientations."""
-    sizes = {(f.rows, f.columns) for f in frames}
+    sizes = Counter((f.rows, f.columns) for f in frames)
     if len(sizes) > 1:
-        raise VolumeLoadError(f"The images of this series have different sizes {sorted(sizes)}; "
-                              "it is not one volume.")
+        usual = sizes.most_common(1)[0][0]
+        odd = [f for f in frames if (f.rows, f.columns) != usual]
+        raise VolumeLoadError(f"The images of this series have different sizes "
+                              f"({', '.join(f'{c} x {r}: {n} image(s)' for (r, c), n in sorted(sizes.items()))}; "
+                              f"e.g. {', '.join(_frame_name(f) for f in odd[:3])} against {usual[1]} x {usual[0]}): "
+                              "it is not one volume. Re-export the series, or move those files out.")
     spacings = sorted({f.pixel_spacing for f in frames if f.pixel_spacing is not None})
     if spacings and np.ptp(np.array(spacings), axis=0).max() > 1e-3 * max(max(s) for s in spacings):
         odd = [f for f in frames if f.pixel_spacing != frames[0].pixel_spacing][:3]
@@ -956,9 +960,12 @@ def _sort_frames(frames: list[_Frame], warnings: list[str]) -> list[_Frame]:
                             "with an assumed slice spacing.")
         return sorted(frames, key=lambda f: (f.instance, f.frame_index or 0))
     orientation = np.asarray(frames[0].orientation)
-    if any(np.max(np.abs(np.asarray(f.orientation) - orientation)) > 1e-3 for f in frames):
-        raise VolumeLoadError("The images of this series have different orientations (e.g. a "
-                              "tri-planar localizer); it is not one volume.")
+    turned = [f for f in frames if np.max(np.abs(np.asarray(f.orientation) - orientation)) > 1e-3]
+    if turned:
+        raise VolumeLoadError(f"The images of this series have different orientations (e.g. a "
+                              f"tri-planar localizer; {len(turned)} image(s) differ from "
+                              f"{_frame_name(frames[0])}, e.g. {', '.join(_frame_name(f) for f in turned[:3])}); "
+                              "it is not one volume.")
     normal = np.cross(orientation[:3], orientation[3:])
     return sorted(frames, key=lambda f: float(np.asarray(f.position) @ normal))
 

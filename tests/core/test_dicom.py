@@ -412,3 +412,27 @@ def test_compressed_files_load_with_the_bundled_decoders():
     reference = load_volume(get_testdata_file("MR_small.dcm")).array
     for name in ("MR_small_jp2klossless.dcm", "MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"):
         np.testing.assert_array_equal(load_volume(get_testdata_file(name)).array, reference)
+
+
+def test_a_slice_of_another_size_is_refused_naming_it(tmp_path, cardiac):
+    """It said 'different sizes [(254, 254), (256, 256)]' without naming the odd file, so a
+    reader of a 300-file folder could not find it."""
+    paths = write_dicom_series(cardiac, tmp_path)
+    dataset = pydicom.dcmread(paths[4])
+    pixels = dataset.pixel_array[:-2, :-1].copy()
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.PixelData = pixels.tobytes()
+    dataset.save_as(paths[4])
+    rows, columns = pixels.shape
+    expected = rf"different sizes .*{columns} x {rows}: 1 image.*e\.g\. {paths[4].name} "
+    with pytest.raises(VolumeLoadError, match=expected):
+        load_volume(tmp_path)
+
+
+def test_a_slice_of_another_orientation_is_refused_naming_it(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path)
+    dataset = pydicom.dcmread(paths[3])
+    dataset.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]
+    dataset.save_as(paths[3])
+    with pytest.raises(VolumeLoadError, match=rf"different orientations .*1 image\(s\) differ .*{paths[3].name}"):
+        load_volume(tmp_path)
