@@ -75,6 +75,8 @@ class SeriesInfo:
     #: Files of the folder scanned that are damaged DICOM (of which series, no one can tell):
     #: reading the series says so.
     damaged: tuple[str, ...] = field(default=(), repr=False, compare=False)
+    #: Who the series is of, as ``patient_line`` says it ("" when its header names no one).
+    patient: str = ""
 
     def label(self) -> str:
         """One line naming the series for a message or a list."""
@@ -161,6 +163,7 @@ def _series_info(uid: str, items: list, damaged: list[str]) -> SeriesInfo | None
             files=tuple(path for path, _ in items),
             headers=_series_headers([header for _, header in items]),
             damaged=tuple(damaged),
+            patient=patient_line(_patient_fields(first)),
         )
     except (ValueError, TypeError, AttributeError):
         return None
@@ -1166,12 +1169,41 @@ def _describe(ds: Dataset, frames: list[_Frame]) -> dict:
         "source_format": "dicom",
         "series_uid": str(ds.get("SeriesInstanceUID", "") or ""),
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
-        "study_date": str(ds.get("StudyDate", "") or ""),
         "study_description": str(ds.get("StudyDescription", "") or ""),
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
-        "patient_id": str(ds.get("PatientID", "") or ""),
+        **_patient_fields(ds),
         "source_files": sorted({f.source for f in frames}),
     }
+
+
+def _patient_fields(ds: Dataset) -> dict[str, str]:
+    """The meta entries that say whose images they are."""
+    return {"patient_name": person_name_text(ds.get("PatientName")),
+            "patient_id": str(ds.get("PatientID", "") or ""),
+            "study_date": str(ds.get("StudyDate", "") or "")}
+
+
+def person_name_text(value) -> str:
+    """A DICOM person name as people write it: "Müller, Jürgen" for ``Müller^Jürgen``
+    (family, given and middle names of its alphabetic group; the whole value, its ^ as
+    spaces, where that group is empty: an ideographic name alone)."""
+    if not value:
+        return ""
+    name = pydicom.valuerep.PersonName(value) if not isinstance(value, pydicom.valuerep.PersonName) else value
+    given = " ".join(part for part in (name.given_name, name.middle_name) if part)
+    text = ", ".join(part for part in (name.family_name, given) if part)
+    return text or str(value).replace("^", " ").strip("= ")
+
+
+def patient_line(meta: dict) -> str:
+    """"Müller, Jürgen; ID 12345; study 2026-01-02" from a Volume's ``meta`` (what a
+    reader checks before reading an image: whose it is); "" when it names no one."""
+    date = str(meta.get("study_date") or "")
+    if len(date) == 8 and date.isdigit():
+        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    parts = [str(meta.get("patient_name") or ""), f"ID {meta['patient_id']}" if meta.get("patient_id") else "",
+             f"study {date}" if date else ""]
+    return "; ".join(part for part in parts if part) if meta.get("patient_name") or meta.get("patient_id") else ""
 
 
 def _window_presets(ds: Dataset) -> list[tuple[str, float, float]]:

@@ -8,17 +8,18 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFo
 
 from ..core.report import counted
 
-SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note")
+SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note", "Patient")
 
 
-def series_rows(series) -> list[tuple[str, str, str, str, str, str]]:
-    """One row of SERIES_COLUMNS per ``SeriesInfo``."""
+def series_rows(series) -> list[tuple[str, str, str, str, str, str, str]]:
+    """One row of SERIES_COLUMNS per ``SeriesInfo``: the patient too, as a folder may hold
+    series of several."""
     rows = []
     for s in series:
         columns, rows_, count = s.size
         rows.append(("" if s.number is None else str(s.number), s.description or "(no description)",
                      s.modality or "?", str(count), f"{columns} x {rows_}",
-                     "localizer" if s.is_localizer else ""))
+                     "localizer" if s.is_localizer else "", s.patient))
     return rows
 
 
@@ -51,7 +52,7 @@ class SeriesDialog(QDialog):
         layout.addWidget(QLabel(f"{Path(folder).name} holds {len(self.series)} series. Open which one?"))
         layout.addWidget(self.table)
         layout.addWidget(buttons)
-        self.resize(720, 320)
+        self.resize(900, 320)
 
     def chosen(self):
         rows = self.table.selectionModel().selectedRows()

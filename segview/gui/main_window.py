@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QGroupBox, Q
 
 from ..core.classes import MODEL_COLORS, class_name, merged_classes
 from ..core.compare import rank_slices, write_report
+from ..core.dicom import patient_line
 from ..core.dicomseg import export_reason
 from ..core.errors import SegviewError
 from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
@@ -1063,7 +1064,9 @@ class MainWindow(QMainWindow):
         volume = self.session.volume if self.session is not None else None
         if volume is not None:
             name = volume.meta.get("series_description") or Path(str(volume.meta.get("source", ""))).name
-            self.setWindowTitle(f"segview - {name}{' (read-only)' if reason else ''}[*]")
+            patient = patient_line(volume.meta)  # whose images: the first thing a reader checks
+            self.setWindowTitle(f"segview - {patient + ' - ' if patient else ''}{name}"
+                                f"{' (read-only)' if reason else ''}[*]")
         if reason is not None:
             self.tools.set_tool(self.effects[0].name)  # navigate
         self.tools.set_read_only(reason)

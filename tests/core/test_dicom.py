@@ -436,3 +436,22 @@ def test_a_slice_of_another_orientation_is_refused_naming_it(tmp_path, cardiac):
     dataset.save_as(paths[3])
     with pytest.raises(VolumeLoadError, match=rf"different orientations .*1 image\(s\) differ .*{paths[3].name}"):
         load_volume(tmp_path)
+
+
+def test_whose_images_a_series_is_is_read_and_said(tmp_path):
+    """A tester opened a series of 'Müller^Jürgen' and found no patient named anywhere: not in
+    the title, nor in the series chooser."""
+    from segview.core.dicom import patient_line, person_name_text
+
+    volume = cardiac_phantom(2).volume
+    write_dicom_series(volume, tmp_path / "mr", patient_id="P-0042", patient_name="Müller^Jürgen")
+    loaded = load_volume(tmp_path / "mr")
+    study_date = loaded.meta["study_date"]
+    expected = f"Müller, Jürgen; ID P-0042; study {study_date[:4]}-{study_date[4:6]}-{study_date[6:]}"
+    assert patient_line(loaded.meta) == expected
+    assert [s.patient for s in list_dicom_series(tmp_path / "mr")] == [expected]
+    assert person_name_text("Yamada^Tarou=山田^太郎") == "Yamada, Tarou"
+    assert person_name_text("=山田^太郎") == "山田 太郎"  # an ideographic name alone
+    assert person_name_text("Doe^John^Q^Dr") == "Doe, John Q" and person_name_text("") == ""
+    assert patient_line({"study_date": "20260102"}) == ""  # no one named: nothing to say
+    assert patient_line(Volume(np.zeros((1, 2, 2))).meta) == ""

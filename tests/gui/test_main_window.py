@@ -218,7 +218,8 @@ def test_a_ct_opens_in_a_ct_window_and_presets_apply(qtbot, window, tmp_path):
 def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch, tmp_path):
     cardiac = cardiac_phantom(2).volume
     write_dicom_series(lung_phantom(2).volume, tmp_path / "a", series_description="chest", series_number=3)
-    write_dicom_series(cardiac, tmp_path / "b", series_description="short axis", series_number=7)
+    write_dicom_series(cardiac, tmp_path / "b", series_description="short axis", series_number=7,
+                       patient_name="Müller^Jürgen", patient_id="P-7")
     offered = []
 
     def choose(parent, folder, series):
@@ -231,6 +232,9 @@ def test_a_folder_with_several_series_asks_which_one(qtbot, window, monkeypatch,
     assert offered == [("chest", "CT"), ("short axis", "MR")]
     assert window.session.volume.meta["series_description"] == "short axis"
     np.testing.assert_array_equal(window.session.volume.array, cardiac.array)
+    # Whose images they are, first in the title: a tester found no patient named anywhere.
+    assert window.windowTitle().startswith("segview - Müller, Jürgen; ID P-7; study ")
+    assert window.windowTitle().endswith(" - short axis[*]")
 
 
 def test_a_missing_slice_is_marked_on_the_slice_itself(qtbot, window, dialogs, tmp_path):
@@ -255,13 +259,13 @@ def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
     from segview.core.dicom import SeriesInfo
     from segview.gui.dialogs import SeriesDialog
 
-    series = [SeriesInfo("1.2", "scout", "CT", 3, (32, 32, 3), 1, True),
-              SeriesInfo("1.3", "chest", "CT", 120, (512, 512, 120), 2)]
+    series = [SeriesInfo("1.2", "scout", "CT", 3, (32, 32, 3), 1, True, patient="Doe, Jane; ID 7"),
+              SeriesInfo("1.3", "chest", "CT", 120, (512, 512, 120), 2, patient="Roe, Rick; ID 8")]
     dialog = SeriesDialog(None, tmp_path, series)
     qtbot.addWidget(dialog)
-    cells = [[dialog.table.item(r, c).text() for c in range(6)] for r in range(2)]
-    assert cells == [["1", "scout", "CT", "3", "32 x 32", "localizer"],
-                     ["2", "chest", "CT", "120", "512 x 512", ""]]
+    cells = [[dialog.table.item(r, c).text() for c in range(7)] for r in range(2)]
+    assert cells == [["1", "scout", "CT", "3", "32 x 32", "localizer", "Doe, Jane; ID 7"],  # a folder of two
+                     ["2", "chest", "CT", "120", "512 x 512", "", "Roe, Rick; ID 8"]]
     assert dialog.chosen() is series[1]  # the first series that is not a localizer
 
 
