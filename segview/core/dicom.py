@@ -515,6 +515,9 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
         final, interpolated = _regular_volume(array, grid, warnings, [_frame_name(f) for f in frames])
         final.modality, final.meta = volume.modality, volume.meta
         final.meta["resampled"] = True  # its slices are no longer the source images one to one
+        final.meta["resampled_because"] = " and ".join(
+            why for why, irregular in (("gantry tilt", grid.tilted), ("missing or unevenly spaced slices", grid.uneven))
+            if irregular)
         if interpolated:  # so a viewer can mark them
             final.meta["interpolated_slices"] = interpolated
         volume = final

@@ -71,9 +71,12 @@ def _seg_problem(volume: Volume) -> str | None:
         return str(exc)
     if "ImagePositionPatient" not in first and "PerFrameFunctionalGroupsSequence" not in first:
         return "The DICOM images carry no patient position, so a SEG cannot say where its frames lie"
-    if volume.meta.get("resampled") or len(volume.meta["source_files"]) != volume.shape[0]:
-        return ("The DICOM series was resampled (gantry tilt, missing or unevenly spaced slices) or is "
-                "multi-frame, so its slices are not the source images one to one")
+    if volume.meta.get("resampled"):
+        why = volume.meta.get("resampled_because") or "irregular slices"
+        return f"The DICOM series was resampled ({why}), so its slices are not the source images one to one"
+    if len(volume.meta["source_files"]) != volume.shape[0]:
+        return ("The DICOM series is multi-frame (an enhanced image): segview writes a SEG of a series of one "
+                "image per slice")
     return None
 
 

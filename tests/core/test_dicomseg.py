@@ -1,4 +1,5 @@
 """DICOM SEG export: references the source series, reads back to the same labels."""
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -45,9 +46,13 @@ def test_volumes_that_are_not_their_dicom_slices_cannot_be_exported(dicom_case, 
     assert "loaded from DICOM" in export_reason(case.volume)
     with pytest.raises(DicomSegError, match="loaded from DICOM"):
         save_dicom_seg(tmp_path / "seg.dcm", case.labels, case.volume, list(case.classes))
-    resampled = load_volume(volume.meta["source_files"][0].rsplit("/", 1)[0])
-    resampled.meta["source_files"] = resampled.meta["source_files"][:-1]  # as if a slice were interpolated
-    assert "resampled" in export_reason(resampled)
+    gap = tmp_path / "gap"
+    shutil.copytree(Path(volume.meta["source_files"][0]).parent, gap)
+    (gap / Path(volume.meta["source_files"][5]).name).unlink()  # a slice missing: interpolated
+    assert "resampled (missing or unevenly spaced slices)" in export_reason(load_volume(gap))
+    frames = load_volume(gap)
+    frames.meta = {**frames.meta, "resampled": False, "source_files": frames.meta["source_files"][:1]}
+    assert "multi-frame" in export_reason(frames)  # one file of many frames: a tester's reason named tilts
     with pytest.raises(DicomSegError, match="empty"):
         save_dicom_seg(tmp_path / "seg.dcm", np.zeros_like(case.labels), volume, list(case.classes))
 
@@ -78,7 +83,7 @@ def test_a_tilted_series_cannot_be_exported_and_says_why(tmp_path):
     write_dicom_series(tilted, tmp_path / "tilt")
     volume = load_volume(tmp_path / "tilt")
     assert any("tilt" in w for w in volume.meta["warnings"])
-    assert "resampled (gantry tilt" in export_reason(volume)
+    assert "resampled (gantry tilt)" in export_reason(volume)
     with pytest.raises(DicomSegError, match="resampled"):
         save_dicom_seg(tmp_path / "seg.dcm", np.ones(volume.shape, np.uint8), volume, list(case.classes))
 
