@@ -43,6 +43,7 @@ from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pa
                        recent, remember_folder, remember_labels, remember_recent, saved_labels,
                        set_pacs_labels_folder)
 from .tools import ToolPanel, preview_colours, preview_legend, preview_overlay
+from .widgets import scrolled
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
 from .crosshair import install_crosshair
@@ -232,7 +233,7 @@ class MainWindow(QMainWindow):
                                            ("Metrics", self.metrics,  # tabbed with two more: short titles
                                             Qt.DockWidgetArea.RightDockWidgetArea, 400)):
             dock = QDockWidget(title, self)
-            dock.setWidget(widget)
+            dock.setWidget(scrolled(widget) if widget is self.tools else widget)
             dock.setMinimumWidth(width)
             dock.setMaximumWidth(width + 160)  # the image keeps most of the window
             features = QDockWidget.DockWidgetFeature

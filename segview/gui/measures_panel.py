@@ -32,9 +32,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QFrame,
-                               QHBoxLayout, QHeaderView, QLabel, QScrollArea, QSizePolicy, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QHBoxLayout,
+                               QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.classes import MODEL_COLORS, LabelClass
 from ..core.labels import Edit, Mark
@@ -43,6 +42,7 @@ from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, SurfaceScores
 from ..core.report import DASH, number_text
 from ..session.measures import (dice_along_slices, lung_mask_job, measured_slices,
                                 plotted_values, scores_along_slices_job, slice_scores_job, volume_job)
+from .widgets import scrolled
 from .workers import SupersedingJobQueue
 
 if TYPE_CHECKING:
@@ -377,11 +377,7 @@ class MeasuresController(QObject):
         self.dock.setObjectName("measures dock")
         # Scrolled, not squeezed: its tables keep their rows, and the docks it shares the
         # side with (the 3D view) never push the window past the screen.
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QFrame.Shape.NoFrame)
-        scroll.setWidget(self.panel)
-        self.dock.setWidget(scroll)
+        self.dock.setWidget(scrolled(self.panel))
         features = QDockWidget.DockWidgetFeature
         self.dock.setFeatures(features.DockWidgetMovable | features.DockWidgetFloatable)
         self._place_dock()

@@ -394,3 +394,14 @@ def test_save_in_an_empty_window_says_there_is_nothing_to_save(qtbot, dialogs):
         assert save() is False
         assert window.statusBar().currentMessage().startswith("No image is open: there are no labels to save")
     window.close()
+
+
+def test_the_window_fits_a_small_screen_the_tools_scrolling(qtbot, demo):
+    """At 1024 x 700 a tester's docks painted over each other: the Tools panel alone asked
+    614 pixels of height."""
+    from PySide6.QtWidgets import QDockWidget, QScrollArea
+
+    dock = next(d for d in demo.findChildren(QDockWidget) if d.windowTitle() == "Tools")
+    assert isinstance(dock.widget(), QScrollArea) and dock.widget().widget() is demo.tools
+    assert demo.minimumSizeHint().height() <= 640 and demo.minimumSizeHint().width() <= 1024
+    assert dock.widget().horizontalScrollBar().maximum() == 0  # it scrolls down, never across
