@@ -1126,7 +1126,9 @@ class MainWindow(QMainWindow):
                 return self.statusBar().showMessage(
                     "Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
                     "reviewed is never filled, and ends the run it lies in)", 10000)
-            self._say_done("Fill between slices", changes)
+            filled = sorted({z for edit in changes for n, z in enumerate(edit.slices)
+                             if np.any(edit.old[n] != edit.new[n])})
+            self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices", changes)
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
                 return self.statusBar().showMessage(

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (QCheckBox, QDockWidget, QHBoxLayout, QLabel, QMai
 
 from ..core.classes import MODEL_COLORS, default_color, merged_classes
 from ..core.labels import Edit
+from ..core.report import counted
 from ..core.surfaces import StaleClasses, Surface, build_surfaces
 from ..core.volume import Volume
 from .host import VIEW_MENU
@@ -413,7 +414,7 @@ class SurfaceController(QObject):
         """What is shown: the surfaces of the sources switched on."""
         shown = [s for (source, _), s in self.surfaces.items() if self.view.switches[source].isChecked()]
         triangles = sum(len(s.faces) for s in shown)
-        return f"{len(shown)} surfaces, {triangles:,} triangles" if shown else "No class to show"
+        return f"{counted(len(shown), 'surface')}, {triangles:,} triangles" if shown else "No class to show"
 
     def _failed(self, exc: Exception) -> None:
         self.view.status.setText(f"Surfaces not built: {exc}")
