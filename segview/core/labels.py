@@ -124,6 +124,12 @@ class Patch:
     def slices(self) -> range:
         return range(self.region[0].start, self.region[0].stop)
 
+    def changed_slices(self) -> list[int]:
+        """The slices on which this change changed a voxel (of ``slices``)."""
+        shape = box_shape(self.region)
+        positions = np.flatnonzero(self.old != self.new) if self.index is None else self.index[self.old != self.new]
+        return sorted({int(z) for z in self.region[0].start + positions // (shape[1] * shape[2])})
+
     def edit(self, labels: np.ndarray, undo: bool) -> Edit:
         """The Edit that redoes this change on ``labels`` (as they are just before it), or
         with ``undo`` takes it back (``labels`` as they are just after it)."""

@@ -463,3 +463,19 @@ def test_kept_counts_what_the_brush_settings_refused_in_the_last_step():
     labels.intensity_range = None
     assert labels.clear_slice(1) is not None and not labels.kept and not labels.array[1].any()
     assert labels.clear_slice(1) is None and not labels.kept  # nothing to clear: nothing kept
+
+
+def test_a_stored_change_names_the_slices_it_changed():
+    """Fill between slices says which slices it filled, from the change the history keeps
+    (its voxels indexed, or its whole region)."""
+    from segview.core.labels import Edit, Patch
+
+    old = np.zeros((4, 5, 6), np.uint8)
+    new = old.copy()
+    new[1, 2, 3] = 1
+    new[3, 0, 0] = 2
+    sparse = Patch.of(Edit((slice(2, 6), slice(0, 5), slice(0, 6)), old, new, 1))
+    assert sparse.index is not None and sparse.changed_slices() == [3, 5]
+    new[:] = 1  # most voxels changed: stored whole
+    whole = Patch.of(Edit((slice(0, 4), slice(0, 5), slice(0, 6)), old, new, 2))
+    assert whole.index is None and whole.changed_slices() == [0, 1, 2, 3]
