@@ -458,9 +458,15 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     crashed.mark_reviewed(2)
     crashed.close()  # unsaved: the journal stays behind, as after a crash
     controller = window.worklist_controller
+    # Nothing opened ahead until each case's image key is known: a case opened ahead before
+    # its key was known is read again when shown (claim_lock), which the offer below covers;
+    # kept as the next case, it made this test depend on the order the earlier tests left.
+    controller.prefetch_enabled = False
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):  # each case's image key is known
         open_dataset(qtbot, window, dataset, checkpoints)
-    open_case(qtbot, controller, "case_003")  # the last: case_001, opening ahead before its key was known, goes
+    assert controller.worklist.case("case_001").key is not None
+    controller.prefetch_enabled = True
+    open_case(qtbot, controller, "case_003")
     calls = count_sessions(monkeypatch, controller.worklist)
     open_case(qtbot, controller, "case_000")
     assert Worker.pool().waitForDone(TIMEOUT)
