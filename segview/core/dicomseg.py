@@ -174,12 +174,23 @@ def referenced_series_uid(path) -> str:
     if not is_dicom_seg(path):
         raise DicomSegError(f"{path.name} is not a DICOM SEG.")
     header = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["ReferencedSeriesSequence"])
-    referenced = [item for item in header.get("ReferencedSeriesSequence", []) if item.get("SeriesInstanceUID")]
+    referenced = referenced_images(header)
     if not referenced:
         raise DicomSegError(f"The DICOM SEG {path.name} does not say which image series it segments "
                             "(it has no Referenced Series Sequence).")
-    most = max(referenced, key=lambda item: len(item.get("ReferencedInstanceSequence", [])))
-    return str(most.SeriesInstanceUID)
+    return max(referenced, key=referenced.__getitem__)
+
+
+def referenced_images(header: pydicom.Dataset) -> dict[str, int]:
+    """Series Instance UID -> how many of its images a SEG's ``header`` references (its
+    ReferencedSeriesSequence)."""
+    counts: dict[str, int] = {}
+    for item in header.get("ReferencedSeriesSequence", []):
+        uid = str(item.get("SeriesInstanceUID", "") or "")
+        if uid:
+            images = {str(i.get("ReferencedSOPInstanceUID", "")) for i in item.get("ReferencedInstanceSequence", [])}
+            counts[uid] = max(counts.get(uid, 0), len(images))
+    return counts
 
 
 def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]:

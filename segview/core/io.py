@@ -428,16 +428,10 @@ def _ignored_sform(path: Path, image: sitk.Image) -> str | None:
     takes the qform when the sform is sheared or oddly scaled, where nibabel and FSL take
     the sform, so the two programs would place the image differently. (A sform that is the
     only geometry stated is followed: ``_place_by_sform_alone``; ITK refuses a sheared one.)"""
-    keys = set(image.GetMetaDataKeys())
-    if image.GetDimension() != 3 or not {"sform_code", "srow_x", "srow_y", "srow_z"} <= keys:
+    header = _nifti_header(path) if extension(path) in (".nii", ".nii.gz") else None
+    if header is None or (code := header.form_codes[1]) <= 0:
         return None
-    try:
-        code = int(float(image.GetMetaData("sform_code")))
-        rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()] for axis in "xyz"])
-    except ValueError:
-        return None
-    if code <= 0 or rows.shape != (3, 4):
-        return None
+    rows = header.sform
     ras = np.diag([-1.0, -1.0, 1.0])  # ITK's LPS to NIfTI's RAS
     used = ras @ np.array(image.GetDirection()).reshape(3, 3) @ np.diag(image.GetSpacing())
     origin = ras @ np.array(image.GetOrigin())

@@ -376,7 +376,7 @@ def referenced_series(files: Iterable) -> list[ReferencedSeries]:
     """The image series the SEGs among ``files`` refer to, less the series the files
     themselves belong to (images sent with their SEG). Raises PacsError for a file that is
     not DICOM or cannot be read."""
-    from .dicomseg import SEG_SOP_CLASS  # here: highdicom is imported only when a SEG is sent
+    from .dicomseg import SEG_SOP_CLASS, referenced_images  # here: highdicom is imported only when a SEG is sent
 
     headers = [_read_header(Path(f)) for f in files]
     sent_along = {_text(ds.get("SeriesInstanceUID")) for ds in headers}
@@ -384,14 +384,10 @@ def referenced_series(files: Iterable) -> list[ReferencedSeries]:
     for ds in headers:
         if _text(ds.get("SOPClassUID")) != SEG_SOP_CLASS:
             continue
-        for item in ds.get("ReferencedSeriesSequence", []):
-            uid = _text(item.get("SeriesInstanceUID"))
-            if uid and uid not in sent_along:
-                instances = item.get("ReferencedInstanceSequence", [])
-                images = len({_text(i.get("ReferencedSOPInstanceUID")) for i in instances})
-                known = found.get(uid)
-                if known is None or images > known.images:  # two revisions: the one naming most
-                    found[uid] = ReferencedSeries(_text(ds.get("StudyInstanceUID")), uid, images)
+        for uid, images in referenced_images(ds).items():
+            known = found.get(uid)
+            if uid not in sent_along and (known is None or images > known.images):  # two revisions: the most
+                found[uid] = ReferencedSeries(_text(ds.get("StudyInstanceUID")), uid, images)
     return list(found.values())
 
 

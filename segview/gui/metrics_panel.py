@@ -209,7 +209,8 @@ class MetricsPanel(QWidget):
         if not ranks:
             self.ranking.addItem(_empty_ranking_hint(live))
         elif len(listed) < len(ranks):
-            self.ranking.addItem(_more_hint(ranks, listed))
+            self.ranking.addItem(_more_hint(len(ranks) - len(listed),
+                                            sum(r.reviewed for r in ranks) - sum(r.reviewed for r in listed)))
         shown = [n for n, rank in enumerate(listed) if rank.z == z]
         self.ranking.setCurrentRow(shown[0] if shown else -1)
         blocker.unblock()
@@ -231,11 +232,10 @@ class MetricsPanel(QWidget):
             self.slice_clicked.emit(int(round(point.x())) - 1)
 
 
-def _more_hint(ranks: list, listed: list) -> QListWidgetItem:
-    """The line under a cut ranking: how many slices it leaves out, and how to reach them."""
-    left = [rank for rank in ranks if rank not in listed]
-    reviewed = sum(rank.reviewed for rank in left)
-    item = QListWidgetItem(f"... {len(left)} more slice{'s' if len(left) != 1 else ''} not listed"
+def _more_hint(left: int, reviewed: int) -> QListWidgetItem:
+    """The line under a cut ranking: how many slices it leaves out (``reviewed`` of them
+    reviewed), and how to reach them."""
+    item = QListWidgetItem(f"... {left} more slice{'s' if left != 1 else ''} not listed"
                            + (f" ({reviewed} reviewed)" if reviewed else "") + ": D goes on down the ranking")
     item.setFlags(Qt.ItemFlag.NoItemFlags)  # not a slice: nothing to select or click
     return item
