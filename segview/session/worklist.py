@@ -325,8 +325,10 @@ class Worklist:
         provenance followed, models A and B with their cached predictions (slices not in
         the cache are pending: ``predict`` them). Slow on a large image: run it in a
         worker. ``lock``: take the case's lock now (else ``CaseSession.claim_lock`` when it is
-        shown: a case opened ahead keeps nobody else out). Raises VolumeLoadError (kept in
-        ``Case.error``), CheckpointError."""
+        shown: a case opened ahead keeps nobody else out). Without it, a case with a crashed
+        session's unsaved edits is not opened (``CrashedEditsAhead``): its journal would be
+        set aside, and a session never shown would no longer offer them. Raises
+        VolumeLoadError (kept in ``Case.error``), CheckpointError."""
         case = self.case(name)
         on_disk = _files_stamp(case.labels)  # before they are read: what claim_lock checks
         self.read_status(case)  # its row as saved now: another segview may have saved it since
@@ -344,6 +346,12 @@ class Worklist:
             label_image = pool.submit(read_label_image, case.labels) if case.labels.is_file() else None
             volume = self.load_image(case, progress)
             cached = {slot: job.result() for slot, job in reading.items()}
+        # Known before the journal starts: it sets a crashed session's journals aside.
+        key = key or image_key(volume)
+        if not lock and crashed_edits(key):
+            self._learn_key(case, key)  # the next one opened ahead is not read at all
+            raise CrashedEditsAhead(f"{name} holds a crashed session's unsaved edits: it opens when shown, "
+                                    "to offer them.")
         try:
             labels = None if label_image is None else read_label_file(case.labels, volume, key, label_image.result())
             self._note_refused_review(case, labels)
@@ -363,6 +371,11 @@ class Worklist:
             session.close(discard=True)  # its lock and journal go with it
             raise
         return session
+
+    def _learn_key(self, case: Case, key: str) -> None:
+        """``case``'s image key, kept by its files' size and time: not hashed again."""
+        case.key = key
+        self.cache.remember_key(_image_files(case), key)
 
     def read_split(self) -> str | None:
         """Mark the held-out cases of the dataset's fixed split (``splits.json``, written by
@@ -452,8 +465,7 @@ class Worklist:
                     done += len(digests)
                     yield QueueStep(name, None, done, total, error=str(exc))
                     continue
-                case.key = image_key(volume)
-                self.cache.remember_key(_image_files(case), case.key)
+                self._learn_key(case, image_key(volume))
             for slot, digest in digests.items():
                 if should_stop is not None and should_stop():
                     return
@@ -586,8 +598,7 @@ class CaseSession(ReviewSession):
             if self.provenance is not None:
                 self.provenance.sources = provenance_from_json(self.review_extra.get("provenance") or {},
                                                                self.labels.array.shape[0])
-        case.key = self.key
-        worklist.cache.remember_key(_image_files(case), self.key)
+        worklist._learn_key(case, self.key)
         self._add_cached_models(checkpoints if checkpoints is not None else dict(worklist.checkpoints), predictors,
                                 stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
@@ -780,6 +791,11 @@ class _DatasetSaveJob(SaveJob):
 
 # -- stepping through the cases ---------------------------------------------------------
 
+class CrashedEditsAhead(SessionError):
+    """A case with a crashed session's unsaved edits, not opened ahead
+    (``Worklist.session(lock=False)``): opening sets its journals aside."""
+
+
 class Prefetch:
     """Case ``name`` opened ahead of being asked for: call it once, in a thread, to open it
     (``Worklist.session``: its journal taken, no status set, nothing written; not its lock,
@@ -818,10 +834,12 @@ class Prefetch:
         session = None
         try:
             key = self.worklist.case(self.name).key  # known from the cache, or from an earlier open
-            if key is None or not crashed_edits(key):
+            if key is None or not crashed_edits(key):  # known: the image is not even read
                 session = self.worklist.session(self.name, lock=False)  # locked when shown (OpenJob)
                 if session.journal is not None:
                     session.journal.wait()  # its snapshot written here too, not while it is on screen
+        except CrashedEditsAhead:
+            pass  # found once the image was read (its key unknown before): opened when shown
         finally:
             with self._lock:
                 dropped = self._state == "dropped"

@@ -458,9 +458,9 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
     crashed.mark_reviewed(2)
     crashed.close()  # unsaved: the journal stays behind, as after a crash
     controller = window.worklist_controller
-    # Nothing opened ahead until each case's image key is known: a case opened ahead before
-    # its key was known is read again when shown (claim_lock), which the offer below covers;
-    # kept as the next case, it made this test depend on the order the earlier tests left.
+    # Nothing opened ahead until each case's image key is known, so that the prefetch of
+    # case_001 reads nothing (``calls`` below); before its key is known, it reads the image to
+    # learn it (a test of its own, below).
     controller.prefetch_enabled = False
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):  # each case's image key is known
         open_dataset(qtbot, window, dataset, checkpoints)
@@ -477,6 +477,32 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched_and_offers_them_
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
     assert opened.args == ["case_001"] and calls[:2] == ["case_000", "case_001"]  # then case_002 prefetches
     said = "2 slices reviewed, 1 marked and 0 unmarked against the labels open now"
+    assert any(kind == "question" and said in text for kind, text in dialogs)
+    assert window.session.reviewed[2]
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_a_case_with_a_crashed_sessions_edits_opened_before_its_key_is_known_still_offers_them(
+        qtbot, window, dataset, dialogs, dropped):
+    """No model, no prediction queue: case_001's image key is unknown when the first case
+    opens and the next is opened ahead. That set the crashed journal aside, and once the
+    prefetch was dropped unused (prefetching turned off), Ctrl+N no longer offered the edits."""
+    from segview.gui.workers import Worker
+
+    crashed = ReviewSession.open(dataset / "imagesTr" / "case_001_0000.nii.gz",
+                                 labels=dataset / "labelsTr" / "case_001.nii.gz")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    controller = open_dataset(qtbot, window, dataset)  # case_000 on screen, case_001 next
+    assert Worker.pool().waitForDone(TIMEOUT)
+    QApplication.processEvents()  # the prefetch's end
+    if dropped:
+        controller.set_prefetch(False)
+    dialogs.answers.append(QMessageBox.Yes)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT) as opened:
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert opened.args == ["case_001"]
+    said = "1 slice reviewed, 1 marked and 0 unmarked against the labels open now"
     assert any(kind == "question" and said in text for kind, text in dialogs)
     assert window.session.reviewed[2]
 

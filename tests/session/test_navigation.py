@@ -13,7 +13,7 @@ from segview.core.io import load_labels, load_volume
 from segview.core.journal import image_key, journal_path
 from segview.core.review_state import read_sidecar
 from segview.session import CaseSession, ReviewSession, SessionError, Worklist, WorklistNavigator, dataset_layout
-from segview.session.worklist import PredictionCache
+from segview.session.worklist import PredictionCache, crashed_edits
 
 from .conftest import make_dataset, tiny_case
 
@@ -258,6 +258,31 @@ def test_a_case_with_a_crashed_sessions_edits_is_not_prefetched(dataset, checkpo
     navigator.prefetch_next(in_a_thread)
     assert navigator.prefetched is None
     following = navigator.next(session)
+    assert following.recoverable_edits is not None and following.recoverable_edits.reviewed[2]
+    following.close(discard=True)
+
+
+@pytest.mark.parametrize("dropped", [True, False])
+def test_a_case_with_a_crashed_sessions_edits_whose_key_is_unknown_is_not_opened_ahead(dataset, dropped):
+    """Its image key not known yet (never opened, not in the cache), the case was opened
+    ahead blind, which set the crashed journal aside: dropped unused, the case then opened
+    without offering the edits (only File > Recover edits had them)."""
+    image = dataset / "imagesTr" / "case_001_0000.nii.gz"
+    crashed = ReviewSession.open(image, labels=dataset / "labelsTr" / "case_001.nii.gz")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    worklist = Worklist.open(dataset)
+    assert worklist.case("case_001").key is None
+    navigator = WorklistNavigator(worklist)
+    session = navigator.save_and_open("case_000")
+    navigator.prefetch_next(in_a_thread)
+    if dropped:
+        navigator.drop_prefetch()  # the models changed, say
+        assert crashed_edits(image_key(load_volume(image)))  # still offered when the case opens
+    else:
+        assert navigator.prefetched is None
+    following = navigator.next(session)
+    assert following.case.name == "case_001"
     assert following.recoverable_edits is not None and following.recoverable_edits.reviewed[2]
     following.close(discard=True)
 
