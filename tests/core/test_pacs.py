@@ -334,6 +334,30 @@ def test_a_series_the_archive_holds_in_part_is_missed(orthanc, archive, protocol
     assert missing_series(pacs, [seg]) == []
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_series_the_archive_holds_in_another_study_than_the_segs_is_held(orthanc, archive, protocol, tmp_path,
+                                                                           capsys):
+    """A study split at the PACS: the SEG's study keeps another series, the images the SEG
+    refers to now lie in a study of their own. The check finds them there and the store
+    goes on without a word."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    kept = pydicom.dcmread(images[0])
+    kept.SeriesInstanceUID = pydicom.uid.generate_uid()  # the SEG's study, with a series not the SEG's
+    kept.SOPInstanceUID = kept.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    kept.save_as(tmp_path / "kept.dcm")
+    split_off = pydicom.uid.generate_uid()
+    for path in images:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = split_off
+        ds.save_as(path)
+    orthanc.upload([tmp_path / "kept.dcm", *images])
+    pacs = connect(_url(orthanc, protocol))
+    assert missing_series(pacs, [seg]) == []
+    assert main(["pacs", "store", _url(orthanc, protocol), str(seg)]) == 0
+    assert capsys.readouterr().err == ""
+    assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
+
+
 def test_a_file_that_is_not_dicom_is_refused_before_sending(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     with pytest.raises(PacsError, match="notes.txt is not a DICOM file"):
