@@ -188,8 +188,8 @@ class Pacs:
         raise NotImplementedError
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
-        """The series of one study (of one modality if given), by series number.
-        Raises PacsError."""
+        """The series of one study (of one modality if given), by series number; none of a
+        study the archive does not hold. Raises PacsError."""
         raise NotImplementedError
 
     def locate_series(self, series_uid: str) -> Series:
@@ -629,13 +629,22 @@ class DicomWebPacs(Pacs):
             return _newest_first([_study(Dataset.from_json(item)) for item in found])
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        import requests
+
         filters = {"Modality": modality.strip().upper()} if modality.strip() else None
         fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
         with self._request(f"list the series of the study {study_uid}"):
-            # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
-            # with get_remaining would never end.
-            found = self._answer(lambda: self._client.search_for_series(study_uid, search_filters=filters,
-                                                                        fields=fields))
+            try:
+                # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
+                # with get_remaining would never end.
+                found = self._answer(lambda: self._client.search_for_series(study_uid, search_filters=filters,
+                                                                            fields=fields))
+            except requests.exceptions.HTTPError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                # Some archives answer 404 for a study they do not hold, where Orthanc answers []. (A
+                # wrong address answers 404 to every query: the next one, by series UID, fails.)
+                found = []
             return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
 
     def locate_series(self, series_uid: str) -> Series:
