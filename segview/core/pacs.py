@@ -188,8 +188,8 @@ class Pacs:
         raise NotImplementedError
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
-        """The series of one study (of one modality if given), by series number.
-        Raises PacsError."""
+        """The series of one study (of one modality if given), by series number; none of a
+        study the archive does not hold. Raises PacsError."""
         raise NotImplementedError
 
     def locate_series(self, series_uid: str) -> Series:
@@ -361,10 +361,10 @@ _STOPS_A_STORE = (_ConnectionFailure, PacsAuthError, PacsCertificateError)
 
 @dataclass(frozen=True)
 class ReferencedSeries:
-    """An image series a SEG refers to (its ReferencedSeriesSequence), in the SEG's study:
-    ``images``, how many of its images the SEG names; ``held``, how many the PACS holds
-    (0: none, or not asked). A reference is the series it names: the counts are not
-    compared."""
+    """An image series a SEG refers to (its ReferencedSeriesSequence), with the SEG's study
+    (the PACS may hold the series in another one): ``images``, how many of its images the
+    SEG names; ``held``, how many the PACS holds (0: none, or not asked). A reference is the
+    series it names: the counts are not compared."""
 
     study_uid: str
     series_uid: str
@@ -394,20 +394,20 @@ def referenced_series(files: Iterable) -> list[ReferencedSeries]:
 def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
     """The image series the SEGs among ``files`` refer to that ``pacs`` does not hold, or
     holds fewer images of than a SEG names (``held`` says how many; a send cut short leaves
-    part of a series), asked once a study (QIDO-RS or C-FIND), in the order the SEGs name them.
+    part of a series), in the order the SEGs name them. Asked once a study (QIDO-RS or
+    C-FIND), and once more by its UID alone for a series not in the SEG's study.
 
     A SEG stored without its images is one no viewer of the PACS can show. A PACS that
     cannot be reached, or refuses who segview is, raises its PacsError as it is: the store
     would fail alike. One that refuses or cannot answer the query raises
     ReferenceCheckFailed, for the caller to say the check was not made."""
     wanted = referenced_series(files)
-    held: dict[str, dict[str, Series]] = {}
     missing = []
     try:
-        for study_uid in dict.fromkeys(reference.study_uid for reference in wanted):
-            held[study_uid] = {series.uid: series for series in pacs.find_series(study_uid)}
+        in_studies = {series.uid: series for study_uid in dict.fromkeys(reference.study_uid for reference in wanted)
+                      for series in pacs.find_series(study_uid)}
         for reference in wanted:
-            series = held[reference.study_uid].get(reference.series_uid)
+            series = in_studies.get(reference.series_uid) or _held_elsewhere(pacs, reference.series_uid)
             count = _held_images(pacs, series)
             if series is None or count < reference.images:  # a send cut short leaves part of a series
                 missing.append(replace(reference, held=count))
@@ -417,6 +417,21 @@ def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
         raise ReferenceCheckFailed(f"Could not check whether the PACS at {pacs.url} holds the image series "
                                    f"the SEG refers to: {exc}") from exc
     return missing
+
+
+def _held_elsewhere(pacs: Pacs, series_uid: str) -> Series | None:
+    """The series in whatever study the PACS holds it (None: in none), for a series not in
+    its SEG's study: a study split or merged at the PACS leaves it in another one.
+
+    The SEG's study is asked first because every PACS answers that query (a C-FIND at
+    series level with the study, as Study Root's hierarchy wants) and holds the series
+    there almost always. The query by series UID alone is standard in QIDO-RS (/series at
+    the top level) but relational in C-FIND, which a strictly hierarchical PACS may refuse:
+    its refusal is a check not made, never read as "not held"."""
+    try:
+        return pacs.locate_series(series_uid)
+    except SeriesNotFound:
+        return None
 
 
 def _held_images(pacs: Pacs, series: Series | None) -> int:
@@ -614,13 +629,22 @@ class DicomWebPacs(Pacs):
             return _newest_first([_study(Dataset.from_json(item)) for item in found])
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
+        import requests
+
         filters = {"Modality": modality.strip().upper()} if modality.strip() else None
         fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances"]
         with self._request(f"list the series of the study {study_uid}"):
-            # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
-            # with get_remaining would never end.
-            found = self._answer(lambda: self._client.search_for_series(study_uid, search_filters=filters,
-                                                                        fields=fields))
+            try:
+                # One request, no paging: the DICOMweb plugin of Orthanc (1.7) ignores offset, so paging
+                # with get_remaining would never end.
+                found = self._answer(lambda: self._client.search_for_series(study_uid, search_filters=filters,
+                                                                            fields=fields))
+            except requests.exceptions.HTTPError as exc:
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+                # Some archives answer 404 for a study they do not hold, where Orthanc answers []. (A
+                # wrong address answers 404 to every query: the next one, by series UID, fails.)
+                found = []
             return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
 
     def locate_series(self, series_uid: str) -> Series:

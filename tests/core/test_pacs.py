@@ -5,10 +5,14 @@ unknown UID, a cancelled retrieve and a retrieve cut off by the archive dying ha
 from __future__ import annotations
 
 import io
+import json
 import re
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pydicom
@@ -18,8 +22,8 @@ from segview.cli import main
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import (DicomWebPacs, PacsError, Query, ReferencedSeries, RetrieveCancelled,
-                               SearchCancelled, SeriesNotFound, connect, date_range, missing_series,
+from segview.core.pacs import (DicomWebPacs, PacsAuthError, PacsError, Query, ReferenceCheckFailed, ReferencedSeries,
+                               RetrieveCancelled, SearchCancelled, SeriesNotFound, connect, date_range, missing_series,
                                retrieve_seg_with_image)
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
@@ -332,6 +336,108 @@ def test_a_series_the_archive_holds_in_part_is_missed(orthanc, archive, protocol
     assert [(m.held, m.images) for m in missing] == [(3, len(images))]
     pacs.store(images[3:])
     assert missing_series(pacs, [seg]) == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_series_the_archive_holds_in_another_study_than_the_segs_is_held(orthanc, archive, protocol, tmp_path,
+                                                                           capsys):
+    """A study split at the PACS: the SEG's study keeps another series, the images the SEG
+    refers to now lie in a study of their own. The check finds them there and the store
+    goes on without a word."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    kept = pydicom.dcmread(images[0])
+    kept.SeriesInstanceUID = pydicom.uid.generate_uid()  # the SEG's study, with a series not the SEG's
+    kept.SOPInstanceUID = kept.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    kept.save_as(tmp_path / "kept.dcm")
+    split_off = pydicom.uid.generate_uid()
+    for path in images:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID = split_off
+        ds.save_as(path)
+    orthanc.upload([tmp_path / "kept.dcm", *images])
+    pacs = connect(_url(orthanc, protocol))
+    assert missing_series(pacs, [seg]) == []
+    assert main(["pacs", "store", _url(orthanc, protocol), str(seg)]) == 0
+    assert capsys.readouterr().err == ""
+    assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
+
+
+class StudyGateway:
+    """A DICOMweb gateway in front of Orthanc that answers the series query of a study as
+    some archives do: 404 "Unknown study" where Orthanc answers [] (it does not hold the
+    study), or ``status`` for every study once set; any other GET is Orthanc's answer."""
+
+    def __init__(self, orthanc: Orthanc):
+        self.status: int | None = None
+        target, gateway = f"http://127.0.0.1:{orthanc.http_port}", self
+
+        class Forward(BaseHTTPRequestHandler):
+            def log_message(self, format, *args):  # noqa: A002 - quiet: the tests read stderr
+                pass
+
+            def do_GET(self) -> None:
+                request = urllib.request.Request(target + self.path, headers={"Accept": self.headers["Accept"]})
+                try:
+                    with urllib.request.urlopen(request, timeout=60) as answer:
+                        status, kind, body = answer.status, answer.headers["Content-Type"], answer.read()
+                except urllib.error.HTTPError as refused:
+                    status, kind, body = refused.code, refused.headers["Content-Type"], refused.read()
+                if re.fullmatch(r"/dicom-web/studies/[^/?]+/series(\?.*)?", self.path) and (
+                        gateway.status or json.loads(body) == []):
+                    status, kind, body = gateway.status or 404, "application/json", b'{"error": "Unknown study"}'
+                self.send_response(status)
+                self.send_header("Content-Type", kind or "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(10)
+
+
+@pytest.fixture
+def gateway(orthanc):
+    server = StudyGateway(orthanc)
+    yield server
+    server.stop()
+
+
+def test_a_study_the_archive_answers_404_for_is_not_held(orthanc, archive, gateway, tmp_path, capsys):
+    """"404 Unknown study" says the study, and so the series, is not there: not a check
+    that could not be made. The command line refuses the SEG as for an empty answer."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    header = pydicom.dcmread(images[0], stop_before_pixels=True)
+    pacs = connect(gateway.url)
+    assert missing_series(pacs, [seg]) == [ReferencedSeries(header.StudyInstanceUID, header.SeriesInstanceUID)]
+    assert main(["pacs", "store", gateway.url, str(seg)]) == 2
+    assert f"does not hold the image series this SEG refers to (series {header.SeriesInstanceUID})" in (
+        capsys.readouterr().err)
+    orthanc.upload(images)  # the study known now: Orthanc's own answer goes through
+    assert missing_series(pacs, [seg]) == []
+
+
+@pytest.mark.parametrize("status, raised", [(500, ReferenceCheckFailed), (401, PacsAuthError),
+                                            (403, PacsAuthError)])
+def test_a_study_query_failing_otherwise_is_not_read_as_not_held(orthanc, archive, gateway, tmp_path, status,
+                                                                 raised):
+    _, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    gateway.status = status
+    with pytest.raises(raised, match=f"HTTP {status}"):
+        missing_series(connect(gateway.url), [seg])
+
+
+def test_a_wrong_address_answering_404_to_everything_is_a_check_not_made(orthanc, archive, tmp_path):
+    _, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    wrong = f"http://127.0.0.1:{orthanc.http_port}/no-dicom-web-here"
+    with pytest.raises(ReferenceCheckFailed, match="HTTP 404"):
+        missing_series(connect(wrong), [seg])
 
 
 def test_a_file_that_is_not_dicom_is_refused_before_sending(tmp_path):

@@ -10,21 +10,27 @@ from segview.core import pacs as pacs_module
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
-from segview.core.pacs import (Pacs, PacsError, ReferenceCheckFailed, ReferencedSeries, Series, missing_series,
-                               not_held_text, referenced_series)
+from segview.core.pacs import (Pacs, PacsError, ReferenceCheckFailed, ReferencedSeries, Series, SeriesNotFound,
+                               missing_series, not_held_text, referenced_series)
 from segview.core.phantoms import make_phantom
 
 
 class FakeArchive(Pacs):
     """An archive that holds ``held`` (study UID -> its series UIDs; of each, ``images``
     (series UID -> count) or else all the images a SEG may name), or whose series queries
-    raise ``failure``; ``asked`` lists the studies it was asked about. Like some PACS, its
-    series query gives no image count: that is asked apart."""
+    raise ``failure`` (``locate_failure``: the query by series UID alone, as a strictly
+    hierarchical PACS refuses it); ``asked`` lists the studies it was asked about,
+    ``located`` the series asked for by UID alone, ``counted`` the (study, series) whose
+    images were counted. Like some PACS, its series query gives no image count: that is
+    asked apart."""
 
     def __init__(self, held: dict[str, list[str]] | None = None, failure: Exception | None = None,
-                 images: dict[str, int] | None = None):
+                 images: dict[str, int] | None = None, locate_failure: Exception | None = None):
         super().__init__("dimse://FAKE@127.0.0.1:1", "SEGVIEW", 1)
-        self.held, self.failure, self.images, self.asked = held or {}, failure, images or {}, []
+        self.held, self.failure, self.images, self.locate_failure = held or {}, failure, images or {}, locate_failure
+        self.asked: list[str] = []
+        self.located: list[str] = []
+        self.counted: list[tuple[str, str]] = []
 
     def find_series(self, study_uid: str, modality: str = "") -> list[Series]:
         self.asked.append(study_uid)
@@ -32,7 +38,17 @@ class FakeArchive(Pacs):
             raise self.failure
         return [Series(uid, study_uid, "MR") for uid in self.held.get(study_uid, [])]
 
+    def locate_series(self, series_uid: str) -> Series:
+        self.located.append(series_uid)
+        if self.locate_failure is not None:
+            raise self.locate_failure
+        for study_uid, series in self.held.items():
+            if series_uid in series:
+                return Series(series_uid, study_uid, "MR")
+        raise SeriesNotFound(f"The PACS holds no series with the UID {series_uid}.")
+
     def _count_images(self, series: Series) -> int:
+        self.counted.append((series.study_uid, series.uid))
         return self.images.get(series.uid, 10_000)
 
 
@@ -55,14 +71,35 @@ def test_a_seg_refers_to_the_series_it_was_made_on(seg_case):
 def test_an_archive_that_holds_the_series_is_asked_once_and_misses_nothing(seg_case):
     _, seg, study, series = seg_case
     archive = FakeArchive({study: ["1.2.3", series]})
-    assert missing_series(archive, [seg]) == [] and archive.asked == [study]
+    assert missing_series(archive, [seg]) == [] and archive.asked == [study] and archive.located == []
 
 
 def test_an_archive_without_the_series_misses_it(seg_case):
     _, seg, study, series = seg_case
     archive = FakeArchive({study: ["1.2.3"]})  # another series of the study: not the SEG's
     assert missing_series(archive, [seg]) == [ReferencedSeries(study, series)]
+    assert archive.located == [series]  # nor in another study
     assert missing_series(FakeArchive(), [seg]) == [ReferencedSeries(study, series)]  # nor the study
+
+
+def test_a_series_the_archive_holds_in_another_study_is_held(seg_case):
+    """A study split or merged at the PACS: the series the SEG refers to now lies in
+    another study than the SEG's own, whose images are counted there."""
+    images, seg, study, series = seg_case
+    archive = FakeArchive({study: ["1.2.3"], "1.2.99": [series]}, images={series: len(images)})
+    assert missing_series(archive, [seg]) == []
+    assert archive.located == [series] and archive.counted == [("1.2.99", series)]
+    part = FakeArchive({"1.2.99": [series]}, images={series: 2})  # the SEG's study is not held at all
+    assert [(m.held, m.images) for m in missing_series(part, [seg])] == [(2, len(images))]
+
+
+def test_a_query_by_series_alone_the_archive_refuses_is_a_check_not_made(seg_case):
+    """A strictly hierarchical PACS refuses a C-FIND for a series without its study: the
+    series may lie in another study, so it is not said to be missing."""
+    _, seg, study, _ = seg_case
+    refused = PacsError("The PACS FAKE refused to search for the series: status 0xA900 (Failure).")
+    with pytest.raises(ReferenceCheckFailed, match="Could not check whether the PACS at .*status 0xA900"):
+        missing_series(FakeArchive({study: ["1.2.3"]}, locate_failure=refused), [seg])
 
 
 def test_an_archive_holding_part_of_the_series_misses_the_rest(seg_case):
