@@ -713,6 +713,8 @@ def _session(verify: str | bool):
 
 
 def _only_series(found: list[Series] | None, series_uid: str, url: str) -> Series:
+    # A PACS may ignore a key it does not support in a relational query and answer other series.
+    found = [series for series in found or [] if series.uid == series_uid]
     if not found:
         raise SeriesNotFound(f"The PACS at {url} holds no series with the UID {series_uid}.")
     return found[0]

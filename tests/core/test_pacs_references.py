@@ -147,3 +147,11 @@ def test_the_series_not_held_are_named_by_description_where_known():
     missing = [ReferencedSeries("1.2", "1.2.3"), ReferencedSeries("1.2", "1.2.4")]
     assert not_held_text("ORTHANC", missing, {"1.2.3": "short axis cine"}) == (
         "ORTHANC does not hold the image series this SEG refers to (short axis cine, series 1.2.3; series 1.2.4)")
+
+
+def test_a_series_answered_for_another_uid_is_not_taken_for_the_one_asked():
+    # A PACS that ignores the series UID of a relational query answers its other series.
+    others = [Series("1.2.9", "1.2.1"), Series("1.2.8", "1.2.1")]
+    with pytest.raises(SeriesNotFound):
+        pacs_module._only_series(others, "1.2.3", "dimse://PACS@host:104")
+    assert pacs_module._only_series([*others, Series("1.2.3", "1.2.2")], "1.2.3", "x").study_uid == "1.2.2"
