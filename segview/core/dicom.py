@@ -1263,6 +1263,9 @@ def _describe(ds: Dataset, frames: list[_Frame]) -> dict:
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
         "study_description": str(ds.get("StudyDescription", "") or ""),
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        # MONOCHROME1: the lowest value is shown white. The values stay as stored (HU);
+        # the slice view inverts its grey scale, as radiology viewers do.
+        "photometric_interpretation": str(_value(ds, "PhotometricInterpretation") or ""),
         **_patient_fields(ds),
         "source_files": sorted({f.source for f in frames}),
     }

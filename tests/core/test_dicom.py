@@ -507,3 +507,17 @@ def test_whose_images_a_series_is_is_read_and_said(tmp_path):
     assert person_name_text("Doe^John^Q^Dr") == "Doe, John Q" and person_name_text("") == ""
     assert patient_line({"study_date": "20260102"}) == ""  # no one named: nothing to say
     assert patient_line(Volume(np.zeros((1, 2, 2))).meta) == ""
+
+
+def test_monochrome1_is_recorded_and_its_values_kept(tmp_path, lung):
+    """MONOCHROME1 (the lowest value white) was read as MONOCHROME2, unsaid: the values are
+    right as stored (HU), so they stay; the photometric interpretation goes to meta for display."""
+    volume = Volume(lung.array[:4], lung.spacing, lung.origin, modality="CT")
+    for path in write_dicom_series(volume, tmp_path):
+        dataset = pydicom.dcmread(path)
+        dataset.PhotometricInterpretation = "MONOCHROME1"
+        dataset.save_as(path)
+    loaded = load_volume(tmp_path)
+    assert loaded.meta["photometric_interpretation"] == "MONOCHROME1"
+    np.testing.assert_array_equal(loaded.array, volume.array)
+    assert load_volume(get_testdata_file("CT_small.dcm")).meta["photometric_interpretation"] == "MONOCHROME2"
