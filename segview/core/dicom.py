@@ -57,6 +57,26 @@ _DECODERS = (
 )
 
 
+class _DamagedFile(VolumeLoadError):
+    """One file of a series is damaged (cut short, unparsable): the series opens without it,
+    its slice taken as missing, unless no file is left."""
+
+    def __init__(self, message: str, path, reason: str):
+        super().__init__(message)
+        self.path, self.reason = str(path), reason
+
+    def warning(self) -> str:
+        return f"Skipped the damaged file {Path(self.path).name}: {self.reason}; its slice is taken as missing."
+
+
+class _DamagedFiles(Exception):
+    """Files found damaged as their pixels were read: the series is read again without them."""
+
+    def __init__(self, files: list[_DamagedFile]):
+        super().__init__(", ".join(Path(f.path).name for f in files))
+        self.files = files
+
+
 @dataclass(frozen=True)
 class SeriesInfo:
     """One series found in a folder, as shown in the series picker."""
@@ -259,11 +279,12 @@ class _Frame:
 class _SeriesHeaders:
     """What the scan keeps of a series so that reading parses no header again: the first
     file's header (description, window presets, UIDs) and a _Frame per image, or the
-    error a file's header gives (raised when the series is read)."""
+    error a file's header gives (raised when the series is read); the damaged files left out."""
 
     first: Dataset
     frames: tuple[_Frame, ...]
     error: VolumeLoadError | None = None
+    skipped: tuple[_DamagedFile, ...] = ()
 
 
 def _read_header(path) -> _Header:
@@ -387,15 +408,31 @@ def _header_or_error(path) -> _Header:
 
 def _series_headers(headers: list[_Header]) -> _SeriesHeaders:
     frames: list[_Frame] = []
+    skipped: list[_DamagedFile] = []
     try:
         for header in headers:
-            frames.extend(_frames_of(header))
+            try:
+                frames.extend(_frames_of(header))
+            except _DamagedFile as exc:
+                skipped.append(exc)
     except VolumeLoadError as exc:
         return _SeriesHeaders(headers[0].dataset, (), exc)
     except Exception as exc:  # noqa: BLE001 - a malformed header must not stop the scan
         error = VolumeLoadError(f"A header of this series is malformed ({type(exc).__name__}: {exc}).")
         return _SeriesHeaders(headers[0].dataset, (), error)
-    return _SeriesHeaders(headers[0].dataset, tuple(frames))
+    if not frames:
+        return _SeriesHeaders(headers[0].dataset, (), _none_readable(skipped))
+    first = next(h.dataset for h in headers if h.path == frames[0].source)
+    return _SeriesHeaders(first, tuple(frames), skipped=tuple(skipped))
+
+
+def _none_readable(skipped: list[_DamagedFile]) -> VolumeLoadError:
+    """The refusal of a series whose every file is damaged."""
+    if len(skipped) == 1:
+        return skipped[0]
+    first = skipped[0]
+    return VolumeLoadError(f"None of the {len(skipped)} files of this series can be read: each is damaged "
+                           f"(e.g. {Path(first.path).name}: {first.reason}). Re-export the series from the PACS.")
 
 
 def read_dicom_folder(folder, series_uid: str | None = None, progress: Progress | None = None,
@@ -465,30 +502,65 @@ def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | Non
     float32 array holding every slice. An irregular series (gaps, uneven spacing, tilt) is
     resampled after reading: ``first_slice`` then comes with that final Volume, at the end.
 
-    Raises VolumeLoadError for unreadable or inconsistent files; no partial volume is
-    returned.
+    A damaged file (cut short, unparsable) among others is left out, as a missing slice,
+    with a warning that names it and says why; one found damaged only as its pixels are
+    read costs a second reading of the others, and ``first_slice`` may then come again,
+    with the volume read without it.
+
+    Raises VolumeLoadError for unreadable or inconsistent files, or when every file is
+    damaged; no partial volume is returned.
     """
+    first, frames, count, done, skipped = _series_frames(paths, progress)
+    scan_damaged = paths.damaged if isinstance(paths, SeriesInfo) else ()
+    while True:
+        try:
+            return _read_frames(first, frames, count, done, progress, first_slice, scan_damaged, skipped)
+        except _DamagedFiles as exc:  # seen only in their pixels (compressed data cut short)
+            skipped = [*skipped, *exc.files]
+            gone = {damaged.path for damaged in exc.files}
+            frames = [frame for frame in frames if frame.source not in gone]
+            if not frames:
+                raise _none_readable(skipped) from None
+
+
+def _series_frames(paths: Iterable[str] | SeriesInfo, progress: Progress | None
+                   ) -> tuple[Dataset, list[_Frame], int, int, list[_DamagedFile]]:
+    """The first readable header, the frames of the series, its file count, the progress
+    made reading headers, and the damaged files left out."""
     if isinstance(paths, SeriesInfo) and paths.headers is not None and _unchanged(paths.headers.frames):
         if paths.headers.error is not None:
             raise paths.headers.error
-        first, frames, count, done = paths.headers.first, list(paths.headers.frames), paths.num_files, 0
-    else:
-        files = list(paths.files if isinstance(paths, SeriesInfo) else paths)
-        count = done = len(files)
-        frames, first = [], None
-        for n, path in enumerate(files):
-            if progress:
-                progress(n, 2 * count)
+        return paths.headers.first, list(paths.headers.frames), paths.num_files, 0, list(paths.headers.skipped)
+    files = list(paths.files if isinstance(paths, SeriesInfo) else paths)
+    frames: list[_Frame] = []
+    first, skipped = None, []
+    for n, path in enumerate(files):
+        if progress:
+            progress(n, 2 * len(files))
+        try:
             header = _header_or_error(path)
-            first = header.dataset if first is None else first
             frames.extend(_frames_of(header))
+        except _DamagedFile as exc:
+            skipped.append(exc)
+            continue
+        first = header.dataset if first is None else first
+    if not frames and skipped:
+        raise _none_readable(skipped)
     if not frames or first is None:
         raise VolumeLoadError("No DICOM image files were given.")
+    return first, frames, len(files), len(files), skipped
+
+
+def _read_frames(first: Dataset, frames: list[_Frame], count: int, done: int, progress: Progress | None,
+                 first_slice: FirstSlice | None, scan_damaged: tuple[str, ...],
+                 skipped: list[_DamagedFile]) -> Volume:
+    """The Volume of ``frames`` (see ``read_dicom_files``); raises _DamagedFiles for files
+    whose pixels turn out damaged."""
     warnings: list[str] = []
-    damaged = paths.damaged if isinstance(paths, SeriesInfo) else ()
-    if damaged:
-        warnings.append(f"{len(damaged)} damaged DICOM file(s) were skipped: "
-                        + ", ".join(damaged[:5]) + ("..." if len(damaged) > 5 else ""))
+    if scan_damaged:
+        warnings.append(f"{len(scan_damaged)} damaged DICOM file(s) were skipped: "
+                        + ", ".join(scan_damaged[:5]) + ("..." if len(scan_damaged) > 5 else ""))
+    warnings += [damaged.warning() for damaged in skipped]
     if count == 1 and frames[0].frame_index is None and first.get("SeriesInstanceUID"):
         warnings.append("This file is one image of a series; open its folder to see every slice.")
     frames = _sort_frames(frames, warnings)
@@ -539,19 +611,32 @@ def _read_pixels(frames: list[_Frame], out: np.ndarray, progress: Progress | Non
     middle = len(out) // 2
     tasks = sorted(by_file.values(), key=lambda items: min((abs(z - middle), z) for z, _ in items))
     overflowed: list[int] = []
+    damaged: list[_DamagedFile] = []
     pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="segview-dicom")
     try:
-        futures = [pool.submit(_read_file, items, out, overflowed) for items in tasks]
+        futures = [pool.submit(_read_file_noting_damage, items, out, overflowed, damaged) for items in tasks]
         if on_middle is not None:
             futures[0].result()
-            on_middle(middle)
+            if not damaged:  # else the series is read again without the damaged files
+                on_middle(middle)
         for n, future in enumerate(as_completed(futures)):
             future.result()
             if progress:
                 progress(done + (n + 1) * (total - done) // len(futures), total)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+    if damaged:
+        raise _DamagedFiles(damaged)
     return sorted(overflowed)
+
+
+def _read_file_noting_damage(items: list[tuple[int, _Frame]], out: np.ndarray, overflowed: list[int],
+                             damaged: list[_DamagedFile]) -> None:
+    """``_read_file``; a damaged file is added to ``damaged`` (its slices left as they are)."""
+    try:
+        _read_file(items, out, overflowed)
+    except _DamagedFile as exc:
+        damaged.append(exc)
 
 
 def _read_file(items: list[tuple[int, _Frame]], out: np.ndarray, overflowed: list[int]) -> None:
@@ -567,8 +652,8 @@ def _read_file(items: list[tuple[int, _Frame]], out: np.ndarray, overflowed: lis
     for z, frame in items:
         one = pixels if frame.frame_index is None else pixels[frame.frame_index]
         if one.ndim != 2 or one.shape != (frame.rows, frame.columns):
-            raise VolumeLoadError(f"The image data of {Path(frame.source).name} do not have the size "
-                                  f"its header declares ({frame.rows} x {frame.columns}).")
+            raise _damaged_pixels(frame.source, f"its image data are not of the {frame.rows} x {frame.columns} "
+                                                "pixels its header declares")
         _store(out, z, one, frame, overflowed)
 
 
@@ -606,7 +691,6 @@ def _raw_pixels(frame: _Frame, into: np.ndarray | None) -> np.ndarray:
     (a C-contiguous (rows, columns) array of the stored type)."""
     fmt = frame.pixel_format
     assert fmt is not None and frame.pixel_offset is not None
-    name = Path(frame.source).name
     dtype = np.int16 if fmt.pixel_representation == 1 else np.uint16
     pixels = np.empty((frame.rows, frame.columns), dtype) if into is None else into
     try:
@@ -617,12 +701,11 @@ def _raw_pixels(frame: _Frame, into: np.ndarray | None) -> np.ndarray:
                 raise ValueError(f"{length} bytes of pixel data for {frame.rows} x {frame.columns} 16-bit pixels")
             read = f.readinto(pixels.data.cast("B"))
             if read != pixels.nbytes:
-                raise ValueError(f"the file ends after {read} of {pixels.nbytes} bytes of pixel data")
+                raise ValueError(f"pixel data is {pixels.nbytes - read} bytes short: the file is cut off")
     except OSError as exc:
         raise VolumeLoadError(f"Cannot read {frame.source}: {exc}.") from exc
     except ValueError as exc:
-        raise VolumeLoadError(f"The image data of {name} are damaged or incomplete ({exc}). "
-                              "Re-export the series from the PACS.") from exc
+        raise _damaged_pixels(frame.source, str(exc)) from exc
     pixels = pixels.view(dtype)
     if fmt.bits_stored < 16:  # as pydicom: bits above the high bit are not the value
         shift = 16 - fmt.bits_stored
@@ -706,8 +789,12 @@ def _decoded(frame: _Frame) -> np.ndarray:
     except MemoryError as exc:
         raise VolumeLoadError(f"Not enough memory to read {name}.") from exc
     except Exception as exc:
-        raise VolumeLoadError(f"The image data of {name} are damaged or incomplete "
-                              f"({type(exc).__name__}: {exc}). Re-export the series from the PACS.") from exc
+        raise _damaged_pixels(frame.source, f"{type(exc).__name__}: {exc}") from exc
+
+
+def _damaged_pixels(path, reason: str) -> _DamagedFile:
+    return _DamagedFile(f"The image data of {Path(path).name} are damaged or incomplete ({reason}). "
+                        "Re-export the series from the PACS.", path, reason)
 
 
 def _element_value(frame: _Frame, fmt: _PixelFormat) -> bytes:
@@ -761,12 +848,14 @@ def _read_or_error(path, read):
     try:
         return read(path)
     except InvalidDicomError as exc:
-        raise VolumeLoadError(f"{Path(path).name} is not a DICOM file ({exc}).") from exc
+        raise _DamagedFile(f"{Path(path).name} is not a DICOM file ({exc}).", path,
+                           f"it is not DICOM ({exc})") from exc
     except (OSError, MemoryError) as exc:
         raise VolumeLoadError(f"Cannot read {path}: {exc}.") from exc
     except Exception as exc:
-        raise VolumeLoadError(f"{Path(path).name} is damaged and cannot be read as DICOM "
-                              f"({type(exc).__name__}: {exc}).") from exc
+        reason = f"{type(exc).__name__}: {exc}"
+        raise _DamagedFile(f"{Path(path).name} is damaged and cannot be read as DICOM ({reason}).", path,
+                           f"it cannot be read as DICOM ({reason})") from exc
 
 
 def _check_supported(ds: Dataset, path, has_pixels: bool | None) -> None:
@@ -777,8 +866,8 @@ def _check_supported(ds: Dataset, path, has_pixels: bool | None) -> None:
     if not has_pixels or "Rows" not in ds or "Columns" not in ds:
         what = _sop_name(ds)
         if "Image" in what:
-            raise VolumeLoadError(f"{name} is a {what} header without its pixel data; "
-                                  "re-export the series with its images.")
+            raise _DamagedFile(f"{name} is a {what} header without its pixel data; "
+                               "re-export the series with its images.", path, "its pixel data are missing")
         raise VolumeLoadError(f"{name} holds no image (it is a {what}).")
     if int(_value(ds, "SamplesPerPixel") or 1) != 1:
         raise VolumeLoadError(f"{name} is a colour image ({ds.get('PhotometricInterpretation', 'RGB')}); "
@@ -1174,6 +1263,9 @@ def _describe(ds: Dataset, frames: list[_Frame]) -> dict:
         "study_uid": str(ds.get("StudyInstanceUID", "") or ""),
         "study_description": str(ds.get("StudyDescription", "") or ""),
         "frame_of_reference_uid": str(ds.get("FrameOfReferenceUID", "") or ""),
+        # MONOCHROME1: the lowest value is shown white. The values stay as stored (HU);
+        # the slice view inverts its grey scale, as radiology viewers do.
+        "photometric_interpretation": str(_value(ds, "PhotometricInterpretation") or ""),
         **_patient_fields(ds),
         "source_files": sorted({f.source for f in frames}),
     }

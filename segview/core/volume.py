@@ -37,7 +37,9 @@ class Volume:
             unit vectors of the index axes i, j, k.
         modality: DICOM modality ("CT", "MR", ...) or "" when unknown.
         meta: free-form facts: ``series_description``, ``window_presets``
-            (list of (name, center, width)), ``source``, ``warnings`` (list of str).
+            (list of (name, center, width)), ``source``, ``warnings`` (list of str),
+            ``photometric_interpretation`` (DICOM; "MONOCHROME1": shown with the grey scale
+            inverted, the lowest value white; the values are not inverted).
     """
 
     array: np.ndarray

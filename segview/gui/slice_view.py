@@ -330,7 +330,10 @@ class SliceView(pg.GraphicsLayoutWidget):
         if self.volume is None or not self.isVisible():
             return
         plane = self.orientation.slice(self.volume.array, self.view, self.index)
-        self.image_item.setImage(window_to_uint8(plane, *self.window), autoLevels=False, levels=(0, 255))
+        grey = window_to_uint8(plane, *self.window)
+        if self.volume.meta.get("photometric_interpretation") == "MONOCHROME1":  # lowest value white
+            np.subtract(255, grey, out=grey)
+        self.image_item.setImage(grey, autoLevels=False, levels=(0, 255))
         self.image_item.setRect(self._rect(plane.shape))
         title = f"{self.view}  {self.index + 1} / {self.num_slices()}   W {self.window[1]:.0f}  L {self.window[0]:.0f}"
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 
 from segview.core.classes import LabelClass
 from segview.core.dicom import read_dicom_files, write_dicom_series
-from segview.core.dicomseg import read_seg_labels, save_dicom_seg
+from segview.core.dicomseg import DicomSegError, read_seg_labels, save_dicom_seg
 from segview.core.io import VolumeLoadError, list_dicom_series, load_volume, save_volume
 from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.core.volume import Volume
@@ -321,11 +321,63 @@ def test_damaged_files_raise_volume_load_error(tmp_path, lung):
         load_volume(tmp_path / "truncated.dcm")
 
 
-def test_a_truncated_file_in_a_series_never_gives_a_partial_volume(tmp_path, cardiac):
+def test_a_truncated_file_in_a_series_is_skipped_as_a_missing_slice(tmp_path, cardiac):
+    """It refused the whole series, where a zero-byte file is skipped as a missing slice."""
     paths = write_dicom_series(cardiac, tmp_path)
     paths[3].write_bytes(paths[3].read_bytes()[:-5000])
-    with pytest.raises(VolumeLoadError, match=paths[3].name):
+    volume = load_volume(tmp_path)
+    assert (f"Skipped the damaged file {paths[3].name}: pixel data is 5000 bytes short: the file is cut off; "
+            "its slice is taken as missing.") in volume.meta["warnings"]
+    assert any("1 slice(s) missing" in w for w in volume.meta["warnings"])
+    assert volume.shape == cardiac.shape and volume.meta["interpolated_slices"] == [3]
+    kept = [z for z in range(cardiac.shape[0]) if z != 3]
+    np.testing.assert_array_equal(volume.array[kept], cardiac.array[kept])
+    assert str(paths[3]) not in volume.meta["source_files"]
+    with pytest.raises(DicomSegError, match=r"resampled \(missing or unevenly spaced slices\)"):
+        save_dicom_seg(tmp_path / "seg.dcm", np.ones(volume.shape, np.uint8), volume,
+                       [LabelClass(1, "myocardium", (255, 0, 0))])
+
+
+@pytest.mark.parametrize("cut", ["header only", "pixel data short"])
+def test_a_cut_file_among_given_paths_is_skipped_naming_why(tmp_path, cardiac, cut):
+    paths = write_dicom_series(cardiac, tmp_path)
+    data = paths[-1].read_bytes()
+    header_end = len(data) - cardiac.array[0].size * 2  # the pixel data element: 12 bytes, then its value
+    paths[-1].write_bytes(data[: header_end - 12] if cut == "header only" else data[: header_end + 100])
+    volume = read_dicom_files(map(str, paths))
+    why = "its pixel data are missing" if cut == "header only" else "pixel data is"
+    assert any(w.startswith(f"Skipped the damaged file {paths[-1].name}: {why}") for w in volume.meta["warnings"])
+    np.testing.assert_array_equal(volume.array, cardiac.array[:-1])  # the last slice: nothing to fill
+
+
+def test_a_compressed_file_cut_short_is_skipped_after_reading(tmp_path):
+    """Compressed pixel data cut short are seen only when decoded: the others are read again."""
+    source = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    reference = pydicom.dcmread(get_testdata_file("MR_small.dcm")).pixel_array
+    paths = []
+    for k in range(4):
+        source.SOPInstanceUID, source.InstanceNumber = generate_uid(), k + 1
+        source.ImagePositionPatient = [0.0, 0.0, 5.0 * k]
+        source.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        paths.append(tmp_path / f"IM{k}.dcm")
+        source.save_as(paths[-1])
+    paths[1].write_bytes(paths[1].read_bytes()[:-2000])
+    seen = []
+    volume = load_volume(tmp_path, first_slice=lambda v, z: seen.append(v))
+    assert any(w.startswith("Skipped the damaged file IM1.dcm:") for w in volume.meta["warnings"])
+    assert volume.meta["resampled"] and volume.meta["interpolated_slices"] == [1]
+    np.testing.assert_array_equal(volume.array[[0, 2, 3]], [reference] * 3)
+    assert seen[-1] is volume
+
+
+def test_a_series_of_damaged_files_only_is_refused(tmp_path, cardiac):
+    paths = write_dicom_series(cardiac, tmp_path)
+    for path in paths:
+        path.write_bytes(path.read_bytes()[:-5000])
+    with pytest.raises(VolumeLoadError, match=rf"None of the {len(paths)} files .* each is damaged .*bytes short"):
         load_volume(tmp_path)
+    with pytest.raises(VolumeLoadError, match=rf"{paths[0].name} are damaged or incomplete"):
+        load_volume(paths[0])
 
 
 def test_a_slice_cut_off_in_its_header_is_named_damaged_not_only_missing(tmp_path, cardiac):
@@ -455,3 +507,17 @@ def test_whose_images_a_series_is_is_read_and_said(tmp_path):
     assert person_name_text("Doe^John^Q^Dr") == "Doe, John Q" and person_name_text("") == ""
     assert patient_line({"study_date": "20260102"}) == ""  # no one named: nothing to say
     assert patient_line(Volume(np.zeros((1, 2, 2))).meta) == ""
+
+
+def test_monochrome1_is_recorded_and_its_values_kept(tmp_path, lung):
+    """MONOCHROME1 (the lowest value white) was read as MONOCHROME2, unsaid: the values are
+    right as stored (HU), so they stay; the photometric interpretation goes to meta for display."""
+    volume = Volume(lung.array[:4], lung.spacing, lung.origin, modality="CT")
+    for path in write_dicom_series(volume, tmp_path):
+        dataset = pydicom.dcmread(path)
+        dataset.PhotometricInterpretation = "MONOCHROME1"
+        dataset.save_as(path)
+    loaded = load_volume(tmp_path)
+    assert loaded.meta["photometric_interpretation"] == "MONOCHROME1"
+    np.testing.assert_array_equal(loaded.array, volume.array)
+    assert load_volume(get_testdata_file("CT_small.dcm")).meta["photometric_interpretation"] == "MONOCHROME2"

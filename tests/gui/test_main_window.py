@@ -1,5 +1,6 @@
 """The window wires core functions: open, scroll, views, window/level, errors, files."""
 import numpy as np
+import pydicom
 import pytest
 from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
@@ -255,6 +256,17 @@ def test_a_missing_slice_is_marked_on_the_slice_itself(qtbot, window, dialogs, t
     assert "INTERPOLATED" not in coronal.title.toPlainText()
 
 
+def test_a_truncated_slice_opens_as_missing_and_the_window_says_which_and_why(qtbot, window, dialogs, tmp_path):
+    """A series with one slice cut in half was refused whole; it opens, the dialog naming it."""
+    files = sorted(write_dicom_series(lung_phantom(2).volume, tmp_path))
+    files[10].write_bytes(files[10].read_bytes()[:-4000])
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path)
+    [(_, text)] = dialogs
+    assert f"Skipped the damaged file {files[10].name}: pixel data is 4000 bytes short" in text
+    assert "1 slice(s) missing" in text and window.session.volume.meta["interpolated_slices"] == [10]
+
+
 def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
     from segview.core.dicom import SeriesInfo
     from segview.gui.dialogs import SeriesDialog
@@ -282,11 +294,14 @@ def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, d
 def test_a_damaged_series_keeps_the_open_session_on_screen_and_leaves_no_preview(qtbot, demo, dialogs, tmp_path):
     """A tester opened a series with a truncated slice: its preview replaced the saved case on
     screen, then the load failed, leaving neither. The case stays until the new one opens; with
-    none open, the preview goes with the failure."""
+    none open, the preview goes with the failure. (A truncated slice is now skipped: here a
+    slice no decoder reads fails the load after the preview.)"""
     case = lung_phantom(1)
     files = sorted(write_dicom_series(case.volume, tmp_path / "ct"))
-    damaged = files[len(files) * 3 // 4]
-    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])
+    undecodable = pydicom.dcmread(files[len(files) * 3 // 4])
+    undecodable.PixelData = pydicom.encaps.encapsulate([undecodable.PixelData])
+    undecodable.file_meta.TransferSyntaxUID = pydicom.uid.MPEG2MPML
+    undecodable.save_as(files[len(files) * 3 // 4])
     session = demo.session
     with qtbot.waitSignal(demo.load_failed, timeout=30000):
         demo.open_image(tmp_path / "ct")
