@@ -96,7 +96,8 @@ def test_clicks_correct_through_the_worker_undo_takes_one_back_and_enter_ends(qt
     assert len(threads) == 2 and [len(c) for c in [session.interaction.clicks]] == [2]
     assert "voxels changed" in window.statusBar().currentMessage()
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # undo: the right click, its dot and its message go
-    assert window.statusBar().currentMessage() == "Undone"
+    name = next(c.name for c in session.classes if c.value == value)
+    assert window.statusBar().currentMessage() == f"Undid: click on slice {z + 1} ({name})"
     expected[disk(shape, 40, 50)] = value
     np.testing.assert_array_equal(session.labels.array[z], expected)
     assert dots(window) == ([((z, 40, 50), GREEN)], 1)
