@@ -8,7 +8,8 @@ journal) hear exactly what changed. One step (``with label_map.step():``, or ``b
 takes back its marks with its edits. The history keeps only the voxels each edit changed
 (a ``Patch``: their positions and old and new values), so copying a model over the whole
 volume costs what it changes; it is bounded in bytes, the newest step kept whatever its
-size (then alone).
+size (then alone). Each step keeps the name of the edit that made it (``Step.what``: a
+tool's own, or the one given to ``step``), so that undo and redo can say what they took back.
 
 The hand tools (brush, fill, slice copy, interpolation, adopt) obey the brush settings
 ``policy`` and ``intensity_range``; replacing the labels (``copy_from``: a label file, a
@@ -28,6 +29,7 @@ write nothing and return None.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -35,6 +37,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 from scipy import ndimage
@@ -161,13 +164,61 @@ Change = Edit | Mark
 Stored = Patch | Mark  # a change as the undo history keeps it
 
 
-class _Step(list):
-    """One undo step's changes; ``serial`` names the labels' state right after it (see
-    ``LabelMap.history_position``)."""
+#: What a step is called when nothing named it (``LabelMap.write`` alone, a script's step).
+EDIT = "edit"
 
-    def __init__(self, changes: list[Stored], serial: int):
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class Step(list):
+    """One undo step's changes; ``serial`` names the labels' state right after it (see
+    ``LabelMap.history_position``), ``what`` the edit in a person's words ("fill", "click"),
+    given when it was made, so that undo and redo can say what they took back."""
+
+    def __init__(self, changes: list[Stored], serial: int, what: str = EDIT):
         super().__init__(changes)
         self.serial = serial
+        self.what = what
+
+    def slices(self) -> list[int]:
+        """The slices whose labels or review mark it changed."""
+        changed = {z for change in self if isinstance(change, Patch) for z in change.changed_slices()}
+        return sorted(changed | {change.z for change in self if isinstance(change, Mark)})
+
+    def values(self) -> list[int]:
+        """The classes (not background) of the voxels it changed, before or after."""
+        counts = np.zeros(256, np.int64)  # bincount, not unique: a whole-volume copy is large
+        for change in self:
+            if isinstance(change, Patch):
+                moved = change.old != change.new
+                counts += np.bincount(change.old[moved], minlength=256) + np.bincount(change.new[moved], minlength=256)
+        return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+
+
+#: Each tool's name for the undo step it makes (``_named``), by method name.
+STEP_NAMES: dict[str, str] = {}
+
+
+def _named(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Calls ``what`` the undo step a tool makes of its own; one open around it (a drag,
+    ``step(what)``) keeps its own name."""
+    def decorate(tool: Callable[P, R]) -> Callable[P, R]:
+        STEP_NAMES[tool.__name__] = what
+
+        @functools.wraps(tool)
+        def named(*args: P.args, **kwargs: P.kwargs) -> R:
+            labels = args[0]
+            assert isinstance(labels, LabelMap)
+            if labels._stroke is not None or labels._naming is not None:
+                return tool(*args, **kwargs)
+            labels._naming = what
+            try:
+                return tool(*args, **kwargs)
+            finally:
+                labels._naming = None
+        return named
+    return decorate
 
 
 @dataclass
@@ -254,9 +305,11 @@ class LabelMap:
         self.history_bytes = history_bytes
         self.reviewed = np.zeros(labels.shape[0], bool)           # (Z,) slices a person checked
         self.events = LabelEvents()
-        self._undo: list[_Step] = []
-        self._redo: list[_Step] = []
+        self._undo: list[Step] = []
+        self._redo: list[Step] = []
         self._stroke: list[Stored] | None = None
+        self._stroke_what = EDIT  # the name of the step open (``_stroke``)
+        self._naming: str | None = None  # the name of the step a tool would open (``_named``)
         self.kept = Kept()  # what the brush settings kept in the last hand-tool step
         self._serials = itertools.count(1)
         self._oldest_position = 0  # the state before the oldest step kept (0: as created)
@@ -270,17 +323,18 @@ class LabelMap:
         return self.kept.describe(self.policy, self.intensity_range)
 
     # -- undo steps ---------------------------------------------------------------------
-    def begin_stroke(self) -> None:
-        """Start one undo step (a mouse drag); edits until ``end_stroke`` belong to it."""
+    def begin_stroke(self, what: str | None = None) -> None:
+        """Start one undo step (a mouse drag) called ``what`` ("brush stroke"; None: the
+        name of the tool making it, else ``EDIT``); edits until ``end_stroke`` belong to it."""
         self.end_stroke()
-        self._stroke = []
+        self._stroke, self._stroke_what = [], what or self._naming or EDIT
         self.kept = Kept()
 
     def end_stroke(self) -> list[Stored]:
         """End the step begun by ``begin_stroke``; its changes as the history keeps them."""
         stroke, self._stroke = self._stroke, None
         if stroke:
-            self._push(stroke)
+            self._push(stroke, self._stroke_what)
         return stroke or []
 
     def abort_stroke(self, count: int | None = None) -> int:
@@ -298,9 +352,9 @@ class LabelMap:
         return len(stroke)
 
     @contextmanager
-    def step(self) -> Iterator[None]:
-        """Everything done inside is one undo step (and one journal record)."""
-        self.begin_stroke()
+    def step(self, what: str | None = None) -> Iterator[None]:
+        """Everything done inside is one undo step called ``what`` (and one journal record)."""
+        self.begin_stroke(what)
         try:
             yield
         finally:
@@ -339,6 +393,16 @@ class LabelMap:
         return self._undo[-1].serial if self._undo else self._oldest_position
 
     @property
+    def undo_step(self) -> Step | None:
+        """The step ``undo`` would take back (None: none)."""
+        return self._undo[-1] if self._undo else None
+
+    @property
+    def redo_step(self) -> Step | None:
+        """The step ``redo`` would do again (None: none)."""
+        return self._redo[-1] if self._redo else None
+
+    @property
     def can_undo(self) -> bool:
         return bool(self._undo)
 
@@ -354,8 +418,8 @@ class LabelMap:
         """The bytes the undo history stores: the changed voxels' positions and values."""
         return sum(change.nbytes for step in self._undo + self._redo for change in step)
 
-    def _push(self, step: list[Stored]) -> None:
-        self._undo.append(_Step(step, next(self._serials)))
+    def _push(self, step: list[Stored], what: str) -> None:
+        self._undo.append(Step(step, next(self._serials), what))
         self._redo.clear()
         # Over budget, the oldest steps go first; the newest is kept whatever its size (then
         # as the only one), so the last action can always be undone.
@@ -367,6 +431,7 @@ class LabelMap:
         self.events.step.emit()
 
     # -- tools ---------------------------------------------------------------------------
+    @_named("brush stroke")
     def paint(self, index: int, points, radius_mm: float, value: int, axis: int = 0) -> Edit | None:
         """A round brush of ``radius_mm`` dragged through ``points`` on plane ``index`` of
         ``axis`` (the array axis normal to the plane: 0 axial z, 1 coronal y, 2 sagittal x).
@@ -396,6 +461,7 @@ class LabelMap:
         region[in_plane[0]], region[in_plane[1]] = slice(r0, r1), slice(c0, c1)
         return self._write(tuple(region), np.expand_dims(mask, axis), value)
 
+    @_named("polygon fill")
     def fill_polygon(self, index: int, points, value: int, axis: int = 0) -> Edit | None:
         """The polygon tool: every voxel of plane ``index`` of ``axis`` (as ``paint``) whose
         centre lies inside the closed polygon through ``points`` (the plane's voxel
@@ -420,6 +486,7 @@ class LabelMap:
             region[a] = slice(int(start), int(stop))
         return self._write(tuple(region), np.expand_dims(_in_polygon(rows, cols, vertices), axis), value)
 
+    @_named("level tracing fill")
     def fill_level(self, index: int, seed, tolerance: float, value: int, axis: int = 0) -> Edit | None:
         """Level tracing: on plane ``index`` of ``axis`` (as ``paint``), the region
         ``traced_level`` finds from ``seed`` (the plane's voxel coordinates) in the image
@@ -442,6 +509,7 @@ class LabelMap:
         """Voxel size in mm in array order (z, y, x)."""
         return self.spacing[2], self.spacing[1], self.spacing[0]
 
+    @_named("fill")
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``."""
         self.kept = Kept()  # this call is the step, even where it writes nothing
@@ -456,9 +524,11 @@ class LabelMap:
                   slice(int(cols.min()), int(cols.max()) + 1))
         return self._write(region, mask[region[1:]][None], value)
 
+    @_named("clear slice")
     def clear_slice(self, z: int) -> Edit | None:
         return self._write(self._slab(z, z + 1), np.ones((1, *self.array.shape[1:]), bool), 0)
 
+    @_named("copy of a slice")
     def copy_slice(self, source: int, target: int) -> Edit | None:
         """Labels of slice ``source`` onto slice ``target`` (the policy still applies). A copy
         is no review: a reviewed ``target`` it changes is reviewed no longer, in the same
@@ -469,6 +539,7 @@ class LabelMap:
                 self.set_reviewed(target, False)
         return edit
 
+    @_named("interpolation")
     def interpolate(self, first: int, last: int) -> Edit | None:
         """Fill the slices strictly between ``first`` and ``last`` from those two slices by
         shape-based interpolation: each class's signed distance map is blended linearly
@@ -533,6 +604,7 @@ class LabelMap:
                 blended = _signed_distance(a if t < 0.5 else b, spacing)
             yield _moved(blended, np.rint(t * move).astype(int), fill=float(blended.max()))
 
+    @_named("labels replaced")
     def copy_from(self, source: np.ndarray, z: int | None = None, where: np.ndarray | None = None) -> int:
         """Replace the labels by ``source`` (z, y, x) exactly: a label file, a model's
         prediction, recovered edits; the whole volume, slice ``z`` only, or the slices
@@ -615,6 +687,7 @@ class LabelMap:
             self._record(edit)
         return changed
 
+    @_named("adopt")
     def adopt(self, z: int, seed, source: np.ndarray, other: np.ndarray) -> Edit | None:
         """Where two models disagree: ``source``'s labelling of the region clicked. The
         region is connected (4-connected, slice ``z``), contains ``seed`` (y, x), which must
@@ -631,6 +704,7 @@ class LabelMap:
         values = np.where(mask, source[z], self.array[z])
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
+    @_named("fill between slices")
     def fill_between_slices(self) -> list[Stored]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step). A reviewed slice is a person's answer, even an empty one ("nothing
@@ -647,6 +721,7 @@ class LabelMap:
         computed elsewhere, e.g. on a copy of these labels in a worker."""
         return self._write_values(region, values.astype(np.uint8, copy=False), brush=False)
 
+    @_named("review mark")
     def set_reviewed(self, z: int, reviewed: bool = True) -> Mark | None:
         """Mark slice ``z`` reviewed (or take the mark back): part of the step in progress,
         else a step of its own, so undo takes it back. None when nothing changes."""
@@ -677,6 +752,7 @@ class LabelMap:
         _TOOL_CHECKS.get(tool, lambda labels, given: None)(self, given)
         return given
 
+    @_named("3D brush stroke")
     def paint_sphere(self, centre_zyx, radius_mm: float, value: int) -> Edit | None:
         """The 3D brush: every voxel whose centre lies within ``radius_mm`` of ``centre_zyx``
         ((3,) array coordinates (z, y, x), fractions allowed), or of any point of an (N, 3)
@@ -708,6 +784,7 @@ class LabelMap:
             preview[region] |= mask
         return preview
 
+    @_named("remove islands")
     def remove_islands(self, value: int | None, min_mm3: float | None = None, keep_largest: bool = False,
                        progress=None, should_stop=None) -> list[Edit] | None:
         """Remove the islands of class ``value`` (every class when None): its 6-connected
@@ -731,6 +808,7 @@ class LabelMap:
             self.kept.add("policy", self.array.shape, region, mask)
         return [edit for edit in edits if edit is not None]
 
+    @_named("smoothing")
     def smooth(self, value: int, method: str, kernel_mm: float, progress=None, should_stop=None) -> Edit | None:
         """Smooth class ``value`` with a ball of diameter ``kernel_mm`` (an ellipsoid in voxels):
         "median" (a voxel belongs to the class when most of the ball around it does; outside
@@ -757,6 +835,7 @@ class LabelMap:
             return None
         return job.finish(self._change_class(box, value, add=smoothed & ~inside, take=inside & ~smoothed))
 
+    @_named("margin")
     def margin(self, value: int, distance_mm: float, progress=None, should_stop=None) -> Edit | None:
         """Grow (``distance_mm`` > 0) or shrink (< 0) class ``value`` by a distance in mm.
         Growing, every voxel whose centre lies within the distance of a voxel of the class
@@ -780,6 +859,7 @@ class LabelMap:
             return None
         return job.finish(self._change_class(box, value, **change))
 
+    @_named("fill holes")
     def fill_holes(self, value: int, per_slice: bool = False, axis: int = 0,
                    progress=None, should_stop=None) -> Edit | None:
         """Fill the holes of class ``value``: regions of other voxels it encloses, that is
@@ -803,6 +883,7 @@ class LabelMap:
             return None
         return job.finish(self._change_class(box, value, add=filled & (old == 0)))
 
+    @_named("logical operation")
     def logical_operation(self, operation: str, target: int, operand, progress=None,
                           should_stop=None) -> Edit | None:
         """Combine class ``target`` with ``operand``: a class value of these labels, or a
@@ -833,6 +914,7 @@ class LabelMap:
         add = other if operation in ("add", "copy") else None
         return job.finish(self._change_class(box, target, add=add, take=take[operation]))
 
+    @_named("grow from seed")
     def grow_from_seed(self, seed_zyx, value: int, low: float, high: float, axis: int | None = None,
                        box_mm: float | None = None) -> Edit | None:
         """Region growing from a click (SimpleITK ConnectedThreshold): the voxels connected
@@ -857,6 +939,7 @@ class LabelMap:
                                         connectivity=sitk.ConnectedThresholdImageFilter.FaceConnectivity)
         return self._add_grown(region, sitk.GetArrayFromImage(grown), value)
 
+    @_named("grow from seed")
     def grow_confidence_connected(self, seed_zyx, value: int, multiplier: float = 2.5, iterations: int = 3,
                                   radius: int = 1, axis: int | None = None, box_mm: float | None = None
                                   ) -> Edit | None:
@@ -1078,6 +1161,7 @@ class LabelMap:
     def _record(self, change: Change) -> None:
         if self._stroke is None:  # a step of its own, open while listeners hear the change
             self._stroke = []     # (not begin_stroke: ``kept`` tells of this step)
+            self._stroke_what = self._naming or EDIT
             try:
                 self._record(change)
             finally:

@@ -53,6 +53,7 @@ class ClickController(QObject):
         self._busy_cursor = False
         self._warming: ReviewSession | None = None   # the session whose click model is being loaded
         self.model_path: Path | None = None           # chosen in Model > Load click model (None: the default)
+        self._unchanged = ("", 0)  # the last message of clicks that changed nothing, and their count
         window.loaded.connect(self._session_shown)
         window.tools.tool_changed.connect(self._tool_chosen)
         window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
@@ -135,11 +136,27 @@ class ClickController(QObject):
             except SegviewError as exc:
                 self.window.statusBar().showMessage(f"Click: {exc}", 8000)
             else:
-                said = (changed_text(changed, session.interaction.last_taken, session.classes) if changed else
-                        session.interaction.unchanged_reason(job))
+                if changed:
+                    said = changed_text(changed, session.interaction.last_taken, session.classes)
+                else:
+                    said = self._counted_unchanged(session.interaction.unchanged_reason(job))
                 self.window.statusBar().showMessage(f"Click: {said}", 5000)
         self.show_dots()
         self._next()
+
+    def _counted_unchanged(self, reason: str) -> str:
+        """``reason`` a click changed nothing, with how many clicks in a row it holds for
+        while it is still shown: each rapid click that changes nothing would otherwise show
+        the very words of the one before, as if it had not been taken."""
+        last, clicks = self._unchanged
+        shown = self.window.statusBar().currentMessage()
+        clicks = clicks + 1 if reason == last and shown == f"Click: {self._with_count(last, clicks)}" else 1
+        self._unchanged = (reason, clicks)
+        return self._with_count(reason, clicks)
+
+    @staticmethod
+    def _with_count(reason: str, clicks: int) -> str:
+        return f"{reason} ({clicks} clicks)" if clicks > 1 else reason
 
     def _failed(self, job: ClickJob, exc: Exception) -> None:
         self.running = None

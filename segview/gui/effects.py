@@ -97,7 +97,7 @@ class Brush(Effect):
         return 0 if at.erase else settings.value
 
     def press(self, session, at, settings):
-        session.labels.begin_stroke()
+        session.labels.begin_stroke(f"{self.text.lower()} stroke")
         self._last = at
         return self.drag(session, at, settings)
 

@@ -1100,13 +1100,15 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Edits no longer journalled", failure)
 
     def undo(self) -> None:
+        """Take back the last step and say which, and where: it may lie on another slice."""
         if self.session is not None and not self._refused():
-            if self.session.labels.undo():  # replaces what the step undone said ("N voxels changed")
-                self.statusBar().showMessage("Undone", 3000)
+            what = self.session.undo()  # replaces what the step undone said ("N voxels changed")
+            self.statusBar().showMessage(f"Undid: {what}" if what else "Nothing to undo", 8000)
 
     def redo(self) -> None:
-        if self.session is not None and not self._refused() and self.session.labels.redo():
-            self.statusBar().showMessage("Redone", 3000)
+        if self.session is not None and not self._refused():
+            what = self.session.redo()
+            self.statusBar().showMessage(f"Redid: {what}" if what else "Nothing to redo", 8000)
 
     def _slice_operation(self, name: str) -> None:
         session = self.session

@@ -282,7 +282,7 @@ class Interaction:
         provenance = getattr(self.host, "provenance", None)
         self._writing = True
         try:
-            with provenance.source(INTERACTIVE) if provenance is not None else nullcontext(), labels.step():
+            with provenance.source(INTERACTIVE) if provenance is not None else nullcontext(), labels.step("click"):
                 edit = labels.write(region, new[None])
         finally:
             self._writing = False

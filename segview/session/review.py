@@ -32,7 +32,7 @@ import time
 
 import numpy as np
 
-from ..core.classes import (LabelClass, completed_classes, generic_classes, is_placeholder, merged_classes,
+from ..core.classes import (LabelClass, class_name, completed_classes, generic_classes, is_placeholder, merged_classes,
                             naming_conflict)
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
@@ -40,7 +40,7 @@ from ..core.files import extension
 from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, labels_digest,
                             set_aside, start_journal, unsaved_edits)
-from ..core.labels import Edit, LabelMap, Patch, Region
+from ..core.labels import STEP_NAMES, Edit, LabelMap, Patch, Region, Step
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
@@ -65,6 +65,8 @@ Progress = Callable[[int, int], None]
 #: Seconds of a whole-volume copy written by one ``CopyWrite.step`` (the window writes one per
 #: turn of its event loop).
 COPY_PIECE_S = 0.03
+#: The undo step of a crashed session's edits brought back (``restore``).
+RECOVERED = "recovered edits"
 
 
 @dataclass
@@ -274,6 +276,16 @@ class ToolChange:
         return "on " + slices_text(np.flatnonzero(self.changes.any(axis=(1, 2))))
 
 
+def step_text(step: Step, classes: list[LabelClass]) -> str:
+    """An undo step in words: what it was, where, and the classes it changed ("brush
+    stroke on slices 30, 31 (lesion)"), so that undo can say what it took back."""
+    said = f"{step.what} on {slices_text(step.slices())}"
+    names = [class_name(classes, value) for value in step.values()]
+    if len(names) > 3:
+        names = names[:2] + [f"{len(names) - 2} more classes"]
+    return f"{said} ({', '.join(names)})" if names else said
+
+
 def slices_text(indices) -> str:
     """Slice indices in words, numbered from 1 as the window shows them: "slice 7",
     "slices 7, 10" or "12 slices (3 to 14)"."""
@@ -357,7 +369,7 @@ class CopyWrite:
         self.cancelled = False
         self.finished = not self._patches
         if not self.finished:
-            session.labels.begin_stroke()
+            session.labels.begin_stroke(f"labels from model {self.slot}")
             session.copying = self
 
     def step(self, budget_s: float = COPY_PIECE_S) -> bool:
@@ -601,13 +613,13 @@ class ReviewSession:
         if recovered.history and recovered.base == labels_digest(self.labels.array, self.labels.reviewed):
             # The labels are those the steps started from: each comes back as its own undo step.
             for step in recovered.history:
-                with self._recovering((step.sidecar or {}).get(KEY_PROVENANCE)), self.labels.step():
+                with self._recovering((step.sidecar or {}).get(KEY_PROVENANCE)), self.labels.step(RECOVERED):
                     for bounds, values in step.regions:
                         self.labels.write(tuple(slice(a, b) for a, b in bounds), values)
                     for mark, reviewed in step.marks:
                         self.labels.set_reviewed(mark, reviewed)
         else:  # labels changed since (or too many steps to keep): the edits as one step
-            with self._recovering(record), self.labels.step():
+            with self._recovering(record), self.labels.step(RECOVERED):
                 self.labels.copy_from(recovered.labels)
                 for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
                     self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
@@ -674,7 +686,7 @@ class ReviewSession:
         self._ensure_classes(int(label_file.array.max()) + 1 if label_file.array.size else 1)
         if label_file.classes:  # before the step, so the journal records them with it
             self._classes = list(label_file.classes)
-        with self.labels.step():
+        with self.labels.step("labels opened from a file"):
             self.labels.copy_from(label_file.array)
             for z in np.flatnonzero(label_file.review.reviewed != self.labels.reviewed):
                 self.labels.set_reviewed(int(z), bool(label_file.review.reviewed[z]))
@@ -739,7 +751,22 @@ class ReviewSession:
         z = self._checked_slice(z)
         if reviewed and not self.labels.reviewed[z]:
             self.review_marks[z] = {"by": current_user(), "at": now()}
-        self.labels.set_reviewed(z, reviewed)
+        with self.labels.step("review mark" if reviewed else "review mark taken back"):
+            self.labels.set_reviewed(z, reviewed)
+
+    def undo(self) -> str | None:
+        """Take back the labels' last undo step (``LabelMap.undo``); what it was, in words
+        (``step_text``: the slice it changed may not be the one on screen), or None when
+        there is none. Raises SessionError while a copy is written (its step is open)."""
+        self._check_not_copying()
+        step = self.labels.undo_step
+        return step_text(step, self.classes) if step is not None and self.labels.undo() else None
+
+    def redo(self) -> str | None:
+        """Do the last step undone again; what it was (as ``undo``), None when there is none."""
+        self._check_not_copying()
+        step = self.labels.redo_step
+        return step_text(step, self.classes) if step is not None and self.labels.redo() else None
 
     def _checked_slice(self, z) -> int:
         return checked_slice(z, self.labels.array.shape[0])
@@ -889,7 +916,7 @@ class ReviewSession:
         if z is not None and not model.predicted[self._checked_slice(z)]:
             raise SessionError(f"Model {slot} has not predicted slice {z + 1} yet.")
         self._take_classes(model)
-        with self.labels.step():
+        with self.labels.step(f"labels from model {slot}"):
             if z is None:
                 return self.labels.copy_from(model.prediction, where=self.copied_slices(model))
             changed = self.labels.copy_from(model.prediction, z)
@@ -964,7 +991,7 @@ class ReviewSession:
             raise SessionError("Adopt needs both models, A and B.")
         if not (self.models[slot].predicted[z] and self.models[other].predicted[z]):
             raise SessionError(f"Slice {z + 1} is not predicted by both models yet.")
-        with self.labels.step():
+        with self.labels.step(f"adopt from model {slot}"):
             return self.labels.adopt(z, seed, self.models[slot].prediction, self.models[other].prediction)
 
     def set_prediction(self, slot: str, labels: np.ndarray) -> None:
@@ -1021,7 +1048,7 @@ class ReviewSession:
         if job.version != self.version:
             raise SessionError("The labels changed while the tool ran; nothing was applied. Run it again.")
         changed = 0
-        with self.labels.step():
+        with self.labels.step(STEP_NAMES[job.tool]):
             for edit in edits:
                 changed += int(np.count_nonzero(edit.old != edit.new))
                 self.labels.write(edit.region, edit.new)

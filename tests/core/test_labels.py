@@ -479,3 +479,28 @@ def test_a_stored_change_names_the_slices_it_changed():
     new[:] = 1  # most voxels changed: stored whole
     whole = Patch.of(Edit((slice(0, 4), slice(0, 5), slice(0, 6)), old, new, 2))
     assert whole.index is None and whole.changed_slices() == [0, 1, 2, 3]
+
+
+def test_each_undo_step_keeps_the_name_of_the_edit_that_made_it_its_slices_and_classes():
+    """What undo says it took back: the name given when the step was made (a tool's own,
+    or that of a step opened around it), the slices and the classes it changed."""
+    labels = LabelMap(np.zeros((4, 10, 10), np.uint8), (1.0, 1.0, 1.0))
+
+    def last():
+        step = labels.undo_step
+        return step.what, step.slices(), step.values()
+
+    labels.paint(1, [(5, 5)], 1.5, 2)
+    assert last() == ("brush stroke", [1], [2])
+    labels.copy_slice(1, 3)  # opens a step of its own inside: the tool's name still
+    assert last() == ("copy of a slice", [3], [2])
+    with labels.step("eraser stroke"):  # a drag: the tools inside are part of it
+        labels.paint(1, [(5, 5)], 1.5, 0)
+        labels.paint(3, [(5, 5)], 1.5, 0)
+    assert last() == ("eraser stroke", [1, 3], [2])
+    labels.set_reviewed(2)
+    assert last() == ("review mark", [2], [])
+    labels.write((slice(0, 1), slice(0, 1), slice(0, 1)), np.full((1, 1, 1), 7, np.uint8))
+    assert last() == ("edit", [0], [7])  # named by nobody
+    assert labels.undo() and labels.undo() and labels.redo_step.what == "review mark"
+    assert labels.redo() and last()[0] == "review mark" and labels.redo_step.what == "edit"

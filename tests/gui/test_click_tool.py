@@ -96,7 +96,8 @@ def test_clicks_correct_through_the_worker_undo_takes_one_back_and_enter_ends(qt
     assert len(threads) == 2 and [len(c) for c in [session.interaction.clicks]] == [2]
     assert "voxels changed" in window.statusBar().currentMessage()
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # undo: the right click, its dot and its message go
-    assert window.statusBar().currentMessage() == "Undone"
+    name = next(c.name for c in session.classes if c.value == value)
+    assert window.statusBar().currentMessage() == f"Undid: click on slice {z + 1} ({name})"
     expected[disk(shape, 40, 50)] = value
     np.testing.assert_array_equal(session.labels.array[z], expected)
     assert dots(window) == ([((z, 40, 50), GREEN)], 1)
@@ -298,6 +299,25 @@ def test_a_click_that_changes_nothing_says_why(qtbot, window, threads, monkeypat
         window.statusBar().clearMessage()
         click(qtbot, window, voxel, button, wait=False)
         qtbot.waitUntil(lambda: expected in window.statusBar().currentMessage(), timeout=10000)
+    assert not session.labels.can_undo
+
+
+def test_clicks_in_a_row_that_change_nothing_count_in_the_message_not_repeat_it(qtbot, window, threads):
+    session = open_case(qtbot, window)
+    qtbot.keyClick(axial(window), Qt.Key_C)
+    value = window.tools.active_class()
+    z, y, x = 6, 100, 110
+    session.labels.array[z, y - 5:y + 6, x - 5:x + 6] = value
+    said = "Click: the point clicked is already in the class: nothing to change there"
+    for expected in (said, f"{said} (2 clicks)", f"{said} (3 clicks)"):
+        click(qtbot, window, (z, y, x), wait=False)
+        qtbot.waitUntil(lambda: window.statusBar().currentMessage() == expected, timeout=10000)
+    click(qtbot, window, (z, 10, 10), Qt.RightButton, wait=False)  # another reason: counted afresh
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().endswith("not in the class: nothing to change there"),
+                    timeout=10000)
+    window.statusBar().clearMessage()  # the message gone: the next click is counted afresh
+    click(qtbot, window, (z, y, x), wait=False)
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == said, timeout=10000)
     assert not session.labels.can_undo
 
 

@@ -63,6 +63,20 @@ def test_a_mouse_drag_paints_a_gapless_stroke_and_ctrl_z_takes_it_back(qtbot, ed
     assert labels.can_undo and not labels.can_redo
 
 
+def test_ctrl_z_says_which_edit_it_took_back_and_on_which_slice_when_another_is_shown(qtbot, editing):
+    window, view = editing, axial(editing)
+    window.tools.set_tool("brush")
+    z, value = view.index, window.tools.active_class()
+    name = next(c.name for c in window.session.classes if c.value == value)
+    drag(view, [(60, 60), (60, 70)])
+    window.workspace.go_to_slice(z + 3)  # the stroke is no longer on screen
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.statusBar().currentMessage() == f"Undid: brush stroke on slice {z + 1} ({name})"
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert window.statusBar().currentMessage() == f"Redid: brush stroke on slice {z + 1} ({name})"
+    assert view.index == z + 3  # said, not jumped to
+
+
 def test_the_brush_paints_in_the_coronal_view_the_plane_it_shows(qtbot, editing):
     window, labels = editing, editing.session.labels
     window.view_choice.setCurrentIndex(1)  # coronal

@@ -111,6 +111,15 @@ def test_a_click_is_one_undo_step_and_redo_brings_it_back(disks):
     session.close(discard=True)
 
 
+def test_undo_of_a_click_says_click_its_slice_and_class(disks):
+    volume, labels = tiny_case(0)
+    session = ReviewSession.open(volume, labels=labels, classes=named_classes(["background", "organ", "lesion"]))
+    session.click(2, (3, 4), value=1)
+    assert session.undo() == "click on slice 3 (organ)"
+    assert session.redo() == "click on slice 3 (organ)"
+    session.close(discard=True)
+
+
 def test_the_model_is_given_the_slices_pixel_size(monkeypatch):
     """(row, column) mm of an axial slice, from the volume's (x, y, z) spacing: the crop is
     square in mm (``ml.interactive.crop_box``)."""
