@@ -1,10 +1,11 @@
 """DICOM SEG export of corrected labels (highdicom), for images loaded from DICOM.
 
-The SEG references the source series image by image, so a PACS or 3D Slicer shows it
-on the right slices. Each foreground class is one segment; its algorithm is marked
-automatic (a model's prediction left as it was), semi-automatic (corrected by a person, with
-the brush or with clicks, or of unknown history) with the models' names, or manual where the
-session's provenance says the class was drawn by hand alone.
+The SEG references the source series image by image (frame by frame of an enhanced
+multi-frame image), so a PACS or 3D Slicer shows it on the right slices. Each foreground
+class is one segment; its algorithm is marked automatic (a model's prediction left as it
+was), semi-automatic (corrected by a person, with the brush or with clicks, or of unknown
+history) with the models' names, or manual where the session's provenance says the class
+was drawn by hand alone.
 Only volumes whose slices are exactly the source images can be exported: a series that
 was interpolated or resampled on loading has slices no source image stands for.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import NamedTuple
 
 import highdicom as hd
 import numpy as np
@@ -74,9 +76,13 @@ def _seg_problem(volume: Volume) -> str | None:
     if volume.meta.get("resampled"):
         why = volume.meta.get("resampled_because") or "irregular slices"
         return f"The DICOM series was resampled ({why}), so its slices are not the source images one to one"
-    if len(volume.meta["source_files"]) != volume.shape[0]:
-        return ("The DICOM series is multi-frame (an enhanced image): segview writes a SEG of a series of one "
-                "image per slice")
+    files = volume.meta["source_files"]
+    if "PerFrameFunctionalGroupsSequence" in first and len(files) > 1:  # highdicom takes one multi-frame source
+        return (f"The DICOM series is {len(files)} multi-frame (enhanced) files: segview writes a SEG of one "
+                "multi-frame image or of a series of one image per slice")
+    if "PerFrameFunctionalGroupsSequence" not in first and len(files) != volume.shape[0]:
+        return ("The DICOM image is multi-frame without a position for each frame (no functional groups): segview "
+                "writes a SEG of an enhanced multi-frame image or of a series of one image per slice")
     return None
 
 
@@ -101,7 +107,7 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
     reason = export_reason(volume)
     if reason:
         raise DicomSegError(reason)
-    sources = _sources_in_slice_order(volume)
+    sources = _slice_sources(volume)
     values = [c for c in classes if c.value != 0]  # one segment per class, empty ones too
     if not labels.any():
         raise DicomSegError("The labels are empty: there is no segment to export.")
@@ -115,7 +121,8 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
                                                 known=c.value in by_class))
                 for number, c in enumerate(values, 1)]
     try:
-        seg = _segmentation(sources, segment_map, segments, content_creator, series_uid or new_uid(), instance_number)
+        seg = _segmentation(sources.images, _in_source_order(segment_map, sources), segments, content_creator,
+                            series_uid or new_uid(), instance_number)
     except ValueError as exc:  # highdicom's refusal of these source images: say it, as ours are said
         raise DicomSegError(f"These DICOM images cannot carry a DICOM SEG ({exc}); save the labels as NIfTI or "
                             "NRRD instead.") from exc
@@ -123,6 +130,13 @@ def save_dicom_seg(path, labels: np.ndarray, volume: Volume, classes: list[Label
         return replace_atomically(path, lambda temporary: seg.save_as(temporary))
     except OSError as exc:
         raise LabelSaveError(f"Cannot write the DICOM SEG {path}: {exc.strerror or exc}") from exc
+
+
+def _in_source_order(segment_map: np.ndarray, sources: _Sources) -> np.ndarray:
+    """``segment_map`` (z, y, x) with its planes in the order highdicom takes them: the
+    source images' (slice order) or, for a multi-frame image, its frames' (the reader sorts
+    frames by position, so slice z need not be frame z + 1)."""
+    return segment_map if sources.frames is None else segment_map[np.argsort(sources.frames)]
 
 
 def new_uid() -> str:
@@ -210,16 +224,16 @@ def read_seg_labels(path, volume: Volume) -> tuple[np.ndarray, list[LabelClass]]
     numbers = list(seg.get_segment_numbers())
     if max(numbers, default=0) > 255:
         raise DicomSegError(f"{Path(path).name} has {len(numbers)} segments; segview edits at most 255 classes.")
-    uids = [str(ds.SOPInstanceUID) for ds in _sources_in_slice_order(volume)]
+    sources = _slice_sources(volume)
+    uids = [str(ds.SOPInstanceUID) for ds in sources.images]
     referenced = {str(item.ReferencedSOPInstanceUID) for series in seg.ReferencedSeriesSequence
                   for item in series.ReferencedInstanceSequence}
     if not referenced & set(uids):
         raise DicomSegError(f"{Path(path).name} segments another series: none of the images it references is "
-                            f"one of this image's {len(uids)} slices.")
+                            f"one of this image's {counted(len(uids), 'source image')}.")
     try:  # each segment apart: a fractional one is thresholded, an overlap named
-        planes = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=numbers,
-                                                   combine_segments=False, rescale_fractional=True,
-                                                   ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
+        planes = _slice_planes(seg, sources, segment_numbers=numbers, combine_segments=False, rescale_fractional=True,
+                               ignore_spatial_locations=True, assert_missing_frames_are_empty=True)
     except (ValueError, RuntimeError) as exc:
         raise DicomSegError(f"{Path(path).name} cannot be read onto this image ({exc}).") from exc
     array = _one_class_a_voxel(np.asarray(planes) >= 0.5, numbers, seg, Path(path).name)
@@ -253,9 +267,7 @@ def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarra
     """The label volume (z, y, x) of a SEG written for ``volume``: each segment becomes
     the value of the class with its label."""
     seg = hd.seg.segread(str(path))
-    uids = [ds.SOPInstanceUID for ds in _sources_in_slice_order(volume)]
-    numbers = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,
-                                                skip_overlap_checks=True)
+    numbers = _slice_planes(seg, _slice_sources(volume), combine_segments=True, skip_overlap_checks=True)
     value_of = {segment_label(c.name): c.value for c in classes}
     table = np.zeros(256, np.uint8)
     for number in seg.get_segment_numbers():
@@ -263,21 +275,72 @@ def read_dicom_seg(path, volume: Volume, classes: list[LabelClass]) -> np.ndarra
     return table[np.asarray(numbers, np.uint8)]
 
 
-def _sources_in_slice_order(volume: Volume) -> list[pydicom.Dataset]:
-    """The source datasets (headers only), in the order of the volume's slices."""
+class _Sources(NamedTuple):
+    """The source images of a volume's slices: ``images`` (headers), one a slice in slice
+    order, or the one multi-frame image; ``frames``: the frame number (from 1) of that
+    image that each slice is, None for one image a slice."""
+    images: list[pydicom.Dataset]
+    frames: list[int] | None
+
+
+def _slice_sources(volume: Volume) -> _Sources:
+    """The source images of ``volume``'s slices (headers only), each placed on its slice by
+    its position. Raises DicomSegError when they are not the slices one to one."""
     datasets = [_source_header(Path(f)) for f in volume.meta["source_files"]]
-    by_slice = {}
     for ds in datasets:
         for keyword in TYPE_2_ATTRIBUTES:  # required (may be empty); some writers omit them
             if keyword not in ds:
                 setattr(ds, keyword, "")
-        z = volume.physical_to_index([float(v) for v in ds.ImagePositionPatient])[0]
+    if "PerFrameFunctionalGroupsSequence" in datasets[0]:  # one enhanced image (_seg_problem refuses more)
+        image = datasets[0]
+        positions = _frame_positions(image)
+        names = [f"{Path(str(image.filename)).name} (frame {n})" for n in range(1, len(positions) + 1)]
+        slices = _slice_indices(volume, positions, names)
+        frames = [0] * volume.shape[0]
+        for number, z in enumerate(slices, 1):
+            frames[z] = number
+        return _Sources([image], frames)
+    slices = _slice_indices(volume, [[float(v) for v in ds.ImagePositionPatient] for ds in datasets],
+                            [Path(str(ds.filename)).name for ds in datasets])
+    by_slice = dict(zip(slices, datasets))
+    return _Sources([by_slice[z] for z in range(volume.shape[0])], None)
+
+
+def _frame_positions(image: pydicom.Dataset) -> list[list[float]]:
+    """The patient position (mm, LPS) of each frame of an enhanced image, from its
+    per-frame functional groups (where highdicom reads them for the SEG's frames)."""
+    positions = []
+    for number, group in enumerate(image.PerFrameFunctionalGroupsSequence, 1):
+        plane = group.get("PlanePositionSequence")
+        if not plane or "ImagePositionPatient" not in plane[0]:
+            raise DicomSegError(f"Frame {number} of the source image {Path(str(image.filename)).name} has no "
+                                "position of its own, so a SEG cannot say where its frames lie.")
+        positions.append([float(v) for v in plane[0].ImagePositionPatient])
+    return positions
+
+
+def _slice_indices(volume: Volume, positions: list[list[float]], names: list[str]) -> list[int]:
+    """The slice of ``volume`` that each source image (or frame) at ``positions`` (LPS, mm)
+    is, named by ``names``. Raises DicomSegError unless they are the slices one to one."""
+    slices = []
+    for position, name in zip(positions, names):
+        z = volume.physical_to_index(position)[0]
         if abs(z - round(z)) > SPACING_TOLERANCE or not 0 <= round(z) < volume.shape[0]:
-            raise DicomSegError(f"The source image {Path(str(ds.filename)).name} is not on a slice of the volume.")
-        by_slice[round(z)] = ds
-    if len(by_slice) != volume.shape[0]:
+            raise DicomSegError(f"The source image {name} is not on a slice of the volume.")
+        slices.append(int(round(z)))
+    if sorted(slices) != list(range(volume.shape[0])):
         raise DicomSegError("Some slices of the volume have no source image of their own.")
-    return [by_slice[z] for z in range(volume.shape[0])]
+    return slices
+
+
+def _slice_planes(seg: hd.seg.Segmentation, sources: _Sources, **options) -> np.ndarray:
+    """``seg``'s pixels of each slice (z first), found by the source image, or the frame of
+    a multi-frame one, that each frame of the SEG references; ``options`` as highdicom's."""
+    if sources.frames is None:
+        uids = [str(ds.SOPInstanceUID) for ds in sources.images]
+        return seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, **options)
+    return seg.get_pixels_by_source_frame(source_sop_instance_uid=str(sources.images[0].SOPInstanceUID),
+                                          source_frame_numbers=sources.frames, **options)
 
 
 def _source_header(path: Path, tags: list[str] | None = None) -> pydicom.Dataset:

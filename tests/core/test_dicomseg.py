@@ -6,11 +6,14 @@ import numpy as np
 import pydicom
 import pytest
 
+from segview.core.classes import LabelClass
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import (DicomSegError, export_reason, latest_seg, read_dicom_seg, referenced_series_uid,
                                     save_dicom_seg)
 from segview.core.io import load_volume
 from segview.core.phantoms import make_phantom
+
+from .test_dicom_conformance import dciodvfy, needs_dciodvfy
 
 
 @pytest.fixture(scope="module")
@@ -157,9 +160,9 @@ def _foreign_seg(path, volume, pixels, kind):
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    from segview.core.dicomseg import _sources_in_slice_order
+    from segview.core.dicomseg import _slice_sources
 
-    sources = [pydicom.dcmread(ds.filename) for ds in _sources_in_slice_order(volume)]
+    sources = [pydicom.dcmread(ds.filename) for ds in _slice_sources(volume).images]
     algorithm = hd.AlgorithmIdentificationSequence(name="t", version="1", family=codes.cid7162.ArtificialIntelligence)
     segments = [hd.seg.SegmentDescription(segment_number=n, segment_label=f"s{n}",
                                           segmented_property_category=codes.SCT.Tissue,
@@ -223,3 +226,98 @@ def test_a_folder_without_a_seg_or_a_seg_without_references_is_refused_with_the_
     seg.save_as(seg_path)
     with pytest.raises(DicomSegError, match="does not say which image series it segments"):
         referenced_series_uid(seg_path)
+
+
+# -- enhanced (multi-frame) source images -------------------------------------------------
+
+#: The slice (index z) each frame of the test's enhanced CT holds: frame 1 holds
+#: slice 3 and so on, so that a SEG putting slice z on frame z + 1 is caught.
+FRAME_SLICES = [3, 0, 5, 1, 4, 2]
+
+
+def write_enhanced_ct(folder: Path, frame_slices: list[int]) -> Path:
+    """A Legacy Converted Enhanced CT (highdicom's converter) of a 6 x 16 x 20 volume of
+    random HU, whose frame n + 1 is slice ``frame_slices[n]`` of a single-frame series."""
+    import highdicom as hd
+
+    from segview.core.volume import Volume
+
+    values = np.random.default_rng(0).integers(-1000, 1000, (6, 16, 20)).astype(np.int16)
+    volume = Volume(values, spacing=(0.8, 0.7, 2.5), origin=(-10.0, 5.0, 30.0), modality="CT")
+    paths = write_dicom_series(volume, folder / "single")
+    ct = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(paths[z]) for z in frame_slices], series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1, include_dimension_index=False)  # frames in the order given
+    ct.save_as(folder / "ct.dcm")
+    return folder / "ct.dcm"
+
+
+ENHANCED_CLASSES = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "left ventricle", (255, 0, 0)),
+                    LabelClass(2, "myocardium", (0, 255, 0)), LabelClass(3, "infection", (0, 0, 255))]
+
+
+@pytest.fixture(scope="module")
+def enhanced_seg(tmp_path_factory):
+    """An enhanced CT, labels with one class a slice, and their SEG: (volume, labels, SEG path)."""
+    folder = tmp_path_factory.mktemp("enhanced")
+    volume = load_volume(write_enhanced_ct(folder, FRAME_SLICES))
+    assert volume.shape == (6, 16, 20) and not volume.meta.get("resampled")
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[1, 2:6, 3:9] = 1
+    labels[4, 8:12, 10:15] = 2
+    labels[5, 0:3, 0:3] = 3
+    return volume, labels, save_dicom_seg(folder / "seg.dcm", labels, volume, ENHANCED_CLASSES, "model")
+
+
+def test_a_seg_of_an_enhanced_ct_lies_on_the_frames_of_its_slices_and_reads_back(enhanced_seg):
+    """segview refused a SEG on an enhanced image; highdicom puts the planes it is given on
+    the source's frames in frame order, and the reader sorts frames by position."""
+    import highdicom as hd
+
+    from segview.core.dicomseg import read_seg_labels
+
+    volume, labels, path = enhanced_seg
+    seg = hd.seg.segread(path)
+    [series] = seg.ReferencedSeriesSequence
+    assert [i.ReferencedSOPInstanceUID for i in series.ReferencedInstanceSequence] == [
+        pydicom.dcmread(volume.meta["source_files"][0], stop_before_pixels=True).SOPInstanceUID]
+    pixels = seg.pixel_array.reshape(-1, *volume.shape[1:])
+    for frame, item in zip(pixels, seg.PerFrameFunctionalGroupsSequence):
+        segment = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        source_frame = int(item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+        z = FRAME_SLICES[source_frame - 1]
+        np.testing.assert_array_equal(frame, labels[z] == segment, err_msg=f"segment {segment}, frame {source_frame}")
+        np.testing.assert_allclose([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient],
+                                   volume.index_to_physical((z, 0, 0)), atol=1e-3)
+    back, classes = read_seg_labels(path, volume)
+    np.testing.assert_array_equal(back, labels)
+    assert [c.name for c in classes] == [c.name for c in ENHANCED_CLASSES]
+    np.testing.assert_array_equal(read_dicom_seg(path, volume, ENHANCED_CLASSES), labels)
+
+
+@needs_dciodvfy
+def test_a_seg_of_an_enhanced_ct_passes_dciodvfy(enhanced_seg):
+    errors, warnings = dciodvfy(enhanced_seg[2])
+    assert errors == [] and warnings == [], (errors, warnings)
+
+
+def test_a_resampled_or_split_enhanced_series_is_still_refused_with_its_reason(tmp_path):
+    """highdicom takes one multi-frame source, placed frame by frame on the slices."""
+    import copy
+
+    gap = load_volume(write_enhanced_ct(tmp_path / "gap", [3, 0, 5, 1, 4]))  # slice 2 missing: interpolated
+    assert "resampled (missing or unevenly spaced slices)" in export_reason(gap)
+    with pytest.raises(DicomSegError, match="resampled"):
+        save_dicom_seg(tmp_path / "seg.dcm", np.ones(gap.shape, np.uint8), gap, ENHANCED_CLASSES)
+    whole = pydicom.dcmread(write_enhanced_ct(tmp_path / "whole", FRAME_SLICES))
+    (tmp_path / "halves").mkdir()
+    for name, frames in (("a.dcm", [0, 1, 2]), ("b.dcm", [3, 4, 5])):  # one series in two enhanced files
+        half = copy.deepcopy(whole)
+        half.SOPInstanceUID = half.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        half.NumberOfFrames = len(frames)
+        half.PerFrameFunctionalGroupsSequence = [whole.PerFrameFunctionalGroupsSequence[n] for n in frames]
+        half.PixelData = whole.pixel_array[frames].tobytes()
+        half.save_as(tmp_path / "halves" / name)
+    split = load_volume(tmp_path / "halves")
+    assert split.shape == (6, 16, 20) and not split.meta.get("resampled")
+    assert "2 multi-frame (enhanced) files" in export_reason(split)
