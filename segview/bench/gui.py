@@ -95,7 +95,11 @@ def bench_gui(seconds: float = 3.0, echo=print, shape=(300, 512, 512), compare: 
 def _application():
     from PySide6.QtWidgets import QApplication
 
-    return QApplication.instance() or QApplication([])
+    from ..gui.app import keep_c_numbers
+
+    app = QApplication.instance() or QApplication([])
+    keep_c_numbers()
+    return app
 
 
 @contextmanager

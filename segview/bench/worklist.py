@@ -120,12 +120,14 @@ def bench_worklist(seconds: float = 3.0, echo=print, shape=SHAPE) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from . import machine_summary
+    from ..gui.app import keep_c_numbers
     from ..gui.main_window import MainWindow
     from ..gui.workers import garbage_collected_on_the_main_thread
     from ..session import CaseSession
     from ..session.worklist import PredictionCache, checkpoint_digest
 
     app = QApplication.instance() or QApplication([])
+    keep_c_numbers()
     rounds = int(min(5, max(1, round(seconds))))
     echo(f"segview bench worklist: Ctrl+N to the next {' x '.join(map(str, shape))} CT case with cached "
          f"predictions, in the window ({QGuiApplication.platformName()})")

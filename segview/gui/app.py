@@ -16,6 +16,18 @@ def leave_a_core_for_the_window() -> None:
     torch.set_num_threads(max(1, min(torch.get_num_threads(), cores - 1)))
 
 
+def keep_c_numbers() -> None:
+    """The C library's numbers back to the C locale. Qt sets the C library's locale from the
+    environment when its application starts, and ITK's NRRD reader and writer parse and print
+    numbers with it: under LC_ALL=de_DE.UTF-8 an NRRD's spacing 1.3174 was read as 1.0 (its
+    origin cut to whole mm alike) and labels saved as NRRD were written with decimal commas
+    and refused by their read-back. Qt's widgets format with QLocale, so the spin boxes keep
+    the user's decimal comma."""
+    import locale
+
+    locale.setlocale(locale.LC_NUMERIC, "C")
+
+
 def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare=False) -> int:
     """Open the main window (optionally on an image, a dataset folder or the demo, with up
     to two checkpoints) and run the event loop. A dataset folder (``dataset_layout``: the
@@ -42,6 +54,7 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
 
         models = DEMO_MODELS
     app = QApplication.instance() or QApplication(sys.argv[:1])
+    keep_c_numbers()
     app.setApplicationName("segview")
     leave_a_core_for_the_window()
     with garbage_collected_on_the_main_thread():
