@@ -4,9 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFormLayout, QHeaderView, QLabel,
-                               QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+                               QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from ..core.report import counted
+from .widgets import WholeNumberBox
 
 SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note", "Patient")
 
@@ -75,7 +76,7 @@ class FineTuneDialog(QDialog):
     def __init__(self, parent, checkpoint: Path, epochs: int, slices: tuple[int, int | None]):
         super().__init__(parent)
         self.setWindowTitle("Fine-tune model A")
-        self.epochs = QSpinBox()
+        self.epochs = WholeNumberBox()
         self.epochs.setRange(1, MAX_FINE_TUNE_EPOCHS)
         self.epochs.setValue(min(max(epochs, 1), MAX_FINE_TUNE_EPOCHS))
         self.epochs.setToolTip("Each epoch draws every reviewed training slice (at least 8 steps)")

@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QRectF
-from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QVBoxLayout
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout
 
 from ..core.labels import traced_level
 from .effects import LevelTrace
 from .slice_view import label_outline
+from .widgets import NumberBox
 
 if TYPE_CHECKING:
     from .host import ToolHost
@@ -34,7 +35,7 @@ class LevelController(QObject):
         super().__init__(window.workspace)
         self.window = window
         self.effect = next(e for e in window.effects if isinstance(e, LevelTrace))
-        self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=1e5, decimals=1, value=self.effect.tolerance)
+        self.tolerance = NumberBox(minimum=0.0, maximum=1e5, decimals=1, value=self.effect.tolerance)
         self.tolerance.setToolTip("Level tracing (V): pixels within this of the intensity under the mouse join")
         self.tolerance.valueChanged.connect(self._tolerance_changed)
         row = QHBoxLayout()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QDoubleSpinBox, QHBoxLayout,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QHBoxLayout,
                                QHeaderView, QLabel, QSizePolicy, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from ..core.classes import MODEL_COLORS, LabelClass
@@ -42,7 +42,7 @@ from ..core.metrics import SURFACE_DICE_TOLERANCE_MM, SurfaceScores
 from ..core.report import DASH, number_text
 from ..session.measures import (dice_along_slices, lung_mask_job, measured_slices,
                                 plotted_values, scores_along_slices_job, slice_scores_job, volume_job)
-from .widgets import scrolled
+from .widgets import NumberBox, scrolled
 from .workers import SupersedingJobQueue
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ class MeasuresPanel(QWidget):
         self.hint = QLabel(LOAD_HINT)
         self.hint.setWordWrap(True)
         self.status = QLabel()
-        self.tolerance = QDoubleSpinBox(minimum=0.0, maximum=50.0, singleStep=0.5, decimals=1,
+        self.tolerance = NumberBox(minimum=0.0, maximum=50.0, singleStep=0.5, decimals=1,
                                         value=SURFACE_DICE_TOLERANCE_MM, suffix=" mm")
         self.tolerance.setToolTip("Surface Dice counts the boundary within this distance of the other as agreeing")
         self.tolerance.setKeyboardTracking(False)  # one recomputation per value, not per digit typed

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
-from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, QCheckBox, QComboBox, QDoubleSpinBox,
+from PySide6.QtWidgets import (QAbstractButton, QAbstractSpinBox, QButtonGroup, QCheckBox, QComboBox,
                                QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
                                QPushButton, QToolButton, QVBoxLayout, QWidget)
 
@@ -17,6 +17,7 @@ from ..core.labels import OverwritePolicy
 from ..session.errors import SessionError
 from ..session.review import ToolChange
 from .slice_view import Overlay
+from .widgets import NumberBox
 
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
@@ -98,7 +99,7 @@ class ToolPanel(QWidget):
             self.tool_buttons.addButton(button)
             row.addWidget(button, n // 3, n % 3)
         self.class_choice = QComboBox()
-        self.radius = QDoubleSpinBox(minimum=MIN_RADIUS_MM, maximum=MAX_RADIUS_MM, value=5.0, singleStep=0.5,
+        self.radius = NumberBox(minimum=MIN_RADIUS_MM, maximum=MAX_RADIUS_MM, value=5.0, singleStep=0.5,
                                      suffix=" mm", toolTip="Brush radius: [ and ] change it")
         self.radius.valueChanged.connect(self.brush_changed)
         self.sphere = QCheckBox("3D sphere", toolTip="The brush paints a ball of the radius through the slices")
@@ -115,8 +116,8 @@ class ToolPanel(QWidget):
         self.policy_choice.currentIndexChanged.connect(lambda n: self.protected.setEnabled(n == 2))
         self.protected.setEnabled(False)
         self.threshold = QCheckBox("only where intensity is in")
-        self.low = QDoubleSpinBox(minimum=-1e6, maximum=1e6, value=-1000, decimals=0)
-        self.high = QDoubleSpinBox(minimum=-1e6, maximum=1e6, value=1000, decimals=0)
+        self.low = NumberBox(minimum=-1e6, maximum=1e6, value=-1000, decimals=0)
+        self.high = NumberBox(minimum=-1e6, maximum=1e6, value=1000, decimals=0)
         for signal in (self.policy_choice.currentIndexChanged, self.protected.itemChanged, self.threshold.toggled,
                        self.low.valueChanged, self.high.valueChanged):
             signal.connect(lambda *_: self.settings_changed.emit())
@@ -155,7 +156,7 @@ class ToolPanel(QWidget):
         for key, (text, *_) in CLASS_OPERATIONS.items():
             self.class_operation.addItem(text, key)
         self.amounts = {key: default for key, (_, unit, default, *_) in CLASS_OPERATIONS.items() if unit}
-        self.amount = QDoubleSpinBox(decimals=1, singleStep=0.5)
+        self.amount = NumberBox(decimals=1, singleStep=0.5)
         self.amount.valueChanged.connect(self._remember_amount)
         self.other_class = QComboBox()
         self.other_class.setToolTip("The other class, or a model's prediction of the chosen class")
