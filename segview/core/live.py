@@ -146,6 +146,19 @@ class LiveMetrics:
             return None
         return scores_from_counts(self.matrices[key].per_slice[z])
 
+    def plane_scores(self, key: str, axis: int, index: int) -> Scores | None:
+        """Scores of the plane normal to array ``axis`` (0 z, 1 y, 2 x) at ``index``: the
+        slice a view shows, whichever plane. A z slice's are kept current; another plane
+        crosses every z slice and is counted now (one 2D slice: a millisecond or two), so
+        it is exact after every edit too. None while a z slice it crosses is pending."""
+        if axis == 0:
+            return self.slice_scores(key, index)
+        if not self.predicted[key].all():
+            return None
+        plane = tuple(index if a == axis else slice(None) for a in range(3))
+        return scores_from_counts(confusion_counts(self.predictions[key][plane], self.labels.array[plane],
+                                                   self.num_classes))
+
     def scored_slices(self, key: str, reviewed_only: bool = True) -> np.ndarray:
         """(Z,) bool: the slices a volume score of ``key`` covers (predicted; and reviewed)."""
         return self.predicted[key] & self.labels.reviewed if reviewed_only else self.predicted[key]

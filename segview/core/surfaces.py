@@ -4,7 +4,8 @@ changed, so that only their surfaces are built again.
 
 Speed: the box is found in one pass over the volume for all classes (later from the edits:
 a class lies within its old box and what was edited); a class whose box holds more than
-``MAX_CELLS`` voxels is first averaged in blocks (antialiased, unlike a step size); marching
+``MAX_CELLS`` voxels is first averaged in blocks (antialiased, unlike a step size; a piece
+no block of which is more than half full, a stroke one voxel thick, is kept whole); marching
 cubes runs in slabs of about ``SLAB_CELLS`` cells, because scikit-image holds the GIL for a
 whole call: between slabs the window's thread runs and a cancelled build stops.
 """
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from .labels import Edit, Region, axis_hits, box_shape, hit_span, mask_box, union_box
 from .volume import Volume
@@ -164,7 +166,7 @@ def class_surface(labels: np.ndarray, value: int, box: Region | None, geometry: 
     field = _smoothed(grid)
     # Smoothing alone would lose what is thinner than two voxels (a stroke on one slice): a
     # grid point inside the class stays inside the surface.
-    np.maximum(field, (grid > level) * field.dtype.type(SMOOTHED * level + 1), out=field)
+    np.maximum(field, _inside(grid, level) * field.dtype.type(SMOOTHED * level + 1), out=field)
     pieces = list(_marching_cubes_in_slabs(field, SMOOTHED * level, should_stop))
     if should_stop():
         return None
@@ -178,6 +180,23 @@ def class_surface(labels: np.ndarray, value: int, box: Region | None, geometry: 
         faces = np.ascontiguousarray(faces[:, ::-1])  # a mirroring grid: faces stay counter-clockwise from outside
     return Surface(value, geometry.index_to_physical(index).astype(np.float32), faces,
                    _physical_normals(normals, steps, geometry), box)
+
+
+def _inside(grid: np.ndarray, level: float) -> np.ndarray:
+    """The grid points inside the class: more than half of their block (``level``) is set,
+    or some of it is and their piece (face-connected points with voxels set) has no point
+    over half. A sheet one voxel thick (a stroke in a sagittal or coronal view) fills at most
+    half of each block, yet every separate piece the person painted must show; a large
+    object keeps its half-level surface."""
+    inside = grid > level
+    if grid.dtype == bool:  # not blocked: a point is a voxel
+        return inside
+    pieces, count = ndimage.label(grid > 0)
+    has_inside = np.zeros(count + 1, bool)
+    has_inside[pieces[inside]] = True
+    thin = ~has_inside
+    thin[0] = False  # the background
+    return inside | thin[pieces]
 
 
 def _smoothed(grid: np.ndarray) -> np.ndarray:

@@ -38,7 +38,7 @@ from .compare import labels_outline_colour
 from .dialogs import choose_series
 from .effects import Effect, PlanePoint, ToolSettings, kept_note, new_effects
 from .host import EDIT_MENU, EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION, VIEW_MENU
-from .metrics_panel import MetricsPanel
+from .metrics_panel import MetricsPanel, ShownPlane
 from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pacs_labels_folder, pacs_labels_path,
                        recent, remember_folder, remember_labels, remember_recent, saved_labels,
                        set_pacs_labels_folder)
@@ -1276,7 +1276,9 @@ class MainWindow(QMainWindow):
         self.metrics.set_hint(hint)
         self.measures_controller.panel.set_hint(hint)
         if self.session is not None:
-            self.metrics.refresh(self.session.live, self.current_slice())
+            view = self.workspace.active_view()
+            shown = ShownPlane(view.view, view.normal_axis, view.index)
+            self.metrics.refresh(self.session.live, self.current_slice(), shown)
 
     def set_comparing(self, on: bool) -> None:
         """Two panes, A and B, instead of the views (slice, window and zoom carried over)."""

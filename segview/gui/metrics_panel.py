@@ -2,6 +2,7 @@
 each model's Dice along the slices (click it to go to a slice)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
@@ -24,6 +25,14 @@ EMPTY_LABELS = ("The labels are empty, so each model is scored against nothing (
 REVIEWED_TICK = "\u2713 "   # before a reviewed slice in "Slices to review first"
 NOT_REVIEWED = "\u2003 "    # an em space: the numbers of both kinds line up
 
+
+@dataclass(frozen=True)
+class ShownPlane:
+    """The slice the active view shows: its view's name, the array axis normal to it (0 z,
+    1 y, 2 x) and its index along that axis."""
+    view: str
+    axis: int
+    index: int
 
 
 class MetricsPanel(QWidget):
@@ -91,31 +100,35 @@ class MetricsPanel(QWidget):
         self.table.setColumnCount(len(headers))
         self.table.setHorizontalHeaderLabels(headers)
 
-    def refresh(self, live: LiveMetrics | None, z: int) -> None:
-        """Everything for slice ``z``: the table, the strip of Dice along the slices, the ranking;
-        without a model, the hint instead of empty tables."""
+    def refresh(self, live: LiveMetrics | None, z: int, shown: ShownPlane | None = None) -> None:
+        """Everything for slice ``z``: the table (its slice rows ``shown``'s, where a view
+        shows another plane), the strip of Dice along the slices, the ranking; without a
+        model, the hint instead of empty tables."""
         scored = live is not None and bool(live.matrices)
         for widget in (self.reviewed_only, self.legend, self.table, self.plot):
             widget.setVisible(scored)
         self.hint.setVisible(not scored)
         # A model's counts (rows: the labels' classes, every slice) say it in C x C numbers.
         self.empty_labels.setVisible(scored and not next(iter(live.matrices.values())).counts[1:].any())  # type: ignore[union-attr]
-        self.show_scores(live, z)
+        self.show_scores(live, z, shown)
         self.show_slices(live)
         self.show_ranking(live, z=z)
 
-    def show_scores(self, live: LiveMetrics | None, z: int) -> None:
-        """Fill the table for slice ``z`` and the volume, for every model in ``live``."""
+    def show_scores(self, live: LiveMetrics | None, z: int, shown: ShownPlane | None = None) -> None:
+        """Fill the table for the slice on screen (``shown``; None: acquired slice ``z``) and
+        the volume, for every model in ``live``. A coronal or sagittal slice's rows are named
+        so: a slice row describes the slice the person sees and edits, never another one."""
         keys = sorted(live.matrices) if live else []
         rows = [(key, scope) for key in keys for scope in ("slice", "volume")]
         if "A" in keys and "B" in keys:
             rows += [("B \u2212 A", "slice"), ("B \u2212 A", "volume")]
+        plane = shown if shown is not None and shown.axis != 0 else ShownPlane("", 0, z)
         self.table.setRowCount(len(rows))
-        self.table.setVerticalHeaderLabels([f"{key} {scope}" for key, scope in rows])
+        self.table.setVerticalHeaderLabels([f"{key} {plane.view} {scope}" if plane.view and scope == "slice"
+                                            else f"{key} {scope}" for key, scope in rows])
+        by_scope = self._scores(live, plane) if live is not None else {}
         for r, (key, scope) in enumerate(rows):
-            found = {k: (live.slice_scores(k, z) if scope == "slice"
-                         else live.volume_scores(k, self.reviewed_only.isChecked()))
-                     for k in (("A", "B") if key not in keys else (key,))}
+            found = {k: by_scope[scope, k] for k in (("A", "B") if key not in keys else (key,))}
             scores = {k: v for k, v in found.items() if v is not None}
             if len(scores) < len(found):
                 cells = ["pending"] * self.table.columnCount()  # not predicted yet
@@ -134,6 +147,16 @@ class MetricsPanel(QWidget):
             reviewed = live.labels.reviewed
             self.reviewed.setText(f"{int(reviewed.sum())} / {len(reviewed)} slices reviewed")
         self.current.setValue(z + 1)
+
+    def _scores(self, live: LiveMetrics, plane: ShownPlane) -> dict[tuple[str, str], Scores | None]:
+        """Each model's scores by (scope, model), each counted once: a sagittal slice is
+        counted anew (some milliseconds on a big CT), and B − A reads both models'."""
+        reviewed_only = self.reviewed_only.isChecked()
+        scores: dict[tuple[str, str], Scores | None] = {}
+        for key in live.matrices:
+            scores["slice", key] = live.plane_scores(key, plane.axis, plane.index)
+            scores["volume", key] = live.volume_scores(key, reviewed_only)
+        return scores
 
     def _cells(self, scores: Scores) -> list[str]:
         """Dice over IoU per class and for the foreground mean, then the pixel error."""

@@ -175,3 +175,27 @@ def test_a_slice_counted_in_a_worker_is_used_unless_an_edit_came_since():
     expected = ConfusionMatrix.from_arrays(live.predictions["A"], labels.array, 4)
     np.testing.assert_array_equal(live.matrices["A"].slice_counts, expected.slice_counts)
     np.testing.assert_array_equal(live.matrices["A"].counts, expected.counts)
+
+
+def test_the_scores_of_a_coronal_or_sagittal_plane_follow_edits_in_that_plane():
+    rng, labels, live = session(5)
+    prediction = rng.integers(0, 4, labels.array.shape).astype(np.uint8)
+    live.add_model("A", prediction)
+    for axis, index in ((1, 12), (2, 17), (1, 12), (2, 30)):
+        labels.paint(index, rng.uniform(0, 25, (3, 2)), 3.0, int(rng.integers(0, 4)), axis=axis)
+        plane = (slice(None), index, slice(None)) if axis == 1 else (slice(None), slice(None), index)
+        scores = live.plane_scores("A", axis, index)
+        np.testing.assert_allclose(scores.dice, dice_per_class(prediction[plane], labels.array[plane], 4))
+        np.testing.assert_allclose(scores.iou, iou_per_class(prediction[plane], labels.array[plane], 4))
+        assert scores.pixel_error == pixel_error(prediction[plane], labels.array[plane])
+    np.testing.assert_allclose(live.plane_scores("A", 0, 3).dice, dice_per_class(prediction[3], labels.array[3], 4))
+
+
+def test_a_plane_across_a_pending_slice_is_pending():
+    _, labels, live = session(6)
+    live.add_model("A", np.zeros(labels.array.shape, np.uint8), empty=True)
+    for z in range(5):
+        live.set_prediction_slice("A", z, labels.array[z])
+    assert live.plane_scores("A", 1, 10) is None and live.plane_scores("A", 2, 10) is None
+    live.set_prediction_slice("A", 5, labels.array[5])
+    assert live.plane_scores("A", 1, 10).mean_dice == 1.0 and live.plane_scores("A", 2, 10).mean_dice == 1.0

@@ -168,3 +168,33 @@ def test_an_edit_makes_only_the_classes_it_changed_stale_and_says_where_to_look(
     (surface,) = build_surfaces(labels, volume, stale.take())
     assert surface.value == 1 and surface.box == (slice(4, 5), slice(7, 14), slice(7, 14))
     assert not surface.is_empty  # smoothing never loses a thin stroke
+
+
+
+def test_thin_sheets_of_a_blocked_class_appear_and_its_big_object_keeps_its_area(monkeypatch):
+    """A one-voxel sheet painted in a sagittal and in a coronal view fills at most half of
+    each block when the class's box is averaged in (1, 2, 2) blocks: each must still appear,
+    while the big object of the class keeps its half-level surface (a sphere's area)."""
+    radius = 14.0
+    volume, labels, centre = ball(SHAPE, (22, 30, 18), radius)
+    labels[0, 0, 0] = labels[-1, -1, -1] = 1  # the box: the whole volume, with or without sheets
+    monkeypatch.setattr(surfaces, "MAX_CELLS", math.prod(SHAPE) // 4)
+    assert surfaces.block_steps(SHAPE, volume.spacing[::-1]) == (1, 2, 2)
+    alone = class_surface(labels, 1, class_boxes(labels)[1], volume)
+    labels[5:40, 10:40, 58] = 1  # sagittal: one x
+    labels[5:40, 64, 40:62] = 1  # coronal: one y
+    surface = class_surface(labels, 1, class_boxes(labels)[1], volume)
+
+    image = reference_image()
+    for inside_sheet in ((22, 25, 58), (22, 64, 51)):  # (z, y, x)
+        where = np.array(image.TransformIndexToPhysicalPoint(inside_sheet[::-1]))
+        assert np.linalg.norm(surface.vertices - where, axis=1).min() < max(SPACING)
+
+    def ball_area(mesh) -> float:
+        near = np.linalg.norm(mesh.vertices - centre, axis=1) < radius + 5
+        faces = mesh.faces[near[mesh.faces].all(axis=1)]
+        a, b, c = (mesh.vertices[faces[:, k]].astype(float) for k in range(3))
+        return np.linalg.norm(np.cross(b - a, c - a), axis=1).sum() / 2
+
+    assert ball_area(surface) == pytest.approx(ball_area(alone), rel=1e-6)
+    assert ball_area(surface) == pytest.approx(4 * math.pi * radius ** 2, rel=0.04)  # half-level, not grown

@@ -171,6 +171,39 @@ def test_metrics_panel_follows_the_stroke_for_both_models(qtbot, demo):
     assert not session.reviewed.any() and table.item(1, 3).text() == before[1]
 
 
+def test_the_slice_rows_describe_the_sagittal_slice_painted_on_screen(qtbot, demo):
+    """A tester painted in the sagittal view and the slice rows, which described the axial
+    slice at the crosshair, did not move: they now score the slice on screen, as numpy does."""
+    session, table = demo.session, demo.metrics.table
+    load_models(qtbot, demo, DEMO_MODELS)
+    with wait_for_inference(qtbot, demo):
+        pass
+    demo.view_choice.setCurrentIndex(2)  # sagittal
+    view = demo.workspace.active_view()
+    assert view.view == "sagittal" and view.normal_axis == 2
+    qtbot.waitUntil(lambda: table.verticalHeaderItem(0).text() == "A sagittal slice", timeout=15000)
+    assert [table.verticalHeaderItem(r).text() for r in (1, 2, 4)] == ["A volume", "B sagittal slice",
+                                                                      "B \u2212 A sagittal slice"]
+    mean, error = table.columnCount() - 2, table.columnCount() - 1
+    before = table.item(0, mean).text()
+    demo.tools.set_tool("brush")
+    demo.tools.radius.setValue(8.0)
+    rows, cols = view.image_item.image.shape
+    drag(view, [(rows // 3, cols // 3), (2 * rows // 3, 2 * cols // 3)])
+    painted = np.argwhere(session.labels.array > 0)
+    assert set(painted[:, 2]) >= {view.index}
+    qtbot.waitUntil(lambda: table.item(0, mean).text() != before, timeout=15000)
+    plane = np.s_[:, :, view.index]
+    for r, key in ((0, "A"), (2, "B")):
+        prediction, labels = session.models[key].prediction[plane], session.labels.array[plane]
+        dice = [2 * np.sum((prediction == c) & (labels == c)) / (np.sum(prediction == c) + np.sum(labels == c))
+                for c in range(1, table.columnCount() - 1) if (prediction == c).any() or (labels == c).any()]
+        assert table.item(r, mean).text().split("\n")[0] == f"{np.mean(dice):.3f}"
+        assert table.item(r, error).text() == f"{ConfusionRecount(prediction, labels).pixel_error:.4f}"
+    demo.view_choice.setCurrentIndex(0)  # axial: the acquired slice's rows, as before
+    qtbot.waitUntil(lambda: table.verticalHeaderItem(0).text() == "A slice", timeout=15000)
+
+
 class ConfusionRecount:
     """Independent pixel error of one slice: the fraction of pixels whose class differs."""
     def __init__(self, prediction, labels):
