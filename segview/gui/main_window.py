@@ -557,6 +557,8 @@ class MainWindow(QMainWindow):
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
         if session.recoverable_edits is not None:
             self._offer_recovery()
+        if session is not self.session:
+            return  # the window was closed while a question was open: nothing left to show it in
         self._show_devices()  # its own models: those of the image before go back in one by one, or are refused
         for slot, (path, predictor) in old_models.items():
             if slot not in session.models:  # a session may come with its own (a worklist case)
@@ -593,19 +595,23 @@ class MainWindow(QMainWindow):
             box.setEnabled(on)
 
     def _offer_recovery(self) -> None:
-        recovered = self.session.recoverable_edits
+        session = self.session
+        assert session is not None
+        recovered = session.recoverable_edits
         if recovered is None:
             return
         answer = QMessageBox.question(
             self, "Restore unsaved edits?",
             f"segview found {recovered.steps} edit step(s) on this image that were never saved "
-            f"(the program did not close normally); {_marks_text(recovered.reviewed, self.session.reviewed)}. "
+            f"(the program did not close normally); {_marks_text(recovered.reviewed, session.reviewed)}. "
             "Restore them? (If not, File > Recover edits... still finds them.)",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No)
+        if session is not self.session:
+            return  # closed while asked (the app quit, --screenshot's capture): the edits stay set aside
         if answer == QMessageBox.StandardButton.Yes:
-            self.session.restore(recovered)
+            session.restore(recovered)
             self._session_changed()  # the journal's class names and colours: legend, tools, panels
-        self.session.recoverable_edits = None
+        session.recoverable_edits = None
 
     def recover_edits(self) -> None:
         """File > Recover edits...: the set-aside journals of crashed sessions of this image."""

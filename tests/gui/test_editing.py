@@ -869,3 +869,29 @@ def test_the_slice_buttons_leave_the_keys_to_the_view(qtbot, demo):
     assert not demo.session.labels.array[z].any() and view.hasFocus()
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Up)
     assert view.index == z + 1
+
+
+def test_closing_the_window_while_recovery_is_asked_leaves_the_edits_set_aside(qtbot, window, monkeypatch):
+    """`segview --demo --screenshot` after a crash: the capture quit the app while the question
+    was open, and the answer then met no session (AttributeError on None)."""
+    case = make_phantom("cardiac", 0)
+    crashed = ReviewSession.open(case.volume, labels=case.labels)  # the demo's image, by content
+    crashed.mark_reviewed(4)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    asked = []
+
+    def question(parent, title, text, *_):
+        asked.append(title)
+        window.close()  # the app quits while the dialog is open
+        return QMessageBox.Yes
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    errors = []
+    monkeypatch.setattr("sys.excepthook", lambda *exc: errors.append(exc))
+    window.open_demo("cardiac")
+    qtbot.waitUntil(lambda: bool(asked), timeout=30000)
+    qtbot.wait(200)
+    assert asked == ["Restore unsaved edits?"] and window.session is None and not errors
+    from segview.core.journal import set_aside_journals
+
+    assert [j.recovered.steps for j in set_aside_journals(crashed.key)] == [1]  # File > Recover edits... has them
