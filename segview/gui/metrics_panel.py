@@ -52,6 +52,7 @@ class MetricsPanel(QWidget):
         self.legend.setWordWrap(True)
         self.table = QTableWidget(0, 0)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.setFocusPolicy(Qt.NoFocus)  # read only: a click keeps the slice keys on the view
         self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
         self.table.setSizeAdjustPolicy(QAbstractItemView.AdjustToContents)

@@ -406,3 +406,14 @@ def test_an_image_opens_in_its_acquired_plane_and_a_chosen_plane_stays_for_the_s
     window.workspace.active_view().setFocus()
     qtbot.keyClick(window.workspace.active_view(), Qt.Key_M)
     assert window.session.reviewed[window.current_slice()]
+
+
+def test_the_slice_keys_still_turn_slices_after_a_click_in_the_metrics_table(qtbot, both_models):
+    window = both_models
+    table = window.metrics.table
+    assert table.rowCount() and table.columnCount()
+    cell = table.visualItemRect(table.item(0, 0)).center()
+    QTest.mouseClick(table.viewport(), Qt.LeftButton, pos=cell)
+    before = window.current_slice()
+    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Up)
+    assert window.current_slice() != before
