@@ -138,6 +138,8 @@ def test_d_starts_at_the_top_of_the_ranking_and_reviewed_slices_are_ticked_and_l
         open_dataset(qtbot, window, dataset, checkpoints)
     open_case(qtbot, controller, "case_000")
     session = window.session
+    # Opened on its own (the first case not done), maybe before the queue cached its predictions.
+    qtbot.waitUntil(lambda: all(m.predicted.all() for m in session.models.values()), timeout=TIMEOUT)
     # The ranking, counted here: voxels where A and B differ on each slice, most first.
     a, b = session.prediction("A"), session.prediction("B")
     differ = [int(np.count_nonzero(a[z] != b[z])) for z in range(a.shape[0])]
