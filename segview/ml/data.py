@@ -25,7 +25,7 @@ from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, lo
                        load_volume, named_classes)
 from ..core.journal import image_key
 from ..core.phantoms import make_phantom, phantom_written, scanner_shift
-from ..core.review_state import load_review_state
+from ..core.review_state import load_review_state, read_sidecar
 from ..core.splits import SPLITS_FILE, read_split, write_split
 from ..core.volume import Volume, slice_pixel_size
 
@@ -128,8 +128,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
     whose ``labels`` map class names to values. Pairs whose grids disagree, or that cannot
     be read, are skipped and listed in ``skipped``; labels above the declared classes are
     an error. ``reviewed_only``: each case keeps only the slices its review sidecar marks
-    reviewed (``Case.slices``); a case with none, or flagged in the worklist (a problem a
-    person noted), is skipped, named."""
+    reviewed (``Case.slices``), and a case with none is skipped, named. A case flagged in
+    the worklist (a problem a person noted) is always skipped, named."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"there is no dataset folder at {folder}")
@@ -153,7 +153,8 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         except VolumeLoadError as exc:
             skipped.append(f"{name}: {exc}")
             continue
-        flag = _flag(review) if review is not None else None
+        # A flagged case (motion, the wrong series) teaches nothing, whether or not slices are reviewed.
+        flag = _flag(review.extra if review is not None else read_sidecar(label_path) or {})
         if flag is not None:
             skipped.append(f"{name}: flagged in the worklist ({flag})")
             continue
@@ -181,9 +182,10 @@ def _review(label_path, volume: Volume):
     return load_review_state(label_path, volume.shape[0], image_key(volume), volume)
 
 
-def _flag(state) -> str | None:
-    """Why the worklist flagged the case (its note, or "flagged"); None when it is not."""
-    entry = state.extra.get("case") or {}
+def _flag(sidecar: dict) -> str | None:
+    """Why the worklist flagged the case (its note, or "flagged"), from its sidecar's keys;
+    None when it is not."""
+    entry = sidecar.get("case") or {}
     if not isinstance(entry, dict) or entry.get("status") != "flagged":
         return None
     return str(entry.get("note") or "flagged")

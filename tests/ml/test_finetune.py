@@ -351,6 +351,10 @@ def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_
     assert flagged not in [c.name for c in dataset.cases]
     assert f"{flagged}: flagged in the worklist (motion on slice 6)" in dataset.skipped
     assert {c.name for c in dataset.cases} == set(REVIEWED) - {flagged}
+    # Training on every label (no --reviewed-only) leaves it out too, as the verdict does.
+    everything = folder_dataset(reviewed_folder)
+    assert flagged not in [c.name for c in everything.cases] and len(everything.cases) >= len(dataset.cases)
+    assert f"{flagged}: flagged in the worklist (motion on slice 6)" in everything.skipped
 
 
 def test_held_out_slices_are_scored_normalised_over_their_whole_volume(tmp_path):
