@@ -280,6 +280,8 @@ class MainWindow(QMainWindow):
             menu.addAction(f"{effect.text} tool", effect.key, partial(self.tools.set_tool, effect.name))
         menu.addAction("Smaller brush", "[", lambda: self.tools.step_radius(1 / 1.25))
         menu.addAction("Larger brush", "]", lambda: self.tools.step_radius(1.25))
+        menu.addAction("Next class", ".", partial(self._step_class, 1))
+        menu.addAction("Previous class", ",", partial(self._step_class, -1))
         menu.addAction("Mark slice reviewed", "M", lambda: self._slice_operation("review"))
         menu.addSeparator()
         copies = {slot: [menu.addAction(f"Labels from model {slot}: {where}", partial(self.copy_prediction, slot, one))
@@ -1306,6 +1308,11 @@ class MainWindow(QMainWindow):
         self._show_view_choice()
         self.workspace.active_view().setFocus()  # arrow keys keep scrolling
         self._show_metrics()
+
+    def _step_class(self, step: int) -> None:
+        """Another class for the tools, from the keyboard (the Class box needs the mouse)."""
+        if name := self.tools.step_class(step):
+            self.statusBar().showMessage(f"Class: {name}", 3000)
 
     def next_disputed_slice(self) -> None:
         """Go to the most disputed slice nobody has reviewed yet: the top of "Slices to

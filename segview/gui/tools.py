@@ -98,7 +98,7 @@ class ToolPanel(QWidget):
             button.clicked.connect(lambda _, name=name: self.set_tool(name))
             self.tool_buttons.addButton(button)
             row.addWidget(button, n // 3, n % 3)
-        self.class_choice = QComboBox()
+        self.class_choice = QComboBox(toolTip="The class the tools draw: . and , choose the next and previous")
         self.radius = NumberBox(minimum=MIN_RADIUS_MM, maximum=MAX_RADIUS_MM, value=5.0, singleStep=0.5,
                                      suffix=" mm", toolTip="Brush radius: [ and ] change it")
         self.radius.valueChanged.connect(self.brush_changed)
@@ -288,3 +288,10 @@ class ToolPanel(QWidget):
 
     def step_radius(self, factor: float) -> None:
         self.radius.setValue(min(max(self.radius.value() * factor, MIN_RADIUS_MM), MAX_RADIUS_MM))
+
+    def step_class(self, step: int) -> str:
+        """The next (``step`` 1) or previous (-1) class, round the list; its name."""
+        count = self.class_choice.count()
+        if count:
+            self.class_choice.setCurrentIndex((self.class_choice.currentIndex() + step) % count)
+        return self.class_choice.currentText()

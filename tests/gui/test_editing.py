@@ -895,3 +895,19 @@ def test_closing_the_window_while_recovery_is_asked_leaves_the_edits_set_aside(q
     from segview.core.journal import set_aside_journals
 
     assert [j.recovered.steps for j in set_aside_journals(crashed.key)] == [1]  # File > Recover edits... has them
+
+
+def test_full_stop_and_comma_choose_the_next_and_previous_class_round_the_list(qtbot, editing):
+    window, tools = editing, editing.tools
+    names = [c.name for c in window.session.classes if c.value]
+    start = tools.class_choice.currentIndex()
+    qtbot.keyClick(window, Qt.Key_Period)
+    assert tools.class_choice.currentIndex() == (start + 1) % len(names)
+    assert window.statusBar().currentMessage() == f"Class: {names[(start + 1) % len(names)]}"
+    view = axial(window)
+    qtbot.keyClick(window, Qt.Key_B)
+    drag(view, [(60, 60)])  # the brush paints the class chosen from the keyboard
+    assert set(np.unique(window.session.labels.array)) == {0, tools.active_class()}
+    for _ in range(2):
+        qtbot.keyClick(window, Qt.Key_Comma)
+    assert tools.class_choice.currentIndex() == (start - 1) % len(names)
