@@ -2,7 +2,7 @@
 
     segview pacs find URL [--patient-id ID] [--patient-name NAME] [--modality MR] [--date FROM-TO]
     segview pacs get URL SERIES_UID -o DIR
-    segview pacs store URL FILE... [--force]
+    segview pacs store URL FILE... [--force] [--as-is]
 
 URL is a DICOMweb base URL (https://host:port/dicom-web) or dimse://AET@host:port
 (dimse+tls:// over TLS). Who you are: ``--user NAME`` with the password from
@@ -17,11 +17,13 @@ import getpass
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, Pacs, PacsAuthError, Query,
-                         ReferenceCheckFailed, Study, connect, missing_series, not_held_text)
+                         ReferenceCheckFailed, ReferencedSeries, Study, check_references, connect,
+                         held_elsewhere_text, into_held_study, not_held_text)
 from .common import UserError, progress
 
 PASSWORD_VARIABLE, TOKEN_VARIABLE = "SEGVIEW_PACS_PASSWORD", "SEGVIEW_PACS_TOKEN"
@@ -70,6 +72,9 @@ def add_pacs_parser(commands) -> None:
                        help="the SEG, and the files of its image series where the PACS does not hold them")
     store.add_argument("--force", action="store_true",
                        help="store a SEG even when the PACS does not hold the image series it refers to")
+    store.add_argument("--as-is", action="store_true",
+                       help="store a SEG as it is when the PACS holds its image series in another study (by "
+                            "default it is stored into that study; its file is never changed)")
     store.set_defaults(run=_run_store)
 
 
@@ -156,27 +161,49 @@ def _run_store(args) -> int:
     if missing:
         raise UserError(f"no such file: {', '.join(missing)}")
     pacs = _connect(args)
-    _check_referenced_series(pacs, args.files, args.force)
-    stored = pacs.store(args.files, progress=lambda done, total: progress(done, total, "files"))
+    references = _check_referenced_series(pacs, args.files, args.force)
+    with tempfile.TemporaryDirectory(prefix="segview-store-") as folder:
+        files = _into_held_study(pacs, args.files, references, args.as_is, folder)
+        stored = pacs.store(files, progress=lambda done, total: progress(done, total, "files"))
     print(f"{len(stored)} file(s) stored in {args.url}")
     return 0
 
 
-def _check_referenced_series(pacs: Pacs, files: list[Path], force: bool) -> None:
-    """Refuse a SEG whose image series the PACS does not hold (no viewer of the PACS could
+def _into_held_study(pacs: Pacs, files: list[Path], references: list[ReferencedSeries], as_is: bool,
+                     folder: str) -> list[Path]:
+    """The files to store: a SEG whose image series the PACS holds in another study (split
+    or merged there) as a copy filed into that study, said in a line, unless ``as_is``.
+    The PACS's study is the one its viewers open, and the one its administrators made:
+    stored as it is, the SEG would sit alone in a study with no images."""
+    elsewhere = [reference for reference in references if reference.elsewhere]
+    if not elsewhere:
+        return files
+    text = held_elsewhere_text(f"The PACS at {pacs.url}", elsewhere)
+    if as_is:
+        print(f"segview: warning: {text}; storing the SEG as it is (--as-is): a viewer that opens a study shows "
+              "it without its images.", file=sys.stderr)
+        return files
+    print(f"{text}: storing the SEG into that study (the file is unchanged; --as-is stores it as it is).")
+    return into_held_study(files, elsewhere, folder)
+
+
+def _check_referenced_series(pacs: Pacs, files: list[Path], force: bool) -> list[ReferencedSeries]:
+    """The image series the SEGs refer to, as the PACS holds them (none when it cannot
+    say). Refuse a SEG whose image series the PACS does not hold (no viewer of the PACS could
     show it) unless ``force``. A PACS that cannot answer the check gets a warning and the
     store goes on: the files were named on purpose, and a script must not stop because an
     archive lacks QIDO-RS or C-FIND; the warning keeps the doubt in its log."""
     try:
-        missing = missing_series(pacs, files)
+        references = check_references(pacs, files)
     except ReferenceCheckFailed as exc:
         print(f"segview: warning: {exc} Storing anyway.", file=sys.stderr)
-        return
+        return []
+    missing = [reference for reference in references if reference.missing]
     if not missing:
-        return
+        return references
     text = not_held_text(f"The PACS at {pacs.url}", missing)
     if force:
         print(f"segview: warning: {text}; storing it anyway (--force).", file=sys.stderr)
-        return
+        return references
     raise UserError(f"{text}: no viewer of the PACS could show the SEG. Name the image series' files too (before "
                     "the SEG's) to store them with it, or give --force to store the SEG alone.")

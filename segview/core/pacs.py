@@ -54,8 +54,9 @@ MAX_STUDIES = 500
 
 __all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
            "PacsCertificateError", "PacsError", "Query", "ReferenceCheckFailed", "ReferencedSeries", "Retrieved",
-           "RetrieveCancelled", "SearchCancelled", "Series", "SeriesNotFound", "Study", "connect", "date_range",
-           "missing_series", "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
+           "RetrieveCancelled", "STUDY_ATTRIBUTES", "SearchCancelled", "Series", "SeriesNotFound", "Study",
+           "check_references", "connect", "date_range", "held_elsewhere_text", "into_held_study", "missing_series",
+           "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
 
 
 class RetrieveCancelled(PacsError):
@@ -103,6 +104,9 @@ class Series:
     description: str = ""
     number: int | None = None
     images: int | None = None
+    #: The study's attributes the PACS answered with a series found by its UID alone
+    #: (``STUDY_ATTRIBUTES``: keyword, value), for a SEG sent into that study.
+    study_attributes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -363,13 +367,27 @@ _STOPS_A_STORE = (_ConnectionFailure, PacsAuthError, PacsCertificateError)
 class ReferencedSeries:
     """An image series a SEG refers to (its ReferencedSeriesSequence), with the SEG's study
     (the PACS may hold the series in another one): ``images``, how many of its images the
-    SEG names; ``held``, how many the PACS holds (0: none, or not asked). A reference is the
-    series it names: the counts are not compared."""
+    SEG names; ``held``, how many the PACS holds (0: none, or not asked); ``held_in``, the
+    series as the PACS holds it (its ``study_uid``: the study it is in), None where it holds
+    none or was not asked. A reference is the series it names: the rest is not compared."""
 
     study_uid: str
     series_uid: str
     images: int = field(default=0, compare=False)
     held: int = field(default=0, compare=False)
+    held_in: Series | None = field(default=None, compare=False)
+
+    @property
+    def missing(self) -> bool:
+        """The PACS holds none of the series, or fewer images than the SEG names."""
+        return self.held_in is None or self.held < self.images
+
+    @property
+    def elsewhere(self) -> bool:
+        """The PACS holds the whole series, in another study than the SEG's (a study split
+        or merged there): a SEG sent as it is would sit in a study of its own, which a
+        viewer that opens a study (OHIF) shows without its images."""
+        return not self.missing and self.held_in is not None and self.held_in.study_uid != self.study_uid
 
 
 def referenced_series(files: Iterable) -> list[ReferencedSeries]:
@@ -391,32 +409,77 @@ def referenced_series(files: Iterable) -> list[ReferencedSeries]:
     return list(found.values())
 
 
-def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
-    """The image series the SEGs among ``files`` refer to that ``pacs`` does not hold, or
-    holds fewer images of than a SEG names (``held`` says how many; a send cut short leaves
-    part of a series), in the order the SEGs name them. Asked once a study (QIDO-RS or
-    C-FIND), and once more by its UID alone for a series not in the SEG's study.
+def check_references(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
+    """The image series the SEGs among ``files`` refer to, in the order the SEGs name them,
+    each with what ``pacs`` holds of it (``held``, ``held_in``): ``missing`` where it holds
+    none or fewer images than a SEG names (a send cut short leaves part of a series),
+    ``elsewhere`` where it holds it in another study than the SEG's. Asked once a study
+    (QIDO-RS or C-FIND), and once more by its UID alone for a series not in the SEG's study.
 
-    A SEG stored without its images is one no viewer of the PACS can show. A PACS that
-    cannot be reached, or refuses who segview is, raises its PacsError as it is: the store
-    would fail alike. One that refuses or cannot answer the query raises
+    A PACS that cannot be reached, or refuses who segview is, raises its PacsError as it
+    is: the store would fail alike. One that refuses or cannot answer the query raises
     ReferenceCheckFailed, for the caller to say the check was not made."""
     wanted = referenced_series(files)
-    missing = []
     try:
         in_studies = {series.uid: series for study_uid in dict.fromkeys(reference.study_uid for reference in wanted)
                       for series in pacs.find_series(study_uid)}
+        checked = []
         for reference in wanted:
             series = in_studies.get(reference.series_uid) or _held_elsewhere(pacs, reference.series_uid)
-            count = _held_images(pacs, series)
-            if series is None or count < reference.images:  # a send cut short leaves part of a series
-                missing.append(replace(reference, held=count))
+            checked.append(replace(reference, held=_held_images(pacs, series), held_in=series))
     except _STOPS_A_STORE:
         raise
     except PacsError as exc:
         raise ReferenceCheckFailed(f"Could not check whether the PACS at {pacs.url} holds the image series "
                                    f"the SEG refers to: {exc}") from exc
-    return missing
+    return checked
+
+
+def missing_series(pacs: Pacs, files: Iterable) -> list[ReferencedSeries]:
+    """The image series of ``check_references`` that ``pacs`` does not hold, or holds
+    fewer images of than a SEG names (``held`` says how many): a SEG stored without its
+    images is one no viewer of the PACS can show. Raises as ``check_references``."""
+    return [reference for reference in check_references(pacs, files) if reference.missing]
+
+
+#: The study-level attributes a SEG sent into the study the PACS holds its images in takes
+#: from the PACS's answer, where it gave them: a viewer groups and lists studies by them.
+STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID")
+
+
+def into_held_study(files: Iterable, references: Iterable[ReferencedSeries], folder) -> list[Path]:
+    """``files``, each SEG among them whose image series ``references`` finds ``elsewhere``
+    (all of them, in one study) replaced by a copy in ``folder`` filed into that study: its
+    StudyInstanceUID, and the ``STUDY_ATTRIBUTES`` the PACS answered. The files themselves
+    are not changed; a SEG whose series lie in several other studies is left as it is.
+    Raises PacsError for a file that cannot be read or a copy that cannot be written."""
+    from .dicomseg import SEG_SOP_CLASS, referenced_images
+
+    held_in = {reference.series_uid: reference.held_in for reference in references
+               if reference.elsewhere and reference.held_in is not None}
+    sent = []
+    for path in map(Path, files):
+        header = _read_header(path)
+        referenced = referenced_images(header) if _text(header.get("SOPClassUID")) == SEG_SOP_CLASS else {}
+        studies = {held_in[uid].study_uid: held_in[uid] for uid in referenced if uid in held_in}
+        study = next(iter(studies.values())) if len(studies) == 1 and set(referenced) <= set(held_in) else None
+        sent.append(path if study is None else _filed_into(path, study, Path(folder)))
+    return sent
+
+
+def _filed_into(path: Path, series: Series, folder: Path) -> Path:
+    """A copy of the SEG ``path`` in ``folder`` with the study of ``series``; same name, so
+    that what the PACS says of it names the file the user chose."""
+    try:
+        copy = Path(tempfile.mkdtemp(dir=folder)) / path.name  # a folder each: two SEGs may share a name
+        dataset = pydicom.dcmread(path)
+        dataset.StudyInstanceUID = series.study_uid
+        for keyword, value in series.study_attributes:
+            setattr(dataset, keyword, value)
+        dataset.save_as(copy, enforce_file_format=True)
+    except (InvalidDicomError, OSError) as exc:
+        raise PacsError(f"Cannot write a copy of {path.name} into the PACS's study: {exc}.") from exc
+    return copy
 
 
 def _held_elsewhere(pacs: Pacs, series_uid: str) -> Series | None:
@@ -432,6 +495,16 @@ def _held_elsewhere(pacs: Pacs, series_uid: str) -> Series | None:
         return pacs.locate_series(series_uid)
     except SeriesNotFound:
         return None
+
+
+def held_elsewhere_text(where: str, elsewhere: list[ReferencedSeries]) -> str:
+    """"``where`` holds the image series this SEG refers to in another study (...)": each
+    series with the study it is in and the SEG's own."""
+    def one(m: ReferencedSeries) -> str:
+        assert m.held_in is not None
+        return f"series {m.series_uid} in the study {m.held_in.study_uid}, not the SEG's study {m.study_uid}"
+
+    return f"{where} holds the image series this SEG refers to in another study ({'; '.join(map(one, elsewhere))})"
 
 
 def _held_images(pacs: Pacs, series: Series | None) -> int:
@@ -512,7 +585,8 @@ def _series(ds: Dataset, study_uid: str = "") -> Series:
     return Series(
         uid=_text(ds.get("SeriesInstanceUID")), study_uid=_text(ds.get("StudyInstanceUID")) or study_uid,
         modality=_text(ds.get("Modality")), description=_text(ds.get("SeriesDescription")),
-        number=_number(ds.get("SeriesNumber")), images=_number(ds.get("NumberOfSeriesRelatedInstances")))
+        number=_number(ds.get("SeriesNumber")), images=_number(ds.get("NumberOfSeriesRelatedInstances")),
+        study_attributes=tuple((k, _text(ds.get(k))) for k in STUDY_ATTRIBUTES if _text(ds.get(k))))
 
 
 def _newest_first(studies: list[Study]) -> list[Study]:
@@ -648,7 +722,8 @@ class DicomWebPacs(Pacs):
             return _by_number([_series(Dataset.from_json(item), study_uid) for item in found])
 
     def locate_series(self, series_uid: str) -> Series:
-        fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID"]
+        fields = ["SeriesDescription", "SeriesNumber", "NumberOfSeriesRelatedInstances", "StudyInstanceUID",
+                  *STUDY_ATTRIBUTES]
         with self._request(f"find the series {series_uid}"):
             found = self._client.search_for_series(search_filters={"SeriesInstanceUID": series_uid}, fields=fields)
         return _only_series([_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
@@ -898,7 +973,10 @@ class DimsePacs(Pacs):
     def locate_series(self, series_uid: str) -> Series:
         # Study Root is hierarchical: without the study UID this is a relational query,
         # which most archives (Orthanc, dcm4chee, DCM4CHE-based PACS) answer.
-        found = self._find(_series_identifier(series_uid=series_uid), f"the series {series_uid}")
+        identifier = _series_identifier(series_uid=series_uid)
+        for keyword in STUDY_ATTRIBUTES:  # return keys of the study: a relational query may ask them
+            setattr(identifier, keyword, "")
+        found = self._find(identifier, f"the series {series_uid}")
         return _only_series([_series(ds) for ds in found], series_uid, self.url)
 
     def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:

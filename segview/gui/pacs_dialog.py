@@ -7,14 +7,17 @@ series' folder, or for a SEG series the SEG and the image series it segments (re
 ``send_to_pacs(parent, files, images)`` sends files (the exported SEG) to a PACS, once the
 PACS says it holds the image series the SEG refers to; when it does not, the dialog asks
 whether to send anyway or with the image series (``images``, when its files are still
-here). Searches, checks, retrieves and stores run in the thread pool; widgets are touched
-only on the main thread.
+here); when it holds them in another study than the SEG's, whether to send the SEG into
+that study (a copy: the file is not changed) or as it is. Searches, checks, retrieves
+and stores run in the thread pool; widgets are touched only on the main thread.
 The PACS used (address, user name, CA bundle) and the calling AE title are kept in the
 settings; passwords and tokens in the keyring (``pacs_server``, ``pacs_secrets``).
 """
 from __future__ import annotations
 
+import tempfile
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +27,10 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QVBoxLayout)
 
 from ..core.errors import SegviewError
-from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Query, ReferenceCheckFailed, ReferencedSeries,
-                         Retrieved, RetrieveCancelled, SearchCancelled, Series, Study, date_range, missing_series,
-                         not_held_text, retrieve_into_cache, retrieve_seg_with_image)
+from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Progress, Query, ReferenceCheckFailed,
+                         ReferencedSeries, Retrieved, RetrieveCancelled, SearchCancelled, Series, Study,
+                         check_references, date_range, held_elsewhere_text, into_held_study, not_held_text,
+                         retrieve_into_cache, retrieve_seg_with_image)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
 from .workers import Worker
@@ -316,6 +320,7 @@ class _Check:
     """What the PACS said of the image series the SEG refers to."""
 
     missing: tuple[ReferencedSeries, ...] = ()  # the series it does not hold
+    elsewhere: tuple[ReferencedSeries, ...] = ()  # the series it holds in another study than the SEG's
     unchecked: str = ""                         # why it could not be asked
     images_here: bool = False                   # ``images``' files are all still here (and one of those series)
 
@@ -327,7 +332,9 @@ class SendDialog(QDialog):
     Send first asks the PACS whether it holds the image series the SEGs among the files
     refer to. When it does not, or cannot say, nothing is sent until the reader chooses
     (``asked`` carries the question): Send anyway, Send with the image series (``images``,
-    when its files are still here) or Cancel."""
+    when its files are still here) or Cancel. When it holds them in another study than the
+    SEG's (split or merged at the PACS), the question is: Send into that study (the default:
+    a copy of the SEG with that study's UID), Send as it is or Cancel."""
 
     sent = Signal(int)
     failed = Signal(str)
@@ -352,14 +359,16 @@ class SendDialog(QDialog):
         self.send_anyway_button.clicked.connect(lambda: self._store(self.files))
         self.send_images_button = QPushButton("Send with the image series")
         self.send_images_button.clicked.connect(self._store_with_images)
+        self.send_into_study_button = QPushButton("Send into that study")
+        self.send_into_study_button.clicked.connect(lambda: self._store(self.files, self._elsewhere))
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self._not_sent)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.reject)
         buttons = QHBoxLayout()
         buttons.addWidget(self.progress, 1)
-        for button in (self.send_button, self.send_anyway_button, self.send_images_button, self.cancel_button,
-                       self.close_button):
+        for button in (self.send_button, self.send_into_study_button, self.send_anyway_button,
+                       self.send_images_button, self.cancel_button, self.close_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(self.server)
@@ -371,6 +380,7 @@ class SendDialog(QDialog):
         self._idle.set()
         self._closing: int | None = None  # closed during a store: the result, once it has ended
         self._checking = False  # the PACS is being asked; closing drops its answer
+        self._elsewhere: tuple[ReferencedSeries, ...] = ()  # the series of the question, held in another study
         self.stored = 0
         self._show_question(False)
         # The question is about the PACS that was asked: another address withdraws it.
@@ -396,7 +406,10 @@ class SendDialog(QDialog):
         self._checking = False
         assert self._pacs is not None
         if not check.missing and not check.unchecked:
-            self._store(self.files)
+            if check.elsewhere:
+                self._ask_study(check.elsewhere)
+            else:
+                self._store(self.files)
             return
         images = ", or send the image series too" if check.images_here else ""
         if check.unchecked:
@@ -408,9 +421,22 @@ class SendDialog(QDialog):
             descriptions = {self.images.uid: self.images.description} if self.images else {}
             missing = not_held_text(self._pacs.url, list(check.missing), descriptions)
             question = f"{missing}: send anyway{images}? Sent alone, no viewer of the PACS can show the SEG."
+        self._ask(question, images=check.images_here)
+
+    def _ask_study(self, elsewhere: tuple[ReferencedSeries, ...]) -> None:
+        """Ask whether to send the SEG into the study the PACS holds its images in: sent as
+        it is, it sits alone in its own study, and a viewer that opens a study (OHIF) shows
+        the images without it."""
+        assert self._pacs is not None
+        self._elsewhere = elsewhere
+        self._ask(f"{held_elsewhere_text(self._pacs.url, list(elsewhere))}. Send the SEG into that study? Sent as "
+                  "it is, it sits alone in a study with no images, and a viewer that opens the images' study does "
+                  "not show it.", study=True)
+
+    def _ask(self, question: str, images: bool = False, study: bool = False) -> None:
         self.status.setStyleSheet("color: #b9770e")
         self.status.setText(question)
-        self._show_question(True, images=check.images_here)
+        self._show_question(True, images=images, study=study)
         self._fit()
         self.asked.emit(question)
 
@@ -422,12 +448,17 @@ class SendDialog(QDialog):
         if needed > self.height():
             self.resize(self.width(), needed)
 
-    def _show_question(self, asking: bool, images: bool = False) -> None:
+    def _show_question(self, asking: bool, images: bool = False, study: bool = False) -> None:
         self.send_button.setVisible(not asking)
+        self.send_into_study_button.setVisible(asking and study)
+        self.send_anyway_button.setText("Send as it is" if study else "Send anyway")
         self.send_anyway_button.setVisible(asking)
         self.send_images_button.setVisible(asking and images)
         self.cancel_button.setVisible(asking)
-        (self.cancel_button if asking else self.send_button).setDefault(True)  # Enter never sends unasked
+        # Enter never sends a SEG its images' PACS lacks unasked; into its images' study is the safe choice.
+        default = self.send_into_study_button if asking and study else self.cancel_button if asking else (
+            self.send_button)
+        default.setDefault(True)
 
     def _withdraw_question(self, _address: str = "") -> None:
         if not self.cancel_button.isHidden():
@@ -442,15 +473,16 @@ class SendDialog(QDialog):
         assert self.images is not None
         self._store([*self.images.files, *self.files])  # the images first: the PACS has them when the SEG comes
 
-    def _store(self, files: list[Path]) -> None:
-        """Store ``files`` in the background."""
+    def _store(self, files: list[Path], elsewhere: Sequence[ReferencedSeries] = ()) -> None:
+        """Store ``files`` in the background, each SEG among them into the study the PACS
+        holds its images in where ``elsewhere`` says it is another."""
         pacs = self._pacs
         assert pacs is not None
         self._show_question(False)
         self.progress.setRange(0, len(files))
         self.progress.setValue(0)  # not the last send's
         self._set_status(f"Sending to {pacs.url}...")
-        self._run(lambda progress: pacs.store(files, progress=progress), returned=self._sent, progress=True)
+        self._run(lambda progress: _send(pacs, files, elsewhere, progress), returned=self._sent, progress=True)
 
     def _run(self, function, returned, progress: bool = False) -> None:
         """``function`` in the pool (given ``progress=`` when ``progress``), then ``returned(result)``."""
@@ -523,11 +555,20 @@ def _check(pacs: Pacs, files: list[Path], images: ImageSeries | None) -> _Check:
     """Whether ``pacs`` holds the image series the SEGs among ``files`` refer to (in a
     worker: it asks the PACS, and looks for ``images``' files on disk)."""
     try:
-        missing = tuple(missing_series(pacs, files))
+        references = check_references(pacs, files)
     except ReferenceCheckFailed as exc:
         return _Check(unchecked=str(exc), images_here=_files_here(images))
+    missing = tuple(reference for reference in references if reference.missing)
     wanted = images is not None and images.uid in {reference.series_uid for reference in missing}
-    return _Check(missing, images_here=wanted and _files_here(images))
+    return _Check(missing, tuple(reference for reference in references if reference.elsewhere),
+                  images_here=wanted and _files_here(images))
+
+
+def _send(pacs: Pacs, files: list[Path], elsewhere: Sequence[ReferencedSeries], progress: Progress) -> list[str]:
+    """Store ``files`` (in a worker), a SEG whose images ``elsewhere`` finds in another study
+    as a copy filed into that study: the file itself is not changed."""
+    with tempfile.TemporaryDirectory(prefix="segview-send-") as folder:
+        return pacs.store(into_held_study(files, elsewhere, folder), progress=progress)
 
 
 def _files_here(images: ImageSeries | None) -> bool:

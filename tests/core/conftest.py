@@ -112,6 +112,13 @@ class Orthanc:
         [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]
         return self.rest(f"/instances/{found['ID']}/metadata/{name}").decode()
 
+    def study_of(self, sop_instance_uid: str) -> tuple[str, set[str]]:
+        """The UID of the study the instance is filed in, and the modalities of its series."""
+        [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]
+        study = self.rest(f"/instances/{found['ID']}/study")
+        modalities = {self.rest(f"/series/{s}")["MainDicomTags"].get("Modality") for s in study["Series"]}
+        return study["MainDicomTags"]["StudyInstanceUID"], modalities
+
     def kill(self) -> None:
         """Stop at once, as a crashing or unplugged PACS does."""
         self.process.kill()
@@ -125,6 +132,27 @@ class Orthanc:
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
+
+
+def split_study(orthanc: Orthanc, images: list[Path], folder: Path):
+    """Split the study of ``images`` at the PACS: their study keeps another series (made from
+    the first image), the images go to a study of their own (its date, accession and ID not
+    the first study's); uploaded through Orthanc's REST API. The header of one image as split
+    off (``images`` are rewritten so)."""
+    import pydicom
+
+    kept = pydicom.dcmread(images[0])
+    kept.SeriesInstanceUID = pydicom.uid.generate_uid()
+    kept.SOPInstanceUID = kept.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    kept.save_as(folder / "kept.dcm")
+    split_off = pydicom.uid.generate_uid()
+    for path in images:
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.StudyDate, ds.StudyTime = split_off, "20230102", "101500"
+        ds.AccessionNumber, ds.StudyID = "SPLIT-7", "S7"
+        ds.save_as(path)
+    orthanc.upload([folder / "kept.dcm", *images])
+    return pydicom.dcmread(images[0], stop_before_pixels=True)
 
 
 def basic_authorization(user: str, password: str) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shutil
 import socket
 import threading
 import time
@@ -23,12 +24,13 @@ from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
 from segview.core.pacs import (DicomWebPacs, PacsAuthError, PacsError, Query, ReferenceCheckFailed, ReferencedSeries,
-                               RetrieveCancelled, SearchCancelled, SeriesNotFound, connect, date_range, missing_series,
-                               retrieve_seg_with_image)
+                               RetrieveCancelled, SearchCancelled, SeriesNotFound, check_references, connect,
+                               date_range, missing_series, retrieve_seg_with_image)
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 
-from .conftest import Orthanc, free_port, orthanc_missing
+from .conftest import Orthanc, free_port, orthanc_missing, split_study
+from .test_dicom_conformance import dciodvfy
 
 PROTOCOLS = ["dicomweb", "dimse"]
 CT_DATE, MR_DATE = "20240315", "20250620"
@@ -339,27 +341,50 @@ def test_a_series_the_archive_holds_in_part_is_missed(orthanc, archive, protocol
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_series_the_archive_holds_in_another_study_than_the_segs_is_held(orthanc, archive, protocol, tmp_path,
-                                                                           capsys):
-    """A study split at the PACS: the SEG's study keeps another series, the images the SEG
-    refers to now lie in a study of their own. The check finds them there and the store
-    goes on without a word."""
+def test_a_series_the_archive_holds_in_another_study_is_found_there_and_said(orthanc, archive, protocol, tmp_path):
     images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
-    kept = pydicom.dcmread(images[0])
-    kept.SeriesInstanceUID = pydicom.uid.generate_uid()  # the SEG's study, with a series not the SEG's
-    kept.SOPInstanceUID = kept.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
-    kept.save_as(tmp_path / "kept.dcm")
-    split_off = pydicom.uid.generate_uid()
-    for path in images:
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID = split_off
-        ds.save_as(path)
-    orthanc.upload([tmp_path / "kept.dcm", *images])
-    pacs = connect(_url(orthanc, protocol))
-    assert missing_series(pacs, [seg]) == []
+    split = split_study(orthanc, images, tmp_path)
+    [reference] = check_references(connect(_url(orthanc, protocol)), [seg])
+    assert not reference.missing and reference.elsewhere and reference.held == len(images)
+    assert reference.held_in is not None and reference.held_in.study_uid == split.StudyInstanceUID
+    assert dict(reference.held_in.study_attributes) == {"StudyDate": "20230102", "StudyTime": "101500",
+                                                        "AccessionNumber": "SPLIT-7", "StudyID": "S7"}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_cli_stores_a_seg_into_the_study_the_archive_holds_its_images_in(orthanc, archive, protocol, tmp_path,
+                                                                        capsys):
+    """A tester's SEG, stored without a word into its own study after the PACS had split
+    it, sat alone in a study with no images: OHIF showed the image without its SEG."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    split = split_study(orthanc, images, tmp_path)
+    on_disk = seg.read_bytes()
     assert main(["pacs", "store", _url(orthanc, protocol), str(seg)]) == 0
-    assert capsys.readouterr().err == ""
-    assert orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID)
+    out, err = capsys.readouterr()
+    assert f"holds the image series this SEG refers to in another study (series {split.SeriesInstanceUID} in the " \
+           f"study {split.StudyInstanceUID}" in out and "storing the SEG into that study" in out and err == ""
+    assert seg.read_bytes() == on_disk  # the file is not changed: only the copy sent
+    seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID
+    study_uid, modalities = orthanc.study_of(seg_uid)
+    assert study_uid == split.StudyInstanceUID and modalities == {"SEG", "MR"}  # with its images
+    assert not [r for r in orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).StudyInstanceUID)
+                if r["Type"] == "Instance"]  # and no SEG left alone in the study it named
+    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(orthanc.instance_file(seg_uid)))
+    assert (stored.StudyDate, stored.StudyTime, stored.AccessionNumber, stored.StudyID) == (
+        "20230102", "101500", "SPLIT-7", "S7")
+    if shutil.which("dciodvfy"):
+        stored.save_as(tmp_path / "stored.dcm", enforce_file_format=True)
+        assert dciodvfy(tmp_path / "stored.dcm") == ([], [])
+
+
+def test_cli_stores_a_seg_as_it_is_into_its_own_study_when_told(orthanc, archive, tmp_path, capsys):
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    split = split_study(orthanc, images, tmp_path)
+    assert main(["pacs", "store", orthanc.dicomweb_url, str(seg), "--as-is"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("segview: warning: The PACS at") and "storing the SEG as it is (--as-is)" in err
+    header = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert orthanc.study_of(header.SOPInstanceUID)[0] == header.StudyInstanceUID != split.StudyInstanceUID
 
 
 class StudyGateway:

@@ -11,7 +11,8 @@ from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
 from segview.core.pacs import (Pacs, PacsError, ReferenceCheckFailed, ReferencedSeries, Series, SeriesNotFound,
-                               missing_series, not_held_text, referenced_series)
+                               check_references, held_elsewhere_text, into_held_study, missing_series, not_held_text,
+                               referenced_series)
 from segview.core.phantoms import make_phantom
 
 
@@ -89,6 +90,9 @@ def test_a_series_the_archive_holds_in_another_study_is_held(seg_case):
     archive = FakeArchive({study: ["1.2.3"], "1.2.99": [series]}, images={series: len(images)})
     assert missing_series(archive, [seg]) == []
     assert archive.located == [series] and archive.counted == [("1.2.99", series)]
+    [reference] = check_references(archive, [seg])  # held, but not where the SEG says: said apart
+    assert reference.elsewhere and not reference.missing and reference.held_in.study_uid == "1.2.99"
+    assert not check_references(FakeArchive({study: [series]}), [seg])[0].elsewhere  # in the SEG's own study
     part = FakeArchive({"1.2.99": [series]}, images={series: 2})  # the SEG's study is not held at all
     assert [(m.held, m.images) for m in missing_series(part, [seg])] == [(2, len(images))]
 
@@ -155,3 +159,22 @@ def test_a_series_answered_for_another_uid_is_not_taken_for_the_one_asked():
     with pytest.raises(SeriesNotFound):
         pacs_module._only_series(others, "1.2.3", "dimse://PACS@host:104")
     assert pacs_module._only_series([*others, Series("1.2.3", "1.2.2")], "1.2.3", "x").study_uid == "1.2.2"
+
+
+def test_a_seg_is_copied_into_the_study_the_archive_holds_its_images_in(seg_case, tmp_path):
+    """The copy sent takes the study's UID, and the study attributes the PACS answered (only
+    those); the SEG's file, and files that are no SEG, are sent as they are."""
+    images, seg, study, series = seg_case
+    on_disk = seg.read_bytes()
+    held_in = Series(series, "1.2.99", study_attributes=(("AccessionNumber", "ACC-9"), ("StudyDate", "20230102")))
+    elsewhere = ReferencedSeries(study, series, len(images), len(images), held_in)
+    sent = into_held_study([images[0], seg], [elsewhere], tmp_path)
+    assert sent[0] == images[0] and sent[1] != seg and sent[1].name == seg.name and seg.read_bytes() == on_disk
+    copy, original = pydicom.dcmread(sent[1]), pydicom.dcmread(seg)
+    assert (copy.StudyInstanceUID, copy.AccessionNumber, copy.StudyDate) == ("1.2.99", "ACC-9", "20230102")
+    assert copy.StudyTime == original.StudyTime and copy.StudyID == original.StudyID  # not answered: kept
+    assert copy.SOPInstanceUID == original.SOPInstanceUID and copy.PixelData == original.PixelData
+    assert into_held_study([seg], [ReferencedSeries(study, series, 3, 3, Series(series, study))], tmp_path) == [seg]
+    assert held_elsewhere_text("ORTHANC", [elsewhere]) == (
+        f"ORTHANC holds the image series this SEG refers to in another study (series {series} in the study "
+        f"1.2.99, not the SEG's study {study})")

@@ -25,7 +25,7 @@ from segview.core.volume import Volume
 from segview.gui import pacs_secrets
 from segview.gui.pacs_dialog import ImageSeries, PacsDialog, SendDialog, saved_servers
 from segview.gui.settings import settings
-from tests.core.conftest import free_port, orthanc_server
+from tests.core.conftest import free_port, orthanc_server, split_study
 from tests.core.secure_pacs import secret_leaks, secure_pacs_server
 
 
@@ -363,6 +363,39 @@ def test_a_seg_whose_images_the_pacs_lacks_is_sent_only_as_the_reader_answers(qt
     else:
         assert sent.args[0] == len(images.files) + 1 and orthanc.lookup(images.uid)
         assert all(orthanc.lookup(_sop_uid(path)) for path in images.files)
+
+
+@pytest.mark.parametrize("answer", ["into that study", "as it is", "cancel"])
+def test_a_seg_whose_images_the_pacs_holds_in_another_study_is_sent_into_it_as_the_reader_answers(
+        qtbot, orthanc, tmp_path, answer):
+    """A study split at the PACS: a tester's SEG, sent without a word into the study it
+    named, sat alone there, and OHIF showed the images without it. Into the images' study
+    is the default; the SEG's file is not changed."""
+    images, seg = _series_on_disk_only(tmp_path)
+    split = split_study(orthanc, list(images.files), tmp_path)
+    on_disk, named = seg.read_bytes(), pydicom.dcmread(seg, stop_before_pixels=True).StudyInstanceUID
+    dialog = SendDialog(None, [seg], images)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    question = _ask(qtbot, dialog, orthanc.dicomweb_url)
+    assert question.startswith(f"{orthanc.dicomweb_url} holds the image series this SEG refers to in another "
+                               f"study (series {images.uid} in the study {split.StudyInstanceUID}, not the SEG's "
+                               f"study {named}). Send the SEG into that study?")
+    assert dialog.send_into_study_button.isVisible() and dialog.send_into_study_button.isDefault()
+    assert dialog.send_anyway_button.text() == "Send as it is" and not dialog.send_images_button.isVisible()
+    if answer == "cancel":
+        qtbot.mouseClick(dialog.cancel_button, Qt.LeftButton)
+        assert dialog.status.text() == "Nothing was sent." and not orthanc.lookup(_sop_uid(seg))
+        return
+    button = dialog.send_into_study_button if answer == "into that study" else dialog.send_anyway_button
+    with qtbot.waitSignal(dialog.sent, timeout=30000) as sent:
+        qtbot.mouseClick(button, Qt.LeftButton)
+    assert sent.args[0] == 1 and seg.read_bytes() == on_disk
+    study, modalities = orthanc.study_of(_sop_uid(seg))
+    if answer == "into that study":
+        assert study == split.StudyInstanceUID and modalities == {"SEG", "MR"}
+    else:
+        assert study == named  # the study the SEG names, which kept another series only
 
 
 def test_a_check_the_pacs_cannot_answer_is_said_and_left_to_the_reader(qtbot, orthanc, tmp_path, monkeypatch):
