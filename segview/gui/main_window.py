@@ -1103,12 +1103,20 @@ class MainWindow(QMainWindow):
         """Take back the last step and say which, and where: it may lie on another slice."""
         if self.session is not None and not self._refused():
             what = self.session.undo()  # replaces what the step undone said ("N voxels changed")
-            self.statusBar().showMessage(f"Undid: {what}" if what else "Nothing to undo", 8000)
+            self._say_history_step("Undid", what, self.session.labels.can_undo, "undo")
 
     def redo(self) -> None:
         if self.session is not None and not self._refused():
             what = self.session.redo()
-            self.statusBar().showMessage(f"Redid: {what}" if what else "Nothing to redo", 8000)
+            self._say_history_step("Redid", what, self.session.labels.can_redo, "redo")
+
+    def _say_history_step(self, done: str, what: str | None, more: bool, verb: str) -> None:
+        """Say the step taken back or done again, and when it was the last: the action then
+        greys out and its key does nothing, so the message left must not read as if it did."""
+        if what is None:
+            self.statusBar().showMessage(f"Nothing to {verb}", 8000)
+        else:
+            self.statusBar().showMessage(f"{done}: {what}" + ("" if more else f"; nothing more to {verb}"), 8000)
 
     def _slice_operation(self, name: str) -> None:
         session = self.session
