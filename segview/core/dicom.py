@@ -1290,12 +1290,15 @@ def person_name_text(value) -> str:
     return text or str(value).replace("^", " ").strip("= ")
 
 
+def readable_date(date: str) -> str:
+    """A DICOM date (DA, "20260102") as "2026-01-02"; anything else as it is."""
+    return f"{date[:4]}-{date[4:6]}-{date[6:]}" if len(date) == 8 and date.isdigit() else date
+
+
 def patient_line(meta: dict) -> str:
     """"Müller, Jürgen; ID 12345; study 2026-01-02" from a Volume's ``meta`` (what a
     reader checks before reading an image: whose it is); "" when it names no one."""
-    date = str(meta.get("study_date") or "")
-    if len(date) == 8 and date.isdigit():
-        date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
+    date = readable_date(str(meta.get("study_date") or ""))
     parts = [str(meta.get("patient_name") or ""), f"ID {meta['patient_id']}" if meta.get("patient_id") else "",
              f"study {date}" if date else ""]
     return "; ".join(part for part in parts if part) if meta.get("patient_name") or meta.get("patient_id") else ""

@@ -22,7 +22,7 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from .classes import LabelClass
-from .dicom import SPACING_TOLERANCE
+from .dicom import SPACING_TOLERANCE, readable_date
 from .errors import LabelSaveError, SegviewError
 from .files import replace_atomically
 from .report import counted
@@ -178,6 +178,25 @@ def latest_seg(folder) -> Path:
         return int(header.get("InstanceNumber") or 0)
 
     return max(segs, key=instance_number)
+
+
+def seg_name(path) -> str:
+    """The DICOM SEG at ``path`` as a clinician names it: '"segview corrected labels"
+    (series 900, 2026-01-02)' from its SeriesDescription, SeriesNumber and SeriesDate (or
+    ContentDate); its file name when it has no description (a PACS names files by UID)."""
+    path = Path(path)
+    try:
+        header = pydicom.dcmread(str(path), stop_before_pixels=True,
+                                 specific_tags=["SeriesDescription", "SeriesNumber", "SeriesDate", "ContentDate"])
+    except Exception:  # noqa: BLE001 - a header that cannot be read names nothing
+        return path.name
+    description = str(header.get("SeriesDescription") or "").strip()
+    if not description:
+        return path.name
+    number = str(header.get("SeriesNumber") or "").strip()
+    date = readable_date(str(header.get("SeriesDate") or header.get("ContentDate") or "").strip())
+    details = ", ".join(part for part in (f"series {number}" if number else "", date) if part)
+    return f'"{description}"' + (f" ({details})" if details else "")
 
 
 def referenced_series_uid(path) -> str:

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
 from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QGroupBox, QInputDialog, QLabel, QMainWindow,
                                QMessageBox, QProgressBar, QPushButton, QSizePolicy, QSlider, QToolBar, QVBoxLayout,
                                QWidget)
@@ -255,15 +255,24 @@ class MainWindow(QMainWindow):
         self._fill_recent_menu()
         menu.addAction("Recover &edits...", self.recover_edits)
         menu.addSeparator()
-        menu.addAction("&Save labels", QKeySequence.StandardKey.Save, self.save)
-        menu.addAction("Save labels &as...", QKeySequence.StandardKey.SaveAs, self.save_as)
-        menu.addAction("Export comparison &report...", self.export_report).setObjectName(EXPORT_REPORT_ACTION)
+        self.save_action = menu.addAction("&Save labels", QKeySequence.StandardKey.Save, self.save)
+        self.save_as_action = menu.addAction("Save labels &as...", QKeySequence.StandardKey.SaveAs, self.save_as)
+        # Greyed in an empty window, their keys still say why (a tester's Ctrl+S did nothing, without a word).
+        self._empty_window_keys = []
+        for action in (self.save_action, self.save_as_action):
+            for sequence in action.shortcuts():
+                shortcut = QShortcut(sequence, self)
+                shortcut.activated.connect(self._nothing_open)
+                self._empty_window_keys.append(shortcut)
+        self.export_report_action = menu.addAction("Export comparison &report...", self.export_report)
+        self.export_report_action.setObjectName(EXPORT_REPORT_ACTION)
         self.seg_action = menu.addAction("Export DICOM &SEG...", self.export_dicom_seg)
         self.send_seg_action = menu.addAction("Send SEG to PA&CS...", self.send_seg_to_pacs)
         for action in (self.seg_action, self.send_seg_action):
             action.setEnabled(False)
         menu.setToolTipsVisible(True)
-        menu.addAction("Export &metrics as CSV...", self.export_metrics)
+        self.export_metrics_action = menu.addAction("Export &metrics as CSV...", self.export_metrics)
+        self._enable_file_actions()
         menu.addSeparator()
         menu.addAction("&Quit", QKeySequence.StandardKey.Quit, self.close)
 
@@ -585,6 +594,7 @@ class MainWindow(QMainWindow):
         self._show_legend()
         self.tools.set_classes(session.classes, session.models)
         self._enable_image_controls(True)
+        self._enable_file_actions()  # models come and go with the session
         self.metrics.set_classes(session.classes)
         self._step_done()
         self._show_metrics()
@@ -595,6 +605,25 @@ class MainWindow(QMainWindow):
         (read-only disables the whole panel on top of this)."""
         for box in self.tools.findChildren(QGroupBox):
             box.setEnabled(on)
+
+    def _enable_file_actions(self) -> None:
+        """File menu items greyed until there is something to save or export, the reason in
+        their tooltips; in an empty window the save keys say it."""
+        session = self.session
+        models = set(session.models) if session is not None else set()
+        reasons = {self.save_action: None, self.save_as_action: None,
+                   self.export_report_action: None if {"A", "B"} <= models else
+                   "Load two models (A and B) to compare them.",
+                   self.export_metrics_action: None if models else
+                   "Load a model first: the metrics compare models with the labels."}
+        if session is None:  # with an image, the SEG actions follow its export_reason (show_session)
+            reasons = dict.fromkeys([*reasons, self.seg_action, self.send_seg_action],
+                                    "No image is open: there are no labels to save or export (File > Open image...)")
+        for action, reason in reasons.items():
+            action.setEnabled(reason is None)
+            action.setToolTip(reason or action.text().replace("&", "").rstrip("."))
+        for shortcut in self._empty_window_keys:
+            shortcut.setEnabled(session is None)
 
     def _offer_recovery(self) -> None:
         session = self.session
@@ -1111,12 +1140,20 @@ class MainWindow(QMainWindow):
         """Take back the last step and say which, and where: it may lie on another slice."""
         if self.session is not None and not self._refused():
             what = self.session.undo()  # replaces what the step undone said ("N voxels changed")
-            self.statusBar().showMessage(f"Undid: {what}" if what else "Nothing to undo", 8000)
+            self._say_history_step("Undid", what, self.session.labels.can_undo, "undo")
 
     def redo(self) -> None:
         if self.session is not None and not self._refused():
             what = self.session.redo()
-            self.statusBar().showMessage(f"Redid: {what}" if what else "Nothing to redo", 8000)
+            self._say_history_step("Redid", what, self.session.labels.can_redo, "redo")
+
+    def _say_history_step(self, done: str, what: str | None, more: bool, verb: str) -> None:
+        """Say the step taken back or done again, and when it was the last: the action then
+        greys out and its key does nothing, so the message left must not read as if it did."""
+        if what is None:
+            self.statusBar().showMessage(f"Nothing to {verb}", 8000)
+        else:
+            self.statusBar().showMessage(f"{done}: {what}" + ("" if more else f"; nothing more to {verb}"), 8000)
 
     def _slice_operation(self, name: str) -> None:
         session = self.session
@@ -1470,6 +1507,7 @@ class MainWindow(QMainWindow):
         session.close(discard=discard)
         self.session = None
         self._enable_image_controls(False)  # nothing to apply them to until the next image shows
+        self._enable_file_actions()
         self._show_modified()
         return True
 
@@ -1530,6 +1568,7 @@ class MainWindow(QMainWindow):
             self.session.close(discard=True)
             self.session = None
             self._enable_image_controls(False)
+            self._enable_file_actions()
             self._show_modified()
 
     def export_dicom_seg(self) -> None:

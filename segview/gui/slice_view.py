@@ -396,6 +396,8 @@ class SliceView(pg.GraphicsLayoutWidget):
     def _drag_window(self, right: float, up: float) -> None:
         center, width = self.window
         step = max(width, 1.0) / 256  # the same feel at every window width
+        if self.volume is not None and self.volume.meta.get("photometric_interpretation") == "MONOCHROME1":
+            up = -up  # its grey scale is inverted: the hand must move the screen the same way (level stays in HU)
         self.set_window(center + up * step, width + right * step)
         self.window_changed.emit(*self.window)
 

@@ -88,14 +88,14 @@ class LabelFile:
 def _seg_label_file(path: Path, volume: Volume) -> LabelFile:
     """A DICOM SEG of ``volume``'s series as labels (``core.dicomseg.read_seg_labels``): no
     slice reviewed, nothing to save back onto it. Raises VolumeLoadError."""
-    from ..core.dicomseg import DicomSegError, read_seg_labels
+    from ..core.dicomseg import DicomSegError, read_seg_labels, seg_name
 
     try:
         array, classes = read_seg_labels(path, volume)
     except DicomSegError as exc:
         raise VolumeLoadError(str(exc)) from exc
     return LabelFile(path, array, classes, ReviewState.empty(volume.shape[0]),
-                     f"The labels come from the DICOM SEG {path.name}: no slice is marked reviewed, and saving "
+                     f"The labels come from the DICOM SEG {seg_name(path)}: no slice is marked reviewed, and saving "
                      "writes a label file (NIfTI, NRRD or MHA), never onto the SEG; File > Export DICOM SEG "
                      "writes a new SEG.")
 

@@ -9,7 +9,7 @@ import pytest
 from segview.core.classes import LabelClass
 from segview.core.dicom import write_dicom_series
 from segview.core.dicomseg import (DicomSegError, export_reason, latest_seg, read_dicom_seg, referenced_series_uid,
-                                    save_dicom_seg)
+                                    save_dicom_seg, seg_name)
 from segview.core.io import load_volume
 from segview.core.phantoms import make_phantom
 
@@ -106,8 +106,24 @@ def test_a_seg_opens_as_labels_with_its_segments_as_classes(dicom_case, tmp_path
     np.testing.assert_array_equal(session.labels.array, labels)
     assert [(c.value, c.name, c.color) for c in session.classes] == [(c.value, c.name, c.color) for c in case.classes]
     assert not session.reviewed.any() and session.labels_path is None  # saving writes a label file, not the SEG
-    assert any("DICOM SEG seg.dcm" in w for w in session.warnings)
+    assert any('DICOM SEG "segview corrected labels" (series 900, ' in w for w in session.warnings)  # not its file
     session.close(discard=True)
+
+
+def test_a_seg_is_named_by_its_series_description_number_and_date_else_by_its_file(dicom_case, tmp_path):
+    """A SEG from the PACS was named by its file, a UID: "1.2.826.0.1.3680043...245.dcm"."""
+    case, volume = dicom_case
+    written = save_dicom_seg(tmp_path / "1.2.826.0.1.3680043.245.dcm", case.labels, volume, list(case.classes))
+    seg = pydicom.dcmread(written)
+    seg.SeriesNumber, seg.SeriesDate, seg.ContentDate = 7, "20260102", "20260103"
+    seg.save_as(written)
+    assert seg_name(written) == '"segview corrected labels" (series 7, 2026-01-02)'
+    del seg.SeriesDate, seg.SeriesNumber  # the content date stands in for the series date
+    seg.save_as(written)
+    assert seg_name(written) == '"segview corrected labels" (2026-01-03)'
+    del seg.SeriesDescription
+    seg.save_as(written)
+    assert seg_name(written) == "1.2.826.0.1.3680043.245.dcm"
 
 
 def test_a_seg_on_an_image_whose_files_are_gone_is_refused_with_the_reason(dicom_case, tmp_path):

@@ -71,10 +71,34 @@ def test_ctrl_z_says_which_edit_it_took_back_and_on_which_slice_when_another_is_
     drag(view, [(60, 60), (60, 70)])
     window.workspace.go_to_slice(z + 3)  # the stroke is no longer on screen
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
-    assert window.statusBar().currentMessage() == f"Undid: brush stroke on slice {z + 1} ({name})"
+    assert window.statusBar().currentMessage() == f"Undid: brush stroke on slice {z + 1} ({name}); nothing more to undo"
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
-    assert window.statusBar().currentMessage() == f"Redid: brush stroke on slice {z + 1} ({name})"
+    assert window.statusBar().currentMessage() == f"Redid: brush stroke on slice {z + 1} ({name}); nothing more to redo"
     assert view.index == z + 3  # said, not jumped to
+
+
+def test_the_undo_that_empties_the_history_says_so_and_ctrl_z_then_does_nothing(qtbot, editing):
+    window, view = editing, axial(editing)
+    window.tools.set_tool("brush")
+    z, value = view.index, window.tools.active_class()
+    name = next(c.name for c in window.session.classes if c.value == value)
+    drag(view, [(60, 60), (60, 70)])
+    drag(view, [(80, 60), (80, 70)])
+    undid = f"Undid: brush stroke on slice {z + 1} ({name})"
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.statusBar().currentMessage() == undid  # one step left
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert window.statusBar().currentMessage() == undid + "; nothing more to undo"
+    assert not window.undo_action.isEnabled()  # the menu stays honest
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # ignored: the message left still reads true
+    assert window.statusBar().currentMessage() == undid + "; nothing more to undo"
+    redid = f"Redid: brush stroke on slice {z + 1} ({name})"
+    redo = (Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    qtbot.keyClick(window, *redo)
+    assert window.statusBar().currentMessage() == redid
+    qtbot.keyClick(window, *redo)
+    assert window.statusBar().currentMessage() == redid + "; nothing more to redo"
+    assert not window.redo_action.isEnabled() and window.undo_action.isEnabled()
 
 
 def test_the_brush_paints_in_the_coronal_view_the_plane_it_shows(qtbot, editing):

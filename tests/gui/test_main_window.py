@@ -13,7 +13,7 @@ from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.gui import main_window
 from segview.gui.slice_view import label_outline
 
-from .helpers import display_pixel, drag_points, hover, widget_point
+from .helpers import display_pixel, drag_points, hover, load_models, widget_point
 
 
 def test_demo_opens_with_labels_and_scrolls(qtbot, demo):
@@ -409,6 +409,36 @@ def test_save_in_an_empty_window_says_there_is_nothing_to_save(qtbot, dialogs):
         assert save() is False
         assert window.statusBar().currentMessage().startswith("No image is open: there are no labels to save")
     window.close()
+
+
+def test_the_file_menu_greys_saves_and_exports_until_there_is_something_to_save_or_export(qtbot, window):
+    """In an empty window a tester found Save labels, Save labels as, Export comparison
+    report and Export metrics as CSV enabled: the exports then asked for models, not for an image."""
+    from segview.resources import DEMO_MODELS
+
+    from .test_worklist_panel import action
+
+    names = ["Save labels", "Save labels as...", "Export comparison report...", "Export metrics as CSV...",
+             "Export DICOM SEG...", "Send SEG to PACS..."]
+    menu = {name: action(window, "File", name) for name in names}
+    assert not any(a.isEnabled() for a in menu.values())
+    assert all(a.toolTip().startswith("No image is open") for a in menu.values())
+    for keys in (Qt.ControlModifier, Qt.ControlModifier | Qt.ShiftModifier):  # Save, Save as: the keys say why
+        window.statusBar().clearMessage()
+        qtbot.keyClick(window, Qt.Key_S, keys)
+        assert window.statusBar().currentMessage().startswith("No image is open: there are no labels to save")
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    enabled = {name for name, a in menu.items() if a.isEnabled()}
+    assert enabled == {"Save labels", "Save labels as..."}  # the demo is no DICOM series: no SEG
+    assert menu["Export metrics as CSV..."].toolTip().startswith("Load a model first")
+    load_models(qtbot, window, DEMO_MODELS[:1], "A")
+    assert menu["Export metrics as CSV..."].isEnabled() and not menu["Export comparison report..."].isEnabled()
+    assert menu["Export comparison report..."].toolTip() == "Load two models (A and B) to compare them."
+    load_models(qtbot, window, DEMO_MODELS[1:2], "B")
+    assert menu["Export comparison report..."].isEnabled()
+    window.discard_session()  # empty again
+    assert not any(a.isEnabled() for a in menu.values())
 
 
 def test_the_window_fits_a_small_screen_the_tools_scrolling(qtbot, demo):
