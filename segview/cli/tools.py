@@ -371,6 +371,9 @@ def _run_evaluate(args) -> int:
     case_classes: dict[str, list[str]] = {}  # per results.csv key, its data set's class names
     learnt: list[str] = []  # bold lines of table1.md: a model judged on cases it trained on
     trained_by: dict[tuple[str, int], list[str]] = {}  # (data, model) -> the cases it trained on
+    # Cases of a folder that were not evaluated (flagged, labels on another grid...): stderr
+    # said so at once; table1.md and comparisons.json say so too, or their n reads as the folder's.
+    skipped = {name: list(dataset.skipped) for name, dataset in datasets if getattr(dataset, "skipped", None)}
     for name, dataset in datasets:
         evaluated = []
         reference_cache: dict = {}  # the labels' measures, shared by the checkpoints
@@ -407,6 +410,8 @@ def _run_evaluate(args) -> int:
                          if (name, i) in trained_by}
             _no_verdict_on_training_cases(comparisons[-1][3], learnt_by)
     table = "".join(line + "\n\n" for line in learnt)
+    table += "".join(f"Not evaluated in {name} ({len(reasons)} case{'s' if len(reasons) != 1 else ''}): "
+                     + "; ".join(reasons) + "\n\n" for name, reasons in skipped.items())
     table += table1_markdown([(label, by_set) for label, by_set in rows.items() if by_set])
     table += (f"\nPer class (mean over cases; surface Dice at {tolerance:g} mm):\n\n"
               + per_class_markdown([(label, by_set) for label, by_set in rows.items() if by_set], class_names))
@@ -420,7 +425,8 @@ def _run_evaluate(args) -> int:
                                for n, a, b, r in comparisons)
         atomic_write_text(args.output / "table1.md", text)
         atomic_write_text(args.output / "comparisons.json", json.dumps(finite_or_none(  # no score: null
-            [{"data": n, "a": str(models[a][0]), "b": str(models[b][0]), **r} for n, a, b, r in comparisons]),
+            [{"data": n, "a": str(models[a][0]), "b": str(models[b][0]), **r, "skipped": skipped.get(n, [])}
+             for n, a, b, r in comparisons]),
             indent=2, allow_nan=False))
     return 0
 
@@ -577,6 +583,8 @@ def _comparison_text(name, label_a, label_b, result) -> str:
             f"[{number_text(low, 4, signed=True)}, {number_text(high, 4, signed=True)}]); "
             f"{label_b} better on {result['b_better']}, {label_a} better on {result['a_better']}; {verdict}\n"
             + (f"{note}\n" if note else "")
+            + (f"Left out of the pairs (no score for one of the two models, or scored by one "
+               f"only): {', '.join(result['left_out'])}\n" if result.get("left_out") else "")
             + (_clicks_text(name, label_a, label_b, result["clicks_difference"]) if "clicks_difference" in result
                else ""))
 

@@ -144,12 +144,18 @@ def summary(results: list[CaseResult]) -> dict:
 
 def paired_comparison(a: list[CaseResult], b: list[CaseResult], metric: str = "dice") -> dict:
     """B minus A per case, its mean and std, and the two-sided Wilcoxon signed-rank p-value
-    (``core.compare.paired_difference``: NaN below two cases, where no test is possible)."""
+    (``core.compare.paired_difference``: NaN below two cases, where no test is possible);
+    ``left_out``: the cases not in the pairs (one model has no score there, or only one of
+    the two was scored on it)."""
     by_case = {r.case: r.metric(metric) for r in a}
     pairs = [(r.case, by_case[r.case], r.metric(metric)) for r in b if r.case in by_case]
     paired = paired_difference([va for _, va, _ in pairs], [vb for _, _, vb in pairs])
+    # Named, not only counted: the pairs' n is below the cases' (a case where one model has no
+    # score, or that only one of them was scored on) and the reports say which.
+    unpaired = sorted({r.case for r in a} ^ {r.case for r in b})
+    left_out = sorted(case for case, va, vb in pairs if math.isnan(va) or math.isnan(vb)) + unpaired
     return {"metric": metric, "cases": paired.pop("pairs"),
-            "per_case": {case: vb - va for case, va, vb in pairs}, **paired}
+            "per_case": {case: vb - va for case, va, vb in pairs}, "left_out": left_out, **paired}
 
 
 def table1_markdown(rows: list[tuple[str, dict[str, dict]]]) -> str:

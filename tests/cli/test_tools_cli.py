@@ -329,3 +329,39 @@ def test_predict_writes_the_labels_of_a_2d_nifti_where_its_slice_lies(tmp_path):
     assert written.shape == (*plane.shape, 1)
     np.testing.assert_allclose(written.affine, affine, atol=1e-5)
     assert set(np.unique(np.asarray(written.dataobj))) > {0}  # the model found the heart
+
+
+def test_evaluate_writes_which_cases_it_left_out(tmp_path, monkeypatch, capsys):
+    """table1.md and comparisons.json gave n without naming the cases not evaluated (a flagged
+    case: only a stderr line at the time) or not paired (no Dice for one model)."""
+    from segview.core.review_state import update_sidecar
+    from segview.core.volume import Volume
+    from segview.core.io import save_labels
+    from tests.session.conftest import CLASSES, SPACING, make_checkpoint, make_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    make_dataset(tmp_path / "ds", 4)
+    update_sidecar(tmp_path / "ds" / "labelsTr" / "case_001.nii.gz", case={"status": "flagged", "note": "motion"})
+    volume = load_volume(tmp_path / "ds" / "imagesTr" / "case_003_0000.nii.gz")
+    save_labels(tmp_path / "ds" / "labelsTr" / "case_003.nii.gz", np.zeros(volume.shape, np.uint8),
+                Volume(volume.array, SPACING), CLASSES)
+    silent = make_checkpoint(tmp_path / "silent.safetensors", 1)  # predicts nothing: no Dice on case_003
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    with safe_open(str(silent), "pt") as handle:
+        metadata = handle.metadata()
+    weights = load_file(str(silent))
+    bias = next(key for key in weights if key.endswith("head.bias"))
+    weights[bias] = weights[bias].new_tensor([50.0, -50.0, -50.0])
+    weights[bias.replace("bias", "weight")].zero_()
+    save_file(weights, str(silent), metadata)
+    other = make_checkpoint(tmp_path / "other.safetensors", 2)
+    assert main(["evaluate", str(silent), str(other), "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "out"),
+                 "--device", "cpu"]) == 0
+    table = (tmp_path / "out" / "table1.md").read_text()
+    assert "Not evaluated in ds (1 case): case_001: flagged in the worklist (motion)" in table
+    assert "Left out of the pairs (no score for one of the two models, or scored by one only): case_003" in table
+    comparison = json.loads((tmp_path / "out" / "comparisons.json").read_text())[0]
+    assert comparison["cases"] == 2 and comparison["left_out"] == ["case_003"]
+    assert comparison["skipped"] == ["case_001: flagged in the worklist (motion)"]
+    assert "case_003" in capsys.readouterr().out

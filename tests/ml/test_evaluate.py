@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from segview.core.metrics import ConfusionMatrix, surface_scores
-from segview.ml.evaluate import CaseResult, per_class_markdown, summary, table1_markdown, write_case_csv
+from segview.ml.evaluate import (CaseResult, paired_comparison, per_class_markdown, summary, table1_markdown,
+                                 write_case_csv)
 
 SPACING = (2.0, 1.0, 1.0)  # x, y, z mm
 
@@ -53,6 +54,18 @@ def test_a_case_without_a_score_is_named_in_the_table1_cell():
     assert "(2 of 3 scored)" in table1_markdown([("CE", {"lung": table})])
     one = summary([_case("a", 3)])
     assert math.isnan(one["dice"]["std"]) and "0.0000 ± \u2013 |" in table1_markdown([("CE", {"lung": one})])
+
+
+def test_the_paired_comparison_names_the_cases_it_leaves_out():
+    """A tester's comparison read "over n = 11 cases" on a folder of 12, naming none: the
+    case where one model had no Dice (nothing in its labels, nothing predicted) was dropped."""
+    empty = CaseResult("d", ConfusionMatrix.from_arrays(np.zeros((2, 4, 4), np.uint8),
+                                                        np.zeros((2, 4, 4), np.uint8), 2).scores(), None)
+    a = [_case("a", 3), _case("b", 2), _case("c", 0), empty]
+    b = [_case("a", 0), _case("b", 0), _case("c", 1), _case("d", 0), _case("e", 0)]
+    comparison = paired_comparison(a, b)
+    assert comparison["cases"] == 3 and comparison["left_out"] == ["d", "e"]
+    assert paired_comparison(a[:3], b[:3])["left_out"] == []
 
 
 def test_results_csv_keeps_each_data_sets_classes_in_their_own_columns(tmp_path):
