@@ -74,10 +74,11 @@ def rank_slices(live: LiveMetrics, a: str = "A", b: str = "B", by: str = "disput
     raise ValueError(f"unknown ranking {by!r}: disputed or worst")
 
 
-#: Fewer pairs than this cannot support a verdict: with n pairs the smallest two-sided
-#: Wilcoxon p-value there is is 2 / 2**n (0.125 for 4), and a bootstrap of so few values
-#: is no confidence interval.
-MIN_PAIRS = 5
+#: Fewer differing pairs than this cannot support a verdict: with n pairs the smallest
+#: two-sided Wilcoxon p-value there is is 2 / 2**n (0.0625 for 5: never below 0.05, 0.031
+#: for 6), and a bootstrap of so few values is no confidence interval. Reaching it says a
+#: verdict is possible, not that there is one: the p-value and the interval say that.
+MIN_PAIRS = 6
 RESAMPLES = 10_000   # bootstrap resamples of the mean difference
 SEED = 0             # numpy's default generator: the same data give the same interval
 CONFIDENCE = 0.95

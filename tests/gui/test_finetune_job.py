@@ -152,7 +152,7 @@ def test_fine_tune_runs_in_the_background_and_its_checkpoint_becomes_model_b(qtb
     assert ("keeping A is advised" in question[0]) is worse
     # The best of the epochs on the cases that chose it flatters it; on one held-out case, no verdict.
     assert "chosen by this Dice on these same cases" in question[0]
-    assert f"On {len(held_out)} held-out case (fewer than 5) it is no verdict" in question[0]
+    assert f"On {len(held_out)} held-out case (fewer than 6) it is no verdict" in question[0]
     # The tiny parent's own data are unknown: nothing replayed, and the question says what that risks.
     assert lineage["replay"] is None and "none was replayed" in question[0] and "first scanner" in question[0]
     assert dialogs.defaults[0] == (QMessageBox.StandardButton.No if worse else QMessageBox.StandardButton.Yes)
@@ -204,7 +204,7 @@ def test_the_question_names_only_the_held_out_cases_whose_slices_chose_the_epoch
         action(window, *FINE_TUNE).trigger()
     question = [text for kind, text in dialogs if kind == "question"][0]
     assert f"on the held-out case with reviewed slices ({judging}); {', '.join(silent)}, held out too, " in question
-    assert "On 1 held-out case (fewer than 5)" in question
+    assert "On 1 held-out case (fewer than 6)" in question
 
 
 def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, dataset, parent, dialogs):
@@ -303,9 +303,9 @@ def test_nothing_reviewed_to_train_on_is_a_message_and_no_checkpoint(qtbot, wind
 
 
 def test_the_caution_on_the_held_out_dice_names_too_few_cases():
-    assert "fewer than 5" in selection_caution(4) and "flatters" in selection_caution(4)
-    assert "fewer than" not in selection_caution(5) and "flatters" in selection_caution(5)
-    assert "On 2 held-out cases (fewer than 5)" in selection_caution(2)
+    assert "fewer than 6" in selection_caution(5) and "flatters" in selection_caution(5)
+    assert "fewer than" not in selection_caution(6) and "flatters" in selection_caution(6)
+    assert "On 2 held-out cases (fewer than 6)" in selection_caution(2)
 
 
 def test_the_progress_text_says_epoch_loss_held_out_dice_and_the_time_left():

@@ -333,7 +333,7 @@ def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_pat
             f"the fine-tuned checkpoint is {verdict}") in out
     # with the window's cautions: the epoch chosen on these cases, and too few of them (a helper's "better" alone)
     assert f"the fine-tuned checkpoint is {verdict}. The epoch was chosen by this Dice on these same cases" in out
-    assert f"On {len(held_out)} held-out case" in out and "(fewer than 5) it is no verdict" in out
+    assert f"On {len(held_out)} held-out case" in out and "(fewer than 6) it is no verdict" in out
     # and segview info says it with the lineage, long after the run's output is gone
     assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
     info = capsys.readouterr().out
