@@ -81,6 +81,26 @@ def test_a_box_of_voxels_ends_half_a_voxel_beyond_its_outer_centres():
     assert np.abs(index.min(axis=0) - low).max() < 0.5 and np.abs(index.max(axis=0) - high).max() < 0.5
 
 
+def index_extent(surface) -> np.ndarray:
+    """How far ``surface`` reaches along each array axis, in voxels (z, y, x)."""
+    image = reference_image()
+    index = np.array([image.TransformPhysicalPointToContinuousIndex([float(c) for c in p])
+                      for p in surface.vertices])[:, ::-1]
+    return index.max(axis=0) - index.min(axis=0)
+
+
+def test_a_lone_voxel_and_a_stroke_on_one_slice_show_about_their_size():
+    """A tester's one-voxel class was drawn 0.06 mm wide, and a stroke as a sheet of no thickness."""
+    labels = np.zeros(SHAPE, np.uint8)
+    labels[20, 30, 30] = 1
+    labels[5, 10:40, 10:40] = 2
+    volume = Volume(labels, SPACING, ORIGIN, OBLIQUE)
+    voxel, stroke = build_surfaces(labels, volume, None)
+    assert (index_extent(voxel) > 0.6).all() and (index_extent(voxel) < 1.2).all()
+    assert 0.8 < index_extent(stroke)[0] < 1.2  # one slice thick
+    assert (np.abs(index_extent(stroke)[1:] - 30) < 0.7).all()
+
+
 def test_a_large_class_is_averaged_in_blocks_and_still_a_sphere(monkeypatch):
     radius = 18.0
     volume, labels, _ = ball(SHAPE, (22, 35, 32), radius)
