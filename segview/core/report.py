@@ -14,15 +14,18 @@ DASH = "\u2013"
 
 
 def number_text(value: float | None, digits: int = 3, *, missing: str = DASH, infinite: str = "\u221e",
-                signed: bool = False, unit: str = "") -> str:
+                signed: bool = False, unit: str = "", small: bool = False) -> str:
     """``value`` with ``digits`` decimals (and ``unit``); ``missing`` for None or NaN;
     ``infinite`` for +-inf, or ``missing`` when ``signed`` (a difference with an infinite
     side has no value); a sign always with ``signed``, but none on what rounds to zero
-    (never "-0.0000")."""
+    (never "-0.0000"). ``small``: a value other than zero that rounds to zero keeps one
+    significant digit (a volume of one voxel, 0.002 mL, is not an empty class's 0.0)."""
     if value is None or math.isnan(value):
         return missing
     if math.isinf(value):
         return missing if signed else ("-" if value < 0 else "") + infinite
+    if round(value, digits) == 0 and small and value != 0:
+        digits = -math.floor(math.log10(abs(value)))
     if round(value, digits) == 0:
         return f"{0:.{digits}f}{unit}"
     return f"{value:{'+' if signed else ''}.{digits}f}{unit}"

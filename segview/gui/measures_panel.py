@@ -283,8 +283,8 @@ class MeasuresPanel(QWidget):
         self.measures.setVerticalHeaderLabels([names[key][0] for key in rows])
         for r, key in enumerate(rows):
             digits = names[key][1]
-            cells = [number_text(measures[c].get(key, math.nan), digits) for c in columns]
-            cells += [number_text(measures[c].get(key, math.nan) - labels_rows[key], digits, signed=True)
+            cells = [number_text(measures[c].get(key, math.nan), digits, small=True) for c in columns]
+            cells += [number_text(measures[c].get(key, math.nan) - labels_rows[key], digits, signed=True, small=True)
                       for c in columns if c != "labels"]
             for col, text in enumerate(cells):
                 self._set_cell(self.measures, r, col, text)

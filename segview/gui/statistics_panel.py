@@ -130,7 +130,7 @@ class StatisticsController(QObject):
         for n, row in enumerate(rows):
             for column, (field, digits) in enumerate(COLUMNS.values()):
                 value = getattr(row.statistics, field)
-                self.table.setItem(n, column, QTableWidgetItem(number_text(value, digits)))
+                self.table.setItem(n, column, QTableWidgetItem(number_text(value, digits, small=field == "volume_ml")))
 
 
 def install_statistics(window: ToolHost) -> StatisticsController:

@@ -89,7 +89,8 @@ def statistics_text(statistics: RegionStatistics, unit: str = "") -> str:
         return "no voxel centre inside"
     mean, sd, median, low, high = (number_text(getattr(statistics, name), 1) for name in
                                    ("mean", "std", "median", "min", "max"))
-    return (f"{statistics.volume_ml:.2f} mL ({statistics.voxels} voxels), mean {mean} \u00b1 {sd}{unit}, "
+    volume = number_text(statistics.volume_ml, 2, small=True)
+    return (f"{volume} mL ({statistics.voxels} voxels), mean {mean} \u00b1 {sd}{unit}, "
             f"median {median}, {low} to {high}{unit}")
 
 

@@ -206,3 +206,12 @@ def test_numbers_that_round_to_zero_carry_no_sign():
     assert number_text(-0.00001, 4, signed=True) == number_text(0.00001, 4, signed=True) == "0.0000"
     assert number_text(-0.0, 3) == "0.000" and number_text(-0.0012, 4, signed=True) == "-0.0012"
     assert number_text(0.5, 2, signed=True) == "+0.50"
+
+
+def test_a_small_volume_keeps_a_significant_digit_and_an_empty_one_reads_zero():
+    """A tester's one-voxel class (0.00192 mL) read 0.0 mL, as an empty class does."""
+    from segview.core.report import number_text
+
+    assert number_text(0.00192, 1, small=True) == "0.002" and number_text(0.0, 1, small=True) == "0.0"
+    assert number_text(-0.00192, 1, signed=True, small=True) == "-0.002"
+    assert number_text(0.04, 1, small=True) == "0.04" and number_text(12.34, 1, small=True) == "12.3"
