@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.measures import RegionStatistics, region_statistics
-from ..core.report import number_text
+from ..core.report import counted, number_text
 from .errors import SessionError
 
 #: Slices per block of a volume's statistics.
@@ -90,7 +90,7 @@ def statistics_text(statistics: RegionStatistics, unit: str = "") -> str:
     mean, sd, median, low, high = (number_text(getattr(statistics, name), 1) for name in
                                    ("mean", "std", "median", "min", "max"))
     volume = number_text(statistics.volume_ml, 2, small=True)
-    return (f"{volume} mL ({statistics.voxels} voxels), mean {mean} \u00b1 {sd}{unit}, "
+    return (f"{volume} mL ({counted(statistics.voxels, 'voxel')}), mean {mean} \u00b1 {sd}{unit}, "
             f"median {median}, {low} to {high}{unit}")
 
 

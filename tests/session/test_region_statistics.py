@@ -94,4 +94,4 @@ def test_a_shape_off_the_image_or_of_another_kind_is_refused_and_an_empty_one_ha
     assert empty.voxels == 0 and empty.volume_ml == 0 and math.isnan(empty.mean)
     assert statistics_text(empty, " HU") == "no voxel centre inside"  # not NaN noise
     one = session.shape_statistics(0, 0, (0.6, 0.6), (1.4, 1.4))  # one pixel centre: 0.0005 mL, not "0.00"
-    assert one.voxels == 1 and statistics_text(one).startswith(f"0.000{round(one.volume_ml * 1e4)} mL (1 voxels)")
+    assert one.voxels == 1 and statistics_text(one).startswith(f"0.000{round(one.volume_ml * 1e4)} mL (1 voxel)")
