@@ -63,11 +63,17 @@ def test_a_mouse_drag_paints_a_gapless_stroke_and_ctrl_z_takes_it_back(qtbot, ed
     assert labels.can_undo and not labels.can_redo
 
 
-def test_ctrl_z_says_which_edit_it_took_back_and_on_which_slice_when_another_is_shown(qtbot, editing):
-    window, view = editing, axial(editing)
+def brush_on_axial(window):
+    """The brush chosen, on the axial view: that view, its slice and the class's name."""
+    view = axial(window)
     window.tools.set_tool("brush")
-    z, value = view.index, window.tools.active_class()
-    name = next(c.name for c in window.session.classes if c.value == value)
+    value = window.tools.active_class()
+    return view, view.index, next(c.name for c in window.session.classes if c.value == value)
+
+
+def test_ctrl_z_says_which_edit_it_took_back_and_on_which_slice_when_another_is_shown(qtbot, editing):
+    window = editing
+    view, z, name = brush_on_axial(window)
     drag(view, [(60, 60), (60, 70)])
     window.workspace.go_to_slice(z + 3)  # the stroke is no longer on screen
     qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
@@ -78,10 +84,8 @@ def test_ctrl_z_says_which_edit_it_took_back_and_on_which_slice_when_another_is_
 
 
 def test_the_undo_that_empties_the_history_says_so_and_ctrl_z_then_does_nothing(qtbot, editing):
-    window, view = editing, axial(editing)
-    window.tools.set_tool("brush")
-    z, value = view.index, window.tools.active_class()
-    name = next(c.name for c in window.session.classes if c.value == value)
+    window = editing
+    view, z, name = brush_on_axial(window)
     drag(view, [(60, 60), (60, 70)])
     drag(view, [(80, 60), (80, 70)])
     undid = f"Undid: brush stroke on slice {z + 1} ({name})"
