@@ -22,7 +22,7 @@ from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, 
                                     merge_at_click, prepare, region_boxes, resize_bilinear, settle,
                                     structure_at_click)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
-                                             review_summary)
+                                             review_summary, validation_objects)
 from segview.ml.losses import build_loss
 from segview.ml.unet import UNet
 
@@ -519,6 +519,22 @@ def test_perturbed_masks_are_seeded_and_spoil_the_reference():
     assert all(np.array_equal(m, perturb(reference, np.random.default_rng(n))) for n, m in enumerate(masks))
     scores = [dice(m, reference) for m in masks]
     assert max(scores) < 1 and np.mean(scores) > 0.3
+
+
+def test_validation_objects_all_start_below_the_goal():
+    """A large disc, where one perturbation in three left Dice above 0.90: the reviewer
+    (as ``bench clicks``) clicks only objects below 0.90, perturbed starts as predictions."""
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((12, 96, 96), np.uint8)
+    labels[:, (yy - 48) ** 2 + (xx - 48) ** 2 < 900] = 1
+    close, far = labels.copy(), np.roll(labels, 20, axis=2)
+    close[:, 48, 18:22] = 0  # Dice 0.998
+    case = InteractiveCase("disc", labels.astype(np.float32), labels, predictions=[close, far])
+    objects = validation_objects([case], 36)
+    assert {o.start for o in objects} == {"prediction", "perturbed", "empty"}
+    assert all(dice(o.start_mask, o.reference) < 0.90 for o in objects)
+    again = validation_objects([case], 36)
+    assert all(np.array_equal(a.start_mask, b.start_mask) for a, b in zip(objects, again))
 
 
 def test_review_summary_counts_as_the_reviewer_does():
