@@ -575,7 +575,7 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     notes: list[str] = []
     resumed = resume_note(state, config, world) if state is not None else None  # not in the metadata
     if state is not None:
-        config = _resumed_config(state["config"], config)
+        config = _resumed_config(state, config)
     if not datasets or not any(d.cases for d in datasets):
         raise DatasetError("no case to train the click model on")
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)
