@@ -308,7 +308,9 @@ def _add_export(commands) -> None:
     parser = commands.add_parser(
         "export", help="export a checkpoint to ONNX (dynamic batch and size, metadata included)",
         description="Write the network of a segview checkpoint as an ONNX model: input 'image' "
-                    "(N, 1, H, W), output 'logits' (N, C, H, W), any batch and size; the "
+                    "(N, 1, H, W) for a segmentation model, (N, 6, H, W) for a click model (slices "
+                    "z-1, z, z+1, the mask, positive and negative clicks; segview itself runs its "
+                    ".safetensors), output 'logits' (N, C, H, W), any batch and size; the "
                     "checkpoint's metadata (classes, preprocessing) is stored in the model's "
                     "metadata property 'segview'. The export is checked against torch.")
     parser.add_argument("checkpoint", type=Path)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from scipy.ndimage import distance_transform_edt, label
@@ -251,11 +252,23 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
     from segview.ml.onnx_model import export_onnx
 
     exported = export_onnx(path, tmp_path / "clicks.onnx")  # six input channels export and check out
-    with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model"):
+    assert onnx.load(str(exported)).graph.input[0].type.tensor_type.shape.dim[1].dim_value == 6
+    with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model") as caught:
         Predictor.from_checkpoint(exported)
+    # The Click tool refuses the export too: said was "use it with the Click tool".
+    assert "the Click tool takes its interactive .safetensors checkpoint, not an ONNX export" in str(caught.value)
+    assert "use it with the Click tool" not in str(caught.value)
     with pytest.raises(CheckpointError, match="clicks.onnx is an ONNX model: a click model is its interactive "
                                               r"\.safetensors checkpoint"):
         ClickModel.from_checkpoint(exported)  # said was: "it runs in predict, evaluate and the window"
+
+
+def test_export_help_gives_the_input_of_both_kinds_of_model(capsys):
+    """It said (N, 1, H, W) only; a click model exports (N, 6, H, W)."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(N, 1, H, W) for a segmentation model, (N, 6, H, W) for a click model" in help_text
 
 
 def test_warm_up_runs_the_network_once_on_a_blank_input_of_its_shape(tmp_path):
