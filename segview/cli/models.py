@@ -65,7 +65,7 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
              "classes      " + ", ".join(f"{c['value']} {c['name']}" for c in meta.get("classes", [])),
              f"input        {pre.get('modality', 'any modality')}, {'x'.join(map(str, pre.get('input_size', [])))}, "
              f"normalisation {json.dumps(pre.get('normalization', {}))}, slices as {_orientation_text(meta)}",
-             *_history_lines(meta)]
+             *_click_model_lines(meta), *_history_lines(meta)]
     lineage = meta.get("lineage")
     if lineage:
         parent = lineage.get("parent")
@@ -80,6 +80,30 @@ def checkpoint_text(name: str, sha256: str, meta: dict) -> str:
                   f"  replay     {_replay_text(lineage.get('replay'))}",
                   f"  date       {lineage.get('date')}"]
     return "\n".join(lines)
+
+
+def _click_model_lines(meta: dict) -> list[str]:
+    """What a click model is and sees (``ml.interactive``): its task, input channels, click
+    encoding and crop; a tester read it as a one-class UNet of 6 input channels, the rest
+    only in --json. None for a segmentation model."""
+    if meta.get("task") != "interactive":
+        return []
+    from ..ml.interactive import FOCUS_SIZE
+
+    pre = meta.get("preprocessing", {})
+    click, crop = pre.get("click", {}), pre.get("crop", {})
+    context = pre.get("context_slices", "?")
+    margin = crop.get("margin")
+    focus = (f"{crop['focus_size']} pixels" if "focus_size" in crop
+             else f"{FOCUS_SIZE} pixels (the runtime's; not in its metadata)")
+    return ["task         interactive: a click model, which corrects one class on one slice from a person's "
+            "clicks (the Click tool, bench clicks, evaluate --robot); not a segmentation model",
+            f"channels     slices z-{context}..z+{context}, the class's current mask, positive clicks, "
+            "negative clicks",
+            f"clicks       {click.get('shape', '?')}, radius {click.get('radius', '?')} pixels of the input",
+            f"crop         around {'the last click' if crop.get('around') == 'last click' else 'every click'}, "
+            f"margin {f'{margin:.0%}' if isinstance(margin, (int, float)) else '?'} of its side, at least "
+            f"{crop.get('min_size', '?')} pixels; from the second click a focus crop of at least {focus}"]
 
 
 def _parent_text(parent: dict | None) -> str:
@@ -284,7 +308,9 @@ def _add_export(commands) -> None:
     parser = commands.add_parser(
         "export", help="export a checkpoint to ONNX (dynamic batch and size, metadata included)",
         description="Write the network of a segview checkpoint as an ONNX model: input 'image' "
-                    "(N, 1, H, W), output 'logits' (N, C, H, W), any batch and size; the "
+                    "(N, 1, H, W) for a segmentation model, (N, 6, H, W) for a click model (slices "
+                    "z-1, z, z+1, the mask, positive and negative clicks; segview itself runs its "
+                    ".safetensors), output 'logits' (N, C, H, W), any batch and size; the "
                     "checkpoint's metadata (classes, preprocessing) is stored in the model's "
                     "metadata property 'segview'. The export is checked against torch.")
     parser.add_argument("checkpoint", type=Path)

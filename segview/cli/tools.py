@@ -63,7 +63,7 @@ def _add_train(commands) -> None:
                         help="HU window CT is clipped to (default -1000 1000)")
     parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
     parser.add_argument("--resume", action="store_true",
-                        help="continue the run saved in --output (after Ctrl-C or to add epochs)")
+                        help="continue the run saved in --output (after Ctrl-C; --epochs lengthens or shortens it)")
     learn = parser.add_argument_group("learning from corrections")
     learn.add_argument("--reviewed-only", action="store_true",
                        help="train only on the slices marked reviewed (labelsTr/<case>.review.json) of the "
@@ -103,6 +103,8 @@ def _train_config(args):
                  "input_size", "validation_fraction", "foreground_fraction", "seed", "ct_window", "device"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
+    if args.resume and args.epochs is None:  # a preset's epochs are no request: the run's go on
+        values.pop("epochs", None)
     if args.norm is not None:
         values["norm"] = None if args.norm == "none" else args.norm
     if args.no_augment:

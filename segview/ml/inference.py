@@ -98,7 +98,7 @@ class Predictor:
             from .onnx_model import load_onnx  # onnxruntime only for ONNX files
 
             network, onnx_meta = load_onnx(path, device)
-            refuse_interactive(onnx_meta, Path(path).name)
+            refuse_interactive(onnx_meta, Path(path).name, exported=True)
             # ONNX Runtime moves the data to its provider itself; torch's pre- and
             # post-processing stays on the CPU.
             return cls(network, onnx_meta, "cpu", batch_size)
@@ -217,12 +217,16 @@ class Predictor:
         return from_network(logits.float(), shape, pixel_size).softmax(dim=1)
 
 
-def refuse_interactive(meta: dict, name: str = "the checkpoint") -> None:
+def refuse_interactive(meta: dict, name: str = "the checkpoint", exported: bool = False) -> None:
     """Raises CheckpointError when ``meta`` is an interactive correction model's: it refines
-    one class from clicks and cannot segment a volume on its own."""
+    one class from clicks and cannot segment a volume on its own. ``exported``: an ONNX
+    export of one, which the Click tool refuses too (``ClickModel.from_checkpoint``): the
+    message names the .safetensors checkpoint instead."""
     if meta.get("task") == "interactive":
+        use = ("the Click tool takes its interactive .safetensors checkpoint, not an ONNX export" if exported
+               else "use it with the Click tool")
         raise CheckpointError(f"{name} is an interactive correction model (it refines one class from a "
-                              "person's clicks), not a segmentation checkpoint; use it with the Click tool, "
+                              f"person's clicks), not a segmentation checkpoint; {use}, "
                               "and give a segmentation checkpoint here")
 
 

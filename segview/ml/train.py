@@ -29,6 +29,7 @@ from .. import __version__
 from ..core.errors import HeldOutError, SegviewError
 from ..core.files import file_sha256
 from ..core.journal import image_key, voxel_digest
+from ..core.report import counted
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
                          save_checkpoint, slice_orientation)
@@ -169,7 +170,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
         for note in filter(None, notes):
             progress({"note": note})
     if state is not None:
-        config = _resumed_config(state["config"], config)
+        config = _resumed_config(state, config)
 
     if state:
         split = state["split"]
@@ -646,15 +647,32 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def _resumed_config(saved: dict, requested: TrainConfig) -> Any:
-    """The saved configuration (of the request's kind: TrainConfig or a subclass); only a
-    larger number of epochs is taken from the request."""
+def _resumed_config(state: dict, requested: TrainConfig) -> Any:
+    """The saved configuration of ``state`` (of the request's kind: TrainConfig or a
+    subclass); only the number of epochs is taken from the request (``resumed_epochs``)."""
     kind = type(requested)
     known = {f.name for f in fields(kind)}
-    config = kind(**{k: v for k, v in saved.items() if k in known})
-    config.epochs = max(config.epochs, requested.epochs)
+    config = kind(**{k: v for k, v in state["config"].items() if k in known})
+    config.epochs = resumed_epochs(state, requested)[0]
     config.output, config.device = requested.output, requested.device
     return config
+
+
+def resumed_epochs(state: dict, requested: TrainConfig) -> tuple[int, str | None]:
+    """The epochs a resumed run (``state``) trains to and what to say of it: the request's
+    when it asks for any (not its kind's default, as for every setting), longer or shorter
+    than the run's, else the run's. Raises DatasetError for a number not above the epochs
+    done: those are trained already (a tester's --epochs 3 on a 4-epoch run, 1 done, was
+    dropped unsaid and trained 4)."""
+    run, done, asked = int(state["config"]["epochs"]), int(state["next_epoch"]), requested.epochs
+    if asked == run or asked == type(requested)(output=requested.output).epochs:
+        return run, None
+    if asked <= done:
+        raise DatasetError(f"--epochs {asked} with --resume: the run has completed {done} of its "
+                           f"{counted(run, 'epoch')}, "
+                           f"so it can only go on to more than {done} (its last.safetensors is epoch {done}); "
+                           "leave --epochs out to finish it")
+    return asked, f"--epochs {asked} {'shortens' if asked < run else 'lengthens'} the run of {counted(run, 'epoch')}."
 
 
 #: Settings a fine-tune takes from its parent, whatever the request said.
@@ -665,14 +683,15 @@ def resume_note(state: dict, requested: TrainConfig, world: int = 1) -> str | No
     """What a resumed run (``state``, its training state) leaves of the request, on
     ``world`` processes (it goes on with the saved settings; a tester's --lr, --loss and
     --input-size were dropped unsaid, and a run started under torchrun went on in one
-    process with half its batch), or None."""
+    process with half its batch), or None. Raises DatasetError as ``resumed_epochs``."""
     saved = state["config"]
+    epochs_note = resumed_epochs(state, requested)[1]
     asked = _config_json(requested)
     defaults = _config_json(type(requested)(output=requested.output))  # not asked for: nothing to say of it
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
     changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
                if k in saved and k not in skipped and asked[k] != saved[k] and asked[k] != defaults.get(k)]
-    notes = []
+    notes = [epochs_note] if epochs_note else []
     if changed:
         notes.append("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)
                      + ". Start a new run (another -o) to change them.")

@@ -13,6 +13,7 @@ from segview.core.io import load_classes, load_labels, load_volume, save_volume
 from segview.core.phantoms import make_phantom
 from segview.ml.checkpoint import read_metadata
 from segview.ml.inference import Predictor
+from segview.ml.train import TrainConfig
 from segview.resources import MODELS
 
 CARDIAC_CE = MODELS / "cardiac_ce.safetensors"
@@ -50,6 +51,10 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
     config = captured["config"]
     assert (config.input_size, config.lr, config.base_channels, config.norm) == (256, 0.01, 64, None)
     assert config.epochs == 3  # an explicit option wins over the preset
+    with pytest.raises(SystemExit):
+        main(["train", "--phantom", "cardiac", "--cases", "2", "--preset", "paper", "-o", str(tmp_path), "--resume"])
+    # On --resume a preset's epochs are no request (the default is none): the run's own go on.
+    assert captured["config"].epochs == TrainConfig(output=tmp_path).epochs
     assert tools  # the module under test
 
 

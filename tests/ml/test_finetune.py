@@ -152,6 +152,27 @@ def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_p
     assert f"NoC@90 {by_start['empty']['noc90']:.2f}" in out
 
 
+def test_info_says_a_click_model_is_one_and_what_it_sees(capsys):
+    """A tester read the click model as a one-class UNet of 6 input channels: its task, click
+    encoding, context slices and crop were only in --json."""
+    from segview.cli.models import checkpoint_text
+
+    assert main(["info", str(CLICK_MODEL)]) == 0
+    out = capsys.readouterr().out
+    assert "\ntask         interactive: a click model" in out
+    assert "channels     slices z-1..z+1, the class's current mask, positive clicks, negative clicks" in out
+    assert "clicks       disk, radius 3 pixels of the input" in out
+    assert ("crop         around the last click, margin 40% of its side, at least 96 pixels; from the second "
+            "click a focus crop of at least 48 pixels (the runtime's; not in its metadata)") in out
+    meta = read_metadata(CLICK_MODEL)
+    meta["preprocessing"]["crop"] = {"margin": 0.25, "min_size": 64, "focus_size": 32}  # no "around": every click
+    text = checkpoint_text("m.safetensors", "0" * 64, meta)
+    assert "around every click, margin 25% of its side, at least 64 pixels; " \
+           "from the second click a focus crop of at least 32 pixels\n" in text
+    segmentation = checkpoint_text("m.safetensors", "0" * 64, read_metadata(CLICK_MODEL.parent / "lung_ce.safetensors"))
+    assert "task " not in segmentation and "clicks " not in segmentation
+
+
 def test_info_counts_the_held_out_cases_apart_from_the_training_slices(capsys):
     """A tester read "40 cases, 1126 slices": 40 with the held-out cases, 1126 without."""
     path = CLICK_MODEL.parent / "lung_ce.safetensors"

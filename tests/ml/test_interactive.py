@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from scipy.ndimage import distance_transform_edt, label
@@ -22,7 +23,7 @@ from segview.ml.interactive import (PREPROCESSING, Click, ClickModel, crop_box, 
                                     merge_at_click, prepare, region_boxes, resize_bilinear, settle,
                                     structure_at_click)
 from segview.ml.interactive_training import (ClickSimulation, InteractiveCase, InteractiveConfig, dice, perturb,
-                                             review_summary)
+                                             review_summary, validation_objects)
 from segview.ml.losses import build_loss
 from segview.ml.unet import UNet
 
@@ -251,11 +252,23 @@ def test_an_interactive_checkpoint_is_refused_as_a_segmentation_model(tmp_path):
     from segview.ml.onnx_model import export_onnx
 
     exported = export_onnx(path, tmp_path / "clicks.onnx")  # six input channels export and check out
-    with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model"):
+    assert onnx.load(str(exported)).graph.input[0].type.tensor_type.shape.dim[1].dim_value == 6
+    with pytest.raises(CheckpointError, match="clicks.onnx is an interactive correction model") as caught:
         Predictor.from_checkpoint(exported)
+    # The Click tool refuses the export too: said was "use it with the Click tool".
+    assert "the Click tool takes its interactive .safetensors checkpoint, not an ONNX export" in str(caught.value)
+    assert "use it with the Click tool" not in str(caught.value)
     with pytest.raises(CheckpointError, match="clicks.onnx is an ONNX model: a click model is its interactive "
                                               r"\.safetensors checkpoint"):
         ClickModel.from_checkpoint(exported)  # said was: "it runs in predict, evaluate and the window"
+
+
+def test_export_help_gives_the_input_of_both_kinds_of_model(capsys):
+    """It said (N, 1, H, W) only; a click model exports (N, 6, H, W)."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "(N, 1, H, W) for a segmentation model, (N, 6, H, W) for a click model" in help_text
 
 
 def test_warm_up_runs_the_network_once_on_a_blank_input_of_its_shape(tmp_path):
@@ -521,6 +534,22 @@ def test_perturbed_masks_are_seeded_and_spoil_the_reference():
     assert max(scores) < 1 and np.mean(scores) > 0.3
 
 
+def test_validation_objects_all_start_below_the_goal():
+    """A large disc, where one perturbation in three left Dice above 0.90: the reviewer
+    (as ``bench clicks``) clicks only objects below 0.90, perturbed starts as predictions."""
+    yy, xx = np.mgrid[:96, :96]
+    labels = np.zeros((12, 96, 96), np.uint8)
+    labels[:, (yy - 48) ** 2 + (xx - 48) ** 2 < 900] = 1
+    close, far = labels.copy(), np.roll(labels, 20, axis=2)
+    close[:, 48, 18:22] = 0  # Dice 0.998
+    case = InteractiveCase("disc", labels.astype(np.float32), labels, predictions=[close, far])
+    objects = validation_objects([case], 36)
+    assert {o.start for o in objects} == {"prediction", "perturbed", "empty"}
+    assert all(dice(o.start_mask, o.reference) < 0.90 for o in objects)
+    again = validation_objects([case], 36)
+    assert all(np.array_equal(a.start_mask, b.start_mask) for a, b in zip(objects, again))
+
+
 def test_review_summary_counts_as_the_reviewer_does():
     traces = [[0.5, 0.8, 0.92],             # NoC@90 2, NoC@85 2; stopped: Dice@3, @5 are 0.92
               [0.95],                       # already there: 0 clicks
@@ -578,8 +607,13 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monk
     assert "torchrun started 4 processes on this machine's 2 cores" in err
     # a helper's --lr and --rounds were dropped unsaid, as train's were before
     assert "--resume goes on with the settings the run started with; not taken: max_rounds 1 (the run's: 3)" in err
+    assert "--epochs 2 lengthens the run of 1 epoch." in err
     with open(out / "log.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]
+    # Fewer epochs than those done cannot be had: said, not dropped unsaid (as train's).
+    assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
+                 "--epochs", "1", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 2
+    assert "--epochs 1 with --resume: the run has completed 2 of its 2 epochs" in capsys.readouterr().err
 
 
 @pytest.mark.slow

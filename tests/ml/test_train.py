@@ -227,6 +227,38 @@ def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path
     assert [n for n in notes if "not taken" in n] == []
 
 
+def test_resume_takes_fewer_epochs_while_ahead_of_those_done_and_says_so(cardiac, tmp_path):
+    """A tester's run of --epochs 4, killed in epoch 2, resumed with --epochs 3, trained to
+    4 without a word."""
+    from segview.ml.data import DatasetError
+
+    def interrupt(event):
+        if event.get("epoch") == 1 and event.get("step") == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(TrainingInterrupted):
+        train(TrainConfig(output=tmp_path, epochs=4, **TINY), cardiac, progress=interrupt)
+    notes = []
+    result = train(TrainConfig(output=tmp_path, epochs=3, **TINY), cardiac, resume=True,
+                   progress=lambda event: notes.append(event["note"]) if "note" in event else None)
+    assert [row["epoch"] for row in result.history] == [1, 2, 3]
+    assert "--epochs 3 shortens the run of 4 epochs." in notes
+    assert read_metadata(tmp_path / "last.safetensors")["training"]["config"]["epochs"] == 3
+    with pytest.raises(DatasetError, match="--epochs 2 with --resume: the run has completed 3 of its 3 epochs"):
+        train(TrainConfig(output=tmp_path, epochs=2, **TINY), cardiac, resume=True)
+
+
+def test_resume_without_epochs_goes_on_to_the_runs_own(cardiac, tmp_path):
+    """--epochs left out (its default, 40) is no request: the 1-epoch run is finished as it is."""
+    from segview.ml.train import _read_state, resume_note, resumed_epochs
+
+    train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
+    state = {**_read_state(tmp_path / STATE_FILE), "next_epoch": 0}
+    assert resumed_epochs(state, TrainConfig(output=tmp_path, **TINY)) == (1, None)
+    assert resume_note(state, TrainConfig(output=tmp_path, epochs=5, **TINY)) == \
+        "--epochs 5 lengthens the run of 1 epoch."
+
+
 def test_resume_on_another_number_of_processes_says_what_the_batch_becomes(cardiac, tmp_path):
     """A tester's run started under torchrun on 2 processes went on in one, its batch
     halved, without a word."""
