@@ -205,6 +205,11 @@ class RecoveredLabels:
     #: (``labels_digest``) names; empty when they held more than HISTORY_BYTES.
     history: list[RecoveredStep] = field(default_factory=list)
     base: str = ""
+    #: The voxels (flat indices) and the slices' marks the steps changed since the labels were
+    #: last saved: all a restore writes onto labels someone else has saved since (None: not
+    #: known, the whole labels and marks are taken).
+    changed: np.ndarray | None = None
+    changed_marks: np.ndarray | None = None
 
 
 class Journal:
@@ -492,7 +497,8 @@ def recover(path) -> RecoveredLabels:
         steps = 0  # steps that cancel out (a mark set and taken back) leave nothing to recover
     return RecoveredLabels(labels, header["image_key"], steps, truncated, reviewed,
                            header.get("about", {}), marks, classes, sidecar, history or [],
-                           labels_digest(*saved[:2]) if history else "")
+                           labels_digest(*saved[:2]) if history else "",
+                           np.flatnonzero(labels != saved[0]), np.flatnonzero(reviewed != saved[1]))
 
 
 class Snapshot:

@@ -22,6 +22,7 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -618,17 +619,37 @@ class ReviewSession:
                         self.labels.write(tuple(slice(a, b) for a, b in bounds), values)
                     for mark, reviewed in step.marks:
                         self.labels.set_reviewed(mark, reviewed)
-        else:  # labels changed since (or too many steps to keep): the edits as one step
-            with self._recovering(record), self.labels.step(RECOVERED):
-                self.labels.copy_from(recovered.labels)
-                for z in np.flatnonzero(recovered.reviewed != self.labels.reviewed):
-                    self.labels.set_reviewed(int(z), bool(recovered.reviewed[z]))
-            if record is not None and self.provenance is not None:
-                # The labels are now the crashed session's whole, so is its record, also of the
-                # slices the file already held (a crash between the labels' rename and their
-                # sidecar's: a tester's brushed slice came back without its "hand").
-                self.provenance.sources = from_json(record, self.volume.shape[0])
+        else:  # labels saved since (or too many steps to keep): the edits as one step
+            self._restore_changes(recovered, record)
         self.recoverable_edits = None
+
+    def _restore_changes(self, recovered: RecoveredLabels, record: dict | None) -> None:
+        """The voxels and marks the crashed steps changed, as one step, onto the labels as
+        they are now: someone may have saved them since (a colleague's stroke was wiped when
+        the crashed session's whole labels were copied back)."""
+        changed, marks = recovered.changed, recovered.changed_marks
+        if changed is None or marks is None:  # not known: all of it
+            changed = np.flatnonzero(recovered.labels != self.labels.array)
+            marks = np.flatnonzero(recovered.reviewed != self.labels.reviewed)
+        merged = self.labels.array.copy()
+        merged.flat[changed] = recovered.labels.flat[changed]
+        touched = np.unique(changed // math.prod(self.volume.shape[1:]))
+        slices = np.zeros(self.volume.shape[0], bool)
+        slices[touched] = True
+        with self._recovering(record), self.labels.step(RECOVERED):
+            self.labels.copy_from(merged, where=slices)
+            for z in marks.tolist():
+                self.labels.set_reviewed(z, bool(recovered.reviewed[z]))
+        if record is not None and self.provenance is not None:
+            # The slices the steps changed take the crashed session's record, also where the
+            # file already held them (a crash between the labels' rename and their sidecar's:
+            # a tester's brushed slice came back without its "hand").
+            sources = from_json(record, self.volume.shape[0])
+            for z in touched.tolist():
+                if z in sources:
+                    self.provenance.sources[z] = sources[z]
+                else:
+                    self.provenance.sources.pop(z, None)
 
     def _recovering(self, record: dict | None):
         """Edits inside bring a crashed session's labels back, with its ``record`` of each

@@ -516,17 +516,24 @@ def test_after_sigkill_the_edits_and_marks_come_back_whatever_path_opens_the_ser
     session.close(discard=True)
 
 
-def test_restored_edits_are_one_step_when_the_labels_changed_since(tmp_path):
+def test_restored_edits_are_one_step_on_the_labels_saved_since(tmp_path):
+    """A tester's colleague saved a stroke after the crash: restoring wiped it, the crashed
+    session's whole labels copied over the file's."""
     volume, _ = tiny_case(0)
     crashed = ReviewSession.open(volume)
     crashed.labels.paint(1, [(5, 5)], 2.0, 1)
     crashed.mark_reviewed(1)
+    stroke = crashed.labels.array > 0
     crashed.close()  # the journal stays, as after a crash
     changed = np.zeros(volume.shape, np.uint8)
-    changed[4, 2:4, 2:4] = 2  # the labels it started from are not these
+    changed[4, 2:4, 2:4] = 2  # saved since by someone else: not the labels the steps started from
+    changed[1, 0, 0] = 3  # on the stroke's slice too, away from it
     again = ReviewSession.open(volume, labels=changed)
     again.restore(again.recoverable_edits)
-    assert again.labels.array[1].any() and again.reviewed[1] and not again.labels.array[4].any()
+    expected = changed.copy()
+    expected[stroke] = 1
+    np.testing.assert_array_equal(again.labels.array, expected)  # the stroke, on what was saved since
+    assert np.flatnonzero(again.reviewed).tolist() == [1]
     again.labels.undo()
     np.testing.assert_array_equal(again.labels.array, changed)
     assert not again.reviewed.any()
