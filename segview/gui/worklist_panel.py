@@ -704,6 +704,10 @@ class WorklistController(QObject):
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
         if isinstance(previous, CaseSession) and previous.worklist is self.worklist:
             self._refresh_row(previous.case.name)  # closed: its lock, if it was read-only, is gone
+        if self._reopening is not None and self._reopening[0] == session.case.name and session.lock_warning:
+            # Read again while the other still holds it: the status line says so, not a dialog
+            # at each of its saves (which also held up the check for its release).
+            session.warnings = [w for w in session.warnings if w != session.lock_warning]
         window.show_session(session)  # runs inference only on slices the cache did not have
         navigator.opened(job, shown=window.session is session)
         if window.session is not session:

@@ -579,6 +579,7 @@ class CaseSession(ReviewSession):
     _counts_labels_on_open = False                # its models' cached counts give them (attach)
     _cached_models: dict[str, Model]              # slot -> its model as filled from the cache (attach)
     read_from: str = ""                           # the case's files as read (``_files_stamp``)
+    lock_warning: str | None = None               # why it opened read-only: another segview holds it
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
                stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None,
@@ -635,8 +636,9 @@ class CaseSession(ReviewSession):
         holder = self.case.locked_by = self.locked_by
         self.case._locked_for = self if holder is not None else None
         if holder is not None:
-            self.warnings.append(f"{self.case.name} is open in another segview ({holder}): it opens read-only "
+            self.lock_warning = (f"{self.case.name} is open in another segview ({holder}): it opens read-only "
                                  "here, to look at; the window reads it again, editable, once the other has closed it.")
+            self.warnings.append(self.lock_warning)
 
     def _add_cached_models(self, checkpoints: dict[str, Path], predictors: dict[str, object], stamp: str | None,
                            read: dict[str, np.ndarray | None]) -> None:

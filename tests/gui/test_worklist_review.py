@@ -381,6 +381,8 @@ def test_a_read_only_case_is_read_again_when_the_other_segview_saves_it(qtbot, w
     assert window.session.read_only_reason is not None and not window.tools.isEnabled()
     assert window.current_slice() == 3 and (window.session.labels.array[3, 1:4, 1:4] == 1).all()
     assert window.statusBar().currentMessage().startswith("case_001 was saved by the other segview (")
+    # Said once, when it opened: a dialog at each of the other's saves held up the release check.
+    assert sum("is open in another segview" in text for _, text in dialogs) == 1
     assert controller.release_watch.isActive()
     qtbot.wait(150)  # nothing saved since: not read again
     assert not window.session.saved_since_read()
