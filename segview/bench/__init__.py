@@ -84,8 +84,8 @@ def bench_metrics(shape=(300, 512, 512), num_classes: int = 4, radius: int = 15,
 
     z = shape[0] // 2
     cy, cx = shape[1] // 2, int(shape[2] * 0.62)  # across the outer boundaries
-    region = (z, slice(max(cy - radius, 0), cy + radius + 1),
-              slice(max(cx - radius, 0), cx + radius + 1))
+    region = (z, slice(max(cy - radius, 0), min(cy + radius + 1, shape[1])),  # a brush wider than the
+              slice(max(cx - radius, 0), min(cx + radius + 1, shape[2])))   # slice stops at its edges
     yy, xx = np.ogrid[region[1], region[2]]
     disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
 

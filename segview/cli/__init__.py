@@ -174,8 +174,9 @@ def _run_bench_timed(args) -> int:
 def _run_bench_metrics(args) -> int:
     from ..bench import bench_metrics
 
-    if min(args.shape) < 1 or args.classes < 2 or args.radius < 1 or args.strokes < 1:
-        raise UserError("--shape, --radius and --strokes must be positive; --classes at least 2")
+    if min(args.shape) < 1 or not 2 <= args.classes <= 256 or args.radius < 1 or args.strokes < 1:
+        raise UserError("--shape, --radius and --strokes must be positive; --classes from 2 to 256 "
+                        "(labels are 8-bit)")
     figures = bench_metrics(tuple(args.shape), args.classes, args.radius, args.strokes)
     return 0 if figures["identical"] else 1
 

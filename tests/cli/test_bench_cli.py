@@ -16,6 +16,13 @@ def test_bench_refuses_nonsense_sizes(capsys):
     assert "must be positive" in capsys.readouterr().err
 
 
+def test_bench_metrics_refuses_classes_past_8_bits_and_clips_a_brush_wider_than_the_slice(capsys):
+    assert main(["bench", "metrics", "--shape", "2", "16", "16", "--classes", "257"]) == 2
+    assert "--classes from 2 to 256" in capsys.readouterr().err
+    assert main(["bench", "metrics", "--shape", "4", "24", "20", "--strokes", "3", "--radius", "30"]) == 0
+    assert "counts identical to a full recount (volume and slice 2): yes" in capsys.readouterr().out
+
+
 def test_bench_train_and_infer_run_on_cpu(capsys, monkeypatch):
     from segview import bench
     monkeypatch.setattr(bench, "_architectures", lambda: [
