@@ -122,9 +122,9 @@ def _tool_parser() -> argparse.ArgumentParser:
         "metrics", help="ConfusionMatrix update after a brush stroke vs full recounts")
     metrics.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512],
                          metavar=("Z", "Y", "X"), help="volume size (default 300 512 512)")
-    metrics.add_argument("--classes", type=int, default=4)
+    metrics.add_argument("--classes", type=int, default=4, help="label classes, background included (default 4)")
     metrics.add_argument("--radius", type=int, default=15, help="brush radius in pixels")
-    metrics.add_argument("--strokes", type=int, default=200)
+    metrics.add_argument("--strokes", type=int, default=200, help="brush strokes timed (default 200)")
     metrics.set_defaults(run=_run_bench_metrics)
     for name, what in (("train", "training images per second, CPU and GPU"),
                        ("infer", "inference slices per second; GPU batch/bf16 ratio and volume time"),
@@ -142,7 +142,8 @@ def _tool_parser() -> argparse.ArgumentParser:
                        ("clicks", "the interactive model by the simulated reviewer on unseen phantoms: NoC@90, "
                                   "never, lowering, latency; beside the brush and random_walker")):
         timed = benchmarks.add_parser(name, help=what)
-        timed.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+        if name in SECONDS_HELP:  # the others run a fixed protocol
+            timed.add_argument("--seconds", type=float, default=3.0, help=SECONDS_HELP[name])
         if name == "gui":
             timed.add_argument("--compare", action="store_true", help="scroll in compare mode (two panes)")
         if name == "clicks":
@@ -158,6 +159,13 @@ def _tool_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What --seconds sets, for the benchmarks it sets anything for.
+SECONDS_HELP = {name: "time per measurement (default 3)" for name in ("train", "infer", "gui", "edit", "surface",
+                                                                      "tools")}
+SECONDS_HELP["load"] = "how long to measure: a round every 2 s, at least 5 rounds (default 3)"
+SECONDS_HELP["worklist"] = "rounds of cold and prefetched Ctrl+N: one a second, 1 to 5 (default 3)"
+
+
 def _run_bench_timed(args) -> int:
     from ..bench import BENCHMARKS
 
@@ -167,7 +175,7 @@ def _run_bench_timed(args) -> int:
             raise UserError("--cases must be at least 1")
         options = {"cases": args.cases, "click_model": args.click_model, "first_seed": args.first_seed,
                    "tasks": tuple(dict.fromkeys(args.task)) if args.task else None}
-    BENCHMARKS[args.benchmark](seconds=max(args.seconds, 0.1), **options)
+    BENCHMARKS[args.benchmark](seconds=max(getattr(args, "seconds", 3.0), 0.1), **options)
     return 0
 
 

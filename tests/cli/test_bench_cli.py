@@ -1,4 +1,6 @@
 """`segview bench metrics` runs end to end and checks itself (no timings are asserted)."""
+import pytest
+
 from segview.cli import main
 
 
@@ -97,3 +99,15 @@ def test_bench_scale_prints_both_sizes_side_by_side_and_checks_itself(capsys):
     assert "peak memory / image bytes" in out and "undo step / dense diff" in out
     assert "count both models / bincount pass" in out and "mouse move p95" in out
     assert result["exact"] and "undo and redo exact, live counts equal to a full recount: yes" in out
+
+
+def test_seconds_is_offered_only_where_it_sets_something(capsys):
+    """A tester's --seconds did nothing to clicks, finetune and scale, while every --help said
+    "time per measurement"."""
+    for fixed in ("clicks", "finetune", "scale"):
+        with pytest.raises(SystemExit):
+            main(["bench", fixed, "--seconds", "1"])
+        assert "unrecognized arguments: --seconds" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "worklist", "--help"])
+    assert "rounds of cold and prefetched Ctrl+N" in capsys.readouterr().out
