@@ -440,6 +440,20 @@ def set_aside_journals(key: str | None = None) -> list[SetAsideJournal]:
     return sorted(found, key=lambda j: j.modified, reverse=True)
 
 
+def mark_restored(key: str, recovered: RecoveredLabels) -> None:
+    """Keep the set-aside journals of image ``key`` that ``recovered`` came from, but no
+    longer list them (``set_aside_journals``): File > Recover edits offered edits already
+    restored, to be restored twice. A journal is known by when its session started."""
+    started = recovered.about.get("started")
+    folder = set_aside_folder()
+    if not started or not folder.exists():
+        return
+    for path in folder.glob(f"{key}*.svj"):
+        found = _readable(path)
+        if found is not None and found.about.get("started") == started:
+            path.replace(path.with_suffix(".restored"))
+
+
 def _readable(path: Path) -> RecoveredLabels | None:
     try:
         return recover(path)

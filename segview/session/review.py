@@ -22,6 +22,7 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections import deque
 from contextlib import nullcontext
@@ -40,7 +41,7 @@ from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
 from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, labels_digest,
-                            set_aside, start_journal, unsaved_edits)
+                            mark_restored, set_aside, start_journal, unsaved_edits)
 from ..core.labels import STEP_NAMES, Edit, LabelMap, Patch, Region, Step
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
@@ -622,6 +623,8 @@ class ReviewSession:
         else:  # labels saved since (or too many steps to keep): the edits as one step
             self._restore_changes(recovered, record)
         self.recoverable_edits = None
+        with contextlib.suppress(OSError):  # else still listed: a second restore writes the same values
+            mark_restored(self.key, recovered)
 
     def _restore_changes(self, recovered: RecoveredLabels, record: dict | None) -> None:
         """The voxels and marks the crashed steps changed, as one step, onto the labels as

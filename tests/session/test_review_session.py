@@ -435,6 +435,22 @@ def test_a_crash_between_the_labels_and_their_sidecar_keeps_each_slices_provenan
     again.close(discard=True)
 
 
+def test_restored_edits_are_no_longer_offered_by_recover_edits(tmp_path):
+    """A tester's File > Recover edits still listed the journal just restored."""
+    from segview.core.journal import set_aside_folder, set_aside_journals
+
+    volume, _ = tiny_case(0)
+    crashed = ReviewSession.open(volume)
+    crashed.labels.paint(2, [(5, 5)], 2.0, 1)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    again = ReviewSession.open(volume)  # the window asks first: set aside, then restored
+    assert again.recoverable_edits is not None and len(set_aside_journals(again.key)) == 1
+    again.restore(again.recoverable_edits)
+    assert set_aside_journals(again.key) == [] and again.labels.array[2].any()
+    assert list(set_aside_folder().glob(f"{again.key}*.restored"))  # kept, not listed
+    again.close(discard=True)
+
+
 def test_undoing_the_restored_edits_leaves_nothing_unsaved(tmp_path):
     """A tester restored a killed segview's stroke and undid it: the title kept its * and
     closing asked to save, the rulers' "none" having come back as an empty list."""
