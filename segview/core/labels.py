@@ -183,8 +183,7 @@ class Step(list):
 
     def slices(self) -> list[int]:
         """The slices whose labels or review mark it changed."""
-        changed = {z for change in self if isinstance(change, Patch) for z in change.changed_slices()}
-        return sorted(changed | {change.z for change in self if isinstance(change, Mark)})
+        return sorted(set(labelled_slices(self)) | {change.z for change in self if isinstance(change, Mark)})
 
     def values(self) -> list[int]:
         """The classes (not background) of the voxels it changed, before or after."""
@@ -194,6 +193,11 @@ class Step(list):
                 moved = change.old != change.new
                 counts += np.bincount(change.old[moved], minlength=256) + np.bincount(change.new[moved], minlength=256)
         return [int(v) for v in np.flatnonzero(counts[1:]) + 1]
+
+
+def labelled_slices(changes: list[Stored]) -> list[int]:
+    """The slices whose labels ``changes`` changed (their marks aside)."""
+    return sorted({z for change in changes if isinstance(change, Patch) for z in change.changed_slices()})
 
 
 #: Each tool's name for the undo step it makes (``_named``), by method name.

@@ -149,7 +149,7 @@ class LiveMetrics:
     def plane_scores(self, key: str, axis: int, index: int) -> Scores | None:
         """Scores of the plane normal to array ``axis`` (0 z, 1 y, 2 x) at ``index``: the
         slice a view shows, whichever plane. A z slice's are kept current; another plane
-        crosses every z slice and is counted now (one 2D slice: a millisecond or two), so
+        crosses every z slice and is counted now (one 2D slice: a few milliseconds), so
         it is exact after every edit too. None while a z slice it crosses is pending."""
         if axis == 0:
             return self.slice_scores(key, index)

@@ -25,7 +25,7 @@ from ..core.dicomseg import export_reason
 from ..core.errors import SegviewError
 from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
 from ..core.journal import set_aside_journals
-from ..core.labels import Edit, Mark, Patch
+from ..core.labels import Edit, Mark, labelled_slices
 from ..core.live import write_metrics_csv
 from ..core.report import counted
 from ..core.volume import VIEWS
@@ -1173,7 +1173,7 @@ class MainWindow(QMainWindow):
                 return self.statusBar().showMessage(
                     "Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
                     "reviewed is never filled, and ends the run it lies in)", 10000)
-            filled = sorted({z for change in changes if isinstance(change, Patch) for z in change.changed_slices()})
+            filled = labelled_slices(changes)
             self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices", changes)
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():

@@ -22,10 +22,9 @@ Threads: ``open``, ``load_predictor``, a ``SaveJob``, a ``ToolJob``, a ``CopyJob
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from collections import deque
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -623,7 +622,7 @@ class ReviewSession:
         else:  # labels saved since (or too many steps to keep): the edits as one step
             self._restore_changes(recovered, record)
         self.recoverable_edits = None
-        with contextlib.suppress(OSError):  # else still listed: a second restore writes the same values
+        with suppress(OSError):  # else still listed: a second restore writes the same values
             mark_restored(self.key, recovered)
 
     def _restore_changes(self, recovered: RecoveredLabels, record: dict | None) -> None:
