@@ -1181,9 +1181,10 @@ def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str],
 
 def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, warnings: list[str],
                         names: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
-    """Slices on a regular grid along the normal; missing or unevenly spaced slices are
-    filled by linear interpolation between their neighbours, with a warning. Also returns
-    the indices of the slices that were interpolated (no acquired slice there)."""
+    """Slices on a regular grid along the normal from the first acquired slice to the last;
+    missing or unevenly spaced slices are filled by linear interpolation between their
+    neighbours, with a warning. Also returns the indices of the slices that were
+    interpolated (no acquired slice there)."""
     median = float(np.median(gaps))
     multiples = gaps / median
     if np.all(np.abs(multiples - np.round(multiples)) <= SPACING_TOLERANCE):
@@ -1201,11 +1202,16 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, 
         warnings.append(f"{missing} slice(s) missing ({where}); they were filled by linear "
                         "interpolation between the neighbouring slices. Do not measure there.")
     else:
-        gap = float(np.min(gaps))
+        # The finest gap, shrunk until a whole number of gaps spans the stack: the grid then
+        # starts and ends on the acquired first and last slices (a grid slice past the last
+        # could only be filled, not interpolated) and is never coarser than the acquisition
+        # (beyond the tolerance that keeps a rounded extent from adding a slice).
+        intervals = int(np.ceil((along[-1] - along[0]) / np.min(gaps) - SPACING_TOLERANCE))
+        gap = float((along[-1] - along[0]) / intervals)
         warnings.append(f"Slice spacing varies from {np.min(gaps):.3g} to {np.max(gaps):.3g} mm; "
                         f"the volume was resampled to a regular {gap:.3g} mm spacing by linear "
                         "interpolation.")
-    target = along[0] + gap * np.arange(round((along[-1] - along[0]) / gap) + 1)
+    target = np.linspace(along[0], along[-1], round((along[-1] - along[0]) / gap) + 1)  # ends exact
     upper = np.clip(np.searchsorted(along, target), 1, len(along) - 1)
     weight = np.clip((target - along[upper - 1]) / (along[upper] - along[upper - 1]), 0, 1)
     weight = np.where(weight < 1e-4, 0, np.where(weight > 1 - 1e-4, 1, weight))  # acquired slices stay exact

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel
 import numpy as np
 import pydicom
 import pytest
@@ -17,7 +18,7 @@ from pydicom.uid import generate_uid
 from segview.core.classes import LabelClass
 from segview.core.dicom import read_dicom_files, write_dicom_series
 from segview.core.dicomseg import DicomSegError, read_seg_labels, save_dicom_seg
-from segview.core.io import VolumeLoadError, list_dicom_series, load_volume, save_volume
+from segview.core.io import VolumeLoadError, list_dicom_series, load_labels, load_volume, save_labels, save_volume
 from segview.core.phantoms import cardiac_phantom, lung_phantom
 from segview.core.volume import Volume
 
@@ -91,10 +92,56 @@ def test_uneven_spacing_is_resampled_and_reported(tmp_path, cardiac):
         ds.save_as(path)
     volume = load_volume(tmp_path)
     assert any("varies" in w for w in volume.meta["warnings"])
-    np.testing.assert_allclose(volume.spacing[2], cardiac.spacing[2], rtol=1e-4)
+    # 10.5 gaps span the stack: 11 grid gaps a little finer than acquired, first and last kept.
+    np.testing.assert_allclose(volume.spacing[2], cardiac.spacing[2] * 10.5 / 11, rtol=1e-4)
     assert volume.shape[0] == cardiac.shape[0] + 1
-    np.testing.assert_array_equal(volume.array[:5], cardiac.array[:5])
-    assert volume.meta["interpolated_slices"][0] == 5  # those acquired before the uneven gap are not
+    np.testing.assert_array_equal(volume.array[0], cardiac.array[0])
+    np.testing.assert_array_equal(volume.array[-1], cardiac.array[-1])
+    assert volume.meta["interpolated_slices"] == list(range(1, volume.shape[0] - 1))
+
+
+def acquired_ends(paths) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first and last slice positions (LPS, mm) along the normal, and that normal,
+    from the headers alone."""
+    headers = [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+    orientation = np.asarray(headers[0].ImageOrientationPatient, float)
+    normal = np.cross(orientation[:3], orientation[3:])
+    positions = sorted((np.asarray(ds.ImagePositionPatient, float) for ds in headers), key=lambda p: p @ normal)
+    return positions[0], positions[-1], normal
+
+
+def nifti_slice_corners(path) -> tuple[np.ndarray, np.ndarray]:
+    """The first voxel of the first and last slices of a NIfTI, LPS mm, by nibabel's affine."""
+    image = nibabel.load(path)
+    ras = image.affine @ np.array([[0, 0, 0, 1], [0, 0, image.shape[2] - 1, 1]], float).T
+    return tuple(ras[:3].T * [-1, -1, 1])  # RAS to LPS
+
+
+def test_an_unevenly_spaced_series_is_resampled_between_its_first_and_last_slices(tmp_path, cardiac):
+    """A tester's resampled grid reached half a gap past the last acquired slice: that grid
+    slice lay outside the scan and was filled with the last one, not interpolated."""
+    array = np.repeat(np.arange(0, 80, 10, dtype=np.int16)[:, None, None], 16, axis=1).repeat(16, axis=2)
+    oblique = Volume(array, (1.0, 1.0, 3.0), (-8.0, -8.0, 10.0), cardiac.direction, modality="CT")
+    paths = write_dicom_series(oblique, tmp_path / "dicom")
+    ds = pydicom.dcmread(paths[-1])  # the last gap 4.6 mm: 7.53 finest gaps span the stack
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(ds.ImagePositionPatient, float)
+                               + 1.6 * oblique.direction_matrix[:, 2]]
+    ds.save_as(paths[-1])
+    first, last, normal = acquired_ends(paths)
+    volume = load_volume(tmp_path / "dicom")
+    assert volume.meta["resampled_because"] == "missing or unevenly spaced slices"
+    assert volume.shape[0] == 9 and volume.spacing[2] <= 3.0  # never coarser than acquired
+    np.testing.assert_allclose(volume.direction_matrix, oblique.direction_matrix, atol=1e-6)
+    along = [np.asarray(volume.index_to_physical((k, 0, 0))) @ normal for k in range(volume.shape[0])]
+    assert first @ normal - 1e-6 <= min(along) and max(along) <= last @ normal + 1e-6
+    save_volume(tmp_path / "resampled.nii.gz", volume)
+    for at, acquired in zip(nifti_slice_corners(tmp_path / "resampled.nii.gz"), (first, last)):
+        np.testing.assert_allclose(at, acquired, atol=1e-3)
+    assert volume.array[0].max() == 0 and volume.array[-1].min() == 70  # acquired, not filled
+    assert np.all(np.diff(volume.array[:, 0, 0].astype(int)) > 0)  # each grid slice interpolated
+    labels = (volume.array >= 40).astype(np.uint8)
+    save_labels(tmp_path / "labels.nii.gz", labels, volume)
+    np.testing.assert_array_equal(load_labels(tmp_path / "labels.nii.gz", load_volume(tmp_path / "dicom")), labels)
 
 
 def jitter_positions(paths, volume, amount_mm, seed=0):
@@ -169,6 +216,29 @@ def test_gantry_tilt_is_resampled_onto_an_orthogonal_grid(tmp_path):
         kk, jj, ii = np.round(volume.physical_to_index(point)).astype(int)
         assert volume.array[kk, jj, ii] == 300
         assert volume.array[kk, jj - 14, ii] == -1000  # 14 pixels outside the block
+
+
+@pytest.mark.parametrize("last_gap_mm", [5.0, 7.6])  # even, and 1.52 gaps: tilted and uneven
+def test_a_tilted_grid_spans_the_acquired_slices_and_no_further(tmp_path, last_gap_mm):
+    array = np.repeat(np.arange(0, 80, 10, dtype=np.int16)[:, None, None], 32, axis=1).repeat(32, axis=2)
+    small = Volume(array, (1.5, 1.5, 5.0), (-24.0, -24.0, 10.0), modality="CT")
+    paths = write_dicom_series(small, tmp_path / "dicom")
+    tilt = np.tan(np.radians(12))
+    for k, path in enumerate(paths):  # a 12 degree tilt, the last slice moved on along z
+        ds = pydicom.dcmread(path)
+        x, y, z = np.asarray(ds.ImagePositionPatient, float)
+        z += (last_gap_mm - 5.0) * (k == len(paths) - 1)
+        ds.ImagePositionPatient = [f"{x:.6f}", f"{y + tilt * (z - 10.0):.6f}", f"{z:.6f}"]
+        ds.save_as(path)
+    first, last, normal = acquired_ends(paths)
+    volume = load_volume(tmp_path / "dicom")
+    assert "gantry tilt" in volume.meta["resampled_because"]
+    assert volume.spacing[2] <= 5.0 + 1e-6
+    save_volume(tmp_path / "resampled.nii.gz", volume)
+    for at, acquired in zip(nifti_slice_corners(tmp_path / "resampled.nii.gz"), (first, last)):
+        assert at @ normal == pytest.approx(acquired @ normal, abs=1e-3)
+    inside = volume.array[:, volume.shape[1] // 2, volume.shape[2] // 2]
+    assert inside[0] == 0 and inside[-1] == 70  # the acquired first and last, not filled
 
 
 def test_several_series_and_a_localizer_are_listed_never_merged(tmp_path, lung, cardiac):
