@@ -30,7 +30,7 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
 from .errors import VolumeLoadError
 from .memory import ensure_fits, session_bytes
-from .volume import Volume, orthogonalized
+from .volume import Volume, grid_differences, orthogonalized
 
 Progress = Callable[[int, int], None]
 _EMPTY = Dataset()
@@ -584,7 +584,7 @@ def _read_frames(first: Dataset, frames: list[_Frame], count: int, done: int, pr
         volume.array = array = array.astype(np.float32)
         _read_pixels([frames[z] for z in overflowed], array, None, 0, 0, None, [*overflowed])
     if not grid.regular:
-        final, interpolated = _regular_volume(array, grid, warnings, [_frame_name(f) for f in frames])
+        final, interpolated, earlier = _regular_volume(array, grid, warnings, [_frame_name(f) for f in frames])
         final.modality, final.meta = volume.modality, volume.meta
         final.meta["resampled"] = True  # its slices are no longer the source images one to one
         final.meta["resampled_because"] = " and ".join(
@@ -592,6 +592,8 @@ def _read_frames(first: Dataset, frames: list[_Frame], count: int, done: int, pr
             if irregular)
         if interpolated:  # so a viewer can mark them
             final.meta["interpolated_slices"] = interpolated
+        if earlier:  # labels saved on it still open (``core.io.load_labels``)
+            final.meta["earlier_grid"] = earlier
         volume = final
         if first_slice:
             first_slice(volume, volume.shape[0] // 2)
@@ -1161,30 +1163,44 @@ def _refuse_shared_positions(frames: list[_Frame], along: np.ndarray, gaps: np.n
 
 
 def _regular_volume(stack: np.ndarray, grid: _Grid, warnings: list[str],
-                    names: list[str]) -> tuple[Volume, list[int]]:
+                    names: list[str]) -> tuple[Volume, list[int], dict | None]:
     """A Volume from slices of an irregular grid: gaps and uneven spacing filled by
-    interpolation, a tilted stack resampled perpendicular to its slices; and the indices of
-    the slices interpolated (none listed when tilted: every slice is resampled then)."""
+    interpolation, a tilted stack resampled perpendicular to its slices; the indices of
+    the slices interpolated (none listed when tilted: every slice is resampled then); and
+    the grid segview resampled an uneven stack onto before it ended at the last acquired
+    slice, when that differs (``core.io.slices_on_earlier_grid``; None when tilted)."""
     spacing = grid.spacing
     interpolated: list[int] = []
+    earlier_rule = None
     if grid.uneven and grid.along is not None:
-        stack, _, gap, interpolated = _regularise_spacing(stack, grid.along, np.diff(grid.along), warnings, names)
+        stack, _, gap, interpolated, earlier_rule = _regularise_spacing(stack, grid.along, np.diff(grid.along),
+                                                                        warnings, names)
         spacing = (spacing[0], spacing[1], gap * grid.stretch)
     volume = _volume(stack, spacing, grid.origin, grid.direction)
     if grid.tilted:
         angle = np.degrees(np.arccos(min(1.0, 1.0 / grid.stretch)))
         warnings.append(f"Gantry tilt of {angle:.2f} degrees: the volume was resampled onto a "
                         "grid perpendicular to the slices so distances and shapes are true.")
-        return orthogonalized(volume) or volume, []
-    return volume, interpolated
+        return orthogonalized(volume) or volume, [], None
+    earlier = None
+    if earlier_rule is not None:
+        earlier_gap, earlier_slices = earlier_rule
+        earlier = {"size": [volume.shape[2], volume.shape[1], earlier_slices],
+                   "spacing": [spacing[0], spacing[1], earlier_gap], "origin": list(volume.origin),
+                   "direction": list(volume.direction)}
+    return volume, interpolated, earlier if earlier and grid_differences(earlier, volume) else None
 
 
 def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, warnings: list[str],
-                        names: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int]]:
+                        names: list[str]) -> tuple[np.ndarray, np.ndarray, float, list[int],
+                                                   tuple[float, int] | None]:
     """Slices on a regular grid along the normal from the first acquired slice to the last;
     missing or unevenly spaced slices are filled by linear interpolation between their
     neighbours, with a warning. Also returns the indices of the slices that were
-    interpolated (no acquired slice there)."""
+    interpolated (no acquired slice there), and for uneven spacing the gap and slice count
+    of the grid segview used before (the finest gap, as many slices as round to the extent:
+    labels saved on it are moved onto this grid, ``core.io.slices_on_earlier_grid``)."""
+    earlier = None
     median = float(np.median(gaps))
     multiples = gaps / median
     if np.all(np.abs(multiples - np.round(multiples)) <= SPACING_TOLERANCE):
@@ -1208,6 +1224,7 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, 
         # (beyond the tolerance that keeps a rounded extent from adding a slice).
         intervals = int(np.ceil((along[-1] - along[0]) / np.min(gaps) - SPACING_TOLERANCE))
         gap = float((along[-1] - along[0]) / intervals)
+        earlier = float(np.min(gaps)), round((along[-1] - along[0]) / np.min(gaps)) + 1
         warnings.append(f"Slice spacing varies from {np.min(gaps):.3g} to {np.max(gaps):.3g} mm; "
                         f"the volume was resampled to a regular {gap:.3g} mm spacing by linear "
                         "interpolation.")
@@ -1219,7 +1236,7 @@ def _regularise_spacing(stack: np.ndarray, along: np.ndarray, gaps: np.ndarray, 
     if np.array_equal(stack, np.round(stack)):  # integer data (CT in HU) stay integer
         regular = np.round(regular)
     interpolated = [int(z) for z in np.flatnonzero((weight > 0) & (weight < 1))]
-    return regular.astype(np.float32), target, gap, interpolated
+    return regular.astype(np.float32), target, gap, interpolated, earlier
 
 
 def _volume(stack, spacing, origin, direction) -> Volume:

@@ -32,6 +32,7 @@ from .memory import ensure_fits, session_bytes
 from .volume import CT_WINDOW_PRESETS, Volume, copy_geometry, grid_differences, orthogonalized
 
 __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "load_labels", "read_label_image",
+           "slices_on_earlier_grid",
            "load_classes", "LabelClass", "named_classes", "SeriesInfo", "VolumeLoadError", "LabelSaveError",
            "IMAGE_EXTENSIONS", "LABEL_EXTENSIONS", "replace_atomically"]
 
@@ -769,6 +770,23 @@ def _on_the_same_points(read: LabelImage, reference: Volume, tolerance: float = 
     return np.ascontiguousarray(np.transpose(xyz, (2, 1, 0)))
 
 
+def slices_on_earlier_grid(read: LabelImage, reference: Volume) -> np.ndarray | None:
+    """For labels saved on the grid an earlier segview resampled ``reference`` (an unevenly
+    spaced DICOM series) onto, ``reference.meta["earlier_grid"]``, which reached up to half a
+    gap past the last acquired slice: (Z,) the slice of that grid each of ``reference``'s
+    slices takes its labels from, the nearest along the slice normal. None for labels on any
+    other grid. Both grids share origin, direction and planes; only the slices differ."""
+    earlier = reference.meta.get("earlier_grid")
+    if not earlier or grid_differences(read.image, earlier):
+        return None
+    planes = dict(earlier, size=[*earlier["size"][:2], reference.shape[0]],
+                  spacing=[*earlier["spacing"][:2], reference.spacing[2]])
+    if grid_differences(planes, reference):  # meta carried onto another grid (a volume derived from it)
+        return None
+    nearest = np.round(np.arange(reference.shape[0]) * reference.spacing[2] / earlier["spacing"][2])
+    return np.minimum(nearest.astype(int), int(earlier["size"][2]) - 1)
+
+
 def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> np.ndarray:
     """The label volume at ``path`` as an unsigned (Z, Y, X) array on ``reference``'s grid.
     ``image``: that file as ``read_label_image`` read it beforehand (say, in a thread while
@@ -777,13 +795,18 @@ def load_labels(path, reference: Volume, *, image: LabelImage | None = None) -> 
     Raises:
         VolumeLoadError: unreadable file, values that are no class numbers (NaN, infinite,
             fractions: the message counts them) or negative, or a grid that differs from
-            the image by more than 1e-4 mm (the message says how).
+            the image by more than 1e-4 mm (the message says how). Labels on the grid an
+            earlier segview resampled an uneven series onto are moved onto its grid
+            (``slices_on_earlier_grid``), not refused.
     """
     path = Path(path)
     read = image or read_label_image(path)
     differences = grid_differences(read.image, reference)
     if differences and (reordered := _on_the_same_points(read, reference)) is not None:
         read, differences = LabelImage(reference.to_sitk(reordered), reordered), []  # voxels moved, none resampled
+    if differences and (taken_from := slices_on_earlier_grid(read, reference)) is not None:
+        moved = np.ascontiguousarray(read.array[taken_from])  # whole slices: class values, never interpolated
+        read, differences = LabelImage(reference.to_sitk(moved), moved), []
     if differences:
         source = str(reference.meta.get("source") or "")
         image_name = Path(source).name if source and not source.startswith("demo") else "the image"

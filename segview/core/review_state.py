@@ -55,6 +55,7 @@ import numpy as np
 from .errors import VolumeLoadError
 from .files import atomic_write_text, extension
 from .journal import same_image
+from .volume import grid_differences
 
 FORMAT = "segview-review-state"
 VERSION = 1
@@ -113,14 +114,33 @@ def names_image(document: dict, image_key: str, volume=None) -> bool:
     if document.get("image_key") in (None, image_key):
         return True
     fingerprint = document.get("image")
-    return volume is not None and isinstance(fingerprint, dict) and same_image(fingerprint, volume)
+    if volume is None or not isinstance(fingerprint, dict):
+        return False
+    return same_image(fingerprint, volume) or _on_earlier_grid(fingerprint, volume)
 
 
-def load_review_state(labels_path, slices: int, image_key: str, volume=None) -> tuple[ReviewState, str | None]:
+def _on_earlier_grid(fingerprint: dict, volume) -> bool:
+    """Whether ``fingerprint``'s grid is the one an earlier segview resampled this uneven
+    series onto (``core.io.slices_on_earlier_grid``): its voxels were those of that grid."""
+    earlier = volume.meta.get("earlier_grid")
+    try:
+        return bool(earlier) and not grid_differences(fingerprint, earlier)
+    except (KeyError, TypeError, ValueError):  # not a fingerprint
+        return False
+
+
+def load_review_state(labels_path, slices: int, image_key: str, volume=None,
+                      taken_from: np.ndarray | None = None) -> tuple[ReviewState, str | None]:
     """The review state saved with ``labels_path`` (empty when there is none) and a warning
     when a sidecar was there but could not be applied (``volume``: the image, to know it
-    re-saved by another tool; see ``names_image``). Raises VolumeLoadError for a sidecar
-    that is not one."""
+    re-saved by another tool; see ``names_image``). ``taken_from``: for labels saved on an
+    earlier grid of ``volume`` (``core.io.slices_on_earlier_grid``), the earlier slice each
+    slice took its labels from; the marks follow them (``_carried``). Raises VolumeLoadError
+    for a sidecar that is not one."""
+    if taken_from is not None:
+        state, warning = load_review_state(labels_path, int(volume.meta["earlier_grid"]["size"][2]),
+                                           image_key, volume)
+        return _carried(state, taken_from, volume.meta["earlier_grid"]["spacing"][2] / volume.spacing[2]), warning
     path = review_path(labels_path)
     if not path.exists():
         return ReviewState.empty(slices), None
@@ -147,6 +167,35 @@ def load_review_state(labels_path, slices: int, image_key: str, volume=None) -> 
             state.reviewed[z] = True
             state.marks[z] = {k: entry[k] for k in ("by", "at") if k in entry}
     return state, None
+
+
+def _carried(state: ReviewState, taken_from: np.ndarray, scale: float) -> ReviewState:
+    """``state``, saved on an earlier grid, on slices that each took the labels of earlier slice
+    ``taken_from[z]``: a slice is reviewed only when that one was, and keeps its marks and
+    provenance; rulers' slice coordinates are multiplied by ``scale`` (earlier gap / gap), an
+    axial one put on the nearest slice."""
+    reviewed = state.reviewed[taken_from]
+    marks = {z: state.marks[int(taken_from[z])] for z in map(int, np.flatnonzero(reviewed))
+             if int(taken_from[z]) in state.marks}
+    extra = dict(state.extra)
+    if isinstance(extra.get("provenance"), dict):
+        extra["provenance"] = {str(z): extra["provenance"][str(k)] for z, k in enumerate(taken_from)
+                               if str(k) in extra["provenance"]}
+    if isinstance(extra.get("rulers"), list):
+        extra["rulers"] = [_ruler_carried(r, scale) for r in extra["rulers"]]
+    return ReviewState(reviewed, marks, extra)
+
+
+def _ruler_carried(ruler, scale: float):
+    """A ruler's entry (``session.rulers``) with its z coordinates scaled; one it cannot read as it is."""
+    try:
+        a, b = [float(ruler["a"][0]) * scale, *ruler["a"][1:]], [float(ruler["b"][0]) * scale, *ruler["b"][1:]]
+        if ruler["axis"] == 0:
+            a[0] = b[0] = round(a[0])
+            return {**ruler, "index": round(a[0]), "a": a, "b": b}
+        return {**ruler, "a": a, "b": b}
+    except (KeyError, TypeError, ValueError, IndexError):
+        return ruler
 
 
 def read_sidecar(labels_path) -> dict | None:

@@ -38,7 +38,8 @@ from ..core.classes import (LabelClass, class_name, completed_classes, generic_c
 from ..core.dicom import FirstSlice, SeriesInfo, read_dicom_files
 from ..core.errors import LabelSaveError, VolumeLoadError
 from ..core.files import extension
-from ..core.io import LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, save_labels
+from ..core.io import (LABEL_EXTENSIONS, labels_image, load_classes, load_labels, load_volume, read_label_image,
+                       save_labels, slices_on_earlier_grid)
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, labels_digest,
                             mark_restored, set_aside, start_journal, unsaved_edits)
 from ..core.labels import STEP_NAMES, Edit, LabelMap, Patch, Region, Step
@@ -148,11 +149,18 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
 
         if is_dicom_seg(path):
             return _seg_label_file(path, volume)
+    image = image or read_label_image(path)
     array = load_labels(path, volume, image=image)
     if array.dtype != np.uint8:
         raise VolumeLoadError(f"{path.name} holds class values up to {int(array.max())}; segview edits at "
                               "most 255 classes.")
-    review, warning = load_review_state(path, volume.shape[0], key or image_key(volume), volume)
+    taken_from = slices_on_earlier_grid(image, volume)
+    review, warning = load_review_state(path, volume.shape[0], key or image_key(volume), volume, taken_from)
+    if taken_from is not None:
+        moved = (f"The labels in {path.name} were saved on an earlier resampling of this unevenly spaced series, "
+                 "whose grid reached past its last acquired slice: each slice took the labels (and review mark) "
+                 "of the nearest earlier slice. The next save writes them on the current grid.")
+        warning = f"{moved} {warning}" if warning else moved
     classes, unnamed = completed_classes(load_classes(path), array)
     if unnamed:
         note = _unnamed_note(f"The class table of {path.name}", unnamed)

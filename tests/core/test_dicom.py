@@ -10,6 +10,7 @@ import nibabel
 import numpy as np
 import pydicom
 import pytest
+import SimpleITK as sitk
 from pydicom.data import get_testdata_file, get_testdata_files
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -142,6 +143,75 @@ def test_an_unevenly_spaced_series_is_resampled_between_its_first_and_last_slice
     labels = (volume.array >= 40).astype(np.uint8)
     save_labels(tmp_path / "labels.nii.gz", labels, volume)
     np.testing.assert_array_equal(load_labels(tmp_path / "labels.nii.gz", load_volume(tmp_path / "dicom")), labels)
+
+
+def uneven_series(folder, direction, last_moved_mm=1.6) -> list:
+    """Eight 16 x 16 slices 3 mm apart, the last moved on ``last_moved_mm``: with 1.6 mm the
+    grid segview used to resample it onto (the finest gap, round(22.6 / 3) + 1 = 9 slices)
+    ended at 24 mm, 1.4 mm past the last acquired slice; with 0.9 mm (8 slices) 0.9 mm short
+    of it, and the grid now has a slice more. Returns the files."""
+    array = np.repeat(np.arange(0, 80, 10, dtype=np.int16)[:, None, None], 16, axis=1).repeat(16, axis=2)
+    volume = Volume(array, (1.0, 1.0, 3.0), (-8.0, -8.0, 10.0), direction, modality="CT")
+    paths = write_dicom_series(volume, folder)
+    ds = pydicom.dcmread(paths[-1])
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in np.asarray(ds.ImagePositionPatient, float)
+                               + last_moved_mm * volume.direction_matrix[:, 2]]
+    ds.save_as(paths[-1])
+    return paths
+
+
+def earlier_grid_labels(paths, path) -> np.ndarray:
+    """Labels saved as segview saved them on the earlier grid of ``uneven_series``, built from
+    the headers alone: the first slice's position, the finest gap, as many slices as round
+    to the extent. Slice k holds class k + 1. Returns the earlier slices' positions along
+    the normal (mm)."""
+    first, last, normal = acquired_ends(paths)
+    headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+    along = np.sort([np.asarray(ds.ImagePositionPatient, float) @ normal for ds in headers])
+    gap = float(np.diff(along).min())
+    count = round((along[-1] - along[0]) / gap) + 1
+    image = sitk.GetImageFromArray(np.repeat(np.arange(1, count + 1, dtype=np.uint8), 256).reshape(count, 16, 16))
+    orientation = np.asarray(headers[0].ImageOrientationPatient, float)
+    image.SetOrigin(first.tolist())
+    image.SetSpacing([float(v) for v in headers[0].PixelSpacing[::-1]] + [gap])
+    image.SetDirection(np.column_stack([orientation[:3], orientation[3:], normal]).ravel().tolist())
+    sitk.WriteImage(image, str(path))
+    return along[0] + gap * np.arange(count)
+
+
+def nearest_earlier(paths, earlier: np.ndarray, slices: int) -> np.ndarray:
+    """For each of ``slices`` slices evenly spaced from the first acquired slice to the last,
+    the nearest of the ``earlier`` positions (mm along the normal)."""
+    first, last, normal = acquired_ends(paths)
+    along = np.linspace(first @ normal, last @ normal, slices)
+    return np.abs(along[:, None] - earlier[None, :]).argmin(axis=1)
+
+
+@pytest.mark.parametrize("last_moved_mm", [1.6, 0.9])  # the earlier grid past the last slice; short of it
+def test_labels_saved_on_the_earlier_grid_of_an_uneven_series_move_onto_its_grid(tmp_path, cardiac, last_moved_mm):
+    """Labels saved before the grid of an uneven series ended at its last acquired slice
+    were refused as another scan's: each slice now takes those of the nearest earlier slice."""
+    paths = uneven_series(tmp_path / "dicom", cardiac.direction, last_moved_mm)
+    earlier = earlier_grid_labels(paths, tmp_path / "labels.nii.gz")
+    volume = load_volume(tmp_path / "dicom")
+    labels = load_labels(tmp_path / "labels.nii.gz", volume)
+    nearest = nearest_earlier(paths, earlier, volume.shape[0])
+    np.testing.assert_array_equal(labels, np.broadcast_to((nearest + 1)[:, None, None], volume.shape))
+    assert labels[0].min() == labels[0].max() == 1  # the first acquired slice: the earlier first
+    assert labels[-1].min() == labels[-1].max() == len(earlier)  # the last: the earlier last, which showed it
+
+
+def test_labels_on_another_grid_of_an_uneven_series_are_still_refused(tmp_path, cardiac):
+    paths = uneven_series(tmp_path / "dicom", cardiac.direction)
+    earlier_grid_labels(paths, tmp_path / "labels.nii.gz")
+    image = sitk.ReadImage(str(tmp_path / "labels.nii.gz"))
+    for change in ({"SetSpacing": (1.0, 1.0, 2.9)}, {"SetOrigin": (-8.0, -8.0, 13.0)}):
+        shifted = sitk.Image(image)
+        for setter, value in change.items():
+            getattr(shifted, setter)(value)
+        sitk.WriteImage(shifted, str(tmp_path / "other.nii.gz"))
+        with pytest.raises(VolumeLoadError, match="another scan"):
+            load_labels(tmp_path / "other.nii.gz", load_volume(tmp_path / "dicom"))
 
 
 def jitter_positions(paths, volume, amount_mm, seed=0):

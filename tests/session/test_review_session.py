@@ -9,6 +9,7 @@ import textwrap
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from segview.core.dicom import write_dicom_series
 from segview.core.errors import LabelSaveError, VolumeLoadError
@@ -19,6 +20,7 @@ from segview.core.review_state import review_path
 from segview.core.volume import Volume
 from segview.session import ReviewSession, SessionError, Worklist, read_label_file
 
+from ..core.test_dicom import earlier_grid_labels, nearest_earlier, uneven_series
 from .conftest import CLASSES, make_dataset, tiny_case
 
 
@@ -334,6 +336,42 @@ def test_the_labels_saved_beside_the_image_come_back_when_it_is_opened_again(tmp
     assert not other.labels.array.any() and other.labels_path is None
     assert len(other.warnings) == 1 and "ct.labels.nii.gz" in other.warnings[0] and "start empty" in other.warnings[0]
     other.close(discard=True)
+
+
+def test_labels_saved_on_an_earlier_grid_of_an_uneven_series_open_with_their_review(tmp_path):
+    """The grid of an unevenly spaced series now ends at its last acquired slice: labels and
+    review marks saved beside it on the grid segview used before were refused as another
+    image's. They are moved onto the grid, each slice taking those of the nearest earlier
+    slice (reviewed only when that one was), and the person is told; a save writes them anew."""
+    paths = uneven_series(tmp_path / "ct", tuple(np.eye(3).ravel()), last_moved_mm=0.9)
+    saved = tmp_path / "ct.labels.nii.gz"
+    earlier = earlier_grid_labels(paths, saved)
+    grid = sitk.ReadImage(str(saved))
+    review_path(saved).write_text(json.dumps({
+        "format": "segview-review-state", "version": 1, "image_key": "0" * 40, "labels": saved.name,
+        "image": {"voxels": "0" * 40, "size": list(grid.GetSize()), "spacing": list(grid.GetSpacing()),
+                  "origin": list(grid.GetOrigin()), "direction": list(grid.GetDirection())},
+        "slices": len(earlier), "reviewed": [{"z": z, "slice": z + 1, "by": "jdoe"} for z in (0, 5, 7)],
+        "provenance": {"7": ["hand"]},
+        "rulers": [{"axis": 0, "index": 7, "a": [7, 2, 3], "b": [7, 10, 3]},  # on the last earlier slice
+                   {"axis": 1, "index": 4, "a": [0, 4, 2], "b": [7, 4, 2]}]}))  # across the stack: 21 mm
+    session = ReviewSession.open(tmp_path / "ct", labels_beside=True)
+    nearest = nearest_earlier(paths, earlier, session.volume.shape[0])
+    assert nearest.tolist() == [0, 1, 2, 3, 4, 5, 5, 6, 7]  # earlier slice 6 gives none of its labels
+    np.testing.assert_array_equal(session.labels.array[:, 0, 0], nearest + 1)
+    assert session.reviewed.tolist() == np.isin(nearest, (0, 5, 7)).tolist()
+    assert session.review_marks[8] == {"by": "jdoe"} and session.provenance.sources == {8: ("hand",)}
+    assert sum("earlier resampling" in w for w in session.warnings) == 1
+    axial, across = session.rulers.all()
+    assert (axial.index, axial.length_mm) == (8, pytest.approx(8.0))  # on the slice it took its labels from
+    assert across.length_mm == pytest.approx(21.0)  # the same two points of the patient
+    assert session.save() == saved
+    session.close()
+    assert sitk.ReadImage(str(saved)).GetSize()[2] == len(nearest)
+    again = ReviewSession.open(tmp_path / "ct", labels_beside=True)
+    assert not any("earlier resampling" in w for w in again.warnings)
+    assert again.reviewed.tolist() == np.isin(nearest, (0, 5, 7)).tolist()
+    again.close()
 
 
 def test_two_series_of_one_folder_keep_their_labels_apart(tmp_path):
