@@ -559,18 +559,22 @@ class LabelMap:
         crescent and a small blob), the nearer slice's shape is taken: a class labelled on
         both sides is never left out. Classes that touch on both slices (the myocardium
         around the cavity) are not parted by a seam of background: a voxel within a pixel
-        of them, inside the blend of all classes together, takes the nearest."""
+        of them, inside the blend of all classes together, takes the nearest. A class on one
+        of the two slices only is not extended, as 3D Slicer's Fill between slices leaves a
+        segment labelled on one side: its shape says nothing of where it ends between them
+        (blended with "far outside", it vanished at once, but for a remnant of a large organ
+        whose size depended on the image's width)."""
         if last < first:
             first, last = last, first
         if last - first < 2:
             return None
         a, b = self.array[first], self.array[last]
-        classes = [c for c in np.union1d(np.unique(a), np.unique(b)) if c != 0]
+        classes = [c for c in np.intersect1d(np.unique(a), np.unique(b)) if c != 0]  # on both sides
         gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
         result = np.zeros((len(gaps), *a.shape), np.uint8)
         values = np.asarray(classes, np.uint8)
         per_class = [self._blend(a == c, b == c, gaps) for c in classes]  # one slice at a time
-        together = self._blend(a != 0, b != 0, gaps) if len(classes) > 1 else None
+        together = self._blend(np.isin(a, values), np.isin(b, values), gaps) if len(classes) > 1 else None
         for n in range(len(gaps) if classes else 0):
             blends = np.stack([next(blend) for blend in per_class])
             nearest_mm = blends.min(axis=0)
@@ -712,13 +716,29 @@ class LabelMap:
     def fill_between_slices(self) -> list[Stored]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step). A reviewed slice is a person's answer, even an empty one ("nothing
-        here"): it is never filled, and it ends the run it lies in."""
-        labelled = np.asarray(self.array.reshape(self.array.shape[0], -1).any(axis=1))
+        here"): it is never filled, and it ends the run it lies in. A class labelled on one
+        side of a run only is not extended into it (``one_sided_classes`` says which)."""
         self.begin_stroke()
-        for first, last in itertools.pairwise(np.flatnonzero(labelled | self.reviewed)):
-            if last - first > 1 and labelled[first] and labelled[last]:
-                self.interpolate(int(first), int(last))
+        for first, last in self._gaps():
+            self.interpolate(first, last)
         return self.end_stroke()
+
+    def one_sided_classes(self) -> dict[int, list[tuple[int, int]]]:
+        """The classes ``fill_between_slices`` would leave out, each with the gaps (the
+        labelled slices ``first``, ``last`` around them) where it lies on one side only."""
+        one_sided: dict[int, list[tuple[int, int]]] = {}
+        for first, last in self._gaps():
+            a, b = np.unique(self.array[first]), np.unique(self.array[last])
+            for value in np.setxor1d(a[a != 0], b[b != 0]):
+                one_sided.setdefault(int(value), []).append((first, last))
+        return one_sided
+
+    def _gaps(self) -> list[tuple[int, int]]:
+        """Each run of unlabelled slices between two labelled ones, as those two (a reviewed
+        slice, labelled or not, ends a run)."""
+        labelled = np.asarray(self.array.reshape(self.array.shape[0], -1).any(axis=1))
+        return [(int(first), int(last)) for first, last in itertools.pairwise(np.flatnonzero(labelled | self.reviewed))
+                if last - first > 1 and labelled[first] and labelled[last]]
 
     def write(self, region: Region, values: np.ndarray) -> Edit | None:
         """Write ``values`` into ``region`` exactly (no brush settings): the result of a tool

@@ -195,6 +195,21 @@ def test_a_thin_crescent_and_a_small_blob_still_give_the_class_between_them():
     assert sizes[1] > sizes[3]  # the crescent's side first, the blob's last
 
 
+def test_a_class_labelled_on_one_side_of_the_gap_only_is_not_extended_and_is_named():
+    """A large organ on one side only, blended with "far outside": it left a disc half its
+    width on the next slice and nothing beyond (how much, set by the image's width). Like
+    3D Slicer, a class on one side only is not extended; the other class is filled."""
+    labels = blank(shape=(11, 200, 200))
+    labels.array[0][disc((200, 200), (100, 100), 60.0)] = 1  # on slice 0 only
+    labels.array[0][disc((200, 200), (20, 20), 8.0)] = 2
+    labels.array[10][disc((200, 200), (20, 20), 10.0)] = 2   # on both sides
+    assert labels.one_sided_classes() == {1: [(0, 10)]}
+    labels.fill_between_slices()
+    assert not (labels.array[1:10] == 1).any()
+    assert all((labels.array[z] == 2).any() for z in range(11))
+    assert labels.one_sided_classes() == {}  # nothing left to fill
+
+
 def test_fill_between_slices_never_fills_a_reviewed_slice_and_stops_at_it():
     """A tester cleared a slice, marked it reviewed ("no infection") and filled between
     slices: 2071 voxels were interpolated into it, its mark kept."""
@@ -324,7 +339,7 @@ def test_copy_from_a_prediction_and_fill_between_slices_are_single_steps():
     labels.fill_between_slices()
     np.testing.assert_array_equal(labels.array[1], labels.array[0])  # same disc at both ends
     np.testing.assert_array_equal(labels.array[2], labels.array[0])
-    assert labels.array[4].sum() == 0  # classes 1 and 2 meet halfway: each shrinks away
+    assert labels.array[4].sum() == 0  # class 1 below, class 2 above: neither is extended
     labels.undo()
     assert labels.array[1].sum() == labels.array[2].sum() == 0
 

@@ -218,3 +218,26 @@ def test_thin_sheets_of_a_blocked_class_appear_and_its_big_object_keeps_its_area
 
     assert ball_area(surface) == pytest.approx(ball_area(alone), rel=1e-6)
     assert ball_area(surface) == pytest.approx(4 * math.pi * radius ** 2, rel=0.04)  # half-level, not grown
+
+
+def test_a_one_voxel_line_drawn_onto_a_blocked_class_shows(monkeypatch):
+    """A radiologist's correction: a brush line one voxel wide on one slice, drawn out of a
+    large object of the same class. Averaged in blocks it filled a tenth of each, one piece
+    with the ball, and vanished from the 3D view; each of its voxels must lie within a block
+    of the surface."""
+    volume, labels, _ = ball(SHAPE, (22, 30, 24), 14.0)
+    ball_only = labels.copy()
+    labels[22, 30, 24:64] = 1  # from the ball's centre out to the volume's edge
+    box = class_boxes(labels)[1]
+    monkeypatch.setattr(surfaces, "MAX_CELLS", math.prod(s.stop - s.start for s in box) // 30)
+    steps = surfaces.block_steps([s.stop - s.start for s in box], volume.spacing[::-1])
+    assert min(steps) > 1
+    surface = class_surface(labels, 1, box, volume)
+
+    image = reference_image()
+    block_mm = max(np.multiply(steps, SPACING[::-1]))
+    outside = [x for x in range(24, 64) if not ball_only[22, 30, x]]
+    assert len(outside) > 20
+    for x in outside:
+        where = np.array(image.TransformIndexToPhysicalPoint((x, 30, 22)))
+        assert np.linalg.norm(surface.vertices - where, axis=1).min() < block_mm, x

@@ -939,3 +939,19 @@ def test_full_stop_and_comma_choose_the_next_and_previous_class_round_the_list(q
     for _ in range(2):
         qtbot.keyClick(window, Qt.Key_Comma)
     assert tools.class_choice.currentIndex() == (start - 1) % len(names)
+
+
+def test_fill_between_slices_names_a_class_labelled_on_one_side_only(qtbot, editing):
+    """A class on one side of the gap only is not extended (where it ends is unknown): the
+    status bar said only how many voxels the other classes filled."""
+    labels, classes = editing.session.labels, editing.session.classes
+    both, one = [c for c in classes if c.value][:2]
+    labels.array[3, 50:60, 50:60] = both.value
+    labels.array[7, 50:60, 50:60] = both.value
+    labels.array[3, 20:30, 20:30] = one.value
+    editing._slice_operation("fill_between")
+    assert (labels.array[4:7] == both.value).any() and not (labels.array[4:7] == one.value).any()
+    message = editing.statusBar().currentMessage()
+    assert message.startswith("Fill between slices (slices 5, 6, 7): ")
+    assert "Not extended, labelled on one side of the gap only" in message
+    assert message.endswith(f": {one.name} (between slices 4 and 8)")
