@@ -20,7 +20,8 @@ completed step. No pickle: a small JSON header and raw uint8 bytes, zlib-compres
 Journals are named by ``image_key``: a digest of the pixel data and the geometry, so the
 same series opened by another path (relative, through a link, by a subfolder) finds its
 journal. A crashed session's journal is set aside (never deleted) while the user decides;
-``set_aside_journals`` lists them for File > Recover edits.
+``set_aside_journals`` lists them for File > Recover edits. One that records no step (a case
+opened ahead, never edited) holds nothing to recover: it is deleted instead.
 """
 from __future__ import annotations
 
@@ -156,6 +157,14 @@ def crashed_journals(key: str) -> list[Path]:
     folder = state_directory()
     paths = list(folder.glob(f"{key}.svj")) + list(folder.glob(f"{key}-*.svj")) if folder.exists() else []
     return [p for p in paths if not _in_use(p)]
+
+
+def journalled_keys() -> set[str]:
+    """The image keys of the journals in the journal folder (live sessions' and crashed
+    ones'): one listing, so that a worklist looks for crashed edits only where there are
+    journals."""
+    folder = state_directory()
+    return {p.stem.split("-")[0] for p in folder.glob("*.svj")} if folder.exists() else set()
 
 
 def set_aside_folder() -> Path:
@@ -411,9 +420,14 @@ def unsaved_edits(key: str) -> RecoveredLabels | None:
 
 def set_aside(key: str) -> list[Path]:
     """Move the crashed journals of image ``key`` out of the way of a new session, into the
-    set-aside folder, where ``set_aside_journals`` finds them again. Returns their new paths."""
+    set-aside folder, where ``set_aside_journals`` finds them again. Returns their new paths.
+    One that records no step (``records_nothing``: a case opened ahead, never edited) is
+    deleted instead: it holds nothing to recover, and such journals piled up there."""
     moved = []
     for path in crashed_journals(key):
+        if records_nothing(path):
+            path.unlink(missing_ok=True)
+            continue
         target = set_aside_folder() / f"{path.stem}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.svj"
         target.parent.mkdir(parents=True, exist_ok=True)
         path.replace(target)
@@ -452,6 +466,22 @@ def mark_restored(key: str, recovered: RecoveredLabels) -> None:
         found = _readable(path)
         if found is not None and found.about.get("started") == started:
             path.replace(path.with_suffix(".restored"))
+
+
+def records_nothing(path: Path) -> bool:
+    """Whether journal ``path`` records no step (no edit, review mark or ruler): its snapshot
+    alone, or less (killed while it was made). Decompresses nothing. A file that is no
+    journal, or cannot be read, is not taken for an empty one."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    if len(data) < len(MAGIC):
+        return MAGIC.startswith(data)
+    if not data.startswith(MAGIC):
+        return False
+    records, _ = _packed_records(data[len(MAGIC):])
+    return all(tag != STEP for tag, _ in records)
 
 
 def _readable(path: Path) -> RecoveredLabels | None:
@@ -633,6 +663,13 @@ def _write_record(file, tag: bytes, packed: bytes, compressed: bool) -> None:
 
 def _records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
     """The intact records, and whether an incomplete or damaged one ended the file."""
+    records, truncated = _packed_records(data)
+    return [(tag, zlib.decompress(packed)) for tag, packed in records], truncated
+
+
+def _packed_records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
+    """The intact records, their payloads still compressed, and whether an incomplete or
+    damaged one ended the file."""
     records: list[tuple[bytes, bytes]] = []
     offset = 0
     while offset < len(data):
@@ -642,7 +679,7 @@ def _records(data: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
         packed = data[offset + RECORD.size: offset + RECORD.size + length]
         if tag not in (SNAPSHOT, STEP, SAVED) or len(packed) < length or zlib.crc32(packed) != crc:
             return records, True
-        records.append((tag, zlib.decompress(packed)))
+        records.append((tag, packed))
         offset += RECORD.size + length
     return records, False
 

@@ -22,7 +22,8 @@ forwards what the user asks.
 - Done saves the case on screen into the dataset with the status "done" (labels, reviewed
   slices and status in one sidecar); Done and next (Ctrl+Shift+N) also opens the next.
 - A case another segview has open shows "read-only" in its row (and the window's title;
-  its editing tools are disabled).
+  its editing tools are disabled); a case with a crashed segview's unsaved edits shows
+  "crashed edits" (``Case.crashed_edits``) until they are restored or declined.
 - Worklist > Fine-tune model A on reviewed cases... (``gui/finetune_job.py``): a job with
   progress and Cancel whose checkpoint is offered as model B; File > Export held-out
   report... compares A and B on the held-out cases of the dataset's fixed split.
@@ -80,9 +81,16 @@ HELD_OUT_TIP = ("Held out (the dataset's fixed split, splits.json): fine-tuning 
                 "slices choose the fine-tune's epoch and judge model B (File > Export held-out report...)")
 
 
+#: What the status of a case with a crashed segview's unsaved edits says, and its tooltip.
+CRASHED_MARK = ", crashed edits"
+CRASHED_TIP = ("segview stopped (a crash, a kill) with unsaved edits of this case: open it to restore them "
+               "(or File > Recover edits... later)")
+
+
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
     status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else case.status
+    status += CRASHED_MARK if case.crashed_edits else ""
     name = case.name + (HELD_OUT_MARK if case.held_out else "")
     return [name, status, case.reviewed_text.replace(" slices reviewed", ""),
             number_text(case.dice.get("A", math.nan)), number_text(case.dice.get("B", math.nan)),
@@ -227,8 +235,9 @@ class WorklistPanel(QWidget):
         status = self.table.item(n, 1)
         if status is not None:
             locked = f"Open in another segview ({case.locked_by}): read-only here" if case.locked_by else ""
-            status.setToolTip("\n".join(t for t in (case.error, case.note, locked) if t))
-            color = QColor(200, 40, 40) if case.error else STATUS_COLORS.get(case.status)
+            crashed = CRASHED_TIP if case.crashed_edits else ""
+            status.setToolTip("\n".join(t for t in (case.error, crashed, case.note, locked) if t))
+            color = QColor(200, 40, 40) if case.error or case.crashed_edits else STATUS_COLORS.get(case.status)
             status.setForeground(QBrush(color) if color is not None else QBrush())
         name = self.table.item(n, 0)
         if name is not None:
@@ -768,6 +777,8 @@ class WorklistController(QObject):
             return  # taken by Ctrl+N, or dropped: closed already
         if prefetch.ready:
             self.case_prefetched.emit(prefetch.name)
+        else:  # not opened ahead: it may hold a crashed segview's edits, known now
+            self._refresh_row(prefetch.name)
 
     def _prefetch_failed(self, prefetch: Prefetch, exc: Exception) -> None:
         """The case could not be opened in the background: Ctrl+N opens it as any case, and

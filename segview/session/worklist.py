@@ -60,7 +60,7 @@ from ..core.dicom import SeriesInfo, read_dicom_files
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import FIRST_CHANNEL, atomic_write_text, case_name, extension, replace_atomically, shared_folder
 from ..core.io import image_shape, list_dicom_series, load_labels, load_volume, read_label_image
-from ..core.journal import crashed_journals, image_key, unsaved_edits
+from ..core.journal import RecoveredLabels, crashed_journals, image_key, journalled_keys, unsaved_edits
 from ..core.metrics import ConfusionMatrix, confusion_counts, scores_from_counts
 from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.splits import read_split
@@ -111,6 +111,9 @@ class Case:
     error: str | None = None                      # why it cannot be opened
     locked_by: str | None = None                  # open in another segview (read-only here)
     held_out: bool = False                        # in splits.json's "val"
+    # A segview that crashed left unsaved edits of it (opening it offers them), until they are
+    # restored or declined: known where its image key is (``Worklist.read_crashed_edits``).
+    crashed_edits: bool = False
     # The sidecar, as it was on disk (its ``labels_stamp``), whose marks opening the case did
     # not apply (its image changed since): its reviewed slices are not counted until it changes.
     refused_review: str | None = field(default=None, repr=False, compare=False)
@@ -170,6 +173,7 @@ class Worklist:
         worklist = cls(folder, layout, cases, classes, cache)
         for case in cases:
             worklist.read_status(case)
+        worklist.read_crashed_edits()
         worklist.read_split()
         if checkpoints:
             worklist.set_checkpoints(checkpoints)
@@ -350,6 +354,7 @@ class Worklist:
         key = key or image_key(volume)
         if not lock and crashed_edits(key):
             self._learn_key(case, key)  # the next one opened ahead is not read at all
+            case.crashed_edits = True
             raise CrashedEditsAhead(f"{name} holds a crashed session's unsaved edits: it opens when shown, "
                                     "to offer them.")
         try:
@@ -373,9 +378,22 @@ class Worklist:
         return session
 
     def _learn_key(self, case: Case, key: str) -> None:
-        """``case``'s image key, kept by its files' size and time: not hashed again."""
+        """``case``'s image key, kept by its files' size and time: not hashed again. Newly
+        known, it tells whether a crashed segview left edits of the case."""
+        if case.key != key:
+            case.crashed_edits = crashed_edits(key)
         case.key = key
         self.cache.remember_key(_image_files(case), key)
+
+    def read_crashed_edits(self) -> None:
+        """Mark the cases whose unsaved edits a segview that crashed left (``Case.crashed_edits``),
+        so the person opens those first: each case whose image key is known (its image read
+        here before: the prediction cache remembers it by its files) and has journals that no
+        running segview holds, with steps to restore. Journals are read only where there are some."""
+        journalled = journalled_keys()
+        for case in self.cases:
+            key = case.key or (self.cache.known_key(_image_files(case)) if journalled else None)
+            case.crashed_edits = key is not None and key in journalled and crashed_edits(key)
 
     def read_split(self) -> str | None:
         """Mark the held-out cases of the dataset's fixed split (``splits.json``, written by
@@ -580,6 +598,20 @@ class CaseSession(ReviewSession):
     _cached_models: dict[str, Model]              # slot -> its model as filled from the cache (attach)
     read_from: str = ""                           # the case's files as read (``_files_stamp``)
     lock_warning: str | None = None               # why it opened read-only: another segview holds it
+    _recoverable: RecoveredLabels | None = None
+
+    @property
+    def recoverable_edits(self) -> RecoveredLabels | None:
+        """As ``ReviewSession.recoverable_edits``; the case's row shows them
+        (``Case.crashed_edits``) until they are restored or declined (set to None)."""
+        return self._recoverable
+
+    @recoverable_edits.setter
+    def recoverable_edits(self, recovered: RecoveredLabels | None) -> None:
+        self._recoverable = recovered
+        case = getattr(self, "case", None)  # None while ``open`` builds it, before ``attach``
+        if case is not None:
+            case.crashed_edits = recovered is not None
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
                stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None,
@@ -600,6 +632,7 @@ class CaseSession(ReviewSession):
                 self.provenance.sources = provenance_from_json(self.review_extra.get("provenance") or {},
                                                                self.labels.array.shape[0])
         worklist._learn_key(case, self.key)
+        case.crashed_edits = self.recoverable_edits is not None  # its journals were set aside on opening
         self._add_cached_models(checkpoints if checkpoints is not None else dict(worklist.checkpoints), predictors,
                                 stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]

@@ -319,3 +319,28 @@ def test_the_voxel_digest_is_of_the_values_whatever_type_holds_them():
     assert voxel_digest(Volume(values.reshape(8, 16, 32))) not in digests  # another shape
     assert voxel_digest(Volume(values[::-1].copy())) not in digests  # slices in another order
     assert voxel_digest(Volume(np.full((2, 4, 4), np.inf))) != voxel_digest(Volume(np.full((2, 4, 4), 1e20)))
+
+
+def test_setting_aside_deletes_the_journals_that_record_no_step_and_keeps_any_with_one(tmp_path):
+    """After a kill in a dataset's review, the journals of the cases opened ahead (a snapshot,
+    no edit) piled up in the set-aside folder; a journal with one step is kept there."""
+    from segview.core.journal import journal_path, set_aside, set_aside_folder
+
+    empty_key, edited_key, saved_key, torn_key, other_key = (f"{n}" * 40 for n in range(5))
+    ahead = LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    Journal.start(journal_path(empty_key), ahead, empty_key).close()  # not deleted: as after a kill
+    for key, save in ((edited_key, False), (saved_key, True)):
+        labels = LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+        journal = Journal.start(journal_path(key), labels, key)
+        labels.paint(1, [(4, 4)], 1.0, 1)
+        if save:
+            journal.mark_saved()  # nothing left to recover, but it records a step: kept
+        journal.close()
+    journal_path(torn_key).write_bytes(b"SV")  # killed as it began
+    journal_path(other_key).write_bytes(b"not a journal")  # not taken for an empty one
+    assert set_aside(empty_key) == [] and set_aside(torn_key) == []
+    assert not journal_path(empty_key).exists() and not journal_path(torn_key).exists()
+    for key in (edited_key, saved_key, other_key):
+        moved = set_aside(key)
+        assert len(moved) == 1 and moved[0].is_file() and not journal_path(key).exists()
+    assert sorted(p.name[:40] for p in set_aside_folder().iterdir()) == [edited_key, saved_key, other_key]

@@ -507,6 +507,30 @@ def test_a_case_with_a_crashed_sessions_edits_opened_before_its_key_is_known_sti
     assert window.session.reviewed[2]
 
 
+@pytest.mark.parametrize("answer", [QMessageBox.Yes, QMessageBox.No])
+def test_the_row_of_a_case_with_a_crashed_sessions_edits_says_so_until_they_are_restored_or_declined(
+        qtbot, window, dataset, dialogs, answer):
+    """A radiologist back after a crash could not tell which case held the unsaved edits
+    until it was opened."""
+    from segview.gui.workers import Worker
+
+    crashed = Worklist.open(dataset).session("case_001")  # its image key is known from now on
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a crash
+    controller = open_dataset(qtbot, window, dataset)  # case_000 on screen, case_001 next
+    assert Worker.pool().waitForDone(TIMEOUT)
+    QApplication.processEvents()  # the prefetch's end
+    statuses = [status_cell(controller, n).text() for n in controller.panel.names()]
+    assert statuses == ["new", "new, crashed edits", "new", "new"]
+    assert "unsaved edits" in status_cell(controller, "case_001").toolTip()
+    dialogs.answers.append(answer)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
+    assert any(kind == "question" and "never saved" in text for kind, text in dialogs)
+    assert "crashed" not in status_cell(controller, "case_001").text()
+    assert "unsaved edits" not in status_cell(controller, "case_001").toolTip()
+
+
 def test_segview_dataset_opens_the_worklist(tmp_path, dataset):
     """``segview DATASET``: an nnU-Net folder is no image, so only the worklist opens it
     (as an image it would fail, exit status 2, before the screenshot)."""

@@ -2,6 +2,10 @@
 next / previous, save-then-open, Done, the next case prefetched in a thread, the one rule of
 a dataset's layout, the "A vs B differ" figure, read-only cases. Tiny datasets made here."""
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -10,7 +14,7 @@ import pytest
 from segview.core.dicom import write_dicom_series
 from segview.core.errors import DatasetError
 from segview.core.io import load_labels, load_volume
-from segview.core.journal import image_key, journal_path
+from segview.core.journal import image_key, journal_path, set_aside_folder
 from segview.core.review_state import read_sidecar
 from segview.session import CaseSession, ReviewSession, SessionError, Worklist, WorklistNavigator, dataset_layout
 from segview.session.worklist import PredictionCache, crashed_edits
@@ -408,3 +412,49 @@ def test_a_case_opened_ahead_locks_nothing_until_it_is_shown(dataset, monkeypatc
     assert other.read_only  # locked now it is shown
     other.close()
     shown.close()
+
+
+KILLED_IN_A_REVIEW = textwrap.dedent("""
+    import os, signal, sys, threading
+    from segview.session import Worklist, WorklistNavigator
+    navigator = WorklistNavigator(Worklist.open(sys.argv[1]))
+    session = navigator.save_and_open("case_001")
+    session.labels.paint(1, [(5, 5)], 2.0, 1)
+    session.mark_reviewed(1)
+
+    def start(prefetch):
+        thread = threading.Thread(target=prefetch)
+        thread.start()
+        thread.join(60)
+
+    navigator.prefetch_next(start)
+    print("ready", navigator.prefetched, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+@pytest.mark.parametrize("restored", [True, False])
+def test_after_a_kill_the_case_with_edits_is_marked_until_they_are_restored_or_declined(dataset, restored):
+    """A radiologist back after a crash saw no case marked as holding unsaved edits; and the
+    empty journal of the case opened ahead (never edited) was set aside with them."""
+    child = subprocess.run([sys.executable, "-c", KILLED_IN_A_REVIEW, str(dataset)], capture_output=True,
+                           text=True, timeout=120)
+    assert child.returncode == -signal.SIGKILL and "ready case_002" in child.stdout, child.stderr
+    assert journal_of(dataset, "case_002").is_file()  # opened ahead, its snapshot written
+    worklist = Worklist.open(dataset)
+    assert [c.name for c in worklist.cases if c.crashed_edits] == ["case_001"]
+    ahead = worklist.session("case_002")
+    assert ahead.recoverable_edits is None and not worklist.case("case_002").crashed_edits
+    ahead.close()
+    shown = worklist.session("case_001")
+    assert shown.recoverable_edits is not None and worklist.case("case_001").crashed_edits  # offered, not yet taken
+    edited = journal_of(dataset, "case_001").stem
+    assert [p.name[:len(edited)] for p in set_aside_folder().iterdir()] == [edited]  # case_002's was deleted
+    if restored:
+        shown.restore(shown.recoverable_edits)
+        assert shown.reviewed[1]
+    else:
+        shown.recoverable_edits = None  # declined: the window's No
+    assert not worklist.case("case_001").crashed_edits
+    shown.close(discard=True)
+    assert not any(c.crashed_edits for c in Worklist.open(dataset).cases)
