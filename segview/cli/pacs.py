@@ -183,7 +183,8 @@ def _into_held_study(pacs: Pacs, files: list[Path], references: list[ReferencedS
         print(f"segview: warning: {text}; storing the SEG as it is (--as-is): a viewer that opens a study shows "
               "it without its images.", file=sys.stderr)
         return files
-    print(f"{text}: storing the SEG into that study (the file is unchanged; --as-is stores it as it is).")
+    print(f"{text}: storing the SEG into that study as a new object, with UIDs of its own (the file is unchanged; "
+          "--as-is stores it as it is).")
     return into_held_study(files, elsewhere, folder)
 
 

@@ -55,8 +55,8 @@ MAX_STUDIES = 500
 __all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
            "PacsCertificateError", "PacsError", "Query", "ReferenceCheckFailed", "ReferencedSeries", "Retrieved",
            "RetrieveCancelled", "STUDY_ATTRIBUTES", "SearchCancelled", "Series", "SeriesNotFound", "Study",
-           "check_references", "connect", "date_range", "held_elsewhere_text", "into_held_study", "missing_series",
-           "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
+           "check_references", "connect", "date_range", "filed_uid", "held_elsewhere_text", "into_held_study",
+           "missing_series", "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
 
 
 class RetrieveCancelled(PacsError):
@@ -450,7 +450,8 @@ STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID")
 def into_held_study(files: Iterable, references: Iterable[ReferencedSeries], folder) -> list[Path]:
     """``files``, each SEG among them whose image series ``references`` finds ``elsewhere``
     (all of them, in one study) replaced by a copy in ``folder`` filed into that study: its
-    StudyInstanceUID, and the ``STUDY_ATTRIBUTES`` the PACS answered. The files themselves
+    StudyInstanceUID, and the ``STUDY_ATTRIBUTES`` the PACS answered. The copy is a new
+    object (``filed_uid``: new SOP Instance and Series Instance UIDs). The files themselves
     are not changed; a SEG whose series lie in several other studies is left as it is.
     Raises PacsError for a file that cannot be read or a copy that cannot be written."""
     from .dicomseg import SEG_SOP_CLASS, referenced_images
@@ -473,6 +474,11 @@ def _filed_into(path: Path, series: Series, folder: Path) -> Path:
     try:
         copy = Path(tempfile.mkdtemp(dir=folder)) / path.name  # a folder each: two SEGs may share a name
         dataset = pydicom.dcmread(path)
+        # An object moved to another study is another object, in a series of that study: with
+        # its own UIDs the PACS never holds two objects under one UID (the SEG sent as it is too).
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = filed_uid(
+            str(dataset.SOPInstanceUID), series.study_uid)
+        dataset.SeriesInstanceUID = filed_uid(str(dataset.SeriesInstanceUID), series.study_uid)
         dataset.StudyInstanceUID = series.study_uid
         for keyword, value in series.study_attributes:
             setattr(dataset, keyword, value)
@@ -480,6 +486,13 @@ def _filed_into(path: Path, series: Series, folder: Path) -> Path:
     except (InvalidDicomError, OSError) as exc:
         raise PacsError(f"Cannot write a copy of {path.name} into the PACS's study: {exc}.") from exc
     return copy
+
+
+def filed_uid(uid: str, study_uid: str) -> pydicom.uid.UID:
+    """The UID that the object or series ``uid`` has once filed into the study ``study_uid``:
+    new, and the same each time, so that a SEG sent into that study again is the object
+    the PACS holds already, and the revisions of one SEG series stay one series there."""
+    return pydicom.uid.generate_uid(entropy_srcs=["segview filed into a study", uid, study_uid])
 
 
 def _held_elsewhere(pacs: Pacs, series_uid: str) -> Series | None:

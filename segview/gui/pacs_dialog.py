@@ -334,7 +334,7 @@ class SendDialog(QDialog):
     (``asked`` carries the question): Send anyway, Send with the image series (``images``,
     when its files are still here) or Cancel. When it holds them in another study than the
     SEG's (split or merged at the PACS), the question is: Send into that study (the default:
-    a copy of the SEG with that study's UID), Send as it is or Cancel."""
+    a copy of the SEG filed into that study, a new object with UIDs of its own), Send as it is or Cancel."""
 
     sent = Signal(int)
     failed = Signal(str)

@@ -364,7 +364,8 @@ def test_cli_stores_a_seg_into_the_study_the_archive_holds_its_images_in(orthanc
     assert f"holds the image series this SEG refers to in another study (series {split.SeriesInstanceUID} in the " \
            f"study {split.StudyInstanceUID}" in out and "storing the SEG into that study" in out and err == ""
     assert seg.read_bytes() == on_disk  # the file is not changed: only the copy sent
-    seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID
+    [filed] = orthanc.instances(split.StudyInstanceUID, "SEG")
+    seg_uid = filed["SOPInstanceUID"]
     study_uid, modalities = orthanc.study_of(seg_uid)
     assert study_uid == split.StudyInstanceUID and modalities == {"SEG", "MR"}  # with its images
     assert not [r for r in orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).StudyInstanceUID)
@@ -375,6 +376,32 @@ def test_cli_stores_a_seg_into_the_study_the_archive_holds_its_images_in(orthanc
     if shutil.which("dciodvfy"):
         stored.save_as(tmp_path / "stored.dcm", enforce_file_format=True)
         assert dciodvfy(tmp_path / "stored.dcm") == ([], [])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_seg_stored_as_it_is_and_into_the_held_study_is_two_objects(orthanc, archive, protocol, tmp_path):
+    """The copy filed into the PACS's study kept the SEG's SOP Instance UID: a SEG sent both
+    ways left the PACS two different objects under one UID. The copy is a new object, in a
+    new series of that study, and conformant."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    split = split_study(orthanc, images, tmp_path)
+    url = _url(orthanc, protocol)
+    assert main(["pacs", "store", url, str(seg), "--as-is"]) == 0
+    assert main(["pacs", "store", url, str(seg)]) == 0
+    original = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert [r["Type"] for r in orthanc.lookup(original.SOPInstanceUID)] == ["Instance"]  # one object with its UID
+    assert orthanc.study_of(original.SOPInstanceUID)[0] == original.StudyInstanceUID
+    [filed] = orthanc.instances(split.StudyInstanceUID, "SEG")
+    assert filed["SOPInstanceUID"] != original.SOPInstanceUID
+    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(orthanc.instance_file(filed["SOPInstanceUID"])))
+    assert stored.SeriesInstanceUID != original.SeriesInstanceUID
+    assert stored.file_meta.MediaStorageSOPInstanceUID == stored.SOPInstanceUID
+    assert main(["pacs", "store", url, str(seg)]) == 0  # sent into that study again: the same object
+    assert [instance["SOPInstanceUID"] for instance in orthanc.instances(split.StudyInstanceUID, "SEG")] == [
+        filed["SOPInstanceUID"]]
+    if shutil.which("dciodvfy"):
+        stored.save_as(tmp_path / "filed.dcm", enforce_file_format=True)
+        assert dciodvfy(tmp_path / "filed.dcm") == ([], [])
 
 
 def test_cli_stores_a_seg_as_it_is_into_its_own_study_when_told(orthanc, archive, tmp_path, capsys):
