@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, Pacs, PacsAuthError, Query,
                          ReferenceCheckFailed, ReferencedSeries, Study, check_references, connect,
-                         held_elsewhere_text, into_held_study, not_held_text)
+                         held_elsewhere_text, images_text, into_held_study, not_held_text)
 from .common import UserError, progress
 
 PASSWORD_VARIABLE, TOKEN_VARIABLE = "SEGVIEW_PACS_PASSWORD", "SEGVIEW_PACS_TOKEN"
@@ -136,9 +136,8 @@ def _run_find(args) -> int:
         print(_study_line(study))
         for series in study.series:
             number = "" if series.number is None else f"#{series.number} "
-            images = "?" if series.images is None else series.images
             print(f"    {number}{series.modality or '?'} {series.description or '(no description)'}: "
-                  f"{images} images  series {series.uid}")
+                  f"{images_text(series.images, series.frames, 'image') or '? images'}  series {series.uid}")
     return 0
 
 

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
 from ..core.errors import SegviewError
 from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Progress, Query, ReferenceCheckFailed,
                          ReferencedSeries, Retrieved, RetrieveCancelled, SearchCancelled, Series, Study,
-                         check_references, date_range, held_elsewhere_text, into_held_study, not_held_text,
+                         check_references, date_range, held_elsewhere_text, images_text, into_held_study, not_held_text,
                          retrieve_into_cache, retrieve_seg_with_image)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
@@ -167,12 +167,13 @@ class PacsDialog(QDialog):
             if len(date) == 8:
                 date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
             item = QTreeWidgetItem([date, study.patient_name.replace("^", " ").strip(), study.patient_id,
-                                    study.description, "/".join(study.modalities), _count(study.images)])
+                                    study.description, "/".join(study.modalities),
+                                    images_text(study.images, study.frames)])
             item.setToolTip(0, f"Study UID {study.uid}")
             for series in study.series:
                 number = "" if series.number is None else f"#{series.number} "
                 child = QTreeWidgetItem(["", "", "", f"{number}{series.description or '(no description)'}",
-                                         series.modality, _count(series.images)])
+                                         series.modality, images_text(series.images, series.frames)])
                 child.setData(0, Qt.ItemDataRole.UserRole, series)
                 child.setToolTip(3, f"Series UID {series.uid}")
                 item.addChild(child)
@@ -299,10 +300,6 @@ class PacsDialog(QDialog):
             return
         self._closing = None
         super().done(result)
-
-
-def _count(images: int | None) -> str:
-    return "" if images is None else str(images)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from segview.gui import pacs_secrets
 from segview.gui.pacs_dialog import ImageSeries, PacsDialog, SendDialog, saved_servers
 from segview.gui.settings import settings
 from tests.core.conftest import free_port, orthanc_server, split_study
+from tests.core.test_dicomseg import FRAME_SLICES, write_enhanced_ct
 from tests.core.secure_pacs import secret_leaks, secure_pacs_server
 
 
@@ -103,6 +104,23 @@ def test_search_pick_and_retrieve_a_series_into_the_cache(qtbot, orthanc, cardia
     again = PacsDialog(None, cache=tmp_path / "cache")
     qtbot.addWidget(again)
     assert again.server.url.currentText() == url
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_an_enhanced_ct_reads_as_its_frames_and_retrieves_whole(qtbot, orthanc, protocol, tmp_path):
+    """A tester's enhanced CT of 38 frames read "Images 1" in the series table."""
+    path = write_enhanced_ct(tmp_path / "ct", FRAME_SLICES, patient_id=f"GUI-ENH-{protocol}",
+                             patient_name=f"Frames{protocol}^Gui")
+    orthanc.upload([path])
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    assert _search(qtbot, dialog, orthanc.dicomweb_url if protocol == "dicomweb" else orthanc.dimse_url,
+                   name=f"frames{protocol}") == 1
+    study = dialog.results.topLevelItem(0)
+    assert study.text(5) == study.child(0).text(5) == f"{len(FRAME_SLICES)} (1 file)"
+    with qtbot.waitSignal(dialog.retrieved, timeout=30000):
+        qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
+    assert load_volume(dialog.folder).shape[0] == len(FRAME_SLICES)
 
 
 def test_a_pacs_that_is_down_is_reported_in_the_dialog(qtbot, tmp_path):
