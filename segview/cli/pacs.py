@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from ..core.pacs import (DEFAULT_CALLING_AE, DEFAULT_TIMEOUT_S, MAX_STUDIES, Credentials, Pacs, PacsAuthError, Query,
                          ReferenceCheckFailed, ReferencedSeries, Study, check_references, connect,
-                         held_elsewhere_text, into_held_study, not_held_text)
+                         held_elsewhere_text, images_text, into_held_study, not_held_text)
 from .common import UserError, progress
 
 PASSWORD_VARIABLE, TOKEN_VARIABLE = "SEGVIEW_PACS_PASSWORD", "SEGVIEW_PACS_TOKEN"
@@ -136,9 +136,8 @@ def _run_find(args) -> int:
         print(_study_line(study))
         for series in study.series:
             number = "" if series.number is None else f"#{series.number} "
-            images = "?" if series.images is None else series.images
             print(f"    {number}{series.modality or '?'} {series.description or '(no description)'}: "
-                  f"{images} images  series {series.uid}")
+                  f"{images_text(series.images, series.frames, 'image') or '? images'}  series {series.uid}")
     return 0
 
 
@@ -183,7 +182,8 @@ def _into_held_study(pacs: Pacs, files: list[Path], references: list[ReferencedS
         print(f"segview: warning: {text}; storing the SEG as it is (--as-is): a viewer that opens a study shows "
               "it without its images.", file=sys.stderr)
         return files
-    print(f"{text}: storing the SEG into that study (the file is unchanged; --as-is stores it as it is).")
+    print(f"{text}: storing the SEG into that study as a new object, with UIDs of its own (the file is unchanged; "
+          "--as-is stores it as it is).")
     return into_held_study(files, elsewhere, folder)
 
 

@@ -41,6 +41,7 @@ from pydicom.errors import InvalidDicomError
 from .errors import PacsError
 from .pacs_auth import (HOW_TO_LOG_IN, BearerAuth, Credentials, PacsAuthError, PacsCertificateError,
                         certificate_failure, https_verify, refuse_userinfo, tls_context)
+from .report import counted
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
@@ -51,12 +52,20 @@ DEFAULT_CALLING_AE = "SEGVIEW"
 DEFAULT_TIMEOUT_S = 30.0
 #: At most this many studies per search: narrow the search to see others.
 MAX_STUDIES = 500
+#: A series of at most this many files may be one multi-frame image (an enhanced CT or MR,
+#: a cine loop): a search asks how many frames it holds, for at most
+#: ``MAX_FRAME_QUERIES`` series, so that a long list of studies is not slowed.
+FEW_FILES = 2
+MAX_FRAME_QUERIES = 50
+#: Modalities of series that hold no images (their frames are no slices a reader counts).
+NOT_IMAGES = frozenset({"SEG", "SR", "PR", "KO", "RTSTRUCT", "RTPLAN", "RTDOSE", "DOC"})
 
-__all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "MAX_STUDIES", "Credentials", "Pacs", "PacsAuthError",
-           "PacsCertificateError", "PacsError", "Query", "ReferenceCheckFailed", "ReferencedSeries", "Retrieved",
-           "RetrieveCancelled", "STUDY_ATTRIBUTES", "SearchCancelled", "Series", "SeriesNotFound", "Study",
-           "check_references", "connect", "date_range", "held_elsewhere_text", "into_held_study", "missing_series",
-           "not_held_text", "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
+__all__ = ["DEFAULT_CALLING_AE", "DEFAULT_TIMEOUT_S", "FEW_FILES", "MAX_FRAME_QUERIES", "MAX_STUDIES", "NOT_IMAGES",
+           "Credentials", "Pacs", "PacsAuthError", "PacsCertificateError", "PacsError", "Query",
+           "ReferenceCheckFailed", "ReferencedSeries", "Retrieved", "RetrieveCancelled", "STUDY_ATTRIBUTES",
+           "SearchCancelled", "Series", "SeriesNotFound", "Study", "check_references", "connect", "date_range",
+           "filed_uid", "held_elsewhere_text", "images_text", "into_held_study", "missing_series", "not_held_text",
+           "referenced_series", "retrieve_into_cache", "retrieve_seg_with_image"]
 
 
 class RetrieveCancelled(PacsError):
@@ -103,7 +112,10 @@ class Series:
     modality: str = ""
     description: str = ""
     number: int | None = None
-    images: int | None = None
+    images: int | None = None  # files (instances)
+    #: The frames of its multi-frame images, with their other images (one each), where the
+    #: search asked (``FEW_FILES``): a radiologist counts an enhanced CT of 38 frames 38 images.
+    frames: int | None = field(default=None, compare=False)
     #: The study's attributes the PACS answered with a series found by its UID alone
     #: (``STUDY_ATTRIBUTES``: keyword, value), for a SEG sent into that study.
     study_attributes: tuple[tuple[str, str], ...] = field(default=(), compare=False)
@@ -120,8 +132,19 @@ class Study:
     description: str = ""
     accession: str = ""
     modalities: tuple[str, ...] = ()
-    images: int | None = None
+    images: int | None = None  # files (instances)
+    frames: int | None = field(default=None, compare=False)  # as Series.frames, where its series say it
     series: tuple[Series, ...] = field(default=(), compare=False)
+
+
+def images_text(images: int | None, frames: int | None = None, noun: str = "") -> str:
+    """A count of ``images`` (files) as a radiologist reads it: "38 (1 file)" where
+    multi-frame files hold more ``frames``, "12" otherwise, "" where the PACS did not say;
+    with ``noun`` ("image"): "38 images (1 file)"."""
+    if images is None:
+        return ""
+    count = frames if frames is not None and frames > images else images
+    return (counted(count, noun) if noun else str(count)) + (f" ({counted(images, 'file')})" if count > images else "")
 
 
 def date_range(text: str) -> str:
@@ -205,6 +228,11 @@ class Pacs:
         """How many images the archive holds in ``series``."""
         raise NotImplementedError
 
+    def _instances(self, series: Series) -> list[Dataset]:
+        """The image-level answers of ``series``: SOP Instance and Class UIDs, NumberOfFrames
+        where the archive gives it."""
+        raise NotImplementedError
+
     def _retrieve(self, series: Series, folder: Path, progress: Progress,
                   should_stop: ShouldStop) -> int:
         """Write every image of ``series`` into ``folder`` (one file each); the count."""
@@ -224,15 +252,32 @@ class Pacs:
         SearchCancelled when stopped, PacsError otherwise."""
         stop = should_stop or (lambda: False)
         self._should_stop = stop
+        frame_queries = [MAX_FRAME_QUERIES]  # left for this search
         try:
             found = []
             for study in self.find_studies(query):
                 if stop():
                     raise SearchCancelled(SEARCH_CANCELLED)
-                found.append(replace(study, series=tuple(self.find_series(study.uid, query.modality))))
+                series = [self._with_frames(s, frame_queries) for s in self.find_series(study.uid, query.modality)]
+                found.append(replace(study, series=tuple(series), frames=_study_frames(study, series)))
             return found
         finally:
             self._should_stop = None
+
+    def _with_frames(self, series: Series, queries_left: list[int]) -> Series:
+        """``series`` with its ``frames`` where it has few files of images, may be multi-frame,
+        and ``queries_left[0]`` allows one more query. A PACS that cannot say leaves them unknown."""
+        if not series.images or series.images > FEW_FILES or series.modality.upper() in NOT_IMAGES \
+                or queries_left[0] <= 0:
+            return series
+        queries_left[0] -= 1
+        try:
+            instances = self._instances(series)
+        except SearchCancelled:
+            raise
+        except PacsError:  # the count of files stands
+            return series
+        return replace(series, frames=_frames(instances))
 
     def get_series(self, series_uid: str, folder, progress: Progress | None = None,
                    should_stop: ShouldStop | None = None) -> list[Path]:
@@ -450,7 +495,8 @@ STUDY_ATTRIBUTES = ("StudyDate", "StudyTime", "AccessionNumber", "StudyID")
 def into_held_study(files: Iterable, references: Iterable[ReferencedSeries], folder) -> list[Path]:
     """``files``, each SEG among them whose image series ``references`` finds ``elsewhere``
     (all of them, in one study) replaced by a copy in ``folder`` filed into that study: its
-    StudyInstanceUID, and the ``STUDY_ATTRIBUTES`` the PACS answered. The files themselves
+    StudyInstanceUID, and the ``STUDY_ATTRIBUTES`` the PACS answered. The copy is a new
+    object (``filed_uid``: new SOP Instance and Series Instance UIDs). The files themselves
     are not changed; a SEG whose series lie in several other studies is left as it is.
     Raises PacsError for a file that cannot be read or a copy that cannot be written."""
     from .dicomseg import SEG_SOP_CLASS, referenced_images
@@ -473,6 +519,11 @@ def _filed_into(path: Path, series: Series, folder: Path) -> Path:
     try:
         copy = Path(tempfile.mkdtemp(dir=folder)) / path.name  # a folder each: two SEGs may share a name
         dataset = pydicom.dcmread(path)
+        # An object moved to another study is another object, in a series of that study: with
+        # its own UIDs the PACS never holds two objects under one UID (the SEG sent as it is too).
+        dataset.SOPInstanceUID = dataset.file_meta.MediaStorageSOPInstanceUID = filed_uid(
+            str(dataset.SOPInstanceUID), series.study_uid)
+        dataset.SeriesInstanceUID = filed_uid(str(dataset.SeriesInstanceUID), series.study_uid)
         dataset.StudyInstanceUID = series.study_uid
         for keyword, value in series.study_attributes:
             setattr(dataset, keyword, value)
@@ -480,6 +531,13 @@ def _filed_into(path: Path, series: Series, folder: Path) -> Path:
     except (InvalidDicomError, OSError) as exc:
         raise PacsError(f"Cannot write a copy of {path.name} into the PACS's study: {exc}.") from exc
     return copy
+
+
+def filed_uid(uid: str, study_uid: str) -> pydicom.uid.UID:
+    """The UID that the object or series ``uid`` has once filed into the study ``study_uid``:
+    new, and the same each time, so that a SEG sent into that study again is the object
+    the PACS holds already, and the revisions of one SEG series stay one series there."""
+    return pydicom.uid.generate_uid(entropy_srcs=["segview filed into a study", uid, study_uid])
 
 
 def _held_elsewhere(pacs: Pacs, series_uid: str) -> Series | None:
@@ -587,6 +645,23 @@ def _series(ds: Dataset, study_uid: str = "") -> Series:
         modality=_text(ds.get("Modality")), description=_text(ds.get("SeriesDescription")),
         number=_number(ds.get("SeriesNumber")), images=_number(ds.get("NumberOfSeriesRelatedInstances")),
         study_attributes=tuple((k, _text(ds.get(k))) for k in STUDY_ATTRIBUTES if _text(ds.get(k))))
+
+
+def _frames(instances: list[Dataset]) -> int | None:
+    """The frames of ``instances`` (an image without NumberOfFrames is one); None when none
+    says, as from a PACS that does not return NumberOfFrames."""
+    counts = [_number(ds.get("NumberOfFrames")) for ds in instances]
+    if all(count is None for count in counts):
+        return None
+    return sum(count or 1 for count in counts)
+
+
+def _study_frames(study: Study, series: list[Series]) -> int | None:
+    """The study's images counted as ``Series.frames``, where its series listed are all its
+    files (no modality left out) and one of them said its frames."""
+    if not any(s.frames for s in series) or sum(s.images or 0 for s in series) != study.images:
+        return None
+    return sum(s.frames or s.images or 0 for s in series)
 
 
 def _newest_first(studies: list[Study]) -> list[Study]:
@@ -729,8 +804,13 @@ class DicomWebPacs(Pacs):
         return _only_series([_series(Dataset.from_json(item)) for item in found], series_uid, self.url)
 
     def _count_images(self, series: Series) -> int:
+        return len(self._instances(series))
+
+    def _instances(self, series: Series) -> list[Dataset]:
         with self._request(f"list the images of the series {series.uid}"):
-            return len(self._client.search_for_instances(series.study_uid, series.uid, fields=["SOPInstanceUID"]))
+            found = self._answer(lambda: self._client.search_for_instances(
+                series.study_uid, series.uid, fields=["SOPInstanceUID", "SOPClassUID", "NumberOfFrames"]))
+            return [Dataset.from_json(item) for item in found]
 
     def _retrieve(self, series: Series, folder: Path, progress: Progress, should_stop: ShouldStop) -> int:
         total = series.images or 0
@@ -1023,21 +1103,20 @@ class DimsePacs(Pacs):
                                     "(status 0xB000: some images failed).")
         return len(written)
 
-    def _images(self, series: Series) -> list[Dataset]:
-        """The image-level answers (SOP Instance and Class UIDs) of ``series``."""
+    def _instances(self, series: Series) -> list[Dataset]:
         ds = Dataset()
         ds.QueryRetrieveLevel = "IMAGE"
         ds.StudyInstanceUID, ds.SeriesInstanceUID = series.study_uid, series.uid
-        ds.SOPInstanceUID = ds.SOPClassUID = ""
+        ds.SOPInstanceUID = ds.SOPClassUID = ds.NumberOfFrames = ""
         return self._find(ds, f"the images of {series.uid}")
 
     def _count_images(self, series: Series) -> int:
-        return len(self._images(series))
+        return len(self._instances(series))
 
     def _sop_classes(self, series: Series) -> list[str]:
         """The SOP classes of the images of ``series`` (C-GET needs one presentation
         context for each, at most 127 besides the query context)."""
-        classes = sorted({_text(found.get("SOPClassUID")) for found in self._images(series)})
+        classes = sorted({_text(found.get("SOPClassUID")) for found in self._instances(series)})
         return [c for c in classes if c][:127]
 
     @contextmanager

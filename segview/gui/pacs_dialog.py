@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
 from ..core.errors import SegviewError
 from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Progress, Query, ReferenceCheckFailed,
                          ReferencedSeries, Retrieved, RetrieveCancelled, SearchCancelled, Series, Study,
-                         check_references, date_range, held_elsewhere_text, into_held_study, not_held_text,
+                         check_references, date_range, held_elsewhere_text, images_text, into_held_study, not_held_text,
                          retrieve_into_cache, retrieve_seg_with_image)
 from .pacs_server import ServerForm, saved_servers
 from .settings import pacs_cache_folder
@@ -167,12 +167,13 @@ class PacsDialog(QDialog):
             if len(date) == 8:
                 date = f"{date[:4]}-{date[4:6]}-{date[6:]}"
             item = QTreeWidgetItem([date, study.patient_name.replace("^", " ").strip(), study.patient_id,
-                                    study.description, "/".join(study.modalities), _count(study.images)])
+                                    study.description, "/".join(study.modalities),
+                                    images_text(study.images, study.frames)])
             item.setToolTip(0, f"Study UID {study.uid}")
             for series in study.series:
                 number = "" if series.number is None else f"#{series.number} "
                 child = QTreeWidgetItem(["", "", "", f"{number}{series.description or '(no description)'}",
-                                         series.modality, _count(series.images)])
+                                         series.modality, images_text(series.images, series.frames)])
                 child.setData(0, Qt.ItemDataRole.UserRole, series)
                 child.setToolTip(3, f"Series UID {series.uid}")
                 item.addChild(child)
@@ -301,10 +302,6 @@ class PacsDialog(QDialog):
         super().done(result)
 
 
-def _count(images: int | None) -> str:
-    return "" if images is None else str(images)
-
-
 @dataclass(frozen=True)
 class ImageSeries:
     """The DICOM files of the image series a SEG was made on, as the session read them:
@@ -334,7 +331,7 @@ class SendDialog(QDialog):
     (``asked`` carries the question): Send anyway, Send with the image series (``images``,
     when its files are still here) or Cancel. When it holds them in another study than the
     SEG's (split or merged at the PACS), the question is: Send into that study (the default:
-    a copy of the SEG with that study's UID), Send as it is or Cancel."""
+    a copy of the SEG filed into that study, a new object with UIDs of its own), Send as it is or Cancel."""
 
     sent = Signal(int)
     failed = Signal(str)

@@ -112,6 +112,12 @@ class Orthanc:
         [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]
         return self.rest(f"/instances/{found['ID']}/metadata/{name}").decode()
 
+    def instances(self, study_uid: str, modality: str = "") -> list[dict]:
+        """The main tags of each instance Orthanc holds in the study (of one modality)."""
+        query = {"StudyInstanceUID": study_uid, **({"Modality": modality} if modality else {})}
+        found = self.rest("/tools/find", json.dumps({"Level": "Instance", "Query": query, "Expand": True}).encode())
+        return [instance["MainDicomTags"] for instance in found]
+
     def study_of(self, sop_instance_uid: str) -> tuple[str, set[str]]:
         """The UID of the study the instance is filed in, and the modalities of its series."""
         [found] = [r for r in self.lookup(sop_instance_uid) if r["Type"] == "Instance"]

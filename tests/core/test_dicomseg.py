@@ -251,16 +251,17 @@ def test_a_folder_without_a_seg_or_a_seg_without_references_is_refused_with_the_
 FRAME_SLICES = [3, 0, 5, 1, 4, 2]
 
 
-def write_enhanced_ct(folder: Path, frame_slices: list[int]) -> Path:
+def write_enhanced_ct(folder: Path, frame_slices: list[int], **patient) -> Path:
     """A Legacy Converted Enhanced CT (highdicom's converter) of a 6 x 16 x 20 volume of
-    random HU, whose frame n + 1 is slice ``frame_slices[n]`` of a single-frame series."""
+    random HU, whose frame n + 1 is slice ``frame_slices[n]`` of a single-frame series
+    (written with ``patient``: write_dicom_series's patient_id, patient_name)."""
     import highdicom as hd
 
     from segview.core.volume import Volume
 
     values = np.random.default_rng(0).integers(-1000, 1000, (6, 16, 20)).astype(np.int16)
     volume = Volume(values, spacing=(0.8, 0.7, 2.5), origin=(-10.0, 5.0, 30.0), modality="CT")
-    paths = write_dicom_series(volume, folder / "single")
+    paths = write_dicom_series(volume, folder / "single", **patient)
     ct = hd.legacy.LegacyConvertedEnhancedCTImage(
         [pydicom.dcmread(paths[z]) for z in frame_slices], series_instance_uid=hd.UID(), series_number=2,
         sop_instance_uid=hd.UID(), instance_number=1, include_dimension_index=False)  # frames in the order given

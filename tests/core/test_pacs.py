@@ -25,12 +25,13 @@ from segview.core.dicomseg import save_dicom_seg
 from segview.core.io import load_volume
 from segview.core.pacs import (DicomWebPacs, PacsAuthError, PacsError, Query, ReferenceCheckFailed, ReferencedSeries,
                                RetrieveCancelled, SearchCancelled, SeriesNotFound, check_references, connect,
-                               date_range, missing_series, retrieve_seg_with_image)
+                               date_range, images_text, missing_series, retrieve_seg_with_image)
 from segview.core.phantoms import make_phantom
 from segview.core.volume import Volume
 
 from .conftest import Orthanc, free_port, orthanc_missing, split_study
 from .test_dicom_conformance import dciodvfy
+from .test_dicomseg import FRAME_SLICES, write_enhanced_ct
 
 PROTOCOLS = ["dicomweb", "dimse"]
 CT_DATE, MR_DATE = "20240315", "20250620"
@@ -69,6 +70,43 @@ def archive(orthanc, tmp_path_factory):
 
 
 # -- find -------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def enhanced_ct(orthanc, tmp_path_factory):
+    """An enhanced CT, one file of 6 frames, uploaded through Orthanc's REST API: its header."""
+    path = write_enhanced_ct(tmp_path_factory.mktemp("enhanced"), FRAME_SLICES, patient_id="PACS-ENHANCED-1",
+                             patient_name="Frames^Patient")
+    orthanc.upload([path])
+    return pydicom.dcmread(path, stop_before_pixels=True)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_series_of_one_multi_frame_file_counts_its_frames_as_images(orthanc, archive, enhanced_ct, protocol,
+                                                                    monkeypatch):
+    """A tester's enhanced CT of 38 frames read "Images 1": the PACS counts files. A series of
+    few files is asked its frames; a series of many files (the chest CT) is not asked."""
+    assert int(enhanced_ct.NumberOfFrames) == len(FRAME_SLICES)
+    pacs = connect(_url(orthanc, protocol))
+    asked = []
+    instances = type(pacs)._instances
+    monkeypatch.setattr(type(pacs), "_instances", lambda self, series: asked.append(series.uid) or instances(
+        self, series))
+    [study] = pacs.find(Query(patient_id="PACS-ENHANCED-1"))
+    [series] = study.series
+    assert (series.images, series.frames, study.images, study.frames) == (1, 6, 1, 6)
+    assert images_text(series.images, series.frames) == images_text(study.images, study.frames) == "6 (1 file)"
+    assert images_text(series.images, series.frames, "image") == "6 images (1 file)"
+    assert asked == [enhanced_ct.SeriesInstanceUID]
+    [chest] = pacs.find(Query(patient_id="PACS-CT-1"))
+    assert chest.series[0].frames is None and asked == [enhanced_ct.SeriesInstanceUID]
+    assert images_text(chest.series[0].images) == str(len(archive["ct"]))
+
+
+def test_cli_find_counts_the_frames_of_a_multi_frame_file(orthanc, enhanced_ct, capsys):
+    assert main(["pacs", "find", orthanc.dimse_url, "--patient-id", "PACS-ENHANCED-1"]) == 0
+    assert f"CT (enhanced conversion): 6 images (1 file)  series {enhanced_ct.SeriesInstanceUID}" in \
+        capsys.readouterr().out
+
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_find_filters_by_patient_modality_and_dates(orthanc, archive, protocol):
@@ -364,7 +402,8 @@ def test_cli_stores_a_seg_into_the_study_the_archive_holds_its_images_in(orthanc
     assert f"holds the image series this SEG refers to in another study (series {split.SeriesInstanceUID} in the " \
            f"study {split.StudyInstanceUID}" in out and "storing the SEG into that study" in out and err == ""
     assert seg.read_bytes() == on_disk  # the file is not changed: only the copy sent
-    seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SOPInstanceUID
+    [filed] = orthanc.instances(split.StudyInstanceUID, "SEG")
+    seg_uid = filed["SOPInstanceUID"]
     study_uid, modalities = orthanc.study_of(seg_uid)
     assert study_uid == split.StudyInstanceUID and modalities == {"SEG", "MR"}  # with its images
     assert not [r for r in orthanc.lookup(pydicom.dcmread(seg, stop_before_pixels=True).StudyInstanceUID)
@@ -375,6 +414,32 @@ def test_cli_stores_a_seg_into_the_study_the_archive_holds_its_images_in(orthanc
     if shutil.which("dciodvfy"):
         stored.save_as(tmp_path / "stored.dcm", enforce_file_format=True)
         assert dciodvfy(tmp_path / "stored.dcm") == ([], [])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_seg_stored_as_it_is_and_into_the_held_study_is_two_objects(orthanc, archive, protocol, tmp_path):
+    """The copy filed into the PACS's study kept the SEG's SOP Instance UID: a SEG sent both
+    ways left the PACS two different objects under one UID. The copy is a new object, in a
+    new series of that study, and conformant."""
+    images, seg = _seg_of_a_series_the_archive_lacks(archive, tmp_path)
+    split = split_study(orthanc, images, tmp_path)
+    url = _url(orthanc, protocol)
+    assert main(["pacs", "store", url, str(seg), "--as-is"]) == 0
+    assert main(["pacs", "store", url, str(seg)]) == 0
+    original = pydicom.dcmread(seg, stop_before_pixels=True)
+    assert [r["Type"] for r in orthanc.lookup(original.SOPInstanceUID)] == ["Instance"]  # one object with its UID
+    assert orthanc.study_of(original.SOPInstanceUID)[0] == original.StudyInstanceUID
+    [filed] = orthanc.instances(split.StudyInstanceUID, "SEG")
+    assert filed["SOPInstanceUID"] != original.SOPInstanceUID
+    stored = pydicom.dcmread(pydicom.filebase.DicomBytesIO(orthanc.instance_file(filed["SOPInstanceUID"])))
+    assert stored.SeriesInstanceUID != original.SeriesInstanceUID
+    assert stored.file_meta.MediaStorageSOPInstanceUID == stored.SOPInstanceUID
+    assert main(["pacs", "store", url, str(seg)]) == 0  # sent into that study again: the same object
+    assert [instance["SOPInstanceUID"] for instance in orthanc.instances(split.StudyInstanceUID, "SEG")] == [
+        filed["SOPInstanceUID"]]
+    if shutil.which("dciodvfy"):
+        stored.save_as(tmp_path / "filed.dcm", enforce_file_format=True)
+        assert dciodvfy(tmp_path / "filed.dcm") == ([], [])
 
 
 def test_cli_stores_a_seg_as_it_is_into_its_own_study_when_told(orthanc, archive, tmp_path, capsys):

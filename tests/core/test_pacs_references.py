@@ -173,7 +173,18 @@ def test_a_seg_is_copied_into_the_study_the_archive_holds_its_images_in(seg_case
     copy, original = pydicom.dcmread(sent[1]), pydicom.dcmread(seg)
     assert (copy.StudyInstanceUID, copy.AccessionNumber, copy.StudyDate) == ("1.2.99", "ACC-9", "20230102")
     assert copy.StudyTime == original.StudyTime and copy.StudyID == original.StudyID  # not answered: kept
-    assert copy.SOPInstanceUID == original.SOPInstanceUID and copy.PixelData == original.PixelData
+    assert copy.PixelData == original.PixelData
+    # Another study, another object: new UIDs (the file meta's too), the same on a second copy.
+    assert copy.SOPInstanceUID != original.SOPInstanceUID == original.file_meta.MediaStorageSOPInstanceUID
+    assert copy.file_meta.MediaStorageSOPInstanceUID == copy.SOPInstanceUID
+    assert copy.SeriesInstanceUID != original.SeriesInstanceUID
+    revision = pydicom.dcmread(seg)  # the next revision of the review: another object of the SEG's series
+    revision.SOPInstanceUID = revision.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    revision.save_as(tmp_path / "revision.dcm", enforce_file_format=True)
+    again, next_one = (pydicom.dcmread(p) for p in into_held_study([seg, tmp_path / "revision.dcm"], [elsewhere],
+                                                                   tmp_path))
+    assert (again.SOPInstanceUID, again.SeriesInstanceUID) == (copy.SOPInstanceUID, copy.SeriesInstanceUID)
+    assert next_one.SeriesInstanceUID == copy.SeriesInstanceUID and next_one.SOPInstanceUID != copy.SOPInstanceUID
     assert into_held_study([seg], [ReferencedSeries(study, series, 3, 3, Series(series, study))], tmp_path) == [seg]
     assert held_elsewhere_text("ORTHANC", [elsewhere]) == (
         f"ORTHANC holds the image series this SEG refers to in another study (series {series} in the study "

@@ -26,6 +26,7 @@ from segview.gui import pacs_secrets
 from segview.gui.pacs_dialog import ImageSeries, PacsDialog, SendDialog, saved_servers
 from segview.gui.settings import settings
 from tests.core.conftest import free_port, orthanc_server, split_study
+from tests.core.test_dicomseg import FRAME_SLICES, write_enhanced_ct
 from tests.core.secure_pacs import secret_leaks, secure_pacs_server
 
 
@@ -103,6 +104,23 @@ def test_search_pick_and_retrieve_a_series_into_the_cache(qtbot, orthanc, cardia
     again = PacsDialog(None, cache=tmp_path / "cache")
     qtbot.addWidget(again)
     assert again.server.url.currentText() == url
+
+
+@pytest.mark.parametrize("protocol", ["dicomweb", "dimse"])
+def test_an_enhanced_ct_reads_as_its_frames_and_retrieves_whole(qtbot, orthanc, protocol, tmp_path):
+    """A tester's enhanced CT of 38 frames read "Images 1" in the series table."""
+    path = write_enhanced_ct(tmp_path / "ct", FRAME_SLICES, patient_id=f"GUI-ENH-{protocol}",
+                             patient_name=f"Frames{protocol}^Gui")
+    orthanc.upload([path])
+    dialog = PacsDialog(None, cache=tmp_path / "cache")
+    qtbot.addWidget(dialog)
+    assert _search(qtbot, dialog, orthanc.dicomweb_url if protocol == "dicomweb" else orthanc.dimse_url,
+                   name=f"frames{protocol}") == 1
+    study = dialog.results.topLevelItem(0)
+    assert study.text(5) == study.child(0).text(5) == f"{len(FRAME_SLICES)} (1 file)"
+    with qtbot.waitSignal(dialog.retrieved, timeout=30000):
+        qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
+    assert load_volume(dialog.folder).shape[0] == len(FRAME_SLICES)
 
 
 def test_a_pacs_that_is_down_is_reported_in_the_dialog(qtbot, tmp_path):
@@ -391,11 +409,11 @@ def test_a_seg_whose_images_the_pacs_holds_in_another_study_is_sent_into_it_as_t
     with qtbot.waitSignal(dialog.sent, timeout=30000) as sent:
         qtbot.mouseClick(button, Qt.LeftButton)
     assert sent.args[0] == 1 and seg.read_bytes() == on_disk
-    study, modalities = orthanc.study_of(_sop_uid(seg))
-    if answer == "into that study":
-        assert study == split.StudyInstanceUID and modalities == {"SEG", "MR"}
+    if answer == "into that study":  # a new object there: the SEG's own UID is not in the PACS
+        [filed] = orthanc.instances(split.StudyInstanceUID, "SEG")
+        assert orthanc.study_of(filed["SOPInstanceUID"])[1] == {"SEG", "MR"} and not orthanc.lookup(_sop_uid(seg))
     else:
-        assert study == named  # the study the SEG names, which kept another series only
+        assert orthanc.study_of(_sop_uid(seg))[0] == named  # the study the SEG names, which kept another series only
 
 
 def test_a_check_the_pacs_cannot_answer_is_said_and_left_to_the_reader(qtbot, orthanc, tmp_path, monkeypatch):
