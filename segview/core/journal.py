@@ -29,12 +29,13 @@ import hashlib
 import json
 import os
 import struct
+import tempfile
 import threading
 import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -132,10 +133,31 @@ def start_journal(labels: LabelMap, key: str, snapshot: bytes | Callable[[], byt
     same image (those are locked); ``snapshot`` and ``classes`` as for ``Journal.start``.
     Raises JournalError when none can be written."""
     for instance in range(100):
-        path = journal_path(key, instance)
-        if not _in_use(path):
-            return Journal.start(path, labels, key, snapshot, classes)
+        try:
+            return Journal.start(journal_path(key, instance), labels, key, snapshot, classes, exclusive=True)
+        except FileExistsError:  # a live session's, or a crash's not yet set aside: both kept
+            continue
     raise JournalError(f"too many sessions journal edits of this image in {state_directory()}")
+
+
+def _new_locked_file(path: Path) -> BinaryIO:
+    """A new file at ``path``, open for writing and locked before it appears there: made under
+    a hidden temporary name, locked, then linked to ``path``. Another session never sees it
+    unlocked, so never takes it for a crashed journal to set aside or delete. Raises
+    FileExistsError when ``path`` exists."""
+    if fcntl is None:  # pragma: no cover - Windows: no locks to race with
+        return open(path, "xb")
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    file = os.fdopen(descriptor, "wb")
+    try:
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.link(temporary, path)
+    except BaseException:
+        file.close()
+        raise
+    finally:
+        os.unlink(temporary)
+    return file
 
 
 def _in_use(path: Path) -> bool:
@@ -284,22 +306,27 @@ class Journal:
 
     @classmethod
     def start(cls, path, labels: LabelMap, key: str, snapshot: bytes | Callable[[], bytes] | None = None,
-              classes: list[LabelClass] | None = None) -> Journal:
+              classes: list[LabelClass] | None = None, exclusive: bool = False) -> Journal:
         """A new journal at ``path`` (replacing any) beginning with a snapshot of ``labels``,
         their review marks and ``classes`` now (or ``snapshot``, made by ``Journal.snapshot``
         of the same labels and ``classes``; or a ``Journal.snapshot_job``, compressed and
         written by a thread of the journal's while editing starts: each step waits for it).
         Raises JournalError when it cannot be written (for a job: when the file cannot be
-        made; a failed write of its snapshot sets ``error``)."""
+        made; a failed write of its snapshot sets ``error``). ``exclusive``: only where no
+        file is (FileExistsError otherwise), appearing already locked (``_new_locked_file``)."""
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            file = open(path, "wb")
-            if fcntl is not None:
+            file = _new_locked_file(path) if exclusive else open(path, "wb")
+            if fcntl is not None and not exclusive:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if not callable(snapshot):
                 _write_record(file, SNAPSHOT, snapshot or cls.snapshot(labels.array, key, labels.reviewed,
                                                                        classes=classes), compressed=True)
+        except FileExistsError:
+            if exclusive:
+                raise
+            raise JournalError(f"cannot keep a journal of the edits at {path}: it exists") from None
         except OSError as exc:
             raise JournalError(f"cannot keep a journal of the edits in {path.parent}: "
                                f"{exc.strerror or exc}") from exc

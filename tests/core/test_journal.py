@@ -344,3 +344,43 @@ def test_setting_aside_deletes_the_journals_that_record_no_step_and_keeps_any_wi
         moved = set_aside(key)
         assert len(moved) == 1 and moved[0].is_file() and not journal_path(key).exists()
     assert sorted(p.name[:40] for p in set_aside_folder().iterdir()) == [edited_key, saved_key, other_key]
+
+
+def test_a_new_journal_is_locked_before_another_session_can_see_it(monkeypatch):
+    """A session setting aside the same image's crashed journals between another's creating
+    its journal and locking it took the new one for a crashed one and deleted it (no step
+    yet): the other session then journalled into a file nobody could find after a crash."""
+    import fcntl
+
+    from segview.core import journal as journal_module
+    from segview.core.journal import journal_path, set_aside, start_journal
+
+    key = "7" * 40
+    real_flock = fcntl.flock
+
+    def flock_after_another_session_looked(file, operation):
+        set_aside(key)  # another segview opening the same image, in the gap
+        return real_flock(file, operation)
+
+    monkeypatch.setattr(journal_module.fcntl, "flock", flock_after_another_session_looked)
+    labels = LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    journal = start_journal(labels, key)
+    monkeypatch.setattr(journal_module.fcntl, "flock", real_flock)
+    labels.paint(1, [(4, 4)], 1.0, 1)
+    assert journal.path == journal_path(key) and journal.path.is_file()
+    assert recover(journal.path).steps == 1
+    journal.close()
+
+
+def test_a_crashed_journal_not_yet_set_aside_is_never_overwritten_by_a_new_one():
+    from segview.core.journal import journal_path, start_journal
+
+    key = "8" * 40
+    crashed = LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    journal = Journal.start(journal_path(key), crashed, key)
+    crashed.paint(2, [(3, 3)], 1.0, 1)
+    journal._file.close()  # killed: not closed cleanly, its file stays
+    fresh = start_journal(LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0)), key)
+    assert fresh.path == journal_path(key, 1)
+    assert recover(journal_path(key)).steps == 1
+    fresh.close()
