@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDialog, QFormLayou
                                QVBoxLayout)
 
 from ..core.errors import SegviewError
-from ..core.pacs import (MAX_STUDIES, Pacs, PacsAuthError, PacsError, Progress, Query, ReferenceCheckFailed,
+from ..core.pacs import (MAX_STUDIES, NOT_IMAGES, Pacs, PacsAuthError, PacsError, Progress, Query, ReferenceCheckFailed,
                          ReferencedSeries, Retrieved, RetrieveCancelled, SearchCancelled, Series, Study,
                          check_references, date_range, held_elsewhere_text, images_text, into_held_study, not_held_text,
                          retrieve_into_cache, retrieve_seg_with_image)
@@ -47,8 +47,9 @@ def cache_folder() -> Path:
     return pacs_cache_folder()
 
 
-#: Series that hold contours, reports or presentation states: no image, nor labels segview reads.
-UNOPENABLE_MODALITIES = ("RTSTRUCT", "SR", "PR", "KO")
+#: Series that hold contours, reports, plans or presentation states: no pixels, nor labels
+#: segview reads (a SEG is opened with the image it segments; an RT dose grid has pixels).
+UNOPENABLE_MODALITIES = NOT_IMAGES - {"SEG", "RTDOSE"}
 
 
 class PacsDialog(QDialog):
