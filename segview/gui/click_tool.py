@@ -56,7 +56,7 @@ class ClickController(QObject):
         self._unchanged = ("", 0)  # the last message of clicks that changed nothing, and their count
         window.loaded.connect(self._session_shown)
         window.tools.tool_changed.connect(self._tool_chosen)
-        window.tools.class_choice.activated.connect(lambda _: self._class_chosen())
+        window.tools.class_chosen.connect(lambda _: self._class_chosen())
         window.workspace.slice_changed.connect(lambda *_: self._slice_shown())
         for view in self.window.workspace.tool_views():
             view.installEventFilter(self)

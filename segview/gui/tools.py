@@ -79,6 +79,7 @@ class ToolPanel(QWidget):
     settings_changed = Signal()          # overwrite policy, protected classes or intensity range
     operation = Signal(str)              # "clear", "copy_previous", "fill_between", "review"
     class_tool = Signal(str, bool)       # a CLASS_OPERATIONS key; True: preview only
+    class_chosen = Signal(int)           # a person chose the class (the Class box, . or ,), not a refill
 
     def __init__(self, tools, parent=None):
         """``tools``: (name, text, shortcut, tip) of each effect, the first chosen."""
@@ -166,6 +167,7 @@ class ToolPanel(QWidget):
             widget.setSizePolicy(policy)
         self.other_class.activated.connect(lambda _: setattr(self, "_operand_chosen", self.other_class.currentData()))
         self.class_choice.currentIndexChanged.connect(lambda _: self._fill_operands())
+        self.class_choice.activated.connect(lambda _: self.class_chosen.emit(self.active_class()))
         preview, apply = QPushButton("Preview"), QPushButton("Apply")
         preview.setToolTip("Show what would change, without changing anything (the status bar names the colours)")
         apply.setToolTip("One undo step; asks first when it would take away more than half of the class")
@@ -294,4 +296,5 @@ class ToolPanel(QWidget):
         count = self.class_choice.count()
         if count:
             self.class_choice.setCurrentIndex((self.class_choice.currentIndex() + step) % count)
+            self.class_chosen.emit(self.active_class())
         return self.class_choice.currentText()

@@ -129,6 +129,18 @@ def test_shift_click_removes_and_esc_another_slice_or_tool_end_the_interaction(q
     assert dots(window) == ([], 0) and not session.interaction.active
 
 
+@pytest.mark.parametrize("key", [Qt.Key_Period, Qt.Key_Comma], ids=["next", "previous"])
+def test_the_next_or_previous_class_key_ends_the_interaction_as_the_class_box_does(qtbot, window, threads, key):
+    session = open_case(qtbot, window)
+    window.tools.set_tool("click")
+    z = axial(window).index
+    click(qtbot, window, (z, 40, 50))
+    assert dots(window)[1] == 1
+    qtbot.keyClick(window, key)  # Edit > Next / Previous class: a tester's dots stayed for the old class
+    assert window.tools.active_class() != session.labels.array[z, 40, 50]
+    assert dots(window) == ([], 0) and not session.interaction.active
+
+
 @pytest.fixture
 def gated(monkeypatch, click_checkpoint):
     """The click model answering by ``disks_refine`` once the test opens the gate."""
