@@ -194,6 +194,11 @@ def _run_train_interactive(args) -> int:
     if args.reviewed_only or args.replay or args.preset or args.replay_share is not None:
         raise UserError("--interactive trains the click model on whole cases: without --reviewed-only, --replay "
                         "and --preset")
+    unused = [option for option, value in (("--ct-window", args.ct_window),
+                                           ("--foreground-fraction", args.foreground_fraction)) if value is not None]
+    if unused:  # they were dropped unsaid
+        raise UserError(f"{' and '.join(unused)} do not go with --interactive: the click model scales each crop by "
+                        "its own 1st-99th percentiles, and each of its samples is one class on one slice")
     if args.data is None and not args.phantom:
         raise UserError("give a dataset folder or --phantom TASK (or both; --phantom may be repeated)")
     values: dict = {"from_models": tuple(str(p) for p in args.from_model)}
