@@ -393,3 +393,23 @@ def test_evaluate_writes_which_cases_it_left_out(tmp_path, monkeypatch, capsys):
     assert comparison["cases"] == 2 and comparison["left_out"] == ["case_003"]
     assert comparison["skipped"] == ["case_001: flagged in the worklist (motion)"]
     assert "case_003" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--phantom", "cardiac", "--epochs", "1"],
+    ["evaluate", str(CARDIAC_CE), "--phantom", "cardiac"],
+    ["predict", str(CARDIAC_CE), "scan.nii.gz"],
+])
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "unknown device 'gpu': give cpu, cuda, cuda:N or mps"),
+    ("cuda", "device 'cuda' is not on this machine"),
+    ("cuda:3", "device 'cuda:3' is not on this machine"),
+])
+def test_a_device_not_on_this_machine_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys, command, device,
+                                                                   message):
+    """A tester's --device cuda on a CPU-only torch, and --device gpu, ended in torch's traceback."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert main([*command, "-o", str(tmp_path / "out"), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
