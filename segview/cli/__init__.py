@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         args = _viewer_parser().parse_args(argv)
     try:
+        if getattr(args, "device", None):  # one line, not torch's traceback, for a device not here
+            from ..ml.inference import checked_device
+
+            checked_device(args.device)
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("segview: cancelled", file=sys.stderr)

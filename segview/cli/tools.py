@@ -92,6 +92,9 @@ def _add_train(commands) -> None:
 
 
 def _train_config(args):
+    """The TrainConfig the options ask for, and the names of its settings they give (on
+    --resume only those are requests: a preset's or fine-tune's epochs are not, the run's
+    own go on, and settings left out are no news)."""
     from ..ml.train import DEFAULT_REPLAY_SHARE, PAPER_PRESET, TrainConfig, finetune_values
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
@@ -103,13 +106,12 @@ def _train_config(args):
                  "input_size", "validation_fraction", "foreground_fraction", "seed", "ct_window", "device"):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
-    if args.resume and args.epochs is None:  # a preset's epochs are no request: the run's go on
-        values.pop("epochs", None)
     if args.norm is not None:
         values["norm"] = None if args.norm == "none" else args.norm
     if args.no_augment:
         values["augment"] = False
-    return TrainConfig(output=args.output, **values)
+    given = set(values) - ({"epochs"} if args.epochs is None else set())
+    return TrainConfig(output=args.output, **values), given
 
 
 def _run_train(args) -> int:
@@ -127,7 +129,7 @@ def _run_train(args) -> int:
     if (args.replay_share is not None) and not args.replay:
         raise UserError("--replay-share needs --replay")
     try:
-        config = _train_config(args)
+        config, given = _train_config(args)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed, args.reviewed_only)
@@ -139,7 +141,7 @@ def _run_train(args) -> int:
     replay = _replay(args.replay) if args.replay else None
     bar = _TrainingBar()
     try:
-        result = train(config, dataset, bar, resume=args.resume, split=split, replay=replay)
+        result = train(config, dataset, bar, resume=args.resume, split=split, replay=replay, given=given)
     except TrainingInterrupted as exc:
         return _interrupted(exc)
     except OSError as exc:
@@ -192,6 +194,11 @@ def _run_train_interactive(args) -> int:
     if args.reviewed_only or args.replay or args.preset or args.replay_share is not None:
         raise UserError("--interactive trains the click model on whole cases: without --reviewed-only, --replay "
                         "and --preset")
+    unused = [option for option, value in (("--ct-window", args.ct_window),
+                                           ("--foreground-fraction", args.foreground_fraction)) if value is not None]
+    if unused:  # they were dropped unsaid
+        raise UserError(f"{' and '.join(unused)} do not go with --interactive: the click model scales each crop by "
+                        "its own 1st-99th percentiles, and each of its samples is one class on one slice")
     if args.data is None and not args.phantom:
         raise UserError("give a dataset folder or --phantom TASK (or both; --phantom may be repeated)")
     values: dict = {"from_models": tuple(str(p) for p in args.from_model)}
@@ -211,12 +218,13 @@ def _run_train_interactive(args) -> int:
         config = InteractiveConfig(output=args.output, **values)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
+    given = set(values) - (set() if args.from_model else {"from_models"})  # on --resume: the requests
     datasets = [said_skipped(folder_dataset(args.data, progress))] if args.data is not None else []
     datasets += [phantom_dataset(task, args.cases, args.first_seed, progress)
                  for task in dict.fromkeys(args.phantom or [])]
     try:
         result = train_interactive(config, datasets, _TrainingBar(), resume=args.resume,
-                                   data_progress=progress if args.from_model else None)
+                                   data_progress=progress if args.from_model else None, given=given)
     except TrainingInterrupted as exc:
         return _interrupted(exc)
     except OSError as exc:

@@ -20,18 +20,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..core.errors import SegviewError
 from ..core.volume import Volume, slice_pixel_size
 from .checkpoint import CheckpointError, classes_from_metadata, load_checkpoint, slice_orientation
 from .data import flip_in_plane, from_network, network_flips, normalize, to_network
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
 
 
 def best_device() -> torch.device:
     """CUDA, else Apple MPS, else the CPU."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if _mps_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def checked_device(name: str) -> torch.device:
+    """``name`` (cpu, cuda, cuda:N, mps) as a device this machine has. Raises SegviewError
+    otherwise: torch's own answer for "gpu" or for CUDA on a CPU-only torch is a traceback
+    (a tester's ``--device cuda`` on a machine without one)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise SegviewError(f"unknown device {name!r}: give cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and device.index is not None and device.index < torch.cuda.device_count():
+        return device
+    there = {"cpu": True, "cuda": torch.cuda.is_available() and device.index is None, "mps": _mps_available()}
+    if not there[device.type]:
+        raise SegviewError(f"device {name!r} is not on this machine (torch {torch.__version__} sees "
+                           f"{torch.cuda.device_count()} CUDA GPU(s)); leave the device out for the best there is "
+                           f"({best_device()})")
+    return device
 
 
 RUNTIMES = ("auto", "torch")

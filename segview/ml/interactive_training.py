@@ -44,7 +44,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 import torch
@@ -562,20 +562,22 @@ def interactive_cases(datasets: list[Dataset], from_models: tuple[str, ...] = ()
 
 def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progress: ProgressCallback | None = None,
                       resume: bool = False, should_stop: Callable[[], bool] | None = None,
-                      data_progress: Callable[[int, int, str], None] | None = None) -> TrainResult:
+                      data_progress: Callable[[int, int, str], None] | None = None,
+                      given: Collection[str] | None = None) -> TrainResult:
     """Train the click model on ``datasets`` (one or several: the model is class-agnostic,
     each dataset's cases are split on their own and draws are balanced over datasets).
     ``progress`` as ``train``'s (the epoch rows have this module's ``LOG_COLUMNS``).
     Raises DatasetError, CheckpointError (``from_models``, ``init``), TrainingInterrupted
-    on Ctrl-C and TrainingCancelled when ``should_stop()`` says stop."""
+    on Ctrl-C and TrainingCancelled when ``should_stop()`` says stop. ``resume`` and
+    ``given`` as ``train``'s."""
     rank, world = _start_distributed(config)
     device = _device(config)
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
     notes: list[str] = []
-    resumed = resume_note(state, config, world) if state is not None else None  # not in the metadata
+    resumed = resume_note(state, config, world, given) if state is not None else None  # not in the metadata
     if state is not None:
-        config = _resumed_config(state, config)
+        config = _resumed_config(state, config, given)
     if not datasets or not any(d.cases for d in datasets):
         raise DatasetError("no case to train the click model on")
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)

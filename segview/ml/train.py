@@ -18,7 +18,7 @@ import time
 from functools import partial
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import torch
 from safetensors import safe_open
@@ -148,7 +148,8 @@ ProgressCallback = Callable[[dict], None]
 
 def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | None = None,
           resume: bool = False, split: dict[str, list[str]] | None = None,
-          replay: Dataset | None = None, should_stop: Callable[[], bool] | None = None) -> TrainResult:
+          replay: Dataset | None = None, should_stop: Callable[[], bool] | None = None,
+          given: Collection[str] | None = None) -> TrainResult:
     """Train on ``dataset`` as ``config`` says. ``progress`` receives dicts: {"step", "steps",
     "epoch", "loss"} during an epoch and the epoch's log row at its end.
 
@@ -160,17 +161,22 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
     checkpoint's metadata records the lineage (``lineage``: parent, data, split, slices).
     Raises DatasetError for unusable data, CheckpointError for a parent that cannot be
     used, TrainingInterrupted on Ctrl-C and TrainingCancelled when ``should_stop()`` (asked
-    before every step) says stop."""
+    before every step) says stop.
+
+    ``resume`` goes on with the run saved in ``config.output``, with its settings and to
+    ``config.epochs``; ``given`` names the settings of ``config`` its caller asked for
+    (default: all): without "epochs" the run goes on to its own number, and only those
+    given are said to be not taken (``resume_note``)."""
     rank, world = _start_distributed(config)
     device = _device(config)
     output = Path(config.output)  # made once the data and the parent are known good
     state = _read_state(output / STATE_FILE) if resume else None
-    notes = [cpu_share_note(device), resume_note(state, config, world) if state is not None else None]
+    notes = [cpu_share_note(device), resume_note(state, config, world, given) if state is not None else None]
     if progress is not None and rank == 0:
         for note in filter(None, notes):
             progress({"note": note})
     if state is not None:
-        config = _resumed_config(state, config)
+        config = _resumed_config(state, config, given)
 
     if state:
         split = state["split"]
@@ -647,25 +653,26 @@ def _read_state(path: Path) -> dict:
     return state
 
 
-def _resumed_config(state: dict, requested: TrainConfig) -> Any:
+def _resumed_config(state: dict, requested: TrainConfig, given: Collection[str] | None = None) -> Any:
     """The saved configuration of ``state`` (of the request's kind: TrainConfig or a
     subclass); only the number of epochs is taken from the request (``resumed_epochs``)."""
     kind = type(requested)
     known = {f.name for f in fields(kind)}
     config = kind(**{k: v for k, v in state["config"].items() if k in known})
-    config.epochs = resumed_epochs(state, requested)[0]
+    config.epochs = resumed_epochs(state, requested, given)[0]
     config.output, config.device = requested.output, requested.device
     return config
 
 
-def resumed_epochs(state: dict, requested: TrainConfig) -> tuple[int, str | None]:
+def resumed_epochs(state: dict, requested: TrainConfig, given: Collection[str] | None = None) -> tuple[int, str | None]:
     """The epochs a resumed run (``state``) trains to and what to say of it: the request's
-    when it asks for any (not its kind's default, as for every setting), longer or shorter
-    than the run's, else the run's. Raises DatasetError for a number not above the epochs
-    done: those are trained already (a tester's --epochs 3 on a 4-epoch run, 1 done, was
-    dropped unsaid and trained 4)."""
+    when "epochs" is ``given`` (default: all are), longer or shorter than the run's, else
+    the run's. Whether it was given is told, not guessed: a tester's --epochs 40 (the
+    default) on a 20-epoch run read as none and trained 20. Raises DatasetError for a
+    number not above the epochs done: those are trained already (a tester's --epochs 3 on
+    a 4-epoch run, 1 done, was dropped unsaid and trained 4)."""
     run, done, asked = int(state["config"]["epochs"]), int(state["next_epoch"]), requested.epochs
-    if asked == run or asked == type(requested)(output=requested.output).epochs:
+    if (given is not None and "epochs" not in given) or asked == run:
         return run, None
     if asked <= done:
         raise DatasetError(f"--epochs {asked} with --resume: the run has completed {done} of its "
@@ -679,18 +686,19 @@ def resumed_epochs(state: dict, requested: TrainConfig) -> tuple[int, str | None
 FROM_PARENT = ("input_size", "base_channels", "depth", "norm")
 
 
-def resume_note(state: dict, requested: TrainConfig, world: int = 1) -> str | None:
+def resume_note(state: dict, requested: TrainConfig, world: int = 1,
+                given: Collection[str] | None = None) -> str | None:
     """What a resumed run (``state``, its training state) leaves of the request, on
     ``world`` processes (it goes on with the saved settings; a tester's --lr, --loss and
     --input-size were dropped unsaid, and a run started under torchrun went on in one
-    process with half its batch), or None. Raises DatasetError as ``resumed_epochs``."""
+    process with half its batch), or None. Only the settings ``given`` (default: all) are
+    news: a tester was told of sizes never typed. Raises DatasetError as ``resumed_epochs``."""
     saved = state["config"]
-    epochs_note = resumed_epochs(state, requested)[1]
+    epochs_note = resumed_epochs(state, requested, given)[1]
     asked = _config_json(requested)
-    defaults = _config_json(type(requested)(output=requested.output))  # not asked for: nothing to say of it
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
     changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
-               if k in saved and k not in skipped and asked[k] != saved[k] and asked[k] != defaults.get(k)]
+               if k in saved and k not in skipped and asked[k] != saved[k] and (given is None or k in given)]
     notes = [epochs_note] if epochs_note else []
     if changed:
         notes.append("--resume goes on with the settings the run started with; not taken: " + ", ".join(changed)

@@ -1,6 +1,7 @@
 """`segview train | evaluate | predict` from the command line, with tiny models on CPU."""
 import csv
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -40,8 +41,8 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
     from segview.cli import tools
     captured = {}
 
-    def fake_train(config, dataset, progress, resume, **options):
-        captured["config"] = config
+    def fake_train(config, dataset, progress, resume, given, **options):
+        captured["config"], captured["given"] = config, given
         raise SystemExit(0)
 
     monkeypatch.setattr("segview.ml.train.train", fake_train)
@@ -54,8 +55,30 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         main(["train", "--phantom", "cardiac", "--cases", "2", "--preset", "paper", "-o", str(tmp_path), "--resume"])
     # On --resume a preset's epochs are no request (the default is none): the run's own go on.
-    assert captured["config"].epochs == TrainConfig(output=tmp_path).epochs
+    assert "epochs" not in captured["given"] and "lr" in captured["given"]
     assert tools  # the module under test
+
+
+def test_resume_takes_epochs_equal_to_the_default_as_asked(tmp_path, monkeypatch, capsys):
+    """A tester's --epochs 40 (the default) on resuming a shorter run read as no request:
+    the run ended at its own number. Ctrl-C in the first resumed step ends the test."""
+    from segview.cli import tools
+
+    assert main(["train", "--phantom", "cardiac", "--cases", "2", "--epochs", "1", "-o", str(tmp_path), *TINY]) == 0
+
+    def interrupt_at_first_step(bar, event):
+        if "step" in event:
+            raise KeyboardInterrupt
+        print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
+
+    monkeypatch.setattr(tools._TrainingBar, "__call__", interrupt_at_first_step)
+    capsys.readouterr()
+    default = str(TrainConfig(output=tmp_path).epochs)
+    main(["train", "--phantom", "cardiac", "--cases", "2", "--epochs", default, "-o", str(tmp_path), "--resume", *TINY])
+    err = capsys.readouterr().err
+    assert f"--epochs {default} lengthens the run of 1 epoch." in err and f"resuming at epoch 2 of {default}" in err
+    main(["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--resume", *TINY])
+    assert "resuming at epoch 2 of 1" in capsys.readouterr().err  # left out: the run's own
 
 
 def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, capsys):
@@ -370,3 +393,23 @@ def test_evaluate_writes_which_cases_it_left_out(tmp_path, monkeypatch, capsys):
     assert comparison["cases"] == 2 and comparison["left_out"] == ["case_003"]
     assert comparison["skipped"] == ["case_001: flagged in the worklist (motion)"]
     assert "case_003" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--phantom", "cardiac", "--epochs", "1"],
+    ["evaluate", str(CARDIAC_CE), "--phantom", "cardiac"],
+    ["predict", str(CARDIAC_CE), "scan.nii.gz"],
+])
+@pytest.mark.parametrize("device, message", [
+    ("gpu", "unknown device 'gpu': give cpu, cuda, cuda:N or mps"),
+    ("cuda", "device 'cuda' is not on this machine"),
+    ("cuda:3", "device 'cuda:3' is not on this machine"),
+])
+def test_a_device_not_on_this_machine_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys, command, device,
+                                                                   message):
+    """A tester's --device cuda on a CPU-only torch, and --device gpu, ended in torch's traceback."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    assert main([*command, "-o", str(tmp_path / "out"), "--device", device]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -222,7 +222,7 @@ def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path
           progress=lambda event: notes.append(event["note"]) if "note" in event else None)
     assert [n for n in notes if "not taken" in n] == []
     # Settings not given again (their defaults) are no news: a tester was told of sizes never typed.
-    train(TrainConfig(output=tmp_path, epochs=4), cardiac, resume=True,
+    train(TrainConfig(output=tmp_path, epochs=4), cardiac, resume=True, given=("epochs",),
           progress=lambda event: notes.append(event["note"]) if "note" in event else None)
     assert [n for n in notes if "not taken" in n] == []
 
@@ -249,12 +249,15 @@ def test_resume_takes_fewer_epochs_while_ahead_of_those_done_and_says_so(cardiac
 
 
 def test_resume_without_epochs_goes_on_to_the_runs_own(cardiac, tmp_path):
-    """--epochs left out (its default, 40) is no request: the 1-epoch run is finished as it is."""
+    """Epochs not given are no request: the 1-epoch run is finished as it is. Given, even
+    equal to the default (40), they are one."""
     from segview.ml.train import _read_state, resume_note, resumed_epochs
 
     train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
     state = {**_read_state(tmp_path / STATE_FILE), "next_epoch": 0}
-    assert resumed_epochs(state, TrainConfig(output=tmp_path, **TINY)) == (1, None)
+    assert resumed_epochs(state, TrainConfig(output=tmp_path, **TINY), given=()) == (1, None)
+    assert resumed_epochs(state, TrainConfig(output=tmp_path, **TINY)) == \
+        (40, "--epochs 40 lengthens the run of 1 epoch.")
     assert resume_note(state, TrainConfig(output=tmp_path, epochs=5, **TINY)) == \
         "--epochs 5 lengthens the run of 1 epoch."
 
@@ -266,12 +269,13 @@ def test_resume_on_another_number_of_processes_says_what_the_batch_becomes(cardi
 
     train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
     state = _read_state(tmp_path / STATE_FILE)
-    assert state["world"] == 1 and resume_note(state, TrainConfig(output=tmp_path, **TINY), 1) is None
+    requested = TrainConfig(output=tmp_path, epochs=1, **TINY)
+    assert state["world"] == 1 and resume_note(state, requested, 1) is None
     batch = TINY.get("batch_size", TrainConfig(output=tmp_path).batch_size)
-    note = resume_note({**state, "world": 2}, TrainConfig(output=tmp_path, **TINY), 1)
+    note = resume_note({**state, "world": 2}, requested, 1)
     assert note == (f"The run started on 2 processes and goes on on 1: a step now sees {batch} slices, not "
                     f"{2 * batch} (each process takes --batch-size {batch}).")
-    assert resume_note({k: v for k, v in state.items() if k != "world"}, TrainConfig(output=tmp_path, **TINY), 2) \
+    assert resume_note({k: v for k, v in state.items() if k != "world"}, requested, 2) \
         is None  # a state written before the processes were kept: nothing known, nothing said
 
 
