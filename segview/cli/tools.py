@@ -15,6 +15,10 @@ from pathlib import Path
 from typing import Any
 
 
+#: --cases left out: phantom cases per task.
+PHANTOM_CASES = 20
+
+
 def add_tool_parsers(commands) -> None:
     _add_train(commands)
     _add_evaluate(commands)
@@ -26,8 +30,22 @@ def _add_data_options(parser, several: bool) -> None:
     source.add_argument("--phantom", choices=["cardiac", "lung"],
                         action="append" if several else "store",
                         help="generate synthetic cases of this task" + (" (may be repeated)" if several else ""))
-    source.add_argument("--cases", type=int, default=20, help="number of phantom cases (default 20)")
-    source.add_argument("--first-seed", type=int, default=0, help="seed of the first phantom case")
+    # No defaults here: a number typed must be told from none (with a dataset folder alone both were ignored).
+    source.add_argument("--cases", type=int, help=f"number of phantom cases (default {PHANTOM_CASES})")
+    source.add_argument("--first-seed", type=int, help="seed of the first phantom case (default 0)")
+
+
+def _phantom_numbers(args) -> tuple[int, int]:
+    """--cases and --first-seed, their defaults filled in; refused (UserError) without
+    --phantom: a dataset folder's cases are all its own, and the numbers were ignored unsaid."""
+    from .common import UserError
+
+    given = [option for option, value in (("--cases", args.cases), ("--first-seed", args.first_seed))
+             if value is not None]
+    if given and not args.phantom:
+        raise UserError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --phantom (the "
+                        "synthetic cases): a dataset folder's cases are all used")
+    return (PHANTOM_CASES if args.cases is None else args.cases), (args.first_seed or 0)
 
 
 # -- train ------------------------------------------------------------------------------
@@ -40,25 +58,33 @@ def _add_train(commands) -> None:
                     "log.csv, curves.png and a resumable training_state.safetensors to --output.")
     parser.add_argument("data", nargs="?", type=Path, help="dataset folder (nnU-Net layout)")
     _add_data_options(parser, several=True)
-    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="folder for the checkpoints, log, curves and training state")
     parser.add_argument("--preset", choices=["paper"],
                         help="paper: 256 x 256, Adam lr 0.01, 100 epochs, base 64, no normalisation")
-    parser.add_argument("--loss", choices=["ce", "bce", "dice", "iou", "kl", "ce+dice"])
+    parser.add_argument("--loss", choices=["ce", "bce", "dice", "iou", "kl", "ce+dice"],
+                        help="training loss (default ce+dice; with --init the checkpoint's)")
     parser.add_argument("--alpha", type=float, help="weight of the Dice term of ce+dice (default 1)")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--epochs", type=int,
+                        help="epochs to train (default 40; with --interactive 12, with --init 20, with --preset "
+                             "paper 100); with --resume, the run's own unless given")
+    parser.add_argument("--batch-size", type=int,
+                        help="slices per step, per process under torchrun (default 8; 16 crops with --interactive)")
     parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--schedule", choices=["constant", "poly"],
                         help="learning rate per epoch: constant (the paper, default) or poly decay")
     parser.add_argument("--base-channels", type=int, help="channels of the first level (default 32)")
     parser.add_argument("--depth", type=int, help="number of poolings (default 4)")
-    parser.add_argument("--norm", choices=["none", "batch", "instance"])
+    parser.add_argument("--norm", choices=["none", "batch", "instance"],
+                        help="normalisation layer after each convolution (default batch; none with --preset "
+                             "paper; --init keeps the checkpoint's)")
     parser.add_argument("--input-size", type=int, help="slices are resized to this square (default 256)")
     parser.add_argument("--validation-fraction", type=float, help="cases held out (default 0.2)")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--foreground-fraction", type=float,
                         help="share of draws forced onto slices with foreground (default 0.33)")
-    parser.add_argument("--seed", type=int)
+    parser.add_argument("--seed", type=int,
+                        help="seed of the validation split, the initial weights and the draws (default 0)")
     parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                         help="HU window CT is clipped to (default -1000 1000)")
     parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
@@ -120,8 +146,9 @@ def _run_train(args) -> int:
     from ..ml.train import TrainingInterrupted, train
 
     _check_output(args.output)
+    cases, first_seed = _phantom_numbers(args)
     if args.interactive:
-        return _run_train_interactive(args)
+        return _run_train_interactive(args, cases, first_seed)
     if args.from_model or args.samples_per_epoch is not None or args.rounds is not None:
         raise UserError("--from-model, --samples-per-epoch and --rounds go with --interactive")
     if args.reviewed_only and args.data is None:
@@ -132,7 +159,9 @@ def _run_train(args) -> int:
         config, given = _train_config(args)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    dataset = _dataset(args.data, args.phantom, args.cases, args.first_seed, args.reviewed_only)
+    if args.resume and _said_finished(config, given):
+        return 0
+    dataset = _dataset(args.data, args.phantom, cases, first_seed, args.reviewed_only)
     split = None
     if args.reviewed_only:
         fixed = fixed_split(args.data, case_names(args.data), config.validation_fraction, config.seed)
@@ -184,7 +213,7 @@ def _held_out_text(held_out: list[str], usable: set[str], folder: Path) -> str:
     return f"{text}; only {', '.join(validating)} validate (the others are skipped above)"
 
 
-def _run_train_interactive(args) -> int:
+def _run_train_interactive(args, cases: int, first_seed: int) -> int:
     """train --interactive: the click model (segview.ml.interactive_training)."""
     from .common import UserError, progress
     from ..ml.data import folder_dataset, phantom_dataset
@@ -219,8 +248,10 @@ def _run_train_interactive(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     given = set(values) - (set() if args.from_model else {"from_models"})  # on --resume: the requests
+    if args.resume and _said_finished(config, given):
+        return 0
     datasets = [said_skipped(folder_dataset(args.data, progress))] if args.data is not None else []
-    datasets += [phantom_dataset(task, args.cases, args.first_seed, progress)
+    datasets += [phantom_dataset(task, cases, first_seed, progress)
                  for task in dict.fromkeys(args.phantom or [])]
     try:
         result = train_interactive(config, datasets, _TrainingBar(), resume=args.resume,
@@ -235,6 +266,17 @@ def _run_train_interactive(args) -> int:
         print(f"best Dice after 3 clicks {result.best_dice:.4f} at epoch {result.best_epoch + 1}; "
               f"checkpoints in {result.output}")
     return 0
+
+
+def _said_finished(config, given) -> bool:
+    """--resume of a run that has trained all its epochs (and is not asked for more): say
+    so, before any data is read, and train nothing."""
+    from ..ml.train import finished_run
+
+    note = finished_run(config.output, config, given)
+    if note is not None:
+        print(f"segview: {note}", file=sys.stderr)
+    return note is not None
 
 
 class _TrainingBar:
@@ -309,10 +351,14 @@ def _add_evaluate(commands) -> None:
     parser.add_argument("--data", type=Path, action="append", default=[],
                         help="dataset folder (nnU-Net layout); may be repeated")
     _add_data_options(parser, several=True)
-    parser.add_argument("-o", "--output", type=Path, help="folder for results.csv and table1.md")
+    parser.add_argument("-o", "--output", type=Path,
+                        help="folder for results.csv, table1.md and comparisons.json (each paired comparison of "
+                             "two checkpoints, as JSON); with --reviewed-only, results.csv, verdict.md, verdict.json "
+                             "and verdict.png; with --image, the report's folder unless --report")
     parser.add_argument("--tolerance-mm", type=float,
                         help="surface Dice tolerance in mm (default 2: about one in-plane pixel, within "
-                             "the 1-4 mm inter-reader tolerances of Nikolov et al. 2021)")
+                             "the 1-4 mm inter-reader tolerances of Nikolov et al. 2021); also that of the --image "
+                             "report; the --reviewed-only verdict has no surface Dice")
     parser.add_argument("--image", type=Path, help="one scan (file or DICOM folder) with --labels: the "
                         "compare-mode report of two checkpoints against those labels")
     parser.add_argument("--labels", type=Path, help="corrected labels of --image (every slice counts as reviewed)")
@@ -345,6 +391,12 @@ def _run_evaluate(args) -> int:
         raise UserError("--held-out goes with --reviewed-only (the verdict over reviewed slices)")
     if args.click_model and not args.robot:
         raise UserError("--click-model goes with --robot")
+    cases, first_seed = _phantom_numbers(args)
+    if args.tolerance_mm is not None and args.reviewed_only:  # the verdict has no boundary metrics to apply it to
+        raise UserError("--tolerance-mm does not go with --reviewed-only: the verdict scores Dice and the "
+                        "correction effort, no surface Dice")
+    if args.tolerance_mm is not None and not args.tolerance_mm >= 0:
+        raise UserError("--tolerance-mm must be 0 or more")
     if args.report and (args.reviewed_only or not (args.image or args.labels)):
         raise UserError("--report writes the per-slice report of one image (--image and --labels); the "
                         "results and the verdict over --data or --phantom go to -o DIR")
@@ -365,12 +417,10 @@ def _run_evaluate(args) -> int:
     # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
     models = [(path, Predictor.from_checkpoint(path, args.device)) for path in args.checkpoints]
     datasets = [(f"{path.name}", _dataset(path, None, 0, 0)) for path in args.data]
-    datasets += [(task, _dataset(None, task, args.cases, args.first_seed)) for task in args.phantom or []]
+    datasets += [(task, _dataset(None, task, cases, first_seed)) for task in args.phantom or []]
     if not datasets:
         raise UserError("give the data to evaluate on: --data DIR or --phantom TASK")
     tolerance = DEFAULT_TOLERANCE_MM if args.tolerance_mm is None else args.tolerance_mm
-    if not tolerance >= 0:
-        raise UserError("--tolerance-mm must be 0 or more")
     labels = _row_labels(models)
     click_model = _click_model(args) if args.robot else None
     warned: set = set()
@@ -547,7 +597,7 @@ def _report_on_labels(args) -> int:
         live.add_model(key, prediction)
         names[key] = f"{path.stem} ({predictor.meta.get('loss', {}).get('name', '?')})"
     classes = load_classes(args.labels) or predictors[0].classes
-    for path in write_report(folder, live, classes, names):
+    for path in write_report(folder, live, classes, names, args.tolerance_mm):
         print(f"wrote {path}")
     print(comparison_markdown(live, names))
     return 0
@@ -630,9 +680,12 @@ def _add_predict(commands) -> None:
                     "out over the processes.")
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("input", type=Path)
-    parser.add_argument("-o", "--output", required=True, type=Path)
+    parser.add_argument("-o", "--output", required=True, type=Path,
+                        help="the label file (.nii.gz, .nii, .nrrd, .mha), or a folder when INPUT is a folder "
+                             "of images")
     parser.add_argument("--series", metavar="UID", help="the series to predict, where a DICOM folder holds several")
-    parser.add_argument("--device")
+    parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is; under torchrun "
+                                         "each process its own GPU)")
     parser.set_defaults(run=_run_predict)
 
 

@@ -190,23 +190,26 @@ def small_sample_note(pairs: int, unit: str = "cases", differing: int | None = N
 
 # -- report ------------------------------------------------------------------------------
 
-def write_report(folder, live: LiveMetrics, classes, names: dict[str, str]) -> list[Path]:
+def write_report(folder, live: LiveMetrics, classes, names: dict[str, str],
+                 tolerance_mm: float | None = None) -> list[Path]:
     """``comparison.md`` (Table-1 shape over the reviewed slices, with the paired per-slice
     difference), ``slices.csv``, ``classes.csv`` and ``dice_along_slices.png`` in
-    ``folder``. ``names``: model key -> checkpoint description. Returns the paths."""
+    ``folder``. ``names``: model key -> checkpoint description; ``tolerance_mm``: the
+    surface Dice tolerance (default ``REPORT_TOLERANCE_MM``). Returns the paths."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / name for name in ("comparison.md", "slices.csv", "classes.csv", "dice_along_slices.png")]
-    _write_text(written[0], comparison_markdown(live, names, classes))
+    _write_text(written[0], comparison_markdown(live, names, classes, tolerance_mm))
     write_csv(written[1], *slice_table(live))
     write_csv(written[2], *class_table(live, classes))
     replace_atomically(written[3], lambda temporary: _plot(temporary, live))
     return written
 
 
-def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) -> str:
+def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None,
+                        tolerance_mm: float | None = None) -> str:
     """The Table-1-shaped comparison over the reviewed slices; with ``classes``, also each
-    class's volumes and boundary metrics (``boundary_markdown``)."""
+    class's volumes and boundary metrics (``boundary_markdown``, at ``tolerance_mm``)."""
     reviewed = live.labels.reviewed
     lines = [f"Labels reviewed on {int(reviewed.sum())} of {len(reviewed)} slices; the volume scores "
              "cover those slices.", "",
@@ -229,7 +232,7 @@ def comparison_markdown(live: LiveMetrics, names: dict[str, str], classes=None) 
     if note:
         lines += ["", f"**{note}**"]
     if classes is not None:
-        lines += ["", boundary_markdown(live, classes)]
+        lines += ["", boundary_markdown(live, classes, REPORT_TOLERANCE_MM if tolerance_mm is None else tolerance_mm)]
     return "\n".join(lines) + "\n"
 
 

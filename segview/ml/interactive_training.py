@@ -60,9 +60,9 @@ from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactiv
                           prepare, resize_bilinear)
 from .losses import build_loss
 from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
-                    TrainResult, _barrier, _config_json, _device, _move_optimizer, _plot, _read_state, _restore,
-                    _resumed_config, _start_distributed, _stop_distributed, _write_log, _write_state, SCHEDULES,
-                    cpu_share_note, file_sha256, resume_note)
+                    TrainResult, _barrier, _config_json, _device, _finished_result, _move_optimizer, _plot,
+                    _read_state, _restore, _resumed_config, _start_distributed, _stop_distributed, _write_log,
+                    _write_state, SCHEDULES, cpu_share_note, file_sha256, resume_note)
 from .unet import UNet
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dice_1", "val_dice_3", "val_dice_5", "val_noc85", "val_noc90",
@@ -578,6 +578,8 @@ def train_interactive(config: InteractiveConfig, datasets: list[Dataset], progre
     resumed = resume_note(state, config, world, given) if state is not None else None  # not in the metadata
     if state is not None:
         config = _resumed_config(state, config, given)
+        if (finished := _finished_result(state, config.epochs, output, progress, rank, world)) is not None:
+            return finished
     if not datasets or not any(d.cases for d in datasets):
         raise DatasetError("no case to train the click model on")
     cases = interactive_cases(datasets, config.from_models, device, data_progress, notes)

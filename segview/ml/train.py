@@ -177,6 +177,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
             progress({"note": note})
     if state is not None:
         config = _resumed_config(state, config, given)
+        if (finished := _finished_result(state, config.epochs, output, progress, rank, world)) is not None:
+            return finished
 
     if state:
         split = state["split"]
@@ -677,9 +679,44 @@ def resumed_epochs(state: dict, requested: TrainConfig, given: Collection[str] |
     if asked <= done:
         raise DatasetError(f"--epochs {asked} with --resume: the run has completed {done} of its "
                            f"{counted(run, 'epoch')}, "
-                           f"so it can only go on to more than {done} (its last.safetensors is epoch {done}); "
-                           "leave --epochs out to finish it")
+                           f"so it can only go on to more than {done} (its last.safetensors is epoch {done})"
+                           + ("; leave --epochs out to finish it" if done < run else ""))
     return asked, f"--epochs {asked} {'shortens' if asked < run else 'lengthens'} the run of {counted(run, 'epoch')}."
+
+
+def finished_run_note(state: dict, epochs: int) -> str | None:
+    """What a resumed run (``state``) that has trained the ``epochs`` it would go on to
+    (``resumed_epochs``) says instead of training, or None. It used to say "resuming at
+    epoch 2 of 1" and train nothing."""
+    done = int(state["next_epoch"])
+    if epochs > done:
+        return None
+    return (f"the run has already finished its {counted(done, 'epoch')}: nothing to resume (its checkpoints are "
+            f"kept as they are); to train it further, resume with --epochs M (M above {done})")
+
+
+def _finished_result(state: dict, epochs: int, output: Path, progress: ProgressCallback | None, rank: int,
+                     world: int) -> TrainResult | None:
+    """A resumed run with nothing left to train: its saved result, after saying so (its
+    checkpoints stay as they are); None when it has epochs to go."""
+    note = finished_run_note(state, epochs)
+    if note is None:
+        return None
+    if progress is not None and rank == 0:
+        progress({"note": note})
+    _stop_distributed(world)
+    return TrainResult(output, state["best_dice"], state["best_epoch"], state["history"])
+
+
+def finished_run(output, requested: TrainConfig, given: Collection[str] | None = None) -> str | None:
+    """On --resume before any data is read: ``finished_run_note`` of the run saved in
+    ``output``, or None (also when there is no saved run: ``train`` says so). Raises
+    DatasetError as ``resumed_epochs``."""
+    path = Path(output) / STATE_FILE
+    if not path.is_file():
+        return None
+    state = _read_state(path)
+    return finished_run_note(state, resumed_epochs(state, requested, given)[0])
 
 
 #: Settings a fine-tune takes from its parent, whatever the request said.

@@ -77,8 +77,52 @@ def test_resume_takes_epochs_equal_to_the_default_as_asked(tmp_path, monkeypatch
     main(["train", "--phantom", "cardiac", "--cases", "2", "--epochs", default, "-o", str(tmp_path), "--resume", *TINY])
     err = capsys.readouterr().err
     assert f"--epochs {default} lengthens the run of 1 epoch." in err and f"resuming at epoch 2 of {default}" in err
-    main(["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--resume", *TINY])
-    assert "resuming at epoch 2 of 1" in capsys.readouterr().err  # left out: the run's own
+    finished = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    # Left out: the run's own, which it has finished ("resuming at epoch 2 of 1" was said before).
+    assert main(["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--resume", *TINY]) == 0
+    assert capsys.readouterr().err == ("segview: the run has already finished its 1 epoch: nothing to resume (its "
+                                       "checkpoints are kept as they are); to train it further, resume with "
+                                       "--epochs M (M above 1)\n")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == finished
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["train", "DATA", "--cases", "3"], "--cases goes with --phantom (the synthetic cases): a dataset folder's "),
+    (["train", "--interactive", "DATA", "--first-seed", "5"], "--first-seed goes with --phantom"),
+    (["evaluate", "x.safetensors", "--data", "DATA", "--cases", "3", "--first-seed", "5"],
+     "--cases and --first-seed go with --phantom"),
+    (["evaluate", "a.safetensors", "b.safetensors", "--data", "DATA", "--reviewed-only", "--tolerance-mm", "1"],
+     "--tolerance-mm does not go with --reviewed-only: the verdict scores Dice"),
+])
+def test_options_a_run_would_ignore_are_refused(tmp_path, capsys, arguments, message):
+    """--cases and --first-seed with a dataset folder alone, --tolerance-mm with the verdict:
+    ignored unsaid before (their defaults could not be told from a number typed)."""
+    arguments = [str(tmp_path) if a == "DATA" else a for a in arguments]
+    assert main([*arguments, "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_every_option_named_says_what_it_does_and_its_default(capsys):
+    from segview.ml.interactive_training import InteractiveConfig
+    from segview.ml.train import FINETUNE_PRESET, PAPER_PRESET
+
+    def help_text(command):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    train = help_text("train")
+    config, interactive = TrainConfig(output="x"), InteractiveConfig(output="x")
+    assert (f"--epochs EPOCHS epochs to train (default {config.epochs}; with --interactive {interactive.epochs}, "
+            f"with --init {FINETUNE_PRESET['epochs']}, with --preset paper {PAPER_PRESET['epochs']})") in train
+    assert (f"--batch-size BATCH_SIZE slices per step, per process under torchrun (default {config.batch_size}; "
+            f"{interactive.batch_size} crops with --interactive)") in train
+    assert f"--norm {{none,batch,instance}} normalisation layer after each convolution (default {config.norm};" in train
+    assert (f"--seed SEED seed of the validation split, the initial weights and the draws "
+            f"(default {config.seed})") in train
+    assert "--device DEVICE cuda, cuda:1, mps or cpu (default: the best there is;" in help_text("predict")
+    assert "-o OUTPUT, --output OUTPUT folder for results.csv, table1.md and comparisons.json" in help_text("evaluate")
 
 
 def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, capsys):
@@ -193,8 +237,11 @@ def test_evaluate_writes_the_compare_report_for_one_scan_and_its_saved_labels(tw
     save_volume(tmp_path / "scan.nii.gz", case.volume)
     save_labels(tmp_path / "labels.nrrd", case.labels, case.volume, case.classes)
     assert main(["evaluate", *map(str, two_checkpoints), "--image", str(tmp_path / "scan.nii.gz"),
-                 "--labels", str(tmp_path / "labels.nrrd"), "--report", str(tmp_path / "report")]) == 0
+                 "--labels", str(tmp_path / "labels.nrrd"), "--report", str(tmp_path / "report"),
+                 "--tolerance-mm", "1.5"]) == 0
     out = capsys.readouterr().out
+    # --tolerance-mm was ignored here: the report's surface Dice stayed at 2 mm
+    assert "HD95 and surface Dice (at 1.5 mm)" in (tmp_path / "report" / "comparison.md").read_text()
     assert f"reviewed on {case.labels.shape[0]} of {case.labels.shape[0]} slices" in out
     names = sorted(p.name for p in (tmp_path / "report").iterdir())
     assert names == ["classes.csv", "comparison.md", "dice_along_slices.png", "slices.csv"]

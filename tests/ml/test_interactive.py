@@ -614,6 +614,12 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monk
     assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
                  "--epochs", "1", "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 2
     assert "--epochs 1 with --resume: the run has completed 2 of its 2 epochs" in capsys.readouterr().err
+    # Without --epochs the finished run is said to be finished, and left as it is ("resuming at epoch 3 of 2").
+    log = (out / "log.csv").read_bytes()
+    assert main(["train", "--interactive", "--phantom", "cardiac", "--phantom", "lung", "--cases", "2",
+                 "--from-model", str(seg), "-o", str(out), "--resume", *TINY]) == 0
+    assert "the run has already finished its 2 epochs: nothing to resume" in capsys.readouterr().err
+    assert (out / "log.csv").read_bytes() == log
 
 
 @pytest.mark.slow

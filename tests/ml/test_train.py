@@ -299,3 +299,15 @@ def test_the_curves_of_one_epoch_have_whole_epoch_ticks(tmp_path):
         low, high = axes.get_xlim()
         assert [t for t in axes.get_xticks() if low <= t <= high] == [1.0]
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_resume_of_a_finished_run_trains_nothing_and_says_so(cardiac, tmp_path):
+    """It said "resuming at epoch 2 of 1" and went on through no epoch."""
+    first = train(TrainConfig(output=tmp_path, epochs=1, **TINY), cardiac)
+    written = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    notes = []
+    result = train(TrainConfig(output=tmp_path, **TINY), cardiac, notes.append, resume=True, given=())
+    assert notes[-1] == {"note": "the run has already finished its 1 epoch: nothing to resume (its checkpoints are "
+                                 "kept as they are); to train it further, resume with --epochs M (M above 1)"}
+    assert (result.best_epoch, result.history) == (first.best_epoch, first.history)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == written
