@@ -122,7 +122,7 @@ class MainWindow(QMainWindow):
         self._label_timer.timeout.connect(self._redraw_labels)
         self._dirty_labels: set[int] = set()
         self._start_timer = QTimer(self, singleShot=True, interval=50)   # one run for a burst of loads
-        self._start_timer.timeout.connect(self.run_inference)
+        self._start_timer.timeout.connect(self._run_pending)
         self._metrics_timer = QTimer(self, singleShot=True, interval=30)  # the panel, not every mouse move
         self._metrics_timer.timeout.connect(self._show_metrics)
         self.worklist_controller = install_worklist(self)  # File > Open dataset, the Worklist menu and dock
@@ -860,12 +860,19 @@ class MainWindow(QMainWindow):
         worker = GeneratorWorker(session.prediction_batches, self.current_slice())
         worker.signals.yielded.connect(lambda batch: self._stream(worker, session, batch))
         worker.signals.errored.connect(self._failed)
-        worker.signals.finished.connect(lambda completed: self._inference_done(worker, completed))
+        worker.signals.finished.connect(lambda completed: self._inference_done(worker, session, completed))
         self.inference = worker
         self.progress.setRange(0, 0)
         self.progress.show()
         self.cancel_button.show()
         worker.start()
+
+    def _run_pending(self) -> None:
+        """The start timer's run: only when a slice is left to predict. A worklist case shown
+        before its cached predictions arrived started the timer; run then, it predicted
+        nothing and said "Inference finished"."""
+        if self.session is not None and any(not m.predicted.all() for m in self.session.models.values()):
+            self.run_inference()
 
     def escape(self) -> None:
         """Esc (wherever the focus is): ends a click interaction in progress, its clicks
@@ -915,13 +922,15 @@ class MainWindow(QMainWindow):
         models = self.session.models if self.session else {}
         self.device_label.setText("   ".join(f"{s} on {m.device}" for s, m in models.items() if m.device))
 
-    def _inference_done(self, worker: GeneratorWorker, completed: bool) -> None:
+    def _inference_done(self, worker: GeneratorWorker, session: ReviewSession, completed: bool) -> None:
         if worker is not self.inference:
             return  # superseded by a newer run
-        self._redraw_predictions()
         self.inference = None
         self.progress.setVisible(bool(self._jobs) or self._copy_write is not None)
         self.cancel_button.setVisible(self._copy_stop is not None)
+        if session is not self.session:
+            return  # the run of an image no longer shown, stopped as it finished: nothing to say of this one
+        self._redraw_predictions()
         if completed or self._cancelled_by_person:
             self.statusBar().showMessage("Inference finished" if completed else "Inference cancelled", 5000)
         self._cancelled_by_person = False

@@ -256,3 +256,47 @@ def test_labels_from_a_model_on_this_slice_says_what_changed_and_needs_the_model
     copies["Labels from model A: this slice"].trigger()
     assert window.statusBar().currentMessage() == f"Labels from model A on slice {z + 1}: {expected} voxels changed"
     np.testing.assert_array_equal(session.labels.array[z], session.models["A"].prediction[z])
+
+
+def test_a_run_due_after_every_slice_was_predicted_otherwise_does_not_start(qtbot, window):
+    """A worklist case shown before its cached predictions arrive starts the window's run
+    timer; the predictions came before it fired (simulated here), and the run then
+    predicted nothing and said "Inference finished" over the case."""
+    load_models(qtbot, window, [CE])
+    session = open_demo(qtbot, window)  # shown: its run is due in 50 ms
+    for model in session.models.values():
+        model.predicted[:] = True  # as the worklist's cache fills it
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
+    with qtbot.assertNotEmitted(window.inference_finished, wait=500):
+        pass
+    assert window.inference is None and not [m for m in messages if m.startswith("Inference")]
+
+
+def test_the_run_of_an_image_no_longer_shown_finishing_says_nothing_over_the_one_shown(qtbot, window, monkeypatch):
+    """A worklist case shown with its cached predictions runs nothing; the run of the case
+    before it, in its last batch when stopped, finished after the switch and said
+    "Inference finished" (and emitted it) over the new case."""
+    from segview.session.review import ReviewSession
+
+    load_models(qtbot, window, [CE])
+    session = open_demo(qtbot, window)
+    predictor = session.models["A"].predictor
+    predictor.batch_size = session.volume.shape[0]  # one batch: the run ends with it, stopped or not
+    release, real_predict = threading.Event(), predictor.predict_slices
+
+    def predict_slices(*args):
+        release.wait(20)
+        yield from real_predict(*args)
+
+    monkeypatch.setattr(predictor, "predict_slices", predict_slices)
+    qtbot.waitUntil(lambda: window.inference is not None, timeout=15000)
+    case = ReviewSession.open(session.volume)
+    case.add_model("A", CE, load_predictor(CE), prediction=np.zeros(session.volume.shape, np.uint8))
+    window.show_session(case)
+    messages = []
+    window.statusBar().messageChanged.connect(messages.append)
+    with qtbot.assertNotEmitted(window.inference_finished, wait=300):
+        release.set()
+        qtbot.waitUntil(lambda: window.inference is None, timeout=30000)
+    assert not [m for m in messages if m.startswith("Inference")]
