@@ -198,6 +198,9 @@ def test_a_case_opens_with_its_cached_predictions_and_runs_no_inference(qtbot, w
     controller = window.worklist_controller
     with qtbot.waitSignal(controller.queue_finished, timeout=TIMEOUT):
         open_dataset(qtbot, window, dataset, checkpoints)
+    # The first case's own run (shown before its predictions were cached) may still be going
+    # on a loaded machine; its finish is not case_002's.
+    qtbot.waitUntil(lambda: window.inference is None, timeout=TIMEOUT)
     expected = predictions(dataset / "imagesTr" / "case_002_0000.nii.gz", checkpoints)
     with qtbot.assertNotEmitted(window.inference_finished, wait=300):
         open_case(qtbot, controller, "case_002")
