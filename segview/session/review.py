@@ -158,7 +158,7 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     review, warning = load_review_state(path, volume.shape[0], key or image_key(volume), volume, taken_from)
     if taken_from is not None:
         moved = (f"The labels in {path.name} were saved on an earlier resampling of this unevenly spaced series, "
-                 "whose grid reached past its last acquired slice: each slice took the labels (and review mark) "
+                 "whose grid did not end on its last acquired slice: each slice took the labels (and review mark) "
                  "of the nearest earlier slice. The next save writes them on the current grid.")
         warning = f"{moved} {warning}" if warning else moved
     classes, unnamed = completed_classes(load_classes(path), array)

@@ -1159,6 +1159,11 @@ def correction_effort(prediction: np.ndarray, labels: np.ndarray, slices: np.nda
 #: "mm": slices padded square in mm (``ml.data.padded_shape``); before, on non-square pixels,
 #: predictions were of a squashed image.
 FEEDING = "mm"
+#: How segview reads image files into a volume, in ``images.json``'s entries: a key remembered
+#: by a segview that read the same files onto another grid is not trusted (it would open the
+#: case under that image's key: its cached predictions and crash journals). 2: an unevenly
+#: spaced DICOM series ends at its last acquired slice (``core.dicom``); before, unrecorded.
+READING = 2
 
 
 def _fed(digest: str) -> str:
@@ -1277,10 +1282,13 @@ class PredictionCache:
         return counts["differ"] / counts["foreground"] if counts["foreground"] else 0.0
 
     def known_key(self, files: list[Path]) -> str | None:
-        """The image_key remembered for these image files, if none changed since."""
+        """The image_key remembered for these image files, if none changed since and this
+        segview reads them as the one that remembered it (``READING``)."""
         stamp = _stamp(files)
         entry = self._images().get(_files_id(files))
-        return entry["key"] if entry and stamp is not None and entry.get("stamp") == stamp else None
+        if not entry or stamp is None or entry.get("stamp") != stamp or entry.get("reading") != READING:
+            return None
+        return entry["key"]
 
     def remember_key(self, files: list[Path], key: str) -> None:
         stamp = _stamp(files)
@@ -1288,7 +1296,7 @@ class PredictionCache:
             return
         with self._index_lock:
             index = self._images()
-            index[_files_id(files)] = {"stamp": stamp, "key": key}
+            index[_files_id(files)] = {"stamp": stamp, "key": key, "reading": READING}
             try:
                 self.root.mkdir(parents=True, exist_ok=True)
                 atomic_write_text(self.root / "images.json", json.dumps(index))

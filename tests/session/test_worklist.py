@@ -13,12 +13,14 @@ import segview.session.worklist as worklist_module
 from segview.core.dicom import write_dicom_series
 from segview.core.errors import LabelSaveError, VolumeLoadError
 from segview.core.io import load_labels, load_volume, save_labels
+from segview.core.journal import image_key
 from segview.core.review_state import read_sidecar
 from segview.ml.checkpoint import CheckpointError
 from segview.ml.inference import Predictor
 from segview.session import SessionError
 from segview.session.worklist import STATUSES, PredictionCache, Worklist
 
+from ..core.test_dicom import uneven_series
 from .conftest import CLASSES, SPACING, make_checkpoint, make_dataset, tiny_case
 
 
@@ -286,6 +288,29 @@ def test_cache_misses_after_the_checkpoint_or_the_image_changes(tmp_path, checkp
     changed = Worklist.open(tmp_path / "ds", checkpoints)
     assert changed.case("case_000").key is None  # the file changed: its old key is not trusted
     assert [s.cached for s in changed.prediction_queue()] == [False, False]
+
+
+def test_an_image_key_remembered_by_a_segview_that_read_the_files_otherwise_is_not_trusted(tmp_path):
+    """An older segview resampled an unevenly spaced series onto another grid: the key it
+    remembered for the files opened the case under that image's key, with its cached
+    predictions and crash journals (a journal of 8 slices offered on an image of 9)."""
+    root = tmp_path / "studies"
+    uneven_series(root / "patient_u" / "ax", tuple(np.eye(3).ravel()), last_moved_mm=0.9)
+    write_dicom_series(tiny_case(0, slices=3, size=16)[0], root / "patient_v" / "ax")
+    cache = PredictionCache(tmp_path / "cache")
+    session = Worklist.open(root, cache=cache).session("patient_u")
+    key = session.key
+    session.close()
+    index_path = tmp_path / "cache" / "images.json"
+    index = json.loads(index_path.read_text())
+    assert [entry["key"] for entry in index.values()] == [key]
+    index_path.write_text(json.dumps({files: {"stamp": entry["stamp"], "key": "0" * 40}  # as it wrote them
+                                      for files, entry in index.items()}))
+    worklist = Worklist.open(root, cache=PredictionCache(tmp_path / "cache"))
+    assert worklist.case("patient_u").key is None
+    session = worklist.session("patient_u")
+    assert session.key == key == image_key(session.volume)
+    session.close()
 
 
 def test_a_prediction_cached_by_a_segview_that_fed_slices_otherwise_is_not_reused(tmp_path):
