@@ -152,6 +152,13 @@ def _new_locked_file(path: Path) -> BinaryIO:
     try:
         fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         os.link(temporary, path)
+    except FileExistsError:
+        file.close()
+        raise
+    except OSError:  # no hard links there (some network or FAT mounts): created, then locked
+        file.close()
+        file = open(path, "xb")
+        fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BaseException:
         file.close()
         raise

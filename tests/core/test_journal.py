@@ -384,3 +384,23 @@ def test_a_crashed_journal_not_yet_set_aside_is_never_overwritten_by_a_new_one()
     assert fresh.path == journal_path(key, 1)
     assert recover(journal_path(key)).steps == 1
     fresh.close()
+
+
+def test_a_journal_is_kept_where_the_filesystem_has_no_hard_links(monkeypatch):
+    from segview.core import journal as journal_module
+    from segview.core.journal import journal_path, start_journal
+
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")  # as on a FAT or some SMB mounts
+
+    monkeypatch.setattr(journal_module.os, "link", no_links)
+    key = "9" * 40
+    labels = LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0))
+    journal = start_journal(labels, key)
+    labels.paint(1, [(4, 4)], 1.0, 1)
+    assert journal.path == journal_path(key) and recover(journal.path).steps == 1
+    assert [p.name for p in journal.path.parent.iterdir()] == [journal.path.name]  # no temporary left
+    second = start_journal(LabelMap(np.zeros((4, 8, 8), np.uint8), (1.0, 1.0, 1.0)), key)
+    assert second.path == journal_path(key, 1)  # the first is taken: never truncated
+    second.close()
+    journal.close()
