@@ -55,7 +55,7 @@ class CaseLock:
         case may be open elsewhere."""
         if fcntl is None:
             return None, None
-        path = labels_path.parent / LOCKS / f"{labels_path.name}.lock"
+        path = lock_path(labels_path)
         try:
             _segview_folder(path.parent)
             file = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open while the case is
@@ -92,6 +92,28 @@ class CaseLock:
             self.file.truncate()
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+def lock_path(labels_path: Path) -> Path:
+    """The lock file of the case whose labels are ``labels_path``."""
+    return labels_path.parent / LOCKS / f"{labels_path.name}.lock"
+
+
+def holder_of(labels_path: Path) -> str | None:
+    """Who holds the case whose labels are ``labels_path`` (any session, of any process), as
+    its lock file names them; None when nobody does. Only a lock file that names someone is
+    tried (a lock let go empties its file), so asking never locks a case nobody had; one a
+    segview that crashed left naming it is found free, and emptied."""
+    try:
+        named = lock_path(labels_path).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    if not named:
+        return None
+    lock, holder = CaseLock.acquire(labels_path)
+    if lock is not None:
+        lock.release()
+    return holder
 
 
 def _segview_folder(folder: Path) -> None:

@@ -26,7 +26,8 @@ most two backups per case; nothing that was there before segview is ever lost.
 A case open in a session is locked (``CaseLock``: ``.locks/<case>.lock`` beside the labels,
 naming who has it); a second segview gets it read-only with a message (``Case.locked_by``,
 ``CaseSession.read_only_reason``). A dataset folder that cannot be written opens read-only
-(``Worklist.read_only``).
+(``Worklist.read_only``). What another segview on the dataset saved, and which cases it has
+open (``Case.held_by``), ``Worklist.refresh_changed`` reads again: from a few stats a case.
 
 Stepping through the cases (``WorklistNavigator``) is the window's Ctrl+N without a window:
 the order frozen at the last sort, next / previous, the case left saved before the next
@@ -48,7 +49,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +67,7 @@ from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.splits import read_split
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .case_files import case_entry, case_held
+from .case_files import case_entry, case_held, holder_of, lock_path
 from .provenance import from_json as provenance_from_json
 from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
 
@@ -110,6 +111,7 @@ class Case:
     key: str | None = None                        # image_key, when known
     error: str | None = None                      # why it cannot be opened
     locked_by: str | None = None                  # open in another segview (read-only here)
+    held_by: str | None = None                    # open in another segview now (``Worklist.refresh_changed``)
     held_out: bool = False                        # in splits.json's "val"
     # A segview that crashed left unsaved edits of it (opening it offers them), until they are
     # restored or declined: known where its image key is (``Worklist.read_crashed_edits``).
@@ -147,6 +149,11 @@ class Worklist:
         self._predictors: dict[str, object] = {}
         labels_folder = cases[0].labels.parent if cases else folder
         self.read_only = not os.access(labels_folder if labels_folder.exists() else folder, os.W_OK)
+        # Case -> stamps of its labels and sidecar (``_files_stamp``), and of its lock file, as
+        # last read here: what ``refresh_changed`` compares to see another segview's work.
+        self._files_read: dict[str, str] = {}
+        self._lock_read: dict[str, str] = {}
+        self._holding: set[str] = set()  # cases a session of this worklist has locked
 
     @classmethod
     def open(cls, folder, checkpoints: dict[str, Path] | None = None, cache: PredictionCache | None = None,
@@ -173,6 +180,7 @@ class Worklist:
         worklist = cls(folder, layout, cases, classes, cache)
         for case in cases:
             worklist.read_status(case)
+            worklist._read_holder(case)
         worklist.read_crashed_edits()
         worklist.read_split()
         if checkpoints:
@@ -202,6 +210,37 @@ class Worklist:
         except OSError as exc:
             raise SessionError(f"The status of {name} could not be saved ({exc.strerror or exc}).") from exc
         case.status, case.note = status, note
+
+    def refresh_changed(self, keep: Collection[str] = ()) -> list[str]:
+        """Read again what another segview changed since it was read here: the status, note,
+        review count and saved figures of each case whose labels or review sidecar changed on
+        disk, and who holds each case (``Case.held_by``). Two or three stats a case; only what
+        changed is read. ``keep``: cases left as they are (the one on screen: its session
+        knows better). Returns the names of the cases read again or held otherwise, in the
+        worklist's order."""
+        changed = []
+        for case in self.cases:
+            if case.name in keep:
+                continue
+            saved = _files_stamp(case.labels) != self._files_read.get(case.name)
+            if saved:
+                self.read_status(case)
+                self._read_figures(case)
+            if self._read_holder(case) or saved:
+                changed.append(case.name)
+        return changed
+
+    def _read_holder(self, case: Case) -> bool:
+        """Read who holds ``case`` now (``Case.held_by``) where its lock file changed, or it
+        was held (its holder may have stopped: the file stays as it was); True when that
+        changed. A case one of this worklist's sessions holds is nobody else's."""
+        stamp = labels_stamp(lock_path(case.labels))
+        if stamp == self._lock_read.get(case.name) and case.held_by is None:
+            return False
+        self._lock_read[case.name] = stamp
+        holder = None if case.name in self._holding else holder_of(case.labels)
+        changed, case.held_by = holder != case.held_by, holder
+        return changed
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -426,6 +465,7 @@ class Worklist:
     def read_status(self, case: Case) -> None:
         """``case``'s status, note and review count as its sidecar has them now (another
         segview may have saved it since)."""
+        self._files_read[case.name] = _files_stamp(case.labels)  # before it is read: a save meanwhile shows next time
         document = read_sidecar(case.labels) or {}
         entry = document.get("case") or {}
         case.status = str(entry["status"]) if entry.get("status") in STATUSES else "new"
@@ -666,6 +706,9 @@ class CaseSession(ReviewSession):
         if self.worklist.read_only:
             return
         self._lock_labels(self.case.labels)
+        if self.lock is not None:
+            self.worklist._holding.add(self.case.name)
+            self.case.held_by = None
         holder = self.case.locked_by = self.locked_by
         self.case._locked_for = self if holder is not None else None
         if holder is not None:
@@ -811,6 +854,8 @@ class CaseSession(ReviewSession):
     def release_lock(self) -> None:
         if self.locked_by is not None and self.case._locked_for is self:
             self.case.locked_by = self.case._locked_for = None  # the row shows the lock while it is open here
+        if self.lock is not None:
+            self.worklist._holding.discard(self.case.name)
         super().release_lock()
 
 

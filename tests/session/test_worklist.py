@@ -661,3 +661,39 @@ def test_a_case_opening_while_the_models_change_is_built_of_the_models_it_starte
     session = worklist.session("case_000", lock=False)
     assert {slot: m.path for slot, m in session.models.items()} == {"A": a}
     session.close(discard=True)
+
+
+def test_a_worklist_sees_what_another_segview_saved_and_holds_when_it_refreshes(tmp_path, checkpoints):
+    """Two radiologists on one dataset: one's worklist showed the case the other had saved
+    "in progress" or "done" as "new" until it was opened there."""
+    make_dataset(tmp_path / "ds", 3)
+    mine = Worklist.open(tmp_path / "ds", checkpoints)
+    theirs = Worklist.open(tmp_path / "ds", checkpoints)
+    assert mine.refresh_changed() == []                        # nothing changed: nothing read again
+    session = theirs.session("case_001")
+    assert mine.refresh_changed() == ["case_001"]
+    assert "process" in mine.case("case_001").held_by          # who has it, from its lock
+    session.predict()
+    session.mark_reviewed(2)
+    session.save()
+    theirs.set_status("case_002", "done")
+    assert mine.refresh_changed() == ["case_001", "case_002"]
+    assert (mine.case("case_001").status, mine.case("case_001").reviewed_count) == ("in progress", 1)
+    assert mine.case("case_001").dice == pytest.approx(session.case.dice, nan_ok=True)
+    assert not math.isnan(mine.case("case_001").dice["A"])     # the figures it saved follow
+    assert mine.case("case_002").status == "done" and mine.case("case_002").held_by is None
+    session.close()
+    assert mine.refresh_changed() == ["case_001"] and mine.case("case_001").held_by is None
+    # The case open here is left to its own session.
+    theirs.set_status("case_000", "flagged", "motion")
+    assert mine.refresh_changed(keep={"case_000"}) == [] and mine.case("case_000").status == "new"
+    assert mine.refresh_changed() == ["case_000"] and mine.case("case_000").note == "motion"
+
+
+def test_a_case_a_worklists_own_session_holds_is_not_anothers(tmp_path):
+    make_dataset(tmp_path / "ds", 2)
+    worklist = Worklist.open(tmp_path / "ds")
+    session = worklist.session("case_001")
+    worklist.refresh_changed()
+    assert worklist.case("case_001").held_by is None
+    session.close()
