@@ -24,6 +24,9 @@ forwards what the user asks.
 - A case another segview has open shows "read-only" in its row (and the window's title;
   its editing tools are disabled); a case with a crashed segview's unsaved edits shows
   "crashed edits" (``Case.crashed_edits``) until they are restored or declined.
+- Rows follow another segview on the same dataset: every few seconds a worker reads again
+  the cases it saved, opened or closed (``Worklist.refresh_changed``; never the case on
+  screen), so its statuses, figures and the cases it has open ("open elsewhere") show here.
 - Worklist > Fine-tune model A on reviewed cases... (``gui/finetune_job.py``): a job with
   progress and Cancel whose checkpoint is offered as model B; File > Export held-out
   report... compares A and B on the held-out cases of the dataset's fixed split.
@@ -87,9 +90,14 @@ CRASHED_TIP = ("segview stopped (a crash, a kill) with unsaved edits of this cas
                "(or File > Recover edits... later)")
 
 
+#: What the status of a case another segview has open says.
+HELD_MARK = ", open elsewhere"
+
+
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
-    status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else case.status
+    status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else \
+        f"{case.status}{HELD_MARK}" if case.held_by else case.status
     status += CRASHED_MARK if case.crashed_edits else ""
     name = case.name + (HELD_OUT_MARK if case.held_out else "")
     return [name, status, case.reviewed_text.replace(" slices reviewed", ""),
@@ -234,7 +242,8 @@ class WorklistPanel(QWidget):
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         status = self.table.item(n, 1)
         if status is not None:
-            locked = f"Open in another segview ({case.locked_by}): read-only here" if case.locked_by else ""
+            locked = f"Open in another segview ({case.locked_by}): read-only here" if case.locked_by else \
+                f"Open in another segview ({case.held_by})" if case.held_by else ""
             crashed = CRASHED_TIP if case.crashed_edits else ""
             status.setToolTip("\n".join(t for t in (case.error, crashed, case.note, locked) if t))
             color = QColor(200, 40, 40) if case.error or case.crashed_edits else STATUS_COLORS.get(case.status)
@@ -254,6 +263,8 @@ class WorklistPanel(QWidget):
 
 #: How often a case held by another segview is checked for its release (ms).
 RELEASE_POLL_MS = 3000
+#: How often the dataset is checked for cases another segview saved, opened or closed (ms).
+CHANGES_POLL_MS = 3000
 
 
 class WorklistController(QObject):
@@ -289,6 +300,11 @@ class WorklistController(QObject):
         self.release_watch = QTimer(self)
         self.release_watch.setInterval(RELEASE_POLL_MS)
         self.release_watch.timeout.connect(self._check_release)
+        # Rows follow what another segview on the dataset saves, opens and closes.
+        self.changes_watch = QTimer(self)
+        self.changes_watch.setInterval(CHANGES_POLL_MS)
+        self.changes_watch.timeout.connect(self._check_changes)
+        self._checking_changes = False                # a check runs in a worker
         # (case, slice, whether the other segview still holds it) read anew on its release or save
         self._reopening: tuple[str, int, bool] | None = None
         self.panel = WorklistPanel()
@@ -443,6 +459,7 @@ class WorklistController(QObject):
         self.panel.title.setText(self._title())
         self.dock.show()
         self._update_actions()
+        self.changes_watch.start()
         self.window.statusBar().showMessage(f"Dataset {worklist.folder.name}: {len(worklist.cases)} cases", 8000)
         self.dataset_opened.emit()
         if len(worklist.checkpoints) == 2:
@@ -521,6 +538,33 @@ class WorklistController(QObject):
             self.worklist.read_status(case)
         self.panel.update_case(case)
         self.panel.title.setText(self._title())
+
+    def _check_changes(self) -> None:
+        """Read again, in a worker, the cases another segview saved, opened or closed since
+        (``Worklist.refresh_changed``), all but the case on screen, and show their rows."""
+        worklist = self.worklist
+        if worklist is None or self._checking_changes:
+            return
+        self._checking_changes = True
+        keep = {name for name in (self._current_name(), self.opening) if name is not None}
+        self._run(worklist.refresh_changed, keep, done=lambda names: self._show_changed(worklist, names),
+                  failed=self._changes_failed)
+
+    def _show_changed(self, worklist: Worklist, names: list[str]) -> None:
+        self._checking_changes = False
+        if worklist is not self.worklist:
+            return  # another dataset opened meanwhile
+        current = self._current_name()
+        for name in names:
+            if name != current:  # opened meanwhile: its own session's row
+                self.panel.update_case(worklist.case(name))
+        if names:
+            self.panel.title.setText(self._title())  # the done and flagged counts follow
+
+    def _changes_failed(self, exc: Exception) -> None:
+        self._checking_changes = False
+        if not isinstance(exc, OSError):  # a share gone for a while: checked again next time
+            raise exc
 
     def _review_changed(self) -> None:
         name = self._current_name()
@@ -1126,6 +1170,7 @@ class WorklistController(QObject):
             # The window waits for the thread pool when it closes: stop what would go on.
             self.cancel_prediction()
             self._cancel_report()
+            self.changes_watch.stop()
             self.fine_tuning.cancel()  # the window then waits for it to stop, before its next step
             if self.navigator is not None:
                 self.navigator.close()  # the case prefetched closed; one opening, when it is open

@@ -196,10 +196,11 @@ def test_a_case_open_in_another_segview_is_read_only_in_title_row_and_tools(qtbo
     np.testing.assert_array_equal(window.session.labels.array, before)
     assert np.flatnonzero(window.session.reviewed).tolist() == [1] and not window.session.modified
     assert "Read-only" in window.statusBar().currentMessage()
-    # Leaving it asks nothing (nothing changed); the next case is editable, its row plain.
+    # Leaving it asks nothing (nothing changed); the next case is editable, its row no longer
+    # read-only (the other still has it open).
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
-    assert status_cell(controller, "case_001").text() == "in progress"
+    assert status_cell(controller, "case_001").text() == "in progress, open elsewhere"
     assert "read-only" not in window.windowTitle() and tools.isEnabled() and brush.isEnabled()
     assert "another segview" not in brush.toolTip()
     assert action(window, "Edit", "Mark slice reviewed").isEnabled()
@@ -418,3 +419,24 @@ def test_a_read_only_case_file_saved_elsewhere_is_editable_as_that_copy(qtbot, w
     assert window.session.read_only_reason is None and window.tools.isEnabled()
     assert "read-only" not in window.windowTitle()
     other.close()
+
+
+def test_rows_follow_what_another_segview_on_the_dataset_opens_saves_and_closes(qtbot, window, dataset):
+    """Two radiologists on one dataset: a case the other had saved "in progress" or "done"
+    stayed "new" here until it was opened here, and nothing said which case the other had open."""
+    controller = open_dataset(qtbot, window, dataset)  # case_000 on screen
+    controller.changes_watch.setInterval(20)
+    mark(qtbot, window, 1)                             # unsaved here: its row is this session's
+    other = Worklist.open(dataset).session("case_001")  # another segview opens case_001
+    qtbot.waitUntil(lambda: status_cell(controller, "case_001").text() == "new, open elsewhere", timeout=TIMEOUT)
+    assert "process" in status_cell(controller, "case_001").toolTip()
+    other.mark_reviewed(2)
+    other.save(status="done")
+    other.close()
+    Worklist.open(dataset).set_status("case_002", "flagged", "motion on 3-4")
+    qtbot.waitUntil(lambda: [status_cell(controller, n).text() for n in ("case_001", "case_002")]
+                    == ["done", "flagged"], timeout=TIMEOUT)
+    assert controller.panel.cell("case_001", "Reviewed").text() == "1 / 6"
+    assert status_cell(controller, "case_002").toolTip() == "motion on 3-4"
+    assert "1 done, 1 flagged" in controller.panel.title.text()
+    assert status_cell(controller, "case_000").text() == "in progress" and window.session.reviewed[1]
