@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 from scipy import ndimage
 
@@ -15,7 +15,7 @@ from segview.core.phantoms import make_phantom
 from segview.resources import DEMO_MODELS
 from segview.session import ReviewSession
 
-from .helpers import distance_to_path_mm, drag, load_models, wait_for_inference
+from .helpers import distance_to_path_mm, drag, drag_points, load_models, wait_for_inference, widget_point
 
 
 @pytest.fixture
@@ -127,6 +127,23 @@ def test_the_brush_paints_in_the_coronal_view_the_plane_it_shows(qtbot, editing)
     qtbot.keyClick(window, Qt.Key_G)  # Fill works on the acquired planes only, and says so
     drag(view, [(rows // 2, cols // 2)])
     assert not labels.array.any() and "axial" in window.statusBar().currentMessage()
+
+
+def test_the_smallest_brush_paints_the_voxel_under_the_mouse_even_off_its_centre(qtbot, editing):
+    window, view, labels = editing, axial(editing), editing.session.labels
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(0.5)  # the smallest, narrower than the 1.4 mm pixels
+    centre = widget_point(view, 60, 60)
+    step = widget_point(view, 61, 61) - centre  # one image pixel on screen
+    click = (centre + 0.4 * step).toPoint()  # towards the pixel's corner
+    landed = np.array(view.index_at(view.box.mapSceneToView(view.mapToScene(click))))
+    voxel = tuple(int(v) for v in np.floor(landed + 0.5))
+    offset_mm = (landed - voxel)[1:] * window.session.volume.spacing[1::-1]
+    assert np.hypot(*offset_mm) > 0.5  # no voxel centre lies within the brush
+    drag_points(view, [QPointF(click)])
+    assert labels.array.sum() == labels.array[voxel] > 0  # that voxel, and only it
+    drag_points(view, [QPointF(click)], Qt.ShiftModifier)  # Shift erases it likewise
+    assert not labels.array.any()
 
 
 def test_shift_erases_and_fill_fills_an_enclosed_region(qtbot, editing):
