@@ -7,7 +7,7 @@ import numpy as np
 import pydicom
 import pytest
 from PySide6.QtCore import QPointF, Qt
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 from scipy import ndimage
 
 from segview.core.io import load_labels, save_labels
@@ -970,5 +970,26 @@ def test_fill_between_slices_names_a_class_labelled_on_one_side_only(qtbot, edit
     assert (labels.array[4:7] == both.value).any() and not (labels.array[4:7] == one.value).any()
     message = editing.statusBar().currentMessage()
     assert message.startswith("Fill between slices (slices 5, 6, 7): ")
-    assert "Not extended, labelled on one side of the gap only" in message
-    assert message.endswith(f": {one.name} (between slices 4 and 8)")
+    assert message.endswith(f". Not extended, labelled on one side only: {one.name}")
+    why = editing.statusBar().toolTip()  # the whole story, on hover
+    assert why.startswith(message) and why.endswith(f"not extended into it (where it ends is unknown: draw its last "
+                                                    f"piece to fill up to it): {one.name} (between slices 4 and 8)")
+
+
+def test_fill_between_slices_names_three_one_sided_classes_within_the_status_bar(qtbot, editing):
+    """Three classes left out used to run past the end of the bar on a 1600-pixel window:
+    the bar names them; which gaps, and why, are in its tooltip and the button's."""
+    window, labels = editing, editing.session.labels
+    window.resize(1600, 1000)
+    first, second, third = (c for c in window.session.classes if c.value)
+    for z, present in ((1, (first, second)), (5, (first, third)), (9, (second,))):
+        for n, c in enumerate(present):
+            labels.array[z, 40 * n + 20:40 * n + 40, 60:90] = c.value
+    window._slice_operation("fill_between")
+    bar = window.statusBar()
+    message = bar.currentMessage()
+    assert message.endswith(f"Not extended, labelled on one side only: {first.name}, {second.name}, {third.name}")
+    assert bar.fontMetrics().horizontalAdvance(message) < bar.width() - 40  # room for the size grip and margins
+    assert f"{second.name} (between slices 2 and 6, between slices 6 and 10)" in bar.toolTip()
+    button = next(b for b in window.tools.findChildren(QPushButton) if b.text() == "Fill between slices")
+    assert "labelled on one side of a gap only is not extended" in button.toolTip()  # there when wanted
