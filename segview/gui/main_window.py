@@ -152,6 +152,9 @@ class MainWindow(QMainWindow):
         self.view_choice.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys scroll slices, not this
         self.view_choice.addItems([v.capitalize() for v in VIEWS])
         self.view_choice.currentIndexChanged.connect(lambda n: self.workspace.viewer.show_view(VIEWS[n]))
+        # In three views the box names the active view, which may be a small one: choosing
+        # that same plane (no index change) must still show it large.
+        self.view_choice.activated.connect(self._show_chosen_view_large)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.valueChanged.connect(self.workspace.set_shown_slice)
@@ -302,6 +305,7 @@ class MainWindow(QMainWindow):
         three = menu.addAction("&Three views", "T")
         three.setCheckable(True)
         three.toggled.connect(self.workspace.viewer.set_three_views)
+        three.toggled.connect(lambda _: self._show_view_choice())
         menu.addAction("&Fit to window", "F", self.workspace.fit)
         self.compare_action = menu.addAction("&Compare A | B", "K")
         self.compare_action.setCheckable(True)
@@ -775,8 +779,19 @@ class MainWindow(QMainWindow):
         self.view_choice.setCurrentIndex(VIEWS.index(view))
         self.view_choice.blockSignals(False)
         self.view_choice.setEnabled(not self.comparing)
-        self.view_choice.setToolTip(f"Compare shows the acquired ({view}) slices; the views show any plane"
-                                    if self.comparing else "The plane shown in the active view")
+        if self.comparing:
+            tip = f"Compare shows the acquired ({view}) slices; the views show any plane"
+        elif self.workspace.viewer.three_views:
+            tip = ("The active view (the one clicked last), whose slices the slider and arrow keys move; "
+                   "choose a plane to show it large")
+        else:
+            tip = "The plane shown"
+        self.view_choice.setToolTip(tip)
+
+    def _show_chosen_view_large(self, index: int) -> None:
+        viewer = self.workspace.viewer
+        if viewer.large_view().view != VIEWS[index]:
+            viewer.show_view(VIEWS[index])
 
     def _reviewed_mark(self) -> str:
         """" \u2713 reviewed" when the acquired slice on screen is marked reviewed."""
