@@ -441,8 +441,9 @@ class LabelMap:
         ``axis`` (the array axis normal to the plane: 0 axial z, 1 coronal y, 2 sagittal x).
         Points are the plane's voxel coordinates in array order ((y, x) for z planes, (z, x)
         for y planes, (z, y) for x planes). Every voxel whose centre lies within the radius
-        of the polyline, in mm on the anisotropic grid, so a fast move leaves no gap.
-        ``value`` 0 erases."""
+        of the polyline, in mm on the anisotropic grid, so a fast move leaves no gap, and
+        every voxel the polyline passes through, so a brush smaller than a voxel still
+        paints the voxels under its centre. ``value`` 0 erases."""
         if axis not in (0, 1, 2):
             raise ValueError(f"axis must be 0, 1 or 2, not {axis}")
         in_plane = [a for a in range(3) if a != axis]
@@ -451,7 +452,7 @@ class LabelMap:
         points = np.atleast_2d(np.asarray(points, float))
         bounds = []
         for n in range(2):
-            reach = radius_mm / spacing[n]
+            reach = max(radius_mm / spacing[n], 0.5)  # at least the voxel under the centre
             low = max(int(np.floor(points[:, n].min() - reach)), 0)
             high = min(int(np.ceil(points[:, n].max() + reach)) + 1, size[n])
             if low >= high:
@@ -459,7 +460,7 @@ class LabelMap:
             bounds.append((low, high))
         (r0, r1), (c0, c1) = bounds
         rows, cols = np.ogrid[r0:r1, c0:c1]  # broadcast, not two dense grids per mouse move
-        mask = _near_polyline(rows * spacing[0], cols * spacing[1], points * spacing, radius_mm)
+        mask = _under_brush([rows * spacing[0], cols * spacing[1]], points * spacing, radius_mm, spacing)
         region = [slice(None)] * 3
         region[axis] = slice(index, index + 1)
         region[in_plane[0]], region[in_plane[1]] = slice(r0, r1), slice(c0, c1)
@@ -780,20 +781,21 @@ class LabelMap:
     def paint_sphere(self, centre_zyx, radius_mm: float, value: int) -> Edit | None:
         """The 3D brush: every voxel whose centre lies within ``radius_mm`` of ``centre_zyx``
         ((3,) array coordinates (z, y, x), fractions allowed), or of any point of an (N, 3)
-        polyline of centres (a drag, so a fast move leaves no gap). Exact on anisotropic
-        voxels (an ellipsoid in voxels). A brush: obeys the policy and the intensity range;
+        polyline of centres (a drag, so a fast move leaves no gap), and every voxel the
+        polyline passes through (as ``paint``). Exact on anisotropic voxels (an ellipsoid in
+        voxels). A brush: obeys the policy and the intensity range;
         ``value`` 0 erases. Raises ValueError for a value beyond uint8 or a bad shape."""
         points = np.atleast_2d(np.asarray(centre_zyx, float))
         if points.ndim != 2 or points.shape[1] != 3:
             raise ValueError(f"sphere centres must be (z, y, x) points, not an array of shape {points.shape}")
         spacing = np.array(self.spacing_zyx)
-        reach = radius_mm / spacing
+        reach = np.maximum(radius_mm / spacing, 0.5)  # at least the voxel under the centre
         low = np.maximum(np.floor(points.min(axis=0) - reach).astype(int), 0)
         high = np.minimum(np.ceil(points.max(axis=0) + reach).astype(int) + 1, self.array.shape)
         if (low >= high).any():
             return None
         axes = np.ogrid[low[0]:high[0], low[1]:high[1], low[2]:high[2]]
-        mask = _near_polyline_3d([a * s for a, s in zip(axes, spacing)], points * spacing, radius_mm)
+        mask = _under_brush([a * s for a, s in zip(axes, spacing)], points * spacing, radius_mm, spacing)
         return self._write(tuple(slice(int(a), int(b)) for a, b in zip(low, high)), mask, value)
 
     def islands_preview(self, value: int | None, min_mm3: float | None = None, keep_largest: bool = False,
@@ -1212,6 +1214,41 @@ def _slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:
     for start, stop in zip(edges[::2].tolist(), edges[1::2].tolist()):
         for first in range(start, stop, step):
             yield first, min(first + step, stop)
+
+
+def _under_brush(axes_mm, points_mm: np.ndarray, radius_mm: float, spacing) -> np.ndarray:
+    """What a brush of ``radius_mm`` dragged along ``points_mm`` paints on the open grids
+    ``axes_mm`` (voxel centres in mm, 2D or 3D; ``spacing`` in mm along each): the voxels
+    whose centres lie within the radius, and those whose cells the centre line passes
+    through. A brush at least half a voxel's diagonal wide already covers the latter."""
+    if len(axes_mm) == 2:
+        mask = _near_polyline(axes_mm[0], axes_mm[1], points_mm, radius_mm)
+    else:
+        mask = _near_polyline_3d(axes_mm, points_mm, radius_mm)
+    half = 0.5 * np.asarray(spacing, float)
+    if radius_mm ** 2 < float(half @ half):
+        mask |= _cells_on_polyline(axes_mm, points_mm, half)
+    return mask
+
+
+def _cells_on_polyline(axes_mm, points_mm: np.ndarray, half_mm: np.ndarray) -> np.ndarray:
+    """Voxels (centres on the open grids ``axes_mm``, in mm) whose cells (the centre +-
+    ``half_mm``, boundary included) the polyline ``points_mm`` (N, dims) touches. A segment
+    misses a box only if an axis separates them: one of the box's own axes, or the normal
+    of the segment's trace in a plane of two axes."""
+    shape = np.broadcast_shapes(*(axis.shape for axis in axes_mm))
+    touched = np.zeros(shape, bool)
+    ends = itertools.pairwise(points_mm) if len(points_mm) > 1 else [(points_mm[0], points_mm[0])]
+    for a, b in ends:
+        d = b - a
+        hit = np.ones(shape, bool)
+        for k, centre in enumerate(axes_mm):
+            hit &= (centre - half_mm[k] <= max(a[k], b[k])) & (centre + half_mm[k] >= min(a[k], b[k]))
+        for j, k in itertools.combinations(range(len(axes_mm)), 2):
+            across = d[k] * (axes_mm[j] - a[j]) - d[j] * (axes_mm[k] - a[k])
+            hit &= np.abs(across) <= half_mm[j] * abs(d[k]) + half_mm[k] * abs(d[j])
+        touched |= hit
+    return touched
 
 
 def _near_polyline(yy: np.ndarray, xx: np.ndarray, points_mm: np.ndarray, radius_mm: float) -> np.ndarray:

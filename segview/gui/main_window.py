@@ -42,7 +42,7 @@ from .metrics_panel import MetricsPanel, ShownPlane
 from .settings import (dialog_folder, dialog_path, is_retrieved, last_folder, pacs_labels_folder, pacs_labels_path,
                        recent, remember_folder, remember_labels, remember_recent, saved_labels,
                        set_pacs_labels_folder)
-from .tools import ToolPanel, preview_colours, preview_legend, preview_overlay
+from .tools import ONE_SIDED_EXPLAINED, ToolPanel, preview_colours, preview_legend, preview_overlay
 from .widgets import scrolled
 from .workers import GeneratorWorker, Worker, describe_device, run_modal
 from .click_tool import install_clicks
@@ -152,6 +152,9 @@ class MainWindow(QMainWindow):
         self.view_choice.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys scroll slices, not this
         self.view_choice.addItems([v.capitalize() for v in VIEWS])
         self.view_choice.currentIndexChanged.connect(lambda n: self.workspace.viewer.show_view(VIEWS[n]))
+        # In three views the box names the active view, which may be a small one: choosing
+        # that same plane (no index change) must still show it large.
+        self.view_choice.activated.connect(self._show_chosen_view_large)
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.slider.valueChanged.connect(self.workspace.set_shown_slice)
@@ -302,6 +305,7 @@ class MainWindow(QMainWindow):
         three = menu.addAction("&Three views", "T")
         three.setCheckable(True)
         three.toggled.connect(self.workspace.viewer.set_three_views)
+        three.toggled.connect(lambda _: self._show_view_choice())
         menu.addAction("&Fit to window", "F", self.workspace.fit)
         self.compare_action = menu.addAction("&Compare A | B", "K")
         self.compare_action.setCheckable(True)
@@ -775,8 +779,19 @@ class MainWindow(QMainWindow):
         self.view_choice.setCurrentIndex(VIEWS.index(view))
         self.view_choice.blockSignals(False)
         self.view_choice.setEnabled(not self.comparing)
-        self.view_choice.setToolTip(f"Compare shows the acquired ({view}) slices; the views show any plane"
-                                    if self.comparing else "The plane shown in the active view")
+        if self.comparing:
+            tip = f"Compare shows the acquired ({view}) slices; the views show any plane"
+        elif self.workspace.viewer.three_views:
+            tip = ("The active view (the one clicked last), whose slices the slider and arrow keys move; "
+                   "choose a plane to show it large")
+        else:
+            tip = "The plane shown"
+        self.view_choice.setToolTip(tip)
+
+    def _show_chosen_view_large(self, index: int) -> None:
+        viewer = self.workspace.viewer
+        if viewer.large_view().view != VIEWS[index]:
+            viewer.show_view(VIEWS[index])
 
     def _reviewed_mark(self) -> str:
         """" \u2713 reviewed" when the acquired slice on screen is marked reviewed."""
@@ -1177,7 +1192,7 @@ class MainWindow(QMainWindow):
         elif name == "copy_previous" and z > 0:
             self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
-            one_sided = self._one_sided_text(session.labels.one_sided_classes())
+            one_sided = session.labels.one_sided_classes()
             changes = session.labels.fill_between_slices()
             if not changes and not session.labels.kept and not one_sided:
                 return self.statusBar().showMessage(
@@ -1185,7 +1200,7 @@ class MainWindow(QMainWindow):
                     "reviewed is never filled, and ends the run it lies in)", 10000)
             filled = labelled_slices(changes)
             self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices",
-                           changes, one_sided)
+                           changes, *self._one_sided_text(one_sided))
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
                 return self.statusBar().showMessage(
@@ -1195,25 +1210,31 @@ class MainWindow(QMainWindow):
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
 
-    def _say_done(self, what: str, changes, more: str = "") -> None:
+    def _say_done(self, what: str, changes, more: str = "", details: str = "") -> None:
         """Say in the status bar what a slice operation changed (an Edit, or a step's
-        changes), and what the brush settings kept of it; then ``more``."""
+        changes), and what the brush settings kept of it; then ``more``, short enough for
+        the bar. ``details``: the whole story, in the bar's tooltip while the message shows."""
         changes = [] if changes is None else changes if isinstance(changes, list) else [changes]
         changed = sum(int(np.count_nonzero(c.old != c.new)) for c in changes if hasattr(c, "old"))
         note = kept_note(self.session, f"{what}: {changed} voxels changed") if self.session is not None else None
         said = note or f"{what}: {changed} voxels changed"
-        self.statusBar().showMessage(f"{said.rstrip('.')}. {more}" if more else said, 15000 if more else 10000)
+        message = f"{said.rstrip('.')}. {more}" if more else said
+        self.statusBar().showMessage(message, 15000 if more else 10000)
+        if details:
+            self.statusBar().setToolTip(f"{message}\n{details}")
 
-    def _one_sided_text(self, one_sided: dict[int, list[tuple[int, int]]]) -> str:
-        """The classes Fill between slices leaves out, in a sentence: a class labelled on one
-        side of a gap only is not extended into it (where it ends there is unknown)."""
+    def _one_sided_text(self, one_sided: dict[int, list[tuple[int, int]]]) -> tuple[str, str]:
+        """The classes Fill between slices leaves out (a class labelled on one side of a gap
+        only is not extended into it: where it ends there is unknown): their names, for the
+        status bar, and which gaps and why, for its tooltip."""
         if not one_sided or self.session is None:
-            return ""
-        named = [f"{class_name(self.session.classes, value)} ("
-                 + ", ".join(f"between slices {first + 1} and {last + 1}" for first, last in gaps) + ")"
-                 for value, gaps in sorted(one_sided.items())]
-        return ("Not extended, labelled on one side of the gap only (where it ends is unknown: draw its "
-                "last piece to fill up to it): " + "; ".join(named))
+            return "", ""
+        names = [class_name(self.session.classes, value) for value in sorted(one_sided)]
+        gaps = ["{} ({})".format(name, ", ".join(f"between slices {first + 1} and {last + 1}" for first, last in
+                                                 one_sided[value]))
+                for name, value in zip(names, sorted(one_sided))]
+        return ("Not extended, labelled on one side only: " + ", ".join(names),
+                f"{ONE_SIDED_EXPLAINED}: " + "; ".join(gaps))
 
     def _enable_copies(self, copies: dict[str, list[QAction]]) -> None:
         """Edit > Labels from model X: only for a slot that holds a model."""

@@ -21,6 +21,10 @@ from .widgets import NumberBox
 
 POLICIES = (("all", "everything"), ("background", "background only"), ("protect", "all but protected classes"))
 MIN_RADIUS_MM, MAX_RADIUS_MM = 0.5, 100.0
+#: Why Fill between slices leaves a class out: its button's tooltip says so, and the status
+#: bar's tooltip after it did.
+ONE_SIDED_EXPLAINED = ("A class labelled on one side of a gap only is not extended into it (where it ends is "
+                       "unknown: draw its last piece to fill up to it)")
 #: Class tools: key -> (menu text, what the amount is: "mm", "mm3", "class" or "", and for
 #: an amount its default, smallest and largest value). Each tool keeps its own amount.
 #: "Grow" is region growing from a click (the W effect) only; a margin expands or shrinks.
@@ -137,7 +141,9 @@ class ToolPanel(QWidget):
         buttons = QGridLayout(slices)
         for n, (name, text, tip) in enumerate( (("clear", "Clear slice", "Erase every label on this slice"),
                                 ("copy_previous", "Copy previous slice", "The labels of the slice below onto this one"),
-                                ("fill_between", "Fill between slices", "Interpolate across unlabelled slices"),
+                                ("fill_between", "Fill between slices",
+                                 f"Interpolate across unlabelled slices. {ONE_SIDED_EXPLAINED}; a slice marked "
+                                 "reviewed is never filled"),
                                 ("review", "Mark reviewed (M)", "This slice has been checked"))):
             button = QPushButton(text, toolTip=tip)
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the view keeps the keys: Up / Down go on moving slices

@@ -46,6 +46,11 @@ class Viewer(QWidget):
         self.active.setFocus()
         self._slice_changed(self.active, self.active.index)
 
+    def large_view(self) -> SliceView:
+        """The view shown large: the only one, or in three views the one on the left (the
+        active view may be a small one, clicked since)."""
+        return self.grid.itemAtPosition(0, 0).widget()  # type: ignore[return-value]
+
     def _arrange(self) -> None:
         layout = self.grid
         for view in self.views.values():

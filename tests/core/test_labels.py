@@ -44,6 +44,50 @@ def test_a_fast_move_leaves_no_gap():
     np.testing.assert_array_equal(labels.array[1] == 1, expected)
 
 
+def cells_under(points, samples=200_000):
+    """Reference: the pixels whose cells (centre +- half a pixel) contain a point of the
+    polyline, found by sampling it densely and rounding to the nearest centre."""
+    points = np.asarray(points, float)
+    t = np.linspace(0, 1, samples)[:, None]
+    dense = np.concatenate([a + t * (b - a) for a, b in zip(points, points[1:])]) if len(points) > 1 else points
+    return {tuple(cell) for cell in np.floor(dense + 0.5).astype(int).tolist()}
+
+
+def test_a_brush_smaller_than_a_pixel_paints_the_pixel_under_its_centre():
+    labels = blank(spacing=(1.32, 1.32, 5.0))
+    labels.paint(2, [(10.4, 7.3)], 0.5, 1)  # 0.66 mm from the nearest centre: no centre within 0.5 mm
+    assert labels.array.sum() == 1 and labels.array[2, 10, 7] == 1
+    labels.paint(2, [(10.4, 7.3)], 0.5, 0)  # the eraser (value 0) likewise
+    assert not labels.array.any()
+
+
+def test_a_stroke_of_a_small_brush_paints_every_pixel_its_centre_line_passes_through():
+    labels = blank(spacing=(1.32, 1.32, 5.0))
+    stroke = [(2.2, 3.1), (9.7, 20.4), (25.35, 18.1)]
+    labels.paint(1, stroke, 0.5, 1)
+    painted = {tuple(cell) for cell in np.argwhere(labels.array[1]).tolist()}
+    assert painted == cells_under(stroke) | {tuple(c) for c in np.argwhere(disc((40, 50), stroke[0], 0.5))}
+    assert ndimage.label(labels.array[1])[1] == 1  # one piece: no gap
+
+
+def test_the_small_brush_paints_the_voxel_under_its_centre_on_anisotropic_planes_and_in_3d():
+    labels = blank(spacing=(5.0, 1.0, 1.0))  # coronal planes: 1 mm rows (z), 5 mm columns (x)
+    labels.paint(20, [(2.3, 6.4)], 1.5, 1, axis=1)  # 2 mm from the nearest centre along x
+    assert labels.array.sum() == 1 and labels.array[2, 20, 6] == 1
+    labels.paint_sphere((3.4, 12.45, 8.3), 0.5, 2)
+    assert (labels.array == 2).sum() == 1 and labels.array[3, 12, 8] == 2
+
+
+@pytest.mark.parametrize("radius", [0.94, 1.0, 2.3, 6.0])
+def test_a_brush_at_least_half_a_pixel_diagonal_wide_paints_the_centres_within_its_radius(radius):
+    labels = blank(spacing=(1.32, 1.32, 5.0))  # the half diagonal: 0.933 mm
+    rng = np.random.default_rng(7)
+    for centre in rng.uniform(5, 30, size=(20, 2)):
+        labels.paint(2, [centre], radius, 1)
+        np.testing.assert_array_equal(labels.array[2] == 1, disc((40, 50), centre, radius, (1.32, 1.32)))
+        labels.paint(2, [centre], radius + 1, 0)
+
+
 def test_erase_and_the_overwrite_policies():
     labels = blank()
     labels.array[0, 10:20, 10:20] = 2

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
 from scipy import ndimage
 
 from segview.core.io import load_labels, save_labels
@@ -15,7 +15,7 @@ from segview.core.phantoms import make_phantom
 from segview.resources import DEMO_MODELS
 from segview.session import ReviewSession
 
-from .helpers import distance_to_path_mm, drag, load_models, wait_for_inference
+from .helpers import distance_to_path_mm, drag, drag_points, load_models, wait_for_inference, widget_point
 
 
 @pytest.fixture
@@ -127,6 +127,23 @@ def test_the_brush_paints_in_the_coronal_view_the_plane_it_shows(qtbot, editing)
     qtbot.keyClick(window, Qt.Key_G)  # Fill works on the acquired planes only, and says so
     drag(view, [(rows // 2, cols // 2)])
     assert not labels.array.any() and "axial" in window.statusBar().currentMessage()
+
+
+def test_the_smallest_brush_paints_the_voxel_under_the_mouse_even_off_its_centre(qtbot, editing):
+    window, view, labels = editing, axial(editing), editing.session.labels
+    window.tools.set_tool("brush")
+    window.tools.radius.setValue(0.5)  # the smallest, narrower than the 1.4 mm pixels
+    centre = widget_point(view, 60, 60)
+    step = widget_point(view, 61, 61) - centre  # one image pixel on screen
+    click = (centre + 0.4 * step).toPoint()  # towards the pixel's corner
+    landed = np.array(view.index_at(view.box.mapSceneToView(view.mapToScene(click))))
+    voxel = tuple(int(v) for v in np.floor(landed + 0.5))
+    offset_mm = (landed - voxel)[1:] * window.session.volume.spacing[1::-1]
+    assert np.hypot(*offset_mm) > 0.5  # no voxel centre lies within the brush
+    drag_points(view, [QPointF(click)])
+    assert labels.array.sum() == labels.array[voxel] > 0  # that voxel, and only it
+    drag_points(view, [QPointF(click)], Qt.ShiftModifier)  # Shift erases it likewise
+    assert not labels.array.any()
 
 
 def test_shift_erases_and_fill_fills_an_enclosed_region(qtbot, editing):
@@ -953,5 +970,26 @@ def test_fill_between_slices_names_a_class_labelled_on_one_side_only(qtbot, edit
     assert (labels.array[4:7] == both.value).any() and not (labels.array[4:7] == one.value).any()
     message = editing.statusBar().currentMessage()
     assert message.startswith("Fill between slices (slices 5, 6, 7): ")
-    assert "Not extended, labelled on one side of the gap only" in message
-    assert message.endswith(f": {one.name} (between slices 4 and 8)")
+    assert message.endswith(f". Not extended, labelled on one side only: {one.name}")
+    why = editing.statusBar().toolTip()  # the whole story, on hover
+    assert why.startswith(message) and why.endswith(f"not extended into it (where it ends is unknown: draw its last "
+                                                    f"piece to fill up to it): {one.name} (between slices 4 and 8)")
+
+
+def test_fill_between_slices_names_three_one_sided_classes_within_the_status_bar(qtbot, editing):
+    """Three classes left out used to run past the end of the bar on a 1600-pixel window:
+    the bar names them; which gaps, and why, are in its tooltip and the button's."""
+    window, labels = editing, editing.session.labels
+    window.resize(1600, 1000)
+    first, second, third = (c for c in window.session.classes if c.value)
+    for z, present in ((1, (first, second)), (5, (first, third)), (9, (second,))):
+        for n, c in enumerate(present):
+            labels.array[z, 40 * n + 20:40 * n + 40, 60:90] = c.value
+    window._slice_operation("fill_between")
+    bar = window.statusBar()
+    message = bar.currentMessage()
+    assert message.endswith(f"Not extended, labelled on one side only: {first.name}, {second.name}, {third.name}")
+    assert bar.fontMetrics().horizontalAdvance(message) < bar.width() - 40  # room for the size grip and margins
+    assert f"{second.name} (between slices 2 and 6, between slices 6 and 10)" in bar.toolTip()
+    button = next(b for b in window.tools.findChildren(QPushButton) if b.text() == "Fill between slices")
+    assert "labelled on one side of a gap only is not extended" in button.toolTip()  # there when wanted

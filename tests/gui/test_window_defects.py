@@ -151,6 +151,26 @@ def test_arrow_keys_change_the_slice_after_the_view_box_was_used(qtbot, demo):
         assert window.slice_number.text() == f"{view.index + 1} / {view.num_slices()}"
 
 
+def test_in_three_views_the_view_box_names_the_active_view_and_choosing_it_shows_it_large(qtbot, demo):
+    """A click in the small coronal view makes it the active one (the slider's): the box
+    said "Coronal" while axial stayed large, and choosing Coronal there did nothing."""
+    window, box, viewer = demo, demo.view_choice, demo.workspace.viewer
+    window.activateWindow()  # its shortcuts answer keys only when it is the active window
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.keyClick(window.workspace.active_view(), Qt.Key_T)
+    axial, coronal = viewer.views["axial"], viewer.views["coronal"]
+    qtbot.mouseClick(coronal.viewport(), Qt.LeftButton, pos=widget_point(coronal, 20, 20).toPoint())
+    assert viewer.active is coronal and box.currentText() == "Coronal"
+    assert axial.width() > coronal.width() and "active view" in box.toolTip()  # says what it names
+    qtbot.mouseClick(box, Qt.LeftButton)  # open the box and choose Coronal, the item it shows
+    popup = box.view()
+    qtbot.waitUntil(popup.isVisible, timeout=15000)
+    qtbot.keyClick(popup, Qt.Key_Return)
+    qtbot.waitUntil(lambda: not popup.isVisible(), timeout=15000)
+    qtbot.waitUntil(lambda: coronal.width() > axial.width(), timeout=15000)
+    assert viewer.active is coronal and box.currentText() == "Coronal"
+
+
 def test_the_read_out_follows_a_key_scroll_without_mouse_movement(qtbot, demo):
     window = demo
     view = window.workspace.active_view()
