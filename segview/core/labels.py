@@ -720,7 +720,7 @@ class LabelMap:
         here"): it is never filled, and it ends the run it lies in. A class labelled on one
         side of a run only is not extended into it (``one_sided_classes`` says which)."""
         self.begin_stroke()
-        for first, last in self._gaps():
+        for first, last in self.gaps():
             self.interpolate(first, last)
         return self.end_stroke()
 
@@ -728,13 +728,13 @@ class LabelMap:
         """The classes ``fill_between_slices`` would leave out, each with the gaps (the
         labelled slices ``first``, ``last`` around them) where it lies on one side only."""
         one_sided: dict[int, list[tuple[int, int]]] = {}
-        for first, last in self._gaps():
+        for first, last in self.gaps():
             a, b = np.unique(self.array[first]), np.unique(self.array[last])
             for value in np.setxor1d(a[a != 0], b[b != 0]):
                 one_sided.setdefault(int(value), []).append((first, last))
         return one_sided
 
-    def _gaps(self) -> list[tuple[int, int]]:
+    def gaps(self) -> list[tuple[int, int]]:
         """Each run of unlabelled slices between two labelled ones, as those two (a reviewed
         slice, labelled or not, ends a run)."""
         labelled = np.asarray(self.array.reshape(self.array.shape[0], -1).any(axis=1))

@@ -1195,9 +1195,7 @@ class MainWindow(QMainWindow):
             one_sided = session.labels.one_sided_classes()
             changes = session.labels.fill_between_slices()
             if not changes and not session.labels.kept and not one_sided:
-                return self.statusBar().showMessage(
-                    "Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
-                    "reviewed is never filled, and ends the run it lies in)", 10000)
+                return self.statusBar().showMessage(self._nothing_filled_text(session.labels.gaps()), 10000)
             filled = labelled_slices(changes)
             self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices",
                            changes, *self._one_sided_text(one_sided))
@@ -1222,6 +1220,18 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(message, 15000 if more else 10000)
         if details:
             self.statusBar().setToolTip(f"{message}\n{details}")
+
+    @staticmethod
+    def _nothing_filled_text(gaps: list[tuple[int, int]]) -> str:
+        """Why Fill between slices changed nothing: no gap to fill, or shapes on the two
+        sides of each gap so far apart (for their size) that each ends on its own side
+        before the first slice between them."""
+        if not gaps:
+            return ("Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
+                    "reviewed is never filled, and ends the run it lies in)")
+        pairs = "; ".join(f"{first + 1} and {last + 1}" for first, last in gaps)
+        return (f"Fill between slices changed nothing: the labels on slices {pairs} lie too far apart for "
+                "their size to blend (each ends on its own side)")
 
     def _one_sided_text(self, one_sided: dict[int, list[tuple[int, int]]]) -> tuple[str, str]:
         """The classes Fill between slices leaves out (a class labelled on one side of a gap

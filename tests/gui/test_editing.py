@@ -900,6 +900,22 @@ def test_fill_between_slices_with_nothing_to_fill_says_why(qtbot, editing):
     assert not editing.session.labels.can_undo
 
 
+def test_fill_between_slices_says_when_the_shapes_lie_too_far_apart_to_blend(qtbot, editing):
+    """A tester painted a blob on slice 35 of the lung phantom, seven slices above a two-voxel
+    tail of the lesion across the lung: nothing was filled, and the status bar said no
+    unlabelled slice lay between two labelled ones, with six of them on screen between."""
+    labels = editing.session.labels
+    with labels.step():
+        labels.paint(2, [(20, 20)], 1.0, 1)     # a dot in one corner ...
+        labels.paint(8, [(200, 200)], 10.0, 1)  # ... a blob far away in the other
+    before = labels.array.copy()
+    editing._slice_operation("fill_between")
+    message = editing.statusBar().currentMessage()
+    assert "no unlabelled slice lies" not in message
+    assert message.startswith("Fill between slices changed nothing: ") and "slices 3 and 9" in message
+    np.testing.assert_array_equal(labels.array, before)
+
+
 def test_the_slice_buttons_leave_the_keys_to_the_view(qtbot, demo):
     """A tester clicked Clear slice, then Up to go on: the button had taken the keys."""
     from PySide6.QtWidgets import QPushButton
