@@ -115,7 +115,8 @@ class Brush(Effect):
         self.drag(session, at, settings)
         changed = bool(session.labels.end_stroke())
         self._last = None
-        return None if changed else kept_note(session, f"{self.text} changed nothing")
+        # As Fill and Polygon do: a stroke held back in part says by what (holes in it otherwise unexplained).
+        return kept_note(session, self.text if changed else f"{self.text} changed nothing")
 
 
 class Eraser(Brush):

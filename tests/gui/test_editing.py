@@ -791,6 +791,22 @@ def test_with_empty_labels_the_metrics_say_why_every_score_is_zero(qtbot, editin
     qtbot.waitUntil(lambda: window.metrics.empty_labels.isVisible())
 
 
+def test_a_brush_stroke_held_back_in_part_says_what_paint_over_kept(qtbot, editing):
+    """A stroke under "background only" across another class painted around it without a
+    word (only a stroke that changed nothing said why)."""
+    window, view, session = editing, axial(editing), editing.session
+    window.tools.set_tool("brush")
+    drag(view, [(60, 60), (60, 80)])
+    painted = session.labels.array.copy()
+    window.tools.policy_choice.setCurrentIndex(1)  # paint over background only
+    window.tools.class_choice.setCurrentIndex(1)
+    drag(view, [(50, 70), (70, 70)])  # across the first stroke
+    assert (session.labels.array != painted).any()
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Brush: ") and "kept by 'Paint over: background only'" in message
+    assert int(message.split(": ")[1].split()[0]) > 0
+
+
 def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     """A tester's eraser under "background only" and Clear slice under an intensity range
     changed nothing, or less than the slice, without a word."""
