@@ -635,6 +635,10 @@ class MainWindow(QMainWindow):
         recovered = session.recoverable_edits
         if recovered is None:
             return
+        if self.read_only_reason() is not None:  # restored here they could not be saved: kept for later
+            self.statusBar().showMessage("A crashed session's unsaved edits of this image are offered once it is "
+                                         "editable here (File > Recover edits... finds them too)", 10000)
+            return
         answer = QMessageBox.question(
             self, "Restore unsaved edits?",
             f"segview found {recovered.steps} edit step(s) on this image that were never saved "
@@ -652,6 +656,9 @@ class MainWindow(QMainWindow):
         """File > Recover edits...: the set-aside journals of crashed sessions of this image."""
         if self.session is None:
             return self._error("Open the image whose edits you want to recover.", "Recover edits")
+        reason = self.read_only_reason()
+        if reason is not None:  # restored here they could not be saved, and reading it again dropped them
+            return self._error(f"{reason}\n\nRecover the edits once it is editable here.", "Recover edits")
         journals = set_aside_journals(self.session.key)
         if not journals:
             QMessageBox.information(self, "Recover edits", "No set-aside edits of this image were found.")

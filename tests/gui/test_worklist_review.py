@@ -5,7 +5,7 @@ dialogs start (a PACS study's labels never in the cache). Tiny datasets made her
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QDialog, QFileDialog
+from PySide6.QtWidgets import QDialog, QFileDialog, QInputDialog, QMessageBox
 
 from segview.core.dicom import write_dicom_series
 from segview.core.io import load_labels, load_volume, save_volume
@@ -13,6 +13,7 @@ from segview.core.review_state import read_sidecar
 from segview.gui import settings as settings_module
 from segview.gui.metrics_panel import REVIEWED_TICK
 from segview.session import Worklist
+from segview.session.case_files import CaseLock
 from tests.session.conftest import make_checkpoint, make_dataset, tiny_case
 
 from .helpers import drag, load_models
@@ -366,6 +367,34 @@ def test_a_read_only_case_is_read_again_on_its_slice_when_the_other_segview_clos
     third = Worklist.open(dataset).session("case_001")
     assert third.read_only_reason is not None
     third.close()
+
+
+def test_a_crashed_sessions_edits_of_a_case_open_elsewhere_are_offered_once_it_is_editable_here(
+        qtbot, window, dataset, dialogs, monkeypatch):
+    """A radiologist back after a kill found a colleague on the case that held the unsaved
+    edits: they were offered on the read-only case and restored there, where nothing can be
+    saved; once the colleague closed it, reading it again editable asked to drop them, and
+    they were gone (their journal taken as restored)."""
+    crashed = Worklist.open(dataset).session("case_001")  # its image key is known from now on
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a kill -9
+    colleague, _ = CaseLock.acquire(dataset / "labelsTr" / "case_001.nii.gz")  # the other segview has it
+    assert colleague is not None
+    controller = open_dataset(qtbot, window, dataset)
+    controller.release_watch.setInterval(20)
+    dialogs.answers.append(QMessageBox.Yes)  # restore, whenever asked
+    open_case(qtbot, controller, "case_001")
+    assert window.session.read_only_reason is not None and not window.session.modified
+    assert not any("never saved" in text for _, text in dialogs)
+    assert status_cell(controller, "case_001").text().endswith("crashed edits")
+    monkeypatch.setattr(QInputDialog, "getItem", lambda parent, title, label, items, *_: (items[0], True))
+    window.recover_edits()  # File > Recover edits... refuses too
+    assert not window.session.modified and any("Recover the edits once" in text for _, text in dialogs)
+    with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
+        colleague.release()
+    assert window.session.read_only_reason is None and window.session.reviewed[2]
+    assert sum("never saved" in text for _, text in dialogs) == 1
+    assert not any("drop its unsaved edits" in text for _, text in dialogs)
 
 
 def test_a_read_only_case_is_read_again_when_the_other_segview_saves_it(qtbot, window, dataset, dialogs):
