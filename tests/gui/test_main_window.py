@@ -99,6 +99,9 @@ def test_views_switch_and_three_view_layout_keeps_each_views_slice(qtbot, demo):
     sagittal = viewer.views["sagittal"]
     point = widget_point(sagittal, *display_pixel(sagittal, (7, 50, 60)))
     qtbot.mouseDClick(sagittal.viewport(), Qt.LeftButton, pos=point.toPoint())
+    # QTest's double click leaves its button held in QTest's state: later tests' mouse moves
+    # (a hover) were drags, and the level tool's outline never showed.
+    qtbot.mouseRelease(sagittal.viewport(), Qt.LeftButton, pos=point.toPoint())
     assert [v.index for v in viewer.views.values()] == [7, 50, 60]
 
 
