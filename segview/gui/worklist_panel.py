@@ -754,9 +754,6 @@ class WorklistController(QObject):
                 return self._save_leaving(old, job.name, lambda: self._show_case(job, previous, session), stay)
             if not self._leave(old):
                 return stay()
-        if isinstance(old, CaseSession) and old.case is session.case and session.recoverable_edits is None:
-            # A crashed session's edits not offered while the case was read-only: offered now.
-            session.recoverable_edits = old.recoverable_edits
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
         if isinstance(previous, CaseSession) and previous.worklist is self.worklist:
             self._refresh_row(previous.case.name)  # closed: its lock, if it was read-only, is gone
