@@ -1047,6 +1047,15 @@ class WorklistNavigator:
         """The cases in the frozen order."""
         return [self.worklist.case(name) for name in self.order]
 
+    def first_name(self) -> str | None:
+        """The case to show first, in the frozen order: the first holding a crashed session's
+        unsaved edits (``Case.crashed_edits``) that no other segview has open, to offer them;
+        else the first not done; else the first. None without cases."""
+        cases = self.cases()
+        crashed = (c for c in cases if c.crashed_edits and c.held_by is None)
+        first = next(crashed, None) or next((c for c in cases if c.status != "done"), cases[0] if cases else None)
+        return first.name if first is not None else None
+
     def next_name(self, name: str | None = None) -> str | None:
         """The case after ``name`` (default: ``current``) in the frozen order; the first when
         ``name`` is none of them; None after the last."""

@@ -493,3 +493,17 @@ def test_a_crashed_sessions_edits_of_a_case_looked_at_read_only_are_offered_when
     assert editable.reviewed[2] and not worklist.case("case_001").crashed_edits
     editable.close(discard=True)
 
+
+def test_a_dataset_opens_on_the_first_case_with_crashed_edits_that_nobody_else_has_open(dataset):
+    """After a restart the first case not done came on screen, a case a colleague had open
+    (read-only here), while another case held this reader's unsaved edits."""
+    assert WorklistNavigator(Worklist.open(dataset)).first_name() == "case_000"  # none: the first not done
+    for name in ("case_002", "case_003"):
+        leave_crashed_edits(dataset, name)
+    holding = [CaseLock.acquire(dataset / "labelsTr" / f"{name}.nii.gz")[0] for name in ("case_000", "case_002")]
+    navigator = WorklistNavigator(Worklist.open(dataset))
+    assert [c.name for c in navigator.cases() if c.crashed_edits] == ["case_002", "case_003"]
+    assert navigator.first_name() == "case_003"  # case_002's are offered once its holder is done
+    for lock in holding:
+        lock.release()
+    assert WorklistNavigator(Worklist.open(dataset)).first_name() == "case_002"
