@@ -464,12 +464,13 @@ class WorklistController(QObject):
         self.dataset_opened.emit()
         if len(worklist.checkpoints) == 2:
             self.predict_dataset()
-        # The first case not done goes on screen, as Next would open it: an empty window would
-        # show nothing to a new user, and an image of elsewhere left there would have models
-        # loaded next checked against it (its unsaved edits are asked about first, as any
-        # case opened does).
-        cases = self.navigator.cases()
-        self.open_case(next((c.name for c in cases if c.status != "done"), cases[0].name))
+        # A case goes on screen (``WorklistNavigator.first_name``: one with a crashed session's
+        # edits, else the first not done): an empty window would show nothing to a new user,
+        # and an image of elsewhere left there would have models loaded next checked against
+        # it (its unsaved edits are asked about first, as any case opened does).
+        first = self.navigator.first_name()
+        if first is not None:
+            self.open_case(first)
 
     def _keep_fitting(self, worklist: Worklist, problems: dict[str, tuple[str, bool]]) -> None:
         """Leave out the checkpoints chosen before that do not fit the dataset opened
@@ -754,9 +755,6 @@ class WorklistController(QObject):
                 return self._save_leaving(old, job.name, lambda: self._show_case(job, previous, session), stay)
             if not self._leave(old):
                 return stay()
-        if isinstance(old, CaseSession) and old.case is session.case and session.recoverable_edits is None:
-            # A crashed session's edits not offered while the case was read-only: offered now.
-            session.recoverable_edits = old.recoverable_edits
         window.discard_session()  # saved above, or nothing unsaved: show_session asks nothing
         if isinstance(previous, CaseSession) and previous.worklist is self.worklist:
             self._refresh_row(previous.case.name)  # closed: its lock, if it was read-only, is gone

@@ -492,7 +492,7 @@ class ReviewSession:
              classes: list[LabelClass] | None = None, series: SeriesInfo | None = None,
              progress: Progress | None = None, first_slice: FirstSlice | None = None,
              key: str | None = None, labels_beside: bool = False, labels_saved=None,
-             empty_if_unreadable: bool = False) -> ReviewSession:
+             empty_if_unreadable: bool = False, journal: bool = True) -> ReviewSession:
         """Open ``image`` (a path: DICOM folder or file, NIfTI, NRRD, MHA; or a Volume) with
         ``labels`` (a label file on its grid with its classes and review state, or that file
         read already by ``read_label_file``; an array; or None for empty labels).
@@ -514,7 +514,10 @@ class ReviewSession:
         when their sidecar names this image (a DICOM folder's other series may have saved
         there).
         ``empty_if_unreadable``: ``labels`` (a file) that cannot be read on the image do not
-        stop it opening: empty labels, the reason in ``warnings``. Raises VolumeLoadError."""
+        stop it opening: empty labels, the reason in ``warnings``. ``journal``: False to start
+        none, nor touch a crashed session's journals, until ``_start_journal`` is called, once
+        it is known whether the labels may be edited here (a worklist case's lock). Raises
+        VolumeLoadError."""
         release_freed_slabs()  # edits of a big volume go in slabs: their memory goes back
         volume = _load_image(image, series_uid, series, progress, first_slice)
         if "auto_window" not in volume.meta:
@@ -546,7 +549,8 @@ class ReviewSession:
         session = cls(volume, label_map, key, label_file, classes)
         if unread:
             session.warnings.append(unread)
-        session._start_journal(recover)
+        if journal:
+            session._start_journal(recover)
         if cls._counts_labels_on_open:
             session.live.label_histogram()  # here, in the worker: adding a model later is instant
         return session
@@ -558,20 +562,36 @@ class ReviewSession:
         volume = image if isinstance(image, Volume) else load_volume(image, series_uid)
         return unsaved_edits(image_key(volume))
 
-    def _start_journal(self, recover: bool) -> None:
+    def _start_journal(self, recover: bool, editable: bool = True) -> None:
+        """Journal the edits from here, a crashed session's journals of the image set aside
+        and its unsaved edits restored (``recover``) or kept in ``recoverable_edits``.
+        ``editable``: False for labels that may not be edited here (a case another segview
+        has open): nothing to journal, and the crashed journals stay where they are, so that
+        opening the image editable offers them."""
         crashed = unsaved_edits(self.key)
+        if editable:
+            self._journal_setting_aside()
+        if crashed is not None and recover and editable:
+            self.restore(crashed)
+        else:
+            self.recoverable_edits = crashed
+
+    def _journal_setting_aside(self) -> None:
         try:
             set_aside(self.key)  # kept, and listed by File > Recover edits
         except OSError as exc:
             self.warnings.append(f"{exc}. Edits are not journalled: save often.")
-        else:
-            failure = self._journal_from_here()
-            if failure is not None:
-                self.warnings.append(failure)
-        if crashed is not None and recover:
-            self.restore(crashed)
-        else:
-            self.recoverable_edits = crashed
+            return
+        failure = self._journal_from_here()
+        if failure is not None:
+            self.warnings.append(failure)
+
+    def _stop_journal(self) -> None:
+        """Stop journalling labels found read-only (a case opened ahead that another segview
+        has open when it is shown): their journal, unedited, is deleted."""
+        if self.journal is not None:
+            self.journal.close(delete=not self.modified)
+            self.journal = None
 
     def _journal_from_here(self) -> str | None:
         """Start journalling the labels as they are now; what to tell the person when it

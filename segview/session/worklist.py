@@ -403,13 +403,14 @@ class Worklist:
             # from what is read here, as the prediction queue scored it (not left at none).
             self._score_reviewed(case, volume, self.digests(), labels, cached)
             # The case's own class file wins over the dataset's names.
-            session = CaseSession.open(volume, labels, recover=recover, classes=self.classes, key=key)
+            # Its journal starts once its lock says whether it may be edited here (``attach``).
+            session = CaseSession.open(volume, labels, classes=self.classes, key=key, journal=False)
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
         except VolumeLoadError as exc:
             case.error = str(exc)  # labels on another grid: the message says how
             raise
         try:
-            session.attach(self, case, predictors, stamp, cached, lock, checkpoints)
+            session.attach(self, case, predictors, stamp, cached, lock, checkpoints, recover)
             session.read_from = on_disk
         except BaseException:
             session.close(discard=True)  # its lock and journal go with it
@@ -655,16 +656,19 @@ class CaseSession(ReviewSession):
 
     def attach(self, worklist: Worklist, case: Case, predictors: dict[str, object],
                stamp: str | None = None, cached: dict[str, np.ndarray | None] | None = None,
-               lock: bool = True, checkpoints: dict[str, Path] | None = None) -> None:
+               lock: bool = True, checkpoints: dict[str, Path] | None = None, recover: bool = False) -> None:
         """Called by ``Worklist.session``: the case, its provenance, its models (slot ->
         Predictor, of ``checkpoints``: slot -> path, default the worklist's) with their
         cached predictions (``cached``: slot -> those read already) and, when the cache has
         them for the labels as read (``stamp``: ``labels_stamp`` of the file, taken before it
-        was read), their confusion counts; its lock, with ``lock``."""
+        was read), their confusion counts; its lock, with ``lock``; its journal, unless it is
+        read-only: then a crashed session's journals stay, offered when the case is opened
+        editable (``recover``: restored now, when it is)."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
         if lock:
             self._lock_case()
+        self._start_journal(recover, editable=not self.read_only)
         if not case.labels.is_file():  # a status-only sidecar: keep its keys, provenance too
             sidecar = read_sidecar(case.labels) or {}
             self.review_extra = {k: v for k, v in sidecar.items() if k in ("case", "provenance")}
@@ -672,7 +676,7 @@ class CaseSession(ReviewSession):
                 self.provenance.sources = provenance_from_json(self.review_extra.get("provenance") or {},
                                                                self.labels.array.shape[0])
         worklist._learn_key(case, self.key)
-        case.crashed_edits = self.recoverable_edits is not None  # its journals were set aside on opening
+        case.crashed_edits = self.recoverable_edits is not None  # as offered, whatever _learn_key read
         self._add_cached_models(checkpoints if checkpoints is not None else dict(worklist.checkpoints), predictors,
                                 stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
@@ -690,6 +694,8 @@ class CaseSession(ReviewSession):
         if self.saved_since_read():  # saved just before the lock was taken
             self.release_lock()
             return False
+        if self.read_only:
+            self._stop_journal()  # nothing can be edited, so nothing to journal
         return True
 
     def saved_since_read(self) -> bool:
@@ -1040,6 +1046,15 @@ class WorklistNavigator:
     def cases(self) -> list[Case]:
         """The cases in the frozen order."""
         return [self.worklist.case(name) for name in self.order]
+
+    def first_name(self) -> str | None:
+        """The case to show first, in the frozen order: the first holding a crashed session's
+        unsaved edits (``Case.crashed_edits``) that no other segview has open, to offer them;
+        else the first not done; else the first. None without cases."""
+        cases = self.cases()
+        crashed = (c for c in cases if c.crashed_edits and c.held_by is None)
+        first = next(crashed, None) or next((c for c in cases if c.status != "done"), cases[0] if cases else None)
+        return first.name if first is not None else None
 
     def next_name(self, name: str | None = None) -> str | None:
         """The case after ``name`` (default: ``current``) in the frozen order; the first when

@@ -517,21 +517,24 @@ def test_the_row_of_a_case_with_a_crashed_sessions_edits_says_so_until_they_are_
     until it was opened."""
     from segview.gui.workers import Worker
 
-    crashed = Worklist.open(dataset).session("case_001")  # its image key is known from now on
-    crashed.mark_reviewed(2)
-    crashed.close()  # unsaved: the journal stays behind, as after a crash
-    controller = open_dataset(qtbot, window, dataset)  # case_000 on screen, case_001 next
+    for name in ("case_001", "case_002"):
+        crashed = Worklist.open(dataset).session(name)  # its image key is known from now on
+        crashed.mark_reviewed(2)
+        crashed.close()  # unsaved: the journal stays behind, as after a crash
+    dialogs.answers.append(QMessageBox.No)
+    controller = open_dataset(qtbot, window, dataset)  # case_001 on screen, to offer its edits; case_002 next
+    assert window.session.case.name == "case_001"
     assert Worker.pool().waitForDone(TIMEOUT)
     QApplication.processEvents()  # the prefetch's end
     statuses = [status_cell(controller, n).text() for n in controller.panel.names()]
-    assert statuses == ["new", "new, crashed edits", "new", "new"]
-    assert "unsaved edits" in status_cell(controller, "case_001").toolTip()
+    assert statuses == ["new", "new", "new, crashed edits", "new"]  # case_001's declined
+    assert "unsaved edits" in status_cell(controller, "case_002").toolTip()
     dialogs.answers.append(answer)
     with qtbot.waitSignal(controller.case_opened, timeout=TIMEOUT):
         qtbot.keyClick(window, Qt.Key_N, Qt.ControlModifier)
-    assert any(kind == "question" and "never saved" in text for kind, text in dialogs)
-    assert "crashed" not in status_cell(controller, "case_001").text()
-    assert "unsaved edits" not in status_cell(controller, "case_001").toolTip()
+    assert sum(kind == "question" and "never saved" in text for kind, text in dialogs) == 2
+    assert "crashed" not in status_cell(controller, "case_002").text()
+    assert "unsaved edits" not in status_cell(controller, "case_002").toolTip()
 
 
 def test_segview_dataset_opens_the_worklist(tmp_path, dataset):

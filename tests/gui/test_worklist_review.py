@@ -397,6 +397,46 @@ def test_a_crashed_sessions_edits_of_a_case_open_elsewhere_are_offered_once_it_i
     assert not any("drop its unsaved edits" in text for _, text in dialogs)
 
 
+def test_a_crashed_sessions_edits_of_a_case_left_while_read_only_are_offered_when_it_is_opened_again(
+        qtbot, window, dataset, dialogs):
+    """A radiologist back after a kill looked at the case holding the unsaved edits while a
+    colleague had it, went on to another case and came back once the colleague was done: the
+    edits were not offered and the row no longer said "crashed edits" (the read-only case had
+    set them aside, for File > Recover edits only)."""
+    crashed = Worklist.open(dataset).session("case_001")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a kill -9
+    colleague, _ = CaseLock.acquire(dataset / "labelsTr" / "case_001.nii.gz")
+    assert colleague is not None
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_001")
+    assert window.session.read_only_reason is not None
+    open_case(qtbot, controller, "case_002")  # left while the colleague still has it
+    assert status_cell(controller, "case_001").text().endswith("crashed edits")
+    colleague.release()
+    dialogs.answers.append(QMessageBox.Yes)  # restore
+    open_case(qtbot, controller, "case_001")
+    assert window.session.read_only_reason is None and window.session.reviewed[2]
+    assert sum("never saved" in text for _, text in dialogs) == 1
+    assert not status_cell(controller, "case_001").text().endswith("crashed edits")
+
+
+def test_a_dataset_opens_on_the_case_with_crashed_edits_not_on_one_a_colleague_has_open(
+        qtbot, window, dataset, dialogs):
+    """After a restart the dataset opened on its first case, which a colleague had open
+    (read-only here), while another case held this reader's unsaved edits."""
+    crashed = Worklist.open(dataset).session("case_001")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: the journal stays behind, as after a kill -9
+    colleague, _ = CaseLock.acquire(dataset / "labelsTr" / "case_000.nii.gz")
+    assert colleague is not None
+    dialogs.answers.append(QMessageBox.Yes)  # restore
+    open_dataset(qtbot, window, dataset)
+    assert window.session.case.name == "case_001" and window.session.read_only_reason is None
+    assert window.session.reviewed[2] and sum("never saved" in text for _, text in dialogs) == 1
+    colleague.release()
+
+
 def test_a_read_only_case_is_read_again_when_the_other_segview_saves_it(qtbot, window, dataset, dialogs):
     """A tester's second reader kept looking at labels the first reader had since corrected
     and saved, until the first closed the case."""

@@ -17,6 +17,7 @@ from segview.core.io import load_labels, load_volume
 from segview.core.journal import image_key, journal_path, set_aside_folder
 from segview.core.review_state import read_sidecar
 from segview.session import CaseSession, ReviewSession, SessionError, Worklist, WorklistNavigator, dataset_layout
+from segview.session.case_files import CaseLock
 from segview.session.worklist import PredictionCache, crashed_edits
 
 from .conftest import make_dataset, tiny_case
@@ -393,6 +394,7 @@ def test_a_case_opened_ahead_locks_nothing_until_it_is_shown(dataset, monkeypatc
     shown = navigator.next(session)
     assert shown.case.name == "case_002" and calls.count("case_002") == 1
     assert shown.read_only and "open in another segview" in shown.read_only_reason
+    assert shown.journal is None  # nothing can be edited: its journal, started ahead, is gone
     shown.close()
     colleague.close()
 
@@ -458,3 +460,50 @@ def test_after_a_kill_the_case_with_edits_is_marked_until_they_are_restored_or_d
     assert not worklist.case("case_001").crashed_edits
     shown.close(discard=True)
     assert not any(c.crashed_edits for c in Worklist.open(dataset).cases)
+
+
+def leave_crashed_edits(dataset, name):
+    """A session of case ``name`` killed with a slice marked and nothing saved: its journal stays."""
+    crashed = Worklist.open(dataset).session(name)
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: as after a kill -9
+
+
+def test_a_crashed_sessions_edits_of_a_case_looked_at_read_only_are_offered_when_it_opens_editable_later(dataset):
+    """A radiologist back after a kill looked at the case holding the unsaved edits while a
+    colleague had it (read-only), went on to another, and came back once the colleague was
+    done: the edits were not offered, and the row no longer said "crashed edits" (the
+    read-only opening had set their journal aside; only File > Recover edits had them)."""
+    leave_crashed_edits(dataset, "case_001")
+    colleague, _ = CaseLock.acquire(dataset / "labelsTr" / "case_001.nii.gz")
+    assert colleague is not None
+    worklist = Worklist.open(dataset)
+    looked = worklist.session("case_001")
+    assert looked.read_only and looked.journal is None  # it cannot be saved: nothing to journal
+    assert looked.recoverable_edits is not None and worklist.case("case_001").crashed_edits
+    looked.close()
+    assert worklist.case("case_001").crashed_edits and crashed_edits(looked.key)
+    assert not set_aside_folder().exists() or not any(set_aside_folder().iterdir())
+    assert Worklist.open(dataset).case("case_001").crashed_edits  # after a restart too
+    colleague.release()
+    editable = worklist.session("case_001")
+    assert not editable.read_only and editable.recoverable_edits is not None
+    assert editable.recoverable_edits.reviewed[2]
+    editable.restore(editable.recoverable_edits)
+    assert editable.reviewed[2] and not worklist.case("case_001").crashed_edits
+    editable.close(discard=True)
+
+
+def test_a_dataset_opens_on_the_first_case_with_crashed_edits_that_nobody_else_has_open(dataset):
+    """After a restart the first case not done came on screen, a case a colleague had open
+    (read-only here), while another case held this reader's unsaved edits."""
+    assert WorklistNavigator(Worklist.open(dataset)).first_name() == "case_000"  # none: the first not done
+    for name in ("case_002", "case_003"):
+        leave_crashed_edits(dataset, name)
+    holding = [CaseLock.acquire(dataset / "labelsTr" / f"{name}.nii.gz")[0] for name in ("case_000", "case_002")]
+    navigator = WorklistNavigator(Worklist.open(dataset))
+    assert [c.name for c in navigator.cases() if c.crashed_edits] == ["case_002", "case_003"]
+    assert navigator.first_name() == "case_003"  # case_002's are offered once its holder is done
+    for lock in holding:
+        lock.release()
+    assert WorklistNavigator(Worklist.open(dataset)).first_name() == "case_002"
