@@ -201,6 +201,8 @@ def _run_phantom(args) -> int:
 
     if args.count < 1:
         raise UserError("--count must be at least 1")
+    if args.seed < 0:  # numpy's seeding refused it with a traceback
+        raise UserError("--seed must be 0 or more")
     images, labels = args.output / "imagesTr", args.output / "labelsTr"
     names = [f"{args.task}_{seed:03d}" for seed in range(args.seed, args.seed + args.count)]
     there = [name for name in names if (labels / f"{name}.nii.gz").exists() or (images / name).exists()

@@ -155,6 +155,8 @@ def _run_train(args) -> int:
         raise UserError("--reviewed-only needs a dataset folder whose cases have review sidecars")
     if (args.replay_share is not None) and not args.replay:
         raise UserError("--replay-share needs --replay")
+    if args.init:
+        _refuse_with_init(args)
     try:
         config, given = _train_config(args)
     except ValueError as exc:
@@ -197,6 +199,21 @@ def _run_train(args) -> int:
     return 0
 
 
+def _refuse_with_init(args) -> None:
+    """--init keeps the checkpoint's network and intensity scaling (``ml.train.FROM_PARENT``):
+    options that would change them were dropped unsaid, and --preset's settings too."""
+    from .common import UserError
+
+    kept = [option for option, value in (("--input-size", args.input_size), ("--base-channels", args.base_channels),
+                                         ("--depth", args.depth), ("--norm", args.norm),
+                                         ("--ct-window", args.ct_window), ("--preset", args.preset))
+            if value is not None]
+    if kept:
+        raise UserError(f"{', '.join(kept)} {'does' if len(kept) == 1 else 'do'} not go with --init: a fine-tune "
+                        "keeps the checkpoint's network, input size and intensity scaling (CT window), and --preset "
+                        "paper is a protocol for training from scratch")
+
+
 def _held_out_text(held_out: list[str], usable: set[str], folder: Path) -> str:
     """What the fixed split holds out, and which of those cases can validate (reviewed, not
     flagged): with none, the best epoch is the training loss's."""
@@ -226,8 +243,9 @@ def _run_train_interactive(args, cases: int, first_seed: int) -> int:
     unused = [option for option, value in (("--ct-window", args.ct_window),
                                            ("--foreground-fraction", args.foreground_fraction)) if value is not None]
     if unused:  # they were dropped unsaid
-        raise UserError(f"{' and '.join(unused)} do not go with --interactive: the click model scales each crop by "
-                        "its own 1st-99th percentiles, and each of its samples is one class on one slice")
+        raise UserError(f"{' and '.join(unused)} {'do' if len(unused) > 1 else 'does'} not go with --interactive: "
+                        "the click model scales each crop by its own 1st-99th percentiles, and each of its samples "
+                        "is one class on one slice")
     if args.data is None and not args.phantom:
         raise UserError("give a dataset folder or --phantom TASK (or both; --phantom may be repeated)")
     values: dict = {"from_models": tuple(str(p) for p in args.from_model)}
@@ -403,10 +421,11 @@ def _run_evaluate(args) -> int:
     for folder in (args.output, args.report):  # before an evaluation that may take long
         if folder is not None:
             _check_output(folder, "the results")
+    if args.image or args.labels:
+        _refuse_with_image(args)
+        return _report_on_labels(args)
     if args.reviewed_only:
         return _run_verdict(args)
-    if args.image or args.labels:
-        return _report_on_labels(args)
     from ..core.journal import image_key, voxel_digest
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
@@ -570,6 +589,20 @@ def _clicks_difference(a, b) -> dict:
     return paired_difference([x for x, _ in pairs], [y for _, y in pairs], lower_is_better=True)
 
 
+def _refuse_with_image(args) -> None:
+    """--image (and --labels) is the report on one scan: the data sets, the verdict and the
+    simulated reviewer of the other modes were dropped unsaid beside it."""
+    from .common import UserError
+
+    others = [option for option, value in (("--data", args.data), ("--phantom", args.phantom),
+                                           ("--reviewed-only", args.reviewed_only), ("--robot", args.robot))
+              if value]
+    if others:
+        raise UserError(f"{', '.join(others)} {'does' if len(others) == 1 else 'do'} not go with --image and "
+                        "--labels: the report compares two checkpoints on that one scan; evaluate data sets in a "
+                        "command of their own")
+
+
 def _report_on_labels(args) -> int:
     """The window's comparison report, without a window: checkpoints A and B predict one
     scan; their scores against saved labels go to comparison.md and the CSVs and plot."""
@@ -583,7 +616,8 @@ def _report_on_labels(args) -> int:
 
     folder = args.report or args.output
     if not (args.image and args.labels and folder and len(args.checkpoints) == 2):
-        raise UserError("a report on saved labels needs two checkpoints, --image, --labels and --report DIR")
+        raise UserError("a report on saved labels needs two checkpoints, --image, --labels and --report DIR "
+                        "(or -o DIR)")
     volume = load_volume(args.image)
     labels = LabelMap(load_labels(args.labels, volume).astype("uint8"), volume.spacing)
     labels.reviewed[:] = True
@@ -702,6 +736,9 @@ def _run_predict(args) -> int:
     predictor = Predictor.from_checkpoint(args.checkpoint, rank_device(args.device))
     batch = args.input.is_dir() and any(extension(p) in IMAGE_EXTENSIONS for p in args.input.iterdir()
                                         if p.is_file())
+    if args.series is not None and (batch or not args.input.is_dir()):  # it was ignored unsaid
+        raise UserError(f"--series chooses one series of a DICOM folder; {args.input} is "
+                        f"{'a folder of image files' if batch else 'an image file'}")
     if batch:
         inputs = sorted(p for p in args.input.iterdir() if p.is_file() and extension(p) in IMAGE_EXTENSIONS)
         args.output.mkdir(parents=True, exist_ok=True)

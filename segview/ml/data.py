@@ -80,6 +80,8 @@ def phantom_dataset(task: str, count: int, first_seed: int = 0,
     ``first_seed``; ``shift``: as a new scanner shows them (``core.phantoms.scanner_shift``)."""
     if count < 1:
         raise DatasetError("the number of phantom cases must be at least 1")
+    if first_seed < 0:  # numpy's seeding refused it with a traceback
+        raise DatasetError("the first phantom seed must be 0 or more")
     cases = []
     classes: list[LabelClass] = []
     for n in range(count):

@@ -73,6 +73,10 @@ class TrainConfig:
         self.ct_window = tuple(self.ct_window)
         if self.epochs < 1 or self.batch_size < 1 or self.input_size < 8:
             raise ValueError("epochs and batch size must be at least 1, the input size at least 8")
+        if self.base_channels < 1 or self.depth < 1:  # else the UNet's ValueError came out as a traceback
+            raise ValueError("the base channels and the depth must be at least 1")
+        if not self.ct_window[0] < self.ct_window[1]:  # else every voxel scaled to 0 or 1, unsaid
+            raise ValueError("the CT window needs LOW below HIGH")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("the learning rate must be a positive number")
         if not 0 <= self.foreground_fraction <= 1:

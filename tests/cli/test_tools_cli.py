@@ -103,6 +103,47 @@ def test_options_a_run_would_ignore_are_refused(tmp_path, capsys, arguments, mes
     assert message in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["phantom", "cardiac", "--seed", "-1"], "--seed must be 0 or more"),
+    (["train", "--phantom", "cardiac", "--cases", "2", "--first-seed", "-5", *TINY],
+     "the first phantom seed must be 0 or more"),
+    (["evaluate", str(CARDIAC_CE), "--phantom", "cardiac", "--cases", "1", "--first-seed", "-1"],
+     "the first phantom seed must be 0 or more"),
+    (["train", "--phantom", "cardiac", "--depth", "0"], "the base channels and the depth must be at least 1"),
+    (["train", "--interactive", "--phantom", "cardiac", "--base-channels", "0"],
+     "the base channels and the depth must be at least 1"),
+    (["train", "--phantom", "lung", "--ct-window", "100", "-100"], "the CT window needs LOW below HIGH"),
+    (["train", "DATA", "--init", "x.safetensors", "--input-size", "96", "--norm", "instance"],
+     "--input-size, --norm do not go with --init: a fine-tune keeps the checkpoint's network"),
+    (["train", "DATA", "--init", "x.safetensors", "--ct-window", "-500", "500"], "--ct-window does not go with --init"),
+    (["train", "DATA", "--init", "x.safetensors", "--preset", "paper"], "--preset does not go with --init"),
+    (["train", "--interactive", "--phantom", "cardiac", "--ct-window", "-100", "200"],
+     "--ct-window does not go with --interactive"),
+    (["evaluate", "a.safetensors", "b.safetensors", "--image", "IMAGE", "--labels", "IMAGE", "--data", "DATA"],
+     "--data does not go with --image and --labels"),
+    (["evaluate", "a.safetensors", "b.safetensors", "--image", "IMAGE", "--labels", "IMAGE", "--phantom", "lung",
+      "--robot"], "--phantom, --robot do not go with --image and --labels"),
+    (["evaluate", "a.safetensors", "b.safetensors", "--image", "IMAGE", "--labels", "IMAGE", "--data", "DATA",
+      "--reviewed-only"], "--data, --reviewed-only do not go with --image"),
+    (["predict", str(CARDIAC_CE), "IMAGE", "--series", "1.2.3"],
+     "--series chooses one series of a DICOM folder; scan.nii.gz is an image file"),
+])
+def test_options_dropped_unsaid_or_ending_in_a_traceback_are_one_line(tmp_path, capsys, monkeypatch, arguments,
+                                                                       message):
+    """Each was taken and ignored (--init's network and scaling, --preset beside it; the other
+    modes' options beside --image; --series with an image file), taken and misused (a CT
+    window upside down scaled every voxel to 0 or 1), or ended in a traceback (a negative
+    phantom seed, depth or base channels 0)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "DATA").mkdir()
+    save_volume(tmp_path / "scan.nii.gz", make_phantom("cardiac", 0).volume)
+    arguments = [{"IMAGE": "scan.nii.gz"}.get(a, a) for a in arguments]
+    assert main([*arguments, "-o", "out.nii.gz" if arguments[0] == "predict" else "out"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.nii.gz").exists()
+
+
 def test_every_option_named_says_what_it_does_and_its_default(capsys):
     from segview.ml.interactive_training import InteractiveConfig
     from segview.ml.train import FINETUNE_PRESET, PAPER_PRESET

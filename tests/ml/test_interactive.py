@@ -640,8 +640,8 @@ def test_two_cpu_processes_train_the_click_model_with_ddp(tmp_path):
     (["--phantom", "cardiac", "--from-model", "x.safetensors"], "go with --interactive"),
     (["--interactive", "--phantom", "cardiac", "--reviewed-only"], "without --reviewed-only"),
     (["--interactive"], "a dataset folder or --phantom"),
-    (["--interactive", "--phantom", "cardiac", "--ct-window", "-100", "200"], "--ct-window do not go with"),
-    (["--interactive", "--phantom", "lung", "--foreground-fraction", "0.5"], "--foreground-fraction do not go with"),
+    (["--interactive", "--phantom", "cardiac", "--ct-window", "-100", "200"], "--ct-window does not go with"),
+    (["--interactive", "--phantom", "lung", "--foreground-fraction", "0.5"], "--foreground-fraction does not go with"),
 ])
 def test_train_interactive_refuses_what_does_not_go_with_it(tmp_path, capsys, arguments, message):
     assert main(["train", *arguments, "-o", str(tmp_path / "out")]) == 2
