@@ -53,9 +53,9 @@ def checked_device(name: str) -> torch.device:
         return device
     there = {"cpu": True, "cuda": torch.cuda.is_available() and device.index is None, "mps": _mps_available()}
     if not there[device.type]:
-        raise SegviewError(f"device {name!r} is not on this machine (torch {torch.__version__} sees "
-                           f"{torch.cuda.device_count()} CUDA GPU(s)); leave the device out for the best there is "
-                           f"({best_device()})")
+        sees = "no Apple GPU (MPS)" if device.type == "mps" else f"{torch.cuda.device_count()} CUDA GPU(s)"
+        raise SegviewError(f"device {name!r} is not on this machine (torch {torch.__version__} sees {sees}); "
+                           f"leave the device out for the best there is ({best_device()})")
     return device
 
 

@@ -492,12 +492,15 @@ def test_evaluate_writes_which_cases_it_left_out(tmp_path, monkeypatch, capsys):
     ("gpu", "unknown device 'gpu': give cpu, cuda, cuda:N or mps"),
     ("cuda", "device 'cuda' is not on this machine"),
     ("cuda:3", "device 'cuda:3' is not on this machine"),
+    ("mps", "device 'mps' is not on this machine (torch"),
 ])
 def test_a_device_not_on_this_machine_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys, command, device,
                                                                    message):
     """A tester's --device cuda on a CPU-only torch, and --device gpu, ended in torch's traceback."""
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    monkeypatch.setattr("torch.backends.mps.is_available", lambda: False)
     assert main([*command, "-o", str(tmp_path / "out"), "--device", device]) == 2
-    assert message in capsys.readouterr().err
+    said = capsys.readouterr().err
+    assert message in said and ("no Apple GPU (MPS)" in said) == (device == "mps")  # not in CUDA's words
     assert not (tmp_path / "out").exists()
