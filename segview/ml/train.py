@@ -206,6 +206,9 @@ def train(config: TrainConfig, dataset: Dataset, progress: ProgressCallback | No
 
     num_classes = len(dataset.classes)
     modality = train_cases[0].volume.modality
+    if modality != "CT" and given is not None and "ct_window" in given and not config.init:
+        raise DatasetError(f"a CT window (--ct-window) was given, but the data are {modality}: each image is "
+                           "scaled by its own percentiles; leave the window out")
     torch.manual_seed(config.seed)
     if config.init:
         model, parent = _parent(Path(config.init), dataset, modality)

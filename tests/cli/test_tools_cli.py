@@ -113,6 +113,8 @@ def test_options_a_run_would_ignore_are_refused(tmp_path, capsys, arguments, mes
     (["train", "--interactive", "--phantom", "cardiac", "--base-channels", "0"],
      "the base channels and the depth must be at least 1"),
     (["train", "--phantom", "lung", "--ct-window", "100", "-100"], "the CT window needs LOW below HIGH"),
+    (["train", "--phantom", "cardiac", "--cases", "2", "--epochs", "1", "--ct-window", "-100", "200", *TINY],
+     "a CT window (--ct-window) was given, but the data are MR"),
     (["train", "DATA", "--init", "x.safetensors", "--input-size", "96", "--norm", "instance"],
      "--input-size, --norm do not go with --init: a fine-tune keeps the checkpoint's network"),
     (["train", "DATA", "--init", "x.safetensors", "--ct-window", "-500", "500"], "--ct-window does not go with --init"),
