@@ -714,21 +714,23 @@ class LabelMap:
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
     @_named("fill between slices")
-    def fill_between_slices(self) -> list[Stored]:
+    def fill_between_slices(self, gaps: list[tuple[int, int]] | None = None) -> list[Stored]:
         """Interpolate across every run of empty slices between two labelled ones
         (one undo step). A reviewed slice is a person's answer, even an empty one ("nothing
         here"): it is never filled, and it ends the run it lies in. A class labelled on one
-        side of a run only is not extended into it (``one_sided_classes`` says which)."""
+        side of a run only is not extended into it (``one_sided_classes`` says which).
+        ``gaps``: ``gaps()``, where the caller has them (each reads the whole volume)."""
         self.begin_stroke()
-        for first, last in self.gaps():
+        for first, last in self.gaps() if gaps is None else gaps:
             self.interpolate(first, last)
         return self.end_stroke()
 
-    def one_sided_classes(self) -> dict[int, list[tuple[int, int]]]:
+    def one_sided_classes(self, gaps: list[tuple[int, int]] | None = None) -> dict[int, list[tuple[int, int]]]:
         """The classes ``fill_between_slices`` would leave out, each with the gaps (the
-        labelled slices ``first``, ``last`` around them) where it lies on one side only."""
+        labelled slices ``first``, ``last`` around them) where it lies on one side only.
+        ``gaps``: as for ``fill_between_slices``."""
         one_sided: dict[int, list[tuple[int, int]]] = {}
-        for first, last in self.gaps():
+        for first, last in self.gaps() if gaps is None else gaps:
             a, b = np.unique(self.array[first]), np.unique(self.array[last])
             for value in np.setxor1d(a[a != 0], b[b != 0]):
                 one_sided.setdefault(int(value), []).append((first, last))

@@ -1199,10 +1199,11 @@ class MainWindow(QMainWindow):
         elif name == "copy_previous" and z > 0:
             self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
-            one_sided = session.labels.one_sided_classes()
-            changes = session.labels.fill_between_slices()
+            gaps = session.labels.gaps()  # once: each reading of them scans the whole volume
+            one_sided = session.labels.one_sided_classes(gaps)
+            changes = session.labels.fill_between_slices(gaps)
             if not changes and not session.labels.kept and not one_sided:
-                return self.statusBar().showMessage(self._nothing_filled_text(session.labels.gaps()), 10000)
+                return self.statusBar().showMessage(self._nothing_filled_text(gaps), 10000)
             filled = labelled_slices(changes)
             self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices",
                            changes, *self._one_sided_text(one_sided))
