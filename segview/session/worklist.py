@@ -392,8 +392,7 @@ class Worklist:
         # Known before the journal starts: it sets a crashed session's journals aside.
         key = key or image_key(volume)
         if not lock and crashed_edits(key):
-            self._learn_key(case, key)  # the next one opened ahead is not read at all
-            case.crashed_edits = True
+            self._learn_key(case, key, crashed=True)  # the next one opened ahead is not read at all
             raise CrashedEditsAhead(f"{name} holds a crashed session's unsaved edits: it opens when shown, "
                                     "to offer them.")
         try:
@@ -417,10 +416,13 @@ class Worklist:
             raise
         return session
 
-    def _learn_key(self, case: Case, key: str) -> None:
+    def _learn_key(self, case: Case, key: str, crashed: bool | None = None) -> None:
         """``case``'s image key, kept by its files' size and time: not hashed again. Newly
-        known, it tells whether a crashed segview left edits of the case."""
-        if case.key != key:
+        known, it tells whether a crashed segview left edits of the case (``crashed``, where
+        the caller knows: its journals are not read again)."""
+        if crashed is not None:
+            case.crashed_edits = crashed
+        elif case.key != key:
             case.crashed_edits = crashed_edits(key)
         case.key = key
         self.cache.remember_key(_image_files(case), key)
@@ -675,8 +677,7 @@ class CaseSession(ReviewSession):
             if self.provenance is not None:
                 self.provenance.sources = provenance_from_json(self.review_extra.get("provenance") or {},
                                                                self.labels.array.shape[0])
-        worklist._learn_key(case, self.key)
-        case.crashed_edits = self.recoverable_edits is not None  # as offered, whatever _learn_key read
+        worklist._learn_key(case, self.key, crashed=self.recoverable_edits is not None)  # as offered
         self._add_cached_models(checkpoints if checkpoints is not None else dict(worklist.checkpoints), predictors,
                                 stamp if self.version == 0 else None, cached or {})  # not after a restore
         case.slices = self.volume.shape[0]
