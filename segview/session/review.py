@@ -550,7 +550,9 @@ class ReviewSession:
         if unread:
             session.warnings.append(unread)
         if journal:
-            session._start_journal(recover)
+            # A dataset case's file opened directly: its lock first, so that a case another
+            # segview has open leaves that segview's crashed journals where they are.
+            session._start_journal(recover, editable=session.hold_labels_file() is None)
         if cls._counts_labels_on_open:
             session.live.label_histogram()  # here, in the worker: adding a model later is instant
         return session
@@ -770,6 +772,9 @@ class ReviewSession:
         if self.labels_path is None or not is_dataset_labels(self.labels_path):
             self.release_lock()
             return None
+        held = self.lock is not None or self.locked_by is not None
+        if held and self._held_file == Path(self.labels_path).absolute():
+            return self.read_only_reason  # taken already (``open``)
         self._lock_labels(Path(self.labels_path))
         self._held_file = Path(self.labels_path).absolute()
         return self.read_only_reason

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from segview.core.io import load_labels
+from segview.core.journal import set_aside_folder
 from segview.session import ReviewSession, SessionError, Worklist
-from segview.session.case_files import is_dataset_labels
+from segview.session.case_files import CaseLock, is_dataset_labels
+from segview.session.worklist import crashed_edits
 
 from .conftest import make_dataset
 
@@ -40,6 +42,27 @@ def test_a_case_open_in_the_worklist_opens_read_only_directly_and_cannot_be_save
         direct.save_job()
     direct.close()
     held.close()
+
+
+def test_a_case_held_elsewhere_opened_directly_leaves_its_crashed_edits_to_be_offered(dataset):
+    """A reader back after a kill opened a case's file directly while a colleague had the case:
+    the unsaved edits were set aside before the lock was known, so opening it editable later
+    no longer offered them (only File > Recover edits had them)."""
+    crashed = Worklist.open(dataset).session("case_001")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: as after a kill -9
+    colleague, _ = CaseLock.acquire(dataset / "labelsTr" / "case_001.nii.gz")
+    assert colleague is not None
+    looked = open_directly(dataset, "case_001")
+    assert looked.read_only_reason is not None and looked.journal is None
+    assert looked.hold_labels_file() == looked.read_only_reason  # the lock ``open`` found, kept
+    looked.close()
+    assert crashed_edits(looked.key)
+    assert not set_aside_folder().exists() or not any(set_aside_folder().iterdir())
+    colleague.release()
+    editable = open_directly(dataset, "case_001")
+    assert editable.read_only_reason is None and editable.recoverable_edits.reviewed[2]
+    editable.close(discard=True)
 
 
 def test_a_case_opened_directly_is_read_only_in_the_worklist_until_closed(dataset):

@@ -19,6 +19,7 @@ from segview.core.metrics import dice_per_class
 from segview.core.review_state import review_path
 from segview.core.volume import Volume
 from segview.session import ReviewSession, SessionError, Worklist, read_label_file
+from segview.session.case_files import CaseLock
 
 from ..core.test_dicom import earlier_grid_labels, nearest_earlier, uneven_series
 from .conftest import CLASSES, make_dataset, tiny_case
@@ -894,15 +895,17 @@ def test_closing_a_case_lets_go_of_its_provenance_and_keeps_other_followers(tmp_
     assert heard == ["changed", "marked", "step"]
 
 
-def test_a_save_over_labels_someone_else_saved_meanwhile_is_refused(tmp_path):
+def test_a_save_over_labels_someone_else_saved_meanwhile_is_refused(tmp_path, monkeypatch):
     """A tester's two readers of one case (one through the worklist, one opening the file)
-    each saved over the other without a word."""
+    each saved over the other without a word. Where a lock can be taken the second opens
+    read-only (test_case_files); here, as on a filesystem without locks, it cannot."""
     folder = tmp_path / "ds"
     make_dataset(folder, 1)
     worklist = Worklist.open(folder)
     name = worklist.cases[0].name
     mine = worklist.session(name)
     image, labels = folder / "imagesTr" / f"{name}_0000.nii.gz", folder / "labelsTr" / f"{name}.nii.gz"
+    monkeypatch.setattr(CaseLock, "acquire", classmethod(lambda cls, path: (None, None)))
     theirs = ReviewSession.open(image, labels=labels)
     theirs.labels.paint(2, [(5, 5)], 2.0, 1)
     theirs.save()
