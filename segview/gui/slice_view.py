@@ -335,7 +335,9 @@ class SliceView(pg.GraphicsLayoutWidget):
             np.subtract(255, grey, out=grey)
         self.image_item.setImage(grey, autoLevels=False, levels=(0, 255))
         self.image_item.setRect(self._rect(plane.shape))
-        title = f"{self.view}  {self.index + 1} / {self.num_slices()}   W {self.window[1]:.0f}  L {self.window[0]:.0f}"
+        # the window on a line of its own: in the narrow views of T it ran past the edge, and
+        # "L -600" read "L -6" there, a wrong number rather than a shortened one
+        title = f"{self.view}  {self.index + 1} / {self.num_slices()}<br>W {self.window[1]:.0f}  L {self.window[0]:.0f}"
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
             title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>do not measure</b>'
         self.title.setHtml(title)

@@ -453,3 +453,19 @@ def test_the_window_fits_a_small_screen_the_tools_scrolling(qtbot, demo):
     assert isinstance(dock.widget(), QScrollArea) and dock.widget().widget() is demo.tools
     assert demo.minimumSizeHint().height() <= 640 and demo.minimumSizeHint().width() <= 1024
     assert dock.widget().horizontalScrollBar().maximum() == 0  # it scrolls down, never across
+
+
+def test_the_views_titles_fit_the_narrow_views_of_the_three_view_layout(qtbot, demo):
+    """A tester read "W 1500  L -6" on the coronal and sagittal views of T: the title ran
+    past the narrow view's edge and cut the level's digits off, a wrong number, not a
+    shortened one. The window values have a line of their own."""
+    window, viewer = demo, demo.workspace.viewer
+    window.resize(1440, 900)
+    qtbot.keyClick(window, Qt.Key_T)  # three views: coronal and sagittal in a narrow column
+    for view in viewer.views.values():
+        view.window = (-600.0, 1500.0)  # the lung preset: the longest level a CT preset shows
+        view.redraw_image()
+        qtbot.waitUntil(lambda v=view: v.width() > 0)
+        right = view.mapFromScene(view.title.sceneBoundingRect().topRight()).x()
+        assert "L -600" in view.title.toPlainText()
+        assert right <= view.width(), (view.view, right, view.width())
