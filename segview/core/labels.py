@@ -12,7 +12,8 @@ size (then alone). Each step keeps the name of the edit that made it (``Step.wha
 tool's own, or the one given to ``step``), so that undo and redo can say what they took back.
 
 The hand tools (brush, fill, slice copy, interpolation, adopt) obey the brush settings
-``policy`` and ``intensity_range``; replacing the labels (``copy_from``: a label file, a
+``policy`` and ``intensity_range`` (interpolation writes onto background only, so the
+policy never has anything to refuse it); replacing the labels (``copy_from``: a label file, a
 model's prediction, recovered edits) and undo never do. Nothing marks a slice reviewed but
 ``set_reviewed``: copying a model's prediction is not reviewing it.
 Pixel coordinates are numpy (z, y, x) indices; the brush is round in millimetres.
@@ -34,7 +35,7 @@ import inspect
 import itertools
 import math
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
@@ -280,6 +281,78 @@ class Kept:
             low, high = intensity_range
             reasons.append(f"{self.by_intensity} outside the intensity range {low:g} to {high:g}")
         return " and ".join(reasons)
+
+
+@dataclass(frozen=True)
+class Gaps:
+    """Where Fill between slices interpolates each class, read once from the labels
+    (``LabelMap.gaps``), by class value. ``runs``: each run of slices without the class
+    between two slices that hold it, as those two (first, last); a reviewed slice ends
+    every run it lies in. ``one_sided``: where the class ends while the fill goes on past
+    it, as (its last slice, the first slice beyond that the fill does not reach) or the
+    reverse below it: an unlabelled stretch up to a labelled slice, or one other classes
+    are filled into. It is not extended there: where it ends is unknown (3D Slicer leaves
+    a segment so)."""
+    runs: dict[int, list[tuple[int, int]]]
+    one_sided: dict[int, list[tuple[int, int]]]
+
+    @classmethod
+    def of(cls, present: np.ndarray, reviewed: np.ndarray) -> Gaps:
+        """From ``present`` (Z, 256) bool (class on slice; column 0, background, unread)
+        and ``reviewed`` (Z,) bool."""
+        labelled = np.asarray(present[:, 1:].any(axis=1))
+        classes = [int(c) for c in np.flatnonzero(present[:, 1:].any(axis=0)) + 1]
+        stops = {c: np.flatnonzero(present[:, c] | reviewed) for c in classes}
+        runs: dict[int, list[tuple[int, int]]] = {}
+        covered = np.zeros(len(reviewed), bool)  # inside some class's run: filled for it
+        for c in classes:
+            first, last = stops[c][:-1], stops[c][1:]
+            run = (last - first > 1) & present[first, c] & present[last, c]
+            if run.any():
+                runs[c] = list(zip(first[run].tolist(), last[run].tolist()))
+                for a, b in runs[c]:
+                    covered[a + 1:b] = True
+        # The fill reaches past a class's end through unlabelled slices and slices it fills.
+        reached = ~reviewed & (~labelled | covered)
+        walk = _Walk(np.flatnonzero(~reached), labelled, np.concatenate(([0], np.cumsum(covered))))
+        one_sided = {c: found for c in classes if (found := walk.one_sided(present[:, c], stops[c]))}
+        return cls(runs, one_sided)
+
+    def pairs(self) -> list[tuple[int, int]]:
+        """The two slices of every run, each pair once, in order."""
+        return sorted({run for runs in self.runs.values() for run in runs})
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """From a class's ends, how far Fill between slices reaches past it (``Gaps.of``):
+    ``stops``, the slices it does not reach (sorted); ``labelled`` (Z,); ``covered``, the
+    running count (Z + 1,) of the slices it fills for some class."""
+    stops: np.ndarray
+    labelled: np.ndarray
+    covered: np.ndarray
+
+    def one_sided(self, holds: np.ndarray, stops: np.ndarray) -> list[tuple[int, int]]:
+        """Where a class on slices ``holds`` (Z,) bool, whose runs end at ``stops`` (its
+        slices and the reviewed ones), is left out."""
+        found = set()
+        for s in np.flatnonzero(holds).tolist():
+            after, before = np.searchsorted(stops, s, "right"), np.searchsorted(stops, s, "left") - 1
+            if after == len(stops) or not holds[stops[after]]:  # no run of its own above
+                n = np.searchsorted(self.stops, s, "right")
+                if n < len(self.stops) and self._left_out(s, int(self.stops[n])):
+                    found.add((s, int(self.stops[n])))
+            if before < 0 or not holds[stops[before]]:  # nor below
+                n = np.searchsorted(self.stops, s, "left") - 1
+                if n >= 0 and self._left_out(int(self.stops[n]), s):
+                    found.add((int(self.stops[n]), s))
+        return sorted(found)
+
+    def _left_out(self, first: int, last: int) -> bool:
+        """Whether the fill reaches the slices between, labelled ``first`` and ``last`` on
+        the class's side: some are filled, or the other side is labelled."""
+        return last - first > 1 and bool(self.labelled[first] and self.labelled[last]
+                                          or self.covered[last] > self.covered[first + 1])
 
 
 class LabelEvents(EmitterGroup):
@@ -546,44 +619,63 @@ class LabelMap:
 
     @_named("interpolation")
     def interpolate(self, first: int, last: int) -> Edit | None:
-        """Fill the slices strictly between ``first`` and ``last`` from those two slices by
-        shape-based interpolation: each class's signed distance map is blended linearly
-        along z, and a voxel takes the class whose interpolated shape contains it. A class
-        whose regions on the two slices do not overlap, or that is one piece on each (a
-        disc, a crescent, the myocardium's ring), is aligned first when it may be one
-        object that moved (``_one_object``), as ITK's morphological contour interpolation
-        aligns disjoint regions: the shapes are blended centroid on centroid and each
-        result placed on the line between the two centroids. Unaligned, two disjoint shapes
-        blend to nothing, and a ring that moves by more than its thickness breaks into
-        pieces. A shape with holes is blended as its outline and its
-        holes (``_blend``). Where a class on both slices still blends to nothing (a thin
-        crescent and a small blob), the nearer slice's shape is taken: a class labelled on
-        both sides is never left out. Classes that touch on both slices (the myocardium
-        around the cavity) are not parted by a seam of background: a voxel within a pixel
-        of them, inside the blend of all classes together, takes the nearest. A class on one
-        of the two slices only is not extended, as 3D Slicer's Fill between slices leaves a
-        segment labelled on one side: its shape says nothing of where it ends between them
-        (blended with "far outside", it vanished at once, but for a remnant of a large organ
-        whose size depended on the image's width)."""
+        """Fill the slices strictly between ``first`` and ``last`` with the classes labelled
+        on both (``_run_blends``), onto their background only: a voxel of another class
+        was drawn by a person (or a model) and an interpolation's guess never replaces it.
+        The intensity range still limits it, as every hand tool. A class on one of the two
+        slices only is not extended, as 3D Slicer leaves a segment labelled on one side: its
+        shape says nothing of where it ends between them (blended with "far outside", it
+        vanished at once, but for a remnant of a large organ whose size depended on the
+        image's width). One Edit (None when nothing changes)."""
         if last < first:
             first, last = last, first
-        if last - first < 2:
-            return None
         a, b = self.array[first], self.array[last]
-        classes = [c for c in np.intersect1d(np.unique(a), np.unique(b)) if c != 0]  # on both sides
+        classes = [int(c) for c in np.intersect1d(np.unique(a), np.unique(b)) if c != 0]  # on both sides
+        if last - first < 2 or not classes:
+            return None
+        values = np.stack([value for value, _ in self._run_blends(first, last, classes)])
+        region = self._slab(first + 1, last)
+        return self._write_values(region, values, (values != 0) & (self.array[region] == 0))
+
+    def _run_blends(self, first: int, last: int, classes: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Shape-based interpolation of ``classes`` (each labelled on slices ``first`` and
+        ``last``) across the slices between, one slice at a time from ``first`` + 1: (the
+        class of each voxel (y, x) uint8, 0 for none; its signed distance in mm to that
+        class's interpolated outline, negative inside, inf for none). Each class's signed
+        distance map is blended linearly along z (``_blend``) and a voxel takes the class
+        whose interpolated shape contains it, the deepest where several do. A class whose
+        regions on the two slices do not overlap, or that is one piece on each (a disc, a
+        crescent, the myocardium's ring), is aligned first when it may be one object that
+        moved (``_one_object``), as ITK's morphological contour interpolation aligns
+        disjoint regions: the shapes are blended centroid on centroid and each result
+        placed on the line between the two centroids. Unaligned, two disjoint shapes blend
+        to nothing, and a ring that moves by more than its thickness breaks into pieces. A
+        shape with holes is blended as its outline and its holes (``_blend``). Where a class
+        on both slices still blends to nothing (a thin crescent and a small blob), the
+        nearer slice's shape is taken: a class labelled on both sides is never left out.
+        Classes of ``classes`` that touch on both slices (the myocardium around the cavity)
+        are not parted by a seam of background: a voxel within a pixel of them, inside the
+        blend of all of them together, takes the nearest. The two slices are read now, so
+        the caller may write between them while it draws the slices one by one."""
+        a, b = self.array[first].copy(), self.array[last].copy()
         gaps = np.arange(1, last - first) / (last - first)  # weights of slice ``last``
-        result = np.zeros((len(gaps), *a.shape), np.uint8)
         values = np.asarray(classes, np.uint8)
         per_class = [self._blend(a == c, b == c, gaps) for c in classes]  # one slice at a time
         together = self._blend(np.isin(a, values), np.isin(b, values), gaps) if len(classes) > 1 else None
-        for n in range(len(gaps) if classes else 0):
-            blends = np.stack([next(blend) for blend in per_class])
-            nearest_mm = blends.min(axis=0)
-            inside = nearest_mm < 0
-            if together is not None:  # classes that touch on both slices touch between them: no seam
-                inside |= (nearest_mm < max(self.spacing[:2])) & (next(together) < 0)
-            result[n][inside] = values[blends.argmin(axis=0)][inside]  # the deepest wins an overlap
-        return self._write_values(self._slab(first + 1, last), result)
+        seam_mm = max(self.spacing[:2])
+
+        def slices() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for _ in gaps:
+                if len(per_class) == 1:
+                    depth, deepest = next(per_class[0]), values[0]
+                else:
+                    blends = np.stack([next(blend) for blend in per_class])
+                    depth, deepest = blends.min(axis=0), values[blends.argmin(axis=0)]
+                inside = depth < 0
+                if together is not None:  # classes that touch on both slices touch between them: no seam
+                    inside |= (depth < seam_mm) & (next(together) < 0)
+                yield np.where(inside, deepest, np.uint8(0)), np.where(inside, depth, np.inf)
+        return slices()
 
     def _blend(self, a: np.ndarray, b: np.ndarray, gaps: np.ndarray) -> Iterator[np.ndarray]:
         """The signed distance maps (mm, negative inside) of the shapes between masks ``a``
@@ -714,34 +806,55 @@ class LabelMap:
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
     @_named("fill between slices")
-    def fill_between_slices(self, gaps: list[tuple[int, int]] | None = None) -> list[Stored]:
-        """Interpolate across every run of empty slices between two labelled ones
-        (one undo step). A reviewed slice is a person's answer, even an empty one ("nothing
-        here"): it is never filled, and it ends the run it lies in. A class labelled on one
-        side of a run only is not extended into it (``one_sided_classes`` says which).
-        ``gaps``: ``gaps()``, where the caller has them (each reads the whole volume)."""
+    def fill_between_slices(self, gaps: Gaps | None = None) -> list[Stored]:
+        """Interpolate each class across its own runs of slices without it, between two
+        slices that hold it (``gaps``; 3D Slicer's Fill between slices follows each segment
+        so): the liver drawn on slices 0, 10 and 20 is filled between them though a kidney
+        was drawn on slice 5. A reviewed slice is a person's answer, even an empty one
+        ("nothing here"): it is never filled, and it ends every class's run it lies in. A
+        class labelled on one side only is not extended (``one_sided_classes`` says where).
+        Classes sharing a run are interpolated together (``_run_blends``: those that touch
+        on both sides touch between them).
+
+        A filled voxel only ever replaces background: a voxel of another class was drawn
+        by a person (or a model), and an interpolation's guess never overwrites it,
+        whatever the overwrite policy; so the policy has nothing to refuse and protected
+        classes stay as they are (a protected class is still filled where it is labelled
+        on both sides: protection keeps its voxels, as for the brush and the polygon). The
+        intensity range limits it, as every hand tool. Where the interpolations of two
+        classes claim the same voxel, the class it lies deeper inside wins (the lower
+        signed distance to its interpolated outline, as the blend of one run decides;
+        equal depths: the lower class value). One undo step, one Edit per slice filled.
+        ``gaps``: ``gaps()``, where the caller has them (reading them scans the whole
+        volume); changes made since are not looked at again."""
+        gaps = self.gaps() if gaps is None else gaps
+        by_run: dict[tuple[int, int], list[int]] = {}
+        for value, runs in sorted(gaps.runs.items()):
+            for run in runs:
+                by_run.setdefault(run, []).append(value)
+        # Every run's two slices are read before any is written: a run may end on a slice
+        # another class's run fills. Then slice by slice, each run's blend one step on.
+        blends = [(first, last, self._run_blends(first, last, classes)) for (first, last), classes in by_run.items()]
         self.begin_stroke()
-        for first, last in self.gaps() if gaps is None else gaps:
-            self.interpolate(first, last)
+        for z in sorted({z for first, last in by_run for z in range(first + 1, last)}):
+            claims = (next(slices) for first, last, slices in blends if first < z < last)
+            values = _deepest(claims, self.array.shape[1:])
+            onto = (values != 0) & (self.array[z] == 0)  # background only: never another class's voxel
+            self._write_values(self._slab(z, z + 1), values[None], onto[None])
         return self.end_stroke()
 
-    def one_sided_classes(self, gaps: list[tuple[int, int]] | None = None) -> dict[int, list[tuple[int, int]]]:
-        """The classes ``fill_between_slices`` would leave out, each with the gaps (the
-        labelled slices ``first``, ``last`` around them) where it lies on one side only.
-        ``gaps``: as for ``fill_between_slices``."""
-        one_sided: dict[int, list[tuple[int, int]]] = {}
-        for first, last in self.gaps() if gaps is None else gaps:
-            a, b = np.unique(self.array[first]), np.unique(self.array[last])
-            for value in np.setxor1d(a[a != 0], b[b != 0]):
-                one_sided.setdefault(int(value), []).append((first, last))
-        return one_sided
+    def one_sided_classes(self, gaps: Gaps | None = None) -> dict[int, list[tuple[int, int]]]:
+        """The classes ``fill_between_slices`` does not extend where it fills others, each
+        with where (``Gaps.one_sided``). ``gaps``: as for ``fill_between_slices``."""
+        return (self.gaps() if gaps is None else gaps).one_sided
 
-    def gaps(self) -> list[tuple[int, int]]:
-        """Each run of unlabelled slices between two labelled ones, as those two (a reviewed
-        slice, labelled or not, ends a run)."""
-        labelled = np.asarray(self.array.reshape(self.array.shape[0], -1).any(axis=1))
-        return [(int(first), int(last)) for first, last in itertools.pairwise(np.flatnonzero(labelled | self.reviewed))
-                if last - first > 1 and labelled[first] and labelled[last]]
+    def gaps(self) -> Gaps:
+        """Where Fill between slices interpolates each class, and where it leaves a class
+        out (``Gaps``), from one reading of the labels: the classes of each labelled slice."""
+        present = np.zeros((self.array.shape[0], 256), bool)  # (Z, class): class on slice
+        for z in np.flatnonzero(self.array.reshape(self.array.shape[0], -1).any(axis=1)):
+            present[z] = np.bincount(self.array[z].reshape(-1), minlength=256) > 0
+        return Gaps.of(present, self.reviewed)
 
     def write(self, region: Region, values: np.ndarray) -> Edit | None:
         """Write ``values`` into ``region`` exactly (no brush settings): the result of a tool
@@ -1206,6 +1319,20 @@ class LabelMap:
         with self.lock:
             self.array[change.region] = change.new
             self.events.changed.emit(change)
+
+
+def _deepest(claims: Iterable[tuple[np.ndarray, np.ndarray]], shape) -> np.ndarray:
+    """Several interpolations' claims on one slice ((class, depth) as ``_run_blends`` gives
+    them): the class (``shape`` uint8, 0 for none) each voxel lies deepest inside (the
+    lowest signed distance; a tie to the lower class value, so the order never matters)."""
+    claims = list(claims)
+    if len(claims) == 1:  # most slices: one run over them
+        return claims[0][0]
+    value, depth = np.zeros(shape, np.uint8), np.full(shape, np.inf)
+    for claimed, claimed_depth in claims:
+        wins = (claimed != 0) & ((claimed_depth < depth) | ((claimed_depth == depth) & (claimed < value)))
+        value[wins], depth[wins] = claimed[wins], claimed_depth[wins]
+    return value
 
 
 def _slabs(chosen: np.ndarray, plane_bytes: int) -> Iterator[tuple[int, int]]:

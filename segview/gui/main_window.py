@@ -25,7 +25,7 @@ from ..core.dicomseg import export_reason
 from ..core.errors import SegviewError
 from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
 from ..core.journal import set_aside_journals
-from ..core.labels import Edit, Mark, labelled_slices
+from ..core.labels import Edit, Gaps, Mark, labelled_slices
 from ..core.live import write_metrics_csv
 from ..core.report import counted
 from ..core.volume import VIEWS
@@ -1230,14 +1230,14 @@ class MainWindow(QMainWindow):
             self.statusBar().setToolTip(f"{message}\n{details}")
 
     @staticmethod
-    def _nothing_filled_text(gaps: list[tuple[int, int]]) -> str:
-        """Why Fill between slices changed nothing: no gap to fill, or shapes on the two
-        sides of each gap so far apart (for their size) that each ends on its own side
-        before the first slice between them."""
-        if not gaps:
-            return ("Fill between slices: no unlabelled slice lies between two labelled ones (a slice marked "
-                    "reviewed is never filled, and ends the run it lies in)")
-        pairs = "; ".join(f"{first + 1} and {last + 1}" for first, last in gaps)
+    def _nothing_filled_text(gaps: Gaps) -> str:
+        """Why Fill between slices changed nothing: no class is missing from a slice between
+        two that hold it, or its shapes on those two lie so far apart (for their size) that
+        each ends on its own side before the first slice between them."""
+        if not gaps.runs:
+            return ("Fill between slices: no class is labelled on two slices with slices without it between "
+                    "them (a slice marked reviewed is never filled, and ends the run it lies in)")
+        pairs = "; ".join(f"{first + 1} and {last + 1}" for first, last in gaps.pairs())
         return (f"Fill between slices changed nothing: the labels on slices {pairs} lie too far apart for "
                 "their size to blend (each ends on its own side)")
 

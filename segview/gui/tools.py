@@ -142,8 +142,9 @@ class ToolPanel(QWidget):
         for n, (name, text, tip) in enumerate( (("clear", "Clear slice", "Erase every label on this slice"),
                                 ("copy_previous", "Copy previous slice", "The labels of the slice below onto this one"),
                                 ("fill_between", "Fill between slices",
-                                 f"Interpolate across unlabelled slices. {ONE_SIDED_EXPLAINED}; a slice marked "
-                                 "reviewed is never filled"),
+                                 f"Interpolate each class across the slices without it between two that hold it, onto "
+                                 "background only (a voxel of another class is never overwritten). "
+                                 f"{ONE_SIDED_EXPLAINED}; a slice marked reviewed is never filled"),
                                 ("review", "Mark reviewed (M)", "This slice has been checked"))):
             button = QPushButton(text, toolTip=tip)
             button.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # the view keeps the keys: Up / Down go on moving slices

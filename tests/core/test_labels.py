@@ -254,6 +254,80 @@ def test_a_class_labelled_on_one_side_of_the_gap_only_is_not_extended_and_is_nam
     assert labels.one_sided_classes() == {}  # nothing left to fill
 
 
+def liver_and_kidney(shape=(21, 100, 100)):
+    """The liver (1) drawn on slices 0, 10 and 20, a kidney (2) on slice 5 across its edge."""
+    labels = blank(shape=shape, spacing=(1.0, 1.0, 2.0))
+    liver, kidney = disc(shape[1:], (50, 50), 20.0), disc(shape[1:], (50, 72), 6.0)
+    for z in (0, 10, 20):
+        labels.array[z][liver] = 1
+    labels.array[5][kidney] = 2
+    return labels, liver, kidney
+
+
+def test_each_class_is_filled_between_its_own_slices_though_another_is_drawn_between():
+    """A radiologist's liver on slices 0, 10 and 20 and a kidney on slice 5: the kidney's
+    slice broke the liver's gap, so the liver was not filled from 0 to 10, and the status bar
+    named it. As 3D Slicer, each class follows its own slices; the kidney's voxels stay."""
+    labels, liver, kidney = liver_and_kidney()
+    before = labels.array.copy()
+    assert labels.one_sided_classes() == {2: [(0, 5), (5, 10)]}  # the kidney, on one slice only
+    labels.fill_between_slices()
+    for z in range(21):
+        expected = np.where(kidney, 2, np.where(liver, 1, 0)) if z == 5 else np.where(liver, 1, 0)
+        np.testing.assert_array_equal(labels.array[z], expected, err_msg=f"slice {z}")
+    assert labels.undo() and not labels.can_undo  # one undo step
+    np.testing.assert_array_equal(labels.array, before)
+
+
+@pytest.mark.parametrize("mode, protected", [("all", ()), ("background", ()), ("protect", (1,)), ("protect", (2,))])
+def test_fill_between_slices_writes_background_only_whatever_the_overwrite_policy(mode, protected):
+    """A filled voxel never replaces another class's (a person drew it), so "paint over
+    everything" overwrites nothing, "background only" refuses nothing, and a protected class
+    keeps its voxels and is itself still filled where it lies on both sides."""
+    labels, liver, kidney = liver_and_kidney()
+    labels.policy = OverwritePolicy(mode, frozenset(protected))
+    labels.fill_between_slices()
+    assert (labels.array[5][kidney] == 2).all() and (labels.array[5][liver & ~kidney] == 1).all()
+    assert all((labels.array[z] == 1).sum() == liver.sum() for z in (1, 4, 6, 9, 15))
+    assert not labels.kept  # nothing asked was refused: it only ever asks for background
+
+
+def test_where_two_classes_interpolations_claim_a_voxel_the_one_it_lies_deeper_inside_wins():
+    """Two discs of 12 mm, centres 17 mm apart, overlapping on the slices both are filled
+    into (3 to 7): each voxel of the overlap goes to the disc whose centre is nearer (deeper
+    inside its shape), whichever class value that is; where one class is drawn (slices 2
+    and 8) the other's fill does not replace it."""
+    shape = (11, 60, 80)
+    left, right = disc(shape[1:], (30, 30), 12.0), disc(shape[1:], (30, 47), 12.0)
+    columns = np.arange(80)[None, :].repeat(60, axis=0)
+    for on_left, on_right in ((1, 2), (2, 1)):
+        labels = blank(shape=shape)
+        labels.array[[0, 10]] = np.where(left, on_left, 0)
+        labels.array[[2, 8]] = np.where(right, on_right, 0)
+        labels.fill_between_slices()
+        for z in range(3, 8):
+            plane = labels.array[z]
+            assert (plane[left & ~right] == on_left).all() and (plane[right & ~left] == on_right).all()
+            overlap = left & right
+            assert (plane[overlap & (columns <= 37)] == on_left).all()   # nearer the left centre (30)
+            assert (plane[overlap & (columns >= 40)] == on_right).all()  # nearer the right one (47)
+            assert (plane[overlap] != 0).all() and not plane[~(left | right)].any()
+        for z in (2, 8):
+            np.testing.assert_array_equal(labels.array[z][right], on_right)
+
+
+def test_a_reviewed_slice_holding_another_class_ends_every_class_run():
+    """A reviewed slice is a person's whole answer: the liver absent from it is not filled
+    across it, though it holds only the kidney."""
+    labels, liver, kidney = liver_and_kidney()
+    labels.set_reviewed(5)
+    labels.fill_between_slices()
+    assert not labels.array[1:5].any() and not labels.array[6:10].any()
+    np.testing.assert_array_equal(labels.array[5], np.where(kidney, 2, 0))
+    assert (labels.array[11:20] == 1).sum() == 9 * liver.sum()  # beyond it, filled as before
+    assert labels.one_sided_classes() == {1: [(0, 5), (5, 10)], 2: [(0, 5), (5, 10)]}
+
+
 def test_fill_between_slices_never_fills_a_reviewed_slice_and_stops_at_it():
     """A tester cleared a slice, marked it reviewed ("no infection") and filled between
     slices: 2071 voxels were interpolated into it, its mark kept."""

@@ -837,7 +837,7 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
                                                    f"{int((painted[z] > 0).sum())} voxels changed")
     window._slice_operation("fill_between")  # nothing labelled on two sides: nothing to fill, said
     assert window.statusBar().currentMessage().startswith(
-        "Fill between slices: no unlabelled slice lies between two labelled ones")
+        "Fill between slices: no class is labelled on two slices with slices without it between them")
     session.labels.array[z - 2, 50:60, 50:60] = 1
     session.labels.array[z + 2, 50:60, 50:60] = 1
     before = session.labels.array.copy()
@@ -912,7 +912,8 @@ def test_a_grow_that_reaches_the_edge_of_the_image_asks_before_it_floods(qtbot, 
 def test_fill_between_slices_with_nothing_to_fill_says_why(qtbot, editing):
     """It said only 'Fill between slices: 0 voxels changed' (a tester, after marking the empty slices reviewed)."""
     editing._slice_operation("fill_between")
-    assert "no unlabelled slice lies between two labelled ones" in editing.statusBar().currentMessage()
+    message = editing.statusBar().currentMessage()
+    assert "no class is labelled on two slices with slices without it between them" in message
     assert not editing.session.labels.can_undo
 
 
@@ -927,7 +928,7 @@ def test_fill_between_slices_says_when_the_shapes_lie_too_far_apart_to_blend(qtb
     before = labels.array.copy()
     editing._slice_operation("fill_between")
     message = editing.statusBar().currentMessage()
-    assert "no unlabelled slice lies" not in message
+    assert "no class is labelled on two slices" not in message
     assert message.startswith("Fill between slices changed nothing: ") and "slices 3 and 9" in message
     np.testing.assert_array_equal(labels.array, before)
 
@@ -1014,9 +1015,8 @@ def test_fill_between_slices_names_three_one_sided_classes_within_the_status_bar
     window, labels = editing, editing.session.labels
     window.resize(1600, 1000)
     first, second, third = (c for c in window.session.classes if c.value)
-    for z, present in ((1, (first, second)), (5, (first, third)), (9, (second,))):
-        for n, c in enumerate(present):
-            labels.array[z, 40 * n + 20:40 * n + 40, 60:90] = c.value
+    for z, present in ((1, first), (5, second), (9, third)):  # each on one slice: each left out
+        labels.array[z, 20:40, 60:90] = present.value
     window._slice_operation("fill_between")
     bar = window.statusBar()
     message = bar.currentMessage()
@@ -1025,3 +1025,33 @@ def test_fill_between_slices_names_three_one_sided_classes_within_the_status_bar
     assert f"{second.name} (between slices 2 and 6, between slices 6 and 10)" in bar.toolTip()
     button = next(b for b in window.tools.findChildren(QPushButton) if b.text() == "Fill between slices")
     assert "labelled on one side of a gap only is not extended" in button.toolTip()  # there when wanted
+
+
+def test_fill_between_slices_fills_each_class_between_its_own_slices_in_one_undo_step(qtbot, editing):
+    """A radiologist's liver on slices 3, 7 and 11 and a kidney on slice 5 across its edge:
+    the kidney's slice broke the liver's gap, the liver was filled from 7 to 11 only, and the
+    status bar named it as labelled on one side. Each class follows its own slices now; the
+    kidney, on one slice, is named; Ctrl+Z takes the whole fill back."""
+    window, labels = editing, editing.session.labels
+    liver, kidney = [c for c in window.session.classes if c.value][:2]
+    for z in (2, 6, 10):
+        labels.array[z, 40:80, 40:80] = liver.value
+    labels.array[4, 50:70, 70:90] = kidney.value
+    tools = window.tools
+    tools.policy_choice.setCurrentIndex(2)  # all but protected classes, the liver protected: still filled
+    next(tools.protected.item(n) for n in range(tools.protected.count())
+         if tools.protected.item(n).text() == liver.name).setCheckState(Qt.CheckState.Checked)
+    assert labels.policy.protected == {liver.value}
+    before = labels.array.copy()
+    window._slice_operation("fill_between")
+    for z in (3, 4, 5, 7, 8, 9):  # onto background only: the kidney's voxels stay
+        expected = before[z].copy()
+        expected[40:80, 40:80][expected[40:80, 40:80] == 0] = liver.value
+        np.testing.assert_array_equal(labels.array[z], expected, err_msg=f"slice {z}")
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Fill between slices (6 slices (4 to 10)): ")
+    assert message.endswith(f". Not extended, labelled on one side only: {kidney.name}")
+    assert f"{kidney.name} (between slices 3 and 5, between slices 5 and 7)" in window.statusBar().toolTip()
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    np.testing.assert_array_equal(labels.array, before)
+    assert not labels.can_undo
