@@ -730,6 +730,35 @@ def finished_run(output, requested: TrainConfig, given: Collection[str] | None =
 FROM_PARENT = ("input_size", "base_channels", "depth", "norm")
 
 
+#: Settings whose ``segview train`` option is not their name with dashes, and those that
+#: have none (set by --init's fine-tuning, or by library callers only).
+_OPTION_OF_SETTING = {"max_rounds": "--rounds", "from_models": "--from-model"}
+_WITHOUT_OPTION = ("min_steps", "drop_mask", "absent_share", "validation_objects", "validation_clicks", "cpu_bf16")
+
+
+def _typed_setting(name: str, value: Any) -> str:
+    """A setting (a TrainConfig field, its value as ``_config_json`` keeps it) as a user
+    types it: ``--input-size 48``, ``--norm none``, ``--no-augment``. Notes named the
+    fields (``input_size 48``), which a user never typed."""
+    if name == "augment":
+        return "augmentation" if value else "--no-augment"
+    if name in _WITHOUT_OPTION:
+        return f"{name.replace('_', ' ')} {_setting_value(name, value)}"
+    option = _OPTION_OF_SETTING.get(name, "--" + name.replace("_", "-"))
+    if name == "from_models":  # the option is given once a checkpoint
+        return " ".join(f"{option} {path}" for path in value) or f"no {option}"
+    return f"{option} {_setting_value(name, value)}"
+
+
+def _setting_value(name: str, value: Any) -> str:
+    """The value of a setting as ``_typed_setting`` writes it (lists as their items)."""
+    if name == "augment":
+        return "augmented" if value else "--no-augment"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
 def resume_note(state: dict, requested: TrainConfig, world: int = 1,
                 given: Collection[str] | None = None) -> str | None:
     """What a resumed run (``state``, its training state) leaves of the request, on
@@ -741,7 +770,7 @@ def resume_note(state: dict, requested: TrainConfig, world: int = 1,
     epochs_note = resumed_epochs(state, requested, given)[1]
     asked = _config_json(requested)
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
-    changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
+    changed = [f"{_typed_setting(k, asked[k])} (the run's: {_setting_value(k, saved[k])})" for k in sorted(asked)
                if k in saved and k not in skipped and asked[k] != saved[k] and (given is None or k in given)]
     notes = [epochs_note] if epochs_note else []
     if changed:

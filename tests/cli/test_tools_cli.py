@@ -86,6 +86,48 @@ def test_resume_takes_epochs_equal_to_the_default_as_asked(tmp_path, monkeypatch
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == finished
 
 
+def test_resume_names_the_settings_it_does_not_take_by_their_options(tmp_path, monkeypatch, capsys):
+    """--resume's note named the settings by their fields ("input_size 48", "lr 0.05"),
+    which no user typed. Ctrl-C in the first resumed step ends the test."""
+    from segview.cli import tools
+
+    started = ["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--lr", "0.002",
+               "--norm", "instance", *TINY]
+    assert main([*started, "--epochs", "1"]) == 0
+
+    def interrupt_at_first_step(bar, event):
+        if "step" in event:
+            raise KeyboardInterrupt
+        print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
+
+    monkeypatch.setattr(tools._TrainingBar, "__call__", interrupt_at_first_step)
+    capsys.readouterr()
+    assert main([*started, "--epochs", "2", "--resume", "--lr", "0.05", "--norm", "none", "--no-augment",
+                 "--input-size", "48"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("--resume goes on with the settings the run started with; not taken: --no-augment (the run's: "
+            "augmented), --input-size 48 (the run's: 32), --lr 0.05 (the run's: 0.002), --norm none (the run's: "
+            "instance).") in err
+
+
+def test_every_setting_a_resume_note_names_as_an_option_is_an_option_of_train(capsys):
+    """The note's option names are the parser's: a setting renamed on one side only would
+    name an option that does not exist."""
+    from dataclasses import fields
+
+    from segview.ml.interactive_training import InteractiveConfig
+    from segview.ml.train import _typed_setting
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    options = set(capsys.readouterr().out.replace(",", " ").replace("[", " ").replace("]", " ").split())
+    config = InteractiveConfig(output="x")
+    for field in fields(InteractiveConfig):
+        typed = _typed_setting(field.name, getattr(config, field.name)).split()
+        named = [word for word in typed if word.startswith("--")]
+        assert set(named) <= options, field.name
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["train", "DATA", "--cases", "3"], "--cases goes with --phantom (the synthetic cases): a dataset folder's "),
     (["train", "--interactive", "DATA", "--first-seed", "5"], "--first-seed goes with --phantom"),
