@@ -14,6 +14,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..ml.config import DEFAULT_REPLAY_SHARE, FINETUNE_PRESET, PAPER_PRESET, InteractiveConfig, TrainConfig
+
 
 #: --cases left out: phantom cases per task.
 PHANTOM_CASES = 20
@@ -50,6 +52,33 @@ def _phantom_numbers(args) -> tuple[int, int]:
 
 # -- train ------------------------------------------------------------------------------
 
+def _shown(value) -> str:
+    """A default as the help shows it: 0.001, 0.0003, none, -1000 1000."""
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return " ".join(_shown(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _default(name: str, interactive: bool = True, init: str | None = None) -> str:
+    """The defaults of setting ``name`` in each mode of ``segview train``, read from the
+    classes and presets a run uses: "default 0.001, also with --interactive; with --init
+    0.0003, with --preset paper 0.01". ``interactive``: whether the option goes with
+    --interactive; ``init``: what --init makes it when its preset has none (the
+    checkpoint's). A mode that sets nothing of it is not named."""
+    default = getattr(TrainConfig, name)
+    modes = {"--interactive": getattr(InteractiveConfig, name)} if interactive else {}
+    if name in FINETUNE_PRESET or init:
+        modes["--init"] = FINETUNE_PRESET.get(name, init)
+    if name in PAPER_PRESET:
+        modes["--preset paper"] = PAPER_PRESET[name]
+    same = [mode for mode, value in modes.items() if value == default]
+    other = [f"with {mode} {_shown(value)}" for mode, value in modes.items() if value != default]
+    return (f"default {_shown(default)}" + (f", also with {' and '.join(same)}" if same else "")
+            + (f"; {', '.join(other)}" if other else ""))
+
+
 def _add_train(commands) -> None:
     parser = commands.add_parser(
         "train", help="train a UNet on 2D slices (single process, or DDP under torchrun)",
@@ -61,59 +90,74 @@ def _add_train(commands) -> None:
     parser.add_argument("-o", "--output", required=True, type=Path,
                         help="folder for the checkpoints, log, curves and training state")
     parser.add_argument("--preset", choices=["paper"],
-                        help="paper: 256 x 256, Adam lr 0.01, 100 epochs, base 64, no normalisation")
+                        help=f"paper: {PAPER_PRESET['input_size']} x {PAPER_PRESET['input_size']}, Adam lr "
+                             f"{_shown(PAPER_PRESET['lr'])}, {PAPER_PRESET['epochs']} epochs, base "
+                             f"{PAPER_PRESET['base_channels']}, no normalisation")
+    kept = "the checkpoint's"  # what --init makes a setting it keeps (or refuses)
     parser.add_argument("--loss", choices=["ce", "bce", "dice", "iou", "kl", "ce+dice"],
-                        help="training loss (default ce+dice; with --init the checkpoint's)")
-    parser.add_argument("--alpha", type=float, help="weight of the Dice term of ce+dice (default 1)")
+                        help=f"training loss ({_default('loss', init=kept)})")
+    parser.add_argument("--alpha", type=float,
+                        help=f"weight of the Dice term of ce+dice ({_default('alpha', init=kept)})")
     parser.add_argument("--epochs", type=int,
-                        help="epochs to train (default 40; with --interactive 12, with --init 20, with --preset "
-                             "paper 100); with --resume, the run's own unless given")
+                        help=f"epochs to train ({_default('epochs')}); with --resume, the run's own unless given")
     parser.add_argument("--batch-size", type=int,
-                        help="slices per step, per process under torchrun (default 8; 16 crops with --interactive)")
-    parser.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
+                        help=f"slices (crops with --interactive) per step, per process under torchrun "
+                             f"({_default('batch_size')})")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate ({_default('lr')})")
     parser.add_argument("--schedule", choices=["constant", "poly"],
-                        help="learning rate per epoch: constant (the paper, default) or poly decay")
-    parser.add_argument("--base-channels", type=int, help="channels of the first level (default 32)")
-    parser.add_argument("--depth", type=int, help="number of poolings (default 4)")
+                        help=f"learning rate per epoch: constant (the paper's) or poly decay ({_default('schedule')})")
+    parser.add_argument("--base-channels", type=int,
+                        help=f"channels of the first level ({_default('base_channels', init=kept)})")
+    parser.add_argument("--depth", type=int, help=f"number of poolings ({_default('depth', init=kept)})")
     parser.add_argument("--norm", choices=["none", "batch", "instance"],
-                        help="normalisation layer after each convolution (default batch; none with --preset "
-                             "paper; --init keeps the checkpoint's)")
-    parser.add_argument("--input-size", type=int, help="slices are resized to this square (default 256)")
-    parser.add_argument("--validation-fraction", type=float, help="cases held out (default 0.2)")
+                        help=f"normalisation layer after each convolution ({_default('norm', init=kept)})")
+    parser.add_argument("--input-size", type=int,
+                        help=f"slices are resized to this square ({_default('input_size', init=kept)})")
+    parser.add_argument("--validation-fraction", type=float,
+                        help=f"cases held out ({_default('validation_fraction')})")
     parser.add_argument("--no-augment", action="store_true", help="train without augmentation")
     parser.add_argument("--foreground-fraction", type=float,
-                        help="share of draws forced onto slices with foreground (default 0.33)")
-    parser.add_argument("--seed", type=int,
-                        help="seed of the validation split, the initial weights and the draws (default 0)")
+                        help=f"share of draws forced onto slices with foreground, not with --interactive "
+                             f"({_default('foreground_fraction', interactive=False)})")
+    parser.add_argument("--seed", type=int, help="seed of the validation split, the initial weights and the draws "
+                                                 f"({_default('seed')})")
     parser.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        help="HU window CT is clipped to (default -1000 1000)")
+                        help=f"HU window CT is clipped to ({_default('ct_window', interactive=False, init=kept)})")
     parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run saved in --output (after Ctrl-C; --epochs lengthens or shortens it)")
     learn = parser.add_argument_group("learning from corrections")
     learn.add_argument("--reviewed-only", action="store_true",
                        help="train only on the slices marked reviewed (labelsTr/<case>.review.json) of the "
-                            "training cases of DATA's fixed split (DATA/splits.json, written once: about 20%% of "
-                            "the cases held out, never trained on); their reviewed slices choose the best epoch")
+                            "training cases of DATA's fixed split (DATA/splits.json, written once: about "
+                            f"{round(100 * TrainConfig.validation_fraction)}%% of the cases held out, never trained "
+                            "on); their reviewed slices choose the best epoch")
     learn.add_argument("--init", type=Path, metavar="CKPT",
                        help="fine-tune this checkpoint: its network, classes, normalisation, CT window and loss "
-                            "kept; defaults lr 3e-4 constant, 20 epochs of at least 8 steps")
+                            f"kept; defaults (without --interactive) lr {_shown(FINETUNE_PRESET['lr'])} "
+                            f"{FINETUNE_PRESET['schedule']}, "
+                            f"{FINETUNE_PRESET['epochs']} epochs of at least {FINETUNE_PRESET['min_steps']} steps")
     learn.add_argument("--replay", metavar="DATA2",
                        help="mix in data of the checkpoint's own kind so it does not forget it: a dataset folder, "
                             "or phantom:TASK[:COUNT] (seeds 0.., the shipped models' training data)")
-    learn.add_argument("--replay-share", type=float, help="share of each epoch drawn from --replay (default 0.5)")
+    learn.add_argument("--replay-share", type=float,
+                       help=f"share of each epoch drawn from --replay (default {_shown(DEFAULT_REPLAY_SHARE)})")
     click = parser.add_argument_group("the click model (interactive correction)")
     click.add_argument("--interactive", action="store_true",
                        help="train the class-agnostic click model (segview.ml.interactive) with a simulated reviewer "
                             "clicking on starting masks' errors; --phantom may be repeated (both tasks in one run); "
-                            "defaults: input 96, base 16, depth 4, 12 epochs of 2048 crops, poly lr 1e-3")
+                            f"defaults: input {InteractiveConfig.input_size}, base {InteractiveConfig.base_channels}, "
+                            f"depth {InteractiveConfig.depth}, {InteractiveConfig.epochs} epochs of "
+                            f"{InteractiveConfig.samples_per_epoch} crops, {InteractiveConfig.schedule} lr "
+                            f"{_shown(InteractiveConfig.lr)}")
     click.add_argument("--from-model", type=Path, action="append", default=[], metavar="CKPT",
                        help="with --interactive: starting masks from this segmentation checkpoint's predictions of "
                             "the training cases whose classes it has (may be repeated)")
-    click.add_argument("--samples-per-epoch", type=int, help="with --interactive: crops per epoch (default 2048)")
+    click.add_argument("--samples-per-epoch", type=int,
+                       help=f"with --interactive: crops per epoch (default {InteractiveConfig.samples_per_epoch})")
     click.add_argument("--rounds", type=int,
                        help="with --interactive: at most this many rounds of clicks on the network's own errors "
-                            "before the one it learns from (default 3)")
+                            f"before the one it learns from (default {InteractiveConfig.max_rounds})")
     parser.set_defaults(run=_run_train)
 
 
@@ -121,7 +165,7 @@ def _train_config(args):
     """The TrainConfig the options ask for, and the names of its settings they give (on
     --resume only those are requests: a preset's or fine-tune's epochs are not, the run's
     own go on, and settings left out are no news)."""
-    from ..ml.train import DEFAULT_REPLAY_SHARE, PAPER_PRESET, TrainConfig, finetune_values
+    from ..ml.train import finetune_values
 
     values = dict(PAPER_PRESET) if args.preset == "paper" else {}
     if args.init:
@@ -234,7 +278,7 @@ def _run_train_interactive(args, cases: int, first_seed: int) -> int:
     """train --interactive: the click model (segview.ml.interactive_training)."""
     from .common import UserError, progress
     from ..ml.data import folder_dataset, phantom_dataset
-    from ..ml.interactive_training import InteractiveConfig, train_interactive
+    from ..ml.interactive_training import train_interactive
     from ..ml.train import TrainingInterrupted
 
     if args.reviewed_only or args.replay or args.preset or args.replay_share is not None:

@@ -28,11 +28,10 @@ from ..core.phantoms import make_phantom, phantom_written, scanner_shift
 from ..core.review_state import load_review_state, read_sidecar
 from ..core.splits import SPLITS_FILE, read_split, write_split
 from ..core.volume import Volume, slice_pixel_size
+from .config import DEFAULT_CT_WINDOW
 
 Progress = Callable[[int, int, str], None]
 
-#: CT is clipped to this window (HU) and scaled to [0, 1] unless told otherwise.
-DEFAULT_CT_WINDOW = (-1000.0, 1000.0)
 #: MRI has no absolute scale: each volume is mapped by these percentiles to [0, 1].
 MR_PERCENTILES = (0.5, 99.5)
 

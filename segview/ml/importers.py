@@ -37,7 +37,8 @@ import torch
 from ..core.classes import named_classes
 from ..core.files import file_sha256
 from .checkpoint import CheckpointError, architecture_class, classes_to_metadata, load_checkpoint, save_checkpoint
-from .data import DEFAULT_CT_WINDOW, normalization_for
+from .config import DEFAULT_CT_WINDOW
+from .data import normalization_for
 
 #: --arch value -> segview class name (in checkpoint.ARCHITECTURES / FOREIGN_ARCHITECTURES).
 IMPORTABLE = {"segview-unet": "UNet", "monai-unet": "MonaiUNet", "monai-basicunet": "MonaiBasicUNet",

@@ -55,14 +55,15 @@ from ..core.io import named_classes
 from ..core.volume import slice_pixel_size
 from .checkpoint import classes_to_metadata, load_checkpoint, save_checkpoint
 from .metadata import CheckpointError
+from .config import InteractiveConfig, SCHEDULES
 from .data import Dataset, split_cases
 from .interactive import (CHANNELS, PREPROCESSING, TASK, Click, check_interactive, decode, error_click, focus_size_of,
                           prepare, resize_bilinear)
 from .losses import build_loss
-from .train import (STATE_FILE, ProgressCallback, TrainConfig, TrainingCancelled, TrainingInterrupted,
+from .train import (STATE_FILE, ProgressCallback, TrainingCancelled, TrainingInterrupted,
                     TrainResult, _barrier, _config_json, _device, _finished_result, _move_optimizer, _plot,
                     _read_state, _restore, _resumed_config, _start_distributed, _stop_distributed, _write_log,
-                    _write_state, SCHEDULES, cpu_share_note, file_sha256, resume_note)
+                    _write_state, cpu_share_note, file_sha256, resume_note)
 from .unet import UNet
 
 LOG_COLUMNS = ("epoch", "train_loss", "val_dice_1", "val_dice_3", "val_dice_5", "val_noc85", "val_noc90",
@@ -76,38 +77,6 @@ STARTS = ("prediction", "perturbed", "empty")
 #: left out and the others scaled up).
 START_SHARES = {"prediction": 0.4, "perturbed": 0.35, "empty": 0.25}
 VALIDATION_SEED = 20_240_601
-
-
-@dataclass
-class InteractiveConfig(TrainConfig):
-    """``TrainConfig`` with the click model's defaults and the reviewer simulation's
-    settings. ``samples_per_epoch``: crops an epoch trains on (all ranks together)."""
-
-    epochs: int = 12
-    batch_size: int = 16
-    schedule: str = "poly"
-    base_channels: int = 16
-    depth: int = 4
-    input_size: int = 96
-    from_models: tuple[str, ...] = ()
-    samples_per_epoch: int = 2048
-    max_rounds: int = 3
-    drop_mask: float = 0.1
-    absent_share: float = 0.1
-    validation_objects: int = 96
-    validation_clicks: int = 20
-    cpu_bf16: bool = True   # bf16 autocast on a CPU that has bf16 units (AMX, AVX512-BF16)
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.from_models = tuple(str(p) for p in self.from_models)
-        if self.samples_per_epoch < 1 or self.validation_objects < 0 or self.validation_clicks < 5:
-            raise ValueError("samples per epoch must be at least 1, validation clicks at least 5")
-        if self.max_rounds < 0:
-            raise ValueError("the rounds of clicks must be 0 or more")
-        for name in ("drop_mask", "absent_share"):
-            if not 0 <= getattr(self, name) < 1:
-                raise ValueError(f"{name.replace('_', ' ')} must lie in [0, 1)")
 
 
 # -- cases ------------------------------------------------------------------------------

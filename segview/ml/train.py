@@ -33,7 +33,9 @@ from ..core.report import counted
 from ..core.io import replace_atomically
 from .checkpoint import (classes_from_metadata, classes_to_metadata, load_checkpoint, read_metadata,
                          save_checkpoint, slice_orientation)
-from .data import (DEFAULT_CT_WINDOW, Dataset, DatasetError, augment, normalization_for,
+from .config import (DEFAULT_REPLAY_SHARE as DEFAULT_REPLAY_SHARE, FINETUNE_PRESET,
+                     PAPER_PRESET as PAPER_PRESET, SCHEDULES, TrainConfig)  # their names here too, as before
+from .data import (Dataset, DatasetError, augment, normalization_for,
                    slice_tensors, split_cases)
 from .evaluate import evaluate_cases, summary
 from .inference import Predictor, best_device
@@ -45,67 +47,6 @@ LOG_COLUMNS = ("epoch", "train_loss", "val_dice", "val_iou", "val_pixel_error", 
                "seconds", "images_per_second")
 
 
-@dataclass
-class TrainConfig:
-    output: str
-    loss: str = "ce+dice"
-    alpha: float = 1.0
-    epochs: int = 40
-    batch_size: int = 8
-    lr: float = 1e-3
-    schedule: str = "constant"
-    base_channels: int = 32
-    depth: int = 4
-    norm: str | None = "batch"
-    input_size: int = 256
-    validation_fraction: float = 0.2
-    augment: bool = True
-    foreground_fraction: float = 0.33
-    seed: int = 0
-    ct_window: tuple[float, float] = DEFAULT_CT_WINDOW
-    device: str | None = None
-    init: str | None = None          # fine-tune this checkpoint (its network, classes, preprocessing)
-    replay_share: float = 0.0        # share of each epoch's draws from the replay data
-    min_steps: int = 0               # an epoch takes at least this many steps (its slices drawn again)
-
-    def __post_init__(self):
-        self.output = str(self.output)
-        self.ct_window = tuple(self.ct_window)
-        if self.epochs < 1 or self.batch_size < 1 or self.input_size < 8:
-            raise ValueError("epochs and batch size must be at least 1, the input size at least 8")
-        if self.base_channels < 1 or self.depth < 1:  # else the UNet's ValueError came out as a traceback
-            raise ValueError("the base channels and the depth must be at least 1")
-        if not self.ct_window[0] < self.ct_window[1]:  # else every voxel scaled to 0 or 1, unsaid
-            raise ValueError("the CT window needs LOW below HIGH")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError("the learning rate must be a positive number")
-        if not 0 <= self.foreground_fraction <= 1:
-            raise ValueError("the foreground fraction must lie in [0, 1]")
-        if self.min_steps < 0:
-            raise ValueError("the least steps an epoch must be 0 or more")
-        if not 0 <= self.replay_share < 1:
-            raise ValueError("the replay share must lie in [0, 1)")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"the learning-rate schedule must be one of {', '.join(SCHEDULES)}")
-        build_loss(self.loss, self.alpha)  # refuses unknown losses and bad alphas now
-
-
-#: Learning rate of an epoch: the paper keeps it constant; "poly" is nnU-Net's decay.
-SCHEDULES = {
-    "constant": lambda lr, epoch, epochs: lr,
-    "poly": lambda lr, epoch, epochs: lr * (1 - epoch / epochs) ** 0.9,
-}
-
-#: Fine-tuning a checkpoint (``init``) on a few corrected cases: a third of the training
-#: learning rate, constant, for a short run; the held-out reviewed slices pick the epoch.
-#: At least 8 steps an epoch: on 8 reviewed slices (one batch) 20 epochs were 20 noisy
-#: Adam steps, and a tester's cardiac_ce fine-tuned on its own reviewed slices lost Dice on
-#: them (0.895 -> 0.829); with 8 steps an epoch it gained (0.906).
-FINETUNE_PRESET: dict[str, Any] = dict(lr=3e-4, epochs=20, schedule="constant", min_steps=8)
-#: With replay data, this share of each epoch's draws comes from it.
-DEFAULT_REPLAY_SHARE = 0.5
-
-
 def finetune_values(parent) -> dict[str, Any]:
     """TrainConfig values that fine-tune checkpoint ``parent``: ``FINETUNE_PRESET`` and the
     parent's loss (name, alpha). Raises CheckpointError."""
@@ -113,12 +54,6 @@ def finetune_values(parent) -> dict[str, Any]:
     values: dict[str, Any] = dict(FINETUNE_PRESET, init=str(parent))
     values.update({k: v for k, v in (("loss", loss.get("name")), ("alpha", loss.get("alpha"))) if v is not None})
     return values
-
-#: The paper's protocol: 256 x 256 slices, Adam with lr 0.01, 100 epochs, the original UNet,
-#: slices drawn uniformly.
-PAPER_PRESET = dict(input_size=256, lr=0.01, schedule="constant", epochs=100, base_channels=64,
-                    depth=4, norm=None, foreground_fraction=0.0)
-
 
 class TrainingInterrupted(Exception):
     """Ctrl-C during training in ``epoch``. The state at ``state_path`` is that of the last
@@ -730,6 +665,35 @@ def finished_run(output, requested: TrainConfig, given: Collection[str] | None =
 FROM_PARENT = ("input_size", "base_channels", "depth", "norm")
 
 
+#: Settings whose ``segview train`` option is not their name with dashes, and those that
+#: have none (set by --init's fine-tuning, or by library callers only).
+_OPTION_OF_SETTING = {"max_rounds": "--rounds", "from_models": "--from-model"}
+_WITHOUT_OPTION = ("min_steps", "drop_mask", "absent_share", "validation_objects", "validation_clicks", "cpu_bf16")
+
+
+def _typed_setting(name: str, value: Any) -> str:
+    """A setting (a TrainConfig field, its value as ``_config_json`` keeps it) as a user
+    types it: ``--input-size 48``, ``--norm none``, ``--no-augment``. Notes named the
+    fields (``input_size 48``), which a user never typed."""
+    if name == "augment":
+        return "augmentation" if value else "--no-augment"
+    if name in _WITHOUT_OPTION:
+        return f"{name.replace('_', ' ')} {_setting_value(name, value)}"
+    option = _OPTION_OF_SETTING.get(name, "--" + name.replace("_", "-"))
+    if name == "from_models":  # the option is given once a checkpoint
+        return " ".join(f"{option} {path}" for path in value) or f"no {option}"
+    return f"{option} {_setting_value(name, value)}"
+
+
+def _setting_value(name: str, value: Any) -> str:
+    """The value of a setting as ``_typed_setting`` writes it (lists as their items)."""
+    if name == "augment":
+        return "augmented" if value else "--no-augment"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return "none" if value is None else str(value)
+
+
 def resume_note(state: dict, requested: TrainConfig, world: int = 1,
                 given: Collection[str] | None = None) -> str | None:
     """What a resumed run (``state``, its training state) leaves of the request, on
@@ -741,7 +705,7 @@ def resume_note(state: dict, requested: TrainConfig, world: int = 1,
     epochs_note = resumed_epochs(state, requested, given)[1]
     asked = _config_json(requested)
     skipped = {"epochs", "output", "device", *(FROM_PARENT if saved.get("init") else ())}
-    changed = [f"{k} {asked[k]} (the run's: {saved[k]})" for k in sorted(asked)
+    changed = [f"{_typed_setting(k, asked[k])} (the run's: {_setting_value(k, saved[k])})" for k in sorted(asked)
                if k in saved and k not in skipped and asked[k] != saved[k] and (given is None or k in given)]
     notes = [epochs_note] if epochs_note else []
     if changed:

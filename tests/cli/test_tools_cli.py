@@ -86,6 +86,48 @@ def test_resume_takes_epochs_equal_to_the_default_as_asked(tmp_path, monkeypatch
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == finished
 
 
+def test_resume_names_the_settings_it_does_not_take_by_their_options(tmp_path, monkeypatch, capsys):
+    """--resume's note named the settings by their fields ("input_size 48", "lr 0.05"),
+    which no user typed. Ctrl-C in the first resumed step ends the test."""
+    from segview.cli import tools
+
+    started = ["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--lr", "0.002",
+               "--norm", "instance", *TINY]
+    assert main([*started, "--epochs", "1"]) == 0
+
+    def interrupt_at_first_step(bar, event):
+        if "step" in event:
+            raise KeyboardInterrupt
+        print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
+
+    monkeypatch.setattr(tools._TrainingBar, "__call__", interrupt_at_first_step)
+    capsys.readouterr()
+    assert main([*started, "--epochs", "2", "--resume", "--lr", "0.05", "--norm", "none", "--no-augment",
+                 "--input-size", "48"]) == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert ("--resume goes on with the settings the run started with; not taken: --no-augment (the run's: "
+            "augmented), --input-size 48 (the run's: 32), --lr 0.05 (the run's: 0.002), --norm none (the run's: "
+            "instance).") in err
+
+
+def test_every_setting_a_resume_note_names_as_an_option_is_an_option_of_train(capsys):
+    """The note's option names are the parser's: a setting renamed on one side only would
+    name an option that does not exist."""
+    from dataclasses import fields
+
+    from segview.ml.interactive_training import InteractiveConfig
+    from segview.ml.train import _typed_setting
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    options = set(capsys.readouterr().out.replace(",", " ").replace("[", " ").replace("]", " ").split())
+    config = InteractiveConfig(output="x")
+    for field in fields(InteractiveConfig):
+        typed = _typed_setting(field.name, getattr(config, field.name)).split()
+        named = [word for word in typed if word.startswith("--")]
+        assert set(named) <= options, field.name
+
+
 @pytest.mark.parametrize("arguments, message", [
     (["train", "DATA", "--cases", "3"], "--cases goes with --phantom (the synthetic cases): a dataset folder's "),
     (["train", "--interactive", "DATA", "--first-seed", "5"], "--first-seed goes with --phantom"),
@@ -146,26 +188,96 @@ def test_options_dropped_unsaid_or_ending_in_a_traceback_are_one_line(tmp_path, 
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.nii.gz").exists()
 
 
+def _help_text(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    return " ".join(capsys.readouterr().out.split())
+
+
 def test_every_option_named_says_what_it_does_and_its_default(capsys):
-    from segview.ml.interactive_training import InteractiveConfig
-    from segview.ml.train import FINETUNE_PRESET, PAPER_PRESET
+    train = _help_text("train", capsys)
+    config = TrainConfig(output="x")
+    assert "--norm {none,batch,instance} normalisation layer after each convolution (default batch" in train
+    assert f"--seed SEED seed of the validation split, the initial weights and the draws (default {config.seed}" \
+        in train
+    assert "--device DEVICE cuda, cuda:1, mps or cpu (default: the best there is;" in _help_text("predict", capsys)
+    assert "-o OUTPUT, --output OUTPUT folder for results.csv, table1.md and comparisons.json" in \
+        _help_text("evaluate", capsys)
 
-    def help_text(command):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        return " ".join(capsys.readouterr().out.split())
 
-    train = help_text("train")
-    config, interactive = TrainConfig(output="x"), InteractiveConfig(output="x")
-    assert (f"--epochs EPOCHS epochs to train (default {config.epochs}; with --interactive {interactive.epochs}, "
-            f"with --init {FINETUNE_PRESET['epochs']}, with --preset paper {PAPER_PRESET['epochs']})") in train
-    assert (f"--batch-size BATCH_SIZE slices per step, per process under torchrun (default {config.batch_size}; "
-            f"{interactive.batch_size} crops with --interactive)") in train
-    assert f"--norm {{none,batch,instance}} normalisation layer after each convolution (default {config.norm};" in train
-    assert (f"--seed SEED seed of the validation split, the initial weights and the draws "
-            f"(default {config.seed})") in train
-    assert "--device DEVICE cuda, cuda:1, mps or cpu (default: the best there is;" in help_text("predict")
-    assert "-o OUTPUT, --output OUTPUT folder for results.csv, table1.md and comparisons.json" in help_text("evaluate")
+MODES = {"plain": [], "--interactive": ["--interactive"], "--init": ["--init", str(CARDIAC_CE)],
+         "--preset paper": ["--preset", "paper"]}
+
+
+@pytest.fixture(scope="module")
+def configs_of_the_modes():
+    """The configuration ``segview train`` builds in each mode, the options left out."""
+    built = {}
+
+    def capture(config, *args, **kwargs):
+        built["config"] = config
+        raise SystemExit(0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("segview.ml.train.train", capture)
+        patch.setattr("segview.ml.interactive_training.train_interactive", capture)
+        for mode, options in MODES.items():
+            with pytest.raises(SystemExit):
+                main(["train", "--phantom", "cardiac", "--cases", "2", "-o", "unused", *options])
+            built[mode] = built.pop("config")
+    return built
+
+
+def _stated(help_text: str, option: str) -> dict[str, str]:
+    """What the help of ``option`` says its default is in each mode: "default 0.001, also
+    with --interactive; with --init 0.0003, with --preset paper 0.01" gives plain 0.001,
+    --interactive 0.001, --init 0.0003, --preset paper 0.01."""
+    start = help_text.index(f" {option} ", help_text.index(" options: "))  # its line, past the usage
+    said = help_text[help_text.index("(default ", start) + 1:]
+    said = said[:said.index(")")]
+    head, _, rest = said.partition(";")
+    default, _, also = head.partition(", also with ")
+    stated = {"plain": default.removeprefix("default ")}
+    stated.update({mode: stated["plain"] for mode in also.split(" and ") if mode})
+    for part in filter(None, (p.strip() for p in rest.split(","))):
+        mode = next(m for m in MODES if part.startswith(f"with {m} "))
+        stated[mode] = part.removeprefix(f"with {mode} ")
+    return stated
+
+
+def _same(stated: str, value) -> bool:
+    if isinstance(value, (int, float)):
+        return float(stated) == value
+    return stated == ("none" if value is None else value)
+
+
+@pytest.mark.parametrize("option, setting, not_with", [
+    ("--lr", "lr", ()), ("--schedule", "schedule", ()), ("--input-size", "input_size", ("--init",)),
+    ("--epochs", "epochs", ()), ("--batch-size", "batch_size", ()), ("--base-channels", "base_channels", ("--init",)),
+    ("--depth", "depth", ("--init",)), ("--norm", "norm", ("--init",)),
+    ("--validation-fraction", "validation_fraction", ()),
+    ("--foreground-fraction", "foreground_fraction", ("--interactive",)), ("--seed", "seed", ()),
+])
+def test_train_help_states_the_default_each_mode_uses(configs_of_the_modes, capsys, option, setting, not_with):
+    """--help said lr 1e-3, a constant schedule and input 256 whatever the mode, but
+    --interactive and --init train with others: each mode's default, as a run takes it (a
+    mode the help does not name takes the plain default). ``not_with``: modes that refuse
+    the option (--init keeps the checkpoint's network)."""
+    stated = _stated(_help_text("train", capsys), option)
+    for mode in set(MODES) - set(not_with):
+        assert _same(stated.get(mode, stated["plain"]), getattr(configs_of_the_modes[mode], setting)), (mode, stated)
+    if "--init" in not_with:
+        assert stated["--init"] == "the checkpoint's"
+
+
+def test_building_the_command_line_imports_no_torch():
+    """The help reads its defaults from segview.ml.config, which is free of torch: every
+    command (segview phantom, segview --help) builds all the parsers."""
+    import subprocess
+
+    code = ("import sys\nfrom segview.cli import main\ntry:\n    main(['phantom', '--help'])\nexcept SystemExit:\n"
+            "    pass\nassert 'torch' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
 
 
 def test_evaluate_prints_table1_and_a_paired_test(two_checkpoints, tmp_path, capsys):

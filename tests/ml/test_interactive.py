@@ -606,7 +606,7 @@ def test_train_interactive_on_tiny_phantoms_of_both_tasks(tmp_path, capsys, monk
     err = capsys.readouterr().err
     assert "torchrun started 4 processes on this machine's 2 cores" in err
     # a helper's --lr and --rounds were dropped unsaid, as train's were before
-    assert "--resume goes on with the settings the run started with; not taken: max_rounds 1 (the run's: 3)" in err
+    assert "--resume goes on with the settings the run started with; not taken: --rounds 1 (the run's: 3)" in err
     assert "--epochs 2 lengthens the run of 1 epoch." in err
     with open(out / "log.csv") as file:
         assert [row["epoch"] for row in csv.DictReader(file)] == ["1", "2"]

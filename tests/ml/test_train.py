@@ -214,8 +214,8 @@ def test_resume_says_which_requested_settings_it_does_not_take(cardiac, tmp_path
           progress=lambda event: notes.append(event["note"]) if "note" in event else None)
     assert notes[-1].startswith("resuming at epoch 2 of 2, best so far epoch 1")  # said, not only seen in the log
     notes = [n for n in notes if "not taken" in n]
-    assert len(notes) == 1 and "not taken: input_size 48 (the run's: 32), loss dice (the run's: ce+dice), lr 0.05" \
-        in notes[0]
+    assert len(notes) == 1 and ("not taken: --input-size 48 (the run's: 32), --loss dice (the run's: ce+dice), "
+                                "--lr 0.05") in notes[0]
     assert read_metadata(tmp_path / "last.safetensors")["preprocessing"]["input_size"] == [32, 32]
     notes.clear()
     train(TrainConfig(output=tmp_path, epochs=3, **TINY), cardiac, resume=True,
