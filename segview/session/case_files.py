@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,11 +49,14 @@ class CaseLock:
         self.file = file
 
     @classmethod
-    def acquire(cls, labels_path: Path) -> tuple[CaseLock | None, str | None]:
+    def acquire(cls, labels_path: Path, patient: bool = False) -> tuple[CaseLock | None, str | None]:
         """(the lock, None), or (None, who holds it) when another session has the case.
         A folder where nothing can be saved gives (None, None): nothing to guard. Where the
         labels could be saved but no lock made (another user's ``.locks``), (None, why): the
-        case may be open elsewhere."""
+        case may be open elsewhere. ``patient``: a lock found held is tried again a few
+        times within 40 ms before it is taken as held: another segview asking who
+        holds the case (``holder_of``, every few seconds) takes the lock for an instant,
+        and a session opening the case then would open it read-only."""
         if fcntl is None:
             return None, None
         path = lock_path(labels_path)
@@ -72,9 +76,7 @@ class CaseLock:
                 return None, None
         except OSError:
             return None, None
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _flocked(file, PATIENCE_S if patient else 0.0):
             file.seek(0)
             holder = file.read().strip() or "another session"
             file.close()
@@ -92,6 +94,24 @@ class CaseLock:
             self.file.truncate()
         fcntl.flock(self.file, fcntl.LOCK_UN)
         self.file.close()
+
+
+#: How long ``CaseLock.acquire(patient=True)`` tries a lock found held (seconds).
+PATIENCE_S = 0.04
+
+
+def _flocked(file, patience_s: float) -> bool:
+    """Whether ``file``'s exclusive ``flock`` was taken, tried again every 10 ms for up to
+    ``patience_s``."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def lock_path(labels_path: Path) -> Path:

@@ -783,7 +783,7 @@ class ReviewSession:
         """Take the lock of the case whose labels are ``path`` (``case_files.CaseLock``):
         ``lock``, or ``locked_by`` who has it."""
         self.release_lock()
-        self.lock, self.locked_by = CaseLock.acquire(path)
+        self.lock, self.locked_by = CaseLock.acquire(path, patient=True)  # not taken for a glance
 
     def release_lock(self) -> None:
         if self.lock is not None:

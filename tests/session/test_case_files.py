@@ -222,3 +222,24 @@ def test_a_case_no_lock_can_be_taken_for_opens_read_only_saying_why(dataset, mon
     reason = session.read_only_reason
     assert "no lock can be taken here" in reason and ".locks was made by" in reason and "chmod a+rwx" in reason
     session.close()
+
+
+def test_a_case_opens_editable_while_another_segview_glances_at_its_lock(dataset, monkeypatch):
+    """Another segview asking who holds a case (every 3 s) takes its lock for an instant: a
+    case opened at that instant opened read-only, editable only at the next check."""
+    import segview.session.case_files as case_files
+
+    real_flock, glanced = case_files.fcntl.flock, []
+
+    def glanced_at_once(file, operation):
+        if operation & case_files.fcntl.LOCK_EX and not glanced:
+            glanced.append(True)
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real_flock(file, operation)
+
+    monkeypatch.setattr(case_files.fcntl, "flock", glanced_at_once)
+    direct = open_directly(dataset)
+    assert glanced and direct.read_only_reason is None and direct.journal is not None
+    direct.close()
+    glanced.clear()
+    assert case_files.held_by_another(dataset / "labelsTr" / "case_000.nii.gz")  # a glance does not wait
