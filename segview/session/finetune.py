@@ -26,6 +26,7 @@ from ..core.report import counted
 from ..ml.checkpoint import read_metadata
 from ..core.splits import SPLITS_FILE
 from ..ml.data import Dataset, case_names, fixed_split, folder_dataset, replay_dataset, replay_spec
+from ..ml.data import Progress as DataProgress
 from ..ml.train import DEFAULT_REPLAY_SHARE, TrainConfig, check_replay, finetune_values, train
 
 MODELS_FOLDER = "models"
@@ -63,12 +64,19 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
 
     folder = Path(folder)
     target = fine_tune_target(folder, parent, models_folder)
+
+    def reading(*_) -> None:
+        """Between the cases read and the replay phantoms made (a lung replay takes half a
+        minute on 2 cores): a Cancel there stopped the run only once training began."""
+        if should_stop is not None and should_stop():
+            raise TrainingCancelled("cancelled while reading the data")
+
     try:
         names = case_names(folder)
         split = fixed_split(folder, names, write=False)  # written once the fine-tune succeeds
         if progress is not None:
             progress({"held_out": list(split["val"])})  # the cases judging the run, for the worklist to mark
-        dataset = folder_dataset(folder, reviewed_only=True)
+        dataset = folder_dataset(folder, reading, reviewed_only=True)
         made = not target.parent.exists()  # a models folder this run makes goes again if it writes nothing
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target.parent)
@@ -79,7 +87,7 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     except SegviewError as exc:
         raise FineTuneError(str(exc)) from exc
     try:
-        replay = replay_data(parent, dataset)
+        replay = replay_data(parent, dataset, reading)
         values = finetune_values(parent)
         if epochs is not None:
             values["epochs"] = epochs
@@ -129,18 +137,18 @@ def replay_source(parent) -> str | None:
     return replay_spec(str(first.get("source", "")))
 
 
-def replay_data(parent, dataset: Dataset) -> Dataset | None:
+def replay_data(parent, dataset: Dataset, progress: DataProgress | None = None) -> Dataset | None:
     """The data ``parent`` learnt from (``replay_source``), drawn for half of each epoch of
     its fine-tune on ``dataset`` so that it does not forget them: without them, a window's
     fine-tune of ``cardiac_ce`` on 4 cases of a new scanner fell from 0.914 to 0.782 Dice on
     the original one (0.894 with them). None when none are at hand, or when they are not of
     ``dataset``'s classes and modality (``ml.train.check_replay``: then they would teach
-    another task)."""
+    another task). ``progress`` is called before each replay case is read or made."""
     source = replay_source(parent)
     if source is None or not dataset.cases:
         return None
     try:
-        replay = replay_dataset(source)
+        replay = replay_dataset(source, progress)
         check_replay(replay, dataset, dataset.cases[0].volume.modality)
     except DatasetError:
         return None

@@ -41,3 +41,34 @@ def test_fine_tune_runs_the_epochs_asked_for_else_the_fine_tuning_default(review
     assert {e["epochs"] for e in events if "step" in e} == {3}  # what the window's row shows as epoch i/N
     default = fine_tune(reviewed, parent, device="cpu")
     assert epoch_rows(default) == [1, 2]
+
+
+def test_a_cancel_while_the_replay_phantoms_are_made_stops_there(reviewed, tmp_path, monkeypatch):
+    """Making a lung replay (12 phantoms) took half a minute on 2 cores, and the window's
+    Cancel said "stopping..." all that while: it was heard only once training began."""
+    from segview.ml import data as data_module
+    from segview.session import finetune as finetune_module
+
+    parent = make_checkpoint(tmp_path / "ce.safetensors", 1)
+    monkeypatch.setattr(finetune_module, "replay_source", lambda _parent: "phantom:cardiac")
+    made = []
+    monkeypatch.setattr(data_module, "make_phantom", lambda task, seed: made.append(seed) or pytest.fail("made"))
+    cancelled = {"now": False}
+
+    def stop_after_reading(n, count, text):  # Cancel pressed once the cases are read
+        cancelled["now"] = True
+
+    monkeypatch.setattr(finetune_module, "folder_dataset",
+                        lambda folder, progress=None, reviewed_only=False: _read(folder, stop_after_reading))
+    with pytest.raises(train_module.TrainingCancelled):
+        fine_tune(reviewed, parent, device="cpu", epochs=1, should_stop=lambda: cancelled["now"])
+    assert made == []  # no phantom made after the Cancel
+    assert not (reviewed / "models").exists() and not (reviewed / "splits.json").exists()
+
+
+def _read(folder, progress):
+    from segview.ml.data import folder_dataset
+
+    dataset = folder_dataset(folder, reviewed_only=True)
+    progress(0, 1, "read")
+    return dataset
