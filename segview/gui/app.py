@@ -28,6 +28,22 @@ def keep_c_numbers() -> None:
     locale.setlocale(locale.LC_NUMERIC, "C")
 
 
+def quiet_offscreen_plugin(app) -> None:
+    """Drop the offscreen platform's notes that it cannot do what only a screen does ("This
+    plugin does not support propagateSizeHints()", five of them for one --screenshot): noise
+    on stderr, where a person looks for real warnings. Every other message goes on as Qt
+    writes it."""
+    if app.platformName() != "offscreen":
+        return
+    from PySide6.QtCore import qInstallMessageHandler
+
+    def handler(mode, context, message: str) -> None:
+        if not message.startswith("This plugin does not support"):
+            print(message, file=sys.stderr)
+
+    qInstallMessageHandler(handler)
+
+
 def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare=False) -> int:
     """Open the main window (optionally on an image, a dataset folder or the demo, with up
     to two checkpoints) and run the event loop. A dataset folder (``dataset_layout``: the
@@ -55,6 +71,7 @@ def run(image=None, labels=None, models=(), demo=False, screenshot=None, compare
         models = DEMO_MODELS
     app = QApplication.instance() or QApplication(sys.argv[:1])
     keep_c_numbers()
+    quiet_offscreen_plugin(app)
     app.setApplicationName("segview")
     leave_a_core_for_the_window()
     with garbage_collected_on_the_main_thread():

@@ -417,3 +417,30 @@ def test_the_slice_keys_still_turn_slices_after_a_click_in_the_metrics_table(qtb
     before = window.current_slice()
     qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key_Up)
     assert window.current_slice() != before
+
+
+def test_the_offscreen_platform_leaves_stderr_to_real_warnings():
+    """``segview --demo --screenshot`` wrote "This plugin does not support
+    propagateSizeHints()" five times on stderr, where a person looks for real faults."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent("""
+        from PySide6.QtCore import Qt, qWarning
+        from PySide6.QtWidgets import QApplication, QDockWidget, QMainWindow
+        from segview.gui.app import quiet_offscreen_plugin
+        app = QApplication([])
+        quiet_offscreen_plugin(app)
+        window, dock = QMainWindow(), QDockWidget("dock")
+        window.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        window.show()
+        dock.setFloating(True)  # the offscreen plugin's notes
+        app.processEvents()
+        qWarning("a real warning")
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert run.returncode == 0, run.stderr
+    assert "a real warning" in run.stderr and "does not support" not in run.stderr
