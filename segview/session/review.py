@@ -1382,7 +1382,7 @@ def _load_image(image, series_uid, series, progress, first_slice) -> Volume:
     except VolumeLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - load_volume's contract: only VolumeLoadError
-        raise VolumeLoadError(f"The series {series.label()} could not be opened "
+        raise VolumeLoadError(f"The series {series.label()}, could not be opened "
                               f"({type(exc).__name__}: {exc}).") from exc
     volume.meta.setdefault("source", str(image))
     return volume

@@ -284,6 +284,21 @@ def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
     assert dialog.chosen() is series[1]  # the first series that is not a localizer
 
 
+def test_series_picker_tells_apart_series_that_share_a_number(qtbot, tmp_path):
+    """Two series numbered 1 read as one listed twice: their notes say so, with their UIDs' ends."""
+    from segview.core.dicom import SeriesInfo
+    from segview.gui.dialogs import SeriesDialog
+
+    series = [SeriesInfo("1.2.111", "chest", "CT", 80, (512, 512, 80), 1),
+              SeriesInfo("1.2.222", "chest", "CT", 80, (512, 512, 80), 1),
+              SeriesInfo("1.2.333", "chest", "CT", 3, (512, 512, 3), 2, True)]
+    dialog = SeriesDialog(None, tmp_path, series)
+    qtbot.addWidget(dialog)
+    assert dialog.table.horizontalHeaderItem(0).text() == "Series number"
+    assert [dialog.table.item(r, 5).text() for r in range(3)] == [
+        "shares its number; UID ...1.2.111", "shares its number; UID ...1.2.222", "localizer"]
+
+
 def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, dialogs, tmp_path):
     session = demo.session
     (tmp_path / "broken.dcm").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
