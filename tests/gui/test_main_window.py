@@ -187,6 +187,40 @@ def test_an_image_opens_with_the_labels_last_saved_under_a_name_of_ones_own(qtbo
     assert window.session.labels_path is None and not window.session.labels.array.any()
 
 
+def test_the_window_says_which_of_several_label_files_beside_an_image_it_read(qtbot, window, tmp_path):
+    """A tester saved lung_000's labels as .nii.gz, .nrrd and .mha: reopened, one of them came
+    back and nothing said which."""
+    case = lung_phantom(1)
+    image = save_volume(tmp_path / "lung_000.nii.gz", case.volume)
+    for n, ending in enumerate((".nii.gz", ".nrrd")):  # saved by another segview: nothing remembered here
+        save_labels(tmp_path / f"lung_000.labels{ending}", (case.labels > 0) * (n + 1), case.volume)
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(image)
+    assert window.session.labels_path == tmp_path / "lung_000.labels.nii.gz"
+    assert window.windowTitle() == "segview - lung_000.nii.gz - labels lung_000.labels.nii.gz[*]"
+    assert window.statusBar().currentMessage() == (
+        "Labels read from lung_000.labels.nii.gz, the name a first save gives them (no later save of this image is "
+        "remembered here); not read: lung_000.labels.nrrd beside the image (File > Open labels reads another).")
+    assert window.save_to(tmp_path / "lung_000.labels.mha", wait=True)
+    assert window.windowTitle().endswith(" - labels lung_000.labels.mha[*]")  # the file saved to
+    window.discard_session()
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(image)
+    assert window.session.labels_path == tmp_path / "lung_000.labels.mha"
+    assert window.windowTitle() == "segview - lung_000.nii.gz - labels lung_000.labels.mha[*]"
+    assert window.statusBar().currentMessage() == (
+        "Labels read from lung_000.labels.mha, where this image's labels were last saved; not read: "
+        "lung_000.labels.nii.gz, lung_000.labels.nrrd beside the image (File > Open labels reads another).")
+    window.discard_session()
+    (tmp_path / "copy").mkdir()  # the image copied elsewhere: the labels saved for it, named with their folder
+    copy = tmp_path / "copy" / "lung_000.nii.gz"
+    copy.write_bytes(image.read_bytes())
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(copy)
+    assert window.statusBar().currentMessage() == (
+        f"Labels read from {tmp_path / 'lung_000.labels.mha'}, where this image's labels were last saved.")
+
+
 def test_save_as_onto_the_image_file_is_refused_and_the_image_kept(qtbot, window, tmp_path, dialogs):
     case = lung_phantom(1)
     image = save_volume(tmp_path / "ct.nii.gz", case.volume)
