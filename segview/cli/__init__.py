@@ -230,13 +230,15 @@ def _run_phantom(args) -> int:
         name = names[n]
         try:
             if args.format == "dicom":
-                write_dicom_series(case.volume, images / name, patient_id=name,
+                image = images / name
+                write_dicom_series(case.volume, image, patient_id=name,
                                    series_description=case.volume.meta["series_description"])
             else:
-                save_volume(images / f"{name}_0000.nii.gz", case.volume)
-            save_labels(labels / f"{name}.nii.gz", case.labels, case.volume, case.classes)
+                image = save_volume(images / f"{name}_0000.nii.gz", case.volume)
+            label_file = save_labels(labels / f"{name}.nii.gz", case.labels, case.volume, case.classes)
         except OSError as exc:
             raise UserError(f"cannot write case {name} to {args.output}: {exc}") from exc
+        print(f"wrote {image} and {label_file}", flush=True)  # as predict names each file: where they went
     progress(args.count, args.count, "done")
     assert classes is not None  # count >= 1 phantoms were made
     dataset = {
@@ -249,6 +251,7 @@ def _run_phantom(args) -> int:
                     "format": args.format},
     }
     atomic_write_text(args.output / "dataset.json", json.dumps(dataset, indent=2))
+    print(f"wrote {args.output / 'dataset.json'} ({dataset['numTraining']} cases in {args.output})")
     return 0
 
 

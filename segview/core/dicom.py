@@ -99,12 +99,20 @@ class SeriesInfo:
     patient: str = ""
 
     def label(self) -> str:
-        """One line naming the series for a message or a list."""
-        number = f"#{self.number} " if self.number is not None else ""
-        kind = " (localizer)" if self.is_localizer else ""
-        desc = self.description or "no description"
+        """One line naming the series for a message or a list: "chest (series 2): CT, ...".
+        "series N" is its DICOM SeriesNumber, which two series may share (a "#1" read as a
+        place in the list, and two series of number 1 as one listed twice)."""
+        notes = [f"series {self.number}"] if self.number is not None else []
+        notes += ["localizer"] if self.is_localizer else []
+        desc = (self.description or "no description") + (f" ({', '.join(notes)})" if notes else "")
         c, r, n = self.size
-        return f"{number}{desc}{kind}: {self.modality or '?'}, {n} images of {c}x{r}, UID {self.uid}"
+        return f"{desc}: {self.modality or '?'}, {n} images of {c}x{r}, UID {self.uid}"
+
+
+def series_list(infos: Iterable[SeriesInfo]) -> str:
+    """Lines numbering the series by their place in the list (1., 2., ...; not their
+    SeriesNumber, which ``label`` gives), for a message that asks to choose one."""
+    return "\n".join(f"  {n}. {info.label()}" for n, info in enumerate(infos, 1))
 
 
 # -- discovery -------------------------------------------------------------------------
@@ -464,8 +472,7 @@ def _choose_series(folder: Path, infos: list[SeriesInfo], series_uid: str | None
         for info in infos:
             if info.uid == series_uid:
                 return info
-        raise VolumeLoadError(f"The series {series_uid} is not in {folder}. It holds:\n"
-                              + "\n".join("  " + i.label() for i in infos))
+        raise VolumeLoadError(f"The series {series_uid} is not in {folder}. It holds:\n" + series_list(infos))
     volumes = [i for i in infos if not i.is_localizer]
     if len(volumes) == 1:
         skipped = [i for i in infos if i.is_localizer]
@@ -478,8 +485,7 @@ def _choose_series(folder: Path, infos: list[SeriesInfo], series_uid: str | None
             warnings.append("This series looks like a localizer (scout).")
             return infos[0]
         volumes = infos
-    raise VolumeLoadError(f"{folder} holds {len(volumes)} image series; choose one:\n"
-                          + "\n".join("  " + i.label() for i in volumes))
+    raise VolumeLoadError(f"{folder} holds {len(volumes)} image series; choose one:\n" + series_list(volumes))
 
 
 def read_dicom_files(paths: Iterable[str] | SeriesInfo, progress: Progress | None = None, *,

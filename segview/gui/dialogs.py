@@ -9,18 +9,22 @@ from PySide6.QtWidgets import (QAbstractItemView, QDialog, QDialogButtonBox, QFo
 from ..core.report import counted
 from .widgets import WholeNumberBox
 
-SERIES_COLUMNS = ("Series", "Description", "Modality", "Images", "Size", "Note", "Patient")
+SERIES_COLUMNS = ("Series number", "Description", "Modality", "Images", "Size", "Note", "Patient")
 
 
 def series_rows(series) -> list[tuple[str, str, str, str, str, str, str]]:
     """One row of SERIES_COLUMNS per ``SeriesInfo``: the patient too, as a folder may hold
-    series of several."""
+    series of several. Series sharing a SeriesNumber say so, with the end of their UIDs:
+    their rows read as one series listed twice."""
+    numbers = [s.number for s in series]
     rows = []
     for s in series:
         columns, rows_, count = s.size
+        notes = ["localizer"] if s.is_localizer else []
+        if s.number is not None and numbers.count(s.number) > 1:
+            notes.append(f"shares its number; UID ...{s.uid[-8:]}")
         rows.append(("" if s.number is None else str(s.number), s.description or "(no description)",
-                     s.modality or "?", str(count), f"{columns} x {rows_}",
-                     "localizer" if s.is_localizer else "", s.patient))
+                     s.modality or "?", str(count), f"{columns} x {rows_}", "; ".join(notes), s.patient))
     return rows
 
 
@@ -33,6 +37,7 @@ class SeriesDialog(QDialog):
         self.series = list(series)
         self.table = QTableWidget(len(self.series), len(SERIES_COLUMNS))
         self.table.setHorizontalHeaderLabels(SERIES_COLUMNS)
+        self.table.horizontalHeaderItem(0).setToolTip("The DICOM SeriesNumber, which two series may share")
         self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)

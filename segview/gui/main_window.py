@@ -568,6 +568,8 @@ class MainWindow(QMainWindow):
             action.setEnabled(reason is None)
             action.setToolTip(reason or tip)
         self._session_changed()  # the new image's classes and panels, before any question
+        if session.labels_note:  # the labels it found by itself: which file, and why that one
+            self.statusBar().showMessage(session.labels_note, 15000)
         if session.warnings:
             QMessageBox.warning(self, "Opened with warnings", "\n\n".join(session.warnings))
         if session.recoverable_edits is not None:
@@ -1129,12 +1131,16 @@ class MainWindow(QMainWindow):
 
     def _show_read_only(self, reason: str | None) -> None:
         """A read-only case: every editing tool and Edit menu item disabled, the reason in
-        their tooltips, "(read-only)" in the title; left drag pans."""
-        volume = self.session.volume if self.session is not None else None
-        if volume is not None:
+        their tooltips, "(read-only)" in the title; left drag pans. The title names the
+        image and the label file the labels were read from or last saved to."""
+        session = self.session
+        if session is not None:
+            volume = session.volume
             name = volume.meta.get("series_description") or Path(str(volume.meta.get("source", ""))).name
             patient = patient_line(volume.meta)  # whose images: the first thing a reader checks
-            self.setWindowTitle(f"segview - {patient + ' - ' if patient else ''}{name}"
+            # Which file the labels are: several may lie beside an image (a tester could not tell).
+            labels = f" - labels {Path(session.labels_path).name}" if session.labels_path else ""
+            self.setWindowTitle(f"segview - {patient + ' - ' if patient else ''}{name}{labels}"
                                 f"{' (read-only)' if reason else ''}[*]")
         if reason is not None:
             self.tools.set_tool(self.effects[0].name)  # navigate

@@ -466,6 +466,8 @@ class ReviewSession:
         self._stopped_journal: Path | None = None  # a journal that could not be written any more
         self.recoverable_edits: RecoveredLabels | None = None  # a crashed session's, to offer
         self.warnings = list(volume.meta.get("warnings") or [])
+        # Which label file ``open`` chose by itself and why, naming the others beside the image.
+        self.labels_note: str | None = None
         if label_file and label_file.warning:
             self.warnings.append(label_file.warning)
         if undeclared:
@@ -512,7 +514,8 @@ class ReviewSession:
         remembers it, whatever name a person chose), or a function of the image's key that
         says so (called once the image is read), read as those beside it and before them
         when their sidecar names this image (a DICOM folder's other series may have saved
-        there).
+        there). Labels found either way are named in ``labels_note``, with why and the
+        other label files of the image beside it.
         ``empty_if_unreadable``: ``labels`` (a file) that cannot be read on the image do not
         stop it opening: empty labels, the reason in ``warnings``. ``journal``: False to start
         none, nor touch a crashed session's journals, until ``_start_journal`` is called, once
@@ -523,9 +526,9 @@ class ReviewSession:
         if "auto_window" not in volume.meta:
             volume.meta["auto_window"] = auto_window(volume.array)
         key = key or image_key(volume)
-        unread, forgiving = None, empty_if_unreadable
+        unread, forgiving, found = None, empty_if_unreadable, None
         if labels is None:
-            labels, unread = _labels_found(volume, key, labels_saved, labels_beside)
+            labels, unread, found = _labels_found(volume, key, labels_saved, labels_beside)
             forgiving = forgiving or labels is not None  # unreadable, they leave the labels empty
         label_file = None
         if labels is None:
@@ -549,6 +552,8 @@ class ReviewSession:
         session = cls(volume, label_map, key, label_file, classes)
         if unread:
             session.warnings.append(unread)
+        elif found is not None and label_file is not None:
+            session.labels_note = _found_note(volume, key, Path(labels), found)
         if journal:
             # A dataset case's file opened directly: its lock first, so that a case another
             # segview has open leaves that segview's crashed journals where they are.
@@ -1346,30 +1351,68 @@ def labels_stamp(path) -> str:
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None]:
+def _labels_found(volume: Volume, key: str, saved, beside: bool) -> tuple[Path | None, str | None, str | None]:
     """The labels ``ReviewSession.open`` reads without any given: those last ``saved`` for this
     image, else (``beside``) those a first save writes beside it, each only when its sidecar
-    does not name another image; and the warning when those beside it are another's.
-    ``saved``: a path, or a function of ``key`` that gives one (or None)."""
+    does not name another image; the warning when those beside it are another's; and why
+    these ("saved", "beside"; None for none). ``saved``: a path, or a function of ``key``
+    that gives one (or None)."""
     if callable(saved):
         saved = saved(key)
     if saved is not None and Path(saved).is_file() and names_image(read_sidecar(saved) or {}, key, volume):
-        return Path(saved), None
+        return Path(saved), None, "saved"
     if not beside:
-        return None, None
+        return None, None, None
     series = series_labels_beside(volume)
     if series is not None and series.is_file() and not _another_images(series, key, volume):
-        return series, None
+        return series, None, "beside"
     there = labels_beside_image(volume)
     if there is None or not there.is_file():
-        return None, None
+        return None, None, None
     if _another_images(there, key, volume):  # another series, same grid
         if series is not None:
             return None, (f"The labels beside the folder ({there.name}) are those of another series in it, so "
-                          f"they were not read; this series' labels will be saved as {series.name}.")
+                          f"they were not read; this series' labels will be saved as {series.name}."), None
         return None, (f"The labels beside the image ({there.name}) are those of another image, so they were "
-                      "not read and the labels start empty; save these under another name.")
-    return there, None
+                      "not read and the labels start empty; save these under another name."), None
+    return there, None, "beside"
+
+
+def _found_note(volume: Volume, key: str, path: Path, why: str) -> str:
+    """What the window says of the labels ``open`` found at ``path`` by itself (``why``: as
+    ``_labels_found`` says): which file, why that one, and the label files of this image
+    beside it that were not read (a tester had three, saved as .nii.gz, .nrrd and .mha, and
+    could not tell which one had opened)."""
+    others = _other_labels_beside(volume, key, path)
+    if why == "saved":
+        reason = "where this image's labels were last saved"
+    else:
+        reason = "the name a first save gives them" + (" (no later save of this image is remembered here)"
+                                                       if others else "")
+    beside = labels_beside_image(volume)
+    shown = path.name if beside is not None and path.resolve().parent == beside.parent else str(path)  # else: where
+    note = f"Labels read from {shown}, {reason}"
+    if others:
+        note += (f"; not read: {', '.join(p.name for p in others)} beside the image "
+                 "(File > Open labels reads another)")
+    return note + "."
+
+
+def _other_labels_beside(volume: Volume, key: str, chosen: Path) -> list[Path]:
+    """The label files named after ``volume``'s file or folder beside it
+    (``<name>[.<series>].labels.<ext>``), but ``chosen`` and those whose sidecar names
+    another image (another series of the folder)."""
+    plain = labels_beside_image(volume)
+    if plain is None:
+        return []
+    stem = plain.name[: -len(".labels.nii.gz")]
+    endings = tuple(f".labels{ext}" for ext in LABEL_EXTENSIONS)
+    try:
+        named = sorted(p for p in plain.parent.iterdir() if p.name.startswith(f"{stem}.") and p.name.endswith(endings))
+    except OSError:
+        return []
+    chosen = chosen.resolve()
+    return [p for p in named if p.resolve() != chosen and p.is_file() and not _another_images(p, key, volume)]
 
 
 def _load_image(image, series_uid, series, progress, first_slice) -> Volume:
@@ -1382,7 +1425,7 @@ def _load_image(image, series_uid, series, progress, first_slice) -> Volume:
     except VolumeLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - load_volume's contract: only VolumeLoadError
-        raise VolumeLoadError(f"The series {series.label()} could not be opened "
+        raise VolumeLoadError(f"The series {series.label()}, could not be opened "
                               f"({type(exc).__name__}: {exc}).") from exc
     volume.meta.setdefault("source", str(image))
     return volume

@@ -36,3 +36,16 @@ def test_bad_arguments_end_in_one_line_without_traceback(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and result.stderr.startswith("segview: cannot create")
+
+
+def test_phantom_says_where_it_wrote_each_case(tmp_path, capsys):
+    """A tester's `segview phantom ... -o DIR` printed nothing, not even the folder."""
+    assert main(["phantom", "lung", "-o", str(tmp_path), "--count", "2", "--seed", "5"]) == 0
+    images, labels = tmp_path / "imagesTr", tmp_path / "labelsTr"
+    assert capsys.readouterr().out.splitlines() == [
+        f"wrote {images / 'lung_005_0000.nii.gz'} and {labels / 'lung_005.nii.gz'}",
+        f"wrote {images / 'lung_006_0000.nii.gz'} and {labels / 'lung_006.nii.gz'}",
+        f"wrote {tmp_path / 'dataset.json'} (2 cases in {tmp_path})"]
+    assert main(["phantom", "lung", "-o", str(tmp_path / "dicom"), "--format", "dicom"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (f"wrote {tmp_path / 'dicom' / 'imagesTr' / 'lung_000'} and "
+                                                      f"{tmp_path / 'dicom' / 'labelsTr' / 'lung_000.nii.gz'}")

@@ -329,6 +329,18 @@ def test_several_series_and_a_localizer_are_listed_never_merged(tmp_path, lung, 
         load_volume(tmp_path, series_uid="1.2.3")
 
 
+def test_two_series_sharing_a_number_are_listed_apart(tmp_path, lung):
+    """A tester's list read "#1 chest" twice: the "#" was the SeriesNumber, not a place."""
+    for folder in ("a", "b"):
+        write_dicom_series(lung, tmp_path / folder, series_description="chest", series_number=1)
+    first, second = list_dicom_series(tmp_path)
+    with pytest.raises(VolumeLoadError) as error:
+        load_volume(tmp_path)
+    assert str(error.value).splitlines()[1:] == [
+        f"  1. chest (series 1): CT, {lung.shape[0]} images of 256x256, UID {first.uid}",
+        f"  2. chest (series 1): CT, {lung.shape[0]} images of 256x256, UID {second.uid}"]
+
+
 def test_one_series_with_a_localizer_loads_the_series_and_says_so(tmp_path, cardiac):
     write_dicom_series(cardiac, tmp_path / "sa")
     write_localizer(tmp_path / "loc")

@@ -187,6 +187,40 @@ def test_an_image_opens_with_the_labels_last_saved_under_a_name_of_ones_own(qtbo
     assert window.session.labels_path is None and not window.session.labels.array.any()
 
 
+def test_the_window_says_which_of_several_label_files_beside_an_image_it_read(qtbot, window, tmp_path):
+    """A tester saved lung_000's labels as .nii.gz, .nrrd and .mha: reopened, one of them came
+    back and nothing said which."""
+    case = lung_phantom(1)
+    image = save_volume(tmp_path / "lung_000.nii.gz", case.volume)
+    for n, ending in enumerate((".nii.gz", ".nrrd")):  # saved by another segview: nothing remembered here
+        save_labels(tmp_path / f"lung_000.labels{ending}", (case.labels > 0) * (n + 1), case.volume)
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(image)
+    assert window.session.labels_path == tmp_path / "lung_000.labels.nii.gz"
+    assert window.windowTitle() == "segview - lung_000.nii.gz - labels lung_000.labels.nii.gz[*]"
+    assert window.statusBar().currentMessage() == (
+        "Labels read from lung_000.labels.nii.gz, the name a first save gives them (no later save of this image is "
+        "remembered here); not read: lung_000.labels.nrrd beside the image (File > Open labels reads another).")
+    assert window.save_to(tmp_path / "lung_000.labels.mha", wait=True)
+    assert window.windowTitle().endswith(" - labels lung_000.labels.mha[*]")  # the file saved to
+    window.discard_session()
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(image)
+    assert window.session.labels_path == tmp_path / "lung_000.labels.mha"
+    assert window.windowTitle() == "segview - lung_000.nii.gz - labels lung_000.labels.mha[*]"
+    assert window.statusBar().currentMessage() == (
+        "Labels read from lung_000.labels.mha, where this image's labels were last saved; not read: "
+        "lung_000.labels.nii.gz, lung_000.labels.nrrd beside the image (File > Open labels reads another).")
+    window.discard_session()
+    (tmp_path / "copy").mkdir()  # the image copied elsewhere: the labels saved for it, named with their folder
+    copy = tmp_path / "copy" / "lung_000.nii.gz"
+    copy.write_bytes(image.read_bytes())
+    with qtbot.waitSignal(window.loaded, timeout=20000):
+        window.open_image(copy)
+    assert window.statusBar().currentMessage() == (
+        f"Labels read from {tmp_path / 'lung_000.labels.mha'}, where this image's labels were last saved.")
+
+
 def test_save_as_onto_the_image_file_is_refused_and_the_image_kept(qtbot, window, tmp_path, dialogs):
     case = lung_phantom(1)
     image = save_volume(tmp_path / "ct.nii.gz", case.volume)
@@ -282,6 +316,21 @@ def test_series_picker_lists_the_series_and_marks_localizers(qtbot, tmp_path):
     assert cells == [["1", "scout", "CT", "3", "32 x 32", "localizer", "Doe, Jane; ID 7"],  # a folder of two
                      ["2", "chest", "CT", "120", "512 x 512", "", "Roe, Rick; ID 8"]]
     assert dialog.chosen() is series[1]  # the first series that is not a localizer
+
+
+def test_series_picker_tells_apart_series_that_share_a_number(qtbot, tmp_path):
+    """Two series numbered 1 read as one listed twice: their notes say so, with their UIDs' ends."""
+    from segview.core.dicom import SeriesInfo
+    from segview.gui.dialogs import SeriesDialog
+
+    series = [SeriesInfo("1.2.111", "chest", "CT", 80, (512, 512, 80), 1),
+              SeriesInfo("1.2.222", "chest", "CT", 80, (512, 512, 80), 1),
+              SeriesInfo("1.2.333", "chest", "CT", 3, (512, 512, 3), 2, True)]
+    dialog = SeriesDialog(None, tmp_path, series)
+    qtbot.addWidget(dialog)
+    assert dialog.table.horizontalHeaderItem(0).text() == "Series number"
+    assert [dialog.table.item(r, 5).text() for r in range(3)] == [
+        "shares its number; UID ...1.2.111", "shares its number; UID ...1.2.222", "localizer"]
 
 
 def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, dialogs, tmp_path):

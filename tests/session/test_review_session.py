@@ -401,9 +401,12 @@ def test_two_series_of_one_folder_keep_their_labels_apart(tmp_path):
     other.close()
     again = ReviewSession.open(tmp_path / "two", series_uid=uids["T2 ax"], labels_beside=True)
     assert again.labels_path == own and again.labels.array[1, 2, 2] == 2 and not again.warnings
+    # The other series' file beside the folder is no label file of this series: not named as one
+    assert again.labels_note == f"Labels read from {own.name}, the name a first save gives them."
     again.close()
     back = ReviewSession.open(tmp_path / "two", series_uid=uids["SA cine"], labels_beside=True)
     assert back.labels_path == plain and not back.warnings
+    assert back.labels_note == "Labels read from two.labels.nii.gz, the name a first save gives them."
     np.testing.assert_array_equal(back.labels.array, labels)
     back.close()
 
