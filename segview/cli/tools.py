@@ -476,7 +476,7 @@ def _run_evaluate(args) -> int:
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
-    from ..ml.metadata import trained_cases
+    from ..ml.metadata import learnt_count, trained_cases
     from .models import warn_modality
 
     # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
@@ -511,9 +511,8 @@ def _run_evaluate(args) -> int:
             trained = trained_cases(predictor.meta, digests, name, dataset.phantom)
             if trained:
                 trained_by[name, index] = trained
-                learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(digests)} cases of {name} "
-                              f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "
-                              "are no evidence of how it does on cases it never saw.**")
+                said = _trained_on_text(labels[index], trained, dataset, name, learnt_count(predictor.meta))
+                learnt.append(f"**{said}: its figures there are no evidence of how it does on cases it never saw.**")
                 print(f"segview: {learnt[-1].strip('*')}", file=sys.stderr)
             for case in dataset.cases:
                 warn_modality(path.name, predictor.meta, case.volume, warned)
@@ -554,6 +553,24 @@ def _run_evaluate(args) -> int:
              for n, a, b, r in comparisons]),
             indent=2, allow_nan=False))
     return 0
+
+
+def _trained_on_text(label: str, trained: list[str], dataset, name: str, learnt: int | None) -> str:
+    """That model ``label`` learnt from ``trained``, some of the cases of ``dataset`` evaluated,
+    counted as what they are: of the cases evaluated, not of the folder's (a tester read "3
+    of the 5 cases of DS" of a DS of 7, and a model that had learnt from 4 of them)."""
+    from ..core.report import counted
+
+    shown = ", ".join(trained[:6]) + (", ..." if len(trained) > 6 else "")
+    evaluated = len(dataset.cases)
+    held = evaluated + len(dataset.skipped)  # the folder's cases: those skipped were not evaluated
+    context = []
+    if learnt is not None and learnt != len(trained):
+        context.append(f"it learnt from {counted(learnt, 'case')} in all")
+    if held != evaluated:
+        context.append(f"{name} holds {held}")
+    return (f"{label} was trained on {len(trained)} of the {counted(evaluated, 'case')} of {name} evaluated here "
+            f"({shown}{'; ' + ', and '.join(context) if context else ''})")
 
 
 def _no_verdict_on_training_cases(comparison: dict, trained_on: dict[str, list[str]]) -> None:
