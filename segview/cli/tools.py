@@ -436,7 +436,9 @@ def _add_evaluate(commands) -> None:
                         help="also the simulated reviewer (segview.session.reviewer): per model and case, the clicks "
                              "the interactive model needs to bring its prediction to Dice 0.90 (each class on each "
                              "slice, reviewed ones with --reviewed-only, below 0.90 and of at least 50 voxels; 20 "
-                             "where it never gets there), as results.csv's clicks_to_90, with the paired difference")
+                             "where it never gets there), as results.csv's clicks_to_90, with the paired difference; "
+                             "empty, and left out of the pairs, where no object of at least 50 voxels is there to "
+                             "click on")
     parser.add_argument("--click-model", type=Path, metavar="CKPT",
                         help="the interactive checkpoint of --robot (default: the shipped interactive.safetensors)")
     parser.add_argument("--device", help="cuda, cuda:1, mps or cpu (default: the best there is; for --robot's "
@@ -474,7 +476,7 @@ def _run_evaluate(args) -> int:
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
-    from ..ml.metadata import trained_cases
+    from ..ml.metadata import learnt_count, trained_cases
     from .models import warn_modality
 
     # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
@@ -509,9 +511,8 @@ def _run_evaluate(args) -> int:
             trained = trained_cases(predictor.meta, digests, name, dataset.phantom)
             if trained:
                 trained_by[name, index] = trained
-                learnt.append(f"**{labels[index]} was trained on {len(trained)} of the {len(digests)} cases of {name} "
-                              f"({', '.join(trained[:6])}{', ...' if len(trained) > 6 else ''}): its figures there "
-                              "are no evidence of how it does on cases it never saw.**")
+                said = _trained_on_text(labels[index], trained, dataset, name, learnt_count(predictor.meta))
+                learnt.append(f"**{said}: its figures there are no evidence of how it does on cases it never saw.**")
                 print(f"segview: {learnt[-1].strip('*')}", file=sys.stderr)
             for case in dataset.cases:
                 warn_modality(path.name, predictor.meta, case.volume, warned)
@@ -552,6 +553,24 @@ def _run_evaluate(args) -> int:
              for n, a, b, r in comparisons]),
             indent=2, allow_nan=False))
     return 0
+
+
+def _trained_on_text(label: str, trained: list[str], dataset, name: str, learnt: int | None) -> str:
+    """That model ``label`` learnt from ``trained``, some of the cases of ``dataset`` evaluated,
+    counted as what they are: of the cases evaluated, not of the folder's (a tester read "3
+    of the 5 cases of DS" of a DS of 7, and a model that had learnt from 4 of them)."""
+    from ..core.report import counted
+
+    shown = ", ".join(trained[:6]) + (", ..." if len(trained) > 6 else "")
+    evaluated = len(dataset.cases)
+    held = evaluated + len(dataset.skipped)  # the folder's cases: those skipped were not evaluated
+    context = []
+    if learnt is not None and learnt != len(trained):
+        context.append(f"it learnt from {counted(learnt, 'case')} in all")
+    if held != evaluated:
+        context.append(f"{name} holds {held}")
+    return (f"{label} was trained on {len(trained)} of the {counted(evaluated, 'case')} of {name} evaluated here "
+            f"({shown}{'; ' + ', and '.join(context) if context else ''})")
 
 
 def _no_verdict_on_training_cases(comparison: dict, trained_on: dict[str, list[str]]) -> None:
@@ -612,25 +631,32 @@ def _click_model(args):
 
 def _robot_clicks(click_model, predictor, cases, results) -> None:
     """--robot without --reviewed-only: each case's ``clicks_to_90`` (session.reviewer over
-    every slice of its labels) into its result's measures (a results.csv column)."""
+    every slice of its labels) into its result's measures (a results.csv column; NaN, an
+    empty cell, where no object is large enough to click on: not 0, "needed no correction")."""
     from ..session.reviewer import clicks_to_goal
     from .common import progress
 
     for n, (case, result) in enumerate(zip(cases, results)):
         progress(n, len(cases), f"clicks {case.name}")
         prediction = predictor.predict_volume(case.volume)
-        result.measures["clicks_to_90"] = int(clicks_to_goal(click_model, case.volume, case.labels,
-                                                             prediction).clicks)
+        clicks = clicks_to_goal(click_model, case.volume, case.labels, prediction).count
+        result.measures["clicks_to_90"] = math.nan if clicks is None else clicks
     progress(len(cases), len(cases), "done")
 
 
 def _clicks_difference(a, b) -> dict:
-    """B minus A of the simulated reviewer's clicks per case (core.compare.paired_difference)."""
+    """B minus A of the simulated reviewer's clicks per case (core.compare.paired_difference),
+    over the cases where both have a count; ``left_out``: case -> why not."""
     from ..core.compare import paired_difference
+    from ..session.reviewer import NOTHING_TO_CLICK
 
     by_case = {r.case: r.measures["clicks_to_90"] for r in a}
-    pairs = [(by_case[r.case], r.measures["clicks_to_90"]) for r in b if r.case in by_case]
-    return paired_difference([x for x, _ in pairs], [y for _, y in pairs], lower_is_better=True)
+    pairs = {r.case: (by_case[r.case], r.measures["clicks_to_90"]) for r in b if r.case in by_case}
+    left_out = {case: f"{NOTHING_TO_CLICK} for {' and '.join(s for s, n in zip('AB', pair) if math.isnan(n))}"
+                for case, pair in sorted(pairs.items()) if any(math.isnan(n) for n in pair)}
+    kept = [pair for case, pair in pairs.items() if case not in left_out]
+    return {**paired_difference([x for x, _ in kept], [y for _, y in kept], lower_is_better=True),
+            "left_out": left_out}
 
 
 def _refuse_with_image(args) -> None:
@@ -742,7 +768,10 @@ def _clicks_text(name, label_a, label_b, clicks: dict) -> str:
             f"{label_b} fewer on {clicks['b_better']}, "
             f"{label_a} fewer on {clicks['a_better']}; "
             + ("no test possible (fewer than two cases)" if p != p else f"Wilcoxon signed-rank p = {p:.4g}")
-            + "\n" + (f"{note}\n" if note else ""))
+            + "\n" + (f"{note}\n" if note else "")
+            + (f"Left out of the clicks' pairs ({counted(len(clicks['left_out']), 'case')}): "
+               + "; ".join(f"{case}: {why}" for case, why in clicks["left_out"].items()) + "\n"
+               if clicks.get("left_out") else ""))
 
 
 # -- predict ----------------------------------------------------------------------------

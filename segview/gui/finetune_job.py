@@ -5,8 +5,9 @@
   epochs (the last chosen, else the fine-tuning default); Cancel starts nothing.
 - The case on screen is saved first when it has unsaved edits (the dock's save: training
   reads the labels and review marks from the dataset).
-- The training runs in a worker thread; its progress ("Fine-tuning A: epoch k/n, loss x,
-  held-out Dice y") and Cancel are a row of the worklist dock. Cancel, or closing the
+- The training runs in a worker thread; its progress (the cases read and replay phantoms
+  made, counted; then "Fine-tuning A: epoch k/n, loss x, held-out Dice y") and Cancel are
+  a row of the worklist dock. Cancel, or closing the
   window, stops it before its next step and leaves no checkpoint (``fine_tune`` moves only
   a finished run's best checkpoint into place).
 - A read-only dataset: the user chooses the folder the checkpoint goes into.
@@ -94,9 +95,18 @@ def progress_text(epoch: int, epochs: int, loss: float, dice: float, left_s: flo
     return text + (", less than a minute left" if left_s < 60 else f", about {math.ceil(left_s / 60)} min left")
 
 
+def reading_text(event: dict) -> str:
+    """What the job's row says before training: ``fine_tune``'s {"reading", "done", "count"}
+    event as the case read or phantom made, counted from 1."""
+    doing = {"cases": "reading case", "replay cases": "reading replay case",
+             "replay phantoms": "making replay phantom"}[event["reading"]]
+    return f"{doing} {int(event['done']) + 1}/{int(event['count'])}..."
+
+
 class FineTuning(QObject):
     """The fine-tuning job of a worklist dock (one at a time). Signals for tests
-    and scripts: ``progressed(dict)`` (ml.train's events, on the main thread),
+    and scripts: ``progressed(dict)`` (``fine_tune``'s "reading" events, then ml.train's,
+    on the main thread),
     ``finished(FineTuned or None)`` (None: cancelled; after the user answered whether to
     use it as model B), ``failed(str)`` (the message shown)."""
     progressed = Signal(object)
@@ -114,6 +124,7 @@ class FineTuning(QObject):
         self.judged = True                  # whether a held-out case of the run has reviewed slices
         self._epochs = 0
         self._started: float | None = None   # the first training step (reading the cases not counted)
+        self._title = "Fine-tuning A"       # what the row says of the run while it reads the data
         row.cancel_clicked.connect(self.cancel)
         self._event.connect(self._progress)
 
@@ -182,8 +193,9 @@ class FineTuning(QObject):
         stop = self._stop = threading.Event()
         self._worklist, self.history, self._epochs, self._started = worklist, [], 0, None
         self.judged = True  # until the split says its held-out cases have no reviewed slice
-        self.row.start(f"Fine-tuning A ({parent.stem}, {counted(epochs, 'epoch')}) on the reviewed cases of "
-                       f"{worklist.folder.name}: reading them...")
+        self._title = (f"Fine-tuning A ({parent.stem}, {counted(epochs, 'epoch')}) on the reviewed cases of "
+                       f"{worklist.folder.name}")
+        self.row.start(f"{self._title}: reading them...")
         self.controller.dock.show()
         worker = self._worker = Worker(run_fine_tune, worklist.folder, parent, models_folder, stop, self._event.emit,
                                        epochs)
@@ -206,6 +218,9 @@ class FineTuning(QObject):
             return  # stopping: the row says so
         if "held_out" in event:  # before reading the cases: marked while the run goes on
             return self._held_out(event["held_out"])
+        if "reading" in event:  # reading the cases, making the replay phantoms: half a minute for a lung replay
+            self.row.step(int(event["done"]), int(event["count"]), f"{self._title}: {reading_text(event)}")
+            return self.progressed.emit(event)
         if self._started is None:
             self._started = time.monotonic()
         dice = self.history[-1]["val_dice"] if self.history else math.nan

@@ -126,3 +126,12 @@ def trained_cases(meta: dict, cases: dict[str, tuple[str, str]], dataset: str, p
     if lineage.get("dataset") == dataset and isinstance(lineage.get("cases"), dict):
         return sorted(set(cases) & set(lineage["cases"]))
     return []
+
+
+def learnt_count(meta: dict) -> int | None:
+    """How many cases a checkpoint learnt from in all, wherever they are (its lineage's
+    ``cases``; without one, its training split's): more than ``trained_cases`` finds where
+    some of them are not evaluated (flagged since, or elsewhere). None when not recorded."""
+    lineage = meta.get("lineage") or {}
+    learnt = lineage.get("cases") if lineage else ((meta.get("training") or {}).get("split") or {}).get("train")
+    return len(learnt) if isinstance(learnt, (dict, list)) else None

@@ -52,8 +52,11 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
               models_folder=None, device: str | None = None, epochs: int | None = None) -> Path:
     """Fine-tune checkpoint ``parent`` on the reviewed slices of the training cases of the
     nnU-Net dataset ``folder`` (its fixed split, written on first use; held-out reviewed
-    slices choose the epoch). ``progress`` gets {"held_out": names} first, then ``train``'s
-    events (steps, then each epoch's row with ``val_dice``, the held-out Dice).
+    slices choose the epoch). ``progress`` gets {"held_out": names} first, then
+    {"reading": "cases" | "replay cases" | "replay phantoms", "done", "count", "name"}
+    before each case of the dataset read and each replay case read or phantom made
+    (``done`` of ``count`` finished), then ``train``'s events (steps, then each epoch's row
+    with ``val_dice``, the held-out Dice).
     ``models_folder``: where to write (default ``folder/models``; give another for a
     read-only dataset). ``epochs``: how many (None: ``finetune_values``', as ``segview train``
     without --epochs; the best epoch on the held-out slices is kept, so more cost time, not
@@ -65,18 +68,23 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     folder = Path(folder)
     target = fine_tune_target(folder, parent, models_folder)
 
-    def reading(*_) -> None:
-        """Between the cases read and the replay phantoms made (a lung replay takes half a
-        minute on 2 cores): a Cancel there stopped the run only once training began."""
-        if should_stop is not None and should_stop():
-            raise TrainingCancelled("cancelled while reading the data")
+    def reading(what: str) -> DataProgress:
+        """Before each case read or replay phantom made (a lung replay takes half a minute on
+        2 cores): the count told (the window showed only a busy bar), a Cancel heard (it
+        stopped the run only once training began)."""
+        def told(done: int, count: int, name: str) -> None:
+            if should_stop is not None and should_stop():
+                raise TrainingCancelled("cancelled while reading the data")
+            if progress is not None:
+                progress({"reading": what, "done": done, "count": count, "name": name})
+        return told
 
     try:
         names = case_names(folder)
         split = fixed_split(folder, names, write=False)  # written once the fine-tune succeeds
         if progress is not None:
             progress({"held_out": list(split["val"])})  # the cases judging the run, for the worklist to mark
-        dataset = folder_dataset(folder, reading, reviewed_only=True)
+        dataset = folder_dataset(folder, reading("cases"), reviewed_only=True)
         made = not target.parent.exists()  # a models folder this run makes goes again if it writes nothing
         target.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(target.parent)
@@ -87,7 +95,8 @@ def fine_tune(folder, parent, progress: Progress | None = None, should_stop: Cal
     except SegviewError as exc:
         raise FineTuneError(str(exc)) from exc
     try:
-        replay = replay_data(parent, dataset, reading)
+        made_anew = (replay_source(parent) or "").startswith("phantom:")  # phantoms are made, not read
+        replay = replay_data(parent, dataset, reading("replay phantoms" if made_anew else "replay cases"))
         values = finetune_values(parent)
         if epochs is not None:
             values["epochs"] = epochs

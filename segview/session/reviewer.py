@@ -131,6 +131,12 @@ def objects(start: np.ndarray, reference: np.ndarray, slices: Iterable[int] | No
     """(z, class value) of every object to review in ``start`` against ``reference``
     (Z, Y, X) labels, on ``slices`` (default all): starting Dice below ``goal``, at least
     ``min_voxels`` voxels (the reference's, or the start's where the reference has none)."""
+    return [(z, value) for z, value, dice in _large_objects(start, reference, slices, min_voxels) if dice < goal]
+
+
+def _large_objects(start: np.ndarray, reference: np.ndarray, slices: Iterable[int] | None,
+                   min_voxels: int) -> list[tuple[int, int, float]]:
+    """(z, class value, starting Dice) of every object of at least ``min_voxels`` voxels, whatever its Dice."""
     found = []
     for z in range(start.shape[0]) if slices is None else slices:
         z = int(z)
@@ -138,8 +144,8 @@ def objects(start: np.ndarray, reference: np.ndarray, slices: Iterable[int] | No
         for value in (int(v) for v in values if v):
             mask, truth = start[z] == value, reference[z] == value
             size = int(truth.sum()) if truth.any() else int(mask.sum())
-            if size >= min_voxels and object_dice(mask, truth) < goal:
-                found.append((z, value))
+            if size >= min_voxels:
+                found.append((z, value, object_dice(mask, truth)))
     return found
 
 
@@ -257,14 +263,27 @@ def noc_interval(traces: list[Trace], goal: float = GOAL) -> tuple[float, float]
     return bootstrap_interval(sums, weights=counts)
 
 
+#: Why a case has no clicks to count (``CaseClicks.count`` None): said in the reports.
+NOTHING_TO_CLICK = f"no object of at least {MIN_VOXELS} voxels to click on"
+
+
 @dataclass
 class CaseClicks:
     """The reviewer's effort on one case: ``clicks`` (the sum of every object's NoC@goal,
     failures counted ``MAX_CLICKS``), ``objects`` reviewed, ``never`` (objects that never
-    reached the goal)."""
+    reached the goal), ``large`` (objects of at least ``MIN_VOXELS`` voxels, whatever their
+    Dice: those the reviewer would click on below the goal)."""
     clicks: int
     objects: int
     never: int
+    large: int
+
+    @property
+    def count(self) -> int | None:
+        """``clicks`` as the case's figure: None where no object was large enough to click
+        on (its 0 clicks read as "needed no correction" beside a model that predicted
+        nothing of a few small lesions)."""
+        return self.clicks if self.large else None
 
 
 def clicks_to_goal(model, volume: Volume, reference: np.ndarray, start: np.ndarray,
@@ -272,14 +291,17 @@ def clicks_to_goal(model, volume: Volume, reference: np.ndarray, start: np.ndarr
     """The clicks the interactive ``model`` needs to bring ``start`` (a model's prediction,
     (Z, Y, X) labels) to Dice ``goal`` on every object of ``slices`` (default all) of
     ``volume``: the verdict of ``segview evaluate --robot`` in the reviewer's effort."""
+    slices = None if slices is None else [int(z) for z in slices]
     corrector = click_corrector(model, volume.array, volume.spacing)
     traces = review_case(volume.array, reference, start, {"model": corrector}, slices=slices, goal=goal)["model"]
-    return CaseClicks(sum(t.noc(goal) for t in traces), len(traces), sum(t.clicks_to(goal) is None for t in traces))
+    return CaseClicks(sum(t.noc(goal) for t in traces), len(traces), sum(t.clicks_to(goal) is None for t in traces),
+                      len(_large_objects(start, reference, slices, MIN_VOXELS)))
 
 
-def verdict_robot(model) -> Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], int]:
+def verdict_robot(model) -> Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], int | None]:
     """``session.verdict.reviewed_verdict``'s ``robot``: (volume, labels, prediction, reviewed)
-    -> the clicks of ``clicks_to_goal`` over the reviewed slices."""
-    def clicks(volume, labels, prediction, reviewed) -> int:
-        return int(clicks_to_goal(model, volume, labels, prediction, np.flatnonzero(reviewed)).clicks)
+    -> the clicks of ``clicks_to_goal`` over the reviewed slices (``CaseClicks.count``:
+    None where no object there is large enough to click on)."""
+    def clicks(volume, labels, prediction, reviewed) -> int | None:
+        return clicks_to_goal(model, volume, labels, prediction, np.flatnonzero(reviewed)).count
     return clicks

@@ -53,8 +53,9 @@ SCORING_RULE = ("Per case, class and model over the reviewed slices: a class abs
                 "same cases: a case where either has no Dice is left out of the Dice for both, and still counts "
                 "in the correction effort.")
 Progress = Callable[[int, int, str], None]
-#: --robot: (volume, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks (session.reviewer.verdict_robot)
-Robot = Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], int]
+#: --robot: (volume, labels, prediction (Z, Y, X), reviewed (Z,) bool) -> clicks, None where no object
+#: is large enough to click on (session.reviewer.verdict_robot)
+Robot = Callable[[Volume, np.ndarray, np.ndarray, np.ndarray], "int | None"]
 __all__ = ["MIN_PAIRS", "REPORT_FILES", "SCORING_RULE", "CaseVerdict", "Verdict", "reviewed_verdict",
            "write_dataset_report"]
 
@@ -72,8 +73,9 @@ class CaseVerdict:
     correction_voxels: dict[str, int] = field(default_factory=dict)
     correction_ml: dict[str, float] = field(default_factory=dict)
     invented_ml: dict[str, dict[int, float]] = field(default_factory=dict)
-    # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90; empty without
-    clicks_to_90: dict[str, int] = field(default_factory=dict)
+    # --robot (session.reviewer): the simulated reviewer's clicks to Dice 0.90, None where no
+    # object on the reviewed slices is large enough to click on; empty without --robot
+    clicks_to_90: dict[str, int | None] = field(default_factory=dict)
     key: str = ""                                                   # the image's image_key
     voxels: str = ""                                                # its voxel_digest
 
@@ -86,6 +88,18 @@ class CaseVerdict:
         return (f"no Dice for {' and '.join(missing)}: no foreground class in the reviewed labels or in "
                 f"{whose} prediction on the {counted(self.reviewed, 'reviewed slice')} "
                 "(counted in the correction effort)")
+
+    def unclicked_reason(self) -> str | None:
+        """Why this case is left out of the clicks' comparison (--robot); None when every
+        model has a count."""
+        missing = [slot for slot, clicks in sorted(self.clicks_to_90.items()) if clicks is None]
+        if not missing:
+            return None
+        # 50: session.reviewer.MIN_VOXELS (not imported: it brings torch), as _robot_markdown says it
+        return (f"no clicks for {' and '.join(missing)}: the {counted(self.reviewed, 'reviewed slice')} "
+                f"{'holds' if self.reviewed == 1 else 'hold'} no "
+                f"object of at least 50 voxels to click on (in the labels, or in "
+                f"{'their' if len(missing) > 1 else 'its'} prediction where the labels have none)")
 
 
 class NoVerdictError(SegviewError):
@@ -140,9 +154,20 @@ class Verdict:
         """Whether the simulated reviewer's clicks were counted (``evaluate --robot``)."""
         return bool(self.cases) and all(c.clicks_to_90 for c in self.cases)
 
+    @property
+    def clicked(self) -> list[CaseVerdict]:
+        """The cases where every model has a count of clicks (--robot)."""
+        return [c for c in self.cases if c.unclicked_reason() is None]
+
+    @property
+    def clicks_left_out(self) -> dict[str, str]:
+        """Case -> why it is out of the clicks' comparison (no object large enough to click on)."""
+        reasons = {c.case: c.unclicked_reason() for c in self.cases}
+        return {case: why for case, why in sorted(reasons.items()) if why is not None}
+
     def _over(self, figure: str) -> list[CaseVerdict]:
         """The cases ``figure`` ("dice", "correction_ml" or "clicks_to_90") is compared over."""
-        return self.scored if figure == "dice" else self.cases
+        return {"dice": self.scored, "clicks_to_90": self.clicked}.get(figure, self.cases)
 
     def paired(self, figure: str = "dice") -> dict:
         """B minus A per case of ``figure`` ("dice" over ``scored``, "correction_ml" over
@@ -175,7 +200,7 @@ class Verdict:
         for slot in self.checkpoints:
             document[slot] = self.summary(slot)
             if self.robot:  # as the summary's other figures: mean, std and n (verdict.md shows all three)
-                clicks = np.array([c.clicks_to_90[slot] for c in self.cases], float)
+                clicks = np.array([c.clicks_to_90[slot] for c in self.clicked], float)
                 document[slot].update({"clicks_to_90_mean": _mean(clicks), "clicks_to_90_std": _std(clicks),
                                        "clicks_n": int(clicks.size)})
         if len(self.checkpoints) == 2:
@@ -190,6 +215,8 @@ class Verdict:
                     "a_better": p["a_better"],
                     # figures of a model on cases it learnt from are no evidence (``trained_on``)
                     "supports_verdict": p["supports_verdict"] and not self.trained_on}
+                if figure == "clicks_to_90":
+                    document[f"{key}_difference"]["left_out"] = self.clicks_left_out
         return finite_or_none(document)
 
     def rows(self) -> tuple[list[str], list[dict]]:
@@ -211,9 +238,10 @@ class Verdict:
                              "correction_voxels": case.correction_voxels[slot],
                              "correction_ml": f"{case.correction_ml[slot]:.4f}",
                              "invented_ml": f"{sum(case.invented_ml[slot].values()):.4f}"})
-                if self.robot:
+                if self.robot:  # empty where nothing was large enough to click on, not 0
                     rows[-1]["clicks_to_90"] = csv_cell(case.clicks_to_90[slot])
-        return columns + (["clicks_to_90"] if self.robot else []), rows
+                    rows[-1]["clicks_scored"] = int(case.unclicked_reason() is None)
+        return columns + (["clicks_to_90", "clicks_scored"] if self.robot else []), rows
 
     def markdown(self) -> str:
         """The summary: the rule, per model its means with n, the paired differences with
@@ -277,7 +305,7 @@ class Verdict:
                  "each class on each reviewed slice to Dice 0.90 (objects of at least 50 voxels below it; one "
                  "that never gets there in 20 clicks counts 20), summed per case:", ""]
         for slot in self.checkpoints:
-            values = np.array([c.clicks_to_90[slot] for c in self.cases], float)
+            values = np.array([c.clicks_to_90[slot] for c in self.clicked], float)
             lines.append(f"- {slot} ({self.names[slot]}): {_mean_std(values, 1)} clicks per case, n = {values.size}")
         p = self.paired("clicks_to_90")
         low, high = p["ci95"]
@@ -288,6 +316,10 @@ class Verdict:
         note = small_sample_note(p["pairs"], differing=p["differing"])
         if note:
             lines.append(f"  **{note}**")
+        left_out = self.clicks_left_out
+        if left_out:  # 0 clicks there would read as "needed no correction"
+            lines += ["", f"Left out of the clicks ({counted(len(left_out), 'case')}; still in the Dice and the "
+                      "correction effort):", "", *[f"- {case}: {why}" for case, why in left_out.items()]]
         return "\n".join(lines)
 
     def _invented_markdown(self) -> str:
@@ -410,7 +442,8 @@ def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predic
         verdict.correction_voxels[slot], verdict.correction_ml[slot] = voxels, ml
         verdict.invented_ml[slot] = _invented_ml(counts, voxel_ml)
         if robot is not None:
-            verdict.clicks_to_90[slot] = int(robot(volume, label_file.array, prediction, reviewed))
+            clicks = robot(volume, label_file.array, prediction, reviewed)
+            verdict.clicks_to_90[slot] = None if clicks is None else int(clicks)
     return verdict
 
 

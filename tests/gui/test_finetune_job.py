@@ -17,7 +17,7 @@ from segview.gui.dialogs import FineTuneDialog
 from segview.gui.finetune_job import progress_text
 from segview.session.finetune import selection_caution
 from segview.ml import train as train_module
-from segview.ml.checkpoint import read_metadata
+from segview.ml.checkpoint import load_checkpoint, read_metadata, save_checkpoint
 from segview.ml.data import case_names, fixed_split
 from segview.session import Worklist
 from tests.session.conftest import make_checkpoint, make_dataset
@@ -208,7 +208,8 @@ def test_the_question_names_only_the_held_out_cases_whose_slices_chose_the_epoch
 
 
 def test_cancel_leaves_no_checkpoint_and_the_window_stays_usable(qtbot, window, dataset, parent, dialogs):
-    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    with qtbot.waitSignal(window.inference_finished, timeout=TIMEOUT):  # its "Inference finished" said before
+        controller = open_dataset(qtbot, window, dataset, {"A": parent})  # the first case, predicted by A
     job, row = controller.fine_tuning, controller.panel.finetune
     events = []
 
@@ -242,6 +243,8 @@ def test_held_out_cases_without_a_reviewed_slice_are_said_at_once_not_after_the_
     said = []
 
     def cancel_at_first_step(event):
+        if "reading" in event:  # the cases read first
+            return
         said.append((window.statusBar().currentMessage(), row.label.text()))
         qtbot.mouseClick(row.cancel, Qt.LeftButton)
 
@@ -251,6 +254,32 @@ def test_held_out_cases_without_a_reviewed_slice_are_said_at_once_not_after_the_
     message, text = said[0]
     assert f"The held-out cases ({', '.join(held_out)}) have no reviewed slices" in message
     assert text.endswith("no held-out slice reviewed") and "held-out Dice" not in text
+
+
+def test_the_row_counts_the_cases_read_and_the_replay_cases_before_training(qtbot, window, dataset, parent,
+                                                                             short, tmp_path):
+    """Reading the cases and making a lung replay took half a minute on 2 cores with only a
+    busy bar: the row counts them, its bar too."""
+    first = tmp_path / "Dataset001_First"  # the data the parent learnt from, replayed
+    make_dataset(first, 3, seed=20)
+    model, meta = load_checkpoint(parent)
+    meta["training"] = {"source": f"folder {first}"}
+    save_checkpoint(parent, model, meta)
+    controller = open_dataset(qtbot, window, dataset, {"A": parent})
+    job, row = controller.fine_tuning, controller.panel.finetune
+    shown = []
+
+    def cancel_at_the_last_replay_case(event):
+        shown.append((row.label.text(), row.bar.value(), row.bar.maximum()))
+        if event.get("reading") == "replay cases" and event["done"] == 2:
+            qtbot.mouseClick(row.cancel, Qt.LeftButton)
+
+    job.progressed.connect(cancel_at_the_last_replay_case)
+    with qtbot.waitSignal(job.finished, timeout=TIMEOUT):
+        action(window, *FINE_TUNE).trigger()
+    said = f"Fine-tuning A (ce, 2 epochs) on the reviewed cases of {dataset.name}: "
+    assert shown == [(said + f"reading case {n + 1}/6...", n, 6) for n in range(6)] + [
+        (said + f"reading replay case {n + 1}/3...", n, 3) for n in range(3)]
 
 
 def test_closing_the_window_during_the_job_cancels_it_and_waits_for_it(qtbot, window, dataset, parent):

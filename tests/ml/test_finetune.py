@@ -11,7 +11,7 @@ import torch
 from segview.resources import CLICK_MODEL
 from segview.cli import main
 from segview.core.classes import LabelClass
-from segview.core.io import load_labels, load_volume, save_labels
+from segview.core.io import load_labels, load_volume, save_labels, save_volume
 from segview.core.journal import image_key
 from segview.core.review_state import ReviewState, save_review_state
 from segview.ml import train as train_module
@@ -360,6 +360,28 @@ def test_the_run_says_what_the_parent_scored_on_the_same_held_out_slices(tmp_pat
     info = capsys.readouterr().out
     assert f"parent.safetensors (sha256 {file_sha256(parent)}), held-out Dice before fine-tuning {expected:.4f}" in info
     assert "known by their voxels" not in info and "no image digests" not in info
+
+
+def test_the_warning_on_cases_learnt_from_counts_those_evaluated_and_says_so(reviewed_folder, tmp_path, capsys):
+    """A tester's warning said "trained on 3 of the 5 cases of DS" of a DS of 7 cases, 5
+    evaluated, and a model that learnt from 4 of them (one flagged since)."""
+    from segview.session import Worklist
+
+    from ..session.conftest import tiny_case
+
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o",
+                 str(tmp_path / "ft"), "--epochs", "1", "--batch-size", "2"]) == 0
+    tuned = tmp_path / "ft" / "best.safetensors"
+    learnt = sorted(read_metadata(tuned)["lineage"]["cases"])
+    assert len(learnt) >= 2
+    Worklist.open(reviewed_folder).set_status(learnt[0], "flagged", "motion")  # not evaluated any more
+    save_volume(reviewed_folder / "imagesTr" / "case_006_0000.nii.gz", tiny_case(6)[0])  # no labels: skipped
+    capsys.readouterr()
+    assert main(["evaluate", str(parent), str(tuned), "--data", str(reviewed_folder), "-o", str(tmp_path / "out")]) == 0
+    said = (f"was trained on {len(learnt) - 1} of the 5 cases of ds evaluated here ({', '.join(learnt[1:])}; "
+            f"it learnt from {len(learnt)} cases in all, and ds holds 7): its figures there are no evidence")
+    assert said in capsys.readouterr().err and said in (tmp_path / "out" / "table1.md").read_text()
 
 
 def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_folder):

@@ -72,3 +72,23 @@ def _read(folder, progress):
     dataset = folder_dataset(folder, reviewed_only=True)
     progress(0, 1, "read")
     return dataset
+
+
+def test_the_cases_read_and_the_replay_phantoms_made_are_counted(reviewed, tmp_path, monkeypatch):
+    """The window showed only a busy bar for the half minute of reading the cases and making
+    a lung replay: each case and phantom is told, counted, before it is read or made."""
+    from segview.session import finetune as finetune_module
+
+    parent = make_checkpoint(tmp_path / "ce.safetensors", 1)
+    monkeypatch.setattr(finetune_module, "replay_source", lambda _parent: "phantom:cardiac:3")
+    events = []
+
+    def stop_at_the_second_phantom():
+        return any(e.get("reading") == "replay phantoms" and e["done"] == 1 for e in events)
+
+    with pytest.raises(train_module.TrainingCancelled):
+        fine_tune(reviewed, parent, progress=events.append, device="cpu", epochs=1,
+                  should_stop=stop_at_the_second_phantom)
+    told = [(e["reading"], e["done"], e["count"], e["name"]) for e in events if "reading" in e]
+    assert told == [("cases", n, 5, f"case_{n:03d}") for n in range(5)] + [
+        ("replay phantoms", 0, 3, "phantom cardiac 0"), ("replay phantoms", 1, 3, "phantom cardiac 1")]

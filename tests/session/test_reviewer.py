@@ -265,14 +265,15 @@ def _expected_clicks(folder, checkpoint, reviewed):
         volume = load_volume(folder / "imagesTr" / f"{name}_0000.nii.gz")
         labels = load_labels(folder / "labelsTr" / f"{name}.nii.gz", volume)
         prediction = predictor.predict_volume(volume)
-        total = 0
+        total, large = 0, False
         for z in slices:
             for value in (1, 2):
                 p, r = prediction[z] == value, labels[z] == value
                 size = r.sum() if r.any() else p.sum()
+                large = large or size >= 50
                 if size >= 50 and 2 * (p & r).sum() / (p.sum() + r.sum()) < 0.9:
                     total += 20 if r.any() else min(ndimage.label(p, np.ones((3, 3)))[1], 20)
-        clicks[name] = total
+        clicks[name] = total if large else None  # None: nothing the reviewer would click on
     return clicks
 
 
@@ -459,3 +460,101 @@ def test_noc_interval_resamples_whole_cases():
     assert low == pytest.approx(1.0) and high == pytest.approx(11.5)
     assert noc_interval(easy) == (1.0, 1.0)
     assert all(np.isnan(noc_interval([])))
+
+
+def test_a_case_with_no_object_large_enough_to_click_on_has_no_count_not_0_clicks():
+    """0 clicks read as "needed no correction" beside a prediction of nothing (Dice 0) on a
+    few small lesions; a prediction already at Dice 0.90 on a large object is 0 clicks."""
+    from segview.core.volume import Volume
+    from segview.session.reviewer import clicks_to_goal
+
+    volume = Volume(np.zeros((2, *SHAPE), np.int16), (1.0, 1.0, 1.0))
+    small = np.zeros((2, *SHAPE), np.uint8)
+    small[0][square(5, 5, 7)] = 1  # 49 voxels: under the reviewer's 50
+    nothing = clicks_to_goal(ScriptedModel([]), volume, small, np.zeros_like(small))
+    assert nothing.clicks == 0 and nothing.count is None
+    large = np.zeros_like(small)
+    large[1][square(5, 5, 8)] = 1  # 64 voxels, predicted as they are
+    assert clicks_to_goal(ScriptedModel([]), volume, large, large.copy()).count == 0
+    assert clicks_to_goal(ScriptedModel([]), volume, large, large.copy(), slices=[0]).count is None
+
+
+def background_checkpoint(path):
+    """A segmentation checkpoint that predicts background everywhere (nothing found)."""
+    from .conftest import CLASSES
+
+    model = UNet(num_classes=3, base_channels=2, depth=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()
+        model.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
+    meta = {"classes": classes_to_metadata(CLASSES), "loss": {"name": "ce"},
+            "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                              "normalization": {"method": "percentile", "low_percentile": 0.5,
+                                                "high_percentile": 99.5}}}
+    return save_checkpoint(path, model, meta)
+
+
+@pytest.fixture
+def small_lesions(robot_dataset):
+    """``robot_dataset`` with case_001's labels a 3 x 3 lesion on every slice (9 voxels)."""
+    from segview.core.io import save_labels
+    from .conftest import CLASSES
+
+    path = robot_dataset / "labelsTr" / "case_001.nii.gz"
+    volume = load_volume(robot_dataset / "imagesTr" / "case_001_0000.nii.gz")
+    labels = np.zeros(volume.shape, np.uint8)
+    labels[:, 10:13, 10:13] = 1
+    save_labels(path, labels, volume, CLASSES)
+    reviewed = np.zeros(6, bool)
+    reviewed[list(REVIEWED["case_001"])] = True
+    save_review_state(path, ReviewState(reviewed), image_key(volume))  # as the fixture saved it
+    return robot_dataset
+
+
+def _clicks_in(out) -> dict:
+    with open(out / "results.csv", newline="") as handle:
+        return {(r["case"], r.get("model") or ("A" if "nothing" in r["checkpoint"] else "B")): r["clicks_to_90"]
+                for r in csv.DictReader(handle)}
+
+
+@pytest.mark.parametrize("reviewed_only", [True, False])
+def test_evaluate_robot_leaves_out_a_case_with_no_object_to_click_on(small_lesions, checkpoints, tmp_path,
+                                                                     capsys, reviewed_only):
+    """Model A predicts nothing; case_001 holds only a 9-voxel lesion: A's clicks there are
+    no count (not "0 clicks"), and the case is out of the clicks' pairs, said why."""
+    click = tiny_click_model(tmp_path / "click.safetensors", background_only=True)
+    nothing = background_checkpoint(tmp_path / "nothing.safetensors")
+    out = tmp_path / "out"
+    code = main(["evaluate", str(nothing), str(checkpoints["A"]), "--data", str(small_lesions), "--robot",
+                 "--click-model", str(click), "--device", "cpu", "-o", str(out),
+                 *(["--reviewed-only"] if reviewed_only else [])])
+    assert code == 0
+    slices = REVIEWED if reviewed_only else {name: range(6) for name in REVIEWED}
+    expected = {"A": _expected_clicks(small_lesions, nothing, slices),
+                "B": _expected_clicks(small_lesions, checkpoints["A"], slices)}  # its false positives are large
+    assert expected["A"]["case_001"] is None and expected["B"]["case_001"] is not None  # the test's premise
+    assert _clicks_in(out) == {(name, slot): "" if expected[slot][name] is None else str(expected[slot][name])
+                               for name in REVIEWED for slot in "AB"}
+    kept = ["case_000", "case_002"]
+    differences = [expected["B"][n] - expected["A"][n] for n in kept]
+    if reviewed_only:
+        verdict = json.loads((out / "verdict.json").read_text())
+        clicks = verdict["clicks_difference"]
+        assert verdict["n"] == 3                                  # the Dice still counts case_001 (A's Dice 0)
+        assert verdict["A"]["clicks_n"] == verdict["B"]["clicks_n"] == 2
+        assert verdict["A"]["clicks_to_90_mean"] == pytest.approx(np.mean([expected["A"][n] for n in kept]))
+        with open(out / "results.csv", newline="") as handle:
+            assert {(r["case"], r["model"]): r["clicks_scored"] for r in csv.DictReader(handle)} == {
+                (name, slot): str(int(name != "case_001")) for name in REVIEWED for slot in "AB"}
+        markdown = (out / "verdict.md").read_text()
+        assert "Left out of the clicks (1 case; still in the Dice and the correction effort):" in markdown
+        assert "- case_001: no clicks for A: the 1 reviewed slice holds no object of at least 50 voxels" in markdown
+    else:
+        clicks = json.loads((out / "comparisons.json").read_text())[0]["clicks_difference"]
+        clicks["n"] = clicks["pairs"]
+        assert "Left out of the clicks' pairs (1 case): case_001: no object of at least 50 voxels to click on " \
+               "for A" in capsys.readouterr().out
+    assert clicks["n"] == 2 and clicks["mean" if reviewed_only else "mean_difference"] == pytest.approx(
+        np.mean(differences))
+    assert list(clicks["left_out"]) == ["case_001"]
