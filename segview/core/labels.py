@@ -806,7 +806,8 @@ class LabelMap:
         return self._write_values(self._slab(z, z + 1), values[None], mask[None])
 
     @_named("fill between slices")
-    def fill_between_slices(self, gaps: Gaps | None = None) -> list[Stored]:
+    def fill_between_slices(self, gaps: Gaps | None = None, progress: Callable[[int, int], None] | None = None,
+                            should_stop: Callable[[], bool] | None = None) -> list[Stored] | None:
         """Interpolate each class across its own runs of slices without it, between two
         slices that hold it (``gaps``; 3D Slicer's Fill between slices follows each segment
         so): the liver drawn on slices 0, 10 and 20 is filled between them though a kidney
@@ -826,7 +827,9 @@ class LabelMap:
         signed distance to its interpolated outline, as the blend of one run decides;
         equal depths: the lower class value). One undo step, one Edit per slice filled.
         ``gaps``: ``gaps()``, where the caller has them (reading them scans the whole
-        volume); changes made since are not looked at again."""
+        volume); changes made since are not looked at again. ``progress(done, total)`` in
+        slices filled; stopped (``should_stop``, asked before each slice), it takes back
+        what it wrote and returns None."""
         gaps = self.gaps() if gaps is None else gaps
         by_run: dict[tuple[int, int], list[int]] = {}
         for value, runs in sorted(gaps.runs.items()):
@@ -835,12 +838,18 @@ class LabelMap:
         # Every run's two slices are read before any is written: a run may end on a slice
         # another class's run fills. Then slice by slice, each run's blend one step on.
         blends = [(first, last, self._run_blends(first, last, classes)) for (first, last), classes in by_run.items()]
+        filled = sorted({z for first, last in by_run for z in range(first + 1, last)})
         self.begin_stroke()
-        for z in sorted({z for first, last in by_run for z in range(first + 1, last)}):
+        for done, z in enumerate(filled, 1):
+            if should_stop is not None and should_stop():
+                self.abort_stroke()
+                return None
             claims = (next(slices) for first, last, slices in blends if first < z < last)
             values = _deepest(claims, self.array.shape[1:])
             onto = (values != 0) & (self.array[z] == 0)  # background only: never another class's voxel
             self._write_values(self._slab(z, z + 1), values[None], onto[None])
+            if progress is not None:
+                progress(done, len(filled))
         return self.end_stroke()
 
     def one_sided_classes(self, gaps: Gaps | None = None) -> dict[int, list[tuple[int, int]]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -25,13 +25,13 @@ from ..core.dicomseg import export_reason
 from ..core.errors import SegviewError
 from ..core.io import IMAGE_EXTENSIONS, LABEL_EXTENSIONS, list_dicom_series
 from ..core.journal import set_aside_journals
-from ..core.labels import Edit, Gaps, Mark, labelled_slices
+from ..core.labels import Edit, Gaps, Mark
 from ..core.live import write_metrics_csv
 from ..core.report import counted
 from ..core.volume import VIEWS
 from ..session import SLOTS, PredictionBatch, ReviewSession, SessionError, read_label_file
 from ..session.interaction import ClickJob
-from ..session.review import COPY_PIECE_S, CopyJob, CopyWrite, ToolJob, slices_text
+from ..session.review import COPY_PIECE_S, CopyJob, FillJob, PatchWrite, ToolJob, slices_text
 from ..session.models import load_predictor
 from ..session.rulers import measurements_path
 from .compare import labels_outline_colour
@@ -77,6 +77,7 @@ class MainWindow(QMainWindow):
     session_changed = Signal()         # the session's models or classes changed (panels rebuild)
     predictions_changed = Signal()     # streamed prediction slices were stored and drawn
     prediction_copied = Signal(int)    # a whole-volume copy ended: voxels changed, -1 when nothing was applied
+    slices_filled = Signal(int)        # Fill between slices ended: voxels changed, -1 when nothing was applied
     review_changed = Signal()          # a slice was marked reviewed or no longer (also by undo)
     modified_changed = Signal(bool)    # the labels came to differ from those saved, or no longer
 
@@ -90,8 +91,12 @@ class MainWindow(QMainWindow):
         self.effect: Effect = self.effects[0]
         self.inference: GeneratorWorker | None = None
         self._cancelled_by_person = False  # the inference running was cancelled by Esc or Cancel
-        self._copy_stop: threading.Event | None = None  # set to stop the whole-volume copy running
-        self._copy_write: CopyWrite | None = None  # that copy being written, a piece per event-loop turn
+        # A change of the whole labels (a model's copy, a fill between slices) computed in a
+        # worker, then written a piece per event-loop turn (``_run_volume_work``): one at a time.
+        self._copy_stop: threading.Event | None = None  # set to stop the one running (its Cancel)
+        self._copy_name = ""  # its name ("Copy of model A")
+        self._copy_write: PatchWrite | None = None  # its result being written
+        self._copy_over: Callable[[], None] = lambda: None  # said when it ends unwritten
         self._models_waiting: dict[str, tuple[Path, object]] = {}  # loaded before any image
         self._models_loading: set[str] = set()  # slots whose checkpoint a worker is reading
         self._models_asking: set[str] = set()  # slots whose "run it on this image?" question is open
@@ -915,7 +920,7 @@ class MainWindow(QMainWindow):
             self.inference.cancel()
 
     def cancel_jobs(self) -> None:
-        """The status bar's Cancel: inference and a whole-volume copy stop (nothing of the copy is written)."""
+        """The status bar's Cancel: inference and a whole-volume copy or fill stop (nothing of it is written)."""
         self.cancel_inference(by_person=True)
         if self._copy_stop is not None:
             self._copy_stop.set()
@@ -976,7 +981,7 @@ class MainWindow(QMainWindow):
             self.session.labels.intensity_range = self.tools.intensity_range()
 
     def _stroke(self, phase: str, at: PlanePoint) -> None:
-        if self._copy_write is not None:  # the labels' undo step is the copy's: no edit joins it
+        if self._copy_write is not None:  # the labels' undo step is the copy's or fill's: no edit joins it
             if phase in ("start", "right"):
                 self._refused()
             return
@@ -1157,7 +1162,7 @@ class MainWindow(QMainWindow):
         or take no edit while a whole-volume copy is written into them."""
         reason = self.read_only_reason()
         if reason is None and self._copy_write is not None:
-            reason = "a copy is being written into the labels: wait for it or cancel it"
+            reason = f"{self._copy_write.what} is being written into the labels: wait for it or cancel it"
         if reason is not None:
             self.statusBar().showMessage(f"Read-only, nothing changed: {reason}", 8000)
         return reason is not None
@@ -1205,14 +1210,7 @@ class MainWindow(QMainWindow):
         elif name == "copy_previous" and z > 0:
             self._say_done(f"Copy previous slice onto slice {z + 1}", session.labels.copy_slice(z - 1, z))
         elif name == "fill_between":
-            gaps = session.labels.gaps()  # once: each reading of them scans the whole volume
-            one_sided = session.labels.one_sided_classes(gaps)
-            changes = session.labels.fill_between_slices(gaps)
-            if not changes and not session.labels.kept and not one_sided:
-                return self.statusBar().showMessage(self._nothing_filled_text(gaps), 10000)
-            filled = labelled_slices(changes)
-            self._say_done(f"Fill between slices ({slices_text(filled)})" if filled else "Fill between slices",
-                           changes, *self._one_sided_text(one_sided))
+            self._fill_between_slices(session)
         elif name == "review":
             if not self.comparing and self.workspace.active_view() is not self.workspace.viewer.plane_view():
                 return self.statusBar().showMessage(
@@ -1222,18 +1220,47 @@ class MainWindow(QMainWindow):
             state = "reviewed" if session.reviewed[z] else "no longer reviewed"
             self.statusBar().showMessage(f"Slice {z + 1} {state}", 4000)
 
-    def _say_done(self, what: str, changes, more: str = "", details: str = "") -> None:
+    def _say_done(self, what: str, changes) -> None:
         """Say in the status bar what a slice operation changed (an Edit, or a step's
-        changes), and what the brush settings kept of it; then ``more``, short enough for
-        the bar. ``details``: the whole story, in the bar's tooltip while the message shows."""
+        changes), and what the brush settings kept of it."""
         changes = [] if changes is None else changes if isinstance(changes, list) else [changes]
-        changed = sum(int(np.count_nonzero(c.old != c.new)) for c in changes if hasattr(c, "old"))
+        self._say_changed(what, sum(int(np.count_nonzero(c.old != c.new)) for c in changes if hasattr(c, "old")))
+
+    def _say_changed(self, what: str, changed: int, more: str = "", details: str = "") -> None:
+        """Say in the status bar that ``what`` changed ``changed`` voxels, and what the
+        brush settings kept of it; then ``more``, short enough for the bar. ``details``:
+        the whole story, in the bar's tooltip while the message shows."""
         note = kept_note(self.session, f"{what}: {changed} voxels changed") if self.session is not None else None
         said = note or f"{what}: {changed} voxels changed"
         message = f"{said.rstrip('.')}. {more}" if more else said
         self.statusBar().showMessage(message, 15000 if more else 10000)
         if details:
             self.statusBar().setToolTip(f"{message}\n{details}")
+
+    def _fill_between_slices(self, session: ReviewSession) -> None:
+        """Fill between slices in a worker (reading where to fill scans the whole volume,
+        the fill takes seconds on a large one), with progress in slices and Cancel, then
+        written as one undo step (``slices_filled``)."""
+        if self._volume_work_refused():
+            return
+        job = session.fill_job()
+
+        def written(writing: PatchWrite) -> None:
+            self._say_filled(job, writing.changed)
+            self.slices_filled.emit(writing.changed)
+
+        self._run_volume_work(session, job, _FILL_SAYS, partial(session.start_fill, job), written,
+                              lambda: self.slices_filled.emit(-1))
+
+    def _say_filled(self, job: FillJob, changed: int) -> None:
+        """What Fill between slices did: the slices it filled, what the brush settings kept,
+        the classes it left out; or why it filled nothing."""
+        gaps = job.gaps
+        assert gaps is not None and self.session is not None  # the job ran, for the session shown
+        if not changed and not self.session.labels.kept and not gaps.one_sided:
+            return self.statusBar().showMessage(self._nothing_filled_text(gaps), 10000)
+        self._say_changed(f"Fill between slices ({slices_text(job.slices)})" if job.slices else "Fill between slices",
+                          changed, *self._one_sided_text(gaps.one_sided))
 
     @staticmethod
     def _nothing_filled_text(gaps: Gaps) -> str:
@@ -1288,15 +1315,46 @@ class MainWindow(QMainWindow):
                                      10000)
 
     def _copy_whole_volume(self, session: ReviewSession, slot: str) -> None:
-        if self._copy_stop is not None:
-            return self.statusBar().showMessage("A copy is running already: wait for it or cancel it", 8000)
+        if self._volume_work_refused():
+            return
         try:
             job = session.copy_job(slot)
         except SegviewError as exc:
             return self._error(str(exc), "Nothing copied")
+
+        def written(writing: PatchWrite) -> None:
+            self._session_changed()  # the labels may have taken the checkpoint's class names
+            ml = writing.changed * float(np.prod(session.volume.spacing)) / 1000
+            kept = session.slices_kept(slot)
+            kept_text = f"; reviewed {slices_text(kept)} kept as they are" if kept else ""
+            self.statusBar().showMessage(
+                f"Labels from model {slot}: {writing.changed} voxels ({ml:.2f} mL) changed{kept_text}", 10000)
+            self.prediction_copied.emit(writing.changed)
+
+        says = _VolumeWorkSays(f"Copy of model {slot}", "Nothing copied",
+                               f"Copying model {slot}'s labels over the whole volume...",
+                               f"Writing model {slot}'s labels into the whole volume...",
+                               f"Taking back the copy of model {slot}...")
+        self._run_volume_work(session, job, says, partial(session.start_copy, job), written,
+                              lambda: self.prediction_copied.emit(-1))
+
+    def _volume_work_refused(self) -> bool:
+        """True (and why in the status bar) while a whole-volume copy or fill runs."""
+        if self._copy_stop is not None:
+            self.statusBar().showMessage(f"{self._copy_name} is running already: wait for it or cancel it", 8000)
+        return self._copy_stop is not None
+
+    def _run_volume_work(self, session: ReviewSession, job: CopyJob | FillJob, says: _VolumeWorkSays,
+                         start_write: Callable[[list | None], PatchWrite], written: Callable[[PatchWrite], None],
+                         over: Callable[[], None]) -> None:
+        """``job`` (``job(progress=, should_stop=)``) in a worker with the status bar's
+        progress and Cancel, then ``start_write(its result)`` written a piece per turn of
+        the event loop (``_write_pieces``); ``written(writing)`` once all of it is, ``over()``
+        once it ended any other way (cancelled, refused, failed, the session gone)."""
         stop = self._copy_stop = threading.Event()
+        self._copy_name, self._copy_over = says.name, over
         self.cancel_button.show()
-        self.statusBar().showMessage(f"Copying model {slot}'s labels over the whole volume...")
+        self.statusBar().showMessage(says.computing)
 
         def ended() -> None:
             if self._copy_stop is stop:
@@ -1304,43 +1362,44 @@ class MainWindow(QMainWindow):
             self.cancel_button.setVisible(self.inference is not None)
             self._update_busy()
 
-        def done(patches) -> None:
-            if session is not self.session or patches is None or stop.is_set():
+        def done(result) -> None:
+            if session is not self.session or result is None or stop.is_set():
                 ended()
                 if session is self.session:
-                    self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
-                return self.prediction_copied.emit(-1)
+                    self.statusBar().showMessage(f"{says.name} cancelled: nothing changed", 8000)
+                return over()
             try:
-                writing = session.start_copy(job, patches)
+                writing = start_write(result)
             except SegviewError as exc:
                 ended()
-                self.prediction_copied.emit(-1)
-                return self._error(str(exc), "Nothing copied")
-            self._write_copy(session, writing, stop, ended)
+                over()
+                return self._error(str(exc), says.refused)
+            self._write_pieces(writing, stop, says, ended, written)
 
         def failed(exc: Exception) -> None:
             ended()
-            self.prediction_copied.emit(-1)
+            over()
             self._failed(exc)
 
-        self._run(_copy_in_worker, job, stop, done=done, failed=failed, reports_progress=True)
+        self._run(_volume_work_in_worker, job, stop, done=done, failed=failed, reports_progress=True)
 
-    def _write_copy(self, session: ReviewSession, writing: CopyWrite, stop: threading.Event, ended) -> None:
-        """Write the compared copy a few slabs at a time, one piece (~30 ms) per turn of
-        the event loop (a zero-interval timer), with progress; the labels take no other
-        edit meanwhile (``_refused``). Cancel takes back what was written, piece by piece."""
-        slot = writing.slot
+    def _write_pieces(self, writing: PatchWrite, stop: threading.Event, says: _VolumeWorkSays,
+                      ended: Callable[[], None], written: Callable[[PatchWrite], None]) -> None:
+        """Write the result of a whole-volume job a few patches at a time, one piece (~30
+        ms) per turn of the event loop (a zero-interval timer), with progress; the labels
+        take no other edit meanwhile (``_refused``). Cancel takes back what was written,
+        piece by piece."""
         self._copy_write = writing
         self._dragging = False  # a drag held through the comparison ended with it (start_copy)
         self._update_busy()
-        self.statusBar().showMessage(f"Writing model {slot}'s labels into the whole volume...")
+        self.statusBar().showMessage(says.writing)
 
         def piece() -> None:
             if self._copy_write is not writing:
                 return  # taken back at once (the session closed)
             if stop.is_set() and not writing.cancelled:
                 writing.cancel()
-                self.statusBar().showMessage(f"Taking back the copy of model {slot}...")
+                self.statusBar().showMessage(says.taking_back)
             try:
                 finished = writing.step(COPY_PIECE_S)
             except BaseException:
@@ -1348,7 +1407,7 @@ class MainWindow(QMainWindow):
                 writing.finish()
                 self._copy_write = None
                 ended()
-                self.prediction_copied.emit(-1)
+                self._copy_over()
                 raise
             self._show_job_progress(writing.done, writing.total)
             if not finished:
@@ -1358,20 +1417,14 @@ class MainWindow(QMainWindow):
             if writing.cancelled:
                 self._step_done()
                 self._show_modified()
-                self.statusBar().showMessage(f"Copy of model {slot} cancelled: nothing changed", 8000)
-                return self.prediction_copied.emit(-1)
-            self._session_changed()  # the labels may have taken the checkpoint's class names
-            ml = writing.changed * float(np.prod(session.volume.spacing)) / 1000
-            kept = session.slices_kept(slot)
-            kept_text = f"; reviewed {slices_text(kept)} kept as they are" if kept else ""
-            self.statusBar().showMessage(
-                f"Labels from model {slot}: {writing.changed} voxels ({ml:.2f} mL) changed{kept_text}", 10000)
-            self.prediction_copied.emit(writing.changed)
+                self.statusBar().showMessage(f"{says.name} cancelled: nothing changed", 8000)
+                return self._copy_over()
+            written(writing)
 
         QTimer.singleShot(0, piece)
 
     def _settle_copy(self) -> None:
-        """A copy being written is taken back at once (the session goes): nothing of it stays."""
+        """A copy or fill being written is taken back at once (the session goes): nothing of it stays."""
         writing, self._copy_write = self._copy_write, None
         if writing is not None:
             writing.cancel()
@@ -1381,7 +1434,7 @@ class MainWindow(QMainWindow):
             self._copy_stop = None
             self.cancel_button.setVisible(self.inference is not None)
             self._update_busy()
-            self.prediction_copied.emit(-1)
+            self._copy_over()
 
     # -- the metrics panel and compare mode ---------------------------------------------
     def _show_metrics(self) -> None:
@@ -1445,8 +1498,8 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return self._nothing_open()
         if self._copy_write is not None:  # half a copy never reaches a file
-            self.statusBar().showMessage("A copy is being written into the labels: wait for it or cancel it, "
-                                         "then save", 8000)
+            self.statusBar().showMessage(f"{self._copy_write.what.capitalize()} is being written into the labels: "
+                                         "wait for it or cancel it, then save", 8000)
             return False
         reason = self.read_only_reason()
         if reason is not None and not self.session.modified:  # nothing of this window's to keep
@@ -1776,7 +1829,21 @@ class MainWindow(QMainWindow):
         QMessageBox.critical(self, title, message)
 
 
-def _copy_in_worker(job: CopyJob, stop: threading.Event, progress=None):
+@dataclass(frozen=True)
+class _VolumeWorkSays:
+    """What the status bar says of a whole-volume job (``_run_volume_work``)."""
+    name: str         # "Copy of model A": "Copy of model A cancelled: nothing changed"
+    refused: str      # the title of the message when it is refused ("Nothing copied")
+    computing: str    # while the worker computes it
+    writing: str      # while it is written
+    taking_back: str  # while a cancelled one is taken back
+
+
+_FILL_SAYS = _VolumeWorkSays("Fill between slices", "Nothing filled", "Filling between slices...",
+                             "Writing the fill between slices...", "Taking back the fill between slices...")
+
+
+def _volume_work_in_worker(job: CopyJob | FillJob, stop: threading.Event, progress=None):
     """``job`` with the window's progress and its Cancel (a worker calls this)."""
     return job(progress=progress, should_stop=stop.is_set)
 

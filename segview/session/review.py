@@ -42,7 +42,7 @@ from ..core.io import (LABEL_EXTENSIONS, labels_image, load_classes, load_labels
                        save_labels, slices_on_earlier_grid)
 from ..core.journal import (Journal, JournalError, RecoveredLabels, image_fingerprint, image_key, labels_digest,
                             mark_restored, set_aside, start_journal, unsaved_edits)
-from ..core.labels import STEP_NAMES, Edit, LabelMap, Patch, Region, Step
+from ..core.labels import STEP_NAMES, Edit, Gaps, Kept, LabelMap, Patch, Region, Step, labelled_slices
 from ..core.memory import release_freed_slabs
 from ..core.live import LiveMetrics
 from ..core.measures import RegionStatistics
@@ -54,7 +54,7 @@ from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
 from .interaction import ClickJob, ClickProposal, Interaction, default_click_model
-from .provenance import INTERACTIVE, Provenance, from_json, segment_algorithms
+from .provenance import INTERACTIVE, INTERPOLATION, Provenance, from_json, segment_algorithms
 from .provenance import KEY as KEY_PROVENANCE
 from .rulers import KEY as KEY_RULERS
 from .rulers import Rulers
@@ -64,7 +64,7 @@ from .statistics import class_statistics, shape_statistics
 KEY_SEG = "dicom_seg"
 
 Progress = Callable[[int, int], None]
-#: Seconds of a whole-volume copy written by one ``CopyWrite.step`` (the window writes one per
+#: Seconds of a whole-volume copy (or a fill) written by one ``PatchWrite.step`` (the window writes one per
 #: turn of its event loop).
 COPY_PIECE_S = 0.03
 #: The undo step of a crashed session's edits brought back (``restore``).
@@ -359,31 +359,72 @@ class CopyJob:
         return self.labels.patches_from(self.model.prediction, self.predicted, progress, should_stop)
 
 
-class CopyWrite:
-    """A whole-volume copy being written (``ReviewSession.start_copy``) a few slabs at a
-    time, so that the thread writing it (the window's) can do other work between pieces:
-    each ``step`` writes the job's slabs until ``budget_s`` has passed (at least one),
-    inside ONE undo step begun at the start and ended after the last slab (then journalled
-    as one record). ``cancel`` takes back what was written, also piece by piece through
-    ``step`` (``finish`` does the rest at once): a cancelled copy changes nothing, and
-    leaves the undo and redo history as it was. While it runs, ``session.copying`` is it:
-    nothing else may edit the labels (their undo step is this one's)."""
+class FillJob:
+    """Fill between slices (``LabelMap.fill_between_slices``) run on a copy of the labels,
+    as a ToolJob is, so a worker copies them, reads where to fill (``gaps``: a scan of the
+    whole volume) and fills while the window stays live; ``ReviewSession.start_fill`` then
+    writes what it changed as one undo step, a few slices at a time. The copy carries the
+    review marks and the brush settings as they are when the job is made; it is taken in
+    the worker (a large volume's copy is no instant): a change made after the job was made
+    refuses its result, so a copy taken across a change is never written."""
 
-    def __init__(self, session: ReviewSession, job: CopyJob, patches: list[Patch]):
-        self.session, self.job, self.slot = session, job, job.slot
+    def __init__(self, session: ReviewSession):
+        self.labels, self.version = session.labels, session.version
+        self.policy, self.intensity_range = session.labels.policy, session.labels.intensity_range
+        self.gaps: Gaps | None = None  # after the call: where it filled, and the classes left out
+        self.kept = Kept()             # after the call: what the brush settings kept
+        self.slices: list[int] = []    # after the call: the slices it changed
+
+    def __call__(self, progress: Progress | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> list[Patch] | None:
+        """The fill's changes, one Patch per slice changed (empty: nothing to fill); None
+        when stopped."""
+        labels = self.labels
+        copy = LabelMap(np.empty_like(labels.array), labels.spacing, intensities=labels.intensities)
+        for first in range(0, len(copy.array), 16):  # under the lock a slab at a time: edits wait little
+            with labels.lock:
+                copy.array[first:first + 16] = labels.array[first:first + 16]
+        copy.reviewed[:] = labels.reviewed
+        copy.policy, copy.intensity_range = self.policy, self.intensity_range
+        self.gaps = copy.gaps()
+        changes = copy.fill_between_slices(self.gaps, progress, should_stop)
+        if changes is None:
+            return None
+        self.kept, self.slices = copy.kept, labelled_slices(changes)
+        return [change for change in changes if isinstance(change, Patch)]  # it marks no slice
+
+
+class PatchWrite:
+    """Changes computed by a worker (``LabelMap.patches_from``: a whole-volume copy; a
+    ``FillJob``) being written a few at a time, so that the thread writing them (the
+    window's) can do other work between pieces: each ``step`` writes patches until
+    ``budget_s`` has passed (at least one), inside ONE undo step called ``step_name``, begun
+    at the start and ended after the last patch (then journalled as one record), the edits
+    credited to ``source`` (provenance). ``cancel`` takes back what was written, also piece
+    by piece through ``step`` (``finish`` does the rest at once): a cancelled write changes
+    nothing, and leaves the undo and redo history as it was. While it runs,
+    ``session.copying`` is it: nothing else may edit the labels (their undo step is this
+    one's). ``what`` names it in messages ("a copy"); ``kept``: what the brush settings kept
+    of it, the labels' ``kept`` once it is written."""
+
+    def __init__(self, session: ReviewSession, patches: list[Patch], step_name: str, source: str, what: str,
+                 kept: Kept | None = None):
+        self.session, self.source, self.what, self._kept = session, source, what, kept
         self._patches = deque(patches)  # those still to write: the history keeps each once written
         self.total = len(self._patches)
-        self.done = 0              # slabs written (while cancelling: still written)
-        self.changed = 0           # voxels changed by the slabs written
+        self.done = 0              # patches written (while cancelling: still written)
+        self.changed = 0           # voxels changed by the patches written
         self.cancelled = False
         self.finished = not self._patches
-        if not self.finished:
-            session.labels.begin_stroke(f"labels from model {self.slot}")
+        if self.finished:
+            self._written()
+        else:
+            session.labels.begin_stroke(step_name)
             session.copying = self
 
     def step(self, budget_s: float = COPY_PIECE_S) -> bool:
-        """Write slabs (take them back, once cancelled) for about ``budget_s`` seconds, at
-        least one; True when the copy is done (ended as one undo step, or wholly taken back)."""
+        """Write patches (take them back, once cancelled) for about ``budget_s`` seconds, at
+        least one; True when the write is done (ended as one undo step, or wholly taken back)."""
         if self.finished:
             return True
         labels, start, pieces = self.session.labels, time.perf_counter(), 0
@@ -401,7 +442,7 @@ class CopyWrite:
                 self._end()
             return self.finished
         provenance = self.session.provenance
-        with nullcontext() if provenance is None else provenance.source(f"model {self.slot}"):  # not A where A agrees
+        with nullcontext() if provenance is None else provenance.source(self.source):  # not A where A agrees
             while self.done < self.total and more():
                 self.changed += labels.write_patches([self._patches.popleft()])
                 self.done += 1
@@ -409,6 +450,7 @@ class CopyWrite:
         if self.done == self.total and more():
             labels.end_stroke()  # one undo step, one journal record
             self._end()
+            self._written()
         return self.finished
 
     def cancel(self) -> None:
@@ -423,11 +465,24 @@ class CopyWrite:
             pass
         return self.changed
 
+    def _written(self) -> None:
+        if self._kept is not None:  # the step's own tally: writing patches keeps nothing
+            self.session.labels.kept = self._kept
+
     def _end(self) -> None:
         self.finished = True
         self._patches.clear()
         if self.session.copying is self:
             self.session.copying = None
+
+
+class CopyWrite(PatchWrite):
+    """A whole-volume copy of model ``job.slot``'s prediction being written
+    (``ReviewSession.start_copy``): a PatchWrite of that model."""
+
+    def __init__(self, session: ReviewSession, job: CopyJob, patches: list[Patch]):
+        self.job, self.slot = job, job.slot
+        super().__init__(session, patches, f"labels from model {job.slot}", f"model {job.slot}", "a copy")
 
 
 class ReviewSession:
@@ -474,7 +529,7 @@ class ReviewSession:
             self.warnings.append(_unnamed_note("The class names given (a dataset's dataset.json)", undeclared))
         self.version = 0  # counts every change (undo too): a job made at another version is stale
         self._saved_position = labels.history_position  # the undo history's state last opened or saved
-        self.copying: CopyWrite | None = None  # a whole-volume copy being written (start_copy)
+        self.copying: PatchWrite | None = None  # a whole-volume copy or a fill being written (start_copy, start_fill)
         # The DICOM SEGs written of this review: one series, an instance per revision, kept
         # in the sidecar (a helper's revision after reopening began a second series, numbered
         # 1 again); the last one written here and the labels' version it holds (``written_seg``).
@@ -833,11 +888,12 @@ class ReviewSession:
         return checked_slice(z, self.labels.array.shape[0])
 
     def _check_not_copying(self) -> None:
-        """Raises SessionError while a whole-volume copy is written (``start_copy``): the
-        labels' open undo step is the copy's, so an edit or a mark would join it (and go
-        with its undo, or its cancel)."""
+        """Raises SessionError while a whole-volume copy or a fill is written (``start_copy``,
+        ``start_fill``): the labels' open undo step is its, so an edit or a mark would join
+        it (and go with its undo, or its cancel)."""
         if self.copying is not None:
-            raise SessionError("A copy is being written into the labels: wait for it or cancel it.")
+            raise SessionError(f"{self.copying.what.capitalize()} is being written into the labels: "
+                               "wait for it or cancel it.")
 
     def image_fingerprint(self) -> dict:
         """The image's ``core.journal.image_fingerprint``, saved in the sidecar so that the
@@ -1020,7 +1076,7 @@ class ReviewSession:
         freezes). Refused (SessionError), and nothing changes, as by ``finish_copy``; a
         stopped job (``patches`` None) or one that changes nothing is done at once."""
         if self.copying is not None:
-            raise SessionError("A copy is being written: wait for it or cancel it.")
+            raise SessionError(f"{self.copying.what.capitalize()} is being written: wait for it or cancel it.")
         if patches is None:
             return CopyWrite(self, job, [])
         if job.version != self.version or self.models.get(job.slot) is not job.model:
@@ -1028,6 +1084,25 @@ class ReviewSession:
             raise SessionError(f"The {what} changed while the copy ran; nothing was copied. Copy again.")
         self._take_classes(job.model)
         return CopyWrite(self, job, patches)
+
+    def fill_job(self) -> FillJob:
+        """Fill between slices (``LabelMap.fill_between_slices``) in two halves: call the
+        job (in a worker: it reads the gaps and fills a copy of the labels, with progress
+        and ``should_stop``), then hand its result to ``start_fill``."""
+        return FillJob(self)
+
+    def start_fill(self, job: FillJob, patches: list[Patch] | None) -> PatchWrite:
+        """Write what ``job`` filled as a PatchWrite (``step`` by ``step``, or ``finish``
+        at once): one undo step credited to interpolation, the labels' ``kept`` the fill's.
+        A stopped job (``patches`` None) or one that filled nothing is done at once. Raises
+        SessionError, and nothing changes, while another write runs or when the labels or
+        review marks changed while it ran (its result would undo those changes)."""
+        if self.copying is not None:
+            raise SessionError(f"{self.copying.what.capitalize()} is being written: wait for it or cancel it.")
+        if patches is not None and job.version != self.version:
+            raise SessionError("The labels changed while Fill between slices ran; nothing was filled. Fill again.")
+        return PatchWrite(self, patches or [], STEP_NAMES["fill_between_slices"], INTERPOLATION,
+                          "a fill between slices", None if patches is None else job.kept)
 
     def fill(self, z: int, seed, value: int) -> Edit | None:
         """Flood fill (4-connected) the region of the seed's label on slice ``z``. Refused
@@ -1233,7 +1308,8 @@ class ReviewSession:
         they were opened from or last saved, else ``default_labels_path``. Raises
         SessionError onto a case's file another segview has open (``hold_labels_file``)."""
         if self.copying is not None:  # half a copy must never reach a file
-            raise SessionError("A copy is being written into the labels: wait for it or cancel it, then save.")
+            raise SessionError(f"{self.copying.what.capitalize()} is being written into the labels: "
+                               "wait for it or cancel it, then save.")
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")

@@ -179,6 +179,25 @@ def test_interpolation_moves_a_shape_whose_regions_on_the_two_slices_do_not_over
     np.testing.assert_array_equal(labels.array[1], disc((30, 60), (15, 30), 6.0))  # halfway, same disc
 
 
+def test_fill_between_slices_reports_each_slice_filled_and_a_stop_writes_nothing():
+    """The window fills in a worker with progress and Cancel: a stop midway takes back the
+    slices filled so far, leaves no undo step and tells no listener of a change that stays."""
+    labels = blank(shape=(7, 30, 40))
+    labels.array[0][disc((30, 40), (15, 20), 6.0)] = 1
+    labels.array[6][disc((30, 40), (15, 20), 6.0)] = 1
+    labels.paint(3, [(2, 2)], 1.0, 2)  # a step of the reader's own, before the fill
+    before, reports = labels.array.copy(), []
+    assert labels.fill_between_slices(should_stop=lambda: len(reports) == 2, progress=lambda *r: reports.append(r)) \
+        is None
+    assert reports == [(1, 5), (2, 5)]  # slices 1 to 5 are filled, one at a time
+    np.testing.assert_array_equal(labels.array, before)
+    assert labels.undo_step is not None and labels.undo_step.what == "brush stroke" and not labels.can_redo
+    reports.clear()
+    changes = labels.fill_between_slices(progress=lambda *r: reports.append(r))
+    assert reports == [(n, 5) for n in range(1, 6)] and len(changes) == 5
+    assert labels.undo_step.what == "fill between slices" and (labels.array[1:6] == 1).any(axis=(1, 2)).all()
+
+
 def test_two_lesions_far_apart_each_end_on_their_own_side():
     """A tester's lung: a lesion on one slice, another 120 mm away two slices on; the fill
     moved the first into the second across the mediastinum. Two objects: nothing between."""

@@ -835,13 +835,13 @@ def test_the_eraser_and_clear_slice_say_what_paint_over_kept(qtbot, editing):
     assert not session.labels.array[z].any()
     assert window.statusBar().currentMessage() == (f"Clear slice on slice {z + 1}: "
                                                    f"{int((painted[z] > 0).sum())} voxels changed")
-    window._slice_operation("fill_between")  # nothing labelled on two sides: nothing to fill, said
+    fill_between(qtbot, window)  # nothing labelled on two sides: nothing to fill, said
     assert window.statusBar().currentMessage().startswith(
         "Fill between slices: no class is labelled on two slices with slices without it between them")
     session.labels.array[z - 2, 50:60, 50:60] = 1
     session.labels.array[z + 2, 50:60, 50:60] = 1
     before = session.labels.array.copy()
-    window._slice_operation("fill_between")
+    fill_between(qtbot, window)
     changed = int((session.labels.array != before).sum())
     filled = [int(z) for z in np.flatnonzero((session.labels.array != before).any(axis=(1, 2)))]
     assert filled == [z - 1, z, z + 1]  # which slices it filled, said (a tester could not tell)
@@ -909,9 +909,135 @@ def test_a_grow_that_reaches_the_edge_of_the_image_asks_before_it_floods(qtbot, 
     np.testing.assert_array_equal(labels.array, before)
 
 
+def fill_between(qtbot, window) -> int:
+    """Click Fill between slices and wait until it is written: the voxels it changed (-1:
+    none, cancelled or refused)."""
+    button = next(b for b in window.tools.findChildren(QPushButton) if b.text() == "Fill between slices")
+    with qtbot.waitSignal(window.slices_filled, timeout=30000) as filled:
+        qtbot.mouseClick(button, Qt.LeftButton)
+    return filled.args[0]
+
+
+def held_fill(monkeypatch):
+    """Make the next Fill between slices wait in its worker until ``release`` is set (then
+    run on, so a Cancel meanwhile stops it at its first slice); the threads it ran in are
+    listed. Later fills run at once."""
+    from segview.session.review import FillJob
+
+    release, threads = threading.Event(), []
+    fill = FillJob.__call__
+
+    def held(job, *args, **kwargs):
+        threads.append(threading.current_thread())
+        assert len(threads) > 1 or release.wait(30)
+        return fill(job, *args, **kwargs)
+
+    monkeypatch.setattr(FillJob, "__call__", held)
+    return release, threads
+
+
+def labelled_apart(labels, classes) -> None:
+    """Two classes, each on two slices with empty slices between (one undo step): the
+    first on slices 1 and 9, the second on 2 and 6; slices 2 to 8 to fill."""
+    first, second = [c.value for c in classes if c.value][:2]
+    with labels.step("squares"):
+        for z, rows, cols, value in ((1, (40, 80), (40, 80), first), (9, (45, 85), (40, 80), first),
+                                     (2, (100, 120), (100, 130), second), (6, (100, 125), (100, 125), second)):
+            region = (slice(z, z + 1), slice(*rows), slice(*cols))
+            labels.write(region, np.full((1, rows[1] - rows[0], cols[1] - cols[0]), value, np.uint8))
+
+
+def test_fill_between_slices_runs_in_a_worker_and_fills_as_labelmap_does_in_one_undo_step(qtbot, editing, monkeypatch):
+    """It ran on the main thread: 2-4 s of a frozen window on a 300-slice CT. The worker's
+    result is LabelMap.fill_between_slices's, written as one undo step, with progress."""
+    from segview.core.labels import LabelMap
+
+    window, session = editing, editing.session
+    labelled_apart(session.labels, session.classes)
+    before, steps = session.labels.array.copy(), session.journal.steps
+    expected = LabelMap(before.copy(), session.volume.spacing)
+    expected.fill_between_slices()
+    values: list[int] = []
+    window.progress.valueChanged.connect(values.append)
+    release, threads = held_fill(monkeypatch)
+    with qtbot.waitSignal(window.slices_filled, timeout=30000) as filled:
+        window.tools.operation.emit("fill_between")
+        assert not window.progress.isHidden() and not window.cancel_button.isHidden()  # shows it is busy
+        qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+        assert threads[0] is not threading.main_thread()
+        np.testing.assert_array_equal(session.labels.array, before)  # nothing written while it fills
+        release.set()
+    np.testing.assert_array_equal(session.labels.array, expected.array)
+    assert filled.args[0] == int((before != expected.array).sum()) > 0
+    assert max(values) == 7 and 1 in values  # slices filled so far, of seven
+    qtbot.waitUntil(lambda: window.cancel_button.isHidden() and window.progress.isHidden(), timeout=10000)
+    assert window.statusBar().currentMessage().startswith(f"Fill between slices (7 slices (3 to 9)): {filled.args[0]} ")
+    assert session.journal.steps == steps + 1
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)  # one undo step takes the whole fill back
+    np.testing.assert_array_equal(session.labels.array, before)
+    assert session.labels.undo_step.what == "squares"
+
+
+def test_a_cancelled_fill_between_slices_leaves_the_labels_and_the_undo_history_as_they_were(
+        qtbot, editing, monkeypatch):
+    window, session = editing, editing.session
+    window.tools.set_tool("brush")
+    drag(axial(window), [(150, 150)])
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    labelled_apart(session.labels, session.classes)  # a step to undo and none to redo
+    before, steps, undo = session.labels.array.copy(), session.journal.steps, session.labels.undo_step
+    release, threads = held_fill(monkeypatch)
+    with qtbot.waitSignal(window.slices_filled, timeout=30000) as filled:
+        window.tools.operation.emit("fill_between")
+        qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+        qtbot.mouseClick(window.cancel_button, Qt.LeftButton)  # while it fills
+        release.set()
+    assert filled.args == [-1] and window.statusBar().currentMessage() == \
+        "Fill between slices cancelled: nothing changed"
+    np.testing.assert_array_equal(session.labels.array, before)
+    assert session.labels.undo_step is undo and not session.labels.can_redo and session.journal.steps == steps
+    # Cancelled while it is written, a slice per event-loop turn: taken back, piece by piece;
+    # an edit meanwhile is refused (the undo step open is the fill's).
+    slab_by_slab(monkeypatch)
+    refused: list = []
+
+    def meanwhile(done: int) -> None:
+        if done == 2 and not refused:
+            window.undo()
+            refused.append((window.statusBar().currentMessage(), session.labels.array.copy()))
+            window.cancel_button.click()
+    seen, timer = watch_copy(window, meanwhile)
+    with qtbot.waitSignal(window.slices_filled, timeout=30000) as filled:
+        window.tools.operation.emit("fill_between")
+    timer.stop()
+    assert filled.args == [-1] and 2 in seen and max(seen) < 7
+    assert "a fill between slices is being written" in refused[0][0]
+    assert (refused[0][1] != before).any()  # two slices were written when it was cancelled
+    np.testing.assert_array_equal(session.labels.array, before)
+    np.testing.assert_array_equal(axial(window).overlay_items["labels"].image, shown_labels(window, axial(window)))
+    assert session.labels.undo_step is undo and not session.labels.can_redo and session.journal.steps == steps
+
+
+def test_a_fill_between_slices_is_refused_when_the_labels_changed_while_it_ran(qtbot, editing, dialogs, monkeypatch):
+    window, session = editing, editing.session
+    labelled_apart(session.labels, session.classes)
+    release, threads = held_fill(monkeypatch)
+    with qtbot.waitSignal(window.slices_filled, timeout=30000) as filled:
+        window.tools.operation.emit("fill_between")
+        qtbot.waitUntil(lambda: bool(threads), timeout=10000)
+        window.tools.set_tool("brush")
+        drag(axial(window), [(150, 150)])  # the labels change while it fills
+        edited = session.labels.array.copy()
+        release.set()
+    assert filled.args == [-1]
+    assert any("labels changed while Fill between slices ran" in text for kind, text in dialogs if kind == "critical")
+    np.testing.assert_array_equal(session.labels.array, edited)
+    assert session.labels.undo_step.what == "brush stroke"
+
+
 def test_fill_between_slices_with_nothing_to_fill_says_why(qtbot, editing):
     """It said only 'Fill between slices: 0 voxels changed' (a tester, after marking the empty slices reviewed)."""
-    editing._slice_operation("fill_between")
+    fill_between(qtbot, editing)
     message = editing.statusBar().currentMessage()
     assert "no class is labelled on two slices with slices without it between them" in message
     assert not editing.session.labels.can_undo
@@ -926,7 +1052,7 @@ def test_fill_between_slices_says_when_the_shapes_lie_too_far_apart_to_blend(qtb
         labels.paint(2, [(20, 20)], 1.0, 1)     # a dot in one corner ...
         labels.paint(8, [(200, 200)], 10.0, 1)  # ... a blob far away in the other
     before = labels.array.copy()
-    editing._slice_operation("fill_between")
+    fill_between(qtbot, editing)
     message = editing.statusBar().currentMessage()
     assert "no class is labelled on two slices" not in message
     assert message.startswith("Fill between slices changed nothing: ") and "slices 3 and 9" in message
@@ -999,7 +1125,7 @@ def test_fill_between_slices_names_a_class_labelled_on_one_side_only(qtbot, edit
     labels.array[3, 50:60, 50:60] = both.value
     labels.array[7, 50:60, 50:60] = both.value
     labels.array[3, 20:30, 20:30] = one.value
-    editing._slice_operation("fill_between")
+    fill_between(qtbot, editing)
     assert (labels.array[4:7] == both.value).any() and not (labels.array[4:7] == one.value).any()
     message = editing.statusBar().currentMessage()
     assert message.startswith("Fill between slices (slices 5, 6, 7): ")
@@ -1017,7 +1143,7 @@ def test_fill_between_slices_names_three_one_sided_classes_within_the_status_bar
     first, second, third = (c for c in window.session.classes if c.value)
     for z, present in ((1, first), (5, second), (9, third)):  # each on one slice: each left out
         labels.array[z, 20:40, 60:90] = present.value
-    window._slice_operation("fill_between")
+    fill_between(qtbot, window)
     bar = window.statusBar()
     message = bar.currentMessage()
     assert message.endswith(f"Not extended, labelled on one side only: {first.name}, {second.name}, {third.name}")
@@ -1043,7 +1169,7 @@ def test_fill_between_slices_fills_each_class_between_its_own_slices_in_one_undo
          if tools.protected.item(n).text() == liver.name).setCheckState(Qt.CheckState.Checked)
     assert labels.policy.protected == {liver.value}
     before = labels.array.copy()
-    window._slice_operation("fill_between")
+    fill_between(qtbot, window)
     for z in (3, 4, 5, 7, 8, 9):  # onto background only: the kidney's voxels stay
         expected = before[z].copy()
         expected[40:80, 40:80][expected[40:80, 40:80] == 0] = liver.value

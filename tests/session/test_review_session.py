@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import numpy as np
 import pytest
@@ -757,6 +758,55 @@ def test_a_copy_cancelled_while_written_changes_nothing_and_keeps_the_history(ch
     session.close(discard=True)
     assert writing.finished and session.copying is None
     np.testing.assert_array_equal(labels.array, before)
+
+
+def test_fill_between_slices_computed_off_the_labels_and_written_in_pieces_equals_the_direct_fill():
+    """The window fills in a worker (``fill_job``) and writes the result a slice per piece
+    (``start_fill``): the labels, the one undo step, the journal record, the provenance and
+    what the intensity range kept are those of ``LabelMap.fill_between_slices``."""
+    from segview.core.labels import LabelMap
+    from segview.core.phantoms import make_phantom
+
+    case = make_phantom("cardiac", seed=0)
+    case.labels[5:8] = 0
+    session = ReviewSession.open(case.volume, labels=case.labels.copy(), classes=list(case.classes))
+    session.mark_reviewed(0)
+    labelled = case.volume.array[4][case.labels[4] > 0]  # a range that keeps about half of what is filled
+    session.labels.intensity_range = (float(np.median(labelled)), float(case.volume.array.max()))
+    reference = LabelMap(case.labels.copy(), case.volume.spacing, intensities=session.labels.intensities)
+    reference.intensity_range = session.labels.intensity_range
+    expected_changes = reference.fill_between_slices()
+    before, steps = session.labels.array.copy(), session.journal.steps
+    job = session.fill_job()
+    seen: list = []
+    thread = threading.Thread(target=lambda: seen.append(job(progress=lambda *p: seen.append(p))))
+    thread.start()
+    thread.join(30)
+    patches = seen.pop()
+    assert seen == [(1, 3), (2, 3), (3, 3)] and job.slices == [5, 6, 7]
+    np.testing.assert_array_equal(session.labels.array, before)  # computed on a copy
+    writing = session.start_fill(job, patches)
+    while not writing.step(0.0):
+        assert session.copying is writing
+    np.testing.assert_array_equal(session.labels.array, reference.array)
+    assert writing.changed == int((before != reference.array).sum()) > 0 and len(patches) == len(expected_changes)
+    assert session.labels.kept_reason() == reference.kept_reason() != ""  # the status bar says it as before
+    assert session.journal.steps == steps + 1 and session.labels.undo_step.what == "fill between slices"
+    assert all(session.provenance.of_slice(z) == ("interpolation",) for z in (5, 6, 7))
+    assert session.labels.undo() and np.array_equal(session.labels.array, before)  # one step
+    # A slice marked reviewed while it ran (never filled): refused, nothing written; a
+    # stopped job writes nothing.
+    job = session.fill_job()
+    patches = job()
+    session.mark_reviewed(6)
+    with pytest.raises(SessionError, match="changed while Fill between slices ran"):
+        session.start_fill(job, patches)
+    session.mark_reviewed(6, False)
+    changed = session.labels.array.copy()
+    job = session.fill_job()
+    assert job(should_stop=lambda: True) is None
+    assert session.start_fill(job, None).finished and np.array_equal(session.labels.array, changed)
+    session.close(discard=True)
 
 
 def test_no_edit_or_mark_joins_a_copy_being_written_and_all_work_after_it(checkpoints, monkeypatch):
