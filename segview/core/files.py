@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+#: Single-file formats labels are written to (so a save can be one atomic rename).
+LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
+
+
 def extension(path) -> str:
     """The format extension of ``path`` in lower case, ``.nii.gz`` counted as one."""
     name = Path(path).name.lower()

@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from .dicom import FirstSlice, Progress, SeriesInfo, list_dicom_series, read_dicom_files, read_dicom_folder
 from .classes import LabelClass, named_classes, rgb
 from .errors import LabelSaveError, VolumeLoadError
-from .files import atomic_write_text, extension, replace_atomically
+from .files import LABEL_EXTENSIONS, atomic_write_text, extension, replace_atomically
 from .memory import ensure_fits, session_bytes
 from .volume import CT_WINDOW_PRESETS, Volume, copy_geometry, grid_differences, orthogonalized
 
@@ -38,9 +38,6 @@ __all__ = ["load_volume", "list_dicom_series", "save_labels", "save_volume", "lo
 
 #: Single-file and header+data formats read through SimpleITK.
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
-#: Single-file formats labels are written to (so a save can be one atomic rename).
-LABEL_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".mha")
-
 
 # -- images -----------------------------------------------------------------------------
 

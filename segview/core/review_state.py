@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VolumeLoadError
-from .files import atomic_write_text, extension
+from .files import LABEL_EXTENSIONS, atomic_write_text, extension
 from .journal import same_image
 from .volume import grid_differences
 
@@ -83,10 +83,25 @@ class ReviewState:
 
 
 def review_path(labels_path) -> Path:
-    """The sidecar of the label file ``labels_path``."""
+    """The sidecar of the label file ``labels_path``: ``<stem>.review.json``, which the
+    formats of one name share (lung.labels.nii.gz, lung.labels.nrrd), unless that one
+    records the review of another of them still beside it: then this file's own
+    ``<name>.review.json`` (a tester's save of the .nii.gz wrote over the review of the
+    .nrrd saved beside it, and its marks were gone)."""
     path = Path(labels_path)
+    own = path.with_name(path.name + ".review.json")
     stem = path.name[: -len(extension(path))] if extension(path) else path.name
-    return path.with_name(stem + ".review.json")
+    shared = path.with_name(stem + ".review.json")
+    if own.exists():
+        return own
+    others = [path.with_name(stem + e) for e in LABEL_EXTENSIONS if e != extension(path)]
+    if not any(other.exists() for other in others):  # one format of this name: no stat more, no read
+        return shared
+    try:
+        owner = json.loads(shared.read_text(encoding="utf-8")).get("labels")
+    except (OSError, ValueError, AttributeError):
+        return shared
+    return own if isinstance(owner, str) and owner != path.name and (path.parent / owner).exists() else shared
 
 
 def current_user() -> str:
@@ -156,10 +171,6 @@ def load_review_state(labels_path, slices: int, image_key: str, volume=None,
     if document.get("slices", slices) != slices or not names_image(document, image_key, volume):
         return ReviewState.empty(slices), (f"{path.name} records the review of another image; "
                                            "no slice is marked reviewed.")
-    owner = document.get("labels")
-    if isinstance(owner, str) and owner != Path(labels_path).name and (path.parent / owner).exists():
-        return ReviewState.empty(slices), (f"{path.name} records the review of {owner}, saved beside this "
-                                           "file; no slice is marked reviewed.")
     state = ReviewState(np.zeros(slices, bool), extra=extra)
     for entry in entries:
         z = int(entry["z"])

@@ -197,20 +197,24 @@ def test_the_marks_stay_with_the_image_once_another_tool_re_saves_it(tmp_path):
     assert not reopened.reviewed.any() and "another image" in " ".join(reopened.warnings)
 
 
-def test_the_marks_of_another_label_file_beside_it_are_not_taken(tmp_path):
-    """case.nii.gz and case.nrrd share case.review.json: the marks saved with the .nrrd,
-    after more review, were shown on the older .nii.gz's slices."""
+def test_two_label_files_of_one_name_keep_their_own_marks(tmp_path):
+    """case.nii.gz and case.nrrd shared case.review.json: the marks saved with the .nrrd,
+    after more review, were shown on the older .nii.gz's slices; later (a tester) a save of
+    the .nii.gz wrote over the .nrrd's marks, and they were gone."""
     volume, labels = tiny_case(0)
     session = ReviewSession.open(volume, labels=labels)
     session.mark_reviewed(0)
     older = session.save(tmp_path / "case.nii.gz")
     session.mark_reviewed(3)
     newer = session.save(tmp_path / "case.nrrd")
-    assert review_path(older) == review_path(newer)
+    assert review_path(older) != review_path(newer) and review_path(older).name == "case.review.json"
     assert json.loads(review_path(newer).read_text())["labels"] == "case.nrrd"
     reopened = ReviewSession.open(volume, labels=older)
-    assert not reopened.reviewed.any() and "records the review of case.nrrd" in " ".join(reopened.warnings)
+    assert reopened.reviewed.tolist() == [True, False, False, False, False, False] and not reopened.warnings
+    reopened.mark_reviewed(5)
+    reopened.save()  # the older saved again: the newer's marks stay
     assert ReviewSession.open(volume, labels=newer).reviewed.tolist() == [True, False, False, True, False, False]
+    assert ReviewSession.open(volume, labels=older).reviewed.tolist() == [True, False, False, False, False, True]
     newer.rename(tmp_path / "renamed.nrrd")  # the file it names is gone: a pair renamed keeps its marks
     review_path(newer).rename(review_path(tmp_path / "renamed.nrrd"))
     assert ReviewSession.open(volume, labels=tmp_path / "renamed.nrrd").reviewed.sum() == 2
