@@ -462,7 +462,7 @@ class MainWindow(QMainWindow):
         one undo step."""
         if self.session is None:
             return self._error("Open an image before its labels.")
-        if self._refused():
+        if not self.session.held_elsewhere and self._refused():  # held: opening again tries the lock
             return
         session = self.session
         self._run(read_label_file, Path(path).absolute(), session.volume, session.key,
@@ -688,12 +688,17 @@ class MainWindow(QMainWindow):
         if unloaded or said:
             QMessageBox.warning(self, "Labels opened with warnings", "\n\n".join(said + unloaded))
             self._show_devices()
+        was_held = session.held_elsewhere
         held = session.hold_labels_file()  # a dataset case's file: its lock, as the worklist takes
         if held:
             QMessageBox.warning(self, "Labels opened read-only", held)
+        elif was_held:  # the other segview has closed the case: editable here from now on
+            session.now_editable()
         self._show_read_only(self.read_only_reason())
         self._show_modified()  # opening a label file is no unsaved change
         self._session_changed()
+        if session.recoverable_edits is not None:
+            self._offer_recovery()
 
     def _show_legend(self) -> None:
         session = self.session

@@ -832,12 +832,25 @@ class ReviewSession:
         if self.labels_path is None or not is_dataset_labels(self.labels_path):
             self.release_lock()
             return None
-        held = self.lock is not None or self.locked_by is not None
-        if held and self._held_file == Path(self.labels_path).absolute():
-            return self.read_only_reason  # taken already (``open``)
+        if self.lock is not None and self._held_file == Path(self.labels_path).absolute():
+            return None  # taken already (``open``); one found held is tried again
         self._lock_labels(Path(self.labels_path))
         self._held_file = Path(self.labels_path).absolute()
         return self.read_only_reason
+
+    def now_editable(self) -> None:
+        """Labels read-only here while another segview had their case (``held_elsewhere``),
+        editable now that it closed it: journalled from here, and a crashed session's edits
+        of the image, left where they were meanwhile, kept in ``recoverable_edits`` to offer."""
+        if self.journal is None and self.read_only_reason is None:
+            self._start_journal(recover=False)
+
+    @property
+    def held_elsewhere(self) -> bool:
+        """Read-only because another segview has the dataset case whose file was opened
+        directly (``hold_labels_file``): opening a label file (that one again, once the other
+        has closed it) tries the lock anew."""
+        return self.locked_by is not None and self._held_file is not None
 
     def _lock_labels(self, path: Path) -> None:
         """Take the lock of the case whose labels are ``path`` (``case_files.CaseLock``):

@@ -4,10 +4,13 @@ while a follower outside the window still hears them."""
 import numpy as np
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 
 from segview.core.phantoms import make_phantom
 from segview.gui.main_window import MainWindow
-from segview.session import ReviewSession
+from segview.session import ReviewSession, Worklist
+from segview.session.case_files import CaseLock
+from tests.session.conftest import make_dataset
 
 from .helpers import drag_points, widget_point
 
@@ -73,3 +76,29 @@ def test_a_replaced_session_lets_go_of_its_labels_and_a_follower_still_hears_the
     with labels.step():
         labels.paint(5, [(20, 20)], 3.0, 1)
     assert len(heard) == 1 and not new.labels.array.any() and not new.labels.can_undo
+
+
+def test_a_case_file_read_only_while_held_elsewhere_opens_editable_once_the_other_closed_it(qtbot, window, dialogs,
+                                                                                            tmp_path):
+    """A tester opened a dataset case's labels file while another segview had the case:
+    read-only, rightly. Once the other had closed it, File > Open labels of that file was
+    refused ("Read-only, nothing changed: ... open it again once the other has closed it"),
+    naming a process that had ended. Editable again, it journals, and offers the edits a
+    crashed session of the case left meanwhile."""
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 1)
+    labels = folder / "labelsTr" / "case_000.nii.gz"
+    crashed = Worklist.open(folder).session("case_000")
+    crashed.mark_reviewed(2)
+    crashed.close()  # unsaved: as after a kill -9, its journal stays
+    colleague, _ = CaseLock.acquire(labels)
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.show_session(ReviewSession.open(folder / "imagesTr" / "case_000_0000.nii.gz", labels))
+    assert window.read_only_reason() is not None and window.session.journal is None
+    colleague.release()
+    dialogs.answers.append(QMessageBox.StandardButton.Yes)  # restore them
+    window.open_labels(labels)
+    qtbot.waitUntil(lambda: window.read_only_reason() is None, timeout=TIMEOUT)
+    assert window.session.journal is not None and "read-only" not in window.windowTitle()
+    assert any(kind == "question" and "never saved" in text for kind, text in dialogs)
+    assert window.session.reviewed[2]
