@@ -1375,15 +1375,18 @@ class MainWindow(QMainWindow):
                 return over()
             try:
                 writing = start_write(result)
-            except SegviewError as exc:
+            except SegviewError as exc:  # the labels changed meanwhile: a refusal, not a fault
                 ended()
                 over()
-                return self._error(str(exc), says.refused)
+                self.statusBar().showMessage(f"{says.refused}: {exc}", 15000)  # not "computing" on and on
+                QMessageBox.warning(self, says.refused, str(exc))
+                return
             self._write_pieces(writing, stop, says, ended, written)
 
         def failed(exc: Exception) -> None:
             ended()
             over()
+            self.statusBar().clearMessage()
             self._failed(exc)
 
         self._run(_volume_work_in_worker, job, stop, done=done, failed=failed, reports_progress=True)

@@ -552,6 +552,7 @@ def test_a_whole_volume_copy_is_refused_when_the_labels_changed_meanwhile(qtbot,
     with qtbot.waitSignal(window.prediction_copied, timeout=30000) as copied:
         release.set()
     assert copied.args == [-1] and "changed while the copy ran" in dialogs[-1][1]
+    assert "changed while the copy ran" in window.statusBar().currentMessage()
     np.testing.assert_array_equal(session.labels.array, stroke)
 
 
@@ -1030,7 +1031,9 @@ def test_a_fill_between_slices_is_refused_when_the_labels_changed_while_it_ran(q
         edited = session.labels.array.copy()
         release.set()
     assert filled.args == [-1]
-    assert any("labels changed while Fill between slices ran" in text for kind, text in dialogs if kind == "critical")
+    assert any("labels changed while Fill between slices ran" in text for kind, text in dialogs if kind == "warning")
+    # A tester's status bar went on saying "Filling between slices..." after the refusal.
+    assert "nothing was filled" in window.statusBar().currentMessage()
     np.testing.assert_array_equal(session.labels.array, edited)
     assert session.labels.undo_step.what == "brush stroke"
 
