@@ -251,7 +251,8 @@ def _run_phantom(args) -> int:
                     "format": args.format},
     }
     atomic_write_text(args.output / "dataset.json", json.dumps(dataset, indent=2))
-    print(f"wrote {args.output / 'dataset.json'} ({dataset['numTraining']} cases in {args.output})")
+    count = dataset["numTraining"]
+    print(f"wrote {args.output / 'dataset.json'} ({count} case{'s' if count != 1 else ''} in {args.output})")
     return 0
 
 

@@ -47,5 +47,7 @@ def test_phantom_says_where_it_wrote_each_case(tmp_path, capsys):
         f"wrote {images / 'lung_006_0000.nii.gz'} and {labels / 'lung_006.nii.gz'}",
         f"wrote {tmp_path / 'dataset.json'} (2 cases in {tmp_path})"]
     assert main(["phantom", "lung", "-o", str(tmp_path / "dicom"), "--format", "dicom"]) == 0
-    assert capsys.readouterr().out.splitlines()[0] == (f"wrote {tmp_path / 'dicom' / 'imagesTr' / 'lung_000'} and "
-                                                      f"{tmp_path / 'dicom' / 'labelsTr' / 'lung_000.nii.gz'}")
+    said = capsys.readouterr().out.splitlines()
+    assert said[0] == (f"wrote {tmp_path / 'dicom' / 'imagesTr' / 'lung_000'} and "
+                       f"{tmp_path / 'dicom' / 'labelsTr' / 'lung_000.nii.gz'}")
+    assert said[-1].endswith(f"(1 case in {tmp_path / 'dicom'})")
