@@ -18,9 +18,10 @@ Sidecar ``<labels name>.review.json`` (``<name>`` without .nii.gz / .nrrd / .mha
 ``z`` is the 0-based array index, ``slice`` the 1-based number the window shows. Keys
 this version does not know are kept when the file is written again (``ReviewState.extra``).
 A sidecar that belongs to another image (its ``image_key`` differs and its ``image`` is not
-this one's voxels on this grid, or its slice count differs), or to
-another label file beside it (``case.nrrd`` saved after ``case.nii.gz``: the two share one
-sidecar), is not applied: its review marks would lie about these slices.
+this one's voxels on this grid, or its slice count differs) is not applied: its review marks
+would lie about these slices. Label files of one name in several formats (``case.nii.gz``,
+``case.nrrd``) share ``case.review.json`` until it records the other's review: then each
+keeps its own (``review_path``).
 
 Keys a dataset worklist (``segview.session.worklist``) adds, all optional:
 
