@@ -962,7 +962,7 @@ def test_a_save_over_labels_someone_else_saved_meanwhile_is_refused(tmp_path, mo
     name = worklist.cases[0].name
     mine = worklist.session(name)
     image, labels = folder / "imagesTr" / f"{name}_0000.nii.gz", folder / "labelsTr" / f"{name}.nii.gz"
-    monkeypatch.setattr(CaseLock, "acquire", classmethod(lambda cls, path: (None, None)))
+    monkeypatch.setattr(CaseLock, "acquire", classmethod(lambda cls, path, patient=False: (None, None)))
     theirs = ReviewSession.open(image, labels=labels)
     theirs.labels.paint(2, [(5, 5)], 2.0, 1)
     theirs.save()
