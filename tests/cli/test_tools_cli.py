@@ -59,17 +59,19 @@ def test_paper_preset_fills_in_the_protocol(tmp_path, monkeypatch):
     assert tools  # the module under test
 
 
+def interrupt_at_first_step(bar, event):
+    """The training bar of a resumed run stopped at its first step, as by Ctrl-C; its notes printed."""
+    if "step" in event:
+        raise KeyboardInterrupt
+    print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
+
+
 def test_resume_takes_epochs_equal_to_the_default_as_asked(tmp_path, monkeypatch, capsys):
     """A tester's --epochs 40 (the default) on resuming a shorter run read as no request:
     the run ended at its own number. Ctrl-C in the first resumed step ends the test."""
     from segview.cli import tools
 
     assert main(["train", "--phantom", "cardiac", "--cases", "2", "--epochs", "1", "-o", str(tmp_path), *TINY]) == 0
-
-    def interrupt_at_first_step(bar, event):
-        if "step" in event:
-            raise KeyboardInterrupt
-        print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
 
     monkeypatch.setattr(tools._TrainingBar, "__call__", interrupt_at_first_step)
     capsys.readouterr()
@@ -94,11 +96,6 @@ def test_resume_names_the_settings_it_does_not_take_by_their_options(tmp_path, m
     started = ["train", "--phantom", "cardiac", "--cases", "2", "-o", str(tmp_path), "--lr", "0.002",
                "--norm", "instance", *TINY]
     assert main([*started, "--epochs", "1"]) == 0
-
-    def interrupt_at_first_step(bar, event):
-        if "step" in event:
-            raise KeyboardInterrupt
-        print(f"segview: {event['note']}" if "note" in event else "", file=sys.stderr)
 
     monkeypatch.setattr(tools._TrainingBar, "__call__", interrupt_at_first_step)
     capsys.readouterr()

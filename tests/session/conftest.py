@@ -52,7 +52,11 @@ def make_dataset(folder, count: int, with_labels=True, seed: int = 0):
 
 def make_checkpoint(path, seed: int):
     torch.manual_seed(seed)
-    model = UNet(num_classes=3, base_channels=2, depth=1)
+    return save_tiny_checkpoint(path, UNet(num_classes=3, base_channels=2, depth=1))
+
+
+def save_tiny_checkpoint(path, model):
+    """``model`` (a tiny UNet of the three CLASSES) saved as an MR checkpoint of 16 x 16 input."""
     meta = {"classes": classes_to_metadata(CLASSES), "loss": {"name": "ce"},
             "preprocessing": {"input_size": [16, 16], "modality": "MR",
                               "normalization": {"method": "percentile", "low_percentile": 0.5,

@@ -481,18 +481,14 @@ def test_a_case_with_no_object_large_enough_to_click_on_has_no_count_not_0_click
 
 def background_checkpoint(path):
     """A segmentation checkpoint that predicts background everywhere (nothing found)."""
-    from .conftest import CLASSES
+    from .conftest import save_tiny_checkpoint
 
     model = UNet(num_classes=3, base_channels=2, depth=1)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.zero_()
         model.head.bias.copy_(torch.tensor([1.0, 0.0, 0.0]))
-    meta = {"classes": classes_to_metadata(CLASSES), "loss": {"name": "ce"},
-            "preprocessing": {"input_size": [16, 16], "modality": "MR",
-                              "normalization": {"method": "percentile", "low_percentile": 0.5,
-                                                "high_percentile": 99.5}}}
-    return save_checkpoint(path, model, meta)
+    return save_tiny_checkpoint(path, model)
 
 
 @pytest.fixture
