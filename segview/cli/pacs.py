@@ -135,9 +135,9 @@ def _run_find(args) -> int:
     for study in studies:
         print(_study_line(study))
         for series in study.series:
-            number = "" if series.number is None else f"#{series.number} "
-            print(f"    {number}{series.modality or '?'} {series.description or '(no description)'}: "
-                  f"{images_text(series.images, series.frames, 'image') or '? images'}  series {series.uid}")
+            number = "" if series.number is None else f" (series {series.number})"  # a SeriesNumber, maybe shared
+            print(f"    {series.modality or '?'} {series.description or '(no description)'}{number}: "
+                  f"{images_text(series.images, series.frames, 'image') or '? images'}  UID {series.uid}")
     return 0
 
 

@@ -172,8 +172,8 @@ class PacsDialog(QDialog):
                                     images_text(study.images, study.frames)])
             item.setToolTip(0, f"Study UID {study.uid}")
             for series in study.series:
-                number = "" if series.number is None else f"#{series.number} "
-                child = QTreeWidgetItem(["", "", "", f"{number}{series.description or '(no description)'}",
+                number = "" if series.number is None else f" (series {series.number})"  # a SeriesNumber, maybe shared
+                child = QTreeWidgetItem(["", "", "", f"{series.description or '(no description)'}{number}",
                                          series.modality, images_text(series.images, series.frames)])
                 child.setData(0, Qt.ItemDataRole.UserRole, series)
                 child.setToolTip(3, f"Series UID {series.uid}")

@@ -104,7 +104,7 @@ def test_a_series_of_one_multi_frame_file_counts_its_frames_as_images(orthanc, a
 
 def test_cli_find_counts_the_frames_of_a_multi_frame_file(orthanc, enhanced_ct, capsys):
     assert main(["pacs", "find", orthanc.dimse_url, "--patient-id", "PACS-ENHANCED-1"]) == 0
-    assert f"CT (enhanced conversion): 6 images (1 file)  series {enhanced_ct.SeriesInstanceUID}" in \
+    assert f"CT (enhanced conversion) (series 2): 6 images (1 file)  UID {enhanced_ct.SeriesInstanceUID}" in \
         capsys.readouterr().out
 
 
@@ -614,6 +614,7 @@ def test_cli_find_get_and_store(orthanc, archive, protocol, tmp_path, capsys):
     assert main(["pacs", "find", url, "--patient-name", "heart", "--modality", "MR", "--date", "20250101-"]) == 0
     out = capsys.readouterr().out
     assert mr.StudyInstanceUID in out and mr.SeriesInstanceUID in out and "short axis cine" in out
+    assert "MR short axis cine (series 5): " in out  # its SeriesNumber, which two series may share: not "#5"
     assert f"{len(archive['mr'])} images" in out and "2025-06-20" in out and "PACS-CT-1" not in out
     assert main(["pacs", "get", url, mr.SeriesInstanceUID, "-o", str(tmp_path / "mr")]) == 0
     assert f"{len(archive['mr'])} images in" in capsys.readouterr().out

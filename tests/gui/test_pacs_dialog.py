@@ -92,7 +92,8 @@ def test_search_pick_and_retrieve_a_series_into_the_cache(qtbot, orthanc, cardia
     assert _search(qtbot, dialog, url, name="gui", modality="MR") == 1
     study = dialog.results.topLevelItem(0)
     assert study.text(1) == "Gui Heart" and study.text(2) == "GUI-MR-7" and study.childCount() == 1
-    assert "short axis for the dialog" in study.child(0).text(3) and study.child(0).text(5) == str(len(paths))
+    series = study.child(0)
+    assert series.text(3) == "short axis for the dialog (series 1)" and series.text(5) == str(len(paths))
     assert dialog.retrieve_button.isEnabled()  # the first series is chosen
     with qtbot.waitSignal(dialog.retrieved, timeout=30000) as done:
         qtbot.mouseClick(dialog.retrieve_button, Qt.LeftButton)
