@@ -684,20 +684,23 @@ class MainWindow(QMainWindow):
             unloaded = session.replace_labels(label_file)
         except SessionError as exc:  # a copy began while the file was read
             return self._error(str(exc), "Labels not opened")
-        said = [label_file.warning] if label_file.warning else []
-        if unloaded or said:
-            QMessageBox.warning(self, "Labels opened with warnings", "\n\n".join(said + unloaded))
-            self._show_devices()
         was_held = session.held_elsewhere
         held = session.hold_labels_file()  # a dataset case's file: its lock, as the worklist takes
-        if held:
-            QMessageBox.warning(self, "Labels opened read-only", held)
-        elif was_held:  # the other segview has closed the case: editable here from now on
+        if not held and was_held:  # the other segview has closed the case: editable here from now on
             session.now_editable()
+        # The window shows the file opened before any question about it: a tester's title
+        # still named the previous file, unsaved, behind the warning.
         self._show_read_only(self.read_only_reason())
         self._show_modified()  # opening a label file is no unsaved change
         self._session_changed()
-        if session.recoverable_edits is not None:
+        said = [label_file.warning] if label_file.warning else []
+        if unloaded:
+            self._show_devices()
+        if unloaded or said:
+            QMessageBox.warning(self, "Labels opened with warnings", "\n\n".join(said + unloaded))
+        if held:
+            QMessageBox.warning(self, "Labels opened read-only", held)
+        if session is self.session and session.recoverable_edits is not None:
             self._offer_recovery()
 
     def _show_legend(self) -> None:

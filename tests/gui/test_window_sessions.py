@@ -102,3 +102,24 @@ def test_a_case_file_read_only_while_held_elsewhere_opens_editable_once_the_othe
     assert window.session.journal is not None and "read-only" not in window.windowTitle()
     assert any(kind == "question" and "never saved" in text for kind, text in dialogs)
     assert window.session.reviewed[2]
+
+
+def test_the_window_names_the_labels_opened_before_it_warns_about_them(qtbot, window, dialogs, tmp_path,
+                                                                       monkeypatch):
+    """A tester's title still named the previous label file, unsaved ("*"), behind the
+    warning about the one just opened."""
+    folder = tmp_path / "Dataset001_Tiny"
+    make_dataset(folder, 1)
+    labels = folder / "labelsTr" / "case_000.nii.gz"
+    with qtbot.waitSignal(window.loaded, timeout=TIMEOUT):
+        window.show_session(ReviewSession.open(folder / "imagesTr" / "case_000_0000.nii.gz"))
+    window.session.labels.paint(1, [(3, 3)], 2.0, 1)  # unsaved
+    colleague, _ = CaseLock.acquire(labels)
+    seen = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *_: seen.append(
+        (title, window.windowTitle(), window.isWindowModified())))
+    window.open_labels(labels)
+    qtbot.waitUntil(lambda: bool(seen), timeout=TIMEOUT)
+    title, shown, modified = seen[0]
+    assert title == "Labels opened read-only" and "case_000.nii.gz" in shown and not modified
+    colleague.release()
