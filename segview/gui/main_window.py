@@ -1170,7 +1170,7 @@ class MainWindow(QMainWindow):
         or take no edit while a whole-volume copy is written into them."""
         reason = self.read_only_reason()
         if reason is None and self._copy_write is not None:
-            reason = f"{self._copy_write.what} is being written into the labels: wait for it or cancel it"
+            reason = self._copy_write.busy
         if reason is not None:
             self.statusBar().showMessage(f"Read-only, nothing changed: {reason}", 8000)
         return reason is not None
@@ -1509,8 +1509,7 @@ class MainWindow(QMainWindow):
         if self.session is None:
             return self._nothing_open()
         if self._copy_write is not None:  # half a copy never reaches a file
-            self.statusBar().showMessage(f"{self._copy_write.what.capitalize()} is being written into the labels: "
-                                         "wait for it or cancel it, then save", 8000)
+            self.statusBar().showMessage(f"{self._copy_write.busy.capitalize()}, then save", 8000)
             return False
         reason = self.read_only_reason()
         if reason is not None and not self.session.modified:  # nothing of this window's to keep

@@ -465,6 +465,11 @@ class PatchWrite:
             pass
         return self.changed
 
+    @property
+    def busy(self) -> str:
+        """Why the labels take no edit nor save meanwhile: "a copy is being written ...", no stop."""
+        return f"{self.what} is being written into the labels: wait for it or cancel it"
+
     def _written(self) -> None:
         if self._kept is not None:  # the step's own tally: writing patches keeps nothing
             self.session.labels.kept = self._kept
@@ -905,8 +910,7 @@ class ReviewSession:
         ``start_fill``): the labels' open undo step is its, so an edit or a mark would join
         it (and go with its undo, or its cancel)."""
         if self.copying is not None:
-            raise SessionError(f"{self.copying.what.capitalize()} is being written into the labels: "
-                               "wait for it or cancel it.")
+            raise SessionError(f"{self.copying.busy.capitalize()}.")
 
     def image_fingerprint(self) -> dict:
         """The image's ``core.journal.image_fingerprint``, saved in the sidecar so that the
@@ -1088,8 +1092,7 @@ class ReviewSession:
         back what was written (the window calls ``step`` from a timer, so it never
         freezes). Refused (SessionError), and nothing changes, as by ``finish_copy``; a
         stopped job (``patches`` None) or one that changes nothing is done at once."""
-        if self.copying is not None:
-            raise SessionError(f"{self.copying.what.capitalize()} is being written: wait for it or cancel it.")
+        self._check_not_copying()
         if patches is None:
             return CopyWrite(self, job, [])
         if job.version != self.version or self.models.get(job.slot) is not job.model:
@@ -1110,8 +1113,7 @@ class ReviewSession:
         A stopped job (``patches`` None) or one that filled nothing is done at once. Raises
         SessionError, and nothing changes, while another write runs or when the labels or
         review marks changed while it ran (its result would undo those changes)."""
-        if self.copying is not None:
-            raise SessionError(f"{self.copying.what.capitalize()} is being written: wait for it or cancel it.")
+        self._check_not_copying()
         if patches is not None and job.version != self.version:
             raise SessionError("The labels changed while Fill between slices ran; nothing was filled. Fill again.")
         return PatchWrite(self, patches or [], STEP_NAMES["fill_between_slices"], INTERPOLATION,
@@ -1321,8 +1323,7 @@ class ReviewSession:
         they were opened from or last saved, else ``default_labels_path``. Raises
         SessionError onto a case's file another segview has open (``hold_labels_file``)."""
         if self.copying is not None:  # half a copy must never reach a file
-            raise SessionError(f"{self.copying.what.capitalize()} is being written into the labels: "
-                               "wait for it or cancel it, then save.")
+            raise SessionError(f"{self.copying.busy.capitalize()}, then save.")
         target = path or self.labels_path or self.default_labels_path()
         if target is None:
             raise SessionError("Say where to save the labels: this image has no file beside which to save them.")
