@@ -19,7 +19,10 @@ class Viewer(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.views = {name: SliceView(name) for name in VIEWS}
+        # Parented from the start: a view outside the layout (coronal and sagittal in the
+        # single layout) was a top-level widget that outlived the window, and its signals'
+        # lambdas kept the closed window and its session alive.
+        self.views = {name: SliceView(name, self) for name in VIEWS}
         self.active = self.views["axial"]
         self.three_views = False
         self.volume: Volume | None = None

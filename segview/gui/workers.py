@@ -24,6 +24,14 @@ class WorkerSignals(QObject):
     finished = Signal()
 
 
+def release_when_finished(signals: QObject) -> None:
+    """Delete ``signals`` on the main thread once its ``finished`` was handled. The lambdas
+    connected to it are held by Qt, out of the collector's sight; one capturing the job kept
+    the job, its arguments and the window alive for good (a closed window stayed in memory
+    with its session). The deletion is deferred: every slot of ``finished`` runs first."""
+    signals.finished.connect(signals.deleteLater)  # type: ignore[attr-defined]
+
+
 class Worker(QRunnable):
     """Runs ``function(*args)`` in the global thread pool; connect ``signals`` first. With
     ``reports_progress`` the function is also given ``progress=`` (done, total) -> None, with
@@ -34,6 +42,7 @@ class Worker(QRunnable):
         super().__init__()
         self.function, self.args = function, args
         self.signals = WorkerSignals()
+        release_when_finished(self.signals)
         self.kwargs: dict = {"progress": self._progress} if reports_progress else {}
         if shows_first_slice:  # the function takes first_slice=(volume, z) -> None (a loader)
             self.kwargs["first_slice"] = self.signals.first_slice.emit
@@ -75,10 +84,10 @@ class GeneratorWorker(QRunnable):
     between its steps (inference: after each batch, the smallest unit a GPU works on)."""
 
     def __init__(self, function: Callable, *args):
-        super().__init__()
-        self.setAutoDelete(False)  # the window keeps it until finished, then drops it
+        super().__init__()  # deleted by the pool once run (as Worker): kept, it kept its arguments for good
         self.function, self.args = function, args
         self.signals = GeneratorSignals()
+        release_when_finished(self.signals)
         self._stop = threading.Event()
         self._done = threading.Event()
 

@@ -1,0 +1,91 @@
+"""What a job or a closed window held is freed: memory does not grow over a long review.
+
+Qt holds the slots connected to a signal out of the cycle collector's sight, so a lambda
+capturing a job (or the window) in a connection keeps it alive unless the connection goes.
+"""
+import gc
+import weakref
+
+from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
+
+from segview.gui.main_window import MainWindow
+from segview.gui.workers import GeneratorWorker, Worker
+from segview.resources import DEMO_MODELS
+
+from .helpers import load_models, wait_for_inference
+
+
+class Payload:
+    """An argument whose life a weak reference watches."""
+
+
+def collected(ref: weakref.ref) -> bool:
+    """Whether ``ref``'s object is gone once deferred deletions ran and cycles were collected."""
+    QThreadPool.globalInstance().waitForDone(30000)
+    for _ in range(3):
+        QCoreApplication.processEvents()
+        QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)
+        gc.collect()
+    return ref() is None
+
+
+def test_a_finished_jobs_arguments_are_freed_with_the_slots_that_captured_them(qtbot):
+    payload = Payload()
+    ref = weakref.ref(payload)
+    got = []
+    worker = Worker(lambda p: p, payload)
+    worker.signals.returned.connect(lambda value, worker=worker: got.append(value is ref()))
+    with qtbot.waitSignal(worker.signals.finished, timeout=10000):
+        worker.start()
+    del payload, worker
+    assert got == [True]
+    assert collected(ref)
+
+
+def test_a_finished_generator_jobs_arguments_are_freed(qtbot):
+    payload = Payload()
+    ref = weakref.ref(payload)
+
+    def job(p, should_stop):
+        yield p is not None
+
+    values = []
+    worker = GeneratorWorker(job, payload)
+    worker.signals.yielded.connect(lambda value, worker=worker: values.append(value))
+    with qtbot.waitSignal(worker.signals.finished, timeout=10000):
+        worker.start()
+    del payload, worker
+    assert values == [True]
+    assert collected(ref)
+
+
+def test_a_closed_window_frees_itself_its_session_and_its_models(qtbot, dialogs):
+    """In the single layout too, where the coronal and sagittal views are out of the layout."""
+    window = MainWindow()  # not qtbot.addWidget: it would hold the window to the test's end
+    window.show()
+    qtbot.waitExposed(window)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_demo("cardiac")
+    with wait_for_inference(qtbot, window):
+        load_models(qtbot, window, DEMO_MODELS)
+    session = weakref.ref(window.session)
+    model = weakref.ref(window.session.models["A"])
+    closed = weakref.ref(window)
+    window.close()
+    window.deleteLater()
+    del window
+    assert collected(closed)
+    assert session() is None and model() is None
+
+
+def test_the_session_of_the_image_before_is_freed_once_another_opens(qtbot, demo):
+    """Each prediction run's job captured the session: every case opened with models
+    stayed in memory (a worklist of CT cases grew by the volume and its predictions each)."""
+    with wait_for_inference(qtbot, demo):
+        load_models(qtbot, demo, DEMO_MODELS)
+    before = weakref.ref(demo.session)
+    with qtbot.waitSignal(demo.loaded, timeout=30000):
+        demo.open_demo("cardiac")
+    qtbot.waitUntil(lambda: demo.inference is None and all(m.predicted.all() for m in demo.session.models.values()),
+                    timeout=60000)
+    assert collected(before)
