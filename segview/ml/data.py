@@ -226,13 +226,23 @@ def _stem(path: Path) -> str:
 
 
 def _declared_classes(dataset_json: Path) -> list[LabelClass]:
+    """dataset.json's "labels" ({"background": 0, "RV": 1, ...}); none where the file or the
+    key is absent: the label files name the classes then, as in the worklist."""
     if not dataset_json.exists():
         return []
     try:
-        labels = json.loads(dataset_json.read_text())["labels"]
-        by_value = {int(value): str(name) for name, value in labels.items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        document = json.loads(dataset_json.read_text())
+    except (OSError, ValueError) as exc:
         raise DatasetError(f"{dataset_json} cannot be read: {exc}") from exc
+    if not isinstance(document, dict):
+        raise DatasetError(f"{dataset_json} holds no JSON object")
+    if "labels" not in document:
+        return []
+    try:
+        by_value = {int(value): str(name) for name, value in document["labels"].items()}
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise DatasetError(f'{dataset_json}: "labels" must map each class name to its value '
+                           f'({{"background": 0, ...}}): {exc}') from exc
     if sorted(by_value) != list(range(len(by_value))):
         raise DatasetError(f"{dataset_json} must declare classes 0, 1, ..., C - 1")
     return named_classes([by_value[v] for v in range(len(by_value))])

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.classes import LabelClass, class_name
+from ..core.classes import LabelClass, class_name, naming_conflict
 from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
 from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
@@ -399,8 +399,10 @@ def _trained_on(predictors: dict, dataset: Path, cases: list[CaseVerdict]) -> di
 
 def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: list[LabelClass] | None) -> None:
     """Raises CheckpointError unless both models segment as many classes as the dataset
-    labels (as model A, where the dataset does not say): a lung model scored against
-    cardiac labels got Dice 0 in a verdict, silently."""
+    labels (as model A, where the dataset does not say), under the same names: a lung model
+    scored against cardiac labels got Dice 0 in a verdict, silently, and one whose class 1
+    is the dataset's class 2 was scored under the other class, where the worklist refuses it
+    (``Worklist.checkpoint_problems``)."""
     def described(found) -> str:
         count = len(found) - 1
         return f"{count} class{'es' if count != 1 else ''} ({', '.join(c.name for c in found[1:])})"
@@ -413,6 +415,10 @@ def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: lis
             raise CheckpointError(f"Model {slot} ({checkpoints[slot].name}) predicts {described(predictor.classes)}, "
                                   f"but {whose} {described(reference)}: a verdict compares models of the "
                                   "dataset's task.")
+        conflict = naming_conflict(predictor.classes, classes or [], "the dataset's classes")
+        if conflict is not None:
+            raise CheckpointError(f"Model {slot} ({checkpoints[slot].name}): {conflict}; its voxels would be "
+                                  "scored under another class.")
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,

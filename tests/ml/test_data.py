@@ -68,6 +68,27 @@ def test_labels_outside_the_declared_classes_are_an_error(cardiac_folder, tmp_pa
         folder_dataset(tmp_path / "data")
 
 
+def test_dataset_json_without_labels_takes_the_classes_from_the_label_files(cardiac_folder, tmp_path):
+    """A tester's dataset.json without "labels" opened in the worklist and in evaluate
+    --reviewed-only, but evaluate and train refused it: "dataset.json cannot be read: 'labels'"."""
+    import shutil
+    shutil.copytree(cardiac_folder, tmp_path / "data")
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"name": "cardiac", "file_ending": ".nii.gz"}))
+    classes = folder_dataset(tmp_path / "data").classes
+    assert [c.name for c in classes] == ["background", "right ventricle", "myocardium", "left ventricle"]
+
+
+def test_a_dataset_json_that_is_no_object_says_so(cardiac_folder, tmp_path):
+    import shutil
+    shutil.copytree(cardiac_folder, tmp_path / "data")
+    (tmp_path / "data" / "dataset.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="dataset.json holds no JSON object"):
+        folder_dataset(tmp_path / "data")
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps({"labels": ["background", "heart"]}))
+    with pytest.raises(DatasetError, match='"labels" must map each class name to its value'):
+        folder_dataset(tmp_path / "data")
+
+
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(DatasetError, match="no dataset folder"):
         folder_dataset(tmp_path / "absent")

@@ -349,6 +349,25 @@ def test_a_model_of_another_task_is_refused_not_scored_zero(reviewed_dataset, ch
         reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": other})
 
 
+def test_a_model_naming_the_classes_otherwise_is_refused_as_the_window_refuses_it(reviewed_dataset, checkpoints,
+                                                                                  tmp_path):
+    """A tester's checkpoint whose class 1 is the dataset's class 2 (and 2 its 1): the worklist
+    would not use it, but evaluate --reviewed-only scored its voxels under the other class."""
+    swapped = tmp_path / "swapped.safetensors"
+    torch.manual_seed(3)
+    save_checkpoint(swapped, UNet(num_classes=3, base_channels=2, depth=1),
+                    {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name, CLASSES[1].name])),
+                     "loss": {"name": "ce"}, "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                                                               "normalization": {"method": "percentile",
+                                                                                 "low_percentile": 0.5,
+                                                                                 "high_percentile": 99.5}}})
+    refused = Worklist.open(reviewed_dataset, {"A": checkpoints["A"], "B": swapped}).checkpoint_problems()
+    assert refused["B"][1]
+    with pytest.raises(CheckpointError, match=r"Model B \(swapped.safetensors\): its class 1 is .lesion. where "
+                                              r"the dataset's classes have .organ."):
+        reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": swapped})
+
+
 def test_the_command_refuses_a_dataset_with_nothing_reviewed(tmp_path, checkpoints, capsys):
     """A tester's evaluate --reviewed-only on a dataset with no reviewed slice exited 0 with an
     empty verdict (n = 0), where train refuses the same data."""
