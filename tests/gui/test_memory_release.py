@@ -89,3 +89,25 @@ def test_the_session_of_the_image_before_is_freed_once_another_opens(qtbot, demo
     qtbot.waitUntil(lambda: demo.inference is None and all(m.predicted.all() for m in demo.session.models.values()),
                     timeout=60000)
     assert collected(before)
+
+
+def test_a_worklist_keeps_no_case_it_has_left(qtbot, window, tmp_path, monkeypatch):
+    """Going through a dataset with models A and B: the cases left behind are freed (the
+    one on screen and the next, opened ahead, may stay)."""
+    from tests.session.conftest import make_checkpoint, make_dataset
+
+    from .test_worklist_panel import open_dataset
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    make_dataset(tmp_path / "Dataset001_Tiny", 4)
+    (tmp_path / "models").mkdir()
+    checkpoints = {slot: make_checkpoint(tmp_path / "models" / f"{slot}.safetensors", seed)
+                   for slot, seed in (("A", 1), ("B", 2))}
+    controller = open_dataset(qtbot, window, tmp_path / "Dataset001_Tiny", checkpoints)
+    left = []
+    for _ in range(3):
+        left.append(weakref.ref(window.session))
+        with qtbot.waitSignal(controller.case_opened, timeout=60000):
+            controller.next_case()
+        qtbot.waitUntil(lambda: window.inference is None, timeout=60000)
+    assert [collected(ref) for ref in left[:-1]] == [True] * (len(left) - 1)
