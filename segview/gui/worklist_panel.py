@@ -1090,8 +1090,12 @@ class WorklistController(QObject):
 
     # -- the dataset report -------------------------------------------------------------------
     def choose_report_folder(self, held_out: bool = False) -> None:
-        # The last folder a dialog chose in, else the dataset's.
-        start = str(last_folder() or self.worklist.folder) if self.worklist else self.window.start_folder()
+        # The last folder a dialog chose in where it lies in this dataset, else the dataset's:
+        # a tester's report of one dataset was offered the folder of another, opened before.
+        start = self.window.start_folder()
+        if self.worklist is not None:
+            last, dataset = last_folder(), self.worklist.folder.resolve()
+            start = str(last if last is not None and last.resolve().is_relative_to(dataset) else dataset)
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
         folder = QFileDialog.getExistingDirectory(self.window.window(), title, start)
         remember_folder(folder)
