@@ -139,8 +139,14 @@ def _history_lines(meta: dict) -> list[str]:
     if meta.get("task") == "interactive":
         return lines + _interactive_lines(meta)
     dice = meta.get("validation", {}).get("dice", {}).get("mean")
-    return lines + [f"trained on   {training.get('source', '?')}: {_cases_text(training, meta.get('lineage'))}, "
-                    f"{training.get('train_slices', '?')} training slices, {_epochs_text(training)}, "
+    lineage = meta.get("lineage")
+    if isinstance(lineage, dict) and isinstance(lineage.get("cases"), dict):
+        verb = "fine-tuned on" if lineage.get("parent") else "trained on  "
+        data = _learnt_text(training, lineage) + ";"
+    else:  # trained before lineages were kept (the shipped models)
+        verb = "trained on  "
+        data = f"{_cases_text(training)}, {training.get('train_slices', '?')} training slices,"
+    return lines + [f"{verb} {training.get('source', '?')}: {data} {_epochs_text(training)}, "
                     f"{_processes_text(training)}",
                     "validation   " + (f"Dice {dice:.4f}" if dice is not None else "none")]
 
@@ -167,21 +173,37 @@ def _replay_text(replay: dict | None) -> str:
     return f"{replay.get('source', '?')}, {float(replay.get('share', 0)):.0%} of each epoch"
 
 
-def _cases_text(training: dict, lineage: dict | None = None) -> str:
-    """"7 cases (1 held out)": the dataset's cases, those kept for validation among them.
-    With a lineage (reviewed data), the held out are those of the dataset it did not learn
-    from: a split's held-out case with nothing reviewed is not in the dataset at all (a
-    tester read "3 cases (1 held out)" of a run that trained on all 3)."""
+def _cases_text(training: dict) -> str:
+    """"7 cases (1 held out)": the dataset's cases, those kept for validation among them."""
     from ..core.report import counted
 
     cases = training.get("cases")
-    learnt = (lineage or {}).get("cases")
-    if isinstance(cases, int) and isinstance(learnt, dict):
-        held_out = cases - len(learnt)
-    else:
-        held_out = len((training.get("split") or {}).get("validation", []))
+    held_out = len((training.get("split") or {}).get("validation", []))
     said = counted(cases, "case") if isinstance(cases, int) else "? cases"
     return said + (f" ({held_out} held out)" if held_out else "")
+
+
+def _learnt_text(training: dict, lineage: dict) -> str:
+    """"3 cases (17 reviewed slices); 1 held out; 1 left out (no reviewed slice)": what a run
+    with a lineage learnt from, what it kept for validation (the dataset's cases it did not
+    learn from) and what of the folder it never read (``training.skipped``, by reason). A
+    tester read "4 cases (1 held out)" of a fine-tune on 3, 1 held out and a fifth with
+    nothing reviewed."""
+    from collections import Counter
+
+    from ..core.report import counted
+
+    learnt = len(lineage["cases"])
+    slices = lineage.get("slices", training.get("train_slices", "?"))
+    said = f"{counted(learnt, 'case')} ({slices} {'reviewed ' if lineage.get('reviewed_slices') else ''}slices)"
+    cases = training.get("cases")
+    if isinstance(cases, int) and cases > learnt:
+        said += f"; {cases - learnt} held out"
+    reasons = Counter(str(entry).partition(": ")[2] or str(entry) for entry in training.get("skipped") or [])
+    if reasons:
+        why = "; ".join(reason if len(reasons) == 1 else f"{n} {reason}" for reason, n in reasons.items())
+        said += f"; {sum(reasons.values())} left out ({why})"
+    return said
 
 
 def _epochs_text(training: dict) -> str:

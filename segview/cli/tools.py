@@ -476,7 +476,7 @@ def _run_evaluate(args) -> int:
     from ..ml.evaluate import (DEFAULT_TOLERANCE_MM, evaluate_cases, paired_comparison, per_class_markdown,
                                summary, table1_markdown, write_case_csv)
     from ..ml.inference import Predictor
-    from ..ml.metadata import learnt_count, trained_cases
+    from ..ml.metadata import check_class_names, learnt_count, trained_cases
     from .models import warn_modality
 
     # By position, not by path: a checkpoint given twice (a sanity check) is two rows and a comparison.
@@ -485,6 +485,10 @@ def _run_evaluate(args) -> int:
     datasets += [(task, _dataset(None, task, cases, first_seed)) for task in args.phantom or []]
     if not datasets:
         raise UserError("give the data to evaluate on: --data DIR or --phantom TASK")
+    for name, dataset in datasets:  # before any prediction, as --reviewed-only refuses it
+        for path, predictor in models:
+            if predictor.num_classes == len(dataset.classes):  # otherwise not evaluated there, below
+                check_class_names(f"{path.name} on {name}", predictor.classes, dataset.classes)
     tolerance = DEFAULT_TOLERANCE_MM if args.tolerance_mm is None else args.tolerance_mm
     labels = _row_labels(models)
     click_model = _click_model(args) if args.robot else None

@@ -93,12 +93,17 @@ CRASHED_TIP = ("segview stopped (a crash, a kill) with unsaved edits of this cas
 #: What the status of a case another segview has open says.
 HELD_MARK = ", open elsewhere"
 
+#: What the status of a case whose saved labels could not be read (another grid) says: it
+#: opened with empty labels (``Case.labels_unread``, its tooltip).
+UNREAD_MARK = ", labels not read"
+
 
 def case_cells(case: Case) -> list[str]:
     """The texts of a case's row, in ``COLUMNS`` order."""
     status = "cannot open" if case.error else f"{case.status}, read-only" if case.locked_by else \
         f"{case.status}{HELD_MARK}" if case.held_by else case.status
     status += CRASHED_MARK if case.crashed_edits else ""
+    status += UNREAD_MARK if case.labels_unread and not case.error else ""
     name = case.name + (HELD_OUT_MARK if case.held_out else "")
     return [name, status, case.reviewed_text.replace(" slices reviewed", ""),
             number_text(case.dice.get("A", math.nan)), number_text(case.dice.get("B", math.nan)),
@@ -245,8 +250,9 @@ class WorklistPanel(QWidget):
             locked = f"Open in another segview ({case.locked_by}): read-only here" if case.locked_by else \
                 f"Open in another segview ({case.held_by})" if case.held_by else ""
             crashed = CRASHED_TIP if case.crashed_edits else ""
-            status.setToolTip("\n".join(t for t in (case.error, crashed, case.note, locked) if t))
-            color = QColor(200, 40, 40) if case.error or case.crashed_edits else STATUS_COLORS.get(case.status)
+            status.setToolTip("\n".join(t for t in (case.error, case.labels_unread, crashed, case.note, locked) if t))
+            problem = case.error or case.labels_unread or case.crashed_edits
+            color = QColor(200, 40, 40) if problem else STATUS_COLORS.get(case.status)
             status.setForeground(QBrush(color) if color is not None else QBrush())
         name = self.table.item(n, 0)
         if name is not None:

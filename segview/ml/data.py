@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..core.classes import generic_class
 from ..core.errors import DatasetError, VolumeLoadError
 from ..core.files import FIRST_CHANNEL, case_name
 from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, load_labels,
@@ -258,9 +259,11 @@ def _saved_colours(declared: list[LabelClass], first_label: Path) -> list[LabelC
 
 
 def _classes_from_labels(cases: list[Case], first_label: Path) -> list[LabelClass]:
+    """The classes the label files name (their class file), the others under the generic
+    name ``label N`` the worklist gives them, which names nothing and so refuses no model."""
     saved = {c.value: c for c in load_classes(first_label)}
     count = max(int(c.labels.max()) for c in cases) + 1
-    generic = named_classes(["background"] + [f"class {v}" for v in range(1, count)])
+    generic = named_classes(["background"]) + [generic_class(v) for v in range(1, max(count, 2))]
     return [saved.get(v, generic[v]) for v in range(max(count, 2))]
 
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..core.classes import LabelClass, rgb
+from ..core.classes import LabelClass, naming_conflict, rgb
 from ..core.errors import SegviewError
 
 FORMAT = "segview-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "segview"
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_KEY", "CheckpointError", "classes_from_metadata",
-           "classes_to_metadata", "parse_metadata", "parse_onnx_metadata", "reason"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_KEY", "CheckpointError", "check_class_names",
+           "classes_from_metadata", "classes_to_metadata", "parse_metadata", "parse_onnx_metadata", "reason"]
 
 
 class CheckpointError(SegviewError):
@@ -93,6 +93,17 @@ def classes_from_metadata(meta: dict, path: Path | None = None) -> list[LabelCla
             raise ValueError(message)
         raise CheckpointError(f"{path.name}: {message}")
     return classes
+
+
+def check_class_names(model: str, theirs, dataset_classes) -> None:
+    """Raises CheckpointError where ``model`` (its name in the message), whose classes are
+    ``theirs``, names a class value otherwise than a dataset's ``dataset_classes``: its voxels
+    would be scored under another class. The generic names a dataset falls back on where
+    nothing names its classes ("label N") refuse no model. The one check of evaluate, with or
+    without --reviewed-only, as the worklist's ``checkpoint_problems``."""
+    conflict = naming_conflict(theirs, dataset_classes, "the dataset's classes")
+    if conflict is not None:
+        raise CheckpointError(f"{model}: {conflict}; its voxels would be scored under another class.")
 
 
 def reason(exc: BaseException) -> str:

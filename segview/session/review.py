@@ -168,6 +168,12 @@ def read_label_file(path, volume: Volume, key: str | None = None, image=None) ->
     return LabelFile(path, np.ascontiguousarray(array), classes, review, warning)
 
 
+def unread_labels_note(path: Path, exc: Exception, then: str = "File > Open labels takes others") -> str:
+    """Why the labels at ``path`` were not read (``exc``: on another grid, the message gives
+    both sizes) and the labels start empty; ``then``: what the person may do."""
+    return f"The labels {path.name} were not read, so the labels start empty ({then}): {exc}"
+
+
 def _unnamed_note(table: str, values: list[int]) -> str:
     """What to say of the label ``values`` that ``table`` names no class for."""
     names = ", ".join(f'"label {v}"' for v in values)
@@ -603,8 +609,7 @@ class ReviewSession:
             except VolumeLoadError as exc:
                 if not forgiving:
                     raise
-                unread = (f"The labels {Path(labels).name} were not read, so the labels start empty "
-                          f"(File > Open labels takes others): {exc}")
+                unread = unread_labels_note(Path(labels), exc)
             array = label_file.array if label_file is not None else np.zeros(volume.shape, np.uint8)
         label_map = LabelMap(array, volume.spacing, intensities=volume.array)
         if label_file is not None:

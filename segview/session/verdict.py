@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.classes import LabelClass, class_name, naming_conflict
+from ..core.classes import LabelClass, class_name
 from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
 from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
@@ -43,7 +43,7 @@ from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.phantoms import phantom_written
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
 from ..core.volume import Volume
-from ..ml.metadata import CheckpointError, trained_cases
+from ..ml.metadata import CheckpointError, check_class_names, trained_cases
 from .review import read_label_file
 from .worklist import Worklist, checkpoint_digest, correction_effort
 
@@ -415,10 +415,7 @@ def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: lis
             raise CheckpointError(f"Model {slot} ({checkpoints[slot].name}) predicts {described(predictor.classes)}, "
                                   f"but {whose} {described(reference)}: a verdict compares models of the "
                                   "dataset's task.")
-        conflict = naming_conflict(predictor.classes, classes or [], "the dataset's classes")
-        if conflict is not None:
-            raise CheckpointError(f"Model {slot} ({checkpoints[slot].name}): {conflict}; its voxels would be "
-                                  "scored under another class.")
+        check_class_names(f"Model {slot} ({checkpoints[slot].name})", predictor.classes, classes or [])
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,

@@ -67,9 +67,10 @@ from ..core.review_state import read_sidecar, review_path, update_sidecar
 from ..core.splits import read_split
 from ..core.volume import Volume
 from .models import SLOTS, Model, load_predictor
-from .case_files import case_entry, case_held, holder_of, lock_path
+from .case_files import PREVIOUS, case_entry, case_held, holder_of, lock_path
 from .provenance import from_json as provenance_from_json
-from .review import ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file
+from .review import (LabelFile, ReviewSession, SaveJob, SessionError, labels_stamp, read_label_file,
+                     unread_labels_note)
 
 STATUSES = ("new", "in progress", "done", "flagged")
 SORT_KEYS = ("name", "disputed", "uncertain", "status")
@@ -110,6 +111,7 @@ class Case:
     entropy: dict[str, float] = field(default_factory=dict)
     key: str | None = None                        # image_key, when known
     error: str | None = None                      # why it cannot be opened
+    labels_unread: str | None = None              # why its saved labels were not read (it opened empty)
     locked_by: str | None = None                  # open in another segview (read-only here)
     held_by: str | None = None                    # open in another segview now (``Worklist.refresh_changed``)
     held_out: bool = False                        # in splits.json's "val"
@@ -396,7 +398,7 @@ class Worklist:
             raise CrashedEditsAhead(f"{name} holds a crashed session's unsaved edits: it opens when shown, "
                                     "to offer them.")
         try:
-            labels = None if label_image is None else read_label_file(case.labels, volume, key, label_image.result())
+            labels = self._saved_labels(case, volume, key, label_image)
             self._note_refused_review(case, labels)
             # A model changed since the case was saved has no figures in its sidecar: scored
             # from what is read here, as the prediction queue scored it (not left at none).
@@ -406,8 +408,10 @@ class Worklist:
             session = CaseSession.open(volume, labels, classes=self.classes, key=key, journal=False)
             assert isinstance(session, CaseSession)  # ReviewSession.open builds ``cls``
         except VolumeLoadError as exc:
-            case.error = str(exc)  # labels on another grid: the message says how
+            case.error = str(exc)
             raise
+        if case.labels_unread:
+            session.warnings.append(case.labels_unread)
         try:
             session.attach(self, case, predictors, stamp, cached, lock, checkpoints, recover)
             session.read_from = on_disk
@@ -415,6 +419,24 @@ class Worklist:
             session.close(discard=True)  # its lock and journal go with it
             raise
         return session
+
+    @staticmethod
+    def _saved_labels(case: Case, volume: Volume, key: str, label_image) -> LabelFile | None:
+        """``case``'s label file read on ``volume`` (``label_image``: its read job; None when
+        it has none). Labels that cannot be read on it (another grid) leave the case to open
+        with empty labels, to be labelled again, as File > Open does with them, and why in
+        ``case.labels_unread``: a tester's case could not be opened at all. Their file is
+        written over only by a save (which keeps it in .previous/)."""
+        case.labels_unread = None
+        if label_image is None:
+            return None
+        try:
+            return read_label_file(case.labels, volume, key, label_image.result())
+        except VolumeLoadError as exc:
+            case.labels_unread = unread_labels_note(
+                case.labels, exc, "labelling it and saving writes new ones over them, the old file kept in "
+                                  f"{case.labels.parent.name}/{PREVIOUS}/")
+            return None
 
     def _learn_key(self, case: Case, key: str, crashed: bool | None = None) -> None:
         """``case``'s image key, kept by its files' size and time: not hashed again. Newly
@@ -668,6 +690,8 @@ class CaseSession(ReviewSession):
         editable (``recover``: restored now, when it is)."""
         self.worklist, self.case = worklist, case
         self.labels_path = case.labels
+        if case.labels_unread and stamp is not None:  # seen, not read: a save over it is the person's
+            self._read_stamp = stamp
         if lock:
             self._lock_case()
         self._start_journal(recover, editable=not self.read_only)
@@ -847,6 +871,7 @@ class CaseSession(ReviewSession):
     def finish_save(self, job: SaveJob) -> str | None:
         journal_note = super().finish_save(job)
         if Path(job.path) == self.case.labels:
+            self.case.labels_unread = None  # the file holds labels of this image now
             self._cache_counts(job)
             entry = job.review.extra.get("case") or {}
             self.case.status, self.case.note = entry.get("status", self.case.status), entry.get("note", self.case.note)

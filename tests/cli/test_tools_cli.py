@@ -615,3 +615,35 @@ def test_a_device_not_on_this_machine_is_one_line_not_a_traceback(tmp_path, monk
     said = capsys.readouterr().err
     assert message in said and ("no Apple GPU (MPS)" in said) == (device == "mps")  # not in CUDA's words
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_model_naming_the_classes_otherwise_only_where_the_dataset_names_them(tmp_path,
+                                                                                                  capsys):
+    """A tester's checkpoint with the dataset's classes 1 and 2 named the other way round was
+    scored on the whole cases without a word, where --reviewed-only refuses it; a dataset whose
+    classes only the fallback names name still takes it."""
+    from segview.ml.checkpoint import classes_to_metadata, save_checkpoint
+    from segview.ml.unet import UNet
+    from segview.core.classes import named_classes
+    from tests.session.conftest import CLASSES, make_dataset
+
+    make_dataset(tmp_path / "ds", 2)
+    swapped = save_checkpoint(tmp_path / "swapped.safetensors", UNet(num_classes=3, base_channels=2, depth=1),
+                              {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name,
+                                                                             CLASSES[1].name])),
+                               "loss": {"name": "ce"},
+                               "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                                                 "normalization": {"method": "percentile", "low_percentile": 0.5,
+                                                                   "high_percentile": 99.5}}})
+    arguments = ["evaluate", str(swapped), "--data", str(tmp_path / "ds"), "--device", "cpu"]
+    assert main(arguments) == 2
+    assert ("segview: swapped.safetensors on ds: its class 1 is \u201clesion\u201d where the dataset's classes "
+            "have \u201corgan\u201d: it was trained for other classes; its voxels would be scored under another "
+            "class.") in capsys.readouterr().err
+    (tmp_path / "ds" / "dataset.json").write_text("{}")  # the label files' class files name them still
+    assert main(arguments) == 2
+    assert "its class 1 is \u201clesion\u201d" in capsys.readouterr().err
+    for class_file in (tmp_path / "ds" / "labelsTr").glob("*.classes.json"):
+        class_file.unlink()  # nothing names the classes: "label 1", "label 2"
+    assert main(arguments) == 0
+    assert "| CE | ds | label 1 |" in capsys.readouterr().out

@@ -351,6 +351,27 @@ def test_a_case_that_cannot_be_read_is_listed_with_the_reason_and_the_case_left_
     assert opened.args == ["case_002"]
 
 
+def test_a_case_whose_labels_lie_on_another_grid_opens_empty_to_be_labelled_again(qtbot, window, dataset,
+                                                                                    dialogs):
+    """A tester's case whose label file lay on another grid gave "cannot open", where File >
+    Open gave empty labels and a warning: it could not be relabelled."""
+    import nibabel
+
+    bad = dataset / "labelsTr" / "case_002.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.ones((64, 64, 5), np.uint8), np.eye(4)), bad)
+    written = bad.read_bytes()
+    controller = open_dataset(qtbot, window, dataset)
+    open_case(qtbot, controller, "case_002")
+    assert window.session.case.name == "case_002" and not window.session.labels.array.any()
+    assert [kind for kind, _ in dialogs] == ["warning"]
+    assert "The labels case_002.nii.gz were not read" in dialogs[0][1]
+    assert "size (x, y, z) (64, 64, 5) vs (24, 24, 6)" in dialogs[0][1]
+    cell = status_cell(controller, "case_002")
+    assert cell.text() == "new, labels not read" and "(64, 64, 5) vs (24, 24, 6)" in cell.toolTip()
+    open_case(qtbot, controller, "case_001")  # left unsaved: its file is as it was
+    assert bad.read_bytes() == written
+
+
 def test_other_checkpoints_restart_the_queue_at_once(qtbot, window, dataset, checkpoints):
     controller = window.worklist_controller
     swapped = {"A": checkpoints["B"], "B": checkpoints["A"]}

@@ -125,9 +125,25 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
     assert f"parent     parent.safetensors (sha256 {parent_sha})" in out
     assert f"held out   {', '.join(held_out)}" in out
     # Its held-out case has no reviewed slice: not in the dataset, so not "held out" of it (a tester).
-    assert f"{meta['training']['cases']} cases, " in out and meta["training"]["cases"] == len(meta["lineage"]["cases"])
     slices = meta["lineage"]["slices"]
+    assert (f": {len(meta['lineage']['cases'])} cases ({slices} reviewed slices); 2 left out (no reviewed slice); "
+            in out) and meta["training"]["cases"] == len(meta["lineage"]["cases"])
     assert f"slices     {slices} ({slices} reviewed)" in out
+
+
+def test_info_says_how_many_cases_a_fine_tune_learnt_from_held_out_and_left_out(reviewed_folder, tmp_path, capsys):
+    """A tester's fine-tune on 3 cases, 1 held out and a fifth with nothing reviewed read
+    "trained on ... 4 cases (1 held out)"."""
+    (reviewed_folder / "splits.json").write_text(json.dumps([{
+        "train": ["case_000", "case_001", "case_002", "case_004", "case_005"], "val": ["case_003"]}]))
+    parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
+    assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o", str(tmp_path / "ft"),
+                 "--epochs", "1", "--batch-size", "2"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
+    reviewed = sum(len(REVIEWED[n]) for n in ("case_000", "case_001", "case_002"))
+    assert (f"\nfine-tuned on folder {reviewed_folder.resolve()}: 3 cases ({reviewed} reviewed slices); 1 held out; "
+            "2 left out (no reviewed slice); 1 of 1 epochs, ") in capsys.readouterr().out
 
 
 def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_path, capsys):
@@ -138,7 +154,10 @@ def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_p
     assert lineage["reviewed_slices"] == 0 and lineage["slices"] > 0
     capsys.readouterr()
     assert main(["info", str(tmp_path / "run" / "best.safetensors")]) == 0
-    assert f"slices     {lineage['slices']} (every slice of each case)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"slices     {lineage['slices']} (every slice of each case)" in out
+    assert f"trained on   phantom cardiac, seeds 0..1: 1 case ({lineage['slices']} slices); 1 held out; 1 of 1 epochs" \
+        in out
     assert main(["info", str(CLICK_MODEL)]) == 0
     out = capsys.readouterr().out
     assert "trained on   phantom cardiac, seeds 0..39: 40 cases" in out and "lung" in out

@@ -205,14 +205,29 @@ def test_unreadable_case_is_listed_with_its_reason_and_the_rest_open(tmp_path, c
     worklist.session("case_002").close()
 
 
-def test_labels_on_another_grid_are_an_error_with_the_difference(tmp_path):
+def test_a_case_whose_labels_lie_on_another_grid_opens_empty_and_keeps_them_until_saved(tmp_path):
+    """A tester's case whose label file lay on another grid could not be opened at all (so not
+    relabelled), where File > Open gave empty labels and a warning."""
     make_dataset(tmp_path / "ds", 1)
     volume, labels = tiny_case(0, slices=5)
-    save_labels(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz", labels, volume)
+    bad = tmp_path / "ds" / "labelsTr" / "case_000.nii.gz"
+    save_labels(bad, labels, volume)
+    written = bad.read_bytes()
     worklist = Worklist.open(tmp_path / "ds")
-    with pytest.raises(VolumeLoadError) as raised:
-        worklist.session("case_000")
-    assert worklist.case("case_000").error == str(raised.value)
+    session = worklist.session("case_000")
+    case = worklist.case("case_000")
+    assert case.error is None and not session.labels.array.any() and session.labels.array.shape == (6, 24, 24)
+    assert session.warnings == [case.labels_unread]
+    assert case.labels_unread.startswith("The labels case_000.nii.gz were not read, so the labels start empty")
+    assert "size (x, y, z) (24, 24, 5) vs (24, 24, 6)" in case.labels_unread
+    session.close()
+    assert bad.read_bytes() == written  # opened and left unsaved: the file is as it was
+    session = worklist.session("case_000")
+    session.labels.array[0, 10, 10] = 1
+    session.save()
+    session.close()
+    assert case.labels_unread is None and load_labels(bad, load_volume(case.image))[0, 10, 10] == 1
+    assert (bad.parent / ".previous" / "case_000.original.nii.gz").read_bytes() == written
 
 
 def _mean_entropy(predictor, volume):
