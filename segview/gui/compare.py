@@ -164,7 +164,8 @@ class CompareView(QWidget):
     def set_brush(self, radius_mm, painting: bool) -> None:
         for name, pane in self.panes.items():
             pane.set_brush(radius_mm if name != "disagreement" else None)
-            pane.box.painting = painting and name != "disagreement" and pane.can_paint()
+            # The disagreement pane takes a tool's click too, only to say where edits go.
+            pane.box.painting = painting and pane.can_paint()
 
     def fit(self) -> None:
         for pane in self.panes.values():

@@ -118,6 +118,8 @@ class MainWindow(QMainWindow):
         self.workspace.cursor_moved.connect(self._show_cursor)
         self.workspace.window_changed.connect(self._show_window)
         self.workspace.stroked.connect(self._stroke)
+        self.workspace.edit_refused.connect(lambda: self.statusBar().showMessage(
+            "The disagreement pane only shows where A and B are wrong: edit in panes A and B (Shift+K).", 8000))
         self._redraw_timer = QTimer(self, singleShot=True, interval=40)  # streamed slices: ~25 redraws/s
         self._redraw_timer.timeout.connect(self._redraw_predictions)
         # During a drag, label edits are drawn once per event-loop pass, not once per mouse

@@ -25,11 +25,13 @@ class WorkerSignals(QObject):
 
 
 def release_when_finished(signals: QObject) -> None:
-    """Delete ``signals`` on the main thread once its ``finished`` was handled. The lambdas
-    connected to it are held by Qt, out of the collector's sight; one capturing the job kept
-    the job, its arguments and the window alive for good (a closed window stayed in memory
-    with its session). The deletion is deferred: every slot of ``finished`` runs first."""
-    signals.finished.connect(signals.deleteLater)  # type: ignore[attr-defined]
+    """Delete ``signals`` on the main thread once every slot of its ``finished`` has run;
+    call it in the worker, after ``finished`` was emitted. The lambdas connected to it are
+    held by Qt, out of the collector's sight; one capturing the job kept the job, its
+    arguments and the window alive for good. The deletion is posted after the slots' calls:
+    deleted from a slot of ``finished`` instead, it raced the worker thread still emitting
+    ``finished`` to the other slots, some of which then never ran."""
+    signals.deleteLater()  # type: ignore[attr-defined]
 
 
 class Worker(QRunnable):
@@ -42,7 +44,6 @@ class Worker(QRunnable):
         super().__init__()
         self.function, self.args = function, args
         self.signals = WorkerSignals()
-        release_when_finished(self.signals)
         self.kwargs: dict = {"progress": self._progress} if reports_progress else {}
         if shows_first_slice:  # the function takes first_slice=(volume, z) -> None (a loader)
             self.kwargs["first_slice"] = self.signals.first_slice.emit
@@ -61,6 +62,7 @@ class Worker(QRunnable):
             self.signals.returned.emit(result)
         finally:
             self.signals.finished.emit()
+            release_when_finished(self.signals)
 
     def start(self) -> "Worker":
         self.pool().start(self)
@@ -87,7 +89,6 @@ class GeneratorWorker(QRunnable):
         super().__init__()  # deleted by the pool once run (as Worker): kept, it kept its arguments for good
         self.function, self.args = function, args
         self.signals = GeneratorSignals()
-        release_when_finished(self.signals)
         self._stop = threading.Event()
         self._done = threading.Event()
 
@@ -114,6 +115,7 @@ class GeneratorWorker(QRunnable):
         finally:
             self._done.set()
         self.signals.finished.emit(completed)
+        release_when_finished(self.signals)
 
     def start(self) -> "GeneratorWorker":
         Worker.pool().start(self)

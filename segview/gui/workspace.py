@@ -26,6 +26,7 @@ class Workspace(QStackedWidget):
     cursor_moved = Signal(object)          # numpy (z, y, x) or None
     window_changed = Signal(float, float)  # center, width
     stroked = Signal(str, object)          # "start" | "move" | "end", PlanePoint
+    edit_refused = Signal()                # a tool's click or drag in the disagreement pane, which takes no edits
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -50,6 +51,8 @@ class Workspace(QStackedWidget):
             if name in ("A", "B"):
                 pane.stroked.connect(lambda phase, index, mods, pane=pane, name=name:
                                      self._stroked(phase, index, mods, pane, name))
+            else:
+                pane.stroked.connect(lambda phase, *_: self.edit_refused.emit() if phase in ("end", "right") else None)
 
     @property
     def showing(self):

@@ -197,7 +197,12 @@ class Interaction:
                 if self.model_path is None and not path.exists():
                     raise CheckpointError(f"No click model: {path} is not there. Set {ENVIRONMENT} to an "
                                           "interactive checkpoint (segview train DATA --interactive) or load one.")
-                self._model = _warmed_up(path)
+                try:
+                    self._model = _warmed_up(path)
+                except CheckpointError as exc:
+                    if self.model_path is None and os.environ.get(ENVIRONMENT):  # say where the file came from
+                        raise CheckpointError(f"{exc} (the file named by {ENVIRONMENT})") from exc
+                    raise
             return self._model
 
     # -- clicks -------------------------------------------------------------------------

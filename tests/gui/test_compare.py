@@ -125,6 +125,20 @@ def test_adopt_outside_the_panes_says_where_it_works(qtbot, comparing):
     assert "compare panes" in window.statusBar().currentMessage()
 
 
+@pytest.mark.parametrize("tool", ["eraser", "click"])
+def test_an_edit_in_the_disagreement_pane_says_where_edits_go(qtbot, comparing, tool):
+    """The pane takes no edits; a brush stroke or a click there did nothing, without a word."""
+    window = comparing
+    window.disagreement_action.trigger()
+    pane = window.workspace.compare.panes["disagreement"]
+    window.tools.set_tool(tool)
+    labels = window.session.labels.array.copy()
+    rows, cols = pane.image_item.image.shape
+    drag(pane, [(rows // 2, cols // 2)])
+    np.testing.assert_array_equal(window.session.labels.array, labels)
+    assert "panes A and B" in window.statusBar().currentMessage()
+
+
 def test_next_disputed_slice_and_the_report(qtbot, comparing, tmp_path):
     window, session = comparing, comparing.session
     ranks = window.metrics.show_ranking(session.live)

@@ -4,6 +4,7 @@ Qt holds the slots connected to a signal out of the cycle collector's sight, so 
 capturing a job (or the window) in a connection keeps it alive unless the connection goes.
 """
 import gc
+import threading
 import weakref
 
 from PySide6.QtCore import QCoreApplication, QEvent, QThreadPool
@@ -111,3 +112,26 @@ def test_a_worklist_keeps_no_case_it_has_left(qtbot, window, tmp_path, monkeypat
             controller.next_case()
         qtbot.waitUntil(lambda: window.inference is None, timeout=60000)
     assert [collected(ref) for ref in left[:-1]] == [True] * (len(left) - 1)
+
+
+def test_every_finished_job_reaches_the_slots_connected_after_it_was_made(qtbot):
+    """The window connects its slots to a job after making it. Deleting the signals from a
+    slot of ``finished`` raced the worker thread still emitting ``finished`` to the others:
+    some never ran (the inference bar and the worklist's "Predicting 8 / 8" stayed for good,
+    Predict all greyed out), and now and then the emission touched the deleted object."""
+    def work():
+        threading.Event().wait(0.001)  # a job that ends while the window waits for events
+
+    def job(should_stop):
+        work()
+        yield 1
+
+    count = 200
+    finished = []
+    workers = [Worker(work) for _ in range(count)] + [GeneratorWorker(job) for _ in range(count)]
+    for number, worker in enumerate(workers):
+        worker.signals.finished.connect(lambda *_, number=number: finished.append(number))
+    for worker in workers:
+        worker.start()
+    qtbot.waitUntil(lambda: len(finished) == 2 * count, timeout=30000)
+    assert sorted(finished) == list(range(2 * count))

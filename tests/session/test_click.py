@@ -402,6 +402,21 @@ def test_without_a_click_model_the_session_works_and_a_click_says_so(monkeypatch
     session.close()
 
 
+@pytest.mark.parametrize("named", ["segmentation", "garbage"])
+def test_a_click_model_the_environment_names_wrongly_is_said_to_come_from_it(monkeypatch, tmp_path, checkpoints,
+                                                                               named):
+    """The dialog named the file alone ("garbage.safetensors is not a readable safetensors
+    checkpoint"): a person who set the variable long ago did not know where it came from."""
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(os.urandom(5000))
+    monkeypatch.setenv(ENVIRONMENT, str(checkpoints["A"] if named == "segmentation" else garbage))
+    session, labels = open_case()
+    with pytest.raises(CheckpointError, match=f"named by {ENVIRONMENT}"):
+        session.click(2, (3, 4), value=1)
+    assert session.labels.array.tolist() == labels.tolist()
+    session.close(discard=True)
+
+
 def test_loading_no_path_loads_the_default_click_model(tmp_path, monkeypatch, checkpoints):
     session, _ = open_case()
     monkeypatch.setenv(ENVIRONMENT, str(checkpoints["A"]))
