@@ -160,8 +160,9 @@ def test_evaluate_warns_once_per_checkpoint_and_modality(tmp_path, capsys):
     torch.manual_seed(0)
     source = MonaiReferenceUNet(2, 1, 4, channels=(4, 8), strides=(2,)).eval()
     torch.save(source.state_dict(), tmp_path / "ct.pth")
+    # the phantom's class names: a model naming a class otherwise is refused (``naming_conflict``)
     assert main(["import", str(tmp_path / "ct.pth"), "--arch", "monai-unet", "--classes",
-                 "background,rv,myocardium,lv", "--modality", "CT", "--input-size", "32",
+                 "background,right ventricle,myocardium,left ventricle", "--modality", "CT", "--input-size", "32",
                  "-o", str(tmp_path / "ct.safetensors")]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(tmp_path / "ct.safetensors"), "--phantom", "cardiac", "--cases", "2"]) == 0
