@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 ARCH_CHOICES = ("segview-unet", "monai-unet", "monai-basicunet", "milesial-unet")
@@ -189,8 +190,6 @@ def _learnt_text(training: dict, lineage: dict) -> str:
     learn from) and what of the folder it never read (``training.skipped``, by reason). A
     tester read "4 cases (1 held out)" of a fine-tune on 3, 1 held out and a fifth with
     nothing reviewed."""
-    from collections import Counter
-
     from ..core.report import counted
 
     learnt = len(lineage["cases"])

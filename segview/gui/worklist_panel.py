@@ -1098,8 +1098,9 @@ class WorklistController(QObject):
     def choose_report_folder(self, held_out: bool = False) -> None:
         # The last folder a dialog chose in where it lies in this dataset, else the dataset's:
         # a tester's report of one dataset was offered the folder of another, opened before.
-        start = self.window.start_folder()
-        if self.worklist is not None:
+        if self.worklist is None:
+            start = self.window.start_folder()
+        else:
             last, dataset = last_folder(), self.worklist.folder.resolve()
             start = str(last if last is not None and last.resolve().is_relative_to(dataset) else dataset)
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
