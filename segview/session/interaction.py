@@ -181,6 +181,11 @@ class Interaction:
         return self._model
 
     @property
+    def model_name(self) -> str:
+        """The click model's name: its file's (the one loaded, else the one a click would load)."""
+        return (self.model_path or default_click_model()).stem
+
+    @property
     def model_ready(self) -> bool:
         """Whether the click model is loaded (else the next click loads it: seconds)."""
         return self._model is not None

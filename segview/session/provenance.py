@@ -24,8 +24,12 @@ matched to the one first applied under that key.
 
 Only the slices an edit changed are touched (a slab copied over slices it left as they were
 credits them to nothing). Per slice the record is the list of sources in the order they first touched it, e.g.
-``["model B", "hand"]``: copied from B, then corrected by hand. Saved in the review
-sidecar under "provenance" (``to_json`` / ``from_json``).
+``["model B: lung_ce", "hand"]``: copied from B, then corrected by hand. A model's or the
+click model's source carries the name of the checkpoint behind it when the edit was made
+(``named``), so that labels reopened without their models, or with others, still name the
+one that made them (a tester's DICOM SEG named the click model loaded at export, and "model
+A" once reopened); records written before say "model B" alone. Saved in the review sidecar
+under "provenance" (``to_json`` / ``from_json``).
 """
 from __future__ import annotations
 
@@ -54,13 +58,26 @@ class _Applied:
     after: dict[int, tuple[str, ...]]
 
 
+def named(kind: str, name: str | None) -> str:
+    """A source as recorded: its kind ("model A", "interactive") and the checkpoint behind
+    it, where known ("model A: lung_ce")."""
+    return f"{kind}: {name}" if name else kind
+
+
+def kind_and_name(source: str) -> tuple[str, str | None]:
+    """A recorded source's kind and checkpoint name (None in records written before names)."""
+    kind, _, name = source.partition(": ")
+    return kind, name or None
+
+
 class Provenance:
     """Follows ``labels``; ``models()`` gives the current predictions by slot
-    ({"A": (prediction (z, y, x) uint8, predicted (Z,) bool), ...})."""
+    ({"A": (prediction (z, y, x) uint8, predicted (Z,) bool), ...}), ``algorithms()`` the
+    checkpoint behind each source kind now ({"model A": "lung_ce", "interactive": ...})."""
 
     def __init__(self, labels: LabelMap, models: Callable[[], dict[str, tuple[np.ndarray, np.ndarray]]],
-                 saved: dict | None = None):
-        self.labels, self._models = labels, models
+                 saved: dict | None = None, algorithms: Callable[[], dict[str, str]] = dict):
+        self.labels, self._models, self._algorithms = labels, models, algorithms
         self.sources: dict[int, tuple[str, ...]] = from_json(saved or {}, labels.array.shape[0])
         self._applied: dict[int, _Applied] = {}  # by Edit.key
         self._source: str | None = None   # a source named by the method being run
@@ -152,9 +169,16 @@ class Provenance:
             source = self._source or HAND
             if source == COPY:
                 source = self._model_source(edit, n) or LOADED
+            source = self._named(source)
             after[z] = before[z] if source in before[z] else before[z] + (source,)
         self._restore(after)
         self._applied[edit.key] = _Applied(edit.undo, before, after)
+
+    def _named(self, source: str) -> str:
+        """``source`` with the checkpoint behind it now, for a model's or the click model's."""
+        if (source != INTERACTIVE and not source.startswith("model ")) or kind_and_name(source)[1]:
+            return source
+        return named(source, self._algorithms().get(source))
 
     def _restore(self, sources: dict[int, tuple[str, ...]]) -> None:
         for z, value in sources.items():
@@ -194,8 +218,8 @@ def segment_algorithms(labels: np.ndarray, sources: dict[int, tuple[str, ...]],
                        model_names: dict[str, str]) -> dict[int, list[str]]:
     """Class value -> the algorithms its labels (Z, Y, X) came from, by the slices'
     ``sources`` (``Provenance.sources``) where it is present: the names of the models
-    copied ("model A" -> ``model_names["model A"]``), the click model for clicks
-    (``model_names[INTERACTIVE]``, else "click model"), and ``core.dicomseg.PERSON`` where a
+    copied (each source's own, else ``model_names["model A"]``: a record without names), the
+    click model for clicks ("click model NAME", NAME as for a model), and ``core.dicomseg.PERSON`` where a
     person corrected it (``BY_HAND``, or clicks): ``[PERSON]`` where a person drew it alone,
     no ``PERSON`` where a model's labels were copied and left as they were. A class on a
     slice of unknown origin (untouched labels of a file, "loaded", "recovered") is left
@@ -209,10 +233,12 @@ def segment_algorithms(labels: np.ndarray, sources: dict[int, tuple[str, ...]],
         for value in (int(v) for v in values if v):
             names = found.setdefault(value, set())
             for source in record:
-                if source == INTERACTIVE:
-                    names.update((model_names.get(INTERACTIVE, "click model"), PERSON))
-                elif source.startswith("model "):
-                    names.add(model_names.get(source, source))
+                kind, name = kind_and_name(source)
+                name = name or model_names.get(kind)
+                if kind == INTERACTIVE:
+                    names.update((f"click model {name}" if name else "click model", PERSON))
+                elif kind.startswith("model "):
+                    names.add(name or kind)
                 elif source in BY_HAND:
                     names.add(PERSON)
                 else:

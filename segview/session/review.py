@@ -53,7 +53,7 @@ from ..core.volume import Volume, auto_window
 from .case_files import CaseLock, case_entry, is_dataset_labels, keep_previous
 from .models import SLOTS, Model, load_predictor
 from .errors import SessionError, checked_slice
-from .interaction import ClickJob, ClickProposal, Interaction, default_click_model
+from .interaction import ClickJob, ClickProposal, Interaction
 from .provenance import INTERACTIVE, INTERPOLATION, Provenance, from_json, segment_algorithms
 from .provenance import KEY as KEY_PROVENANCE
 from .rulers import KEY as KEY_RULERS
@@ -526,7 +526,8 @@ class ReviewSession:
         self.models: dict[str, Model] = {}
         # Where each slice's labels came from, saved in the sidecar (clicks: "interactive").
         saved_provenance = self.review_extra.get(KEY_PROVENANCE)
-        self.provenance: Provenance | None = Provenance(labels, self._predictions, saved_provenance)
+        self.provenance: Provenance | None = Provenance(labels, self._predictions, saved_provenance,
+                                                        self._algorithm_names)
         self.live = LiveMetrics(labels, self._num_classes())
         self.journal: Journal | None = None
         self._stopped_journal: Path | None = None  # a journal that could not be written any more
@@ -1290,8 +1291,7 @@ class ReviewSession:
         labels, classes = self.labels.array.copy(), list(self.classes)
         algorithm = ", ".join(m.name for m in self.models.values()) or "manual"
         sources = dict(self.provenance.sources) if self.provenance is not None else {}
-        names = {f"model {slot}": m.name for slot, m in self.models.items()}
-        names[INTERACTIVE] = f"click model {Path(self.interaction.model_path or default_click_model()).stem}"
+        names = self._algorithm_names()  # for slices recorded before sources carried names
         self._seg_series_uid = self._seg_series_uid or new_uid()
         # numbered after the last written: a failed export leaves no gap in the series
         number, series, version = self._seg_instance + 1, self._seg_series_uid, self.version
@@ -1432,6 +1432,12 @@ class ReviewSession:
     def _predictions(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Each model's prediction and the slices it has predicted (what ``provenance`` names)."""
         return {slot: (m.prediction, m.predicted) for slot, m in self.models.items()}
+
+    def _algorithm_names(self) -> dict[str, str]:
+        """The checkpoint behind each source ``provenance`` records: "model A", the click model."""
+        names = {f"model {slot}": m.name for slot, m in self.models.items()}
+        names[INTERACTIVE] = self.interaction.model_name
+        return names
 
 
 def labels_stamp(path) -> str:

@@ -103,10 +103,14 @@ def test_segment_algorithms_leave_out_a_class_of_unknown_origin_and_say_who_corr
     sources = {0: ("hand",), 1: ("interpolation",), 2: ("loaded",)}
     assert segment_algorithms(labels, sources, {}) == {1: [PERSON], 2: [PERSON]}
     assert segment_algorithms(labels, {0: ("hand",)}, {}) == {}  # class 1 on an untouched slice too
-    copied = {z: ("model B", "interactive") for z in range(3)}
-    names = {"model B": "lung_ce", "interactive": "click model interactive"}
+    copied = {z: ("model B", "interactive") for z in range(3)}  # a record written before names
+    names = {"model B": "lung_ce", "interactive": "interactive"}
     expected = {v: sorted([PERSON, "click model interactive", "lung_ce"]) for v in (1, 2, 3)}
     assert segment_algorithms(labels, copied, names) == expected
+    # a record's own names win over the models loaded now (another model B, another click model)
+    named = {z: ("model B: lung_ce", "interactive: clicks_v2") for z in range(3)}
+    expected = {v: sorted([PERSON, "click model clicks_v2", "lung_ce"]) for v in (1, 2, 3)}
+    assert segment_algorithms(labels, named, {"model B": "other", "interactive": "interactive"}) == expected
     untouched = {z: ("model B",) for z in range(3)}  # copied and left as it was: no person
     assert segment_algorithms(labels, untouched, names) == {v: ["lung_ce"] for v in (1, 2, 3)}
 

@@ -303,17 +303,44 @@ def test_provenance_records_interactive_and_undo_takes_it_back(disks, tmp_path):
     provenance = session.provenance
     session.labels.paint(2, [(20, 3)], 1.0, 1)
     session.click(2, (3, 4), value=1)
-    assert provenance.of_slice(2) == ("hand", "interactive")
+    assert provenance.of_slice(2) == ("hand", "interactive: interactive")  # with the click model's name
     session.labels.undo()
     assert provenance.of_slice(2) == ("hand",)
     session.click(3, (3, 4), value=1)
     path = session.save(tmp_path / "labels.nii.gz")
     session.close()
     sidecar = json.loads(path.with_name("labels.review.json").read_text())
-    assert sidecar["provenance"] == {"2": ["hand"], "3": ["interactive"]}
+    assert sidecar["provenance"] == {"2": ["hand"], "3": ["interactive: interactive"]}
     again = ReviewSession.open(session.volume, path)
-    assert again.provenance.of_slice(3) == ("interactive",)
+    assert again.provenance.of_slice(3) == ("interactive: interactive",)
     again.close()
+
+
+def test_a_dicom_seg_names_the_click_model_that_made_the_clicks(disks, tmp_path, click_checkpoint, checkpoints):
+    """A tester's DICOM SEG after clicks named the click model loaded at export time, not the
+    one that made the clicks; labels reopened without their models named "model A"."""
+    import pydicom
+
+    from segview.core.dicom import write_dicom_series
+
+    write_dicom_series(tiny_case(0)[0], tmp_path / "series")
+    session = ReviewSession.open(tmp_path / "series")  # empty labels: every slice's origin known
+    session.load_model("A", checkpoints["A"])
+    assert session.predict()
+    session.copy_prediction("A", 1)  # the model's slice, then a click made by another click model
+    other = tmp_path / "clicks_v2.safetensors"
+    other.write_bytes(click_checkpoint.read_bytes())
+    session.interaction.load_model(other)
+    session.click(1, (3, 4), value=1)
+    path = session.save(tmp_path / "labels.nii.gz")
+    session.close()
+    again = ReviewSession.open(tmp_path / "series", labels=path)  # no models; the default click model
+    seg = pydicom.dcmread(again.dicom_seg_job(tmp_path / "seg.dcm")())
+    again.close(discard=True)
+    segment = next(s for s in seg.SegmentSequence if s.SegmentNumber == 1)
+    assert segment.SegmentAlgorithmType == "SEMIAUTOMATIC"
+    parameters = segment.SegmentationAlgorithmIdentificationSequence[0].AlgorithmParameters
+    assert "sources=ce; click model clicks_v2" in parameters and "model A" not in parameters
 
 
 def test_a_case_saved_after_clicks_says_interactive_in_its_sidecar(disks, tmp_path):
@@ -323,7 +350,7 @@ def test_a_case_saved_after_clicks_says_interactive_in_its_sidecar(disks, tmp_pa
     path = session.save()
     session.close()
     sidecar = json.loads(path.with_name("case_000.review.json").read_text())
-    assert sidecar["provenance"] == {"3": ["interactive"]}
+    assert sidecar["provenance"] == {"3": ["interactive: interactive"]}
     assert sidecar["reviewed"] == []
 
 
@@ -570,7 +597,7 @@ def test_after_sigkill_every_finished_click_comes_back(tmp_path, click_checkpoin
     session = ReviewSession.open(image, recover=True)
     np.testing.assert_array_equal(session.labels.array, expected)
     # Each slice's provenance comes back with its labels (journalled), and goes with undo.
-    recorded = {2: ("interactive",), 3: ("hand",), 4: ("interactive",)}
+    recorded = {2: ("interactive: interactive",), 3: ("hand",), 4: ("interactive: interactive",)}
     assert {z: session.provenance.of_slice(z) for z in range(6) if session.provenance.of_slice(z)} == recorded
     for _ in range(4):  # each step an undo step of its own, as it was made
         assert session.labels.undo()

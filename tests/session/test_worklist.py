@@ -380,11 +380,11 @@ def test_provenance_follows_copies_edits_interpolation_and_undo(tmp_path, checkp
 
     session.copy_prediction("B", z=1)
     session.copy_prediction("A", z=4)
-    assert provenance.of_slice(1) == ("model B",) and provenance.of_slice(4) == ("model A",)
+    assert provenance.of_slice(1) == ("model B: ce_dice",) and provenance.of_slice(4) == ("model A: ce",)
     labels = session.labels
     with labels.step():
         labels.paint(1, [(12, 12)], 2.0, 2)
-    assert provenance.of_slice(1) == ("model B", "hand")
+    assert provenance.of_slice(1) == ("model B: ce_dice", "hand")
     # One voxel painted with the class model A predicts there is still a hand edit.
     y, x = np.argwhere(session.prediction("A")[0] != 0)[0]
     with labels.step():
@@ -393,22 +393,22 @@ def test_provenance_follows_copies_edits_interpolation_and_undo(tmp_path, checkp
     labels.undo()
     labels.undo()
     assert provenance.of_slice(0) == ()
-    assert provenance.of_slice(1) == ("model B",)
+    assert provenance.of_slice(1) == ("model B: ce_dice",)
     labels.redo()
-    assert provenance.of_slice(1) == ("model B", "hand")
+    assert provenance.of_slice(1) == ("model B: ce_dice", "hand")
     with labels.step():
         labels.interpolate(1, 4)
     assert [provenance.of_slice(z) for z in (2, 3)] == [("interpolation",), ("interpolation",)]
     labels.undo()
-    assert provenance.of_slice(2) == () and provenance.of_slice(4) == ("model A",)
+    assert provenance.of_slice(2) == () and provenance.of_slice(4) == ("model A: ce",)
     session.mark_reviewed(1)
     session.save()
     session.close()
 
     sidecar = read_sidecar(tmp_path / "ds" / "labelsTr" / "case_000.nii.gz")
-    assert sidecar["provenance"] == {"1": ["model B", "hand"], "4": ["model A"]}
+    assert sidecar["provenance"] == {"1": ["model B: ce_dice", "hand"], "4": ["model A: ce"]}
     reopened = worklist.session("case_000")
-    assert reopened.provenance.of_slice(1) == ("model B", "hand")
+    assert reopened.provenance.of_slice(1) == ("model B: ce_dice", "hand")
     assert reopened.review_marks[1]["by"]
     reopened.close()
 
@@ -580,11 +580,11 @@ def test_a_copy_credits_the_model_copied_and_only_the_slices_it_changed(tmp_path
     unchanged = [z for z in range(6) if not session.prediction("B")[z].any()]  # empty labels stay empty there
     session.copy_prediction("B")
     for z in range(6):
-        assert provenance.of_slice(z) == (() if z in unchanged else ("model B",)), z
+        assert provenance.of_slice(z) == (() if z in unchanged else ("model B: ce_dice",)), z
     session.labels.undo()
     job = session.copy_job("A")  # the window's route, written in pieces
     session.start_copy(job, job()).finish()
-    assert all(provenance.of_slice(z) in ((), ("model A",)) for z in range(6))
+    assert all(provenance.of_slice(z) in ((), ("model A: ce_dice",)) for z in range(6))  # A is B's checkpoint here
     session.close(discard=True)
 
 
