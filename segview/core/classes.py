@@ -86,9 +86,17 @@ def completed_classes(classes: list[LabelClass], labels: np.ndarray) -> tuple[li
     if not classes:
         return [], []
     named = {c.value for c in classes}
-    held = np.flatnonzero(np.bincount(labels.ravel(), minlength=2)) if labels.size else np.array([], int)
-    missing = sorted({int(v) for v in held if v and v not in named} | ({1} if named <= {0} else set()))
+    missing = sorted(_unnamed_values(labels, named) | ({1} if named <= {0} else set()))
     return sorted(classes + [generic_class(v) for v in missing], key=lambda c: c.value), missing
+
+
+def _unnamed_values(labels: np.ndarray, named: set[int]) -> set[int]:
+    """The foreground values ``labels`` hold that ``named`` lacks. A table that names every
+    value up to the labels' largest lacks none, which their maximum alone tells: a count of
+    every value of a 300 x 512 x 512 CT's labels took a second of each worklist case's open."""
+    if not labels.size or all(v in named for v in range(1, int(labels.max()) + 1)):
+        return set()
+    return {int(v) for v in np.flatnonzero(np.bincount(labels.ravel())) if v and v not in named}
 
 
 def is_placeholder(label_class: LabelClass) -> bool:

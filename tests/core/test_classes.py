@@ -51,3 +51,16 @@ def test_a_table_of_background_alone_gets_a_class_to_paint_with_and_no_table_sta
     assert completed_classes([], np.ones((1, 2, 2), np.uint8)) == ([], [])
     full = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "liver", (1, 2, 3))]
     assert completed_classes(full, np.ones((1, 2, 2), np.uint8)) == (full, [])
+
+
+def test_a_value_the_table_skips_is_found_below_the_largest_and_none_is_invented_above_it():
+    """The table's values up to the labels' largest tell at once that none is missing; a
+    gap below it is still found (the values held counted then)."""
+    table = [LabelClass(0, "background", (0, 0, 0)), LabelClass(1, "a", (1, 1, 1)), LabelClass(4, "d", (4, 4, 4))]
+    labels = np.zeros((2, 3, 3), np.uint8)
+    labels[0, 0, 0] = 1
+    assert completed_classes(table, labels)[1] == []  # 4 named but absent; 2 and 3 neither named nor held
+    labels[1, 2, 2] = 3
+    assert completed_classes(table, labels)[1] == [3]
+    labels[1, 1, 1] = 9
+    assert completed_classes(table, labels)[1] == [3, 9]
