@@ -24,7 +24,8 @@ matched to the one first applied under that key.
 
 Only the slices an edit changed are touched (a slab copied over slices it left as they were
 credits them to nothing). Per slice the record is the list of sources in the order they first touched it, e.g.
-``["model B: lung_ce", "hand"]``: copied from B, then corrected by hand. A model's or the
+``["model B: lung_ce", "hand"]``: copied from B, then corrected by hand; a model's prediction
+copied over the whole slice starts its record again (nothing of the earlier sources is left). A model's or the
 click model's source carries the name of the checkpoint behind it when the edit was made
 (``named``), so that labels reopened without their models, or with others, still name the
 one that made them (a tester's DICOM SEG named the click model loaded at export, and "model
@@ -170,7 +171,10 @@ class Provenance:
             if source == COPY:
                 source = self._model_source(edit, n) or LOADED
             source = self._named(source)
-            after[z] = before[z] if source in before[z] else before[z] + (source,)
+            if self._holds_whole_prediction(source, z):  # nothing of the slice's earlier sources is left
+                after[z] = (source,)
+            else:
+                after[z] = before[z] if source in before[z] else before[z] + (source,)
         self._restore(after)
         self._applied[edit.key] = _Applied(edit.undo, before, after)
 
@@ -179,6 +183,14 @@ class Provenance:
         if (source != INTERACTIVE and not source.startswith("model ")) or kind_and_name(source)[1]:
             return source
         return named(source, self._algorithms().get(source))
+
+    def _holds_whole_prediction(self, source: str, z: int) -> bool:
+        """Whether slice ``z`` now holds exactly the prediction of the model ``source`` names
+        ("model B: lung_ce_dice"): a tester's slice copied from A, then from B, was credited to
+        both, and its DICOM SEG segments named A, whose labels were all gone."""
+        kind, _ = kind_and_name(source)
+        model = self._models().get(kind.removeprefix("model ")) if kind.startswith("model ") else None
+        return model is not None and bool(model[1][z]) and np.array_equal(self.labels.array[z], model[0][z])
 
     def _restore(self, sources: dict[int, tuple[str, ...]]) -> None:
         for z, value in sources.items():

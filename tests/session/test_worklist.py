@@ -18,6 +18,7 @@ from segview.core.review_state import read_sidecar
 from segview.ml.checkpoint import CheckpointError
 from segview.ml.inference import Predictor
 from segview.session import SessionError
+from segview.session.provenance import segment_algorithms
 from segview.session.worklist import STATUSES, PredictionCache, Worklist
 
 from ..core.test_dicom import uneven_series
@@ -411,6 +412,25 @@ def test_provenance_follows_copies_edits_interpolation_and_undo(tmp_path, checkp
     assert reopened.provenance.of_slice(1) == ("model B: ce_dice", "hand")
     assert reopened.review_marks[1]["by"]
     reopened.close()
+
+
+def test_a_model_copied_over_a_whole_slice_is_its_only_source(tmp_path, checkpoints):
+    """A tester copied model A onto a slice, then model B over it: the slice, B's prediction
+    exactly, was credited to A and B, and its DICOM SEG segments named A too."""
+    make_dataset(tmp_path / "ds", 1, with_labels=False)
+    session = Worklist.open(tmp_path / "ds", checkpoints).session("case_000")
+    session.predict()
+    provenance = session.provenance
+    session.copy_prediction("A", z=1)
+    with session.labels.step():
+        session.labels.paint(1, [(12, 12)], 2.0, 2)
+    session.copy_prediction("B", z=1)
+    assert provenance.of_slice(1) == ("model B: ce_dice",)
+    assert all("ce" not in names for names in segment_algorithms(
+        session.labels.array, provenance.sources, {}).values())
+    session.labels.undo()
+    assert provenance.of_slice(1) == ("model A: ce", "hand")
+    session.close(discard=True)
 
 
 def test_correction_effort_against_a_count_by_hand(tmp_path, checkpoints):
