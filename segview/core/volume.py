@@ -73,6 +73,14 @@ class Volume:
         """3x3 matrix whose columns are the LPS directions of the i, j, k axes."""
         return np.asarray(self.direction).reshape(3, 3)
 
+    def tilt_degrees(self, axis: int) -> float:
+        """The angle between numpy ``axis``'s direction (0: the acquired slices' normal) and
+        the patient axis nearest it: 0 for an axial, coronal or sagittal grid, tens of
+        degrees for a cardiac short-axis stack, whose planes the views name by the nearest."""
+        column = self.direction_matrix[:, 2 - axis]
+        cosine = float(np.abs(column).max() / np.linalg.norm(column))
+        return float(np.degrees(np.arccos(min(1.0, cosine))))
+
     def index_to_physical(self, index_zyx) -> np.ndarray:
         """LPS point(s) in mm of numpy index(es) (..., 3) given as (z, y, x)."""
         ijk = np.asarray(index_zyx, dtype=float)[..., ::-1]

@@ -129,6 +129,9 @@ class _Dots(pg.ScatterPlotItem):
 
 #: The notice on a slice the series did not have (filled in by interpolation).
 INTERPOLATED_COLOR = "#ff5a3c"
+#: Planes tilted at least this far (degrees) from the patient axis their view is named by say
+#: so in the title: a degree or two is a scanner's rounding, or a CT's small gantry tilt.
+OBLIQUE_DEGREES = 3.0
 
 
 class SliceView(pg.GraphicsLayoutWidget):
@@ -337,10 +340,18 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.image_item.setRect(self._rect(plane.shape))
         # the window on a line of its own: in the narrow views of T it ran past the edge, and
         # "L -600" read "L -6" there, a wrong number rather than a shortened one
-        title = f"{self.view}  {self.index + 1} / {self.num_slices()}<br>W {self.window[1]:.0f}  L {self.window[0]:.0f}"
+        title = (f"{self.view}  {self.index + 1} / {self.num_slices()}{self._tilt_line()}"
+                 f"<br>W {self.window[1]:.0f}  L {self.window[0]:.0f}")
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
             title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>do not measure</b>'
         self.title.setHtml(title)
+
+    def _tilt_line(self) -> str:
+        """How far the view's planes lie from the plane it is named by, where the grid is
+        oblique (a line of its own: the narrow views of T): two testers read a short-axis
+        cardiac stack, shown in the view of the nearest plane, as a coronal acquisition."""
+        tilt = self.volume.tilt_degrees(self.orientation.axes(self.view)[0])
+        return f"<br>oblique {tilt:.0f}\u00b0" if tilt >= OBLIQUE_DEGREES else ""
 
     def interpolated(self) -> bool:
         """Whether the slice shown was filled in by interpolation (a missing slice of the

@@ -518,3 +518,21 @@ def test_the_views_titles_fit_the_narrow_views_of_the_three_view_layout(qtbot, d
         right = view.mapFromScene(view.title.sceneBoundingRect().topRight()).x()
         assert "L -600" in view.title.toPlainText()
         assert right <= view.width(), (view.view, right, view.width())
+
+
+def test_an_oblique_stack_says_how_far_its_planes_lie_from_the_plane_named(qtbot, window, tmp_path):
+    """Two testers read a short-axis cardiac stack, shown in the view of the nearest plane,
+    as a coronal acquisition. The tilt is checked against the direction cosines by hand."""
+    cardiac = cardiac_phantom(1).volume
+    save_volume(tmp_path / "short_axis.nii.gz", cardiac)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path / "short_axis.nii.gz")
+    normal = window.session.volume.direction_matrix[:, 2]  # the acquired slices' normal, in LPS
+    tilt = np.degrees(np.arccos(np.abs(normal).max()))
+    assert tilt > 10
+    acquired = window.workspace.viewer.large_view()
+    assert acquired.title.toPlainText().split("\n")[:2] == [f"{acquired.view} 6 / 10", f"oblique {tilt:.0f}\u00b0"]
+    save_volume(tmp_path / "chest.nii.gz", lung_phantom(2).volume)  # an axial grid: no tilt to tell
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(tmp_path / "chest.nii.gz")
+    assert all("oblique" not in view.title.toPlainText() for view in window.workspace.viewer.views.values())
