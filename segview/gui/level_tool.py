@@ -9,6 +9,7 @@ of the image's 1st-99th percentile range (HU for CT) when an image is shown.
 """
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -60,7 +61,10 @@ class LevelController(QObject):
         window.tools.tool_changed.connect(lambda _: self.hide())
         workspace.slice_changed.connect(lambda *_: self.hide())
         workspace.stroked.connect(lambda *_: self.hide())  # a fill changed the labels: trace again on moving
-        window.loaded.connect(self._session_shown)
+        # Set as soon as an image is put on screen, before any question about it (a model of
+        # another modality): the tolerance shown meanwhile was the image before's.
+        self._session_seen: weakref.ref | None = None  # weak: a closed session's memory goes back
+        window.session_changed.connect(self._session_shown)
 
     def hide(self) -> None:
         self._traced = None
@@ -72,11 +76,14 @@ class LevelController(QObject):
         self.hide()
 
     def _session_shown(self) -> None:
+        """A new image's tolerance; the person's stays while its models or classes change."""
         session = self.window.session
-        if session is not None:
-            sample = session.volume.array[::4, ::4, ::4]  # enough for percentiles, at 1/64 of the cost
-            low, high = np.percentile(sample, (1, 99)) if sample.size else (0.0, 0.0)
-            self.tolerance.setValue(max(round(float(high - low) / 10, 1), 1.0))
+        if session is None or (self._session_seen is not None and self._session_seen() is session):
+            return
+        self._session_seen = weakref.ref(session)
+        sample = session.volume.array[::4, ::4, ::4]  # enough for percentiles, at 1/64 of the cost
+        low, high = np.percentile(sample, (1, 99)) if sample.size else (0.0, 0.0)
+        self.tolerance.setValue(max(round(float(high - low) / 10, 1), 1.0))
         self.hide()
 
     def trace(self, view: SliceView, row: int, col: int) -> np.ndarray | None:

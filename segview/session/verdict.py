@@ -38,6 +38,7 @@ from ..core.classes import LabelClass, class_name
 from ..core.compare import MIN_PAIRS, paired_difference, small_sample_note
 from ..core.errors import SegviewError, VolumeLoadError
 from ..core.files import atomic_write_text, replace_atomically
+from ..core.io import load_classes
 from ..core.journal import image_key, voxel_digest
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.phantoms import phantom_written
@@ -363,6 +364,8 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
     num_classes = max(p.num_classes for p in predictors.values())
     classes = worklist.classes or list(next(iter(predictors.values())).classes)
     chosen = [c for c in worklist.cases if cases is None or c.name in cases]
+    if not worklist.classes:  # no dataset.json "labels": the label files name the classes
+        _check_label_files(predictors, checkpoints, [c for c in chosen if c.status != "flagged" and c.reviewed_count])
     evaluated, excluded = [], {}
     for n, case in enumerate(chosen):
         if should_stop is not None and should_stop():
@@ -416,6 +419,22 @@ def _check_one_task(predictors: dict, checkpoints: dict[str, Path], classes: lis
                                   f"but {whose} {described(reference)}: a verdict compares models of the "
                                   "dataset's task.")
         check_class_names(f"Model {slot} ({checkpoints[slot].name})", predictor.classes, classes or [])
+
+
+def _check_label_files(predictors: dict, checkpoints: dict[str, Path], cases) -> None:
+    """Raises CheckpointError where a model names a class value otherwise than the class
+    file of the labels of one of ``cases`` (those scored), before anything is predicted:
+    where dataset.json names no classes those files name them, as the whole-case evaluate
+    reads them (``ml.data.folder_dataset``). A class file that cannot be read is left to
+    ``_case_verdict``, which leaves its case out."""
+    for case in cases:
+        try:
+            theirs = load_classes(case.labels) if case.labels.is_file() else []
+        except VolumeLoadError:
+            continue
+        for slot, predictor in predictors.items():
+            check_class_names(f"Model {slot} ({checkpoints[slot].name}) on the labels of {case.name}",
+                              predictor.classes, theirs)
 
 
 def _case_verdict(worklist: Worklist, case, checkpoints: dict[str, Path], predictors: dict,

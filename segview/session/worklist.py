@@ -481,8 +481,10 @@ class Worklist:
     def _note_refused_review(self, case: Case, labels) -> None:
         """Count none of the sidecar's marks in ``case``'s row when opening it did not apply
         them (``labels``: the LabelFile read; a helper's row said 3 reviewed slices that train
-        and evaluate did not use), until the sidecar changes."""
-        refused = labels is not None and case.reviewed_count > 0 and not labels.review.reviewed.any()
+        and evaluate did not use), or did not read its labels at all (``case.labels_unread``:
+        it opened empty), until the sidecar changes."""
+        unapplied = case.labels_unread is not None or (labels is not None and not labels.review.reviewed.any())
+        refused = case.reviewed_count > 0 and unapplied
         case.refused_review = labels_stamp(review_path(case.labels)) if refused else None
         if refused:
             self.read_status(case)

@@ -108,3 +108,25 @@ def test_an_edited_image_on_screen_is_asked_about_before_a_dataset_s_first_case_
     with qtbot.waitSignal(controller.case_opened, timeout=60000):
         controller.open_case("cardiac_000")
     assert window.session.case.name == "cardiac_000"
+
+
+def test_the_level_tolerance_is_the_new_image_s_while_a_model_is_asked_about(qtbot, demo, monkeypatch, tmp_path):
+    """While the window asked whether the MR checkpoint runs on a CT, the CT was on screen
+    but the Level tool's tolerance still was the MR demo's, until the answer."""
+    window = demo
+    load_models(qtbot, window, DEMO_MODELS[:1], "A")
+    demo_tolerance = window.level_controller.tolerance.value()
+    assert cli_main(["phantom", "lung", "-o", str(tmp_path / "lung"), "--format", "dicom"]) == 0
+    asked = []
+
+    def question(parent, title, text, *_):
+        asked.append((window.session.volume.modality, window.level_controller.tolerance.value()))
+        return QMessageBox.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    with qtbot.waitSignal(window.loaded, timeout=60000):
+        window.open_image(tmp_path / "lung" / "imagesTr" / "lung_000")
+    ct_tolerance = window.level_controller.tolerance.value()
+    assert ct_tolerance != demo_tolerance
+    assert asked == [("CT", ct_tolerance)]
+    assert window.level_controller.effect.tolerance == ct_tolerance

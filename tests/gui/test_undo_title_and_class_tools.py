@@ -11,7 +11,7 @@ from segview.core.phantoms import make_phantom
 from segview.resources import DEMO_MODELS
 from segview.session import ReviewSession
 
-from .helpers import drag, load_models
+from .helpers import drag, load_models, wait_for_inference
 
 RV, MYOCARDIUM, LV = 1, 2, 3
 
@@ -166,3 +166,22 @@ def test_the_preview_colours_keep_clear_of_the_classes_and_models(classes, added
 
     chosen = preview_colours([*classes, *MODEL_COLORS.values()])
     assert (chosen["added"][0], chosen["removed"][0]) == (added, removed)
+
+
+def test_the_demo_opens_unmodified_and_an_edit_marks_it(qtbot, window, dialogs):
+    """segview --demo (make demo) as app.run opens it: the image, then models A and B loaded
+    while it opens and run on it. Nothing the person did is unsaved: no *, closing asks
+    nothing; a brush stroke is, until undone."""
+    with wait_for_inference(qtbot, window):
+        window.open_demo("cardiac")
+        for slot, path in zip("AB", DEMO_MODELS):
+            window.load_model(path, slot)
+    assert set(window.session.models) == {"A", "B"}
+    assert not window.isWindowModified() and not window.session.modified
+    window.tools.set_tool("brush")
+    drag(axial(window), [(50, 50)])
+    assert window.isWindowModified()
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert not window.isWindowModified()
+    window.close()
+    assert not any(kind == "question" for kind, _ in dialogs)  # nothing unsaved to ask about

@@ -368,6 +368,32 @@ def test_a_model_naming_the_classes_otherwise_is_refused_as_the_window_refuses_i
         reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": swapped})
 
 
+def test_a_model_naming_otherwise_the_classes_only_the_label_files_name_is_refused(reviewed_dataset, checkpoints,
+                                                                                  tmp_path, capsys):
+    """A dataset.json without "labels" leaves the label files' class files to name the
+    classes: the whole-case evaluate refused a checkpoint naming them the other way round,
+    --reviewed-only scored its voxels under the other class."""
+    from segview.cli import main
+
+    swapped = save_checkpoint(tmp_path / "swapped.safetensors", UNet(num_classes=3, base_channels=2, depth=1),
+                              {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name,
+                                                                             CLASSES[1].name])),
+                               "loss": {"name": "ce"},
+                               "preprocessing": {"input_size": [16, 16], "modality": "MR",
+                                                 "normalization": {"method": "percentile", "low_percentile": 0.5,
+                                                                   "high_percentile": 99.5}}})
+    (reviewed_dataset / "dataset.json").write_text("{}")
+    with pytest.raises(CheckpointError, match=r"Model B \(swapped.safetensors\) on the labels of case_000: its "
+                                              r"class 1 is .lesion. where the dataset's classes have .organ."):
+        reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": swapped})
+    assert main(["evaluate", str(checkpoints["A"]), str(swapped), "--data", str(reviewed_dataset),
+                 "--reviewed-only", "--device", "cpu", "-o", str(tmp_path / "out")]) == 2
+    assert "its class 1 is \u201clesion\u201d" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    for class_file in (reviewed_dataset / "labelsTr").glob("*.classes.json"):
+        class_file.unlink()  # nothing names the classes: any names do
+    assert reviewed_verdict(reviewed_dataset, {"A": checkpoints["A"], "B": swapped}).cases
+
+
 def test_the_command_refuses_a_dataset_with_nothing_reviewed(tmp_path, checkpoints, capsys):
     """A tester's evaluate --reviewed-only on a dataset with no reviewed slice exited 0 with an
     empty verdict (n = 0), where train refuses the same data."""

@@ -732,3 +732,30 @@ def test_a_case_a_worklists_own_session_holds_is_not_anothers(tmp_path):
     worklist.refresh_changed()
     assert worklist.case("case_001").held_by is None
     session.close()
+
+
+def test_a_row_counts_no_marks_of_labels_that_lie_on_another_grid_until_saved(tmp_path):
+    """A case whose label file lay on another grid opened with empty labels ("labels not
+    read"), yet its row kept the reviewed slices of that file's sidecar."""
+    make_dataset(tmp_path / "ds", 1)
+    worklist = Worklist.open(tmp_path / "ds")
+    session = worklist.session("case_000")
+    for z in (1, 2, 4):
+        session.mark_reviewed(z)
+    session.save()
+    session.close()
+    volume, _ = tiny_case(0, slices=5)  # the image exported again on another grid
+    io_module.save_volume(tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz", volume)
+    worklist = Worklist.open(tmp_path / "ds")
+    case = worklist.case("case_000")
+    session = worklist.session("case_000")
+    assert case.labels_unread and not session.reviewed.any() and case.reviewed_count == 0
+    session.close()
+    worklist.read_status(case)  # as the row reads it again once the case is closed
+    assert case.reviewed_count == 0
+    session = worklist.session("case_000")
+    session.mark_reviewed(3)
+    session.save()  # labels of this image now: its marks count
+    session.close()
+    worklist.read_status(case)
+    assert case.reviewed_count == 1 and case.labels_unread is None
