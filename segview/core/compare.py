@@ -181,11 +181,13 @@ def small_sample_note(pairs: int, unit: str = "cases", differing: int | None = N
         return f"{said}: no test and no interval are possible; this is no verdict."
     if differing == 0:
         return f"A and B score the same on all {pairs} paired {unit}: there is no difference to test."
-    which = f"{differing} of the {pairs} paired {unit} differ (the test leaves out ties)" if differing < pairs \
+    differ = "differs" if differing == 1 else "differ"
+    which = f"{differing} of the {pairs} paired {unit} {differ} (the test leaves out ties)" if differing < pairs \
         else f"{pairs} paired {unit}"
     return (f"Only {which}: the test and the interval cannot support a verdict (the smallest "
-            f"two-sided Wilcoxon p-value {differing} pairs can give is {2 / 2 ** differing:.3g}, and a bootstrap "
-            f"of {pairs} values is no confidence interval). At least {MIN_PAIRS} that differ are needed.")
+            f"two-sided Wilcoxon p-value {counted(differing, 'pair')} can give is {2 / 2 ** differing:.3g}, "
+            f"and a bootstrap of {pairs} values is no confidence interval). "
+            f"At least {MIN_PAIRS} that differ are needed.")
 
 
 # -- report ------------------------------------------------------------------------------

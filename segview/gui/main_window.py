@@ -58,6 +58,7 @@ from .worklist_panel import install_worklist
 from .workspace import Workspace
 
 AUTO_WINDOW = "Auto (1-99th percentile)"
+LOADING_OTHER_SLICES = "Loading the other slices..."  # the status bar while a preview shows
 #: Overlay name -> (menu text, visibility shortcut, drawn as outline by default)
 OVERLAYS = {"labels": ("Labels", "1", False), "A": ("Model A", "2", True), "B": ("Model B", "3", True)}
 
@@ -443,7 +444,7 @@ class MainWindow(QMainWindow):
         viewer.set_volume(volume)
         viewer.plane_view().set_slice(z)
         viewer.set_window(center, width)
-        self.statusBar().showMessage("Loading the other slices...", 3000)
+        self.statusBar().showMessage(LOADING_OTHER_SLICES, 3000)
 
     def _open_failed(self, exc: Exception) -> None:
         if self.session is None:  # a preview may show what was read before the failure
@@ -575,6 +576,8 @@ class MainWindow(QMainWindow):
             action.setEnabled(reason is None)
             action.setToolTip(reason or tip)
         self._session_changed()  # the new image's classes and panels, before any question
+        if self.statusBar().currentMessage() == LOADING_OTHER_SLICES:
+            self.statusBar().clearMessage()  # loaded: it lingered 3 s (and in --screenshot's picture)
         if session.labels_note:  # the labels it found by itself: which file, and why that one
             self.statusBar().showMessage(session.labels_note, 15000)
         if session.warnings:

@@ -292,12 +292,16 @@ class Verdict:
 
     def _trained_on_markdown(self) -> list[str]:
         """A warning per model that learnt from some of the cases it is judged on."""
+        # With --held-out the split's cases are already all that is judged: a model that learnt
+        # from them did so elsewhere (its own training data), so --held-out is no remedy.
+        remedy = "Judge it on cases it never trained on." if self.only is not None \
+            else "Compare on the held-out cases (evaluate --held-out)."
         lines = []
         for slot, names in self.trained_on.items():
             shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
             lines += [f"**Model {slot} ({self.names[slot]}) was trained on {len(names)} of these cases "
                       f"({shown}): its figures there are no evidence of how it does on cases it never saw. "
-                      "Compare on the held-out cases (evaluate --held-out).**", ""]
+                      f"{remedy}**", ""]
         return lines
 
     def _robot_markdown(self) -> str:

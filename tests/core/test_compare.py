@@ -111,6 +111,9 @@ def test_ties_follow_scipy_and_do_not_count_towards_a_verdict():
     assert four["p_value"] == pytest.approx(wilcoxon(np.subtract(b, a)).pvalue)
     note = small_sample_note(7, differing=4)
     assert note.startswith("Only 4 of the 7 paired cases differ (the test leaves out ties)") and "0.125" in note
+    one = small_sample_note(4, differing=1)
+    assert one.startswith("Only 1 of the 4 paired cases differs (the test leaves out ties)")
+    assert "p-value 1 pair can give is 1," in one
 
 
 def _sign_flip_p(differences) -> float:

@@ -373,6 +373,18 @@ def test_a_damaged_series_keeps_the_open_session_on_screen_and_leaves_no_preview
     assert demo.workspace.active_view().volume is demo.session.volume
 
 
+def test_the_loading_message_goes_once_the_series_has_opened(qtbot, window, tmp_path):
+    """A tester's --screenshot of a DICOM series said "Loading the other slices..." in its
+    status bar: the preview's message outlived the load by up to 3 s."""
+    files = write_dicom_series(lung_phantom(1).volume, tmp_path / "ct")
+    shown = []
+    window.statusBar().messageChanged.connect(shown.append)
+    with qtbot.waitSignal(window.loaded, timeout=30000):
+        window.open_image(files[0].parent)
+    assert main_window.LOADING_OTHER_SLICES in shown  # the preview said it
+    assert window.statusBar().currentMessage() != main_window.LOADING_OTHER_SLICES
+
+
 def test_an_image_whose_labels_cannot_be_read_opens_with_empty_labels_and_says_why(qtbot, window, dialogs, tmp_path):
     """A tester gave labels of another grid on the command line: the image showed, yet nothing
     worked on it (no session). It opens, with empty labels that a save does not write over

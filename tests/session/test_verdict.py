@@ -324,6 +324,18 @@ def test_too_few_pairs_are_no_verdict(pairs, p_value):
     json.dumps(document, allow_nan=False)  # strict JSON: no NaN
 
 
+def test_the_trained_on_warning_does_not_advise_held_out_to_a_held_out_verdict():
+    """A tester's --held-out verdict of a shipped model (trained on the phantom seed of the
+    split's held-out case) advised "Compare on the held-out cases (evaluate --held-out)"."""
+    verdict = _verdict([(0.5, 0.7)])
+    verdict.trained_on = {"A": ["c0"]}
+    assert "(evaluate --held-out)" in verdict.markdown()
+    verdict.only = ["c0"]
+    text = verdict.markdown()
+    assert "was trained on 1 of these cases (c0)" in text and "--held-out" not in text
+    assert "Judge it on cases it never trained on." in text
+
+
 def test_a_case_without_a_dice_for_one_model_is_left_out_for_both():
     verdict = _verdict([(0.5, 0.7), (math.nan, 0.0), (0.6, 0.8)])
     assert [c.case for c in verdict.scored] == ["c0", "c2"]
