@@ -47,8 +47,9 @@ class SeriesDialog(QDialog):
                 item = QTableWidgetItem(text)
                 item.setToolTip(f"UID {self.series[r].uid}")
                 self.table.setItem(r, c, item)
+        # Every column as wide as its header and cells: a stretched Description was squeezed
+        # to "escriptio" by a long note or patient.
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
         self.table.selectRow(next((n for n, s in enumerate(self.series) if not s.is_localizer), 0))
         self.table.doubleClicked.connect(self.accept)
         buttons = QDialogButtonBox(QDialogButtonBox.Open | QDialogButtonBox.Cancel)
@@ -58,7 +59,7 @@ class SeriesDialog(QDialog):
         layout.addWidget(QLabel(f"{Path(folder).name} holds {len(self.series)} series. Open which one?"))
         layout.addWidget(self.table)
         layout.addWidget(buttons)
-        self.resize(900, 320)
+        self.resize(min(max(900, self.table.horizontalHeader().length() + 60), 1600), 320)  # the columns, on a screen
 
     def chosen(self):
         rows = self.table.selectionModel().selectedRows()

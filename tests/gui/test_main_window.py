@@ -333,6 +333,25 @@ def test_series_picker_tells_apart_series_that_share_a_number(qtbot, tmp_path):
         "shares its number; UID ...1.2.111", "shares its number; UID ...1.2.222", "localizer"]
 
 
+def test_series_picker_columns_fit_their_headers_and_cells(qtbot, tmp_path):
+    """A tester saw the Description header squeezed to "crip" beside a long note and patient."""
+    from segview.core.dicom import SeriesInfo
+    from segview.gui.dialogs import SeriesDialog
+
+    series = [SeriesInfo("1.2.840.113619.2.55.3.111", "Thorax 1.0 B31f lung window", "CT", 3, (32, 32, 3), 1, True,
+                         patient="Doe, Jane (born 1970-01-01); ID 1234567"),
+              SeriesInfo("1.2.840.113619.2.55.3.222", "chest", "CT", 120, (512, 512, 120), 1,
+                         patient="Roe, Rick; ID 8")]
+    dialog = SeriesDialog(None, tmp_path, series)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    header = dialog.table.horizontalHeader()
+    for column in range(header.count()):
+        fits = max(header.sectionSizeHint(column), dialog.table.sizeHintForColumn(column))
+        assert header.sectionSize(column) >= fits, header.model().headerData(column, Qt.Horizontal)
+    assert dialog.table.viewport().width() >= header.length()  # all of them in view
+
+
 def test_a_corrupt_file_shows_the_error_and_keeps_the_open_volume(qtbot, demo, dialogs, tmp_path):
     session = demo.session
     (tmp_path / "broken.dcm").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
