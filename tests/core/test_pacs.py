@@ -631,7 +631,7 @@ def test_cli_find_get_and_store(orthanc, archive, protocol, tmp_path, capsys):
 def test_cli_reports_a_pacs_that_is_down_in_one_line(capsys):
     assert main(["pacs", "find", f"dimse://PACS@127.0.0.1:{free_port()}", "--timeout", "5"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("segview: Cannot reach the PACS") and "\n" not in err
+    assert err.startswith("segview: Cannot reach the PACS (AE title PACS) at 127.0.0.1:") and "\n" not in err
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
