@@ -158,7 +158,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         # A flagged case (motion, the wrong series) teaches nothing, whether or not slices are reviewed.
         flag = _flag(review.extra if review is not None else read_sidecar(label_path) or {})
         if flag is not None:
-            skipped.append(f"{name}: flagged in the worklist ({flag})")
+            skipped.append(f"{name}: flagged in the worklist: {flag}")  # info wraps the reason in parentheses
             continue
         slices = np.flatnonzero(review.reviewed) if review is not None else None
         if slices is not None and not slices.size:

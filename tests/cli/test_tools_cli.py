@@ -586,11 +586,11 @@ def test_evaluate_writes_which_cases_it_left_out(tmp_path, monkeypatch, capsys):
     assert main(["evaluate", str(silent), str(other), "--data", str(tmp_path / "ds"), "-o", str(tmp_path / "out"),
                  "--device", "cpu"]) == 0
     table = (tmp_path / "out" / "table1.md").read_text()
-    assert "Not evaluated in ds (1 case): case_001: flagged in the worklist (motion)" in table
+    assert "Not evaluated in ds (1 case): case_001: flagged in the worklist: motion" in table
     assert "Left out of the pairs (no score for one of the two models, or scored by one only): case_003" in table
     comparison = json.loads((tmp_path / "out" / "comparisons.json").read_text())[0]
     assert comparison["cases"] == 2 and comparison["left_out"] == ["case_003"]
-    assert comparison["skipped"] == ["case_001: flagged in the worklist (motion)"]
+    assert comparison["skipped"] == ["case_001: flagged in the worklist: motion"]
     assert "case_003" in capsys.readouterr().out
 
 

@@ -133,9 +133,13 @@ def test_fine_tuning_keeps_the_parent_and_records_its_lineage(reviewed_folder, t
 
 def test_info_says_how_many_cases_a_fine_tune_learnt_from_held_out_and_left_out(reviewed_folder, tmp_path, capsys):
     """A tester's fine-tune on 3 cases, 1 held out and a fifth with nothing reviewed read
-    "trained on ... 4 cases (1 held out)"."""
+    "trained on ... 4 cases (1 held out)"; one with a flagged case read "left out (flagged in
+    the worklist (motion on slices 3-4))"."""
+    from segview.session import Worklist
+
     (reviewed_folder / "splits.json").write_text(json.dumps([{
         "train": ["case_000", "case_001", "case_002", "case_004", "case_005"], "val": ["case_003"]}]))
+    Worklist.open(reviewed_folder).set_status("case_005", "flagged", "motion on slices 3-4")
     parent = make_checkpoint(tmp_path / "parent.safetensors", 3)
     assert main(["train", str(reviewed_folder), "--reviewed-only", "--init", str(parent), "-o", str(tmp_path / "ft"),
                  "--epochs", "1", "--batch-size", "2"]) == 0
@@ -143,7 +147,8 @@ def test_info_says_how_many_cases_a_fine_tune_learnt_from_held_out_and_left_out(
     assert main(["info", str(tmp_path / "ft" / "best.safetensors")]) == 0
     reviewed = sum(len(REVIEWED[n]) for n in ("case_000", "case_001", "case_002"))
     assert (f"\nfine-tuned on folder {reviewed_folder.resolve()}: 3 cases ({reviewed} reviewed slices); 1 held out; "
-            "2 left out (no reviewed slice); 1 of 1 epochs, ") in capsys.readouterr().out
+            "2 left out (1 no reviewed slice; 1 flagged in the worklist: motion on slices 3-4); 1 of 1 epochs, "
+            ) in capsys.readouterr().out
 
 
 def test_info_says_plain_training_reviewed_nothing_and_reads_a_click_model(tmp_path, capsys):
@@ -411,12 +416,12 @@ def test_a_flagged_case_is_left_out_of_reviewed_training_with_its_note(reviewed_
     Worklist.open(reviewed_folder).set_status(flagged, "flagged", "motion on slice 6")
     dataset = folder_dataset(reviewed_folder, reviewed_only=True)
     assert flagged not in [c.name for c in dataset.cases]
-    assert f"{flagged}: flagged in the worklist (motion on slice 6)" in dataset.skipped
+    assert f"{flagged}: flagged in the worklist: motion on slice 6" in dataset.skipped
     assert {c.name for c in dataset.cases} == set(REVIEWED) - {flagged}
     # Training on every label (no --reviewed-only) leaves it out too, as the verdict does.
     everything = folder_dataset(reviewed_folder)
     assert flagged not in [c.name for c in everything.cases] and len(everything.cases) >= len(dataset.cases)
-    assert f"{flagged}: flagged in the worklist (motion on slice 6)" in everything.skipped
+    assert f"{flagged}: flagged in the worklist: motion on slice 6" in everything.skipped
 
 
 def test_held_out_slices_are_scored_normalised_over_their_whole_volume(tmp_path):
