@@ -126,6 +126,7 @@ class MainWindow(QMainWindow):
         # During a drag, label edits are drawn once per event-loop pass, not once per mouse
         # move: a fast drag (or a coronal stroke crossing many slices) never waits on painting.
         self._dragging = False
+        self._tool_note = ""  # the status bar's last note from a tool's click, cleared by the next click
         self._label_timer = QTimer(self, singleShot=True, interval=0)
         self._label_timer.timeout.connect(self._redraw_labels)
         self._dirty_labels: set[int] = set()
@@ -1016,11 +1017,14 @@ class MainWindow(QMainWindow):
             outcome = str(exc)
         if phase == "end":
             self._redraw_labels()  # the stroke is whole on screen when the mouse is released
+        if phase == "end" and self.statusBar().currentMessage() == self._tool_note:
+            self.statusBar().clearMessage()  # a Fill's refusal still shown read as this click's
         if isinstance(outcome, ToolJob):
             self._run_tool(outcome, self.effect.text)
         elif isinstance(outcome, ClickJob):
             self.click_controller.submit(outcome)
         elif outcome:
+            self._tool_note = outcome
             self.statusBar().showMessage(outcome, 8000)
 
     def class_tool(self, operation: str, preview: bool = False) -> None:

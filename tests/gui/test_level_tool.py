@@ -54,3 +54,19 @@ def test_the_outline_follows_the_mouse_and_a_click_fills_it_in_one_step(qtbot, l
     smaller = grown_by_hand(shown(view, session.volume.array), (row, col), tolerance / 4)
     np.testing.assert_array_equal(item.image, label_outline(smaller.astype(np.uint8)))
     assert 0 < smaller.sum() < expected.sum() < expected.size / 2, (smaller.sum(), expected.sum())
+
+
+def test_a_click_replaces_another_tools_stale_note_in_the_status_bar(qtbot, lung):
+    """A tester's Level click left Fill's refusal of the coronal view in the status bar."""
+    window, session = lung, lung.session
+    session.labels.copy_from(np.zeros_like(session.labels.array))
+    window.view_choice.setCurrentIndex(1)  # coronal
+    view = window.workspace.active_view()
+    rows, cols = view.image_item.image.shape
+    qtbot.keyClick(window, Qt.Key_G)
+    drag(view, [(rows // 2, cols // 2)])
+    assert "Fill works on the acquired" in window.statusBar().currentMessage()
+    qtbot.keyClick(window, Qt.Key_V)
+    drag(view, [(rows // 2, cols // 2)])
+    assert session.labels.array.any()  # the level click filled
+    assert "Fill" not in window.statusBar().currentMessage()
