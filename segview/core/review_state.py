@@ -105,6 +105,12 @@ def review_path(labels_path) -> Path:
     return own if isinstance(owner, str) and owner != path.name and (path.parent / owner).exists() else shared
 
 
+def flagged_reason(note: str | None) -> str:
+    """Why a case the worklist flagged is left out, as every report and printout says it:
+    "flagged in the worklist: motion on slice 6"."""
+    return f"flagged in the worklist: {note}" if note else "flagged in the worklist"
+
+
 def current_user() -> str:
     try:
         return getpass.getuser()

@@ -26,7 +26,7 @@ from ..core.io import (IMAGE_EXTENSIONS, LabelClass, extension, load_classes, lo
                        load_volume, named_classes)
 from ..core.journal import image_key
 from ..core.phantoms import make_phantom, phantom_written, scanner_shift
-from ..core.review_state import load_review_state, read_sidecar
+from ..core.review_state import flagged_reason, load_review_state, read_sidecar
 from ..core.splits import SPLITS_FILE, read_split, write_split
 from ..core.volume import Volume, slice_pixel_size
 from .config import DEFAULT_CT_WINDOW
@@ -158,7 +158,7 @@ def folder_dataset(folder, progress: Progress | None = None, reviewed_only: bool
         # A flagged case (motion, the wrong series) teaches nothing, whether or not slices are reviewed.
         flag = _flag(review.extra if review is not None else read_sidecar(label_path) or {})
         if flag is not None:
-            skipped.append(f"{name}: flagged in the worklist: {flag}")  # info wraps the reason in parentheses
+            skipped.append(f"{name}: {flag}")
             continue
         slices = np.flatnonzero(review.reviewed) if review is not None else None
         if slices is not None and not slices.size:
@@ -185,12 +185,12 @@ def _review(label_path, volume: Volume):
 
 
 def _flag(sidecar: dict) -> str | None:
-    """Why the worklist flagged the case (its note, or "flagged"), from its sidecar's keys;
-    None when it is not."""
+    """Why the case is left out when the worklist flagged it (``flagged_reason``), from its
+    sidecar's keys; None when it is not flagged."""
     entry = sidecar.get("case") or {}
     if not isinstance(entry, dict) or entry.get("status") != "flagged":
         return None
-    return str(entry.get("note") or "flagged")
+    return flagged_reason(str(entry.get("note") or ""))
 
 
 def _pairs(images: Path, labels: Path) -> list[tuple[str, Path, Path]]:

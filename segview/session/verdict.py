@@ -43,6 +43,7 @@ from ..core.journal import image_key, voxel_digest
 from ..core.metrics import confusion_counts, scores_from_counts
 from ..core.phantoms import phantom_written
 from ..core.report import counted, csv_cell, finite_or_none, number_text, write_csv
+from ..core.review_state import flagged_reason
 from ..core.volume import Volume
 from ..ml.metadata import CheckpointError, check_class_names, trained_cases
 from .review import read_label_file
@@ -377,7 +378,7 @@ def reviewed_verdict(dataset, checkpoints: dict[str, Path], progress: Progress |
         if progress is not None:
             progress(n, len(chosen), case.name)
         if case.status == "flagged":  # a problem noted in the worklist: no evidence, as for training
-            excluded[case.name] = f"flagged in the worklist ({case.note or 'flagged'})"
+            excluded[case.name] = flagged_reason(case.note)
             continue
         if not case.reviewed_count:
             excluded[case.name] = "no reviewed slice"

@@ -81,7 +81,7 @@ def test_verdict_scores_reviewed_slices_only_and_leaves_out_cases_with_none(revi
     expected = _recount(reviewed_dataset, checkpoints)
 
     assert [c.case for c in verdict.cases] == list(REVIEWED)
-    assert verdict.left_out == {"case_004": "flagged in the worklist (not looked at)"}
+    assert verdict.left_out == {"case_004": "flagged in the worklist: not looked at"}
     voxel_ml = np.prod(SPACING) / 1000
     for case in verdict.cases:
         assert case.reviewed == len(REVIEWED[case.case]) and case.slices == 6
@@ -107,10 +107,10 @@ def test_a_flagged_case_is_no_evidence_and_is_named(reviewed_dataset, checkpoint
     Worklist.open(reviewed_dataset, checkpoints).set_status("case_001", "flagged", "motion on slice 6")
     verdict = reviewed_verdict(reviewed_dataset, checkpoints)
     assert [c.case for c in verdict.cases] == ["case_000", "case_002", "case_003"]
-    assert verdict.left_out["case_001"] == "flagged in the worklist (motion on slice 6)"
+    assert verdict.left_out["case_001"] == "flagged in the worklist: motion on slice 6"
     text = verdict.markdown()  # a tester: "left out of the Dice" where it was out of the effort too
     assert "Not evaluated (neither in the Dice nor in the correction effort):\n\n- case_001: flagged in the " \
-        "worklist (motion on slice 6)\n- case_004" in text and "more left out of the Dice only" in text
+        "worklist: motion on slice 6\n- case_004" in text and "more left out of the Dice only" in text
 
 
 def test_a_stopped_verdict_returns_nothing(reviewed_dataset, checkpoints):
@@ -168,7 +168,7 @@ def test_dataset_report_and_the_command(reviewed_dataset, checkpoints, tmp_path)
         case = next(c for c in verdict.cases if c.case == row["case"])
         assert float(row["correction_ml"]) == pytest.approx(case.correction_ml[row["model"]], abs=1e-4)
     text = paths[1].read_text()
-    assert "case_004: flagged in the worklist (not looked at)" in text
+    assert "case_004: flagged in the worklist: not looked at" in text
     assert "p = " in text and "cannot support a verdict" in text
 
     out = tmp_path / "cli"
