@@ -622,19 +622,10 @@ def test_evaluate_refuses_a_model_naming_the_classes_otherwise_only_where_the_da
     """A tester's checkpoint with the dataset's classes 1 and 2 named the other way round was
     scored on the whole cases without a word, where --reviewed-only refuses it; a dataset whose
     classes only the fallback names name still takes it."""
-    from segview.ml.checkpoint import classes_to_metadata, save_checkpoint
-    from segview.ml.unet import UNet
-    from segview.core.classes import named_classes
-    from tests.session.conftest import CLASSES, make_dataset
+    from tests.session.conftest import make_dataset, swapped_checkpoint
 
     make_dataset(tmp_path / "ds", 2)
-    swapped = save_checkpoint(tmp_path / "swapped.safetensors", UNet(num_classes=3, base_channels=2, depth=1),
-                              {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name,
-                                                                             CLASSES[1].name])),
-                               "loss": {"name": "ce"},
-                               "preprocessing": {"input_size": [16, 16], "modality": "MR",
-                                                 "normalization": {"method": "percentile", "low_percentile": 0.5,
-                                                                   "high_percentile": 99.5}}})
+    swapped = swapped_checkpoint(tmp_path / "swapped.safetensors")
     arguments = ["evaluate", str(swapped), "--data", str(tmp_path / "ds"), "--device", "cpu"]
     assert main(arguments) == 2
     assert ("segview: swapped.safetensors on ds: its class 1 is \u201clesion\u201d where the dataset's classes "

@@ -55,13 +55,21 @@ def make_checkpoint(path, seed: int):
     return save_tiny_checkpoint(path, UNet(num_classes=3, base_channels=2, depth=1))
 
 
-def save_tiny_checkpoint(path, model):
-    """``model`` (a tiny UNet of the three CLASSES) saved as an MR checkpoint of 16 x 16 input."""
-    meta = {"classes": classes_to_metadata(CLASSES), "loss": {"name": "ce"},
+def save_tiny_checkpoint(path, model, classes=CLASSES):
+    """``model`` (a tiny UNet of three classes, CLASSES unless named otherwise) saved as an
+    MR checkpoint of 16 x 16 input."""
+    meta = {"classes": classes_to_metadata(classes), "loss": {"name": "ce"},
             "preprocessing": {"input_size": [16, 16], "modality": "MR",
                               "normalization": {"method": "percentile", "low_percentile": 0.5,
                                                 "high_percentile": 99.5}}}
     return save_checkpoint(path, model, meta)
+
+
+def swapped_checkpoint(path):
+    """A tiny checkpoint naming CLASSES 1 and 2 the other way round (a model for other classes)."""
+    torch.manual_seed(3)
+    swapped = named_classes(["background", CLASSES[2].name, CLASSES[1].name])
+    return save_tiny_checkpoint(path, UNet(num_classes=3, base_channels=2, depth=1), swapped)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from segview.core.review_state import ReviewState, save_review_state
 from segview.session.verdict import CaseVerdict, Verdict, reviewed_verdict, write_dataset_report
 from segview.session.worklist import Worklist, checkpoint_digest
 
-from .conftest import CLASSES, SPACING, make_checkpoint, make_dataset
+from .conftest import CLASSES, SPACING, make_checkpoint, make_dataset, swapped_checkpoint
 
 REVIEWED = {"case_000": (0, 1, 2), "case_001": (3,), "case_002": (1, 4, 5), "case_003": (0, 2, 4, 5)}
 
@@ -365,14 +365,7 @@ def test_a_model_naming_the_classes_otherwise_is_refused_as_the_window_refuses_i
                                                                                   tmp_path):
     """A tester's checkpoint whose class 1 is the dataset's class 2 (and 2 its 1): the worklist
     would not use it, but evaluate --reviewed-only scored its voxels under the other class."""
-    swapped = tmp_path / "swapped.safetensors"
-    torch.manual_seed(3)
-    save_checkpoint(swapped, UNet(num_classes=3, base_channels=2, depth=1),
-                    {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name, CLASSES[1].name])),
-                     "loss": {"name": "ce"}, "preprocessing": {"input_size": [16, 16], "modality": "MR",
-                                                               "normalization": {"method": "percentile",
-                                                                                 "low_percentile": 0.5,
-                                                                                 "high_percentile": 99.5}}})
+    swapped = swapped_checkpoint(tmp_path / "swapped.safetensors")
     refused = Worklist.open(reviewed_dataset, {"A": checkpoints["A"], "B": swapped}).checkpoint_problems()
     assert refused["B"][1]
     with pytest.raises(CheckpointError, match=r"Model B \(swapped.safetensors\): its class 1 is .lesion. where "
@@ -387,13 +380,7 @@ def test_a_model_naming_otherwise_the_classes_only_the_label_files_name_is_refus
     --reviewed-only scored its voxels under the other class."""
     from segview.cli import main
 
-    swapped = save_checkpoint(tmp_path / "swapped.safetensors", UNet(num_classes=3, base_channels=2, depth=1),
-                              {"classes": classes_to_metadata(named_classes(["background", CLASSES[2].name,
-                                                                             CLASSES[1].name])),
-                               "loss": {"name": "ce"},
-                               "preprocessing": {"input_size": [16, 16], "modality": "MR",
-                                                 "normalization": {"method": "percentile", "low_percentile": 0.5,
-                                                                   "high_percentile": 99.5}}})
+    swapped = swapped_checkpoint(tmp_path / "swapped.safetensors")
     (reviewed_dataset / "dataset.json").write_text("{}")
     with pytest.raises(CheckpointError, match=r"Model B \(swapped.safetensors\) on the labels of case_000: its "
                                               r"class 1 is .lesion. where the dataset's classes have .organ."):

@@ -648,18 +648,22 @@ def test_a_case_saved_after_its_journal_stopped_says_it_is_journalled_again(tmp_
     session.close()
 
 
+def _reviewed_case(folder) -> None:
+    """A one-case dataset at ``folder`` whose case_000 is saved with slices 1, 2 and 4 reviewed."""
+    make_dataset(folder, 1)
+    session = Worklist.open(folder).session("case_000")
+    for z in (1, 2, 4):
+        session.mark_reviewed(z)
+    session.save()
+    session.close()
+
+
 def test_a_row_counts_no_marks_that_do_not_apply_to_its_image_changed_since(tmp_path):
     """A helper changed one voxel of a reviewed case's image: opening it marked nothing (the
     review is of another image), yet its row kept saying 3 reviewed slices."""
     import SimpleITK as sitk
 
-    make_dataset(tmp_path / "ds", 1)
-    worklist = Worklist.open(tmp_path / "ds")
-    session = worklist.session("case_000")
-    for z in (1, 2, 4):
-        session.mark_reviewed(z)
-    session.save()
-    session.close()
+    _reviewed_case(tmp_path / "ds")
     path = tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz"
     image = sitk.ReadImage(str(path))
     image[0, 0, 0] = image[0, 0, 0] + 1
@@ -737,13 +741,7 @@ def test_a_case_a_worklists_own_session_holds_is_not_anothers(tmp_path):
 def test_a_row_counts_no_marks_of_labels_that_lie_on_another_grid_until_saved(tmp_path):
     """A case whose label file lay on another grid opened with empty labels ("labels not
     read"), yet its row kept the reviewed slices of that file's sidecar."""
-    make_dataset(tmp_path / "ds", 1)
-    worklist = Worklist.open(tmp_path / "ds")
-    session = worklist.session("case_000")
-    for z in (1, 2, 4):
-        session.mark_reviewed(z)
-    session.save()
-    session.close()
+    _reviewed_case(tmp_path / "ds")
     volume, _ = tiny_case(0, slices=5)  # the image exported again on another grid
     io_module.save_volume(tmp_path / "ds" / "imagesTr" / "case_000_0000.nii.gz", volume)
     worklist = Worklist.open(tmp_path / "ds")
