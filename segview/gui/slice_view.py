@@ -345,6 +345,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
             title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>do not measure</b>'
         self.title.setHtml(title)
+        self._fit_title()
 
     def _tilt_line(self) -> str:
         """How far the view's planes lie from the plane it is named by, where the grid is
@@ -517,3 +518,13 @@ class SliceView(pg.GraphicsLayoutWidget):
         for side, (x, y) in positions.items():
             self.edge_items[side].setPos(x, y)
         self.title.setPos(rect.left() + 4, rect.top() + 22)  # below the top edge's letter, which it would cover
+        self._fit_title()
+
+    def _fit_title(self) -> None:
+        """Wrap the title between words where it is wider than the view: clipped at its edge,
+        "oblique 44°" read "oblique 4" (and "L -600" "L -6") in the narrow views of T, wrong
+        numbers. Unwrapped otherwise, so that its plate is no wider than its lines."""
+        available = max(self.box.boundingRect().width() - 8, 1.0)
+        self.title.setTextWidth(-1)
+        if self.title.textItem.boundingRect().width() > available:
+            self.title.setTextWidth(available)

@@ -540,15 +540,19 @@ def test_the_views_titles_fit_the_narrow_views_of_the_three_view_layout(qtbot, d
     past the narrow view's edge and cut the level's digits off, a wrong number, not a
     shortened one. The window values have a line of their own."""
     window, viewer = demo, demo.workspace.viewer
-    window.resize(1440, 900)
     qtbot.keyClick(window, Qt.Key_T)  # three views: coronal and sagittal in a narrow column
-    for view in viewer.views.values():
-        view.window = (-600.0, 1500.0)  # the lung preset: the longest level a CT preset shows
-        view.redraw_image()
-        qtbot.waitUntil(lambda v=view: v.width() > 0)
-        right = view.mapFromScene(view.title.sceneBoundingRect().topRight()).x()
-        assert "L -600" in view.title.toPlainText()
-        assert right <= view.width(), (view.view, right, view.width())
+    for size in ((1440, 900), (1060, 700)):  # in the smaller, "oblique 44°" read "oblique 4"
+        window.resize(*size)
+        for view in viewer.views.values():
+            view.window = (-600.0, 1500.0)  # the lung preset: the longest level a CT preset shows
+            view.redraw_image()
+            qtbot.waitUntil(lambda v=view: v.width() > 0)
+            QApplication.processEvents()
+            right = view.mapFromScene(view.title.sceneBoundingRect().topRight()).x()
+            assert "L -600" in view.title.toPlainText() and "oblique" in view.title.toPlainText()
+            assert right <= view.width(), (size, view.view, right, view.width())
+            if size == (1440, 900) and view is viewer.large_view():  # wrapped only where it must
+                assert view.title.boundingRect().width() < view.width() / 3
 
 
 def test_an_oblique_stack_says_how_far_its_planes_lie_from_the_plane_named(qtbot, window, tmp_path):
