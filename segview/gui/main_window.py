@@ -360,8 +360,19 @@ class MainWindow(QMainWindow):
         return source if source and not source.startswith("demo") else None
 
     def start_folder(self) -> str:
-        """Where a file dialog starts: the last folder one chose in, else the image's."""
-        return str(dialog_folder(self.image_source()))
+        """Where a file dialog starts: the last folder one chose in, else the image's. With a
+        dataset open, the last folder where it lies in the dataset, else the dataset's: a
+        tester's report of one dataset was offered the folder of another, opened before, and
+        a DICOM SEG was proposed in imagesTr/, among the dataset's images."""
+        worklist = self.worklist_controller.worklist
+        if worklist is None:
+            return str(dialog_folder(self.image_source()))
+        last, dataset = last_folder(), worklist.folder.resolve()
+        return str(last if last is not None and last.resolve().is_relative_to(dataset) else dataset)
+
+    def _start_path(self, name: str) -> str:
+        """``name``, a file a save dialog proposes, in ``start_folder``."""
+        return str(Path(self.start_folder()) / name)
 
     def choose_image(self) -> None:
         pattern = " ".join(f"*{e}" for e in IMAGE_EXTENSIONS) + " *.dcm"
@@ -1713,8 +1724,7 @@ class MainWindow(QMainWindow):
 
     def export_dicom_seg(self) -> None:
         name = _series_name(self.session.volume) or "labels"  # two series of a folder: two names
-        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", dialog_path(f"{name}_seg.dcm",
-                                                                                  self.image_source()),
+        path, _ = QFileDialog.getSaveFileName(self, "Export DICOM SEG", self._start_path(f"{name}_seg.dcm"),
                                               "DICOM (*.dcm)")
         remember_folder(path)
         if path:
@@ -1748,7 +1758,7 @@ class MainWindow(QMainWindow):
     def export_metrics(self) -> None:
         if self.session is None or not self.session.models:
             return self._error("Load a model first: the metrics compare models with the labels.", "No metrics")
-        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", dialog_path("metrics.csv", self.image_source()),
+        path, _ = QFileDialog.getSaveFileName(self, "Export metrics", self._start_path("metrics.csv"),
                                               "CSV (*.csv)")
         remember_folder(path)
         if path:

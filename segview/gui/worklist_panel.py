@@ -54,7 +54,7 @@ from ..session.worklist import OpenJob, Prefetch, working_status
 from .finetune_job import FineTuning
 from .host import EXPORT_REPORT_ACTION, FILE_MENU, MODEL_MENU, OPEN_DICOM_ACTION
 from .job_row import JobRow
-from .settings import last_folder, remember_folder
+from .settings import remember_folder
 from .workers import GeneratorWorker, Worker
 
 if TYPE_CHECKING:
@@ -1096,13 +1096,7 @@ class WorklistController(QObject):
 
     # -- the dataset report -------------------------------------------------------------------
     def choose_report_folder(self, held_out: bool = False) -> None:
-        # The last folder a dialog chose in where it lies in this dataset, else the dataset's:
-        # a tester's report of one dataset was offered the folder of another, opened before.
-        if self.worklist is None:
-            start = self.window.start_folder()
-        else:
-            last, dataset = last_folder(), self.worklist.folder.resolve()
-            start = str(last if last is not None and last.resolve().is_relative_to(dataset) else dataset)
+        start = self.window.start_folder()  # in this dataset
         title = "Folder for the held-out report" if held_out else "Folder for the dataset report"
         folder = QFileDialog.getExistingDirectory(self.window.window(), title, start)
         remember_folder(folder)

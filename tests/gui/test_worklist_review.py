@@ -511,17 +511,20 @@ def test_rows_follow_what_another_segview_on_the_dataset_opens_saves_and_closes(
     assert status_cell(controller, "case_000").text() == "in progress" and window.session.reviewed[1]
 
 
-def test_the_report_folder_starts_in_this_dataset_not_in_another_used_before(qtbot, window, dataset, tmp_path,
-                                                                              monkeypatch):
+def test_the_report_and_seg_dialogs_start_in_this_dataset_not_in_another_used_before(qtbot, window, dataset,
+                                                                                     tmp_path, monkeypatch):
     other = tmp_path / "Dataset002_Other" / "reports"
     other.mkdir(parents=True)
     open_dataset(qtbot, window, dataset)
     starts = []
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda parent, title, start: starts.append(start) or "")
+    monkeypatch.setattr(QFileDialog, "getSaveFileName",
+                        lambda parent, title, start, kinds: starts.append(start) or ("", ""))
     settings_module.remember_folder(other)   # a dialog of another dataset chose there
     window.worklist_controller.choose_report_folder()
+    window.export_dicom_seg()  # and a DICOM SEG, proposed among the dataset's images, in imagesTr/
     inside = dataset / "reports"
     inside.mkdir()
     settings_module.remember_folder(inside)  # one inside this dataset is kept
     window.worklist_controller.choose_report_folder(held_out=True)
-    assert starts == [str(dataset.resolve()), str(inside)]
+    assert starts == [str(dataset.resolve()), str(dataset.resolve() / "labels_seg.dcm"), str(inside)]
