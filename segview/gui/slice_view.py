@@ -186,6 +186,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.grabGesture(Qt.GestureType.PinchGesture)
         self.volume: Volume | None = None
         self.view: str = view
+        self._tilt_line = ""  # the title's "oblique N°" line, set with the volume (``_tilt_line_of``)
         self.index: int = 0
         self.window: tuple[float, float] = (0.0, 1.0)
         self._needs_fit = False
@@ -196,6 +197,7 @@ class SliceView(pg.GraphicsLayoutWidget):
         """Show ``volume`` at its middle slice, fitted to the view; overlays are dropped."""
         self.volume = volume
         self.orientation = volume.display()
+        self._tilt_line = self._tilt_line_of(volume)
         for name in list(self.overlays):
             self.remove_overlay(name)
         for side, letter in self.orientation.edge_labels(self.view).items():
@@ -340,18 +342,18 @@ class SliceView(pg.GraphicsLayoutWidget):
         self.image_item.setRect(self._rect(plane.shape))
         # the window on a line of its own: in the narrow views of T it ran past the edge, and
         # "L -600" read "L -6" there, a wrong number rather than a shortened one
-        title = (f"{self.view}  {self.index + 1} / {self.num_slices()}{self._tilt_line()}"
+        title = (f"{self.view}  {self.index + 1} / {self.num_slices()}{self._tilt_line}"
                  f"<br>W {self.window[1]:.0f}  L {self.window[0]:.0f}")
         if self.interpolated():  # short lines of their own, in red: a narrow view must not cut them off
             title += f'<br><b style="color:{INTERPOLATED_COLOR}">INTERPOLATED slice<br>do not measure</b>'
         self.title.setHtml(title)
         self._fit_title()
 
-    def _tilt_line(self) -> str:
+    def _tilt_line_of(self, volume: Volume) -> str:
         """How far the view's planes lie from the plane it is named by, where the grid is
         oblique (a line of its own: the narrow views of T): two testers read a short-axis
         cardiac stack, shown in the view of the nearest plane, as a coronal acquisition."""
-        tilt = self.volume.tilt_degrees(self.orientation.axes(self.view)[0])
+        tilt = volume.tilt_degrees(self.orientation.axes(self.view)[0])
         return f"<br>oblique {tilt:.0f}\u00b0" if tilt >= OBLIQUE_DEGREES else ""
 
     def interpolated(self) -> bool:
