@@ -9,7 +9,6 @@ of the image's 1st-99th percentile range (HU for CT) when an image is shown.
 """
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -63,8 +62,7 @@ class LevelController(QObject):
         workspace.stroked.connect(lambda *_: self.hide())  # a fill changed the labels: trace again on moving
         # Set as soon as an image is put on screen, before any question about it (a model of
         # another modality): the tolerance shown meanwhile was the image before's.
-        self._session_seen: weakref.ref | None = None  # weak: a closed session's memory goes back
-        window.session_changed.connect(self._session_shown)
+        window.session_shown.connect(self._session_shown)
 
     def hide(self) -> None:
         self._traced = None
@@ -78,9 +76,8 @@ class LevelController(QObject):
     def _session_shown(self) -> None:
         """A new image's tolerance; the person's stays while its models or classes change."""
         session = self.window.session
-        if session is None or (self._session_seen is not None and self._session_seen() is session):
+        if session is None:
             return
-        self._session_seen = weakref.ref(session)
         sample = session.volume.array[::4, ::4, ::4]  # enough for percentiles, at 1/64 of the cost
         low, high = np.percentile(sample, (1, 99)) if sample.size else (0.0, 0.0)
         self.tolerance.setValue(max(round(float(high - low) / 10, 1), 1.0))

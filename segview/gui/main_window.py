@@ -70,6 +70,7 @@ def models_named(slots) -> str:
 
 class MainWindow(QMainWindow):
     loaded = Signal()                  # a session is on screen (tests and --screenshot wait for it)
+    session_shown = Signal()           # a new session is on screen, before any question about it
     load_failed = Signal(str)
     model_loaded = Signal(str)         # slot
     inference_finished = Signal(bool)  # True: every slice predicted; False: cancelled or failed
@@ -588,6 +589,7 @@ class MainWindow(QMainWindow):
             action.setEnabled(reason is None)
             action.setToolTip(reason or tip)
         self._session_changed()  # the new image's classes and panels, before any question
+        self.session_shown.emit()
         if self.statusBar().currentMessage() == LOADING_OTHER_SLICES:
             self.statusBar().clearMessage()  # loaded: it lingered 3 s (and in --screenshot's picture)
         if session.labels_note:  # the labels it found by itself: which file, and why that one
