@@ -167,28 +167,28 @@ class Provenance:
             if self._recovered is not None:
                 after[z] = self._recovered.get(z, ())
                 continue
-            source = self._source or HAND
-            if source == COPY:
-                source = self._model_source(edit, n) or LOADED
-            source = self._named(source)
-            if self._holds_whole_prediction(source, z):  # nothing of the slice's earlier sources is left
+            kind = self._source or HAND
+            if kind == COPY:
+                kind = self._model_source(edit, n) or LOADED
+            source = self._named(kind)
+            if self._holds_whole_prediction(kind, z):  # nothing of the slice's earlier sources is left
                 after[z] = (source,)
             else:
                 after[z] = before[z] if source in before[z] else before[z] + (source,)
         self._restore(after)
         self._applied[edit.key] = _Applied(edit.undo, before, after)
 
-    def _named(self, source: str) -> str:
-        """``source`` with the checkpoint behind it now, for a model's or the click model's."""
-        if (source != INTERACTIVE and not source.startswith("model ")) or kind_and_name(source)[1]:
-            return source
-        return named(source, self._algorithms().get(source))
+    def _named(self, kind: str) -> str:
+        """Source ``kind`` as recorded: with the checkpoint behind it now, for a model's or the
+        click model's."""
+        if kind != INTERACTIVE and not kind.startswith("model "):
+            return kind
+        return named(kind, self._algorithms().get(kind))
 
-    def _holds_whole_prediction(self, source: str, z: int) -> bool:
-        """Whether slice ``z`` now holds exactly the prediction of the model ``source`` names
-        ("model B: lung_ce_dice"): a tester's slice copied from A, then from B, was credited to
-        both, and its DICOM SEG segments named A, whose labels were all gone."""
-        kind, _ = kind_and_name(source)
+    def _holds_whole_prediction(self, kind: str, z: int) -> bool:
+        """Whether slice ``z`` now holds exactly the prediction of the model source ``kind``
+        names ("model B"): a tester's slice copied from A, then from B, was credited to both,
+        and its DICOM SEG segments named A, whose labels were all gone."""
         model = self._models().get(kind.removeprefix("model ")) if kind.startswith("model ") else None
         return model is not None and bool(model[1][z]) and np.array_equal(self.labels.array[z], model[0][z])
 
