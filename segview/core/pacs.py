@@ -986,10 +986,15 @@ class DimsePacs(Pacs):
                 item.secondary_field = given.password.encode()
         return [item]
 
+    @property
+    def _ae_title(self) -> str:
+        """How messages name the PACS beside "the PACS": its AE title ("PACS" alone read "the PACS PACS")."""
+        return f"(AE title {self.called_ae})"
+
     def _association_failure(self, assoc, waited_s: float) -> PacsError:
         """Why the association failed, in words: refused, unreachable, silent or aborted
         (pynetdicom aborts after its timeout too, hence ``waited_s``)."""
-        where = f"(AE title {self.called_ae}) at {self.host}:{self.port}"
+        where = f"{self._ae_title} at {self.host}:{self.port}"
         if assoc.is_rejected:
             identity = f", the user name {self.credentials.user} or its password" if self.credentials.user else (
                 ", the token" if self.credentials.token is not None else "")
@@ -1028,7 +1033,7 @@ class DimsePacs(Pacs):
                 if code in (0xFF00, 0xFF01):
                     answers.append(found)
                 elif code != 0x0000:
-                    raise PacsError(f"The PACS (AE title {self.called_ae}) refused to search for {what}: "
+                    raise PacsError(f"The PACS {self._ae_title} refused to search for {what}: "
                                     f"status 0x{code:04X} ({_category(code)}).")
             return answers
 
@@ -1063,7 +1068,7 @@ class DimsePacs(Pacs):
         from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
         sop_classes = self._sop_classes(series)
         if not sop_classes:
-            raise PacsError(f"The PACS (AE title {self.called_ae}) lists no image in the series {series.uid}.")
+            raise PacsError(f"The PACS {self._ae_title} lists no image in the series {series.uid}.")
         written: list[Path] = []
         unwritten: list[OSError] = []  # this disk's failures: said as such, not as the PACS's
 
@@ -1096,10 +1101,10 @@ class DimsePacs(Pacs):
                 if unwritten and code not in (0xFF00,):  # a full disk here, not a PACS that failed
                     raise unwritten[0]
                 if code not in (0x0000, 0xFF00, 0xB000):
-                    raise PacsError(f"The PACS (AE title {self.called_ae}) could not send the series {series.uid}: "
+                    raise PacsError(f"The PACS {self._ae_title} could not send the series {series.uid}: "
                                     f"status 0x{code:04X} ({_category(code)}).")
                 if code == 0xB000:  # some sub-operations failed
-                    raise PacsError(f"The PACS (AE title {self.called_ae}) sent only part of the series {series.uid} "
+                    raise PacsError(f"The PACS {self._ae_title} sent only part of the series {series.uid} "
                                     "(status 0xB000: some images failed).")
         return len(written)
 
